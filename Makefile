@@ -1,0 +1,46 @@
+# The two set-up commands (see README): `make demo` and `make test`.
+# Both create .venv if it is missing and install what they need into it.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint typecheck unit proto bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+## Run the demo federation (3 chains x 5 departments on loopback, SQLite) and verify it.
+demo: $(VENV)/.installed
+	$(BIN)/creditshare demo --verify
+
+## Lint, type-check and run every test (unit, node gRPC, end to end).
+test: lint typecheck
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed-dev
+	$(BIN)/pytest tests/unit
+
+## Regenerate the committed gRPC stubs from proto/.
+proto: $(VENV)/.installed-dev
+	$(BIN)/python scripts/gen_proto.py
+	$(BIN)/ruff check --fix --quiet src/creditshare/proto/__init__.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

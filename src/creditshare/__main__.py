@@ -1,0 +1,3 @@
+from creditshare.cli import main
+
+main()

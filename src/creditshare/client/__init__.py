@@ -1,0 +1,25 @@
+"""Python SDK for banks and bureaus: local keys, HTTP to the coordinator, local decryption."""
+
+from creditshare.client._client import DEFAULT_MODEL_ID, CreditShareClient
+from creditshare.client._keystore import default_key_path, load_key, load_or_create_key, save_key
+from creditshare.client._profile import (
+    CreditProfile,
+    Indicator,
+    ScoreScale,
+    decrypt_profile,
+    probability_of_default,
+)
+
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "CreditProfile",
+    "CreditShareClient",
+    "Indicator",
+    "ScoreScale",
+    "decrypt_profile",
+    "default_key_path",
+    "load_key",
+    "load_or_create_key",
+    "probability_of_default",
+    "save_key",
+]

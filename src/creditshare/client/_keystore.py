@@ -1,0 +1,45 @@
+"""Local key handling: the requester's Paillier private key lives in one file it owns.
+
+The key is generated on the requester's machine and written with mode 0600; it
+is never sent anywhere. Only the public modulus travels with a query.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from creditshare.crypto import MIN_KEY_BITS, PrivateKey
+
+__all__ = ["default_key_path", "load_key", "load_or_create_key", "save_key"]
+
+
+def default_key_path() -> Path:
+    configured = os.environ.get("CREDITSHARE_KEY_FILE")
+    if configured:
+        return Path(configured)
+    base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    return base / "creditshare" / "paillier-key.json"
+
+
+def save_key(key: PrivateKey, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key.to_json_bytes())
+    os.replace(tmp, path)
+
+
+def load_key(path: Path) -> PrivateKey:
+    return PrivateKey.from_json_bytes(path.read_bytes())
+
+
+def load_or_create_key(path: Path | None = None, bits: int = MIN_KEY_BITS) -> PrivateKey:
+    """Load the key at ``path``, generating and saving a new one the first time."""
+    path = path or default_key_path()
+    if path.exists():
+        return load_key(path)
+    key = PrivateKey.generate(bits)
+    save_key(key, path)
+    return key

@@ -1,0 +1,27 @@
+"""The coordinator: registry, query broker and HTTP API. Holds no private key."""
+
+from creditshare.coordinator._app import PRESENCE_INDICATOR, create_app
+from creditshare.coordinator._broker import NodeAnswer, NodeFailure, QueryBroker, QueryResult
+from creditshare.coordinator._registry import Registry
+from creditshare.coordinator._server import serve
+from creditshare.coordinator._settings import (
+    CoordinatorSettings,
+    ModelEntry,
+    NodeEntry,
+    ScoreScale,
+)
+
+__all__ = [
+    "PRESENCE_INDICATOR",
+    "CoordinatorSettings",
+    "ModelEntry",
+    "NodeAnswer",
+    "NodeEntry",
+    "NodeFailure",
+    "QueryBroker",
+    "QueryResult",
+    "Registry",
+    "ScoreScale",
+    "create_app",
+    "serve",
+]

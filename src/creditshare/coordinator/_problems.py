@@ -1,0 +1,74 @@
+"""RFC 9457 problem responses: the one place where errors become HTTP statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from creditshare.errors import (
+    CreditShareError,
+    InvalidInputError,
+    KeyTooSmallError,
+    NotFoundError,
+)
+from creditshare.identity import InvalidUsccError
+
+__all__ = ["NoNodeAnsweredError", "install_problem_handlers", "problem"]
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class NoNodeAnsweredError(CreditShareError):
+    """Every node in scope failed: there is no partial result worth returning."""
+
+    def __init__(self, failures: list[dict[str, str]]) -> None:
+        super().__init__("no node in scope answered")
+        self.failures = failures
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _for_error(exc: CreditShareError) -> JSONResponse:
+    if isinstance(exc, InvalidUsccError):
+        return problem(422, "Invalid USCC", str(exc), field="uscc", position=exc.position)
+    if isinstance(exc, KeyTooSmallError):
+        return problem(
+            422,
+            "Key too small",
+            str(exc),
+            field="public_key",
+            bits=exc.bits,
+            minimum_bits=exc.minimum,
+        )
+    if isinstance(exc, InvalidInputError):
+        field = getattr(exc, "field", None)
+        return problem(422, "Invalid input", str(exc), **({"field": field} if field else {}))
+    if isinstance(exc, NotFoundError):
+        return problem(404, "Not found", str(exc))
+    if isinstance(exc, NoNodeAnsweredError):
+        return problem(503, "No node answered", str(exc), failed=exc.failures)
+    return problem(500, "Internal error", "the coordinator could not complete the request")
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, CreditShareError)
+        return _for_error(exc)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"location": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg")}
+            for err in exc.errors()
+        ]
+        detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors)
+        return problem(422, "Invalid request", detail, errors=errors)
+
+    app.add_exception_handler(CreditShareError, on_error)
+    app.add_exception_handler(RequestValidationError, on_validation)

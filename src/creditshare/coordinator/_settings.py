@@ -1,0 +1,75 @@
+"""Typed settings of the coordinator (file + ``CREDITSHARE_COORDINATOR_*`` environment)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from creditshare._settings import EnvFirstSettings
+from creditshare.crypto import MAX_SCALE
+from creditshare.identity import Chain
+
+__all__ = ["CoordinatorSettings", "ModelEntry", "NodeEntry", "ScoreScale"]
+
+
+class NodeEntry(BaseModel):
+    """A data node registered on one of the regional chains."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    chain: Chain
+    department: str
+    address: str = Field(description="host:port of the node's gRPC endpoint")
+
+
+class ScoreScale(BaseModel):
+    """How a linear log-odds score maps to points: published with the model.
+
+    points = base_score - (points_to_double_odds / ln 2) * (linear + ln(base_odds)),
+    clamped to [minimum, maximum]; so base_odds:1 good:bad odds score base_score and
+    every doubling of those odds adds points_to_double_odds.
+    """
+
+    base_score: float = 600.0
+    base_odds: float = Field(default=50.0, gt=0)
+    points_to_double_odds: float = Field(default=40.0, gt=0)
+    minimum: float = 300.0
+    maximum: float = 900.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScoreScale:
+        if self.minimum >= self.maximum:
+            raise ValueError("score scale minimum must be below its maximum")
+        return self
+
+
+class ModelEntry(BaseModel):
+    """A scoring model: per-node weights live on the nodes; the rest lives here."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    description: str = ""
+    intercept: float = 0.0
+    score_scale: ScoreScale = Field(default_factory=ScoreScale)
+
+
+class CoordinatorSettings(EnvFirstSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CREDITSHARE_COORDINATOR_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    nodes: list[NodeEntry] = Field(default_factory=list)
+    models: list[ModelEntry] = Field(default_factory=list)
+    node_deadline_seconds: float = Field(default=3.0, gt=0, le=60)
+    scale: int = Field(default=10**6, ge=1, le=MAX_SCALE)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> CoordinatorSettings:
+        for kind, ids in (
+            ("node", [n.id for n in self.nodes]),
+            ("model", [m.id for m in self.models]),
+        ):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {kind} id(s): {', '.join(dupes)}")
+        return self

@@ -1,0 +1,151 @@
+"""Paillier key types with explicit constructors and serialisers.
+
+Built on ``phe`` (which uses gmpy2 when present) but never exposes phe's classes:
+callers get ``PublicKey`` and ``PrivateKey``, whose only ways in are checked
+constructors, so a key below ``MIN_KEY_BITS`` cannot enter the system through
+any door (config, HTTP, gRPC, file).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from typing import Any
+
+from phe import paillier
+
+from creditshare.errors import InvalidKeyError, KeyTooSmallError
+
+__all__ = ["MIN_KEY_BITS", "PrivateKey", "PublicKey"]
+
+#: Smallest modulus accepted anywhere; NIST SP 800-57 puts 2048-bit factoring at 112 bits.
+MIN_KEY_BITS = 2048
+#: Largest modulus accepted from the outside, so a caller cannot make a node do 64k-bit work.
+MAX_KEY_BITS = 8192
+
+_PRIVATE_KIND = "creditshare/paillier-private-key/v1"
+
+
+class PublicKey:
+    """A Paillier public key (g = n + 1), checked for size on construction."""
+
+    __slots__ = ("_phe", "n", "n_squared")
+
+    def __init__(self, n: int) -> None:
+        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+            raise InvalidKeyError("Paillier modulus must be a positive integer")
+        bits = n.bit_length()
+        if bits < MIN_KEY_BITS:
+            raise KeyTooSmallError(bits, MIN_KEY_BITS)
+        if bits > MAX_KEY_BITS:
+            raise InvalidKeyError(f"Paillier key is {bits} bits; at most {MAX_KEY_BITS} accepted")
+        if n % 2 == 0:
+            raise InvalidKeyError("Paillier modulus must be odd (a product of two large primes)")
+        self.n = n
+        self.n_squared = n * n
+        self._phe = paillier.PaillierPublicKey(n)
+
+    @property
+    def bits(self) -> int:
+        return self.n.bit_length()
+
+    @property
+    def ciphertext_length(self) -> int:
+        """Bytes in a serialised ciphertext: fixed, so lengths leak nothing."""
+        return (self.n_squared.bit_length() + 7) // 8
+
+    @property
+    def max_plaintext(self) -> int:
+        """Largest magnitude the fixed-point encoding may use (a third of n, as in phe)."""
+        return self.n // 3 - 1
+
+    def to_bytes(self) -> bytes:
+        return self.n.to_bytes((self.n.bit_length() + 7) // 8, "big")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PublicKey:
+        if not data:
+            raise InvalidKeyError("public key is empty")
+        return cls(int.from_bytes(data, "big"))
+
+    def to_text(self) -> str:
+        """Standard base64 of the big-endian modulus: the JSON form."""
+        return base64.b64encode(self.to_bytes()).decode("ascii")
+
+    @classmethod
+    def from_text(cls, text: str) -> PublicKey:
+        try:
+            raw = base64.b64decode(text.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError) as exc:
+            raise InvalidKeyError("public key is not valid base64") from exc
+        return cls.from_bytes(raw)
+
+    def fingerprint(self) -> str:
+        """Short stable identifier for logs and receipts (never the key itself)."""
+        return hashlib.sha256(self.to_bytes()).hexdigest()[:16]
+
+    def raw_encrypt(self, plaintext: int) -> int:
+        """Encrypt an already-encoded integer in [0, n) with a fresh obfuscator."""
+        if not 0 <= plaintext < self.n:
+            raise ValueError("encoded plaintext must lie in [0, n)")
+        return int(self._phe.raw_encrypt(plaintext))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PublicKey) and other.n == self.n
+
+    def __hash__(self) -> int:
+        return hash(self.n)
+
+    def __repr__(self) -> str:
+        return f"PublicKey(bits={self.bits}, fingerprint={self.fingerprint()})"
+
+
+class PrivateKey:
+    """A Paillier private key; it stays with the requester that generated it."""
+
+    __slots__ = ("_phe", "public_key")
+
+    def __init__(self, public_key: PublicKey, p: int, q: int) -> None:
+        if p * q != public_key.n or p <= 1 or q <= 1:
+            raise InvalidKeyError("private key factors do not match the public modulus")
+        self.public_key = public_key
+        self._phe = paillier.PaillierPrivateKey(public_key._phe, p, q)
+
+    @classmethod
+    def generate(cls, bits: int = MIN_KEY_BITS) -> PrivateKey:
+        if bits < MIN_KEY_BITS:
+            raise KeyTooSmallError(bits, MIN_KEY_BITS)
+        pub, priv = paillier.generate_paillier_keypair(n_length=bits)
+        return cls(PublicKey(int(pub.n)), int(priv.p), int(priv.q))
+
+    def raw_decrypt(self, ciphertext: int) -> int:
+        """Decrypt to the encoded integer in [0, n) (CRT inside phe)."""
+        return int(self._phe.raw_decrypt(ciphertext))
+
+    def to_json_bytes(self) -> bytes:
+        doc = {
+            "kind": _PRIVATE_KIND,
+            "n": format(self.public_key.n, "x"),
+            "p": format(int(self._phe.p), "x"),
+            "q": format(int(self._phe.q), "x"),
+        }
+        return json.dumps(doc, indent=2).encode("utf-8")
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes) -> PrivateKey:
+        try:
+            doc: Any = json.loads(data)
+            if doc.get("kind") != _PRIVATE_KIND:
+                raise InvalidKeyError(f"not a {_PRIVATE_KIND} document")
+            n, p, q = (int(doc[k], 16) for k in ("n", "p", "q"))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if isinstance(exc, InvalidKeyError):
+                raise
+            raise InvalidKeyError(f"malformed private key file: {exc}") from exc
+        return cls(PublicKey(n), p, q)
+
+    def __repr__(self) -> str:
+        # Deliberately no factors: a private key must never end up in a log line.
+        return f"PrivateKey(public={self.public_key!r})"

@@ -1,0 +1,19 @@
+"""The demo federation and the harness the end-to-end tests and benchmarks share."""
+
+from creditshare.demo._federation import Federation, FederationLayout, NodeLayout, free_port
+from creditshare.demo._run import DemoQuery, DemoResult, pick_enterprises, run_demo
+from creditshare.demo._verify import PlaintextOracle, Verification, read_enterprises
+
+__all__ = [
+    "DemoQuery",
+    "DemoResult",
+    "Federation",
+    "FederationLayout",
+    "NodeLayout",
+    "PlaintextOracle",
+    "Verification",
+    "free_port",
+    "pick_enterprises",
+    "read_enterprises",
+    "run_demo",
+]

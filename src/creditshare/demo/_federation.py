@@ -1,0 +1,271 @@
+"""A whole federation on loopback: one coordinator and a data node per chain × department.
+
+Used by ``creditshare demo``, the end-to-end tests and the benchmarks, so all
+three exercise the same real processes an operator would run: each node is its
+own ``creditshare node serve`` process with its own SQLite database, and the
+coordinator is ``creditshare coordinator serve`` under uvicorn.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from creditshare.demo._toml import dumps
+from creditshare.departments import DEFAULT_INTERCEPT, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
+from creditshare.identity import Chain
+from creditshare.node import NodeSettings, import_into_node
+from creditshare.node._settings import ModelShardSettings
+
+__all__ = ["Federation", "FederationLayout", "NodeLayout", "free_port"]
+
+ALL_DEPARTMENTS: tuple[str, ...] = ("tax", "market", "social", "court", "utility")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLayout:
+    node_id: str
+    chain: Chain
+    department: str
+    port: int
+    config: Path
+    data_file: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass(slots=True)
+class FederationLayout:
+    """Configuration files and databases for a federation, written to ``work_dir``."""
+
+    work_dir: Path
+    data_dir: Path
+    nodes: list[NodeLayout] = field(default_factory=list)
+    coordinator_config: Path | None = None
+    coordinator_port: int = 0
+
+    @classmethod
+    def write(
+        cls,
+        work_dir: Path,
+        data_dir: Path,
+        chains: Iterable[Chain] = tuple(Chain),
+        departments: Iterable[str] = ALL_DEPARTMENTS,
+        node_deadline_seconds: float = 3.0,
+        weights: Mapping[str, Mapping[str, float]] = DEFAULT_WEIGHTS,
+        intercept: float = DEFAULT_INTERCEPT,
+    ) -> FederationLayout:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        layout = cls(work_dir=work_dir, data_dir=data_dir)
+        departments = tuple(departments)
+        for chain in chains:
+            for department in departments:
+                node_id = f"{chain.value}-{department}"
+                port = free_port()
+                config = work_dir / "nodes" / f"{node_id}.toml"
+                config.parent.mkdir(parents=True, exist_ok=True)
+                doc = {
+                    "node_id": node_id,
+                    "department": department,
+                    "chain": chain.value,
+                    "listen": f"127.0.0.1:{port}",
+                    "database_url": f"sqlite:///{work_dir / 'nodes' / node_id}.db",
+                    "models": {DEFAULT_MODEL_ID: {"weights": dict(weights[department])}},
+                }
+                config.write_text(dumps(doc), encoding="utf-8")
+                layout.nodes.append(
+                    NodeLayout(
+                        node_id,
+                        chain,
+                        department,
+                        port,
+                        config,
+                        data_dir / chain.value / f"{department}.csv",
+                    )
+                )
+        layout.coordinator_port = free_port()
+        layout.coordinator_config = work_dir / "coordinator.toml"
+        coordinator = {
+            "host": "127.0.0.1",
+            "port": layout.coordinator_port,
+            "node_deadline_seconds": node_deadline_seconds,
+            "nodes": [
+                {
+                    "id": n.node_id,
+                    "chain": n.chain.value,
+                    "department": n.department,
+                    "address": n.address,
+                }
+                for n in layout.nodes
+            ],
+            "models": [
+                {
+                    "id": DEFAULT_MODEL_ID,
+                    "intercept": intercept,
+                    "description": "Published SME scorecard over tax, market, social "
+                    "security, court and utility records",
+                }
+            ],
+        }
+        layout.coordinator_config.write_text(dumps(coordinator), encoding="utf-8")
+        return layout
+
+    def node_settings(self, node: NodeLayout) -> NodeSettings:
+        from creditshare._settings import load_settings
+
+        return load_settings(NodeSettings, node.config)
+
+    def import_data(self) -> dict[str, int]:
+        """Import each node's CSV the way an operator would (one transaction per node)."""
+        counts: dict[str, int] = {}
+        for node in self.nodes:
+            if node.data_file.exists():
+                summary = import_into_node(self.node_settings(node), [node.data_file])
+                counts[node.node_id] = summary.rows
+        return counts
+
+    def weights(self) -> dict[str, dict[str, float]]:
+        """Per-node weights as configured (for the plaintext re-computation)."""
+        result: dict[str, dict[str, float]] = {}
+        for node in self.nodes:
+            shard: ModelShardSettings = self.node_settings(node).models[DEFAULT_MODEL_ID]
+            result[node.node_id] = dict(shard.weights)
+        return result
+
+    @property
+    def coordinator_url(self) -> str:
+        return f"http://127.0.0.1:{self.coordinator_port}"
+
+
+class Federation:
+    """Running processes for a ``FederationLayout``; stops them all on exit."""
+
+    def __init__(self, layout: FederationLayout, start_timeout: float = 60.0) -> None:
+        self.layout = layout
+        self._timeout = start_timeout
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs = layout.work_dir / "logs"
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        self._logs.mkdir(parents=True, exist_ok=True)
+        log = (self._logs / f"{name}.log").open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self._procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "creditshare", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        log.close()
+
+    def start(self) -> Federation:
+        try:
+            for node in self.layout.nodes:
+                self._spawn(node.node_id, ["node", "serve", "--config", str(node.config)])
+            deadline = time.monotonic() + self._timeout
+            for node in self.layout.nodes:
+                self._wait_node(node, deadline)
+            assert self.layout.coordinator_config is not None
+            self._spawn(
+                "coordinator",
+                ["coordinator", "serve", "--config", str(self.layout.coordinator_config)],
+            )
+            self._wait_http(self.layout.coordinator_url + "/healthz", "coordinator", deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _check_alive(self, name: str) -> None:
+        proc = self._procs[name]
+        if proc.poll() is not None:
+            tail = (self._logs / f"{name}.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{name} exited with status {proc.returncode}:\n{tail}")
+
+    def _wait_node(self, node: NodeLayout, deadline: float) -> None:
+        while True:
+            self._check_alive(node.node_id)
+            try:
+                with grpc.insecure_channel(node.address) as channel:
+                    stub = health_pb2_grpc.HealthStub(channel)
+                    # The grpc_health stubs omit the generated method attributes.
+                    reply = stub.Check(  # type: ignore[attr-defined]
+                        health_pb2.HealthCheckRequest(service=""), timeout=1.0
+                    )
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {node.node_id} did not become healthy")
+            time.sleep(0.1)
+
+    def _wait_http(self, url: str, name: str, deadline: float) -> None:
+        while True:
+            self._check_alive(name)
+            try:
+                if httpx.get(url, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} did not answer on {url}")
+            time.sleep(0.1)
+
+    def stop_node(self, node_id: str) -> None:
+        """Terminate one node (as if its host went down)."""
+        proc = self._procs[node_id]
+        proc.terminate()
+        proc.wait(timeout=10)
+
+    def pause_node(self, node_id: str) -> None:
+        """Freeze one node (SIGSTOP): it accepts connections but never answers."""
+        os.kill(self._procs[node_id].pid, signal.SIGSTOP)
+
+    def resume_node(self, node_id: str) -> None:
+        os.kill(self._procs[node_id].pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.terminate()
+        for proc in self._procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self) -> Federation:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

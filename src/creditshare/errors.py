@@ -1,0 +1,111 @@
+"""One exception tree for the whole package.
+
+Every error creditshare raises on purpose derives from ``CreditShareError`` so a
+caller can catch "ours" in one place. The HTTP and gRPC edges map the classes
+below to status codes exactly once (``coordinator/problems.py``,
+``node/service.py``); nothing else chooses a status.
+
+    CreditShareError
+    ├── InvalidInputError            bad input from a caller: 422 / INVALID_ARGUMENT
+    │   ├── InvalidUsccError         (identity.uscc) names the wrong position
+    │   ├── KeyTooSmallError         Paillier modulus below the 2048-bit floor
+    │   ├── InvalidKeyError          not a usable Paillier public key
+    │   ├── InvalidCiphertextError   outside 0 < c < n², or shares a factor with n
+    │   ├── EncodingOverflowError    a value does not fit the fixed-point range
+    │   └── ImportRejectedError      a data file was refused (file, line, reason)
+    ├── NotFoundError                unknown model / node / chain: 404 / NOT_FOUND
+    ├── DecryptionOverflowError      a decrypted sum wrapped around the modulus
+    ├── ConfigurationError           a service was configured inconsistently
+    └── ClientError                  raised by creditshare.client only
+        ├── TransportError           coordinator unreachable or timed out
+        └── ProblemError             coordinator answered an RFC 9457 problem
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClientError",
+    "ConfigurationError",
+    "CreditShareError",
+    "DecryptionOverflowError",
+    "EncodingOverflowError",
+    "ImportRejectedError",
+    "InvalidCiphertextError",
+    "InvalidInputError",
+    "InvalidKeyError",
+    "KeyTooSmallError",
+    "NotFoundError",
+    "ProblemError",
+    "TransportError",
+]
+
+
+class CreditShareError(Exception):
+    """Root of every error raised by creditshare on purpose."""
+
+
+class InvalidInputError(CreditShareError, ValueError):
+    """The caller sent something we cannot accept; the message says what and where."""
+
+
+class KeyTooSmallError(InvalidInputError):
+    """A Paillier key below the minimum size; refused at every entry point."""
+
+    def __init__(self, bits: int, minimum: int) -> None:
+        super().__init__(f"Paillier key is {bits} bits; at least {minimum} bits are required")
+        self.bits = bits
+        self.minimum = minimum
+
+
+class InvalidKeyError(InvalidInputError):
+    """Bytes or JSON that do not describe a usable Paillier public key."""
+
+
+class InvalidCiphertextError(InvalidInputError):
+    """A ciphertext that is malformed, out of range or not a unit modulo n²."""
+
+
+class EncodingOverflowError(InvalidInputError):
+    """A plaintext value too large for the fixed-point range of the key and scale."""
+
+
+class ImportRejectedError(InvalidInputError):
+    """A data file that was refused whole; nothing from it was written."""
+
+    def __init__(self, file: str, line: int | None, reason: str) -> None:
+        where = f"{file}, line {line}" if line is not None else file
+        super().__init__(f"{where}: {reason}")
+        self.file = file
+        self.line = line
+        self.reason = reason
+
+
+class NotFoundError(CreditShareError, LookupError):
+    """A model, node or chain that the registry does not know."""
+
+
+class DecryptionOverflowError(CreditShareError):
+    """A decrypted value fell outside the encodable range: the sum wrapped."""
+
+
+class ConfigurationError(CreditShareError):
+    """Settings that cannot work together; raised at start-up, never mid-query."""
+
+
+class ClientError(CreditShareError):
+    """Base of the SDK's own errors."""
+
+
+class TransportError(ClientError):
+    """The coordinator could not be reached or did not answer in time."""
+
+
+class ProblemError(ClientError):
+    """The coordinator refused the request with an RFC 9457 problem body."""
+
+    def __init__(self, status: int, title: str, detail: str, body: dict[str, object]) -> None:
+        super().__init__(f"{status} {title}: {detail}")
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.body = body

@@ -1,0 +1,22 @@
+"""The data node: keeps a department's records on site and answers only in ciphertext."""
+
+from creditshare.node._importer import ImportSummary, import_files
+from creditshare.node._scoring import EncryptedShare, ScoreEngine
+from creditshare.node._server import SERVICE_NAME, build_server, import_into_node, serve
+from creditshare.node._settings import ModelShardSettings, NodeSettings
+from creditshare.node._storage import RecordStore, make_engine
+
+__all__ = [
+    "SERVICE_NAME",
+    "EncryptedShare",
+    "ImportSummary",
+    "ModelShardSettings",
+    "NodeSettings",
+    "RecordStore",
+    "ScoreEngine",
+    "build_server",
+    "import_files",
+    "import_into_node",
+    "make_engine",
+    "serve",
+]

@@ -1,0 +1,116 @@
+"""Transactional CSV import: every row of every file is checked before anything is written.
+
+A department's operator re-exports files from systems we do not control, so a
+bad row is normal. The whole import is refused with the file, the line and the
+reason, and the database is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from creditshare.departments import Department, FieldValue
+from creditshare.errors import ImportRejectedError
+from creditshare.identity import InvalidUsccError, Uscc
+from creditshare.node._storage import RecordStore
+
+__all__ = ["ImportSummary", "import_files", "parse_file"]
+
+#: A hard ceiling so one malformed export cannot exhaust the node's memory.
+MAX_ROWS_PER_IMPORT = 5_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ImportSummary:
+    files: tuple[str, ...]
+    rows: int
+    sha256: str
+
+
+def parse_file(
+    path: Path, department: Department, seen: dict[str, str]
+) -> list[tuple[str, dict[str, FieldValue]]]:
+    """Parse and validate one file; ``seen`` maps USCCs to where they first appeared."""
+    name = str(path)
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise ImportRejectedError(name, None, f"cannot open: {exc.strerror}") from exc
+    records: list[tuple[str, dict[str, FieldValue]]] = []
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise ImportRejectedError(name, 1, "file is empty; expected a header row")
+            header = [h.strip() for h in header]
+            expected = department.columns
+            missing = [c for c in expected if c not in header]
+            unknown = [c for c in header if c not in expected]
+            if missing or unknown or len(header) != len(set(header)):
+                parts = []
+                if missing:
+                    parts.append(f"missing column(s) {', '.join(missing)}")
+                if unknown:
+                    parts.append(f"unknown column(s) {', '.join(unknown)}")
+                if not parts:
+                    parts.append("duplicate column names")
+                raise ImportRejectedError(
+                    name,
+                    1,
+                    f"header does not match the {department.id} schema: {'; '.join(parts)} "
+                    f"(expected {','.join(expected)})",
+                )
+            index = {column: header.index(column) for column in expected}
+            for row in reader:
+                line = reader.line_num
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    raise ImportRejectedError(
+                        name, line, f"expected {len(header)} fields, found {len(row)}"
+                    )
+                try:
+                    uscc = str(Uscc.parse(row[index["uscc"]]))
+                except InvalidUsccError as exc:
+                    raise ImportRejectedError(name, line, str(exc)) from exc
+                if uscc in seen:
+                    raise ImportRejectedError(
+                        name, line, f"duplicate USCC {uscc} (first seen at {seen[uscc]})"
+                    )
+                seen[uscc] = f"{name}, line {line}"
+                data: dict[str, FieldValue] = {}
+                for spec in department.fields:
+                    try:
+                        data[spec.name] = spec.parse(row[index[spec.name]])
+                    except ValueError as exc:
+                        raise ImportRejectedError(name, line, str(exc)) from exc
+                records.append((uscc, data))
+                if len(seen) > MAX_ROWS_PER_IMPORT:
+                    raise ImportRejectedError(name, line, f"more than {MAX_ROWS_PER_IMPORT} rows")
+        except csv.Error as exc:
+            raise ImportRejectedError(name, reader.line_num, f"malformed CSV: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ImportRejectedError(name, None, f"not UTF-8 text: {exc.reason}") from exc
+    return records
+
+
+def import_files(
+    store: RecordStore, department: Department, paths: Sequence[Path]
+) -> ImportSummary:
+    """Validate every file, then write all rows in one transaction."""
+    if not paths:
+        raise ImportRejectedError("(no files)", None, "give at least one CSV file to import")
+    seen: dict[str, str] = {}
+    digest = hashlib.sha256()
+    records: list[tuple[str, dict[str, FieldValue]]] = []
+    for path in paths:
+        records.extend(parse_file(path, department, seen))
+        digest.update(path.read_bytes())
+    names = tuple(str(p) for p in paths)
+    rows = store.replace_all(records, files=";".join(names), sha256=digest.hexdigest())
+    return ImportSummary(files=names, rows=rows, sha256=digest.hexdigest())

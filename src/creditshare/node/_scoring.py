@@ -1,0 +1,81 @@
+"""A node's encrypted share of a credit profile.
+
+Everything returned is encrypted under the requester's key, and the node does
+exactly the same work whether or not it holds a record (a record-less answer is
+a set of fresh encryptions of zero), so neither the coordinator nor a timing
+observer learns where an enterprise has records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
+from creditshare.departments import Department
+from creditshare.errors import NotFoundError
+from creditshare.node._storage import RecordStore
+
+__all__ = ["EncryptedShare", "ScoreEngine"]
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedShare:
+    partial_score: Ciphertext
+    presence: Ciphertext
+    indicators: tuple[tuple[str, Ciphertext], ...]
+
+
+class ScoreEngine:
+    def __init__(
+        self,
+        department: Department,
+        store: RecordStore,
+        models: Mapping[str, Mapping[str, float]],
+    ) -> None:
+        self._department = department
+        self._store = store
+        self._models = {model_id: dict(weights) for model_id, weights in models.items()}
+
+    @property
+    def model_ids(self) -> tuple[str, ...]:
+        return tuple(self._models)
+
+    def model_features(self, model_id: str) -> tuple[str, ...]:
+        return tuple(self._weights(model_id))
+
+    def _weights(self, model_id: str) -> dict[str, float]:
+        try:
+            return self._models[model_id]
+        except KeyError:
+            raise NotFoundError(f"model {model_id!r} has no shard on this node") from None
+
+    def score(
+        self,
+        uscc: str,
+        model_id: str,
+        key: PublicKey,
+        encoding: FixedPointEncoding,
+        offset: Ciphertext | None = None,
+    ) -> EncryptedShare:
+        """Compute and encrypt; blocking (database + modular exponentiations)."""
+        weights = self._weights(model_id)
+        record = self._store.get(uscc)
+        if record is None:
+            partial, presence = 0.0, 0.0
+            indicator_values = {spec.name: 0.0 for spec in self._department.indicators}
+        else:
+            partial = self._department.partial_score(record, weights)
+            presence = 1.0
+            indicator_values = self._department.indicator_values(record)
+        encrypted_partial = encoding.encrypt(partial, key)
+        if offset is not None:
+            encrypted_partial = encrypted_partial + offset
+        return EncryptedShare(
+            partial_score=encrypted_partial,
+            presence=encoding.encrypt(presence, key),
+            indicators=tuple(
+                (spec.name, encoding.encrypt(indicator_values[spec.name], key))
+                for spec in self._department.indicators
+            ),
+        )

@@ -1,0 +1,114 @@
+"""The node's gRPC edge: validate → load → compute → status code.
+
+Errors are mapped to gRPC status codes here and nowhere else. Messages name the
+offending field but never echo key material or values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
+from creditshare.errors import CreditShareError, InvalidInputError, NotFoundError
+from creditshare.identity import Uscc
+from creditshare.node._scoring import ScoreEngine
+from creditshare.node._settings import NodeSettings
+from creditshare.proto import node_pb2, node_pb2_grpc
+
+__all__ = ["DataNodeService", "status_for"]
+
+log = logging.getLogger("creditshare.node")
+T = TypeVar("T")
+
+
+def status_for(exc: CreditShareError) -> grpc.StatusCode:
+    if isinstance(exc, InvalidInputError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, NotFoundError):
+        return grpc.StatusCode.NOT_FOUND
+    return grpc.StatusCode.INTERNAL
+
+
+class DataNodeService(node_pb2_grpc.DataNodeServicer):
+    def __init__(self, settings: NodeSettings, engine: ScoreEngine) -> None:
+        self._settings = settings
+        self._department = settings.department_schema
+        self._engine = engine
+        self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
+
+    async def _guard(
+        self, context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], Awaitable[T]]
+    ) -> T:
+        try:
+            return await work()
+        except CreditShareError as exc:
+            await context.abort(status_for(exc), str(exc))
+            raise AssertionError("unreachable") from exc  # abort always raises
+
+    async def Describe(  # noqa: N802 - gRPC method name
+        self,
+        request: node_pb2.DescribeRequest,
+        context: grpc.aio.ServicerContext[node_pb2.DescribeRequest, node_pb2.DescribeResponse],
+    ) -> node_pb2.DescribeResponse:
+        dept = self._department
+        return node_pb2.DescribeResponse(
+            node_id=self._settings.node_id,
+            department=dept.id,
+            chain=self._settings.chain.value,
+            display_name=self._settings.display_name or dept.display_name,
+            features=[
+                node_pb2.Feature(name=f.name, kind=f.kind, description=f.description, unit=f.unit)
+                for f in dept.features
+            ],
+            indicators=[
+                node_pb2.Indicator(name=i.name, description=i.description, bands=list(i.bands))
+                for i in dept.indicators
+            ],
+            models=[
+                node_pb2.ModelShardInfo(model_id=m, features=list(self._engine.model_features(m)))
+                for m in self._engine.model_ids
+            ],
+        )
+
+    async def Score(  # noqa: N802 - gRPC method name
+        self,
+        request: node_pb2.ScoreRequest,
+        context: grpc.aio.ServicerContext[node_pb2.ScoreRequest, node_pb2.ScoreResponse],
+    ) -> node_pb2.ScoreResponse:
+        async def work() -> node_pb2.ScoreResponse:
+            uscc = str(Uscc.parse(request.uscc))
+            if not request.HasField("public_key"):
+                raise InvalidInputError("public_key is required")
+            key = PublicKey.from_bytes(request.public_key.n)
+            if request.scale == 0:
+                raise InvalidInputError("scale is required and must be positive")
+            encoding = FixedPointEncoding(request.scale)
+            offset = None
+            if request.partial_offset:
+                offset = Ciphertext.from_bytes(key, request.partial_offset)
+            async with self._slots:
+                share = await asyncio.to_thread(
+                    self._engine.score, uscc, request.model_id, key, encoding, offset
+                )
+            log.info(
+                "score request=%s model=%s key=%s",
+                request.request_id or "-",
+                request.model_id,
+                key.fingerprint(),
+            )
+            return node_pb2.ScoreResponse(
+                node_id=self._settings.node_id,
+                partial_score=share.partial_score.to_bytes(),
+                presence=share.presence.to_bytes(),
+                indicators=[
+                    node_pb2.EncryptedIndicator(name=name, ciphertext=ct.to_bytes())
+                    for name, ct in share.indicators
+                ],
+            )
+
+        return await self._guard(context, work)

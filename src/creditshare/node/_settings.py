@@ -1,0 +1,58 @@
+"""Typed settings of a data node (file + ``CREDITSHARE_NODE_*`` environment)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from creditshare._settings import EnvFirstSettings
+from creditshare.departments import Department, get_department
+from creditshare.identity import Chain
+
+__all__ = ["ModelShardSettings", "NodeSettings"]
+
+
+class ModelShardSettings(BaseModel):
+    """This node's weights for one model; they never leave the node."""
+
+    weights: dict[str, float]
+
+
+class NodeSettings(EnvFirstSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CREDITSHARE_NODE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    node_id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    department: str
+    chain: Chain
+    display_name: str = ""
+    listen: str = "127.0.0.1:50051"
+    database_url: str = "sqlite:///node.db"
+    models: dict[str, ModelShardSettings] = Field(default_factory=dict)
+    max_concurrent_requests: int = Field(default=64, ge=1, le=10_000)
+
+    @field_validator("department")
+    @classmethod
+    def _known_department(cls, value: str) -> str:
+        try:
+            get_department(value)
+        except KeyError as exc:
+            raise ValueError(str(exc.args[0])) from None
+        return value
+
+    @model_validator(mode="after")
+    def _weights_name_features(self) -> NodeSettings:
+        features = {f.name for f in self.department_schema.features}
+        for model_id, shard in self.models.items():
+            unknown = sorted(set(shard.weights) - features)
+            if unknown:
+                raise ValueError(
+                    f"model {model_id!r} weighs unknown feature(s) {', '.join(unknown)}; "
+                    f"{self.department} features are {', '.join(sorted(features))}"
+                )
+        return self
+
+    @property
+    def department_schema(self) -> Department:
+        return get_department(self.department)

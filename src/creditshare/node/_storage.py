@@ -1,0 +1,88 @@
+"""The node's record store: one row per enterprise, raw fields kept on site.
+
+Raw values are stored as imported (JSON of typed fields) because the node is
+their legitimate home; what may leave the node is decided by the department
+schema, not by the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, create_engine, func, select
+
+from creditshare.departments import FieldValue
+
+__all__ = ["ImportBatch", "RecordRow", "RecordStore", "make_engine"]
+
+
+class RecordRow(SQLModel, table=True):
+    __tablename__ = "enterprise_record"
+
+    uscc: str = Field(primary_key=True, max_length=18)
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    batch_id: int = Field(foreign_key="import_batch.id", index=True)
+
+
+class ImportBatch(SQLModel, table=True):
+    """One accepted import, so an operator can tell what came from which file."""
+
+    __tablename__ = "import_batch"
+
+    id: int | None = Field(default=None, primary_key=True)
+    files: str
+    sha256: str = Field(max_length=64)
+    rows: int
+    imported_at: datetime
+
+
+def make_engine(url: str) -> Engine:
+    connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
+    engine = create_engine(url, connect_args=connect_args)
+    SQLModel.metadata.create_all(engine, tables=[ImportBatch.__table__, RecordRow.__table__])  # type: ignore[attr-defined]
+    return engine
+
+
+class RecordStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def get(self, uscc: str) -> dict[str, FieldValue] | None:
+        with Session(self._engine) as session:
+            row = session.get(RecordRow, uscc)
+            return dict(row.data) if row is not None else None
+
+    def count(self) -> int:
+        with Session(self._engine) as session:
+            return int(session.exec(select(func.count()).select_from(RecordRow)).one())
+
+    def replace_all(
+        self,
+        records: Iterable[tuple[str, Mapping[str, FieldValue]]],
+        *,
+        files: str,
+        sha256: str,
+        now: datetime | None = None,
+    ) -> int:
+        """Upsert every record in one transaction: all of them land, or none."""
+        rows = list(records)
+        with Session(self._engine) as session, session.begin():
+            batch = ImportBatch(
+                files=files, sha256=sha256, rows=len(rows), imported_at=now or datetime.now(UTC)
+            )
+            session.add(batch)
+            session.flush()
+            assert batch.id is not None
+            for uscc, data in rows:
+                existing = session.get(RecordRow, uscc)
+                if existing is None:
+                    session.add(RecordRow(uscc=uscc, data=dict(data), batch_id=batch.id))
+                else:
+                    existing.data = dict(data)
+                    existing.batch_id = batch.id
+                    session.add(existing)
+        return len(rows)

@@ -1,0 +1,39 @@
+"""`creditshare demo --json --verify`: the whole federation, as a newcomer runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_demo_json_verify() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "creditshare", "demo", "--json", "--verify", "--enterprises", "150"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout)
+    assert doc["verified"] is True
+    assert doc["nodes"] >= 9
+    queries = doc["queries"]
+    assert len(queries) >= 5
+    for query in queries:
+        assert query["verified"] is True
+        assert len(query["coverage"]["answered"]) >= 9
+        assert query["coverage"]["failed"] == []
+        assert set(query) >= {
+            "uscc",
+            "score",
+            "probability_of_default",
+            "coverage",
+            "indicators",
+            "verified",
+        }
+    cross = [q for q in queries if len(q["chains_with_records"]) >= 2]
+    assert cross, "the demo must include an enterprise with records in two chains"
+    assert len({i["chain"] for i in cross[0]["indicators"]}) >= 2
+    unknown = [q for q in queries if q["chains_with_records"] == []]
+    assert unknown and unknown[0]["indicators"] == []

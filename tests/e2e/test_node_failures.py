@@ -1,0 +1,68 @@
+"""A slow or dead node never hangs a query; it is named in the coverage."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from creditshare.client import CreditShareClient
+from creditshare.crypto import PrivateKey
+from creditshare.demo import Federation, PlaintextOracle, read_enterprises
+from creditshare.departments import DEFAULT_INTERCEPT
+
+
+def _uscc_with_records(federation: Federation) -> str:
+    rows = read_enterprises(federation.layout.data_dir)
+    return next(r["uscc"] for r in rows if r["record_chains"] == "yrd")
+
+
+def test_stopped_node_is_named_and_the_rest_still_verify(
+    small_federation: Federation, bank_key: PrivateKey
+) -> None:
+    small_federation.stop_node("yrd-market")
+    uscc = _uscc_with_records(small_federation)
+    with CreditShareClient(small_federation.layout.coordinator_url, bank_key) as client:
+        profile = client.query(uscc)
+    assert sorted(profile.answered) == ["yrd-court", "yrd-tax"]
+    assert profile.failed == [{"node": "yrd-market", "chain": "yrd", "reason": "unavailable"}]
+    oracle = PlaintextOracle(small_federation.layout, DEFAULT_INTERCEPT)
+    assert oracle.verify(profile, int(profile.raw["scale"])).ok
+
+
+def test_frozen_node_costs_at_most_its_deadline(
+    small_federation: Federation, bank_key: PrivateKey
+) -> None:
+    small_federation.pause_node("yrd-tax")  # accepts connections, never answers
+    uscc = _uscc_with_records(small_federation)
+    started = time.monotonic()
+    with CreditShareClient(small_federation.layout.coordinator_url, bank_key) as client:
+        profile = client.query(uscc)
+    elapsed = time.monotonic() - started
+    assert profile.failed == [{"node": "yrd-tax", "chain": "yrd", "reason": "deadline exceeded"}]
+    assert sorted(profile.answered) == ["yrd-court", "yrd-market"]
+    # The node deadline is 1 s; the bound only says "did not hang", it is not a benchmark.
+    assert elapsed < 15
+
+
+def test_no_node_answering_is_503_naming_each(
+    small_federation: Federation, bank_key: PrivateKey
+) -> None:
+    for node in small_federation.layout.nodes:
+        small_federation.stop_node(node.node_id)
+    response = httpx.post(
+        f"{small_federation.layout.coordinator_url}/v1/queries",
+        json={
+            "uscc": _uscc_with_records(small_federation),
+            "model_id": "sme-scorecard-v1",
+            "public_key": bank_key.public_key.to_text(),
+        },
+        timeout=30,
+    )
+    assert response.status_code == 503
+    failed = {f["node"]: f["reason"] for f in response.json()["failed"]}
+    assert failed == {
+        "yrd-tax": "unavailable",
+        "yrd-market": "unavailable",
+        "yrd-court": "unavailable",
+    }

@@ -1,0 +1,190 @@
+"""The main path over real HTTP and gRPC: query, decrypt, compare with plaintext."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from phe import paillier
+
+from creditshare.client import CreditShareClient
+from creditshare.crypto import PrivateKey
+from creditshare.demo import Federation, PlaintextOracle, read_enterprises
+from creditshare.synth import unknown_uscc
+
+
+@pytest.fixture(scope="module")
+def client(federation: Federation, bank_key: PrivateKey) -> CreditShareClient:
+    return CreditShareClient(federation.layout.coordinator_url, bank_key)
+
+
+def _sample(data_dir: Path) -> list[str]:
+    rows = read_enterprises(data_dir)
+    home_only = [r["uscc"] for r in rows if ";" not in r["record_chains"]][:4]
+    cross = [r["uscc"] for r in rows if ";" in r["record_chains"]][:2]
+    return [*home_only, *cross, unknown_uscc(5, {r["uscc"] for r in rows})]
+
+
+def test_decrypted_profiles_equal_plaintext_recomputation(
+    client: CreditShareClient, oracle: PlaintextOracle, data_dir: Path, federation: Federation
+) -> None:
+    all_nodes = sorted(n.node_id for n in federation.layout.nodes)
+    for uscc in _sample(data_dir):
+        profile = client.query(uscc)
+        assert sorted(profile.answered) == all_nodes
+        assert profile.failed == []
+        check = oracle.verify(profile, int(profile.raw["scale"]))
+        assert check.score_ok, (uscc, profile.linear_score, check.expected_linear)
+        assert check.presence_ok and check.indicators_ok, uscc
+
+
+def test_cross_chain_enterprise_shows_both_chains(
+    client: CreditShareClient, oracle: PlaintextOracle, data_dir: Path
+) -> None:
+    rows = read_enterprises(data_dir)
+    # An enterprise whose records span two chains among the e2e departments.
+    for row in rows:
+        if ";" not in row["record_chains"]:
+            continue
+        profile = client.query(row["uscc"])
+        if len(profile.chains_with_records) == 2:
+            assert set(profile.chains_with_records) == set(row["record_chains"].split(";"))
+            assert oracle.verify(profile, int(profile.raw["scale"])).ok
+            return
+    pytest.fail("no cross-chain enterprise with records in two e2e departments")
+
+
+def test_unknown_enterprise_scores_the_baseline(
+    client: CreditShareClient, data_dir: Path, oracle: PlaintextOracle
+) -> None:
+    uscc = unknown_uscc(9, {r["uscc"] for r in read_enterprises(data_dir)})
+    profile = client.query(uscc)
+    assert profile.nodes_with_records == []
+    assert profile.indicators == []
+    assert oracle.verify(profile, int(profile.raw["scale"])).ok
+
+
+def test_chain_filter_limits_fan_out(client: CreditShareClient, data_dir: Path) -> None:
+    uscc = read_enterprises(data_dir)[0]["uscc"]
+    profile = client.query(uscc, chains=["bth"])
+    assert sorted(profile.answered) == ["bth-court", "bth-market", "bth-tax"]
+
+
+def _post(federation: Federation, body: dict[str, object]) -> httpx.Response:
+    return httpx.post(f"{federation.layout.coordinator_url}/v1/queries", json=body, timeout=30)
+
+
+def _body(key: PrivateKey, **overrides: object) -> dict[str, object]:
+    return {
+        "uscc": "91350100M000100Y43",
+        "model_id": "sme-scorecard-v1",
+        "public_key": key.public_key.to_text(),
+        **overrides,
+    }
+
+
+@pytest.mark.parametrize(
+    ("uscc", "position"),
+    [("91350100M000100Y44", 18), ("9135I100M000100Y43", 5), ("913501001000100Y43", 17)],
+)
+def test_bad_uscc_is_422_naming_position(
+    federation: Federation, bank_key: PrivateKey, uscc: str, position: int
+) -> None:
+    response = _post(federation, _body(bank_key, uscc=uscc))
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["position"] == position
+    assert f"position {position}" in problem["detail"]
+
+
+def test_short_uscc_is_422_with_length(federation: Federation, bank_key: PrivateKey) -> None:
+    response = _post(federation, _body(bank_key, uscc="91350100M000100Y4"))
+    assert response.status_code == 422
+    assert "18 characters" in response.json()["detail"]
+
+
+def test_1024_bit_key_is_422(federation: Federation) -> None:
+    small, _ = paillier.generate_paillier_keypair(n_length=1024)
+    n = int(small.n)
+    import base64
+
+    text = base64.b64encode(n.to_bytes(128, "big")).decode()
+    response = _post(
+        federation,
+        {"uscc": "91350100M000100Y43", "model_id": "sme-scorecard-v1", "public_key": text},
+    )
+    assert response.status_code == 422
+    problem = response.json()
+    assert problem["bits"] == 1024 and problem["minimum_bits"] == 2048
+    assert "1024 bits" in problem["detail"]
+
+
+def test_unknown_model_is_404(federation: Federation, bank_key: PrivateKey) -> None:
+    response = _post(federation, _body(bank_key, model_id="no-such-model"))
+    assert response.status_code == 404
+    assert "no-such-model" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"chains": ["moon"]}, "chains"),
+        ({"public_key": "not base64!"}, "base64"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_malformed_requests_are_422(
+    federation: Federation, bank_key: PrivateKey, overrides: dict[str, object], fragment: str
+) -> None:
+    response = _post(federation, _body(bank_key, **overrides))
+    assert response.status_code == 422
+    assert fragment in response.json()["detail"]
+
+
+def test_missing_field_is_422(federation: Federation) -> None:
+    response = _post(federation, {"uscc": "91350100M000100Y43"})
+    assert response.status_code == 422
+    assert "model_id" in response.json()["detail"]
+
+
+def test_registry_and_docs(federation: Federation) -> None:
+    base = federation.layout.coordinator_url
+    nodes = httpx.get(f"{base}/v1/nodes").json()
+    assert len(nodes) == 9 and {n["chain"] for n in nodes} == {"yrd", "prd", "bth"}
+    models = httpx.get(f"{base}/v1/models").json()
+    assert models[0]["id"] == "sme-scorecard-v1"
+    assert httpx.get(f"{base}/docs").status_code == 200
+    assert "/v1/queries" in httpx.get(f"{base}/openapi.json").json()["paths"]
+
+
+def test_query_cli_prints_json(
+    federation: Federation, tmp_path: Path, data_dir: Path, oracle: PlaintextOracle
+) -> None:
+    uscc = read_enterprises(data_dir)[1]["uscc"]
+    key_file = tmp_path / "key.json"
+    args = ["--coordinator", federation.layout.coordinator_url, "--uscc", uscc]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "creditshare",
+            "query",
+            *args,
+            "--key-file",
+            str(key_file),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    doc = json.loads(out.stdout)
+    assert key_file.stat().st_mode & 0o077 == 0, "private key file must be private"
+    expected = oracle.linear(uscc, doc["coverage"]["answered"])
+    assert abs(doc["linear_score"] - expected) < 1e-5
