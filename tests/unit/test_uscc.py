@@ -213,9 +213,9 @@ def test_provinces_outside_chains(province: str) -> None:
 def test_chain_metadata() -> None:
     assert Chain("yrd") is Chain.YRD
     assert str(Chain.BTH) == "bth"
-    assert Chain.YRD.title == "Yangtze River Delta"
-    assert Chain.PRD.title == "Pearl River Delta"
-    assert Chain.BTH.title == "Beijing–Tianjin–Hebei"
+    assert Chain.YRD.display_name == "Yangtze River Delta"
+    assert Chain.PRD.display_name == "Pearl River Delta"
+    assert Chain.BTH.display_name == "Beijing–Tianjin–Hebei"
     assert set(DIVISIONS) == {p for chain in Chain for p in chain.provinces}
     for divisions in DIVISIONS.values():
         assert 3 <= len(divisions) <= 6

@@ -75,7 +75,7 @@ def pick_enterprises(data_dir: Path, seed: int) -> list[tuple[str, str, str]]:
         row = next(
             r for r in rows if r["home_chain"] == chain.value and r["record_chains"] == chain.value
         )
-        picks.append((f"{chain.title} enterprise", row["uscc"], row["name"]))
+        picks.append((f"{chain.display_name} enterprise", row["uscc"], row["name"]))
     cross = next(r for r in rows if ";" in r["record_chains"])
     picks.append(
         (f"records in {cross['record_chains'].replace(';', ' + ')}", cross["uscc"], cross["name"])

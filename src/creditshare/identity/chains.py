@@ -33,10 +33,8 @@ class Chain(StrEnum):
     PRD = "prd"
     BTH = "bth"
 
-    # Deliberately shadows ``str.title()``: nobody title-cases a chain id, and the
-    # readable name is what every caller of ``chain.title`` wants.
     @property
-    def title(self) -> str:  # type: ignore[override]
+    def display_name(self) -> str:
         """Human-readable name for logs and UIs."""
         return _TITLES[self]
 
