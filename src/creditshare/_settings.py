@@ -52,6 +52,7 @@ def load_settings(cls: type[S], path: Path | None = None, **overrides: Any) -> S
     except ValidationError as exc:
         where = f"{path}: " if path else ""
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            ": ".join(filter(None, [".".join(str(p) for p in err["loc"]), err["msg"]]))
+            for err in exc.errors()
         )
         raise ConfigurationError(f"{where}invalid configuration: {problems}") from exc

@@ -28,7 +28,6 @@ app.add_typer(node_app, name="node")
 app.add_typer(coordinator_app, name="coordinator")
 
 console = Console()
-errors = Console(stderr=True)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML settings file")]
 
@@ -188,5 +187,5 @@ def main() -> None:
     try:
         app()
     except CreditShareError as exc:
-        errors.print(f"[red]error:[/] {exc}", highlight=False)
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -10,6 +10,7 @@ import httpx
 from creditshare.client._profile import CreditProfile, decrypt_profile
 from creditshare.crypto import PrivateKey
 from creditshare.errors import ProblemError, TransportError
+from creditshare.identity import Uscc
 
 __all__ = ["DEFAULT_MODEL_ID", "CreditShareClient"]
 
@@ -74,6 +75,7 @@ class CreditShareClient:
         self, uscc: str, model_id: str = DEFAULT_MODEL_ID, chains: list[str] | None = None
     ) -> dict[str, Any]:
         """The coordinator's encrypted answer, as sent (for audit or archiving)."""
+        uscc = str(Uscc.parse(uscc))  # fail fast, before a round trip, with the position
         payload: dict[str, Any] = {
             "uscc": uscc,
             "model_id": model_id,

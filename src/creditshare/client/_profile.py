@@ -36,6 +36,12 @@ class ScoreScale:
     minimum: float = 300.0
     maximum: float = 900.0
 
+    def __post_init__(self) -> None:
+        if not (self.base_odds > 0 and self.points_to_double_odds > 0):
+            raise ClientError("score scale needs positive base_odds and points_to_double_odds")
+        if self.minimum >= self.maximum:
+            raise ClientError("score scale minimum must be below its maximum")
+
     def points(self, linear: float) -> int:
         factor = self.points_to_double_odds / math.log(2)
         raw = self.base_score - factor * (linear + math.log(self.base_odds))

@@ -128,7 +128,9 @@ class QueryBroker:
         outcomes = await asyncio.gather(*(self._ask(node, request, key) for node in nodes))
         answers = tuple(o for o in outcomes if isinstance(o, NodeAnswer))
         failures = tuple(o for o in outcomes if isinstance(o, NodeFailure))
-        total = Ciphertext(key, key.raw_encrypt(encoding.encode(model.intercept, key)))
+        # Start from Enc(0)·g^intercept: the intercept is public, so adding it needs no
+        # fresh obfuscator; the nodes' randomised partials re-randomise the sum.
+        total = Ciphertext(key, 1).add_encoded(encoding.encode(model.intercept, key))
         for answer in answers:
             total = total + answer.partial_score
         log.info(

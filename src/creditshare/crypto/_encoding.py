@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from creditshare.crypto._ciphertext import Ciphertext
 from creditshare.crypto._keys import PrivateKey, PublicKey
@@ -45,9 +46,16 @@ class FixedPointEncoding:
         return 0.5 / self.scale
 
     def to_integer(self, value: float) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value * self.scale  # exact, whatever its size
         if not math.isfinite(value):
             raise EncodingOverflowError(f"cannot encode non-finite value {value!r}")
-        return round(value * self.scale)
+        scaled = value * self.scale
+        if math.isfinite(scaled):
+            return round(scaled)
+        # Past float range the product is still exact in rationals; the range
+        # check in encode_integer then decides whether it fits the key.
+        return round(Fraction(value) * self.scale)
 
     def encode(self, value: float, key: PublicKey) -> int:
         """Map a real value to its representative in Z_n."""

@@ -108,7 +108,7 @@ class PrivateKey:
     __slots__ = ("_phe", "public_key")
 
     def __init__(self, public_key: PublicKey, p: int, q: int) -> None:
-        if p * q != public_key.n or p <= 1 or q <= 1:
+        if p * q != public_key.n or p <= 1 or q <= 1 or p == q:
             raise InvalidKeyError("private key factors do not match the public modulus")
         self.public_key = public_key
         self._phe = paillier.PaillierPrivateKey(public_key._phe, p, q)
