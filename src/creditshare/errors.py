@@ -15,6 +15,10 @@ below to status codes exactly once (``coordinator/problems.py``,
     │   └── ImportRejectedError      a data file was refused (file, line, reason)
     ├── NotFoundError                unknown model / node / chain: 404 / NOT_FOUND
     ├── DecryptionOverflowError      a decrypted sum wrapped around the modulus
+    ├── LedgerError                  the verifiable query log
+    │   ├── InvalidProofError        an inclusion or consistency proof does not verify
+    │   ├── InvalidSignatureError    a tree head (or other signed object) fails its signature
+    │   └── InconsistentTreeHeadError a head that forks from one already accepted
     ├── ConfigurationError           a service was configured inconsistently
     └── ClientError                  raised by creditshare.client only
         ├── TransportError           coordinator unreachable or timed out
@@ -30,10 +34,14 @@ __all__ = [
     "DecryptionOverflowError",
     "EncodingOverflowError",
     "ImportRejectedError",
+    "InconsistentTreeHeadError",
     "InvalidCiphertextError",
     "InvalidInputError",
     "InvalidKeyError",
+    "InvalidProofError",
+    "InvalidSignatureError",
     "KeyTooSmallError",
+    "LedgerError",
     "NotFoundError",
     "ProblemError",
     "TransportError",
@@ -86,6 +94,22 @@ class NotFoundError(CreditShareError, LookupError):
 
 class DecryptionOverflowError(CreditShareError):
     """A decrypted value fell outside the encodable range: the sum wrapped."""
+
+
+class LedgerError(CreditShareError):
+    """Base of the verifiable log's errors."""
+
+
+class InvalidProofError(LedgerError):
+    """A Merkle inclusion or consistency proof that does not verify."""
+
+
+class InvalidSignatureError(LedgerError):
+    """An Ed25519 signature that does not verify (tree head, receipt, consent)."""
+
+
+class InconsistentTreeHeadError(LedgerError):
+    """A tree head that is not an append-only extension of one already accepted."""
 
 
 class ConfigurationError(CreditShareError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +20,7 @@ from creditshare.identity import InvalidUsccError
 __all__ = ["NoNodeAnsweredError", "install_problem_handlers", "problem"]
 
 PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("creditshare.coordinator")
 
 
 class NoNodeAnsweredError(CreditShareError):
@@ -70,5 +72,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors)
         return problem(422, "Invalid request", detail, errors=errors)
 
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "Internal error", "the coordinator could not complete the request")
+
     app.add_exception_handler(CreditShareError, on_error)
+    app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -49,6 +49,11 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         except CreditShareError as exc:
             await context.abort(status_for(exc), str(exc))
             raise AssertionError("unreachable") from exc  # abort always raises
+        except Exception as exc:
+            # Never hand an unexpected exception's text (which may quote data) to the caller.
+            log.exception("internal error while serving a request")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            raise AssertionError("unreachable") from exc
 
     async def Describe(  # noqa: N802 - gRPC method name
         self,
