@@ -24,8 +24,16 @@ app = typer.Typer(
 )
 node_app = typer.Typer(no_args_is_help=True, help="Run or load a department's data node.")
 coordinator_app = typer.Typer(no_args_is_help=True, help="Run the coordinator.")
+admin_app = typer.Typer(no_args_is_help=True, help="Chain operator tasks.")
+ledger_app = typer.Typer(no_args_is_help=True, help="Audit the verifiable query ledger.")
+pki_app = typer.Typer(no_args_is_help=True, help="Chain CAs and mTLS certificates.")
+enterprise_app = typer.Typer(no_args_is_help=True, help="An enterprise's keys and consents.")
 app.add_typer(node_app, name="node")
 app.add_typer(coordinator_app, name="coordinator")
+app.add_typer(admin_app, name="admin")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(pki_app, name="pki")
+app.add_typer(enterprise_app, name="enterprise")
 
 console = Console()
 
@@ -75,6 +83,205 @@ def node_import(
     )
 
 
+@node_app.command("access-log")
+def node_access_log(config: ConfigOption, limit: Annotated[int, typer.Option(min=1)] = 50) -> None:
+    """What this node answered, newest first (ledger index, requester, purpose, consent)."""
+    from creditshare.node import NodeSettings, access_log_entries
+
+    for row in access_log_entries(load_settings(NodeSettings, config), limit):
+        console.print(
+            f"{row.leaf_index:>8}  {row.answered_at:%Y-%m-%d %H:%M:%S}  {row.uscc}  "
+            f"{row.requester}  {row.purpose}  consent {row.consent_id}"
+        )
+
+
+@coordinator_app.command("init-key")
+def coordinator_init_key(
+    out: Annotated[Path, typer.Option(help="where to write the PEM key (mode 0600)")],
+) -> None:
+    """Create the Ed25519 key that signs ledger tree heads; prints the public half for nodes."""
+    from creditshare.coordinator._admin import init_log_key
+
+    key = init_log_key(out)
+    console.print(f"log signing key {key.verify_key.key_id} written to {out}")
+    console.print(f'nodes\' log_public_key = "{key.verify_key.to_text()}"')
+
+
+@admin_app.command("bootstrap")
+def admin_bootstrap(
+    config: ConfigOption,
+    participant_id: Annotated[str, typer.Option("--id")] = "operator",
+    name: Annotated[str, typer.Option()] = "Chain operator",
+) -> None:
+    """Create the first operator and print its API key (directly in the database)."""
+    from creditshare.coordinator import CoordinatorSettings
+    from creditshare.coordinator._admin import bootstrap_operator
+
+    issued = bootstrap_operator(load_settings(CoordinatorSettings, config), participant_id, name)
+    console.print(f"operator {issued.participant_id}; API key (shown once):")
+    print(issued.api_key)
+
+
+@admin_app.command("add-participant")
+def admin_add_participant(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    participant_id: Annotated[str, typer.Option("--id")],
+    role: Annotated[str, typer.Option(help="bank, bureau, department, enterprise or operator")],
+    name: Annotated[str, typer.Option()],
+    uscc: Annotated[str | None, typer.Option(help="enterprises only")] = None,
+    signing_key: Annotated[
+        str | None, typer.Option(help="enterprises only: Ed25519 public key, base64")
+    ] = None,
+) -> None:
+    """Register a participant (operator's API key) and print its first API key."""
+    from creditshare.client import CreditShareClient
+    from creditshare.crypto import VerifyKey
+
+    verify = VerifyKey.from_text(signing_key) if signing_key else None
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        issued = client.register_participant(
+            participant_id, role, name, uscc=uscc, signing_key=verify
+        )
+    console.print(f"registered {participant_id} ({role}); API key (shown once):")
+    print(issued["api_key"])
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    config: ConfigOption,
+    uscc: Annotated[str | None, typer.Option(help="only this enterprise's entries")] = None,
+) -> None:
+    """Recompute every leaf hash and root from the database and check every signed head."""
+    from creditshare.coordinator import CoordinatorSettings
+    from creditshare.coordinator._admin import audit_ledger
+
+    report = audit_ledger(load_settings(CoordinatorSettings, config), uscc)
+    console.print(f"checked {report.leaves_checked} entries and {report.heads_checked} tree heads")
+    for problem in report.problems:
+        print(f"PROBLEM: {problem}", file=sys.stderr)
+    if not report.ok:
+        raise typer.Exit(code=1)
+    console.print("[green]ledger verified[/]")
+
+
+@pki_app.command("init")
+def pki_init(
+    chain: Annotated[str, typer.Option(help="yrd, prd or bth")],
+    out: Annotated[Path, typer.Option(help="folder for ca.crt and ca.key")],
+) -> None:
+    """Create a chain's certificate authority."""
+    from creditshare.pki import init_ca
+
+    files = init_ca(chain, out)
+    console.print(f"CA for chain {chain}: {files.cert} (key {files.key}, mode 0600)")
+
+
+@pki_app.command("issue")
+def pki_issue(
+    ca: Annotated[Path, typer.Option("--ca-dir", help="the chain CA's folder")],
+    name: Annotated[str, typer.Option(help="node id or coordinator name")],
+    role: Annotated[str, typer.Option(help="node or coordinator")],
+    out: Annotated[Path, typer.Option(help="output folder")],
+    host: Annotated[list[str] | None, typer.Option(help="DNS name or IP (repeatable)")] = None,
+) -> None:
+    """Issue a node (server) or coordinator (client) certificate from a chain CA."""
+    from creditshare.errors import InvalidInputError
+    from creditshare.pki import issue
+
+    if role not in ("node", "coordinator"):
+        raise InvalidInputError("role must be node or coordinator")
+    files = issue(ca, name, role, out, hosts=host or ("localhost", "127.0.0.1"))  # type: ignore[arg-type]
+    console.print(f"{role} certificate {files.cert} (key {files.key}, CA {files.ca})")
+
+
+@enterprise_app.command("keygen")
+def enterprise_keygen(
+    out: Annotated[Path, typer.Option(help="where to keep the Ed25519 signing key (0600)")],
+) -> None:
+    """Create the enterprise's consent-signing key; register the printed public key."""
+    from creditshare.client import load_or_create_signing_key
+
+    key = load_or_create_signing_key(out)
+    console.print(f"signing key at {out}; public key to register:")
+    print(key.verify_key.to_text())
+
+
+@enterprise_app.command("grant")
+def enterprise_grant(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    signing_key: Annotated[Path, typer.Option(help="the enterprise's Ed25519 key file")],
+    uscc: Annotated[str, typer.Option()],
+    grantee: Annotated[str, typer.Option(help="bank or bureau participant id")],
+    purpose: Annotated[str, typer.Option()] = "pre_loan_review",
+    days: Annotated[int, typer.Option(min=1, max=3650)] = 30,
+    max_uses: Annotated[int | None, typer.Option(min=1)] = None,
+    chain: Annotated[list[str] | None, typer.Option(help="chains in scope (default all)")] = None,
+    indicator: Annotated[
+        list[str] | None, typer.Option(help="indicators in scope (default all)")
+    ] = None,
+) -> None:
+    """Sign a consent for a grantee and submit it; prints the consent id."""
+    from datetime import UTC, datetime, timedelta
+
+    from creditshare.client import CreditShareClient, load_signing_key
+    from creditshare.consent import ALL_INDICATORS, ConsentGrant
+    from creditshare.identity import Chain
+
+    now = datetime.now(UTC)
+    grant = ConsentGrant.create(
+        uscc,
+        grantee,
+        purpose,
+        now,
+        now + timedelta(days=days),
+        chains=tuple(chain) if chain else tuple(Chain),
+        indicators=tuple(indicator) if indicator else (ALL_INDICATORS,),
+        max_uses=max_uses,
+    )
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        stored = client.grant_consent(grant.sign(load_signing_key(signing_key)))
+    print(stored["consent_id"])
+
+
+@enterprise_app.command("revoke")
+def enterprise_revoke(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    consent: Annotated[str, typer.Option(help="consent id")],
+) -> None:
+    """Revoke a consent; it stops working at once."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        client.revoke_consent(consent)
+    console.print(f"consent {consent} revoked")
+
+
+@enterprise_app.command("queries")
+def enterprise_queries(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    uscc: Annotated[str, typer.Option()],
+    log_key: Annotated[str, typer.Option(help="the ledger's Ed25519 public key (pinned)")],
+) -> None:
+    """Every query about the enterprise, each checked for inclusion in the signed ledger."""
+    from creditshare.client import CreditShareClient
+    from creditshare.crypto import VerifyKey
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        entries = client.verified_enterprise_queries(uscc, VerifyKey.from_text(log_key))
+    for e in entries:
+        mark = "verified" if e.verified else f"NOT VERIFIED: {e.problem}"
+        console.print(
+            f"{e.index:>6}  {e.record.time:%Y-%m-%d %H:%M:%S}  {e.record.kind:<8} "
+            f"{e.record.requester}  {e.record.purpose}  {mark}"
+        )
+    if not all(e.verified for e in entries):
+        raise typer.Exit(code=1)
+
+
 @coordinator_app.command("serve")
 def coordinator_serve(config: ConfigOption) -> None:
     """Serve the coordinator's HTTP API."""
@@ -106,10 +313,21 @@ def keygen(key_file: KeyFileOption = None, bits: Annotated[int, typer.Option()] 
     console.print(f"{state} {key.public_key.bits}-bit key {key.public_key.fingerprint()} at {path}")
 
 
+ApiKeyOption = Annotated[
+    str,
+    typer.Option("--api-key", envvar="CREDITSHARE_API_KEY", help="participant API key"),
+]
+
+
 @app.command()
 def query(
     coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
     uscc: Annotated[str, typer.Option(help="enterprise's unified social credit code")],
+    consent: Annotated[str, typer.Option(help="consent id the enterprise granted you")],
+    api_key: ApiKeyOption,
+    purpose: Annotated[str, typer.Option(help="purpose covered by the consent")] = (
+        "pre_loan_review"
+    ),
     model: Annotated[str, typer.Option(help="scoring model id")] = "sme-scorecard-v1",
     chain: Annotated[list[str] | None, typer.Option(help="limit to a chain (repeatable)")] = None,
     key_file: KeyFileOption = None,
@@ -120,12 +338,13 @@ def query(
     from creditshare.client import CreditShareClient, load_or_create_key
 
     key = load_or_create_key(key_file)
-    with CreditShareClient(coordinator, key) as client:
-        profile = client.query(uscc, model, chain or None)
+    with CreditShareClient(coordinator, api_key=api_key, private_key=key) as client:
+        profile = client.query(uscc, consent, purpose, model, chain or None)
     if as_json:
         doc = {
             "uscc": profile.uscc,
             "model_id": profile.model_id,
+            "ledger_index": profile.raw["ledger_index"],
             "score": profile.score,
             "probability_of_default": profile.probability_of_default,
             "linear_score": profile.linear_score,
@@ -177,6 +396,19 @@ def demo(
                     f"(expected linear score {item.verification.expected_linear:.6f}, "
                     f"decrypted {item.profile.linear_score:.6f})"
                 )
+        console.rule("[bold]consent and the verifiable log")
+        r = result.refusal
+        console.print(
+            f"bank asked about {r.uscc} for {r.purpose}: answered {r.status} ({r.detail})"
+            ", and the refusal was recorded"
+        )
+        console.print(f"access log of {result.access_log_uscc}, as the enterprise sees it:")
+        for e in result.access_log:
+            mark = "[green]inclusion verified[/]" if e.verified else f"[red]{e.problem}[/]"
+            console.print(
+                f"  #{e.index:<4} {e.record.time:%H:%M:%S} {e.record.kind:<8} "
+                f"{e.record.requester:<10} {e.record.purpose:<22} {mark}"
+            )
         if verify:
             console.rule("[green]all queries verified" if result.verified else "[red]FAILED")
     if verify and not result.verified:

@@ -14,6 +14,11 @@ below to status codes exactly once (``coordinator/problems.py``,
     │   ├── EncodingOverflowError    a value does not fit the fixed-point range
     │   └── ImportRejectedError      a data file was refused (file, line, reason)
     ├── NotFoundError                unknown model / node / chain: 404 / NOT_FOUND
+    ├── AuthenticationError          no or bad credential: 401
+    ├── PermissionDeniedError        wrong role, someone else's resource, no consent: 403
+    │   └── ConsentRefusedError      the consent does not cover this query (recorded)
+    ├── ConflictError                the resource exists already: 409
+    ├── RateLimitedError             over a participant or enterprise limit: 429
     ├── DecryptionOverflowError      a decrypted sum wrapped around the modulus
     ├── LedgerError                  the verifiable query log
     │   ├── InvalidProofError        an inclusion or consistency proof does not verify
@@ -28,8 +33,11 @@ below to status codes exactly once (``coordinator/problems.py``,
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "ClientError",
     "ConfigurationError",
+    "ConflictError",
+    "ConsentRefusedError",
     "CreditShareError",
     "DecryptionOverflowError",
     "EncodingOverflowError",
@@ -43,7 +51,9 @@ __all__ = [
     "KeyTooSmallError",
     "LedgerError",
     "NotFoundError",
+    "PermissionDeniedError",
     "ProblemError",
+    "RateLimitedError",
     "TransportError",
 ]
 
@@ -90,6 +100,30 @@ class ImportRejectedError(InvalidInputError):
 
 class NotFoundError(CreditShareError, LookupError):
     """A model, node or chain that the registry does not know."""
+
+
+class AuthenticationError(CreditShareError):
+    """No credential, or one that does not match; deliberately says no more than that."""
+
+
+class PermissionDeniedError(CreditShareError):
+    """An authenticated caller asking for something its role or ownership does not allow."""
+
+
+class ConsentRefusedError(PermissionDeniedError):
+    """The consent named does not cover the query; the refusal is recorded in the ledger."""
+
+
+class ConflictError(CreditShareError):
+    """The resource already exists."""
+
+
+class RateLimitedError(CreditShareError):
+    """Over a rate or quota limit; ``retry_after`` seconds until the next attempt may pass."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DecryptionOverflowError(CreditShareError):

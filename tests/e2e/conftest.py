@@ -6,12 +6,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from creditshare.client import CreditShareClient
+from creditshare.consent import ConsentGrant, Purpose
+from creditshare.crypto import PrivateKey, SigningKey
 from creditshare.demo import Federation, FederationLayout, PlaintextOracle, free_port
 from creditshare.departments import DEFAULT_INTERCEPT
 from creditshare.identity import Chain
@@ -33,6 +37,86 @@ def federation(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iter
 @pytest.fixture(scope="session")
 def oracle(federation: Federation) -> PlaintextOracle:
     return PlaintextOracle(federation.layout, DEFAULT_INTERCEPT)
+
+
+class Trust:
+    """Participants and consents on a running federation, made through the public API."""
+
+    def __init__(self, federation: Federation, bank_key: PrivateKey, bank_id: str) -> None:
+        self.url = federation.layout.coordinator_url
+        self.layout = federation.layout
+        self.operator = CreditShareClient(self.url, api_key=federation.layout.bootstrap_operator())
+        issued = self.operator.register_participant(bank_id, "bank", "Test Bank")
+        self.bank_id = bank_id
+        self.bank_api_key: str = issued["api_key"]
+        self.bank = CreditShareClient(self.url, api_key=self.bank_api_key, private_key=bank_key)
+        self._enterprises: dict[str, tuple[CreditShareClient, SigningKey, str]] = {}
+
+    def enterprise(self, uscc: str) -> tuple[CreditShareClient, SigningKey]:
+        if uscc not in self._enterprises:
+            signing = SigningKey.generate()
+            issued = self.operator.register_participant(
+                f"ent-{uscc.lower()}",
+                "enterprise",
+                f"Enterprise {uscc}",
+                uscc=uscc,
+                signing_key=signing.verify_key,
+            )
+            client = CreditShareClient(self.url, api_key=issued["api_key"])
+            self._enterprises[uscc] = (client, signing, issued["api_key"])
+        client, signing, _ = self._enterprises[uscc]
+        return client, signing
+
+    def enterprise_api_key(self, uscc: str) -> str:
+        self.enterprise(uscc)
+        return self._enterprises[uscc][2]
+
+    def consent(
+        self,
+        uscc: str,
+        *,
+        purpose: Purpose = Purpose.PRE_LOAN_REVIEW,
+        valid_from: datetime | None = None,
+        valid_until: datetime | None = None,
+        max_uses: int | None = None,
+        chains: tuple[Chain, ...] = tuple(Chain),
+        indicators: tuple[str, ...] = ("*",),
+        grantee: str | None = None,
+    ) -> str:
+        client, signing = self.enterprise(uscc)
+        now = datetime.now(UTC)
+        grant = ConsentGrant.create(
+            uscc,
+            grantee or self.bank_id,
+            purpose,
+            valid_from or now - timedelta(minutes=1),
+            valid_until or now + timedelta(days=1),
+            chains=chains,
+            indicators=indicators,
+            max_uses=max_uses,
+        )
+        consent_id: str = client.grant_consent(grant.sign(signing))["consent_id"]
+        return consent_id
+
+    def close(self) -> None:
+        for client, _, _ in self._enterprises.values():
+            client.close()
+        self.bank.close()
+        self.operator.close()
+
+
+@pytest.fixture(scope="session")
+def trust(federation: Federation, bank_key: PrivateKey) -> Iterator[Trust]:
+    state = Trust(federation, bank_key, "test-bank")
+    yield state
+    state.close()
+
+
+@pytest.fixture
+def small_trust(small_federation: Federation, bank_key: PrivateKey) -> Iterator[Trust]:
+    state = Trust(small_federation, bank_key, "small-bank")
+    yield state
+    state.close()
 
 
 @pytest.fixture

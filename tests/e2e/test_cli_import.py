@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from creditshare.crypto import SigningKey
 from creditshare.demo._toml import dumps
 from creditshare.departments import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
 
@@ -33,6 +34,8 @@ def test_bad_row_rejects_file_and_leaves_database_unchanged(tmp_path: Path, data
                 "department": "tax",
                 "chain": "prd",
                 "database_url": f"sqlite:///{db}",
+                "log_public_key": SigningKey.generate().verify_key.to_text(),
+                "allow_insecure": True,
                 "models": {DEFAULT_MODEL_ID: {"weights": dict(DEFAULT_WEIGHTS["tax"])}},
             }
         )

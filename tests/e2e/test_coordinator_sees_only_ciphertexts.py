@@ -24,6 +24,8 @@ from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey
 from creditshare.demo import Federation, PlaintextOracle, read_enterprises
 from creditshare.proto import node_pb2
 
+from .conftest import Trust
+
 
 class Recorder(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self) -> None:
@@ -62,6 +64,7 @@ def test_coordinator_holds_only_ciphertexts(
     federation: Federation,
     bank_key: PrivateKey,
     oracle: PlaintextOracle,
+    trust: Trust,
     serve_app: Callable[[FastAPI], AbstractContextManager[str]],
 ) -> None:
     layout = federation.layout
@@ -71,12 +74,21 @@ def test_coordinator_holds_only_ciphertexts(
     rows = read_enterprises(layout.data_dir)
     uscc = next(r["uscc"] for r in rows if ";" in r["record_chains"])
     key = bank_key.public_key
+    consent = trust.consent(uscc)
+    # A second coordinator replica on the same database, with a recorder on its channels.
     with serve_app(create_app(settings, interceptors=[recorder])) as url:
         recorder.responses.clear()  # drop the start-up Describe calls
         response = httpx.post(
             f"{url}/v1/queries",
             timeout=30,
-            json={"uscc": uscc, "model_id": "sme-scorecard-v1", "public_key": key.to_text()},
+            headers={"Authorization": f"Bearer {trust.bank_api_key}"},
+            json={
+                "uscc": uscc,
+                "model_id": "sme-scorecard-v1",
+                "purpose": "pre_loan_review",
+                "consent_id": consent,
+                "public_key": key.to_text(),
+            },
         )
     assert response.status_code == 200
     scores = [r for r in recorder.responses if isinstance(r, node_pb2.ScoreResponse)]
@@ -90,8 +102,9 @@ def test_coordinator_holds_only_ciphertexts(
             # Every value is a full-width ciphertext that validates under the bank's key...
             assert len(blob) == key.ciphertext_length
             Ciphertext.from_bytes(key, blob)
-            # ...and is not the encoded plaintext sitting in the clear.
-            assert int.from_bytes(blob, "big") >= key.n
+            # ...and is randomised: not 1 + n·m, which anyone could read as m.
+            number = int.from_bytes(blob, "big")
+            assert number >= key.n and (number - 1) % key.n != 0
         blobs.extend(fields)
         # Only the bank's private key opens it, to exactly the node's plaintext share.
         partial = encoding.decrypt(Ciphertext.from_bytes(key, reply.partial_score), bank_key)

@@ -6,10 +6,11 @@ import time
 
 import httpx
 
-from creditshare.client import CreditShareClient
 from creditshare.crypto import PrivateKey
 from creditshare.demo import Federation, PlaintextOracle, read_enterprises
 from creditshare.departments import DEFAULT_INTERCEPT
+
+from .conftest import Trust
 
 
 def _uscc_with_records(federation: Federation) -> str:
@@ -18,12 +19,12 @@ def _uscc_with_records(federation: Federation) -> str:
 
 
 def test_stopped_node_is_named_and_the_rest_still_verify(
-    small_federation: Federation, bank_key: PrivateKey
+    small_federation: Federation, small_trust: Trust
 ) -> None:
-    small_federation.stop_node("yrd-market")
     uscc = _uscc_with_records(small_federation)
-    with CreditShareClient(small_federation.layout.coordinator_url, bank_key) as client:
-        profile = client.query(uscc)
+    consent = small_trust.consent(uscc)
+    small_federation.stop_node("yrd-market")
+    profile = small_trust.bank.query(uscc, consent)
     assert sorted(profile.answered) == ["yrd-court", "yrd-tax"]
     assert profile.failed == [{"node": "yrd-market", "chain": "yrd", "reason": "unavailable"}]
     oracle = PlaintextOracle(small_federation.layout, DEFAULT_INTERCEPT)
@@ -31,13 +32,13 @@ def test_stopped_node_is_named_and_the_rest_still_verify(
 
 
 def test_frozen_node_costs_at_most_its_deadline(
-    small_federation: Federation, bank_key: PrivateKey
+    small_federation: Federation, small_trust: Trust
 ) -> None:
-    small_federation.pause_node("yrd-tax")  # accepts connections, never answers
     uscc = _uscc_with_records(small_federation)
+    consent = small_trust.consent(uscc)
+    small_federation.pause_node("yrd-tax")  # accepts connections, never answers
     started = time.monotonic()
-    with CreditShareClient(small_federation.layout.coordinator_url, bank_key) as client:
-        profile = client.query(uscc)
+    profile = small_trust.bank.query(uscc, consent)
     elapsed = time.monotonic() - started
     assert profile.failed == [{"node": "yrd-tax", "chain": "yrd", "reason": "deadline exceeded"}]
     assert sorted(profile.answered) == ["yrd-court", "yrd-market"]
@@ -46,17 +47,22 @@ def test_frozen_node_costs_at_most_its_deadline(
 
 
 def test_no_node_answering_is_503_naming_each(
-    small_federation: Federation, bank_key: PrivateKey
+    small_federation: Federation, small_trust: Trust, bank_key: PrivateKey
 ) -> None:
+    uscc = _uscc_with_records(small_federation)
+    consent = small_trust.consent(uscc)
     for node in small_federation.layout.nodes:
         small_federation.stop_node(node.node_id)
     response = httpx.post(
         f"{small_federation.layout.coordinator_url}/v1/queries",
         json={
-            "uscc": _uscc_with_records(small_federation),
+            "uscc": uscc,
             "model_id": "sme-scorecard-v1",
+            "purpose": "pre_loan_review",
+            "consent_id": consent,
             "public_key": bank_key.public_key.to_text(),
         },
+        headers={"Authorization": f"Bearer {small_trust.bank_api_key}"},
         timeout=30,
     )
     assert response.status_code == 503

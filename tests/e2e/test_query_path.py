@@ -6,20 +6,27 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from phe import paillier
 
-from creditshare.client import CreditShareClient
+from creditshare.client import CreditProfile, CreditShareClient
 from creditshare.crypto import PrivateKey
 from creditshare.demo import Federation, PlaintextOracle, read_enterprises
 from creditshare.synth import unknown_uscc
 
+from .conftest import Trust
+
 
 @pytest.fixture(scope="module")
-def client(federation: Federation, bank_key: PrivateKey) -> CreditShareClient:
-    return CreditShareClient(federation.layout.coordinator_url, bank_key)
+def client(trust: Trust) -> CreditShareClient:
+    return trust.bank
+
+
+def _query(trust: Trust, uscc: str, **kwargs: Any) -> CreditProfile:
+    return trust.bank.query(uscc, trust.consent(uscc), **kwargs)
 
 
 def _sample(data_dir: Path) -> list[str]:
@@ -30,11 +37,11 @@ def _sample(data_dir: Path) -> list[str]:
 
 
 def test_decrypted_profiles_equal_plaintext_recomputation(
-    client: CreditShareClient, oracle: PlaintextOracle, data_dir: Path, federation: Federation
+    trust: Trust, oracle: PlaintextOracle, data_dir: Path, federation: Federation
 ) -> None:
     all_nodes = sorted(n.node_id for n in federation.layout.nodes)
     for uscc in _sample(data_dir):
-        profile = client.query(uscc)
+        profile = _query(trust, uscc)
         assert sorted(profile.answered) == all_nodes
         assert profile.failed == []
         check = oracle.verify(profile, int(profile.raw["scale"]))
@@ -43,14 +50,14 @@ def test_decrypted_profiles_equal_plaintext_recomputation(
 
 
 def test_cross_chain_enterprise_shows_both_chains(
-    client: CreditShareClient, oracle: PlaintextOracle, data_dir: Path
+    trust: Trust, oracle: PlaintextOracle, data_dir: Path
 ) -> None:
     rows = read_enterprises(data_dir)
     # An enterprise whose records span two chains among the e2e departments.
     for row in rows:
         if ";" not in row["record_chains"]:
             continue
-        profile = client.query(row["uscc"])
+        profile = _query(trust, row["uscc"])
         if len(profile.chains_with_records) == 2:
             assert set(profile.chains_with_records) == set(row["record_chains"].split(";"))
             assert oracle.verify(profile, int(profile.raw["scale"])).ok
@@ -59,29 +66,36 @@ def test_cross_chain_enterprise_shows_both_chains(
 
 
 def test_unknown_enterprise_scores_the_baseline(
-    client: CreditShareClient, data_dir: Path, oracle: PlaintextOracle
+    trust: Trust, data_dir: Path, oracle: PlaintextOracle
 ) -> None:
     uscc = unknown_uscc(9, {r["uscc"] for r in read_enterprises(data_dir)})
-    profile = client.query(uscc)
+    profile = _query(trust, uscc)
     assert profile.nodes_with_records == []
     assert profile.indicators == []
     assert oracle.verify(profile, int(profile.raw["scale"])).ok
 
 
-def test_chain_filter_limits_fan_out(client: CreditShareClient, data_dir: Path) -> None:
+def test_chain_filter_limits_fan_out(trust: Trust, data_dir: Path) -> None:
     uscc = read_enterprises(data_dir)[0]["uscc"]
-    profile = client.query(uscc, chains=["bth"])
+    profile = _query(trust, uscc, chains=["bth"])
     assert sorted(profile.answered) == ["bth-court", "bth-market", "bth-tax"]
 
 
-def _post(federation: Federation, body: dict[str, object]) -> httpx.Response:
-    return httpx.post(f"{federation.layout.coordinator_url}/v1/queries", json=body, timeout=30)
+def _post(trust: Trust, body: dict[str, object]) -> httpx.Response:
+    return httpx.post(
+        f"{trust.url}/v1/queries",
+        json=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {trust.bank_api_key}"},
+    )
 
 
 def _body(key: PrivateKey, **overrides: object) -> dict[str, object]:
     return {
         "uscc": "91350100M000100Y43",
         "model_id": "sme-scorecard-v1",
+        "purpose": "pre_loan_review",
+        "consent_id": "0" * 32,
         "public_key": key.public_key.to_text(),
         **overrides,
     }
@@ -92,9 +106,9 @@ def _body(key: PrivateKey, **overrides: object) -> dict[str, object]:
     [("91350100M000100Y44", 18), ("9135I100M000100Y43", 5), ("913501001000100Y43", 17)],
 )
 def test_bad_uscc_is_422_naming_position(
-    federation: Federation, bank_key: PrivateKey, uscc: str, position: int
+    trust: Trust, bank_key: PrivateKey, uscc: str, position: int
 ) -> None:
-    response = _post(federation, _body(bank_key, uscc=uscc))
+    response = _post(trust, _body(bank_key, uscc=uscc))
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
     problem = response.json()
@@ -102,21 +116,21 @@ def test_bad_uscc_is_422_naming_position(
     assert f"position {position}" in problem["detail"]
 
 
-def test_short_uscc_is_422_with_length(federation: Federation, bank_key: PrivateKey) -> None:
-    response = _post(federation, _body(bank_key, uscc="91350100M000100Y4"))
+def test_short_uscc_is_422_with_length(trust: Trust, bank_key: PrivateKey) -> None:
+    response = _post(trust, _body(bank_key, uscc="91350100M000100Y4"))
     assert response.status_code == 422
     assert "18 characters" in response.json()["detail"]
 
 
-def test_1024_bit_key_is_422(federation: Federation) -> None:
+def test_1024_bit_key_is_422(trust: Trust, bank_key: PrivateKey) -> None:
     small, _ = paillier.generate_paillier_keypair(n_length=1024)
     n = int(small.n)
     import base64
 
     text = base64.b64encode(n.to_bytes(128, "big")).decode()
     response = _post(
-        federation,
-        {"uscc": "91350100M000100Y43", "model_id": "sme-scorecard-v1", "public_key": text},
+        trust,
+        _body(bank_key, public_key=text),
     )
     assert response.status_code == 422
     problem = response.json()
@@ -124,8 +138,8 @@ def test_1024_bit_key_is_422(federation: Federation) -> None:
     assert "1024 bits" in problem["detail"]
 
 
-def test_unknown_model_is_404(federation: Federation, bank_key: PrivateKey) -> None:
-    response = _post(federation, _body(bank_key, model_id="no-such-model"))
+def test_unknown_model_is_404(trust: Trust, bank_key: PrivateKey) -> None:
+    response = _post(trust, _body(bank_key, model_id="no-such-model"))
     assert response.status_code == 404
     assert "no-such-model" in response.json()["detail"]
 
@@ -139,15 +153,15 @@ def test_unknown_model_is_404(federation: Federation, bank_key: PrivateKey) -> N
     ],
 )
 def test_malformed_requests_are_422(
-    federation: Federation, bank_key: PrivateKey, overrides: dict[str, object], fragment: str
+    trust: Trust, bank_key: PrivateKey, overrides: dict[str, object], fragment: str
 ) -> None:
-    response = _post(federation, _body(bank_key, **overrides))
+    response = _post(trust, _body(bank_key, **overrides))
     assert response.status_code == 422
     assert fragment in response.json()["detail"]
 
 
-def test_missing_field_is_422(federation: Federation) -> None:
-    response = _post(federation, {"uscc": "91350100M000100Y43"})
+def test_missing_field_is_422(trust: Trust) -> None:
+    response = _post(trust, {"uscc": "91350100M000100Y43"})
     assert response.status_code == 422
     assert "model_id" in response.json()["detail"]
 
@@ -163,11 +177,20 @@ def test_registry_and_docs(federation: Federation) -> None:
 
 
 def test_query_cli_prints_json(
-    federation: Federation, tmp_path: Path, data_dir: Path, oracle: PlaintextOracle
+    trust: Trust, tmp_path: Path, data_dir: Path, oracle: PlaintextOracle
 ) -> None:
     uscc = read_enterprises(data_dir)[1]["uscc"]
     key_file = tmp_path / "key.json"
-    args = ["--coordinator", federation.layout.coordinator_url, "--uscc", uscc]
+    args = [
+        "--coordinator",
+        trust.url,
+        "--uscc",
+        uscc,
+        "--consent",
+        trust.consent(uscc),
+        "--api-key",
+        trust.bank_api_key,
+    ]
     out = subprocess.run(
         [
             sys.executable,

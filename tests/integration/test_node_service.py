@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 from phe import paillier
 
-from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, PublicKey
+from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, PublicKey, VerifyKey
 from creditshare.departments import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS, get_department
+from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, QueryRecord, Receipt
 from creditshare.node import NodeSettings, build_server, import_into_node
+from creditshare.node._service import TRUSTED_SIZE_METADATA
 from creditshare.proto import node_pb2, node_pb2_grpc
 
 if TYPE_CHECKING:
@@ -32,6 +37,8 @@ def tax_settings(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> No
         listen="127.0.0.1:0",
         database_url=f"sqlite:///{folder / 'node.db'}",
         models={DEFAULT_MODEL_ID: {"weights": dict(DEFAULT_WEIGHTS["tax"])}},
+        log_public_key=VerifyKey.from_cryptography(LOG.public_key).to_text(),
+        allow_insecure=True,
     )
     import_into_node(settings, [data_dir / "yrd" / "tax.csv"])
     return settings
@@ -53,12 +60,69 @@ async def stub(tax_settings: NodeSettings) -> AsyncIterator[DataNodeAsyncStub]:
         await server.stop(None)
 
 
-def _request(uscc: str, key: PublicKey, **overrides: object) -> node_pb2.ScoreRequest:
+LOG = LogSigner.generate()
+LEDGER = Ledger(MemoryLedgerStorage(), LOG, lambda: datetime.now(UTC))
+
+
+def record_for(uscc: str, key: PublicKey, **overrides: Any) -> QueryRecord:
+    fields: dict[str, Any] = {
+        "kind": "query",
+        "query_id": uuid.uuid4().hex,
+        "time": datetime.now(UTC),
+        "uscc": uscc,
+        "requester": "bank-1",
+        "requester_role": "bank",
+        "purpose": "pre_loan_review",
+        "consent_id": "c" * 32,
+        "model_id": DEFAULT_MODEL_ID,
+        "key_fingerprint": key.fingerprint(),
+        "chains": ("yrd",),
+        "indicators": ("*",),
+        **overrides,
+    }
+    return QueryRecord(**fields)
+
+
+def receipt_pb(receipt: Receipt, trusted: int, ledger: Ledger = LEDGER) -> node_pb2.QueryReceipt:
+    head = receipt.head
+    consistency = ledger.consistency_proof(trusted, head.size) if trusted < head.size else []
+    return node_pb2.QueryReceipt(
+        leaf_index=receipt.index,
+        leaf_data=receipt.data,
+        tree_head=node_pb2.SignedTreeHead(
+            size=head.size,
+            root=head.root,
+            timestamp_ms=head.timestamp_ms,
+            signature=head.signature,
+            key_id=head.key_id,
+        ),
+        inclusion_proof=list(receipt.inclusion_proof),
+        consistency_from=trusted,
+        consistency_proof=consistency,
+    )
+
+
+async def trusted_size(stub: DataNodeAsyncStub) -> int:
+    return (await stub.Describe(node_pb2.DescribeRequest())).trusted_tree_size
+
+
+async def _request(
+    stub: DataNodeAsyncStub,
+    uscc: str,
+    key: PublicKey,
+    record: QueryRecord | None = None,
+    **overrides: object,
+) -> node_pb2.ScoreRequest:
+    """A request as the coordinator sends it: recorded first, with a fresh receipt."""
+    record = record or record_for(uscc, key)
+    receipt = LEDGER.append(record.to_bytes(), record.uscc)
     fields: dict[str, object] = {
         "uscc": uscc,
         "model_id": DEFAULT_MODEL_ID,
         "public_key": node_pb2.PaillierPublicKey(n=key.to_bytes()),
         "scale": SCALE,
+        "request_id": record.query_id,
+        "receipt": receipt_pb(receipt, await trusted_size(stub)),
         **overrides,
     }
     return node_pb2.ScoreRequest(**fields)  # type: ignore[arg-type]
@@ -83,7 +147,7 @@ async def test_score_decrypts_to_plaintext_partial(
     key = bank_key.public_key
     uscc, row = next(iter(tax_rows.items()))
     record = {f.name: f.parse(row[f.name]) for f in tax.fields}
-    reply = await stub.Score(_request(uscc, key))
+    reply = await stub.Score(await _request(stub, uscc, key))
     partial = encoding.decrypt(Ciphertext.from_bytes(key, reply.partial_score), bank_key)
     expected = tax.partial_score(record, DEFAULT_WEIGHTS["tax"])
     assert abs(partial - expected) <= 0.5 / SCALE
@@ -104,8 +168,8 @@ async def test_absent_enterprise_gets_encryptions_of_zero(
     encoding = FixedPointEncoding(SCALE)
     absent = unknown_uscc(3, set(tax_rows))
     present = next(iter(tax_rows))
-    empty = await stub.Score(_request(absent, key))
-    full = await stub.Score(_request(present, key))
+    empty = await stub.Score(await _request(stub, absent, key))
+    full = await stub.Score(await _request(stub, present, key))
     # Same shape and sizes whether or not a record exists: nothing to tell them apart.
     assert len(empty.partial_score) == len(full.partial_score) == key.ciphertext_length
     assert [i.name for i in empty.indicators] == [i.name for i in full.indicators]
@@ -122,9 +186,9 @@ async def test_offset_is_added_homomorphically(
     key = bank_key.public_key
     encoding = FixedPointEncoding(SCALE)
     uscc = next(iter(tax_rows))
-    plain = await stub.Score(_request(uscc, key))
+    plain = await stub.Score(await _request(stub, uscc, key))
     offset = encoding.encrypt(-2.5, key)
-    shifted = await stub.Score(_request(uscc, key, partial_offset=offset.to_bytes()))
+    shifted = await stub.Score(await _request(stub, uscc, key, partial_offset=offset.to_bytes()))
     a = encoding.decrypt(Ciphertext.from_bytes(key, plain.partial_score), bank_key)
     b = encoding.decrypt(Ciphertext.from_bytes(key, shifted.partial_score), bank_key)
     assert abs((b - a) - (-2.5)) <= 1 / SCALE
@@ -155,7 +219,7 @@ async def test_out_of_range_ciphertext_is_invalid_argument(
     bad = raw.to_bytes(key.ciphertext_length, "big") if raw < key.n_squared else None
     payload = bad if bad is not None else b"\xff" * key.ciphertext_length
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Score(_request(next(iter(tax_rows)), key, partial_offset=payload))
+        await stub.Score(await _request(stub, next(iter(tax_rows)), key, partial_offset=payload))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in (caught.value.details() or "")
 
@@ -165,7 +229,9 @@ async def test_wrong_length_ciphertext_is_invalid_argument(
 ) -> None:
     key = bank_key.public_key
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Score(_request(next(iter(tax_rows)), key, partial_offset=b"\x01\x02"))
+        await stub.Score(
+            await _request(stub, next(iter(tax_rows)), key, partial_offset=b"\x01\x02")
+        )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "expected 512" in (caught.value.details() or "")
 
@@ -190,7 +256,7 @@ async def test_bad_uscc_is_invalid_argument_naming_position(
     stub: DataNodeAsyncStub, bank_key: PrivateKey
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Score(_request("91350100M000100Y44", bank_key.public_key))
+        await stub.Score(await _request(stub, "91350100M000100Y44", bank_key.public_key))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "position 18" in (caught.value.details() or "")
 
@@ -200,7 +266,7 @@ async def test_missing_key_and_scale_are_invalid_argument(
 ) -> None:
     uscc = "91350100M000100Y43"
     no_key = node_pb2.ScoreRequest(uscc=uscc, model_id=DEFAULT_MODEL_ID, scale=SCALE)
-    no_scale = _request(uscc, bank_key.public_key, scale=0)
+    no_scale = await _request(stub, uscc, bank_key.public_key, scale=0)
     for request, expected in ((no_key, "public_key"), (no_scale, "scale")):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Score(request)
@@ -210,6 +276,179 @@ async def test_missing_key_and_scale_are_invalid_argument(
 
 async def test_unknown_model_is_not_found(stub: DataNodeAsyncStub, bank_key: PrivateKey) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Score(_request("91350100M000100Y43", bank_key.public_key, model_id="nope"))
+        await stub.Score(
+            await _request(stub, "91350100M000100Y43", bank_key.public_key, model_id="nope")
+        )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert "nope" in (caught.value.details() or "")
+
+
+# --- receipts: a node answers only a query the ledger recorded -------------------------
+
+
+async def _refused(stub: DataNodeAsyncStub, request: node_pb2.ScoreRequest) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Score(request)
+    return caught.value
+
+
+async def test_no_receipt_is_permission_denied(
+    stub: DataNodeAsyncStub, bank_key: PrivateKey, tax_rows: dict[str, dict[str, str]]
+) -> None:
+    request = await _request(stub, next(iter(tax_rows)), bank_key.public_key)
+    request.ClearField("receipt")
+    error = await _refused(stub, request)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "receipt is required" in (error.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("uscc", "91350100M000100Y43", "uscc"),
+        ("model_id", "other-model", "model_id"),
+        ("chains", ("bth",), "chain"),
+        ("query_id", "someone-else", "query id"),
+        ("kind", "refusal", "kind"),
+    ],
+)
+async def test_receipt_for_another_query_is_refused(
+    stub: DataNodeAsyncStub,
+    bank_key: PrivateKey,
+    tax_rows: dict[str, dict[str, str]],
+    field: str,
+    value: object,
+    message: str,
+) -> None:
+    uscc = next(iter(tax_rows))
+    key = bank_key.public_key
+    record = record_for(uscc, key)
+    record = dataclasses.replace(record, **{field: value})  # type: ignore[arg-type]
+    request = await _request(stub, uscc, key, record)
+    if field == "query_id":
+        request.request_id = "the-real-query"
+    error = await _refused(stub, request)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert message in (error.details() or "")
+
+
+async def test_receipt_for_another_key_is_refused(
+    stub: DataNodeAsyncStub, bank_key: PrivateKey, tax_rows: dict[str, dict[str, str]]
+) -> None:
+    uscc = next(iter(tax_rows))
+    other = PrivateKey.generate().public_key
+    request = await _request(stub, uscc, bank_key.public_key, record_for(uscc, other))
+    error = await _refused(stub, request)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "public key" in (error.details() or "")
+
+
+async def test_old_receipt_is_refused(
+    stub: DataNodeAsyncStub, bank_key: PrivateKey, tax_rows: dict[str, dict[str, str]]
+) -> None:
+    uscc = next(iter(tax_rows))
+    key = bank_key.public_key
+    stale = record_for(uscc, key, time=datetime.now(UTC) - timedelta(hours=1))
+    error = await _refused(stub, await _request(stub, uscc, key, stale))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "too old" in (error.details() or "")
+
+
+async def test_head_signed_by_another_key_is_refused(
+    stub: DataNodeAsyncStub, bank_key: PrivateKey, tax_rows: dict[str, dict[str, str]]
+) -> None:
+    uscc = next(iter(tax_rows))
+    key = bank_key.public_key
+    forger = Ledger(MemoryLedgerStorage(), LogSigner.generate(), lambda: datetime.now(UTC))
+    record = record_for(uscc, key)
+    receipt = forger.append(record.to_bytes(), uscc)
+    request = await _request(stub, uscc, key, record)
+    request.receipt.CopyFrom(receipt_pb(receipt, 0, forger))
+    error = await _refused(stub, request)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_tampered_leaf_fails_inclusion(
+    stub: DataNodeAsyncStub, bank_key: PrivateKey, tax_rows: dict[str, dict[str, str]]
+) -> None:
+    uscc = next(iter(tax_rows))
+    request = await _request(stub, uscc, bank_key.public_key)
+    request.receipt.leaf_data = request.receipt.leaf_data.replace(b"bank-1", b"bank-2")
+    error = await _refused(stub, request)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_receipt_cannot_be_replayed(
+    stub: DataNodeAsyncStub, bank_key: PrivateKey, tax_rows: dict[str, dict[str, str]]
+) -> None:
+    request = await _request(stub, next(iter(tax_rows)), bank_key.public_key)
+    await stub.Score(request)
+    replay = node_pb2.ScoreRequest()
+    replay.CopyFrom(request)
+    replay.receipt.consistency_from = await trusted_size(stub)
+    del replay.receipt.consistency_proof[:]
+    error = await _refused(stub, replay)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "already used" in (error.details() or "")
+
+
+async def test_stale_head_says_which_size_the_node_trusts(
+    stub: DataNodeAsyncStub, bank_key: PrivateKey, tax_rows: dict[str, dict[str, str]]
+) -> None:
+    uscc = next(iter(tax_rows))
+    key = bank_key.public_key
+    older = await _request(stub, uscc, key)  # head n
+    newer = await _request(stub, uscc, key)  # head n + 1, node then trusts n + 1
+    await stub.Score(newer)
+    error = await _refused(stub, older)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    metadata = dict(error.trailing_metadata() or ())
+    assert metadata[TRUSTED_SIZE_METADATA] == str(newer.receipt.tree_head.size)
+
+
+async def test_forked_log_is_refused_and_the_node_keeps_its_head(
+    stub: DataNodeAsyncStub, bank_key: PrivateKey, tax_rows: dict[str, dict[str, str]]
+) -> None:
+    """The same log key signing a different history (a rewritten log) stops the node."""
+    uscc = next(iter(tax_rows))
+    key = bank_key.public_key
+    await stub.Score(await _request(stub, uscc, key))
+    trusted = await trusted_size(stub)
+    fork = Ledger(MemoryLedgerStorage(), LOG, lambda: datetime.now(UTC))
+    for _ in range(trusted):
+        fork.append(b"rewritten history", uscc)
+    record = record_for(uscc, key)
+    receipt = fork.append(record.to_bytes(), uscc)
+    request = await _request(stub, uscc, key, record)
+    request.receipt.CopyFrom(receipt_pb(receipt, trusted, fork))
+    error = await _refused(stub, request)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert await trusted_size(stub) == trusted
+    # The genuine log still works.
+    await stub.Score(await _request(stub, uscc, key))
+
+
+async def test_only_indicators_in_the_consent_scope_are_returned(
+    stub: DataNodeAsyncStub, bank_key: PrivateKey, tax_rows: dict[str, dict[str, str]]
+) -> None:
+    uscc = next(iter(tax_rows))
+    key = bank_key.public_key
+    record = record_for(uscc, key, indicators=("tax_credit_grade", "not_a_tax_indicator"))
+    reply = await stub.Score(await _request(stub, uscc, key, record))
+    assert [i.name for i in reply.indicators] == ["tax_credit_grade"]
+
+
+async def test_trusted_head_survives_a_restart(
+    tax_settings: NodeSettings, bank_key: PrivateKey, tax_rows: dict[str, dict[str, str]]
+) -> None:
+    sizes = []
+    for _ in range(2):
+        server, port = await build_server(tax_settings)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub: DataNodeAsyncStub = node_pb2_grpc.DataNodeStub(channel)
+                await stub.Score(await _request(stub, next(iter(tax_rows)), bank_key.public_key))
+                sizes.append(await trusted_size(stub))
+        finally:
+            await server.stop(None)
+    assert sizes[1] == sizes[0] + 1 and sizes[0] > 0

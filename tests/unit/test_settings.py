@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from creditshare._settings import load_settings
 from creditshare.coordinator import CoordinatorSettings, ModelEntry, NodeEntry, ScoreScale
-from creditshare.crypto import MAX_SCALE
+from creditshare.crypto import MAX_SCALE, SigningKey
 from creditshare.errors import ConfigurationError
 from creditshare.identity import Chain
 from creditshare.node import ModelShardSettings, NodeSettings
@@ -64,6 +64,13 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.upper().startswith("CREDITSHARE_"):
             monkeypatch.delenv(name)
+    # The trust settings every service must have; the tests here are about the rest.
+    monkeypatch.setenv(
+        "CREDITSHARE_NODE_LOG_PUBLIC_KEY", SigningKey.generate().verify_key.to_text()
+    )
+    monkeypatch.setenv("CREDITSHARE_NODE_ALLOW_INSECURE", "true")
+    monkeypatch.setenv("CREDITSHARE_COORDINATOR_LOG_SIGNING_KEY_FILE", "/nonexistent/log.pem")
+    monkeypatch.setenv("CREDITSHARE_COORDINATOR_ALLOW_INSECURE", "true")
 
 
 def _write(tmp_path: Path, text: str, name: str = "settings.toml") -> Path:
@@ -348,3 +355,27 @@ def test_default_score_scale() -> None:
     scale = ScoreScale()
     assert (scale.base_score, scale.base_odds, scale.points_to_double_odds) == (600.0, 50.0, 40.0)
     assert (scale.minimum, scale.maximum) == (300.0, 900.0)
+
+
+def test_node_without_tls_or_explicit_insecure_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CREDITSHARE_NODE_ALLOW_INSECURE")
+    message = _config_error(NodeSettings, _write(tmp_path, NODE_TOML))
+    assert "allow_insecure" in message and "tls" in message
+
+
+def test_coordinator_without_tls_for_a_chain_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CREDITSHARE_COORDINATOR_ALLOW_INSECURE")
+    message = _config_error(CoordinatorSettings, _write(tmp_path, COORDINATOR_TOML))
+    assert "prd, yrd" in message
+
+
+def test_node_log_key_must_be_an_ed25519_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREDITSHARE_NODE_LOG_PUBLIC_KEY", "AAAA")
+    message = _config_error(NodeSettings, _write(tmp_path, NODE_TOML))
+    assert "log_public_key" in message and "32 bytes" in message

@@ -1,7 +1,15 @@
 """Python SDK for banks and bureaus: local keys, HTTP to the coordinator, local decryption."""
 
+from creditshare.client._access_log import AccessEntry, verify_access_log
 from creditshare.client._client import DEFAULT_MODEL_ID, CreditShareClient
-from creditshare.client._keystore import default_key_path, load_key, load_or_create_key, save_key
+from creditshare.client._keystore import (
+    default_key_path,
+    load_key,
+    load_or_create_key,
+    load_or_create_signing_key,
+    load_signing_key,
+    save_key,
+)
 from creditshare.client._profile import (
     CreditProfile,
     Indicator,
@@ -12,6 +20,7 @@ from creditshare.client._profile import (
 
 __all__ = [
     "DEFAULT_MODEL_ID",
+    "AccessEntry",
     "CreditProfile",
     "CreditShareClient",
     "Indicator",
@@ -20,6 +29,9 @@ __all__ = [
     "default_key_path",
     "load_key",
     "load_or_create_key",
+    "load_or_create_signing_key",
+    "load_signing_key",
     "probability_of_default",
     "save_key",
+    "verify_access_log",
 ]

@@ -7,9 +7,11 @@ from typing import Any
 
 import httpx
 
+from creditshare.client._access_log import AccessEntry, verify_access_log
 from creditshare.client._profile import CreditProfile, decrypt_profile
-from creditshare.crypto import PrivateKey
-from creditshare.errors import ProblemError, TransportError
+from creditshare.consent import Purpose, SignedConsent
+from creditshare.crypto import PrivateKey, VerifyKey
+from creditshare.errors import ClientError, ProblemError, TransportError
 from creditshare.identity import Uscc
 
 __all__ = ["DEFAULT_MODEL_ID", "CreditShareClient"]
@@ -20,20 +22,31 @@ DEFAULT_MODEL_ID = "sme-scorecard-v1"
 class CreditShareClient:
     """A bank's or bureau's connection to a coordinator.
 
-    ``transport`` lets tests substitute an httpx transport; production uses the
-    default network transport.
+    ``api_key`` authenticates the participant; ``private_key`` (a bank's or bureau's
+    Paillier key) is needed only to query. ``transport`` lets tests substitute an
+    httpx transport; production uses the default network transport.
     """
 
     def __init__(
         self,
         base_url: str,
-        private_key: PrivateKey,
         *,
+        api_key: str | None = None,
+        private_key: PrivateKey | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._key = private_key
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(
+            base_url=base_url, timeout=timeout, transport=transport, headers=headers
+        )
+
+    @property
+    def private_key(self) -> PrivateKey:
+        if self._key is None:
+            raise ClientError("this client has no Paillier private key; pass private_key=")
+        return self._key
 
     def __enter__(self) -> CreditShareClient:
         return self
@@ -72,14 +85,21 @@ class CreditShareClient:
         return response.json()
 
     def query_raw(
-        self, uscc: str, model_id: str = DEFAULT_MODEL_ID, chains: list[str] | None = None
+        self,
+        uscc: str,
+        consent_id: str,
+        purpose: Purpose | str = Purpose.PRE_LOAN_REVIEW,
+        model_id: str = DEFAULT_MODEL_ID,
+        chains: list[str] | None = None,
     ) -> dict[str, Any]:
         """The coordinator's encrypted answer, as sent (for audit or archiving)."""
         uscc = str(Uscc.parse(uscc))  # fail fast, before a round trip, with the position
         payload: dict[str, Any] = {
             "uscc": uscc,
             "model_id": model_id,
-            "public_key": self._key.public_key.to_text(),
+            "purpose": str(purpose),
+            "consent_id": consent_id,
+            "public_key": self.private_key.public_key.to_text(),
         }
         if chains:
             payload["chains"] = chains
@@ -87,9 +107,73 @@ class CreditShareClient:
         return body
 
     def query(
-        self, uscc: str, model_id: str = DEFAULT_MODEL_ID, chains: list[str] | None = None
+        self,
+        uscc: str,
+        consent_id: str,
+        purpose: Purpose | str = Purpose.PRE_LOAN_REVIEW,
+        model_id: str = DEFAULT_MODEL_ID,
+        chains: list[str] | None = None,
     ) -> CreditProfile:
-        return decrypt_profile(self.query_raw(uscc, model_id, chains), self._key)
+        raw = self.query_raw(uscc, consent_id, purpose, model_id, chains)
+        return decrypt_profile(raw, self.private_key)
+
+    # participants (operator) ----------------------------------------------------------
+
+    def register_participant(
+        self,
+        participant_id: str,
+        role: str,
+        name: str,
+        *,
+        uscc: str | None = None,
+        signing_key: VerifyKey | None = None,
+    ) -> dict[str, Any]:
+        """Returns {participant, api_key}; the key is shown only this once."""
+        payload = {
+            "id": participant_id,
+            "role": role,
+            "name": name,
+            "uscc": uscc,
+            "signing_key": signing_key.to_text() if signing_key else None,
+        }
+        result: dict[str, Any] = self._request("POST", "/v1/participants", json=payload)
+        return result
+
+    # consents -------------------------------------------------------------------------
+
+    def grant_consent(self, signed: SignedConsent) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", "/v1/consents", json=signed.to_json())
+        return result
+
+    def revoke_consent(self, consent_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", f"/v1/consents/{consent_id}/revoke")
+        return result
+
+    def consent(self, consent_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/v1/consents/{consent_id}")
+        return result
+
+    # ledger ---------------------------------------------------------------------------
+
+    def log_public_key(self) -> VerifyKey:
+        return VerifyKey.from_text(self._request("GET", "/v1/ledger/public-key")["public_key"])
+
+    def ledger_head(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/v1/ledger/head")
+        return result
+
+    def enterprise_queries(self, uscc: str) -> list[dict[str, Any]]:
+        path = f"/v1/enterprises/{Uscc.parse(uscc)}/queries"
+        result: list[dict[str, Any]] = self._request("GET", path)
+        return result
+
+    def verified_enterprise_queries(self, uscc: str, log_key: VerifyKey) -> list[AccessEntry]:
+        """The enterprise's access log, every entry proven included under a signed head.
+
+        ``log_key`` should come from a trusted channel (pinned), not from this coordinator.
+        """
+        code = str(Uscc.parse(uscc))
+        return verify_access_log(self.enterprise_queries(code), code, log_key)
 
     def nodes(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._request("GET", "/v1/nodes")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from creditshare.crypto import MIN_KEY_BITS, PrivateKey
+from creditshare.crypto import MIN_KEY_BITS, PrivateKey, SigningKey
 
 __all__ = ["default_key_path", "load_key", "load_or_create_key", "save_key"]
 
@@ -42,4 +42,20 @@ def load_or_create_key(path: Path | None = None, bits: int = MIN_KEY_BITS) -> Pr
         return load_key(path)
     key = PrivateKey.generate(bits)
     save_key(key, path)
+    return key
+
+
+def load_signing_key(path: Path) -> SigningKey:
+    return SigningKey.from_pem(path.read_bytes())
+
+
+def load_or_create_signing_key(path: Path) -> SigningKey:
+    """An enterprise's Ed25519 consent-signing key, created (mode 0600) on first use."""
+    if path.exists():
+        return load_signing_key(path)
+    key = SigningKey.generate()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key.to_pem())
     return key

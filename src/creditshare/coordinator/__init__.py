@@ -1,9 +1,11 @@
 """The coordinator: registry, query broker and HTTP API. Holds no private key."""
 
-from creditshare.coordinator._app import PRESENCE_INDICATOR, create_app
+from creditshare.coordinator._app import create_app
 from creditshare.coordinator._broker import NodeAnswer, NodeFailure, QueryBroker, QueryResult
 from creditshare.coordinator._registry import Registry
+from creditshare.coordinator._routes_queries import PRESENCE_INDICATOR
 from creditshare.coordinator._server import serve
+from creditshare.coordinator._services import Services, build_services
 from creditshare.coordinator._settings import (
     CoordinatorSettings,
     ModelEntry,
@@ -22,6 +24,8 @@ __all__ = [
     "QueryResult",
     "Registry",
     "ScoreScale",
+    "Services",
+    "build_services",
     "create_app",
     "serve",
 ]

@@ -1,16 +1,21 @@
-"""Fan a query out to the nodes in scope and add their encrypted answers.
+"""Fan a recorded query out to the nodes in scope and add their encrypted answers.
 
 The broker holds no private key and never decodes a value: every number it
-touches is a ciphertext it validates and multiplies. A node that is slow, down
-or answers garbage is named in the coverage, never hidden and never waited on
-past its deadline.
+touches is a ciphertext it validates and multiplies. A node that is slow, down,
+refuses, or answers garbage is named in the coverage, never hidden and never
+waited on past its deadline.
+
+Each node call carries the query's ledger receipt and a consistency proof from
+the tree head that node last accepted. Another query (or replica) may have moved
+a node's trusted head on meanwhile; the node then says so, with its trusted size,
+and the broker re-proves the same leaf against the latest head and retries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,14 +27,19 @@ from creditshare.coordinator._settings import CoordinatorSettings, ModelEntry, N
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
 from creditshare.errors import CreditShareError, InvalidInputError
 from creditshare.identity import Chain
+from creditshare.ledger import Ledger, Receipt
+from creditshare.pki import channel_credentials
 from creditshare.proto import node_pb2, node_pb2_grpc
 
 if TYPE_CHECKING:
     from creditshare.proto.creditshare.v1.node_pb2_grpc import DataNodeAsyncStub
 
-__all__ = ["NodeAnswer", "NodeFailure", "QueryBroker", "QueryResult"]
+__all__ = ["NodeAnswer", "NodeCatalogue", "NodeFailure", "QueryBroker", "QueryResult"]
 
 log = logging.getLogger("creditshare.coordinator")
+
+TRUSTED_SIZE_METADATA = "creditshare-trusted-size"
+_MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,23 +82,56 @@ def _reason(exc: grpc.aio.AioRpcError) -> str:
     return f"{code.name.lower()}: {exc.details() or ''}".rstrip(": ")
 
 
+def _trusted_size(exc: grpc.aio.AioRpcError) -> int | None:
+    if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+        return None
+    for key, value in exc.trailing_metadata() or ():
+        if key == TRUSTED_SIZE_METADATA:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _head_pb(receipt: Receipt) -> node_pb2.SignedTreeHead:
+    head = receipt.head
+    return node_pb2.SignedTreeHead(
+        size=head.size,
+        root=head.root,
+        timestamp_ms=head.timestamp_ms,
+        signature=head.signature,
+        key_id=head.key_id,
+    )
+
+
 class QueryBroker:
     def __init__(
         self,
         settings: CoordinatorSettings,
         registry: Registry,
+        ledger: Ledger,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         self._settings = settings
-        self._interceptors = list(interceptors)
         self._registry = registry
+        self._ledger = ledger
+        self._interceptors = list(interceptors)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, DataNodeAsyncStub] = {}
+        self._trusted: dict[str, int] = {}
         self.catalogues: dict[str, NodeCatalogue] = {}
+
+    def _channel(self, node: NodeEntry) -> grpc.aio.Channel:
+        tls = self._settings.tls.get(node.chain)
+        if tls is None:
+            return grpc.aio.insecure_channel(node.address, interceptors=self._interceptors)
+        credentials = channel_credentials(tls.ca, tls.cert, tls.key)
+        return grpc.aio.secure_channel(node.address, credentials, interceptors=self._interceptors)
 
     async def start(self) -> None:
         for node in self._registry.nodes:
-            channel = grpc.aio.insecure_channel(node.address, interceptors=self._interceptors)
+            channel = self._channel(node)
             self._channels[node.id] = channel
             self._stubs[node.id] = node_pb2_grpc.DataNodeStub(channel)
         await asyncio.gather(*(self.describe(n) for n in self._registry.nodes))
@@ -97,7 +140,7 @@ class QueryBroker:
         await asyncio.gather(*(c.close() for c in self._channels.values()))
 
     async def describe(self, node: NodeEntry) -> NodeCatalogue | None:
-        """Fetch and cache a node's catalogue; a node that is down is retried later."""
+        """Fetch and cache a node's catalogue and trusted tree size; retried later if down."""
         try:
             reply = await self._stubs[node.id].Describe(
                 node_pb2.DescribeRequest(), timeout=self._settings.node_deadline_seconds
@@ -109,23 +152,28 @@ class QueryBroker:
             {i.name: (i.description, tuple(i.bands)) for i in reply.indicators}
         )
         self.catalogues[node.id] = catalogue
+        self._trusted[node.id] = max(self._trusted.get(node.id, 0), reply.trusted_tree_size)
         return catalogue
 
     async def query(
-        self, uscc: str, model_id: str, key: PublicKey, chains: list[Chain] | None
+        self,
+        query_id: str,
+        uscc: str,
+        model: ModelEntry,
+        key: PublicKey,
+        chains: Sequence[Chain],
+        receipt: Receipt,
     ) -> QueryResult:
-        model = self._registry.model(model_id)
         nodes = self._registry.scope(chains)
         encoding = FixedPointEncoding(self._settings.scale)
-        query_id = uuid.uuid4().hex
-        request = node_pb2.ScoreRequest(
+        template = node_pb2.ScoreRequest(
             uscc=uscc,
             model_id=model.id,
             public_key=node_pb2.PaillierPublicKey(n=key.to_bytes()),
             scale=encoding.scale,
             request_id=query_id,
         )
-        outcomes = await asyncio.gather(*(self._ask(node, request, key) for node in nodes))
+        outcomes = await asyncio.gather(*(self._ask(n, template, key, receipt) for n in nodes))
         answers = tuple(o for o in outcomes if isinstance(o, NodeAnswer))
         failures = tuple(o for o in outcomes if isinstance(o, NodeFailure))
         # Start from Enc(0)·g^intercept: the intercept is public, so adding it needs no
@@ -142,24 +190,68 @@ class QueryBroker:
         )
         return QueryResult(query_id, model, encoding, total, answers, failures)
 
-    async def _ask(
-        self, node: NodeEntry, request: node_pb2.ScoreRequest, key: PublicKey
-    ) -> NodeAnswer | NodeFailure:
-        try:
-            reply = await self._stubs[node.id].Score(
-                request, timeout=self._settings.node_deadline_seconds
+    async def _request_for(
+        self, node: NodeEntry, template: node_pb2.ScoreRequest, receipt: Receipt
+    ) -> tuple[node_pb2.ScoreRequest, Receipt]:
+        trusted = self._trusted.get(node.id, 0)
+        if trusted > receipt.head.size:
+            # The node has seen a newer head than this receipt's: prove the leaf again.
+            receipt = await asyncio.to_thread(self._ledger.receipt, receipt.index)
+            if trusted > receipt.head.size:
+                raise CreditShareError(
+                    f"node trusts a tree of size {trusted}, "
+                    f"larger than this log ({receipt.head.size})"
+                )
+        consistency: list[bytes] = []
+        if 0 < trusted < receipt.head.size:
+            consistency = await asyncio.to_thread(
+                self._ledger.consistency_proof, trusted, receipt.head.size
             )
-        except grpc.aio.AioRpcError as exc:
-            return NodeFailure(node, _reason(exc))
+        request = node_pb2.ScoreRequest()
+        request.CopyFrom(template)
+        request.receipt.CopyFrom(
+            node_pb2.QueryReceipt(
+                leaf_index=receipt.index,
+                leaf_data=receipt.data,
+                tree_head=_head_pb(receipt),
+                inclusion_proof=list(receipt.inclusion_proof),
+                consistency_from=trusted,
+                consistency_proof=consistency,
+            )
+        )
+        return request, receipt
+
+    async def _ask(
+        self, node: NodeEntry, template: node_pb2.ScoreRequest, key: PublicKey, receipt: Receipt
+    ) -> NodeAnswer | NodeFailure:
+        deadline = time.monotonic() + self._settings.node_deadline_seconds
+        reply: node_pb2.ScoreResponse | None = None
+        for _attempt in range(_MAX_ATTEMPTS):
+            try:
+                request, receipt = await self._request_for(node, template, receipt)
+            except CreditShareError as exc:
+                return NodeFailure(node, f"ledger: {exc}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return NodeFailure(node, "deadline exceeded")
+            try:
+                reply = await self._stubs[node.id].Score(request, timeout=remaining)
+            except grpc.aio.AioRpcError as exc:
+                trusted = _trusted_size(exc)
+                if trusted is None:
+                    return NodeFailure(node, _reason(exc))
+                self._trusted[node.id] = trusted
+                continue
+            self._trusted[node.id] = max(self._trusted.get(node.id, 0), receipt.head.size)
+            break
+        if reply is None:
+            return NodeFailure(node, "failed_precondition: tree head kept moving; gave up")
         if node.id not in self.catalogues:
-            # Best effort: a node that was down at start-up still gets described.
-            await self.describe(node)
+            await self.describe(node)  # a node that was down at start-up still gets described
         try:
             return self._checked(node, reply, key)
         except InvalidInputError as exc:
             log.warning("node %s sent an invalid answer: %s", node.id, exc)
-            return NodeFailure(node, f"invalid answer: {exc}")
-        except CreditShareError as exc:  # pragma: no cover - defensive
             return NodeFailure(node, f"invalid answer: {exc}")
 
     @staticmethod

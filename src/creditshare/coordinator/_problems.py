@@ -10,10 +10,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from creditshare.errors import (
+    AuthenticationError,
+    ConflictError,
+    ConsentRefusedError,
     CreditShareError,
     InvalidInputError,
+    InvalidSignatureError,
     KeyTooSmallError,
     NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
 )
 from creditshare.identity import InvalidUsccError
 
@@ -51,8 +57,24 @@ def _for_error(exc: CreditShareError) -> JSONResponse:
     if isinstance(exc, InvalidInputError):
         field = getattr(exc, "field", None)
         return problem(422, "Invalid input", str(exc), **({"field": field} if field else {}))
+    if isinstance(exc, InvalidSignatureError):
+        return problem(422, "Invalid signature", str(exc))
     if isinstance(exc, NotFoundError):
         return problem(404, "Not found", str(exc))
+    if isinstance(exc, AuthenticationError):
+        response = problem(401, "Unauthorized", str(exc))
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    if isinstance(exc, ConsentRefusedError):
+        return problem(403, "Consent refused", str(exc), recorded=True)
+    if isinstance(exc, PermissionDeniedError):
+        return problem(403, "Forbidden", str(exc))
+    if isinstance(exc, ConflictError):
+        return problem(409, "Conflict", str(exc))
+    if isinstance(exc, RateLimitedError):
+        response = problem(429, "Too many requests", str(exc), retry_after=exc.retry_after)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     if isinstance(exc, NoNodeAnsweredError):
         return problem(503, "No node answered", str(exc), failed=exc.failures)
     return problem(500, "Internal error", "the coordinator could not complete the request")

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from creditshare.consent import Purpose
 from creditshare.coordinator._settings import ScoreScale
 from creditshare.identity import Chain
 
 __all__ = [
+    "ConsentOut",
     "Coverage",
     "EncryptedIndicatorOut",
     "FailedNode",
+    "IssuedKeyOut",
+    "LedgerEntryOut",
+    "LogKeyOut",
     "ModelOut",
     "NodeOut",
+    "ParticipantIn",
+    "ParticipantOut",
+    "ProofOut",
     "QueryIn",
     "QueryOut",
+    "TreeHeadOut",
 ]
 
 
@@ -23,6 +34,8 @@ class QueryIn(BaseModel):
 
     uscc: str = Field(description="18-character unified social credit code", max_length=64)
     model_id: str = Field(max_length=64)
+    purpose: Purpose
+    consent_id: str = Field(max_length=64)
     public_key: str = Field(
         description="requester's Paillier modulus n, base64 of big-endian bytes (≥ 2048 bits)",
         max_length=4096,
@@ -55,6 +68,7 @@ class Coverage(BaseModel):
 
 class QueryOut(BaseModel):
     query_id: str
+    ledger_index: int
     uscc: str
     model_id: str
     scale: int
@@ -77,3 +91,65 @@ class ModelOut(BaseModel):
     description: str
     intercept: float
     score_scale: ScoreScale
+
+
+class ParticipantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(max_length=64)
+    role: str = Field(max_length=16)
+    name: str = Field(max_length=200)
+    uscc: str | None = Field(default=None, max_length=64)
+    signing_key: str | None = Field(
+        default=None, max_length=64, description="enterprise's Ed25519 public key, base64"
+    )
+
+
+class ParticipantOut(BaseModel):
+    id: str
+    role: str
+    name: str
+    uscc: str | None
+    signing_key: str | None
+
+
+class IssuedKeyOut(BaseModel):
+    participant: ParticipantOut
+    api_key: str = Field(description="shown once; only its hash is stored")
+
+
+class ConsentOut(BaseModel):
+    consent_id: str
+    uscc: str
+    grantee: str
+    purpose: str
+    document: dict[str, Any]
+    signature: str
+    uses: int
+    max_uses: int | None
+    revoked: bool
+
+
+class TreeHeadOut(BaseModel):
+    size: int
+    root: str
+    timestamp_ms: int
+    signature: str
+    key_id: str
+
+
+class ProofOut(BaseModel):
+    hashes: list[str]
+
+
+class LedgerEntryOut(BaseModel):
+    index: int
+    record: dict[str, Any]
+    leaf_data: str
+    inclusion_proof: list[str]
+    tree_head: TreeHeadOut
+
+
+class LogKeyOut(BaseModel):
+    key_id: str
+    public_key: str

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from creditshare._settings import EnvFirstSettings
 from creditshare.crypto import MAX_SCALE
 from creditshare.identity import Chain
+from creditshare.pki import TlsSettings
 
 __all__ = ["CoordinatorSettings", "ModelEntry", "NodeEntry", "ScoreScale"]
 
@@ -62,6 +65,20 @@ class CoordinatorSettings(EnvFirstSettings):
     models: list[ModelEntry] = Field(default_factory=list)
     node_deadline_seconds: float = Field(default=3.0, gt=0, le=60)
     scale: int = Field(default=10**6, ge=1, le=MAX_SCALE)
+    database_url: str = "sqlite:///coordinator.db"
+    log_signing_key_file: Path = Field(
+        description="PEM Ed25519 key that signs the ledger's tree heads "
+        "(`creditshare coordinator init-key` makes one)"
+    )
+    tls: dict[Chain, TlsSettings] = Field(
+        default_factory=dict,
+        description="per chain: that chain's CA and the coordinator's client certificate",
+    )
+    allow_insecure: bool = Field(
+        default=False, description="talk to nodes without mutual TLS (tests and development only)"
+    )
+    participant_requests_per_minute: int = Field(default=600, ge=1)
+    enterprise_queries_per_day: int = Field(default=200, ge=1)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> CoordinatorSettings:
@@ -72,4 +89,11 @@ class CoordinatorSettings(EnvFirstSettings):
             dupes = sorted({i for i in ids if ids.count(i) > 1})
             if dupes:
                 raise ValueError(f"duplicate {kind} id(s): {', '.join(dupes)}")
+        if not self.allow_insecure:
+            missing = sorted({n.chain.value for n in self.nodes if n.chain not in self.tls})
+            if missing:
+                raise ValueError(
+                    f"no [tls.<chain>] for chain(s) {', '.join(missing)}; "
+                    "configure mutual TLS or set allow_insecure = true"
+                )
         return self

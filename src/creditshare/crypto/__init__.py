@@ -1,4 +1,4 @@
-"""Paillier keys, validated ciphertexts and fixed-point encoding.
+"""Paillier keys, validated ciphertexts, fixed-point encoding and Ed25519 signing keys.
 
 Knows nothing of HTTP, gRPC or storage: the layers above turn bytes and text
 into these types at their edges.
@@ -7,6 +7,7 @@ into these types at their edges.
 from creditshare.crypto._ciphertext import Ciphertext
 from creditshare.crypto._encoding import MAX_SCALE, FixedPointEncoding
 from creditshare.crypto._keys import MAX_KEY_BITS, MIN_KEY_BITS, PrivateKey, PublicKey
+from creditshare.crypto._signing import SigningKey, VerifyKey
 
 __all__ = [
     "MAX_KEY_BITS",
@@ -16,4 +17,6 @@ __all__ = [
     "FixedPointEncoding",
     "PrivateKey",
     "PublicKey",
+    "SigningKey",
+    "VerifyKey",
 ]

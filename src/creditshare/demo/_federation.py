@@ -23,11 +23,16 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from creditshare._settings import load_settings
+from creditshare.coordinator import CoordinatorSettings
+from creditshare.coordinator._admin import bootstrap_operator, init_log_key
+from creditshare.crypto import VerifyKey
 from creditshare.demo._toml import dumps
 from creditshare.departments import DEFAULT_INTERCEPT, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
 from creditshare.identity import Chain
 from creditshare.node import NodeSettings, import_into_node
 from creditshare.node._settings import ModelShardSettings
+from creditshare.pki import channel_credentials, init_ca, issue
 
 __all__ = ["Federation", "FederationLayout", "NodeLayout", "free_port"]
 
@@ -75,24 +80,45 @@ class FederationLayout:
         node_deadline_seconds: float = 3.0,
         weights: Mapping[str, Mapping[str, float]] = DEFAULT_WEIGHTS,
         intercept: float = DEFAULT_INTERCEPT,
+        coordinator_overrides: Mapping[str, object] | None = None,
     ) -> FederationLayout:
+        """Write PKI, keys and configs for a federation with mutual TLS everywhere."""
         work_dir.mkdir(parents=True, exist_ok=True)
         layout = cls(work_dir=work_dir, data_dir=data_dir)
-        departments = tuple(departments)
+        chains, departments = tuple(chains), tuple(departments)
+        log_key = init_log_key(work_dir / "coordinator" / "log-signing-key.pem")
+        tls: dict[str, dict[str, str]] = {}
         for chain in chains:
+            ca_dir = work_dir / "pki" / chain.value / "ca"
+            init_ca(chain.value, ca_dir)
+            client = issue(
+                ca_dir,
+                f"coordinator-{chain.value}",
+                "coordinator",
+                work_dir / "pki" / chain.value / "coordinator",
+            )
+            tls[chain.value] = {
+                "ca": str(client.ca),
+                "cert": str(client.cert),
+                "key": str(client.key),
+            }
             for department in departments:
                 node_id = f"{chain.value}-{department}"
                 port = free_port()
-                config = work_dir / "nodes" / f"{node_id}.toml"
-                config.parent.mkdir(parents=True, exist_ok=True)
+                node_dir = work_dir / "nodes" / node_id
+                node_dir.mkdir(parents=True, exist_ok=True)
+                cert = issue(ca_dir, node_id, "node", node_dir / "tls")
                 doc = {
                     "node_id": node_id,
                     "department": department,
                     "chain": chain.value,
                     "listen": f"127.0.0.1:{port}",
-                    "database_url": f"sqlite:///{work_dir / 'nodes' / node_id}.db",
+                    "database_url": f"sqlite:///{node_dir / 'node.db'}",
+                    "log_public_key": log_key.verify_key.to_text(),
+                    "tls": {"ca": str(cert.ca), "cert": str(cert.cert), "key": str(cert.key)},
                     "models": {DEFAULT_MODEL_ID: {"weights": dict(weights[department])}},
                 }
+                config = node_dir / "node.toml"
                 config.write_text(dumps(doc), encoding="utf-8")
                 layout.nodes.append(
                     NodeLayout(
@@ -105,11 +131,15 @@ class FederationLayout:
                     )
                 )
         layout.coordinator_port = free_port()
-        layout.coordinator_config = work_dir / "coordinator.toml"
-        coordinator = {
+        layout.coordinator_config = work_dir / "coordinator" / "coordinator.toml"
+        coordinator: dict[str, object] = {
             "host": "127.0.0.1",
             "port": layout.coordinator_port,
             "node_deadline_seconds": node_deadline_seconds,
+            "database_url": f"sqlite:///{work_dir / 'coordinator' / 'coordinator.db'}",
+            "log_signing_key_file": str(work_dir / "coordinator" / "log-signing-key.pem"),
+            **(coordinator_overrides or {}),
+            "tls": tls,
             "nodes": [
                 {
                     "id": n.node_id,
@@ -131,9 +161,19 @@ class FederationLayout:
         layout.coordinator_config.write_text(dumps(coordinator), encoding="utf-8")
         return layout
 
-    def node_settings(self, node: NodeLayout) -> NodeSettings:
-        from creditshare._settings import load_settings
+    def coordinator_settings(self) -> CoordinatorSettings:
+        assert self.coordinator_config is not None
+        return load_settings(CoordinatorSettings, self.coordinator_config)
 
+    def log_key(self) -> VerifyKey:
+        """The log's public key as pinned in the node configs (not asked of the coordinator)."""
+        return self.node_settings(self.nodes[0]).log_key
+
+    def bootstrap_operator(self) -> str:
+        """The chain operator's first API key, created directly in the coordinator database."""
+        return bootstrap_operator(self.coordinator_settings(), "operator", "Chain operator").api_key
+
+    def node_settings(self, node: NodeLayout) -> NodeSettings:
         return load_settings(NodeSettings, node.config)
 
     def import_data(self) -> dict[str, int]:
@@ -205,10 +245,12 @@ class Federation:
             raise RuntimeError(f"{name} exited with status {proc.returncode}:\n{tail}")
 
     def _wait_node(self, node: NodeLayout, deadline: float) -> None:
+        tls = self.layout.coordinator_settings().tls[node.chain]
+        credentials = channel_credentials(tls.ca, tls.cert, tls.key)
         while True:
             self._check_alive(node.node_id)
             try:
-                with grpc.insecure_channel(node.address) as channel:
+                with grpc.secure_channel(node.address, credentials) as channel:
                     stub = health_pb2_grpc.HealthStub(channel)
                     # The grpc_health stubs omit the generated method attributes.
                     reply = stub.Check(  # type: ignore[attr-defined]

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from creditshare.client import CreditProfile, CreditShareClient
-from creditshare.crypto import PrivateKey
+from creditshare.client import AccessEntry, CreditProfile, CreditShareClient
+from creditshare.consent import ConsentGrant, Purpose, format_time
+from creditshare.crypto import PrivateKey, SigningKey
 from creditshare.demo._federation import Federation, FederationLayout
 from creditshare.demo._verify import PlaintextOracle, Verification, read_enterprises
-from creditshare.departments import DEFAULT_INTERCEPT, DEFAULT_MODEL_ID
+from creditshare.departments import DEFAULT_INTERCEPT
+from creditshare.errors import ProblemError
 from creditshare.identity import Chain
 from creditshare.synth import generate, unknown_uscc
 
-__all__ = ["DemoQuery", "DemoResult", "pick_enterprises", "run_demo"]
+__all__ = ["DemoQuery", "DemoResult", "Refusal", "pick_enterprises", "run_demo"]
 
 
 @dataclass(frozen=True, slots=True)
 class DemoQuery:
     label: str
     name: str
+    consent_id: str
     profile: CreditProfile
     verification: Verification | None
 
@@ -30,6 +35,8 @@ class DemoQuery:
         return {
             "uscc": p.uscc,
             "label": self.label,
+            "consent_id": self.consent_id,
+            "ledger_index": p.raw["ledger_index"],
             "name": self.name,
             "score": p.score,
             "probability_of_default": round(p.probability_of_default, 6),
@@ -52,16 +59,62 @@ class DemoQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    uscc: str
+    purpose: str
+    status: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class DemoResult:
     nodes: int
     queries: list[DemoQuery]
+    refusal: Refusal
+    access_log_uscc: str
+    access_log: list[AccessEntry]
+
+    @property
+    def access_log_verified(self) -> bool:
+        kinds = [e.record.kind for e in self.access_log]
+        return all(e.verified for e in self.access_log) and "query" in kinds and "refusal" in kinds
 
     @property
     def verified(self) -> bool:
-        return all(q.verification is not None and q.verification.ok for q in self.queries)
+        return (
+            all(q.verification is not None and q.verification.ok for q in self.queries)
+            and self.refusal.status == 403
+            and self.access_log_verified
+        )
 
     def to_json(self, verify: bool) -> dict[str, Any]:
-        doc: dict[str, Any] = {"nodes": self.nodes, "queries": [q.to_json() for q in self.queries]}
+        doc: dict[str, Any] = {
+            "nodes": self.nodes,
+            "queries": [q.to_json() for q in self.queries],
+            "refusal": {
+                "uscc": self.refusal.uscc,
+                "purpose": self.refusal.purpose,
+                "status": self.refusal.status,
+                "detail": self.refusal.detail,
+            },
+            "access_log": {
+                "uscc": self.access_log_uscc,
+                "entries": [
+                    {
+                        "index": e.index,
+                        "kind": e.record.kind,
+                        "time": format_time(e.record.time),
+                        "requester": e.record.requester,
+                        "purpose": e.record.purpose,
+                        "consent_id": e.record.consent_id,
+                        "tree_size": e.tree_size,
+                        "verified": e.verified,
+                    }
+                    for e in self.access_log
+                ],
+                "verified": self.access_log_verified,
+            },
+        }
         if verify:
             doc["verified"] = self.verified
         return doc
@@ -90,7 +143,7 @@ def run_demo(
     seed: int = 7,
     verify: bool = True,
     work_dir: Path | None = None,
-    on_progress: Any = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> DemoResult:
     def say(message: str) -> None:
         if on_progress is not None:
@@ -102,20 +155,74 @@ def run_demo(
         manifest = generate(enterprises, seed, data_dir)
         say(f"generated synthetic data for {manifest.enterprises} enterprises in {data_dir}")
         layout = FederationLayout.write(root / "federation", data_dir)
+        say(
+            f"issued a CA per chain and mTLS certificates for {len(layout.nodes)} nodes "
+            "and the coordinator; generated the ledger's signing key"
+        )
         counts = layout.import_data()
         say(f"imported {sum(counts.values())} records into {len(counts)} data nodes")
-        key = PrivateKey.generate()
+        operator_key = layout.bootstrap_operator()
+        paillier = PrivateKey.generate()
         say(
-            f"bank generated a {key.public_key.bits}-bit Paillier key locally "
-            f"(fingerprint {key.public_key.fingerprint()})"
+            f"bank generated a {paillier.public_key.bits}-bit Paillier key locally "
+            f"(fingerprint {paillier.public_key.fingerprint()})"
         )
         oracle = PlaintextOracle(layout, DEFAULT_INTERCEPT) if verify else None
+        url = layout.coordinator_url
         queries: list[DemoQuery] = []
-        with Federation(layout), CreditShareClient(layout.coordinator_url, key) as client:
-            say(f"coordinator on {layout.coordinator_url}, {len(layout.nodes)} nodes on loopback")
+        with Federation(layout), CreditShareClient(url, api_key=operator_key) as operator:
+            say(f"coordinator on {url}, {len(layout.nodes)} nodes on loopback (mutual TLS)")
+            bank_api_key = operator.register_participant(
+                "demo-bank", "bank", "Demo Rural Commercial Bank"
+            )["api_key"]
+            bank = CreditShareClient(url, api_key=bank_api_key, private_key=paillier)
+            say("operator registered the bank and issued its API key")
+            first: tuple[str, str, CreditShareClient] | None = None
+            now = datetime.now(UTC)
             for label, uscc, name in pick_enterprises(data_dir, seed):
-                profile = client.query(uscc, DEFAULT_MODEL_ID)
+                signing = SigningKey.generate()
+                enterprise_api_key = operator.register_participant(
+                    f"ent-{uscc.lower()}",
+                    "enterprise",
+                    name,
+                    uscc=uscc,
+                    signing_key=signing.verify_key,
+                )["api_key"]
+                enterprise = CreditShareClient(url, api_key=enterprise_api_key)
+                grant = ConsentGrant.create(
+                    uscc,
+                    "demo-bank",
+                    Purpose.PRE_LOAN_REVIEW,
+                    now - timedelta(minutes=1),
+                    now + timedelta(days=30),
+                    max_uses=3,
+                )
+                consent_id = enterprise.grant_consent(grant.sign(signing))["consent_id"]
+                say(
+                    f"{uscc} signed consent {consent_id[:12]}… for demo-bank "
+                    "(pre-loan review, all chains, 30 days, 3 uses)"
+                )
+                profile = bank.query(uscc, consent_id)
                 scale = int(profile.raw["scale"])
                 check = oracle.verify(profile, scale) if oracle else None
-                queries.append(DemoQuery(label, name, profile, check))
-        return DemoResult(nodes=len(layout.nodes), queries=queries)
+                queries.append(DemoQuery(label, name, consent_id, profile, check))
+                if first is None:
+                    first = (uscc, consent_id, enterprise)
+                else:
+                    enterprise.close()
+            assert first is not None
+            uscc, consent_id, enterprise = first
+            try:
+                bank.query(uscc, consent_id, purpose=Purpose.POST_LOAN_MONITORING)
+                refusal = Refusal(uscc, Purpose.POST_LOAN_MONITORING.value, 200, "not refused!")
+            except ProblemError as exc:
+                refusal = Refusal(uscc, Purpose.POST_LOAN_MONITORING.value, exc.status, exc.detail)
+            say(f"bank asked again for post-loan monitoring: {refusal.status} ({refusal.detail})")
+            log = enterprise.verified_enterprise_queries(uscc, layout.log_key())
+            say(
+                f"{uscc} read its access log: {len(log)} entries, inclusion verified against "
+                "the pinned ledger key"
+            )
+            enterprise.close()
+            bank.close()
+        return DemoResult(len(layout.nodes), queries, refusal, uscc, log)

@@ -2,7 +2,13 @@
 
 from creditshare.node._importer import ImportSummary, import_files
 from creditshare.node._scoring import EncryptedShare, ScoreEngine
-from creditshare.node._server import SERVICE_NAME, build_server, import_into_node, serve
+from creditshare.node._server import (
+    SERVICE_NAME,
+    access_log_entries,
+    build_server,
+    import_into_node,
+    serve,
+)
 from creditshare.node._settings import ModelShardSettings, NodeSettings
 from creditshare.node._storage import RecordStore, make_engine
 
@@ -14,6 +20,7 @@ __all__ = [
     "NodeSettings",
     "RecordStore",
     "ScoreEngine",
+    "access_log_entries",
     "build_server",
     "import_files",
     "import_into_node",

@@ -8,7 +8,7 @@ observer learns where an enterprise has records.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
@@ -57,17 +57,22 @@ class ScoreEngine:
         key: PublicKey,
         encoding: FixedPointEncoding,
         offset: Ciphertext | None = None,
+        in_scope: Callable[[str], bool] = lambda name: True,
     ) -> EncryptedShare:
-        """Compute and encrypt; blocking (database + modular exponentiations)."""
+        """Compute and encrypt; blocking (database + modular exponentiations).
+
+        Indicators outside ``in_scope`` (the consent's scope) are never computed.
+        """
         weights = self._weights(model_id)
+        specs = [spec for spec in self._department.indicators if in_scope(spec.name)]
         record = self._store.get(uscc)
         if record is None:
             partial, presence = 0.0, 0.0
-            indicator_values = {spec.name: 0.0 for spec in self._department.indicators}
+            indicator_values = {spec.name: 0.0 for spec in specs}
         else:
             partial = self._department.partial_score(record, weights)
             presence = 1.0
-            indicator_values = self._department.indicator_values(record)
+            indicator_values = {spec.name: float(spec.derive(record)) for spec in specs}
         encrypted_partial = encoding.encrypt(partial, key)
         if offset is not None:
             encrypted_partial = encrypted_partial + offset
@@ -75,7 +80,6 @@ class ScoreEngine:
             partial_score=encrypted_partial,
             presence=encoding.encrypt(presence, key),
             indicators=tuple(
-                (spec.name, encoding.encrypt(indicator_values[spec.name], key))
-                for spec in self._department.indicators
+                (spec.name, encoding.encrypt(indicator_values[spec.name], key)) for spec in specs
             ),
         )

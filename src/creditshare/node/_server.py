@@ -5,19 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from creditshare.ledger import TrustedHeadTracker
 from creditshare.node._importer import ImportSummary, import_files
+from creditshare.node._receipts import ReceiptChecker
 from creditshare.node._scoring import ScoreEngine
 from creditshare.node._service import DataNodeService
 from creditshare.node._settings import NodeSettings
 from creditshare.node._storage import RecordStore, make_engine
+from creditshare.node._trust import AccessLog, AccessLogRow, TrustedHeadStore
+from creditshare.pki import server_credentials
 from creditshare.proto import node_pb2_grpc
 
-__all__ = ["SERVICE_NAME", "build_server", "import_into_node", "serve"]
+__all__ = ["SERVICE_NAME", "access_log_entries", "build_server", "import_into_node", "serve"]
 
 SERVICE_NAME = "creditshare.v1.DataNode"
 log = logging.getLogger("creditshare.node")
@@ -31,18 +37,45 @@ def import_into_node(settings: NodeSettings, paths: list[Path]) -> ImportSummary
     return import_files(_store(settings), settings.department_schema, paths)
 
 
-async def build_server(settings: NodeSettings) -> tuple[grpc.aio.Server, int]:
+def access_log_entries(settings: NodeSettings, limit: int = 1000) -> list[AccessLogRow]:
+    return AccessLog(make_engine(settings.database_url), utc_now).entries(limit)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def build_server(
+    settings: NodeSettings, clock: Callable[[], datetime] = utc_now
+) -> tuple[grpc.aio.Server, int]:
     """Create and start the server; returns it with the port actually bound."""
+    db = make_engine(settings.database_url)
     engine = ScoreEngine(
         settings.department_schema,
-        _store(settings),
+        RecordStore(db),
         {model_id: shard.weights for model_id, shard in settings.models.items()},
     )
+    heads = TrustedHeadStore(db)
+    tracker = TrustedHeadTracker(load=heads.load, save=heads.save)
+    checker = ReceiptChecker(
+        settings.log_key,
+        tracker,
+        settings.chain,
+        clock,
+        timedelta(seconds=settings.receipt_max_age_seconds),
+    )
+    service = DataNodeService(settings, engine, checker, AccessLog(db, clock), tracker)
     server = grpc.aio.server()
-    node_pb2_grpc.add_DataNodeServicer_to_server(DataNodeService(settings, engine), server)
+    node_pb2_grpc.add_DataNodeServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(settings.listen)
+    if settings.tls is not None:
+        tls = settings.tls
+        port = server.add_secure_port(
+            settings.listen, server_credentials(tls.cert, tls.key, tls.ca)
+        )
+    else:
+        port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise OSError(f"could not bind {settings.listen}")
     await server.start()

@@ -14,16 +14,31 @@ from typing import Any, TypeVar
 import grpc
 
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
-from creditshare.errors import CreditShareError, InvalidInputError, NotFoundError
+from creditshare.errors import (
+    CreditShareError,
+    InconsistentTreeHeadError,
+    InvalidInputError,
+    InvalidProofError,
+    InvalidSignatureError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from creditshare.identity import Uscc
-from creditshare.node._scoring import ScoreEngine
+from creditshare.ledger import StaleTreeHeadError, TrustedHeadTracker
+from creditshare.node._receipts import ReceiptChecker, ReceiptRefusedError
+from creditshare.node._scoring import EncryptedShare, ScoreEngine
 from creditshare.node._settings import NodeSettings
+from creditshare.node._trust import AccessLog
 from creditshare.proto import node_pb2, node_pb2_grpc
 
-__all__ = ["DataNodeService", "status_for"]
+__all__ = ["TRUSTED_SIZE_METADATA", "DataNodeService", "status_for"]
 
 log = logging.getLogger("creditshare.node")
 T = TypeVar("T")
+
+
+#: Trailing metadata carrying the node's trusted tree size with a stale-head refusal.
+TRUSTED_SIZE_METADATA = "creditshare-trusted-size"
 
 
 def status_for(exc: CreditShareError) -> grpc.StatusCode:
@@ -31,14 +46,28 @@ def status_for(exc: CreditShareError) -> grpc.StatusCode:
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(exc, NotFoundError):
         return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, StaleTreeHeadError | InconsistentTreeHeadError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(exc, PermissionDeniedError | InvalidSignatureError | InvalidProofError):
+        return grpc.StatusCode.PERMISSION_DENIED
     return grpc.StatusCode.INTERNAL
 
 
 class DataNodeService(node_pb2_grpc.DataNodeServicer):
-    def __init__(self, settings: NodeSettings, engine: ScoreEngine) -> None:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        engine: ScoreEngine,
+        checker: ReceiptChecker,
+        access_log: AccessLog,
+        tracker: TrustedHeadTracker,
+    ) -> None:
         self._settings = settings
         self._department = settings.department_schema
         self._engine = engine
+        self._checker = checker
+        self._access_log = access_log
+        self._tracker = tracker
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
 
     async def _guard(
@@ -47,6 +76,9 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         try:
             return await work()
         except CreditShareError as exc:
+            if isinstance(exc, StaleTreeHeadError):
+                context.set_trailing_metadata(((TRUSTED_SIZE_METADATA, str(exc.trusted_size)),))
+            log.info("refused: %s", exc)
             await context.abort(status_for(exc), str(exc))
             raise AssertionError("unreachable") from exc  # abort always raises
         except Exception as exc:
@@ -78,6 +110,7 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
                 node_pb2.ModelShardInfo(model_id=m, features=list(self._engine.model_features(m)))
                 for m in self._engine.model_ids
             ],
+            trusted_tree_size=self._tracker.trusted_size,
         )
 
     async def Score(  # noqa: N802 - gRPC method name
@@ -96,13 +129,13 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
             offset = None
             if request.partial_offset:
                 offset = Ciphertext.from_bytes(key, request.partial_offset)
+            if not 0 < len(request.model_id) <= 64 or not 0 < len(request.request_id) <= 64:
+                raise InvalidInputError("model_id and request_id must be 1 to 64 characters")
             async with self._slots:
-                share = await asyncio.to_thread(
-                    self._engine.score, uscc, request.model_id, key, encoding, offset
-                )
+                share = await asyncio.to_thread(self._answer, request, uscc, key, encoding, offset)
             log.info(
-                "score request=%s model=%s key=%s",
-                request.request_id or "-",
+                "answered query=%r model=%r key=%s",
+                request.request_id,
                 request.model_id,
                 key.fingerprint(),
             )
@@ -117,3 +150,20 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
             )
 
         return await self._guard(context, work)
+
+    def _answer(
+        self,
+        request: node_pb2.ScoreRequest,
+        uscc: str,
+        key: PublicKey,
+        encoding: FixedPointEncoding,
+        offset: Ciphertext | None,
+    ) -> EncryptedShare:
+        """Receipt check, replay check, then the computation; blocking."""
+        self._engine.model_features(request.model_id)  # unknown model: NOT_FOUND before spending
+        index, record = self._checker.check(request, uscc, key)
+        if not self._access_log.claim(index, record):
+            raise ReceiptRefusedError(f"receipt for ledger entry {index} was already used")
+        return self._engine.score(
+            uscc, request.model_id, key, encoding, offset, in_scope=record.covers_indicator
+        )

@@ -6,8 +6,11 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from creditshare._settings import EnvFirstSettings
+from creditshare.crypto import VerifyKey
 from creditshare.departments import Department, get_department
+from creditshare.errors import InvalidKeyError
 from creditshare.identity import Chain
+from creditshare.pki import TlsSettings
 
 __all__ = ["ModelShardSettings", "NodeSettings"]
 
@@ -31,6 +34,29 @@ class NodeSettings(EnvFirstSettings):
     database_url: str = "sqlite:///node.db"
     models: dict[str, ModelShardSettings] = Field(default_factory=dict)
     max_concurrent_requests: int = Field(default=64, ge=1, le=10_000)
+    log_public_key: str = Field(
+        description="base64 Ed25519 key that signs the coordinator's ledger tree heads"
+    )
+    receipt_max_age_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    tls: TlsSettings | None = None
+    allow_insecure: bool = Field(
+        default=False, description="serve without mutual TLS (tests and local development only)"
+    )
+
+    @field_validator("log_public_key")
+    @classmethod
+    def _valid_log_key(cls, value: str) -> str:
+        try:
+            VerifyKey.from_text(value)
+        except InvalidKeyError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _transport_is_explicit(self) -> NodeSettings:
+        if self.tls is None and not self.allow_insecure:
+            raise ValueError("configure [tls] (ca, cert, key) or set allow_insecure = true")
+        return self
 
     @field_validator("department")
     @classmethod
@@ -52,6 +78,10 @@ class NodeSettings(EnvFirstSettings):
                     f"{self.department} features are {', '.join(sorted(features))}"
                 )
         return self
+
+    @property
+    def log_key(self) -> VerifyKey:
+        return VerifyKey.from_text(self.log_public_key)
 
     @property
     def department_schema(self) -> Department:

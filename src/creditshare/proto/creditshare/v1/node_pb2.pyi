@@ -132,10 +132,15 @@ class DescribeResponse(_message.Message):
     FEATURES_FIELD_NUMBER: _builtins.int
     INDICATORS_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
+    TRUSTED_TREE_SIZE_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     department: _builtins.str
     chain: _builtins.str
     display_name: _builtins.str
+    trusted_tree_size: _builtins.int
+    """Size of the latest ledger tree head this node accepted (0: none yet), so the
+    coordinator can send a consistency proof from it.
+    """
     @_builtins.property
     def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___Feature]: ...
     @_builtins.property
@@ -152,14 +157,93 @@ class DescribeResponse(_message.Message):
         features: _abc.Iterable[Global___Feature] | None = ...,
         indicators: _abc.Iterable[Global___Indicator] | None = ...,
         models: _abc.Iterable[Global___ModelShardInfo] | None = ...,
+        trusted_tree_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "department", b"department", "display_name", b"display_name", "features", b"features", "indicators", b"indicators", "models", b"models", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "department", b"department", "display_name", b"display_name", "features", b"features", "indicators", b"indicators", "models", b"models", "node_id", b"node_id", "trusted_tree_size", b"trusted_tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DescribeResponse: _TypeAlias = DescribeResponse  # noqa: Y015
+
+@_typing.final
+class SignedTreeHead(_message.Message):
+    """An Ed25519-signed head of the coordinator's append-only query log (RFC 6962)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    ROOT_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    root: _builtins.bytes
+    timestamp_ms: _builtins.int
+    signature: _builtins.bytes
+    key_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+        root: _builtins.bytes = ...,
+        timestamp_ms: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "root", b"root", "signature", b"signature", "size", b"size", "timestamp_ms", b"timestamp_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedTreeHead: _TypeAlias = SignedTreeHead  # noqa: Y015
+
+@_typing.final
+class QueryReceipt(_message.Message):
+    """Proof that this query was recorded in the ledger before the node was asked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    LEAF_DATA_FIELD_NUMBER: _builtins.int
+    TREE_HEAD_FIELD_NUMBER: _builtins.int
+    INCLUSION_PROOF_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FROM_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_PROOF_FIELD_NUMBER: _builtins.int
+    leaf_index: _builtins.int
+    leaf_data: _builtins.bytes
+    """The query record exactly as logged (canonical JSON): enterprise, requester,
+    purpose, consent, model, key fingerprint, chains and indicators in scope.
+    """
+    consistency_from: _builtins.int
+    """The consistency proof runs from the tree size the node last accepted
+    (consistency_from) to tree_head.size.
+    """
+    @_builtins.property
+    def tree_head(self) -> Global___SignedTreeHead: ...
+    @_builtins.property
+    def inclusion_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def consistency_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        leaf_index: _builtins.int = ...,
+        leaf_data: _builtins.bytes = ...,
+        tree_head: Global___SignedTreeHead | None = ...,
+        inclusion_proof: _abc.Iterable[_builtins.bytes] | None = ...,
+        consistency_from: _builtins.int = ...,
+        consistency_proof: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tree_head", b"tree_head"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_from", b"consistency_from", "consistency_proof", b"consistency_proof", "inclusion_proof", b"inclusion_proof", "leaf_data", b"leaf_data", "leaf_index", b"leaf_index", "tree_head", b"tree_head"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryReceipt: _TypeAlias = QueryReceipt  # noqa: Y015
 
 @_typing.final
 class PaillierPublicKey(_message.Message):
@@ -191,6 +275,7 @@ class ScoreRequest(_message.Message):
     SCALE_FIELD_NUMBER: _builtins.int
     PARTIAL_OFFSET_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
     uscc: _builtins.str
     """18-character unified social credit code."""
     model_id: _builtins.str
@@ -202,9 +287,15 @@ class ScoreRequest(_message.Message):
     keeps its intercept from the coordinator) fold it into one node's answer.
     """
     request_id: _builtins.str
-    """Correlates the node's access log with the coordinator's."""
+    """Correlates the node's access log with the coordinator's; equals the query
+    id in the receipt's record.
+    """
     @_builtins.property
     def public_key(self) -> Global___PaillierPublicKey: ...
+    @_builtins.property
+    def receipt(self) -> Global___QueryReceipt:
+        """Required: without a valid receipt the node answers nothing."""
+
     def __init__(
         self,
         *,
@@ -214,10 +305,11 @@ class ScoreRequest(_message.Message):
         scale: _builtins.int = ...,
         partial_offset: _builtins.bytes = ...,
         request_id: _builtins.str = ...,
+        receipt: Global___QueryReceipt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "partial_offset", b"partial_offset", "public_key", b"public_key", "request_id", b"request_id", "scale", b"scale", "uscc", b"uscc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "partial_offset", b"partial_offset", "public_key", b"public_key", "receipt", b"receipt", "request_id", b"request_id", "scale", b"scale", "uscc", b"uscc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -262,7 +354,9 @@ class ScoreResponse(_message.Message):
     """Enc(1) if the node holds a record for the enterprise, Enc(0) otherwise."""
     @_builtins.property
     def indicators(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptedIndicator]:
-        """One per indicator the node publishes, in Describe order; Enc(0) when absent."""
+        """One per published indicator within the consent's scope (as recorded in the
+        receipt), in Describe order; Enc(0) when the node holds no record.
+        """
 
     def __init__(
         self,

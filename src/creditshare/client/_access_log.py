@@ -1,0 +1,70 @@
+"""An enterprise checking its own access log against the signed ledger.
+
+Each entry must (1) hash to the leaf the proof starts from, (2) be included in
+a tree head (3) signed by the pinned log key, and (4) concern this enterprise.
+An entry failing any check is reported, not silently dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from creditshare.crypto import VerifyKey
+from creditshare.errors import ClientError, CreditShareError
+from creditshare.ledger import QueryRecord, Receipt, SignedTreeHead, leaf_hash, parse_record
+
+__all__ = ["AccessEntry", "verify_access_log"]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessEntry:
+    index: int
+    record: QueryRecord
+    tree_size: int
+    verified: bool
+    problem: str = ""
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def receipt_from_entry(entry: dict[str, Any]) -> Receipt:
+    head = entry["tree_head"]
+    data = _b64(entry["leaf_data"])
+    return Receipt(
+        index=int(entry["index"]),
+        data=data,
+        leaf_hash=leaf_hash(data),
+        head=SignedTreeHead(
+            int(head["size"]),
+            _b64(head["root"]),
+            int(head["timestamp_ms"]),
+            _b64(head["signature"]),
+            str(head["key_id"]),
+        ),
+        inclusion_proof=tuple(_b64(h) for h in entry["inclusion_proof"]),
+    )
+
+
+def verify_access_log(
+    entries: list[dict[str, Any]], uscc: str, log_key: VerifyKey
+) -> list[AccessEntry]:
+    result: list[AccessEntry] = []
+    for entry in entries:
+        try:
+            receipt = receipt_from_entry(entry)
+            record = parse_record(receipt.data)
+        except (KeyError, ValueError, TypeError, CreditShareError) as exc:
+            raise ClientError(f"malformed access-log entry: {exc}") from exc
+        problem = ""
+        try:
+            receipt.verify(log_key.cryptography_key)
+            if record.uscc != uscc:
+                problem = "entry concerns another enterprise"
+        except CreditShareError as exc:
+            problem = str(exc)
+        result.append(AccessEntry(receipt.index, record, receipt.head.size, not problem, problem))
+    return result

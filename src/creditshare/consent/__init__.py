@@ -1,0 +1,19 @@
+"""Consent artefacts signed by enterprises; shared by the SDK (signs) and coordinator (checks)."""
+
+from creditshare.consent._grant import (
+    ALL_INDICATORS,
+    ConsentGrant,
+    Purpose,
+    SignedConsent,
+    format_time,
+    parse_time,
+)
+
+__all__ = [
+    "ALL_INDICATORS",
+    "ConsentGrant",
+    "Purpose",
+    "SignedConsent",
+    "format_time",
+    "parse_time",
+]

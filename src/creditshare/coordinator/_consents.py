@@ -1,0 +1,157 @@
+"""Consent grants: stored once verified, checked and counted on every use.
+
+A use is counted with a single conditional UPDATE, so two coordinator replicas
+cannot both spend the last permitted use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from creditshare.consent import ConsentGrant, Purpose, SignedConsent
+from creditshare.coordinator._db import ConsentRow, Participant
+from creditshare.coordinator._participants import ParticipantRegistry, Role
+from creditshare.crypto import VerifyKey
+from creditshare.errors import (
+    ConflictError,
+    ConsentRefusedError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from creditshare.identity import Chain
+
+__all__ = ["ConsentService"]
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class ConsentService:
+    def __init__(
+        self, engine: Engine, participants: ParticipantRegistry, clock: Callable[[], datetime]
+    ) -> None:
+        self._engine = engine
+        self._participants = participants
+        self._clock = clock
+
+    def grant(self, signed: SignedConsent, submitter: Participant) -> ConsentRow:
+        grant = signed.grant
+        enterprise = self._participants.enterprise(grant.uscc)
+        if enterprise is None or enterprise.signing_key is None:
+            raise InvalidInputError(f"enterprise {grant.uscc} has no registered signing key")
+        is_subject = submitter.role == Role.ENTERPRISE and submitter.uscc == grant.uscc
+        if not (is_subject or submitter.id == grant.grantee):
+            raise PermissionDeniedError("only the enterprise or the grantee may submit a consent")
+        grantee = self._participants.get(grant.grantee)
+        if grantee.role not in (Role.BANK, Role.BUREAU):
+            raise InvalidInputError(f"grantee {grant.grantee!r} is not a bank or bureau")
+        signed.verify(VerifyKey.from_text(enterprise.signing_key))
+        row = ConsentRow(
+            id=grant.consent_id,
+            uscc=grant.uscc,
+            grantee=grant.grantee,
+            purpose=grant.purpose.value,
+            document=grant.to_document(),
+            signature=signed.to_json()["signature"],
+            valid_from=grant.valid_from,
+            valid_until=grant.valid_until,
+            max_uses=grant.max_uses,
+            created_at=self._clock(),
+        )
+        with Session(self._engine) as session:
+            if session.get(ConsentRow, row.id) is not None:
+                raise ConflictError(f"consent {row.id} was already granted")
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return row
+
+    def _row(self, consent_id: str) -> ConsentRow:
+        with Session(self._engine) as session:
+            row = session.get(ConsentRow, consent_id)
+            if row is None:
+                raise NotFoundError(f"unknown consent {consent_id!r}")
+            return row
+
+    def get(self, consent_id: str, viewer: Participant) -> ConsentRow:
+        row = self._row(consent_id)
+        owner = viewer.role == Role.ENTERPRISE and viewer.uscc == row.uscc
+        if not (owner or viewer.id == row.grantee or viewer.role == Role.OPERATOR):
+            raise PermissionDeniedError("this consent belongs to another enterprise and grantee")
+        return row
+
+    def for_enterprise(self, uscc: str) -> list[ConsentRow]:
+        with Session(self._engine) as session:
+            query = select(ConsentRow).where(ConsentRow.uscc == uscc)
+            return list(session.exec(query.order_by(col(ConsentRow.created_at))))
+
+    def revoke(self, consent_id: str, by: Participant) -> ConsentRow:
+        row = self._row(consent_id)
+        owner = by.role == Role.ENTERPRISE and by.uscc == row.uscc
+        if not (owner or by.role == Role.OPERATOR):
+            raise PermissionDeniedError("only the enterprise that granted a consent may revoke it")
+        with Session(self._engine) as session:
+            session.execute(
+                update(ConsentRow)
+                .where(col(ConsentRow.id) == consent_id, col(ConsentRow.revoked_at).is_(None))
+                .values(revoked_at=self._clock())
+            )
+            session.commit()
+        return self._row(consent_id)
+
+    def use(
+        self,
+        consent_id: str,
+        requester: Participant,
+        uscc: str,
+        purpose: Purpose,
+        chains: Sequence[Chain] | None,
+    ) -> ConsentGrant:
+        """Check that the consent covers this query and count one use; or refuse, saying why."""
+        with Session(self._engine) as session:
+            row = session.get(ConsentRow, consent_id)
+        if row is None:
+            raise ConsentRefusedError(f"no consent with id {consent_id!r}")
+        grant = ConsentGrant.from_document(row.document)
+        now = self._clock()
+        if row.grantee != requester.id:
+            raise ConsentRefusedError("the consent was granted to another participant")
+        if row.uscc != uscc:
+            raise ConsentRefusedError("the consent was granted by another enterprise")
+        if grant.purpose is not purpose:
+            raise ConsentRefusedError(
+                f"purpose {purpose.value} is outside the consent "
+                f"(granted for {grant.purpose.value})"
+            )
+        if row.revoked_at is not None:
+            raise ConsentRefusedError("the consent has been revoked")
+        if now < _aware(row.valid_from):
+            raise ConsentRefusedError("the consent is not valid yet")
+        if now >= _aware(row.valid_until):
+            raise ConsentRefusedError("the consent has expired")
+        if chains and not set(chains) <= set(grant.chains):
+            outside = sorted(c.value for c in set(chains) - set(grant.chains))
+            raise ConsentRefusedError(f"chain(s) {', '.join(outside)} are outside the consent")
+        with Session(self._engine) as session:
+            counted = session.execute(
+                update(ConsentRow)
+                .where(
+                    col(ConsentRow.id) == consent_id,
+                    col(ConsentRow.revoked_at).is_(None),
+                    (col(ConsentRow.max_uses).is_(None))
+                    | (col(ConsentRow.uses) < col(ConsentRow.max_uses)),
+                )
+                .values(uses=col(ConsentRow.uses) + 1)
+            )
+            session.commit()
+        if counted.rowcount != 1:  # type: ignore[attr-defined]
+            raise ConsentRefusedError("the consent's use limit is exhausted (or it was revoked)")
+        return grant

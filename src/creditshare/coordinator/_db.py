@@ -1,0 +1,70 @@
+"""The coordinator's own tables: participants, their credentials and consents.
+
+The ledger keeps its tables in ``creditshare.ledger``; both live in the one
+database named by ``database_url`` so a query record and the consent use it
+counts commit in the same place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, SQLModel, create_engine
+
+__all__ = ["ApiCredential", "ConsentRow", "Participant", "make_engine"]
+
+
+class Participant(SQLModel, table=True):
+    __tablename__ = "participant"
+
+    id: str = Field(primary_key=True, max_length=64)
+    role: str = Field(index=True, max_length=16)
+    name: str = Field(max_length=200)
+    uscc: str | None = Field(default=None, unique=True, max_length=18)
+    signing_key: str | None = Field(default=None, max_length=64)
+    created_at: datetime
+    disabled: bool = False
+
+
+class ApiCredential(SQLModel, table=True):
+    """An API key, kept only as a SHA-256 hash of its secret half."""
+
+    __tablename__ = "api_credential"
+
+    key_id: str = Field(primary_key=True, max_length=32)
+    participant_id: str = Field(foreign_key="participant.id", index=True)
+    secret_sha256: str = Field(max_length=64)
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ConsentRow(SQLModel, table=True):
+    __tablename__ = "consent"
+
+    id: str = Field(primary_key=True, max_length=32)
+    uscc: str = Field(index=True, max_length=18)
+    grantee: str = Field(foreign_key="participant.id", index=True)
+    purpose: str = Field(max_length=32)
+    document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    signature: str = Field(max_length=128)
+    valid_from: datetime
+    valid_until: datetime
+    max_uses: int | None = None
+    uses: int = 0
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+def make_engine(url: str) -> Engine:
+    connect_args: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        connect_args = {"check_same_thread": False, "timeout": 30}
+    engine = create_engine(url, connect_args=connect_args)
+    SQLModel.metadata.create_all(
+        engine,
+        tables=[Participant.__table__, ApiCredential.__table__, ConsentRow.__table__],  # type: ignore[attr-defined]
+    )
+    return engine

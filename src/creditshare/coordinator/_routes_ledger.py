@@ -1,0 +1,117 @@
+"""The verifiable query log: heads, proofs, and an enterprise's own entries."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+from fastapi import APIRouter, Query
+
+from creditshare.coordinator._db import Participant
+from creditshare.coordinator._deps import CallerDep, ServicesDep
+from creditshare.coordinator._participants import Role
+from creditshare.coordinator._routes_trust import own_enterprise
+from creditshare.coordinator._schemas import LedgerEntryOut, LogKeyOut, ProofOut, TreeHeadOut
+from creditshare.coordinator._services import Services
+from creditshare.crypto import VerifyKey
+from creditshare.errors import InvalidInputError, NotFoundError, PermissionDeniedError
+from creditshare.ledger import EmptyLogError, Receipt, SignedTreeHead, StoredLeaf, parse_record
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["ledger"])
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def head_out(head: SignedTreeHead) -> TreeHeadOut:
+    return TreeHeadOut(
+        size=head.size,
+        root=_b64(head.root),
+        timestamp_ms=head.timestamp_ms,
+        signature=_b64(head.signature),
+        key_id=head.key_id,
+    )
+
+
+def entry_out(receipt: Receipt) -> LedgerEntryOut:
+    return LedgerEntryOut(
+        index=receipt.index,
+        record=parse_record(receipt.data).to_document(),
+        leaf_data=_b64(receipt.data),
+        inclusion_proof=[_b64(h) for h in receipt.inclusion_proof],
+        tree_head=head_out(receipt.head),
+    )
+
+
+def _latest(services: Services) -> SignedTreeHead:
+    try:
+        return services.ledger.latest_head()
+    except EmptyLogError:
+        raise NotFoundError("the ledger is empty") from None
+
+
+@router.get("/v1/ledger/public-key", response_model=LogKeyOut)
+async def log_public_key(services: ServicesDep) -> LogKeyOut:
+    """The key that signs tree heads; verifiers should pin it from a trusted channel too."""
+    key = VerifyKey.from_cryptography(services.log_signer.public_key)
+    return LogKeyOut(key_id=key.key_id, public_key=key.to_text())
+
+
+@router.get("/v1/ledger/head", response_model=TreeHeadOut)
+async def latest_head(caller: CallerDep, services: ServicesDep) -> TreeHeadOut:
+    return head_out(await asyncio.to_thread(_latest, services))
+
+
+@router.get("/v1/ledger/proofs/consistency", response_model=ProofOut)
+async def consistency(
+    caller: CallerDep,
+    services: ServicesDep,
+    first: int = Query(ge=0),
+    second: int = Query(ge=1),
+) -> ProofOut:
+    size = (await asyncio.to_thread(_latest, services)).size
+    if not first <= second <= size:
+        raise InvalidInputError(f"need 0 ≤ first ≤ second ≤ {size}")
+    proof = await asyncio.to_thread(services.ledger.consistency_proof, first, second)
+    return ProofOut(hashes=[_b64(h) for h in proof])
+
+
+def _may_see(caller: Participant, leaf: StoredLeaf) -> bool:
+    if caller.role == Role.OPERATOR:
+        return True
+    record = parse_record(leaf.data)
+    subject = caller.role == Role.ENTERPRISE and caller.uscc == record.uscc
+    return subject or caller.id == record.requester
+
+
+@router.get("/v1/ledger/entries/{index}", response_model=LedgerEntryOut)
+async def ledger_entry(index: int, caller: CallerDep, services: ServicesDep) -> LedgerEntryOut:
+    """One entry with its inclusion proof in the latest head (operator, subject or requester)."""
+    size = (await asyncio.to_thread(_latest, services)).size
+    if not 0 <= index < size:
+        raise NotFoundError(f"no ledger entry {index}; the log has {size}")
+    receipt = await asyncio.to_thread(services.ledger.receipt, index)
+    leaf = StoredLeaf(receipt.index, receipt.data, receipt.leaf_hash, "")
+    if not _may_see(caller, leaf):
+        raise PermissionDeniedError("this entry concerns another enterprise and requester")
+    return entry_out(receipt)
+
+
+@router.get("/v1/enterprises/{uscc}/queries", response_model=list[LedgerEntryOut])
+async def enterprise_queries(
+    uscc: str, caller: CallerDep, services: ServicesDep
+) -> list[LedgerEntryOut]:
+    """Every query (and refusal) about the enterprise, each with its inclusion proof."""
+    code = own_enterprise(caller, uscc)
+
+    def load() -> list[Receipt]:
+        leaves = services.ledger.entries_for(code)
+        if not leaves:
+            return []
+        head = services.ledger.latest_head()
+        return [services.ledger.receipt(leaf.index, head) for leaf in leaves]
+
+    return [entry_out(r) for r in await asyncio.to_thread(load)]

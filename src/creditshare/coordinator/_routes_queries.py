@@ -1,0 +1,151 @@
+"""POST /v1/queries: authorise, record, fan out, add; answer ciphertexts only."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from creditshare.coordinator._broker import NodeCatalogue, QueryResult
+from creditshare.coordinator._db import Participant
+from creditshare.coordinator._deps import ServicesDep, require_roles
+from creditshare.coordinator._participants import Role
+from creditshare.coordinator._problems import NoNodeAnsweredError
+from creditshare.coordinator._schemas import (
+    Coverage,
+    EncryptedIndicatorOut,
+    FailedNode,
+    QueryIn,
+    QueryOut,
+)
+from creditshare.coordinator._services import Services
+from creditshare.crypto import PublicKey
+from creditshare.errors import ConsentRefusedError
+from creditshare.identity import Uscc
+from creditshare.ledger import QueryRecord
+
+__all__ = ["PRESENCE_INDICATOR", "router"]
+
+#: Name under which each node's Enc(presence flag) is returned among the indicators.
+PRESENCE_INDICATOR = "record_present"
+_PRESENCE_BANDS = ["no record", "record held"]
+
+router = APIRouter(tags=["queries"])
+Requester = Annotated[Participant, Depends(require_roles(Role.BANK, Role.BUREAU))]
+
+
+def _indicators(
+    result: QueryResult, catalogues: dict[str, NodeCatalogue]
+) -> list[EncryptedIndicatorOut]:
+    out: list[EncryptedIndicatorOut] = []
+    for answer in result.answers:
+        node = answer.node
+        catalogue = catalogues.get(node.id)
+        out.append(
+            EncryptedIndicatorOut(
+                node=node.id,
+                chain=node.chain,
+                department=node.department,
+                name=PRESENCE_INDICATOR,
+                description="whether this node holds a record",
+                bands=_PRESENCE_BANDS,
+                ciphertext=answer.presence.to_text(),
+            )
+        )
+        for name, ciphertext in answer.indicators:
+            description, bands = catalogue.indicators.get(name, ("", ())) if catalogue else ("", ())
+            out.append(
+                EncryptedIndicatorOut(
+                    node=node.id,
+                    chain=node.chain,
+                    department=node.department,
+                    name=name,
+                    description=description,
+                    bands=list(bands),
+                    ciphertext=ciphertext.to_text(),
+                )
+            )
+    return out
+
+
+async def _record_refusal(
+    services: Services, caller: Participant, body: QueryIn, uscc: str, reason: str
+) -> None:
+    record = QueryRecord(
+        kind="refusal",
+        query_id=uuid.uuid4().hex,
+        time=services.clock(),
+        uscc=uscc,
+        requester=caller.id,
+        requester_role=caller.role,
+        purpose=body.purpose.value,
+        consent_id=body.consent_id,
+        model_id=body.model_id,
+        key_fingerprint="",
+        chains=tuple(c.value for c in body.chains or ()),
+        indicators=(),
+        reason=reason,
+    )
+    await asyncio.to_thread(services.ledger.append, record.to_bytes(), uscc)
+
+
+@router.post("/v1/queries", response_model=QueryOut)
+async def create_query(body: QueryIn, caller: Requester, services: ServicesDep) -> QueryOut:
+    """Check consent, record the query in the ledger, then ask every node in scope.
+
+    The answer holds ciphertexts that only the requester's private key opens.
+    """
+    uscc = str(Uscc.parse(body.uscc))
+    key = PublicKey.from_text(body.public_key)
+    model = services.registry.model(body.model_id)
+    services.enterprise_limits.hit(uscc)
+    try:
+        grant = await asyncio.to_thread(
+            services.consents.use, body.consent_id, caller, uscc, body.purpose, body.chains
+        )
+    except ConsentRefusedError as exc:
+        await _record_refusal(services, caller, body, uscc, str(exc))
+        raise
+    chains = tuple(body.chains or grant.chains)
+    services.registry.scope(chains)  # no node on these chains: 422 before anything is logged
+    query_id = uuid.uuid4().hex
+    record = QueryRecord(
+        kind="query",
+        query_id=query_id,
+        time=services.clock(),
+        uscc=uscc,
+        requester=caller.id,
+        requester_role=caller.role,
+        purpose=body.purpose.value,
+        consent_id=body.consent_id,
+        model_id=model.id,
+        key_fingerprint=key.fingerprint(),
+        chains=tuple(sorted(c.value for c in chains)),
+        indicators=grant.indicators,
+    )
+    receipt = await asyncio.to_thread(services.ledger.append, record.to_bytes(), uscc)
+    result = await services.broker.query(query_id, uscc, model, key, chains, receipt)
+    if not result.answers:
+        raise NoNodeAnsweredError(
+            [{"node": f.node.id, "reason": f.reason} for f in result.failures]
+        )
+    return QueryOut(
+        query_id=query_id,
+        ledger_index=receipt.index,
+        uscc=uscc,
+        model_id=model.id,
+        scale=result.encoding.scale,
+        public_key_fingerprint=key.fingerprint(),
+        encrypted_score=result.encrypted_score.to_text(),
+        score_scale=model.score_scale,
+        indicators=_indicators(result, services.broker.catalogues),
+        coverage=Coverage(
+            answered=[a.node.id for a in result.answers],
+            failed=[
+                FailedNode(node=f.node.id, chain=f.node.chain, reason=f.reason)
+                for f in result.failures
+            ],
+        ),
+    )

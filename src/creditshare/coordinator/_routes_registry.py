@@ -1,0 +1,35 @@
+"""Chains, nodes and models the coordinator serves; health."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from creditshare.coordinator._deps import ServicesDep
+from creditshare.coordinator._schemas import ModelOut, NodeOut
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/v1/nodes", response_model=list[NodeOut], tags=["registry"])
+async def list_nodes(services: ServicesDep) -> list[NodeOut]:
+    return [
+        NodeOut(id=n.id, chain=n.chain, department=n.department, address=n.address)
+        for n in services.registry.nodes
+    ]
+
+
+@router.get("/v1/models", response_model=list[ModelOut], tags=["registry"])
+async def list_models(services: ServicesDep) -> list[ModelOut]:
+    return [
+        ModelOut(
+            id=m.id, description=m.description, intercept=m.intercept, score_scale=m.score_scale
+        )
+        for m in services.registry.models
+    ]
+
+
+@router.get("/healthz", tags=["operations"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}

@@ -1,0 +1,116 @@
+"""Participants (operators register them) and consents (enterprises grant and revoke)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends
+
+from creditshare.consent import SignedConsent
+from creditshare.coordinator._db import ConsentRow, Participant
+from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
+from creditshare.coordinator._participants import Role
+from creditshare.coordinator._schemas import ConsentOut, IssuedKeyOut, ParticipantIn, ParticipantOut
+from creditshare.errors import PermissionDeniedError
+from creditshare.identity import Uscc
+
+__all__ = ["consent_out", "participant_out", "router"]
+
+router = APIRouter()
+Operator = Annotated[Participant, Depends(require_roles(Role.OPERATOR))]
+
+
+def participant_out(row: Participant) -> ParticipantOut:
+    return ParticipantOut(
+        id=row.id, role=row.role, name=row.name, uscc=row.uscc, signing_key=row.signing_key
+    )
+
+
+def consent_out(row: ConsentRow) -> ConsentOut:
+    return ConsentOut(
+        consent_id=row.id,
+        uscc=row.uscc,
+        grantee=row.grantee,
+        purpose=row.purpose,
+        document=row.document,
+        signature=row.signature,
+        uses=row.uses,
+        max_uses=row.max_uses,
+        revoked=row.revoked_at is not None,
+    )
+
+
+@router.post(
+    "/v1/participants", response_model=IssuedKeyOut, status_code=201, tags=["participants"]
+)
+async def register_participant(
+    body: ParticipantIn, caller: Operator, services: ServicesDep
+) -> IssuedKeyOut:
+    """Register a bank, bureau, department, enterprise or operator and issue its first key."""
+    row = await asyncio.to_thread(
+        services.participants.register,
+        body.id,
+        body.role,
+        body.name,
+        uscc=body.uscc,
+        signing_key=body.signing_key,
+    )
+    issued = await asyncio.to_thread(services.participants.issue_key, row.id)
+    return IssuedKeyOut(participant=participant_out(row), api_key=issued.api_key)
+
+
+@router.get("/v1/participants", response_model=list[ParticipantOut], tags=["participants"])
+async def list_participants(caller: Operator, services: ServicesDep) -> list[ParticipantOut]:
+    rows = await asyncio.to_thread(services.participants.list)
+    return [participant_out(r) for r in rows]
+
+
+@router.post(
+    "/v1/participants/{participant_id}/credentials",
+    response_model=IssuedKeyOut,
+    status_code=201,
+    tags=["participants"],
+)
+async def issue_credential(
+    participant_id: str, caller: Operator, services: ServicesDep
+) -> IssuedKeyOut:
+    row = await asyncio.to_thread(services.participants.get, participant_id)
+    issued = await asyncio.to_thread(services.participants.issue_key, participant_id)
+    return IssuedKeyOut(participant=participant_out(row), api_key=issued.api_key)
+
+
+@router.post("/v1/consents", response_model=ConsentOut, status_code=201, tags=["consents"])
+async def grant_consent(
+    caller: CallerDep, services: ServicesDep, body: Annotated[dict[str, Any], Body()]
+) -> ConsentOut:
+    """Store a consent the enterprise signed; submitted by the enterprise or the grantee."""
+    signed = SignedConsent.from_json(body)
+    row = await asyncio.to_thread(services.consents.grant, signed, caller)
+    return consent_out(row)
+
+
+@router.get("/v1/consents/{consent_id}", response_model=ConsentOut, tags=["consents"])
+async def get_consent(consent_id: str, caller: CallerDep, services: ServicesDep) -> ConsentOut:
+    return consent_out(await asyncio.to_thread(services.consents.get, consent_id, caller))
+
+
+@router.post("/v1/consents/{consent_id}/revoke", response_model=ConsentOut, tags=["consents"])
+async def revoke_consent(consent_id: str, caller: CallerDep, services: ServicesDep) -> ConsentOut:
+    """Revoke at once: the next query under this consent is refused."""
+    return consent_out(await asyncio.to_thread(services.consents.revoke, consent_id, caller))
+
+
+def own_enterprise(caller: Participant, uscc: str) -> str:
+    code = str(Uscc.parse(uscc))
+    if caller.role != Role.ENTERPRISE or caller.uscc != code:
+        raise PermissionDeniedError("only the enterprise itself may see this")
+    return code
+
+
+@router.get("/v1/enterprises/{uscc}/consents", response_model=list[ConsentOut], tags=["consents"])
+async def enterprise_consents(
+    uscc: str, caller: CallerDep, services: ServicesDep
+) -> list[ConsentOut]:
+    code = own_enterprise(caller, uscc)
+    return [consent_out(r) for r in await asyncio.to_thread(services.consents.for_enterprise, code)]

@@ -1,0 +1,87 @@
+"""Everything a request handler needs, built once per app from settings and a clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+
+from creditshare.coordinator._broker import QueryBroker
+from creditshare.coordinator._consents import ConsentService
+from creditshare.coordinator._db import make_engine
+from creditshare.coordinator._limits import SlidingWindowLimiter
+from creditshare.coordinator._participants import ParticipantRegistry
+from creditshare.coordinator._registry import Registry
+from creditshare.coordinator._settings import CoordinatorSettings
+from creditshare.crypto import SigningKey
+from creditshare.errors import ConfigurationError, InvalidKeyError
+from creditshare.ledger import Ledger, LogSigner, SqlLedgerStorage
+
+__all__ = ["Services", "build_services", "load_log_signer", "utc_now"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_log_signer(settings: CoordinatorSettings) -> LogSigner:
+    path = settings.log_signing_key_file
+    try:
+        key = SigningKey.from_pem(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigurationError(f"log signing key not found: {path}") from None
+    except InvalidKeyError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from exc
+    return LogSigner(key.cryptography_key)
+
+
+@dataclass(slots=True)
+class Services:
+    settings: CoordinatorSettings
+    registry: Registry
+    participants: ParticipantRegistry
+    consents: ConsentService
+    ledger: Ledger
+    ledger_storage: SqlLedgerStorage
+    log_signer: LogSigner
+    broker: QueryBroker
+    participant_limits: SlidingWindowLimiter
+    enterprise_limits: SlidingWindowLimiter
+    clock: Callable[[], datetime]
+
+
+def build_services(
+    settings: CoordinatorSettings,
+    clock: Callable[[], datetime] = utc_now,
+    monotonic: Callable[[], float] = time.monotonic,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+) -> Services:
+    engine = make_engine(settings.database_url)
+    registry = Registry(settings)
+    participants = ParticipantRegistry(engine, clock)
+    signer = load_log_signer(settings)
+    storage = SqlLedgerStorage(engine)
+    ledger = Ledger(storage, signer, clock)
+    return Services(
+        settings=settings,
+        registry=registry,
+        participants=participants,
+        consents=ConsentService(engine, participants, clock),
+        ledger=ledger,
+        ledger_storage=storage,
+        log_signer=signer,
+        broker=QueryBroker(settings, registry, ledger, interceptors),
+        participant_limits=SlidingWindowLimiter(
+            settings.participant_requests_per_minute, 60.0, monotonic, "participant request rate"
+        ),
+        enterprise_limits=SlidingWindowLimiter(
+            settings.enterprise_queries_per_day,
+            86_400.0,
+            monotonic,
+            "queries about this enterprise",
+        ),
+        clock=clock,
+    )

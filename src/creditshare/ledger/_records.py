@@ -1,0 +1,105 @@
+"""The records the query ledger holds, and how a data node reads them back.
+
+A leaf is the canonical JSON of one record. The coordinator writes it before any
+node is asked; the node parses the very bytes whose inclusion it verified and
+answers only a query that matches them (enterprise, model, key, chain, query id,
+indicators in the consent's scope).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from creditshare._canonical import canonical_json, parse_canonical
+from creditshare.consent import format_time, parse_time
+from creditshare.errors import InvalidInputError
+
+__all__ = ["QueryRecord", "parse_record"]
+
+RecordKind = Literal["query", "refusal"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRecord:
+    kind: RecordKind
+    query_id: str
+    time: datetime
+    uscc: str
+    requester: str
+    requester_role: str
+    purpose: str
+    consent_id: str
+    model_id: str
+    key_fingerprint: str
+    chains: tuple[str, ...]
+    indicators: tuple[str, ...]
+    reason: str = ""
+
+    def to_document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "v": 1,
+            "kind": self.kind,
+            "query_id": self.query_id,
+            "time": format_time(self.time),
+            "uscc": self.uscc,
+            "requester": self.requester,
+            "requester_role": self.requester_role,
+            "purpose": self.purpose,
+            "consent_id": self.consent_id,
+            "model_id": self.model_id,
+            "key_fingerprint": self.key_fingerprint,
+            "chains": list(self.chains),
+            "indicators": list(self.indicators),
+        }
+        if self.kind == "refusal":
+            doc["reason"] = self.reason
+        return doc
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.to_document())
+
+    def covers_indicator(self, name: str) -> bool:
+        return "*" in self.indicators or name in self.indicators
+
+
+def _str(doc: dict[str, Any], key: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str):
+        raise InvalidInputError(f"ledger record field {key!r} must be a string")
+    return value
+
+
+def _strings(doc: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = doc.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidInputError(f"ledger record field {key!r} must be a list of strings")
+    return tuple(value)
+
+
+def parse_record(data: bytes) -> QueryRecord:
+    try:
+        doc = parse_canonical(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"ledger record is not canonical JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("v") != 1:
+        raise InvalidInputError("ledger record is not a version 1 record")
+    kind = doc.get("kind")
+    if kind not in ("query", "refusal"):
+        raise InvalidInputError("ledger record kind must be 'query' or 'refusal'")
+    return QueryRecord(
+        kind=kind,
+        query_id=_str(doc, "query_id"),
+        time=parse_time(doc.get("time"), "time"),
+        uscc=_str(doc, "uscc"),
+        requester=_str(doc, "requester"),
+        requester_role=_str(doc, "requester_role"),
+        purpose=_str(doc, "purpose"),
+        consent_id=_str(doc, "consent_id"),
+        model_id=_str(doc, "model_id"),
+        key_fingerprint=_str(doc, "key_fingerprint"),
+        chains=_strings(doc, "chains"),
+        indicators=_strings(doc, "indicators"),
+        reason=_str(doc, "reason") if kind == "refusal" else "",
+    )

@@ -1,0 +1,102 @@
+"""A node's check that a query was recorded before it answers.
+
+Order matters: the tree head's signature first (is this the ledger we trust?),
+then inclusion of the leaf (was this query recorded?), then consistency with
+the head we accepted before (is this still the same append-only log?), and
+last the record itself must describe exactly the request in hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from creditshare.crypto import PublicKey, VerifyKey
+from creditshare.errors import InvalidInputError, PermissionDeniedError
+from creditshare.identity import Chain
+from creditshare.ledger import (
+    QueryRecord,
+    Receipt,
+    SignedTreeHead,
+    TrustedHeadTracker,
+    leaf_hash,
+    parse_record,
+)
+from creditshare.proto import node_pb2
+
+__all__ = ["ReceiptChecker", "ReceiptRefusedError"]
+
+#: Tolerated clock skew between coordinator and node.
+_SKEW = timedelta(seconds=60)
+
+
+class ReceiptRefusedError(PermissionDeniedError):
+    """No receipt, or one that does not prove this very query was logged."""
+
+
+class ReceiptChecker:
+    def __init__(
+        self,
+        log_key: VerifyKey,
+        tracker: TrustedHeadTracker,
+        chain: Chain,
+        clock: Callable[[], datetime],
+        max_age: timedelta,
+    ) -> None:
+        self._log_key = log_key
+        self._tracker = tracker
+        self._chain = chain
+        self._clock = clock
+        self._max_age = max_age
+
+    def check(
+        self, request: node_pb2.ScoreRequest, uscc: str, key: PublicKey
+    ) -> tuple[int, QueryRecord]:
+        """Return (leaf index, record) or raise; stale heads raise StaleTreeHeadError."""
+        if not request.HasField("receipt"):
+            raise ReceiptRefusedError("a ledger receipt is required")
+        pb = request.receipt
+        th = pb.tree_head
+        head = SignedTreeHead(th.size, th.root, th.timestamp_ms, th.signature, th.key_id)
+        receipt = Receipt(
+            index=pb.leaf_index,
+            data=pb.leaf_data,
+            leaf_hash=leaf_hash(pb.leaf_data),
+            head=head,
+            inclusion_proof=tuple(pb.inclusion_proof),
+        )
+        receipt.verify(self._log_key.cryptography_key)
+        self._tracker.accept(
+            head, list(pb.consistency_proof), pb.consistency_from, self._log_key.cryptography_key
+        )
+        try:
+            record = parse_record(pb.leaf_data)
+        except InvalidInputError as exc:
+            raise ReceiptRefusedError(f"receipt record unreadable: {exc}") from exc
+        self._match(record, request, uscc, key)
+        return receipt.index, record
+
+    def _match(
+        self, record: QueryRecord, request: node_pb2.ScoreRequest, uscc: str, key: PublicKey
+    ) -> None:
+        mismatches = [
+            name
+            for name, ok in (
+                ("kind", record.kind == "query"),
+                ("uscc", record.uscc == uscc),
+                ("model_id", record.model_id == request.model_id),
+                ("query id", record.query_id == request.request_id),
+                ("public key", record.key_fingerprint == key.fingerprint()),
+                ("chain", self._chain.value in record.chains),
+            )
+            if not ok
+        ]
+        if mismatches:
+            raise ReceiptRefusedError(
+                f"receipt does not match the request: {', '.join(mismatches)}"
+            )
+        now = self._clock()
+        if record.time > now + _SKEW:
+            raise ReceiptRefusedError("receipt is dated in the future")
+        if now - record.time > self._max_age:
+            raise ReceiptRefusedError("receipt is too old")

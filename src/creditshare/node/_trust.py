@@ -1,0 +1,113 @@
+"""What a node remembers about the ledger: the tree head it trusts and what it answered.
+
+Both survive restarts (they are rows in the node's own database): a node that
+forgot its trusted head could be shown a rewritten log after a reboot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel, col, select
+
+from creditshare.ledger import QueryRecord, SignedTreeHead
+
+__all__ = ["AccessLog", "AccessLogRow", "TrustedHeadRow", "TrustedHeadStore"]
+
+
+class TrustedHeadRow(SQLModel, table=True):
+    __tablename__ = "trusted_tree_head"
+
+    id: int = Field(default=1, primary_key=True)
+    size: int
+    root: bytes
+    timestamp_ms: int
+    signature: bytes
+    key_id: str
+
+
+class AccessLogRow(SQLModel, table=True):
+    """One answered query; the leaf index is unique, so a receipt cannot be replayed."""
+
+    __tablename__ = "access_log"
+
+    leaf_index: int = Field(primary_key=True)
+    query_id: str = Field(index=True, max_length=64)
+    uscc: str = Field(index=True, max_length=18)
+    requester: str = Field(max_length=64)
+    purpose: str = Field(max_length=32)
+    consent_id: str = Field(max_length=64)
+    model_id: str = Field(max_length=64)
+    answered_at: datetime
+
+
+def create_tables(engine: Engine) -> None:
+    SQLModel.metadata.create_all(
+        engine,
+        tables=[TrustedHeadRow.__table__, AccessLogRow.__table__],  # type: ignore[attr-defined]
+    )
+
+
+class TrustedHeadStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        create_tables(engine)
+
+    def load(self) -> SignedTreeHead | None:
+        with Session(self._engine) as session:
+            row = session.get(TrustedHeadRow, 1)
+            if row is None:
+                return None
+            return SignedTreeHead(row.size, row.root, row.timestamp_ms, row.signature, row.key_id)
+
+    def save(self, head: SignedTreeHead) -> None:
+        with Session(self._engine) as session:
+            row = session.get(TrustedHeadRow, 1) or TrustedHeadRow(
+                size=0, root=b"", timestamp_ms=0, signature=b"", key_id=""
+            )
+            row.size, row.root, row.timestamp_ms = head.size, head.root, head.timestamp_ms
+            row.signature, row.key_id = head.signature, head.key_id
+            session.add(row)
+            session.commit()
+
+
+class AccessLog:
+    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self._engine = engine
+        self._clock = clock
+        create_tables(engine)
+
+    def seen(self, leaf_index: int) -> bool:
+        with Session(self._engine) as session:
+            return session.get(AccessLogRow, leaf_index) is not None
+
+    def claim(self, leaf_index: int, record: QueryRecord) -> bool:
+        """Log a query before answering it; False if this receipt was already used.
+
+        The primary key decides, so two concurrent uses of one receipt cannot both win.
+        """
+        row = AccessLogRow(
+            leaf_index=leaf_index,
+            query_id=record.query_id,
+            uscc=record.uscc,
+            requester=record.requester,
+            purpose=record.purpose,
+            consent_id=record.consent_id,
+            model_id=record.model_id,
+            answered_at=self._clock(),
+        )
+        with Session(self._engine) as session:
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:
+                return False
+        return True
+
+    def entries(self, limit: int = 1000) -> list[AccessLogRow]:
+        with Session(self._engine) as session:
+            query = select(AccessLogRow).order_by(col(AccessLogRow.leaf_index).desc())
+            return list(session.exec(query.limit(limit)))
