@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from creditshare.client import CreditProfile
+from creditshare.departments import PRESENCE_INDICATOR
 
 __all__ = ["print_profile"]
 
@@ -32,7 +33,7 @@ def print_profile(console: Console, profile: CreditProfile, title: str = "") -> 
         for column in ("chain", "department", "indicator", "value"):
             table.add_column(column)
         for item in profile.indicators:
-            if item.name == "record_present":
+            if item.name == PRESENCE_INDICATOR:
                 continue
             value = item.label if item.label is not None else f"{item.value:g}"
             table.add_row(item.chain, item.department, item.description or item.name, value)

@@ -2,8 +2,8 @@
 
 Every error creditshare raises on purpose derives from ``CreditShareError`` so a
 caller can catch "ours" in one place. The HTTP and gRPC edges map the classes
-below to status codes exactly once (``coordinator/problems.py``,
-``node/service.py``); nothing else chooses a status.
+below to status codes exactly once (``coordinator/_problems.py``,
+``node/_service.py``); nothing else chooses a status.
 
     CreditShareError
     ├── InvalidInputError            bad input from a caller: 422 / INVALID_ARGUMENT
@@ -19,6 +19,7 @@ below to status codes exactly once (``coordinator/problems.py``,
     │   └── ConsentRefusedError      the consent does not cover this query (recorded)
     ├── ConflictError                the resource exists already: 409
     ├── RateLimitedError             over a participant or enterprise limit: 429
+    ├── NoNodeAnsweredError          every node in scope failed: 503
     ├── DecryptionOverflowError      a decrypted sum wrapped around the modulus
     ├── LedgerError                  the verifiable query log
     │   ├── InvalidProofError        an inclusion or consistency proof does not verify
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidSignatureError",
     "KeyTooSmallError",
     "LedgerError",
+    "NoNodeAnsweredError",
     "NotFoundError",
     "PermissionDeniedError",
     "ProblemError",
@@ -124,6 +126,14 @@ class RateLimitedError(CreditShareError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class NoNodeAnsweredError(CreditShareError):
+    """Every node in scope failed: there is no partial result worth returning."""
+
+    def __init__(self, failures: list[dict[str, str]]) -> None:
+        super().__init__("no node in scope answered")
+        self.failures = failures
 
 
 class DecryptionOverflowError(CreditShareError):

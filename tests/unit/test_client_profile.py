@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -315,3 +316,19 @@ def test_tampered_ciphertext_is_refused(key: PrivateKey) -> None:
     body["encrypted_score"] = "AAAA"
     with pytest.raises(InvalidCiphertextError):
         decrypt_profile(body, key)
+
+
+def test_key_file_is_private_even_over_a_world_readable_file(tmp_path: Path) -> None:
+    from creditshare.client import load_or_create_key, save_key
+
+    path = tmp_path / "keys" / "paillier.json"
+    path.parent.mkdir()
+    path.write_text("old")
+    path.chmod(0o644)
+    planted = tmp_path / "keys" / "paillier.json.tmp"
+    planted.write_text("")
+    planted.chmod(0o666)
+    key = PrivateKey.generate()
+    save_key(key, path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_key(path).public_key == key.public_key

@@ -136,9 +136,29 @@ def test_non_positive_modulus_is_refused(value: int) -> None:
         PublicKey(value)
 
 
-def test_even_modulus_is_refused(key: PrivateKey) -> None:
-    with pytest.raises(InvalidKeyError, match="odd"):
-        PublicKey(key.public_key.n + 1)
+@pytest.mark.parametrize("factor", [2, 3, 1999])
+def test_modulus_with_a_small_factor_is_refused(key: PrivateKey, factor: int) -> None:
+    # A 2048-bit number with a small prime factor cannot be a Paillier modulus.
+    n = key.public_key.n
+    bad = n - (n % factor)
+    assert bad.bit_length() == 2048
+    with pytest.raises(InvalidKeyError, match="small prime factor"):
+        PublicKey(bad)
+
+
+def test_8192_bit_key_is_refused_as_too_costly() -> None:
+    with pytest.raises(InvalidKeyError, match="at most 4096"):
+        PublicKey((1 << 8191) + 1)
+
+
+def test_private_key_parse_error_never_quotes_the_factors(key: PrivateKey) -> None:
+    doc = json.loads(key.to_json_bytes())
+    secret = doc["p"]
+    doc["p"] = secret[:-1] + "z"  # one bad digit
+    with pytest.raises(InvalidKeyError) as caught:
+        PrivateKey.from_json_bytes(json.dumps(doc).encode())
+    assert secret[:32] not in str(caught.value) and secret[:32] not in repr(caught.value)
+    assert "'p'" in str(caught.value)
 
 
 @pytest.mark.parametrize("value", [True, False])

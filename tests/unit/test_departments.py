@@ -475,3 +475,26 @@ def test_banded_indicators_stay_within_their_labels(department_id: str) -> None:
             assert 0 <= int(value) < len(spec.bands)
         features = department.feature_values(record)
         assert all(math.isfinite(v) for v in features.values())
+
+
+@pytest.mark.parametrize(
+    ("department", "field"),
+    [
+        ("market", "administrative_penalties"),
+        ("court", "judgments_as_defendant"),
+        ("social", "insured_headcount"),
+        ("tax", "annual_tax_paid"),
+        ("market", "registered_capital"),
+    ],
+)
+def test_absurdly_large_values_are_refused_at_import(department: str, field: str) -> None:
+    """A 400-digit count would overflow the scoring maths later; refuse it with the field."""
+    spec = next(f for f in get_department(department).fields if f.name == field)
+    with pytest.raises(ValueError, match=f"{field} must be (at most|finite)"):
+        spec.parse("1" + "0" * 400)
+
+
+def test_money_above_the_bound_is_refused() -> None:
+    spec = next(f for f in get_department("tax").fields if f.name == "annual_tax_paid")
+    with pytest.raises(ValueError, match="annual_tax_paid must be at most"):
+        spec.parse("2e13")

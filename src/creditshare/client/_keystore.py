@@ -7,6 +7,7 @@ is never sent anywhere. Only the public modulus travels with a query.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from creditshare.crypto import MIN_KEY_BITS, PrivateKey, SigningKey
@@ -22,13 +23,22 @@ def default_key_path() -> Path:
     return base / "creditshare" / "paillier-key.json"
 
 
-def save_key(key: PrivateKey, path: Path) -> None:
+def _write_private(path: Path, data: bytes) -> None:
+    """Write via a fresh temp file (mkstemp: mode 0600, O_EXCL) and rename into place,
+    so neither a pre-existing file's mode nor a planted symlink can expose the key."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.to_json_bytes())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_key(key: PrivateKey, path: Path) -> None:
+    _write_private(path, key.to_json_bytes())
 
 
 def load_key(path: Path) -> PrivateKey:
@@ -54,8 +64,5 @@ def load_or_create_signing_key(path: Path) -> SigningKey:
     if path.exists():
         return load_signing_key(path)
     key = SigningKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.to_pem())
+    _write_private(path, key.to_pem())
     return key

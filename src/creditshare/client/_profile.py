@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey
-from creditshare.errors import ClientError
+from creditshare.departments import PRESENCE_INDICATOR
+from creditshare.errors import ClientError, CreditShareError
 
 __all__ = [
     "PRESENCE_INDICATOR",
@@ -22,8 +23,6 @@ __all__ = [
     "decrypt_profile",
     "probability_of_default",
 ]
-
-PRESENCE_INDICATOR = "record_present"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +93,16 @@ def _label(value: float, bands: list[str]) -> str | None:
 
 
 def decrypt_profile(body: dict[str, Any], key: PrivateKey) -> CreditProfile:
+    """Decrypt a coordinator answer; a malformed body is a ClientError, never a KeyError."""
+    try:
+        return _decrypt_profile(body, key)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, CreditShareError):
+            raise
+        raise ClientError(f"malformed answer from the coordinator: {exc!r}") from exc
+
+
+def _decrypt_profile(body: dict[str, Any], key: PrivateKey) -> CreditProfile:
     public = key.public_key
     if body.get("public_key_fingerprint") != public.fingerprint():
         raise ClientError("the answer was encrypted for a different public key")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -163,7 +163,9 @@ class QueryBroker:
         key: PublicKey,
         chains: Sequence[Chain],
         receipt: Receipt,
+        in_scope: Callable[[str], bool],
     ) -> QueryResult:
+        """``in_scope`` says which indicators the consent covers: exactly those must come back."""
         nodes = self._registry.scope(chains)
         encoding = FixedPointEncoding(self._settings.scale)
         template = node_pb2.ScoreRequest(
@@ -173,7 +175,9 @@ class QueryBroker:
             scale=encoding.scale,
             request_id=query_id,
         )
-        outcomes = await asyncio.gather(*(self._ask(n, template, key, receipt) for n in nodes))
+        outcomes = await asyncio.gather(
+            *(self._ask(n, template, key, receipt, in_scope) for n in nodes)
+        )
         answers = tuple(o for o in outcomes if isinstance(o, NodeAnswer))
         failures = tuple(o for o in outcomes if isinstance(o, NodeFailure))
         # Start from Enc(0)·g^intercept: the intercept is public, so adding it needs no
@@ -222,9 +226,20 @@ class QueryBroker:
         return request, receipt
 
     async def _ask(
-        self, node: NodeEntry, template: node_pb2.ScoreRequest, key: PublicKey, receipt: Receipt
+        self,
+        node: NodeEntry,
+        template: node_pb2.ScoreRequest,
+        key: PublicKey,
+        receipt: Receipt,
+        in_scope: Callable[[str], bool],
     ) -> NodeAnswer | NodeFailure:
         deadline = time.monotonic() + self._settings.node_deadline_seconds
+        catalogue = self.catalogues.get(node.id)
+        if catalogue is None:  # down at start-up: describe it now, within the same deadline
+            catalogue = await self.describe(node)
+            if catalogue is None:
+                return NodeFailure(node, "unavailable (could not describe its catalogue)")
+        expected = [name for name in catalogue.indicators if in_scope(name)]
         reply: node_pb2.ScoreResponse | None = None
         for _attempt in range(_MAX_ATTEMPTS):
             try:
@@ -246,22 +261,28 @@ class QueryBroker:
             break
         if reply is None:
             return NodeFailure(node, "failed_precondition: tree head kept moving; gave up")
-        if node.id not in self.catalogues:
-            await self.describe(node)  # a node that was down at start-up still gets described
         try:
-            return self._checked(node, reply, key)
+            return self._checked(node, reply, key, expected)
         except InvalidInputError as exc:
             log.warning("node %s sent an invalid answer: %s", node.id, exc)
             return NodeFailure(node, f"invalid answer: {exc}")
 
     @staticmethod
-    def _checked(node: NodeEntry, reply: node_pb2.ScoreResponse, key: PublicKey) -> NodeAnswer:
-        """Validate every ciphertext a node sent before it is multiplied into anything."""
+    def _checked(
+        node: NodeEntry, reply: node_pb2.ScoreResponse, key: PublicKey, expected: list[str]
+    ) -> NodeAnswer:
+        """Validate an answer before anything in it is multiplied or passed on.
+
+        The indicators must be exactly the published ones within the consent's scope,
+        in catalogue order: a node cannot slip an unpublished value to the bank.
+        """
         if reply.node_id != node.id:
             raise InvalidInputError(f"answer claims to come from node {reply.node_id!r}")
         names = [i.name for i in reply.indicators]
-        if len(names) != len(set(names)):
-            raise InvalidInputError("duplicate indicator names")
+        if names != expected:
+            raise InvalidInputError(
+                f"indicators {names} differ from the published ones in scope {expected}"
+            )
         return NodeAnswer(
             node=node,
             partial_score=Ciphertext.from_bytes(key, reply.partial_score),

@@ -17,24 +17,17 @@ from creditshare.errors import (
     InvalidInputError,
     InvalidSignatureError,
     KeyTooSmallError,
+    NoNodeAnsweredError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitedError,
 )
 from creditshare.identity import InvalidUsccError
 
-__all__ = ["NoNodeAnsweredError", "install_problem_handlers", "problem"]
+__all__ = ["install_problem_handlers", "problem"]
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("creditshare.coordinator")
-
-
-class NoNodeAnsweredError(CreditShareError):
-    """Every node in scope failed: there is no partial result worth returning."""
-
-    def __init__(self, failures: list[dict[str, str]]) -> None:
-        super().__init__("no node in scope answered")
-        self.failures = failures
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:

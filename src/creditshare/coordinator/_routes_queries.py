@@ -12,7 +12,6 @@ from creditshare.coordinator._broker import NodeCatalogue, QueryResult
 from creditshare.coordinator._db import Participant
 from creditshare.coordinator._deps import ServicesDep, require_roles
 from creditshare.coordinator._participants import Role
-from creditshare.coordinator._problems import NoNodeAnsweredError
 from creditshare.coordinator._schemas import (
     Coverage,
     EncryptedIndicatorOut,
@@ -22,14 +21,13 @@ from creditshare.coordinator._schemas import (
 )
 from creditshare.coordinator._services import Services
 from creditshare.crypto import PublicKey
-from creditshare.errors import ConsentRefusedError
+from creditshare.departments import PRESENCE_INDICATOR
+from creditshare.errors import ConsentRefusedError, NoNodeAnsweredError
 from creditshare.identity import Uscc
 from creditshare.ledger import QueryRecord
 
 __all__ = ["PRESENCE_INDICATOR", "router"]
 
-#: Name under which each node's Enc(presence flag) is returned among the indicators.
-PRESENCE_INDICATOR = "record_present"
 _PRESENCE_BANDS = ["no record", "record held"]
 
 router = APIRouter(tags=["queries"])
@@ -126,7 +124,9 @@ async def create_query(body: QueryIn, caller: Requester, services: ServicesDep) 
         indicators=grant.indicators,
     )
     receipt = await asyncio.to_thread(services.ledger.append, record.to_bytes(), uscc)
-    result = await services.broker.query(query_id, uscc, model, key, chains, receipt)
+    result = await services.broker.query(
+        query_id, uscc, model, key, chains, receipt, record.covers_indicator
+    )
     if not result.answers:
         raise NoNodeAnsweredError(
             [{"node": f.node.id, "reason": f.reason} for f in result.failures]

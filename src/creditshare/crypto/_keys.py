@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 from typing import Any
 
 from phe import paillier
@@ -22,8 +23,17 @@ __all__ = ["MIN_KEY_BITS", "PrivateKey", "PublicKey"]
 
 #: Smallest modulus accepted anywhere; NIST SP 800-57 puts 2048-bit factoring at 112 bits.
 MIN_KEY_BITS = 2048
-#: Largest modulus accepted from the outside, so a caller cannot make a node do 64k-bit work.
-MAX_KEY_BITS = 8192
+#: Largest modulus accepted from the outside: encryption cost grows with the cube of
+#: the size, so an 8192-bit key would let one caller buy ~64x the work of a 2048-bit one.
+MAX_KEY_BITS = 4096
+
+#: Product of the primes below 2000. A real Paillier modulus has two huge prime
+#: factors, so it shares none with this; a modulus that does is not a key, and would
+#: make honest nodes' ciphertexts fail validation (gcd(c, n) > 1) for no fault of theirs.
+_SMALL_PRIMES_PRODUCT = (
+    math.prod(p for p in range(3, 2000, 2) if all(p % d for d in range(3, math.isqrt(p) + 1, 2)))
+    * 2
+)
 
 _PRIVATE_KIND = "creditshare/paillier-private-key/v1"
 
@@ -41,8 +51,8 @@ class PublicKey:
             raise KeyTooSmallError(bits, MIN_KEY_BITS)
         if bits > MAX_KEY_BITS:
             raise InvalidKeyError(f"Paillier key is {bits} bits; at most {MAX_KEY_BITS} accepted")
-        if n % 2 == 0:
-            raise InvalidKeyError("Paillier modulus must be odd (a product of two large primes)")
+        if math.gcd(n, _SMALL_PRIMES_PRODUCT) != 1:
+            raise InvalidKeyError("Paillier modulus has a small prime factor: not a valid key")
         self.n = n
         self.n_squared = n * n
         self._phe = paillier.PaillierPublicKey(n)
@@ -135,16 +145,24 @@ class PrivateKey:
 
     @classmethod
     def from_json_bytes(cls, data: bytes) -> PrivateKey:
+        # Error messages name the field only: the text of a parse error would quote
+        # the (secret) digits of p or q.
         try:
             doc: Any = json.loads(data)
-            if doc.get("kind") != _PRIVATE_KIND:
-                raise InvalidKeyError(f"not a {_PRIVATE_KIND} document")
-            n, p, q = (int(doc[k], 16) for k in ("n", "p", "q"))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            if isinstance(exc, InvalidKeyError):
-                raise
-            raise InvalidKeyError(f"malformed private key file: {exc}") from exc
-        return cls(PublicKey(n), p, q)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidKeyError("private key file is not JSON") from None
+        if not isinstance(doc, dict) or doc.get("kind") != _PRIVATE_KIND:
+            raise InvalidKeyError(f"not a {_PRIVATE_KIND} document")
+        values: dict[str, int] = {}
+        for name in ("n", "p", "q"):
+            text = doc.get(name)
+            try:
+                values[name] = int(text, 16) if isinstance(text, str) else -1
+            except ValueError:
+                values[name] = -1
+            if values[name] <= 0:
+                raise InvalidKeyError(f"private key field {name!r} is missing or not hex") from None
+        return cls(PublicKey(values["n"]), values["p"], values["q"])
 
     def __repr__(self) -> str:
         # Deliberately no factors: a private key must never end up in a log line.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from creditshare.client import CreditProfile
 from creditshare.demo._federation import FederationLayout
-from creditshare.departments import FieldValue, get_department
+from creditshare.departments import PRESENCE_INDICATOR, FieldValue, get_department
 
 __all__ = ["PlaintextOracle", "Verification", "read_enterprises"]
 
@@ -75,7 +75,7 @@ class PlaintextOracle:
         indicators_ok = presence_ok
         if presence_ok:
             for item in profile.indicators:
-                if item.name == "record_present":
+                if item.name == PRESENCE_INDICATOR:
                     continue
                 want = self.indicators(profile.uscc, item.node).get(item.name)
                 if want is None or abs(item.value - want) > 0.5 / scale + 1e-9:

@@ -2,6 +2,7 @@
 
 from creditshare.departments._builtin import DEPARTMENTS, get_department
 from creditshare.departments._schema import (
+    PRESENCE_INDICATOR,
     Department,
     FeatureSpec,
     FieldSpec,
@@ -21,6 +22,7 @@ __all__ = [
     "DEFAULT_MODEL_ID",
     "DEFAULT_WEIGHTS",
     "DEPARTMENTS",
+    "PRESENCE_INDICATOR",
     "Department",
     "FeatureSpec",
     "FieldSpec",

@@ -20,6 +20,10 @@ from creditshare.departments._schema import (
 __all__ = ["DEPARTMENTS", "get_department"]
 
 _GRADES = ("A", "B", "M", "C", "D")
+#: Upper bounds keep every derived value finite and every import honest: a row
+#: beyond them is a data error, refused with its line, not a number to score.
+_MONEY_MAX = 1e13  # CNY; about ten times the largest single taxpayer
+_COUNT_MAX = 100_000
 _GRADE_RISK = {"A": 0.0, "B": 1.0, "M": 1.5, "C": 3.0, "D": 4.0}
 _ARREARS_BANDS = ("none", "1–3 months", "4–12 months", "over 12 months")
 _COUNT_BANDS = ("none", "1", "2–4", "5 or more")
@@ -58,7 +62,9 @@ TAX = Department(
     id="tax",
     display_name="Tax administration",
     fields=(
-        FieldSpec("annual_tax_paid", "number", "tax paid in the last fiscal year", "CNY", 0),
+        FieldSpec(
+            "annual_tax_paid", "number", "tax paid in the last fiscal year", "CNY", 0, _MONEY_MAX
+        ),
         FieldSpec(
             "tax_credit_grade",
             "grade",
@@ -104,9 +110,16 @@ MARKET = Department(
     id="market",
     display_name="Market supervision",
     fields=(
-        FieldSpec("registered_capital", "number", "registered capital", "CNY", 0),
+        FieldSpec("registered_capital", "number", "registered capital", "CNY", 0, _MONEY_MAX),
         FieldSpec("years_operating", "number", "years since registration", "years", 0, 200),
-        FieldSpec("administrative_penalties", "count", "administrative penalties on file", "", 0),
+        FieldSpec(
+            "administrative_penalties",
+            "count",
+            "administrative penalties on file",
+            "",
+            0,
+            _COUNT_MAX,
+        ),
         FieldSpec("abnormal_operations", "flag", "listed for abnormal operations"),
     ),
     features=(
@@ -141,7 +154,9 @@ SOCIAL = Department(
     id="social",
     display_name="Social security",
     fields=(
-        FieldSpec("insured_headcount", "count", "employees with social insurance", "people", 0),
+        FieldSpec(
+            "insured_headcount", "count", "employees with social insurance", "people", 0, 10_000_000
+        ),
         FieldSpec(
             "months_in_arrears", "count", "months with contributions in arrears", "months", 0, 600
         ),
@@ -174,7 +189,14 @@ COURT = Department(
     id="court",
     display_name="People's courts",
     fields=(
-        FieldSpec("judgments_as_defendant", "count", "judgments against it as defendant", "", 0),
+        FieldSpec(
+            "judgments_as_defendant",
+            "count",
+            "judgments against it as defendant",
+            "",
+            0,
+            _COUNT_MAX,
+        ),
         FieldSpec("dishonest_debtor", "flag", "on the dishonest judgment-debtor list"),
     ),
     features=(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
+    "PRESENCE_INDICATOR",
     "Department",
     "FeatureSpec",
     "FieldSpec",
@@ -25,6 +26,10 @@ __all__ = [
 ]
 
 FieldValue = float | int | str
+
+#: Name under which each node's Enc(presence flag) travels among a profile's indicators;
+#: reserved, so no department may publish an indicator of that name.
+PRESENCE_INDICATOR = "record_present"
 Record = Mapping[str, FieldValue]
 FieldKind = Literal["number", "count", "flag", "grade"]
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from creditshare.departments import Department, FieldValue
 from creditshare.errors import ImportRejectedError
@@ -32,16 +34,25 @@ class ImportSummary:
 
 
 def parse_file(
-    path: Path, department: Department, seen: dict[str, str]
+    path: Path, department: Department, seen: dict[str, str], digest: Any = None
 ) -> list[tuple[str, dict[str, FieldValue]]]:
-    """Parse and validate one file; ``seen`` maps USCCs to where they first appeared."""
+    """Parse and validate one file; ``seen`` maps USCCs to where they first appeared.
+
+    The file is read once, and ``digest`` (if given) hashes exactly the bytes parsed.
+    """
     name = str(path)
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ImportRejectedError(name, None, f"cannot open: {exc.strerror}") from exc
+    if digest is not None:
+        digest.update(raw)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportRejectedError(name, None, f"not UTF-8 text: {exc.reason}") from exc
     records: list[tuple[str, dict[str, FieldValue]]] = []
-    with handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.reader(handle)
         try:
             header = next(reader, None)
@@ -94,8 +105,6 @@ def parse_file(
                     raise ImportRejectedError(name, line, f"more than {MAX_ROWS_PER_IMPORT} rows")
         except csv.Error as exc:
             raise ImportRejectedError(name, reader.line_num, f"malformed CSV: {exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise ImportRejectedError(name, None, f"not UTF-8 text: {exc.reason}") from exc
     return records
 
 
@@ -109,8 +118,7 @@ def import_files(
     digest = hashlib.sha256()
     records: list[tuple[str, dict[str, FieldValue]]] = []
     for path in paths:
-        records.extend(parse_file(path, department, seen))
-        digest.update(path.read_bytes())
+        records.extend(parse_file(path, department, seen, digest))
     names = tuple(str(p) for p in paths)
     rows = store.replace_all(records, files=";".join(names), sha256=digest.hexdigest())
     return ImportSummary(files=names, rows=rows, sha256=digest.hexdigest())
