@@ -166,11 +166,12 @@ def test_missing_field_is_422(trust: Trust) -> None:
     assert "model_id" in response.json()["detail"]
 
 
-def test_registry_and_docs(federation: Federation) -> None:
+def test_registry_and_docs(federation: Federation, trust: Trust) -> None:
     base = federation.layout.coordinator_url
-    nodes = httpx.get(f"{base}/v1/nodes").json()
+    assert httpx.get(f"{base}/v1/nodes").status_code == 401
+    nodes = trust.bank.nodes()
     assert len(nodes) == 9 and {n["chain"] for n in nodes} == {"yrd", "prd", "bth"}
-    models = httpx.get(f"{base}/v1/models").json()
+    models = trust.bank.models()
     assert models[0]["id"] == "sme-scorecard-v1"
     assert httpx.get(f"{base}/docs").status_code == 200
     assert "/v1/queries" in httpx.get(f"{base}/openapi.json").json()["paths"]

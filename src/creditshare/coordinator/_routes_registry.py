@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from creditshare.coordinator._deps import ServicesDep
+from creditshare.coordinator._deps import CallerDep, ServicesDep
 from creditshare.coordinator._schemas import ModelOut, NodeOut
 
 __all__ = ["router"]
@@ -13,7 +13,7 @@ router = APIRouter()
 
 
 @router.get("/v1/nodes", response_model=list[NodeOut], tags=["registry"])
-async def list_nodes(services: ServicesDep) -> list[NodeOut]:
+async def list_nodes(caller: CallerDep, services: ServicesDep) -> list[NodeOut]:
     return [
         NodeOut(id=n.id, chain=n.chain, department=n.department, address=n.address)
         for n in services.registry.nodes
@@ -21,7 +21,7 @@ async def list_nodes(services: ServicesDep) -> list[NodeOut]:
 
 
 @router.get("/v1/models", response_model=list[ModelOut], tags=["registry"])
-async def list_models(services: ServicesDep) -> list[ModelOut]:
+async def list_models(caller: CallerDep, services: ServicesDep) -> list[ModelOut]:
     return [
         ModelOut(
             id=m.id, description=m.description, intercept=m.intercept, score_scale=m.score_scale

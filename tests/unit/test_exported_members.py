@@ -1,0 +1,73 @@
+"""Every public package declares ``__all__``, and every name in it exists.
+
+Modelled on httpx's test of the same name: the public surface changes only on purpose.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PACKAGES = [
+    "creditshare.client",
+    "creditshare.consent",
+    "creditshare.coordinator",
+    "creditshare.crypto",
+    "creditshare.demo",
+    "creditshare.departments",
+    "creditshare.errors",
+    "creditshare.identity",
+    "creditshare.ledger",
+    "creditshare.node",
+    "creditshare.pki",
+    "creditshare.synth",
+]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_names_exist_and_are_unique(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = module.__all__
+    assert exported, name
+    missing = [n for n in exported if not hasattr(module, n)]
+    assert missing == [], missing
+    assert len(set(exported)) == len(exported)
+
+
+def test_client_surface_is_pinned() -> None:
+    import creditshare.client as client
+
+    assert set(client.__all__) == {
+        "DEFAULT_MODEL_ID",
+        "AccessEntry",
+        "CreditProfile",
+        "CreditShareClient",
+        "Indicator",
+        "ScoreScale",
+        "decrypt_profile",
+        "default_key_path",
+        "load_key",
+        "load_or_create_key",
+        "load_or_create_signing_key",
+        "load_signing_key",
+        "probability_of_default",
+        "save_key",
+        "verify_access_log",
+    }
+
+
+def test_crypto_surface_is_pinned() -> None:
+    import creditshare.crypto as crypto
+
+    assert set(crypto.__all__) == {
+        "MAX_KEY_BITS",
+        "MAX_SCALE",
+        "MIN_KEY_BITS",
+        "Ciphertext",
+        "FixedPointEncoding",
+        "PrivateKey",
+        "PublicKey",
+        "SigningKey",
+        "VerifyKey",
+    }
