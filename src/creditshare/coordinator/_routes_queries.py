@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
@@ -68,25 +68,25 @@ def _indicators(
     return out
 
 
-async def _record_refusal(
-    services: Services, caller: Participant, body: QueryIn, uscc: str, reason: str
-) -> None:
-    record = QueryRecord(
-        kind="refusal",
-        query_id=uuid.uuid4().hex,
-        time=services.clock(),
-        uscc=uscc,
-        requester=caller.id,
-        requester_role=caller.role,
-        purpose=body.purpose.value,
-        consent_id=body.consent_id,
-        model_id=body.model_id,
-        key_fingerprint="",
-        chains=tuple(c.value for c in body.chains or ()),
-        indicators=(),
-        reason=reason,
-    )
-    await asyncio.to_thread(services.ledger.append, record.to_bytes(), uscc)
+def _record(
+    services: Services, caller: Participant, body: QueryIn, uscc: str, **fields: Any
+) -> QueryRecord:
+    """The ledger record of a query or refusal: who asked, about whom, why, under what."""
+    base: dict[str, Any] = {
+        "kind": "refusal",
+        "query_id": uuid.uuid4().hex,
+        "time": services.clock(),
+        "uscc": uscc,
+        "requester": caller.id,
+        "requester_role": caller.role,
+        "purpose": body.purpose.value,
+        "consent_id": body.consent_id,
+        "model_id": body.model_id,
+        "key_fingerprint": "",
+        "chains": tuple(sorted(c.value for c in body.chains or ())),
+        "indicators": (),
+    }
+    return QueryRecord(**(base | fields))
 
 
 @router.post("/v1/queries", response_model=QueryOut)
@@ -104,25 +104,23 @@ async def create_query(body: QueryIn, caller: Requester, services: ServicesDep) 
             services.consents.use, body.consent_id, caller, uscc, body.purpose, body.chains
         )
     except ConsentRefusedError as exc:
-        await _record_refusal(services, caller, body, uscc, str(exc))
+        refusal = _record(services, caller, body, uscc, reason=str(exc))
+        await asyncio.to_thread(services.ledger.append, refusal.to_bytes(), uscc)
         raise
     chains = tuple(body.chains or grant.chains)
     services.registry.scope(chains)  # no node on these chains: 422 before anything is logged
-    query_id = uuid.uuid4().hex
-    record = QueryRecord(
+    record = _record(
+        services,
+        caller,
+        body,
+        uscc,
         kind="query",
-        query_id=query_id,
-        time=services.clock(),
-        uscc=uscc,
-        requester=caller.id,
-        requester_role=caller.role,
-        purpose=body.purpose.value,
-        consent_id=body.consent_id,
         model_id=model.id,
         key_fingerprint=key.fingerprint(),
         chains=tuple(sorted(c.value for c in chains)),
         indicators=grant.indicators,
     )
+    query_id = record.query_id
     receipt = await asyncio.to_thread(services.ledger.append, record.to_bytes(), uscc)
     result = await services.broker.query(
         query_id, uscc, model, key, chains, receipt, record.covers_indicator
