@@ -70,4 +70,7 @@ def test_crypto_surface_is_pinned() -> None:
         "PublicKey",
         "SigningKey",
         "VerifyKey",
+        "FastEncryptor",
+        "dot",
+        "powmod_many",
     }

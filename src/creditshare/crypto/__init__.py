@@ -6,6 +6,7 @@ into these types at their edges.
 
 from creditshare.crypto._ciphertext import Ciphertext
 from creditshare.crypto._encoding import MAX_SCALE, FixedPointEncoding
+from creditshare.crypto._fast import FastEncryptor, dot, powmod_many
 from creditshare.crypto._keys import MAX_KEY_BITS, MIN_KEY_BITS, PrivateKey, PublicKey
 from creditshare.crypto._signing import SigningKey, VerifyKey
 
@@ -14,9 +15,12 @@ __all__ = [
     "MAX_SCALE",
     "MIN_KEY_BITS",
     "Ciphertext",
+    "FastEncryptor",
     "FixedPointEncoding",
     "PrivateKey",
     "PublicKey",
     "SigningKey",
     "VerifyKey",
+    "dot",
+    "powmod_many",
 ]

@@ -1,0 +1,46 @@
+"""Federated training for credit bureaus: PSI alignment, then vertical logistic regression.
+
+The protocol engine here is transport-free: parties exchange ciphertexts and
+blinded points through method calls, so the same code runs in one process (tests,
+benchmarks) and across the coordinator and data nodes.
+"""
+
+from creditshare.federated._metrics import auc, ks, log_loss
+from creditshare.federated._psi import (
+    PsiParty,
+    PsiRequest,
+    PsiResponse,
+    bureau_intersect,
+    bureau_request,
+    hash_to_u,
+    node_answer,
+)
+from creditshare.federated._vlr import (
+    BureauParty,
+    EpochReport,
+    HostEndpoint,
+    HostParty,
+    TrainingConfig,
+    TrainingResult,
+    train,
+)
+
+__all__ = [
+    "BureauParty",
+    "EpochReport",
+    "HostEndpoint",
+    "HostParty",
+    "PsiParty",
+    "PsiRequest",
+    "PsiResponse",
+    "TrainingConfig",
+    "TrainingResult",
+    "auc",
+    "bureau_intersect",
+    "bureau_request",
+    "hash_to_u",
+    "ks",
+    "log_loss",
+    "node_answer",
+    "train",
+]
