@@ -20,6 +20,7 @@ below to status codes exactly once (``coordinator/_problems.py``,
     ├── ConflictError                the resource exists already: 409
     ├── RateLimitedError             over a participant or enterprise limit: 429
     ├── NoNodeAnsweredError          every node in scope failed: 503
+    ├── NodeFailedError              a relayed call to one node failed: 502
     ├── DecryptionOverflowError      a decrypted sum wrapped around the modulus
     ├── LedgerError                  the verifiable query log
     │   ├── InvalidProofError        an inclusion or consistency proof does not verify
@@ -52,6 +53,7 @@ __all__ = [
     "KeyTooSmallError",
     "LedgerError",
     "NoNodeAnsweredError",
+    "NodeFailedError",
     "NotFoundError",
     "PermissionDeniedError",
     "ProblemError",
@@ -134,6 +136,15 @@ class NoNodeAnsweredError(CreditShareError):
     def __init__(self, failures: list[dict[str, str]]) -> None:
         super().__init__("no node in scope answered")
         self.failures = failures
+
+
+class NodeFailedError(CreditShareError):
+    """A call relayed to one data node failed; the message names the node and why."""
+
+    def __init__(self, node: str, reason: str) -> None:
+        super().__init__(f"node {node}: {reason}")
+        self.node = node
+        self.reason = reason
 
 
 class DecryptionOverflowError(CreditShareError):

@@ -54,6 +54,9 @@ def test_client_surface_is_pinned() -> None:
         "probability_of_default",
         "save_key",
         "verify_access_log",
+        "RemoteHost",
+        "TrainedModel",
+        "train_model",
     }
 
 

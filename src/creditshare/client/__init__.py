@@ -1,6 +1,7 @@
 """Python SDK for banks and bureaus: local keys, HTTP to the coordinator, local decryption."""
 
 from creditshare.client._access_log import AccessEntry, verify_access_log
+from creditshare.client._bureau import RemoteHost, TrainedModel, train_model
 from creditshare.client._client import DEFAULT_MODEL_ID, CreditShareClient
 from creditshare.client._keystore import (
     default_key_path,
@@ -24,7 +25,9 @@ __all__ = [
     "CreditProfile",
     "CreditShareClient",
     "Indicator",
+    "RemoteHost",
     "ScoreScale",
+    "TrainedModel",
     "decrypt_profile",
     "default_key_path",
     "load_key",
@@ -33,5 +36,6 @@ __all__ = [
     "load_signing_key",
     "probability_of_default",
     "save_key",
+    "train_model",
     "verify_access_log",
 ]

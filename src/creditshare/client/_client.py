@@ -175,6 +175,17 @@ class CreditShareClient:
         code = str(Uscc.parse(uscc))
         return verify_access_log(self.enterprise_queries(code), code, log_key)
 
+    def post(self, path: str, payload: dict[str, Any] | None = None) -> Any:
+        """A raw authenticated POST; errors are translated like every other call."""
+        return self._request("POST", path, json=payload or {})
+
+    def get(self, path: str) -> Any:
+        return self._request("GET", path)
+
+    def training_job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/v1/training-jobs/{job_id}")
+        return result
+
     def nodes(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._request("GET", "/v1/nodes")
         return result

@@ -10,7 +10,13 @@ from datetime import datetime
 import grpc
 from fastapi import FastAPI
 
-from creditshare.coordinator import _routes_ledger, _routes_queries, _routes_registry, _routes_trust
+from creditshare.coordinator import (
+    _routes_ledger,
+    _routes_queries,
+    _routes_registry,
+    _routes_training,
+    _routes_trust,
+)
 from creditshare.coordinator._problems import install_problem_handlers
 from creditshare.coordinator._services import build_services, utc_now
 from creditshare.coordinator._settings import CoordinatorSettings
@@ -47,6 +53,12 @@ def create_app(
     )
     app.state.services = services
     install_problem_handlers(app)
-    for module in (_routes_queries, _routes_trust, _routes_ledger, _routes_registry):
+    for module in (
+        _routes_queries,
+        _routes_trust,
+        _routes_ledger,
+        _routes_training,
+        _routes_registry,
+    ):
         app.include_router(module.router)
     return app

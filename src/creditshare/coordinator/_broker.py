@@ -29,10 +29,11 @@ from creditshare.errors import CreditShareError, InvalidInputError
 from creditshare.identity import Chain
 from creditshare.ledger import Ledger, Receipt
 from creditshare.pki import channel_credentials
-from creditshare.proto import node_pb2, node_pb2_grpc
+from creditshare.proto import node_pb2, node_pb2_grpc, training_pb2_grpc
 
 if TYPE_CHECKING:
     from creditshare.proto.creditshare.v1.node_pb2_grpc import DataNodeAsyncStub
+    from creditshare.proto.creditshare.v1.training_pb2_grpc import TrainingAsyncStub
 
 __all__ = ["NodeAnswer", "NodeCatalogue", "NodeFailure", "QueryBroker", "QueryResult"]
 
@@ -121,6 +122,8 @@ class QueryBroker:
         self._stubs: dict[str, DataNodeAsyncStub] = {}
         self._trusted: dict[str, int] = {}
         self.catalogues: dict[str, NodeCatalogue] = {}
+        #: Training stubs on the same mTLS channels, for the training relay.
+        self.training: dict[str, TrainingAsyncStub] = {}
 
     def _channel(self, node: NodeEntry) -> grpc.aio.Channel:
         tls = self._settings.tls.get(node.chain)
@@ -134,6 +137,7 @@ class QueryBroker:
             channel = self._channel(node)
             self._channels[node.id] = channel
             self._stubs[node.id] = node_pb2_grpc.DataNodeStub(channel)
+            self.training[node.id] = training_pb2_grpc.TrainingStub(channel)
         await asyncio.gather(*(self.describe(n) for n in self._registry.nodes))
 
     async def close(self) -> None:

@@ -14,7 +14,14 @@ from sqlalchemy import JSON, Column
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel, create_engine
 
-__all__ = ["ApiCredential", "ConsentRow", "Participant", "make_engine"]
+__all__ = [
+    "ApiCredential",
+    "ConsentRow",
+    "ModelRow",
+    "Participant",
+    "TrainingJobRow",
+    "make_engine",
+]
 
 
 class Participant(SQLModel, table=True):
@@ -58,6 +65,39 @@ class ConsentRow(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
+class ModelRow(SQLModel, table=True):
+    """A model a bureau trained: intercept and metadata here, weight shards on the nodes."""
+
+    __tablename__ = "trained_model"
+
+    id: str = Field(primary_key=True, max_length=64)
+    description: str = ""
+    intercept: float
+    trained_by: str = Field(max_length=64)
+    job_id: str = Field(max_length=64)
+    metrics: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    features: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime
+
+
+class TrainingJobRow(SQLModel, table=True):
+    __tablename__ = "training_job"
+
+    id: str = Field(primary_key=True, max_length=64)
+    bureau: str = Field(index=True, max_length=64)
+    model_id: str = Field(max_length=64)
+    status: str = Field(max_length=16)  # aligning, training, finished, failed
+    nodes: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    progress: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    history: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    sizes: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    public_key: str
+    error: str = ""
+    created_at: datetime
+    updated_at: datetime
+
+
 def make_engine(url: str) -> Engine:
     connect_args: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -65,6 +105,9 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args=connect_args)
     SQLModel.metadata.create_all(
         engine,
-        tables=[Participant.__table__, ApiCredential.__table__, ConsentRow.__table__],  # type: ignore[attr-defined]
+        tables=[
+            model.__table__  # type: ignore[union-attr]
+            for model in (Participant, ApiCredential, ConsentRow, ModelRow, TrainingJobRow)
+        ],
     )
     return engine

@@ -17,6 +17,7 @@ from creditshare.errors import (
     InvalidInputError,
     InvalidSignatureError,
     KeyTooSmallError,
+    NodeFailedError,
     NoNodeAnsweredError,
     NotFoundError,
     PermissionDeniedError,
@@ -68,6 +69,8 @@ def _for_error(exc: CreditShareError) -> JSONResponse:
         response = problem(429, "Too many requests", str(exc), retry_after=exc.retry_after)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
+    if isinstance(exc, NodeFailedError):
+        return problem(502, "Node failed", str(exc), node=exc.node)
     if isinstance(exc, NoNodeAnsweredError):
         return problem(503, "No node answered", str(exc), failed=exc.failures)
     return problem(500, "Internal error", "the coordinator could not complete the request")

@@ -1,9 +1,17 @@
-"""Chains, nodes and models the coordinator knows, and which nodes a query reaches."""
+"""Chains, nodes and models the coordinator knows, and which nodes a query reaches.
+
+Models come from two places: the published ones in the settings file, and those
+bureaus trained here (rows in ``trained_model``); a configured id always wins.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from creditshare.coordinator._db import ModelRow
 from creditshare.coordinator._settings import CoordinatorSettings, ModelEntry, NodeEntry
 from creditshare.errors import InvalidInputError, NotFoundError
 from creditshare.identity import Chain
@@ -12,23 +20,49 @@ __all__ = ["Registry"]
 
 
 class Registry:
-    def __init__(self, settings: CoordinatorSettings) -> None:
+    def __init__(self, settings: CoordinatorSettings, engine: Engine | None = None) -> None:
         self._nodes = {n.id: n for n in settings.nodes}
         self._models = {m.id: m for m in settings.models}
+        self._engine = engine
 
     @property
     def nodes(self) -> list[NodeEntry]:
         return list(self._nodes.values())
 
+    def node(self, node_id: str) -> NodeEntry:
+        try:
+            return self._nodes[node_id]
+        except KeyError:
+            raise NotFoundError(f"unknown node {node_id!r}; see GET /v1/nodes") from None
+
+    def _trained(self) -> list[ModelRow]:
+        if self._engine is None:
+            return []
+        with Session(self._engine) as session:
+            return list(session.exec(select(ModelRow)))
+
+    def trained(self, model_id: str) -> ModelRow | None:
+        if self._engine is None:
+            return None
+        with Session(self._engine) as session:
+            return session.get(ModelRow, model_id)
+
     @property
     def models(self) -> list[ModelEntry]:
-        return list(self._models.values())
+        trained = [self._entry(r) for r in self._trained() if r.id not in self._models]
+        return [*self._models.values(), *trained]
+
+    @staticmethod
+    def _entry(row: ModelRow) -> ModelEntry:
+        return ModelEntry(id=row.id, description=row.description, intercept=row.intercept)
 
     def model(self, model_id: str) -> ModelEntry:
-        try:
+        if model_id in self._models:
             return self._models[model_id]
-        except KeyError:
-            raise NotFoundError(f"unknown model {model_id!r}; see GET /v1/models") from None
+        row = self.trained(model_id)
+        if row is None:
+            raise NotFoundError(f"unknown model {model_id!r}; see GET /v1/models")
+        return self._entry(row)
 
     def scope(self, chains: Iterable[Chain] | None) -> list[NodeEntry]:
         """Every node of the requested chains (all chains by default).

@@ -16,6 +16,7 @@ from creditshare.coordinator._limits import SlidingWindowLimiter
 from creditshare.coordinator._participants import ParticipantRegistry
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._settings import CoordinatorSettings
+from creditshare.coordinator._training import TrainingJobs
 from creditshare.crypto import SigningKey
 from creditshare.errors import ConfigurationError, InvalidKeyError
 from creditshare.ledger import Ledger, LogSigner, SqlLedgerStorage
@@ -50,6 +51,7 @@ class Services:
     broker: QueryBroker
     participant_limits: SlidingWindowLimiter
     enterprise_limits: SlidingWindowLimiter
+    training: TrainingJobs
     clock: Callable[[], datetime]
 
 
@@ -60,11 +62,12 @@ def build_services(
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> Services:
     engine = make_engine(settings.database_url)
-    registry = Registry(settings)
+    registry = Registry(settings, engine)
     participants = ParticipantRegistry(engine, clock)
     signer = load_log_signer(settings)
     storage = SqlLedgerStorage(engine)
     ledger = Ledger(storage, signer, clock)
+    broker = QueryBroker(settings, registry, ledger, interceptors)
     return Services(
         settings=settings,
         registry=registry,
@@ -73,7 +76,7 @@ def build_services(
         ledger=ledger,
         ledger_storage=storage,
         log_signer=signer,
-        broker=QueryBroker(settings, registry, ledger, interceptors),
+        broker=broker,
         participant_limits=SlidingWindowLimiter(
             settings.participant_requests_per_minute, 60.0, monotonic, "participant request rate"
         ),
@@ -83,5 +86,6 @@ def build_services(
             monotonic,
             "queries about this enterprise",
         ),
+        training=TrainingJobs(engine, registry, broker, clock),
         clock=clock,
     )

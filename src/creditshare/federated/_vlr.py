@@ -170,6 +170,10 @@ class HostParty:
         self._masks = None
         self.weights -= rate * (grad + self._config.l2 * self.weights)
 
+    @property
+    def public_key(self) -> PublicKey:
+        return self._key
+
     def shard(self) -> dict[str, float]:
         return {n: float(w) for n, w in zip(self.feature_names, self.weights, strict=True)}
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
 from creditshare.departments import Department
 from creditshare.errors import NotFoundError
-from creditshare.node._storage import RecordStore
+from creditshare.node._storage import RecordStore, ShardStore
 
 __all__ = ["EncryptedShare", "ScoreEngine"]
 
@@ -32,19 +32,28 @@ class ScoreEngine:
         department: Department,
         store: RecordStore,
         models: Mapping[str, Mapping[str, float]],
+        shards: ShardStore | None = None,
     ) -> None:
         self._department = department
         self._store = store
-        self._models = {model_id: dict(weights) for model_id, weights in models.items()}
+        self._configured = {model_id: (dict(w), 0.0) for model_id, w in models.items()}
+        self._shards = shards
+        self._models = dict(self._configured)
+        self.reload()
+
+    def reload(self) -> None:
+        """Pick up shards trained since start-up (configured ones take precedence)."""
+        trained = self._shards.load() if self._shards else {}
+        self._models = {**trained, **self._configured}
 
     @property
     def model_ids(self) -> tuple[str, ...]:
         return tuple(self._models)
 
     def model_features(self, model_id: str) -> tuple[str, ...]:
-        return tuple(self._weights(model_id))
+        return tuple(self._shard(model_id)[0])
 
-    def _weights(self, model_id: str) -> dict[str, float]:
+    def _shard(self, model_id: str) -> tuple[dict[str, float], float]:
         try:
             return self._models[model_id]
         except KeyError:
@@ -63,14 +72,14 @@ class ScoreEngine:
 
         Indicators outside ``in_scope`` (the consent's scope) are never computed.
         """
-        weights = self._weights(model_id)
+        weights, bias = self._shard(model_id)
         specs = [spec for spec in self._department.indicators if in_scope(spec.name)]
         record = self._store.get(uscc)
         if record is None:
             partial, presence = 0.0, 0.0
             indicator_values = {spec.name: 0.0 for spec in specs}
         else:
-            partial = self._department.partial_score(record, weights)
+            partial = self._department.partial_score(record, weights) + bias
             presence = 1.0
             indicator_values = {spec.name: float(spec.derive(record)) for spec in specs}
         encrypted_partial = encoding.encrypt(partial, key)

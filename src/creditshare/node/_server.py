@@ -18,10 +18,11 @@ from creditshare.node._receipts import ReceiptChecker
 from creditshare.node._scoring import ScoreEngine
 from creditshare.node._service import DataNodeService
 from creditshare.node._settings import NodeSettings
-from creditshare.node._storage import RecordStore, make_engine
+from creditshare.node._storage import RecordStore, ShardStore, make_engine
+from creditshare.node._training import TrainingService
 from creditshare.node._trust import AccessLog, AccessLogRow, TrustedHeadStore
 from creditshare.pki import server_credentials
-from creditshare.proto import node_pb2_grpc
+from creditshare.proto import node_pb2_grpc, training_pb2_grpc
 
 __all__ = ["SERVICE_NAME", "access_log_entries", "build_server", "import_into_node", "serve"]
 
@@ -50,10 +51,12 @@ async def build_server(
 ) -> tuple[grpc.aio.Server, int]:
     """Create and start the server; returns it with the port actually bound."""
     db = make_engine(settings.database_url)
+    records, shards = RecordStore(db), ShardStore(db)
     engine = ScoreEngine(
         settings.department_schema,
-        RecordStore(db),
+        records,
         {model_id: shard.weights for model_id, shard in settings.models.items()},
+        shards,
     )
     heads = TrustedHeadStore(db)
     tracker = TrustedHeadTracker(load=heads.load, save=heads.save)
@@ -67,6 +70,10 @@ async def build_server(
     service = DataNodeService(settings, engine, checker, AccessLog(db, clock), tracker)
     server = grpc.aio.server()
     node_pb2_grpc.add_DataNodeServicer_to_server(service, server)
+    training = TrainingService(
+        settings.node_id, settings.department_schema, records, shards, engine
+    )
+    training_pb2_grpc.add_TrainingServicer_to_server(training, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.tls is not None:

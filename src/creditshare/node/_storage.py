@@ -17,7 +17,7 @@ from sqlmodel import Field, Session, SQLModel, create_engine, func, select
 
 from creditshare.departments import FieldValue
 
-__all__ = ["ImportBatch", "RecordRow", "RecordStore", "make_engine"]
+__all__ = ["ImportBatch", "ModelShardRow", "RecordRow", "RecordStore", "ShardStore", "make_engine"]
 
 
 class RecordRow(SQLModel, table=True):
@@ -40,10 +40,42 @@ class ImportBatch(SQLModel, table=True):
     imported_at: datetime
 
 
+class ModelShardRow(SQLModel, table=True):
+    """A trained model's weights for this node's features; they never leave the node."""
+
+    __tablename__ = "model_shard"
+
+    model_id: str = Field(primary_key=True, max_length=64)
+    weights: dict[str, float] = Field(sa_column=Column(JSON, nullable=False))
+    offset: float = 0.0
+    created_at: datetime
+
+
+class ShardStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def save(self, model_id: str, weights: dict[str, float], offset: float) -> None:
+        with Session(self._engine) as session:
+            session.merge(
+                ModelShardRow(
+                    model_id=model_id, weights=weights, offset=offset, created_at=datetime.now(UTC)
+                )
+            )
+            session.commit()
+
+    def load(self) -> dict[str, tuple[dict[str, float], float]]:
+        with Session(self._engine) as session:
+            return {
+                r.model_id: (dict(r.weights), r.offset) for r in session.exec(select(ModelShardRow))
+            }
+
+
 def make_engine(url: str) -> Engine:
     connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
     engine = create_engine(url, connect_args=connect_args)
-    SQLModel.metadata.create_all(engine, tables=[ImportBatch.__table__, RecordRow.__table__])  # type: ignore[attr-defined]
+    tables = [model.__table__ for model in (ImportBatch, RecordRow, ModelShardRow)]  # type: ignore[union-attr]
+    SQLModel.metadata.create_all(engine, tables=tables)
     return engine
 
 
@@ -55,6 +87,11 @@ class RecordStore:
         with Session(self._engine) as session:
             row = session.get(RecordRow, uscc)
             return dict(row.data) if row is not None else None
+
+    def all(self) -> dict[str, dict[str, FieldValue]]:
+        """Every record (for training on this node's own data; never sent anywhere)."""
+        with Session(self._engine) as session:
+            return {row.uscc: dict(row.data) for row in session.exec(select(RecordRow))}
 
     def count(self) -> int:
         with Session(self._engine) as session:

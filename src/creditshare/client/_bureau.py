@@ -1,0 +1,231 @@
+"""A credit bureau training a model across data nodes from its own process.
+
+The bureau keeps its labels and its Paillier private key here; through the
+coordinator it runs PSI with each node, tells the nodes the intersection, then
+drives vertical logistic regression (``creditshare.federated``) with each node
+reached over HTTP. Progress and the validation curve are reported to the job.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from creditshare.client._client import CreditShareClient
+from creditshare.crypto import Ciphertext, PublicKey
+from creditshare.errors import ClientError, CreditShareError
+from creditshare.federated import (
+    BureauParty,
+    EpochReport,
+    PsiParty,
+    PsiResponse,
+    TrainingConfig,
+    auc,
+    bureau_intersect,
+    bureau_request,
+    ks,
+    train,
+)
+
+__all__ = ["RemoteHost", "TrainedModel", "train_model"]
+
+#: Fewer aligned rows than this cannot give a meaningful model or evaluation.
+MIN_ALIGNED_ROWS = 30
+
+
+def _b64(items: Sequence[bytes]) -> list[str]:
+    return [base64.b64encode(i).decode("ascii") for i in items]
+
+
+def _unb64(items: Sequence[str]) -> list[bytes]:
+    return [base64.b64decode(i.encode("ascii"), validate=True) for i in items]
+
+
+class RemoteHost:
+    """A data node in a training job, reached through the coordinator (HostEndpoint)."""
+
+    def __init__(self, client: CreditShareClient, job_id: str, node: str, key: PublicKey) -> None:
+        self._client = client
+        self._path = f"/v1/training-jobs/{job_id}"
+        self.node = node
+        self._key = key
+
+    @property
+    def name(self) -> str:
+        return self.node
+
+    def _ciphertexts(self, body: dict[str, Any]) -> list[Ciphertext]:
+        return [Ciphertext.from_bytes(self._key, b) for b in _unb64(body["ciphertexts"])]
+
+    def forward(self, ids: Sequence[str]) -> list[Ciphertext]:
+        body = self._client.post(f"{self._path}/forward", {"node": self.node, "ids": list(ids)})
+        return self._ciphertexts(body)
+
+    def masked_gradient(
+        self, ids: Sequence[str], residuals: Sequence[Ciphertext]
+    ) -> list[Ciphertext]:
+        payload = {
+            "node": self.node,
+            "ids": list(ids),
+            "residuals": _b64([r.to_bytes() for r in residuals]),
+        }
+        return self._ciphertexts(self._client.post(f"{self._path}/gradient", payload))
+
+    def apply_gradient(self, masked_plain: Sequence[int], batch_size: int, rate: float) -> None:
+        self._client.post(
+            f"{self._path}/apply",
+            {
+                "node": self.node,
+                "values": [str(v) for v in masked_plain],
+                "batch_size": batch_size,
+                "rate": rate,
+            },
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainedModel:
+    job_id: str
+    model_id: str
+    aligned_rows: int
+    test_auc: float
+    test_ks: float
+    epochs: list[EpochReport]
+    intercept: float
+
+
+def _stratified_split(
+    ids: Sequence[str], labels: Mapping[str, int], fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    rng = np.random.default_rng(seed)
+    held: list[str] = []
+    kept: list[str] = []
+    for cls in (0, 1):
+        members = [i for i in ids if labels[i] == cls]
+        order = rng.permutation(len(members))
+        cut = round(len(members) * fraction)
+        held += [members[k] for k in order[:cut]]
+        kept += [members[k] for k in order[cut:]]
+    return kept, held
+
+
+def train_model(
+    client: CreditShareClient,
+    labels: Mapping[str, int],
+    nodes: Sequence[str],
+    model_id: str,
+    config: TrainingConfig | None = None,
+    description: str = "",
+    test_fraction: float = 0.3,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainedModel:
+    """PSI with every node, train, evaluate on a held-out split, publish ``model_id``."""
+    config = config or TrainingConfig()
+    if not labels:
+        raise ClientError("no labels to train on")
+    key = client.private_key
+    settings = {
+        "learning_rate": config.learning_rate,
+        "batch_size": config.batch_size,
+        "l2": config.l2,
+        "max_epochs": config.max_epochs,
+        "feature_clip": config.feature_clip,
+    }
+    job = client.post(
+        "/v1/training-jobs",
+        {
+            "model_id": model_id,
+            "description": description,
+            "nodes": list(nodes),
+            "public_key": key.public_key.to_text(),
+            "config": settings,
+        },
+    )
+    job_id: str = job["id"]
+
+    def report(payload: dict[str, Any]) -> None:
+        client.post(f"/v1/training-jobs/{job_id}/progress", payload)
+        if on_progress:
+            on_progress(payload)
+
+    try:
+        aligned = list(labels)
+        domain = f"creditshare/training/{job_id}/{secrets.token_hex(8)}"
+        for node in nodes:
+            party = PsiParty(domain.encode("utf-8"))
+            request = bureau_request(party, aligned)
+            body = client.post(
+                f"/v1/training-jobs/{job_id}/psi",
+                {"node": node, "domain": domain, "blinded": _b64(request.blinded)},
+            )
+            response = PsiResponse(
+                tuple(_unb64(body["double_blinded"])), tuple(_unb64(body["node_blinded"]))
+            )
+            aligned = bureau_intersect(party, aligned, response)
+        if len(aligned) < MIN_ALIGNED_ROWS:
+            raise ClientError(
+                f"only {len(aligned)} of {len(labels)} labelled ids are held by every node "
+                f"({', '.join(nodes)}); at least {MIN_ALIGNED_ROWS} are needed"
+            )
+        if len({labels[i] for i in aligned}) < 2:
+            raise ClientError("the aligned rows hold only one class of label")
+        for node in nodes:
+            client.post(f"/v1/training-jobs/{job_id}/open", {"node": node, "ids": aligned})
+        fit_and_valid, test = _stratified_split(aligned, labels, test_fraction, config.seed)
+        fit, valid = _stratified_split(
+            fit_and_valid, labels, config.validation_fraction, config.seed + 1
+        )
+        hosts = [RemoteHost(client, job_id, node, key.public_key) for node in nodes]
+        bureau = BureauParty(labels, key, config)
+        batches = (len(fit) + config.batch_size - 1) // config.batch_size
+        result = train(
+            bureau,
+            hosts,
+            fit,
+            valid,
+            config,
+            on_epoch=lambda e: report(
+                {
+                    "epoch": e.epoch,
+                    "batch": e.batches,
+                    "batches": e.batches,
+                    "validation_loss": e.validation_loss,
+                    "validation_auc": e.validation_auc,
+                    "seconds": e.seconds,
+                }
+            ),
+            on_batch=lambda epoch, b: report({"epoch": epoch, "batch": b + 1, "batches": batches}),
+        )
+        scores = bureau.scores(test, [h.forward(test) for h in hosts])
+        y = bureau.labels(test)
+        metrics = {
+            "test_auc": auc(y, scores),
+            "test_ks": ks(y, scores),
+            "aligned_rows": float(len(aligned)),
+        }
+        client.post(
+            f"/v1/training-jobs/{job_id}/finish",
+            {"intercept": bureau.intercept, "metrics": metrics},
+        )
+    except (CreditShareError, ValueError) as exc:
+        # The job may already be failed by the coordinator (a node went away).
+        with contextlib.suppress(CreditShareError):
+            client.post(f"/v1/training-jobs/{job_id}/fail", {"reason": str(exc)[:2000]})
+        if isinstance(exc, ClientError):
+            raise
+        raise ClientError(f"training job {job_id} failed: {exc}") from exc
+    return TrainedModel(
+        job_id,
+        model_id,
+        len(aligned),
+        metrics["test_auc"],
+        metrics["test_ks"],
+        result.epochs,
+        bureau.intercept,
+    )

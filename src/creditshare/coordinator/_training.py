@@ -1,0 +1,175 @@
+"""Training jobs: the coordinator's record of a bureau's job and its relay to nodes.
+
+The bureau drives the protocol from its own process (its private key never leaves
+it); the coordinator authorises each step, forwards it to the node over the same
+mutual-TLS channels queries use, and keeps the job's status, progress and curve.
+It sees blinded PSI points, ciphertexts and masked integers, nothing else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from creditshare.coordinator._broker import QueryBroker
+from creditshare.coordinator._db import ModelRow, Participant, TrainingJobRow
+from creditshare.coordinator._participants import Role
+from creditshare.coordinator._registry import Registry
+from creditshare.crypto import PublicKey
+from creditshare.errors import (
+    ConflictError,
+    InvalidInputError,
+    NodeFailedError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from creditshare.federated import TrainingConfig
+
+__all__ = ["TrainingJobs"]
+
+T = TypeVar("T")
+_RELAY_DEADLINE = 120.0
+
+
+class TrainingJobs:
+    def __init__(
+        self,
+        engine: Engine,
+        registry: Registry,
+        broker: QueryBroker,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._engine = engine
+        self._registry = registry
+        self._broker = broker
+        self._clock = clock
+
+    def create(
+        self,
+        bureau: Participant,
+        model_id: str,
+        nodes: list[str],
+        config: dict[str, Any],
+        public_key: PublicKey,
+        description: str = "",
+    ) -> TrainingJobRow:
+        if not nodes or len(set(nodes)) != len(nodes):
+            raise InvalidInputError("name one or more distinct nodes to train with")
+        for node in nodes:
+            self._registry.node(node)
+        try:
+            self._registry.model(model_id)
+        except NotFoundError:
+            pass
+        else:
+            raise ConflictError(f"model {model_id!r} exists already")
+        try:
+            TrainingConfig(**config)
+        except TypeError as exc:
+            raise InvalidInputError(f"unknown training setting: {exc}") from None
+        now = self._clock()
+        row = TrainingJobRow(
+            id=uuid.uuid4().hex,
+            bureau=bureau.id,
+            model_id=model_id,
+            status="aligning",
+            nodes=nodes,
+            config={**config, "description": description},
+            progress={"epoch": 0, "batch": 0, "batches": 0},
+            history=[],
+            sizes={},
+            public_key=public_key.to_text(),
+            created_at=now,
+            updated_at=now,
+        )
+        with Session(self._engine) as session:
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return row
+
+    def get(self, job_id: str, viewer: Participant) -> TrainingJobRow:
+        with Session(self._engine) as session:
+            row = session.get(TrainingJobRow, job_id)
+        if row is None:
+            raise NotFoundError(f"unknown training job {job_id!r}")
+        if row.bureau != viewer.id and viewer.role != Role.OPERATOR:
+            raise PermissionDeniedError("this training job belongs to another bureau")
+        return row
+
+    def active(self, job_id: str, bureau: Participant, node: str | None = None) -> TrainingJobRow:
+        row = self.get(job_id, bureau)
+        if row.bureau != bureau.id:
+            raise PermissionDeniedError("only the bureau that owns a job may drive it")
+        if row.status in ("finished", "failed"):
+            raise ConflictError(f"training job {job_id} is {row.status}")
+        if node is not None and node not in row.nodes:
+            raise InvalidInputError(f"node {node!r} is not part of this job")
+        return row
+
+    def update(self, job_id: str, **fields: Any) -> TrainingJobRow:
+        with Session(self._engine) as session:
+            row = session.get(TrainingJobRow, job_id)
+            if row is None:
+                raise NotFoundError(f"unknown training job {job_id!r}")
+            for name, value in fields.items():
+                setattr(row, name, value)
+            row.updated_at = self._clock()
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return row
+
+    async def relay(self, job_id: str, node: str, call: Callable[[Any], Awaitable[T]]) -> T:
+        """Run one node call; a node that fails fails the job, with its reason."""
+        stub = self._broker.training.get(node)
+        if stub is None:
+            raise NotFoundError(f"unknown node {node!r}")
+        try:
+            return await call(stub)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidInputError(f"node {node}: {exc.details()}") from None
+            reason = {
+                grpc.StatusCode.UNAVAILABLE: "unavailable",
+                grpc.StatusCode.DEADLINE_EXCEEDED: "deadline exceeded",
+                grpc.StatusCode.NOT_FOUND: f"lost the job ({exc.details()})",
+            }.get(code, f"{code.name.lower()}: {exc.details()}")
+            self.update(job_id, status="failed", error=f"node {node}: {reason}")
+            raise NodeFailedError(node, reason) from None
+
+    def register_model(
+        self,
+        job: TrainingJobRow,
+        intercept: float,
+        metrics: dict[str, Any],
+        features: dict[str, list[str]],
+    ) -> ModelRow:
+        row = ModelRow(
+            id=job.model_id,
+            description=str(job.config.get("description", "")),
+            intercept=intercept,
+            trained_by=job.bureau,
+            job_id=job.id,
+            metrics=metrics,
+            features=features,
+            created_at=self._clock(),
+        )
+        with Session(self._engine) as session:
+            if session.get(ModelRow, row.id) is not None:
+                raise ConflictError(f"model {row.id!r} exists already")
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+        return row
+
+    @property
+    def deadline(self) -> float:
+        return _RELAY_DEADLINE

@@ -1,0 +1,162 @@
+"""A bureau trains across three real data nodes, publishes the model, a bank scores with it."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from creditshare.client import CreditShareClient, train_model
+from creditshare.crypto import PrivateKey
+from creditshare.demo import Federation, FederationLayout
+from creditshare.departments import get_department
+from creditshare.errors import ClientError, ProblemError
+from creditshare.federated import TrainingConfig
+from creditshare.identity import Chain
+from creditshare.synth import generate
+
+from .conftest import Trust
+
+DEPARTMENTS = ("tax", "market", "social")
+CONFIG = TrainingConfig(batch_size=64, max_epochs=3, learning_rate=0.5, early_stopping_rounds=3)
+
+
+@pytest.fixture(scope="module")
+def training_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    root = tmp_path_factory.mktemp("training")
+    generate(700, 3, root / "data")
+    layout = FederationLayout.write(
+        root / "fed", root / "data", chains=[Chain.YRD], departments=DEPARTMENTS
+    )
+    layout.import_data()
+    with Federation(layout) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def parties(
+    training_federation: Federation, bank_key: PrivateKey
+) -> Iterator[tuple[Trust, CreditShareClient]]:
+    trust = Trust(training_federation, bank_key, "train-bank")
+    issued = trust.operator.register_participant("bureau-1", "bureau", "Credit Bureau One")
+    bureau = CreditShareClient(
+        trust.url, api_key=issued["api_key"], private_key=PrivateKey.generate()
+    )
+    yield trust, bureau
+    bureau.close()
+    trust.close()
+
+
+def _labels(federation: Federation) -> dict[str, int]:
+    with (federation.layout.data_dir / "bureau" / "labels.csv").open() as handle:
+        return {r["uscc"]: int(r["default"]) for r in csv.DictReader(handle)}
+
+
+def _rows(federation: Federation, department: str) -> dict[str, dict[str, str]]:
+    path = federation.layout.data_dir / "yrd" / f"{department}.csv"
+    with path.open() as handle:
+        return {r["uscc"]: r for r in csv.DictReader(handle)}
+
+
+def _shard(federation: Federation, node_id: str, model_id: str) -> tuple[dict[str, float], float]:
+    import json
+
+    node = next(n for n in federation.layout.nodes if n.node_id == node_id)
+    db = federation.layout.node_settings(node).database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        weights, bias = conn.execute(
+            "SELECT weights, offset FROM model_shard WHERE model_id = ?", (model_id,)
+        ).fetchone()
+    return json.loads(weights), float(bias)
+
+
+def test_train_publish_and_score(
+    training_federation: Federation, parties: tuple[Trust, CreditShareClient]
+) -> None:
+    trust, bureau = parties
+    labels = _labels(training_federation)
+    nodes = [f"yrd-{d}" for d in DEPARTMENTS]
+    seen: list[dict[str, object]] = []
+    model = train_model(
+        bureau,
+        labels,
+        nodes,
+        "bureau1-sme-v1",
+        CONFIG,
+        description="trained in e2e",
+        on_progress=seen.append,
+    )
+
+    # PSI found exactly the ids every node and the bureau hold.
+    expected = set(labels)
+    for department in DEPARTMENTS:
+        expected &= set(_rows(training_federation, department))
+    assert model.aligned_rows == len(expected) > 100
+
+    # The job reports progress and a validation curve; the model is published with metrics.
+    job = bureau.training_job(model.job_id)
+    assert job["status"] == "finished" and len(job["history"]) == len(model.epochs)
+    assert any("validation_auc" in p for p in seen)
+    published = {m["id"]: m for m in trust.bank.models()}
+    assert published["bureau1-sme-v1"]["intercept"] == pytest.approx(model.intercept)
+    assert 0.5 < model.test_auc <= 1.0
+
+    # A bank query with the trained model decrypts to the plaintext score.
+    uscc = sorted(expected)[0]
+    profile = trust.bank.query(uscc, trust.consent(uscc), model_id="bureau1-sme-v1", chains=["yrd"])
+    linear = model.intercept
+    for department in DEPARTMENTS:
+        weights, bias = _shard(training_federation, f"yrd-{department}", "bureau1-sme-v1")
+        spec = get_department(department)
+        raw = _rows(training_federation, department)[uscc]
+        record = {f.name: f.parse(raw[f.name]) for f in spec.fields}
+        linear += spec.partial_score(record, weights) + bias
+    assert profile.linear_score == pytest.approx(linear, abs=1e-5)
+
+
+def test_labels_for_unknown_ids_fail_clearly(parties: tuple[Trust, CreditShareClient]) -> None:
+    _, bureau = parties
+    labels = {f"91310000MA{i:07d}X": i % 2 for i in range(50)}  # nobody holds these
+    with pytest.raises(ClientError, match="only 0 of 50 labelled ids are held by every node"):
+        train_model(bureau, labels, ["yrd-tax"], "never-published", CONFIG)
+
+
+def test_node_going_away_fails_the_job_with_its_name(
+    tmp_path: Path, parties: tuple[Trust, CreditShareClient], training_federation: Federation
+) -> None:
+    _, bureau = parties
+    labels = _labels(training_federation)
+
+    def stop_after_first_batch(progress: dict[str, object]) -> None:
+        if progress.get("batch") == 1 and progress.get("epoch") == 0:
+            training_federation.stop_node("yrd-social")
+
+    with pytest.raises(ClientError) as caught:
+        train_model(
+            bureau,
+            labels,
+            [f"yrd-{d}" for d in DEPARTMENTS],
+            "doomed-model",
+            CONFIG,
+            on_progress=stop_after_first_batch,
+        )
+    assert "yrd-social" in str(caught.value)
+    jobs = [m["id"] for m in bureau.models()]
+    assert "doomed-model" not in jobs
+
+
+def test_only_bureaus_may_train(parties: tuple[Trust, CreditShareClient]) -> None:
+    trust, _ = parties
+    with pytest.raises(ProblemError) as caught:
+        trust.bank.post(
+            "/v1/training-jobs",
+            {
+                "model_id": "x",
+                "nodes": ["yrd-tax"],
+                "public_key": trust.bank.private_key.public_key.to_text(),
+            },
+        )
+    assert caught.value.status == 403
