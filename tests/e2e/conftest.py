@@ -51,6 +51,8 @@ class Trust:
         self.bank_api_key: str = issued["api_key"]
         self.bank = CreditShareClient(self.url, api_key=self.bank_api_key, private_key=bank_key)
         self._enterprises: dict[str, tuple[CreditShareClient, SigningKey, str]] = {}
+        #: API keys of other participants a test registered (participant id → key).
+        self.api_keys: dict[str, str] = {}
 
     def enterprise(self, uscc: str) -> tuple[CreditShareClient, SigningKey]:
         if uscc not in self._enterprises:

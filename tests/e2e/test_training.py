@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import csv
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
+from fastapi import FastAPI
 
 from creditshare.client import CreditShareClient, train_model
-from creditshare.crypto import PrivateKey
+from creditshare.coordinator import create_app
+from creditshare.crypto import Ciphertext, PrivateKey
 from creditshare.demo import Federation, FederationLayout
 from creditshare.departments import get_department
 from creditshare.errors import ClientError, ProblemError
@@ -42,6 +47,7 @@ def parties(
 ) -> Iterator[tuple[Trust, CreditShareClient]]:
     trust = Trust(training_federation, bank_key, "train-bank")
     issued = trust.operator.register_participant("bureau-1", "bureau", "Credit Bureau One")
+    trust.api_keys["bureau-1"] = issued["api_key"]
     bureau = CreditShareClient(
         trust.url, api_key=issued["api_key"], private_key=PrivateKey.generate()
     )
@@ -160,3 +166,68 @@ def test_only_bureaus_may_train(parties: tuple[Trust, CreditShareClient]) -> Non
             },
         )
     assert caught.value.status == 403
+
+
+class Recorder(grpc.aio.UnaryUnaryClientInterceptor):
+    """Keeps every (method, request, response) the coordinator exchanged with nodes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any, Any]] = []
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[[Any, Any], Awaitable[Any]], details: Any, request: Any
+    ) -> Any:
+        call = await continuation(details, request)
+        response = await call
+        method = details.method
+        self.calls.append(
+            (method.decode() if isinstance(method, bytes) else str(method), request, response)
+        )
+        return response
+
+
+def test_what_the_coordinator_and_nodes_see_during_training(
+    training_federation: Federation,
+    parties: tuple[Trust, CreditShareClient],
+    serve_app: Callable[[FastAPI], AbstractContextManager[str]],
+) -> None:
+    trust, bureau = parties
+    labels = _labels(training_federation)
+    recorder = Recorder()
+    settings = training_federation.layout.coordinator_settings()
+    nodes = ["yrd-tax", "yrd-market"]  # yrd-social was stopped by an earlier test
+    with (
+        serve_app(create_app(settings, interceptors=[recorder])) as url,
+        CreditShareClient(
+            url, api_key=trust.api_keys["bureau-1"], private_key=bureau.private_key
+        ) as b,
+    ):
+        train_model(
+            b,
+            labels,
+            nodes,
+            "watched-model",
+            TrainingConfig(batch_size=128, max_epochs=1, early_stopping_rounds=1),
+        )
+    key = bureau.private_key.public_key
+    methods = {m.rsplit("/", 1)[-1] for m, _, _ in recorder.calls}
+    assert {"PsiAnswer", "OpenJob", "Forward", "MaskedGradient", "ApplyGradient"} <= methods
+    # No enterprise identifier crosses the coordinator in clear, either way.
+    wire = b"".join(r.SerializeToString() + s.SerializeToString() for _, r, s in recorder.calls)
+    assert not [u for u in labels if u.encode() in wire]
+    for method, request, response in recorder.calls:
+        name = method.rsplit("/", 1)[-1]
+        if name == "PsiAnswer":
+            assert all(
+                len(p) == 32
+                for p in [*request.blinded, *response.double_blinded, *response.node_blinded]
+            )
+        if name in ("Forward", "MaskedGradient"):
+            for blob in response.ciphertexts:
+                number = Ciphertext.from_bytes(key, blob).value
+                assert (number - 1) % key.n != 0  # randomised ciphertexts only
+        if name == "MaskedGradient":  # residuals reach nodes encrypted, never in clear
+            for blob in request.residuals:
+                Ciphertext.from_bytes(key, blob)
+        if name == "ApplyGradient":  # the bureau only ever decrypted masked gradients
+            assert all(abs(int(v)) > 2**80 for v in request.values)

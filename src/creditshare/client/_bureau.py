@@ -24,10 +24,8 @@ from creditshare.federated import (
     BureauParty,
     EpochReport,
     PsiParty,
-    PsiResponse,
     TrainingConfig,
     auc,
-    bureau_intersect,
     bureau_request,
     ks,
     train,
@@ -48,13 +46,28 @@ def _unb64(items: Sequence[str]) -> list[bytes]:
 
 
 class RemoteHost:
-    """A data node in a training job, reached through the coordinator (HostEndpoint)."""
+    """A data node in a training job, reached through the coordinator (HostEndpoint).
 
-    def __init__(self, client: CreditShareClient, job_id: str, node: str, key: PublicKey) -> None:
+    Rows are named by their position in the aligned list, never by id: the
+    coordinator in between must not learn which enterprises a bureau trains on.
+    """
+
+    def __init__(
+        self,
+        client: CreditShareClient,
+        job_id: str,
+        node: str,
+        key: PublicKey,
+        aligned: Sequence[str],
+    ) -> None:
         self._client = client
         self._path = f"/v1/training-jobs/{job_id}"
         self.node = node
         self._key = key
+        self._position = {identifier: k for k, identifier in enumerate(aligned)}
+
+    def _rows(self, ids: Sequence[str]) -> list[int]:
+        return [self._position[i] for i in ids]
 
     @property
     def name(self) -> str:
@@ -64,7 +77,9 @@ class RemoteHost:
         return [Ciphertext.from_bytes(self._key, b) for b in _unb64(body["ciphertexts"])]
 
     def forward(self, ids: Sequence[str]) -> list[Ciphertext]:
-        body = self._client.post(f"{self._path}/forward", {"node": self.node, "ids": list(ids)})
+        body = self._client.post(
+            f"{self._path}/forward", {"node": self.node, "rows": self._rows(ids)}
+        )
         return self._ciphertexts(body)
 
     def masked_gradient(
@@ -72,7 +87,7 @@ class RemoteHost:
     ) -> list[Ciphertext]:
         payload = {
             "node": self.node,
-            "ids": list(ids),
+            "rows": self._rows(ids),
             "residuals": _b64([r.to_bytes() for r in residuals]),
         }
         return self._ciphertexts(self._client.post(f"{self._path}/gradient", payload))
@@ -98,6 +113,34 @@ class TrainedModel:
     test_ks: float
     epochs: list[EpochReport]
     intercept: float
+
+
+def _align(
+    client: CreditShareClient, job_id: str, labels: Mapping[str, int], nodes: Sequence[str]
+) -> tuple[list[str], dict[str, dict[str, bytes]]]:
+    """ECDH-PSI with every node: the ids all hold, and each node's blinded point per id.
+
+    The node's own blinded points are how the bureau names the intersection to
+    it, so ids never cross the coordinator in clear.
+    """
+    aligned = list(labels)
+    points: dict[str, dict[str, bytes]] = {}
+    domain = f"creditshare/training/{job_id}/{secrets.token_hex(8)}"
+    for node in nodes:
+        party = PsiParty(domain.encode("utf-8"))
+        request = bureau_request(party, aligned)
+        body = client.post(
+            f"/v1/training-jobs/{job_id}/psi",
+            {"node": node, "domain": domain, "blinded": _b64(request.blinded)},
+        )
+        double = _unb64(body["double_blinded"])
+        if len(double) != len(aligned):
+            raise ClientError(f"node {node} answered {len(double)} points for {len(aligned)}")
+        node_points = _unb64(body["node_blinded"])
+        theirs = dict(zip(party.reblind(node_points), node_points, strict=True))
+        points[node] = {i: theirs[d] for i, d in zip(aligned, double, strict=True) if d in theirs}
+        aligned = [i for i in aligned if i in points[node]]
+    return aligned, points
 
 
 def _stratified_split(
@@ -155,19 +198,7 @@ def train_model(
             on_progress(payload)
 
     try:
-        aligned = list(labels)
-        domain = f"creditshare/training/{job_id}/{secrets.token_hex(8)}"
-        for node in nodes:
-            party = PsiParty(domain.encode("utf-8"))
-            request = bureau_request(party, aligned)
-            body = client.post(
-                f"/v1/training-jobs/{job_id}/psi",
-                {"node": node, "domain": domain, "blinded": _b64(request.blinded)},
-            )
-            response = PsiResponse(
-                tuple(_unb64(body["double_blinded"])), tuple(_unb64(body["node_blinded"]))
-            )
-            aligned = bureau_intersect(party, aligned, response)
+        aligned, points = _align(client, job_id, labels, nodes)
         if len(aligned) < MIN_ALIGNED_ROWS:
             raise ClientError(
                 f"only {len(aligned)} of {len(labels)} labelled ids are held by every node "
@@ -176,12 +207,15 @@ def train_model(
         if len({labels[i] for i in aligned}) < 2:
             raise ClientError("the aligned rows hold only one class of label")
         for node in nodes:
-            client.post(f"/v1/training-jobs/{job_id}/open", {"node": node, "ids": aligned})
+            client.post(
+                f"/v1/training-jobs/{job_id}/open",
+                {"node": node, "points": _b64([points[node][i] for i in aligned])},
+            )
         fit_and_valid, test = _stratified_split(aligned, labels, test_fraction, config.seed)
         fit, valid = _stratified_split(
             fit_and_valid, labels, config.validation_fraction, config.seed + 1
         )
-        hosts = [RemoteHost(client, job_id, node, key.public_key) for node in nodes]
+        hosts = [RemoteHost(client, job_id, node, key.public_key, aligned) for node in nodes]
         bureau = BureauParty(labels, key, config)
         batches = (len(fit) + config.batch_size - 1) // config.batch_size
         result = train(

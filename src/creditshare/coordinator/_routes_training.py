@@ -55,17 +55,17 @@ class PsiIn(BaseModel):
 
 class OpenIn(BaseModel):
     node: str
-    ids: list[str] = Field(min_length=1, max_length=_MAX_ITEMS)
+    points: list[str] = Field(min_length=1, max_length=_MAX_ITEMS)
 
 
-class IdsIn(BaseModel):
+class RowsIn(BaseModel):
     node: str
-    ids: list[str] = Field(min_length=1, max_length=_MAX_ITEMS)
+    rows: list[int] = Field(min_length=1, max_length=_MAX_ITEMS)
 
 
 class GradientIn(BaseModel):
     node: str
-    ids: list[str] = Field(min_length=1, max_length=_MAX_ITEMS)
+    rows: list[int] = Field(min_length=1, max_length=_MAX_ITEMS)
     residuals: list[str] = Field(min_length=1, max_length=_MAX_ITEMS)
 
 
@@ -164,14 +164,14 @@ async def psi(job_id: str, body: PsiIn, caller: Bureau, services: ServicesDep) -
 async def open_job(
     job_id: str, body: OpenIn, caller: Bureau, services: ServicesDep
 ) -> dict[str, Any]:
-    """Tell a node the intersection it trains on (the bureau decided it by PSI)."""
+    """Tell a node the intersection it trains on, as the node's own blinded points."""
     jobs = services.training
     row = jobs.active(job_id, caller, body.node)
     config = row.config
     request = training_pb2.OpenJobRequest(
         job_id=job_id,
         public_key=node_pb2.PaillierPublicKey(n=PublicKey.from_text(row.public_key).to_bytes()),
-        ids=body.ids,
+        points=_bytes(body.points, "points"),
         l2=float(config.get("l2", 0.0)),
         feature_clip=float(config.get("feature_clip", 2.0)),
     )
@@ -183,11 +183,11 @@ async def open_job(
 
 @router.post("/v1/training-jobs/{job_id}/forward")
 async def forward(
-    job_id: str, body: IdsIn, caller: Bureau, services: ServicesDep
+    job_id: str, body: RowsIn, caller: Bureau, services: ServicesDep
 ) -> dict[str, Any]:
     jobs = services.training
     jobs.active(job_id, caller, body.node)
-    request = training_pb2.ForwardRequest(job_id=job_id, ids=body.ids)
+    request = training_pb2.ForwardRequest(job_id=job_id, rows=body.rows)
     reply = await jobs.relay(job_id, body.node, lambda s: s.Forward(request, timeout=jobs.deadline))
     return {"ciphertexts": _text(reply.ciphertexts)}
 
@@ -200,7 +200,7 @@ async def gradient(
     jobs = services.training
     jobs.active(job_id, caller, body.node)
     request = training_pb2.MaskedGradientRequest(
-        job_id=job_id, ids=body.ids, residuals=_bytes(body.residuals, "residuals")
+        job_id=job_id, rows=body.rows, residuals=_bytes(body.residuals, "residuals")
     )
     reply = await jobs.relay(
         job_id, body.node, lambda s: s.MaskedGradient(request, timeout=jobs.deadline)

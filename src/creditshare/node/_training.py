@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,7 +23,7 @@ import numpy as np
 from creditshare.crypto import Ciphertext, PublicKey
 from creditshare.departments import Department
 from creditshare.errors import CreditShareError, InvalidInputError, NotFoundError
-from creditshare.federated import HostParty, PsiParty, PsiRequest, TrainingConfig, node_answer
+from creditshare.federated import HostParty, PsiParty, TrainingConfig
 from creditshare.node._scoring import ScoreEngine
 from creditshare.node._service import status_for
 from creditshare.node._storage import RecordStore, ShardStore
@@ -39,8 +40,15 @@ _MAX_IDS = 2_000_000
 @dataclass(slots=True)
 class _Job:
     host: HostParty
+    ids: list[str]
     mean: np.ndarray
     std: np.ndarray
+
+    def rows(self, positions: Sequence[int]) -> list[str]:
+        try:
+            return [self.ids[p] for p in positions]
+        except IndexError:
+            raise InvalidInputError(f"row positions must be below {len(self.ids)}") from None
 
 
 class TrainingService(training_pb2_grpc.TrainingServicer):
@@ -58,6 +66,8 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self._shards = shards
         self._engine = engine
         self._jobs: dict[str, _Job] = {}
+        #: Per job: this node's blinded point → its own id, from its PSI answer.
+        self._psi: dict[str, dict[bytes, str]] = {}
         self._lock = threading.Lock()
 
     async def _run(self, context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], T]) -> T:
@@ -92,12 +102,20 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         def work() -> training_pb2.PsiAnswerResponse:
             if not request.domain or len(request.domain) > 256:
                 raise InvalidInputError("PSI domain must be 1 to 256 bytes")
+            if not request.job_id or len(request.job_id) > 64:
+                raise InvalidInputError("job_id must be 1 to 64 characters")
             ids = sorted(self._store.all())
-            answer = node_answer(PsiParty(request.domain), ids, PsiRequest(tuple(request.blinded)))
+            party = PsiParty(request.domain)
+            double = party.reblind(list(request.blinded))
+            points = party.blind_ids(ids)
+            shuffled = list(points)
+            secrets.SystemRandom().shuffle(shuffled)
+            with self._lock:
+                if len(self._psi) >= _MAX_JOBS and request.job_id not in self._psi:
+                    raise InvalidInputError(f"this node aligns at most {_MAX_JOBS} jobs at once")
+                self._psi[request.job_id] = dict(zip(points, ids, strict=True))
             return training_pb2.PsiAnswerResponse(
-                double_blinded=list(answer.double_blinded),
-                node_blinded=list(answer.node_blinded),
-                node_set_size=len(ids),
+                double_blinded=double, node_blinded=shuffled, node_set_size=len(ids)
             )
 
         return await self._run(context, work)
@@ -108,8 +126,17 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         def work() -> training_pb2.OpenJobResponse:
             if not request.job_id or len(request.job_id) > 64:
                 raise InvalidInputError("job_id must be 1 to 64 characters")
-            if not 0 < len(request.ids) <= _MAX_IDS or len(set(request.ids)) != len(request.ids):
-                raise InvalidInputError("ids must be a non-empty list without duplicates")
+            with self._lock:
+                mapping = self._psi.get(request.job_id)
+            if mapping is None:
+                raise NotFoundError(f"no PSI answer for job {request.job_id!r} on this node")
+            points = list(request.points)
+            if not 0 < len(points) <= _MAX_IDS or len(set(points)) != len(points):
+                raise InvalidInputError("points must be a non-empty list without duplicates")
+            unknown = [k for k, p in enumerate(points) if p not in mapping]
+            if unknown:
+                raise InvalidInputError(f"point {unknown[0]} is not one this node answered")
+            ids = [mapping[p] for p in points]
             key = PublicKey.from_bytes(request.public_key.n)
             config = TrainingConfig(
                 l2=request.l2,
@@ -119,21 +146,20 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 mask_bits=request.mask_bits or 80,
             )
             names, rows = self._features()
-            missing = [i for i in request.ids if i not in rows]
-            if missing:
-                raise InvalidInputError(f"{len(missing)} id(s) are not held by this node")
+
             # Standardise over the node's own records, so shards stay comparable.
             matrix = np.array(list(rows.values()), dtype=float)
             mean, std = matrix.mean(axis=0), matrix.std(axis=0)
             std[std == 0] = 1.0
-            standard = {i: list((np.array(rows[i]) - mean) / std) for i in request.ids}
+            standard = {i: list((np.array(rows[i]) - mean) / std) for i in ids}
             host = HostParty(self._node_id, standard, names, key, config)
             with self._lock:
                 if len(self._jobs) >= _MAX_JOBS and request.job_id not in self._jobs:
                     raise InvalidInputError(f"this node runs at most {_MAX_JOBS} jobs at once")
-                self._jobs[request.job_id] = _Job(host, mean, std)
-            log.info("training job %r opened: %d rows", request.job_id, len(request.ids))
-            return training_pb2.OpenJobResponse(features=names, rows=len(request.ids))
+                self._jobs[request.job_id] = _Job(host, ids, mean, std)
+                self._psi.pop(request.job_id, None)
+            log.info("training job %r opened: %d rows", request.job_id, len(ids))
+            return training_pb2.OpenJobResponse(features=names, rows=len(ids))
 
         return await self._run(context, work)
 
@@ -141,7 +167,8 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self, request: training_pb2.ForwardRequest, context: Any
     ) -> training_pb2.CiphertextList:
         def work() -> training_pb2.CiphertextList:
-            out = self._job(request.job_id).host.forward(list(request.ids))
+            job = self._job(request.job_id)
+            out = job.host.forward(job.rows(request.rows))
             return training_pb2.CiphertextList(ciphertexts=[c.to_bytes() for c in out])
 
         return await self._run(context, work)
@@ -153,7 +180,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             job = self._job(request.job_id)
             key = job.host.public_key
             residuals = [Ciphertext.from_bytes(key, r) for r in request.residuals]
-            out = job.host.masked_gradient(list(request.ids), residuals)
+            out = job.host.masked_gradient(job.rows(request.rows), residuals)
             return training_pb2.CiphertextList(ciphertexts=[c.to_bytes() for c in out])
 
         return await self._run(context, work)
@@ -177,9 +204,13 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self, request: training_pb2.CloseJobRequest, context: Any
     ) -> training_pb2.CloseJobResponse:
         def work() -> training_pb2.CloseJobResponse:
-            job = self._job(request.job_id)
             with self._lock:
-                self._jobs.pop(request.job_id, None)
+                job = self._jobs.pop(request.job_id, None)
+                self._psi.pop(request.job_id, None)
+            if job is None:
+                if request.model_id:
+                    raise NotFoundError(f"no open training job {request.job_id!r} to keep")
+                return training_pb2.CloseJobResponse()
             names = list(job.host.feature_names)
             if request.model_id:
                 weights = job.host.weights / job.std

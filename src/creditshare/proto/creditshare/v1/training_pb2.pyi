@@ -4,8 +4,9 @@ isort:skip_file
 Federated training between a credit bureau (label and key holder) and data
 nodes (feature holders), relayed by the coordinator. Every value that could
 reveal a label, a feature or a gradient travels encrypted under the bureau's
-Paillier key or masked; identifiers travel only as blinded curve points until
-the bureau tells a node the intersection it will train on.
+Paillier key or masked. Identifiers never cross the coordinator in clear: the
+bureau names the intersection by the node's own blinded points, and later
+calls name rows by their position in that list.
 """
 
 from collections import abc as _abc
@@ -83,7 +84,7 @@ class OpenJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
-    IDS_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
     L2_FIELD_NUMBER: _builtins.int
     FEATURE_CLIP_FIELD_NUMBER: _builtins.int
     SCORE_BITS_FIELD_NUMBER: _builtins.int
@@ -99,13 +100,17 @@ class OpenJobRequest(_message.Message):
     @_builtins.property
     def public_key(self) -> _node_pb2.PaillierPublicKey: ...
     @_builtins.property
-    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def points(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The node's blinded points (from its PsiAnswer for this job) of the
+        intersection; row i of the job is the record behind points[i].
+        """
+
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         public_key: _node_pb2.PaillierPublicKey | None = ...,
-        ids: _abc.Iterable[_builtins.str] | None = ...,
+        points: _abc.Iterable[_builtins.bytes] | None = ...,
         l2: _builtins.float = ...,
         feature_clip: _builtins.float = ...,
         score_bits: _builtins.int = ...,
@@ -114,7 +119,7 @@ class OpenJobRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature_bits", b"feature_bits", "feature_clip", b"feature_clip", "ids", b"ids", "job_id", b"job_id", "l2", b"l2", "mask_bits", b"mask_bits", "public_key", b"public_key", "score_bits", b"score_bits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature_bits", b"feature_bits", "feature_clip", b"feature_clip", "job_id", b"job_id", "l2", b"l2", "mask_bits", b"mask_bits", "points", b"points", "public_key", b"public_key", "score_bits", b"score_bits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -148,19 +153,19 @@ class ForwardRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
-    IDS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     @_builtins.property
-    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
-        ids: _abc.Iterable[_builtins.str] | None = ...,
+        rows: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "rows", b"rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -191,23 +196,23 @@ class MaskedGradientRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
-    IDS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
     RESIDUALS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     @_builtins.property
-    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
     def residuals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
-        ids: _abc.Iterable[_builtins.str] | None = ...,
+        rows: _abc.Iterable[_builtins.int] | None = ...,
         residuals: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "job_id", b"job_id", "residuals", b"residuals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "residuals", b"residuals", "rows", b"rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -77,15 +77,15 @@ class TrainingServicer:
         raise NotImplementedError('Method not implemented!')
 
     def OpenJob(self, request, context):
-        """The bureau tells the node which ids (the intersection) the job trains on, and
-        opens the job on the node with the bureau's public key.
+        """The bureau tells the node which of its records (the intersection, as the
+        node's own blinded points from PsiAnswer) the job trains on, in row order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Forward(self, request, context):
-        """[[X_h·w_h]] for the given ids (a batch, or an evaluation set).
+        """[[X_h·w_h]] for the given rows (a batch, or an evaluation set).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -4,8 +4,9 @@ isort:skip_file
 Federated training between a credit bureau (label and key holder) and data
 nodes (feature holders), relayed by the coordinator. Every value that could
 reveal a label, a feature or a gradient travels encrypted under the bureau's
-Paillier key or masked; identifiers travel only as blinded curve points until
-the bureau tells a node the intersection it will train on.
+Paillier key or masked. Identifiers never cross the coordinator in clear: the
+bureau names the intersection by the node's own blinded points, and later
+calls name rows by their position in that list.
 """
 
 from collections import abc as _abc
@@ -39,11 +40,11 @@ class TrainingStub:
     PsiAnswer: _grpc.UnaryUnaryMultiCallable[_training_pb2.PsiAnswerRequest, _training_pb2.PsiAnswerResponse]
     """ECDH-PSI, node side: re-blind the bureau's points, and blind the node's own ids."""
     OpenJob: _grpc.UnaryUnaryMultiCallable[_training_pb2.OpenJobRequest, _training_pb2.OpenJobResponse]
-    """The bureau tells the node which ids (the intersection) the job trains on, and
-    opens the job on the node with the bureau's public key.
+    """The bureau tells the node which of its records (the intersection, as the
+    node's own blinded points from PsiAnswer) the job trains on, in row order.
     """
     Forward: _grpc.UnaryUnaryMultiCallable[_training_pb2.ForwardRequest, _training_pb2.CiphertextList]
-    """[[X_h·w_h]] for the given ids (a batch, or an evaluation set)."""
+    """[[X_h·w_h]] for the given rows (a batch, or an evaluation set)."""
     MaskedGradient: _grpc.UnaryUnaryMultiCallable[_training_pb2.MaskedGradientRequest, _training_pb2.CiphertextList]
     """[[Σ D_i x_i + R]] per feature for encrypted residuals D: masked before anything is decrypted."""
     ApplyGradient: _grpc.UnaryUnaryMultiCallable[_training_pb2.ApplyGradientRequest, _training_pb2.ApplyGradientResponse]
@@ -57,11 +58,11 @@ class TrainingAsyncStub(TrainingStub):
     PsiAnswer: _aio.UnaryUnaryMultiCallable[_training_pb2.PsiAnswerRequest, _training_pb2.PsiAnswerResponse]  # type: ignore[assignment]
     """ECDH-PSI, node side: re-blind the bureau's points, and blind the node's own ids."""
     OpenJob: _aio.UnaryUnaryMultiCallable[_training_pb2.OpenJobRequest, _training_pb2.OpenJobResponse]  # type: ignore[assignment]
-    """The bureau tells the node which ids (the intersection) the job trains on, and
-    opens the job on the node with the bureau's public key.
+    """The bureau tells the node which of its records (the intersection, as the
+    node's own blinded points from PsiAnswer) the job trains on, in row order.
     """
     Forward: _aio.UnaryUnaryMultiCallable[_training_pb2.ForwardRequest, _training_pb2.CiphertextList]  # type: ignore[assignment]
-    """[[X_h·w_h]] for the given ids (a batch, or an evaluation set)."""
+    """[[X_h·w_h]] for the given rows (a batch, or an evaluation set)."""
     MaskedGradient: _aio.UnaryUnaryMultiCallable[_training_pb2.MaskedGradientRequest, _training_pb2.CiphertextList]  # type: ignore[assignment]
     """[[Σ D_i x_i + R]] per feature for encrypted residuals D: masked before anything is decrypted."""
     ApplyGradient: _aio.UnaryUnaryMultiCallable[_training_pb2.ApplyGradientRequest, _training_pb2.ApplyGradientResponse]  # type: ignore[assignment]
@@ -84,8 +85,8 @@ class TrainingServicer(metaclass=_abc_1.ABCMeta):
         request: _training_pb2.OpenJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_training_pb2.OpenJobResponse, _abc.Awaitable[_training_pb2.OpenJobResponse]]:
-        """The bureau tells the node which ids (the intersection) the job trains on, and
-        opens the job on the node with the bureau's public key.
+        """The bureau tells the node which of its records (the intersection, as the
+        node's own blinded points from PsiAnswer) the job trains on, in row order.
         """
 
     @_abc_1.abstractmethod
@@ -94,7 +95,7 @@ class TrainingServicer(metaclass=_abc_1.ABCMeta):
         request: _training_pb2.ForwardRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_training_pb2.CiphertextList, _abc.Awaitable[_training_pb2.CiphertextList]]:
-        """[[X_h·w_h]] for the given ids (a batch, or an evaluation set)."""
+        """[[X_h·w_h]] for the given rows (a batch, or an evaluation set)."""
 
     @_abc_1.abstractmethod
     def MaskedGradient(
