@@ -63,7 +63,7 @@ def main() -> None:
         test_idx = rng.choice(test_idx, 1000, replace=False)
     config = TrainingConfig(
         max_epochs=args.epochs or (3 if args.quick else 10),
-        batch_size=512 if args.quick else 1024,
+        batch_size=256,
     )
     joined = np.hstack([xg, xh])
     raw = centralised(joined, y, train_idx, test_idx)

@@ -28,12 +28,14 @@ admin_app = typer.Typer(no_args_is_help=True, help="Chain operator tasks.")
 ledger_app = typer.Typer(no_args_is_help=True, help="Audit the verifiable query ledger.")
 pki_app = typer.Typer(no_args_is_help=True, help="Chain CAs and mTLS certificates.")
 enterprise_app = typer.Typer(no_args_is_help=True, help="An enterprise's keys and consents.")
+bureau_app = typer.Typer(no_args_is_help=True, help="A credit bureau's federated training.")
 app.add_typer(node_app, name="node")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(admin_app, name="admin")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(pki_app, name="pki")
 app.add_typer(enterprise_app, name="enterprise")
+app.add_typer(bureau_app, name="bureau")
 
 console = Console()
 
@@ -282,6 +284,83 @@ def enterprise_queries(
         raise typer.Exit(code=1)
 
 
+@bureau_app.command("train")
+def bureau_train(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    labels: Annotated[Path, typer.Option(help="CSV with columns uscc,default (0/1)")],
+    node: Annotated[list[str], typer.Option(help="data node to train with (repeatable)")],
+    model_id: Annotated[str, typer.Option(help="id to publish the model under")],
+    key_file: KeyFileOption = None,
+    epochs: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    learning_rate: Annotated[float, typer.Option()] = 0.3,
+    l2: Annotated[float, typer.Option()] = 0.0,
+    description: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Align with the nodes by PSI, train under encryption, evaluate, publish the model."""
+    import csv
+
+    from rich.progress import Progress
+
+    from creditshare.client import CreditShareClient, load_or_create_key, train_model
+    from creditshare.errors import ImportRejectedError
+    from creditshare.federated import TrainingConfig
+
+    rows: dict[str, int] = {}
+    with labels.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"uscc", "default"} <= set(reader.fieldnames):
+            raise ImportRejectedError(str(labels), 1, "expected columns uscc,default")
+        for row in reader:
+            if row["default"] not in ("0", "1"):
+                raise ImportRejectedError(
+                    str(labels), reader.line_num, f"default must be 0 or 1, got {row['default']!r}"
+                )
+            rows[row["uscc"].strip().upper()] = int(row["default"])
+    config = TrainingConfig(
+        max_epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, l2=l2
+    )
+    key = load_or_create_key(key_file)
+    with (
+        CreditShareClient(coordinator, api_key=api_key, private_key=key) as client,
+        Progress(console=console) as bar,
+    ):
+        task = bar.add_task("training", total=epochs)
+
+        def show(progress: dict[str, object]) -> None:
+            epoch = int(str(progress.get("epoch", 0)))
+            batches = int(str(progress.get("batches", 0))) or 1
+            batch = int(str(progress.get("batch", 0)))
+            bar.update(task, completed=epoch + batch / batches)
+            if "validation_auc" in progress:
+                bar.console.print(
+                    f"epoch {epoch}: validation loss "
+                    f"{float(str(progress['validation_loss'])):.4f}, "
+                    f"AUC {float(str(progress['validation_auc'])):.4f}"
+                )
+
+        model = train_model(client, rows, node, model_id, config, description, on_progress=show)
+    console.print(
+        f"published {model.model_id} (job {model.job_id}): {model.aligned_rows} aligned "
+        f"rows, test AUC {model.test_auc:.4f}, KS {model.test_ks:.4f}"
+    )
+
+
+@bureau_app.command("job")
+def bureau_job(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    job_id: Annotated[str, typer.Option("--id")],
+) -> None:
+    """Status, progress and the validation curve of a training job."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        job = client.training_job(job_id)
+    print(json.dumps(job, indent=2))
+
+
 @coordinator_app.command("serve")
 def coordinator_serve(config: ConfigOption) -> None:
     """Serve the coordinator's HTTP API."""
@@ -409,6 +488,23 @@ def demo(
                 f"  #{e.index:<4} {e.record.time:%H:%M:%S} {e.record.kind:<8} "
                 f"{e.record.requester:<10} {e.record.purpose:<22} {mark}"
             )
+        t = result.training
+        console.rule("[bold]federated training")
+        console.print(
+            f"{t.model.model_id} trained on {', '.join(t.nodes)}: "
+            f"{t.model.aligned_rows} rows aligned by PSI, {len(t.model.epochs)} epochs, "
+            f"held-out AUC {t.model.test_auc:.3f}, KS {t.model.test_ks:.3f}"
+        )
+        for report in t.model.epochs:
+            console.print(
+                f"  epoch {report.epoch}: validation loss {report.validation_loss:.4f}, "
+                f"AUC {report.validation_auc:.4f} ({report.seconds:.1f} s)"
+            )
+        mark = "[green]verified[/]" if t.verified else "[red]MISMATCH[/]"
+        console.print(
+            f"bank query for {t.uscc} with {t.model.model_id}: score {t.profile.score}, "
+            f"plaintext recomputation {mark}"
+        )
         if verify:
             console.rule("[green]all queries verified" if result.verified else "[red]FAILED")
     if verify and not result.verified:

@@ -37,3 +37,14 @@ def test_demo_json_verify() -> None:
     assert len({i["chain"] for i in cross[0]["indicators"]}) >= 2
     unknown = [q for q in queries if q["chains_with_records"] == []]
     assert unknown and unknown[0]["indicators"] == []
+    # Consent, ledger and the enterprise's own verification of its access log.
+    assert doc["refusal"]["status"] == 403
+    entries = doc["access_log"]["entries"]
+    assert doc["access_log"]["verified"] is True
+    assert {e["kind"] for e in entries} == {"query", "refusal"}
+    assert all(e["verified"] for e in entries)
+    # A short training run, then a bank query with the trained model.
+    training = doc["training"]
+    assert training["aligned_rows"] > 30 and len(training["nodes"]) == 3
+    assert len(training["curve"]) == training["epochs"] >= 1
+    assert training["query"]["verified"] is True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -230,7 +231,7 @@ def train_model(
                     "batch": e.batches,
                     "batches": e.batches,
                     "validation_loss": e.validation_loss,
-                    "validation_auc": e.validation_auc,
+                    "validation_auc": None if math.isnan(e.validation_auc) else e.validation_auc,
                     "seconds": e.seconds,
                 }
             ),

@@ -37,6 +37,7 @@ class CreditShareClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._key = private_key
+        self.base_url = base_url
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(
             base_url=base_url, timeout=timeout, transport=transport, headers=headers

@@ -30,8 +30,9 @@ from creditshare.crypto import VerifyKey
 from creditshare.demo._toml import dumps
 from creditshare.departments import DEFAULT_INTERCEPT, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
 from creditshare.identity import Chain
-from creditshare.node import NodeSettings, import_into_node
+from creditshare.node import NodeSettings, import_into_node, make_engine
 from creditshare.node._settings import ModelShardSettings
+from creditshare.node._storage import ShardStore
 from creditshare.pki import channel_credentials, init_ca, issue
 
 __all__ = ["Federation", "FederationLayout", "NodeLayout", "free_port"]
@@ -184,6 +185,15 @@ class FederationLayout:
                 summary = import_into_node(self.node_settings(node), [node.data_file])
                 counts[node.node_id] = summary.rows
         return counts
+
+    def trained_shards(self, model_id: str) -> dict[str, tuple[dict[str, float], float]]:
+        """Each node's shard of a trained model, read from the node databases (demo view)."""
+        shards: dict[str, tuple[dict[str, float], float]] = {}
+        for node in self.nodes:
+            stored = ShardStore(make_engine(self.node_settings(node).database_url)).load()
+            if model_id in stored:
+                shards[node.node_id] = stored[model_id]
+        return shards
 
     def weights(self) -> dict[str, dict[str, float]]:
         """Per-node weights as configured (for the plaintext re-computation)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,13 +10,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from creditshare.client import AccessEntry, CreditProfile, CreditShareClient
+from creditshare.client import (
+    AccessEntry,
+    CreditProfile,
+    CreditShareClient,
+    TrainedModel,
+    train_model,
+)
 from creditshare.consent import ConsentGrant, Purpose, format_time
 from creditshare.crypto import PrivateKey, SigningKey
 from creditshare.demo._federation import Federation, FederationLayout
 from creditshare.demo._verify import PlaintextOracle, Verification, read_enterprises
 from creditshare.departments import DEFAULT_INTERCEPT
 from creditshare.errors import ProblemError
+from creditshare.federated import TrainingConfig
 from creditshare.identity import Chain
 from creditshare.synth import generate, unknown_uscc
 
@@ -67,12 +75,53 @@ class Refusal:
 
 
 @dataclass(frozen=True, slots=True)
+class TrainingOutcome:
+    model: TrainedModel
+    nodes: list[str]
+    uscc: str
+    profile: CreditProfile
+    expected_linear: float
+
+    @property
+    def verified(self) -> bool:
+        return abs(self.profile.linear_score - self.expected_linear) < 1e-5
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.model
+        return {
+            "model_id": m.model_id,
+            "job_id": m.job_id,
+            "nodes": self.nodes,
+            "aligned_rows": m.aligned_rows,
+            "test_auc": round(m.test_auc, 4),
+            "test_ks": round(m.test_ks, 4),
+            "epochs": len(m.epochs),
+            "curve": [
+                {
+                    "epoch": e.epoch,
+                    "validation_loss": round(e.validation_loss, 4),
+                    "validation_auc": round(e.validation_auc, 4),
+                }
+                for e in m.epochs
+            ],
+            "query": {
+                "uscc": self.uscc,
+                "score": self.profile.score,
+                "linear_score": round(self.profile.linear_score, 6),
+                "expected_linear": round(self.expected_linear, 6),
+                "verified": self.verified,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class DemoResult:
     nodes: int
     queries: list[DemoQuery]
     refusal: Refusal
     access_log_uscc: str
     access_log: list[AccessEntry]
+    training: TrainingOutcome
 
     @property
     def access_log_verified(self) -> bool:
@@ -85,6 +134,7 @@ class DemoResult:
             all(q.verification is not None and q.verification.ok for q in self.queries)
             and self.refusal.status == 403
             and self.access_log_verified
+            and self.training.verified
         )
 
     def to_json(self, verify: bool) -> dict[str, Any]:
@@ -114,6 +164,7 @@ class DemoResult:
                 ],
                 "verified": self.access_log_verified,
             },
+            "training": self.training.to_json(),
         }
         if verify:
             doc["verified"] = self.verified
@@ -224,5 +275,53 @@ def run_demo(
                 "the pinned ledger key"
             )
             enterprise.close()
+            training = _train_and_score(operator, bank, layout, data_dir, uscc, consent_id, say)
             bank.close()
-        return DemoResult(len(layout.nodes), queries, refusal, uscc, log)
+        return DemoResult(len(layout.nodes), queries, refusal, uscc, log, training)
+
+
+def _train_and_score(
+    operator: CreditShareClient,
+    bank: CreditShareClient,
+    layout: FederationLayout,
+    data_dir: Path,
+    uscc: str,
+    consent_id: str,
+    say: Callable[[str], None],
+) -> TrainingOutcome:
+    """A bureau trains on three Yangtze River Delta nodes; the bank scores with the result."""
+    bureau_key = operator.register_participant("demo-bureau", "bureau", "Demo Credit Bureau")
+    with (data_dir / "bureau" / "labels.csv").open(encoding="utf-8", newline="") as handle:
+        labels = {row["uscc"]: int(row["default"]) for row in csv.DictReader(handle)}
+    nodes = [f"yrd-{d}" for d in ("tax", "market", "social")]
+    model_id = "demo-bureau-sme-v1"
+    say(
+        f"bureau aligns its {len(labels)} labels with {', '.join(nodes)} by PSI and trains "
+        "(Paillier, masked gradients)"
+    )
+    with CreditShareClient(
+        bank.base_url, api_key=bureau_key["api_key"], private_key=PrivateKey.generate()
+    ) as bureau:
+        model = train_model(
+            bureau,
+            labels,
+            nodes,
+            model_id,
+            TrainingConfig(
+                batch_size=32, max_epochs=3, learning_rate=0.3, validation_fraction=0.25
+            ),
+            description="demo bureau model",
+        )
+    say(
+        f"published {model_id}: {model.aligned_rows} aligned rows, {len(model.epochs)} epochs, "
+        f"held-out AUC {model.test_auc:.3f}"
+    )
+    profile = bank.query(uscc, consent_id, model_id=model_id, chains=["yrd"])
+    oracle = PlaintextOracle(layout, DEFAULT_INTERCEPT)
+    expected = oracle.linear_for_model(
+        uscc, profile.answered, layout.trained_shards(model_id), model.intercept
+    )
+    outcome = TrainingOutcome(model, nodes, uscc, profile, expected)
+    verdict = "matches" if outcome.verified else "DIFFERS"
+    say(f"bank scored {uscc} with {model_id}: {profile.score} (plaintext recomputation {verdict})")
+    return outcome

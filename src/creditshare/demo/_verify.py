@@ -61,6 +61,23 @@ class PlaintextOracle:
                 total.append(department.partial_score(record, self._weights[node.node_id]))
         return math.fsum(total)
 
+    def linear_for_model(
+        self,
+        uscc: str,
+        answered: list[str],
+        shards: Mapping[str, tuple[Mapping[str, float], float]],
+        intercept: float,
+    ) -> float:
+        """The score a trained model gives, from its shards (weights, bias) per node."""
+        total = [intercept]
+        for node in self._layout.nodes:
+            record = self._records[node.node_id].get(uscc)
+            if node.node_id in answered and record is not None and node.node_id in shards:
+                weights, bias = shards[node.node_id]
+                department = get_department(node.department)
+                total.append(department.partial_score(record, weights) + bias)
+        return math.fsum(total)
+
     def indicators(self, uscc: str, node_id: str) -> Mapping[str, float]:
         node = next(n for n in self._layout.nodes if n.node_id == node_id)
         record = self._records[node_id][uscc]
