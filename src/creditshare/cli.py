@@ -61,6 +61,21 @@ def synth(
     console.print(f"{len(manifest.cross_chain)} enterprises hold records in more than one chain")
 
 
+@app.command("prepare-default-credit")
+def prepare_default_credit_command(
+    source: Annotated[Path, typer.Option(help="folder with the FATE guest/host CSV files")],
+    out: Annotated[Path, typer.Option(help="output folder")],
+) -> None:
+    """Turn the public default_credit split into a card_history node file and bureau files."""
+    from creditshare.datasets import prepare_default_credit
+
+    files = prepare_default_credit(source, out)
+    console.print(
+        f"{files.rows} rows: node import file {files.node_file}; bureau labels "
+        f"{files.labels_file} and features {files.features_file}"
+    )
+
+
 @node_app.command("serve")
 def node_serve(config: ConfigOption) -> None:
     """Serve the node's gRPC API until SIGTERM."""

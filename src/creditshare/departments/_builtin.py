@@ -268,7 +268,40 @@ UTILITY = Department(
     ),
 )
 
-DEPARTMENTS: dict[str, Department] = {d.id: d for d in (TAX, MARKET, SOCIAL, COURT, UTILITY)}
+
+def _passthrough(name: str, description: str) -> FeatureSpec:
+    return FeatureSpec(name, f"{description}, standardised", lambda r: _num(r, name))
+
+
+def _standardised(name: str, description: str) -> FieldSpec:
+    return FieldSpec(name, "number", description, "std", -100, 100)
+
+
+#: The host half of the public default_credit set (credit limit, demographics and
+#: repayment status, already standardised): a node imports it to take part in the
+#: training benchmark on real data. It publishes no indicators.
+_CARD_COLUMNS = (
+    ("x0", "credit limit (LIMIT_BAL)"),
+    ("x1", "sex (SEX)"),
+    ("x2", "education (EDUCATION)"),
+    ("x3", "marital status (MARRIAGE)"),
+    ("x4", "age (AGE)"),
+    ("x5", "repayment status, September (PAY_0)"),
+    ("x6", "repayment status, August (PAY_2)"),
+    ("x7", "repayment status, July (PAY_3)"),
+    ("x8", "repayment status, June (PAY_4)"),
+    ("x9", "repayment status, May (PAY_5)"),
+)
+CARD_HISTORY = Department(
+    id="card_history",
+    display_name="Card credit history (default_credit host features)",
+    fields=tuple(_standardised(name, text) for name, text in _CARD_COLUMNS),
+    features=tuple(_passthrough(name, text) for name, text in _CARD_COLUMNS),
+)
+
+DEPARTMENTS: dict[str, Department] = {
+    d.id: d for d in (TAX, MARKET, SOCIAL, COURT, UTILITY, CARD_HISTORY)
+}
 
 
 def get_department(department_id: str) -> Department:
