@@ -107,7 +107,13 @@ def test_train_publish_and_score(
     assert job["status"] == "finished" and len(job["history"]) == len(model.epochs)
     assert any("validation_auc" in p for p in seen)
     published = {m["id"]: m for m in trust.bank.models()}
-    assert published["bureau1-sme-v1"]["intercept"] == pytest.approx(model.intercept)
+    entry = published["bureau1-sme-v1"]
+    assert entry["intercept"] == pytest.approx(model.intercept)
+    assert entry["origin"] == "trained" and entry["trained_by"] == "bureau-1"
+    assert entry["metrics"]["test_auc"] == pytest.approx(model.test_auc)
+    assert set(entry["features"]) == set(nodes)
+    assert entry["features"]["yrd-tax"] == [f.name for f in get_department("tax").features]
+    assert published["sme-scorecard-v1"]["origin"] == "published"
     assert 0.5 < model.test_auc <= 1.0
 
     # A bank query with the trained model decrypts to the plaintext score.

@@ -22,12 +22,22 @@ async def list_nodes(caller: CallerDep, services: ServicesDep) -> list[NodeOut]:
 
 @router.get("/v1/models", response_model=list[ModelOut], tags=["registry"])
 async def list_models(caller: CallerDep, services: ServicesDep) -> list[ModelOut]:
-    return [
-        ModelOut(
-            id=m.id, description=m.description, intercept=m.intercept, score_scale=m.score_scale
+    out = []
+    for m in services.registry.models:
+        row = services.registry.trained(m.id)
+        out.append(
+            ModelOut(
+                id=m.id,
+                description=m.description,
+                intercept=m.intercept,
+                score_scale=m.score_scale,
+                origin="trained" if row else "published",
+                trained_by=row.trained_by if row else None,
+                metrics=dict(row.metrics) if row else {},
+                features=dict(row.features) if row else {},
+            )
         )
-        for m in services.registry.models
-    ]
+    return out
 
 
 @router.get("/healthz", tags=["operations"])

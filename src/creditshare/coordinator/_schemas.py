@@ -91,6 +91,12 @@ class ModelOut(BaseModel):
     description: str
     intercept: float
     score_scale: ScoreScale
+    origin: str = Field(description="'published' (configured scorecard) or 'trained'")
+    trained_by: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    features: dict[str, list[str]] = Field(
+        default_factory=dict, description="per node, the features its shard weighs"
+    )
 
 
 class ParticipantIn(BaseModel):
