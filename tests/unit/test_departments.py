@@ -158,8 +158,9 @@ def test_parse_of_standalone_spec_without_limits() -> None:
 # --------------------------------------------------------------------------- catalogue
 
 
-def test_five_builtin_departments() -> None:
-    assert tuple(DEPARTMENTS) == DEPARTMENT_IDS
+def test_builtin_departments() -> None:
+    # The five public-record departments, plus the default_credit benchmark's host data.
+    assert tuple(DEPARTMENTS) == (*DEPARTMENT_IDS, "card_history")
     for department_id, department in DEPARTMENTS.items():
         assert department.id == department_id
         assert get_department(department_id) is department
@@ -200,7 +201,7 @@ def test_column_headers() -> None:
 def test_default_scorecard_covers_every_department() -> None:
     assert DEFAULT_MODEL_ID == "sme-scorecard-v1"
     assert DEFAULT_INTERCEPT == -1.0
-    assert set(DEFAULT_WEIGHTS) == set(DEPARTMENTS)
+    assert set(DEFAULT_WEIGHTS) == set(DEPARTMENT_IDS)
 
 
 @pytest.mark.parametrize("department_id", DEPARTMENT_IDS)
