@@ -237,3 +237,27 @@ def test_what_the_coordinator_and_nodes_see_during_training(
                 Ciphertext.from_bytes(key, blob)
         if name == "ApplyGradient":  # the bureau only ever decrypted masked gradients
             assert all(abs(int(v)) > 2**80 for v in request.values)
+
+
+def test_model_ids_cannot_be_taken_twice(parties: tuple[Trust, CreditShareClient]) -> None:
+    trust, bureau = parties
+    key = bureau.private_key.public_key.to_text()
+    body = {"model_id": "bureau1-sme-v1", "nodes": ["yrd-tax"], "public_key": key}
+    with pytest.raises(ProblemError) as caught:  # published by the first test
+        bureau.post("/v1/training-jobs", body)
+    assert caught.value.status == 409
+    first = bureau.post("/v1/training-jobs", {**body, "model_id": "reserved-id"})
+    with pytest.raises(ProblemError) as caught:
+        bureau.post("/v1/training-jobs", {**body, "model_id": "reserved-id"})
+    assert caught.value.status == 409 and first["id"] in caught.value.detail
+    # Another bureau can neither read nor drive the job.
+    other = trust.operator.register_participant("bureau-2", "bureau", "Bureau Two")
+    with CreditShareClient(trust.url, api_key=other["api_key"]) as intruder:
+        with pytest.raises(ProblemError) as caught:
+            intruder.training_job(first["id"])
+        assert caught.value.status == 403
+        with pytest.raises(ProblemError) as caught:
+            intruder.post(
+                f"/v1/training-jobs/{first['id']}/forward", {"node": "yrd-tax", "rows": [0]}
+            )
+        assert caught.value.status == 403

@@ -306,7 +306,11 @@ def test_node_refuses_a_coordinator_with_a_rewritten_log(
     assert error.status == 503
     failed: list[dict[str, str]] = error.body["failed"]  # type: ignore[assignment]
     reasons = {f["reason"] for f in failed}
-    assert all(r.startswith("failed_precondition") for r in reasons), reasons
+    # Refused as a fork, not as a stale head that a retry would fix.
+    assert all(
+        r.startswith("failed_precondition") and "does not extend the trusted head" in r
+        for r in reasons
+    ), reasons
 
 
 # --- mutual TLS -------------------------------------------------------------------------

@@ -274,13 +274,27 @@ async def test_missing_key_and_scale_are_invalid_argument(
         assert expected in (caught.value.details() or "")
 
 
-async def test_unknown_model_is_not_found(stub: DataNodeAsyncStub, bank_key: PrivateKey) -> None:
+async def test_model_without_a_shard_here_adds_nothing_but_still_answers(
+    stub: DataNodeAsyncStub, bank_key: PrivateKey, tax_rows: dict[str, dict[str, str]]
+) -> None:
+    """A model trained on other nodes: this node's share is zero, its presence still true."""
+    uscc = next(iter(tax_rows))
+    key = bank_key.public_key
+    record = record_for(uscc, key, model_id="trained-elsewhere")
+    reply = await stub.Score(await _request(stub, uscc, key, record, model_id="trained-elsewhere"))
+    encoding = FixedPointEncoding(SCALE)
+    assert encoding.decrypt(Ciphertext.from_bytes(key, reply.partial_score), bank_key) == 0.0
+    assert encoding.decrypt(Ciphertext.from_bytes(key, reply.presence), bank_key) == 1.0
+
+
+async def test_a_request_without_receipt_learns_nothing_about_models(
+    stub: DataNodeAsyncStub, bank_key: PrivateKey, tax_rows: dict[str, dict[str, str]]
+) -> None:
+    request = await _request(stub, next(iter(tax_rows)), bank_key.public_key, model_id="nope")
+    request.ClearField("receipt")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Score(
-            await _request(stub, "91350100M000100Y43", bank_key.public_key, model_id="nope")
-        )
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "nope" in (caught.value.details() or "")
+        await stub.Score(request)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 # --- receipts: a node answers only a query the ledger recorded -------------------------
@@ -423,6 +437,7 @@ async def test_forked_log_is_refused_and_the_node_keeps_its_head(
     request.receipt.CopyFrom(receipt_pb(receipt, trusted, fork))
     error = await _refused(stub, request)
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "does not extend the trusted head" in (error.details() or "")
     assert await trusted_size(stub) == trusted
     # The genuine log still works.
     await stub.Score(await _request(stub, uscc, key))

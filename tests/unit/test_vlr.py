@@ -184,3 +184,37 @@ def test_bad_inputs_are_refused(
         TrainingConfig(batch_size=0)
     with pytest.raises(InvalidInputError, match="outstanding"):
         host.apply_gradient([1, 2, 3], 10, 0.1)
+
+
+def test_small_or_repeated_batches_are_refused_by_the_node(
+    key: PrivateKey, data: tuple[list[str], np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    """One row's gradient D_i·x_i would give the node the sign of D_i, i.e. the label."""
+    ids = data[0]
+    _, host = _parties(key, data)
+    few = ids[:5]
+    with pytest.raises(InvalidInputError, match="at least 32 distinct rows"):
+        host.masked_gradient(few, host.forward(few))
+    repeated = [ids[0]] * 40
+    with pytest.raises(InvalidInputError, match="distinct rows"):
+        host.masked_gradient(repeated, host.forward(repeated))
+
+
+def test_short_tail_batches_join_the_previous_one() -> None:
+    from creditshare.federated import split_batches
+
+    ids = [str(i) for i in range(100)]
+    assert [len(b) for b in split_batches(ids, 40)] == [40, 60]
+    assert [len(b) for b in split_batches(ids, 32)] == [32, 32, 36]
+    assert [len(b) for b in split_batches(ids, 50)] == [50, 50]
+    assert sorted(i for batch in split_batches(ids, 33) for i in batch) == sorted(ids)
+
+
+def test_weak_settings_are_refused() -> None:
+    for kwargs, message in (
+        ({"mask_bits": 40}, "mask_bits"),
+        ({"batch_size": 8}, "batch_size"),
+        ({"score_bits": 8}, "score_bits"),
+    ):
+        with pytest.raises(InvalidInputError, match=message):
+            TrainingConfig(**kwargs)

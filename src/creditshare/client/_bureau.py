@@ -36,6 +36,8 @@ __all__ = ["RemoteHost", "TrainedModel", "train_model"]
 
 #: Fewer aligned rows than this cannot give a meaningful model or evaluation.
 MIN_ALIGNED_ROWS = 30
+#: Rows per forward call: ~2.8 MB of ciphertext text at 2048 bits.
+_CHUNK = 4096
 
 
 def _b64(items: Sequence[bytes]) -> list[str]:
@@ -78,10 +80,15 @@ class RemoteHost:
         return [Ciphertext.from_bytes(self._key, b) for b in _unb64(body["ciphertexts"])]
 
     def forward(self, ids: Sequence[str]) -> list[Ciphertext]:
-        body = self._client.post(
-            f"{self._path}/forward", {"node": self.node, "rows": self._rows(ids)}
-        )
-        return self._ciphertexts(body)
+        """In chunks, so evaluating a large split never makes one oversized message."""
+        out: list[Ciphertext] = []
+        rows = self._rows(ids)
+        for start in range(0, len(rows), _CHUNK):
+            body = self._client.post(
+                f"{self._path}/forward", {"node": self.node, "rows": rows[start : start + _CHUNK]}
+            )
+            out.extend(self._ciphertexts(body))
+        return out
 
     def masked_gradient(
         self, ids: Sequence[str], residuals: Sequence[Ciphertext]
@@ -175,6 +182,9 @@ def train_model(
         raise ClientError("no labels to train on")
     key = client.private_key
     settings = {
+        "score_bits": config.score_bits,
+        "feature_bits": config.feature_bits,
+        "mask_bits": config.mask_bits,
         "learning_rate": config.learning_rate,
         "batch_size": config.batch_size,
         "l2": config.l2,

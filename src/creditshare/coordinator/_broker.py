@@ -29,7 +29,7 @@ from creditshare.errors import CreditShareError, InvalidInputError
 from creditshare.identity import Chain
 from creditshare.ledger import Ledger, Receipt
 from creditshare.pki import channel_credentials
-from creditshare.proto import node_pb2, node_pb2_grpc, training_pb2_grpc
+from creditshare.proto import GRPC_MESSAGE_OPTIONS, node_pb2, node_pb2_grpc, training_pb2_grpc
 
 if TYPE_CHECKING:
     from creditshare.proto.creditshare.v1.node_pb2_grpc import DataNodeAsyncStub
@@ -128,9 +128,13 @@ class QueryBroker:
     def _channel(self, node: NodeEntry) -> grpc.aio.Channel:
         tls = self._settings.tls.get(node.chain)
         if tls is None:
-            return grpc.aio.insecure_channel(node.address, interceptors=self._interceptors)
+            return grpc.aio.insecure_channel(
+                node.address, options=GRPC_MESSAGE_OPTIONS, interceptors=self._interceptors
+            )
         credentials = channel_credentials(tls.ca, tls.cert, tls.key)
-        return grpc.aio.secure_channel(node.address, credentials, interceptors=self._interceptors)
+        return grpc.aio.secure_channel(
+            node.address, credentials, options=GRPC_MESSAGE_OPTIONS, interceptors=self._interceptors
+        )
 
     async def start(self) -> None:
         for node in self._registry.nodes:

@@ -107,7 +107,7 @@ class ConsentService:
             session.commit()
         return self._row(consent_id)
 
-    def use(
+    def check(
         self,
         consent_id: str,
         requester: Participant,
@@ -115,7 +115,7 @@ class ConsentService:
         purpose: Purpose,
         chains: Sequence[Chain] | None,
     ) -> ConsentGrant:
-        """Check that the consent covers this query and count one use; or refuse, saying why."""
+        """Check that the consent covers this query, or refuse saying why; counts nothing."""
         with Session(self._engine) as session:
             row = session.get(ConsentRow, consent_id)
         if row is None:
@@ -140,6 +140,10 @@ class ConsentService:
         if chains and not set(chains) <= set(grant.chains):
             outside = sorted(c.value for c in set(chains) - set(grant.chains))
             raise ConsentRefusedError(f"chain(s) {', '.join(outside)} are outside the consent")
+        return grant
+
+    def count_use(self, consent_id: str) -> None:
+        """Spend one use in a single conditional UPDATE (safe across replicas), or refuse."""
         with Session(self._engine) as session:
             counted = session.execute(
                 update(ConsentRow)
@@ -154,4 +158,16 @@ class ConsentService:
             session.commit()
         if counted.rowcount != 1:  # type: ignore[attr-defined]
             raise ConsentRefusedError("the consent's use limit is exhausted (or it was revoked)")
+
+    def use(
+        self,
+        consent_id: str,
+        requester: Participant,
+        uscc: str,
+        purpose: Purpose,
+        chains: Sequence[Chain] | None,
+    ) -> ConsentGrant:
+        """check() then count_use(): the whole consent decision for one query."""
+        grant = self.check(consent_id, requester, uscc, purpose, chains)
+        self.count_use(consent_id)
         return grant

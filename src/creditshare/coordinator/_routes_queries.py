@@ -98,17 +98,21 @@ async def create_query(body: QueryIn, caller: Requester, services: ServicesDep) 
     uscc = str(Uscc.parse(body.uscc))
     key = PublicKey.from_text(body.public_key)
     model = services.registry.model(body.model_id)
-    services.enterprise_limits.hit(uscc)
+    consents = services.consents
     try:
         grant = await asyncio.to_thread(
-            services.consents.use, body.consent_id, caller, uscc, body.purpose, body.chains
+            consents.check, body.consent_id, caller, uscc, body.purpose, body.chains
         )
+        chains = tuple(body.chains or grant.chains)
+        services.registry.scope(chains)  # no node on these chains: 422, nothing spent
+        # Only a query the consent covers counts against the enterprise's daily limit,
+        # so nobody without a consent can exhaust it for the enterprise's real lenders.
+        services.enterprise_limits.hit(uscc)
+        await asyncio.to_thread(consents.count_use, body.consent_id)
     except ConsentRefusedError as exc:
         refusal = _record(services, caller, body, uscc, reason=str(exc))
         await asyncio.to_thread(services.ledger.append, refusal.to_bytes(), uscc)
         raise
-    chains = tuple(body.chains or grant.chains)
-    services.registry.scope(chains)  # no node on these chains: 422 before anything is logged
     record = _record(
         services,
         caller,

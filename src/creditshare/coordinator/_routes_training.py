@@ -14,7 +14,12 @@ from creditshare.coordinator._db import Participant, TrainingJobRow
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
 from creditshare.coordinator._participants import Role
 from creditshare.crypto import PublicKey
-from creditshare.errors import InvalidInputError
+from creditshare.errors import (
+    ConflictError,
+    CreditShareError,
+    InvalidInputError,
+    PermissionDeniedError,
+)
 from creditshare.proto import node_pb2, training_pb2
 
 __all__ = ["router"]
@@ -167,13 +172,16 @@ async def open_job(
     """Tell a node the intersection it trains on, as the node's own blinded points."""
     jobs = services.training
     row = jobs.active(job_id, caller, body.node)
-    config = row.config
+    config = jobs.config(row)
     request = training_pb2.OpenJobRequest(
         job_id=job_id,
         public_key=node_pb2.PaillierPublicKey(n=PublicKey.from_text(row.public_key).to_bytes()),
         points=_bytes(body.points, "points"),
-        l2=float(config.get("l2", 0.0)),
-        feature_clip=float(config.get("feature_clip", 2.0)),
+        l2=config.l2,
+        feature_clip=config.feature_clip,
+        score_bits=config.score_bits,
+        feature_bits=config.feature_bits,
+        mask_bits=config.mask_bits,
     )
     reply = await jobs.relay(job_id, body.node, lambda s: s.OpenJob(request, timeout=jobs.deadline))
     sizes = {**row.sizes, body.node: {"rows": reply.rows, "features": list(reply.features)}}
@@ -237,6 +245,7 @@ async def finish(job_id: str, body: FinishIn, caller: Bureau, services: Services
     """Nodes keep their shards under the model id; the model is registered here."""
     jobs = services.training
     row = jobs.active(job_id, caller)
+    jobs.check_publishable(row)  # before any node keeps a shard under that id
     features: dict[str, list[str]] = {}
     keep = training_pb2.CloseJobRequest(job_id=job_id, model_id=row.model_id)
     for node in row.nodes:
@@ -249,12 +258,18 @@ async def finish(job_id: str, body: FinishIn, caller: Bureau, services: Services
 
 @router.post("/v1/training-jobs/{job_id}/fail", response_model=JobOut)
 async def fail(job_id: str, body: FailIn, caller: Bureau, services: ServicesDep) -> JobOut:
+    """Close the job on every node (also after the coordinator failed it) and record why."""
     jobs = services.training
-    row = jobs.active(job_id, caller)
+    row = jobs.get(job_id, caller)
+    if row.bureau != caller.id:
+        raise PermissionDeniedError("only the bureau that owns a job may end it")
+    if row.status == "finished":
+        raise ConflictError(f"training job {job_id} is finished")
     drop = training_pb2.CloseJobRequest(job_id=job_id)
     for node in row.nodes:
         try:
             await jobs.relay(job_id, node, lambda s: s.CloseJob(drop, timeout=10))
-        except Exception:  # noqa: S112 - best effort: the job fails either way
+        except CreditShareError:  # a node that is down has no job state left to drop
             continue
-    return _out(await asyncio.to_thread(jobs.update, job_id, status="failed", error=body.reason))
+    error = row.error or body.reason  # keep the coordinator's own reason if it failed first
+    return _out(await asyncio.to_thread(jobs.update, job_id, status="failed", error=error))

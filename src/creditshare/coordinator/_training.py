@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from creditshare.coordinator._broker import QueryBroker
 from creditshare.coordinator._db import ModelRow, Participant, TrainingJobRow
@@ -63,16 +63,8 @@ class TrainingJobs:
             raise InvalidInputError("name one or more distinct nodes to train with")
         for node in nodes:
             self._registry.node(node)
-        try:
-            self._registry.model(model_id)
-        except NotFoundError:
-            pass
-        else:
-            raise ConflictError(f"model {model_id!r} exists already")
-        try:
-            TrainingConfig(**config)
-        except TypeError as exc:
-            raise InvalidInputError(f"unknown training setting: {exc}") from None
+        self._check_model_id_free(model_id)
+        self._typed(config)
         now = self._clock()
         row = TrainingJobRow(
             id=uuid.uuid4().hex,
@@ -93,6 +85,39 @@ class TrainingJobs:
             session.commit()
             session.refresh(row)
             return row
+
+    def _check_model_id_free(self, model_id: str, job_id: str | None = None) -> None:
+        """A model id names one model: published, trained, or reserved by a live job."""
+        try:
+            self._registry.model(model_id)
+        except NotFoundError:
+            pass
+        else:
+            raise ConflictError(f"model {model_id!r} exists already")
+        with Session(self._engine) as session:
+            clash = session.exec(
+                select(TrainingJobRow).where(
+                    TrainingJobRow.model_id == model_id,
+                    col(TrainingJobRow.status).in_(("aligning", "training")),
+                )
+            ).first()
+        if clash is not None and clash.id != job_id:
+            raise ConflictError(f"model id {model_id!r} is reserved by training job {clash.id}")
+
+    @staticmethod
+    def _typed(config: dict[str, Any]) -> TrainingConfig:
+        settings = {k: v for k, v in config.items() if k != "description"}
+        try:
+            return TrainingConfig(**settings)
+        except TypeError as exc:
+            raise InvalidInputError(f"unknown training setting: {exc}") from None
+
+    def config(self, job: TrainingJobRow) -> TrainingConfig:
+        """The job's settings, typed: what every node of the job is opened with."""
+        return self._typed(job.config)
+
+    def check_publishable(self, job: TrainingJobRow) -> None:
+        self._check_model_id_free(job.model_id, job.id)
 
     def get(self, job_id: str, viewer: Participant) -> TrainingJobRow:
         with Session(self._engine) as session:

@@ -16,16 +16,19 @@ from creditshare.federated._psi import (
     node_answer,
 )
 from creditshare.federated._vlr import (
+    MIN_BATCH_ROWS,
     BureauParty,
     EpochReport,
     HostEndpoint,
     HostParty,
     TrainingConfig,
     TrainingResult,
+    split_batches,
     train,
 )
 
 __all__ = [
+    "MIN_BATCH_ROWS",
     "BureauParty",
     "EpochReport",
     "HostEndpoint",
@@ -42,5 +45,6 @@ __all__ = [
     "ks",
     "log_loss",
     "node_answer",
+    "split_batches",
     "train",
 ]

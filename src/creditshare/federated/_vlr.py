@@ -38,16 +38,22 @@ from creditshare.errors import InvalidInputError
 from creditshare.federated._metrics import auc, log_loss
 
 __all__ = [
+    "MIN_BATCH_ROWS",
     "BureauParty",
     "EpochReport",
     "HostEndpoint",
     "HostParty",
     "TrainingConfig",
     "TrainingResult",
+    "split_batches",
     "train",
 ]
 
 Matrix = NDArray[np.float64]
+
+#: Nodes refuse gradient requests over fewer rows: with one row (or a row repeated),
+#: the gradient D_i·x_i would tell a node the sign of D_i, and so the label.
+MIN_BATCH_ROWS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,10 @@ class TrainingConfig:
         checks = [
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.learning_rate_decay >= 0, "learning_rate_decay must be >= 0"),
-            (1 <= self.batch_size <= 100_000, "batch_size must be within 1..100000"),
+            (32 <= self.batch_size <= 100_000, "batch_size must be within 32..100000"),
+            (16 <= self.score_bits <= 32, "score_bits must be within 16..32"),
+            (8 <= self.feature_bits <= 20, "feature_bits must be within 8..20"),
+            (self.mask_bits >= 80, "mask_bits must be at least 80"),
             (self.l2 >= 0, "l2 must be >= 0"),
             (1 <= self.max_epochs <= 1000, "max_epochs must be within 1..1000"),
             (self.early_stopping_rounds >= 1, "early_stopping_rounds must be >= 1"),
@@ -148,6 +157,11 @@ class HostParty:
     ) -> list[Ciphertext]:
         if len(residuals) != len(ids):
             raise InvalidInputError(f"{len(residuals)} residuals for {len(ids)} ids")
+        minimum = max(MIN_BATCH_ROWS, 4 * len(self.feature_names))
+        if len(set(ids)) != len(ids) or len(ids) < minimum:
+            raise InvalidInputError(
+                f"a gradient needs at least {minimum} distinct rows (got {len(set(ids))})"
+            )
         for c in residuals:
             Ciphertext.validated(self._key, c.value)
         x = _matrix(self._rows, ids, self._config.feature_clip)
@@ -296,6 +310,14 @@ class TrainingResult:
     intercept: float = 0.0
 
 
+def split_batches(ids: list[str], batch_size: int) -> list[list[str]]:
+    """Mini-batches in order; a short tail joins the batch before it (see MIN_BATCH_ROWS)."""
+    batches = [ids[s : s + batch_size] for s in range(0, len(ids), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < max(MIN_BATCH_ROWS, batch_size // 2):
+        batches[-2].extend(batches.pop())
+    return batches
+
+
 def train(
     bureau: BureauParty,
     hosts: Sequence[HostEndpoint],
@@ -318,9 +340,7 @@ def train(
     for epoch in range(config.max_epochs):
         started = now()
         order = ids[rng.permutation(len(ids))]
-        batches = [
-            list(order[s : s + config.batch_size]) for s in range(0, len(order), config.batch_size)
-        ]
+        batches = split_batches(list(order), config.batch_size)
         for b, batch in enumerate(batches):
             forwards = [host.forward(batch) for host in hosts]
             bureau.step(batch, forwards, hosts, config.rate(epoch))

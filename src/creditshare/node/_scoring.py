@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
 from creditshare.departments import Department
-from creditshare.errors import NotFoundError
 from creditshare.node._storage import RecordStore, ShardStore
 
 __all__ = ["EncryptedShare", "ScoreEngine"]
@@ -54,10 +53,13 @@ class ScoreEngine:
         return tuple(self._shard(model_id)[0])
 
     def _shard(self, model_id: str) -> tuple[dict[str, float], float]:
-        try:
-            return self._models[model_id]
-        except KeyError:
-            raise NotFoundError(f"model {model_id!r} has no shard on this node") from None
+        """This node's shard of the model; none (a zero share) if it was trained elsewhere.
+
+        Every node in scope is asked, whatever the model, so that the coordinator does
+        not learn where records are; a node outside a model's training adds nothing
+        to the score but still answers its presence flag and indicators.
+        """
+        return self._models.get(model_id, ({}, 0.0))
 
     def score(
         self,

@@ -22,7 +22,7 @@ from creditshare.node._storage import RecordStore, ShardStore, make_engine
 from creditshare.node._training import TrainingService
 from creditshare.node._trust import AccessLog, AccessLogRow, TrustedHeadStore
 from creditshare.pki import server_credentials
-from creditshare.proto import node_pb2_grpc, training_pb2_grpc
+from creditshare.proto import GRPC_MESSAGE_OPTIONS, node_pb2_grpc, training_pb2_grpc
 
 __all__ = ["SERVICE_NAME", "access_log_entries", "build_server", "import_into_node", "serve"]
 
@@ -68,7 +68,7 @@ async def build_server(
         timedelta(seconds=settings.receipt_max_age_seconds),
     )
     service = DataNodeService(settings, engine, checker, AccessLog(db, clock), tracker)
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS)
     node_pb2_grpc.add_DataNodeServicer_to_server(service, server)
     training = TrainingService(
         settings.node_id, settings.department_schema, records, shards, engine

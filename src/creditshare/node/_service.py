@@ -15,6 +15,7 @@ import grpc
 
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
 from creditshare.errors import (
+    ConflictError,
     CreditShareError,
     InconsistentTreeHeadError,
     InvalidInputError,
@@ -46,6 +47,8 @@ def status_for(exc: CreditShareError) -> grpc.StatusCode:
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(exc, NotFoundError):
         return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, ConflictError):
+        return grpc.StatusCode.ALREADY_EXISTS
     if isinstance(exc, StaleTreeHeadError | InconsistentTreeHeadError):
         return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, PermissionDeniedError | InvalidSignatureError | InvalidProofError):
@@ -160,7 +163,6 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         offset: Ciphertext | None,
     ) -> EncryptedShare:
         """Receipt check, replay check, then the computation; blocking."""
-        self._engine.model_features(request.model_id)  # unknown model: NOT_FOUND before spending
         index, record = self._checker.check(request, uscc, key)
         if not self._access_log.claim(index, record):
             raise ReceiptRefusedError(f"receipt for ledger entry {index} was already used")

@@ -13,9 +13,11 @@ from typing import Any
 
 from sqlalchemy import JSON, Column
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, create_engine, func, select
 
 from creditshare.departments import FieldValue
+from creditshare.errors import ConflictError
 
 __all__ = ["ImportBatch", "ModelShardRow", "RecordRow", "RecordStore", "ShardStore", "make_engine"]
 
@@ -56,13 +58,19 @@ class ShardStore:
         self._engine = engine
 
     def save(self, model_id: str, weights: dict[str, float], offset: float) -> None:
+        """Keep a new shard; an existing model's shard is never overwritten."""
         with Session(self._engine) as session:
-            session.merge(
+            session.add(
                 ModelShardRow(
                     model_id=model_id, weights=weights, offset=offset, created_at=datetime.now(UTC)
                 )
             )
-            session.commit()
+            try:
+                session.commit()
+            except IntegrityError:
+                raise ConflictError(
+                    f"this node already holds a shard of model {model_id!r}"
+                ) from None
 
     def load(self) -> dict[str, tuple[dict[str, float], float]]:
         with Session(self._engine) as session:

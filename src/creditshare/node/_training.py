@@ -13,6 +13,7 @@ import asyncio
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -34,6 +35,9 @@ __all__ = ["TrainingService"]
 log = logging.getLogger("creditshare.node")
 T = TypeVar("T")
 _MAX_JOBS = 8
+#: A job (or PSI state) untouched this long is dropped, so abandoned jobs cannot
+#: hold the node's job slots.
+JOB_IDLE_SECONDS = 3600.0
 _MAX_IDS = 2_000_000
 
 
@@ -43,6 +47,7 @@ class _Job:
     ids: list[str]
     mean: np.ndarray
     std: np.ndarray
+    touched: float
 
     def rows(self, positions: Sequence[int]) -> list[str]:
         try:
@@ -59,7 +64,9 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         store: RecordStore,
         shards: ShardStore,
         engine: ScoreEngine,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self._node_id = node_id
         self._department = department
         self._store = store
@@ -67,7 +74,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self._engine = engine
         self._jobs: dict[str, _Job] = {}
         #: Per job: this node's blinded point → its own id, from its PSI answer.
-        self._psi: dict[str, dict[bytes, str]] = {}
+        self._psi: dict[str, tuple[float, dict[bytes, str]]] = {}
         self._lock = threading.Lock()
 
     async def _run(self, context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], T]) -> T:
@@ -84,9 +91,20 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
     def _job(self, job_id: str) -> _Job:
         with self._lock:
             job = self._jobs.get(job_id)
+            if job is not None:
+                job.touched = self._clock()
         if job is None:
             raise NotFoundError(f"no open training job {job_id!r} on node {self._node_id}")
         return job
+
+    def _expire(self) -> None:
+        """Drop idle jobs and PSI state; call with the lock held."""
+        cutoff = self._clock() - JOB_IDLE_SECONDS
+        for job_id in [j for j, job in self._jobs.items() if job.touched < cutoff]:
+            del self._jobs[job_id]
+            log.info("training job %r expired after %.0f s idle", job_id, JOB_IDLE_SECONDS)
+        for job_id in [j for j, (at, _) in self._psi.items() if at < cutoff]:
+            del self._psi[job_id]
 
     def _features(self) -> tuple[list[str], dict[str, list[float]]]:
         names = [f.name for f in self._department.features]
@@ -111,9 +129,10 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             shuffled = list(points)
             secrets.SystemRandom().shuffle(shuffled)
             with self._lock:
+                self._expire()
                 if len(self._psi) >= _MAX_JOBS and request.job_id not in self._psi:
                     raise InvalidInputError(f"this node aligns at most {_MAX_JOBS} jobs at once")
-                self._psi[request.job_id] = dict(zip(points, ids, strict=True))
+                self._psi[request.job_id] = (self._clock(), dict(zip(points, ids, strict=True)))
             return training_pb2.PsiAnswerResponse(
                 double_blinded=double, node_blinded=shuffled, node_set_size=len(ids)
             )
@@ -127,9 +146,10 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             if not request.job_id or len(request.job_id) > 64:
                 raise InvalidInputError("job_id must be 1 to 64 characters")
             with self._lock:
-                mapping = self._psi.get(request.job_id)
-            if mapping is None:
+                state = self._psi.get(request.job_id)
+            if state is None:
                 raise NotFoundError(f"no PSI answer for job {request.job_id!r} on this node")
+            mapping = state[1]
             points = list(request.points)
             if not 0 < len(points) <= _MAX_IDS or len(set(points)) != len(points):
                 raise InvalidInputError("points must be a non-empty list without duplicates")
@@ -138,12 +158,15 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 raise InvalidInputError(f"point {unknown[0]} is not one this node answered")
             ids = [mapping[p] for p in points]
             key = PublicKey.from_bytes(request.public_key.n)
+            # TrainingConfig refuses weak settings (e.g. masks under 80 bits), so a
+            # coordinator cannot talk a node into masking its gradients thinly.
+            defaults = TrainingConfig()
             config = TrainingConfig(
                 l2=request.l2,
-                feature_clip=request.feature_clip or 2.0,
-                score_bits=request.score_bits or 20,
-                feature_bits=request.feature_bits or 12,
-                mask_bits=request.mask_bits or 80,
+                feature_clip=request.feature_clip or defaults.feature_clip,
+                score_bits=request.score_bits or defaults.score_bits,
+                feature_bits=request.feature_bits or defaults.feature_bits,
+                mask_bits=request.mask_bits or defaults.mask_bits,
             )
             names, rows = self._features()
 
@@ -154,9 +177,10 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             standard = {i: list((np.array(rows[i]) - mean) / std) for i in ids}
             host = HostParty(self._node_id, standard, names, key, config)
             with self._lock:
+                self._expire()
                 if len(self._jobs) >= _MAX_JOBS and request.job_id not in self._jobs:
                     raise InvalidInputError(f"this node runs at most {_MAX_JOBS} jobs at once")
-                self._jobs[request.job_id] = _Job(host, ids, mean, std)
+                self._jobs[request.job_id] = _Job(host, ids, mean, std, self._clock())
                 self._psi.pop(request.job_id, None)
             log.info("training job %r opened: %d rows", request.job_id, len(ids))
             return training_pb2.OpenJobResponse(features=names, rows=len(ids))

@@ -10,4 +10,17 @@ from creditshare.proto.creditshare.v1 import (
     training_pb2_grpc,
 )
 
-__all__ = ["node_pb2", "node_pb2_grpc", "training_pb2", "training_pb2_grpc"]
+__all__ = [
+    "GRPC_MESSAGE_OPTIONS",
+    "node_pb2",
+    "node_pb2_grpc",
+    "training_pb2",
+    "training_pb2_grpc",
+]
+
+#: gRPC's default 4 MB message cap holds only ~8,000 ciphertexts at 2048 bits;
+#: training batches and PSI sets are larger. Callers still chunk big transfers.
+GRPC_MESSAGE_OPTIONS = (
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+)
