@@ -16,16 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._settings import CoordinatorSettings, ModelEntry, NodeEntry
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
-from creditshare.errors import CreditShareError, InvalidInputError
+from creditshare.errors import InvalidInputError, LedgerError
 from creditshare.identity import Chain
 from creditshare.ledger import Ledger, Receipt
 from creditshare.pki import channel_credentials
@@ -40,6 +40,7 @@ __all__ = ["NodeAnswer", "NodeCatalogue", "NodeFailure", "QueryBroker", "QueryRe
 log = logging.getLogger("creditshare.coordinator")
 
 TRUSTED_SIZE_METADATA = "creditshare-trusted-size"
+T = TypeVar("T")
 _MAX_ATTEMPTS = 3
 
 
@@ -49,6 +50,10 @@ class NodeAnswer:
     partial_score: Ciphertext
     presence: Ciphertext
     indicators: tuple[tuple[str, Ciphertext], ...]
+
+
+class HeadKeptMovingError(LedgerError):
+    """Every retry met a node that had meanwhile accepted a newer head (or time ran out)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,15 +207,14 @@ class QueryBroker:
         )
         return QueryResult(query_id, model, encoding, total, answers, failures)
 
-    async def _request_for(
-        self, node: NodeEntry, template: node_pb2.ScoreRequest, receipt: Receipt
-    ) -> tuple[node_pb2.ScoreRequest, Receipt]:
-        trusted = self._trusted.get(node.id, 0)
+    async def prove(self, node_id: str, receipt: Receipt) -> tuple[node_pb2.QueryReceipt, Receipt]:
+        """The receipt as this node needs it: consistency from the head it last accepted."""
+        trusted = self._trusted.get(node_id, 0)
         if trusted > receipt.head.size:
             # The node has seen a newer head than this receipt's: prove the leaf again.
             receipt = await asyncio.to_thread(self._ledger.receipt, receipt.index)
             if trusted > receipt.head.size:
-                raise CreditShareError(
+                raise LedgerError(
                     f"node trusts a tree of size {trusted}, "
                     f"larger than this log ({receipt.head.size})"
                 )
@@ -219,19 +223,45 @@ class QueryBroker:
             consistency = await asyncio.to_thread(
                 self._ledger.consistency_proof, trusted, receipt.head.size
             )
-        request = node_pb2.ScoreRequest()
-        request.CopyFrom(template)
-        request.receipt.CopyFrom(
-            node_pb2.QueryReceipt(
-                leaf_index=receipt.index,
-                leaf_data=receipt.data,
-                tree_head=_head_pb(receipt),
-                inclusion_proof=list(receipt.inclusion_proof),
-                consistency_from=trusted,
-                consistency_proof=consistency,
-            )
+        proof = node_pb2.QueryReceipt(
+            leaf_index=receipt.index,
+            leaf_data=receipt.data,
+            tree_head=_head_pb(receipt),
+            inclusion_proof=list(receipt.inclusion_proof),
+            consistency_from=trusted,
+            consistency_proof=consistency,
         )
-        return request, receipt
+        return proof, receipt
+
+    async def call_with_receipt(
+        self,
+        node_id: str,
+        receipt: Receipt,
+        invoke: Callable[[node_pb2.QueryReceipt, float], Awaitable[T]],
+        seconds: float,
+    ) -> T:
+        """Call a node with a receipt, re-proving against a newer head if it asks to.
+
+        gRPC errors other than a stale head propagate; ledger problems raise
+        LedgerError; a head that keeps moving past every retry raises HeadKeptMovingError.
+        """
+        deadline = time.monotonic() + seconds
+        for _attempt in range(_MAX_ATTEMPTS):
+            proof, receipt = await self.prove(node_id, receipt)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HeadKeptMovingError("deadline exceeded")
+            try:
+                result = await invoke(proof, remaining)
+            except grpc.aio.AioRpcError as exc:
+                trusted = _trusted_size(exc)
+                if trusted is None:
+                    raise
+                self._trusted[node_id] = trusted
+                continue
+            self._trusted[node_id] = max(self._trusted.get(node_id, 0), receipt.head.size)
+            return result
+        raise HeadKeptMovingError("failed_precondition: tree head kept moving; gave up")
 
     async def _ask(
         self,
@@ -241,34 +271,30 @@ class QueryBroker:
         receipt: Receipt,
         in_scope: Callable[[str], bool],
     ) -> NodeAnswer | NodeFailure:
-        deadline = time.monotonic() + self._settings.node_deadline_seconds
+        started = time.monotonic()
         catalogue = self.catalogues.get(node.id)
         if catalogue is None:  # down at start-up: describe it now, within the same deadline
             catalogue = await self.describe(node)
             if catalogue is None:
                 return NodeFailure(node, "unavailable (could not describe its catalogue)")
         expected = [name for name in catalogue.indicators if in_scope(name)]
-        reply: node_pb2.ScoreResponse | None = None
-        for _attempt in range(_MAX_ATTEMPTS):
-            try:
-                request, receipt = await self._request_for(node, template, receipt)
-            except CreditShareError as exc:
-                return NodeFailure(node, f"ledger: {exc}")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return NodeFailure(node, "deadline exceeded")
-            try:
-                reply = await self._stubs[node.id].Score(request, timeout=remaining)
-            except grpc.aio.AioRpcError as exc:
-                trusted = _trusted_size(exc)
-                if trusted is None:
-                    return NodeFailure(node, _reason(exc))
-                self._trusted[node.id] = trusted
-                continue
-            self._trusted[node.id] = max(self._trusted.get(node.id, 0), receipt.head.size)
-            break
-        if reply is None:
-            return NodeFailure(node, "failed_precondition: tree head kept moving; gave up")
+        stub = self._stubs[node.id]
+
+        async def score(proof: node_pb2.QueryReceipt, seconds: float) -> node_pb2.ScoreResponse:
+            request = node_pb2.ScoreRequest()
+            request.CopyFrom(template)
+            request.receipt.CopyFrom(proof)
+            return await stub.Score(request, timeout=seconds)
+
+        remaining = self._settings.node_deadline_seconds - (time.monotonic() - started)
+        try:
+            reply = await self.call_with_receipt(node.id, receipt, score, remaining)
+        except grpc.aio.AioRpcError as exc:
+            return NodeFailure(node, _reason(exc))
+        except HeadKeptMovingError as exc:
+            return NodeFailure(node, str(exc))
+        except LedgerError as exc:
+            return NodeFailure(node, f"ledger: {exc}")
         try:
             return self._checked(node, reply, key, expected)
         except InvalidInputError as exc:

@@ -93,6 +93,8 @@ class TrainingJobRow(SQLModel, table=True):
     history: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     sizes: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     public_key: str
+    #: Ledger entry recording the job (bureau, key fingerprint, chains); nodes check it.
+    ledger_index: int = -1
     error: str = ""
     created_at: datetime
     updated_at: datetime

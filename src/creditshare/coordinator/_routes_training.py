@@ -151,13 +151,21 @@ async def get_job(job_id: str, caller: CallerDep, services: ServicesDep) -> JobO
 async def psi(job_id: str, body: PsiIn, caller: Bureau, services: ServicesDep) -> dict[str, Any]:
     """Relay one ECDH-PSI round: the coordinator sees only blinded points."""
     jobs = services.training
-    jobs.active(job_id, caller, body.node)
-    request = training_pb2.PsiAnswerRequest(
-        job_id=job_id, domain=body.domain.encode("utf-8"), blinded=_bytes(body.blinded, "blinded")
+    row = jobs.active(job_id, caller, body.node)
+    template = training_pb2.PsiAnswerRequest(
+        job_id=job_id,
+        domain=body.domain.encode("utf-8"),
+        blinded=_bytes(body.blinded, "blinded"),
+        public_key=node_pb2.PaillierPublicKey(n=PublicKey.from_text(row.public_key).to_bytes()),
     )
-    reply = await jobs.relay(
-        job_id, body.node, lambda stub: stub.PsiAnswer(request, timeout=jobs.deadline)
-    )
+
+    async def call(stub: Any, proof: node_pb2.QueryReceipt, seconds: float) -> Any:
+        request = training_pb2.PsiAnswerRequest()
+        request.CopyFrom(template)
+        request.receipt.CopyFrom(proof)
+        return await stub.PsiAnswer(request, timeout=seconds)
+
+    reply = await jobs.relay_with_receipt(row, body.node, call)
     return {
         "double_blinded": _text(reply.double_blinded),
         "node_blinded": _text(reply.node_blinded),
@@ -173,7 +181,7 @@ async def open_job(
     jobs = services.training
     row = jobs.active(job_id, caller, body.node)
     config = jobs.config(row)
-    request = training_pb2.OpenJobRequest(
+    template = training_pb2.OpenJobRequest(
         job_id=job_id,
         public_key=node_pb2.PaillierPublicKey(n=PublicKey.from_text(row.public_key).to_bytes()),
         points=_bytes(body.points, "points"),
@@ -183,7 +191,14 @@ async def open_job(
         feature_bits=config.feature_bits,
         mask_bits=config.mask_bits,
     )
-    reply = await jobs.relay(job_id, body.node, lambda s: s.OpenJob(request, timeout=jobs.deadline))
+
+    async def call(stub: Any, proof: node_pb2.QueryReceipt, seconds: float) -> Any:
+        request = training_pb2.OpenJobRequest()
+        request.CopyFrom(template)
+        request.receipt.CopyFrom(proof)
+        return await stub.OpenJob(request, timeout=seconds)
+
+    reply = await jobs.relay_with_receipt(row, body.node, call)
     sizes = {**row.sizes, body.node: {"rows": reply.rows, "features": list(reply.features)}}
     jobs.update(job_id, sizes=sizes, status="training")
     return {"features": list(reply.features), "rows": reply.rows}

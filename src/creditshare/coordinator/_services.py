@@ -86,6 +86,6 @@ def build_services(
             monotonic,
             "queries about this enterprise",
         ),
-        training=TrainingJobs(engine, registry, broker, clock),
+        training=TrainingJobs(engine, registry, broker, ledger, clock),
         clock=clock,
     )

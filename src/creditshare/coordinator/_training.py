@@ -8,6 +8,7 @@ It sees blinded PSI points, ciphertexts and masked integers, nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -17,6 +18,7 @@ import grpc
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from creditshare.consent import Purpose
 from creditshare.coordinator._broker import QueryBroker
 from creditshare.coordinator._db import ModelRow, Participant, TrainingJobRow
 from creditshare.coordinator._participants import Role
@@ -25,11 +27,14 @@ from creditshare.crypto import PublicKey
 from creditshare.errors import (
     ConflictError,
     InvalidInputError,
+    LedgerError,
     NodeFailedError,
     NotFoundError,
     PermissionDeniedError,
 )
 from creditshare.federated import TrainingConfig
+from creditshare.ledger import Ledger, QueryRecord
+from creditshare.proto import node_pb2
 
 __all__ = ["TrainingJobs"]
 
@@ -43,11 +48,13 @@ class TrainingJobs:
         engine: Engine,
         registry: Registry,
         broker: QueryBroker,
+        ledger: Ledger,
         clock: Callable[[], datetime],
     ) -> None:
         self._engine = engine
         self._registry = registry
         self._broker = broker
+        self._ledger = ledger
         self._clock = clock
 
     def create(
@@ -66,8 +73,26 @@ class TrainingJobs:
         self._check_model_id_free(model_id)
         self._typed(config)
         now = self._clock()
+        job_id = uuid.uuid4().hex
+        chains = sorted({self._registry.node(n).chain.value for n in nodes})
+        record = QueryRecord(
+            kind="training",
+            query_id=job_id,
+            time=now,
+            uscc="",
+            requester=bureau.id,
+            requester_role=bureau.role,
+            purpose=Purpose.MODEL_TRAINING.value,
+            consent_id="",
+            model_id=model_id,
+            key_fingerprint=public_key.fingerprint(),
+            chains=tuple(chains),
+            indicators=(),
+        )
+        receipt = self._ledger.append(record.to_bytes(), f"training:{bureau.id}")
         row = TrainingJobRow(
-            id=uuid.uuid4().hex,
+            id=job_id,
+            ledger_index=receipt.index,
             bureau=bureau.id,
             model_id=model_id,
             status="aligning",
@@ -151,6 +176,22 @@ class TrainingJobs:
             session.refresh(row)
             return row
 
+    async def relay_with_receipt(
+        self,
+        job: TrainingJobRow,
+        node: str,
+        call: Callable[[Any, node_pb2.QueryReceipt, float], Awaitable[T]],
+    ) -> T:
+        """A call that must carry the job's ledger receipt (PSI, opening the job)."""
+        receipt = await asyncio.to_thread(self._ledger.receipt, job.ledger_index)
+
+        async def run(stub: Any) -> T:
+            return await self._broker.call_with_receipt(
+                node, receipt, lambda proof, seconds: call(stub, proof, seconds), self.deadline
+            )
+
+        return await self.relay(job.id, node, run)
+
     async def relay(self, job_id: str, node: str, call: Callable[[Any], Awaitable[T]]) -> T:
         """Run one node call; a node that fails fails the job, with its reason."""
         stub = self._broker.training.get(node)
@@ -158,6 +199,9 @@ class TrainingJobs:
             raise NotFoundError(f"unknown node {node!r}")
         try:
             return await call(stub)
+        except LedgerError as exc:
+            self.update(job_id, status="failed", error=f"node {node}: ledger: {exc}")
+            raise NodeFailedError(node, f"ledger: {exc}") from None
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.INVALID_ARGUMENT:

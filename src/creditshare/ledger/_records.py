@@ -18,7 +18,7 @@ from creditshare.errors import InvalidInputError
 
 __all__ = ["QueryRecord", "parse_record"]
 
-RecordKind = Literal["query", "refusal"]
+RecordKind = Literal["query", "refusal", "training"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +86,8 @@ def parse_record(data: bytes) -> QueryRecord:
     if not isinstance(doc, dict) or doc.get("v") != 1:
         raise InvalidInputError("ledger record is not a version 1 record")
     kind = doc.get("kind")
-    if kind not in ("query", "refusal"):
-        raise InvalidInputError("ledger record kind must be 'query' or 'refusal'")
+    if kind not in ("query", "refusal", "training"):
+        raise InvalidInputError("ledger record kind must be 'query', 'refusal' or 'training'")
     return QueryRecord(
         kind=kind,
         query_id=_str(doc, "query_id"),

@@ -28,6 +28,8 @@ __all__ = ["ReceiptChecker", "ReceiptRefusedError"]
 
 #: Tolerated clock skew between coordinator and node.
 _SKEW = timedelta(seconds=60)
+#: A training job aligns and opens within this long of being recorded.
+TRAINING_RECEIPT_MAX_AGE = timedelta(hours=1)
 
 
 class ReceiptRefusedError(PermissionDeniedError):
@@ -49,13 +51,8 @@ class ReceiptChecker:
         self._clock = clock
         self._max_age = max_age
 
-    def check(
-        self, request: node_pb2.ScoreRequest, uscc: str, key: PublicKey
-    ) -> tuple[int, QueryRecord]:
-        """Return (leaf index, record) or raise; stale heads raise StaleTreeHeadError."""
-        if not request.HasField("receipt"):
-            raise ReceiptRefusedError("a ledger receipt is required")
-        pb = request.receipt
+    def _verified(self, pb: node_pb2.QueryReceipt) -> tuple[int, QueryRecord]:
+        """Signature, inclusion and consistency, then the record those bytes hold."""
         th = pb.tree_head
         head = SignedTreeHead(th.size, th.root, th.timestamp_ms, th.signature, th.key_id)
         receipt = Receipt(
@@ -73,8 +70,47 @@ class ReceiptChecker:
             record = parse_record(pb.leaf_data)
         except InvalidInputError as exc:
             raise ReceiptRefusedError(f"receipt record unreadable: {exc}") from exc
-        self._match(record, request, uscc, key)
         return receipt.index, record
+
+    def check(
+        self, request: node_pb2.ScoreRequest, uscc: str, key: PublicKey
+    ) -> tuple[int, QueryRecord]:
+        """Return (leaf index, record) or raise; stale heads raise StaleTreeHeadError."""
+        if not request.HasField("receipt"):
+            raise ReceiptRefusedError("a ledger receipt is required")
+        index, record = self._verified(request.receipt)
+        self._match(record, request, uscc, key)
+        self._fresh(record, self._max_age)
+        return index, record
+
+    def check_training(
+        self, pb: node_pb2.QueryReceipt | None, job_id: str, key: PublicKey
+    ) -> tuple[int, QueryRecord]:
+        """A training job is answered only under its own recorded "training" entry."""
+        if pb is None:
+            raise ReceiptRefusedError("a ledger receipt for the training job is required")
+        index, record = self._verified(pb)
+        mismatches = [
+            name
+            for name, ok in (
+                ("kind", record.kind == "training"),
+                ("job id", record.query_id == job_id),
+                ("public key", record.key_fingerprint == key.fingerprint()),
+                ("chain", self._chain.value in record.chains),
+            )
+            if not ok
+        ]
+        if mismatches:
+            raise ReceiptRefusedError(f"receipt does not match the job: {', '.join(mismatches)}")
+        self._fresh(record, TRAINING_RECEIPT_MAX_AGE)
+        return index, record
+
+    def _fresh(self, record: QueryRecord, max_age: timedelta) -> None:
+        now = self._clock()
+        if record.time > now + _SKEW:
+            raise ReceiptRefusedError("receipt is dated in the future")
+        if now - record.time > max_age:
+            raise ReceiptRefusedError("receipt is too old")
 
     def _match(
         self, record: QueryRecord, request: node_pb2.ScoreRequest, uscc: str, key: PublicKey
@@ -95,8 +131,3 @@ class ReceiptChecker:
             raise ReceiptRefusedError(
                 f"receipt does not match the request: {', '.join(mismatches)}"
             )
-        now = self._clock()
-        if record.time > now + _SKEW:
-            raise ReceiptRefusedError("receipt is dated in the future")
-        if now - record.time > self._max_age:
-            raise ReceiptRefusedError("receipt is too old")

@@ -67,11 +67,12 @@ async def build_server(
         clock,
         timedelta(seconds=settings.receipt_max_age_seconds),
     )
-    service = DataNodeService(settings, engine, checker, AccessLog(db, clock), tracker)
+    access_log = AccessLog(db, clock)
+    service = DataNodeService(settings, engine, checker, access_log, tracker)
     server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS)
     node_pb2_grpc.add_DataNodeServicer_to_server(service, server)
     training = TrainingService(
-        settings.node_id, settings.department_schema, records, shards, engine
+        settings.node_id, settings.department_schema, records, shards, engine, checker, access_log
     )
     training_pb2_grpc.add_TrainingServicer_to_server(training, server)
     health_servicer = health.aio.HealthServicer()

@@ -32,7 +32,7 @@ from creditshare.node._settings import NodeSettings
 from creditshare.node._trust import AccessLog
 from creditshare.proto import node_pb2, node_pb2_grpc
 
-__all__ = ["TRUSTED_SIZE_METADATA", "DataNodeService", "status_for"]
+__all__ = ["TRUSTED_SIZE_METADATA", "DataNodeService", "guarded", "status_for"]
 
 log = logging.getLogger("creditshare.node")
 T = TypeVar("T")
@@ -56,6 +56,25 @@ def status_for(exc: CreditShareError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+async def guarded(
+    context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], Awaitable[T]]
+) -> T:
+    """Run one RPC's work; errors become status codes here, once, for every node service."""
+    try:
+        return await work()
+    except CreditShareError as exc:
+        if isinstance(exc, StaleTreeHeadError):
+            context.set_trailing_metadata(((TRUSTED_SIZE_METADATA, str(exc.trusted_size)),))
+        log.info("refused: %s", exc)
+        await context.abort(status_for(exc), str(exc))
+        raise AssertionError("unreachable") from exc  # abort always raises
+    except Exception as exc:
+        # Never hand an unexpected exception's text (which may quote data) to the caller.
+        log.exception("internal error while serving a request")
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("unreachable") from exc
+
+
 class DataNodeService(node_pb2_grpc.DataNodeServicer):
     def __init__(
         self,
@@ -76,19 +95,7 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
     async def _guard(
         self, context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], Awaitable[T]]
     ) -> T:
-        try:
-            return await work()
-        except CreditShareError as exc:
-            if isinstance(exc, StaleTreeHeadError):
-                context.set_trailing_metadata(((TRUSTED_SIZE_METADATA, str(exc.trusted_size)),))
-            log.info("refused: %s", exc)
-            await context.abort(status_for(exc), str(exc))
-            raise AssertionError("unreachable") from exc  # abort always raises
-        except Exception as exc:
-            # Never hand an unexpected exception's text (which may quote data) to the caller.
-            log.exception("internal error while serving a request")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            raise AssertionError("unreachable") from exc
+        return await guarded(context, work)
 
     async def Describe(  # noqa: N802 - gRPC method name
         self,

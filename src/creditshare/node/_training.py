@@ -23,11 +23,13 @@ import numpy as np
 
 from creditshare.crypto import Ciphertext, PublicKey
 from creditshare.departments import Department
-from creditshare.errors import CreditShareError, InvalidInputError, NotFoundError
+from creditshare.errors import InvalidInputError, NotFoundError
 from creditshare.federated import HostParty, PsiParty, TrainingConfig
+from creditshare.node._receipts import ReceiptChecker, ReceiptRefusedError
 from creditshare.node._scoring import ScoreEngine
-from creditshare.node._service import status_for
+from creditshare.node._service import guarded
 from creditshare.node._storage import RecordStore, ShardStore
+from creditshare.node._trust import AccessLog
 from creditshare.proto import training_pb2, training_pb2_grpc
 
 __all__ = ["TrainingService"]
@@ -64,8 +66,12 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         store: RecordStore,
         shards: ShardStore,
         engine: ScoreEngine,
+        checker: ReceiptChecker,
+        access_log: AccessLog,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._checker = checker
+        self._access_log = access_log
         self._clock = clock
         self._node_id = node_id
         self._department = department
@@ -78,15 +84,10 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self._lock = threading.Lock()
 
     async def _run(self, context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], T]) -> T:
-        try:
+        async def blocking() -> T:
             return await asyncio.to_thread(work)
-        except CreditShareError as exc:
-            await context.abort(status_for(exc), str(exc))
-            raise AssertionError("unreachable") from exc
-        except Exception as exc:
-            log.exception("training request failed")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            raise AssertionError("unreachable") from exc
+
+        return await guarded(context, blocking)
 
     def _job(self, job_id: str) -> _Job:
         with self._lock:
@@ -122,6 +123,14 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 raise InvalidInputError("PSI domain must be 1 to 256 bytes")
             if not request.job_id or len(request.job_id) > 64:
                 raise InvalidInputError("job_id must be 1 to 64 characters")
+            if not request.HasField("public_key"):
+                raise InvalidInputError("public_key is required")
+            key = PublicKey.from_bytes(request.public_key.n)
+            receipt = request.receipt if request.HasField("receipt") else None
+            self._checker.check_training(receipt, request.job_id, key)
+            with self._lock:
+                if request.job_id in self._psi or request.job_id in self._jobs:
+                    raise ReceiptRefusedError(f"job {request.job_id!r} was already aligned here")
             ids = sorted(self._store.all())
             party = PsiParty(request.domain)
             double = party.reblind(list(request.blinded))
@@ -145,6 +154,13 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         def work() -> training_pb2.OpenJobResponse:
             if not request.job_id or len(request.job_id) > 64:
                 raise InvalidInputError("job_id must be 1 to 64 characters")
+            if not request.HasField("public_key"):
+                raise InvalidInputError("public_key is required")
+            key = PublicKey.from_bytes(request.public_key.n)
+            receipt = request.receipt if request.HasField("receipt") else None
+            index, record = self._checker.check_training(receipt, request.job_id, key)
+            if not self._access_log.claim(index, record):
+                raise ReceiptRefusedError(f"job {request.job_id!r} was already opened here")
             with self._lock:
                 state = self._psi.get(request.job_id)
             if state is None:
@@ -157,7 +173,6 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             if unknown:
                 raise InvalidInputError(f"point {unknown[0]} is not one this node answered")
             ids = [mapping[p] for p in points]
-            key = PublicKey.from_bytes(request.public_key.n)
             # TrainingConfig refuses weak settings (e.g. masks under 80 bits), so a
             # coordinator cannot talk a node into masking its gradients thinly.
             defaults = TrainingConfig()

@@ -32,20 +32,32 @@ class PsiAnswerRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     DOMAIN_FIELD_NUMBER: _builtins.int
     BLINDED_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     domain: _builtins.bytes
     @_builtins.property
     def blinded(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def public_key(self) -> _node_pb2.PaillierPublicKey:
+        """The bureau's key, and the ledger receipt of the job's "training" record
+        (job id, bureau, key fingerprint, chains): no receipt, no answer.
+        """
+
+    @_builtins.property
+    def receipt(self) -> _node_pb2.QueryReceipt: ...
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         domain: _builtins.bytes = ...,
         blinded: _abc.Iterable[_builtins.bytes] | None = ...,
+        public_key: _node_pb2.PaillierPublicKey | None = ...,
+        receipt: _node_pb2.QueryReceipt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded", b"blinded", "domain", b"domain", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded", b"blinded", "domain", b"domain", "job_id", b"job_id", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -90,6 +102,7 @@ class OpenJobRequest(_message.Message):
     SCORE_BITS_FIELD_NUMBER: _builtins.int
     FEATURE_BITS_FIELD_NUMBER: _builtins.int
     MASK_BITS_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     l2: _builtins.float
     """Training hyper-parameters that the node applies to its own shard."""
@@ -105,6 +118,10 @@ class OpenJobRequest(_message.Message):
         intersection; row i of the job is the record behind points[i].
         """
 
+    @_builtins.property
+    def receipt(self) -> _node_pb2.QueryReceipt:
+        """The same receipt as for PsiAnswer; a node opens a job once per receipt."""
+
     def __init__(
         self,
         *,
@@ -116,10 +133,11 @@ class OpenJobRequest(_message.Message):
         score_bits: _builtins.int = ...,
         feature_bits: _builtins.int = ...,
         mask_bits: _builtins.int = ...,
+        receipt: _node_pb2.QueryReceipt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature_bits", b"feature_bits", "feature_clip", b"feature_clip", "job_id", b"job_id", "l2", b"l2", "mask_bits", b"mask_bits", "points", b"points", "public_key", b"public_key", "score_bits", b"score_bits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature_bits", b"feature_bits", "feature_clip", b"feature_clip", "job_id", b"job_id", "l2", b"l2", "mask_bits", b"mask_bits", "points", b"points", "public_key", b"public_key", "receipt", b"receipt", "score_bits", b"score_bits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
