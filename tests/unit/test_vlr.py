@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from creditshare.crypto import Ciphertext, PrivateKey
+from creditshare.crypto import Ciphertext, FastEncryptor, FixedPointEncoding, PrivateKey
 from creditshare.errors import InvalidInputError
 from creditshare.federated import (
     BureauParty,
@@ -132,9 +132,11 @@ class RecordingHost:
         self.sent.extend(out)
         return out
 
-    def apply_gradient(self, masked_plain: Sequence[int], batch_size: int, rate: float) -> None:
+    def apply_gradient(
+        self, masked_plain: Sequence[int], proofs: Sequence[int], batch_size: int, rate: float
+    ) -> None:
         self.received.append(("masked", list(masked_plain)))
-        self.inner.apply_gradient(masked_plain, batch_size, rate)
+        self.inner.apply_gradient(masked_plain, proofs, batch_size, rate)
 
 
 def test_what_each_party_sees(
@@ -183,7 +185,7 @@ def test_bad_inputs_are_refused(
     with pytest.raises(InvalidInputError, match="batch_size"):
         TrainingConfig(batch_size=0)
     with pytest.raises(InvalidInputError, match="outstanding"):
-        host.apply_gradient([1, 2, 3], 10, 0.1)
+        host.apply_gradient([1, 2, 3], [1, 1, 1], 10, 0.1)
 
 
 def test_small_or_repeated_batches_are_refused_by_the_node(
@@ -218,3 +220,25 @@ def test_weak_settings_are_refused() -> None:
     ):
         with pytest.raises(InvalidInputError, match=message):
             TrainingConfig(**kwargs)
+
+
+def test_node_takes_only_proven_decryptions_of_its_own_gradient(
+    key: PrivateKey, data: tuple[list[str], np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    """A bureau answering values of its choosing could set a node's weights at will."""
+    ids = data[0][:40]
+    _, host = _parties(key, data)
+    residuals = [FastEncryptor(key.public_key).zero() for _ in ids]
+    masked = host.masked_gradient(ids, residuals)
+    opened = [key.decrypt_with_proof(c.value) for c in masked]
+    values = [FixedPointEncoding.decode_integer(m, key.public_key) for m, _ in opened]
+    proofs = [r for _, r in opened]
+    forged = [v + 10**12 for v in values]
+    with pytest.raises(InvalidInputError, match="not the decryption"):
+        host.apply_gradient(forged, proofs, 40, 0.1)
+    with pytest.raises(InvalidInputError, match="batch size"):
+        host.apply_gradient(values, proofs, 400, 0.1)
+    with pytest.raises(InvalidInputError, match="rate must be within"):
+        host.apply_gradient(values, proofs, 40, 50.0)
+    host.apply_gradient(values, proofs, 40, 0.1)  # the honest answer is taken
+    assert np.allclose(host.weights, 0.0)  # zero residuals: zero gradient

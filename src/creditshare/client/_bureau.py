@@ -100,12 +100,17 @@ class RemoteHost:
         }
         return self._ciphertexts(self._client.post(f"{self._path}/gradient", payload))
 
-    def apply_gradient(self, masked_plain: Sequence[int], batch_size: int, rate: float) -> None:
+    def apply_gradient(
+        self, masked_plain: Sequence[int], proofs: Sequence[int], batch_size: int, rate: float
+    ) -> None:
         self._client.post(
             f"{self._path}/apply",
             {
                 "node": self.node,
                 "values": [str(v) for v in masked_plain],
+                "randomness": _b64(
+                    [r.to_bytes((r.bit_length() + 7) // 8 or 1, "big") for r in proofs]
+                ),
                 "batch_size": batch_size,
                 "rate": rate,
             },
@@ -182,6 +187,7 @@ def train_model(
         raise ClientError("no labels to train on")
     key = client.private_key
     settings = {
+        "learning_rate_decay": config.learning_rate_decay,
         "score_bits": config.score_bits,
         "feature_bits": config.feature_bits,
         "mask_bits": config.mask_bits,

@@ -77,6 +77,7 @@ class GradientIn(BaseModel):
 class ApplyIn(BaseModel):
     node: str
     values: list[str] = Field(min_length=1, max_length=10_000)
+    randomness: list[str] = Field(min_length=1, max_length=10_000)
     batch_size: int = Field(ge=1)
     rate: float = Field(gt=0)
 
@@ -190,6 +191,7 @@ async def open_job(
         score_bits=config.score_bits,
         feature_bits=config.feature_bits,
         mask_bits=config.mask_bits,
+        learning_rate=config.learning_rate,
     )
 
     async def call(stub: Any, proof: node_pb2.QueryReceipt, seconds: float) -> Any:
@@ -238,7 +240,11 @@ async def apply(
     jobs = services.training
     jobs.active(job_id, caller, body.node)
     request = training_pb2.ApplyGradientRequest(
-        job_id=job_id, values=body.values, batch_size=body.batch_size, rate=body.rate
+        job_id=job_id,
+        values=body.values,
+        batch_size=body.batch_size,
+        rate=body.rate,
+        randomness=_bytes(body.randomness, "randomness"),
     )
     await jobs.relay(job_id, body.node, lambda s: s.ApplyGradient(request, timeout=jobs.deadline))
     return {}

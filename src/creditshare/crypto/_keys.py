@@ -15,6 +15,7 @@ import json
 import math
 from typing import Any
 
+import gmpy2
 from phe import paillier
 
 from creditshare.errors import InvalidKeyError, KeyTooSmallError
@@ -96,6 +97,13 @@ class PublicKey:
         """Short stable identifier for logs and receipts (never the key itself)."""
         return hashlib.sha256(self.to_bytes()).hexdigest()[:16]
 
+    def verify_decryption(self, ciphertext: int, plaintext: int, r: int) -> bool:
+        """True when c = (1 + n·m)·r^n mod n², i.e. m really is the plaintext of c."""
+        n, nsq = self.n, self.n_squared
+        if not (0 <= plaintext < n and 0 < r < n):
+            return False
+        return (1 + n * plaintext) * int(gmpy2.powmod(r, n, nsq)) % nsq == ciphertext % nsq
+
     def raw_encrypt(self, plaintext: int) -> int:
         """Encrypt an already-encoded integer in [0, n) with a fresh obfuscator."""
         if not 0 <= plaintext < self.n:
@@ -133,6 +141,19 @@ class PrivateKey:
     def raw_decrypt(self, ciphertext: int) -> int:
         """Decrypt to the encoded integer in [0, n) (CRT inside phe)."""
         return int(self._phe.raw_decrypt(ciphertext))
+
+    def decrypt_with_proof(self, ciphertext: int) -> tuple[int, int]:
+        """(m, r) with c = (1 + n·m)·r^n mod n²: anyone can check that m is c's plaintext.
+
+        Only the key holder can find r (an n-th root modulo n needs φ(n)), so a party
+        that hands back a decryption cannot substitute a value of its choosing.
+        """
+        n = self.public_key.n
+        m = self.raw_decrypt(ciphertext)
+        residue = ciphertext * (1 - n * m) % self.public_key.n_squared  # = r^n mod n²
+        phi = (int(self._phe.p) - 1) * (int(self._phe.q) - 1)
+        r = int(gmpy2.powmod(residue % n, gmpy2.invert(n, phi), n))
+        return m, r
 
     def to_json_bytes(self) -> bytes:
         doc = {

@@ -124,7 +124,9 @@ class HostEndpoint(Protocol):
         self, ids: Sequence[str], residuals: Sequence[Ciphertext]
     ) -> list[Ciphertext]: ...
 
-    def apply_gradient(self, masked_plain: Sequence[int], batch_size: int, rate: float) -> None: ...
+    def apply_gradient(
+        self, masked_plain: Sequence[int], proofs: Sequence[int], batch_size: int, rate: float
+    ) -> None: ...
 
 
 class HostParty:
@@ -147,6 +149,8 @@ class HostParty:
         self._score = FixedPointEncoding(1 << config.score_bits)
         self.weights = np.zeros(len(self.feature_names))
         self._masks: list[int] | None = None
+        self._masked: list[Ciphertext] = []
+        self._batch_rows = 0
 
     def forward(self, ids: Sequence[str]) -> list[Ciphertext]:
         u = _matrix(self._rows, ids, self._config.feature_clip) @ self.weights
@@ -177,11 +181,30 @@ class HostParty:
             column = [int(v) for v in xi[:, j]]
             g = cipher_dot(list(residuals), column)
             out.append(g + self._encryptor.encrypt_encoded(mask % self._key.n))
+        self._masked = out
+        self._batch_rows = len(ids)
         return out
 
-    def apply_gradient(self, masked_plain: Sequence[int], batch_size: int, rate: float) -> None:
-        if self._masks is None or len(masked_plain) != len(self._masks):
+    def apply_gradient(
+        self, masked_plain: Sequence[int], proofs: Sequence[int], batch_size: int, rate: float
+    ) -> None:
+        """Unmask and step, once each value is proven to be our ciphertext's decryption.
+
+        Without the proof a bureau could answer any value and so set this node's
+        weights at will (and then read features back through its scores).
+        """
+        if self._masks is None or not len(masked_plain) == len(proofs) == len(self._masks):
             raise InvalidInputError("gradient does not match an outstanding masked request")
+        if batch_size != self._batch_rows:
+            raise InvalidInputError(
+                f"batch size {batch_size} is not the {self._batch_rows} rows asked"
+            )
+        if not 0 < rate <= self._config.learning_rate:
+            raise InvalidInputError(f"rate must be within (0, {self._config.learning_rate}]")
+        n = self._key.n
+        for k, (value, r, c) in enumerate(zip(masked_plain, proofs, self._masked, strict=True)):
+            if not self._key.verify_decryption(c.value, value % n, r):
+                raise InvalidInputError(f"value {k} is not the decryption of the masked gradient")
         scale = 4.0 * batch_size * (1 << self._config.score_bits) * (1 << self._config.feature_bits)
         grad = np.array([(v - m) / scale for v, m in zip(masked_plain, self._masks, strict=True)])
         self._masks = None
@@ -256,7 +279,9 @@ class BureauParty:
             residuals.append(self._encryptor.rerandomize(total))
         for host in hosts:
             masked = host.masked_gradient(ids, residuals)
-            host.apply_gradient([self._decrypt_integer(c) for c in masked], len(ids), rate)
+            opened = [self._key.decrypt_with_proof(c.value) for c in masked]
+            values = [FixedPointEncoding.decode_integer(m, self.public_key) for m, _ in opened]
+            host.apply_gradient(values, [r for _, r in opened], len(ids), rate)
         scale = 4.0 * len(ids) * (1 << self._config.score_bits)
         d_sum = self._decrypt_integer(_sum(residuals, self.public_key)) / scale
         if self.feature_names:

@@ -177,6 +177,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             # coordinator cannot talk a node into masking its gradients thinly.
             defaults = TrainingConfig()
             config = TrainingConfig(
+                learning_rate=request.learning_rate or defaults.learning_rate,
                 l2=request.l2,
                 feature_clip=request.feature_clip or defaults.feature_clip,
                 score_bits=request.score_bits or defaults.score_bits,
@@ -228,13 +229,15 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self, request: training_pb2.ApplyGradientRequest, context: Any
     ) -> training_pb2.ApplyGradientResponse:
         def work() -> training_pb2.ApplyGradientResponse:
+            if any(len(v) > 1300 for v in request.values):
+                raise InvalidInputError("gradient values are longer than any 4096-bit number")
             try:
                 values = [int(v) for v in request.values]
             except ValueError:
                 raise InvalidInputError("gradient values must be decimal integers") from None
-            if request.batch_size == 0 or not 0 < request.rate < 100:
-                raise InvalidInputError("batch_size must be positive and rate within (0, 100)")
-            self._job(request.job_id).host.apply_gradient(values, request.batch_size, request.rate)
+            proofs = [int.from_bytes(r, "big") for r in request.randomness]
+            host = self._job(request.job_id).host
+            host.apply_gradient(values, proofs, request.batch_size, request.rate)
             return training_pb2.ApplyGradientResponse()
 
         return await self._run(context, work)

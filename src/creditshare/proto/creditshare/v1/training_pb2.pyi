@@ -103,6 +103,7 @@ class OpenJobRequest(_message.Message):
     FEATURE_BITS_FIELD_NUMBER: _builtins.int
     MASK_BITS_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
+    LEARNING_RATE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     l2: _builtins.float
     """Training hyper-parameters that the node applies to its own shard."""
@@ -110,6 +111,8 @@ class OpenJobRequest(_message.Message):
     score_bits: _builtins.int
     feature_bits: _builtins.int
     mask_bits: _builtins.int
+    learning_rate: _builtins.float
+    """The largest step the node will take (the job's initial learning rate)."""
     @_builtins.property
     def public_key(self) -> _node_pb2.PaillierPublicKey: ...
     @_builtins.property
@@ -134,10 +137,11 @@ class OpenJobRequest(_message.Message):
         feature_bits: _builtins.int = ...,
         mask_bits: _builtins.int = ...,
         receipt: _node_pb2.QueryReceipt | None = ...,
+        learning_rate: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature_bits", b"feature_bits", "feature_clip", b"feature_clip", "job_id", b"job_id", "l2", b"l2", "mask_bits", b"mask_bits", "points", b"points", "public_key", b"public_key", "receipt", b"receipt", "score_bits", b"score_bits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature_bits", b"feature_bits", "feature_clip", b"feature_clip", "job_id", b"job_id", "l2", b"l2", "learning_rate", b"learning_rate", "mask_bits", b"mask_bits", "points", b"points", "public_key", b"public_key", "receipt", b"receipt", "score_bits", b"score_bits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -244,12 +248,20 @@ class ApplyGradientRequest(_message.Message):
     VALUES_FIELD_NUMBER: _builtins.int
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
     RATE_FIELD_NUMBER: _builtins.int
+    RANDOMNESS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     batch_size: _builtins.int
     rate: _builtins.float
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Masked gradient values as decrypted by the bureau: signed integers in decimal."""
+
+    @_builtins.property
+    def randomness(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Per value, the r with c = (1 + n·m)·r^n mod n² for the node's masked
+        ciphertext c: proof that each value is c's true decryption, not a value of
+        the bureau's choosing (big-endian).
+        """
 
     def __init__(
         self,
@@ -258,10 +270,11 @@ class ApplyGradientRequest(_message.Message):
         values: _abc.Iterable[_builtins.str] | None = ...,
         batch_size: _builtins.int = ...,
         rate: _builtins.float = ...,
+        randomness: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "job_id", b"job_id", "rate", b"rate", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "job_id", b"job_id", "randomness", b"randomness", "rate", b"rate", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
