@@ -14,12 +14,14 @@ import grpc
 import pytest
 from phe import paillier
 
-from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, PublicKey, VerifyKey
+from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, PublicKey
 from creditshare.departments import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS, get_department
 from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, QueryRecord, Receipt
-from creditshare.node import NodeSettings, build_server, import_into_node
+from creditshare.node import NodeSettings, build_server
 from creditshare.node._service import TRUSTED_SIZE_METADATA
 from creditshare.proto import node_pb2, node_pb2_grpc
+
+from .conftest import receipt_message, tax_node
 
 if TYPE_CHECKING:
     from creditshare.proto.creditshare.v1.node_pb2_grpc import DataNodeAsyncStub
@@ -29,19 +31,7 @@ SCALE = 10**6
 
 @pytest.fixture(scope="module")
 def tax_settings(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> NodeSettings:
-    folder = tmp_path_factory.mktemp("node")
-    settings = NodeSettings(
-        node_id="yrd-tax",
-        department="tax",
-        chain="yrd",
-        listen="127.0.0.1:0",
-        database_url=f"sqlite:///{folder / 'node.db'}",
-        models={DEFAULT_MODEL_ID: {"weights": dict(DEFAULT_WEIGHTS["tax"])}},
-        log_public_key=VerifyKey.from_cryptography(LOG.public_key).to_text(),
-        allow_insecure=True,
-    )
-    import_into_node(settings, [data_dir / "yrd" / "tax.csv"])
-    return settings
+    return tax_node(tmp_path_factory.mktemp("node"), data_dir, LOG)
 
 
 @pytest.fixture(scope="module")
@@ -84,22 +74,7 @@ def record_for(uscc: str, key: PublicKey, **overrides: Any) -> QueryRecord:
 
 
 def receipt_pb(receipt: Receipt, trusted: int, ledger: Ledger = LEDGER) -> node_pb2.QueryReceipt:
-    head = receipt.head
-    consistency = ledger.consistency_proof(trusted, head.size) if trusted < head.size else []
-    return node_pb2.QueryReceipt(
-        leaf_index=receipt.index,
-        leaf_data=receipt.data,
-        tree_head=node_pb2.SignedTreeHead(
-            size=head.size,
-            root=head.root,
-            timestamp_ms=head.timestamp_ms,
-            signature=head.signature,
-            key_id=head.key_id,
-        ),
-        inclusion_proof=list(receipt.inclusion_proof),
-        consistency_from=trusted,
-        consistency_proof=consistency,
-    )
+    return receipt_message(receipt, trusted, ledger)
 
 
 async def trusted_size(stub: DataNodeAsyncStub) -> int:

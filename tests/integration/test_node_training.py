@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 
-from creditshare.crypto import PrivateKey, VerifyKey
-from creditshare.departments import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
+from creditshare.crypto import PrivateKey
 from creditshare.federated import PsiParty, bureau_request
 from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, QueryRecord, Receipt
 from creditshare.ledger._records import RecordKind
-from creditshare.node import NodeSettings, build_server, import_into_node
+from creditshare.node import NodeSettings, build_server
 from creditshare.proto import node_pb2, training_pb2, training_pb2_grpc
+
+from .conftest import receipt_message, tax_node
 
 if TYPE_CHECKING:
     from creditshare.proto.creditshare.v1.training_pb2_grpc import TrainingAsyncStub
@@ -29,19 +30,7 @@ trusted = {"size": 0}
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> NodeSettings:
-    folder = tmp_path_factory.mktemp("training-node")
-    node = NodeSettings(
-        node_id="yrd-tax",
-        department="tax",
-        chain="yrd",
-        listen="127.0.0.1:0",
-        database_url=f"sqlite:///{folder / 'node.db'}",
-        models={DEFAULT_MODEL_ID: {"weights": dict(DEFAULT_WEIGHTS["tax"])}},
-        log_public_key=VerifyKey.from_cryptography(LOG.public_key).to_text(),
-        allow_insecure=True,
-    )
-    import_into_node(node, [data_dir / "yrd" / "tax.csv"])
-    return node
+    return tax_node(tmp_path_factory.mktemp("training-node"), data_dir, LOG)
 
 
 @pytest.fixture
@@ -70,24 +59,9 @@ def _receipt(job_id: str, key: PrivateKey, kind: RecordKind = "training") -> nod
         indicators=(),
     )
     receipt: Receipt = LEDGER.append(record.to_bytes(), "training")
-    head = receipt.head
     old = trusted["size"]
-    consistency = LEDGER.consistency_proof(old, head.size) if 0 < old < head.size else []
-    trusted["size"] = head.size
-    return node_pb2.QueryReceipt(
-        leaf_index=receipt.index,
-        leaf_data=receipt.data,
-        tree_head=node_pb2.SignedTreeHead(
-            size=head.size,
-            root=head.root,
-            timestamp_ms=head.timestamp_ms,
-            signature=head.signature,
-            key_id=head.key_id,
-        ),
-        inclusion_proof=list(receipt.inclusion_proof),
-        consistency_from=old,
-        consistency_proof=consistency,
-    )
+    trusted["size"] = receipt.head.size
+    return receipt_message(receipt, old, LEDGER)
 
 
 def _psi(job_id: str, key: PrivateKey, receipt: node_pb2.QueryReceipt | None) -> Any:

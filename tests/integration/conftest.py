@@ -1,0 +1,47 @@
+"""Helpers for tests that run one real data node in-process: its settings and receipts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from creditshare.crypto import VerifyKey
+from creditshare.departments import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
+from creditshare.ledger import Ledger, LogSigner, Receipt
+from creditshare.node import NodeSettings, import_into_node
+from creditshare.proto import node_pb2
+
+
+def tax_node(folder: Path, data_dir: Path, log: LogSigner) -> NodeSettings:
+    """A YRD tax node (plaintext gRPC: these tests are about the node, not TLS) with data."""
+    settings = NodeSettings(
+        node_id="yrd-tax",
+        department="tax",
+        chain="yrd",
+        listen="127.0.0.1:0",
+        database_url=f"sqlite:///{folder / 'node.db'}",
+        models={DEFAULT_MODEL_ID: {"weights": dict(DEFAULT_WEIGHTS["tax"])}},
+        log_public_key=VerifyKey.from_cryptography(log.public_key).to_text(),
+        allow_insecure=True,
+    )
+    import_into_node(settings, [data_dir / "yrd" / "tax.csv"])
+    return settings
+
+
+def receipt_message(receipt: Receipt, trusted: int, ledger: Ledger) -> node_pb2.QueryReceipt:
+    """A receipt as the coordinator sends it: consistency from the node's trusted size."""
+    head = receipt.head
+    consistency = ledger.consistency_proof(trusted, head.size) if 0 < trusted < head.size else []
+    return node_pb2.QueryReceipt(
+        leaf_index=receipt.index,
+        leaf_data=receipt.data,
+        tree_head=node_pb2.SignedTreeHead(
+            size=head.size,
+            root=head.root,
+            timestamp_ms=head.timestamp_ms,
+            signature=head.signature,
+            key_id=head.key_id,
+        ),
+        inclusion_proof=list(receipt.inclusion_proof),
+        consistency_from=trusted,
+        consistency_proof=consistency,
+    )
