@@ -28,8 +28,8 @@ test: lint typecheck
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts bench
+	$(BIN)/ruff format --check src tests scripts bench
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
@@ -41,6 +41,13 @@ unit: $(VENV)/.installed-dev
 proto: $(VENV)/.installed-dev
 	$(BIN)/python scripts/gen_proto.py
 	$(BIN)/ruff check --fix --quiet src/creditshare/proto/__init__.py
+
+## Quick runs of every benchmark (each prints ratios against a baseline from the same run).
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/crypto.py --quick
+	$(BIN)/python bench/psi.py --quick
+	$(BIN)/python bench/query.py --quick
+	$(BIN)/python bench/train_default_credit.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -82,6 +82,7 @@ class FederationLayout:
         weights: Mapping[str, Mapping[str, float]] = DEFAULT_WEIGHTS,
         intercept: float = DEFAULT_INTERCEPT,
         coordinator_overrides: Mapping[str, object] | None = None,
+        node_overrides: Mapping[str, object] | None = None,
     ) -> FederationLayout:
         """Write PKI, keys and configs for a federation with mutual TLS everywhere."""
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +119,7 @@ class FederationLayout:
                     "log_public_key": log_key.verify_key.to_text(),
                     "tls": {"ca": str(cert.ca), "cert": str(cert.cert), "key": str(cert.key)},
                     "models": {DEFAULT_MODEL_ID: {"weights": dict(weights[department])}},
+                    **(node_overrides or {}),
                 }
                 config = node_dir / "node.toml"
                 config.write_text(dumps(doc), encoding="utf-8")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
 from creditshare.departments import Department
+from creditshare.node._encryptors import EncryptorCache
 from creditshare.node._storage import RecordStore, ShardStore
 
 __all__ = ["EncryptedShare", "ScoreEngine"]
@@ -32,7 +33,9 @@ class ScoreEngine:
         store: RecordStore,
         models: Mapping[str, Mapping[str, float]],
         shards: ShardStore | None = None,
+        encryptors: EncryptorCache | None = None,
     ) -> None:
+        self._encryptors = encryptors or EncryptorCache(enabled=False)
         self._department = department
         self._store = store
         self._configured = {model_id: (dict(w), 0.0) for model_id, w in models.items()}
@@ -84,13 +87,15 @@ class ScoreEngine:
             partial = self._department.partial_score(record, weights) + bias
             presence = 1.0
             indicator_values = {spec.name: float(spec.derive(record)) for spec in specs}
-        encrypted_partial = encoding.encrypt(partial, key)
+        encryptor = self._encryptors.get(key)
+        encrypted_partial = encryptor.encrypt(partial, encoding)
         if offset is not None:
             encrypted_partial = encrypted_partial + offset
         return EncryptedShare(
             partial_score=encrypted_partial,
-            presence=encoding.encrypt(presence, key),
+            presence=encryptor.encrypt(presence, encoding),
             indicators=tuple(
-                (spec.name, encoding.encrypt(indicator_values[spec.name], key)) for spec in specs
+                (spec.name, encryptor.encrypt(indicator_values[spec.name], encoding))
+                for spec in specs
             ),
         )

@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from creditshare.ledger import TrustedHeadTracker
+from creditshare.node._encryptors import EncryptorCache
 from creditshare.node._importer import ImportSummary, import_files
 from creditshare.node._receipts import ReceiptChecker
 from creditshare.node._scoring import ScoreEngine
@@ -57,6 +58,7 @@ async def build_server(
         records,
         {model_id: shard.weights for model_id, shard in settings.models.items()},
         shards,
+        EncryptorCache(settings.fast_encryption_keys, enabled=settings.fast_encryption),
     )
     heads = TrustedHeadStore(db)
     tracker = TrustedHeadTracker(load=heads.load, save=heads.save)

@@ -34,6 +34,11 @@ class NodeSettings(EnvFirstSettings):
     database_url: str = "sqlite:///node.db"
     models: dict[str, ModelShardSettings] = Field(default_factory=dict)
     max_concurrent_requests: int = Field(default=64, ge=1, le=10_000)
+    fast_encryption: bool = Field(
+        default=True,
+        description="keep fixed-base encryption tables (~17 MiB each) for recent requester keys",
+    )
+    fast_encryption_keys: int = Field(default=4, ge=1, le=64)
     log_public_key: str = Field(
         description="base64 Ed25519 key that signs the coordinator's ledger tree heads"
     )
