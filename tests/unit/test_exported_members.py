@@ -76,4 +76,6 @@ def test_crypto_surface_is_pinned() -> None:
         "FastEncryptor",
         "dot",
         "powmod_many",
+        "PackedEncoding",
+        "SlotLayout",
     }

@@ -8,6 +8,7 @@ from creditshare.crypto._ciphertext import Ciphertext
 from creditshare.crypto._encoding import MAX_SCALE, FixedPointEncoding
 from creditshare.crypto._fast import FastEncryptor, dot, powmod_many
 from creditshare.crypto._keys import MAX_KEY_BITS, MIN_KEY_BITS, PrivateKey, PublicKey
+from creditshare.crypto._packing import PackedEncoding, SlotLayout
 from creditshare.crypto._signing import SigningKey, VerifyKey
 
 __all__ = [
@@ -17,9 +18,11 @@ __all__ = [
     "Ciphertext",
     "FastEncryptor",
     "FixedPointEncoding",
+    "PackedEncoding",
     "PrivateKey",
     "PublicKey",
     "SigningKey",
+    "SlotLayout",
     "VerifyKey",
     "dot",
     "powmod_many",
