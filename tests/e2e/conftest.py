@@ -45,7 +45,8 @@ class Trust:
     def __init__(self, federation: Federation, bank_key: PrivateKey, bank_id: str) -> None:
         self.url = federation.layout.coordinator_url
         self.layout = federation.layout
-        self.operator = CreditShareClient(self.url, api_key=federation.layout.bootstrap_operator())
+        self.operator_api_key = federation.layout.bootstrap_operator()
+        self.operator = CreditShareClient(self.url, api_key=self.operator_api_key)
         issued = self.operator.register_participant(bank_id, "bank", "Test Bank")
         self.bank_id = bank_id
         self.bank_api_key: str = issued["api_key"]

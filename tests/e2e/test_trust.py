@@ -384,3 +384,25 @@ def test_rate_limits_answer_429_with_retry_after(
         fourth = httpx.get(f"{url}/v1/ledger/head", headers=headers, timeout=30)
         assert fourth.status_code == 429 and "participant" in fourth.json()["detail"]
         assert 0 < int(fourth.headers["retry-after"]) <= 60
+
+
+def test_operator_revokes_keys_and_disables_participants(trust: Trust) -> None:
+    issued = trust.operator.register_participant("short-lived-bank", "bank", "Short Lived")
+    first = issued["api_key"]
+    second = trust.operator.post("/v1/participants/short-lived-bank/credentials")["api_key"]
+    key_id = first.split(".")[0].removeprefix("cs_")
+    headers = {"Authorization": f"Bearer {first}"}
+    assert httpx.get(f"{trust.url}/v1/nodes", headers=headers, timeout=10).status_code == 200
+    revoked = httpx.post(
+        f"{trust.url}/v1/participants/short-lived-bank/credentials/{key_id}/revoke",
+        headers={"Authorization": f"Bearer {trust.operator_api_key}"},
+        timeout=10,
+    )
+    assert revoked.status_code == 204
+    assert httpx.get(f"{trust.url}/v1/nodes", headers=headers, timeout=10).status_code == 401
+    other = {"Authorization": f"Bearer {second}"}
+    assert httpx.get(f"{trust.url}/v1/nodes", headers=other, timeout=10).status_code == 200
+    assert trust.operator.post("/v1/participants/short-lived-bank/disable")["disabled"] is True
+    assert httpx.get(f"{trust.url}/v1/nodes", headers=other, timeout=10).status_code == 401
+    # Only operators may do either.
+    assert _status(lambda: trust.bank.post("/v1/participants/test-bank/disable")).status == 403

@@ -142,6 +142,27 @@ class ParticipantRegistry:
             session.commit()
         return IssuedKey(participant_id, f"cs_{key_id}.{secret}")
 
+    def disable(self, participant_id: str) -> Participant:
+        """Every credential of the participant stops working at once."""
+        with Session(self._engine) as session:
+            row = session.get(Participant, participant_id)
+            if row is None:
+                raise NotFoundError(f"unknown participant {participant_id!r}")
+            row.disabled = True
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return row
+
+    def revoke_key(self, participant_id: str, key_id: str) -> None:
+        with Session(self._engine) as session:
+            credential = session.get(ApiCredential, key_id)
+            if credential is None or credential.participant_id != participant_id:
+                raise NotFoundError(f"participant {participant_id!r} has no key {key_id!r}")
+            credential.revoked_at = self._clock()
+            session.add(credential)
+            session.commit()
+
     def authenticate(self, api_key: str) -> Participant:
         """The participant an API key belongs to; every failure looks the same to the caller."""
         match = _KEY.match(api_key)

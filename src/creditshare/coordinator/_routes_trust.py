@@ -23,7 +23,12 @@ Operator = Annotated[Participant, Depends(require_roles(Role.OPERATOR))]
 
 def participant_out(row: Participant) -> ParticipantOut:
     return ParticipantOut(
-        id=row.id, role=row.role, name=row.name, uscc=row.uscc, signing_key=row.signing_key
+        id=row.id,
+        role=row.role,
+        name=row.name,
+        uscc=row.uscc,
+        signing_key=row.signing_key,
+        disabled=row.disabled,
     )
 
 
@@ -78,6 +83,30 @@ async def issue_credential(
     row = await asyncio.to_thread(services.participants.get, participant_id)
     issued = await asyncio.to_thread(services.participants.issue_key, participant_id)
     return IssuedKeyOut(participant=participant_out(row), api_key=issued.api_key)
+
+
+@router.post(
+    "/v1/participants/{participant_id}/disable",
+    response_model=ParticipantOut,
+    tags=["participants"],
+)
+async def disable_participant(
+    participant_id: str, caller: Operator, services: ServicesDep
+) -> ParticipantOut:
+    """Suspend a participant: all of its API keys fail from the next request on."""
+    return participant_out(await asyncio.to_thread(services.participants.disable, participant_id))
+
+
+@router.post(
+    "/v1/participants/{participant_id}/credentials/{key_id}/revoke",
+    status_code=204,
+    tags=["participants"],
+)
+async def revoke_credential(
+    participant_id: str, key_id: str, caller: Operator, services: ServicesDep
+) -> None:
+    """Revoke one API key (``cs_<key id>.…``); the participant's other keys keep working."""
+    await asyncio.to_thread(services.participants.revoke_key, participant_id, key_id)
 
 
 @router.post("/v1/consents", response_model=ConsentOut, status_code=201, tags=["consents"])

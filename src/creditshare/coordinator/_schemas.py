@@ -117,6 +117,7 @@ class ParticipantOut(BaseModel):
     name: str
     uscc: str | None
     signing_key: str | None
+    disabled: bool = False
 
 
 class IssuedKeyOut(BaseModel):
