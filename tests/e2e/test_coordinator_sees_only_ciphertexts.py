@@ -20,7 +20,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from creditshare._settings import load_settings
 from creditshare.coordinator import CoordinatorSettings, create_app
-from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey
+from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, SlotLayout
 from creditshare.demo import Federation, PlaintextOracle, read_enterprises
 from creditshare.proto import node_pb2
 
@@ -96,8 +96,13 @@ def test_coordinator_holds_only_ciphertexts(
 
     encoding = FixedPointEncoding(int(response.json()["scale"]))
     blobs: list[bytes] = []
+    packing = response.json()["packing"]
+    assert packing is not None, "profiles are packed by default"
+    slots = SlotLayout(packing["slot_bits"], packing["slots_per_ciphertext"], packing["additions"])
     for reply in scores:
-        fields = [reply.partial_score, reply.presence, *(i.ciphertext for i in reply.indicators)]
+        # Packed answers: one ciphertext per index the node's slots touch, nothing in clear.
+        assert reply.packed and not reply.partial_score and not reply.indicators
+        fields = [p.ciphertext for p in reply.packed]
         for blob in fields:
             # Every value is a full-width ciphertext that validates under the bank's key...
             assert len(blob) == key.ciphertext_length
@@ -107,7 +112,9 @@ def test_coordinator_holds_only_ciphertexts(
             assert number >= key.n and (number - 1) % key.n != 0
         blobs.extend(fields)
         # Only the bank's private key opens it, to exactly the node's plaintext share.
-        partial = encoding.decrypt(Ciphertext.from_bytes(key, reply.partial_score), bank_key)
+        first = next(p for p in reply.packed if p.index == 0)
+        opened = bank_key.raw_decrypt(Ciphertext.from_bytes(key, first.ciphertext).value)
+        partial = slots.unpack(FixedPointEncoding.decode_integer(opened, key))[0] / encoding.scale
         expected = oracle.linear(uscc, [reply.node_id]) - oracle.linear(uscc, [])
         assert abs(partial - expected) <= 1e-6
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from phe import paillier
 
 from creditshare.client import CreditProfile, CreditShareClient
+from creditshare.coordinator import create_app
 from creditshare.crypto import PrivateKey
 from creditshare.demo import Federation, PlaintextOracle, read_enterprises
 from creditshare.synth import unknown_uscc
@@ -212,3 +216,31 @@ def test_query_cli_prints_json(
     assert key_file.stat().st_mode & 0o077 == 0, "private key file must be private"
     expected = oracle.linear(uscc, doc["coverage"]["answered"])
     assert abs(doc["linear_score"] - expected) < 1e-5
+
+
+def test_packed_and_unpacked_profiles_agree(
+    trust: Trust,
+    federation: Federation,
+    data_dir: Path,
+    serve_app: Callable[[FastAPI], AbstractContextManager[str]],
+) -> None:
+    """Packing changes how many ciphertexts the bank opens, never what it reads."""
+    rows = read_enterprises(data_dir)
+    uscc = next(r["uscc"] for r in rows if ";" in r["record_chains"])
+    consent = trust.consent(uscc, max_uses=2)
+    packed = trust.bank.query(uscc, consent)
+    assert packed.raw["packing"] is not None and packed.raw["encrypted_score"] is None
+    assert len(packed.raw["packing"]["ciphertexts"]) <= 2
+    settings = federation.layout.coordinator_settings().model_copy(update={"pack_profiles": False})
+    with (
+        serve_app(create_app(settings)) as url,
+        CreditShareClient(
+            url, api_key=trust.bank_api_key, private_key=trust.bank.private_key
+        ) as bank,
+    ):
+        plain = bank.query(uscc, consent)
+    assert plain.raw["packing"] is None
+    assert plain.linear_score == pytest.approx(packed.linear_score, abs=1e-6)
+    assert [(i.node, i.name, i.label) for i in plain.indicators] == [
+        (i.node, i.name, i.label) for i in packed.indicators
+    ]

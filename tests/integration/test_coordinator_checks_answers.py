@@ -70,8 +70,10 @@ def fake_node() -> Iterator[tuple[FakeNode, int]]:
     server.stop(None)
 
 
-@pytest.fixture
-def coordinator(tmp_path: Path, fake_node: tuple[FakeNode, int]) -> Iterator[TestClient]:
+@pytest.fixture(params=[False])
+def coordinator(
+    request: pytest.FixtureRequest, tmp_path: Path, fake_node: tuple[FakeNode, int]
+) -> Iterator[TestClient]:
     _, port = fake_node
     init_log_key(tmp_path / "log.pem")
     settings = CoordinatorSettings(
@@ -79,6 +81,9 @@ def coordinator(tmp_path: Path, fake_node: tuple[FakeNode, int]) -> Iterator[Tes
         log_signing_key_file=tmp_path / "log.pem",
         allow_insecure=True,
         node_deadline_seconds=5,
+        # These tests are about the unpacked path's name checks; packed answers are
+        # checked by the ciphertext indices they cover (test below).
+        pack_profiles=request.param,
         nodes=[
             {"id": "yrd-fake", "chain": "yrd", "department": "tax", "address": f"127.0.0.1:{port}"}
         ],
@@ -138,3 +143,13 @@ def test_node_answering_unpublished_indicators_is_named(
     (failure,) = response.json()["failed"]
     assert failure["node"] == "yrd-fake"
     assert "differ from the published ones" in failure["reason"]
+
+
+@pytest.mark.parametrize("coordinator", [True], indirect=True)
+def test_unpacked_answer_to_a_packed_request_is_named(
+    coordinator: TestClient, fake_node: tuple[FakeNode, int], bank_key: PrivateKey
+) -> None:
+    response = _query(coordinator, bank_key)
+    assert response.status_code == 503
+    (failure,) = response.json()["failed"]
+    assert failure["node"] == "yrd-fake" and "packed answer covers" in failure["reason"]

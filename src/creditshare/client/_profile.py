@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey
+from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, SlotLayout
 from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.errors import ClientError, CreditShareError
 
@@ -111,9 +111,27 @@ def _decrypt_profile(body: dict[str, Any], key: PrivateKey) -> CreditProfile:
     def open_(text: str) -> float:
         return encoding.decrypt(Ciphertext.from_text(public, text), key)
 
-    linear = open_(body["encrypted_score"])
+    packing = body.get("packing")
+    if packing:
+        # One decryption per packed ciphertext opens every slot at once.
+        layout = SlotLayout(
+            int(packing["slot_bits"]),
+            int(packing["slots_per_ciphertext"]),
+            int(packing["additions"]),
+        )
+        slots: list[int] = []
+        for text in packing["ciphertexts"]:
+            ciphertext = Ciphertext.from_text(public, text)
+            total = FixedPointEncoding.decode_integer(key.raw_decrypt(ciphertext.value), public)
+            slots.extend(layout.unpack(total))
+        linear = slots[0] / encoding.scale
+        decrypted = [
+            (item, slots[int(item["slot"])] / encoding.scale) for item in body["indicators"]
+        ]
+    else:
+        linear = open_(body["encrypted_score"])
+        decrypted = [(item, open_(item["ciphertext"])) for item in body["indicators"]]
     scale = ScoreScale(**body["score_scale"])
-    decrypted = [(item, open_(item["ciphertext"])) for item in body["indicators"]]
     present = {
         item["node"]
         for item, value in decrypted

@@ -24,7 +24,7 @@ import grpc
 
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._settings import CoordinatorSettings, ModelEntry, NodeEntry
-from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
+from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey, SlotLayout
 from creditshare.errors import InvalidInputError, LedgerError
 from creditshare.identity import Chain
 from creditshare.ledger import Ledger, Receipt
@@ -63,13 +63,30 @@ class NodeFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class PackedAnswer:
+    node: NodeEntry
+    packed: dict[int, Ciphertext]
+    first_slot: int
+    indicators: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PackedProfile:
+    """The whole profile in a few ciphertexts; slot 0 is the score."""
+
+    layout: SlotLayout
+    ciphertexts: tuple[Ciphertext, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class QueryResult:
     query_id: str
     model: ModelEntry
     encoding: FixedPointEncoding
-    encrypted_score: Ciphertext
-    answers: tuple[NodeAnswer, ...]
+    encrypted_score: Ciphertext | None
+    answers: tuple[NodeAnswer | PackedAnswer, ...]
     failures: tuple[NodeFailure, ...]
+    packed: PackedProfile | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +205,10 @@ class QueryBroker:
             scale=encoding.scale,
             request_id=query_id,
         )
+        if self._settings.pack_profiles:
+            return await self._query_packed(
+                query_id, model, key, nodes, template, receipt, in_scope, encoding
+            )
         outcomes = await asyncio.gather(
             *(self._ask(n, template, key, receipt, in_scope) for n in nodes)
         )
@@ -206,6 +227,104 @@ class QueryBroker:
             len(failures),
         )
         return QueryResult(query_id, model, encoding, total, answers, failures)
+
+    async def _query_packed(
+        self,
+        query_id: str,
+        model: ModelEntry,
+        key: PublicKey,
+        nodes: list[NodeEntry],
+        template: node_pb2.ScoreRequest,
+        receipt: Receipt,
+        in_scope: Callable[[str], bool],
+        encoding: FixedPointEncoding,
+    ) -> QueryResult:
+        """Slots: 0 = score (every node adds its partial), then per node presence + indicators."""
+        await asyncio.gather(*(self.describe(n) for n in nodes if n.id not in self.catalogues))
+        layout = SlotLayout.for_key(key, self._settings.slot_bits, additions=len(nodes) + 1)
+        plan: dict[str, tuple[int, tuple[str, ...]]] = {}
+        slot = 1
+        for node in nodes:
+            catalogue = self.catalogues.get(node.id)
+            names = tuple(n for n in catalogue.indicators if in_scope(n)) if catalogue else ()
+            plan[node.id] = (slot, names)
+            slot += 1 + len(names)
+        outcomes = await asyncio.gather(
+            *(self._ask_packed(n, template, key, receipt, layout, *plan[n.id]) for n in nodes)
+        )
+        answers = tuple(o for o in outcomes if isinstance(o, PackedAnswer))
+        failures = tuple(o for o in outcomes if isinstance(o, NodeFailure))
+        count = (slot + layout.slots - 1) // layout.slots
+        intercept = FixedPointEncoding.encode_integer(encoding.to_integer(model.intercept), key)
+        totals = [Ciphertext(key, 1) for _ in range(count)]
+        totals[0] = totals[0].add_encoded(intercept)
+        for answer in answers:
+            for index, ciphertext in answer.packed.items():
+                totals[index] = totals[index] + ciphertext
+        log.info(
+            "query %s model=%s answered=%d failed=%d packed=%d",
+            query_id,
+            model.id,
+            len(answers),
+            len(failures),
+            count,
+        )
+        return QueryResult(
+            query_id, model, encoding, None, answers, failures, PackedProfile(layout, tuple(totals))
+        )
+
+    async def _ask_packed(
+        self,
+        node: NodeEntry,
+        template: node_pb2.ScoreRequest,
+        key: PublicKey,
+        receipt: Receipt,
+        layout: SlotLayout,
+        first_slot: int,
+        names: tuple[str, ...],
+    ) -> PackedAnswer | NodeFailure:
+        if node.id not in self.catalogues:
+            return NodeFailure(node, "unavailable (could not describe its catalogue)")
+        stub = self._stubs[node.id]
+        spec = node_pb2.PackingSpec(
+            slot_bits=layout.slot_bits,
+            slots_per_ciphertext=layout.slots,
+            additions=layout.additions,
+            first_slot=first_slot,
+        )
+
+        async def score(proof: node_pb2.QueryReceipt, seconds: float) -> node_pb2.ScoreResponse:
+            request = node_pb2.ScoreRequest()
+            request.CopyFrom(template)
+            request.receipt.CopyFrom(proof)
+            request.packing.CopyFrom(spec)
+            return await stub.Score(request, timeout=seconds)
+
+        try:
+            reply = await self.call_with_receipt(
+                node.id, receipt, score, self._settings.node_deadline_seconds
+            )
+        except grpc.aio.AioRpcError as exc:
+            return NodeFailure(node, _reason(exc))
+        except HeadKeptMovingError as exc:
+            return NodeFailure(node, str(exc))
+        except LedgerError as exc:
+            return NodeFailure(node, f"ledger: {exc}")
+        expected = {0} | {s // layout.slots for s in range(first_slot, first_slot + 1 + len(names))}
+        try:
+            if reply.node_id != node.id:
+                raise InvalidInputError(f"answer claims to come from node {reply.node_id!r}")
+            indices = [p.index for p in reply.packed]
+            if sorted(indices) != sorted(expected) or reply.indicators or reply.partial_score:
+                raise InvalidInputError(
+                    f"packed answer covers ciphertexts {sorted(indices)}, "
+                    f"expected {sorted(expected)}"
+                )
+            packed = {p.index: Ciphertext.from_bytes(key, p.ciphertext) for p in reply.packed}
+        except InvalidInputError as exc:
+            log.warning("node %s sent an invalid answer: %s", node.id, exc)
+            return NodeFailure(node, f"invalid answer: {exc}")
+        return PackedAnswer(node, packed, first_slot, names)
 
     async def prove(self, node_id: str, receipt: Receipt) -> tuple[node_pb2.QueryReceipt, Receipt]:
         """The receipt as this node needs it: consistency from the head it last accepted."""

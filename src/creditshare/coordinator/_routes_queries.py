@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from creditshare.coordinator._broker import NodeCatalogue, QueryResult
+from creditshare.coordinator._broker import NodeCatalogue, PackedAnswer, QueryResult
 from creditshare.coordinator._db import Participant
 from creditshare.coordinator._deps import ServicesDep, require_roles
 from creditshare.coordinator._participants import Role
@@ -16,10 +16,12 @@ from creditshare.coordinator._schemas import (
     Coverage,
     EncryptedIndicatorOut,
     FailedNode,
+    PackingOut,
     QueryIn,
     QueryOut,
 )
 from creditshare.coordinator._services import Services
+from creditshare.coordinator._settings import NodeEntry
 from creditshare.crypto import PublicKey
 from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.errors import ConsentRefusedError, NoNodeAnsweredError
@@ -34,37 +36,52 @@ router = APIRouter(tags=["queries"])
 Requester = Annotated[Participant, Depends(require_roles(Role.BANK, Role.BUREAU))]
 
 
+def _item(
+    node: NodeEntry, name: str, description: str, bands: list[str], **where: Any
+) -> EncryptedIndicatorOut:
+    return EncryptedIndicatorOut(
+        node=node.id,
+        chain=node.chain,
+        department=node.department,
+        name=name,
+        description=description,
+        bands=bands,
+        **where,
+    )
+
+
+def _about(catalogue: NodeCatalogue | None, name: str) -> tuple[str, list[str]]:
+    description, bands = catalogue.indicators.get(name, ("", ())) if catalogue else ("", ())
+    return description, list(bands)
+
+
 def _indicators(
     result: QueryResult, catalogues: dict[str, NodeCatalogue]
 ) -> list[EncryptedIndicatorOut]:
     out: list[EncryptedIndicatorOut] = []
+    presence = "whether this node holds a record"
     for answer in result.answers:
-        node = answer.node
-        catalogue = catalogues.get(node.id)
-        out.append(
-            EncryptedIndicatorOut(
-                node=node.id,
-                chain=node.chain,
-                department=node.department,
-                name=PRESENCE_INDICATOR,
-                description="whether this node holds a record",
-                bands=_PRESENCE_BANDS,
-                ciphertext=answer.presence.to_text(),
-            )
-        )
-        for name, ciphertext in answer.indicators:
-            description, bands = catalogue.indicators.get(name, ("", ())) if catalogue else ("", ())
+        node, catalogue = answer.node, catalogues.get(answer.node.id)
+        if isinstance(answer, PackedAnswer):
             out.append(
-                EncryptedIndicatorOut(
-                    node=node.id,
-                    chain=node.chain,
-                    department=node.department,
-                    name=name,
-                    description=description,
-                    bands=list(bands),
-                    ciphertext=ciphertext.to_text(),
+                _item(node, PRESENCE_INDICATOR, presence, _PRESENCE_BANDS, slot=answer.first_slot)
+            )
+            for k, name in enumerate(answer.indicators, start=1):
+                out.append(_item(node, name, *_about(catalogue, name), slot=answer.first_slot + k))
+        else:
+            out.append(
+                _item(
+                    node,
+                    PRESENCE_INDICATOR,
+                    presence,
+                    _PRESENCE_BANDS,
+                    ciphertext=answer.presence.to_text(),
                 )
             )
+            for name, ciphertext in answer.indicators:
+                out.append(
+                    _item(node, name, *_about(catalogue, name), ciphertext=ciphertext.to_text())
+                )
     return out
 
 
@@ -140,7 +157,15 @@ async def create_query(body: QueryIn, caller: Requester, services: ServicesDep) 
         model_id=model.id,
         scale=result.encoding.scale,
         public_key_fingerprint=key.fingerprint(),
-        encrypted_score=result.encrypted_score.to_text(),
+        encrypted_score=result.encrypted_score.to_text() if result.encrypted_score else None,
+        packing=PackingOut(
+            slot_bits=result.packed.layout.slot_bits,
+            slots_per_ciphertext=result.packed.layout.slots,
+            additions=result.packed.layout.additions,
+            ciphertexts=[c.to_text() for c in result.packed.ciphertexts],
+        )
+        if result.packed
+        else None,
         score_scale=model.score_scale,
         indicators=_indicators(result, services.broker.catalogues),
         coverage=Coverage(

@@ -52,7 +52,8 @@ class EncryptedIndicatorOut(BaseModel):
     name: str
     description: str
     bands: list[str]
-    ciphertext: str
+    ciphertext: str | None = Field(default=None, description="unpacked answers only")
+    slot: int | None = Field(default=None, description="packed answers: the value's slot")
 
 
 class FailedNode(BaseModel):
@@ -66,6 +67,16 @@ class Coverage(BaseModel):
     failed: list[FailedNode]
 
 
+class PackingOut(BaseModel):
+    """Slot g is in ciphertexts[g // slots_per_ciphertext], position g % slots_per_ciphertext;
+    slots are balanced signed digits of slot_bits bits (see creditshare.crypto.SlotLayout)."""
+
+    slot_bits: int
+    slots_per_ciphertext: int
+    additions: int
+    ciphertexts: list[str]
+
+
 class QueryOut(BaseModel):
     query_id: str
     ledger_index: int
@@ -73,7 +84,11 @@ class QueryOut(BaseModel):
     model_id: str
     scale: int
     public_key_fingerprint: str
-    encrypted_score: str = Field(description="Enc(intercept + Σ partial scores) at `scale`")
+    encrypted_score: str | None = Field(
+        default=None,
+        description="Enc(intercept + Σ partial scores) at `scale`; in slot 0 when packed",
+    )
+    packing: PackingOut | None = None
     score_scale: ScoreScale
     indicators: list[EncryptedIndicatorOut]
     coverage: Coverage

@@ -77,6 +77,11 @@ class CoordinatorSettings(EnvFirstSettings):
     allow_insecure: bool = Field(
         default=False, description="talk to nodes without mutual TLS (tests and development only)"
     )
+    pack_profiles: bool = Field(
+        default=True,
+        description="ask nodes for packed answers: the bank decrypts one or two ciphertexts",
+    )
+    slot_bits: int = Field(default=48, ge=32, le=128)
     participant_requests_per_minute: int = Field(default=600, ge=1)
     enterprise_queries_per_day: int = Field(default=200, ge=1)
 

@@ -24,6 +24,8 @@ __all__ = ["EncryptorCache", "ValueEncryptor"]
 class ValueEncryptor(Protocol):
     def encrypt(self, value: float, encoding: FixedPointEncoding) -> Ciphertext: ...
 
+    def encrypt_encoded(self, m: int) -> Ciphertext: ...
+
 
 class _StockEncryptor:
     """phe's encryption: a fresh r^n per value (used until a table is ready)."""
@@ -33,6 +35,9 @@ class _StockEncryptor:
 
     def encrypt(self, value: float, encoding: FixedPointEncoding) -> Ciphertext:
         return encoding.encrypt(value, self._key)
+
+    def encrypt_encoded(self, m: int) -> Ciphertext:
+        return Ciphertext(self._key, self._key.raw_encrypt(m))
 
 
 class EncryptorCache:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
-from creditshare.departments import Department
+from creditshare.crypto import Ciphertext, FixedPointEncoding, PackedEncoding, PublicKey, SlotLayout
+from creditshare.departments import Department, IndicatorSpec
 from creditshare.node._encryptors import EncryptorCache
 from creditshare.node._storage import RecordStore, ShardStore
 
@@ -64,6 +64,52 @@ class ScoreEngine:
         """
         return self._models.get(model_id, ({}, 0.0))
 
+    def _plain(
+        self, uscc: str, model_id: str, in_scope: Callable[[str], bool]
+    ) -> tuple[float, float, dict[str, float], list[IndicatorSpec]]:
+        """This node's share in plaintext; it never leaves this method unencrypted."""
+        weights, bias = self._shard(model_id)
+        specs = [spec for spec in self._department.indicators if in_scope(spec.name)]
+        record = self._store.get(uscc)
+        if record is None:
+            partial, presence = 0.0, 0.0
+            indicator_values = {spec.name: 0.0 for spec in specs}
+        else:
+            partial = self._department.partial_score(record, weights) + bias
+            presence = 1.0
+            indicator_values = {spec.name: float(spec.derive(record)) for spec in specs}
+        return partial, presence, indicator_values, specs
+
+    def score_packed(
+        self,
+        uscc: str,
+        model_id: str,
+        key: PublicKey,
+        encoding: FixedPointEncoding,
+        layout: SlotLayout,
+        first_slot: int,
+        in_scope: Callable[[str], bool] = lambda name: True,
+    ) -> list[tuple[int, Ciphertext]]:
+        """The share as packed ciphertexts: partial in slot 0, own slots from ``first_slot``.
+
+        One encryption per ciphertext touched (at most two) instead of one per value.
+        """
+        partial, presence, indicator_values, specs = self._plain(uscc, model_id, in_scope)
+        values = {0: partial, first_slot: presence}
+        for k, spec in enumerate(specs, start=1):
+            values[first_slot + k] = indicator_values[spec.name]
+        per_index: dict[int, list[float]] = {}
+        for slot, value in values.items():
+            index, position = divmod(slot, layout.slots)
+            vector = per_index.setdefault(index, [0.0] * layout.slots)
+            vector[position] = value
+        packed = PackedEncoding(layout, encoding)
+        encryptor = self._encryptors.get(key)
+        return [
+            (index, encryptor.encrypt_encoded(packed.encode(vector, key)))
+            for index, vector in sorted(per_index.items())
+        ]
+
     def score(
         self,
         uscc: str,
@@ -77,16 +123,7 @@ class ScoreEngine:
 
         Indicators outside ``in_scope`` (the consent's scope) are never computed.
         """
-        weights, bias = self._shard(model_id)
-        specs = [spec for spec in self._department.indicators if in_scope(spec.name)]
-        record = self._store.get(uscc)
-        if record is None:
-            partial, presence = 0.0, 0.0
-            indicator_values = {spec.name: 0.0 for spec in specs}
-        else:
-            partial = self._department.partial_score(record, weights) + bias
-            presence = 1.0
-            indicator_values = {spec.name: float(spec.derive(record)) for spec in specs}
+        partial, presence, indicator_values, specs = self._plain(uscc, model_id, in_scope)
         encryptor = self._encryptors.get(key)
         encrypted_partial = encryptor.encrypt(partial, encoding)
         if offset is not None:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
+from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey, SlotLayout
 from creditshare.errors import (
     ConflictError,
     CreditShareError,
@@ -73,6 +73,22 @@ async def guarded(
         log.exception("internal error while serving a request")
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         raise AssertionError("unreachable") from exc
+
+
+#: A profile never needs more slots than this (nodes x indicators); bounds the work.
+MAX_PACKED_SLOTS = 4096
+
+
+def _layout(request: node_pb2.ScoreRequest, key: PublicKey) -> SlotLayout:
+    spec = request.packing
+    if not 16 <= spec.slot_bits <= 128 or spec.slots_per_ciphertext == 0:
+        raise InvalidInputError("packing needs slot_bits within 16..128 and at least one slot")
+    if spec.first_slot == 0 or spec.first_slot >= MAX_PACKED_SLOTS:
+        raise InvalidInputError(f"packing first_slot must be within 1..{MAX_PACKED_SLOTS - 1}")
+    layout = SlotLayout(spec.slot_bits, spec.slots_per_ciphertext, max(1, spec.additions))
+    if not layout.fits(key):
+        raise InvalidInputError("packing layout does not fit the key's plaintext")
+    return layout
 
 
 class DataNodeService(node_pb2_grpc.DataNodeServicer):
@@ -141,14 +157,25 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
                 offset = Ciphertext.from_bytes(key, request.partial_offset)
             if not 0 < len(request.model_id) <= 64 or not 0 < len(request.request_id) <= 64:
                 raise InvalidInputError("model_id and request_id must be 1 to 64 characters")
+            layout = _layout(request, key) if request.HasField("packing") else None
             async with self._slots:
-                share = await asyncio.to_thread(self._answer, request, uscc, key, encoding, offset)
+                share = await asyncio.to_thread(
+                    self._answer, request, uscc, key, encoding, offset, layout
+                )
             log.info(
                 "answered query=%r model=%r key=%s",
                 request.request_id,
                 request.model_id,
                 key.fingerprint(),
             )
+            if isinstance(share, list):
+                return node_pb2.ScoreResponse(
+                    node_id=self._settings.node_id,
+                    packed=[
+                        node_pb2.PackedCiphertext(index=i, ciphertext=c.to_bytes())
+                        for i, c in share
+                    ],
+                )
             return node_pb2.ScoreResponse(
                 node_id=self._settings.node_id,
                 partial_score=share.partial_score.to_bytes(),
@@ -168,11 +195,24 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         key: PublicKey,
         encoding: FixedPointEncoding,
         offset: Ciphertext | None,
-    ) -> EncryptedShare:
+        layout: SlotLayout | None = None,
+    ) -> EncryptedShare | list[tuple[int, Ciphertext]]:
         """Receipt check, replay check, then the computation; blocking."""
         index, record = self._checker.check(request, uscc, key)
         if not self._access_log.claim(index, record):
             raise ReceiptRefusedError(f"receipt for ledger entry {index} was already used")
+        if layout is not None:
+            if offset is not None:
+                raise InvalidInputError("partial_offset cannot be combined with packing")
+            return self._engine.score_packed(
+                uscc,
+                request.model_id,
+                key,
+                encoding,
+                layout,
+                request.packing.first_slot,
+                in_scope=record.covers_indicator,
+            )
         return self._engine.score(
             uscc, request.model_id, key, encoding, offset, in_scope=record.covers_indicator
         )

@@ -276,6 +276,7 @@ class ScoreRequest(_message.Message):
     PARTIAL_OFFSET_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
+    PACKING_FIELD_NUMBER: _builtins.int
     uscc: _builtins.str
     """18-character unified social credit code."""
     model_id: _builtins.str
@@ -296,6 +297,12 @@ class ScoreRequest(_message.Message):
     def receipt(self) -> Global___QueryReceipt:
         """Required: without a valid receipt the node answers nothing."""
 
+    @_builtins.property
+    def packing(self) -> Global___PackingSpec:
+        """If set, answer in packed form: the partial score in slot 0 of ciphertext 0,
+        presence and indicators in this node's slots from first_slot on.
+        """
+
     def __init__(
         self,
         *,
@@ -306,14 +313,71 @@ class ScoreRequest(_message.Message):
         partial_offset: _builtins.bytes = ...,
         request_id: _builtins.str = ...,
         receipt: Global___QueryReceipt | None = ...,
+        packing: Global___PackingSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["packing", b"packing", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "partial_offset", b"partial_offset", "public_key", b"public_key", "receipt", b"receipt", "request_id", b"request_id", "scale", b"scale", "uscc", b"uscc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "packing", b"packing", "partial_offset", b"partial_offset", "public_key", b"public_key", "receipt", b"receipt", "request_id", b"request_id", "scale", b"scale", "uscc", b"uscc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScoreRequest: _TypeAlias = ScoreRequest  # noqa: Y015
+
+@_typing.final
+class PackingSpec(_message.Message):
+    """Slots are numbered across ciphertexts: slot g lives in ciphertext
+    g / slots_per_ciphertext at position g % slots_per_ciphertext.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOT_BITS_FIELD_NUMBER: _builtins.int
+    SLOTS_PER_CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    ADDITIONS_FIELD_NUMBER: _builtins.int
+    FIRST_SLOT_FIELD_NUMBER: _builtins.int
+    slot_bits: _builtins.int
+    slots_per_ciphertext: _builtins.int
+    additions: _builtins.int
+    """How many packed vectors will be added into one ciphertext (the nodes in scope)."""
+    first_slot: _builtins.int
+    """This node's presence slot; its indicators follow in Describe order."""
+    def __init__(
+        self,
+        *,
+        slot_bits: _builtins.int = ...,
+        slots_per_ciphertext: _builtins.int = ...,
+        additions: _builtins.int = ...,
+        first_slot: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additions", b"additions", "first_slot", b"first_slot", "slot_bits", b"slot_bits", "slots_per_ciphertext", b"slots_per_ciphertext"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackingSpec: _TypeAlias = PackingSpec  # noqa: Y015
+
+@_typing.final
+class PackedCiphertext(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    ciphertext: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        ciphertext: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "index", b"index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackedCiphertext: _TypeAlias = PackedCiphertext  # noqa: Y015
 
 @_typing.final
 class EncryptedIndicator(_message.Message):
@@ -345,6 +409,7 @@ class ScoreResponse(_message.Message):
     PARTIAL_SCORE_FIELD_NUMBER: _builtins.int
     PRESENCE_FIELD_NUMBER: _builtins.int
     INDICATORS_FIELD_NUMBER: _builtins.int
+    PACKED_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     partial_score: _builtins.bytes
     """Enc(sum of weight * feature) over this node's features; Enc(0) when the
@@ -358,6 +423,10 @@ class ScoreResponse(_message.Message):
         receipt), in Describe order; Enc(0) when the node holds no record.
         """
 
+    @_builtins.property
+    def packed(self) -> _containers.RepeatedCompositeFieldContainer[Global___PackedCiphertext]:
+        """With packing: one ciphertext per index this node's slots touch (always 0)."""
+
     def __init__(
         self,
         *,
@@ -365,10 +434,11 @@ class ScoreResponse(_message.Message):
         partial_score: _builtins.bytes = ...,
         presence: _builtins.bytes = ...,
         indicators: _abc.Iterable[Global___EncryptedIndicator] | None = ...,
+        packed: _abc.Iterable[Global___PackedCiphertext] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["indicators", b"indicators", "node_id", b"node_id", "partial_score", b"partial_score", "presence", b"presence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["indicators", b"indicators", "node_id", b"node_id", "packed", b"packed", "partial_score", b"partial_score", "presence", b"presence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
