@@ -143,6 +143,7 @@ class QueryBroker:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, DataNodeAsyncStub] = {}
         self._trusted: dict[str, int] = {}
+        self._proofs: dict[tuple[int, int], list[bytes]] = {}
         self.catalogues: dict[str, NodeCatalogue] = {}
         #: Training stubs on the same mTLS channels, for the training relay.
         self.training: dict[str, TrainingAsyncStub] = {}
@@ -339,9 +340,7 @@ class QueryBroker:
                 )
         consistency: list[bytes] = []
         if 0 < trusted < receipt.head.size:
-            consistency = await asyncio.to_thread(
-                self._ledger.consistency_proof, trusted, receipt.head.size
-            )
+            consistency = await self._consistency(trusted, receipt.head.size)
         proof = node_pb2.QueryReceipt(
             leaf_index=receipt.index,
             leaf_data=receipt.data,
@@ -351,6 +350,17 @@ class QueryBroker:
             consistency_proof=consistency,
         )
         return proof, receipt
+
+    async def _consistency(self, old: int, new: int) -> list[bytes]:
+        """Consistency proofs never change (the log is append-only), and the nodes of one
+        query usually trust the same size: compute each (old, new) proof once."""
+        cached = self._proofs.get((old, new))
+        if cached is None:
+            cached = await asyncio.to_thread(self._ledger.consistency_proof, old, new)
+            self._proofs[(old, new)] = cached
+            while len(self._proofs) > 256:
+                self._proofs.pop(next(iter(self._proofs)))
+        return cached
 
     async def call_with_receipt(
         self,
