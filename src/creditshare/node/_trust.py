@@ -95,22 +95,22 @@ class AccessLog:
 
         The primary key decides, so two concurrent uses of one receipt cannot both win.
         """
-        row = AccessLogRow(
-            leaf_index=leaf_index,
-            query_id=record.query_id,
-            uscc=record.uscc,
-            requester=record.requester,
-            purpose=record.purpose,
-            consent_id=record.consent_id,
-            model_id=record.model_id,
-            answered_at=self._clock(),
-        )
-        with Session(self._engine) as session:
-            session.add(row)
-            try:
-                session.commit()
-            except IntegrityError:
-                return False
+        table = AccessLogRow.__table__  # type: ignore[attr-defined]
+        row = {
+            "leaf_index": leaf_index,
+            "query_id": record.query_id,
+            "uscc": record.uscc,
+            "requester": record.requester,
+            "purpose": record.purpose,
+            "consent_id": record.consent_id,
+            "model_id": record.model_id,
+            "answered_at": self._clock(),
+        }
+        try:
+            with self._engine.begin() as connection:  # one INSERT: this runs on every query
+                connection.execute(insert(table).values(**row))
+        except IntegrityError:
+            return False
         return True
 
     def entries(self, limit: int = 1000) -> list[AccessLogRow]:
