@@ -105,6 +105,11 @@ def _reason(exc: grpc.aio.AioRpcError) -> str:
     return f"{code.name.lower()}: {exc.details() or ''}".rstrip(": ")
 
 
+def _invalid(node: NodeEntry, exc: InvalidInputError) -> NodeFailure:
+    log.warning("node %s sent an invalid answer: %s", node.id, exc)
+    return NodeFailure(node, f"invalid answer: {exc}")
+
+
 def _trusted_size(exc: grpc.aio.AioRpcError) -> int | None:
     if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
         return None
@@ -286,31 +291,17 @@ class QueryBroker:
     ) -> PackedAnswer | NodeFailure:
         if node.id not in self.catalogues:
             return NodeFailure(node, "unavailable (could not describe its catalogue)")
-        stub = self._stubs[node.id]
         spec = node_pb2.PackingSpec(
             slot_bits=layout.slot_bits,
             slots_per_ciphertext=layout.slots,
             additions=layout.additions,
             first_slot=first_slot,
         )
-
-        async def score(proof: node_pb2.QueryReceipt, seconds: float) -> node_pb2.ScoreResponse:
-            request = node_pb2.ScoreRequest()
-            request.CopyFrom(template)
-            request.receipt.CopyFrom(proof)
-            request.packing.CopyFrom(spec)
-            return await stub.Score(request, timeout=seconds)
-
-        try:
-            reply = await self.call_with_receipt(
-                node.id, receipt, score, self._settings.node_deadline_seconds
-            )
-        except grpc.aio.AioRpcError as exc:
-            return NodeFailure(node, _reason(exc))
-        except HeadKeptMovingError as exc:
-            return NodeFailure(node, str(exc))
-        except LedgerError as exc:
-            return NodeFailure(node, f"ledger: {exc}")
+        reply = await self._score(
+            node, template, receipt, self._settings.node_deadline_seconds, spec
+        )
+        if isinstance(reply, NodeFailure):
+            return reply
         expected = {0} | {s // layout.slots for s in range(first_slot, first_slot + 1 + len(names))}
         try:
             if reply.node_id != node.id:
@@ -323,9 +314,36 @@ class QueryBroker:
                 )
             packed = {p.index: Ciphertext.from_bytes(key, p.ciphertext) for p in reply.packed}
         except InvalidInputError as exc:
-            log.warning("node %s sent an invalid answer: %s", node.id, exc)
-            return NodeFailure(node, f"invalid answer: {exc}")
+            return _invalid(node, exc)
         return PackedAnswer(node, packed, first_slot, names)
+
+    async def _score(
+        self,
+        node: NodeEntry,
+        template: node_pb2.ScoreRequest,
+        receipt: Receipt,
+        seconds: float,
+        packing: node_pb2.PackingSpec | None = None,
+    ) -> node_pb2.ScoreResponse | NodeFailure:
+        """One Score call with the query's receipt; every way it can fail becomes a reason."""
+        stub = self._stubs[node.id]
+
+        async def score(proof: node_pb2.QueryReceipt, left: float) -> node_pb2.ScoreResponse:
+            request = node_pb2.ScoreRequest()
+            request.CopyFrom(template)
+            request.receipt.CopyFrom(proof)
+            if packing is not None:
+                request.packing.CopyFrom(packing)
+            return await stub.Score(request, timeout=left)
+
+        try:
+            return await self.call_with_receipt(node.id, receipt, score, seconds)
+        except grpc.aio.AioRpcError as exc:
+            return NodeFailure(node, _reason(exc))
+        except HeadKeptMovingError as exc:
+            return NodeFailure(node, str(exc))
+        except LedgerError as exc:
+            return NodeFailure(node, f"ledger: {exc}")
 
     async def prove(self, node_id: str, receipt: Receipt) -> tuple[node_pb2.QueryReceipt, Receipt]:
         """The receipt as this node needs it: consistency from the head it last accepted."""
@@ -407,28 +425,14 @@ class QueryBroker:
             if catalogue is None:
                 return NodeFailure(node, "unavailable (could not describe its catalogue)")
         expected = [name for name in catalogue.indicators if in_scope(name)]
-        stub = self._stubs[node.id]
-
-        async def score(proof: node_pb2.QueryReceipt, seconds: float) -> node_pb2.ScoreResponse:
-            request = node_pb2.ScoreRequest()
-            request.CopyFrom(template)
-            request.receipt.CopyFrom(proof)
-            return await stub.Score(request, timeout=seconds)
-
         remaining = self._settings.node_deadline_seconds - (time.monotonic() - started)
-        try:
-            reply = await self.call_with_receipt(node.id, receipt, score, remaining)
-        except grpc.aio.AioRpcError as exc:
-            return NodeFailure(node, _reason(exc))
-        except HeadKeptMovingError as exc:
-            return NodeFailure(node, str(exc))
-        except LedgerError as exc:
-            return NodeFailure(node, f"ledger: {exc}")
+        reply = await self._score(node, template, receipt, remaining)
+        if isinstance(reply, NodeFailure):
+            return reply
         try:
             return self._checked(node, reply, key, expected)
         except InvalidInputError as exc:
-            log.warning("node %s sent an invalid answer: %s", node.id, exc)
-            return NodeFailure(node, f"invalid answer: {exc}")
+            return _invalid(node, exc)
 
     @staticmethod
     def _checked(

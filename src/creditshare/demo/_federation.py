@@ -33,7 +33,7 @@ from creditshare.identity import Chain
 from creditshare.node import NodeSettings, import_into_node, make_engine
 from creditshare.node._settings import ModelShardSettings
 from creditshare.node._storage import ShardStore
-from creditshare.pki import channel_credentials, init_ca, issue
+from creditshare.pki import TlsSettings, channel_credentials, init_ca, issue
 
 __all__ = ["Federation", "FederationLayout", "NodeLayout", "free_port"]
 
@@ -237,8 +237,9 @@ class Federation:
             for node in self.layout.nodes:
                 self._spawn(node.node_id, ["node", "serve", "--config", str(node.config)])
             deadline = time.monotonic() + self._timeout
+            tls = self.layout.coordinator_settings().tls
             for node in self.layout.nodes:
-                self._wait_node(node, deadline)
+                self._wait_node(node, deadline, tls[node.chain])
             assert self.layout.coordinator_config is not None
             self._spawn(
                 "coordinator",
@@ -256,8 +257,7 @@ class Federation:
             tail = (self._logs / f"{name}.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{name} exited with status {proc.returncode}:\n{tail}")
 
-    def _wait_node(self, node: NodeLayout, deadline: float) -> None:
-        tls = self.layout.coordinator_settings().tls[node.chain]
+    def _wait_node(self, node: NodeLayout, deadline: float, tls: TlsSettings) -> None:
         credentials = channel_credentials(tls.ca, tls.cert, tls.key)
         while True:
             self._check_alive(node.node_id)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -354,8 +355,6 @@ def train(
     clock: Callable[[], float] | None = None,
 ) -> TrainingResult:
     """Mini-batch training with early stopping on validation loss."""
-    import time
-
     now = clock or time.perf_counter
     rng = np.random.default_rng(config.seed)
     ids = np.array(list(train_ids))
