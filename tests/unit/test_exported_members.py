@@ -78,4 +78,6 @@ def test_crypto_surface_is_pinned() -> None:
         "powmod_many",
         "PackedEncoding",
         "SlotLayout",
+        "Encryptor",
+        "PooledEncryptor",
     }

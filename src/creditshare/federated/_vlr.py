@@ -19,6 +19,14 @@ their own unmasked gradient; the bureau sees masked host gradients, its own
 gradient, and (for evaluation) Σ_h u_h per scored id; the relay sees
 ciphertexts. Features are winsorised locally by each party (``feature_clip``),
 which also keeps the Taylor expansion accurate (see the training notes).
+
+Packing (``TrainingConfig.packing``, on by default): a host packs its masked
+per-feature gradients into as few plaintexts as the key holds (Horner's rule on
+the ciphertexts, each slot masked separately), and the bureau packs its own
+gradient sums the same way, so each side decrypts once per batch instead of once
+per feature; evaluation scores travel ~31 rows per ciphertext. Residuals stay one
+ciphertext per row: a host multiplies each by its own feature values, which slots
+cannot do.
 """
 
 from __future__ import annotations
@@ -33,12 +41,21 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from creditshare.crypto import Ciphertext, FastEncryptor, FixedPointEncoding, PrivateKey, PublicKey
+from creditshare.crypto import (
+    Ciphertext,
+    Encryptor,
+    FastEncryptor,
+    FixedPointEncoding,
+    PrivateKey,
+    PublicKey,
+    SlotLayout,
+)
 from creditshare.crypto import dot as cipher_dot
-from creditshare.errors import InvalidInputError
+from creditshare.errors import DecryptionOverflowError, InvalidInputError
 from creditshare.federated._metrics import auc, log_loss
 
 __all__ = [
+    "EVAL_SLOT_BITS",
     "MIN_BATCH_ROWS",
     "BureauParty",
     "EpochReport",
@@ -46,6 +63,7 @@ __all__ = [
     "HostParty",
     "TrainingConfig",
     "TrainingResult",
+    "evaluation_scores",
     "split_batches",
     "train",
 ]
@@ -55,6 +73,13 @@ Matrix = NDArray[np.float64]
 #: Nodes refuse gradient requests over fewer rows: with one row (or a row repeated),
 #: the gradient D_i·x_i would tell a node the sign of D_i, and so the label.
 MIN_BATCH_ROWS = 32
+
+#: Slot width of packed evaluation scores: a linear score in 2^score_bits fixed point
+#: with room for the sum over hosts; 31 rows per 2048-bit ciphertext.
+EVAL_SLOT_BITS = 64
+#: Magnitude bits allowed for a residual D = (z + 2 − 4y)·2^score_bits beyond the
+#: fixed-point bits: |z| < 2^64 is far past any score a model produces.
+_RESIDUAL_BITS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +103,9 @@ class TrainingConfig:
     feature_bits: int = 12
     #: Statistical hiding of a masked gradient: mask this many bits above its magnitude.
     mask_bits: int = 80
+    #: Pack gradients (and evaluation scores) into slots: one decryption per batch per
+    #: party instead of one per feature. Off only to measure what packing saves.
+    packing: bool = True
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -125,6 +153,10 @@ class HostEndpoint(Protocol):
         self, ids: Sequence[str], residuals: Sequence[Ciphertext]
     ) -> list[Ciphertext]: ...
 
+    def forward_packed(
+        self, ids: Sequence[str], slot_bits: int, additions: int
+    ) -> list[Ciphertext]: ...
+
     def apply_gradient(
         self, masked_plain: Sequence[int], proofs: Sequence[int], batch_size: int, rate: float
     ) -> None: ...
@@ -140,22 +172,45 @@ class HostParty:
         feature_names: Sequence[str],
         bureau_key: PublicKey,
         config: TrainingConfig,
+        encryptor: Encryptor | None = None,
     ) -> None:
         self.name = name
         self.feature_names = tuple(feature_names)
         self._rows = rows
         self._config = config
         self._key = bureau_key
-        self._encryptor = FastEncryptor(bureau_key)
+        if encryptor is not None and encryptor.public_key != bureau_key:
+            raise InvalidInputError("the encryptor is for another public key")
+        self._encryptor = encryptor or FastEncryptor(bureau_key)
         self._score = FixedPointEncoding(1 << config.score_bits)
         self.weights = np.zeros(len(self.feature_names))
-        self._masks: list[int] | None = None
+        #: Per outstanding masked ciphertext: the slot width (0: one value) and its masks.
+        self._pending: list[tuple[int, list[int]]] | None = None
         self._masked: list[Ciphertext] = []
         self._batch_rows = 0
 
     def forward(self, ids: Sequence[str]) -> list[Ciphertext]:
         u = _matrix(self._rows, ids, self._config.feature_clip) @ self.weights
         return [self._encryptor.encrypt(float(v), self._score) for v in u]
+
+    def forward_packed(
+        self, ids: Sequence[str], slot_bits: int, additions: int
+    ) -> list[Ciphertext]:
+        """[[u]] for consecutive rows in the slots of one ciphertext (evaluation only).
+
+        ``additions`` is how many packed vectors the bureau will add slot by slot (one
+        per host): values are checked against that headroom before anything is sent.
+        """
+        layout = SlotLayout.for_key(self._key, slot_bits, additions)
+        u = _matrix(self._rows, ids, self._config.feature_clip) @ self.weights
+        integers = [self._score.to_integer(float(v)) for v in u]
+        packed = [
+            FixedPointEncoding.encode_integer(
+                layout.pack(integers[s : s + layout.slots]), self._key
+            )
+            for s in range(0, len(integers), layout.slots)
+        ]
+        return [self._encryptor.encrypt_encoded(m) for m in packed]
 
     def masked_gradient(
         self, ids: Sequence[str], residuals: Sequence[Ciphertext]
@@ -172,16 +227,26 @@ class HostParty:
         x = _matrix(self._rows, ids, self._config.feature_clip)
         xi = np.rint(x * (1 << self._config.feature_bits)).astype(np.int64)
         # |Σ D·x| ≤ |B| · max|D| · max|x|; D = z + 2 − 4y is bounded by the score range.
-        bound_bits = (
-            len(ids).bit_length() + 64 + self._config.score_bits + self._config.feature_bits
-        )
-        masks = [secrets.randbits(bound_bits + self._config.mask_bits) for _ in self.feature_names]
-        self._masks = masks
-        out = []
-        for j, mask in enumerate(masks):
-            column = [int(v) for v in xi[:, j]]
-            g = cipher_dot(list(residuals), column)
-            out.append(g + self._encryptor.encrypt_encoded(mask % self._key.n))
+        bound_bits = _gradient_bits(len(ids), self._config)
+        value_bits = bound_bits + self._config.mask_bits
+        gradients = [
+            cipher_dot(list(residuals), [int(v) for v in xi[:, j]])
+            for j in range(len(self.feature_names))
+        ]
+        # A masked slot holds g + r with |g| < 2^bound_bits and r < 2^value_bits; the
+        # slot keeps a sign bit and the packing guard bit above that.
+        slot_bits = value_bits + 3 if self._config.packing else 0
+        out, pending = [], []
+        for chunk in _chunks(gradients, self._key, slot_bits):
+            masks = [secrets.randbits(value_bits) for _ in chunk]
+            if slot_bits:
+                total = _horner(chunk, slot_bits)
+                mask = SlotLayout(slot_bits, len(chunk)).pack(masks)
+            else:
+                total, mask = chunk[0], masks[0]
+            out.append(total + self._encryptor.encrypt_encoded(mask))
+            pending.append((slot_bits, masks))
+        self._pending = pending
         self._masked = out
         self._batch_rows = len(ids)
         return out
@@ -194,7 +259,8 @@ class HostParty:
         Without the proof a bureau could answer any value and so set this node's
         weights at will (and then read features back through its scores).
         """
-        if self._masks is None or not len(masked_plain) == len(proofs) == len(self._masks):
+        pending = self._pending
+        if pending is None or not len(masked_plain) == len(proofs) == len(pending):
             raise InvalidInputError("gradient does not match an outstanding masked request")
         if batch_size != self._batch_rows:
             raise InvalidInputError(
@@ -207,8 +273,18 @@ class HostParty:
             if not self._key.verify_decryption(c.value, value % n, r):
                 raise InvalidInputError(f"value {k} is not the decryption of the masked gradient")
         scale = 4.0 * batch_size * (1 << self._config.score_bits) * (1 << self._config.feature_bits)
-        grad = np.array([(v - m) / scale for v, m in zip(masked_plain, self._masks, strict=True)])
-        self._masks = None
+        unmasked: list[int] = []
+        for k, (value, (slot_bits, masks)) in enumerate(zip(masked_plain, pending, strict=True)):
+            if not slot_bits:
+                unmasked.append(value - masks[0])
+                continue
+            try:
+                digits = SlotLayout(slot_bits, len(masks)).unpack(value)
+            except DecryptionOverflowError:
+                raise InvalidInputError(f"value {k} does not unpack into its slots") from None
+            unmasked.extend(d - m for d, m in zip(digits, masks, strict=True))
+        grad = np.array([g / scale for g in unmasked])
+        self._pending = None
         self.weights -= rate * (grad + self._config.l2 * self.weights)
 
     @property
@@ -229,6 +305,7 @@ class BureauParty:
         config: TrainingConfig,
         rows: Mapping[str, Sequence[float]] | None = None,
         feature_names: Sequence[str] = (),
+        encryptor: Encryptor | None = None,
     ) -> None:
         bad = [i for i, y in labels.items() if y not in (0, 1)]
         if bad:
@@ -238,7 +315,9 @@ class BureauParty:
         self._config = config
         self._rows = rows or {}
         self.feature_names = tuple(feature_names)
-        self._encryptor = FastEncryptor(key.public_key)
+        if encryptor is not None and encryptor.public_key != key.public_key:
+            raise InvalidInputError("the encryptor is for another public key")
+        self._encryptor = encryptor or FastEncryptor(key.public_key)
         self._score = FixedPointEncoding(1 << config.score_bits)
         self.weights = np.zeros(len(self.feature_names))
         self.intercept = 0.0
@@ -284,20 +363,31 @@ class BureauParty:
             values = [FixedPointEncoding.decode_integer(m, self.public_key) for m, _ in opened]
             host.apply_gradient(values, [r for _, r in opened], len(ids), rate)
         scale = 4.0 * len(ids) * (1 << self._config.score_bits)
-        d_sum = self._decrypt_integer(_sum(residuals, self.public_key)) / scale
+        xi = np.rint(x * (1 << self._config.feature_bits)).astype(np.int64)
+        sums = [_sum(residuals, self.public_key)] + [
+            cipher_dot(residuals, [int(v) for v in xi[:, j]])
+            for j in range(len(self.feature_names))
+        ]
+        # Σ D and Σ D·x_j fit the hosts' gradient bound; a sign bit and the guard on top.
+        slot_bits = _gradient_bits(len(ids), self._config) + 3 if self._config.packing else 0
+        totals = self._decrypt_integers(sums, slot_bits)
         if self.feature_names:
-            xi = np.rint(x * (1 << self._config.feature_bits)).astype(np.int64)
-            grads = np.array(
-                [
-                    self._decrypt_integer(cipher_dot(residuals, [int(v) for v in xi[:, j]]))
-                    for j in range(len(self.feature_names))
-                ]
-            ) / (scale * (1 << self._config.feature_bits))
+            grads = np.array(totals[1:]) / (scale * (1 << self._config.feature_bits))
             self.weights -= rate * (grads + self._config.l2 * self.weights)
-        self.intercept -= rate * d_sum
+        self.intercept -= rate * totals[0] / scale
 
     def _decrypt_integer(self, c: Ciphertext) -> int:
         return FixedPointEncoding.decode_integer(self._key.raw_decrypt(c.value), self.public_key)
+
+    def _decrypt_integers(self, ciphertexts: Sequence[Ciphertext], slot_bits: int) -> list[int]:
+        """Signed plaintexts, packed ``slot_bits`` wide into as few decryptions as fit."""
+        if not slot_bits:
+            return [self._decrypt_integer(c) for c in ciphertexts]
+        out: list[int] = []
+        for chunk in _chunks(ciphertexts, self.public_key, slot_bits):
+            packed = self._decrypt_integer(_horner(chunk, slot_bits))
+            out.extend(SlotLayout(slot_bits, len(chunk)).unpack(packed))
+        return out
 
     def scores(
         self, ids: Sequence[str], predictions: Sequence[Sequence[Ciphertext]]
@@ -309,6 +399,61 @@ class BureauParty:
             total = _sum([p[i] for p in predictions], self.public_key)
             out[i] = own[i] + self._score.decrypt(total, self._key)
         return out
+
+    def scores_packed(
+        self,
+        ids: Sequence[str],
+        predictions: Sequence[Sequence[Ciphertext]],
+        slot_bits: int,
+        additions: int,
+    ) -> NDArray[np.float64]:
+        """As ``scores``, from ``forward_packed`` answers: one decryption per ~31 rows."""
+        layout = SlotLayout.for_key(self.public_key, slot_bits, additions)
+        chunks = -(-len(ids) // layout.slots)
+        if any(len(p) != chunks for p in predictions):
+            raise InvalidInputError(f"expected {chunks} packed ciphertexts from every host")
+        _, own = self._own_scores(ids)
+        values: list[int] = []
+        for k in range(chunks):
+            count = min(layout.slots, len(ids) - k * layout.slots)
+            total = _sum([p[k] for p in predictions], self.public_key)
+            values.extend(layout.unpack(self._decrypt_integer(total), count))
+        return own + np.array(values, dtype=float) / self._score.scale
+
+
+def _gradient_bits(rows: int, config: TrainingConfig) -> int:
+    """|Σ_i D_i·x_i| < 2^this over ``rows`` rows (D and x in fixed point)."""
+    return rows.bit_length() + _RESIDUAL_BITS + config.score_bits + config.feature_bits
+
+
+def _chunks(
+    items: Sequence[Ciphertext], key: PublicKey, slot_bits: int
+) -> list[Sequence[Ciphertext]]:
+    """Consecutive groups that fit one plaintext at ``slot_bits`` (0: one per group)."""
+    per = SlotLayout.for_key(key, slot_bits).slots if slot_bits else 1
+    return [items[s : s + per] for s in range(0, len(items), per)]
+
+
+def _horner(chunk: Sequence[Ciphertext], slot_bits: int) -> Ciphertext:
+    """[[Σ_k v_k·2^(k·slot_bits)]] from [[v_k]]: v_0 in the lowest slot."""
+    total = chunk[-1]
+    for c in reversed(chunk[:-1]):
+        total = total.multiply(1 << slot_bits) + c
+    return total
+
+
+def evaluation_scores(
+    bureau: BureauParty,
+    hosts: Sequence[HostEndpoint],
+    ids: Sequence[str],
+    config: TrainingConfig,
+) -> NDArray[np.float64]:
+    """Linear scores for ``ids``: the hosts' parts summed under encryption, then decrypted."""
+    if config.packing:
+        additions = max(1, len(hosts))
+        packed = [h.forward_packed(ids, EVAL_SLOT_BITS, additions) for h in hosts]
+        return bureau.scores_packed(ids, packed, EVAL_SLOT_BITS, additions)
+    return bureau.scores(ids, [h.forward(ids) for h in hosts])
 
 
 def _sum(ciphertexts: Sequence[Ciphertext], key: PublicKey) -> Ciphertext:
@@ -370,7 +515,7 @@ def train(
             bureau.step(batch, forwards, hosts, config.rate(epoch))
             if on_batch:
                 on_batch(epoch, b)
-        scores = bureau.scores(valid_ids, [host.forward(valid_ids) for host in hosts])
+        scores = evaluation_scores(bureau, hosts, valid_ids, config)
         labels = bureau.labels(valid_ids)
         both_classes = 0 < labels.sum() < len(labels)
         # A tiny validation split can hold one class only: then AUC is undefined (NaN).

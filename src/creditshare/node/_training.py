@@ -41,6 +41,8 @@ _MAX_JOBS = 8
 #: hold the node's job slots.
 JOB_IDLE_SECONDS = 3600.0
 _MAX_IDS = 2_000_000
+#: Packed evaluation: at most this many nodes' vectors summed slot by slot.
+_MAX_ADDITIONS = 1024
 
 
 @dataclass(slots=True)
@@ -183,6 +185,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 score_bits=request.score_bits or defaults.score_bits,
                 feature_bits=request.feature_bits or defaults.feature_bits,
                 mask_bits=request.mask_bits or defaults.mask_bits,
+                packing=not request.unpacked,
             )
             names, rows = self._features()
 
@@ -208,7 +211,13 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
     ) -> training_pb2.CiphertextList:
         def work() -> training_pb2.CiphertextList:
             job = self._job(request.job_id)
-            out = job.host.forward(job.rows(request.rows))
+            rows = job.rows(request.rows)
+            if request.slot_bits:
+                if not 1 <= request.additions <= _MAX_ADDITIONS:
+                    raise InvalidInputError(f"additions must be within 1..{_MAX_ADDITIONS}")
+                out = job.host.forward_packed(rows, request.slot_bits, request.additions)
+            else:
+                out = job.host.forward(rows)
             return training_pb2.CiphertextList(ciphertexts=[c.to_bytes() for c in out])
 
         return await self._run(context, work)

@@ -104,6 +104,7 @@ class OpenJobRequest(_message.Message):
     MASK_BITS_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
     LEARNING_RATE_FIELD_NUMBER: _builtins.int
+    UNPACKED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     l2: _builtins.float
     """Training hyper-parameters that the node applies to its own shard."""
@@ -113,6 +114,10 @@ class OpenJobRequest(_message.Message):
     mask_bits: _builtins.int
     learning_rate: _builtins.float
     """The largest step the node will take (the job's initial learning rate)."""
+    unpacked: _builtins.bool
+    """Send one masked ciphertext per feature instead of the features packed into
+    slots (benchmarks of what packing saves; packed is the default).
+    """
     @_builtins.property
     def public_key(self) -> _node_pb2.PaillierPublicKey: ...
     @_builtins.property
@@ -138,10 +143,11 @@ class OpenJobRequest(_message.Message):
         mask_bits: _builtins.int = ...,
         receipt: _node_pb2.QueryReceipt | None = ...,
         learning_rate: _builtins.float = ...,
+        unpacked: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature_bits", b"feature_bits", "feature_clip", b"feature_clip", "job_id", b"job_id", "l2", b"l2", "learning_rate", b"learning_rate", "mask_bits", b"mask_bits", "points", b"points", "public_key", b"public_key", "receipt", b"receipt", "score_bits", b"score_bits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature_bits", b"feature_bits", "feature_clip", b"feature_clip", "job_id", b"job_id", "l2", b"l2", "learning_rate", b"learning_rate", "mask_bits", b"mask_bits", "points", b"points", "public_key", b"public_key", "receipt", b"receipt", "score_bits", b"score_bits", "unpacked", b"unpacked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -176,7 +182,14 @@ class ForwardRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    SLOT_BITS_FIELD_NUMBER: _builtins.int
+    ADDITIONS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    slot_bits: _builtins.int
+    """Evaluation only: when set, pack consecutive rows into slots of this many
+    bits, leaving headroom for `additions` packed vectors summed slot by slot.
+    """
+    additions: _builtins.int
     @_builtins.property
     def rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
@@ -184,10 +197,12 @@ class ForwardRequest(_message.Message):
         *,
         job_id: _builtins.str = ...,
         rows: _abc.Iterable[_builtins.int] | None = ...,
+        slot_bits: _builtins.int = ...,
+        additions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additions", b"additions", "job_id", b"job_id", "rows", b"rows", "slot_bits", b"slot_bits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
