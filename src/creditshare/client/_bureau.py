@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from creditshare.client._client import CreditShareClient
-from creditshare.crypto import Ciphertext, PublicKey, SlotLayout
+from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey, SlotLayout
 from creditshare.errors import ClientError, CreditShareError
 from creditshare.federated import (
     BureauParty,
@@ -202,8 +202,12 @@ def train_model(
     description: str = "",
     test_fraction: float = 0.3,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
+    workers: int = 1,
 ) -> TrainedModel:
-    """PSI with every node, train, evaluate on a held-out split, publish ``model_id``."""
+    """PSI with every node, train, evaluate on a held-out split, publish ``model_id``.
+
+    ``workers`` processes make encryption obfuscators ahead while this one decrypts.
+    """
     config = config or TrainingConfig()
     if not labels:
         raise ClientError("no labels to train on")
@@ -237,6 +241,7 @@ def train_model(
         if on_progress:
             on_progress(payload)
 
+    pool: PooledEncryptor | None = None
     try:
         aligned, points = _align(client, job_id, labels, nodes)
         if len(aligned) < MIN_ALIGNED_ROWS:
@@ -256,7 +261,10 @@ def train_model(
             fit_and_valid, labels, config.validation_fraction, config.seed + 1
         )
         hosts = [RemoteHost(client, job_id, node, key.public_key, aligned) for node in nodes]
-        bureau = BureauParty(labels, key, config)
+        pool = PooledEncryptor(
+            key.public_key, workers=workers, buffer=max(256, min(8192, 2 * len(aligned)))
+        )
+        bureau = BureauParty(labels, key, config, encryptor=pool)
         batches = (len(fit) + config.batch_size - 1) // config.batch_size
         result = train(
             bureau,
@@ -294,6 +302,9 @@ def train_model(
         if isinstance(exc, ClientError):
             raise
         raise ClientError(f"training job {job_id} failed: {exc}") from exc
+    finally:
+        if pool is not None:
+            pool.close()
     return TrainedModel(
         job_id,
         model_id,

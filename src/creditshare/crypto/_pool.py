@@ -1,4 +1,4 @@
-"""Obfuscators made ahead of time on the other cores: encryption on the hot path is one multiplication.
+"""Obfuscators made ahead on other cores: a hot-path encryption is one multiplication.
 
 A Paillier encryption is (1 + n·m)·r mod n² for a fresh obfuscator r; the
 obfuscator is the whole cost (``FastEncryptor`` makes one in ~0.7 ms) and it
@@ -51,6 +51,7 @@ class Encryptor(Protocol):
     def rerandomize(self, ciphertext: Ciphertext) -> Ciphertext: ...
 
     def zero(self) -> Ciphertext: ...
+
 
 #: Obfuscators per message from a worker: large enough to amortise the pipe, small
 #: enough that the first batch arrives within ~0.2 s.

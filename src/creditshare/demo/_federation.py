@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +38,9 @@ from creditshare.pki import TlsSettings, channel_credentials, init_ca, issue
 __all__ = ["Federation", "FederationLayout", "NodeLayout", "free_port"]
 
 ALL_DEPARTMENTS: tuple[str, ...] = ("tax", "market", "social", "court", "utility")
+
+#: How every process is started unless told otherwise: this interpreter's CLI.
+_CLI: tuple[str, ...] = (sys.executable, "-m", "creditshare")
 
 
 def free_port() -> int:
@@ -211,20 +214,34 @@ class FederationLayout:
 
 
 class Federation:
-    """Running processes for a ``FederationLayout``; stops them all on exit."""
+    """Running processes for a ``FederationLayout``; stops them all on exit.
 
-    def __init__(self, layout: FederationLayout, start_timeout: float = 60.0) -> None:
+    ``node_command`` is the program each data node is started with, followed by
+    ``node serve --config PATH``; by default (None) the ``creditshare`` CLI of this
+    interpreter, as an operator would run it. The coordinator is always started with
+    that default. Benchmarks use it to wrap the CLI in an instrumented launcher.
+    """
+
+    def __init__(
+        self,
+        layout: FederationLayout,
+        start_timeout: float = 60.0,
+        node_command: Sequence[str] | None = None,
+    ) -> None:
         self.layout = layout
         self._timeout = start_timeout
+        self._node_command = _CLI if node_command is None else tuple(node_command)
+        if not self._node_command:
+            raise ValueError("node_command must name a program")
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs = layout.work_dir / "logs"
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], command: Sequence[str] = _CLI) -> None:
         self._logs.mkdir(parents=True, exist_ok=True)
         log = (self._logs / f"{name}.log").open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "creditshare", *args],
+            [*command, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -235,7 +252,11 @@ class Federation:
     def start(self) -> Federation:
         try:
             for node in self.layout.nodes:
-                self._spawn(node.node_id, ["node", "serve", "--config", str(node.config)])
+                self._spawn(
+                    node.node_id,
+                    ["node", "serve", "--config", str(node.config)],
+                    self._node_command,
+                )
             deadline = time.monotonic() + self._timeout
             tls = self.layout.coordinator_settings().tls
             for node in self.layout.nodes:

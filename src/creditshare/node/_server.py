@@ -74,7 +74,14 @@ async def build_server(
     server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS)
     node_pb2_grpc.add_DataNodeServicer_to_server(service, server)
     training = TrainingService(
-        settings.node_id, settings.department_schema, records, shards, engine, checker, access_log
+        settings.node_id,
+        settings.department_schema,
+        records,
+        shards,
+        engine,
+        checker,
+        access_log,
+        encryption_workers=settings.training_encryption_workers,
     )
     training_pb2_grpc.add_TrainingServicer_to_server(training, server)
     health_servicer = health.aio.HealthServicer()

@@ -39,6 +39,13 @@ class NodeSettings(EnvFirstSettings):
         description="keep fixed-base encryption tables (~17 MiB each) for recent requester keys",
     )
     fast_encryption_keys: int = Field(default=4, ge=1, le=64)
+    training_encryption_workers: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        description="processes per training job that make encryption obfuscators ahead "
+        "(0: encrypt in the serving process)",
+    )
     log_public_key: str = Field(
         description="base64 Ed25519 key that signs the coordinator's ledger tree heads"
     )

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from creditshare.crypto import Ciphertext, PublicKey
+from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey
 from creditshare.departments import Department
 from creditshare.errors import InvalidInputError, NotFoundError
 from creditshare.federated import HostParty, PsiParty, TrainingConfig
@@ -52,6 +52,12 @@ class _Job:
     mean: np.ndarray
     std: np.ndarray
     touched: float
+    #: Obfuscator workers (daemon processes: they also end with the node's process).
+    encryptor: PooledEncryptor | None = None
+
+    def close(self) -> None:
+        if self.encryptor is not None:
+            self.encryptor.close()
 
     def rows(self, positions: Sequence[int]) -> list[str]:
         try:
@@ -71,7 +77,9 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         checker: ReceiptChecker,
         access_log: AccessLog,
         clock: Callable[[], float] = time.monotonic,
+        encryption_workers: int = 0,
     ) -> None:
+        self._encryption_workers = encryption_workers
         self._checker = checker
         self._access_log = access_log
         self._clock = clock
@@ -104,7 +112,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         """Drop idle jobs and PSI state; call with the lock held."""
         cutoff = self._clock() - JOB_IDLE_SECONDS
         for job_id in [j for j, job in self._jobs.items() if job.touched < cutoff]:
-            del self._jobs[job_id]
+            self._jobs.pop(job_id).close()
             log.info("training job %r expired after %.0f s idle", job_id, JOB_IDLE_SECONDS)
         for job_id in [j for j, (at, _) in self._psi.items() if at < cutoff]:
             del self._psi[job_id]
@@ -194,13 +202,28 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             mean, std = matrix.mean(axis=0), matrix.std(axis=0)
             std[std == 0] = 1.0
             standard = {i: list((np.array(rows[i]) - mean) / std) for i in ids}
-            host = HostParty(self._node_id, standard, names, key, config)
             with self._lock:
                 self._expire()
                 if len(self._jobs) >= _MAX_JOBS and request.job_id not in self._jobs:
                     raise InvalidInputError(f"this node runs at most {_MAX_JOBS} jobs at once")
-                self._jobs[request.job_id] = _Job(host, ids, mean, std, self._clock())
+            # Obfuscators made ahead on other cores; a buffer sized to the job, so a small
+            # job does not keep a worker busy long after it is done.
+            encryptor = (
+                PooledEncryptor(
+                    key,
+                    workers=self._encryption_workers,
+                    buffer=max(256, min(4096, 2 * len(ids))),
+                )
+                if self._encryption_workers
+                else None
+            )
+            host = HostParty(self._node_id, standard, names, key, config, encryptor=encryptor)
+            with self._lock:
+                previous = self._jobs.get(request.job_id)
+                self._jobs[request.job_id] = _Job(host, ids, mean, std, self._clock(), encryptor)
                 self._psi.pop(request.job_id, None)
+            if previous is not None:
+                previous.close()
             log.info("training job %r opened: %d rows", request.job_id, len(ids))
             return training_pb2.OpenJobResponse(features=names, rows=len(ids))
 
@@ -262,6 +285,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 if request.model_id:
                     raise NotFoundError(f"no open training job {request.job_id!r} to keep")
                 return training_pb2.CloseJobResponse()
+            job.close()
             names = list(job.host.feature_names)
             if request.model_id:
                 weights = job.host.weights / job.std
