@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,24 @@ def test_decrypted_profiles_equal_plaintext_recomputation(
         check = oracle.verify(profile, int(profile.raw["scale"]))
         assert check.score_ok, (uscc, profile.linear_score, check.expected_linear)
         assert check.presence_ok and check.indicators_ok, uscc
+
+
+def test_concurrent_queries_all_get_complete_answers(
+    trust: Trust, oracle: PlaintextOracle, data_dir: Path, federation: Federation
+) -> None:
+    """Queries recorded under different heads race to the same nodes: a node that has
+    already accepted a newer head must still take an older receipt (proven a prefix)."""
+    all_nodes = sorted(n.node_id for n in federation.layout.nodes)
+    usccs = _sample(data_dir)[:6]
+    consents = {uscc: trust.consent(uscc) for uscc in usccs}
+    jobs = [usccs[i % len(usccs)] for i in range(48)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        profiles = list(pool.map(lambda u: (u, trust.bank.query(u, consents[u])), jobs))
+    for uscc, profile in profiles:
+        assert profile.failed == [], (uscc, profile.failed)
+        assert sorted(profile.answered) == all_nodes
+        check = oracle.verify(profile, int(profile.raw["scale"]))
+        assert check.score_ok and check.presence_ok and check.indicators_ok, uscc
 
 
 def test_cross_chain_enterprise_shows_both_chains(

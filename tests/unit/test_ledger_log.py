@@ -478,10 +478,14 @@ def test_tracker_is_thread_safe(ledger: Ledger, signer: LogSigner) -> None:
     lock = threading.Lock()
 
     def offer(head: SignedTreeHead) -> None:
-        # Like a node racing several queries: prove from whatever it trusts right now.
+        # Like a broker racing several queries: prove from (or, for an older head, to)
+        # whatever the node trusts right now.
         while True:
             start = tracker.trusted_size
-            proof = ledger.consistency_proof(start, head.size) if start <= head.size else []
+            if start <= head.size:
+                proof = ledger.consistency_proof(start, head.size)
+            else:
+                proof = ledger.consistency_proof(head.size, start)
             try:
                 tracker.accept(head, proof, start, signer.public_key)
                 result = "ok"
@@ -500,3 +504,40 @@ def test_tracker_is_thread_safe(ledger: Ledger, signer: LogSigner) -> None:
         thread.join()
     assert tracker.head == heads[-1]
     assert set(outcomes) <= {"ok", "stale"}
+    assert outcomes.count("ok") == len(heads)  # every query's head was taken in the end
+
+
+def test_tracker_takes_older_heads_proven_to_be_prefixes(ledger: Ledger, signer: LogSigner) -> None:
+    """Query A is recorded under head 4, query B under head 7, and B reaches the node first:
+    A's receipt must still be accepted, by proving head 4 a prefix of an accepted head."""
+    key = signer.public_key
+    heads = [r.head for r in fill(ledger, 10)]
+    tracker = TrustedHeadTracker()
+    tracker.accept(heads[5], [], 0, key)
+    tracker.accept(heads[8], ledger.consistency_proof(6, 9), 6, key)
+    assert tracker.accept(heads[3], ledger.consistency_proof(4, 9), 9, key) == heads[8]
+    # To a head accepted earlier (6), not only the trusted one (9).
+    assert tracker.accept(heads[1], ledger.consistency_proof(2, 6), 6, key) == heads[8]
+    # A head of a size accepted before needs no proof, if the root is the same.
+    assert tracker.accept(heads[5], [], 0, key) == heads[8]
+    assert tracker.head == heads[8] and tracker.trusted_size == 9  # older heads never trusted
+
+    # A proof to a size the node never accepted: a race, not an attack.
+    with pytest.raises(StaleTreeHeadError) as unknown:
+        tracker.accept(heads[2], ledger.consistency_proof(3, 8), 8, key)
+    assert unknown.value.trusted_size == 9
+
+    # A rewritten log's older head cannot pass as a prefix of the trusted one.
+    fork = Ledger(MemoryLedgerStorage(), signer, Clock())
+    for i in range(10):
+        fork.append(b"rewritten" if i == 1 else b"query %d" % i, USCC_A)
+    fork_head_4 = fork.storage.head(4)
+    fork_head_6 = fork.storage.head(6)
+    assert fork_head_4 is not None and fork_head_6 is not None
+    with pytest.raises(InconsistentTreeHeadError, match="not a prefix"):
+        tracker.accept(fork_head_4, fork.consistency_proof(4, 9), 9, key)
+    with pytest.raises(InconsistentTreeHeadError, match="not a prefix"):
+        tracker.accept(fork_head_4, ledger.consistency_proof(4, 9), 9, key)
+    with pytest.raises(InconsistentTreeHeadError, match="different root"):
+        tracker.accept(fork_head_6, [], 0, key)
+    assert tracker.head == heads[8]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -41,7 +42,7 @@ log = logging.getLogger("creditshare.coordinator")
 
 TRUSTED_SIZE_METADATA = "creditshare-trusted-size"
 T = TypeVar("T")
-_MAX_ATTEMPTS = 3
+_MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,8 @@ class QueryBroker:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, DataNodeAsyncStub] = {}
         self._trusted: dict[str, int] = {}
+        self._receipts: dict[tuple[int, int], Receipt] = {}
+        self._advancing: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._proofs: dict[tuple[int, int], list[bytes]] = {}
         self.catalogues: dict[str, NodeCatalogue] = {}
         #: Training stubs on the same mTLS channels, for the training relay.
@@ -346,19 +349,30 @@ class QueryBroker:
             return NodeFailure(node, f"ledger: {exc}")
 
     async def prove(self, node_id: str, receipt: Receipt) -> tuple[node_pb2.QueryReceipt, Receipt]:
-        """The receipt as this node needs it: consistency from the head it last accepted."""
+        """The receipt as this node needs it: consistency with the head it last accepted.
+
+        Forward (trusted → receipt head) when the receipt's head is newer; backward
+        (receipt head → trusted) when a concurrent query's newer head got there first,
+        so the receipt stays the same and no new head is needed (see TrustedHeadTracker).
+        """
         trusted = self._trusted.get(node_id, 0)
-        if trusted > receipt.head.size:
-            # The node has seen a newer head than this receipt's: prove the leaf again.
-            receipt = await asyncio.to_thread(self._ledger.receipt, receipt.index)
-            if trusted > receipt.head.size:
-                raise LedgerError(
-                    f"node trusts a tree of size {trusted}, "
-                    f"larger than this log ({receipt.head.size})"
-                )
+        if receipt.index < trusted < receipt.head.size:
+            # The node already trusts a head that holds this leaf (a concurrent query's
+            # head got there first): prove the leaf under that very head. The node keeps
+            # it among the heads it accepted, so no later move of its own head can make
+            # this proof stale, as a forward proof from its current size could be.
+            receipt = await self._receipt_under(receipt.index, trusted)
+        size = receipt.head.size
         consistency: list[bytes] = []
-        if 0 < trusted < receipt.head.size:
-            consistency = await self._consistency(trusted, receipt.head.size)
+        if 0 < trusted < size:
+            consistency = await self._consistency(trusted, size)
+        elif trusted > size:
+            try:
+                consistency = await self._consistency(size, trusted)
+            except InvalidInputError as exc:
+                raise LedgerError(
+                    f"node trusts a tree of size {trusted}, larger than this log: {exc}"
+                ) from exc
         proof = node_pb2.QueryReceipt(
             leaf_index=receipt.index,
             leaf_data=receipt.data,
@@ -368,6 +382,24 @@ class QueryBroker:
             consistency_proof=consistency,
         )
         return proof, receipt
+
+    async def _receipt_under(self, index: int, size: int) -> Receipt:
+        """Leaf ``index`` proven under the stored head of ``size``; shared by the nodes
+        of a query, which usually trust the same size."""
+        cached = self._receipts.get((index, size))
+        if cached is None:
+
+            def build() -> Receipt:
+                head = self._ledger.storage.head(size)
+                if head is None:
+                    raise LedgerError(f"node trusts a tree of size {size} this log never signed")
+                return self._ledger.receipt(index, head)
+
+            cached = await asyncio.to_thread(build)
+            self._receipts[(index, size)] = cached
+            while len(self._receipts) > 256:
+                self._receipts.pop(next(iter(self._receipts)))
+        return cached
 
     async def _consistency(self, old: int, new: int) -> list[bytes]:
         """Consistency proofs never change (the log is append-only), and the nodes of one
@@ -394,21 +426,43 @@ class QueryBroker:
         """
         deadline = time.monotonic() + seconds
         for _attempt in range(_MAX_ATTEMPTS):
-            proof, receipt = await self.prove(node_id, receipt)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise HeadKeptMovingError("deadline exceeded")
-            try:
-                result = await invoke(proof, remaining)
-            except grpc.aio.AioRpcError as exc:
-                trusted = _trusted_size(exc)
-                if trusted is None:
-                    raise
-                self._trusted[node_id] = trusted
-                continue
-            self._trusted[node_id] = max(self._trusted.get(node_id, 0), receipt.head.size)
-            return result
+            if receipt.index < self._trusted.get(node_id, 0):
+                # The node's head already holds the leaf: nothing can make this stale.
+                outcome = await self._attempt(node_id, receipt, invoke, deadline)
+            else:
+                # This call moves the node's head forward, which needs a proof from the
+                # exact size it trusts; concurrent calls moving it too would make each
+                # other's proofs stale, so this broker moves a node's head one call at a
+                # time. Calls that waited usually find the leaf covered by then.
+                async with self._advancing[node_id]:
+                    outcome = await self._attempt(node_id, receipt, invoke, deadline)
+            if outcome is not None:
+                return outcome[0]
         raise HeadKeptMovingError("failed_precondition: tree head kept moving; gave up")
+
+    async def _attempt(
+        self,
+        node_id: str,
+        receipt: Receipt,
+        invoke: Callable[[node_pb2.QueryReceipt, float], Awaitable[T]],
+        deadline: float,
+    ) -> tuple[T] | None:
+        """One call; None when the node said its head moved (it is then known here)."""
+        proof, receipt = await self.prove(node_id, receipt)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise HeadKeptMovingError("deadline exceeded")
+        try:
+            result = await invoke(proof, remaining)
+        except grpc.aio.AioRpcError as exc:
+            trusted = _trusted_size(exc)
+            if trusted is None:
+                raise
+            # Errors of concurrent calls arrive in any order; the node's size only grows.
+            self._trusted[node_id] = max(self._trusted.get(node_id, 0), trusted)
+            return None
+        self._trusted[node_id] = max(self._trusted.get(node_id, 0), receipt.head.size)
+        return (result,)
 
     async def _ask(
         self,

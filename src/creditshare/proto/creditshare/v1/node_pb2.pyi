@@ -219,7 +219,9 @@ class QueryReceipt(_message.Message):
     """
     consistency_from: _builtins.int
     """The consistency proof runs from the tree size the node last accepted
-    (consistency_from) to tree_head.size.
+    (consistency_from) to tree_head.size. When consistency_from is larger than
+    tree_head.size (a concurrent query's newer head reached the node first), it
+    runs the other way: from tree_head.size to that earlier-accepted size.
     """
     @_builtins.property
     def tree_head(self) -> Global___SignedTreeHead: ...
