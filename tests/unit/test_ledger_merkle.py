@@ -398,3 +398,29 @@ def test_generation_refuses_out_of_range_arguments() -> None:
         consistency_proof(4, HASHES[:3])
     with pytest.raises(InvalidInputError):
         consistency_proof(-1, HASHES[:3])
+
+
+# --- the perfect-subtree memo (used by Ledger) ---
+
+
+def test_memoised_proofs_equal_plain_ones_as_the_log_grows() -> None:
+    """One memo across a growing log (sizes past the 64-leaf memo threshold, several
+    levels of perfect subtrees): every proof equals the one computed from scratch,
+    and every proof verifies against the plain roots."""
+    hashes = [leaf_hash(b"entry %d" % i) for i in range(700)]
+    memo: dict[tuple[int, int], bytes] = {}
+    for size in (65, 128, 129, 255, 256, 300, 513, 700):
+        prefix = hashes[:size]
+        new_root = root(prefix)
+        for index in sorted({0, 1, 63, 64, 127, 128, size // 2, size - 2, size - 1}):
+            if index < size:
+                proof = inclusion_proof(index, prefix, memo)
+                assert proof == inclusion_proof(index, prefix)
+                verify_inclusion(hashes[index], index, size, proof, new_root)
+        for old in sorted({1, 64, 65, 128, 200, size - 1, size}):
+            if old <= size:
+                proof = consistency_proof(old, prefix, memo)
+                assert proof == consistency_proof(old, prefix)
+                verify_consistency(old, size, root(hashes[:old]), new_root, proof)
+    assert memo, "perfect subtrees above the threshold were remembered"
+    assert all(hi - lo > 64 and (hi - lo) & (hi - lo - 1) == 0 for lo, hi in memo)

@@ -20,7 +20,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from creditshare.errors import ConfigurationError, InvalidInputError, InvalidProofError, LedgerError
 from creditshare.ledger._errors import EmptyLogError
 from creditshare.ledger._fields import b64, get_b64, get_int, get_list, get_mapping
-from creditshare.ledger._merkle import HASH_SIZE, Frontier, consistency_proof, inclusion_proof
+from creditshare.ledger._merkle import (
+    HASH_SIZE,
+    Frontier,
+    SubtreeMemo,
+    consistency_proof,
+    inclusion_proof,
+)
 from creditshare.ledger._merkle import leaf_hash as compute_leaf_hash
 from creditshare.ledger._merkle import verify_inclusion as check_inclusion
 from creditshare.ledger._storage import LedgerStorage, StoredLeaf
@@ -103,6 +109,10 @@ class Ledger:
         self._lock = threading.Lock()
         self._frontier = Frontier()
         self._frontier_last = b""
+        # Leaf hashes seen so far and perfect-subtree hashes over them, for proofs in
+        # O(log² n) hashes and no storage round trip (see ``_hashes``).
+        self._memo: SubtreeMemo = {}
+        self._known: list[bytes] = []
 
     @property
     def storage(self) -> LedgerStorage:
@@ -135,14 +145,19 @@ class Ledger:
     def append(self, data: bytes, subject: str) -> Receipt:
         """Append one record and return its receipt against the head signed for it."""
         proofs: list[list[bytes]] = []
+        seen: list[list[bytes]] = []
 
         def build_head(size: int, hashes: Sequence[bytes]) -> SignedTreeHead:
             timestamp_ms = self._now_ms()
             new_root, proof = self._grow(hashes)
             proofs.append(proof)
+            seen.append(list(hashes))
             return self._signer.sign_head(size, new_root, timestamp_ms)
 
         index, head = self._storage.append(data, subject, build_head)
+        with self._lock:  # committed now: the hashes the head was built over are final
+            if seen and len(seen[-1]) > len(self._known):
+                self._known = seen[-1]
         return Receipt(index, data, compute_leaf_hash(data), head, tuple(proofs[-1]))
 
     def size(self) -> int:
@@ -154,26 +169,49 @@ class Ledger:
             raise EmptyLogError("the ledger is empty: no tree head has been signed yet")
         return head
 
-    def _check_size(self, size: int) -> None:
-        current = self._storage.size()
-        if not 0 <= size <= current:
-            raise InvalidInputError(f"tree size {size} is outside 0..{current}")
+    def _hashes(self, size: int) -> tuple[list[bytes], SubtreeMemo]:
+        """The first ``size`` leaf hashes and the subtree memo that goes with them.
+
+        Leaves never change once written, so hashes this process has seen (its own
+        appends, earlier reads) are served from memory; only sizes beyond them go to
+        storage, which also notices a database that was replaced underneath (then the
+        memo is dropped). A running coordinator trusts its database to be append-only;
+        ``creditshare ledger verify`` audits it from scratch.
+        """
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidInputError(f"tree size {size!r} must be a non-negative integer")
+        with self._lock:
+            known, memo = self._known, self._memo
+        if size <= len(known):
+            return known[:size], memo
+        try:
+            hashes = self._storage.leaf_hashes(size)
+        except InvalidInputError:
+            raise InvalidInputError(
+                f"tree size {size} is outside 0..{self._storage.size()}"
+            ) from None
+        with self._lock:
+            if known and (len(hashes) < len(known) or hashes[len(known) - 1] != known[-1]):
+                self._memo = {}
+            if len(hashes) > len(self._known):
+                self._known = hashes
+            return hashes, self._memo
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """PATH for leaf ``index`` in the tree of the first ``size`` leaves."""
-        self._check_size(size)
+        hashes, memo = self._hashes(size)
         if not 0 <= index < size:
             raise InvalidInputError(f"leaf index {index} is outside a tree of size {size}")
-        return inclusion_proof(index, self._storage.leaf_hashes(size))
+        return inclusion_proof(index, hashes, memo)
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """PROOF that the tree of ``new_size`` extends that of ``old_size`` (0 -> empty)."""
-        self._check_size(new_size)
+        hashes, memo = self._hashes(new_size)
         if not 0 <= old_size <= new_size:
             raise InvalidInputError(f"old size {old_size} is outside 0..{new_size}")
         if old_size == 0:
             return []
-        return consistency_proof(old_size, self._storage.leaf_hashes(new_size))
+        return consistency_proof(old_size, hashes, memo)
 
     def receipt(self, index: int, head: SignedTreeHead | None = None) -> Receipt:
         """Re-prove stored leaf ``index`` against ``head`` (default: the latest head).
@@ -188,7 +226,8 @@ class Ledger:
         if not 0 <= index < head.size:
             raise InvalidInputError(f"leaf {index} is not in the tree of size {head.size}")
         leaf = self._storage.leaf(index)
-        proof = inclusion_proof(index, self._storage.leaf_hashes(head.size))
+        hashes, memo = self._hashes(head.size)
+        proof = inclusion_proof(index, hashes, memo)
         return Receipt(index, leaf.data, leaf.leaf_hash, head, tuple(proof))
 
     def entries_for(self, subject: str) -> list[StoredLeaf]:

@@ -100,11 +100,34 @@ def root(hashes: Sequence[bytes]) -> bytes:
     return frontier.root()
 
 
-def _mth(hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
-    return root(hashes[lo:hi])
+#: A cache of perfect-subtree hashes, keyed (lo, hi). Only for one append-only log.
+SubtreeMemo = dict[tuple[int, int], bytes]
+#: Subtrees up to this many leaves are hashed directly rather than remembered.
+_MEMO_MIN = 64
 
 
-def inclusion_proof(index: int, hashes: Sequence[bytes]) -> list[bytes]:
+def _mth(hashes: Sequence[bytes], lo: int, hi: int, memo: SubtreeMemo | None = None) -> bytes:
+    """MTH(D[lo:hi]). With ``memo``, perfect subtrees (aligned, power-of-two sizes: they
+    never change once complete) are computed once, so a proof costs O(log² n) hashes
+    instead of O(n)."""
+    size = hi - lo
+    if memo is None or size <= _MEMO_MIN:
+        return root(hashes[lo:hi])
+    perfect = size & (size - 1) == 0
+    if perfect:
+        cached = memo.get((lo, hi))
+        if cached is not None:
+            return cached
+    k = size // 2 if perfect else _split(size)
+    value = node_hash(_mth(hashes, lo, lo + k, memo), _mth(hashes, lo + k, hi, memo))
+    if perfect:
+        memo[(lo, hi)] = value
+    return value
+
+
+def inclusion_proof(
+    index: int, hashes: Sequence[bytes], memo: SubtreeMemo | None = None
+) -> list[bytes]:
     """RFC 6962 PATH(index, D[n]) for the tree over ``hashes``, lowest level first."""
     n = len(hashes)
     if not _is_int(index) or not 0 <= index < n:
@@ -114,16 +137,18 @@ def inclusion_proof(index: int, hashes: Sequence[bytes]) -> list[bytes]:
     while hi - lo > 1:
         k = _split(hi - lo)
         if index < lo + k:
-            proof.append(_mth(hashes, lo + k, hi))
+            proof.append(_mth(hashes, lo + k, hi, memo))
             hi = lo + k
         else:
-            proof.append(_mth(hashes, lo, lo + k))
+            proof.append(_mth(hashes, lo, lo + k, memo))
             lo += k
     proof.reverse()
     return proof
 
 
-def consistency_proof(old_size: int, hashes: Sequence[bytes]) -> list[bytes]:
+def consistency_proof(
+    old_size: int, hashes: Sequence[bytes], memo: SubtreeMemo | None = None
+) -> list[bytes]:
     """RFC 6962 PROOF(old_size, D[n]); empty when ``old_size`` is 0 or ``n``."""
     n = len(hashes)
     if not _is_int(old_size) or not 0 <= old_size <= n:
@@ -136,14 +161,14 @@ def consistency_proof(old_size: int, hashes: Sequence[bytes]) -> list[bytes]:
         m = old_size - lo
         if m == hi - lo:
             if not whole:
-                proof.append(_mth(hashes, lo, hi))
+                proof.append(_mth(hashes, lo, hi, memo))
             break
         k = _split(hi - lo)
         if m <= k:
-            proof.append(_mth(hashes, lo + k, hi))
+            proof.append(_mth(hashes, lo + k, hi, memo))
             hi = lo + k
         else:
-            proof.append(_mth(hashes, lo, lo + k))
+            proof.append(_mth(hashes, lo, lo + k, memo))
             lo += k
             whole = False
     proof.reverse()
