@@ -24,9 +24,17 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+import gmpy2
 from phe import paillier
 
-from creditshare.crypto import FastEncryptor, FixedPointEncoding, PrivateKey, dot
+from creditshare.crypto import (
+    FastEncryptor,
+    FixedPointEncoding,
+    PooledEncryptor,
+    PrivateKey,
+    dot,
+    powmod_many,
+)
 
 KEY_BITS = 2048
 DOT_LENGTH = 100
@@ -65,6 +73,21 @@ def measure(name: str, operation: Callable[[int], object], budget: float, min_op
         if elapsed >= budget and ops >= min_ops:
             return Timing(name, ops, elapsed)
         batch = min(batch * 2, 4096)
+
+
+def pool_ready(pool: PooledEncryptor) -> int:
+    """Obfuscators waiting in the pool's queue (Linux: the queue knows its size)."""
+    try:
+        return int(pool._queue.qsize()) * 256
+    except NotImplementedError:
+        return 0
+
+
+def timed_run(name: str, pool: PooledEncryptor, encoded: list[int], count: int) -> Timing:
+    started = time.perf_counter()
+    for i in range(count):
+        pool.encrypt_encoded(encoded[i % len(encoded)])
+    return Timing(name, count, time.perf_counter() - started)
 
 
 def resident_bytes() -> int | None:
@@ -179,6 +202,47 @@ def main(argv: list[str] | None = None) -> int:
             5,
         ),
     ]
+    # Training-sized inner product: 256 residuals x 14-bit features, Pippenger's buckets
+    # (powmod_many) against one powmod per term, the method it replaced.
+    nsq = gmpy2.mpz(pub.n_squared)
+    residuals = [c.value for c in fast.encrypt_many(values, encoding)]
+    features = [rng.randrange(-(2**13), 2**13) for _ in range(256)]
+
+    def per_term(i: int) -> int:
+        """The replaced method: a powmod per term, negatives grouped and inverted once."""
+        positive, negative = gmpy2.mpz(1), gmpy2.mpz(1)
+        for base, e in zip(residuals, features, strict=True):
+            if e >= 0:
+                positive = positive * gmpy2.powmod(base, e, nsq) % nsq
+            else:
+                negative = negative * gmpy2.powmod(base, -e, nsq) % nsq
+        return int(positive * gmpy2.invert(negative, nsq) % nsq)
+
+    assert int(per_term(0)) == powmod_many(residuals, features, pub.n_squared)
+    timings += [
+        measure("dot of 256 (14-bit), one powmod per term", per_term, budget, 5),
+        measure(
+            "dot of 256 (14-bit), powmod_many (Pippenger)",
+            lambda i: powmod_many(residuals, features, pub.n_squared),
+            budget,
+            5,
+        ),
+    ]
+
+    # Obfuscators made ahead by a worker process (PooledEncryptor): a burst from a full
+    # buffer, then a sustained run long enough to drain it (caller and worker both make).
+    buffer = 2048 if args.quick else 8192
+    with PooledEncryptor(pub, workers=1, buffer=buffer) as pool:
+        deadline = time.perf_counter() + 60
+        while pool_ready(pool) < buffer and time.perf_counter() < deadline:
+            time.sleep(0.1)
+        burst = timed_run("PooledEncryptor.encrypt_encoded, buffer full", pool, encoded, buffer)
+        sustained = timed_run(
+            "PooledEncryptor.encrypt_encoded, sustained", pool, encoded, 3 * buffer
+        )
+        assert key.raw_decrypt(pool.encrypt_encoded(encoded[0]).value) == encoded[0]
+    timings += [burst, sustained]
+
     by_name = {t.name: t for t in timings}
     fast_ops = by_name["FastEncryptor.encrypt_encoded"].ops_per_second
     ratios = {
@@ -186,6 +250,15 @@ def main(argv: list[str] | None = None) -> int:
         / by_name["phe PaillierPublicKey.encrypt"].ops_per_second,
         "fast_encrypt_encoded_over_raw_encrypt": fast_ops
         / by_name["PublicKey.raw_encrypt"].ops_per_second,
+        "pooled_burst_over_phe_encrypt": burst.ops_per_second
+        / by_name["phe PaillierPublicKey.encrypt"].ops_per_second,
+        "pooled_sustained_over_phe_encrypt": sustained.ops_per_second
+        / by_name["phe PaillierPublicKey.encrypt"].ops_per_second,
+        "pooled_sustained_over_fast": sustained.ops_per_second / fast_ops,
+        "pippenger_dot_over_per_term": by_name[
+            "dot of 256 (14-bit), powmod_many (Pippenger)"
+        ].ops_per_second
+        / by_name["dot of 256 (14-bit), one powmod per term"].ops_per_second,
     }
 
     width = max(len(t.name) for t in timings)
