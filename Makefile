@@ -23,9 +23,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/creditshare demo --verify
 
-## Lint, type-check and run every test (unit, node gRPC, end to end).
+## Lint, type-check and run every test (unit, node gRPC, end to end), the database
+## tests on SQLite and on a throw-away PostgreSQL 15 server (scripts/postgres.sh).
 test: lint typecheck
-	$(BIN)/pytest
+	scripts/postgres.sh run -- $(BIN)/pytest
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts bench

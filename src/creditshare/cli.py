@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from creditshare._logging import configure_logging
 from creditshare._settings import load_settings
 from creditshare.errors import CreditShareError
 
@@ -29,6 +29,7 @@ ledger_app = typer.Typer(no_args_is_help=True, help="Audit the verifiable query 
 pki_app = typer.Typer(no_args_is_help=True, help="Chain CAs and mTLS certificates.")
 enterprise_app = typer.Typer(no_args_is_help=True, help="An enterprise's keys and consents.")
 bureau_app = typer.Typer(no_args_is_help=True, help="A credit bureau's federated training.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schemas (Alembic migrations).")
 app.add_typer(node_app, name="node")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(admin_app, name="admin")
@@ -36,14 +37,11 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(pki_app, name="pki")
 app.add_typer(enterprise_app, name="enterprise")
 app.add_typer(bureau_app, name="bureau")
+app.add_typer(db_app, name="db")
 
 console = Console()
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML settings file")]
-
-
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
 @app.command()
@@ -81,8 +79,9 @@ def node_serve(config: ConfigOption) -> None:
     """Serve the node's gRPC API until SIGTERM."""
     from creditshare.node import NodeSettings, serve
 
-    _logging()
-    asyncio.run(serve(load_settings(NodeSettings, config)))
+    settings = load_settings(NodeSettings, config)
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(serve(settings))
 
 
 @node_app.command("import")
@@ -180,6 +179,77 @@ def ledger_verify(
     if not report.ok:
         raise typer.Exit(code=1)
     console.print("[green]ledger verified[/]")
+
+
+ServiceArgument = Annotated[str, typer.Argument(help="whose database: coordinator or node")]
+OptionalConfig = Annotated[
+    Path | None, typer.Option("--config", "-c", help="the service's TOML settings file")
+]
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", help="database URL (instead of the one --config and the env give)"),
+]
+
+
+def _database_engine(service: str, config: Path | None, url: str | None) -> Any:
+    """An engine on the service's database, without touching its schema."""
+    from sqlalchemy import create_engine
+
+    from creditshare import migrations
+
+    if service not in migrations.SERVICES:
+        raise typer.BadParameter(
+            f"choose one of {', '.join(migrations.SERVICES)}", param_hint="SERVICE"
+        )
+    if url is None:
+        if config is None:
+            raise typer.BadParameter("give --config (or --url)", param_hint="--config")
+        if service == "coordinator":
+            from creditshare.coordinator import CoordinatorSettings
+
+            url = load_settings(CoordinatorSettings, config).database_url
+        else:
+            from creditshare.node import NodeSettings
+
+            url = load_settings(NodeSettings, config).database_url
+    return create_engine(url)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    service: ServiceArgument,
+    config: OptionalConfig = None,
+    url: UrlOption = None,
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+) -> None:
+    """Bring a database's schema to the newest revision (safe with replicas running)."""
+    from creditshare import migrations
+
+    engine = _database_engine(service, config, url)
+    try:
+        before = migrations.current(engine, service)
+        after = migrations.upgrade(engine, service, revision)
+    finally:
+        engine.dispose()
+    console.print(f"{service} database: {before or 'empty'} -> {after}")
+
+
+@db_app.command("current")
+def db_current(
+    service: ServiceArgument, config: OptionalConfig = None, url: UrlOption = None
+) -> None:
+    """Print the schema revision; exit 1 if it is behind the newest."""
+    from creditshare import migrations
+
+    engine = _database_engine(service, config, url)
+    try:
+        now = migrations.current(engine, service)
+    finally:
+        engine.dispose()
+    newest = migrations.head(service)
+    print(f"{service} database at {now or 'no revision'} (newest {newest})")
+    if now != newest:
+        raise typer.Exit(code=1)
 
 
 @pki_app.command("init")
@@ -381,8 +451,9 @@ def coordinator_serve(config: ConfigOption) -> None:
     """Serve the coordinator's HTTP API."""
     from creditshare.coordinator import CoordinatorSettings, serve
 
-    _logging()
-    serve(load_settings(CoordinatorSettings, config))
+    settings = load_settings(CoordinatorSettings, config)
+    configure_logging(settings.log_format, settings.log_level)
+    serve(settings)
 
 
 KeyFileOption = Annotated[

@@ -11,14 +11,17 @@ from creditshare.node import NodeSettings, import_into_node
 from creditshare.proto import node_pb2
 
 
-def tax_node(folder: Path, data_dir: Path, log: LogSigner) -> NodeSettings:
-    """A YRD tax node (plaintext gRPC: these tests are about the node, not TLS) with data."""
+def tax_node(
+    folder: Path, data_dir: Path, log: LogSigner, database_url: str | None = None
+) -> NodeSettings:
+    """A YRD tax node (plaintext gRPC: these tests are about the node, not TLS) with data,
+    on ``database_url`` (default: a SQLite file in ``folder``)."""
     settings = NodeSettings(
         node_id="yrd-tax",
         department="tax",
         chain="yrd",
         listen="127.0.0.1:0",
-        database_url=f"sqlite:///{folder / 'node.db'}",
+        database_url=database_url or f"sqlite:///{folder / 'node.db'}",
         models={DEFAULT_MODEL_ID: {"weights": dict(DEFAULT_WEIGHTS["tax"])}},
         log_public_key=VerifyKey.from_cryptography(log.public_key).to_text(),
         allow_insecure=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from creditshare.node import NodeSettings, build_server
 from creditshare.node._service import TRUSTED_SIZE_METADATA
 from creditshare.proto import node_pb2, node_pb2_grpc
 
+from .._databases import fresh_postgres_database
 from .conftest import receipt_message, tax_node
 
 if TYPE_CHECKING:
@@ -29,9 +30,17 @@ if TYPE_CHECKING:
 SCALE = 10**6
 
 
-@pytest.fixture(scope="module")
-def tax_settings(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> NodeSettings:
-    return tax_node(tmp_path_factory.mktemp("node"), data_dir, LOG)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def tax_settings(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data_dir: Path
+) -> Iterator[NodeSettings]:
+    """The node on each database the production path supports."""
+    folder = tmp_path_factory.mktemp("node")
+    if request.param == "sqlite":
+        yield tax_node(folder, data_dir, LOG)
+        return
+    with fresh_postgres_database() as url:
+        yield tax_node(folder, data_dir, LOG, url)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 import creditshare.ledger
 from creditshare.errors import (
@@ -41,6 +40,8 @@ from creditshare.ledger import (
     verify_log,
     verify_subject,
 )
+
+from .._databases import migrated_engine
 
 # RFC 8032 §7.1 TEST 1: a published Ed25519 key pair.
 RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -310,8 +311,8 @@ def test_clock_must_be_timezone_aware(signer: LogSigner) -> None:
 
 
 @pytest.fixture
-def sql_engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+def sql_engine(database_url: str) -> Iterator[Engine]:
+    engine = migrated_engine(database_url)
     yield engine
     engine.dispose()
 
@@ -322,9 +323,9 @@ def sql_ledger(engine: Engine, signer: LogSigner, count: int) -> Ledger:
     return ledger
 
 
-def tamper(engine: Engine, sql: str) -> None:
+def tamper(engine: Engine, sql: str, **params: object) -> None:
     with engine.begin() as conn:
-        conn.execute(text(sql))
+        conn.execute(text(sql), params)
 
 
 def test_intact_log_verifies(sql_engine: Engine, signer: LogSigner) -> None:
@@ -338,7 +339,7 @@ def test_intact_log_verifies(sql_engine: Engine, signer: LogSigner) -> None:
 
 def test_audit_names_a_tampered_leaf(sql_engine: Engine, signer: LogSigner) -> None:
     ledger = sql_ledger(sql_engine, signer, 10)
-    tamper(sql_engine, "UPDATE ledger_leaf SET data = X'00' WHERE idx = 3")
+    tamper(sql_engine, "UPDATE ledger_leaf SET data = :v WHERE idx = 3", v=b"\x00")
     report = verify_log(ledger.storage, signer.public_key)
     assert not report.ok
     assert "leaf 3: stored hash does not match the stored data" in report.problems
@@ -353,15 +354,15 @@ def test_audit_names_a_tampered_leaf(sql_engine: Engine, signer: LogSigner) -> N
 
 def test_audit_names_a_tampered_leaf_hash(sql_engine: Engine, signer: LogSigner) -> None:
     ledger = sql_ledger(sql_engine, signer, 6)
-    tamper(sql_engine, "UPDATE ledger_leaf SET leaf_hash = zeroblob(32) WHERE idx = 5")
+    tamper(sql_engine, "UPDATE ledger_leaf SET leaf_hash = :v WHERE idx = 5", v=bytes(32))
     report = verify_log(ledger.storage, signer.public_key)
     assert report.problems == ("leaf 5: stored hash does not match the stored data",)
 
 
 def test_audit_names_tampered_heads(sql_engine: Engine, signer: LogSigner) -> None:
     ledger = sql_ledger(sql_engine, signer, 8)
-    tamper(sql_engine, "UPDATE ledger_head SET root = zeroblob(32) WHERE size = 5")
-    tamper(sql_engine, "UPDATE ledger_head SET signature = zeroblob(64) WHERE size = 7")
+    tamper(sql_engine, "UPDATE ledger_head SET root = :v WHERE size = 5", v=bytes(32))
+    tamper(sql_engine, "UPDATE ledger_head SET signature = :v WHERE size = 7", v=bytes(64))
     report = verify_log(ledger.storage, signer.public_key)
     assert report.problems == (
         "head 5: tree head of size 5 has a bad signature",
@@ -490,9 +491,11 @@ def test_tracker_is_thread_safe(ledger: Ledger, signer: LogSigner) -> None:
                 tracker.accept(head, proof, start, signer.public_key)
                 result = "ok"
             except StaleTreeHeadError:
-                result = "stale"
-                if tracker.trusted_size < head.size:
-                    continue
+                # Another thread moved the head between our read and our offer: prove
+                # again from (or to) the size it trusts now. Older heads are taken too.
+                with lock:
+                    outcomes.append("stale")
+                continue
             with lock:
                 outcomes.append(result)
             return

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from creditshare.errors import InvalidInputError, LedgerError, NotFoundError
+from creditshare.errors import ConfigurationError, InvalidInputError, LedgerError, NotFoundError
 from creditshare.ledger import (
     Ledger,
     LedgerStorage,
@@ -33,6 +33,8 @@ from creditshare.ledger import (
     verify_log,
 )
 
+from .._databases import fresh_postgres_database, migrated_engine
+
 FIXED = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 SIGNER_SEED = bytes(range(32))
 StorageFactory = Callable[[], LedgerStorage]
@@ -43,10 +45,10 @@ def fixed_clock() -> datetime:
 
 
 def sqlite_engine(path: Path) -> Engine:
-    return create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False})
+    return migrated_engine(f"sqlite:///{path}")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageFactory]:
     """A factory: SQL backends return a fresh object over the *same* database each
     call, so tests can check that nothing lives only in one object's memory."""
@@ -54,8 +56,22 @@ def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sto
         memory = MemoryLedgerStorage()
         yield lambda: memory
         return
-    engine = sqlite_engine(tmp_path / "ledger.db")
-    yield lambda: SqlLedgerStorage(engine)
+    if request.param == "sqlite":
+        engine = sqlite_engine(tmp_path / "ledger.db")
+        yield lambda: SqlLedgerStorage(engine)
+        engine.dispose()
+        return
+    with fresh_postgres_database() as url:
+        engine = migrated_engine(url)
+        yield lambda: SqlLedgerStorage(engine)
+        engine.dispose()
+
+
+@pytest.fixture
+def sql_engine(database_url: str) -> Iterator[Engine]:
+    """A migrated coordinator database: SQLite file or PostgreSQL."""
+    engine = migrated_engine(database_url)
+    yield engine
     engine.dispose()
 
 
@@ -207,8 +223,8 @@ def test_two_threads_append_without_gaps(make_storage: StorageFactory, signer: L
 # --- SQL only ---
 
 
-def _append_in_process(path: str, name: str, count: int) -> None:
-    engine = sqlite_engine(Path(path))
+def _append_in_process(url: str, name: str, count: int) -> None:
+    engine = create_engine(url)
     ledger = Ledger(
         SqlLedgerStorage(engine), LogSigner.from_private_bytes(SIGNER_SEED), fixed_clock
     )
@@ -217,13 +233,14 @@ def _append_in_process(path: str, name: str, count: int) -> None:
     engine.dispose()
 
 
-def test_two_processes_append_to_one_sqlite_file(tmp_path: Path, signer: LogSigner) -> None:
-    path = tmp_path / "shared.db"
-    engine = sqlite_engine(path)
-    storage = SqlLedgerStorage(engine)  # create the tables once, before the race
+def test_two_processes_append_to_one_database(database_url: str, signer: LogSigner) -> None:
+    """Two coordinator replicas on one database: the lock is the database's (BEGIN
+    IMMEDIATE on SQLite, an advisory transaction lock on PostgreSQL), not a process's."""
+    engine = migrated_engine(database_url)
+    storage = SqlLedgerStorage(engine)
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=_append_in_process, args=(str(path), name, 200))
+        context.Process(target=_append_in_process, args=(database_url, name, 200))
         for name in ("p1", "p2")
     ]
     for worker in workers:
@@ -260,8 +277,8 @@ def test_sqlite_engine_that_begins_its_own_transactions(tmp_path: Path, signer: 
     engine.dispose()
 
 
-def test_sql_cache_notices_a_replaced_database(tmp_path: Path, signer: LogSigner) -> None:
-    engine = sqlite_engine(tmp_path / "reset.db")
+def test_sql_cache_notices_a_replaced_database(sql_engine: Engine, signer: LogSigner) -> None:
+    engine = sql_engine
     storage = SqlLedgerStorage(engine)
     for data in (b"a", b"b", b"c"):
         storage.append(data, "s", builder(signer))
@@ -271,15 +288,20 @@ def test_sql_cache_notices_a_replaced_database(tmp_path: Path, signer: LogSigner
     storage.append(b"x", "s", builder(signer))
     assert storage.leaf_hashes(1) == [leaf_hash(b"x")]
     _check_whole_log(storage, signer, 1)
-    engine.dispose()
 
 
-def test_sql_append_refuses_a_log_with_a_gap(tmp_path: Path, signer: LogSigner) -> None:
-    engine = sqlite_engine(tmp_path / "gap.db")
+def test_sql_append_refuses_a_log_with_a_gap(sql_engine: Engine, signer: LogSigner) -> None:
+    engine = sql_engine
     SqlLedgerStorage(engine).append(b"a", "s", builder(signer))
     SqlLedgerStorage(engine).append(b"b", "s", builder(signer))
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM ledger_leaf WHERE idx = 0"))
     with pytest.raises(LedgerError, match="no row for index 0"):
         SqlLedgerStorage(engine).append(b"c", "s", builder(signer))
+
+
+def test_sql_storage_names_missing_tables(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(ConfigurationError, match="creditshare db upgrade coordinator"):
+        SqlLedgerStorage(engine)
     engine.dispose()

@@ -10,14 +10,18 @@ from datetime import datetime
 import grpc
 from fastapi import FastAPI
 
+from creditshare._logging import new_request_id, request_id_var
 from creditshare.coordinator import (
     _routes_ledger,
+    _routes_operations,
     _routes_queries,
     _routes_registry,
     _routes_training,
     _routes_trust,
 )
+from creditshare.coordinator._metrics import CoordinatorMetrics
 from creditshare.coordinator._problems import install_problem_handlers
+from creditshare.coordinator._request_context import RequestContextMiddleware, RequestIdInterceptor
 from creditshare.coordinator._services import build_services, utc_now
 from creditshare.coordinator._settings import CoordinatorSettings
 
@@ -33,12 +37,22 @@ def create_app(
 ) -> FastAPI:
     """Build the app; ``interceptors`` wrap every node channel (tracing, or tests that
     record exactly what the coordinator receives); ``clock`` drives consent expiry,
-    record times and tree-head timestamps."""
-    services = build_services(settings, clock, monotonic, interceptors)
+    record times and tree-head timestamps.
+
+    Every node call carries the request id (``x-request-id`` metadata) and is
+    counted in the app's own metrics registry (``app.state.metrics``)."""
+    services = build_services(settings, clock, monotonic, [RequestIdInterceptor(), *interceptors])
+    metrics = CoordinatorMetrics(services.ledger.size, services.training.status_counts)
+    services.broker.metrics = metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await services.broker.start()
+        # The start-up Describe calls get a request id of their own, for the nodes' logs.
+        token = request_id_var.set(f"startup-{new_request_id()[:16]}")
+        try:
+            await services.broker.start()
+        finally:
+            request_id_var.reset(token)
         try:
             yield
         finally:
@@ -52,8 +66,11 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.metrics = metrics
     install_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for module in (
+        _routes_operations,
         _routes_queries,
         _routes_trust,
         _routes_ledger,

@@ -33,6 +33,7 @@ from creditshare.pki import channel_credentials
 from creditshare.proto import GRPC_MESSAGE_OPTIONS, node_pb2, node_pb2_grpc, training_pb2_grpc
 
 if TYPE_CHECKING:
+    from creditshare.coordinator._metrics import CoordinatorMetrics
     from creditshare.proto.creditshare.v1.node_pb2_grpc import DataNodeAsyncStub
     from creditshare.proto.creditshare.v1.training_pb2_grpc import TrainingAsyncStub
 
@@ -56,11 +57,20 @@ class NodeAnswer:
 class HeadKeptMovingError(LedgerError):
     """Every retry met a node that had meanwhile accepted a newer head (or time ran out)."""
 
+    kind = "head_moving"
+
+
+class _OutOfTimeError(HeadKeptMovingError):
+    kind = "deadline_exceeded"
+
 
 @dataclass(frozen=True, slots=True)
 class NodeFailure:
     node: NodeEntry
     reason: str
+    #: The reason's class, for metrics: ``unavailable``, ``deadline_exceeded``,
+    #: ``invalid_answer``, ``ledger``, ``head_moving`` or a gRPC status code name.
+    kind: str = "error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +118,7 @@ def _reason(exc: grpc.aio.AioRpcError) -> str:
 
 def _invalid(node: NodeEntry, exc: InvalidInputError) -> NodeFailure:
     log.warning("node %s sent an invalid answer: %s", node.id, exc)
-    return NodeFailure(node, f"invalid answer: {exc}")
+    return NodeFailure(node, f"invalid answer: {exc}", "invalid_answer")
 
 
 def _trusted_size(exc: grpc.aio.AioRpcError) -> int | None:
@@ -155,17 +165,27 @@ class QueryBroker:
         self.catalogues: dict[str, NodeCatalogue] = {}
         #: Training stubs on the same mTLS channels, for the training relay.
         self.training: dict[str, TrainingAsyncStub] = {}
+        #: Set before ``start``: node calls and failures are counted here.
+        self.metrics: CoordinatorMetrics | None = None
 
     def _channel(self, node: NodeEntry) -> grpc.aio.Channel:
+        interceptors = list(self._interceptors)
+        if self.metrics is not None:
+            interceptors.insert(0, self.metrics.node_interceptor(node.id))
         tls = self._settings.tls.get(node.chain)
         if tls is None:
             return grpc.aio.insecure_channel(
-                node.address, options=GRPC_MESSAGE_OPTIONS, interceptors=self._interceptors
+                node.address, options=GRPC_MESSAGE_OPTIONS, interceptors=interceptors
             )
         credentials = channel_credentials(tls.ca, tls.cert, tls.key)
         return grpc.aio.secure_channel(
-            node.address, credentials, options=GRPC_MESSAGE_OPTIONS, interceptors=self._interceptors
+            node.address, credentials, options=GRPC_MESSAGE_OPTIONS, interceptors=interceptors
         )
+
+    def _count_failures(self, failures: Sequence[NodeFailure]) -> None:
+        if self.metrics is not None:
+            for failure in failures:
+                self.metrics.node_failed(failure.node.id, failure.kind)
 
     async def start(self) -> None:
         for node in self._registry.nodes:
@@ -223,6 +243,7 @@ class QueryBroker:
         )
         answers = tuple(o for o in outcomes if isinstance(o, NodeAnswer))
         failures = tuple(o for o in outcomes if isinstance(o, NodeFailure))
+        self._count_failures(failures)
         # Start from Enc(0)·g^intercept: the intercept is public, so adding it needs no
         # fresh obfuscator; the nodes' randomised partials re-randomise the sum.
         total = Ciphertext(key, 1).add_encoded(encoding.encode(model.intercept, key))
@@ -263,6 +284,7 @@ class QueryBroker:
         )
         answers = tuple(o for o in outcomes if isinstance(o, PackedAnswer))
         failures = tuple(o for o in outcomes if isinstance(o, NodeFailure))
+        self._count_failures(failures)
         count = (slot + layout.slots - 1) // layout.slots
         intercept = FixedPointEncoding.encode_integer(encoding.to_integer(model.intercept), key)
         totals = [Ciphertext(key, 1) for _ in range(count)]
@@ -293,7 +315,9 @@ class QueryBroker:
         names: tuple[str, ...],
     ) -> PackedAnswer | NodeFailure:
         if node.id not in self.catalogues:
-            return NodeFailure(node, "unavailable (could not describe its catalogue)")
+            return NodeFailure(
+                node, "unavailable (could not describe its catalogue)", "unavailable"
+            )
         spec = node_pb2.PackingSpec(
             slot_bits=layout.slot_bits,
             slots_per_ciphertext=layout.slots,
@@ -342,11 +366,11 @@ class QueryBroker:
         try:
             return await self.call_with_receipt(node.id, receipt, score, seconds)
         except grpc.aio.AioRpcError as exc:
-            return NodeFailure(node, _reason(exc))
+            return NodeFailure(node, _reason(exc), exc.code().name.lower())
         except HeadKeptMovingError as exc:
-            return NodeFailure(node, str(exc))
+            return NodeFailure(node, str(exc), exc.kind)
         except LedgerError as exc:
-            return NodeFailure(node, f"ledger: {exc}")
+            return NodeFailure(node, f"ledger: {exc}", "ledger")
 
     async def prove(self, node_id: str, receipt: Receipt) -> tuple[node_pb2.QueryReceipt, Receipt]:
         """The receipt as this node needs it: consistency with the head it last accepted.
@@ -451,7 +475,7 @@ class QueryBroker:
         proof, receipt = await self.prove(node_id, receipt)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise HeadKeptMovingError("deadline exceeded")
+            raise _OutOfTimeError("deadline exceeded")
         try:
             result = await invoke(proof, remaining)
         except grpc.aio.AioRpcError as exc:
@@ -477,7 +501,9 @@ class QueryBroker:
         if catalogue is None:  # down at start-up: describe it now, within the same deadline
             catalogue = await self.describe(node)
             if catalogue is None:
-                return NodeFailure(node, "unavailable (could not describe its catalogue)")
+                return NodeFailure(
+                    node, "unavailable (could not describe its catalogue)", "unavailable"
+                )
         expected = [name for name in catalogue.indicators if in_scope(name)]
         remaining = self._settings.node_deadline_seconds - (time.monotonic() - started)
         reply = await self._score(node, template, receipt, remaining)

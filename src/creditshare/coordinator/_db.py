@@ -14,6 +14,8 @@ from sqlalchemy import JSON, Column
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel, create_engine
 
+from creditshare import migrations
+
 __all__ = [
     "ApiCredential",
     "ConsentRow",
@@ -86,7 +88,7 @@ class TrainingJobRow(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=64)
     bureau: str = Field(index=True, max_length=64)
     model_id: str = Field(max_length=64)
-    status: str = Field(max_length=16)  # aligning, training, finished, failed
+    status: str = Field(max_length=16, index=True)  # aligning, training, finished, failed
     nodes: list[str] = Field(sa_column=Column(JSON, nullable=False))
     config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     progress: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
@@ -104,12 +106,6 @@ def make_engine(url: str) -> Engine:
     connect_args: dict[str, Any] = {}
     if url.startswith("sqlite"):
         connect_args = {"check_same_thread": False, "timeout": 30}
-    engine = create_engine(url, connect_args=connect_args)
-    SQLModel.metadata.create_all(
-        engine,
-        tables=[
-            model.__table__  # type: ignore[union-attr]
-            for model in (Participant, ApiCredential, ConsentRow, ModelRow, TrainingJobRow)
-        ],
-    )
+    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    migrations.upgrade(engine, "coordinator")
     return engine

@@ -13,7 +13,7 @@ from creditshare.coordinator._participants import Role
 from creditshare.coordinator._services import Services
 from creditshare.errors import AuthenticationError, PermissionDeniedError
 
-__all__ = ["CallerDep", "ServicesDep", "require_roles"]
+__all__ = ["CallerDep", "ServicesDep", "authenticated", "require_roles"]
 
 
 def _services(request: Request) -> Services:
@@ -35,6 +35,11 @@ async def _caller(request: Request, services: ServicesDep) -> Participant:
 
 
 CallerDep = Annotated[Participant, Depends(_caller)]
+
+
+async def authenticated(request: Request, services: Services) -> Participant:
+    """The caller, for a route that asks for credentials only when configured to."""
+    return await _caller(request, services)
 
 
 def require_roles(*roles: Role) -> Callable[[Participant], Awaitable[Participant]]:

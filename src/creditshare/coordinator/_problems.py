@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from creditshare._logging import REQUEST_ID_HEADER
 from creditshare.errors import (
     AuthenticationError,
     ConflictError,
@@ -25,7 +26,7 @@ from creditshare.errors import (
 )
 from creditshare.identity import InvalidUsccError
 
-__all__ = ["install_problem_handlers", "problem"]
+__all__ = ["install_problem_handlers", "problem", "status_of"]
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("creditshare.coordinator")
@@ -76,6 +77,11 @@ def _for_error(exc: CreditShareError) -> JSONResponse:
     return problem(500, "Internal error", "the coordinator could not complete the request")
 
 
+def status_of(exc: CreditShareError) -> int:
+    """The HTTP status an error is answered with."""
+    return _for_error(exc).status_code
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, CreditShareError)
@@ -91,8 +97,18 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(422, "Invalid request", detail, errors=errors)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "Internal error", "the coordinator could not complete the request")
+        # Runs outside the request-context middleware: take the request id from the state.
+        request_id = getattr(request.state, "request_id", None)
+        log.exception(
+            "unhandled error on %s %s",
+            request.method,
+            request.url.path,
+            extra={"request_id": request_id},
+        )
+        response = problem(500, "Internal error", "the coordinator could not complete the request")
+        if request_id:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
 
     app.add_exception_handler(CreditShareError, on_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from creditshare.coordinator._broker import NodeCatalogue, PackedAnswer, QueryResult
 from creditshare.coordinator._db import Participant
 from creditshare.coordinator._deps import ServicesDep, require_roles
+from creditshare.coordinator._metrics import CoordinatorMetrics, query_outcome
 from creditshare.coordinator._participants import Role
+from creditshare.coordinator._problems import status_of
 from creditshare.coordinator._schemas import (
     Coverage,
     EncryptedIndicatorOut,
@@ -24,7 +27,7 @@ from creditshare.coordinator._services import Services
 from creditshare.coordinator._settings import NodeEntry
 from creditshare.crypto import PublicKey
 from creditshare.departments import PRESENCE_INDICATOR
-from creditshare.errors import ConsentRefusedError, NoNodeAnsweredError
+from creditshare.errors import ConsentRefusedError, CreditShareError, NoNodeAnsweredError
 from creditshare.identity import Uscc
 from creditshare.ledger import QueryRecord
 
@@ -107,11 +110,28 @@ def _record(
 
 
 @router.post("/v1/queries", response_model=QueryOut)
-async def create_query(body: QueryIn, caller: Requester, services: ServicesDep) -> QueryOut:
+async def create_query(
+    body: QueryIn, caller: Requester, services: ServicesDep, request: Request
+) -> QueryOut:
     """Check consent, record the query in the ledger, then ask every node in scope.
 
     The answer holds ciphertexts that only the requester's private key opens.
     """
+    metrics: CoordinatorMetrics = request.app.state.metrics
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        out = await _answer(body, caller, services)
+        outcome = "partial" if out.coverage.failed else "answered"
+        return out
+    except CreditShareError as exc:
+        outcome = query_outcome(exc, status_of(exc))
+        raise
+    finally:
+        metrics.observe_query(outcome, time.perf_counter() - started)
+
+
+async def _answer(body: QueryIn, caller: Participant, services: Services) -> QueryOut:
     uscc = str(Uscc.parse(body.uscc))
     key = PublicKey.from_text(body.public_key)
     model = services.registry.model(body.model_id)

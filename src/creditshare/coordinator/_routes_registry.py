@@ -1,4 +1,4 @@
-"""Chains, nodes and models the coordinator serves; health."""
+"""Chains, nodes and models the coordinator serves."""
 
 from __future__ import annotations
 
@@ -38,8 +38,3 @@ async def list_models(caller: CallerDep, services: ServicesDep) -> list[ModelOut
             )
         )
     return out
-
-
-@router.get("/healthz", tags=["operations"])
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}

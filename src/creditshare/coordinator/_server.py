@@ -1,4 +1,11 @@
-"""Running the coordinator under uvicorn."""
+"""Running the coordinator under uvicorn.
+
+On SIGTERM (or SIGINT) uvicorn stops accepting connections, lets requests in
+flight finish (for up to ``shutdown_grace_seconds``, then cancels them), and
+only then runs the app's shutdown, which closes the node channels. Logging is
+the process's (``creditshare._logging.configure_logging``): uvicorn installs no
+handlers of its own, so its lines come out in the same format.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +22,9 @@ def serve(settings: CoordinatorSettings) -> None:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level="info",
+        log_config=None,
+        log_level=settings.log_level,
         access_log=False,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
     )
     uvicorn.Server(config).run()

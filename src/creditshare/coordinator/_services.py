@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
+from sqlalchemy.engine import Engine
 
 from creditshare.coordinator._broker import QueryBroker
 from creditshare.coordinator._consents import ConsentService
 from creditshare.coordinator._db import make_engine
-from creditshare.coordinator._limits import SlidingWindowLimiter
+from creditshare.coordinator._limits import DatabaseWindowLimiter, Limiter, SlidingWindowLimiter
 from creditshare.coordinator._participants import ParticipantRegistry
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._settings import CoordinatorSettings
@@ -42,6 +43,7 @@ def load_log_signer(settings: CoordinatorSettings) -> LogSigner:
 @dataclass(slots=True)
 class Services:
     settings: CoordinatorSettings
+    engine: Engine
     registry: Registry
     participants: ParticipantRegistry
     consents: ConsentService
@@ -49,10 +51,28 @@ class Services:
     ledger_storage: SqlLedgerStorage
     log_signer: LogSigner
     broker: QueryBroker
-    participant_limits: SlidingWindowLimiter
-    enterprise_limits: SlidingWindowLimiter
+    participant_limits: Limiter
+    enterprise_limits: Limiter
     training: TrainingJobs
     clock: Callable[[], datetime]
+
+
+def _limiter(
+    settings: CoordinatorSettings,
+    engine: Engine,
+    clock: Callable[[], datetime],
+    monotonic: Callable[[], float],
+    scope: str,
+    limit: int,
+    window: float,
+    what: str,
+) -> Limiter:
+    """In this process, or in the database every replica shares (``rate_limit_store``)."""
+    if settings.rate_limit_store == "database":
+        return DatabaseWindowLimiter(
+            engine, scope, limit, window, lambda: clock().timestamp(), what
+        )
+    return SlidingWindowLimiter(limit, window, monotonic, what)
 
 
 def build_services(
@@ -70,6 +90,7 @@ def build_services(
     broker = QueryBroker(settings, registry, ledger, interceptors)
     return Services(
         settings=settings,
+        engine=engine,
         registry=registry,
         participants=participants,
         consents=ConsentService(engine, participants, clock),
@@ -77,13 +98,24 @@ def build_services(
         ledger_storage=storage,
         log_signer=signer,
         broker=broker,
-        participant_limits=SlidingWindowLimiter(
-            settings.participant_requests_per_minute, 60.0, monotonic, "participant request rate"
+        participant_limits=_limiter(
+            settings,
+            engine,
+            clock,
+            monotonic,
+            "participant",
+            settings.participant_requests_per_minute,
+            60.0,
+            "participant request rate",
         ),
-        enterprise_limits=SlidingWindowLimiter(
+        enterprise_limits=_limiter(
+            settings,
+            engine,
+            clock,
+            monotonic,
+            "enterprise",
             settings.enterprise_queries_per_day,
             86_400.0,
-            monotonic,
             "queries about this enterprise",
         ),
         training=TrainingJobs(engine, registry, broker, ledger, clock),

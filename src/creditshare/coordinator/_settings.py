@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from creditshare._logging import LogFormat, LogLevel
 from creditshare._settings import EnvFirstSettings
 from creditshare.crypto import MAX_SCALE
 from creditshare.identity import Chain
@@ -84,6 +86,27 @@ class CoordinatorSettings(EnvFirstSettings):
     slot_bits: int = Field(default=48, ge=32, le=128)
     participant_requests_per_minute: int = Field(default=600, ge=1)
     enterprise_queries_per_day: int = Field(default=200, ge=1)
+    rate_limit_store: Literal["memory", "database"] = Field(
+        default="memory",
+        description="where rate-limit counts live: this process, or the database that "
+        "every coordinator replica shares (use with more than one replica)",
+    )
+    log_format: LogFormat = Field(
+        default="json", description="json: one JSON object per line; text: for a terminal"
+    )
+    log_level: LogLevel = "info"
+    shutdown_grace_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="on SIGTERM, how long in-flight requests may still run before they are "
+        "cancelled (keep it below the orchestrator's kill timeout)",
+    )
+    metrics_require_operator_key: bool = Field(
+        default=False,
+        description="GET /metrics only with an operator's API key (for a listener the "
+        "network does not already keep from the public)",
+    )
 
     @model_validator(mode="after")
     def _unique_ids(self) -> CoordinatorSettings:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from creditshare.consent import Purpose
 from creditshare.coordinator._broker import QueryBroker
@@ -242,3 +242,9 @@ class TrainingJobs:
     @property
     def deadline(self) -> float:
         return _RELAY_DEADLINE
+
+    def status_counts(self) -> dict[str, int]:
+        """How many jobs are in each status (for the metrics gauge)."""
+        query = select(TrainingJobRow.status, func.count()).group_by(TrainingJobRow.status)
+        with Session(self._engine) as session:
+            return {status: int(count) for status, count in session.exec(query)}

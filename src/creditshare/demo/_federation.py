@@ -309,11 +309,18 @@ class Federation:
                 raise TimeoutError(f"{name} did not answer on {url}")
             time.sleep(0.1)
 
-    def stop_node(self, node_id: str) -> None:
-        """Terminate one node (as if its host went down)."""
-        proc = self._procs[node_id]
+    def _terminate(self, name: str) -> int:
+        proc = self._procs[name]
         proc.terminate()
-        proc.wait(timeout=10)
+        return proc.wait(timeout=30)
+
+    def stop_node(self, node_id: str) -> int:
+        """Terminate one node (SIGTERM, as if its host went down); returns its exit status."""
+        return self._terminate(node_id)
+
+    def stop_coordinator(self) -> int:
+        """SIGTERM the coordinator, as an orchestrator would, and wait; its exit status."""
+        return self._terminate("coordinator")
 
     def pause_node(self, node_id: str) -> None:
         """Freeze one node (SIGSTOP): it accepts connections but never answers."""

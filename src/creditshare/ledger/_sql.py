@@ -21,11 +21,11 @@ from sqlalchemy import (
     Table,
     func,
     insert,
+    inspect,
     select,
     text,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
 from sqlmodel import Field, SQLModel
 
 from creditshare.errors import ConfigurationError, InvalidInputError, LedgerError, NotFoundError
@@ -91,26 +91,20 @@ _HEAD_COLUMNS = (
 )
 
 
-def _create_tables(engine: Engine) -> None:
-    """Create the tables if missing, tolerating another process doing the same.
-
-    ``create_all`` checks and then creates, so two processes starting together can
-    both decide to create; the loser's CREATE fails, and a second look finds the
-    tables. (Alembic migrations will replace this.)
-    """
-    for attempt in range(3):
-        try:
-            SQLModel.metadata.create_all(engine, tables=[_LEAF, _HEAD])
-            return
-        except DBAPIError:
-            if attempt == 2:
-                raise
+def _check_tables(engine: Engine) -> None:
+    """The schema is the coordinator's migrations' business; say so if it is missing."""
+    missing = {_LEAF.name, _HEAD.name} - set(inspect(engine).get_table_names())
+    if missing:
+        raise ConfigurationError(
+            f"the ledger tables {sorted(missing)} are missing from this database: "
+            "run `creditshare db upgrade coordinator`"
+        )
 
 
 class SqlLedgerStorage:
     """A ``LedgerStorage`` over a SQLAlchemy engine (SQLite or PostgreSQL).
 
-    Creates its two tables if missing (Alembic will take this over). Keeps one
+    Its two tables belong to the coordinator's schema (``creditshare.migrations``). Keeps one
     in-process cache, the leaf hashes already committed; on every use it is checked
     against the database (the row at the cached size - 1 must still hold the cached
     hash, else the cache is dropped) and extended with rows other processes
@@ -133,7 +127,7 @@ class SqlLedgerStorage:
         self._engine = engine
         self._lock = threading.Lock()
         self._hashes: list[bytes] = []
-        _create_tables(engine)
+        _check_tables(engine)
 
     def _begin_append(self, conn: Connection) -> None:
         """Take the database-wide append lock, first thing in the transaction."""

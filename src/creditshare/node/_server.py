@@ -16,6 +16,7 @@ from creditshare.ledger import TrustedHeadTracker
 from creditshare.node._encryptors import EncryptorCache
 from creditshare.node._importer import ImportSummary, import_files
 from creditshare.node._receipts import ReceiptChecker
+from creditshare.node._request_context import RequestContextInterceptor
 from creditshare.node._scoring import ScoreEngine
 from creditshare.node._service import DataNodeService
 from creditshare.node._settings import NodeSettings
@@ -71,7 +72,9 @@ async def build_server(
     )
     access_log = AccessLog(db, clock)
     service = DataNodeService(settings, engine, checker, access_log, tracker)
-    server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS)
+    server = grpc.aio.server(
+        options=GRPC_MESSAGE_OPTIONS, interceptors=[RequestContextInterceptor()]
+    )
     node_pb2_grpc.add_DataNodeServicer_to_server(service, server)
     training = TrainingService(
         settings.node_id,
@@ -101,7 +104,10 @@ async def build_server(
     return server, port
 
 
-async def serve(settings: NodeSettings, grace_seconds: float = 5.0) -> None:
+async def serve(settings: NodeSettings, grace_seconds: float | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; then refuse new calls and give the ones in flight
+    ``grace_seconds`` (default: the ``shutdown_grace_seconds`` setting) to finish."""
+    grace = settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
     server, port = await build_server(settings)
     log.info(
         "node %s (%s, %s) listening on port %d",
@@ -115,4 +121,6 @@ async def serve(settings: NodeSettings, grace_seconds: float = 5.0) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await server.stop(grace_seconds)
+    log.info("node %s stopping: in-flight calls get up to %.0f s", settings.node_id, grace)
+    await server.stop(grace)
+    log.info("node %s stopped", settings.node_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from creditshare._logging import LogFormat, LogLevel
 from creditshare._settings import EnvFirstSettings
 from creditshare.crypto import VerifyKey
 from creditshare.departments import Department, get_department
@@ -53,6 +54,17 @@ class NodeSettings(EnvFirstSettings):
     tls: TlsSettings | None = None
     allow_insecure: bool = Field(
         default=False, description="serve without mutual TLS (tests and local development only)"
+    )
+    log_format: LogFormat = Field(
+        default="json", description="json: one JSON object per line; text: for a terminal"
+    )
+    log_level: LogLevel = "info"
+    shutdown_grace_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="on SIGTERM, how long in-flight calls may still run before they are "
+        "cancelled (keep it below the orchestrator's kill timeout)",
     )
 
     @field_validator("log_public_key")

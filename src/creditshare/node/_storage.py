@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, create_engine, func, select
 
+from creditshare import migrations
 from creditshare.departments import FieldValue
 from creditshare.errors import ConflictError
 
@@ -95,11 +96,10 @@ def _sqlite_wal(connection: Any, _record: Any) -> None:
 
 def make_engine(url: str) -> Engine:
     connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
-    engine = create_engine(url, connect_args=connect_args)
+    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_wal)
-    tables = [model.__table__ for model in (ImportBatch, RecordRow, ModelShardRow)]  # type: ignore[union-attr]
-    SQLModel.metadata.create_all(engine, tables=tables)
+    migrations.upgrade(engine, "node")
     return engine
 
 

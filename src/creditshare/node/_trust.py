@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import insert, update
+from sqlalchemy import BigInteger, Column, insert, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
@@ -23,9 +23,10 @@ class TrustedHeadRow(SQLModel, table=True):
     __tablename__ = "trusted_tree_head"
 
     id: int = Field(default=1, primary_key=True)
-    size: int
+    # 64-bit: milliseconds since 1970 overflow PostgreSQL's 32-bit INTEGER.
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
     root: bytes
-    timestamp_ms: int
+    timestamp_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
     signature: bytes
     key_id: str
 
@@ -42,20 +43,12 @@ class AccessLogRow(SQLModel, table=True):
     purpose: str = Field(max_length=32)
     consent_id: str = Field(max_length=64)
     model_id: str = Field(max_length=64)
-    answered_at: datetime
-
-
-def create_tables(engine: Engine) -> None:
-    SQLModel.metadata.create_all(
-        engine,
-        tables=[TrustedHeadRow.__table__, AccessLogRow.__table__],  # type: ignore[attr-defined]
-    )
+    answered_at: datetime = Field(index=True)
 
 
 class TrustedHeadStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        create_tables(engine)
 
     def load(self) -> SignedTreeHead | None:
         with Session(self._engine) as session:
@@ -84,7 +77,6 @@ class AccessLog:
     def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
         self._engine = engine
         self._clock = clock
-        create_tables(engine)
 
     def seen(self, leaf_index: int) -> bool:
         with Session(self._engine) as session:

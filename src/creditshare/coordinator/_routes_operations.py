@@ -1,0 +1,108 @@
+"""Probes and metrics for operators: /healthz, /readyz, /metrics.
+
+/healthz and /readyz need no credentials and say nothing secret: a status and,
+when not ready, which check failed (its exception class, never its message,
+which could quote a database URL). /metrics carries aggregate counts only (no
+enterprise or participant identifiers); it is open unless
+``metrics_require_operator_key`` is set, so keep it off public listeners (the
+proxy in front of the coordinator should not forward it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client.exposition import choose_encoder
+from sqlalchemy import text
+
+from creditshare.coordinator._deps import ServicesDep, authenticated
+from creditshare.coordinator._metrics import CoordinatorMetrics
+from creditshare.coordinator._participants import Role
+from creditshare.coordinator._services import Services
+from creditshare.errors import LedgerError, PermissionDeniedError
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operations"])
+log = logging.getLogger("creditshare.coordinator")
+
+#: A check that takes longer than this has failed (a probe must answer promptly).
+CHECK_TIMEOUT_SECONDS = 5.0
+
+
+def _database(services: Services) -> None:
+    with services.engine.connect() as conn:
+        conn.execute(text("SELECT 1")).scalar_one()
+
+
+def _ledger(services: Services) -> None:
+    """The latest head reads and is signed by this coordinator's key (a replica with
+    another key would append heads every node refuses), and the records it covers exist."""
+    head = services.ledger_storage.latest_head()
+    size = services.ledger.size()
+    if head is None:
+        return
+    head.verify(services.log_signer.public_key)
+    if head.size > size:
+        raise LedgerError(f"the latest tree head covers {head.size} records, the ledger {size}")
+
+
+async def _check(name: str, check: Callable[[], None]) -> str | None:
+    """None when ``check`` passed, else the exception's class name (logged in full)."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(check), CHECK_TIMEOUT_SECONDS)
+    except Exception as exc:
+        log.warning("readiness check %s failed: %s", name, exc)
+        return "Timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+    return None
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers. Depends on nothing else."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "a check failed"}})
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """Readiness: the database answers a trivial query and the ledger is readable.
+
+    Data nodes are not checked: a node that is down costs queries one coverage
+    entry, not the coordinator its place behind the load balancer.
+    """
+    names = ("database", "ledger")
+    errors = await asyncio.gather(
+        _check("database", lambda: _database(services)),
+        _check("ledger", lambda: _ledger(services)),
+    )
+    failed = {name: error for name, error in zip(names, errors, strict=True) if error}
+    body: dict[str, object] = {
+        "status": "unavailable" if failed else "ok",
+        "checks": {name: "fail" if name in failed else "ok" for name in names},
+    }
+    if failed:
+        body["errors"] = failed
+    return JSONResponse(body, status_code=503 if failed else 200)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request, services: ServicesDep) -> Response:
+    """Prometheus text format (or OpenMetrics, if the scraper asks for it); the ledger
+    size and training jobs are read from the database now."""
+    if services.settings.metrics_require_operator_key:
+        caller = await authenticated(request, services)
+        if caller.role != Role.OPERATOR:
+            raise PermissionDeniedError("only the chain operator may read metrics")
+    registry = _metrics_of(request).registry
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    body = await asyncio.to_thread(encode, registry)
+    return Response(body, headers={"Content-Type": content_type})
+
+
+def _metrics_of(request: Request) -> CoordinatorMetrics:
+    metrics: CoordinatorMetrics = request.app.state.metrics
+    return metrics

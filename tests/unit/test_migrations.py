@@ -1,0 +1,227 @@
+"""Alembic migrations, on SQLite and PostgreSQL: empty databases, the previous
+revision with data in it, databases made before migrations existed, concurrent
+upgrades, and a schema that matches the models exactly."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import MetaData, create_engine, inspect, text
+from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel
+from typer.testing import CliRunner
+
+from creditshare import migrations
+from creditshare.cli import app
+
+# The models the migrations must reproduce (importing them registers their tables).
+from creditshare.coordinator import _db as coordinator_db  # noqa: F401
+from creditshare.coordinator import _limits as coordinator_limits  # noqa: F401
+from creditshare.errors import ConfigurationError
+from creditshare.ledger import _sql as ledger_sql  # noqa: F401
+from creditshare.node import _storage as node_storage  # noqa: F401
+from creditshare.node import _trust as node_trust  # noqa: F401
+
+TABLES = {
+    "coordinator": {
+        "participant",
+        "api_credential",
+        "consent",
+        "trained_model",
+        "training_job",
+        "ledger_leaf",
+        "ledger_head",
+        "rate_limit_bucket",
+    },
+    "node": {"enterprise_record", "import_batch", "model_shard", "trusted_tree_head", "access_log"},
+}
+PREVIOUS = {"coordinator": "c0001", "node": "n0001"}
+NEW_INDEX = {
+    "coordinator": ("training_job", "ix_training_job_status"),
+    "node": ("access_log", "ix_access_log_answered_at"),
+}
+SERVICES = ("coordinator", "node")
+
+
+def _engine(url: str) -> Engine:
+    return create_engine(url)
+
+
+#: Tables that later revisions add (not there when migrations began).
+LATER_TABLES = {"coordinator": {"rate_limit_bucket"}, "node": set[str]()}
+
+
+def _models(service: str, tables: set[str] | None = None) -> MetaData:
+    metadata = MetaData()
+    for name in TABLES[service] if tables is None else tables:
+        SQLModel.metadata.tables[name].to_metadata(metadata)
+    return metadata
+
+
+def _indexes(engine: Engine, table: str) -> set[str]:
+    return {str(i["name"]) for i in inspect(engine).get_indexes(table)}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_empty_database_upgrades_to_a_schema_equal_to_the_models(
+    database_url: str, service: str
+) -> None:
+    engine = _engine(database_url)
+    assert migrations.current(engine, service) is None
+    assert migrations.upgrade(engine, service) == migrations.head(service)
+    assert migrations.current(engine, service) == migrations.head(service)
+    names = set(inspect(engine).get_table_names())
+    assert names == TABLES[service] | {migrations.version_table(service)}
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"version_table": migrations.version_table(service)}
+        )
+        diff = compare_metadata(context, _models(service))
+    assert diff == [], f"models and migrations disagree: {diff}"
+    # Idempotent: a second upgrade is a no-op.
+    assert migrations.upgrade(engine, service) == migrations.head(service)
+    engine.dispose()
+
+
+def test_previous_coordinator_revision_with_data_upgrades(database_url: str) -> None:
+    engine = _engine(database_url)
+    assert migrations.upgrade(engine, "coordinator", PREVIOUS["coordinator"]) == "c0001"
+    table, index = NEW_INDEX["coordinator"]
+    assert index not in _indexes(engine, table)
+    now = datetime(2026, 11, 26, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO participant (id, role, name, created_at, disabled) "
+                "VALUES ('bank-1', 'bank', 'A Bank', :t, false)"
+            ),
+            {"t": now},
+        )
+        conn.execute(
+            text("INSERT INTO ledger_leaf (idx, data, leaf_hash, subject) VALUES (0, :d, :h, 'x')"),
+            {"d": b"record", "h": bytes(32)},
+        )
+    assert migrations.upgrade(engine, "coordinator") == migrations.head("coordinator")
+    assert index in _indexes(engine, table)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name FROM participant")).scalar() == "A Bank"
+        assert conn.execute(text("SELECT data FROM ledger_leaf")).scalar() == b"record"
+    engine.dispose()
+
+
+def test_previous_node_revision_with_data_upgrades(database_url: str) -> None:
+    engine = _engine(database_url)
+    migrations.upgrade(engine, "node", PREVIOUS["node"])
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO trusted_tree_head (id, size, root, timestamp_ms, signature, key_id) "
+                "VALUES (1, 5, :r, :t, :s, 'k')"
+            ),
+            # A real millisecond timestamp: needs a 64-bit column on PostgreSQL.
+            {"r": bytes(32), "t": 1_795_000_000_000, "s": bytes(64)},
+        )
+    assert migrations.upgrade(engine, "node") == "n0002"
+    assert NEW_INDEX["node"][1] in _indexes(engine, "access_log")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT timestamp_ms FROM trusted_tree_head")).scalar() == (
+            1_795_000_000_000
+        )
+    engine.dispose()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_database_made_before_migrations_is_adopted(database_url: str, service: str) -> None:
+    """Tables from ``create_all`` (how earlier versions made them), no version table."""
+    engine = _engine(database_url)
+    metadata = _models(service, TABLES[service] - LATER_TABLES[service])
+    table, index = NEW_INDEX[service]
+    metadata.tables[table].indexes = {i for i in metadata.tables[table].indexes if i.name != index}
+    metadata.create_all(engine)
+    assert migrations.current(engine, service) is None
+    assert migrations.upgrade(engine, service) == migrations.head(service)
+    assert index in _indexes(engine, table)
+    engine.dispose()
+
+
+def test_concurrent_upgrades_from_two_replicas_agree(database_url: str) -> None:
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        engine = _engine(database_url)
+        try:
+            results.append(migrations.upgrade(engine, "coordinator"))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert results == [migrations.head("coordinator")] * 4
+    engine = _engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT version_num FROM creditshare_coordinator_version"))
+        assert [r[0] for r in rows] == [migrations.head("coordinator")]
+    engine.dispose()
+
+
+def test_unknown_service_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="no migrations for 'bank'"):
+        migrations.head("bank")
+
+
+def test_cli_upgrades_and_reports(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    runner = CliRunner()
+    behind = runner.invoke(app, ["db", "current", "node", "--url", url])
+    assert behind.exit_code == 1 and "no revision" in behind.output
+    done = runner.invoke(app, ["db", "upgrade", "node", "--url", url])
+    assert done.exit_code == 0, done.output
+    assert "empty -> n0002" in done.output
+    now = runner.invoke(app, ["db", "current", "node", "--url", url])
+    assert now.exit_code == 0 and "at n0002" in now.output
+    wrong = runner.invoke(app, ["db", "upgrade", "bank", "--url", url])
+    assert wrong.exit_code != 0 and "coordinator, node" in wrong.output
+    missing = runner.invoke(app, ["db", "upgrade", "node"])
+    assert missing.exit_code != 0 and "--config" in missing.output
+
+
+def test_rate_limits_in_the_database_are_shared_by_replicas(database_url: str) -> None:
+    """Two limiters on one database (two coordinator replicas) count the same hits; a
+    refused hit is not counted; the window slides."""
+    from creditshare.coordinator._limits import DatabaseWindowLimiter
+    from creditshare.errors import RateLimitedError
+
+    engine = _engine(database_url)
+    migrations.upgrade(engine, "coordinator")
+    now = [1_800_000_000.0]
+    replicas = [
+        DatabaseWindowLimiter(engine, "participant", 3, 60.0, lambda: now[0], "calls")
+        for _ in range(2)
+    ]
+    replicas[0].hit("bank-1")
+    replicas[1].hit("bank-1")
+    replicas[0].hit("bank-1")
+    with pytest.raises(RateLimitedError) as refused:
+        replicas[1].hit("bank-1")
+    assert 1 <= refused.value.retry_after <= 60
+    replicas[1].hit("bank-2")  # other keys have their own count
+    other_scope = DatabaseWindowLimiter(engine, "enterprise", 1, 60.0, lambda: now[0], "q")
+    other_scope.hit("bank-1")  # and other limits their own
+    now[0] += 30
+    with pytest.raises(RateLimitedError):
+        replicas[0].hit("bank-1")  # refused hits were not counted, but the 3 still are
+    now[0] += 31
+    replicas[0].hit("bank-1")  # the window has slid past them
+    engine.dispose()
