@@ -8,6 +8,7 @@ in-process under uvicorn where a test needs its metrics registry or its engine.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import threading
 import time
@@ -26,7 +27,7 @@ from creditshare.client import CreditShareClient
 from creditshare.consent import Purpose
 from creditshare.coordinator import CoordinatorSettings, create_app
 from creditshare.coordinator._admin import init_log_key
-from creditshare.crypto import PrivateKey
+from creditshare.crypto import PrivateKey, SigningKey
 from creditshare.demo import Federation, read_enterprises
 from creditshare.errors import ProblemError
 
@@ -355,3 +356,36 @@ def test_coordinator_finishes_a_query_in_flight_on_sigterm(
     # Nodes stop cleanly on SIGTERM too, within their grace period.
     assert small_federation.stop_node("yrd-court") == 0
     assert _log_lines(small_federation, "yrd-court")[-1]["message"] == "node yrd-court stopped"
+
+
+def test_an_unexpected_error_is_logged_by_route_not_by_path(
+    tmp_path: Path, serve_app: ServeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Paths carry USCCs (``/v1/enterprises/{uscc}/...``); logs name the route template."""
+    uscc = "91310115MA3BJ1XGXC"
+    app = create_app(_standalone(tmp_path))
+    with serve_app(app) as url:
+        services = app.state.services
+        services.participants.register(
+            "ent-x",
+            "enterprise",
+            "E",
+            uscc=uscc,
+            signing_key=SigningKey.generate().verify_key.to_text(),
+        )
+        api_key = services.participants.issue_key("ent-x").api_key
+
+        def broken(subject: str) -> None:
+            raise RuntimeError("storage fell over")
+
+        services.ledger.entries_for = broken
+        with caplog.at_level(logging.ERROR, logger="creditshare"):
+            response = httpx.get(
+                f"{url}/v1/enterprises/{uscc}/queries",
+                headers={"Authorization": f"Bearer {api_key}"},
+            )
+    assert response.status_code == 500
+    assert uscc not in response.text
+    logged = [r for r in caplog.records if "unhandled error" in r.getMessage()]
+    assert logged and "/v1/enterprises/{uscc}/queries" in logged[0].getMessage()
+    assert all(uscc not in r.getMessage() for r in caplog.records)

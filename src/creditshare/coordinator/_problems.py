@@ -99,10 +99,12 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Runs outside the request-context middleware: take the request id from the state.
         request_id = getattr(request.state, "request_id", None)
+        # The route template, not the path: paths can hold an enterprise's USCC.
+        route = getattr(request.scope.get("route"), "path", "(no route)")
         log.exception(
             "unhandled error on %s %s",
             request.method,
-            request.url.path,
+            route,
             extra={"request_id": request_id},
         )
         response = problem(500, "Internal error", "the coordinator could not complete the request")
