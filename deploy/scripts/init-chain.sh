@@ -33,11 +33,7 @@ if [ ! -f "$coordinator/log-signing-key.pem" ]; then
     creditshare coordinator init-key --out "$coordinator/log-signing-key.pem"
 fi
 # The public half, which every node pins (its log_public_key setting).
-log_public_key="$(python -c 'import sys
-from pathlib import Path
-from creditshare.crypto import SigningKey
-print(SigningKey.from_pem(Path(sys.argv[1]).read_bytes()).verify_key.to_text())' \
-    "$coordinator/log-signing-key.pem")"
+log_public_key="$(creditshare coordinator public-key --key-file "$coordinator/log-signing-key.pem")"
 
 for department in $DEPARTMENTS; do
     node="$CHAIN-$department"

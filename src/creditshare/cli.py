@@ -123,6 +123,20 @@ def coordinator_init_key(
     console.print(f'nodes\' log_public_key = "{key.verify_key.to_text()}"')
 
 
+@coordinator_app.command("public-key")
+def coordinator_public_key(
+    key_file: Annotated[Path, typer.Option(help="the ledger signing key (PEM)")],
+) -> None:
+    """Print the public half of the ledger signing key: every node's log_public_key."""
+    from creditshare.crypto import SigningKey
+
+    try:
+        data = key_file.read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {key_file}: {exc.strerror}") from None
+    print(SigningKey.from_pem(data).verify_key.to_text())
+
+
 @admin_app.command("bootstrap")
 def admin_bootstrap(
     config: ConfigOption,
