@@ -328,6 +328,25 @@ def tamper(engine: Engine, sql: str, **params: object) -> None:
         conn.execute(text(sql), params)
 
 
+def test_proofs_stay_right_when_the_database_is_replaced_underneath(
+    sql_engine: Engine, signer: LogSigner
+) -> None:
+    """The ledger remembers subtree hashes; a database emptied and refilled with other
+    entries must not be proven with the old ones."""
+    ledger = sql_ledger(sql_engine, signer, 200)
+    old = ledger.inclusion_proof(150, 200)  # fills the memo from the first log
+    tamper(sql_engine, "DELETE FROM ledger_leaf")
+    tamper(sql_engine, "DELETE FROM ledger_head")
+    for i in range(201):
+        ledger.append(b"other %d" % i, USCC_A)
+    receipt = ledger.receipt(150)
+    receipt.verify(signer.public_key)
+    assert receipt.data == b"other 150"
+    assert ledger.inclusion_proof(150, 200) != old
+    other = Ledger(SqlLedgerStorage(sql_engine), signer, Clock())  # no memory at all
+    assert ledger.consistency_proof(100, 201) == other.consistency_proof(100, 201)
+
+
 def test_intact_log_verifies(sql_engine: Engine, signer: LogSigner) -> None:
     ledger = sql_ledger(sql_engine, signer, 10)
     report = verify_log(ledger.storage, signer.public_key)

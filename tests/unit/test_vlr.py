@@ -313,6 +313,7 @@ def test_short_tail_batches_join_the_previous_one() -> None:
 def test_weak_settings_are_refused() -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         ({"mask_bits": 40}, "mask_bits"),
+        ({"mask_bits": 400}, "mask_bits"),  # a packed slot must still fit the key
         ({"batch_size": 8}, "batch_size"),
         ({"score_bits": 8}, "score_bits"),
     ]

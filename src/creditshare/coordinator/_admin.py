@@ -38,6 +38,6 @@ def bootstrap_operator(settings: CoordinatorSettings, participant_id: str, name:
 
 def audit_ledger(settings: CoordinatorSettings, uscc: str | None = None) -> LogReport:
     """Recompute every leaf hash and root and check every signed head (or one enterprise's)."""
-    storage = SqlLedgerStorage(make_engine(settings.database_url))
+    storage = SqlLedgerStorage(make_engine(settings.database_url, migrate=False))
     key = load_log_signer(settings).public_key
     return verify_subject(storage, key, uscc) if uscc else verify_log(storage, key)

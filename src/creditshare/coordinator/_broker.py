@@ -211,7 +211,8 @@ class QueryBroker:
             {i.name: (i.description, tuple(i.bands)) for i in reply.indicators}
         )
         self.catalogues[node.id] = catalogue
-        self._trusted[node.id] = max(self._trusted.get(node.id, 0), reply.trusted_tree_size)
+        # What the node says now is the truth, even if lower (a node restored from backup).
+        self._trusted[node.id] = reply.trusted_tree_size
         return catalogue
 
     async def query(
@@ -442,27 +443,52 @@ class QueryBroker:
         receipt: Receipt,
         invoke: Callable[[node_pb2.QueryReceipt, float], Awaitable[T]],
         seconds: float,
+        *,
+        exclusive: bool = True,
     ) -> T:
         """Call a node with a receipt, re-proving against a newer head if it asks to.
+
+        A call that must move the node's head forward needs a proof from the exact
+        size the node trusts, and concurrent calls moving it too would make each
+        other's proofs stale. So this broker moves a node's head one call at a time
+        (``exclusive``; long training calls opt out and rely on retries), and to the
+        newest head, so calls queued behind find their leaves covered and go
+        concurrently. The lock is this process's: replicas can still race, and retry.
 
         gRPC errors other than a stale head propagate; ledger problems raise
         LedgerError; a head that keeps moving past every retry raises HeadKeptMovingError.
         """
         deadline = time.monotonic() + seconds
         for _attempt in range(_MAX_ATTEMPTS):
-            if receipt.index < self._trusted.get(node_id, 0):
+            if not exclusive or receipt.index < self._trusted.get(node_id, 0):
                 # The node's head already holds the leaf: nothing can make this stale.
                 outcome = await self._attempt(node_id, receipt, invoke, deadline)
             else:
-                # This call moves the node's head forward, which needs a proof from the
-                # exact size it trusts; concurrent calls moving it too would make each
-                # other's proofs stale, so this broker moves a node's head one call at a
-                # time. Calls that waited usually find the leaf covered by then.
-                async with self._advancing[node_id]:
-                    outcome = await self._attempt(node_id, receipt, invoke, deadline)
+                outcome = await self._advance(node_id, receipt, invoke, deadline)
             if outcome is not None:
                 return outcome[0]
         raise HeadKeptMovingError("failed_precondition: tree head kept moving; gave up")
+
+    async def _advance(
+        self,
+        node_id: str,
+        receipt: Receipt,
+        invoke: Callable[[node_pb2.QueryReceipt, float], Awaitable[T]],
+        deadline: float,
+    ) -> tuple[T] | None:
+        """One call that moves the node's head to the newest one, under the node's lock."""
+        lock = self._advancing[node_id]
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await lock.acquire()
+        except TimeoutError:
+            raise _OutOfTimeError("deadline exceeded") from None
+        try:
+            if receipt.index >= self._trusted.get(node_id, 0):
+                receipt = await asyncio.to_thread(self._ledger.receipt, receipt.index)
+            return await self._attempt(node_id, receipt, invoke, deadline)
+        finally:
+            lock.release()
 
     async def _attempt(
         self,
@@ -482,8 +508,13 @@ class QueryBroker:
             trusted = _trusted_size(exc)
             if trusted is None:
                 raise
-            # Errors of concurrent calls arrive in any order; the node's size only grows.
-            self._trusted[node_id] = max(self._trusted.get(node_id, 0), trusted)
+            # The node's answer is the truth about the size we proved from, even when it
+            # is lower (a node restored from backup): else every retry repeats this proof.
+            # Answers to other, concurrent calls may arrive late: those only raise it.
+            known = self._trusted.get(node_id, 0)
+            self._trusted[node_id] = (
+                trusted if known == proof.consistency_from else max(known, trusted)
+            )
             return None
         self._trusted[node_id] = max(self._trusted.get(node_id, 0), receipt.head.size)
         return (result,)

@@ -102,10 +102,13 @@ class TrainingJobRow(SQLModel, table=True):
     updated_at: datetime
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, migrate: bool = True) -> Engine:
+    """An engine on the coordinator's database, its schema brought to the newest revision
+    unless ``migrate`` is off (read-only tools: an audit must not write)."""
     connect_args: dict[str, Any] = {}
     if url.startswith("sqlite"):
         connect_args = {"check_same_thread": False, "timeout": 30}
     engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
-    migrations.upgrade(engine, "coordinator")
+    if migrate:
+        migrations.upgrade(engine, "coordinator")
     return engine

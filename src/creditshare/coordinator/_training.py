@@ -186,8 +186,14 @@ class TrainingJobs:
         receipt = await asyncio.to_thread(self._ledger.receipt, job.ledger_index)
 
         async def run(stub: Any) -> T:
+            # Not exclusive: PSI and opening a job can take minutes, and must not hold up
+            # the queries waiting to move this node's head (a race costs only a retry).
             return await self._broker.call_with_receipt(
-                node, receipt, lambda proof, seconds: call(stub, proof, seconds), self.deadline
+                node,
+                receipt,
+                lambda proof, seconds: call(stub, proof, seconds),
+                self.deadline,
+                exclusive=False,
             )
 
         return await self.relay(job.id, node, run)

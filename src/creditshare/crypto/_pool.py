@@ -23,6 +23,7 @@ import contextlib
 import multiprocessing
 import os
 import queue
+import threading
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Protocol
@@ -95,6 +96,7 @@ class PooledEncryptor:
         self._n_squared = gmpy2.mpz(public_key.n_squared)
         self._local = FastEncryptor(public_key)
         self._ready: list[int] = []
+        self._lock = threading.Lock()
         # spawn, not fork: the caller may hold threads (gRPC, asyncio) that fork would copy.
         context = multiprocessing.get_context("spawn")
         self._queue: Any = context.Queue(maxsize=max(1, buffer // _BATCH))
@@ -118,13 +120,14 @@ class PooledEncryptor:
         return self._public_key
 
     def _draw(self) -> Any:
-        if not self._ready:
-            with contextlib.suppress(queue.Empty, OSError, ValueError):
-                self._ready = self._queue.get_nowait()
-        if self._ready:
-            self.pooled += 1
-            return gmpy2.mpz(self._ready.pop())
-        self.local += 1
+        with self._lock:  # threads of one party share the buffer; none may lose a refill
+            if not self._ready:
+                with contextlib.suppress(queue.Empty, OSError, ValueError):
+                    self._ready = self._queue.get_nowait()
+            if self._ready:
+                self.pooled += 1
+                return gmpy2.mpz(self._ready.pop())
+            self.local += 1
         return gmpy2.mpz(self._local.obfuscator())
 
     def obfuscator(self) -> int:
@@ -167,7 +170,8 @@ class PooledEncryptor:
                 process.join(timeout=2.0)
         self._queue.close()
         self._queue.cancel_join_thread()
-        self._ready = []
+        with self._lock:
+            self._ready = []
         self._workers = []
 
     def __enter__(self) -> PooledEncryptor:

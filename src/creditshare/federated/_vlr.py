@@ -115,7 +115,7 @@ class TrainingConfig:
             (32 <= self.batch_size <= 100_000, "batch_size must be within 32..100000"),
             (16 <= self.score_bits <= 32, "score_bits must be within 16..32"),
             (8 <= self.feature_bits <= 20, "feature_bits must be within 8..20"),
-            (self.mask_bits >= 80, "mask_bits must be at least 80"),
+            (80 <= self.mask_bits <= 256, "mask_bits must be within 80..256"),
             (self.l2 >= 0, "l2 must be >= 0"),
             (1 <= self.max_epochs <= 1000, "max_epochs must be within 1..1000"),
             (self.early_stopping_rounds >= 1, "early_stopping_rounds must be >= 1"),

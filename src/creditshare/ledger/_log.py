@@ -145,19 +145,18 @@ class Ledger:
     def append(self, data: bytes, subject: str) -> Receipt:
         """Append one record and return its receipt against the head signed for it."""
         proofs: list[list[bytes]] = []
-        seen: list[list[bytes]] = []
+        seen: list[tuple[Sequence[bytes], int]] = []
 
         def build_head(size: int, hashes: Sequence[bytes]) -> SignedTreeHead:
             timestamp_ms = self._now_ms()
             new_root, proof = self._grow(hashes)
             proofs.append(proof)
-            seen.append(list(hashes))
+            seen.append((hashes, size))
             return self._signer.sign_head(size, new_root, timestamp_ms)
 
         index, head = self._storage.append(data, subject, build_head)
-        with self._lock:  # committed now: the hashes the head was built over are final
-            if seen and len(seen[-1]) > len(self._known):
-                self._known = seen[-1]
+        if seen:  # committed now: the hashes the head was built over are final
+            self._adopt(*seen[-1])
         return Receipt(index, data, compute_leaf_hash(data), head, tuple(proofs[-1]))
 
     def size(self) -> int:
@@ -169,40 +168,52 @@ class Ledger:
             raise EmptyLogError("the ledger is empty: no tree head has been signed yet")
         return head
 
+    def _adopt(self, hashes: Sequence[bytes], size: int) -> None:
+        """Learn the first ``size`` committed leaf hashes; forget the memo if they are not
+        an extension of what this process knew (the database was replaced underneath)."""
+        with self._lock:
+            known = self._known
+            if size > len(hashes):
+                return  # the storage's list changed since: learn it on the next read
+            common = min(size, len(known))
+            if common and hashes[common - 1] != known[common - 1]:
+                self._memo = {}
+                self._known = list(hashes[:size])
+            elif size > len(known):
+                known.extend(hashes[len(known) : size])
+
     def _hashes(self, size: int) -> tuple[list[bytes], SubtreeMemo]:
-        """The first ``size`` leaf hashes and the subtree memo that goes with them.
+        """At least ``size`` leaf hashes (callers use the first ``size``) and their memo.
 
         Leaves never change once written, so hashes this process has seen (its own
-        appends, earlier reads) are served from memory; only sizes beyond them go to
-        storage, which also notices a database that was replaced underneath (then the
-        memo is dropped). A running coordinator trusts its database to be append-only;
-        ``creditshare ledger verify`` audits it from scratch.
+        appends, earlier reads) are served from memory, without a copy; only sizes
+        beyond them go to storage, which notices a database that was replaced
+        underneath (then the memo is dropped). A running coordinator trusts its
+        database to be append-only; ``creditshare ledger verify`` audits it from scratch.
         """
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidInputError(f"tree size {size!r} must be a non-negative integer")
         with self._lock:
-            known, memo = self._known, self._memo
-        if size <= len(known):
-            return known[:size], memo
+            if size <= len(self._known):
+                return self._known, self._memo
         try:
             hashes = self._storage.leaf_hashes(size)
         except InvalidInputError:
             raise InvalidInputError(
                 f"tree size {size} is outside 0..{self._storage.size()}"
             ) from None
+        self._adopt(hashes, size)
         with self._lock:
-            if known and (len(hashes) < len(known) or hashes[len(known) - 1] != known[-1]):
-                self._memo = {}
-            if len(hashes) > len(self._known):
-                self._known = hashes
-            return hashes, self._memo
+            if size <= len(self._known):
+                return self._known, self._memo
+        return list(hashes), {}  # raced with a reset: answer from what storage gave
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """PATH for leaf ``index`` in the tree of the first ``size`` leaves."""
         hashes, memo = self._hashes(size)
         if not 0 <= index < size:
             raise InvalidInputError(f"leaf index {index} is outside a tree of size {size}")
-        return inclusion_proof(index, hashes, memo)
+        return inclusion_proof(index, hashes, memo, size)
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """PROOF that the tree of ``new_size`` extends that of ``old_size`` (0 -> empty)."""
@@ -211,7 +222,7 @@ class Ledger:
             raise InvalidInputError(f"old size {old_size} is outside 0..{new_size}")
         if old_size == 0:
             return []
-        return consistency_proof(old_size, hashes, memo)
+        return consistency_proof(old_size, hashes, memo, new_size)
 
     def receipt(self, index: int, head: SignedTreeHead | None = None) -> Receipt:
         """Re-prove stored leaf ``index`` against ``head`` (default: the latest head).
@@ -227,7 +238,7 @@ class Ledger:
             raise InvalidInputError(f"leaf {index} is not in the tree of size {head.size}")
         leaf = self._storage.leaf(index)
         hashes, memo = self._hashes(head.size)
-        proof = inclusion_proof(index, hashes, memo)
+        proof = inclusion_proof(index, hashes, memo, head.size)
         return Receipt(index, leaf.data, leaf.leaf_hash, head, tuple(proof))
 
     def entries_for(self, subject: str) -> list[StoredLeaf]:

@@ -125,11 +125,23 @@ def _mth(hashes: Sequence[bytes], lo: int, hi: int, memo: SubtreeMemo | None = N
     return value
 
 
+def _size(hashes: Sequence[bytes], size: int | None) -> int:
+    if size is None:
+        return len(hashes)
+    if not _is_int(size) or not 0 <= size <= len(hashes):
+        raise InvalidInputError(f"tree size {size!r} is outside 0..{len(hashes)}")
+    return size
+
+
 def inclusion_proof(
-    index: int, hashes: Sequence[bytes], memo: SubtreeMemo | None = None
+    index: int,
+    hashes: Sequence[bytes],
+    memo: SubtreeMemo | None = None,
+    size: int | None = None,
 ) -> list[bytes]:
-    """RFC 6962 PATH(index, D[n]) for the tree over ``hashes``, lowest level first."""
-    n = len(hashes)
+    """RFC 6962 PATH(index, D[n]) for the tree over ``hashes`` (its first ``size``), lowest
+    level first. ``size`` spares a caller holding a longer list a copy of its prefix."""
+    n = _size(hashes, size)
     if not _is_int(index) or not 0 <= index < n:
         raise InvalidInputError(f"leaf index {index!r} is outside a tree of size {n}")
     proof: list[bytes] = []
@@ -147,10 +159,14 @@ def inclusion_proof(
 
 
 def consistency_proof(
-    old_size: int, hashes: Sequence[bytes], memo: SubtreeMemo | None = None
+    old_size: int,
+    hashes: Sequence[bytes],
+    memo: SubtreeMemo | None = None,
+    size: int | None = None,
 ) -> list[bytes]:
-    """RFC 6962 PROOF(old_size, D[n]); empty when ``old_size`` is 0 or ``n``."""
-    n = len(hashes)
+    """RFC 6962 PROOF(old_size, D[n]) over the first ``size`` of ``hashes`` (default all);
+    empty when ``old_size`` is 0 or ``n``."""
+    n = _size(hashes, size)
     if not _is_int(old_size) or not 0 <= old_size <= n:
         raise InvalidInputError(f"old size {old_size!r} is outside 0..{n}")
     if old_size in (0, n):

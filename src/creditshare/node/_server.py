@@ -41,7 +41,7 @@ def import_into_node(settings: NodeSettings, paths: list[Path]) -> ImportSummary
 
 
 def access_log_entries(settings: NodeSettings, limit: int = 1000) -> list[AccessLogRow]:
-    return AccessLog(make_engine(settings.database_url), utc_now).entries(limit)
+    return AccessLog(make_engine(settings.database_url, migrate=False), utc_now).entries(limit)
 
 
 def utc_now() -> datetime:

@@ -94,12 +94,15 @@ def _sqlite_wal(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, migrate: bool = True) -> Engine:
+    """An engine on a node's database, its schema brought to the newest revision unless
+    ``migrate`` is off (read-only tools)."""
     connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
     engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_wal)
-    migrations.upgrade(engine, "node")
+    if migrate:
+        migrations.upgrade(engine, "node")
     return engine
 
 

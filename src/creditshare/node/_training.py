@@ -108,14 +108,23 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             raise NotFoundError(f"no open training job {job_id!r} on node {self._node_id}")
         return job
 
-    def _expire(self) -> None:
-        """Drop idle jobs and PSI state; call with the lock held."""
+    def _expire(self) -> list[_Job]:
+        """Drop idle jobs and PSI state; call with the lock held, and close the jobs it
+        returns after releasing it (stopping their workers takes seconds)."""
         cutoff = self._clock() - JOB_IDLE_SECONDS
+        expired = []
         for job_id in [j for j, job in self._jobs.items() if job.touched < cutoff]:
-            self._jobs.pop(job_id).close()
+            expired.append(self._jobs.pop(job_id))
             log.info("training job %r expired after %.0f s idle", job_id, JOB_IDLE_SECONDS)
         for job_id in [j for j, (at, _) in self._psi.items() if at < cutoff]:
             del self._psi[job_id]
+        return expired
+
+    def _has_room(self, job_id: str, locked: bool = False) -> bool:
+        if not locked:
+            with self._lock:
+                return self._has_room(job_id, locked=True)
+        return len(self._jobs) < _MAX_JOBS or job_id in self._jobs
 
     def _features(self) -> tuple[list[str], dict[str, list[float]]]:
         names = [f.name for f in self._department.features]
@@ -148,10 +157,17 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             shuffled = list(points)
             secrets.SystemRandom().shuffle(shuffled)
             with self._lock:
-                self._expire()
-                if len(self._psi) >= _MAX_JOBS and request.job_id not in self._psi:
-                    raise InvalidInputError(f"this node aligns at most {_MAX_JOBS} jobs at once")
-                self._psi[request.job_id] = (self._clock(), dict(zip(points, ids, strict=True)))
+                expired = self._expire()
+                full = len(self._psi) >= _MAX_JOBS and request.job_id not in self._psi
+                if not full:
+                    self._psi[request.job_id] = (
+                        self._clock(),
+                        dict(zip(points, ids, strict=True)),
+                    )
+            for job in expired:
+                job.close()
+            if full:
+                raise InvalidInputError(f"this node aligns at most {_MAX_JOBS} jobs at once")
             return training_pb2.PsiAnswerResponse(
                 double_blinded=double, node_blinded=shuffled, node_set_size=len(ids)
             )
@@ -203,9 +219,11 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             std[std == 0] = 1.0
             standard = {i: list((np.array(rows[i]) - mean) / std) for i in ids}
             with self._lock:
-                self._expire()
-                if len(self._jobs) >= _MAX_JOBS and request.job_id not in self._jobs:
-                    raise InvalidInputError(f"this node runs at most {_MAX_JOBS} jobs at once")
+                expired = self._expire()
+            for job in expired:
+                job.close()
+            if not self._has_room(request.job_id):
+                raise InvalidInputError(f"this node runs at most {_MAX_JOBS} jobs at once")
             # Obfuscators made ahead on other cores; a buffer sized to the job, so a small
             # job does not keep a worker busy long after it is done.
             encryptor = (
@@ -217,11 +235,21 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 if self._encryption_workers
                 else None
             )
-            host = HostParty(self._node_id, standard, names, key, config, encryptor=encryptor)
-            with self._lock:
-                previous = self._jobs.get(request.job_id)
-                self._jobs[request.job_id] = _Job(host, ids, mean, std, self._clock(), encryptor)
-                self._psi.pop(request.job_id, None)
+            try:
+                host = HostParty(self._node_id, standard, names, key, config, encryptor=encryptor)
+                with self._lock:
+                    # Checked again: a concurrent open may have taken the last slot.
+                    if not self._has_room(request.job_id, locked=True):
+                        raise InvalidInputError(f"this node runs at most {_MAX_JOBS} jobs at once")
+                    previous = self._jobs.get(request.job_id)
+                    self._jobs[request.job_id] = _Job(
+                        host, ids, mean, std, self._clock(), encryptor
+                    )
+                    self._psi.pop(request.job_id, None)
+            except BaseException:
+                if encryptor is not None:
+                    encryptor.close()
+                raise
             if previous is not None:
                 previous.close()
             log.info("training job %r opened: %d rows", request.job_id, len(ids))
