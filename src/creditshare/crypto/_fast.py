@@ -82,7 +82,67 @@ __all__ = ["FastEncryptor", "dot", "powmod_many"]
 MAX_WINDOW = 12
 
 
-class FastEncryptor:
+class ObfuscatedEncryption:
+    """Paillier encryption given a source of fresh obfuscators (``_draw``).
+
+    c = (1 + n·m) · r mod n² for a fresh r from ``_draw``; what differs between
+    encryptors is only where r comes from (a fixed-base table here, a worker process
+    in ``PooledEncryptor``). Subclasses set ``_public_key``, ``_n``, ``_n_squared``.
+    """
+
+    __slots__ = ()
+    _public_key: PublicKey
+    _n: Any
+    _n_squared: Any
+
+    def _draw(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self._public_key
+
+    def obfuscator(self) -> int:
+        """A fresh random n-th residue mod n², i.e. an encryption of zero."""
+        return int(self._draw())
+
+    def encrypt_encoded(self, m: int) -> Ciphertext:
+        """Encrypt an encoded integer in [0, n): c = (1 + n·m) · obfuscator mod n²."""
+        if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < self._public_key.n:
+            raise InvalidInputError("encoded plaintext must be an integer in [0, n)")
+        value = (1 + self._n * m) * self._draw() % self._n_squared
+        return Ciphertext(self._public_key, int(value))
+
+    def encrypt(self, value: float, encoding: FixedPointEncoding) -> Ciphertext:
+        """Encode with the request's fixed-point scale, then encrypt."""
+        return self.encrypt_encoded(encoding.encode(value, self._public_key))
+
+    def encrypt_many(
+        self, values: Sequence[float], encoding: FixedPointEncoding
+    ) -> list[Ciphertext]:
+        """Encrypt a batch; every value is encoded first so an overflow wastes no work."""
+        encoded = [encoding.encode(v, self._public_key) for v in values]
+        return [self.encrypt_encoded(m) for m in encoded]
+
+    def rerandomize(self, ciphertext: Ciphertext) -> Ciphertext:
+        """Same plaintext, fresh randomness.
+
+        Used when a party must not be able to link an output ciphertext to an input it
+        produced (e.g. after ``dot``, whose result is a deterministic function of its
+        inputs): the product with a fresh obfuscator is, under the assumptions in the
+        module docstring, distributed as a fresh encryption of the same plaintext.
+        """
+        if ciphertext.public_key != self._public_key:
+            raise InvalidCiphertextError("ciphertext was made under a different public key")
+        value = gmpy2.mpz(ciphertext.value) * self._draw() % self._n_squared
+        return Ciphertext(self._public_key, int(value))
+
+    def zero(self) -> Ciphertext:
+        """A fresh Enc(0): (1 + n·0) · obfuscator = obfuscator."""
+        return Ciphertext(self._public_key, int(self._draw()))
+
+
+class FastEncryptor(ObfuscatedEncryption):
     """Paillier encryption under one public key for ~|n|/16 multiplications mod n².
 
     Obfuscators are DJN short-exponent ones (DJN 2010 §4.1): h = −x² mod n for a random
@@ -220,10 +280,6 @@ class FastEncryptor:
         return r
 
     @property
-    def public_key(self) -> PublicKey:
-        return self._public_key
-
-    @property
     def exponent_bits(self) -> int:
         return self._exponent_bits
 
@@ -235,46 +291,6 @@ class FastEncryptor:
     def table_bytes(self) -> int:
         """Approximate memory held by the table: a node keeps one encryptor per key."""
         return self._table_bytes
-
-    def obfuscator(self) -> int:
-        """A fresh random n-th residue mod n², i.e. an encryption of zero."""
-        return int(self._draw())
-
-    def encrypt_encoded(self, m: int) -> Ciphertext:
-        """Encrypt an encoded integer in [0, n): c = (1 + n·m) · obfuscator mod n²."""
-        if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < self._public_key.n:
-            raise InvalidInputError("encoded plaintext must be an integer in [0, n)")
-        nsq = self._n_squared
-        value = (1 + self._n * m) * self._draw() % nsq
-        return Ciphertext(self._public_key, int(value))
-
-    def encrypt(self, value: float, encoding: FixedPointEncoding) -> Ciphertext:
-        """Encode with the request's fixed-point scale, then encrypt."""
-        return self.encrypt_encoded(encoding.encode(value, self._public_key))
-
-    def encrypt_many(
-        self, values: Sequence[float], encoding: FixedPointEncoding
-    ) -> list[Ciphertext]:
-        """Encrypt a batch; every value is encoded first so an overflow wastes no work."""
-        encoded = [encoding.encode(v, self._public_key) for v in values]
-        return [self.encrypt_encoded(m) for m in encoded]
-
-    def rerandomize(self, ciphertext: Ciphertext) -> Ciphertext:
-        """Same plaintext, fresh randomness.
-
-        Used when a party must not be able to link an output ciphertext to an input it
-        produced (e.g. after ``dot``, whose result is a deterministic function of its
-        inputs): the product with a fresh obfuscator is, under the assumptions in the
-        module docstring, distributed as a fresh encryption of the same plaintext.
-        """
-        if ciphertext.public_key != self._public_key:
-            raise InvalidCiphertextError("ciphertext was made under a different public key")
-        value = gmpy2.mpz(ciphertext.value) * self._draw() % self._n_squared
-        return Ciphertext(self._public_key, int(value))
-
-    def zero(self) -> Ciphertext:
-        """A fresh Enc(0): (1 + n·0) · obfuscator = obfuscator."""
-        return Ciphertext(self._public_key, int(self._draw()))
 
     def __reduce_ex__(self, protocol: Any) -> NoReturn:
         # Refuse pickle, copy and deepcopy: the state (x's derivatives, the table) stays

@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import queue
 import threading
-from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -32,9 +31,9 @@ import gmpy2
 
 from creditshare.crypto._ciphertext import Ciphertext
 from creditshare.crypto._encoding import FixedPointEncoding
-from creditshare.crypto._fast import FastEncryptor
+from creditshare.crypto._fast import FastEncryptor, ObfuscatedEncryption
 from creditshare.crypto._keys import PublicKey
-from creditshare.errors import InvalidCiphertextError, InvalidInputError
+from creditshare.errors import InvalidInputError
 
 __all__ = ["Encryptor", "PooledEncryptor"]
 
@@ -72,7 +71,7 @@ def _produce(n: int, out: Any, stop: Any) -> None:
                 continue
 
 
-class PooledEncryptor:
+class PooledEncryptor(ObfuscatedEncryption):
     """``FastEncryptor``'s interface, fed by worker processes making obfuscators ahead.
 
     ``workers`` defaults to one fewer than the machine's cores (at least one);
@@ -115,10 +114,6 @@ class PooledEncryptor:
         self.pooled = 0
         self.local = 0
 
-    @property
-    def public_key(self) -> PublicKey:
-        return self._public_key
-
     def _draw(self) -> Any:
         with self._lock:  # threads of one party share the buffer; none may lose a refill
             if not self._ready:
@@ -129,33 +124,6 @@ class PooledEncryptor:
                 return gmpy2.mpz(self._ready.pop())
             self.local += 1
         return gmpy2.mpz(self._local.obfuscator())
-
-    def obfuscator(self) -> int:
-        return int(self._draw())
-
-    def encrypt_encoded(self, m: int) -> Ciphertext:
-        if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < self._public_key.n:
-            raise InvalidInputError("encoded plaintext must be an integer in [0, n)")
-        value = (1 + self._n * m) * self._draw() % self._n_squared
-        return Ciphertext(self._public_key, int(value))
-
-    def encrypt(self, value: float, encoding: FixedPointEncoding) -> Ciphertext:
-        return self.encrypt_encoded(encoding.encode(value, self._public_key))
-
-    def encrypt_many(
-        self, values: Sequence[float], encoding: FixedPointEncoding
-    ) -> list[Ciphertext]:
-        encoded = [encoding.encode(v, self._public_key) for v in values]
-        return [self.encrypt_encoded(m) for m in encoded]
-
-    def rerandomize(self, ciphertext: Ciphertext) -> Ciphertext:
-        if ciphertext.public_key != self._public_key:
-            raise InvalidCiphertextError("ciphertext was made under a different public key")
-        value = gmpy2.mpz(ciphertext.value) * self._draw() % self._n_squared
-        return Ciphertext(self._public_key, int(value))
-
-    def zero(self) -> Ciphertext:
-        return Ciphertext(self._public_key, int(self._draw()))
 
     def close(self) -> None:
         """Stop the workers and drop every obfuscator not yet used."""
