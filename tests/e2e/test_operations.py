@@ -338,9 +338,9 @@ def test_coordinator_finishes_a_query_in_flight_on_sigterm(
     while '"request_id": "in-flight-at-sigterm"' not in court_log.read_text():
         assert time.monotonic() < deadline, "the query never reached the nodes"
         time.sleep(0.02)
-    started = time.monotonic()
     status = small_federation.stop_coordinator()
     thread.join(timeout=30)
+    assert not thread.is_alive(), "the in-flight query never returned"
     small_federation.resume_node("yrd-tax")
 
     # uvicorn re-raises the signal once it has shut down, so the exit says "SIGTERM".
@@ -350,7 +350,6 @@ def test_coordinator_finishes_a_query_in_flight_on_sigterm(
     assert response.json()["coverage"]["failed"] == [
         {"node": "yrd-tax", "chain": "yrd", "reason": "deadline exceeded"}
     ]
-    assert time.monotonic() - started < 15
     messages = [line["message"] for line in _log_lines(small_federation, "coordinator")]
     assert "Shutting down" in messages and messages[-1].startswith("Finished server process")
     # Nodes stop cleanly on SIGTERM too, within their grace period.

@@ -413,14 +413,7 @@ class QueryBroker:
         of a query, which usually trust the same size."""
         cached = self._receipts.get((index, size))
         if cached is None:
-
-            def build() -> Receipt:
-                head = self._ledger.storage.head(size)
-                if head is None:
-                    raise LedgerError(f"node trusts a tree of size {size} this log never signed")
-                return self._ledger.receipt(index, head)
-
-            cached = await asyncio.to_thread(build)
+            cached = await asyncio.to_thread(self._ledger.receipt_at, index, size)
             self._receipts[(index, size)] = cached
             while len(self._receipts) > 256:
                 self._receipts.pop(next(iter(self._receipts)))

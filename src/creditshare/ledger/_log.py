@@ -234,6 +234,16 @@ class Ledger:
             head = self.latest_head()
         elif self._storage.head(head.size) != head:
             raise LedgerError(f"the tree head of size {head.size} is not one this log signed")
+        return self._prove(index, head)
+
+    def receipt_at(self, index: int, size: int) -> Receipt:
+        """Re-prove stored leaf ``index`` against this log's signed head of ``size``."""
+        head = self._storage.head(size)
+        if head is None:
+            raise LedgerError(f"this log has no signed head of size {size}")
+        return self._prove(index, head)
+
+    def _prove(self, index: int, head: SignedTreeHead) -> Receipt:
         if not 0 <= index < head.size:
             raise InvalidInputError(f"leaf {index} is not in the tree of size {head.size}")
         leaf = self._storage.leaf(index)

@@ -57,8 +57,7 @@ class TrustedHeadTracker:
             self._remember(self._head)
 
     def _remember(self, head: SignedTreeHead) -> None:
-        self._roots[head.size] = head.root
-        self._roots.move_to_end(head.size)
+        self._roots[head.size] = head.root  # sizes only grow: the newest is last
         while len(self._roots) > REMEMBERED_HEADS:
             self._roots.popitem(last=False)
 

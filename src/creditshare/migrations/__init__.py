@@ -53,10 +53,15 @@ def version_table(service: str) -> str:
 
 
 @cache
-def _script(service: str) -> ScriptDirectory:
+def _config(service: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(_ROOT / service))
-    return ScriptDirectory.from_config(config)
+    return config
+
+
+@cache
+def _script(service: str) -> ScriptDirectory:
+    return ScriptDirectory.from_config(_config(service))
 
 
 def head(service: str) -> str:
@@ -93,15 +98,13 @@ def _locked(engine: Engine, service: str) -> Iterator[Connection]:
 
 def _run(conn: Connection, service: str, revision: str, action: str) -> None:
     script = _script(service)
-    config = Config()
-    config.set_main_option("script_location", str(_ROOT / service))
 
     def steps(rev: Any, _context: Any) -> Any:
         if action == "stamp":
             return script._stamp_revs(revision, rev)
         return script._upgrade_revs(revision, rev)
 
-    with EnvironmentContext(config, script, fn=steps, destination_rev=revision) as env:
+    with EnvironmentContext(_config(service), script, fn=steps, destination_rev=revision) as env:
         env.configure(
             connection=conn,
             version_table=version_table(service),

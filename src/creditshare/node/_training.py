@@ -25,6 +25,7 @@ from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey
 from creditshare.departments import Department
 from creditshare.errors import InvalidInputError, NotFoundError
 from creditshare.federated import HostParty, PsiParty, TrainingConfig
+from creditshare.ledger import QueryRecord
 from creditshare.node._receipts import ReceiptChecker, ReceiptRefusedError
 from creditshare.node._scoring import ScoreEngine
 from creditshare.node._service import guarded
@@ -120,11 +121,22 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             del self._psi[job_id]
         return expired
 
-    def _has_room(self, job_id: str, locked: bool = False) -> bool:
-        if not locked:
-            with self._lock:
-                return self._has_room(job_id, locked=True)
+    def _has_room(self, job_id: str) -> bool:
+        """Whether ``job_id`` may be opened now; call with the lock held."""
         return len(self._jobs) < _MAX_JOBS or job_id in self._jobs
+
+    def _job_receipt(
+        self, request: training_pb2.PsiAnswerRequest | training_pb2.OpenJobRequest
+    ) -> tuple[PublicKey, int, QueryRecord]:
+        """The bureau's key, and the job's ledger receipt checked against it."""
+        if not request.job_id or len(request.job_id) > 64:
+            raise InvalidInputError("job_id must be 1 to 64 characters")
+        if not request.HasField("public_key"):
+            raise InvalidInputError("public_key is required")
+        key = PublicKey.from_bytes(request.public_key.n)
+        receipt = request.receipt if request.HasField("receipt") else None
+        index, record = self._checker.check_training(receipt, request.job_id, key)
+        return key, index, record
 
     def _features(self) -> tuple[list[str], dict[str, list[float]]]:
         names = [f.name for f in self._department.features]
@@ -140,13 +152,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         def work() -> training_pb2.PsiAnswerResponse:
             if not request.domain or len(request.domain) > 256:
                 raise InvalidInputError("PSI domain must be 1 to 256 bytes")
-            if not request.job_id or len(request.job_id) > 64:
-                raise InvalidInputError("job_id must be 1 to 64 characters")
-            if not request.HasField("public_key"):
-                raise InvalidInputError("public_key is required")
-            key = PublicKey.from_bytes(request.public_key.n)
-            receipt = request.receipt if request.HasField("receipt") else None
-            self._checker.check_training(receipt, request.job_id, key)
+            self._job_receipt(request)
             with self._lock:
                 if request.job_id in self._psi or request.job_id in self._jobs:
                     raise ReceiptRefusedError(f"job {request.job_id!r} was already aligned here")
@@ -178,13 +184,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self, request: training_pb2.OpenJobRequest, context: Any
     ) -> training_pb2.OpenJobResponse:
         def work() -> training_pb2.OpenJobResponse:
-            if not request.job_id or len(request.job_id) > 64:
-                raise InvalidInputError("job_id must be 1 to 64 characters")
-            if not request.HasField("public_key"):
-                raise InvalidInputError("public_key is required")
-            key = PublicKey.from_bytes(request.public_key.n)
-            receipt = request.receipt if request.HasField("receipt") else None
-            index, record = self._checker.check_training(receipt, request.job_id, key)
+            key, index, record = self._job_receipt(request)
             if not self._access_log.claim(index, record):
                 raise ReceiptRefusedError(f"job {request.job_id!r} was already opened here")
             with self._lock:
@@ -222,7 +222,9 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 expired = self._expire()
             for job in expired:
                 job.close()
-            if not self._has_room(request.job_id):
+            with self._lock:
+                room = self._has_room(request.job_id)
+            if not room:
                 raise InvalidInputError(f"this node runs at most {_MAX_JOBS} jobs at once")
             # Obfuscators made ahead on other cores; a buffer sized to the job, so a small
             # job does not keep a worker busy long after it is done.
@@ -239,7 +241,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 host = HostParty(self._node_id, standard, names, key, config, encryptor=encryptor)
                 with self._lock:
                     # Checked again: a concurrent open may have taken the last slot.
-                    if not self._has_room(request.job_id, locked=True):
+                    if not self._has_room(request.job_id):
                         raise InvalidInputError(f"this node runs at most {_MAX_JOBS} jobs at once")
                     previous = self._jobs.get(request.job_id)
                     self._jobs[request.job_id] = _Job(
