@@ -1,15 +1,23 @@
-"""Canonical JSON bytes: the one encoding that signatures and ledger leaves commit to.
+"""Canonical JSON bytes and times: the one encoding that signatures and ledger leaves
+commit to.
 
 Sorted keys, no insignificant whitespace, UTF-8: two parties that agree on a
-document agree on its bytes, so a signature or a leaf hash means one thing.
+document agree on its bytes, so a signature or a leaf hash means one thing. Times
+inside such documents are whole UTC seconds written one way (``2026-01-31T12:00:00Z``)
+for the same reason; consents and ledger records both use them.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["canonical_json", "parse_canonical"]
+from creditshare.errors import InvalidInputError
+
+__all__ = ["canonical_json", "format_time", "parse_canonical", "parse_time"]
+
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def canonical_json(document: Any) -> bytes:
@@ -24,3 +32,22 @@ def parse_canonical(data: bytes) -> Any:
     if canonical_json(document) != data:
         raise ValueError("document is not in canonical form")
     return document
+
+
+def format_time(moment: datetime) -> str:
+    """A timezone-aware moment as whole UTC seconds (naive times are refused: ambiguous)."""
+    if moment.tzinfo is None:
+        raise InvalidInputError("times must be timezone-aware")
+    return moment.astimezone(UTC).replace(microsecond=0).strftime(_TIME_FORMAT)
+
+
+def parse_time(text: Any, field: str) -> datetime:
+    """The inverse of ``format_time``; ``field`` names the value in the error."""
+    if not isinstance(text, str):
+        raise InvalidInputError(f"{field} must be an ISO 8601 UTC time string")
+    try:
+        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidInputError(
+            f"{field} must look like 2026-01-31T12:00:00Z, got {text[:40]!r}"
+        ) from None

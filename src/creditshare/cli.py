@@ -177,6 +177,65 @@ def admin_add_participant(
     print(issued["api_key"])
 
 
+ParticipantIdOption = Annotated[str, typer.Option("--id", help="participant id")]
+CoordinatorOption = Annotated[str, typer.Option(help="coordinator base URL")]
+
+
+def _participant_line(row: dict[str, Any]) -> str:
+    state = "disabled" if row["disabled"] else "enabled"
+    return f"{row['id']} ({row['role']}): {state}"
+
+
+@admin_app.command("disable")
+def admin_disable(
+    coordinator: CoordinatorOption, api_key: ApiKeyOption, participant_id: ParticipantIdOption
+) -> None:
+    """Suspend a participant: all its API keys stop; an enterprise's consents are revoked."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        console.print(_participant_line(client.disable_participant(participant_id)))
+
+
+@admin_app.command("enable")
+def admin_enable(
+    coordinator: CoordinatorOption, api_key: ApiKeyOption, participant_id: ParticipantIdOption
+) -> None:
+    """Lift a suspension: its unrevoked API keys work again (consents stay revoked)."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        console.print(_participant_line(client.enable_participant(participant_id)))
+
+
+@admin_app.command("issue-key")
+def admin_issue_key(
+    coordinator: CoordinatorOption, api_key: ApiKeyOption, participant_id: ParticipantIdOption
+) -> None:
+    """Issue a participant a further API key and print it (shown once)."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        issued = client.issue_credential(participant_id)
+    console.print(f"new API key for {participant_id} (shown once):")
+    print(issued["api_key"])
+
+
+@admin_app.command("revoke-key")
+def admin_revoke_key(
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+    participant_id: ParticipantIdOption,
+    key_id: Annotated[str, typer.Option(help="the 16 hex digits after cs_ in the key")],
+) -> None:
+    """Revoke one API key; the participant's other keys keep working."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        client.revoke_credential(participant_id, key_id)
+    console.print(f"key {key_id} of {participant_id} revoked")
+
+
 @ledger_app.command("verify")
 def ledger_verify(
     config: ConfigOption,
@@ -358,6 +417,34 @@ def enterprise_revoke(
     with CreditShareClient(coordinator, api_key=api_key) as client:
         client.revoke_consent(consent)
     console.print(f"consent {consent} revoked")
+
+
+@enterprise_app.command("rotate-key")
+def enterprise_rotate_key(
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+    participant_id: ParticipantIdOption,
+    signing_key: Annotated[
+        Path | None, typer.Option(help="the new Ed25519 key file (created if absent)")
+    ] = None,
+    public_key: Annotated[
+        str | None, typer.Option(help="or only the new public key, base64 (an operator)")
+    ] = None,
+) -> None:
+    """Replace the enterprise's consent-signing key (the enterprise itself or an operator);
+    grants signed with the old key are refused from then on."""
+    from creditshare.client import CreditShareClient, load_or_create_signing_key
+    from creditshare.crypto import VerifyKey
+
+    if (signing_key is None) == (public_key is None):
+        raise typer.BadParameter("give exactly one of --signing-key and --public-key")
+    if signing_key is not None:
+        new = load_or_create_signing_key(signing_key).verify_key
+    else:
+        new = VerifyKey.from_text(public_key or "")
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        client.rotate_signing_key(participant_id, new)
+    console.print(f"{participant_id} now signs consents with {new.to_text()}")
 
 
 @enterprise_app.command("queries")

@@ -70,6 +70,8 @@ class CreditShareClient:
             raise TransportError(f"coordinator did not answer in time: {exc}") from exc
         except httpx.TransportError as exc:
             raise TransportError(f"cannot reach coordinator: {exc}") from exc
+        if response.status_code == 204:
+            return None
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -138,6 +140,34 @@ class CreditShareClient:
             "signing_key": signing_key.to_text() if signing_key else None,
         }
         result: dict[str, Any] = self._request("POST", "/v1/participants", json=payload)
+        return result
+
+    def issue_credential(self, participant_id: str) -> dict[str, Any]:
+        """A further API key for a participant: {participant, api_key} (shown once)."""
+        return self._object("POST", f"/v1/participants/{participant_id}/credentials")
+
+    def revoke_credential(self, participant_id: str, key_id: str) -> None:
+        """Revoke one key (``cs_<key id>.…``); 409 for the last operator's last key."""
+        self._request("POST", f"/v1/participants/{participant_id}/credentials/{key_id}/revoke")
+
+    def disable_participant(self, participant_id: str) -> dict[str, Any]:
+        """Suspend a participant (an enterprise's consents are revoked too)."""
+        return self._object("POST", f"/v1/participants/{participant_id}/disable")
+
+    def enable_participant(self, participant_id: str) -> dict[str, Any]:
+        return self._object("POST", f"/v1/participants/{participant_id}/enable")
+
+    def rotate_signing_key(self, participant_id: str, signing_key: VerifyKey) -> dict[str, Any]:
+        """Replace an enterprise's consent-signing key; grants signed with the old one are
+        refused from now on."""
+        return self._object(
+            "POST",
+            f"/v1/participants/{participant_id}/signing-key",
+            json={"signing_key": signing_key.to_text()},
+        )
+
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(method, path, **kwargs)
         return result
 
     # consents -------------------------------------------------------------------------

@@ -13,51 +13,28 @@ import binascii
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from creditshare._canonical import canonical_json
+from creditshare._canonical import canonical_json, format_time, parse_time
 from creditshare.crypto import SigningKey, VerifyKey
 from creditshare.errors import InvalidInputError
 from creditshare.identity import Chain, Uscc
 
-__all__ = [
-    "ALL_INDICATORS",
-    "ConsentGrant",
-    "Purpose",
-    "SignedConsent",
-    "format_time",
-    "parse_time",
-]
+__all__ = ["ALL_INDICATORS", "MAX_USES", "ConsentGrant", "Purpose", "SignedConsent"]
 
 ALL_INDICATORS = "*"
 _DOMAIN = b"creditshare/consent/v1\n"
 _MAX_INDICATORS = 200
+#: The largest use limit a consent may carry: what the database's integer column holds.
+MAX_USES = 2**31 - 1
 
 
 class Purpose(StrEnum):
     PRE_LOAN_REVIEW = "pre_loan_review"
     POST_LOAN_MONITORING = "post_loan_monitoring"
     MODEL_TRAINING = "model_training"
-
-
-def format_time(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        raise InvalidInputError("times must be timezone-aware")
-    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: Any, field: str) -> datetime:
-    if not isinstance(text, str):
-        raise InvalidInputError(f"{field} must be an ISO 8601 UTC time string")
-    try:
-        moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        raise InvalidInputError(
-            f"{field} must look like 2026-01-31T12:00:00Z, got {text!r}"
-        ) from None
-    return moment
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +145,13 @@ class ConsentGrant:
             raise InvalidInputError("consent valid_until must be after valid_from")
         max_uses = doc["max_uses"]
         if max_uses is not None and (
-            isinstance(max_uses, bool) or not isinstance(max_uses, int) or max_uses < 1
+            isinstance(max_uses, bool)
+            or not isinstance(max_uses, int)
+            or not 1 <= max_uses <= MAX_USES
         ):
-            raise InvalidInputError("consent max_uses must be a positive integer or null")
+            raise InvalidInputError(
+                f"consent max_uses must be an integer from 1 to {MAX_USES}, or null"
+            )
         nonce = doc["nonce"]
         if not isinstance(nonce, str) or not 8 <= len(nonce) <= 64:
             raise InvalidInputError("consent nonce must be a string of 8 to 64 characters")

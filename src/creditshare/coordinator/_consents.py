@@ -1,19 +1,22 @@
 """Consent grants: stored once verified, checked and counted on every use.
 
-A use is counted with a single conditional UPDATE, so two coordinator replicas
-cannot both spend the last permitted use.
+The rules live in ``creditshare.consent.check``; this module keeps the rows. A
+use is counted with a single conditional UPDATE, so two coordinator replicas
+cannot both spend the last permitted use. Two identical grants racing each
+other meet the primary key: the second is a 409, not a 500.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from creditshare.consent import ConsentGrant, Purpose, SignedConsent
+from creditshare.consent import ConsentGrant, ConsentState, Purpose, SignedConsent, check
 from creditshare.coordinator._db import ConsentRow, Participant
 from creditshare.coordinator._participants import ParticipantRegistry, Role
 from creditshare.crypto import VerifyKey
@@ -29,11 +32,6 @@ from creditshare.identity import Chain
 __all__ = ["ConsentService"]
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 class ConsentService:
     def __init__(
         self, engine: Engine, participants: ParticipantRegistry, clock: Callable[[], datetime]
@@ -47,10 +45,17 @@ class ConsentService:
         enterprise = self._participants.enterprise(grant.uscc)
         if enterprise is None or enterprise.signing_key is None:
             raise InvalidInputError(f"enterprise {grant.uscc} has no registered signing key")
+        if enterprise.disabled:
+            raise PermissionDeniedError(
+                f"enterprise {grant.uscc} is disabled: its signing key is not accepted"
+            )
         is_subject = submitter.role == Role.ENTERPRISE and submitter.uscc == grant.uscc
         if not (is_subject or submitter.id == grant.grantee):
             raise PermissionDeniedError("only the enterprise or the grantee may submit a consent")
-        grantee = self._participants.get(grant.grantee)
+        try:
+            grantee = self._participants.get(grant.grantee)
+        except NotFoundError:
+            raise InvalidInputError(f"grantee {grant.grantee!r} is not a participant") from None
         if grantee.role not in (Role.BANK, Role.BUREAU):
             raise InvalidInputError(f"grantee {grant.grantee!r} is not a bank or bureau")
         signed.verify(VerifyKey.from_text(enterprise.signing_key))
@@ -66,11 +71,15 @@ class ConsentService:
             max_uses=grant.max_uses,
             created_at=self._clock(),
         )
+        conflict = ConflictError(f"consent {row.id} was already granted")
         with Session(self._engine) as session:
             if session.get(ConsentRow, row.id) is not None:
-                raise ConflictError(f"consent {row.id} was already granted")
+                raise conflict
             session.add(row)
-            session.commit()
+            try:
+                session.commit()
+            except IntegrityError:  # the same grant, stored by a concurrent request
+                raise conflict from None
             session.refresh(row)
             return row
 
@@ -120,27 +129,19 @@ class ConsentService:
             row = session.get(ConsentRow, consent_id)
         if row is None:
             raise ConsentRefusedError(f"no consent with id {consent_id!r}")
-        grant = ConsentGrant.from_document(row.document)
-        now = self._clock()
-        if row.grantee != requester.id:
-            raise ConsentRefusedError("the consent was granted to another participant")
-        if row.uscc != uscc:
-            raise ConsentRefusedError("the consent was granted by another enterprise")
-        if grant.purpose is not purpose:
-            raise ConsentRefusedError(
-                f"purpose {purpose.value} is outside the consent "
-                f"(granted for {grant.purpose.value})"
-            )
-        if row.revoked_at is not None:
-            raise ConsentRefusedError("the consent has been revoked")
-        if now < _aware(row.valid_from):
-            raise ConsentRefusedError("the consent is not valid yet")
-        if now >= _aware(row.valid_until):
-            raise ConsentRefusedError("the consent has expired")
-        if chains and not set(chains) <= set(grant.chains):
-            outside = sorted(c.value for c in set(chains) - set(grant.chains))
-            raise ConsentRefusedError(f"chain(s) {', '.join(outside)} are outside the consent")
-        return grant
+        state = ConsentState(
+            grant=ConsentGrant.from_document(row.document),
+            revoked=row.revoked_at is not None,
+            uses=row.uses,
+        )
+        return check(
+            state,
+            requester=requester.id,
+            uscc=uscc,
+            purpose=purpose,
+            chains=chains,
+            now=self._clock(),
+        )
 
     def count_use(self, consent_id: str) -> None:
         """Spend one use in a single conditional UPDATE (safe across replicas), or refuse."""

@@ -49,8 +49,18 @@ class Registry:
 
     @property
     def models(self) -> list[ModelEntry]:
-        trained = [self._entry(r) for r in self._trained() if r.id not in self._models]
-        return [*self._models.values(), *trained]
+        return [entry for entry, _ in self.catalogue()]
+
+    def catalogue(self) -> list[tuple[ModelEntry, ModelRow | None]]:
+        """Every model with its training row (None: published), in one query.
+
+        A configured id wins over a trained one, but keeps the trained row's metadata
+        when a bureau trained it here.
+        """
+        rows = {r.id: r for r in self._trained()}
+        published = [(m, rows.get(m.id)) for m in self._models.values()]
+        trained = [(self._entry(r), r) for r in rows.values() if r.id not in self._models]
+        return [*published, *trained]
 
     @staticmethod
     def _entry(row: ModelRow) -> ModelEntry:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from creditshare.coordinator._broker import NodeCatalogue, PackedAnswer, QueryResult
 from creditshare.coordinator._db import Participant
 from creditshare.coordinator._deps import ServicesDep, require_roles
+from creditshare.coordinator._limits import hit, pair, release
 from creditshare.coordinator._metrics import CoordinatorMetrics, query_outcome
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._problems import status_of
@@ -134,19 +135,27 @@ async def create_query(
 async def _answer(body: QueryIn, caller: Participant, services: Services) -> QueryOut:
     uscc = str(Uscc.parse(body.uscc))
     key = PublicKey.from_text(body.public_key)
-    model = services.registry.model(body.model_id)
-    consents = services.consents
+    model = await asyncio.to_thread(services.registry.model, body.model_id)
+    consents, limits = services.consents, services.limits
     try:
         grant = await asyncio.to_thread(
             consents.check, body.consent_id, caller, uscc, body.purpose, body.chains
         )
         chains = tuple(body.chains or grant.chains)
         services.registry.scope(chains)  # no node on these chains: 422, nothing spent
-        # Only a query the consent covers counts against the enterprise's daily limit,
-        # so nobody without a consent can exhaust it for the enterprise's real lenders.
-        services.enterprise_limits.hit(uscc)
-        await asyncio.to_thread(consents.count_use, body.consent_id)
+        # Only a query the consent covers spends this requester's budget for this
+        # enterprise (other lenders have their own), and a use that the consent then
+        # refuses after all (a replica spent the last one) gives the hit back.
+        spent = await hit(limits.enterprise, pair(uscc, caller.id))
+        try:
+            await asyncio.to_thread(consents.count_use, body.consent_id)
+        except ConsentRefusedError:
+            await release(limits.enterprise, spent)
+            raise
     except ConsentRefusedError as exc:
+        # Refusals are recorded up to a bound per (requester, enterprise); beyond it the
+        # answer is 429 and nothing is written, so nobody can flood an access log.
+        await hit(limits.refusals, pair(caller.id, uscc))
         refusal = _record(services, caller, body, uscc, reason=str(exc))
         await asyncio.to_thread(services.ledger.append, refusal.to_bytes(), uscc)
         raise

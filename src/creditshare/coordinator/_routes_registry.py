@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 
 from creditshare.coordinator._deps import CallerDep, ServicesDep
@@ -22,19 +24,17 @@ async def list_nodes(caller: CallerDep, services: ServicesDep) -> list[NodeOut]:
 
 @router.get("/v1/models", response_model=list[ModelOut], tags=["registry"])
 async def list_models(caller: CallerDep, services: ServicesDep) -> list[ModelOut]:
-    out = []
-    for m in services.registry.models:
-        row = services.registry.trained(m.id)
-        out.append(
-            ModelOut(
-                id=m.id,
-                description=m.description,
-                intercept=m.intercept,
-                score_scale=m.score_scale,
-                origin="trained" if row else "published",
-                trained_by=row.trained_by if row else None,
-                metrics=dict(row.metrics) if row else {},
-                features=dict(row.features) if row else {},
-            )
+    catalogue = await asyncio.to_thread(services.registry.catalogue)  # one query, off the loop
+    return [
+        ModelOut(
+            id=m.id,
+            description=m.description,
+            intercept=m.intercept,
+            score_scale=m.score_scale,
+            origin="trained" if row else "published",
+            trained_by=row.trained_by if row else None,
+            metrics=dict(row.metrics) if row else {},
+            features=dict(row.features) if row else {},
         )
-    return out
+        for m, row in catalogue
+    ]

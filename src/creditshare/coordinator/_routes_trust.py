@@ -6,6 +6,7 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
+from pydantic import BaseModel, ConfigDict, Field
 
 from creditshare.consent import SignedConsent
 from creditshare.coordinator._db import ConsentRow, Participant
@@ -52,16 +53,16 @@ def consent_out(row: ConsentRow) -> ConsentOut:
 async def register_participant(
     body: ParticipantIn, caller: Operator, services: ServicesDep
 ) -> IssuedKeyOut:
-    """Register a bank, bureau, department, enterprise or operator and issue its first key."""
-    row = await asyncio.to_thread(
-        services.participants.register,
+    """Register a bank, bureau, department, enterprise or operator and issue its first key
+    (one transaction: a participant without a key is never left behind)."""
+    row, issued = await asyncio.to_thread(
+        services.participants.register_with_key,
         body.id,
         body.role,
         body.name,
         uscc=body.uscc,
         signing_key=body.signing_key,
     )
-    issued = await asyncio.to_thread(services.participants.issue_key, row.id)
     return IssuedKeyOut(participant=participant_out(row), api_key=issued.api_key)
 
 
@@ -93,8 +94,51 @@ async def issue_credential(
 async def disable_participant(
     participant_id: str, caller: Operator, services: ServicesDep
 ) -> ParticipantOut:
-    """Suspend a participant: all of its API keys fail from the next request on."""
+    """Suspend a participant: all of its API keys fail from the next request on.
+
+    An enterprise's consents are all revoked and its signing key is no longer accepted.
+    The last enabled operator with an active key cannot be disabled (409).
+    """
     return participant_out(await asyncio.to_thread(services.participants.disable, participant_id))
+
+
+@router.post(
+    "/v1/participants/{participant_id}/enable",
+    response_model=ParticipantOut,
+    tags=["participants"],
+)
+async def enable_participant(
+    participant_id: str, caller: Operator, services: ServicesDep
+) -> ParticipantOut:
+    """Lift a suspension: its unrevoked API keys work again; revoked consents stay revoked."""
+    return participant_out(await asyncio.to_thread(services.participants.enable, participant_id))
+
+
+class SigningKeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    signing_key: str = Field(
+        min_length=1, max_length=64, description="the new Ed25519 public key, base64"
+    )
+
+
+@router.post(
+    "/v1/participants/{participant_id}/signing-key",
+    response_model=ParticipantOut,
+    tags=["participants"],
+)
+async def rotate_signing_key(
+    participant_id: str, body: SigningKeyIn, caller: CallerDep, services: ServicesDep
+) -> ParticipantOut:
+    """Replace an enterprise's consent-signing key (the enterprise itself or an operator).
+
+    Grants signed with the old key are refused from now on; consents granted before
+    stay valid until they expire or the enterprise revokes them.
+    """
+    row = await asyncio.to_thread(
+        services.participants.rotate_signing_key, participant_id, body.signing_key, caller
+    )
+    return participant_out(row)
 
 
 @router.post(
@@ -105,7 +149,10 @@ async def disable_participant(
 async def revoke_credential(
     participant_id: str, key_id: str, caller: Operator, services: ServicesDep
 ) -> None:
-    """Revoke one API key (``cs_<key id>.…``); the participant's other keys keep working."""
+    """Revoke one API key (``cs_<key id>.…``); the participant's other keys keep working.
+
+    The last active key of the last enabled operator cannot be revoked (409).
+    """
     await asyncio.to_thread(services.participants.revoke_key, participant_id, key_id)
 
 

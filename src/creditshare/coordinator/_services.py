@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from creditshare.coordinator._broker import QueryBroker
 from creditshare.coordinator._consents import ConsentService
 from creditshare.coordinator._db import make_engine
-from creditshare.coordinator._limits import DatabaseWindowLimiter, Limiter, SlidingWindowLimiter
+from creditshare.coordinator._limits import Limits, build_limits
 from creditshare.coordinator._participants import ParticipantRegistry
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._settings import CoordinatorSettings
@@ -51,28 +51,9 @@ class Services:
     ledger_storage: SqlLedgerStorage
     log_signer: LogSigner
     broker: QueryBroker
-    participant_limits: Limiter
-    enterprise_limits: Limiter
+    limits: Limits
     training: TrainingJobs
     clock: Callable[[], datetime]
-
-
-def _limiter(
-    settings: CoordinatorSettings,
-    engine: Engine,
-    clock: Callable[[], datetime],
-    monotonic: Callable[[], float],
-    scope: str,
-    limit: int,
-    window: float,
-    what: str,
-) -> Limiter:
-    """In this process, or in the database every replica shares (``rate_limit_store``)."""
-    if settings.rate_limit_store == "database":
-        return DatabaseWindowLimiter(
-            engine, scope, limit, window, lambda: clock().timestamp(), what
-        )
-    return SlidingWindowLimiter(limit, window, monotonic, what)
 
 
 def build_services(
@@ -98,26 +79,7 @@ def build_services(
         ledger_storage=storage,
         log_signer=signer,
         broker=broker,
-        participant_limits=_limiter(
-            settings,
-            engine,
-            clock,
-            monotonic,
-            "participant",
-            settings.participant_requests_per_minute,
-            60.0,
-            "participant request rate",
-        ),
-        enterprise_limits=_limiter(
-            settings,
-            engine,
-            clock,
-            monotonic,
-            "enterprise",
-            settings.enterprise_queries_per_day,
-            86_400.0,
-            "queries about this enterprise",
-        ),
+        limits=build_limits(settings, engine, lambda: clock().timestamp(), monotonic),
         training=TrainingJobs(engine, registry, broker, ledger, clock),
         clock=clock,
     )

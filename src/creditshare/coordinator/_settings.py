@@ -85,7 +85,30 @@ class CoordinatorSettings(EnvFirstSettings):
     )
     slot_bits: int = Field(default=48, ge=32, le=128)
     participant_requests_per_minute: int = Field(default=600, ge=1)
-    enterprise_queries_per_day: int = Field(default=200, ge=1)
+    enterprise_queries_per_day: int = Field(
+        default=200,
+        ge=1,
+        description="queries one requester may make about one enterprise in 24 h (each "
+        "lender has its own budget; a refused query spends none of it)",
+    )
+    refusals_per_day: int = Field(
+        default=20,
+        ge=1,
+        description="refused queries of one requester about one enterprise recorded in "
+        "24 h; beyond it: 429 and nothing recorded, so an access log cannot be flooded",
+    )
+    auth_failures_per_key_id_per_minute: int = Field(
+        default=10,
+        ge=1,
+        description="failed authentications naming one key id per minute; beyond it "
+        "that key id gets 429 (its owner too, until the window passes)",
+    )
+    auth_failures_per_address_per_minute: int = Field(
+        default=60,
+        ge=1,
+        description="failed authentications from one client address per minute; beyond "
+        "it that address gets 429",
+    )
     rate_limit_store: Literal["memory", "database"] = Field(
         default="memory",
         description="where rate-limit counts live: this process, or the database that "

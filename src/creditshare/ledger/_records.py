@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from creditshare._canonical import canonical_json, parse_canonical
-from creditshare.consent import format_time, parse_time
+from creditshare._canonical import canonical_json, format_time, parse_canonical, parse_time
 from creditshare.errors import InvalidInputError
 
 __all__ = ["QueryRecord", "parse_record"]
