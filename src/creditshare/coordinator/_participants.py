@@ -163,11 +163,11 @@ class ParticipantRegistry:
             )
             session.add(row)
             issued = None
-            if with_key:
-                session.flush()  # the credential's foreign key needs the participant first
-                credential, issued = self._new_key(participant_id)
-                session.add(credential)
             try:
+                if with_key:
+                    session.flush()  # the credential's foreign key needs the participant first
+                    credential, issued = self._new_key(participant_id)
+                    session.add(credential)
                 session.commit()
             except IntegrityError:  # a concurrent registration of the same id or uscc
                 raise ConflictError(
