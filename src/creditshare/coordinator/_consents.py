@@ -129,9 +129,12 @@ class ConsentService:
             row = session.get(ConsentRow, consent_id)
         if row is None:
             raise ConsentRefusedError(f"no consent with id {consent_id!r}")
+        # Disabling an enterprise revokes its consents; a grant that raced the disabling
+        # is caught here, so nothing an enterprise signed works while it is disabled.
+        enterprise = self._participants.enterprise(row.uscc)
         state = ConsentState(
             grant=ConsentGrant.from_document(row.document),
-            revoked=row.revoked_at is not None,
+            revoked=row.revoked_at is not None or enterprise is None or enterprise.disabled,
             uses=row.uses,
         )
         return check(
