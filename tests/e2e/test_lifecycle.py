@@ -354,3 +354,36 @@ def test_signing_key_rotation(federation: Federation, trust: Trust) -> None:
     newest = SigningKey.generate()
     trust.operator.rotate_signing_key(enterprise_id, newest.verify_key)
     assert client.grant_consent(_grant(uscc, trust.bank_id).sign(newest))["consent_id"]
+
+
+def test_nul_and_garbage_in_ids_and_names_are_4xx(chain: Chain) -> None:
+    """On PostgreSQL a NUL reaching the driver would be a 500: each is refused first."""
+    key = chain.operator_key
+    before = chain.count("SELECT count(*) FROM participant")
+    named = chain.post(
+        0, "/v1/participants", key, json={"id": "b", "role": "bank", "name": "a\x00b"}
+    )
+    assert named.status_code == 422 and "control characters" in named.json()["detail"]
+    for path in (
+        "/v1/participants/a%00b/disable",
+        "/v1/participants/a%00b/enable",
+        "/v1/participants/a%00b/credentials",
+        "/v1/participants/op-1/credentials/a%00b/revoke",
+        "/v1/participants/op-1%0A/disable",
+        "/v1/consents/a%00b/revoke",
+    ):
+        response = chain.post(1, path, key)
+        assert response.status_code == 404, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+    signing = SigningKey.generate()
+    entry = {"id": "ent-n", "role": "enterprise", "name": "E", "uscc": USCC}
+    entry["signing_key"] = signing.verify_key.to_text()
+    assert chain.post(0, "/v1/participants", key, json=entry).status_code == 201
+    enterprise_key = chain.post(0, "/v1/participants/ent-n/credentials", key).json()["api_key"]
+    grant = _grant(USCC, "bank\x00x").sign(signing).to_json()
+    refused = chain.post(0, "/v1/consents", enterprise_key, json=grant)
+    assert refused.status_code == 422 and "not a participant" in refused.json()["detail"]
+    assert chain.count("SELECT count(*) FROM consent") == 0
+    assert chain.count("SELECT count(*) FROM participant") == before + 1
+    ok = chain.post(1, "/v1/participants", key, json={"id": "b", "role": "bank", "name": "B"})
+    assert ok.status_code == 201

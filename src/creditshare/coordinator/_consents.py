@@ -8,6 +8,7 @@ other meet the primary key: the second is a 409, not a 500.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -30,6 +31,9 @@ from creditshare.errors import (
 from creditshare.identity import Chain
 
 __all__ = ["ConsentService"]
+
+#: A consent id is the first 32 hex digits of the SHA-256 of its signed bytes.
+_CONSENT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class ConsentService:
@@ -84,6 +88,8 @@ class ConsentService:
             return row
 
     def _row(self, consent_id: str) -> ConsentRow:
+        if not _CONSENT_ID.fullmatch(consent_id):  # never hand the driver a NUL or a megabyte
+            raise NotFoundError(f"unknown consent {consent_id[:64]!r}")
         with Session(self._engine) as session:
             row = session.get(ConsentRow, consent_id)
             if row is None:
@@ -125,6 +131,8 @@ class ConsentService:
         chains: Sequence[Chain] | None,
     ) -> ConsentGrant:
         """Check that the consent covers this query, or refuse saying why; counts nothing."""
+        if not _CONSENT_ID.fullmatch(consent_id):
+            raise ConsentRefusedError(f"no consent with id {consent_id[:64]!r}")
         with Session(self._engine) as session:
             row = session.get(ConsentRow, consent_id)
         if row is None:

@@ -54,6 +54,7 @@ __all__ = [
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _KEY = re.compile(r"^cs_([0-9a-f]{16})\.([A-Za-z0-9_-]{43})$")
+_KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 # pg_advisory_xact_lock key: the first 8 bytes of SHA-256("creditshare.participants"), signed.
 _PG_LOCK_KEY = int.from_bytes(
     hashlib.sha256(b"creditshare.participants").digest()[:8], "big", signed=True
@@ -79,8 +80,16 @@ class IssuedKey:
 
 def key_id_of(api_key: str) -> str | None:
     """The key id of a well-formed API key (not a secret: it only finds the row)."""
-    match = _KEY.match(api_key)
+    match = _KEY.fullmatch(api_key)
     return match.group(1) if match else None
+
+
+def _checked_id(participant_id: str) -> str:
+    """The id, if it could name a participant; else NotFoundError without asking the database
+    (a NUL or an overlong string would otherwise reach the driver)."""
+    if not _ID.fullmatch(participant_id):
+        raise NotFoundError(f"unknown participant {participant_id[:64]!r}")
+    return participant_id
 
 
 def _hash(secret: str) -> str:
@@ -127,7 +136,7 @@ class ParticipantRegistry:
         signing_key: str | None,
         with_key: bool,
     ) -> tuple[Participant, IssuedKey | None]:
-        if not _ID.match(participant_id):
+        if not _ID.fullmatch(participant_id):
             raise InvalidInputError(
                 "participant id must be 1–64 of a-z, 0-9, '.', '_', '-' and start alphanumeric"
             )
@@ -138,6 +147,8 @@ class ParticipantRegistry:
             raise InvalidInputError(f"role must be one of {roles}") from None
         if not name.strip():
             raise InvalidInputError("participant name must not be empty")
+        if not name.isprintable():
+            raise InvalidInputError("participant name must not hold control characters")
         if role is Role.ENTERPRISE:
             if uscc is None or signing_key is None:
                 raise InvalidInputError("an enterprise needs its uscc and an Ed25519 signing_key")
@@ -178,7 +189,7 @@ class ParticipantRegistry:
 
     def get(self, participant_id: str) -> Participant:
         with Session(self._engine) as session:
-            row = session.get(Participant, participant_id)
+            row = session.get(Participant, _checked_id(participant_id))
             if row is None:
                 raise NotFoundError(f"unknown participant {participant_id!r}")
             return row
@@ -235,7 +246,7 @@ class ParticipantRegistry:
     @staticmethod
     def _role_of(conn: Connection, participant_id: str) -> str:
         role = conn.execute(
-            core_select(_PARTICIPANT.c.role).where(_PARTICIPANT.c.id == participant_id)
+            core_select(_PARTICIPANT.c.role).where(_PARTICIPANT.c.id == _checked_id(participant_id))
         ).scalar()
         if role is None:
             raise NotFoundError(f"unknown participant {participant_id!r}")
@@ -294,12 +305,14 @@ class ParticipantRegistry:
         return self.get(participant_id)
 
     def revoke_key(self, participant_id: str, key_id: str) -> None:
+        if not _KEY_ID.fullmatch(key_id):
+            raise NotFoundError(f"participant {participant_id[:64]!r} has no key {key_id[:64]!r}")
         with self._locked() as conn:
             owner = conn.execute(
                 core_select(_CREDENTIAL.c.participant_id).where(_CREDENTIAL.c.key_id == key_id)
             ).scalar()
             if owner is None or owner != participant_id:
-                raise NotFoundError(f"participant {participant_id!r} has no key {key_id!r}")
+                raise NotFoundError(f"participant {participant_id[:64]!r} has no key {key_id!r}")
             conn.execute(
                 update(_CREDENTIAL)
                 .where(_CREDENTIAL.c.key_id == key_id, _CREDENTIAL.c.revoked_at.is_(None))
@@ -323,7 +336,7 @@ class ParticipantRegistry:
             )
         VerifyKey.from_text(signing_key)
         with Session(self._engine) as session:
-            row = session.get(Participant, participant_id)
+            row = session.get(Participant, _checked_id(participant_id))
             if row is None:
                 raise NotFoundError(f"unknown participant {participant_id!r}")
             if row.role != Role.ENTERPRISE:
@@ -340,7 +353,7 @@ class ParticipantRegistry:
 
     def authenticate(self, api_key: str) -> Participant:
         """The participant an API key belongs to; every failure looks the same to the caller."""
-        match = _KEY.match(api_key)
+        match = _KEY.fullmatch(api_key)
         failure = AuthenticationError("invalid or revoked credential")
         if match is None:
             raise failure
