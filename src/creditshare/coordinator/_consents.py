@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
+from sqlalchemy import select as core_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -20,7 +22,6 @@ from sqlmodel import Session, col, select
 from creditshare.consent import ConsentGrant, ConsentState, Purpose, SignedConsent, check
 from creditshare.coordinator._db import ConsentRow, Participant
 from creditshare.coordinator._participants import ParticipantRegistry, Role
-from creditshare.crypto import VerifyKey
 from creditshare.errors import (
     ConflictError,
     ConsentRefusedError,
@@ -32,6 +33,7 @@ from creditshare.identity import Chain
 
 __all__ = ["ConsentService"]
 
+_CONSENT: Any = ConsentRow.__table__  # type: ignore[attr-defined]
 #: A consent id is the first 32 hex digits of the SHA-256 of its signed bytes.
 _CONSENT_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -46,13 +48,6 @@ class ConsentService:
 
     def grant(self, signed: SignedConsent, submitter: Participant) -> ConsentRow:
         grant = signed.grant
-        enterprise = self._participants.enterprise(grant.uscc)
-        if enterprise is None or enterprise.signing_key is None:
-            raise InvalidInputError(f"enterprise {grant.uscc} has no registered signing key")
-        if enterprise.disabled:
-            raise PermissionDeniedError(
-                f"enterprise {grant.uscc} is disabled: its signing key is not accepted"
-            )
         is_subject = submitter.role == Role.ENTERPRISE and submitter.uscc == grant.uscc
         if not (is_subject or submitter.id == grant.grantee):
             raise PermissionDeniedError("only the enterprise or the grantee may submit a consent")
@@ -62,30 +57,38 @@ class ConsentService:
             raise InvalidInputError(f"grantee {grant.grantee!r} is not a participant") from None
         if grantee.role not in (Role.BANK, Role.BUREAU):
             raise InvalidInputError(f"grantee {grant.grantee!r} is not a bank or bureau")
-        signed.verify(VerifyKey.from_text(enterprise.signing_key))
-        row = ConsentRow(
-            id=grant.consent_id,
-            uscc=grant.uscc,
-            grantee=grant.grantee,
-            purpose=grant.purpose.value,
-            document=grant.to_document(),
-            signature=signed.to_json()["signature"],
-            valid_from=grant.valid_from,
-            valid_until=grant.valid_until,
-            max_uses=grant.max_uses,
-            created_at=self._clock(),
-        )
-        conflict = ConflictError(f"consent {row.id} was already granted")
-        with Session(self._engine) as session:
-            if session.get(ConsentRow, row.id) is not None:
+        conflict = ConflictError(f"consent {grant.consent_id} was already granted")
+        # Under the lifecycle lock, a disabling or a key rotation happened either before
+        # (and is seen here: the grant is refused) or after this grant is stored (and then
+        # revokes it, or leaves it as a consent granted before the rotation).
+        with self._participants.locked() as conn:
+            key = self._participants.accepted_signing_key(conn, grant.uscc)
+            signed.verify(key)
+            stored = conn.execute(
+                core_select(_CONSENT.c.id).where(_CONSENT.c.id == grant.consent_id)
+            ).first()
+            if stored is not None:
                 raise conflict
-            session.add(row)
             try:
-                session.commit()
+                conn.execute(
+                    insert(_CONSENT).values(
+                        id=grant.consent_id,
+                        uscc=grant.uscc,
+                        grantee=grant.grantee,
+                        purpose=grant.purpose.value,
+                        document=grant.to_document(),
+                        signature=signed.to_json()["signature"],
+                        valid_from=grant.valid_from,
+                        valid_until=grant.valid_until,
+                        max_uses=grant.max_uses,
+                        uses=0,
+                        created_at=self._clock(),
+                        revoked_at=None,
+                    )
+                )
             except IntegrityError:  # the same grant, stored by a concurrent request
                 raise conflict from None
-            session.refresh(row)
-            return row
+        return self._row(grant.consent_id)
 
     def _row(self, consent_id: str) -> ConsentRow:
         if not _CONSENT_ID.fullmatch(consent_id):  # never hand the driver a NUL or a megabyte

@@ -222,10 +222,12 @@ class ParticipantRegistry:
         return issued
 
     @contextmanager
-    def _locked(self) -> Iterator[Connection]:
-        """One transaction holding the participants lock from its first statement.
+    def locked(self) -> Iterator[Connection]:
+        """One transaction holding the lifecycle lock from its first statement.
 
-        Commits when the block ends normally, rolls back when it raises.
+        Commits when the block ends normally, rolls back when it raises. Everything that
+        changes who may act (disabling, enabling, key revocation, signing-key rotation)
+        and storing a consent run under it, so each sees the others whole.
         """
         sqlite = self._engine.dialect.name == "sqlite"
         with self._engine.connect() as conn:
@@ -242,6 +244,22 @@ class ParticipantRegistry:
             if sqlite:
                 conn.exec_driver_sql("COMMIT")
             conn.commit()
+
+    @staticmethod
+    def accepted_signing_key(conn: Connection, uscc: str) -> VerifyKey:
+        """The enterprise's current signing key, inside ``locked``; refuses a disabled one."""
+        row = conn.execute(
+            core_select(_PARTICIPANT.c.signing_key, _PARTICIPANT.c.disabled).where(
+                _PARTICIPANT.c.uscc == uscc
+            )
+        ).first()
+        if row is None or row.signing_key is None:
+            raise InvalidInputError(f"enterprise {uscc} has no registered signing key")
+        if row.disabled:
+            raise PermissionDeniedError(
+                f"enterprise {uscc} is disabled: its signing key is not accepted"
+            )
+        return VerifyKey.from_text(row.signing_key)
 
     @staticmethod
     def _role_of(conn: Connection, participant_id: str) -> str:
@@ -274,7 +292,7 @@ class ParticipantRegistry:
     def disable(self, participant_id: str) -> Participant:
         """Every credential of the participant stops working at once; an enterprise's
         consents are all revoked and its signing key is no longer accepted."""
-        with self._locked() as conn:
+        with self.locked() as conn:
             role = self._role_of(conn, participant_id)
             conn.execute(
                 update(_PARTICIPANT)
@@ -295,7 +313,7 @@ class ParticipantRegistry:
 
     def enable(self, participant_id: str) -> Participant:
         """Its keys work again (those not revoked); revoked consents stay revoked."""
-        with self._locked() as conn:
+        with self.locked() as conn:
             self._role_of(conn, participant_id)
             conn.execute(
                 update(_PARTICIPANT)
@@ -307,7 +325,7 @@ class ParticipantRegistry:
     def revoke_key(self, participant_id: str, key_id: str) -> None:
         if not _KEY_ID.fullmatch(key_id):
             raise NotFoundError(f"participant {participant_id[:64]!r} has no key {key_id[:64]!r}")
-        with self._locked() as conn:
+        with self.locked() as conn:
             owner = conn.execute(
                 core_select(_CREDENTIAL.c.participant_id).where(_CREDENTIAL.c.key_id == key_id)
             ).scalar()
@@ -335,21 +353,30 @@ class ParticipantRegistry:
                 "only the enterprise itself or an operator may rotate its signing key"
             )
         VerifyKey.from_text(signing_key)
-        with Session(self._engine) as session:
-            row = session.get(Participant, _checked_id(participant_id))
-            if row is None:
+        with (
+            self.locked() as conn
+        ):  # a grant verified with the old key is stored before or not at all
+            current = conn.execute(
+                core_select(_PARTICIPANT.c.role, _PARTICIPANT.c.signing_key).where(
+                    _PARTICIPANT.c.id == _checked_id(participant_id)
+                )
+            ).first()
+            if current is None:
                 raise NotFoundError(f"unknown participant {participant_id!r}")
-            if row.role != Role.ENTERPRISE:
+            if current.role != Role.ENTERPRISE:
                 raise InvalidInputError(
                     f"{participant_id!r} is not an enterprise: it has no signing key"
                 )
-            if row.signing_key is not None and hmac.compare_digest(row.signing_key, signing_key):
+            if current.signing_key is not None and hmac.compare_digest(
+                current.signing_key, signing_key
+            ):
                 raise InvalidInputError("the new signing key is the current one")
-            row.signing_key = signing_key
-            session.add(row)
-            session.commit()
-            session.refresh(row)
-            return row
+            conn.execute(
+                update(_PARTICIPANT)
+                .where(_PARTICIPANT.c.id == participant_id)
+                .values(signing_key=signing_key)
+            )
+        return self.get(participant_id)
 
     def authenticate(self, api_key: str) -> Participant:
         """The participant an API key belongs to; every failure looks the same to the caller."""
