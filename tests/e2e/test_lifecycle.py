@@ -354,6 +354,9 @@ def test_signing_key_rotation(federation: Federation, trust: Trust) -> None:
     newest = SigningKey.generate()
     trust.operator.rotate_signing_key(enterprise_id, newest.verify_key)
     assert client.grant_consent(_grant(uscc, trust.bank_id).sign(newest))["consent_id"]
+    # Back to the key the session's Trust holds, for any later test on this enterprise.
+    trust.operator.rotate_signing_key(enterprise_id, old.verify_key)
+    assert trust.consent(uscc)
 
 
 def test_nul_and_garbage_in_ids_and_names_are_4xx(chain: Chain) -> None:
