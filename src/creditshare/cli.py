@@ -207,9 +207,8 @@ UrlOption = Annotated[
 
 def _database_engine(service: str, config: Path | None, url: str | None) -> Any:
     """An engine on the service's database, without touching its schema."""
-    from sqlalchemy import create_engine
-
     from creditshare import migrations
+    from creditshare._database import open_engine
 
     if service not in migrations.SERVICES:
         raise typer.BadParameter(
@@ -226,7 +225,7 @@ def _database_engine(service: str, config: Path | None, url: str | None) -> Any:
             from creditshare.node import NodeSettings
 
             url = load_settings(NodeSettings, config).database_url
-    return create_engine(url)
+    return open_engine(url)
 
 
 @db_app.command("upgrade")

@@ -113,6 +113,8 @@ def coordinator(
 
 
 def _query(client: TestClient, key: PrivateKey) -> Any:
+    registered = client.post("/v1/paillier-keys", json={"public_key": key.public_key.to_text()})
+    assert registered.status_code in (200, 201), registered.text
     return client.post(
         "/v1/queries",
         json={
@@ -120,7 +122,7 @@ def _query(client: TestClient, key: PrivateKey) -> Any:
             "model_id": "sme-scorecard-v1",
             "purpose": "pre_loan_review",
             "consent_id": client.headers["X-Consent"],
-            "public_key": key.public_key.to_text(),
+            "key_fingerprint": key.public_key.fingerprint(),
         },
     )
 

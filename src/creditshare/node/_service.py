@@ -13,7 +13,13 @@ from typing import Any, TypeVar
 
 import grpc
 
-from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey, SlotLayout
+from creditshare.crypto import (
+    MAX_KEY_BITS,
+    Ciphertext,
+    FixedPointEncoding,
+    PublicKey,
+    SlotLayout,
+)
 from creditshare.errors import (
     ConflictError,
     CreditShareError,
@@ -32,7 +38,13 @@ from creditshare.node._settings import NodeSettings
 from creditshare.node._trust import AccessLog
 from creditshare.proto import node_pb2, node_pb2_grpc
 
-__all__ = ["TRUSTED_SIZE_METADATA", "DataNodeService", "guarded", "status_for"]
+__all__ = [
+    "TRUSTED_SIZE_METADATA",
+    "DataNodeService",
+    "guarded",
+    "public_key_of",
+    "status_for",
+]
 
 log = logging.getLogger("creditshare.node")
 T = TypeVar("T")
@@ -73,6 +85,17 @@ async def guarded(
         log.exception("internal error while serving a request")
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         raise AssertionError("unreachable") from exc
+
+
+#: Bytes of the largest modulus accepted (4096 bits).
+_MAX_KEY_BYTES = MAX_KEY_BITS // 8
+
+
+def public_key_of(pb: node_pb2.PaillierPublicKey) -> PublicKey:
+    """The requester's key from the wire, its size bounded before it becomes a number."""
+    if len(pb.n) > _MAX_KEY_BYTES + 1:
+        raise InvalidInputError(f"public_key is over {MAX_KEY_BITS} bits")
+    return PublicKey.from_bytes(pb.n)
 
 
 #: A profile never needs more slots than this (nodes x indicators); bounds the work.
@@ -145,10 +168,12 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         context: grpc.aio.ServicerContext[node_pb2.ScoreRequest, node_pb2.ScoreResponse],
     ) -> node_pb2.ScoreResponse:
         async def work() -> node_pb2.ScoreResponse:
+            if len(request.uscc) > 64:
+                raise InvalidInputError("uscc must be 18 characters")
             uscc = str(Uscc.parse(request.uscc))
             if not request.HasField("public_key"):
                 raise InvalidInputError("public_key is required")
-            key = PublicKey.from_bytes(request.public_key.n)
+            key = public_key_of(request.public_key)
             if request.scale == 0:
                 raise InvalidInputError("scale is required and must be positive")
             encoding = FixedPointEncoding(request.scale)
