@@ -6,14 +6,19 @@ coordinator serves the next good request."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from creditshare.client import CreditShareClient
 from creditshare.consent import ConsentGrant, Purpose
+from creditshare.coordinator import CoordinatorSettings, create_app
+from creditshare.coordinator._admin import bootstrap_operator, init_log_key
 from creditshare.demo import Federation, read_enterprises
 from creditshare.ledger import MAX_RECORD_BYTES
 from creditshare.ledger import parse_record as parse_leaf
@@ -21,6 +26,7 @@ from creditshare.ledger import parse_record as parse_leaf
 from .conftest import Trust
 
 MIB = 1024 * 1024
+ServeApp = Callable[[FastAPI], AbstractContextManager[str]]
 
 
 def _ledger_size(trust: Trust) -> int:
@@ -219,3 +225,60 @@ def test_the_largest_consent_scope_makes_a_small_ledger_entry(trust: Trust, uscc
         )
         assert response.status_code == 422, response.text
         assert "indicators" in response.json()["detail"]
+
+
+@pytest.fixture
+def standalone(database_url: str, tmp_path: Path, serve_app: ServeApp) -> Iterator[tuple[str, str]]:
+    """A coordinator process-in-thread on SQLite and on PostgreSQL (no nodes needed):
+    its URL and an operator's API key."""
+    init_log_key(tmp_path / "log.pem")
+    settings = CoordinatorSettings(
+        database_url=database_url, log_signing_key_file=tmp_path / "log.pem", allow_insecure=True
+    )
+    operator = bootstrap_operator(settings, "operator", "Operator").api_key
+    with serve_app(create_app(settings)) as url:
+        yield url, operator
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/participants/bank%00x/disable"),
+        ("GET", "/v1/consents/%00"),
+        ("GET", "/v1/enterprises/91350100M000100Y4%00/queries"),
+        ("GET", "/v1/ledger/proofs/consistency?first=0%00&second=1"),
+        ("POST", "/v1/participants/ok/credentials/%1b[2J/revoke"),
+    ],
+)
+def test_control_characters_in_paths_never_reach_the_database(
+    standalone: tuple[str, str], method: str, path: str
+) -> None:
+    url, operator = standalone
+    headers = {"Authorization": f"Bearer {operator}"}
+    before = httpx.get(f"{url}/v1/participants", headers=headers, timeout=30).json()
+    response = httpx.request(method, f"{url}{path}", headers=headers, timeout=30)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "control character" in response.json()["detail"]
+    # Nothing changed, and the next good request is served.
+    after = httpx.get(f"{url}/v1/participants", headers=headers, timeout=30)
+    assert after.status_code == 200 and after.json() == before
+
+
+def test_nul_in_a_body_is_422_on_every_database(standalone: tuple[str, str]) -> None:
+    url, operator = standalone
+    headers = {"Authorization": f"Bearer {operator}"}
+    response = httpx.post(
+        f"{url}/v1/participants",
+        json={"id": "nul-bank", "role": "bank", "name": "Nul\u0000Bank"},
+        headers=headers,
+        timeout=30,
+    )
+    assert response.status_code == 422, response.text
+    good = httpx.post(
+        f"{url}/v1/participants",
+        json={"id": "nul-bank", "role": "bank", "name": "Bank"},
+        headers=headers,
+        timeout=30,
+    )
+    assert good.status_code == 201, good.text

@@ -21,12 +21,12 @@ from creditshare.coordinator import (
     _routes_training,
     _routes_trust,
 )
-from creditshare.coordinator._body_limit import BodyLimitMiddleware
 from creditshare.coordinator._deps import authenticated
 from creditshare.coordinator._metrics import CoordinatorMetrics
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._problems import install_problem_handlers
 from creditshare.coordinator._request_context import RequestContextMiddleware, RequestIdInterceptor
+from creditshare.coordinator._request_guard import RequestGuardMiddleware
 from creditshare.coordinator._services import build_services, utc_now
 from creditshare.coordinator._settings import CoordinatorSettings
 from creditshare.errors import PermissionDeniedError
@@ -82,7 +82,7 @@ def create_app(
 
     # Added first, so it runs inside the request context (request id, access log, metrics).
     app.add_middleware(
-        BodyLimitMiddleware,
+        RequestGuardMiddleware,
         default=settings.max_body_bytes,
         large=settings.max_training_body_bytes,
         authorise_large=authorise_large,

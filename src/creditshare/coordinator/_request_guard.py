@@ -1,4 +1,11 @@
-"""Request bodies are bounded before anything parses them.
+"""What every request must satisfy before any route sees it: a printable path and query,
+and a body within its route's limit.
+
+Control characters in a path or query string (a NUL in ``/v1/participants/a%00b``)
+reach no route: PostgreSQL cannot store NUL and no identifier holds one, so the request
+is refused here with 422 instead of failing inside a database driver.
+
+Request bodies are bounded before anything parses them.
 
 Without this, FastAPI reads and JSON-parses a body before any dependency runs, so an
 unauthenticated client could make the coordinator buffer and parse megabytes per
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote_plus
 
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
@@ -25,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from creditshare.coordinator._problems import problem, problem_for
 from creditshare.errors import CreditShareError
 
-__all__ = ["LARGE_BODY_ROUTES", "BodyLimitMiddleware"]
+__all__ = ["LARGE_BODY_ROUTES", "RequestGuardMiddleware"]
 
 #: The training relays whose bodies may exceed the default limit (bureaus only).
 LARGE_BODY_ROUTES = re.compile(r"^/v1/training-jobs/[^/]+/(psi|open|forward|gradient|apply)$")
@@ -37,7 +45,11 @@ class _TooLargeError(Exception):
     pass
 
 
-class BodyLimitMiddleware:
+#: C0 controls and DEL, after percent-decoding.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class RequestGuardMiddleware:
     def __init__(
         self, app: ASGIApp, *, default: int, large: int, authorise_large: Authorise
     ) -> None:
@@ -49,6 +61,14 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
+            return
+        query = unquote_plus(scope.get("query_string", b"").decode("latin-1"))
+        if _CONTROL.search(scope["path"]) or _CONTROL.search(query):
+            where = "path" if _CONTROL.search(scope["path"]) else "query string"
+            refused = problem(
+                422, "Invalid request", f"the {where} contains a control character", field=where
+            )
+            await refused(scope, receive, send)
             return
         declared = _declared_length(Headers(scope=scope))
         if declared == -1:
