@@ -5,8 +5,12 @@ other key is refused before anything is spent or recorded."""
 from __future__ import annotations
 
 import base64
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import gmpy2
 import httpx
@@ -171,3 +175,29 @@ def test_queries_name_a_registered_active_key(
     good = _query(trust, uscc, consent, trust.bank.ensure_paillier_key())
     assert good.status_code == 200, good.text
     assert good.json()["public_key_fingerprint"] == trust.bank.private_key.public_key.fingerprint()
+
+
+def test_cli_registers_lists_and_retires(trust: Trust, tmp_path: Path) -> None:
+    issued = trust.operator.register_participant("keys-cli-bank", "bank", "CLI Bank")
+    env = {**os.environ, "CREDITSHARE_API_KEY": issued["api_key"]}
+    key_file = tmp_path / "paillier.json"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "creditshare", "keys", *args, "--coordinator", trust.url],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+
+    registered = cli("register", "--key-file", str(key_file))
+    assert registered.returncode == 0, registered.stderr
+    fingerprint = registered.stdout.strip().splitlines()[-1]
+    assert fingerprint == PrivateKey.from_json_bytes(key_file.read_bytes()).public_key.fingerprint()
+    assert f"{fingerprint}  2048 bits  active" in cli("list").stdout
+    assert cli("retire", "--fingerprint", fingerprint).returncode == 0
+    assert "retired" in cli("list").stdout
+    unknown = cli("retire", "--fingerprint", "0123456789abcdef")
+    assert unknown.returncode != 0 and "no Paillier key" in unknown.stderr
