@@ -9,6 +9,8 @@ bounded polls with generous timeouts, never speed assertions.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -168,3 +170,35 @@ def test_pending_builds_are_bounded(bank_key: PrivateKey) -> None:
     _eventually(lambda: cache.failed(keys[1]), "the queued build ran")
     assert calls == keys[:2]
     cache.close()
+
+
+_STUCK_BUILD_SCRIPT = """
+import sys, threading
+from creditshare.crypto import PublicKey
+from creditshare.node._encryptors import EncryptorCache
+
+started = threading.Event()
+
+def stuck(key):  # injected hang: this build never finishes
+    started.set()
+    threading.Event().wait()
+
+cache = EncryptorCache(build=stuck)
+cache.get(PublicKey(int(sys.argv[1])))
+assert started.wait(60)
+print("build stuck; exiting", flush=True)
+"""
+
+
+def test_a_stuck_build_does_not_hold_up_process_exit(bank_key: PrivateKey) -> None:
+    # A real interpreter whose only table build never returns must still exit (the
+    # thread pool this replaced was joined at exit, so a node never stopped on SIGTERM).
+    proc = subprocess.run(
+        [sys.executable, "-c", _STUCK_BUILD_SCRIPT, str(bank_key.public_key.n)],
+        capture_output=True,
+        text=True,
+        timeout=120,  # a hang fails the test here; not a performance claim
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "build stuck; exiting" in proc.stdout
