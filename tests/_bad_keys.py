@@ -25,6 +25,7 @@ BAD_MODULI: dict[str, str] = {
     "factor-65537": "small prime factor",
     "even": "even",
     "perfect-cube": "perfect power",
+    "close-factors": "Fermat",
     "4097-bits": "at most 4096",
     "2047-bits": "2047 bits",
 }
@@ -60,6 +61,9 @@ def bad_modulus(name: str) -> int:
         root, _ = gmpy2.iroot(gmpy2.mpz(1) << 2047, 3)
         p = int(gmpy2.next_prime(root + 1))
         n = p**3
+    elif name == "close-factors":
+        p = int(gmpy2.next_prime(_random_bits(rng, 1024, top=2)))
+        n = p * int(gmpy2.next_prime(p + rng.getrandbits(400)))
     elif name == "4097-bits":
         n = _random_bits(rng, 4097) | 1
     elif name == "2047-bits":

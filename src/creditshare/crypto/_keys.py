@@ -42,6 +42,10 @@ SMALL_FACTOR_BOUND = 1 << 20
 #: ``reps - 24`` random-base rounds, so 32 means BPSW plus 8 rounds (no known BPSW
 #: pseudoprime exists; the extra rounds cost ~20 ms only when the input *is* prime).
 _PRIME_TEST_REPS = 32
+#: Steps of Fermat's method tried: n = a² − b² for a just above √n factors n when its
+#: two primes are within ~2^(|n|/4) of each other. Independent random primes are never
+#: that close; a modulus whose are is factored by anyone in microseconds.
+_FERMAT_STEPS = 64
 #: Moduli remembered as validated (and, separately, as refused): a bank queries with the
 #: same key again and again, so validation is paid once per key and process.
 VALIDATED_CACHE_SIZE = 1024
@@ -136,6 +140,14 @@ def _structural_flaw(n: int) -> str | None:
             "Paillier modulus is prime: not a valid key, answers under it could be "
             "decrypted by anyone"
         )
+    a = gmpy2.isqrt(mpz) + 1
+    for _ in range(_FERMAT_STEPS):
+        if gmpy2.is_square(a * a - mpz):
+            return (
+                "Paillier modulus has two factors so close together that Fermat's method "
+                "finds them: not a valid key, answers under it could be decrypted by anyone"
+            )
+        a += 1
     return None
 
 
@@ -149,7 +161,8 @@ class PublicKey:
     ``MAX_KEY_BITS``] (``KeyTooSmallError`` below it); odd; no prime factor below
     ``SMALL_FACTOR_BOUND`` (2^20, one gcd with their product); not a perfect power
     (``gmpy2.is_power``: a square p² would make obfuscator loops spin and leaks φ);
-    not a probable prime (Baillie–PSW plus 8 Miller–Rabin rounds). Failures raise
+    not a probable prime (Baillie–PSW plus 8 Miller–Rabin rounds); its factors not so
+    close that a few steps of Fermat's method find them. Failures raise
     ``InvalidKeyError`` saying which check failed, never quoting the modulus.
 
     Cost (measured, gmpy2 2.3, one x86-64 core): a first validation of a genuine
