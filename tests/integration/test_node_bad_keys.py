@@ -2,12 +2,15 @@
 
 Each bad ScoreRequest is otherwise perfect (a fresh, correctly signed receipt naming
 that key's fingerprint), so the only thing wrong is the key; the node must refuse it
-before the receipt is claimed: nothing lands in the enterprise's access log.
+before the receipt is claimed: nothing lands in the enterprise's access log. Last, a
+node whose fixed-base table build fails (injected) keeps answering with stock encryption.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -17,10 +20,12 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey
+from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, PublicKey
 from creditshare.departments import DEFAULT_MODEL_ID
+from creditshare.errors import InvalidKeyError
 from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, QueryRecord
 from creditshare.node import NodeSettings, access_log_entries, build_server
+from creditshare.node._encryptors import EncryptorCache, ValueEncryptor
 from creditshare.proto import node_pb2, node_pb2_grpc
 
 from .._bad_keys import BAD_MODULI, bad_modulus
@@ -123,3 +128,39 @@ async def test_many_bad_keys_in_a_row_leave_the_node_answering(
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     reply = await stub.Score(await _request(stub, bank_key.public_key.n), timeout=120)
     assert reply.node_id == "yrd-tax"
+
+
+async def test_node_whose_table_build_fails_answers_with_stock_encryption(
+    settings: NodeSettings, bank_key: PrivateKey
+) -> None:
+    # Injected failure: every table build raises, as one would on a degenerate key.
+    attempts: list[PublicKey] = []
+
+    def failing(key: PublicKey) -> ValueEncryptor:
+        attempts.append(key)
+        raise InvalidKeyError("injected build failure")
+
+    cache = EncryptorCache(build=failing)
+    server, port = await build_server(settings, encryptors=cache)
+    key = bank_key.public_key
+    encoding = FixedPointEncoding(SCALE)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub: DataNodeAsyncStub = node_pb2_grpc.DataNodeStub(channel)
+
+            async def answered() -> None:
+                reply = await stub.Score(await _request(stub, key.n), timeout=120)
+                presence = encoding.decrypt(Ciphertext.from_bytes(key, reply.presence), bank_key)
+                assert presence in (0.0, 1.0)
+
+            await answered()  # asks for a table; the build fails in the background
+            deadline = time.monotonic() + 60  # a bound on waiting, not a speed claim
+            while not cache.failed(key):
+                assert time.monotonic() < deadline, "the build failure was never recorded"
+                await asyncio.sleep(0.02)
+            for _ in range(3):
+                await answered()  # stock encryption, and no new build attempt
+    finally:
+        await server.stop(None)
+        cache.close()
+    assert attempts == [key]
