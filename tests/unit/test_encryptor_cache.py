@@ -19,7 +19,7 @@ import pytest
 
 from creditshare.crypto import FastEncryptor, FixedPointEncoding, PrivateKey, PublicKey
 from creditshare.errors import InvalidKeyError
-from creditshare.node._encryptors import EncryptorCache, ValueEncryptor
+from creditshare.node._encryptors import EncryptorCache, ValueEncryptor, table_window
 
 #: A bound on waiting, not a performance claim.
 WAIT = 60.0
@@ -202,3 +202,19 @@ def test_a_stuck_build_does_not_hold_up_process_exit(bank_key: PrivateKey) -> No
     )
     assert proc.returncode == 0, proc.stderr
     assert "build stuck; exiting" in proc.stdout
+
+
+def test_table_memory_stays_bounded_whatever_the_key_size() -> None:
+    # ~(|n|/2w)·2^w entries of |n²|/8 bytes each, as FastEncryptor lays the table out.
+    for bits in (2048, 2560, 3072, 3584, 4096):
+        w = table_window(bits)
+        entries = -(-bits // 2 // w) * ((1 << w) - 1)
+        assert entries * (2 * bits // 8) <= 24 * 2**20, bits
+
+
+def test_the_production_table_uses_that_window(bank_key: PrivateKey) -> None:
+    cache = EncryptorCache()
+    table = _wait_for_table(cache, bank_key)
+    assert table.window == table_window(bank_key.public_key.bits)
+    assert table.table_bytes <= 24 * 2**20
+    cache.close()

@@ -34,7 +34,7 @@ from typing import Protocol
 
 from creditshare.crypto import Ciphertext, FastEncryptor, FixedPointEncoding, PublicKey
 
-__all__ = ["EncryptorCache", "ValueEncryptor"]
+__all__ = ["EncryptorCache", "ValueEncryptor", "table_window"]
 
 log = logging.getLogger("creditshare.node")
 
@@ -42,6 +42,25 @@ log = logging.getLogger("creditshare.node")
 _IDLE_SECONDS = 5.0
 #: Keys remembered as failed (answered with stock encryption, never rebuilt meanwhile).
 _MAX_FAILED = 256
+
+
+def table_window(bits: int) -> int:
+    """Fixed-base window for a key of ``bits``: about 17–22 MiB of table whatever the size.
+
+    A table holds ~(|n|/2w)·2^w entries of |n²| bits, so at the default w = 8 a 4096-bit
+    key (which a requester may choose) would cost ~70 MiB and four times the build
+    time of a 2048-bit one; narrower windows keep every key's table near the same
+    size, for a few percent more multiplications per encryption.
+    """
+    if bits <= 2048:
+        return 8
+    if bits <= 3072:
+        return 7
+    return 6
+
+
+def _fast_table(key: PublicKey) -> FastEncryptor:
+    return FastEncryptor(key, window=table_window(key.bits))
 
 
 class ValueEncryptor(Protocol):
@@ -66,7 +85,8 @@ class _StockEncryptor:
 class EncryptorCache:
     """Fixed-base encryptors for recent keys, built off the request path.
 
-    ``build`` makes one encryptor for a key (``FastEncryptor`` in production; tests
+    ``build`` makes one encryptor for a key (a ``FastEncryptor`` whose window keeps
+    the table near 20 MiB whatever the key size, in production; tests
     inject failing or slow builders). ``max_pending`` bounds the keys waiting for a
     build: when the queue is full a key is simply answered with stock encryption and
     asked for again on a later request.
@@ -77,7 +97,7 @@ class EncryptorCache:
         max_keys: int = 4,
         enabled: bool = True,
         *,
-        build: Callable[[PublicKey], ValueEncryptor] = FastEncryptor,
+        build: Callable[[PublicKey], ValueEncryptor] = _fast_table,
         max_pending: int | None = None,
     ) -> None:
         self._max = max_keys
