@@ -168,25 +168,10 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         context: grpc.aio.ServicerContext[node_pb2.ScoreRequest, node_pb2.ScoreResponse],
     ) -> node_pb2.ScoreResponse:
         async def work() -> node_pb2.ScoreResponse:
-            if len(request.uscc) > 64:
-                raise InvalidInputError("uscc must be 18 characters")
-            uscc = str(Uscc.parse(request.uscc))
-            if not request.HasField("public_key"):
-                raise InvalidInputError("public_key is required")
-            key = public_key_of(request.public_key)
-            if request.scale == 0:
-                raise InvalidInputError("scale is required and must be positive")
-            encoding = FixedPointEncoding(request.scale)
-            offset = None
-            if request.partial_offset:
-                offset = Ciphertext.from_bytes(key, request.partial_offset)
-            if not 0 < len(request.model_id) <= 64 or not 0 < len(request.request_id) <= 64:
-                raise InvalidInputError("model_id and request_id must be 1 to 64 characters")
-            layout = _layout(request, key) if request.HasField("packing") else None
+            # Validation included (a key's first check costs milliseconds), all of it
+            # runs off the event loop, which keeps serving other calls meanwhile.
             async with self._slots:
-                share = await asyncio.to_thread(
-                    self._answer, request, uscc, key, encoding, offset, layout
-                )
+                key, share = await asyncio.to_thread(self._answer, request)
             log.info(
                 "answered query=%r model=%r key=%s",
                 request.request_id,
@@ -214,22 +199,31 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         return await self._guard(context, work)
 
     def _answer(
-        self,
-        request: node_pb2.ScoreRequest,
-        uscc: str,
-        key: PublicKey,
-        encoding: FixedPointEncoding,
-        offset: Ciphertext | None,
-        layout: SlotLayout | None = None,
-    ) -> EncryptedShare | list[tuple[int, Ciphertext]]:
-        """Receipt check, replay check, then the computation; blocking."""
+        self, request: node_pb2.ScoreRequest
+    ) -> tuple[PublicKey, EncryptedShare | list[tuple[int, Ciphertext]]]:
+        """Validate, check the receipt and replays, then compute; blocking."""
+        if len(request.uscc) > 64:
+            raise InvalidInputError("uscc must be 18 characters")
+        uscc = str(Uscc.parse(request.uscc))
+        if not request.HasField("public_key"):
+            raise InvalidInputError("public_key is required")
+        key = public_key_of(request.public_key)
+        if request.scale == 0:
+            raise InvalidInputError("scale is required and must be positive")
+        encoding = FixedPointEncoding(request.scale)
+        offset = None
+        if request.partial_offset:
+            offset = Ciphertext.from_bytes(key, request.partial_offset)
+        if not 0 < len(request.model_id) <= 64 or not 0 < len(request.request_id) <= 64:
+            raise InvalidInputError("model_id and request_id must be 1 to 64 characters")
+        layout = _layout(request, key) if request.HasField("packing") else None
         index, record = self._checker.check(request, uscc, key)
         if not self._access_log.claim(index, record):
             raise ReceiptRefusedError(f"receipt for ledger entry {index} was already used")
         if layout is not None:
             if offset is not None:
                 raise InvalidInputError("partial_offset cannot be combined with packing")
-            return self._engine.score_packed(
+            packed = self._engine.score_packed(
                 uscc,
                 request.model_id,
                 key,
@@ -238,6 +232,7 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
                 request.packing.first_slot,
                 in_scope=record.covers_indicator,
             )
-        return self._engine.score(
+            return key, packed
+        return key, self._engine.score(
             uscc, request.model_id, key, encoding, offset, in_scope=record.covers_indicator
         )
