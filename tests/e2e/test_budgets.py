@@ -81,9 +81,10 @@ def _refusals(trust: Trust, uscc: str) -> int:
 
 def _lender(trust: Trust, participant_id: str) -> CreditShareClient:
     issued = trust.operator.register_participant(participant_id, "bank", participant_id)
-    return CreditShareClient(
-        trust.url, api_key=issued["api_key"], private_key=trust.bank.private_key
-    )
+    key = trust.bank.private_key
+    client = CreditShareClient(trust.url, api_key=issued["api_key"], private_key=key)
+    client.register_paillier_key()
+    return client
 
 
 def test_a_used_up_consent_spends_no_budget_and_refusals_are_bounded(

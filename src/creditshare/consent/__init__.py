@@ -5,6 +5,8 @@ from creditshare._canonical import format_time, parse_time
 from creditshare.consent._check import ConsentState, check
 from creditshare.consent._grant import (
     ALL_INDICATORS,
+    MAX_INDICATOR_NAME,
+    MAX_INDICATORS,
     MAX_USES,
     ConsentGrant,
     Purpose,
@@ -13,6 +15,8 @@ from creditshare.consent._grant import (
 
 __all__ = [
     "ALL_INDICATORS",
+    "MAX_INDICATORS",
+    "MAX_INDICATOR_NAME",
     "MAX_USES",
     "ConsentGrant",
     "ConsentState",

@@ -35,6 +35,9 @@ ServicesDep = Annotated[Services, Depends(_services)]
 
 
 async def _caller(request: Request, services: ServicesDep) -> Participant:
+    already: Participant | None = getattr(request.state, "caller", None)
+    if already is not None:  # authenticated before its body was read (large bodies)
+        return already
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -53,6 +56,7 @@ async def _caller(request: Request, services: ServicesDep) -> Participant:
                 await hit(limiter, key)
         raise
     await hit(services.limits.participant, participant.id)
+    request.state.caller = participant
     return participant
 
 

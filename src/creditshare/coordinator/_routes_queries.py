@@ -26,11 +26,10 @@ from creditshare.coordinator._schemas import (
 )
 from creditshare.coordinator._services import Services
 from creditshare.coordinator._settings import NodeEntry
-from creditshare.crypto import PublicKey
 from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.errors import ConsentRefusedError, CreditShareError, NoNodeAnsweredError
 from creditshare.identity import Uscc
-from creditshare.ledger import QueryRecord
+from creditshare.ledger import MAX_REASON, QueryRecord
 
 __all__ = ["PRESENCE_INDICATOR", "router"]
 
@@ -134,7 +133,7 @@ async def create_query(
 
 async def _answer(body: QueryIn, caller: Participant, services: Services) -> QueryOut:
     uscc = str(Uscc.parse(body.uscc))
-    key = PublicKey.from_text(body.public_key)
+    key = await asyncio.to_thread(services.paillier_keys.resolve, caller, body.key_fingerprint)
     model = await asyncio.to_thread(services.registry.model, body.model_id)
     consents, limits = services.consents, services.limits
     try:
@@ -156,7 +155,7 @@ async def _answer(body: QueryIn, caller: Participant, services: Services) -> Que
         # Refusals are recorded up to a bound per (requester, enterprise); beyond it the
         # answer is 429 and nothing is written, so nobody can flood an access log.
         await hit(limits.refusals, pair(caller.id, uscc))
-        refusal = _record(services, caller, body, uscc, reason=str(exc))
+        refusal = _record(services, caller, body, uscc, reason=str(exc)[:MAX_REASON])
         await asyncio.to_thread(services.ledger.append, refusal.to_bytes(), uscc)
         raise
     record = _record(

@@ -125,6 +125,20 @@ class CoordinatorSettings(EnvFirstSettings):
         description="on SIGTERM, how long in-flight requests may still run before they are "
         "cancelled (keep it below the orchestrator's kill timeout)",
     )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="largest request body on every route but the training relays; a larger "
+        "one is answered 413 before it is read",
+    )
+    max_training_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=64 * 1024,
+        le=256 * 1024 * 1024,
+        description="largest body of a training relay (PSI points, ciphertext batches), "
+        "accepted only after the caller authenticated as a bureau",
+    )
     metrics_require_operator_key: bool = Field(
         default=False,
         description="GET /metrics only with an operator's API key (for a listener the "
