@@ -81,7 +81,7 @@ def _refusals(trust: Trust, uscc: str) -> int:
 
 def _lender(trust: Trust, participant_id: str) -> CreditShareClient:
     issued = trust.operator.register_participant(participant_id, "bank", participant_id)
-    key = trust.bank.private_key
+    key = PrivateKey.generate(2048)  # a Paillier key belongs to one participant
     client = CreditShareClient(trust.url, api_key=issued["api_key"], private_key=key)
     client.register_paillier_key()
     return client
@@ -192,3 +192,28 @@ def test_failed_authentication_is_throttled_per_address(budget_trust: Trust) -> 
         assert _get(attacker, trust.url, trust.bank_api_key).status_code == 429
     with _from("127.0.0.1") as elsewhere:
         assert _get(elsewhere, trust.url, trust.bank_api_key).status_code == 200
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_is_counted(budget_trust: Trust) -> None:
+    """The coordinator trusts X-Forwarded-For from ``forwarded_allow_ips`` (here the
+    default, 127.0.0.1, standing in for the load balancer) and from nobody else."""
+    trust = budget_trust
+
+    def get(client: httpx.Client, api_key: str, forwarded_for: str) -> int:
+        headers = {"Authorization": f"Bearer {api_key}", "X-Forwarded-For": forwarded_for}
+        return client.get(f"{trust.url}/v1/nodes", headers=headers).status_code
+
+    def guess() -> str:
+        return f"cs_{secrets.token_hex(8)}.{secrets.token_urlsafe(32)}"
+
+    with _from("127.0.0.1") as proxy:
+        for _ in range(LIMITS["auth_failures_per_address_per_minute"]):
+            assert get(proxy, guess(), "198.51.100.7") == 401
+        assert get(proxy, trust.bank_api_key, "198.51.100.7") == 429
+        # Other clients behind the same proxy are not held up by that one.
+        assert get(proxy, trust.bank_api_key, "198.51.100.8") == 200
+    # An untrusted sender cannot pick the address it is counted under.
+    with _from("127.0.0.4") as spoofer:
+        for _ in range(LIMITS["auth_failures_per_address_per_minute"]):
+            assert get(spoofer, guess(), secrets.choice(["203.0.113.1", "203.0.113.2"])) == 401
+        assert get(spoofer, trust.bank_api_key, "203.0.113.3") == 429

@@ -25,6 +25,8 @@ def serve(settings: CoordinatorSettings) -> None:
         log_config=None,
         log_level=settings.log_level,
         access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
     )
     uvicorn.Server(config).run()

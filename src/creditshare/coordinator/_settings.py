@@ -103,6 +103,12 @@ class CoordinatorSettings(EnvFirstSettings):
         description="failed authentications naming one key id per minute; beyond it "
         "that key id gets 429 (its owner too, until the window passes)",
     )
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="addresses or networks (CIDR) of the reverse proxies whose "
+        "X-Forwarded-For names the client: behind a load balancer, list it, or every "
+        "client shares the proxy's address in the per-address limits",
+    )
     auth_failures_per_address_per_minute: int = Field(
         default=60,
         ge=1,
