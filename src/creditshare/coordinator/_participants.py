@@ -231,6 +231,10 @@ class ParticipantRegistry:
         """
         sqlite = self._engine.dialect.name == "sqlite"
         with self._engine.connect() as conn:
+            if not sqlite:
+                # The lock's wait must end with a fresh view of what the holder committed,
+                # which REPEATABLE READ (a snapshot taken before the wait) would hide.
+                conn.execution_options(isolation_level="READ COMMITTED")
             conn.begin()
             if sqlite:
                 # pysqlite opens transactions lazily and DEFERRED: two writers could both
@@ -272,7 +276,7 @@ class ParticipantRegistry:
 
     @staticmethod
     def _keep_an_operator(conn: Connection, what: str) -> None:
-        """409 unless an enabled operator with an active key remains (inside ``_locked``)."""
+        """409 unless an enabled operator with an active key remains (inside ``locked``)."""
         p, c = _PARTICIPANT, _CREDENTIAL
         remaining = conn.execute(
             core_select(func.count())
