@@ -173,16 +173,3 @@ class ConsentService:
             session.commit()
         if counted.rowcount != 1:  # type: ignore[attr-defined]
             raise ConsentRefusedError("the consent's use limit is exhausted (or it was revoked)")
-
-    def use(
-        self,
-        consent_id: str,
-        requester: Participant,
-        uscc: str,
-        purpose: Purpose,
-        chains: Sequence[Chain] | None,
-    ) -> ConsentGrant:
-        """check() then count_use(): the whole consent decision for one query."""
-        grant = self.check(consent_id, requester, uscc, purpose, chains)
-        self.count_use(consent_id)
-        return grant
