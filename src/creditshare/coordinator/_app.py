@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -53,6 +54,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # O(n) ledger check; a failure is kept (appends refuse, /readyz says why).
+        await asyncio.to_thread(services.ledger.check_storage)
         # The start-up Describe calls get a request id of their own, for the nodes' logs.
         token = request_id_var.set(f"startup-{new_request_id()[:16]}")
         try:
