@@ -155,6 +155,31 @@ def test_a_restart_on_a_tampered_log_refuses_to_sign(
     assert problem in verify_log(storage, signer.public_key).problems
 
 
+def test_a_log_cut_short_with_its_heads_is_caught_by_a_witness(
+    engine: Engine, signer: LogSigner
+) -> None:
+    """Deleting the last entries *and* their heads leaves a consistent shorter log; only
+    a witness that accepted a larger head (a data node) can tell."""
+    fill(restarted(engine, signer), 10)
+    run(engine, "DELETE FROM ledger_leaf WHERE idx = 9")
+    run(engine, "DELETE FROM ledger_head WHERE size = 10")
+    honest = restarted(engine, signer)
+    assert honest.check_storage() is None
+    assert honest.check_witnesses({"data node a": 9, "data node b": 3}) is None
+    assert honest.check_witnesses({}) is None
+
+    ledger = restarted(engine, signer)
+    assert ledger.check_storage() is None
+    failure = ledger.check_witnesses({"data node a": 9, "data node b": 10})
+    assert failure is not None and HINT in failure
+    assert "data node b trusts a signed head of size 10 but the database holds 9 entries" in (
+        failure
+    )
+    with pytest.raises(LedgerIntegrityError, match="data node b trusts"):
+        ledger.append(b"fork", SUBJECT)
+    assert ledger.storage.size() == 9
+
+
 def test_heads_signed_with_another_key_are_not_signed_on(engine: Engine, signer: LogSigner) -> None:
     fill(restarted(engine, signer), 3)
     other = LogSigner.generate()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -28,7 +27,7 @@ from creditshare.coordinator._participants import Role
 from creditshare.coordinator._problems import install_problem_handlers
 from creditshare.coordinator._request_context import RequestContextMiddleware, RequestIdInterceptor
 from creditshare.coordinator._request_guard import RequestGuardMiddleware
-from creditshare.coordinator._services import build_services, utc_now
+from creditshare.coordinator._services import build_services, check_ledger, utc_now
 from creditshare.coordinator._settings import CoordinatorSettings
 from creditshare.errors import PermissionDeniedError
 
@@ -54,8 +53,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # O(n) ledger check; a failure is kept (appends refuse, /readyz says why).
-        await asyncio.to_thread(services.ledger.check_storage)
         # The start-up Describe calls get a request id of their own, for the nodes' logs.
         token = request_id_var.set(f"startup-{new_request_id()[:16]}")
         try:
@@ -63,6 +60,7 @@ def create_app(
         finally:
             request_id_var.reset(token)
         try:
+            await check_ledger(services)
             yield
         finally:
             await services.broker.close()

@@ -187,6 +187,26 @@ class Ledger:
             log.info("ledger checked: %d entries reproduce the latest signed head", size)
             return None
 
+    def check_witnesses(self, trusted_sizes: Mapping[str, int]) -> str | None:
+        """Fail unless storage holds at least the largest head a witness trusts.
+
+        Witnesses (data nodes) keep the largest head of this log they accepted. A log
+        whose last entries were deleted together with their heads still reproduces its
+        (now smaller) latest head, so ``check_storage`` cannot see it; a witness that
+        trusts a larger head can. Returns the failure, if any (``None`` when signing).
+        """
+        if self._failure is None and trusted_sizes:
+            witness, size = max(trusted_sizes.items(), key=lambda item: item[1])
+            stored = self._storage.size()
+            if size > stored:
+                return self._fail(
+                    integrity_error(
+                        f"{witness} trusts a signed head of size {size} but the database "
+                        f"holds {stored} entries: signed entries were deleted"
+                    )
+                )
+        return self._failure
+
     def check_can_sign(self) -> None:
         """Raise ``LedgerIntegrityError`` if a check failed: O(1), for callers that must
         refuse before they spend or write anything an append would follow."""
