@@ -100,6 +100,11 @@ class Ledger:
     ``EmptyLogError`` (a ``LedgerError``) rather than return ``None``, so callers
     that need a head cannot forget the case, and the edge can answer "not found".
 
+    It signs only over storage that extends the last head it signed or verified:
+    ``check_storage`` (once, at start: the stored entries reproduce the latest head)
+    and a check inside every append. When one fails it refuses every append with
+    ``LedgerIntegrityError`` until the process restarts; reads still answer.
+
     Timestamps come from ``clock``, which must return timezone-aware datetimes.
     Storage serialises appends, but the clock is read inside the append, so a
     clock that steps back (or two coordinators with skewed clocks) produces a head
