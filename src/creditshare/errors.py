@@ -25,7 +25,8 @@ below to status codes exactly once (``coordinator/_problems.py``,
     ├── LedgerError                  the verifiable query log
     │   ├── InvalidProofError        an inclusion or consistency proof does not verify
     │   ├── InvalidSignatureError    a tree head (or other signed object) fails its signature
-    │   └── InconsistentTreeHeadError a head that forks from one already accepted
+    │   ├── InconsistentTreeHeadError a head that forks from one already accepted
+    │   └── LedgerIntegrityError     stored log does not extend the last signed head: 503
     ├── ConfigurationError           a service was configured inconsistently
     └── ClientError                  raised by creditshare.client only
         ├── TransportError           coordinator unreachable or timed out
@@ -52,6 +53,7 @@ __all__ = [
     "InvalidSignatureError",
     "KeyTooSmallError",
     "LedgerError",
+    "LedgerIntegrityError",
     "NoNodeAnsweredError",
     "NodeFailedError",
     "NotFoundError",
@@ -165,6 +167,17 @@ class InvalidSignatureError(LedgerError):
 
 class InconsistentTreeHeadError(LedgerError):
     """A tree head that is not an append-only extension of one already accepted."""
+
+
+class LedgerIntegrityError(LedgerError):
+    """The stored log no longer extends the last tree head this coordinator signed or
+    verified (rows changed, missing or replaced underneath it).
+
+    Signing on would fork the log, so the coordinator refuses every append from then
+    until it is restarted on a database that passes its start-up check; the edge
+    answers 503 (the service, not the request, is at fault). The message says what
+    mismatched and names ``creditshare ledger verify`` for the full audit.
+    """
 
 
 class ConfigurationError(CreditShareError):

@@ -282,6 +282,7 @@ def test_healthz_and_readyz_and_a_database_that_goes_away(
         assert body["status"] == "unavailable"
         assert body["checks"] == {"database": "fail", "ledger": "fail"}
         assert set(body["errors"]) == {"database", "ledger"}
+        assert "reasons" not in body  # only the ledger's own integrity messages are given
         assert str(tmp_path) not in down.text  # names what failed, not where it lives
         # Liveness does not depend on the database; metrics still answer without it.
         assert httpx.get(f"{url}/healthz").status_code == 200

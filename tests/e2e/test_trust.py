@@ -273,8 +273,13 @@ def test_node_refuses_a_coordinator_with_a_rewritten_log(
         update={"database_url": f"sqlite:///{tmp_path / 'rewritten.db'}"}
     )
     rogue_app = create_app(rogue_settings)
+    services = rogue_app.state.services
+    # Pad the rewritten log so it is longer than the one the nodes trust; before it
+    # starts, or its own start-up check would refuse to sign (the nodes trust a larger
+    # head than its empty log holds). The nodes must refuse this longer fork themselves.
+    for _ in range(5):
+        services.ledger.append(b"padding", "x")
     with serve_app(rogue_app) as url:
-        services = rogue_app.state.services
         operator = services.participants
         operator.register("small-bank", "bank", "Small Bank")
         api_key = operator.issue_key("small-bank").api_key
@@ -299,9 +304,6 @@ def test_node_refuses_a_coordinator_with_a_rewritten_log(
         )
         with CreditShareClient(url, api_key=api_key, private_key=small_trust.bank.private_key) as c:
             c.grant_consent(grant.sign(signing))
-            # Pad the rewritten log so it is longer than the one the nodes trust.
-            for _ in range(5):
-                services.ledger.append(b"padding", "x")
             error = _status(lambda: c.query(uscc, grant.consent_id))
     assert error.status == 503
     failed: list[dict[str, str]] = error.body["failed"]  # type: ignore[assignment]

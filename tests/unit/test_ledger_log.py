@@ -21,6 +21,7 @@ from creditshare.errors import (
     InvalidProofError,
     InvalidSignatureError,
     LedgerError,
+    LedgerIntegrityError,
 )
 from creditshare.ledger import (
     EMPTY_ROOT,
@@ -82,7 +83,7 @@ def test_public_api_is_pinned() -> None:
             *("EMPTY_ROOT", "HASH_SIZE", "SIGNATURE_SIZE", "BuildHead", "EmptyLogError"),
             *("Frontier", "Ledger", "LedgerHeadRow", "LedgerLeafRow", "LedgerStorage"),
             *("LogReport", "LogSigner", "MemoryLedgerStorage", "Receipt", "SignedTreeHead"),
-            *("QueryRecord", "parse_record"),
+            *("MAX_REASON", "MAX_RECORD_BYTES", "QueryRecord", "parse_record"),
             *("SqlLedgerStorage", "StaleTreeHeadError", "StoredLeaf", "TrustedHeadTracker"),
             *("consistency_proof", "inclusion_proof", "key_id_for", "leaf_hash", "node_hash"),
             *("root", "verify_consistency", "verify_inclusion", "verify_log", "verify_subject"),
@@ -334,23 +335,25 @@ def tamper(engine: Engine, sql: str, **params: object) -> None:
         conn.execute(text(sql), params)
 
 
-def test_proofs_stay_right_when_the_database_is_replaced_underneath(
+def test_a_database_replaced_underneath_is_never_signed_over(
     sql_engine: Engine, signer: LogSigner
 ) -> None:
-    """The ledger remembers subtree hashes; a database emptied and refilled with other
-    entries must not be proven with the old ones."""
+    """A database emptied and refilled with other entries must not be signed on (that
+    forks the log), and proofs of what this process signed stay right."""
     ledger = sql_ledger(sql_engine, signer, 200)
     old = ledger.inclusion_proof(150, 200)  # fills the memo from the first log
     tamper(sql_engine, "DELETE FROM ledger_leaf")
     tamper(sql_engine, "DELETE FROM ledger_head")
+    other = Ledger(SqlLedgerStorage(sql_engine), signer, Clock())  # a fresh process
     for i in range(201):
-        ledger.append(b"other %d" % i, USCC_A)
-    receipt = ledger.receipt(150)
-    receipt.verify(signer.public_key)
-    assert receipt.data == b"other 150"
-    assert ledger.inclusion_proof(150, 200) != old
-    other = Ledger(SqlLedgerStorage(sql_engine), signer, Clock())  # no memory at all
-    assert ledger.consistency_proof(100, 201) == other.consistency_proof(100, 201)
+        other.append(b"other %d" % i, USCC_A)
+    before = ledger.storage.heads()
+    with pytest.raises(LedgerIntegrityError, match="entry 199, already read by this process"):
+        ledger.append(b"fork", USCC_A)
+    assert ledger.storage.heads() == before and ledger.storage.size() == 201
+    with pytest.raises(LedgerIntegrityError, match="creditshare ledger verify --config FILE"):
+        ledger.append(b"fork", USCC_A)  # the state stays until restart
+    assert ledger.inclusion_proof(150, 200) == old
 
 
 def test_intact_log_verifies(sql_engine: Engine, signer: LogSigner) -> None:

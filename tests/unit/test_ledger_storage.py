@@ -18,7 +18,13 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from creditshare._database import open_engine
-from creditshare.errors import ConfigurationError, InvalidInputError, LedgerError, NotFoundError
+from creditshare.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    LedgerError,
+    LedgerIntegrityError,
+    NotFoundError,
+)
 from creditshare.ledger import (
     Ledger,
     LedgerStorage,
@@ -278,7 +284,9 @@ def test_sqlite_engine_that_begins_its_own_transactions(tmp_path: Path, signer: 
     engine.dispose()
 
 
-def test_sql_cache_notices_a_replaced_database(sql_engine: Engine, signer: LogSigner) -> None:
+def test_sql_cache_refuses_a_replaced_database(sql_engine: Engine, signer: LogSigner) -> None:
+    """Hashes already handed out may be signed over: a database that no longer holds
+    them is refused, not silently reloaded (that is how a log forks)."""
     engine = sql_engine
     storage = SqlLedgerStorage(engine)
     for data in (b"a", b"b", b"c"):
@@ -286,9 +294,12 @@ def test_sql_cache_notices_a_replaced_database(sql_engine: Engine, signer: LogSi
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM ledger_leaf"))
         conn.execute(text("DELETE FROM ledger_head"))
-    storage.append(b"x", "s", builder(signer))
-    assert storage.leaf_hashes(1) == [leaf_hash(b"x")]
-    _check_whole_log(storage, signer, 1)
+    for _ in range(2):  # and keeps refusing
+        with pytest.raises(LedgerIntegrityError, match="entry 2, already read by this process"):
+            storage.append(b"x", "s", builder(signer))
+        with pytest.raises(LedgerIntegrityError, match="is gone from the database"):
+            storage.leaf_hashes(0)
+    assert storage.size() == 0 and storage.heads() == []
 
 
 def test_sql_append_refuses_a_log_with_a_gap(sql_engine: Engine, signer: LogSigner) -> None:
@@ -297,7 +308,7 @@ def test_sql_append_refuses_a_log_with_a_gap(sql_engine: Engine, signer: LogSign
     SqlLedgerStorage(engine).append(b"b", "s", builder(signer))
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM ledger_leaf WHERE idx = 0"))
-    with pytest.raises(LedgerError, match="no row for index 0"):
+    with pytest.raises(LedgerIntegrityError, match="no row for index 0"):
         SqlLedgerStorage(engine).append(b"c", "s", builder(signer))
 
 

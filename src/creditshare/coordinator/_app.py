@@ -27,7 +27,7 @@ from creditshare.coordinator._participants import Role
 from creditshare.coordinator._problems import install_problem_handlers
 from creditshare.coordinator._request_context import RequestContextMiddleware, RequestIdInterceptor
 from creditshare.coordinator._request_guard import RequestGuardMiddleware
-from creditshare.coordinator._services import build_services, utc_now
+from creditshare.coordinator._services import build_services, check_ledger, utc_now
 from creditshare.coordinator._settings import CoordinatorSettings
 from creditshare.errors import PermissionDeniedError
 
@@ -60,6 +60,7 @@ def create_app(
         finally:
             request_id_var.reset(token)
         try:
+            await check_ledger(services)
             yield
         finally:
             await services.broker.close()

@@ -225,6 +225,10 @@ class QueryBroker:
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels.values()))
 
+    def trusted_sizes(self) -> dict[str, int]:
+        """The tree size each node last said it trusts: witnesses of heads this log signed."""
+        return dict(self._trusted)
+
     async def describe(self, node: NodeEntry) -> NodeCatalogue | None:
         """Fetch and cache a node's catalogue and trusted tree size; retried later if down."""
         try:

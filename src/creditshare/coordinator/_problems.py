@@ -18,6 +18,7 @@ from creditshare.errors import (
     InvalidInputError,
     InvalidSignatureError,
     KeyTooSmallError,
+    LedgerIntegrityError,
     NodeFailedError,
     NoNodeAnsweredError,
     NotFoundError,
@@ -74,6 +75,8 @@ def _for_error(exc: CreditShareError) -> JSONResponse:
         return problem(502, "Node failed", str(exc), node=exc.node)
     if isinstance(exc, NoNodeAnsweredError):
         return problem(503, "No node answered", str(exc), failed=exc.failures)
+    if isinstance(exc, LedgerIntegrityError):
+        return problem(503, "Ledger refuses to sign", str(exc))
     return problem(500, "Internal error", "the coordinator could not complete the request")
 
 

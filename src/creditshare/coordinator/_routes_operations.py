@@ -2,8 +2,11 @@
 
 /healthz and /readyz need no credentials and say nothing secret: a status and,
 when not ready, which check failed (its exception class, never its message,
-which could quote a database URL). /metrics carries aggregate counts only (no
-enterprise or participant identifiers); it is open unless
+which could quote a database URL). Ledger errors are the exception: their
+messages are ours, name sizes and indices only, and tell the operator what does
+not match and which command inspects it, so /readyz gives them as ``reasons``.
+/metrics carries aggregate counts only (no enterprise or participant
+identifiers); it is open unless
 ``metrics_require_operator_key`` is set, so keep it off public listeners (the
 proxy in front of the coordinator should not forward it).
 """
@@ -40,8 +43,11 @@ def _database(services: Services) -> None:
 
 
 def _ledger(services: Services) -> None:
-    """The latest head reads and is signed by this coordinator's key (a replica with
-    another key would append heads every node refuses), and the records it covers exist."""
+    """The ledger signs (no integrity check failed, and the database still holds the
+    head this process last signed or verified); the latest head reads and is signed by
+    this coordinator's key (a replica with another key would append heads every node
+    refuses), and the records it covers exist."""
+    services.ledger.check_health()
     head = services.ledger_storage.latest_head()
     size = services.ledger.size()
     if head is None:
@@ -51,13 +57,16 @@ def _ledger(services: Services) -> None:
         raise LedgerError(f"the latest tree head covers {head.size} records, the ledger {size}")
 
 
-async def _check(name: str, check: Callable[[], None]) -> str | None:
-    """None when ``check`` passed, else the exception's class name (logged in full)."""
+async def _check(name: str, check: Callable[[], None]) -> tuple[str, str] | None:
+    """None when ``check`` passed, else the exception's class name (logged in full) and,
+    for a ``LedgerError``, its message (empty otherwise)."""
     try:
         await asyncio.wait_for(asyncio.to_thread(check), CHECK_TIMEOUT_SECONDS)
     except Exception as exc:
         log.warning("readiness check %s failed: %s", name, exc)
-        return "Timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            return "Timeout", ""
+        return type(exc).__name__, str(exc) if isinstance(exc, LedgerError) else ""
     return None
 
 
@@ -69,7 +78,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "a check failed"}})
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """Readiness: the database answers a trivial query and the ledger is readable.
+    """Readiness: the database answers a trivial query and the ledger is readable and
+    signs (``reasons.ledger`` says what does not match when it refuses to).
 
     Data nodes are not checked: a node that is down costs queries one coverage
     entry, not the coordinator its place behind the load balancer.
@@ -85,7 +95,10 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         "checks": {name: "fail" if name in failed else "ok" for name in names},
     }
     if failed:
-        body["errors"] = failed
+        body["errors"] = {name: error for name, (error, _) in failed.items()}
+        reasons = {name: reason for name, (_, reason) in failed.items() if reason}
+        if reasons:
+            body["reasons"] = reasons
     return JSONResponse(body, status_code=503 if failed else 200)
 
 

@@ -132,6 +132,7 @@ async def create_query(
 
 
 async def _answer(body: QueryIn, caller: Participant, services: Services) -> QueryOut:
+    services.ledger.check_can_sign()  # a ledger that refuses to sign: 503, nothing spent
     uscc = str(Uscc.parse(body.uscc))
     key = await asyncio.to_thread(services.paillier_keys.resolve, caller, body.key_fingerprint)
     model = await asyncio.to_thread(services.registry.model, body.model_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from creditshare.crypto import SigningKey
 from creditshare.errors import ConfigurationError, InvalidKeyError
 from creditshare.ledger import Ledger, LogSigner, SqlLedgerStorage
 
-__all__ = ["Services", "build_services", "load_log_signer", "utc_now"]
+__all__ = ["Services", "build_services", "check_ledger", "load_log_signer", "utc_now"]
 
 
 def utc_now() -> datetime:
@@ -86,3 +87,15 @@ def build_services(
         training=TrainingJobs(engine, registry, broker, ledger, clock),
         clock=clock,
     )
+
+
+async def check_ledger(services: Services) -> None:
+    """The start-up check, off the event loop (O(n): it reads and hashes every entry):
+    storage must reproduce its latest signed head, and no node may trust a larger
+    head than storage holds (``broker.start`` asked them), which is what a log whose
+    last entries were deleted with their heads looks like. A failure is kept: appends
+    refuse and /readyz says why until the coordinator is restarted."""
+    ledger = services.ledger
+    await asyncio.to_thread(ledger.check_storage)
+    witnesses = {f"data node {n}": size for n, size in services.broker.trusted_sizes().items()}
+    await asyncio.to_thread(ledger.check_witnesses, witnesses)

@@ -261,16 +261,27 @@ class Federation:
             tls = self.layout.coordinator_settings().tls
             for node in self.layout.nodes:
                 self._wait_node(node, deadline, tls[node.chain])
-            assert self.layout.coordinator_config is not None
-            self._spawn(
-                "coordinator",
-                ["coordinator", "serve", "--config", str(self.layout.coordinator_config)],
-            )
-            self._wait_http(self.layout.coordinator_url + "/healthz", "coordinator", deadline)
+            self._start_coordinator(deadline)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_coordinator(self, deadline: float) -> None:
+        assert self.layout.coordinator_config is not None
+        self._spawn(
+            "coordinator",
+            ["coordinator", "serve", "--config", str(self.layout.coordinator_config)],
+        )
+        self._wait_http(self.layout.coordinator_url + "/healthz", "coordinator", deadline)
+
+    def start_coordinator(self) -> None:
+        """Start the coordinator again after ``stop_coordinator`` (same config and
+        database), as an orchestrator restarts it; returns once it answers /healthz."""
+        proc = self._procs.get("coordinator")
+        if proc is not None and proc.poll() is None:
+            raise RuntimeError("the coordinator is still running")
+        self._start_coordinator(time.monotonic() + self._timeout)
 
     def _check_alive(self, name: str) -> None:
         proc = self._procs[name]

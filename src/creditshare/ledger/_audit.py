@@ -2,10 +2,13 @@
 
 ``verify_log`` is the operator's full check (``creditshare ledger verify``): it
 recomputes every leaf hash from the stored record, rebuilds the root for every
-stored head in one pass, and checks every signature. ``verify_subject`` is the
-enterprise's narrower check: only its own records, proved against the latest head.
-Both collect every problem instead of stopping at the first, because an auditor
-wants the whole list, each naming the leaf index or head size concerned.
+stored head in one pass, and checks every signature. ``check_latest_head`` is the
+coordinator's start-up check: the same pass against the latest head only, stopping
+at the first problem (it decides whether the log may be signed on, not what to
+repair). ``verify_subject`` is the enterprise's narrower check: only its own
+records, proved against the latest head. Those two collect every problem instead
+of stopping at the first, because an auditor wants the whole list, each naming
+the leaf index or head size concerned.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from creditshare.errors import CreditShareError, LedgerError
+from creditshare.errors import CreditShareError, InvalidSignatureError, LedgerError
+from creditshare.ledger._errors import integrity_error
 from creditshare.ledger._merkle import Frontier, inclusion_proof, leaf_hash, verify_inclusion
 from creditshare.ledger._storage import LedgerStorage
 from creditshare.ledger._tree_head import SignedTreeHead
 
-__all__ = ["LogReport", "verify_log", "verify_subject"]
+__all__ = ["CheckedLog", "LogReport", "check_latest_head", "verify_log", "verify_subject"]
 
 _BATCH = 1000
 
@@ -133,3 +137,88 @@ def verify_subject(storage: LedgerStorage, log_key: Ed25519PublicKey, subject: s
         except LedgerError as exc:
             problems.append(f"leaf {leaf.index}: not included in head {head.size}: {exc}")
     return LogReport(len(leaves), 1, tuple(problems))
+
+
+@dataclass(frozen=True)
+class CheckedLog:
+    """A stored log that reproduces its latest signed head (``None`` when empty):
+    the frontier and leaf hashes of exactly ``head.size`` leaves, to sign on from."""
+
+    head: SignedTreeHead | None
+    frontier: Frontier
+    hashes: list[bytes]
+
+
+def _read_leaves(storage: LedgerStorage, frontier: Frontier, hashes: list[bytes], end: int) -> None:
+    """Extend ``frontier`` and ``hashes`` with stored leaves up to ``end``, each one's
+    hash recomputed from its data and compared with the stored hash."""
+    for start in range(frontier.size, end, _BATCH):
+        for leaf in storage.leaves(start, min(end, start + _BATCH)):
+            if leaf.index != frontier.size:
+                raise integrity_error(
+                    f"entry {frontier.size} is missing (the latest signed head covers {end})"
+                )
+            if leaf_hash(leaf.data) != leaf.leaf_hash:
+                raise integrity_error(
+                    f"entry {leaf.index}'s stored data does not match its stored hash"
+                )
+            frontier.append(leaf.leaf_hash)
+            hashes.append(leaf.leaf_hash)
+    if frontier.size < end:
+        raise integrity_error(
+            f"entry {frontier.size} is missing (the latest signed head covers {end})"
+        )
+
+
+def check_latest_head(storage: LedgerStorage, log_key: Ed25519PublicKey) -> CheckedLog:
+    """Raise ``LedgerIntegrityError`` unless the stored leaves reproduce the latest signed
+    head: signed by ``log_key``, its root rebuilt from hashes recomputed from the
+    stored data, no leaf beyond it and it beyond no leaf.
+
+    Cost: O(n) in the log's size, every leaf read (in batches of ``_BATCH``) and hashed
+    once; this runs once per process start, off the event loop. (Issue 16 makes
+    proofs O(log n); a start-up check that trusts a stored subtree cache could follow.)
+    Other replicas may append meanwhile: the check then goes on to the newer head
+    over the new leaves only. Reads go size-before-head, so a healthy log (each leaf
+    committed with its head) never looks like one with a leaf beyond its head.
+    """
+    frontier, hashes = Frontier(), list[bytes]()
+    head = storage.latest_head()
+    while True:
+        target = 0 if head is None else head.size
+        size = storage.size()
+        if target > size:
+            raise integrity_error(
+                f"the latest signed head covers {target} entries but the database holds {size}"
+            )
+        if head is not None:
+            try:
+                head.verify(log_key)
+            except InvalidSignatureError as exc:
+                raise integrity_error(
+                    f"the latest signed head (size {target}) does not verify under this "
+                    f"coordinator's log key ({exc})"
+                ) from None
+        _read_leaves(storage, frontier, hashes, target)
+        if head is not None and frontier.root() != head.root:
+            raise integrity_error(
+                f"the {target} stored entries do not reproduce the root of the latest "
+                f"signed head (size {target}): an entry was replaced together with its "
+                "stored hash, or the head was"
+            )
+        size = storage.size()
+        latest = storage.latest_head()
+        latest_size = 0 if latest is None else latest.size
+        if latest_size < target or (latest_size == target and latest != head):
+            raise integrity_error(
+                f"the latest signed head changed from size {target} to {latest_size} "
+                "while it was being checked"
+            )
+        if latest_size == target:
+            if size > target:
+                raise integrity_error(
+                    f"the database holds {size} entries but the latest signed head covers "
+                    f"{target}: entries {target}..{size - 1} are under no signed head"
+                )
+            return CheckedLog(head, frontier, hashes)
+        head = latest  # another replica appended meanwhile: check its leaves too

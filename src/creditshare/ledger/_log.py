@@ -10,6 +10,7 @@ public key alone.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,10 +18,18 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from creditshare.errors import ConfigurationError, InvalidInputError, InvalidProofError, LedgerError
-from creditshare.ledger._errors import EmptyLogError
+from creditshare.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    InvalidProofError,
+    LedgerError,
+    LedgerIntegrityError,
+)
+from creditshare.ledger._audit import check_latest_head
+from creditshare.ledger._errors import EmptyLogError, integrity_error
 from creditshare.ledger._fields import b64, get_b64, get_int, get_list, get_mapping
 from creditshare.ledger._merkle import (
+    EMPTY_ROOT,
     HASH_SIZE,
     Frontier,
     SubtreeMemo,
@@ -35,6 +44,7 @@ from creditshare.ledger._tree_head import LogSigner, SignedTreeHead
 __all__ = ["Ledger", "Receipt"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+log = logging.getLogger("creditshare.ledger")
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,11 @@ class Ledger:
     ``EmptyLogError`` (a ``LedgerError``) rather than return ``None``, so callers
     that need a head cannot forget the case, and the edge can answer "not found".
 
+    It signs only over storage that extends the last head it signed or verified:
+    ``check_storage`` (once, at start: the stored entries reproduce the latest head)
+    and a check inside every append. When one fails it refuses every append with
+    ``LedgerIntegrityError`` until the process restarts; reads still answer.
+
     Timestamps come from ``clock``, which must return timezone-aware datetimes.
     Storage serialises appends, but the clock is read inside the append, so a
     clock that steps back (or two coordinators with skewed clocks) produces a head
@@ -102,13 +117,18 @@ class Ledger:
         self._storage = storage
         self._signer = signer
         self._clock = clock
-        # The right edge of the tree after our last append, and that append's leaf
-        # hash: a cache that makes signing O(log n). It is checked against the hashes
-        # storage hands over (size and last leaf) and rebuilt when another process
-        # appended in between or our last append was rolled back.
+        # The tree of the last head this process signed or verified: its right edge
+        # (so signing the next head is O(new leaves), not O(n)), its root and its last
+        # leaf hash. ``None`` until ``check_storage`` has passed. Every new head is
+        # built by extending this frontier, so it cannot fork from that head; the
+        # hashes storage hands over are checked to agree with it first.
         self._lock = threading.Lock()
-        self._frontier = Frontier()
-        self._frontier_last = b""
+        self._check_lock = threading.Lock()
+        self._frontier: Frontier | None = None
+        self._trusted_root = EMPTY_ROOT
+        self._trusted_last = b""
+        # Why signing is refused, once a check failed; kept until the process restarts.
+        self._failure: str | None = None
         # Leaf hashes seen so far and perfect-subtree hashes over them, for proofs in
         # O(log² n) hashes and no storage round trip (see ``_hashes``).
         self._memo: SubtreeMemo = {}
@@ -128,36 +148,171 @@ class Ledger:
             raise ConfigurationError("the ledger clock must return timezone-aware datetimes")
         return (now - _EPOCH) // timedelta(milliseconds=1)
 
-    def _grow(self, hashes: Sequence[bytes]) -> tuple[bytes, list[bytes]]:
-        """Root of ``hashes`` and the inclusion proof of its last leaf."""
+    @property
+    def failure(self) -> str | None:
+        """Why this ledger refuses to sign (``None`` while it signs)."""
+        return self._failure
+
+    def _fail(self, exc: LedgerIntegrityError) -> str:
+        """Refuse to sign from now until restart; the first reason found is the one kept."""
+        with self._lock:
+            first = self._failure is None
+            if first:
+                self._failure = str(exc)
+            reason = self._failure
+        if first:
+            log.error("ledger integrity check failed; refusing to sign: %s", reason)
+        assert reason is not None
+        return reason
+
+    def check_storage(self) -> str | None:
+        """The start-up check: ``None`` when storage reproduces its latest signed head,
+        else the reason, after which every append raises ``LedgerIntegrityError``.
+
+        O(n): every stored leaf is read and hashed once (``check_latest_head``), so
+        call it once, off the event loop, when the service starts; ``append`` runs it
+        itself if nobody did. Its leaf hashes also seed the proof cache.
+        """
+        with self._check_lock:
+            if self._failure is not None or self._frontier is not None:
+                return self._failure
+            try:
+                checked = check_latest_head(self._storage, self.public_key)
+                size = len(checked.hashes)
+                # What storage will hand ``build_head`` must be what was just checked.
+                if self._storage.leaf_hashes(size) != checked.hashes:
+                    raise integrity_error("the stored leaf hashes changed during the check")
+            except LedgerIntegrityError as exc:
+                return self._fail(exc)
+            with self._lock:
+                self._frontier = checked.frontier
+                self._trusted_root = checked.frontier.root()
+                self._trusted_last = checked.hashes[-1] if size else b""
+            self._adopt(checked.hashes, size)
+            log.info("ledger checked: %d entries reproduce the latest signed head", size)
+            return None
+
+    def check_witnesses(self, trusted_sizes: Mapping[str, int]) -> str | None:
+        """Fail unless storage holds at least the largest head a witness trusts.
+
+        Witnesses (data nodes) keep the largest head of this log they accepted. A log
+        whose last entries were deleted together with their heads still reproduces its
+        (now smaller) latest head, so ``check_storage`` cannot see it; a witness that
+        trusts a larger head can. Returns the failure, if any (``None`` when signing).
+        """
+        if self._failure is None and trusted_sizes:
+            witness, size = max(trusted_sizes.items(), key=lambda item: item[1])
+            stored = self._storage.size()
+            if size > stored:
+                return self._fail(
+                    integrity_error(
+                        f"{witness} trusts a signed head of size {size} but the database "
+                        f"holds {stored} entries: signed entries were deleted"
+                    )
+                )
+        return self._failure
+
+    def check_can_sign(self) -> None:
+        """Raise ``LedgerIntegrityError`` if a check failed: O(1), for callers that must
+        refuse before they spend or write anything an append would follow."""
+        reason = self._failure
+        if reason is not None:
+            raise LedgerIntegrityError(reason)
+
+    def check_health(self) -> None:
+        """For readiness probes: ``check_can_sign``, then one read that the database still
+        holds the head this process last signed or verified (a database replaced
+        underneath fails here, and signing stops, before any append meets it)."""
+        self.check_can_sign()
+        with self._lock:
+            frontier, trusted_root = self._frontier, self._trusted_root
+        if frontier is None or frontier.size == 0:
+            return
+        stored = self._storage.head(frontier.size)
+        if stored is None or stored.root != trusted_root:
+            what = "has no signed head" if stored is None else "holds another signed head"
+            reason = self._fail(
+                integrity_error(
+                    f"the database {what} of size {frontier.size}, the last one this "
+                    "coordinator signed or verified: it was changed or replaced underneath"
+                )
+            )
+            raise LedgerIntegrityError(reason)
+
+    def _extend(self, hashes: Sequence[bytes]) -> tuple[Frontier, list[bytes]]:
+        """The tree over ``hashes`` grown from the trusted one, and its last leaf's proof.
+
+        Refuses unless ``hashes`` extend the trusted tree: at least as many leaves, the
+        same hash at its last index (storage hands over a list whose prefix it never
+        rewrites; ``SqlLedgerStorage`` raises if the database no longer agrees with
+        it). Leaves another replica appended since are added in O(new).
+        """
         old = len(hashes) - 1
         with self._lock:
-            frontier = self._frontier
-            if frontier.size != old or (old and hashes[old - 1] != self._frontier_last):
-                frontier = Frontier()
-                for h in hashes[:old]:
-                    frontier.append(h)
-            self._frontier = Frontier()  # if anything below fails, rebuild next time
-            proof = frontier.append(hashes[old])
-            self._frontier, self._frontier_last = frontier, hashes[old]
-            return frontier.root(), proof
+            if self._failure is not None:
+                raise LedgerIntegrityError(self._failure)
+            base, last = self._frontier, self._trusted_last
+        if base is None:
+            raise LedgerError("the ledger signs nothing before its storage is checked")
+        trusted = base.size
+        if old < trusted:
+            self._fail(
+                integrity_error(
+                    f"the database holds {old} entries, fewer than the {trusted} under the "
+                    "last head this coordinator signed or verified"
+                )
+            )
+        elif trusted and hashes[trusted - 1] != last:
+            self._fail(
+                integrity_error(
+                    f"entry {trusted - 1}'s hash is not the one under the last head this "
+                    f"coordinator signed or verified (size {trusted})"
+                )
+            )
+        self.check_can_sign()
+        frontier = base.copy()
+        for i in range(trusted, old):
+            frontier.append(hashes[i])
+        return frontier, frontier.append(hashes[old])
+
+    def _advance(self, frontier: Frontier, last: bytes) -> None:
+        """Trust a committed head; never move back (a concurrent append may be ahead)."""
+        with self._lock:
+            if self._frontier is None or frontier.size > self._frontier.size:
+                self._frontier = frontier
+                self._trusted_root = frontier.root()
+                self._trusted_last = last
 
     def append(self, data: bytes, subject: str) -> Receipt:
-        """Append one record and return its receipt against the head signed for it."""
-        proofs: list[list[bytes]] = []
+        """Append one record and return its receipt against the head signed for it.
+
+        ``LedgerIntegrityError`` (nothing stored) when storage does not extend the
+        last head this process signed or verified; appends then keep refusing.
+        """
+        self.check_can_sign()
+        if self._frontier is None:
+            reason = self.check_storage()
+            if reason is not None:
+                raise LedgerIntegrityError(reason)
+        built: list[tuple[Frontier, list[bytes], bytes]] = []
         seen: list[tuple[Sequence[bytes], int]] = []
 
         def build_head(size: int, hashes: Sequence[bytes]) -> SignedTreeHead:
             timestamp_ms = self._now_ms()
-            new_root, proof = self._grow(hashes)
-            proofs.append(proof)
+            frontier, proof = self._extend(hashes)
+            built.append((frontier, proof, hashes[size - 1]))
             seen.append((hashes, size))
-            return self._signer.sign_head(size, new_root, timestamp_ms)
+            return self._signer.sign_head(size, frontier.root(), timestamp_ms)
 
-        index, head = self._storage.append(data, subject, build_head)
-        if seen:  # committed now: the hashes the head was built over are final
-            self._adopt(*seen[-1])
-        return Receipt(index, data, compute_leaf_hash(data), head, tuple(proofs[-1]))
+        try:
+            index, head = self._storage.append(data, subject, build_head)
+        except LedgerIntegrityError as exc:
+            self._fail(exc)
+            raise
+        frontier, proof, last = built[-1]  # committed now: these hashes are final
+        self._advance(frontier, last)
+        self._adopt(*seen[-1])
+        return Receipt(index, data, compute_leaf_hash(data), head, tuple(proof))
 
     def size(self) -> int:
         return self._storage.size()
@@ -188,8 +343,8 @@ class Ledger:
         Leaves never change once written, so hashes this process has seen (its own
         appends, earlier reads) are served from memory, without a copy; only sizes
         beyond them go to storage, which notices a database that was replaced
-        underneath (then the memo is dropped). A running coordinator trusts its
-        database to be append-only; ``creditshare ledger verify`` audits it from scratch.
+        underneath (``LedgerIntegrityError``: signing stops too). A running coordinator
+        trusts rows it has read not to change; ``creditshare ledger verify`` audits them.
         """
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidInputError(f"tree size {size!r} must be a non-negative integer")
@@ -202,6 +357,9 @@ class Ledger:
             raise InvalidInputError(
                 f"tree size {size} is outside 0..{self._storage.size()}"
             ) from None
+        except LedgerIntegrityError as exc:
+            self._fail(exc)
+            raise
         self._adopt(hashes, size)
         with self._lock:
             if size <= len(self._known):

@@ -82,6 +82,12 @@ class Frontier:
         self._size += 1
         return proof
 
+    def copy(self) -> Frontier:
+        """An independent frontier at the same size: O(log n), to extend tentatively."""
+        clone = Frontier()
+        clone._size, clone._nodes = self._size, list(self._nodes)
+        return clone
+
     def root(self) -> bytes:
         """MTH of the leaves appended so far (``EMPTY_ROOT`` for none)."""
         if not self._nodes:

@@ -28,7 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
-from creditshare.errors import ConfigurationError, InvalidInputError, LedgerError, NotFoundError
+from creditshare.errors import ConfigurationError, InvalidInputError, NotFoundError
+from creditshare.ledger._errors import integrity_error
 from creditshare.ledger._merkle import leaf_hash
 from creditshare.ledger._storage import (
     BuildHead,
@@ -107,7 +108,7 @@ class SqlLedgerStorage:
     Its two tables belong to the coordinator's schema (``creditshare.migrations``). Keeps one
     in-process cache, the leaf hashes already committed; on every use it is checked
     against the database (the row at the cached size - 1 must still hold the cached
-    hash, else the cache is dropped) and extended with rows other processes
+    hash, else ``LedgerIntegrityError``) and extended with rows other processes
     appended, so it cannot go stale unnoticed. Rows below the
     cached size are immutable by contract; tampering with them is what
     ``verify_log`` detects, reading the rows themselves.
@@ -156,19 +157,32 @@ class SqlLedgerStorage:
         conn.commit()
 
     def _sync(self, conn: Connection) -> None:
-        """Validate the leaf-hash cache and extend it with rows committed since."""
+        """Validate the leaf-hash cache and extend it with rows committed since.
+
+        A cache the database no longer agrees with (the row at its last index gone
+        or changed) is not silently rebuilt: the hashes it handed out may already be
+        signed over, and rebuilding from whatever the database holds now is how a log
+        forks. It raises ``LedgerIntegrityError``, and keeps raising (the cache stays),
+        until the process restarts and checks the database afresh.
+        """
         n = len(self._hashes)
         if n:
             last = conn.execute(select(_LEAF.c.leaf_hash).where(_LEAF.c.idx == n - 1)).scalar()
             if last is None or bytes(last) != self._hashes[-1]:
-                self._hashes.clear()  # the database was replaced or reset: start over
-                n = 0
+                what = "is gone from" if last is None else "has another hash in"
+                raise integrity_error(
+                    f"entry {n - 1}, already read by this process, {what} the database: "
+                    "the ledger was changed or replaced underneath the running coordinator"
+                )
         rows = conn.execute(
             select(_LEAF.c.idx, _LEAF.c.leaf_hash).where(_LEAF.c.idx >= n).order_by(_LEAF.c.idx)
         )
         for idx, stored in rows:
             if idx != len(self._hashes):
-                raise LedgerError(f"ledger_leaf has no row for index {len(self._hashes)}")
+                raise integrity_error(
+                    f"entry {len(self._hashes)} is missing "
+                    f"(ledger_leaf has no row for index {len(self._hashes)})"
+                )
             self._hashes.append(bytes(stored))
 
     def append(

@@ -1,0 +1,298 @@
+"""The ledger signs only over storage that extends its last signed head.
+
+At start the stored leaves must reproduce the latest signed head; before each
+signing the hashes must extend the last head this process signed or verified.
+Every tamper case is tried on SQLite and PostgreSQL (``database_url``): the
+ledger then refuses to sign, says what mismatched, writes nothing, and keeps
+refusing; ``verify_log`` (``creditshare ledger verify``) names the problem too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import overload
+
+import pytest
+from sqlalchemy import Engine, text
+
+from creditshare.errors import LedgerIntegrityError
+from creditshare.ledger import (
+    Ledger,
+    LogSigner,
+    MemoryLedgerStorage,
+    SignedTreeHead,
+    SqlLedgerStorage,
+    StoredLeaf,
+    leaf_hash,
+    verify_log,
+)
+from creditshare.ledger._storage import BuildHead
+
+from .._databases import migrated_engine
+
+T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
+SUBJECT = "91350100M000100Y43"
+HINT = "creditshare ledger verify --config FILE"
+
+
+def clock() -> datetime:
+    return T0
+
+
+@pytest.fixture(scope="module")
+def signer() -> LogSigner:
+    return LogSigner.from_private_bytes(bytes(range(32)))
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = migrated_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def fill(ledger: Ledger, count: int, prefix: str = "query") -> None:
+    for i in range(count):
+        ledger.append(f"{prefix} {i}".encode(), SUBJECT)
+
+
+def run(engine: Engine, sql: str, **params: object) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(sql), params)
+
+
+def restarted(engine: Engine, signer: LogSigner) -> Ledger:
+    """A new process over the same database: nothing in memory."""
+    return Ledger(SqlLedgerStorage(engine), signer, clock)
+
+
+def test_an_intact_log_is_checked_and_signed_on(engine: Engine, signer: LogSigner) -> None:
+    fill(restarted(engine, signer), 10)
+    ledger = restarted(engine, signer)
+    assert ledger.check_storage() is None and ledger.failure is None
+    ledger.check_health()
+    receipt = ledger.append(b"next", SUBJECT)
+    assert receipt.index == 10
+    receipt.verify(signer.public_key)
+    assert verify_log(ledger.storage, signer.public_key).ok
+    assert restarted(engine, signer).check_storage() is None
+
+
+def test_an_empty_log_is_checked(engine: Engine, signer: LogSigner) -> None:
+    ledger = restarted(engine, signer)
+    assert ledger.check_storage() is None
+    assert ledger.append(b"first", SUBJECT).index == 0
+
+
+TAMPERING = {
+    "a leaf's data changed": (
+        ["UPDATE ledger_leaf SET data = :v WHERE idx = 3"],
+        "entry 3's stored data does not match its stored hash",
+        "leaf 3: stored hash does not match the stored data",
+    ),
+    "a leaf and its stored hash replaced": (
+        ["UPDATE ledger_leaf SET data = :v, leaf_hash = :h WHERE idx = 3"],
+        "the 10 stored entries do not reproduce the root of the latest signed head (size 10)",
+        "head 10: root does not match the stored leaves",
+    ),
+    "the last leaf deleted": (
+        ["DELETE FROM ledger_leaf WHERE idx = 9"],
+        "the latest signed head covers 10 entries but the database holds 9",
+        "head 10: covers more leaves than the log holds (9)",
+    ),
+    "the last head deleted": (
+        ["DELETE FROM ledger_head WHERE size = 10"],
+        "the database holds 10 entries but the latest signed head covers 9: "
+        "entries 9..9 are under no signed head",
+        "leaves 9..9 are not covered by any signed head",
+    ),
+    "a middle leaf deleted": (
+        ["DELETE FROM ledger_leaf WHERE idx = 4"],
+        "entry 4 is missing (the latest signed head covers 10)",
+        "leaves 4..4 are missing",
+    ),
+    "every head deleted": (
+        ["DELETE FROM ledger_head"],
+        "the database holds 10 entries but the latest signed head covers 0",
+        "leaves 0..9 are not covered by any signed head",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERING))
+def test_a_restart_on_a_tampered_log_refuses_to_sign(
+    engine: Engine, signer: LogSigner, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fill(restarted(engine, signer), 10)
+    statements, reason, problem = TAMPERING[case]
+    for sql in statements:
+        run(engine, sql, v=b"forged", h=leaf_hash(b"forged"))
+    storage = SqlLedgerStorage(engine)
+    leaves, heads = storage.leaves(0, 100), storage.heads()
+
+    ledger = restarted(engine, signer)
+    with caplog.at_level(logging.ERROR, logger="creditshare.ledger"):
+        failure = ledger.check_storage()
+    assert failure is not None and reason in failure and HINT in failure
+    assert failure == ledger.failure
+    assert any(reason in record.getMessage() for record in caplog.records)
+    for _ in range(2):  # and keeps refusing: appends, the pre-check, the probe
+        with pytest.raises(LedgerIntegrityError, match=re.escape(reason)):
+            ledger.append(b"fork", SUBJECT)
+        with pytest.raises(LedgerIntegrityError):
+            ledger.check_can_sign()
+        with pytest.raises(LedgerIntegrityError):
+            ledger.check_health()
+    assert storage.leaves(0, 100) == leaves and storage.heads() == heads  # nothing written
+    # An append without the start-up check runs it first, and refuses the same way.
+    with pytest.raises(LedgerIntegrityError, match=re.escape(reason)):
+        restarted(engine, signer).append(b"fork", SUBJECT)
+    assert storage.leaves(0, 100) == leaves and storage.heads() == heads
+    assert problem in verify_log(storage, signer.public_key).problems
+
+
+def test_a_log_cut_short_with_its_heads_is_caught_by_a_witness(
+    engine: Engine, signer: LogSigner
+) -> None:
+    """Deleting the last entries *and* their heads leaves a consistent shorter log; only
+    a witness that accepted a larger head (a data node) can tell."""
+    fill(restarted(engine, signer), 10)
+    run(engine, "DELETE FROM ledger_leaf WHERE idx = 9")
+    run(engine, "DELETE FROM ledger_head WHERE size = 10")
+    honest = restarted(engine, signer)
+    assert honest.check_storage() is None
+    assert honest.check_witnesses({"data node a": 9, "data node b": 3}) is None
+    assert honest.check_witnesses({}) is None
+
+    ledger = restarted(engine, signer)
+    assert ledger.check_storage() is None
+    failure = ledger.check_witnesses({"data node a": 9, "data node b": 10})
+    assert failure is not None and HINT in failure
+    assert "data node b trusts a signed head of size 10 but the database holds 9 entries" in (
+        failure
+    )
+    with pytest.raises(LedgerIntegrityError, match="data node b trusts"):
+        ledger.append(b"fork", SUBJECT)
+    assert ledger.storage.size() == 9
+
+
+def test_heads_signed_with_another_key_are_not_signed_on(engine: Engine, signer: LogSigner) -> None:
+    fill(restarted(engine, signer), 3)
+    other = LogSigner.generate()
+    failure = Ledger(SqlLedgerStorage(engine), other, clock).check_storage()
+    assert failure is not None
+    assert "the latest signed head (size 3) does not verify under this coordinator's log key" in (
+        failure
+    )
+
+
+def test_a_replica_appending_meanwhile_is_extended_in_o_new(
+    engine: Engine, signer: LogSigner
+) -> None:
+    """Another process appended since: the next head grows the trusted tree by the new
+    hashes only (no index below the last trusted one is read), and still verifies."""
+    ours, theirs = restarted(engine, signer), restarted(engine, signer)
+    fill(ours, 50)
+    fill(theirs, 3, "replica")
+    read: set[int] = set()
+
+    class Recording(Sequence[bytes]):
+        def __init__(self, items: Sequence[bytes]) -> None:
+            self._items = items
+
+        def __len__(self) -> int:
+            return len(self._items)
+
+        @overload
+        def __getitem__(self, index: int) -> bytes: ...
+        @overload
+        def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+        def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+            if isinstance(index, slice):
+                read.update(range(*index.indices(len(self._items))))
+            else:
+                read.add(index % len(self._items))
+            return self._items[index]
+
+    storage = ours.storage
+    real_append = storage.append
+
+    def recording_append(data: bytes, subject: str, build: BuildHead) -> tuple[int, SignedTreeHead]:
+        return real_append(data, subject, lambda size, hashes: build(size, Recording(hashes)))
+
+    storage.append = recording_append  # type: ignore[method-assign,assignment]
+    receipt = ours.append(b"after the replica", SUBJECT)
+    assert receipt.index == 53 and read and min(read) >= 49
+    receipt.verify(signer.public_key)
+    assert verify_log(SqlLedgerStorage(engine), signer.public_key).ok
+
+
+def test_a_running_ledger_whose_database_loses_its_head_stops_signing(
+    engine: Engine, signer: LogSigner
+) -> None:
+    ledger = restarted(engine, signer)
+    fill(ledger, 5)
+    ledger.check_health()
+    run(engine, "DELETE FROM ledger_head WHERE size = 5")
+    with pytest.raises(LedgerIntegrityError, match="has no signed head of size 5"):
+        ledger.check_health()
+    run(engine, "DELETE FROM ledger_leaf WHERE idx = 4")  # now a consistent shorter log
+    with pytest.raises(LedgerIntegrityError, match="has no signed head of size 5"):
+        ledger.append(b"fork", SUBJECT)
+    assert ledger.storage.size() == 4
+
+
+def test_a_running_ledger_whose_database_is_replaced_refuses_to_sign(
+    engine: Engine, signer: LogSigner
+) -> None:
+    ledger = restarted(engine, signer)
+    fill(ledger, 5)
+    run(engine, "DELETE FROM ledger_leaf")
+    run(engine, "DELETE FROM ledger_head")
+    fill(restarted(engine, signer), 7, "other")
+    with pytest.raises(LedgerIntegrityError, match="entry 4, already read by this process"):
+        ledger.append(b"fork", SUBJECT)
+    assert ledger.storage.size() == 7
+    with pytest.raises(LedgerIntegrityError):
+        ledger.check_health()
+
+
+# --- memory storage: the ledger's own check, whatever the backend ---
+
+
+def test_memory_storage_that_stops_extending_the_head_is_refused(signer: LogSigner) -> None:
+    storage = MemoryLedgerStorage()
+    ledger = Ledger(storage, signer, clock)
+    fill(ledger, 5)
+    # Storage rewrites leaf 4 under the ledger (a backend breaking its contract).
+    forged = StoredLeaf(4, b"forged", leaf_hash(b"forged"), SUBJECT)
+    storage._leaves[4], storage._hashes[4] = forged, forged.leaf_hash
+    with pytest.raises(LedgerIntegrityError, match="entry 4's hash is not the one under the last"):
+        ledger.append(b"fork", SUBJECT)
+    assert storage.size() == 5 and storage.latest_head() == storage.head(5)
+
+
+def test_memory_storage_that_shrinks_is_refused(signer: LogSigner) -> None:
+    storage = MemoryLedgerStorage()
+    ledger = Ledger(storage, signer, clock)
+    fill(ledger, 5)
+    del storage._leaves[3:], storage._hashes[3:]
+    with pytest.raises(LedgerIntegrityError, match="holds 3 entries, fewer than the 5"):
+        ledger.append(b"fork", SUBJECT)
+    assert storage.size() == 3
+
+
+def test_memory_storage_tampered_before_start_is_refused(signer: LogSigner) -> None:
+    storage = MemoryLedgerStorage()
+    fill(Ledger(storage, signer, clock), 4)
+    storage._leaves[1] = replace(storage._leaves[1], data=b"forged")
+    ledger = Ledger(storage, signer, clock)
+    failure = ledger.check_storage()
+    assert failure is not None and "entry 1's stored data does not match" in failure
+    with pytest.raises(LedgerIntegrityError):
+        ledger.append(b"fork", SUBJECT)
+    assert storage.size() == 4
