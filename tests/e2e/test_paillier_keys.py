@@ -42,11 +42,11 @@ def _modulus() -> int:
 
 #: Moduli that are not Paillier keys, each with what the refusal must mention.
 BAD_KEYS: dict[str, tuple[Callable[[], int], str]] = {
-    "1024 bits": (lambda: _prime(512) * _prime(512), "1024 bits"),
+    "1024 bits": (lambda: _prime(512) * _prime(512), "at least 2048"),
     "4104 bits": (lambda: _prime(2052) * _prime(2052), "at most 4096"),
     "even": (lambda: 2 * _prime(2047), "factor"),
     "perfect square": (lambda: _prime(1025) ** 2, "power"),
-    "perfect cube": (lambda: _prime(683) ** 3, "power"),
+    "perfect cube": (lambda: _prime(684) ** 3, "power"),  # 2050 to 2052 bits
     "prime": (lambda: _prime(2048), "prime"),
     "factor 65537": (lambda: 65537 * _prime(2040), "factor"),
 }
