@@ -53,9 +53,11 @@ def create_app(
             await services.broker.start()
         finally:
             request_id_var.reset(token)
+        services.training.start()  # fails jobs that stopped making progress
         try:
             yield
         finally:
+            await services.training.stop()
             await services.broker.close()
 
     app = FastAPI(

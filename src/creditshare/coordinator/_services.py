@@ -118,6 +118,8 @@ def build_services(
             86_400.0,
             "queries about this enterprise",
         ),
-        training=TrainingJobs(engine, registry, broker, ledger, clock),
+        training=TrainingJobs(
+            engine, registry, broker, ledger, clock, idle_seconds=settings.training_job_idle_seconds
+        ),
         clock=clock,
     )
