@@ -88,11 +88,15 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
     script.write_text(
         textwrap.dedent(
             """
-            import sys, time
+            import time
             from creditshare.crypto import PooledEncryptor, PrivateKey
-            pool = PooledEncryptor(PrivateKey.generate(2048).public_key, workers=2, buffer=256)
-            print(" ".join(str(p.pid) for p in pool._workers), flush=True)
-            time.sleep(600)
+            if __name__ == "__main__":  # spawned workers import this file too
+                key = PrivateKey.generate(2048).public_key
+                pool = PooledEncryptor(key, workers=2, buffer=256)
+                time.sleep(2)  # the workers are up and filling the queue
+                assert all(p.is_alive() for p in pool._workers)
+                print(" ".join(str(p.pid) for p in pool._workers), flush=True)
+                time.sleep(600)
             """
         )
     )
