@@ -453,8 +453,16 @@ def test_bad_training_inputs_are_refused_and_nothing_is_written(
         _job_body(bureau, "named-twice", nodes=["yrd-tax", "yrd-tax", "yrd-market"]),
     )
     assert twice["nodes"] == ["yrd-tax", "yrd-market"]
-    for made in (job, twice):
-        assert bureau.post(f"/v1/training-jobs/{made['id']}/cancel")["status"] == "cancelled"
+    # A bank may not cancel a bureau's job; an operator may, and so may the bureau.
+    with pytest.raises(ProblemError) as caught:
+        trust.bank.post(f"/v1/training-jobs/{twice['id']}/cancel")
+    assert caught.value.status == 403
+    assert bureau.training_job(twice["id"])["status"] == "aligning"
+    by_operator = trust.operator.post(
+        f"/v1/training-jobs/{twice['id']}/cancel", {"reason": "maintenance"}
+    )
+    assert by_operator["status"] == "cancelled" and by_operator["error"] == "maintenance"
+    assert bureau.post(f"{path}/cancel")["status"] == "cancelled"
     with pytest.raises(ProblemError) as caught:  # a cancelled job cannot be driven
         bureau.post(f"{path}/progress", {"epoch": 0, "batch": 2, "batches": 2})
     assert caught.value.status == 409 and "cancelled" in caught.value.detail
