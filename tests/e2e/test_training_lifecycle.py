@@ -40,7 +40,7 @@ DEPARTMENTS = ("tax", "market")
 NODES = [f"yrd-{d}" for d in DEPARTMENTS]
 #: Short, so an abandoned job fails within the test; long enough for a busy machine
 #: never to see a live bureau as idle (its calls are seconds apart at most).
-COORDINATOR_IDLE_SECONDS = 20
+COORDINATOR_IDLE_SECONDS = 30
 TIMEOUT = 300.0
 
 
