@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
 
 from creditshare.client import CreditShareClient, train_model
 from creditshare.crypto import PrivateKey
@@ -34,6 +36,7 @@ from creditshare.federated import TrainingConfig
 from creditshare.identity import Chain
 from creditshare.synth import generate
 
+from .._databases import POSTGRES_ENV, fresh_postgres_database
 from .conftest import Trust
 
 DEPARTMENTS = ("tax", "market")
@@ -45,22 +48,36 @@ TIMEOUT = 300.0
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+def coordinator_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """PostgreSQL, as production runs it, when the test server is there; else SQLite."""
+    if os.environ.get(POSTGRES_ENV):
+        with fresh_postgres_database() as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path_factory.mktemp('coordinator-db') / 'coordinator.db'}"
+
+
+@pytest.fixture(scope="module")
+def federation(
+    tmp_path_factory: pytest.TempPathFactory, coordinator_database: str
+) -> Iterator[Federation]:
     root = tmp_path_factory.mktemp("training-lifecycle")
     generate(700, 5, root / "data")
+    # Nodes keep the default hour: when jobs vanish from them here, the coordinator
+    # told them to drop the job.
     layout = FederationLayout.write(
-        root / "fed", root / "data", chains=[Chain.YRD], departments=DEPARTMENTS
+        root / "fed",
+        root / "data",
+        chains=[Chain.YRD],
+        departments=DEPARTMENTS,
+        coordinator_overrides={
+            "database_url": coordinator_database,
+            "training_job_idle_seconds": COORDINATOR_IDLE_SECONDS,
+        },
     )
     layout.import_data()
-    with pytest.MonkeyPatch.context() as env:
-        # Nodes keep the default hour: when jobs vanish from them here, the coordinator
-        # told them to drop the job.
-        env.setenv(
-            "CREDITSHARE_COORDINATOR_TRAINING_JOB_IDLE_SECONDS", str(COORDINATOR_IDLE_SECONDS)
-        )
-        with Federation(layout) as running:
-            env.delenv("CREDITSHARE_COORDINATOR_TRAINING_JOB_IDLE_SECONDS")
-            yield running
+    with Federation(layout) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -145,25 +162,34 @@ def _wait(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> 
 # -- the coordinator's record ---------------------------------------------------------
 
 
-def _coordinator_db(federation: Federation) -> str:
-    url = federation.layout.coordinator_settings().database_url
-    return url.removeprefix("sqlite:///")
+def _coordinator(federation: Federation) -> Engine:
+    return create_engine(federation.layout.coordinator_settings().database_url)
 
 
 def _jobs(federation: Federation, model_id: str) -> list[tuple[str, str, str]]:
     """(id, status, error) of every job for ``model_id``, read from the coordinator's DB."""
-    with sqlite3.connect(_coordinator_db(federation)) as conn:
-        return list(
-            conn.execute(
-                "SELECT id, status, error FROM training_job WHERE model_id = ? ORDER BY created_at",
-                (model_id,),
+    engine = _coordinator(federation)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT id, status, error FROM training_job WHERE model_id = :m "
+                    "ORDER BY created_at"
+                ),
+                {"m": model_id},
             )
-        )
+            return [(r[0], r[1], r[2]) for r in rows]
+    finally:
+        engine.dispose()
 
 
 def _job_count(federation: Federation) -> int:
-    with sqlite3.connect(_coordinator_db(federation)) as conn:
-        return int(conn.execute("SELECT count(*) FROM training_job").fetchone()[0])
+    engine = _coordinator(federation)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM training_job")).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def _node_db(federation: Federation, node_id: str) -> str:
