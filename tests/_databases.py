@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
 from creditshare import migrations
+from creditshare._database import open_engine
 
 POSTGRES_ENV = "CREDITSHARE_TEST_POSTGRES_URL"
 
@@ -49,7 +50,6 @@ def fresh_postgres_database() -> Iterator[str]:
 
 def migrated_engine(url: str, service: migrations.Service = "coordinator") -> Engine:
     """An engine on ``url`` with ``service``'s schema at the newest revision."""
-    connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
-    engine = create_engine(url, connect_args=connect_args)
+    engine = open_engine(url)
     migrations.upgrade(engine, service)
     return engine

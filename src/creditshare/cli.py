@@ -36,6 +36,9 @@ pki_app = typer.Typer(no_args_is_help=True, help="Chain CAs and mTLS certificate
 enterprise_app = typer.Typer(no_args_is_help=True, help="An enterprise's keys and consents.")
 bureau_app = typer.Typer(no_args_is_help=True, help="A credit bureau's federated training.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schemas (Alembic migrations).")
+keys_app = typer.Typer(
+    no_args_is_help=True, help="A bank's or bureau's Paillier keys registered at the coordinator."
+)
 app.add_typer(node_app, name="node")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(admin_app, name="admin")
@@ -44,6 +47,7 @@ app.add_typer(pki_app, name="pki")
 app.add_typer(enterprise_app, name="enterprise")
 app.add_typer(bureau_app, name="bureau")
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 
@@ -213,9 +217,8 @@ UrlOption = Annotated[
 
 def _database_engine(service: str, config: Path | None, url: str | None) -> Any:
     """An engine on the service's database, without touching its schema."""
-    from sqlalchemy import create_engine
-
     from creditshare import migrations
+    from creditshare._database import open_engine
 
     if service not in migrations.SERVICES:
         raise typer.BadParameter(
@@ -232,7 +235,7 @@ def _database_engine(service: str, config: Path | None, url: str | None) -> Any:
             from creditshare.node import NodeSettings
 
             url = load_settings(NodeSettings, config).database_url
-    return create_engine(url)
+    return open_engine(url)
 
 
 @db_app.command("upgrade")
@@ -665,6 +668,50 @@ def demo(
             console.rule("[green]all queries verified" if result.verified else "[red]FAILED")
     if verify and not result.verified:
         raise typer.Exit(code=1)
+
+
+@keys_app.command("register")
+def keys_register(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    key_file: KeyFileOption = None,
+) -> None:
+    """Register the local key's public half (checked once there); prints its fingerprint."""
+    from creditshare.client import CreditShareClient, load_or_create_key
+
+    key = load_or_create_key(key_file)
+    with CreditShareClient(coordinator, api_key=api_key, private_key=key) as client:
+        registered = client.register_paillier_key()
+    console.print(f"registered {registered['bits']}-bit Paillier key:")
+    print(registered["fingerprint"])
+
+
+@keys_app.command("list")
+def keys_list(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+) -> None:
+    """Every key registered to this participant, retired ones included."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        for key in client.paillier_keys():
+            state = "active" if key["active"] else f"retired {key['retired_at']}"
+            console.print(f"{key['fingerprint']}  {key['bits']} bits  {state}")
+
+
+@keys_app.command("retire")
+def keys_retire(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    fingerprint: Annotated[str, typer.Option(help="the key's fingerprint (keys list)")],
+) -> None:
+    """No new query or training job may use the key (rotate: register the new one first)."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        client.retire_paillier_key(fingerprint)
+    console.print(f"Paillier key {fingerprint} retired")
 
 
 def main() -> None:

@@ -51,6 +51,7 @@ class Trust:
         self.bank_id = bank_id
         self.bank_api_key: str = issued["api_key"]
         self.bank = CreditShareClient(self.url, api_key=self.bank_api_key, private_key=bank_key)
+        self.bank.register_paillier_key()
         self._enterprises: dict[str, tuple[CreditShareClient, SigningKey, str]] = {}
         #: API keys of other participants a test registered (participant id → key).
         self.api_keys: dict[str, str] = {}

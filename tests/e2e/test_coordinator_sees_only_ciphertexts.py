@@ -87,7 +87,7 @@ def test_coordinator_holds_only_ciphertexts(
                 "model_id": "sme-scorecard-v1",
                 "purpose": "pre_loan_review",
                 "consent_id": consent,
-                "public_key": key.to_text(),
+                "key_fingerprint": key.fingerprint(),
             },
         )
     assert response.status_code == 200

@@ -55,7 +55,7 @@ def test_no_node_answering_is_503_naming_each(
             "model_id": "sme-scorecard-v1",
             "purpose": "pre_loan_review",
             "consent_id": consent,
-            "public_key": bank_key.public_key.to_text(),
+            "key_fingerprint": small_trust.bank.ensure_paillier_key(),
         },
         headers={"Authorization": f"Bearer {small_trust.bank_api_key}"},
         timeout=30,

@@ -73,7 +73,7 @@ def _query_body(uscc: str, consent: str, key: PrivateKey) -> dict[str, str]:
         "model_id": "sme-scorecard-v1",
         "purpose": "pre_loan_review",
         "consent_id": consent,
-        "public_key": key.public_key.to_text(),
+        "key_fingerprint": key.public_key.fingerprint(),
     }
 
 

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from phe import paillier
 
 from creditshare.client import CreditProfile, CreditShareClient
 from creditshare.coordinator import create_app
@@ -119,7 +118,7 @@ def _body(key: PrivateKey, **overrides: object) -> dict[str, object]:
         "model_id": "sme-scorecard-v1",
         "purpose": "pre_loan_review",
         "consent_id": "0" * 32,
-        "public_key": key.public_key.to_text(),
+        "key_fingerprint": key.public_key.fingerprint(),
         **overrides,
     }
 
@@ -145,22 +144,6 @@ def test_short_uscc_is_422_with_length(trust: Trust, bank_key: PrivateKey) -> No
     assert "18 characters" in response.json()["detail"]
 
 
-def test_1024_bit_key_is_422(trust: Trust, bank_key: PrivateKey) -> None:
-    small, _ = paillier.generate_paillier_keypair(n_length=1024)
-    n = int(small.n)
-    import base64
-
-    text = base64.b64encode(n.to_bytes(128, "big")).decode()
-    response = _post(
-        trust,
-        _body(bank_key, public_key=text),
-    )
-    assert response.status_code == 422
-    problem = response.json()
-    assert problem["bits"] == 1024 and problem["minimum_bits"] == 2048
-    assert "1024 bits" in problem["detail"]
-
-
 def test_unknown_model_is_404(trust: Trust, bank_key: PrivateKey) -> None:
     response = _post(trust, _body(bank_key, model_id="no-such-model"))
     assert response.status_code == 404
@@ -171,7 +154,7 @@ def test_unknown_model_is_404(trust: Trust, bank_key: PrivateKey) -> None:
     ("overrides", "fragment"),
     [
         ({"chains": ["moon"]}, "chains"),
-        ({"public_key": "not base64!"}, "base64"),
+        ({"key_fingerprint": "not hex"}, "key_fingerprint"),
         ({"extra": 1}, "extra"),
     ],
 )

@@ -25,9 +25,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from creditshare._database import open_engine
 from creditshare.client import CreditShareClient, train_model
 from creditshare.crypto import PrivateKey
 from creditshare.demo import Federation, FederationLayout
@@ -163,7 +164,7 @@ def _wait(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> 
 
 
 def _coordinator(federation: Federation) -> Engine:
-    return create_engine(federation.layout.coordinator_settings().database_url)
+    return open_engine(federation.layout.coordinator_settings().database_url)
 
 
 def _jobs(federation: Federation, model_id: str) -> list[tuple[str, str, str]]:

@@ -82,8 +82,8 @@ def test_wrong_role_is_403(trust: Trust, uscc_pool: list[str], bank_key: Private
             "uscc": uscc,
             "model_id": "sme-scorecard-v1",
             "purpose": "pre_loan_review",
-            "consent_id": "x",
-            "public_key": bank_key.public_key.to_text(),
+            "consent_id": "0" * 32,
+            "key_fingerprint": bank_key.public_key.fingerprint(),
         },
     )
     assert response.status_code == 403
@@ -372,7 +372,7 @@ def test_rate_limits_answer_429_with_retry_after(
             "model_id": "sme-scorecard-v1",
             "purpose": "pre_loan_review",
             "consent_id": consent,
-            "public_key": trust.bank.private_key.public_key.to_text(),
+            "key_fingerprint": trust.bank.ensure_paillier_key(),
         }
         first = httpx.post(f"{url}/v1/queries", json=body, headers=headers, timeout=30)
         assert first.status_code == 200

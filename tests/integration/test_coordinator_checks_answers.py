@@ -28,13 +28,16 @@ USCC = "91350100M000100Y43"
 class FakeNode(node_pb2_grpc.DataNodeServicer):
     def __init__(self) -> None:
         self.mode = "honest"
+        #: How many indicators Describe lists (a dishonest node lists thousands).
+        self.indicators = 1
 
     def Describe(self, request: Any, context: Any) -> node_pb2.DescribeResponse:  # noqa: N802
+        extra = [node_pb2.Indicator(name=f"i{k}", bands=["x"]) for k in range(self.indicators - 1)]
         return node_pb2.DescribeResponse(
             node_id="yrd-fake",
             department="tax",
             chain="yrd",
-            indicators=[node_pb2.Indicator(name="grade", bands=["A", "B"])],
+            indicators=[node_pb2.Indicator(name="grade", bands=["A", "B"]), *extra],
         )
 
     def Score(self, request: Any, context: Any) -> node_pb2.ScoreResponse:  # noqa: N802
@@ -113,6 +116,8 @@ def coordinator(
 
 
 def _query(client: TestClient, key: PrivateKey) -> Any:
+    registered = client.post("/v1/paillier-keys", json={"public_key": key.public_key.to_text()})
+    assert registered.status_code in (200, 201), registered.text
     return client.post(
         "/v1/queries",
         json={
@@ -120,7 +125,7 @@ def _query(client: TestClient, key: PrivateKey) -> Any:
             "model_id": "sme-scorecard-v1",
             "purpose": "pre_loan_review",
             "consent_id": client.headers["X-Consent"],
-            "public_key": key.public_key.to_text(),
+            "key_fingerprint": key.public_key.fingerprint(),
         },
     )
 
@@ -153,3 +158,48 @@ def test_unpacked_answer_to_a_packed_request_is_named(
     assert response.status_code == 503
     (failure,) = response.json()["failed"]
     assert failure["node"] == "yrd-fake" and "packed answer covers" in failure["reason"]
+
+
+def test_a_node_describing_an_oversized_catalogue_is_not_used(
+    tmp_path: Path, fake_node: tuple[FakeNode, int], bank_key: PrivateKey
+) -> None:
+    """Every published indicator becomes a slot of every profile: a node cannot make
+    every answer grow by listing thousands of them."""
+    servicer, port = fake_node
+    servicer.indicators = 5000
+    init_log_key(tmp_path / "log.pem")
+    settings = CoordinatorSettings(
+        database_url=f"sqlite:///{tmp_path / 'c.db'}",
+        log_signing_key_file=tmp_path / "log.pem",
+        allow_insecure=True,
+        pack_profiles=False,  # the fake node answers unpacked
+        nodes=[
+            {"id": "yrd-fake", "chain": "yrd", "department": "tax", "address": f"127.0.0.1:{port}"}
+        ],
+        models=[{"id": "sme-scorecard-v1", "intercept": -1.0}],
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        services = app.state.services
+        assert "yrd-fake" not in services.broker.catalogues
+        services.participants.register("bank", "bank", "Bank")
+        client.headers["Authorization"] = (
+            f"Bearer {services.participants.issue_key('bank').api_key}"
+        )
+        signing = SigningKey.generate()
+        services.participants.register(
+            "ent", "enterprise", "Ent", uscc=USCC, signing_key=signing.verify_key.to_text()
+        )
+        now = datetime.now(UTC)
+        grant = ConsentGrant.create(
+            USCC, "bank", Purpose.PRE_LOAN_REVIEW, now - timedelta(minutes=1), now + timedelta(1)
+        )
+        services.consents.grant(grant.sign(signing), services.participants.get("ent"))
+        client.headers["X-Consent"] = grant.consent_id
+        response = _query(client, bank_key)
+        assert response.status_code == 503, response.text
+        (failure,) = response.json()["failed"]
+        assert failure["node"] == "yrd-fake" and "catalogue" in failure["reason"]
+        # Once it describes itself within bounds, it is heard again.
+        servicer.indicators = 1
+        assert _query(client, bank_key).status_code == 200

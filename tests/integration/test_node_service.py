@@ -451,3 +451,69 @@ async def test_trusted_head_survives_a_restart(
         finally:
             await server.stop(None)
     assert sizes[1] == sizes[0] + 1 and sizes[0] > 0
+
+
+def _oversize(request: node_pb2.ScoreRequest, part: str) -> None:
+    """Make one part of a genuine request larger (or of another size) than a real one."""
+    receipt = request.receipt
+    if part == "leaf_data":
+        receipt.leaf_data = b"{" + b" " * 5000 + b"}"
+    elif part == "inclusion_proof":
+        receipt.inclusion_proof.extend([b"\0" * 32] * 200)
+    elif part == "short hash":
+        receipt.inclusion_proof.append(b"\0" * 31)
+    elif part == "consistency_proof":
+        receipt.consistency_proof.extend([b"\0" * 32] * 200)
+    elif part == "root":
+        receipt.tree_head.root = b"\0" * 33
+    elif part == "signature":
+        receipt.tree_head.signature = b"\0" * 10
+    elif part == "leaf_index":
+        receipt.leaf_index = receipt.tree_head.size + 5
+    elif part == "public_key":
+        request.public_key.n = b"\xff" * 600
+    elif part == "uscc":
+        request.uscc = "9" * 10_000
+    else:
+        raise AssertionError(part)
+
+
+@pytest.mark.parametrize(
+    ("part", "message"),
+    [
+        ("leaf_data", "leaf_data"),
+        ("inclusion_proof", "inclusion_proof"),
+        ("short hash", "inclusion_proof"),
+        ("consistency_proof", "consistency_proof"),
+        ("root", "root"),
+        ("signature", "signature"),
+        ("leaf_index", "leaf_index"),
+        ("public_key", "4096 bits"),
+        ("uscc", "18 characters"),
+    ],
+)
+async def test_oversized_parts_are_invalid_argument_and_nothing_is_written(
+    stub: DataNodeAsyncStub,
+    tax_settings: NodeSettings,
+    bank_key: PrivateKey,
+    tax_rows: dict[str, dict[str, str]],
+    part: str,
+    message: str,
+) -> None:
+    from creditshare.node import access_log_entries
+
+    key = bank_key.public_key
+    uscc = next(iter(tax_rows))
+    before = len(access_log_entries(tax_settings))
+    head = await trusted_size(stub)
+    request = await _request(stub, uscc, key)
+    _oversize(request, part)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.Score(request)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (refused.value.details() or "")
+    assert len(access_log_entries(tax_settings)) == before
+    assert await trusted_size(stub) == head
+    # The node still serves the next good request.
+    reply = await stub.Score(await _request(stub, uscc, key))
+    assert len(reply.partial_score) == key.ciphertext_length

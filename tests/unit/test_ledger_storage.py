@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from creditshare._database import open_engine
 from creditshare.errors import ConfigurationError, InvalidInputError, LedgerError, NotFoundError
 from creditshare.ledger import (
     Ledger,
@@ -224,7 +225,7 @@ def test_two_threads_append_without_gaps(make_storage: StorageFactory, signer: L
 
 
 def _append_in_process(url: str, name: str, count: int) -> None:
-    engine = create_engine(url)
+    engine = open_engine(url)  # the product's engine: its SQLite busy timeout included
     ledger = Ledger(
         SqlLedgerStorage(engine), LogSigner.from_private_bytes(SIGNER_SEED), fixed_clock
     )

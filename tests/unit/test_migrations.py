@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import MetaData, create_engine, inspect, text
+from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 from typer.testing import CliRunner
 
 from creditshare import migrations
+from creditshare._database import open_engine
 from creditshare.cli import app
 
 # The models the migrations must reproduce (importing them registers their tables).
@@ -37,6 +38,7 @@ TABLES = {
         "ledger_leaf",
         "ledger_head",
         "rate_limit_bucket",
+        "paillier_key",
     },
     "node": {"enterprise_record", "import_batch", "model_shard", "trusted_tree_head", "access_log"},
 }
@@ -49,11 +51,11 @@ SERVICES = ("coordinator", "node")
 
 
 def _engine(url: str) -> Engine:
-    return create_engine(url)
+    return open_engine(url)
 
 
 #: Tables that later revisions add (not there when migrations began).
-LATER_TABLES = {"coordinator": {"rate_limit_bucket"}, "node": set[str]()}
+LATER_TABLES = {"coordinator": {"rate_limit_bucket", "paillier_key"}, "node": set[str]()}
 #: Columns that later revisions add to tables that were there from the start.
 LATER_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
     "coordinator": {},

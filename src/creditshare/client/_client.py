@@ -37,6 +37,8 @@ class CreditShareClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._key = private_key
+        #: Fingerprints this client registered (or found registered) at the coordinator.
+        self._registered: set[str] = set()
         self.base_url = base_url
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(
@@ -100,7 +102,7 @@ class CreditShareClient:
             "model_id": model_id,
             "purpose": str(purpose),
             "consent_id": consent_id,
-            "public_key": self.private_key.public_key.to_text(),
+            "key_fingerprint": self.ensure_paillier_key(),
         }
         if chains:
             payload["chains"] = chains
@@ -117,6 +119,33 @@ class CreditShareClient:
     ) -> CreditProfile:
         raw = self.query_raw(uscc, consent_id, purpose, model_id, chains)
         return decrypt_profile(raw, self.private_key)
+
+    # Paillier keys (banks and bureaus) -------------------------------------------------
+
+    def register_paillier_key(self) -> dict[str, Any]:
+        """Register this client's Paillier public key (idempotent); returns the key record."""
+        body: dict[str, Any] = self._request(
+            "POST", "/v1/paillier-keys", json={"public_key": self.private_key.public_key.to_text()}
+        )
+        self._registered.add(str(body["fingerprint"]))
+        return body
+
+    def ensure_paillier_key(self) -> str:
+        """The fingerprint queries and training jobs name; registers the key on first use."""
+        fingerprint = self.private_key.public_key.fingerprint()
+        if fingerprint not in self._registered:
+            self.register_paillier_key()
+        return fingerprint
+
+    def paillier_keys(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", "/v1/paillier-keys")
+        return result
+
+    def retire_paillier_key(self, fingerprint: str) -> dict[str, Any]:
+        """No new query or job may use the key (rotate: register a new one first)."""
+        self._registered.discard(fingerprint)
+        result: dict[str, Any] = self._request("POST", f"/v1/paillier-keys/{fingerprint}/retire")
+        return result
 
     # participants (operator) ----------------------------------------------------------
 

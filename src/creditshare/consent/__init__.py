@@ -2,6 +2,8 @@
 
 from creditshare.consent._grant import (
     ALL_INDICATORS,
+    MAX_INDICATOR_NAME,
+    MAX_INDICATORS,
     ConsentGrant,
     Purpose,
     SignedConsent,
@@ -11,6 +13,8 @@ from creditshare.consent._grant import (
 
 __all__ = [
     "ALL_INDICATORS",
+    "MAX_INDICATORS",
+    "MAX_INDICATOR_NAME",
     "ConsentGrant",
     "Purpose",
     "SignedConsent",

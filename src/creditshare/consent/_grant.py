@@ -33,7 +33,10 @@ __all__ = [
 
 ALL_INDICATORS = "*"
 _DOMAIN = b"creditshare/consent/v1\n"
-_MAX_INDICATORS = 200
+#: Indicator names one consent may list, and their length: a consent's scope is
+#: written into every ledger record that uses it, so it must stay small.
+MAX_INDICATORS = 32
+MAX_INDICATOR_NAME = 48
 
 
 class Purpose(StrEnum):
@@ -156,11 +159,12 @@ class ConsentGrant:
         if (
             not isinstance(indicators, list)
             or not indicators
-            or len(indicators) > _MAX_INDICATORS
-            or not all(isinstance(i, str) and i for i in indicators)
+            or len(indicators) > MAX_INDICATORS
+            or not all(isinstance(i, str) and 0 < len(i) <= MAX_INDICATOR_NAME for i in indicators)
         ):
             raise InvalidInputError(
-                "consent indicators must be a non-empty list of names, or ['*']"
+                f"consent indicators must be a list of 1 to {MAX_INDICATORS} names of 1 to "
+                f"{MAX_INDICATOR_NAME} characters, or ['*']"
             )
         valid_from = parse_time(doc["valid_from"], "valid_from")
         valid_until = parse_time(doc["valid_until"], "valid_until")

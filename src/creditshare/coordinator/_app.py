@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 import grpc
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from starlette.types import Scope
 
 from creditshare._logging import new_request_id, request_id_var
 from creditshare.coordinator import (
+    _routes_keys,
     _routes_ledger,
     _routes_operations,
     _routes_queries,
@@ -19,11 +21,15 @@ from creditshare.coordinator import (
     _routes_training,
     _routes_trust,
 )
+from creditshare.coordinator._deps import authenticated
 from creditshare.coordinator._metrics import CoordinatorMetrics
+from creditshare.coordinator._participants import Role
 from creditshare.coordinator._problems import install_problem_handlers
 from creditshare.coordinator._request_context import RequestContextMiddleware, RequestIdInterceptor
+from creditshare.coordinator._request_guard import RequestGuardMiddleware
 from creditshare.coordinator._services import build_services, utc_now
 from creditshare.coordinator._settings import CoordinatorSettings
+from creditshare.errors import PermissionDeniedError
 
 __all__ = ["create_app"]
 
@@ -70,10 +76,24 @@ def create_app(
     app.state.services = services
     app.state.metrics = metrics
     install_problem_handlers(app)
+
+    async def authorise_large(scope: Scope) -> None:
+        caller = await authenticated(Request(scope), services)
+        if caller.role != Role.BUREAU:
+            raise PermissionDeniedError("only a bureau may send large training bodies")
+
+    # Added first, so it runs inside the request context (request id, access log, metrics).
+    app.add_middleware(
+        RequestGuardMiddleware,
+        default=settings.max_body_bytes,
+        large=settings.max_training_body_bytes,
+        authorise_large=authorise_large,
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for module in (
         _routes_operations,
         _routes_queries,
+        _routes_keys,
         _routes_trust,
         _routes_ledger,
         _routes_training,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
+from creditshare.consent import MAX_INDICATOR_NAME
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._settings import CoordinatorSettings, ModelEntry, NodeEntry
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey, SlotLayout
@@ -133,6 +134,32 @@ def _trusted_size(exc: grpc.aio.AioRpcError) -> int | None:
     return None
 
 
+#: What a catalogue may hold: a node publishes a few banded indicators, and every one of
+#: them becomes a slot in each profile and a line in each answer, so a node (which the
+#: coordinator does not trust) cannot make every query's answer grow without bound.
+MAX_NODE_INDICATORS = 64
+MAX_INDICATOR_BANDS = 32
+MAX_CATALOGUE_TEXT = 200
+
+
+def _catalogue_problem(reply: node_pb2.DescribeResponse) -> str | None:
+    """Why a node's catalogue cannot be used, or None."""
+    if len(reply.indicators) > MAX_NODE_INDICATORS:
+        return f"{len(reply.indicators)} indicators (at most {MAX_NODE_INDICATORS})"
+    names = [i.name for i in reply.indicators]
+    if len(set(names)) != len(names):
+        return "indicator names repeat"
+    for indicator in reply.indicators:
+        texts = [indicator.name, indicator.description, *indicator.bands]
+        if (
+            not 0 < len(indicator.name) <= MAX_INDICATOR_NAME
+            or len(indicator.bands) > MAX_INDICATOR_BANDS
+            or any(len(t) > MAX_CATALOGUE_TEXT for t in texts)
+        ):
+            return f"indicator {indicator.name[:MAX_INDICATOR_NAME]!r} is over the size bounds"
+    return None
+
+
 def _head_pb(receipt: Receipt) -> node_pb2.SignedTreeHead:
     head = receipt.head
     return node_pb2.SignedTreeHead(
@@ -206,6 +233,10 @@ class QueryBroker:
             )
         except grpc.aio.AioRpcError as exc:
             log.warning("describe %s failed: %s", node.id, _reason(exc))
+            return None
+        problem = _catalogue_problem(reply)
+        if problem is not None:
+            log.warning("describe %s refused: %s", node.id, problem)
             return None
         catalogue = NodeCatalogue(
             {i.name: (i.description, tuple(i.bands)) for i in reply.indicators}

@@ -12,14 +12,16 @@ from typing import Any
 
 from sqlalchemy import JSON, Column
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, SQLModel, create_engine
+from sqlmodel import Field, SQLModel
 
 from creditshare import migrations
+from creditshare._database import open_engine
 
 __all__ = [
     "ApiCredential",
     "ConsentRow",
     "ModelRow",
+    "PaillierKeyRow",
     "Participant",
     "TrainingJobRow",
     "make_engine",
@@ -48,6 +50,25 @@ class ApiCredential(SQLModel, table=True):
     secret_sha256: str = Field(max_length=64)
     created_at: datetime
     revoked_at: datetime | None = None
+
+
+class PaillierKeyRow(SQLModel, table=True):
+    """A bank's or bureau's registered Paillier public key, validated once on registration.
+
+    Queries and training jobs name a key by fingerprint; the modulus is read from here, so
+    a key is checked thoroughly once and never travels in a request again. A key belongs
+    to one participant (a second participant cannot claim it), and is retired rather than
+    deleted, so ledger records that name its fingerprint stay explicable.
+    """
+
+    __tablename__ = "paillier_key"
+
+    fingerprint: str = Field(primary_key=True, max_length=64)
+    participant_id: str = Field(foreign_key="participant.id", index=True, max_length=64)
+    modulus: str = Field(max_length=1024, description="base64 of the big-endian modulus n")
+    bits: int
+    created_at: datetime
+    retired_at: datetime | None = None
 
 
 class ConsentRow(SQLModel, table=True):
@@ -105,10 +126,7 @@ class TrainingJobRow(SQLModel, table=True):
 def make_engine(url: str, *, migrate: bool = True) -> Engine:
     """An engine on the coordinator's database, its schema brought to the newest revision
     unless ``migrate`` is off (read-only tools: an audit must not write)."""
-    connect_args: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        connect_args = {"check_same_thread": False, "timeout": 30}
-    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    engine = open_engine(url)
     if migrate:
         migrations.upgrade(engine, "coordinator")
     return engine

@@ -25,12 +25,16 @@ ServicesDep = Annotated[Services, Depends(_services)]
 
 
 async def _caller(request: Request, services: ServicesDep) -> Participant:
+    already: Participant | None = getattr(request.state, "caller", None)
+    if already is not None:  # authenticated before its body was read (large bodies)
+        return already
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationError("send an API key as 'Authorization: Bearer <key>'")
     participant = await asyncio.to_thread(services.participants.authenticate, token.strip())
     services.participant_limits.hit(participant.id)
+    request.state.caller = participant
     return participant
 
 

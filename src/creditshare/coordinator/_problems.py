@@ -26,7 +26,7 @@ from creditshare.errors import (
 )
 from creditshare.identity import InvalidUsccError
 
-__all__ = ["install_problem_handlers", "problem", "status_of"]
+__all__ = ["install_problem_handlers", "problem", "problem_for", "status_of"]
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("creditshare.coordinator")
@@ -75,6 +75,11 @@ def _for_error(exc: CreditShareError) -> JSONResponse:
     if isinstance(exc, NoNodeAnsweredError):
         return problem(503, "No node answered", str(exc), failed=exc.failures)
     return problem(500, "Internal error", "the coordinator could not complete the request")
+
+
+def problem_for(exc: CreditShareError) -> JSONResponse:
+    """The problem response an error is answered with (for middleware outside routing)."""
+    return _for_error(exc)
 
 
 def status_of(exc: CreditShareError) -> int:

@@ -25,11 +25,10 @@ from creditshare.coordinator._schemas import (
 )
 from creditshare.coordinator._services import Services
 from creditshare.coordinator._settings import NodeEntry
-from creditshare.crypto import PublicKey
 from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.errors import ConsentRefusedError, CreditShareError, NoNodeAnsweredError
 from creditshare.identity import Uscc
-from creditshare.ledger import QueryRecord
+from creditshare.ledger import MAX_REASON, QueryRecord
 
 __all__ = ["PRESENCE_INDICATOR", "router"]
 
@@ -133,7 +132,7 @@ async def create_query(
 
 async def _answer(body: QueryIn, caller: Participant, services: Services) -> QueryOut:
     uscc = str(Uscc.parse(body.uscc))
-    key = PublicKey.from_text(body.public_key)
+    key = await asyncio.to_thread(services.paillier_keys.resolve, caller, body.key_fingerprint)
     model = services.registry.model(body.model_id)
     consents = services.consents
     try:
@@ -147,7 +146,7 @@ async def _answer(body: QueryIn, caller: Participant, services: Services) -> Que
         services.enterprise_limits.hit(uscc)
         await asyncio.to_thread(consents.count_use, body.consent_id)
     except ConsentRefusedError as exc:
-        refusal = _record(services, caller, body, uscc, reason=str(exc))
+        refusal = _record(services, caller, body, uscc, reason=str(exc)[:MAX_REASON])
         await asyncio.to_thread(services.ledger.append, refusal.to_bytes(), uscc)
         raise
     record = _record(

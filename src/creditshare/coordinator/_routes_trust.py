@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Depends
 
 from creditshare.consent import SignedConsent
 from creditshare.coordinator._db import ConsentRow, Participant
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
 from creditshare.coordinator._participants import Role
-from creditshare.coordinator._schemas import ConsentOut, IssuedKeyOut, ParticipantIn, ParticipantOut
+from creditshare.coordinator._schemas import (
+    ConsentOut,
+    IssuedKeyOut,
+    ParticipantIn,
+    ParticipantOut,
+    SignedConsentIn,
+)
 from creditshare.errors import PermissionDeniedError
 from creditshare.identity import Uscc
 
@@ -111,10 +117,10 @@ async def revoke_credential(
 
 @router.post("/v1/consents", response_model=ConsentOut, status_code=201, tags=["consents"])
 async def grant_consent(
-    caller: CallerDep, services: ServicesDep, body: Annotated[dict[str, Any], Body()]
+    body: SignedConsentIn, caller: CallerDep, services: ServicesDep
 ) -> ConsentOut:
     """Store a consent the enterprise signed; submitted by the enterprise or the grantee."""
-    signed = SignedConsent.from_json(body)
+    signed = SignedConsent.from_json(body.model_dump())
     row = await asyncio.to_thread(services.consents.grant, signed, caller)
     return consent_out(row)
 

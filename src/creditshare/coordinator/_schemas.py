@@ -2,46 +2,150 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from creditshare.consent import Purpose
+from creditshare.consent import MAX_INDICATOR_NAME, MAX_INDICATORS, Purpose
 from creditshare.coordinator._settings import ScoreScale
 from creditshare.identity import Chain
 
 __all__ = [
+    "CONSENT_ID_PATTERN",
+    "FINGERPRINT_PATTERN",
+    "ID_PATTERN",
+    "ConsentDocumentIn",
     "ConsentOut",
     "Coverage",
     "EncryptedIndicatorOut",
     "FailedNode",
+    "InputModel",
     "IssuedKeyOut",
     "LedgerEntryOut",
     "LogKeyOut",
     "ModelOut",
     "NodeOut",
+    "PaillierKeyIn",
+    "PaillierKeyOut",
     "ParticipantIn",
     "ParticipantOut",
     "ProofOut",
     "QueryIn",
     "QueryOut",
+    "SignedConsentIn",
     "TreeHeadOut",
 ]
 
+#: Participant, model and node ids: what the registries accept, so a schema-valid id is
+#: never refused later for its shape.
+ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+#: A consent id is the first 128 bits of the SHA-256 of the signed grant, in hex.
+CONSENT_ID_PATTERN = r"^[0-9a-f]{32}$"
+#: ``PublicKey.fingerprint()``: the first 64 bits of SHA-256 of the modulus, in hex.
+FINGERPRINT_PATTERN = r"^[0-9a-f]{16}$"
 
-class QueryIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+#: C0 control characters (tab, newline and carriage return aside) and DEL: no text field
+#: needs them, PostgreSQL cannot store NUL, and they corrupt logs and terminals.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
-    uscc: str = Field(description="18-character unified social credit code", max_length=64)
-    model_id: str = Field(max_length=64)
+
+def _no_control_characters(value: Any, where: str = "") -> Any:
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            raise ValueError(f"{where or 'text'} contains a control character")
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _no_control_characters(item, where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_control_characters(key, where)
+            _no_control_characters(item, where)
+    return value
+
+
+class InputModel(BaseModel):
+    """Base of every request body.
+
+    Unknown fields are refused (a typo is an error, not a silently ignored setting),
+    floats must be finite (NaN and Infinity are valid Python JSON but break arithmetic,
+    JSON columns and PostgreSQL), and no text may hold control characters.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _text_is_printable(cls, value: Any) -> Any:
+        return _no_control_characters(value)
+
+
+Id = Annotated[str, Field(pattern=ID_PATTERN, examples=["bank-1"])]
+
+
+class QueryIn(InputModel):
+    uscc: str = Field(
+        description="18-character unified social credit code", min_length=1, max_length=64
+    )
+    model_id: Id
     purpose: Purpose
-    consent_id: str = Field(max_length=64)
-    public_key: str = Field(
-        description="requester's Paillier modulus n, base64 of big-endian bytes (≥ 2048 bits)",
-        max_length=4096,
+    consent_id: str = Field(pattern=CONSENT_ID_PATTERN)
+    key_fingerprint: str = Field(
+        pattern=FINGERPRINT_PATTERN,
+        description="fingerprint of one of the caller's registered Paillier keys "
+        "(POST /v1/paillier-keys); nodes encrypt the answer under that key",
     )
     chains: list[Chain] | None = Field(
-        default=None, description="restrict to these chains; default: every chain"
+        default=None,
+        max_length=len(Chain),
+        description="restrict to these chains (a set: repeats are dropped); default: the "
+        "consent's chains",
+    )
+
+    @field_validator("chains")
+    @classmethod
+    def _distinct(cls, chains: list[Chain] | None) -> list[Chain] | None:
+        return None if chains is None else sorted(set(chains))
+
+
+class PaillierKeyIn(InputModel):
+    public_key: str = Field(
+        min_length=1,
+        max_length=1400,
+        description="the Paillier modulus n, standard base64 of its big-endian bytes; "
+        "2048 to 4096 bits, checked thoroughly once, here",
+    )
+
+
+class PaillierKeyOut(BaseModel):
+    fingerprint: str
+    bits: int
+    created_at: datetime
+    retired_at: datetime | None
+    active: bool
+
+
+class ConsentDocumentIn(InputModel):
+    """The grant exactly as the enterprise signed it (see ``creditshare.consent``)."""
+
+    uscc: str = Field(min_length=1, max_length=64)
+    grantee: Id
+    purpose: Purpose
+    chains: list[Chain] = Field(min_length=1, max_length=len(Chain))
+    indicators: list[Annotated[str, Field(min_length=1, max_length=MAX_INDICATOR_NAME)]] = Field(
+        min_length=1, max_length=MAX_INDICATORS
+    )
+    valid_from: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+    valid_until: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+    max_uses: int | None = Field(default=..., ge=1, le=1_000_000)
+    nonce: str = Field(min_length=8, max_length=64)
+
+
+class SignedConsentIn(InputModel):
+    document: ConsentDocumentIn
+    signature: str = Field(
+        min_length=1, max_length=128, description="Ed25519 signature, standard base64"
     )
 
 
@@ -114,12 +218,10 @@ class ModelOut(BaseModel):
     )
 
 
-class ParticipantIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(max_length=64)
-    role: str = Field(max_length=16)
-    name: str = Field(max_length=200)
+class ParticipantIn(InputModel):
+    id: Id
+    role: str = Field(min_length=1, max_length=16)
+    name: str = Field(min_length=1, max_length=200)
     uscc: str | None = Field(default=None, max_length=64)
     signing_key: str | None = Field(
         default=None, max_length=64, description="enterprise's Ed25519 public key, base64"

@@ -14,6 +14,7 @@ from creditshare.coordinator._broker import QueryBroker
 from creditshare.coordinator._consents import ConsentService
 from creditshare.coordinator._db import make_engine
 from creditshare.coordinator._limits import DatabaseWindowLimiter, Limiter, SlidingWindowLimiter
+from creditshare.coordinator._paillier_keys import PaillierKeyRegistry
 from creditshare.coordinator._participants import ParticipantRegistry
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._settings import CoordinatorSettings
@@ -47,6 +48,7 @@ class Services:
     registry: Registry
     participants: ParticipantRegistry
     consents: ConsentService
+    paillier_keys: PaillierKeyRegistry
     ledger: Ledger
     ledger_storage: SqlLedgerStorage
     log_signer: LogSigner
@@ -94,6 +96,7 @@ def build_services(
         registry=registry,
         participants=participants,
         consents=ConsentService(engine, participants, clock),
+        paillier_keys=PaillierKeyRegistry(engine, clock),
         ledger=ledger,
         ledger_storage=storage,
         log_signer=signer,

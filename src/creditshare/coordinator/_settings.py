@@ -109,6 +109,20 @@ class CoordinatorSettings(EnvFirstSettings):
         description="a training job with no relayed call or progress report for this long "
         "fails, its nodes drop it and its model id is free again",
     )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="largest request body on every route but the training relays; a larger "
+        "one is answered 413 before it is read",
+    )
+    max_training_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=64 * 1024,
+        le=256 * 1024 * 1024,
+        description="largest body of a training relay (PSI points, ciphertext batches), "
+        "accepted only after the caller authenticated as a bureau",
+    )
     metrics_require_operator_key: bool = Field(
         default=False,
         description="GET /metrics only with an operator's API key (for a listener the "

@@ -72,9 +72,16 @@ import gmpy2
 from creditshare.crypto._ciphertext import Ciphertext
 from creditshare.crypto._encoding import FixedPointEncoding
 from creditshare.crypto._keys import PublicKey
-from creditshare.errors import InvalidCiphertextError, InvalidInputError
+from creditshare.errors import InvalidCiphertextError, InvalidInputError, InvalidKeyError
 
 __all__ = ["FastEncryptor", "dot", "powmod_many"]
+
+#: Most random draws any key-dependent search may make before it gives up. For a
+#: validated key (n = p·q, both primes > 2^20) a draw fails with probability below
+#: 2^-19 (not a unit) or exactly 1/2 (wrong Jacobi symbol), so 128 attempts fail with
+#: probability below 2^-128; only a degenerate modulus (a perfect square has no unit of
+#: Jacobi symbol −1 at all) can exhaust them, and then it raises instead of spinning.
+MAX_DRAW_ATTEMPTS = 128
 
 #: Widest window accepted. Memory is ~(|n|/2w)·2^w·|n²|/8 bytes: w = 12 already holds
 #: ~190 MB and takes ~1.7 s to build at 2048 bits, for ~30 % less time per obfuscator
@@ -227,9 +234,7 @@ class FastEncryptor(ObfuscatedEncryption):
         x = _random_unit(n)
         h = (-x * x) % self._n
         self._hs = gmpy2.powmod(h, self._n, self._n_squared)
-        y = _random_unit(n)
-        while gmpy2.jacobi(y, self._n) != -1:
-            y = _random_unit(n)
+        y = _unit_of_jacobi_minus_one(n)
         self._ys = gmpy2.powmod(y, self._n, self._n_squared)
         self._table = self._build_table()
         self._table_bytes = sum(sys.getsizeof(entry) for row in self._table for entry in row)
@@ -305,11 +310,38 @@ class FastEncryptor(ObfuscatedEncryption):
 
 
 def _random_unit(n: int) -> Any:
-    """A uniform element of Z_n* \\ {1, n − 1} from the OS CSPRNG, as an mpz."""
-    while True:
+    """A uniform element of Z_n* \\ {1, n − 1} from the OS CSPRNG, as an mpz.
+
+    At most ``MAX_DRAW_ATTEMPTS`` draws: a modulus for which they all share a factor
+    with n is not a key (``PublicKey`` refuses such moduli; this is the backstop).
+    """
+    if n < 5:
+        raise InvalidKeyError("Paillier modulus is far too small to hold a unit")
+    for _ in range(MAX_DRAW_ATTEMPTS):
         x = secrets.randbelow(n - 3) + 2
         if gmpy2.gcd(x, n) == 1:
             return gmpy2.mpz(x)
+    raise InvalidKeyError(
+        f"no unit modulo the Paillier modulus in {MAX_DRAW_ATTEMPTS} random draws: not a valid key"
+    )
+
+
+def _unit_of_jacobi_minus_one(n: int) -> Any:
+    """A random unit y with Jacobi symbol (y/n) = −1, in at most ``MAX_DRAW_ATTEMPTS`` draws.
+
+    Half of all units qualify when n = p·q; none do when n is a perfect square (the
+    symbol is then a square of Legendre symbols), which made an uncapped loop spin
+    forever on such a "key".
+    """
+    mpz_n = gmpy2.mpz(n)
+    for _ in range(MAX_DRAW_ATTEMPTS):
+        y = _random_unit(n)
+        if gmpy2.jacobi(y, mpz_n) == -1:
+            return y
+    raise InvalidKeyError(
+        f"no unit of Jacobi symbol -1 in {MAX_DRAW_ATTEMPTS} random draws: the Paillier "
+        "modulus is not a valid key (a perfect square?)"
+    )
 
 
 def powmod_many(bases: Sequence[int], exponents: Sequence[int], modulus: int) -> int:

@@ -24,7 +24,7 @@ from creditshare.ledger._merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from creditshare.ledger._records import QueryRecord, parse_record
+from creditshare.ledger._records import MAX_REASON, MAX_RECORD_BYTES, QueryRecord, parse_record
 from creditshare.ledger._sql import LedgerHeadRow, LedgerLeafRow, SqlLedgerStorage
 from creditshare.ledger._storage import BuildHead, LedgerStorage, MemoryLedgerStorage, StoredLeaf
 from creditshare.ledger._tracker import TrustedHeadTracker
@@ -33,6 +33,8 @@ from creditshare.ledger._tree_head import SIGNATURE_SIZE, LogSigner, SignedTreeH
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "MAX_REASON",
+    "MAX_RECORD_BYTES",
     "SIGNATURE_SIZE",
     "BuildHead",
     "EmptyLogError",

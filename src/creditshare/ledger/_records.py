@@ -16,9 +16,29 @@ from creditshare._canonical import canonical_json, parse_canonical
 from creditshare.consent import format_time, parse_time
 from creditshare.errors import InvalidInputError
 
-__all__ = ["QueryRecord", "parse_record"]
+__all__ = ["MAX_REASON", "MAX_RECORD_BYTES", "QueryRecord", "parse_record"]
 
 RecordKind = Literal["query", "refusal", "training"]
+
+#: No leaf is larger than this, whatever a request held: every field below is bounded,
+#: and the bounds add up to well under it. Nodes refuse a leaf that is larger.
+MAX_RECORD_BYTES = 4096
+#: Characters of a refusal's reason kept in the record.
+MAX_REASON = 300
+
+#: Longest text per field (and most items per list field) a record may hold.
+_TEXT_LIMITS = {
+    "query_id": 64,
+    "uscc": 64,
+    "requester": 64,
+    "requester_role": 16,
+    "purpose": 32,
+    "consent_id": 64,
+    "model_id": 64,
+    "key_fingerprint": 64,
+    "reason": MAX_REASON,
+}
+_LIST_LIMITS = {"chains": (8, 8), "indicators": (33, 48)}  # (items, characters each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +78,21 @@ class QueryRecord:
         return doc
 
     def to_bytes(self) -> bytes:
-        return canonical_json(self.to_document())
+        """The leaf: canonical JSON, every field within its bound (else InvalidInputError)."""
+        for name, limit in _TEXT_LIMITS.items():
+            if len(getattr(self, name)) > limit:
+                raise InvalidInputError(f"ledger record field {name!r} is over {limit} characters")
+        for name, (items, each) in _LIST_LIMITS.items():
+            values = getattr(self, name)
+            if len(values) > items or any(len(v) > each for v in values):
+                raise InvalidInputError(
+                    f"ledger record field {name!r} holds more than {items} items of at most "
+                    f"{each} characters"
+                )
+        data = canonical_json(self.to_document())
+        if len(data) > MAX_RECORD_BYTES:  # unreachable while the bounds above hold
+            raise InvalidInputError(f"ledger record is over {MAX_RECORD_BYTES} bytes")
+        return data
 
     def covers_indicator(self, name: str) -> bool:
         return "*" in self.indicators or name in self.indicators
@@ -79,6 +113,8 @@ def _strings(doc: dict[str, Any], key: str) -> tuple[str, ...]:
 
 
 def parse_record(data: bytes) -> QueryRecord:
+    if len(data) > MAX_RECORD_BYTES:
+        raise InvalidInputError(f"ledger record is over {MAX_RECORD_BYTES} bytes")
     try:
         doc = parse_canonical(data)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -6,19 +6,61 @@ for the few keys it sees most. The table takes ~0.2 s and ~17 MiB to build, whic
 would cost more than one query saves: the first query under a new key is answered
 with stock encryption while the table is built in the background, and later queries
 use it. A small LRU bounds memory.
+
+The build is key-dependent work on data an outsider chose, so it is kept away from
+everything that must stay responsive:
+
+* it runs on one daemon thread of its own, never on a thread that serves an RPC
+  (``get`` and ``warm`` only enqueue, without blocking, and answer with stock
+  encryption meanwhile);
+* the queue is bounded, and a key whose build failed is remembered (bounded) and
+  answered with stock encryption from then on: no retry storm, and the failure is
+  logged with the key's fingerprint only;
+* a daemon thread is not joined at interpreter exit and ``close`` does not wait for
+  a build, so a slow build cannot hold up SIGTERM (``ThreadPoolExecutor`` workers are
+  joined at exit, which is why this is not one);
+* the thread ends after ``_IDLE_SECONDS`` without work and is started again on demand,
+  so caches that are never closed (tests, short-lived servers) leave nothing running.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from creditshare.crypto import Ciphertext, FastEncryptor, FixedPointEncoding, PublicKey
 
-__all__ = ["EncryptorCache", "ValueEncryptor"]
+__all__ = ["EncryptorCache", "ValueEncryptor", "table_window"]
+
+log = logging.getLogger("creditshare.node")
+
+#: Seconds the builder thread waits for work before it ends (restarted on demand).
+_IDLE_SECONDS = 5.0
+#: Keys remembered as failed (answered with stock encryption, never rebuilt meanwhile).
+_MAX_FAILED = 256
+
+
+def table_window(bits: int) -> int:
+    """Fixed-base window for a key of ``bits``: about 17–22 MiB of table whatever the size.
+
+    A table holds ~(|n|/2w)·2^w entries of |n²| bits, so at the default w = 8 a 4096-bit
+    key (which a requester may choose) would cost ~70 MiB and four times the build
+    time of a 2048-bit one; narrower windows keep every key's table near the same
+    size, for a few percent more multiplications per encryption.
+    """
+    if bits <= 2048:
+        return 8
+    if bits <= 3072:
+        return 7
+    return 6
+
+
+def _fast_table(key: PublicKey) -> FastEncryptor:
+    return FastEncryptor(key, window=table_window(key.bits))
 
 
 class ValueEncryptor(Protocol):
@@ -41,15 +83,36 @@ class _StockEncryptor:
 
 
 class EncryptorCache:
-    def __init__(self, max_keys: int = 4, enabled: bool = True) -> None:
+    """Fixed-base encryptors for recent keys, built off the request path.
+
+    ``build`` makes one encryptor for a key (a ``FastEncryptor`` whose window keeps
+    the table near 20 MiB whatever the key size, in production; tests
+    inject failing or slow builders). ``max_pending`` bounds the keys waiting for a
+    build: when the queue is full a key is simply answered with stock encryption and
+    asked for again on a later request.
+    """
+
+    def __init__(
+        self,
+        max_keys: int = 4,
+        enabled: bool = True,
+        *,
+        build: Callable[[PublicKey], ValueEncryptor] = _fast_table,
+        max_pending: int | None = None,
+    ) -> None:
         self._max = max_keys
         self._enabled = enabled
-        self._ready: OrderedDict[PublicKey, FastEncryptor] = OrderedDict()
-        self._building: dict[PublicKey, Future[FastEncryptor]] = {}
+        self._build = build
+        self._ready: OrderedDict[PublicKey, ValueEncryptor] = OrderedDict()
+        self._pending: set[PublicKey] = set()
+        self._failed: OrderedDict[PublicKey, None] = OrderedDict()
+        self._queue: queue.Queue[PublicKey] = queue.Queue(maxsize=max_pending or max_keys)
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encryptor-table")
+        self._closed = False
+        self._thread: threading.Thread | None = None
 
     def get(self, key: PublicKey) -> ValueEncryptor:
+        """The table-backed encryptor if ready, else stock encryption; never blocks."""
         if not self._enabled:
             return _StockEncryptor(key)
         with self._lock:
@@ -57,24 +120,88 @@ class EncryptorCache:
             if fast is not None:
                 self._ready.move_to_end(key)
                 return fast
-            future = self._building.get(key)
-            if future is None:
-                self._building[key] = self._pool.submit(self._build, key)
+            self._request(key)
         return _StockEncryptor(key)
 
-    def _build(self, key: PublicKey) -> FastEncryptor:
-        fast = FastEncryptor(key)
+    def warm(self, keys: Sequence[PublicKey]) -> None:
+        """Ask for tables now (e.g. for registered keys at start-up); never blocks."""
+        if not self._enabled:
+            return
         with self._lock:
-            self._building.pop(key, None)
+            for key in keys:
+                if key not in self._ready:
+                    self._request(key)
+
+    def failed(self, key: PublicKey) -> bool:
+        """True when a build for ``key`` failed and it is answered with stock encryption."""
+        with self._lock:
+            return key in self._failed
+
+    def _request(self, key: PublicKey) -> None:
+        """Queue a build unless one is pending, failed or the queue is full (lock held)."""
+        if self._closed or key in self._pending or key in self._failed:
+            return
+        try:
+            self._queue.put_nowait(key)
+        except queue.Full:
+            return
+        self._pending.add(key)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="encryptor-table", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                key = self._queue.get(timeout=_IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    # Puts happen under the lock, so an empty queue here stays empty
+                    # until the next _request, which will start a new thread.
+                    if self._queue.empty() or self._closed:
+                        self._thread = None
+                        return
+                continue
+            if self._closed:
+                return
+            self._build_one(key)
+
+    def _build_one(self, key: PublicKey) -> None:
+        try:
+            fast = self._build(key)
+        except Exception as exc:  # any failure: fall back, never retry in a loop
+            log.warning(
+                "encryption table for key %s could not be built (%s); "
+                "answering that key with stock encryption",
+                key.fingerprint(),
+                type(exc).__name__,
+            )
+            with self._lock:
+                self._pending.discard(key)
+                self._failed[key] = None
+                while len(self._failed) > _MAX_FAILED:
+                    self._failed.popitem(last=False)
+            return
+        with self._lock:
+            self._pending.discard(key)
+            if self._closed:
+                return
             self._ready[key] = fast
             while len(self._ready) > self._max:
                 self._ready.popitem(last=False)
-        return fast
-
-    def warm(self, keys: Sequence[PublicKey]) -> None:
-        """Build tables now (e.g. for registered keys at start-up); blocking."""
-        for key in keys:
-            self._build(key)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop building and drop the tables; returns at once, whatever a build is doing.
+
+        A build under way finishes on its daemon thread and is thrown away; it does not
+        hold up the caller, nor the process's exit.
+        """
+        with self._lock:
+            self._closed = True
+            self._ready.clear()
+            self._pending.clear()
+            while True:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break

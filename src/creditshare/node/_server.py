@@ -49,9 +49,15 @@ def utc_now() -> datetime:
 
 
 async def build_server(
-    settings: NodeSettings, clock: Callable[[], datetime] = utc_now
+    settings: NodeSettings,
+    clock: Callable[[], datetime] = utc_now,
+    encryptors: EncryptorCache | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Create and start the server; returns it with the port actually bound."""
+    """Create and start the server; returns it with the port actually bound.
+
+    ``encryptors`` lets the caller own (and close) the table cache; by default one is
+    made from the settings (its builder thread is a daemon that ends when idle).
+    """
     db = make_engine(settings.database_url)
     records, shards = RecordStore(db), ShardStore(db)
     engine = ScoreEngine(
@@ -59,7 +65,7 @@ async def build_server(
         records,
         {model_id: shard.weights for model_id, shard in settings.models.items()},
         shards,
-        EncryptorCache(settings.fast_encryption_keys, enabled=settings.fast_encryption),
+        encryptors or _encryptor_cache(settings),
     )
     heads = TrustedHeadStore(db)
     tracker = TrustedHeadTracker(load=heads.load, save=heads.save)
@@ -105,11 +111,16 @@ async def build_server(
     return server, port
 
 
+def _encryptor_cache(settings: NodeSettings) -> EncryptorCache:
+    return EncryptorCache(settings.fast_encryption_keys, enabled=settings.fast_encryption)
+
+
 async def serve(settings: NodeSettings, grace_seconds: float | None = None) -> None:
     """Serve until SIGTERM or SIGINT; then refuse new calls and give the ones in flight
     ``grace_seconds`` (default: the ``shutdown_grace_seconds`` setting) to finish."""
     grace = settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
-    server, port = await build_server(settings)
+    encryptors = _encryptor_cache(settings)
+    server, port = await build_server(settings, encryptors=encryptors)
     log.info(
         "node %s (%s, %s) listening on port %d",
         settings.node_id,
@@ -123,5 +134,8 @@ async def serve(settings: NodeSettings, grace_seconds: float | None = None) -> N
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("node %s stopping: in-flight calls get up to %.0f s", settings.node_id, grace)
+    # Tables are dropped first: a build under way runs on a daemon thread that neither
+    # this nor the interpreter's exit waits for.
+    encryptors.close()
     await server.stop(grace)
     log.info("node %s stopped", settings.node_id)

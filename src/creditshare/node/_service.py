@@ -13,7 +13,13 @@ from typing import Any, TypeVar
 
 import grpc
 
-from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey, SlotLayout
+from creditshare.crypto import (
+    MAX_KEY_BITS,
+    Ciphertext,
+    FixedPointEncoding,
+    PublicKey,
+    SlotLayout,
+)
 from creditshare.errors import (
     ConflictError,
     CreditShareError,
@@ -32,7 +38,13 @@ from creditshare.node._settings import NodeSettings
 from creditshare.node._trust import AccessLog
 from creditshare.proto import node_pb2, node_pb2_grpc
 
-__all__ = ["TRUSTED_SIZE_METADATA", "DataNodeService", "guarded", "status_for"]
+__all__ = [
+    "TRUSTED_SIZE_METADATA",
+    "DataNodeService",
+    "guarded",
+    "public_key_of",
+    "status_for",
+]
 
 log = logging.getLogger("creditshare.node")
 T = TypeVar("T")
@@ -73,6 +85,17 @@ async def guarded(
         log.exception("internal error while serving a request")
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         raise AssertionError("unreachable") from exc
+
+
+#: Bytes of the largest modulus accepted (4096 bits).
+_MAX_KEY_BYTES = MAX_KEY_BITS // 8
+
+
+def public_key_of(pb: node_pb2.PaillierPublicKey) -> PublicKey:
+    """The requester's key from the wire, its size bounded before it becomes a number."""
+    if len(pb.n) > _MAX_KEY_BYTES + 1:
+        raise InvalidInputError(f"public_key is over {MAX_KEY_BITS} bits")
+    return PublicKey.from_bytes(pb.n)
 
 
 #: A profile never needs more slots than this (nodes x indicators); bounds the work.
@@ -145,23 +168,10 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         context: grpc.aio.ServicerContext[node_pb2.ScoreRequest, node_pb2.ScoreResponse],
     ) -> node_pb2.ScoreResponse:
         async def work() -> node_pb2.ScoreResponse:
-            uscc = str(Uscc.parse(request.uscc))
-            if not request.HasField("public_key"):
-                raise InvalidInputError("public_key is required")
-            key = PublicKey.from_bytes(request.public_key.n)
-            if request.scale == 0:
-                raise InvalidInputError("scale is required and must be positive")
-            encoding = FixedPointEncoding(request.scale)
-            offset = None
-            if request.partial_offset:
-                offset = Ciphertext.from_bytes(key, request.partial_offset)
-            if not 0 < len(request.model_id) <= 64 or not 0 < len(request.request_id) <= 64:
-                raise InvalidInputError("model_id and request_id must be 1 to 64 characters")
-            layout = _layout(request, key) if request.HasField("packing") else None
+            # Validation included (a key's first check costs milliseconds), all of it
+            # runs off the event loop, which keeps serving other calls meanwhile.
             async with self._slots:
-                share = await asyncio.to_thread(
-                    self._answer, request, uscc, key, encoding, offset, layout
-                )
+                key, share = await asyncio.to_thread(self._answer, request)
             log.info(
                 "answered query=%r model=%r key=%s",
                 request.request_id,
@@ -189,22 +199,31 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         return await self._guard(context, work)
 
     def _answer(
-        self,
-        request: node_pb2.ScoreRequest,
-        uscc: str,
-        key: PublicKey,
-        encoding: FixedPointEncoding,
-        offset: Ciphertext | None,
-        layout: SlotLayout | None = None,
-    ) -> EncryptedShare | list[tuple[int, Ciphertext]]:
-        """Receipt check, replay check, then the computation; blocking."""
+        self, request: node_pb2.ScoreRequest
+    ) -> tuple[PublicKey, EncryptedShare | list[tuple[int, Ciphertext]]]:
+        """Validate, check the receipt and replays, then compute; blocking."""
+        if len(request.uscc) > 64:
+            raise InvalidInputError("uscc must be 18 characters")
+        uscc = str(Uscc.parse(request.uscc))
+        if not request.HasField("public_key"):
+            raise InvalidInputError("public_key is required")
+        key = public_key_of(request.public_key)
+        if request.scale == 0:
+            raise InvalidInputError("scale is required and must be positive")
+        encoding = FixedPointEncoding(request.scale)
+        offset = None
+        if request.partial_offset:
+            offset = Ciphertext.from_bytes(key, request.partial_offset)
+        if not 0 < len(request.model_id) <= 64 or not 0 < len(request.request_id) <= 64:
+            raise InvalidInputError("model_id and request_id must be 1 to 64 characters")
+        layout = _layout(request, key) if request.HasField("packing") else None
         index, record = self._checker.check(request, uscc, key)
         if not self._access_log.claim(index, record):
             raise ReceiptRefusedError(f"receipt for ledger entry {index} was already used")
         if layout is not None:
             if offset is not None:
                 raise InvalidInputError("partial_offset cannot be combined with packing")
-            return self._engine.score_packed(
+            packed = self._engine.score_packed(
                 uscc,
                 request.model_id,
                 key,
@@ -213,6 +232,7 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
                 request.packing.first_slot,
                 in_scope=record.covers_indicator,
             )
-        return self._engine.score(
+            return key, packed
+        return key, self._engine.score(
             uscc, request.model_id, key, encoding, offset, in_scope=record.covers_indicator
         )

@@ -14,9 +14,10 @@ from typing import Any
 from sqlalchemy import JSON, Column, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, create_engine, func, select
+from sqlmodel import Field, Session, SQLModel, func, select
 
 from creditshare import migrations
+from creditshare._database import open_engine
 from creditshare.departments import FieldValue
 from creditshare.errors import ConflictError
 
@@ -115,8 +116,7 @@ def _sqlite_wal(connection: Any, _record: Any) -> None:
 def make_engine(url: str, *, migrate: bool = True) -> Engine:
     """An engine on a node's database, its schema brought to the newest revision unless
     ``migrate`` is off (read-only tools)."""
-    connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
-    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    engine = open_engine(url)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_wal)
     if migrate:
