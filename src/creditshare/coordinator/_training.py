@@ -257,7 +257,7 @@ class TrainingJobs:
         """Record activity, at most a few times per idle period (replicas share the DB)."""
         now = self._monotonic()
         last = self._touched.get(job_id)
-        if last is not None and now - last < min(30.0, self.idle_seconds / 5):
+        if last is not None and now - last < self._touch_interval:
             return
         if len(self._touched) > 10_000:  # jobs ended on another replica
             self._touched.clear()
@@ -268,6 +268,21 @@ class TrainingJobs:
                 row.updated_at = self._clock()
                 session.add(row)
                 session.commit()
+
+    @property
+    def _touch_interval(self) -> float:
+        return min(30.0, self.idle_seconds / 5)
+
+    async def _heartbeat(self, job_id: str) -> None:
+        """While a long call is in flight, keep the job's activity fresh in the database
+        (another replica's reaper cannot see this replica's calls in flight)."""
+        while True:
+            await asyncio.sleep(self._touch_interval)
+            try:
+                await asyncio.to_thread(self._touch, job_id)
+            except Exception as exc:  # the call itself decides the job's fate, not a heartbeat
+                why = type(exc).__name__
+                log.warning("training job %s: activity not recorded (%s)", job_id, why)
 
     async def _abandon(self, row: TrainingJobRow) -> TrainingJobRow | None:
         error = f"no progress for {self.idle_seconds:g} s: the bureau abandoned the job"
@@ -297,8 +312,8 @@ class TrainingJobs:
             await asyncio.sleep(interval)
             try:
                 await self.reap()
-            except Exception:  # a database hiccup must not end the reaper
-                log.exception("training job reaper failed; retrying")
+            except Exception as exc:  # a database hiccup must not end the reaper
+                log.warning("training job reaper failed (%s); retrying", type(exc).__name__)
 
     def start(self) -> None:
         """Start the reaper (from the app's lifespan)."""
@@ -408,6 +423,7 @@ class TrainingJobs:
         if stub is None:
             raise NotFoundError(f"unknown node {node!r}")
         self._busy[job_id] = self._busy.get(job_id, 0) + 1
+        beat = asyncio.get_running_loop().create_task(self._heartbeat(job_id))
         try:
             await asyncio.to_thread(self._touch, job_id)
             result = await call(stub)
@@ -426,6 +442,7 @@ class TrainingJobs:
             await self._node_failed(job_id, node, reason)
             raise NodeFailedError(node, reason) from None
         finally:
+            beat.cancel()
             left = self._busy.get(job_id, 1) - 1
             if left:
                 self._busy[job_id] = left

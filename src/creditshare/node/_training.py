@@ -415,8 +415,8 @@ def _sweep(service: weakref.ref[TrainingService], interval: float) -> None:
             return
         try:
             current.sweep()
-        except Exception:  # never let one failed close end the sweeping
-            log.exception("training job expiry failed; retrying")
+        except Exception as exc:  # never let one failed close end the sweeping
+            log.warning("training job expiry failed (%s); retrying", type(exc).__name__)
         del current
 
 
