@@ -462,6 +462,9 @@ def test_bad_training_inputs_are_refused_and_nothing_is_written(
             "values",
         ),
         (f"{path}/cancel", json.dumps({"reason": "x" * 501}), "reason"),
+        (f"{path}/cancel", json.dumps({"reason": "a\u0000b"}), "reason"),
+        (f"{path}/fail", json.dumps({"reason": "a\u0000b"}), "reason"),
+        (create, json.dumps({**_job_body(bureau, "x"), "description": "\u0000"}), "description"),
     ]
     for k, (url, body, field) in enumerate(bad):
         response = _raw(trust, url, body)

@@ -14,11 +14,12 @@ import binascii
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from creditshare.coordinator._db import Participant, TrainingJobRow
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
 from creditshare.coordinator._participants import Role
+from creditshare.coordinator._schemas import ID_PATTERN, InputModel
 from creditshare.crypto import PublicKey
 from creditshare.errors import InvalidInputError, PermissionDeniedError
 from creditshare.federated import TrainingConfig
@@ -37,9 +38,7 @@ _MAX_CIPHERTEXT_TEXT = 1400
 _MAX_MAGNITUDE = 1e12
 
 JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-NodeName = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
-]
+NodeName = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Point = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 CiphertextText = Annotated[str, StringConstraints(min_length=1, max_length=_MAX_CIPHERTEXT_TEXT)]
 Row = Annotated[int, Field(ge=0, le=_UINT32)]
@@ -50,8 +49,8 @@ MetricName = Annotated[
 _DEFAULTS = TrainingConfig()
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+#: Unknown fields refused, floats finite, no control characters (NUL cannot be stored).
+_Strict = InputModel
 
 
 class TrainingConfigIn(_Strict):
@@ -74,7 +73,7 @@ class TrainingConfigIn(_Strict):
 
 
 class JobIn(_Strict):
-    model_id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    model_id: str = Field(pattern=ID_PATTERN)
     description: str = Field(default="", max_length=500)
     #: A set of nodes: a name given twice counts once.
     nodes: list[NodeName] = Field(min_length=1, max_length=64)
