@@ -69,18 +69,24 @@ def _produce(n: int, out: Any, stop: Any, parent: int) -> None:
     """
     # Ctrl-C reaches the whole process group: the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Unsent obfuscators may be dropped at exit: waiting to flush them into a pipe that
+    # nobody reads (the parent died; a sibling worker holds the reading end) never ends.
+    out.cancel_join_thread()
     encryptor = FastEncryptor(PublicKey(n))
 
-    def running() -> bool:
-        return not stop.is_set() and os.getppid() == parent
+    def orphaned() -> None:
+        if os.getppid() != parent:
+            os._exit(0)  # nothing here is worth a clean shutdown; never hang in one
 
-    while running():
+    while not stop.is_set():
+        orphaned()
         batch = []
         for _ in range(_BATCH):
             batch.append(encryptor.obfuscator())
-            if len(batch) % 32 == 0 and os.getppid() != parent:
-                return
-        while running():
+            if len(batch) % 32 == 0:
+                orphaned()
+        while not stop.is_set():
+            orphaned()
             try:
                 out.put(batch, timeout=0.2)
                 break
