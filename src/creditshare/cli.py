@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,6 +15,11 @@ from rich.console import Console
 from creditshare._logging import configure_logging
 from creditshare._settings import load_settings
 from creditshare.errors import CreditShareError
+
+if TYPE_CHECKING:
+    from creditshare.client import TrainedModel
+    from creditshare.crypto import PrivateKey
+    from creditshare.federated import TrainingConfig
 
 __all__ = ["app", "main"]
 
@@ -490,9 +496,7 @@ def bureau_train(
     """Align with the nodes by PSI, train under encryption, evaluate, publish the model."""
     import csv
 
-    from rich.progress import Progress
-
-    from creditshare.client import CreditShareClient, load_or_create_key, train_model
+    from creditshare.client import load_or_create_key
     from creditshare.errors import ImportRejectedError
     from creditshare.federated import TrainingConfig
 
@@ -511,6 +515,43 @@ def bureau_train(
         max_epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, l2=l2
     )
     key = load_or_create_key(key_file)
+    # SIGTERM (an orchestrator, `kill`) ends training like Ctrl-C: the job is cancelled at
+    # the coordinator and the worker processes stopped, instead of dying mid-job.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        model = _train_with_progress(
+            coordinator, api_key, key, rows, node, model_id, config, description, epochs
+        )
+    except KeyboardInterrupt as exc:
+        name = str(exc) if str(exc) in signal.Signals.__members__ else "SIGINT"
+        notes = "; ".join(getattr(exc, "__notes__", [])) or "no training job was started"
+        print(f"error: training interrupted by {name}: {notes}", file=sys.stderr)
+        raise typer.Exit(code=128 + signal.Signals[name].value) from None
+    console.print(
+        f"published {model.model_id} (job {model.job_id}): {model.aligned_rows} aligned "
+        f"rows, test AUC {model.test_auc:.4f}, KS {model.test_ks:.4f}"
+    )
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _train_with_progress(
+    coordinator: str,
+    api_key: str,
+    key: PrivateKey,
+    rows: dict[str, int],
+    node: list[str],
+    model_id: str,
+    config: TrainingConfig,
+    description: str,
+    epochs: int,
+) -> TrainedModel:
+    from rich.progress import Progress
+
+    from creditshare.client import CreditShareClient, train_model
+
     with (
         CreditShareClient(coordinator, api_key=api_key, private_key=key) as client,
         Progress(console=console) as bar,
@@ -529,10 +570,25 @@ def bureau_train(
                     f"AUC {float(str(progress['validation_auc'])):.4f}"
                 )
 
-        model = train_model(client, rows, node, model_id, config, description, on_progress=show)
+        return train_model(client, rows, node, model_id, config, description, on_progress=show)
+
+
+@bureau_app.command("cancel")
+def bureau_cancel(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    job_id: Annotated[str, typer.Option("--id")],
+    reason: Annotated[str, typer.Option(help="why (at most 500 characters)")] = "",
+) -> None:
+    """Cancel a training job (its bureau, or an operator): every node drops it and stops
+    its workers, and its model id is free again."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        job = client.post(f"/v1/training-jobs/{job_id}/cancel", {"reason": reason})
     console.print(
-        f"published {model.model_id} (job {model.job_id}): {model.aligned_rows} aligned "
-        f"rows, test AUC {model.test_auc:.4f}, KS {model.test_ks:.4f}"
+        f"training job {job['id']} is {job['status']}; model id {job['model_id']} "
+        "is free again" + (f" ({job['error']})" if job.get("error") else "")
     )
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -10,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from sqlmodel import Session, select
 
 from creditshare.crypto import PrivateKey
 from creditshare.federated import PsiParty, bureau_request
 from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, QueryRecord, Receipt
 from creditshare.ledger._records import RecordKind
 from creditshare.node import NodeSettings, build_server
+from creditshare.node._storage import ModelShardRow, make_engine
 from creditshare.proto import node_pb2, training_pb2, training_pb2_grpc
 
 from .conftest import receipt_message, tax_node
@@ -137,3 +143,142 @@ async def test_psi_answers_once_per_job_and_open_claims_the_receipt(
     swapped.receipt.consistency_from = trusted["size"]
     del swapped.receipt.consistency_proof[:]
     assert await _code(stub.OpenJob(swapped)) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def _workers() -> set[int]:
+    """Live multiprocessing-spawn children of this process (the in-process node's job
+    workers)."""
+    me = os.getpid()
+    found = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="utf-8", errors="replace") as handle:
+                state, ppid = handle.read().rsplit(")", 1)[1].split()[:2]
+            with open(f"/proc/{name}/cmdline", "rb") as handle:
+                spawned = b"spawn_main" in handle.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(ppid) == me and state != "Z" and spawned:
+            found.add(int(name))
+    return found
+
+
+async def _open(stub: TrainingAsyncStub, key: PrivateKey, rows: int = 40) -> str:
+    """A job opened on the node (PSI, then OpenJob over ``rows`` of its records)."""
+    job = uuid.uuid4().hex
+    receipt = _receipt(job, key)
+    reply = await stub.PsiAnswer(_psi(job, key, receipt))
+    again = node_pb2.QueryReceipt()
+    again.CopyFrom(receipt)
+    again.consistency_from = trusted["size"]
+    del again.consistency_proof[:]
+    opened = training_pb2.OpenJobRequest(
+        job_id=job,
+        public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
+        points=list(reply.node_blinded[:rows]),
+        receipt=again,
+    )
+    assert (await stub.OpenJob(opened)).rows == rows
+    return job
+
+
+async def _until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + 120.0
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_an_idle_job_is_dropped_by_the_sweep_and_its_workers_stop(
+    settings: NodeSettings, bank_key: PrivateKey
+) -> None:
+    """No other job opens: the periodic sweep alone drops the job and stops its workers."""
+    short = settings.model_copy(
+        update={"training_job_idle_seconds": 1.0, "training_encryption_workers": 1}
+    )
+    server, port = await build_server(short)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = training_pb2_grpc.TrainingStub(channel)
+            before = _workers()
+            job = await _open(stub, bank_key)
+            mine = _workers() - before
+            assert mine, "the job started no worker process"
+            await _until(lambda: not (mine & _workers()), "the job's workers to stop")
+            forward = training_pb2.ForwardRequest(job_id=job, rows=[0])
+            assert await _code(stub.Forward(forward)) == grpc.StatusCode.NOT_FOUND
+    finally:
+        await server.stop(None)
+
+
+def _shard_jobs(settings: NodeSettings, model_id: str) -> list[str | None]:
+    with Session(make_engine(settings.database_url)) as session:
+        rows = session.exec(select(ModelShardRow).where(ModelShardRow.model_id == model_id))
+        return [r.job_id for r in rows]
+
+
+async def test_dropping_a_job_discards_only_the_shard_it_kept(
+    stub: TrainingAsyncStub, settings: NodeSettings, bank_key: PrivateKey
+) -> None:
+    kept = await _open(stub, bank_key)
+    other = await _open(stub, bank_key)
+    await stub.CloseJob(training_pb2.CloseJobRequest(job_id=kept, model_id="kept-then-dropped"))
+    await stub.CloseJob(training_pb2.CloseJobRequest(job_id=other, model_id="kept-for-good"))
+    assert _shard_jobs(settings, "kept-then-dropped") == [kept]
+    # The coordinator could not register the model: it tells the node to drop the job.
+    for _ in range(2):  # idempotent
+        await stub.CloseJob(training_pb2.CloseJobRequest(job_id=kept))
+        assert _shard_jobs(settings, "kept-then-dropped") == []
+    assert _shard_jobs(settings, "kept-for-good") == [other]
+    # The id is free on the node again: a new job may keep a shard under it.
+    again = await _open(stub, bank_key)
+    await stub.CloseJob(training_pb2.CloseJobRequest(job_id=again, model_id="kept-then-dropped"))
+    assert _shard_jobs(settings, "kept-then-dropped") == [again]
+
+
+async def test_out_of_range_training_messages_are_refused(
+    stub: TrainingAsyncStub, bank_key: PrivateKey
+) -> None:
+    job = await _open(stub, bank_key)
+    bad: list[Any] = [
+        stub.Forward(training_pb2.ForwardRequest(job_id="j" * 65, rows=[0])),
+        stub.Forward(training_pb2.ForwardRequest(job_id=job, rows=[])),
+        stub.MaskedGradient(
+            training_pb2.MaskedGradientRequest(job_id=job, rows=[0], residuals=[b"x" * 1101])
+        ),
+        stub.MaskedGradient(
+            training_pb2.MaskedGradientRequest(job_id=job, rows=[0, 1], residuals=[b"x"])
+        ),
+        stub.ApplyGradient(
+            training_pb2.ApplyGradientRequest(
+                job_id=job, values=["1"], randomness=[b"\x01"], batch_size=1, rate=math.nan
+            )
+        ),
+        stub.ApplyGradient(
+            training_pb2.ApplyGradientRequest(
+                job_id=job, values=["1"], randomness=[b"\x01"], batch_size=0, rate=0.1
+            )
+        ),
+        stub.ApplyGradient(
+            training_pb2.ApplyGradientRequest(
+                job_id=job, values=["1"] * 10_001, randomness=[b"\x01"], batch_size=1, rate=0.1
+            )
+        ),
+        stub.CloseJob(training_pb2.CloseJobRequest(job_id=job, model_id="Not An Id")),
+        stub.PsiAnswer(training_pb2.PsiAnswerRequest(job_id="p", domain=b"d", blinded=[b"x" * 65])),
+    ]
+    for call in bad:
+        assert await _code(call) == grpc.StatusCode.INVALID_ARGUMENT
+    opened = training_pb2.OpenJobRequest(
+        job_id=uuid.uuid4().hex,
+        public_key=node_pb2.PaillierPublicKey(n=bank_key.public_key.to_bytes()),
+        points=[b"p"],
+        learning_rate=math.inf,
+    )
+    assert await _code(stub.OpenJob(opened)) == grpc.StatusCode.INVALID_ARGUMENT
+    # Nothing changed: the job still serves, and is still open.
+    reply = await stub.Forward(training_pb2.ForwardRequest(job_id=job, rows=[0, 1]))
+    assert len(reply.ciphertexts) == 2
+    await stub.CloseJob(training_pb2.CloseJobRequest(job_id=job))

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +71,44 @@ def test_pooled_encryptor_refuses_bad_input(key: PrivateKey) -> None:
         PooledEncryptor(key.public_key, workers=-1)
     with pytest.raises(InvalidInputError, match="buffer"):
         PooledEncryptor(key.public_key, workers=0, buffer=10)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for a reaper has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves no chance to close the pool: the workers must notice by themselves."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import time
+            from creditshare.crypto import PooledEncryptor, PrivateKey
+            if __name__ == "__main__":  # spawned workers import this file too
+                key = PrivateKey.generate(2048).public_key
+                pool = PooledEncryptor(key, workers=2, buffer=256)
+                time.sleep(2)  # the workers are up and filling the queue
+                assert all(p.is_alive() for p in pool._workers)
+                print(" ".join(str(p.pid) for p in pool._workers), flush=True)
+                time.sleep(600)
+            """
+        )
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 60
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)], "obfuscator workers outlived their parent"

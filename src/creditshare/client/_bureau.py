@@ -295,6 +295,20 @@ def train_model(
             f"/v1/training-jobs/{job_id}/finish",
             {"intercept": bureau.intercept, "metrics": metrics},
         )
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into one by the CLI
+        # Stop the workers first (the coordinator call may take a moment), then cancel,
+        # so the nodes drop the job and the model id is free again at once.
+        if pool is not None:
+            pool.close()
+        try:
+            client.post(
+                f"/v1/training-jobs/{job_id}/cancel", {"reason": "the bureau was interrupted"}
+            )
+        except CreditShareError as problem:
+            exc.add_note(f"training job {job_id} could not be cancelled: {problem}")
+        else:
+            exc.add_note(f"training job {job_id} cancelled")
+        raise
     except (CreditShareError, ValueError) as exc:
         # The job may already be failed by the coordinator (a node went away).
         with contextlib.suppress(CreditShareError):

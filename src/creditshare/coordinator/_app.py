@@ -59,10 +59,12 @@ def create_app(
             await services.broker.start()
         finally:
             request_id_var.reset(token)
+        services.training.start()  # fails jobs that stopped making progress
         try:
             await check_ledger(services)
             yield
         finally:
+            await services.training.stop()
             await services.broker.close()
 
     app = FastAPI(

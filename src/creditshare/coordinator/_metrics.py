@@ -63,7 +63,7 @@ QUERY_OUTCOMES = (
     "rejected",
     "error",
 )
-TRAINING_STATUSES = ("aligning", "training", "finished", "failed")
+TRAINING_STATUSES = ("aligning", "training", "finished", "failed", "cancelled")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 

@@ -1,4 +1,10 @@
-"""Training-job endpoints: the bureau drives each step; the coordinator relays and records."""
+"""Training-job endpoints: the bureau drives each step; the coordinator relays and records.
+
+Every list, string and number a bureau sends is bounded here, before anything is
+relayed or written: lists by the largest job a node accepts, strings by the
+largest 4096-bit value they can encode, integers by the protobuf field they are
+relayed in, and floats are finite (NaN and Infinity are refused, never stored).
+"""
 
 from __future__ import annotations
 
@@ -7,36 +13,77 @@ import base64
 import binascii
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from creditshare.coordinator._db import Participant, TrainingJobRow
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
 from creditshare.coordinator._participants import Role
+from creditshare.coordinator._schemas import ID_PATTERN, InputModel
 from creditshare.crypto import PublicKey
-from creditshare.errors import (
-    ConflictError,
-    CreditShareError,
-    InvalidInputError,
-    PermissionDeniedError,
-)
+from creditshare.errors import InvalidInputError, PermissionDeniedError
+from creditshare.federated import TrainingConfig
 from creditshare.proto import node_pb2, training_pb2
 
-__all__ = ["router"]
+__all__ = ["TrainingConfigIn", "router"]
 
 router = APIRouter(tags=["training"])
 Bureau = Annotated[Participant, Depends(require_roles(Role.BUREAU))]
+#: The most rows (or PSI points) one call may carry: a node's whole aligned set.
 _MAX_ITEMS = 200_000
+_UINT32 = 2**32 - 1
+#: Base64 of a ciphertext modulo n² for a 4096-bit n (1024 bytes) is 1368 characters.
+_MAX_CIPHERTEXT_TEXT = 1400
+#: |float| bound on any number a bureau reports: far beyond any real loss or metric.
+_MAX_MAGNITUDE = 1e12
+
+JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+NodeName = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+Point = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+CiphertextText = Annotated[str, StringConstraints(min_length=1, max_length=_MAX_CIPHERTEXT_TEXT)]
+Row = Annotated[int, Field(ge=0, le=_UINT32)]
+Number = Annotated[float, Field(ge=-_MAX_MAGNITUDE, le=_MAX_MAGNITUDE, allow_inf_nan=False)]
+MetricName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+]
+_DEFAULTS = TrainingConfig()
 
 
-class JobIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+#: Unknown fields refused, floats finite, no control characters (NUL cannot be stored).
+_Strict = InputModel
 
-    model_id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+
+class TrainingConfigIn(_Strict):
+    """Exactly ``TrainingConfig``'s fields, each bounded; unknown keys are refused."""
+
+    learning_rate: float = Field(default=_DEFAULTS.learning_rate, gt=0, le=100)
+    learning_rate_decay: float = Field(default=_DEFAULTS.learning_rate_decay, ge=0, le=100)
+    batch_size: int = Field(default=_DEFAULTS.batch_size, ge=32, le=100_000)
+    l2: float = Field(default=_DEFAULTS.l2, ge=0, le=1000)
+    max_epochs: int = Field(default=_DEFAULTS.max_epochs, ge=1, le=1000)
+    early_stopping_rounds: int = Field(default=_DEFAULTS.early_stopping_rounds, ge=1, le=1000)
+    min_improvement: float = Field(default=_DEFAULTS.min_improvement, ge=0, le=1)
+    validation_fraction: float = Field(default=_DEFAULTS.validation_fraction, gt=0, lt=0.5)
+    feature_clip: float = Field(default=_DEFAULTS.feature_clip, gt=0, le=1000)
+    score_bits: int = Field(default=_DEFAULTS.score_bits, ge=16, le=32)
+    feature_bits: int = Field(default=_DEFAULTS.feature_bits, ge=8, le=20)
+    mask_bits: int = Field(default=_DEFAULTS.mask_bits, ge=80, le=256)
+    packing: bool = _DEFAULTS.packing
+    seed: int = Field(default=_DEFAULTS.seed, ge=0, le=_UINT32)
+
+
+class JobIn(_Strict):
+    model_id: str = Field(pattern=ID_PATTERN)
     description: str = Field(default="", max_length=500)
-    nodes: list[str] = Field(min_length=1, max_length=64)
+    #: A set of nodes: a name given twice counts once.
+    nodes: list[NodeName] = Field(min_length=1, max_length=64)
     public_key: str = Field(max_length=4096)
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: TrainingConfigIn = Field(default_factory=TrainingConfigIn)
+
+    @field_validator("nodes")
+    @classmethod
+    def _distinct(cls, nodes: list[str]) -> list[str]:
+        return list(dict.fromkeys(nodes))
 
 
 class JobOut(BaseModel):
@@ -52,55 +99,66 @@ class JobOut(BaseModel):
     error: str
 
 
-class PsiIn(BaseModel):
-    node: str
-    domain: str = Field(max_length=512)
-    blinded: list[str] = Field(max_length=_MAX_ITEMS)
+class PsiIn(_Strict):
+    node: NodeName
+    domain: str = Field(min_length=1, max_length=256)
+    blinded: list[Point] = Field(max_length=_MAX_ITEMS)
 
 
-class OpenIn(BaseModel):
-    node: str
-    points: list[str] = Field(min_length=1, max_length=_MAX_ITEMS)
+class OpenIn(_Strict):
+    node: NodeName
+    points: list[Point] = Field(min_length=1, max_length=_MAX_ITEMS)
 
 
-class RowsIn(BaseModel):
-    node: str
-    rows: list[int] = Field(min_length=1, max_length=_MAX_ITEMS)
+class RowsIn(_Strict):
+    node: NodeName
+    rows: list[Row] = Field(min_length=1, max_length=_MAX_ITEMS)
     #: Packed evaluation scores (see ForwardRequest); 0 = one ciphertext per row.
     slot_bits: int = Field(default=0, ge=0, le=512)
     additions: int = Field(default=0, ge=0, le=1024)
 
 
-class GradientIn(BaseModel):
-    node: str
-    rows: list[int] = Field(min_length=1, max_length=_MAX_ITEMS)
-    residuals: list[str] = Field(min_length=1, max_length=_MAX_ITEMS)
+class GradientIn(_Strict):
+    node: NodeName
+    rows: list[Row] = Field(min_length=1, max_length=_MAX_ITEMS)
+    residuals: list[CiphertextText] = Field(min_length=1, max_length=_MAX_ITEMS)
 
 
-class ApplyIn(BaseModel):
-    node: str
-    values: list[str] = Field(min_length=1, max_length=10_000)
-    randomness: list[str] = Field(min_length=1, max_length=10_000)
-    batch_size: int = Field(ge=1)
-    rate: float = Field(gt=0)
+class ApplyIn(_Strict):
+    node: NodeName
+    #: Signed decimal integers below 2^4096 (1234 digits).
+    values: list[Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,1300}$")]] = Field(
+        min_length=1, max_length=10_000
+    )
+    randomness: list[CiphertextText] = Field(min_length=1, max_length=10_000)
+    batch_size: int = Field(ge=1, le=100_000)
+    rate: float = Field(gt=0, le=100)
 
 
-class ProgressIn(BaseModel):
-    epoch: int = Field(ge=0)
-    batch: int = Field(ge=0)
-    batches: int = Field(ge=0)
-    validation_loss: float | None = None
-    validation_auc: float | None = None
-    seconds: float | None = None
+class ProgressIn(_Strict):
+    epoch: int = Field(ge=0, le=100_000)
+    batch: int = Field(ge=0, le=_UINT32)
+    batches: int = Field(ge=0, le=_UINT32)
+    validation_loss: Number | None = None
+    validation_auc: float | None = Field(default=None, ge=0, le=1)
+    seconds: float | None = Field(default=None, ge=0, le=_MAX_MAGNITUDE)
 
 
-class FinishIn(BaseModel):
-    intercept: float
-    metrics: dict[str, float] = Field(default_factory=dict)
+class FinishIn(_Strict):
+    intercept: Number
+    metrics: dict[MetricName, Number] = Field(default_factory=dict, max_length=32)
 
 
-class FailIn(BaseModel):
+class FailIn(_Strict):
     reason: str = Field(max_length=2000)
+
+
+class CancelIn(_Strict):
+    reason: str = Field(default="", max_length=500)
+
+
+#: Entries of a job's validation curve: one per epoch (max_epochs is at most 1000).
+_MAX_HISTORY = 1000
 
 
 def _out(row: TrainingJobRow) -> JobOut:
@@ -138,7 +196,7 @@ async def create_job(body: JobIn, caller: Bureau, services: ServicesDep) -> JobO
         caller,
         body.model_id,
         body.nodes,
-        body.config,
+        body.config.model_dump(),
         key,
         body.description,
     )
@@ -146,16 +204,16 @@ async def create_job(body: JobIn, caller: Bureau, services: ServicesDep) -> JobO
 
 
 @router.get("/v1/training-jobs/{job_id}", response_model=JobOut)
-async def get_job(job_id: str, caller: CallerDep, services: ServicesDep) -> JobOut:
+async def get_job(job_id: JobId, caller: CallerDep, services: ServicesDep) -> JobOut:
     """Status, progress (epoch, batch) and the loss/AUC curve so far."""
-    return _out(await asyncio.to_thread(services.training.get, job_id, caller))
+    return _out(await services.training.view(job_id, caller))
 
 
 @router.post("/v1/training-jobs/{job_id}/psi")
-async def psi(job_id: str, body: PsiIn, caller: Bureau, services: ServicesDep) -> dict[str, Any]:
+async def psi(job_id: JobId, body: PsiIn, caller: Bureau, services: ServicesDep) -> dict[str, Any]:
     """Relay one ECDH-PSI round: the coordinator sees only blinded points."""
     jobs = services.training
-    row = jobs.active(job_id, caller, body.node)
+    row = await jobs.active(job_id, caller, body.node)
     template = training_pb2.PsiAnswerRequest(
         job_id=job_id,
         domain=body.domain.encode("utf-8"),
@@ -179,11 +237,11 @@ async def psi(job_id: str, body: PsiIn, caller: Bureau, services: ServicesDep) -
 
 @router.post("/v1/training-jobs/{job_id}/open")
 async def open_job(
-    job_id: str, body: OpenIn, caller: Bureau, services: ServicesDep
+    job_id: JobId, body: OpenIn, caller: Bureau, services: ServicesDep
 ) -> dict[str, Any]:
     """Tell a node the intersection it trains on, as the node's own blinded points."""
     jobs = services.training
-    row = jobs.active(job_id, caller, body.node)
+    row = await jobs.active(job_id, caller, body.node)
     config = jobs.config(row)
     template = training_pb2.OpenJobRequest(
         job_id=job_id,
@@ -206,16 +264,16 @@ async def open_job(
 
     reply = await jobs.relay_with_receipt(row, body.node, call)
     sizes = {**row.sizes, body.node: {"rows": reply.rows, "features": list(reply.features)}}
-    jobs.update(job_id, sizes=sizes, status="training")
+    await asyncio.to_thread(jobs.update, job_id, sizes=sizes, status="training")
     return {"features": list(reply.features), "rows": reply.rows}
 
 
 @router.post("/v1/training-jobs/{job_id}/forward")
 async def forward(
-    job_id: str, body: RowsIn, caller: Bureau, services: ServicesDep
+    job_id: JobId, body: RowsIn, caller: Bureau, services: ServicesDep
 ) -> dict[str, Any]:
     jobs = services.training
-    jobs.active(job_id, caller, body.node)
+    await jobs.active(job_id, caller, body.node)
     request = training_pb2.ForwardRequest(
         job_id=job_id, rows=body.rows, slot_bits=body.slot_bits, additions=body.additions
     )
@@ -225,11 +283,11 @@ async def forward(
 
 @router.post("/v1/training-jobs/{job_id}/gradient")
 async def gradient(
-    job_id: str, body: GradientIn, caller: Bureau, services: ServicesDep
+    job_id: JobId, body: GradientIn, caller: Bureau, services: ServicesDep
 ) -> dict[str, Any]:
     """Encrypted residuals in, encrypted *masked* gradients out."""
     jobs = services.training
-    jobs.active(job_id, caller, body.node)
+    await jobs.active(job_id, caller, body.node)
     request = training_pb2.MaskedGradientRequest(
         job_id=job_id, rows=body.rows, residuals=_bytes(body.residuals, "residuals")
     )
@@ -241,10 +299,10 @@ async def gradient(
 
 @router.post("/v1/training-jobs/{job_id}/apply")
 async def apply(
-    job_id: str, body: ApplyIn, caller: Bureau, services: ServicesDep
+    job_id: JobId, body: ApplyIn, caller: Bureau, services: ServicesDep
 ) -> dict[str, Any]:
     jobs = services.training
-    jobs.active(job_id, caller, body.node)
+    await jobs.active(job_id, caller, body.node)
     request = training_pb2.ApplyGradientRequest(
         job_id=job_id,
         values=body.values,
@@ -257,46 +315,43 @@ async def apply(
 
 
 @router.post("/v1/training-jobs/{job_id}/progress", response_model=JobOut)
-async def progress(job_id: str, body: ProgressIn, caller: Bureau, services: ServicesDep) -> JobOut:
+async def progress(
+    job_id: JobId, body: ProgressIn, caller: Bureau, services: ServicesDep
+) -> JobOut:
     jobs = services.training
-    row = jobs.active(job_id, caller)
+    row = await jobs.active(job_id, caller)
     history = list(row.history)
     if body.validation_loss is not None:
+        if len(history) >= _MAX_HISTORY:
+            raise InvalidInputError(f"a job's curve holds at most {_MAX_HISTORY} epochs")
         history.append(body.model_dump())
     done = {"epoch": body.epoch, "batch": body.batch, "batches": body.batches}
     return _out(await asyncio.to_thread(jobs.update, job_id, progress=done, history=history))
 
 
 @router.post("/v1/training-jobs/{job_id}/finish", response_model=JobOut)
-async def finish(job_id: str, body: FinishIn, caller: Bureau, services: ServicesDep) -> JobOut:
-    """Nodes keep their shards under the model id; the model is registered here."""
+async def finish(job_id: JobId, body: FinishIn, caller: Bureau, services: ServicesDep) -> JobOut:
+    """Nodes keep their shards under the model id and the model is registered; if any
+    step fails, no node keeps a shard and the model id stays free."""
     jobs = services.training
-    row = jobs.active(job_id, caller)
-    jobs.check_publishable(row)  # before any node keeps a shard under that id
-    features: dict[str, list[str]] = {}
-    keep = training_pb2.CloseJobRequest(job_id=job_id, model_id=row.model_id)
-    for node in row.nodes:
-        reply = await jobs.relay(job_id, node, lambda s: s.CloseJob(keep, timeout=jobs.deadline))
-        features[node] = list(reply.features)
+    row = await jobs.active(job_id, caller)
     metrics = {**body.metrics, "epochs": len(row.history)}
-    await asyncio.to_thread(jobs.register_model, row, body.intercept, metrics, features)
-    return _out(await asyncio.to_thread(jobs.update, job_id, status="finished"))
+    return _out(await jobs.finish(row, body.intercept, metrics))
 
 
 @router.post("/v1/training-jobs/{job_id}/fail", response_model=JobOut)
-async def fail(job_id: str, body: FailIn, caller: Bureau, services: ServicesDep) -> JobOut:
+async def fail(job_id: JobId, body: FailIn, caller: Bureau, services: ServicesDep) -> JobOut:
     """Close the job on every node (also after the coordinator failed it) and record why."""
-    jobs = services.training
-    row = jobs.get(job_id, caller)
-    if row.bureau != caller.id:
-        raise PermissionDeniedError("only the bureau that owns a job may end it")
-    if row.status == "finished":
-        raise ConflictError(f"training job {job_id} is finished")
-    drop = training_pb2.CloseJobRequest(job_id=job_id)
-    for node in row.nodes:
-        try:
-            await jobs.relay(job_id, node, lambda s: s.CloseJob(drop, timeout=10))
-        except CreditShareError:  # a node that is down has no job state left to drop
-            continue
-    error = row.error or body.reason  # keep the coordinator's own reason if it failed first
-    return _out(await asyncio.to_thread(jobs.update, job_id, status="failed", error=error))
+    return _out(await services.training.fail(job_id, caller, body.reason))
+
+
+@router.post("/v1/training-jobs/{job_id}/cancel", response_model=JobOut)
+async def cancel(
+    job_id: JobId, caller: CallerDep, services: ServicesDep, body: CancelIn | None = None
+) -> JobOut:
+    """Cancel a job (its bureau, or an operator): every node drops it and stops its
+    workers, and its model id is free again. Cancelling an ended job only drops it again."""
+    if caller.role not in (Role.BUREAU, Role.OPERATOR):
+        raise PermissionDeniedError("only the job's bureau or an operator may cancel it")
+    reason = body.reason if body is not None else ""
+    return _out(await services.training.cancel(job_id, caller, reason))

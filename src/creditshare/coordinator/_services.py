@@ -84,7 +84,9 @@ def build_services(
         log_signer=signer,
         broker=broker,
         limits=build_limits(settings, engine, lambda: clock().timestamp(), monotonic),
-        training=TrainingJobs(engine, registry, broker, ledger, clock),
+        training=TrainingJobs(
+            engine, registry, broker, ledger, clock, idle_seconds=settings.training_job_idle_seconds
+        ),
         clock=clock,
     )
 

@@ -131,6 +131,13 @@ class CoordinatorSettings(EnvFirstSettings):
         description="on SIGTERM, how long in-flight requests may still run before they are "
         "cancelled (keep it below the orchestrator's kill timeout)",
     )
+    training_job_idle_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        le=7 * 86_400,
+        description="a training job with no relayed call or progress report for this long "
+        "fails, its nodes drop it and its model id is free again",
+    )
     max_body_bytes: int = Field(
         default=64 * 1024,
         ge=1024,

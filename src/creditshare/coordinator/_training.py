@@ -4,18 +4,29 @@ The bureau drives the protocol from its own process (its private key never leave
 it); the coordinator authorises each step, forwards it to the node over the same
 mutual-TLS channels queries use, and keeps the job's status, progress and curve.
 It sees blinded PSI points, ciphertexts and masked integers, nothing else.
+
+A job that stops making progress (its bureau was killed, lost its network, or
+forgot it) fails after ``idle_seconds`` without a relayed call or a progress
+report: a reaper in the app's lifespan and every access check for that, and the
+job's nodes are told to drop it, so its workers stop and its model id is free.
+Activity is written to the shared database at most every few seconds per job,
+so two replicas see the same idle time without a write per relayed call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from creditshare.consent import Purpose
@@ -26,6 +37,7 @@ from creditshare.coordinator._registry import Registry
 from creditshare.crypto import PublicKey
 from creditshare.errors import (
     ConflictError,
+    CreditShareError,
     InvalidInputError,
     LedgerError,
     NodeFailedError,
@@ -34,12 +46,22 @@ from creditshare.errors import (
 )
 from creditshare.federated import TrainingConfig
 from creditshare.ledger import Ledger, QueryRecord
-from creditshare.proto import node_pb2
+from creditshare.proto import node_pb2, training_pb2
 
-__all__ = ["TrainingJobs"]
+__all__ = ["ACTIVE", "TrainingJobs"]
 
+log = logging.getLogger("creditshare.coordinator")
 T = TypeVar("T")
 _RELAY_DEADLINE = 120.0
+#: Statuses of a job that still holds its model id and its nodes' job slots.
+ACTIVE = ("aligning", "training")
+#: How long a node may take to drop a job when the coordinator ends it.
+_DROP_DEADLINE = 10.0
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; every stored one is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class TrainingJobs:
@@ -50,12 +72,24 @@ class TrainingJobs:
         broker: QueryBroker,
         ledger: Ledger,
         clock: Callable[[], datetime],
+        *,
+        idle_seconds: float = 3600.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
         self._registry = registry
         self._broker = broker
         self._ledger = ledger
         self._clock = clock
+        self._monotonic = monotonic
+        self.idle_seconds = idle_seconds
+        #: Per job, when this replica last wrote its activity (throttles the writes).
+        self._touched: dict[str, float] = {}
+        #: Jobs with a relayed call in flight on this replica (never reaped meanwhile).
+        self._busy: dict[str, int] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- creation and lookup -----------------------------------------------------------
 
     def create(
         self,
@@ -66,8 +100,9 @@ class TrainingJobs:
         public_key: PublicKey,
         description: str = "",
     ) -> TrainingJobRow:
-        if not nodes or len(set(nodes)) != len(nodes):
-            raise InvalidInputError("name one or more distinct nodes to train with")
+        nodes = list(dict.fromkeys(nodes))  # a set of nodes: each named once
+        if not nodes:
+            raise InvalidInputError("name one or more nodes to train with")
         for node in nodes:
             self._registry.node(node)
         self._check_model_id_free(model_id)
@@ -120,14 +155,15 @@ class TrainingJobs:
         else:
             raise ConflictError(f"model {model_id!r} exists already")
         with Session(self._engine) as session:
-            clash = session.exec(
+            clashes = session.exec(
                 select(TrainingJobRow).where(
                     TrainingJobRow.model_id == model_id,
-                    col(TrainingJobRow.status).in_(("aligning", "training")),
+                    col(TrainingJobRow.status).in_(ACTIVE),
                 )
-            ).first()
-        if clash is not None and clash.id != job_id:
-            raise ConflictError(f"model id {model_id!r} is reserved by training job {clash.id}")
+            ).all()
+        for clash in clashes:
+            if clash.id != job_id and not self._idle(clash):
+                raise ConflictError(f"model id {model_id!r} is reserved by training job {clash.id}")
 
     @staticmethod
     def _typed(config: dict[str, Any]) -> TrainingConfig:
@@ -153,12 +189,24 @@ class TrainingJobs:
             raise PermissionDeniedError("this training job belongs to another bureau")
         return row
 
-    def active(self, job_id: str, bureau: Participant, node: str | None = None) -> TrainingJobRow:
-        row = self.get(job_id, bureau)
+    async def view(self, job_id: str, viewer: Participant) -> TrainingJobRow:
+        """The job as its bureau or an operator sees it; an idle one is failed first."""
+        row = await asyncio.to_thread(self.get, job_id, viewer)
+        if row.status in ACTIVE and self._idle(row):
+            ended = await self._abandon(row)
+            row = ended if ended is not None else await asyncio.to_thread(self.get, job_id, viewer)
+        return row
+
+    async def active(
+        self, job_id: str, bureau: Participant, node: str | None = None
+    ) -> TrainingJobRow:
+        """The job, if ``bureau`` owns it and it is still running (and ``node`` is in it)."""
+        row = await self.view(job_id, bureau)
         if row.bureau != bureau.id:
             raise PermissionDeniedError("only the bureau that owns a job may drive it")
-        if row.status in ("finished", "failed"):
-            raise ConflictError(f"training job {job_id} is {row.status}")
+        if row.status not in ACTIVE:
+            reason = f": {row.error}" if row.error else ""
+            raise ConflictError(f"training job {job_id} is {row.status}{reason}")
         if node is not None and node not in row.nodes:
             raise InvalidInputError(f"node {node!r} is not part of this job")
         return row
@@ -174,7 +222,178 @@ class TrainingJobs:
             session.add(row)
             session.commit()
             session.refresh(row)
-            return row
+        self._touched[job_id] = self._monotonic()
+        return row
+
+    def end(self, job_id: str, status: str, error: str) -> TrainingJobRow | None:
+        """Move a running job to ``status`` (failed, cancelled); None if it was not running.
+
+        Conditional on the stored status, so a job that finished meanwhile (on another
+        replica) is never marked failed, and only one ender drops it on the nodes."""
+        with Session(self._engine) as session:
+            row = session.exec(
+                select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
+            ).first()
+            if row is None or row.status not in ACTIVE:
+                return None
+            row.status = status
+            row.error = error[:2000]
+            row.updated_at = self._clock()
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+        self._touched.pop(job_id, None)
+        return row
+
+    # -- idleness --------------------------------------------------------------------
+
+    def _idle(self, row: TrainingJobRow) -> bool:
+        if row.id in self._busy:
+            return False
+        quiet = (self._clock() - _aware(row.updated_at)).total_seconds()
+        return quiet > self.idle_seconds
+
+    def _touch(self, job_id: str) -> None:
+        """Record activity, at most a few times per idle period (replicas share the DB)."""
+        now = self._monotonic()
+        last = self._touched.get(job_id)
+        if last is not None and now - last < self._touch_interval:
+            return
+        if len(self._touched) > 10_000:  # jobs ended on another replica
+            self._touched.clear()
+        self._touched[job_id] = now
+        with Session(self._engine) as session:
+            row = session.get(TrainingJobRow, job_id)
+            if row is not None and row.status in ACTIVE:
+                row.updated_at = self._clock()
+                session.add(row)
+                session.commit()
+
+    @property
+    def _touch_interval(self) -> float:
+        return min(30.0, self.idle_seconds / 5)
+
+    async def _heartbeat(self, job_id: str) -> None:
+        """While a long call is in flight, keep the job's activity fresh in the database
+        (another replica's reaper cannot see this replica's calls in flight)."""
+        while True:
+            await asyncio.sleep(self._touch_interval)
+            try:
+                await asyncio.to_thread(self._touch, job_id)
+            except Exception as exc:  # the call itself decides the job's fate, not a heartbeat
+                why = type(exc).__name__
+                log.warning("training job %s: activity not recorded (%s)", job_id, why)
+
+    async def _abandon(self, row: TrainingJobRow) -> TrainingJobRow | None:
+        error = f"no progress for {self.idle_seconds:g} s: the bureau abandoned the job"
+        ended = await asyncio.to_thread(self.end, row.id, "failed", error)
+        if ended is not None:
+            log.info("training job %s failed: idle for %.0f s", row.id, self.idle_seconds)
+            await self.drop_on_nodes(ended)
+        return ended
+
+    async def reap(self) -> int:
+        """Fail every running job idle for longer than the limit; how many it failed."""
+
+        def running() -> list[TrainingJobRow]:
+            with Session(self._engine) as session:
+                query = select(TrainingJobRow).where(col(TrainingJobRow.status).in_(ACTIVE))
+                return list(session.exec(query).all())
+
+        failed = 0
+        for row in await asyncio.to_thread(running):
+            if self._idle(row) and await self._abandon(row) is not None:
+                failed += 1
+        return failed
+
+    async def _reap_forever(self) -> None:
+        interval = max(0.5, min(60.0, self.idle_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reap()
+            except Exception as exc:  # a database hiccup must not end the reaper
+                log.warning("training job reaper failed (%s); retrying", type(exc).__name__)
+
+    def start(self) -> None:
+        """Start the reaper (from the app's lifespan)."""
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+
+    # -- ending a job ----------------------------------------------------------------
+
+    async def drop_on_nodes(self, job: TrainingJobRow) -> list[str]:
+        """Tell every node of the job to drop it (state, workers, and any shard it kept
+        for it); the nodes that could not be told (they drop it when it idles out)."""
+        drop = training_pb2.CloseJobRequest(job_id=job.id)
+
+        async def one(node: str) -> str | None:
+            stub = self._broker.training.get(node)
+            if stub is None:
+                return node
+            try:
+                await stub.CloseJob(drop, timeout=_DROP_DEADLINE)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("node %s did not drop job %s: %s", node, job.id, exc.code().name)
+                return node
+            return None
+
+        missed = await asyncio.gather(*(one(n) for n in job.nodes))
+        return [n for n in missed if n is not None]
+
+    async def cancel(self, job_id: str, caller: Participant, reason: str) -> TrainingJobRow:
+        """Cancel a job (its bureau, or an operator): nodes drop it, its model id is free."""
+        row = await asyncio.to_thread(self.get, job_id, caller)
+        if row.status == "finished":
+            raise ConflictError(f"training job {job_id} is finished; nothing to cancel")
+        why = reason or f"cancelled by {caller.id}"
+        ended = await asyncio.to_thread(self.end, job_id, "cancelled", why)
+        await self.drop_on_nodes(ended or row)  # again if already ended: dropping is idempotent
+        return ended if ended is not None else await asyncio.to_thread(self.get, job_id, caller)
+
+    async def fail(self, job_id: str, caller: Participant, reason: str) -> TrainingJobRow:
+        """The bureau gives up: nodes drop the job; a reason already recorded is kept."""
+        row = await asyncio.to_thread(self.get, job_id, caller)
+        if row.bureau != caller.id:
+            raise PermissionDeniedError("only the bureau that owns a job may end it")
+        if row.status == "finished":
+            raise ConflictError(f"training job {job_id} is finished")
+        ended = await asyncio.to_thread(self.end, job_id, "failed", reason)
+        await self.drop_on_nodes(ended or row)
+        return ended if ended is not None else await asyncio.to_thread(self.get, job_id, caller)
+
+    async def finish(
+        self, job: TrainingJobRow, intercept: float, metrics: dict[str, Any]
+    ) -> TrainingJobRow:
+        """Every node keeps its shard and the model is registered, or none of it stays:
+        a node that fails, or a model that cannot be registered, fails the job and the
+        shards other nodes kept for it are discarded (so the model id can be used again)."""
+        await asyncio.to_thread(self.check_publishable, job)  # before any node keeps a shard
+        keep = training_pb2.CloseJobRequest(job_id=job.id, model_id=job.model_id)
+        features: dict[str, list[str]] = {}
+        try:
+            for node in job.nodes:
+                reply = await self.relay(
+                    job.id, node, lambda s: s.CloseJob(keep, timeout=self.deadline)
+                )
+                features[node] = list(reply.features)
+            return await asyncio.to_thread(self._register, job, intercept, metrics, features)
+        except BaseException as exc:
+            reason = str(exc) if isinstance(exc, CreditShareError) else type(exc).__name__
+            ended = await asyncio.to_thread(
+                self.end, job.id, "failed", f"finishing failed, no model kept: {reason}"
+            )
+            await asyncio.shield(self.drop_on_nodes(ended or job))
+            raise
+
+    # -- relaying --------------------------------------------------------------------
 
     async def relay_with_receipt(
         self,
@@ -203,10 +422,13 @@ class TrainingJobs:
         stub = self._broker.training.get(node)
         if stub is None:
             raise NotFoundError(f"unknown node {node!r}")
+        self._busy[job_id] = self._busy.get(job_id, 0) + 1
+        beat = asyncio.get_running_loop().create_task(self._heartbeat(job_id))
         try:
-            return await call(stub)
+            await asyncio.to_thread(self._touch, job_id)
+            result = await call(stub)
         except LedgerError as exc:
-            self.update(job_id, status="failed", error=f"node {node}: ledger: {exc}")
+            await self._node_failed(job_id, node, f"ledger: {exc}")
             raise NodeFailedError(node, f"ledger: {exc}") from None
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
@@ -217,17 +439,33 @@ class TrainingJobs:
                 grpc.StatusCode.DEADLINE_EXCEEDED: "deadline exceeded",
                 grpc.StatusCode.NOT_FOUND: f"lost the job ({exc.details()})",
             }.get(code, f"{code.name.lower()}: {exc.details()}")
-            self.update(job_id, status="failed", error=f"node {node}: {reason}")
+            await self._node_failed(job_id, node, reason)
             raise NodeFailedError(node, reason) from None
+        finally:
+            beat.cancel()
+            left = self._busy.get(job_id, 1) - 1
+            if left:
+                self._busy[job_id] = left
+            else:
+                self._busy.pop(job_id, None)
+        await asyncio.to_thread(self._touch, job_id)
+        return result
 
-    def register_model(
+    async def _node_failed(self, job_id: str, node: str, reason: str) -> None:
+        """A node failing fails the job; the other nodes drop it at once."""
+        ended = await asyncio.to_thread(self.end, job_id, "failed", f"node {node}: {reason}")
+        if ended is not None:
+            await self.drop_on_nodes(ended)
+
+    def _register(
         self,
         job: TrainingJobRow,
         intercept: float,
         metrics: dict[str, Any],
         features: dict[str, list[str]],
-    ) -> ModelRow:
-        row = ModelRow(
+    ) -> TrainingJobRow:
+        """Register the model and finish the job in one transaction, if still running."""
+        model = ModelRow(
             id=job.model_id,
             description=str(job.config.get("description", "")),
             intercept=intercept,
@@ -238,11 +476,24 @@ class TrainingJobs:
             created_at=self._clock(),
         )
         with Session(self._engine) as session:
-            if session.get(ModelRow, row.id) is not None:
-                raise ConflictError(f"model {row.id!r} exists already")
+            row = session.exec(
+                select(TrainingJobRow).where(TrainingJobRow.id == job.id).with_for_update()
+            ).first()
+            if row is None or row.status not in ACTIVE:
+                status = "gone" if row is None else row.status
+                raise ConflictError(f"training job {job.id} is {status}; no model registered")
+            if session.get(ModelRow, model.id) is not None:
+                raise ConflictError(f"model {model.id!r} exists already")
+            row.status = "finished"
+            row.updated_at = self._clock()
+            session.add(model)
             session.add(row)
-            session.commit()
+            try:
+                session.commit()
+            except IntegrityError:
+                raise ConflictError(f"model {model.id!r} exists already") from None
             session.refresh(row)
+        self._touched.pop(job.id, None)
         return row
 
     @property

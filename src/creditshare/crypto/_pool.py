@@ -23,6 +23,7 @@ import contextlib
 import multiprocessing
 import os
 import queue
+import signal
 import threading
 from types import TracebackType
 from typing import Any, Protocol
@@ -58,12 +59,34 @@ class Encryptor(Protocol):
 _BATCH = 256
 
 
-def _produce(n: int, out: Any, stop: Any) -> None:
-    """Worker loop: obfuscators for key ``n`` into ``out`` until ``stop`` is set."""
+def _produce(n: int, out: Any, stop: Any, parent: int) -> None:
+    """Worker loop: obfuscators for key ``n`` into ``out`` until ``stop`` is set, or
+    until process ``parent`` is gone (killed without a chance to stop us).
+
+    The parent check runs between small batches and between 0.2 s waits on a full
+    queue, so an orphaned worker exits within one batch (~0.2 s of work) and never
+    holds a core for a party that no longer exists.
+    """
+    # Ctrl-C reaches the whole process group: the parent decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Unsent obfuscators may be dropped at exit: waiting to flush them into a pipe that
+    # nobody reads (the parent died; a sibling worker holds the reading end) never ends.
+    out.cancel_join_thread()
     encryptor = FastEncryptor(PublicKey(n))
+
+    def orphaned() -> None:
+        if os.getppid() != parent:
+            os._exit(0)  # nothing here is worth a clean shutdown; never hang in one
+
     while not stop.is_set():
-        batch = [encryptor.obfuscator() for _ in range(_BATCH)]
+        orphaned()
+        batch = []
+        for _ in range(_BATCH):
+            batch.append(encryptor.obfuscator())
+            if len(batch) % 32 == 0:
+                orphaned()
         while not stop.is_set():
+            orphaned()
             try:
                 out.put(batch, timeout=0.2)
                 break
@@ -76,7 +99,8 @@ class PooledEncryptor(ObfuscatedEncryption):
 
     ``workers`` defaults to one fewer than the machine's cores (at least one);
     ``buffer`` bounds the obfuscators held ready (512 bytes each at 2048 bits).
-    Close it (or use it as a context manager) to stop the workers.
+    Close it (or use it as a context manager) to stop the workers; workers whose
+    parent process dies (SIGKILL, a crash) notice it and exit on their own.
     """
 
     def __init__(
@@ -103,7 +127,7 @@ class PooledEncryptor(ObfuscatedEncryption):
         self._workers = [
             context.Process(
                 target=_produce,
-                args=(public_key.n, self._queue, self._stop),
+                args=(public_key.n, self._queue, self._stop, os.getpid()),
                 daemon=True,
                 name=f"creditshare-obfuscators-{k}",
             )

@@ -109,6 +109,10 @@ class TrainingConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
+        floats = ("learning_rate", "learning_rate_decay", "l2", "min_improvement")
+        for name in (*floats, "validation_fraction", "feature_clip"):
+            if not math.isfinite(getattr(self, name)):
+                raise InvalidInputError(f"{name} must be a finite number")
         checks = [
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.learning_rate_decay >= 0, "learning_rate_decay must be >= 0"),

@@ -91,6 +91,7 @@ async def build_server(
         checker,
         access_log,
         encryption_workers=settings.training_encryption_workers,
+        job_idle_seconds=settings.training_job_idle_seconds,
     )
     training_pb2_grpc.add_TrainingServicer_to_server(training, server)
     health_servicer = health.aio.HealthServicer()

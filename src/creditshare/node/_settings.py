@@ -47,6 +47,13 @@ class NodeSettings(EnvFirstSettings):
         description="processes per training job that make encryption obfuscators ahead "
         "(0: encrypt in the serving process)",
     )
+    training_job_idle_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        le=7 * 86_400,
+        description="a training job untouched this long is dropped and its worker "
+        "processes stopped (a bureau that vanished cannot hold the node's job slots)",
+    )
     log_public_key: str = Field(
         description="base64 Ed25519 key that signs the coordinator's ledger tree heads"
     )

@@ -53,18 +53,26 @@ class ModelShardRow(SQLModel, table=True):
     weights: dict[str, float] = Field(sa_column=Column(JSON, nullable=False))
     offset: float = 0.0
     created_at: datetime
+    #: The training job that made it: dropping that job discards this shard (and only it).
+    job_id: str | None = Field(default=None, max_length=64, index=True)
 
 
 class ShardStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def save(self, model_id: str, weights: dict[str, float], offset: float) -> None:
+    def save(
+        self, model_id: str, weights: dict[str, float], offset: float, job_id: str | None = None
+    ) -> None:
         """Keep a new shard; an existing model's shard is never overwritten."""
         with Session(self._engine) as session:
             session.add(
                 ModelShardRow(
-                    model_id=model_id, weights=weights, offset=offset, created_at=datetime.now(UTC)
+                    model_id=model_id,
+                    weights=weights,
+                    offset=offset,
+                    created_at=datetime.now(UTC),
+                    job_id=job_id,
                 )
             )
             try:
@@ -73,6 +81,16 @@ class ShardStore:
                 raise ConflictError(
                     f"this node already holds a shard of model {model_id!r}"
                 ) from None
+
+    def discard_job(self, job_id: str) -> list[str]:
+        """Delete the shard training job ``job_id`` kept, if any (its model was never
+        registered); the model ids discarded. Idempotent."""
+        with Session(self._engine) as session:
+            rows = session.exec(select(ModelShardRow).where(ModelShardRow.job_id == job_id)).all()
+            for row in rows:
+                session.delete(row)
+            session.commit()
+            return [row.model_id for row in rows]
 
     def load(self) -> dict[str, tuple[dict[str, float], float]]:
         with Session(self._engine) as session:

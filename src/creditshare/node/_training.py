@@ -5,15 +5,24 @@ standardised on the node over its own records; the learnt shard is folded back
 onto the raw features (w/σ and an offset −Σ w·μ/σ) before it is kept, so scoring
 needs no extra state. Job state lives in memory: a node that restarts mid-job
 answers NOT_FOUND for that job and the bureau's job fails with that reason.
+
+A job nobody touches for ``job_idle_seconds`` is dropped by a background sweep
+(not only when another job opens), stopping its worker processes: a bureau that
+was killed cannot hold a node's job slots or cores. Dropping a job (CloseJob
+without a model id) also discards the shard that job kept, if its model was never
+registered, so a failed /finish leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import re
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -39,9 +48,15 @@ log = logging.getLogger("creditshare.node")
 T = TypeVar("T")
 _MAX_JOBS = 8
 #: A job (or PSI state) untouched this long is dropped, so abandoned jobs cannot
-#: hold the node's job slots.
+#: hold the node's job slots (the default of NodeSettings.training_job_idle_seconds).
 JOB_IDLE_SECONDS = 3600.0
 _MAX_IDS = 2_000_000
+#: Bytes of one ciphertext or proof for a 4096-bit key (mod n²), with room to spare.
+_MAX_NUMBER_BYTES = 1100
+#: PSI points are 32-byte curve encodings.
+_MAX_POINT_BYTES = 64
+_MAX_GRADIENT_VALUES = 10_000
+_MODEL_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 #: Packed evaluation: at most this many nodes' vectors summed slot by slot.
 _MAX_ADDITIONS = 1024
 
@@ -79,7 +94,10 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         access_log: AccessLog,
         clock: Callable[[], float] = time.monotonic,
         encryption_workers: int = 0,
+        job_idle_seconds: float = JOB_IDLE_SECONDS,
     ) -> None:
+        self._idle = job_idle_seconds
+        self._sweeper: threading.Thread | None = None
         self._encryption_workers = encryption_workers
         self._checker = checker
         self._access_log = access_log
@@ -100,6 +118,28 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
 
         return await guarded(context, blocking)
 
+    def _sweep_in_background(self) -> None:
+        """Start the periodic expiry once there is something to expire (a daemon thread
+        that ends with the node, or when this service is gone)."""
+        with self._lock:
+            if self._sweeper is not None:
+                return
+            me = weakref.ref(self)
+            interval = max(0.2, min(60.0, self._idle / 4))
+            self._sweeper = threading.Thread(
+                target=_sweep, args=(me, interval), name="training-expiry", daemon=True
+            )
+            self._sweeper.start()
+
+    def sweep(self) -> int:
+        """Drop every job and PSI state idle too long, stopping their workers; how many
+        jobs were dropped."""
+        with self._lock:
+            expired = self._expire()
+        for job in expired:
+            job.close()
+        return len(expired)
+
     def _job(self, job_id: str) -> _Job:
         with self._lock:
             job = self._jobs.get(job_id)
@@ -112,11 +152,11 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
     def _expire(self) -> list[_Job]:
         """Drop idle jobs and PSI state; call with the lock held, and close the jobs it
         returns after releasing it (stopping their workers takes seconds)."""
-        cutoff = self._clock() - JOB_IDLE_SECONDS
+        cutoff = self._clock() - self._idle
         expired = []
         for job_id in [j for j, job in self._jobs.items() if job.touched < cutoff]:
             expired.append(self._jobs.pop(job_id))
-            log.info("training job %r expired after %.0f s idle", job_id, JOB_IDLE_SECONDS)
+            log.info("training job %r expired after %.0f s idle", job_id, self._idle)
         for job_id in [j for j, (at, _) in self._psi.items() if at < cutoff]:
             del self._psi[job_id]
         return expired
@@ -129,8 +169,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self, request: training_pb2.PsiAnswerRequest | training_pb2.OpenJobRequest
     ) -> tuple[PublicKey, int, QueryRecord]:
         """The bureau's key, and the job's ledger receipt checked against it."""
-        if not request.job_id or len(request.job_id) > 64:
-            raise InvalidInputError("job_id must be 1 to 64 characters")
+        _check_job_id(request.job_id)
         if not request.HasField("public_key"):
             raise InvalidInputError("public_key is required")
         key = PublicKey.from_bytes(request.public_key.n)
@@ -152,6 +191,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         def work() -> training_pb2.PsiAnswerResponse:
             if not request.domain or len(request.domain) > 256:
                 raise InvalidInputError("PSI domain must be 1 to 256 bytes")
+            _check_blobs(request.blinded, "blinded", _MAX_IDS, _MAX_POINT_BYTES)
             self._job_receipt(request)
             with self._lock:
                 if request.job_id in self._psi or request.job_id in self._jobs:
@@ -172,6 +212,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                     )
             for job in expired:
                 job.close()
+            self._sweep_in_background()
             if full:
                 raise InvalidInputError(f"this node aligns at most {_MAX_JOBS} jobs at once")
             return training_pb2.PsiAnswerResponse(
@@ -184,6 +225,10 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self, request: training_pb2.OpenJobRequest, context: Any
     ) -> training_pb2.OpenJobResponse:
         def work() -> training_pb2.OpenJobResponse:
+            for name in ("l2", "feature_clip", "learning_rate"):
+                if not math.isfinite(getattr(request, name)):
+                    raise InvalidInputError(f"{name} must be a finite number")
+            _check_blobs(request.points, "points", _MAX_IDS, _MAX_POINT_BYTES)
             key, index, record = self._job_receipt(request)
             if not self._access_log.claim(index, record):
                 raise ReceiptRefusedError(f"job {request.job_id!r} was already opened here")
@@ -254,6 +299,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 raise
             if previous is not None:
                 previous.close()
+            self._sweep_in_background()
             log.info("training job %r opened: %d rows", request.job_id, len(ids))
             return training_pb2.OpenJobResponse(features=names, rows=len(ids))
 
@@ -263,6 +309,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self, request: training_pb2.ForwardRequest, context: Any
     ) -> training_pb2.CiphertextList:
         def work() -> training_pb2.CiphertextList:
+            _check_rows(request.job_id, request.rows)
             job = self._job(request.job_id)
             rows = job.rows(request.rows)
             if request.slot_bits:
@@ -279,6 +326,10 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self, request: training_pb2.MaskedGradientRequest, context: Any
     ) -> training_pb2.CiphertextList:
         def work() -> training_pb2.CiphertextList:
+            _check_rows(request.job_id, request.rows)
+            _check_blobs(request.residuals, "residuals", _MAX_IDS, _MAX_NUMBER_BYTES)
+            if len(request.residuals) != len(request.rows):
+                raise InvalidInputError("residuals must hold one ciphertext per row")
             job = self._job(request.job_id)
             key = job.host.public_key
             residuals = [Ciphertext.from_bytes(key, r) for r in request.residuals]
@@ -291,6 +342,14 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self, request: training_pb2.ApplyGradientRequest, context: Any
     ) -> training_pb2.ApplyGradientResponse:
         def work() -> training_pb2.ApplyGradientResponse:
+            _check_job_id(request.job_id)
+            if len(request.values) > _MAX_GRADIENT_VALUES:
+                raise InvalidInputError(f"at most {_MAX_GRADIENT_VALUES} gradient values")
+            _check_blobs(request.randomness, "randomness", _MAX_GRADIENT_VALUES, _MAX_NUMBER_BYTES)
+            if not (math.isfinite(request.rate) and 0 < request.rate <= 100):
+                raise InvalidInputError("rate must be a finite number within (0, 100]")
+            if request.batch_size < 1:
+                raise InvalidInputError("batch_size must be at least 1")
             if any(len(v) > 1300 for v in request.values):
                 raise InvalidInputError("gradient values are longer than any 4096-bit number")
             try:
@@ -308,12 +367,16 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self, request: training_pb2.CloseJobRequest, context: Any
     ) -> training_pb2.CloseJobResponse:
         def work() -> training_pb2.CloseJobResponse:
+            _check_job_id(request.job_id)
+            if request.model_id and not _MODEL_ID.fullmatch(request.model_id):
+                raise InvalidInputError("model_id must be 1 to 64 of a-z, 0-9, '.', '_', '-'")
             with self._lock:
                 job = self._jobs.pop(request.job_id, None)
                 self._psi.pop(request.job_id, None)
             if job is None:
                 if request.model_id:
                     raise NotFoundError(f"no open training job {request.job_id!r} to keep")
+                self._discard(request.job_id)
                 return training_pb2.CloseJobResponse()
             job.close()
             names = list(job.host.feature_names)
@@ -321,10 +384,55 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 weights = job.host.weights / job.std
                 bias = float(-(weights * job.mean).sum())
                 self._shards.save(
-                    request.model_id, dict(zip(names, map(float, weights), strict=True)), bias
+                    request.model_id,
+                    dict(zip(names, map(float, weights), strict=True)),
+                    bias,
+                    job_id=request.job_id,
                 )
                 self._engine.reload()
                 log.info("training job %r kept as model %r", request.job_id, request.model_id)
+            else:
+                self._discard(request.job_id)
             return training_pb2.CloseJobResponse(features=names)
 
         return await self._run(context, work)
+
+    def _discard(self, job_id: str) -> None:
+        """Discard the shard a dropped job kept (its model was never registered)."""
+        discarded = self._shards.discard_job(job_id)
+        if discarded:
+            self._engine.reload()
+            log.info("training job %r dropped: discarded its shard of %s", job_id, discarded)
+
+
+def _sweep(service: weakref.ref[TrainingService], interval: float) -> None:
+    """The expiry loop: runs while the service exists (a weak reference, so a stopped
+    test server's service can still be collected)."""
+    while True:
+        time.sleep(interval)
+        current = service()
+        if current is None:
+            return
+        try:
+            current.sweep()
+        except Exception as exc:  # never let one failed close end the sweeping
+            log.warning("training job expiry failed (%s); retrying", type(exc).__name__)
+        del current
+
+
+def _check_job_id(job_id: str) -> None:
+    if not 0 < len(job_id) <= 64:
+        raise InvalidInputError("job_id must be 1 to 64 characters")
+
+
+def _check_rows(job_id: str, rows: Sequence[int]) -> None:
+    _check_job_id(job_id)
+    if not 0 < len(rows) <= _MAX_IDS:
+        raise InvalidInputError(f"rows must hold 1 to {_MAX_IDS} row positions")
+
+
+def _check_blobs(blobs: Sequence[bytes], what: str, most: int, size: int) -> None:
+    if len(blobs) > most:
+        raise InvalidInputError(f"{what} may hold at most {most} items")
+    if any(len(b) > size for b in blobs):
+        raise InvalidInputError(f"each of {what} must be at most {size} bytes")

@@ -7,6 +7,10 @@ reveal a label, a feature or a gradient travels encrypted under the bureau's
 Paillier key or masked. Identifiers never cross the coordinator in clear: the
 bureau names the intersection by the node's own blinded points, and later
 calls name rows by their position in that list.
+
+Bounds every node enforces (INVALID_ARGUMENT otherwise): job ids 1-64
+characters; at most 2,000,000 rows or points per call; PSI points at most 64
+bytes, ciphertexts and proofs at most 1100 bytes; doubles finite.
 """
 
 from collections import abc as _abc
@@ -318,7 +322,9 @@ class CloseJobRequest(_message.Message):
     MODEL_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     model_id: _builtins.str
-    """Empty: discard the shard. Otherwise keep it for scoring under this model id."""
+    """Empty: drop the job and discard any shard it kept. Otherwise keep the shard
+    for scoring under this model id (1-64 of a-z 0-9 . _ -), tagged with the job.
+    """
     def __init__(
         self,
         *,

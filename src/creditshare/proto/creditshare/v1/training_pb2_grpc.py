@@ -106,7 +106,9 @@ class TrainingServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CloseJob(self, request, context):
-        """Keep the shard as a scoring model (model_id), or drop the job.
+        """Keep the shard as a scoring model (model_id), or drop the job: its state,
+        its worker processes, and the shard it kept if its model was never
+        registered (idempotent).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -7,6 +7,10 @@ reveal a label, a feature or a gradient travels encrypted under the bureau's
 Paillier key or masked. Identifiers never cross the coordinator in clear: the
 bureau names the intersection by the node's own blinded points, and later
 calls name rows by their position in that list.
+
+Bounds every node enforces (INVALID_ARGUMENT otherwise): job ids 1-64
+characters; at most 2,000,000 rows or points per call; PSI points at most 64
+bytes, ciphertexts and proofs at most 1100 bytes; doubles finite.
 """
 
 from collections import abc as _abc
@@ -50,7 +54,10 @@ class TrainingStub:
     ApplyGradient: _grpc.UnaryUnaryMultiCallable[_training_pb2.ApplyGradientRequest, _training_pb2.ApplyGradientResponse]
     """The decrypted masked gradient: the node unmasks it and updates its shard."""
     CloseJob: _grpc.UnaryUnaryMultiCallable[_training_pb2.CloseJobRequest, _training_pb2.CloseJobResponse]
-    """Keep the shard as a scoring model (model_id), or drop the job."""
+    """Keep the shard as a scoring model (model_id), or drop the job: its state,
+    its worker processes, and the shard it kept if its model was never
+    registered (idempotent).
+    """
 
 @_typing.type_check_only
 class TrainingAsyncStub(TrainingStub):
@@ -68,7 +75,10 @@ class TrainingAsyncStub(TrainingStub):
     ApplyGradient: _aio.UnaryUnaryMultiCallable[_training_pb2.ApplyGradientRequest, _training_pb2.ApplyGradientResponse]  # type: ignore[assignment]
     """The decrypted masked gradient: the node unmasks it and updates its shard."""
     CloseJob: _aio.UnaryUnaryMultiCallable[_training_pb2.CloseJobRequest, _training_pb2.CloseJobResponse]  # type: ignore[assignment]
-    """Keep the shard as a scoring model (model_id), or drop the job."""
+    """Keep the shard as a scoring model (model_id), or drop the job: its state,
+    its worker processes, and the shard it kept if its model was never
+    registered (idempotent).
+    """
 
 class TrainingServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -119,6 +129,9 @@ class TrainingServicer(metaclass=_abc_1.ABCMeta):
         request: _training_pb2.CloseJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_training_pb2.CloseJobResponse, _abc.Awaitable[_training_pb2.CloseJobResponse]]:
-        """Keep the shard as a scoring model (model_id), or drop the job."""
+        """Keep the shard as a scoring model (model_id), or drop the job: its state,
+        its worker processes, and the shard it kept if its model was never
+        registered (idempotent).
+        """
 
 def add_TrainingServicer_to_server(servicer: TrainingServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
