@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -9,6 +11,8 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import gmpy2
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -21,6 +25,29 @@ from creditshare.departments import DEFAULT_INTERCEPT
 from creditshare.identity import Chain
 
 E2E_DEPARTMENTS = ("tax", "market", "court")
+
+
+def fresh_modulus() -> int:
+    """A well-formed 2048-bit Paillier modulus (two random 1024-bit primes), made in
+    milliseconds: for tests that register a key they never decrypt with."""
+    while True:
+        p, q = (int(gmpy2.next_prime(secrets.randbits(1024) | (1 << 1023))) for _ in range(2))
+        if (p * q).bit_length() == 2048:
+            return p * q
+
+
+def register_fresh_key(url: str, api_key: str) -> str:
+    """Register a fresh key for the participant behind ``api_key``; its fingerprint."""
+    n = fresh_modulus()
+    response = httpx.post(
+        f"{url}/v1/paillier-keys",
+        json={"public_key": base64.b64encode(n.to_bytes(256, "big")).decode()},
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    fingerprint: str = response.json()["fingerprint"]
+    return fingerprint
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ from creditshare.errors import ProblemError
 from creditshare.ledger import leaf_hash
 
 from .._databases import fresh_postgres_database, migrated_engine
-from .conftest import Trust
+from .conftest import Trust, register_fresh_key
 
 ServeApp = Callable[[FastAPI], AbstractContextManager[str]]
 VERIFY_HINT = "creditshare ledger verify --config FILE"
@@ -123,6 +123,7 @@ def test_a_coordinator_restarted_on_a_tampered_ledger_refuses_to_sign(
     bureau_key = small_trust.operator.register_participant("tamper-bureau", "bureau", "B")[
         "api_key"
     ]
+    bureau_fingerprint = register_fresh_key(url, bureau_key)
     bank = small_trust.bank
     for _ in range(3):
         bank.query(uscc, consent)
@@ -164,7 +165,7 @@ def test_a_coordinator_restarted_on_a_tampered_ledger_refuses_to_sign(
                 json={
                     "model_id": "tamper-model",
                     "nodes": ["yrd-tax"],
-                    "public_key": bank_key.public_key.to_text(),
+                    "key_fingerprint": bureau_fingerprint,
                 },
                 headers={"Authorization": f"Bearer {bureau_key}"},
                 timeout=30,

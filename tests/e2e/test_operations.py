@@ -31,7 +31,7 @@ from creditshare.crypto import PrivateKey, SigningKey
 from creditshare.demo import Federation, read_enterprises
 from creditshare.errors import ProblemError
 
-from .conftest import Trust
+from .conftest import Trust, register_fresh_key
 
 ServeApp = Callable[[FastAPI], AbstractContextManager[str]]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -111,7 +111,7 @@ def test_metrics_count_queries_node_calls_ledger_and_training_jobs(
             {
                 "model_id": "ops-model",
                 "nodes": ["yrd-tax"],
-                "public_key": bank_key.public_key.to_text(),
+                "key_fingerprint": register_fresh_key(url, bureau_key),
             },
         )
         ledger_size = bank.ledger_head()["size"]
@@ -230,7 +230,7 @@ def test_training_relays_carry_the_request_id(
         json={
             "model_id": "relay-model",
             "nodes": ["yrd-tax", "yrd-court"],
-            "public_key": bank_key.public_key.to_text(),
+            "key_fingerprint": register_fresh_key(url, bureau_key),
         },
         headers=headers,
         timeout=30,

@@ -21,7 +21,7 @@ from creditshare.crypto import PrivateKey
 from creditshare.demo import Federation, read_enterprises
 from creditshare.errors import ProblemError
 
-from .conftest import Trust
+from .conftest import Trust, fresh_modulus
 
 
 def _prime(bits: int) -> int:
@@ -30,14 +30,6 @@ def _prime(bits: int) -> int:
 
 def _text(n: int) -> str:
     return base64.b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).decode()
-
-
-def _modulus() -> int:
-    """A well-formed 2048-bit modulus (two 1024-bit primes), fast to make."""
-    while True:
-        n = _prime(1024) * _prime(1024)
-        if n.bit_length() == 2048:
-            return n
 
 
 #: Moduli that are not Paillier keys, each with what the refusal must mention.
@@ -78,7 +70,7 @@ def test_bad_keys_are_refused_once_at_registration(trust: Trust, case: str) -> N
     assert fragment in response.json()["detail"]
     assert trust.bank.paillier_keys() == before  # nothing stored
     # The service still serves the next good request.
-    good = _register(trust, trust.bank_api_key, _text(_modulus()))
+    good = _register(trust, trust.bank_api_key, _text(fresh_modulus()))
     assert good.status_code == 201, good.text
     trust.bank.retire_paillier_key(good.json()["fingerprint"])
 
@@ -102,7 +94,7 @@ def test_registration_is_idempotent_and_owned(
     assert claimed.value.status == 409
     # Enterprises and operators do not register Paillier keys.
     with pytest.raises(ProblemError) as role:
-        trust.operator.post("/v1/paillier-keys", {"public_key": _text(_modulus())})
+        trust.operator.post("/v1/paillier-keys", {"public_key": _text(fresh_modulus())})
     assert role.value.status == 403
 
 
@@ -110,14 +102,14 @@ def test_active_keys_are_bounded(trust: Trust) -> None:
     issued = trust.operator.register_participant("keys-bank-many", "bank", "Many Keys")
     with CreditShareClient(trust.url, api_key=issued["api_key"]) as client:
         fingerprints = [
-            client.post("/v1/paillier-keys", {"public_key": _text(_modulus())})["fingerprint"]
+            client.post("/v1/paillier-keys", {"public_key": _text(fresh_modulus())})["fingerprint"]
             for _ in range(4)
         ]
         with pytest.raises(ProblemError) as full:
-            client.post("/v1/paillier-keys", {"public_key": _text(_modulus())})
+            client.post("/v1/paillier-keys", {"public_key": _text(fresh_modulus())})
         assert full.value.status == 409 and "retire" in full.value.detail
         client.post(f"/v1/paillier-keys/{fingerprints[0]}/retire")
-        fifth = client.post("/v1/paillier-keys", {"public_key": _text(_modulus())})
+        fifth = client.post("/v1/paillier-keys", {"public_key": _text(fresh_modulus())})
         assert fifth["active"]
         listed = client.paillier_keys()
         assert [k["fingerprint"] for k in listed if not k["active"]] == [fingerprints[0]]
@@ -152,7 +144,7 @@ def test_queries_name_a_registered_active_key(
     uscc = read_enterprises(federation.layout.data_dir)[7]["uscc"]
     consent = trust.consent(uscc, max_uses=5)
     owner, _ = trust.enterprise(uscc)
-    other = bank2.post("/v1/paillier-keys", {"public_key": _text(_modulus())})["fingerprint"]
+    other = bank2.post("/v1/paillier-keys", {"public_key": _text(fresh_modulus())})["fingerprint"]
     spare = PrivateKey.generate()
     registered = _register(trust, trust.bank_api_key, spare.public_key.to_text())
     assert registered.status_code == 201, registered.text

@@ -168,7 +168,7 @@ def test_only_bureaus_may_train(parties: tuple[Trust, CreditShareClient]) -> Non
             {
                 "model_id": "x",
                 "nodes": ["yrd-tax"],
-                "public_key": trust.bank.private_key.public_key.to_text(),
+                "key_fingerprint": trust.bank.ensure_paillier_key(),
             },
         )
     assert caught.value.status == 403
@@ -241,8 +241,8 @@ def test_what_the_coordinator_and_nodes_see_during_training(
 
 def test_model_ids_cannot_be_taken_twice(parties: tuple[Trust, CreditShareClient]) -> None:
     trust, bureau = parties
-    key = bureau.private_key.public_key.to_text()
-    body = {"model_id": "bureau1-sme-v1", "nodes": ["yrd-tax"], "public_key": key}
+    key = bureau.ensure_paillier_key()
+    body = {"model_id": "bureau1-sme-v1", "nodes": ["yrd-tax"], "key_fingerprint": key}
     with pytest.raises(ProblemError) as caught:  # published by the first test
         bureau.post("/v1/training-jobs", body)
     assert caught.value.status == 409

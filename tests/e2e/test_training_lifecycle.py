@@ -209,7 +209,7 @@ def _job_body(bureau: CreditShareClient, model_id: str, **extra: Any) -> dict[st
     return {
         "model_id": model_id,
         "nodes": NODES,
-        "public_key": bureau.private_key.public_key.to_text(),
+        "key_fingerprint": bureau.ensure_paillier_key(),
         **extra,
     }
 
@@ -407,12 +407,12 @@ def _raw(trust: Trust, path: str, body: str) -> httpx.Response:
 def test_bad_training_inputs_are_refused_and_nothing_is_written(
     federation: Federation, trust: Trust, bureau: CreditShareClient
 ) -> None:
-    key = json.dumps(bureau.private_key.public_key.to_text())
+    key = json.dumps(bureau.ensure_paillier_key())
     job = bureau.post("/v1/training-jobs", _job_body(bureau, "bounded-inputs"))
     path = f"/v1/training-jobs/{job['id']}"
     jobs_before = _job_count(federation)
     create = "/v1/training-jobs"
-    base = f'"model_id": "never-made", "nodes": ["yrd-tax"], "public_key": {key}'
+    base = f'"model_id": "never-made", "nodes": ["yrd-tax"], "key_fingerprint": {key}'
     bad: list[tuple[str, str, str]] = [
         (create, f'{{{base}, "config": {{"learning_rate": NaN}}}}', "learning_rate"),
         (create, f'{{{base}, "config": {{"l2": Infinity}}}}', "l2"),

@@ -230,7 +230,7 @@ def train_model(
             "model_id": model_id,
             "description": description,
             "nodes": list(nodes),
-            "public_key": key.public_key.to_text(),
+            "key_fingerprint": client.ensure_paillier_key(),
             "config": settings,
         },
     )

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 from creditshare.coordinator._db import Participant, TrainingJobRow
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
 from creditshare.coordinator._participants import Role
-from creditshare.coordinator._schemas import ID_PATTERN, InputModel
+from creditshare.coordinator._schemas import FINGERPRINT_PATTERN, ID_PATTERN, InputModel
 from creditshare.crypto import PublicKey
 from creditshare.errors import InvalidInputError, PermissionDeniedError
 from creditshare.federated import TrainingConfig
@@ -77,7 +77,11 @@ class JobIn(_Strict):
     description: str = Field(default="", max_length=500)
     #: A set of nodes: a name given twice counts once.
     nodes: list[NodeName] = Field(min_length=1, max_length=64)
-    public_key: str = Field(max_length=4096)
+    key_fingerprint: str = Field(
+        pattern=FINGERPRINT_PATTERN,
+        description="one of the bureau's registered Paillier keys (POST /v1/paillier-keys): "
+        "what nodes encrypt under and the bureau decrypts with",
+    )
     config: TrainingConfigIn = Field(default_factory=TrainingConfigIn)
 
     @field_validator("nodes")
@@ -189,8 +193,8 @@ def _text(items: Any) -> list[str]:
 
 @router.post("/v1/training-jobs", response_model=JobOut, status_code=201)
 async def create_job(body: JobIn, caller: Bureau, services: ServicesDep) -> JobOut:
-    """Open a job: which nodes, which model id to publish, and the bureau's public key."""
-    key = PublicKey.from_text(body.public_key)
+    """Open a job: which nodes, which model id to publish, and the bureau's registered key."""
+    key = await asyncio.to_thread(services.paillier_keys.resolve, caller, body.key_fingerprint)
     row = await asyncio.to_thread(
         services.training.create,
         caller,
