@@ -189,6 +189,7 @@ def _for_http(exc: HTTPException) -> JSONResponse:
     extra: dict[str, Any] = {}
     cause = exc.__cause__
     if status == 400 and isinstance(cause, UnicodeDecodeError):
+        title = "Malformed JSON"
         detail = f"the body is not UTF-8 JSON: {cause.reason} at byte {cause.start}"
         extra = {"position": cause.start, "errors": [{"location": "body", "message": detail}]}
     response = problem(status, title, detail, **extra)
