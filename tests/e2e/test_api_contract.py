@@ -273,16 +273,18 @@ def parties(contract_federation: Federation, bank_key: PrivateKey) -> Iterator[P
 
 
 def _with_hints(cases: st.SearchStrategy[AnyCase], hints: dict[str, st.SearchStrategy[Any]]) -> Any:
-    """Positive cases whose body members are, each with odds of 3 in 4, replaced by a real
-    value: a random node id or USCC stops at the first lookup, a real one goes on to
-    the database, the ledger and the nodes."""
+    """Positive cases whose body members are replaced by real values: none, each with
+    even odds, or all of them (a third of the cases each). A random node id or USCC
+    stops at the first lookup; real ones go on to the database, the ledger and the
+    nodes, with the remaining members still generated."""
 
     @st.composite
     def patched(draw: st.DrawFn) -> AnyCase:
         case = draw(cases)
-        if isinstance(case.body, dict):
+        how = draw(st.sampled_from(("none", "some", "all")))
+        if isinstance(case.body, dict) and how != "none":
             for key in list(case.body):
-                if key in hints and draw(st.integers(0, 3)):
+                if key in hints and (how == "all" or draw(st.booleans())):
                     case.body[key] = draw(hints[key])
         return case
 
@@ -322,7 +324,14 @@ def _fuzz(
     found: list[Found],
     statuses: Counter[tuple[str, int]],
 ) -> None:
-    """Send ``EXAMPLES`` cases of one operation, each as a drawn role; record failures."""
+    """Send ``EXAMPLES`` cases of one operation, each as a drawn role; record failures.
+
+    Roles are drawn from all five, or, for three cases in four, from the operation's
+    ``x-roles`` when it has them (otherwise most cases stop at a 403)."""
+    admitted = [r for r in operation.definition.raw.get("x-roles", ()) if r in parties.keys]
+    roles = st.sampled_from(ROLES)
+    if admitted:
+        roles = st.one_of(roles, *[st.sampled_from(admitted)] * 3)
 
     @settings(
         max_examples=EXAMPLES,
@@ -332,7 +341,7 @@ def _fuzz(
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
-    @given(role=st.sampled_from(ROLES), case=cases)
+    @given(role=roles, case=cases)
     def fuzz(role: str, case: AnyCase) -> None:
         headers: dict[str, str] = {}
         if _negative_at(case, ParameterLocation.HEADER):
@@ -418,6 +427,9 @@ def test_document_lists_problem_errors_and_bearer_security(
     assert {"403", "503"} <= set(documented["POST /v1/queries"]["responses"])
     assert {"502", "503"} <= set(documented["POST /v1/training-jobs/{job_id}/psi"]["responses"])
     assert "403" not in documented["GET /v1/nodes"]["responses"]
+    assert documented["POST /v1/queries"]["x-roles"] == ["bank", "bureau"]
+    assert documented["POST /v1/participants"]["x-roles"] == ["operator"]
+    assert "x-roles" not in documented["GET /v1/consents/{consent_id}"]
 
 
 def test_metrics_security_follows_the_setting(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ the generated document is rewritten once here, by rules:
 
 * an operation whose dependencies authenticate the caller (``_deps._caller``)
   gets the ``bearer`` security requirement, 401 and 429 (throttled caller);
-  one restricted to roles (``require_roles``) also 403;
+  one restricted to roles (``require_roles``) also 403, and ``x-roles`` lists them;
 * an operation with a request body gets 400 (malformed or non-JSON body),
   413 (body over the limit) and 422; one with parameters gets 422;
 * the domain errors the services raise (404, 409, 403 on ownership, 502/503
@@ -137,11 +137,18 @@ def _authenticates(route: APIRoute) -> bool:
     return any(d.call is _deps._caller for d in _dependencies(route.dependant))
 
 
-def _restricted(route: APIRoute) -> bool:
-    return any(
-        getattr(d.call, "__qualname__", "").startswith("require_roles.")
-        for d in _dependencies(route.dependant)
-    )
+def _roles(route: APIRoute) -> list[str] | None:
+    """The roles a ``require_roles`` dependency admits (its closure's set), or None."""
+    for dependency in _dependencies(route.dependant):
+        call = dependency.call
+        if not getattr(call, "__qualname__", "").startswith("require_roles."):
+            continue
+        for cell in getattr(call, "__closure__", None) or ():
+            value = cell.cell_contents
+            if isinstance(value, (set, frozenset)) and all(isinstance(v, str) for v in value):
+                return sorted(value)
+        return []
+    return None
 
 
 def _domain(method: str, path: str) -> set[int]:
@@ -178,7 +185,10 @@ def _errors_of(
     if secured:
         statuses |= {401, 429}
         operation["security"] = [{SECURITY_SCHEME: []}]
-    if _restricted(route) or (path == "/metrics" and metrics_need_key):
+    roles = _roles(route)
+    if roles is not None:
+        operation["x-roles"] = roles
+    if roles is not None or (path == "/metrics" and metrics_need_key):
         statuses.add(403)
     if "requestBody" in operation:
         statuses |= {400, 413, 422}
