@@ -263,6 +263,7 @@ def parties(contract_federation: Federation, bank_key: PrivateKey) -> Iterator[P
             "model_id": st.sampled_from([DEFAULT_MODEL_ID, "contract-model"]),
             "purpose": st.just(Purpose.PRE_LOAN_REVIEW.value),
             "public_key": st.just(public_key),
+            "key_fingerprint": st.just(bank_key.public_key.fingerprint()),  # Trust registers it
             "role": st.sampled_from(["bank", "bureau", "department", "operator"]),
             "id": st.from_regex(r"[a-z0-9][a-z0-9._-]{0,30}", fullmatch=True),
             "chains": st.sampled_from([None, [Chain.YRD.value]]),

@@ -122,7 +122,9 @@ _DOMAIN_RULES: tuple[tuple[str, str, frozenset[int]], ...] = (
     ("*", r"/v1/ledger/(head|proofs/.*)", frozenset({404})),
     ("*", r"/v1/ledger/entries/.*", frozenset({403, 404})),
     ("POST", r"/v1/queries", frozenset({403, 404, 409, 503})),
-    ("POST", r"/v1/training-jobs", frozenset({404, 409})),
+    ("POST", r"/v1/paillier-keys", frozenset({409})),
+    ("*", r"/v1/paillier-keys/.+", frozenset({404, 409})),
+    ("POST", r"/v1/training-jobs", frozenset({404, 409, 503})),
     ("*", r"/v1/training-jobs/\{job_id\}(/.*)?", frozenset({403, 404, 409, 502, 503})),
 )
 
