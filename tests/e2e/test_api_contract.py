@@ -113,7 +113,7 @@ class Found:
     def __str__(self) -> str:
         return (
             f"{self.operation} as {self.role} ({self.mode}): {self.check}: {self.title}\n"
-            f"  request {self.request}\n  response {self.status} {self.body}"
+            f"  request {self.request[:600]}\n  response {self.status} {self.body}"
         )
 
 
@@ -298,7 +298,8 @@ def _request_text(case: AnyCase) -> str:
         if case.body is None or not isinstance(case.body, (dict, list, str, int, float))
         else json.dumps(case.body, default=str)
     )
-    return f"{case.method} {case.formatted_path} query={case.query} body={body[:300]}"
+    # In full (bounded): the allow-list matches anywhere in it; reports shorten it.
+    return f"{case.method} {case.formatted_path} query={case.query} body={body[:20_000]}"
 
 
 def _negative(case: AnyCase) -> bool:
