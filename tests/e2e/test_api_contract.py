@@ -561,6 +561,9 @@ def test_schemathesis_finds_nothing(contract_federation: Federation, parties: Pa
     assert ready.status_code == 200, ready.text
     bank = {"Authorization": f"Bearer {parties.keys['bank']}"}
     assert httpx.get(f"{parties.url}/v1/nodes", headers=bank, timeout=30).status_code == 200
+    for known_failure in KNOWN_FAILURES_FIXED_ELSEWHERE:
+        hits = sum(known_failure.covers(f) for f in found)
+        print(f"allowed {hits}× {known_failure.status} on {known_failure.operations}")
     unexplained = [f for f in found if not any(k.covers(f) for k in KNOWN_FAILURES_FIXED_ELSEWHERE)]
     kinds: dict[tuple[str, int, str], list[Found]] = {}
     for failure in unexplained:
