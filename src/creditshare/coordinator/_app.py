@@ -23,6 +23,7 @@ from creditshare.coordinator import (
 )
 from creditshare.coordinator._deps import authenticated
 from creditshare.coordinator._metrics import CoordinatorMetrics
+from creditshare.coordinator._openapi import install_openapi
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._problems import install_problem_handlers
 from creditshare.coordinator._request_context import RequestContextMiddleware, RequestIdInterceptor
@@ -73,10 +74,15 @@ def create_app(
         description="Brokers consented, recorded, encrypted credit-profile queries across "
         "regional credit chains.",
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their scripts from a public CDN (blank on an
+        # intranet); /openapi.json stays.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     app.state.metrics = metrics
     install_problem_handlers(app)
+    install_openapi(app, metrics_need_key=settings.metrics_require_operator_key)
 
     async def authorise_large(scope: Scope) -> None:
         caller = await authenticated(Request(scope), services)

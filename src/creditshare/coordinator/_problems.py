@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from creditshare._logging import REQUEST_ID_HEADER
 from creditshare.errors import (
@@ -27,7 +30,7 @@ from creditshare.errors import (
 )
 from creditshare.identity import InvalidUsccError
 
-__all__ = ["install_problem_handlers", "problem", "problem_for", "status_of"]
+__all__ = ["PROBLEM_JSON", "install_problem_handlers", "problem", "problem_for", "status_of"]
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("creditshare.coordinator")
@@ -97,12 +100,21 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        malformed = await _malformed_body(request, exc)
+        if malformed is not None:
+            return malformed
         errors = [
             {"location": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg")}
             for err in exc.errors()
         ]
         detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors)
         return problem(422, "Invalid request", detail, errors=errors)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's own errors (404 no such route, 405 method, 400 body not UTF-8):
+        # the same problem+json as every other error, the Allow header kept.
+        assert isinstance(exc, HTTPException)
+        return _for_http(exc)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Runs outside the request-context middleware: take the request id from the state.
@@ -123,3 +135,64 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CreditShareError, on_error)
     app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "application/json").split(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _has_body(request: Request) -> bool:
+    # From the headers: the body stream was consumed by the route's parser.
+    length = request.headers.get("content-length", "0").strip()
+    return (length.isdigit() and int(length) > 0) or "transfer-encoding" in request.headers
+
+
+async def _malformed_body(request: Request, exc: RequestValidationError) -> JSONResponse | None:
+    """400 for a body that is not JSON at all (a syntax error, or another media type
+    where JSON is expected), saying where it broke; None for a JSON body that is
+    merely invalid (422)."""
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "json_invalid":
+            position = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+            reason = (err.get("ctx") or {}).get("error", "JSON decode error")
+            where = "" if position is None else f" at byte {position}"
+            detail = f"the body is not valid JSON: {reason}{where}"
+            return problem(
+                400,
+                "Malformed JSON",
+                detail,
+                position=position,
+                errors=[{"location": "body", "message": detail}],
+            )
+    content_type = request.headers.get("content-type")
+    at_body = any(tuple(e.get("loc", ()))[:1] == ("body",) for e in exc.errors())
+    if at_body and not _is_json(content_type) and _has_body(request):
+        detail = f"the body must be JSON (Content-Type: application/json), not {content_type}"
+        return problem(
+            400, "Body is not JSON", detail, errors=[{"location": "body", "message": detail}]
+        )
+    return None
+
+
+def _for_http(exc: HTTPException) -> JSONResponse:
+    status = exc.status_code
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    extra: dict[str, Any] = {}
+    cause = exc.__cause__
+    if status == 400 and isinstance(cause, UnicodeDecodeError):
+        title = "Malformed JSON"
+        detail = f"the body is not UTF-8 JSON: {cause.reason} at byte {cause.start}"
+        extra = {"position": cause.start, "errors": [{"location": "body", "message": detail}]}
+    response = problem(status, title, detail, **extra)
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
