@@ -78,7 +78,7 @@ from creditshare.departments import DEFAULT_MODEL_ID
 from creditshare.identity import Chain
 
 from .._databases import POSTGRES_ENV, fresh_postgres_database
-from .conftest import Trust
+from .conftest import Trust, register_fresh_key
 
 #: Generated cases per operation and generation mode (29 operations × 2 modes).
 EXAMPLES = int(os.environ.get("CREDITSHARE_CONTRACT_EXAMPLES", "25"))
@@ -145,32 +145,7 @@ _SERVER_ERROR = frozenset({"ServerError", "UndefinedStatusCode"})
 #: Failures the fuzzer finds in code other helpers of issue 10 are changing right now.
 #: Each names the operations, the input, the response and the owner; the lead empties
 #: this list after merging their branches (the test then holds the merged code to zero).
-KNOWN_FAILURES_FIXED_ELSEWHERE: tuple[KnownFailure, ...] = (
-    KnownFailure(
-        # POST .../forward {"node": "yrd-tax", "rows": [-8, 2411885]} → 500: RowsIn.rows
-        # (and GradientIn.rows, ApplyIn.batch_size) have no item bounds, and protobuf
-        # raises "ValueError: Value out of range" for a uint32 field (class 2/6 bounds).
-        operations=r"POST /v1/training-jobs/\{job_id\}/(forward|gradient|apply)",
-        status=500,
-        checks=_SERVER_ERROR,
-        request=r"-\d|\d{10,}",
-        response_contains="could not complete the request",
-        owner="class 2/6: integer bounds in coordinator/_routes_training.py schemas",
-    ),
-    KnownFailure(
-        # POST .../finish {"intercept": 0.0} on a created job never opened → 502
-        # "lost the job (no open training job ... to keep)"; POST .../open before /psi on
-        # that node → 502 "no PSI answer for job". The node answers FAILED_PRECONDITION
-        # and TrainingJobs.relay maps it to 502 "Node failed": a step out of order is
-        # the bureau's error, 409, best refused before relaying.
-        operations=r"POST /v1/training-jobs/\{job_id\}/(finish|open|forward|gradient|apply)",
-        status=502,
-        checks=frozenset({"ServerError"}),
-        request=r"",
-        response_contains="lost the job (no ",
-        owner="class 6: coordinator/_training.py relay (steps out of order)",
-    ),
-)
+KNOWN_FAILURES_FIXED_ELSEWHERE: tuple[KnownFailure, ...] = ()
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +159,10 @@ def contract_federation(
         # The fuzzer sends a few hundred requests a minute with each key.
         "participant_requests_per_minute": 100_000,
         "enterprise_queries_per_day": 100_000,
+        "refusals_per_day": 100_000,
+        # ...and made-up keys from one address: those are throttled (429) in production.
+        "auth_failures_per_key_id_per_minute": 100_000,
+        "auth_failures_per_address_per_minute": 100_000,
     }
 
     def run(url: str | None) -> Iterator[Federation]:
@@ -229,8 +208,8 @@ class Parties:
             json=body,
             timeout=60,
         )
-        # Other branches of issue 10 may have the job name a registered key instead.
-        return str(response.json()["id"]) if response.status_code == 201 else None
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
 
 
 @pytest.fixture(scope="module")
@@ -246,6 +225,7 @@ def parties(contract_federation: Federation, bank_key: PrivateKey) -> Iterator[P
     bureau_consent = trust.consent(uscc, grantee="contract-bureau")
     nodes = [n.node_id for n in layout.nodes]
     public_key = bank_key.public_key.to_text()
+    bureau_fingerprint = register_fresh_key(layout.coordinator_url, bureau["api_key"])
     yield Parties(
         url=layout.coordinator_url,
         keys={
@@ -263,12 +243,15 @@ def parties(contract_federation: Federation, bank_key: PrivateKey) -> Iterator[P
             "model_id": st.sampled_from([DEFAULT_MODEL_ID, "contract-model"]),
             "purpose": st.just(Purpose.PRE_LOAN_REVIEW.value),
             "public_key": st.just(public_key),
-            "key_fingerprint": st.just(bank_key.public_key.fingerprint()),  # Trust registers it
+            # The bank's (Trust registers it) and the bureau's registered keys.
+            "key_fingerprint": st.sampled_from(
+                [bank_key.public_key.fingerprint(), bureau_fingerprint]
+            ),
             "role": st.sampled_from(["bank", "bureau", "department", "operator"]),
             "id": st.from_regex(r"[a-z0-9][a-z0-9._-]{0,30}", fullmatch=True),
             "chains": st.sampled_from([None, [Chain.YRD.value]]),
         },
-        job_body={"nodes": nodes, "public_key": public_key},
+        job_body={"nodes": nodes, "key_fingerprint": bureau_fingerprint},
     )
     trust.close()
 

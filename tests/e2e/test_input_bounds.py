@@ -23,7 +23,7 @@ from creditshare.demo import Federation, read_enterprises
 from creditshare.ledger import MAX_RECORD_BYTES
 from creditshare.ledger import parse_record as parse_leaf
 
-from .conftest import Trust
+from .conftest import Trust, register_fresh_key
 
 MIB = 1024 * 1024
 ServeApp = Callable[[FastAPI], AbstractContextManager[str]]
@@ -282,3 +282,35 @@ def test_nul_in_a_body_is_422_on_every_database(standalone: tuple[str, str]) -> 
         timeout=30,
     )
     assert good.status_code == 201, good.text
+
+
+def test_training_steps_out_of_order_are_409_and_fail_nothing(trust: Trust, bureau: str) -> None:
+    """A step out of order is the bureau's error: refused before any node is asked, and
+    the job stays as it was (a node that lost the job would fail it)."""
+    headers = {"Authorization": f"Bearer {bureau}"}
+    job = httpx.post(
+        f"{trust.url}/v1/training-jobs",
+        json={
+            "model_id": "out-of-order",
+            "nodes": ["yrd-tax", "yrd-market"],
+            "key_fingerprint": register_fresh_key(trust.url, bureau),
+        },
+        headers=headers,
+        timeout=30,
+    ).json()
+    path = f"{trust.url}/v1/training-jobs/{job['id']}"
+    point = base64.b64encode(bytes(32)).decode()
+    ciphertext = base64.b64encode(bytes(512)).decode()
+    for step, body, fragment in (
+        ("open", {"node": "yrd-tax", "points": [point]}, "align"),
+        ("forward", {"node": "yrd-tax", "rows": [0]}, "open the job"),
+        ("gradient", {"node": "yrd-tax", "rows": [0], "residuals": [ciphertext]}, "open the job"),
+        ("finish", {"intercept": 0.0}, "not open"),
+    ):
+        response = httpx.post(f"{path}/{step}", json=body, headers=headers, timeout=30)
+        assert response.status_code == 409, (step, response.text)
+        assert fragment in response.json()["detail"], step
+    after = httpx.get(path, headers=headers, timeout=30).json()
+    assert (after["status"], after["error"]) == ("aligning", "")
+    cancelled = httpx.post(f"{path}/cancel", json={}, headers=headers, timeout=30)
+    assert cancelled.status_code == 200, cancelled.text

@@ -116,6 +116,8 @@ _HEADERS: dict[int, dict[str, Any]] = {
 _DOMAIN_RULES: tuple[tuple[str, str, frozenset[int]], ...] = (
     ("POST", r"/v1/participants", frozenset({409})),
     ("*", r"/v1/participants/\{participant_id\}(/.*)?", frozenset({404, 409})),
+    # The enterprise itself or an operator (checked in the route, not by role alone).
+    ("POST", r"/v1/participants/\{participant_id\}/signing-key", frozenset({403})),
     ("POST", r"/v1/consents", frozenset({403, 409})),
     ("*", r"/v1/consents/\{consent_id\}(/.*)?", frozenset({403, 404, 409})),
     ("*", r"/v1/enterprises/\{uscc\}/.*", frozenset({403})),

@@ -232,6 +232,7 @@ async def psi(job_id: JobId, body: PsiIn, caller: Bureau, services: ServicesDep)
         return await stub.PsiAnswer(request, timeout=seconds)
 
     reply = await jobs.relay_with_receipt(row, body.node, call)
+    await asyncio.to_thread(jobs.aligned, job_id, body.node)
     return {
         "double_blinded": _text(reply.double_blinded),
         "node_blinded": _text(reply.node_blinded),
@@ -245,7 +246,7 @@ async def open_job(
 ) -> dict[str, Any]:
     """Tell a node the intersection it trains on, as the node's own blinded points."""
     jobs = services.training
-    row = await jobs.active(job_id, caller, body.node)
+    row = await jobs.active(job_id, caller, body.node, "open")
     config = jobs.config(row)
     template = training_pb2.OpenJobRequest(
         job_id=job_id,
@@ -277,7 +278,7 @@ async def forward(
     job_id: JobId, body: RowsIn, caller: Bureau, services: ServicesDep
 ) -> dict[str, Any]:
     jobs = services.training
-    await jobs.active(job_id, caller, body.node)
+    await jobs.active(job_id, caller, body.node, "compute")
     request = training_pb2.ForwardRequest(
         job_id=job_id, rows=body.rows, slot_bits=body.slot_bits, additions=body.additions
     )
@@ -291,7 +292,7 @@ async def gradient(
 ) -> dict[str, Any]:
     """Encrypted residuals in, encrypted *masked* gradients out."""
     jobs = services.training
-    await jobs.active(job_id, caller, body.node)
+    await jobs.active(job_id, caller, body.node, "compute")
     request = training_pb2.MaskedGradientRequest(
         job_id=job_id, rows=body.rows, residuals=_bytes(body.residuals, "residuals")
     )
@@ -306,7 +307,7 @@ async def apply(
     job_id: JobId, body: ApplyIn, caller: Bureau, services: ServicesDep
 ) -> dict[str, Any]:
     jobs = services.training
-    await jobs.active(job_id, caller, body.node)
+    await jobs.active(job_id, caller, body.node, "compute")
     request = training_pb2.ApplyGradientRequest(
         job_id=job_id,
         values=body.values,
@@ -338,7 +339,7 @@ async def finish(job_id: JobId, body: FinishIn, caller: Bureau, services: Servic
     """Nodes keep their shards under the model id and the model is registered; if any
     step fails, no node keeps a shard and the model id stays free."""
     jobs = services.training
-    row = await jobs.active(job_id, caller)
+    row = await jobs.active(job_id, caller, step="finish")
     metrics = {**body.metrics, "epochs": len(row.history)}
     return _out(await jobs.finish(row, body.intercept, metrics))
 

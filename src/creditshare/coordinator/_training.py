@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 from sqlalchemy.engine import Engine
@@ -62,6 +62,23 @@ _DROP_DEADLINE = 10.0
 def _aware(moment: datetime) -> datetime:
     """SQLite hands datetimes back without their zone; every stored one is UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+Step = Literal["open", "compute", "finish"]
+
+
+def _check_step(row: TrainingJobRow, step: Step, node: str | None) -> None:
+    """What each step needs done first: PSI before open, open before any computation,
+    and every node open before the job finishes (``sizes`` records both)."""
+    state = row.sizes.get(node, {}) if node is not None else {}
+    if step == "open" and not state:
+        raise ConflictError(f"align with node {node!r} (PSI) before opening the job there")
+    if step == "compute" and "rows" not in state:
+        raise ConflictError(f"open the job on node {node!r} before computing there")
+    if step == "finish":
+        missing = [n for n in row.nodes if "rows" not in row.sizes.get(n, {})]
+        if missing:
+            raise ConflictError(f"the job is not open on node(s) {', '.join(missing)}")
 
 
 class TrainingJobs:
@@ -198,9 +215,19 @@ class TrainingJobs:
         return row
 
     async def active(
-        self, job_id: str, bureau: Participant, node: str | None = None
+        self,
+        job_id: str,
+        bureau: Participant,
+        node: str | None = None,
+        step: Step | None = None,
     ) -> TrainingJobRow:
-        """The job, if ``bureau`` owns it and it is still running (and ``node`` is in it)."""
+        """The job, if ``bureau`` owns it and it is still running (and ``node`` is in it).
+
+        ``step`` is checked against what the job has done so far, so a step out of order
+        (opening before aligning, computing before opening, finishing before every node
+        is open) is the bureau's error, a 409, and is never relayed to a node, where it
+        would look like a node that lost the job.
+        """
         row = await self.view(job_id, bureau)
         if row.bureau != bureau.id:
             raise PermissionDeniedError("only the bureau that owns a job may drive it")
@@ -209,7 +236,22 @@ class TrainingJobs:
             raise ConflictError(f"training job {job_id} is {row.status}{reason}")
         if node is not None and node not in row.nodes:
             raise InvalidInputError(f"node {node!r} is not part of this job")
+        if step is not None:
+            _check_step(row, step, node)
         return row
+
+    def aligned(self, job_id: str, node: str) -> None:
+        """Record that PSI with ``node`` is done (the job may now be opened there)."""
+        with Session(self._engine) as session:
+            row = session.exec(
+                select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
+            ).first()
+            if row is None or node in row.sizes:
+                return
+            row.sizes = {**row.sizes, node: {"aligned": True}}
+            row.updated_at = self._clock()
+            session.add(row)
+            session.commit()
 
     def update(self, job_id: str, **fields: Any) -> TrainingJobRow:
         with Session(self._engine) as session:
