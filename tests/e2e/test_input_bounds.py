@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
+from creditshare._database import open_engine
 from creditshare.client import CreditShareClient
 from creditshare.consent import ConsentGrant, Purpose
 from creditshare.coordinator import CoordinatorSettings, create_app
@@ -314,3 +316,42 @@ def test_training_steps_out_of_order_are_409_and_fail_nothing(trust: Trust, bure
     assert (after["status"], after["error"]) == ("aligning", "")
     cancelled = httpx.post(f"{path}/cancel", json={}, headers=headers, timeout=30)
     assert cancelled.status_code == 200, cancelled.text
+
+
+def test_a_value_the_database_refuses_is_4xx_not_500(
+    postgres_url: str, tmp_path: Path, serve_app: ServeApp
+) -> None:
+    """The backstop behind the bounds: whatever the database still refuses (here, made
+    stricter than the schema on purpose) is a 409 or 422, and nothing is written."""
+    init_log_key(tmp_path / "log.pem")
+    settings = CoordinatorSettings(
+        database_url=postgres_url, log_signing_key_file=tmp_path / "log.pem", allow_insecure=True
+    )
+    operator = bootstrap_operator(settings, "operator", "Operator").api_key
+    headers = {"Authorization": f"Bearer {operator}"}
+    with serve_app(create_app(settings)) as url:
+        engine = open_engine(postgres_url)
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE participant ALTER COLUMN name TYPE varchar(12)"))
+            conn.execute(
+                text("ALTER TABLE participant ADD CONSTRAINT no_x CHECK (name NOT LIKE 'X%')")
+            )
+        engine.dispose()
+        before = httpx.get(f"{url}/v1/participants", headers=headers, timeout=30).json()
+        for name, status in (("A name longer than twelve", 422), ("Xavier", 409)):
+            response = httpx.post(
+                f"{url}/v1/participants",
+                json={"id": "db-refused", "role": "bank", "name": name},
+                headers=headers,
+                timeout=30,
+            )
+            assert response.status_code == status, response.text
+            assert response.headers["content-type"].startswith("application/problem+json")
+        assert httpx.get(f"{url}/v1/participants", headers=headers, timeout=30).json() == before
+        good = httpx.post(
+            f"{url}/v1/participants",
+            json={"id": "db-refused", "role": "bank", "name": "Bank"},
+            headers=headers,
+            timeout=30,
+        )
+        assert good.status_code == 201, good.text

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException
 
 from creditshare._logging import REQUEST_ID_HEADER
@@ -132,7 +133,21 @@ def install_problem_handlers(app: FastAPI) -> None:
             response.headers[REQUEST_ID_HEADER] = request_id
         return response
 
+    async def on_database(request: Request, exc: Exception) -> JSONResponse:
+        # A backstop: inputs are bounded before they reach the database, and known races
+        # (duplicate ids) are turned into 409s where they happen. A value the database
+        # still refuses is the caller's (422: out of range) or a clash with what is stored
+        # (409), never a 500. Only the class is logged; the parameters are hidden anyway.
+        route = getattr(request.scope.get("route"), "path", "(no route)")
+        if isinstance(exc, IntegrityError):
+            log.warning("database refused a write on %s %s as a conflict", request.method, route)
+            return problem(409, "Conflict", "the request conflicts with what is stored")
+        log.warning("database refused a value on %s %s", request.method, route)
+        return problem(422, "Invalid input", "a value is outside what can be stored")
+
     app.add_exception_handler(CreditShareError, on_error)
+    app.add_exception_handler(IntegrityError, on_database)
+    app.add_exception_handler(DataError, on_database)
     app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
