@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -73,20 +74,17 @@ def fake_node() -> Iterator[tuple[FakeNode, int]]:
     server.stop(None)
 
 
-@pytest.fixture(params=[False])
-def coordinator(
-    request: pytest.FixtureRequest, tmp_path: Path, fake_node: tuple[FakeNode, int]
-) -> Iterator[TestClient]:
-    _, port = fake_node
+@contextmanager
+def _running_coordinator(tmp_path: Path, port: int, packed: bool) -> Iterator[TestClient]:
+    """A coordinator over the fake node, a bank and an enterprise's consent for it; the
+    client sends the bank's key (and carries the consent id in ``X-Consent``)."""
     init_log_key(tmp_path / "log.pem")
     settings = CoordinatorSettings(
         database_url=f"sqlite:///{tmp_path / 'c.db'}",
         log_signing_key_file=tmp_path / "log.pem",
         allow_insecure=True,
         node_deadline_seconds=5,
-        # These tests are about the unpacked path's name checks; packed answers are
-        # checked by the ciphertext indices they cover (test below).
-        pack_profiles=request.param,
+        pack_profiles=packed,
         nodes=[
             {"id": "yrd-fake", "chain": "yrd", "department": "tax", "address": f"127.0.0.1:{port}"}
         ],
@@ -112,6 +110,16 @@ def coordinator(
         services.consents.grant(grant.sign(signing), services.participants.get("ent"))
         client.headers["Authorization"] = f"Bearer {bank_key}"
         client.headers["X-Consent"] = grant.consent_id
+        yield client
+
+
+@pytest.fixture(params=[False])
+def coordinator(
+    request: pytest.FixtureRequest, tmp_path: Path, fake_node: tuple[FakeNode, int]
+) -> Iterator[TestClient]:
+    # These tests are about the unpacked path's name checks; packed answers are checked
+    # by the ciphertext indices they cover (test below).
+    with _running_coordinator(tmp_path, fake_node[1], packed=request.param) as client:
         yield client
 
 
@@ -167,35 +175,9 @@ def test_a_node_describing_an_oversized_catalogue_is_not_used(
     every answer grow by listing thousands of them."""
     servicer, port = fake_node
     servicer.indicators = 5000
-    init_log_key(tmp_path / "log.pem")
-    settings = CoordinatorSettings(
-        database_url=f"sqlite:///{tmp_path / 'c.db'}",
-        log_signing_key_file=tmp_path / "log.pem",
-        allow_insecure=True,
-        pack_profiles=False,  # the fake node answers unpacked
-        nodes=[
-            {"id": "yrd-fake", "chain": "yrd", "department": "tax", "address": f"127.0.0.1:{port}"}
-        ],
-        models=[{"id": "sme-scorecard-v1", "intercept": -1.0}],
-    )
-    app = create_app(settings)
-    with TestClient(app) as client:
-        services = app.state.services
-        assert "yrd-fake" not in services.broker.catalogues
-        services.participants.register("bank", "bank", "Bank")
-        client.headers["Authorization"] = (
-            f"Bearer {services.participants.issue_key('bank').api_key}"
-        )
-        signing = SigningKey.generate()
-        services.participants.register(
-            "ent", "enterprise", "Ent", uscc=USCC, signing_key=signing.verify_key.to_text()
-        )
-        now = datetime.now(UTC)
-        grant = ConsentGrant.create(
-            USCC, "bank", Purpose.PRE_LOAN_REVIEW, now - timedelta(minutes=1), now + timedelta(1)
-        )
-        services.consents.grant(grant.sign(signing), services.participants.get("ent"))
-        client.headers["X-Consent"] = grant.consent_id
+    # The fake node answers unpacked.
+    with _running_coordinator(tmp_path, port, packed=False) as client:
+        assert "yrd-fake" not in client.app.state.services.broker.catalogues  # type: ignore[attr-defined]
         response = _query(client, bank_key)
         assert response.status_code == 503, response.text
         (failure,) = response.json()["failed"]

@@ -5,13 +5,21 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from creditshare.coordinator._db import Participant
 from creditshare.coordinator._deps import CallerDep, ServicesDep
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._routes_trust import own_enterprise
-from creditshare.coordinator._schemas import LedgerEntryOut, LogKeyOut, ProofOut, TreeHeadOut
+from creditshare.coordinator._schemas import (
+    LedgerEntryOut,
+    LogKeyOut,
+    PathIndex,
+    PathText,
+    ProofOut,
+    TreeHeadOut,
+    TreeSize,
+)
 from creditshare.coordinator._services import Services
 from creditshare.crypto import VerifyKey
 from creditshare.errors import InvalidInputError, NotFoundError, PermissionDeniedError
@@ -69,8 +77,8 @@ async def latest_head(caller: CallerDep, services: ServicesDep) -> TreeHeadOut:
 async def consistency(
     caller: CallerDep,
     services: ServicesDep,
-    first: int = Query(ge=0),
-    second: int = Query(ge=1),
+    first: TreeSize,
+    second: TreeSize,
 ) -> ProofOut:
     size = (await asyncio.to_thread(_latest, services)).size
     if not first <= second <= size:
@@ -88,7 +96,9 @@ def _may_see(caller: Participant, leaf: StoredLeaf) -> bool:
 
 
 @router.get("/v1/ledger/entries/{index}", response_model=LedgerEntryOut)
-async def ledger_entry(index: int, caller: CallerDep, services: ServicesDep) -> LedgerEntryOut:
+async def ledger_entry(
+    index: PathIndex, caller: CallerDep, services: ServicesDep
+) -> LedgerEntryOut:
     """One entry with its inclusion proof in the latest head (operator, subject or requester)."""
     size = (await asyncio.to_thread(_latest, services)).size
     if not 0 <= index < size:
@@ -102,7 +112,7 @@ async def ledger_entry(index: int, caller: CallerDep, services: ServicesDep) -> 
 
 @router.get("/v1/enterprises/{uscc}/queries", response_model=list[LedgerEntryOut])
 async def enterprise_queries(
-    uscc: str, caller: CallerDep, services: ServicesDep
+    uscc: PathText, caller: CallerDep, services: ServicesDep
 ) -> list[LedgerEntryOut]:
     """Every query (and refusal) about the enterprise, each with its inclusion proof."""
     code = own_enterprise(caller, uscc)

@@ -17,6 +17,7 @@ from creditshare.coordinator._schemas import (
     IssuedKeyOut,
     ParticipantIn,
     ParticipantOut,
+    PathText,
     SignedConsentIn,
 )
 from creditshare.errors import PermissionDeniedError
@@ -85,7 +86,7 @@ async def list_participants(caller: Operator, services: ServicesDep) -> list[Par
     tags=["participants"],
 )
 async def issue_credential(
-    participant_id: str, caller: Operator, services: ServicesDep
+    participant_id: PathText, caller: Operator, services: ServicesDep
 ) -> IssuedKeyOut:
     row = await asyncio.to_thread(services.participants.get, participant_id)
     issued = await asyncio.to_thread(services.participants.issue_key, participant_id)
@@ -98,7 +99,7 @@ async def issue_credential(
     tags=["participants"],
 )
 async def disable_participant(
-    participant_id: str, caller: Operator, services: ServicesDep
+    participant_id: PathText, caller: Operator, services: ServicesDep
 ) -> ParticipantOut:
     """Suspend a participant: all of its API keys fail from the next request on.
 
@@ -114,7 +115,7 @@ async def disable_participant(
     tags=["participants"],
 )
 async def enable_participant(
-    participant_id: str, caller: Operator, services: ServicesDep
+    participant_id: PathText, caller: Operator, services: ServicesDep
 ) -> ParticipantOut:
     """Lift a suspension: its unrevoked API keys work again; revoked consents stay revoked."""
     return participant_out(await asyncio.to_thread(services.participants.enable, participant_id))
@@ -134,7 +135,7 @@ class SigningKeyIn(BaseModel):
     tags=["participants"],
 )
 async def rotate_signing_key(
-    participant_id: str, body: SigningKeyIn, caller: CallerDep, services: ServicesDep
+    participant_id: PathText, body: SigningKeyIn, caller: CallerDep, services: ServicesDep
 ) -> ParticipantOut:
     """Replace an enterprise's consent-signing key (the enterprise itself or an operator).
 
@@ -153,7 +154,7 @@ async def rotate_signing_key(
     tags=["participants"],
 )
 async def revoke_credential(
-    participant_id: str, key_id: str, caller: Operator, services: ServicesDep
+    participant_id: PathText, key_id: PathText, caller: Operator, services: ServicesDep
 ) -> None:
     """Revoke one API key (``cs_<key id>.…``); the participant's other keys keep working.
 
@@ -173,12 +174,14 @@ async def grant_consent(
 
 
 @router.get("/v1/consents/{consent_id}", response_model=ConsentOut, tags=["consents"])
-async def get_consent(consent_id: str, caller: CallerDep, services: ServicesDep) -> ConsentOut:
+async def get_consent(consent_id: PathText, caller: CallerDep, services: ServicesDep) -> ConsentOut:
     return consent_out(await asyncio.to_thread(services.consents.get, consent_id, caller))
 
 
 @router.post("/v1/consents/{consent_id}/revoke", response_model=ConsentOut, tags=["consents"])
-async def revoke_consent(consent_id: str, caller: CallerDep, services: ServicesDep) -> ConsentOut:
+async def revoke_consent(
+    consent_id: PathText, caller: CallerDep, services: ServicesDep
+) -> ConsentOut:
     """Revoke at once: the next query under this consent is refused."""
     return consent_out(await asyncio.to_thread(services.consents.revoke, consent_id, caller))
 
@@ -192,7 +195,7 @@ def own_enterprise(caller: Participant, uscc: str) -> str:
 
 @router.get("/v1/enterprises/{uscc}/consents", response_model=list[ConsentOut], tags=["consents"])
 async def enterprise_consents(
-    uscc: str, caller: CallerDep, services: ServicesDep
+    uscc: PathText, caller: CallerDep, services: ServicesDep
 ) -> list[ConsentOut]:
     code = own_enterprise(caller, uscc)
     return [consent_out(r) for r in await asyncio.to_thread(services.consents.for_enterprise, code)]

@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from creditshare.consent import MAX_INDICATOR_NAME, MAX_INDICATORS, Purpose
@@ -31,11 +32,14 @@ __all__ = [
     "PaillierKeyOut",
     "ParticipantIn",
     "ParticipantOut",
+    "PathIndex",
+    "PathText",
     "ProofOut",
     "QueryIn",
     "QueryOut",
     "SignedConsentIn",
     "TreeHeadOut",
+    "TreeSize",
 ]
 
 #: Participant, model and node ids: what the registries accept, so a schema-valid id is
@@ -82,6 +86,12 @@ class InputModel(BaseModel):
 
 
 Id = Annotated[str, Field(pattern=ID_PATTERN, examples=["bank-1"])]
+
+#: Path and query parameters, each bounded (what a route does with a value that fits the
+#: bound but names nothing is its own business: usually 404).
+PathText = Annotated[str, Path(min_length=1, max_length=64)]
+PathIndex = Annotated[int, Path(ge=0, le=2**63 - 1)]
+TreeSize = Annotated[int, Query(ge=0, le=2**63 - 1)]
 
 
 class QueryIn(InputModel):
