@@ -16,7 +16,14 @@ from phe import paillier
 
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, PublicKey
 from creditshare.departments import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS, get_department
-from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, QueryRecord, Receipt
+from creditshare.ledger import (
+    Ledger,
+    LogSigner,
+    MemoryLedgerStorage,
+    QueryRecord,
+    Receipt,
+    SignedTreeHead,
+)
 from creditshare.node import NodeSettings, build_server
 from creditshare.node._service import TRUSTED_SIZE_METADATA
 from creditshare.proto import node_pb2, node_pb2_grpc
@@ -448,6 +455,11 @@ async def test_trusted_head_survives_a_restart(
                 stub: DataNodeAsyncStub = node_pb2_grpc.DataNodeStub(channel)
                 await stub.Score(await _request(stub, next(iter(tax_rows)), bank_key.public_key))
                 sizes.append(await trusted_size(stub))
+                # The node shows the head itself, signed: what makes it a witness.
+                th = (await stub.Describe(node_pb2.DescribeRequest())).trusted_tree_head
+                head = SignedTreeHead(th.size, th.root, th.timestamp_ms, th.signature, th.key_id)
+                assert head.size == sizes[-1]
+                head.verify(LOG.public_key)
         finally:
             await server.stop(None)
     assert sizes[1] == sizes[0] + 1 and sizes[0] > 0

@@ -9,6 +9,7 @@ refusing; ``verify_log`` (``creditshare ledger verify``) names the problem too.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -159,25 +160,47 @@ def test_a_log_cut_short_with_its_heads_is_caught_by_a_witness(
     engine: Engine, signer: LogSigner
 ) -> None:
     """Deleting the last entries *and* their heads leaves a consistent shorter log; only
-    a witness that accepted a larger head (a data node) can tell."""
+    a witness that accepted a larger head (a data node) can tell, with the signed head."""
     fill(restarted(engine, signer), 10)
+    storage = SqlLedgerStorage(engine)
+    head3, head9, head10 = (storage.head(size) for size in (3, 9, 10))
+    assert head3 is not None and head9 is not None and head10 is not None
     run(engine, "DELETE FROM ledger_leaf WHERE idx = 9")
     run(engine, "DELETE FROM ledger_head WHERE size = 10")
     honest = restarted(engine, signer)
     assert honest.check_storage() is None
-    assert honest.check_witnesses({"data node a": 9, "data node b": 3}) is None
+    assert honest.check_witnesses({"data node a": head9, "data node b": head3}) is None
     assert honest.check_witnesses({}) is None
+    # A claim without this log's signature is not believed: one node cannot stop the log.
+    forged = dataclasses.replace(head10, size=50, signature=bytes(64))
+    assert honest.check_witnesses({"data node x": forged}) is None
 
     ledger = restarted(engine, signer)
     assert ledger.check_storage() is None
-    failure = ledger.check_witnesses({"data node a": 9, "data node b": 10})
+    failure = ledger.check_witnesses({"data node a": head9, "data node b": head10})
     assert failure is not None and HINT in failure
-    assert "data node b trusts a signed head of size 10 but the database holds 9 entries" in (
+    assert "data node b holds a signed head of size 10 but the database holds 9 entries" in (
         failure
     )
-    with pytest.raises(LedgerIntegrityError, match="data node b trusts"):
+    with pytest.raises(LedgerIntegrityError, match="data node b holds"):
         ledger.append(b"fork", SUBJECT)
     assert ledger.storage.size() == 9
+
+
+def test_a_rewritten_log_is_caught_by_a_witness_within_its_size(
+    engine: Engine, signer: LogSigner
+) -> None:
+    """A witness's head that the stored entries no longer reproduce (entries below the
+    latest head rewritten, and the heads re-signed... by someone holding the key) fails."""
+    fill(restarted(engine, signer), 6)
+    head4 = SqlLedgerStorage(engine).head(4)
+    assert head4 is not None
+    other = dataclasses.replace(head4, root=bytes(32))
+    signed_other = signer.sign_head(4, other.root, head4.timestamp_ms)
+    ledger = restarted(engine, signer)
+    assert ledger.check_storage() is None
+    failure = ledger.check_witnesses({"data node a": signed_other})
+    assert failure is not None and "do not reproduce" in failure
 
 
 def test_heads_signed_with_another_key_are_not_signed_on(engine: Engine, signer: LogSigner) -> None:

@@ -29,7 +29,7 @@ from creditshare.coordinator._settings import CoordinatorSettings, ModelEntry, N
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey, SlotLayout
 from creditshare.errors import InvalidInputError, LedgerError
 from creditshare.identity import Chain
-from creditshare.ledger import Ledger, Receipt
+from creditshare.ledger import Ledger, Receipt, SignedTreeHead
 from creditshare.pki import channel_credentials
 from creditshare.proto import GRPC_MESSAGE_OPTIONS, node_pb2, node_pb2_grpc, training_pb2_grpc
 
@@ -186,6 +186,7 @@ class QueryBroker:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, DataNodeAsyncStub] = {}
         self._trusted: dict[str, int] = {}
+        self._witnessed: dict[str, SignedTreeHead] = {}
         self._receipts: dict[tuple[int, int], Receipt] = {}
         self._advancing: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._proofs: dict[tuple[int, int], list[bytes]] = {}
@@ -225,9 +226,10 @@ class QueryBroker:
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels.values()))
 
-    def trusted_sizes(self) -> dict[str, int]:
-        """The tree size each node last said it trusts: witnesses of heads this log signed."""
-        return dict(self._trusted)
+    def witness_heads(self) -> dict[str, SignedTreeHead]:
+        """The signed head each node last said it trusts (unverified: the ledger checks
+        each signature before it believes one)."""
+        return dict(self._witnessed)
 
     async def describe(self, node: NodeEntry) -> NodeCatalogue | None:
         """Fetch and cache a node's catalogue and trusted tree size; retried later if down."""
@@ -248,6 +250,11 @@ class QueryBroker:
         self.catalogues[node.id] = catalogue
         # What the node says now is the truth, even if lower (a node restored from backup).
         self._trusted[node.id] = reply.trusted_tree_size
+        if reply.HasField("trusted_tree_head"):
+            th = reply.trusted_tree_head
+            self._witnessed[node.id] = SignedTreeHead(
+                th.size, th.root, th.timestamp_ms, th.signature, th.key_id
+            )
         return catalogue
 
     async def query(

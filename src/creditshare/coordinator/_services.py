@@ -93,11 +93,11 @@ def build_services(
 
 async def check_ledger(services: Services) -> None:
     """The start-up check, off the event loop (O(n): it reads and hashes every entry):
-    storage must reproduce its latest signed head, and no node may trust a larger
-    head than storage holds (``broker.start`` asked them), which is what a log whose
-    last entries were deleted with their heads looks like. A failure is kept: appends
-    refuse and /readyz says why until the coordinator is restarted."""
+    storage must reproduce its latest signed head, and no node may hold a head signed
+    by this log that storage does not reproduce (``broker.start`` asked them): that is
+    what a log whose last entries were deleted with their heads looks like. A failure
+    is kept: appends refuse and /readyz says why until the coordinator is restarted."""
     ledger = services.ledger
     await asyncio.to_thread(ledger.check_storage)
-    witnesses = {f"data node {n}": size for n, size in services.broker.trusted_sizes().items()}
+    witnesses = {f"data node {n}": head for n, head in services.broker.witness_heads().items()}
     await asyncio.to_thread(ledger.check_witnesses, witnesses)

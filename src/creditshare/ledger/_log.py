@@ -37,6 +37,7 @@ from creditshare.ledger._merkle import (
     inclusion_proof,
 )
 from creditshare.ledger._merkle import leaf_hash as compute_leaf_hash
+from creditshare.ledger._merkle import root as merkle_root
 from creditshare.ledger._merkle import verify_inclusion as check_inclusion
 from creditshare.ledger._storage import LedgerStorage, StoredLeaf
 from creditshare.ledger._tree_head import LogSigner, SignedTreeHead
@@ -192,25 +193,41 @@ class Ledger:
             log.info("ledger checked: %d entries reproduce the latest signed head", size)
             return None
 
-    def check_witnesses(self, trusted_sizes: Mapping[str, int]) -> str | None:
-        """Fail unless storage holds at least the largest head a witness trusts.
+    def check_witnesses(self, heads: Mapping[str, SignedTreeHead]) -> str | None:
+        """Fail unless storage reproduces every head of this log a witness holds.
 
         Witnesses (data nodes) keep the largest head of this log they accepted. A log
         whose last entries were deleted together with their heads still reproduces its
         (now smaller) latest head, so ``check_storage`` cannot see it; a witness that
-        trusts a larger head can. Returns the failure, if any (``None`` when signing).
+        holds a larger head can. A witness is believed only with a head this log's key
+        signed: an unsigned claim (or a forged one) is logged and ignored, so one node
+        cannot stop the log by saying so. Costs O(n) per witness head smaller than the
+        log (its root is rebuilt from the stored hashes). Returns the failure, if any.
         """
-        if self._failure is None and trusted_sizes:
-            witness, size = max(trusted_sizes.items(), key=lambda item: item[1])
-            stored = self._storage.size()
-            if size > stored:
+        if self._failure is not None:
+            return self._failure
+        stored = self._storage.size()
+        for witness, head in sorted(heads.items(), key=lambda item: -item[1].size):
+            try:
+                head.verify(self._signer.public_key)
+            except LedgerError as exc:
+                log.warning("ignoring %s: its trusted head does not verify (%s)", witness, exc)
+                continue
+            if head.size > stored:
                 return self._fail(
                     integrity_error(
-                        f"{witness} trusts a signed head of size {size} but the database "
+                        f"{witness} holds a signed head of size {head.size} but the database "
                         f"holds {stored} entries: signed entries were deleted"
                     )
                 )
-        return self._failure
+            if head.size and merkle_root(self._storage.leaf_hashes(head.size)) != head.root:
+                return self._fail(
+                    integrity_error(
+                        f"{witness} holds a signed head of size {head.size} that the stored "
+                        "entries do not reproduce: the log was rewritten"
+                    )
+                )
+        return None
 
     def check_can_sign(self) -> None:
         """Raise ``LedgerIntegrityError`` if a check failed: O(1), for callers that must

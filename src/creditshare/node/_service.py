@@ -31,7 +31,7 @@ from creditshare.errors import (
     PermissionDeniedError,
 )
 from creditshare.identity import Uscc
-from creditshare.ledger import StaleTreeHeadError, TrustedHeadTracker
+from creditshare.ledger import SignedTreeHead, StaleTreeHeadError, TrustedHeadTracker
 from creditshare.node._receipts import ReceiptChecker, ReceiptRefusedError
 from creditshare.node._scoring import EncryptedShare, ScoreEngine
 from creditshare.node._settings import NodeSettings
@@ -85,6 +85,18 @@ async def guarded(
         log.exception("internal error while serving a request")
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         raise AssertionError("unreachable") from exc
+
+
+def _head_pb(head: SignedTreeHead | None) -> node_pb2.SignedTreeHead | None:
+    if head is None:
+        return None
+    return node_pb2.SignedTreeHead(
+        size=head.size,
+        root=head.root,
+        timestamp_ms=head.timestamp_ms,
+        signature=head.signature,
+        key_id=head.key_id,
+    )
 
 
 #: Bytes of the largest modulus accepted (4096 bits).
@@ -160,6 +172,7 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
                 for m in self._engine.model_ids
             ],
             trusted_tree_size=self._tracker.trusted_size,
+            trusted_tree_head=_head_pb(self._tracker.head),
         )
 
     async def Score(  # noqa: N802 - gRPC method name

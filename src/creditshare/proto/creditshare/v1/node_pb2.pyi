@@ -133,6 +133,7 @@ class DescribeResponse(_message.Message):
     INDICATORS_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     TRUSTED_TREE_SIZE_FIELD_NUMBER: _builtins.int
+    TRUSTED_TREE_HEAD_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     department: _builtins.str
     chain: _builtins.str
@@ -147,6 +148,12 @@ class DescribeResponse(_message.Message):
     def indicators(self) -> _containers.RepeatedCompositeFieldContainer[Global___Indicator]: ...
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelShardInfo]: ...
+    @_builtins.property
+    def trusted_tree_head(self) -> Global___SignedTreeHead:
+        """That head itself, signed by the coordinator's log key (absent while size is 0):
+        a node's claim that the log once held more entries is believed only with it.
+        """
+
     def __init__(
         self,
         *,
@@ -158,10 +165,11 @@ class DescribeResponse(_message.Message):
         indicators: _abc.Iterable[Global___Indicator] | None = ...,
         models: _abc.Iterable[Global___ModelShardInfo] | None = ...,
         trusted_tree_size: _builtins.int = ...,
+        trusted_tree_head: Global___SignedTreeHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["trusted_tree_head", b"trusted_tree_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "department", b"department", "display_name", b"display_name", "features", b"features", "indicators", b"indicators", "models", b"models", "node_id", b"node_id", "trusted_tree_size", b"trusted_tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "department", b"department", "display_name", b"display_name", "features", b"features", "indicators", b"indicators", "models", b"models", "node_id", b"node_id", "trusted_tree_head", b"trusted_tree_head", "trusted_tree_size", b"trusted_tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
