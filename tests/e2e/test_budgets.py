@@ -162,6 +162,8 @@ def test_failed_authentication_is_throttled_per_key_id(budget_trust: Trust) -> N
     owner_key = trust.operator.register_participant("bank-c", "bank", "C")["api_key"]
     key_id = owner_key.split(".")[0]
     forged = f"{key_id}.{secrets.token_urlsafe(32)}"
+    with _from("127.0.0.5") as owner:  # where the owner uses its key
+        assert _get(owner, trust.url, owner_key).status_code == 200
     with _from("127.0.0.3") as attacker:
         for _ in range(LIMITS["auth_failures_per_key_id_per_minute"]):
             assert _get(attacker, trust.url, forged).status_code == 401
@@ -170,9 +172,15 @@ def test_failed_authentication_is_throttled_per_key_id(budget_trust: Trust) -> N
         assert throttled.headers["content-type"] == "application/problem+json"
         assert 0 < int(throttled.headers["retry-after"]) <= 60
         assert "key id" in throttled.json()["detail"]
-    # The owner of the hammered key id is throttled too (documented), from anywhere...
-    assert _get(httpx.Client(timeout=30), trust.url, owner_key).status_code == 429
-    # ...everyone else is served, from the same address as the attacker too.
+        # Even the right secret, from the attacker's address, waits.
+        assert _get(attacker, trust.url, owner_key).status_code == 429
+    # The owner, from where it used its key before, is not locked out...
+    with _from("127.0.0.5") as owner:
+        assert _get(owner, trust.url, owner_key).status_code == 200
+    # ...a new address of the key waits for the window (documented)...
+    with _from("127.0.0.6") as new_place:
+        assert _get(new_place, trust.url, owner_key).status_code == 429
+    # ...and everyone else is served, from the attacker's address too.
     with _from("127.0.0.3") as same_address:
         assert _get(same_address, trust.url, trust.bank_api_key).status_code == 200
 
@@ -180,14 +188,13 @@ def test_failed_authentication_is_throttled_per_key_id(budget_trust: Trust) -> N
 def test_failed_authentication_is_throttled_per_address(budget_trust: Trust) -> None:
     trust = budget_trust
     with _from("127.0.0.2") as attacker:
-        # Tokens that are not keys at all guess nothing and are not counted.
-        for _ in range(10):
-            assert _get(attacker, trust.url, "not-a-key").status_code == 401
-        for _ in range(LIMITS["auth_failures_per_address_per_minute"]):
-            guess = f"cs_{secrets.token_hex(8)}.{secrets.token_urlsafe(32)}"
+        # Every failure counts against the address, a token that is not a key too.
+        for k in range(LIMITS["auth_failures_per_address_per_minute"]):
+            guess = "not-a-key" if k % 2 else f"cs_{secrets.token_hex(8)}.{'A' * 43}"
             assert _get(attacker, trust.url, guess).status_code == 401
         throttled = _get(attacker, trust.url, f"cs_{secrets.token_hex(8)}.{'A' * 43}")
         assert throttled.status_code == 429 and "address" in throttled.json()["detail"]
+        assert _get(attacker, trust.url, "not-a-key").status_code == 429
         # A valid key from that address waits too; from another address it is served.
         assert _get(attacker, trust.url, trust.bank_api_key).status_code == 429
     with _from("127.0.0.1") as elsewhere:

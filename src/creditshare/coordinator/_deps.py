@@ -1,11 +1,12 @@
 """Request dependencies: the services container and the authenticated caller.
 
-Authentication is throttled: a failed attempt with a well-formed key counts against
-the key id it named and the address it came from. Once either has reached its
-limit, the next attempt is answered 429 before any comparison, so guessing a
-secret online is useless.
-The price: while someone hammers a key id, its owner gets 429 too (until the
-window passes); a new key has a new key id.
+Authentication is throttled. Every failed attempt counts against the client address
+it came from, and one naming a well-formed key also against that key id. An address
+over its limit gets 429 before any comparison (its own budget). A key id over its
+limit gets 429 before any comparison too, except from addresses that key was used
+from successfully before (``KnownAddresses``): hammering a key id locks the
+attackers out, not the key's owner. An owner moving to a new address while its key
+id is under attack waits for the window (or gets a new key, with a new key id).
 """
 
 from __future__ import annotations
@@ -43,27 +44,27 @@ async def _caller(request: Request, services: ServicesDep) -> Participant:
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationError("send an API key as 'Authorization: Bearer <key>'")
     token = token.strip()
+    limits = services.limits
+    address = request.client.host if request.client else "unknown"
     key_id = key_id_of(token)
-    # A token that is not a well-formed key cannot match anything: it guesses nothing.
-    throttled = [] if key_id is None else _attempt_keys(request, services, key_id)
-    for limiter, key in throttled:
-        await peek(limiter, key)
+    counted: list[tuple[Limiter, str]] = [(limits.auth_by_address, address)]
+    await peek(limits.auth_by_address, address)
+    if key_id is not None:
+        counted.append((limits.auth_by_key_id, key_id))
+        if (key_id, address) not in limits.known_addresses:
+            await peek(limits.auth_by_key_id, key_id)
     try:
         participant = await asyncio.to_thread(services.participants.authenticate, token)
     except AuthenticationError:
-        for limiter, key in throttled:
+        for limiter, key in counted:
             with contextlib.suppress(RateLimitedError):  # counted up to the limit: enough
                 await hit(limiter, key)
         raise
-    await hit(services.limits.participant, participant.id)
+    if key_id is not None:
+        limits.known_addresses.add(key_id, address)
+    await hit(limits.participant, participant.id)
     request.state.caller = participant
     return participant
-
-
-def _attempt_keys(request: Request, services: Services, key_id: str) -> list[tuple[Limiter, str]]:
-    address = request.client.host if request.client else "unknown"
-    limits = services.limits
-    return [(limits.auth_by_address, address), (limits.auth_by_key_id, key_id)]
 
 
 CallerDep = Annotated[Participant, Depends(_caller)]

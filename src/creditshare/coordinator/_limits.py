@@ -25,7 +25,7 @@ import hashlib
 import math
 import random
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -263,6 +263,36 @@ class DatabaseWindowLimiter:
             )
 
 
+class KnownAddresses:
+    """Client addresses that recently authenticated with each key id (this process).
+
+    A key id over its failure limit is refused to every address except these, so the
+    lockout an attacker can aim at a key id stops the attacker, not the key's owner
+    (who keeps using it from where it was used before). Bounded, oldest forgotten first.
+    """
+
+    def __init__(
+        self, clock: Callable[[], float], ttl_seconds: float = 86_400.0, size: int = 10_000
+    ) -> None:
+        self._clock = clock
+        self._ttl = ttl_seconds
+        self._size = size
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, key_id: str, address: str) -> None:
+        with self._lock:
+            self._seen[(key_id, address)] = self._clock()
+            self._seen.move_to_end((key_id, address))
+            while len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+
+    def __contains__(self, item: tuple[str, str]) -> bool:
+        with self._lock:
+            seen = self._seen.get(item)
+        return seen is not None and self._clock() - seen < self._ttl
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Every limit the coordinator enforces, each with its own key (see the module doc)."""
@@ -276,6 +306,8 @@ class Limits:
     #: failed authentications, per key id named and per client address
     auth_by_key_id: Limiter
     auth_by_address: Limiter
+    #: where each key id was last used successfully (exempt from its key id's lockout)
+    known_addresses: KnownAddresses
 
 
 def build_limits(
@@ -322,4 +354,5 @@ def build_limits(
             60.0,
             "failed authentications from this address",
         ),
+        known_addresses=KnownAddresses(monotonic),
     )

@@ -268,8 +268,7 @@ async def open_job(
         return await stub.OpenJob(request, timeout=seconds)
 
     reply = await jobs.relay_with_receipt(row, body.node, call)
-    sizes = {**row.sizes, body.node: {"rows": reply.rows, "features": list(reply.features)}}
-    await asyncio.to_thread(jobs.update, job_id, sizes=sizes, status="training")
+    await jobs.opened(job_id, body.node, reply.rows, list(reply.features))
     return {"features": list(reply.features), "rows": reply.rows}
 
 
@@ -324,14 +323,10 @@ async def progress(
     job_id: JobId, body: ProgressIn, caller: Bureau, services: ServicesDep
 ) -> JobOut:
     jobs = services.training
-    row = await jobs.active(job_id, caller)
-    history = list(row.history)
-    if body.validation_loss is not None:
-        if len(history) >= _MAX_HISTORY:
-            raise InvalidInputError(f"a job's curve holds at most {_MAX_HISTORY} epochs")
-        history.append(body.model_dump())
+    await jobs.active(job_id, caller)
     done = {"epoch": body.epoch, "batch": body.batch, "batches": body.batches}
-    return _out(await asyncio.to_thread(jobs.update, job_id, progress=done, history=history))
+    point = body.model_dump() if body.validation_loss is not None else None
+    return _out(await asyncio.to_thread(jobs.record_progress, job_id, done, point, _MAX_HISTORY))
 
 
 @router.post("/v1/training-jobs/{job_id}/finish", response_model=JobOut)

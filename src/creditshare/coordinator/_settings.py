@@ -101,7 +101,7 @@ class CoordinatorSettings(EnvFirstSettings):
         default=10,
         ge=1,
         description="failed authentications naming one key id per minute; beyond it "
-        "that key id gets 429 (its owner too, until the window passes)",
+        "that key id gets 429, except from addresses it was used from successfully",
     )
     forwarded_allow_ips: list[str] = Field(
         default_factory=lambda: ["127.0.0.1"],

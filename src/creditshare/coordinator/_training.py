@@ -253,13 +253,50 @@ class TrainingJobs:
             session.add(row)
             session.commit()
 
-    def update(self, job_id: str, **fields: Any) -> TrainingJobRow:
+    async def opened(self, job_id: str, node: str, rows: int, features: list[str]) -> None:
+        """Record that ``node`` opened the job, unless the job ended meanwhile (cancelled,
+        idle, a node failed: an open can take minutes). Then the node is told to drop it
+        again, so no worker outlives the job, and the bureau gets 409."""
+        ended = await asyncio.to_thread(self._record_open, job_id, node, rows, features)
+        if ended is not None:
+            await self.drop_on_nodes(ended)
+            raise ConflictError(f"training job {job_id} is {ended.status}: it ended meanwhile")
+
+    def _record_open(
+        self, job_id: str, node: str, rows: int, features: list[str]
+    ) -> TrainingJobRow | None:
+        """Merge the node into ``sizes`` under the row's lock; the row if the job ended."""
         with Session(self._engine) as session:
-            row = session.get(TrainingJobRow, job_id)
-            if row is None:
-                raise NotFoundError(f"unknown training job {job_id!r}")
-            for name, value in fields.items():
-                setattr(row, name, value)
+            row = session.exec(
+                select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
+            ).one()
+            if row.status not in ACTIVE:
+                session.expunge(row)
+                return row
+            row.sizes = {**row.sizes, node: {"rows": rows, "features": features}}
+            row.status = "training"
+            row.updated_at = self._clock()
+            session.add(row)
+            session.commit()
+        self._touched[job_id] = self._monotonic()
+        return None
+
+    def record_progress(
+        self, job_id: str, done: dict[str, int], point: dict[str, Any] | None, most: int
+    ) -> TrainingJobRow:
+        """Progress, and one more point of the curve, under the row's lock: concurrent
+        reports lose nothing, and a job that ended meanwhile is not written to."""
+        with Session(self._engine) as session:
+            row = session.exec(
+                select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
+            ).one()
+            if row.status not in ACTIVE:
+                raise ConflictError(f"training job {job_id} is {row.status}")
+            if point is not None:
+                if len(row.history) >= most:
+                    raise InvalidInputError(f"a job's curve holds at most {most} epochs")
+                row.history = [*row.history, point]
+            row.progress = done
             row.updated_at = self._clock()
             session.add(row)
             session.commit()

@@ -285,7 +285,13 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             try:
                 host = HostParty(self._node_id, standard, names, key, config, encryptor=encryptor)
                 with self._lock:
-                    # Checked again: a concurrent open may have taken the last slot.
+                    # Checked again: a concurrent open may have taken the last slot, and a
+                    # CloseJob (the job was cancelled) may have dropped its PSI state while
+                    # this open computed: then the job must not come back, workers and all.
+                    if request.job_id not in self._psi:
+                        raise NotFoundError(
+                            f"training job {request.job_id!r} was closed while it was opened"
+                        )
                     if not self._has_room(request.job_id):
                         raise InvalidInputError(f"this node runs at most {_MAX_JOBS} jobs at once")
                     previous = self._jobs.get(request.job_id)
