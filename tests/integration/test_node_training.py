@@ -195,8 +195,10 @@ async def test_an_idle_job_is_dropped_by_the_sweep_and_its_workers_stop(
     settings: NodeSettings, bank_key: PrivateKey
 ) -> None:
     """No other job opens: the periodic sweep alone drops the job and stops its workers."""
+    # Long enough that a busy machine still opens the job and sees its worker before the
+    # job idles out; the test then waits (up to 120 s) for the sweep, not for a time.
     short = settings.model_copy(
-        update={"training_job_idle_seconds": 1.0, "training_encryption_workers": 1}
+        update={"training_job_idle_seconds": 10.0, "training_encryption_workers": 1}
     )
     server, port = await build_server(short)
     try:

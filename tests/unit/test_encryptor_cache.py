@@ -18,8 +18,9 @@ from collections.abc import Callable
 import pytest
 
 from creditshare.crypto import FastEncryptor, FixedPointEncoding, PrivateKey, PublicKey
+from creditshare.crypto._fast import table_window
 from creditshare.errors import InvalidKeyError
-from creditshare.node._encryptors import EncryptorCache, ValueEncryptor, table_window
+from creditshare.node._encryptors import EncryptorCache, ValueEncryptor
 
 #: A bound on waiting, not a performance claim.
 WAIT = 60.0

@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from creditshare.consent import SignedConsent
 from creditshare.coordinator._db import ConsentRow, Participant
@@ -14,6 +14,7 @@ from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._schemas import (
     ConsentOut,
+    InputModel,
     IssuedKeyOut,
     ParticipantIn,
     ParticipantOut,
@@ -121,9 +122,7 @@ async def enable_participant(
     return participant_out(await asyncio.to_thread(services.participants.enable, participant_id))
 
 
-class SigningKeyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SigningKeyIn(InputModel):
     signing_key: str = Field(
         min_length=1, max_length=64, description="the new Ed25519 public key, base64"
     )

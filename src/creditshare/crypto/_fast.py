@@ -74,7 +74,7 @@ from creditshare.crypto._encoding import FixedPointEncoding
 from creditshare.crypto._keys import PublicKey
 from creditshare.errors import InvalidCiphertextError, InvalidInputError, InvalidKeyError
 
-__all__ = ["FastEncryptor", "dot", "powmod_many"]
+__all__ = ["FastEncryptor", "dot", "powmod_many", "table_window"]
 
 #: Most random draws any key-dependent search may make before it gives up. For a
 #: validated key (n = p·q, both primes > 2^20) a draw fails with probability below
@@ -87,6 +87,21 @@ MAX_DRAW_ATTEMPTS = 128
 #: ~190 MB and takes ~1.7 s to build at 2048 bits, for ~30 % less time per obfuscator
 #: than w = 8.
 MAX_WINDOW = 12
+
+
+def table_window(bits: int) -> int:
+    """Fixed-base window for a key of ``bits``: about 17–22 MiB of table whatever the size.
+
+    A table holds ~(|n|/2w)·2^w entries of |n²| bits, so at the default w = 8 a 4096-bit
+    key (which a requester may choose) would cost ~70 MiB and four times the build
+    time of a 2048-bit one; narrower windows keep every key's table near the same
+    size, for a few percent more multiplications per encryption.
+    """
+    if bits <= 2048:
+        return 8
+    if bits <= 3072:
+        return 7
+    return 6
 
 
 class ObfuscatedEncryption:
@@ -182,8 +197,9 @@ class FastEncryptor(ObfuscatedEncryption):
     12    1.73        192        0.48            18.9×
     ====  ==========  =========  ==============  =================
 
-    w = 8 is the default: past it each step doubles memory and build time for 5–10 %
-    faster obfuscators, and w ≥ 11 breaks the 1 s build budget. One multiplication mod a 4096-bit
+    w = 8 is the default at 2048 bits (``table_window``: narrower for larger keys, so
+    every table stays near 20 MiB): past it each step doubles memory and build time for
+    5–10 % faster obfuscators, and w ≥ 11 breaks the 1 s build budget. One multiplication mod a 4096-bit
     n² costs ~5 µs through gmpy2, so 128 of them (~0.7 ms) is the floor of this method
     in Python; ``bench/crypto.py`` reports the numbers on your machine. The table is
     read-only after construction, so one encryptor may be shared between threads; a
@@ -204,7 +220,11 @@ class FastEncryptor(ObfuscatedEncryption):
     )
 
     def __init__(
-        self, public_key: PublicKey, *, exponent_bits: int | None = None, window: int = 8
+        self,
+        public_key: PublicKey,
+        *,
+        exponent_bits: int | None = None,
+        window: int | None = None,
     ) -> None:
         if not isinstance(public_key, PublicKey):
             raise InvalidInputError("FastEncryptor needs a creditshare PublicKey")
@@ -219,6 +239,8 @@ class FastEncryptor(ObfuscatedEncryption):
                 f"exponent_bits must lie in [{minimum}, {2 * n.bit_length()}] for a "
                 f"{n.bit_length()}-bit key: shorter exponents are outside the DJN assumption"
             )
+        if window is None:
+            window = table_window(n.bit_length())
         if isinstance(window, bool) or not isinstance(window, int):
             raise InvalidInputError("window must be an integer")
         if not 1 <= window <= MAX_WINDOW:

