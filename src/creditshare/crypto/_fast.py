@@ -199,9 +199,9 @@ class FastEncryptor(ObfuscatedEncryption):
 
     w = 8 is the default at 2048 bits (``table_window``: narrower for larger keys, so
     every table stays near 20 MiB): past it each step doubles memory and build time for
-    5–10 % faster obfuscators, and w ≥ 11 breaks the 1 s build budget. One multiplication mod a 4096-bit
-    n² costs ~5 µs through gmpy2, so 128 of them (~0.7 ms) is the floor of this method
-    in Python; ``bench/crypto.py`` reports the numbers on your machine. The table is
+    5–10 % faster obfuscators, and w ≥ 11 breaks the 1 s build budget. One multiplication
+    mod a 4096-bit n² costs ~5 µs through gmpy2, so 128 of them (~0.7 ms) is the floor of
+    this method in Python; ``bench/crypto.py`` reports the numbers on your machine. The table is
     read-only after construction, so one encryptor may be shared between threads; a
     node needs one per public key it encrypts under (~18 MB each).
     """
