@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gmpy2
@@ -193,3 +194,15 @@ def test_cli_registers_lists_and_retires(trust: Trust, tmp_path: Path) -> None:
     assert "retired" in cli("list").stdout
     unknown = cli("retire", "--fingerprint", "0123456789abcdef")
     assert unknown.returncode != 0 and "no Paillier key" in unknown.stderr
+
+
+def test_concurrent_registrations_respect_the_bound(trust: Trust) -> None:
+    issued = trust.operator.register_participant("keys-bank-race", "bank", "Racing Bank")
+    texts = [_text(fresh_modulus()) for _ in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = sorted(
+            r.status_code for r in pool.map(lambda t: _register(trust, issued["api_key"], t), texts)
+        )
+    assert statuses == [201] * 4 + [409] * 4
+    with CreditShareClient(trust.url, api_key=issued["api_key"]) as client:
+        assert sum(k["active"] for k in client.paillier_keys()) == 4

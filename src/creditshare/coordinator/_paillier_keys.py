@@ -15,21 +15,27 @@ most ``MAX_ACTIVE_KEYS`` unretired keys, so registrations cannot grow without bo
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import Connection, insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from creditshare.coordinator._db import PaillierKeyRow, Participant
 from creditshare.crypto import PublicKey
 from creditshare.errors import ConflictError, InvalidInputError, NotFoundError
 
-__all__ = ["MAX_ACTIVE_KEYS", "PaillierKeyRegistry", "UnknownKeyError"]
+__all__ = ["MAX_ACTIVE_KEYS", "MAX_KEYS", "PaillierKeyRegistry", "UnknownKeyError"]
 
 #: Unretired keys one participant may hold at once (room for an overlap while rotating).
 MAX_ACTIVE_KEYS = 4
+#: Keys one participant may ever register (retired ones stay on record, for the ledger).
+MAX_KEYS = 64
+
+_KEY: Any = PaillierKeyRow.__table__  # type: ignore[attr-defined]
 
 
 class UnknownKeyError(InvalidInputError):
@@ -45,29 +51,42 @@ class Registration:
 
 
 class PaillierKeyRegistry:
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], datetime],
+        lock: Callable[[], AbstractContextManager[Connection]],
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._lock = lock
 
     def register(self, owner: Participant, key: PublicKey) -> Registration:
-        """Record ``key`` for ``owner``; registering the same key again is a no-op."""
+        """Record ``key`` for ``owner``; registering the same key again is a no-op.
+
+        Counted and inserted under the participants' lifecycle lock, so concurrent
+        registrations (on any replica) cannot get past the bounds together.
+        """
         fingerprint = key.fingerprint()
-        with Session(self._engine) as session:
-            existing = session.get(PaillierKeyRow, fingerprint)
+        with self._lock() as conn:
+            existing = conn.execute(select(_KEY).where(_KEY.c.fingerprint == fingerprint)).first()
             if existing is not None:
-                return Registration(self._same_owner(existing, owner), created=False)
-            active = session.exec(
-                select(func.count())
-                .select_from(PaillierKeyRow)
-                .where(
-                    PaillierKeyRow.participant_id == owner.id,
-                    col(PaillierKeyRow.retired_at).is_(None),
-                )
-            ).one()
+                row = PaillierKeyRow.model_validate(existing._mapping)
+                return Registration(self._same_owner(row, owner), created=False)
+            mine = _KEY.c.participant_id == owner.id
+            total = conn.execute(select(func.count()).select_from(_KEY).where(mine)).scalar_one()
+            active = conn.execute(
+                select(func.count()).select_from(_KEY).where(mine, _KEY.c.retired_at.is_(None))
+            ).scalar_one()
             if active >= MAX_ACTIVE_KEYS:
                 raise ConflictError(
                     f"participant {owner.id!r} already has {MAX_ACTIVE_KEYS} active Paillier "
                     "keys; retire one (POST /v1/paillier-keys/{fingerprint}/retire) first"
+                )
+            if total >= MAX_KEYS:
+                raise ConflictError(
+                    f"participant {owner.id!r} has registered {MAX_KEYS} Paillier keys; an "
+                    "operator must register it anew to go on"
                 )
             row = PaillierKeyRow(
                 fingerprint=fingerprint,
@@ -76,18 +95,8 @@ class PaillierKeyRegistry:
                 bits=key.bits,
                 created_at=self._clock(),
             )
-            session.add(row)
-            try:
-                session.commit()
-            except IntegrityError:
-                # A concurrent registration of the same key won the insert.
-                session.rollback()
-                raced = session.get(PaillierKeyRow, fingerprint)
-                if raced is None:
-                    raise
-                return Registration(self._same_owner(raced, owner), created=False)
-            session.refresh(row)
-            return Registration(row, created=True)
+            conn.execute(insert(_KEY).values(**row.model_dump()))
+        return Registration(row, created=True)
 
     @staticmethod
     def _same_owner(row: PaillierKeyRow, owner: Participant) -> PaillierKeyRow:

@@ -78,7 +78,7 @@ def build_services(
         registry=registry,
         participants=participants,
         consents=ConsentService(engine, participants, clock),
-        paillier_keys=PaillierKeyRegistry(engine, clock),
+        paillier_keys=PaillierKeyRegistry(engine, clock, participants.locked),
         ledger=ledger,
         ledger_storage=storage,
         log_signer=signer,
