@@ -319,3 +319,17 @@ def test_memory_storage_tampered_before_start_is_refused(signer: LogSigner) -> N
     with pytest.raises(LedgerIntegrityError):
         ledger.append(b"fork", SUBJECT)
     assert storage.size() == 4
+
+
+def test_rows_another_replica_appended_must_reproduce_its_head(
+    engine: Engine, signer: LogSigner
+) -> None:
+    """A replica signs over leaves the other one appended only if they reproduce the head
+    that one signed: a row tampered with in between is not signed over."""
+    ours, theirs = restarted(engine, signer), restarted(engine, signer)
+    fill(ours, 3)
+    fill(theirs, 2, "replica")
+    run(engine, "UPDATE ledger_leaf SET leaf_hash = :h WHERE idx = 4", h=bytes(32))
+    with pytest.raises(LedgerIntegrityError, match="at size 5, after another replica"):
+        ours.append(b"after", SUBJECT)
+    assert ours.storage.size() == 5

@@ -290,7 +290,29 @@ class Ledger:
         frontier = base.copy()
         for i in range(trusted, old):
             frontier.append(hashes[i])
+        if old > trusted:
+            # Another replica appended these: they must reproduce the head it signed
+            # for them (one read), or this head would sign over rows nobody signed.
+            self._check_replica_head(old, frontier.root())
         return frontier, frontier.append(hashes[old])
+
+    def _check_replica_head(self, size: int, root: bytes) -> None:
+        stored = self._storage.head(size)
+        problem = None
+        if stored is None:
+            problem = "has no signed head"
+        elif stored.root != root:
+            problem = "holds a head the stored entries do not reproduce"
+        else:
+            try:
+                stored.verify(self._signer.public_key)
+            except LedgerError:
+                problem = "holds a head that does not verify under this coordinator's key"
+        if problem is not None:
+            self._fail(
+                integrity_error(f"the database {problem} at size {size}, after another replica")
+            )
+            self.check_can_sign()
 
     def _advance(self, frontier: Frontier, last: bytes) -> None:
         """Trust a committed head; never move back (a concurrent append may be ahead)."""

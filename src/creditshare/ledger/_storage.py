@@ -65,7 +65,8 @@ class LedgerStorage(Protocol):
     ) -> tuple[int, SignedTreeHead]:
         """Assign the next index to ``data``, store it with its leaf hash and subject,
         call ``build_head(new_size, leaf_hashes)`` with all leaf hashes including the
-        new one (the callee MUST NOT keep or modify the sequence), store the head it
+        new one (the callee MUST NOT keep or modify the sequence, and MAY read stored
+        heads from the same thread: implementations MUST NOT deadlock on that), store the head it
         returns, and return ``(index, head)``. All or nothing."""
         ...
 
@@ -131,7 +132,8 @@ class MemoryLedgerStorage:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: ``build_head`` may read a head (another replica's) mid-append.
+        self._lock = threading.RLock()
         self._leaves: list[StoredLeaf] = []
         self._hashes: list[bytes] = []
         self._heads: dict[int, SignedTreeHead] = {}
