@@ -20,6 +20,7 @@ below to status codes exactly once (``coordinator/_problems.py``,
     ├── ConflictError                the resource exists already: 409
     ├── RateLimitedError             over a participant or enterprise limit: 429
     ├── NoNodeAnsweredError          every node in scope failed: 503
+    ├── CapacityError                a node (or the coordinator) is full: 503 / RESOURCE_EXHAUSTED
     ├── NodeFailedError              a relayed call to one node failed: 502
     ├── DecryptionOverflowError      a decrypted sum wrapped around the modulus
     ├── LedgerError                  the verifiable query log
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "CapacityError",
     "ClientError",
     "ConfigurationError",
     "ConflictError",
@@ -130,6 +132,10 @@ class RateLimitedError(CreditShareError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class CapacityError(CreditShareError):
+    """Busy, not broken: every slot is taken (e.g. a node's training jobs); try later."""
 
 
 class NoNodeAnsweredError(CreditShareError):

@@ -197,10 +197,20 @@ class Parties:
     #: Body members that, set to one of these, pass the first checks (positive cases only).
     hints: dict[str, st.SearchStrategy[Any]]
     job_body: dict[str, Any]
+    last_job: str | None = None
 
     def fresh_job(self) -> str | None:
         """A new training job of the bureau, for each training operation: the fuzzer
-        fails and finishes jobs, which ends them for the operations after it."""
+        fails and finishes jobs, which ends them for the operations after it. The one
+        before is cancelled (a bureau runs a bounded number of jobs at once)."""
+        headers = {"Authorization": f"Bearer {self.keys['bureau']}"}
+        if self.last_job is not None:
+            httpx.post(
+                f"{self.url}/v1/training-jobs/{self.last_job}/cancel",
+                headers=headers,
+                json={},
+                timeout=60,
+            )
         body = {**self.job_body, "model_id": f"contract-{uuid.uuid4().hex[:12]}"}
         response = httpx.post(
             f"{self.url}/v1/training-jobs",
@@ -209,7 +219,8 @@ class Parties:
             timeout=60,
         )
         assert response.status_code == 201, response.text
-        return str(response.json()["id"])
+        self.last_job = str(response.json()["id"])
+        return self.last_job
 
 
 @pytest.fixture(scope="module")

@@ -355,3 +355,30 @@ def test_a_value_the_database_refuses_is_4xx_not_500(
             timeout=30,
         )
         assert good.status_code == 201, good.text
+
+
+def test_a_bureau_runs_a_bounded_number_of_jobs(trust: Trust) -> None:
+    """Each job holds a slot on every node it names and writes a ledger entry: one bureau
+    cannot take every node's slots (the default is three jobs at once)."""
+    issued = trust.operator.register_participant("jobs-bureau", "bureau", "Busy Bureau")
+    headers = {"Authorization": f"Bearer {issued['api_key']}"}
+    fingerprint = register_fresh_key(trust.url, issued["api_key"])
+
+    def create(model_id: str) -> httpx.Response:
+        return httpx.post(
+            f"{trust.url}/v1/training-jobs",
+            json={"model_id": model_id, "nodes": ["yrd-tax"], "key_fingerprint": fingerprint},
+            headers=headers,
+            timeout=30,
+        )
+
+    jobs = [create(f"busy-{k}").json()["id"] for k in range(3)]
+    size = _ledger_size(trust)
+    refused = create("busy-3")
+    assert refused.status_code == 409 and "at most 3" in refused.json()["detail"]
+    assert _ledger_size(trust) == size  # nothing recorded
+    for job in jobs[:1]:
+        httpx.post(f"{trust.url}/v1/training-jobs/{job}/cancel", json={}, headers=headers)
+    jobs.append(create("busy-3").json()["id"])
+    for job in jobs[1:]:
+        httpx.post(f"{trust.url}/v1/training-jobs/{job}/cancel", json={}, headers=headers)

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from creditshare._logging import REQUEST_ID_HEADER
 from creditshare.errors import (
     AuthenticationError,
+    CapacityError,
     ConflictError,
     ConsentRefusedError,
     CreditShareError,
@@ -77,6 +78,10 @@ def _for_error(exc: CreditShareError) -> JSONResponse:
         return response
     if isinstance(exc, NodeFailedError):
         return problem(502, "Node failed", str(exc), node=exc.node)
+    if isinstance(exc, CapacityError):
+        response = problem(503, "Busy", str(exc), retry_after=60)
+        response.headers["Retry-After"] = "60"
+        return response
     if isinstance(exc, NoNodeAnsweredError):
         return problem(503, "No node answered", str(exc), failed=exc.failures)
     if isinstance(exc, LedgerIntegrityError):

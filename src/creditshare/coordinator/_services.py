@@ -85,7 +85,13 @@ def build_services(
         broker=broker,
         limits=build_limits(settings, engine, lambda: clock().timestamp(), monotonic),
         training=TrainingJobs(
-            engine, registry, broker, ledger, clock, idle_seconds=settings.training_job_idle_seconds
+            engine,
+            registry,
+            broker,
+            ledger,
+            clock,
+            idle_seconds=settings.training_job_idle_seconds,
+            jobs_per_bureau=settings.training_jobs_per_bureau,
         ),
         clock=clock,
     )

@@ -138,6 +138,13 @@ class CoordinatorSettings(EnvFirstSettings):
         description="a training job with no relayed call or progress report for this long "
         "fails, its nodes drop it and its model id is free again",
     )
+    training_jobs_per_bureau: int = Field(
+        default=3,
+        ge=1,
+        le=64,
+        description="training jobs one bureau may run at once (each holds a slot on every "
+        "node it names)",
+    )
     max_body_bytes: int = Field(
         default=64 * 1024,
         ge=1024,

@@ -36,6 +36,7 @@ from creditshare.coordinator._participants import Role
 from creditshare.coordinator._registry import Registry
 from creditshare.crypto import PublicKey
 from creditshare.errors import (
+    CapacityError,
     ConflictError,
     CreditShareError,
     InvalidInputError,
@@ -91,9 +92,11 @@ class TrainingJobs:
         clock: Callable[[], datetime],
         *,
         idle_seconds: float = 3600.0,
+        jobs_per_bureau: int = 3,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
+        self._jobs_per_bureau = jobs_per_bureau
         self._registry = registry
         self._broker = broker
         self._ledger = ledger
@@ -124,6 +127,7 @@ class TrainingJobs:
             self._registry.node(node)
         self._check_model_id_free(model_id)
         self._typed(config)
+        self._check_room(bureau)
         now = self._clock()
         job_id = uuid.uuid4().hex
         chains = sorted({self._registry.node(n).chain.value for n in nodes})
@@ -162,6 +166,21 @@ class TrainingJobs:
             session.commit()
             session.refresh(row)
             return row
+
+    def _check_room(self, bureau: Participant) -> None:
+        """A bureau runs at most ``jobs_per_bureau`` jobs at once: each holds slots on every
+        node it names and writes a ledger entry, so one bureau cannot take them all."""
+        with Session(self._engine) as session:
+            running = session.exec(
+                select(func.count())
+                .select_from(TrainingJobRow)
+                .where(TrainingJobRow.bureau == bureau.id, col(TrainingJobRow.status).in_(ACTIVE))
+            ).one()
+        if running >= self._jobs_per_bureau:
+            raise ConflictError(
+                f"bureau {bureau.id!r} already runs {running} training jobs (at most "
+                f"{self._jobs_per_bureau}); finish or cancel one first"
+            )
 
     def _check_model_id_free(self, model_id: str, job_id: str | None = None) -> None:
         """A model id names one model: published, trained, or reserved by a live job."""
@@ -513,6 +532,8 @@ class TrainingJobs:
             code = exc.code()
             if code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidInputError(f"node {node}: {exc.details()}") from None
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # busy: the job may try again
+                raise CapacityError(f"node {node}: {exc.details()}") from None
             reason = {
                 grpc.StatusCode.UNAVAILABLE: "unavailable",
                 grpc.StatusCode.DEADLINE_EXCEEDED: "deadline exceeded",

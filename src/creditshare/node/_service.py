@@ -21,6 +21,7 @@ from creditshare.crypto import (
     SlotLayout,
 )
 from creditshare.errors import (
+    CapacityError,
     ConflictError,
     CreditShareError,
     InconsistentTreeHeadError,
@@ -65,6 +66,8 @@ def status_for(exc: CreditShareError) -> grpc.StatusCode:
         return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, PermissionDeniedError | InvalidSignatureError | InvalidProofError):
         return grpc.StatusCode.PERMISSION_DENIED
+    if isinstance(exc, CapacityError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     return grpc.StatusCode.INTERNAL
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey
 from creditshare.departments import Department
-from creditshare.errors import InvalidInputError, NotFoundError
+from creditshare.errors import CapacityError, InvalidInputError, NotFoundError
 from creditshare.federated import HostParty, PsiParty, TrainingConfig
 from creditshare.ledger import QueryRecord
 from creditshare.node._receipts import ReceiptChecker, ReceiptRefusedError
@@ -214,7 +214,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 job.close()
             self._sweep_in_background()
             if full:
-                raise InvalidInputError(f"this node aligns at most {_MAX_JOBS} jobs at once")
+                raise CapacityError(f"this node aligns at most {_MAX_JOBS} jobs at once")
             return training_pb2.PsiAnswerResponse(
                 double_blinded=double, node_blinded=shuffled, node_set_size=len(ids)
             )
@@ -270,7 +270,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             with self._lock:
                 room = self._has_room(request.job_id)
             if not room:
-                raise InvalidInputError(f"this node runs at most {_MAX_JOBS} jobs at once")
+                raise CapacityError(f"this node runs at most {_MAX_JOBS} jobs at once")
             # Obfuscators made ahead on other cores; a buffer sized to the job, so a small
             # job does not keep a worker busy long after it is done.
             encryptor = (
@@ -293,7 +293,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                             f"training job {request.job_id!r} was closed while it was opened"
                         )
                     if not self._has_room(request.job_id):
-                        raise InvalidInputError(f"this node runs at most {_MAX_JOBS} jobs at once")
+                        raise CapacityError(f"this node runs at most {_MAX_JOBS} jobs at once")
                     previous = self._jobs.get(request.job_id)
                     self._jobs[request.job_id] = _Job(
                         host, ids, mean, std, self._clock(), encryptor
