@@ -6,6 +6,7 @@ coordinator serves the next good request."""
 from __future__ import annotations
 
 import base64
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -382,3 +383,36 @@ def test_a_bureau_runs_a_bounded_number_of_jobs(trust: Trust) -> None:
     jobs.append(create("busy-3").json()["id"])
     for job in jobs[1:]:
         httpx.post(f"{trust.url}/v1/training-jobs/{job}/cancel", json={}, headers=headers)
+
+
+def test_a_query_that_cannot_be_recorded_spends_nothing(
+    federation: Federation, trust: Trust, uscc: str
+) -> None:
+    """The consent use and the budget are spent just before the query is recorded; if
+    the recording fails (here: every ledger insert fails inside the database), both
+    come back: a query that was never made costs nothing."""
+    consent = trust.consent(uscc, max_uses=1)
+    owner, _ = trust.enterprise(uscc)
+    url = federation.layout.coordinator_settings().database_url
+    database = sqlite3.connect(url.removeprefix("sqlite:///"))
+    database.execute(
+        "CREATE TRIGGER ledger_insert_fails BEFORE INSERT ON ledger_leaf "
+        "BEGIN INSERT INTO vanished_table VALUES (1); END"
+    )
+    database.commit()
+    try:
+        failed = httpx.post(
+            f"{trust.url}/v1/queries",
+            json=_query_body(uscc, consent, trust),
+            headers={"Authorization": f"Bearer {trust.bank_api_key}"},
+            timeout=30,
+        )
+    finally:
+        database.execute("DROP TRIGGER ledger_insert_fails")
+        database.commit()
+        database.close()
+    assert failed.status_code >= 500
+    assert owner.consent(consent)["uses"] == 0
+    # The one use the consent allows is still there.
+    _served(trust, uscc, consent)
+    assert owner.consent(consent)["uses"] == 1

@@ -173,3 +173,13 @@ class ConsentService:
             session.commit()
         if counted.rowcount != 1:  # type: ignore[attr-defined]
             raise ConsentRefusedError("the consent's use limit is exhausted (or it was revoked)")
+
+    def give_back_use(self, consent_id: str) -> None:
+        """Undo ``count_use`` for a query that was never made (its recording failed)."""
+        with Session(self._engine) as session:
+            session.execute(
+                update(ConsentRow)
+                .where(col(ConsentRow.id) == consent_id, col(ConsentRow.uses) > 0)
+                .values(uses=col(ConsentRow.uses) - 1)
+            )
+            session.commit()

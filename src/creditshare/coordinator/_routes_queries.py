@@ -171,7 +171,13 @@ async def _answer(body: QueryIn, caller: Participant, services: Services) -> Que
         indicators=grant.indicators,
     )
     query_id = record.query_id
-    receipt = await asyncio.to_thread(services.ledger.append, record.to_bytes(), uscc)
+    try:
+        receipt = await asyncio.to_thread(services.ledger.append, record.to_bytes(), uscc)
+    except BaseException:
+        # Not recorded, so never made: the consent use and the budget come back.
+        await asyncio.to_thread(consents.give_back_use, body.consent_id)
+        await release(limits.enterprise, spent)
+        raise
     result = await services.broker.query(
         query_id, uscc, model, key, chains, receipt, record.covers_indicator
     )
