@@ -67,7 +67,7 @@ TAMPERING: dict[str, tuple[str, str, str]] = {
     "the last leaf deleted with its head": (
         "DELETE FROM ledger_leaf WHERE idx = (SELECT MAX(idx) FROM ledger_leaf); "
         "DELETE FROM ledger_head WHERE size = (SELECT MAX(size) FROM ledger_head)",
-        "trusts a signed head of size",
+        "holds a signed head of size",
         "",  # a consistent shorter log: only a witness (a data node) can tell
     ),
     "a middle leaf deleted": (
