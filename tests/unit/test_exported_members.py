@@ -10,6 +10,7 @@ import importlib
 import pytest
 
 PACKAGES = [
+    "creditshare.cli",
     "creditshare.client",
     "creditshare.consent",
     "creditshare.coordinator",

@@ -1,0 +1,42 @@
+"""One command-line entry point: ``creditshare ...``.
+
+The root app and its own commands live in ``_commands``; each sub-app (``creditshare node``,
+``creditshare admin``, ...) in a module of its own, added here in the order ``--help`` lists them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from creditshare.cli._admin import admin_app
+from creditshare.cli._bureau import bureau_app
+from creditshare.cli._commands import app
+from creditshare.cli._coordinator import coordinator_app
+from creditshare.cli._db import db_app
+from creditshare.cli._enterprise import enterprise_app
+from creditshare.cli._keys import keys_app
+from creditshare.cli._ledger import ledger_app
+from creditshare.cli._node import node_app
+from creditshare.cli._pki import pki_app
+from creditshare.errors import CreditShareError
+
+__all__ = ["app", "main"]
+
+app.add_typer(node_app, name="node")
+app.add_typer(coordinator_app, name="coordinator")
+app.add_typer(admin_app, name="admin")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(pki_app, name="pki")
+app.add_typer(enterprise_app, name="enterprise")
+app.add_typer(bureau_app, name="bureau")
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+
+def main() -> None:
+    """Run the app; a CreditShareError ends it with ``error: ...`` and exit code 2, no traceback."""
+    try:
+        app()
+    except CreditShareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,115 @@
+"""``creditshare admin ...``: chain operator tasks (participants and their API keys)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from creditshare._settings import load_settings
+from creditshare.cli._common import (
+    ApiKeyOption,
+    ConfigOption,
+    CoordinatorOption,
+    ParticipantIdOption,
+    console,
+)
+
+__all__ = ["admin_app"]
+
+admin_app = typer.Typer(no_args_is_help=True, help="Chain operator tasks.")
+
+
+@admin_app.command("bootstrap")
+def admin_bootstrap(
+    config: ConfigOption,
+    participant_id: Annotated[str, typer.Option("--id")] = "operator",
+    name: Annotated[str, typer.Option()] = "Chain operator",
+) -> None:
+    """Create the first operator and print its API key (directly in the database)."""
+    from creditshare.coordinator import CoordinatorSettings
+    from creditshare.coordinator._admin import bootstrap_operator
+
+    issued = bootstrap_operator(load_settings(CoordinatorSettings, config), participant_id, name)
+    console.print(f"operator {issued.participant_id}; API key (shown once):")
+    print(issued.api_key)
+
+
+@admin_app.command("add-participant")
+def admin_add_participant(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    participant_id: Annotated[str, typer.Option("--id")],
+    role: Annotated[str, typer.Option(help="bank, bureau, department, enterprise or operator")],
+    name: Annotated[str, typer.Option()],
+    uscc: Annotated[str | None, typer.Option(help="enterprises only")] = None,
+    signing_key: Annotated[
+        str | None, typer.Option(help="enterprises only: Ed25519 public key, base64")
+    ] = None,
+) -> None:
+    """Register a participant (operator's API key) and print its first API key."""
+    from creditshare.client import CreditShareClient
+    from creditshare.crypto import VerifyKey
+
+    verify = VerifyKey.from_text(signing_key) if signing_key else None
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        issued = client.register_participant(
+            participant_id, role, name, uscc=uscc, signing_key=verify
+        )
+    console.print(f"registered {participant_id} ({role}); API key (shown once):")
+    print(issued["api_key"])
+
+
+def _participant_line(row: dict[str, Any]) -> str:
+    state = "disabled" if row["disabled"] else "enabled"
+    return f"{row['id']} ({row['role']}): {state}"
+
+
+@admin_app.command("disable")
+def admin_disable(
+    coordinator: CoordinatorOption, api_key: ApiKeyOption, participant_id: ParticipantIdOption
+) -> None:
+    """Suspend a participant: all its API keys stop; an enterprise's consents are revoked."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        console.print(_participant_line(client.disable_participant(participant_id)))
+
+
+@admin_app.command("enable")
+def admin_enable(
+    coordinator: CoordinatorOption, api_key: ApiKeyOption, participant_id: ParticipantIdOption
+) -> None:
+    """Lift a suspension: its unrevoked API keys work again (consents stay revoked)."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        console.print(_participant_line(client.enable_participant(participant_id)))
+
+
+@admin_app.command("issue-key")
+def admin_issue_key(
+    coordinator: CoordinatorOption, api_key: ApiKeyOption, participant_id: ParticipantIdOption
+) -> None:
+    """Issue a participant a further API key and print it (shown once)."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        issued = client.issue_credential(participant_id)
+    console.print(f"new API key for {participant_id} (shown once):")
+    print(issued["api_key"])
+
+
+@admin_app.command("revoke-key")
+def admin_revoke_key(
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+    participant_id: ParticipantIdOption,
+    key_id: Annotated[str, typer.Option(help="the 16 hex digits after cs_ in the key")],
+) -> None:
+    """Revoke one API key; the participant's other keys keep working."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        client.revoke_credential(participant_id, key_id)
+    console.print(f"key {key_id} of {participant_id} revoked")

@@ -1,0 +1,175 @@
+"""The root ``creditshare`` app and its own commands: synth, prepare-default-credit, keygen,
+query and demo (the sub-apps are added in ``creditshare.cli``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from creditshare.cli._common import ApiKeyOption, KeyFileOption, console
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Privacy-preserving credit-information sharing.",
+)
+
+
+@app.command()
+def synth(
+    enterprises: Annotated[int, typer.Option(min=1, max=1_000_000)] = 1000,
+    seed: Annotated[int, typer.Option()] = 1,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("synth-data"),
+) -> None:
+    """Generate deterministic synthetic department data for the three chains."""
+    from creditshare.synth import generate
+
+    manifest = generate(enterprises, seed, out)
+    for name, rows in sorted(manifest.files.items()):
+        console.print(f"{rows:>8}  {out / name}")
+    console.print(f"{len(manifest.cross_chain)} enterprises hold records in more than one chain")
+
+
+@app.command("prepare-default-credit")
+def prepare_default_credit_command(
+    source: Annotated[Path, typer.Option(help="folder with the FATE guest/host CSV files")],
+    out: Annotated[Path, typer.Option(help="output folder")],
+) -> None:
+    """Turn the public default_credit split into a card_history node file and bureau files."""
+    from creditshare.datasets import prepare_default_credit
+
+    files = prepare_default_credit(source, out)
+    console.print(
+        f"{files.rows} rows: node import file {files.node_file}; bureau labels "
+        f"{files.labels_file} and features {files.features_file}"
+    )
+
+
+@app.command()
+def keygen(key_file: KeyFileOption = None, bits: Annotated[int, typer.Option()] = 2048) -> None:
+    """Generate the requester's Paillier key pair locally (the private key never leaves)."""
+    from creditshare.client import default_key_path, load_or_create_key
+
+    path = key_file or default_key_path()
+    existed = path.exists()
+    key = load_or_create_key(path, bits)
+    state = "existing" if existed else "new"
+    console.print(f"{state} {key.public_key.bits}-bit key {key.public_key.fingerprint()} at {path}")
+
+
+@app.command()
+def query(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    uscc: Annotated[str, typer.Option(help="enterprise's unified social credit code")],
+    consent: Annotated[str, typer.Option(help="consent id the enterprise granted you")],
+    api_key: ApiKeyOption,
+    purpose: Annotated[str, typer.Option(help="purpose covered by the consent")] = (
+        "pre_loan_review"
+    ),
+    model: Annotated[str, typer.Option(help="scoring model id")] = "sme-scorecard-v1",
+    chain: Annotated[list[str] | None, typer.Option(help="limit to a chain (repeatable)")] = None,
+    key_file: KeyFileOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Ask for an enterprise's credit profile and decrypt it locally."""
+    from creditshare._render import print_profile
+    from creditshare.client import CreditShareClient, load_or_create_key
+
+    key = load_or_create_key(key_file)
+    with CreditShareClient(coordinator, api_key=api_key, private_key=key) as client:
+        profile = client.query(uscc, consent, purpose, model, chain or None)
+    if as_json:
+        doc = {
+            "uscc": profile.uscc,
+            "model_id": profile.model_id,
+            "ledger_index": profile.raw["ledger_index"],
+            "score": profile.score,
+            "probability_of_default": profile.probability_of_default,
+            "linear_score": profile.linear_score,
+            "coverage": {"answered": profile.answered, "failed": profile.failed},
+            "indicators": [
+                {
+                    "node": i.node,
+                    "chain": i.chain,
+                    "department": i.department,
+                    "name": i.name,
+                    "value": i.value,
+                    "label": i.label,
+                }
+                for i in profile.indicators
+            ],
+        }
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
+    else:
+        print_profile(console, profile)
+
+
+@app.command()
+def demo(
+    enterprises: Annotated[int, typer.Option(min=50, max=100_000)] = 300,
+    seed: Annotated[int, typer.Option()] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    verify: Annotated[
+        bool, typer.Option(help="recompute each score in plaintext and compare")
+    ] = False,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="keep files here instead of a temp dir")
+    ] = None,
+) -> None:
+    """Run a whole federation on loopback and query it as a bank would."""
+    from creditshare._render import print_profile
+    from creditshare.demo import run_demo
+
+    progress = None if as_json else (lambda message: console.print(f"[dim]» {message}[/]"))
+    result = run_demo(enterprises, seed, verify=verify, work_dir=work_dir, on_progress=progress)
+    if as_json:
+        print(json.dumps(result.to_json(verify), ensure_ascii=False, indent=2))
+    else:
+        for item in result.queries:
+            print_profile(console, item.profile, f"{item.label}: {item.name}")
+            if item.verification is not None:
+                mark = "[green]verified[/]" if item.verification.ok else "[red]MISMATCH[/]"
+                console.print(
+                    f"plaintext recomputation: {mark} "
+                    f"(expected linear score {item.verification.expected_linear:.6f}, "
+                    f"decrypted {item.profile.linear_score:.6f})"
+                )
+        console.rule("[bold]consent and the verifiable log")
+        r = result.refusal
+        console.print(
+            f"bank asked about {r.uscc} for {r.purpose}: answered {r.status} ({r.detail})"
+            ", and the refusal was recorded"
+        )
+        console.print(f"access log of {result.access_log_uscc}, as the enterprise sees it:")
+        for e in result.access_log:
+            mark = "[green]inclusion verified[/]" if e.verified else f"[red]{e.problem}[/]"
+            console.print(
+                f"  #{e.index:<4} {e.record.time:%H:%M:%S} {e.record.kind:<8} "
+                f"{e.record.requester:<10} {e.record.purpose:<22} {mark}"
+            )
+        t = result.training
+        console.rule("[bold]federated training")
+        console.print(
+            f"{t.model.model_id} trained on {', '.join(t.nodes)}: "
+            f"{t.model.aligned_rows} rows aligned by PSI, {len(t.model.epochs)} epochs, "
+            f"held-out AUC {t.model.test_auc:.3f}, KS {t.model.test_ks:.3f}"
+        )
+        for report in t.model.epochs:
+            console.print(
+                f"  epoch {report.epoch}: validation loss {report.validation_loss:.4f}, "
+                f"AUC {report.validation_auc:.4f} ({report.seconds:.1f} s)"
+            )
+        mark = "[green]verified[/]" if t.verified else "[red]MISMATCH[/]"
+        console.print(
+            f"bank query for {t.uscc} with {t.model.model_id}: score {t.profile.score}, "
+            f"plaintext recomputation {mark}"
+        )
+        if verify:
+            console.rule("[green]all queries verified" if result.verified else "[red]FAILED")
+    if verify and not result.verified:
+        raise typer.Exit(code=1)

@@ -1,0 +1,134 @@
+"""``creditshare enterprise ...``: an enterprise's consent-signing key, consents and queries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from creditshare.cli._common import (
+    ApiKeyOption,
+    CoordinatorOption,
+    ParticipantIdOption,
+    console,
+)
+
+__all__ = ["enterprise_app"]
+
+enterprise_app = typer.Typer(no_args_is_help=True, help="An enterprise's keys and consents.")
+
+
+@enterprise_app.command("keygen")
+def enterprise_keygen(
+    out: Annotated[Path, typer.Option(help="where to keep the Ed25519 signing key (0600)")],
+) -> None:
+    """Create the enterprise's consent-signing key; register the printed public key."""
+    from creditshare.client import load_or_create_signing_key
+
+    key = load_or_create_signing_key(out)
+    console.print(f"signing key at {out}; public key to register:")
+    print(key.verify_key.to_text())
+
+
+@enterprise_app.command("grant")
+def enterprise_grant(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    signing_key: Annotated[Path, typer.Option(help="the enterprise's Ed25519 key file")],
+    uscc: Annotated[str, typer.Option()],
+    grantee: Annotated[str, typer.Option(help="bank or bureau participant id")],
+    purpose: Annotated[str, typer.Option()] = "pre_loan_review",
+    days: Annotated[int, typer.Option(min=1, max=3650)] = 30,
+    max_uses: Annotated[int | None, typer.Option(min=1)] = None,
+    chain: Annotated[list[str] | None, typer.Option(help="chains in scope (default all)")] = None,
+    indicator: Annotated[
+        list[str] | None, typer.Option(help="indicators in scope (default all)")
+    ] = None,
+) -> None:
+    """Sign a consent for a grantee and submit it; prints the consent id."""
+    from datetime import UTC, datetime, timedelta
+
+    from creditshare.client import CreditShareClient, load_signing_key
+    from creditshare.consent import ALL_INDICATORS, ConsentGrant
+    from creditshare.identity import Chain
+
+    now = datetime.now(UTC)
+    grant = ConsentGrant.create(
+        uscc,
+        grantee,
+        purpose,
+        now,
+        now + timedelta(days=days),
+        chains=tuple(chain) if chain else tuple(Chain),
+        indicators=tuple(indicator) if indicator else (ALL_INDICATORS,),
+        max_uses=max_uses,
+    )
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        stored = client.grant_consent(grant.sign(load_signing_key(signing_key)))
+    print(stored["consent_id"])
+
+
+@enterprise_app.command("revoke")
+def enterprise_revoke(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    consent: Annotated[str, typer.Option(help="consent id")],
+) -> None:
+    """Revoke a consent; it stops working at once."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        client.revoke_consent(consent)
+    console.print(f"consent {consent} revoked")
+
+
+@enterprise_app.command("rotate-key")
+def enterprise_rotate_key(
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+    participant_id: ParticipantIdOption,
+    signing_key: Annotated[
+        Path | None, typer.Option(help="the new Ed25519 key file (created if absent)")
+    ] = None,
+    public_key: Annotated[
+        str | None, typer.Option(help="or only the new public key, base64 (an operator)")
+    ] = None,
+) -> None:
+    """Replace the enterprise's consent-signing key (the enterprise itself or an operator);
+    grants signed with the old key are refused from then on."""
+    from creditshare.client import CreditShareClient, load_or_create_signing_key
+    from creditshare.crypto import VerifyKey
+
+    if (signing_key is None) == (public_key is None):
+        raise typer.BadParameter("give exactly one of --signing-key and --public-key")
+    if signing_key is not None:
+        new = load_or_create_signing_key(signing_key).verify_key
+    else:
+        new = VerifyKey.from_text(public_key or "")
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        client.rotate_signing_key(participant_id, new)
+    console.print(f"{participant_id} now signs consents with {new.to_text()}")
+
+
+@enterprise_app.command("queries")
+def enterprise_queries(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    uscc: Annotated[str, typer.Option()],
+    log_key: Annotated[str, typer.Option(help="the ledger's Ed25519 public key (pinned)")],
+) -> None:
+    """Every query about the enterprise, each checked for inclusion in the signed ledger."""
+    from creditshare.client import CreditShareClient
+    from creditshare.crypto import VerifyKey
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        entries = client.verified_enterprise_queries(uscc, VerifyKey.from_text(log_key))
+    for e in entries:
+        mark = "verified" if e.verified else f"NOT VERIFIED: {e.problem}"
+        console.print(
+            f"{e.index:>6}  {e.record.time:%Y-%m-%d %H:%M:%S}  {e.record.kind:<8} "
+            f"{e.record.requester}  {e.record.purpose}  {mark}"
+        )
+    if not all(e.verified for e in entries):
+        raise typer.Exit(code=1)

@@ -1,0 +1,59 @@
+"""``creditshare keys ...``: a bank's or bureau's Paillier keys registered at the coordinator."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from creditshare.cli._common import ApiKeyOption, KeyFileOption, console
+
+__all__ = ["keys_app"]
+
+keys_app = typer.Typer(
+    no_args_is_help=True, help="A bank's or bureau's Paillier keys registered at the coordinator."
+)
+
+
+@keys_app.command("register")
+def keys_register(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    key_file: KeyFileOption = None,
+) -> None:
+    """Register the local key's public half (checked once there); prints its fingerprint."""
+    from creditshare.client import CreditShareClient, load_or_create_key
+
+    key = load_or_create_key(key_file)
+    with CreditShareClient(coordinator, api_key=api_key, private_key=key) as client:
+        registered = client.register_paillier_key()
+    console.print(f"registered {registered['bits']}-bit Paillier key:")
+    print(registered["fingerprint"])
+
+
+@keys_app.command("list")
+def keys_list(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+) -> None:
+    """Every key registered to this participant, retired ones included."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        for key in client.paillier_keys():
+            state = "active" if key["active"] else f"retired {key['retired_at']}"
+            console.print(f"{key['fingerprint']}  {key['bits']} bits  {state}")
+
+
+@keys_app.command("retire")
+def keys_retire(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    fingerprint: Annotated[str, typer.Option(help="the key's fingerprint (keys list)")],
+) -> None:
+    """No new query or training job may use the key (rotate: register the new one first)."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        client.retire_paillier_key(fingerprint)
+    console.print(f"Paillier key {fingerprint} retired")
