@@ -34,7 +34,8 @@ from creditshare.federated import evaluation_scores, split_batches
 from creditshare.federated._metrics import auc, ks, log_loss
 from creditshare.federated._vlr import BureauParty, EpochReport, HostParty, TrainingConfig, train
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "default_credit"
+#: The public data set, shipped in the repository with its provenance (SOURCE.md).
+DATA = Path(__file__).resolve().parents[1] / "data" / "default_credit"
 
 
 def load(data_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:

@@ -371,7 +371,7 @@ def test_nul_and_garbage_in_ids_and_names_are_4xx(chain: Chain) -> None:
         ("/v1/participants/a%00b/disable", 422),  # control characters: refused at the door
         ("/v1/participants/op-1%0A/disable", 422),
         ("/v1/participants/Not..An.Id/disable", 404),  # ids that cannot exist: not looked up
-        ("/v1/participants/" + "a" * 300 + "/enable", 404),
+        ("/v1/participants/" + "a" * 300 + "/enable", 422),  # over the path bound
         ("/v1/participants/bank%20x/credentials", 404),
         ("/v1/participants/op-1/credentials/not-a-key-id/revoke", 404),
         ("/v1/participants/op-1/signing-key", 422),  # no body

@@ -272,13 +272,20 @@ def test_node_refuses_a_coordinator_with_a_rewritten_log(
     rogue_settings = settings.model_copy(
         update={"database_url": f"sqlite:///{tmp_path / 'rewritten.db'}"}
     )
+    # Our own coordinator, started on the rewritten log, refuses to sign: the nodes it
+    # asks at start hold a signed head that the rewritten entries do not reproduce.
+    honest_app = create_app(rogue_settings)
+    for _ in range(5):  # longer than the log the nodes trust
+        honest_app.state.services.ledger.append(b"padding", "x")
+    with serve_app(honest_app) as url:
+        ready = httpx.get(f"{url}/readyz", timeout=30)
+        assert ready.status_code == 503
+        assert "the log was rewritten" in ready.json()["reasons"]["ledger"]
+    # A compromised coordinator would skip that check (simulated here by switching it
+    # off): the nodes must then refuse the fork themselves.
     rogue_app = create_app(rogue_settings)
     services = rogue_app.state.services
-    # Pad the rewritten log so it is longer than the one the nodes trust; before it
-    # starts, or its own start-up check would refuse to sign (the nodes trust a larger
-    # head than its empty log holds). The nodes must refuse this longer fork themselves.
-    for _ in range(5):
-        services.ledger.append(b"padding", "x")
+    services.ledger.check_witnesses = lambda heads: None
     with serve_app(rogue_app) as url:
         operator = services.participants
         operator.register("small-bank", "bank", "Small Bank")

@@ -12,7 +12,7 @@ from creditshare.departments import get_department
 from creditshare.identity import Uscc
 from creditshare.node import RecordStore, import_files, make_engine
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "default_credit"
+SHARED = Path(__file__).resolve().parents[2] / "data" / "default_credit"
 
 
 def test_ids_map_to_distinct_valid_usccs() -> None:
@@ -23,7 +23,6 @@ def test_ids_map_to_distinct_valid_usccs() -> None:
         uscc_for(31**8)
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared/data/default_credit is not beside the repo")
 def test_prepare_and_import_the_host_file(tmp_path: Path) -> None:
     files = prepare_default_credit(SHARED, tmp_path / "out")
     assert files.rows == 30_000

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -25,6 +26,10 @@ from creditshare.coordinator._services import Services
 from creditshare.errors import AuthenticationError, PermissionDeniedError, RateLimitedError
 
 __all__ = ["CallerDep", "ServicesDep", "authenticated", "require_roles"]
+
+
+#: A training job's relayed steps: counted on their own limit (a job makes thousands).
+_TRAINING_STEP = re.compile(r"^/v1/training-jobs/[^/]+/(psi|open|forward|gradient|apply|progress)$")
 
 
 def _services(request: Request) -> Services:
@@ -62,7 +67,8 @@ async def _caller(request: Request, services: ServicesDep) -> Participant:
         raise
     if key_id is not None:
         limits.known_addresses.add(key_id, address)
-    await hit(limits.participant, participant.id)
+    steps = _TRAINING_STEP.match(request.url.path) is not None
+    await hit(limits.training_steps if steps else limits.participant, participant.id)
     request.state.caller = participant
     return participant
 

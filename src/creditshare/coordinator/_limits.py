@@ -297,8 +297,10 @@ class KnownAddresses:
 class Limits:
     """Every limit the coordinator enforces, each with its own key (see the module doc)."""
 
-    #: every authenticated call, per participant
+    #: every authenticated call, per participant (training steps aside)
     participant: Limiter
+    #: the relayed steps of training jobs, per bureau: a job makes thousands a minute
+    training_steps: Limiter
     #: queries, per (enterprise, requester): one lender cannot spend another's budget
     enterprise: Limiter
     #: recorded refusals, per (requester, enterprise): access logs cannot be flooded
@@ -329,6 +331,12 @@ def build_limits(
             settings.participant_requests_per_minute,
             60.0,
             "participant request rate",
+        ),
+        training_steps=limiter(
+            "training-step",
+            settings.training_steps_per_minute,
+            60.0,
+            "training steps of this bureau",
         ),
         enterprise=limiter(
             "enterprise",

@@ -85,6 +85,12 @@ class CoordinatorSettings(EnvFirstSettings):
     )
     slot_bits: int = Field(default=48, ge=32, le=128)
     participant_requests_per_minute: int = Field(default=600, ge=1)
+    training_steps_per_minute: int = Field(
+        default=20_000,
+        ge=1,
+        description="relayed training steps (PSI, open, forward, gradient, apply, progress) "
+        "per bureau per minute, counted apart from participant_requests_per_minute",
+    )
     enterprise_queries_per_day: int = Field(
         default=200,
         ge=1,
