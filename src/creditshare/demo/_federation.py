@@ -8,16 +8,19 @@ coordinator is ``creditshare coordinator serve`` under uvicorn.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import grpc
 import httpx
@@ -167,6 +170,28 @@ class FederationLayout:
         layout.coordinator_config.write_text(dumps(coordinator), encoding="utf-8")
         return layout
 
+    def move_node(self, node: NodeLayout) -> NodeLayout:
+        """Give a node a new free port (another process took the one it was given between
+        ``free_port`` and its bind): its config and the coordinator's are rewritten."""
+        moved = dataclasses.replace(node, port=free_port())
+        _rewrite(moved.config, lambda doc: doc.update(listen=moved.address))
+        assert self.coordinator_config is not None
+
+        def readdress(doc: dict[str, Any]) -> None:
+            for entry in doc["nodes"]:
+                if entry["id"] == node.node_id:
+                    entry["address"] = moved.address
+
+        _rewrite(self.coordinator_config, readdress)
+        self.nodes[self.nodes.index(node)] = moved
+        return moved
+
+    def move_coordinator(self) -> None:
+        """The coordinator's port was taken before it bound it: a new one, config rewritten."""
+        assert self.coordinator_config is not None
+        self.coordinator_port = free_port()
+        _rewrite(self.coordinator_config, lambda doc: doc.update(port=self.coordinator_port))
+
     def coordinator_settings(self) -> CoordinatorSettings:
         assert self.coordinator_config is not None
         return load_settings(CoordinatorSettings, self.coordinator_config)
@@ -211,6 +236,22 @@ class FederationLayout:
     @property
     def coordinator_url(self) -> str:
         return f"http://127.0.0.1:{self.coordinator_port}"
+
+
+def _rewrite(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    change(doc)
+    path.write_text(dumps(doc), encoding="utf-8")
+
+
+#: What a process that lost its port to another one says before it exits.
+_PORT_TAKEN = ("address already in use", "could not bind", "failed to bind")
+#: Starts of one process before a lost port is an error (each on a new free port).
+_PORT_ATTEMPTS = 3
+
+
+def _lost_its_port(exc: RuntimeError) -> bool:
+    return any(sign in str(exc).lower() for sign in _PORT_TAKEN)
 
 
 class Federation:
@@ -259,21 +300,42 @@ class Federation:
                 )
             deadline = time.monotonic() + self._timeout
             tls = self.layout.coordinator_settings().tls
-            for node in self.layout.nodes:
-                self._wait_node(node, deadline, tls[node.chain])
+            for node in list(self.layout.nodes):
+                self._wait_node_moving(node, deadline, tls[node.chain])
             self._start_coordinator(deadline)
         except BaseException:
             self.stop()
             raise
         return self
 
+    def _wait_node_moving(self, node: NodeLayout, deadline: float, tls: TlsSettings) -> None:
+        """Wait for a node; one that lost its port to another process (the port was free
+        when chosen, taken before the bind) is started again on a new one."""
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                self._wait_node(node, deadline, tls)
+                return
+            except RuntimeError as exc:
+                if attempt + 1 == _PORT_ATTEMPTS or not _lost_its_port(exc):
+                    raise
+            node = self.layout.move_node(node)
+            args = ["node", "serve", "--config", str(node.config)]
+            self._spawn(node.node_id, args, self._node_command)
+
     def _start_coordinator(self, deadline: float) -> None:
         assert self.layout.coordinator_config is not None
-        self._spawn(
-            "coordinator",
-            ["coordinator", "serve", "--config", str(self.layout.coordinator_config)],
-        )
-        self._wait_http(self.layout.coordinator_url + "/healthz", "coordinator", deadline)
+        for attempt in range(_PORT_ATTEMPTS):
+            self._spawn(
+                "coordinator",
+                ["coordinator", "serve", "--config", str(self.layout.coordinator_config)],
+            )
+            try:
+                self._wait_http(self.layout.coordinator_url + "/healthz", "coordinator", deadline)
+                return
+            except RuntimeError as exc:
+                if attempt + 1 == _PORT_ATTEMPTS or not _lost_its_port(exc):
+                    raise
+            self.layout.move_coordinator()
 
     def start_coordinator(self) -> None:
         """Start the coordinator again after ``stop_coordinator`` (same config and

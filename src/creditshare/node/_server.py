@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from creditshare.errors import ConfigurationError
 from creditshare.ledger import TrustedHeadTracker
 from creditshare.node._encryptors import EncryptorCache
 from creditshare.node._importer import ImportSummary, import_files
@@ -96,15 +97,20 @@ async def build_server(
     training_pb2_grpc.add_TrainingServicer_to_server(training, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if settings.tls is not None:
-        tls = settings.tls
-        port = server.add_secure_port(
-            settings.listen, server_credentials(tls.cert, tls.key, tls.ca)
-        )
-    else:
-        port = server.add_insecure_port(settings.listen)
+    try:
+        if settings.tls is not None:
+            tls = settings.tls
+            port = server.add_secure_port(
+                settings.listen, server_credentials(tls.cert, tls.key, tls.ca)
+            )
+        else:
+            port = server.add_insecure_port(settings.listen)
+    except RuntimeError:  # grpc's "Failed to bind": say it plainly, without a traceback
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {settings.listen}")
+        raise ConfigurationError(
+            f"could not bind {settings.listen}: the address is in use or not available here"
+        )
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
