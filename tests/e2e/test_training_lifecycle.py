@@ -266,6 +266,10 @@ def _start_training(
             model_id,
             "--epochs",
             "500",
+            # Never stops early: the job is still training when the signal lands, however
+            # slow or fast the machine.
+            "--early-stopping-rounds",
+            "1000",
             "--batch-size",
             "32",
             "--key-file",

@@ -34,6 +34,9 @@ def bureau_train(
     batch_size: Annotated[int, typer.Option(min=1)] = 256,
     learning_rate: Annotated[float, typer.Option()] = 0.3,
     l2: Annotated[float, typer.Option()] = 0.0,
+    early_stopping_rounds: Annotated[
+        int, typer.Option(min=1, max=1000, help="epochs without a better validation loss")
+    ] = 3,
     description: Annotated[str, typer.Option()] = "",
 ) -> None:
     """Align with the nodes by PSI, train under encryption, evaluate, publish the model."""
@@ -55,7 +58,11 @@ def bureau_train(
                 )
             rows[row["uscc"].strip().upper()] = int(row["default"])
     config = TrainingConfig(
-        max_epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, l2=l2
+        max_epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        l2=l2,
+        early_stopping_rounds=early_stopping_rounds,
     )
     key = load_or_create_key(key_file)
     # SIGTERM (an orchestrator, `kill`) ends training like Ctrl-C: the job is cancelled at

@@ -223,6 +223,7 @@ def train_model(
         "max_epochs": config.max_epochs,
         "feature_clip": config.feature_clip,
         "packing": config.packing,
+        "early_stopping_rounds": config.early_stopping_rounds,
     }
     job = client.post(
         "/v1/training-jobs",
