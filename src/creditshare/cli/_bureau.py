@@ -67,6 +67,9 @@ def bureau_train(
     key = load_or_create_key(key_file)
     # SIGTERM (an orchestrator, `kill`) ends training like Ctrl-C: the job is cancelled at
     # the coordinator and the worker processes stopped, instead of dying mid-job.
+    # Both explicitly: a process started in the background inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt for it; the job must still be cancelled.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         model = _train_with_progress(
