@@ -3,6 +3,7 @@
 from creditshare.client._access_log import AccessEntry, verify_access_log
 from creditshare.client._bureau import RemoteHost, TrainedModel, train_model
 from creditshare.client._client import DEFAULT_MODEL_ID, CreditShareClient
+from creditshare.client._identity import Identity, default_identity_dir
 from creditshare.client._keystore import (
     default_key_path,
     load_key,
@@ -24,11 +25,13 @@ __all__ = [
     "AccessEntry",
     "CreditProfile",
     "CreditShareClient",
+    "Identity",
     "Indicator",
     "RemoteHost",
     "ScoreScale",
     "TrainedModel",
     "decrypt_profile",
+    "default_identity_dir",
     "default_key_path",
     "load_key",
     "load_or_create_key",

@@ -14,10 +14,12 @@ import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from creditshare._canonical import format_time
 from creditshare.client._client import CreditShareClient
 from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey, SlotLayout
 from creditshare.errors import ClientError, CreditShareError
@@ -32,6 +34,7 @@ from creditshare.federated import (
     ks,
     train,
 )
+from creditshare.signed import SignedTrainingJob, training_document
 
 __all__ = ["RemoteHost", "TrainedModel", "train_model"]
 
@@ -225,17 +228,33 @@ def train_model(
         "packing": config.packing,
         "early_stopping_rounds": config.early_stopping_rounds,
     }
-    job = client.post(
+    fingerprint = client.ensure_paillier_key()
+    identity = client.ensure_credentials()
+    job_id = secrets.token_hex(16)
+    now = datetime.now(UTC).replace(microsecond=0)
+    signed = SignedTrainingJob.sign(
+        training_document(
+            job_id=job_id,
+            requester=identity.participant_id,
+            key_fingerprint=fingerprint,
+            nodes=list(nodes),
+            time=now,
+        ),
+        identity.signing_key,
+    )
+    client.post(
         "/v1/training-jobs",
         {
             "model_id": model_id,
             "description": description,
             "nodes": list(nodes),
-            "key_fingerprint": client.ensure_paillier_key(),
+            "key_fingerprint": fingerprint,
             "config": settings,
+            "job_id": job_id,
+            "requested_at": format_time(now),
+            "signature": signed.to_json()["signature"],
         },
     )
-    job_id: str = job["id"]
 
     def report(payload: dict[str, Any]) -> None:
         client.post(f"/v1/training-jobs/{job_id}/progress", payload)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import secrets
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from creditshare._canonical import format_time
 from creditshare.client._access_log import AccessEntry, verify_access_log
+from creditshare.client._identity import Identity
 from creditshare.client._profile import CreditProfile, decrypt_profile
-from creditshare.consent import Purpose, SignedConsent
-from creditshare.crypto import PrivateKey, VerifyKey
+from creditshare.consent import ConsentRevocation, Purpose, SignedConsent
+from creditshare.crypto import PrivateKey, SigningKey, VerifyKey
 from creditshare.errors import ClientError, ProblemError, TransportError
 from creditshare.identity import Uscc
+from creditshare.signed import SignedQuery, query_document
 
 __all__ = ["DEFAULT_MODEL_ID", "CreditShareClient"]
 
@@ -23,8 +28,10 @@ class CreditShareClient:
     """A bank's or bureau's connection to a coordinator.
 
     ``api_key`` authenticates the participant; ``private_key`` (a bank's or bureau's
-    Paillier key) is needed only to query. ``transport`` lets tests substitute an
-    httpx transport; production uses the default network transport.
+    Paillier key) is needed only to query; ``identity`` (its signing key and CA-issued
+    credentials) signs each query and training job, which every node checks itself.
+    ``transport`` lets tests substitute an httpx transport; production uses the default
+    network transport.
     """
 
     def __init__(
@@ -33,10 +40,14 @@ class CreditShareClient:
         *,
         api_key: str | None = None,
         private_key: PrivateKey | None = None,
+        identity: Identity | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._key = private_key
+        self._identity = identity
+        #: Whether this client uploaded its credentials to the coordinator already.
+        self._uploaded = False
         #: Fingerprints this client registered (or found registered) at the coordinator.
         self._registered: set[str] = set()
         self.base_url = base_url
@@ -50,6 +61,68 @@ class CreditShareClient:
         if self._key is None:
             raise ClientError("this client has no Paillier private key; pass private_key=")
         return self._key
+
+    @property
+    def identity(self) -> Identity:
+        if self._identity is None:
+            raise ClientError(
+                "this client has no signing identity; pass identity= (see Identity.load): "
+                "nodes answer only requests signed by a certified key"
+            )
+        return self._identity
+
+    def upload_credentials(self) -> list[dict[str, Any]]:
+        """Hand the coordinator this identity's credentials to relay to nodes (idempotent)."""
+        out = [
+            self._object(
+                "POST", "/v1/credentials", json={"certificate": _pem(data).decode("ascii")}
+            )
+            for data in self.identity.credentials
+        ]
+        self._uploaded = True
+        return out
+
+    def ensure_credentials(self) -> Identity:
+        """The identity, its credentials uploaded on first use."""
+        identity = self.identity
+        if not self._uploaded:
+            self.upload_credentials()
+        return identity
+
+    def credentials(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", "/v1/credentials")
+        return result
+
+    def sign_query(
+        self,
+        uscc: str,
+        consent_id: str,
+        purpose: str,
+        model_id: str,
+        key_fingerprint: str,
+        chains: list[str] | None,
+    ) -> dict[str, Any]:
+        """The signed fields a query carries: a fresh query id, the time, the signature."""
+        identity = self.ensure_credentials()
+        query_id = secrets.token_hex(16)
+        now = datetime.now(UTC).replace(microsecond=0)
+        document = query_document(
+            query_id=query_id,
+            requester=identity.participant_id,
+            uscc=uscc,
+            purpose=purpose,
+            consent_id=consent_id,
+            chains=chains or [],
+            model_id=model_id,
+            key_fingerprint=key_fingerprint,
+            time=now,
+        )
+        signed = SignedQuery.sign(document, identity.signing_key)
+        return {
+            "query_id": query_id,
+            "requested_at": format_time(now),
+            "signature": signed.to_json()["signature"],
+        }
 
     def __enter__(self) -> CreditShareClient:
         return self
@@ -99,12 +172,15 @@ class CreditShareClient:
     ) -> dict[str, Any]:
         """The coordinator's encrypted answer, as sent (for audit or archiving)."""
         uscc = str(Uscc.parse(uscc))  # fail fast, before a round trip, with the position
+        fingerprint = self.ensure_paillier_key()
+        chains = sorted(set(chains)) if chains else None
         payload: dict[str, Any] = {
             "uscc": uscc,
             "model_id": model_id,
             "purpose": str(purpose),
             "consent_id": consent_id,
-            "key_fingerprint": self.ensure_paillier_key(),
+            "key_fingerprint": fingerprint,
+            **self.sign_query(uscc, consent_id, str(purpose), model_id, fingerprint, chains),
         }
         if chains:
             payload["chains"] = chains
@@ -205,8 +281,19 @@ class CreditShareClient:
         result: dict[str, Any] = self._request("POST", "/v1/consents", json=signed.to_json())
         return result
 
-    def revoke_consent(self, consent_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", f"/v1/consents/{consent_id}/revoke")
+    def revoke_consent(
+        self, consent_id: str, signing_key: SigningKey | None = None
+    ) -> dict[str, Any]:
+        """Revoke a consent. With the enterprise's ``signing_key`` the revocation is signed
+        and handed to every data node of the consent's chains, which then refuse the
+        consent themselves; ``nodes`` in the answer says which hold it."""
+        body = None
+        if signing_key is not None:
+            uscc = str(self.consent(consent_id)["uscc"])
+            now = datetime.now(UTC).replace(microsecond=0)
+            body = ConsentRevocation.create(consent_id, uscc, now, signing_key).to_json()
+        path = f"/v1/consents/{consent_id}/revoke"
+        result: dict[str, Any] = self._request("POST", path, json=body)
         return result
 
     def consent(self, consent_id: str) -> dict[str, Any]:
@@ -253,3 +340,14 @@ class CreditShareClient:
     def models(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._request("GET", "/v1/models")
         return result
+
+
+def _pem(data: bytes) -> bytes:
+    """A credential as PEM text (the coordinator's upload form), whichever way it was read."""
+    if data.lstrip().startswith(b"-----"):
+        return data
+    import base64
+    import textwrap
+
+    body = "\n".join(textwrap.wrap(base64.b64encode(data).decode("ascii"), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n".encode("ascii")

@@ -12,6 +12,7 @@ from creditshare.consent._grant import (
     Purpose,
     SignedConsent,
 )
+from creditshare.consent._revocation import ConsentRevocation
 
 __all__ = [
     "ALL_INDICATORS",
@@ -19,6 +20,7 @@ __all__ = [
     "MAX_INDICATOR_NAME",
     "MAX_USES",
     "ConsentGrant",
+    "ConsentRevocation",
     "ConsentState",
     "Purpose",
     "SignedConsent",

@@ -13,6 +13,7 @@ from starlette.types import Scope
 
 from creditshare._logging import new_request_id, request_id_var
 from creditshare.coordinator import (
+    _routes_credentials,
     _routes_keys,
     _routes_ledger,
     _routes_operations,
@@ -101,6 +102,7 @@ def create_app(
         _routes_operations,
         _routes_queries,
         _routes_keys,
+        _routes_credentials,
         _routes_trust,
         _routes_ledger,
         _routes_training,

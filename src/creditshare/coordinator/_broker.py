@@ -266,8 +266,13 @@ class QueryBroker:
         chains: Sequence[Chain],
         receipt: Receipt,
         in_scope: Callable[[str], bool],
+        credentials: node_pb2.Credentials | None = None,
     ) -> QueryResult:
-        """``in_scope`` says which indicators the consent covers: exactly those must come back."""
+        """``in_scope`` says which indicators the consent covers: exactly those must come back.
+
+        ``credentials`` travel to every node, which checks the signed request and consent
+        in the receipt's record against them itself.
+        """
         nodes = self._registry.scope(chains)
         encoding = FixedPointEncoding(self._settings.scale)
         template = node_pb2.ScoreRequest(
@@ -276,6 +281,7 @@ class QueryBroker:
             public_key=node_pb2.PaillierPublicKey(n=key.to_bytes()),
             scale=encoding.scale,
             request_id=query_id,
+            credentials=credentials,
         )
         if self._settings.pack_profiles:
             return await self._query_packed(
@@ -414,6 +420,27 @@ class QueryBroker:
             return NodeFailure(node, str(exc), exc.kind)
         except LedgerError as exc:
             return NodeFailure(node, f"ledger: {exc}", "ledger")
+
+    async def revoke_consent(
+        self, chains: Sequence[Chain], revocation: bytes, credentials: node_pb2.Credentials
+    ) -> list[tuple[NodeEntry, str | None]]:
+        """Hand an enterprise's signed revocation to every node of the consent's chains.
+
+        Each node verifies it and keeps it; the answer names every node that did not
+        (``None``: it holds the revocation now), so the enterprise sees exactly where its
+        withdrawal is enforced by the node itself and not only by this coordinator.
+        """
+        request = node_pb2.RevokeConsentRequest(revocation=revocation, credentials=credentials)
+        seconds = self._settings.node_deadline_seconds
+
+        async def one(node: NodeEntry) -> tuple[NodeEntry, str | None]:
+            try:
+                await self._stubs[node.id].RevokeConsent(request, timeout=seconds)
+            except grpc.aio.AioRpcError as exc:
+                return node, _reason(exc)
+            return node, None
+
+        return list(await asyncio.gather(*(one(n) for n in self._registry.scope(chains))))
 
     async def prove(self, node_id: str, receipt: Receipt) -> tuple[node_pb2.QueryReceipt, Receipt]:
         """The receipt as this node needs it: consistency with the head it last accepted.

@@ -8,6 +8,7 @@ other meet the primary key: the second is a 409, not a 500.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -132,8 +133,12 @@ class ConsentService:
         uscc: str,
         purpose: Purpose,
         chains: Sequence[Chain] | None,
-    ) -> ConsentGrant:
-        """Check that the consent covers this query, or refuse saying why; counts nothing."""
+    ) -> SignedConsent:
+        """The signed consent, if it covers this query; else refuse saying why. Counts nothing.
+
+        The signature comes back too: the ledger records the consent as the enterprise
+        signed it, so each node can check it against the enterprise's certified key.
+        """
         if not _CONSENT_ID.fullmatch(consent_id):
             raise ConsentRefusedError(f"no consent with id {consent_id[:64]!r}")
         with Session(self._engine) as session:
@@ -148,7 +153,7 @@ class ConsentService:
             revoked=row.revoked_at is not None or enterprise is None or enterprise.disabled,
             uses=row.uses,
         )
-        return check(
+        grant = check(
             state,
             requester=requester.id,
             uscc=uscc,
@@ -156,6 +161,7 @@ class ConsentService:
             chains=chains,
             now=self._clock(),
         )
+        return SignedConsent(grant, base64.b64decode(row.signature))
 
     def count_use(self, consent_id: str) -> None:
         """Spend one use in a single conditional UPDATE (safe across replicas), or refuse."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, BigInteger, Column, LargeBinary
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
@@ -50,6 +50,35 @@ class ApiCredential(SQLModel, table=True):
     secret_sha256: str = Field(max_length=64)
     created_at: datetime
     revoked_at: datetime | None = None
+
+
+class CredentialRow(SQLModel, table=True):
+    """A participant's credential (X.509, from a chain CA), relayed to nodes with requests.
+
+    The coordinator only stores and forwards these; nodes verify them against the CAs
+    they trust, so a credential the coordinator invented would convince nobody.
+    """
+
+    __tablename__ = "participant_credential"
+
+    fingerprint: str = Field(primary_key=True, max_length=64, description="SHA-256 of the DER")
+    participant_id: str = Field(foreign_key="participant.id", index=True, max_length=64)
+    serial: str = Field(max_length=64)
+    der: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    not_after: datetime
+    uploaded_at: datetime
+
+
+class RevocationListRow(SQLModel, table=True):
+    """The newest revocation list each chain CA issued, relayed to nodes with requests."""
+
+    __tablename__ = "revocation_list"
+
+    issuer: str = Field(primary_key=True, max_length=64, description="SHA-256 of the issuer name")
+    number: int = Field(sa_column=Column(BigInteger, nullable=False))
+    der: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    this_update: datetime
+    next_update: datetime
 
 
 class PaillierKeyRow(SQLModel, table=True):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
-import uuid
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -27,9 +28,16 @@ from creditshare.coordinator._schemas import (
 from creditshare.coordinator._services import Services
 from creditshare.coordinator._settings import NodeEntry
 from creditshare.departments import PRESENCE_INDICATOR
-from creditshare.errors import ConsentRefusedError, CreditShareError, NoNodeAnsweredError
+from creditshare.errors import (
+    ConsentRefusedError,
+    CreditShareError,
+    InvalidInputError,
+    NoNodeAnsweredError,
+)
 from creditshare.identity import Uscc
 from creditshare.ledger import MAX_REASON, QueryRecord
+from creditshare.proto import node_pb2
+from creditshare.signed import SignedQuery, query_document
 
 __all__ = ["PRESENCE_INDICATOR", "router"]
 
@@ -88,13 +96,52 @@ def _indicators(
     return out
 
 
+def _signed_query(services: Services, caller: Participant, body: QueryIn, uscc: str) -> SignedQuery:
+    """The request as the caller signed it, checked against its own credentials first.
+
+    Nodes check it again, against keys their CA certified; checking here too turns a
+    client's mistake into one clear 403 instead of every node refusing.
+    """
+    skew = timedelta(seconds=services.settings.request_max_skew_seconds)
+    now = services.clock()
+    if abs(now - body.requested_at) > skew:
+        raise InvalidInputError(
+            f"requested_at is more than {skew.total_seconds():.0f} s from the coordinator's "
+            "clock: sign each request when you send it"
+        )
+    document = query_document(
+        query_id=body.query_id,
+        requester=caller.id,
+        uscc=uscc,
+        purpose=body.purpose.value,
+        consent_id=body.consent_id,
+        chains=[c.value for c in body.chains or ()],
+        model_id=body.model_id,
+        key_fingerprint=body.key_fingerprint,
+        time=body.requested_at,
+    )
+    signed = SignedQuery(document, base64.b64decode(body.signature))
+    services.credentials.check_signed(caller.id, signed)
+    return signed
+
+
+def _credentials(services: Services, caller: Participant, uscc: str) -> node_pb2.Credentials:
+    enterprise = services.participants.enterprise(uscc)
+    store = services.credentials
+    return node_pb2.Credentials(
+        requester=list(store.of(caller.id)),
+        enterprise=list(store.of(enterprise.id)) if enterprise is not None else [],
+        revocation_lists=list(store.lists()),
+    )
+
+
 def _record(
     services: Services, caller: Participant, body: QueryIn, uscc: str, **fields: Any
 ) -> QueryRecord:
     """The ledger record of a query or refusal: who asked, about whom, why, under what."""
     base: dict[str, Any] = {
         "kind": "refusal",
-        "query_id": uuid.uuid4().hex,
+        "query_id": body.query_id,
         "time": services.clock(),
         "uscc": uscc,
         "requester": caller.id,
@@ -134,13 +181,15 @@ async def create_query(
 async def _answer(body: QueryIn, caller: Participant, services: Services) -> QueryOut:
     services.ledger.check_can_sign()  # a ledger that refuses to sign: 503, nothing spent
     uscc = str(Uscc.parse(body.uscc))
+    signed = await asyncio.to_thread(_signed_query, services, caller, body, uscc)
     key = await asyncio.to_thread(services.paillier_keys.resolve, caller, body.key_fingerprint)
     model = await asyncio.to_thread(services.registry.model, body.model_id)
     consents, limits = services.consents, services.limits
     try:
-        grant = await asyncio.to_thread(
+        consent = await asyncio.to_thread(
             consents.check, body.consent_id, caller, uscc, body.purpose, body.chains
         )
+        grant = consent.grant
         chains = tuple(body.chains or grant.chains)
         services.registry.scope(chains)  # no node on these chains: 422, nothing spent
         # Only a query the consent covers spends this requester's budget for this
@@ -156,7 +205,9 @@ async def _answer(body: QueryIn, caller: Participant, services: Services) -> Que
         # Refusals are recorded up to a bound per (requester, enterprise); beyond it the
         # answer is 429 and nothing is written, so nobody can flood an access log.
         await hit(limits.refusals, pair(caller.id, uscc))
-        refusal = _record(services, caller, body, uscc, reason=str(exc)[:MAX_REASON])
+        refusal = _record(
+            services, caller, body, uscc, reason=str(exc)[:MAX_REASON], request=signed.to_json()
+        )
         await asyncio.to_thread(services.ledger.append, refusal.to_bytes(), uscc)
         raise
     record = _record(
@@ -169,8 +220,11 @@ async def _answer(body: QueryIn, caller: Participant, services: Services) -> Que
         key_fingerprint=key.fingerprint(),
         chains=tuple(sorted(c.value for c in chains)),
         indicators=grant.indicators,
+        request=signed.to_json(),
+        consent=consent.to_json(),
     )
     query_id = record.query_id
+    credentials = await asyncio.to_thread(_credentials, services, caller, uscc)
     try:
         receipt = await asyncio.to_thread(services.ledger.append, record.to_bytes(), uscc)
     except BaseException:
@@ -179,7 +233,7 @@ async def _answer(body: QueryIn, caller: Participant, services: Services) -> Que
         await release(limits.enterprise, spent)
         raise
     result = await services.broker.query(
-        query_id, uscc, model, key, chains, receipt, record.covers_indicator
+        query_id, uscc, model, key, chains, receipt, record.covers_indicator, credentials
     )
     if not result.answers:
         raise NoNodeAnsweredError(

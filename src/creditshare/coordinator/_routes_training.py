@@ -11,19 +11,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, field_validator
 
 from creditshare.coordinator._db import Participant, TrainingJobRow
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
 from creditshare.coordinator._participants import Role
-from creditshare.coordinator._schemas import FINGERPRINT_PATTERN, ID_PATTERN, InputModel
+from creditshare.coordinator._schemas import (
+    FINGERPRINT_PATTERN,
+    ID_PATTERN,
+    REQUEST_ID_PATTERN,
+    SIGNATURE_PATTERN,
+    InputModel,
+)
+from creditshare.coordinator._services import Services
 from creditshare.crypto import PublicKey
 from creditshare.errors import InvalidInputError, PermissionDeniedError
 from creditshare.federated import TrainingConfig
 from creditshare.proto import node_pb2, training_pb2
+from creditshare.signed import SignedTrainingJob, training_document
 
 __all__ = ["TrainingConfigIn", "router"]
 
@@ -83,6 +92,16 @@ class JobIn(_Strict):
         "what nodes encrypt under and the bureau decrypts with",
     )
     config: TrainingConfigIn = Field(default_factory=TrainingConfigIn)
+    job_id: str = Field(
+        pattern=REQUEST_ID_PATTERN,
+        description="chosen by the bureau (128 random bits, lowercase hex) and signed",
+    )
+    requested_at: AwareDatetime = Field(description="when the bureau signed the job (UTC)")
+    signature: str = Field(
+        pattern=SIGNATURE_PATTERN,
+        description="base64 Ed25519 signature, by the key the bureau's credential certifies, "
+        "over the signed training-job document (job id, key fingerprint, nodes, purpose, time)",
+    )
 
     @field_validator("nodes")
     @classmethod
@@ -193,7 +212,12 @@ def _text(items: Any) -> list[str]:
 
 @router.post("/v1/training-jobs", response_model=JobOut, status_code=201)
 async def create_job(body: JobIn, caller: Bureau, services: ServicesDep) -> JobOut:
-    """Open a job: which nodes, which model id to publish, and the bureau's registered key."""
+    """Open a job: which nodes, which model id to publish, and the bureau's registered key.
+
+    The bureau signs the job (its id, key fingerprint, nodes and purpose); the ledger
+    records the signed job and each node checks it before it aligns or trains.
+    """
+    signed = await asyncio.to_thread(_signed_job, services, caller, body)
     key = await asyncio.to_thread(services.paillier_keys.resolve, caller, body.key_fingerprint)
     row = await asyncio.to_thread(
         services.training.create,
@@ -203,8 +227,35 @@ async def create_job(body: JobIn, caller: Bureau, services: ServicesDep) -> JobO
         body.config.model_dump(),
         key,
         body.description,
+        signed,
     )
     return _out(row)
+
+
+def _signed_job(services: Services, caller: Participant, body: JobIn) -> SignedTrainingJob:
+    skew = timedelta(seconds=services.settings.request_max_skew_seconds)
+    if abs(services.clock() - body.requested_at) > skew:
+        raise InvalidInputError(
+            f"requested_at is more than {skew.total_seconds():.0f} s from the coordinator's "
+            "clock: sign each job when you send it"
+        )
+    document = training_document(
+        job_id=body.job_id,
+        requester=caller.id,
+        key_fingerprint=body.key_fingerprint,
+        nodes=body.nodes,
+        time=body.requested_at,
+    )
+    signed = SignedTrainingJob(document, base64.b64decode(body.signature))
+    services.credentials.check_signed(caller.id, signed)
+    return signed
+
+
+def _relay_credentials(services: Services, bureau: str) -> node_pb2.Credentials:
+    return node_pb2.Credentials(
+        requester=list(services.credentials.of(bureau)),
+        revocation_lists=list(services.credentials.lists()),
+    )
 
 
 @router.get("/v1/training-jobs/{job_id}", response_model=JobOut)
@@ -223,6 +274,7 @@ async def psi(job_id: JobId, body: PsiIn, caller: Bureau, services: ServicesDep)
         domain=body.domain.encode("utf-8"),
         blinded=_bytes(body.blinded, "blinded"),
         public_key=node_pb2.PaillierPublicKey(n=PublicKey.from_text(row.public_key).to_bytes()),
+        credentials=await asyncio.to_thread(_relay_credentials, services, row.bureau),
     )
 
     async def call(stub: Any, proof: node_pb2.QueryReceipt, seconds: float) -> Any:
@@ -259,6 +311,7 @@ async def open_job(
         mask_bits=config.mask_bits,
         learning_rate=config.learning_rate,
         unpacked=not config.packing,
+        credentials=await asyncio.to_thread(_relay_credentials, services, row.bureau),
     )
 
     async def call(stub: Any, proof: node_pb2.QueryReceipt, seconds: float) -> Any:

@@ -8,21 +8,26 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from pydantic import Field
 
-from creditshare.consent import SignedConsent
+from creditshare._canonical import canonical_json
+from creditshare.consent import ConsentGrant, ConsentRevocation, SignedConsent
 from creditshare.coordinator._db import ConsentRow, Participant
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._schemas import (
     ConsentOut,
+    ConsentRevocationIn,
     InputModel,
     IssuedKeyOut,
+    NodeRevocationOut,
     ParticipantIn,
     ParticipantOut,
     PathText,
     SignedConsentIn,
 )
-from creditshare.errors import PermissionDeniedError
+from creditshare.coordinator._services import Services
+from creditshare.errors import InvalidInputError, InvalidSignatureError, PermissionDeniedError
 from creditshare.identity import Uscc
+from creditshare.proto import node_pb2
 
 __all__ = ["consent_out", "participant_out", "router"]
 
@@ -179,10 +184,58 @@ async def get_consent(consent_id: PathText, caller: CallerDep, services: Service
 
 @router.post("/v1/consents/{consent_id}/revoke", response_model=ConsentOut, tags=["consents"])
 async def revoke_consent(
-    consent_id: PathText, caller: CallerDep, services: ServicesDep
+    consent_id: PathText,
+    caller: CallerDep,
+    services: ServicesDep,
+    body: ConsentRevocationIn | None = None,
 ) -> ConsentOut:
-    """Revoke at once: the next query under this consent is refused."""
-    return consent_out(await asyncio.to_thread(services.consents.revoke, consent_id, caller))
+    """Revoke at once: the next query under this consent is refused.
+
+    With the enterprise's signed revocation in the body, every data node of the
+    consent's chains is also handed it, and refuses the consent itself from then on;
+    ``nodes`` says which nodes hold it. Without one (an operator's revocation), only
+    this coordinator enforces it.
+    """
+    revocation = ConsentRevocation.from_json(body.model_dump()) if body is not None else None
+    if revocation is not None:
+        await asyncio.to_thread(_check_revocation, services, revocation, consent_id, caller)
+    row = await asyncio.to_thread(services.consents.revoke, consent_id, caller)
+    out = consent_out(row)
+    if revocation is not None:
+        grant = ConsentGrant.from_document(row.document)
+        enterprise = services.participants.enterprise(row.uscc)
+        credentials = node_pb2.Credentials(
+            enterprise=list(services.credentials.of(enterprise.id)) if enterprise else [],
+            revocation_lists=list(services.credentials.lists()),
+        )
+        results = await services.broker.revoke_consent(
+            grant.chains, canonical_json(revocation.to_json()), credentials
+        )
+        out.nodes = [
+            NodeRevocationOut(
+                node=node.id, chain=node.chain, holds_revocation=reason is None, reason=reason
+            )
+            for node, reason in results
+        ]
+    return out
+
+
+def _check_revocation(
+    services: Services, revocation: ConsentRevocation, consent_id: str, caller: Participant
+) -> None:
+    """The signed revocation is the caller enterprise's, for this consent."""
+    if revocation.consent_id != consent_id:
+        raise InvalidInputError("the signed revocation names another consent")
+    if caller.role != Role.ENTERPRISE or caller.uscc != revocation.uscc:
+        raise PermissionDeniedError("only the enterprise itself signs a revocation")
+    with services.participants.locked() as conn:
+        key = services.participants.accepted_signing_key(conn, revocation.uscc)
+    try:
+        revocation.verify(key)
+    except InvalidSignatureError:
+        raise PermissionDeniedError(
+            "the revocation is not signed by the enterprise's signing key"
+        ) from None
 
 
 def own_enterprise(caller: Participant, uscc: str) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from creditshare.consent import MAX_INDICATOR_NAME, MAX_INDICATORS, Purpose
 from creditshare.coordinator._settings import ScoreScale
@@ -17,9 +17,14 @@ __all__ = [
     "CONSENT_ID_PATTERN",
     "FINGERPRINT_PATTERN",
     "ID_PATTERN",
+    "REQUEST_ID_PATTERN",
+    "SIGNATURE_PATTERN",
     "ConsentDocumentIn",
     "ConsentOut",
+    "ConsentRevocationIn",
     "Coverage",
+    "CredentialIn",
+    "CredentialOut",
     "EncryptedIndicatorOut",
     "FailedNode",
     "InputModel",
@@ -28,6 +33,7 @@ __all__ = [
     "LogKeyOut",
     "ModelOut",
     "NodeOut",
+    "NodeRevocationOut",
     "PaillierKeyIn",
     "PaillierKeyOut",
     "ParticipantIn",
@@ -37,6 +43,8 @@ __all__ = [
     "ProofOut",
     "QueryIn",
     "QueryOut",
+    "RevocationListIn",
+    "RevocationListOut",
     "SignedConsentIn",
     "TreeHeadOut",
     "TreeSize",
@@ -47,6 +55,10 @@ __all__ = [
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 #: A consent id is the first 128 bits of the SHA-256 of the signed grant, in hex.
 CONSENT_ID_PATTERN = r"^[0-9a-f]{32}$"
+#: A query or training job id the requester chose and signed: 128 bits in hex.
+REQUEST_ID_PATTERN = r"^[0-9a-f]{32}$"
+#: Standard base64 of a 64-byte Ed25519 signature.
+SIGNATURE_PATTERN = r"^[A-Za-z0-9+/]{86}==$"
 #: ``PublicKey.fingerprint()``: the first 64 bits of SHA-256 of the modulus, in hex.
 FINGERPRINT_PATTERN = r"^[0-9a-f]{16}$"
 
@@ -112,6 +124,19 @@ class QueryIn(InputModel):
         description="restrict to these chains (a set: repeats are dropped); default: the "
         "consent's chains",
     )
+    query_id: str = Field(
+        pattern=REQUEST_ID_PATTERN,
+        description="chosen by the requester (128 random bits, lowercase hex): part of what "
+        "it signs, so a recorded request cannot be replayed as a new one",
+    )
+    requested_at: AwareDatetime = Field(
+        description="when the requester signed the request (UTC, whole seconds are signed)"
+    )
+    signature: str = Field(
+        pattern=SIGNATURE_PATTERN,
+        description="base64 Ed25519 signature, by the key the requester's credential "
+        "certifies, over the signed-query document of exactly these fields",
+    )
 
     @field_validator("chains")
     @classmethod
@@ -157,6 +182,57 @@ class SignedConsentIn(InputModel):
     signature: str = Field(
         min_length=1, max_length=128, description="Ed25519 signature, standard base64"
     )
+
+
+class ConsentRevocationDocumentIn(InputModel):
+    v: Literal[1]
+    type: Literal["consent_revocation"]
+    consent_id: str = Field(pattern=CONSENT_ID_PATTERN)
+    uscc: str = Field(min_length=18, max_length=18)
+    time: str = Field(max_length=20, description="UTC, like 2026-01-31T12:00:00Z")
+
+
+class ConsentRevocationIn(InputModel):
+    """The enterprise's signed revocation: nodes keep it and refuse the consent themselves."""
+
+    document: ConsentRevocationDocumentIn
+    signature: str = Field(pattern=SIGNATURE_PATTERN)
+
+
+class NodeRevocationOut(BaseModel):
+    node: str
+    chain: Chain
+    #: The node now holds the enterprise's signed revocation (it verified the signature).
+    holds_revocation: bool
+    reason: str | None = None
+
+
+class CredentialIn(InputModel):
+    certificate: str = Field(
+        min_length=1,
+        max_length=8192,
+        description="the credential the chain CA issued (PEM), certifying your signing key",
+    )
+
+
+class CredentialOut(BaseModel):
+    fingerprint: str
+    participant_id: str
+    serial: str
+    not_after: datetime
+
+
+class RevocationListIn(InputModel):
+    crl: str = Field(
+        min_length=1, max_length=350_000, description="a chain CA's revocation list (PEM)"
+    )
+
+
+class RevocationListOut(BaseModel):
+    issuer: str
+    number: int
+    this_update: datetime
+    next_update: datetime
 
 
 class EncryptedIndicatorOut(BaseModel):
@@ -262,6 +338,10 @@ class ConsentOut(BaseModel):
     uses: int
     max_uses: int | None
     revoked: bool
+    nodes: list[NodeRevocationOut] = Field(
+        default_factory=list,
+        description="after a signed revocation: which data nodes now hold it themselves",
+    )
 
 
 class TreeHeadOut(BaseModel):

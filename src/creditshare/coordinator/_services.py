@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from creditshare.coordinator._broker import QueryBroker
 from creditshare.coordinator._consents import ConsentService
+from creditshare.coordinator._credentials import CredentialStore
 from creditshare.coordinator._db import make_engine
 from creditshare.coordinator._limits import Limits, build_limits
 from creditshare.coordinator._paillier_keys import PaillierKeyRegistry
@@ -50,6 +51,7 @@ class Services:
     participants: ParticipantRegistry
     consents: ConsentService
     paillier_keys: PaillierKeyRegistry
+    credentials: CredentialStore
     ledger: Ledger
     ledger_storage: SqlLedgerStorage
     log_signer: LogSigner
@@ -79,6 +81,7 @@ def build_services(
         participants=participants,
         consents=ConsentService(engine, participants, clock),
         paillier_keys=PaillierKeyRegistry(engine, clock, participants.locked),
+        credentials=CredentialStore(engine, clock, monotonic),
         ledger=ledger,
         ledger_storage=storage,
         log_signer=signer,

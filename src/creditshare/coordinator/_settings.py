@@ -66,6 +66,13 @@ class CoordinatorSettings(EnvFirstSettings):
     nodes: list[NodeEntry] = Field(default_factory=list)
     models: list[ModelEntry] = Field(default_factory=list)
     node_deadline_seconds: float = Field(default=3.0, gt=0, le=60)
+    request_max_skew_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="a signed query or training job must be sent within this long of the "
+        "time it was signed (nodes apply their own receipt_max_age_seconds too)",
+    )
     scale: int = Field(default=10**6, ge=1, le=MAX_SCALE)
     database_url: str = "sqlite:///coordinator.db"
     log_signing_key_file: Path = Field(

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -48,6 +47,7 @@ from creditshare.errors import (
 from creditshare.federated import TrainingConfig
 from creditshare.ledger import Ledger, QueryRecord
 from creditshare.proto import node_pb2, training_pb2
+from creditshare.signed import SignedTrainingJob
 
 __all__ = ["ACTIVE", "TrainingJobs"]
 
@@ -118,8 +118,11 @@ class TrainingJobs:
         nodes: list[str],
         config: dict[str, Any],
         public_key: PublicKey,
-        description: str = "",
+        description: str,
+        signed: SignedTrainingJob,
     ) -> TrainingJobRow:
+        """Record the bureau's signed job in the ledger, then keep it; ``signed`` was checked
+        against the bureau's credential (its id is the job id)."""
         nodes = list(dict.fromkeys(nodes))  # a set of nodes: each named once
         if not nodes:
             raise InvalidInputError("name one or more nodes to train with")
@@ -129,7 +132,9 @@ class TrainingJobs:
         self._typed(config)
         self._check_room(bureau)
         now = self._clock()
-        job_id = uuid.uuid4().hex
+        job_id = signed.job_id
+        if public_key.fingerprint() != signed.document["key_fingerprint"]:
+            raise InvalidInputError("the signed job names another Paillier key")
         chains = sorted({self._registry.node(n).chain.value for n in nodes})
         record = QueryRecord(
             kind="training",
@@ -144,7 +149,11 @@ class TrainingJobs:
             key_fingerprint=public_key.fingerprint(),
             chains=tuple(chains),
             indicators=(),
+            request=signed.to_json(),
         )
+        with Session(self._engine) as session:
+            if session.get(TrainingJobRow, job_id) is not None:
+                raise ConflictError(f"training job {job_id} exists already: sign a new job id")
         receipt = self._ledger.append(record.to_bytes(), f"training:{bureau.id}")
         row = TrainingJobRow(
             id=job_id,

@@ -4,6 +4,11 @@ A leaf is the canonical JSON of one record. The coordinator writes it before any
 node is asked; the node parses the very bytes whose inclusion it verified and
 answers only a query that matches them (enterprise, model, key, chain, query id,
 indicators in the consent's scope).
+
+Queries and training jobs also carry what their requester signed (``request``) and,
+for queries, the enterprise's signed consent (``consent``), verbatim: the node checks
+those signatures against the signers' certified keys, so the record's other fields
+are believed only where the signed statements say the same.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ RecordKind = Literal["query", "refusal", "training"]
 
 #: No leaf is larger than this, whatever a request held: every field below is bounded,
 #: and the bounds add up to well under it. Nodes refuse a leaf that is larger.
-MAX_RECORD_BYTES = 4096
+MAX_RECORD_BYTES = 8192
 #: Characters of a refusal's reason kept in the record.
 MAX_REASON = 300
 
@@ -55,6 +60,10 @@ class QueryRecord:
     chains: tuple[str, ...]
     indicators: tuple[str, ...]
     reason: str = ""
+    #: The requester's signed request, ``{document, signature}`` (queries, training).
+    request: dict[str, Any] | None = None
+    #: The enterprise's signed consent, ``{document, signature}`` (queries).
+    consent: dict[str, Any] | None = None
 
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -74,6 +83,10 @@ class QueryRecord:
         }
         if self.kind == "refusal":
             doc["reason"] = self.reason
+        if self.request is not None:
+            doc["request"] = self.request
+        if self.consent is not None:
+            doc["consent"] = self.consent
         return doc
 
     def to_bytes(self) -> bytes:
@@ -137,4 +150,13 @@ def parse_record(data: bytes) -> QueryRecord:
         chains=_strings(doc, "chains"),
         indicators=_strings(doc, "indicators"),
         reason=_str(doc, "reason") if kind == "refusal" else "",
+        request=_object(doc, "request"),
+        consent=_object(doc, "consent"),
     )
+
+
+def _object(doc: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = doc.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise InvalidInputError(f"ledger record field {key!r} must be an object")
+    return value

@@ -7,6 +7,7 @@ from creditshare.node._server import (
     access_log_entries,
     build_server,
     import_into_node,
+    refusal_log_entries,
     serve,
 )
 from creditshare.node._settings import ModelShardSettings, NodeSettings
@@ -25,5 +26,6 @@ __all__ = [
     "import_files",
     "import_into_node",
     "make_engine",
+    "refusal_log_entries",
     "serve",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from creditshare.crypto import PublicKey, VerifyKey
 from creditshare.errors import InvalidInputError, PermissionDeniedError
@@ -26,6 +27,9 @@ from creditshare.ledger import (
     parse_record,
 )
 from creditshare.proto import node_pb2
+
+if TYPE_CHECKING:
+    from creditshare.node._authority import RequestAuthority
 
 __all__ = ["ReceiptChecker", "ReceiptRefusedError", "check_receipt_shape"]
 
@@ -74,7 +78,9 @@ class ReceiptChecker:
         chain: Chain,
         clock: Callable[[], datetime],
         max_age: timedelta,
+        authority: RequestAuthority,
     ) -> None:
+        self._authority = authority
         self._log_key = log_key
         self._tracker = tracker
         self._chain = chain
@@ -109,17 +115,26 @@ class ReceiptChecker:
         """Return (leaf index, record) or raise; stale heads raise StaleTreeHeadError."""
         if not request.HasField("receipt"):
             raise ReceiptRefusedError("a ledger receipt is required")
+        self._authority.update_revocations(request.credentials.revocation_lists)
         index, record = self._verified(request.receipt)
         self._match(record, request, uscc, key)
         self._fresh(record, self._max_age)
+        self._authority.check_query(
+            record, request.credentials.requester, request.credentials.enterprise
+        )
         return index, record
 
     def check_training(
-        self, pb: node_pb2.QueryReceipt | None, job_id: str, key: PublicKey
+        self,
+        pb: node_pb2.QueryReceipt | None,
+        job_id: str,
+        key: PublicKey,
+        credentials: node_pb2.Credentials,
     ) -> tuple[int, QueryRecord]:
-        """A training job is answered only under its own recorded "training" entry."""
+        """A training job is answered only under its own recorded, bureau-signed entry."""
         if pb is None:
             raise ReceiptRefusedError("a ledger receipt for the training job is required")
+        self._authority.update_revocations(credentials.revocation_lists)
         index, record = self._verified(pb)
         mismatches = [
             name
@@ -134,6 +149,7 @@ class ReceiptChecker:
         if mismatches:
             raise ReceiptRefusedError(f"receipt does not match the job: {', '.join(mismatches)}")
         self._fresh(record, TRAINING_RECEIPT_MAX_AGE)
+        self._authority.check_training(record, credentials.requester)
         return index, record
 
     def _fresh(self, record: QueryRecord, max_age: timedelta) -> None:

@@ -11,9 +11,17 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sqlalchemy.engine import Engine
 
 from creditshare.errors import ConfigurationError
 from creditshare.ledger import TrustedHeadTracker
+from creditshare.node._authority import RequestAuthority
+from creditshare.node._authority_store import (
+    RefusalLog,
+    RefusalRow,
+    RevokedConsents,
+    StoredRevocationLists,
+)
 from creditshare.node._encryptors import EncryptorCache
 from creditshare.node._importer import ImportSummary, import_files
 from creditshare.node._receipts import ReceiptChecker
@@ -24,10 +32,17 @@ from creditshare.node._settings import NodeSettings
 from creditshare.node._storage import RecordStore, ShardStore, make_engine
 from creditshare.node._training import TrainingService
 from creditshare.node._trust import AccessLog, AccessLogRow, TrustedHeadStore
-from creditshare.pki import server_credentials
+from creditshare.pki import CredentialVerifier, server_credentials
 from creditshare.proto import GRPC_MESSAGE_OPTIONS, node_pb2_grpc, training_pb2_grpc
 
-__all__ = ["SERVICE_NAME", "access_log_entries", "build_server", "import_into_node", "serve"]
+__all__ = [
+    "SERVICE_NAME",
+    "access_log_entries",
+    "build_server",
+    "import_into_node",
+    "refusal_log_entries",
+    "serve",
+]
 
 SERVICE_NAME = "creditshare.v1.DataNode"
 log = logging.getLogger("creditshare.node")
@@ -43,6 +58,11 @@ def import_into_node(settings: NodeSettings, paths: list[Path]) -> ImportSummary
 
 def access_log_entries(settings: NodeSettings, limit: int = 1000) -> list[AccessLogRow]:
     return AccessLog(make_engine(settings.database_url, migrate=False), utc_now).entries(limit)
+
+
+def refusal_log_entries(settings: NodeSettings, limit: int = 1000) -> list[RefusalRow]:
+    """The requests this node refused (newest first): forged, altered, revoked, replayed."""
+    return RefusalLog(make_engine(settings.database_url, migrate=False), utc_now).entries(limit)
 
 
 def utc_now() -> datetime:
@@ -70,15 +90,20 @@ async def build_server(
     )
     heads = TrustedHeadStore(db)
     tracker = TrustedHeadTracker(load=heads.load, save=heads.save)
+    authority = _authority(settings, db, clock)
     checker = ReceiptChecker(
         settings.log_key,
         tracker,
         settings.chain,
         clock,
         timedelta(seconds=settings.receipt_max_age_seconds),
+        authority,
     )
     access_log = AccessLog(db, clock)
-    service = DataNodeService(settings, engine, checker, access_log, tracker)
+    refusal_log = RefusalLog(db, clock)
+    service = DataNodeService(
+        settings, engine, checker, access_log, tracker, authority, refusal_log
+    )
     server = grpc.aio.server(
         options=GRPC_MESSAGE_OPTIONS, interceptors=[RequestContextInterceptor()]
     )
@@ -93,6 +118,7 @@ async def build_server(
         access_log,
         encryption_workers=settings.training_encryption_workers,
         job_idle_seconds=settings.training_job_idle_seconds,
+        refusal_log=refusal_log,
     )
     training_pb2_grpc.add_TrainingServicer_to_server(training, server)
     health_servicer = health.aio.HealthServicer()
@@ -115,6 +141,33 @@ async def build_server(
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port
+
+
+def _authority(
+    settings: NodeSettings, db: Engine, clock: Callable[[], datetime]
+) -> RequestAuthority:
+    """The node's own request checks, with the revocation lists it accepted before.
+
+    Accepted lists are written back as they arrive, so a restarted node never trusts an
+    older list than it once held (a relay cannot roll revocations back across a reboot).
+    """
+    stored = StoredRevocationLists(db)
+    verifier = CredentialVerifier.from_file(
+        settings.credential_ca_file,
+        max_revocation_age=timedelta(seconds=settings.revocation_max_age_seconds),
+        clock=clock,
+    )
+    for data in stored.load():
+        verifier.update_revocations(data)
+    return RequestAuthority(
+        verifier,
+        settings.chain,
+        settings.node_id,
+        RevokedConsents(db),
+        clock,
+        timedelta(seconds=settings.receipt_max_age_seconds),
+        stored,
+    )
 
 
 def _encryptor_cache(settings: NodeSettings) -> EncryptorCache:

@@ -7,12 +7,14 @@ offending field but never echo key material or values.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
+from creditshare.consent import ConsentRevocation
 from creditshare.crypto import (
     MAX_KEY_BITS,
     Ciphertext,
@@ -30,9 +32,12 @@ from creditshare.errors import (
     InvalidSignatureError,
     NotFoundError,
     PermissionDeniedError,
+    RevocationStaleError,
 )
 from creditshare.identity import Uscc
 from creditshare.ledger import SignedTreeHead, StaleTreeHeadError, TrustedHeadTracker
+from creditshare.node._authority import RequestAuthority
+from creditshare.node._authority_store import RefusalLog
 from creditshare.node._receipts import ReceiptChecker, ReceiptRefusedError
 from creditshare.node._scoring import EncryptedShare, ScoreEngine
 from creditshare.node._settings import NodeSettings
@@ -62,7 +67,7 @@ def status_for(exc: CreditShareError) -> grpc.StatusCode:
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, ConflictError):
         return grpc.StatusCode.ALREADY_EXISTS
-    if isinstance(exc, StaleTreeHeadError | InconsistentTreeHeadError):
+    if isinstance(exc, StaleTreeHeadError | InconsistentTreeHeadError | RevocationStaleError):
         return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, PermissionDeniedError | InvalidSignatureError | InvalidProofError):
         return grpc.StatusCode.PERMISSION_DENIED
@@ -71,17 +76,31 @@ def status_for(exc: CreditShareError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+#: Refusals worth a row in the node's refusal log: attempts, not races or bad syntax.
+_LOGGED_REFUSALS = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION)
+Refusals = Callable[[str, CreditShareError], None]
+
+
 async def guarded(
-    context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], Awaitable[T]]
+    context: grpc.aio.ServicerContext[Any, Any],
+    work: Callable[[], Awaitable[T]],
+    refusals: Refusals | None = None,
 ) -> T:
-    """Run one RPC's work; errors become status codes here, once, for every node service."""
+    """Run one RPC's work; errors become status codes here, once, for every node service.
+
+    ``refusals`` records each refused attempt (a forged consent, a swapped key, a revoked
+    credential...) in the node's own database, where its operator can see it.
+    """
     try:
         return await work()
     except CreditShareError as exc:
+        status = status_for(exc)
         if isinstance(exc, StaleTreeHeadError):
             context.set_trailing_metadata(((TRUSTED_SIZE_METADATA, str(exc.trusted_size)),))
+        elif refusals is not None and status in _LOGGED_REFUSALS:
+            await asyncio.to_thread(refusals, status.name, exc)
         log.info("refused: %s", exc)
-        await context.abort(status_for(exc), str(exc))
+        await context.abort(status, str(exc))
         raise AssertionError("unreachable") from exc  # abort always raises
     except Exception as exc:
         # Never hand an unexpected exception's text (which may quote data) to the caller.
@@ -102,6 +121,8 @@ def _head_pb(head: SignedTreeHead | None) -> node_pb2.SignedTreeHead | None:
     )
 
 
+#: A signed revocation is a few hundred bytes; anything much larger is not one.
+_MAX_REVOCATION_BYTES = 2048
 #: Bytes of the largest modulus accepted (4096 bits).
 _MAX_KEY_BYTES = MAX_KEY_BITS // 8
 
@@ -137,7 +158,11 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         checker: ReceiptChecker,
         access_log: AccessLog,
         tracker: TrustedHeadTracker,
+        authority: RequestAuthority,
+        refusal_log: RefusalLog,
     ) -> None:
+        self._authority = authority
+        self._refusal_log = refusal_log
         self._settings = settings
         self._department = settings.department_schema
         self._engine = engine
@@ -147,9 +172,16 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
 
     async def _guard(
-        self, context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], Awaitable[T]]
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        work: Callable[[], Awaitable[T]],
+        rpc: str = "",
+        request_id: str = "",
     ) -> T:
-        return await guarded(context, work)
+        def refused(status: str, exc: CreditShareError) -> None:
+            self._refusal_log.add(rpc, request_id, "", status, str(exc))
+
+        return await guarded(context, work, refused if rpc else None)
 
     async def Describe(  # noqa: N802 - gRPC method name
         self,
@@ -212,7 +244,34 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
                 ],
             )
 
-        return await self._guard(context, work)
+        return await self._guard(context, work, "Score", request.request_id)
+
+    async def RevokeConsent(  # noqa: N802 - gRPC method name
+        self,
+        request: node_pb2.RevokeConsentRequest,
+        context: grpc.aio.ServicerContext[
+            node_pb2.RevokeConsentRequest, node_pb2.RevokeConsentResponse
+        ],
+    ) -> node_pb2.RevokeConsentResponse:
+        def revoke() -> bool:
+            if len(request.revocation) > _MAX_REVOCATION_BYTES:
+                raise InvalidInputError(f"revocation is over {_MAX_REVOCATION_BYTES} bytes")
+            try:
+                body = json.loads(request.revocation.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                raise InvalidInputError("revocation must be JSON {document, signature}") from None
+            revocation = ConsentRevocation.from_json(body)
+            self._authority.update_revocations(request.credentials.revocation_lists)
+            return self._authority.revoke(revocation, request.credentials.enterprise)
+
+        async def work() -> node_pb2.RevokeConsentResponse:
+            newly = await asyncio.to_thread(revoke)
+            log.info("consent revoked by its enterprise (new: %s)", newly)
+            return node_pb2.RevokeConsentResponse(
+                node_id=self._settings.node_id, newly_revoked=newly
+            )
+
+        return await self._guard(context, work, "RevokeConsent")
 
     def _answer(
         self, request: node_pb2.ScoreRequest

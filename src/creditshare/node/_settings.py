@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -59,6 +61,19 @@ class NodeSettings(EnvFirstSettings):
     )
     receipt_max_age_seconds: float = Field(default=300.0, gt=0, le=86_400)
     tls: TlsSettings | None = None
+    credential_ca: Path | None = Field(
+        default=None,
+        description="PEM bundle of the CA certificate(s) whose participant credentials this "
+        "node believes (default: tls.ca, the node's own chain CA)",
+    )
+    revocation_max_age_seconds: float = Field(
+        default=2 * 86_400.0,
+        gt=0,
+        le=30 * 86_400,
+        description="refuse every request while the newest revocation list from the CA is "
+        "older than this (the CA issues one daily; this bounds how long a revoked "
+        "credential can still be used)",
+    )
     allow_insecure: bool = Field(
         default=False, description="serve without mutual TLS (tests and local development only)"
     )
@@ -87,7 +102,20 @@ class NodeSettings(EnvFirstSettings):
     def _transport_is_explicit(self) -> NodeSettings:
         if self.tls is None and not self.allow_insecure:
             raise ValueError("configure [tls] (ca, cert, key) or set allow_insecure = true")
+        if self.tls is None and self.credential_ca is None:
+            raise ValueError(
+                "set credential_ca (the chain CA certificate): without TLS there is no CA "
+                "to check requesters' and enterprises' credentials against"
+            )
         return self
+
+    @property
+    def credential_ca_file(self) -> Path:
+        """The CA bundle credentials are checked against (validated: one is configured)."""
+        if self.credential_ca is not None:
+            return self.credential_ca
+        assert self.tls is not None  # the validator above guarantees one of them
+        return self.tls.ca
 
     @field_validator("department")
     @classmethod

@@ -32,9 +32,10 @@ import numpy as np
 
 from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey
 from creditshare.departments import Department
-from creditshare.errors import CapacityError, InvalidInputError, NotFoundError
+from creditshare.errors import CapacityError, CreditShareError, InvalidInputError, NotFoundError
 from creditshare.federated import HostParty, PsiParty, TrainingConfig
 from creditshare.ledger import QueryRecord
+from creditshare.node._authority_store import RefusalLog
 from creditshare.node._receipts import ReceiptChecker, ReceiptRefusedError
 from creditshare.node._scoring import ScoreEngine
 from creditshare.node._service import guarded
@@ -95,7 +96,9 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         clock: Callable[[], float] = time.monotonic,
         encryption_workers: int = 0,
         job_idle_seconds: float = JOB_IDLE_SECONDS,
+        refusal_log: RefusalLog | None = None,
     ) -> None:
+        self._refusal_log = refusal_log
         self._idle = job_idle_seconds
         self._sweeper: threading.Thread | None = None
         self._encryption_workers = encryption_workers
@@ -112,11 +115,23 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self._psi: dict[str, tuple[float, dict[bytes, str]]] = {}
         self._lock = threading.Lock()
 
-    async def _run(self, context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], T]) -> T:
+    async def _run(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        work: Callable[[], T],
+        rpc: str = "",
+        job_id: str = "",
+    ) -> T:
         async def blocking() -> T:
             return await asyncio.to_thread(work)
 
-        return await guarded(context, blocking)
+        refusal_log = self._refusal_log
+
+        def refused(status: str, exc: CreditShareError) -> None:
+            if refusal_log is not None:
+                refusal_log.add(rpc, job_id, "", status, str(exc))
+
+        return await guarded(context, blocking, refused if rpc else None)
 
     def _sweep_in_background(self) -> None:
         """Start the periodic expiry once there is something to expire (a daemon thread
@@ -174,7 +189,9 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             raise InvalidInputError("public_key is required")
         key = PublicKey.from_bytes(request.public_key.n)
         receipt = request.receipt if request.HasField("receipt") else None
-        index, record = self._checker.check_training(receipt, request.job_id, key)
+        index, record = self._checker.check_training(
+            receipt, request.job_id, key, request.credentials
+        )
         return key, index, record
 
     def _features(self) -> tuple[list[str], dict[str, list[float]]]:
@@ -219,7 +236,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 double_blinded=double, node_blinded=shuffled, node_set_size=len(ids)
             )
 
-        return await self._run(context, work)
+        return await self._run(context, work, "PsiAnswer", request.job_id[:64])
 
     async def OpenJob(  # noqa: N802 - gRPC method name
         self, request: training_pb2.OpenJobRequest, context: Any
@@ -309,7 +326,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             log.info("training job %r opened: %d rows", request.job_id, len(ids))
             return training_pb2.OpenJobResponse(features=names, rows=len(ids))
 
-        return await self._run(context, work)
+        return await self._run(context, work, "OpenJob", request.job_id[:64])
 
     async def Forward(  # noqa: N802 - gRPC method name
         self, request: training_pb2.ForwardRequest, context: Any

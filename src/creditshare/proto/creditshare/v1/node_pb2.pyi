@@ -287,6 +287,7 @@ class ScoreRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
     PACKING_FIELD_NUMBER: _builtins.int
+    CREDENTIALS_FIELD_NUMBER: _builtins.int
     uscc: _builtins.str
     """18-character unified social credit code."""
     model_id: _builtins.str
@@ -313,6 +314,10 @@ class ScoreRequest(_message.Message):
         presence and indicators in this node's slots from first_slot on.
         """
 
+    @_builtins.property
+    def credentials(self) -> Global___Credentials:
+        """Certificates to check the signed request and consent in the receipt's record."""
+
     def __init__(
         self,
         *,
@@ -324,14 +329,104 @@ class ScoreRequest(_message.Message):
         request_id: _builtins.str = ...,
         receipt: Global___QueryReceipt | None = ...,
         packing: Global___PackingSpec | None = ...,
+        credentials: Global___Credentials | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["packing", b"packing", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "packing", b"packing", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "packing", b"packing", "partial_offset", b"partial_offset", "public_key", b"public_key", "receipt", b"receipt", "request_id", b"request_id", "scale", b"scale", "uscc", b"uscc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "model_id", b"model_id", "packing", b"packing", "partial_offset", b"partial_offset", "public_key", b"public_key", "receipt", b"receipt", "request_id", b"request_id", "scale", b"scale", "uscc", b"uscc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScoreRequest: _TypeAlias = ScoreRequest  # noqa: Y015
+
+@_typing.final
+class Credentials(_message.Message):
+    """Certificates a node needs to check signed requests itself, issued by the chain
+    operators' CAs (X.509 DER, at most 8 per party): a node uses those from CAs it
+    trusts and ignores the rest, so a relay can add nothing it would believe.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    ENTERPRISE_FIELD_NUMBER: _builtins.int
+    REVOCATION_LISTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requester(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The requester's (bank or bureau) credentials: its Ed25519 request-signing key."""
+
+    @_builtins.property
+    def enterprise(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The consenting enterprise's credentials (its USCC is in the certificate)."""
+
+    @_builtins.property
+    def revocation_lists(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The newest certificate revocation lists the relay holds (DER). A node keeps a
+        newer one from a CA it trusts, and refuses every request while the one it holds
+        is older than its configured bound.
+        """
+
+    def __init__(
+        self,
+        *,
+        requester: _abc.Iterable[_builtins.bytes] | None = ...,
+        enterprise: _abc.Iterable[_builtins.bytes] | None = ...,
+        revocation_lists: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enterprise", b"enterprise", "requester", b"requester", "revocation_lists", b"revocation_lists"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Credentials: _TypeAlias = Credentials  # noqa: Y015
+
+@_typing.final
+class RevokeConsentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOCATION_FIELD_NUMBER: _builtins.int
+    CREDENTIALS_FIELD_NUMBER: _builtins.int
+    revocation: _builtins.bytes
+    """Canonical JSON {document, signature}: the enterprise's signed revocation."""
+    @_builtins.property
+    def credentials(self) -> Global___Credentials: ...
+    def __init__(
+        self,
+        *,
+        revocation: _builtins.bytes = ...,
+        credentials: Global___Credentials | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "revocation", b"revocation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeConsentRequest: _TypeAlias = RevokeConsentRequest  # noqa: Y015
+
+@_typing.final
+class RevokeConsentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    NEWLY_REVOKED_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    newly_revoked: _builtins.bool
+    """False when this node had the consent revoked already (the call is idempotent)."""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        newly_revoked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["newly_revoked", b"newly_revoked", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeConsentResponse: _TypeAlias = RevokeConsentResponse  # noqa: Y015
 
 @_typing.final
 class PackingSpec(_message.Message):

@@ -44,6 +44,11 @@ class DataNodeStub:
                 request_serializer=creditshare_dot_v1_dot_node__pb2.ScoreRequest.SerializeToString,
                 response_deserializer=creditshare_dot_v1_dot_node__pb2.ScoreResponse.FromString,
                 _registered_method=True)
+        self.RevokeConsent = channel.unary_unary(
+                '/creditshare.v1.DataNode/RevokeConsent',
+                request_serializer=creditshare_dot_v1_dot_node__pb2.RevokeConsentRequest.SerializeToString,
+                response_deserializer=creditshare_dot_v1_dot_node__pb2.RevokeConsentResponse.FromString,
+                _registered_method=True)
 
 
 class DataNodeServicer:
@@ -64,6 +69,15 @@ class DataNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeConsent(self, request, context):
+        """An enterprise's signed withdrawal of a consent, relayed by the coordinator: the
+        node verifies it against the enterprise's certified key, keeps it, and refuses
+        that consent from then on whoever relays a query under it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +90,11 @@ def add_DataNodeServicer_to_server(servicer, server):
                     servicer.Score,
                     request_deserializer=creditshare_dot_v1_dot_node__pb2.ScoreRequest.FromString,
                     response_serializer=creditshare_dot_v1_dot_node__pb2.ScoreResponse.SerializeToString,
+            ),
+            'RevokeConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeConsent,
+                    request_deserializer=creditshare_dot_v1_dot_node__pb2.RevokeConsentRequest.FromString,
+                    response_serializer=creditshare_dot_v1_dot_node__pb2.RevokeConsentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +151,33 @@ class DataNode:
             '/creditshare.v1.DataNode/Score',
             creditshare_dot_v1_dot_node__pb2.ScoreRequest.SerializeToString,
             creditshare_dot_v1_dot_node__pb2.ScoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditshare.v1.DataNode/RevokeConsent',
+            creditshare_dot_v1_dot_node__pb2.RevokeConsentRequest.SerializeToString,
+            creditshare_dot_v1_dot_node__pb2.RevokeConsentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,11 @@ class DataNodeStub:
     """
     Score: _grpc.UnaryUnaryMultiCallable[_node_pb2.ScoreRequest, _node_pb2.ScoreResponse]
     """The node's encrypted share of a credit profile for one enterprise."""
+    RevokeConsent: _grpc.UnaryUnaryMultiCallable[_node_pb2.RevokeConsentRequest, _node_pb2.RevokeConsentResponse]
+    """An enterprise's signed withdrawal of a consent, relayed by the coordinator: the
+    node verifies it against the enterprise's certified key, keeps it, and refuses
+    that consent from then on whoever relays a query under it.
+    """
 
 @_typing.type_check_only
 class DataNodeAsyncStub(DataNodeStub):
@@ -51,6 +56,11 @@ class DataNodeAsyncStub(DataNodeStub):
     """
     Score: _aio.UnaryUnaryMultiCallable[_node_pb2.ScoreRequest, _node_pb2.ScoreResponse]  # type: ignore[assignment]
     """The node's encrypted share of a credit profile for one enterprise."""
+    RevokeConsent: _aio.UnaryUnaryMultiCallable[_node_pb2.RevokeConsentRequest, _node_pb2.RevokeConsentResponse]  # type: ignore[assignment]
+    """An enterprise's signed withdrawal of a consent, relayed by the coordinator: the
+    node verifies it against the enterprise's certified key, keeps it, and refuses
+    that consent from then on whoever relays a query under it.
+    """
 
 class DataNodeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -70,5 +80,16 @@ class DataNodeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.ScoreResponse, _abc.Awaitable[_node_pb2.ScoreResponse]]:
         """The node's encrypted share of a credit profile for one enterprise."""
+
+    @_abc_1.abstractmethod
+    def RevokeConsent(
+        self,
+        request: _node_pb2.RevokeConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.RevokeConsentResponse, _abc.Awaitable[_node_pb2.RevokeConsentResponse]]:
+        """An enterprise's signed withdrawal of a consent, relayed by the coordinator: the
+        node verifies it against the enterprise's certified key, keeps it, and refuses
+        that consent from then on whoever relays a query under it.
+        """
 
 def add_DataNodeServicer_to_server(servicer: DataNodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

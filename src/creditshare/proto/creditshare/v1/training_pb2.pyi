@@ -38,6 +38,7 @@ class PsiAnswerRequest(_message.Message):
     BLINDED_FIELD_NUMBER: _builtins.int
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
+    CREDENTIALS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     domain: _builtins.bytes
     @_builtins.property
@@ -50,6 +51,10 @@ class PsiAnswerRequest(_message.Message):
 
     @_builtins.property
     def receipt(self) -> _node_pb2.QueryReceipt: ...
+    @_builtins.property
+    def credentials(self) -> _node_pb2.Credentials:
+        """The bureau's credentials, to check the job it signed (in the receipt's record)."""
+
     def __init__(
         self,
         *,
@@ -58,10 +63,11 @@ class PsiAnswerRequest(_message.Message):
         blinded: _abc.Iterable[_builtins.bytes] | None = ...,
         public_key: _node_pb2.PaillierPublicKey | None = ...,
         receipt: _node_pb2.QueryReceipt | None = ...,
+        credentials: _node_pb2.Credentials | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded", b"blinded", "domain", b"domain", "job_id", b"job_id", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded", b"blinded", "credentials", b"credentials", "domain", b"domain", "job_id", b"job_id", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -109,6 +115,7 @@ class OpenJobRequest(_message.Message):
     RECEIPT_FIELD_NUMBER: _builtins.int
     LEARNING_RATE_FIELD_NUMBER: _builtins.int
     UNPACKED_FIELD_NUMBER: _builtins.int
+    CREDENTIALS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     l2: _builtins.float
     """Training hyper-parameters that the node applies to its own shard."""
@@ -134,6 +141,10 @@ class OpenJobRequest(_message.Message):
     def receipt(self) -> _node_pb2.QueryReceipt:
         """The same receipt as for PsiAnswer; a node opens a job once per receipt."""
 
+    @_builtins.property
+    def credentials(self) -> _node_pb2.Credentials:
+        """As for PsiAnswer."""
+
     def __init__(
         self,
         *,
@@ -148,10 +159,11 @@ class OpenJobRequest(_message.Message):
         receipt: _node_pb2.QueryReceipt | None = ...,
         learning_rate: _builtins.float = ...,
         unpacked: _builtins.bool = ...,
+        credentials: _node_pb2.Credentials | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature_bits", b"feature_bits", "feature_clip", b"feature_clip", "job_id", b"job_id", "l2", b"l2", "learning_rate", b"learning_rate", "mask_bits", b"mask_bits", "points", b"points", "public_key", b"public_key", "receipt", b"receipt", "score_bits", b"score_bits", "unpacked", b"unpacked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "feature_bits", b"feature_bits", "feature_clip", b"feature_clip", "job_id", b"job_id", "l2", b"l2", "learning_rate", b"learning_rate", "mask_bits", b"mask_bits", "points", b"points", "public_key", b"public_key", "receipt", b"receipt", "score_bits", b"score_bits", "unpacked", b"unpacked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,246 @@
+"""A node's own check of who asked, under which consent, for which key.
+
+The receipt proves a request was recorded; it does not prove the coordinator told the
+truth in the record. So before computing anything the node checks, from signatures it
+can verify itself with keys the chain operator's CA certified:
+
+- the requester's credential (issued by a CA this node trusts, not expired, not on a
+  fresh revocation list) and its signature over the request;
+- that the record says what the signed request says: enterprise, purpose, consent,
+  chains, model and, above all, the fingerprint of the Paillier key the node is asked to
+  encrypt under (a coordinator that swapped in its own key breaks this);
+- the enterprise's credential and its signature over the consent, and that the consent
+  names this requester, purpose, chain and indicators, is within its validity and was
+  not revoked (revocations reach the node signed by the enterprise).
+
+A compromised coordinator can still refuse or delay service; it can no longer make a
+node answer a request no requester signed or no enterprise authorised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+from creditshare._canonical import canonical_json
+from creditshare.consent import ConsentRevocation, ConsentState, Purpose, SignedConsent, check
+from creditshare.errors import (
+    ConsentRefusedError,
+    CredentialRefusedError,
+    InvalidInputError,
+    InvalidSignatureError,
+)
+from creditshare.identity import Chain
+from creditshare.ledger import QueryRecord
+from creditshare.node._authority_store import RevokedConsents, StoredRevocationLists
+from creditshare.node._receipts import ReceiptRefusedError
+from creditshare.pki import Credential, CredentialVerifier
+from creditshare.signed import SignedQuery, SignedTrainingJob
+
+__all__ = ["MAX_CREDENTIALS", "RequestAuthority"]
+
+#: Credentials one request may carry per party (one per chain CA, with room to rotate).
+MAX_CREDENTIALS = 8
+_REQUESTER_ROLES = ("bank", "bureau")
+#: How far a signed request's time may sit from the record's (two clocks, one query).
+_SKEW = timedelta(seconds=60)
+
+
+class RequestAuthority:
+    def __init__(
+        self,
+        verifier: CredentialVerifier,
+        chain: Chain,
+        node_id: str,
+        revoked: RevokedConsents,
+        clock: Callable[[], datetime],
+        max_age: timedelta,
+        stored_lists: StoredRevocationLists | None = None,
+    ) -> None:
+        self._stored_lists = stored_lists
+        self._verifier = verifier
+        self._chain = chain
+        self._node_id = node_id
+        self._revoked = revoked
+        self._clock = clock
+        self._max_age = max_age
+
+    @property
+    def verifier(self) -> CredentialVerifier:
+        return self._verifier
+
+    def update_revocations(self, lists: Sequence[bytes]) -> bool:
+        """Take newer revocation lists the coordinator relayed; True if any replaced one.
+
+        A list not signed by a trusted CA is skipped rather than refused: the coordinator
+        relays every chain's lists, and a node trusts only its own chain's CA. An older
+        list than the one held is ignored, so a relay cannot roll revocations back.
+        """
+        replaced = False
+        for data in lists[:MAX_CREDENTIALS]:
+            try:
+                replaced = self._verifier.update_revocations(data) or replaced
+            except InvalidInputError:
+                continue
+        if replaced and self._stored_lists is not None:
+            for current in self._verifier.revocation_lists():
+                self._stored_lists.save(current.issuer_fingerprint, current.number, current.der)
+        return replaced
+
+    def _credential(
+        self, certificates: Sequence[bytes], what: str, **expect: str | None
+    ) -> Credential:
+        if not certificates:
+            raise CredentialRefusedError(f"the {what}'s credential is missing")
+        if len(certificates) > MAX_CREDENTIALS:
+            raise InvalidInputError(f"at most {MAX_CREDENTIALS} {what} credentials per request")
+        return self._verifier.verify(certificates, **expect)
+
+    def _fresh(self, signed_at: datetime) -> None:
+        now = self._clock()
+        if signed_at > now + _SKEW:
+            raise ReceiptRefusedError("the signed request is dated in the future")
+        if now - signed_at > self._max_age:
+            raise ReceiptRefusedError("the signed request is too old")
+
+    def check_query(
+        self,
+        record: QueryRecord,
+        requester_credentials: Sequence[bytes],
+        enterprise_credentials: Sequence[bytes],
+    ) -> None:
+        """Raise unless the requester signed this very query and the enterprise consented."""
+        if record.request is None:
+            raise ReceiptRefusedError("the record holds no signed request")
+        try:
+            signed = SignedQuery.from_json(record.request)
+        except InvalidInputError as exc:
+            raise ReceiptRefusedError(f"the recorded request is malformed: {exc}") from exc
+        requester = self._credential(
+            requester_credentials, "requester", participant_id=signed.requester
+        )
+        if requester.role not in _REQUESTER_ROLES:
+            raise CredentialRefusedError(
+                f"{requester.participant_id!r} is certified as {requester.role}, "
+                "which may not query"
+            )
+        try:
+            signed.verify(requester.verify_key)
+        except InvalidSignatureError:
+            raise ReceiptRefusedError(
+                f"the request is not signed by {signed.requester!r}'s certified key"
+            ) from None
+        doc = signed.document
+        mismatches = [
+            name
+            for name, ok in (
+                ("query id", record.query_id == doc["query_id"]),
+                ("requester", record.requester == doc["requester"]),
+                ("uscc", record.uscc == doc["uscc"]),
+                ("purpose", record.purpose == doc["purpose"]),
+                ("consent", record.consent_id == doc["consent_id"]),
+                ("model", record.model_id == doc["model_id"]),
+                ("public key", record.key_fingerprint == doc["key_fingerprint"]),
+                ("chains", not doc["chains"] or set(record.chains) == set(doc["chains"])),
+                ("time", abs(record.time - signed.time) <= _SKEW),
+            )
+            if not ok
+        ]
+        if mismatches:
+            raise ReceiptRefusedError(
+                f"the record does not say what the requester signed: {', '.join(mismatches)}"
+            )
+        self._fresh(signed.time)
+        self._check_consent(record, signed, enterprise_credentials)
+
+    def _check_consent(
+        self, record: QueryRecord, signed: SignedQuery, enterprise_credentials: Sequence[bytes]
+    ) -> None:
+        if record.consent is None:
+            raise ConsentRefusedError("the record holds no signed consent")
+        try:
+            consent = SignedConsent.from_json(record.consent)
+        except InvalidInputError as exc:
+            raise ConsentRefusedError(f"the recorded consent is malformed: {exc}") from exc
+        grant = consent.grant
+        if grant.consent_id != signed.document["consent_id"]:
+            raise ConsentRefusedError("the recorded consent is not the one the request names")
+        enterprise = self._credential(
+            enterprise_credentials, "enterprise", role="enterprise", uscc=grant.uscc
+        )
+        try:
+            consent.verify(enterprise.verify_key)
+        except InvalidSignatureError:
+            raise ConsentRefusedError(
+                "the consent is not signed by the enterprise's certified key"
+            ) from None
+        try:
+            purpose = Purpose(signed.document["purpose"])
+        except ValueError:
+            raise ConsentRefusedError("the request names an unknown purpose") from None
+        state = ConsentState(grant, self._revoked.is_revoked(grant.consent_id), uses=0)
+        # Use counting stays at the coordinator (availability, not confidentiality); each
+        # use is a ledger entry, which `creditshare ledger verify` checks against max_uses.
+        check(
+            state,
+            requester=signed.requester,
+            uscc=signed.document["uscc"],
+            purpose=purpose,
+            chains=[self._chain, *(Chain(c) for c in record.chains)],
+            now=self._clock(),
+        )
+        if tuple(record.indicators) != grant.indicators:
+            raise ConsentRefusedError("the record's indicators are not the consent's")
+
+    def check_training(self, record: QueryRecord, requester_credentials: Sequence[bytes]) -> None:
+        """Raise unless the bureau signed this job, for this key, naming this node."""
+        if record.request is None:
+            raise ReceiptRefusedError("the record holds no signed training job")
+        try:
+            signed = SignedTrainingJob.from_json(record.request)
+        except InvalidInputError as exc:
+            raise ReceiptRefusedError(f"the recorded training job is malformed: {exc}") from exc
+        requester = self._credential(
+            requester_credentials, "requester", participant_id=signed.requester, role="bureau"
+        )
+        try:
+            signed.verify(requester.verify_key)
+        except InvalidSignatureError:
+            raise ReceiptRefusedError(
+                f"the training job is not signed by {signed.requester!r}'s certified key"
+            ) from None
+        doc = signed.document
+        mismatches = [
+            name
+            for name, ok in (
+                ("job id", record.query_id == doc["job_id"]),
+                ("requester", record.requester == doc["requester"]),
+                ("public key", record.key_fingerprint == doc["key_fingerprint"]),
+                ("node", self._node_id in doc["nodes"]),
+            )
+            if not ok
+        ]
+        if mismatches:
+            raise ReceiptRefusedError(
+                f"the record does not say what the bureau signed: {', '.join(mismatches)}"
+            )
+
+    def revoke(
+        self, revocation: ConsentRevocation, enterprise_credentials: Sequence[bytes]
+    ) -> bool:
+        """Keep an enterprise's signed revocation; False if the consent was revoked already."""
+        enterprise = self._credential(
+            enterprise_credentials, "enterprise", role="enterprise", uscc=revocation.uscc
+        )
+        try:
+            revocation.verify(enterprise.verify_key)
+        except InvalidSignatureError:
+            raise ConsentRefusedError(
+                "the revocation is not signed by the enterprise's certified key"
+            ) from None
+        return self._revoked.add(
+            revocation.consent_id,
+            revocation.uscc,
+            revocation.time,
+            canonical_json(revocation.to_json()),
+        )

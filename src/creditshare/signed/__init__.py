@@ -1,0 +1,24 @@
+"""What a requester signs before anyone acts for it: a query, a training job.
+
+The coordinator forwards these statements verbatim and the ledger records them, so a
+data node can check for itself, from the requester's certified key, exactly who asked
+for what, under which consent and for which Paillier key: a coordinator that changed
+any of it (put its own key in, widened the chains, named another consent) breaks the
+signature. Consent grants and revocations, signed by enterprises, live in ``consent``.
+"""
+
+from creditshare.signed._statements import (
+    MAX_NODES,
+    SignedQuery,
+    SignedTrainingJob,
+    query_document,
+    training_document,
+)
+
+__all__ = [
+    "MAX_NODES",
+    "SignedQuery",
+    "SignedTrainingJob",
+    "query_document",
+    "training_document",
+]

@@ -1,0 +1,270 @@
+"""Signed query and training-job requests: canonical documents, Ed25519 signatures.
+
+Each statement type has its own domain prefix, so a signature over a query can never be
+replayed as a training job (or as a consent, or a tree head). The documents hold only
+bounded, validated fields; ``from_json`` refuses anything else before a signature is
+even checked, because nodes parse these from ledger leaves the coordinator wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from creditshare._canonical import canonical_json, format_time, parse_time
+from creditshare.crypto import SigningKey, VerifyKey
+from creditshare.errors import InvalidInputError
+from creditshare.identity import Chain
+
+__all__ = [
+    "MAX_NODES",
+    "SignedQuery",
+    "SignedTrainingJob",
+    "query_document",
+    "training_document",
+]
+
+#: Nodes one training job may name (the coordinator's own bound is lower).
+MAX_NODES = 64
+_SIGNATURE_BYTES = 64
+_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+_CONSENT_ID = re.compile(r"[0-9a-f]{32}")
+_FINGERPRINT = re.compile(r"[0-9a-f]{16,64}")
+_USCC = re.compile(r"[0-9A-Z]{18}")
+_PURPOSE = re.compile(r"[a-z_]{1,32}")
+_CHAIN = re.compile("|".join(c.value for c in Chain))
+
+
+def _text(doc: dict[str, Any], key: str, pattern: re.Pattern[str], what: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidInputError(f"signed request field {key!r} must be {what}")
+    return value
+
+
+def _list(doc: dict[str, Any], key: str, pattern: re.Pattern[str], limit: int) -> list[str]:
+    value = doc.get(key)
+    if (
+        not isinstance(value, list)
+        or len(value) > limit
+        or not all(isinstance(v, str) and pattern.fullmatch(v) for v in value)
+        or value != sorted(set(value))
+    ):
+        raise InvalidInputError(
+            f"signed request field {key!r} must be a sorted list of at most {limit} distinct ids"
+        )
+    return value
+
+
+def _fields(doc: Any, expected: set[str], kind: str) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise InvalidInputError("a signed request document must be a JSON object")
+    if set(doc) != expected:
+        missing, extra = sorted(expected - set(doc)), sorted(set(doc) - expected)
+        raise InvalidInputError(
+            f"signed request fields: missing {missing or 'none'}, unexpected {extra or 'none'}"
+        )
+    if doc.get("v") != 1 or doc.get("type") != kind:
+        raise InvalidInputError(f"signed request is not a version 1 {kind} request")
+    return doc
+
+
+def _signature(text: Any) -> bytes:
+    try:
+        raw = base64.b64decode(str(text).encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise InvalidInputError("request signature is not valid base64") from None
+    if len(raw) != _SIGNATURE_BYTES:
+        raise InvalidInputError("request signature must be 64 bytes (Ed25519)")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class _Signed:
+    document: dict[str, Any]
+    signature: bytes
+
+    DOMAIN: ClassVar[bytes] = b""
+
+    @classmethod
+    def message(cls, document: dict[str, Any]) -> bytes:
+        return cls.DOMAIN + canonical_json(document)
+
+    def verify(self, key: VerifyKey) -> None:
+        """InvalidSignatureError unless ``key`` signed exactly this document."""
+        key.verify(self.signature, self.message(self.document))
+
+    @property
+    def requester(self) -> str:
+        return str(self.document["requester"])
+
+    @property
+    def time(self) -> datetime:
+        return parse_time(self.document["time"], "time")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "document": self.document,
+            "signature": base64.b64encode(self.signature).decode("ascii"),
+        }
+
+
+def query_document(
+    *,
+    query_id: str,
+    requester: str,
+    uscc: str,
+    purpose: str,
+    consent_id: str,
+    chains: list[str] | tuple[str, ...],
+    model_id: str,
+    key_fingerprint: str,
+    time: datetime,
+) -> dict[str, Any]:
+    """The document a requester signs for one query (``chains`` empty: the consent's)."""
+    return SignedQuery.checked(
+        {
+            "v": 1,
+            "type": "query",
+            "query_id": query_id,
+            "requester": requester,
+            "uscc": uscc,
+            "purpose": purpose,
+            "consent_id": consent_id,
+            "chains": sorted(set(chains)),
+            "model_id": model_id,
+            "key_fingerprint": key_fingerprint,
+            "time": format_time(time),
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SignedQuery(_Signed):
+    """A bank's (or bureau's) signed request for one enterprise's credit profile."""
+
+    DOMAIN: ClassVar[bytes] = b"creditshare/signed-query/v1\n"
+    _FIELDS: ClassVar[set[str]] = {
+        "v",
+        "type",
+        "query_id",
+        "requester",
+        "uscc",
+        "purpose",
+        "consent_id",
+        "chains",
+        "model_id",
+        "key_fingerprint",
+        "time",
+    }
+
+    @classmethod
+    def checked(cls, body: Any) -> dict[str, Any]:
+        doc = _fields(body, cls._FIELDS, "query")
+        _text(doc, "query_id", _REQUEST_ID, "32 lowercase hex digits")
+        _text(doc, "requester", _ID, "a participant id")
+        _text(doc, "uscc", _USCC, "an 18-character USCC")
+        _text(doc, "purpose", _PURPOSE, "a purpose")
+        _text(doc, "consent_id", _CONSENT_ID, "a consent id")
+        _list(doc, "chains", _CHAIN, len(Chain))
+        _text(doc, "model_id", _ID, "a model id")
+        _text(doc, "key_fingerprint", _FINGERPRINT, "a Paillier key fingerprint")
+        parse_time(doc.get("time"), "time")
+        return doc
+
+    @classmethod
+    def sign(cls, document: dict[str, Any], key: SigningKey) -> SignedQuery:
+        document = cls.checked(document)
+        return cls(document, key.sign(cls.message(document)))
+
+    @classmethod
+    def from_json(cls, body: Any) -> SignedQuery:
+        if not isinstance(body, dict) or set(body) != {"document", "signature"}:
+            raise InvalidInputError("a signed query is {document, signature}")
+        return cls(cls.checked(body["document"]), _signature(body["signature"]))
+
+    @property
+    def query_id(self) -> str:
+        return str(self.document["query_id"])
+
+    @property
+    def chains(self) -> tuple[str, ...]:
+        return tuple(self.document["chains"])
+
+
+def training_document(
+    *,
+    job_id: str,
+    requester: str,
+    key_fingerprint: str,
+    nodes: list[str] | tuple[str, ...],
+    time: datetime,
+    purpose: str = "model_training",
+) -> dict[str, Any]:
+    """The document a bureau signs for one training job: its key and the nodes it uses."""
+    return SignedTrainingJob.checked(
+        {
+            "v": 1,
+            "type": "training",
+            "job_id": job_id,
+            "requester": requester,
+            "key_fingerprint": key_fingerprint,
+            "nodes": sorted(set(nodes)),
+            "purpose": purpose,
+            "time": format_time(time),
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTrainingJob(_Signed):
+    """A bureau's signed training job: nodes encrypt only under the key it names."""
+
+    DOMAIN: ClassVar[bytes] = b"creditshare/signed-training-job/v1\n"
+    _FIELDS: ClassVar[set[str]] = {
+        "v",
+        "type",
+        "job_id",
+        "requester",
+        "key_fingerprint",
+        "nodes",
+        "purpose",
+        "time",
+    }
+
+    @classmethod
+    def checked(cls, body: Any) -> dict[str, Any]:
+        doc = _fields(body, cls._FIELDS, "training")
+        _text(doc, "job_id", _REQUEST_ID, "32 lowercase hex digits")
+        _text(doc, "requester", _ID, "a participant id")
+        _text(doc, "key_fingerprint", _FINGERPRINT, "a Paillier key fingerprint")
+        if not _list(doc, "nodes", _ID, MAX_NODES):
+            raise InvalidInputError("signed request field 'nodes' must name at least one node")
+        if doc.get("purpose") != "model_training":
+            raise InvalidInputError("a training job's purpose must be model_training")
+        parse_time(doc.get("time"), "time")
+        return doc
+
+    @classmethod
+    def sign(cls, document: dict[str, Any], key: SigningKey) -> SignedTrainingJob:
+        document = cls.checked(document)
+        return cls(document, key.sign(cls.message(document)))
+
+    @classmethod
+    def from_json(cls, body: Any) -> SignedTrainingJob:
+        if not isinstance(body, dict) or set(body) != {"document", "signature"}:
+            raise InvalidInputError("a signed training job is {document, signature}")
+        return cls(cls.checked(body["document"]), _signature(body["signature"]))
+
+    @property
+    def job_id(self) -> str:
+        return str(self.document["job_id"])
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(self.document["nodes"])
