@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -113,3 +114,21 @@ def admin_revoke_key(
     with CreditShareClient(coordinator, api_key=api_key) as client:
         client.revoke_credential(participant_id, key_id)
     console.print(f"key {key_id} of {participant_id} revoked")
+
+
+@admin_app.command("upload-crl")
+def admin_upload_crl(
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+    crl: Annotated[Path, typer.Option(help="the revocation list `creditshare pki crl` wrote")],
+) -> None:
+    """Relay a chain CA's newest revocation list to the data nodes (do it daily: nodes
+    refuse every request once the list they hold is older than their bound)."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        out = client.upload_revocation_list(crl.read_bytes())
+    console.print(
+        f"revocation list number {out['number']} relayed (issued {out['this_update']}, "
+        f"next by {out['next_update']})"
+    )

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from creditshare.cli._common import ApiKeyOption, KeyFileOption, console
+from creditshare.cli._common import ApiKeyOption, IdentityOption, KeyFileOption, console
 
 if TYPE_CHECKING:
-    from creditshare.client import TrainedModel
+    from creditshare.client import Identity, TrainedModel
     from creditshare.crypto import PrivateKey
     from creditshare.federated import TrainingConfig
 
@@ -26,6 +26,7 @@ bureau_app = typer.Typer(no_args_is_help=True, help="A credit bureau's federated
 def bureau_train(
     coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
     api_key: ApiKeyOption,
+    identity: IdentityOption,
     labels: Annotated[Path, typer.Option(help="CSV with columns uscc,default (0/1)")],
     node: Annotated[list[str], typer.Option(help="data node to train with (repeatable)")],
     model_id: Annotated[str, typer.Option(help="id to publish the model under")],
@@ -42,7 +43,7 @@ def bureau_train(
     """Align with the nodes by PSI, train under encryption, evaluate, publish the model."""
     import csv
 
-    from creditshare.client import load_or_create_key
+    from creditshare.client import Identity, load_or_create_key
     from creditshare.errors import ImportRejectedError
     from creditshare.federated import TrainingConfig
 
@@ -65,6 +66,7 @@ def bureau_train(
         early_stopping_rounds=early_stopping_rounds,
     )
     key = load_or_create_key(key_file)
+    signer = Identity.load(identity)
     # SIGTERM (an orchestrator, `kill`) ends training like Ctrl-C: the job is cancelled at
     # the coordinator and the worker processes stopped, instead of dying mid-job.
     # Both explicitly: a process started in the background inherits SIGINT ignored, and
@@ -73,7 +75,7 @@ def bureau_train(
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         model = _train_with_progress(
-            coordinator, api_key, key, rows, node, model_id, config, description, epochs
+            coordinator, api_key, key, signer, rows, node, model_id, config, description, epochs
         )
     except KeyboardInterrupt as exc:
         name = str(exc) if str(exc) in signal.Signals.__members__ else "SIGINT"
@@ -94,6 +96,7 @@ def _train_with_progress(
     coordinator: str,
     api_key: str,
     key: PrivateKey,
+    identity: Identity,
     rows: dict[str, int],
     node: list[str],
     model_id: str,
@@ -106,7 +109,9 @@ def _train_with_progress(
     from creditshare.client import CreditShareClient, train_model
 
     with (
-        CreditShareClient(coordinator, api_key=api_key, private_key=key) as client,
+        CreditShareClient(
+            coordinator, api_key=api_key, private_key=key, identity=identity
+        ) as client,
         Progress(console=console) as bar,
     ):
         task = bar.add_task("training", total=epochs)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from creditshare.cli._common import ApiKeyOption, KeyFileOption, console
+from creditshare.cli._common import ApiKeyOption, IdentityOption, KeyFileOption, console
 
 __all__ = ["app"]
 
@@ -68,6 +68,7 @@ def query(
     uscc: Annotated[str, typer.Option(help="enterprise's unified social credit code")],
     consent: Annotated[str, typer.Option(help="consent id the enterprise granted you")],
     api_key: ApiKeyOption,
+    identity: IdentityOption,
     purpose: Annotated[str, typer.Option(help="purpose covered by the consent")] = (
         "pre_loan_review"
     ),
@@ -78,10 +79,13 @@ def query(
 ) -> None:
     """Ask for an enterprise's credit profile and decrypt it locally."""
     from creditshare._render import print_profile
-    from creditshare.client import CreditShareClient, load_or_create_key
+    from creditshare.client import CreditShareClient, Identity, load_or_create_key
 
     key = load_or_create_key(key_file)
-    with CreditShareClient(coordinator, api_key=api_key, private_key=key) as client:
+    signer = Identity.load(identity)
+    with CreditShareClient(
+        coordinator, api_key=api_key, private_key=key, identity=signer
+    ) as client:
         profile = client.query(uscc, consent, purpose, model, chain or None)
     if as_json:
         doc = {

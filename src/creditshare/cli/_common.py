@@ -12,6 +12,7 @@ __all__ = [
     "ApiKeyOption",
     "ConfigOption",
     "CoordinatorOption",
+    "IdentityOption",
     "KeyFileOption",
     "ParticipantIdOption",
     "console",
@@ -33,6 +34,16 @@ KeyFileOption = Annotated[
     ),
 ]
 
+
+IdentityOption = Annotated[
+    Path,
+    typer.Option(
+        "--identity",
+        envvar="CREDITSHARE_IDENTITY",
+        help="folder with your signing.key and the credential(s) (*.crt) the chain CA "
+        "issued for it (`creditshare pki request`, then the operator's `pki sign`)",
+    ),
+]
 
 ApiKeyOption = Annotated[
     str,

@@ -74,13 +74,30 @@ def enterprise_revoke(
     coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
     api_key: ApiKeyOption,
     consent: Annotated[str, typer.Option(help="consent id")],
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="the enterprise's Ed25519 key file: sign the revocation, so every data node "
+            "keeps it and refuses the consent itself"
+        ),
+    ] = None,
 ) -> None:
     """Revoke a consent; it stops working at once."""
-    from creditshare.client import CreditShareClient
+    from creditshare.client import CreditShareClient, load_signing_key
 
+    key = load_signing_key(signing_key) if signing_key is not None else None
     with CreditShareClient(coordinator, api_key=api_key) as client:
-        client.revoke_consent(consent)
+        result = client.revoke_consent(consent, key)
     console.print(f"consent {consent} revoked")
+    nodes = result.get("nodes") or []
+    if nodes:
+        held = [n["node"] for n in nodes if n["holds_revocation"]]
+        console.print(f"held by {len(held)} of {len(nodes)} data nodes")
+        for n in nodes:
+            if not n["holds_revocation"]:
+                console.print(f"  not yet at {n['node']}: {n['reason']}")
+    elif key is None:
+        console.print("unsigned: only the coordinator enforces it (give --signing-key)")
 
 
 @enterprise_app.command("rotate-key")

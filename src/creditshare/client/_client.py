@@ -271,6 +271,11 @@ class CreditShareClient:
             json={"signing_key": signing_key.to_text()},
         )
 
+    def upload_revocation_list(self, crl: bytes) -> dict[str, Any]:
+        """Relay a chain CA's revocation list (PEM) to the nodes; operators only."""
+        text = crl.decode("ascii", "replace")
+        return self._object("PUT", "/v1/revocation-lists", json={"crl": text})
+
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         result: dict[str, Any] = self._request(method, path, **kwargs)
         return result
