@@ -19,13 +19,26 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from creditshare.errors import CreditShareError, InvalidSignatureError, LedgerError
+from creditshare.errors import (
+    CreditShareError,
+    InvalidInputError,
+    InvalidSignatureError,
+    LedgerError,
+)
 from creditshare.ledger._errors import integrity_error
 from creditshare.ledger._merkle import Frontier, inclusion_proof, leaf_hash, verify_inclusion
+from creditshare.ledger._records import parse_record
 from creditshare.ledger._storage import LedgerStorage
 from creditshare.ledger._tree_head import SignedTreeHead
 
-__all__ = ["CheckedLog", "LogReport", "check_latest_head", "verify_log", "verify_subject"]
+__all__ = [
+    "CheckedLog",
+    "ConsentUses",
+    "LogReport",
+    "check_latest_head",
+    "verify_log",
+    "verify_subject",
+]
 
 _BATCH = 1000
 
@@ -41,6 +54,44 @@ class LogReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+class ConsentUses:
+    """Each use of a consent is a ledger entry: count them, and compare with the use limit
+    the enterprise signed (carried in each query's record), so an operator or a node can
+    see that no consent was used more often than it allows, whoever did the counting."""
+
+    def __init__(self) -> None:
+        #: consent id -> (the signed limit, indices of the queries that used it)
+        self._seen: dict[str, tuple[int | None, list[int]]] = {}
+
+    def count(self, index: int, data: bytes) -> None:
+        try:
+            record = parse_record(data)
+        except InvalidInputError:
+            return  # not a record this audit can read; hashes and roots are checked apart
+        if record.kind != "query" or not record.consent_id:
+            return
+        limit: int | None = None
+        if record.consent is not None:
+            document = record.consent.get("document")
+            value = document.get("max_uses") if isinstance(document, dict) else None
+            limit = value if isinstance(value, int) and not isinstance(value, bool) else None
+        known, indices = self._seen.setdefault(record.consent_id, (limit, []))
+        if known is None and limit is not None:
+            self._seen[record.consent_id] = (limit, indices)
+        indices.append(index)
+
+    def problems(self) -> list[str]:
+        out = []
+        for consent_id, (limit, indices) in sorted(self._seen.items()):
+            if limit is not None and len(indices) > limit:
+                over = ", ".join(str(i) for i in indices[limit:][:10])
+                out.append(
+                    f"consent {consent_id}: used {len(indices)} times, its limit is {limit} "
+                    f"(entries beyond it: {over})"
+                )
+        return out
 
 
 def _check_signature(head: SignedTreeHead, log_key: Ed25519PublicKey, problems: list[str]) -> None:
@@ -72,6 +123,7 @@ def verify_log(storage: LedgerStorage, log_key: Ed25519PublicKey) -> LogReport:
 
     pending = deque(head for head in heads if head.size <= size)  # ascending by size
     frontier = Frontier()
+    uses = ConsentUses()
     broken_at: int | None = None  # first missing leaf: roots past it cannot be rebuilt
 
     def check_roots_up_to(current: int) -> None:
@@ -91,12 +143,14 @@ def verify_log(storage: LedgerStorage, log_key: Ed25519PublicKey) -> LogReport:
             recomputed = leaf_hash(leaf.data)
             if recomputed != leaf.leaf_hash:
                 problems.append(f"leaf {leaf.index}: stored hash does not match the stored data")
+            uses.count(leaf.index, leaf.data)
             if broken_at is None:
                 frontier.append(recomputed)
                 check_roots_up_to(frontier.size)
     if broken_at is None and frontier.size < size:  # rows vanished at the very end
         broken_at = frontier.size
     check_roots_up_to(size)
+    problems.extend(uses.problems())
 
     covered = heads[-1].size if heads else 0
     if covered < size:
