@@ -30,6 +30,7 @@ from creditshare.errors import (
     InvalidSignatureError,
     NotFoundError,
     PermissionDeniedError,
+    RevocationStaleError,
 )
 from creditshare.identity import Uscc
 from creditshare.ledger import SignedTreeHead, StaleTreeHeadError, TrustedHeadTracker
@@ -62,7 +63,7 @@ def status_for(exc: CreditShareError) -> grpc.StatusCode:
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, ConflictError):
         return grpc.StatusCode.ALREADY_EXISTS
-    if isinstance(exc, StaleTreeHeadError | InconsistentTreeHeadError):
+    if isinstance(exc, StaleTreeHeadError | InconsistentTreeHeadError | RevocationStaleError):
         return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, PermissionDeniedError | InvalidSignatureError | InvalidProofError):
         return grpc.StatusCode.PERMISSION_DENIED
