@@ -16,13 +16,15 @@ below to status codes exactly once (``coordinator/_problems.py``,
     ├── NotFoundError                unknown model / node / chain: 404 / NOT_FOUND
     ├── AuthenticationError          no or bad credential: 401
     ├── PermissionDeniedError        wrong role, someone else's resource, no consent: 403
-    │   └── ConsentRefusedError      the consent does not cover this query (recorded)
+    │   ├── ConsentRefusedError      the consent does not cover this query (recorded)
+    │   └── CredentialRefusedError   a participant credential the chain CA does not vouch for
     ├── ConflictError                the resource exists already: 409
     ├── RateLimitedError             over a participant or enterprise limit: 429
     ├── NoNodeAnsweredError          every node in scope failed: 503
     ├── CapacityError                a node (or the coordinator) is full: 503 / RESOURCE_EXHAUSTED
     ├── NodeFailedError              a relayed call to one node failed: 502
     ├── DecryptionOverflowError      a decrypted sum wrapped around the modulus
+    ├── RevocationStaleError         revocation data too old to decide: 503 / FAILED_PRECONDITION
     ├── LedgerError                  the verifiable query log
     │   ├── InvalidProofError        an inclusion or consistency proof does not verify
     │   ├── InvalidSignatureError    a tree head (or other signed object) fails its signature
@@ -43,6 +45,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ConsentRefusedError",
+    "CredentialRefusedError",
     "CreditShareError",
     "DecryptionOverflowError",
     "EncodingOverflowError",
@@ -62,6 +65,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProblemError",
     "RateLimitedError",
+    "RevocationStaleError",
     "TransportError",
 ]
 
@@ -122,6 +126,14 @@ class ConsentRefusedError(PermissionDeniedError):
     """The consent named does not cover the query; the refusal is recorded in the ledger."""
 
 
+class CredentialRefusedError(PermissionDeniedError):
+    """A participant credential that is not (or no longer) vouched for by a trusted chain CA.
+
+    The message says exactly why (another CA, expired, revoked, names another role or
+    participant) and never quotes key bytes, so it can be logged and returned as is.
+    """
+
+
 class ConflictError(CreditShareError):
     """The resource already exists."""
 
@@ -157,6 +169,15 @@ class NodeFailedError(CreditShareError):
 
 class DecryptionOverflowError(CreditShareError):
     """A decrypted value fell outside the encodable range: the sum wrapped."""
+
+
+class RevocationStaleError(CreditShareError):
+    """The revocation list in hand is missing or too old to say a credential is not revoked.
+
+    The service, not the request, is at fault: the caller may retry once the operator
+    has delivered a fresh list (``creditshare pki crl``), hence 503 / FAILED_PRECONDITION
+    rather than a refusal of the credential itself.
+    """
 
 
 class LedgerError(CreditShareError):

@@ -22,8 +22,9 @@ from creditshare.crypto import PrivateKey
 from creditshare.demo import Federation, read_enterprises
 from creditshare.errors import ProblemError
 from creditshare.identity import Chain
-from creditshare.pki import channel_credentials, init_ca, issue
+from creditshare.pki import channel_credentials, init_ca
 from creditshare.proto import node_pb2, node_pb2_grpc
+from tests._pki import make_tls
 
 from .conftest import Trust
 
@@ -354,7 +355,7 @@ def test_node_refuses_clients_without_a_chain_certificate(
     )
     # So is one from a CA nobody trusts.
     init_ca("yrd", tmp_path / "rogue-ca")
-    rogue = issue(tmp_path / "rogue-ca", "coordinator-yrd", "coordinator", tmp_path / "rogue")
+    rogue = make_tls(tmp_path / "rogue-ca", tmp_path / "rogue", "coordinator-yrd", "coordinator")
     assert _health(node.address, channel_credentials(yrd.ca, rogue.cert, rogue.key)) is (
         grpc.StatusCode.UNAVAILABLE
     )

@@ -17,23 +17,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from creditshare.pki import (
-    IssuedFiles,
     TlsSettings,
     channel_credentials,
     init_ca,
-    issue,
     server_credentials,
 )
+from tests._pki import TlsFiles, make_tls
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 @dataclass(frozen=True)
 class Pki:
-    node: IssuedFiles  # yrd node: what the server presents
-    coordinator: IssuedFiles  # yrd coordinator: the legitimate client
-    foreign: IssuedFiles  # prd coordinator: right role, wrong chain
-    remote_node: IssuedFiles  # yrd node certificate issued for a DNS name only
+    node: TlsFiles  # yrd node: what the server presents
+    coordinator: TlsFiles  # yrd coordinator: the legitimate client
+    foreign: TlsFiles  # prd coordinator: right role, wrong chain
+    remote_node: TlsFiles  # yrd node certificate issued for a DNS name only
 
 
 @pytest.fixture
@@ -41,16 +40,16 @@ def pki(tmp_path: Path) -> Pki:
     yrd = init_ca("yrd", tmp_path / "yrd-ca")
     prd = init_ca("prd", tmp_path / "prd-ca")
     return Pki(
-        node=issue(yrd.directory, "yrd-tax", "node", tmp_path / "node"),
-        coordinator=issue(yrd.directory, "coordinator", "coordinator", tmp_path / "coord"),
-        foreign=issue(prd.directory, "coordinator", "coordinator", tmp_path / "prd-coord"),
-        remote_node=issue(
-            yrd.directory, "yrd-court", "node", tmp_path / "remote", hosts=["court.yrd.example"]
+        node=make_tls(yrd.directory, tmp_path / "node", "yrd-tax", "node"),
+        coordinator=make_tls(yrd.directory, tmp_path / "coord", "coordinator", "coordinator"),
+        foreign=make_tls(prd.directory, tmp_path / "prd-coord", "coordinator", "coordinator"),
+        remote_node=make_tls(
+            yrd.directory, tmp_path / "remote", "yrd-court", "node", hosts=["court.yrd.example"]
         ),
     )
 
 
-async def _serve(identity: IssuedFiles) -> tuple[grpc.aio.Server, int]:
+async def _serve(identity: TlsFiles) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server()
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -1,6 +1,6 @@
 """The example configurations shipped for operators load as documented.
 
-Their TLS paths point at /etc, so the test issues real certificates and
+Their TLS paths point at /etc, so the test certifies real keys (request + sign) and
 substitutes their paths; everything else is read from the files as shipped.
 """
 
@@ -13,7 +13,8 @@ from creditshare._settings import load_settings
 from creditshare.coordinator import CoordinatorSettings
 from creditshare.departments import DEFAULT_INTERCEPT, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
 from creditshare.node import NodeSettings
-from creditshare.pki import init_ca, issue
+from creditshare.pki import init_ca
+from tests._pki import make_tls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +23,7 @@ def _tls(tmp_path: Path, chain: str, name: str, role: str) -> dict[str, str]:
     ca = tmp_path / chain / "ca"
     if not ca.exists():
         init_ca(chain, ca)
-    files = issue(ca, name, role, tmp_path / chain / name)  # type: ignore[arg-type]
+    files = make_tls(ca, tmp_path / chain / name, name, role)
     return {"ca": str(files.ca), "cert": str(files.cert), "key": str(files.key)}
 
 

@@ -1,4 +1,7 @@
-"""The chain PKI: certificate contents, chain separation, file hygiene and refusals."""
+"""The chain PKI: the CA, TLS certificates (request + sign), chain separation, loading back.
+
+Credentials, CSR refusals, revocation and the CLI have files of their own (test_pki_*.py).
+"""
 
 from __future__ import annotations
 
@@ -21,15 +24,16 @@ from creditshare.identity import Chain
 from creditshare.pki import (
     CLOCK_SKEW,
     CaFiles,
-    IssuedFiles,
     TlsSettings,
     certificate_info,
     channel_credentials,
     init_ca,
-    issue,
     load_identity,
+    request,
     server_credentials,
+    sign,
 )
+from tests._pki import TlsFiles, make_tls
 
 NOW = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC)
 
@@ -53,13 +57,13 @@ def prd_ca(tmp_path: Path) -> CaFiles:
 
 
 @pytest.fixture
-def node(tmp_path: Path, yrd_ca: CaFiles) -> IssuedFiles:
-    return issue(yrd_ca.directory, "yrd-tax", "node", tmp_path / "node", now=NOW)
+def node(tmp_path: Path, yrd_ca: CaFiles) -> TlsFiles:
+    return make_tls(yrd_ca.directory, tmp_path / "node", "yrd-tax", "node", now=NOW, valid_days=825)
 
 
 @pytest.fixture
-def coordinator(tmp_path: Path, yrd_ca: CaFiles) -> IssuedFiles:
-    return issue(yrd_ca.directory, "coordinator", "coordinator", tmp_path / "coord", now=NOW)
+def coordinator(tmp_path: Path, yrd_ca: CaFiles) -> TlsFiles:
+    return make_tls(yrd_ca.directory, tmp_path / "coord", "coordinator", "coordinator", now=NOW)
 
 
 # --- the CA ------------------------------------------------------------------------------
@@ -146,9 +150,9 @@ def test_bad_valid_days_refused(tmp_path: Path, days: int) -> None:
 # --- leaf certificates ---------------------------------------------------------------------
 
 
-def test_node_certificate_contents(yrd_ca: CaFiles, node: IssuedFiles) -> None:
+def test_node_certificate_contents(yrd_ca: CaFiles, node: TlsFiles) -> None:
     assert (node.name, node.role) == ("yrd-tax", "node")
-    assert node.cert.name == "yrd-tax.crt" and node.key.name == "yrd-tax.key"
+    assert node.cert.name == "tls.crt" and node.key.name == "tls.key"
     assert node.ca.read_bytes() == yrd_ca.cert.read_bytes()
     leaf, ca = _load(node.cert), _load(yrd_ca.cert)
 
@@ -176,7 +180,7 @@ def test_node_certificate_contents(yrd_ca: CaFiles, node: IssuedFiles) -> None:
 
 
 def test_coordinator_certificate_is_client_and_server(
-    yrd_ca: CaFiles, coordinator: IssuedFiles
+    yrd_ca: CaFiles, coordinator: TlsFiles
 ) -> None:
     leaf = _load(coordinator.cert)
     ou = leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value
@@ -187,7 +191,7 @@ def test_coordinator_certificate_is_client_and_server(
 
 
 def test_leaves_pass_a_full_path_validation(
-    yrd_ca: CaFiles, node: IssuedFiles, coordinator: IssuedFiles
+    yrd_ca: CaFiles, node: TlsFiles, coordinator: TlsFiles
 ) -> None:
     """cryptography's RFC 5280 verifier accepts the profile, and enforces the EKU split."""
     store = Store([_load(yrd_ca.cert)])
@@ -200,7 +204,7 @@ def test_leaves_pass_a_full_path_validation(
         client.verify(_load(node.cert), [])  # a node certificate cannot act as a client
 
 
-def test_other_chain_ca_does_not_verify(prd_ca: CaFiles, node: IssuedFiles) -> None:
+def test_other_chain_ca_does_not_verify(prd_ca: CaFiles, node: TlsFiles) -> None:
     leaf = _load(node.cert)
     with pytest.raises(ValueError, match="does not match certificate issuer"):
         leaf.verify_directly_issued_by(_load(prd_ca.cert))
@@ -215,7 +219,7 @@ def test_other_chain_ca_does_not_verify(prd_ca: CaFiles, node: IssuedFiles) -> N
 
 
 def test_reinitialised_ca_does_not_verify_old_leaves(
-    tmp_path: Path, yrd_ca: CaFiles, node: IssuedFiles
+    tmp_path: Path, yrd_ca: CaFiles, node: TlsFiles
 ) -> None:
     """Same chain, same CA name, new key: the signature check is what fails."""
     fresh = init_ca("yrd", tmp_path / "yrd-ca-2", now=NOW)
@@ -223,21 +227,19 @@ def test_reinitialised_ca_does_not_verify_old_leaves(
         _load(node.cert).verify_directly_issued_by(_load(fresh.cert))
 
 
-def test_leaf_key_0600_and_dir_0700(node: IssuedFiles) -> None:
+def test_leaf_key_0600_and_dir_0700(node: TlsFiles) -> None:
     assert _mode(node.key) == 0o600
     assert _mode(node.key.parent) == 0o700
     assert _mode(node.cert) == 0o644
 
 
+def _tls(ca: CaFiles, out: Path, name: str = "n1", **kwargs: object) -> TlsFiles:
+    return make_tls(ca.directory, out, name, "node", **kwargs)  # type: ignore[arg-type]
+
+
 def test_hosts_become_dns_and_ip_sans(tmp_path: Path, yrd_ca: CaFiles) -> None:
-    files = issue(
-        yrd_ca.directory,
-        "n1",
-        "node",
-        tmp_path / "n1",
-        hosts=["Node-1.yrd.example", "10.0.0.7", "::1", "node-1.yrd.example"],
-        now=NOW,
-    )
+    hosts = ["Node-1.yrd.example", "10.0.0.7", "::1", "node-1.yrd.example"]
+    files = _tls(yrd_ca, tmp_path / "n1", hosts=hosts, now=NOW)
     san = _load(files.cert).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["node-1.yrd.example"]
     assert san.get_values_for_type(x509.IPAddress) == [
@@ -246,63 +248,62 @@ def test_hosts_become_dns_and_ip_sans(tmp_path: Path, yrd_ca: CaFiles) -> None:
     ]
 
 
-@pytest.mark.parametrize("hosts", [[], "localhost", ["bad host"], ["-x.example"], [""], ["[::1]"]])
-def test_bad_hosts_refused(tmp_path: Path, yrd_ca: CaFiles, hosts: list[str]) -> None:
+@pytest.mark.parametrize("hosts", ["localhost", ["bad host"], ["-x.example"], [""], ["[::1]"]])
+def test_bad_hosts_refused(tmp_path: Path, hosts: list[str]) -> None:
     with pytest.raises(InvalidInputError, match="host"):
-        issue(yrd_ca.directory, "n1", "node", tmp_path / "n1", hosts=hosts, now=NOW)
-
-
-@pytest.mark.parametrize(
-    "name", ["", "Node", "-node", ".node", "node/../x", "a" * 65, "node 1", "ca", "nöde"]
-)
-def test_bad_name_refused(tmp_path: Path, yrd_ca: CaFiles, name: str) -> None:
-    with pytest.raises(InvalidInputError, match="certificate name"):
-        issue(yrd_ca.directory, name, "node", tmp_path / "out", now=NOW)
-    assert not (tmp_path / "out").exists()
+        request(tmp_path / "n1", "n1", "node", hosts=hosts)
+    assert not (tmp_path / "n1").exists()
 
 
 def test_longest_name_accepted(tmp_path: Path, yrd_ca: CaFiles) -> None:
     name = "a" * 64
-    files = issue(yrd_ca.directory, name, "node", tmp_path / "out", now=NOW)
-    assert files.cert.name == f"{name}.crt"
+    files = _tls(yrd_ca, tmp_path / "out", name, now=NOW)
+    assert certificate_info(files.cert)["subject"].endswith(f"CN={name}")
 
 
-def test_bad_role_refused(tmp_path: Path, yrd_ca: CaFiles) -> None:
-    with pytest.raises(InvalidInputError, match="role"):
-        issue(yrd_ca.directory, "n1", "bank", tmp_path / "out", now=NOW)  # type: ignore[arg-type]
-
-
-def test_issue_without_a_ca_is_a_configuration_error(tmp_path: Path) -> None:
+def test_sign_without_a_ca_is_a_configuration_error(tmp_path: Path) -> None:
+    files = request(tmp_path / "n1", "n1", "node")
+    assert files.tls_csr is not None
     with pytest.raises(ConfigurationError, match="CA certificate not found"):
-        issue(tmp_path / "nowhere", "n1", "node", tmp_path / "out", now=NOW)
+        sign(tmp_path / "nowhere", files.tls_csr.read_bytes(), tmp_path / "n1" / "tls.crt", now=NOW)
 
 
-def test_issue_refuses_a_ca_whose_key_was_swapped(
+def test_sign_refuses_a_ca_whose_key_was_swapped(
     tmp_path: Path, yrd_ca: CaFiles, prd_ca: CaFiles
 ) -> None:
     yrd_ca.key.write_bytes(prd_ca.key.read_bytes())
     with pytest.raises(ConfigurationError, match="does not match"):
-        issue(yrd_ca.directory, "n1", "node", tmp_path / "out", now=NOW)
+        _tls(yrd_ca, tmp_path / "out", now=NOW)
 
 
-def test_issue_refuses_to_clobber_another_cas_certificate(yrd_ca: CaFiles, prd_ca: CaFiles) -> None:
+def test_sign_refuses_to_clobber_another_cas_certificate(
+    tmp_path: Path, yrd_ca: CaFiles, prd_ca: CaFiles
+) -> None:
     before = prd_ca.cert.read_bytes()
+    files = request(tmp_path / "n1", "n1", "node")
+    assert files.tls_csr is not None
     with pytest.raises(ConfigurationError, match="another CA"):
-        issue(yrd_ca.directory, "n1", "node", prd_ca.directory, now=NOW)
+        sign(yrd_ca.directory, files.tls_csr.read_bytes(), prd_ca.directory / "n1.crt", now=NOW)
     assert prd_ca.cert.read_bytes() == before
 
 
-def test_issue_into_the_ca_directory_keeps_the_ca(yrd_ca: CaFiles) -> None:
+def test_sign_into_the_ca_directory_keeps_the_ca(tmp_path: Path, yrd_ca: CaFiles) -> None:
     before = yrd_ca.cert.read_bytes()
-    files = issue(yrd_ca.directory, "n1", "node", yrd_ca.directory, now=NOW)
-    assert files.ca == yrd_ca.cert
+    files = request(tmp_path / "n1", "n1", "node")
+    assert files.tls_csr is not None
+    signed = sign(
+        yrd_ca.directory, files.tls_csr.read_bytes(), yrd_ca.directory / "n1.crt", now=NOW
+    )
+    assert signed.ca == yrd_ca.cert
     assert yrd_ca.cert.read_bytes() == before
 
 
-def test_reissue_rotates_the_identity(tmp_path: Path, yrd_ca: CaFiles, node: IssuedFiles) -> None:
-    old = node.key.read_bytes()
-    again = issue(yrd_ca.directory, "yrd-tax", "node", node.cert.parent, now=NOW)
-    assert again.key.read_bytes() != old
+def test_a_new_request_and_sign_rotates_the_identity(
+    tmp_path: Path, yrd_ca: CaFiles, node: TlsFiles
+) -> None:
+    again = _tls(yrd_ca, node.cert.parent, "yrd-tax", now=NOW)  # request never overwrites:
+    assert again.key.parent != node.key.parent  # the new key is made in a new folder
+    assert again.key.read_bytes() != node.key.read_bytes()
     load_identity(again.cert, again.key)
 
 
@@ -311,7 +312,7 @@ def test_reissue_rotates_the_identity(tmp_path: Path, yrd_ca: CaFiles, node: Iss
 
 def test_leaf_validity_window_follows_now(yrd_ca: CaFiles, tmp_path: Path) -> None:
     later = NOW + timedelta(days=100, seconds=7, microseconds=999)
-    files = issue(yrd_ca.directory, "n1", "node", tmp_path / "n1", valid_days=30, now=later)
+    files = _tls(yrd_ca, tmp_path / "n1", valid_days=30, now=later)
     leaf = _load(files.cert)
     truncated = later.replace(microsecond=0)
     assert leaf.not_valid_before_utc == truncated - CLOCK_SKEW
@@ -322,32 +323,38 @@ def test_leaf_validity_window_follows_now(yrd_ca: CaFiles, tmp_path: Path) -> No
 
 def test_non_utc_now_is_converted(yrd_ca: CaFiles, tmp_path: Path) -> None:
     shanghai = NOW.astimezone(timezone(timedelta(hours=8)))
-    files = issue(yrd_ca.directory, "n1", "node", tmp_path / "n1", valid_days=1, now=shanghai)
+    files = _tls(yrd_ca, tmp_path / "n1", valid_days=1, now=shanghai)
     assert _load(files.cert).not_valid_after_utc == NOW + timedelta(days=1)
 
 
 def test_leaf_never_outlives_its_ca(tmp_path: Path) -> None:
     ca = init_ca("bth", tmp_path / "ca", valid_days=30, now=NOW)
-    files = issue(ca.directory, "n1", "node", tmp_path / "n1", valid_days=825, now=NOW)
+    files = _tls(ca, tmp_path / "n1", valid_days=825, now=NOW)
     assert _load(files.cert).not_valid_after_utc == _load(ca.cert).not_valid_after_utc
 
 
 def test_leaf_not_valid_before_ca(yrd_ca: CaFiles, tmp_path: Path) -> None:
-    files = issue(yrd_ca.directory, "n1", "node", tmp_path / "n1", now=NOW)
+    """Signed 3 minutes into the CA's life, the leaf's own start (now - CLOCK_SKEW) would
+    be 2 minutes before the CA's: it is cut back to the CA's start, and only then."""
+    early = _load(yrd_ca.cert).not_valid_before_utc + timedelta(minutes=3)
+    assert early - CLOCK_SKEW < _load(yrd_ca.cert).not_valid_before_utc
+    files = _tls(yrd_ca, tmp_path / "n1", now=early)
     assert _load(files.cert).not_valid_before_utc == _load(yrd_ca.cert).not_valid_before_utc
+    later = _tls(yrd_ca, tmp_path / "n2", now=early + CLOCK_SKEW)
+    assert _load(later.cert).not_valid_before_utc == early
 
 
 @pytest.mark.parametrize(
     "when", [NOW + timedelta(days=3651), NOW - timedelta(days=1)], ids=["expired", "not-yet"]
 )
-def test_issue_refused_outside_the_ca_window(
+def test_sign_refused_outside_the_ca_window(
     yrd_ca: CaFiles, tmp_path: Path, when: datetime
 ) -> None:
     with pytest.raises(ConfigurationError, match="not valid at"):
-        issue(yrd_ca.directory, "n1", "node", tmp_path / "n1", now=when)
+        _tls(yrd_ca, tmp_path / "n1", now=when)
 
 
-def test_validity_is_enforced_by_a_verifier(yrd_ca: CaFiles, node: IssuedFiles) -> None:
+def test_validity_is_enforced_by_a_verifier(yrd_ca: CaFiles, node: TlsFiles) -> None:
     store = Store([_load(yrd_ca.cert)])
     leaf = _load(node.cert)
     expiry = leaf.not_valid_after_utc
@@ -361,18 +368,18 @@ def test_validity_is_enforced_by_a_verifier(yrd_ca: CaFiles, node: IssuedFiles) 
 # --- loading identities back ----------------------------------------------------------------
 
 
-def test_load_identity_returns_cert_then_key(node: IssuedFiles) -> None:
+def test_load_identity_returns_cert_then_key(node: TlsFiles) -> None:
     cert_pem, key_pem = load_identity(node.cert, node.key)
     assert cert_pem == node.cert.read_bytes()
     assert key_pem == node.key.read_bytes()
 
 
-def test_load_identity_detects_mismatched_key(node: IssuedFiles, coordinator: IssuedFiles) -> None:
+def test_load_identity_detects_mismatched_key(node: TlsFiles, coordinator: TlsFiles) -> None:
     with pytest.raises(ConfigurationError, match="does not match"):
         load_identity(node.cert, coordinator.key)
 
 
-def test_load_identity_missing_and_garbage(tmp_path: Path, node: IssuedFiles) -> None:
+def test_load_identity_missing_and_garbage(tmp_path: Path, node: TlsFiles) -> None:
     with pytest.raises(ConfigurationError, match="not found"):
         load_identity(tmp_path / "missing.crt", node.key)
     with pytest.raises(ConfigurationError, match="not found"):
@@ -385,7 +392,7 @@ def test_load_identity_missing_and_garbage(tmp_path: Path, node: IssuedFiles) ->
         load_identity(tmp_path, node.key)
 
 
-def test_encrypted_key_refused_with_a_reason(tmp_path: Path, node: IssuedFiles) -> None:
+def test_encrypted_key_refused_with_a_reason(tmp_path: Path, node: TlsFiles) -> None:
     key = serialization.load_pem_private_key(node.key.read_bytes(), password=None)
     locked = tmp_path / "locked.key"
     locked.write_bytes(
@@ -399,7 +406,7 @@ def test_encrypted_key_refused_with_a_reason(tmp_path: Path, node: IssuedFiles) 
         load_identity(node.cert, locked)
 
 
-def test_certificate_info(yrd_ca: CaFiles, node: IssuedFiles, coordinator: IssuedFiles) -> None:
+def test_certificate_info(yrd_ca: CaFiles, node: TlsFiles, coordinator: TlsFiles) -> None:
     info = certificate_info(node.cert)
     assert info["subject"] == "OU=node,O=creditshare,CN=yrd-tax"
     assert info["issuer"] == "O=creditshare,CN=creditshare yrd chain CA"
@@ -416,12 +423,12 @@ def test_certificate_info(yrd_ca: CaFiles, node: IssuedFiles, coordinator: Issue
 # --- credentials and settings ---------------------------------------------------------------
 
 
-def test_credentials_built_from_good_files(node: IssuedFiles, coordinator: IssuedFiles) -> None:
+def test_credentials_built_from_good_files(node: TlsFiles, coordinator: TlsFiles) -> None:
     server_credentials(node.cert, node.key, node.ca)
     channel_credentials(coordinator.ca, coordinator.cert, coordinator.key)
 
 
-def test_credentials_refuse_bad_files(node: IssuedFiles, coordinator: IssuedFiles) -> None:
+def test_credentials_refuse_bad_files(node: TlsFiles, coordinator: TlsFiles) -> None:
     with pytest.raises(ConfigurationError, match="does not match"):
         server_credentials(node.cert, coordinator.key, node.ca)
     with pytest.raises(ConfigurationError, match="not a CA"):
@@ -430,7 +437,7 @@ def test_credentials_refuse_bad_files(node: IssuedFiles, coordinator: IssuedFile
         channel_credentials(node.ca.with_name("nope.crt"), coordinator.cert, coordinator.key)
 
 
-def test_tls_settings_require_existing_files(tmp_path: Path, node: IssuedFiles) -> None:
+def test_tls_settings_require_existing_files(tmp_path: Path, node: TlsFiles) -> None:
     settings = TlsSettings(ca=node.ca, cert=node.cert, key=node.key)
     assert isinstance(settings.cert, Path)
     settings.server_credentials()

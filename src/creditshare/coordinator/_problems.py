@@ -29,6 +29,7 @@ from creditshare.errors import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitedError,
+    RevocationStaleError,
 )
 from creditshare.identity import InvalidUsccError
 
@@ -84,6 +85,8 @@ def _for_error(exc: CreditShareError) -> JSONResponse:
         return response
     if isinstance(exc, NoNodeAnsweredError):
         return problem(503, "No node answered", str(exc), failed=exc.failures)
+    if isinstance(exc, RevocationStaleError):
+        return problem(503, "Revocation data too old", str(exc))
     if isinstance(exc, LedgerIntegrityError):
         return problem(503, "Ledger refuses to sign", str(exc))
     return problem(500, "Internal error", "the coordinator could not complete the request")

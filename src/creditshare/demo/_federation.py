@@ -30,13 +30,14 @@ from creditshare._settings import load_settings
 from creditshare.coordinator import CoordinatorSettings
 from creditshare.coordinator._admin import bootstrap_operator, init_log_key
 from creditshare.crypto import VerifyKey
+from creditshare.demo._pki import chain_ca, node_identity, tls_identity
 from creditshare.demo._toml import dumps
 from creditshare.departments import DEFAULT_INTERCEPT, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
 from creditshare.identity import Chain
 from creditshare.node import NodeSettings, import_into_node, make_engine
 from creditshare.node._settings import ModelShardSettings
 from creditshare.node._storage import ShardStore
-from creditshare.pki import TlsSettings, channel_credentials, init_ca, issue
+from creditshare.pki import TlsSettings, channel_credentials
 
 __all__ = ["Federation", "FederationLayout", "NodeLayout", "free_port"]
 
@@ -61,6 +62,9 @@ class NodeLayout:
     port: int
     config: Path
     data_file: Path
+    #: The node's own Ed25519 key (made in its folder) and its credential (role "node").
+    signing_key: Path | None = None
+    credential: Path | None = None
 
     @property
     def address(self) -> str:
@@ -76,6 +80,8 @@ class FederationLayout:
     nodes: list[NodeLayout] = field(default_factory=list)
     coordinator_config: Path | None = None
     coordinator_port: int = 0
+    #: Each chain CA's current revocation list (signed, valid a week).
+    revocation_lists: dict[Chain, Path] = field(default_factory=dict)
 
     @classmethod
     def write(
@@ -97,25 +103,21 @@ class FederationLayout:
         log_key = init_log_key(work_dir / "coordinator" / "log-signing-key.pem")
         tls: dict[str, dict[str, str]] = {}
         for chain in chains:
-            ca_dir = work_dir / "pki" / chain.value / "ca"
-            init_ca(chain.value, ca_dir)
-            client = issue(
+            # The chain operator's CA; every party below makes its keys in its own folder
+            # and the CA only signs their requests.
+            ca_dir, layout.revocation_lists[chain] = chain_ca(work_dir, chain)
+            tls[chain.value] = tls_identity(
                 ca_dir,
+                work_dir / "pki" / chain.value / "coordinator",
                 f"coordinator-{chain.value}",
                 "coordinator",
-                work_dir / "pki" / chain.value / "coordinator",
             )
-            tls[chain.value] = {
-                "ca": str(client.ca),
-                "cert": str(client.cert),
-                "key": str(client.key),
-            }
             for department in departments:
                 node_id = f"{chain.value}-{department}"
                 port = free_port()
                 node_dir = work_dir / "nodes" / node_id
                 node_dir.mkdir(parents=True, exist_ok=True)
-                cert = issue(ca_dir, node_id, "node", node_dir / "tls")
+                identity = node_identity(ca_dir, node_dir / "keys", node_id)
                 doc = {
                     "node_id": node_id,
                     "department": department,
@@ -123,7 +125,7 @@ class FederationLayout:
                     "listen": f"127.0.0.1:{port}",
                     "database_url": f"sqlite:///{node_dir / 'node.db'}",
                     "log_public_key": log_key.verify_key.to_text(),
-                    "tls": {"ca": str(cert.ca), "cert": str(cert.cert), "key": str(cert.key)},
+                    "tls": identity.tls,
                     "models": {DEFAULT_MODEL_ID: {"weights": dict(weights[department])}},
                     **(node_overrides or {}),
                 }
@@ -137,6 +139,8 @@ class FederationLayout:
                         port,
                         config,
                         data_dir / chain.value / f"{department}.csv",
+                        signing_key=identity.signing_key,
+                        credential=identity.credential,
                     )
                 )
         layout.coordinator_port = free_port()
@@ -191,6 +195,10 @@ class FederationLayout:
         assert self.coordinator_config is not None
         self.coordinator_port = free_port()
         _rewrite(self.coordinator_config, lambda doc: doc.update(port=self.coordinator_port))
+
+    def revocation_list(self, chain: Chain) -> Path:
+        """The chain CA's current revocation list (PEM), as nodes would be sent it."""
+        return self.revocation_lists[chain]
 
     def coordinator_settings(self) -> CoordinatorSettings:
         assert self.coordinator_config is not None
@@ -276,6 +284,10 @@ class Federation:
             raise ValueError("node_command must name a program")
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs = layout.work_dir / "logs"
+
+    def revocation_list(self, chain: Chain) -> Path:
+        """The chain CA's current revocation list (PEM) in the demo folder."""
+        return self.layout.revocation_list(chain)
 
     def _spawn(self, name: str, args: list[str], command: Sequence[str] = _CLI) -> None:
         self._logs.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,15 @@
-"""Creating a chain CA and issuing node and coordinator certificates from it.
+"""A chain CA: creating it, loading it back, and the checks every issuing step shares.
 
 Each regional chain has its own CA, so trust follows the chain boundary: a node
-of one chain accepts only the coordinator certificates its own chain's operator
-issued, and a leaked node key of one chain is useless against another. Keys are
-ECDSA P-256 with SHA-256 signatures, the combination every gRPC TLS stack
-(BoringSSL included) supports and the cheapest to handshake with.
+of one chain accepts only the coordinator certificates (and participant
+credentials) its own chain's operator certified, and a leaked node key of one
+chain is useless against another. CA and TLS keys are ECDSA P-256 with SHA-256
+signatures, the combination every gRPC TLS stack (BoringSSL included) supports
+and the cheapest to handshake with.
 
 The CA carries ``pathLenConstraint=0``: it signs leaves only, never a subordinate
-CA, so possession of a node's key can never be turned into a new issuer.
+CA, so possession of a node's key can never be turned into a new issuer. The CA
+never makes a leaf's key: parties send CSRs (``request`` / ``sign``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal, cast, get_args
+from typing import Literal, get_args
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -39,12 +41,19 @@ __all__ = [
     "CA_CERT_FILE",
     "CA_KEY_FILE",
     "CLOCK_SKEW",
+    "MAX_LEAF_DAYS",
     "ORGANIZATION",
+    "TLS_EXTENDED_KEY_USAGE",
+    "TLS_ROLES",
     "CaFiles",
-    "IssuedFiles",
     "Role",
+    "authority_key_identifier",
+    "check_hosts",
+    "check_now",
+    "check_valid_days",
     "init_ca",
-    "issue",
+    "load_ca",
+    "private_pem",
 ]
 
 #: File names inside a CA directory; also the name of the CA copy next to a leaf.
@@ -56,18 +65,21 @@ ORGANIZATION = "creditshare"
 #: is already valid on a peer whose clock runs a little behind.
 CLOCK_SKEW = timedelta(minutes=5)
 
+#: Roles of TLS certificates (ECDSA P-256): nodes serve, the coordinator dials.
 Role = Literal["node", "coordinator"]
-_ROLES: tuple[str, ...] = get_args(Role)
+TLS_ROLES: tuple[str, ...] = get_args(Role)
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _DNS_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DNS_NAME = re.compile(rf"(?:\*\.)?{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 _MAX_VALID_DAYS = 36_500
+#: Longest a leaf (TLS certificate or credential) may be valid: revocation lists
+#: cover what happens before, but a bound keeps a forgotten key from living forever.
+MAX_LEAF_DAYS = 825
 
 # Node certificates only ever serve (nodes are gRPC servers). Coordinator
 # certificates authenticate the coordinator to nodes, and also carry serverAuth so
 # the same identity can later terminate HTTPS without a second issue run.
-_EXTENDED_KEY_USAGE: dict[str, list[x509.ObjectIdentifier]] = {
+TLS_EXTENDED_KEY_USAGE: dict[str, list[x509.ObjectIdentifier]] = {
     "node": [ExtendedKeyUsageOID.SERVER_AUTH],
     "coordinator": [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
 }
@@ -83,23 +95,7 @@ class CaFiles:
     key: Path
 
 
-@dataclass(frozen=True, slots=True)
-class IssuedFiles:
-    """Where ``issue`` put a leaf identity and the CA certificate that verifies it.
-
-    ``ca`` is a copy of the issuing CA's certificate, so the output directory is
-    everything a service needs (its identity plus the root it trusts) and can be
-    shipped as one unit without the CA's private key.
-    """
-
-    name: str
-    role: Role
-    cert: Path
-    key: Path
-    ca: Path
-
-
-def _check_now(now: datetime | None) -> datetime:
+def check_now(now: datetime | None) -> datetime:
     if now is None:
         now = datetime.now(UTC)
     elif not isinstance(now, datetime):
@@ -110,14 +106,14 @@ def _check_now(now: datetime | None) -> datetime:
     return now.astimezone(UTC).replace(microsecond=0)
 
 
-def _check_valid_days(valid_days: int) -> timedelta:
+def check_valid_days(valid_days: int, maximum: int = _MAX_VALID_DAYS) -> timedelta:
     if (
         not isinstance(valid_days, int)
         or isinstance(valid_days, bool)
-        or not 1 <= valid_days <= _MAX_VALID_DAYS
+        or not 1 <= valid_days <= maximum
     ):
         raise InvalidInputError(
-            f"valid_days must be an integer from 1 to {_MAX_VALID_DAYS}, got {valid_days!r}"
+            f"valid_days must be an integer from 1 to {maximum}, got {valid_days!r}"
         )
     return timedelta(days=valid_days)
 
@@ -130,26 +126,7 @@ def _check_chain(chain: str) -> Chain:
         raise InvalidInputError(f"unknown chain {chain!r}; expected one of {known}") from None
 
 
-def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidInputError(
-            f"certificate name {name!r} must match [a-z0-9][a-z0-9._-]{{0,63}}; "
-            "it becomes the CN and the file names"
-        )
-    if name == Path(CA_CERT_FILE).stem:
-        raise InvalidInputError(
-            f"certificate name {name!r} is reserved: {name}.crt is the CA certificate's file"
-        )
-    return name
-
-
-def _check_role(role: object) -> Role:
-    if role not in _ROLES:
-        raise InvalidInputError(f"role must be one of {', '.join(_ROLES)}, got {role!r}")
-    return cast(Role, role)
-
-
-def _check_hosts(hosts: Sequence[str]) -> list[x509.GeneralName]:
+def check_hosts(hosts: Sequence[str]) -> list[x509.GeneralName]:
     """Turn host strings into SAN entries: IP literals as IPAddress, the rest as DNSName.
 
     gRPC checks the name the client dialled against these entries, so an address
@@ -200,8 +177,8 @@ def init_ca(
     reproducible issue runs.
     """
     chain_id = _check_chain(chain)
-    lifetime = _check_valid_days(valid_days)
-    issued_at = _check_now(now)
+    lifetime = check_valid_days(valid_days)
+    issued_at = check_now(now)
     out_dir = Path(out_dir)
     cert_path, key_path = out_dir / CA_CERT_FILE, out_dir / CA_KEY_FILE
     if not overwrite:
@@ -250,12 +227,12 @@ def init_ca(
         )
         .sign(key, hashes.SHA256())
     )
-    write_atomically(key_path, _private_pem(key), private=True)
+    write_atomically(key_path, private_pem(key), private=True)
     write_atomically(cert_path, certificate.public_bytes(serialization.Encoding.PEM), private=False)
     return CaFiles(chain=chain_id, directory=out_dir, cert=cert_path, key=key_path)
 
 
-def _load_ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def load_ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     cert_path, key_path = ca_dir / CA_CERT_FILE, ca_dir / CA_KEY_FILE
     certificate = load_certificate(cert_path, "CA certificate")
     _, key = load_private_key(key_path)
@@ -268,7 +245,7 @@ def _load_ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey
     return certificate, key
 
 
-def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -276,94 +253,12 @@ def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def issue(
-    ca_dir: Path,
-    name: str,
-    role: Role,
-    out_dir: Path,
-    *,
-    hosts: Sequence[str] = ("localhost", "127.0.0.1"),
-    valid_days: int = 825,
-    now: datetime | None = None,
-) -> IssuedFiles:
-    """Issue a ``role`` certificate called ``name`` from the CA in ``ca_dir``.
-
-    Writes ``<name>.crt``, ``<name>.key`` (0600) and a copy of ``ca.crt`` into
-    ``out_dir``. ``hosts`` become the SubjectAlternativeName: a client must dial
-    the server by one of them (gRPC checks the target against the SANs). An
-    existing ``<name>`` identity is replaced, which is how certificates rotate.
-
-    The validity window is ``now - CLOCK_SKEW`` to ``now + valid_days``, cut
-    back to the CA's own window: a leaf cannot be trusted for longer than its
-    issuer anyway, and a visible date beats a silent surprise.
-    """
-    name = _check_name(name)
-    role = _check_role(role)
-    san = _check_hosts(hosts)
-    lifetime = _check_valid_days(valid_days)
-    issued_at = _check_now(now)
-    ca_dir, out_dir = Path(ca_dir), Path(out_dir)
-
-    ca_cert, ca_key = _load_ca(ca_dir)
-    ca_start, ca_end = ca_cert.not_valid_before_utc, ca_cert.not_valid_after_utc
-    if not ca_start <= issued_at < ca_end:
-        raise ConfigurationError(
-            f"CA {ca_dir / CA_CERT_FILE} is not valid at {issued_at.isoformat()} "
-            f"(valid {ca_start.isoformat()} to {ca_end.isoformat()})"
-        )
-    ca_copy = out_dir / CA_CERT_FILE
-    same_dir = out_dir.exists() and out_dir.resolve() == ca_dir.resolve()
-    if not same_dir and (out_dir / CA_KEY_FILE).exists():
-        raise ConfigurationError(
-            f"{out_dir} holds another CA's key; issuing there would overwrite its {CA_CERT_FILE}"
-        )
-    ensure_private_dir(out_dir)
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, name),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
-        ]
-    )
+def authority_key_identifier(
+    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
+) -> x509.AuthorityKeyIdentifier:
+    """The AKI a leaf or CRL of this CA carries (from the CA's SKI when it has one)."""
     try:
         ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
     except x509.ExtensionNotFound:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(max(issued_at - CLOCK_SKEW, ca_start))
-        .not_valid_after(min(issued_at + lifetime, ca_end))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage(_EXTENDED_KEY_USAGE[role]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(san), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(aki, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_path, key_path = out_dir / f"{name}.crt", out_dir / f"{name}.key"
-    write_atomically(key_path, _private_pem(key), private=True)
-    write_atomically(cert_path, certificate.public_bytes(serialization.Encoding.PEM), private=False)
-    if not same_dir:
-        write_atomically(ca_copy, ca_cert.public_bytes(serialization.Encoding.PEM), private=False)
-    return IssuedFiles(name=name, role=role, cert=cert_path, key=key_path, ca=ca_copy)
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
