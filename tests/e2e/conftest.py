@@ -74,18 +74,27 @@ class Trust:
         self.layout = federation.layout
         self.operator_api_key = federation.layout.bootstrap_operator()
         self.operator = CreditShareClient(self.url, api_key=self.operator_api_key)
+        federation.layout.publish_revocation_lists(self.operator_api_key)
         issued = self.operator.register_participant(bank_id, "bank", "Test Bank")
         self.bank_id = bank_id
         self.bank_api_key: str = issued["api_key"]
-        self.bank = CreditShareClient(self.url, api_key=self.bank_api_key, private_key=bank_key)
+        self.bank_identity = federation.layout.identity(bank_id, "bank")
+        self.bank = CreditShareClient(
+            self.url,
+            api_key=self.bank_api_key,
+            private_key=bank_key,
+            identity=self.bank_identity,
+        )
         self.bank.register_paillier_key()
+        self.bank.upload_credentials()
         self._enterprises: dict[str, tuple[CreditShareClient, SigningKey, str]] = {}
         #: API keys of other participants a test registered (participant id → key).
         self.api_keys: dict[str, str] = {}
 
     def enterprise(self, uscc: str) -> tuple[CreditShareClient, SigningKey]:
         if uscc not in self._enterprises:
-            signing = SigningKey.generate()
+            identity = self.layout.identity(f"ent-{uscc.lower()}", "enterprise", uscc)
+            signing = identity.signing_key
             issued = self.operator.register_participant(
                 f"ent-{uscc.lower()}",
                 "enterprise",
@@ -93,7 +102,8 @@ class Trust:
                 uscc=uscc,
                 signing_key=signing.verify_key,
             )
-            client = CreditShareClient(self.url, api_key=issued["api_key"])
+            client = CreditShareClient(self.url, api_key=issued["api_key"], identity=identity)
+            client.upload_credentials()
             self._enterprises[uscc] = (client, signing, issued["api_key"])
         client, signing, _ = self._enterprises[uscc]
         return client, signing

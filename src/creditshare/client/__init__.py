@@ -19,6 +19,7 @@ from creditshare.client._profile import (
     decrypt_profile,
     probability_of_default,
 )
+from creditshare.client._signing import sign_job, sign_query
 
 __all__ = [
     "DEFAULT_MODEL_ID",
@@ -39,6 +40,8 @@ __all__ = [
     "load_signing_key",
     "probability_of_default",
     "save_key",
+    "sign_job",
+    "sign_query",
     "train_model",
     "verify_access_log",
 ]

@@ -14,13 +14,12 @@ import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from creditshare._canonical import format_time
 from creditshare.client._client import CreditShareClient
+from creditshare.client._signing import sign_job
 from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey, SlotLayout
 from creditshare.errors import ClientError, CreditShareError
 from creditshare.federated import (
@@ -34,7 +33,6 @@ from creditshare.federated import (
     ks,
     train,
 )
-from creditshare.signed import SignedTrainingJob, training_document
 
 __all__ = ["RemoteHost", "TrainedModel", "train_model"]
 
@@ -228,33 +226,16 @@ def train_model(
         "packing": config.packing,
         "early_stopping_rounds": config.early_stopping_rounds,
     }
-    fingerprint = client.ensure_paillier_key()
-    identity = client.ensure_credentials()
-    job_id = secrets.token_hex(16)
-    now = datetime.now(UTC).replace(microsecond=0)
-    signed = SignedTrainingJob.sign(
-        training_document(
-            job_id=job_id,
-            requester=identity.participant_id,
-            key_fingerprint=fingerprint,
-            nodes=list(nodes),
-            time=now,
-        ),
-        identity.signing_key,
-    )
-    client.post(
-        "/v1/training-jobs",
-        {
-            "model_id": model_id,
-            "description": description,
-            "nodes": list(nodes),
-            "key_fingerprint": fingerprint,
-            "config": settings,
-            "job_id": job_id,
-            "requested_at": format_time(now),
-            "signature": signed.to_json()["signature"],
-        },
-    )
+    body: dict[str, Any] = {
+        "model_id": model_id,
+        "description": description,
+        "nodes": list(nodes),
+        "key_fingerprint": client.ensure_paillier_key(),
+        "config": settings,
+    }
+    body |= sign_job(client.ensure_credentials(), body)
+    job_id = body["job_id"]
+    client.post("/v1/training-jobs", body)
 
     def report(payload: dict[str, Any]) -> None:
         client.post(f"/v1/training-jobs/{job_id}/progress", payload)

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-from creditshare._canonical import format_time
 from creditshare.client._access_log import AccessEntry, verify_access_log
 from creditshare.client._identity import Identity
 from creditshare.client._profile import CreditProfile, decrypt_profile
+from creditshare.client._signing import sign_query
 from creditshare.consent import ConsentRevocation, Purpose, SignedConsent
 from creditshare.crypto import PrivateKey, SigningKey, VerifyKey
 from creditshare.errors import ClientError, ProblemError, TransportError
 from creditshare.identity import Uscc
-from creditshare.signed import SignedQuery, query_document
 
 __all__ = ["DEFAULT_MODEL_ID", "CreditShareClient"]
 
@@ -93,37 +91,6 @@ class CreditShareClient:
         result: list[dict[str, Any]] = self._request("GET", "/v1/credentials")
         return result
 
-    def sign_query(
-        self,
-        uscc: str,
-        consent_id: str,
-        purpose: str,
-        model_id: str,
-        key_fingerprint: str,
-        chains: list[str] | None,
-    ) -> dict[str, Any]:
-        """The signed fields a query carries: a fresh query id, the time, the signature."""
-        identity = self.ensure_credentials()
-        query_id = secrets.token_hex(16)
-        now = datetime.now(UTC).replace(microsecond=0)
-        document = query_document(
-            query_id=query_id,
-            requester=identity.participant_id,
-            uscc=uscc,
-            purpose=purpose,
-            consent_id=consent_id,
-            chains=chains or [],
-            model_id=model_id,
-            key_fingerprint=key_fingerprint,
-            time=now,
-        )
-        signed = SignedQuery.sign(document, identity.signing_key)
-        return {
-            "query_id": query_id,
-            "requested_at": format_time(now),
-            "signature": signed.to_json()["signature"],
-        }
-
     def __enter__(self) -> CreditShareClient:
         return self
 
@@ -180,10 +147,10 @@ class CreditShareClient:
             "purpose": str(purpose),
             "consent_id": consent_id,
             "key_fingerprint": fingerprint,
-            **self.sign_query(uscc, consent_id, str(purpose), model_id, fingerprint, chains),
         }
         if chains:
             payload["chains"] = chains
+        payload |= sign_query(self.ensure_credentials(), payload)
         body: dict[str, Any] = self._request("POST", "/v1/queries", json=payload)
         return body
 

@@ -72,7 +72,7 @@ class CredentialRow(SQLModel, table=True):
 class RevocationListRow(SQLModel, table=True):
     """The newest revocation list each chain CA issued, relayed to nodes with requests."""
 
-    __tablename__ = "revocation_list"
+    __tablename__ = "relayed_revocation_list"
 
     issuer: str = Field(primary_key=True, max_length=64, description="SHA-256 of the issuer name")
     number: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -27,10 +27,11 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from creditshare._settings import load_settings
+from creditshare.client import CreditShareClient, Identity
 from creditshare.coordinator import CoordinatorSettings
 from creditshare.coordinator._admin import bootstrap_operator, init_log_key
 from creditshare.crypto import VerifyKey
-from creditshare.demo._pki import chain_ca, node_identity, tls_identity
+from creditshare.demo._pki import chain_ca, node_identity, participant_identity, tls_identity
 from creditshare.demo._toml import dumps
 from creditshare.departments import DEFAULT_INTERCEPT, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
 from creditshare.identity import Chain
@@ -199,6 +200,22 @@ class FederationLayout:
     def revocation_list(self, chain: Chain) -> Path:
         """The chain CA's current revocation list (PEM), as nodes would be sent it."""
         return self.revocation_lists[chain]
+
+    def identity_dir(self, participant_id: str, role: str, uscc: str | None = None) -> Path:
+        """A participant's identity folder: its key, and a credential from every chain CA."""
+        return participant_identity(
+            self.work_dir, tuple(self.revocation_lists), participant_id, role, uscc
+        )
+
+    def identity(self, participant_id: str, role: str, uscc: str | None = None) -> Identity:
+        return Identity.load(self.identity_dir(participant_id, role, uscc))
+
+    def publish_revocation_lists(self, operator_api_key: str) -> None:
+        """Relay every chain CA's current list through the coordinator (the operator's
+        daily task): nodes refuse requests until they hold a fresh one."""
+        with CreditShareClient(self.coordinator_url, api_key=operator_api_key) as operator:
+            for path in self.revocation_lists.values():
+                operator.upload_revocation_list(path.read_bytes())
 
     def coordinator_settings(self) -> CoordinatorSettings:
         assert self.coordinator_config is not None

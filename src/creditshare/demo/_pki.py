@@ -14,7 +14,14 @@ from pathlib import Path
 from creditshare.identity import Chain
 from creditshare.pki import init_ca, issue_revocation_list, request, sign
 
-__all__ = ["CRL_VALID_HOURS", "NodeIdentity", "chain_ca", "node_identity", "tls_identity"]
+__all__ = [
+    "CRL_VALID_HOURS",
+    "NodeIdentity",
+    "chain_ca",
+    "node_identity",
+    "participant_identity",
+    "tls_identity",
+]
 
 #: The demo's lists stay current for a week, so a demo folder can be reused for days.
 CRL_VALID_HOURS = 7 * 24
@@ -58,3 +65,26 @@ def node_identity(ca_dir: Path, folder: Path, node_id: str) -> NodeIdentity:
         signing_key=files.signing_key,
         credential=credential.cert,
     )
+
+
+def participant_identity(
+    work_dir: Path,
+    chains: tuple[Chain, ...],
+    participant_id: str,
+    role: str,
+    uscc: str | None = None,
+) -> Path:
+    """A bank's, bureau's or enterprise's identity folder: its own signing key (made there
+    by ``request``) and one credential per chain CA (``<chain>.crt``) for that key.
+
+    Made once; a second call returns the same folder, so a participant keeps its key.
+    """
+    folder = work_dir / "participants" / participant_id
+    if (folder / "signing.key").exists():
+        return folder
+    files = request(folder, participant_id, role, uscc=uscc)
+    assert files.signing_csr is not None
+    csr = files.signing_csr.read_bytes()
+    for chain in chains:
+        sign(work_dir / "pki" / chain.value / "ca", csr, folder / f"{chain.value}.crt")
+    return folder

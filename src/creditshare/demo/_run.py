@@ -18,7 +18,7 @@ from creditshare.client import (
     train_model,
 )
 from creditshare.consent import ConsentGrant, Purpose, format_time
-from creditshare.crypto import PrivateKey, SigningKey
+from creditshare.crypto import PrivateKey
 from creditshare.demo._federation import Federation, FederationLayout
 from creditshare.demo._verify import PlaintextOracle, Verification, read_enterprises
 from creditshare.departments import DEFAULT_INTERCEPT
@@ -223,15 +223,26 @@ def run_demo(
         queries: list[DemoQuery] = []
         with Federation(layout), CreditShareClient(url, api_key=operator_key) as operator:
             say(f"coordinator on {url}, {len(layout.nodes)} nodes on loopback (mutual TLS)")
+            layout.publish_revocation_lists(operator_key)
+            say("operator relayed each chain CA's revocation list to the nodes")
             bank_api_key = operator.register_participant(
                 "demo-bank", "bank", "Demo Rural Commercial Bank"
             )["api_key"]
-            bank = CreditShareClient(url, api_key=bank_api_key, private_key=paillier)
-            say("operator registered the bank and issued its API key")
+            bank = CreditShareClient(
+                url,
+                api_key=bank_api_key,
+                private_key=paillier,
+                identity=layout.identity("demo-bank", "bank"),
+            )
+            say(
+                "bank made its signing key, each chain CA certified it (pki request / pki "
+                "sign); operator registered the bank and issued its API key"
+            )
             first: tuple[str, str, CreditShareClient] | None = None
             now = datetime.now(UTC)
             for label, uscc, name in pick_enterprises(data_dir, seed):
-                signing = SigningKey.generate()
+                identity = layout.identity(f"ent-{uscc.lower()}", "enterprise", uscc)
+                signing = identity.signing_key
                 enterprise_api_key = operator.register_participant(
                     f"ent-{uscc.lower()}",
                     "enterprise",
@@ -239,7 +250,8 @@ def run_demo(
                     uscc=uscc,
                     signing_key=signing.verify_key,
                 )["api_key"]
-                enterprise = CreditShareClient(url, api_key=enterprise_api_key)
+                enterprise = CreditShareClient(url, api_key=enterprise_api_key, identity=identity)
+                enterprise.upload_credentials()
                 grant = ConsentGrant.create(
                     uscc,
                     "demo-bank",
@@ -300,7 +312,10 @@ def _train_and_score(
         "(Paillier, masked gradients)"
     )
     with CreditShareClient(
-        bank.base_url, api_key=bureau_key["api_key"], private_key=PrivateKey.generate()
+        bank.base_url,
+        api_key=bureau_key["api_key"],
+        private_key=PrivateKey.generate(),
+        identity=layout.identity("demo-bureau", "bureau"),
     ) as bureau:
         model = train_model(
             bureau,

@@ -35,7 +35,7 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_table(
-        "revocation_list",
+        "relayed_revocation_list",
         sa.Column("issuer", AutoString(length=64), nullable=False),
         sa.Column("number", sa.BigInteger(), nullable=False),
         sa.Column("der", sa.LargeBinary(), nullable=False),
@@ -46,7 +46,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("revocation_list")
+    op.drop_table("relayed_revocation_list")
     op.drop_index(
         op.f("ix_participant_credential_participant_id"), table_name="participant_credential"
     )

@@ -1,0 +1,64 @@
+"""The signed fields a query or training job carries, for a given body.
+
+The SDK calls these for every request; they are public for anyone who builds request
+bodies by hand (a risk engine in another language re-implements exactly this: the
+document, its canonical JSON, the domain prefix, an Ed25519 signature).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from creditshare._canonical import format_time
+from creditshare.client._identity import Identity
+from creditshare.identity import Uscc
+from creditshare.signed import SignedQuery, SignedTrainingJob, query_document, training_document
+
+__all__ = ["sign_job", "sign_query"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def sign_query(identity: Identity, body: Mapping[str, Any]) -> dict[str, str]:
+    """``query_id``, ``requested_at`` and ``signature`` for a POST /v1/queries ``body``."""
+    query_id, now = secrets.token_hex(16), _now()
+    document = query_document(
+        query_id=query_id,
+        requester=identity.participant_id,
+        uscc=str(Uscc.parse(str(body["uscc"]))),
+        purpose=str(body["purpose"]),
+        consent_id=str(body["consent_id"]),
+        chains=[str(c) for c in body.get("chains") or ()],
+        model_id=str(body["model_id"]),
+        key_fingerprint=str(body["key_fingerprint"]),
+        time=now,
+    )
+    signed = SignedQuery.sign(document, identity.signing_key)
+    return {
+        "query_id": query_id,
+        "requested_at": format_time(now),
+        "signature": signed.to_json()["signature"],
+    }
+
+
+def sign_job(identity: Identity, body: Mapping[str, Any]) -> dict[str, str]:
+    """``job_id``, ``requested_at`` and ``signature`` for a POST /v1/training-jobs ``body``."""
+    job_id, now = secrets.token_hex(16), _now()
+    document = training_document(
+        job_id=job_id,
+        requester=identity.participant_id,
+        key_fingerprint=str(body["key_fingerprint"]),
+        nodes=[str(n) for n in body["nodes"]],
+        time=now,
+    )
+    signed = SignedTrainingJob.sign(document, identity.signing_key)
+    return {
+        "job_id": job_id,
+        "requested_at": format_time(now),
+        "signature": signed.to_json()["signature"],
+    }
