@@ -39,8 +39,19 @@ TABLES = {
         "ledger_head",
         "rate_limit_bucket",
         "paillier_key",
+        "participant_credential",
+        "relayed_revocation_list",
     },
-    "node": {"enterprise_record", "import_batch", "model_shard", "trusted_tree_head", "access_log"},
+    "node": {
+        "enterprise_record",
+        "import_batch",
+        "model_shard",
+        "trusted_tree_head",
+        "access_log",
+        "revoked_consent",
+        "revocation_list",
+        "refusal_log",
+    },
 }
 PREVIOUS = {"coordinator": "c0001", "node": "n0001"}
 NEW_INDEX = {
@@ -55,7 +66,15 @@ def _engine(url: str) -> Engine:
 
 
 #: Tables that later revisions add (not there when migrations began).
-LATER_TABLES = {"coordinator": {"rate_limit_bucket", "paillier_key"}, "node": set[str]()}
+LATER_TABLES = {
+    "coordinator": {
+        "rate_limit_bucket",
+        "paillier_key",
+        "participant_credential",
+        "relayed_revocation_list",
+    },
+    "node": {"revoked_consent", "revocation_list", "refusal_log"},
+}
 #: Columns that later revisions add to tables that were there from the start.
 LATER_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
     "coordinator": {},

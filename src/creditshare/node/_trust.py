@@ -32,12 +32,14 @@ class TrustedHeadRow(SQLModel, table=True):
 
 
 class AccessLogRow(SQLModel, table=True):
-    """One answered query; the leaf index is unique, so a receipt cannot be replayed."""
+    """One answered query. The leaf index is unique, so a receipt cannot be replayed; and
+    the query id (which the requester chose and signed) is unique, so a signed request
+    recorded a second time under a new leaf is not answered twice either."""
 
     __tablename__ = "access_log"
 
     leaf_index: int = Field(primary_key=True)
-    query_id: str = Field(index=True, max_length=64)
+    query_id: str = Field(index=True, unique=True, max_length=64)
     uscc: str = Field(index=True, max_length=18)
     requester: str = Field(max_length=64)
     purpose: str = Field(max_length=32)

@@ -20,6 +20,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # A signed request is answered once: its query id, not only its leaf, is unique.
+    with op.batch_alter_table("access_log") as batch:
+        batch.drop_index("ix_access_log_query_id")
+        batch.create_index("ix_access_log_query_id", ["query_id"], unique=True)
     op.create_table(
         "revoked_consent",
         sa.Column("consent_id", AutoString(length=32), nullable=False),
@@ -50,6 +54,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("access_log") as batch:
+        batch.drop_index("ix_access_log_query_id")
+        batch.create_index("ix_access_log_query_id", ["query_id"], unique=False)
     op.drop_index(op.f("ix_refusal_log_refused_at"), table_name="refusal_log")
     op.drop_table("refusal_log")
     op.drop_table("revocation_list")
