@@ -25,6 +25,7 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import ExtensionOID, NameOID, ObjectIdentifier
 
@@ -102,6 +103,14 @@ class Credential:
     not_after: datetime
     issuer_fingerprint: str
     der: bytes
+
+
+def _key_kind(public: object) -> str:
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return f"ECDSA {public.curve.name}"
+    if isinstance(public, rsa.RSAPublicKey):
+        return "RSA"
+    return "of another type"
 
 
 def fingerprint(certificate: x509.Certificate) -> str:
@@ -269,7 +278,7 @@ def credential_from_certificate(
         public = certificate.public_key()
         if not isinstance(public, Ed25519PublicKey):
             raise InvalidInputError(
-                f"{who}: the key is {type(public).__name__.removeprefix('_')}, not Ed25519 "
+                f"{who}: the key is {_key_kind(public)}, not Ed25519 "
                 "(a TLS certificate is not a credential)"
             )
         participant_id, role, serial_attr = subject_fields(certificate.subject, who)

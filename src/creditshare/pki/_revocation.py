@@ -48,9 +48,9 @@ MAX_CRL_BYTES = 1024 * 1024
 #: far shorter, but a list valid for months would defeat revocation on nodes that
 #: rely on nextUpdate alone.
 MAX_CRL_HOURS = 31 * 24
-#: Reasons ``revoke`` accepts (RFC 5280 CRLReason names, as cryptography spells them).
+#: Reasons ``revoke`` accepts (RFC 5280 CRLReason, as cryptography's ReasonFlags names them).
 REVOCATION_REASONS: tuple[str, ...] = tuple(
-    r.value for r in x509.ReasonFlags if r is not x509.ReasonFlags.remove_from_crl
+    r.name for r in x509.ReasonFlags if r is not x509.ReasonFlags.remove_from_crl
 )
 
 
@@ -243,9 +243,9 @@ def issue_revocation_list(
     for entry in sorted(_read_state(ca_dir).values(), key=lambda r: r.serial):
         revoked = x509.RevokedCertificateBuilder().serial_number(entry.serial)
         revoked = revoked.revocation_date(entry.revoked_at)
-        if entry.reason != x509.ReasonFlags.unspecified.value:
+        if entry.reason != x509.ReasonFlags.unspecified.name:
             revoked = revoked.add_extension(
-                x509.CRLReason(x509.ReasonFlags(entry.reason)), critical=False
+                x509.CRLReason(x509.ReasonFlags[entry.reason]), critical=False
             )
         builder = builder.add_revoked_certificate(revoked.build())
     crl = builder.sign(ca_key, hashes.SHA256())
