@@ -58,6 +58,10 @@ def test_client_surface_is_pinned() -> None:
         "RemoteHost",
         "TrainedModel",
         "train_model",
+        "Identity",
+        "default_identity_dir",
+        "sign_job",
+        "sign_query",
     }
 
 

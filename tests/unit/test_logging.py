@@ -169,6 +169,7 @@ def test_operations_settings_default_and_come_from_the_environment(
         "CREDITSHARE_NODE_LOG_PUBLIC_KEY", SigningKey.generate().verify_key.to_text()
     )
     monkeypatch.setenv("CREDITSHARE_NODE_ALLOW_INSECURE", "true")
+    monkeypatch.setenv("CREDITSHARE_NODE_CREDENTIAL_CA", "/nonexistent/ca.crt")
     monkeypatch.setenv("CREDITSHARE_NODE_NODE_ID", "yrd-tax")
     monkeypatch.setenv("CREDITSHARE_NODE_DEPARTMENT", "tax")
     monkeypatch.setenv("CREDITSHARE_NODE_CHAIN", "yrd")

@@ -69,6 +69,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "CREDITSHARE_NODE_LOG_PUBLIC_KEY", SigningKey.generate().verify_key.to_text()
     )
     monkeypatch.setenv("CREDITSHARE_NODE_ALLOW_INSECURE", "true")
+    monkeypatch.setenv("CREDITSHARE_NODE_CREDENTIAL_CA", "/nonexistent/ca.crt")
     monkeypatch.setenv("CREDITSHARE_COORDINATOR_LOG_SIGNING_KEY_FILE", "/nonexistent/log.pem")
     monkeypatch.setenv("CREDITSHARE_COORDINATOR_ALLOW_INSECURE", "true")
 
@@ -379,3 +380,28 @@ def test_node_log_key_must_be_an_ed25519_key(
     monkeypatch.setenv("CREDITSHARE_NODE_LOG_PUBLIC_KEY", "AAAA")
     message = _config_error(NodeSettings, _write(tmp_path, NODE_TOML))
     assert "log_public_key" in message and "32 bytes" in message
+
+
+def test_insecure_node_without_a_credential_ca_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without TLS there is no chain CA file: a node must be told which CA certifies the
+    requesters and enterprises whose signatures it checks, or it could check nothing."""
+    monkeypatch.delenv("CREDITSHARE_NODE_CREDENTIAL_CA")
+    message = _config_error(NodeSettings, _write(tmp_path, NODE_TOML))
+    assert "credential_ca" in message
+
+
+def test_credential_ca_defaults_to_the_tls_ca(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CREDITSHARE_NODE_CREDENTIAL_CA")
+    files = {name: tmp_path / name for name in ("ca.crt", "tls.crt", "tls.key")}
+    for path in files.values():
+        path.write_text("placeholder: only the paths are checked here\n")
+    settings = load_settings(
+        NodeSettings,
+        _write(tmp_path, NODE_TOML),
+        tls={"ca": files["ca.crt"], "cert": files["tls.crt"], "key": files["tls.key"]},
+    )
+    assert settings.credential_ca_file == files["ca.crt"]
