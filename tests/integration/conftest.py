@@ -10,6 +10,8 @@ from creditshare.ledger import Ledger, LogSigner, Receipt
 from creditshare.node import NodeSettings, import_into_node
 from creditshare.proto import node_pb2
 
+from .._authority import authority
+
 
 def tax_node(
     folder: Path, data_dir: Path, log: LogSigner, database_url: str | None = None
@@ -25,6 +27,7 @@ def tax_node(
         models={DEFAULT_MODEL_ID: {"weights": dict(DEFAULT_WEIGHTS["tax"])}},
         log_public_key=VerifyKey.from_cryptography(log.public_key).to_text(),
         allow_insecure=True,
+        credential_ca=authority().ca_cert,
     )
     import_into_node(settings, [data_dir / "yrd" / "tax.csv"])
     return settings

@@ -17,11 +17,14 @@ import grpc
 import pytest
 from fastapi.testclient import TestClient
 
+from creditshare.client import Identity, sign_query
 from creditshare.consent import ConsentGrant, Purpose
 from creditshare.coordinator import CoordinatorSettings, create_app
 from creditshare.coordinator._admin import init_log_key
-from creditshare.crypto import FixedPointEncoding, PrivateKey, PublicKey, SigningKey
+from creditshare.crypto import FixedPointEncoding, PrivateKey, PublicKey
 from creditshare.proto import node_pb2, node_pb2_grpc
+
+from .._authority import authority
 
 USCC = "91350100M000100Y43"
 
@@ -61,6 +64,11 @@ class FakeNode(node_pb2_grpc.DataNodeServicer):
             indicators=[node_pb2.EncryptedIndicator(name=n, ciphertext=enc(1)) for n in names],
         )
 
+    def RevokeConsent(  # noqa: N802 - gRPC method name
+        self, request: node_pb2.RevokeConsentRequest, context: grpc.ServicerContext
+    ) -> node_pb2.RevokeConsentResponse:
+        return node_pb2.RevokeConsentResponse(node_id="yrd-fake", newly_revoked=True)
+
 
 @pytest.fixture
 def fake_node() -> Iterator[tuple[FakeNode, int]]:
@@ -93,16 +101,18 @@ def _running_coordinator(tmp_path: Path, port: int, packed: bool) -> Iterator[Te
     app = create_app(settings)
     with TestClient(app) as client:
         services = app.state.services
-        services.participants.register("bank", "bank", "Bank")
-        bank_key = services.participants.issue_key("bank").api_key
-        signing = SigningKey.generate()
+        signers = authority()
+        bank = services.participants.register(signers.bank_id, "bank", "Bank")
+        bank_key = services.participants.issue_key(signers.bank_id).api_key
+        services.credentials.add(bank, signers.bank_credential, None)
+        signing, _ = signers.enterprise(USCC)
         services.participants.register(
             "ent", "enterprise", "Ent", uscc=USCC, signing_key=signing.verify_key.to_text()
         )
         now = datetime.now(UTC)
         grant = ConsentGrant.create(
             USCC,
-            "bank",
+            signers.bank_id,
             Purpose.PRE_LOAN_REVIEW,
             now - timedelta(minutes=1),
             now + timedelta(days=1),
@@ -126,16 +136,16 @@ def coordinator(
 def _query(client: TestClient, key: PrivateKey) -> Any:
     registered = client.post("/v1/paillier-keys", json={"public_key": key.public_key.to_text()})
     assert registered.status_code in (200, 201), registered.text
-    return client.post(
-        "/v1/queries",
-        json={
-            "uscc": USCC,
-            "model_id": "sme-scorecard-v1",
-            "purpose": "pre_loan_review",
-            "consent_id": client.headers["X-Consent"],
-            "key_fingerprint": key.public_key.fingerprint(),
-        },
-    )
+    body = {
+        "uscc": USCC,
+        "model_id": "sme-scorecard-v1",
+        "purpose": "pre_loan_review",
+        "consent_id": client.headers["X-Consent"],
+        "key_fingerprint": key.public_key.fingerprint(),
+    }
+    signers = authority()
+    identity = Identity.of(signers.bank_key, (signers.bank_credential,))
+    return client.post("/v1/queries", json=body | sign_query(identity, body))
 
 
 def test_honest_node_is_heard(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,11 +22,12 @@ import pytest
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, PublicKey
 from creditshare.departments import DEFAULT_MODEL_ID
 from creditshare.errors import InvalidKeyError
-from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, QueryRecord
+from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage
 from creditshare.node import NodeSettings, access_log_entries, build_server
 from creditshare.node._encryptors import EncryptorCache, ValueEncryptor
 from creditshare.proto import node_pb2, node_pb2_grpc
 
+from .._authority import authority
 from .._bad_keys import BAD_MODULI, bad_modulus
 from .._databases import fresh_postgres_database
 from .conftest import receipt_message, tax_node
@@ -69,20 +69,7 @@ def _bytes(n: int) -> bytes:
 
 async def _request(stub: DataNodeAsyncStub, n: int) -> node_pb2.ScoreRequest:
     """A request as the coordinator would send it for modulus n, receipt and all."""
-    record = QueryRecord(
-        kind="query",
-        query_id=uuid.uuid4().hex,
-        time=datetime.now(UTC),
-        uscc=USCC,
-        requester="bank-1",
-        requester_role="bank",
-        purpose="pre_loan_review",
-        consent_id="c" * 32,
-        model_id=DEFAULT_MODEL_ID,
-        key_fingerprint=hashlib.sha256(_bytes(n)).hexdigest()[:16],
-        chains=("yrd",),
-        indicators=("*",),
-    )
+    record = authority().record(USCC, hashlib.sha256(_bytes(n)).hexdigest()[:16])
     receipt = LEDGER.append(record.to_bytes(), record.uscc)
     trusted = (await stub.Describe(node_pb2.DescribeRequest())).trusted_tree_size
     return node_pb2.ScoreRequest(
@@ -92,6 +79,7 @@ async def _request(stub: DataNodeAsyncStub, n: int) -> node_pb2.ScoreRequest:
         scale=SCALE,
         request_id=record.query_id,
         receipt=receipt_message(receipt, trusted, LEDGER),
+        credentials=authority().credentials(USCC),
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from phe import paillier
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, PublicKey
 from creditshare.departments import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS, get_department
 from creditshare.ledger import (
+    MAX_RECORD_BYTES,
     Ledger,
     LogSigner,
     MemoryLedgerStorage,
@@ -28,6 +28,7 @@ from creditshare.node import NodeSettings, build_server
 from creditshare.node._service import TRUSTED_SIZE_METADATA
 from creditshare.proto import node_pb2, node_pb2_grpc
 
+from .._authority import authority
 from .._databases import fresh_postgres_database
 from .conftest import receipt_message, tax_node
 
@@ -71,22 +72,8 @@ LEDGER = Ledger(MemoryLedgerStorage(), LOG, lambda: datetime.now(UTC))
 
 
 def record_for(uscc: str, key: PublicKey, **overrides: Any) -> QueryRecord:
-    fields: dict[str, Any] = {
-        "kind": "query",
-        "query_id": uuid.uuid4().hex,
-        "time": datetime.now(UTC),
-        "uscc": uscc,
-        "requester": "bank-1",
-        "requester_role": "bank",
-        "purpose": "pre_loan_review",
-        "consent_id": "c" * 32,
-        "model_id": DEFAULT_MODEL_ID,
-        "key_fingerprint": key.fingerprint(),
-        "chains": ("yrd",),
-        "indicators": ("*",),
-        **overrides,
-    }
-    return QueryRecord(**fields)
+    """The bank's signed query under the enterprise's signed consent, as recorded."""
+    return authority().record(uscc, key.fingerprint(), **overrides)
 
 
 def receipt_pb(receipt: Receipt, trusted: int, ledger: Ledger = LEDGER) -> node_pb2.QueryReceipt:
@@ -114,6 +101,7 @@ async def _request(
         "scale": SCALE,
         "request_id": record.query_id,
         "receipt": receipt_pb(receipt, await trusted_size(stub)),
+        "credentials": authority().credentials(record.uscc),
         **overrides,
     }
     return node_pb2.ScoreRequest(**fields)  # type: ignore[arg-type]
@@ -469,7 +457,7 @@ def _oversize(request: node_pb2.ScoreRequest, part: str) -> None:
     """Make one part of a genuine request larger (or of another size) than a real one."""
     receipt = request.receipt
     if part == "leaf_data":
-        receipt.leaf_data = b"{" + b" " * 5000 + b"}"
+        receipt.leaf_data = b"{" + b" " * MAX_RECORD_BYTES + b"}"
     elif part == "inclusion_proof":
         receipt.inclusion_proof.extend([b"\0" * 32] * 200)
     elif part == "short hash":

@@ -18,12 +18,13 @@ from sqlmodel import Session, select
 
 from creditshare.crypto import PrivateKey
 from creditshare.federated import PsiParty, bureau_request
-from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, QueryRecord, Receipt
+from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, Receipt
 from creditshare.ledger._records import RecordKind
 from creditshare.node import NodeSettings, build_server
 from creditshare.node._storage import ModelShardRow, make_engine
 from creditshare.proto import node_pb2, training_pb2, training_pb2_grpc
 
+from .._authority import authority
 from .conftest import receipt_message, tax_node
 
 if TYPE_CHECKING:
@@ -50,19 +51,8 @@ async def stub(settings: NodeSettings) -> AsyncIterator[TrainingAsyncStub]:
 
 
 def _receipt(job_id: str, key: PrivateKey, kind: RecordKind = "training") -> node_pb2.QueryReceipt:
-    record = QueryRecord(
-        kind=kind,
-        query_id=job_id,
-        time=datetime.now(UTC),
-        uscc="",
-        requester="bureau",
-        requester_role="bureau",
-        purpose="model_training",
-        consent_id="",
-        model_id="m",
-        key_fingerprint=key.public_key.fingerprint(),
-        chains=("yrd",),
-        indicators=(),
+    record = authority().training_record(
+        job_id, key.public_key.fingerprint(), ("yrd-tax",), kind=kind
     )
     receipt: Receipt = LEDGER.append(record.to_bytes(), "training")
     old = trusted["size"]
@@ -73,6 +63,7 @@ def _receipt(job_id: str, key: PrivateKey, kind: RecordKind = "training") -> nod
 def _psi(job_id: str, key: PrivateKey, receipt: node_pb2.QueryReceipt | None) -> Any:
     party = PsiParty(b"test-domain")
     request = training_pb2.PsiAnswerRequest(
+        credentials=authority().training_credentials(),
         job_id=job_id,
         domain=b"test-domain",
         blinded=list(bureau_request(party, ["91350100M000100Y43"]).blinded),
@@ -122,6 +113,7 @@ async def test_psi_answers_once_per_job_and_open_claims_the_receipt(
     )
     points = list(reply.node_blinded[:40])
     opened = training_pb2.OpenJobRequest(
+        credentials=authority().training_credentials(),
         job_id=job,
         public_key=node_pb2.PaillierPublicKey(n=bank_key.public_key.to_bytes()),
         points=points,
@@ -135,6 +127,7 @@ async def test_psi_answers_once_per_job_and_open_claims_the_receipt(
     receipt2 = _receipt(job2, bank_key)
     await stub.PsiAnswer(_psi(job2, bank_key, receipt2))
     swapped = training_pb2.OpenJobRequest(
+        credentials=authority().training_credentials(),
         job_id=job2,
         public_key=node_pb2.PaillierPublicKey(n=other_key.public_key.to_bytes()),
         points=points,
@@ -175,6 +168,7 @@ async def _open(stub: TrainingAsyncStub, key: PrivateKey, rows: int = 40) -> str
     again.consistency_from = trusted["size"]
     del again.consistency_proof[:]
     opened = training_pb2.OpenJobRequest(
+        credentials=authority().training_credentials(),
         job_id=job,
         public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
         points=list(reply.node_blinded[:rows]),
@@ -274,6 +268,7 @@ async def test_out_of_range_training_messages_are_refused(
     for call in bad:
         assert await _code(call) == grpc.StatusCode.INVALID_ARGUMENT
     opened = training_pb2.OpenJobRequest(
+        credentials=authority().training_credentials(),
         job_id=uuid.uuid4().hex,
         public_key=node_pb2.PaillierPublicKey(n=bank_key.public_key.to_bytes()),
         points=[b"p"],
