@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import gmpy2
 import httpx
@@ -17,14 +18,45 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from creditshare.client import CreditShareClient
+from creditshare._canonical import format_time
+from creditshare.client import CreditShareClient, Identity, sign_job, sign_query
 from creditshare.consent import ConsentGrant, Purpose
 from creditshare.crypto import PrivateKey, SigningKey
 from creditshare.demo import Federation, FederationLayout, PlaintextOracle, free_port
 from creditshare.departments import DEFAULT_INTERCEPT
+from creditshare.errors import CreditShareError
 from creditshare.identity import Chain
 
 E2E_DEPARTMENTS = ("tax", "market", "court")
+
+
+def signed_query_body(identity: Identity, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with the fields the requester signs. A body a test made malformed on
+    purpose (it cannot be signed) gets well-formed placeholders instead, so the
+    coordinator's answer is about the fault under test and not the missing signature."""
+    try:
+        return body | sign_query(identity, body)
+    except (KeyError, TypeError, CreditShareError):
+        return body | placeholder_signature()
+
+
+def signed_job_body(identity: Identity, body: dict[str, Any]) -> dict[str, Any]:
+    """A POST /v1/training-jobs ``body`` with the fields the bureau signs (placeholders
+    for a body made malformed on purpose, as for queries)."""
+    try:
+        return body | sign_job(identity, body)
+    except (KeyError, TypeError, CreditShareError):
+        return body | placeholder_signature("job_id")
+
+
+def placeholder_signature(id_field: str = "query_id") -> dict[str, str]:
+    """Signed fields of the right shape that verify for nobody: for requests a test
+    expects refused before any signature is checked."""
+    return {
+        id_field: secrets.token_hex(16),
+        "requested_at": format_time(datetime.now(UTC)),
+        "signature": base64.b64encode(bytes(64)).decode("ascii"),
+    }
 
 
 def fresh_modulus() -> int:
@@ -90,6 +122,20 @@ class Trust:
         self._enterprises: dict[str, tuple[CreditShareClient, SigningKey, str]] = {}
         #: API keys of other participants a test registered (participant id → key).
         self.api_keys: dict[str, str] = {}
+
+    def participant(self, participant_id: str, role: str, name: str) -> tuple[str, Identity]:
+        """Register a bank or bureau whose key is certified by every chain CA, with its
+        credentials uploaded: its API key and signing identity."""
+        issued = self.operator.register_participant(participant_id, role, name)
+        identity = self.layout.identity(participant_id, role)
+        with CreditShareClient(self.url, api_key=issued["api_key"], identity=identity) as c:
+            c.upload_credentials()
+        self.api_keys[participant_id] = str(issued["api_key"])
+        return str(issued["api_key"]), identity
+
+    def signed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A POST /v1/queries body signed by this trust's bank."""
+        return signed_query_body(self.bank_identity, body)
 
     def enterprise(self, uscc: str) -> tuple[CreditShareClient, SigningKey]:
         if uscc not in self._enterprises:

@@ -69,6 +69,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from creditshare.client import Identity
 from creditshare.consent import Purpose
 from creditshare.coordinator import CoordinatorSettings, create_app
 from creditshare.coordinator._admin import init_log_key
@@ -78,7 +79,7 @@ from creditshare.departments import DEFAULT_MODEL_ID
 from creditshare.identity import Chain
 
 from .._databases import POSTGRES_ENV, fresh_postgres_database
-from .conftest import Trust, register_fresh_key
+from .conftest import Trust, register_fresh_key, signed_job_body
 
 #: Generated cases per operation and generation mode (29 operations × 2 modes).
 EXAMPLES = int(os.environ.get("CREDITSHARE_CONTRACT_EXAMPLES", "25"))
@@ -197,6 +198,7 @@ class Parties:
     #: Body members that, set to one of these, pass the first checks (positive cases only).
     hints: dict[str, st.SearchStrategy[Any]]
     job_body: dict[str, Any]
+    bureau_identity: Identity
     last_job: str | None = None
 
     def fresh_job(self) -> str | None:
@@ -215,7 +217,7 @@ class Parties:
         response = httpx.post(
             f"{self.url}/v1/training-jobs",
             headers={"Authorization": f"Bearer {self.keys['bureau']}"},
-            json=body,
+            json=signed_job_body(self.bureau_identity, body),
             timeout=60,
         )
         assert response.status_code == 201, response.text
@@ -231,7 +233,8 @@ def parties(contract_federation: Federation, bank_key: PrivateKey) -> Iterator[P
     layout = contract_federation.layout
     uscc = read_enterprises(layout.data_dir)[0]["uscc"]
     enterprise_key = trust.enterprise_api_key(uscc)
-    bureau = trust.operator.register_participant("contract-bureau", "bureau", "Test Bureau")
+    bureau_api_key, bureau_identity = trust.participant("contract-bureau", "bureau", "Test Bureau")
+    bureau = {"api_key": bureau_api_key}
     bank_consent = trust.consent(uscc)
     bureau_consent = trust.consent(uscc, grantee="contract-bureau")
     nodes = [n.node_id for n in layout.nodes]
@@ -263,6 +266,7 @@ def parties(contract_federation: Federation, bank_key: PrivateKey) -> Iterator[P
             "chains": st.sampled_from([None, [Chain.YRD.value]]),
         },
         job_body={"nodes": nodes, "key_fingerprint": bureau_fingerprint},
+        bureau_identity=bureau_identity,
     )
     trust.close()
 

@@ -82,7 +82,12 @@ def _refusals(trust: Trust, uscc: str) -> int:
 def _lender(trust: Trust, participant_id: str) -> CreditShareClient:
     issued = trust.operator.register_participant(participant_id, "bank", participant_id)
     key = PrivateKey.generate(2048)  # a Paillier key belongs to one participant
-    client = CreditShareClient(trust.url, api_key=issued["api_key"], private_key=key)
+    client = CreditShareClient(
+        trust.url,
+        api_key=issued["api_key"],
+        private_key=key,
+        identity=trust.layout.identity(participant_id, "bank"),
+    )
     client.register_paillier_key()
     return client
 

@@ -82,13 +82,15 @@ def test_coordinator_holds_only_ciphertexts(
             f"{url}/v1/queries",
             timeout=30,
             headers={"Authorization": f"Bearer {trust.bank_api_key}"},
-            json={
-                "uscc": uscc,
-                "model_id": "sme-scorecard-v1",
-                "purpose": "pre_loan_review",
-                "consent_id": consent,
-                "key_fingerprint": key.fingerprint(),
-            },
+            json=trust.signed(
+                {
+                    "uscc": uscc,
+                    "model_id": "sme-scorecard-v1",
+                    "purpose": "pre_loan_review",
+                    "consent_id": consent,
+                    "key_fingerprint": key.fingerprint(),
+                }
+            ),
         )
     assert response.status_code == 200
     scores = [r for r in recorder.responses if isinstance(r, node_pb2.ScoreResponse)]

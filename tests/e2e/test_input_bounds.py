@@ -26,7 +26,7 @@ from creditshare.demo import Federation, read_enterprises
 from creditshare.ledger import MAX_RECORD_BYTES
 from creditshare.ledger import parse_record as parse_leaf
 
-from .conftest import Trust, register_fresh_key
+from .conftest import Trust, register_fresh_key, signed_job_body
 
 MIB = 1024 * 1024
 ServeApp = Callable[[FastAPI], AbstractContextManager[str]]
@@ -49,7 +49,7 @@ def _query_body(subject: str, consent: str, trust: Trust, **extra: object) -> di
         "consent_id": consent,
         "key_fingerprint": trust.bank.ensure_paillier_key(),
     }
-    return body | extra
+    return trust.signed(body) | extra
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,8 @@ def uscc(federation: Federation) -> str:
 
 @pytest.fixture(scope="module")
 def bureau(trust: Trust) -> Iterator[str]:
-    issued = trust.operator.register_participant("bounds-bureau", "bureau", "Bounds Bureau")
-    yield str(issued["api_key"])
+    api_key, _ = trust.participant("bounds-bureau", "bureau", "Bounds Bureau")
+    yield api_key
 
 
 def _served(trust: Trust, uscc: str, consent: str) -> None:
@@ -204,7 +204,10 @@ def test_the_largest_consent_scope_makes_a_small_ledger_entry(trust: Trust, uscc
     names = tuple(f"{k:02d}" + "i" * 46 for k in range(32))  # 32 names of 48 characters
     consent = trust.consent(uscc, indicators=names)
     with CreditShareClient(
-        trust.url, api_key=trust.bank_api_key, private_key=trust.bank.private_key
+        trust.url,
+        api_key=trust.bank_api_key,
+        private_key=trust.bank.private_key,
+        identity=trust.bank_identity,
     ) as bank:
         answer = bank.query_raw(uscc, consent)
     entry = trust.bank.get(f"/v1/ledger/entries/{answer['ledger_index']}")
@@ -293,11 +296,14 @@ def test_training_steps_out_of_order_are_409_and_fail_nothing(trust: Trust, bure
     headers = {"Authorization": f"Bearer {bureau}"}
     job = httpx.post(
         f"{trust.url}/v1/training-jobs",
-        json={
-            "model_id": "out-of-order",
-            "nodes": ["yrd-tax", "yrd-market"],
-            "key_fingerprint": register_fresh_key(trust.url, bureau),
-        },
+        json=signed_job_body(
+            trust.layout.identity("bounds-bureau", "bureau"),
+            {
+                "model_id": "out-of-order",
+                "nodes": ["yrd-tax", "yrd-market"],
+                "key_fingerprint": register_fresh_key(trust.url, bureau),
+            },
+        ),
         headers=headers,
         timeout=30,
     ).json()
@@ -361,14 +367,15 @@ def test_a_value_the_database_refuses_is_4xx_not_500(
 def test_a_bureau_runs_a_bounded_number_of_jobs(trust: Trust) -> None:
     """Each job holds a slot on every node it names and writes a ledger entry: one bureau
     cannot take every node's slots (the default is three jobs at once)."""
-    issued = trust.operator.register_participant("jobs-bureau", "bureau", "Busy Bureau")
-    headers = {"Authorization": f"Bearer {issued['api_key']}"}
-    fingerprint = register_fresh_key(trust.url, issued["api_key"])
+    api_key, identity = trust.participant("jobs-bureau", "bureau", "Busy Bureau")
+    headers = {"Authorization": f"Bearer {api_key}"}
+    fingerprint = register_fresh_key(trust.url, api_key)
 
     def create(model_id: str) -> httpx.Response:
+        body = {"model_id": model_id, "nodes": ["yrd-tax"], "key_fingerprint": fingerprint}
         return httpx.post(
             f"{trust.url}/v1/training-jobs",
-            json={"model_id": model_id, "nodes": ["yrd-tax"], "key_fingerprint": fingerprint},
+            json=signed_job_body(identity, body),
             headers=headers,
             timeout=30,
         )

@@ -35,7 +35,7 @@ from creditshare.errors import ProblemError
 from creditshare.ledger import leaf_hash
 
 from .._databases import fresh_postgres_database, migrated_engine
-from .conftest import Trust, register_fresh_key
+from .conftest import Trust, placeholder_signature, register_fresh_key
 
 ServeApp = Callable[[FastAPI], AbstractContextManager[str]]
 VERIFY_HINT = "creditshare ledger verify --config FILE"
@@ -222,6 +222,7 @@ def _query(url: str, api_key: str, key: PrivateKey) -> httpx.Response:
             "purpose": "pre_loan_review",
             "consent_id": "0" * 32,
             "key_fingerprint": key.public_key.fingerprint(),
+            **placeholder_signature(),
         },
         headers={"Authorization": f"Bearer {api_key}"},
         timeout=30,

@@ -50,13 +50,15 @@ def test_no_node_answering_is_503_naming_each(
         small_federation.stop_node(node.node_id)
     response = httpx.post(
         f"{small_federation.layout.coordinator_url}/v1/queries",
-        json={
-            "uscc": uscc,
-            "model_id": "sme-scorecard-v1",
-            "purpose": "pre_loan_review",
-            "consent_id": consent,
-            "key_fingerprint": small_trust.bank.ensure_paillier_key(),
-        },
+        json=small_trust.signed(
+            {
+                "uscc": uscc,
+                "model_id": "sme-scorecard-v1",
+                "purpose": "pre_loan_review",
+                "consent_id": consent,
+                "key_fingerprint": small_trust.bank.ensure_paillier_key(),
+            }
+        ),
         headers={"Authorization": f"Bearer {small_trust.bank_api_key}"},
         timeout=30,
     )

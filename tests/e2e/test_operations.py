@@ -31,7 +31,7 @@ from creditshare.crypto import PrivateKey, SigningKey
 from creditshare.demo import Federation, read_enterprises
 from creditshare.errors import ProblemError
 
-from .conftest import Trust, register_fresh_key
+from .conftest import Trust, register_fresh_key, signed_job_body
 
 ServeApp = Callable[[FastAPI], AbstractContextManager[str]]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -82,15 +82,22 @@ def test_metrics_count_queries_node_calls_ledger_and_training_jobs(
 ) -> None:
     uscc = _uscc(small_federation)
     consent = small_trust.consent(uscc, max_uses=5)
-    bureau_key = small_trust.operator.register_participant("ops-bureau", "bureau", "Bureau")[
-        "api_key"
-    ]
+    bureau_key, _ = small_trust.participant("ops-bureau", "bureau", "Bureau")
     settings = small_federation.layout.coordinator_settings()
     # A replica in this process: its metrics count exactly what this test sends it.
     with (
         serve_app(create_app(settings)) as url,
-        CreditShareClient(url, api_key=small_trust.bank_api_key, private_key=bank_key) as bank,
-        CreditShareClient(url, api_key=bureau_key) as bureau,
+        CreditShareClient(
+            url,
+            api_key=small_trust.bank_api_key,
+            private_key=bank_key,
+            identity=small_trust.bank_identity,
+        ) as bank,
+        CreditShareClient(
+            url,
+            api_key=bureau_key,
+            identity=small_federation.layout.identity("ops-bureau", "bureau"),
+        ) as bureau,
     ):
         text, before = _scrape(url)
         assert all(
@@ -108,11 +115,14 @@ def test_metrics_count_queries_node_calls_ledger_and_training_jobs(
 
         job = bureau.post(
             "/v1/training-jobs",
-            {
-                "model_id": "ops-model",
-                "nodes": ["yrd-tax"],
-                "key_fingerprint": register_fresh_key(url, bureau_key),
-            },
+            signed_job_body(
+                bureau.identity,
+                {
+                    "model_id": "ops-model",
+                    "nodes": ["yrd-tax"],
+                    "key_fingerprint": register_fresh_key(url, bureau_key),
+                },
+            ),
         )
         ledger_size = bank.ledger_head()["size"]
         text, after = _scrape(url)
@@ -173,7 +183,7 @@ def test_request_id_comes_back_and_reaches_every_node_it_called(
     request_id = f"test-{uuid.uuid4().hex[:12]}"
     response = httpx.post(
         f"{url}/v1/queries",
-        json=_query_body(uscc, consent, bank_key),
+        json=small_trust.signed(_query_body(uscc, consent, bank_key)),
         headers={"Authorization": f"Bearer {small_trust.bank_api_key}", "X-Request-ID": request_id},
         timeout=30,
     )
@@ -221,17 +231,18 @@ def test_training_relays_carry_the_request_id(
     small_federation: Federation, small_trust: Trust, bank_key: PrivateKey
 ) -> None:
     url = small_federation.layout.coordinator_url
-    bureau_key = small_trust.operator.register_participant("relay-bureau", "bureau", "Bureau")[
-        "api_key"
-    ]
+    bureau_key, identity = small_trust.participant("relay-bureau", "bureau", "Bureau")
     headers = {"Authorization": f"Bearer {bureau_key}"}
     job = httpx.post(
         f"{url}/v1/training-jobs",
-        json={
-            "model_id": "relay-model",
-            "nodes": ["yrd-tax", "yrd-court"],
-            "key_fingerprint": register_fresh_key(url, bureau_key),
-        },
+        json=signed_job_body(
+            identity,
+            {
+                "model_id": "relay-model",
+                "nodes": ["yrd-tax", "yrd-court"],
+                "key_fingerprint": register_fresh_key(url, bureau_key),
+            },
+        ),
         headers=headers,
         timeout=30,
     )
@@ -324,7 +335,7 @@ def test_coordinator_finishes_a_query_in_flight_on_sigterm(
     def ask() -> None:
         result["response"] = httpx.post(
             f"{url}/v1/queries",
-            json=_query_body(uscc, consent, bank_key),
+            json=small_trust.signed(_query_body(uscc, consent, bank_key)),
             headers={
                 "Authorization": f"Bearer {small_trust.bank_api_key}",
                 "X-Request-ID": "in-flight-at-sigterm",

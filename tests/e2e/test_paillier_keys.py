@@ -127,13 +127,15 @@ def _ledger_size(trust: Trust) -> int:
 def _query(trust: Trust, uscc: str, consent: str, fingerprint: str) -> httpx.Response:
     return httpx.post(
         f"{trust.url}/v1/queries",
-        json={
-            "uscc": uscc,
-            "model_id": "sme-scorecard-v1",
-            "purpose": "pre_loan_review",
-            "consent_id": consent,
-            "key_fingerprint": fingerprint,
-        },
+        json=trust.signed(
+            {
+                "uscc": uscc,
+                "model_id": "sme-scorecard-v1",
+                "purpose": "pre_loan_review",
+                "consent_id": consent,
+                "key_fingerprint": fingerprint,
+            }
+        ),
         headers={"Authorization": f"Bearer {trust.bank_api_key}"},
         timeout=30,
     )

@@ -106,7 +106,7 @@ def test_chain_filter_limits_fan_out(trust: Trust, data_dir: Path) -> None:
 def _post(trust: Trust, body: dict[str, object]) -> httpx.Response:
     return httpx.post(
         f"{trust.url}/v1/queries",
-        json=body,
+        json=trust.signed(body),
         timeout=30,
         headers={"Authorization": f"Bearer {trust.bank_api_key}"},
     )
@@ -237,7 +237,10 @@ def test_packed_and_unpacked_profiles_agree(
     with (
         serve_app(create_app(settings)) as url,
         CreditShareClient(
-            url, api_key=trust.bank_api_key, private_key=trust.bank.private_key
+            url,
+            api_key=trust.bank_api_key,
+            private_key=trust.bank.private_key,
+            identity=trust.bank_identity,
         ) as bank,
     ):
         plain = bank.query(uscc, consent)

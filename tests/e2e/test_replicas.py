@@ -89,7 +89,12 @@ def test_two_coordinators_on_one_postgres_keep_one_ledger(
             consents = {u: trust.consent(u) for u in usccs}
             banks = [
                 trust.bank,
-                CreditShareClient(url_b, api_key=trust.bank_api_key, private_key=bank_key),
+                CreditShareClient(
+                    url_b,
+                    api_key=trust.bank_api_key,
+                    private_key=bank_key,
+                    identity=trust.bank_identity,
+                ),
             ]
 
             def ask(i: int) -> CreditProfile:

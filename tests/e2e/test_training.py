@@ -23,7 +23,7 @@ from creditshare.federated import TrainingConfig
 from creditshare.identity import Chain
 from creditshare.synth import generate
 
-from .conftest import Trust
+from .conftest import Trust, signed_job_body
 
 DEPARTMENTS = ("tax", "market", "social")
 CONFIG = TrainingConfig(batch_size=64, max_epochs=3, learning_rate=0.5, early_stopping_rounds=3)
@@ -49,7 +49,10 @@ def parties(
     issued = trust.operator.register_participant("bureau-1", "bureau", "Credit Bureau One")
     trust.api_keys["bureau-1"] = issued["api_key"]
     bureau = CreditShareClient(
-        trust.url, api_key=issued["api_key"], private_key=PrivateKey.generate()
+        trust.url,
+        api_key=issued["api_key"],
+        private_key=PrivateKey.generate(),
+        identity=training_federation.layout.identity("bureau-1", "bureau"),
     )
     yield trust, bureau
     bureau.close()
@@ -165,11 +168,14 @@ def test_only_bureaus_may_train(parties: tuple[Trust, CreditShareClient]) -> Non
     with pytest.raises(ProblemError) as caught:
         trust.bank.post(
             "/v1/training-jobs",
-            {
-                "model_id": "x",
-                "nodes": ["yrd-tax"],
-                "key_fingerprint": trust.bank.ensure_paillier_key(),
-            },
+            signed_job_body(
+                trust.bank_identity,
+                {
+                    "model_id": "x",
+                    "nodes": ["yrd-tax"],
+                    "key_fingerprint": trust.bank.ensure_paillier_key(),
+                },
+            ),
         )
     assert caught.value.status == 403
 
@@ -205,7 +211,10 @@ def test_what_the_coordinator_and_nodes_see_during_training(
     with (
         serve_app(create_app(settings, interceptors=[recorder])) as url,
         CreditShareClient(
-            url, api_key=trust.api_keys["bureau-1"], private_key=bureau.private_key
+            url,
+            api_key=trust.api_keys["bureau-1"],
+            private_key=bureau.private_key,
+            identity=bureau.identity,
         ) as b,
     ):
         train_model(
@@ -244,11 +253,12 @@ def test_model_ids_cannot_be_taken_twice(parties: tuple[Trust, CreditShareClient
     key = bureau.ensure_paillier_key()
     body = {"model_id": "bureau1-sme-v1", "nodes": ["yrd-tax"], "key_fingerprint": key}
     with pytest.raises(ProblemError) as caught:  # published by the first test
-        bureau.post("/v1/training-jobs", body)
+        bureau.post("/v1/training-jobs", signed_job_body(bureau.identity, body))
     assert caught.value.status == 409
-    first = bureau.post("/v1/training-jobs", {**body, "model_id": "reserved-id"})
+    reserved = {**body, "model_id": "reserved-id"}
+    first = bureau.post("/v1/training-jobs", signed_job_body(bureau.identity, reserved))
     with pytest.raises(ProblemError) as caught:
-        bureau.post("/v1/training-jobs", {**body, "model_id": "reserved-id"})
+        bureau.post("/v1/training-jobs", signed_job_body(bureau.identity, reserved))
     assert caught.value.status == 409 and first["id"] in caught.value.detail
     # Another bureau can neither read nor drive the job.
     other = trust.operator.register_participant("bureau-2", "bureau", "Bureau Two")

@@ -38,7 +38,7 @@ from creditshare.identity import Chain
 from creditshare.synth import generate
 
 from .._databases import POSTGRES_ENV, fresh_postgres_database
-from .conftest import Trust
+from .conftest import Trust, signed_job_body
 
 DEPARTMENTS = ("tax", "market")
 NODES = [f"yrd-{d}" for d in DEPARTMENTS]
@@ -84,8 +84,7 @@ def federation(
 @pytest.fixture(scope="module")
 def trust(federation: Federation, bank_key: PrivateKey) -> Iterator[Trust]:
     trust = Trust(federation, bank_key, "lifecycle-bank")
-    issued = trust.operator.register_participant("bureau-x", "bureau", "Bureau X")
-    trust.api_keys["bureau-x"] = issued["api_key"]
+    trust.participant("bureau-x", "bureau", "Bureau X")
     yield trust
     trust.close()
 
@@ -93,7 +92,10 @@ def trust(federation: Federation, bank_key: PrivateKey) -> Iterator[Trust]:
 @pytest.fixture(scope="module")
 def bureau(trust: Trust) -> Iterator[CreditShareClient]:
     with CreditShareClient(
-        trust.url, api_key=trust.api_keys["bureau-x"], private_key=PrivateKey.generate()
+        trust.url,
+        api_key=trust.api_keys["bureau-x"],
+        private_key=PrivateKey.generate(),
+        identity=trust.layout.identity("bureau-x", "bureau"),
     ) as client:
         yield client
 
@@ -206,12 +208,13 @@ def _shards(federation: Federation, node_id: str, model_id: str) -> list[str | N
 
 
 def _job_body(bureau: CreditShareClient, model_id: str, **extra: Any) -> dict[str, Any]:
-    return {
+    body = {
         "model_id": model_id,
         "nodes": NODES,
         "key_fingerprint": bureau.ensure_paillier_key(),
         **extra,
     }
+    return signed_job_body(bureau.identity, body)
 
 
 def _reusable(trust: Trust, bureau: CreditShareClient, model_id: str) -> None:

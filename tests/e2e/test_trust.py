@@ -79,13 +79,15 @@ def test_wrong_role_is_403(trust: Trust, uscc_pool: list[str], bank_key: Private
         f"{trust.url}/v1/queries",
         timeout=10,
         headers={"Authorization": f"Bearer {trust.enterprise_api_key(uscc)}"},
-        json={
-            "uscc": uscc,
-            "model_id": "sme-scorecard-v1",
-            "purpose": "pre_loan_review",
-            "consent_id": "0" * 32,
-            "key_fingerprint": bank_key.public_key.fingerprint(),
-        },
+        json=trust.signed(
+            {
+                "uscc": uscc,
+                "model_id": "sme-scorecard-v1",
+                "purpose": "pre_loan_review",
+                "consent_id": "0" * 32,
+                "key_fingerprint": bank_key.public_key.fingerprint(),
+            }
+        ),
     )
     assert response.status_code == 403
     # ...and a bank may not register participants.
@@ -310,7 +312,12 @@ def test_node_refuses_a_coordinator_with_a_rewritten_log(
             now - timedelta(minutes=1),
             now + timedelta(days=1),
         )
-        with CreditShareClient(url, api_key=api_key, private_key=small_trust.bank.private_key) as c:
+        with CreditShareClient(
+            url,
+            api_key=api_key,
+            private_key=small_trust.bank.private_key,
+            identity=small_trust.bank_identity,
+        ) as c:
             c.grant_consent(grant.sign(signing))
             error = _status(lambda: c.query(uscc, grant.consent_id))
     assert error.status == 503
@@ -384,9 +391,13 @@ def test_rate_limits_answer_429_with_retry_after(
             "consent_id": consent,
             "key_fingerprint": trust.bank.ensure_paillier_key(),
         }
-        first = httpx.post(f"{url}/v1/queries", json=body, headers=headers, timeout=30)
+        first = httpx.post(
+            f"{url}/v1/queries", json=trust.signed(body), headers=headers, timeout=30
+        )
         assert first.status_code == 200
-        second = httpx.post(f"{url}/v1/queries", json=body, headers=headers, timeout=30)
+        second = httpx.post(
+            f"{url}/v1/queries", json=trust.signed(body), headers=headers, timeout=30
+        )
         assert second.status_code == 429 and "enterprise" in second.json()["detail"]
         assert int(second.headers["retry-after"]) > 0
         third = httpx.get(f"{url}/v1/ledger/head", headers=headers, timeout=30)
