@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -20,6 +21,9 @@ from creditshare.node import NodeSettings, build_server, refusal_log_entries
 from creditshare.proto import node_pb2, node_pb2_grpc
 
 from .._authority import TestAuthority
+
+if TYPE_CHECKING:
+    from creditshare.proto.creditshare.v1.node_pb2_grpc import DataNodeAsyncStub
 from .._pki import make_crl
 from .conftest import receipt_message, tax_node
 
@@ -47,10 +51,11 @@ class Node:
         self.server: grpc.aio.Server | None = None
         self.channel: grpc.aio.Channel | None = None
 
-    async def start(self) -> node_pb2_grpc.DataNodeStub:
+    async def start(self) -> DataNodeAsyncStub:
         self.server, port = await build_server(self.settings)
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        return node_pb2_grpc.DataNodeStub(self.channel)
+        stub: DataNodeAsyncStub = node_pb2_grpc.DataNodeStub(self.channel)
+        return stub
 
     async def stop(self) -> None:
         if self.channel is not None:
@@ -73,7 +78,7 @@ def _uscc(data_dir: Path) -> str:
 
 
 async def _ask(
-    stub: node_pb2_grpc.DataNodeStub,
+    stub: DataNodeAsyncStub,
     signers: TestAuthority,
     uscc: str,
     key: PrivateKey,
