@@ -37,10 +37,18 @@ _SIGNED_TOO = {"model_id", "purpose", "indicators", "chains", "requester", "cons
 class TestAuthority:
     __test__ = False  # not a test class, whatever pytest thinks of the name
 
-    def __init__(self, folder: Path, chain: Chain = Chain.YRD, bank_id: str = "bank-1") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        chain: Chain = Chain.YRD,
+        bank_id: str = "bank-1",
+        ca_dir: Path | None = None,
+    ) -> None:
+        """A new CA in ``folder``, or the existing one in ``ca_dir`` (a federation's)."""
         self.folder = folder
-        self.ca_dir = folder / "ca"
-        init_ca(chain.value, self.ca_dir)
+        self.ca_dir = ca_dir or folder / "ca"
+        if ca_dir is None:
+            init_ca(chain.value, self.ca_dir)
         self.ca_cert = self.ca_dir / "ca.crt"
         self.bank_id = bank_id
         self.bank_key, self.bank_credential = make_credential(self.ca_dir, folder, bank_id, "bank")

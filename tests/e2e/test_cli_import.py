@@ -36,6 +36,7 @@ def test_bad_row_rejects_file_and_leaves_database_unchanged(tmp_path: Path, data
                 "database_url": f"sqlite:///{db}",
                 "log_public_key": SigningKey.generate().verify_key.to_text(),
                 "allow_insecure": True,
+                "credential_ca": str(tmp_path / "ca.crt"),
                 "models": {DEFAULT_MODEL_ID: {"weights": dict(DEFAULT_WEIGHTS["tax"])}},
             }
         )

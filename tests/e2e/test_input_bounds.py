@@ -49,7 +49,7 @@ def _query_body(subject: str, consent: str, trust: Trust, **extra: object) -> di
         "consent_id": consent,
         "key_fingerprint": trust.bank.ensure_paillier_key(),
     }
-    return trust.signed(body) | extra
+    return trust.signed(body | extra)
 
 
 @pytest.fixture(scope="module")

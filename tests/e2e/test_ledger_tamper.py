@@ -166,6 +166,7 @@ def test_a_coordinator_restarted_on_a_tampered_ledger_refuses_to_sign(
                     "model_id": "tamper-model",
                     "nodes": ["yrd-tax"],
                     "key_fingerprint": bureau_fingerprint,
+                    **placeholder_signature("job_id"),
                 },
                 headers={"Authorization": f"Bearer {bureau_key}"},
                 timeout=30,

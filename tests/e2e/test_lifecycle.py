@@ -319,7 +319,9 @@ def test_signing_key_rotation(federation: Federation, trust: Trust) -> None:
     enterprise_id = f"ent-{uscc.lower()}"
     client, old = trust.enterprise(uscc)
     other_client, _ = trust.enterprise(neighbour)
-    new = SigningKey.generate()
+    # A rotated key is made like the first: on the enterprise's side, certified by the CAs.
+    rotated = federation.layout.identity(enterprise_id, "enterprise", uscc, generation=1)
+    new = rotated.signing_key
     # Only the enterprise itself or an operator; only a real key; not the same key.
     assert (
         _status(lambda: other_client.rotate_signing_key(enterprise_id, new.verify_key)).status
@@ -342,6 +344,10 @@ def test_signing_key_rotation(federation: Federation, trust: Trust) -> None:
     assert client.rotate_signing_key(enterprise_id, new.verify_key)["signing_key"] == (
         new.verify_key.to_text()
     )
+    with CreditShareClient(
+        trust.url, api_key=trust.enterprise_api_key(uscc), identity=rotated
+    ) as renewed:
+        renewed.upload_credentials()  # the old key's credentials stay: `before` still verifies
     # A grant signed with the old key is refused and not stored; the new key's is served.
     stale = _grant(uscc, trust.bank_id)
     refused = _status(lambda: client.grant_consent(stale.sign(old)))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -493,3 +495,26 @@ def test_the_ledger_records_the_signed_request_and_consent(
     consent = SignedConsent.from_json(record.consent)
     consent.verify(trust.enterprise(USCC)[1].verify_key)
     assert consent.grant.consent_id == consent_id == request.document["consent_id"]
+
+
+def test_a_consent_used_beyond_its_limit_is_reported_by_ledger_verify(
+    attacker: Attacker, federation: Federation, trust: Trust
+) -> None:
+    """Use counting is availability, so it stays at the coordinator: a compromised one can
+    spend a consent more often than it allows. Each use is a ledger entry, though, and
+    ``creditshare ledger verify`` names the consent and the entries beyond its limit."""
+    once = trust.consent(USCC, max_uses=1)
+    first, second = attacker.honest_record(once), attacker.honest_record(once)
+    assert set(attacker.send(first).values()) == {("answered", "")}
+    assert set(attacker.send(second).values()) == {("answered", "")}
+    config = federation.layout.coordinator_config
+    assert config is not None
+    done = subprocess.run(
+        [sys.executable, "-m", "creditshare", "ledger", "verify", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"consent {once}: used 2 times, its limit is 1" in done.stderr

@@ -12,7 +12,6 @@ import hashlib
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,11 +24,12 @@ from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, Signi
 from creditshare.demo import FederationLayout
 from creditshare.departments import DEFAULT_MODEL_ID
 from creditshare.identity import Chain
-from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, QueryRecord
+from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage
 from creditshare.node import access_log_entries
 from creditshare.pki import channel_credentials
 from creditshare.proto import node_pb2, node_pb2_grpc
 
+from .._authority import TestAuthority
 from .._bad_keys import BAD_MODULI, bad_modulus
 from ..integration.conftest import receipt_message
 
@@ -57,6 +57,12 @@ class _Node:
         key_file = layout.work_dir / "coordinator" / "log-signing-key.pem"
         signer = LogSigner(SigningKey.from_pem(key_file.read_bytes()).cryptography_key)
         self.ledger = Ledger(MemoryLedgerStorage(), signer, lambda: datetime.now(UTC))
+        chain = self.node.chain
+        self.signers = TestAuthority(
+            layout.work_dir / "test-signers",
+            chain,
+            ca_dir=layout.work_dir / "pki" / chain.value / "ca",
+        )
         self.log = (layout.work_dir / "node.log").open("ab")
         self.proc = subprocess.Popen(
             [
@@ -92,19 +98,8 @@ class _Node:
         raise AssertionError("the node never became healthy")
 
     def request(self, n: int) -> node_pb2.ScoreRequest:
-        record = QueryRecord(
-            kind="query",
-            query_id=uuid.uuid4().hex,
-            time=datetime.now(UTC),
-            uscc=USCC,
-            requester="bank-1",
-            requester_role="bank",
-            purpose="pre_loan_review",
-            consent_id="c" * 32,
-            model_id=DEFAULT_MODEL_ID,
-            key_fingerprint=hashlib.sha256(_bytes(n)).hexdigest()[:16],
-            chains=(self.node.chain.value,),
-            indicators=("*",),
+        record = self.signers.record(
+            USCC, hashlib.sha256(_bytes(n)).hexdigest()[:16], chains=(self.node.chain.value,)
         )
         receipt = self.ledger.append(record.to_bytes(), record.uscc)
         described = self.stub.Describe(node_pb2.DescribeRequest(), timeout=CALL_TIMEOUT)
@@ -115,6 +110,7 @@ class _Node:
             scale=SCALE,
             request_id=record.query_id,
             receipt=receipt_message(receipt, described.trusted_tree_size, self.ledger),
+            credentials=self.signers.credentials(USCC),
         )
 
     def close(self) -> None:

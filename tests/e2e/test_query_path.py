@@ -197,6 +197,8 @@ def test_query_cli_prints_json(
         trust.consent(uscc),
         "--api-key",
         trust.bank_api_key,
+        "--identity",
+        str(trust.layout.identity_dir(trust.bank_id, "bank")),
     ]
     out = subprocess.run(
         [

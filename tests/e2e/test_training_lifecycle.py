@@ -277,6 +277,8 @@ def _start_training(
             "32",
             "--key-file",
             str(tmp_path / "bureau-key.json"),
+            "--identity",
+            str(trust.layout.identity_dir("bureau-x", "bureau")),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

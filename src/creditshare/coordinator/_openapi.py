@@ -126,6 +126,8 @@ _DOMAIN_RULES: tuple[tuple[str, str, frozenset[int]], ...] = (
     ("POST", r"/v1/queries", frozenset({403, 404, 409, 503})),
     ("POST", r"/v1/paillier-keys", frozenset({409})),
     ("*", r"/v1/paillier-keys/.+", frozenset({404, 409})),
+    ("POST", r"/v1/credentials", frozenset({403})),
+    ("DELETE", r"/v1/credentials/.+", frozenset({404})),
     ("POST", r"/v1/training-jobs", frozenset({404, 409, 503})),
     ("*", r"/v1/training-jobs/\{job_id\}(/.*)?", frozenset({403, 404, 409, 502, 503})),
 )

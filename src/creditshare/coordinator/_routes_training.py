@@ -217,6 +217,7 @@ async def create_job(body: JobIn, caller: Bureau, services: ServicesDep) -> JobO
     The bureau signs the job (its id, key fingerprint, nodes and purpose); the ledger
     records the signed job and each node checks it before it aligns or trains.
     """
+    services.ledger.check_can_sign()  # a ledger that refuses to sign: 503, nothing checked
     signed = await asyncio.to_thread(_signed_job, services, caller, body)
     key = await asyncio.to_thread(services.paillier_keys.resolve, caller, body.key_fingerprint)
     row = await asyncio.to_thread(

@@ -224,7 +224,9 @@ class CredentialOut(BaseModel):
 
 class RevocationListIn(InputModel):
     crl: str = Field(
-        min_length=1, max_length=350_000, description="a chain CA's revocation list (PEM)"
+        min_length=1,
+        max_length=60_000,
+        description="a chain CA's revocation list (PEM; the body limit is 64 KiB)",
     )
 
 

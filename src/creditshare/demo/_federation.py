@@ -201,14 +201,19 @@ class FederationLayout:
         """The chain CA's current revocation list (PEM), as nodes would be sent it."""
         return self.revocation_lists[chain]
 
-    def identity_dir(self, participant_id: str, role: str, uscc: str | None = None) -> Path:
-        """A participant's identity folder: its key, and a credential from every chain CA."""
+    def identity_dir(
+        self, participant_id: str, role: str, uscc: str | None = None, generation: int = 0
+    ) -> Path:
+        """A participant's identity folder: its key, and a credential from every chain CA.
+        A later ``generation`` is a new key (a rotation), in a folder of its own."""
         return participant_identity(
-            self.work_dir, tuple(self.revocation_lists), participant_id, role, uscc
+            self.work_dir, tuple(self.revocation_lists), participant_id, role, uscc, generation
         )
 
-    def identity(self, participant_id: str, role: str, uscc: str | None = None) -> Identity:
-        return Identity.load(self.identity_dir(participant_id, role, uscc))
+    def identity(
+        self, participant_id: str, role: str, uscc: str | None = None, generation: int = 0
+    ) -> Identity:
+        return Identity.load(self.identity_dir(participant_id, role, uscc, generation))
 
     def publish_revocation_lists(self, operator_api_key: str) -> None:
         """Relay every chain CA's current list through the coordinator (the operator's

@@ -73,13 +73,16 @@ def participant_identity(
     participant_id: str,
     role: str,
     uscc: str | None = None,
+    generation: int = 0,
 ) -> Path:
     """A bank's, bureau's or enterprise's identity folder: its own signing key (made there
     by ``request``) and one credential per chain CA (``<chain>.crt``) for that key.
 
-    Made once; a second call returns the same folder, so a participant keeps its key.
+    Made once; a second call returns the same folder, so a participant keeps its key. A
+    later ``generation`` is a rotated key, with its own folder and credentials.
     """
-    folder = work_dir / "participants" / participant_id
+    name = participant_id if generation == 0 else f"{participant_id}.{generation}"
+    folder = work_dir / "participants" / name
     if (folder / "signing.key").exists():
         return folder
     files = request(folder, participant_id, role, uscc=uscc)

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 from creditshare._canonical import canonical_json
 from creditshare.consent import ConsentRevocation, ConsentState, Purpose, SignedConsent, check
+from creditshare.crypto import VerifyKey
 from creditshare.errors import (
     ConsentRefusedError,
     CredentialRefusedError,
@@ -87,14 +88,42 @@ class RequestAuthority:
                 self._stored_lists.save(current.issuer_fingerprint, current.number, current.der)
         return replaced
 
-    def _credential(
+    def _credentials(
         self, certificates: Sequence[bytes], what: str, **expect: str | None
-    ) -> Credential:
+    ) -> list[Credential]:
+        """Every credential of the party that this node's CA vouches for right now.
+
+        A party may hold several: one per chain CA (this node trusts only its own) and,
+        after a key rotation, the old key's and the new one's, so that what it signed
+        before the rotation still verifies until the old credential expires or is revoked.
+        """
         if not certificates:
             raise CredentialRefusedError(f"the {what}'s credential is missing")
         if len(certificates) > MAX_CREDENTIALS:
             raise InvalidInputError(f"at most {MAX_CREDENTIALS} {what} credentials per request")
-        return self._verifier.verify(certificates, **expect)
+        valid: list[Credential] = []
+        refusals: list[CredentialRefusedError] = []
+        for certificate in certificates:
+            try:
+                valid.append(self._verifier.verify([certificate], **expect))
+            except CredentialRefusedError as exc:
+                refusals.append(exc)
+        if valid:
+            return valid
+        # The reason from a certificate this node's CA issued says most ("revoked",
+        # "expired"); one from another chain's CA says only that it is foreign.
+        foreign = [r for r in refusals if "trusted CA" in str(r)]
+        raise next((r for r in refusals if r not in foreign), refusals[0])
+
+    @staticmethod
+    def _verify_any(credentials: Sequence[Credential], verify: Callable[[VerifyKey], None]) -> bool:
+        for credential in credentials:
+            try:
+                verify(credential.verify_key)
+            except InvalidSignatureError:
+                continue
+            return True
+        return False
 
     def _fresh(self, signed_at: datetime) -> None:
         now = self._clock()
@@ -116,20 +145,19 @@ class RequestAuthority:
             signed = SignedQuery.from_json(record.request)
         except InvalidInputError as exc:
             raise ReceiptRefusedError(f"the recorded request is malformed: {exc}") from exc
-        requester = self._credential(
+        requester = self._credentials(
             requester_credentials, "requester", participant_id=signed.requester
         )
-        if requester.role not in _REQUESTER_ROLES:
+        roles = {c.role for c in requester}
+        if not roles <= set(_REQUESTER_ROLES):
             raise CredentialRefusedError(
-                f"{requester.participant_id!r} is certified as {requester.role}, "
+                f"{signed.requester!r} is certified as {', '.join(sorted(roles))}, "
                 "which may not query"
             )
-        try:
-            signed.verify(requester.verify_key)
-        except InvalidSignatureError:
+        if not self._verify_any(requester, signed.verify):
             raise ReceiptRefusedError(
                 f"the request is not signed by {signed.requester!r}'s certified key"
-            ) from None
+            )
         doc = signed.document
         mismatches = [
             name
@@ -165,15 +193,11 @@ class RequestAuthority:
         grant = consent.grant
         if grant.consent_id != signed.document["consent_id"]:
             raise ConsentRefusedError("the recorded consent is not the one the request names")
-        enterprise = self._credential(
+        enterprise = self._credentials(
             enterprise_credentials, "enterprise", role="enterprise", uscc=grant.uscc
         )
-        try:
-            consent.verify(enterprise.verify_key)
-        except InvalidSignatureError:
-            raise ConsentRefusedError(
-                "the consent is not signed by the enterprise's certified key"
-            ) from None
+        if not self._verify_any(enterprise, consent.verify):
+            raise ConsentRefusedError("the consent is not signed by the enterprise's certified key")
         try:
             purpose = Purpose(signed.document["purpose"])
         except ValueError:
@@ -200,15 +224,13 @@ class RequestAuthority:
             signed = SignedTrainingJob.from_json(record.request)
         except InvalidInputError as exc:
             raise ReceiptRefusedError(f"the recorded training job is malformed: {exc}") from exc
-        requester = self._credential(
+        requester = self._credentials(
             requester_credentials, "requester", participant_id=signed.requester, role="bureau"
         )
-        try:
-            signed.verify(requester.verify_key)
-        except InvalidSignatureError:
+        if not self._verify_any(requester, signed.verify):
             raise ReceiptRefusedError(
                 f"the training job is not signed by {signed.requester!r}'s certified key"
-            ) from None
+            )
         doc = signed.document
         mismatches = [
             name
@@ -229,15 +251,13 @@ class RequestAuthority:
         self, revocation: ConsentRevocation, enterprise_credentials: Sequence[bytes]
     ) -> bool:
         """Keep an enterprise's signed revocation; False if the consent was revoked already."""
-        enterprise = self._credential(
+        enterprise = self._credentials(
             enterprise_credentials, "enterprise", role="enterprise", uscc=revocation.uscc
         )
-        try:
-            revocation.verify(enterprise.verify_key)
-        except InvalidSignatureError:
+        if not self._verify_any(enterprise, revocation.verify):
             raise ConsentRefusedError(
                 "the revocation is not signed by the enterprise's certified key"
-            ) from None
+            )
         return self._revoked.add(
             revocation.consent_id,
             revocation.uscc,
