@@ -307,6 +307,16 @@ def test_a_revoked_consent(attacker: Attacker, trust: Trust) -> None:
     record = attacker.honest_record(withdrawn)
     outcome = attacker.send(record)
     _assert_refused_everywhere(attacker, record, outcome, "revoked")
+    # The department's operator sees the attempt with the node's own command.
+    node = attacker.layout.nodes[0]
+    listed = subprocess.run(
+        [sys.executable, "-m", "creditshare", "node", "refusals", "--config", str(node.config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert record.query_id in listed and "revoked" in listed
 
 
 def test_a_replayed_request(attacker: Attacker, consent_id: str) -> None:

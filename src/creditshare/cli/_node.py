@@ -42,6 +42,23 @@ def node_import(
     )
 
 
+@node_app.command("refusals")
+def node_refusals(config: ConfigOption, limit: Annotated[int, typer.Option(min=1)] = 50) -> None:
+    """Requests this node refused, newest first: forged or altered consents, swapped keys,
+    revoked credentials, replays, a stale revocation list. Each is an attempt worth a look."""
+    from creditshare.node import NodeSettings, refusal_log_entries
+
+    rows = refusal_log_entries(load_settings(NodeSettings, config), limit)
+    if not rows:
+        console.print("no refused requests")
+    for row in rows:
+        console.print(
+            f"{row.refused_at:%Y-%m-%d %H:%M:%S}  {row.rpc:<13} {row.status:<19} "
+            f"{row.request_id or '-'}  {row.reason}",
+            markup=False,
+        )
+
+
 @node_app.command("access-log")
 def node_access_log(config: ConfigOption, limit: Annotated[int, typer.Option(min=1)] = 50) -> None:
     """What this node answered, newest first (ledger index, requester, purpose, consent)."""
