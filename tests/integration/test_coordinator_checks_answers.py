@@ -61,6 +61,12 @@ class FakeNode(node_pb2_grpc.DataNodeServicer):
             indicators=[node_pb2.EncryptedIndicator(name=n, ciphertext=enc(1)) for n in names],
         )
 
+    def AddCheckpoint(  # noqa: N802
+        self, request: Any, context: Any
+    ) -> node_pb2.AddCheckpointResponse:
+        context.abort(grpc.StatusCode.NOT_FOUND, "this fake node is no witness")
+        raise AssertionError("unreachable")
+
 
 @pytest.fixture
 def fake_node() -> Iterator[tuple[FakeNode, int]]:
