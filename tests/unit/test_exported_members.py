@@ -58,6 +58,10 @@ def test_client_surface_is_pinned() -> None:
         "RemoteHost",
         "TrainedModel",
         "train_model",
+        "DEFAULT_HEADS_FILE",
+        "HeadMemory",
+        "VerifiedHead",
+        "WitnessPolicy",
     }
 
 

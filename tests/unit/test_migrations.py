@@ -21,6 +21,7 @@ from creditshare._database import open_engine
 from creditshare.cli import app
 
 # The models the migrations must reproduce (importing them registers their tables).
+from creditshare.coordinator import _cosignatures as coordinator_cosignatures  # noqa: F401
 from creditshare.coordinator import _db as coordinator_db  # noqa: F401
 from creditshare.coordinator import _limits as coordinator_limits  # noqa: F401
 from creditshare.errors import ConfigurationError
@@ -39,6 +40,7 @@ TABLES = {
         "ledger_head",
         "rate_limit_bucket",
         "paillier_key",
+        "tree_head_cosignature",
     },
     "node": {"enterprise_record", "import_batch", "model_shard", "trusted_tree_head", "access_log"},
 }
@@ -55,7 +57,10 @@ def _engine(url: str) -> Engine:
 
 
 #: Tables that later revisions add (not there when migrations began).
-LATER_TABLES = {"coordinator": {"rate_limit_bucket", "paillier_key"}, "node": set[str]()}
+LATER_TABLES = {
+    "coordinator": {"rate_limit_bucket", "paillier_key", "tree_head_cosignature"},
+    "node": set[str](),
+}
 #: Columns that later revisions add to tables that were there from the start.
 LATER_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
     "coordinator": {},

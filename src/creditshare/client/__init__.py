@@ -18,16 +18,26 @@ from creditshare.client._profile import (
     decrypt_profile,
     probability_of_default,
 )
+from creditshare.client._witness import (
+    DEFAULT_HEADS_FILE,
+    HeadMemory,
+    VerifiedHead,
+    WitnessPolicy,
+)
 
 __all__ = [
+    "DEFAULT_HEADS_FILE",
     "DEFAULT_MODEL_ID",
     "AccessEntry",
     "CreditProfile",
     "CreditShareClient",
+    "HeadMemory",
     "Indicator",
     "RemoteHost",
     "ScoreScale",
     "TrainedModel",
+    "VerifiedHead",
+    "WitnessPolicy",
     "decrypt_profile",
     "default_key_path",
     "load_key",

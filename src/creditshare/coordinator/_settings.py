@@ -66,6 +66,13 @@ class CoordinatorSettings(EnvFirstSettings):
     nodes: list[NodeEntry] = Field(default_factory=list)
     models: list[ModelEntry] = Field(default_factory=list)
     node_deadline_seconds: float = Field(default=3.0, gt=0, le=60)
+    witness_interval_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="how often every node is asked to cosign the latest tree head "
+        "(0: only when someone calls POST /v1/ledger/cosign)",
+    )
     scale: int = Field(default=10**6, ge=1, le=MAX_SCALE)
     database_url: str = "sqlite:///coordinator.db"
     log_signing_key_file: Path = Field(
