@@ -346,8 +346,11 @@ class CreditShareClient:
             return entries
         origin = log_origin(log_key.cryptography_key)
         newest = max(e.tree_size for e in entries)
-        verified = self.verified_head(policy, log_key)
-        if verified.head.size < newest:
+        try:
+            verified: VerifiedHead | None = self.verified_head(policy, log_key)
+        except UnwitnessedHeadError:
+            verified = None  # perhaps only not yet: ask for a round, then decide
+        if verified is None or verified.head.size < newest:
             self.cosign_now()
             verified = self.verified_head(policy, log_key)
         heads = {e.head.size: e.head for e in entries if e.head is not None}
