@@ -73,6 +73,7 @@ def create_app(
                 witnessing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await witnessing
+            await services.witnesses.stop()
             await services.training.stop()
             await services.broker.close()
 

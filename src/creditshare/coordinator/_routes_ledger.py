@@ -130,6 +130,7 @@ async def cosign_now(caller: CallerDep, services: ServicesDep) -> CosignRoundOut
     did not cosign, and why."""
     collected = await services.witnesses.cosign_round()
     return CosignRoundOut(
+        tree_size=collected.size,
         heads=[
             WitnessedHeadOut(
                 head=head_out(h.head), cosignatures=[cosignature_out(c) for c in h.cosignatures]

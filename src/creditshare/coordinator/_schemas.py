@@ -326,5 +326,6 @@ class CosignFailureOut(BaseModel):
 class CosignRoundOut(BaseModel):
     """What one round collected: each head cosigned (usually one) and each node without."""
 
+    tree_size: int = Field(description="the latest head's size when the round began")
     heads: list[WitnessedHeadOut]
     failures: list[CosignFailureOut]

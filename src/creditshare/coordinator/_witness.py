@@ -15,6 +15,7 @@ theirs and share the stored cosignatures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,8 +59,10 @@ class WitnessedHead:
 
 @dataclass(frozen=True, slots=True)
 class CosignRound:
-    """What one round collected: per head cosigned, and per node that did not cosign."""
+    """What one round collected: the latest head's size when it began, each head cosigned
+    (usually that one), and each node that did not cosign, with why."""
 
+    size: int
     heads: tuple[WitnessedHead, ...]
     failures: tuple[tuple[str, str], ...]
 
@@ -91,7 +94,7 @@ class WitnessCollector:
         self._clock = clock
         self._origin = log_origin(ledger.public_key)
         self._keys: dict[str, WitnessKey | None] = {}
-        self._lock = asyncio.Lock()
+        self._running: asyncio.Task[CosignRound] | None = None
         self._last: tuple[int, bool] | None = None
 
     @property
@@ -154,46 +157,66 @@ class WitnessCollector:
             return f"invalid cosignature: {exc}"
 
     async def cosign_round(self) -> CosignRound:
-        """Ask every node to cosign the latest head now; store and return what came back."""
-        async with self._lock:
-            try:
-                head = await asyncio.to_thread(self._ledger.latest_head)
-            except EmptyLogError:
-                raise NotFoundError(
-                    "the ledger is empty: there is no tree head to cosign"
-                ) from None
-            nodes = list(self._registry.nodes)
-            outcomes = await asyncio.gather(*(self._ask(n, head) for n in nodes))
-            by_head: dict[tuple[int, bytes], tuple[SignedTreeHead, list[Cosignature]]] = {}
-            failures: list[tuple[str, str]] = []
-            for node, outcome in zip(nodes, outcomes, strict=True):
-                if isinstance(outcome, str):
-                    failures.append((node.id, outcome))
-                    continue
-                cosigned, cosignature = outcome
-                by_head.setdefault((cosigned.size, cosigned.root), (cosigned, []))[1].append(
-                    cosignature
-                )
-            now = self._clock()
-            for cosigned, cosignatures in by_head.values():
-                await asyncio.to_thread(self._store.add, cosigned, cosignatures, now)
-            for node_id, reason in failures:
-                if reason != NO_WITNESS_KEY:
-                    log.warning(
-                        "witness %s did not cosign the head of size %d: %s",
-                        node_id,
-                        head.size,
-                        reason,
-                    )
-            log.info(
-                "cosign round at size %d: %d cosignature(s), %d node(s) without",
-                head.size,
-                sum(len(c) for _, c in by_head.values()),
-                len(failures),
+        """Ask every node to cosign the latest head now; store and return what came back.
+
+        Callers arriving while a round runs share its outcome rather than queueing rounds
+        of their own: the trigger is open to every participant, the nodes' work is not.
+        """
+        while True:
+            running = self._running
+            if running is None or running.done():
+                self._running = running = asyncio.create_task(self._round())
+                return await asyncio.shield(running)
+            shared = await asyncio.shield(running)
+            if shared.size >= await asyncio.to_thread(self._ledger.size):
+                return shared
+            # That round began before the head this caller may need: run (or join) another.
+
+    async def _round(self) -> CosignRound:
+        try:
+            head = await asyncio.to_thread(self._ledger.latest_head)
+        except EmptyLogError:
+            raise NotFoundError("the ledger is empty: there is no tree head to cosign") from None
+        nodes = list(self._registry.nodes)
+        outcomes = await asyncio.gather(*(self._ask(n, head) for n in nodes))
+        by_head: dict[tuple[int, bytes], tuple[SignedTreeHead, list[Cosignature]]] = {}
+        failures: list[tuple[str, str]] = []
+        for node, outcome in zip(nodes, outcomes, strict=True):
+            if isinstance(outcome, str):
+                failures.append((node.id, outcome))
+                continue
+            cosigned, cosignature = outcome
+            by_head.setdefault((cosigned.size, cosigned.root), (cosigned, []))[1].append(
+                cosignature
             )
-            self._last = (head.size, all(r == NO_WITNESS_KEY for _, r in failures))
-            heads = tuple(WitnessedHead(h, tuple(c)) for h, c in by_head.values())
-            return CosignRound(heads, tuple(failures))
+        now = self._clock()
+        for cosigned, cosignatures in by_head.values():
+            await asyncio.to_thread(self._store.add, cosigned, cosignatures, now)
+        for node_id, reason in failures:
+            if reason != NO_WITNESS_KEY:
+                log.warning(
+                    "witness %s did not cosign the head of size %d: %s",
+                    node_id,
+                    head.size,
+                    reason,
+                )
+        log.info(
+            "cosign round at size %d: %d cosignature(s), %d node(s) without",
+            head.size,
+            sum(len(c) for _, c in by_head.values()),
+            len(failures),
+        )
+        self._last = (head.size, all(r == NO_WITNESS_KEY for _, r in failures))
+        heads = tuple(WitnessedHead(h, tuple(c)) for h, c in by_head.values())
+        return CosignRound(head.size, heads, tuple(failures))
+
+    async def stop(self) -> None:
+        """Cancel a round under way (at shutdown, before the node channels close)."""
+        running = self._running
+        if running is not None and not running.done():
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError, CreditShareError):
+                await running
 
     async def run(self, interval: float) -> None:
         """Rounds every ``interval`` seconds until cancelled; a round is skipped while the
