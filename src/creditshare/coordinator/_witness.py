@@ -109,7 +109,7 @@ class WitnessCollector:
             )
             key = WitnessKey.parse(reply.witness_vkey) if reply.witness_vkey else None
             if key is not None and key.name != node.id:
-                raise LedgerError(f"its witness key is named {key.name!r}, not {node.id!r}")
+                raise LedgerError(f"invalid witness key: it is named {key.name!r}, not {node.id!r}")
             self._keys[node.id] = key
         return self._keys[node.id]
 
@@ -140,21 +140,26 @@ class WitnessCollector:
                     return await self._broker.stub(node.id).AddCheckpoint(request, timeout=left)
 
                 reply = await self._broker.call_with_receipt(node.id, receipt, add, self._deadline)
-            cosigned = sent[-1]
-            if (reply.tree_size, reply.root) != (cosigned.size, cosigned.root):
-                return f"cosigned size {reply.tree_size}, not the head of size {cosigned.size} sent"
-            cosignature = Cosignature(reply.witness, reply.key_id, reply.timestamp, reply.signature)
-            verify_cosignature(key, cosignature, checkpoint_body(cosigned, self._origin))
-            return cosigned, cosignature
         except TimeoutError:
             return "deadline exceeded"
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 self._keys.pop(node.id, None)  # the node may have lost (or got) a key
             return _reason(exc)
+        except CreditShareError as exc:  # the head kept moving, out of time, a bad vkey
+            self._keys.pop(node.id, None)  # ask for its key again next round
+            return str(exc)
+        cosigned = sent[-1]
+        if (reply.tree_size, reply.root) != (cosigned.size, cosigned.root):
+            return f"cosigned size {reply.tree_size}, not the head of size {cosigned.size} sent"
+        try:
+            cosignature = Cosignature(reply.witness, reply.key_id, reply.timestamp, reply.signature)
+            verify_cosignature(key, cosignature, checkpoint_body(cosigned, self._origin))
         except CreditShareError as exc:
             self._keys.pop(node.id, None)  # ask for its key again next round
+            log.warning("witness %s sent an invalid cosignature: %s", node.id, exc)
             return f"invalid cosignature: {exc}"
+        return cosigned, cosignature
 
     async def cosign_round(self) -> CosignRound:
         """Ask every node to cosign the latest head now; store and return what came back.

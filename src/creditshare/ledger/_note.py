@@ -109,7 +109,7 @@ def parse_note(data: str | bytes) -> SignedNote:
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidInputError(f"a signed note must be UTF-8: {exc.reason}") from None
-    if len(data.encode("utf-8")) > MAX_NOTE_BYTES:
+    if len(data) > MAX_NOTE_BYTES or len(data.encode("utf-8")) > MAX_NOTE_BYTES:
         raise InvalidInputError(f"a signed note is at most {MAX_NOTE_BYTES} bytes")
     if any(c < " " and c != "\n" for c in data):
         raise InvalidInputError("a signed note must not contain control characters but newline")
