@@ -93,6 +93,9 @@ def test_witnesses_file_skips_comments_and_names_a_bad_line(tmp_path: Path) -> N
     path.write_text(KEYS[0].vkey() + "\nnot-a-vkey\n")
     with pytest.raises(InvalidInputError, match=r"witnesses\.txt, witness 2: .*three parts"):
         WitnessPolicy.from_file(path, 1)
+    path.write_text("# nobody yet\n")
+    with pytest.raises(InvalidInputError, match="holds no witness vkey"):
+        WitnessPolicy.from_file(path, 1)
     with pytest.raises(InvalidInputError, match="cannot read the witnesses file"):
         WitnessPolicy.from_file(tmp_path / "missing.txt", 1)
 

@@ -89,7 +89,10 @@ class WitnessPolicy:
                 keys.append(WitnessKey.parse(vkey))
             except InvalidInputError as exc:
                 raise InvalidInputError(f"{path}, witness {number}: {exc}") from None
-        return cls((*keys, *(WitnessKey.parse(v) for v in extra)), quorum)
+        witnesses = (*keys, *(WitnessKey.parse(v) for v in extra))
+        if not witnesses:
+            raise InvalidInputError(f"{path} holds no witness vkey")
+        return cls(witnesses, quorum)
 
     def check(
         self, head: SignedTreeHead, cosignatures: Iterable[Cosignature], origin: str

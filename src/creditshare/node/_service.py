@@ -194,7 +194,8 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         async def work() -> node_pb2.AddCheckpointResponse:
             if self._witness is None:
                 raise NotFoundError(f"node {self._settings.node_id} cosigns no tree head")
-            return await asyncio.to_thread(self._witness.add_checkpoint, request)
+            async with self._slots:  # shares the node's bound on concurrent work
+                return await asyncio.to_thread(self._witness.add_checkpoint, request)
 
         return await self._guard(context, work)
 
