@@ -33,7 +33,9 @@ below to status codes exactly once (``coordinator/_problems.py``,
     ├── ConfigurationError           a service was configured inconsistently
     └── ClientError                  raised by creditshare.client only
         ├── TransportError           coordinator unreachable or timed out
-        └── ProblemError             coordinator answered an RFC 9457 problem
+        ├── ProblemError             coordinator answered an RFC 9457 problem
+        ├── UnwitnessedHeadError     a tree head with fewer valid cosignatures than the quorum
+        └── SplitViewError           two heads of one size with different roots: a split view
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ __all__ = [
     "ProblemError",
     "RateLimitedError",
     "RevocationStaleError",
+    "SplitViewError",
     "TransportError",
+    "UnwitnessedHeadError",
 ]
 
 
@@ -228,3 +232,16 @@ class ProblemError(ClientError):
         self.title = title
         self.detail = detail
         self.body = body
+
+
+class UnwitnessedHeadError(ClientError):
+    """A tree head that fewer distinct witnesses (data nodes) cosigned than the client's
+    quorum: the coordinator might be showing this client a log the nodes never saw.
+    The message says the head's size, how many valid cosignatures it had, and why each
+    configured witness did not count."""
+
+
+class SplitViewError(ClientError):
+    """The coordinator showed this client two heads of the same size with different
+    roots, or a head that does not extend one the client accepted before: proof that
+    the log was forked or that different parties are shown different logs."""

@@ -43,6 +43,9 @@ def test_demo_json_verify() -> None:
     assert doc["access_log"]["verified"] is True
     assert {e["kind"] for e in entries} == {"query", "refusal"}
     assert all(e["verified"] for e in entries)
+    # ...under a head a quorum of the data nodes cosigned (their witness keys).
+    assert doc["access_log"]["witness_quorum"] == 2
+    assert all(len(set(e["witnessed_by"])) >= 2 for e in entries)
     # A short training run, then a bank query with the trained model.
     training = doc["training"]
     assert training["aligned_rows"] > 30 and len(training["nodes"]) == 3

@@ -69,6 +69,12 @@ class FakeNode(node_pb2_grpc.DataNodeServicer):
     ) -> node_pb2.RevokeConsentResponse:
         return node_pb2.RevokeConsentResponse(node_id="yrd-fake", newly_revoked=True)
 
+    def AddCheckpoint(  # noqa: N802
+        self, request: Any, context: Any
+    ) -> node_pb2.AddCheckpointResponse:
+        context.abort(grpc.StatusCode.NOT_FOUND, "this fake node is no witness")
+        raise AssertionError("unreachable")
+
 
 @pytest.fixture
 def fake_node() -> Iterator[tuple[FakeNode, int]]:

@@ -62,6 +62,10 @@ def test_client_surface_is_pinned() -> None:
         "default_identity_dir",
         "sign_job",
         "sign_query",
+        "DEFAULT_HEADS_FILE",
+        "HeadMemory",
+        "VerifiedHead",
+        "WitnessPolicy",
     }
 
 

@@ -87,6 +87,12 @@ def test_public_api_is_pinned() -> None:
             *("SqlLedgerStorage", "StaleTreeHeadError", "StoredLeaf", "TrustedHeadTracker"),
             *("consistency_proof", "inclusion_proof", "key_id_for", "leaf_hash", "node_hash"),
             *("root", "verify_consistency", "verify_inclusion", "verify_log", "verify_subject"),
+            # C2SP signed notes, checkpoints and witness cosignatures
+            *("MAX_NOTE_BYTES", "MAX_SIGNATURES", "NoteSignature", "SignedNote", "parse_note"),
+            *("note_key_id", "COSIGNATURE_TYPE", "LOG_ORIGIN_PREFIX", "Checkpoint"),
+            *("Cosignature", "WitnessKey", "checkpoint_body", "checkpoint_note", "cosign"),
+            *("cosignature_message", "log_origin", "parse_checkpoint", "parse_checkpoint_body"),
+            *("verify_cosignature",),
         ]
     )
     assert issubclass(StaleTreeHeadError, LedgerError)

@@ -21,6 +21,7 @@ from creditshare._database import open_engine
 from creditshare.cli import app
 
 # The models the migrations must reproduce (importing them registers their tables).
+from creditshare.coordinator import _cosignatures as coordinator_cosignatures  # noqa: F401
 from creditshare.coordinator import _db as coordinator_db  # noqa: F401
 from creditshare.coordinator import _limits as coordinator_limits  # noqa: F401
 from creditshare.errors import ConfigurationError
@@ -41,6 +42,7 @@ TABLES = {
         "paillier_key",
         "participant_credential",
         "relayed_revocation_list",
+        "tree_head_cosignature",
     },
     "node": {
         "enterprise_record",
@@ -72,6 +74,7 @@ LATER_TABLES = {
         "paillier_key",
         "participant_credential",
         "relayed_revocation_list",
+        "tree_head_cosignature",
     },
     "node": {"revoked_consent", "revocation_list", "refusal_log"},
 }

@@ -149,9 +149,16 @@ def demo(
             f"bank asked about {r.uscc} for {r.purpose}: answered {r.status} ({r.detail})"
             ", and the refusal was recorded"
         )
-        console.print(f"access log of {result.access_log_uscc}, as the enterprise sees it:")
+        console.print(
+            f"access log of {result.access_log_uscc}, as the enterprise sees it "
+            f"(heads cosigned by a quorum of {result.witness_quorum} data nodes):"
+        )
         for e in result.access_log:
-            mark = "[green]inclusion verified[/]" if e.verified else f"[red]{e.problem}[/]"
+            mark = (
+                f"[green]inclusion verified, witnessed by {', '.join(e.witnessed_by)}[/]"
+                if e.verified
+                else f"[red]{e.problem}[/]"
+            )
             console.print(
                 f"  #{e.index:<4} {e.record.time:%H:%M:%S} {e.record.kind:<8} "
                 f"{e.record.requester:<10} {e.record.purpose:<22} {mark}"

@@ -16,6 +16,9 @@ from creditshare.cli._common import (
 
 __all__ = ["enterprise_app"]
 
+#: ``creditshare.client.DEFAULT_HEADS_FILE``, kept here so the CLI starts without the SDK.
+DEFAULT_HEADS_FILE_OPTION = Path("~/.config/creditshare/heads.json")
+
 enterprise_app = typer.Typer(no_args_is_help=True, help="An enterprise's keys and consents.")
 
 
@@ -134,15 +137,70 @@ def enterprise_queries(
     api_key: ApiKeyOption,
     uscc: Annotated[str, typer.Option()],
     log_key: Annotated[str, typer.Option(help="the ledger's Ed25519 public key (pinned)")],
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="CREDITSHARE_WITNESSES",
+            help="a witness (data node) vkey '<name>+<key id>+<key>'; repeat for each "
+            "(the variable: space-separated)",
+        ),
+    ] = None,
+    witnesses_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="CREDITSHARE_WITNESSES_FILE", help="a file of witness vkeys, one a line"
+        ),
+    ] = None,
+    quorum: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            envvar="CREDITSHARE_QUORUM",
+            help="distinct witnesses that must have cosigned a head (default: all given)",
+        ),
+    ] = None,
+    heads_file: Annotated[
+        Path,
+        typer.Option(
+            envvar="CREDITSHARE_HEADS_FILE",
+            help="where heads accepted earlier are remembered (to catch a split view)",
+        ),
+    ] = DEFAULT_HEADS_FILE_OPTION,
 ) -> None:
-    """Every query about the enterprise, each checked for inclusion in the signed ledger."""
-    from creditshare.client import CreditShareClient
+    """Every query about the enterprise, each checked for inclusion in the signed ledger
+    and, with --witness/--witnesses-file, under a head a quorum of nodes cosigned."""
+    from creditshare.client import CreditShareClient, WitnessPolicy
     from creditshare.crypto import VerifyKey
 
-    with CreditShareClient(coordinator, api_key=api_key) as client:
-        entries = client.verified_enterprise_queries(uscc, VerifyKey.from_text(log_key))
+    vkeys = list(witness or [])
+    policy = None
+    if witnesses_file is not None:
+        policy = WitnessPolicy.from_file(witnesses_file, 1, vkeys)
+        vkeys = [w.vkey() for w in policy.witnesses]
+    if vkeys:
+        policy = WitnessPolicy.from_vkeys(vkeys, quorum or len(vkeys))
+    elif quorum is not None:
+        raise typer.BadParameter("--quorum needs --witness or --witnesses-file")
+    pinned = VerifyKey.from_text(log_key)
+    with CreditShareClient(coordinator, api_key=api_key, head_state=heads_file) as client:
+        entries = client.verified_enterprise_queries(uscc, pinned, policy)
+    if policy is None:
+        console.print(
+            "[yellow]heads are UNWITNESSED: no --witness given, so only the coordinator "
+            "vouches for this log (it could show you a log the nodes never saw)[/yellow]"
+        )
+    else:
+        console.print(
+            f"heads witnessed: a quorum of {policy.quorum} of {len(policy.witnesses)} "
+            "witnesses required"
+        )
     for e in entries:
-        mark = "verified" if e.verified else f"NOT VERIFIED: {e.problem}"
+        if not e.verified:
+            mark = f"NOT VERIFIED: {e.problem}"
+        elif policy is not None:
+            mark = f"verified, witnessed by {', '.join(e.witnessed_by)}"
+        else:
+            mark = "verified (unwitnessed)"
         console.print(
             f"{e.index:>6}  {e.record.time:%Y-%m-%d %H:%M:%S}  {e.record.kind:<8} "
             f"{e.record.requester}  {e.record.purpose}  {mark}"

@@ -69,3 +69,26 @@ def node_access_log(config: ConfigOption, limit: Annotated[int, typer.Option(min
             f"{row.leaf_index:>8}  {row.answered_at:%Y-%m-%d %H:%M:%S}  {row.uscc}  "
             f"{row.requester}  {row.purpose}  consent {row.consent_id}"
         )
+
+
+@node_app.command("witness-key")
+def node_witness_key(
+    out: Annotated[Path, typer.Option(help="where to keep the witness key (PEM, mode 0600)")],
+    node_id: Annotated[str, typer.Option(help="this node's id: the witness's name")],
+) -> None:
+    """Make this node's witness key (on the node itself) and print its vkey for clients.
+
+    Set the node's ``witness_key_file`` to OUT; give the printed vkey to banks and
+    enterprises (``--witness``). An existing key is kept, never overwritten: its vkey is
+    printed again.
+    """
+    from creditshare.ledger import WitnessKey
+    from creditshare.node import generate_witness_key, load_witness_key
+
+    if out.exists():
+        key = load_witness_key(out)
+        console.print(f"{out} exists (kept); its vkey:")
+    else:
+        key = generate_witness_key(out)
+        console.print(f"witness key written to {out} (mode 0600); its vkey:")
+    print(WitnessKey(node_id, key.verify_key.raw).vkey())

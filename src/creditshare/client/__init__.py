@@ -20,17 +20,27 @@ from creditshare.client._profile import (
     probability_of_default,
 )
 from creditshare.client._signing import sign_job, sign_query
+from creditshare.client._witness import (
+    DEFAULT_HEADS_FILE,
+    HeadMemory,
+    VerifiedHead,
+    WitnessPolicy,
+)
 
 __all__ = [
+    "DEFAULT_HEADS_FILE",
     "DEFAULT_MODEL_ID",
     "AccessEntry",
     "CreditProfile",
     "CreditShareClient",
+    "HeadMemory",
     "Identity",
     "Indicator",
     "RemoteHost",
     "ScoreScale",
     "TrainedModel",
+    "VerifiedHead",
+    "WitnessPolicy",
     "decrypt_profile",
     "default_identity_dir",
     "default_key_path",

@@ -25,6 +25,10 @@ class AccessEntry:
     tree_size: int
     verified: bool
     problem: str = ""
+    #: The signed head the entry is proven under (None if the entry was malformed).
+    head: SignedTreeHead | None = None
+    #: Witnesses whose cosigned head extends ``head`` (empty: unwitnessed).
+    witnessed_by: tuple[str, ...] = ()
 
 
 def _b64(text: str) -> bytes:
@@ -66,5 +70,9 @@ def verify_access_log(
                 problem = "entry concerns another enterprise"
         except CreditShareError as exc:
             problem = str(exc)
-        result.append(AccessEntry(receipt.index, record, receipt.head.size, not problem, problem))
+        result.append(
+            AccessEntry(
+                receipt.index, record, receipt.head.size, not problem, problem, receipt.head
+            )
+        )
     return result

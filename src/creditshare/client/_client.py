@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -12,10 +15,20 @@ from creditshare.client._access_log import AccessEntry, verify_access_log
 from creditshare.client._identity import Identity
 from creditshare.client._profile import CreditProfile, decrypt_profile
 from creditshare.client._signing import sign_query
+from creditshare.client._witness import HeadMemory, VerifiedHead, WitnessPolicy, split_view
 from creditshare.consent import ConsentRevocation, Purpose, SignedConsent
 from creditshare.crypto import PrivateKey, SigningKey, VerifyKey
-from creditshare.errors import ClientError, ProblemError, TransportError
+from creditshare.errors import (
+    ClientError,
+    CreditShareError,
+    InvalidProofError,
+    ProblemError,
+    SplitViewError,
+    TransportError,
+    UnwitnessedHeadError,
+)
 from creditshare.identity import Uscc
+from creditshare.ledger import Cosignature, SignedTreeHead, log_origin, verify_consistency
 
 __all__ = ["DEFAULT_MODEL_ID", "CreditShareClient"]
 
@@ -29,7 +42,9 @@ class CreditShareClient:
     Paillier key) is needed only to query; ``identity`` (its signing key and CA-issued
     credentials) signs each query and training job, which every node checks itself.
     ``transport`` lets tests substitute an httpx transport; production uses the default
-    network transport.
+    network transport. ``head_state`` is a JSON file where the tree heads this client
+    accepted are remembered across runs (always remembered in memory), so that a split
+    view is caught.
     """
 
     def __init__(
@@ -41,11 +56,13 @@ class CreditShareClient:
         identity: Identity | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        head_state: Path | None = None,
     ) -> None:
         self._key = private_key
         self._identity = identity
         #: Whether this client uploaded its credentials to the coordinator already.
         self._uploaded = False
+        self._heads = HeadMemory(head_state)
         #: Fingerprints this client registered (or found registered) at the coordinator.
         self._registered: set[str] = set()
         self.base_url = base_url
@@ -105,7 +122,7 @@ class CreditShareClient:
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, *, text: bool = False, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
@@ -127,7 +144,7 @@ class CreditShareClient:
                 str(body.get("detail", response.text[:200])),
                 body,
             )
-        return response.json()
+        return response.text if text else response.json()
 
     def query_raw(
         self,
@@ -286,13 +303,131 @@ class CreditShareClient:
         result: list[dict[str, Any]] = self._request("GET", path)
         return result
 
-    def verified_enterprise_queries(self, uscc: str, log_key: VerifyKey) -> list[AccessEntry]:
+    def ledger_checkpoint(self) -> str:
+        """The newest witnessed head as C2SP checkpoint text (``parse_checkpoint`` reads it)."""
+        result: str = self._request("GET", "/v1/ledger/checkpoint", text=True)
+        return result
+
+    def cosign_now(self) -> dict[str, Any]:
+        """Ask the coordinator to run a cosigning round now; what it collected, per node."""
+        return self._object("POST", "/v1/ledger/cosign")
+
+    def _consistency(self, old: SignedTreeHead, new: SignedTreeHead, origin: str) -> None:
+        """``new`` extends ``old`` (both accepted or being accepted), else a split view."""
+        if old.size == new.size:
+            if old.root != new.root:
+                raise split_view(origin, new, old, "the head shown")
+            return
+        if old.size == 0:
+            return
+        try:
+            body = self._request(
+                "GET",
+                "/v1/ledger/proofs/consistency",
+                params={"first": old.size, "second": new.size},
+            )
+        except ProblemError as exc:
+            if exc.status not in (404, 422):
+                raise  # busy or down: no evidence either way
+            # A log that signed both heads can always prove one extends the other.
+            raise SplitViewError(
+                f"split view of log {origin}: the head of size {new.size} does not extend "
+                f"the head of size {old.size}: the coordinator cannot prove it ({exc.detail}); "
+                "both are signed by the log key"
+            ) from exc
+        try:
+            proof = [base64.b64decode(h, validate=True) for h in body["hashes"]]
+            verify_consistency(old.size, new.size, old.root, new.root, proof)
+        except (KeyError, TypeError, ValueError, InvalidProofError) as exc:
+            raise SplitViewError(
+                f"split view of log {origin}: the head of size {new.size} does not extend "
+                f"the head of size {old.size} ({exc}); both are signed by the log key, so "
+                "the log was forked"
+            ) from exc
+
+    def _check_view(self, head: SignedTreeHead, origin: str, what: str) -> None:
+        """Refuse ``head`` if it conflicts with any head this client accepted before."""
+        known = self._heads.conflict(origin, head)
+        if known is not None:
+            raise split_view(origin, head, known, what)
+        below, above = self._heads.nearest(origin, head.size)
+        if below is not None:
+            self._consistency(below, head, origin)
+        if above is not None:
+            self._consistency(head, above, origin)
+
+    def verified_head(self, policy: WitnessPolicy, log_key: VerifyKey) -> VerifiedHead:
+        """The newest head a quorum of ``policy``'s witnesses cosigned, checked against
+        every head this client accepted before, then remembered.
+
+        - ``InvalidSignatureError``: a head the pinned ``log_key`` did not sign;
+        - ``SplitViewError``: a head of a remembered size with another root, or one not
+          consistent with a remembered head (the log was forked);
+        - ``UnwitnessedHeadError``: fewer than ``policy.quorum`` distinct witnesses
+          cosigned it (the message says which witness did not count, and why).
+        """
+        origin = log_origin(log_key.cryptography_key)
+        body = self.ledger_head()
+        latest = _signed_head(body, log_key)
+        self._check_view(latest, origin, "the latest head")
+        document = body.get("witnessed_head")
+        if document is None:
+            raise UnwitnessedHeadError(
+                f"head of size {latest.size} has 0 valid cosignatures of a quorum of "
+                f"{policy.quorum}: the coordinator published no cosigned head"
+            )
+        witnessed = _signed_head(document, log_key)
+        self._check_view(witnessed, origin, "the witnessed head")
+        cosignatures = []
+        for item in body.get("cosignatures") or []:
+            try:
+                cosignatures.append(Cosignature.from_dict(item))
+            except (CreditShareError, TypeError, AttributeError):
+                continue  # malformed: it cannot count; the quorum check says who is missing
+        witnesses = policy.check(witnessed, cosignatures, origin)
+        self._heads.remember(origin, witnessed)
+        return VerifiedHead(witnessed, witnesses, latest)
+
+    def verified_enterprise_queries(
+        self, uscc: str, log_key: VerifyKey, policy: WitnessPolicy | None = None
+    ) -> list[AccessEntry]:
         """The enterprise's access log, every entry proven included under a signed head.
 
         ``log_key`` should come from a trusted channel (pinned), not from this coordinator.
+        With a witness ``policy`` every entry's head must also be a prefix of a head a
+        quorum of witnesses cosigned (a round is asked for once if the witnessed head
+        lags); entries are then marked ``witnessed_by``. Without one, the heads are
+        unwitnessed: the coordinator alone vouches for them (``witnessed_by`` empty).
         """
         code = str(Uscc.parse(uscc))
-        return verify_access_log(self.enterprise_queries(code), code, log_key)
+        entries = verify_access_log(self.enterprise_queries(code), code, log_key)
+        if policy is None or not entries:
+            return entries
+        origin = log_origin(log_key.cryptography_key)
+        newest = max(e.tree_size for e in entries)
+        try:
+            verified: VerifiedHead | None = self.verified_head(policy, log_key)
+        except UnwitnessedHeadError:
+            verified = None  # perhaps only not yet: ask for a round, then decide
+        if verified is None or verified.head.size < newest:
+            self.cosign_now()
+            verified = self.verified_head(policy, log_key)
+        heads = {e.head.size: e.head for e in entries if e.head is not None}
+        checked: list[AccessEntry] = []
+        for entry in entries:
+            if not entry.verified or entry.head is None:
+                checked.append(entry)
+                continue
+            if entry.head.size > verified.head.size:
+                problem = (
+                    f"its head of size {entry.head.size} is newer than the newest head a "
+                    f"quorum of witnesses cosigned (size {verified.head.size})"
+                )
+                checked.append(dataclasses.replace(entry, verified=False, problem=problem))
+                continue
+            self._consistency(heads[entry.head.size], verified.head, origin)
+            checked.append(dataclasses.replace(entry, witnessed_by=verified.witnesses))
+        return checked
 
     def post(self, path: str, payload: dict[str, Any] | None = None) -> Any:
         """A raw authenticated POST; errors are translated like every other call."""
@@ -318,8 +453,17 @@ def _pem(data: bytes) -> bytes:
     """A credential as PEM text (the coordinator's upload form), whichever way it was read."""
     if data.lstrip().startswith(b"-----"):
         return data
-    import base64
     import textwrap
 
     body = "\n".join(textwrap.wrap(base64.b64encode(data).decode("ascii"), 64))
     return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n".encode("ascii")
+
+
+def _signed_head(document: Any, log_key: VerifyKey) -> SignedTreeHead:
+    """A head from the coordinator's JSON, its log signature verified."""
+    try:
+        head = SignedTreeHead.from_dict(document)
+    except (CreditShareError, TypeError) as exc:
+        raise ClientError(f"the coordinator sent a malformed tree head: {exc}") from exc
+    head.verify(log_key.cryptography_key)
+    return head

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -62,10 +64,17 @@ def create_app(
         finally:
             request_id_var.reset(token)
         services.training.start()  # fails jobs that stopped making progress
+        interval = settings.witness_interval_seconds
+        witnessing = asyncio.create_task(services.witnesses.run(interval)) if interval > 0 else None
         try:
             await check_ledger(services)
             yield
         finally:
+            if witnessing is not None:
+                witnessing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await witnessing
+            await services.witnesses.stop()
             await services.training.stop()
             await services.broker.close()
 

@@ -226,6 +226,10 @@ class QueryBroker:
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels.values()))
 
+    def stub(self, node_id: str) -> DataNodeAsyncStub:
+        """The node's DataNode stub on its (mTLS) channel; after ``start``."""
+        return self._stubs[node_id]
+
     def witness_heads(self) -> dict[str, SignedTreeHead]:
         """The signed head each node last said it trusts (unverified: the ledger checks
         each signature before it believes one)."""

@@ -121,7 +121,7 @@ _DOMAIN_RULES: tuple[tuple[str, str, frozenset[int]], ...] = (
     ("POST", r"/v1/consents", frozenset({403, 409})),
     ("*", r"/v1/consents/\{consent_id\}(/.*)?", frozenset({403, 404, 409})),
     ("*", r"/v1/enterprises/\{uscc\}/.*", frozenset({403})),
-    ("*", r"/v1/ledger/(head|proofs/.*)", frozenset({404})),
+    ("*", r"/v1/ledger/(head|checkpoint|cosign|proofs/.*)", frozenset({404})),
     ("*", r"/v1/ledger/entries/.*", frozenset({403, 404})),
     ("POST", r"/v1/queries", frozenset({403, 404, 409, 503})),
     ("POST", r"/v1/paillier-keys", frozenset({409})),

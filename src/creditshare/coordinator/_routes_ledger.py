@@ -6,24 +6,37 @@ import asyncio
 import base64
 
 from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
 
 from creditshare.coordinator._db import Participant
 from creditshare.coordinator._deps import CallerDep, ServicesDep
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._routes_trust import own_enterprise
 from creditshare.coordinator._schemas import (
+    CosignatureOut,
+    CosignFailureOut,
+    CosignRoundOut,
     LedgerEntryOut,
+    LedgerHeadOut,
     LogKeyOut,
     PathIndex,
     PathText,
     ProofOut,
     TreeHeadOut,
     TreeSize,
+    WitnessedHeadOut,
 )
 from creditshare.coordinator._services import Services
 from creditshare.crypto import VerifyKey
 from creditshare.errors import InvalidInputError, NotFoundError, PermissionDeniedError
-from creditshare.ledger import EmptyLogError, Receipt, SignedTreeHead, StoredLeaf, parse_record
+from creditshare.ledger import (
+    Cosignature,
+    EmptyLogError,
+    Receipt,
+    SignedTreeHead,
+    StoredLeaf,
+    parse_record,
+)
 
 __all__ = ["router"]
 
@@ -68,9 +81,64 @@ async def log_public_key(services: ServicesDep) -> LogKeyOut:
     return LogKeyOut(key_id=key.key_id, public_key=key.to_text())
 
 
-@router.get("/v1/ledger/head", response_model=TreeHeadOut)
-async def latest_head(caller: CallerDep, services: ServicesDep) -> TreeHeadOut:
-    return head_out(await asyncio.to_thread(_latest, services))
+def cosignature_out(cosignature: Cosignature) -> CosignatureOut:
+    return CosignatureOut(
+        witness=cosignature.witness,
+        key_id=cosignature.key_id.hex(),
+        timestamp=cosignature.timestamp,
+        signature=_b64(cosignature.signature),
+    )
+
+
+@router.get("/v1/ledger/head", response_model=LedgerHeadOut)
+async def latest_head(caller: CallerDep, services: ServicesDep) -> LedgerHeadOut:
+    """The latest signed head, and the newest head the data nodes cosigned (their
+    cosignatures cover ``witnessed_head`` only; clients demand a quorum of them)."""
+
+    def load() -> LedgerHeadOut:
+        latest = _latest(services)
+        witnessed = services.witnesses.witnessed()
+        out = LedgerHeadOut(**head_out(latest).model_dump())
+        if witnessed is not None:
+            out.witnessed_head = head_out(witnessed.head)
+            out.cosignatures = [cosignature_out(c) for c in witnessed.cosignatures]
+        return out
+
+    return await asyncio.to_thread(load)
+
+
+@router.get(
+    "/v1/ledger/checkpoint",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+async def checkpoint(caller: CallerDep, services: ServicesDep) -> PlainTextResponse:
+    """The newest witnessed head as a C2SP checkpoint (c2sp.org/tlog-checkpoint): body,
+    the log's signature line, then the witnesses' cosignature/v1 lines."""
+
+    def load() -> str:
+        _latest(services)  # 404 while the log is empty
+        return services.witnesses.checkpoint()
+
+    return PlainTextResponse(await asyncio.to_thread(load))
+
+
+@router.post("/v1/ledger/cosign", response_model=CosignRoundOut)
+async def cosign_now(caller: CallerDep, services: ServicesDep) -> CosignRoundOut:
+    """Ask every data node to cosign the latest head now (one round; rounds also run
+    every ``witness_interval_seconds``); returns what was collected and which nodes
+    did not cosign, and why."""
+    collected = await services.witnesses.cosign_round()
+    return CosignRoundOut(
+        tree_size=collected.size,
+        heads=[
+            WitnessedHeadOut(
+                head=head_out(h.head), cosignatures=[cosignature_out(c) for c in h.cosignatures]
+            )
+            for h in collected.heads
+        ],
+        failures=[CosignFailureOut(node=n, reason=r) for n, r in collected.failures],
+    )
 
 
 @router.get("/v1/ledger/proofs/consistency", response_model=ProofOut)

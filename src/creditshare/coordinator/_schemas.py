@@ -22,6 +22,9 @@ __all__ = [
     "ConsentDocumentIn",
     "ConsentOut",
     "ConsentRevocationIn",
+    "CosignFailureOut",
+    "CosignRoundOut",
+    "CosignatureOut",
     "Coverage",
     "CredentialIn",
     "CredentialOut",
@@ -30,6 +33,7 @@ __all__ = [
     "InputModel",
     "IssuedKeyOut",
     "LedgerEntryOut",
+    "LedgerHeadOut",
     "LogKeyOut",
     "ModelOut",
     "NodeOut",
@@ -48,6 +52,7 @@ __all__ = [
     "SignedConsentIn",
     "TreeHeadOut",
     "TreeSize",
+    "WitnessedHeadOut",
 ]
 
 #: Participant, model and node ids: what the registries accept, so a schema-valid id is
@@ -369,3 +374,40 @@ class LedgerEntryOut(BaseModel):
 class LogKeyOut(BaseModel):
     key_id: str
     public_key: str
+
+
+class CosignatureOut(BaseModel):
+    """A witness's C2SP cosignature/v1 over the checkpoint of ``witnessed_head``."""
+
+    witness: str = Field(description="the witness name: a data node's id")
+    key_id: str = Field(description="8 hex digits: SHA-256(name || 0x0A || 0x04 || key)[:4]")
+    timestamp: int = Field(description="POSIX seconds, part of the signed message")
+    signature: str = Field(description="base64 of the 64-byte Ed25519 signature")
+
+
+class LedgerHeadOut(TreeHeadOut):
+    """The latest head, and the newest head the nodes cosigned with their cosignatures
+    (the same head when the nodes have caught up; ``null`` while none has)."""
+
+    witnessed_head: TreeHeadOut | None = None
+    cosignatures: list[CosignatureOut] = Field(
+        default_factory=list, description="over witnessed_head, never over another head"
+    )
+
+
+class WitnessedHeadOut(BaseModel):
+    head: TreeHeadOut
+    cosignatures: list[CosignatureOut]
+
+
+class CosignFailureOut(BaseModel):
+    node: str
+    reason: str
+
+
+class CosignRoundOut(BaseModel):
+    """What one round collected: each head cosigned (usually one) and each node without."""
+
+    tree_size: int = Field(description="the latest head's size when the round began")
+    heads: list[WitnessedHeadOut]
+    failures: list[CosignFailureOut]

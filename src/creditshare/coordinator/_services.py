@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from creditshare.coordinator._broker import QueryBroker
 from creditshare.coordinator._consents import ConsentService
+from creditshare.coordinator._cosignatures import CosignatureStore
 from creditshare.coordinator._credentials import CredentialStore
 from creditshare.coordinator._db import make_engine
 from creditshare.coordinator._limits import Limits, build_limits
@@ -21,6 +22,7 @@ from creditshare.coordinator._participants import ParticipantRegistry
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._settings import CoordinatorSettings
 from creditshare.coordinator._training import TrainingJobs
+from creditshare.coordinator._witness import WitnessCollector
 from creditshare.crypto import SigningKey
 from creditshare.errors import ConfigurationError, InvalidKeyError
 from creditshare.ledger import Ledger, LogSigner, SqlLedgerStorage
@@ -59,6 +61,7 @@ class Services:
     limits: Limits
     training: TrainingJobs
     clock: Callable[[], datetime]
+    witnesses: WitnessCollector
 
 
 def build_services(
@@ -97,6 +100,14 @@ def build_services(
             jobs_per_bureau=settings.training_jobs_per_bureau,
         ),
         clock=clock,
+        witnesses=WitnessCollector(
+            registry,
+            broker,
+            ledger,
+            CosignatureStore(engine),
+            settings.node_deadline_seconds,
+            clock,
+        ),
     )
 
 

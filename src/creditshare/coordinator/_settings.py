@@ -73,6 +73,13 @@ class CoordinatorSettings(EnvFirstSettings):
         description="a signed query or training job must be sent within this long of the "
         "time it was signed (nodes apply their own receipt_max_age_seconds too)",
     )
+    witness_interval_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="how often every node is asked to cosign the latest tree head "
+        "(0: only when someone calls POST /v1/ledger/cosign)",
+    )
     scale: int = Field(default=10**6, ge=1, le=MAX_SCALE)
     database_url: str = "sqlite:///coordinator.db"
     log_signing_key_file: Path = Field(

@@ -35,7 +35,14 @@ from creditshare.demo._pki import chain_ca, node_identity, participant_identity,
 from creditshare.demo._toml import dumps
 from creditshare.departments import DEFAULT_INTERCEPT, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
 from creditshare.identity import Chain
-from creditshare.node import NodeSettings, import_into_node, make_engine
+from creditshare.ledger import WitnessKey
+from creditshare.node import (
+    NodeSettings,
+    generate_witness_key,
+    import_into_node,
+    load_witness_key,
+    make_engine,
+)
 from creditshare.node._settings import ModelShardSettings
 from creditshare.node._storage import ShardStore
 from creditshare.pki import TlsSettings, channel_credentials
@@ -119,6 +126,11 @@ class FederationLayout:
                 node_dir = work_dir / "nodes" / node_id
                 node_dir.mkdir(parents=True, exist_ok=True)
                 identity = node_identity(ca_dir, node_dir / "keys", node_id)
+                # Made in the node's own folder, as `creditshare node witness-key` does
+                # on the node's host: the private key never leaves it.
+                witness_key = node_dir / "witness-key.pem"
+                if not witness_key.exists():
+                    generate_witness_key(witness_key)
                 doc = {
                     "node_id": node_id,
                     "department": department,
@@ -126,6 +138,7 @@ class FederationLayout:
                     "listen": f"127.0.0.1:{port}",
                     "database_url": f"sqlite:///{node_dir / 'node.db'}",
                     "log_public_key": log_key.verify_key.to_text(),
+                    "witness_key_file": str(witness_key),
                     "tls": identity.tls,
                     "models": {DEFAULT_MODEL_ID: {"weights": dict(weights[department])}},
                     **(node_overrides or {}),
@@ -229,6 +242,16 @@ class FederationLayout:
     def log_key(self) -> VerifyKey:
         """The log's public key as pinned in the node configs (not asked of the coordinator)."""
         return self.node_settings(self.nodes[0]).log_key
+
+    def witness_keys(self) -> list[WitnessKey]:
+        """Each node's witness vkey, as its operator hands it out (read here from the key
+        files, which only a demo on one machine can do)."""
+        keys = []
+        for node in self.nodes:
+            path = self.node_settings(node).witness_key_file
+            if path is not None:
+                keys.append(WitnessKey(node.node_id, load_witness_key(path).verify_key.raw))
+        return keys
 
     def bootstrap_operator(self) -> str:
         """The chain operator's first API key, created directly in the coordinator database."""

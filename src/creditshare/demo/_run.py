@@ -15,6 +15,7 @@ from creditshare.client import (
     CreditProfile,
     CreditShareClient,
     TrainedModel,
+    WitnessPolicy,
     train_model,
 )
 from creditshare.consent import ConsentGrant, Purpose, format_time
@@ -27,7 +28,17 @@ from creditshare.federated import TrainingConfig
 from creditshare.identity import Chain
 from creditshare.synth import generate, unknown_uscc
 
-__all__ = ["DemoQuery", "DemoResult", "Refusal", "pick_enterprises", "run_demo"]
+__all__ = [
+    "WITNESS_QUORUM",
+    "DemoQuery",
+    "DemoResult",
+    "Refusal",
+    "pick_enterprises",
+    "run_demo",
+]
+
+#: Data nodes that must have cosigned a head before the demo's enterprise accepts it.
+WITNESS_QUORUM = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +133,19 @@ class DemoResult:
     access_log_uscc: str
     access_log: list[AccessEntry]
     training: TrainingOutcome
+    #: Distinct data nodes that must have cosigned the head the access log is proven under.
+    witness_quorum: int = WITNESS_QUORUM
 
     @property
     def access_log_verified(self) -> bool:
         kinds = [e.record.kind for e in self.access_log]
-        return all(e.verified for e in self.access_log) and "query" in kinds and "refusal" in kinds
+        witnessed = all(len(e.witnessed_by) >= self.witness_quorum for e in self.access_log)
+        return (
+            all(e.verified for e in self.access_log)
+            and witnessed
+            and "query" in kinds
+            and "refusal" in kinds
+        )
 
     @property
     def verified(self) -> bool:
@@ -159,9 +178,11 @@ class DemoResult:
                         "consent_id": e.record.consent_id,
                         "tree_size": e.tree_size,
                         "verified": e.verified,
+                        "witnessed_by": list(e.witnessed_by),
                     }
                     for e in self.access_log
                 ],
+                "witness_quorum": self.witness_quorum,
                 "verified": self.access_log_verified,
             },
             "training": self.training.to_json(),
@@ -281,15 +302,19 @@ def run_demo(
             except ProblemError as exc:
                 refusal = Refusal(uscc, Purpose.POST_LOAN_MONITORING.value, exc.status, exc.detail)
             say(f"bank asked again for post-loan monitoring: {refusal.status} ({refusal.detail})")
-            log = enterprise.verified_enterprise_queries(uscc, layout.log_key())
+            witnesses = tuple(layout.witness_keys())
+            policy = WitnessPolicy(witnesses, min(WITNESS_QUORUM, len(witnesses)))
+            log = enterprise.verified_enterprise_queries(uscc, layout.log_key(), policy)
             say(
                 f"{uscc} read its access log: {len(log)} entries, inclusion verified against "
-                "the pinned ledger key"
+                f"the pinned ledger key, under a head cosigned by a quorum of {policy.quorum} "
+                f"of the {len(witnesses)} data nodes (each made its witness key in its own "
+                "folder)"
             )
             enterprise.close()
             training = _train_and_score(operator, bank, layout, data_dir, uscc, consent_id, say)
             bank.close()
-        return DemoResult(len(layout.nodes), queries, refusal, uscc, log, training)
+        return DemoResult(len(layout.nodes), queries, refusal, uscc, log, training, policy.quorum)
 
 
 def _train_and_score(

@@ -6,10 +6,27 @@ with its ``Receipt``; data nodes track the heads they have seen
 entries and check each inclusion; operators audit the whole store
 (``verify_log``). Storage is a Protocol with memory and SQL backends. What a
 leaf holds is a ``QueryRecord`` (canonical JSON, ``parse_record``); the log
-itself treats leaves as opaque bytes.
+itself treats leaves as opaque bytes. Heads are also published as C2SP
+checkpoints, with the cosignatures of the data nodes that accepted them
+(``WitnessKey``, ``cosign``, ``verify_cosignature``, ``checkpoint_note``).
 """
 
 from creditshare.ledger._audit import LogReport, verify_log, verify_subject
+from creditshare.ledger._checkpoint import (
+    COSIGNATURE_TYPE,
+    LOG_ORIGIN_PREFIX,
+    Checkpoint,
+    Cosignature,
+    WitnessKey,
+    checkpoint_body,
+    checkpoint_note,
+    cosign,
+    cosignature_message,
+    log_origin,
+    parse_checkpoint,
+    parse_checkpoint_body,
+    verify_cosignature,
+)
 from creditshare.ledger._errors import EmptyLogError, StaleTreeHeadError
 from creditshare.ledger._log import Ledger, Receipt
 from creditshare.ledger._merkle import (
@@ -24,6 +41,14 @@ from creditshare.ledger._merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from creditshare.ledger._note import (
+    MAX_NOTE_BYTES,
+    MAX_SIGNATURES,
+    NoteSignature,
+    SignedNote,
+    note_key_id,
+    parse_note,
+)
 from creditshare.ledger._records import MAX_REASON, MAX_RECORD_BYTES, QueryRecord, parse_record
 from creditshare.ledger._sql import LedgerHeadRow, LedgerLeafRow, SqlLedgerStorage
 from creditshare.ledger._storage import BuildHead, LedgerStorage, MemoryLedgerStorage, StoredLeaf
@@ -31,12 +56,18 @@ from creditshare.ledger._tracker import TrustedHeadTracker
 from creditshare.ledger._tree_head import SIGNATURE_SIZE, LogSigner, SignedTreeHead, key_id_for
 
 __all__ = [
+    "COSIGNATURE_TYPE",
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "LOG_ORIGIN_PREFIX",
+    "MAX_NOTE_BYTES",
     "MAX_REASON",
     "MAX_RECORD_BYTES",
+    "MAX_SIGNATURES",
     "SIGNATURE_SIZE",
     "BuildHead",
+    "Checkpoint",
+    "Cosignature",
     "EmptyLogError",
     "Frontier",
     "Ledger",
@@ -46,21 +77,34 @@ __all__ = [
     "LogReport",
     "LogSigner",
     "MemoryLedgerStorage",
+    "NoteSignature",
     "QueryRecord",
     "Receipt",
+    "SignedNote",
     "SignedTreeHead",
     "SqlLedgerStorage",
     "StaleTreeHeadError",
     "StoredLeaf",
     "TrustedHeadTracker",
+    "WitnessKey",
+    "checkpoint_body",
+    "checkpoint_note",
     "consistency_proof",
+    "cosign",
+    "cosignature_message",
     "inclusion_proof",
     "key_id_for",
     "leaf_hash",
+    "log_origin",
     "node_hash",
+    "note_key_id",
+    "parse_checkpoint",
+    "parse_checkpoint_body",
+    "parse_note",
     "parse_record",
     "root",
     "verify_consistency",
+    "verify_cosignature",
     "verify_inclusion",
     "verify_log",
     "verify_subject",

@@ -12,6 +12,7 @@ from creditshare.node._server import (
 )
 from creditshare.node._settings import ModelShardSettings, NodeSettings
 from creditshare.node._storage import RecordStore, make_engine
+from creditshare.node._witness import NodeWitness, generate_witness_key, load_witness_key
 
 __all__ = [
     "SERVICE_NAME",
@@ -19,12 +20,15 @@ __all__ = [
     "ImportSummary",
     "ModelShardSettings",
     "NodeSettings",
+    "NodeWitness",
     "RecordStore",
     "ScoreEngine",
     "access_log_entries",
     "build_server",
+    "generate_witness_key",
     "import_files",
     "import_into_node",
+    "load_witness_key",
     "make_engine",
     "refusal_log_entries",
     "serve",

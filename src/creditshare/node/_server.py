@@ -32,6 +32,7 @@ from creditshare.node._settings import NodeSettings
 from creditshare.node._storage import RecordStore, ShardStore, make_engine
 from creditshare.node._training import TrainingService
 from creditshare.node._trust import AccessLog, AccessLogRow, TrustedHeadStore
+from creditshare.node._witness import NodeWitness, load_witness_key
 from creditshare.pki import CredentialVerifier, server_credentials
 from creditshare.proto import GRPC_MESSAGE_OPTIONS, node_pb2_grpc, training_pb2_grpc
 
@@ -101,8 +102,12 @@ async def build_server(
     )
     access_log = AccessLog(db, clock)
     refusal_log = RefusalLog(db, clock)
+    witness_key = None
+    if settings.witness_key_file is not None:
+        witness_key = load_witness_key(settings.witness_key_file)
+    witness = NodeWitness(settings.node_id, witness_key, settings.log_key, tracker, clock)
     service = DataNodeService(
-        settings, engine, checker, access_log, tracker, authority, refusal_log
+        settings, engine, checker, access_log, tracker, authority, refusal_log, witness
     )
     server = grpc.aio.server(
         options=GRPC_MESSAGE_OPTIONS, interceptors=[RequestContextInterceptor()]

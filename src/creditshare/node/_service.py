@@ -42,6 +42,7 @@ from creditshare.node._receipts import ReceiptChecker, ReceiptRefusedError
 from creditshare.node._scoring import EncryptedShare, ScoreEngine
 from creditshare.node._settings import NodeSettings
 from creditshare.node._trust import AccessLog
+from creditshare.node._witness import NodeWitness
 from creditshare.proto import node_pb2, node_pb2_grpc
 
 __all__ = [
@@ -160,10 +161,12 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         tracker: TrustedHeadTracker,
         authority: RequestAuthority,
         refusal_log: RefusalLog,
+        witness: NodeWitness | None = None,
     ) -> None:
         self._authority = authority
         self._refusal_log = refusal_log
         self._settings = settings
+        self._witness = witness
         self._department = settings.department_schema
         self._engine = engine
         self._checker = checker
@@ -208,7 +211,25 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
             ],
             trusted_tree_size=self._tracker.trusted_size,
             trusted_tree_head=_head_pb(self._tracker.head),
+            witness_vkey=self._witness.vkey if self._witness is not None else "",
         )
+
+    async def AddCheckpoint(  # noqa: N802 - gRPC method name
+        self,
+        request: node_pb2.AddCheckpointRequest,
+        context: grpc.aio.ServicerContext[
+            node_pb2.AddCheckpointRequest, node_pb2.AddCheckpointResponse
+        ],
+    ) -> node_pb2.AddCheckpointResponse:
+        """Cosign a head this node accepts (see ``node._witness``)."""
+
+        async def work() -> node_pb2.AddCheckpointResponse:
+            if self._witness is None:
+                raise NotFoundError(f"node {self._settings.node_id} cosigns no tree head")
+            async with self._slots:  # shares the node's bound on concurrent work
+                return await asyncio.to_thread(self._witness.add_checkpoint, request)
+
+        return await self._guard(context, work)
 
     async def Score(  # noqa: N802 - gRPC method name
         self,

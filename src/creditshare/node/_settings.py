@@ -59,6 +59,11 @@ class NodeSettings(EnvFirstSettings):
     log_public_key: str = Field(
         description="base64 Ed25519 key that signs the coordinator's ledger tree heads"
     )
+    witness_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 key (PEM) this node cosigns the tree heads it accepts with; "
+        "made on the node by `creditshare node witness-key` (none: the node cosigns nothing)",
+    )
     receipt_max_age_seconds: float = Field(default=300.0, gt=0, le=86_400)
     tls: TlsSettings | None = None
     credential_ca: Path | None = Field(

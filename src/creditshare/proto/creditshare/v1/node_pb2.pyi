@@ -134,6 +134,7 @@ class DescribeResponse(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     TRUSTED_TREE_SIZE_FIELD_NUMBER: _builtins.int
     TRUSTED_TREE_HEAD_FIELD_NUMBER: _builtins.int
+    WITNESS_VKEY_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     department: _builtins.str
     chain: _builtins.str
@@ -141,6 +142,10 @@ class DescribeResponse(_message.Message):
     trusted_tree_size: _builtins.int
     """Size of the latest ledger tree head this node accepted (0: none yet), so the
     coordinator can send a consistency proof from it.
+    """
+    witness_vkey: _builtins.str
+    """The node's witness key as a C2SP vkey ("<node id>+<key id>+<key>"); empty when
+    the node has no witness key (it serves queries but cosigns no tree head).
     """
     @_builtins.property
     def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___Feature]: ...
@@ -166,10 +171,11 @@ class DescribeResponse(_message.Message):
         models: _abc.Iterable[Global___ModelShardInfo] | None = ...,
         trusted_tree_size: _builtins.int = ...,
         trusted_tree_head: Global___SignedTreeHead | None = ...,
+        witness_vkey: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["trusted_tree_head", b"trusted_tree_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "department", b"department", "display_name", b"display_name", "features", b"features", "indicators", b"indicators", "models", b"models", "node_id", b"node_id", "trusted_tree_head", b"trusted_tree_head", "trusted_tree_size", b"trusted_tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "department", b"department", "display_name", b"display_name", "features", b"features", "indicators", b"indicators", "models", b"models", "node_id", b"node_id", "trusted_tree_head", b"trusted_tree_head", "trusted_tree_size", b"trusted_tree_size", "witness_vkey", b"witness_vkey"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -548,3 +554,76 @@ class ScoreResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScoreResponse: _TypeAlias = ScoreResponse  # noqa: Y015
+
+@_typing.final
+class AddCheckpointRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLD_SIZE_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_PROOF_FIELD_NUMBER: _builtins.int
+    TREE_HEAD_FIELD_NUMBER: _builtins.int
+    old_size: _builtins.int
+    """The size the consistency proof starts from: the node's trusted size (0: none)."""
+    @_builtins.property
+    def consistency_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """RFC 6962 consistency proof from old_size to tree_head.size (empty from 0)."""
+
+    @_builtins.property
+    def tree_head(self) -> Global___SignedTreeHead: ...
+    def __init__(
+        self,
+        *,
+        old_size: _builtins.int = ...,
+        consistency_proof: _abc.Iterable[_builtins.bytes] | None = ...,
+        tree_head: Global___SignedTreeHead | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tree_head", b"tree_head"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_proof", b"consistency_proof", "old_size", b"old_size", "tree_head", b"tree_head"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddCheckpointRequest: _TypeAlias = AddCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class AddCheckpointResponse(_message.Message):
+    """A cosignature/v1 (c2sp.org/tlog-cosignature) over the checkpoint of the head sent:
+    Ed25519 over "cosignature/v1\\ntime <timestamp>\\n" + checkpoint body.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WITNESS_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    ROOT_FIELD_NUMBER: _builtins.int
+    witness: _builtins.str
+    """The witness name: the node id."""
+    key_id: _builtins.bytes
+    """SHA-256(witness || "\\n" || 0x04 || public key)[:4]."""
+    timestamp: _builtins.int
+    """POSIX seconds."""
+    signature: _builtins.bytes
+    """64-byte Ed25519 signature."""
+    tree_size: _builtins.int
+    """The tree head cosigned (its size and root, as sent)."""
+    root: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        witness: _builtins.str = ...,
+        key_id: _builtins.bytes = ...,
+        timestamp: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
+        tree_size: _builtins.int = ...,
+        root: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "root", b"root", "signature", b"signature", "timestamp", b"timestamp", "tree_size", b"tree_size", "witness", b"witness"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddCheckpointResponse: _TypeAlias = AddCheckpointResponse  # noqa: Y015

@@ -49,6 +49,11 @@ class DataNodeStub:
                 request_serializer=creditshare_dot_v1_dot_node__pb2.RevokeConsentRequest.SerializeToString,
                 response_deserializer=creditshare_dot_v1_dot_node__pb2.RevokeConsentResponse.FromString,
                 _registered_method=True)
+        self.AddCheckpoint = channel.unary_unary(
+                '/creditshare.v1.DataNode/AddCheckpoint',
+                request_serializer=creditshare_dot_v1_dot_node__pb2.AddCheckpointRequest.SerializeToString,
+                response_deserializer=creditshare_dot_v1_dot_node__pb2.AddCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class DataNodeServicer:
@@ -78,6 +83,19 @@ class DataNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddCheckpoint(self, request, context):
+        """Cosign a tree head (modelled on c2sp.org/tlog-witness add-checkpoint): the node
+        accepts the head exactly as a query's receipt head (signed by the pinned log key,
+        consistent with the head it trusts) and returns its cosignature/v1 over the head's
+        checkpoint. FAILED_PRECONDITION with the trusted size in trailing metadata when
+        old_size is not the node's trusted size (or the head is older than the trusted
+        one); FAILED_PRECONDITION for a fork (nothing cosigned); NOT_FOUND when the node
+        has no witness key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +113,11 @@ def add_DataNodeServicer_to_server(servicer, server):
                     servicer.RevokeConsent,
                     request_deserializer=creditshare_dot_v1_dot_node__pb2.RevokeConsentRequest.FromString,
                     response_serializer=creditshare_dot_v1_dot_node__pb2.RevokeConsentResponse.SerializeToString,
+            ),
+            'AddCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddCheckpoint,
+                    request_deserializer=creditshare_dot_v1_dot_node__pb2.AddCheckpointRequest.FromString,
+                    response_serializer=creditshare_dot_v1_dot_node__pb2.AddCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +201,33 @@ class DataNode:
             '/creditshare.v1.DataNode/RevokeConsent',
             creditshare_dot_v1_dot_node__pb2.RevokeConsentRequest.SerializeToString,
             creditshare_dot_v1_dot_node__pb2.RevokeConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditshare.v1.DataNode/AddCheckpoint',
+            creditshare_dot_v1_dot_node__pb2.AddCheckpointRequest.SerializeToString,
+            creditshare_dot_v1_dot_node__pb2.AddCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

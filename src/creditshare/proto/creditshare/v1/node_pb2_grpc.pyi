@@ -46,6 +46,15 @@ class DataNodeStub:
     node verifies it against the enterprise's certified key, keeps it, and refuses
     that consent from then on whoever relays a query under it.
     """
+    AddCheckpoint: _grpc.UnaryUnaryMultiCallable[_node_pb2.AddCheckpointRequest, _node_pb2.AddCheckpointResponse]
+    """Cosign a tree head (modelled on c2sp.org/tlog-witness add-checkpoint): the node
+    accepts the head exactly as a query's receipt head (signed by the pinned log key,
+    consistent with the head it trusts) and returns its cosignature/v1 over the head's
+    checkpoint. FAILED_PRECONDITION with the trusted size in trailing metadata when
+    old_size is not the node's trusted size (or the head is older than the trusted
+    one); FAILED_PRECONDITION for a fork (nothing cosigned); NOT_FOUND when the node
+    has no witness key.
+    """
 
 @_typing.type_check_only
 class DataNodeAsyncStub(DataNodeStub):
@@ -60,6 +69,15 @@ class DataNodeAsyncStub(DataNodeStub):
     """An enterprise's signed withdrawal of a consent, relayed by the coordinator: the
     node verifies it against the enterprise's certified key, keeps it, and refuses
     that consent from then on whoever relays a query under it.
+    """
+    AddCheckpoint: _aio.UnaryUnaryMultiCallable[_node_pb2.AddCheckpointRequest, _node_pb2.AddCheckpointResponse]  # type: ignore[assignment]
+    """Cosign a tree head (modelled on c2sp.org/tlog-witness add-checkpoint): the node
+    accepts the head exactly as a query's receipt head (signed by the pinned log key,
+    consistent with the head it trusts) and returns its cosignature/v1 over the head's
+    checkpoint. FAILED_PRECONDITION with the trusted size in trailing metadata when
+    old_size is not the node's trusted size (or the head is older than the trusted
+    one); FAILED_PRECONDITION for a fork (nothing cosigned); NOT_FOUND when the node
+    has no witness key.
     """
 
 class DataNodeServicer(metaclass=_abc_1.ABCMeta):
@@ -90,6 +108,21 @@ class DataNodeServicer(metaclass=_abc_1.ABCMeta):
         """An enterprise's signed withdrawal of a consent, relayed by the coordinator: the
         node verifies it against the enterprise's certified key, keeps it, and refuses
         that consent from then on whoever relays a query under it.
+        """
+
+    @_abc_1.abstractmethod
+    def AddCheckpoint(
+        self,
+        request: _node_pb2.AddCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.AddCheckpointResponse, _abc.Awaitable[_node_pb2.AddCheckpointResponse]]:
+        """Cosign a tree head (modelled on c2sp.org/tlog-witness add-checkpoint): the node
+        accepts the head exactly as a query's receipt head (signed by the pinned log key,
+        consistent with the head it trusts) and returns its cosignature/v1 over the head's
+        checkpoint. FAILED_PRECONDITION with the trusted size in trailing metadata when
+        old_size is not the node's trusted size (or the head is older than the trusted
+        one); FAILED_PRECONDITION for a fork (nothing cosigned); NOT_FOUND when the node
+        has no witness key.
         """
 
 def add_DataNodeServicer_to_server(servicer: DataNodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
