@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,15 @@ from typer.testing import CliRunner
 from creditshare.cli import app as cli_app
 from creditshare.client import CreditShareClient, WitnessPolicy
 from creditshare.coordinator import create_app
+from creditshare.coordinator._db import make_engine as coordinator_engine
 from creditshare.coordinator._services import load_log_signer
 from creditshare.crypto import PrivateKey, VerifyKey
 from creditshare.demo import Federation, FederationLayout, read_enterprises
 from creditshare.errors import SplitViewError, UnwitnessedHeadError
 from creditshare.identity import Chain
 from creditshare.ledger import (
+    Ledger,
+    SqlLedgerStorage,
     WitnessKey,
     checkpoint_body,
     leaf_hash,
@@ -309,3 +313,53 @@ def _signed(document: dict[str, Any]) -> Any:
     from creditshare.ledger import SignedTreeHead
 
     return SignedTreeHead.from_dict(document)
+
+
+def test_a_forked_log_gets_no_cosignature_from_any_node(
+    federation: Federation,
+    trust: Trust,
+    uscc: str,
+    witnesses: list[WitnessKey],
+    log_key: VerifyKey,
+    serve_app: ServeApp,
+    tmp_path: Path,
+) -> None:
+    """The real coordinator program, same log key, another history (its own database):
+    every node refuses to cosign, says why, and logs it; the real log is still cosigned."""
+    real = _real_head(trust)
+    settings = federation.layout.coordinator_settings().model_copy(
+        update={"witness_interval_seconds": 0.0, "database_url": f"sqlite:///{tmp_path / 'f.db'}"}
+    )
+    # The rewritten history is written first, under the log key: a coordinator that
+    # rewrote its database (its own start-up check then refuses to append; it can still
+    # ask for cosignatures, which is what a compromised one would do).
+    forged = Ledger(
+        SqlLedgerStorage(coordinator_engine(settings.database_url)),
+        load_log_signer(settings),
+        lambda: datetime.now(UTC),
+    )
+    for i in range(real["size"] + 3):
+        forged.append(f'{{"rewritten": {i}}}'.encode(), uscc)
+    app = create_app(settings)
+    with serve_app(app) as url:
+        services = app.state.services
+        services.participants.register("mallory", "operator", "Mallory")
+        api_key = services.participants.issue_key("mallory").api_key
+        response = httpx.post(
+            f"{url}/v1/ledger/cosign", headers={"Authorization": f"Bearer {api_key}"}, timeout=30
+        )
+    assert response.status_code == 200, response.text
+    collected = response.json()
+    assert collected["heads"] == []
+    reasons = {f["node"]: f["reason"] for f in collected["failures"]}
+    assert sorted(reasons) == sorted(w.name for w in witnesses)
+    for reason in reasons.values():
+        assert reason.startswith("failed_precondition: ") and "does not extend" in reason
+    logs = federation.layout.work_dir / "logs"
+    for key in witnesses:
+        text = (logs / f"{key.name}.log").read_text(errors="replace")
+        assert "refused to cosign a forked tree head" in text
+    # The genuine log is untouched and still cosigned by every node.
+    trust.bank.query(uscc, trust.consent(uscc))
+    honest = trust.bank.cosign_now()
+    assert honest["failures"] == [] and len(honest["heads"][0]["cosignatures"]) == 3

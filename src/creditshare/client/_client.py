@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +32,8 @@ from creditshare.identity import Uscc
 from creditshare.ledger import Cosignature, SignedTreeHead, log_origin, verify_consistency
 
 __all__ = ["DEFAULT_MODEL_ID", "CreditShareClient"]
+
+log = logging.getLogger("creditshare.client")
 
 DEFAULT_MODEL_ID = "sme-scorecard-v1"
 
@@ -401,7 +404,13 @@ class CreditShareClient:
         """
         code = str(Uscc.parse(uscc))
         entries = verify_access_log(self.enterprise_queries(code), code, log_key)
-        if policy is None or not entries:
+        if policy is None:
+            log.warning(
+                "access log checked against unwitnessed heads: no witness policy, so only "
+                "the coordinator vouches for this log"
+            )
+            return entries
+        if not entries:
             return entries
         origin = log_origin(log_key.cryptography_key)
         newest = max(e.tree_size for e in entries)

@@ -1,7 +1,7 @@
 """Cosignatures of tree heads by the data nodes (witnesses), shared by every replica.
 
 Revision ID: c0007
-Revises: c0005
+Revises: c0006
 
 (c0006 is the lead's revision of issue 11; when both are merged this one revises c0006.)
 """
@@ -13,7 +13,7 @@ from alembic import op
 from sqlmodel.sql.sqltypes import AutoString, UTCDateTime
 
 revision = "c0007"
-down_revision = "c0005"
+down_revision = "c0006"
 branch_labels = None
 depends_on = None
 
