@@ -28,6 +28,8 @@ from creditshare.node import NodeSettings, build_server, generate_witness_key
 from creditshare.node._service import TRUSTED_SIZE_METADATA
 from creditshare.proto import node_pb2, node_pb2_grpc
 
+from .._authority import authority
+
 if TYPE_CHECKING:
     from creditshare.proto.creditshare.v1.node_pb2_grpc import DataNodeAsyncStub
 
@@ -49,6 +51,7 @@ def _settings(folder: Path, witness: bool) -> NodeSettings:
         log_public_key=VerifyKey.from_cryptography(LOG.public_key).to_text(),
         witness_key_file=key_file if witness else None,
         allow_insecure=True,
+        credential_ca=authority().ca_cert,
     )
 
 
