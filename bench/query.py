@@ -33,7 +33,7 @@ from _plaintext_node import plaintext_decryption
 
 from creditshare.client import CreditProfile, CreditShareClient
 from creditshare.consent import ConsentGrant, Purpose
-from creditshare.crypto import PrivateKey, SigningKey
+from creditshare.crypto import PrivateKey
 from creditshare.demo import Federation, FederationLayout, read_enterprises
 from creditshare.errors import ProblemError
 from creditshare.synth import generate
@@ -91,24 +91,34 @@ def run(
         CreditShareClient(layout.coordinator_url, api_key=operator_key) as op,
         decryption as decryptions,
     ):
+        layout.publish_revocation_lists(operator_key)
         bank_api = op.register_participant("bench-bank", "bank", "Bench Bank")["api_key"]
+        bank_identity = layout.identity("bench-bank", "bank")
+        with CreditShareClient(
+            layout.coordinator_url, api_key=bank_api, identity=bank_identity
+        ) as bank:
+            bank.upload_credentials()
         consents: dict[str, str] = {}
         start = datetime.now(UTC) - timedelta(minutes=1)
         for uscc in usccs:
-            signing = SigningKey.generate()
+            identity = layout.identity(f"e-{uscc.lower()}", "enterprise", uscc)
+            signing = identity.signing_key
             ent = op.register_participant(
                 f"e-{uscc.lower()}", "enterprise", uscc, uscc=uscc, signing_key=signing.verify_key
             )
             grant = ConsentGrant.create(
                 uscc, "bench-bank", Purpose.PRE_LOAN_REVIEW, start, start + timedelta(days=1)
             )
-            with CreditShareClient(layout.coordinator_url, api_key=ent["api_key"]) as c:
+            with CreditShareClient(
+                layout.coordinator_url, api_key=ent["api_key"], identity=identity
+            ) as c:
+                c.upload_credentials()
                 consents[uscc] = c.grant_consent(grant.sign(signing))["consent_id"]
 
         def timed(i: int) -> tuple[float, CreditProfile]:
             uscc = usccs[i % len(usccs)]
             with CreditShareClient(
-                layout.coordinator_url, api_key=bank_api, private_key=key
+                layout.coordinator_url, api_key=bank_api, private_key=key, identity=bank_identity
             ) as bank:
                 started = time.perf_counter()
                 profile = bank.query(uscc, consents[uscc])

@@ -233,9 +233,11 @@ def train_model(
         "key_fingerprint": client.ensure_paillier_key(),
         "config": settings,
     }
-    body |= sign_job(client.ensure_credentials(), body)
-    job_id = body["job_id"]
-    client.post("/v1/training-jobs", body)
+    # The job id is chosen (and signed) here, before anything is sent: an interrupt at
+    # any moment after this line can name the job it cancels.
+    signed = sign_job(client.identity, body)
+    job_id = signed["job_id"]
+    client.signed_post("/v1/training-jobs", body, lambda _identity, _body: signed)
 
     def report(payload: dict[str, Any]) -> None:
         client.post(f"/v1/training-jobs/{job_id}/progress", payload)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -31,7 +32,10 @@ from creditshare.errors import (
 from creditshare.identity import Uscc
 from creditshare.ledger import Cosignature, SignedTreeHead, log_origin, verify_consistency
 
-__all__ = ["DEFAULT_MODEL_ID", "CreditShareClient"]
+__all__ = ["DEFAULT_MODEL_ID", "CreditShareClient", "Signer"]
+
+#: Adds the signed fields (id, time, signature) for a body: ``sign_query``, ``sign_job``.
+Signer = Callable[[Identity, Mapping[str, Any]], dict[str, str]]
 
 log = logging.getLogger("creditshare.client")
 
@@ -63,8 +67,6 @@ class CreditShareClient:
     ) -> None:
         self._key = private_key
         self._identity = identity
-        #: Whether this client uploaded its credentials to the coordinator already.
-        self._uploaded = False
         self._heads = HeadMemory(head_state)
         #: Fingerprints this client registered (or found registered) at the coordinator.
         self._registered: set[str] = set()
@@ -97,15 +99,28 @@ class CreditShareClient:
             )
             for data in self.identity.credentials
         ]
-        self._uploaded = True
         return out
 
-    def ensure_credentials(self) -> Identity:
-        """The identity, its credentials uploaded on first use."""
+    def signed_post(self, path: str, body: dict[str, Any], sign: Signer) -> Any:
+        """POST a body the caller signs; if the coordinator has none of this identity's
+        credentials yet (a new participant, a new key), upload them and send once more.
+
+        Uploading only when asked keeps every request a single round trip, however many
+        short-lived clients (CLI runs, worker processes) a bank uses.
+        """
         identity = self.identity
-        if not self._uploaded:
-            self.upload_credentials()
-        return identity
+        return self._with_credentials(
+            lambda: self._request("POST", path, json=body | sign(identity, body))
+        )
+
+    def _with_credentials(self, send: Callable[[], Any]) -> Any:
+        try:
+            return send()
+        except ProblemError as exc:
+            if self._identity is None or exc.status != 422 or exc.body.get("field") != "credential":
+                raise
+        self.upload_credentials()
+        return send()
 
     def credentials(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._request("GET", "/v1/credentials")
@@ -170,8 +185,7 @@ class CreditShareClient:
         }
         if chains:
             payload["chains"] = chains
-        payload |= sign_query(self.ensure_credentials(), payload)
-        body: dict[str, Any] = self._request("POST", "/v1/queries", json=payload)
+        body: dict[str, Any] = self.signed_post("/v1/queries", payload, sign_query)
         return body
 
     def query(
@@ -270,7 +284,12 @@ class CreditShareClient:
     # consents -------------------------------------------------------------------------
 
     def grant_consent(self, signed: SignedConsent) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", "/v1/consents", json=signed.to_json())
+        """Store a consent the enterprise signed. Nodes check its signature against the
+        enterprise's credential, so the coordinator wants one on file first: a client with
+        the enterprise's ``identity`` uploads it when asked."""
+        result: dict[str, Any] = self._with_credentials(
+            lambda: self._request("POST", "/v1/consents", json=signed.to_json())
+        )
         return result
 
     def revoke_consent(

@@ -32,13 +32,19 @@ from creditshare.errors import (
 from creditshare.pki import Credential, parse_credential
 from creditshare.signed import SignedQuery, SignedTrainingJob
 
-__all__ = ["MAX_CREDENTIALS", "CredentialStore", "UploadedList"]
+__all__ = ["MAX_CREDENTIALS", "CredentialStore", "MissingCredentialError", "UploadedList"]
 
 #: Unexpired credentials one participant may hold (one per chain CA, room to renew).
 MAX_CREDENTIALS = 8
 #: The largest revocation list accepted (a list revoking thousands is still far below).
 MAX_LIST_BYTES = 256 * 1024
 _CACHE_SECONDS = 5.0
+
+
+class MissingCredentialError(InvalidInputError):
+    """The sender has no credential on file: the SDK uploads its own and sends again."""
+
+    field = "credential"
 
 
 def _utc(moment: datetime) -> datetime:
@@ -167,7 +173,7 @@ class CredentialStore:
         against their CA; checking here turns a client's mistake into one clear error)."""
         keys = self.verify_keys(participant_id)
         if not keys:
-            raise InvalidInputError(
+            raise MissingCredentialError(
                 f"{participant_id!r} has no credential on file: upload the one the chain CA "
                 "issued (POST /v1/credentials) before sending signed requests"
             )

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from creditshare._canonical import canonical_json
 from creditshare.consent import ConsentGrant, ConsentRevocation, SignedConsent
+from creditshare.coordinator._credentials import MissingCredentialError
 from creditshare.coordinator._db import ConsentRow, Participant
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
 from creditshare.coordinator._participants import Role
@@ -173,8 +174,20 @@ async def grant_consent(
 ) -> ConsentOut:
     """Store a consent the enterprise signed; submitted by the enterprise or the grantee."""
     signed = SignedConsent.from_json(body.model_dump())
+    await asyncio.to_thread(_has_credential, services, signed.grant.uscc)
     row = await asyncio.to_thread(services.consents.grant, signed, caller)
     return consent_out(row)
+
+
+def _has_credential(services: Services, uscc: str) -> None:
+    """Nodes check a consent against the enterprise's CA-issued credential: without one on
+    file every node would refuse it, so say so now, at the door."""
+    enterprise = services.participants.enterprise(uscc)
+    if enterprise is not None and not services.credentials.of(enterprise.id):
+        raise MissingCredentialError(
+            "the enterprise has no credential on file: it uploads the one the chain CA "
+            "issued for its signing key (POST /v1/credentials) before granting consents"
+        )
 
 
 @router.get("/v1/consents/{consent_id}", response_model=ConsentOut, tags=["consents"])
