@@ -28,6 +28,8 @@ from creditshare.crypto import SigningKey
 from creditshare.demo import Federation, read_enterprises
 from creditshare.errors import ProblemError
 
+from .._authority import authority
+from .._pki import make_credential
 from .conftest import ServeApp, Trust
 
 USCC = "91100000100003962T"
@@ -212,8 +214,11 @@ def test_concurrent_identical_registrations_are_409(chain: Chain) -> None:
     assert ok.status_code == 201
 
 
-def test_concurrent_identical_grants_are_409_and_bad_use_limits_422(chain: Chain) -> None:
-    signing = SigningKey.generate()
+def test_concurrent_identical_grants_are_409_and_bad_use_limits_422(
+    chain: Chain, tmp_path: Path
+) -> None:
+    # The enterprise's key, certified by a chain CA: a consent needs its credential on file.
+    signing, credential = make_credential(authority().ca_dir, tmp_path, "ent-x", "enterprise", USCC)
     for participant in (
         {"id": "bank-x", "role": "bank", "name": "Bank X"},
         {
@@ -228,6 +233,13 @@ def test_concurrent_identical_grants_are_409_and_bad_use_limits_422(chain: Chain
     bank_key = chain.post(0, "/v1/participants/bank-x/credentials", chain.operator_key).json()[
         "api_key"
     ]
+    ent_key = chain.post(0, "/v1/participants/ent-x/credentials", chain.operator_key).json()[
+        "api_key"
+    ]
+    uploaded = chain.post(
+        0, "/v1/credentials", ent_key, json={"certificate": credential.decode("ascii")}
+    )
+    assert uploaded.status_code == 201, uploaded.text
     signed = _grant(USCC, "bank-x").sign(signing).to_json()
     statuses = _at_once(
         [partial(chain.post, i % 2, "/v1/consents", bank_key, json=signed) for i in range(8)]

@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,6 +51,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iter
         data_dir,
         chains=[Chain.YRD],
         departments=E2E_DEPARTMENTS,
+        node_deadline_seconds=1.0,
+        # Revocations a node missed are handed again soon (the default is every minute).
+        coordinator_overrides={"revocation_relay_interval_seconds": 0.5},
     )
     layout.import_data()
     with Federation(layout) as running:
@@ -317,6 +321,33 @@ def test_a_revoked_consent(attacker: Attacker, trust: Trust) -> None:
         check=True,
     ).stdout
     assert record.query_id in listed and "revoked" in listed
+
+
+def test_a_revocation_a_node_missed_reaches_it_later(
+    attacker: Attacker, federation: Federation, trust: Trust
+) -> None:
+    """A node that was down when the enterprise revoked still gets the signed revocation
+    (the coordinator keeps handing it over), so it too refuses the consent later, whoever
+    relays a query under it."""
+    withdrawn = _grant(trust)
+    client, signing = trust.enterprise(USCC)
+    federation.pause_node("yrd-tax")
+    try:
+        revoked = client.revoke_consent(withdrawn, signing)
+    finally:
+        federation.resume_node("yrd-tax")
+    held = {n["node"]: n["holds_revocation"] for n in revoked["nodes"]}
+    assert held == {"yrd-tax": False, "yrd-market": True, "yrd-court": True}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        nodes = client.consent(withdrawn)["nodes"]
+        if all(n["holds_revocation"] for n in nodes):
+            break
+        time.sleep(0.2)
+    assert all(n["holds_revocation"] for n in client.consent(withdrawn)["nodes"])
+    record = attacker.honest_record(withdrawn)
+    outcome = attacker.send(record)
+    _assert_refused_everywhere(attacker, record, outcome, "revoked")
 
 
 def test_a_replayed_request(attacker: Attacker, consent_id: str) -> None:

@@ -293,14 +293,16 @@ def test_node_refuses_a_coordinator_with_a_rewritten_log(
         operator = services.participants
         operator.register("small-bank", "bank", "Small Bank")
         api_key = operator.issue_key("small-bank").api_key
-        signing = small_trust.enterprise(uscc)[1]
-        operator.register(
+        enterprise_client, signing = small_trust.enterprise(uscc)
+        enterprise = operator.register(
             f"ent-{uscc.lower()}",
             "enterprise",
             "E",
             uscc=uscc,
             signing_key=signing.verify_key.to_text(),
         )
+        for certificate in enterprise_client.identity.credentials:
+            services.credentials.add(enterprise, certificate, signing.verify_key)
         from creditshare.client import CreditShareClient
         from creditshare.consent import ConsentGrant
 

@@ -43,6 +43,7 @@ TABLES = {
         "participant_credential",
         "relayed_revocation_list",
         "tree_head_cosignature",
+        "revocation_delivery",
     },
     "node": {
         "enterprise_record",
@@ -75,12 +76,13 @@ LATER_TABLES = {
         "participant_credential",
         "relayed_revocation_list",
         "tree_head_cosignature",
+        "revocation_delivery",
     },
     "node": {"revoked_consent", "revocation_list", "refusal_log"},
 }
 #: Columns that later revisions add to tables that were there from the start.
 LATER_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
-    "coordinator": {},
+    "coordinator": {"consent": ("revocation",)},
     "node": {"model_shard": ("job_id",)},
 }
 

@@ -66,14 +66,17 @@ def create_app(
         services.training.start()  # fails jobs that stopped making progress
         interval = settings.witness_interval_seconds
         witnessing = asyncio.create_task(services.witnesses.run(interval)) if interval > 0 else None
+        every = settings.revocation_relay_interval_seconds
+        relaying = asyncio.create_task(services.revocations.run(every)) if every > 0 else None
         try:
             await check_ledger(services)
             yield
         finally:
-            if witnessing is not None:
-                witnessing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await witnessing
+            for task in (witnessing, relaying):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await services.witnesses.stop()
             await services.training.stop()
             await services.broker.close()

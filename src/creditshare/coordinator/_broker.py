@@ -426,9 +426,9 @@ class QueryBroker:
             return NodeFailure(node, f"ledger: {exc}", "ledger")
 
     async def revoke_consent(
-        self, chains: Sequence[Chain], revocation: bytes, credentials: node_pb2.Credentials
+        self, nodes: Sequence[NodeEntry], revocation: bytes, credentials: node_pb2.Credentials
     ) -> list[tuple[NodeEntry, str | None]]:
-        """Hand an enterprise's signed revocation to every node of the consent's chains.
+        """Hand an enterprise's signed revocation to each of ``nodes``.
 
         Each node verifies it and keeps it; the answer names every node that did not
         (``None``: it holds the revocation now), so the enterprise sees exactly where its
@@ -444,7 +444,7 @@ class QueryBroker:
                 return node, _reason(exc)
             return node, None
 
-        return list(await asyncio.gather(*(one(n) for n in self._registry.scope(chains))))
+        return list(await asyncio.gather(*(one(n) for n in nodes)))
 
     async def prove(self, node_id: str, receipt: Receipt) -> tuple[node_pb2.QueryReceipt, Receipt]:
         """The receipt as this node needs it: consistency with the head it last accepted.

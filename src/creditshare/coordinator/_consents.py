@@ -112,7 +112,10 @@ class ConsentService:
             query = select(ConsentRow).where(ConsentRow.uscc == uscc)
             return list(session.exec(query.order_by(col(ConsentRow.created_at))))
 
-    def revoke(self, consent_id: str, by: Participant) -> ConsentRow:
+    def revoke(
+        self, consent_id: str, by: Participant, revocation: dict[str, Any] | None = None
+    ) -> ConsentRow:
+        """Revoke at once; keep the enterprise's signed ``revocation`` (if any) to relay."""
         row = self._row(consent_id)
         owner = by.role == Role.ENTERPRISE and by.uscc == row.uscc
         if not (owner or by.role == Role.OPERATOR):
@@ -123,6 +126,12 @@ class ConsentService:
                 .where(col(ConsentRow.id) == consent_id, col(ConsentRow.revoked_at).is_(None))
                 .values(revoked_at=self._clock())
             )
+            if revocation is not None:  # signed after an unsigned revocation: keep it too
+                session.execute(
+                    update(ConsentRow)
+                    .where(col(ConsentRow.id) == consent_id, col(ConsentRow.revocation).is_(None))
+                    .values(revocation=revocation)
+                )
             session.commit()
         return self._row(consent_id)
 

@@ -115,6 +115,18 @@ class ConsentRow(SQLModel, table=True):
     uses: int = 0
     created_at: datetime
     revoked_at: datetime | None = None
+    #: The enterprise's signed revocation ``{document, signature}``, relayed to the nodes.
+    revocation: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class RevocationDeliveryRow(SQLModel, table=True):
+    """A data node that holds (verified and kept) an enterprise's signed revocation."""
+
+    __tablename__ = "revocation_delivery"
+
+    consent_id: str = Field(primary_key=True, max_length=32)
+    node_id: str = Field(primary_key=True, max_length=64)
+    delivered_at: datetime
 
 
 class ModelRow(SQLModel, table=True):

@@ -8,8 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from pydantic import Field
 
-from creditshare._canonical import canonical_json
-from creditshare.consent import ConsentGrant, ConsentRevocation, SignedConsent
+from creditshare.consent import ConsentRevocation, SignedConsent
 from creditshare.coordinator._credentials import MissingCredentialError
 from creditshare.coordinator._db import ConsentRow, Participant
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
@@ -28,7 +27,6 @@ from creditshare.coordinator._schemas import (
 from creditshare.coordinator._services import Services
 from creditshare.errors import InvalidInputError, InvalidSignatureError, PermissionDeniedError
 from creditshare.identity import Uscc
-from creditshare.proto import node_pb2
 
 __all__ = ["consent_out", "participant_out", "router"]
 
@@ -192,7 +190,15 @@ def _has_credential(services: Services, uscc: str) -> None:
 
 @router.get("/v1/consents/{consent_id}", response_model=ConsentOut, tags=["consents"])
 async def get_consent(consent_id: PathText, caller: CallerDep, services: ServicesDep) -> ConsentOut:
-    return consent_out(await asyncio.to_thread(services.consents.get, consent_id, caller))
+    """The consent; once its enterprise signed a revocation, which nodes hold it."""
+    row = await asyncio.to_thread(services.consents.get, consent_id, caller)
+    out = consent_out(row)
+    status = await asyncio.to_thread(services.revocations.status, row)
+    out.nodes = [
+        NodeRevocationOut(node=node.id, chain=node.chain, holds_revocation=held)
+        for node, held in status
+    ]
+    return out
 
 
 @router.post("/v1/consents/{consent_id}/revoke", response_model=ConsentOut, tags=["consents"])
@@ -212,18 +218,11 @@ async def revoke_consent(
     revocation = ConsentRevocation.from_json(body.model_dump()) if body is not None else None
     if revocation is not None:
         await asyncio.to_thread(_check_revocation, services, revocation, consent_id, caller)
-    row = await asyncio.to_thread(services.consents.revoke, consent_id, caller)
+    signed = revocation.to_json() if revocation is not None else None
+    row = await asyncio.to_thread(services.consents.revoke, consent_id, caller, signed)
     out = consent_out(row)
-    if revocation is not None:
-        grant = ConsentGrant.from_document(row.document)
-        enterprise = services.participants.enterprise(row.uscc)
-        credentials = node_pb2.Credentials(
-            enterprise=list(services.credentials.of(enterprise.id)) if enterprise else [],
-            revocation_lists=list(services.credentials.lists()),
-        )
-        results = await services.broker.revoke_consent(
-            grant.chains, canonical_json(revocation.to_json()), credentials
-        )
+    if row.revocation is not None:
+        results = await services.revocations.deliver(row)
         out.nodes = [
             NodeRevocationOut(
                 node=node.id, chain=node.chain, holds_revocation=reason is None, reason=reason

@@ -20,6 +20,7 @@ from creditshare.coordinator._limits import Limits, build_limits
 from creditshare.coordinator._paillier_keys import PaillierKeyRegistry
 from creditshare.coordinator._participants import ParticipantRegistry
 from creditshare.coordinator._registry import Registry
+from creditshare.coordinator._revocation_relay import RevocationRelay
 from creditshare.coordinator._settings import CoordinatorSettings
 from creditshare.coordinator._training import TrainingJobs
 from creditshare.coordinator._witness import WitnessCollector
@@ -62,6 +63,7 @@ class Services:
     training: TrainingJobs
     clock: Callable[[], datetime]
     witnesses: WitnessCollector
+    revocations: RevocationRelay
 
 
 def build_services(
@@ -77,6 +79,7 @@ def build_services(
     storage = SqlLedgerStorage(engine)
     ledger = Ledger(storage, signer, clock)
     broker = QueryBroker(settings, registry, ledger, interceptors)
+    credentials = CredentialStore(engine, clock, monotonic)
     return Services(
         settings=settings,
         engine=engine,
@@ -84,7 +87,7 @@ def build_services(
         participants=participants,
         consents=ConsentService(engine, participants, clock),
         paillier_keys=PaillierKeyRegistry(engine, clock, participants.locked),
-        credentials=CredentialStore(engine, clock, monotonic),
+        credentials=credentials,
         ledger=ledger,
         ledger_storage=storage,
         log_signer=signer,
@@ -108,6 +111,7 @@ def build_services(
             settings.node_deadline_seconds,
             clock,
         ),
+        revocations=RevocationRelay(engine, broker, registry, participants, credentials, clock),
     )
 
 

@@ -66,6 +66,13 @@ class CoordinatorSettings(EnvFirstSettings):
     nodes: list[NodeEntry] = Field(default_factory=list)
     models: list[ModelEntry] = Field(default_factory=list)
     node_deadline_seconds: float = Field(default=3.0, gt=0, le=60)
+    revocation_relay_interval_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description="how often enterprises' signed consent revocations are handed again to "
+        "nodes that do not hold them yet (0: only when the enterprise revokes)",
+    )
     request_max_skew_seconds: float = Field(
         default=120.0,
         gt=0,

@@ -1,4 +1,5 @@
-"""Participants' CA-issued credentials and the CAs' revocation lists, relayed to nodes.
+"""Participants' CA-issued credentials and the CAs' revocation lists, relayed to nodes;
+enterprises' signed consent revocations and which nodes hold them.
 
 Revision ID: c0006
 Revises: c0005
@@ -17,6 +18,15 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("consent") as batch:
+        batch.add_column(sa.Column("revocation", sa.JSON(), nullable=True))
+    op.create_table(
+        "revocation_delivery",
+        sa.Column("consent_id", AutoString(length=32), nullable=False),
+        sa.Column("node_id", AutoString(length=64), nullable=False),
+        sa.Column("delivered_at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("consent_id", "node_id"),
+    )
     op.create_table(
         "participant_credential",
         sa.Column("fingerprint", AutoString(length=64), nullable=False),
@@ -46,6 +56,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("revocation_delivery")
+    with op.batch_alter_table("consent") as batch:
+        batch.drop_column("revocation")
     op.drop_table("relayed_revocation_list")
     op.drop_index(
         op.f("ix_participant_credential_participant_id"), table_name="participant_credential"
