@@ -25,8 +25,7 @@ from creditshare.ledger import (
     SignedTreeHead,
 )
 from creditshare.node import NodeSettings, build_server
-from creditshare.node._service import TRUSTED_SIZE_METADATA
-from creditshare.proto import node_pb2, node_pb2_grpc
+from creditshare.proto import TRUSTED_SIZE_METADATA, node_pb2, node_pb2_grpc
 
 from .._authority import authority
 from .._databases import fresh_postgres_database

@@ -31,7 +31,15 @@ from creditshare.errors import InvalidInputError, LedgerError
 from creditshare.identity import Chain
 from creditshare.ledger import Ledger, Receipt, SignedTreeHead
 from creditshare.pki import channel_credentials
-from creditshare.proto import GRPC_MESSAGE_OPTIONS, node_pb2, node_pb2_grpc, training_pb2_grpc
+from creditshare.proto import (
+    GRPC_MESSAGE_OPTIONS,
+    head_from_pb,
+    node_pb2,
+    node_pb2_grpc,
+    receipt_to_pb,
+    training_pb2_grpc,
+    trusted_size_from,
+)
 
 if TYPE_CHECKING:
     from creditshare.coordinator._metrics import CoordinatorMetrics
@@ -42,7 +50,6 @@ __all__ = ["NodeAnswer", "NodeCatalogue", "NodeFailure", "QueryBroker", "QueryRe
 
 log = logging.getLogger("creditshare.coordinator")
 
-TRUSTED_SIZE_METADATA = "creditshare-trusted-size"
 T = TypeVar("T")
 _MAX_ATTEMPTS = 5
 
@@ -125,13 +132,7 @@ def _invalid(node: NodeEntry, exc: InvalidInputError) -> NodeFailure:
 def _trusted_size(exc: grpc.aio.AioRpcError) -> int | None:
     if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
         return None
-    for key, value in exc.trailing_metadata() or ():
-        if key == TRUSTED_SIZE_METADATA:
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                return None
-    return None
+    return trusted_size_from(exc.trailing_metadata())
 
 
 #: What a catalogue may hold: a node publishes a few banded indicators, and every one of
@@ -158,17 +159,6 @@ def _catalogue_problem(reply: node_pb2.DescribeResponse) -> str | None:
         ):
             return f"indicator {indicator.name[:MAX_INDICATOR_NAME]!r} is over the size bounds"
     return None
-
-
-def _head_pb(receipt: Receipt) -> node_pb2.SignedTreeHead:
-    head = receipt.head
-    return node_pb2.SignedTreeHead(
-        size=head.size,
-        root=head.root,
-        timestamp_ms=head.timestamp_ms,
-        signature=head.signature,
-        key_id=head.key_id,
-    )
 
 
 class QueryBroker:
@@ -255,10 +245,10 @@ class QueryBroker:
         # What the node says now is the truth, even if lower (a node restored from backup).
         self._trusted[node.id] = reply.trusted_tree_size
         if reply.HasField("trusted_tree_head"):
-            th = reply.trusted_tree_head
-            self._witnessed[node.id] = SignedTreeHead(
-                th.size, th.root, th.timestamp_ms, th.signature, th.key_id
-            )
+            try:
+                self._witnessed[node.id] = head_from_pb(reply.trusted_tree_head)
+            except InvalidInputError as exc:
+                log.warning("describe %s: its trusted head is malformed: %s", node.id, exc)
         return catalogue
 
     async def query(
@@ -471,15 +461,7 @@ class QueryBroker:
                 raise LedgerError(
                     f"node trusts a tree of size {trusted}, larger than this log: {exc}"
                 ) from exc
-        proof = node_pb2.QueryReceipt(
-            leaf_index=receipt.index,
-            leaf_data=receipt.data,
-            tree_head=_head_pb(receipt),
-            inclusion_proof=list(receipt.inclusion_proof),
-            consistency_from=trusted,
-            consistency_proof=consistency,
-        )
-        return proof, receipt
+        return receipt_to_pb(receipt, trusted, consistency), receipt
 
     async def _receipt_under(self, index: int, size: int) -> Receipt:
         """Leaf ``index`` proven under the stored head of ``size``; shared by the nodes

@@ -39,7 +39,7 @@ from creditshare.ledger import (
     log_origin,
     verify_cosignature,
 )
-from creditshare.proto import node_pb2
+from creditshare.proto import head_from_pb, node_pb2
 
 __all__ = ["CosignRound", "WitnessCollector", "WitnessedHead"]
 
@@ -128,14 +128,11 @@ class WitnessCollector:
                 async def add(
                     proof: node_pb2.QueryReceipt, left: float
                 ) -> node_pb2.AddCheckpointResponse:
-                    th = proof.tree_head
-                    sent.append(
-                        SignedTreeHead(th.size, th.root, th.timestamp_ms, th.signature, th.key_id)
-                    )
+                    sent.append(head_from_pb(proof.tree_head))
                     request = node_pb2.AddCheckpointRequest(
                         old_size=proof.consistency_from,
                         consistency_proof=proof.consistency_proof,
-                        tree_head=th,
+                        tree_head=proof.tree_head,
                     )
                     return await self._broker.stub(node.id).AddCheckpoint(request, timeout=left)
 
