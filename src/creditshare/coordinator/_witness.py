@@ -23,10 +23,10 @@ from datetime import datetime
 
 import grpc
 
-from creditshare.coordinator._broker import QueryBroker
 from creditshare.coordinator._cosignatures import CosignatureStore
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._settings import NodeEntry
+from creditshare.coordinator.relay import QueryBroker, call_failure
 from creditshare.errors import CreditShareError, LedgerError, NotFoundError
 from creditshare.ledger import (
     Cosignature,
@@ -65,15 +65,6 @@ class CosignRound:
     size: int
     heads: tuple[WitnessedHead, ...]
     failures: tuple[tuple[str, str], ...]
-
-
-def _reason(exc: grpc.aio.AioRpcError) -> str:
-    code = exc.code()
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return "deadline exceeded"
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return "unavailable"
-    return f"{code.name.lower()}: {exc.details() or ''}".rstrip(": ")
 
 
 class WitnessCollector:
@@ -142,7 +133,7 @@ class WitnessCollector:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 self._keys.pop(node.id, None)  # the node may have lost (or got) a key
-            return _reason(exc)
+            return call_failure(exc).reason
         except CreditShareError as exc:  # the head kept moving, out of time, a bad vkey
             self._keys.pop(node.id, None)  # ask for its key again next round
             return str(exc)
