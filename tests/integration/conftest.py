@@ -8,7 +8,7 @@ from creditshare.crypto import VerifyKey
 from creditshare.departments import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
 from creditshare.ledger import Ledger, LogSigner, Receipt
 from creditshare.node import NodeSettings, import_into_node
-from creditshare.proto import node_pb2
+from creditshare.proto import node_pb2, receipt_to_pb
 
 from .._authority import authority
 
@@ -35,19 +35,6 @@ def tax_node(
 
 def receipt_message(receipt: Receipt, trusted: int, ledger: Ledger) -> node_pb2.QueryReceipt:
     """A receipt as the coordinator sends it: consistency from the node's trusted size."""
-    head = receipt.head
-    consistency = ledger.consistency_proof(trusted, head.size) if 0 < trusted < head.size else []
-    return node_pb2.QueryReceipt(
-        leaf_index=receipt.index,
-        leaf_data=receipt.data,
-        tree_head=node_pb2.SignedTreeHead(
-            size=head.size,
-            root=head.root,
-            timestamp_ms=head.timestamp_ms,
-            signature=head.signature,
-            key_id=head.key_id,
-        ),
-        inclusion_proof=list(receipt.inclusion_proof),
-        consistency_from=trusted,
-        consistency_proof=consistency,
-    )
+    size = receipt.head.size
+    consistency = ledger.consistency_proof(trusted, size) if 0 < trusted < size else []
+    return receipt_to_pb(receipt, trusted, consistency)

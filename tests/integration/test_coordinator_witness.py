@@ -17,13 +17,12 @@ from fastapi.testclient import TestClient
 from creditshare.coordinator import CoordinatorSettings, create_app
 from creditshare.coordinator._admin import init_log_key
 from creditshare.ledger import (
-    SignedTreeHead,
     WitnessKey,
     checkpoint_body,
     cosign,
     log_origin,
 )
-from creditshare.proto import node_pb2, node_pb2_grpc
+from creditshare.proto import head_from_pb, node_pb2, node_pb2_grpc
 
 
 class FakeWitness(node_pb2_grpc.DataNodeServicer):
@@ -51,9 +50,8 @@ class FakeWitness(node_pb2_grpc.DataNodeServicer):
         self, request: Any, context: Any
     ) -> node_pb2.AddCheckpointResponse:
         self.calls += 1
-        th = request.tree_head
-        head = SignedTreeHead(th.size, th.root, th.timestamp_ms, th.signature, th.key_id)
-        name, size, timestamp = "yrd-fake", th.size, 1_700_000_000
+        head = head_from_pb(request.tree_head)
+        name, size, timestamp = "yrd-fake", head.size, 1_700_000_000
         if self.mode == "another_head":
             size += 1
         if self.mode == "another_name":
@@ -66,7 +64,7 @@ class FakeWitness(node_pb2_grpc.DataNodeServicer):
             timestamp=timestamp,
             signature=signature,
             tree_size=size,
-            root=th.root,
+            root=head.root,
         )
 
 

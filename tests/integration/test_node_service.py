@@ -22,11 +22,9 @@ from creditshare.ledger import (
     MemoryLedgerStorage,
     QueryRecord,
     Receipt,
-    SignedTreeHead,
 )
 from creditshare.node import NodeSettings, build_server
-from creditshare.node._service import TRUSTED_SIZE_METADATA
-from creditshare.proto import node_pb2, node_pb2_grpc
+from creditshare.proto import TRUSTED_SIZE_METADATA, head_from_pb, node_pb2, node_pb2_grpc
 
 from .._authority import authority
 from .._databases import fresh_postgres_database
@@ -444,8 +442,8 @@ async def test_trusted_head_survives_a_restart(
                 await stub.Score(await _request(stub, next(iter(tax_rows)), bank_key.public_key))
                 sizes.append(await trusted_size(stub))
                 # The node shows the head itself, signed: what makes it a witness.
-                th = (await stub.Describe(node_pb2.DescribeRequest())).trusted_tree_head
-                head = SignedTreeHead(th.size, th.root, th.timestamp_ms, th.signature, th.key_id)
+                described = await stub.Describe(node_pb2.DescribeRequest())
+                head = head_from_pb(described.trusted_tree_head)
                 assert head.size == sizes[-1]
                 head.verify(LOG.public_key)
         finally:

@@ -25,8 +25,7 @@ from creditshare.ledger import (
     verify_cosignature,
 )
 from creditshare.node import NodeSettings, build_server, generate_witness_key
-from creditshare.node._service import TRUSTED_SIZE_METADATA
-from creditshare.proto import node_pb2, node_pb2_grpc
+from creditshare.proto import TRUSTED_SIZE_METADATA, head_to_pb, node_pb2, node_pb2_grpc
 
 from .._authority import authority
 
@@ -86,13 +85,7 @@ def _request(head: SignedTreeHead, old_size: int, ledger: Ledger) -> node_pb2.Ad
     return node_pb2.AddCheckpointRequest(
         old_size=old_size,
         consistency_proof=proof,
-        tree_head=node_pb2.SignedTreeHead(
-            size=head.size,
-            root=head.root,
-            timestamp_ms=head.timestamp_ms,
-            signature=head.signature,
-            key_id=head.key_id,
-        ),
+        tree_head=head_to_pb(head),
     )
 
 

@@ -14,6 +14,7 @@ PACKAGES = [
     "creditshare.client",
     "creditshare.consent",
     "creditshare.coordinator",
+    "creditshare.coordinator.relay",
     "creditshare.crypto",
     "creditshare.demo",
     "creditshare.departments",
@@ -22,6 +23,7 @@ PACKAGES = [
     "creditshare.ledger",
     "creditshare.node",
     "creditshare.pki",
+    "creditshare.proto",
     "creditshare.synth",
 ]
 

@@ -23,6 +23,7 @@ from creditshare.crypto import PrivateKey, SigningKey, VerifyKey
 from creditshare.errors import (
     ClientError,
     CreditShareError,
+    InvalidInputError,
     InvalidProofError,
     ProblemError,
     SplitViewError,
@@ -30,7 +31,13 @@ from creditshare.errors import (
     UnwitnessedHeadError,
 )
 from creditshare.identity import Uscc
-from creditshare.ledger import Cosignature, SignedTreeHead, log_origin, verify_consistency
+from creditshare.ledger import (
+    Cosignature,
+    SignedTreeHead,
+    log_origin,
+    parse_proof,
+    verify_consistency,
+)
 
 __all__ = ["DEFAULT_MODEL_ID", "CreditShareClient", "Signer"]
 
@@ -358,9 +365,9 @@ class CreditShareClient:
                 "both are signed by the log key"
             ) from exc
         try:
-            proof = [base64.b64decode(h, validate=True) for h in body["hashes"]]
+            proof = parse_proof(body)
             verify_consistency(old.size, new.size, old.root, new.root, proof)
-        except (KeyError, TypeError, ValueError, InvalidProofError) as exc:
+        except (InvalidInputError, InvalidProofError) as exc:
             raise SplitViewError(
                 f"split view of log {origin}: the head of size {new.size} does not extend "
                 f"the head of size {old.size} ({exc}); both are signed by the log key, so "

@@ -1,7 +1,6 @@
 """The coordinator: registry, query broker and HTTP API. Holds no private key."""
 
 from creditshare.coordinator._app import create_app
-from creditshare.coordinator._broker import NodeAnswer, NodeFailure, QueryBroker, QueryResult
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._routes_queries import PRESENCE_INDICATOR
 from creditshare.coordinator._server import serve
@@ -12,6 +11,7 @@ from creditshare.coordinator._settings import (
     NodeEntry,
     ScoreScale,
 )
+from creditshare.coordinator.relay import NodeAnswer, NodeFailure, QueryBroker, QueryResult
 
 __all__ = [
     "PRESENCE_INDICATOR",

@@ -23,12 +23,12 @@ from sqlmodel import Session, col, select
 
 from creditshare._canonical import canonical_json
 from creditshare.consent import ConsentGrant
-from creditshare.coordinator._broker import QueryBroker
 from creditshare.coordinator._credentials import CredentialStore
 from creditshare.coordinator._db import ConsentRow, RevocationDeliveryRow
 from creditshare.coordinator._participants import ParticipantRegistry
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._settings import NodeEntry
+from creditshare.coordinator.relay import QueryBroker
 from creditshare.proto import node_pb2
 
 __all__ = ["RevocationRelay"]

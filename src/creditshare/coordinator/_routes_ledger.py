@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
@@ -35,7 +34,9 @@ from creditshare.ledger import (
     Receipt,
     SignedTreeHead,
     StoredLeaf,
+    entry_document,
     parse_record,
+    proof_document,
 )
 
 __all__ = ["router"]
@@ -43,28 +44,15 @@ __all__ = ["router"]
 router = APIRouter(tags=["ledger"])
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def head_out(head: SignedTreeHead) -> TreeHeadOut:
-    return TreeHeadOut(
-        size=head.size,
-        root=_b64(head.root),
-        timestamp_ms=head.timestamp_ms,
-        signature=_b64(head.signature),
-        key_id=head.key_id,
-    )
+    """The ledger's JSON form of a head (``SignedTreeHead.to_dict``), as a response model."""
+    return TreeHeadOut.model_validate(head.to_dict())
 
 
 def entry_out(receipt: Receipt) -> LedgerEntryOut:
-    return LedgerEntryOut(
-        index=receipt.index,
-        record=parse_record(receipt.data).to_document(),
-        leaf_data=_b64(receipt.data),
-        inclusion_proof=[_b64(h) for h in receipt.inclusion_proof],
-        tree_head=head_out(receipt.head),
-    )
+    """The ledger's JSON form of an entry (``entry_document``; the client parses it back
+    with ``parse_entry``), as a response model."""
+    return LedgerEntryOut.model_validate(entry_document(receipt))
 
 
 def _latest(services: Services) -> SignedTreeHead:
@@ -82,12 +70,7 @@ async def log_public_key(services: ServicesDep) -> LogKeyOut:
 
 
 def cosignature_out(cosignature: Cosignature) -> CosignatureOut:
-    return CosignatureOut(
-        witness=cosignature.witness,
-        key_id=cosignature.key_id.hex(),
-        timestamp=cosignature.timestamp,
-        signature=_b64(cosignature.signature),
-    )
+    return CosignatureOut.model_validate(cosignature.to_dict())
 
 
 @router.get("/v1/ledger/head", response_model=LedgerHeadOut)
@@ -152,7 +135,7 @@ async def consistency(
     if not first <= second <= size:
         raise InvalidInputError(f"need 0 ≤ first ≤ second ≤ {size}")
     proof = await asyncio.to_thread(services.ledger.consistency_proof, first, second)
-    return ProofOut(hashes=[_b64(h) for h in proof])
+    return ProofOut.model_validate(proof_document(proof))
 
 
 def _may_see(caller: Participant, leaf: StoredLeaf) -> bool:

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from creditshare.coordinator._broker import NodeCatalogue, PackedAnswer, QueryResult
 from creditshare.coordinator._db import Participant
 from creditshare.coordinator._deps import ServicesDep, require_roles
 from creditshare.coordinator._limits import hit, pair, release
@@ -27,6 +26,7 @@ from creditshare.coordinator._schemas import (
 )
 from creditshare.coordinator._services import Services
 from creditshare.coordinator._settings import NodeEntry
+from creditshare.coordinator.relay import NodeCatalogue, PackedAnswer, QueryResult
 from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.errors import (
     ConsentRefusedError,

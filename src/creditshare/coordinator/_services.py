@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 import grpc
 from sqlalchemy.engine import Engine
 
-from creditshare.coordinator._broker import QueryBroker
 from creditshare.coordinator._consents import ConsentService
 from creditshare.coordinator._cosignatures import CosignatureStore
 from creditshare.coordinator._credentials import CredentialStore
@@ -24,6 +23,7 @@ from creditshare.coordinator._revocation_relay import RevocationRelay
 from creditshare.coordinator._settings import CoordinatorSettings
 from creditshare.coordinator._training import TrainingJobs
 from creditshare.coordinator._witness import WitnessCollector
+from creditshare.coordinator.relay import QueryBroker
 from creditshare.crypto import SigningKey
 from creditshare.errors import ConfigurationError, InvalidKeyError
 from creditshare.ledger import Ledger, LogSigner, SqlLedgerStorage

@@ -29,13 +29,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from creditshare.consent import Purpose
-from creditshare.coordinator._broker import QueryBroker
 from creditshare.coordinator._db import ModelRow, Participant, TrainingJobRow
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._registry import Registry
+from creditshare.coordinator.relay import QueryBroker, call_failure
 from creditshare.crypto import PublicKey
 from creditshare.errors import (
-    CapacityError,
     ConflictError,
     CreditShareError,
     InvalidInputError,
@@ -534,22 +533,14 @@ class TrainingJobs:
         try:
             await asyncio.to_thread(self._touch, job_id)
             result = await call(stub)
-        except LedgerError as exc:
-            await self._node_failed(job_id, node, f"ledger: {exc}")
-            raise NodeFailedError(node, f"ledger: {exc}") from None
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise InvalidInputError(f"node {node}: {exc.details()}") from None
-            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # busy: the job may try again
-                raise CapacityError(f"node {node}: {exc.details()}") from None
-            reason = {
-                grpc.StatusCode.UNAVAILABLE: "unavailable",
-                grpc.StatusCode.DEADLINE_EXCEEDED: "deadline exceeded",
-                grpc.StatusCode.NOT_FOUND: f"lost the job ({exc.details()})",
-            }.get(code, f"{code.name.lower()}: {exc.details()}")
-            await self._node_failed(job_id, node, reason)
-            raise NodeFailedError(node, reason) from None
+        except (LedgerError, grpc.aio.AioRpcError) as exc:
+            # Bad input stays bad input and a busy node stays busy (the job may try
+            # again); anything else is the node failing, which fails the job.
+            failure = call_failure(exc)
+            error = failure.error(node)
+            if isinstance(error, NodeFailedError):
+                await self._node_failed(job_id, node, failure.reason)
+            raise error from None
         finally:
             beat.cancel()
             left = self._busy.get(job_id, 1) - 1

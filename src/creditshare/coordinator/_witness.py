@@ -23,10 +23,10 @@ from datetime import datetime
 
 import grpc
 
-from creditshare.coordinator._broker import QueryBroker
 from creditshare.coordinator._cosignatures import CosignatureStore
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._settings import NodeEntry
+from creditshare.coordinator.relay import QueryBroker, call_failure
 from creditshare.errors import CreditShareError, LedgerError, NotFoundError
 from creditshare.ledger import (
     Cosignature,
@@ -39,7 +39,7 @@ from creditshare.ledger import (
     log_origin,
     verify_cosignature,
 )
-from creditshare.proto import node_pb2
+from creditshare.proto import head_from_pb, node_pb2
 
 __all__ = ["CosignRound", "WitnessCollector", "WitnessedHead"]
 
@@ -65,15 +65,6 @@ class CosignRound:
     size: int
     heads: tuple[WitnessedHead, ...]
     failures: tuple[tuple[str, str], ...]
-
-
-def _reason(exc: grpc.aio.AioRpcError) -> str:
-    code = exc.code()
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return "deadline exceeded"
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return "unavailable"
-    return f"{code.name.lower()}: {exc.details() or ''}".rstrip(": ")
 
 
 class WitnessCollector:
@@ -128,14 +119,11 @@ class WitnessCollector:
                 async def add(
                     proof: node_pb2.QueryReceipt, left: float
                 ) -> node_pb2.AddCheckpointResponse:
-                    th = proof.tree_head
-                    sent.append(
-                        SignedTreeHead(th.size, th.root, th.timestamp_ms, th.signature, th.key_id)
-                    )
+                    sent.append(head_from_pb(proof.tree_head))
                     request = node_pb2.AddCheckpointRequest(
                         old_size=proof.consistency_from,
                         consistency_proof=proof.consistency_proof,
-                        tree_head=th,
+                        tree_head=proof.tree_head,
                     )
                     return await self._broker.stub(node.id).AddCheckpoint(request, timeout=left)
 
@@ -145,7 +133,7 @@ class WitnessCollector:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 self._keys.pop(node.id, None)  # the node may have lost (or got) a key
-            return _reason(exc)
+            return call_failure(exc).reason
         except CreditShareError as exc:  # the head kept moving, out of time, a bad vkey
             self._keys.pop(node.id, None)  # ask for its key again next round
             return str(exc)

@@ -8,7 +8,9 @@ entries and check each inclusion; operators audit the whole store
 leaf holds is a ``QueryRecord`` (canonical JSON, ``parse_record``); the log
 itself treats leaves as opaque bytes. Heads are also published as C2SP
 checkpoints, with the cosignatures of the data nodes that accepted them
-(``WitnessKey``, ``cosign``, ``verify_cosignature``, ``checkpoint_note``).
+(``WitnessKey``, ``cosign``, ``verify_cosignature``, ``checkpoint_note``). The JSON
+forms of entries and proofs served over HTTP (``entry_document``/``parse_entry``,
+``proof_document``/``parse_proof``) live here too, so server and client agree on them.
 """
 
 from creditshare.ledger._audit import LogReport, verify_log, verify_subject
@@ -54,6 +56,13 @@ from creditshare.ledger._sql import LedgerHeadRow, LedgerLeafRow, SqlLedgerStora
 from creditshare.ledger._storage import BuildHead, LedgerStorage, MemoryLedgerStorage, StoredLeaf
 from creditshare.ledger._tracker import TrustedHeadTracker
 from creditshare.ledger._tree_head import SIGNATURE_SIZE, LogSigner, SignedTreeHead, key_id_for
+from creditshare.ledger._wire import (
+    MAX_PROOF_HASHES,
+    entry_document,
+    parse_entry,
+    parse_proof,
+    proof_document,
+)
 
 __all__ = [
     "COSIGNATURE_TYPE",
@@ -61,6 +70,7 @@ __all__ = [
     "HASH_SIZE",
     "LOG_ORIGIN_PREFIX",
     "MAX_NOTE_BYTES",
+    "MAX_PROOF_HASHES",
     "MAX_REASON",
     "MAX_RECORD_BYTES",
     "MAX_SIGNATURES",
@@ -92,6 +102,7 @@ __all__ = [
     "consistency_proof",
     "cosign",
     "cosignature_message",
+    "entry_document",
     "inclusion_proof",
     "key_id_for",
     "leaf_hash",
@@ -100,8 +111,11 @@ __all__ = [
     "note_key_id",
     "parse_checkpoint",
     "parse_checkpoint_body",
+    "parse_entry",
     "parse_note",
+    "parse_proof",
     "parse_record",
+    "proof_document",
     "root",
     "verify_consistency",
     "verify_cosignature",

@@ -43,29 +43,50 @@ def get_str(data: Mapping[str, object], name: str, what: str) -> str:
     return value
 
 
-def _decode(value: object, where: str, length: int | None) -> bytes:
+def _decode(value: object, where: str, length: int | None, max_length: int | None = None) -> bytes:
     if not isinstance(value, str):
         raise InvalidInputError(f"{where} must be a base64 string, got {type(value).__name__}")
+    longest = length if length is not None else max_length
+    if longest is not None and len(value) > 4 * ((longest + 2) // 3):
+        # Refused before decoding: a bounded field cannot make the reader decode a huge text.
+        raise InvalidInputError(f"{where} must decode to at most {longest} bytes")
     try:
         raw = base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise InvalidInputError(f"{where} is not valid base64") from exc
     if length is not None and len(raw) != length:
         raise InvalidInputError(f"{where} must decode to {length} bytes, got {len(raw)}")
+    if max_length is not None and len(raw) > max_length:
+        raise InvalidInputError(f"{where} must decode to at most {max_length} bytes")
     return raw
 
 
-def get_b64(data: Mapping[str, object], name: str, what: str, length: int | None = None) -> bytes:
-    return _decode(_get(data, name, what), f"{what}.{name}", length)
+def get_b64(
+    data: Mapping[str, object],
+    name: str,
+    what: str,
+    length: int | None = None,
+    *,
+    max_length: int | None = None,
+) -> bytes:
+    """A base64 field of exactly ``length`` (or at most ``max_length``) bytes, if given."""
+    return _decode(_get(data, name, what), f"{what}.{name}", length, max_length)
 
 
 def get_list(
-    data: Mapping[str, object], name: str, what: str, length: int | None = None
+    data: Mapping[str, object],
+    name: str,
+    what: str,
+    length: int | None = None,
+    *,
+    max_items: int | None = None,
 ) -> list[bytes]:
     """A list of base64 strings, each decoding to ``length`` bytes if given."""
     value = _get(data, name, what)
     if not isinstance(value, list):
         raise InvalidInputError(f"{what}.{name} must be a list, got {type(value).__name__}")
+    if max_items is not None and len(value) > max_items:
+        raise InvalidInputError(f"{what}.{name} must hold at most {max_items} items")
     return [_decode(item, f"{what}.{name}[{i}]", length) for i, item in enumerate(value)]
 
 

@@ -15,23 +15,13 @@ from typing import TYPE_CHECKING
 from creditshare.crypto import PublicKey, VerifyKey
 from creditshare.errors import InvalidInputError, PermissionDeniedError
 from creditshare.identity import Chain
-from creditshare.ledger import (
-    HASH_SIZE,
-    MAX_RECORD_BYTES,
-    SIGNATURE_SIZE,
-    QueryRecord,
-    Receipt,
-    SignedTreeHead,
-    TrustedHeadTracker,
-    leaf_hash,
-    parse_record,
-)
-from creditshare.proto import node_pb2
+from creditshare.ledger import QueryRecord, TrustedHeadTracker, parse_record
+from creditshare.proto import node_pb2, receipt_from_pb
 
 if TYPE_CHECKING:
     from creditshare.node._authority import RequestAuthority
 
-__all__ = ["ReceiptChecker", "ReceiptRefusedError", "check_receipt_shape"]
+__all__ = ["ReceiptChecker", "ReceiptRefusedError"]
 
 #: Tolerated clock skew between coordinator and node.
 _SKEW = timedelta(seconds=60)
@@ -41,33 +31,6 @@ TRAINING_RECEIPT_MAX_AGE = timedelta(hours=1)
 
 class ReceiptRefusedError(PermissionDeniedError):
     """No receipt, or one that does not prove this very query was logged."""
-
-
-#: A Merkle path is at most one hash per tree level: 64 levels cover 2^64 leaves.
-MAX_PROOF_HASHES = 64
-
-
-def check_receipt_shape(pb: node_pb2.QueryReceipt) -> None:
-    """Refuse a receipt whose parts are not the sizes a real one has, before any of it is
-    hashed, parsed or verified: a receipt bounds the work a request can cause."""
-    th = pb.tree_head
-    if not 0 < len(pb.leaf_data) <= MAX_RECORD_BYTES:
-        raise InvalidInputError(f"receipt leaf_data must be 1 to {MAX_RECORD_BYTES} bytes")
-    for name, proof in (
-        ("inclusion_proof", pb.inclusion_proof),
-        ("consistency_proof", pb.consistency_proof),
-    ):
-        if len(proof) > 2 * MAX_PROOF_HASHES or any(len(h) != HASH_SIZE for h in proof):
-            raise InvalidInputError(
-                f"receipt {name} must be at most {2 * MAX_PROOF_HASHES} hashes of {HASH_SIZE} bytes"
-            )
-    if len(th.root) != HASH_SIZE or len(th.signature) != SIGNATURE_SIZE or len(th.key_id) > 64:
-        raise InvalidInputError(
-            f"receipt tree_head must have a {HASH_SIZE}-byte root and a "
-            f"{SIGNATURE_SIZE}-byte signature"
-        )
-    if not pb.leaf_index < th.size < 1 << 63 or pb.consistency_from >= 1 << 63:
-        raise InvalidInputError("receipt leaf_index must lie inside its tree head's size")
 
 
 class ReceiptChecker:
@@ -89,19 +52,14 @@ class ReceiptChecker:
 
     def _verified(self, pb: node_pb2.QueryReceipt) -> tuple[int, QueryRecord]:
         """Signature, inclusion and consistency, then the record those bytes hold."""
-        check_receipt_shape(pb)
-        th = pb.tree_head
-        head = SignedTreeHead(th.size, th.root, th.timestamp_ms, th.signature, th.key_id)
-        receipt = Receipt(
-            index=pb.leaf_index,
-            data=pb.leaf_data,
-            leaf_hash=leaf_hash(pb.leaf_data),
-            head=head,
-            inclusion_proof=tuple(pb.inclusion_proof),
-        )
+        proven = receipt_from_pb(pb)  # sizes bounded before anything is hashed
+        receipt = proven.receipt
         receipt.verify(self._log_key.cryptography_key)
         self._tracker.accept(
-            head, list(pb.consistency_proof), pb.consistency_from, self._log_key.cryptography_key
+            receipt.head,
+            list(proven.consistency_proof),
+            proven.consistency_from,
+            self._log_key.cryptography_key,
         )
         try:
             record = parse_record(pb.leaf_data)

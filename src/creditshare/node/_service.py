@@ -35,7 +35,7 @@ from creditshare.errors import (
     RevocationStaleError,
 )
 from creditshare.identity import Uscc
-from creditshare.ledger import SignedTreeHead, StaleTreeHeadError, TrustedHeadTracker
+from creditshare.ledger import StaleTreeHeadError, TrustedHeadTracker
 from creditshare.node._authority import RequestAuthority
 from creditshare.node._authority_store import RefusalLog
 from creditshare.node._receipts import ReceiptChecker, ReceiptRefusedError
@@ -43,10 +43,14 @@ from creditshare.node._scoring import EncryptedShare, ScoreEngine
 from creditshare.node._settings import NodeSettings
 from creditshare.node._trust import AccessLog
 from creditshare.node._witness import NodeWitness
-from creditshare.proto import node_pb2, node_pb2_grpc
+from creditshare.proto import (
+    head_to_pb,
+    node_pb2,
+    node_pb2_grpc,
+    trusted_size_metadata,
+)
 
 __all__ = [
-    "TRUSTED_SIZE_METADATA",
     "DataNodeService",
     "guarded",
     "public_key_of",
@@ -55,10 +59,6 @@ __all__ = [
 
 log = logging.getLogger("creditshare.node")
 T = TypeVar("T")
-
-
-#: Trailing metadata carrying the node's trusted tree size with a stale-head refusal.
-TRUSTED_SIZE_METADATA = "creditshare-trusted-size"
 
 
 def status_for(exc: CreditShareError) -> grpc.StatusCode:
@@ -97,7 +97,7 @@ async def guarded(
     except CreditShareError as exc:
         status = status_for(exc)
         if isinstance(exc, StaleTreeHeadError):
-            context.set_trailing_metadata(((TRUSTED_SIZE_METADATA, str(exc.trusted_size)),))
+            context.set_trailing_metadata(trusted_size_metadata(exc.trusted_size))
         elif refusals is not None and status in _LOGGED_REFUSALS:
             await asyncio.to_thread(refusals, status.name, exc)
         log.info("refused: %s", exc)
@@ -108,18 +108,6 @@ async def guarded(
         log.exception("internal error while serving a request")
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         raise AssertionError("unreachable") from exc
-
-
-def _head_pb(head: SignedTreeHead | None) -> node_pb2.SignedTreeHead | None:
-    if head is None:
-        return None
-    return node_pb2.SignedTreeHead(
-        size=head.size,
-        root=head.root,
-        timestamp_ms=head.timestamp_ms,
-        signature=head.signature,
-        key_id=head.key_id,
-    )
 
 
 #: A signed revocation is a few hundred bytes; anything much larger is not one.
@@ -192,6 +180,7 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         context: grpc.aio.ServicerContext[node_pb2.DescribeRequest, node_pb2.DescribeResponse],
     ) -> node_pb2.DescribeResponse:
         dept = self._department
+        head = self._tracker.head
         return node_pb2.DescribeResponse(
             node_id=self._settings.node_id,
             department=dept.id,
@@ -210,7 +199,7 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
                 for m in self._engine.model_ids
             ],
             trusted_tree_size=self._tracker.trusted_size,
-            trusted_tree_head=_head_pb(self._tracker.head),
+            trusted_tree_head=None if head is None else head_to_pb(head),
             witness_vkey=self._witness.vkey if self._witness is not None else "",
         )
 

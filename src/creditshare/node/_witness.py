@@ -29,7 +29,7 @@ from creditshare.errors import (
 )
 from creditshare.ledger import (
     HASH_SIZE,
-    SIGNATURE_SIZE,
+    MAX_PROOF_HASHES,
     SignedTreeHead,
     StaleTreeHeadError,
     TrustedHeadTracker,
@@ -38,14 +38,11 @@ from creditshare.ledger import (
     cosign,
     log_origin,
 )
-from creditshare.proto import node_pb2
+from creditshare.proto import head_from_pb, node_pb2
 
-__all__ = ["MAX_PROOF_HASHES", "NodeWitness", "generate_witness_key", "load_witness_key"]
+__all__ = ["NodeWitness", "generate_witness_key", "load_witness_key"]
 
 log = logging.getLogger("creditshare.node")
-
-#: A consistency proof is at most two hashes per tree level (64 levels).
-MAX_PROOF_HASHES = 128
 
 
 def generate_witness_key(path: Path) -> SigningKey:
@@ -75,23 +72,17 @@ def _head_of(request: node_pb2.AddCheckpointRequest) -> SignedTreeHead:
     """The request's head, its parts bounded before anything is hashed or verified."""
     if not request.HasField("tree_head"):
         raise InvalidInputError("tree_head is required")
-    th = request.tree_head
     proof = request.consistency_proof
     if len(proof) > MAX_PROOF_HASHES or any(len(h) != HASH_SIZE for h in proof):
         raise InvalidInputError(
             f"consistency_proof must be at most {MAX_PROOF_HASHES} hashes of {HASH_SIZE} bytes"
         )
-    if len(th.root) != HASH_SIZE or len(th.signature) != SIGNATURE_SIZE or len(th.key_id) > 64:
+    head = head_from_pb(request.tree_head, "tree_head")
+    if request.old_size > head.size:
         raise InvalidInputError(
-            f"tree_head must have a {HASH_SIZE}-byte root and a {SIGNATURE_SIZE}-byte signature"
+            f"old_size {request.old_size} is larger than the tree head's size {head.size}"
         )
-    if th.size >= 1 << 63:
-        raise InvalidInputError("tree_head size is over 2^63-1")
-    if request.old_size > th.size:
-        raise InvalidInputError(
-            f"old_size {request.old_size} is larger than the tree head's size {th.size}"
-        )
-    return SignedTreeHead(th.size, th.root, th.timestamp_ms, th.signature, th.key_id)
+    return head
 
 
 class NodeWitness:

@@ -1,8 +1,22 @@
 """Generated gRPC stubs (committed; regenerate with `make proto`).
 
-Import the messages and stubs from here rather than the generated path.
+Import the messages and stubs from here rather than the generated path. Beside them,
+the one hand-written converter between our types and their messages (``_codec``):
+tree heads, receipts and the trusted-size metadata. Only the services that speak gRPC
+(coordinator and node) import this package; the client talks HTTP only.
 """
 
+from creditshare.proto._codec import (
+    TRUSTED_SIZE_METADATA,
+    ProvenReceipt,
+    check_receipt_shape,
+    head_from_pb,
+    head_to_pb,
+    receipt_from_pb,
+    receipt_to_pb,
+    trusted_size_from,
+    trusted_size_metadata,
+)
 from creditshare.proto.creditshare.v1 import (
     node_pb2,
     node_pb2_grpc,
@@ -12,10 +26,19 @@ from creditshare.proto.creditshare.v1 import (
 
 __all__ = [
     "GRPC_MESSAGE_OPTIONS",
+    "TRUSTED_SIZE_METADATA",
+    "ProvenReceipt",
+    "check_receipt_shape",
+    "head_from_pb",
+    "head_to_pb",
     "node_pb2",
     "node_pb2_grpc",
+    "receipt_from_pb",
+    "receipt_to_pb",
     "training_pb2",
     "training_pb2_grpc",
+    "trusted_size_from",
+    "trusted_size_metadata",
 ]
 
 #: gRPC's default 4 MB message cap holds only ~8,000 ciphertexts at 2048 bits;

@@ -1,0 +1,168 @@
+"""One mTLS channel per data node, and what each node said about itself.
+
+Channels are opened once at start-up and shared by every caller (queries, training,
+cosigning, revocations). ``Describe`` answers are cached: the node's indicator
+catalogue (validated: the coordinator does not trust a node to keep its answers
+small), the tree size it trusts (handed to the receipt relay) and the signed head it
+last accepted (a witness of this log, checked by the ledger before it is believed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+
+from creditshare.consent import MAX_INDICATOR_NAME
+from creditshare.coordinator._registry import Registry
+from creditshare.coordinator._settings import CoordinatorSettings, NodeEntry
+from creditshare.coordinator.relay._receipts import call_failure
+from creditshare.errors import InvalidInputError
+from creditshare.ledger import SignedTreeHead
+from creditshare.pki import channel_credentials
+from creditshare.proto import (
+    GRPC_MESSAGE_OPTIONS,
+    head_from_pb,
+    node_pb2,
+    node_pb2_grpc,
+    training_pb2_grpc,
+)
+
+if TYPE_CHECKING:
+    from creditshare.coordinator._metrics import CoordinatorMetrics
+    from creditshare.proto.creditshare.v1.node_pb2_grpc import DataNodeAsyncStub
+    from creditshare.proto.creditshare.v1.training_pb2_grpc import TrainingAsyncStub
+
+__all__ = [
+    "MAX_CATALOGUE_TEXT",
+    "MAX_INDICATOR_BANDS",
+    "MAX_NODE_INDICATORS",
+    "NodeCatalogue",
+    "NodeChannels",
+]
+
+log = logging.getLogger("creditshare.coordinator")
+
+#: What a catalogue may hold: a node publishes a few banded indicators, and every one of
+#: them becomes a slot in each profile and a line in each answer, so a node (which the
+#: coordinator does not trust) cannot make every query's answer grow without bound.
+MAX_NODE_INDICATORS = 64
+MAX_INDICATOR_BANDS = 32
+MAX_CATALOGUE_TEXT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCatalogue:
+    """What a node said about itself in Describe: indicator descriptions and bands."""
+
+    indicators: dict[str, tuple[str, tuple[str, ...]]]
+
+
+def _catalogue_problem(reply: node_pb2.DescribeResponse) -> str | None:
+    """Why a node's catalogue cannot be used, or None."""
+    if len(reply.indicators) > MAX_NODE_INDICATORS:
+        return f"{len(reply.indicators)} indicators (at most {MAX_NODE_INDICATORS})"
+    names = [i.name for i in reply.indicators]
+    if len(set(names)) != len(names):
+        return "indicator names repeat"
+    for indicator in reply.indicators:
+        texts = [indicator.name, indicator.description, *indicator.bands]
+        if (
+            not 0 < len(indicator.name) <= MAX_INDICATOR_NAME
+            or len(indicator.bands) > MAX_INDICATOR_BANDS
+            or any(len(t) > MAX_CATALOGUE_TEXT for t in texts)
+        ):
+            return f"indicator {indicator.name[:MAX_INDICATOR_NAME]!r} is over the size bounds"
+    return None
+
+
+class NodeChannels:
+    """Stubs per node on their channels, and the nodes' cached Describe answers.
+
+    ``trusted`` is told each tree size a node reports (the receipt relay's ``learn``).
+    """
+
+    def __init__(
+        self,
+        settings: CoordinatorSettings,
+        registry: Registry,
+        trusted: Callable[[str, int], None],
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._learn_trusted = trusted
+        self._interceptors = list(interceptors)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, DataNodeAsyncStub] = {}
+        self._witnessed: dict[str, SignedTreeHead] = {}
+        self.catalogues: dict[str, NodeCatalogue] = {}
+        #: Training stubs on the same mTLS channels, for the training relay.
+        self.training: dict[str, TrainingAsyncStub] = {}
+        #: Set before ``start``: node calls are counted here.
+        self.metrics: CoordinatorMetrics | None = None
+
+    def _channel(self, node: NodeEntry) -> grpc.aio.Channel:
+        interceptors = list(self._interceptors)
+        if self.metrics is not None:
+            interceptors.insert(0, self.metrics.node_interceptor(node.id))
+        tls = self._settings.tls.get(node.chain)
+        if tls is None:
+            return grpc.aio.insecure_channel(
+                node.address, options=GRPC_MESSAGE_OPTIONS, interceptors=interceptors
+            )
+        credentials = channel_credentials(tls.ca, tls.cert, tls.key)
+        return grpc.aio.secure_channel(
+            node.address, credentials, options=GRPC_MESSAGE_OPTIONS, interceptors=interceptors
+        )
+
+    async def start(self) -> None:
+        """Open every node's channel, then describe every node (a node down now is
+        described again when a query needs it)."""
+        for node in self._registry.nodes:
+            channel = self._channel(node)
+            self._channels[node.id] = channel
+            self._stubs[node.id] = node_pb2_grpc.DataNodeStub(channel)
+            self.training[node.id] = training_pb2_grpc.TrainingStub(channel)
+        await asyncio.gather(*(self.describe(n) for n in self._registry.nodes))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._channels.values()))
+
+    def stub(self, node_id: str) -> DataNodeAsyncStub:
+        """The node's DataNode stub on its (mTLS) channel; after ``start``."""
+        return self._stubs[node_id]
+
+    def witness_heads(self) -> dict[str, SignedTreeHead]:
+        """The signed head each node last said it trusts (unverified: the ledger checks
+        each signature before it believes one)."""
+        return dict(self._witnessed)
+
+    async def describe(self, node: NodeEntry) -> NodeCatalogue | None:
+        """Fetch and cache a node's catalogue and trusted tree size; retried later if down."""
+        try:
+            reply = await self._stubs[node.id].Describe(
+                node_pb2.DescribeRequest(), timeout=self._settings.node_deadline_seconds
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("describe %s failed: %s", node.id, call_failure(exc).reason)
+            return None
+        problem = _catalogue_problem(reply)
+        if problem is not None:
+            log.warning("describe %s refused: %s", node.id, problem)
+            return None
+        catalogue = NodeCatalogue(
+            {i.name: (i.description, tuple(i.bands)) for i in reply.indicators}
+        )
+        self.catalogues[node.id] = catalogue
+        self._learn_trusted(node.id, reply.trusted_tree_size)
+        if reply.HasField("trusted_tree_head"):
+            try:
+                self._witnessed[node.id] = head_from_pb(reply.trusted_tree_head)
+            except InvalidInputError as exc:
+                log.warning("describe %s: its trusted head is malformed: %s", node.id, exc)
+        return catalogue

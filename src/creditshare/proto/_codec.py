@@ -1,0 +1,134 @@
+"""The protobuf forms of signed tree heads and receipts, in one place.
+
+The coordinator writes these messages and data nodes read them (and the other way
+round for the head a node says it trusts): one module owns both directions, so a
+field cannot be dropped or bounded differently on one side. Reading bounds every
+part to the size a real one has before anything is hashed, parsed or verified, since
+the coordinator is not trusted: a receipt bounds the work a request can cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from creditshare.errors import InvalidInputError
+from creditshare.ledger import (
+    HASH_SIZE,
+    MAX_PROOF_HASHES,
+    MAX_RECORD_BYTES,
+    SIGNATURE_SIZE,
+    Receipt,
+    SignedTreeHead,
+    leaf_hash,
+)
+from creditshare.proto.creditshare.v1 import node_pb2
+
+__all__ = [
+    "TRUSTED_SIZE_METADATA",
+    "ProvenReceipt",
+    "check_receipt_shape",
+    "head_from_pb",
+    "head_to_pb",
+    "receipt_from_pb",
+    "receipt_to_pb",
+    "trusted_size_from",
+    "trusted_size_metadata",
+]
+
+#: Trailing metadata carrying a node's trusted tree size with a stale-head refusal.
+TRUSTED_SIZE_METADATA = "creditshare-trusted-size"
+_MAX_SIZE = 1 << 63
+
+
+def head_to_pb(head: SignedTreeHead) -> node_pb2.SignedTreeHead:
+    return node_pb2.SignedTreeHead(
+        size=head.size,
+        root=head.root,
+        timestamp_ms=head.timestamp_ms,
+        signature=head.signature,
+        key_id=head.key_id,
+    )
+
+
+def _check_head_shape(pb: node_pb2.SignedTreeHead, what: str) -> None:
+    if len(pb.root) != HASH_SIZE or len(pb.signature) != SIGNATURE_SIZE or len(pb.key_id) > 64:
+        raise InvalidInputError(
+            f"{what} must have a {HASH_SIZE}-byte root and a {SIGNATURE_SIZE}-byte signature"
+        )
+    if pb.size >= _MAX_SIZE:
+        raise InvalidInputError(f"{what} size is over 2^63-1")
+
+
+def head_from_pb(pb: node_pb2.SignedTreeHead, what: str = "tree_head") -> SignedTreeHead:
+    """The head a message holds, shape-checked (not its signature: call ``verify``)."""
+    _check_head_shape(pb, what)
+    return SignedTreeHead(pb.size, pb.root, pb.timestamp_ms, pb.signature, pb.key_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenReceipt:
+    """A receipt with the consistency proof from the head its reader last accepted."""
+
+    receipt: Receipt
+    consistency_from: int
+    consistency_proof: tuple[bytes, ...]
+
+
+def receipt_to_pb(
+    receipt: Receipt, consistency_from: int = 0, consistency_proof: Sequence[bytes] = ()
+) -> node_pb2.QueryReceipt:
+    return node_pb2.QueryReceipt(
+        leaf_index=receipt.index,
+        leaf_data=receipt.data,
+        tree_head=head_to_pb(receipt.head),
+        inclusion_proof=list(receipt.inclusion_proof),
+        consistency_from=consistency_from,
+        consistency_proof=list(consistency_proof),
+    )
+
+
+def check_receipt_shape(pb: node_pb2.QueryReceipt) -> None:
+    """Refuse a receipt whose parts are not the sizes a real one has."""
+    if not 0 < len(pb.leaf_data) <= MAX_RECORD_BYTES:
+        raise InvalidInputError(f"receipt leaf_data must be 1 to {MAX_RECORD_BYTES} bytes")
+    for name, proof in (
+        ("inclusion_proof", pb.inclusion_proof),
+        ("consistency_proof", pb.consistency_proof),
+    ):
+        if len(proof) > MAX_PROOF_HASHES or any(len(h) != HASH_SIZE for h in proof):
+            raise InvalidInputError(
+                f"receipt {name} must be at most {MAX_PROOF_HASHES} hashes of {HASH_SIZE} bytes"
+            )
+    _check_head_shape(pb.tree_head, "receipt tree_head")
+    if not pb.leaf_index < pb.tree_head.size or pb.consistency_from >= _MAX_SIZE:
+        raise InvalidInputError("receipt leaf_index must lie inside its tree head's size")
+
+
+def receipt_from_pb(pb: node_pb2.QueryReceipt) -> ProvenReceipt:
+    """The receipt a message holds, shape-checked first (not verified: the caller does)."""
+    check_receipt_shape(pb)
+    receipt = Receipt(
+        index=pb.leaf_index,
+        data=pb.leaf_data,
+        leaf_hash=leaf_hash(pb.leaf_data),
+        head=head_from_pb(pb.tree_head, "receipt tree_head"),
+        inclusion_proof=tuple(pb.inclusion_proof),
+    )
+    return ProvenReceipt(receipt, pb.consistency_from, tuple(pb.consistency_proof))
+
+
+def trusted_size_metadata(size: int) -> tuple[tuple[str, str]]:
+    """The trailing metadata a node sends with a stale-head refusal."""
+    return ((TRUSTED_SIZE_METADATA, str(size)),)
+
+
+def trusted_size_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> int | None:
+    """The trusted size a stale-head refusal carried, or None."""
+    for key, value in metadata or ():
+        if key == TRUSTED_SIZE_METADATA:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return None
+    return None
