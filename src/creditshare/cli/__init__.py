@@ -18,7 +18,7 @@ from creditshare.cli._keys import keys_app
 from creditshare.cli._ledger import ledger_app
 from creditshare.cli._node import node_app
 from creditshare.cli._pki import pki_app
-from creditshare.errors import CreditShareError
+from creditshare.errors import CreditShareError, ProblemError
 
 __all__ = ["app", "main"]
 
@@ -39,4 +39,10 @@ def main() -> None:
         app()
     except CreditShareError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        # A query no node answered: each node's own reason (a refused credential, a
+        # revoked consent...) says more than the 503 does.
+        failed = getattr(exc, "body", {}).get("failed") if isinstance(exc, ProblemError) else None
+        for node in failed if isinstance(failed, list) else ():
+            if isinstance(node, dict):
+                print(f"  {node.get('node')}: {node.get('reason')}", file=sys.stderr)
         sys.exit(2)

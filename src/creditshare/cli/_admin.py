@@ -119,7 +119,10 @@ def admin_revoke_key(
 @admin_app.command("upload-crl")
 def admin_upload_crl(
     coordinator: CoordinatorOption,
-    api_key: ApiKeyOption,
+    api_key: Annotated[
+        str,
+        typer.Option("--api-key", envvar="CREDITSHARE_API_KEY", help="an operator's API key"),
+    ],
     crl: Annotated[Path, typer.Option(help="the revocation list `creditshare pki crl` wrote")],
 ) -> None:
     """Relay a chain CA's newest revocation list to the data nodes (do it daily: nodes

@@ -38,9 +38,22 @@ def enterprise_keygen(
 def enterprise_grant(
     coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
     api_key: ApiKeyOption,
-    signing_key: Annotated[Path, typer.Option(help="the enterprise's Ed25519 key file")],
     uscc: Annotated[str, typer.Option()],
     grantee: Annotated[str, typer.Option(help="bank or bureau participant id")],
+    identity: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity",
+            envvar="CREDITSHARE_IDENTITY",
+            help="the enterprise's identity folder (signing.key and the credentials the "
+            "chain CAs issued for it): signs the consent, and uploads the credentials "
+            "if the coordinator has none yet",
+        ),
+    ] = None,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(help="or only the Ed25519 key file (credentials uploaded already)"),
+    ] = None,
     purpose: Annotated[str, typer.Option()] = "pre_loan_review",
     days: Annotated[int, typer.Option(min=1, max=3650)] = 30,
     max_uses: Annotated[int | None, typer.Option(min=1)] = None,
@@ -52,10 +65,18 @@ def enterprise_grant(
     """Sign a consent for a grantee and submit it; prints the consent id."""
     from datetime import UTC, datetime, timedelta
 
-    from creditshare.client import CreditShareClient, load_signing_key
+    from creditshare.client import CreditShareClient, Identity, load_signing_key
     from creditshare.consent import ALL_INDICATORS, ConsentGrant
     from creditshare.identity import Chain
 
+    if (identity is None) == (signing_key is None):
+        raise typer.BadParameter("give exactly one of --identity and --signing-key")
+    signer = Identity.load(identity) if identity is not None else None
+    if signer is not None:
+        key = signer.signing_key
+    else:
+        assert signing_key is not None  # exactly one of the two was given
+        key = load_signing_key(signing_key)
     now = datetime.now(UTC)
     grant = ConsentGrant.create(
         uscc,
@@ -67,8 +88,8 @@ def enterprise_grant(
         indicators=tuple(indicator) if indicator else (ALL_INDICATORS,),
         max_uses=max_uses,
     )
-    with CreditShareClient(coordinator, api_key=api_key) as client:
-        stored = client.grant_consent(grant.sign(load_signing_key(signing_key)))
+    with CreditShareClient(coordinator, api_key=api_key, identity=signer) as client:
+        stored = client.grant_consent(grant.sign(key))
     print(stored["consent_id"])
 
 
@@ -84,21 +105,33 @@ def enterprise_revoke(
             "keeps it and refuses the consent itself"
         ),
     ] = None,
+    identity: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity",
+            envvar="CREDITSHARE_IDENTITY",
+            help="or the enterprise's identity folder (its signing.key signs the revocation)",
+        ),
+    ] = None,
 ) -> None:
     """Revoke a consent; it stops working at once."""
-    from creditshare.client import CreditShareClient, load_signing_key
+    from creditshare.client import CreditShareClient, Identity, load_signing_key
 
     key = load_signing_key(signing_key) if signing_key is not None else None
+    if key is None and identity is not None:
+        key = Identity.load(identity).signing_key
     with CreditShareClient(coordinator, api_key=api_key) as client:
         result = client.revoke_consent(consent, key)
     console.print(f"consent {consent} revoked")
     nodes = result.get("nodes") or []
     if nodes:
         held = [n["node"] for n in nodes if n["holds_revocation"]]
-        console.print(f"held by {len(held)} of {len(nodes)} data nodes")
+        console.print(
+            f"held by {len(held)} of {len(nodes)} data nodes: {', '.join(held) or 'none yet'}"
+        )
         for n in nodes:
             if not n["holds_revocation"]:
-                console.print(f"  not yet at {n['node']}: {n['reason']}")
+                console.print(f"  not yet at {n['node']} (handed again later): {n['reason']}")
     elif key is None:
         console.print("unsigned: only the coordinator enforces it (give --signing-key)")
 

@@ -62,6 +62,7 @@ def pki_request(
 
     Run it on the machine that will use the keys; send only the .csr files.
     """
+    from creditshare.crypto import SigningKey
     from creditshare.pki import request
 
     files = request(out, participant_id, role, uscc=uscc, hosts=host or ())
@@ -70,6 +71,13 @@ def pki_request(
             console.print(f"private key {key} (mode 0600; never leaves this machine)")
     for csr in files.csrs:
         console.print(f"send to the chain CA: {csr}")
+    if files.signing_key is not None:
+        public = SigningKey.from_pem(files.signing_key.read_bytes()).verify_key.to_text()
+        console.print(
+            "signing public key (an enterprise's operator registers it with "
+            "`admin add-participant --signing-key`):"
+        )
+        print(public)
 
 
 @pki_app.command("sign")

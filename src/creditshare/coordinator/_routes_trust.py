@@ -25,6 +25,7 @@ from creditshare.coordinator._schemas import (
     SignedConsentIn,
 )
 from creditshare.coordinator._services import Services
+from creditshare.crypto import VerifyKey
 from creditshare.errors import InvalidInputError, InvalidSignatureError, PermissionDeniedError
 from creditshare.identity import Uscc
 
@@ -179,12 +180,17 @@ async def grant_consent(
 
 def _has_credential(services: Services, uscc: str) -> None:
     """Nodes check a consent against the enterprise's CA-issued credential: without one on
-    file every node would refuse it, so say so now, at the door."""
+    file for its current signing key (say, just after a rotation) every node would refuse
+    the consent, so say so now, at the door."""
     enterprise = services.participants.enterprise(uscc)
-    if enterprise is not None and not services.credentials.of(enterprise.id):
+    if enterprise is None or enterprise.signing_key is None:
+        return  # the grant itself names what is missing
+    current = VerifyKey.from_text(enterprise.signing_key)
+    if current not in services.credentials.verify_keys(enterprise.id):
         raise MissingCredentialError(
-            "the enterprise has no credential on file: it uploads the one the chain CA "
-            "issued for its signing key (POST /v1/credentials) before granting consents"
+            "the enterprise has no credential on file for its current signing key: it has "
+            "the chain CAs certify that key (`pki request`, `pki sign`) and uploads the "
+            "credentials (POST /v1/credentials) before granting consents"
         )
 
 
