@@ -373,9 +373,7 @@ def test_signing_key_rotation(federation: Federation, trust: Trust) -> None:
     trust.operator.rotate_signing_key(enterprise_id, newest.verify_key)
     # ...but until a chain CA certifies the new key, no consent signed with it is taken:
     # every node would refuse it.
-    uncertified = _status(
-        lambda: client.grant_consent(_grant(uscc, trust.bank_id).sign(newest))
-    )
+    uncertified = _status(lambda: client.grant_consent(_grant(uscc, trust.bank_id).sign(newest)))
     assert uncertified.status == 422 and "credential" in uncertified.detail
     # Back to the key the session's Trust holds, for any later test on this enterprise.
     trust.operator.rotate_signing_key(enterprise_id, old.verify_key)

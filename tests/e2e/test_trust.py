@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from creditshare.consent import Purpose
 from creditshare.coordinator import create_app
-from creditshare.crypto import PrivateKey
+from creditshare.crypto import PrivateKey, VerifyKey
 from creditshare.demo import Federation, read_enterprises
 from creditshare.errors import ProblemError
 from creditshare.identity import Chain
@@ -429,3 +429,71 @@ def test_operator_revokes_keys_and_disables_participants(trust: Trust) -> None:
     assert httpx.get(f"{trust.url}/v1/nodes", headers=other, timeout=10).status_code == 401
     # Only operators may do either.
     assert _status(lambda: trust.bank.post("/v1/participants/test-bank/disable")).status == 403
+
+
+def test_an_enterprise_made_with_pki_request_grants_and_revokes_from_the_cli(
+    trust: Trust, federation: Federation, uscc_pool: list[str], tmp_path: Path
+) -> None:
+    """The documented enterprise path, end to end with the CLI: its own key (`pki
+    request` prints the public half to register), certified by every chain CA; `grant
+    --identity` uploads the credentials the first time; the bank's query is answered;
+    `revoke --identity` signs the revocation and every node holds it."""
+    uscc = _take(uscc_pool)
+    participant = f"cli-{uscc.lower()}"
+    folder = tmp_path / "identity"
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "creditshare", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    printed = cli(
+        "pki",
+        "request",
+        "--id",
+        participant,
+        "--role",
+        "enterprise",
+        "--uscc",
+        uscc,
+        "--out",
+        str(folder),
+    )
+    public_key = printed.strip().splitlines()[-1]
+    for chain in Chain:
+        ca_dir = federation.layout.work_dir / "pki" / chain.value / "ca"
+        cli(
+            "pki",
+            "sign",
+            "--ca-dir",
+            str(ca_dir),
+            "--csr",
+            str(folder / "signing.csr"),
+            "--out",
+            str(folder / f"{chain.value}.crt"),
+        )
+    issued = trust.operator.register_participant(
+        participant,
+        "enterprise",
+        "CLI enterprise",
+        uscc=uscc,
+        signing_key=VerifyKey.from_text(public_key),
+    )
+    common = ("--coordinator", trust.url, "--api-key", issued["api_key"], "--identity", str(folder))
+    consent = (
+        cli("enterprise", "grant", *common, "--uscc", uscc, "--grantee", trust.bank_id)
+        .strip()
+        .splitlines()[-1]
+    )
+    assert trust.bank.query(uscc, consent).answered
+    revoked = cli("enterprise", "revoke", *common, "--consent", consent)
+    nodes = len(federation.layout.nodes)
+    assert f"held by {nodes} of {nodes} data nodes" in revoked
+    refused = _status(lambda: trust.bank.query(uscc, consent))
+    assert refused.status == 403 and "revoked" in refused.detail
