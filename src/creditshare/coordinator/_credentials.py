@@ -72,6 +72,8 @@ class CredentialStore:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, tuple[bytes, ...]]] = {}
         self._lists: tuple[float, tuple[bytes, ...]] | None = None
+        #: Parsed keys by credential digest: a credential is parsed once, not per query.
+        self._keys: dict[bytes, VerifyKey] = {}
 
     # -- credentials ---------------------------------------------------------------------
 
@@ -166,7 +168,19 @@ class CredentialStore:
 
     def verify_keys(self, participant_id: str) -> list[VerifyKey]:
         """The keys the participant's credentials certify (to check its signature early)."""
-        return [parse_credential(der).verify_key for der in self.of(participant_id)]
+        keys = []
+        for der in self.of(participant_id):
+            digest = hashlib.sha256(der).digest()
+            with self._lock:
+                key = self._keys.get(digest)
+            if key is None:
+                key = parse_credential(der).verify_key
+                with self._lock:
+                    if len(self._keys) > 4096:
+                        self._keys.clear()
+                    self._keys[digest] = key
+            keys.append(key)
+        return keys
 
     def check_signed(self, participant_id: str, signed: SignedQuery | SignedTrainingJob) -> None:
         """Refuse a request its sender's credentials do not verify (nodes check it again,

@@ -19,6 +19,10 @@ node answer a request no requester signed or no enterprise authorised.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -43,6 +47,8 @@ __all__ = ["MAX_CREDENTIALS", "RequestAuthority"]
 #: Credentials one request may carry per party (one per chain CA, with room to rotate).
 MAX_CREDENTIALS = 8
 _REQUESTER_ROLES = ("bank", "bureau")
+#: Revocation lists remembered as already handled (a chain's list changes daily).
+_SEEN_LISTS = 64
 #: How far a signed request's time may sit from the record's (two clocks, one query).
 _SKEW = timedelta(seconds=60)
 
@@ -59,6 +65,10 @@ class RequestAuthority:
         stored_lists: StoredRevocationLists | None = None,
     ) -> None:
         self._stored_lists = stored_lists
+        self._lock = threading.Lock()
+        #: Digests of lists already taken (or found older, or foreign): each request
+        #: relays the same few lists, which need parsing and checking only once.
+        self._seen_lists: OrderedDict[bytes, None] = OrderedDict()
         self._verifier = verifier
         self._chain = chain
         self._node_id = node_id
@@ -79,10 +89,16 @@ class RequestAuthority:
         """
         replaced = False
         for data in lists[:MAX_CREDENTIALS]:
-            try:
+            digest = hashlib.sha256(data).digest()
+            with self._lock:
+                if digest in self._seen_lists:  # the same list again: nothing to learn
+                    continue
+            with contextlib.suppress(InvalidInputError):  # not from a CA this node trusts
                 replaced = self._verifier.update_revocations(data) or replaced
-            except InvalidInputError:
-                continue
+            with self._lock:
+                self._seen_lists[digest] = None
+                while len(self._seen_lists) > _SEEN_LISTS:
+                    self._seen_lists.popitem(last=False)
         if replaced and self._stored_lists is not None:
             for current in self._verifier.revocation_lists():
                 self._stored_lists.save(current.issuer_fingerprint, current.number, current.der)

@@ -7,6 +7,7 @@ node that forgot a consent's revocation after a reboot would answer under it aga
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime
 
@@ -64,12 +65,18 @@ class RefusalRow(SQLModel, table=True):
 
 
 class RevokedConsents:
+    """Revoked consent ids, kept in memory as well: every query asks, and only this node's
+    own ``RevokeConsent`` calls add to them (the rows are what survives a restart)."""
+
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._lock = threading.Lock()
+        with Session(engine) as session:
+            self._ids = set(session.exec(select(RevokedConsentRow.consent_id)))
 
     def is_revoked(self, consent_id: str) -> bool:
-        with Session(self._engine) as session:
-            return session.get(RevokedConsentRow, consent_id) is not None
+        with self._lock:
+            return consent_id in self._ids
 
     def add(self, consent_id: str, uscc: str, revoked_at: datetime, revocation: bytes) -> bool:
         """Record a verified revocation; False if this consent was already revoked."""
@@ -85,6 +92,9 @@ class RevokedConsents:
                 connection.execute(insert(table).values(**row))
         except IntegrityError:
             return False
+        finally:
+            with self._lock:
+                self._ids.add(consent_id)
         return True
 
 
