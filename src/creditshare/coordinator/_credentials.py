@@ -74,6 +74,8 @@ class CredentialStore:
         self._lists: tuple[float, tuple[bytes, ...]] | None = None
         #: Parsed keys by credential digest: a credential is parsed once, not per query.
         self._keys: dict[bytes, VerifyKey] = {}
+        #: USCC → (when looked up, the enterprise's participant id or None).
+        self._enterprises: dict[str, tuple[float, str | None]] = {}
 
     # -- credentials ---------------------------------------------------------------------
 
@@ -165,6 +167,24 @@ class CredentialStore:
                 self._cache.clear()
             self._cache[participant_id] = (now, ders)
         return ders
+
+    def of_enterprise(self, uscc: str) -> tuple[bytes, ...]:
+        """The credentials of the enterprise with this USCC (none if it is not registered);
+        the USCC → participant lookup is cached like the credentials themselves."""
+        now = self._monotonic()
+        with self._lock:
+            hit = self._enterprises.get(uscc)
+        if hit is None or now - hit[0] >= _CACHE_SECONDS:
+            with Session(self._engine) as session:
+                participant_id = session.exec(
+                    select(Participant.id).where(Participant.uscc == uscc)
+                ).first()
+            with self._lock:
+                if len(self._enterprises) > 4096:
+                    self._enterprises.clear()
+                self._enterprises[uscc] = (now, participant_id)
+            hit = (now, participant_id)
+        return self.of(hit[1]) if hit[1] is not None else ()
 
     def verify_keys(self, participant_id: str) -> list[VerifyKey]:
         """The keys the participant's credentials certify (to check its signature early)."""

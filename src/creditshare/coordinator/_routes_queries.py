@@ -126,11 +126,10 @@ def _signed_query(services: Services, caller: Participant, body: QueryIn, uscc: 
 
 
 def _credentials(services: Services, caller: Participant, uscc: str) -> node_pb2.Credentials:
-    enterprise = services.participants.enterprise(uscc)
     store = services.credentials
     return node_pb2.Credentials(
         requester=list(store.of(caller.id)),
-        enterprise=list(store.of(enterprise.id)) if enterprise is not None else [],
+        enterprise=list(store.of_enterprise(uscc)),
         revocation_lists=list(store.lists()),
     )
 
