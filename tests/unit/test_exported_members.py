@@ -91,4 +91,6 @@ def test_crypto_surface_is_pinned() -> None:
         "SlotLayout",
         "Encryptor",
         "PooledEncryptor",
+        "SIGNATURE_BYTES",
+        "decode_signature",
     }

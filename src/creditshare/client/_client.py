@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import logging
+import ssl
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,9 +101,7 @@ class CreditShareClient:
     def upload_credentials(self) -> list[dict[str, Any]]:
         """Hand the coordinator this identity's credentials to relay to nodes (idempotent)."""
         out = [
-            self._object(
-                "POST", "/v1/credentials", json={"certificate": _pem(data).decode("ascii")}
-            )
+            self._object("POST", "/v1/credentials", json={"certificate": _pem(data)})
             for data in self.identity.credentials
         ]
         return out
@@ -484,14 +482,11 @@ class CreditShareClient:
         return result
 
 
-def _pem(data: bytes) -> bytes:
+def _pem(data: bytes) -> str:
     """A credential as PEM text (the coordinator's upload form), whichever way it was read."""
     if data.lstrip().startswith(b"-----"):
-        return data
-    import textwrap
-
-    body = "\n".join(textwrap.wrap(base64.b64encode(data).decode("ascii"), 64))
-    return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n".encode("ascii")
+        return data.decode("ascii")
+    return ssl.DER_cert_to_PEM_cert(data)
 
 
 def _signed_head(document: Any, log_key: VerifyKey) -> SignedTreeHead:

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from creditshare._canonical import format_time
 from creditshare.client._identity import Identity
 from creditshare.identity import Uscc
 from creditshare.signed import SignedQuery, SignedTrainingJob, query_document, training_document
@@ -38,12 +37,7 @@ def sign_query(identity: Identity, body: Mapping[str, Any]) -> dict[str, str]:
         key_fingerprint=str(body["key_fingerprint"]),
         time=now,
     )
-    signed = SignedQuery.sign(document, identity.signing_key)
-    return {
-        "query_id": query_id,
-        "requested_at": format_time(now),
-        "signature": signed.to_json()["signature"],
-    }
+    return _fields("query_id", SignedQuery.sign(document, identity.signing_key))
 
 
 def sign_job(identity: Identity, body: Mapping[str, Any]) -> dict[str, str]:
@@ -56,9 +50,14 @@ def sign_job(identity: Identity, body: Mapping[str, Any]) -> dict[str, str]:
         nodes=[str(n) for n in body["nodes"]],
         time=now,
     )
-    signed = SignedTrainingJob.sign(document, identity.signing_key)
+    return _fields("job_id", SignedTrainingJob.sign(document, identity.signing_key))
+
+
+def _fields(id_field: str, signed: SignedQuery | SignedTrainingJob) -> dict[str, str]:
+    """The body fields that carry a signed document's id, time and signature."""
+    wire = signed.to_json()
     return {
-        "job_id": job_id,
-        "requested_at": format_time(now),
-        "signature": signed.to_json()["signature"],
+        id_field: wire["document"][id_field],
+        "requested_at": wire["document"]["time"],
+        "signature": wire["signature"],
     }

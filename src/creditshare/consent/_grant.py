@@ -9,7 +9,6 @@ them, so neither the coordinator nor the grantee can alter a grant unnoticed.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from creditshare._canonical import canonical_json, format_time, parse_time
-from creditshare.crypto import SigningKey, VerifyKey
+from creditshare.crypto import SigningKey, VerifyKey, decode_signature
 from creditshare.errors import InvalidInputError
 from creditshare.identity import Chain, Uscc
 
@@ -204,10 +203,5 @@ class SignedConsent:
     def from_json(cls, body: Any) -> SignedConsent:
         if not isinstance(body, dict) or set(body) != {"document", "signature"}:
             raise InvalidInputError("a signed consent is {document, signature}")
-        try:
-            signature = base64.b64decode(str(body["signature"]).encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError):
-            raise InvalidInputError("consent signature is not valid base64") from None
-        if len(signature) != 64:
-            raise InvalidInputError("consent signature must be 64 bytes (Ed25519)")
+        signature = decode_signature(body["signature"], "consent")
         return cls(ConsentGrant.from_document(body["document"]), signature)

@@ -8,14 +8,13 @@ own domain prefix keeps it from being mistaken for any other signed document.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from creditshare._canonical import canonical_json, format_time, parse_time
-from creditshare.crypto import SigningKey, VerifyKey
+from creditshare.crypto import SigningKey, VerifyKey, decode_signature
 from creditshare.errors import InvalidInputError
 from creditshare.identity import Uscc
 
@@ -89,10 +88,6 @@ class ConsentRevocation:
     def from_json(cls, body: Any) -> ConsentRevocation:
         if not isinstance(body, dict) or set(body) != {"document", "signature"}:
             raise InvalidInputError("a signed consent revocation is {document, signature}")
-        try:
-            signature = base64.b64decode(str(body["signature"]).encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError):
-            raise InvalidInputError("revocation signature is not valid base64") from None
-        if len(signature) != 64:
-            raise InvalidInputError("revocation signature must be 64 bytes (Ed25519)")
-        return cls.from_document(body["document"], signature)
+        return cls.from_document(
+            body["document"], decode_signature(body["signature"], "revocation")
+        )

@@ -14,10 +14,8 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -29,15 +27,14 @@ from creditshare.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from creditshare.pki import Credential, parse_credential
+from creditshare.pki import Credential, RevocationList, parse_credential
+from creditshare.proto import node_pb2
 from creditshare.signed import SignedQuery, SignedTrainingJob
 
-__all__ = ["MAX_CREDENTIALS", "CredentialStore", "MissingCredentialError", "UploadedList"]
+__all__ = ["MAX_CREDENTIALS", "CredentialStore", "MissingCredentialError", "issuer_key"]
 
 #: Unexpired credentials one participant may hold (one per chain CA, room to renew).
 MAX_CREDENTIALS = 8
-#: The largest revocation list accepted (a list revoking thousands is still far below).
-MAX_LIST_BYTES = 256 * 1024
 _CACHE_SECONDS = 5.0
 
 
@@ -51,12 +48,9 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-class UploadedList:
-    __slots__ = ("issuer", "next_update", "number", "this_update")
-
-    def __init__(self, issuer: str, number: int, this_update: datetime, next_update: datetime):
-        self.issuer, self.number = issuer, number
-        self.this_update, self.next_update = this_update, next_update
+def issuer_key(crl: RevocationList) -> str:
+    """Which CA a list is from, as stored: SHA-256 of its issuer name (one list per CA)."""
+    return hashlib.sha256(crl.issuer.public_bytes()).hexdigest()
 
 
 class CredentialStore:
@@ -65,7 +59,9 @@ class CredentialStore:
         engine: Engine,
         clock: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
+        max_skew: timedelta = timedelta(minutes=2),
     ) -> None:
+        self._max_skew = max_skew
         self._engine = engine
         self._clock = clock
         self._monotonic = monotonic
@@ -186,6 +182,17 @@ class CredentialStore:
             hit = (now, participant_id)
         return self.of(hit[1]) if hit[1] is not None else ()
 
+    def for_nodes(
+        self, requester: str | None = None, uscc: str | None = None
+    ) -> node_pb2.Credentials:
+        """What travels to the nodes with a request: the requester's and the enterprise's
+        credentials, and the newest revocation list of each CA."""
+        return node_pb2.Credentials(
+            requester=list(self.of(requester)) if requester is not None else [],
+            enterprise=list(self.of_enterprise(uscc)) if uscc is not None else [],
+            revocation_lists=list(self.lists()),
+        )
+
     def verify_keys(self, participant_id: str) -> list[VerifyKey]:
         """The keys the participant's credentials certify (to check its signature early)."""
         keys = []
@@ -203,8 +210,14 @@ class CredentialStore:
         return keys
 
     def check_signed(self, participant_id: str, signed: SignedQuery | SignedTrainingJob) -> None:
-        """Refuse a request its sender's credentials do not verify (nodes check it again,
-        against their CA; checking here turns a client's mistake into one clear error)."""
+        """Refuse a request signed too far from now, or that its sender's credentials do not
+        verify (nodes check it again, against their CA; checking here turns a client's
+        mistake into one clear error instead of every node refusing)."""
+        if abs(self._clock() - signed.time) > self._max_skew:
+            raise InvalidInputError(
+                f"requested_at is more than {self._max_skew.total_seconds():.0f} s from the "
+                "coordinator's clock: sign each request when you send it"
+            )
         keys = self.verify_keys(participant_id)
         if not keys:
             raise MissingCredentialError(
@@ -223,47 +236,34 @@ class CredentialStore:
 
     # -- revocation lists ----------------------------------------------------------------
 
-    def put_list(self, data: bytes) -> UploadedList:
-        """Keep a CA's revocation list if it is newer than the one held (by CRL number)."""
-        if len(data) > MAX_LIST_BYTES:
-            raise InvalidInputError(f"a revocation list is at most {MAX_LIST_BYTES} bytes")
-        try:
-            crl = (
-                x509.load_pem_x509_crl(data)
-                if data.lstrip().startswith(b"-----")
-                else x509.load_der_x509_crl(data)
-            )
-            number = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
-        except (ValueError, x509.ExtensionNotFound):
-            raise InvalidInputError(
-                "not an X.509 certificate revocation list with a CRL number"
-            ) from None
-        next_update = crl.next_update_utc
-        if next_update is None:
-            raise InvalidInputError("the revocation list has no next update time")
-        issuer = hashlib.sha256(crl.issuer.public_bytes()).hexdigest()
-        der = crl.public_bytes(Encoding.DER)
+    def put_list(self, data: bytes) -> RevocationList:
+        """Keep a CA's revocation list if it is newer than the one held (by CRL number).
+
+        Parsed, not verified: the coordinator holds no trust anchor it could believe, and
+        every node checks the CA's signature itself before it keeps a list."""
+        crl = RevocationList.parse(data)
+        issuer = issuer_key(crl)
         with Session(self._engine) as session:
             row = session.get(RevocationListRow, issuer)
-            if row is not None and row.number >= number:
+            if row is not None and row.number >= crl.number:
                 raise InvalidInputError(
                     f"the coordinator holds list number {row.number} from this CA already; "
-                    f"this one is number {number}"
+                    f"this one is number {crl.number}"
                 )
             row = row or RevocationListRow(
                 issuer=issuer,
-                number=number,
-                der=der,
-                this_update=crl.last_update_utc,
-                next_update=next_update,
+                number=crl.number,
+                der=crl.der,
+                this_update=crl.this_update,
+                next_update=crl.next_update,
             )
-            row.number, row.der = number, der
-            row.this_update, row.next_update = crl.last_update_utc, next_update
+            row.number, row.der = crl.number, crl.der
+            row.this_update, row.next_update = crl.this_update, crl.next_update
             session.add(row)
             session.commit()
         with self._lock:
             self._lists = None
-        return UploadedList(issuer, number, crl.last_update_utc, next_update)
+        return crl
 
     def lists(self) -> tuple[bytes, ...]:
         now = self._monotonic()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -25,11 +26,9 @@ from creditshare._canonical import canonical_json
 from creditshare.consent import ConsentGrant
 from creditshare.coordinator._credentials import CredentialStore
 from creditshare.coordinator._db import ConsentRow, RevocationDeliveryRow
-from creditshare.coordinator._participants import ParticipantRegistry
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._settings import NodeEntry
 from creditshare.coordinator.relay import QueryBroker
-from creditshare.proto import node_pb2
 
 __all__ = ["RevocationRelay"]
 
@@ -48,14 +47,12 @@ class RevocationRelay:
         engine: Engine,
         broker: QueryBroker,
         registry: Registry,
-        participants: ParticipantRegistry,
         credentials: CredentialStore,
         clock: Callable[[], datetime],
     ) -> None:
         self._engine = engine
         self._broker = broker
         self._registry = registry
-        self._participants = participants
         self._credentials = credentials
         self._clock = clock
 
@@ -89,15 +86,7 @@ class RevocationRelay:
         pending = [n for n in self._nodes(row) if n.id not in held]
         outcome: dict[str, str | None] = {n.id: None for n in self._nodes(row) if n.id in held}
         if pending:
-            enterprise = await asyncio.to_thread(self._participants.enterprise, row.uscc)
-            credentials = node_pb2.Credentials(
-                enterprise=list(
-                    await asyncio.to_thread(self._credentials.of, enterprise.id)
-                    if enterprise
-                    else ()
-                ),
-                revocation_lists=list(await asyncio.to_thread(self._credentials.lists)),
-            )
+            credentials = await asyncio.to_thread(self._credentials.for_nodes, None, row.uscc)
             results = await self._broker.revoke_consent(
                 pending, canonical_json(row.revocation), credentials
             )
@@ -123,21 +112,24 @@ class RevocationRelay:
 
     def _undelivered(self) -> list[ConsentRow]:
         """Revoked consents, still within their validity, that some node may not hold."""
-        now = self._clock()
         with Session(self._engine) as session:
-            rows = session.exec(
-                select(ConsentRow)
-                .where(col(ConsentRow.revocation).is_not(None))
-                .order_by(col(ConsentRow.revoked_at))
+            rows = list(
+                session.exec(
+                    select(ConsentRow)
+                    .where(col(ConsentRow.revocation).is_not(None))
+                    .order_by(col(ConsentRow.revoked_at))
+                )
             )
-            live = [r for r in rows if _utc(r.valid_until) > now]
-        out = []
-        for row in live:
-            if len(self.holders(row.id)) < len(self._nodes(row)):
-                out.append(row)
-            if len(out) >= _ROUND_LIMIT:
-                break
-        return out
+            now = self._clock()  # compared here: SQLite keeps these times without a zone
+            rows = [r for r in rows if _utc(r.valid_until) > now]
+            held = Counter(
+                session.exec(
+                    select(RevocationDeliveryRow.consent_id).where(
+                        col(RevocationDeliveryRow.consent_id).in_([r.id for r in rows])
+                    )
+                )
+            )
+        return [r for r in rows if held[r.id] < len(self._nodes(r))][:_ROUND_LIMIT]
 
     async def round(self) -> int:
         """One pass over undelivered revocations; how many nodes newly hold one."""

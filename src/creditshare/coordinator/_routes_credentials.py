@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from creditshare.coordinator._credentials import issuer_key
 from creditshare.coordinator._db import Participant
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
 from creditshare.coordinator._participants import Role
@@ -89,7 +90,7 @@ async def upload_revocation_list(
         services.credentials.put_list, body.crl.encode("ascii", "replace")
     )
     return RevocationListOut(
-        issuer=uploaded.issuer,
+        issuer=issuer_key(uploaded),
         number=uploaded.number,
         this_update=uploaded.this_update,
         next_update=uploaded.next_update,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -31,12 +30,10 @@ from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.errors import (
     ConsentRefusedError,
     CreditShareError,
-    InvalidInputError,
     NoNodeAnsweredError,
 )
 from creditshare.identity import Uscc
 from creditshare.ledger import MAX_REASON, QueryRecord
-from creditshare.proto import node_pb2
 from creditshare.signed import SignedQuery, query_document
 
 __all__ = ["PRESENCE_INDICATOR", "router"]
@@ -102,13 +99,6 @@ def _signed_query(services: Services, caller: Participant, body: QueryIn, uscc: 
     Nodes check it again, against keys their CA certified; checking here too turns a
     client's mistake into one clear 403 instead of every node refusing.
     """
-    skew = timedelta(seconds=services.settings.request_max_skew_seconds)
-    now = services.clock()
-    if abs(now - body.requested_at) > skew:
-        raise InvalidInputError(
-            f"requested_at is more than {skew.total_seconds():.0f} s from the coordinator's "
-            "clock: sign each request when you send it"
-        )
     document = query_document(
         query_id=body.query_id,
         requester=caller.id,
@@ -123,15 +113,6 @@ def _signed_query(services: Services, caller: Participant, body: QueryIn, uscc: 
     signed = SignedQuery(document, base64.b64decode(body.signature))
     services.credentials.check_signed(caller.id, signed)
     return signed
-
-
-def _credentials(services: Services, caller: Participant, uscc: str) -> node_pb2.Credentials:
-    store = services.credentials
-    return node_pb2.Credentials(
-        requester=list(store.of(caller.id)),
-        enterprise=list(store.of_enterprise(uscc)),
-        revocation_lists=list(store.lists()),
-    )
 
 
 def _record(
@@ -223,7 +204,7 @@ async def _answer(body: QueryIn, caller: Participant, services: Services) -> Que
         consent=consent.to_json(),
     )
     query_id = record.query_id
-    credentials = await asyncio.to_thread(_credentials, services, caller, uscc)
+    credentials = await asyncio.to_thread(services.credentials.for_nodes, caller.id, uscc)
     try:
         receipt = await asyncio.to_thread(services.ledger.append, record.to_bytes(), uscc)
     except BaseException:

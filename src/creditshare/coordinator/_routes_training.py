@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
@@ -234,12 +233,6 @@ async def create_job(body: JobIn, caller: Bureau, services: ServicesDep) -> JobO
 
 
 def _signed_job(services: Services, caller: Participant, body: JobIn) -> SignedTrainingJob:
-    skew = timedelta(seconds=services.settings.request_max_skew_seconds)
-    if abs(services.clock() - body.requested_at) > skew:
-        raise InvalidInputError(
-            f"requested_at is more than {skew.total_seconds():.0f} s from the coordinator's "
-            "clock: sign each job when you send it"
-        )
     document = training_document(
         job_id=body.job_id,
         requester=caller.id,
@@ -250,13 +243,6 @@ def _signed_job(services: Services, caller: Participant, body: JobIn) -> SignedT
     signed = SignedTrainingJob(document, base64.b64decode(body.signature))
     services.credentials.check_signed(caller.id, signed)
     return signed
-
-
-def _relay_credentials(services: Services, bureau: str) -> node_pb2.Credentials:
-    return node_pb2.Credentials(
-        requester=list(services.credentials.of(bureau)),
-        revocation_lists=list(services.credentials.lists()),
-    )
 
 
 @router.get("/v1/training-jobs/{job_id}", response_model=JobOut)
@@ -275,7 +261,7 @@ async def psi(job_id: JobId, body: PsiIn, caller: Bureau, services: ServicesDep)
         domain=body.domain.encode("utf-8"),
         blinded=_bytes(body.blinded, "blinded"),
         public_key=node_pb2.PaillierPublicKey(n=PublicKey.from_text(row.public_key).to_bytes()),
-        credentials=await asyncio.to_thread(_relay_credentials, services, row.bureau),
+        credentials=await asyncio.to_thread(services.credentials.for_nodes, row.bureau),
     )
 
     async def call(stub: Any, proof: node_pb2.QueryReceipt, seconds: float) -> Any:
@@ -312,7 +298,7 @@ async def open_job(
         mask_bits=config.mask_bits,
         learning_rate=config.learning_rate,
         unpacked=not config.packing,
-        credentials=await asyncio.to_thread(_relay_credentials, services, row.bureau),
+        credentials=await asyncio.to_thread(services.credentials.for_nodes, row.bureau),
     )
 
     async def call(stub: Any, proof: node_pb2.QueryReceipt, seconds: float) -> Any:

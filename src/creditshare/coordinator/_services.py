@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from sqlalchemy.engine import Engine
@@ -79,7 +79,9 @@ def build_services(
     storage = SqlLedgerStorage(engine)
     ledger = Ledger(storage, signer, clock)
     broker = QueryBroker(settings, registry, ledger, interceptors)
-    credentials = CredentialStore(engine, clock, monotonic)
+    credentials = CredentialStore(
+        engine, clock, monotonic, timedelta(seconds=settings.request_max_skew_seconds)
+    )
     return Services(
         settings=settings,
         engine=engine,
@@ -111,7 +113,7 @@ def build_services(
             settings.node_deadline_seconds,
             clock,
         ),
-        revocations=RevocationRelay(engine, broker, registry, participants, credentials, clock),
+        revocations=RevocationRelay(engine, broker, registry, credentials, clock),
     )
 
 

@@ -10,12 +10,13 @@ from creditshare.crypto._fast import FastEncryptor, dot, powmod_many
 from creditshare.crypto._keys import MAX_KEY_BITS, MIN_KEY_BITS, PrivateKey, PublicKey
 from creditshare.crypto._packing import PackedEncoding, SlotLayout
 from creditshare.crypto._pool import Encryptor, PooledEncryptor
-from creditshare.crypto._signing import SigningKey, VerifyKey
+from creditshare.crypto._signing import SIGNATURE_BYTES, SigningKey, VerifyKey, decode_signature
 
 __all__ = [
     "MAX_KEY_BITS",
     "MAX_SCALE",
     "MIN_KEY_BITS",
+    "SIGNATURE_BYTES",
     "Ciphertext",
     "Encryptor",
     "FastEncryptor",
@@ -27,6 +28,7 @@ __all__ = [
     "SigningKey",
     "SlotLayout",
     "VerifyKey",
+    "decode_signature",
     "dot",
     "powmod_many",
 ]

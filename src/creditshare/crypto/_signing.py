@@ -14,9 +14,24 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from creditshare.errors import InvalidKeyError, InvalidSignatureError
+from creditshare.errors import InvalidInputError, InvalidKeyError, InvalidSignatureError
 
-__all__ = ["SigningKey", "VerifyKey"]
+__all__ = ["SIGNATURE_BYTES", "SigningKey", "VerifyKey", "decode_signature"]
+
+#: An Ed25519 signature's length.
+SIGNATURE_BYTES = 64
+
+
+def decode_signature(text: object, what: str) -> bytes:
+    """The raw signature in ``text`` (standard base64 of 64 bytes), or InvalidInputError
+    naming ``what`` was signed: every signed document's wire form decodes it this way."""
+    try:
+        raw = base64.b64decode(str(text).encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise InvalidInputError(f"{what} signature is not valid base64") from None
+    if len(raw) != SIGNATURE_BYTES:
+        raise InvalidInputError(f"{what} signature must be {SIGNATURE_BYTES} bytes (Ed25519)")
+    return raw
 
 
 class VerifyKey:

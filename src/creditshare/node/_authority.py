@@ -32,6 +32,7 @@ from creditshare.crypto import VerifyKey
 from creditshare.errors import (
     ConsentRefusedError,
     CredentialRefusedError,
+    CreditShareError,
     InvalidInputError,
     InvalidSignatureError,
 )
@@ -61,7 +62,6 @@ class RequestAuthority:
         node_id: str,
         revoked: RevokedConsents,
         clock: Callable[[], datetime],
-        max_age: timedelta,
         stored_lists: StoredRevocationLists | None = None,
     ) -> None:
         self._stored_lists = stored_lists
@@ -74,11 +74,6 @@ class RequestAuthority:
         self._node_id = node_id
         self._revoked = revoked
         self._clock = clock
-        self._max_age = max_age
-
-    @property
-    def verifier(self) -> CredentialVerifier:
-        return self._verifier
 
     def update_revocations(self, lists: Sequence[bytes]) -> bool:
         """Take newer revocation lists the coordinator relayed; True if any replaced one.
@@ -104,49 +99,26 @@ class RequestAuthority:
                 self._stored_lists.save(current.issuer_fingerprint, current.number, current.der)
         return replaced
 
-    def _credentials(
-        self, certificates: Sequence[bytes], what: str, **expect: str | None
+    def _signed_by(
+        self,
+        certificates: Sequence[bytes],
+        what: str,
+        verify: Callable[[VerifyKey], None],
+        refusal: CreditShareError,
+        **expect: str | None,
     ) -> list[Credential]:
-        """Every credential of the party that this node's CA vouches for right now.
-
-        A party may hold several: one per chain CA (this node trusts only its own) and,
-        after a key rotation, the old key's and the new one's, so that what it signed
-        before the rotation still verifies until the old credential expires or is revoked.
-        """
+        """The party's credentials this node's CA vouches for now, one of whose keys signed
+        (``verify`` raises InvalidSignatureError for a key that did not); else ``refusal``."""
         if not certificates:
             raise CredentialRefusedError(f"the {what}'s credential is missing")
-        if len(certificates) > MAX_CREDENTIALS:
-            raise InvalidInputError(f"at most {MAX_CREDENTIALS} {what} credentials per request")
-        valid: list[Credential] = []
-        refusals: list[CredentialRefusedError] = []
-        for certificate in certificates:
-            try:
-                valid.append(self._verifier.verify([certificate], **expect))
-            except CredentialRefusedError as exc:
-                refusals.append(exc)
-        if valid:
-            return valid
-        # The reason from a certificate this node's CA issued says most ("revoked",
-        # "expired"); one from another chain's CA says only that it is foreign.
-        foreign = [r for r in refusals if "trusted CA" in str(r)]
-        raise next((r for r in refusals if r not in foreign), refusals[0])
-
-    @staticmethod
-    def _verify_any(credentials: Sequence[Credential], verify: Callable[[VerifyKey], None]) -> bool:
+        credentials = self._verifier.verify_all(certificates, **expect)
         for credential in credentials:
             try:
                 verify(credential.verify_key)
             except InvalidSignatureError:
                 continue
-            return True
-        return False
-
-    def _fresh(self, signed_at: datetime) -> None:
-        now = self._clock()
-        if signed_at > now + _SKEW:
-            raise ReceiptRefusedError("the signed request is dated in the future")
-        if now - signed_at > self._max_age:
-            raise ReceiptRefusedError("the signed request is too old")
+            return credentials
+        raise refusal
 
     def check_query(
         self,
@@ -161,8 +133,14 @@ class RequestAuthority:
             signed = SignedQuery.from_json(record.request)
         except InvalidInputError as exc:
             raise ReceiptRefusedError(f"the recorded request is malformed: {exc}") from exc
-        requester = self._credentials(
-            requester_credentials, "requester", participant_id=signed.requester
+        requester = self._signed_by(
+            requester_credentials,
+            "requester",
+            signed.verify,
+            ReceiptRefusedError(
+                f"the request is not signed by {signed.requester!r}'s certified key"
+            ),
+            participant_id=signed.requester,
         )
         roles = {c.role for c in requester}
         if not roles <= set(_REQUESTER_ROLES):
@@ -170,14 +148,10 @@ class RequestAuthority:
                 f"{signed.requester!r} is certified as {', '.join(sorted(roles))}, "
                 "which may not query"
             )
-        if not self._verify_any(requester, signed.verify):
-            raise ReceiptRefusedError(
-                f"the request is not signed by {signed.requester!r}'s certified key"
-            )
         doc = signed.document
-        mismatches = [
-            name
-            for name, ok in (
+        _require_same(
+            "the requester",
+            (
                 ("query id", record.query_id == doc["query_id"]),
                 ("requester", record.requester == doc["requester"]),
                 ("uscc", record.uscc == doc["uscc"]),
@@ -186,15 +160,10 @@ class RequestAuthority:
                 ("model", record.model_id == doc["model_id"]),
                 ("public key", record.key_fingerprint == doc["key_fingerprint"]),
                 ("chains", not doc["chains"] or set(record.chains) == set(doc["chains"])),
+                # The receipt check bounds the record's age; this bounds the request's.
                 ("time", abs(record.time - signed.time) <= _SKEW),
-            )
-            if not ok
-        ]
-        if mismatches:
-            raise ReceiptRefusedError(
-                f"the record does not say what the requester signed: {', '.join(mismatches)}"
-            )
-        self._fresh(signed.time)
+            ),
+        )
         self._check_consent(record, signed, enterprise_credentials)
 
     def _check_consent(
@@ -209,11 +178,14 @@ class RequestAuthority:
         grant = consent.grant
         if grant.consent_id != signed.document["consent_id"]:
             raise ConsentRefusedError("the recorded consent is not the one the request names")
-        enterprise = self._credentials(
-            enterprise_credentials, "enterprise", role="enterprise", uscc=grant.uscc
+        self._signed_by(
+            enterprise_credentials,
+            "enterprise",
+            consent.verify,
+            ConsentRefusedError("the consent is not signed by the enterprise's certified key"),
+            role="enterprise",
+            uscc=grant.uscc,
         )
-        if not self._verify_any(enterprise, consent.verify):
-            raise ConsentRefusedError("the consent is not signed by the enterprise's certified key")
         try:
             purpose = Purpose(signed.document["purpose"])
         except ValueError:
@@ -240,43 +212,51 @@ class RequestAuthority:
             signed = SignedTrainingJob.from_json(record.request)
         except InvalidInputError as exc:
             raise ReceiptRefusedError(f"the recorded training job is malformed: {exc}") from exc
-        requester = self._credentials(
-            requester_credentials, "requester", participant_id=signed.requester, role="bureau"
-        )
-        if not self._verify_any(requester, signed.verify):
-            raise ReceiptRefusedError(
+        self._signed_by(
+            requester_credentials,
+            "requester",
+            signed.verify,
+            ReceiptRefusedError(
                 f"the training job is not signed by {signed.requester!r}'s certified key"
-            )
+            ),
+            participant_id=signed.requester,
+            role="bureau",
+        )
         doc = signed.document
-        mismatches = [
-            name
-            for name, ok in (
+        _require_same(
+            "the bureau",
+            (
                 ("job id", record.query_id == doc["job_id"]),
                 ("requester", record.requester == doc["requester"]),
                 ("public key", record.key_fingerprint == doc["key_fingerprint"]),
                 ("node", self._node_id in doc["nodes"]),
-            )
-            if not ok
-        ]
-        if mismatches:
-            raise ReceiptRefusedError(
-                f"the record does not say what the bureau signed: {', '.join(mismatches)}"
-            )
+            ),
+        )
 
     def revoke(
         self, revocation: ConsentRevocation, enterprise_credentials: Sequence[bytes]
     ) -> bool:
         """Keep an enterprise's signed revocation; False if the consent was revoked already."""
-        enterprise = self._credentials(
-            enterprise_credentials, "enterprise", role="enterprise", uscc=revocation.uscc
+        self._signed_by(
+            enterprise_credentials,
+            "enterprise",
+            revocation.verify,
+            ConsentRefusedError("the revocation is not signed by the enterprise's certified key"),
+            role="enterprise",
+            uscc=revocation.uscc,
         )
-        if not self._verify_any(enterprise, revocation.verify):
-            raise ConsentRefusedError(
-                "the revocation is not signed by the enterprise's certified key"
-            )
         return self._revoked.add(
             revocation.consent_id,
             revocation.uscc,
             revocation.time,
             canonical_json(revocation.to_json()),
+        )
+
+
+def _require_same(signer: str, checks: Sequence[tuple[str, bool]]) -> None:
+    """Refuse a record that differs from the signed statement, naming every field."""
+    differing = [name for name, same in checks if not same]
+    if differing:
+        raise ReceiptRefusedError(
+            f"the record does not say what {signer} signed: {', '.join(differing)}"
         )

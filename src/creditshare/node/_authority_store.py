@@ -59,7 +59,6 @@ class RefusalRow(SQLModel, table=True):
     refused_at: datetime = Field(index=True)
     rpc: str = Field(max_length=32)
     request_id: str = Field(max_length=64)
-    requester: str = Field(max_length=64)
     status: str = Field(max_length=32)
     reason: str = Field(max_length=MAX_REFUSAL_REASON)
 
@@ -125,7 +124,7 @@ class RefusalLog:
         self._engine = engine
         self._clock = clock
 
-    def add(self, rpc: str, request_id: str, requester: str, status: str, reason: str) -> None:
+    def add(self, rpc: str, request_id: str, status: str, reason: str) -> None:
         table = RefusalRow.__table__  # type: ignore[attr-defined]
         with self._engine.begin() as connection:
             connection.execute(
@@ -133,7 +132,6 @@ class RefusalLog:
                     refused_at=self._clock(),
                     rpc=rpc[:32],
                     request_id=request_id[:64],
-                    requester=requester[:64],
                     status=status[:32],
                     reason=reason[:MAX_REFUSAL_REASON],
                 )

@@ -170,7 +170,6 @@ def _authority(
         settings.node_id,
         RevokedConsents(db),
         clock,
-        timedelta(seconds=settings.receipt_max_age_seconds),
         stored,
     )
 

@@ -170,7 +170,7 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         request_id: str = "",
     ) -> T:
         def refused(status: str, exc: CreditShareError) -> None:
-            self._refusal_log.add(rpc, request_id, "", status, str(exc))
+            self._refusal_log.add(rpc, request_id, status, str(exc))
 
         return await guarded(context, work, refused if rpc else None)
 

@@ -129,7 +129,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
 
         def refused(status: str, exc: CreditShareError) -> None:
             if refusal_log is not None:
-                refusal_log.add(rpc, job_id, "", status, str(exc))
+                refusal_log.add(rpc, job_id, status, str(exc))
 
         return await guarded(context, blocking, refused if rpc else None)
 

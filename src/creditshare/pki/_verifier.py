@@ -183,12 +183,28 @@ class CredentialVerifier:
         role: str | None = None,
         uscc: str | None = None,
     ) -> Credential:
-        """The credential among ``certificates`` that a trusted CA vouches for right now.
+        """The credential among ``certificates`` that a trusted CA vouches for right now
+        (the first, if several do); raises as ``verify_all``."""
+        return self.verify_all(certificates, participant_id=participant_id, role=role, uscc=uscc)[0]
 
-        Raises InvalidInputError for malformed input (not bytes, oversize, garbage,
-        more than ``MAX_CREDENTIALS``), CredentialRefusedError naming the reason
-        when no certificate qualifies, and RevocationStaleError when the issuing
-        CA's revocation list is missing or too old to decide.
+    def verify_all(
+        self,
+        certificates: Sequence[bytes],
+        *,
+        participant_id: str | None = None,
+        role: str | None = None,
+        uscc: str | None = None,
+    ) -> list[Credential]:
+        """Every credential among ``certificates`` that a trusted CA vouches for right now.
+
+        A party may present several: one per chain CA (a node trusts only its own) and,
+        across a key rotation, the old key's and the new one's, so what it signed before
+        the rotation still verifies. Raises InvalidInputError for malformed input (not
+        bytes, oversize, garbage, more than ``MAX_CREDENTIALS``), CredentialRefusedError
+        naming the reason when no certificate qualifies (a reason about one this node's
+        CA issued, such as "revoked", before "not issued by a trusted CA"), and
+        RevocationStaleError when the issuing CA's revocation list is missing or too old
+        to decide.
         """
         if isinstance(certificates, bytes | str) or not isinstance(certificates, Sequence):
             raise InvalidInputError("credentials must be a sequence of certificates")
@@ -210,14 +226,20 @@ class CredentialVerifier:
         found = [c for c in examined if isinstance(c, Credential)]
         if not found:
             raise CredentialRefusedError(next(c for c in examined if isinstance(c, str)))
-        # Prefer one that matches what the request claims, so a party rolling over
-        # to a new credential may present the old and the new together.
-        matching = [c for c in found if participant_id in (None, c.participant_id)]
-        credential = (matching or found)[0]
-        self._check_names(credential, participant_id, role, wanted_uscc)
-        self._check_time(credential)
-        self._check_revocation(credential)
-        return credential
+        valid: list[Credential] = []
+        refusals: list[CredentialRefusedError] = []
+        for credential in found:
+            try:
+                self._check_names(credential, participant_id, role, wanted_uscc)
+                self._check_time(credential)
+                self._check_revocation(credential)
+            except CredentialRefusedError as exc:
+                refusals.append(exc)
+            else:
+                valid.append(credential)
+        if not valid:
+            raise refusals[0]
+        return valid
 
     @staticmethod
     def _check_names(

@@ -9,14 +9,13 @@ even checked, because nodes parse these from ledger leaves the coordinator wrote
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from creditshare._canonical import canonical_json, format_time, parse_time
-from creditshare.crypto import SigningKey, VerifyKey
+from creditshare.crypto import SigningKey, VerifyKey, decode_signature
 from creditshare.errors import InvalidInputError
 from creditshare.identity import Chain
 
@@ -30,7 +29,6 @@ __all__ = [
 
 #: Nodes one training job may name (the coordinator's own bound is lower).
 MAX_NODES = 64
-_SIGNATURE_BYTES = 64
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 _CONSENT_ID = re.compile(r"[0-9a-f]{32}")
@@ -74,26 +72,34 @@ def _fields(doc: Any, expected: set[str], kind: str) -> dict[str, Any]:
     return doc
 
 
-def _signature(text: Any) -> bytes:
-    try:
-        raw = base64.b64decode(str(text).encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raise InvalidInputError("request signature is not valid base64") from None
-    if len(raw) != _SIGNATURE_BYTES:
-        raise InvalidInputError("request signature must be 64 bytes (Ed25519)")
-    return raw
-
-
 @dataclass(frozen=True, slots=True)
 class _Signed:
     document: dict[str, Any]
     signature: bytes
 
     DOMAIN: ClassVar[bytes] = b""
+    #: What the statement is called in error messages.
+    NAME: ClassVar[str] = ""
 
     @classmethod
     def message(cls, document: dict[str, Any]) -> bytes:
         return cls.DOMAIN + canonical_json(document)
+
+    @classmethod
+    def checked(cls, body: Any) -> dict[str, Any]:
+        """``body`` as a document of this type, every field validated (or InvalidInputError)."""
+        raise NotImplementedError
+
+    @classmethod
+    def sign(cls, document: dict[str, Any], key: SigningKey) -> Self:
+        document = cls.checked(document)
+        return cls(document, key.sign(cls.message(document)))
+
+    @classmethod
+    def from_json(cls, body: Any) -> Self:
+        if not isinstance(body, dict) or set(body) != {"document", "signature"}:
+            raise InvalidInputError(f"a signed {cls.NAME} is {{document, signature}}")
+        return cls(cls.checked(body["document"]), decode_signature(body["signature"], "request"))
 
     def verify(self, key: VerifyKey) -> None:
         """InvalidSignatureError unless ``key`` signed exactly this document."""
@@ -149,6 +155,7 @@ class SignedQuery(_Signed):
     """A bank's (or bureau's) signed request for one enterprise's credit profile."""
 
     DOMAIN: ClassVar[bytes] = b"creditshare/signed-query/v1\n"
+    NAME: ClassVar[str] = "query"
     _FIELDS: ClassVar[set[str]] = {
         "v",
         "type",
@@ -176,25 +183,6 @@ class SignedQuery(_Signed):
         _text(doc, "key_fingerprint", _FINGERPRINT, "a Paillier key fingerprint")
         parse_time(doc.get("time"), "time")
         return doc
-
-    @classmethod
-    def sign(cls, document: dict[str, Any], key: SigningKey) -> SignedQuery:
-        document = cls.checked(document)
-        return cls(document, key.sign(cls.message(document)))
-
-    @classmethod
-    def from_json(cls, body: Any) -> SignedQuery:
-        if not isinstance(body, dict) or set(body) != {"document", "signature"}:
-            raise InvalidInputError("a signed query is {document, signature}")
-        return cls(cls.checked(body["document"]), _signature(body["signature"]))
-
-    @property
-    def query_id(self) -> str:
-        return str(self.document["query_id"])
-
-    @property
-    def chains(self) -> tuple[str, ...]:
-        return tuple(self.document["chains"])
 
 
 def training_document(
@@ -226,6 +214,7 @@ class SignedTrainingJob(_Signed):
     """A bureau's signed training job: nodes encrypt only under the key it names."""
 
     DOMAIN: ClassVar[bytes] = b"creditshare/signed-training-job/v1\n"
+    NAME: ClassVar[str] = "training job"
     _FIELDS: ClassVar[set[str]] = {
         "v",
         "type",
@@ -249,17 +238,6 @@ class SignedTrainingJob(_Signed):
             raise InvalidInputError("a training job's purpose must be model_training")
         parse_time(doc.get("time"), "time")
         return doc
-
-    @classmethod
-    def sign(cls, document: dict[str, Any], key: SigningKey) -> SignedTrainingJob:
-        document = cls.checked(document)
-        return cls(document, key.sign(cls.message(document)))
-
-    @classmethod
-    def from_json(cls, body: Any) -> SignedTrainingJob:
-        if not isinstance(body, dict) or set(body) != {"document", "signature"}:
-            raise InvalidInputError("a signed training job is {document, signature}")
-        return cls(cls.checked(body["document"]), _signature(body["signature"]))
 
     @property
     def job_id(self) -> str:

@@ -45,7 +45,6 @@ def upgrade() -> None:
         sa.Column("refused_at", UTCDateTime(), nullable=False),
         sa.Column("rpc", AutoString(length=32), nullable=False),
         sa.Column("request_id", AutoString(length=64), nullable=False),
-        sa.Column("requester", AutoString(length=64), nullable=False),
         sa.Column("status", AutoString(length=32), nullable=False),
         sa.Column("reason", AutoString(length=300), nullable=False),
         sa.PrimaryKeyConstraint("id"),
