@@ -181,3 +181,15 @@ async def test_garbage_revocations_are_invalid_argument(node: Node) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.RevokeConsent(node_pb2.RevokeConsentRequest(revocation=body))
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_refusal_log_keeps_only_the_newest_rows(tmp_path: Path) -> None:
+    """A flood of refused requests (the attacker picks how many) cannot fill the disk."""
+    from creditshare.node import make_engine
+    from creditshare.node._authority_store import RefusalLog
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'node.db'}")
+    log = RefusalLog(engine, lambda: datetime.now(UTC), keep=5)
+    for k in range(12):
+        log.add("Score", f"q{k}", "PERMISSION_DENIED", "forged")
+    assert [r.request_id for r in log.entries()] == [f"q{k}" for k in range(11, 6, -1)]

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, LargeBinary, insert
+from sqlalchemy import BigInteger, Column, LargeBinary, delete, insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
@@ -25,6 +25,8 @@ __all__ = [
     "StoredRevocationLists",
 ]
 
+#: Refusals a node keeps (the newest): bounded, since an attacker decides how many come.
+MAX_REFUSALS_KEPT = 100_000
 #: Characters of a refusal's reason kept in the node's refusal log.
 MAX_REFUSAL_REASON = 300
 
@@ -120,14 +122,21 @@ class StoredRevocationLists:
 
 
 class RefusalLog:
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+    """Refused requests, the newest ``keep`` of them: refusals are what an attacker (a
+    compromised coordinator, the node's only client) can cause at will, so they must not
+    be able to fill the node's disk. Older rows go as new ones come."""
+
+    def __init__(
+        self, engine: Engine, clock: Callable[[], datetime], keep: int = MAX_REFUSALS_KEPT
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._keep = keep
 
     def add(self, rpc: str, request_id: str, status: str, reason: str) -> None:
         table = RefusalRow.__table__  # type: ignore[attr-defined]
         with self._engine.begin() as connection:
-            connection.execute(
+            added = connection.execute(
                 insert(table).values(
                     refused_at=self._clock(),
                     rpc=rpc[:32],
@@ -135,7 +144,10 @@ class RefusalLog:
                     status=status[:32],
                     reason=reason[:MAX_REFUSAL_REASON],
                 )
-            )
+            ).inserted_primary_key
+            newest = int(added[0]) if added and added[0] is not None else 0
+            if newest > self._keep:
+                connection.execute(delete(table).where(table.c.id <= newest - self._keep))
 
     def entries(self, limit: int = 1000) -> list[RefusalRow]:
         with Session(self._engine) as session:
