@@ -35,3 +35,16 @@ def test_prepare_and_import_the_host_file(tmp_path: Path) -> None:
     assert sum(v == "1" for v in labels.values()) == 6636  # as SOURCE.md counts
     first = next(iter(labels))
     assert store.get(first) is not None
+
+
+def test_the_bureau_features_become_a_node_file(tmp_path: Path) -> None:
+    files = prepare_default_credit(SHARED, tmp_path / "out")
+    with files.bureau_node_file.open() as handle:
+        rows = list(csv.reader(handle))
+    with (SHARED / "default_credit_hetero_guest.csv").open() as handle:
+        source = list(csv.reader(handle))
+    assert rows[0] == ["uscc", *(f"x{j}" for j in range(13))]
+    assert len(rows) == len(source) == 30_001
+    # Same enterprise, same values, in the source's order; the label is not among them.
+    assert rows[1] == [uscc_for(int(source[1][0])), *source[1][2:]]
+    assert rows[-1] == [uscc_for(int(source[-1][0])), *source[-1][2:]]

@@ -40,13 +40,14 @@ def prepare_default_credit_command(
     source: Annotated[Path, typer.Option(help="folder with the FATE guest/host CSV files")],
     out: Annotated[Path, typer.Option(help="output folder")],
 ) -> None:
-    """Turn the public default_credit split into a card_history node file and bureau files."""
+    """Turn the public default_credit split into node import files (card_history; the
+    bureau's own card_billing) and the bureau's labels (schemas: data/default_credit/schemas)."""
     from creditshare.datasets import prepare_default_credit
 
     files = prepare_default_credit(source, out)
     console.print(
-        f"{files.rows} rows: node import file {files.node_file}; bureau labels "
-        f"{files.labels_file} and features {files.features_file}"
+        f"{files.rows} rows: node import files {files.node_file} (card_history) and "
+        f"{files.bureau_node_file} (card_billing, the bureau's node); labels {files.labels_file}"
     )
 
 

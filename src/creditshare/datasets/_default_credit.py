@@ -2,8 +2,10 @@
 
 Ids become enterprise identifiers (valid USCCs derived from the id, stable across
 runs) so the files travel the same path as real department data: the host file
-becomes a ``card_history`` node's import file, the guest file the bureau's labels
-and features. Nothing is downloaded: the source folder is given.
+becomes a ``card_history`` node's import file, the guest file's features a
+``card_billing`` node's (the node the bureau runs for its own features) and its
+labels the bureau's labels file. Both schemas are in the repository,
+``data/default_credit/schemas/``. Nothing is downloaded: the source folder is given.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ def uscc_for(identifier: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DefaultCreditFiles:
+    #: The host features: a ``card_history`` node's import file.
     node_file: Path
     labels_file: Path
-    features_file: Path
+    #: The guest features: the import file of the ``card_billing`` node the bureau runs.
+    bureau_node_file: Path
     rows: int
 
 
@@ -58,27 +62,28 @@ def _read(path: Path, expected: tuple[str, ...]) -> list[list[str]]:
 
 
 def prepare_default_credit(source: Path, out: Path) -> DefaultCreditFiles:
-    """Write ``card_history.csv`` (for a node) and the bureau's labels and features."""
+    """Write ``card_history.csv`` and ``card_billing.csv`` (node import files) and
+    ``labels.csv`` (uscc,default: the bureau's)."""
     guest = _read(source / "default_credit_hetero_guest.csv", ("id", "y"))
     host = _read(source / "default_credit_hetero_host.csv", ("id", *_HOST_COLUMNS))
     out.mkdir(parents=True, exist_ok=True)
-    node_file = out / "card_history.csv"
-    with node_file.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(("uscc", *_HOST_COLUMNS))
-        for row in host:
-            writer.writerow((uscc_for(int(row[0])), *row[1:]))
-    labels_file, features_file = out / "labels.csv", out / "features.csv"
+    node_file, bureau_node_file = out / "card_history.csv", out / "card_billing.csv"
+    labels_file = out / "labels.csv"
     with (
+        node_file.open("w", encoding="utf-8", newline="") as hosts,
+        bureau_node_file.open("w", encoding="utf-8", newline="") as guests,
         labels_file.open("w", encoding="utf-8", newline="") as labels,
-        features_file.open("w", encoding="utf-8", newline="") as features,
     ):
+        host_writer = csv.writer(hosts, lineterminator="\n")
+        host_writer.writerow(("uscc", *_HOST_COLUMNS))
+        for row in host:
+            host_writer.writerow((uscc_for(int(row[0])), *row[1:]))
+        guest_writer = csv.writer(guests, lineterminator="\n")
         label_writer = csv.writer(labels, lineterminator="\n")
-        feature_writer = csv.writer(features, lineterminator="\n")
+        guest_writer.writerow(("uscc", *(f"x{j}" for j in range(len(guest[0]) - 2))))
         label_writer.writerow(("uscc", "default"))
-        feature_writer.writerow(("uscc", *(f"g{j}" for j in range(len(guest[0]) - 2))))
         for row in guest:
             uscc = uscc_for(int(row[0]))
             label_writer.writerow((uscc, row[1].split(".")[0]))
-            feature_writer.writerow((uscc, *row[2:]))
-    return DefaultCreditFiles(node_file, labels_file, features_file, len(host))
+            guest_writer.writerow((uscc, *row[2:]))
+    return DefaultCreditFiles(node_file, labels_file, bureau_node_file, len(host))

@@ -103,8 +103,14 @@ class FederationLayout:
         intercept: float = DEFAULT_INTERCEPT,
         coordinator_overrides: Mapping[str, object] | None = None,
         node_overrides: Mapping[str, object] | None = None,
+        schema_files: Mapping[str, Path] | None = None,
     ) -> FederationLayout:
-        """Write PKI, keys and configs for a federation with mutual TLS everywhere."""
+        """Write PKI, keys and configs for a federation with mutual TLS everywhere.
+
+        A department named in ``schema_files`` is loaded by its nodes from that schema
+        file (setting ``schema_file``), as an operator adds a department without code;
+        a department without ``weights`` serves no configured scorecard (trained
+        models only)."""
         work_dir.mkdir(parents=True, exist_ok=True)
         layout = cls(work_dir=work_dir, data_dir=data_dir)
         chains, departments = tuple(chains), tuple(departments)
@@ -140,9 +146,12 @@ class FederationLayout:
                     "log_public_key": log_key.verify_key.to_text(),
                     "witness_key_file": str(witness_key),
                     "tls": identity.tls,
-                    "models": {DEFAULT_MODEL_ID: {"weights": dict(weights[department])}},
                     **(node_overrides or {}),
                 }
+                if department in (schema_files or {}):
+                    doc["schema_file"] = str(Path((schema_files or {})[department]).resolve())
+                if department in weights:
+                    doc["models"] = {DEFAULT_MODEL_ID: {"weights": dict(weights[department])}}
                 config = node_dir / "node.toml"
                 config.write_text(dumps(doc), encoding="utf-8")
                 layout.nodes.append(
@@ -279,11 +288,13 @@ class FederationLayout:
         return shards
 
     def weights(self) -> dict[str, dict[str, float]]:
-        """Per-node weights as configured (for the plaintext re-computation)."""
+        """Per-node weights of the configured scorecard (for the plaintext re-computation);
+        nodes that serve none are left out."""
         result: dict[str, dict[str, float]] = {}
         for node in self.nodes:
-            shard: ModelShardSettings = self.node_settings(node).models[DEFAULT_MODEL_ID]
-            result[node.node_id] = dict(shard.weights)
+            shard: ModelShardSettings | None = self.node_settings(node).models.get(DEFAULT_MODEL_ID)
+            if shard is not None:
+                result[node.node_id] = dict(shard.weights)
         return result
 
     @property
