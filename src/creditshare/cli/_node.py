@@ -57,9 +57,11 @@ def node_import(
         return
     console.print(
         f"snapshot {summary.batch_id}: {summary.rows} records from {len(summary.files)} "
-        f"file(s) (sha256 {summary.sha256[:16]}…): {summary.added} added, "
-        f"{summary.changed} changed, {summary.removed} removed, {summary.unchanged} unchanged",
+        f"file(s) (sha256 {summary.sha256[:16]}…)\n"
+        f"{summary.added} added, {summary.changed} changed, {summary.removed} removed, "
+        f"{summary.unchanged} unchanged",
         markup=False,
+        soft_wrap=True,
     )
 
 
@@ -104,6 +106,7 @@ def node_imports(
             f"{b.id:>6}  {b.imported_at:%Y-%m-%d %H:%M:%S}  {b.rows:>9} records  {counts}  "
             f"sha256 {b.sha256[:16]}  {b.files}",
             markup=False,
+            soft_wrap=True,  # one line per snapshot, whatever the terminal's width
         )
 
 

@@ -285,9 +285,9 @@ class RecordStore:
             # Only the USCCs, a chunk at a time: the table's values are never all loaded.
             gone = [
                 uscc
-                for uscc in conn.execution_options(yield_per=CHUNK)
-                .execute(select(RECORDS.c.uscc))
-                .scalars()
+                for uscc in conn.execute(
+                    select(RECORDS.c.uscc).execution_options(yield_per=CHUNK)
+                ).scalars()
                 if uscc not in seen
             ]
             if before and len(gone) == before and not allow_empty:
