@@ -1,6 +1,6 @@
 """The data node: keeps a department's records on site and answers only in ciphertext."""
 
-from creditshare.node._importer import ImportSummary, import_files
+from creditshare.node._importer import ImportSummary, check_files, import_files
 from creditshare.node._records import SnapshotChanges
 from creditshare.node._scoring import EncryptedShare, ScoreEngine
 from creditshare.node._server import (
@@ -28,6 +28,7 @@ __all__ = [
     "SnapshotChanges",
     "access_log_entries",
     "build_server",
+    "check_files",
     "generate_witness_key",
     "import_files",
     "import_history",

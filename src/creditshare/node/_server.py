@@ -198,7 +198,7 @@ async def serve(settings: NodeSettings, grace_seconds: float | None = None) -> N
     log.info(
         "node %s (%s, %s) listening on port %d",
         settings.node_id,
-        settings.department,
+        settings.department_schema.id,
         settings.chain.value,
         port,
     )
