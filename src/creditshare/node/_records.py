@@ -206,6 +206,8 @@ class RecordStore:
 
         None if it had none there: added by the latest snapshot, or absent from both.
         A record the latest snapshot removed no longer scores, but its values are here.
+        (If the latest import predates snapshots (n0005), what it wrote counts as added:
+        the values it overwrote were not kept.)
         """
         with self._engine.connect() as conn:
             latest = _latest_batch(conn)
