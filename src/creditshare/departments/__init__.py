@@ -7,6 +7,7 @@ from creditshare.departments._builtin import (
     get_department,
     resolve_department,
 )
+from creditshare.departments._reference import domain, reference_markdown, schema_tables
 from creditshare.departments._schema import (
     COLUMN_KINDS,
     PRESENCE_INDICATOR,
@@ -45,8 +46,11 @@ __all__ = [
     "band",
     "builtin_schema_text",
     "decimal_year",
+    "domain",
     "get_department",
     "load_schema",
     "parse_schema",
+    "reference_markdown",
     "resolve_department",
+    "schema_tables",
 ]
