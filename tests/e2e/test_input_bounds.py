@@ -63,6 +63,12 @@ def bureau(trust: Trust) -> Iterator[str]:
     yield api_key
 
 
+@pytest.fixture(scope="module")
+def bureau_fingerprint(trust: Trust, bureau: str) -> str:
+    """One registered key for the bureau's refused jobs (a participant holds few keys)."""
+    return register_fresh_key(trust.url, bureau)
+
+
 def _served(trust: Trust, uscc: str, consent: str) -> None:
     """The next good request: a query answered in full."""
     response = httpx.post(
@@ -323,6 +329,40 @@ def test_training_steps_out_of_order_are_409_and_fail_nothing(trust: Trust, bure
     assert (after["status"], after["error"]) == ("aligning", "")
     cancelled = httpx.post(f"{path}/cancel", json={}, headers=headers, timeout=30)
     assert cancelled.status_code == 200, cancelled.text
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"surprise": 1}, "body.config.surprise"),
+        ({"mask_bits": 64}, "body.config.mask_bits"),
+        ({"feature_clip": -1}, "body.config.feature_clip"),
+        ({"test_fraction": 1.5}, "body.config.test_fraction"),
+    ],
+)
+def test_an_unknown_or_out_of_range_training_setting_is_422_naming_it(
+    trust: Trust, bureau: str, bureau_fingerprint: str, config: dict[str, object], named: str
+) -> None:
+    """The coordinator refuses the job before anything is recorded (the nodes validate
+    the same document again when the job is opened on them)."""
+    size = _ledger_size(trust)
+    response = httpx.post(
+        f"{trust.url}/v1/training-jobs",
+        json=signed_job_body(
+            trust.layout.identity("bounds-bureau", "bureau"),
+            {
+                "model_id": "bad-config",
+                "nodes": ["yrd-tax"],
+                "key_fingerprint": bureau_fingerprint,
+                "config": config,
+            },
+        ),
+        headers={"Authorization": f"Bearer {bureau}"},
+        timeout=30,
+    )
+    assert response.status_code == 422, response.text
+    assert named in [e["location"] for e in response.json()["errors"]], response.text
+    assert _ledger_size(trust) == size
 
 
 def test_a_value_the_database_refuses_is_4xx_not_500(

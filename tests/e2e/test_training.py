@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
-import sqlite3
+import math
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from fastapi import FastAPI
 
@@ -19,7 +20,7 @@ from creditshare.crypto import Ciphertext, PrivateKey
 from creditshare.demo import Federation, FederationLayout
 from creditshare.departments import get_department
 from creditshare.errors import ClientError, ProblemError
-from creditshare.federated import TrainingConfig
+from creditshare.federated import TrainingConfig, auc
 from creditshare.identity import Chain
 from creditshare.synth import generate
 
@@ -70,18 +71,6 @@ def _rows(federation: Federation, department: str) -> dict[str, dict[str, str]]:
         return {r["uscc"]: r for r in csv.DictReader(handle)}
 
 
-def _shard(federation: Federation, node_id: str, model_id: str) -> tuple[dict[str, float], float]:
-    import json
-
-    node = next(n for n in federation.layout.nodes if n.node_id == node_id)
-    db = federation.layout.node_settings(node).database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(db) as conn:
-        weights, bias = conn.execute(
-            "SELECT weights, offset FROM model_shard WHERE model_id = ?", (model_id,)
-        ).fetchone()
-    return json.loads(weights), float(bias)
-
-
 def test_train_publish_and_score(
     training_federation: Federation, parties: tuple[Trust, CreditShareClient]
 ) -> None:
@@ -119,17 +108,35 @@ def test_train_publish_and_score(
     assert published["sme-scorecard-v1"]["origin"] == "published"
     assert 0.5 < model.test_auc <= 1.0
 
-    # A bank query with the trained model decrypts to the plaintext score.
-    uscc = sorted(expected)[0]
+    # The published model is the evaluated one: the plaintext model (each node's kept
+    # preprocessing, then its weights, plus the intercept) scores the held-out
+    # enterprises to exactly the published test AUC.
+    shards = training_federation.layout.trained_shards("bureau1-sme-v1")
+    assert set(shards) == set(nodes)
+    assert all(s.preprocessing is not None and s.offset == 0.0 for s in shards.values())
+
+    def plaintext(uscc: str) -> float:
+        terms = [model.intercept]
+        for department in DEPARTMENTS:
+            spec = get_department(department)
+            raw = _rows(training_federation, department)[uscc]
+            record = {f.name: f.parse(raw[f.name]) for f in spec.fields}
+            terms.append(shards[f"yrd-{department}"].partial_score(spec.feature_values(record)))
+        return math.fsum(terms)
+
+    test = list(model.test_ids)
+    assert entry["metrics"]["test_rows"] == len(test) > 30
+    assert entry["metrics"]["seed"] == CONFIG.seed
+    assert entry["metrics"]["test_share"] == pytest.approx(len(test) / model.aligned_rows)
+    y = np.array([labels[i] for i in test], dtype=float)
+    assert auc(y, np.array([plaintext(i) for i in test])) == pytest.approx(
+        entry["metrics"]["test_auc"], abs=1e-4
+    )
+
+    # A bank query (the nodes' Score RPC) decrypts to the plaintext model's score.
+    uscc = test[0]
     profile = trust.bank.query(uscc, trust.consent(uscc), model_id="bureau1-sme-v1", chains=["yrd"])
-    linear = model.intercept
-    for department in DEPARTMENTS:
-        weights, bias = _shard(training_federation, f"yrd-{department}", "bureau1-sme-v1")
-        spec = get_department(department)
-        raw = _rows(training_federation, department)[uscc]
-        record = {f.name: f.parse(raw[f.name]) for f in spec.fields}
-        linear += spec.partial_score(record, weights) + bias
-    assert profile.linear_score == pytest.approx(linear, abs=1e-5)
+    assert abs(profile.linear_score - plaintext(uscc)) < 1e-6
 
 
 def test_labels_for_unknown_ids_fail_clearly(parties: tuple[Trust, CreditShareClient]) -> None:

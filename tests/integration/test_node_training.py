@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import numpy as np
 import pytest
 from sqlmodel import Session, select
 
 from creditshare.crypto import PrivateKey
-from creditshare.federated import PsiParty, bureau_request
+from creditshare.federated import Preprocessing, PsiParty, TrainingConfig, bureau_request
 from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, Receipt
 from creditshare.ledger._records import RecordKind
 from creditshare.node import NodeSettings, build_server
-from creditshare.node._storage import ModelShardRow, make_engine
-from creditshare.proto import node_pb2, training_pb2, training_pb2_grpc
+from creditshare.node._storage import ModelShardRow, RecordStore, ShardStore, make_engine
+from creditshare.proto import node_pb2, settings_to_pb, training_pb2, training_pb2_grpc
 
 from .._authority import authority
 from .conftest import receipt_message, tax_node
@@ -30,6 +31,7 @@ from .conftest import receipt_message, tax_node
 if TYPE_CHECKING:
     from creditshare.proto.creditshare.v1.training_pb2_grpc import TrainingAsyncStub
 
+SETTINGS = settings_to_pb(TrainingConfig())
 LOG = LogSigner.generate()
 LEDGER = Ledger(MemoryLedgerStorage(), LOG, lambda: datetime.now(UTC))
 trusted = {"size": 0}
@@ -118,6 +120,7 @@ async def test_psi_answers_once_per_job_and_open_claims_the_receipt(
         public_key=node_pb2.PaillierPublicKey(n=bank_key.public_key.to_bytes()),
         points=points,
         receipt=again,
+        settings=SETTINGS,
     )
     assert (await stub.OpenJob(opened)).rows == 40
     assert await _code(stub.OpenJob(opened)) == grpc.StatusCode.PERMISSION_DENIED
@@ -132,6 +135,7 @@ async def test_psi_answers_once_per_job_and_open_claims_the_receipt(
         public_key=node_pb2.PaillierPublicKey(n=other_key.public_key.to_bytes()),
         points=points,
         receipt=receipt2,
+        settings=SETTINGS,
     )
     swapped.receipt.consistency_from = trusted["size"]
     del swapped.receipt.consistency_proof[:]
@@ -158,7 +162,12 @@ def _workers() -> set[int]:
     return found
 
 
-async def _open(stub: TrainingAsyncStub, key: PrivateKey, rows: int = 40) -> str:
+async def _open(
+    stub: TrainingAsyncStub,
+    key: PrivateKey,
+    rows: int = 40,
+    settings: training_pb2.TrainingSettings | None = None,
+) -> str:
     """A job opened on the node (PSI, then OpenJob over ``rows`` of its records)."""
     job = uuid.uuid4().hex
     receipt = _receipt(job, key)
@@ -173,6 +182,7 @@ async def _open(stub: TrainingAsyncStub, key: PrivateKey, rows: int = 40) -> str
         public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
         points=list(reply.node_blinded[:rows]),
         receipt=again,
+        settings=settings or SETTINGS,
     )
     assert (await stub.OpenJob(opened)).rows == rows
     return job
@@ -267,15 +277,86 @@ async def test_out_of_range_training_messages_are_refused(
     ]
     for call in bad:
         assert await _code(call) == grpc.StatusCode.INVALID_ARGUMENT
+    bad_settings = training_pb2.TrainingSettings()
+    bad_settings.CopyFrom(SETTINGS)
+    bad_settings.learning_rate = math.inf
     opened = training_pb2.OpenJobRequest(
         credentials=authority().training_credentials(),
         job_id=uuid.uuid4().hex,
         public_key=node_pb2.PaillierPublicKey(n=bank_key.public_key.to_bytes()),
         points=[b"p"],
-        learning_rate=math.inf,
+        settings=bad_settings,
     )
     assert await _code(stub.OpenJob(opened)) == grpc.StatusCode.INVALID_ARGUMENT
     # Nothing changed: the job still serves, and is still open.
     reply = await stub.Forward(training_pb2.ForwardRequest(job_id=job, rows=[0, 1]))
     assert len(reply.ciphertexts) == 2
     await stub.CloseJob(training_pb2.CloseJobRequest(job_id=job))
+
+
+async def _refusal(call: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value.code(), caught.value.details() or ""
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("mask_bits", 64), ("feature_clip", -1.0), ("batch_size", 0), ("test_fraction", 2.0)],
+)
+async def test_a_node_refuses_weak_or_out_of_range_settings_by_name(
+    stub: TrainingAsyncStub, bank_key: PrivateKey, field: str, value: float
+) -> None:
+    """The coordinator validated the settings; the node validates them again (the same
+    TrainingConfig), so a coordinator cannot talk it into thin masks."""
+    weak = training_pb2.TrainingSettings()
+    weak.CopyFrom(SETTINGS)
+    setattr(weak, field, value)
+    code, details = await _refusal(_open(stub, bank_key, settings=weak))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"training setting {field}" in details
+
+
+async def test_a_node_refuses_an_open_without_settings(
+    stub: TrainingAsyncStub, bank_key: PrivateKey
+) -> None:
+    code, details = await _refusal(_open(stub, bank_key, settings=training_pb2.TrainingSettings()))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "training setting" in details
+    job = uuid.uuid4().hex
+    receipt = _receipt(job, bank_key)
+    reply = await stub.PsiAnswer(_psi(job, bank_key, receipt))
+    receipt.consistency_from = trusted["size"]
+    del receipt.consistency_proof[:]
+    request = training_pb2.OpenJobRequest(
+        credentials=authority().training_credentials(),
+        job_id=job,
+        public_key=node_pb2.PaillierPublicKey(n=bank_key.public_key.to_bytes()),
+        points=list(reply.node_blinded[:40]),
+        receipt=receipt,
+    )
+    code, details = await _refusal(stub.OpenJob(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "settings is required" in details
+
+
+@pytest.mark.parametrize("clip", [2.0, 0.0])
+async def test_the_preprocessing_kept_is_the_one_trained(
+    stub: TrainingAsyncStub, settings: NodeSettings, bank_key: PrivateKey, clip: float
+) -> None:
+    """The shard keeps the weights on the transformed features and the transformation
+    fitted over the node's records at OpenJob (clip 0: standardised, not clipped)."""
+    config = TrainingConfig(feature_clip=clip)
+    job = await _open(stub, bank_key, settings=settings_to_pb(config))
+    model_id = f"kept-preprocessing-{int(clip)}"
+    await stub.CloseJob(training_pb2.CloseJobRequest(job_id=job, model_id=model_id))
+    engine = make_engine(settings.database_url)
+    shard = ShardStore(engine).load()[model_id]
+    department = settings.department_schema
+    features = department.features
+    names = [f.name for f in features]
+    records = RecordStore(engine).all().values()
+    matrix = [[department.feature_values(r)[n] for n in names] for r in records]
+    flags = [bool(getattr(f, "standardised", True)) for f in features]
+    expected = Preprocessing.fit(names, np.array(matrix), flags, clip)
+    assert shard.preprocessing == expected
+    assert all((f.clip is None) == (clip == 0) for f in expected.features if f.scale != 1.0)
+    assert shard.offset == 0.0 and set(shard.weights) == set(names)
