@@ -3,7 +3,7 @@
 Each department is defined only by a schema file written here (no code knows it):
 ``registry`` (industry and region categories, founding date, an abnormal-operations
 flag), ``finance`` (revenue in CNY, debt ratio, late payments: a count whose empty
-cells mean 0) and ``bureau_own`` (the bureau's own features: inquiries, a credit
+cells mean 0) and ``bureau`` (the bureau's own features: inquiries, a credit
 grade mapped to a risk number, a prior-default flag). The label comes from a known
 logistic model of those attributes, so a good federated model must find it.
 Enterprises have valid USCCs; ``finance`` misses a few of them, so PSI has to align.
@@ -149,8 +149,8 @@ column = "late_payments"
 bounds = [1, 3]
 bands = ["none", "1-2", "3 or more"]
 """,
-    "bureau_own": """
-id = "bureau_own"
+    "bureau": """
+id = "bureau"
 display_name = "The bureau's own records"
 description = "Credit inquiries, the bureau's grade and prior defaults"
 
@@ -283,7 +283,7 @@ def generate(enterprises: int = 600, seed: int = 12) -> SyntheticCredit:
                     "late_payments": "" if late == 0 and k % 3 == 0 else str(late),
                 }
             )
-        rows["bureau_own"].append(
+        rows["bureau"].append(
             {
                 "uscc": uscc,
                 "inquiries": str(inquiries),
