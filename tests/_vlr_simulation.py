@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from creditshare.federated import TrainingConfig, split_batches
+from creditshare.federated import Preprocessing, TrainingConfig, split_batches
 from creditshare.federated._metrics import log_loss
 
 __all__ = ["Simulated", "preprocess", "simulate"]
@@ -28,17 +28,11 @@ Matrix = NDArray[np.float64]
 
 
 def preprocess(x: Matrix, standardised: Sequence[bool], clip: float) -> Matrix:
-    """Standardise (population σ, over every record the party holds) and clip the
-    ``standardised`` columns; the others pass unchanged. ``clip`` 0: not clipped."""
-    out = np.array(x, dtype=float)
-    for j, flag in enumerate(standardised):
-        if not flag:
-            continue
-        std = float(out[:, j].std())
-        out[:, j] = (out[:, j] - out[:, j].mean()) / (std if std > 0 else 1.0)
-        if clip:
-            out[:, j] = np.clip(out[:, j], -clip, clip)
-    return out
+    """What a node trains on: the protocol's own ``Preprocessing`` fitted over every
+    record the party holds (``standardised`` columns centred, scaled and clipped at
+    ±clip; the others unchanged; clip 0: not clipped), applied to them."""
+    names = [f"f{j}" for j in range(x.shape[1])]
+    return Preprocessing.fit(names, x, standardised, clip).apply(x)
 
 
 @dataclass
