@@ -9,7 +9,9 @@ code knows these departments). The bureau keeps its labels in this process and
 trains with ``creditshare.client.train_model`` on the fixed test ids. Then each
 held-out enterprise signs a consent with its own credential and a bank queries its
 score with the trained model, many queries at once; the AUC/KS reported are of
-those decrypted bank-path scores.
+those decrypted bank-path scores. The scoring seconds (and queries/s) cover each
+enterprise's whole path: registration, credential upload, its signed consent, the
+bank's query and decryption.
 """
 
 from __future__ import annotations
