@@ -6,8 +6,7 @@ exactly what training evaluated. Existing rows keep NULL: the identity, which is
 what their weights (folded onto raw features when they were kept) need.
 
 Revision ID: n0006
-Revises: n0004 (n0005, record snapshots, is another branch's: when both are
-merged this revision must follow n0005)
+Revises: n0005
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "n0006"
-down_revision = "n0004"
+down_revision = "n0005"
 branch_labels = None
 depends_on = None
 
