@@ -1,7 +1,9 @@
-"""`creditshare node import` as an operator runs it: all rows or none, errors say where."""
+"""`creditshare node import` as an operator runs it: each import a snapshot that reports
+what it added, changed and removed; all of it or none, errors say where."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -11,6 +13,7 @@ from pathlib import Path
 from creditshare.crypto import SigningKey
 from creditshare.demo._toml import dumps
 from creditshare.departments import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
+from creditshare.identity import make_uscc
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -24,7 +27,7 @@ def _dump(db: Path) -> list[tuple[str, str]]:
         return sorted(conn.execute("SELECT uscc, data FROM enterprise_record").fetchall())
 
 
-def test_bad_row_rejects_file_and_leaves_database_unchanged(tmp_path: Path, data_dir: Path) -> None:
+def _config(tmp_path: Path) -> tuple[Path, Path]:
     db = tmp_path / "node.db"
     config = tmp_path / "node.toml"
     config.write_text(
@@ -41,12 +44,30 @@ def test_bad_row_rejects_file_and_leaves_database_unchanged(tmp_path: Path, data
             }
         )
     )
+    return config, db
+
+
+def _everything(db: Path) -> tuple[list[tuple[object, ...]], ...]:
+    """Current records, previous values, and the snapshot history with its counts."""
+    with sqlite3.connect(db) as conn:
+        return (
+            conn.execute(
+                "SELECT uscc, data, batch_id FROM enterprise_record ORDER BY uscc"
+            ).fetchall(),
+            conn.execute("SELECT * FROM previous_record ORDER BY uscc").fetchall(),
+            conn.execute("SELECT * FROM import_batch ORDER BY id").fetchall(),
+        )
+
+
+def test_bad_row_rejects_file_and_leaves_database_unchanged(tmp_path: Path, data_dir: Path) -> None:
+    config, db = _config(tmp_path)
     good = tmp_path / "tax.csv"
     shutil.copy(data_dir / "prd" / "tax.csv", good)
     first = _run("node", "import", "--config", str(config), str(good))
     assert first.returncode == 0, first.stderr
     before = _dump(db)
     assert len(before) == len(good.read_text().splitlines()) - 1
+    everything = _everything(db)
 
     lines = good.read_text().splitlines()
     uscc = lines[1].split(",")[0]
@@ -63,3 +84,85 @@ def test_bad_row_rejects_file_and_leaves_database_unchanged(tmp_path: Path, data
     assert "tax_credit_grade" in second.stderr
     assert "Traceback" not in second.stderr
     assert _dump(db) == before
+    assert _everything(db) == everything
+
+
+def test_snapshots_report_counts_and_a_bad_one_leaves_the_last_in_place(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    config, db = _config(tmp_path)
+    good = tmp_path / "tax.csv"
+    shutil.copy(data_dir / "prd" / "tax.csv", good)
+    header, *rows = good.read_text().splitlines()
+    n = len(rows)
+    first = _run("node", "import", "--config", str(config), str(good))
+    assert first.returncode == 0, first.stderr
+    assert f"snapshot 1: {n} records from 1 file(s)" in first.stdout
+    assert f"{n} added, 0 changed, 0 removed, 0 unchanged" in first.stdout
+
+    # Next month's export: one enterprise's values changed, one gone, one new.
+    changed_uscc, removed_uscc = rows[0].split(",")[0], rows[1].split(",")[0]
+    new_uscc = str(make_uscc("9", "1", "440300", "MA7NEWC1"))
+    update = tmp_path / "tax-2.csv"
+    update.write_text(
+        "\n".join([header, f"{changed_uscc},1234.00,B,2", *rows[2:], f"{new_uscc},99.00,A,0"])
+        + "\n"
+    )
+    second = _run("node", "import", "--config", str(config), "--json", str(update))
+    assert second.returncode == 0, second.stderr
+    counts = json.loads(second.stdout)
+    assert counts["snapshot"] == 2 and counts["files"] == [str(update)]
+    assert (counts["added"], counts["changed"], counts["removed"], counts["unchanged"]) == (
+        1,
+        1,
+        1,
+        n - 2,
+    )
+    assert counts["rows"] == n
+    with sqlite3.connect(db) as conn:
+        previous = dict(conn.execute("SELECT uscc, removed FROM previous_record").fetchall())
+    assert previous == {changed_uscc: 0, removed_uscc: 1}
+    kept = _everything(db)
+
+    # A bad third snapshot (a change, then an impossible grade) changes nothing at all.
+    bad = tmp_path / "tax-3.csv"
+    cells = rows[3].split(",")
+    cells[2] = "Q"
+    bad.write_text("\n".join([header, f"{new_uscc},5.00,C,9", ",".join(cells), *rows[4:]]) + "\n")
+    third = _run("node", "import", "--config", str(config), str(bad))
+    assert third.returncode == 2
+    assert f"{bad}, line 3" in third.stderr and "tax_credit_grade" in third.stderr
+    assert _everything(db) == kept
+
+    # So does a header-only export, which would empty the node; the error says why.
+    empty = tmp_path / "tax-empty.csv"
+    empty.write_text(header + "\n")
+    refused = _run("node", "import", "--config", str(config), str(empty))
+    assert refused.returncode == 2
+    assert f"would remove all {n} current records" in refused.stderr
+    assert "--allow-empty" in refused.stderr and "Traceback" not in refused.stderr
+    assert _everything(db) == kept
+
+    # Re-importing the same files is a snapshot that changes nothing.
+    again = _run("node", "import", "--config", str(config), str(update))
+    assert again.returncode == 0, again.stderr
+    assert f"snapshot 3: {n} records" in again.stdout
+    assert f"0 added, 0 changed, 0 removed, {n} unchanged" in again.stdout
+
+    history = _run("node", "imports", "--config", str(config))
+    assert history.returncode == 0, history.stderr
+    lines = history.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["3", "2", "1"]  # newest first
+    assert f"0 added, 0 changed, 0 removed, {n} unchanged" in lines[0]
+    assert f"1 added, 1 changed, 1 removed, {n - 2} unchanged" in lines[1]
+    assert str(update) in lines[1]
+    listed = json.loads(_run("node", "imports", "--config", str(config), "--json").stdout)
+    assert [(s["snapshot"], s["added"], s["removed"]) for s in listed] == [
+        (3, 0, 0),
+        (2, 1, 1),
+        (1, n, 0),
+    ]
+
+    emptied = _run("node", "import", "--config", str(config), "--allow-empty", str(empty))
+    assert emptied.returncode == 0, emptied.stderr
+    assert f"0 added, 0 changed, {n} removed, 0 unchanged" in emptied.stdout

@@ -188,6 +188,37 @@ def test_indicators_outside_scope_are_not_returned(trust: Trust, federation: Fed
     assert returned <= {"tax_credit_grade", "dishonest_debtor"}
 
 
+def test_a_consent_naming_an_unpublished_indicator_is_refused(
+    trust: Trust, uscc_pool: list[str]
+) -> None:
+    """A misspelt indicator is an error at the door, not a profile that comes back empty:
+    nothing is stored, and the enterprise can grant the corrected consent at once."""
+    from creditshare.consent import ConsentGrant
+
+    uscc = _take(uscc_pool)
+    enterprise, signing = trust.enterprise(uscc)
+    now = datetime.now(UTC)
+    misspelt = ConsentGrant.create(
+        uscc,
+        trust.bank_id,
+        Purpose.PRE_LOAN_REVIEW,
+        now - timedelta(minutes=1),
+        now + timedelta(days=1),
+        indicators=("tax_credit_grade", "tax_grade"),
+    )
+    error = _status(lambda: enterprise.grant_consent(misspelt.sign(signing)))
+    assert error.status == 422
+    assert "'tax_grade'" in error.detail and "tax_credit_grade" in error.detail
+    assert _status(lambda: enterprise.consent(misspelt.consent_id)).status == 404
+    published = {i["name"]: i for i in trust.bank.get("/v1/indicators")}
+    assert published["tax_credit_grade"]["bands"] == ["A", "B", "M", "C", "D"]
+    assert "tax" in published["tax_credit_grade"]["departments"]
+    assert "record_present" not in published and "tax_grade" not in published
+    consent = trust.consent(uscc, indicators=("tax_credit_grade",))
+    profile = trust.bank.query(uscc, consent)
+    assert {i.name for i in profile.indicators} <= {"tax_credit_grade", "record_present"}
+
+
 # --- the ledger -------------------------------------------------------------------------
 
 

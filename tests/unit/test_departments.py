@@ -91,6 +91,8 @@ def test_band_without_bounds_is_always_zero() -> None:
         ("tax", "months_in_arrears", "0", 0),
         ("market", "abnormal_operations", "0", 0),
         ("market", "abnormal_operations", "1", 1),
+        ("market", "abnormal_operations", "Yes", 1),
+        ("court", "dishonest_debtor", "false", 0),
         ("market", "years_operating", "200", 200.0),
         ("utility", "electricity_kwh_trend", "-100", -100.0),
         ("utility", "electricity_kwh_trend", "1000", 1000.0),
@@ -130,7 +132,7 @@ def test_parse_accepts_good_values(
         ("tax", "tax_credit_grade", "nan", "must be one of"),
         ("market", "abnormal_operations", "2", "must be 0 or 1"),
         ("market", "abnormal_operations", "-1", "must be 0 or 1"),
-        ("market", "abnormal_operations", "yes", "whole number"),
+        ("market", "abnormal_operations", "maybe", "must be 0 or 1"),
         ("market", "abnormal_operations", "", "is empty"),
         ("market", "years_operating", "200.5", "at most 200"),
         ("utility", "electricity_kwh_trend", "-100.5", "at least -100"),
@@ -454,9 +456,9 @@ def _extreme_records(department: Department) -> list[dict[str, FieldValue]]:
     low: dict[str, FieldValue] = {}
     high: dict[str, FieldValue] = {}
     for spec in department.fields:
-        if spec.kind == "grade":
-            low[spec.name], high[spec.name] = spec.choices[0], spec.choices[-1]
-        elif spec.kind == "flag":
+        if spec.kind == "category":
+            low[spec.name], high[spec.name] = spec.levels[0], spec.levels[-1]
+        elif spec.kind == "boolean":
             low[spec.name], high[spec.name] = 0, 1
         else:
             low[spec.name] = spec.minimum if spec.minimum is not None else 0.0

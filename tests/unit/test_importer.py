@@ -1,4 +1,8 @@
-"""Transactional CSV import: every row checked first, the whole import refused on one bad row."""
+"""Snapshot CSV import: every row checked first, the whole import refused on one bad row.
+
+A refused import changes nothing: current records, the previous snapshot's values,
+the snapshot history and its counts are compared whole (``_snapshot``).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from creditshare.departments import get_department
 from creditshare.errors import ImportRejectedError, InvalidInputError
 from creditshare.identity import make_uscc
 from creditshare.node import RecordStore, import_files, make_engine
+from creditshare.node._records import PreviousRecordRow
 from creditshare.node._storage import ImportBatch, RecordRow
 
 TAX = get_department("tax")
@@ -28,7 +33,7 @@ def _uscc(i: int) -> str:
 
 U1, U2, U3, U4, U5 = (_uscc(i) for i in range(1, 6))
 
-Snapshot = tuple[list[tuple[str, dict[str, Any], int]], list[tuple[int | None, str, str, int]]]
+Snapshot = tuple[list[tuple[str, dict[str, Any], int]], list[tuple[Any, ...]]]
 
 
 @pytest.fixture
@@ -47,6 +52,7 @@ def _write(path: Path, lines: list[str]) -> Path:
 
 
 def _snapshot(engine: Engine) -> Snapshot:
+    """Records, then the history (files, digest, rows) of every snapshot."""
     with Session(engine) as session:
         records = [
             (row.uscc, dict(row.data), row.batch_id)
@@ -57,6 +63,27 @@ def _snapshot(engine: Engine) -> Snapshot:
             for b in session.exec(select(ImportBatch).order_by(ImportBatch.id))  # type: ignore[arg-type]
         ]
     return records, batches
+
+
+def _everything(engine: Engine) -> tuple[Any, ...]:
+    """All a snapshot may change: records, previous values, history with counts and times."""
+    with Session(engine) as session:
+        previous = [
+            (p.uscc, dict(p.data), p.batch_id, p.replaced_by, p.removed)
+            for p in session.exec(select(PreviousRecordRow).order_by(PreviousRecordRow.uscc))
+        ]
+        history = [
+            (b.id, b.added, b.changed, b.removed, b.unchanged, b.imported_at)
+            for b in session.exec(select(ImportBatch).order_by(ImportBatch.id))  # type: ignore[arg-type]
+        ]
+    store = RecordStore(engine)
+    return (
+        _snapshot(engine),
+        previous,
+        history,
+        store.latest_changes(),
+        [store.previous(u) for u in (U1, U2, U3, U4, U5)],
+    )
 
 
 def _reject(store: RecordStore, paths: list[Path]) -> ImportRejectedError:
@@ -174,35 +201,119 @@ def test_lowercase_duplicate_of_uppercase_is_a_duplicate(
     assert store.count() == 0
 
 
-def test_reimport_replaces_values_of_existing_uscc(
+SEED_U1 = {"annual_tax_paid": 1000.5, "tax_credit_grade": "A", "months_in_arrears": 0}
+SEED_U2 = {"annual_tax_paid": 250000.0, "tax_credit_grade": "C", "months_in_arrears": 14}
+SEED_U3 = {"annual_tax_paid": 0.0, "tax_credit_grade": "M", "months_in_arrears": 2}
+
+
+def test_next_snapshot_adds_changes_removes_and_keeps_previous_values(
     tmp_path: Path, seeded: Path, store: RecordStore, engine: Engine
 ) -> None:
-    import_files(store, TAX, [seeded])
-    update = _write(tmp_path / "update.csv", [HEADER, f"{U2},5,A,0", f"{U4},7,D,40"])
-    assert import_files(store, TAX, [update]).rows == 2
-    assert store.count() == 4
+    first = import_files(store, TAX, [seeded])
+    assert (first.added, first.changed, first.removed, first.unchanged) == (3, 0, 0, 0)
+    # U1 unchanged (written differently), U2 changed, U3 absent (removed), U4 new.
+    update = _write(
+        tmp_path / "update.csv", [HEADER, f"{U1},1000.50,a,0", f"{U2},5,A,0", f"{U4},7,D,40"]
+    )
+    second = import_files(store, TAX, [update])
+    assert (second.added, second.changed, second.removed, second.unchanged) == (1, 1, 1, 1)
+    assert second.rows == 3
+    assert second.batch_id == first.batch_id + 1
+    assert store.count() == 3
+    assert store.get(U1) == SEED_U1
     assert store.get(U2) == {
         "annual_tax_paid": 5.0,
         "tax_credit_grade": "A",
         "months_in_arrears": 0,
     }
+    assert store.get(U3) is None  # removed: it no longer scores...
     assert store.get(U4) == {
         "annual_tax_paid": 7.0,
         "tax_credit_grade": "D",
         "months_in_arrears": 40,
     }
-    assert store.get(U1) == {
-        "annual_tax_paid": 1000.5,
-        "tax_credit_grade": "A",
+    # ...but the values every record had in the previous snapshot are there.
+    assert store.previous(U1) == SEED_U1
+    assert store.previous(U2) == SEED_U2
+    assert store.previous(U3) == SEED_U3
+    assert store.previous(U4) is None  # added by the latest snapshot
+    assert store.previous(U5) is None
+    changes = store.latest_changes()
+    assert changes is not None
+    assert changes.batch_id == second.batch_id
+    assert (changes.added, changes.changed, changes.removed) == ((U4,), (U2,), (U3,))
+    # Each current value says which snapshot it came from; the history has the counts.
+    records, _ = _snapshot(engine)
+    assert {uscc: batch for uscc, _, batch in records} == {
+        U1: first.batch_id,
+        U2: second.batch_id,
+        U4: second.batch_id,
+    }
+    history = store.snapshots()
+    assert [(b.id, b.rows, b.added, b.changed, b.removed, b.unchanged) for b in history] == [
+        (second.batch_id, 3, 1, 1, 1, 1),
+        (first.batch_id, 3, 3, 0, 0, 0),
+    ]
+    assert history[0].sha256 == second.sha256 and history[0].files == str(update)
+
+
+def test_identical_snapshot_is_a_no_op(
+    seeded: Path, store: RecordStore, engine: Engine, tmp_path: Path
+) -> None:
+    import_files(store, TAX, [seeded])
+    changed = _write(tmp_path / "changed.csv", [HEADER, f"{U1},1,A,0", f"{U2},250000,C,14"])
+    import_files(store, TAX, [changed])
+    records_before, _ = _snapshot(engine)
+    again = import_files(store, TAX, [changed])
+    assert (again.added, again.changed, again.removed, again.unchanged) == (0, 0, 0, 2)
+    records_after, batches = _snapshot(engine)
+    assert records_after == records_before  # not even the snapshot ids of the values move
+    assert len(batches) == 3
+    # The previous snapshot held the same values: nothing changed since.
+    changes = store.latest_changes()
+    assert changes is not None
+    assert (changes.added, changes.changed, changes.removed) == ((), (), ())
+    assert store.previous(U1) == store.get(U1)
+    assert store.previous(U3) is None  # removed two snapshots ago: absent from the previous
+
+
+def test_removed_then_added_again(seeded: Path, store: RecordStore, tmp_path: Path) -> None:
+    import_files(store, TAX, [seeded])
+    import_files(store, TAX, [_write(tmp_path / "a.csv", [HEADER, f"{U1},1000.5,A,0"])])
+    assert store.previous(U2) == SEED_U2
+    back = import_files(
+        store, TAX, [_write(tmp_path / "b.csv", [HEADER, f"{U1},1000.5,A,0", f"{U2},1,B,0"])]
+    )
+    assert (back.added, back.changed, back.removed, back.unchanged) == (1, 0, 0, 1)
+    assert store.previous(U2) is None  # it was absent from the previous snapshot
+    assert store.get(U2) == {
+        "annual_tax_paid": 1.0,
+        "tax_credit_grade": "B",
         "months_in_arrears": 0,
     }
-    records, batches = _snapshot(engine)
-    assert [b[3] for b in batches] == [3, 2]
-    second = batches[1][0]
-    batch_of = {uscc: batch for uscc, _, batch in records}
-    assert batch_of[U2] == second
-    assert batch_of[U4] == second
-    assert batch_of[U1] == batches[0][0]
+
+
+def test_snapshot_removing_every_record_is_refused_unless_allowed(
+    seeded: Path, store: RecordStore, engine: Engine, tmp_path: Path
+) -> None:
+    import_files(store, TAX, [seeded])
+    before = _everything(engine)
+    header_only = _write(tmp_path / "export.csv", [HEADER])
+    error = _reject(store, [header_only])
+    assert error.file == str(header_only) and error.line is None
+    assert "would remove all 3 current records" in error.reason
+    assert "--allow-empty" in error.reason
+    assert _everything(engine) == before
+    # Another department's enterprises (none of the current ones) are refused as well.
+    disjoint = _write(tmp_path / "other.csv", [HEADER, f"{U4},1,A,0", f"{U5},2,B,0"])
+    assert "would remove all 3" in _reject(store, [disjoint]).reason
+    assert _everything(engine) == before
+    emptied = import_files(store, TAX, [header_only], allow_empty=True)
+    assert (emptied.added, emptied.changed, emptied.removed, emptied.unchanged) == (0, 0, 3, 0)
+    assert store.count() == 0
+    assert store.previous(U2) == SEED_U2
+    # An empty node takes any snapshot: nothing would be removed.
+    assert import_files(store, TAX, [header_only]).removed == 0
 
 
 def test_reordered_columns_bom_and_crlf(tmp_path: Path, store: RecordStore) -> None:
@@ -292,7 +403,13 @@ def test_bad_row_at_line_4_rejects_whole_import_and_leaves_store_unchanged(
     fragments: list[str],
 ) -> None:
     import_files(store, TAX, [seeded])
-    before = _snapshot(engine)
+    # A second snapshot, so there are previous values (U2's) that must survive too.
+    import_files(
+        store,
+        TAX,
+        [_write(tmp_path / "s2.csv", [HEADER, f"{U1},1000.5,A,0", f"{U2},3,B,1", f"{U3},0,M,2"])],
+    )
+    before = _everything(engine)
     count_before = store.count()
     # Line 2 overwrites an existing record and line 3 adds one: if either landed, we'd see it.
     path = _write(
@@ -307,7 +424,8 @@ def test_bad_row_at_line_4_rejects_whole_import_and_leaves_store_unchanged(
     assert str(error).startswith(f"{path}, line 4: ")
     assert isinstance(error, InvalidInputError)
     assert store.count() == count_before == 3
-    assert _snapshot(engine) == before
+    assert _everything(engine) == before
+    assert store.previous(U2) == SEED_U2
     assert store.get(U4) is None
     assert store.get(U1) == {
         "annual_tax_paid": 1000.5,
@@ -379,7 +497,7 @@ def test_wrong_header_is_rejected_with_expected_columns(
     fragments: list[str],
 ) -> None:
     import_files(store, TAX, [seeded])
-    before = _snapshot(engine)
+    before = _everything(engine)
     path = _write(tmp_path / "tax.csv", [header, f"{U4},1,A,0"])
     error = _reject(store, [path])
     assert error.file == str(path)
@@ -388,7 +506,7 @@ def test_wrong_header_is_rejected_with_expected_columns(
     for fragment in fragments:
         assert fragment in error.reason
     assert f"(expected {EXPECTED_COLUMNS})" in error.reason
-    assert _snapshot(engine) == before
+    assert _everything(engine) == before
 
 
 @pytest.mark.parametrize("content", [b"", b"\xef\xbb\xbf"])
@@ -406,7 +524,7 @@ def test_non_utf8_file_is_rejected(
     tmp_path: Path, seeded: Path, store: RecordStore, engine: Engine
 ) -> None:
     import_files(store, TAX, [seeded])
-    before = _snapshot(engine)
+    before = _everything(engine)
     path = tmp_path / "gbk.csv"
     path.write_bytes(
         (HEADER + "\n" + f"{U4},1,A,0\n").encode("utf-8") + f"{U5},2,".encode() + b"\xb0\xa1,0\n"
@@ -415,7 +533,7 @@ def test_non_utf8_file_is_rejected(
     assert error.file == str(path)
     assert error.line is None
     assert "not UTF-8" in error.reason
-    assert _snapshot(engine) == before
+    assert _everything(engine) == before
 
 
 def test_missing_file_is_rejected(tmp_path: Path, store: RecordStore) -> None:

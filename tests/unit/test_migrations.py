@@ -54,6 +54,7 @@ TABLES = {
         "revoked_consent",
         "revocation_list",
         "refusal_log",
+        "previous_record",
     },
 }
 PREVIOUS = {"coordinator": "c0001", "node": "n0001"}
@@ -78,12 +79,15 @@ LATER_TABLES = {
         "tree_head_cosignature",
         "revocation_delivery",
     },
-    "node": {"revoked_consent", "revocation_list", "refusal_log"},
+    "node": {"revoked_consent", "revocation_list", "refusal_log", "previous_record"},
 }
 #: Columns that later revisions add to tables that were there from the start.
 LATER_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
     "coordinator": {"consent": ("revocation",)},
-    "node": {"model_shard": ("job_id", "preprocessing")},
+    "node": {
+        "model_shard": ("job_id", "preprocessing"),
+        "import_batch": ("added", "changed", "removed", "unchanged"),
+    },
 }
 
 
@@ -157,12 +161,36 @@ def test_previous_node_revision_with_data_upgrades(database_url: str) -> None:
             # A real millisecond timestamp: needs a 64-bit column on PostgreSQL.
             {"r": bytes(32), "t": 1_795_000_000_000, "s": bytes(64)},
         )
+        conn.execute(
+            text(
+                "INSERT INTO import_batch (id, files, sha256, rows, imported_at) "
+                "VALUES (1, 'old.csv', :h, 1, :t)"
+            ),
+            {"h": "0" * 64, "t": datetime(2026, 11, 1, tzinfo=UTC)},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO enterprise_record (uscc, data, batch_id) "
+                "VALUES ('91310101MA00000011', '{\"x\": 1}', 1)"
+            )
+        )
     assert migrations.upgrade(engine, "node") == migrations.head("node")
     assert NEW_INDEX["node"][1] in _indexes(engine, "access_log")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT timestamp_ms FROM trusted_tree_head")).scalar() == (
             1_795_000_000_000
         )
+    # An import from before snapshots: kept, its counts unknown (NULL), not invented.
+    store = node_storage.RecordStore(engine)
+    assert store.count() == 1
+    [old] = store.snapshots()
+    assert (old.files, old.rows, old.added, old.changed, old.removed) == (
+        "old.csv",
+        1,
+        None,
+        None,
+        None,
+    )
     engine.dispose()
 
 

@@ -18,10 +18,12 @@ from creditshare.cli._keys import keys_app
 from creditshare.cli._ledger import ledger_app
 from creditshare.cli._node import node_app
 from creditshare.cli._pki import pki_app
+from creditshare.cli._schema import schema_app
 from creditshare.errors import CreditShareError, ProblemError
 
 __all__ = ["app", "main"]
 
+node_app.add_typer(schema_app, name="schema")
 app.add_typer(node_app, name="node")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(admin_app, name="admin")

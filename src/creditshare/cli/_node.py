@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -30,16 +31,83 @@ def node_serve(config: ConfigOption) -> None:
 @node_app.command("import")
 def node_import(
     config: ConfigOption,
-    files: Annotated[list[Path], typer.Argument(help="CSV files, imported in one transaction")],
+    files: Annotated[
+        list[Path], typer.Argument(help="CSV files: together, the department's complete records")
+    ],
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            help="accept a snapshot that removes every current record (refused otherwise)",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Import department CSV files: all rows land, or none (the error says file and line)."""
+    """Import a snapshot: the files are the department's complete current records.
+
+    Records are added, changed or removed to match them, in one transaction: all of it
+    lands, or nothing (a bad row is named by file and line). The values a changed or
+    removed record had are kept for change detection.
+    """
     from creditshare.node import NodeSettings, import_into_node
 
-    summary = import_into_node(load_settings(NodeSettings, config), files)
+    summary = import_into_node(load_settings(NodeSettings, config), files, allow_empty=allow_empty)
+    if as_json:
+        print(json.dumps(summary.to_json(), indent=2))
+        return
     console.print(
-        f"imported {summary.rows} records from {len(summary.files)} file(s) "
-        f"(sha256 {summary.sha256[:16]}…)"
+        f"snapshot {summary.batch_id}: {summary.rows} records from {len(summary.files)} "
+        f"file(s) (sha256 {summary.sha256[:16]}…)\n"
+        f"{summary.added} added, {summary.changed} changed, {summary.removed} removed, "
+        f"{summary.unchanged} unchanged",
+        markup=False,
+        soft_wrap=True,
     )
+
+
+@node_app.command("imports")
+def node_imports(
+    config: ConfigOption,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
+) -> None:
+    """The snapshots imported into this node, newest first, with what each changed."""
+    from creditshare.node import NodeSettings, import_history
+
+    batches = import_history(load_settings(NodeSettings, config), limit)
+    if as_json:
+        doc = [
+            {
+                "snapshot": b.id,
+                "imported_at": b.imported_at.isoformat(),
+                "files": b.files.split(";"),
+                "sha256": b.sha256,
+                "rows": b.rows,
+                "added": b.added,
+                "changed": b.changed,
+                "removed": b.removed,
+                "unchanged": b.unchanged,
+            }
+            for b in batches
+        ]
+        print(json.dumps(doc, indent=2))
+        return
+    if not batches:
+        console.print("no snapshots imported")
+    for b in batches:
+        if b.added is None:
+            counts = "counts not recorded (imported before snapshots)"
+        else:
+            counts = (
+                f"{b.added} added, {b.changed} changed, {b.removed} removed, "
+                f"{b.unchanged} unchanged"
+            )
+        console.print(
+            f"{b.id:>6}  {b.imported_at:%Y-%m-%d %H:%M:%S}  {b.rows:>9} records  {counts}  "
+            f"sha256 {b.sha256[:16]}  {b.files}",
+            markup=False,
+            soft_wrap=True,  # one line per snapshot, whatever the terminal's width
+        )
 
 
 @node_app.command("refusals")

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter
 
 from creditshare.coordinator._deps import CallerDep, ServicesDep
-from creditshare.coordinator._schemas import ModelOut, NodeOut
+from creditshare.coordinator._schemas import ModelOut, NodeOut, PublishedIndicatorOut
 
 __all__ = ["router"]
 
@@ -19,6 +19,24 @@ async def list_nodes(caller: CallerDep, services: ServicesDep) -> list[NodeOut]:
     return [
         NodeOut(id=n.id, chain=n.chain, department=n.department, address=n.address)
         for n in services.registry.nodes
+    ]
+
+
+@router.get("/v1/indicators", response_model=list[PublishedIndicatorOut], tags=["registry"])
+async def list_indicators(caller: CallerDep, services: ServicesDep) -> list[PublishedIndicatorOut]:
+    """Every indicator the nodes publish (from their department schemas): the names a
+    consent may list, with their bands and where they come from."""
+    published, _ = await services.broker.published_indicators(services.registry.nodes)
+    return [
+        PublishedIndicatorOut(
+            name=name,
+            description=entries[0][1],
+            bands=list(entries[0][2]),
+            departments=sorted({node.department for node, _, _ in entries}),
+            chains=sorted({node.chain for node, _, _ in entries}),
+            nodes=[node.id for node, _, _ in entries],
+        )
+        for name, entries in sorted(published.items())
     ]
 
 

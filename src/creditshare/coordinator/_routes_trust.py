@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from pydantic import Field
 
-from creditshare.consent import ConsentRevocation, SignedConsent
+from creditshare.consent import ALL_INDICATORS, ConsentRevocation, SignedConsent
 from creditshare.coordinator._credentials import MissingCredentialError
 from creditshare.coordinator._db import ConsentRow, Participant
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
@@ -173,9 +173,30 @@ async def grant_consent(
 ) -> ConsentOut:
     """Store a consent the enterprise signed; submitted by the enterprise or the grantee."""
     signed = SignedConsent.from_json(body.model_dump())
+    await _names_published_indicators(services, signed)
     await asyncio.to_thread(_has_credential, services, signed.grant.uscc)
     row = await asyncio.to_thread(services.consents.grant, signed, caller)
     return consent_out(row)
+
+
+async def _names_published_indicators(services: Services, signed: SignedConsent) -> None:
+    """A consent's indicators must be ones the nodes of its chains publish: a misspelt
+    name would otherwise be a consent that shows the bank nothing, found out only when
+    its profile comes back empty."""
+    names = [n for n in signed.grant.indicators if n != ALL_INDICATORS]
+    if not names:
+        return
+    nodes = [n for n in services.registry.nodes if n.chain in signed.grant.chains]
+    published, silent = await services.broker.published_indicators(nodes)
+    unknown = [n for n in names if n not in published]
+    if unknown:
+        known = ", ".join(sorted(published)) or "none"
+        unreachable = f"; not described (unreachable): {', '.join(silent)}" if silent else ""
+        raise InvalidInputError(
+            f"the consent names indicator(s) {', '.join(repr(n) for n in unknown)} that no "
+            f"node of its chains publishes (GET /v1/indicators); they publish: {known}"
+            f"{unreachable}"
+        )
 
 
 def _has_credential(services: Services, uscc: str) -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "PathIndex",
     "PathText",
     "ProofOut",
+    "PublishedIndicatorOut",
     "QueryIn",
     "QueryOut",
     "RevocationListIn",
@@ -296,6 +297,17 @@ class NodeOut(BaseModel):
     chain: Chain
     department: str
     address: str
+
+
+class PublishedIndicatorOut(BaseModel):
+    """An indicator the network publishes: what a consent may name."""
+
+    name: str
+    description: str
+    bands: list[str] = Field(description="labels of the bands, in order")
+    departments: list[str]
+    chains: list[Chain]
+    nodes: list[str]
 
 
 class ModelOut(BaseModel):

@@ -1,8 +1,17 @@
-"""Department data schemas, derived features, published indicators and the default scorecard."""
+"""Department schemas (declared in TOML), derived features, published indicators and the
+default scorecard."""
 
-from creditshare.departments._builtin import DEPARTMENTS, get_department
+from creditshare.departments._builtin import (
+    DEPARTMENTS,
+    builtin_schema_text,
+    get_department,
+    resolve_department,
+)
+from creditshare.departments._reference import domain, reference_markdown, schema_tables
 from creditshare.departments._schema import (
+    COLUMN_KINDS,
     PRESENCE_INDICATOR,
+    ColumnKind,
     Department,
     FeatureSpec,
     FieldSpec,
@@ -10,25 +19,38 @@ from creditshare.departments._schema import (
     IndicatorSpec,
     Record,
     band,
+    decimal_year,
 )
 from creditshare.departments._scorecard import (
     DEFAULT_INTERCEPT,
     DEFAULT_MODEL_ID,
     DEFAULT_WEIGHTS,
 )
+from creditshare.departments._toml import SchemaError, load_schema, parse_schema
 
 __all__ = [
+    "COLUMN_KINDS",
     "DEFAULT_INTERCEPT",
     "DEFAULT_MODEL_ID",
     "DEFAULT_WEIGHTS",
     "DEPARTMENTS",
     "PRESENCE_INDICATOR",
+    "ColumnKind",
     "Department",
     "FeatureSpec",
     "FieldSpec",
     "FieldValue",
     "IndicatorSpec",
     "Record",
+    "SchemaError",
     "band",
+    "builtin_schema_text",
+    "decimal_year",
+    "domain",
     "get_department",
+    "load_schema",
+    "parse_schema",
+    "reference_markdown",
+    "resolve_department",
+    "schema_tables",
 ]

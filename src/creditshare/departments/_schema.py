@@ -1,21 +1,26 @@
-"""The shape of a department's data: raw fields, model features, published indicators.
+"""The shape of a department's data: raw columns, model features, published indicators.
 
-A department node stores raw fields exactly as imported, but only two things
+A department node stores raw columns exactly as imported, but only two things
 ever leave it, both encrypted: model features (folded into a partial linear
-score with the node's own weights) and indicators, which are bands or derived
-values chosen so that a bank learns "3–12 months of tax arrears", never the
-underlying row.
+score with the node's own weights) and indicators, which are bands or levels
+chosen so that a bank learns "3–12 months of tax arrears", never the underlying
+row. Departments are declared in TOML (``_toml.py``); these are the checked,
+executable forms the loader builds.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Literal
 
 __all__ = [
+    "COLUMN_KINDS",
     "PRESENCE_INDICATOR",
+    "ColumnKind",
     "Department",
     "FeatureSpec",
     "FieldSpec",
@@ -23,6 +28,7 @@ __all__ = [
     "IndicatorSpec",
     "Record",
     "band",
+    "decimal_year",
 ]
 
 FieldValue = float | int | str
@@ -31,74 +37,148 @@ FieldValue = float | int | str
 #: reserved, so no department may publish an indicator of that name.
 PRESENCE_INDICATOR = "record_present"
 Record = Mapping[str, FieldValue]
-FieldKind = Literal["number", "count", "flag", "grade"]
+ColumnKind = Literal["number", "integer", "category", "boolean", "date"]
+COLUMN_KINDS: tuple[ColumnKind, ...] = ("number", "integer", "category", "boolean", "date")
+MissingRule = Literal["reject", "default"]
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TRUE = frozenset({"1", "true", "yes", "y", "t"})
+_FALSE = frozenset({"0", "false", "no", "n", "f"})
 
 
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
-    """One raw column of a department's import file."""
+    """One raw column of a department's import file, and how a cell of it is checked.
+
+    ``minimum``/``maximum`` bound numbers and integers, and dates as decimal years (so a
+    schema can say "not before 1949"); categories are matched case-insensitively and
+    stored as the level's canonical spelling, so "a" and "A" never become two levels.
+    """
 
     name: str
-    kind: FieldKind
+    kind: ColumnKind
     description: str
     unit: str = ""
     minimum: float | None = None
     maximum: float | None = None
-    choices: tuple[str, ...] = ()
+    levels: tuple[str, ...] = ()
+    missing: MissingRule = "reject"
+    #: The stored value of an empty cell when ``missing`` is "default" (already parsed).
+    default: FieldValue | None = None
 
     def parse(self, text: str) -> FieldValue:
-        """Parse and range-check one cell; the message says what is wrong with it."""
+        """Parse and range-check one cell; the message names the column and the problem."""
         raw = text.strip()
         if raw == "":
+            if self.missing == "default" and self.default is not None:
+                return self.default
             raise ValueError(f"{self.name} is empty")
-        value: FieldValue
-        if self.kind == "grade":
-            value = raw.upper()
-            if value not in self.choices:
-                raise ValueError(
-                    f"{self.name} must be one of {', '.join(self.choices)}, got {raw!r}"
-                )
-            return value
-        if self.kind in ("count", "flag"):
+        value = self._convert(raw)
+        self._check_range(value, raw)
+        return value
+
+    def _convert(self, raw: str) -> FieldValue:
+        if self.kind == "category":
+            folded = raw.casefold()
+            for level in self.levels:
+                if level.casefold() == folded:
+                    return level
+            raise ValueError(f"{self.name} must be one of {', '.join(self.levels)}, got {raw!r}")
+        if self.kind == "boolean":
+            folded = raw.casefold()
+            if folded in _TRUE:
+                return 1
+            if folded in _FALSE:
+                return 0
+            raise ValueError(f"{self.name} must be 0 or 1 (or true/false, yes/no), got {raw!r}")
+        if self.kind == "integer":
             try:
-                value = int(raw)
+                return int(raw)
             except ValueError:
                 raise ValueError(f"{self.name} must be a whole number, got {raw!r}") from None
-            if self.kind == "flag" and value not in (0, 1):
-                raise ValueError(f"{self.name} must be 0 or 1, got {raw!r}")
-        else:
+        if self.kind == "date":
             try:
-                value = float(raw)
+                if not _ISO_DATE.fullmatch(raw):
+                    raise ValueError(raw)
+                return date.fromisoformat(raw).isoformat()
             except ValueError:
-                raise ValueError(f"{self.name} must be a number, got {raw!r}") from None
-            if not math.isfinite(value):
-                raise ValueError(f"{self.name} must be finite, got {raw!r}")
-        if self.minimum is not None and value < self.minimum:
-            raise ValueError(f"{self.name} must be at least {self.minimum:g}, got {raw}")
-        if self.maximum is not None and value > self.maximum:
-            raise ValueError(f"{self.name} must be at most {self.maximum:g}, got {raw}")
-        return value
+                raise ValueError(f"{self.name} must be a date YYYY-MM-DD, got {raw!r}") from None
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ValueError(f"{self.name} must be a number, got {raw!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{self.name} must be finite, got {raw!r}")
+        return number
+
+    def _check_range(self, value: FieldValue, raw: str) -> None:
+        if self.kind in ("category", "boolean"):
+            return
+        # Integers compare exactly: a 400-digit count must be refused, not overflow a float.
+        number = value if isinstance(value, int) else self.numeric(value)
+        if self.minimum is not None and number < self.minimum:
+            raise ValueError(f"{self.name} must be at least {self._bound(self.minimum)}, got {raw}")
+        if self.maximum is not None and number > self.maximum:
+            raise ValueError(f"{self.name} must be at most {self._bound(self.maximum)}, got {raw}")
+
+    def _bound(self, bound: float) -> str:
+        if self.kind == "date":
+            return _date_of(bound)
+        return f"{bound:g}"
+
+    def numeric(self, value: FieldValue) -> float:
+        """The stored value as a number: dates as decimal years, booleans 0/1."""
+        if self.kind == "date":
+            return decimal_year(date.fromisoformat(str(value)))
+        if self.kind == "category":
+            return float(self.levels.index(str(value)))
+        return float(value)
+
+
+def decimal_year(day: date) -> float:
+    """2024-07-02 → 2024.5: a date as a number that orders and subtracts like time."""
+    start = date(day.year, 1, 1)
+    length = (date(day.year + 1, 1, 1) - start).days
+    return day.year + (day - start).days / length
+
+
+def _date_of(year: float) -> str:
+    """The first day of a decimal year bound, for messages (bounds are whole days)."""
+    whole = math.floor(year)
+    length = (date(whole + 1, 1, 1) - date(whole, 1, 1)).days
+    return date.fromordinal(
+        date(whole, 1, 1).toordinal() + round((year - whole) * length)
+    ).isoformat()
 
 
 @dataclass(frozen=True, slots=True)
 class FeatureSpec:
-    """A numeric model input derived from the raw fields of one record."""
+    """A numeric model input derived from the raw columns of one record.
+
+    ``standardised`` tells training how to encode it: centred, scaled over the node's
+    records and clipped (amounts, counts, mapped grades), or used exactly as derived
+    (0/1 flags and one-hot level dummies, which standardising would only distort).
+    """
 
     name: str
     description: str
     derive: Callable[[Record], float]
-    kind: FieldKind = "number"
+    kind: ColumnKind = "number"
     unit: str = ""
+    standardised: bool = True
+    #: The raw column it is derived from (for references and change detection).
+    column: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class IndicatorSpec:
-    """A value a bank may see (encrypted to it): a band index or a derived number."""
+    """A value a bank may see (encrypted to it): the index of a band or of a level."""
 
     name: str
     description: str
     derive: Callable[[Record], float]
     bands: tuple[str, ...] = ()
+    column: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +190,9 @@ class Department:
     fields: tuple[FieldSpec, ...]
     features: tuple[FeatureSpec, ...]
     indicators: tuple[IndicatorSpec, ...] = field(default=())
+    description: str = ""
+    #: Where it was declared (a package resource or a file), for messages.
+    source: str = ""
 
     @property
     def columns(self) -> tuple[str, ...]:

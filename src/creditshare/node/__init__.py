@@ -1,11 +1,13 @@
 """The data node: keeps a department's records on site and answers only in ciphertext."""
 
-from creditshare.node._importer import ImportSummary, import_files
+from creditshare.node._importer import ImportSummary, check_files, import_files
+from creditshare.node._records import SnapshotChanges
 from creditshare.node._scoring import EncryptedShare, ScoreEngine
 from creditshare.node._server import (
     SERVICE_NAME,
     access_log_entries,
     build_server,
+    import_history,
     import_into_node,
     refusal_log_entries,
     serve,
@@ -23,10 +25,13 @@ __all__ = [
     "NodeWitness",
     "RecordStore",
     "ScoreEngine",
+    "SnapshotChanges",
     "access_log_entries",
     "build_server",
+    "check_files",
     "generate_witness_key",
     "import_files",
+    "import_history",
     "import_into_node",
     "load_witness_key",
     "make_engine",

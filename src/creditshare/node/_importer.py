@@ -1,8 +1,11 @@
-"""Transactional CSV import: every row of every file is checked before anything is written.
+"""Snapshot import of CSV files: every row of every file is checked before anything is written.
 
 A department's operator re-exports files from systems we do not control, so a
 bad row is normal. The whole import is refused with the file, the line and the
-reason, and the database is left exactly as it was.
+reason, and the database is left exactly as it was. The files given together are
+the department's complete current records (a snapshot): records absent from them
+are removed, and the values each changed or removed record had are kept for change
+detection (see ``_records``).
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from typing import Any
 from creditshare.departments import Department, FieldValue
 from creditshare.errors import ImportRejectedError
 from creditshare.identity import InvalidUsccError, Uscc
-from creditshare.node._storage import RecordStore
+from creditshare.node._records import RecordStore
 
-__all__ = ["ImportSummary", "import_files", "parse_file"]
+__all__ = ["ImportSummary", "check_files", "import_files", "parse_file"]
 
 #: A hard ceiling so one malformed export cannot exhaust the node's memory.
 MAX_ROWS_PER_IMPORT = 5_000_000
@@ -28,9 +31,29 @@ MAX_ROWS_PER_IMPORT = 5_000_000
 
 @dataclass(frozen=True, slots=True)
 class ImportSummary:
+    """One accepted snapshot: its files, their digest and what it did to the records."""
+
     files: tuple[str, ...]
+    #: Records in the snapshot (added + changed + unchanged).
     rows: int
     sha256: str
+    batch_id: int
+    added: int
+    changed: int
+    removed: int
+    unchanged: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "snapshot": self.batch_id,
+            "files": list(self.files),
+            "sha256": self.sha256,
+            "rows": self.rows,
+            "added": self.added,
+            "changed": self.changed,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+        }
 
 
 def parse_file(
@@ -109,9 +132,17 @@ def parse_file(
 
 
 def import_files(
-    store: RecordStore, department: Department, paths: Sequence[Path]
+    store: RecordStore,
+    department: Department,
+    paths: Sequence[Path],
+    *,
+    allow_empty: bool = False,
 ) -> ImportSummary:
-    """Validate every file, then write all rows in one transaction."""
+    """Validate every file, then make them the current records in one transaction.
+
+    A snapshot that would remove every current record is refused unless
+    ``allow_empty``: that is what a header-only or wrong export looks like.
+    """
     if not paths:
         raise ImportRejectedError("(no files)", None, "give at least one CSV file to import")
     seen: dict[str, str] = {}
@@ -119,6 +150,25 @@ def import_files(
     records: list[tuple[str, dict[str, FieldValue]]] = []
     for path in paths:
         records.extend(parse_file(path, department, seen, digest))
+    del seen  # the store keeps its own set of USCCs; do not hold two
     names = tuple(str(p) for p in paths)
-    rows = store.replace_all(records, files=";".join(names), sha256=digest.hexdigest())
-    return ImportSummary(files=names, rows=rows, sha256=digest.hexdigest())
+    counts = store.apply_snapshot(
+        records, files=";".join(names), sha256=digest.hexdigest(), allow_empty=allow_empty
+    )
+    return ImportSummary(
+        files=names,
+        rows=counts.rows,
+        sha256=digest.hexdigest(),
+        batch_id=counts.batch_id,
+        added=counts.added,
+        changed=counts.changed,
+        removed=counts.removed,
+        unchanged=counts.unchanged,
+    )
+
+
+def check_files(department: Department, paths: Sequence[Path]) -> int:
+    """Check export files against a schema exactly as an import would, writing nothing;
+    how many rows they hold (``creditshare node schema check --data``)."""
+    seen: dict[str, str] = {}
+    return sum(len(parse_file(path, department, seen)) for path in paths)

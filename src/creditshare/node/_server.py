@@ -29,7 +29,7 @@ from creditshare.node._request_context import RequestContextInterceptor
 from creditshare.node._scoring import ScoreEngine
 from creditshare.node._service import DataNodeService
 from creditshare.node._settings import NodeSettings
-from creditshare.node._storage import RecordStore, ShardStore, make_engine
+from creditshare.node._storage import ImportBatch, RecordStore, ShardStore, make_engine
 from creditshare.node._training import TrainingService
 from creditshare.node._trust import AccessLog, AccessLogRow, TrustedHeadStore
 from creditshare.node._witness import NodeWitness, load_witness_key
@@ -40,6 +40,7 @@ __all__ = [
     "SERVICE_NAME",
     "access_log_entries",
     "build_server",
+    "import_history",
     "import_into_node",
     "refusal_log_entries",
     "serve",
@@ -53,8 +54,18 @@ def _store(settings: NodeSettings) -> RecordStore:
     return RecordStore(make_engine(settings.database_url))
 
 
-def import_into_node(settings: NodeSettings, paths: list[Path]) -> ImportSummary:
-    return import_files(_store(settings), settings.department_schema, paths)
+def import_into_node(
+    settings: NodeSettings, paths: list[Path], *, allow_empty: bool = False
+) -> ImportSummary:
+    """Import ``paths`` as the department's new snapshot (see ``import_files``)."""
+    return import_files(
+        _store(settings), settings.department_schema, paths, allow_empty=allow_empty
+    )
+
+
+def import_history(settings: NodeSettings, limit: int = 100) -> list[ImportBatch]:
+    """The node's snapshots, newest first, with what each added, changed and removed."""
+    return RecordStore(make_engine(settings.database_url, migrate=False)).snapshots(limit)
 
 
 def access_log_entries(settings: NodeSettings, limit: int = 1000) -> list[AccessLogRow]:
@@ -187,7 +198,7 @@ async def serve(settings: NodeSettings, grace_seconds: float | None = None) -> N
     log.info(
         "node %s (%s, %s) listening on port %d",
         settings.node_id,
-        settings.department,
+        settings.department_schema.id,
         settings.chain.value,
         port,
     )

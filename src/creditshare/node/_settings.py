@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from creditshare._logging import LogFormat, LogLevel
 from creditshare._settings import EnvFirstSettings
 from creditshare.crypto import VerifyKey
-from creditshare.departments import Department, get_department
+from creditshare.departments import Department, SchemaError, resolve_department
 from creditshare.errors import InvalidKeyError
 from creditshare.identity import Chain
 from creditshare.pki import TlsSettings
@@ -30,7 +30,16 @@ class NodeSettings(EnvFirstSettings):
     )
 
     node_id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    department: str
+    department: str = Field(
+        default="",
+        description="a built-in department (tax, market, social, court, utility, card_history); "
+        "may be left out when schema_file is set",
+    )
+    schema_file: Path | None = Field(
+        default=None,
+        description="the department's own schema (TOML): import columns, model features and "
+        "banded indicators (`creditshare node schema check FILE` checks one)",
+    )
     chain: Chain
     display_name: str = ""
     listen: str = "127.0.0.1:50051"
@@ -122,14 +131,18 @@ class NodeSettings(EnvFirstSettings):
         assert self.tls is not None  # the validator above guarantees one of them
         return self.tls.ca
 
-    @field_validator("department")
-    @classmethod
-    def _known_department(cls, value: str) -> str:
+    _department: Department | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _known_department(self) -> NodeSettings:
+        """Load the schema once, at start-up: a bad schema stops the node, not a query."""
         try:
-            get_department(value)
+            self._department = resolve_department(self.department, self.schema_file)
         except KeyError as exc:
             raise ValueError(str(exc.args[0])) from None
-        return value
+        except SchemaError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @model_validator(mode="after")
     def _weights_name_features(self) -> NodeSettings:
@@ -139,7 +152,7 @@ class NodeSettings(EnvFirstSettings):
             if unknown:
                 raise ValueError(
                     f"model {model_id!r} weighs unknown feature(s) {', '.join(unknown)}; "
-                    f"{self.department} features are {', '.join(sorted(features))}"
+                    f"{self.department_schema.id} features are {', '.join(sorted(features))}"
                 )
         return self
 
@@ -149,4 +162,6 @@ class NodeSettings(EnvFirstSettings):
 
     @property
     def department_schema(self) -> Department:
-        return get_department(self.department)
+        """The department this node serves (validated when the settings were read)."""
+        assert self._department is not None  # the validator above always sets it
+        return self._department

@@ -1,48 +1,26 @@
-"""The node's record store: one row per enterprise, raw fields kept on site.
+"""The node's database: its engine, model shards, and (from ``_records``) its records.
 
-Raw values are stored as imported (JSON of typed fields) because the node is
-their legitimate home; what may leave the node is decided by the department
-schema, not by the store.
+The records and their snapshot history live in ``_records``; their names are
+re-exported here, where callers have always found them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, func, select
+from sqlmodel import Field, Session, SQLModel, select
 
 from creditshare import migrations
 from creditshare._database import open_engine
-from creditshare.departments import FieldValue
 from creditshare.errors import ConflictError
 from creditshare.federated import ModelShard, Preprocessing
+from creditshare.node._records import ImportBatch, RecordRow, RecordStore
 
 __all__ = ["ImportBatch", "ModelShardRow", "RecordRow", "RecordStore", "ShardStore", "make_engine"]
-
-
-class RecordRow(SQLModel, table=True):
-    __tablename__ = "enterprise_record"
-
-    uscc: str = Field(primary_key=True, max_length=18)
-    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    batch_id: int = Field(foreign_key="import_batch.id", index=True)
-
-
-class ImportBatch(SQLModel, table=True):
-    """One accepted import, so an operator can tell what came from which file."""
-
-    __tablename__ = "import_batch"
-
-    id: int | None = Field(default=None, primary_key=True)
-    files: str
-    sha256: str = Field(max_length=64)
-    rows: int
-    imported_at: datetime
 
 
 class ModelShardRow(SQLModel, table=True):
@@ -135,49 +113,3 @@ def make_engine(url: str, *, migrate: bool = True) -> Engine:
     if migrate:
         migrations.upgrade(engine, "node")
     return engine
-
-
-class RecordStore:
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-
-    def get(self, uscc: str) -> dict[str, FieldValue] | None:
-        with Session(self._engine) as session:
-            row = session.get(RecordRow, uscc)
-            return dict(row.data) if row is not None else None
-
-    def all(self) -> dict[str, dict[str, FieldValue]]:
-        """Every record (for training on this node's own data; never sent anywhere)."""
-        with Session(self._engine) as session:
-            return {row.uscc: dict(row.data) for row in session.exec(select(RecordRow))}
-
-    def count(self) -> int:
-        with Session(self._engine) as session:
-            return int(session.exec(select(func.count()).select_from(RecordRow)).one())
-
-    def replace_all(
-        self,
-        records: Iterable[tuple[str, Mapping[str, FieldValue]]],
-        *,
-        files: str,
-        sha256: str,
-        now: datetime | None = None,
-    ) -> int:
-        """Upsert every record in one transaction: all of them land, or none."""
-        rows = list(records)
-        with Session(self._engine) as session, session.begin():
-            batch = ImportBatch(
-                files=files, sha256=sha256, rows=len(rows), imported_at=now or datetime.now(UTC)
-            )
-            session.add(batch)
-            session.flush()
-            assert batch.id is not None
-            for uscc, data in rows:
-                existing = session.get(RecordRow, uscc)
-                if existing is None:
-                    session.add(RecordRow(uscc=uscc, data=dict(data), batch_id=batch.id))
-                else:
-                    existing.data = dict(data)
-                    existing.batch_id = batch.id
-                    session.add(existing)
-        return len(rows)

@@ -6,6 +6,7 @@ calls through, so callers need not know how the work is split.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -77,6 +78,25 @@ class QueryBroker:
 
     async def describe(self, node: NodeEntry) -> NodeCatalogue | None:
         return await self.channels.describe(node)
+
+    async def published_indicators(
+        self, nodes: Sequence[NodeEntry]
+    ) -> tuple[dict[str, list[tuple[NodeEntry, str, tuple[str, ...]]]], list[str]]:
+        """Per indicator name, the nodes publishing it (with description and bands); and
+        the nodes that could not be described (down since start-up), asked again now."""
+        catalogues = self.channels.catalogues
+        missing = [n for n in nodes if n.id not in catalogues]
+        await asyncio.gather(*(self.channels.describe(n) for n in missing))
+        published: dict[str, list[tuple[NodeEntry, str, tuple[str, ...]]]] = {}
+        silent = []
+        for node in nodes:
+            catalogue = catalogues.get(node.id)
+            if catalogue is None:
+                silent.append(node.id)
+                continue
+            for name, (description, bands) in catalogue.indicators.items():
+                published.setdefault(name, []).append((node, description, bands))
+        return published, silent
 
     async def query(
         self,

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "n0006"
-down_revision = "n0004"
+down_revision = "n0005"
 branch_labels = None
 depends_on = None
 

@@ -47,7 +47,9 @@ class Feature(_message.Message):
     UNIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     kind: _builtins.str
-    """"number", "count", "flag" or "grade"."""
+    """The source column's type: "number", "integer", "category", "boolean" or "date"
+    (one-hot level dummies are "boolean").
+    """
     description: _builtins.str
     unit: _builtins.str
     def __init__(
