@@ -168,6 +168,12 @@ class FeatureSpec:
     standardised: bool = True
     #: The raw column it is derived from (for references and change detection).
     column: str = ""
+    #: A WOE-binned category (``encoding = "woe"``): ``derive`` gives the level's index in
+    #: ``levels``, and each training job maps levels to their weight of evidence over its
+    #: fit rows (levels with fewer than this many rows pooled); 0: not WOE-binned.
+    woe_min_rows: int = 0
+    #: The category's levels, in index order (WOE-binned features only).
+    levels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,11 @@ __all__ = ["SchemaError", "load_schema", "parse_schema"]
 
 #: More one-hot levels than this make a shard nobody can read; map or band them instead.
 MAX_ONE_HOT_LEVELS = 64
+#: WOE bins: a level with fewer aligned fit rows than ``min_rows`` is pooled; a node never
+#: sums a group smaller than this floor (so it never learns labels of a handful of rows).
+WOE_MIN_ROWS_FLOOR = 10
+WOE_MIN_ROWS_DEFAULT = 50
+WOE_MIN_ROWS_MOST = 1_000_000
 MAX_LEVELS = 1000
 _NAME = r"^[a-z][a-z0-9_]{0,63}$"
 Name = Annotated[str, StringConstraints(pattern=_NAME)]
@@ -75,8 +80,9 @@ class _Feature(_Strict):
     scale: float = 1.0
     floor: float | None = None
     cap: float | None = None
-    encoding: Literal["standardised", "raw", "one_hot", "map"] | None = None
+    encoding: Literal["standardised", "raw", "one_hot", "map", "woe"] | None = None
     values: dict[str, float] = Field(default_factory=dict)
+    min_rows: Annotated[int, Field(strict=True)] | None = None
 
 
 class _Indicator(_Strict):
@@ -274,6 +280,8 @@ def _cell(value: Scalar) -> str:
 def _features(spec: _Feature, column: FieldSpec, k: int) -> list[FeatureSpec]:
     where = f'features[{k}] (name "{spec.name}")'
     description = spec.description or column.description
+    if spec.min_rows is not None and spec.encoding != "woe":
+        raise _Located(f"{where}.min_rows", 'min_rows is for encoding = "woe" only')
     if column.kind == "category":
         encoding = spec.encoding or "one_hot"
         if (
@@ -321,11 +329,18 @@ def _features(spec: _Feature, column: FieldSpec, k: int) -> list[FeatureSpec]:
                     column=name,
                 )
             ]
+        if encoding == "woe":
+            return [_woe(spec, column, description, where)]
         raise _Located(
             f"{where}.encoding",
-            f'a category column is encoded "one_hot" or "map", not "{encoding}"',
+            f'a category column is encoded "one_hot", "map" or "woe", not "{encoding}"',
         )
     encoding = spec.encoding or ("raw" if column.kind == "boolean" else "standardised")
+    if encoding == "woe":
+        raise _Located(
+            f"{where}.encoding",
+            f'"woe" bins the levels of a category column; {column.name} is a {column.kind}',
+        )
     if encoding not in ("standardised", "raw"):
         raise _Located(
             f"{where}.encoding",
@@ -360,6 +375,32 @@ def _features(spec: _Feature, column: FieldSpec, k: int) -> list[FeatureSpec]:
             column=column.name,
         )
     ]
+
+
+def _woe(spec: _Feature, column: FieldSpec, description: str, where: str) -> FeatureSpec:
+    """One feature whose derived value is the level's index; its number is the weight of
+    evidence each training job computes for that level (``creditshare.federated``)."""
+    if spec.values:
+        raise _Located(f"{where}.values", 'values are for encoding = "map"')
+    min_rows = WOE_MIN_ROWS_DEFAULT if spec.min_rows is None else spec.min_rows
+    if not WOE_MIN_ROWS_FLOOR <= min_rows <= WOE_MIN_ROWS_MOST:
+        raise _Located(
+            f"{where}.min_rows",
+            f"must be within {WOE_MIN_ROWS_FLOOR}..{WOE_MIN_ROWS_MOST} (a smaller group would "
+            f"tell the node the labels of a handful of enterprises), not {min_rows}",
+        )
+    levels = column.levels
+    name = column.name
+    return FeatureSpec(
+        spec.name,
+        description,
+        lambda r: float(levels.index(str(r[name]))),
+        kind="category",
+        standardised=True,
+        column=name,
+        woe_min_rows=min_rows,
+        levels=levels,
+    )
 
 
 _TRANSFORMS: dict[str, Callable[[float], float]] = {
