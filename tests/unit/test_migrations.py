@@ -295,7 +295,7 @@ def test_a_shard_kept_before_preprocessing_was_stored_still_scores(database_url:
     """n0006: an older shard (weights folded onto raw features, with an offset) reads as
     the identity preprocessing, so it scores exactly as it did."""
     engine = _engine(database_url)
-    assert migrations.upgrade(engine, "node", "n0004") == "n0004"
+    assert migrations.upgrade(engine, "node", "n0005") == "n0005"
     with engine.begin() as conn:
         conn.execute(
             text(

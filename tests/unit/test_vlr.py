@@ -288,6 +288,19 @@ def test_packed_evaluation_scores_equal_unpacked(
     np.testing.assert_allclose(bureau.scores_packed(rows, [packed], 64, 1), unpacked, atol=1e-5)
     assert np.any(unpacked < 0) and np.any(unpacked > 0)
     np.testing.assert_allclose(evaluation_scores(bureau, [host], rows, CONFIG), unpacked, atol=1e-5)
+    # Evaluation is as precise as a bank's query path (scale 10**9), packing on or off.
+    host_pre, bureau_pre = _preprocessing(data)
+    pos = {i: k for k, i in enumerate(ids)}
+    at = [pos[i] for i in rows]
+    exact = (
+        host_pre.apply(data[2])[at] @ host.weights
+        + bureau_pre.apply(data[3])[at] @ bureau.weights
+        + bureau.intercept
+    )
+    for config in (CONFIG, CONFIG.replace(packing=False)):
+        np.testing.assert_allclose(
+            evaluation_scores(bureau, [host], rows, config), exact, rtol=0, atol=1e-8
+        )
     with pytest.raises(InvalidInputError, match="packed ciphertexts"):
         bureau.scores_packed(rows, [packed[:2]], 64, 1)
 

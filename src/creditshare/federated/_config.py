@@ -57,8 +57,8 @@ class TrainingConfig(BaseModel):
     feature_bits: int = Field(default=12, ge=8, le=20)
     #: Statistical hiding of a masked gradient: mask this many bits above its magnitude.
     mask_bits: int = Field(default=80, ge=80, le=256)
-    #: Pack gradients (and evaluation scores) into slots: one decryption per batch per
-    #: party instead of one per feature. Off only to measure what packing saves.
+    #: Pack gradients into slots: one decryption per batch per party instead of one per
+    #: feature. Off only to measure what packing saves (evaluation is always packed).
     packing: bool = True
     #: Seeds the test/validation split and the batch order.
     seed: int = Field(default=42, ge=0, le=_UINT32)

@@ -26,7 +26,8 @@ Packing (``TrainingConfig.packing``, on by default): a host packs its masked
 per-feature gradients into as few plaintexts as the key holds (Horner's rule on
 the ciphertexts, each slot masked separately), and the bureau packs its own
 gradient sums the same way, so each side decrypts once per batch instead of once
-per feature; evaluation scores travel ~31 rows per ciphertext. Residuals stay one
+per feature. Evaluation scores always travel packed, ~31 rows per ciphertext, at
+``EVAL_SCORE_BITS`` of fraction. Residuals stay one
 ciphertext per row: a host multiplies each by its own feature values, which slots
 cannot do.
 """
@@ -431,12 +432,15 @@ def evaluation_scores(
     ids: Sequence[str],
     config: TrainingConfig,
 ) -> NDArray[np.float64]:
-    """Linear scores for ``ids``: the hosts' parts summed under encryption, then decrypted."""
-    if config.packing:
-        additions = max(1, len(hosts))
-        packed = [h.forward_packed(ids, EVAL_SLOT_BITS, additions) for h in hosts]
-        return bureau.scores_packed(ids, packed, EVAL_SLOT_BITS, additions)
-    return bureau.scores(ids, [h.forward(ids) for h in hosts])
+    """Linear scores for ``ids``: the hosts' parts summed under encryption, then decrypted.
+
+    Always packed, whatever ``config.packing`` says of gradients: packed scores carry
+    ``EVAL_SCORE_BITS`` of fraction, so validation and the published test metrics are
+    computed at least as precisely as a bank's query path scores the same rows.
+    """
+    additions = max(1, len(hosts))
+    packed = [h.forward_packed(ids, EVAL_SLOT_BITS, additions) for h in hosts]
+    return bureau.scores_packed(ids, packed, EVAL_SLOT_BITS, additions)
 
 
 def _sum(ciphertexts: Sequence[Ciphertext], key: PublicKey) -> Ciphertext:

@@ -3,11 +3,12 @@
 Weights now apply to the features after the transformation training fitted
 (standardise, clip), stored here as a Preprocessing document, so scoring applies
 exactly what training evaluated. Existing rows keep NULL: the identity, which is
-what their weights (folded onto raw features when they were kept) need.
+what their weights (folded onto raw features when they were kept) need. Downgrading
+drops the column: shards trained since would then score without their preprocessing,
+so discard them (or their models) before going back.
 
 Revision ID: n0006
-Revises: n0004 (n0005, record snapshots, is another branch's: when both are
-merged this revision must follow n0005)
+Revises: n0005
 """
 
 from __future__ import annotations
