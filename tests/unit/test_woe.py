@@ -267,3 +267,13 @@ def test_the_round_runs_once_and_in_order(key: PrivateKey) -> None:
         node.fit.level_sums(list(range(120)), labels)
     with pytest.raises(InvalidInputError, match="distinct"):
         _node(key, rows=120)[0].fit.level_sums([0, 0], labels[:2])
+
+
+def test_too_few_fit_rows_for_any_group_still_completes_with_zero_woe(key: PrivateKey) -> None:
+    node, ids, _ = _node(key, rows=120)
+    labels = {i: k % 2 for k, i in enumerate(ids)}
+    share_level_sums(node, ids[:25], labels, key, FastEncryptor(key.public_key))
+    assert len(node.masked) == 1  # nothing summed: one masked zero
+    tables = node.fit.tables
+    assert tables is not None
+    assert all(v == 0.0 for t in tables.values() for v in (*t.values, t.other))

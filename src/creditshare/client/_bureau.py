@@ -1,9 +1,11 @@
 """A credit bureau training a model across data nodes from its own process.
 
 The bureau keeps its labels and its Paillier private key here; through the
-coordinator it runs PSI with each node, tells the nodes the intersection, then
-drives vertical logistic regression (``creditshare.federated``) with each node
-reached over HTTP. Progress and the validation curve are reported to the job.
+coordinator it runs PSI with each node, tells the nodes the intersection, sends a
+node whose features are WOE-binned the encrypted labels of the fit rows (it answers
+masked level sums: ``federated._woe``), then drives vertical logistic regression
+(``creditshare.federated``) with each node reached over HTTP. Progress and the
+validation curve are reported to the job.
 """
 
 from __future__ import annotations

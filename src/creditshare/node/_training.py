@@ -5,7 +5,10 @@ OpenJob the node fits a ``Preprocessing`` over its own records (the schema's
 ``standardised`` features standardised and clipped at ±feature_clip, the others
 unchanged) and trains on the transformed rows; at CloseJob it keeps the weights
 on those transformed features together with the preprocessing, so a bank is
-scored with exactly the model that was evaluated. Job state (PSI answers, open
+scored with exactly the model that was evaluated. A department with WOE-binned
+features opens its jobs without a host (``_woe.WoePending``): LevelSums and
+ApplyLevelSums set the WOE tables and build it; until then the job refuses to
+compute (OutOfOrderError: FAILED_PRECONDITION). Job state (PSI answers, open
 jobs, capacity, expiry) is in ``_training_jobs.JobStore``; each RPC here reads
 validate → load → compute. Dropping a job (CloseJob without a model id) also
 discards the shard that job kept, if its model was never registered, so a failed
