@@ -152,14 +152,24 @@ def _number_cells(spec: FieldSpec) -> st.SearchStrategy[str]:
     high = spec.maximum if spec.maximum is not None else NUMBER_LIMIT
     if spec.kind == "integer":
         first, last = math.ceil(low), math.floor(high)
-        edges = [first, last, first + 1, last - 1, 0]
-        inside = [e for e in edges if first <= e <= last]
+        whole = [first, last, first + 1, last - 1, 0]
+        inside = [e for e in whole if first <= e <= last]
         return st.one_of(st.sampled_from(inside), st.integers(first, last)).map(str)
-    edges = [low, high, math.nextafter(low, high), math.nextafter(high, low), 0.0, -0.0, 1.0]
+    edges: list[float] = [
+        low,
+        high,
+        math.nextafter(low, high),
+        math.nextafter(high, low),
+        0.0,
+        -0.0,
+        1.0,
+    ]
     # Subnormals are refused as cells (too small to store), so they are no edge.
-    inside = [e for e in edges if low <= e <= high and (e == 0 or abs(e) >= sys.float_info.min)]
+    inside_floats = [
+        e for e in edges if low <= e <= high and (e == 0 or abs(e) >= sys.float_info.min)
+    ]
     floats = st.floats(low, high, allow_nan=False, allow_infinity=False, allow_subnormal=False)
-    return st.one_of(st.sampled_from(inside), floats).map(repr)
+    return st.one_of(st.sampled_from(inside_floats), floats).map(repr)
 
 
 def _date_cells(spec: FieldSpec) -> st.SearchStrategy[str]:
