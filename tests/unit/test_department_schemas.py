@@ -828,3 +828,50 @@ def test_an_integer_column_without_bounds_stays_within_the_number_limit() -> Non
     for beyond in ("1000000000000001", "-" + "9" * 400):
         with pytest.raises(ValueError, match="within ±1e15"):
             count.parse(beyond)
+
+
+@pytest.mark.parametrize(
+    ("record_change", "held"),
+    [
+        ({"grade": "D"}, "'D' for grade"),  # a level since removed
+        ({"amount": -5.0}, "'-5.0' for amount"),  # a bound since tightened
+        ({"amount": "12"}, "'12' for amount"),
+        ({"since": "2024-13-01"}, "for since"),
+        ({"flag": 2}, "'2' for flag"),
+    ],
+)
+def test_a_stored_record_the_schema_no_longer_accepts_is_named_not_a_key_error(
+    record_change: dict[str, float | int | str], held: str
+) -> None:
+    """Records are checked when imported; one imported under another schema (a level
+    renamed, a column added, a bound tightened) must not reach a query as a KeyError or
+    a silently out-of-range feature: every derive says what the node must do."""
+    from creditshare.errors import ConfigurationError
+
+    probe = parse_schema(
+        EVERY_TYPE
+        + '\n[[indicators]]\nname = "grade"\ncolumn = "grade"\n'
+        + '\n[[indicators]]\nname = "flag"\ncolumn = "flag"\n'
+        + '\n[[features]]\nname = "flag"\ncolumn = "flag"\n',
+        "p.toml",
+    )
+    good: dict[str, float | int | str] = {
+        "amount": 5.0,
+        "count": 1,
+        "grade": "B",
+        "flag": 1,
+        "since": "2000-01-01",
+    }
+    assert probe.feature_values(good) and probe.indicator_values(good)
+    bad = good | record_change
+    column = next(iter(record_change))
+    derived = [f for f in probe.features if f.column == column]
+    derived += [i for i in probe.indicators if i.column == column]  # type: ignore[misc]
+    assert derived
+    for spec in derived:
+        with pytest.raises(ConfigurationError, match="import the department's data again") as e:
+            spec.derive(bad)
+        assert held in str(e.value)
+    missing = {k: v for k, v in good.items() if k != column}
+    with pytest.raises(ConfigurationError, match=f"holds nothing for {column}"):
+        derived[0].derive(missing)

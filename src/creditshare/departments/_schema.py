@@ -152,6 +152,22 @@ class FieldSpec:
             raise ValueError(f"{self.name} must be finite, got {shown(raw)}")
         return number
 
+    def check(self, value: FieldValue) -> None:
+        """Raise ValueError unless ``value`` is one ``parse`` could have returned: a stored
+        value read back (records imported under an older schema may not be)."""
+        if self.kind == "category":
+            ok = isinstance(value, str) and value in self.levels
+        elif self.kind == "boolean":
+            ok = isinstance(value, int) and value in (0, 1)
+        elif self.kind == "date":
+            ok = isinstance(value, str) and _ISO_DATE.fullmatch(value) is not None
+        else:  # numbers; whole numbers may come back from JSON or callers as 3.0
+            ok = isinstance(value, int | float) and math.isfinite(value)
+            ok = ok and (self.kind == "number" or float(value).is_integer())
+        if not ok:
+            raise ValueError(f"{self.name} cannot hold {shown(str(value))}")
+        self._check_range(value, str(value))
+
     def _check_range(self, value: FieldValue, raw: str) -> None:
         if self.kind in ("category", "boolean"):
             return

@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -27,6 +27,7 @@ from creditshare.departments._schema import (
     Department,
     FeatureSpec,
     FieldSpec,
+    FieldValue,
     IndicatorSpec,
     Record,
     band,
@@ -35,7 +36,7 @@ from creditshare.departments._schema import (
     listing,
     shown,
 )
-from creditshare.errors import InvalidInputError
+from creditshare.errors import ConfigurationError, InvalidInputError
 
 __all__ = ["SchemaError", "load_schema", "parse_schema"]
 
@@ -576,7 +577,7 @@ def _mapped(spec: _Feature, column: FieldSpec, where: str, description: str) -> 
     return FeatureSpec(
         spec.name,
         description,
-        lambda r: mapping[str(r[name])],
+        lambda r: _stored(r, column, lambda v: mapping[str(v)]),
         kind="category",
         standardised=True,
         column=name,
@@ -613,6 +614,32 @@ def _clamp(value: float, floor: float | None, cap: float | None) -> float:
     return value
 
 
+_T = TypeVar("_T")
+
+
+def _flag(value: FieldValue) -> float:
+    if value not in (0, 1):
+        raise ValueError(value)
+    return float(value)
+
+
+def _stored(record: Record, column: FieldSpec, use: Callable[[FieldValue], _T]) -> _T:
+    """``use`` of a stored record's value of ``column``. Records are checked when imported;
+    one the schema cannot read was imported under another schema (a column since added,
+    a level renamed): say so, instead of a KeyError out of a query."""
+    try:
+        value = record[column.name]
+        column.check(value)
+        return use(value)
+    except (KeyError, ValueError, TypeError, IndexError):
+        held = shown(str(record[column.name])) if column.name in record else "nothing"
+        raise ConfigurationError(
+            f"a stored record holds {held} for {column.name}, which this node's schema "
+            "does not accept: its records were imported under another schema; import the "
+            "department's data again"
+        ) from None
+
+
 _TRANSFORMS: dict[str, Callable[[float], float]] = {
     "identity": lambda x: x,
     "year": lambda x: x,  # FieldSpec.numeric already turned the date into a decimal year
@@ -626,7 +653,8 @@ def _numeric(column: FieldSpec, spec: _Feature) -> Callable[[Record], float]:
     scale, floor, cap = spec.scale, spec.floor, spec.cap
 
     def derive(record: Record) -> float:
-        return _clamp(transform(column.numeric(record[column.name])) * scale, floor, cap)
+        value = _stored(record, column, lambda v: transform(column.numeric(v)))
+        return _clamp(value * scale, floor, cap)
 
     return derive
 
@@ -636,7 +664,7 @@ def _dummy(name: str, column: FieldSpec, level: str, description: str) -> Featur
     return FeatureSpec(
         f"{name}={level}",
         f"{description}: {level} (1) or not (0)",
-        lambda r: 1.0 if r[column_name] == level else 0.0,
+        lambda r: _stored(r, column, lambda v: 1.0 if v == level else 0.0),
         kind="boolean",
         standardised=False,
         column=column_name,
@@ -672,10 +700,16 @@ def _indicator(spec: _Indicator, column: FieldSpec, k: int) -> IndicatorSpec:
                 f"{where}.bands", f"give one label per level ({len(defaults)}), not {len(bands)}"
             )
         if column.kind == "boolean":
-            return IndicatorSpec(spec.name, description, lambda r: float(r[name]), bands, name)
+            return IndicatorSpec(
+                spec.name, description, lambda r: _stored(r, column, _flag), bands, name
+            )
         levels = column.levels
         return IndicatorSpec(
-            spec.name, description, lambda r: float(levels.index(str(r[name]))), bands, name
+            spec.name,
+            description,
+            lambda r: _stored(r, column, lambda v: float(levels.index(str(v)))),
+            bands,
+            name,
         )
     if not spec.bounds:
         raise _Located(
@@ -692,7 +726,7 @@ def _indicator(spec: _Indicator, column: FieldSpec, k: int) -> IndicatorSpec:
     return IndicatorSpec(
         spec.name,
         description,
-        lambda r: float(band(column.numeric(r[name]), bounds)),
+        lambda r: float(band(_stored(r, column, column.numeric), bounds)),
         labels,
         name,
     )
