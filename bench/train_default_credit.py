@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from creditshare.crypto import Encryptor, PooledEncryptor, PrivateKey
-from creditshare.federated import evaluation_scores, split_batches
+from creditshare.federated import FeatureTransform, Preprocessing, evaluation_scores, split_batches
 from creditshare.federated._metrics import auc, ks, log_loss
 from creditshare.federated._vlr import BureauParty, EpochReport, HostParty, TrainingConfig, train
 
@@ -58,6 +57,11 @@ def centralised(x: np.ndarray, y: np.ndarray, train_idx: Any, test_idx: Any) -> 
 Split = tuple[list[str], list[str], list[str]]  # fit, validation, test ids
 
 
+def _clip_only(names: list[str], config: TrainingConfig) -> Preprocessing:
+    """The features arrive standardised over the whole data set: only the clip is left."""
+    return Preprocessing(tuple(FeatureTransform(n, 0.0, 1.0, config.feature_clip) for n in names))
+
+
 def federated(
     key: PrivateKey,
     config: TrainingConfig,
@@ -68,21 +72,24 @@ def federated(
 ) -> dict[str, Any]:
     ids, y, xg, xh = data
     fit_ids, valid_ids, test_ids = split
+    g_names, h_names = [f"g{j}" for j in range(xg.shape[1])], [f"h{j}" for j in range(xh.shape[1])]
     bureau = BureauParty(
         labels={i: int(v) for i, v in zip(ids, y, strict=True)},
         key=key,
         config=config,
         rows=dict(zip(ids, xg, strict=True)),
-        feature_names=[f"g{j}" for j in range(xg.shape[1])],
+        feature_names=g_names,
         encryptor=encryptor,
+        preprocessing=_clip_only(g_names, config),
     )
     host = HostParty(
         "host",
         dict(zip(ids, xh, strict=True)),
-        [f"h{j}" for j in range(xh.shape[1])],
+        h_names,
         key.public_key,
         config,
         encryptor=encryptor,
+        preprocessing=_clip_only(h_names, config),
     )
 
     def progress(report: EpochReport) -> None:
@@ -190,12 +197,12 @@ def main() -> None:
     )
 
     key = PrivateKey.generate(args.key_bits)
-    compare = replace(config, max_epochs=args.compare_epochs)
+    compare = config.replace(max_epochs=args.compare_epochs)
     with PooledEncryptor(key.public_key, workers=1) as pool:
         time.sleep(1.0)  # the worker's spawn and table build, as a long-running party has
         main_run = federated(key, config, data, split, pool, "packed+pool")
         unpacked = federated(
-            key, replace(compare, packing=False), data, split, pool, "unpacked+pool"
+            key, compare.replace(packing=False), data, split, pool, "unpacked+pool"
         )
     no_pool = federated(key, compare, data, split, None, "packed, no pool")
     plain = plaintext_federated(config, data, split)

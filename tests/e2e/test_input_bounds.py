@@ -18,13 +18,10 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from creditshare._database import open_engine
-from creditshare.client import CreditShareClient
 from creditshare.consent import ConsentGrant, Purpose
 from creditshare.coordinator import CoordinatorSettings, create_app
 from creditshare.coordinator._admin import bootstrap_operator, init_log_key
 from creditshare.demo import Federation, read_enterprises
-from creditshare.ledger import MAX_RECORD_BYTES
-from creditshare.ledger import parse_record as parse_leaf
 
 from .conftest import Trust, register_fresh_key, signed_job_body
 
@@ -61,6 +58,12 @@ def uscc(federation: Federation) -> str:
 def bureau(trust: Trust) -> Iterator[str]:
     api_key, _ = trust.participant("bounds-bureau", "bureau", "Bounds Bureau")
     yield api_key
+
+
+@pytest.fixture(scope="module")
+def bureau_fingerprint(trust: Trust, bureau: str) -> str:
+    """One registered key for the bureau's refused jobs (a participant holds few keys)."""
+    return register_fresh_key(trust.url, bureau)
 
 
 def _served(trust: Trust, uscc: str, consent: str) -> None:
@@ -200,21 +203,11 @@ def test_participant_text_is_bounded_and_printable(trust: Trust, name: str, valu
     assert len(trust.operator.get("/v1/participants")) == before
 
 
-def test_the_largest_consent_scope_makes_a_small_ledger_entry(trust: Trust, uscc: str) -> None:
-    names = tuple(f"{k:02d}" + "i" * 46 for k in range(32))  # 32 names of 48 characters
-    consent = trust.consent(uscc, indicators=names)
-    with CreditShareClient(
-        trust.url,
-        api_key=trust.bank_api_key,
-        private_key=trust.bank.private_key,
-        identity=trust.bank_identity,
-    ) as bank:
-        answer = bank.query_raw(uscc, consent)
-    entry = trust.bank.get(f"/v1/ledger/entries/{answer['ledger_index']}")
-    leaf = base64.b64decode(entry["leaf_data"])
-    assert len(leaf) <= MAX_RECORD_BYTES
-    assert parse_leaf(leaf).indicators == tuple(sorted(names))
-    # One more name, or a longer one, is refused when the consent is granted.
+def test_a_consent_scope_beyond_the_bounds_is_refused(trust: Trust, uscc: str) -> None:
+    """More than 32 indicator names, or a name over 48 characters, is refused when the
+    consent is granted (the largest scope within the bounds makes a ledger record within
+    MAX_RECORD_BYTES: tests/unit/test_ledger_consent_uses.py)."""
+    names = [f"{k:02d}" + "i" * 46 for k in range(32)]  # 32 names of 48 characters
     document = ConsentGrant.create(
         uscc,
         trust.bank_id,
@@ -323,6 +316,40 @@ def test_training_steps_out_of_order_are_409_and_fail_nothing(trust: Trust, bure
     assert (after["status"], after["error"]) == ("aligning", "")
     cancelled = httpx.post(f"{path}/cancel", json={}, headers=headers, timeout=30)
     assert cancelled.status_code == 200, cancelled.text
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"surprise": 1}, "body.config.surprise"),
+        ({"mask_bits": 64}, "body.config.mask_bits"),
+        ({"feature_clip": -1}, "body.config.feature_clip"),
+        ({"test_fraction": 1.5}, "body.config.test_fraction"),
+    ],
+)
+def test_an_unknown_or_out_of_range_training_setting_is_422_naming_it(
+    trust: Trust, bureau: str, bureau_fingerprint: str, config: dict[str, object], named: str
+) -> None:
+    """The coordinator refuses the job before anything is recorded (the nodes validate
+    the same document again when the job is opened on them)."""
+    size = _ledger_size(trust)
+    response = httpx.post(
+        f"{trust.url}/v1/training-jobs",
+        json=signed_job_body(
+            trust.layout.identity("bounds-bureau", "bureau"),
+            {
+                "model_id": "bad-config",
+                "nodes": ["yrd-tax"],
+                "key_fingerprint": bureau_fingerprint,
+                "config": config,
+            },
+        ),
+        headers={"Authorization": f"Bearer {bureau}"},
+        timeout=30,
+    )
+    assert response.status_code == 422, response.text
+    assert named in [e["location"] for e in response.json()["errors"]], response.text
+    assert _ledger_size(trust) == size
 
 
 def test_a_value_the_database_refuses_is_4xx_not_500(

@@ -328,13 +328,15 @@ def test_interrupting_bureau_train_cancels_the_job_and_stops_every_worker(
     try:
         job_id, own, theirs = _mid_training(federation, process, model_id)
         process.send_signal(sig)
-        _, stderr = process.communicate(timeout=TIMEOUT)
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
     assert process.returncode == 128 + sig.value, stderr
     assert f"interrupted by {sig.name}" in stderr and f"job {job_id} cancelled" in stderr
+    # The job id was printed when the job started, so another terminal could follow it.
+    assert f"training job {job_id} started; follow it with" in stdout
     job = bureau.training_job(job_id)
     assert job["status"] == "cancelled" and "interrupted" in job["error"]
     _no_workers_left(federation, own | theirs)

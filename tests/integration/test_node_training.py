@@ -13,16 +13,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import numpy as np
 import pytest
 from sqlmodel import Session, select
 
-from creditshare.crypto import PrivateKey
-from creditshare.federated import PsiParty, bureau_request
+from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey
+from creditshare.federated import (
+    BureauParty,
+    Preprocessing,
+    PsiParty,
+    TrainingConfig,
+    bureau_request,
+    evaluation_scores,
+    train,
+)
 from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, Receipt
 from creditshare.ledger._records import RecordKind
 from creditshare.node import NodeSettings, build_server
-from creditshare.node._storage import ModelShardRow, make_engine
-from creditshare.proto import node_pb2, training_pb2, training_pb2_grpc
+from creditshare.node._storage import ModelShardRow, RecordStore, ShardStore, make_engine
+from creditshare.proto import (
+    node_pb2,
+    node_pb2_grpc,
+    settings_to_pb,
+    training_pb2,
+    training_pb2_grpc,
+)
 
 from .._authority import authority
 from .conftest import receipt_message, tax_node
@@ -30,6 +45,7 @@ from .conftest import receipt_message, tax_node
 if TYPE_CHECKING:
     from creditshare.proto.creditshare.v1.training_pb2_grpc import TrainingAsyncStub
 
+SETTINGS = settings_to_pb(TrainingConfig())
 LOG = LogSigner.generate()
 LEDGER = Ledger(MemoryLedgerStorage(), LOG, lambda: datetime.now(UTC))
 trusted = {"size": 0}
@@ -118,6 +134,7 @@ async def test_psi_answers_once_per_job_and_open_claims_the_receipt(
         public_key=node_pb2.PaillierPublicKey(n=bank_key.public_key.to_bytes()),
         points=points,
         receipt=again,
+        settings=SETTINGS,
     )
     assert (await stub.OpenJob(opened)).rows == 40
     assert await _code(stub.OpenJob(opened)) == grpc.StatusCode.PERMISSION_DENIED
@@ -132,6 +149,7 @@ async def test_psi_answers_once_per_job_and_open_claims_the_receipt(
         public_key=node_pb2.PaillierPublicKey(n=other_key.public_key.to_bytes()),
         points=points,
         receipt=receipt2,
+        settings=SETTINGS,
     )
     swapped.receipt.consistency_from = trusted["size"]
     del swapped.receipt.consistency_proof[:]
@@ -158,7 +176,12 @@ def _workers() -> set[int]:
     return found
 
 
-async def _open(stub: TrainingAsyncStub, key: PrivateKey, rows: int = 40) -> str:
+async def _open(
+    stub: TrainingAsyncStub,
+    key: PrivateKey,
+    rows: int = 40,
+    settings: training_pb2.TrainingSettings | None = None,
+) -> str:
     """A job opened on the node (PSI, then OpenJob over ``rows`` of its records)."""
     job = uuid.uuid4().hex
     receipt = _receipt(job, key)
@@ -173,6 +196,7 @@ async def _open(stub: TrainingAsyncStub, key: PrivateKey, rows: int = 40) -> str
         public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
         points=list(reply.node_blinded[:rows]),
         receipt=again,
+        settings=settings or SETTINGS,
     )
     assert (await stub.OpenJob(opened)).rows == rows
     return job
@@ -267,15 +291,221 @@ async def test_out_of_range_training_messages_are_refused(
     ]
     for call in bad:
         assert await _code(call) == grpc.StatusCode.INVALID_ARGUMENT
+    bad_settings = training_pb2.TrainingSettings()
+    bad_settings.CopyFrom(SETTINGS)
+    bad_settings.learning_rate = math.inf
     opened = training_pb2.OpenJobRequest(
         credentials=authority().training_credentials(),
         job_id=uuid.uuid4().hex,
         public_key=node_pb2.PaillierPublicKey(n=bank_key.public_key.to_bytes()),
         points=[b"p"],
-        learning_rate=math.inf,
+        settings=bad_settings,
     )
     assert await _code(stub.OpenJob(opened)) == grpc.StatusCode.INVALID_ARGUMENT
     # Nothing changed: the job still serves, and is still open.
     reply = await stub.Forward(training_pb2.ForwardRequest(job_id=job, rows=[0, 1]))
     assert len(reply.ciphertexts) == 2
     await stub.CloseJob(training_pb2.CloseJobRequest(job_id=job))
+
+
+async def _refusal(call: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value.code(), caught.value.details() or ""
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("mask_bits", 64), ("feature_clip", -1.0), ("batch_size", 0), ("test_fraction", 2.0)],
+)
+async def test_a_node_refuses_weak_or_out_of_range_settings_by_name(
+    stub: TrainingAsyncStub, bank_key: PrivateKey, field: str, value: float
+) -> None:
+    """The coordinator validated the settings; the node validates them again (the same
+    TrainingConfig), so a coordinator cannot talk it into thin masks."""
+    weak = training_pb2.TrainingSettings()
+    weak.CopyFrom(SETTINGS)
+    setattr(weak, field, value)
+    code, details = await _refusal(_open(stub, bank_key, settings=weak))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"training setting {field}" in details
+
+
+async def test_a_node_refuses_an_open_without_settings(
+    stub: TrainingAsyncStub, bank_key: PrivateKey
+) -> None:
+    code, details = await _refusal(_open(stub, bank_key, settings=training_pb2.TrainingSettings()))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "training setting" in details
+    job = uuid.uuid4().hex
+    receipt = _receipt(job, bank_key)
+    reply = await stub.PsiAnswer(_psi(job, bank_key, receipt))
+    receipt.consistency_from = trusted["size"]
+    del receipt.consistency_proof[:]
+    request = training_pb2.OpenJobRequest(
+        credentials=authority().training_credentials(),
+        job_id=job,
+        public_key=node_pb2.PaillierPublicKey(n=bank_key.public_key.to_bytes()),
+        points=list(reply.node_blinded[:40]),
+        receipt=receipt,
+    )
+    code, details = await _refusal(stub.OpenJob(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "settings is required" in details
+
+
+@pytest.mark.parametrize("clip", [2.0, 0.0])
+async def test_the_preprocessing_kept_is_the_one_trained(
+    stub: TrainingAsyncStub, settings: NodeSettings, bank_key: PrivateKey, clip: float
+) -> None:
+    """The shard keeps the weights on the transformed features and the transformation
+    fitted over the node's records at OpenJob (clip 0: standardised, not clipped)."""
+    config = TrainingConfig(feature_clip=clip)
+    job = await _open(stub, bank_key, settings=settings_to_pb(config))
+    model_id = f"kept-preprocessing-{int(clip)}"
+    await stub.CloseJob(training_pb2.CloseJobRequest(job_id=job, model_id=model_id))
+    engine = make_engine(settings.database_url)
+    shard = ShardStore(engine).load()[model_id]
+    department = settings.department_schema
+    features = department.features
+    names = [f.name for f in features]
+    records = RecordStore(engine).all().values()
+    matrix = [[department.feature_values(r)[n] for n in names] for r in records]
+    flags = [f.standardised for f in features]
+    expected = Preprocessing.fit(names, np.array(matrix), flags, clip)
+    assert shard.preprocessing == expected
+    assert all((f.clip is None) == (clip == 0) for f in expected.features if f.scale != 1.0)
+    assert shard.offset == 0.0 and set(shard.weights) == set(names)
+
+
+class GrpcHost:
+    """A HostEndpoint over the node's real Training service (a blocking channel: the
+    protocol runs in a worker thread while the node serves on the event loop)."""
+
+    def __init__(self, channel: grpc.Channel, job_id: str, key: PrivateKey, ids: list[str]):
+        self._stub = training_pb2_grpc.TrainingStub(channel)
+        self._job = job_id
+        self._key = key.public_key
+        self._position = {uscc: k for k, uscc in enumerate(ids)}
+
+    @property
+    def name(self) -> str:
+        return "yrd-tax"
+
+    def _rows(self, ids: Any) -> list[int]:
+        return [self._position[i] for i in ids]
+
+    def _ciphertexts(self, reply: Any) -> list[Ciphertext]:
+        return [Ciphertext.from_bytes(self._key, c) for c in reply.ciphertexts]
+
+    def forward(self, ids: Any) -> list[Ciphertext]:
+        request = training_pb2.ForwardRequest(job_id=self._job, rows=self._rows(ids))
+        return self._ciphertexts(self._stub.Forward(request))
+
+    def forward_packed(self, ids: Any, slot_bits: int, additions: int) -> list[Ciphertext]:
+        request = training_pb2.ForwardRequest(
+            job_id=self._job, rows=self._rows(ids), slot_bits=slot_bits, additions=additions
+        )
+        return self._ciphertexts(self._stub.Forward(request))
+
+    def masked_gradient(self, ids: Any, residuals: Any) -> list[Ciphertext]:
+        request = training_pb2.MaskedGradientRequest(
+            job_id=self._job, rows=self._rows(ids), residuals=[r.to_bytes() for r in residuals]
+        )
+        return self._ciphertexts(self._stub.MaskedGradient(request))
+
+    def apply_gradient(self, masked_plain: Any, proofs: Any, batch_size: int, rate: float) -> None:
+        self._stub.ApplyGradient(
+            training_pb2.ApplyGradientRequest(
+                job_id=self._job,
+                values=[str(v) for v in masked_plain],
+                randomness=[r.to_bytes((r.bit_length() + 7) // 8 or 1, "big") for r in proofs],
+                batch_size=batch_size,
+                rate=rate,
+            )
+        )
+
+
+async def test_a_bank_is_scored_with_the_model_training_evaluated(
+    settings: NodeSettings, bank_key: PrivateKey
+) -> None:
+    """A small job through the real node (2048-bit keys), kept as a model; the node's
+    Score RPC for an aligned enterprise decrypts to the plaintext Σ w·pre(x) of its kept
+    shard to 1e-6, and to the score training evaluated for that row."""
+    key = bank_key  # the bureau's key in this test
+    config = TrainingConfig(batch_size=32, max_epochs=1, learning_rate=0.5)
+    engine = make_engine(settings.database_url)
+    records = RecordStore(engine).all()
+    wanted = sorted(records)[:96]
+    rng = np.random.default_rng(5)
+    labels = {uscc: int(k % 3 == 0) for k, uscc in enumerate(rng.permutation(wanted))}
+    server, port = await build_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = training_pb2_grpc.TrainingStub(channel)
+            # PSI as the bureau runs it: which of the node's points are the wanted ids.
+            job = uuid.uuid4().hex
+            receipt = _receipt(job, key)
+            party = PsiParty(b"score-domain")
+            request = _psi(job, key, receipt)
+            request.domain = b"score-domain"
+            request.blinded[:] = list(bureau_request(party, wanted).blinded)
+            reply = await stub.PsiAnswer(request)
+            node_points = list(reply.node_blinded)
+            theirs = dict(zip(party.reblind(node_points), node_points, strict=True))
+            double = list(reply.double_blinded)
+            points = {u: theirs[d] for u, d in zip(wanted, double, strict=True) if d in theirs}
+            aligned = [u for u in wanted if u in points]
+            assert len(aligned) == len(wanted)
+            receipt.consistency_from = trusted["size"]
+            del receipt.consistency_proof[:]
+            opened = training_pb2.OpenJobRequest(
+                credentials=authority().training_credentials(),
+                job_id=job,
+                public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
+                points=[points[u] for u in aligned],
+                receipt=receipt,
+                settings=settings_to_pb(config),
+            )
+            assert (await stub.OpenJob(opened)).rows == len(aligned)
+
+            def run() -> tuple[BureauParty, np.ndarray]:
+                with grpc.insecure_channel(f"127.0.0.1:{port}") as blocking:
+                    host = GrpcHost(blocking, job, key, aligned)
+                    bureau = BureauParty(labels, key, config)
+                    train(bureau, [host], aligned[:64], aligned[64:], config)
+                    return bureau, evaluation_scores(bureau, [host], aligned[64:], config)
+
+            bureau, evaluated = await asyncio.to_thread(run)
+            await stub.CloseJob(training_pb2.CloseJobRequest(job_id=job, model_id="scored-model"))
+
+            shard = ShardStore(engine).load()["scored-model"]
+            department = settings.department_schema
+            node = node_pb2_grpc.DataNodeStub(channel)
+            scale = 10**9
+            for k in (0, 5):
+                uscc = aligned[64 + k]
+                plain = shard.partial_score(department.feature_values(records[uscc]))
+                # Training evaluated exactly this (to its 2^-30 fixed point).
+                assert abs(evaluated[k] - bureau.intercept - plain) < 1e-8
+                record = authority().record(
+                    uscc, key.public_key.fingerprint(), model_id="scored-model"
+                )
+                logged = LEDGER.append(record.to_bytes(), record.uscc)
+                described = await node.Describe(node_pb2.DescribeRequest())
+                score = await node.Score(
+                    node_pb2.ScoreRequest(
+                        uscc=uscc,
+                        model_id="scored-model",
+                        public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
+                        scale=scale,
+                        request_id=record.query_id,
+                        receipt=receipt_message(logged, described.trusted_tree_size, LEDGER),
+                        credentials=authority().credentials(uscc),
+                    )
+                )
+                partial = FixedPointEncoding(scale).decrypt(
+                    Ciphertext.from_bytes(key.public_key, score.partial_score), key
+                )
+                assert abs(partial - plain) < 1e-6
+            assert any(w != 0.0 for w in shard.weights.values())
+    finally:
+        await server.stop(None)

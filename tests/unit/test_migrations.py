@@ -85,7 +85,7 @@ LATER_TABLES = {
 LATER_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
     "coordinator": {"consent": ("revocation",)},
     "node": {
-        "model_shard": ("job_id",),
+        "model_shard": ("job_id", "preprocessing"),
         "import_batch": ("added", "changed", "removed", "unchanged"),
     },
 }
@@ -288,4 +288,24 @@ def test_rate_limits_in_the_database_are_shared_by_replicas(database_url: str) -
         replicas[0].hit("bank-1")  # refused hits were not counted, but the 3 still are
     now[0] += 31
     replicas[0].hit("bank-1")  # the window has slid past them
+    engine.dispose()
+
+
+def test_a_shard_kept_before_preprocessing_was_stored_still_scores(database_url: str) -> None:
+    """n0006: an older shard (weights folded onto raw features, with an offset) reads as
+    the identity preprocessing, so it scores exactly as it did."""
+    engine = _engine(database_url)
+    assert migrations.upgrade(engine, "node", "n0005") == "n0005"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                'INSERT INTO model_shard (model_id, weights, "offset", created_at, job_id) '
+                "VALUES ('old-model', :w, -0.5, :t, 'job-1')"
+            ),
+            {"w": '{"a": 2.0, "b": -1.0}', "t": datetime(2026, 11, 1, tzinfo=UTC)},
+        )
+    assert migrations.upgrade(engine, "node") == migrations.head("node")
+    shard = node_storage.ShardStore(engine).load()["old-model"]
+    assert shard.preprocessing is None
+    assert shard.partial_score({"a": 10.0, "b": 4.0}) == 2.0 * 10.0 - 4.0 - 0.5
     engine.dispose()

@@ -274,7 +274,7 @@ def test_coordinator_defaults() -> None:
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
     assert settings.nodes == []
     assert settings.models == []
-    assert settings.scale == 10**6
+    assert settings.scale == 10**9
 
 
 def test_coordinator_environment_overrides_the_file(

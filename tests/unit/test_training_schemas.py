@@ -1,24 +1,79 @@
-"""The training job's config schema is TrainingConfig's fields, each bounded and finite."""
+"""One training configuration: the same document at the SDK, the coordinator and nodes.
+
+TrainingConfig is the request body's ``config`` field, what the coordinator stores, and
+(through ``settings_to_pb``/``settings_from_pb``) what every node is opened with; these
+tests check that nothing is dropped or bounded differently on the way.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import math
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from creditshare.coordinator._routes_training import TrainingConfigIn
+from creditshare.coordinator._routes_training import JobIn
 from creditshare.errors import InvalidInputError
 from creditshare.federated import TrainingConfig
+from creditshare.proto import settings_from_pb, settings_to_pb, training_pb2
+
+#: A value for every field, none of them its default: a dropped field shows.
+EVERY_FIELD: dict[str, Any] = {
+    "learning_rate": 0.123,
+    "learning_rate_decay": 0.5,
+    "batch_size": 77,
+    "l2": 0.01,
+    "max_epochs": 7,
+    "early_stopping_rounds": 2,
+    "min_improvement": 0.002,
+    "validation_fraction": 0.2,
+    "test_fraction": 0.25,
+    "feature_clip": 3.5,
+    "score_bits": 24,
+    "feature_bits": 14,
+    "mask_bits": 96,
+    "packing": False,
+    "seed": 2**32 - 1,
+}
 
 
-def test_config_schema_has_exactly_the_training_config_fields_and_defaults() -> None:
-    fields = {f.name: f.default for f in dataclasses.fields(TrainingConfig)}
-    assert set(TrainingConfigIn.model_fields) == set(fields)
-    assert TrainingConfigIn().model_dump() == fields
-    # Every value the schema accepts, TrainingConfig accepts too.
-    TrainingConfig(**TrainingConfigIn().model_dump())
+def test_every_field_is_tested_and_none_is_its_default() -> None:
+    assert set(EVERY_FIELD) == set(TrainingConfig.model_fields)
+    defaults = TrainingConfig().to_document()
+    assert all(EVERY_FIELD[name] != defaults[name] for name in EVERY_FIELD)
+
+
+def test_the_proto_message_names_exactly_the_config_fields() -> None:
+    names = set(training_pb2.TrainingSettings.DESCRIPTOR.fields_by_name)
+    assert names == set(TrainingConfig.model_fields)
+
+
+def test_document_to_proto_to_document_is_unchanged_with_every_field() -> None:
+    config = TrainingConfig.from_document(EVERY_FIELD)
+    assert config.to_document() == EVERY_FIELD
+    wire = training_pb2.TrainingSettings.FromString(settings_to_pb(config).SerializeToString())
+    back = settings_from_pb(wire)
+    assert back == config
+    assert back.to_document() == EVERY_FIELD
+    # And through the coordinator's request body (JSON), as the SDK sends it.
+    body = JobIn.model_validate(
+        {
+            "model_id": "m",
+            "nodes": ["n"],
+            "key_fingerprint": "0" * 16,
+            "config": EVERY_FIELD,
+            "job_id": "0" * 32,
+            "requested_at": "2026-11-30T10:00:00Z",
+            "signature": "A" * 86 + "==",
+        }
+    )
+    assert body.config == config
+
+
+def test_clipping_can_be_turned_off() -> None:
+    config = TrainingConfig.from_document({"feature_clip": 0})
+    assert settings_from_pb(settings_to_pb(config)).feature_clip == 0
 
 
 @pytest.mark.parametrize(
@@ -28,26 +83,51 @@ def test_config_schema_has_exactly_the_training_config_fields_and_defaults() -> 
         ("learning_rate", math.inf),
         ("l2", -math.inf),
         ("min_improvement", math.nan),
+        ("feature_clip", math.inf),
+        ("feature_clip", -1.0),
         ("batch_size", 2**63),
+        ("batch_size", 31),
         ("seed", -1),
         ("mask_bits", 79),
         ("validation_fraction", 0.5),
+        ("test_fraction", 0.0),
+        ("test_fraction", 0.95),
     ],
 )
-def test_out_of_range_or_non_finite_settings_are_refused(field: str, value: float) -> None:
+def test_out_of_range_or_non_finite_settings_are_refused_by_name(field: str, value: float) -> None:
     with pytest.raises(ValidationError) as caught:
-        TrainingConfigIn(**{field: value})
+        TrainingConfig(**{field: value})
     assert caught.value.errors()[0]["loc"] == (field,)
+    with pytest.raises(InvalidInputError, match=f"training setting {field}:"):
+        TrainingConfig.from_document({field: value})
 
 
 def test_unknown_settings_are_refused_by_name() -> None:
     with pytest.raises(ValidationError) as caught:
-        TrainingConfigIn.model_validate({"learning_rate": 0.1, "surprise": 1})
+        TrainingConfig.model_validate({"learning_rate": 0.1, "surprise": 1})
     assert caught.value.errors()[0]["loc"] == ("surprise",)
+    with pytest.raises(InvalidInputError, match="training setting surprise: unknown field"):
+        TrainingConfig.from_document({"surprise": 1})
 
 
-@pytest.mark.parametrize("field", ["learning_rate", "l2", "feature_clip", "min_improvement"])
-def test_training_config_itself_refuses_non_finite_numbers(field: str) -> None:
-    """Nodes build a TrainingConfig from gRPC doubles: Infinity must not pass there either."""
-    with pytest.raises(InvalidInputError, match=field):
-        dataclasses.replace(TrainingConfig(), **{field: math.inf})  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("mask_bits", 40), ("score_bits", 8), ("learning_rate", math.inf), ("feature_clip", -2.0)],
+)
+def test_a_node_refuses_weak_or_broken_settings_from_the_wire(field: str, value: float) -> None:
+    """A coordinator cannot talk a node into thin masks: the node validates the message."""
+    wire = settings_to_pb(TrainingConfig())
+    setattr(wire, field, value)
+    with pytest.raises(InvalidInputError, match=f"training setting {field}:"):
+        settings_from_pb(wire)
+
+
+def test_a_message_with_fields_left_out_is_refused_not_defaulted() -> None:
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        settings_from_pb(training_pb2.TrainingSettings(learning_rate=0.3))
+
+
+def test_replace_validates() -> None:
+    assert TrainingConfig().replace(max_epochs=3).max_epochs == 3
+    with pytest.raises(InvalidInputError, match="max_epochs"):
+        TrainingConfig().replace(max_epochs=0)

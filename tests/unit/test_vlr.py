@@ -8,7 +8,6 @@ protocol allows it to see.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from creditshare.errors import InvalidInputError
 from creditshare.federated import (
     BureauParty,
     HostParty,
+    Preprocessing,
     TrainingConfig,
     auc,
     evaluation_scores,
@@ -50,21 +50,40 @@ CONFIG = TrainingConfig(
 )
 
 
+def _preprocessing(
+    data: tuple[list[str], np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[Preprocessing, Preprocessing]:
+    """Each party's fit over its own rows (host, bureau), as a node fits at OpenJob."""
+    _, _, xh, xb = data
+    clip = CONFIG.feature_clip
+    return (
+        Preprocessing.fit(["h0", "h1", "h2"], xh, [True] * 3, clip),
+        Preprocessing.fit(["b0", "b1"], xb, [True] * 2, clip),
+    )
+
+
 def _parties(
     key: PrivateKey,
     data: tuple[list[str], np.ndarray, np.ndarray, np.ndarray],
     config: TrainingConfig = CONFIG,
 ) -> tuple[BureauParty, HostParty]:
     ids, y, xh, xb = data
+    host_pre, bureau_pre = _preprocessing(data)
     bureau = BureauParty(
         {i: int(v) for i, v in zip(ids, y, strict=True)},
         key,
         config,
         rows=dict(zip(ids, xb, strict=True)),
         feature_names=["b0", "b1"],
+        preprocessing=bureau_pre,
     )
     host = HostParty(
-        "node", dict(zip(ids, xh, strict=True)), ["h0", "h1", "h2"], key.public_key, config
+        "node",
+        dict(zip(ids, xh, strict=True)),
+        ["h0", "h1", "h2"],
+        key.public_key,
+        config,
+        preprocessing=host_pre,
     )
     return bureau, host
 
@@ -75,7 +94,8 @@ def _plaintext_reference(
     """The same SGD, batch order and Taylor residual, with no encryption at all."""
     ids, y, xh, xb = data
     pos = {i: k for k, i in enumerate(ids)}
-    clip = CONFIG.feature_clip
+    host_pre, bureau_pre = _preprocessing(data)
+    ph, pb = host_pre.apply(xh), bureau_pre.apply(xb)
     wh, wb, b = np.zeros(HOST_FEATURES), np.zeros(BUREAU_FEATURES), 0.0
     rng = np.random.default_rng(CONFIG.seed)
     order_ids = np.array(list(fit))
@@ -83,7 +103,7 @@ def _plaintext_reference(
         order = order_ids[rng.permutation(len(order_ids))]
         for s in range(0, len(order), CONFIG.batch_size):
             rows = [pos[i] for i in order[s : s + CONFIG.batch_size]]
-            h, g = np.clip(xh[rows], -clip, clip), np.clip(xb[rows], -clip, clip)
+            h, g = ph[rows], pb[rows]
             d = 0.5 + 0.25 * (h @ wh + g @ wb + b) - y[rows]
             rate = CONFIG.rate(epoch)
             wh = wh - rate * (h.T @ d / len(rows))
@@ -97,7 +117,7 @@ def test_encrypted_training_matches_plaintext_sgd(
     key: PrivateKey, data: tuple[list[str], np.ndarray, np.ndarray, np.ndarray], packing: bool
 ) -> None:
     ids = data[0]
-    config = replace(CONFIG, packing=packing)
+    config = CONFIG.replace(packing=packing)
     bureau, host = _parties(key, data, config)
     fit, valid = ids[:120], ids[120:]
     result = train(bureau, [host], fit, valid, config)
@@ -158,7 +178,7 @@ def test_what_each_party_sees(
     key: PrivateKey, data: tuple[list[str], np.ndarray, np.ndarray, np.ndarray], packing: bool
 ) -> None:
     ids = data[0]
-    config = replace(CONFIG, packing=packing)
+    config = CONFIG.replace(packing=packing)
     bureau, host = _parties(key, data, config)
     spy = RecordingHost(host)
     batch = ids[:40]
@@ -219,23 +239,30 @@ def test_packing_decrypts_once_per_party_per_batch(
     in another. Unpacked: 3 + (1 + 2) decryptions for the same step, same result."""
     ids, y, xh, xb = data
     counting = CountingKey(key)
-    config = replace(CONFIG, packing=packing)
+    config = CONFIG.replace(packing=packing)
+    host_pre, bureau_pre = _preprocessing(data)
     bureau = BureauParty(
         {i: int(v) for i, v in zip(ids, y, strict=True)},
         counting,  # type: ignore[arg-type]
         config,
         rows=dict(zip(ids, xb, strict=True)),
         feature_names=["b0", "b1"],
+        preprocessing=bureau_pre,
     )
     host = HostParty(
-        "node", dict(zip(ids, xh, strict=True)), ["h0", "h1", "h2"], key.public_key, config
+        "node",
+        dict(zip(ids, xh, strict=True)),
+        ["h0", "h1", "h2"],
+        key.public_key,
+        config,
+        preprocessing=host_pre,
     )
     host.weights[:] = [0.3, -0.2, 0.1]
     batch = ids[:40]
     bureau.step(batch, [host.forward(batch)], [host], 0.5)
     assert counting.decryptions == per_step
     # Same step, other mode: the weights agree to fixed-point rounding.
-    other_bureau, other_host = _parties(key, data, replace(CONFIG, packing=not packing))
+    other_bureau, other_host = _parties(key, data, CONFIG.replace(packing=not packing))
     other_host.weights[:] = [0.3, -0.2, 0.1]
     other_bureau.step(batch, [other_host.forward(batch)], [other_host], 0.5)
     np.testing.assert_allclose(host.weights, other_host.weights, atol=1e-6)
@@ -261,6 +288,19 @@ def test_packed_evaluation_scores_equal_unpacked(
     np.testing.assert_allclose(bureau.scores_packed(rows, [packed], 64, 1), unpacked, atol=1e-5)
     assert np.any(unpacked < 0) and np.any(unpacked > 0)
     np.testing.assert_allclose(evaluation_scores(bureau, [host], rows, CONFIG), unpacked, atol=1e-5)
+    # Evaluation is as precise as a bank's query path (scale 10**9), packing on or off.
+    host_pre, bureau_pre = _preprocessing(data)
+    pos = {i: k for k, i in enumerate(ids)}
+    at = [pos[i] for i in rows]
+    exact = (
+        host_pre.apply(data[2])[at] @ host.weights
+        + bureau_pre.apply(data[3])[at] @ bureau.weights
+        + bureau.intercept
+    )
+    for config in (CONFIG, CONFIG.replace(packing=False)):
+        np.testing.assert_allclose(
+            evaluation_scores(bureau, [host], rows, config), exact, rtol=0, atol=1e-8
+        )
     with pytest.raises(InvalidInputError, match="packed ciphertexts"):
         bureau.scores_packed(rows, [packed[:2]], 64, 1)
 
@@ -280,8 +320,10 @@ def test_bad_inputs_are_refused(
         BureauParty({"a": 2}, key, CONFIG)
     with pytest.raises(InvalidInputError, match="finite"):
         HostParty("n", {"a": [float("nan")]}, ["x"], key.public_key, CONFIG).forward(["a"])
-    with pytest.raises(InvalidInputError, match="batch_size"):
+    with pytest.raises(ValueError, match="batch_size"):
         TrainingConfig(batch_size=0)
+    with pytest.raises(InvalidInputError, match="training setting batch_size"):
+        TrainingConfig.from_document({"batch_size": 0})
     with pytest.raises(InvalidInputError, match="outstanding"):
         host.apply_gradient([1, 2, 3], [1, 1, 1], 10, 0.1)
 
@@ -319,7 +361,7 @@ def test_weak_settings_are_refused() -> None:
     ]
     for kwargs, message in cases:
         with pytest.raises(InvalidInputError, match=message):
-            TrainingConfig(**kwargs)
+            TrainingConfig.from_document(kwargs)
 
 
 def test_node_takes_only_proven_decryptions_of_its_own_gradient(

@@ -22,49 +22,92 @@ __all__ = ["bureau_app"]
 bureau_app = typer.Typer(no_args_is_help=True, help="A credit bureau's federated training.")
 
 
+#: CLI option → TrainingConfig field: values are validated once, by the config document.
+_OPTIONS = {
+    "--epochs": "max_epochs",
+    "--learning-rate": "learning_rate",
+    "--batch-size": "batch_size",
+    "--l2": "l2",
+    "--clip": "feature_clip",
+    "--early-stopping-rounds": "early_stopping_rounds",
+    "--validation-share": "validation_fraction",
+    "--test-share": "test_fraction",
+    "--seed": "seed",
+}
+
+
 @bureau_app.command("train")
 def bureau_train(
     coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
     api_key: ApiKeyOption,
     identity: IdentityOption,
     labels: Annotated[Path, typer.Option(help="CSV with columns uscc,default (0/1)")],
-    node: Annotated[list[str], typer.Option(help="data node to train with (repeatable)")],
+    node: Annotated[
+        list[str],
+        typer.Option(
+            help="data node to train with (repeatable); a bureau's own features are served "
+            "by a node it runs, named here like any other"
+        ),
+    ],
     model_id: Annotated[str, typer.Option(help="id to publish the model under")],
     key_file: KeyFileOption = None,
-    epochs: Annotated[int, typer.Option(min=1, max=1000)] = 10,
-    batch_size: Annotated[int, typer.Option(min=1)] = 256,
-    learning_rate: Annotated[float, typer.Option()] = 0.3,
-    l2: Annotated[float, typer.Option()] = 0.0,
+    epochs: Annotated[int | None, typer.Option(help="most epochs (default 10)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="rows per batch (default 256)")] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="initial learning rate (default 0.3)")
+    ] = None,
+    l2: Annotated[float | None, typer.Option(help="L2 penalty (default 0)")] = None,
+    clip: Annotated[
+        float | None,
+        typer.Option(
+            help="clip standardised features at ±this (default 2; 0: no clipping); "
+            "part of the published model"
+        ),
+    ] = None,
     early_stopping_rounds: Annotated[
-        int, typer.Option(min=1, max=1000, help="epochs without a better validation loss")
-    ] = 3,
+        int | None, typer.Option(help="epochs without a better validation loss (default 3)")
+    ] = None,
+    validation_share: Annotated[
+        float | None,
+        typer.Option(help="share of the training rows used for early stopping (default 0.1)"),
+    ] = None,
+    test_share: Annotated[
+        float | None,
+        typer.Option(help="share of the aligned rows held out for the test metrics (default 0.3)"),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seed of the test/validation split and batch order")
+    ] = None,
+    test_ids: Annotated[
+        Path | None,
+        typer.Option(
+            help="the held-out ids: a CSV with a uscc column, or one USCC per line; each "
+            "must be among the labels; the test split is those of them that align"
+        ),
+    ] = None,
     description: Annotated[str, typer.Option()] = "",
 ) -> None:
-    """Align with the nodes by PSI, train under encryption, evaluate, publish the model."""
-    import csv
+    """Align with the nodes by PSI, train under encryption, evaluate, publish the model.
 
+    The job id is printed as soon as the coordinator accepts the job: follow it from
+    another terminal with `creditshare bureau job`.
+    """
     from creditshare.client import Identity, load_or_create_key
-    from creditshare.errors import ImportRejectedError
-    from creditshare.federated import TrainingConfig
 
-    rows: dict[str, int] = {}
-    with labels.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"uscc", "default"} <= set(reader.fieldnames):
-            raise ImportRejectedError(str(labels), 1, "expected columns uscc,default")
-        for row in reader:
-            if row["default"] not in ("0", "1"):
-                raise ImportRejectedError(
-                    str(labels), reader.line_num, f"default must be 0 or 1, got {row['default']!r}"
-                )
-            rows[row["uscc"].strip().upper()] = int(row["default"])
-    config = TrainingConfig(
-        max_epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        l2=l2,
-        early_stopping_rounds=early_stopping_rounds,
-    )
+    rows = _read_labels(labels)
+    given = {
+        "--epochs": epochs,
+        "--learning-rate": learning_rate,
+        "--batch-size": batch_size,
+        "--l2": l2,
+        "--clip": clip,
+        "--early-stopping-rounds": early_stopping_rounds,
+        "--validation-share": validation_share,
+        "--test-share": test_share,
+        "--seed": seed,
+    }
+    config = _config({_OPTIONS[k]: v for k, v in given.items() if v is not None})
+    held_out = _read_test_ids(test_ids, rows) if test_ids is not None else None
     key = load_or_create_key(key_file)
     signer = Identity.load(identity)
     # SIGTERM (an orchestrator, `kill`) ends training like Ctrl-C: the job is cancelled at
@@ -75,7 +118,16 @@ def bureau_train(
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         model = _train_with_progress(
-            coordinator, api_key, key, signer, rows, node, model_id, config, description, epochs
+            coordinator,
+            api_key,
+            key,
+            signer,
+            rows,
+            node,
+            model_id,
+            config,
+            description,
+            held_out,
         )
     except KeyboardInterrupt as exc:
         name = str(exc) if str(exc) in signal.Signals.__members__ else "SIGINT"
@@ -84,8 +136,71 @@ def bureau_train(
         raise typer.Exit(code=128 + signal.Signals[name].value) from None
     console.print(
         f"published {model.model_id} (job {model.job_id}): {model.aligned_rows} aligned "
-        f"rows, test AUC {model.test_auc:.4f}, KS {model.test_ks:.4f}"
+        f"rows, {len(model.test_ids)} held out: test AUC {model.test_auc:.4f}, "
+        f"KS {model.test_ks:.4f}"
     )
+
+
+def _config(document: dict[str, object]) -> TrainingConfig:
+    """The one validation of the options: the TrainingConfig document, its errors
+    naming the option."""
+    from creditshare.errors import InvalidInputError
+    from creditshare.federated import TrainingConfig
+
+    try:
+        return TrainingConfig.from_document(document)
+    except InvalidInputError as exc:
+        message = str(exc)
+        for option, name in _OPTIONS.items():
+            message = message.replace(f"training setting {name}:", f"{option}:")
+        raise InvalidInputError(message) from None
+
+
+def _read_labels(path: Path) -> dict[str, int]:
+    import csv
+
+    from creditshare.errors import ImportRejectedError
+
+    rows: dict[str, int] = {}
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"uscc", "default"} <= set(reader.fieldnames):
+            raise ImportRejectedError(str(path), 1, "expected columns uscc,default")
+        for row in reader:
+            if row["default"] not in ("0", "1"):
+                raise ImportRejectedError(
+                    str(path), reader.line_num, f"default must be 0 or 1, got {row['default']!r}"
+                )
+            rows[row["uscc"].strip().upper()] = int(row["default"])
+    return rows
+
+
+def _read_test_ids(path: Path, labels: dict[str, int]) -> set[str]:
+    """The held-out USCCs: a CSV with a ``uscc`` column, or one per line. Each must be
+    among the labels (``file, line N: reason`` otherwise)."""
+    import csv
+
+    from creditshare.errors import ImportRejectedError
+
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        lines = list(csv.reader(handle))
+    header = [c.strip().lower() for c in lines[0]] if lines else []
+    column, first = (header.index("uscc"), 2) if "uscc" in header else (0, 1)
+    if column == 0 and first == 1 and any(len(line) > 1 for line in lines):
+        raise ImportRejectedError(str(path), 1, "expected a uscc column, or one USCC per line")
+    ids: set[str] = set()
+    for number, line in enumerate(lines[first - 1 :], start=first):
+        if not line or not "".join(line).strip():
+            continue
+        if column >= len(line):
+            raise ImportRejectedError(str(path), number, "the row has no uscc value")
+        uscc = line[column].strip().upper()
+        if uscc not in labels:
+            raise ImportRejectedError(str(path), number, f"{uscc!r} is not among the labels")
+        ids.add(uscc)
+    if not ids:
+        raise ImportRejectedError(str(path), 1, "no held-out ids")
+    return ids
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -102,7 +217,7 @@ def _train_with_progress(
     model_id: str,
     config: TrainingConfig,
     description: str,
-    epochs: int,
+    test_ids: set[str] | None,
 ) -> TrainedModel:
     from rich.progress import Progress
 
@@ -114,21 +229,37 @@ def _train_with_progress(
         ) as client,
         Progress(console=console) as bar,
     ):
-        task = bar.add_task("training", total=epochs)
+        task = bar.add_task("training", total=config.max_epochs)
+
+        def started(job_id: str) -> None:
+            bar.console.print(
+                f"training job {job_id} started; follow it with "
+                f"`creditshare bureau job --coordinator {coordinator} --id {job_id}`"
+            )
 
         def show(progress: dict[str, object]) -> None:
             epoch = int(str(progress.get("epoch", 0)))
             batches = int(str(progress.get("batches", 0))) or 1
             batch = int(str(progress.get("batch", 0)))
             bar.update(task, completed=epoch + batch / batches)
-            if "validation_auc" in progress:
+            if progress.get("validation_auc") is not None:
                 bar.console.print(
                     f"epoch {epoch}: validation loss "
                     f"{float(str(progress['validation_loss'])):.4f}, "
                     f"AUC {float(str(progress['validation_auc'])):.4f}"
                 )
 
-        return train_model(client, rows, node, model_id, config, description, on_progress=show)
+        return train_model(
+            client,
+            rows,
+            node,
+            model_id,
+            config,
+            description,
+            on_progress=show,
+            test_ids=test_ids,
+            on_start=started,
+        )
 
 
 @bureau_app.command("cancel")

@@ -12,7 +12,7 @@ import base64
 import contextlib
 import math
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +149,8 @@ class TrainedModel:
     test_ks: float
     epochs: list[EpochReport]
     intercept: float
+    #: The held-out enterprises (aligned ids) the published metrics were computed on.
+    test_ids: tuple[str, ...] = ()
 
 
 def _align(
@@ -194,6 +196,27 @@ def _stratified_split(
     return kept, held
 
 
+def _test_split(
+    aligned: Sequence[str],
+    labels: Mapping[str, int],
+    config: TrainingConfig,
+    test_ids: Collection[str] | None,
+) -> tuple[list[str], list[str]]:
+    """(fit and validation, test): the named test ids that aligned, or a stratified
+    ``config.test_fraction`` drawn with ``config.seed``."""
+    if test_ids is None:
+        return _stratified_split(aligned, labels, config.test_fraction, config.seed)
+    held = set(test_ids)
+    test = [i for i in aligned if i in held]
+    rest = [i for i in aligned if i not in held]
+    if len({labels[i] for i in test}) < 2:
+        raise ClientError(
+            f"the held-out ids that align with every node ({len(test)}) hold fewer than two "
+            "classes of label: no test AUC can be computed"
+        )
+    return rest, test
+
+
 def train_model(
     client: CreditShareClient,
     labels: Mapping[str, int],
@@ -201,43 +224,46 @@ def train_model(
     model_id: str,
     config: TrainingConfig | None = None,
     description: str = "",
-    test_fraction: float = 0.3,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     workers: int = 1,
+    test_ids: Collection[str] | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> TrainedModel:
     """PSI with every node, train, evaluate on a held-out split, publish ``model_id``.
 
+    The test split is ``test_ids`` (those of them that align with every node; each
+    must be among ``labels``), or a stratified ``config.test_fraction`` of the
+    aligned ids drawn with ``config.seed``. The published ``test_auc``/``test_ks``
+    are computed from the scores the published model gives those enterprises: the
+    nodes' kept shards (preprocessing and weights) plus the intercept, as banks get
+    them. ``on_start`` gets the job id as soon as the coordinator accepted the job.
     ``workers`` processes make encryption obfuscators ahead while this one decrypts.
     """
     config = config or TrainingConfig()
     if not labels:
         raise ClientError("no labels to train on")
+    if test_ids is not None:
+        unknown = [i for i in test_ids if i not in labels]
+        if unknown:
+            raise ClientError(
+                f"{len(unknown)} held-out id(s) have no label (e.g. {sorted(unknown)[0]}): "
+                "test ids must be among the labelled ids"
+            )
     key = client.private_key
-    settings = {
-        "learning_rate_decay": config.learning_rate_decay,
-        "score_bits": config.score_bits,
-        "feature_bits": config.feature_bits,
-        "mask_bits": config.mask_bits,
-        "learning_rate": config.learning_rate,
-        "batch_size": config.batch_size,
-        "l2": config.l2,
-        "max_epochs": config.max_epochs,
-        "feature_clip": config.feature_clip,
-        "packing": config.packing,
-        "early_stopping_rounds": config.early_stopping_rounds,
-    }
     body: dict[str, Any] = {
         "model_id": model_id,
         "description": description,
         "nodes": list(nodes),
         "key_fingerprint": client.ensure_paillier_key(),
-        "config": settings,
+        "config": config.to_document(),
     }
     # The job id is chosen (and signed) here, before anything is sent: an interrupt at
     # any moment after this line can name the job it cancels.
     signed = sign_job(client.identity, body)
     job_id = signed["job_id"]
     client.signed_post("/v1/training-jobs", body, lambda _identity, _body: signed)
+    if on_start:
+        on_start(job_id)
 
     def report(payload: dict[str, Any]) -> None:
         client.post(f"/v1/training-jobs/{job_id}/progress", payload)
@@ -259,7 +285,7 @@ def train_model(
                 f"/v1/training-jobs/{job_id}/open",
                 {"node": node, "points": _b64([points[node][i] for i in aligned])},
             )
-        fit_and_valid, test = _stratified_split(aligned, labels, test_fraction, config.seed)
+        fit_and_valid, test = _test_split(aligned, labels, config, test_ids)
         fit, valid = _stratified_split(
             fit_and_valid, labels, config.validation_fraction, config.seed + 1
         )
@@ -293,6 +319,8 @@ def train_model(
             "test_auc": auc(y, scores),
             "test_ks": ks(y, scores),
             "aligned_rows": float(len(aligned)),
+            "test_rows": float(len(test)),
+            "test_share": len(test) / len(aligned),
         }
         client.post(
             f"/v1/training-jobs/{job_id}/finish",
@@ -330,4 +358,5 @@ def train_model(
         metrics["test_ks"],
         result.epochs,
         bureau.intercept,
+        tuple(test),
     )

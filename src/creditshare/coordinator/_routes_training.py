@@ -30,10 +30,10 @@ from creditshare.coordinator._services import Services
 from creditshare.crypto import PublicKey
 from creditshare.errors import InvalidInputError, PermissionDeniedError
 from creditshare.federated import TrainingConfig
-from creditshare.proto import node_pb2, training_pb2
+from creditshare.proto import node_pb2, settings_to_pb, training_pb2
 from creditshare.signed import SignedTrainingJob, training_document
 
-__all__ = ["TrainingConfigIn", "router"]
+__all__ = ["router"]
 
 router = APIRouter(tags=["training"])
 Bureau = Annotated[Participant, Depends(require_roles(Role.BUREAU))]
@@ -54,30 +54,10 @@ Number = Annotated[float, Field(ge=-_MAX_MAGNITUDE, le=_MAX_MAGNITUDE, allow_inf
 MetricName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
 ]
-_DEFAULTS = TrainingConfig()
 
 
 #: Unknown fields refused, floats finite, no control characters (NUL cannot be stored).
 _Strict = InputModel
-
-
-class TrainingConfigIn(_Strict):
-    """Exactly ``TrainingConfig``'s fields, each bounded; unknown keys are refused."""
-
-    learning_rate: float = Field(default=_DEFAULTS.learning_rate, gt=0, le=100)
-    learning_rate_decay: float = Field(default=_DEFAULTS.learning_rate_decay, ge=0, le=100)
-    batch_size: int = Field(default=_DEFAULTS.batch_size, ge=32, le=100_000)
-    l2: float = Field(default=_DEFAULTS.l2, ge=0, le=1000)
-    max_epochs: int = Field(default=_DEFAULTS.max_epochs, ge=1, le=1000)
-    early_stopping_rounds: int = Field(default=_DEFAULTS.early_stopping_rounds, ge=1, le=1000)
-    min_improvement: float = Field(default=_DEFAULTS.min_improvement, ge=0, le=1)
-    validation_fraction: float = Field(default=_DEFAULTS.validation_fraction, gt=0, lt=0.5)
-    feature_clip: float = Field(default=_DEFAULTS.feature_clip, gt=0, le=1000)
-    score_bits: int = Field(default=_DEFAULTS.score_bits, ge=16, le=32)
-    feature_bits: int = Field(default=_DEFAULTS.feature_bits, ge=8, le=20)
-    mask_bits: int = Field(default=_DEFAULTS.mask_bits, ge=80, le=256)
-    packing: bool = _DEFAULTS.packing
-    seed: int = Field(default=_DEFAULTS.seed, ge=0, le=_UINT32)
 
 
 class JobIn(_Strict):
@@ -90,7 +70,9 @@ class JobIn(_Strict):
         description="one of the bureau's registered Paillier keys (POST /v1/paillier-keys): "
         "what nodes encrypt under and the bureau decrypts with",
     )
-    config: TrainingConfigIn = Field(default_factory=TrainingConfigIn)
+    #: The one training-configuration document (unknown fields and values out of their
+    #: bounds are refused here, 422 naming the field); stored with the job as sent.
+    config: TrainingConfig = Field(default_factory=TrainingConfig)
     job_id: str = Field(
         pattern=REQUEST_ID_PATTERN,
         description="chosen by the bureau (128 random bits, lowercase hex) and signed",
@@ -224,7 +206,7 @@ async def create_job(body: JobIn, caller: Bureau, services: ServicesDep) -> JobO
         caller,
         body.model_id,
         body.nodes,
-        body.config.model_dump(),
+        body.config,
         key,
         body.description,
         signed,
@@ -291,13 +273,7 @@ async def open_job(
         job_id=job_id,
         public_key=node_pb2.PaillierPublicKey(n=PublicKey.from_text(row.public_key).to_bytes()),
         points=_bytes(body.points, "points"),
-        l2=config.l2,
-        feature_clip=config.feature_clip,
-        score_bits=config.score_bits,
-        feature_bits=config.feature_bits,
-        mask_bits=config.mask_bits,
-        learning_rate=config.learning_rate,
-        unpacked=not config.packing,
+        settings=settings_to_pb(config),
         credentials=await asyncio.to_thread(services.credentials.for_nodes, row.bureau),
     )
 
@@ -375,7 +351,9 @@ async def finish(job_id: JobId, body: FinishIn, caller: Bureau, services: Servic
     step fails, no node keeps a shard and the model id stays free."""
     jobs = services.training
     row = await jobs.active(job_id, caller, step="finish")
-    metrics = {**body.metrics, "epochs": len(row.history)}
+    # The split seed from the stored config beside what the bureau measured (test_auc,
+    # test_ks, test_rows, test_share: from the scores the published shards give).
+    metrics = {**body.metrics, "epochs": len(row.history), "seed": jobs.config(row).seed}
     return _out(await jobs.finish(row, body.intercept, metrics))
 
 

@@ -115,7 +115,7 @@ class TrainingJobs:
         bureau: Participant,
         model_id: str,
         nodes: list[str],
-        config: dict[str, Any],
+        config: TrainingConfig,
         public_key: PublicKey,
         description: str,
         signed: SignedTrainingJob,
@@ -128,7 +128,6 @@ class TrainingJobs:
         for node in nodes:
             self._registry.node(node)
         self._check_model_id_free(model_id)
-        self._typed(config)
         self._check_room(bureau)
         now = self._clock()
         job_id = signed.job_id
@@ -161,7 +160,7 @@ class TrainingJobs:
             model_id=model_id,
             status="aligning",
             nodes=nodes,
-            config={**config, "description": description},
+            config={**config.to_document(), "description": description},
             progress={"epoch": 0, "batch": 0, "batches": 0},
             history=[],
             sizes={},
@@ -210,16 +209,11 @@ class TrainingJobs:
                 raise ConflictError(f"model id {model_id!r} is reserved by training job {clash.id}")
 
     @staticmethod
-    def _typed(config: dict[str, Any]) -> TrainingConfig:
-        settings = {k: v for k, v in config.items() if k != "description"}
-        try:
-            return TrainingConfig(**settings)
-        except TypeError as exc:
-            raise InvalidInputError(f"unknown training setting: {exc}") from None
-
-    def config(self, job: TrainingJobRow) -> TrainingConfig:
-        """The job's settings, typed: what every node of the job is opened with."""
-        return self._typed(job.config)
+    def config(job: TrainingJobRow) -> TrainingConfig:
+        """The job's settings, typed: what every node of the job is opened with (a job
+        stored before a setting existed gets that setting's default)."""
+        settings = {k: v for k, v in job.config.items() if k != "description"}
+        return TrainingConfig.from_document(settings)
 
     def check_publishable(self, job: TrainingJobRow) -> None:
         self._check_model_id_free(job.model_id, job.id)

@@ -34,6 +34,7 @@ from creditshare.crypto import VerifyKey
 from creditshare.demo._pki import chain_ca, node_identity, participant_identity, tls_identity
 from creditshare.demo._toml import dumps
 from creditshare.departments import DEFAULT_INTERCEPT, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
+from creditshare.federated import ModelShard
 from creditshare.identity import Chain
 from creditshare.ledger import WitnessKey
 from creditshare.node import (
@@ -269,9 +270,9 @@ class FederationLayout:
                 counts[node.node_id] = summary.rows
         return counts
 
-    def trained_shards(self, model_id: str) -> dict[str, tuple[dict[str, float], float]]:
+    def trained_shards(self, model_id: str) -> dict[str, ModelShard]:
         """Each node's shard of a trained model, read from the node databases (demo view)."""
-        shards: dict[str, tuple[dict[str, float], float]] = {}
+        shards: dict[str, ModelShard] = {}
         for node in self.nodes:
             stored = ShardStore(make_engine(self.node_settings(node).database_url)).load()
             if model_id in stored:

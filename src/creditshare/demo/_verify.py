@@ -16,6 +16,7 @@ from pathlib import Path
 from creditshare.client import CreditProfile
 from creditshare.demo._federation import FederationLayout
 from creditshare.departments import PRESENCE_INDICATOR, FieldValue, get_department
+from creditshare.federated import ModelShard
 
 __all__ = ["PlaintextOracle", "Verification", "read_enterprises"]
 
@@ -65,17 +66,16 @@ class PlaintextOracle:
         self,
         uscc: str,
         answered: list[str],
-        shards: Mapping[str, tuple[Mapping[str, float], float]],
+        shards: Mapping[str, ModelShard],
         intercept: float,
     ) -> float:
-        """The score a trained model gives, from its shards (weights, bias) per node."""
+        """The score a trained model gives, from its shards (preprocessing, weights) per node."""
         total = [intercept]
         for node in self._layout.nodes:
             record = self._records[node.node_id].get(uscc)
             if node.node_id in answered and record is not None and node.node_id in shards:
-                weights, bias = shards[node.node_id]
                 department = get_department(node.department)
-                total.append(department.partial_score(record, weights) + bias)
+                total.append(shards[node.node_id].partial_score(department.feature_values(record)))
         return math.fsum(total)
 
     def indicators(self, uscc: str, node_id: str) -> Mapping[str, float]:

@@ -5,7 +5,9 @@ blinded points through method calls, so the same code runs in one process (tests
 benchmarks) and across the coordinator and data nodes.
 """
 
+from creditshare.federated._config import TrainingConfig, describe_validation_error
 from creditshare.federated._metrics import auc, ks, log_loss
+from creditshare.federated._preprocessing import FeatureTransform, ModelShard, Preprocessing
 from creditshare.federated._psi import (
     PsiParty,
     PsiRequest,
@@ -16,13 +18,13 @@ from creditshare.federated._psi import (
     node_answer,
 )
 from creditshare.federated._vlr import (
+    EVAL_SCORE_BITS,
     EVAL_SLOT_BITS,
     MIN_BATCH_ROWS,
     BureauParty,
     EpochReport,
     HostEndpoint,
     HostParty,
-    TrainingConfig,
     TrainingResult,
     evaluation_scores,
     split_batches,
@@ -30,12 +32,16 @@ from creditshare.federated._vlr import (
 )
 
 __all__ = [
+    "EVAL_SCORE_BITS",
     "EVAL_SLOT_BITS",
     "MIN_BATCH_ROWS",
     "BureauParty",
     "EpochReport",
+    "FeatureTransform",
     "HostEndpoint",
     "HostParty",
+    "ModelShard",
+    "Preprocessing",
     "PsiParty",
     "PsiRequest",
     "PsiResponse",
@@ -44,6 +50,7 @@ __all__ = [
     "auc",
     "bureau_intersect",
     "bureau_request",
+    "describe_validation_error",
     "evaluation_scores",
     "hash_to_u",
     "ks",

@@ -17,14 +17,17 @@ own weight shard. Per mini-batch B (Hardy et al. 2017; FATE's hetero LR):
 What each party sees: hosts see only ciphertexts under the bureau's key and
 their own unmasked gradient; the bureau sees masked host gradients, its own
 gradient, and (for evaluation) Σ_h u_h per scored id; the relay sees
-ciphertexts. Features are winsorised locally by each party (``feature_clip``),
-which also keeps the Taylor expansion accurate (see the training notes).
+ciphertexts. Each party preprocesses its features locally (``Preprocessing``:
+standardised and winsorised at ``feature_clip``, which also keeps the Taylor
+expansion accurate); the preprocessing is part of the party's shard, so scoring
+applies exactly what training did.
 
 Packing (``TrainingConfig.packing``, on by default): a host packs its masked
 per-feature gradients into as few plaintexts as the key holds (Horner's rule on
 the ciphertexts, each slot masked separately), and the bureau packs its own
 gradient sums the same way, so each side decrypts once per batch instead of once
-per feature; evaluation scores travel ~31 rows per ciphertext. Residuals stay one
+per feature. Evaluation scores always travel packed, ~31 rows per ciphertext, at
+``EVAL_SCORE_BITS`` of fraction. Residuals stay one
 ciphertext per row: a host multiplies each by its own feature values, which slots
 cannot do.
 """
@@ -52,9 +55,12 @@ from creditshare.crypto import (
 )
 from creditshare.crypto import dot as cipher_dot
 from creditshare.errors import DecryptionOverflowError, InvalidInputError
+from creditshare.federated._config import TrainingConfig
 from creditshare.federated._metrics import auc, log_loss
+from creditshare.federated._preprocessing import Preprocessing
 
 __all__ = [
+    "EVAL_SCORE_BITS",
     "EVAL_SLOT_BITS",
     "MIN_BATCH_ROWS",
     "BureauParty",
@@ -80,69 +86,34 @@ EVAL_SLOT_BITS = 64
 #: Magnitude bits allowed for a residual D = (z + 2 − 4y)·2^score_bits beyond the
 #: fixed-point bits: |z| < 2^64 is far past any score a model produces.
 _RESIDUAL_BITS = 64
+#: Fixed-point bits of evaluation scores (packed Forward): at least as precise as a
+#: bank's query path (scale 10**9 < 2^30), so the published test metrics are computed
+#: from the scores banks get, not from coarser ones. 2^63 / 2^30 leaves room for
+#: scores far beyond any model's, summed over many nodes.
+EVAL_SCORE_BITS = 30
 
 
-@dataclass(frozen=True, slots=True)
-class TrainingConfig:
-    # Defaults chosen by plaintext simulation of this exact protocol on default_credit
-    # (see bench/train_default_credit.py); small batches and a slow decay keep the
-    # Taylor-approximated SGD close to the logistic optimum.
-    learning_rate: float = 0.3
-    learning_rate_decay: float = 0.05
-    batch_size: int = 256
-    l2: float = 0.0
-    max_epochs: int = 10
-    early_stopping_rounds: int = 3
-    min_improvement: float = 1e-4
-    validation_fraction: float = 0.1
-    #: Each party winsorises its standardised features at ±clip before training: heavy
-    #: tails make the first-order Taylor loss a poor stand-in for the logistic loss.
-    feature_clip: float = 2.0
-    #: Fixed-point precision of linear scores and of features (bits after the point).
-    score_bits: int = 20
-    feature_bits: int = 12
-    #: Statistical hiding of a masked gradient: mask this many bits above its magnitude.
-    mask_bits: int = 80
-    #: Pack gradients (and evaluation scores) into slots: one decryption per batch per
-    #: party instead of one per feature. Off only to measure what packing saves.
-    packing: bool = True
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        floats = ("learning_rate", "learning_rate_decay", "l2", "min_improvement")
-        for name in (*floats, "validation_fraction", "feature_clip"):
-            if not math.isfinite(getattr(self, name)):
-                raise InvalidInputError(f"{name} must be a finite number")
-        checks = [
-            (self.learning_rate > 0, "learning_rate must be positive"),
-            (self.learning_rate_decay >= 0, "learning_rate_decay must be >= 0"),
-            (32 <= self.batch_size <= 100_000, "batch_size must be within 32..100000"),
-            (16 <= self.score_bits <= 32, "score_bits must be within 16..32"),
-            (8 <= self.feature_bits <= 20, "feature_bits must be within 8..20"),
-            (80 <= self.mask_bits <= 256, "mask_bits must be within 80..256"),
-            (self.l2 >= 0, "l2 must be >= 0"),
-            (1 <= self.max_epochs <= 1000, "max_epochs must be within 1..1000"),
-            (self.early_stopping_rounds >= 1, "early_stopping_rounds must be >= 1"),
-            (0 < self.validation_fraction < 0.5, "validation_fraction must be in (0, 0.5)"),
-            (self.feature_clip > 0, "feature_clip must be positive"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InvalidInputError(message)
-
-    def rate(self, epoch: int) -> float:
-        return self.learning_rate / (1.0 + self.learning_rate_decay * epoch)
-
-
-def _matrix(rows: Mapping[str, Sequence[float]], ids: Sequence[str], clip: float) -> Matrix:
+def _matrix(rows: Mapping[str, Sequence[float]], ids: Sequence[str]) -> Matrix:
+    """The (already preprocessed) rows of ``ids``, in order."""
     try:
-        data = np.array([rows[i] for i in ids], dtype=float)
+        data: Matrix = np.array([rows[i] for i in ids], dtype=float)
     except KeyError as exc:
         raise InvalidInputError(f"id {exc.args[0]!r} is not among the aligned rows") from None
     if not np.all(np.isfinite(data)):
         raise InvalidInputError("features must be finite numbers")
-    clipped: Matrix = np.clip(data, -clip, clip)
-    return clipped
+    return data
+
+
+def _preprocessed(
+    rows: Mapping[str, Sequence[float]],
+    names: Sequence[str],
+    preprocessing: Preprocessing | None,
+) -> Mapping[str, Sequence[float]]:
+    if preprocessing is None:
+        return rows
+    if preprocessing.names != tuple(names):
+        raise InvalidInputError("the preprocessing must name the party's features, in order")
+    return preprocessing.apply_rows(rows)
 
 
 class HostEndpoint(Protocol):
@@ -177,16 +148,20 @@ class HostParty:
         bureau_key: PublicKey,
         config: TrainingConfig,
         encryptor: Encryptor | None = None,
+        preprocessing: Preprocessing | None = None,
     ) -> None:
         self.name = name
         self.feature_names = tuple(feature_names)
-        self._rows = rows
+        #: What the rows went through (None: they came preprocessed); kept with the shard.
+        self.preprocessing = preprocessing
+        self._rows = _preprocessed(rows, self.feature_names, preprocessing)
         self._config = config
         self._key = bureau_key
         if encryptor is not None and encryptor.public_key != bureau_key:
             raise InvalidInputError("the encryptor is for another public key")
         self._encryptor = encryptor or FastEncryptor(bureau_key)
         self._score = FixedPointEncoding(1 << config.score_bits)
+        self._eval = FixedPointEncoding(1 << EVAL_SCORE_BITS)
         self.weights = np.zeros(len(self.feature_names))
         #: Per outstanding masked ciphertext: the slot width (0: one value) and its masks.
         self._pending: list[tuple[int, list[int]]] | None = None
@@ -194,7 +169,7 @@ class HostParty:
         self._batch_rows = 0
 
     def forward(self, ids: Sequence[str]) -> list[Ciphertext]:
-        u = _matrix(self._rows, ids, self._config.feature_clip) @ self.weights
+        u = _matrix(self._rows, ids) @ self.weights
         return [self._encryptor.encrypt(float(v), self._score) for v in u]
 
     def forward_packed(
@@ -206,8 +181,8 @@ class HostParty:
         per host): values are checked against that headroom before anything is sent.
         """
         layout = SlotLayout.for_key(self._key, slot_bits, additions)
-        u = _matrix(self._rows, ids, self._config.feature_clip) @ self.weights
-        integers = [self._score.to_integer(float(v)) for v in u]
+        u = _matrix(self._rows, ids) @ self.weights
+        integers = [self._eval.to_integer(float(v)) for v in u]
         packed = [
             FixedPointEncoding.encode_integer(
                 layout.pack(integers[s : s + layout.slots]), self._key
@@ -228,7 +203,7 @@ class HostParty:
             )
         for c in residuals:
             Ciphertext.validated(self._key, c.value)
-        x = _matrix(self._rows, ids, self._config.feature_clip)
+        x = _matrix(self._rows, ids)
         xi = np.rint(x * (1 << self._config.feature_bits)).astype(np.int64)
         # |Σ D·x| ≤ |B| · max|D| · max|x|; D = z + 2 − 4y is bounded by the score range.
         bound_bits = _gradient_bits(len(ids), self._config)
@@ -310,19 +285,24 @@ class BureauParty:
         rows: Mapping[str, Sequence[float]] | None = None,
         feature_names: Sequence[str] = (),
         encryptor: Encryptor | None = None,
+        preprocessing: Preprocessing | None = None,
     ) -> None:
+        """``rows`` are the bureau's own features (in-process only), transformed by
+        ``preprocessing`` (the same class nodes fit; None: they came preprocessed)."""
         bad = [i for i, y in labels.items() if y not in (0, 1)]
         if bad:
             raise InvalidInputError(f"labels must be 0 or 1; id {bad[0]!r} is not")
         self._labels = labels
         self._key = key
         self._config = config
-        self._rows = rows or {}
         self.feature_names = tuple(feature_names)
+        self.preprocessing = preprocessing
+        self._rows = _preprocessed(rows or {}, self.feature_names, preprocessing)
         if encryptor is not None and encryptor.public_key != key.public_key:
             raise InvalidInputError("the encryptor is for another public key")
         self._encryptor = encryptor or FastEncryptor(key.public_key)
         self._score = FixedPointEncoding(1 << config.score_bits)
+        self._eval = FixedPointEncoding(1 << EVAL_SCORE_BITS)
         self.weights = np.zeros(len(self.feature_names))
         self.intercept = 0.0
 
@@ -339,7 +319,7 @@ class BureauParty:
     def _own_scores(self, ids: Sequence[str]) -> tuple[Matrix, NDArray[np.float64]]:
         if not self.feature_names:
             return np.zeros((len(ids), 0)), np.full(len(ids), self.intercept)
-        x = _matrix(self._rows, ids, self._config.feature_clip)
+        x = _matrix(self._rows, ids)
         return x, x @ self.weights + self.intercept
 
     def step(
@@ -422,7 +402,7 @@ class BureauParty:
             count = min(layout.slots, len(ids) - k * layout.slots)
             total = _sum([p[k] for p in predictions], self.public_key)
             values.extend(layout.unpack(self._decrypt_integer(total), count))
-        return own + np.array(values, dtype=float) / self._score.scale
+        return own + np.array(values, dtype=float) / self._eval.scale
 
 
 def _gradient_bits(rows: int, config: TrainingConfig) -> int:
@@ -452,12 +432,15 @@ def evaluation_scores(
     ids: Sequence[str],
     config: TrainingConfig,
 ) -> NDArray[np.float64]:
-    """Linear scores for ``ids``: the hosts' parts summed under encryption, then decrypted."""
-    if config.packing:
-        additions = max(1, len(hosts))
-        packed = [h.forward_packed(ids, EVAL_SLOT_BITS, additions) for h in hosts]
-        return bureau.scores_packed(ids, packed, EVAL_SLOT_BITS, additions)
-    return bureau.scores(ids, [h.forward(ids) for h in hosts])
+    """Linear scores for ``ids``: the hosts' parts summed under encryption, then decrypted.
+
+    Always packed, whatever ``config.packing`` says of gradients: packed scores carry
+    ``EVAL_SCORE_BITS`` of fraction, so validation and the published test metrics are
+    computed at least as precisely as a bank's query path scores the same rows.
+    """
+    additions = max(1, len(hosts))
+    packed = [h.forward_packed(ids, EVAL_SLOT_BITS, additions) for h in hosts]
+    return bureau.scores_packed(ids, packed, EVAL_SLOT_BITS, additions)
 
 
 def _sum(ciphertexts: Sequence[Ciphertext], key: PublicKey) -> Ciphertext:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PackedEncoding, PublicKey, SlotLayout
 from creditshare.departments import Department, IndicatorSpec
+from creditshare.federated import ModelShard
 from creditshare.node._encryptors import EncryptorCache
 from creditshare.node._storage import RecordStore, ShardStore
 
@@ -24,6 +25,9 @@ class EncryptedShare:
     partial_score: Ciphertext
     presence: Ciphertext
     indicators: tuple[tuple[str, Ciphertext], ...]
+
+
+_NO_SHARD = ModelShard({})
 
 
 class ScoreEngine:
@@ -38,7 +42,8 @@ class ScoreEngine:
         self._encryptors = encryptors or EncryptorCache(enabled=False)
         self._department = department
         self._store = store
-        self._configured = {model_id: (dict(w), 0.0) for model_id, w in models.items()}
+        #: Configured models (node settings) weigh the raw features: identity preprocessing.
+        self._configured = {model_id: ModelShard(dict(w)) for model_id, w in models.items()}
         self._shards = shards
         self._models = dict(self._configured)
         self.reload()
@@ -53,29 +58,30 @@ class ScoreEngine:
         return tuple(self._models)
 
     def model_features(self, model_id: str) -> tuple[str, ...]:
-        return tuple(self._shard(model_id)[0])
+        return tuple(self._shard(model_id).weights)
 
-    def _shard(self, model_id: str) -> tuple[dict[str, float], float]:
+    def _shard(self, model_id: str) -> ModelShard:
         """This node's shard of the model; none (a zero share) if it was trained elsewhere.
 
         Every node in scope is asked, whatever the model, so that the coordinator does
         not learn where records are; a node outside a model's training adds nothing
         to the score but still answers its presence flag and indicators.
         """
-        return self._models.get(model_id, ({}, 0.0))
+        return self._models.get(model_id, _NO_SHARD)
 
     def _plain(
         self, uscc: str, model_id: str, in_scope: Callable[[str], bool]
     ) -> tuple[float, float, dict[str, float], list[IndicatorSpec]]:
         """This node's share in plaintext; it never leaves this method unencrypted."""
-        weights, bias = self._shard(model_id)
+        shard = self._shard(model_id)
         specs = [spec for spec in self._department.indicators if in_scope(spec.name)]
         record = self._store.get(uscc)
         if record is None:
             partial, presence = 0.0, 0.0
             indicator_values = {spec.name: 0.0 for spec in specs}
         else:
-            partial = self._department.partial_score(record, weights) + bias
+            # The shard's preprocessing, then its weights: what training evaluated.
+            partial = shard.partial_score(self._department.feature_values(record))
             presence = 1.0
             indicator_values = {spec.name: float(spec.derive(record)) for spec in specs}
         return partial, presence, indicator_values, specs

@@ -17,13 +17,18 @@ from sqlmodel import Field, Session, SQLModel, select
 from creditshare import migrations
 from creditshare._database import open_engine
 from creditshare.errors import ConflictError
+from creditshare.federated import ModelShard, Preprocessing
 from creditshare.node._records import ImportBatch, RecordRow, RecordStore
 
 __all__ = ["ImportBatch", "ModelShardRow", "RecordRow", "RecordStore", "ShardStore", "make_engine"]
 
 
 class ModelShardRow(SQLModel, table=True):
-    """A trained model's weights for this node's features; they never leave the node."""
+    """A trained model's weights for this node's features; they never leave the node.
+
+    ``weights`` apply to the features after ``preprocessing`` (a Preprocessing
+    document); none (shards kept before n0006, configured models) is the identity.
+    """
 
     __tablename__ = "model_shard"
 
@@ -33,24 +38,27 @@ class ModelShardRow(SQLModel, table=True):
     created_at: datetime
     #: The training job that made it: dropping that job discards this shard (and only it).
     job_id: str | None = Field(default=None, max_length=64, index=True)
+    preprocessing: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
 
 
 class ShardStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def save(
-        self, model_id: str, weights: dict[str, float], offset: float, job_id: str | None = None
-    ) -> None:
+    def save(self, model_id: str, shard: ModelShard, job_id: str | None = None) -> None:
         """Keep a new shard; an existing model's shard is never overwritten."""
+        pre = shard.preprocessing
         with Session(self._engine) as session:
             session.add(
                 ModelShardRow(
                     model_id=model_id,
-                    weights=weights,
-                    offset=offset,
+                    weights=dict(shard.weights),
+                    offset=shard.offset,
                     created_at=datetime.now(UTC),
                     job_id=job_id,
+                    preprocessing=pre.to_document() if pre is not None else None,
                 )
             )
             try:
@@ -70,10 +78,15 @@ class ShardStore:
             session.commit()
             return [row.model_id for row in rows]
 
-    def load(self) -> dict[str, tuple[dict[str, float], float]]:
+    def load(self) -> dict[str, ModelShard]:
         with Session(self._engine) as session:
             return {
-                r.model_id: (dict(r.weights), r.offset) for r in session.exec(select(ModelShardRow))
+                r.model_id: ModelShard(
+                    dict(r.weights),
+                    r.offset,
+                    Preprocessing.from_document(r.preprocessing) if r.preprocessing else None,
+                )
+                for r in session.exec(select(ModelShardRow))
             }
 
 

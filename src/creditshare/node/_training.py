@@ -1,16 +1,15 @@
 """The node's side of federated training: PSI, then a HostParty per job.
 
-Features are this department's model features (the same ones scoring uses),
-standardised on the node over its own records; the learnt shard is folded back
-onto the raw features (w/σ and an offset −Σ w·μ/σ) before it is kept, so scoring
-needs no extra state. Job state lives in memory: a node that restarts mid-job
-answers NOT_FOUND for that job and the bureau's job fails with that reason.
-
-A job nobody touches for ``job_idle_seconds`` is dropped by a background sweep
-(not only when another job opens), stopping its worker processes: a bureau that
-was killed cannot hold a node's job slots or cores. Dropping a job (CloseJob
-without a model id) also discards the shard that job kept, if its model was never
-registered, so a failed /finish leaves nothing behind.
+Features are this department's model features (the same ones scoring uses). At
+OpenJob the node fits a ``Preprocessing`` over its own records (the schema's
+``standardised`` features standardised and clipped at ±feature_clip, the others
+unchanged) and trains on the transformed rows; at CloseJob it keeps the weights
+on those transformed features together with the preprocessing, so a bank is
+scored with exactly the model that was evaluated. Job state (PSI answers, open
+jobs, capacity, expiry) is in ``_training_jobs.JobStore``; each RPC here reads
+validate → load → compute. Dropping a job (CloseJob without a model id) also
+discards the shard that job kept, if its model was never registered, so a failed
+/finish leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -20,11 +19,8 @@ import logging
 import math
 import re
 import secrets
-import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -32,25 +28,22 @@ import numpy as np
 
 from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey
 from creditshare.departments import Department
-from creditshare.errors import CapacityError, CreditShareError, InvalidInputError, NotFoundError
-from creditshare.federated import HostParty, PsiParty, TrainingConfig
+from creditshare.errors import CreditShareError, InvalidInputError, NotFoundError
+from creditshare.federated import HostParty, ModelShard, Preprocessing, PsiParty
 from creditshare.ledger import QueryRecord
 from creditshare.node._authority_store import RefusalLog
 from creditshare.node._receipts import ReceiptChecker, ReceiptRefusedError
 from creditshare.node._scoring import ScoreEngine
 from creditshare.node._service import guarded
 from creditshare.node._storage import RecordStore, ShardStore
+from creditshare.node._training_jobs import JOB_IDLE_SECONDS, Job, JobStore
 from creditshare.node._trust import AccessLog
-from creditshare.proto import training_pb2, training_pb2_grpc
+from creditshare.proto import settings_from_pb, training_pb2, training_pb2_grpc
 
 __all__ = ["TrainingService"]
 
 log = logging.getLogger("creditshare.node")
 T = TypeVar("T")
-_MAX_JOBS = 8
-#: A job (or PSI state) untouched this long is dropped, so abandoned jobs cannot
-#: hold the node's job slots (the default of NodeSettings.training_job_idle_seconds).
-JOB_IDLE_SECONDS = 3600.0
 _MAX_IDS = 2_000_000
 #: Bytes of one ciphertext or proof for a 4096-bit key (mod n²), with room to spare.
 _MAX_NUMBER_BYTES = 1100
@@ -60,27 +53,6 @@ _MAX_GRADIENT_VALUES = 10_000
 _MODEL_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 #: Packed evaluation: at most this many nodes' vectors summed slot by slot.
 _MAX_ADDITIONS = 1024
-
-
-@dataclass(slots=True)
-class _Job:
-    host: HostParty
-    ids: list[str]
-    mean: np.ndarray
-    std: np.ndarray
-    touched: float
-    #: Obfuscator workers (daemon processes: they also end with the node's process).
-    encryptor: PooledEncryptor | None = None
-
-    def close(self) -> None:
-        if self.encryptor is not None:
-            self.encryptor.close()
-
-    def rows(self, positions: Sequence[int]) -> list[str]:
-        try:
-            return [self.ids[p] for p in positions]
-        except IndexError:
-            raise InvalidInputError(f"row positions must be below {len(self.ids)}") from None
 
 
 class TrainingService(training_pb2_grpc.TrainingServicer):
@@ -99,21 +71,15 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         refusal_log: RefusalLog | None = None,
     ) -> None:
         self._refusal_log = refusal_log
-        self._idle = job_idle_seconds
-        self._sweeper: threading.Thread | None = None
+        self.jobs = JobStore(node_id, clock, job_idle_seconds)
         self._encryption_workers = encryption_workers
         self._checker = checker
         self._access_log = access_log
-        self._clock = clock
         self._node_id = node_id
         self._department = department
         self._store = store
         self._shards = shards
         self._engine = engine
-        self._jobs: dict[str, _Job] = {}
-        #: Per job: this node's blinded point → its own id, from its PSI answer.
-        self._psi: dict[str, tuple[float, dict[bytes, str]]] = {}
-        self._lock = threading.Lock()
 
     async def _run(
         self,
@@ -133,52 +99,9 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
 
         return await guarded(context, blocking, refused if rpc else None)
 
-    def _sweep_in_background(self) -> None:
-        """Start the periodic expiry once there is something to expire (a daemon thread
-        that ends with the node, or when this service is gone)."""
-        with self._lock:
-            if self._sweeper is not None:
-                return
-            me = weakref.ref(self)
-            interval = max(0.2, min(60.0, self._idle / 4))
-            self._sweeper = threading.Thread(
-                target=_sweep, args=(me, interval), name="training-expiry", daemon=True
-            )
-            self._sweeper.start()
-
     def sweep(self) -> int:
-        """Drop every job and PSI state idle too long, stopping their workers; how many
-        jobs were dropped."""
-        with self._lock:
-            expired = self._expire()
-        for job in expired:
-            job.close()
-        return len(expired)
-
-    def _job(self, job_id: str) -> _Job:
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is not None:
-                job.touched = self._clock()
-        if job is None:
-            raise NotFoundError(f"no open training job {job_id!r} on node {self._node_id}")
-        return job
-
-    def _expire(self) -> list[_Job]:
-        """Drop idle jobs and PSI state; call with the lock held, and close the jobs it
-        returns after releasing it (stopping their workers takes seconds)."""
-        cutoff = self._clock() - self._idle
-        expired = []
-        for job_id in [j for j, job in self._jobs.items() if job.touched < cutoff]:
-            expired.append(self._jobs.pop(job_id))
-            log.info("training job %r expired after %.0f s idle", job_id, self._idle)
-        for job_id in [j for j, (at, _) in self._psi.items() if at < cutoff]:
-            del self._psi[job_id]
-        return expired
-
-    def _has_room(self, job_id: str) -> bool:
-        """Whether ``job_id`` may be opened now; call with the lock held."""
-        return len(self._jobs) < _MAX_JOBS or job_id in self._jobs
+        """Drop every job and PSI state idle too long (see JobStore.sweep)."""
+        return self.jobs.sweep()
 
     def _job_receipt(
         self, request: training_pb2.PsiAnswerRequest | training_pb2.OpenJobRequest
@@ -194,13 +117,19 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         )
         return key, index, record
 
-    def _features(self) -> tuple[list[str], dict[str, list[float]]]:
-        names = [f.name for f in self._department.features]
-        rows = {
-            uscc: [self._department.feature_values(r)[n] for n in names]
-            for uscc, r in self._store.all().items()
-        }
-        return names, rows
+    def _features(self, clip: float) -> tuple[list[str], dict[str, list[float]], Preprocessing]:
+        """Every record's raw feature values, and the preprocessing fitted over them
+        (all of the node's records, so shards of different jobs stay comparable)."""
+        features = self._department.features
+        names = [f.name for f in features]
+        rows = {}
+        for uscc, record in self._store.all().items():
+            values = self._department.feature_values(record)
+            rows[uscc] = [values[n] for n in names]
+        matrix = np.array(list(rows.values()), dtype=float).reshape(-1, len(names))
+        # Schemas mark one-hot dummies and `raw` features as not standardised.
+        flags = [f.standardised for f in features]
+        return names, rows, Preprocessing.fit(names, matrix, flags, clip)
 
     async def PsiAnswer(  # noqa: N802 - gRPC method name
         self, request: training_pb2.PsiAnswerRequest, context: Any
@@ -210,28 +139,14 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 raise InvalidInputError("PSI domain must be 1 to 256 bytes")
             _check_blobs(request.blinded, "blinded", _MAX_IDS, _MAX_POINT_BYTES)
             self._job_receipt(request)
-            with self._lock:
-                if request.job_id in self._psi or request.job_id in self._jobs:
-                    raise ReceiptRefusedError(f"job {request.job_id!r} was already aligned here")
+            self.jobs.check_new(request.job_id)
             ids = sorted(self._store.all())
             party = PsiParty(request.domain)
             double = party.reblind(list(request.blinded))
             points = party.blind_ids(ids)
             shuffled = list(points)
             secrets.SystemRandom().shuffle(shuffled)
-            with self._lock:
-                expired = self._expire()
-                full = len(self._psi) >= _MAX_JOBS and request.job_id not in self._psi
-                if not full:
-                    self._psi[request.job_id] = (
-                        self._clock(),
-                        dict(zip(points, ids, strict=True)),
-                    )
-            for job in expired:
-                job.close()
-            self._sweep_in_background()
-            if full:
-                raise CapacityError(f"this node aligns at most {_MAX_JOBS} jobs at once")
+            self.jobs.aligned(request.job_id, dict(zip(points, ids, strict=True)))
             return training_pb2.PsiAnswerResponse(
                 double_blinded=double, node_blinded=shuffled, node_set_size=len(ids)
             )
@@ -242,18 +157,16 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self, request: training_pb2.OpenJobRequest, context: Any
     ) -> training_pb2.OpenJobResponse:
         def work() -> training_pb2.OpenJobResponse:
-            for name in ("l2", "feature_clip", "learning_rate"):
-                if not math.isfinite(getattr(request, name)):
-                    raise InvalidInputError(f"{name} must be a finite number")
+            if not request.HasField("settings"):
+                raise InvalidInputError("settings is required")
+            # The same validation as the coordinator's: refuses weak settings (e.g. masks
+            # under 80 bits), so a coordinator cannot talk a node into masking thinly.
+            config = settings_from_pb(request.settings)
             _check_blobs(request.points, "points", _MAX_IDS, _MAX_POINT_BYTES)
             key, index, record = self._job_receipt(request)
             if not self._access_log.claim(index, record):
                 raise ReceiptRefusedError(f"job {request.job_id!r} was already opened here")
-            with self._lock:
-                state = self._psi.get(request.job_id)
-            if state is None:
-                raise NotFoundError(f"no PSI answer for job {request.job_id!r} on this node")
-            mapping = state[1]
+            mapping = self.jobs.points(request.job_id)
             points = list(request.points)
             if not 0 < len(points) <= _MAX_IDS or len(set(points)) != len(points):
                 raise InvalidInputError("points must be a non-empty list without duplicates")
@@ -261,33 +174,8 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             if unknown:
                 raise InvalidInputError(f"point {unknown[0]} is not one this node answered")
             ids = [mapping[p] for p in points]
-            # TrainingConfig refuses weak settings (e.g. masks under 80 bits), so a
-            # coordinator cannot talk a node into masking its gradients thinly.
-            defaults = TrainingConfig()
-            config = TrainingConfig(
-                learning_rate=request.learning_rate or defaults.learning_rate,
-                l2=request.l2,
-                feature_clip=request.feature_clip or defaults.feature_clip,
-                score_bits=request.score_bits or defaults.score_bits,
-                feature_bits=request.feature_bits or defaults.feature_bits,
-                mask_bits=request.mask_bits or defaults.mask_bits,
-                packing=not request.unpacked,
-            )
-            names, rows = self._features()
-
-            # Standardise over the node's own records, so shards stay comparable.
-            matrix = np.array(list(rows.values()), dtype=float)
-            mean, std = matrix.mean(axis=0), matrix.std(axis=0)
-            std[std == 0] = 1.0
-            standard = {i: list((np.array(rows[i]) - mean) / std) for i in ids}
-            with self._lock:
-                expired = self._expire()
-            for job in expired:
-                job.close()
-            with self._lock:
-                room = self._has_room(request.job_id)
-            if not room:
-                raise CapacityError(f"this node runs at most {_MAX_JOBS} jobs at once")
+            names, rows, preprocessing = self._features(config.feature_clip)
+            self.jobs.check_room(request.job_id)
             # Obfuscators made ahead on other cores; a buffer sized to the job, so a small
             # job does not keep a worker busy long after it is done.
             encryptor = (
@@ -300,29 +188,21 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 else None
             )
             try:
-                host = HostParty(self._node_id, standard, names, key, config, encryptor=encryptor)
-                with self._lock:
-                    # Checked again: a concurrent open may have taken the last slot, and a
-                    # CloseJob (the job was cancelled) may have dropped its PSI state while
-                    # this open computed: then the job must not come back, workers and all.
-                    if request.job_id not in self._psi:
-                        raise NotFoundError(
-                            f"training job {request.job_id!r} was closed while it was opened"
-                        )
-                    if not self._has_room(request.job_id):
-                        raise CapacityError(f"this node runs at most {_MAX_JOBS} jobs at once")
-                    previous = self._jobs.get(request.job_id)
-                    self._jobs[request.job_id] = _Job(
-                        host, ids, mean, std, self._clock(), encryptor
-                    )
-                    self._psi.pop(request.job_id, None)
+                aligned = {i: rows[i] for i in ids}
+                host = HostParty(
+                    self._node_id,
+                    aligned,
+                    names,
+                    key,
+                    config,
+                    encryptor=encryptor,
+                    preprocessing=preprocessing,
+                )
+                self.jobs.open(request.job_id, Job(host, ids, preprocessing, encryptor=encryptor))
             except BaseException:
                 if encryptor is not None:
                     encryptor.close()
                 raise
-            if previous is not None:
-                previous.close()
-            self._sweep_in_background()
             log.info("training job %r opened: %d rows", request.job_id, len(ids))
             return training_pb2.OpenJobResponse(features=names, rows=len(ids))
 
@@ -333,7 +213,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
     ) -> training_pb2.CiphertextList:
         def work() -> training_pb2.CiphertextList:
             _check_rows(request.job_id, request.rows)
-            job = self._job(request.job_id)
+            job = self.jobs.get(request.job_id)
             rows = job.rows(request.rows)
             if request.slot_bits:
                 if not 1 <= request.additions <= _MAX_ADDITIONS:
@@ -353,7 +233,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             _check_blobs(request.residuals, "residuals", _MAX_IDS, _MAX_NUMBER_BYTES)
             if len(request.residuals) != len(request.rows):
                 raise InvalidInputError("residuals must hold one ciphertext per row")
-            job = self._job(request.job_id)
+            job = self.jobs.get(request.job_id)
             key = job.host.public_key
             residuals = [Ciphertext.from_bytes(key, r) for r in request.residuals]
             out = job.host.masked_gradient(job.rows(request.rows), residuals)
@@ -380,7 +260,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             except ValueError:
                 raise InvalidInputError("gradient values must be decimal integers") from None
             proofs = [int.from_bytes(r, "big") for r in request.randomness]
-            host = self._job(request.job_id).host
+            host = self.jobs.get(request.job_id).host
             host.apply_gradient(values, proofs, request.batch_size, request.rate)
             return training_pb2.ApplyGradientResponse()
 
@@ -393,9 +273,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             _check_job_id(request.job_id)
             if request.model_id and not _MODEL_ID.fullmatch(request.model_id):
                 raise InvalidInputError("model_id must be 1 to 64 of a-z, 0-9, '.', '_', '-'")
-            with self._lock:
-                job = self._jobs.pop(request.job_id, None)
-                self._psi.pop(request.job_id, None)
+            job = self.jobs.pop(request.job_id)
             if job is None:
                 if request.model_id:
                     raise NotFoundError(f"no open training job {request.job_id!r} to keep")
@@ -404,14 +282,14 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             job.close()
             names = list(job.host.feature_names)
             if request.model_id:
-                weights = job.host.weights / job.std
-                bias = float(-(weights * job.mean).sum())
-                self._shards.save(
-                    request.model_id,
-                    dict(zip(names, map(float, weights), strict=True)),
-                    bias,
-                    job_id=request.job_id,
+                # The weights on the preprocessed features, with the preprocessing: the
+                # model banks are scored with is the one this job evaluated.
+                shard = ModelShard(
+                    dict(zip(names, map(float, job.host.weights), strict=True)),
+                    0.0,
+                    job.preprocessing,
                 )
+                self._shards.save(request.model_id, shard, job_id=request.job_id)
                 self._engine.reload()
                 log.info("training job %r kept as model %r", request.job_id, request.model_id)
             else:
@@ -426,21 +304,6 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         if discarded:
             self._engine.reload()
             log.info("training job %r dropped: discarded its shard of %s", job_id, discarded)
-
-
-def _sweep(service: weakref.ref[TrainingService], interval: float) -> None:
-    """The expiry loop: runs while the service exists (a weak reference, so a stopped
-    test server's service can still be collected)."""
-    while True:
-        time.sleep(interval)
-        current = service()
-        if current is None:
-            return
-        try:
-            current.sweep()
-        except Exception as exc:  # never let one failed close end the sweeping
-            log.warning("training job expiry failed (%s); retrying", type(exc).__name__)
-        del current
 
 
 def _check_job_id(job_id: str) -> None:

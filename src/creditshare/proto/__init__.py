@@ -2,8 +2,9 @@
 
 Import the messages and stubs from here rather than the generated path. Beside them,
 the one hand-written converter between our types and their messages (``_codec``):
-tree heads, receipts and the trusted-size metadata. Only the services that speak gRPC
-(coordinator and node) import this package; the client talks HTTP only.
+tree heads, receipts, the trusted-size metadata and training settings. Only the
+services that speak gRPC (coordinator and node) import this package; the client
+talks HTTP only.
 """
 
 from creditshare.proto._codec import (
@@ -14,6 +15,8 @@ from creditshare.proto._codec import (
     head_to_pb,
     receipt_from_pb,
     receipt_to_pb,
+    settings_from_pb,
+    settings_to_pb,
     trusted_size_from,
     trusted_size_metadata,
 )
@@ -35,6 +38,8 @@ __all__ = [
     "node_pb2_grpc",
     "receipt_from_pb",
     "receipt_to_pb",
+    "settings_from_pb",
+    "settings_to_pb",
     "training_pb2",
     "training_pb2_grpc",
     "trusted_size_from",

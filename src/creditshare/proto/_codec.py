@@ -1,4 +1,4 @@
-"""The protobuf forms of signed tree heads and receipts, in one place.
+"""The protobuf forms of signed tree heads, receipts and training settings, in one place.
 
 The coordinator writes these messages and data nodes read them (and the other way
 round for the head a node says it trusts): one module owns both directions, so a
@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from creditshare.errors import InvalidInputError
+from creditshare.federated import TrainingConfig
 from creditshare.ledger import (
     HASH_SIZE,
     MAX_PROOF_HASHES,
@@ -22,7 +23,7 @@ from creditshare.ledger import (
     SignedTreeHead,
     leaf_hash,
 )
-from creditshare.proto.creditshare.v1 import node_pb2
+from creditshare.proto.creditshare.v1 import node_pb2, training_pb2
 
 __all__ = [
     "TRUSTED_SIZE_METADATA",
@@ -32,6 +33,8 @@ __all__ = [
     "head_to_pb",
     "receipt_from_pb",
     "receipt_to_pb",
+    "settings_from_pb",
+    "settings_to_pb",
     "trusted_size_from",
     "trusted_size_metadata",
 ]
@@ -132,3 +135,15 @@ def trusted_size_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> int
             except (TypeError, ValueError):
                 return None
     return None
+
+
+def settings_to_pb(config: TrainingConfig) -> training_pb2.TrainingSettings:
+    """Every field of the config, by name (the message mirrors the model)."""
+    return training_pb2.TrainingSettings(**config.to_document())
+
+
+def settings_from_pb(pb: training_pb2.TrainingSettings) -> TrainingConfig:
+    """The config a message holds, validated as the coordinator validated it: a field
+    out of range (or left out: it reads 0) is an InvalidInputError naming it."""
+    names = TrainingConfig.model_fields
+    return TrainingConfig.from_document({n: getattr(pb, n) for n in names})

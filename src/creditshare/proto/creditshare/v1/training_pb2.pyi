@@ -107,28 +107,10 @@ class OpenJobRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     POINTS_FIELD_NUMBER: _builtins.int
-    L2_FIELD_NUMBER: _builtins.int
-    FEATURE_CLIP_FIELD_NUMBER: _builtins.int
-    SCORE_BITS_FIELD_NUMBER: _builtins.int
-    FEATURE_BITS_FIELD_NUMBER: _builtins.int
-    MASK_BITS_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
-    LEARNING_RATE_FIELD_NUMBER: _builtins.int
-    UNPACKED_FIELD_NUMBER: _builtins.int
     CREDENTIALS_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    l2: _builtins.float
-    """Training hyper-parameters that the node applies to its own shard."""
-    feature_clip: _builtins.float
-    score_bits: _builtins.int
-    feature_bits: _builtins.int
-    mask_bits: _builtins.int
-    learning_rate: _builtins.float
-    """The largest step the node will take (the job's initial learning rate)."""
-    unpacked: _builtins.bool
-    """Send one masked ciphertext per feature instead of the features packed into
-    slots (benchmarks of what packing saves; packed is the default).
-    """
     @_builtins.property
     def public_key(self) -> _node_pb2.PaillierPublicKey: ...
     @_builtins.property
@@ -145,29 +127,96 @@ class OpenJobRequest(_message.Message):
     def credentials(self) -> _node_pb2.Credentials:
         """As for PsiAnswer."""
 
+    @_builtins.property
+    def settings(self) -> Global___TrainingSettings:
+        """The job's whole training configuration (required): the node validates it as
+        the coordinator did and refuses weak settings (e.g. masks under 80 bits).
+        """
+
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         public_key: _node_pb2.PaillierPublicKey | None = ...,
         points: _abc.Iterable[_builtins.bytes] | None = ...,
-        l2: _builtins.float = ...,
-        feature_clip: _builtins.float = ...,
-        score_bits: _builtins.int = ...,
-        feature_bits: _builtins.int = ...,
-        mask_bits: _builtins.int = ...,
         receipt: _node_pb2.QueryReceipt | None = ...,
-        learning_rate: _builtins.float = ...,
-        unpacked: _builtins.bool = ...,
         credentials: _node_pb2.Credentials | None = ...,
+        settings: Global___TrainingSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "public_key", b"public_key", "receipt", b"receipt", "settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "feature_bits", b"feature_bits", "feature_clip", b"feature_clip", "job_id", b"job_id", "l2", b"l2", "learning_rate", b"learning_rate", "mask_bits", b"mask_bits", "points", b"points", "public_key", b"public_key", "receipt", b"receipt", "score_bits", b"score_bits", "unpacked", b"unpacked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "job_id", b"job_id", "points", b"points", "public_key", b"public_key", "receipt", b"receipt", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OpenJobRequest: _TypeAlias = OpenJobRequest  # noqa: Y015
+
+@_typing.final
+class TrainingSettings(_message.Message):
+    """creditshare.federated.TrainingConfig, field for field (creditshare.proto
+    converts both ways; a test checks the two name the same fields). Every field
+    is sent: a missing one reads as 0 and is refused where 0 is out of range.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEARNING_RATE_FIELD_NUMBER: _builtins.int
+    LEARNING_RATE_DECAY_FIELD_NUMBER: _builtins.int
+    BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    L2_FIELD_NUMBER: _builtins.int
+    MAX_EPOCHS_FIELD_NUMBER: _builtins.int
+    EARLY_STOPPING_ROUNDS_FIELD_NUMBER: _builtins.int
+    MIN_IMPROVEMENT_FIELD_NUMBER: _builtins.int
+    VALIDATION_FRACTION_FIELD_NUMBER: _builtins.int
+    TEST_FRACTION_FIELD_NUMBER: _builtins.int
+    FEATURE_CLIP_FIELD_NUMBER: _builtins.int
+    SCORE_BITS_FIELD_NUMBER: _builtins.int
+    FEATURE_BITS_FIELD_NUMBER: _builtins.int
+    MASK_BITS_FIELD_NUMBER: _builtins.int
+    PACKING_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    learning_rate: _builtins.float
+    learning_rate_decay: _builtins.float
+    batch_size: _builtins.int
+    l2: _builtins.float
+    max_epochs: _builtins.int
+    early_stopping_rounds: _builtins.int
+    min_improvement: _builtins.float
+    validation_fraction: _builtins.float
+    test_fraction: _builtins.float
+    feature_clip: _builtins.float
+    """0: features are not clipped."""
+    score_bits: _builtins.int
+    feature_bits: _builtins.int
+    mask_bits: _builtins.int
+    packing: _builtins.bool
+    seed: _builtins.int
+    def __init__(
+        self,
+        *,
+        learning_rate: _builtins.float = ...,
+        learning_rate_decay: _builtins.float = ...,
+        batch_size: _builtins.int = ...,
+        l2: _builtins.float = ...,
+        max_epochs: _builtins.int = ...,
+        early_stopping_rounds: _builtins.int = ...,
+        min_improvement: _builtins.float = ...,
+        validation_fraction: _builtins.float = ...,
+        test_fraction: _builtins.float = ...,
+        feature_clip: _builtins.float = ...,
+        score_bits: _builtins.int = ...,
+        feature_bits: _builtins.int = ...,
+        mask_bits: _builtins.int = ...,
+        packing: _builtins.bool = ...,
+        seed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "early_stopping_rounds", b"early_stopping_rounds", "feature_bits", b"feature_bits", "feature_clip", b"feature_clip", "l2", b"l2", "learning_rate", b"learning_rate", "learning_rate_decay", b"learning_rate_decay", "mask_bits", b"mask_bits", "max_epochs", b"max_epochs", "min_improvement", b"min_improvement", "packing", b"packing", "score_bits", b"score_bits", "seed", b"seed", "test_fraction", b"test_fraction", "validation_fraction", b"validation_fraction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainingSettings: _TypeAlias = TrainingSettings  # noqa: Y015
 
 @_typing.final
 class OpenJobResponse(_message.Message):

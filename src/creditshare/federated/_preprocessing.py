@@ -1,0 +1,179 @@
+"""Preprocessing is part of the model: what training applied, scoring applies.
+
+A node fits a ``Preprocessing`` over its own records when a job opens
+(standardise, then winsorise, each feature the schema marks ``standardised``;
+one-hot dummies and ``raw`` features pass unchanged), trains on the transformed
+values, and keeps the fitted transformation next to the weights in its shard. A
+bank is scored through the same ``ModelShard.partial_score``: the same transform
+of the same feature values, then the same weights. Nothing is folded back onto
+raw values, so the model banks get is the model that was evaluated (folding would
+drop the clipping, and with it the model's behaviour on every outlier).
+
+Shards kept before preprocessing was stored are read as the identity
+transformation: their weights were folded onto raw values then, so they score
+exactly as they did.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from creditshare.errors import InvalidInputError
+
+__all__ = ["FeatureTransform", "ModelShard", "Preprocessing"]
+
+Matrix = NDArray[np.float64]
+_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureTransform:
+    """x ↦ clip((x − centre) / scale, ±clip); clip None: not clipped."""
+
+    name: str
+    centre: float = 0.0
+    scale: float = 1.0
+    clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.centre) and math.isfinite(self.scale) and self.scale > 0):
+            raise InvalidInputError(
+                f"feature {self.name!r}: centre must be finite and scale finite and positive"
+            )
+        if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
+            raise InvalidInputError(f"feature {self.name!r}: clip must be positive or none")
+
+    @property
+    def identity(self) -> bool:
+        return self.centre == 0.0 and self.scale == 1.0 and self.clip is None
+
+
+@dataclass(frozen=True, slots=True)
+class Preprocessing:
+    """One transform per feature, in the order of the model's features."""
+
+    features: tuple[FeatureTransform, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    @classmethod
+    def identity(cls, names: Sequence[str]) -> Preprocessing:
+        return cls(tuple(FeatureTransform(n) for n in names))
+
+    @classmethod
+    def fit(
+        cls,
+        names: Sequence[str],
+        matrix: Matrix,
+        standardised: Sequence[bool],
+        clip: float | None,
+    ) -> Preprocessing:
+        """Standardise (over ``matrix``'s rows: every record the party holds) and clip the
+        ``standardised`` features; the others pass unchanged. ``clip`` 0 or None: none."""
+        data = np.asarray(matrix, dtype=float).reshape(-1, len(names))
+        if len(standardised) != len(names):
+            raise InvalidInputError(f"{len(standardised)} flags for {len(names)} features")
+        if not np.all(np.isfinite(data)):
+            raise InvalidInputError("features must be finite numbers")
+        limit = float(clip) if clip else None
+        out = []
+        for j, (name, flag) in enumerate(zip(names, standardised, strict=True)):
+            if not flag or data.shape[0] == 0:
+                out.append(FeatureTransform(name))
+                continue
+            mean, std = float(data[:, j].mean()), float(data[:, j].std())
+            out.append(FeatureTransform(name, mean, std if std > 0 else 1.0, limit))
+        return cls(tuple(out))
+
+    def apply(self, matrix: Matrix) -> Matrix:
+        """Rows × features in, the same shape transformed."""
+        data = np.asarray(matrix, dtype=float).reshape(-1, len(self.features))
+        if not np.all(np.isfinite(data)):
+            raise InvalidInputError("features must be finite numbers")
+        centre = np.array([f.centre for f in self.features])
+        scale = np.array([f.scale for f in self.features])
+        out: Matrix = (data - centre) / scale
+        for j, f in enumerate(self.features):
+            if f.clip is not None:
+                out[:, j] = np.clip(out[:, j], -f.clip, f.clip)
+        return out
+
+    def apply_rows(self, rows: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+        """Per id, its transformed feature vector (party-local training rows)."""
+        ids = list(rows)
+        if not ids:
+            return {}
+        transformed = self.apply(np.array([rows[i] for i in ids], dtype=float))
+        return {i: [float(v) for v in transformed[k]] for k, i in enumerate(ids)}
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "version": _VERSION,
+            "features": [
+                {"name": f.name, "centre": f.centre, "scale": f.scale, "clip": f.clip}
+                for f in self.features
+            ],
+        }
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> Preprocessing:
+        if document.get("version") != _VERSION or not isinstance(document.get("features"), list):
+            raise InvalidInputError(f"preprocessing must be a version {_VERSION} document")
+        out = []
+        for k, item in enumerate(document["features"]):
+            try:
+                clip = item["clip"]
+                out.append(
+                    FeatureTransform(
+                        str(item["name"]),
+                        float(item["centre"]),
+                        float(item["scale"]),
+                        None if clip is None else float(clip),
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                if isinstance(exc, InvalidInputError):
+                    raise
+                raise InvalidInputError(f"preprocessing feature {k} is malformed") from None
+        return cls(tuple(out))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShard:
+    """A party's share of a linear model: weights on its PREPROCESSED features, an
+    offset, and the preprocessing. ``partial_score`` is the one computation every
+    scoring path (the node's Score, the demo's re-computation, tests) uses."""
+
+    weights: Mapping[str, float]
+    offset: float = 0.0
+    preprocessing: Preprocessing | None = None
+
+    def __post_init__(self) -> None:
+        if self.preprocessing is not None and set(self.preprocessing.names) != set(self.weights):
+            raise InvalidInputError("a shard's preprocessing must name exactly its features")
+
+    @property
+    def transform(self) -> Preprocessing:
+        return self.preprocessing or Preprocessing.identity(list(self.weights))
+
+    def partial_score(self, values: Mapping[str, float]) -> float:
+        """Σ w·pre(x) + offset over this shard's features, from raw feature ``values``."""
+        if not self.weights:  # a model trained without this node: no share
+            return self.offset
+        transform = self.transform
+        try:
+            row = np.array([[float(values[n]) for n in transform.names]])
+        except KeyError as exc:
+            raise InvalidInputError(f"feature {exc.args[0]!r} has no value") from None
+        transformed = transform.apply(row)[0]
+        names = transform.names
+        terms = [self.weights[n] * float(v) for n, v in zip(names, transformed, strict=True)]
+        return math.fsum([*terms, self.offset])

@@ -1,0 +1,199 @@
+"""The node's training-job store: PSI states, open jobs, capacity, expiry.
+
+Job state lives in memory: a node that restarts mid-job answers NOT_FOUND for
+that job and the bureau's job fails with that reason. A job (or PSI state)
+nobody touches for ``idle_seconds`` is dropped by a background sweep (not only
+when another job opens), stopping its worker processes: a bureau that was killed
+cannot hold a node's job slots or cores. The training RPCs only validate, load
+from here, and compute.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from creditshare.crypto import PooledEncryptor
+from creditshare.errors import CapacityError, InvalidInputError, NotFoundError
+from creditshare.federated import HostParty, Preprocessing
+from creditshare.node._receipts import ReceiptRefusedError
+
+__all__ = ["JOB_IDLE_SECONDS", "MAX_JOBS", "Job", "JobStore"]
+
+log = logging.getLogger("creditshare.node")
+MAX_JOBS = 8
+#: A job (or PSI state) untouched this long is dropped, so abandoned jobs cannot
+#: hold the node's job slots (the default of NodeSettings.training_job_idle_seconds).
+JOB_IDLE_SECONDS = 3600.0
+
+
+@dataclass(slots=True)
+class Job:
+    host: HostParty
+    ids: list[str]
+    #: What the host's rows went through: kept with the shard at CloseJob.
+    preprocessing: Preprocessing
+    touched: float = 0.0
+    #: Obfuscator workers (daemon processes: they also end with the node's process).
+    encryptor: PooledEncryptor | None = None
+
+    def close(self) -> None:
+        if self.encryptor is not None:
+            self.encryptor.close()
+
+    def rows(self, positions: Sequence[int]) -> list[str]:
+        try:
+            return [self.ids[p] for p in positions]
+        except IndexError:
+            raise InvalidInputError(f"row positions must be below {len(self.ids)}") from None
+
+
+class JobStore:
+    """Thread-safe; closing a dropped job's workers always happens outside the lock
+    (stopping worker processes takes seconds)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        clock: Callable[[], float] = time.monotonic,
+        idle_seconds: float = JOB_IDLE_SECONDS,
+        most: int = MAX_JOBS,
+    ) -> None:
+        self._node_id = node_id
+        self._clock = clock
+        self._idle = idle_seconds
+        self._most = most
+        self._jobs: dict[str, Job] = {}
+        #: Per job: this node's blinded point → its own id, from its PSI answer.
+        self._psi: dict[str, tuple[float, dict[bytes, str]]] = {}
+        self._lock = threading.Lock()
+        self._sweeper: threading.Thread | None = None
+
+    # -- PSI -------------------------------------------------------------------------
+
+    def check_new(self, job_id: str) -> None:
+        """A job aligns once per node: its receipt cannot be replayed for a second PSI."""
+        with self._lock:
+            if job_id in self._psi or job_id in self._jobs:
+                raise ReceiptRefusedError(f"job {job_id!r} was already aligned here")
+
+    def aligned(self, job_id: str, mapping: dict[bytes, str]) -> None:
+        """Keep this node's PSI answer (point → id) until the job is opened."""
+        self._close(self._expire())
+        with self._lock:
+            full = len(self._psi) >= self._most and job_id not in self._psi
+            if not full:
+                self._psi[job_id] = (self._clock(), mapping)
+        self.start_sweeping()
+        if full:
+            raise CapacityError(f"this node aligns at most {self._most} jobs at once")
+
+    def points(self, job_id: str) -> dict[bytes, str]:
+        with self._lock:
+            state = self._psi.get(job_id)
+        if state is None:
+            raise NotFoundError(f"no PSI answer for job {job_id!r} on this node")
+        return state[1]
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def check_room(self, job_id: str) -> None:
+        self._close(self._expire())
+        with self._lock:
+            room = self._has_room(job_id)
+        if not room:
+            raise CapacityError(f"this node runs at most {self._most} jobs at once")
+
+    def open(self, job_id: str, job: Job) -> None:
+        """Make ``job`` the open job ``job_id``: checked again under the lock, since a
+        concurrent open may have taken the last slot, and a CloseJob (the job was
+        cancelled) may have dropped its PSI state while this open computed: then the
+        job must not come back. The caller closes ``job`` if this raises."""
+        with self._lock:
+            if job_id not in self._psi:
+                raise NotFoundError(f"training job {job_id!r} was closed while it was opened")
+            if not self._has_room(job_id):
+                raise CapacityError(f"this node runs at most {self._most} jobs at once")
+            previous = self._jobs.get(job_id)
+            job.touched = self._clock()
+            self._jobs[job_id] = job
+            self._psi.pop(job_id, None)
+        if previous is not None:
+            previous.close()
+        self.start_sweeping()
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                job.touched = self._clock()
+        if job is None:
+            raise NotFoundError(f"no open training job {job_id!r} on node {self._node_id}")
+        return job
+
+    def pop(self, job_id: str) -> Job | None:
+        """Forget the job and its PSI state; the caller closes the job it gets."""
+        with self._lock:
+            self._psi.pop(job_id, None)
+            return self._jobs.pop(job_id, None)
+
+    # -- expiry ----------------------------------------------------------------------
+
+    def sweep(self) -> int:
+        """Drop every job and PSI state idle too long, stopping their workers; how many
+        jobs were dropped."""
+        expired = self._expire()
+        self._close(expired)
+        return len(expired)
+
+    def start_sweeping(self) -> None:
+        """Start the periodic expiry once there is something to expire (a daemon thread
+        that ends with the node, or when this store is gone)."""
+        with self._lock:
+            if self._sweeper is not None:
+                return
+            me = weakref.ref(self)
+            interval = max(0.2, min(60.0, self._idle / 4))
+            self._sweeper = threading.Thread(
+                target=_sweep, args=(me, interval), name="training-expiry", daemon=True
+            )
+            self._sweeper.start()
+
+    def _expire(self) -> list[Job]:
+        cutoff = self._clock() - self._idle
+        with self._lock:
+            expired = []
+            for job_id in [j for j, job in self._jobs.items() if job.touched < cutoff]:
+                expired.append(self._jobs.pop(job_id))
+                log.info("training job %r expired after %.0f s idle", job_id, self._idle)
+            for job_id in [j for j, (at, _) in self._psi.items() if at < cutoff]:
+                del self._psi[job_id]
+        return expired
+
+    @staticmethod
+    def _close(jobs: list[Job]) -> None:
+        for job in jobs:
+            job.close()
+
+    def _has_room(self, job_id: str) -> bool:
+        """Whether ``job_id`` may be opened now; call with the lock held."""
+        return len(self._jobs) < self._most or job_id in self._jobs
+
+
+def _sweep(store: weakref.ref[JobStore], interval: float) -> None:
+    """The expiry loop: runs while the store exists (a weak reference, so a stopped
+    test server's store can still be collected)."""
+    while True:
+        time.sleep(interval)
+        current = store()
+        if current is None:
+            return
+        try:
+            current.sweep()
+        except Exception as exc:  # never let one failed close end the sweeping
+            log.warning("training job expiry failed (%s); retrying", type(exc).__name__)
+        del current
