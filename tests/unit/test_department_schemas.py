@@ -875,3 +875,37 @@ def test_a_stored_record_the_schema_no_longer_accepts_is_named_not_a_key_error(
     missing = {k: v for k, v in good.items() if k != column}
     with pytest.raises(ConfigurationError, match=f"holds nothing for {column}"):
         derived[0].derive(missing)
+
+
+def test_limits_the_coordinator_enforces_are_enforced_at_load() -> None:
+    """A schema that loads must not make the coordinator refuse the node's catalogue at
+    run time (the node would be silently unused), nor a shard of 30 000 one-hot weights."""
+    from creditshare.consent import MAX_INDICATOR_NAME
+    from creditshare.coordinator.relay import _channels
+    from creditshare.departments import _toml
+
+    assert _toml.MAX_INDICATOR_TEXT == _channels.MAX_CATALOGUE_TEXT
+    assert _toml.MAX_INDICATORS == _channels.MAX_NODE_INDICATORS
+    assert _toml.MAX_BANDS == _channels.MAX_INDICATOR_BANDS
+    assert _toml.MAX_LABEL <= _channels.MAX_CATALOGUE_TEXT
+    longest = "a" * MAX_INDICATOR_NAME
+    assert _refusal(_probe('name = "amount_band"', f'name = "{longest}"')) is None
+    assert "at most 48" in (_refusal(_probe('name = "amount_band"', f'name = "{longest}a"')) or "")
+    long_column = _probe('name = "amount"\n', f'name = "amount"\ndescription = "{"x" * 300}"\n')
+    message = _refusal(long_column) or ""
+    assert 'indicators[0] (name "amount_band").description' in message and "300" in message
+    assert (
+        _refusal(
+            long_column.replace(
+                'name = "amount_band"', 'name = "amount_band"\ndescription = "banded"'
+            )
+        )
+        is None
+    )
+    levels = ", ".join(f'"l{k}"' for k in range(60))
+    wide = "".join(
+        f'\n[[columns]]\nname = "c{k}"\ntype = "category"\nlevels = [{levels}]\n'
+        f'\n[[features]]\nname = "c{k}"\ncolumn = "c{k}"\n'
+        for k in range(20)
+    )
+    assert "1203 model features after one-hot expansion" in (_refusal(EVERY_TYPE + wide) or "")

@@ -51,6 +51,13 @@ Name = Annotated[str, StringConstraints(pattern=_NAME)]
 MAX_INDICATORS = 64
 MAX_BANDS = 32
 MAX_LABEL = 64
+#: The longest indicator description a coordinator accepts in a node's catalogue
+#: (coordinator/relay/_channels.py MAX_CATALOGUE_TEXT): longer, and the coordinator would
+#: refuse the node's whole catalogue at run time.
+MAX_INDICATOR_TEXT = 200
+#: Model features after one-hot expansion: each is a weight in every shard and a column
+#: of every training batch.
+MAX_FEATURES = 1000
 IndicatorName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
 Text = Annotated[str, StringConstraints(max_length=500)]
 #: Characters a level may not hold: levels are written bare in CSV cells (where a quote
@@ -284,6 +291,12 @@ def _build(document: _Document, source: str) -> Department:
     for k, spec in enumerate(document.features):
         features.extend(_features(spec, _column(by_name, spec.column, f"features[{k}]"), k))
     _unique([f.name for f in features], "features")
+    if len(features) > MAX_FEATURES:
+        raise _Located(
+            "features",
+            f"{len(features)} model features after one-hot expansion (at most {MAX_FEATURES}); "
+            'map large categories (encoding = "map") instead',
+        )
     indicators = [
         _indicator(spec, _column(by_name, spec.column, f"indicators[{k}]"), k)
         for k, spec in enumerate(document.indicators)
@@ -685,6 +698,13 @@ def _indicator(spec: _Indicator, column: FieldSpec, k: int) -> IndicatorSpec:
             f"{where}.bands", "two bands have the same label: a bank could not tell them apart"
         )
     description = spec.description or column.description
+    if len(description) > MAX_INDICATOR_TEXT:
+        raise _Located(
+            f"{where}.description",
+            f"an indicator's description (its own, or its column's) is at most "
+            f"{MAX_INDICATOR_TEXT} characters, not {len(description)}: banks read it in "
+            "profiles, and a coordinator refuses longer ones",
+        )
     name = column.name
     if column.kind in ("category", "boolean"):
         if spec.bounds:
