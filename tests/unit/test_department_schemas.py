@@ -882,12 +882,12 @@ def test_limits_the_coordinator_enforces_are_enforced_at_load() -> None:
     run time (the node would be silently unused), nor a shard of 30 000 one-hot weights."""
     from creditshare.consent import MAX_INDICATOR_NAME
     from creditshare.coordinator.relay import _channels
-    from creditshare.departments import _toml
+    from creditshare.departments import _toml, _toml_messages
 
     assert _toml.MAX_INDICATOR_TEXT == _channels.MAX_CATALOGUE_TEXT
     assert _toml.MAX_INDICATORS == _channels.MAX_NODE_INDICATORS
     assert _toml.MAX_BANDS == _channels.MAX_INDICATOR_BANDS
-    assert _toml.MAX_LABEL <= _channels.MAX_CATALOGUE_TEXT
+    assert _toml_messages.MAX_LABEL <= _channels.MAX_CATALOGUE_TEXT
     longest = "a" * MAX_INDICATOR_NAME
     assert _refusal(_probe('name = "amount_band"', f'name = "{longest}"')) is None
     assert "at most 48" in (_refusal(_probe('name = "amount_band"', f'name = "{longest}a"')) or "")

@@ -4,18 +4,18 @@ The file is checked whole before a node uses it: unknown keys (a misspelt ``levl
 a feature or indicator over a column that does not exist, an indicator that would show
 a bank a raw amount (numbers must be banded), a default that its own column would
 refuse. Every error names the file and the key, so a department's data steward can
-fix the schema without reading Python.
+fix the schema without reading Python. ``_toml_messages`` words the refusals (and checks
+labels and texts); ``_toml_features`` derives the model features and proves their ranges.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import tomllib
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, time
+from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -27,21 +27,27 @@ from creditshare.departments._schema import (
     Department,
     FeatureSpec,
     FieldSpec,
-    FieldValue,
     IndicatorSpec,
-    Record,
     band,
     decimal_year,
     fold,
     listing,
     shown,
 )
-from creditshare.errors import ConfigurationError, InvalidInputError
+from creditshare.departments._toml_features import _features, _flag, _stored
+from creditshare.departments._toml_messages import (
+    _entry,
+    _label,
+    _Located,
+    _reason,
+    _text,
+    _toml_type,
+    _where,
+)
+from creditshare.errors import InvalidInputError
 
 __all__ = ["SchemaError", "load_schema", "parse_schema"]
 
-#: More one-hot levels than this make a shard nobody can read; map or band them instead.
-MAX_ONE_HOT_LEVELS = 64
 MAX_LEVELS = 1000
 #: A schema is a page of text; anything larger is not one (and must not fill memory).
 MAX_SCHEMA_BYTES = 1_000_000
@@ -50,7 +56,6 @@ Name = Annotated[str, StringConstraints(pattern=_NAME)]
 #: Bounds a coordinator accepts from a node's Describe and a consent may name.
 MAX_INDICATORS = 64
 MAX_BANDS = 32
-MAX_LABEL = 64
 #: The longest indicator description a coordinator accepts in a node's catalogue
 #: (coordinator/relay/_channels.py MAX_CATALOGUE_TEXT): longer, and the coordinator would
 #: refuse the node's whole catalogue at run time.
@@ -60,9 +65,6 @@ MAX_INDICATOR_TEXT = 200
 MAX_FEATURES = 1000
 IndicatorName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
 Text = Annotated[str, StringConstraints(max_length=500)]
-#: Characters a level may not hold: levels are written bare in CSV cells (where a quote
-#: is CSV quoting) and listed comma-separated in messages, `schema show` and the reference.
-_LEVEL_FORBIDDEN = ',"'
 
 
 class SchemaError(InvalidInputError):
@@ -152,128 +154,6 @@ def parse_schema(text: str, source: str) -> Department:
         return _build(document, source)
     except _Located as problem:
         raise SchemaError(f"{source}: {problem.where}: {problem.reason}") from None
-
-
-class _Located(Exception):  # noqa: N818 - internal: always re-raised as SchemaError
-    def __init__(self, where: str, reason: str) -> None:
-        super().__init__(f"{where}: {reason}")
-        self.where = where
-        self.reason = reason
-
-
-def _entry(kind: str, k: int, name: object) -> str:
-    """``columns[2] (name "x")``: the entry by its position and, when it has one, its name."""
-    if not isinstance(name, str):
-        return f"{kind}[{k}]"
-    return f'{kind}[{k}] (name "{shown(name, 64)[1:-1]}")'
-
-
-def _where(raw: Any, loc: tuple[int | str, ...]) -> str:
-    """``features[2] (name "x").cap`` from a pydantic location: the entry by its name too."""
-    parts: list[str] = []
-    node = raw
-    for step in loc:
-        if isinstance(step, int):
-            entry = node[step] if isinstance(node, list) and step < len(node) else None
-            name = entry.get("name") if isinstance(entry, dict) else None
-            parts[-1] = _entry(parts[-1], step, name)
-            node = entry
-        elif isinstance(node, dict) and step in node:
-            parts.append(str(step) if re.fullmatch(r"[A-Za-z0-9_-]+", str(step)) else shown(step))
-            node = node[step]
-        elif not parts or isinstance(node, dict):
-            # a missing key
-            parts.append(str(step) if re.fullmatch(r"[A-Za-z0-9_-]+", str(step)) else shown(step))
-            break
-        else:
-            break  # a pydantic union member ("float", "date"): not a key of the file
-    return ".".join(parts) or "top level"
-
-
-_EXPECTED = {
-    "float_type": "a number (no quotes)",
-    "int_type": "a whole number (no quotes)",
-    "string_type": "a string in quotes",
-    "list_type": "a list [...]",
-    "dict_type": "a table { ... }",
-    "model_type": "a table { ... }",
-    "bool_type": "true or false",
-    "literal_error": "",
-}
-
-
-def _toml_type(value: object) -> str:
-    """What a TOML value is, as a steward wrote it."""
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, int):
-        return "an integer" if abs(value) > NUMBER_LIMIT else f"the integer {value}"
-    if isinstance(value, float):
-        return f"the float {value!r}"
-    if isinstance(value, str):
-        return f"the string {shown(value)}"
-    if isinstance(value, datetime):
-        return "a date-time"
-    if isinstance(value, date):
-        return f"the date {value.isoformat()}"
-    if isinstance(value, time):
-        return "a time of day"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a table"
-    return type(value).__name__
-
-
-def _reason(error: Any) -> str:
-    """One line a steward can act on, from a pydantic error (never its dump)."""
-    kind, value = error["type"], error.get("input")
-    if kind == "extra_forbidden":
-        return "unknown key (misspelt? see docs/department-schemas.md)"
-    if kind == "missing":
-        return "this key is required"
-    if kind == "string_pattern_mismatch":
-        pattern = str(error.get("ctx", {}).get("pattern", ""))
-        longest = re.search(r"\{0,([0-9]+)\}", pattern)
-        size = f", at most {int(longest.group(1)) + 1} characters" if longest else ""
-        return (
-            f"{_toml_type(value)} is not a name: lower-case letters a-z, digits and _, "
-            f"starting with a letter{size}"
-        )
-    if kind == "literal_error":
-        expected = str(error.get("ctx", {}).get("expected", ""))
-        return f"must be {expected}, not {_toml_type(value)}"
-    if kind in _EXPECTED:
-        return f"must be {_EXPECTED[kind]}, not {_toml_type(value)}"
-    if kind in ("string_too_long", "string_too_short", "too_long", "too_short"):
-        return str(error["msg"])
-    if kind in ("finite_number",):
-        return "must be finite"
-    return f"{error['msg']} (got {_toml_type(value)})"
-
-
-def _text(value: str, where: str) -> None:
-    """Names, descriptions and units go into tables, messages and other parties'
-    screens: one line of visible text."""
-    if not value.isprintable():
-        raise _Located(where, "must be one line of visible text (no control characters)")
-
-
-def _label(value: str, where: str, *, level: bool) -> str:
-    """A category level or a band label: short, visible and unambiguous where written."""
-    if not 0 < len(value) <= MAX_LABEL:
-        raise _Located(where, f"must be 1 to {MAX_LABEL} characters, not {len(value)}")
-    if not value.isprintable():
-        raise _Located(where, f"{shown(value)} holds an invisible or control character")
-    if value != value.strip():
-        raise _Located(where, f"{shown(value)} starts or ends with a space (cells are trimmed)")
-    if level and any(c in value for c in _LEVEL_FORBIDDEN):
-        raise _Located(
-            where,
-            f"{shown(value)}: a level holds no comma or double quote (levels are written "
-            "bare in CSV cells and listed comma-separated)",
-        )
-    return value
 
 
 def _build(document: _Document, source: str) -> Department:
@@ -465,224 +345,6 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
-
-
-def _features(spec: _Feature, column: FieldSpec, k: int) -> list[FeatureSpec]:
-    where = _entry("features", k, spec.name)
-    _text(spec.description, f"{where}.description")
-    description = spec.description or column.description
-    if column.kind == "category":
-        encoding = spec.encoding or "one_hot"
-        if (
-            spec.transform != "identity"
-            or spec.scale != 1.0
-            or spec.floor is not None
-            or spec.cap is not None
-        ):
-            raise _Located(
-                where, "a category column's feature takes no transform, scale, floor or cap"
-            )
-        if encoding == "one_hot":
-            if spec.values:
-                raise _Located(f"{where}.values", 'values are for encoding = "map"')
-            if len(column.levels) > MAX_ONE_HOT_LEVELS:
-                raise _Located(
-                    where,
-                    f"one-hot encoding of {len(column.levels)} levels (at most "
-                    f'{MAX_ONE_HOT_LEVELS}); use encoding = "map"',
-                )
-            if len(column.levels) < 2:
-                raise _Located(where, "one level only: its one-hot feature would always be 1")
-            return [_dummy(spec.name, column, level, description) for level in column.levels]
-        if encoding == "map":
-            return [_mapped(spec, column, where, description)]
-        raise _Located(
-            f"{where}.encoding",
-            f'a category column is encoded "one_hot" or "map", not "{encoding}"',
-        )
-    encoding = spec.encoding or ("raw" if column.kind == "boolean" else "standardised")
-    if encoding not in ("standardised", "raw"):
-        raise _Located(
-            f"{where}.encoding",
-            f'a {column.kind} column is "standardised" or "raw", not "{encoding}"',
-        )
-    if spec.values:
-        raise _Located(f"{where}.values", 'values are for encoding = "map" of a category column')
-    if (spec.transform == "year") != (column.kind == "date"):
-        raise _Located(
-            f"{where}.transform",
-            'a date column takes transform = "year" (decimal year); '
-            "other columns identity, log10p1 or ln1p",
-        )
-    for key, value in (("scale", spec.scale), ("floor", spec.floor), ("cap", spec.cap)):
-        if value is not None and not abs(value) <= NUMBER_LIMIT:
-            raise _Located(f"{where}.{key}", f"must be a finite number within ±{LIMIT_TEXT}")
-    if spec.scale == 0:
-        raise _Located(f"{where}.scale", "a scale of 0 makes a feature that is always 0")
-    if spec.floor is not None and spec.cap is not None and spec.floor > spec.cap:
-        raise _Located(where, "floor is above cap")
-    low, high = _domain(column)
-    if spec.transform in ("log10p1", "ln1p") and low < 0:
-        raise _Located(
-            f"{where}.transform",
-            f"{spec.transform} needs a column that cannot be negative (give {column.name} min = 0)",
-        )
-    bounds = _derived_bounds(spec, low, high)
-    if not max(abs(bounds[0]), abs(bounds[1])) <= NUMBER_LIMIT:
-        raise _Located(
-            where,
-            f"can reach {bounds[0]:g} to {bounds[1]:g} for values {column.name} accepts: give "
-            f"{column.name} a min and max, or this feature a floor and cap, so that it stays "
-            f"within ±{LIMIT_TEXT}",
-        )
-    if bounds[0] == bounds[1]:
-        raise _Located(
-            where,
-            f"is always {bounds[0]:g} for the values {column.name} accepts (check its min "
-            "and max, and this feature's floor and cap): a constant feature carries nothing",
-        )
-    return [
-        FeatureSpec(
-            spec.name,
-            description,
-            _numeric(column, spec),
-            kind=column.kind,
-            unit=column.unit if spec.transform == "identity" and spec.scale == 1.0 else "",
-            standardised=encoding == "standardised",
-            column=column.name,
-            bounds=bounds,
-        )
-    ]
-
-
-def _mapped(spec: _Feature, column: FieldSpec, where: str, description: str) -> FeatureSpec:
-    """encoding = "map": one number per level; keys match levels as cells do (letter
-    case and width folded), so ``{a = 0}`` maps the level "A"."""
-    levels = {fold(level): level for level in column.levels}
-    mapping: dict[str, float] = {}
-    unknown = []
-    for key, value in spec.values.items():
-        level = levels.get(fold(key))
-        if level is None:
-            unknown.append(key)
-            continue
-        if level in mapping:
-            raise _Located(f"{where}.values", f"level {level!r} is mapped twice")
-        if not abs(value) <= NUMBER_LIMIT:
-            raise _Located(
-                f"{where}.values.{level}", f"must be a finite number within ±{LIMIT_TEXT}"
-            )
-        mapping[level] = float(value)
-    missing = [level for level in column.levels if level not in mapping]
-    if missing or unknown:
-        detail = (
-            f"no value for {listing(missing)}"
-            if missing
-            else f"unknown level(s) {listing(shown(u) for u in unknown)}"
-        )
-        raise _Located(f"{where}.values", f"map every level of {column.name} exactly: {detail}")
-    low, high = min(mapping.values()), max(mapping.values())
-    if low == high:
-        raise _Located(
-            f"{where}.values", f"every level maps to {low:g}: a constant feature carries nothing"
-        )
-    name = column.name
-    return FeatureSpec(
-        spec.name,
-        description,
-        lambda r: _stored(r, column, lambda v: mapping[str(v)]),
-        kind="category",
-        standardised=True,
-        column=name,
-        bounds=(low, high),
-    )
-
-
-def _domain(column: FieldSpec) -> tuple[float, float]:
-    """The least and greatest number a column's cells give (dates as decimal years)."""
-    if column.kind == "boolean":
-        return 0.0, 1.0
-    if column.kind == "date":
-        first, last = 1.0, decimal_year(date.max)
-    else:
-        first, last = -NUMBER_LIMIT, NUMBER_LIMIT
-    low = column.minimum if column.minimum is not None else first
-    high = column.maximum if column.maximum is not None else last
-    return low, high
-
-
-def _derived_bounds(spec: _Feature, low: float, high: float) -> tuple[float, float]:
-    """The range of ``_numeric``'s derive over [low, high]: every step is monotone, so
-    the ends map to the ends (a negative scale swaps them)."""
-    transform = _TRANSFORMS[spec.transform]
-    ends = sorted((transform(low) * spec.scale, transform(high) * spec.scale))
-    return _clamp(ends[0], spec.floor, spec.cap), _clamp(ends[1], spec.floor, spec.cap)
-
-
-def _clamp(value: float, floor: float | None, cap: float | None) -> float:
-    if floor is not None:
-        value = max(floor, value)
-    if cap is not None:
-        value = min(cap, value)
-    return value
-
-
-_T = TypeVar("_T")
-
-
-def _flag(value: FieldValue) -> float:
-    if value not in (0, 1):
-        raise ValueError(value)
-    return float(value)
-
-
-def _stored(record: Record, column: FieldSpec, use: Callable[[FieldValue], _T]) -> _T:
-    """``use`` of a stored record's value of ``column``. Records are checked when imported;
-    one the schema cannot read was imported under another schema (a column since added,
-    a level renamed): say so, instead of a KeyError out of a query."""
-    try:
-        value = record[column.name]
-        column.check(value)
-        return use(value)
-    except (KeyError, ValueError, TypeError, IndexError):
-        held = shown(str(record[column.name])) if column.name in record else "nothing"
-        raise ConfigurationError(
-            f"a stored record holds {held} for {column.name}, which this node's schema "
-            "does not accept: its records were imported under another schema; import the "
-            "department's data again"
-        ) from None
-
-
-_TRANSFORMS: dict[str, Callable[[float], float]] = {
-    "identity": lambda x: x,
-    "year": lambda x: x,  # FieldSpec.numeric already turned the date into a decimal year
-    "log10p1": lambda x: math.log10(1.0 + x),
-    "ln1p": math.log1p,
-}
-
-
-def _numeric(column: FieldSpec, spec: _Feature) -> Callable[[Record], float]:
-    transform = _TRANSFORMS[spec.transform]
-    scale, floor, cap = spec.scale, spec.floor, spec.cap
-
-    def derive(record: Record) -> float:
-        value = _stored(record, column, lambda v: transform(column.numeric(v)))
-        return _clamp(value * scale, floor, cap)
-
-    return derive
-
-
-def _dummy(name: str, column: FieldSpec, level: str, description: str) -> FeatureSpec:
-    column_name = column.name
-    return FeatureSpec(
-        f"{name}={level}",
-        f"{description}: {level} (1) or not (0)",
-        lambda r: _stored(r, column, lambda v: 1.0 if v == level else 0.0),
-        kind="boolean",
-        standardised=False,
-        column=column_name,
-        bounds=(0.0, 1.0),
-    )
 
 
 def _indicator(spec: _Indicator, column: FieldSpec, k: int) -> IndicatorSpec:
