@@ -84,7 +84,7 @@ def test_a_category_column_may_be_woe_binned() -> None:
         ("", "staff", 'features[0] (name "industry_woe").encoding', "staff is a integer"),
         ("min_rows = 9", "industry", 'features[0] (name "industry_woe").min_rows', "10..1000000"),
         ("min_rows = 2000000", "industry", ".min_rows", "not 2000000"),
-        ("min_rows = true", "industry", ".min_rows", "integer"),
+        ("min_rows = true", "industry", ".min_rows", "whole number"),
         ("values = { farming = 1 }", "industry", ".values", '"map"'),
     ],
 )
