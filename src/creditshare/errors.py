@@ -19,6 +19,7 @@ below to status codes exactly once (``coordinator/_problems.py``,
     │   ├── ConsentRefusedError      the consent does not cover this query (recorded)
     │   └── CredentialRefusedError   a participant credential the chain CA does not vouch for
     ├── ConflictError                the resource exists already: 409
+    │   └── OutOfOrderError          a step before the one it needs: 409 / FAILED_PRECONDITION
     ├── RateLimitedError             over a participant or enterprise limit: 429
     ├── NoNodeAnsweredError          every node in scope failed: 503
     ├── CapacityError                a node (or the coordinator) is full: 503 / RESOURCE_EXHAUSTED
@@ -64,6 +65,7 @@ __all__ = [
     "NoNodeAnsweredError",
     "NodeFailedError",
     "NotFoundError",
+    "OutOfOrderError",
     "PermissionDeniedError",
     "ProblemError",
     "RateLimitedError",
@@ -140,6 +142,12 @@ class CredentialRefusedError(PermissionDeniedError):
 
 class ConflictError(CreditShareError):
     """The resource already exists."""
+
+
+class OutOfOrderError(ConflictError):
+    """A protocol step asked before the step it needs (or a second time): e.g. a
+    training Forward before the job's WOE table is set. 409 over HTTP; a node answers
+    FAILED_PRECONDITION."""
 
 
 class RateLimitedError(CreditShareError):

@@ -166,3 +166,33 @@ def test_snapshots_report_counts_and_a_bad_one_leaves_the_last_in_place(
     emptied = _run("node", "import", "--config", str(config), "--allow-empty", str(empty))
     assert emptied.returncode == 0, emptied.stderr
     assert f"0 added, 0 changed, {n} removed, 0 unchanged" in emptied.stdout
+
+
+def test_read_only_commands_on_a_database_never_migrated_say_what_to_run(
+    tmp_path: Path,
+) -> None:
+    """`node imports`, `node access-log` and `node refusals` read; on a database that was
+    never migrated (or is behind) they name the command that migrates, not an SQL error,
+    and they neither migrate it nor create a database where there was none."""
+    config, db = _config(tmp_path)
+    commands = (["imports"], ["access-log"], ["refusals"])
+    for command in commands:
+        result = _run("node", *command, "--config", str(config))
+        assert result.returncode == 2, result.stderr
+        assert f"no node database at {db}" in result.stderr and "Traceback" not in result.stderr
+    assert not db.exists()
+    sqlite3.connect(db).close()  # an empty file: a database never migrated
+    for command in commands:
+        result = _run("node", *command, "--config", str(config))
+        assert result.returncode == 2, result.stderr
+        assert "has never been migrated" in result.stderr, result.stderr
+        assert "creditshare db upgrade node --config" in result.stderr
+        assert "sqlite3" not in result.stderr.lower() and "Traceback" not in result.stderr
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
+    upgraded = _run("db", "upgrade", "node", "--config", str(config))
+    assert upgraded.returncode == 0, upgraded.stderr
+    for command in commands:
+        result = _run("node", *command, "--config", str(config))
+        assert result.returncode == 0, result.stderr
+    assert "no snapshots imported" in _run("node", "imports", "--config", str(config)).stdout

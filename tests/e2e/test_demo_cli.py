@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_demo_json_verify() -> None:
@@ -51,3 +52,39 @@ def test_demo_json_verify() -> None:
     assert training["aligned_rows"] > 30 and len(training["nodes"]) == 3
     assert len(training["curve"]) == training["epochs"] >= 1
     assert training["query"]["verified"] is True
+
+
+def _demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "creditshare", "demo", "--json", "--enterprises", "150", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_demo_work_dir_is_replaced_by_each_run_and_a_foreign_folder_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Each run is a fresh federation: run again in the same --work-dir with another
+    seed, it replaces the earlier run's files (the earlier node databases would make the
+    new snapshot "remove every record", which imports refuse). A folder no demo made is
+    never written to."""
+    work = tmp_path / "demo"
+    uscc_sets = []
+    for seed in ("7", "9"):
+        out = _demo("--seed", seed, "--work-dir", str(work))
+        assert out.returncode == 0, out.stderr[-3000:]
+        uscc_sets.append({q["uscc"] for q in json.loads(out.stdout)["queries"]})
+        assert (work / ".creditshare-demo").is_file()
+        assert {p.name for p in (work / "data").iterdir()} >= {"yrd", "prd"}
+    assert uscc_sets[0] != uscc_sets[1]  # the second run's data is its own seed's
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me", encoding="utf-8")
+    refused = _demo("--work-dir", str(foreign))
+    assert refused.returncode == 2
+    assert "is not empty and no earlier `creditshare demo` run made it" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    assert (foreign / "notes.txt").read_text(encoding="utf-8") == "keep me"

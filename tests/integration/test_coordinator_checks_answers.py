@@ -6,7 +6,7 @@ missing or spoofed indicators; the coordinator must drop it into coverage.failed
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -27,6 +27,8 @@ from creditshare.proto import node_pb2, node_pb2_grpc
 from .._authority import authority
 
 USCC = "91350100M000100Y43"
+#: The id the test authority's credential for USCC names.
+ENTERPRISE = f"ent-{USCC.lower()}"
 
 
 class FakeNode(node_pb2_grpc.DataNodeServicer):
@@ -34,6 +36,8 @@ class FakeNode(node_pb2_grpc.DataNodeServicer):
         self.mode = "honest"
         #: How many indicators Describe lists (a dishonest node lists thousands).
         self.indicators = 1
+        #: Its first indicator, as Describe lists it (a dishonest node names it anything).
+        self.first = node_pb2.Indicator(name="grade", bands=["A", "B"])
 
     def Describe(self, request: Any, context: Any) -> node_pb2.DescribeResponse:  # noqa: N802
         extra = [node_pb2.Indicator(name=f"i{k}", bands=["x"]) for k in range(self.indicators - 1)]
@@ -41,7 +45,7 @@ class FakeNode(node_pb2_grpc.DataNodeServicer):
             node_id="yrd-fake",
             department="tax",
             chain="yrd",
-            indicators=[node_pb2.Indicator(name="grade", bands=["A", "B"]), *extra],
+            indicators=[self.first, *extra],
         )
 
     def Score(self, request: Any, context: Any) -> node_pb2.ScoreResponse:  # noqa: N802
@@ -76,22 +80,33 @@ class FakeNode(node_pb2_grpc.DataNodeServicer):
         raise AssertionError("unreachable")
 
 
-@pytest.fixture
-def fake_node() -> Iterator[tuple[FakeNode, int]]:
+@contextmanager
+def _serving(servicer: FakeNode) -> Iterator[int]:
     """A thread-pool server, so it answers while the test thread waits on HTTP."""
-    servicer = FakeNode()
     server = grpc.server(ThreadPoolExecutor(max_workers=4))
     node_pb2_grpc.add_DataNodeServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    yield servicer, port
-    server.stop(None)
+    try:
+        yield port
+    finally:
+        server.stop(None)
+
+
+@pytest.fixture
+def fake_node() -> Iterator[tuple[FakeNode, int]]:
+    servicer = FakeNode()
+    with _serving(servicer) as port:
+        yield servicer, port
 
 
 @contextmanager
-def _running_coordinator(tmp_path: Path, port: int, packed: bool) -> Iterator[TestClient]:
-    """A coordinator over the fake node, a bank and an enterprise's consent for it; the
-    client sends the bank's key (and carries the consent id in ``X-Consent``)."""
+def _running_coordinator(
+    tmp_path: Path, port: int, packed: bool, others: Sequence[dict[str, str]] = ()
+) -> Iterator[TestClient]:
+    """A coordinator over the fake node (and ``others``: more node entries), a bank and
+    an enterprise's consent for it; the client sends the bank's key (and carries the
+    consent id in ``X-Consent``)."""
     init_log_key(tmp_path / "log.pem")
     settings = CoordinatorSettings(
         database_url=f"sqlite:///{tmp_path / 'c.db'}",
@@ -100,7 +115,8 @@ def _running_coordinator(tmp_path: Path, port: int, packed: bool) -> Iterator[Te
         node_deadline_seconds=5,
         pack_profiles=packed,
         nodes=[
-            {"id": "yrd-fake", "chain": "yrd", "department": "tax", "address": f"127.0.0.1:{port}"}
+            {"id": "yrd-fake", "chain": "yrd", "department": "tax", "address": f"127.0.0.1:{port}"},
+            *others,
         ],
         models=[{"id": "sme-scorecard-v1", "intercept": -1.0}],
     )
@@ -113,7 +129,7 @@ def _running_coordinator(tmp_path: Path, port: int, packed: bool) -> Iterator[Te
         services.credentials.add(bank, signers.bank_credential, None)
         signing, _ = signers.enterprise(USCC)
         services.participants.register(
-            "ent", "enterprise", "Ent", uscc=USCC, signing_key=signing.verify_key.to_text()
+            ENTERPRISE, "enterprise", "Ent", uscc=USCC, signing_key=signing.verify_key.to_text()
         )
         now = datetime.now(UTC)
         grant = ConsentGrant.create(
@@ -123,7 +139,7 @@ def _running_coordinator(tmp_path: Path, port: int, packed: bool) -> Iterator[Te
             now - timedelta(minutes=1),
             now + timedelta(days=1),
         )
-        services.consents.grant(grant.sign(signing), services.participants.get("ent"))
+        services.consents.grant(grant.sign(signing), services.participants.get(ENTERPRISE))
         client.headers["Authorization"] = f"Bearer {bank_key}"
         client.headers["X-Consent"] = grant.consent_id
         yield client
@@ -201,3 +217,105 @@ def test_a_node_describing_an_oversized_catalogue_is_not_used(
         # Once it describes itself within bounds, it is heard again.
         servicer.indicators = 1
         assert _query(client, bank_key).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "bands", "description"),
+    [
+        ("*", ["A", "B"], ""),  # what a consent writes for "every indicator"
+        ("record_present", ["no", "yes"], ""),  # the coordinator's own presence slot
+        ("Grade", ["A", "B"], ""),
+        ("grade;drop", ["A", "B"], ""),
+        ("grade", [], ""),
+        ("grade", ["A", "A"], ""),
+        ("grade", ["A", ""], ""),
+        ("grade", ["A", "B\nC"], ""),
+        ("grade", ["A", "B"], "line one\rline two"),
+    ],
+)
+def test_a_node_describing_an_ill_formed_catalogue_is_not_used(
+    tmp_path: Path,
+    fake_node: tuple[FakeNode, int],
+    bank_key: PrivateKey,
+    name: str,
+    bands: list[str],
+    description: str,
+) -> None:
+    """Indicator names are what consents list and band labels reach banks' screens: a
+    node (not trusted) cannot publish "*", shadow the presence slot, or send labels a
+    schema would refuse."""
+    servicer, port = fake_node
+    servicer.first = node_pb2.Indicator(name=name, bands=bands, description=description)
+    with _running_coordinator(tmp_path, port, packed=False) as client:
+        assert "yrd-fake" not in client.app.state.services.broker.catalogues  # type: ignore[attr-defined]
+        assert client.get("/v1/indicators").json() == []
+        response = _query(client, bank_key)
+        assert response.status_code == 503, response.text
+        (failure,) = response.json()["failed"]
+        assert failure["node"] == "yrd-fake" and "catalogue" in failure["reason"]
+
+
+def test_one_name_published_with_other_bands_is_listed_once_per_variant(
+    tmp_path: Path, fake_node: tuple[FakeNode, int]
+) -> None:
+    """Two departments (or a wrong node) publishing "grade" with different bands: GET
+    /v1/indicators must not show one node's bands as everyone's."""
+    _, port = fake_node
+    other = FakeNode()
+    other.first = node_pb2.Indicator(name="grade", description="court grade", bands=["X", "Y", "Z"])
+    same = FakeNode()
+    with _serving(other) as other_port, _serving(same) as same_port:
+        others = [
+            {
+                "id": "sh-court",
+                "chain": "yrd",
+                "department": "court",
+                "address": f"127.0.0.1:{other_port}",
+            },
+            {
+                "id": "sh-tax",
+                "chain": "yrd",
+                "department": "tax",
+                "address": f"127.0.0.1:{same_port}",
+            },
+        ]
+        with _running_coordinator(tmp_path, port, packed=False, others=others) as client:
+            listed = client.get("/v1/indicators").json()
+    grades = sorted((i for i in listed if i["name"] == "grade"), key=lambda i: i["bands"])
+    assert [(i["bands"], i["nodes"], i["departments"]) for i in grades] == [
+        (["A", "B"], ["yrd-fake", "sh-tax"], ["tax"]),
+        (["X", "Y", "Z"], ["sh-court"], ["court"]),
+    ]
+
+
+def test_a_consent_naming_an_unpublished_indicator_gets_a_short_answer(
+    tmp_path: Path, fake_node: tuple[FakeNode, int]
+) -> None:
+    """The refusal lists what is published, but a node publishing 64 indicators (or many
+    such nodes) must not make it a page long; "*" and published names pass the check."""
+    servicer, port = fake_node
+    servicer.indicators = 64
+    with _running_coordinator(tmp_path, port, packed=False) as client:
+        signing, credential = authority().enterprise(USCC)
+        services = client.app.state.services  # type: ignore[attr-defined]
+        services.credentials.add(services.participants.get(ENTERPRISE), credential, None)
+        now = datetime.now(UTC)
+
+        def grant(*names: str) -> Any:
+            consent = ConsentGrant.create(
+                USCC,
+                authority().bank_id,
+                Purpose.PRE_LOAN_REVIEW,
+                now - timedelta(minutes=1),
+                now + timedelta(days=1),
+                indicators=names,
+            )
+            return client.post("/v1/consents", json=consent.sign(signing).to_json())
+
+        refused = grant("grade", "i7", "grade_typo")
+        assert refused.status_code == 422, refused.text
+        detail = refused.json()["detail"]
+        assert "'grade_typo'" in detail and "(64 in all)" in detail and len(detail) < 600
+        for names in (("*",), ("grade", "i62"), ("*", "grade")):
+            passed = grant(*names)
+            assert passed.status_code == 201, (names, passed.text)

@@ -550,3 +550,22 @@ def test_no_files_is_rejected(store: RecordStore) -> None:
         import_files(store, TAX, [])
     assert caught.value.line is None
     assert "at least one" in caught.value.reason
+
+
+def test_a_data_row_read_as_a_header_makes_a_short_message(tmp_path: Path) -> None:
+    """An export whose first line is a 20 000-field data row (or a header with control
+    characters) is refused in one short line, not a 200 kB list of "unknown columns"."""
+    from creditshare.departments import get_department
+    from creditshare.node._importer import parse_file
+
+    tax = get_department("tax")
+    wide = tmp_path / "wide.csv"
+    wide.write_text(
+        ",".join(tax.columns) + "," + ",".join(f"c{k}" for k in range(20_000)) + ",x\ty\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ImportRejectedError) as caught:
+        parse_file(wide, tax, {})
+    message = str(caught.value)
+    assert "line 1" in message and "(20001 in all)" in message
+    assert len(message) < 500 and "\t" not in message

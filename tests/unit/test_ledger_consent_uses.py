@@ -59,3 +59,49 @@ def test_a_consent_without_a_limit_is_never_over_it() -> None:
     for _ in range(5):
         ledger.append(_record(signed, grant.consent_id).to_bytes(), USCC)
     assert verify_log(ledger.storage, signer.public_key).ok
+
+
+def test_the_largest_consent_scope_makes_a_record_within_the_bound() -> None:
+    """32 indicator names of 48 characters (the most a consent may name, whatever the
+    schemas publish), the longest ids, the signed request and consent verbatim: the query's
+    ledger record still fits MAX_RECORD_BYTES, which nodes enforce on every receipt."""
+    from creditshare.consent import MAX_INDICATOR_NAME, MAX_INDICATORS
+    from creditshare.ledger import MAX_RECORD_BYTES
+    from creditshare.signed import SignedQuery, query_document
+
+    names = tuple(f"{k:02d}" + "i" * (MAX_INDICATOR_NAME - 2) for k in range(MAX_INDICATORS))
+    now = datetime.now(UTC)
+    requester = "b" * 64
+    grant = ConsentGrant.create(
+        USCC, requester, Purpose.PRE_LOAN_REVIEW, now, now + timedelta(days=1), indicators=names
+    )
+    consent = grant.sign(SigningKey.generate()).to_json()
+    document = query_document(
+        query_id="f" * 32,
+        requester=requester,
+        uscc=USCC,
+        purpose=Purpose.PRE_LOAN_REVIEW.value,
+        consent_id=grant.consent_id,
+        chains=("bth", "prd", "yrd"),
+        model_id="m" * 64,
+        key_fingerprint="a" * 64,
+        time=now,
+    )
+    request = SignedQuery.sign(document, SigningKey.generate()).to_json()
+    record = QueryRecord(
+        kind="query",
+        query_id="f" * 32,
+        time=now,
+        uscc=USCC,
+        requester=requester,
+        requester_role="bureau",
+        purpose=Purpose.PRE_LOAN_REVIEW.value,
+        consent_id=grant.consent_id,
+        model_id="m" * 64,
+        key_fingerprint="a" * 64,
+        chains=("bth", "prd", "yrd"),
+        indicators=tuple(sorted(names)),
+        request=request,
+        consent=consent,
+    )
+    assert len(record.to_bytes()) <= MAX_RECORD_BYTES

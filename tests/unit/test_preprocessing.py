@@ -61,7 +61,7 @@ def test_the_document_round_trips_exactly_through_json(matrix: np.ndarray) -> No
     "document",
     [
         {},
-        {"version": 2, "features": []},
+        {"version": 3, "features": []},
         {"version": 1, "features": [{"name": "x"}]},
         {"version": 1, "features": [{"name": "x", "centre": 0, "scale": 0, "clip": None}]},
         {"version": 1, "features": [{"name": "x", "centre": 0, "scale": 1, "clip": -1}]},

@@ -123,7 +123,11 @@ def demo(
         bool, typer.Option(help="recompute each score in plaintext and compare")
     ] = False,
     work_dir: Annotated[
-        Path | None, typer.Option(help="keep files here instead of a temp dir")
+        Path | None,
+        typer.Option(
+            help="keep files here instead of a temp dir: a new or empty folder, or one an "
+            "earlier demo run made (each run replaces that run's files with a fresh federation)"
+        ),
     ] = None,
 ) -> None:
     """Run a whole federation on loopback and query it as a bank would."""

@@ -1,9 +1,11 @@
 """A credit bureau training a model across data nodes from its own process.
 
 The bureau keeps its labels and its Paillier private key here; through the
-coordinator it runs PSI with each node, tells the nodes the intersection, then
-drives vertical logistic regression (``creditshare.federated``) with each node
-reached over HTTP. Progress and the validation curve are reported to the job.
+coordinator it runs PSI with each node, tells the nodes the intersection, sends a
+node whose features are WOE-binned the encrypted labels of the fit rows (it answers
+masked level sums: ``federated._woe``), then drives vertical logistic regression
+(``creditshare.federated``) with each node reached over HTTP. Progress and the
+validation curve are reported to the job.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from creditshare.federated import (
     bureau_request,
     evaluation_scores,
     ks,
+    share_level_sums,
     train,
 )
 
@@ -122,6 +125,27 @@ class RemoteHost:
             "residuals": _b64([r.to_bytes() for r in residuals]),
         }
         return self._ciphertexts(self._client.post(f"{self._path}/gradient", payload))
+
+    def level_sums(self, ids: Sequence[str], labels: Sequence[Ciphertext]) -> list[Ciphertext]:
+        """Enc(y) of the fit rows out, masked level sums back (WOE-binned features)."""
+        payload = {
+            "node": self.node,
+            "rows": self._rows(ids),
+            "labels": _b64([c.to_bytes() for c in labels]),
+        }
+        return self._ciphertexts(self._client.post(f"{self._path}/level-sums", payload))
+
+    def apply_level_sums(self, masked_plain: Sequence[int], proofs: Sequence[int]) -> None:
+        self._client.post(
+            f"{self._path}/apply-level-sums",
+            {
+                "node": self.node,
+                "values": [str(v) for v in masked_plain],
+                "randomness": _b64(
+                    [r.to_bytes((r.bit_length() + 7) // 8 or 1, "big") for r in proofs]
+                ),
+            },
+        )
 
     def apply_gradient(
         self, masked_plain: Sequence[int], proofs: Sequence[int], batch_size: int, rate: float
@@ -280,11 +304,14 @@ def train_model(
             )
         if len({labels[i] for i in aligned}) < 2:
             raise ClientError("the aligned rows hold only one class of label")
+        woe_nodes = []
         for node in nodes:
-            client.post(
+            opened = client.post(
                 f"/v1/training-jobs/{job_id}/open",
                 {"node": node, "points": _b64([points[node][i] for i in aligned])},
             )
+            if opened.get("label_sums_needed"):
+                woe_nodes.append(node)
         fit_and_valid, test = _test_split(aligned, labels, config, test_ids)
         fit, valid = _stratified_split(
             fit_and_valid, labels, config.validation_fraction, config.seed + 1
@@ -293,6 +320,10 @@ def train_model(
         pool = PooledEncryptor(
             key.public_key, workers=workers, buffer=max(256, min(8192, 2 * len(aligned)))
         )
+        for host in hosts:
+            if host.node in woe_nodes:
+                # WOE-binned features: the node sums labels of the fit rows only, masked.
+                share_level_sums(host, fit, labels, key, pool)
         bureau = BureauParty(labels, key, config, encryptor=pool)
         batches = (len(fit) + config.batch_size - 1) // config.batch_size
         result = train(

@@ -36,7 +36,9 @@ from creditshare.errors import CreditShareError
 __all__ = ["LARGE_BODY_ROUTES", "RequestGuardMiddleware"]
 
 #: The training relays whose bodies may exceed the default limit (bureaus only).
-LARGE_BODY_ROUTES = re.compile(r"^/v1/training-jobs/[^/]+/(psi|open|forward|gradient|apply)$")
+LARGE_BODY_ROUTES = re.compile(
+    r"^/v1/training-jobs/[^/]+/(psi|open|forward|gradient|apply|level-sums|apply-level-sums)$"
+)
 
 Authorise = Callable[[Scope], Awaitable[None]]
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from creditshare.coordinator._deps import CallerDep, ServicesDep
 from creditshare.coordinator._schemas import ModelOut, NodeOut, PublishedIndicatorOut
+from creditshare.coordinator._settings import NodeEntry
 
 __all__ = ["router"]
 
@@ -25,19 +26,30 @@ async def list_nodes(caller: CallerDep, services: ServicesDep) -> list[NodeOut]:
 @router.get("/v1/indicators", response_model=list[PublishedIndicatorOut], tags=["registry"])
 async def list_indicators(caller: CallerDep, services: ServicesDep) -> list[PublishedIndicatorOut]:
     """Every indicator the nodes publish (from their department schemas): the names a
-    consent may list, with their bands and where they come from."""
+    consent may list, with their bands and where they come from.
+
+    Nodes publishing one name with different descriptions or bands (two departments'
+    schemas, or a node that is wrong) are listed once per variant, each with its own
+    nodes: never one node's bands presented as every node's.
+    """
     published, _ = await services.broker.published_indicators(services.registry.nodes)
-    return [
-        PublishedIndicatorOut(
-            name=name,
-            description=entries[0][1],
-            bands=list(entries[0][2]),
-            departments=sorted({node.department for node, _, _ in entries}),
-            chains=sorted({node.chain for node, _, _ in entries}),
-            nodes=[node.id for node, _, _ in entries],
-        )
-        for name, entries in sorted(published.items())
-    ]
+    out: list[PublishedIndicatorOut] = []
+    for name, entries in sorted(published.items()):
+        variants: dict[tuple[str, tuple[str, ...]], list[NodeEntry]] = {}
+        for node, description, bands in entries:
+            variants.setdefault((description, bands), []).append(node)
+        out += [
+            PublishedIndicatorOut(
+                name=name,
+                description=description,
+                bands=list(bands),
+                departments=sorted({node.department for node in nodes}),
+                chains=sorted({node.chain for node in nodes}),
+                nodes=[node.id for node in nodes],
+            )
+            for (description, bands), nodes in variants.items()
+        ]
+    return out
 
 
 @router.get("/v1/models", response_model=list[ModelOut], tags=["registry"])

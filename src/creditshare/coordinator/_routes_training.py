@@ -128,6 +128,22 @@ class GradientIn(_Strict):
     residuals: list[CiphertextText] = Field(min_length=1, max_length=_MAX_ITEMS)
 
 
+class LevelSumsIn(_Strict):
+    node: NodeName
+    #: The fit rows (positions), and Enc(y) for each: never validation or test rows.
+    rows: list[Row] = Field(min_length=1, max_length=_MAX_ITEMS)
+    labels: list[CiphertextText] = Field(min_length=1, max_length=_MAX_ITEMS)
+
+
+class ApplyLevelSumsIn(_Strict):
+    node: NodeName
+    #: Decrypted masked sums: integers in [0, n) below 2^4096 (1234 digits).
+    values: list[Annotated[str, StringConstraints(pattern=r"^[0-9]{1,1300}$")]] = Field(
+        min_length=1, max_length=10_000
+    )
+    randomness: list[CiphertextText] = Field(min_length=1, max_length=10_000)
+
+
 class ApplyIn(_Strict):
     node: NodeName
     #: Signed decimal integers below 2^4096 (1234 digits).
@@ -284,8 +300,47 @@ async def open_job(
         return await stub.OpenJob(request, timeout=seconds)
 
     reply = await jobs.relay_with_receipt(row, body.node, call)
-    await jobs.opened(job_id, body.node, reply.rows, list(reply.features))
-    return {"features": list(reply.features), "rows": reply.rows}
+    needed = reply.label_sums_needed
+    await jobs.opened(job_id, body.node, reply.rows, list(reply.features), needed)
+    return {"features": list(reply.features), "rows": reply.rows, "label_sums_needed": needed}
+
+
+@router.post("/v1/training-jobs/{job_id}/level-sums")
+async def level_sums(
+    job_id: JobId, body: LevelSumsIn, caller: Bureau, services: ServicesDep
+) -> dict[str, Any]:
+    """Enc(y) of the fit rows in, masked per-level label sums out (WOE-binned features;
+    once per node, after open and before any computation there)."""
+    jobs = services.training
+    await jobs.active(job_id, caller, body.node, "sums")
+    if len(body.labels) != len(body.rows):
+        raise InvalidInputError("labels must hold one ciphertext per row")
+    request = training_pb2.LevelSumsRequest(
+        job_id=job_id, rows=body.rows, labels=_bytes(body.labels, "labels")
+    )
+    reply = await jobs.relay(
+        job_id, body.node, lambda s: s.LevelSums(request, timeout=jobs.deadline)
+    )
+    await asyncio.to_thread(jobs.label_sums, job_id, body.node, "asked")
+    return {"ciphertexts": _text(reply.ciphertexts)}
+
+
+@router.post("/v1/training-jobs/{job_id}/apply-level-sums")
+async def apply_level_sums(
+    job_id: JobId, body: ApplyLevelSumsIn, caller: Bureau, services: ServicesDep
+) -> dict[str, Any]:
+    """The bureau's decryptions of the masked sums, with proofs: the node sets its WOE
+    tables, and the job may compute there."""
+    jobs = services.training
+    await jobs.active(job_id, caller, body.node, "apply_sums")
+    request = training_pb2.ApplyLevelSumsRequest(
+        job_id=job_id, values=body.values, randomness=_bytes(body.randomness, "randomness")
+    )
+    reply = await jobs.relay(
+        job_id, body.node, lambda s: s.ApplyLevelSums(request, timeout=jobs.deadline)
+    )
+    await asyncio.to_thread(jobs.label_sums, job_id, body.node, "set")
+    return {"features": list(reply.features)}
 
 
 @router.post("/v1/training-jobs/{job_id}/forward")

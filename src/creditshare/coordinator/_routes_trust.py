@@ -190,13 +190,19 @@ async def _names_published_indicators(services: Services, signed: SignedConsent)
     published, silent = await services.broker.published_indicators(nodes)
     unknown = [n for n in names if n not in published]
     if unknown:
-        known = ", ".join(sorted(published)) or "none"
-        unreachable = f"; not described (unreachable): {', '.join(silent)}" if silent else ""
+        # Bounded: many nodes of up to 64 indicators each must not make a 100 kB message.
+        known = _first(sorted(published)) or "none"
+        unreachable = f"; not described (unreachable): {_first(silent)}" if silent else ""
         raise InvalidInputError(
             f"the consent names indicator(s) {', '.join(repr(n) for n in unknown)} that no "
             f"node of its chains publishes (GET /v1/indicators); they publish: {known}"
             f"{unreachable}"
         )
+
+
+def _first(names: list[str], limit: int = 20) -> str:
+    more = f", … ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def _has_credential(services: Services, uscc: str) -> None:

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from sqlalchemy.engine import Engine
@@ -32,6 +32,7 @@ from creditshare.consent import Purpose
 from creditshare.coordinator._db import ModelRow, Participant, TrainingJobRow
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._registry import Registry
+from creditshare.coordinator._training_steps import LabelSums, Step, check_step, record_label_sums
 from creditshare.coordinator.relay import QueryBroker, call_failure
 from creditshare.crypto import PublicKey
 from creditshare.errors import (
@@ -62,23 +63,6 @@ _DROP_DEADLINE = 10.0
 def _aware(moment: datetime) -> datetime:
     """SQLite hands datetimes back without their zone; every stored one is UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-Step = Literal["open", "compute", "finish"]
-
-
-def _check_step(row: TrainingJobRow, step: Step, node: str | None) -> None:
-    """What each step needs done first: PSI before open, open before any computation,
-    and every node open before the job finishes (``sizes`` records both)."""
-    state = row.sizes.get(node, {}) if node is not None else {}
-    if step == "open" and not state:
-        raise ConflictError(f"align with node {node!r} (PSI) before opening the job there")
-    if step == "compute" and "rows" not in state:
-        raise ConflictError(f"open the job on node {node!r} before computing there")
-    if step == "finish":
-        missing = [n for n in row.nodes if "rows" not in row.sizes.get(n, {})]
-        if missing:
-            raise ConflictError(f"the job is not open on node(s) {', '.join(missing)}")
 
 
 class TrainingJobs:
@@ -258,7 +242,7 @@ class TrainingJobs:
         if node is not None and node not in row.nodes:
             raise InvalidInputError(f"node {node!r} is not part of this job")
         if step is not None:
-            _check_step(row, step, node)
+            check_step(row, step, node)
         return row
 
     def aligned(self, job_id: str, node: str) -> None:
@@ -274,17 +258,21 @@ class TrainingJobs:
             session.add(row)
             session.commit()
 
-    async def opened(self, job_id: str, node: str, rows: int, features: list[str]) -> None:
+    async def opened(
+        self, job_id: str, node: str, rows: int, features: list[str], label_sums: bool = False
+    ) -> None:
         """Record that ``node`` opened the job, unless the job ended meanwhile (cancelled,
         idle, a node failed: an open can take minutes). Then the node is told to drop it
         again, so no worker outlives the job, and the bureau gets 409."""
-        ended = await asyncio.to_thread(self._record_open, job_id, node, rows, features)
+        ended = await asyncio.to_thread(
+            self._record_open, job_id, node, {"rows": rows, "features": features}, label_sums
+        )
         if ended is not None:
             await self.drop_on_nodes(ended)
             raise ConflictError(f"training job {job_id} is {ended.status}: it ended meanwhile")
 
     def _record_open(
-        self, job_id: str, node: str, rows: int, features: list[str]
+        self, job_id: str, node: str, state: dict[str, Any], label_sums: bool
     ) -> TrainingJobRow | None:
         """Merge the node into ``sizes`` under the row's lock; the row if the job ended."""
         with Session(self._engine) as session:
@@ -294,13 +282,18 @@ class TrainingJobs:
             if row.status not in ACTIVE:
                 session.expunge(row)
                 return row
-            row.sizes = {**row.sizes, node: {"rows": rows, "features": features}}
+            if label_sums:  # WOE-binned features: the label-sum round comes first
+                state = {**state, "label_sums": "needed"}
+            row.sizes = {**row.sizes, node: state}
             row.status = "training"
             row.updated_at = self._clock()
             session.add(row)
             session.commit()
         self._touched[job_id] = self._monotonic()
         return None
+
+    def label_sums(self, job_id: str, node: str, state: LabelSums) -> None:
+        record_label_sums(self._engine, self._clock, job_id, node, state)
 
     def record_progress(
         self, job_id: str, done: dict[str, int], point: dict[str, Any] | None, most: int

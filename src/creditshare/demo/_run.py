@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from creditshare.crypto import PrivateKey
 from creditshare.demo._federation import Federation, FederationLayout
 from creditshare.demo._verify import PlaintextOracle, Verification, read_enterprises
 from creditshare.departments import DEFAULT_INTERCEPT
-from creditshare.errors import ProblemError
+from creditshare.errors import ConfigurationError, ProblemError
 from creditshare.federated import TrainingConfig
 from creditshare.identity import Chain
 from creditshare.synth import generate, unknown_uscc
@@ -210,6 +211,45 @@ def pick_enterprises(data_dir: Path, seed: int) -> list[tuple[str, str, str]]:
     return picks
 
 
+#: Marks a folder a demo run made, so that a later run may replace what it left there.
+DEMO_MARKER = ".creditshare-demo"
+#: What a run writes under its folder (and a later run replaces).
+_DEMO_PARTS = ("data", "federation")
+
+
+def _fresh_work_dir(root: Path) -> bool:
+    """Make ``root`` ready for a new federation; True if an earlier run's was replaced.
+
+    Every run is a fresh federation (new data for its seed, new keys, empty databases):
+    reusing an earlier run's node databases would make the new snapshot remove every
+    record they hold, which imports rightly refuse, and its coordinator database holds
+    the earlier bank and ledger. A folder with anything in it that no demo run made is
+    refused: the demo deletes only what it wrote, and only where it left its marker.
+    """
+    marker = root / DEMO_MARKER
+    if root.exists() and not root.is_dir():
+        raise ConfigurationError(f"--work-dir {root} is a file, not a folder")
+    earlier = root.exists() and any(root.iterdir())
+    if earlier and not marker.is_file():
+        raise ConfigurationError(
+            f"--work-dir {root} is not empty and no earlier `creditshare demo` run made it: "
+            "give a new or empty folder (a demo replaces only a folder it made itself)"
+        )
+    for part in _DEMO_PARTS:
+        path = root / part
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.exists():
+            shutil.rmtree(path)
+    root.mkdir(parents=True, exist_ok=True)
+    marker.write_text(
+        "Made by `creditshare demo --work-dir`: the next run with this folder replaces "
+        f"{' and '.join(f'{p}/' for p in _DEMO_PARTS)} with a fresh federation.\n",
+        encoding="utf-8",
+    )
+    return earlier
+
+
 def run_demo(
     enterprises: int = 300,
     seed: int = 7,
@@ -223,6 +263,8 @@ def run_demo(
 
     with tempfile.TemporaryDirectory(prefix="creditshare-demo-") as tmp:
         root = work_dir or Path(tmp)
+        if work_dir is not None and _fresh_work_dir(work_dir):
+            say(f"replaced the previous demo run in {work_dir}")
         data_dir = root / "data"
         manifest = generate(enterprises, seed, data_dir)
         say(f"generated synthetic data for {manifest.enterprises} enterprises in {data_dir}")

@@ -20,6 +20,7 @@ from creditshare.departments._schema import (
     Record,
     band,
     decimal_year,
+    listing,
 )
 from creditshare.departments._scorecard import (
     DEFAULT_INTERCEPT,
@@ -48,6 +49,7 @@ __all__ = [
     "decimal_year",
     "domain",
     "get_department",
+    "listing",
     "load_schema",
     "parse_schema",
     "reference_markdown",

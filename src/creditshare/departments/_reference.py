@@ -45,7 +45,12 @@ def _missing(spec: FieldSpec) -> str:
     return "refused"
 
 
-def _encoding(standardised: bool, kind: str) -> str:
+def _encoding(standardised: bool, kind: str, woe_min_rows: int = 0) -> str:
+    if woe_min_rows:
+        return (
+            f"weight of evidence per job (levels under {woe_min_rows} rows pooled), "
+            "standardised, clipped"
+        )
     if not standardised:
         return "as is (0/1)" if kind == "boolean" else "as is"
     return "standardised, clipped"
@@ -83,7 +88,8 @@ def schema_tables(department: Department) -> str:
     for feature in department.features:
         lines.append(
             f"| `{_cell(feature.name)}` | `{feature.column}` "
-            f"| {_encoding(feature.standardised, feature.kind)} | {_cell(feature.description)} |"
+            f"| {_encoding(feature.standardised, feature.kind, feature.woe_min_rows)} "
+            f"| {_cell(feature.description)} |"
         )
     if department.indicators:
         lines += ["", "| indicator (banks see) | from column | bands | meaning |", _RULE4]

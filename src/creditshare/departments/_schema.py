@@ -10,15 +10,21 @@ executable forms the loader builds.
 
 from __future__ import annotations
 
+import calendar
+import functools
 import math
 import re
-from collections.abc import Callable, Mapping
+import sys
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
 __all__ = [
     "COLUMN_KINDS",
+    "LIMIT_TEXT",
+    "NUMBER_LIMIT",
     "PRESENCE_INDICATOR",
     "ColumnKind",
     "Department",
@@ -29,6 +35,9 @@ __all__ = [
     "Record",
     "band",
     "decimal_year",
+    "fold",
+    "listing",
+    "shown",
 ]
 
 FieldValue = float | int | str
@@ -41,7 +50,23 @@ ColumnKind = Literal["number", "integer", "category", "boolean", "date"]
 COLUMN_KINDS: tuple[ColumnKind, ...] = ("number", "integer", "category", "boolean", "date")
 MissingRule = Literal["reject", "default"]
 
+#: Every number and whole number a cell may hold lies within ±NUMBER_LIMIT (a quadrillion:
+#: more than any amount in credit data, and below 2**53, so whole numbers stay exact as
+#: floats). A schema's own min/max must lie within it; features derived from a column are
+#: refused at load unless they stay within it too, so nothing a cell holds can overflow a
+#: feature, its standardisation or an encrypted score.
+NUMBER_LIMIT = 1e15
+LIMIT_TEXT = "1e15"
+# The accepted syntax, ASCII only: str.isdigit, int() and float() also take full-width
+# and other scripts' digits, "1_000", "+5", "0x..." (int(x, 0)), "inf", "nan" and
+# surrounding Unicode spaces; a steward's export never means any of them on purpose.
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.([0-9]+))?(?:[eE][+-]?[0-9]+)?")
+#: Cells are trimmed of these only (a CSV writer's padding), never of Unicode spaces.
+_PADDING = " \t"
+#: Longest whole number int() is asked to read (Python refuses beyond 4300 digits anyway).
+_MAX_DIGITS = 4000
 _TRUE = frozenset({"1", "true", "yes", "y", "t"})
 _FALSE = frozenset({"0", "false", "no", "n", "f"})
 
@@ -68,7 +93,7 @@ class FieldSpec:
 
     def parse(self, text: str) -> FieldValue:
         """Parse and range-check one cell; the message names the column and the problem."""
-        raw = text.strip()
+        raw = text.strip(_PADDING)
         if raw == "":
             if self.missing == "default" and self.default is not None:
                 return self.default
@@ -79,37 +104,69 @@ class FieldSpec:
 
     def _convert(self, raw: str) -> FieldValue:
         if self.kind == "category":
-            folded = raw.casefold()
-            for level in self.levels:
-                if level.casefold() == folded:
-                    return level
-            raise ValueError(f"{self.name} must be one of {', '.join(self.levels)}, got {raw!r}")
+            level = _level_index(self.levels).get(fold(raw))
+            if level is None:
+                raise ValueError(
+                    f"{self.name} must be one of {listing(self.levels)}, got {shown(raw)}"
+                )
+            return level
         if self.kind == "boolean":
             folded = raw.casefold()
             if folded in _TRUE:
                 return 1
             if folded in _FALSE:
                 return 0
-            raise ValueError(f"{self.name} must be 0 or 1 (or true/false, yes/no), got {raw!r}")
+            raise ValueError(
+                f"{self.name} must be 0 or 1 (or true/false, yes/no), got {shown(raw)}"
+            )
         if self.kind == "integer":
-            try:
-                return int(raw)
-            except ValueError:
-                raise ValueError(f"{self.name} must be a whole number, got {raw!r}") from None
+            if len(raw) > _MAX_DIGITS or not _INTEGER.fullmatch(raw):
+                raise ValueError(
+                    f"{self.name} must be a whole number written with the digits 0-9 (an "
+                    f"optional minus sign, no leading zeros, no + or _), got {shown(raw)}"
+                )
+            return int(raw)
         if self.kind == "date":
             try:
                 if not _ISO_DATE.fullmatch(raw):
                     raise ValueError(raw)
                 return date.fromisoformat(raw).isoformat()
             except ValueError:
-                raise ValueError(f"{self.name} must be a date YYYY-MM-DD, got {raw!r}") from None
-        try:
-            number = float(raw)
-        except ValueError:
-            raise ValueError(f"{self.name} must be a number, got {raw!r}") from None
+                raise ValueError(
+                    f"{self.name} must be a date YYYY-MM-DD that exists, got {shown(raw)}"
+                ) from None
+        match = _NUMBER.fullmatch(raw)
+        if match is None and raw.lstrip("+-").casefold() in ("inf", "infinity", "nan"):
+            raise ValueError(f"{self.name} must be finite, got {shown(raw)}")
+        if match is None:
+            raise ValueError(
+                f"{self.name} must be a number like 1234.5 or 1.5e6 written with the digits "
+                f"0-9 (an optional minus sign, no leading zeros, no + or _ or thousands "
+                f"separators), got {shown(raw)}"
+            )
+        number = float(raw)
+        mantissa = raw.split("e")[0].split("E")[0]
+        if abs(number) < sys.float_info.min and mantissa.strip("-0.") != "":
+            raise ValueError(f"{self.name}: {shown(raw)} is too small to store (it would be 0)")
         if not math.isfinite(number):
-            raise ValueError(f"{self.name} must be finite, got {raw!r}")
+            raise ValueError(f"{self.name} must be finite, got {shown(raw)}")
         return number
+
+    def check(self, value: FieldValue) -> None:
+        """Raise ValueError unless ``value`` is one ``parse`` could have returned: a stored
+        value read back (records imported under an older schema may not be)."""
+        if self.kind == "category":
+            ok = isinstance(value, str) and value in self.levels
+        elif self.kind == "boolean":
+            ok = isinstance(value, int) and value in (0, 1)
+        elif self.kind == "date":
+            ok = isinstance(value, str) and _ISO_DATE.fullmatch(value) is not None
+        else:  # numbers; whole numbers may come back from JSON or callers as 3.0
+            ok = isinstance(value, int | float) and math.isfinite(value)
+            ok = ok and (self.kind == "number" or float(value).is_integer())
+        if not ok:
+            raise ValueError(f"{self.name} cannot hold {shown(str(value))}")
+        self._check_range(value, str(value))
 
     def _check_range(self, value: FieldValue, raw: str) -> None:
         if self.kind in ("category", "boolean"):
@@ -117,9 +174,15 @@ class FieldSpec:
         # Integers compare exactly: a 400-digit count must be refused, not overflow a float.
         number = value if isinstance(value, int) else self.numeric(value)
         if self.minimum is not None and number < self.minimum:
-            raise ValueError(f"{self.name} must be at least {self._bound(self.minimum)}, got {raw}")
+            raise ValueError(
+                f"{self.name} must be at least {self._bound(self.minimum)}, got {shown(raw)}"
+            )
         if self.maximum is not None and number > self.maximum:
-            raise ValueError(f"{self.name} must be at most {self._bound(self.maximum)}, got {raw}")
+            raise ValueError(
+                f"{self.name} must be at most {self._bound(self.maximum)}, got {shown(raw)}"
+            )
+        if abs(number) > NUMBER_LIMIT:  # after the schema's own bounds: theirs say more
+            raise ValueError(f"{self.name} must be within ±{LIMIT_TEXT}, got {shown(raw)}")
 
     def _bound(self, bound: float) -> str:
         if self.kind == "date":
@@ -136,19 +199,50 @@ class FieldSpec:
 
 
 def decimal_year(day: date) -> float:
-    """2024-07-02 → 2024.5: a date as a number that orders and subtracts like time."""
-    start = date(day.year, 1, 1)
-    length = (date(day.year + 1, 1, 1) - start).days
-    return day.year + (day - start).days / length
+    """2024-07-02 → 2024.5: a date as a number that orders and subtracts like time.
+
+    The year's length comes from the calendar, not from 1 January of the next year,
+    which does not exist for 9999-12-31 (the last date a cell may hold).
+    """
+    length = 366 if calendar.isleap(day.year) else 365
+    return day.year + (day.timetuple().tm_yday - 1) / length
 
 
 def _date_of(year: float) -> str:
     """The first day of a decimal year bound, for messages (bounds are whole days)."""
-    whole = math.floor(year)
-    length = (date(whole + 1, 1, 1) - date(whole, 1, 1)).days
-    return date.fromordinal(
-        date(whole, 1, 1).toordinal() + round((year - whole) * length)
-    ).isoformat()
+    whole = min(max(math.floor(year), date.min.year), date.max.year)
+    length = 366 if calendar.isleap(whole) else 365
+    ordinal = date(whole, 1, 1).toordinal() + round((year - whole) * length)
+    ordinal = min(max(ordinal, date.min.toordinal()), date.max.toordinal())
+    return date.fromordinal(ordinal).isoformat()
+
+
+def fold(text: str) -> str:
+    """The key a category level or cell is matched by: letter case and width folded
+    (NFKC), so "Ａ", "a" and "A" are one level and a schema cannot declare two levels
+    a steward could not tell apart."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
+@functools.lru_cache(maxsize=256)
+def _level_index(levels: tuple[str, ...]) -> dict[str, str]:
+    """Folded key → canonical level, built once per column (imports parse millions of cells)."""
+    return {fold(level): level for level in levels}
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """A value for a message: quoted, its invisible characters escaped, cut to ``limit``
+    characters (a 100 kB cell must not become a 100 kB error)."""
+    cut = text if len(text) <= limit else text[:limit] + "…"
+    return repr(cut)
+
+
+def listing(names: Iterable[str], limit: int = 12) -> str:
+    """Names for a message, comma-separated, the first ``limit`` of them and a count."""
+    items = list(names)
+    if len(items) <= limit:
+        return ", ".join(items)
+    return f"{', '.join(items[:limit])}, … ({len(items)} in all)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +262,15 @@ class FeatureSpec:
     standardised: bool = True
     #: The raw column it is derived from (for references and change detection).
     column: str = ""
+    #: The least and greatest value ``derive`` returns for any value its column accepts
+    #: (checked at schema load to be finite and within ±NUMBER_LIMIT); None if unknown.
+    bounds: tuple[float, float] | None = None
+    #: A WOE-binned category (``encoding = "woe"``): ``derive`` gives the level's index in
+    #: ``levels``, and each training job maps levels to their weight of evidence over its
+    #: fit rows (levels with fewer than this many rows pooled); 0: not WOE-binned.
+    woe_min_rows: int = 0
+    #: The category's levels, in index order (WOE-binned features only).
+    levels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

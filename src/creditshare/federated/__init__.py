@@ -30,6 +30,15 @@ from creditshare.federated._vlr import (
     split_batches,
     train,
 )
+from creditshare.federated._woe import (
+    LevelGroups,
+    LevelSumsEndpoint,
+    LevelSumsFit,
+    WoeFeature,
+    WoeTable,
+    share_level_sums,
+    weight_of_evidence,
+)
 
 __all__ = [
     "EVAL_SCORE_BITS",
@@ -40,6 +49,9 @@ __all__ = [
     "FeatureTransform",
     "HostEndpoint",
     "HostParty",
+    "LevelGroups",
+    "LevelSumsEndpoint",
+    "LevelSumsFit",
     "ModelShard",
     "Preprocessing",
     "PsiParty",
@@ -47,6 +59,8 @@ __all__ = [
     "PsiResponse",
     "TrainingConfig",
     "TrainingResult",
+    "WoeFeature",
+    "WoeTable",
     "auc",
     "bureau_intersect",
     "bureau_request",
@@ -56,6 +70,8 @@ __all__ = [
     "ks",
     "log_loss",
     "node_answer",
+    "share_level_sums",
     "split_batches",
     "train",
+    "weight_of_evidence",
 ]

@@ -9,6 +9,10 @@ of the same feature values, then the same weights. Nothing is folded back onto
 raw values, so the model banks get is the model that was evaluated (folding would
 drop the clipping, and with it the model's behaviour on every outlier).
 
+A WOE-binned category (``_woe``) is one more step in front: its derived value is a
+level index, which the feature's ``WoeTable`` (fitted per job from masked label
+sums) turns into a weight of evidence, then standardised and clipped as above.
+
 Shards kept before preprocessing was stored are read as the identity
 transformation: their weights were folded onto raw values then, so they score
 exactly as they did.
@@ -25,21 +29,27 @@ import numpy as np
 from numpy.typing import NDArray
 
 from creditshare.errors import InvalidInputError
+from creditshare.federated._woe import WoeTable
 
 __all__ = ["FeatureTransform", "ModelShard", "Preprocessing"]
 
 Matrix = NDArray[np.float64]
 _VERSION = 1
+#: Documents with a WOE table: code that knows only version 1 refuses them rather than
+#: scoring level indices as numbers.
+_VERSION_WOE = 2
 
 
 @dataclass(frozen=True, slots=True)
 class FeatureTransform:
-    """x ↦ clip((x − centre) / scale, ±clip); clip None: not clipped."""
+    """x ↦ clip((woe(x) − centre) / scale, ±clip); clip None: not clipped; woe None: x."""
 
     name: str
     centre: float = 0.0
     scale: float = 1.0
     clip: float | None = None
+    #: A WOE-binned category: x is a level index, looked up here first.
+    woe: WoeTable | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.centre) and math.isfinite(self.scale) and self.scale > 0):
@@ -51,7 +61,7 @@ class FeatureTransform:
 
     @property
     def identity(self) -> bool:
-        return self.centre == 0.0 and self.scale == 1.0 and self.clip is None
+        return self.centre == 0.0 and self.scale == 1.0 and self.clip is None and self.woe is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,22 +85,31 @@ class Preprocessing:
         matrix: Matrix,
         standardised: Sequence[bool],
         clip: float | None,
+        woe: Mapping[str, WoeTable] | None = None,
     ) -> Preprocessing:
         """Standardise (over ``matrix``'s rows: every record the party holds) and clip the
-        ``standardised`` features; the others pass unchanged. ``clip`` 0 or None: none."""
-        data = np.asarray(matrix, dtype=float).reshape(-1, len(names))
+        ``standardised`` features; the others pass unchanged. ``clip`` 0 or None: none.
+        A feature with a ``woe`` table holds level indices: looked up, then standardised."""
+        data = np.array(matrix, dtype=float).reshape(-1, len(names))
         if len(standardised) != len(names):
             raise InvalidInputError(f"{len(standardised)} flags for {len(names)} features")
         if not np.all(np.isfinite(data)):
             raise InvalidInputError("features must be finite numbers")
+        tables = dict(woe or {})
+        unknown = set(tables) - set(names)
+        if unknown:
+            raise InvalidInputError(f"WOE table for unknown feature {sorted(unknown)[0]!r}")
         limit = float(clip) if clip else None
         out = []
         for j, (name, flag) in enumerate(zip(names, standardised, strict=True)):
+            table = tables.get(name)
+            if table is not None:
+                data[:, j] = table.lookup(data[:, j])
             if not flag or data.shape[0] == 0:
-                out.append(FeatureTransform(name))
+                out.append(FeatureTransform(name, woe=table))
                 continue
             mean, std = float(data[:, j].mean()), float(data[:, j].std())
-            out.append(FeatureTransform(name, mean, std if std > 0 else 1.0, limit))
+            out.append(FeatureTransform(name, mean, std if std > 0 else 1.0, limit, table))
         return cls(tuple(out))
 
     def apply(self, matrix: Matrix) -> Matrix:
@@ -98,6 +117,11 @@ class Preprocessing:
         data = np.asarray(matrix, dtype=float).reshape(-1, len(self.features))
         if not np.all(np.isfinite(data)):
             raise InvalidInputError("features must be finite numbers")
+        if any(f.woe is not None for f in self.features):
+            data = data.copy()
+            for j, f in enumerate(self.features):
+                if f.woe is not None:
+                    data[:, j] = f.woe.lookup(data[:, j])
         centre = np.array([f.centre for f in self.features])
         scale = np.array([f.scale for f in self.features])
         out: Matrix = (data - centre) / scale
@@ -115,28 +139,35 @@ class Preprocessing:
         return {i: [float(v) for v in transformed[k]] for k, i in enumerate(ids)}
 
     def to_document(self) -> dict[str, Any]:
-        return {
-            "version": _VERSION,
-            "features": [
-                {"name": f.name, "centre": f.centre, "scale": f.scale, "clip": f.clip}
-                for f in self.features
-            ],
-        }
+        features: list[dict[str, Any]] = []
+        for f in self.features:
+            item = {"name": f.name, "centre": f.centre, "scale": f.scale, "clip": f.clip}
+            if f.woe is not None:
+                item["woe"] = f.woe.to_document()
+            features.append(item)
+        woe = any(f.woe is not None for f in self.features)
+        return {"version": _VERSION_WOE if woe else _VERSION, "features": features}
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> Preprocessing:
-        if document.get("version") != _VERSION or not isinstance(document.get("features"), list):
-            raise InvalidInputError(f"preprocessing must be a version {_VERSION} document")
+        if document.get("version") not in (_VERSION, _VERSION_WOE) or not isinstance(
+            document.get("features"), list
+        ):
+            raise InvalidInputError(
+                f"preprocessing must be a version {_VERSION} or {_VERSION_WOE} document"
+            )
         out = []
         for k, item in enumerate(document["features"]):
             try:
                 clip = item["clip"]
+                woe = item.get("woe")
                 out.append(
                     FeatureTransform(
                         str(item["name"]),
                         float(item["centre"]),
                         float(item["scale"]),
                         None if clip is None else float(clip),
+                        None if woe is None else WoeTable.from_document(woe),
                     )
                 )
             except (KeyError, TypeError, ValueError) as exc:

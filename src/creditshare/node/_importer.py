@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from creditshare.departments import Department, FieldValue
+from creditshare.departments import Department, FieldValue, listing
 from creditshare.errors import ImportRejectedError
 from creditshare.identity import InvalidUsccError, Uscc
 from creditshare.node._records import RecordStore
@@ -87,10 +87,11 @@ def parse_file(
             unknown = [c for c in header if c not in expected]
             if missing or unknown or len(header) != len(set(header)):
                 parts = []
+                # listing(): a data row read as a header must not make a 100 kB message.
                 if missing:
-                    parts.append(f"missing column(s) {', '.join(missing)}")
+                    parts.append(f"missing column(s) {listing(missing)}")
                 if unknown:
-                    parts.append(f"unknown column(s) {', '.join(unknown)}")
+                    parts.append(f"unknown column(s) {listing(_shown(c) for c in unknown)}")
                 if not parts:
                     parts.append("duplicate column names")
                 raise ImportRejectedError(
@@ -129,6 +130,11 @@ def parse_file(
         except csv.Error as exc:
             raise ImportRejectedError(name, reader.line_num, f"malformed CSV: {exc}") from exc
     return records
+
+
+def _shown(name: str) -> str:
+    """A header cell for a message: cut short, quoted if it holds control characters."""
+    return name[:64] if name.isprintable() else repr(name[:64])
 
 
 def import_files(

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
+from creditshare import migrations
 from creditshare.errors import ConfigurationError
 from creditshare.ledger import TrustedHeadTracker
 from creditshare.node._authority import RequestAuthority
@@ -63,18 +64,43 @@ def import_into_node(
     )
 
 
+def _read_only_engine(settings: NodeSettings, command: str) -> Engine:
+    """An engine for a tool that only reads, refused with what to run when the database
+    is not at the newest schema: such a tool must not change the schema behind a running
+    node's back (a node of an older release may still be serving), and an SQL error
+    about a missing table tells an operator nothing."""
+    url = make_url(settings.database_url)
+    file = url.database if url.get_backend_name() == "sqlite" else None
+    if file not in (None, "", ":memory:") and not Path(str(file)).is_file():
+        # Connecting would create an empty file there: a typo'd path is not a database.
+        raise ConfigurationError(f"`{command}`: there is no node database at {file}")
+    engine = make_engine(settings.database_url, migrate=False)
+    now, newest = migrations.current(engine, "node"), migrations.head("node")
+    if now != newest:
+        engine.dispose()
+        state = "has never been migrated" if now is None else f"is at revision {now}"
+        raise ConfigurationError(
+            f"`{command}`: the node database {state}, not {newest}: run `creditshare db "
+            "upgrade node --config <the node's settings>` (starting the node or `creditshare "
+            "node import` also migrates it)"
+        )
+    return engine
+
+
 def import_history(settings: NodeSettings, limit: int = 100) -> list[ImportBatch]:
     """The node's snapshots, newest first, with what each added, changed and removed."""
-    return RecordStore(make_engine(settings.database_url, migrate=False)).snapshots(limit)
+    return RecordStore(_read_only_engine(settings, "creditshare node imports")).snapshots(limit)
 
 
 def access_log_entries(settings: NodeSettings, limit: int = 1000) -> list[AccessLogRow]:
-    return AccessLog(make_engine(settings.database_url, migrate=False), utc_now).entries(limit)
+    engine = _read_only_engine(settings, "creditshare node access-log")
+    return AccessLog(engine, utc_now).entries(limit)
 
 
 def refusal_log_entries(settings: NodeSettings, limit: int = 1000) -> list[RefusalRow]:
     """The requests this node refused (newest first): forged, altered, revoked, replayed."""
-    return RefusalLog(make_engine(settings.database_url, migrate=False), utc_now).entries(limit)
+    engine = _read_only_engine(settings, "creditshare node refusals")
+    return RefusalLog(engine, utc_now).entries(limit)
 
 
 def utc_now() -> datetime:

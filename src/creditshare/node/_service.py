@@ -31,6 +31,7 @@ from creditshare.errors import (
     InvalidProofError,
     InvalidSignatureError,
     NotFoundError,
+    OutOfOrderError,
     PermissionDeniedError,
     RevocationStaleError,
 )
@@ -66,10 +67,12 @@ def status_for(exc: CreditShareError) -> grpc.StatusCode:
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(exc, NotFoundError):
         return grpc.StatusCode.NOT_FOUND
+    if isinstance(
+        exc, StaleTreeHeadError | InconsistentTreeHeadError | RevocationStaleError | OutOfOrderError
+    ):
+        return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, ConflictError):
         return grpc.StatusCode.ALREADY_EXISTS
-    if isinstance(exc, StaleTreeHeadError | InconsistentTreeHeadError | RevocationStaleError):
-        return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, PermissionDeniedError | InvalidSignatureError | InvalidProofError):
         return grpc.StatusCode.PERMISSION_DENIED
     if isinstance(exc, CapacityError):

@@ -5,7 +5,10 @@ OpenJob the node fits a ``Preprocessing`` over its own records (the schema's
 ``standardised`` features standardised and clipped at ±feature_clip, the others
 unchanged) and trains on the transformed rows; at CloseJob it keeps the weights
 on those transformed features together with the preprocessing, so a bank is
-scored with exactly the model that was evaluated. Job state (PSI answers, open
+scored with exactly the model that was evaluated. A department with WOE-binned
+features opens its jobs without a host (``_woe.WoePending``): LevelSums and
+ApplyLevelSums set the WOE tables and build it; until then the job refuses to
+compute (OutOfOrderError: FAILED_PRECONDITION). Job state (PSI answers, open
 jobs, capacity, expiry) is in ``_training_jobs.JobStore``; each RPC here reads
 validate → load → compute. Dropping a job (CloseJob without a model id) also
 discards the shard that job kept, if its model was never registered, so a failed
@@ -38,6 +41,7 @@ from creditshare.node._service import guarded
 from creditshare.node._storage import RecordStore, ShardStore
 from creditshare.node._training_jobs import JOB_IDLE_SECONDS, Job, JobStore
 from creditshare.node._trust import AccessLog
+from creditshare.node._woe import WoePending, woe_features
 from creditshare.proto import settings_from_pb, training_pb2, training_pb2_grpc
 
 __all__ = ["TrainingService"]
@@ -187,26 +191,75 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 if self._encryption_workers
                 else None
             )
+            woe = bool(woe_features(self._department))
             try:
-                aligned = {i: rows[i] for i in ids}
-                host = HostParty(
-                    self._node_id,
-                    aligned,
-                    names,
-                    key,
-                    config,
-                    encryptor=encryptor,
-                    preprocessing=preprocessing,
-                )
-                self.jobs.open(request.job_id, Job(host, ids, preprocessing, encryptor=encryptor))
+                if woe:
+                    # WOE features: no host until the level sums set their tables.
+                    pending = WoePending.of(
+                        self._node_id, self._department, rows, ids, key, config, encryptor
+                    )
+                    job = Job(None, ids, None, encryptor=encryptor, woe=pending)
+                else:
+                    aligned = {i: rows[i] for i in ids}
+                    host = HostParty(
+                        self._node_id,
+                        aligned,
+                        names,
+                        key,
+                        config,
+                        encryptor=encryptor,
+                        preprocessing=preprocessing,
+                    )
+                    job = Job(host, ids, preprocessing, encryptor=encryptor)
+                self.jobs.open(request.job_id, job)
             except BaseException:
                 if encryptor is not None:
                     encryptor.close()
                 raise
             log.info("training job %r opened: %d rows", request.job_id, len(ids))
-            return training_pb2.OpenJobResponse(features=names, rows=len(ids))
+            return training_pb2.OpenJobResponse(
+                features=names, rows=len(ids), label_sums_needed=woe
+            )
 
         return await self._run(context, work, "OpenJob", request.job_id[:64])
+
+    async def LevelSums(  # noqa: N802 - gRPC method name
+        self, request: training_pb2.LevelSumsRequest, context: Any
+    ) -> training_pb2.CiphertextList:
+        def work() -> training_pb2.CiphertextList:
+            _check_rows(request.job_id, request.rows)
+            _check_blobs(request.labels, "labels", _MAX_IDS, _MAX_NUMBER_BYTES)
+            if len(request.labels) != len(request.rows):
+                raise InvalidInputError("labels must hold one ciphertext per row")
+            pending = self.jobs.get(request.job_id).pending()
+            labels = [Ciphertext.from_bytes(pending.key, c) for c in request.labels]
+            out = pending.level_sums(list(request.rows), labels)
+            return training_pb2.CiphertextList(ciphertexts=[c.to_bytes() for c in out])
+
+        return await self._run(context, work)
+
+    async def ApplyLevelSums(  # noqa: N802 - gRPC method name
+        self, request: training_pb2.ApplyLevelSumsRequest, context: Any
+    ) -> training_pb2.ApplyLevelSumsResponse:
+        def work() -> training_pb2.ApplyLevelSumsResponse:
+            _check_job_id(request.job_id)
+            if len(request.values) > _MAX_GRADIENT_VALUES:
+                raise InvalidInputError(f"at most {_MAX_GRADIENT_VALUES} values")
+            _check_blobs(request.randomness, "randomness", _MAX_GRADIENT_VALUES, _MAX_NUMBER_BYTES)
+            if any(len(v) > 1300 for v in request.values):
+                raise InvalidInputError("values are longer than any 4096-bit number")
+            try:
+                values = [int(v) for v in request.values]
+            except ValueError:
+                raise InvalidInputError("values must be decimal integers") from None
+            proofs = [int.from_bytes(r, "big") for r in request.randomness]
+            job = self.jobs.get(request.job_id)
+            pending = job.pending()
+            job.host, job.preprocessing = pending.finish(values, proofs)
+            log.info("training job %r: WOE tables set", request.job_id)
+            return training_pb2.ApplyLevelSumsResponse(features=list(pending.fit.tables or {}))
+
+        return await self._run(context, work)
 
     async def Forward(  # noqa: N802 - gRPC method name
         self, request: training_pb2.ForwardRequest, context: Any
@@ -214,13 +267,14 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         def work() -> training_pb2.CiphertextList:
             _check_rows(request.job_id, request.rows)
             job = self.jobs.get(request.job_id)
+            host = job.ready()
             rows = job.rows(request.rows)
             if request.slot_bits:
                 if not 1 <= request.additions <= _MAX_ADDITIONS:
                     raise InvalidInputError(f"additions must be within 1..{_MAX_ADDITIONS}")
-                out = job.host.forward_packed(rows, request.slot_bits, request.additions)
+                out = host.forward_packed(rows, request.slot_bits, request.additions)
             else:
-                out = job.host.forward(rows)
+                out = host.forward(rows)
             return training_pb2.CiphertextList(ciphertexts=[c.to_bytes() for c in out])
 
         return await self._run(context, work)
@@ -234,9 +288,9 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             if len(request.residuals) != len(request.rows):
                 raise InvalidInputError("residuals must hold one ciphertext per row")
             job = self.jobs.get(request.job_id)
-            key = job.host.public_key
-            residuals = [Ciphertext.from_bytes(key, r) for r in request.residuals]
-            out = job.host.masked_gradient(job.rows(request.rows), residuals)
+            host = job.ready()
+            residuals = [Ciphertext.from_bytes(host.public_key, r) for r in request.residuals]
+            out = host.masked_gradient(job.rows(request.rows), residuals)
             return training_pb2.CiphertextList(ciphertexts=[c.to_bytes() for c in out])
 
         return await self._run(context, work)
@@ -260,7 +314,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             except ValueError:
                 raise InvalidInputError("gradient values must be decimal integers") from None
             proofs = [int.from_bytes(r, "big") for r in request.randomness]
-            host = self.jobs.get(request.job_id).host
+            host = self.jobs.get(request.job_id).ready()
             host.apply_gradient(values, proofs, request.batch_size, request.rate)
             return training_pb2.ApplyGradientResponse()
 
@@ -273,6 +327,8 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             _check_job_id(request.job_id)
             if request.model_id and not _MODEL_ID.fullmatch(request.model_id):
                 raise InvalidInputError("model_id must be 1 to 64 of a-z, 0-9, '.', '_', '-'")
+            if request.model_id:  # refused before the job is dropped: it may still be finished
+                self.jobs.get(request.job_id).ready()
             job = self.jobs.pop(request.job_id)
             if job is None:
                 if request.model_id:
@@ -280,12 +336,12 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 self._discard(request.job_id)
                 return training_pb2.CloseJobResponse()
             job.close()
-            names = list(job.host.feature_names)
+            names = job.feature_names
             if request.model_id:
                 # The weights on the preprocessed features, with the preprocessing: the
                 # model banks are scored with is the one this job evaluated.
                 shard = ModelShard(
-                    dict(zip(names, map(float, job.host.weights), strict=True)),
+                    dict(zip(names, map(float, job.ready().weights), strict=True)),
                     0.0,
                     job.preprocessing,
                 )

@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from creditshare.crypto import PooledEncryptor
-from creditshare.errors import CapacityError, InvalidInputError, NotFoundError
+from creditshare.errors import CapacityError, InvalidInputError, NotFoundError, OutOfOrderError
 from creditshare.federated import HostParty, Preprocessing
 from creditshare.node._receipts import ReceiptRefusedError
+from creditshare.node._woe import WoePending
 
 __all__ = ["JOB_IDLE_SECONDS", "MAX_JOBS", "Job", "JobStore"]
 
@@ -33,13 +34,39 @@ JOB_IDLE_SECONDS = 3600.0
 
 @dataclass(slots=True)
 class Job:
-    host: HostParty
+    #: None until the job's WOE tables are set (``woe``): then ``set_woe`` builds it.
+    host: HostParty | None
     ids: list[str]
     #: What the host's rows went through: kept with the shard at CloseJob.
-    preprocessing: Preprocessing
+    preprocessing: Preprocessing | None
     touched: float = 0.0
     #: Obfuscator workers (daemon processes: they also end with the node's process).
     encryptor: PooledEncryptor | None = None
+    #: WOE-binned features waiting for their level sums.
+    woe: WoePending | None = None
+
+    def ready(self) -> HostParty:
+        """The job's host, once it can compute (its WOE tables set, if it has any)."""
+        if self.host is None:
+            raise OutOfOrderError(
+                "this job's WOE tables are not set: LevelSums, then ApplyLevelSums, come "
+                "before Forward, MaskedGradient, ApplyGradient or keeping the model"
+            )
+        return self.host
+
+    def pending(self) -> WoePending:
+        """The job's WOE round, while it is still to be done."""
+        if self.woe is None:
+            raise OutOfOrderError("this job has no WOE features: no level sums to send")
+        if self.host is not None:
+            raise OutOfOrderError("this job's WOE tables are set already (once per job)")
+        return self.woe
+
+    @property
+    def feature_names(self) -> list[str]:
+        if self.host is not None:
+            return list(self.host.feature_names)
+        return list(self.woe.names) if self.woe is not None else []
 
     def close(self) -> None:
         if self.encryptor is not None:

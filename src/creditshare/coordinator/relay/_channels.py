@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from creditshare.consent import MAX_INDICATOR_NAME
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._settings import CoordinatorSettings, NodeEntry
 from creditshare.coordinator.relay._receipts import call_failure
+from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.errors import InvalidInputError
 from creditshare.ledger import SignedTreeHead
 from creditshare.pki import channel_credentials
@@ -62,21 +64,39 @@ class NodeCatalogue:
     indicators: dict[str, tuple[str, tuple[str, ...]]]
 
 
+#: What a department schema lets an indicator be called (departments/_toml.py): a node
+#: naming one otherwise is not running a checked schema.
+_INDICATOR_NAME = re.compile(rf"[a-z][a-z0-9_]{{0,{MAX_INDICATOR_NAME - 1}}}")
+
+
 def _catalogue_problem(reply: node_pb2.DescribeResponse) -> str | None:
-    """Why a node's catalogue cannot be used, or None."""
+    """Why a node's catalogue cannot be used, or None.
+
+    A node is not trusted to keep its catalogue small or well-formed: every indicator
+    becomes a slot of every profile, names are what consents list (``*`` means all of
+    them, ``record_present`` is the coordinator's own presence slot), and descriptions
+    and band labels reach banks' screens.
+    """
     if len(reply.indicators) > MAX_NODE_INDICATORS:
         return f"{len(reply.indicators)} indicators (at most {MAX_NODE_INDICATORS})"
     names = [i.name for i in reply.indicators]
     if len(set(names)) != len(names):
         return "indicator names repeat"
     for indicator in reply.indicators:
+        shown = repr(indicator.name[:MAX_INDICATOR_NAME])
         texts = [indicator.name, indicator.description, *indicator.bands]
         if (
             not 0 < len(indicator.name) <= MAX_INDICATOR_NAME
-            or len(indicator.bands) > MAX_INDICATOR_BANDS
+            or not 0 < len(indicator.bands) <= MAX_INDICATOR_BANDS
             or any(len(t) > MAX_CATALOGUE_TEXT for t in texts)
         ):
-            return f"indicator {indicator.name[:MAX_INDICATOR_NAME]!r} is over the size bounds"
+            return f"indicator {shown} is over the size bounds"
+        if not _INDICATOR_NAME.fullmatch(indicator.name) or indicator.name == PRESENCE_INDICATOR:
+            return f"indicator {shown} is not a name a department schema allows"
+        if not all(t.isprintable() for t in texts) or not all(indicator.bands):
+            return f"indicator {shown} has an empty band or a control character"
+        if len(set(indicator.bands)) != len(indicator.bands):
+            return f"indicator {shown} repeats a band label"
     return None
 
 

@@ -224,7 +224,12 @@ class OpenJobResponse(_message.Message):
 
     FEATURES_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    LABEL_SUMS_NEEDED_FIELD_NUMBER: _builtins.int
     rows: _builtins.int
+    label_sums_needed: _builtins.bool
+    """The job has WOE-binned features: LevelSums then ApplyLevelSums come first
+    (Forward, MaskedGradient and ApplyGradient are FAILED_PRECONDITION until then).
+    """
     @_builtins.property
     def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -232,14 +237,99 @@ class OpenJobResponse(_message.Message):
         *,
         features: _abc.Iterable[_builtins.str] | None = ...,
         rows: _builtins.int = ...,
+        label_sums_needed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "label_sums_needed", b"label_sums_needed", "rows", b"rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OpenJobResponse: _TypeAlias = OpenJobResponse  # noqa: Y015
+
+@_typing.final
+class LevelSumsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The fit rows (never validation or test rows), by position, each once."""
+
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Per row, Enc(y) (y = 0 or 1) under the job's key."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        rows: _abc.Iterable[_builtins.int] | None = ...,
+        labels: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "labels", b"labels", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LevelSumsRequest: _TypeAlias = LevelSumsRequest  # noqa: Y015
+
+@_typing.final
+class ApplyLevelSumsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    RANDOMNESS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Per ciphertext LevelSums answered: its plaintext in [0, n), in decimal."""
+
+    @_builtins.property
+    def randomness(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Per value, the proof r (big-endian), as in ApplyGradientRequest."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+        randomness: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "randomness", b"randomness", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyLevelSumsRequest: _TypeAlias = ApplyLevelSumsRequest  # noqa: Y015
+
+@_typing.final
+class ApplyLevelSumsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The WOE-binned features whose tables are now set."""
+
+    def __init__(
+        self,
+        *,
+        features: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyLevelSumsResponse: _TypeAlias = ApplyLevelSumsResponse  # noqa: Y015
 
 @_typing.final
 class ForwardRequest(_message.Message):

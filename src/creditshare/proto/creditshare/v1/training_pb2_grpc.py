@@ -44,6 +44,16 @@ class TrainingStub:
                 request_serializer=creditshare_dot_v1_dot_training__pb2.OpenJobRequest.SerializeToString,
                 response_deserializer=creditshare_dot_v1_dot_training__pb2.OpenJobResponse.FromString,
                 _registered_method=True)
+        self.LevelSums = channel.unary_unary(
+                '/creditshare.v1.Training/LevelSums',
+                request_serializer=creditshare_dot_v1_dot_training__pb2.LevelSumsRequest.SerializeToString,
+                response_deserializer=creditshare_dot_v1_dot_training__pb2.CiphertextList.FromString,
+                _registered_method=True)
+        self.ApplyLevelSums = channel.unary_unary(
+                '/creditshare.v1.Training/ApplyLevelSums',
+                request_serializer=creditshare_dot_v1_dot_training__pb2.ApplyLevelSumsRequest.SerializeToString,
+                response_deserializer=creditshare_dot_v1_dot_training__pb2.ApplyLevelSumsResponse.FromString,
+                _registered_method=True)
         self.Forward = channel.unary_unary(
                 '/creditshare.v1.Training/Forward',
                 request_serializer=creditshare_dot_v1_dot_training__pb2.ForwardRequest.SerializeToString,
@@ -79,6 +89,23 @@ class TrainingServicer:
     def OpenJob(self, request, context):
         """The bureau tells the node which of its records (the intersection, as the
         node's own blinded points from PsiAnswer) the job trains on, in row order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LevelSums(self, request, context):
+        """Jobs with WOE-binned features (OpenJobResponse.label_sums_needed), once,
+        after OpenJob and before any Forward: Enc(y_i) for the fit rows in, per WOE
+        feature and level group [[Σ y]] packed and masked uniformly in Z_n out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyLevelSums(self, request, context):
+        """The bureau's decryptions of LevelSums' answer, with proofs: the node checks
+        them, unmasks, and sets the job's WOE tables; only then does the job compute.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,6 +153,16 @@ def add_TrainingServicer_to_server(servicer, server):
                     servicer.OpenJob,
                     request_deserializer=creditshare_dot_v1_dot_training__pb2.OpenJobRequest.FromString,
                     response_serializer=creditshare_dot_v1_dot_training__pb2.OpenJobResponse.SerializeToString,
+            ),
+            'LevelSums': grpc.unary_unary_rpc_method_handler(
+                    servicer.LevelSums,
+                    request_deserializer=creditshare_dot_v1_dot_training__pb2.LevelSumsRequest.FromString,
+                    response_serializer=creditshare_dot_v1_dot_training__pb2.CiphertextList.SerializeToString,
+            ),
+            'ApplyLevelSums': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyLevelSums,
+                    request_deserializer=creditshare_dot_v1_dot_training__pb2.ApplyLevelSumsRequest.FromString,
+                    response_serializer=creditshare_dot_v1_dot_training__pb2.ApplyLevelSumsResponse.SerializeToString,
             ),
             'Forward': grpc.unary_unary_rpc_method_handler(
                     servicer.Forward,
@@ -202,6 +239,60 @@ class Training:
             '/creditshare.v1.Training/OpenJob',
             creditshare_dot_v1_dot_training__pb2.OpenJobRequest.SerializeToString,
             creditshare_dot_v1_dot_training__pb2.OpenJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LevelSums(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditshare.v1.Training/LevelSums',
+            creditshare_dot_v1_dot_training__pb2.LevelSumsRequest.SerializeToString,
+            creditshare_dot_v1_dot_training__pb2.CiphertextList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyLevelSums(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditshare.v1.Training/ApplyLevelSums',
+            creditshare_dot_v1_dot_training__pb2.ApplyLevelSumsRequest.SerializeToString,
+            creditshare_dot_v1_dot_training__pb2.ApplyLevelSumsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,15 @@ class TrainingStub:
     """The bureau tells the node which of its records (the intersection, as the
     node's own blinded points from PsiAnswer) the job trains on, in row order.
     """
+    LevelSums: _grpc.UnaryUnaryMultiCallable[_training_pb2.LevelSumsRequest, _training_pb2.CiphertextList]
+    """Jobs with WOE-binned features (OpenJobResponse.label_sums_needed), once,
+    after OpenJob and before any Forward: Enc(y_i) for the fit rows in, per WOE
+    feature and level group [[Σ y]] packed and masked uniformly in Z_n out.
+    """
+    ApplyLevelSums: _grpc.UnaryUnaryMultiCallable[_training_pb2.ApplyLevelSumsRequest, _training_pb2.ApplyLevelSumsResponse]
+    """The bureau's decryptions of LevelSums' answer, with proofs: the node checks
+    them, unmasks, and sets the job's WOE tables; only then does the job compute.
+    """
     Forward: _grpc.UnaryUnaryMultiCallable[_training_pb2.ForwardRequest, _training_pb2.CiphertextList]
     """[[X_h·w_h]] for the given rows (a batch, or an evaluation set)."""
     MaskedGradient: _grpc.UnaryUnaryMultiCallable[_training_pb2.MaskedGradientRequest, _training_pb2.CiphertextList]
@@ -67,6 +76,15 @@ class TrainingAsyncStub(TrainingStub):
     OpenJob: _aio.UnaryUnaryMultiCallable[_training_pb2.OpenJobRequest, _training_pb2.OpenJobResponse]  # type: ignore[assignment]
     """The bureau tells the node which of its records (the intersection, as the
     node's own blinded points from PsiAnswer) the job trains on, in row order.
+    """
+    LevelSums: _aio.UnaryUnaryMultiCallable[_training_pb2.LevelSumsRequest, _training_pb2.CiphertextList]  # type: ignore[assignment]
+    """Jobs with WOE-binned features (OpenJobResponse.label_sums_needed), once,
+    after OpenJob and before any Forward: Enc(y_i) for the fit rows in, per WOE
+    feature and level group [[Σ y]] packed and masked uniformly in Z_n out.
+    """
+    ApplyLevelSums: _aio.UnaryUnaryMultiCallable[_training_pb2.ApplyLevelSumsRequest, _training_pb2.ApplyLevelSumsResponse]  # type: ignore[assignment]
+    """The bureau's decryptions of LevelSums' answer, with proofs: the node checks
+    them, unmasks, and sets the job's WOE tables; only then does the job compute.
     """
     Forward: _aio.UnaryUnaryMultiCallable[_training_pb2.ForwardRequest, _training_pb2.CiphertextList]  # type: ignore[assignment]
     """[[X_h·w_h]] for the given rows (a batch, or an evaluation set)."""
@@ -97,6 +115,27 @@ class TrainingServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_training_pb2.OpenJobResponse, _abc.Awaitable[_training_pb2.OpenJobResponse]]:
         """The bureau tells the node which of its records (the intersection, as the
         node's own blinded points from PsiAnswer) the job trains on, in row order.
+        """
+
+    @_abc_1.abstractmethod
+    def LevelSums(
+        self,
+        request: _training_pb2.LevelSumsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_pb2.CiphertextList, _abc.Awaitable[_training_pb2.CiphertextList]]:
+        """Jobs with WOE-binned features (OpenJobResponse.label_sums_needed), once,
+        after OpenJob and before any Forward: Enc(y_i) for the fit rows in, per WOE
+        feature and level group [[Σ y]] packed and masked uniformly in Z_n out.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyLevelSums(
+        self,
+        request: _training_pb2.ApplyLevelSumsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_pb2.ApplyLevelSumsResponse, _abc.Awaitable[_training_pb2.ApplyLevelSumsResponse]]:
+        """The bureau's decryptions of LevelSums' answer, with proofs: the node checks
+        them, unmasks, and sets the job's WOE tables; only then does the job compute.
         """
 
     @_abc_1.abstractmethod

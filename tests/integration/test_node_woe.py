@@ -1,0 +1,373 @@
+"""A real node whose own schema has a WOE-binned category: the label-sum round over gRPC,
+the order it must come in, and a bank scored with exactly the table training used.
+
+The node (a schema file of its own, no code) refuses to compute before its WOE tables
+are set; the bureau sends Enc(y) for the fit rows only; the kept shard carries the
+table, and the node's Score RPC decrypts to the plaintext model with that table to 1e-6.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import numpy as np
+import pytest
+
+from creditshare.crypto import Ciphertext, FastEncryptor, FixedPointEncoding, PrivateKey, VerifyKey
+from creditshare.federated import (
+    BureauParty,
+    LevelGroups,
+    PsiParty,
+    TrainingConfig,
+    WoeFeature,
+    bureau_request,
+    evaluation_scores,
+    share_level_sums,
+    train,
+)
+from creditshare.identity.uscc import make_uscc
+from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, Receipt
+from creditshare.node import NodeSettings, build_server, import_into_node
+from creditshare.node._storage import RecordStore, ShardStore, make_engine
+from creditshare.proto import (
+    node_pb2,
+    node_pb2_grpc,
+    settings_to_pb,
+    training_pb2,
+    training_pb2_grpc,
+)
+
+from .._authority import authority
+from .conftest import receipt_message
+
+if TYPE_CHECKING:
+    from creditshare.proto.creditshare.v1.training_pb2_grpc import TrainingAsyncStub
+
+LOG = LogSigner.generate()
+LEDGER = Ledger(MemoryLedgerStorage(), LOG, lambda: datetime.now(UTC))
+trusted = {"size": 0}
+NODE = "yrd-registry"
+LEVELS = ("farming", "mining", "trade", "services", "fishing")
+
+SCHEMA = textwrap.dedent(
+    """
+    id = "registry"
+    display_name = "Business registry"
+
+    [[columns]]
+    name = "industry"
+    type = "category"
+    levels = ["farming", "mining", "trade", "services", "fishing"]
+
+    [[columns]]
+    name = "staff"
+    type = "integer"
+    min = 0
+
+    [[features]]
+    name = "industry_woe"
+    column = "industry"
+    encoding = "woe"
+    min_rows = 20
+
+    [[features]]
+    name = "staff"
+    column = "staff"
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> NodeSettings:
+    """A node of a department declared only by its schema file, with 240 records: no
+    "fishing" enterprise among the first 200 (the ones trained on)."""
+    folder = tmp_path_factory.mktemp("woe-node")
+    (folder / "registry.toml").write_text(SCHEMA, encoding="utf-8")
+    rng = np.random.default_rng(3)
+    lines = ["uscc,industry,staff"]
+    for k in range(240):
+        uscc = make_uscc("9", "1", "350100", f"{k:08d}").code
+        level = (
+            "fishing"
+            if k >= 200 and k % 5 == 0
+            else LEVELS[int(rng.choice(4, p=[0.4, 0.3, 0.2, 0.1]))]
+        )
+        lines.append(f"{uscc},{level},{int(rng.integers(1, 500))}")
+    (folder / "registry.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    settings = NodeSettings(
+        node_id=NODE,
+        schema_file=folder / "registry.toml",
+        chain="yrd",
+        listen="127.0.0.1:0",
+        database_url=f"sqlite:///{folder / 'node.db'}",
+        log_public_key=VerifyKey.from_cryptography(LOG.public_key).to_text(),
+        allow_insecure=True,
+        credential_ca=authority().ca_cert,
+    )
+    import_into_node(settings, [folder / "registry.csv"])
+    return settings
+
+
+@pytest.fixture
+async def port(settings: NodeSettings) -> AsyncIterator[int]:
+    server, bound = await build_server(settings)
+    try:
+        yield bound
+    finally:
+        await server.stop(None)
+
+
+def _receipt(job_id: str, key: PrivateKey) -> node_pb2.QueryReceipt:
+    record = authority().training_record(job_id, key.public_key.fingerprint(), (NODE,))
+    receipt: Receipt = LEDGER.append(record.to_bytes(), "training")
+    old = trusted["size"]
+    trusted["size"] = receipt.head.size
+    return receipt_message(receipt, old, LEDGER)
+
+
+async def _open(
+    stub: TrainingAsyncStub, key: PrivateKey, wanted: list[str], config: TrainingConfig
+) -> tuple[str, list[str], training_pb2.OpenJobResponse]:
+    """PSI and OpenJob as the bureau runs them; the job id and its aligned ids."""
+    job = uuid.uuid4().hex
+    receipt = _receipt(job, key)
+    party = PsiParty(b"woe-domain")
+    request = training_pb2.PsiAnswerRequest(
+        credentials=authority().training_credentials(),
+        job_id=job,
+        domain=b"woe-domain",
+        blinded=list(bureau_request(party, wanted).blinded),
+        public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
+        receipt=receipt,
+    )
+    reply = await stub.PsiAnswer(request)
+    node_points = list(reply.node_blinded)
+    theirs = dict(zip(party.reblind(node_points), node_points, strict=True))
+    points = {
+        u: theirs[d] for u, d in zip(wanted, reply.double_blinded, strict=True) if d in theirs
+    }
+    aligned = [u for u in wanted if u in points]
+    receipt.consistency_from = trusted["size"]
+    del receipt.consistency_proof[:]
+    opened = await stub.OpenJob(
+        training_pb2.OpenJobRequest(
+            credentials=authority().training_credentials(),
+            job_id=job,
+            public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
+            points=[points[u] for u in aligned],
+            receipt=receipt,
+            settings=settings_to_pb(config),
+        )
+    )
+    return job, aligned, opened
+
+
+class WoeHost:
+    """HostEndpoint and LevelSumsEndpoint over the node's real Training service."""
+
+    def __init__(self, channel: grpc.Channel, job_id: str, key: PrivateKey, ids: list[str]):
+        self._stub = training_pb2_grpc.TrainingStub(channel)
+        self._job = job_id
+        self._key = key.public_key
+        self._position = {uscc: k for k, uscc in enumerate(ids)}
+        self.sent_rows: list[list[int]] = []
+
+    @property
+    def name(self) -> str:
+        return NODE
+
+    def _rows(self, ids: Sequence[str]) -> list[int]:
+        return [self._position[i] for i in ids]
+
+    def _ciphertexts(self, reply: Any) -> list[Ciphertext]:
+        return [Ciphertext.from_bytes(self._key, c) for c in reply.ciphertexts]
+
+    @staticmethod
+    def _proofs(proofs: Sequence[int]) -> list[bytes]:
+        return [r.to_bytes((r.bit_length() + 7) // 8 or 1, "big") for r in proofs]
+
+    def level_sums(self, ids: Sequence[str], labels: Sequence[Ciphertext]) -> list[Ciphertext]:
+        self.sent_rows.append(self._rows(ids))
+        request = training_pb2.LevelSumsRequest(
+            job_id=self._job, rows=self.sent_rows[-1], labels=[c.to_bytes() for c in labels]
+        )
+        return self._ciphertexts(self._stub.LevelSums(request))
+
+    def apply_level_sums(self, masked_plain: Sequence[int], proofs: Sequence[int]) -> None:
+        self._stub.ApplyLevelSums(
+            training_pb2.ApplyLevelSumsRequest(
+                job_id=self._job,
+                values=[str(v) for v in masked_plain],
+                randomness=self._proofs(proofs),
+            )
+        )
+
+    def forward(self, ids: Sequence[str]) -> list[Ciphertext]:
+        request = training_pb2.ForwardRequest(job_id=self._job, rows=self._rows(ids))
+        return self._ciphertexts(self._stub.Forward(request))
+
+    def forward_packed(
+        self, ids: Sequence[str], slot_bits: int, additions: int
+    ) -> list[Ciphertext]:
+        request = training_pb2.ForwardRequest(
+            job_id=self._job, rows=self._rows(ids), slot_bits=slot_bits, additions=additions
+        )
+        return self._ciphertexts(self._stub.Forward(request))
+
+    def masked_gradient(
+        self, ids: Sequence[str], residuals: Sequence[Ciphertext]
+    ) -> list[Ciphertext]:
+        request = training_pb2.MaskedGradientRequest(
+            job_id=self._job, rows=self._rows(ids), residuals=[r.to_bytes() for r in residuals]
+        )
+        return self._ciphertexts(self._stub.MaskedGradient(request))
+
+    def apply_gradient(
+        self, masked_plain: Sequence[int], proofs: Sequence[int], batch_size: int, rate: float
+    ) -> None:
+        self._stub.ApplyGradient(
+            training_pb2.ApplyGradientRequest(
+                job_id=self._job,
+                values=[str(v) for v in masked_plain],
+                randomness=self._proofs(proofs),
+                batch_size=batch_size,
+                rate=rate,
+            )
+        )
+
+
+async def _refusal(call: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value.code(), caught.value.details() or ""
+
+
+async def test_a_woe_job_refuses_to_compute_before_its_tables_are_set(
+    port: int, settings: NodeSettings, bank_key: PrivateKey
+) -> None:
+    wanted = sorted(RecordStore(make_engine(settings.database_url)).all())[:120]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = training_pb2_grpc.TrainingStub(channel)
+        job, aligned, opened = await _open(stub, bank_key, wanted, TrainingConfig())
+        assert opened.label_sums_needed and len(aligned) == 120
+        forward = stub.Forward(training_pb2.ForwardRequest(job_id=job, rows=[0, 1]))
+        code, details = await _refusal(forward)
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "WOE tables are not set" in details
+        residual = FastEncryptor(bank_key.public_key).encrypt_encoded(1).to_bytes()
+        gradient = training_pb2.MaskedGradientRequest(
+            job_id=job, rows=list(range(40)), residuals=[residual] * 40
+        )
+        assert (await _refusal(stub.MaskedGradient(gradient)))[0] == (
+            grpc.StatusCode.FAILED_PRECONDITION
+        )
+        apply = training_pb2.ApplyLevelSumsRequest(job_id=job, values=["1"], randomness=[b"\x01"])
+        code, details = await _refusal(stub.ApplyLevelSums(apply))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "ask for the level sums" in details
+        keep = training_pb2.CloseJobRequest(job_id=job, model_id="woe-too-early")
+        assert (await _refusal(stub.CloseJob(keep)))[0] == grpc.StatusCode.FAILED_PRECONDITION
+        # Refused, not dropped: the job is still there to be finished properly.
+        too_many = training_pb2.LevelSumsRequest(job_id=job, rows=[0, 1], labels=[residual])
+        code, details = await _refusal(stub.LevelSums(too_many))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "one ciphertext per row" in details
+        await stub.CloseJob(training_pb2.CloseJobRequest(job_id=job))
+        assert "woe-too-early" not in ShardStore(make_engine(settings.database_url)).load()
+
+
+async def test_a_woe_job_trains_and_a_bank_is_scored_with_its_table(
+    port: int, settings: NodeSettings, bank_key: PrivateKey
+) -> None:
+    key = bank_key
+    engine = make_engine(settings.database_url)
+    records = RecordStore(engine).all()
+    wanted = sorted(records)[:200]  # no "fishing" enterprise among them
+    department = settings.department_schema
+    rng = np.random.default_rng(11)
+    risk = {"farming": 0.1, "mining": 0.45, "trade": 0.25, "services": 0.6, "fishing": 0.3}
+    labels = {u: int(rng.random() < risk[str(records[u]["industry"])]) for u in wanted}
+    config = TrainingConfig(batch_size=32, max_epochs=2, learning_rate=0.5, feature_clip=2.0)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = training_pb2_grpc.TrainingStub(channel)
+        job, aligned, opened = await _open(stub, key, wanted, config)
+        assert opened.label_sums_needed
+        fit, valid = aligned[:150], aligned[150:]
+
+        def run() -> tuple[BureauParty, np.ndarray, list[list[int]]]:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as blocking:
+                host = WoeHost(blocking, job, key, aligned)
+                share_level_sums(host, fit, labels, key, FastEncryptor(key.public_key))
+                with pytest.raises(grpc.RpcError) as again:  # once per job
+                    host.level_sums(
+                        fit[:40], [FastEncryptor(key.public_key).encrypt_encoded(0)] * 40
+                    )
+                assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                bureau = BureauParty(labels, key, config)
+                train(bureau, [host], fit, valid, config)
+                return bureau, evaluation_scores(bureau, [host], valid, config), host.sent_rows
+
+        bureau, evaluated, sent = await asyncio.to_thread(run)
+        assert sent[0] == list(range(150))  # the fit rows only: never validation rows
+        await stub.CloseJob(training_pb2.CloseJobRequest(job_id=job, model_id="woe-model"))
+
+        shard = ShardStore(engine).load()["woe-model"]
+        assert shard.preprocessing is not None
+        woe_transform = shard.preprocessing.features[0]
+        table = woe_transform.woe
+        assert table is not None
+        # The table is the plaintext WOE of the fit rows (levels pooled under 20 rows).
+        levels = [LEVELS.index(str(records[u]["industry"])) for u in fit]
+        groups = LevelGroups.of(WoeFeature("industry_woe", LEVELS, 20), levels)
+        positives = [
+            sum(
+                labels[u]
+                for u, lv in zip(fit, levels, strict=True)
+                if groups.group_of_level[lv] == g
+            )
+            for g in range(len(groups.sizes))
+        ]
+        assert table == groups.table(positives)
+        # "fishing" had no fit row: it is pooled, and scores with the pool's WOE.
+        assert table.pooled[LEVELS.index("fishing")]
+        assert table.values[LEVELS.index("fishing")] == table.other
+
+        node = node_pb2_grpc.DataNodeStub(channel)
+        scale = 10**9
+        fishing = next(u for u in sorted(records) if records[u]["industry"] == "fishing")
+        for k, uscc in [(0, valid[0]), (7, valid[7]), (None, fishing)]:
+            values = department.feature_values(records[uscc])
+            plain = shard.partial_score(values)
+            # The plaintext model with the stored table, computed by hand.
+            staff = shard.preprocessing.features[1]
+            woe = table.values[int(values["industry_woe"])]
+            by_hand = shard.weights["industry_woe"] * float(
+                np.clip((woe - woe_transform.centre) / woe_transform.scale, -2.0, 2.0)
+            ) + shard.weights["staff"] * float(
+                np.clip((values["staff"] - staff.centre) / staff.scale, -2.0, 2.0)
+            )
+            assert abs(plain - by_hand) < 1e-9
+            if k is not None:  # what training evaluated for this validation row
+                assert abs(evaluated[k] - bureau.intercept - plain) < 1e-8
+            record = authority().record(uscc, key.public_key.fingerprint(), model_id="woe-model")
+            logged = LEDGER.append(record.to_bytes(), record.uscc)
+            described = await node.Describe(node_pb2.DescribeRequest())
+            score = await node.Score(
+                node_pb2.ScoreRequest(
+                    uscc=uscc,
+                    model_id="woe-model",
+                    public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
+                    scale=scale,
+                    request_id=record.query_id,
+                    receipt=receipt_message(logged, described.trusted_tree_size, LEDGER),
+                    credentials=authority().credentials(uscc),
+                )
+            )
+            partial = FixedPointEncoding(scale).decrypt(
+                Ciphertext.from_bytes(key.public_key, score.partial_score), key
+            )
+            assert abs(partial - plain) < 1e-6
+        assert shard.weights["industry_woe"] != 0.0
