@@ -150,6 +150,22 @@ def test_labels_for_unknown_ids_fail_clearly(parties: tuple[Trust, CreditShareCl
         train_model(bureau, labels, ["yrd-tax"], "never-published", CONFIG)
 
 
+def test_too_few_rows_left_to_fit_fail_clearly_and_publish_nothing(
+    training_federation: Federation, parties: tuple[Trust, CreditShareClient]
+) -> None:
+    """Enough rows align, but after the test and validation shares fewer than a gradient's
+    minimum are left: the bureau is told which shares to lower, not a node's refusal."""
+    trust, bureau = parties
+    everyone = _labels(training_federation)
+    held = sorted(set(everyone) & set(_rows(training_federation, "tax")))[:60]
+    labels = {uscc: everyone[uscc] for uscc in held}
+    assert len(labels) == 60 and len(set(labels.values())) == 2
+    config = CONFIG.replace(test_fraction=0.5, validation_fraction=0.4)
+    with pytest.raises(ClientError, match=r"the fit split holds \d+ rows .* lower --test-share"):
+        train_model(bureau, labels, ["yrd-tax"], "too-few-rows", config)
+    assert "too-few-rows" not in {m["id"] for m in trust.bank.models()}
+
+
 def test_node_going_away_fails_the_job_with_its_name(
     tmp_path: Path, parties: tuple[Trust, CreditShareClient], training_federation: Federation
 ) -> None:
@@ -383,8 +399,13 @@ def test_bureau_train_with_options_holds_out_the_named_ids(
     assert entry["metrics"]["test_rows"] == len(held)
     assert entry["metrics"]["seed"] == 7
     shards = training_federation.layout.trained_shards("cli-options")
-    clips = {f.clip for s in shards.values() for f in s.transform.features if f.scale != 1.0}
-    assert clips == {3.0}
+    # The schema's clipped features at the --clip given; flags and dummies never clipped.
+    for node, shard in shards.items():
+        schema = get_department(node.split("-", 1)[1])
+        clipped = {f.name: f.clipped for f in schema.features}
+        for feature in shard.transform.features:
+            assert feature.clip == (3.0 if clipped[feature.name] else None), (node, feature)
+    assert any(f.clip == 3.0 for s in shards.values() for f in s.transform.features)
 
 
 @pytest.mark.parametrize(

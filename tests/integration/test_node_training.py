@@ -369,7 +369,7 @@ async def test_the_preprocessing_kept_is_the_one_trained(
     names = [f.name for f in features]
     records = RecordStore(engine).all().values()
     matrix = [[department.feature_values(r)[n] for n in names] for r in records]
-    flags = [f.standardised for f in features]
+    flags = [f.clipped for f in features]
     expected = Preprocessing.fit(names, np.array(matrix), flags, clip)
     assert shard.preprocessing == expected
     assert all((f.clip is None) == (clip == 0) for f in expected.features if f.scale != 1.0)

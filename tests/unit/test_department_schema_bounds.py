@@ -97,7 +97,7 @@ EXTREMES = textwrap.dedent(
     [[features]]
     name = "count"
     column = "count"
-    encoding = "raw"
+    encoding = "unclipped"
 
     [[features]]
     name = "day_year"

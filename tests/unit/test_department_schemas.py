@@ -149,7 +149,7 @@ def test_a_schema_of_its_own_loads_and_behaves_as_declared() -> None:
     assert features["mode_risk"] == 1.0
     assert features["export_log10"] == pytest.approx(5.0, abs=1e-4)
     assert features["registered_year"] == pytest.approx(2015.5, abs=0.01)
-    standardised = {f.name: f.standardised for f in customs.features}
+    standardised = {f.name: f.clipped for f in customs.features}
     assert standardised["export_log10"] and standardised["mode_risk"]
     assert not standardised["mode=general"] and not standardised["aeo"]
     assert customs.indicator_values(record) == {

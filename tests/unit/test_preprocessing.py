@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from creditshare.errors import InvalidInputError
-from creditshare.federated import FeatureTransform, ModelShard, Preprocessing
+from creditshare.federated import ModelShard, Preprocessing
 
 NAMES = ["amount", "ratio", "kind=a"]
 
@@ -23,16 +23,22 @@ def matrix() -> np.ndarray:
     return np.column_stack([amount, ratio, dummy])
 
 
-def test_standardised_features_are_centred_scaled_and_clipped(matrix: np.ndarray) -> None:
+def test_features_are_centred_and_scaled_and_only_clipped_ones_clipped(
+    matrix: np.ndarray,
+) -> None:
     pre = Preprocessing.fit(NAMES, matrix, [True, True, False], 2.0)
     out = pre.apply(matrix)
     assert out[:, :2].max() <= 2.0 and out[:, :2].min() >= -2.0
     assert np.any(np.abs(out[:, 0]) == 2.0)  # the tail was clipped
     expected = (matrix[:, 1] - matrix[:, 1].mean()) / matrix[:, 1].std()
     np.testing.assert_allclose(out[:, 1], np.clip(expected, -2, 2))
-    # A one-hot dummy (not standardised) passes unchanged.
-    assert np.array_equal(out[:, 2], matrix[:, 2])
-    assert pre.features[2] == FeatureTransform("kind=a")
+    # A one-hot dummy is centred and scaled too (so one learning rate suits it), never
+    # clipped: a rare level's standardised 1 lies far beyond any clip, and must stay there.
+    dummy = matrix[:, 2]
+    np.testing.assert_allclose(out[:, 2], (dummy - dummy.mean()) / dummy.std())
+    assert pre.features[2].clip is None and pre.features[2].scale == pytest.approx(dummy.std())
+    rare = np.column_stack([matrix[:, :2], (np.arange(500) < 5).astype(float)])
+    assert Preprocessing.fit(NAMES, rare, [True, True, False], 2.0).apply(rare)[:, 2].max() > 9
 
 
 @pytest.mark.parametrize("clip", [0.0, None])

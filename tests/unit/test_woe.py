@@ -71,7 +71,7 @@ def test_a_category_column_may_be_woe_binned() -> None:
     assert feature.name == "industry_woe"
     assert feature.woe_min_rows == 50  # the default
     assert feature.levels == ("farming", "mining", "trade", "services")
-    assert feature.standardised  # the WOE is then centred, scaled and clipped
+    assert feature.clipped  # the WOE is then centred, scaled and clipped
     assert department.feature_values({"industry": "trade", "staff": 3}) == {"industry_woe": 2.0}
     custom = parse_schema(_schema("min_rows = 200"), "registry.toml")
     assert custom.features[0].woe_min_rows == 200

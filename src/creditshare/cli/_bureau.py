@@ -60,7 +60,7 @@ def bureau_train(
     clip: Annotated[
         float | None,
         typer.Option(
-            help="clip standardised features at ±this (default 2; 0: no clipping); "
+            help="clip standardised features at ±this (default 4; 0: no clipping); "
             "part of the published model"
         ),
     ] = None,

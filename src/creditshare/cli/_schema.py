@@ -52,7 +52,7 @@ def schema_check(
     from creditshare.node import check_files
 
     department = load_schema(schema)
-    one_hot = sum(1 for f in department.features if not f.standardised and f.kind == "boolean")
+    one_hot = sum(1 for f in department.features if not f.clipped and f.kind == "boolean")
     console.print(
         f"{schema}: department {department.id!r} — {len(department.fields)} columns, "
         f"{len(department.features)} model features ({one_hot} unstandardised 0/1), "
@@ -104,7 +104,7 @@ def _as_json(department: Department) -> dict[str, object]:
             {
                 "name": f.name,
                 "column": f.column,
-                "standardised": f.standardised,
+                "standardised": f.clipped,
                 "description": f.description,
             }
             for f in department.features

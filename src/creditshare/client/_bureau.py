@@ -25,6 +25,7 @@ from creditshare.client._signing import sign_job
 from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey, SlotLayout
 from creditshare.errors import ClientError, CreditShareError
 from creditshare.federated import (
+    MIN_BATCH_ROWS,
     BureauParty,
     EpochReport,
     PsiParty,
@@ -316,6 +317,13 @@ def train_model(
         fit, valid = _stratified_split(
             fit_and_valid, labels, config.validation_fraction, config.seed + 1
         )
+        if len(fit) < MIN_BATCH_ROWS:
+            raise ClientError(
+                f"the fit split holds {len(fit)} rows ({len(aligned)} aligned, less "
+                f"{len(test)} for the test and {len(valid)} for validation); nodes compute a "
+                f"gradient over at least {MIN_BATCH_ROWS} rows: label more enterprises or "
+                "lower --test-share / --validation-share"
+            )
         hosts = [RemoteHost(client, job_id, node, key.public_key, aligned) for node in nodes]
         pool = PooledEncryptor(
             key.public_key, workers=workers, buffer=max(256, min(8192, 2 * len(aligned)))

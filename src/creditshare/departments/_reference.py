@@ -45,14 +45,14 @@ def _missing(spec: FieldSpec) -> str:
     return "refused"
 
 
-def _encoding(standardised: bool, kind: str, woe_min_rows: int = 0) -> str:
+def _encoding(clipped: bool, kind: str, woe_min_rows: int = 0) -> str:
     if woe_min_rows:
         return (
             f"weight of evidence per job (levels under {woe_min_rows} rows pooled), "
             "standardised, clipped"
         )
-    if not standardised:
-        return "as is (0/1)" if kind == "boolean" else "as is"
+    if not clipped:
+        return "0/1, standardised (never clipped)" if kind == "boolean" else "standardised"
     return "standardised, clipped"
 
 
@@ -88,7 +88,7 @@ def schema_tables(department: Department) -> str:
     for feature in department.features:
         lines.append(
             f"| `{_cell(feature.name)}` | `{feature.column}` "
-            f"| {_encoding(feature.standardised, feature.kind, feature.woe_min_rows)} "
+            f"| {_encoding(feature.clipped, feature.kind, feature.woe_min_rows)} "
             f"| {_cell(feature.description)} |"
         )
     if department.indicators:

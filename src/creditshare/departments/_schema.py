@@ -249,9 +249,10 @@ def listing(names: Iterable[str], limit: int = 12) -> str:
 class FeatureSpec:
     """A numeric model input derived from the raw columns of one record.
 
-    ``standardised`` tells training how to encode it: centred, scaled over the node's
-    records and clipped (amounts, counts, mapped grades), or used exactly as derived
-    (0/1 flags and one-hot level dummies, which standardising would only distort).
+    Training centres and scales every feature over the node's records; ``clipped`` ones
+    (amounts, counts, mapped grades: schema encoding "standardised") are then winsorised
+    at the job's clip, while 0/1 flags, one-hot level dummies and "unclipped" features
+    keep their whole range (a flag has no tail to cut).
     """
 
     name: str
@@ -259,7 +260,7 @@ class FeatureSpec:
     derive: Callable[[Record], float]
     kind: ColumnKind = "number"
     unit: str = ""
-    standardised: bool = True
+    clipped: bool = True
     #: The raw column it is derived from (for references and change detection).
     column: str = ""
     #: The least and greatest value ``derive`` returns for any value its column accepts

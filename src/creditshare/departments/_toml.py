@@ -98,7 +98,7 @@ class _Feature(_Strict):
     scale: float = 1.0
     floor: float | None = None
     cap: float | None = None
-    encoding: Literal["standardised", "raw", "one_hot", "map", "woe"] | None = None
+    encoding: Literal["standardised", "unclipped", "one_hot", "map", "woe"] | None = None
     values: dict[str, float] = Field(default_factory=dict, max_length=MAX_LEVELS)
     min_rows: Annotated[int, Field(strict=True)] | None = None
 

