@@ -76,7 +76,7 @@ description = "year of registration (decimal)"
 [[features]]
 name = "abnormal"
 column = "abnormal"
-encoding = "raw"
+encoding = "unclipped"
 
 [[indicators]]
 name = "industry"
@@ -185,7 +185,7 @@ values = { A = 0, B = 1, C = 2, D = 4 }
 [[features]]
 name = "prior_default"
 column = "prior_default"
-encoding = "raw"
+encoding = "unclipped"
 
 [[indicators]]
 name = "grade"

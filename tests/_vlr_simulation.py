@@ -2,7 +2,7 @@
 
 What ``creditshare.federated.train`` computes, minus the encryption and the fixed
 point: each party's features standardised over all its records and winsorised at
-±``feature_clip`` (only those its schema marks standardised), the same mini-batch
+±``feature_clip`` (only those its schema marks clipped), the same mini-batch
 order (``default_rng(seed)``, one permutation per epoch), the first-order Taylor
 residual d = ¼·z + ½ − y, learning-rate decay, L2, early stopping on the validation
 log-loss (the last epoch's weights are kept, as the protocol keeps them). Used to
@@ -27,12 +27,12 @@ __all__ = ["Simulated", "preprocess", "simulate"]
 Matrix = NDArray[np.float64]
 
 
-def preprocess(x: Matrix, standardised: Sequence[bool], clip: float) -> Matrix:
+def preprocess(x: Matrix, clipped: Sequence[bool], clip: float) -> Matrix:
     """What a node trains on: the protocol's own ``Preprocessing`` fitted over every
-    record the party holds (``standardised`` columns centred, scaled and clipped at
-    ±clip; the others unchanged; clip 0: not clipped), applied to them."""
+    record the party holds (every column centred and scaled, the ``clipped`` ones then
+    clipped at ±clip; clip 0: none), applied to them."""
     names = [f"f{j}" for j in range(x.shape[1])]
-    return Preprocessing.fit(names, x, standardised, clip).apply(x)
+    return Preprocessing.fit(names, x, clipped, clip).apply(x)
 
 
 @dataclass
