@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from creditshare.datasets import prepare_default_credit, uscc_for
-from creditshare.departments import get_department
+from creditshare.departments import load_schema
 from creditshare.identity import Uscc
 from creditshare.node import RecordStore, import_files, make_engine
 
@@ -27,7 +27,9 @@ def test_prepare_and_import_the_host_file(tmp_path: Path) -> None:
     files = prepare_default_credit(SHARED, tmp_path / "out")
     assert files.rows == 30_000
     store = RecordStore(make_engine(f"sqlite:///{tmp_path / 'node.db'}"))
-    summary = import_files(store, get_department("card_history"), [files.node_file])
+    summary = import_files(
+        store, load_schema(SHARED / "schemas" / "card_history.toml"), [files.node_file]
+    )
     assert summary.rows == store.count() == 30_000
     with files.labels_file.open() as handle:
         labels = {r["uscc"]: r["default"] for r in csv.DictReader(handle)}

@@ -162,7 +162,7 @@ def test_parse_of_standalone_spec_without_limits() -> None:
 
 def test_builtin_departments() -> None:
     # The five public-record departments, plus the default_credit benchmark's host data.
-    assert tuple(DEPARTMENTS) == (*DEPARTMENT_IDS, "card_history")
+    assert tuple(DEPARTMENTS) == DEPARTMENT_IDS
     for department_id, department in DEPARTMENTS.items():
         assert department.id == department_id
         assert get_department(department_id) is department

@@ -17,7 +17,7 @@ from creditshare.departments._toml import load_schema, parse_schema
 __all__ = ["DEPARTMENTS", "builtin_schema_text", "get_department", "resolve_department"]
 
 _PACKAGE = "creditshare.departments"
-_ORDER = ("tax", "market", "social", "court", "utility", "card_history")
+_ORDER = ("tax", "market", "social", "court", "utility")
 
 
 def builtin_schema_text(department_id: str) -> str:

@@ -32,7 +32,7 @@ class NodeSettings(EnvFirstSettings):
     node_id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
     department: str = Field(
         default="",
-        description="a built-in department (tax, market, social, court, utility, card_history); "
+        description="a built-in department (tax, market, social, court, utility); "
         "may be left out when schema_file is set",
     )
     schema_file: Path | None = Field(
