@@ -52,10 +52,10 @@ def schema_check(
     from creditshare.node import check_files
 
     department = load_schema(schema)
-    one_hot = sum(1 for f in department.features if not f.clipped and f.kind == "boolean")
+    unclipped = sum(1 for f in department.features if not f.clipped)
     console.print(
         f"{schema}: department {department.id!r} — {len(department.fields)} columns, "
-        f"{len(department.features)} model features ({one_hot} unstandardised 0/1), "
+        f"{len(department.features)} model features ({unclipped} never clipped), "
         f"{len(department.indicators)} indicators"
     )
     if data:
@@ -104,7 +104,7 @@ def _as_json(department: Department) -> dict[str, object]:
             {
                 "name": f.name,
                 "column": f.column,
-                "standardised": f.clipped,
+                "clipped": f.clipped,
                 "description": f.description,
             }
             for f in department.features

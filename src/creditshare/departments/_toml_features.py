@@ -284,7 +284,7 @@ def _dummy(name: str, column: FieldSpec, level: str, description: str) -> Featur
     column_name = column.name
     return FeatureSpec(
         f"{name}={level}",
-        f"{description}: {level} (1) or not (0)",
+        f"{description or column.name}: {level} (1) or not (0)",
         lambda r: _stored(r, column, lambda v: 1.0 if v == level else 0.0),
         kind="boolean",
         clipped=False,

@@ -106,8 +106,10 @@ def parse_file(
                 if not row or all(not cell.strip() for cell in row):
                     continue
                 if len(row) != len(header):
+                    extra = len(row) > len(header)
+                    hint = " (a comma inside a value must be quoted)" if extra else ""
                     raise ImportRejectedError(
-                        name, line, f"expected {len(header)} fields, found {len(row)}"
+                        name, line, f"expected {len(header)} fields, found {len(row)}{hint}"
                     )
                 try:
                     uscc = str(Uscc.parse(row[index["uscc"]]))
