@@ -34,6 +34,8 @@ from creditshare.errors import (
     OutOfOrderError,
     PermissionDeniedError,
     RevocationStaleError,
+    StaleRecordError,
+    StaleShardError,
 )
 from creditshare.identity import Uscc
 from creditshare.ledger import StaleTreeHeadError, TrustedHeadTracker
@@ -68,7 +70,13 @@ def status_for(exc: CreditShareError) -> grpc.StatusCode:
     if isinstance(exc, NotFoundError):
         return grpc.StatusCode.NOT_FOUND
     if isinstance(
-        exc, StaleTreeHeadError | InconsistentTreeHeadError | RevocationStaleError | OutOfOrderError
+        exc,
+        StaleTreeHeadError
+        | InconsistentTreeHeadError
+        | RevocationStaleError
+        | OutOfOrderError
+        | StaleRecordError
+        | StaleShardError,
     ):
         return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, ConflictError):
