@@ -39,6 +39,7 @@ from creditshare.federated import (
 from creditshare.identity.uscc import make_uscc
 from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, Receipt
 from creditshare.node import NodeSettings, build_server, import_into_node
+from creditshare.node._authority_store import RefusalLog
 from creditshare.node._storage import ModelShardRow, RecordStore, ShardStore, make_engine
 from creditshare.proto import (
     node_pb2,
@@ -404,6 +405,62 @@ _SHARDS = {
 }
 
 
+async def _score(node: Any, uscc: str, model_id: str, key: PrivateKey) -> Any:
+    """A bank's Score call (not yet awaited), with its receipt and credentials."""
+    record = authority().record(uscc, key.public_key.fingerprint(), model_id=model_id)
+    logged = LEDGER.append(record.to_bytes(), record.uscc)
+    described = await node.Describe(node_pb2.DescribeRequest())
+    return node.Score(
+        node_pb2.ScoreRequest(
+            uscc=uscc,
+            model_id=model_id,
+            public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
+            scale=10**9,
+            request_id=record.query_id,
+            receipt=receipt_message(logged, described.trusted_tree_size, LEDGER),
+            credentials=authority().credentials(uscc),
+        )
+    )
+
+
+def _node_on(tmp_path: Any, settings: NodeSettings, schema: str) -> NodeSettings:
+    """A node of ``settings``' records under ``schema``, in a database of its own."""
+    path = tmp_path / f"schema-{uuid.uuid4().hex}.toml"
+    path.write_text(schema, encoding="utf-8")
+    fields = settings.model_dump() | {
+        "schema_file": path,
+        "database_url": f"sqlite:///{tmp_path / 'node.db'}",
+    }
+    fields.pop("department", None)
+    return NodeSettings(**fields)
+
+
+async def test_a_record_imported_under_another_schema_is_refused_without_its_value(
+    tmp_path: Any, settings: NodeSettings, bank_key: PrivateKey
+) -> None:
+    """A level renamed after the import: the stored "fishing" is refused at a query with
+    FAILED_PRECONDITION naming the column only; the value never leaves the node."""
+    first = _node_on(tmp_path, settings, SCHEMA)
+    import_into_node(first, [settings.schema_file.parent / "registry.csv"])  # type: ignore[union-attr]
+    engine = make_engine(first.database_url)
+    ShardStore(engine).save("staff-model", _SHARDS["staff-model"], "j", first.department_schema)
+    records = RecordStore(engine).all()
+    fishing = next(u for u in sorted(records) if records[u]["industry"] == "fishing")
+    renamed = _node_on(tmp_path, settings, SCHEMA.replace('"fishing"]', '"fisheries"]'))
+    server, port = await build_server(renamed)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            node = node_pb2_grpc.DataNodeStub(channel)
+            code, details = await _refusal(await _score(node, fishing, "staff-model", bank_key))
+            assert code == grpc.StatusCode.FAILED_PRECONDITION
+            assert "for industry " in details and "re-imported under its schema" in details
+            assert "fishing" not in details
+            other = next(u for u in sorted(records) if records[u]["industry"] == "trade")
+            assert (await (await _score(node, other, "staff-model", bank_key))).partial_score
+    finally:
+        await server.stop(None)
+
+
 @pytest.mark.parametrize(
     ("change", "refused", "feature"),
     [
@@ -462,22 +519,8 @@ async def test_a_restarted_node_refuses_a_model_trained_on_another_schema(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             node = node_pb2_grpc.DataNodeStub(channel)
             for model_id, shard in _SHARDS.items():
-                record = authority().record(
-                    uscc, bank_key.public_key.fingerprint(), model_id=model_id
-                )
-                logged = LEDGER.append(record.to_bytes(), record.uscc)
                 described = await node.Describe(node_pb2.DescribeRequest())
-                call = node.Score(
-                    node_pb2.ScoreRequest(
-                        uscc=uscc,
-                        model_id=model_id,
-                        public_key=node_pb2.PaillierPublicKey(n=bank_key.public_key.to_bytes()),
-                        scale=10**9,
-                        request_id=record.query_id,
-                        receipt=receipt_message(logged, described.trusted_tree_size, LEDGER),
-                        credentials=authority().credentials(uscc),
-                    )
-                )
+                call = await _score(node, uscc, model_id, bank_key)
                 if model_id == refused:
                     code, details = await _refusal(call)
                     assert code == grpc.StatusCode.FAILED_PRECONDITION
@@ -496,6 +539,8 @@ async def test_a_restarted_node_refuses_a_model_trained_on_another_schema(
                 assert partial != 0.0
     finally:
         await server.stop(None)
+    # The node's own state to redo, not someone's attempt: not in its refusal log.
+    assert RefusalLog(engine, lambda: datetime.now(UTC)).entries() == []
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     if refused is None:
         assert not any("different schema" in w for w in warnings)
