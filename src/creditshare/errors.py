@@ -32,6 +32,8 @@ below to status codes exactly once (``coordinator/_problems.py``,
     │   ├── InconsistentTreeHeadError a head that forks from one already accepted
     │   └── LedgerIntegrityError     stored log does not extend the last signed head: 503
     ├── ConfigurationError           a service was configured inconsistently
+    │   ├── StaleRecordError         a stored record its schema cannot read: FAILED_PRECONDITION
+    │   └── StaleShardError          a model shard trained on another schema: FAILED_PRECONDITION
     └── ClientError                  raised by creditshare.client only
         ├── TransportError           coordinator unreachable or timed out
         ├── ProblemError             coordinator answered an RFC 9457 problem
@@ -71,6 +73,8 @@ __all__ = [
     "RateLimitedError",
     "RevocationStaleError",
     "SplitViewError",
+    "StaleRecordError",
+    "StaleShardError",
     "TransportError",
     "UnwitnessedHeadError",
 ]
@@ -221,6 +225,20 @@ class LedgerIntegrityError(LedgerError):
 
 class ConfigurationError(CreditShareError):
     """Settings that cannot work together; raised at start-up, never mid-query."""
+
+
+class StaleRecordError(ConfigurationError):
+    """A stored record this node's schema cannot read (imported under another schema).
+
+    The message names the column only, never the stored value: it travels as a gRPC
+    status to the coordinator and on into a bank's coverage and training job errors.
+    FAILED_PRECONDITION: the node's operator must re-import its records."""
+
+
+class StaleShardError(ConfigurationError):
+    """A stored model shard this node cannot score with: trained on features its schema
+    no longer derives the same way, or unreadable. Its queries are refused (scoring with
+    it would silently change scores): FAILED_PRECONDITION until the model is retrained."""
 
 
 class ClientError(CreditShareError):

@@ -18,14 +18,19 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 import pytest
+from sqlmodel import Session
 
 from creditshare.crypto import Ciphertext, FastEncryptor, FixedPointEncoding, PrivateKey, VerifyKey
 from creditshare.federated import (
     BureauParty,
+    FeatureTransform,
     LevelGroups,
+    ModelShard,
+    Preprocessing,
     PsiParty,
     TrainingConfig,
     WoeFeature,
+    WoeTable,
     bureau_request,
     evaluation_scores,
     share_level_sums,
@@ -34,7 +39,8 @@ from creditshare.federated import (
 from creditshare.identity.uscc import make_uscc
 from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, Receipt
 from creditshare.node import NodeSettings, build_server, import_into_node
-from creditshare.node._storage import RecordStore, ShardStore, make_engine
+from creditshare.node._authority_store import RefusalLog
+from creditshare.node._storage import ModelShardRow, RecordStore, ShardStore, make_engine
 from creditshare.proto import (
     node_pb2,
     node_pb2_grpc,
@@ -316,6 +322,11 @@ async def test_a_woe_job_trains_and_a_bank_is_scored_with_its_table(
 
         shard = ShardStore(engine).load()["woe-model"]
         assert shard.preprocessing is not None
+        # Kept with how the schema derived each feature: a later schema is checked on it.
+        derived = _stored_derivations(engine, "woe-model")
+        assert derived["industry_woe"]["levels"] == list(LEVELS)
+        assert derived["industry_woe"]["encoding"] == "woe"
+        assert derived["staff"]["transform"] == "identity"
         woe_transform = shard.preprocessing.features[0]
         table = woe_transform.woe
         assert table is not None
@@ -371,3 +382,167 @@ async def test_a_woe_job_trains_and_a_bank_is_scored_with_its_table(
             )
             assert abs(partial - plain) < 1e-6
         assert shard.weights["industry_woe"] != 0.0
+
+
+def _stored_derivations(engine: Any, model_id: str) -> dict[str, Any]:
+    with Session(engine) as session:
+        row = session.get(ModelShardRow, model_id)
+        assert row is not None and row.preprocessing is not None
+        return dict(row.preprocessing["schema"])
+
+
+#: Three shards as CloseJob keeps them: one per feature, and one of both.
+_TABLE = WoeTable(LEVELS, (-0.5, 0.2, 0.1, 0.7, 0.0), (False,) * 5, 0.0)
+_SHARDS = {
+    "industry-model": ModelShard(
+        {"industry_woe": 0.8},
+        0.0,
+        Preprocessing((FeatureTransform("industry_woe", 0.1, 0.4, 2.0, _TABLE),)),
+    ),
+    "staff-model": ModelShard(
+        {"staff": 0.3}, 0.0, Preprocessing((FeatureTransform("staff", 250.0, 140.0, 2.0),))
+    ),
+}
+
+
+async def _score(node: Any, uscc: str, model_id: str, key: PrivateKey) -> Any:
+    """A bank's Score call (not yet awaited), with its receipt and credentials."""
+    record = authority().record(uscc, key.public_key.fingerprint(), model_id=model_id)
+    logged = LEDGER.append(record.to_bytes(), record.uscc)
+    described = await node.Describe(node_pb2.DescribeRequest())
+    return node.Score(
+        node_pb2.ScoreRequest(
+            uscc=uscc,
+            model_id=model_id,
+            public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
+            scale=10**9,
+            request_id=record.query_id,
+            receipt=receipt_message(logged, described.trusted_tree_size, LEDGER),
+            credentials=authority().credentials(uscc),
+        )
+    )
+
+
+def _node_on(tmp_path: Any, settings: NodeSettings, schema: str) -> NodeSettings:
+    """A node of ``settings``' records under ``schema``, in a database of its own."""
+    path = tmp_path / f"schema-{uuid.uuid4().hex}.toml"
+    path.write_text(schema, encoding="utf-8")
+    fields = settings.model_dump() | {
+        "schema_file": path,
+        "database_url": f"sqlite:///{tmp_path / 'node.db'}",
+    }
+    fields.pop("department", None)
+    return NodeSettings(**fields)
+
+
+async def test_a_record_imported_under_another_schema_is_refused_without_its_value(
+    tmp_path: Any, settings: NodeSettings, bank_key: PrivateKey
+) -> None:
+    """A level renamed after the import: the stored "fishing" is refused at a query with
+    FAILED_PRECONDITION naming the column only; the value never leaves the node."""
+    first = _node_on(tmp_path, settings, SCHEMA)
+    import_into_node(first, [settings.schema_file.parent / "registry.csv"])  # type: ignore[union-attr]
+    engine = make_engine(first.database_url)
+    ShardStore(engine).save("staff-model", _SHARDS["staff-model"], "j", first.department_schema)
+    records = RecordStore(engine).all()
+    fishing = next(u for u in sorted(records) if records[u]["industry"] == "fishing")
+    renamed = _node_on(tmp_path, settings, SCHEMA.replace('"fishing"]', '"fisheries"]'))
+    server, port = await build_server(renamed)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            node = node_pb2_grpc.DataNodeStub(channel)
+            code, details = await _refusal(await _score(node, fishing, "staff-model", bank_key))
+            assert code == grpc.StatusCode.FAILED_PRECONDITION
+            assert "for industry " in details and "re-imported under its schema" in details
+            assert "fishing" not in details
+            other = next(u for u in sorted(records) if records[u]["industry"] == "trade")
+            assert (await (await _score(node, other, "staff-model", bank_key))).partial_score
+    finally:
+        await server.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("change", "refused", "feature"),
+    [
+        # The same levels in another order: every stored WOE index now means another level.
+        (
+            (
+                'levels = ["farming", "mining", "trade", "services", "fishing"]',
+                ('levels = ["mining", "farming", "trade", "services", "fishing"]'),
+            ),
+            "industry-model",
+            "industry_woe",
+        ),
+        # staff now log10(1 + staff): the shard's weights were fitted to staff itself.
+        (
+            ('column = "staff"\n', 'column = "staff"\ntransform = "log10p1"\n'),
+            "staff-model",
+            "staff",
+        ),
+        # A level appended keeps every old index: both models still score.
+        (('"fishing"]', '"fishing", "forestry"]'), None, None),
+    ],
+    ids=["levels-reordered", "transform-changed", "levels-appended"],
+)
+async def test_a_restarted_node_refuses_a_model_trained_on_another_schema(
+    tmp_path: Any,
+    settings: NodeSettings,
+    bank_key: PrivateKey,
+    caplog: pytest.LogCaptureFixture,
+    change: tuple[str, str],
+    refused: str | None,
+    feature: str | None,
+) -> None:
+    """A node restarted with a schema that derives a shard's feature differently refuses
+    that model's queries (FAILED_PRECONDITION, naming model and feature, logged), never
+    scores it with another meaning nor as if it held no shard; other models still score."""
+    original = tmp_path / "registry.toml"
+    original.write_text(SCHEMA, encoding="utf-8")
+    assert change[0] in SCHEMA
+    changed = tmp_path / "changed.toml"
+    changed.write_text(SCHEMA.replace(change[0], change[1]), encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    before = settings.model_dump() | {"schema_file": original, "database_url": url}
+    before.pop("department", None)
+    first = NodeSettings(**before)
+    import_into_node(first, [settings.schema_file.parent / "registry.csv"])  # type: ignore[union-attr]
+    engine = make_engine(url)
+    for model_id, shard in _SHARDS.items():  # what CloseJob keeps: shard and derivations
+        ShardStore(engine).save(model_id, shard, f"job-{model_id}", first.department_schema)
+        assert set(_stored_derivations(engine, model_id)) == set(shard.weights)
+    restarted = NodeSettings(**(before | {"schema_file": changed}))
+    records = RecordStore(engine).all()
+    uscc = sorted(records)[0]
+    with caplog.at_level("WARNING", logger="creditshare.node"):
+        server, port = await build_server(restarted)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            node = node_pb2_grpc.DataNodeStub(channel)
+            for model_id, shard in _SHARDS.items():
+                described = await node.Describe(node_pb2.DescribeRequest())
+                call = await _score(node, uscc, model_id, bank_key)
+                if model_id == refused:
+                    code, details = await _refusal(call)
+                    assert code == grpc.StatusCode.FAILED_PRECONDITION
+                    assert details == (
+                        f"model {model_id!r} was trained on a different schema of feature "
+                        f"{feature!r}; retrain"
+                    )
+                    assert model_id not in [m.model_id for m in described.models]
+                    continue
+                score = await call
+                partial = FixedPointEncoding(10**9).decrypt(
+                    Ciphertext.from_bytes(bank_key.public_key, score.partial_score), bank_key
+                )
+                values = restarted.department_schema.feature_values(records[uscc])
+                assert abs(partial - shard.partial_score(values)) < 1e-6
+                assert partial != 0.0
+    finally:
+        await server.stop(None)
+    # The node's own state to redo, not someone's attempt: not in its refusal log.
+    assert RefusalLog(engine, lambda: datetime.now(UTC)).entries() == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if refused is None:
+        assert not any("different schema" in w for w in warnings)
+    else:
+        assert any(refused in w and repr(feature) in w for w in warnings), warnings

@@ -831,22 +831,27 @@ def test_an_integer_column_without_bounds_stays_within_the_number_limit() -> Non
 
 
 @pytest.mark.parametrize(
-    ("record_change", "held"),
+    ("record_change", "value"),
     [
-        ({"grade": "D"}, "'D' for grade"),  # a level since removed
-        ({"amount": -5.0}, "'-5.0' for amount"),  # a bound since tightened
-        ({"amount": "12"}, "'12' for amount"),
-        ({"since": "2024-13-01"}, "for since"),
-        ({"flag": 2}, "'2' for flag"),
+        ({"grade": "D"}, "'D'"),  # a level since removed
+        ({"amount": -5.0}, "-5.0"),  # a bound since tightened
+        ({"amount": "12"}, "'12'"),
+        ({"since": "2024-13-01"}, "2024-13-01"),
+        ({"flag": 2}, "'2'"),
     ],
 )
 def test_a_stored_record_the_schema_no_longer_accepts_is_named_not_a_key_error(
-    record_change: dict[str, float | int | str], held: str
+    record_change: dict[str, float | int | str], value: str
 ) -> None:
     """Records are checked when imported; one imported under another schema (a level
     renamed, a column added, a bound tightened) must not reach a query as a KeyError or
-    a silently out-of-range feature: every derive says what the node must do."""
-    from creditshare.errors import ConfigurationError
+    a silently out-of-range feature: every derive says what the node must do. The error
+    leaves the node (a gRPC status, a bank's coverage): it names the column, never the
+    stored value, and maps to FAILED_PRECONDITION."""
+    import grpc
+
+    from creditshare.errors import StaleRecordError
+    from creditshare.node import _service
 
     probe = parse_schema(
         EVERY_TYPE
@@ -865,15 +870,19 @@ def test_a_stored_record_the_schema_no_longer_accepts_is_named_not_a_key_error(
     assert probe.feature_values(good) and probe.indicator_values(good)
     bad = good | record_change
     column = next(iter(record_change))
+    stored = str(record_change[column])
     derived = [f for f in probe.features if f.column == column]
     derived += [i for i in probe.indicators if i.column == column]  # type: ignore[misc]
     assert derived
     for spec in derived:
-        with pytest.raises(ConfigurationError, match="import the department's data again") as e:
+        with pytest.raises(StaleRecordError, match="re-imported under its schema") as e:
             spec.derive(bad)
-        assert held in str(e.value)
+        message = str(e.value)
+        assert f"for {column} " in message
+        assert value not in message and stored not in message
+        assert _service.status_for(e.value) == grpc.StatusCode.FAILED_PRECONDITION
     missing = {k: v for k, v in good.items() if k != column}
-    with pytest.raises(ConfigurationError, match=f"holds nothing for {column}"):
+    with pytest.raises(StaleRecordError, match=f"holds no value for {column} "):
         derived[0].derive(missing)
 
 

@@ -7,6 +7,7 @@ from creditshare.departments._builtin import (
     get_department,
     resolve_department,
 )
+from creditshare.departments._derivation import derivation, derivation_change
 from creditshare.departments._reference import domain, reference_markdown, schema_tables
 from creditshare.departments._schema import (
     COLUMN_KINDS,
@@ -47,6 +48,8 @@ __all__ = [
     "band",
     "builtin_schema_text",
     "decimal_year",
+    "derivation",
+    "derivation_change",
     "domain",
     "get_department",
     "listing",

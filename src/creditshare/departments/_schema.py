@@ -272,6 +272,17 @@ class FeatureSpec:
     woe_min_rows: int = 0
     #: The category's levels, in index order (WOE-binned features only).
     levels: tuple[str, ...] = ()
+    #: How ``derive`` turns the column's value into this feature, as declared (kept so a
+    #: stored model shard can tell whether the schema still derives it the same way:
+    #: ``departments.derivation``): transform, scale and clamp of a numeric feature, the
+    #: schema encoding, a mapped category's level → number, a one-hot dummy's level.
+    transform: str = "identity"
+    scale: float = 1.0
+    floor: float | None = None
+    cap: float | None = None
+    encoding: str = ""
+    mapping: tuple[tuple[str, float], ...] = ()
+    level: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from creditshare.departments._schema import (
     shown,
 )
 from creditshare.departments._toml_messages import _entry, _Located, _text
-from creditshare.errors import ConfigurationError
+from creditshare.errors import StaleRecordError
 
 if TYPE_CHECKING:
     from creditshare.departments._toml import _Feature
@@ -131,6 +131,11 @@ def _features(spec: _Feature, column: FieldSpec, k: int) -> list[FeatureSpec]:
             clipped=encoding == "standardised",
             column=column.name,
             bounds=bounds,
+            transform=spec.transform,
+            scale=spec.scale,
+            floor=spec.floor,
+            cap=spec.cap,
+            encoding=encoding,
         )
     ]
 
@@ -175,6 +180,8 @@ def _mapped(spec: _Feature, column: FieldSpec, where: str, description: str) -> 
         clipped=True,
         column=name,
         bounds=(low, high),
+        encoding="map",
+        mapping=tuple(sorted(mapping.items())),
     )
 
 
@@ -203,6 +210,7 @@ def _woe(spec: _Feature, column: FieldSpec, description: str, where: str) -> Fea
         bounds=(0.0, float(len(levels) - 1)),
         woe_min_rows=min_rows,
         levels=levels,
+        encoding="woe",
     )
 
 
@@ -247,17 +255,19 @@ def _flag(value: FieldValue) -> float:
 def _stored(record: Record, column: FieldSpec, use: Callable[[FieldValue], _T]) -> _T:
     """``use`` of a stored record's value of ``column``. Records are checked when imported;
     one the schema cannot read was imported under another schema (a column since added,
-    a level renamed): say so, instead of a KeyError out of a query."""
+    a level renamed): say so, instead of a KeyError out of a query.
+
+    The error names the column, never the value: raised mid-query or mid-training, its
+    text leaves the node (a gRPC status, then a bank's coverage or a job's error)."""
     try:
         value = record[column.name]
         column.check(value)
         return use(value)
     except (KeyError, ValueError, TypeError, IndexError):
-        held = shown(str(record[column.name])) if column.name in record else "nothing"
-        raise ConfigurationError(
-            f"a stored record holds {held} for {column.name}, which this node's schema "
-            "does not accept: its records were imported under another schema; import the "
-            "department's data again"
+        what = "a value" if column.name in record else "no value"
+        raise StaleRecordError(
+            f"a stored record holds {what} for {column.name} that this node's schema does "
+            "not accept: this node's records must be re-imported under its schema"
         ) from None
 
 
@@ -290,4 +300,6 @@ def _dummy(name: str, column: FieldSpec, level: str, description: str) -> Featur
         clipped=False,
         column=column_name,
         bounds=(0.0, 1.0),
+        encoding="one_hot",
+        level=level,
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PackedEncoding, PublicKey, SlotLayout
 from creditshare.departments import Department, IndicatorSpec
+from creditshare.errors import StaleShardError
 from creditshare.federated import ModelShard
 from creditshare.node._encryptors import EncryptorCache
 from creditshare.node._storage import RecordStore, ShardStore
@@ -46,19 +47,25 @@ class ScoreEngine:
         self._configured = {model_id: ModelShard(dict(w)) for model_id, w in models.items()}
         self._shards = shards
         self._models = dict(self._configured)
+        #: Models whose stored shard this node cannot score with, and why (logged at load).
+        self._refused: dict[str, str] = {}
         self.reload()
 
     def reload(self) -> None:
-        """Pick up shards trained since start-up (configured ones take precedence)."""
-        trained = self._shards.load() if self._shards else {}
+        """Pick up shards trained since start-up (configured ones take precedence).
+
+        A stored shard the schema no longer derives the same way (or cannot read) is
+        not scored with: its model's queries are refused (``_shard``)."""
+        trained, refused = self._shards.usable(self._department) if self._shards else ({}, {})
         self._models = {**trained, **self._configured}
+        self._refused = {m: why for m, why in refused.items() if m not in self._configured}
 
     @property
     def model_ids(self) -> tuple[str, ...]:
         return tuple(self._models)
 
     def model_features(self, model_id: str) -> tuple[str, ...]:
-        return tuple(self._shard(model_id).weights)
+        return tuple(self._models.get(model_id, _NO_SHARD).weights)
 
     def _shard(self, model_id: str) -> ModelShard:
         """This node's shard of the model; none (a zero share) if it was trained elsewhere.
@@ -66,7 +73,13 @@ class ScoreEngine:
         Every node in scope is asked, whatever the model, so that the coordinator does
         not learn where records are; a node outside a model's training adds nothing
         to the score but still answers its presence flag and indicators.
+
+        A model whose stored shard was trained on a different schema is refused, not
+        answered as if this node held no shard of it: that would change its scores.
         """
+        refused = self._refused.get(model_id)
+        if refused is not None:
+            raise StaleShardError(refused)
         return self._models.get(model_id, _NO_SHARD)
 
     def _plain(

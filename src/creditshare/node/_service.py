@@ -34,6 +34,8 @@ from creditshare.errors import (
     OutOfOrderError,
     PermissionDeniedError,
     RevocationStaleError,
+    StaleRecordError,
+    StaleShardError,
 )
 from creditshare.identity import Uscc
 from creditshare.ledger import StaleTreeHeadError, TrustedHeadTracker
@@ -68,7 +70,13 @@ def status_for(exc: CreditShareError) -> grpc.StatusCode:
     if isinstance(exc, NotFoundError):
         return grpc.StatusCode.NOT_FOUND
     if isinstance(
-        exc, StaleTreeHeadError | InconsistentTreeHeadError | RevocationStaleError | OutOfOrderError
+        exc,
+        StaleTreeHeadError
+        | InconsistentTreeHeadError
+        | RevocationStaleError
+        | OutOfOrderError
+        | StaleRecordError
+        | StaleShardError,
     ):
         return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, ConflictError):
@@ -101,7 +109,12 @@ async def guarded(
         status = status_for(exc)
         if isinstance(exc, StaleTreeHeadError):
             context.set_trailing_metadata(trusted_size_metadata(exc.trusted_size))
-        elif refusals is not None and status in _LOGGED_REFUSALS:
+        elif (
+            refusals is not None
+            and status in _LOGGED_REFUSALS
+            # This node's own state (records or a shard to redo), not someone's attempt.
+            and not isinstance(exc, StaleRecordError | StaleShardError)
+        ):
             await asyncio.to_thread(refusals, status.name, exc)
         log.info("refused: %s", exc)
         await context.abort(status, str(exc))

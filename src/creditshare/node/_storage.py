@@ -6,6 +6,8 @@ re-exported here, where callers have always found them.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,11 +18,18 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from creditshare import migrations
 from creditshare._database import open_engine
-from creditshare.errors import ConflictError
+from creditshare.departments import Department, derivation, derivation_change
+from creditshare.errors import ConflictError, CreditShareError
 from creditshare.federated import ModelShard, Preprocessing
 from creditshare.node._records import ImportBatch, RecordRow, RecordStore
 
 __all__ = ["ImportBatch", "ModelShardRow", "RecordRow", "RecordStore", "ShardStore", "make_engine"]
+
+log = logging.getLogger("creditshare.node")
+
+#: Key of the preprocessing document under which a shard keeps, per feature, how the
+#: schema derived it when it was trained (``departments.derivation``).
+SCHEMA_KEY = "schema"
 
 
 class ModelShardRow(SQLModel, table=True):
@@ -28,6 +37,8 @@ class ModelShardRow(SQLModel, table=True):
 
     ``weights`` apply to the features after ``preprocessing`` (a Preprocessing
     document); none (shards kept before n0006, configured models) is the identity.
+    The document's ``schema`` entry describes how each feature was derived when the
+    shard was trained (``departments.derivation``), checked against the schema at load.
     """
 
     __tablename__ = "model_shard"
@@ -47,9 +58,27 @@ class ShardStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def save(self, model_id: str, shard: ModelShard, job_id: str | None = None) -> None:
-        """Keep a new shard; an existing model's shard is never overwritten."""
+    def save(
+        self,
+        model_id: str,
+        shard: ModelShard,
+        job_id: str | None = None,
+        department: Department | None = None,
+    ) -> None:
+        """Keep a new shard; an existing model's shard is never overwritten. With the
+        ``department`` it was trained under, how each of its features was derived is
+        kept too, so that a later schema that derives one differently refuses it."""
         pre = shard.preprocessing
+        document = pre.to_document() if pre is not None else None
+        if department is not None:
+            if document is None:
+                document = Preprocessing.identity(list(shard.weights)).to_document()
+            features = {f.name: f for f in department.features}
+            document[SCHEMA_KEY] = {
+                name: derivation(department, features[name])
+                for name in shard.weights
+                if name in features
+            }
         with Session(self._engine) as session:
             session.add(
                 ModelShardRow(
@@ -58,7 +87,7 @@ class ShardStore:
                     offset=shard.offset,
                     created_at=datetime.now(UTC),
                     job_id=job_id,
-                    preprocessing=pre.to_document() if pre is not None else None,
+                    preprocessing=document,
                 )
             )
             try:
@@ -79,15 +108,88 @@ class ShardStore:
             return [row.model_id for row in rows]
 
     def load(self) -> dict[str, ModelShard]:
+        """Every readable shard (a malformed row is logged and skipped)."""
+        return self.usable(None)[0]
+
+    def usable(self, department: Department | None) -> tuple[dict[str, ModelShard], dict[str, str]]:
+        """The shards this node can score with under ``department``'s schema, and per
+        model it cannot, why (a refusal naming the model and feature, no value).
+
+        One malformed row refuses its own model, never every model; a shard whose
+        feature is gone from the schema or derived differently (a level reordered, a
+        transform changed...) is refused rather than scored with another meaning."""
+        shards: dict[str, ModelShard] = {}
+        refused: dict[str, str] = {}
         with Session(self._engine) as session:
-            return {
-                r.model_id: ModelShard(
-                    dict(r.weights),
-                    r.offset,
-                    Preprocessing.from_document(r.preprocessing) if r.preprocessing else None,
+            rows = list(session.exec(select(ModelShardRow)))
+        for row in rows:
+            try:
+                shard = _shard_of(row)
+            except (CreditShareError, KeyError, TypeError, ValueError, AttributeError):
+                log.warning("the stored shard of model %r is malformed; refusing it", row.model_id)
+                refused[row.model_id] = (
+                    f"this node's stored shard of model {row.model_id!r} is unreadable; retrain"
                 )
-                for r in session.exec(select(ModelShardRow))
-            }
+                continue
+            reason = None if department is None else _mismatch(row, shard, department)
+            if reason is None:
+                shards[row.model_id] = shard
+            else:
+                refused[row.model_id] = reason
+        return shards, refused
+
+
+def _shard_of(row: ModelShardRow) -> ModelShard:
+    document = row.preprocessing
+    weights = {str(name): float(weight) for name, weight in dict(row.weights).items()}
+    pre = Preprocessing.from_document(document) if document else None
+    return ModelShard(weights, float(row.offset), pre)
+
+
+def _mismatch(row: ModelShardRow, shard: ModelShard, department: Department) -> str | None:
+    """Why ``department``'s schema cannot score ``shard`` (None: it can); logged here with
+    the model, feature and the part of its derivation that changed."""
+    features = {f.name: f for f in department.features}
+    stored = (row.preprocessing or {}).get(SCHEMA_KEY)
+    woe = (
+        {}
+        if shard.preprocessing is None
+        else {f.name: f.woe for f in shard.preprocessing.features if f.woe is not None}
+    )
+    for name in shard.weights:
+        feature = features.get(name)
+        if feature is None:
+            change: str | None = "it is no longer in the schema"
+        elif isinstance(stored, Mapping):
+            described = stored.get(name)
+            if isinstance(described, Mapping):
+                part = derivation_change(described, derivation(department, feature))
+                change = None if part is None else f"its {part} changed"
+            else:
+                change = "no derivation was stored for it"
+        else:
+            change = None  # kept before derivations were stored: its WOE levels still count
+        table = woe.get(name)
+        if (
+            change is None
+            and table is not None
+            and feature is not None
+            and feature.levels[: len(table.levels)] != table.levels
+        ):
+            change = "its levels changed"
+        if change is not None:
+            log.warning(
+                "model %r was trained on a different schema of feature %r (%s): its "
+                "queries are refused until it is retrained",
+                row.model_id,
+                name,
+                change,
+            )
+            return (
+                f"model {row.model_id!r} was trained on a different schema of feature "
+                f"{name!r}; retrain"
+            )
+    return None
 
 
 def _sqlite_wal(connection: Any, _record: Any) -> None:

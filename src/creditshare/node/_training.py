@@ -345,7 +345,9 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                     0.0,
                     job.preprocessing,
                 )
-                self._shards.save(request.model_id, shard, job_id=request.job_id)
+                self._shards.save(
+                    request.model_id, shard, job_id=request.job_id, department=self._department
+                )
                 self._engine.reload()
                 log.info("training job %r kept as model %r", request.job_id, request.model_id)
             else:
