@@ -14,8 +14,10 @@ import csv
 import dataclasses
 import math
 import textwrap
+import threading
 import tomllib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +25,13 @@ import numpy as np
 import pytest
 
 from creditshare.client import CreditShareClient, train_model
-from creditshare.crypto import PrivateKey
+from creditshare.client._bureau import RemoteHost
+from creditshare.crypto import FastEncryptor, PrivateKey
 from creditshare.demo import Federation, FederationLayout
 from creditshare.demo._toml import dumps
 from creditshare.departments import get_department, load_schema
 from creditshare.errors import ProblemError
-from creditshare.federated import TrainingConfig, auc
+from creditshare.federated import TrainingConfig, _woe, auc
 from creditshare.identity import Chain
 from creditshare.synth import generate
 
@@ -132,8 +135,18 @@ def trust(woe_federation: Federation, bank_key: PrivateKey) -> Iterator[Trust]:
 
 
 def test_a_woe_feature_trains_publishes_and_scores_on_the_bank_path(
-    woe_federation: Federation, trust: Trust
+    woe_federation: Federation, trust: Trust, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The fit set spans several label-sum calls (as a large one does with 4096 a call).
+    monkeypatch.setattr(_woe, "LEVEL_SUMS_CHUNK", 64)
+    calls: list[tuple[int, int, bool]] = []
+    sent = RemoteHost.level_sums
+
+    def spy(host: RemoteHost, ids: Any, labels: Any, total: int, final: bool) -> Any:
+        calls.append((len(ids), total, final))
+        return sent(host, ids, labels, total, final)
+
+    monkeypatch.setattr(RemoteHost, "level_sums", spy)
     issued = trust.operator.register_participant("bureau-woe", "bureau", "WOE Bureau")
     bureau = CreditShareClient(
         trust.url,
@@ -147,6 +160,10 @@ def test_a_woe_feature_trains_publishes_and_scores_on_the_bank_path(
         model = train_model(bureau, labels, nodes, "woe-model-v1", CONFIG)
         job = bureau.training_job(model.job_id)
         assert job["sizes"]["yrd-market"]["label_sums"] == "set"
+        total = calls[0][1]
+        assert len(calls) == -(-total // 64) >= 3  # chunks of 64, the last one final
+        assert sum(n for n, _, _ in calls) == total and {t for _, t, _ in calls} == {total}
+        assert [f for _, _, f in calls] == [False] * (len(calls) - 1) + [True]
         assert "label_sums" not in job["sizes"]["yrd-tax"]  # no WOE features there
         entry = {m["id"]: m for m in trust.bank.models()}["woe-model-v1"]
         assert entry["features"]["yrd-market"] == ["industry_woe", "staff_log"]
@@ -204,16 +221,20 @@ def test_a_woe_feature_trains_publishes_and_scores_on_the_bank_path(
         bureau.close()
 
 
-def test_computing_before_the_label_sums_is_a_409(woe_federation: Federation, trust: Trust) -> None:
-    """The coordinator refuses a step out of order itself, before relaying it."""
+def test_label_sum_steps_out_of_order_or_at_once_are_409(
+    woe_federation: Federation, trust: Trust
+) -> None:
+    """The coordinator refuses a step out of order itself, before relaying it; of two
+    level-sums calls at once, the second is a 409 too and the job lives on."""
     from creditshare.client._bureau import _align, _b64
     from creditshare.client._signing import sign_job
 
     issued = trust.operator.register_participant("bureau-woe-2", "bureau", "WOE Bureau 2")
+    key = PrivateKey.generate()
     bureau = CreditShareClient(
         trust.url,
         api_key=issued["api_key"],
-        private_key=PrivateKey.generate(),
+        private_key=key,
         identity=woe_federation.layout.identity("bureau-woe-2", "bureau"),
     )
     try:
@@ -248,6 +269,35 @@ def test_computing_before_the_label_sums_is_a_409(woe_federation: Federation, tr
             assert caught.value.status == 409, step
             assert "sums" in str(caught.value), step
         assert bureau.training_job(job)["status"] == "training"  # refused, not failed
+
+        # Two final level-sums calls at once (the whole fit set each): whether they
+        # overlap or not, one is answered and the other is the coordinator's 409.
+        encryptor = FastEncryptor(key.public_key)
+        rows = list(range(len(aligned)))
+        sums = {
+            "node": "yrd-market",
+            "rows": rows,
+            "labels": _b64([encryptor.encrypt_encoded(labels[i]).to_bytes() for i in aligned]),
+            "total": len(rows),
+            "final": True,
+        }
+        start = threading.Barrier(2)
+
+        def level_sums() -> int:
+            start.wait()
+            try:
+                bureau.post(f"{path}/level-sums", sums)
+            except ProblemError as refused:
+                assert "sums" in str(refused)
+                return refused.status
+            return 200
+
+        with ThreadPoolExecutor(2) as pool:
+            statuses = sorted(pool.map(lambda _: level_sums(), range(2)))
+        assert statuses == [200, 409]
+        state = bureau.training_job(job)
+        assert state["status"] == "training"
+        assert state["sizes"]["yrd-market"]["label_sums"] == "asked"
         bureau.post(f"{path}/cancel", {"reason": "done"})
     finally:
         bureau.close()

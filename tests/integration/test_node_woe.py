@@ -198,10 +198,16 @@ class WoeHost:
     def _proofs(proofs: Sequence[int]) -> list[bytes]:
         return [r.to_bytes((r.bit_length() + 7) // 8 or 1, "big") for r in proofs]
 
-    def level_sums(self, ids: Sequence[str], labels: Sequence[Ciphertext]) -> list[Ciphertext]:
+    def level_sums(
+        self, ids: Sequence[str], labels: Sequence[Ciphertext], total: int, final: bool
+    ) -> list[Ciphertext]:
         self.sent_rows.append(self._rows(ids))
         request = training_pb2.LevelSumsRequest(
-            job_id=self._job, rows=self.sent_rows[-1], labels=[c.to_bytes() for c in labels]
+            job_id=self._job,
+            rows=self.sent_rows[-1],
+            labels=[c.to_bytes() for c in labels],
+            total=total,
+            final=final,
         )
         return self._ciphertexts(self._stub.LevelSums(request))
 
@@ -278,9 +284,15 @@ async def test_a_woe_job_refuses_to_compute_before_its_tables_are_set(
         keep = training_pb2.CloseJobRequest(job_id=job, model_id="woe-too-early")
         assert (await _refusal(stub.CloseJob(keep)))[0] == grpc.StatusCode.FAILED_PRECONDITION
         # Refused, not dropped: the job is still there to be finished properly.
-        too_many = training_pb2.LevelSumsRequest(job_id=job, rows=[0, 1], labels=[residual])
+        too_many = training_pb2.LevelSumsRequest(
+            job_id=job, rows=[0, 1], labels=[residual], total=2, final=True
+        )
         code, details = await _refusal(stub.LevelSums(too_many))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "one ciphertext per row" in details
+        # The refusal (out of order) is in the node's refusal log, with the RPC and job.
+        refusals = RefusalLog(make_engine(settings.database_url), lambda: datetime.now(UTC))
+        logged = {(r.rpc, r.request_id, r.status) for r in refusals.entries()}
+        assert ("ApplyLevelSums", job, "FAILED_PRECONDITION") in logged
         await stub.CloseJob(training_pb2.CloseJobRequest(job_id=job))
         assert "woe-too-early" not in ShardStore(make_engine(settings.database_url)).load()
 
@@ -309,7 +321,10 @@ async def test_a_woe_job_trains_and_a_bank_is_scored_with_its_table(
                 share_level_sums(host, fit, labels, key, FastEncryptor(key.public_key))
                 with pytest.raises(grpc.RpcError) as again:  # once per job
                     host.level_sums(
-                        fit[:40], [FastEncryptor(key.public_key).encrypt_encoded(0)] * 40
+                        fit[:40],
+                        [FastEncryptor(key.public_key).encrypt_encoded(0)] * 40,
+                        150,
+                        True,
                     )
                 assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
                 bureau = BureauParty(labels, key, config)
@@ -318,6 +333,10 @@ async def test_a_woe_job_trains_and_a_bank_is_scored_with_its_table(
 
         bureau, evaluated, sent = await asyncio.to_thread(run)
         assert sent[0] == list(range(150))  # the fit rows only: never validation rows
+        refusals = RefusalLog(engine, lambda: datetime.now(UTC)).entries()
+        assert ("LevelSums", job, "FAILED_PRECONDITION") in {
+            (r.rpc, r.request_id, r.status) for r in refusals
+        }  # the second round, refused: in the node's refusal log
         await stub.CloseJob(training_pb2.CloseJobRequest(job_id=job, model_id="woe-model"))
 
         shard = ShardStore(engine).load()["woe-model"]

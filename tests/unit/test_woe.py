@@ -9,6 +9,7 @@ groups of at least ``min_rows`` fit rows.
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from collections.abc import Sequence
 
@@ -168,9 +169,13 @@ class _InProcessNode:
         self._position = {i: k for k, i in enumerate(ids)}
         self.name = "node-a"
         self.masked: list[Ciphertext] = []
+        self.calls: list[int] = []  # rows per LevelSums call
 
-    def level_sums(self, ids: Sequence[str], labels: Sequence[Ciphertext]) -> list[Ciphertext]:
-        self.masked = self.fit.level_sums([self._position[i] for i in ids], labels)
+    def level_sums(
+        self, ids: Sequence[str], labels: Sequence[Ciphertext], total: int, final: bool
+    ) -> list[Ciphertext]:
+        self.calls.append(len(ids))
+        self.masked = self.fit.level_sums([self._position[i] for i in ids], labels, total, final)
         return self.masked
 
     def apply_level_sums(self, masked_plain: Sequence[int], proofs: Sequence[int]) -> None:
@@ -228,7 +233,7 @@ def test_a_bureau_sending_crafted_labels_decrypts_only_masked_values(key: Privat
         node, _, levels = _node(key, rows=120)
         positions = list(range(120))
         crafted = [encryptor.encrypt_encoded(1 << k) for k in positions]
-        masked = node.fit.level_sums(positions, crafted)
+        masked = node.fit.level_sums(positions, crafted, 120)
         opened = [key.decrypt_with_proof(c.value) for c in masked]
         decrypted.append([m for m, _ in opened])
         # What the crafted labels would reveal unmasked: Σ 2^i per level of "ind".
@@ -246,7 +251,7 @@ def test_a_value_that_is_not_the_decryption_is_refused(key: PrivateKey) -> None:
     node, _, _ = _node(key, rows=120)
     encryptor = FastEncryptor(key.public_key)
     labels = [encryptor.encrypt_encoded(k % 2) for k in range(120)]
-    masked = node.fit.level_sums(list(range(120)), labels)
+    masked = node.fit.level_sums(list(range(120)), labels, 120)
     opened = [key.decrypt_with_proof(c.value) for c in masked]
     forged = [(opened[0][0] + 1) % key.public_key.n, *[m for m, _ in opened[1:]]]
     with pytest.raises(InvalidInputError, match="not the decryption"):
@@ -262,11 +267,11 @@ def test_the_round_runs_once_and_in_order(key: PrivateKey) -> None:
         node.fit.apply_level_sums([], [])
     encryptor = FastEncryptor(key.public_key)
     labels = [encryptor.encrypt_encoded(k % 2) for k in range(120)]
-    node.fit.level_sums(list(range(120)), labels)
+    node.fit.level_sums(list(range(120)), labels, 120)
     with pytest.raises(OutOfOrderError, match="once per job"):
-        node.fit.level_sums(list(range(120)), labels)
+        node.fit.level_sums(list(range(120)), labels, 120)
     with pytest.raises(InvalidInputError, match="distinct"):
-        _node(key, rows=120)[0].fit.level_sums([0, 0], labels[:2])
+        _node(key, rows=120)[0].fit.level_sums([0, 0], labels[:2], 2)
 
 
 def test_too_few_fit_rows_for_any_group_still_completes_with_zero_woe(key: PrivateKey) -> None:
@@ -277,3 +282,59 @@ def test_too_few_fit_rows_for_any_group_still_completes_with_zero_woe(key: Priva
     tables = node.fit.tables
     assert tables is not None
     assert all(v == 0.0 for t in tables.values() for v in (*t.values, t.other))
+
+
+def test_the_fit_rows_come_in_chunks_and_give_the_tables_of_one_call(key: PrivateKey) -> None:
+    node, ids, levels = _node(key)
+    rng = np.random.default_rng(8)
+    labels = {i: int(rng.random() < 0.1 + 0.1 * levels[k]) for k, i in enumerate(ids)}
+    share_level_sums(node, ids[:300], labels, key, FastEncryptor(key.public_key), chunk=64)
+    assert node.calls == [64, 64, 64, 64, 44]
+    whole, _, _ = _node(key)
+    share_level_sums(whole, ids[:300], labels, key, FastEncryptor(key.public_key))
+    assert whole.calls == [300]
+    assert node.fit.tables == whole.fit.tables
+    assert node.fit.tables is not None
+
+
+def test_chunk_accounting_refuses_rows_twice_missing_rows_and_a_changed_total(
+    key: PrivateKey,
+) -> None:
+    node, _, _ = _node(key, rows=120)
+    encryptor = FastEncryptor(key.public_key)
+    labels = [encryptor.encrypt_encoded(k % 2) for k in range(120)]
+    assert node.fit.level_sums(list(range(50)), labels[:50], 120, final=False) == []
+    with pytest.raises(InvalidInputError, match="row position 49 was sent already"):
+        node.fit.level_sums([49, 50], labels[49:51], 120, final=False)
+    with pytest.raises(InvalidInputError, match="first call announced 120"):
+        node.fit.level_sums([50], labels[50:51], 100, final=False)
+    with pytest.raises(InvalidInputError, match="only 100 of the 120 fit rows were sent"):
+        node.fit.level_sums(list(range(50, 100)), labels[50:100], 120, final=True)
+    other = _node(key, rows=120)[0].fit
+    other.level_sums(list(range(60)), labels[:60], 100, final=False)
+    with pytest.raises(InvalidInputError, match="120 fit rows sent, more than the 100 announced"):
+        other.level_sums(list(range(60, 120)), labels[60:], 100, final=False)
+    with pytest.raises(InvalidInputError, match=r"total must be within 1\.\.120"):
+        _node(key, rows=120)[0].fit.level_sums([0], labels[:1], 121, final=False)
+    # A refused call summed nothing: the rows it carried may still be sent, once each.
+    assert node.fit.received == 50
+    assert node.fit.level_sums(list(range(50, 100)), labels[50:100], 120, final=False) == []
+    masked = node.fit.level_sums(list(range(100, 120)), labels[100:], 120, final=True)
+    assert masked and node.fit.received == 120
+    with pytest.raises(OutOfOrderError, match="once per job"):
+        node.fit.level_sums([], [], 120, final=True)
+    opened = [key.decrypt_with_proof(c.value) for c in masked]
+    node.fit.apply_level_sums([m for m, _ in opened], [r for _, r in opened])
+    assert node.fit.tables is not None
+
+
+def test_a_refused_sum_does_not_say_how_large_a_group_is(key: PrivateKey) -> None:
+    """The refusal goes back to the coordinator and the bureau verbatim: no group size,
+    no count, in it."""
+    feature = WoeFeature("ind", ("a", "b", "c"), 10)
+    groups = LevelGroups.of(feature, [0] * 37 + [1] * 23)
+    with pytest.raises(InvalidInputError) as refused:
+        groups.table([40, 5])
+    message = str(refused.value)
+    assert "not 0 or 1" in message
+    assert not re.search(r"\d{2}", message)  # neither 37 rows nor the 40 summed

@@ -127,12 +127,17 @@ class RemoteHost:
         }
         return self._ciphertexts(self._client.post(f"{self._path}/gradient", payload))
 
-    def level_sums(self, ids: Sequence[str], labels: Sequence[Ciphertext]) -> list[Ciphertext]:
-        """Enc(y) of the fit rows out, masked level sums back (WOE-binned features)."""
+    def level_sums(
+        self, ids: Sequence[str], labels: Sequence[Ciphertext], total: int, final: bool
+    ) -> list[Ciphertext]:
+        """A chunk of the fit rows' Enc(y) out; after the final one, masked level sums
+        back (WOE-binned features)."""
         payload = {
             "node": self.node,
             "rows": self._rows(ids),
             "labels": _b64([c.to_bytes() for c in labels]),
+            "total": total,
+            "final": final,
         }
         return self._ciphertexts(self._client.post(f"{self._path}/level-sums", payload))
 

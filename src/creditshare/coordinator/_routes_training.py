@@ -11,10 +11,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from creditshare.coordinator._db import Participant, TrainingJobRow
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
@@ -27,6 +35,8 @@ from creditshare.coordinator._schemas import (
     InputModel,
 )
 from creditshare.coordinator._services import Services
+from creditshare.coordinator._training import TrainingJobs
+from creditshare.coordinator._training_steps import LabelSums, Step
 from creditshare.crypto import PublicKey
 from creditshare.errors import InvalidInputError, PermissionDeniedError
 from creditshare.federated import TrainingConfig
@@ -36,12 +46,16 @@ from creditshare.signed import SignedTrainingJob, training_document
 __all__ = ["router"]
 
 router = APIRouter(tags=["training"])
+T = TypeVar("T")
 Bureau = Annotated[Participant, Depends(require_roles(Role.BUREAU))]
 #: The most rows (or PSI points) one call may carry: a node's whole aligned set.
 _MAX_ITEMS = 200_000
 _UINT32 = 2**32 - 1
 #: Base64 of a ciphertext modulo n² for a 4096-bit n (1024 bytes) is 1368 characters.
 _MAX_CIPHERTEXT_TEXT = 1400
+#: The most fit rows one level-sums call may carry (the bureau sends 4096 at a time):
+#: Enc(y) at 4096 bits stays well under the body limit.
+_MAX_LEVEL_SUMS_ROWS = 8192
 #: |float| bound on any number a bureau reports: far beyond any real loss or metric.
 _MAX_MAGNITUDE = 1e12
 
@@ -130,9 +144,20 @@ class GradientIn(_Strict):
 
 class LevelSumsIn(_Strict):
     node: NodeName
-    #: The fit rows (positions), and Enc(y) for each: never validation or test rows.
-    rows: list[Row] = Field(min_length=1, max_length=_MAX_ITEMS)
-    labels: list[CiphertextText] = Field(min_length=1, max_length=_MAX_ITEMS)
+    #: A chunk of the fit rows (positions), and Enc(y) for each: never validation or
+    #: test rows. Only the final call may be empty.
+    rows: list[Row] = Field(max_length=_MAX_LEVEL_SUMS_ROWS)
+    labels: list[CiphertextText] = Field(max_length=_MAX_LEVEL_SUMS_ROWS)
+    #: How many fit rows are sent in all (the same in every call).
+    total: int = Field(ge=1, le=_MAX_ITEMS)
+    #: The last call: the node masks its sums and answers them.
+    final: bool
+
+    @model_validator(mode="after")
+    def _rows_or_final(self) -> LevelSumsIn:
+        if not self.rows and not self.final:
+            raise ValueError("rows may be empty only in the final call")
+        return self
 
 
 class ApplyLevelSumsIn(_Strict):
@@ -309,20 +334,39 @@ async def open_job(
 async def level_sums(
     job_id: JobId, body: LevelSumsIn, caller: Bureau, services: ServicesDep
 ) -> dict[str, Any]:
-    """Enc(y) of the fit rows in, masked per-level label sums out (WOE-binned features;
-    once per node, after open and before any computation there)."""
+    """A chunk of the fit rows' Enc(y) in; after the final one, masked per-level label
+    sums out (WOE-binned features; once per node, after open and before any computation
+    there). One call per node at a time: the step is claimed before it is relayed."""
     jobs = services.training
     await jobs.active(job_id, caller, body.node, "sums")
     if len(body.labels) != len(body.rows):
         raise InvalidInputError("labels must hold one ciphertext per row")
     request = training_pb2.LevelSumsRequest(
-        job_id=job_id, rows=body.rows, labels=_bytes(body.labels, "labels")
+        job_id=job_id,
+        rows=body.rows,
+        labels=_bytes(body.labels, "labels"),
+        total=body.total,
+        final=body.final,
     )
-    reply = await jobs.relay(
-        job_id, body.node, lambda s: s.LevelSums(request, timeout=jobs.deadline)
+    reply = await _claimed(
+        jobs, job_id, body.node, "sums", lambda s: s.LevelSums(request, timeout=jobs.deadline)
     )
-    await asyncio.to_thread(jobs.label_sums, job_id, body.node, "asked")
+    done: LabelSums = "asked" if body.final else "summing"
+    await asyncio.to_thread(jobs.label_sums, job_id, body.node, done)
     return {"ciphertexts": _text(reply.ciphertexts)}
+
+
+async def _claimed(
+    jobs: TrainingJobs, job_id: str, node: str, step: Step, call: Callable[[Any], Awaitable[T]]
+) -> T:
+    """Relay a label-sums call under its claimed step; a refused call (bad input, a busy
+    node) gives the step back, so the bureau may correct it and try again."""
+    before = await asyncio.to_thread(jobs.claim_label_sums, job_id, node, step)
+    try:
+        return await jobs.relay(job_id, node, call)
+    except BaseException:
+        await asyncio.to_thread(jobs.label_sums, job_id, node, before)
+        raise
 
 
 @router.post("/v1/training-jobs/{job_id}/apply-level-sums")
@@ -336,8 +380,12 @@ async def apply_level_sums(
     request = training_pb2.ApplyLevelSumsRequest(
         job_id=job_id, values=body.values, randomness=_bytes(body.randomness, "randomness")
     )
-    reply = await jobs.relay(
-        job_id, body.node, lambda s: s.ApplyLevelSums(request, timeout=jobs.deadline)
+    reply = await _claimed(
+        jobs,
+        job_id,
+        body.node,
+        "apply_sums",
+        lambda s: s.ApplyLevelSums(request, timeout=jobs.deadline),
     )
     await asyncio.to_thread(jobs.label_sums, job_id, body.node, "set")
     return {"features": list(reply.features)}

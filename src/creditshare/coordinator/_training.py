@@ -32,7 +32,13 @@ from creditshare.consent import Purpose
 from creditshare.coordinator._db import ModelRow, Participant, TrainingJobRow
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._registry import Registry
-from creditshare.coordinator._training_steps import LabelSums, Step, check_step, record_label_sums
+from creditshare.coordinator._training_steps import (
+    LabelSums,
+    Step,
+    check_step,
+    claim_label_sums,
+    record_label_sums,
+)
 from creditshare.coordinator.relay import QueryBroker, call_failure
 from creditshare.crypto import PublicKey
 from creditshare.errors import (
@@ -294,6 +300,9 @@ class TrainingJobs:
 
     def label_sums(self, job_id: str, node: str, state: LabelSums) -> None:
         record_label_sums(self._engine, self._clock, job_id, node, state)
+
+    def claim_label_sums(self, job_id: str, node: str, step: Step) -> LabelSums:
+        return claim_label_sums(self._engine, self._clock, job_id, node, step)
 
     def record_progress(
         self, job_id: str, done: dict[str, int], point: dict[str, Any] | None, most: int

@@ -19,13 +19,19 @@ from sqlmodel import Session, select
 from creditshare.coordinator._db import TrainingJobRow
 from creditshare.errors import ConflictError, OutOfOrderError
 
-__all__ = ["LabelSums", "Step", "check_step", "record_label_sums"]
+__all__ = ["LabelSums", "Step", "check_step", "claim_label_sums", "record_label_sums"]
 
 Step = Literal["open", "compute", "sums", "apply_sums", "finish"]
-#: A node's label-sum round: needed (opened with WOE features), asked (LevelSums
-#: relayed), set (ApplyLevelSums relayed: the node's WOE tables are set).
-LabelSums = Literal["needed", "asked", "set"]
-_WANTS: dict[str, LabelSums] = {"sums": "needed", "apply_sums": "asked"}
+#: A node's label-sum round: needed (opened with WOE features), summing (some chunks of
+#: labels relayed), asked (the final LevelSums relayed), set (ApplyLevelSums relayed: the
+#: node's WOE tables are set); sending and applying while a call is being relayed (one at
+#: a time per node: a second is the bureau's 409, never the node's refusal).
+LabelSums = Literal["needed", "summing", "sending", "asked", "applying", "set"]
+_WANTS: dict[str, tuple[LabelSums, ...]] = {
+    "sums": ("needed", "summing"),
+    "apply_sums": ("asked",),
+}
+_IN_FLIGHT: dict[str, LabelSums] = {"sums": "sending", "apply_sums": "applying"}
 
 
 def check_step(row: TrainingJobRow, step: Step, node: str | None) -> None:
@@ -41,11 +47,18 @@ def check_step(row: TrainingJobRow, step: Step, node: str | None) -> None:
             f"node {node!r} holds WOE-binned features: send its label sums (level-sums, "
             "then apply-level-sums) before computing there"
         )
-    if step in _WANTS and sums != _WANTS[step]:
+    if step in _WANTS and sums not in _WANTS[step]:
         if sums is None:
             raise OutOfOrderError(f"node {node!r} has no WOE-binned features: no label sums")
-        if step == "apply_sums" and sums == "needed":
-            raise OutOfOrderError(f"ask node {node!r} for its level sums before applying them")
+        if sums in _IN_FLIGHT.values():
+            raise ConflictError(
+                f"another label-sums call to node {node!r} is under way: wait for its answer"
+            )
+        if step == "apply_sums" and sums in ("needed", "summing"):
+            raise OutOfOrderError(
+                f"send node {node!r} all the fit rows' labels (the final level-sums call) "
+                "before applying its level sums"
+            )
         raise OutOfOrderError(f"node {node!r} had its level sums {sums} already (once per job)")
     if step == "finish":
         missing = [n for n in row.nodes if "rows" not in row.sizes.get(n, {})]
@@ -70,3 +83,24 @@ def record_label_sums(
         row.updated_at = clock()
         session.add(row)
         session.commit()
+
+
+def claim_label_sums(
+    engine: Engine, clock: Callable[[], datetime], job_id: str, node: str, step: Step
+) -> LabelSums:
+    """Check ``step`` and mark ``node``'s label-sum call as under way, in one transaction
+    under the row's lock (compare-and-set), before the call is relayed: of two concurrent
+    calls the second is refused here (409) instead of by the node, which would fail the
+    job. Returns the state before, for ``record_label_sums`` to restore if the call fails.
+    """
+    with Session(engine) as session:
+        row = session.exec(
+            select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
+        ).one()
+        check_step(row, step, node)
+        before: LabelSums = row.sizes[node]["label_sums"]
+        row.sizes = {**row.sizes, node: {**row.sizes[node], "label_sums": _IN_FLIGHT[step]}}
+        row.updated_at = clock()
+        session.add(row)
+        session.commit()
+    return before

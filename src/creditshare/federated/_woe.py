@@ -9,7 +9,9 @@ fit rows:
 (pos_l positives among the n_l fit rows of level l; P, N over every group summed). The
 node needs pos_l, a sum of labels only the bureau holds, so (``LevelSumsFit``):
 
-1. the bureau sends Enc(y_i) under its Paillier key for the fit rows (by row position);
+1. the bureau sends Enc(y_i) under its Paillier key for the fit rows (by row position),
+   in chunks the node adds into per-level encrypted sums (each row once; the last call,
+   ``final``, is refused until all the fit rows announced have come);
 2. the node groups its levels (a level with fewer than ``min_rows`` fit rows joins one
    pooled "rare" group; a pool still under ``min_rows`` is not summed at all), sums each
    group's labels under encryption, packs the sums into slots, and adds a mask drawn
@@ -42,6 +44,7 @@ from creditshare.crypto import Ciphertext, Encryptor, PrivateKey, PublicKey
 from creditshare.errors import InvalidInputError, OutOfOrderError
 
 __all__ = [
+    "LEVEL_SUMS_CHUNK",
     "LevelGroups",
     "LevelSumsEndpoint",
     "LevelSumsFit",
@@ -58,6 +61,9 @@ _SMOOTHING = 0.5
 #: No group of fewer rows is ever summed, whatever a schema says (the loader bounds
 #: min_rows from below by the same floor).
 MIN_GROUP_FLOOR = 10
+#: Fit rows per LevelSums call: a chunk of Enc(y) stays a few MiB even at 4096 bits
+#: (far under the coordinator's body limit), however large the fit set.
+LEVEL_SUMS_CHUNK = 4096
 
 
 def weight_of_evidence(positives: int, rows: int, total_positives: int, total_rows: int) -> float:
@@ -145,8 +151,13 @@ class LevelGroups:
     @classmethod
     def of(cls, feature: WoeFeature, indices: Sequence[int]) -> LevelGroups:
         """Group ``indices`` (one level index per fit row)."""
-        floor = max(MIN_GROUP_FLOOR, feature.min_rows)
         counts = np.bincount(np.asarray(indices, dtype=np.int64), minlength=len(feature.levels))
+        return cls.from_counts(feature, [int(c) for c in counts[: len(feature.levels)]])
+
+    @classmethod
+    def from_counts(cls, feature: WoeFeature, counts: Sequence[int]) -> LevelGroups:
+        """Group the levels by their counts of fit rows (``counts[l]`` for level l)."""
+        floor = max(MIN_GROUP_FLOOR, feature.min_rows)
         group_of_level = [-1] * len(feature.levels)
         sizes: list[int] = []
         for level, count in enumerate(counts[: len(feature.levels)]):
@@ -169,9 +180,10 @@ class LevelGroups:
             raise InvalidInputError(f"{len(positives)} sums for {len(self.sizes)} groups")
         for count, size in zip(positives, self.sizes, strict=True):
             if not 0 <= count <= size:
+                # Generic on purpose: this goes back to the bureau, and a group's size
+                # (how many fit rows hold a level) is the node's to keep.
                 raise InvalidInputError(
-                    f"feature {self.feature.name!r}: a group of {size} rows summed to {count}: "
-                    "the labels sent were not 0 or 1"
+                    "the level sums do not fit their groups: the labels sent were not 0 or 1"
                 )
         total_positives, total_rows = sum(positives), sum(self.sizes)
         woe = [
@@ -190,7 +202,9 @@ class LevelSumsEndpoint(Protocol):
     @property
     def name(self) -> str: ...
 
-    def level_sums(self, ids: Sequence[str], labels: Sequence[Ciphertext]) -> list[Ciphertext]: ...
+    def level_sums(
+        self, ids: Sequence[str], labels: Sequence[Ciphertext], total: int, final: bool
+    ) -> list[Ciphertext]: ...
 
     def apply_level_sums(self, masked_plain: Sequence[int], proofs: Sequence[int]) -> None: ...
 
@@ -204,9 +218,13 @@ class LevelSumsFit:
     """The node's side: its WOE features wait here for their level sums.
 
     ``rows`` are the job's aligned rows (raw feature values, a WOE feature's value
-    being its level index), in job row order. One round per job: a second request is
-    refused, so no one can have the node sum labels over two row sets and difference
-    them.
+    being its level index), in job row order. The labels come in chunks (a large fit
+    set does not fit one request): each chunk is added to per-level encrypted sums, and
+    the final call groups the levels, masks and answers. Every fit row is summed once:
+    a row position already summed is refused, and the final call is refused until the
+    ``total`` rows announced by the first call have all been sent. One round per job: a
+    call after the final one is refused, so no one can have the node sum labels over
+    two row sets and difference them. A refused call changes nothing.
     """
 
     def __init__(
@@ -224,35 +242,89 @@ class LevelSumsFit:
         self._rows = rows
         self._key = key
         self._encryptor = encryptor
+        self._total: int | None = None
+        self._summed = bytearray(len(rows))  # 1 where a row's label was summed
+        self._received = 0
+        # Per feature, per level: the encrypted label sum and the row count so far.
+        self._level_sums = [[_total([], key)] * len(f.levels) for f in self.features]
+        self._level_rows = [[0] * len(f.levels) for f in self.features]
         self._groups: list[LevelGroups] | None = None
         self._masked: list[Ciphertext] = []
         self._pending: list[tuple[int, int, int]] = []  # per ciphertext: (mask, slots, width)
         self.tables: dict[str, WoeTable] | None = None
 
+    @property
+    def received(self) -> int:
+        """Fit rows summed so far."""
+        return self._received
+
     def level_sums(
-        self, positions: Sequence[int], labels: Sequence[Ciphertext]
+        self,
+        positions: Sequence[int],
+        labels: Sequence[Ciphertext],
+        total: int,
+        final: bool = True,
     ) -> list[Ciphertext]:
-        """[[Σ y + R]] per packed group of groups; R uniform in Z_n."""
+        """Add a chunk of Enc(y); on the final call, [[Σ y + R]] per packed group of
+        groups (R uniform in Z_n), else nothing."""
+        self._check_chunk(positions, labels, total, final)
+        for label in labels:
+            Ciphertext.validated(self._key, label.value)
+        for k, (feature, column) in enumerate(zip(self.features, self._columns, strict=True)):
+            sums, counts = self._level_sums[k], self._level_rows[k]
+            for p, label in zip(positions, labels, strict=True):
+                level = int(self._rows[p][column])
+                if 0 <= level < len(feature.levels):
+                    sums[level] = sums[level] + label
+                    counts[level] += 1
+        for p in positions:
+            self._summed[p] = 1
+        self._total = total
+        self._received += len(positions)
+        return self._finish() if final else []
+
+    def _check_chunk(
+        self, positions: Sequence[int], labels: Sequence[Ciphertext], total: int, final: bool
+    ) -> None:
+        """Everything a chunk is refused for, checked before anything is summed."""
         if self._groups is not None or self.tables is not None:
             raise OutOfOrderError("this job's level sums were asked already (once per job)")
         if len(labels) != len(positions):
             raise InvalidInputError(f"{len(labels)} labels for {len(positions)} rows")
+        if not 0 < total <= len(self._rows):
+            raise InvalidInputError(f"total must be within 1..{len(self._rows)} fit rows")
+        if self._total is not None and total != self._total:
+            raise InvalidInputError(
+                f"total is {total}, but the first call announced {self._total} fit rows"
+            )
         if len(set(positions)) != len(positions):
             raise InvalidInputError("the fit rows must be distinct row positions")
         if any(not 0 <= p < len(self._rows) for p in positions):
             raise InvalidInputError(f"row positions must be below {len(self._rows)}")
-        for c in labels:
-            Ciphertext.validated(self._key, c.value)
+        again = next((p for p in positions if self._summed[p]), None)
+        if again is not None:
+            raise InvalidInputError(f"row position {again} was sent already (each fit row once)")
+        received = self._received + len(positions)
+        if received > total:
+            raise InvalidInputError(f"{received} fit rows sent, more than the {total} announced")
+        if final and received != total:
+            raise InvalidInputError(
+                f"only {received} of the {total} fit rows were sent: send the rest "
+                "before the final call"
+            )
+
+    def _finish(self) -> list[Ciphertext]:
+        """Group each feature's levels, sum the groups, pack and mask."""
         groups: list[LevelGroups] = []
         sums: list[Ciphertext] = []
-        for feature, column in zip(self.features, self._columns, strict=True):
-            indices = [int(self._rows[p][column]) for p in positions]
-            grouping = LevelGroups.of(feature, indices)
+        for feature, level_sums, level_rows in zip(
+            self.features, self._level_sums, self._level_rows, strict=True
+        ):
+            grouping = LevelGroups.from_counts(feature, level_rows)
             members: list[list[Ciphertext]] = [[] for _ in grouping.sizes]
-            for label, level in zip(labels, indices, strict=True):
-                group = grouping.group_of_level[level]
+            for level, group in enumerate(grouping.group_of_level):
                 if group >= 0:
-                    members[group].append(label)
+                    members[group].append(level_sums[level])
             sums.extend(_total(m, self._key) for m in members)
             groups.append(grouping)
         width = _slot_bits([s for g in groups for s in g.sizes])
@@ -316,8 +388,10 @@ def share_level_sums(
     labels: Mapping[str, int],
     key: PrivateKey,
     encryptor: Encryptor,
+    chunk: int | None = None,
 ) -> None:
-    """The bureau's side, for the fit rows ``ids``: labels out encrypted, masked sums in,
+    """The bureau's side, for the fit rows ``ids``: labels out encrypted, in chunks of
+    ``chunk`` rows (default ``LEVEL_SUMS_CHUNK``), masked sums in after the last one,
     decrypted with proofs (never unmasked here: the bureau cannot)."""
     try:
         values = [labels[i] for i in ids]
@@ -325,7 +399,18 @@ def share_level_sums(
         raise InvalidInputError(f"id {exc.args[0]!r} has no label") from None
     if any(v not in (0, 1) for v in values):
         raise InvalidInputError("labels must be 0 or 1")
-    masked = host.level_sums(ids, [encryptor.encrypt_encoded(v) for v in values])
+    size = chunk or LEVEL_SUMS_CHUNK
+    if not ids or size < 1:
+        raise InvalidInputError("the level sums need at least one fit row, in chunks of >= 1")
+    masked: list[Ciphertext] = []
+    for start in range(0, len(ids), size):
+        final = start + size >= len(ids)
+        part = slice(start, start + size)
+        masked = host.level_sums(
+            ids[part], [encryptor.encrypt_encoded(v) for v in values[part]], len(ids), final
+        )
+        if masked and not final:
+            raise InvalidInputError(f"node {host.name} answered level sums before the final call")
     # Every group a node sums holds at least MIN_GROUP_FLOOR rows, so an honest node never
     # returns more values than that allows: a bound on how many of our ciphertexts a node
     # could have us decrypt in place of its sums.

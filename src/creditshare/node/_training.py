@@ -227,16 +227,25 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self, request: training_pb2.LevelSumsRequest, context: Any
     ) -> training_pb2.CiphertextList:
         def work() -> training_pb2.CiphertextList:
-            _check_rows(request.job_id, request.rows)
+            # A chunk of the fit rows; only the final call may be empty (the rows all
+            # came before it).
+            if request.rows or not request.final:
+                _check_rows(request.job_id, request.rows)
+            else:
+                _check_job_id(request.job_id)
             _check_blobs(request.labels, "labels", _MAX_IDS, _MAX_NUMBER_BYTES)
             if len(request.labels) != len(request.rows):
                 raise InvalidInputError("labels must hold one ciphertext per row")
+            if not 0 < request.total <= _MAX_IDS:
+                raise InvalidInputError(f"total must be within 1..{_MAX_IDS} fit rows")
             pending = self.jobs.get(request.job_id).pending()
             labels = [Ciphertext.from_bytes(pending.key, c) for c in request.labels]
-            out = pending.level_sums(list(request.rows), labels)
+            out = pending.level_sums(list(request.rows), labels, request.total, request.final)
+            if request.final:
+                log.info("training job %r: level sums masked and answered", request.job_id)
             return training_pb2.CiphertextList(ciphertexts=[c.to_bytes() for c in out])
 
-        return await self._run(context, work)
+        return await self._run(context, work, "LevelSums", request.job_id[:64])
 
     async def ApplyLevelSums(  # noqa: N802 - gRPC method name
         self, request: training_pb2.ApplyLevelSumsRequest, context: Any
@@ -259,7 +268,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             log.info("training job %r: WOE tables set", request.job_id)
             return training_pb2.ApplyLevelSumsResponse(features=list(pending.fit.tables or {}))
 
-        return await self._run(context, work)
+        return await self._run(context, work, "ApplyLevelSums", request.job_id[:64])
 
     async def Forward(  # noqa: N802 - gRPC method name
         self, request: training_pb2.ForwardRequest, context: Any

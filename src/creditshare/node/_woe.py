@@ -88,10 +88,12 @@ class WoePending:
         )
 
     def level_sums(
-        self, positions: Sequence[int], labels: Sequence[Ciphertext]
+        self, positions: Sequence[int], labels: Sequence[Ciphertext], total: int, final: bool
     ) -> list[Ciphertext]:
+        """One chunk of the fit rows' Enc(y) (see ``LevelSumsFit``); chunks may come
+        concurrently: the lock makes each one's accounting whole."""
         with self._lock:
-            return self.fit.level_sums(positions, labels)
+            return self.fit.level_sums(positions, labels, total, final)
 
     def finish(
         self, masked_plain: Sequence[int], proofs: Sequence[int]

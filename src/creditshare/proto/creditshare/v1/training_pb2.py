@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from creditshare.proto.creditshare.v1 import node_pb2 as creditshare_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63reditshare/v1/training.proto\x12\x0e\x63reditshare.v1\x1a\x19\x63reditshare/v1/node.proto\"\xdb\x01\n\x10PsiAnswerRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\x0c\x12\x0f\n\x07\x62linded\x18\x03 \x03(\x0c\x12\x35\n\npublic_key\x18\x04 \x01(\x0b\x32!.creditshare.v1.PaillierPublicKey\x12-\n\x07receipt\x18\x05 \x01(\x0b\x32\x1c.creditshare.v1.QueryReceipt\x12\x30\n\x0b\x63redentials\x18\x06 \x01(\x0b\x32\x1b.creditshare.v1.Credentials\"X\n\x11PsiAnswerResponse\x12\x16\n\x0e\x64ouble_blinded\x18\x01 \x03(\x0c\x12\x14\n\x0cnode_blinded\x18\x02 \x03(\x0c\x12\x15\n\rnode_set_size\x18\x03 \x01(\x04\"\xde\x02\n\x0eOpenJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x35\n\npublic_key\x18\x02 \x01(\x0b\x32!.creditshare.v1.PaillierPublicKey\x12\x0e\n\x06points\x18\x03 \x03(\x0c\x12-\n\x07receipt\x18\t \x01(\x0b\x32\x1c.creditshare.v1.QueryReceipt\x12\x30\n\x0b\x63redentials\x18\x0c \x01(\x0b\x32\x1b.creditshare.v1.Credentials\x12\x32\n\x08settings\x18\r \x01(\x0b\x32 .creditshare.v1.TrainingSettingsJ\x04\x08\x04\x10\tJ\x04\x08\n\x10\x0bJ\x04\x08\x0b\x10\x0cR\x02l2R\x0c\x66\x65\x61ture_clipR\nscore_bitsR\x0c\x66\x65\x61ture_bitsR\tmask_bitsR\rlearning_rateR\x08unpacked\"\xd8\x02\n\x10TrainingSettings\x12\x15\n\rlearning_rate\x18\x01 \x01(\x01\x12\x1b\n\x13learning_rate_decay\x18\x02 \x01(\x01\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\n\n\x02l2\x18\x04 \x01(\x01\x12\x12\n\nmax_epochs\x18\x05 \x01(\r\x12\x1d\n\x15\x65\x61rly_stopping_rounds\x18\x06 \x01(\r\x12\x17\n\x0fmin_improvement\x18\x07 \x01(\x01\x12\x1b\n\x13validation_fraction\x18\x08 \x01(\x01\x12\x15\n\rtest_fraction\x18\t \x01(\x01\x12\x14\n\x0c\x66\x65\x61ture_clip\x18\n \x01(\x01\x12\x12\n\nscore_bits\x18\x0b \x01(\r\x12\x14\n\x0c\x66\x65\x61ture_bits\x18\x0c \x01(\r\x12\x11\n\tmask_bits\x18\r \x01(\r\x12\x0f\n\x07packing\x18\x0e \x01(\x08\x12\x0c\n\x04seed\x18\x0f \x01(\x04\"L\n\x0fOpenJobResponse\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x03(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\x19\n\x11label_sums_needed\x18\x03 \x01(\x08\"@\n\x10LevelSumsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x03(\r\x12\x0e\n\x06labels\x18\x03 \x03(\x0c\"K\n\x15\x41pplyLevelSumsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\x12\x12\n\nrandomness\x18\x03 \x03(\x0c\"*\n\x16\x41pplyLevelSumsResponse\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x03(\t\"T\n\x0e\x46orwardRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x03(\r\x12\x11\n\tslot_bits\x18\x03 \x01(\r\x12\x11\n\tadditions\x18\x04 \x01(\r\"%\n\x0e\x43iphertextList\x12\x13\n\x0b\x63iphertexts\x18\x01 \x03(\x0c\"H\n\x15MaskedGradientRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x03(\r\x12\x11\n\tresiduals\x18\x03 \x03(\x0c\"l\n\x14\x41pplyGradientRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\x0c\n\x04rate\x18\x04 \x01(\x01\x12\x12\n\nrandomness\x18\x05 \x03(\x0c\"\x17\n\x15\x41pplyGradientResponse\"3\n\x0f\x43loseJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\"$\n\x10\x43loseJobResponse\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x03(\t2\xa9\x05\n\x08Training\x12P\n\tPsiAnswer\x12 .creditshare.v1.PsiAnswerRequest\x1a!.creditshare.v1.PsiAnswerResponse\x12J\n\x07OpenJob\x12\x1e.creditshare.v1.OpenJobRequest\x1a\x1f.creditshare.v1.OpenJobResponse\x12M\n\tLevelSums\x12 .creditshare.v1.LevelSumsRequest\x1a\x1e.creditshare.v1.CiphertextList\x12_\n\x0e\x41pplyLevelSums\x12%.creditshare.v1.ApplyLevelSumsRequest\x1a&.creditshare.v1.ApplyLevelSumsResponse\x12I\n\x07\x46orward\x12\x1e.creditshare.v1.ForwardRequest\x1a\x1e.creditshare.v1.CiphertextList\x12W\n\x0eMaskedGradient\x12%.creditshare.v1.MaskedGradientRequest\x1a\x1e.creditshare.v1.CiphertextList\x12\\\n\rApplyGradient\x12$.creditshare.v1.ApplyGradientRequest\x1a%.creditshare.v1.ApplyGradientResponse\x12M\n\x08\x43loseJob\x12\x1f.creditshare.v1.CloseJobRequest\x1a .creditshare.v1.CloseJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63reditshare/v1/training.proto\x12\x0e\x63reditshare.v1\x1a\x19\x63reditshare/v1/node.proto\"\xdb\x01\n\x10PsiAnswerRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\x0c\x12\x0f\n\x07\x62linded\x18\x03 \x03(\x0c\x12\x35\n\npublic_key\x18\x04 \x01(\x0b\x32!.creditshare.v1.PaillierPublicKey\x12-\n\x07receipt\x18\x05 \x01(\x0b\x32\x1c.creditshare.v1.QueryReceipt\x12\x30\n\x0b\x63redentials\x18\x06 \x01(\x0b\x32\x1b.creditshare.v1.Credentials\"X\n\x11PsiAnswerResponse\x12\x16\n\x0e\x64ouble_blinded\x18\x01 \x03(\x0c\x12\x14\n\x0cnode_blinded\x18\x02 \x03(\x0c\x12\x15\n\rnode_set_size\x18\x03 \x01(\x04\"\xde\x02\n\x0eOpenJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x35\n\npublic_key\x18\x02 \x01(\x0b\x32!.creditshare.v1.PaillierPublicKey\x12\x0e\n\x06points\x18\x03 \x03(\x0c\x12-\n\x07receipt\x18\t \x01(\x0b\x32\x1c.creditshare.v1.QueryReceipt\x12\x30\n\x0b\x63redentials\x18\x0c \x01(\x0b\x32\x1b.creditshare.v1.Credentials\x12\x32\n\x08settings\x18\r \x01(\x0b\x32 .creditshare.v1.TrainingSettingsJ\x04\x08\x04\x10\tJ\x04\x08\n\x10\x0bJ\x04\x08\x0b\x10\x0cR\x02l2R\x0c\x66\x65\x61ture_clipR\nscore_bitsR\x0c\x66\x65\x61ture_bitsR\tmask_bitsR\rlearning_rateR\x08unpacked\"\xd8\x02\n\x10TrainingSettings\x12\x15\n\rlearning_rate\x18\x01 \x01(\x01\x12\x1b\n\x13learning_rate_decay\x18\x02 \x01(\x01\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\n\n\x02l2\x18\x04 \x01(\x01\x12\x12\n\nmax_epochs\x18\x05 \x01(\r\x12\x1d\n\x15\x65\x61rly_stopping_rounds\x18\x06 \x01(\r\x12\x17\n\x0fmin_improvement\x18\x07 \x01(\x01\x12\x1b\n\x13validation_fraction\x18\x08 \x01(\x01\x12\x15\n\rtest_fraction\x18\t \x01(\x01\x12\x14\n\x0c\x66\x65\x61ture_clip\x18\n \x01(\x01\x12\x12\n\nscore_bits\x18\x0b \x01(\r\x12\x14\n\x0c\x66\x65\x61ture_bits\x18\x0c \x01(\r\x12\x11\n\tmask_bits\x18\r \x01(\r\x12\x0f\n\x07packing\x18\x0e \x01(\x08\x12\x0c\n\x04seed\x18\x0f \x01(\x04\"L\n\x0fOpenJobResponse\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x03(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\x19\n\x11label_sums_needed\x18\x03 \x01(\x08\"^\n\x10LevelSumsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x03(\r\x12\x0e\n\x06labels\x18\x03 \x03(\x0c\x12\r\n\x05total\x18\x04 \x01(\x04\x12\r\n\x05\x66inal\x18\x05 \x01(\x08\"K\n\x15\x41pplyLevelSumsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\x12\x12\n\nrandomness\x18\x03 \x03(\x0c\"*\n\x16\x41pplyLevelSumsResponse\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x03(\t\"T\n\x0e\x46orwardRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x03(\r\x12\x11\n\tslot_bits\x18\x03 \x01(\r\x12\x11\n\tadditions\x18\x04 \x01(\r\"%\n\x0e\x43iphertextList\x12\x13\n\x0b\x63iphertexts\x18\x01 \x03(\x0c\"H\n\x15MaskedGradientRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x03(\r\x12\x11\n\tresiduals\x18\x03 \x03(\x0c\"l\n\x14\x41pplyGradientRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\x0c\n\x04rate\x18\x04 \x01(\x01\x12\x12\n\nrandomness\x18\x05 \x03(\x0c\"\x17\n\x15\x41pplyGradientResponse\"3\n\x0f\x43loseJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\"$\n\x10\x43loseJobResponse\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x03(\t2\xa9\x05\n\x08Training\x12P\n\tPsiAnswer\x12 .creditshare.v1.PsiAnswerRequest\x1a!.creditshare.v1.PsiAnswerResponse\x12J\n\x07OpenJob\x12\x1e.creditshare.v1.OpenJobRequest\x1a\x1f.creditshare.v1.OpenJobResponse\x12M\n\tLevelSums\x12 .creditshare.v1.LevelSumsRequest\x1a\x1e.creditshare.v1.CiphertextList\x12_\n\x0e\x41pplyLevelSums\x12%.creditshare.v1.ApplyLevelSumsRequest\x1a&.creditshare.v1.ApplyLevelSumsResponse\x12I\n\x07\x46orward\x12\x1e.creditshare.v1.ForwardRequest\x1a\x1e.creditshare.v1.CiphertextList\x12W\n\x0eMaskedGradient\x12%.creditshare.v1.MaskedGradientRequest\x1a\x1e.creditshare.v1.CiphertextList\x12\\\n\rApplyGradient\x12$.creditshare.v1.ApplyGradientRequest\x1a%.creditshare.v1.ApplyGradientResponse\x12M\n\x08\x43loseJob\x12\x1f.creditshare.v1.CloseJobRequest\x1a .creditshare.v1.CloseJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,25 +43,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPENJOBRESPONSE']._serialized_start=1088
   _globals['_OPENJOBRESPONSE']._serialized_end=1164
   _globals['_LEVELSUMSREQUEST']._serialized_start=1166
-  _globals['_LEVELSUMSREQUEST']._serialized_end=1230
-  _globals['_APPLYLEVELSUMSREQUEST']._serialized_start=1232
-  _globals['_APPLYLEVELSUMSREQUEST']._serialized_end=1307
-  _globals['_APPLYLEVELSUMSRESPONSE']._serialized_start=1309
-  _globals['_APPLYLEVELSUMSRESPONSE']._serialized_end=1351
-  _globals['_FORWARDREQUEST']._serialized_start=1353
-  _globals['_FORWARDREQUEST']._serialized_end=1437
-  _globals['_CIPHERTEXTLIST']._serialized_start=1439
-  _globals['_CIPHERTEXTLIST']._serialized_end=1476
-  _globals['_MASKEDGRADIENTREQUEST']._serialized_start=1478
-  _globals['_MASKEDGRADIENTREQUEST']._serialized_end=1550
-  _globals['_APPLYGRADIENTREQUEST']._serialized_start=1552
-  _globals['_APPLYGRADIENTREQUEST']._serialized_end=1660
-  _globals['_APPLYGRADIENTRESPONSE']._serialized_start=1662
-  _globals['_APPLYGRADIENTRESPONSE']._serialized_end=1685
-  _globals['_CLOSEJOBREQUEST']._serialized_start=1687
-  _globals['_CLOSEJOBREQUEST']._serialized_end=1738
-  _globals['_CLOSEJOBRESPONSE']._serialized_start=1740
-  _globals['_CLOSEJOBRESPONSE']._serialized_end=1776
-  _globals['_TRAINING']._serialized_start=1779
-  _globals['_TRAINING']._serialized_end=2460
+  _globals['_LEVELSUMSREQUEST']._serialized_end=1260
+  _globals['_APPLYLEVELSUMSREQUEST']._serialized_start=1262
+  _globals['_APPLYLEVELSUMSREQUEST']._serialized_end=1337
+  _globals['_APPLYLEVELSUMSRESPONSE']._serialized_start=1339
+  _globals['_APPLYLEVELSUMSRESPONSE']._serialized_end=1381
+  _globals['_FORWARDREQUEST']._serialized_start=1383
+  _globals['_FORWARDREQUEST']._serialized_end=1467
+  _globals['_CIPHERTEXTLIST']._serialized_start=1469
+  _globals['_CIPHERTEXTLIST']._serialized_end=1506
+  _globals['_MASKEDGRADIENTREQUEST']._serialized_start=1508
+  _globals['_MASKEDGRADIENTREQUEST']._serialized_end=1580
+  _globals['_APPLYGRADIENTREQUEST']._serialized_start=1582
+  _globals['_APPLYGRADIENTREQUEST']._serialized_end=1690
+  _globals['_APPLYGRADIENTRESPONSE']._serialized_start=1692
+  _globals['_APPLYGRADIENTRESPONSE']._serialized_end=1715
+  _globals['_CLOSEJOBREQUEST']._serialized_start=1717
+  _globals['_CLOSEJOBREQUEST']._serialized_end=1768
+  _globals['_CLOSEJOBRESPONSE']._serialized_start=1770
+  _globals['_CLOSEJOBRESPONSE']._serialized_end=1806
+  _globals['_TRAINING']._serialized_start=1809
+  _globals['_TRAINING']._serialized_end=2490
 # @@protoc_insertion_point(module_scope)

@@ -254,10 +254,20 @@ class LevelSumsRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    total: _builtins.int
+    """How many fit rows the bureau sends in all (the same in every call)."""
+    final: _builtins.bool
+    """The last call: every fit row has been sent (checked against total); the node
+    masks its sums and answers them. Earlier calls answer no ciphertexts.
+    """
     @_builtins.property
     def rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """The fit rows (never validation or test rows), by position, each once."""
+        """A chunk of the fit rows (never validation or test rows), by position: each fit
+        row in exactly one call of the job (a row already summed is refused).
+        """
 
     @_builtins.property
     def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
@@ -269,10 +279,12 @@ class LevelSumsRequest(_message.Message):
         job_id: _builtins.str = ...,
         rows: _abc.Iterable[_builtins.int] | None = ...,
         labels: _abc.Iterable[_builtins.bytes] | None = ...,
+        total: _builtins.int = ...,
+        final: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "labels", b"labels", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["final", b"final", "job_id", b"job_id", "labels", b"labels", "rows", b"rows", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,97 @@
+"""The coordinator's label-sum steps: each call claims its step under the row's lock
+before it is relayed, so a second concurrent call is the bureau's 409, not a node
+refusal that fails the job."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from creditshare.coordinator._db import TrainingJobRow, make_engine
+from creditshare.coordinator._training_steps import (
+    check_step,
+    claim_label_sums,
+    record_label_sums,
+)
+from creditshare.errors import ConflictError, OutOfOrderError
+
+NODE = "yrd-market"
+
+
+def _now() -> datetime:
+    return datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    engine = make_engine(f"sqlite:///{tmp_path / 'coordinator.db'}")
+    with Session(engine) as session:
+        session.add(
+            TrainingJobRow(
+                id="job-1",
+                bureau="bureau-a",
+                model_id="m",
+                status="training",
+                nodes=[NODE],
+                config={},
+                progress={},
+                history=[],
+                sizes={NODE: {"rows": 300, "features": ["ind"], "label_sums": "needed"}},
+                public_key="",
+                created_at=_now(),
+                updated_at=_now(),
+            )
+        )
+        session.commit()
+    return engine
+
+
+def _state(engine: Engine) -> Any:
+    with Session(engine) as session:
+        row = session.get(TrainingJobRow, "job-1")
+        assert row is not None
+        return row.sizes[NODE]["label_sums"]
+
+
+def test_a_second_call_while_one_is_under_way_is_a_conflict(engine: Engine) -> None:
+    assert claim_label_sums(engine, _now, "job-1", NODE, "sums") == "needed"
+    assert _state(engine) == "sending"
+    with pytest.raises(ConflictError, match="under way"):
+        claim_label_sums(engine, _now, "job-1", NODE, "sums")
+    with pytest.raises(ConflictError, match="under way"):
+        claim_label_sums(engine, _now, "job-1", NODE, "apply_sums")
+    record_label_sums(engine, _now, "job-1", NODE, "summing")  # a chunk came through
+    assert claim_label_sums(engine, _now, "job-1", NODE, "sums") == "summing"
+    record_label_sums(engine, _now, "job-1", NODE, "asked")  # the final chunk
+    with pytest.raises(OutOfOrderError, match="once per job"):
+        claim_label_sums(engine, _now, "job-1", NODE, "sums")
+    assert claim_label_sums(engine, _now, "job-1", NODE, "apply_sums") == "asked"
+    with pytest.raises(ConflictError, match="under way"):
+        claim_label_sums(engine, _now, "job-1", NODE, "apply_sums")
+    record_label_sums(engine, _now, "job-1", NODE, "set")
+    with pytest.raises(OutOfOrderError, match="once per job"):
+        claim_label_sums(engine, _now, "job-1", NODE, "apply_sums")
+
+
+def test_a_refused_call_gives_its_step_back(engine: Engine) -> None:
+    before = claim_label_sums(engine, _now, "job-1", NODE, "sums")
+    record_label_sums(engine, _now, "job-1", NODE, before)  # the node refused the chunk
+    assert claim_label_sums(engine, _now, "job-1", NODE, "sums") == "needed"
+
+
+def test_applying_or_computing_needs_every_chunk_sent(engine: Engine) -> None:
+    record_label_sums(engine, _now, "job-1", NODE, "summing")
+    with pytest.raises(OutOfOrderError, match="final level-sums call"):
+        claim_label_sums(engine, _now, "job-1", NODE, "apply_sums")
+    with Session(engine) as session:
+        row = session.get(TrainingJobRow, "job-1")
+        assert row is not None
+        with pytest.raises(OutOfOrderError, match="before computing"):
+            check_step(row, "compute", NODE)
+        with pytest.raises(OutOfOrderError, match="not set"):
+            check_step(row, "finish", None)
