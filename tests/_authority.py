@@ -20,6 +20,7 @@ from creditshare.consent import ConsentGrant, Purpose, SignedConsent
 from creditshare.crypto import SigningKey
 from creditshare.departments import DEFAULT_MODEL_ID
 from creditshare.errors import InvalidInputError
+from creditshare.federated import TrainingConfig
 from creditshare.identity import Chain
 from creditshare.ledger import QueryRecord
 from creditshare.pki import init_ca
@@ -157,9 +158,15 @@ class TestAuthority:
         return QueryRecord(**fields, request=signed.to_json(), consent=consent.to_json())
 
     def training_record(
-        self, job_id: str, key_fingerprint: str, nodes: tuple[str, ...], **overrides: Any
+        self,
+        job_id: str,
+        key_fingerprint: str,
+        nodes: tuple[str, ...],
+        config: TrainingConfig | None = None,
+        **overrides: Any,
     ) -> QueryRecord:
-        """A training job's record, signed by the bureau (``overrides``: the record only)."""
+        """A training job's record, signed by the bureau for ``config`` (default: the
+        defaults) (``overrides``: the record only)."""
         now = datetime.now(UTC).replace(microsecond=0)
         signed = SignedTrainingJob.sign(
             training_document(
@@ -167,6 +174,7 @@ class TestAuthority:
                 requester="bureau-1",
                 key_fingerprint=key_fingerprint,
                 nodes=nodes,
+                config_sha256=(config or TrainingConfig()).digest(),
                 time=now,
             ),
             self.bureau_key,

@@ -52,11 +52,14 @@ def signed_job_body(identity: Identity, body: dict[str, Any]) -> dict[str, Any]:
 def placeholder_signature(id_field: str = "query_id") -> dict[str, str]:
     """Signed fields of the right shape that verify for nobody: for requests a test
     expects refused before any signature is checked."""
-    return {
+    fields = {
         id_field: secrets.token_hex(16),
         "requested_at": format_time(datetime.now(UTC)),
         "signature": base64.b64encode(bytes(64)).decode("ascii"),
     }
+    if id_field == "job_id":  # a training job signs its config's hash too
+        fields["config_sha256"] = "0" * 64
+    return fields
 
 
 def fresh_modulus() -> int:

@@ -25,18 +25,20 @@ from typing import Any
 import grpc
 import pytest
 
+from creditshare._canonical import parse_time
 from creditshare.client import CreditShareClient, sign_job, sign_query
 from creditshare.consent import ConsentGrant, Purpose, SignedConsent
 from creditshare.coordinator._services import Services, build_services
 from creditshare.crypto import PrivateKey, PublicKey, SigningKey
 from creditshare.demo import Federation, FederationLayout
 from creditshare.departments import DEFAULT_MODEL_ID
+from creditshare.federated import PsiParty, TrainingConfig, bureau_request
 from creditshare.identity import Chain
 from creditshare.ledger import QueryRecord, parse_record
 from creditshare.node import refusal_log_entries
 from creditshare.pki import init_ca, issue_revocation_list, parse_credential, revoke
-from creditshare.proto import node_pb2, training_pb2
-from creditshare.signed import SignedQuery
+from creditshare.proto import node_pb2, settings_to_pb, training_pb2
+from creditshare.signed import SignedQuery, SignedTrainingJob, training_document
 
 from .._pki import make_credential
 from .conftest import E2E_DEPARTMENTS, Trust
@@ -435,54 +437,84 @@ def _signed_request(body: dict[str, Any], requester: str) -> dict[str, Any]:
     }
 
 
-def test_a_training_job_under_a_key_the_bureau_did_not_sign(
-    attacker: Attacker, federation: Federation, trust: Trust
-) -> None:
-    layout = federation.layout
-    issued = trust.operator.register_participant("bureau-x", "bureau", "Bureau X")
-    identity = layout.identity("bureau-x", "bureau")
+@dataclasses.dataclass(frozen=True)
+class _BureauJob:
+    """A job a real bureau signed (through the SDK) for ``config``."""
+
+    bureau: str
+    key: PrivateKey
+    config: TrainingConfig
+    body: dict[str, Any]
+
+    @property
+    def job_id(self) -> str:
+        return str(self.body["job_id"])
+
+    def signed(self) -> SignedTrainingJob:
+        """The signed document exactly as the honest coordinator rebuilds it from the body."""
+        document = training_document(
+            job_id=self.job_id,
+            requester=self.bureau,
+            key_fingerprint=str(self.body["key_fingerprint"]),
+            nodes=list(self.body["nodes"]),
+            config_sha256=str(self.body["config_sha256"]),
+            time=parse_time(self.body["requested_at"], "requested_at"),
+        )
+        return SignedTrainingJob.from_json(
+            {"document": document, "signature": self.body["signature"]}
+        )
+
+    def record(self, key_fingerprint: str) -> QueryRecord:
+        """The ledger record of the job, naming ``key_fingerprint`` as the key to use."""
+        return QueryRecord(
+            kind="training",
+            query_id=self.job_id,
+            time=datetime.now(UTC),
+            uscc="",
+            requester=self.bureau,
+            requester_role="bureau",
+            purpose=Purpose.MODEL_TRAINING.value,
+            consent_id="",
+            model_id=f"model-{self.job_id[:8]}",
+            key_fingerprint=key_fingerprint,
+            chains=(Chain.YRD.value,),
+            indicators=(),
+            request=self.signed().to_json(),
+        )
+
+
+def _bureau_job(
+    attacker: Attacker, trust: Trust, bureau: str, config: TrainingConfig
+) -> _BureauJob:
+    """A bureau registered with the federation (its credential uploaded) and the body of
+    a training job it signed for every node with ``config``."""
+    layout = attacker.layout
+    issued = trust.operator.register_participant(bureau, "bureau", bureau.title())
+    identity = layout.identity(bureau, "bureau")
     bureau_key = PrivateKey.generate()
     with CreditShareClient(
         layout.coordinator_url,
         api_key=issued["api_key"],
         private_key=bureau_key,
         identity=identity,
-    ) as bureau:
-        bureau.upload_credentials()
-        signed_body: dict[str, Any] = {
+    ) as client:
+        client.upload_credentials()
+        body: dict[str, Any] = {
             "key_fingerprint": bureau_key.public_key.fingerprint(),
             "nodes": list(attacker.nodes),
+            "config": config.to_document(),
         }
-        signed_body |= sign_job(identity, signed_body)
+        body |= sign_job(identity, body)
+    return _BureauJob(bureau, bureau_key, config, body)
+
+
+def test_a_training_job_under_a_key_the_bureau_did_not_sign(
+    attacker: Attacker, trust: Trust
+) -> None:
+    job = _bureau_job(attacker, trust, "bureau-x", TrainingConfig())
     mine = PrivateKey.generate().public_key
-    job_id = str(signed_body["job_id"])
-    record = QueryRecord(
-        kind="training",
-        query_id=job_id,
-        time=datetime.now(UTC),
-        uscc="",
-        requester="bureau-x",
-        requester_role="bureau",
-        purpose=Purpose.MODEL_TRAINING.value,
-        consent_id="",
-        model_id="stolen-model",
-        key_fingerprint=mine.fingerprint(),
-        chains=(Chain.YRD.value,),
-        indicators=(),
-        request={
-            "document": {
-                "v": 1,
-                "type": "training",
-                "job_id": job_id,
-                "requester": "bureau-x",
-                "key_fingerprint": bureau_key.public_key.fingerprint(),
-                "nodes": sorted(attacker.nodes),
-                "purpose": "model_training",
-                "time": signed_body["requested_at"],
-            },
-            "signature": signed_body["signature"],
-        },
-    )
+    job_id = job.job_id
+    record = job.record(mine.fingerprint())
     services = attacker.services
     receipt = services.ledger.append(record.to_bytes(), "training:bureau-x")
     credentials = node_pb2.Credentials(
@@ -520,6 +552,83 @@ def test_a_training_job_under_a_key_the_bureau_did_not_sign(
         )
     for node, reasons in attacker.refusals(job_id).items():
         assert any("public key" in r for r in reasons), (node, reasons)
+
+
+def test_a_training_setting_altered_on_the_way_is_refused_and_nothing_is_trained(
+    attacker: Attacker, trust: Trust
+) -> None:
+    """The bureau signed its settings (by their hash); the coordinator records the job
+    honestly, runs PSI, then opens each node with one setting changed (unclipped
+    features: the stored shard's preprocessing would differ from the published config).
+    Every node refuses and logs it, and holds no job to train; the same OpenJob with the
+    signed settings is accepted (the harness works)."""
+    job = _bureau_job(attacker, trust, "bureau-s", TrainingConfig(feature_clip=3.0))
+    services = attacker.services
+    record = job.record(job.key.public_key.fingerprint())
+    receipt = services.ledger.append(record.to_bytes(), "training:bureau-s")
+    credentials = node_pb2.Credentials(
+        requester=list(services.credentials.of("bureau-s")),
+        revocation_lists=list(services.credentials.lists()),
+    )
+    public_key = node_pb2.PaillierPublicKey(n=job.key.public_key.to_bytes())
+    altered = job.config.replace(feature_clip=0.0)
+
+    async def relay(node: str, method: str, request: Any) -> Any:
+        stub = services.broker.training[node]
+
+        async def call(proof: node_pb2.QueryReceipt, seconds: float) -> Any:
+            request.receipt.CopyFrom(proof)
+            return await getattr(stub, method)(request, timeout=seconds)
+
+        return await services.broker.call_with_receipt(node, receipt, call, 60.0)
+
+    async def attack(node: str) -> tuple[str, str, str]:
+        party = PsiParty(b"altered-settings")
+        aligned = await relay(
+            node,
+            "PsiAnswer",
+            training_pb2.PsiAnswerRequest(
+                job_id=job.job_id,
+                domain=b"altered-settings",
+                blinded=list(bureau_request(party, [USCC]).blinded),
+                public_key=public_key,
+                credentials=credentials,
+            ),
+        )
+        opening = training_pb2.OpenJobRequest(
+            job_id=job.job_id,
+            public_key=public_key,
+            points=list(aligned.node_blinded[:8]),
+            settings=settings_to_pb(altered),
+            credentials=credentials,
+        )
+        try:
+            await relay(node, "OpenJob", opening)
+        except grpc.aio.AioRpcError as exc:
+            refused = f"{exc.code().name.lower()}: {exc.details()}"
+        else:
+            refused = "opened"
+        stub = services.broker.training[node]
+        try:
+            await stub.Forward(training_pb2.ForwardRequest(job_id=job.job_id, rows=[0]))
+        except grpc.aio.AioRpcError as exc:
+            trained = exc.code().name.lower()
+        else:
+            trained = "a job to train"
+        # Control: the settings the bureau signed open the job on the same receipt.
+        opening.settings.CopyFrom(settings_to_pb(job.config))
+        opened = await relay(node, "OpenJob", opening)
+        await stub.CloseJob(training_pb2.CloseJobRequest(job_id=job.job_id))
+        return refused, trained, f"{opened.rows} rows"
+
+    outcomes = {node: attacker.loop.run_until_complete(attack(node)) for node in attacker.nodes}
+    for node, (refused, trained, control) in outcomes.items():
+        assert refused.startswith("permission_denied"), (node, refused)
+        assert "training settings" in refused, (node, refused)
+        assert trained == "not_found", (node, trained)
+        assert control == "8 rows", (node, control)
+    for node, reasons in attacker.refusals(job.job_id).items():
+        assert any("training settings" in r for r in reasons), (node, reasons)
 
 
 def test_the_ledger_records_the_signed_request_and_consent(

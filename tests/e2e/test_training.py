@@ -275,6 +275,34 @@ def test_what_the_coordinator_and_nodes_see_during_training(
             assert all(abs(int(v)) > 2**80 for v in request.values)
 
 
+def test_a_config_other_than_the_signed_one_is_refused_before_anything_is_recorded(
+    parties: tuple[Trust, CreditShareClient],
+) -> None:
+    """The bureau signs its config's hash: a body whose config is another (one setting
+    changed) is a 422 naming `config`, and no job exists; a body from an SDK that did not
+    sign the config is told the field it lacks."""
+    _, bureau = parties
+    body = {
+        "model_id": "config-swapped",
+        "nodes": ["yrd-tax"],
+        "key_fingerprint": bureau.ensure_paillier_key(),
+        "config": CONFIG.to_document(),
+    }
+    signed = signed_job_body(bureau.identity, body)
+    swapped = signed | {"config": CONFIG.replace(feature_clip=0.0).to_document()}
+    with pytest.raises(ProblemError) as caught:
+        bureau.post("/v1/training-jobs", swapped)
+    assert caught.value.status == 422
+    assert caught.value.detail.startswith("config does not match config_sha256")
+    with pytest.raises(ProblemError) as caught:
+        bureau.training_job(signed["job_id"])
+    assert caught.value.status == 404
+    unsigned = {k: v for k, v in signed.items() if k != "config_sha256"}
+    with pytest.raises(ProblemError) as caught:
+        bureau.post("/v1/training-jobs", unsigned)
+    assert caught.value.status == 422 and "body.config_sha256" in caught.value.detail
+
+
 def test_model_ids_cannot_be_taken_twice(parties: tuple[Trust, CreditShareClient]) -> None:
     trust, bureau = parties
     key = bureau.ensure_paillier_key()

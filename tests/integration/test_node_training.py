@@ -29,7 +29,7 @@ from creditshare.federated import (
 )
 from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, Receipt
 from creditshare.ledger._records import RecordKind
-from creditshare.node import NodeSettings, build_server
+from creditshare.node import NodeSettings, build_server, refusal_log_entries
 from creditshare.node._storage import ModelShardRow, RecordStore, ShardStore, make_engine
 from creditshare.proto import (
     node_pb2,
@@ -66,9 +66,15 @@ async def stub(settings: NodeSettings) -> AsyncIterator[TrainingAsyncStub]:
         await server.stop(None)
 
 
-def _receipt(job_id: str, key: PrivateKey, kind: RecordKind = "training") -> node_pb2.QueryReceipt:
+def _receipt(
+    job_id: str,
+    key: PrivateKey,
+    kind: RecordKind = "training",
+    config: TrainingConfig | None = None,
+) -> node_pb2.QueryReceipt:
+    """The receipt of a job the bureau signed for ``config`` (default: the defaults)."""
     record = authority().training_record(
-        job_id, key.public_key.fingerprint(), ("yrd-tax",), kind=kind
+        job_id, key.public_key.fingerprint(), ("yrd-tax",), config, kind=kind
     )
     receipt: Receipt = LEDGER.append(record.to_bytes(), "training")
     old = trusted["size"]
@@ -176,30 +182,43 @@ def _workers() -> set[int]:
     return found
 
 
-async def _open(
+async def _opening(
     stub: TrainingAsyncStub,
     key: PrivateKey,
     rows: int = 40,
+    config: TrainingConfig | None = None,
     settings: training_pb2.TrainingSettings | None = None,
-) -> str:
-    """A job opened on the node (PSI, then OpenJob over ``rows`` of its records)."""
+) -> training_pb2.OpenJobRequest:
+    """A job aligned on the node (PSI) and the OpenJob over ``rows`` of its records: the
+    bureau signed ``config``; the message carries ``settings`` (default: ``config``'s)."""
     job = uuid.uuid4().hex
-    receipt = _receipt(job, key)
+    receipt = _receipt(job, key, config=config)
     reply = await stub.PsiAnswer(_psi(job, key, receipt))
     again = node_pb2.QueryReceipt()
     again.CopyFrom(receipt)
     again.consistency_from = trusted["size"]
     del again.consistency_proof[:]
-    opened = training_pb2.OpenJobRequest(
+    return training_pb2.OpenJobRequest(
         credentials=authority().training_credentials(),
         job_id=job,
         public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
         points=list(reply.node_blinded[:rows]),
         receipt=again,
-        settings=settings or SETTINGS,
+        settings=settings if settings is not None else settings_to_pb(config or TrainingConfig()),
     )
+
+
+async def _open(
+    stub: TrainingAsyncStub,
+    key: PrivateKey,
+    rows: int = 40,
+    config: TrainingConfig | None = None,
+    settings: training_pb2.TrainingSettings | None = None,
+) -> str:
+    """A job opened on the node (PSI, then OpenJob over ``rows`` of its records)."""
+    opened = await _opening(stub, key, rows, config, settings)
     assert (await stub.OpenJob(opened)).rows == rows
-    return job
+    return opened.job_id
 
 
 async def _until(condition: Any, what: str) -> None:
@@ -352,6 +371,53 @@ async def test_a_node_refuses_an_open_without_settings(
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "settings is required" in details
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("feature_clip", 0.0), ("seed", 7), ("packing", False), ("l2", 1.0), ("score_bits", 24)],
+)
+async def test_a_node_refuses_settings_other_than_the_signed_ones(
+    stub: TrainingAsyncStub, settings: NodeSettings, bank_key: PrivateKey, field: str, value: Any
+) -> None:
+    """Valid settings, but not the ones the bureau signed (their hash is in the signed
+    job): refused, logged, and the job's receipt is not used up by the attempt."""
+    changed = training_pb2.TrainingSettings()
+    changed.CopyFrom(SETTINGS)
+    setattr(changed, field, value)
+    opened = await _opening(stub, bank_key, settings=changed)
+    code, details = await _refusal(stub.OpenJob(opened))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "training settings" in details
+    logged = [r for r in refusal_log_entries(settings) if r.request_id == opened.job_id]
+    assert [(r.rpc, r.status) for r in logged] == [("OpenJob", "PERMISSION_DENIED")]
+    # The bureau's own settings still open the job.
+    opened.settings.CopyFrom(SETTINGS)
+    assert (await stub.OpenJob(opened)).rows == 40
+    await stub.CloseJob(training_pb2.CloseJobRequest(job_id=opened.job_id))
+
+
+@pytest.mark.parametrize("field", ["feature_clip", "packing", "seed", "learning_rate_decay"])
+async def test_a_node_refuses_settings_with_a_field_missing(
+    stub: TrainingAsyncStub, bank_key: PrivateKey, field: str
+) -> None:
+    """proto3 has no presence: a field left out reads as 0 (or False), in range for these
+    (unclipped, unpacked, seed 0, no decay); the signed hash is what catches it."""
+    missing = training_pb2.TrainingSettings()
+    missing.CopyFrom(SETTINGS)
+    missing.ClearField(field)  # type: ignore[arg-type]
+    opened = await _opening(stub, bank_key, settings=missing)
+    code, details = await _refusal(stub.OpenJob(opened))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "training settings" in details
+
+
+async def test_a_node_opens_a_job_with_the_signed_non_default_settings(
+    stub: TrainingAsyncStub, bank_key: PrivateKey
+) -> None:
+    """The other side of the check: settings that differ from the defaults but are the
+    signed ones open the job."""
+    config = TrainingConfig(feature_clip=0.0, packing=False, seed=0, l2=0.5)
+    job = await _open(stub, bank_key, config=config)
+    await stub.CloseJob(training_pb2.CloseJobRequest(job_id=job))
+
+
 @pytest.mark.parametrize("clip", [2.0, 0.0])
 async def test_the_preprocessing_kept_is_the_one_trained(
     stub: TrainingAsyncStub, settings: NodeSettings, bank_key: PrivateKey, clip: float
@@ -359,7 +425,7 @@ async def test_the_preprocessing_kept_is_the_one_trained(
     """The shard keeps the weights on the transformed features and the transformation
     fitted over the node's records at OpenJob (clip 0: standardised, not clipped)."""
     config = TrainingConfig(feature_clip=clip)
-    job = await _open(stub, bank_key, settings=settings_to_pb(config))
+    job = await _open(stub, bank_key, config=config)
     model_id = f"kept-preprocessing-{int(clip)}"
     await stub.CloseJob(training_pb2.CloseJobRequest(job_id=job, model_id=model_id))
     engine = make_engine(settings.database_url)
@@ -443,7 +509,7 @@ async def test_a_bank_is_scored_with_the_model_training_evaluated(
             stub = training_pb2_grpc.TrainingStub(channel)
             # PSI as the bureau runs it: which of the node's points are the wanted ids.
             job = uuid.uuid4().hex
-            receipt = _receipt(job, key)
+            receipt = _receipt(job, key, config=config)
             party = PsiParty(b"score-domain")
             request = _psi(job, key, receipt)
             request.domain = b"score-domain"

@@ -129,8 +129,9 @@ async def port(settings: NodeSettings) -> AsyncIterator[int]:
         await server.stop(None)
 
 
-def _receipt(job_id: str, key: PrivateKey) -> node_pb2.QueryReceipt:
-    record = authority().training_record(job_id, key.public_key.fingerprint(), (NODE,))
+def _receipt(job_id: str, key: PrivateKey, config: TrainingConfig) -> node_pb2.QueryReceipt:
+    """The receipt of a job the bureau signed for ``config``."""
+    record = authority().training_record(job_id, key.public_key.fingerprint(), (NODE,), config)
     receipt: Receipt = LEDGER.append(record.to_bytes(), "training")
     old = trusted["size"]
     trusted["size"] = receipt.head.size
@@ -142,7 +143,7 @@ async def _open(
 ) -> tuple[str, list[str], training_pb2.OpenJobResponse]:
     """PSI and OpenJob as the bureau runs them; the job id and its aligned ids."""
     job = uuid.uuid4().hex
-    receipt = _receipt(job, key)
+    receipt = _receipt(job, key, config)
     party = PsiParty(b"woe-domain")
     request = training_pb2.PsiAnswerRequest(
         credentials=authority().training_credentials(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ from creditshare._canonical import canonical_json
 from creditshare.consent import ConsentRevocation
 from creditshare.crypto import SigningKey
 from creditshare.errors import InvalidInputError, InvalidSignatureError
+from creditshare.federated import TrainingConfig
 from creditshare.signed import SignedQuery, SignedTrainingJob, query_document, training_document
 
 NOW = datetime(2026, 11, 30, 8, 0, 0, tzinfo=UTC)
@@ -111,17 +113,23 @@ def test_a_signature_of_the_wrong_size_is_refused() -> None:
         SignedQuery.from_json({"document": _query(), "signature": "AAAA"})
 
 
-def test_training_job_names_key_and_nodes() -> None:
-    key = SigningKey.generate()
-    document = training_document(
+def _job(config: TrainingConfig | None = None) -> dict[str, Any]:
+    return training_document(
         job_id="e" * 32,
         requester="bureau-1",
         key_fingerprint="0123456789abcdef",
         nodes=["yrd-tax", "yrd-court", "yrd-tax"],
+        config_sha256=(config or TrainingConfig()).digest(),
         time=NOW,
     )
+
+
+def test_training_job_names_key_and_nodes() -> None:
+    key = SigningKey.generate()
+    document = _job()
     signed = SignedTrainingJob.sign(document, key)
     assert signed.nodes == ("yrd-court", "yrd-tax") and signed.job_id == "e" * 32
+    assert signed.config_sha256 == TrainingConfig().digest()
     round_trip = SignedTrainingJob.from_json(json.loads(canonical_json(signed.to_json())))
     round_trip.verify(key.verify_key)
     with pytest.raises(InvalidInputError, match="at least one node"):
@@ -140,3 +148,49 @@ def test_a_consent_revocation_is_signed_by_the_enterprise() -> None:
         other.verify(key.verify_key)
     with pytest.raises(InvalidInputError, match="consent_id"):
         ConsentRevocation.from_document(revocation.document() | {"consent_id": "zz"})
+
+
+def test_the_config_hash_is_sha256_of_the_canonical_document_whatever_its_order() -> None:
+    config = TrainingConfig(seed=7, feature_clip=2.0)
+    document = config.to_document()
+    reordered = dict(reversed(list(document.items())))
+    assert list(reordered) != list(document)
+    assert TrainingConfig.from_document(reordered).digest() == config.digest()
+    expected = hashlib.sha256(canonical_json(document)).hexdigest()
+    assert config.digest() == expected and len(expected) == 64
+    # Integral floats as JSON numbers decode to the same config, hence the same hash.
+    assert TrainingConfig.from_document({"feature_clip": 2, "seed": 7}).digest() == expected
+
+
+def _changed(value: Any) -> Any:
+    """A different value of the same type, inside every field's bounds."""
+    if isinstance(value, bool):
+        return not value
+    return value + 1 if isinstance(value, int) else value / 2 or 0.5
+
+
+@pytest.mark.parametrize("field", sorted(TrainingConfig.model_fields))
+def test_every_setting_changes_the_config_hash(field: str) -> None:
+    config = TrainingConfig()
+    other = config.replace(**{field: _changed(getattr(config, field))})
+    assert getattr(other, field) != getattr(config, field)
+    assert other.digest() != config.digest()
+
+
+def test_a_training_job_signs_its_config_hash() -> None:
+    key = SigningKey.generate()
+    signed = SignedTrainingJob.sign(_job(), key)
+    altered = SignedTrainingJob(_job(TrainingConfig(feature_clip=0.0)), signed.signature)
+    with pytest.raises(InvalidSignatureError):
+        altered.verify(key.verify_key)
+    for bad in ("", "A" * 64, "0" * 63, 64):
+        with pytest.raises(InvalidInputError, match="config_sha256"):
+            SignedTrainingJob.checked(_job() | {"config_sha256": bad})
+
+
+def test_a_version_1_training_job_is_refused_with_what_to_do() -> None:
+    old = {k: v for k, v in _job().items() if k != "config_sha256"} | {"v": 1}
+    with pytest.raises(InvalidInputError, match=r"version 1 is not supported.*re-sign"):
+        SignedTrainingJob.checked(old)
+    with pytest.raises(InvalidInputError, match=r"missing \['config_sha256'\]"):
+        SignedTrainingJob.checked(old | {"v": 2})

@@ -65,10 +65,13 @@ def test_document_to_proto_to_document_is_unchanged_with_every_field() -> None:
             "config": EVERY_FIELD,
             "job_id": "0" * 32,
             "requested_at": "2026-11-30T10:00:00Z",
+            "config_sha256": config.digest(),
             "signature": "A" * 86 + "==",
         }
     )
     assert body.config == config
+    # So the hash the bureau signs is the one the coordinator and every node compute.
+    assert body.config.digest() == back.digest() == config.digest()
 
 
 def test_clipping_can_be_turned_off() -> None:

@@ -41,7 +41,8 @@ from creditshare.ledger import (
 
 __all__ = ["DEFAULT_MODEL_ID", "CreditShareClient", "Signer"]
 
-#: Adds the signed fields (id, time, signature) for a body: ``sign_query``, ``sign_job``.
+#: Adds the signed fields (id, time, signature; a job's config_sha256) for a body:
+#: ``sign_query``, ``sign_job``.
 Signer = Callable[[Identity, Mapping[str, Any]], dict[str, str]]
 
 log = logging.getLogger("creditshare.client")

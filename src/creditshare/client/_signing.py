@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from creditshare.client._identity import Identity
+from creditshare.federated import TrainingConfig
 from creditshare.identity import Uscc
 from creditshare.signed import SignedQuery, SignedTrainingJob, query_document, training_document
 
@@ -41,16 +42,24 @@ def sign_query(identity: Identity, body: Mapping[str, Any]) -> dict[str, str]:
 
 
 def sign_job(identity: Identity, body: Mapping[str, Any]) -> dict[str, str]:
-    """``job_id``, ``requested_at`` and ``signature`` for a POST /v1/training-jobs ``body``."""
+    """``job_id``, ``requested_at``, ``config_sha256`` and ``signature`` for a POST
+    /v1/training-jobs ``body``.
+
+    The signature covers the body's ``config`` (absent: the defaults) by its hash, so
+    every node trains with exactly these settings or refuses the job.
+    """
     job_id, now = secrets.token_hex(16), _now()
+    config_sha256 = TrainingConfig.from_document(body.get("config") or {}).digest()
     document = training_document(
         job_id=job_id,
         requester=identity.participant_id,
         key_fingerprint=str(body["key_fingerprint"]),
         nodes=[str(n) for n in body["nodes"]],
+        config_sha256=config_sha256,
         time=now,
     )
-    return _fields("job_id", SignedTrainingJob.sign(document, identity.signing_key))
+    signed = SignedTrainingJob.sign(document, identity.signing_key)
+    return _fields("job_id", signed) | {"config_sha256": config_sha256}
 
 
 def _fields(id_field: str, signed: SignedQuery | SignedTrainingJob) -> dict[str, str]:

@@ -92,10 +92,17 @@ class JobIn(_Strict):
         description="chosen by the bureau (128 random bits, lowercase hex) and signed",
     )
     requested_at: AwareDatetime = Field(description="when the bureau signed the job (UTC)")
+    config_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 (lowercase hex) of the canonical JSON of `config` (all of its "
+        "fields, defaults included), as signed: every node recomputes it from the settings "
+        "it is sent and refuses the job when it differs",
+    )
     signature: str = Field(
         pattern=SIGNATURE_PATTERN,
         description="base64 Ed25519 signature, by the key the bureau's credential certifies, "
-        "over the signed training-job document (job id, key fingerprint, nodes, purpose, time)",
+        "over the signed training-job document (version 2: job id, key fingerprint, nodes, "
+        "config_sha256, purpose, time)",
     )
 
     @field_validator("nodes")
@@ -236,8 +243,9 @@ def _text(items: Any) -> list[str]:
 async def create_job(body: JobIn, caller: Bureau, services: ServicesDep) -> JobOut:
     """Open a job: which nodes, which model id to publish, and the bureau's registered key.
 
-    The bureau signs the job (its id, key fingerprint, nodes and purpose); the ledger
-    records the signed job and each node checks it before it aligns or trains.
+    The bureau signs the job (its id, key fingerprint, nodes, the hash of its config and
+    its purpose); the ledger records the signed job and each node checks it before it
+    aligns or trains, and trains only with the settings whose hash it signed.
     """
     services.ledger.check_can_sign()  # a ledger that refuses to sign: 503, nothing checked
     signed = await asyncio.to_thread(_signed_job, services, caller, body)
@@ -256,11 +264,20 @@ async def create_job(body: JobIn, caller: Bureau, services: ServicesDep) -> JobO
 
 
 def _signed_job(services: Services, caller: Participant, body: JobIn) -> SignedTrainingJob:
+    # Checked before the signature: a body whose config is not the one signed for is the
+    # caller's mistake (422 naming the field), not a forgery; nothing is recorded.
+    if body.config.digest() != body.config_sha256:
+        raise InvalidInputError(
+            "config does not match config_sha256: the settings sent are not the ones the "
+            "job was signed for (config_sha256 is the SHA-256 of the canonical JSON of the "
+            "whole config, defaults included)"
+        )
     document = training_document(
         job_id=body.job_id,
         requester=caller.id,
         key_fingerprint=body.key_fingerprint,
         nodes=body.nodes,
+        config_sha256=body.config_sha256,
         time=body.requested_at,
     )
     signed = SignedTrainingJob(document, base64.b64decode(body.signature))

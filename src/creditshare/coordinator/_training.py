@@ -123,6 +123,8 @@ class TrainingJobs:
         job_id = signed.job_id
         if public_key.fingerprint() != signed.document["key_fingerprint"]:
             raise InvalidInputError("the signed job names another Paillier key")
+        if config.digest() != signed.config_sha256:
+            raise InvalidInputError("config is not the one the signed job names")
         chains = sorted({self._registry.node(n).chain.value for n in nodes})
         record = QueryRecord(
             kind="training",

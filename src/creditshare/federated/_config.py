@@ -12,11 +12,13 @@ sent through the same model, so a coordinator cannot talk it into weak settings
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from creditshare._canonical import canonical_json
 from creditshare.errors import InvalidInputError
 
 __all__ = ["TrainingConfig", "describe_validation_error"]
@@ -79,6 +81,14 @@ class TrainingConfig(BaseModel):
 
     def to_document(self) -> dict[str, Any]:
         return self.model_dump()
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of ``to_document()``: what the bureau signs
+        as a job's ``config_sha256``. Every node recomputes it from the settings it was
+        sent and refuses the job when it differs, so a coordinator cannot open one node
+        with other settings than the bureau chose (and a field left out of the protobuf
+        message, which reads as 0, changes it too)."""
+        return hashlib.sha256(canonical_json(self.to_document())).hexdigest()
 
     def replace(self, **changes: Any) -> TrainingConfig:
         """A copy with ``changes`` applied, validated like any other document."""

@@ -8,7 +8,9 @@ can verify itself with keys the chain operator's CA certified:
   fresh revocation list) and its signature over the request;
 - that the record says what the signed request says: enterprise, purpose, consent,
   chains, model and, above all, the fingerprint of the Paillier key the node is asked to
-  encrypt under (a coordinator that swapped in its own key breaks this);
+  encrypt under (a coordinator that swapped in its own key breaks this); for a training
+  job, also the hash of the settings the node is asked to train with (a coordinator that
+  changed one, or left a field out of the message, breaks this);
 - the enterprise's credential and its signature over the consent, and that the consent
   names this requester, purpose, chain and indicators, is within its validity and was
   not revoked (revocations reach the node signed by the enterprise).
@@ -204,8 +206,15 @@ class RequestAuthority:
         if tuple(record.indicators) != grant.indicators:
             raise ConsentRefusedError("the record's indicators are not the consent's")
 
-    def check_training(self, record: QueryRecord, requester_credentials: Sequence[bytes]) -> None:
-        """Raise unless the bureau signed this job, for this key, naming this node."""
+    def check_training(
+        self,
+        record: QueryRecord,
+        requester_credentials: Sequence[bytes],
+        config_sha256: str | None = None,
+    ) -> None:
+        """Raise unless the bureau signed this job, for this key, naming this node and,
+        given ``config_sha256`` (the digest of the settings this node was sent), for
+        exactly those settings."""
         if record.request is None:
             raise ReceiptRefusedError("the record holds no signed training job")
         try:
@@ -230,6 +239,10 @@ class RequestAuthority:
                 ("requester", record.requester == doc["requester"]),
                 ("public key", record.key_fingerprint == doc["key_fingerprint"]),
                 ("node", self._node_id in doc["nodes"]),
+                (
+                    "training settings",
+                    config_sha256 is None or config_sha256 == doc["config_sha256"],
+                ),
             ),
         )
 

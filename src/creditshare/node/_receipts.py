@@ -88,8 +88,11 @@ class ReceiptChecker:
         job_id: str,
         key: PublicKey,
         credentials: node_pb2.Credentials,
+        config_sha256: str | None = None,
     ) -> tuple[int, QueryRecord]:
-        """A training job is answered only under its own recorded, bureau-signed entry."""
+        """A training job is answered only under its own recorded, bureau-signed entry;
+        ``config_sha256`` (the digest of the settings a node was sent to train with) must
+        be the one the bureau signed."""
         if pb is None:
             raise ReceiptRefusedError("a ledger receipt for the training job is required")
         self._authority.update_revocations(credentials.revocation_lists)
@@ -107,7 +110,7 @@ class ReceiptChecker:
         if mismatches:
             raise ReceiptRefusedError(f"receipt does not match the job: {', '.join(mismatches)}")
         self._fresh(record, TRAINING_RECEIPT_MAX_AGE)
-        self._authority.check_training(record, credentials.requester)
+        self._authority.check_training(record, credentials.requester, config_sha256)
         return index, record
 
     def _fresh(self, record: QueryRecord, max_age: timedelta) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey
 from creditshare.departments import Department
 from creditshare.errors import CreditShareError, InvalidInputError, NotFoundError
-from creditshare.federated import HostParty, ModelShard, Preprocessing, PsiParty
+from creditshare.federated import HostParty, ModelShard, Preprocessing, PsiParty, TrainingConfig
 from creditshare.ledger import QueryRecord
 from creditshare.node._authority_store import RefusalLog
 from creditshare.node._receipts import ReceiptChecker, ReceiptRefusedError
@@ -108,16 +108,23 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         return self.jobs.sweep()
 
     def _job_receipt(
-        self, request: training_pb2.PsiAnswerRequest | training_pb2.OpenJobRequest
+        self,
+        request: training_pb2.PsiAnswerRequest | training_pb2.OpenJobRequest,
+        config: TrainingConfig | None = None,
     ) -> tuple[PublicKey, int, QueryRecord]:
-        """The bureau's key, and the job's ledger receipt checked against it."""
+        """The bureau's key, and the job's ledger receipt checked against it (and against
+        ``config``, the settings sent to train with: the bureau signed their hash)."""
         _check_job_id(request.job_id)
         if not request.HasField("public_key"):
             raise InvalidInputError("public_key is required")
         key = PublicKey.from_bytes(request.public_key.n)
         receipt = request.receipt if request.HasField("receipt") else None
         index, record = self._checker.check_training(
-            receipt, request.job_id, key, request.credentials
+            receipt,
+            request.job_id,
+            key,
+            request.credentials,
+            None if config is None else config.digest(),
         )
         return key, index, record
 
@@ -167,7 +174,9 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             # under 80 bits), so a coordinator cannot talk a node into masking thinly.
             config = settings_from_pb(request.settings)
             _check_blobs(request.points, "points", _MAX_IDS, _MAX_POINT_BYTES)
-            key, index, record = self._job_receipt(request)
+            # ...and exactly the settings the bureau signed (by their hash): a changed
+            # value, or a field left out of the message (proto3 reads it as 0), differs.
+            key, index, record = self._job_receipt(request, config)
             if not self._access_log.claim(index, record):
                 raise ReceiptRefusedError(f"job {request.job_id!r} was already opened here")
             mapping = self.jobs.points(request.job_id)

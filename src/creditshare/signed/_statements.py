@@ -33,6 +33,7 @@ _ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 _CONSENT_ID = re.compile(r"[0-9a-f]{32}")
 _FINGERPRINT = re.compile(r"[0-9a-f]{16,64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _USCC = re.compile(r"[0-9A-Z]{18}")
 _PURPOSE = re.compile(r"[a-z_]{1,32}")
 _CHAIN = re.compile("|".join(c.value for c in Chain))
@@ -59,16 +60,21 @@ def _list(doc: dict[str, Any], key: str, pattern: re.Pattern[str], limit: int) -
     return value
 
 
-def _fields(doc: Any, expected: set[str], kind: str) -> dict[str, Any]:
+def _fields(doc: Any, expected: set[str], kind: str, version: int = 1) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise InvalidInputError("a signed request document must be a JSON object")
+    if doc.get("type") == kind and doc.get("v") != version:
+        raise InvalidInputError(
+            f"signed {kind} request version {repr(doc.get('v'))[:16]} is not supported (this is "
+            f"version {version}): re-sign it with a current creditshare SDK"
+        )
     if set(doc) != expected:
         missing, extra = sorted(expected - set(doc)), sorted(set(doc) - expected)
         raise InvalidInputError(
             f"signed request fields: missing {missing or 'none'}, unexpected {extra or 'none'}"
         )
-    if doc.get("v") != 1 or doc.get("type") != kind:
-        raise InvalidInputError(f"signed request is not a version 1 {kind} request")
+    if doc.get("type") != kind:
+        raise InvalidInputError(f"signed request is not a version {version} {kind} request")
     return doc
 
 
@@ -191,18 +197,21 @@ def training_document(
     requester: str,
     key_fingerprint: str,
     nodes: list[str] | tuple[str, ...],
+    config_sha256: str,
     time: datetime,
     purpose: str = "model_training",
 ) -> dict[str, Any]:
-    """The document a bureau signs for one training job: its key and the nodes it uses."""
+    """The document a bureau signs for one training job: its key, the nodes it uses and
+    its training settings (``config_sha256``: ``TrainingConfig.digest()``)."""
     return SignedTrainingJob.checked(
         {
-            "v": 1,
+            "v": SignedTrainingJob.VERSION,
             "type": "training",
             "job_id": job_id,
             "requester": requester,
             "key_fingerprint": key_fingerprint,
             "nodes": sorted(set(nodes)),
+            "config_sha256": config_sha256,
             "purpose": purpose,
             "time": format_time(time),
         }
@@ -211,10 +220,16 @@ def training_document(
 
 @dataclass(frozen=True, slots=True)
 class SignedTrainingJob(_Signed):
-    """A bureau's signed training job: nodes encrypt only under the key it names."""
+    """A bureau's signed training job: nodes encrypt only under the key it names, and
+    train only with the settings it names (by their hash).
+
+    Version 2 added ``config_sha256``; a version 1 document (it left the settings
+    unsigned) is refused with an error that says to re-sign with a current SDK.
+    """
 
     DOMAIN: ClassVar[bytes] = b"creditshare/signed-training-job/v1\n"
     NAME: ClassVar[str] = "training job"
+    VERSION: ClassVar[int] = 2
     _FIELDS: ClassVar[set[str]] = {
         "v",
         "type",
@@ -222,16 +237,18 @@ class SignedTrainingJob(_Signed):
         "requester",
         "key_fingerprint",
         "nodes",
+        "config_sha256",
         "purpose",
         "time",
     }
 
     @classmethod
     def checked(cls, body: Any) -> dict[str, Any]:
-        doc = _fields(body, cls._FIELDS, "training")
+        doc = _fields(body, cls._FIELDS, "training", cls.VERSION)
         _text(doc, "job_id", _REQUEST_ID, "32 lowercase hex digits")
         _text(doc, "requester", _ID, "a participant id")
         _text(doc, "key_fingerprint", _FINGERPRINT, "a Paillier key fingerprint")
+        _text(doc, "config_sha256", _SHA256, "64 lowercase hex digits (SHA-256)")
         if not _list(doc, "nodes", _ID, MAX_NODES):
             raise InvalidInputError("signed request field 'nodes' must name at least one node")
         if doc.get("purpose") != "model_training":
@@ -246,3 +263,7 @@ class SignedTrainingJob(_Signed):
     @property
     def nodes(self) -> tuple[str, ...]:
         return tuple(self.document["nodes"])
+
+    @property
+    def config_sha256(self) -> str:
+        return str(self.document["config_sha256"])
