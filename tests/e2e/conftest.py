@@ -217,7 +217,9 @@ def small_federation(tmp_path: Path, data_dir: Path) -> Iterator[Federation]:
         data_dir,
         chains=[Chain.YRD],
         departments=E2E_DEPARTMENTS,
-        node_deadline_seconds=1.0,
+        # Short enough that a frozen node costs a test seconds, long enough that a live
+        # node on a machine with both cores busy never misses it.
+        node_deadline_seconds=5.0,
     )
     layout.import_data()
     with Federation(layout) as running:

@@ -36,7 +36,7 @@ def test_frozen_node_costs_at_most_its_deadline(
     consent = small_trust.consent(uscc)
     small_federation.pause_node("yrd-tax")  # accepts connections, never answers
     profile = small_trust.bank.query(uscc, consent)
-    # Named as out of time by the 1 s node deadline: the query did not wait on the node.
+    # Named as out of time by the node deadline: the query did not wait on the node.
     assert profile.failed == [{"node": "yrd-tax", "chain": "yrd", "reason": "deadline exceeded"}]
     assert sorted(profile.answered) == ["yrd-court", "yrd-market"]
 

@@ -327,7 +327,7 @@ def test_coordinator_finishes_a_query_in_flight_on_sigterm(
     uscc = _uscc(small_federation)
     consent = small_trust.consent(uscc)
     url = small_federation.layout.coordinator_url
-    # A frozen node holds the query for the node deadline (1 s): long enough to SIGTERM
+    # A frozen node holds the query for the node deadline (5 s): long enough to SIGTERM
     # the coordinator while the query is in flight.
     small_federation.pause_node("yrd-tax")
     result: dict[str, httpx.Response] = {}
