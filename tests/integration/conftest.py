@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from creditshare.crypto import VerifyKey
+from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, VerifyKey
 from creditshare.departments import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
 from creditshare.ledger import Ledger, LogSigner, Receipt
 from creditshare.node import NodeSettings, import_into_node
 from creditshare.proto import node_pb2, receipt_to_pb
 
 from .._authority import authority
+
+if TYPE_CHECKING:
+    from creditshare.proto.creditshare.v1.node_pb2_grpc import DataNodeAsyncStub
 
 
 def tax_node(
@@ -38,3 +42,27 @@ def receipt_message(receipt: Receipt, trusted: int, ledger: Ledger) -> node_pb2.
     size = receipt.head.size
     consistency = ledger.consistency_proof(trusted, size) if 0 < trusted < size else []
     return receipt_to_pb(receipt, trusted, consistency)
+
+
+async def scored_partial(
+    node: DataNodeAsyncStub, uscc: str, model_id: str, key: PrivateKey, scale: int, ledger: Ledger
+) -> float:
+    """One enterprise's partial score for ``model_id`` the way a bank gets it: a query
+    recorded in ``ledger``, the node's Score RPC under its receipt, decrypted with ``key``."""
+    record = authority().record(uscc, key.public_key.fingerprint(), model_id=model_id)
+    logged = ledger.append(record.to_bytes(), record.uscc)
+    described = await node.Describe(node_pb2.DescribeRequest())
+    score = await node.Score(
+        node_pb2.ScoreRequest(
+            uscc=uscc,
+            model_id=model_id,
+            public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
+            scale=scale,
+            request_id=record.query_id,
+            receipt=receipt_message(logged, described.trusted_tree_size, ledger),
+            credentials=authority().credentials(uscc),
+        )
+    )
+    return FixedPointEncoding(scale).decrypt(
+        Ciphertext.from_bytes(key.public_key, score.partial_score), key
+    )

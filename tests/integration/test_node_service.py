@@ -15,6 +15,7 @@ from phe import paillier
 
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, PublicKey
 from creditshare.departments import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS, get_department
+from creditshare.federated import ModelShard
 from creditshare.ledger import (
     MAX_RECORD_BYTES,
     Ledger,
@@ -126,7 +127,7 @@ async def test_score_decrypts_to_plaintext_partial(
     record = {f.name: f.parse(row[f.name]) for f in tax.fields}
     reply = await stub.Score(await _request(stub, uscc, key))
     partial = encoding.decrypt(Ciphertext.from_bytes(key, reply.partial_score), bank_key)
-    expected = tax.partial_score(record, DEFAULT_WEIGHTS["tax"])
+    expected = ModelShard(DEFAULT_WEIGHTS["tax"]).partial_score(tax.feature_values(record))
     assert abs(partial - expected) <= 0.5 / SCALE
     assert encoding.decrypt(Ciphertext.from_bytes(key, reply.presence), bank_key) == 1.0
     values = {

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from sqlmodel import Session, select
 
-from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey
+from creditshare.crypto import Ciphertext, PrivateKey
 from creditshare.federated import (
     BureauParty,
     Preprocessing,
@@ -40,7 +40,7 @@ from creditshare.proto import (
 )
 
 from .._authority import authority
-from .conftest import receipt_message, tax_node
+from .conftest import receipt_message, scored_partial, tax_node
 
 if TYPE_CHECKING:
     from creditshare.proto.creditshare.v1.training_pb2_grpc import TrainingAsyncStub
@@ -552,25 +552,7 @@ async def test_a_bank_is_scored_with_the_model_training_evaluated(
                 plain = shard.partial_score(department.feature_values(records[uscc]))
                 # Training evaluated exactly this (to its 2^-30 fixed point).
                 assert abs(evaluated[k] - bureau.intercept - plain) < 1e-8
-                record = authority().record(
-                    uscc, key.public_key.fingerprint(), model_id="scored-model"
-                )
-                logged = LEDGER.append(record.to_bytes(), record.uscc)
-                described = await node.Describe(node_pb2.DescribeRequest())
-                score = await node.Score(
-                    node_pb2.ScoreRequest(
-                        uscc=uscc,
-                        model_id="scored-model",
-                        public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
-                        scale=scale,
-                        request_id=record.query_id,
-                        receipt=receipt_message(logged, described.trusted_tree_size, LEDGER),
-                        credentials=authority().credentials(uscc),
-                    )
-                )
-                partial = FixedPointEncoding(scale).decrypt(
-                    Ciphertext.from_bytes(key.public_key, score.partial_score), key
-                )
+                partial = await scored_partial(node, uscc, "scored-model", key, scale, LEDGER)
                 assert abs(partial - plain) < 1e-6
             assert any(w != 0.0 for w in shard.weights.values())
     finally:

@@ -50,7 +50,7 @@ from creditshare.proto import (
 )
 
 from .._authority import authority
-from .conftest import receipt_message
+from .conftest import receipt_message, scored_partial
 
 if TYPE_CHECKING:
     from creditshare.proto.creditshare.v1.training_pb2_grpc import TrainingAsyncStub
@@ -383,23 +383,7 @@ async def test_a_woe_job_trains_and_a_bank_is_scored_with_its_table(
             assert abs(plain - by_hand) < 1e-9
             if k is not None:  # what training evaluated for this validation row
                 assert abs(evaluated[k] - bureau.intercept - plain) < 1e-8
-            record = authority().record(uscc, key.public_key.fingerprint(), model_id="woe-model")
-            logged = LEDGER.append(record.to_bytes(), record.uscc)
-            described = await node.Describe(node_pb2.DescribeRequest())
-            score = await node.Score(
-                node_pb2.ScoreRequest(
-                    uscc=uscc,
-                    model_id="woe-model",
-                    public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
-                    scale=scale,
-                    request_id=record.query_id,
-                    receipt=receipt_message(logged, described.trusted_tree_size, LEDGER),
-                    credentials=authority().credentials(uscc),
-                )
-            )
-            partial = FixedPointEncoding(scale).decrypt(
-                Ciphertext.from_bytes(key.public_key, score.partial_score), key
-            )
+            partial = await scored_partial(node, uscc, "woe-model", key, scale, LEDGER)
             assert abs(partial - plain) < 1e-6
         assert shard.weights["industry_woe"] != 0.0
 

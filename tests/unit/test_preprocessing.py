@@ -80,12 +80,15 @@ def test_a_malformed_document_is_refused(document: dict[str, object]) -> None:
 
 
 def test_a_shard_scores_what_training_computed(matrix: np.ndarray) -> None:
-    """The bank path (one record's raw values through the shard) equals the training
-    path (the preprocessed matrix times the weights), row for row."""
+    """The bank path (one record's raw values through the shard) equals what training
+    computed, written out independently here: standardise over the party's records, clip
+    the clipped features at ±2, never the dummy, then the weights."""
     pre = Preprocessing.fit(NAMES, matrix, [True, True, False], 2.0)
     weights = np.array([0.7, -1.3, 0.4])
     shard = ModelShard(dict(zip(NAMES, weights.tolist(), strict=True)), 0.0, pre)
-    trained = pre.apply(matrix) @ weights
+    standard = (matrix - matrix.mean(axis=0)) / matrix.std(axis=0)
+    standard[:, :2] = np.clip(standard[:, :2], -2.0, 2.0)
+    trained = standard @ weights
     for k in range(len(matrix)):
         values = dict(zip(NAMES, matrix[k].tolist(), strict=True))
         assert abs(shard.partial_score(values) - trained[k]) < 1e-12

@@ -76,7 +76,8 @@ def bureau_train(
         typer.Option(help="share of the aligned rows held out for the test metrics (default 0.3)"),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="seed of the test/validation split and batch order")
+        int | None,
+        typer.Option(help="seed of the test/validation split and batch order (default 42)"),
     ] = None,
     test_ids: Annotated[
         Path | None,

@@ -56,7 +56,7 @@ def schema_check(
     console.print(
         f"{schema}: department {department.id!r} — {len(department.fields)} columns, "
         f"{len(department.features)} model features ({unclipped} never clipped), "
-        f"{len(department.indicators)} indicators"
+        f"{len(department.indicators)} indicator(s)"
     )
     if data:
         rows = check_files(department, data)
@@ -104,6 +104,8 @@ def _as_json(department: Department) -> dict[str, object]:
             {
                 "name": f.name,
                 "column": f.column,
+                "encoding": f.encoding,
+                "transform": f.transform,
                 "clipped": f.clipped,
                 "description": f.description,
             }

@@ -59,7 +59,8 @@ class PlaintextOracle:
             record = self._records[node.node_id].get(uscc)
             if node.node_id in answered and record is not None:
                 department = get_department(node.department)
-                total.append(department.partial_score(record, self._weights[node.node_id]))
+                shard = ModelShard(self._weights[node.node_id])
+                total.append(shard.partial_score(department.feature_values(record)))
         return math.fsum(total)
 
     def linear_for_model(

@@ -52,7 +52,7 @@ def _encoding(clipped: bool, kind: str, woe_min_rows: int = 0) -> str:
             "standardised, clipped"
         )
     if not clipped:
-        return "0/1, standardised (never clipped)" if kind == "boolean" else "standardised"
+        return ("0/1, " if kind == "boolean" else "") + "standardised (never clipped)"
     return "standardised, clipped"
 
 

@@ -319,11 +319,6 @@ class Department:
     def indicator_values(self, record: Record) -> dict[str, float]:
         return {i.name: float(i.derive(record)) for i in self.indicators}
 
-    def partial_score(self, record: Record, weights: Mapping[str, float]) -> float:
-        """This department's share of a linear score: the sum of weight × feature."""
-        values = self.feature_values(record)
-        return math.fsum(weights[name] * values[name] for name in weights)
-
 
 def band(value: float, upper_bounds: tuple[float, ...]) -> int:
     """Index of the first band whose exclusive upper bound exceeds ``value``."""
