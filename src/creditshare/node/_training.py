@@ -128,19 +128,21 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         )
         return key, index, record
 
-    def _features(self, clip: float) -> tuple[list[str], dict[str, list[float]], Preprocessing]:
-        """Every record's raw feature values, and the preprocessing fitted over them
-        (all of the node's records, so shards of different jobs stay comparable)."""
+    def _features(self) -> tuple[list[str], dict[str, list[float]]]:
+        """Every record's raw feature values: the preprocessing is fitted over all of the
+        node's records, so shards of different jobs stay comparable."""
         features = self._department.features
         names = [f.name for f in features]
         rows = {}
         for uscc, record in self._store.all().items():
             values = self._department.feature_values(record)
             rows[uscc] = [values[n] for n in names]
+        return names, rows
+
+    def _fit(self, names: list[str], rows: dict[str, list[float]], clip: float) -> Preprocessing:
         matrix = np.array(list(rows.values()), dtype=float).reshape(-1, len(names))
-        # Schemas mark one-hot dummies and `raw` features as not standardised.
-        flags = [f.clipped for f in features]
-        return names, rows, Preprocessing.fit(names, matrix, flags, clip)
+        flags = [f.clipped for f in self._department.features]
+        return Preprocessing.fit(names, matrix, flags, clip)
 
     async def PsiAnswer(  # noqa: N802 - gRPC method name
         self, request: training_pb2.PsiAnswerRequest, context: Any
@@ -187,7 +189,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             if unknown:
                 raise InvalidInputError(f"point {unknown[0]} is not one this node answered")
             ids = [mapping[p] for p in points]
-            names, rows, preprocessing = self._features(config.feature_clip)
+            names, rows = self._features()
             self.jobs.check_room(request.job_id)
             # Obfuscators made ahead on other cores; a buffer sized to the job, so a small
             # job does not keep a worker busy long after it is done.
@@ -209,6 +211,8 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                     )
                     job = Job(None, ids, None, encryptor=encryptor, woe=pending)
                 else:
+                    # (A WOE job fits its preprocessing once its tables are set.)
+                    preprocessing = self._fit(names, rows, config.feature_clip)
                     aligned = {i: rows[i] for i in ids}
                     host = HostParty(
                         self._node_id,
