@@ -6,7 +6,6 @@ calls through, so callers need not know how the work is split.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -31,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["QueryBroker"]
 
 T = TypeVar("T")
+#: How long a node whose Describe failed is left alone by catalogue-only requests.
+_DESCRIBE_BACKOFF = 30.0
 
 
 class QueryBroker:
@@ -83,10 +84,10 @@ class QueryBroker:
         self, nodes: Sequence[NodeEntry]
     ) -> tuple[dict[str, list[tuple[NodeEntry, str, tuple[str, ...]]]], list[str]]:
         """Per indicator name, the nodes publishing it (with description and bands); and
-        the nodes that could not be described (down since start-up), asked again now."""
+        the nodes that could not be described (down since start-up), asked again at most
+        every ``_DESCRIBE_BACKOFF`` seconds."""
+        await self.channels.describe_missing(nodes, _DESCRIBE_BACKOFF)
         catalogues = self.channels.catalogues
-        missing = [n for n in nodes if n.id not in catalogues]
-        await asyncio.gather(*(self.channels.describe(n) for n in missing))
         published: dict[str, list[tuple[NodeEntry, str, tuple[str, ...]]]] = {}
         silent = []
         for node in nodes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -121,6 +122,8 @@ class NodeChannels:
         self._stubs: dict[str, DataNodeAsyncStub] = {}
         self._witnessed: dict[str, SignedTreeHead] = {}
         self.catalogues: dict[str, NodeCatalogue] = {}
+        #: When each node's last Describe failed (monotonic), for ``describe_missing``.
+        self._undescribed_at: dict[str, float] = {}
         #: Training stubs on the same mTLS channels, for the training relay.
         self.training: dict[str, TrainingAsyncStub] = {}
         #: Set before ``start``: node calls are counted here.
@@ -162,6 +165,19 @@ class NodeChannels:
         each signature before it believes one)."""
         return dict(self._witnessed)
 
+    async def describe_missing(self, nodes: Sequence[NodeEntry], backoff: float) -> None:
+        """Describe the nodes without a catalogue, except those whose last attempt failed
+        less than ``backoff`` seconds ago: a request that only reads catalogues (consent
+        grants, GET /v1/indicators) must not wait on a dead node's deadline each time."""
+        now = time.monotonic()
+        due = [
+            n
+            for n in nodes
+            if n.id not in self.catalogues
+            and now - self._undescribed_at.get(n.id, -backoff) >= backoff
+        ]
+        await asyncio.gather(*(self.describe(n) for n in due))
+
     async def describe(self, node: NodeEntry) -> NodeCatalogue | None:
         """Fetch and cache a node's catalogue and trusted tree size; retried later if down."""
         try:
@@ -170,11 +186,14 @@ class NodeChannels:
             )
         except grpc.aio.AioRpcError as exc:
             log.warning("describe %s failed: %s", node.id, call_failure(exc).reason)
+            self._undescribed_at[node.id] = time.monotonic()
             return None
         problem = _catalogue_problem(reply)
         if problem is not None:
             log.warning("describe %s refused: %s", node.id, problem)
+            self._undescribed_at[node.id] = time.monotonic()
             return None
+        self._undescribed_at.pop(node.id, None)
         catalogue = NodeCatalogue(
             {i.name: (i.description, tuple(i.bands)) for i in reply.indicators}
         )
