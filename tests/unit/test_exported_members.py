@@ -21,9 +21,11 @@ PACKAGES = [
     "creditshare.errors",
     "creditshare.identity",
     "creditshare.ledger",
+    "creditshare.monitoring",
     "creditshare.node",
     "creditshare.pki",
     "creditshare.proto",
+    "creditshare.signed",
     "creditshare.synth",
 ]
 
@@ -93,4 +95,8 @@ def test_crypto_surface_is_pinned() -> None:
         "PooledEncryptor",
         "SIGNATURE_BYTES",
         "decode_signature",
+        "AlertPrivateKey",
+        "AlertPublicKey",
+        "SEAL_OVERHEAD",
+        "SealedOpenError",
     }

@@ -83,7 +83,7 @@ def test_public_api_is_pinned() -> None:
             *("EMPTY_ROOT", "HASH_SIZE", "SIGNATURE_SIZE", "BuildHead", "EmptyLogError"),
             *("Frontier", "Ledger", "LedgerHeadRow", "LedgerLeafRow", "LedgerStorage"),
             *("LogReport", "LogSigner", "MemoryLedgerStorage", "Receipt", "SignedTreeHead"),
-            *("MAX_REASON", "MAX_RECORD_BYTES", "QueryRecord", "parse_record"),
+            *("MAX_REASON", "MAX_RECORD_BYTES", "QueryRecord", "parse_record", "RECORD_KINDS"),
             *("SqlLedgerStorage", "StaleTreeHeadError", "StoredLeaf", "TrustedHeadTracker"),
             *("consistency_proof", "inclusion_proof", "key_id_for", "leaf_hash", "node_hash"),
             *("root", "verify_consistency", "verify_inclusion", "verify_log", "verify_subject"),

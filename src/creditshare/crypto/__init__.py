@@ -1,4 +1,4 @@
-"""Paillier keys, validated ciphertexts, fixed-point encoding and Ed25519 signing keys.
+"""Paillier keys, HPKE alert keys, validated ciphertexts, fixed-point encoding, Ed25519.
 
 Knows nothing of HTTP, gRPC or storage: the layers above turn bytes and text
 into these types at their edges.
@@ -7,6 +7,7 @@ into these types at their edges.
 from creditshare.crypto._ciphertext import Ciphertext
 from creditshare.crypto._encoding import MAX_SCALE, FixedPointEncoding
 from creditshare.crypto._fast import FastEncryptor, dot, powmod_many
+from creditshare.crypto._hpke import SEAL_OVERHEAD, AlertPrivateKey, AlertPublicKey, SealedOpenError
 from creditshare.crypto._keys import MAX_KEY_BITS, MIN_KEY_BITS, PrivateKey, PublicKey
 from creditshare.crypto._packing import PackedEncoding, SlotLayout
 from creditshare.crypto._pool import Encryptor, PooledEncryptor
@@ -16,7 +17,10 @@ __all__ = [
     "MAX_KEY_BITS",
     "MAX_SCALE",
     "MIN_KEY_BITS",
+    "SEAL_OVERHEAD",
     "SIGNATURE_BYTES",
+    "AlertPrivateKey",
+    "AlertPublicKey",
     "Ciphertext",
     "Encryptor",
     "FastEncryptor",
@@ -25,6 +29,7 @@ __all__ = [
     "PooledEncryptor",
     "PrivateKey",
     "PublicKey",
+    "SealedOpenError",
     "SigningKey",
     "SlotLayout",
     "VerifyKey",

@@ -51,7 +51,13 @@ from creditshare.ledger._note import (
     note_key_id,
     parse_note,
 )
-from creditshare.ledger._records import MAX_REASON, MAX_RECORD_BYTES, QueryRecord, parse_record
+from creditshare.ledger._records import (
+    MAX_REASON,
+    MAX_RECORD_BYTES,
+    RECORD_KINDS,
+    QueryRecord,
+    parse_record,
+)
 from creditshare.ledger._sql import LedgerHeadRow, LedgerLeafRow, SqlLedgerStorage
 from creditshare.ledger._storage import BuildHead, LedgerStorage, MemoryLedgerStorage, StoredLeaf
 from creditshare.ledger._tracker import TrustedHeadTracker
@@ -74,6 +80,7 @@ __all__ = [
     "MAX_REASON",
     "MAX_RECORD_BYTES",
     "MAX_SIGNATURES",
+    "RECORD_KINDS",
     "SIGNATURE_SIZE",
     "BuildHead",
     "Checkpoint",

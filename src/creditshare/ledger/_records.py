@@ -20,9 +20,22 @@ from typing import Any, Literal
 from creditshare._canonical import canonical_json, format_time, parse_canonical, parse_time
 from creditshare.errors import InvalidInputError
 
-__all__ = ["MAX_REASON", "MAX_RECORD_BYTES", "QueryRecord", "parse_record"]
+__all__ = ["MAX_REASON", "MAX_RECORD_BYTES", "RECORD_KINDS", "QueryRecord", "parse_record"]
 
-RecordKind = Literal["query", "refusal", "training"]
+RecordKind = Literal[
+    "query", "refusal", "training", "subscription", "subscription_end", "monitoring_cycle"
+]
+#: Every kind a leaf may have (a node refuses a leaf of another kind).
+RECORD_KINDS: tuple[str, ...] = (
+    "query",
+    "refusal",
+    "training",
+    "subscription",
+    "subscription_end",
+    "monitoring_cycle",
+)
+#: Kinds whose record says why (``reason``).
+_REASONED = ("refusal", "subscription_end")
 
 #: No leaf is larger than this, whatever a request held: every field below is bounded,
 #: and the bounds add up to well under it. Nodes refuse a leaf that is larger.
@@ -62,8 +75,11 @@ class QueryRecord:
     reason: str = ""
     #: The requester's signed request, ``{document, signature}`` (queries, training).
     request: dict[str, Any] | None = None
-    #: The enterprise's signed consent, ``{document, signature}`` (queries).
+    #: The enterprise's signed consent, ``{document, signature}`` (queries, subscriptions).
     consent: dict[str, Any] | None = None
+    #: A monitoring cycle's commitment: ``{number, digest, nodes}`` (see
+    #: ``monitoring.cycle_digest``); the node asked checks its own part against it.
+    cycle: dict[str, Any] | None = None
 
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -81,12 +97,14 @@ class QueryRecord:
             "chains": list(self.chains),
             "indicators": list(self.indicators),
         }
-        if self.kind == "refusal":
+        if self.kind in _REASONED:
             doc["reason"] = self.reason
         if self.request is not None:
             doc["request"] = self.request
         if self.consent is not None:
             doc["consent"] = self.consent
+        if self.cycle is not None:
+            doc["cycle"] = self.cycle
         return doc
 
     def to_bytes(self) -> bytes:
@@ -134,8 +152,8 @@ def parse_record(data: bytes) -> QueryRecord:
     if not isinstance(doc, dict) or doc.get("v") != 1:
         raise InvalidInputError("ledger record is not a version 1 record")
     kind = doc.get("kind")
-    if kind not in ("query", "refusal", "training"):
-        raise InvalidInputError("ledger record kind must be 'query', 'refusal' or 'training'")
+    if kind not in RECORD_KINDS:
+        raise InvalidInputError(f"ledger record kind must be one of {', '.join(RECORD_KINDS)}")
     return QueryRecord(
         kind=kind,
         query_id=_str(doc, "query_id"),
@@ -149,9 +167,10 @@ def parse_record(data: bytes) -> QueryRecord:
         key_fingerprint=_str(doc, "key_fingerprint"),
         chains=_strings(doc, "chains"),
         indicators=_strings(doc, "indicators"),
-        reason=_str(doc, "reason") if kind == "refusal" else "",
+        reason=_str(doc, "reason") if kind in _REASONED else "",
         request=_object(doc, "request"),
         consent=_object(doc, "consent"),
+        cycle=_object(doc, "cycle"),
     )
 
 

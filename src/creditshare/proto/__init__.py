@@ -21,6 +21,8 @@ from creditshare.proto._codec import (
     trusted_size_metadata,
 )
 from creditshare.proto.creditshare.v1 import (
+    monitoring_pb2,
+    monitoring_pb2_grpc,
     node_pb2,
     node_pb2_grpc,
     training_pb2,
@@ -34,6 +36,8 @@ __all__ = [
     "check_receipt_shape",
     "head_from_pb",
     "head_to_pb",
+    "monitoring_pb2",
+    "monitoring_pb2_grpc",
     "node_pb2",
     "node_pb2_grpc",
     "receipt_from_pb",

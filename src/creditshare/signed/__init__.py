@@ -1,4 +1,5 @@
-"""What a requester signs before anyone acts for it: a query, a training job.
+"""What a requester signs before anyone acts for it: a query, a training job, a
+monitoring subscription.
 
 The coordinator forwards these statements verbatim and the ledger records them, so a
 data node can check for itself, from the requester's certified key, exactly who asked
@@ -14,11 +15,14 @@ from creditshare.signed._statements import (
     query_document,
     training_document,
 )
+from creditshare.signed._subscription import SignedSubscription, subscription_document
 
 __all__ = [
     "MAX_NODES",
     "SignedQuery",
+    "SignedSubscription",
     "SignedTrainingJob",
     "query_document",
+    "subscription_document",
     "training_document",
 ]

@@ -137,6 +137,7 @@ class DescribeResponse(_message.Message):
     TRUSTED_TREE_SIZE_FIELD_NUMBER: _builtins.int
     TRUSTED_TREE_HEAD_FIELD_NUMBER: _builtins.int
     WITNESS_VKEY_FIELD_NUMBER: _builtins.int
+    SIGNALS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     department: _builtins.str
     chain: _builtins.str
@@ -161,6 +162,10 @@ class DescribeResponse(_message.Message):
         a node's claim that the log once held more entries is believed only with it.
         """
 
+    @_builtins.property
+    def signals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The monitoring signal types this node's schema raises (see monitoring.proto)."""
+
     def __init__(
         self,
         *,
@@ -174,10 +179,11 @@ class DescribeResponse(_message.Message):
         trusted_tree_size: _builtins.int = ...,
         trusted_tree_head: Global___SignedTreeHead | None = ...,
         witness_vkey: _builtins.str = ...,
+        signals: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["trusted_tree_head", b"trusted_tree_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "department", b"department", "display_name", b"display_name", "features", b"features", "indicators", b"indicators", "models", b"models", "node_id", b"node_id", "trusted_tree_head", b"trusted_tree_head", "trusted_tree_size", b"trusted_tree_size", "witness_vkey", b"witness_vkey"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "department", b"department", "display_name", b"display_name", "features", b"features", "indicators", b"indicators", "models", b"models", "node_id", b"node_id", "signals", b"signals", "trusted_tree_head", b"trusted_tree_head", "trusted_tree_size", b"trusted_tree_size", "witness_vkey", b"witness_vkey"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
