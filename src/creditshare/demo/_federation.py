@@ -336,8 +336,8 @@ class Federation:
     ) -> None:
         self.layout = layout
         self._timeout = start_timeout
-        self._node_command = _CLI if node_command is None else tuple(node_command)
-        if not self._node_command:
+        self.node_command = _CLI if node_command is None else tuple(node_command)
+        if not self.node_command:
             raise ValueError("node_command must name a program")
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs = layout.work_dir / "logs"
@@ -365,7 +365,7 @@ class Federation:
                 self._spawn(
                     node.node_id,
                     ["node", "serve", "--config", str(node.config)],
-                    self._node_command,
+                    self.node_command,
                 )
             deadline = time.monotonic() + self._timeout
             tls = self.layout.coordinator_settings().tls
@@ -389,7 +389,7 @@ class Federation:
                     raise
             node = self.layout.move_node(node)
             args = ["node", "serve", "--config", str(node.config)]
-            self._spawn(node.node_id, args, self._node_command)
+            self._spawn(node.node_id, args, self.node_command)
 
     def _start_coordinator(self, deadline: float) -> None:
         assert self.layout.coordinator_config is not None
@@ -459,6 +459,17 @@ class Federation:
     def stop_node(self, node_id: str) -> int:
         """Terminate one node (SIGTERM, as if its host went down); returns its exit status."""
         return self._terminate(node_id)
+
+    def start_node(self, node_id: str) -> None:
+        """Start a node again after ``stop_node`` (same config and database), as its
+        operator would after an outage; returns once it answers."""
+        proc = self._procs.get(node_id)
+        if proc is not None and proc.poll() is None:
+            raise RuntimeError(f"node {node_id} is still running")
+        node = next(n for n in self.layout.nodes if n.node_id == node_id)
+        self._spawn(node_id, ["node", "serve", "--config", str(node.config)], self.node_command)
+        tls = self.layout.coordinator_settings().tls
+        self._wait_node_moving(node, time.monotonic() + self._timeout, tls[node.chain])
 
     def stop_coordinator(self) -> int:
         """SIGTERM the coordinator, as an orchestrator would, and wait; its exit status."""
