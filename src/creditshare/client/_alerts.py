@@ -23,7 +23,7 @@ import json
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -203,6 +203,8 @@ class AlertInbox:
         self._high: dict[tuple[str, str], int] = {}
         #: (subscription, node) -> missing seq ranges [first, last].
         self._missing: dict[tuple[str, str], list[list[int]]] = {}
+        #: Changed since the last save.
+        self.dirty = False
         if path is not None and path.exists():
             self._load(path)
 
@@ -233,10 +235,16 @@ class AlertInbox:
             for first, last in ranges
         )
 
+    def advance(self, cursor: str) -> None:
+        """Every alert up to ``cursor`` is handled: a restart resumes after it."""
+        self.cursor = cursor
+        self.dirty = True
+
     def accept(self, alert: Alert) -> bool:
-        """Record ``alert``; False if its event id was handed out before (a resend)."""
+        """Record ``alert`` as handled; False if its event id was handled before."""
         if alert.id in self._seen:
             return False
+        self.dirty = True
         self._seen[alert.id] = None
         while len(self._seen) > MAX_SEEN:
             self._seen.popitem(last=False)
@@ -281,6 +289,7 @@ class AlertInbox:
 
     def save(self) -> None:
         if self.path is None:
+            self.dirty = False
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
@@ -288,6 +297,7 @@ class AlertInbox:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(self.to_json(), handle)
             os.replace(tmp, self.path)
+            self.dirty = False
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -298,15 +308,15 @@ def read_alerts(
     key: AlertPrivateKey,
     inbox: AlertInbox,
     uscc_of: Callable[[str], str],
-) -> Iterator[Alert]:
+) -> Generator[Alert, None, None]:
     """Open each stored alert in order and yield the events ``inbox`` has not seen.
 
-    An event counts as taken when the caller asks for the next one (so one the caller
-    was still handling when it failed is handed out again after a restart: at least
-    once). The inbox's cursor moves past a row once all its events were taken; the
-    inbox is saved after each row that yielded something and when reading stops.
+    An event counts as handled when the caller asks for the next one, or calls
+    ``inbox.accept(alert)`` itself (before it stops early): one it was still handling
+    when it failed is handed out again after a restart (at least once). The cursor moves
+    past a row once all its events were handled; the inbox is saved after each row that
+    held new events and when reading stops, however it stops.
     """
-    dirty = False
     try:
         for stored in rows:
             batch = open_alert(stored, key)
@@ -317,12 +327,9 @@ def read_alerts(
                 alert = Alert.of(event, stored, uscc)
                 yield alert
                 inbox.accept(alert)
-                dirty = True
-            inbox.cursor = stored.cursor
-            dirty = True
+            inbox.advance(stored.cursor)
             if fresh:
                 inbox.save()
-                dirty = False
     finally:
-        if dirty:
+        if inbox.dirty:
             inbox.save()

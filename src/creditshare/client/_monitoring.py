@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -123,7 +123,7 @@ class MonitoringCalls:
         follow: bool = False,
         inbox: AlertInbox | None = None,
         page_size: int = PAGE_SIZE,
-    ) -> Iterator[Alert]:
+    ) -> Generator[Alert, None, None]:
         """Every alert stored for this bank after ``after`` (default: the ``inbox``'s
         cursor, else from the start), opened with the alert key, padding dropped, each
         event once (by id, across pages, resends and, with an inbox file, restarts).
