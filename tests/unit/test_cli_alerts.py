@@ -131,3 +131,31 @@ def _identity() -> creditshare.client.Identity:
     from creditshare.crypto import SigningKey
 
     return creditshare.client.Identity("demo-bank", SigningKey.generate(), (b"unused",))
+
+
+def test_the_readme_monitoring_commands_exist_in_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `creditshare` command in the README's "Post-loan monitoring" section parses
+    (with the API key and identity exported, as the README's bank section does)."""
+    from tests.unit.test_deploy_files import (
+        ROOT,
+        cli_problem,
+        creditshare_invocations,
+        shell_commands,
+    )
+
+    monkeypatch.setenv("CREDITSHARE_API_KEY", "cs_test")
+    monkeypatch.setenv("CREDITSHARE_IDENTITY", "identity")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Post-loan monitoring\n", 1)[1].split("\n## ", 1)[0]
+    problems, checked = [], 0
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        for words in shell_commands(block):
+            args = creditshare_invocations(words)
+            if args is None:
+                continue
+            checked += 1
+            problem = cli_problem(args, "README.md (Post-loan monitoring)")
+            if problem:
+                problems.append(problem)
+    assert problems == []
+    assert checked >= 10
