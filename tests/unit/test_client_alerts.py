@@ -354,6 +354,23 @@ def test_gaps_in_a_subscriptions_seq_are_reported_and_filled_late(
     assert inbox.gaps == (Gap(SUB_A, NODE, 2, 2), Gap(SUB_A, NODE, 5, 5))
 
 
+def test_reading_from_a_cursor_counts_seqs_from_the_first_event_seen(
+    coordinator: FakeCoordinator,
+) -> None:
+    """Events before ``after`` were read elsewhere: not a gap. From the start they are."""
+    coordinator.add(SUB_A, 1, (_event(SUB_A, 1, 5),))
+    coordinator.add(SUB_A, 2, (_event(SUB_A, 2, 6), _event(SUB_A, 4, 8)))
+    inbox = AlertInbox()
+    with coordinator.client() as client:
+        assert [a.seq for a in client.alerts(after="1", inbox=inbox)] == [2, 4]
+    assert inbox.gaps == (Gap(SUB_A, NODE, 3, 3),)
+    coordinator.rows.pop(0)  # pruned: the first batch the bank ever sees holds seq 2
+    inbox = AlertInbox()
+    with coordinator.client() as client:
+        assert [a.seq for a in client.alerts(inbox=inbox)] == [2, 4]
+    assert inbox.gaps == (Gap(SUB_A, NODE, 1, 1), Gap(SUB_A, NODE, 3, 3))
+
+
 def test_a_malformed_inbox_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "inbox.json"
     path.write_text("{}")

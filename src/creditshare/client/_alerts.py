@@ -198,6 +198,9 @@ class AlertInbox:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self.cursor: str | None = None
+        #: Reading began at the very first alert: a subscription's first event seen
+        #: should then be seq 1. Otherwise the first one seen is where counting starts.
+        self.from_start = False
         self._seen: OrderedDict[str, None] = OrderedDict()
         #: (subscription, node) -> highest seq seen.
         self._high: dict[tuple[str, str], int] = {}
@@ -213,6 +216,7 @@ class AlertInbox:
             doc = json.loads(path.read_text(encoding="utf-8"))
             cursor = doc["cursor"]
             self.cursor = None if cursor is None else str(cursor)
+            self.from_start = doc.get("from_start") is True
             self._seen = OrderedDict((str(i), None) for i in doc["seen"])
             for item in doc["subscriptions"]:
                 key = (str(item["subscription_id"]), str(item["node"]))
@@ -249,7 +253,8 @@ class AlertInbox:
         while len(self._seen) > MAX_SEEN:
             self._seen.popitem(last=False)
         key = (alert.subscription_id, alert.node)
-        high = self._high.get(key, 0)
+        known = self._high.get(key)
+        high = known if known is not None else 0 if self.from_start else alert.seq - 1
         if alert.seq > high + 1:
             self._missing.setdefault(key, []).append([high + 1, alert.seq - 1])
         elif alert.seq <= high:
@@ -275,6 +280,7 @@ class AlertInbox:
         return {
             "v": 1,
             "cursor": self.cursor,
+            "from_start": self.from_start,
             "seen": list(self._seen),
             "subscriptions": [
                 {

@@ -33,6 +33,9 @@ PAGE_SIZE = 100
 #: doubled after each attempt that brought nothing, up to the cap.
 RECONNECT_SECONDS = 1.0
 RECONNECT_CAP_SECONDS = 30.0
+#: A stream silent this long (the coordinator sends keep-alive comments far more often)
+#: is taken for a dead connection and reconnected.
+STREAM_IDLE_SECONDS = 120.0
 
 
 def signal_choices(
@@ -137,6 +140,8 @@ class MonitoringCalls:
         """
         inbox = inbox if inbox is not None else AlertInbox()
         start = after if after is not None else inbox.cursor
+        if start is None:
+            inbox.from_start = True
         rows = self._alert_stream(start) if follow else self._alert_pages(start, page_size)
         key = self.alert_key  # fail before the first request without one
         return read_alerts(rows, key, inbox, self._uscc_lookup())
@@ -184,7 +189,7 @@ class MonitoringCalls:
                     "/v1/alerts/stream",
                     params=params,
                     headers=headers,
-                    timeout=httpx.Timeout(self._http.timeout.connect, read=None),
+                    timeout=httpx.Timeout(self._http.timeout.connect, read=STREAM_IDLE_SECONDS),
                 ) as response:
                     if response.status_code >= 400:
                         response.read()
