@@ -159,3 +159,13 @@ def test_the_readme_monitoring_commands_exist_in_the_cli(monkeypatch: pytest.Mon
                 problems.append(problem)
     assert problems == []
     assert checked >= 10
+
+
+def test_monitoring_cycle_prints_each_nodes_part(coordinator: FakeCoordinator) -> None:
+    code, out, err = _run("monitoring", "cycle")
+    assert code == 0, err
+    assert "cycle 7 (ledger entry 41): 2 subscription(s)" in out
+    assert "yrd-court: 2 batches, 0 unknown, 0 ended" in out
+    assert "prd-court: unavailable" in out
+    code, out, err = _run("monitoring", "cycle", "--json")
+    assert json.loads(out)["number"] == 7

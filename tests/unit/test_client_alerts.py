@@ -45,6 +45,18 @@ from creditshare.signed import SignedSubscription, subscription_document
 SUB_A, SUB_B = "a1" * 16, "b2" * 16
 USCC = {SUB_A: "91310115MA3BJ1XGXC", SUB_B: "91310101MA00000153"}
 NODE = "yrd-court"
+#: A cycle summary as POST /v1/monitoring/cycles returns it.
+CYCLE: dict[str, Any] = {
+    "number": 7,
+    "ledger_index": 41,
+    "started_at": "2026-11-30T12:00:00Z",
+    "finished_at": "2026-11-30T12:00:02Z",
+    "subscriptions": 2,
+    "nodes": [
+        {"node": "yrd-court", "batches": 2, "unknown": [], "ended": [], "error": None},
+        {"node": "prd-court", "batches": 0, "unknown": [], "ended": [], "error": "unavailable"},
+    ],
+}
 
 
 def _event(sub: str, seq: int, snapshot: int, signal: Signal = Signal.COURT_JUDGMENT) -> AlertEvent:
@@ -122,6 +134,8 @@ class FakeCoordinator:
             body = json.loads(request.content)
             self.posted.append(body)
             return httpx.Response(201, json={"subscription_id": body["subscription_id"]})
+        if path == "/v1/monitoring/cycles" and request.method == "POST":
+            return httpx.Response(200, json=CYCLE)
         return httpx.Response(404, json={"title": "Not Found", "detail": path})
 
     def client(self, **kwargs: Any) -> CreditShareClient:

@@ -343,11 +343,16 @@ def monitoring_cycle(
             f"[red]{node['error']}[/]"
             if node.get("error")
             else (
-                f"{node.get('batches')} batches, {len(node.get('unknown') or [])} unknown, "
-                f"{len(node.get('ended') or [])} ended"
+                f"{_count(node.get('batches'))} batches, {_count(node.get('unknown'))} unknown, "
+                f"{_count(node.get('ended'))} ended"
             )
         )
         console.print(f"  {node['node']}: {state}")
+
+
+def _count(value: Any) -> int:
+    """A count the summary gives as a number or as the list of what it counts."""
+    return len(value) if isinstance(value, list) else int(value or 0)
 
 
 @monitoring_app.command("cycles")

@@ -80,7 +80,7 @@ class MonitoringOutcome:
                 {
                     "number": c.get("number"),
                     "ledger_index": c.get("ledger_index"),
-                    "batches": sum(int(n.get("batches") or 0) for n in c.get("nodes", [])),
+                    "batches": sum(_count(n.get("batches")) for n in c.get("nodes", [])),
                 }
                 for c in self.cycles
             ],
@@ -90,6 +90,11 @@ class MonitoringOutcome:
             "gaps": self.gaps,
             "verified": self.verified,
         }
+
+
+def _count(value: Any) -> int:
+    """A count the cycle summary gives as a number or as the list of what it counts."""
+    return len(value) if isinstance(value, list) else int(value or 0)
 
 
 def _watched_pair(data_dir: Path, taken: set[str]) -> tuple[tuple[str, str], tuple[str, str]]:
