@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -27,8 +28,10 @@ from creditshare.client import (
     default_alert_key_path,
     load_alert_key,
     load_or_create_alert_key,
+    verify_webhook,
 )
 from creditshare.client._sse import parse_sse
+from creditshare.client._webhooks import sign_webhook
 from creditshare.crypto import AlertPrivateKey, SigningKey
 from creditshare.errors import AlertBatchError, ClientError, InvalidInputError, ProblemError
 from creditshare.monitoring import (
@@ -405,6 +408,36 @@ def test_alerts_without_an_alert_key_fail_before_any_request() -> None:
     ):
         client.alerts()
     assert calls == []
+
+
+def test_a_verified_webhook_calls_alerts_open_once_however_often_delivered(
+    coordinator: FakeCoordinator, tmp_path: Path
+) -> None:
+    one, two = _event(SUB_A, 1, 5), _event(SUB_A, 2, 6)
+    rows = [coordinator.add(SUB_A, 1, (one,)), coordinator.add(SUB_B, 1)]
+    later = [coordinator.add(SUB_A, 2, (one, two))]
+    secret = "whsec_" + base64.b64encode(bytes(32)).decode()
+    inbox = AlertInbox(tmp_path / "webhook-inbox.json")
+
+    def deliver(alerts: list[dict[str, Any]]) -> list[str]:
+        body = json.dumps({"type": "alerts.batch", "data": {"alerts": alerts}}).encode()
+        stamp = int(time.time())
+        headers = {
+            "webhook-id": "msg_1",
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": sign_webhook(secret, "msg_1", stamp, body),
+        }
+        payload = verify_webhook(secret, headers, body)
+        with coordinator.client() as client:
+            return [a.id for a in client.open_alerts(payload["data"]["alerts"], inbox)]
+
+    assert deliver(later) == [one.id, two.id]  # the later call came first
+    assert deliver(rows) == []  # retried or late: nothing new
+    assert deliver(later) == []
+    assert inbox.cursor is None and inbox.gaps == ()
+    forged = dict(rows[0], subscription_id=SUB_B)
+    with pytest.raises(AlertBatchError, match="cursor 1"):
+        deliver([forged])
 
 
 # ----------------------------------------------------------------------- live stream

@@ -314,6 +314,7 @@ def read_alerts(
     key: AlertPrivateKey,
     inbox: AlertInbox,
     uscc_of: Callable[[str], str],
+    advance: bool = True,
 ) -> Generator[Alert, None, None]:
     """Open each stored alert in order and yield the events ``inbox`` has not seen.
 
@@ -321,7 +322,8 @@ def read_alerts(
     ``inbox.accept(alert)`` itself (before it stops early): one it was still handling
     when it failed is handed out again after a restart (at least once). The cursor moves
     past a row once all its events were handled; the inbox is saved after each row that
-    held new events and when reading stops, however it stops.
+    held new events and when reading stops, however it stops. ``advance=False`` leaves
+    the cursor alone (rows that came another way than in cursor order: webhook calls).
     """
     try:
         for stored in rows:
@@ -333,7 +335,8 @@ def read_alerts(
                 alert = Alert.of(event, stored, uscc)
                 yield alert
                 inbox.accept(alert)
-            inbox.advance(stored.cursor)
+            if advance:
+                inbox.advance(stored.cursor)
             if fresh:
                 inbox.save()
     finally:

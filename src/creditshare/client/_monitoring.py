@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -145,6 +145,17 @@ class MonitoringCalls:
         rows = self._alert_stream(start) if follow else self._alert_pages(start, page_size)
         key = self.alert_key  # fail before the first request without one
         return read_alerts(rows, key, inbox, self._uscc_lookup())
+
+    def open_alerts(
+        self, rows: Iterable[Any], inbox: AlertInbox | None = None
+    ) -> Generator[Alert, None, None]:
+        """The events in alert rows that came another way: a webhook call's
+        ``data.alerts`` (after ``verify_webhook``). Opened and checked like ``alerts()``;
+        with the ``inbox`` the webhook receiver keeps, each event once however often
+        it is delivered. The inbox's cursor is left alone (calls may come out of order)."""
+        key = self.alert_key
+        stored = [StoredAlert.from_json(row) for row in rows]
+        return read_alerts(stored, key, inbox or AlertInbox(), self._uscc_lookup(), False)
 
     def _uscc_lookup(self) -> Callable[[str], str]:
         known: dict[str, str] = {}
