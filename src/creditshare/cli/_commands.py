@@ -212,7 +212,11 @@ def _print_monitoring(m: MonitoringOutcome) -> None:
         "it cannot tell which one holds an event"
     )
     for a in m.alerts:
-        change = f", {a.indicator} {a.before or '(none)'} → {a.after}" if a.indicator else ""
+        change = (
+            f", {a.indicator} {a.before or '(no record)'} → {a.after or '(no record)'}"
+            if a.indicator
+            else ""
+        )
         console.print(
             f"[bold]alert[/] {a.uscc}: {a.signal.value} ({a.severity.value}) observed "
             f"{a.observed_at} on {a.node}{change}"
