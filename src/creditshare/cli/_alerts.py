@@ -183,7 +183,7 @@ def _stored_since(alert: Alert, moment: datetime | None) -> bool:
 
 
 def _row(alert: Alert) -> tuple[str, ...]:
-    change = f"{alert.before}→{alert.after}" if alert.before or alert.after else ""
+    change = f"{alert.before or '–'}→{alert.after or '–'}" if alert.indicator else ""
     return (
         alert.observed_at.isoformat(),
         alert.uscc,
