@@ -232,11 +232,12 @@ def alerts_list(
         }
         print(json.dumps(doc, ensure_ascii=False, indent=2))
         return
-    table = Table("time", "uscc", "type", "severity", "before→after", "node")
-    for alert in shown:
-        table.add_row(*_row(alert))
-    console.print(table)
-    console.print(f"{len(shown)} alert(s); resume with --since {box.cursor or 0}")
+    if shown:
+        table = Table("time", "uscc", "type", "severity", "before→after", "node")
+        for alert in shown:
+            table.add_row(*_row(alert))
+        console.print(table)
+    console.print(f"{len(shown) or 'no new'} alert(s); resume with --since {box.cursor or 0}")
     _print_gaps(box, set())
 
 
