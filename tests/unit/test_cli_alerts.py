@@ -169,3 +169,24 @@ def test_monitoring_cycle_prints_each_nodes_part(coordinator: FakeCoordinator) -
     assert "prd-court: unavailable" in out
     code, out, err = _run("monitoring", "cycle", "--json")
     assert json.loads(out)["number"] == 7
+
+
+def test_alerts_watch_prints_each_alert_as_it_comes_and_keeps_the_inbox(
+    coordinator: FakeCoordinator, tmp_path: Path
+) -> None:
+    from tests.unit.test_client_alerts import _sse
+
+    one = _event(SUB_A, 1, 5)
+    row = coordinator.add(SUB_A, 1, (one,))
+    # One alert, the connection ends; reconnecting, the cursor is refused: watch stops.
+    coordinator.streams = [_sse(row), 404]
+    inbox = tmp_path / "inbox.json"
+    args = ["alerts", "watch", "--json", "--inbox", str(inbox)]
+    out = runner.invoke(app, [*args, "--coordinator", "http://coordinator.test"])
+    assert "cursor 99 does not exist" in str(out.exception)
+    (line,) = out.stdout.splitlines()
+    assert json.loads(line)["id"] == one.id
+    saved = json.loads(inbox.read_text())
+    assert saved["cursor"] == "1" and saved["seen"] == [one.id]
+    streams = [r for r in coordinator.requests if r.url.path == "/v1/alerts/stream"]
+    assert streams[1].headers["last-event-id"] == "1"
