@@ -38,12 +38,15 @@ below to status codes exactly once (``coordinator/_problems.py``,
         ├── TransportError           coordinator unreachable or timed out
         ├── ProblemError             coordinator answered an RFC 9457 problem
         ├── UnwitnessedHeadError     a tree head with fewer valid cosignatures than the quorum
-        └── SplitViewError           two heads of one size with different roots: a split view
+        ├── SplitViewError           two heads of one size with different roots: a split view
+        ├── AlertBatchError          a stored alert batch that does not open as what it claims
+        └── WebhookSignatureError    a webhook call whose Standard Webhooks signature fails
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AlertBatchError",
     "AuthenticationError",
     "CapacityError",
     "ClientError",
@@ -77,6 +80,7 @@ __all__ = [
     "StaleShardError",
     "TransportError",
     "UnwitnessedHeadError",
+    "WebhookSignatureError",
 ]
 
 
@@ -271,3 +275,23 @@ class SplitViewError(ClientError):
     """The coordinator showed this client two heads of the same size with different
     roots, or a head that does not extend one the client accepted before: proof that
     the log was forked or that different parties are shown different logs."""
+
+
+class AlertBatchError(ClientError):
+    """A stored alert whose sealed batch does not open with the bank's alert key under
+    the subscription, node and cycle it is listed with, or opens but names others.
+
+    Either the coordinator moved or altered it, or it was sealed to another key (a
+    subscription made with an earlier alert key). Never skipped silently: an event in
+    it would be lost. ``cursor`` is the alert's cursor, to report or to resume after."""
+
+    def __init__(self, cursor: str, reason: str) -> None:
+        super().__init__(f"alert at cursor {cursor}: {reason}")
+        self.cursor = cursor
+        self.reason = reason
+
+
+class WebhookSignatureError(ClientError):
+    """A webhook call that does not carry a valid Standard Webhooks signature under the
+    bank's secret (missing headers, a timestamp outside the tolerance, no matching
+    signature): answer it 4xx and process nothing from it."""

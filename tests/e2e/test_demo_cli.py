@@ -52,6 +52,16 @@ def test_demo_json_verify() -> None:
     assert training["aligned_rows"] > 30 and len(training["nodes"]) == 3
     assert len(training["curve"]) == training["epochs"] >= 1
     assert training["query"]["verified"] is True
+    # Post-loan monitoring: after a new court snapshot, exactly one alert, for the
+    # enterprise that got a judgment, and every sealed batch stored had the same size.
+    monitoring = doc["monitoring"]
+    assert monitoring["verified"] is True
+    assert [a["uscc"] for a in monitoring["alerts"]] == [monitoring["judged"]]
+    alert = monitoring["alerts"][0]
+    assert (alert["type"], alert["node"]) == ("court_judgment", "yrd-court")
+    assert alert["subscription_id"] == monitoring["subscriptions"][monitoring["judged"]]
+    assert len(monitoring["cycles"]) == 2 and monitoring["gaps"] == []
+    assert monitoring["batch_sizes"] == [4144] and monitoring["stored_batches"] >= 4
 
 
 def _demo(*args: str) -> subprocess.CompletedProcess[str]:

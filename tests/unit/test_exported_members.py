@@ -70,6 +70,14 @@ def test_client_surface_is_pinned() -> None:
         "HeadMemory",
         "VerifiedHead",
         "WitnessPolicy",
+        "Alert",
+        "AlertInbox",
+        "Gap",
+        "default_alert_key_path",
+        "load_alert_key",
+        "load_or_create_alert_key",
+        "sign_subscription",
+        "verify_webhook",
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from creditshare.cli._admin import admin_app
+from creditshare.cli._alerts import alerts_app, monitoring_app
 from creditshare.cli._bureau import bureau_app
 from creditshare.cli._commands import app
 from creditshare.cli._coordinator import coordinator_app
@@ -33,6 +34,8 @@ app.add_typer(enterprise_app, name="enterprise")
 app.add_typer(bureau_app, name="bureau")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(monitoring_app, name="monitoring")
 
 
 def main() -> None:

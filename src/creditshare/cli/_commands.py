@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from creditshare.cli._common import ApiKeyOption, IdentityOption, KeyFileOption, console
+
+if TYPE_CHECKING:
+    from creditshare.demo import MonitoringOutcome
 
 __all__ = ["app"]
 
@@ -185,7 +188,40 @@ def demo(
             f"bank query for {t.uscc} with {t.model.model_id}: score {t.profile.score}, "
             f"plaintext recomputation {mark}"
         )
+        _print_monitoring(result.monitoring)
         if verify:
             console.rule("[green]all queries verified" if result.verified else "[red]FAILED")
     if verify and not result.verified:
         raise typer.Exit(code=1)
+
+
+def _print_monitoring(m: MonitoringOutcome) -> None:
+    console.rule("[bold]post-loan monitoring")
+    console.print(
+        f"demo-bank watches {m.judged} and {m.quiet} for court judgments and dishonest-debtor "
+        "listings (each under a post_loan_monitoring consent)"
+    )
+    for cycle in m.to_json()["cycles"]:
+        console.print(
+            f"  cycle {cycle['number']} (ledger entry {cycle['ledger_index']}): "
+            f"{cycle['batches']} sealed batches"
+        )
+    sizes = ", ".join(str(s) for s in sorted(set(m.batch_sizes)))
+    console.print(
+        f"the coordinator stored {len(m.batch_sizes)} sealed batches, all of {sizes} bytes: "
+        "it cannot tell which one holds an event"
+    )
+    for a in m.alerts:
+        change = (
+            f", {a.indicator} {a.before or '(no record)'} → {a.after or '(no record)'}"
+            if a.indicator
+            else ""
+        )
+        console.print(
+            f"[bold]alert[/] {a.uscc}: {a.signal.value} ({a.severity.value}) observed "
+            f"{a.observed_at} on {a.node}{change}"
+        )
+    if not m.alerts:
+        console.print("[red]no alert arrived[/]")
+    for gap in m.gaps:
+        console.print(f"[red]{gap}[/]")

@@ -1,12 +1,16 @@
 """Python SDK for banks and bureaus: local keys, HTTP to the coordinator, local decryption."""
 
 from creditshare.client._access_log import AccessEntry, verify_access_log
+from creditshare.client._alerts import Alert, AlertInbox, Gap
 from creditshare.client._bureau import RemoteHost, TrainedModel, train_model
 from creditshare.client._client import DEFAULT_MODEL_ID, CreditShareClient
 from creditshare.client._identity import Identity, default_identity_dir
 from creditshare.client._keystore import (
+    default_alert_key_path,
     default_key_path,
+    load_alert_key,
     load_key,
+    load_or_create_alert_key,
     load_or_create_key,
     load_or_create_signing_key,
     load_signing_key,
@@ -19,7 +23,8 @@ from creditshare.client._profile import (
     decrypt_profile,
     probability_of_default,
 )
-from creditshare.client._signing import sign_job, sign_query
+from creditshare.client._signing import sign_job, sign_query, sign_subscription
+from creditshare.client._webhooks import verify_webhook
 from creditshare.client._witness import (
     DEFAULT_HEADS_FILE,
     HeadMemory,
@@ -31,8 +36,11 @@ __all__ = [
     "DEFAULT_HEADS_FILE",
     "DEFAULT_MODEL_ID",
     "AccessEntry",
+    "Alert",
+    "AlertInbox",
     "CreditProfile",
     "CreditShareClient",
+    "Gap",
     "HeadMemory",
     "Identity",
     "Indicator",
@@ -42,9 +50,12 @@ __all__ = [
     "VerifiedHead",
     "WitnessPolicy",
     "decrypt_profile",
+    "default_alert_key_path",
     "default_identity_dir",
     "default_key_path",
+    "load_alert_key",
     "load_key",
+    "load_or_create_alert_key",
     "load_or_create_key",
     "load_or_create_signing_key",
     "load_signing_key",
@@ -52,6 +63,8 @@ __all__ = [
     "save_key",
     "sign_job",
     "sign_query",
+    "sign_subscription",
     "train_model",
     "verify_access_log",
+    "verify_webhook",
 ]

@@ -14,12 +14,14 @@ from typing import Any
 import httpx
 
 from creditshare.client._access_log import AccessEntry, verify_access_log
+from creditshare.client._http import problem_of
 from creditshare.client._identity import Identity
+from creditshare.client._monitoring import MonitoringCalls
 from creditshare.client._profile import CreditProfile, decrypt_profile
 from creditshare.client._signing import sign_query
 from creditshare.client._witness import HeadMemory, VerifiedHead, WitnessPolicy, split_view
 from creditshare.consent import ConsentRevocation, Purpose, SignedConsent
-from creditshare.crypto import PrivateKey, SigningKey, VerifyKey
+from creditshare.crypto import AlertPrivateKey, PrivateKey, SigningKey, VerifyKey
 from creditshare.errors import (
     ClientError,
     CreditShareError,
@@ -50,7 +52,7 @@ log = logging.getLogger("creditshare.client")
 DEFAULT_MODEL_ID = "sme-scorecard-v1"
 
 
-class CreditShareClient:
+class CreditShareClient(MonitoringCalls):
     """A bank's or bureau's connection to a coordinator.
 
     ``api_key`` authenticates the participant; ``private_key`` (a bank's or bureau's
@@ -59,7 +61,8 @@ class CreditShareClient:
     ``transport`` lets tests substitute an httpx transport; production uses the default
     network transport. ``head_state`` is a JSON file where the tree heads this client
     accepted are remembered across runs (always remembered in memory), so that a split
-    view is caught.
+    view is caught. ``alert_key`` (a bank's X25519 key, ``load_or_create_alert_key``)
+    signs into its monitoring subscriptions and opens the alerts sealed to it.
     """
 
     def __init__(
@@ -72,8 +75,10 @@ class CreditShareClient:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         head_state: Path | None = None,
+        alert_key: AlertPrivateKey | None = None,
     ) -> None:
         self._key = private_key
+        self._alert_key = alert_key
         self._identity = identity
         self._heads = HeadMemory(head_state)
         #: Fingerprints this client registered (or found registered) at the coordinator.
@@ -156,18 +161,7 @@ class CreditShareClient:
         if response.status_code == 204:
             return None
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {}
-            if not isinstance(body, dict):
-                body = {}
-            raise ProblemError(
-                response.status_code,
-                str(body.get("title", response.reason_phrase)),
-                str(body.get("detail", response.text[:200])),
-                body,
-            )
+            raise problem_of(response)
         return response.text if text else response.json()
 
     def query_raw(

@@ -13,11 +13,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from creditshare.client._identity import Identity
+from creditshare.crypto import AlertPublicKey
 from creditshare.federated import TrainingConfig
 from creditshare.identity import Uscc
-from creditshare.signed import SignedQuery, SignedTrainingJob, query_document, training_document
+from creditshare.monitoring import choices_from_json
+from creditshare.signed import (
+    SignedQuery,
+    SignedSubscription,
+    SignedTrainingJob,
+    query_document,
+    subscription_document,
+    training_document,
+)
 
-__all__ = ["sign_job", "sign_query"]
+__all__ = ["sign_job", "sign_query", "sign_subscription"]
 
 
 def _now() -> datetime:
@@ -62,7 +71,30 @@ def sign_job(identity: Identity, body: Mapping[str, Any]) -> dict[str, str]:
     return _fields("job_id", signed) | {"config_sha256": config_sha256}
 
 
-def _fields(id_field: str, signed: SignedQuery | SignedTrainingJob) -> dict[str, str]:
+def sign_subscription(identity: Identity, body: Mapping[str, Any]) -> dict[str, str]:
+    """``subscription_id``, ``requested_at`` and ``signature`` for a POST /v1/subscriptions
+    ``body`` (its ``signals`` as canonical ``[{type, threshold}]``, ``alert_key`` base64).
+
+    The signature covers the alert key: nodes seal this subscription's alerts to that
+    key and no other, so a relay cannot substitute its own.
+    """
+    subscription_id, now = secrets.token_hex(16), _now()
+    document = subscription_document(
+        subscription_id=subscription_id,
+        requester=identity.participant_id,
+        uscc=str(Uscc.parse(str(body["uscc"]))),
+        consent_id=str(body["consent_id"]),
+        chains=[str(c) for c in body.get("chains") or ()],
+        signals=choices_from_json(list(body["signals"])),
+        alert_key=AlertPublicKey.from_text(str(body["alert_key"])),
+        time=now,
+    )
+    return _fields("subscription_id", SignedSubscription.sign(document, identity.signing_key))
+
+
+def _fields(
+    id_field: str, signed: SignedQuery | SignedTrainingJob | SignedSubscription
+) -> dict[str, str]:
     """The body fields that carry a signed document's id, time and signature."""
     wire = signed.to_json()
     return {

@@ -1,6 +1,7 @@
 """The demo federation and the harness the end-to-end tests and benchmarks share."""
 
 from creditshare.demo._federation import Federation, FederationLayout, NodeLayout, free_port
+from creditshare.demo._monitoring import MonitoringOutcome
 from creditshare.demo._run import DemoQuery, DemoResult, pick_enterprises, run_demo
 from creditshare.demo._verify import PlaintextOracle, Verification, read_enterprises
 
@@ -9,6 +10,7 @@ __all__ = [
     "DemoResult",
     "Federation",
     "FederationLayout",
+    "MonitoringOutcome",
     "NodeLayout",
     "PlaintextOracle",
     "Verification",

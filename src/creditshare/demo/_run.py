@@ -22,6 +22,7 @@ from creditshare.client import (
 from creditshare.consent import ConsentGrant, Purpose, format_time
 from creditshare.crypto import PrivateKey
 from creditshare.demo._federation import Federation, FederationLayout
+from creditshare.demo._monitoring import MonitoringOutcome, run_monitoring
 from creditshare.demo._verify import PlaintextOracle, Verification, read_enterprises
 from creditshare.departments import DEFAULT_INTERCEPT
 from creditshare.errors import ConfigurationError, ProblemError
@@ -134,6 +135,7 @@ class DemoResult:
     access_log_uscc: str
     access_log: list[AccessEntry]
     training: TrainingOutcome
+    monitoring: MonitoringOutcome
     #: Distinct data nodes that must have cosigned the head the access log is proven under.
     witness_quorum: int = WITNESS_QUORUM
 
@@ -155,6 +157,7 @@ class DemoResult:
             and self.refusal.status == 403
             and self.access_log_verified
             and self.training.verified
+            and self.monitoring.verified
         )
 
     def to_json(self, verify: bool) -> dict[str, Any]:
@@ -187,6 +190,7 @@ class DemoResult:
                 "verified": self.access_log_verified,
             },
             "training": self.training.to_json(),
+            "monitoring": self.monitoring.to_json(),
         }
         if verify:
             doc["verified"] = self.verified
@@ -303,7 +307,8 @@ def run_demo(
             )
             first: tuple[str, str, CreditShareClient] | None = None
             now = datetime.now(UTC)
-            for label, uscc, name in pick_enterprises(data_dir, seed):
+            picks = pick_enterprises(data_dir, seed)
+            for label, uscc, name in picks:
                 identity = layout.identity(f"ent-{uscc.lower()}", "enterprise", uscc)
                 signing = identity.signing_key
                 enterprise_api_key = operator.register_participant(
@@ -356,7 +361,18 @@ def run_demo(
             enterprise.close()
             training = _train_and_score(operator, bank, layout, data_dir, uscc, consent_id, say)
             bank.close()
-        return DemoResult(len(layout.nodes), queries, refusal, uscc, log, training, policy.quorum)
+            taken = {u for _, u, _ in picks}
+            monitoring = run_monitoring(operator, layout, data_dir, bank_api_key, taken, say)
+        return DemoResult(
+            len(layout.nodes),
+            queries,
+            refusal,
+            uscc,
+            log,
+            training,
+            monitoring,
+            policy.quorum,
+        )
 
 
 def _train_and_score(

@@ -1,0 +1,370 @@
+"""``creditshare alerts ...`` (a bank's post-loan monitoring) and ``creditshare monitoring
+...`` (the operator's cycles)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from creditshare.cli._common import ApiKeyOption, CoordinatorOption, IdentityOption, console
+
+if TYPE_CHECKING:
+    from creditshare.client import Alert, AlertInbox, CreditShareClient
+
+__all__ = ["alerts_app", "monitoring_app"]
+
+alerts_app = typer.Typer(
+    no_args_is_help=True,
+    help="A bank's post-loan monitoring: subscriptions, alerts (opened locally), webhooks.",
+)
+webhook_app = typer.Typer(no_args_is_help=True, help="Deliver alerts to a URL of the bank's.")
+alerts_app.add_typer(webhook_app, name="webhook")
+monitoring_app = typer.Typer(no_args_is_help=True, help="Monitoring cycles (operators).")
+
+AlertKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--alert-key-file",
+        envvar="CREDITSHARE_ALERT_KEY_FILE",
+        help="the bank's X25519 alert key (default: alert-key.txt beside the Paillier key, "
+        "~/.config/creditshare); created on first use, mode 0600: alerts open only with it",
+    ),
+]
+InboxOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="JSON file remembering the cursor reached and the events shown, so the next "
+        "run shows only new ones (default: none, read from --since or the start)"
+    ),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(help="a cursor (alerts after it) or an ISO time (alerts stored since then)"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _client(
+    coordinator: str,
+    api_key: str,
+    alert_key_file: Path | None = None,
+    identity: Path | None = None,
+) -> CreditShareClient:
+    from creditshare.client import CreditShareClient, Identity, load_or_create_alert_key
+
+    return CreditShareClient(
+        coordinator,
+        api_key=api_key,
+        identity=Identity.load(identity) if identity is not None else None,
+        alert_key=load_or_create_alert_key(alert_key_file),
+    )
+
+
+def _signals(values: list[str]) -> dict[str, int | None]:
+    """``court_judgment`` or ``court_judgment=2`` (repeatable) as {type: threshold}."""
+    out: dict[str, int | None] = {}
+    for value in values:
+        name, sep, threshold = value.partition("=")
+        if sep and not threshold.strip().isdigit():
+            raise typer.BadParameter(f"--signal {value}: the threshold after '=' is a number")
+        if name in out:
+            raise typer.BadParameter(f"--signal {name} is given more than once")
+        out[name.strip()] = int(threshold) if sep else None
+    return out
+
+
+@alerts_app.command("subscribe")
+def alerts_subscribe(
+    uscc: Annotated[str, typer.Argument(help="the enterprise's unified social credit code")],
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+    identity: IdentityOption,
+    consent: Annotated[str, typer.Option(help="its post_loan_monitoring consent id")],
+    signal: Annotated[
+        list[str],
+        typer.Option(
+            help="a signal type, optionally =THRESHOLD (repeatable): court_judgment, "
+            "dishonest_debtor, administrative_penalty, abnormal_operation, tax_downgrade, "
+            "tax_arrears, headcount_drop, utility_arrears",
+        ),
+    ],
+    chain: Annotated[list[str] | None, typer.Option(help="limit to a chain (repeatable)")] = None,
+    alert_key_file: AlertKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Watch an enterprise for risk events (signed by the bank, naming its alert key)."""
+    with _client(coordinator, api_key, alert_key_file, identity) as client:
+        sub = client.subscribe(uscc, consent, _signals(signal), chain or None)
+    if as_json:
+        print(json.dumps(sub, ensure_ascii=False, indent=2))
+        return
+    nodes = sub.get("nodes") or []
+    registered = sum(1 for n in nodes if n.get("registered"))
+    console.print(
+        f"subscribed to {sub.get('uscc')} (ledger entry {sub.get('ledger_index')}); "
+        f"{registered} of {len(nodes)} nodes in scope registered it"
+    )
+    print(sub["subscription_id"])
+
+
+@alerts_app.command("subscriptions")
+def alerts_subscriptions(
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+    status: Annotated[str | None, typer.Option(help="active or ended")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """This bank's subscriptions."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        subs = client.subscriptions(status)
+    if as_json:
+        print(json.dumps(subs, ensure_ascii=False, indent=2))
+        return
+    table = Table("subscription", "uscc", "signals", "status", "since")
+    for s in subs:
+        signals = ", ".join(
+            x["type"] if x.get("threshold") is None else f"{x['type']}≥{x['threshold']}"
+            for x in s.get("signals", [])
+        )
+        state = s.get("status", "")
+        if s.get("ended_reason"):
+            state += f" ({s['ended_reason']})"
+        table.add_row(s["subscription_id"], s.get("uscc", ""), signals, state, s.get("created_at"))
+    console.print(table)
+
+
+@alerts_app.command("unsubscribe")
+def alerts_unsubscribe(
+    subscription_id: Annotated[str, typer.Argument(help="the subscription's id")],
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+) -> None:
+    """End a subscription (recorded in the ledger; nodes stop serving it)."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        sub = client.unsubscribe(subscription_id)
+    console.print(f"subscription {subscription_id} ended: {sub.get('ended_reason', 'ended')}")
+
+
+def _since(value: str | None) -> tuple[str | None, datetime | None]:
+    """(cursor, time): a cursor is digits, anything else must be an ISO time."""
+    if value is None:
+        return None, None
+    if value.isdigit():
+        return value, None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"--since {value!r} is neither a cursor (digits) nor an ISO time"
+        ) from None
+    if moment.tzinfo is None:
+        raise typer.BadParameter(f"--since {value!r}: give the time zone (e.g. Z or +08:00)")
+    return None, moment
+
+
+def _stored_since(alert: Alert, moment: datetime | None) -> bool:
+    if moment is None:
+        return True
+    try:
+        return datetime.fromisoformat(alert.stored_at) >= moment
+    except ValueError:
+        return True  # cannot tell: show it rather than hide it
+
+
+def _row(alert: Alert) -> tuple[str, ...]:
+    change = f"{alert.before or '–'}→{alert.after or '–'}" if alert.indicator else ""
+    return (
+        alert.observed_at.isoformat(),
+        alert.uscc,
+        alert.signal.value,
+        alert.severity.value,
+        change,
+        alert.node,
+    )
+
+
+def _print_gaps(inbox: AlertInbox, shown: set[object]) -> None:
+    for gap in inbox.gaps:
+        if gap not in shown:
+            shown.add(gap)
+            print(f"warning: {gap} (never delivered)", file=sys.stderr)
+
+
+def _alerts(
+    client: CreditShareClient, since: str | None, inbox_file: Path | None, follow: bool
+) -> tuple[Iterable[Alert], AlertInbox, datetime | None]:
+    from creditshare.client import AlertInbox
+
+    cursor, moment = _since(since)
+    inbox = AlertInbox(inbox_file)
+    return client.alerts(after=cursor, follow=follow, inbox=inbox), inbox, moment
+
+
+@alerts_app.command("list")
+def alerts_list(
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+    since: SinceOption = None,
+    inbox: InboxOption = None,
+    alert_key_file: AlertKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Alerts stored for this bank, opened with its alert key, each event once."""
+    with _client(coordinator, api_key, alert_key_file) as client:
+        alerts, box, moment = _alerts(client, since, inbox, follow=False)
+        shown = [a for a in alerts if _stored_since(a, moment)]
+    if as_json:
+        doc: dict[str, Any] = {
+            "alerts": [a.to_json() for a in shown],
+            "cursor": box.cursor,
+            "gaps": [str(g) for g in box.gaps],
+        }
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
+        return
+    if shown:
+        table = Table("time", "uscc", "type", "severity", "before→after", "node")
+        for alert in shown:
+            table.add_row(*_row(alert))
+        console.print(table)
+    console.print(f"{len(shown) or 'no new'} alert(s); resume with --since {box.cursor or 0}")
+    _print_gaps(box, set())
+
+
+@alerts_app.command("watch")
+def alerts_watch(
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+    since: SinceOption = None,
+    inbox: InboxOption = None,
+    alert_key_file: AlertKeyOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object a line")] = False,
+) -> None:
+    """Print alerts as they arrive (server-sent events; reconnects by itself). Ctrl-C ends."""
+    with _client(coordinator, api_key, alert_key_file) as client:
+        alerts, box, moment = _alerts(client, since, inbox, follow=True)
+        gaps: set[object] = set()
+        try:
+            for alert in alerts:
+                if _stored_since(alert, moment):
+                    if as_json:
+                        print(json.dumps(alert.to_json(), ensure_ascii=False), flush=True)
+                    else:
+                        console.print("  ".join(_row(alert)))
+                box.accept(alert)  # shown: not again after a restart
+                _print_gaps(box, gaps)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            box.save()
+
+
+@webhook_app.command("set")
+def webhook_set(
+    url: Annotated[str, typer.Argument(help="http(s) URL that receives alert batches")],
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+) -> None:
+    """Deliver alerts to URL too; prints the signing secret (shown only this once)."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        hook = client.set_webhook(url)
+    console.print(
+        f"alerts go to {hook['url']}; check each call with verify_webhook(secret, headers, "
+        "body). The secret (keep it, it is not shown again):"
+    )
+    print(hook["secret"])
+
+
+@webhook_app.command("show")
+def webhook_show(
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+    deliveries: Annotated[bool, typer.Option(help="also list the deliveries")] = False,
+) -> None:
+    """The webhook URL (never the secret), and the deliveries' state."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        hook = client.webhook()
+        console.print(f"{hook['url']} (since {hook.get('created_at')})")
+        if deliveries:
+            table = Table("delivery", "status", "attempts", "last error")
+            for d in client.webhook_deliveries():
+                table.add_row(
+                    str(d.get("webhook_id", d.get("id"))),
+                    str(d.get("status")),
+                    str(d.get("attempts")),
+                    str(d.get("last_error") or ""),
+                )
+            console.print(table)
+
+
+@webhook_app.command("remove")
+def webhook_remove(coordinator: CoordinatorOption, api_key: ApiKeyOption) -> None:
+    """Stop webhook deliveries (alerts stay readable with `alerts list`)."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        client.remove_webhook()
+    console.print("webhook removed")
+
+
+@monitoring_app.command("cycle")
+def monitoring_cycle(
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+    as_json: JsonOption = False,
+) -> None:
+    """Run one monitoring cycle now (operators): every node answers every subscription."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        cycle = client.run_monitoring_cycle()
+    if as_json:
+        print(json.dumps(cycle, ensure_ascii=False, indent=2))
+        return
+    console.print(
+        f"cycle {cycle['number']} (ledger entry {cycle.get('ledger_index')}): "
+        f"{cycle.get('subscriptions')} subscription(s)"
+    )
+    for node in cycle.get("nodes", []):
+        state = (
+            f"[red]{node['error']}[/]"
+            if node.get("error")
+            else (
+                f"{_count(node.get('batches'))} batches, {_count(node.get('unknown'))} unknown, "
+                f"{_count(node.get('ended'))} ended"
+            )
+        )
+        console.print(f"  {node['node']}: {state}")
+
+
+def _count(value: Any) -> int:
+    """A count the summary gives as a number or as the list of what it counts."""
+    return len(value) if isinstance(value, list) else int(value or 0)
+
+
+@monitoring_app.command("cycles")
+def monitoring_cycles(
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+) -> None:
+    """The latest monitoring cycles (operators)."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        cycles = client.monitoring_cycles(limit)
+    print(json.dumps(cycles, ensure_ascii=False, indent=2))
