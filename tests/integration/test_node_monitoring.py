@@ -64,14 +64,14 @@ def signers(tmp_path: Path) -> TestAuthority:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, signers: TestAuthority) -> NodeSettings:
-    (tmp_path / "node").mkdir()
+def settings(tmp_path: Path, signers: TestAuthority, database_url: str) -> NodeSettings:
+    """A court node on SQLite and on PostgreSQL (its monitoring tables are storage)."""
     settings = NodeSettings(
         node_id=NODE,
         department="court",
         chain="yrd",
         listen="127.0.0.1:0",
-        database_url=f"sqlite:///{tmp_path / 'node' / 'node.db'}",
+        database_url=database_url,
         log_public_key=VerifyKey.from_cryptography(LOG.public_key).to_text(),
         allow_insecure=True,
         credential_ca=signers.ca_cert,
