@@ -483,3 +483,52 @@ async def test_monitor_refuses_malformed_requests(
     request = monitoring_pb2.MonitorRequest(**({"cycle": 7} | change))
     code, detail = await _refused(node.monitoring.Monitor(request))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and reason in detail
+
+
+@pytest.mark.parametrize(
+    ("subscriptions", "reason"),
+    [
+        (["b" * 32, "a" * 32], "subscriptions must be sorted by id, each once"),
+        (["a" * 32, "a" * 32], "subscriptions must be sorted by id, each once"),
+        (["A" * 32], "subscriptions[0].subscription_id must be 32 hex digits"),
+    ],
+)
+async def test_monitor_refuses_malformed_subscription_lists(
+    node: Node, subscriptions: list[str], reason: str
+) -> None:
+    request = monitoring_pb2.MonitorRequest(
+        cycle=1,
+        subscriptions=[
+            monitoring_pb2.CycleSubscription(subscription_id=sid, digest="0" * 64)
+            for sid in subscriptions
+        ],
+    )
+    code, detail = await _refused(node.monitoring.Monitor(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and reason in detail
+
+
+@pytest.mark.parametrize(
+    ("subscription", "reason"),
+    [
+        (b"", "subscription is required"),
+        (b"x" * 9000, "subscription is over 8192 bytes"),
+        (b"{not json", "subscription must be JSON {document, signature}"),
+    ],
+)
+async def test_watch_refuses_malformed_subscriptions(
+    node: Node, signers: TestAuthority, subscription: bytes, reason: str
+) -> None:
+    request = monitoring_pb2.WatchRequest(
+        subscription=subscription, credentials=signers.credentials(A)
+    )
+    code, detail = await _refused(node.monitoring.Watch(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and reason in detail
+
+
+async def test_watch_without_a_receipt_is_refused(node: Node, signers: TestAuthority) -> None:
+    signed = _subscription(signers, _monitoring_consent(signers, A))
+    request = monitoring_pb2.WatchRequest(
+        subscription=canonical_json(signed.to_json()), credentials=signers.credentials(A)
+    )
+    code, detail = await _refused(node.monitoring.Watch(request))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "receipt" in detail
