@@ -61,7 +61,6 @@ class MonitoringService(monitoring_pb2_grpc.MonitoringServicer):
         refusal_log: RefusalLog,
     ) -> None:
         self._node_id = node_id
-        self._department = department
         self._raises = {s.signal for s in department.signals}
         self._store = store
         self._checker = checker
