@@ -532,3 +532,35 @@ async def test_watch_without_a_receipt_is_refused(node: Node, signers: TestAutho
     )
     code, detail = await _refused(node.monitoring.Watch(request))
     assert code == grpc.StatusCode.PERMISSION_DENIED and "receipt" in detail
+
+
+async def test_a_cycle_whose_answer_could_not_fit_one_message_is_refused_saying_so(
+    node: Node,
+) -> None:
+    """16 000 sealed batches fit the 64 MiB a gRPC message may carry; a node asked for
+    more could not send its answer, so it says why instead."""
+    from creditshare.node.monitoring import _service
+
+    limit = _service.MAX_CYCLE_BATCHES
+
+    def asking(count: int) -> monitoring_pb2.MonitorRequest:
+        return monitoring_pb2.MonitorRequest(
+            cycle=1,
+            subscriptions=[
+                monitoring_pb2.CycleSubscription(subscription_id=f"{k:032x}", digest="0" * 64)
+                for k in range(count)
+            ],
+        )
+
+    largest = monitoring_pb2.MonitorResponse(
+        node_id="n" * 64,
+        batches=[
+            monitoring_pb2.SealedBatch(subscription_id=f"{k:032x}", sealed=bytes(SEALED_BYTES))
+            for k in range(limit)
+        ],
+    )
+    assert largest.ByteSize() <= 64 * 1024 * 1024
+    code, detail = await _refused(node.monitoring.Monitor(asking(limit + 1)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "must fit one 64 MiB" in detail
+    code, detail = await _refused(node.monitoring.Monitor(asking(limit)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "receipt" in detail

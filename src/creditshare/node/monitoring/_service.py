@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 
 import grpc
 
-from creditshare.crypto import AlertPublicKey
+from creditshare.crypto import SEAL_OVERHEAD, AlertPublicKey
 from creditshare.departments import Department
-from creditshare.errors import CreditShareError, InvalidInputError
-from creditshare.monitoring import batch_info
+from creditshare.errors import CapacityError, CreditShareError, InvalidInputError
+from creditshare.monitoring import BATCH_BYTES, batch_info
 from creditshare.node._authority import RequestAuthority
 from creditshare.node._authority_store import RefusalLog
 from creditshare.node._receipts import ReceiptChecker
@@ -32,13 +32,18 @@ from creditshare.node.monitoring._store import CyclePlan, MonitoringStore
 from creditshare.proto import monitoring_pb2, monitoring_pb2_grpc
 from creditshare.signed import SignedSubscription
 
-__all__ = ["MAX_CYCLE_SUBSCRIPTIONS", "MonitoringService"]
+__all__ = ["MAX_CYCLE_BATCHES", "MAX_CYCLE_SUBSCRIPTIONS", "MonitoringService"]
 
 log = logging.getLogger("creditshare.node")
 T = TypeVar("T")
 
 #: Subscriptions one Monitor call may name (monitoring.proto).
 MAX_CYCLE_SUBSCRIPTIONS = 100_000
+#: Batches one Monitor answer can carry: every sealed batch is BATCH_BYTES + SEAL_OVERHEAD
+#: (4144) bytes, 4184 with its id and framing, and the answer is one gRPC message of at
+#: most 64 MiB (GRPC_MESSAGE_OPTIONS), which 16 039 of them fill. A node asked to serve
+#: more in one cycle says so (RESOURCE_EXHAUSTED) instead of failing to send.
+MAX_CYCLE_BATCHES = 16_000
 #: Nodes a cycle may name: far more than any federation, few enough to hash at once.
 MAX_CYCLE_NODES = 10_000
 #: A signed subscription's canonical JSON is at most this long (monitoring.proto).
@@ -217,6 +222,12 @@ def _cycle_request(
     if len(request.subscriptions) > MAX_CYCLE_SUBSCRIPTIONS:
         raise InvalidInputError(
             f"a cycle names at most {MAX_CYCLE_SUBSCRIPTIONS} subscriptions per node"
+        )
+    if len(request.subscriptions) > MAX_CYCLE_BATCHES:
+        raise CapacityError(
+            f"this node answers at most {MAX_CYCLE_BATCHES} subscriptions per cycle: their "
+            f"sealed batches ({BATCH_BYTES + SEAL_OVERHEAD} bytes each) must fit one 64 MiB "
+            "answer"
         )
     if len(request.node_digests) > MAX_CYCLE_NODES:
         raise InvalidInputError(f"a cycle names at most {MAX_CYCLE_NODES} nodes")
