@@ -462,6 +462,11 @@ EVERY_TYPE = textwrap.dedent(
     column = "amount"
     bounds = [1e3, 1e6]
     bands = ["small", "medium", "large"]
+
+    [[signals]]
+    type = "court_judgment"
+    column = "amount"
+    severity = "high"
     """
 )
 

@@ -28,6 +28,7 @@ from creditshare.errors import ConfigurationError
 from creditshare.ledger import _sql as ledger_sql  # noqa: F401
 from creditshare.node import _storage as node_storage
 from creditshare.node import _trust as node_trust  # noqa: F401
+from creditshare.node.monitoring import _tables as node_monitoring  # noqa: F401
 
 TABLES = {
     "coordinator": {
@@ -55,6 +56,9 @@ TABLES = {
         "revocation_list",
         "refusal_log",
         "previous_record",
+        "watched_subscription",
+        "alert_event",
+        "monitor_cycle",
     },
 }
 PREVIOUS = {"coordinator": "c0001", "node": "n0001"}
@@ -79,7 +83,15 @@ LATER_TABLES = {
         "tree_head_cosignature",
         "revocation_delivery",
     },
-    "node": {"revoked_consent", "revocation_list", "refusal_log", "previous_record"},
+    "node": {
+        "revoked_consent",
+        "revocation_list",
+        "refusal_log",
+        "previous_record",
+        "watched_subscription",
+        "alert_event",
+        "monitor_cycle",
+    },
 }
 #: Columns that later revisions add to tables that were there from the start.
 LATER_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {

@@ -120,6 +120,16 @@ def _as_json(department: Department) -> dict[str, object]:
             }
             for i in department.indicators
         ],
+        "signals": [
+            {
+                "type": s.signal.value,
+                "column": s.column,
+                "indicator": s.indicator,
+                "severity": s.severity.value,
+                "rule": s.rule.value,
+            }
+            for s in department.signals
+        ],
     }
 
 

@@ -100,6 +100,20 @@ def schema_tables(department: Department) -> str:
             )
     else:
         lines += ["", "No indicators: banks see nothing of it but its share of a score."]
+    if department.signals:
+        lines += [
+            "",
+            "| monitoring signal | watches column | rule | severity | before/after shown as |",
+            "|---|---|---|---|---|",
+        ]
+        for signal in department.signals:
+            shown_as = f"`{signal.indicator}` bands" if signal.indicator else "— (no values)"
+            lines.append(
+                f"| `{signal.signal.value}` | `{signal.column}` | {signal.rule.value} "
+                f"| {signal.severity.value} | {shown_as} |"
+            )
+    else:
+        lines += ["", "No monitoring signals: banks watching an enterprise hear nothing from it."]
     return "\n".join(lines) + "\n"
 
 

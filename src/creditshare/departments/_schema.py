@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
+from creditshare.monitoring import Rule, Severity, Signal
+
 __all__ = [
     "COLUMN_KINDS",
     "LIMIT_TEXT",
@@ -33,6 +35,7 @@ __all__ = [
     "FieldValue",
     "IndicatorSpec",
     "Record",
+    "SignalSpec",
     "band",
     "decimal_year",
     "fold",
@@ -297,6 +300,22 @@ class IndicatorSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalSpec:
+    """A monitoring signal this department raises: which column a rule watches.
+
+    ``indicator`` names the published indicator whose bands show an event's before and
+    after values (empty: none; events then carry no values). ``rule`` is the signal
+    type's (``monitoring.SIGNAL_RULES``), repeated here for references and detection.
+    """
+
+    signal: Signal
+    column: str
+    indicator: str
+    severity: Severity
+    rule: Rule
+
+
+@dataclass(frozen=True, slots=True)
 class Department:
     """Everything a node needs to import, score and describe one department's data."""
 
@@ -308,6 +327,8 @@ class Department:
     description: str = ""
     #: Where it was declared (a package resource or a file), for messages.
     source: str = ""
+    #: The post-loan monitoring signals it raises (``[[signals]]``), in declared order.
+    signals: tuple[SignalSpec, ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:

@@ -44,7 +44,9 @@ from creditshare.departments._toml_messages import (
     _toml_type,
     _where,
 )
+from creditshare.departments._toml_signals import Word, signal_specs
 from creditshare.errors import InvalidInputError
+from creditshare.monitoring import Signal
 
 __all__ = ["SchemaError", "load_schema", "parse_schema"]
 
@@ -111,6 +113,13 @@ class _Indicator(_Strict):
     bands: list[str] = Field(default_factory=list, max_length=MAX_BANDS)
 
 
+class _Signal(_Strict):
+    type: Word
+    column: Name
+    indicator: IndicatorName | None = None
+    severity: Word | None = None
+
+
 class _Document(_Strict):
     id: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
     display_name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
@@ -118,6 +127,7 @@ class _Document(_Strict):
     columns: list[_Column] = Field(min_length=1, max_length=500)
     features: list[_Feature] = Field(default_factory=list, max_length=500)
     indicators: list[_Indicator] = Field(default_factory=list, max_length=MAX_INDICATORS)
+    signals: list[_Signal] = Field(default_factory=list, max_length=len(Signal))
 
 
 def load_schema(path: Path) -> Department:
@@ -183,6 +193,11 @@ def _build(document: _Document, source: str) -> Department:
         for k, spec in enumerate(document.indicators)
     ]
     _unique([i.name for i in indicators], "indicators")
+    signals = signal_specs(
+        [(s.type, s.column, s.indicator, s.severity) for s in document.signals],
+        by_name,
+        indicators,
+    )
     return Department(
         id=document.id,
         display_name=document.display_name,
@@ -191,6 +206,7 @@ def _build(document: _Document, source: str) -> Department:
         features=tuple(features),
         indicators=tuple(indicators),
         source=source,
+        signals=signals,
     )
 
 

@@ -29,7 +29,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from creditshare._canonical import canonical_json
-from creditshare.consent import ConsentRevocation, ConsentState, Purpose, SignedConsent, check
+from creditshare.consent import (
+    ConsentGrant,
+    ConsentRevocation,
+    ConsentState,
+    Purpose,
+    SignedConsent,
+    check,
+)
 from creditshare.crypto import VerifyKey
 from creditshare.errors import (
     ConsentRefusedError,
@@ -43,7 +50,7 @@ from creditshare.ledger import QueryRecord
 from creditshare.node._authority_store import RevokedConsents, StoredRevocationLists
 from creditshare.node._receipts import ReceiptRefusedError
 from creditshare.pki import Credential, CredentialVerifier
-from creditshare.signed import SignedQuery, SignedTrainingJob
+from creditshare.signed import SignedQuery, SignedSubscription, SignedTrainingJob
 
 __all__ = ["MAX_CREDENTIALS", "RequestAuthority"]
 
@@ -54,6 +61,9 @@ _REQUESTER_ROLES = ("bank", "bureau")
 _SEEN_LISTS = 64
 #: How far a signed request's time may sit from the record's (two clocks, one query).
 _SKEW = timedelta(seconds=60)
+#: The same for a subscription: the coordinator records it at its own clock, having
+#: accepted the bank's signing time within its request skew (minutes, configurable).
+_SUBSCRIPTION_SKEW = timedelta(minutes=10)
 
 
 class RequestAuthority:
@@ -205,6 +215,77 @@ class RequestAuthority:
         )
         if tuple(record.indicators) != grant.indicators:
             raise ConsentRefusedError("the record's indicators are not the consent's")
+
+    def is_revoked(self, consent_id: str) -> bool:
+        """Whether the enterprise withdrew ``consent_id`` (a signed revocation this node holds)."""
+        return self._revoked.is_revoked(consent_id)
+
+    def check_subscription(
+        self,
+        record: QueryRecord,
+        signed: SignedSubscription,
+        requester_credentials: Sequence[bytes],
+        enterprise_credentials: Sequence[bytes],
+    ) -> ConsentGrant:
+        """Raise unless a certified bank signed this subscription, the record says what it
+        signed and the enterprise's post_loan_monitoring consent covers it now (granted to
+        that bank, for this chain, valid, not revoked); the consent's grant otherwise."""
+        self._signed_by(
+            requester_credentials,
+            "requester",
+            signed.verify,
+            ReceiptRefusedError(
+                f"the subscription is not signed by {signed.requester!r}'s certified key"
+            ),
+            participant_id=signed.requester,
+            role="bank",
+        )
+        doc = signed.document
+        _require_same(
+            "the bank",
+            (
+                ("subscription id", record.query_id == doc["subscription_id"]),
+                ("requester", record.requester == doc["requester"]),
+                ("requester role", record.requester_role == "bank"),
+                ("uscc", record.uscc == doc["uscc"]),
+                ("purpose", record.purpose == doc["purpose"]),
+                ("consent", record.consent_id == doc["consent_id"]),
+                ("alert key", record.key_fingerprint == signed.alert_key.fingerprint()),
+                ("chains", not doc["chains"] or set(record.chains) == set(doc["chains"])),
+                ("time", abs(record.time - signed.time) <= _SUBSCRIPTION_SKEW),
+            ),
+        )
+        if record.consent is None:
+            raise ConsentRefusedError("the record holds no signed consent")
+        try:
+            consent = SignedConsent.from_json(record.consent)
+        except InvalidInputError as exc:
+            raise ConsentRefusedError(f"the recorded consent is malformed: {exc}") from exc
+        grant = consent.grant
+        if grant.consent_id != signed.consent_id:
+            raise ConsentRefusedError("the recorded consent is not the one the subscription names")
+        self._signed_by(
+            enterprise_credentials,
+            "enterprise",
+            consent.verify,
+            ConsentRefusedError("the consent is not signed by the enterprise's certified key"),
+            role="enterprise",
+            uscc=grant.uscc,
+        )
+        state = ConsentState(grant, self._revoked.is_revoked(grant.consent_id), uses=0)
+        check(
+            state,
+            requester=signed.requester,
+            uscc=signed.uscc,
+            purpose=Purpose.POST_LOAN_MONITORING,
+            chains=[self._chain, *(Chain(c) for c in record.chains)],
+            now=self._clock(),
+        )
+        if not doc["chains"] and set(record.chains) != {c.value for c in grant.chains}:
+            raise ReceiptRefusedError("the record's chains are not the consent's")
+        if tuple(record.indicators) != grant.indicators:
+            raise ConsentRefusedError("the record's indicators are not the consent's")
+        return grant
 
     def check_training(
         self,

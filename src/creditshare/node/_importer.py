@@ -22,6 +22,7 @@ from creditshare.departments import Department, FieldValue, listing
 from creditshare.errors import ImportRejectedError
 from creditshare.identity import InvalidUsccError, Uscc
 from creditshare.node._records import RecordStore
+from creditshare.node.monitoring._detection import detect_events
 
 __all__ = ["ImportSummary", "check_files", "import_files", "parse_file"]
 
@@ -149,7 +150,8 @@ def import_files(
     """Validate every file, then make them the current records in one transaction.
 
     A snapshot that would remove every current record is refused unless
-    ``allow_empty``: that is what a header-only or wrong export looks like.
+    ``allow_empty``: that is what a header-only or wrong export looks like. The events
+    it raises for watched enterprises are queued in the same transaction.
     """
     if not paths:
         raise ImportRejectedError("(no files)", None, "give at least one CSV file to import")
@@ -161,7 +163,13 @@ def import_files(
     del seen  # the store keeps its own set of USCCs; do not hold two
     names = tuple(str(p) for p in paths)
     counts = store.apply_snapshot(
-        records, files=";".join(names), sha256=digest.hexdigest(), allow_empty=allow_empty
+        records,
+        files=";".join(names),
+        sha256=digest.hexdigest(),
+        allow_empty=allow_empty,
+        # Post-loan monitoring compares each watched enterprise with the values this
+        # snapshot replaces, which only this transaction still sees.
+        on_snapshot=lambda conn, snapshot, at: detect_events(conn, department, snapshot, at),
     )
     return ImportSummary(
         files=names,

@@ -12,11 +12,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from creditshare.consent import ConsentGrant
 from creditshare.crypto import PublicKey, VerifyKey
 from creditshare.errors import InvalidInputError, PermissionDeniedError
 from creditshare.identity import Chain
 from creditshare.ledger import QueryRecord, TrustedHeadTracker, parse_record
+from creditshare.monitoring import cycle_digest, node_digest
 from creditshare.proto import node_pb2, receipt_from_pb
+from creditshare.signed import SignedSubscription
 
 if TYPE_CHECKING:
     from creditshare.node._authority import RequestAuthority
@@ -111,6 +114,82 @@ class ReceiptChecker:
             raise ReceiptRefusedError(f"receipt does not match the job: {', '.join(mismatches)}")
         self._fresh(record, TRAINING_RECEIPT_MAX_AGE)
         self._authority.check_training(record, credentials.requester, config_sha256)
+        return index, record
+
+    def check_subscription(
+        self,
+        pb: node_pb2.QueryReceipt | None,
+        signed: SignedSubscription,
+        credentials: node_pb2.Credentials,
+    ) -> tuple[int, QueryRecord, ConsentGrant]:
+        """A subscription is registered only under its own recorded entry, which carries
+        exactly the bank's signed subscription and the enterprise's consent.
+
+        No age bound: a node that was down registers the subscription cycles later, and
+        what keeps an old one from being used is its consent (validity, revocation),
+        checked now; only a record dated in the future is refused.
+        """
+        if pb is None:
+            raise ReceiptRefusedError("a ledger receipt for the subscription is required")
+        self._authority.update_revocations(credentials.revocation_lists)
+        index, record = self._verified(pb)
+        mismatches = [
+            name
+            for name, ok in (
+                ("kind", record.kind == "subscription"),
+                ("subscription id", record.query_id == signed.subscription_id),
+                ("signed subscription", record.request == signed.to_json()),
+                ("alert key", record.key_fingerprint == signed.alert_key.fingerprint()),
+                ("chain", self._chain.value in record.chains),
+            )
+            if not ok
+        ]
+        if mismatches:
+            raise ReceiptRefusedError(
+                f"receipt does not match the subscription: {', '.join(mismatches)}"
+            )
+        if record.time > self._clock() + _SKEW:
+            raise ReceiptRefusedError("receipt is dated in the future")
+        grant = self._authority.check_subscription(
+            record, signed, credentials.requester, credentials.enterprise
+        )
+        return index, record, grant
+
+    def check_cycle(
+        self,
+        pb: node_pb2.QueryReceipt | None,
+        number: int,
+        node_id: str,
+        subscriptions: dict[str, str],
+        node_digests: dict[str, str],
+    ) -> tuple[int, QueryRecord]:
+        """A monitoring cycle is answered only under its own fresh ledger entry, whose
+        digest commits to every node's subscription set, this node's being exactly the
+        ``subscriptions`` (id → digest) it is asked to serve. (Revocation lists are
+        taken by the caller, before.)"""
+        if pb is None:
+            raise ReceiptRefusedError("a ledger receipt for the monitoring cycle is required")
+        index, record = self._verified(pb)
+        cycle = record.cycle if isinstance(record.cycle, dict) else {}
+        nodes = cycle.get("nodes")
+        nodes = nodes if isinstance(nodes, list) else []
+        mismatches = [
+            name
+            for name, ok in (
+                ("kind", record.kind == "monitoring_cycle"),
+                ("cycle number", cycle.get("number") == number),
+                ("node", node_id in nodes),
+                ("nodes", sorted(node_digests) == sorted(n for n in nodes if isinstance(n, str))),
+                ("node digest", node_digests.get(node_id) == node_digest(subscriptions)),
+                ("cycle digest", cycle.get("digest") == cycle_digest(node_digests)),
+            )
+            if not ok
+        ]
+        if mismatches:
+            raise ReceiptRefusedError(
+                f"receipt does not match the monitoring cycle: {', '.join(mismatches)}"
+            )
+        self._fresh(record, self._max_age)
         return index, record
 
     def _fresh(self, record: QueryRecord, max_age: timedelta) -> None:

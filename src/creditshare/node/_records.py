@@ -18,7 +18,7 @@ by the store.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,9 +50,14 @@ __all__ = [
     "RecordStore",
     "SnapshotChanges",
     "SnapshotCounts",
+    "SnapshotHook",
+    "latest_batch",
+    "snapshot_transaction",
 ]
 
 T = TypeVar("T")
+#: Work done inside a snapshot's transaction: (connection, snapshot id, imported at).
+SnapshotHook = Callable[[Connection, int, datetime], object]
 
 #: Records compared and written per round trip: bounds the memory a snapshot needs
 #: beyond its own rows (and the statement size) whatever the table's size.
@@ -149,7 +154,7 @@ _SNAPSHOT_LOCK = int.from_bytes(
 
 
 @contextmanager
-def _snapshot_transaction(engine: Engine) -> Iterator[Connection]:
+def snapshot_transaction(engine: Engine) -> Iterator[Connection]:
     """One transaction that holds the snapshot lock before it reads anything.
 
     A snapshot compares what it reads with what it writes, so two at once must not
@@ -177,7 +182,7 @@ def _chunks(items: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
         yield chunk
 
 
-def _latest_batch(conn: Connection) -> int | None:
+def latest_batch(conn: Connection) -> int | None:
     value = conn.execute(select(func.max(BATCHES.c.id))).scalar()
     return None if value is None else int(value)
 
@@ -210,7 +215,7 @@ class RecordStore:
         the values it overwrote were not kept.)
         """
         with self._engine.connect() as conn:
-            latest = _latest_batch(conn)
+            latest = latest_batch(conn)
             if latest is None:
                 return None
             kept = conn.execute(
@@ -230,7 +235,7 @@ class RecordStore:
     def latest_changes(self) -> SnapshotChanges | None:
         """What the latest snapshot added, changed and removed; None before any import."""
         with self._engine.connect() as conn:
-            latest = _latest_batch(conn)
+            latest = latest_batch(conn)
             if latest is None:
                 return None
             kept = conn.execute(
@@ -260,6 +265,7 @@ class RecordStore:
         sha256: str,
         allow_empty: bool = False,
         now: datetime | None = None,
+        on_snapshot: SnapshotHook | None = None,
     ) -> SnapshotCounts:
         """Make ``records`` (unique USCCs) the current records, in one transaction.
 
@@ -267,15 +273,19 @@ class RecordStore:
         raises leaves the database as it was. A snapshot that would remove every
         current record (a header-only or wrong export) is refused with
         ImportRejectedError unless ``allow_empty``.
+
+        ``on_snapshot(conn, snapshot id, imported at)`` runs last, inside the same
+        transaction (post-loan monitoring's event detection): it sees this snapshot's
+        changes and the values they replaced, and what it writes lands with the
+        snapshot or not at all.
         """
-        with _snapshot_transaction(self._engine) as conn:
+        imported_at = now or datetime.now(UTC)
+        with snapshot_transaction(self._engine) as conn:
             before = int(conn.execute(select(func.count()).select_from(RECORDS)).scalar_one())
             # The previous snapshot's changes are superseded by this one's.
             conn.execute(delete(PREVIOUS))
             inserted = conn.execute(
-                insert(BATCHES).values(
-                    files=files, sha256=sha256, rows=0, imported_at=now or datetime.now(UTC)
-                )
+                insert(BATCHES).values(files=files, sha256=sha256, rows=0, imported_at=imported_at)
             ).inserted_primary_key
             assert inserted is not None
             batch_id = int(inserted[0])
@@ -316,6 +326,8 @@ class RecordStore:
                     unchanged=counts.unchanged,
                 )
             )
+            if on_snapshot is not None:
+                on_snapshot(conn, batch_id, imported_at)
         return counts
 
 

@@ -34,8 +34,14 @@ from creditshare.node._storage import ImportBatch, RecordStore, ShardStore, make
 from creditshare.node._training import TrainingService
 from creditshare.node._trust import AccessLog, AccessLogRow, TrustedHeadStore
 from creditshare.node._witness import NodeWitness, load_witness_key
+from creditshare.node.monitoring import MonitoringService, MonitoringStore
 from creditshare.pki import CredentialVerifier, server_credentials
-from creditshare.proto import GRPC_MESSAGE_OPTIONS, node_pb2_grpc, training_pb2_grpc
+from creditshare.proto import (
+    GRPC_MESSAGE_OPTIONS,
+    monitoring_pb2_grpc,
+    node_pb2_grpc,
+    training_pb2_grpc,
+)
 
 __all__ = [
     "SERVICE_NAME",
@@ -163,6 +169,15 @@ async def build_server(
         refusal_log=refusal_log,
     )
     training_pb2_grpc.add_TrainingServicer_to_server(training, server)
+    monitoring = MonitoringService(
+        settings.node_id,
+        settings.department_schema,
+        MonitoringStore(db, clock),
+        checker,
+        authority,
+        refusal_log,
+    )
+    monitoring_pb2_grpc.add_MonitoringServicer_to_server(monitoring, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:

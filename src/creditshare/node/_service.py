@@ -217,6 +217,7 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
             trusted_tree_size=self._tracker.trusted_size,
             trusted_tree_head=None if head is None else head_to_pb(head),
             witness_vkey=self._witness.vkey if self._witness is not None else "",
+            signals=[s.signal.value for s in dept.signals],
         )
 
     async def AddCheckpoint(  # noqa: N802 - gRPC method name

@@ -1,0 +1,253 @@
+"""The node's Monitoring gRPC service: ``Watch`` registers a subscription, ``Monitor``
+answers a cycle with one sealed batch per subscription served.
+
+Both check, like queries do, what the coordinator cannot forge: a ledger receipt for
+the very subscription or cycle, the bank's signature over the subscription and the
+enterprise's consent (``ReceiptChecker``/``RequestAuthority``). Batches are sealed to
+the alert key the bank signed, never to one the coordinator supplies, and every batch
+is the same length whether or not it carries an event. Database work and sealing run
+off the event loop; errors become status codes in ``node._service.guarded``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from creditshare.crypto import SEAL_OVERHEAD, AlertPublicKey
+from creditshare.departments import Department
+from creditshare.errors import CapacityError, CreditShareError, InvalidInputError
+from creditshare.monitoring import BATCH_BYTES, batch_info
+from creditshare.node._authority import RequestAuthority
+from creditshare.node._authority_store import RefusalLog
+from creditshare.node._receipts import ReceiptChecker
+from creditshare.node._service import guarded
+from creditshare.node.monitoring._store import CyclePlan, MonitoringStore
+from creditshare.proto import monitoring_pb2, monitoring_pb2_grpc
+from creditshare.signed import SignedSubscription
+
+__all__ = ["MAX_CYCLE_BATCHES", "MAX_CYCLE_SUBSCRIPTIONS", "MonitoringService"]
+
+log = logging.getLogger("creditshare.node")
+T = TypeVar("T")
+
+#: Subscriptions one Monitor call may name (monitoring.proto).
+MAX_CYCLE_SUBSCRIPTIONS = 100_000
+#: Batches one Monitor answer can carry: every sealed batch is BATCH_BYTES + SEAL_OVERHEAD
+#: (4144) bytes, 4184 with its id and framing, and the answer is one gRPC message of at
+#: most 64 MiB (GRPC_MESSAGE_OPTIONS), which 16 039 of them fill. A node asked to serve
+#: more in one cycle says so (RESOURCE_EXHAUSTED) instead of failing to send.
+MAX_CYCLE_BATCHES = 16_000
+#: Nodes a cycle may name: far more than any federation, few enough to hash at once.
+MAX_CYCLE_NODES = 10_000
+#: A signed subscription's canonical JSON is at most this long (monitoring.proto).
+MAX_SIGNED_BYTES = 8192
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_NODE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+#: Batches sealed per worker-thread hop: the event loop serves other calls in between.
+_SEAL_CHUNK = 1000
+
+
+class MonitoringService(monitoring_pb2_grpc.MonitoringServicer):
+    def __init__(
+        self,
+        node_id: str,
+        department: Department,
+        store: MonitoringStore,
+        checker: ReceiptChecker,
+        authority: RequestAuthority,
+        refusal_log: RefusalLog,
+    ) -> None:
+        self._node_id = node_id
+        self._raises = {s.signal for s in department.signals}
+        self._store = store
+        self._checker = checker
+        self._authority = authority
+        self._refusal_log = refusal_log
+
+    async def _guard(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        work: Callable[[], Awaitable[T]],
+        rpc: str,
+        request_id: str,
+    ) -> T:
+        def refused(status: str, exc: CreditShareError) -> None:
+            self._refusal_log.add(rpc, request_id, status, str(exc))
+
+        return await guarded(context, work, refused)
+
+    async def Watch(  # noqa: N802 - gRPC method name
+        self,
+        request: monitoring_pb2.WatchRequest,
+        context: grpc.aio.ServicerContext[
+            monitoring_pb2.WatchRequest, monitoring_pb2.WatchResponse
+        ],
+    ) -> monitoring_pb2.WatchResponse:
+        async def work() -> monitoring_pb2.WatchResponse:
+            return await asyncio.to_thread(self._watch, request)
+
+        return await self._guard(context, work, "Watch", _subscription_id(request.subscription))
+
+    def _watch(self, request: monitoring_pb2.WatchRequest) -> monitoring_pb2.WatchResponse:
+        signed = _signed_subscription(request.subscription)
+        _, _, grant = self._checker.check_subscription(
+            request.receipt if request.HasField("receipt") else None,
+            signed,
+            request.credentials,
+        )
+        if not any(c.signal in self._raises for c in signed.signals):
+            raised = ", ".join(sorted(s.value for s in self._raises)) or "none"
+            raise InvalidInputError(
+                f"the subscription names no signal node {self._node_id} raises "
+                f"(it raises: {raised})"
+            )
+        registration = self._store.register(signed, self._node_id, grant)
+        log.info(
+            "subscription %s registered (new: %s) from snapshot %d",
+            signed.subscription_id,
+            registration.newly_registered,
+            registration.from_snapshot,
+        )
+        return monitoring_pb2.WatchResponse(
+            node_id=self._node_id,
+            newly_registered=registration.newly_registered,
+            watching_from_snapshot=registration.from_snapshot,
+        )
+
+    async def Monitor(  # noqa: N802 - gRPC method name
+        self,
+        request: monitoring_pb2.MonitorRequest,
+        context: grpc.aio.ServicerContext[
+            monitoring_pb2.MonitorRequest, monitoring_pb2.MonitorResponse
+        ],
+    ) -> monitoring_pb2.MonitorResponse:
+        async def work() -> monitoring_pb2.MonitorResponse:
+            plan = await asyncio.to_thread(self._plan, request)
+            sealed: list[monitoring_pb2.SealedBatch] = []
+            for start in range(0, len(plan.batches), _SEAL_CHUNK):
+                chunk = plan.batches[start : start + _SEAL_CHUNK]
+                sealed.extend(await asyncio.to_thread(_seal, chunk))
+            log.info(
+                "cycle %d answered: %d batch(es), %d unknown, %d ended",
+                request.cycle,
+                len(sealed),
+                len(plan.unknown),
+                len(plan.ended),
+            )
+            return monitoring_pb2.MonitorResponse(
+                node_id=self._node_id,
+                batches=sealed,
+                unknown=plan.unknown,
+                ended=[
+                    monitoring_pb2.EndedSubscription(subscription_id=sid, reason=reason)
+                    for sid, reason in plan.ended
+                ],
+            )
+
+        return await self._guard(context, work, "Monitor", f"cycle {request.cycle}")
+
+    def _plan(self, request: monitoring_pb2.MonitorRequest) -> CyclePlan:
+        """Validate, check the cycle's receipt, then decide every batch; blocking."""
+        requested, node_digests = _cycle_request(request)
+        self._authority.update_revocations(request.credentials.revocation_lists)
+        self._checker.check_cycle(
+            request.receipt if request.HasField("receipt") else None,
+            request.cycle,
+            self._node_id,
+            dict(requested),
+            node_digests,
+        )
+        return self._store.answer_cycle(
+            request.cycle,
+            request.acknowledged_cycle,
+            requested,
+            self._node_id,
+            self._authority.is_revoked,
+        )
+
+
+def _seal(chunk: list[Any]) -> list[monitoring_pb2.SealedBatch]:
+    sealed = []
+    for planned in chunk:
+        batch = planned.batch
+        key = AlertPublicKey.from_text(planned.alert_key)
+        sealed.append(
+            monitoring_pb2.SealedBatch(
+                subscription_id=batch.subscription_id,
+                sealed=key.seal(
+                    batch.to_plaintext(),
+                    batch_info(batch.subscription_id, batch.node_id, batch.cycle),
+                ),
+            )
+        )
+    return sealed
+
+
+def _subscription_id(data: bytes) -> str:
+    """The id a Watch names, for the refusal log ("" when it names none readably)."""
+    match = re.search(rb'"subscription_id":"([0-9a-f]{32})"', data[:MAX_SIGNED_BYTES])
+    return match.group(1).decode() if match else ""
+
+
+def _signed_subscription(data: bytes) -> SignedSubscription:
+    if not data:
+        raise InvalidInputError("subscription is required")
+    if len(data) > MAX_SIGNED_BYTES:
+        raise InvalidInputError(f"subscription is over {MAX_SIGNED_BYTES} bytes")
+    try:
+        body = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInputError("subscription must be JSON {document, signature}") from None
+    return SignedSubscription.from_json(body)
+
+
+def _cycle_request(
+    request: monitoring_pb2.MonitorRequest,
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The requested (id, digest) pairs and every node's digest, bounds checked."""
+    if request.cycle == 0:
+        raise InvalidInputError("cycle must be a positive number")
+    if request.acknowledged_cycle >= request.cycle:
+        raise InvalidInputError(
+            f"acknowledged_cycle {request.acknowledged_cycle} must be below cycle {request.cycle}"
+        )
+    if len(request.subscriptions) > MAX_CYCLE_SUBSCRIPTIONS:
+        raise InvalidInputError(
+            f"a cycle names at most {MAX_CYCLE_SUBSCRIPTIONS} subscriptions per node"
+        )
+    if len(request.subscriptions) > MAX_CYCLE_BATCHES:
+        raise CapacityError(
+            f"this node answers at most {MAX_CYCLE_BATCHES} subscriptions per cycle: their "
+            f"sealed batches ({BATCH_BYTES + SEAL_OVERHEAD} bytes each) must fit one 64 MiB "
+            "answer"
+        )
+    if len(request.node_digests) > MAX_CYCLE_NODES:
+        raise InvalidInputError(f"a cycle names at most {MAX_CYCLE_NODES} nodes")
+    requested: list[tuple[str, str]] = []
+    for k, item in enumerate(request.subscriptions):
+        if not _HEX32.fullmatch(item.subscription_id):
+            raise InvalidInputError(f"subscriptions[{k}].subscription_id must be 32 hex digits")
+        if not _HEX64.fullmatch(item.digest):
+            raise InvalidInputError(f"subscriptions[{k}].digest must be 64 hex digits")
+        requested.append((item.subscription_id, item.digest))
+    ids = [sid for sid, _ in requested]
+    if ids != sorted(set(ids)):
+        raise InvalidInputError("subscriptions must be sorted by id, each once")
+    digests: dict[str, str] = {}
+    for k, node in enumerate(request.node_digests):
+        if not _NODE_ID.fullmatch(node.node_id) or not _HEX64.fullmatch(node.digest):
+            raise InvalidInputError(
+                f"node_digests[{k}] must name a node id and a 64-hex-digit digest"
+            )
+        if node.node_id in digests:
+            raise InvalidInputError(f"node_digests names node {node.node_id} twice")
+        digests[node.node_id] = node.digest
+    return requested, digests

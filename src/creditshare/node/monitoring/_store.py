@@ -1,0 +1,265 @@
+"""What a node keeps for post-loan monitoring, and the two transactions that change it.
+
+``register`` adds a watched subscription (ordered with snapshot imports by the same
+lock, so a subscription either sees a snapshot's events or starts after it);
+``answer_cycle`` turns one Monitor request into the batches to seal: it drops what the
+coordinator acknowledged, ends subscriptions whose consent was revoked or expired, and
+marks the events each batch carries as sent in this cycle. Both run under the snapshot
+lock, so a concurrent import and a cycle never interleave their reads and writes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from creditshare.consent import ConsentGrant
+from creditshare.errors import ConflictError, OutOfOrderError
+from creditshare.monitoring import BATCH_EVENTS, AlertBatch, AlertEvent, Severity, Signal
+from creditshare.node._records import latest_batch, snapshot_transaction
+from creditshare.node.monitoring._tables import ALERT_EVENTS, MONITOR_CYCLES, WATCHED, utc
+from creditshare.signed import SignedSubscription
+
+__all__ = ["CyclePlan", "MonitoringStore", "PlannedBatch", "Registration"]
+
+#: Ids per ``IN (...)`` list: bounds statement size whatever a cycle asks.
+_CHUNK = 500
+REVOKED = "consent revoked"
+EXPIRED = "consent expired"
+
+
+def _chunks(items: Sequence[str]) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, _CHUNK)):
+        yield chunk
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    newly_registered: bool
+    #: The latest snapshot when it was registered (0: none).
+    from_snapshot: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedBatch:
+    """A batch to seal: to the subscription's alert key, as ``batch`` says."""
+
+    alert_key: str
+    batch: AlertBatch
+
+
+@dataclass(slots=True)
+class CyclePlan:
+    batches: list[PlannedBatch] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    ended: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _event(row: Any) -> AlertEvent:
+    observed = row.observed_at
+    if isinstance(observed, datetime):
+        observed = observed.date()
+    assert isinstance(observed, date)
+    return AlertEvent(
+        id=row.id,
+        seq=int(row.seq),
+        signal=Signal(row.signal),
+        severity=Severity(row.severity),
+        observed_at=observed,
+        snapshot=int(row.snapshot),
+        indicator=row.indicator,
+        before=row.before,
+        after=row.after,
+    )
+
+
+class MonitoringStore:
+    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self._engine = engine
+        self._clock = clock
+        # One cycle at a time in this process (a coordinator's retry may overlap the
+        # call it retries); the snapshot lock orders it with imports and other processes.
+        self._lock = threading.Lock()
+
+    def register(
+        self, signed: SignedSubscription, node_id: str, grant: ConsentGrant
+    ) -> Registration:
+        """Watch ``signed`` from the next snapshot on; idempotent for the same signed
+        subscription, ConflictError for another one under the same id."""
+        digest = signed.digest()
+        with snapshot_transaction(self._engine) as conn:
+            held = conn.execute(
+                select(WATCHED.c.digest, WATCHED.c.from_snapshot).where(
+                    WATCHED.c.subscription_id == signed.subscription_id
+                )
+            ).first()
+            if held is not None:
+                if held.digest != digest:
+                    raise ConflictError(
+                        f"subscription {signed.subscription_id} is registered here with "
+                        "another signed document"
+                    )
+                return Registration(False, int(held.from_snapshot))
+            latest = latest_batch(conn) or 0
+            conn.execute(
+                insert(WATCHED).values(
+                    subscription_id=signed.subscription_id,
+                    node_id=node_id,
+                    uscc=signed.uscc,
+                    bank=signed.requester,
+                    consent_id=signed.consent_id,
+                    consent_valid_until=utc(grant.valid_until),
+                    signals=[c.to_json() for c in signed.signals],
+                    indicators=list(grant.indicators),
+                    alert_key=signed.alert_key.to_text(),
+                    digest=digest,
+                    from_snapshot=latest,
+                    next_seq=1,
+                    registered_at=utc(self._clock()),
+                )
+            )
+            return Registration(True, latest)
+
+    def answer_cycle(
+        self,
+        number: int,
+        acknowledged: int,
+        requested: Sequence[tuple[str, str]],
+        node_id: str,
+        is_revoked: Callable[[str], bool],
+    ) -> CyclePlan:
+        """The batches of cycle ``number`` for ``requested`` (id, digest) pairs, in order.
+
+        The same number again answers again with the events it carried the first time
+        (none newly taken, so an acknowledgement of this cycle covers exactly what either
+        answer held); a lower number than one answered is OutOfOrderError.
+        """
+        now = self._clock()
+        with self._lock, snapshot_transaction(self._engine) as conn:
+            last = conn.execute(select(func.max(MONITOR_CYCLES.c.number))).scalar()
+            if last is not None and number < int(last):
+                raise OutOfOrderError(
+                    f"cycle {number} is older than cycle {int(last)}, which this node "
+                    "answered already: cycles never go back"
+                )
+            retry = last is not None and number == int(last)
+            # Acknowledged: the coordinator stored the batches that carried them.
+            conn.execute(
+                delete(ALERT_EVENTS).where(
+                    ALERT_EVENTS.c.sent_cycle.is_not(None),
+                    ALERT_EVENTS.c.sent_cycle <= acknowledged,
+                )
+            )
+            ids = [sid for sid, _ in requested]
+            watched = self._watched(conn, ids)
+            pending = self._pending(conn, ids)
+            plan = CyclePlan()
+            sent: list[str] = []
+            newly_ended: list[dict[str, Any]] = []
+            for sid, digest in requested:
+                row = watched.get(sid)
+                if row is None or row.digest != digest:
+                    plan.unknown.append(sid)
+                    continue
+                reason = row.ended_reason
+                if reason is None:
+                    if is_revoked(row.consent_id):
+                        reason = REVOKED
+                    elif utc(row.consent_valid_until) <= now:
+                        reason = EXPIRED
+                    if reason is not None:
+                        newly_ended.append({"key": sid, "reason": reason})
+                if reason is not None:
+                    plan.ended.append((sid, reason))
+                    continue
+                events = pending.get(sid, [])
+                if retry:
+                    chosen = [e for e in events if e.sent_cycle == number][:BATCH_EVENTS]
+                else:
+                    chosen = events[:BATCH_EVENTS]
+                    sent.extend(e.id for e in chosen)
+                batch = AlertBatch(
+                    sid,
+                    node_id,
+                    number,
+                    tuple(_event(e) for e in chosen),
+                    more=len(events) > len(chosen),
+                )
+                plan.batches.append(PlannedBatch(row.alert_key, batch))
+            self._end(conn, newly_ended, now)
+            for chunk in _chunks(sent):
+                conn.execute(
+                    update(ALERT_EVENTS)
+                    .where(ALERT_EVENTS.c.id.in_(chunk))
+                    .values(sent_cycle=number)
+                )
+            conn.execute(delete(MONITOR_CYCLES))
+            conn.execute(insert(MONITOR_CYCLES).values(number=number, answered_at=utc(now)))
+        return plan
+
+    @staticmethod
+    def _watched(conn: Connection, ids: Sequence[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for chunk in _chunks(ids):
+            rows = conn.execute(
+                select(
+                    WATCHED.c.subscription_id,
+                    WATCHED.c.digest,
+                    WATCHED.c.alert_key,
+                    WATCHED.c.consent_id,
+                    WATCHED.c.consent_valid_until,
+                    WATCHED.c.ended_reason,
+                ).where(WATCHED.c.subscription_id.in_(chunk))
+            )
+            found.update((row.subscription_id, row) for row in rows)
+        return found
+
+    @staticmethod
+    def _pending(conn: Connection, ids: Sequence[str]) -> dict[str, list[Any]]:
+        """Unacknowledged events of these subscriptions, each list in seq order."""
+        pending: dict[str, list[Any]] = defaultdict(list)
+        for chunk in _chunks(ids):
+            rows = conn.execute(
+                select(ALERT_EVENTS)
+                .where(ALERT_EVENTS.c.subscription_id.in_(chunk))
+                .order_by(ALERT_EVENTS.c.subscription_id, ALERT_EVENTS.c.seq)
+            )
+            for row in rows:
+                pending[row.subscription_id].append(row)
+        return pending
+
+    @staticmethod
+    def _end(conn: Connection, ended: list[dict[str, Any]], now: datetime) -> None:
+        """Stop serving these subscriptions; their waiting events are dropped with them."""
+        if not ended:
+            return
+        conn.execute(
+            update(WATCHED)
+            .where(WATCHED.c.subscription_id == bindparam("key"))
+            .values(ended_reason=bindparam("reason"), ended_at=utc(now)),
+            ended,
+        )
+        for chunk in _chunks([e["key"] for e in ended]):
+            conn.execute(delete(ALERT_EVENTS).where(ALERT_EVENTS.c.subscription_id.in_(chunk)))
+
+    def subscription(self, subscription_id: str) -> dict[str, Any] | None:
+        """One watched subscription's row (for operators and tests)."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(WATCHED).where(WATCHED.c.subscription_id == subscription_id)
+            ).first()
+            return None if row is None else dict(row._mapping)
+
+    def pending_events(self, subscription_id: str) -> list[AlertEvent]:
+        """The events waiting for acknowledgement, in seq order (for operators and tests)."""
+        with self._engine.connect() as conn:
+            return [_event(row) for row in self._pending(conn, [subscription_id])[subscription_id]]
