@@ -241,7 +241,8 @@ async def revoke_consent(
     services: ServicesDep,
     body: ConsentRevocationIn | None = None,
 ) -> ConsentOut:
-    """Revoke at once: the next query under this consent is refused.
+    """Revoke at once: the next query under this consent is refused, and monitoring
+    subscriptions under it end.
 
     With the enterprise's signed revocation in the body, every data node of the
     consent's chains is also handed it, and refuses the consent itself from then on;
@@ -253,6 +254,8 @@ async def revoke_consent(
         await asyncio.to_thread(_check_revocation, services, revocation, consent_id, caller)
     signed = revocation.to_json() if revocation is not None else None
     row = await asyncio.to_thread(services.consents.revoke, consent_id, caller, signed)
+    # Its post-loan monitoring subscriptions end with it (each end recorded in the ledger).
+    await services.monitoring.subscriptions.end_for_consent(consent_id)
     out = consent_out(row)
     if row.revocation is not None:
         results = await services.revocations.deliver(row)
