@@ -13,6 +13,7 @@ import base64
 import contextlib
 import secrets
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -33,6 +36,7 @@ from creditshare.coordinator._admin import init_log_key
 from creditshare.coordinator._services import Services
 from creditshare.coordinator.monitoring._tables import RegistrationRow, SubscriptionRow
 from creditshare.crypto import AlertPrivateKey, AlertPublicKey
+from creditshare.demo import free_port
 from creditshare.errors import CreditShareError
 from creditshare.monitoring import (
     SIGNAL_RULES,
@@ -204,8 +208,16 @@ class Harness:
     """The running coordinator with a bank (bank-1, certified), a second bank (bank-2,
     not certified) and an operator, and helpers that go through the public API."""
 
-    def __init__(self, app: FastAPI, client: TestClient, clock: Clock, nodes: list[FakeNode]):
+    def __init__(
+        self,
+        app: FastAPI,
+        client: httpx.Client,
+        clock: Clock,
+        nodes: list[FakeNode],
+        url: str = "http://testserver",
+    ):
         self.app = app
+        self.url = url
         self.client = client
         self.clock = clock
         self.nodes = nodes
@@ -329,29 +341,57 @@ def harness(
     tmp_path: Path,
     nodes: Sequence[FakeNode] = (),
     database_url: str | None = None,
+    *,
+    real_http: bool = False,
     **settings: Any,
 ) -> Iterator[Harness]:
     """A coordinator over ``nodes`` (default: one fake court node raising court_judgment),
-    cycles only on demand."""
+    cycles only on demand; ``real_http``: served by uvicorn, the client talks real HTTP."""
     nodes = list(nodes) or [FakeNode()]
     init_log_key(tmp_path / "log.pem")
     with contextlib.ExitStack() as stack:
         addresses = [stack.enter_context(serving(n)) for n in nodes]
-        config = CoordinatorSettings(
-            database_url=database_url or f"sqlite:///{tmp_path / 'c.db'}",
-            log_signing_key_file=tmp_path / "log.pem",
-            allow_insecure=True,
-            node_deadline_seconds=5,
-            monitoring_interval_seconds=0,
-            witness_interval_seconds=0,
-            revocation_relay_interval_seconds=0,
-            nodes=[
+        defaults: dict[str, Any] = {
+            "database_url": database_url or f"sqlite:///{tmp_path / 'c.db'}",
+            "log_signing_key_file": tmp_path / "log.pem",
+            "allow_insecure": True,
+            "node_deadline_seconds": 5,
+            "monitoring_interval_seconds": 0,
+            "witness_interval_seconds": 0,
+            "revocation_relay_interval_seconds": 0,
+            "nodes": [
                 {"id": n.node_id, "chain": "yrd", "department": "court", "address": a}
                 for n, a in zip(nodes, addresses, strict=True)
             ],
-            **settings,
-        )
+        }
+        config = CoordinatorSettings(**(defaults | settings))
         clock = Clock()
         app = create_app(config, clock=clock)
-        with TestClient(app) as client:
-            yield Harness(app, client, clock, nodes)
+        if not real_http:
+            with TestClient(app) as client:
+                yield Harness(app, client, clock, nodes)
+            return
+        url = stack.enter_context(serve_in_thread(app))
+        http = stack.enter_context(httpx.Client(base_url=url, timeout=60))
+        yield Harness(app, http, clock, nodes, url)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: FastAPI) -> Iterator[str]:
+    """The app under a real uvicorn server on loopback (lifespan on); its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
