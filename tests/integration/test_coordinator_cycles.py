@@ -27,8 +27,9 @@ from ._monitoring import FakeNode, Harness, harness
 
 
 @pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    with harness(tmp_path) as running:
+def h(tmp_path: Path, database_url: str) -> Iterator[Harness]:
+    """On each database the coordinator runs on (SQLite, PostgreSQL)."""
+    with harness(tmp_path, database_url=database_url) as running:
         yield running
 
 

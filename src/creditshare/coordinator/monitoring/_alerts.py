@@ -25,7 +25,7 @@ from sqlmodel import Session, col, select
 from creditshare._canonical import format_time
 from creditshare.coordinator._settings import NodeEntry
 from creditshare.coordinator.monitoring._tables import AlertPruneRow, AlertRow, NodeAckRow
-from creditshare.coordinator.monitoring._webhooks import add_deliveries
+from creditshare.coordinator.monitoring._webhooks import add_deliveries, hooked_banks
 from creditshare.errors import GoneError, NotFoundError
 
 __all__ = ["AlertHub", "AlertStore", "alert_json"]
@@ -85,31 +85,42 @@ class AlertStore:
         batches: Sequence[tuple[str, bytes]],
         banks: Mapping[str, str],
         now: datetime,
-    ) -> list[dict[str, Any]]:
+    ) -> int:
         """One node's batches as alerts, its acknowledged cycle, and the webhook calls
-        of their banks, in ONE transaction: an acknowledged batch is a stored one."""
-        stored: list[dict[str, Any]] = []
+        of their banks, in ONE transaction (an acknowledged batch is a stored one);
+        how many were stored."""
+        rows: list[dict[str, Any]] = [
+            {
+                "bank": banks[subscription_id],
+                "subscription_id": subscription_id,
+                "node": node.id,
+                "chain": node.chain,
+                "department": node.department,
+                "cycle": cycle,
+                "sealed": sealed,
+                "stored_at": now,
+            }
+            for subscription_id, sealed in batches
+        ]
         with self._engine.begin() as conn:
-            for subscription_id, sealed in batches:
-                values: dict[str, Any] = {
-                    "bank": banks[subscription_id],
-                    "subscription_id": subscription_id,
-                    "node": node.id,
-                    "chain": node.chain,
-                    "department": node.department,
-                    "cycle": cycle,
-                    "sealed": sealed,
-                    "stored_at": now,
-                }
-                key = conn.execute(insert(_ALERT).values(**values)).inserted_primary_key
-                assert key is not None
-                stored.append(alert_json(AlertRow(cursor=key[0], **values)))
+            cursors: list[int] = []
+            if rows:
+                # One multi-row INSERT ... RETURNING, cursors in the order of the rows.
+                cursors = list(
+                    conn.execute(
+                        insert(_ALERT).returning(_ALERT.c.cursor, sort_by_parameter_order=True),
+                        rows,
+                    ).scalars()
+                )
             self._acknowledge(conn, node.id, cycle)
+            hooked = hooked_banks(conn, {r["bank"] for r in rows})
             by_bank: dict[str, list[dict[str, Any]]] = {}
-            for alert in stored:
-                by_bank.setdefault(banks[alert["subscription_id"]], []).append(alert)
+            for cursor, row in zip(cursors, rows, strict=True):
+                if row["bank"] in hooked:
+                    alert = alert_json(AlertRow(cursor=cursor, **row))
+                    by_bank.setdefault(row["bank"], []).append(alert)
             add_deliveries(conn, by_bank, now)
-        return stored
+        return len(rows)
 
     @staticmethod
     def _acknowledge(conn: Connection, node_id: str, cycle: int) -> None:

@@ -15,6 +15,10 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, LargeBinary
 from sqlmodel import Field, SQLModel
 
+#: 64-bit ids on PostgreSQL (a federation stores millions of batches a day); SQLite's
+#: autoincrementing key must be declared INTEGER (it is 64-bit there anyway).
+_BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
 __all__ = [
     "AlertPruneRow",
     "AlertRow",
@@ -95,7 +99,7 @@ class AlertRow(SQLModel, table=True):
     __table_args__ = (Index("ix_monitoring_alert_bank_cursor", "bank", "cursor"),)
 
     cursor: int | None = Field(
-        default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True)
+        default=None, sa_column=Column(_BIG_ID, primary_key=True, autoincrement=True)
     )
     bank: str = Field(max_length=64)
     subscription_id: str = Field(max_length=32)
@@ -135,7 +139,7 @@ class WebhookDeliveryRow(SQLModel, table=True):
     __table_args__ = (Index("ix_monitoring_webhook_delivery_due", "status", "next_attempt_at"),)
 
     id: int | None = Field(
-        default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True)
+        default=None, sa_column=Column(_BIG_ID, primary_key=True, autoincrement=True)
     )
     bank: str = Field(index=True, max_length=64)
     webhook_id: str = Field(max_length=64, unique=True)

@@ -18,13 +18,14 @@ import hmac
 import logging
 import secrets
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import delete, insert, update
+from sqlalchemy import select as core_select
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
@@ -37,6 +38,7 @@ __all__ = [
     "WebhookStore",
     "add_deliveries",
     "check_url",
+    "hooked_banks",
     "new_secret",
     "signature",
 ]
@@ -83,21 +85,21 @@ def check_url(url: str) -> str:
     return url
 
 
+def hooked_banks(conn: Connection, banks: Collection[str]) -> set[str]:
+    """Which of ``banks`` have a webhook (in the caller's transaction)."""
+    if not banks:
+        return set()
+    query = core_select(_WEBHOOK.c.bank).where(_WEBHOOK.c.bank.in_(sorted(banks)))
+    return {r[0] for r in conn.execute(query)}
+
+
 def add_deliveries(
     conn: Connection, by_bank: Mapping[str, Sequence[dict[str, Any]]], now: datetime
 ) -> None:
-    """Delivery rows for the banks with a webhook, in the caller's transaction."""
-    if not by_bank:
-        return
-    hooked = {
-        r[0]
-        for r in conn.execute(
-            _WEBHOOK.select()
-            .with_only_columns(_WEBHOOK.c.bank)
-            .where(_WEBHOOK.c.bank.in_(list(by_bank)))
-        )
-    }
-    for bank in sorted(hooked):
+    """Delivery rows (at most ``_PER_CALL`` alerts each) for banks with a webhook, in
+    the caller's transaction."""
+    rows = []
+    for bank in sorted(by_bank):
         alerts = list(by_bank[bank])
         for start in range(0, len(alerts), _PER_CALL):
             payload = {
@@ -105,18 +107,20 @@ def add_deliveries(
                 "timestamp": format_time(now),
                 "data": {"alerts": alerts[start : start + _PER_CALL]},
             }
-            conn.execute(
-                insert(_DELIVERY).values(
-                    bank=bank,
-                    webhook_id=f"msg_{uuid.uuid4().hex}",
-                    payload=payload,
-                    attempts=0,
-                    next_attempt_at=now,
-                    status=PENDING,
-                    last_error="",
-                    created_at=now,
-                )
+            rows.append(
+                {
+                    "bank": bank,
+                    "webhook_id": f"msg_{uuid.uuid4().hex}",
+                    "payload": payload,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "status": PENDING,
+                    "last_error": "",
+                    "created_at": now,
+                }
             )
+    if rows:
+        conn.execute(insert(_DELIVERY), rows)
 
 
 class WebhookStore:

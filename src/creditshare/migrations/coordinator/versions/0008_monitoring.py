@@ -16,6 +16,9 @@ down_revision = "c0007"
 branch_labels = None
 depends_on = None
 
+#: 64-bit ids on PostgreSQL; SQLite's autoincrementing key must be INTEGER.
+_BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 
 def upgrade() -> None:
     op.create_table(
@@ -69,7 +72,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "monitoring_alert",
-        sa.Column("cursor", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("cursor", _BIG_ID, autoincrement=True, nullable=False),
         sa.Column("bank", AutoString(length=64), nullable=False),
         sa.Column("subscription_id", AutoString(length=32), nullable=False),
         sa.Column("node", AutoString(length=64), nullable=False),
@@ -102,7 +105,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "monitoring_webhook_delivery",
-        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("id", _BIG_ID, autoincrement=True, nullable=False),
         sa.Column("bank", AutoString(length=64), nullable=False),
         sa.Column("webhook_id", AutoString(length=64), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
