@@ -233,3 +233,26 @@ def test_the_background_task_runs_cycles_every_interval(tmp_path: Path) -> None:
             time.sleep(0.05)
         numbers = [r.cycle for r in node.monitor_requests[:2]]
         assert numbers[1] > numbers[0]
+
+
+def test_an_answer_that_cannot_be_stored_is_not_acknowledged(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batches and the acknowledgement commit together: when storing fails, the node
+    is told nothing new and sends the same events again next cycle."""
+    sid = h.subscribe(h.consent()).json()["subscription_id"]
+    event = h.nodes[0].raise_event(sid)
+    alerts = h.services.monitoring.alerts
+    original = alerts.store_answer
+
+    def failing(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(alerts, "store_answer", failing)
+    (entry,) = h.cycle()["nodes"]
+    assert entry["error"] == "could not store its answer: RuntimeError"
+    monkeypatch.setattr(alerts, "store_answer", original)
+    h.cycle()
+    assert h.nodes[0].monitor_requests[-1].acknowledged_cycle == 0
+    (alert,) = _alerts(h).json()["alerts"]
+    assert alert["cycle"] == 2 and [e.id for e in _opened(h, alert).events] == [event]

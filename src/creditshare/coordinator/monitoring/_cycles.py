@@ -235,9 +235,14 @@ class CycleRunner:
         if isinstance(answer, str):
             log.warning("monitoring cycle %d: node %s failed: %s", number, node_id, answer)
             return {"node": node_id, "batches": 0, "unknown": 0, "ended": 0, "error": answer}
-        await asyncio.to_thread(
-            self._alerts.store_answer, answer.node, number, answer.batches, banks, self._clock()
-        )
+        try:
+            await asyncio.to_thread(
+                self._alerts.store_answer, answer.node, number, answer.batches, banks, self._clock()
+            )
+        except Exception as exc:  # not stored, so not acknowledged: the node sends them again
+            log.exception("monitoring cycle %d: storing node %s's answer failed", number, node_id)
+            error = f"could not store its answer: {type(exc).__name__}"
+            return {"node": node_id, "batches": 0, "unknown": 0, "ended": 0, "error": error}
         if answer.unknown:  # Watch them again next cycle
             await asyncio.to_thread(
                 self._subscriptions.store.set_registered,
