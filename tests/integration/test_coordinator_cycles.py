@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from creditshare.coordinator._db import make_engine
-from creditshare.coordinator.monitoring._cycles import claim
+from creditshare.coordinator.monitoring._cycles import CycleRunner, claim
 from creditshare.coordinator.monitoring._nodes import SEALED_BYTES
 from creditshare.errors import ConflictError
 from creditshare.monitoring import AlertBatch, batch_info, cycle_digest, node_digest
@@ -221,6 +221,27 @@ def test_two_replicas_claiming_at_once_run_one_cycle(database_url: str) -> None:
         thread.join()
     assert sorted(outcomes, key=str) == [1, "busy", "busy", "busy"]
     engine.dispose()
+
+
+def test_the_background_task_adds_nothing_while_nobody_subscribes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rounds: list[int] = []
+    original = CycleRunner.prune
+
+    async def counted(self: CycleRunner) -> int:
+        rounds.append(1)
+        return await original(self)
+
+    monkeypatch.setattr(CycleRunner, "prune", counted)
+    node = FakeNode()
+    with harness(tmp_path, [node], monitoring_interval_seconds=0.05) as h:
+        deadline = time.monotonic() + 60
+        while len(rounds) < 3:
+            assert time.monotonic() < deadline, "the background task did not go round"
+            time.sleep(0.02)
+        assert h.services.ledger.size() == 0 and node.monitor_requests == []
+        assert h.client.get("/v1/monitoring/cycles", headers=h.headers(h.operator_key)).json() == []
 
 
 def test_the_background_task_runs_cycles_every_interval(tmp_path: Path) -> None:

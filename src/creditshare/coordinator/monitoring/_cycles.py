@@ -262,13 +262,17 @@ class CycleRunner:
         return await asyncio.to_thread(self._alerts.prune, self._clock(), days)
 
     async def loop(self, interval: float) -> None:
-        """A cycle whenever the newest one (by any replica) started ``interval`` ago."""
+        """A cycle whenever the newest one (by any replica) started ``interval`` ago, and
+        some subscription is active (an idle federation adds nothing to the ledger)."""
+        store = self._subscriptions.store
         while True:
             wait = interval
             try:
                 last = await asyncio.to_thread(self._last_started)
                 due = last is None or (self._clock() - last).total_seconds() >= interval
-                if due:
+                if due and not await asyncio.to_thread(store.any_active):
+                    await self.prune()
+                elif due:
                     with contextlib.suppress(ConflictError):  # another replica's cycle
                         await self.run()
                     await self.prune()

@@ -96,6 +96,11 @@ class SubscriptionStore:
         with Session(self._engine) as session:
             return list(session.exec(query.order_by(col(SubscriptionRow.id))))
 
+    def any_active(self) -> bool:
+        with self._engine.connect() as conn:
+            query = _SUBSCRIPTION.select().where(_SUBSCRIPTION.c.status == ACTIVE).limit(1)
+            return conn.execute(query).first() is not None
+
     def end(self, subscription_id: str, reason: str, now: datetime) -> bool:
         """Mark it ended; False when it was not active (someone else ended it first)."""
         with self._engine.begin() as conn:
