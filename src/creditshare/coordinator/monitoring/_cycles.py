@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,9 @@ _CYCLE: Any = CycleRow.__table__  # type: ignore[attr-defined]
 _STALE = timedelta(minutes=15)
 #: A Monitor call seals one batch per subscription: give it at least this long.
 _MONITOR_FLOOR = 30.0
+#: Subscriptions registered at once before a cycle (a node back after a long outage may
+#: lack thousands; each registration Watches its few nodes at once).
+_REGISTERING = 16
 #: The ledger subject of cycle records: in no enterprise's access log.
 SUBJECT = "monitoring:cycle"
 
@@ -144,9 +148,21 @@ class CycleRunner:
                 missing.append((row, absent))
             for node in wanted:
                 scopes.setdefault(node.id, (node, []))
-        newly = await asyncio.gather(
-            *(self._subscriptions.register(row, absent) for row, absent in missing)
+        gate = asyncio.Semaphore(_REGISTERING)
+
+        async def register(row: SubscriptionRow, absent: list[NodeEntry]) -> list[str]:
+            async with gate:
+                return await self._subscriptions.register(row, absent, quiet=True)
+
+        newly = await asyncio.gather(*(register(row, absent) for row, absent in missing))
+        pending = Counter(
+            n.id
+            for (_, absent), ids in zip(missing, newly, strict=True)
+            for n in absent
+            if n.id not in ids
         )
+        for node_id, count in sorted(pending.items()):
+            log.info("%d subscriptions are not yet registered on %s", count, node_id)
         for (row, _), ids in zip(missing, newly, strict=True):
             for node_id in ids:
                 held.setdefault(row.id, {})[node_id] = True

@@ -161,8 +161,11 @@ class Subscriptions:
         await self.register(row, nodes)
         return row
 
-    async def register(self, row: SubscriptionRow, nodes: Sequence[NodeEntry]) -> list[str]:
-        """Watch ``row`` on ``nodes``; the ids of those that hold it now (best effort)."""
+    async def register(
+        self, row: SubscriptionRow, nodes: Sequence[NodeEntry], *, quiet: bool = False
+    ) -> list[str]:
+        """Watch ``row`` on ``nodes``; the ids of those that hold it now (best effort;
+        ``quiet``: the caller logs a summary instead of a line per node)."""
         if not nodes:
             return []
         services = self._services
@@ -174,9 +177,10 @@ class Subscriptions:
             services.settings.node_deadline_seconds,
         )
         held = [n.id for n, reason in zip(nodes, reasons, strict=True) if reason is None]
-        for node, reason in zip(nodes, reasons, strict=True):
-            if reason is not None:
-                log.info("subscription not yet registered on %s: %s", node.id, reason)
+        if not quiet:
+            for node, reason in zip(nodes, reasons, strict=True):
+                if reason is not None:
+                    log.info("subscription not yet registered on %s: %s", node.id, reason)
         if held:
             await asyncio.to_thread(self.store.set_registered, [(row.id, n) for n in held], True)
         return held
