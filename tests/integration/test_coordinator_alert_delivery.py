@@ -27,6 +27,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from creditshare.coordinator import CoordinatorSettings, create_app
+from creditshare.coordinator._db import make_engine
+from creditshare.coordinator.monitoring._nodes import SEALED_BYTES
+from creditshare.coordinator.monitoring._webhooks import WebhookStore, add_deliveries
 
 from ._monitoring import FakeNode, Harness, harness, serving
 
@@ -101,6 +104,29 @@ def test_the_stream_sends_stored_alerts_then_new_ones_as_they_are_stored(
     by_query = _Stream()
     _read(f"{url}?after=1", h.headers(), 2, by_query)
     assert [e["id"] for e in by_query.events] == ["2", "3"]
+
+
+def test_the_stream_finds_alerts_another_replica_stored(served: Harness) -> None:
+    """Stored without this process hearing of it (as by a replica's cycle): the stream's
+    periodic read of the database still delivers it."""
+    h = served
+    sid = h.subscribe(h.consent()).json()["subscription_id"]
+    node = h.services.registry.nodes[0]
+    stream = _Stream()
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(_read, f"{h.url}/v1/alerts/stream", h.headers(), 1, stream)
+        assert stream.opened.wait(60)
+        sealed = bytes(SEALED_BYTES)  # the coordinator never opens what it stores
+        h.services.monitoring.alerts.store_answer(
+            node,
+            7,
+            [(sid, sealed)],
+            {sid: h.services.monitoring.subscriptions.store.get(sid).bank},
+            h.clock(),
+        )
+        reading.result(timeout=60)
+    (event,) = stream.events
+    assert json.loads(event["data"])["cycle"] == 7
 
 
 def test_the_stream_refuses_cursors_it_never_gave(served: Harness) -> None:
@@ -305,3 +331,31 @@ def test_removing_the_webhook(tmp_path: Path) -> None:
             ).status_code
             == 403
         )
+
+
+def test_two_replicas_never_send_the_same_attempt(database_url: str) -> None:
+    """A due delivery is leased by one claim: concurrent claims (as from replicas on one
+    database) share the due deliveries out, none twice."""
+    engine = make_engine(database_url)
+    now = datetime.now(UTC)
+    store = WebhookStore(engine, lambda: now)
+    store.put("bank-1", "https://bank.example/hook")
+    with engine.begin() as conn:
+        alerts = [{"cursor": str(k)} for k in range(1, 1001)]
+        add_deliveries(conn, {"bank-1": alerts}, now - timedelta(seconds=1))
+    claimed: list[list[int]] = []
+    barrier = threading.Barrier(4)
+
+    def one() -> None:
+        barrier.wait()
+        claimed.append([row.id or 0 for row, _ in store.claim(timedelta(minutes=1))])
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [i for ids in claimed for i in ids]
+    assert len(everything) == len(set(everything)) == 10  # 1000 alerts, 100 per call
+    assert store.claim(timedelta(minutes=1)) == []  # all leased
+    engine.dispose()
