@@ -8,6 +8,7 @@ real HPKE batches to the bank's alert key: these tests are about the coordinator
 from __future__ import annotations
 
 import base64
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from creditshare.coordinator.monitoring._nodes import SEALED_BYTES
 from creditshare.errors import ConflictError
 from creditshare.monitoring import AlertBatch, batch_info, cycle_digest, node_digest
 
-from ._monitoring import FakeNode, Harness, harness
+from ._monitoring import USCC, FakeNode, Harness, harness
 
 
 @pytest.fixture
@@ -277,3 +278,26 @@ def test_an_answer_that_cannot_be_stored_is_not_acknowledged(
     assert h.nodes[0].monitor_requests[-1].acknowledged_cycle == 0
     (alert,) = _alerts(h).json()["alerts"]
     assert alert["cycle"] == 2 and [e.id for e in _opened(h, alert).events] == [event]
+
+
+def test_the_logs_name_no_enterprise_secret_or_sealed_batch(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    node = h.nodes[0]
+    node.mode = "down"
+    sid = h.subscribe(h.consent()).json()["subscription_id"]  # not registered: logged
+    h.cycle()
+    node.mode = "ok"
+    secret = h.client.put(
+        "/v1/webhook", json={"url": "http://127.0.0.1:9/unreachable"}, headers=h.headers()
+    ).json()["secret"]
+    h.cycle()  # registers it, now that the node is up
+    node.raise_event(sid)
+    h.cycle()
+    node.mode = "short"
+    h.cycle()
+    sealed = _alerts(h).json()["alerts"][0]["sealed"]
+    assert "not yet registered" in caplog.text and "failed" in caplog.text
+    for secret_text in (USCC, secret, secret.removeprefix("whsec_"), sealed[:40]):
+        assert secret_text not in caplog.text

@@ -249,7 +249,9 @@ class CycleRunner:
         self, number: int, node_id: str, answer: NodeAnswer | str, banks: dict[str, str]
     ) -> dict[str, Any]:
         if isinstance(answer, str):
-            log.warning("monitoring cycle %d: node %s failed: %s", number, node_id, answer)
+            # The failure's class only in the log (the summary keeps the node's words).
+            kind = answer.partition(":")[0]
+            log.warning("monitoring cycle %d: node %s failed (%s)", number, node_id, kind)
             return {"node": node_id, "batches": 0, "unknown": 0, "ended": 0, "error": answer}
         try:
             await asyncio.to_thread(

@@ -179,8 +179,9 @@ class Subscriptions:
         held = [n.id for n, reason in zip(nodes, reasons, strict=True) if reason is None]
         if not quiet:
             for node, reason in zip(nodes, reasons, strict=True):
-                if reason is not None:
-                    log.info("subscription not yet registered on %s: %s", node.id, reason)
+                if reason is not None:  # its class only: a node's words may name the USCC
+                    kind = reason.partition(":")[0]
+                    log.info("subscription not yet registered on %s (%s)", node.id, kind)
         if held:
             await asyncio.to_thread(self.store.set_registered, [(row.id, n) for n in held], True)
         return held
