@@ -8,6 +8,7 @@ in the node's and the end-to-end tests.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from creditshare._canonical import canonical_json
 from creditshare.consent import Purpose
+from creditshare.coordinator.monitoring import _service as monitoring_service
 from creditshare.crypto import AlertPrivateKey
 from creditshare.monitoring import SIGNAL_RULES, Signal
 
@@ -257,3 +259,22 @@ def test_an_expired_consent_ends_its_subscriptions_at_the_next_cycle(h: Harness)
         "consent expired"
     ]
     assert h.nodes[0].monitor_requests == []  # nothing left to ask anyone about
+
+
+def test_subscriptions_of_an_expired_consent_end_between_cycles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monitoring_service, "_SWEEP_SECONDS", 0.05)
+    with harness(tmp_path) as h:
+        consent_id = h.consent(valid_until=h.clock() + timedelta(hours=1))
+        sid = h.subscribe(consent_id).json()["subscription_id"]
+        path = f"/v1/subscriptions/{sid}"
+        assert h.client.get(path, headers=h.headers()).json()["status"] == "active"
+        h.clock.offset = timedelta(hours=2)
+        deadline = time.monotonic() + 60
+        while h.client.get(path, headers=h.headers()).json()["status"] == "active":
+            assert time.monotonic() < deadline, "the expired consent's subscription goes on"
+            time.sleep(0.02)
+        out = h.client.get(path, headers=h.headers()).json()
+        assert out["ended_reason"] == "consent expired"
+        assert h.client.get("/v1/monitoring/cycles", headers=h.headers(h.operator_key)).json() == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
     from creditshare.coordinator._services import Services
 
 __all__ = ["Monitoring"]
+
+log = logging.getLogger("creditshare.coordinator")
+#: How often subscriptions whose consent expired (or was revoked by disabling its
+#: enterprise) are ended, between cycles too: their status and the ledger say so soon.
+_SWEEP_SECONDS = 60.0
 
 
 class Monitoring:
@@ -41,9 +47,19 @@ class Monitoring:
         self._poll = min(2.0, settings.webhook_initial_backoff_seconds)
         self._tasks: list[asyncio.Task[None]] = []
 
+    async def _sweeping(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_SECONDS)
+            try:
+                await self.subscriptions.sweep()
+            except Exception:
+                log.exception("ending subscriptions of lapsed consents failed")
+
     def start(self) -> None:
-        """The webhook dispatcher, and the cycle loop unless cycles are on demand only."""
+        """The webhook dispatcher, the sweep of lapsed consents' subscriptions, and the
+        cycle loop unless cycles are on demand only."""
         self._tasks.append(asyncio.create_task(self.dispatcher.run(self.hub.wait, self._poll)))
+        self._tasks.append(asyncio.create_task(self._sweeping()))
         if self._interval > 0:
             self._tasks.append(asyncio.create_task(self.cycles.loop(self._interval)))
 
