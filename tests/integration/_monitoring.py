@@ -38,6 +38,7 @@ from creditshare.coordinator.monitoring._tables import RegistrationRow, Subscrip
 from creditshare.crypto import AlertPrivateKey, AlertPublicKey
 from creditshare.demo import free_port
 from creditshare.errors import CreditShareError
+from creditshare.identity import Chain
 from creditshare.monitoring import (
     SIGNAL_RULES,
     AlertBatch,
@@ -252,6 +253,7 @@ class Harness:
         purpose: Purpose = Purpose.POST_LOAN_MONITORING,
         grantee: str | None = None,
         valid_until: datetime | None = None,
+        chains: tuple[Chain, ...] = tuple(Chain),
     ) -> str:
         now = self.clock()
         grant = ConsentGrant.create(
@@ -260,6 +262,7 @@ class Harness:
             purpose,
             now - timedelta(minutes=1),
             valid_until or now + timedelta(days=30),
+            chains=chains,
         )
         services = self.services
         services.consents.grant(grant.sign(self.signing), services.participants.get(ENTERPRISE))

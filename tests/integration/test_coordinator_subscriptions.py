@@ -20,6 +20,7 @@ from creditshare._canonical import canonical_json
 from creditshare.consent import Purpose
 from creditshare.coordinator.monitoring import _service as monitoring_service
 from creditshare.crypto import AlertPrivateKey
+from creditshare.identity import Chain
 from creditshare.monitoring import SIGNAL_RULES, Signal
 
 from .._authority import authority
@@ -151,11 +152,16 @@ def test_an_expired_consent_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_chain_outside_the_consent_is_refused(h: Harness) -> None:
-    consent_id = h.consent()  # all chains
+    consent_id = h.consent(chains=(Chain.YRD,))
     before = h.written()
-    # The consent covers every chain, but no node is on "prd": nothing to watch there.
-    _refused(h, h.subscribe(consent_id, chains=["prd"]), 422, "no data node")
+    _refused(h, h.subscribe(consent_id, chains=["prd"]), 403, "outside the consent")
+    _refused(h, h.subscribe(consent_id, chains=["yrd", "bth"]), 403, "bth")
+    # Within the consent, but no node is on "prd": nothing to watch there.
+    _refused(h, h.subscribe(h.consent(), chains=["prd"]), 422, "no data node")
     assert h.written() == before
+    # The consent's own chains when the subscription names none: recorded as such.
+    out = h.subscribe(consent_id).json()
+    assert out["chains"] == ["yrd"] and h.records()[-1][1]["chains"] == ["yrd"]
 
 
 def test_a_bad_signature_or_alert_key_is_refused_and_nothing_is_written(h: Harness) -> None:
