@@ -284,3 +284,16 @@ def test_subscriptions_of_an_expired_consent_end_between_cycles(
         out = h.client.get(path, headers=h.headers()).json()
         assert out["ended_reason"] == "consent expired"
         assert h.client.get("/v1/monitoring/cycles", headers=h.headers(h.operator_key)).json() == []
+
+
+def test_the_signal_types_say_which_nodes_raise_them(h: Harness) -> None:
+    signals = {s["type"]: s for s in h.client.get("/v1/signals", headers=h.headers()).json()}
+    assert set(signals) == {s.value for s in Signal}
+    court = signals["court_judgment"]
+    assert court["nodes"] == ["yrd-court"] and court["chains"] == ["yrd"]
+    assert court["threshold"] == {"minimum": 1, "maximum": 1000, "default": 1}
+    assert court["severity"] == "high" and court["rule"] == "increase"
+    assert signals["dishonest_debtor"]["threshold"] is None
+    assert signals["tax_arrears"]["nodes"] == ["yrd-tax"]
+    assert signals["utility_arrears"]["nodes"] == []
+    assert h.client.get("/v1/signals").status_code == 401

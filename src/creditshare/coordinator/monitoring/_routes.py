@@ -1,4 +1,4 @@
-"""Subscriptions (banks) and monitoring cycles (operators)."""
+"""Signal types (participants), subscriptions (banks), monitoring cycles (operators)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,27 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 
 from creditshare.coordinator._db import Participant
-from creditshare.coordinator._deps import ServicesDep, require_roles
+from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._schemas import PathText
 from creditshare.coordinator._services import Services
 from creditshare.coordinator.monitoring._schemas import (
     CycleNodeOut,
     CycleOut,
+    SignalOut,
     SubscriptionIn,
     SubscriptionNodeOut,
     SubscriptionOut,
+    ThresholdOut,
 )
 from creditshare.coordinator.monitoring._tables import CycleRow, SubscriptionRow
+from creditshare.monitoring import SIGNAL_RULES
 
 __all__ = ["cycle_out", "router"]
 
 router = APIRouter(tags=["monitoring"])
+#: How long a node whose Describe failed is left alone by catalogue-only requests.
+_DESCRIBE_BACKOFF = 30.0
 Bank = Annotated[Participant, Depends(require_roles(Role.BANK))]
 Operator = Annotated[Participant, Depends(require_roles(Role.OPERATOR))]
 
@@ -51,6 +56,33 @@ async def _out(services: Services, rows: list[SubscriptionRow]) -> list[Subscrip
         )
         for r in rows
     ]
+
+
+@router.get("/v1/signals", response_model=list[SignalOut])
+async def list_signals(caller: CallerDep, services: ServicesDep) -> list[SignalOut]:
+    """The signal types a subscription may choose, their thresholds, and which nodes
+    raise each (a signal no node in scope raises cannot be chosen)."""
+    nodes = services.registry.nodes
+    await services.broker.channels.describe_missing(nodes, _DESCRIBE_BACKOFF)
+    catalogues = services.broker.catalogues
+    out = []
+    for signal, rule in SIGNAL_RULES.items():
+        raising = [n for n in nodes if n.id in catalogues and signal in catalogues[n.id].signals]
+        bounds = rule.threshold
+        out.append(
+            SignalOut(
+                type=signal.value,
+                severity=rule.severity.value,
+                rule=rule.rule.value,
+                description=rule.description,
+                threshold=None
+                if bounds is None
+                else ThresholdOut(minimum=bounds[0], maximum=bounds[1], default=bounds[2]),
+                nodes=[n.id for n in raising],
+                chains=sorted({n.chain for n in raising}),
+            )
+        )
+    return out
 
 
 @router.post("/v1/subscriptions", response_model=SubscriptionOut, status_code=201)

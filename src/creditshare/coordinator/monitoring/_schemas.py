@@ -23,19 +23,39 @@ __all__ = [
     "CycleOut",
     "DeliveryOut",
     "SignalIn",
+    "SignalOut",
     "SubscriptionIn",
     "SubscriptionNodeOut",
     "SubscriptionOut",
+    "ThresholdOut",
     "WebhookIn",
     "WebhookOut",
 ]
 
 
 class SignalIn(InputModel):
-    type: str = Field(min_length=1, max_length=64, description="a signal type (GET /v1/signals)")
+    type: str = Field(
+        min_length=1, max_length=64, description="a signal type (GET /v1/signals lists them)"
+    )
     threshold: StrictInt | None = Field(
         default=None, description="the signal's threshold (default: the signal's own)"
     )
+
+
+class ThresholdOut(BaseModel):
+    minimum: int
+    maximum: int
+    default: int
+
+
+class SignalOut(BaseModel):
+    type: str
+    severity: Literal["low", "medium", "high"]
+    rule: str
+    description: str
+    threshold: ThresholdOut | None = Field(description="null: the signal takes no threshold")
+    nodes: list[str] = Field(description="the nodes that raise it (from their schemas)")
+    chains: list[Chain]
 
 
 class SubscriptionIn(InputModel):
