@@ -14,6 +14,7 @@ below to status codes exactly once (``coordinator/_problems.py``,
     │   ├── EncodingOverflowError    a value does not fit the fixed-point range
     │   └── ImportRejectedError      a data file was refused (file, line, reason)
     ├── NotFoundError                unknown model / node / chain: 404 / NOT_FOUND
+    │   └── GoneError                existed once, deleted (pruned alerts): 410
     ├── AuthenticationError          no or bad credential: 401
     ├── PermissionDeniedError        wrong role, someone else's resource, no consent: 403
     │   ├── ConsentRefusedError      the consent does not cover this query (recorded)
@@ -57,6 +58,7 @@ __all__ = [
     "CreditShareError",
     "DecryptionOverflowError",
     "EncodingOverflowError",
+    "GoneError",
     "ImportRejectedError",
     "InconsistentTreeHeadError",
     "InvalidCiphertextError",
@@ -126,6 +128,11 @@ class ImportRejectedError(InvalidInputError):
 
 class NotFoundError(CreditShareError, LookupError):
     """A model, node or chain that the registry does not know."""
+
+
+class GoneError(NotFoundError):
+    """Something that existed and was deleted on purpose (alerts past their retention):
+    asking again will not help, starting over will."""
 
 
 class AuthenticationError(CreditShareError):

@@ -24,6 +24,7 @@ from creditshare.cli import app
 from creditshare.coordinator import _cosignatures as coordinator_cosignatures  # noqa: F401
 from creditshare.coordinator import _db as coordinator_db  # noqa: F401
 from creditshare.coordinator import _limits as coordinator_limits  # noqa: F401
+from creditshare.coordinator.monitoring import _tables as coordinator_monitoring  # noqa: F401
 from creditshare.errors import ConfigurationError
 from creditshare.ledger import _sql as ledger_sql  # noqa: F401
 from creditshare.node import _storage as node_storage
@@ -45,6 +46,14 @@ TABLES = {
         "relayed_revocation_list",
         "tree_head_cosignature",
         "revocation_delivery",
+        "monitoring_subscription",
+        "monitoring_registration",
+        "monitoring_cycle",
+        "monitoring_node_ack",
+        "monitoring_alert",
+        "monitoring_alert_pruned",
+        "monitoring_webhook",
+        "monitoring_webhook_delivery",
     },
     "node": {
         "enterprise_record",
@@ -82,6 +91,14 @@ LATER_TABLES = {
         "relayed_revocation_list",
         "tree_head_cosignature",
         "revocation_delivery",
+        "monitoring_subscription",
+        "monitoring_registration",
+        "monitoring_cycle",
+        "monitoring_node_ack",
+        "monitoring_alert",
+        "monitoring_alert_pruned",
+        "monitoring_webhook",
+        "monitoring_webhook_delivery",
     },
     "node": {
         "revoked_consent",

@@ -33,6 +33,8 @@ from creditshare.coordinator._request_context import RequestContextMiddleware, R
 from creditshare.coordinator._request_guard import RequestGuardMiddleware
 from creditshare.coordinator._services import build_services, check_ledger, utc_now
 from creditshare.coordinator._settings import CoordinatorSettings
+from creditshare.coordinator.monitoring import _routes as _routes_monitoring
+from creditshare.coordinator.monitoring import _routes_alerts
 from creditshare.errors import PermissionDeniedError
 
 __all__ = ["create_app"]
@@ -68,10 +70,12 @@ def create_app(
         witnessing = asyncio.create_task(services.witnesses.run(interval)) if interval > 0 else None
         every = settings.revocation_relay_interval_seconds
         relaying = asyncio.create_task(services.revocations.run(every)) if every > 0 else None
+        services.monitoring.start()  # webhook deliveries; cycles every interval (if > 0)
         try:
             await check_ledger(services)
             yield
         finally:
+            await services.monitoring.stop()
             for task in (witnessing, relaying):
                 if task is not None:
                     task.cancel()
@@ -119,6 +123,8 @@ def create_app(
         _routes_ledger,
         _routes_training,
         _routes_registry,
+        _routes_monitoring,
+        _routes_alerts,
     ):
         app.include_router(module.router)
     return app

@@ -29,7 +29,7 @@ from creditshare.errors import (
 )
 from creditshare.pki import Credential, RevocationList, parse_credential
 from creditshare.proto import node_pb2
-from creditshare.signed import SignedQuery, SignedTrainingJob
+from creditshare.signed import SignedQuery, SignedSubscription, SignedTrainingJob
 
 __all__ = ["MAX_CREDENTIALS", "CredentialStore", "MissingCredentialError", "issuer_key"]
 
@@ -209,7 +209,9 @@ class CredentialStore:
             keys.append(key)
         return keys
 
-    def check_signed(self, participant_id: str, signed: SignedQuery | SignedTrainingJob) -> None:
+    def check_signed(
+        self, participant_id: str, signed: SignedQuery | SignedTrainingJob | SignedSubscription
+    ) -> None:
         """Refuse a request signed too far from now, or that its sender's credentials do not
         verify (nodes check it again, against their CA; checking here turns a client's
         mistake into one clear error instead of every node refusing)."""

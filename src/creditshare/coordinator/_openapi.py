@@ -88,6 +88,7 @@ _TITLES = {
     403: "The caller's role or relation to the resource does not allow this",
     404: "The resource does not exist",
     409: "Conflicts with the current state (exists already, finished, reserved)",
+    410: "Deleted after its retention period (start again without a cursor)",
     413: "Request body over the size limit",
     422: "Invalid parameters or body",
     429: "Too many requests",
@@ -130,6 +131,11 @@ _DOMAIN_RULES: tuple[tuple[str, str, frozenset[int]], ...] = (
     ("DELETE", r"/v1/credentials/.+", frozenset({404})),
     ("POST", r"/v1/training-jobs", frozenset({404, 409, 503})),
     ("*", r"/v1/training-jobs/\{job_id\}(/.*)?", frozenset({403, 404, 409, 502, 503})),
+    ("POST", r"/v1/subscriptions", frozenset({403, 409, 503})),
+    ("*", r"/v1/subscriptions/\{subscription_id\}", frozenset({404, 503})),
+    ("POST", r"/v1/monitoring/cycles", frozenset({409, 503})),
+    ("GET", r"/v1/alerts(/stream)?", frozenset({404, 410})),
+    ("*", r"/v1/webhook", frozenset({404})),
 )
 
 

@@ -20,6 +20,7 @@ from creditshare.errors import (
     ConflictError,
     ConsentRefusedError,
     CreditShareError,
+    GoneError,
     InvalidInputError,
     InvalidSignatureError,
     KeyTooSmallError,
@@ -61,6 +62,8 @@ def _for_error(exc: CreditShareError) -> JSONResponse:
         return problem(422, "Invalid input", str(exc), **({"field": field} if field else {}))
     if isinstance(exc, InvalidSignatureError):
         return problem(422, "Invalid signature", str(exc))
+    if isinstance(exc, GoneError):
+        return problem(410, "Gone", str(exc))
     if isinstance(exc, NotFoundError):
         return problem(404, "Not found", str(exc))
     if isinstance(exc, AuthenticationError):

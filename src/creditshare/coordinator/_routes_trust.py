@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -26,11 +27,17 @@ from creditshare.coordinator._schemas import (
 )
 from creditshare.coordinator._services import Services
 from creditshare.crypto import VerifyKey
-from creditshare.errors import InvalidInputError, InvalidSignatureError, PermissionDeniedError
+from creditshare.errors import (
+    CreditShareError,
+    InvalidInputError,
+    InvalidSignatureError,
+    PermissionDeniedError,
+)
 from creditshare.identity import Uscc
 
 __all__ = ["consent_out", "participant_out", "router"]
 
+log = logging.getLogger("creditshare.coordinator")
 router = APIRouter()
 Operator = Annotated[Participant, Depends(require_roles(Role.OPERATOR))]
 
@@ -241,7 +248,8 @@ async def revoke_consent(
     services: ServicesDep,
     body: ConsentRevocationIn | None = None,
 ) -> ConsentOut:
-    """Revoke at once: the next query under this consent is refused.
+    """Revoke at once: the next query under this consent is refused, and monitoring
+    subscriptions under it end.
 
     With the enterprise's signed revocation in the body, every data node of the
     consent's chains is also handed it, and refuses the consent itself from then on;
@@ -253,6 +261,13 @@ async def revoke_consent(
         await asyncio.to_thread(_check_revocation, services, revocation, consent_id, caller)
     signed = revocation.to_json() if revocation is not None else None
     row = await asyncio.to_thread(services.consents.revoke, consent_id, caller, signed)
+    # Its post-loan monitoring subscriptions end with it (each end recorded in the ledger;
+    # one that cannot be recorded now is ended by the next cycle's sweep: the consent is
+    # revoked either way, and no cycle serves a subscription of a revoked consent).
+    try:
+        await services.monitoring.subscriptions.end_for_consent(consent_id)
+    except CreditShareError as exc:
+        log.warning("ending the subscriptions of a revoked consent failed: %s", exc)
     out = consent_out(row)
     if row.revocation is not None:
         results = await services.revocations.deliver(row)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -23,6 +23,7 @@ from creditshare.coordinator._revocation_relay import RevocationRelay
 from creditshare.coordinator._settings import CoordinatorSettings
 from creditshare.coordinator._training import TrainingJobs
 from creditshare.coordinator._witness import WitnessCollector
+from creditshare.coordinator.monitoring import Monitoring
 from creditshare.coordinator.relay import QueryBroker
 from creditshare.crypto import SigningKey
 from creditshare.errors import ConfigurationError, InvalidKeyError
@@ -64,6 +65,8 @@ class Services:
     clock: Callable[[], datetime]
     witnesses: WitnessCollector
     revocations: RevocationRelay
+    #: Post-loan monitoring (it needs the other services, so it is set right after them).
+    monitoring: Monitoring = field(init=False)
 
 
 def build_services(
@@ -82,7 +85,7 @@ def build_services(
     credentials = CredentialStore(
         engine, clock, monotonic, timedelta(seconds=settings.request_max_skew_seconds)
     )
-    return Services(
+    services = Services(
         settings=settings,
         engine=engine,
         registry=registry,
@@ -115,6 +118,8 @@ def build_services(
         ),
         revocations=RevocationRelay(engine, broker, registry, credentials, clock),
     )
+    services.monitoring = Monitoring(services, clock)
+    return services
 
 
 async def check_ledger(services: Services) -> None:

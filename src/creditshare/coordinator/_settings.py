@@ -192,6 +192,46 @@ class CoordinatorSettings(EnvFirstSettings):
         description="largest body of a training relay (PSI points, ciphertext batches), "
         "accepted only after the caller authenticated as a bureau",
     )
+    monitoring_interval_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        le=7 * 86_400,
+        description="how often a post-loan monitoring cycle asks every node for its sealed "
+        "alert batches (0: only when an operator runs one, POST /v1/monitoring/cycles)",
+    )
+    alert_retention_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description="sealed alert batches older than this are deleted; a cursor pointing "
+        "into them is answered 410",
+    )
+    webhook_max_attempts: int = Field(
+        default=12,
+        ge=1,
+        le=100,
+        description="attempts to deliver one webhook call before it is marked failed (its "
+        "alerts stay readable through GET /v1/alerts)",
+    )
+    webhook_initial_backoff_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="wait before the first retry of a failed webhook call; doubles with "
+        "each further attempt",
+    )
+    webhook_max_backoff_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        le=86_400,
+        description="longest wait between two attempts of one webhook call",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="how long one webhook call may take before it counts as failed",
+    )
     metrics_require_operator_key: bool = Field(
         default=False,
         description="GET /metrics only with an operator's API key (for a listener the "

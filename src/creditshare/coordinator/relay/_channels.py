@@ -26,10 +26,12 @@ from creditshare.coordinator.relay._receipts import call_failure
 from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.errors import InvalidInputError
 from creditshare.ledger import SignedTreeHead
+from creditshare.monitoring import Signal
 from creditshare.pki import channel_credentials
 from creditshare.proto import (
     GRPC_MESSAGE_OPTIONS,
     head_from_pb,
+    monitoring_pb2_grpc,
     node_pb2,
     node_pb2_grpc,
     training_pb2_grpc,
@@ -37,6 +39,7 @@ from creditshare.proto import (
 
 if TYPE_CHECKING:
     from creditshare.coordinator._metrics import CoordinatorMetrics
+    from creditshare.proto.creditshare.v1.monitoring_pb2_grpc import MonitoringAsyncStub
     from creditshare.proto.creditshare.v1.node_pb2_grpc import DataNodeAsyncStub
     from creditshare.proto.creditshare.v1.training_pb2_grpc import TrainingAsyncStub
 
@@ -60,9 +63,11 @@ MAX_CATALOGUE_TEXT = 200
 
 @dataclass(frozen=True, slots=True)
 class NodeCatalogue:
-    """What a node said about itself in Describe: indicator descriptions and bands."""
+    """What a node said about itself in Describe: indicator descriptions and bands, and
+    the monitoring signal types its schema raises (subscriptions are routed by them)."""
 
     indicators: dict[str, tuple[str, tuple[str, ...]]]
+    signals: frozenset[str] = frozenset()
 
 
 #: What a department schema lets an indicator be called (departments/_toml.py): a node
@@ -101,6 +106,16 @@ def _catalogue_problem(reply: node_pb2.DescribeResponse) -> str | None:
     return None
 
 
+def _signals(node: NodeEntry, reply: node_pb2.DescribeResponse) -> frozenset[str]:
+    """The signal types the node raises that this coordinator knows (a newer node's
+    other types are ignored, not a reason to stop using the node for queries)."""
+    known = {s.value for s in Signal}
+    unknown = sorted({s[:40] for s in reply.signals if s not in known})
+    if unknown:
+        log.warning("describe %s: unknown signal types ignored: %s", node.id, unknown[:8])
+    return frozenset(s for s in reply.signals if s in known)
+
+
 class NodeChannels:
     """Stubs per node on their channels, and the nodes' cached Describe answers.
 
@@ -126,6 +141,8 @@ class NodeChannels:
         self._undescribed_at: dict[str, float] = {}
         #: Training stubs on the same mTLS channels, for the training relay.
         self.training: dict[str, TrainingAsyncStub] = {}
+        #: Monitoring stubs on the same channels (post-loan monitoring: Watch, Monitor).
+        self.monitoring: dict[str, MonitoringAsyncStub] = {}
         #: Set before ``start``: node calls are counted here.
         self.metrics: CoordinatorMetrics | None = None
 
@@ -151,6 +168,7 @@ class NodeChannels:
             self._channels[node.id] = channel
             self._stubs[node.id] = node_pb2_grpc.DataNodeStub(channel)
             self.training[node.id] = training_pb2_grpc.TrainingStub(channel)
+            self.monitoring[node.id] = monitoring_pb2_grpc.MonitoringStub(channel)
         await asyncio.gather(*(self.describe(n) for n in self._registry.nodes))
 
     async def close(self) -> None:
@@ -195,7 +213,8 @@ class NodeChannels:
             return None
         self._undescribed_at.pop(node.id, None)
         catalogue = NodeCatalogue(
-            {i.name: (i.description, tuple(i.bands)) for i in reply.indicators}
+            {i.name: (i.description, tuple(i.bands)) for i in reply.indicators},
+            _signals(node, reply),
         )
         self.catalogues[node.id] = catalogue
         self._learn_trusted(node.id, reply.trusted_tree_size)
