@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from creditshare._canonical import format_time
 from creditshare.client import CreditShareClient, Identity, sign_job, sign_query
 from creditshare.consent import ConsentGrant, Purpose
-from creditshare.crypto import PrivateKey, SigningKey
+from creditshare.crypto import AlertPrivateKey, PrivateKey, SigningKey
 from creditshare.demo import Federation, FederationLayout, PlaintextOracle, free_port
 from creditshare.departments import DEFAULT_INTERCEPT
 from creditshare.errors import CreditShareError
@@ -119,6 +119,7 @@ class Trust:
             api_key=self.bank_api_key,
             private_key=bank_key,
             identity=self.bank_identity,
+            alert_key=AlertPrivateKey.generate(),
         )
         self.bank.register_paillier_key()
         self.bank.upload_credentials()
@@ -224,6 +225,33 @@ def small_federation(tmp_path: Path, data_dir: Path) -> Iterator[Federation]:
     layout.import_data()
     with Federation(layout) as running:
         yield running
+
+
+@pytest.fixture
+def monitored(tmp_path: Path, data_dir: Path) -> Iterator[Federation]:
+    """One chain, three nodes; cycles run only when a test asks; webhooks retry fast."""
+    layout = FederationLayout.write(
+        tmp_path / "federation",
+        data_dir,
+        chains=[Chain.YRD],
+        departments=E2E_DEPARTMENTS,
+        node_deadline_seconds=5.0,
+        coordinator_overrides={
+            "monitoring_interval_seconds": 0,
+            "webhook_initial_backoff_seconds": 0.2,
+            "webhook_max_backoff_seconds": 1.0,
+        },
+    )
+    layout.import_data()
+    with Federation(layout) as running:
+        yield running
+
+
+@pytest.fixture
+def mtrust(monitored: Federation, bank_key: PrivateKey) -> Iterator[Trust]:
+    state = Trust(monitored, bank_key, "watching-bank")
+    yield state
+    state.close()
 
 
 ServeApp = Callable[[FastAPI], AbstractContextManager[str]]
