@@ -20,6 +20,7 @@ per cycle (sealed batches, and the cycle's ledger leaf).
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import json
 import sys
@@ -115,25 +116,37 @@ class Bench:
         return f"{len(self.rows)} subscriptions in {time.perf_counter() - started:.0f} s"
 
     def judge_some(self, share: float, offset: int) -> int:
-        """Each court imports a snapshot adding a judgment to ``share`` of its rows."""
+        """Each court imports a snapshot giving one more judgment to ``share`` of its
+        chain's enterprises (a first court record for those it held none of)."""
+        step = max(1, round(1 / share))
+        chosen = {r["uscc"] for i, r in enumerate(self.rows) if (i + offset) % step == 0}
         judged = 0
         self.snapshots += 1
         for node in self.layout.nodes:
-            if not node.node_id.endswith("-court"):
+            if node.department != "court":
                 continue
             with node.data_file.open(encoding="utf-8", newline="") as handle:
                 reader = csv.DictReader(handle)
-                header, rows = list(reader.fieldnames or ()), list(reader)
-            step = max(1, round(1 / share))
-            for i, row in enumerate(rows):
-                if (i + offset) % step == 0:
-                    row["judgments_as_defendant"] = str(int(row["judgments_as_defendant"]) + 1)
+                header, rows = list(reader.fieldnames or ()), {r["uscc"]: r for r in reader}
+            for row in self.rows:
+                if row["uscc"] in chosen and row["home_chain"] == node.chain.value:
+                    record = rows.setdefault(
+                        row["uscc"],
+                        {
+                            "uscc": row["uscc"],
+                            "judgments_as_defendant": "0",
+                            "dishonest_debtor": "0",
+                        },
+                    )
+                    record["judgments_as_defendant"] = str(
+                        int(record["judgments_as_defendant"]) + 1
+                    )
                     judged += 1
             path = self.root / f"{node.node_id}-snapshot-{self.snapshots}.csv"
             with path.open("w", encoding="utf-8", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=header)
                 writer.writeheader()
-                writer.writerows(rows)
+                writer.writerows(rows.values())
             node.data_file.write_bytes(path.read_bytes())  # the next edit starts from here
             import_into_node(self.layout.node_settings(node), [path])
         return judged
@@ -149,7 +162,7 @@ class Bench:
         stored = 0
         page = self.bank.get(f"/v1/alerts?after={inbox.cursor or '0'}&limit=1000")
         while page["alerts"]:
-            stored += sum(len(a["sealed"]) * 3 // 4 for a in page["alerts"])  # base64 → bytes
+            stored += sum(len(base64.b64decode(a["sealed"])) for a in page["alerts"])
             page = self.bank.get(f"/v1/alerts?after={page['next_cursor']}&limit=1000")
         leaf = len(self.operator.get(f"/v1/ledger/entries/{summary['ledger_index']}")["leaf_data"])
         with opening as calls:

@@ -138,7 +138,9 @@ async def monitor(
         message = monitoring_pb2.MonitorRequest()
         message.CopyFrom(request)
         message.receipt.CopyFrom(proof)
-        return await stub.Monitor(message, timeout=left)
+        # A cycle is not a bank waiting: reach a node that is just coming back (its
+        # channel still in reconnect backoff) within the deadline, not fail at once.
+        return await stub.Monitor(message, timeout=left, wait_for_ready=True)
 
     try:
         reply = await broker.call_with_receipt(node.id, receipt, call, seconds)
