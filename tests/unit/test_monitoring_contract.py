@@ -89,8 +89,8 @@ def test_choices_from_json_sorts_and_refuses_duplicates_empty_and_extra_fields()
         {"type": "utility_arrears", "threshold": 1},
     ]
     for bad, message in [
-        ([], "signals must list 1 to 8 signal types"),
-        ("court_judgment", "signals must list 1 to 8"),
+        ([], f"signals must list 1 to {len(Signal)} signal types"),
+        ("court_judgment", f"signals must list 1 to {len(Signal)}"),
         ([{"type": "court_judgment"}, {"type": "court_judgment"}], "more than once"),
         ([{"type": "court_judgment", "why": 1}], "each of signals is {type, threshold}"),
         ([{"threshold": 1}], "each of signals is"),

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from creditshare.cli import app
 from creditshare.departments import DEPARTMENTS, SchemaError, SignalSpec, parse_schema
-from creditshare.monitoring import SIGNAL_RULES, Rule, Severity, Signal
+from creditshare.monitoring import COLUMN_SIGNALS, SIGNAL_RULES, Rule, Severity, Signal
 
 BASE = textwrap.dedent(
     """
@@ -212,7 +212,7 @@ def test_the_builtins_declare_the_signals_of_the_contract() -> None:
     }
     # Every signal type is raised by some built-in department, at its default severity.
     signals = [s for d in DEPARTMENTS.values() for s in d.signals]
-    assert {s.signal for s in signals} == set(Signal)
+    assert {s.signal for s in signals} == set(COLUMN_SIGNALS)
     assert all(s.severity is SIGNAL_RULES[s.signal].severity for s in signals)
     # Tax grades are listed best to worst, which is what a downgrade rule reads.
     assert DEPARTMENTS["tax"].fields[1].levels == ("A", "B", "M", "C", "D")

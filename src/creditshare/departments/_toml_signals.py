@@ -48,6 +48,12 @@ def signal_specs(
                 f"{where}.type",
                 f"unknown signal type {shown(kind)} (known: {listing(s.value for s in Signal)})",
             ) from None
+        if not SIGNAL_RULES[signal].column_types:
+            raise _Located(
+                f"{where}.type",
+                f"{signal.value!r} is not raised from a column (the bank computes it from the "
+                "model's encrypted score each cycle); no schema declares it",
+            )
         if signal in first:
             raise _Located(
                 f"{where}.type",

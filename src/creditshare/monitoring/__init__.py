@@ -17,6 +17,7 @@ from creditshare.monitoring._batch import (
     node_digest,
 )
 from creditshare.monitoring._signals import (
+    COLUMN_SIGNALS,
     MAX_SIGNALS,
     SIGNAL_RULES,
     Rule,
@@ -30,6 +31,7 @@ from creditshare.monitoring._signals import (
 __all__ = [
     "BATCH_BYTES",
     "BATCH_EVENTS",
+    "COLUMN_SIGNALS",
     "MAX_SIGNALS",
     "SIGNAL_RULES",
     "AlertBatch",

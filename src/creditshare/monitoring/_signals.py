@@ -16,6 +16,7 @@ from typing import Any
 from creditshare.errors import InvalidInputError
 
 __all__ = [
+    "COLUMN_SIGNALS",
     "MAX_SIGNALS",
     "SIGNAL_RULES",
     "Rule",
@@ -36,6 +37,7 @@ class Signal(StrEnum):
     TAX_ARREARS = "tax_arrears"
     HEADCOUNT_DROP = "headcount_drop"
     UTILITY_ARREARS = "utility_arrears"
+    SCORE_CHANGE = "score_change"
 
 
 class Severity(StrEnum):
@@ -57,6 +59,12 @@ class Rule(StrEnum):
     #: The value fell by at least ``threshold`` percent of the previous value (previous
     #: value > 0; absent before or after: no event).
     DROP_PERCENT = "drop_percent"
+    #: The enterprise's score under the subscription's model moved by at least
+    #: ``threshold`` points since the previous cycle's. No department knows the score (it
+    #: is the sum of every node's share), so no schema declares it: each node in scope
+    #: answers its encrypted share every cycle, the coordinator adds them, and the bank,
+    #: decrypting, compares. Nobody else learns the score or whether it moved.
+    SCORE_CHANGE = "score_change"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +136,20 @@ SIGNAL_RULES: Mapping[Signal, SignalRule] = {
         _COUNTS,
         "new late utility payments (threshold: how many)",
     ),
+    Signal.SCORE_CHANGE: SignalRule(
+        Rule.SCORE_CHANGE,
+        Severity.MEDIUM,
+        (1, 1000, 50),
+        (),
+        "the enterprise's score under the subscription's model moved since the previous "
+        "cycle (threshold: by at least this many points; computed by the bank)",
+    ),
 }
 
 #: Signal types one subscription may choose (all of them, once each).
 MAX_SIGNALS = len(Signal)
+#: Signals a department schema may declare (raised from a column); the rest are not.
+COLUMN_SIGNALS = tuple(s for s in Signal if SIGNAL_RULES[s].column_types)
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -16,10 +16,11 @@ from typing import Any, ClassVar
 from creditshare._canonical import canonical_json, format_time, parse_time
 from creditshare.crypto import AlertPublicKey
 from creditshare.errors import InvalidInputError
-from creditshare.monitoring import SignalChoice, choices_from_json
+from creditshare.monitoring import Signal, SignalChoice, choices_from_json
 from creditshare.signed._statements import (
     _CHAIN,
     _CONSENT_ID,
+    _FINGERPRINT,
     _ID,
     _REQUEST_ID,
     _USCC,
@@ -42,8 +43,14 @@ def subscription_document(
     signals: tuple[SignalChoice, ...] | list[SignalChoice],
     alert_key: AlertPublicKey,
     time: datetime,
+    model_id: str = "",
+    key_fingerprint: str = "",
 ) -> dict[str, Any]:
-    """The document a bank signs to subscribe (``chains`` empty: the consent's)."""
+    """The document a bank signs to subscribe (``chains`` empty: the consent's).
+
+    ``model_id`` and ``key_fingerprint`` (the bank's registered Paillier key) are set
+    exactly when ``score_change`` is among the signals: nodes encrypt their share of
+    that model's score under that key every cycle, and under no other."""
     return SignedSubscription.checked(
         {
             "v": 1,
@@ -56,6 +63,8 @@ def subscription_document(
             "chains": sorted(set(chains)),
             "signals": [c.to_json() for c in sorted(signals)],
             "alert_key": alert_key.to_text(),
+            "model_id": model_id,
+            "key_fingerprint": key_fingerprint,
             "time": format_time(time),
         }
     )
@@ -78,6 +87,8 @@ class SignedSubscription(_Signed):
         "chains",
         "signals",
         "alert_key",
+        "model_id",
+        "key_fingerprint",
         "time",
     }
 
@@ -99,6 +110,16 @@ class SignedSubscription(_Signed):
         if not isinstance(doc.get("alert_key"), str):
             raise InvalidInputError("signed subscription field 'alert_key' must be base64 text")
         AlertPublicKey.from_text(doc["alert_key"])
+        scored = any(c.signal is Signal.SCORE_CHANGE for c in choices)
+        model, fingerprint = doc.get("model_id"), doc.get("key_fingerprint")
+        if scored:
+            _text(doc, "model_id", _ID, "a model id (score_change is watched)")
+            _text(doc, "key_fingerprint", _FINGERPRINT, "a Paillier key fingerprint")
+        elif model != "" or fingerprint != "":
+            raise InvalidInputError(
+                "signed subscription fields 'model_id' and 'key_fingerprint' are empty unless "
+                "score_change is watched"
+            )
         parse_time(doc.get("time"), "time")
         return doc
 
@@ -121,6 +142,16 @@ class SignedSubscription(_Signed):
     @property
     def signals(self) -> tuple[SignalChoice, ...]:
         return choices_from_json(self.document["signals"])
+
+    @property
+    def model_id(self) -> str:
+        """The model whose score is watched ("" unless score_change is among the signals)."""
+        return str(self.document["model_id"])
+
+    @property
+    def key_fingerprint(self) -> str:
+        """The Paillier key nodes encrypt score shares under ("" without score_change)."""
+        return str(self.document["key_fingerprint"])
 
     @property
     def alert_key(self) -> AlertPublicKey:

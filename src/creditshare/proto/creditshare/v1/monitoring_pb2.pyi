@@ -36,6 +36,7 @@ class WatchRequest(_message.Message):
     SUBSCRIPTION_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
     CREDENTIALS_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     subscription: _builtins.bytes
     """Canonical JSON {document, signature}: the bank's signed subscription (as in the
     receipt's record).
@@ -50,16 +51,24 @@ class WatchRequest(_message.Message):
     def credentials(self) -> _node_pb2.Credentials:
         """requester: the bank's credentials; enterprise: the consenting enterprise's."""
 
+    @_builtins.property
+    def public_key(self) -> _node_pb2.PaillierPublicKey:
+        """The bank's Paillier key, when the subscription watches score_change: its
+        fingerprint must be the signed subscription's key_fingerprint. The node encrypts
+        its share of the model's score under it every cycle, and under no other key.
+        """
+
     def __init__(
         self,
         *,
         subscription: _builtins.bytes = ...,
         receipt: _node_pb2.QueryReceipt | None = ...,
         credentials: _node_pb2.Credentials | None = ...,
+        public_key: _node_pb2.PaillierPublicKey | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "receipt", b"receipt"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "receipt", b"receipt", "subscription", b"subscription"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "public_key", b"public_key", "receipt", b"receipt", "subscription", b"subscription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -150,6 +159,7 @@ class MonitorRequest(_message.Message):
     NODE_DIGESTS_FIELD_NUMBER: _builtins.int
     ACKNOWLEDGED_CYCLE_FIELD_NUMBER: _builtins.int
     CREDENTIALS_FIELD_NUMBER: _builtins.int
+    SCALE_FIELD_NUMBER: _builtins.int
     cycle: _builtins.int
     """The cycle's number (positive, increasing); equals the record's cycle.number."""
     acknowledged_cycle: _builtins.int
@@ -157,6 +167,8 @@ class MonitorRequest(_message.Message):
     (0: none). Events sent in that cycle or before are acknowledged and not sent
     again; events sent later are sent again until acknowledged (at least once).
     """
+    scale: _builtins.int
+    """Fixed-point scale of the score shares (subscriptions watching score_change)."""
     @_builtins.property
     def receipt(self) -> _node_pb2.QueryReceipt:
         """The cycle's ledger entry (kind "monitoring_cycle"); its record's cycle.digest is
@@ -186,10 +198,11 @@ class MonitorRequest(_message.Message):
         node_digests: _abc.Iterable[Global___NodeDigest] | None = ...,
         acknowledged_cycle: _builtins.int = ...,
         credentials: _node_pb2.Credentials | None = ...,
+        scale: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_cycle", b"acknowledged_cycle", "credentials", b"credentials", "cycle", b"cycle", "node_digests", b"node_digests", "receipt", b"receipt", "subscriptions", b"subscriptions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_cycle", b"acknowledged_cycle", "credentials", b"credentials", "cycle", b"cycle", "node_digests", b"node_digests", "receipt", b"receipt", "scale", b"scale", "subscriptions", b"subscriptions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -245,6 +258,32 @@ class EndedSubscription(_message.Message):
 Global___EndedSubscription: _TypeAlias = EndedSubscription  # noqa: Y015
 
 @_typing.final
+class EncryptedScore(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    PARTIAL_SCORE_FIELD_NUMBER: _builtins.int
+    subscription_id: _builtins.str
+    partial_score: _builtins.bytes
+    """Enc(this node's share of the model's linear score) under the bank's Paillier key
+    at the request's scale; Enc(0) when the node holds no record (so the coordinator
+    cannot tell): always a full-width ciphertext.
+    """
+    def __init__(
+        self,
+        *,
+        subscription_id: _builtins.str = ...,
+        partial_score: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partial_score", b"partial_score", "subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EncryptedScore: _TypeAlias = EncryptedScore  # noqa: Y015
+
+@_typing.final
 class MonitorResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -252,6 +291,7 @@ class MonitorResponse(_message.Message):
     BATCHES_FIELD_NUMBER: _builtins.int
     UNKNOWN_FIELD_NUMBER: _builtins.int
     ENDED_FIELD_NUMBER: _builtins.int
+    SCORES_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     @_builtins.property
     def batches(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealedBatch]:
@@ -265,6 +305,12 @@ class MonitorResponse(_message.Message):
     def ended(self) -> _containers.RepeatedCompositeFieldContainer[Global___EndedSubscription]:
         """Requested subscriptions this node has ended; it answers them no more."""
 
+    @_builtins.property
+    def scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptedScore]:
+        """Exactly one per served subscription that watches score_change and whose model
+        this node holds a shard of, in request order.
+        """
+
     def __init__(
         self,
         *,
@@ -272,10 +318,11 @@ class MonitorResponse(_message.Message):
         batches: _abc.Iterable[Global___SealedBatch] | None = ...,
         unknown: _abc.Iterable[_builtins.str] | None = ...,
         ended: _abc.Iterable[Global___EndedSubscription] | None = ...,
+        scores: _abc.Iterable[Global___EncryptedScore] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "ended", b"ended", "node_id", b"node_id", "unknown", b"unknown"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "ended", b"ended", "node_id", b"node_id", "scores", b"scores", "unknown", b"unknown"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
