@@ -68,6 +68,8 @@ class NodeCatalogue:
 
     indicators: dict[str, tuple[str, tuple[str, ...]]]
     signals: frozenset[str] = frozenset()
+    #: The models the node holds a shard of (monitoring asks it for their score shares).
+    models: frozenset[str] = frozenset()
 
 
 #: What a department schema lets an indicator be called (departments/_toml.py): a node
@@ -215,6 +217,7 @@ class NodeChannels:
         catalogue = NodeCatalogue(
             {i.name: (i.description, tuple(i.bands)) for i in reply.indicators},
             _signals(node, reply),
+            frozenset(m.model_id for m in reply.models),
         )
         self.catalogues[node.id] = catalogue
         self._learn_trusted(node.id, reply.trusted_tree_size)
