@@ -164,11 +164,21 @@ class CycleRunner:
                 missing.append((row, absent))
             for node in wanted:
                 scopes.setdefault(node.id, (node, []))
+        # Watch fails at once on a channel in reconnect backoff (a node just back): wait
+        # for each node to register on, within the deadline, so it gets them this cycle.
+        wanting = {n.id: n for _, absent in missing for n in absent}
+        deadline = services.settings.node_deadline_seconds
+        channels = services.broker.channels
+        ready = await asyncio.gather(*(channels.ready(n, deadline) for n in wanting))
+        reachable = {n for n, ok in zip(wanting, ready, strict=True) if ok}
         gate = asyncio.Semaphore(_REGISTERING)
 
         async def register(row: SubscriptionRow, absent: list[NodeEntry]) -> list[str]:
+            reached = [n for n in absent if n.id in reachable]
+            if not reached:
+                return []
             async with gate:
-                return await self._subscriptions.register(row, absent, quiet=True)
+                return await self._subscriptions.register(row, reached, quiet=True)
 
         newly = await asyncio.gather(*(register(row, absent) for row, absent in missing))
         pending = Counter(
