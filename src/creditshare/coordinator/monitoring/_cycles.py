@@ -258,7 +258,15 @@ class CycleRunner:
                 acknowledged_cycle=acks.get(node.id, 0),
                 credentials=credentials,
             )
-            return await monitor(services.broker, node, request, receipt, seconds, scored[node.id])
+            return await monitor(
+                services.broker,
+                node,
+                request,
+                receipt,
+                seconds,
+                scored[node.id],
+                connect=services.settings.node_deadline_seconds,
+            )
 
         answers = await asyncio.gather(*(ask(*scopes[n]) for n in asked))
         summary = []

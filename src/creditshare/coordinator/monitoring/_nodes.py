@@ -170,17 +170,24 @@ async def monitor(
     receipt: Receipt,
     seconds: float,
     scored: Collection[str] = (),
+    connect: float | None = None,
 ) -> NodeAnswer | str:
-    """One Monitor call under the cycle's receipt: the checked answer, or why there is none."""
+    """One Monitor call under the cycle's receipt: the checked answer, or why there is none.
+
+    A cycle is not a bank waiting: a node that is just coming back (its channel still in
+    reconnect backoff, where calls fail at once) is waited for up to ``connect`` seconds
+    (the node deadline); one that does not connect by then is unavailable, and the long
+    ``seconds`` (sealing thousands of batches takes a while) apply to the call itself.
+    """
     stub = broker.channels.monitoring[node.id]
+    if connect is not None and not await broker.channels.ready(node.id, connect):
+        return "unavailable"
 
     async def call(proof: node_pb2.QueryReceipt, left: float) -> monitoring_pb2.MonitorResponse:
         message = monitoring_pb2.MonitorRequest()
         message.CopyFrom(request)
         message.receipt.CopyFrom(proof)
-        # A cycle is not a bank waiting: reach a node that is just coming back (its
-        # channel still in reconnect backoff) within the deadline, not fail at once.
-        return await stub.Monitor(message, timeout=left, wait_for_ready=True)
+        return await stub.Monitor(message, timeout=left)
 
     try:
         reply = await broker.call_with_receipt(node.id, receipt, call, seconds)
