@@ -48,6 +48,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/crypto.py --quick
 	$(BIN)/python bench/psi.py --quick
 	$(BIN)/python bench/query.py --quick
+	$(BIN)/python bench/monitoring.py --quick
 	$(BIN)/python bench/train_default_credit.py --quick
 
 clean:
