@@ -240,6 +240,7 @@ def monitored(tmp_path: Path, data_dir: Path) -> Iterator[Federation]:
             "monitoring_interval_seconds": 0,
             "webhook_initial_backoff_seconds": 0.2,
             "webhook_max_backoff_seconds": 1.0,
+            "webhook_allowed_networks": ["127.0.0.0/8"],  # the test's receiver
         },
     )
     layout.import_data()

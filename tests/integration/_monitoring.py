@@ -376,6 +376,8 @@ def harness(
             "monitoring_interval_seconds": 0,
             "witness_interval_seconds": 0,
             "revocation_relay_interval_seconds": 0,
+            # The banks' webhook receivers in these tests listen on loopback.
+            "webhook_allowed_networks": ["127.0.0.0/8"],
             "nodes": [
                 {"id": n.node_id, "chain": "yrd", "department": "court", "address": a}
                 for n, a in zip(nodes, addresses, strict=True)

@@ -7,6 +7,7 @@ tests are about delivery from the coordinator; real nodes are in the end-to-end 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,11 @@ from fastapi.testclient import TestClient
 from creditshare.coordinator import CoordinatorSettings, create_app
 from creditshare.coordinator._db import make_engine
 from creditshare.coordinator.monitoring._nodes import SEALED_BYTES
-from creditshare.coordinator.monitoring._webhooks import WebhookStore, add_deliveries
+from creditshare.coordinator.monitoring._webhooks import (
+    WebhookDispatcher,
+    WebhookStore,
+    add_deliveries,
+)
 
 from ._monitoring import FakeNode, Harness, harness, serving
 
@@ -317,16 +323,69 @@ def test_a_webhook_url_that_is_not_plain_http_is_refused(
         assert h.client.get("/v1/webhook", headers=h.headers()).status_code == 404
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",  # the coordinator's own host
+        "http://169.254.169.254/latest/meta-data/",  # a cloud metadata endpoint
+        "http://10.0.0.7/admin",  # the private network it sits in
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",  # loopback spelled as IPv6
+        "http://localhost/hook",  # a name resolving to loopback
+    ],
+)
+def test_a_webhook_into_a_network_the_operator_did_not_allow_is_refused(
+    tmp_path: Path, url: str
+) -> None:
+    """Server-side request forgery: a bank cannot make the coordinator call inward."""
+    with harness(tmp_path, webhook_allowed_networks=[]) as h:
+        response = h.client.put("/v1/webhook", json={"url": url}, headers=h.headers())
+        assert response.status_code == 422, response.text
+        assert "webhook_allowed_networks" in response.json()["detail"]
+        assert h.client.get("/v1/webhook", headers=h.headers()).status_code == 404
+    with harness(tmp_path / "allowed", webhook_allowed_networks=["127.0.0.0/8"]) as h:
+        response = h.client.put(
+            "/v1/webhook", json={"url": "http://127.0.0.1:8080/hook"}, headers=h.headers()
+        )
+        assert response.status_code == 200, response.text
+
+
+def test_a_destination_no_longer_allowed_is_not_called(tmp_path: Path) -> None:
+    """Checked again before each call (a name may resolve elsewhere by now, or the
+    operator narrowed the allowed networks): the attempt fails, the endpoint sees nothing."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    now = datetime.now(UTC)
+    receiver = _Receiver(failures=0)
+    with _receiving(receiver) as url:
+        WebhookStore(engine, lambda: now, [ip_network("127.0.0.0/8")]).put("bank-1", url)
+        with engine.begin() as conn:
+            add_deliveries(conn, {"bank-1": [{"cursor": "1"}]}, now - timedelta(seconds=1))
+        narrowed = WebhookStore(engine, lambda: now, [])
+        dispatcher = WebhookDispatcher(
+            narrowed,
+            lambda: now,
+            max_attempts=3,
+            initial_backoff=60,
+            max_backoff=60,
+            timeout=5,
+        )
+        assert asyncio.run(dispatcher.round()) == 1
+    assert receiver.calls == []
+    (delivery,) = narrowed.deliveries("bank-1", 10)
+    assert delivery.status == "pending" and delivery.attempts == 1
+    assert "webhook_allowed_networks" in delivery.last_error
+
+
 def test_removing_the_webhook(tmp_path: Path) -> None:
     with harness(tmp_path) as h:
         assert h.client.delete("/v1/webhook", headers=h.headers()).status_code == 404
-        h.client.put("/v1/webhook", json={"url": "https://bank.example/hook"}, headers=h.headers())
+        h.client.put("/v1/webhook", json={"url": "https://127.0.0.1:9/hook"}, headers=h.headers())
         assert h.client.delete("/v1/webhook", headers=h.headers()).status_code == 204
         assert h.client.get("/v1/webhook", headers=h.headers()).status_code == 404
         assert (
             h.client.put(
                 "/v1/webhook",
-                json={"url": "https://bank.example/hook"},
+                json={"url": "https://127.0.0.1:9/hook"},
                 headers=h.headers(h.operator_key),
             ).status_code
             == 403
@@ -338,8 +397,8 @@ def test_two_replicas_never_send_the_same_attempt(database_url: str) -> None:
     database) share the due deliveries out, none twice."""
     engine = make_engine(database_url)
     now = datetime.now(UTC)
-    store = WebhookStore(engine, lambda: now)
-    store.put("bank-1", "https://bank.example/hook")
+    store = WebhookStore(engine, lambda: now, [ip_network("10.0.0.0/8")])
+    store.put("bank-1", "https://10.1.2.3/hook")
     with engine.begin() as conn:
         alerts = [{"cursor": str(k)} for k in range(1, 1001)]
         add_deliveries(conn, {"bank-1": alerts}, now - timedelta(seconds=1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, IPvAnyNetwork, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from creditshare._logging import LogFormat, LogLevel
@@ -231,6 +231,12 @@ class CoordinatorSettings(EnvFirstSettings):
         gt=0,
         le=120,
         description="how long one webhook call may take before it counts as failed",
+    )
+    webhook_allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        max_length=64,
+        description="loopback, private or reserved networks webhook URLs may point into (a "
+        "bank's endpoint on the chain's intranet); public addresses are always allowed",
     )
     metrics_require_operator_key: bool = Field(
         default=False,

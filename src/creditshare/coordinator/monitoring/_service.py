@@ -34,7 +34,7 @@ class Monitoring:
         self.subscriptions = Subscriptions(services, clock)
         self.alerts = AlertStore(services.engine)
         self.cycles = CycleRunner(services, self.subscriptions, self.alerts, self.hub, clock)
-        self.webhooks = WebhookStore(services.engine, clock)
+        self.webhooks = WebhookStore(services.engine, clock, settings.webhook_allowed_networks)
         self.dispatcher = WebhookDispatcher(
             self.webhooks,
             clock,

@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
 from creditshare._canonical import canonical_json, format_time
+from creditshare.coordinator.monitoring._destinations import Network, check_destination
 from creditshare.coordinator.monitoring._tables import WebhookDeliveryRow, WebhookRow
 from creditshare.errors import InvalidInputError, NotFoundError
 
@@ -124,13 +125,21 @@ def add_deliveries(
 
 
 class WebhookStore:
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], datetime],
+        allowed: Sequence[Network] = (),
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        #: Non-global networks webhooks may point into (see ``_destinations``).
+        self.allowed = tuple(allowed)
 
     def put(self, bank: str, url: str) -> tuple[str, str]:
         """Set the bank's webhook (a new secret each time); the url and the secret."""
         check_url(url)
+        check_destination(url, self.allowed)
         secret = new_secret()
         with self._engine.begin() as conn:
             conn.execute(delete(_WEBHOOK).where(_WEBHOOK.c.bank == bank))
@@ -258,10 +267,14 @@ class WebhookDispatcher:
         }
         error: str | None
         try:
+            # Checked again before each call: the host may resolve elsewhere by now.
+            await asyncio.to_thread(check_destination, hook.url, self._store.allowed)
             response = await client.post(hook.url, content=body, headers=headers)
             error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
+        except InvalidInputError as exc:  # the destination is (now) one we do not call
+            error = str(exc)[:300]
         attempts = row.attempts + 1
         retry_at = None
         if error is not None and attempts < self._max_attempts:
