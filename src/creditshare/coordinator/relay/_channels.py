@@ -118,6 +118,12 @@ def _signals(node: NodeEntry, reply: node_pb2.DescribeResponse) -> frozenset[str
     return frozenset(s for s in reply.signals if s in known)
 
 
+#: gRPC's reconnect backoff grows to 120 s by default: a node back from an outage would
+#: then wait up to two minutes before the coordinator tried it again (every query and
+#: cycle meanwhile failing it at once). Capped at 5 s, it is reached within a few.
+_CHANNEL_OPTIONS = (*GRPC_MESSAGE_OPTIONS, ("grpc.max_reconnect_backoff_ms", 5000))
+
+
 class NodeChannels:
     """Stubs per node on their channels, and the nodes' cached Describe answers.
 
@@ -155,11 +161,11 @@ class NodeChannels:
         tls = self._settings.tls.get(node.chain)
         if tls is None:
             return grpc.aio.insecure_channel(
-                node.address, options=GRPC_MESSAGE_OPTIONS, interceptors=interceptors
+                node.address, options=_CHANNEL_OPTIONS, interceptors=interceptors
             )
         credentials = channel_credentials(tls.ca, tls.cert, tls.key)
         return grpc.aio.secure_channel(
-            node.address, credentials, options=GRPC_MESSAGE_OPTIONS, interceptors=interceptors
+            node.address, credentials, options=_CHANNEL_OPTIONS, interceptors=interceptors
         )
 
     async def start(self) -> None:
