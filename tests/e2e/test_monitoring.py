@@ -23,6 +23,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 
 from creditshare.client import AlertInbox, CreditShareClient, verify_webhook
+from creditshare.consent import Purpose
 from creditshare.crypto import AlertPrivateKey
 from creditshare.demo import Federation
 from creditshare.errors import ClientError, ProblemError
@@ -281,3 +282,32 @@ def test_bad_requests_are_refused_and_write_nothing(
         assert response.headers["content-type"].startswith("application/problem+json")
     assert ledger_size(mtrust) == size
     assert mtrust.bank.subscriptions() == []
+
+
+def test_a_score_move_reaches_the_bank_as_the_query_path_scores_it(
+    monitored: Federation, mtrust: Trust, tmp_path: Path
+) -> None:
+    court = CourtRecords(monitored, tmp_path)
+    (uscc,) = court.clean(1)
+    consent = monitoring_consent(mtrust, uscc)
+    sub = mtrust.bank.subscribe(uscc, consent, signals={"score_change": 1})
+    assert sub["model_id"] == "sme-scorecard-v1"
+    # Every node holding a share of the model serves it (the score is their sum).
+    assert sorted(n["node"] for n in sub["nodes"]) == ["yrd-court", "yrd-market", "yrd-tax"]
+    inbox = AlertInbox(tmp_path / "inbox.json")
+    cycle(mtrust)  # the first score is the baseline: nothing to compare with
+    assert list(mtrust.bank.alerts(inbox=inbox)) == []
+    before = mtrust.bank.query(uscc, consent, purpose=Purpose.POST_LOAN_MONITORING).score
+    cycle(mtrust)  # the score has not moved: no alert
+    assert list(mtrust.bank.alerts(inbox=inbox)) == []
+
+    court.judgment(uscc)
+    cycle(mtrust)
+    alerts = list(mtrust.bank.alerts(inbox=inbox))
+    after = mtrust.bank.query(uscc, consent, purpose=Purpose.POST_LOAN_MONITORING).score
+    assert after != before  # its first court record moved the score
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert (alert.signal.value, alert.uscc, alert.indicator) == ("score_change", uscc, "score")
+    # The monitored score is the score the bank's own query gets, before and after.
+    assert (int(alert.before), int(alert.after)) == (before, after)

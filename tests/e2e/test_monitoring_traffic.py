@@ -72,8 +72,9 @@ def test_cycles_look_the_same_whether_or_not_anything_happened(
     assert layout.coordinator_config is not None
     court = CourtRecords(monitored, tmp_path)
     watched = court.clean(4)
-    for uscc in watched:
-        mtrust.bank.subscribe(uscc, monitoring_consent(mtrust, uscc), signals=WATCH)
+    for uscc in watched:  # the score too: one encrypted score per subscription per cycle
+        signals = {**WATCH, "score_change": 1}
+        mtrust.bank.subscribe(uscc, monitoring_consent(mtrust, uscc), signals=signals)
 
     recorder = Recorder()
     settings = load_settings(CoordinatorSettings, layout.coordinator_config)
@@ -99,19 +100,22 @@ def test_cycles_look_the_same_whether_or_not_anything_happened(
             leaves.append(len(entry.json()["leaf_data"]))
             events.append(len(list(mtrust.bank.alerts(inbox=inbox))))
 
-    # Real events happened in cycles 3 and 5 only, one and two of them...
-    assert events == [0, 0, 1, 0, 2, 0]
+    # Real events happened in cycles 3 and 5 only (a judgment, and the score it moved)...
+    assert events == [0, 0, 2, 0, 4, 0]
     # ...yet every cycle's traffic has one profile: same calls, same sizes, same counts.
     assert profiles[0], "the cycle called no node"
     assert [p for p in profiles if p != profiles[0]] == []
     monitors = [p for p in profiles[0] if p[0] == "Monitor"]
-    assert len(monitors) == 1 and len(monitors[0][3]) == len(watched)
-    assert len(set(monitors[0][3])) == 1  # every sealed batch the same length
+    assert len(monitors) == 3  # court (batches and score shares), tax and market (shares)
+    court_answer = next(m for m in monitors if m[1] == "yrd-court")
+    assert len(court_answer[3]) == len(watched)
+    assert len(set(court_answer[3])) == 1  # every sealed batch the same length
     # The ledger's cycle entries are the same size too (they commit to subscriptions only).
     assert len(set(leaves)) == 1
     # And what the coordinator stored per cycle: as many batches, all of one size.
     stored: dict[int, list[int]] = defaultdict(list)
     for alert in mtrust.bank.get("/v1/alerts?limit=1000")["alerts"]:
-        stored[int(alert["cycle"])].append(len(alert["sealed"]))
+        size = len(alert["sealed"] or "") + len(alert["encrypted_score"] or "")
+        stored[int(alert["cycle"])].append(size)
     assert len(stored) == len(plan)
     assert len({tuple(sorted(sizes)) for sizes in stored.values()}) == 1

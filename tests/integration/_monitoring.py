@@ -101,6 +101,23 @@ class FakeNode(node_pb2_grpc.DataNodeServicer, monitoring_pb2_grpc.MonitoringSer
         self.ended: dict[str, str] = {}
         self._lock = threading.Lock()
         self._seq = 0
+        self.port = 0
+        self._server: grpc.Server | None = None
+
+    def start(self, port: int = 0) -> int:
+        """Serve on ``port`` (0: a free one, or the one served before); the port."""
+        server = grpc.server(ThreadPoolExecutor(max_workers=8))
+        node_pb2_grpc.add_DataNodeServicer_to_server(self, server)
+        monitoring_pb2_grpc.add_MonitoringServicer_to_server(self, server)
+        self.port = server.add_insecure_port(f"127.0.0.1:{port or self.port}")
+        server.start()
+        self._server = server
+        return self.port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(None).wait()
+            self._server = None
 
     def Describe(self, request: Any, context: Any) -> node_pb2.DescribeResponse:  # noqa: N802
         return node_pb2.DescribeResponse(
@@ -193,16 +210,13 @@ class FakeNode(node_pb2_grpc.DataNodeServicer, monitoring_pb2_grpc.MonitoringSer
 
 @contextmanager
 def serving(node: FakeNode) -> Iterator[str]:
-    """The fake node on a thread-pool grpc server; its address."""
-    server = grpc.server(ThreadPoolExecutor(max_workers=8))
-    node_pb2_grpc.add_DataNodeServicer_to_server(node, server)
-    monitoring_pb2_grpc.add_MonitoringServicer_to_server(node, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    """The fake node on a thread-pool grpc server; its address (``stop``/``start``
+    take the server down and up again on the same port, as a node host restarting)."""
+    port = node.start()
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        server.stop(None)
+        node.stop()
 
 
 class Harness:

@@ -301,3 +301,21 @@ def test_the_logs_name_no_enterprise_secret_or_sealed_batch(
     assert "not yet registered" in caplog.text and "failed" in caplog.text
     for secret_text in (USCC, secret, secret.removeprefix("whsec_"), sealed[:40]):
         assert secret_text not in caplog.text
+
+
+def test_a_node_back_from_an_outage_gets_its_subscriptions_in_the_next_cycle(
+    h: Harness,
+) -> None:
+    """Its channel is still in reconnect backoff when the cycle starts (calls on it fail
+    at once): the cycle waits for it, within the deadline, to register what it lacks."""
+    node = h.nodes[0]
+    node.stop()
+    out = h.subscribe(h.consent()).json()  # the node is down: not registered
+    assert out["nodes"] == [{"node": "yrd-fake", "registered": False}]
+    node.start()
+    summary = h.cycle()
+    assert summary["nodes"] == [
+        {"node": "yrd-fake", "batches": 1, "unknown": 0, "ended": 0, "error": None}
+    ]
+    got = h.client.get(f"/v1/subscriptions/{out['subscription_id']}", headers=h.headers())
+    assert got.json()["nodes"] == [{"node": "yrd-fake", "registered": True}]

@@ -28,7 +28,10 @@ from creditshare.coordinator.monitoring._tables import AlertPruneRow, AlertRow, 
 from creditshare.coordinator.monitoring._webhooks import add_deliveries, hooked_banks
 from creditshare.errors import GoneError, NotFoundError
 
-__all__ = ["AlertHub", "AlertStore", "alert_json"]
+__all__ = ["SCORE_KIND", "AlertHub", "AlertStore", "alert_json"]
+
+#: An alert row holding a subscription's encrypted score rather than a sealed batch.
+SCORE_KIND = "score"
 
 _CURSOR = re.compile(r"[1-9][0-9]{0,17}")
 _ALERT: Any = AlertRow.__table__  # type: ignore[attr-defined]
@@ -38,15 +41,33 @@ _PRUNED: Any = AlertPruneRow.__table__  # type: ignore[attr-defined]
 
 def alert_json(row: AlertRow) -> dict[str, Any]:
     """An alert as GET /v1/alerts, the stream and webhooks show it."""
-    return {
+    base: dict[str, Any] = {
         "cursor": str(row.cursor),
+        "kind": row.kind,
         "subscription_id": row.subscription_id,
         "node": row.node,
         "chain": row.chain,
         "department": row.department,
         "cycle": row.cycle,
         "stored_at": format_time(row.stored_at),
+    }
+    if row.kind == SCORE_KIND:
+        detail = row.detail or {}
+        return base | {
+            "sealed": "",
+            "encrypted_score": base64.b64encode(row.sealed).decode("ascii"),
+            "scale": detail.get("scale"),
+            "model_id": detail.get("model_id"),
+            "score_scale": detail.get("score_scale"),
+            "threshold": detail.get("threshold"),
+        }
+    return base | {
         "sealed": base64.b64encode(row.sealed).decode("ascii"),
+        "encrypted_score": None,
+        "scale": None,
+        "model_id": None,
+        "score_scale": None,
+        "threshold": None,
     }
 
 
@@ -99,28 +120,58 @@ class AlertStore:
                 "cycle": cycle,
                 "sealed": sealed,
                 "stored_at": now,
+                "kind": "batch",
+                "detail": None,
             }
             for subscription_id, sealed in batches
         ]
         with self._engine.begin() as conn:
-            cursors: list[int] = []
-            if rows:
-                # One multi-row INSERT ... RETURNING, cursors in the order of the rows.
-                cursors = list(
-                    conn.execute(
-                        insert(_ALERT).returning(_ALERT.c.cursor, sort_by_parameter_order=True),
-                        rows,
-                    ).scalars()
-                )
+            self._insert(conn, rows, now)
             self._acknowledge(conn, node.id, cycle)
-            hooked = hooked_banks(conn, {r["bank"] for r in rows})
-            by_bank: dict[str, list[dict[str, Any]]] = {}
-            for cursor, row in zip(cursors, rows, strict=True):
-                if row["bank"] in hooked:
-                    alert = alert_json(AlertRow(cursor=cursor, **row))
-                    by_bank.setdefault(row["bank"], []).append(alert)
-            add_deliveries(conn, by_bank, now)
         return len(rows)
+
+    def store_scores(
+        self, cycle: int, scores: Sequence[tuple[str, str, bytes, dict[str, Any]]], now: datetime
+    ) -> int:
+        """Each (bank, subscription, Enc(score), detail) as a score alert, one transaction."""
+        rows: list[dict[str, Any]] = [
+            {
+                "bank": bank,
+                "subscription_id": subscription_id,
+                "node": "",
+                "chain": "",
+                "department": "",
+                "cycle": cycle,
+                "sealed": ciphertext,
+                "stored_at": now,
+                "kind": SCORE_KIND,
+                "detail": detail,
+            }
+            for bank, subscription_id, ciphertext, detail in scores
+        ]
+        with self._engine.begin() as conn:
+            self._insert(conn, rows, now)
+        return len(rows)
+
+    @staticmethod
+    def _insert(conn: Connection, rows: list[dict[str, Any]], now: datetime) -> None:
+        """Insert alert ``rows`` and the webhook calls of their banks."""
+        cursors: list[int] = []
+        if rows:
+            # One multi-row INSERT ... RETURNING, cursors in the order of the rows.
+            cursors = list(
+                conn.execute(
+                    insert(_ALERT).returning(_ALERT.c.cursor, sort_by_parameter_order=True),
+                    rows,
+                ).scalars()
+            )
+        hooked = hooked_banks(conn, {r["bank"] for r in rows})
+        by_bank: dict[str, list[dict[str, Any]]] = {}
+        for cursor, row in zip(cursors, rows, strict=True):
+            if row["bank"] in hooked:
+                alert = alert_json(AlertRow(cursor=cursor, **row))
+                by_bank.setdefault(row["bank"], []).append(alert)
+        add_deliveries(conn, by_bank, now)
 
     @staticmethod
     def _acknowledge(conn: Connection, node_id: str, cycle: int) -> None:

@@ -30,10 +30,17 @@ from sqlmodel import Session, col, select
 
 from creditshare.coordinator._settings import NodeEntry
 from creditshare.coordinator.monitoring._alerts import AlertHub, AlertStore
-from creditshare.coordinator.monitoring._nodes import NodeAnswer, in_scope, monitor
+from creditshare.coordinator.monitoring._nodes import (
+    SCORE,
+    NodeAnswer,
+    in_scope,
+    monitor,
+    scoring,
+)
 from creditshare.coordinator.monitoring._subscriptions import PURPOSE, Subscriptions
 from creditshare.coordinator.monitoring._tables import CycleRow, SubscriptionRow
-from creditshare.errors import ConflictError
+from creditshare.crypto import Ciphertext, FixedPointEncoding
+from creditshare.errors import ConflictError, CreditShareError
 from creditshare.ledger import QueryRecord
 from creditshare.monitoring import cycle_digest, node_digest
 from creditshare.proto import monitoring_pb2
@@ -54,6 +61,15 @@ _MONITOR_FLOOR = 30.0
 _REGISTERING = 16
 #: The ledger subject of cycle records: in no enterprise's access log.
 SUBJECT = "monitoring:cycle"
+
+
+def _model_of(row: SubscriptionRow) -> str:
+    """The model a subscription watches the score of ("" without score_change)."""
+    return str(row.signed["document"].get("model_id", ""))
+
+
+def _fingerprint_of(row: SubscriptionRow) -> str:
+    return str(row.signed["document"].get("key_fingerprint", ""))
 
 
 def claim(engine: Engine, now: datetime) -> tuple[int, str]:
@@ -142,17 +158,27 @@ class CycleRunner:
         missing: list[tuple[SubscriptionRow, list[NodeEntry]]] = []
         for row in rows:
             types = {s["type"] for s in row.signals}
-            wanted = in_scope(row.chains, types, nodes, catalogues)
+            wanted = in_scope(row.chains, types, nodes, catalogues, _model_of(row))
             absent = [n for n in wanted if not held.get(row.id, {}).get(n.id, False)]
             if absent:
                 missing.append((row, absent))
             for node in wanted:
                 scopes.setdefault(node.id, (node, []))
+        # Watch fails at once on a channel in reconnect backoff (a node just back): wait
+        # for each node to register on, within the deadline, so it gets them this cycle.
+        wanting = {n.id: n for _, absent in missing for n in absent}
+        deadline = services.settings.node_deadline_seconds
+        channels = services.broker.channels
+        ready = await asyncio.gather(*(channels.ready(n, deadline) for n in wanting))
+        reachable = {n for n, ok in zip(wanting, ready, strict=True) if ok}
         gate = asyncio.Semaphore(_REGISTERING)
 
         async def register(row: SubscriptionRow, absent: list[NodeEntry]) -> list[str]:
+            reached = [n for n in absent if n.id in reachable]
+            if not reached:
+                return []
             async with gate:
-                return await self._subscriptions.register(row, absent, quiet=True)
+                return await self._subscriptions.register(row, reached, quiet=True)
 
         newly = await asyncio.gather(*(register(row, absent) for row, absent in missing))
         pending = Counter(
@@ -214,8 +240,15 @@ class CycleRunner:
         node_digests = [monitoring_pb2.NodeDigest(node_id=n, digest=digests[n]) for n in asked]
         seconds = max(services.settings.node_deadline_seconds, _MONITOR_FLOOR)
 
+        catalogues = services.broker.catalogues
+        scored = {
+            node_id: {r.id for r in subs if scoring(node, catalogues, _model_of(r))}
+            for node_id, (node, subs) in scopes.items()
+        }
+
         async def ask(node: NodeEntry, subs: list[SubscriptionRow]) -> NodeAnswer | str:
             request = monitoring_pb2.MonitorRequest(
+                scale=services.settings.scale,
                 cycle=number,
                 subscriptions=[
                     monitoring_pb2.CycleSubscription(subscription_id=r.id, digest=r.digest)
@@ -225,13 +258,15 @@ class CycleRunner:
                 acknowledged_cycle=acks.get(node.id, 0),
                 credentials=credentials,
             )
-            return await monitor(services.broker, node, request, receipt, seconds)
+            return await monitor(services.broker, node, request, receipt, seconds, scored[node.id])
 
         answers = await asyncio.gather(*(ask(*scopes[n]) for n in asked))
         summary = []
         banks = {r.id: r.bank for r in rows}
         for node_id, answer in zip(asked, answers, strict=True):
             summary.append(await self._store(number, node_id, answer, banks))
+        by_node = dict(zip(asked, answers, strict=True))
+        await asyncio.to_thread(self._store_scores, number, rows, scored, by_node)
         log.info(
             "monitoring cycle %d: %d subscriptions on %d nodes, %d failed",
             number,
@@ -274,6 +309,55 @@ class CycleRunner:
             "ended": len(answer.ended),
             "error": None,
         }
+
+    def _store_scores(
+        self,
+        number: int,
+        rows: list[SubscriptionRow],
+        scored: dict[str, set[str]],
+        answers: dict[str, NodeAnswer | str],
+    ) -> int:
+        """Each score_change subscription's encrypted score this cycle: the model's public
+        intercept plus every share, stored only when every node holding the model in its
+        scope answered (a missing share would show the bank a move that never happened);
+        how many were stored. The coordinator adds ciphertexts and learns nothing."""
+        services = self._services
+        stored: list[tuple[str, str, bytes, dict[str, Any]]] = []
+        shares: dict[str, dict[str, bytes]] = {}
+        for node_id, answer in answers.items():
+            if isinstance(answer, NodeAnswer):
+                for sid, data in answer.scores:
+                    shares.setdefault(sid, {})[node_id] = data
+        encoding = FixedPointEncoding(services.settings.scale)
+        for row in rows:
+            model_id = _model_of(row)
+            expected = {n for n, ids in scored.items() if row.id in ids}
+            if not model_id or not expected:
+                continue
+            got = shares.get(row.id, {})
+            if set(got) != expected:
+                continue  # a node failed or ended it: no score this cycle
+            try:
+                owner = services.participants.get(row.bank)
+                key = services.paillier_keys.resolve(owner, _fingerprint_of(row))
+                model = services.registry.model(model_id)
+                total = Ciphertext(key, 1).add_encoded(encoding.encode(model.intercept, key))
+                for node_id in sorted(got):
+                    total = total + Ciphertext.from_bytes(key, got[node_id])
+            except CreditShareError as exc:  # a retired key, a withdrawn model, a bad share
+                log.warning("monitoring cycle %d: a score was not added (%s)", number, exc)
+                continue
+            threshold = next((s["threshold"] for s in row.signals if s["type"] == SCORE), None)
+            detail = {
+                "scale": encoding.scale,
+                "model_id": model_id,
+                "score_scale": model.score_scale.model_dump(),
+                "threshold": threshold,
+            }
+            stored.append((row.bank, row.id, total.to_bytes(), detail))
+        if stored:
+            self._alerts.store_scores(number, stored, self._clock())
+        return len(stored)
 
     async def prune(self) -> int:
         days = self._services.settings.alert_retention_days

@@ -44,6 +44,7 @@ async def _out(services: Services, rows: list[SubscriptionRow]) -> list[Subscrip
             chains=r.chains,
             signals=r.signals,
             alert_key_fingerprint=r.alert_key_fingerprint,
+            model_id=str(r.signed["document"].get("model_id", "")),
             status="ended" if r.status == "ended" else "active",
             created_at=r.created_at,
             ended_at=r.ended_at,

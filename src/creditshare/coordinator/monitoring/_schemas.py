@@ -74,6 +74,17 @@ class SubscriptionIn(InputModel):
     alert_key: str = Field(
         min_length=1, max_length=64, description="base64 X25519 public key alerts are sealed to"
     )
+    model_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="with score_change: the model whose score is watched (part of what is signed)",
+    )
+    key_fingerprint: str | None = Field(
+        default=None,
+        max_length=64,
+        description="with score_change: the bank's registered Paillier key the score shares are "
+        "encrypted under (part of what is signed)",
+    )
     requested_at: AwareDatetime = Field(description="when the bank signed the subscription")
     signature: str = Field(
         pattern=SIGNATURE_PATTERN,
@@ -98,6 +109,7 @@ class SubscriptionOut(BaseModel):
     chains: list[str]
     signals: list[dict[str, str | int | None]]
     alert_key_fingerprint: str
+    model_id: str = Field(default="", description="score_change: the model whose score is watched")
     status: Literal["active", "ended"]
     created_at: datetime
     ended_at: datetime | None
@@ -131,7 +143,25 @@ class AlertOut(BaseModel):
     department: str
     cycle: int
     stored_at: str
-    sealed: str = Field(description="base64 HPKE-sealed batch (only the bank's alert key opens it)")
+    sealed: str = Field(
+        description="base64 HPKE-sealed batch (only the bank's alert key opens it); empty for a "
+        "score"
+    )
+    kind: Literal["batch", "score"] = Field(
+        description="batch: one node's sealed batch; score: the subscription's encrypted score "
+        "this cycle (score_change)"
+    )
+    encrypted_score: str | None = Field(
+        default=None,
+        description="score: Enc(linear score) under the bank's Paillier key, all nodes' shares "
+        "and the model's intercept added",
+    )
+    scale: int | None = Field(default=None, description="score: its fixed-point scale")
+    model_id: str | None = None
+    score_scale: dict[str, float] | None = Field(
+        default=None, description="score: the model's published scale (linear to points)"
+    )
+    threshold: int | None = Field(default=None, description="score: the points that make an alert")
 
 
 class AlertPageOut(BaseModel):

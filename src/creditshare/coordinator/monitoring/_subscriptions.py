@@ -78,28 +78,32 @@ class Subscriptions:
             signals=choices,
             alert_key=key,
             time=body.requested_at,
+            model_id=body.model_id or "",
+            key_fingerprint=body.key_fingerprint or "",
         )
         signed = SignedSubscription(document, base64.b64decode(body.signature))
         self._services.credentials.check_signed(caller.id, signed)
         return signed
 
     async def _nodes(
-        self, chains: Sequence[str], choices: Sequence[SignalChoice]
+        self, chains: Sequence[str], choices: Sequence[SignalChoice], model_id: str = ""
     ) -> list[NodeEntry]:
-        """The nodes in scope; 422 naming a chosen signal that no node there raises."""
+        """The nodes in scope; 422 naming a chosen signal that no node there raises
+        (score_change: no node there holds a shard of the model)."""
         services = self._services
         on_chains = services.registry.scope([Chain(c) for c in chains])
         await services.broker.channels.describe_missing(on_chains, _DESCRIBE_BACKOFF)
         catalogues = services.broker.catalogues
         for choice in choices:
-            if not in_scope(chains, {choice.signal.value}, on_chains, catalogues):
+            if not in_scope(chains, {choice.signal.value}, on_chains, catalogues, model_id):
                 silent = sorted(n.id for n in on_chains if n.id not in catalogues)
                 also = f" (not described now: {', '.join(silent)})" if silent else ""
                 raise InvalidInputError(
                     f"signal {choice.signal.value}: no data node on chain(s) "
                     f"{', '.join(chains)} raises it{also}"
                 )
-        return in_scope(chains, {c.signal.value for c in choices}, on_chains, catalogues)
+        wanted = {c.signal.value for c in choices}
+        return in_scope(chains, wanted, on_chains, catalogues, model_id)
 
     async def create(self, caller: Participant, body: SubscriptionIn) -> SubscriptionRow:
         services = self._services
@@ -107,6 +111,11 @@ class Subscriptions:
         uscc = str(Uscc.parse(body.uscc))
         choices = choices_from_json([s.model_dump(exclude_none=True) for s in body.signals])
         signed = await asyncio.to_thread(self._signed, caller, body, uscc, choices)
+        if signed.model_id:
+            # The model must exist and the key be this bank's registered one (404 / 422),
+            # before anything is written.
+            await asyncio.to_thread(services.registry.model, signed.model_id)
+            await asyncio.to_thread(services.paillier_keys.resolve, caller, signed.key_fingerprint)
         consent = await asyncio.to_thread(
             services.consents.check,
             body.consent_id,
@@ -117,7 +126,7 @@ class Subscriptions:
         )
         grant = consent.grant
         chains = sorted({c.value for c in (body.chains or grant.chains)})
-        nodes = await self._nodes(chains, choices)
+        nodes = await self._nodes(chains, choices, signed.model_id)
         now = self._clock()
         row = SubscriptionRow(
             id=body.subscription_id,
@@ -142,7 +151,7 @@ class Subscriptions:
             requester_role="bank",
             purpose=PURPOSE,
             consent_id=body.consent_id,
-            model_id="",
+            model_id=signed.model_id,
             key_fingerprint=row.alert_key_fingerprint,
             chains=tuple(chains),
             indicators=grant.indicators,
@@ -171,9 +180,15 @@ class Subscriptions:
         services = self._services
         receipt = await asyncio.to_thread(services.ledger.receipt, row.ledger_index)
         credentials = await asyncio.to_thread(services.credentials.for_nodes, row.bank, row.uscc)
+        paillier_n = b""
+        fingerprint = str(row.signed["document"].get("key_fingerprint", ""))
+        if fingerprint:
+            owner = await asyncio.to_thread(services.participants.get, row.bank)
+            key = await asyncio.to_thread(services.paillier_keys.resolve, owner, fingerprint)
+            paillier_n = key.to_bytes()
         reasons = await watch_many(
             services.broker,
-            [(n, row.signed, receipt, credentials) for n in nodes],
+            [(n, row.signed, receipt, credentials, paillier_n) for n in nodes],
             services.settings.node_deadline_seconds,
         )
         held = [n.id for n, reason in zip(nodes, reasons, strict=True) if reason is None]

@@ -93,7 +93,9 @@ class NodeAckRow(SQLModel, table=True):
 
 
 class AlertRow(SQLModel, table=True):
-    """One sealed batch a node sent for a bank's subscription; ``cursor`` orders them."""
+    """One sealed batch a node sent for a bank's subscription (kind ``batch``), or the
+    subscription's encrypted score of a cycle (kind ``score``, node ""); ``cursor``
+    orders them."""
 
     __tablename__ = "monitoring_alert"
     __table_args__ = (Index("ix_monitoring_alert_bank_cursor", "bank", "cursor"),)
@@ -107,8 +109,12 @@ class AlertRow(SQLModel, table=True):
     chain: str = Field(max_length=16)
     department: str = Field(max_length=64)
     cycle: int = Field(sa_column=Column(BigInteger, nullable=False))
+    #: The sealed batch, or (score) the Paillier ciphertext of the linear score.
     sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     stored_at: datetime = Field(index=True)
+    kind: str = Field(default="batch", max_length=8)
+    #: score: ``{scale, model_id, score_scale, threshold}``; None for a batch.
+    detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class AlertPruneRow(SQLModel, table=True):

@@ -68,6 +68,8 @@ class NodeCatalogue:
 
     indicators: dict[str, tuple[str, tuple[str, ...]]]
     signals: frozenset[str] = frozenset()
+    #: The models the node holds a shard of (monitoring asks it for their score shares).
+    models: frozenset[str] = frozenset()
 
 
 #: What a department schema lets an indicator be called (departments/_toml.py): a node
@@ -178,6 +180,20 @@ class NodeChannels:
         """The node's DataNode stub on its (mTLS) channel; after ``start``."""
         return self._stubs[node_id]
 
+    async def ready(self, node_id: str, seconds: float) -> bool:
+        """Whether the node's channel is connected, waiting up to ``seconds`` for it: a
+        node that just came back may find its channel in reconnect backoff, where calls
+        fail at once; background work (monitoring cycles) waits for it instead."""
+        channel = self._channels[node_id]
+        if channel.get_state(try_to_connect=True) == grpc.ChannelConnectivity.READY:
+            return True
+        try:
+            async with asyncio.timeout(seconds):
+                await channel.channel_ready()
+        except TimeoutError:
+            return False
+        return True
+
     def witness_heads(self) -> dict[str, SignedTreeHead]:
         """The signed head each node last said it trusts (unverified: the ledger checks
         each signature before it believes one)."""
@@ -215,6 +231,7 @@ class NodeChannels:
         catalogue = NodeCatalogue(
             {i.name: (i.description, tuple(i.bands)) for i in reply.indicators},
             _signals(node, reply),
+            frozenset(m.model_id for m in reply.models),
         )
         self.catalogues[node.id] = catalogue
         self._learn_trusted(node.id, reply.trusted_tree_size)

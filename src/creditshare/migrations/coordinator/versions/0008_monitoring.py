@@ -81,6 +81,8 @@ def upgrade() -> None:
         sa.Column("cycle", sa.BigInteger(), nullable=False),
         sa.Column("sealed", sa.LargeBinary(), nullable=False),
         sa.Column("stored_at", UTCDateTime(), nullable=False),
+        sa.Column("kind", AutoString(length=8), nullable=False),
+        sa.Column("detail", sa.JSON(), nullable=True),
         sa.PrimaryKeyConstraint("cursor"),
     )
     op.create_index(
