@@ -17,12 +17,19 @@ import pytest
 from creditshare._canonical import canonical_json
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, VerifyKey
 from creditshare.departments import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS, get_department
+from creditshare.errors import CapacityError
 from creditshare.federated import ModelShard
 from creditshare.identity.uscc import make_uscc
-from creditshare.monitoring import SignalChoice, node_digest
+from creditshare.monitoring import AlertBatch, SignalChoice, node_digest
 from creditshare.node import NodeSettings, import_into_node
 from creditshare.node._storage import make_engine
-from creditshare.node.monitoring import MonitoringStore
+from creditshare.node.monitoring import (
+    CyclePlan,
+    MonitoringService,
+    MonitoringStore,
+    PlannedBatch,
+    PlannedScore,
+)
 from creditshare.proto import monitoring_pb2, node_pb2
 from creditshare.signed import SignedSubscription, subscription_document
 
@@ -31,6 +38,7 @@ from .test_node_monitoring import (
     ALERT_KEY,
     LOG,
     NODE,
+    SEALED_BYTES,
     A,
     B,
     Node,
@@ -279,3 +287,60 @@ async def test_monitor_refuses_a_scored_cycle_without_a_scale_and_changes_nothin
     plain, consent = _scored(signers, B, bank_key, signals=("court_judgment",))
     await _watch(node, signers, plain, consent, None)
     assert len((await _monitor(node, signers, 2, [plain], scale=0)).batches) == 1
+
+
+class _Engine:
+    """Holds one model: all the size check asks a ScoreEngine."""
+
+    model_ids = (DEFAULT_MODEL_ID,)
+
+
+def _service() -> MonitoringService:
+    nothing: Any = None
+    engine: Any = _Engine()
+    return MonitoringService(
+        NODE, get_department("court"), nothing, nothing, nothing, nothing, engine
+    )
+
+
+def test_an_answer_that_could_not_fit_one_message_with_its_scores_is_refused_before_writing(
+    bank_key: PrivateKey,
+) -> None:
+    """16 000 sealed batches fit a 64 MiB message, not with a 2048-bit score share each:
+    the node refuses the plan (nothing written yet) instead of failing to send it."""
+    key = bank_key.public_key.to_text()
+
+    def plan(count: int, scored: int) -> CyclePlan:
+        batches = [
+            PlannedBatch(ALERT_KEY.public_key().to_text(), AlertBatch(f"{k:032x}", NODE, 1, ()))
+            for k in range(count)
+        ]
+        scores = [PlannedScore(f"{k:032x}", A, DEFAULT_MODEL_ID, key) for k in range(scored)]
+        return CyclePlan(batches=batches, scores=scores)
+
+    service = _service()
+    service._settle_scores(plan(16_000, 0), SCALE)
+    service._settle_scores(plan(12_000, 12_000), SCALE)
+    with pytest.raises(CapacityError, match="would not fit one 64 MiB message"):
+        service._settle_scores(plan(16_000, 16_000), SCALE)
+    # The estimate bounds what is really sent: the largest answer allowed fits.
+    largest = monitoring_pb2.MonitorResponse(
+        node_id="n" * 64,
+        batches=[
+            monitoring_pb2.SealedBatch(subscription_id=f"{k:032x}", sealed=bytes(SEALED_BYTES))
+            for k in range(12_000)
+        ],
+        scores=[
+            monitoring_pb2.EncryptedScore(
+                subscription_id=f"{k:032x}",
+                partial_score=bytes(bank_key.public_key.ciphertext_length),
+            )
+            for k in range(12_000)
+        ],
+    )
+    assert largest.ByteSize() <= 64 * 1024 * 1024
+    # Scores of a model this node holds no shard of are not its to answer.
+    elsewhere = plan(1, 1)
+    elsewhere.scores = [PlannedScore("0" * 32, A, ELSEWHERE, key)]
+    service._settle_scores(elsewhere, SCALE)
+    assert elsewhere.scores == []
