@@ -472,7 +472,8 @@ def _score_change(
     """The alert a score row raises, if any (the caller keeps its score once handled).
 
     The first score of a subscription is its baseline; a score of a cycle no later than
-    the last one read is a resend (nothing new); otherwise it is compared with the last.
+    the last one read is a resend, or came late (webhook calls may come out of order), and
+    raises nothing; otherwise it is compared with the last one read.
     """
     points = score_points(stored, key)
     last = inbox.last_score(stored.subscription_id)
