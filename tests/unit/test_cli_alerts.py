@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import creditshare.client
 from creditshare.cli import app
-from creditshare.client import load_or_create_alert_key
+from creditshare.client import load_key, load_or_create_alert_key
 from creditshare.crypto import AlertPrivateKey
 from creditshare.monitoring import Signal
 from tests.unit.test_client_alerts import SUB_A, SUB_B, USCC, FakeCoordinator, _event
@@ -190,3 +190,47 @@ def test_alerts_watch_prints_each_alert_as_it_comes_and_keeps_the_inbox(
     assert saved["cursor"] == "1" and saved["seen"] == [one.id]
     streams = [r for r in coordinator.requests if r.url.path == "/v1/alerts/stream"]
     assert streams[1].headers["last-event-id"] == "1"
+
+
+def test_score_change_subscribe_and_list_use_the_banks_paillier_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--signal score_change=N [--model ID] signs the model and the bank's Paillier key
+    (made on first use); list decrypts score rows with it; a bank without one is told
+    which row it could not read."""
+    from tests.unit.test_client_scores import ScoringCoordinator
+
+    alert_file, key_file = tmp_path / "alert-key.txt", tmp_path / "paillier-key.json"
+    fake = ScoringCoordinator(load_or_create_alert_key(alert_file))
+    monkeypatch.setenv("CREDITSHARE_ALERT_KEY_FILE", str(alert_file))
+    monkeypatch.setenv("CREDITSHARE_API_KEY", "cs_test")
+    monkeypatch.setenv("CREDITSHARE_KEY_FILE", str(key_file))
+    patched = functools.partial(
+        creditshare.client.CreditShareClient, transport=httpx.MockTransport(fake.handler)
+    )
+    monkeypatch.setattr(creditshare.client, "CreditShareClient", patched)
+    monkeypatch.setattr(
+        creditshare.client.Identity, "load", classmethod(lambda cls, folder: _identity())
+    )
+    code, _, err = _run(
+        "alerts", "subscribe", USCC[SUB_A], "--consent", "cd" * 16, "--identity",
+        str(tmp_path), "--signal", "score_change=30", "--signal", "court_judgment",
+        "--model", "other-v2",
+    )  # fmt: skip
+    assert code == 0, err
+    (body,) = fake.posted
+    key = load_key(key_file)
+    assert (body["model_id"], body["key_fingerprint"]) == ("other-v2", key.public_key.fingerprint())
+    assert {"type": "score_change", "threshold": 30} in body["signals"]
+    fake.score(key, SUB_A, 1, 600)
+    fake.score(key, SUB_A, 2, 640)
+    code, out, err = _run("alerts", "list", "--json")
+    assert code == 0, err
+    (alert,) = json.loads(out)["alerts"]
+    assert (alert["type"], alert["before"], alert["after"]) == ("score_change", "600", "640")
+    code, out, err = _run("alerts", "list")
+    assert code == 0 and "1 alert(s); resume with --since 2" in out, err
+    key_file.unlink()
+    failed = runner.invoke(app, ["alerts", "list", "--coordinator", "http://coordinator.test"])
+    assert failed.exit_code != 0
+    assert "alert at cursor 1" in str(failed.exception) and "Paillier key" in str(failed.exception)

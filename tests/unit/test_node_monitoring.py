@@ -13,17 +13,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 
 from creditshare.consent import ConsentGrant, Purpose
-from creditshare.crypto import AlertPrivateKey, SigningKey
+from creditshare.crypto import AlertPrivateKey, PrivateKey, PublicKey, SigningKey
 from creditshare.departments import DEPARTMENTS, Department, FieldValue
-from creditshare.errors import ConflictError, OutOfOrderError
+from creditshare.errors import ConflictError, InvalidInputError, OutOfOrderError
 from creditshare.monitoring import BATCH_EVENTS, SignalChoice, event_id
 from creditshare.node import RecordStore
 from creditshare.node._storage import make_engine
 from creditshare.node.monitoring import Change, MonitoringStore, detect_events, raised
+from creditshare.node.monitoring._tables import ALERT_EVENTS, MONITOR_CYCLES
 from creditshare.signed import SignedSubscription, subscription_document
 
 COURT = DEPARTMENTS["court"]
@@ -448,3 +449,53 @@ def test_unknown_and_ended_subscriptions_are_named_and_no_longer_served(
     again = store.answer_cycle(2, 1, requested, NODE, lambda _: False)
     assert dict(again.ended) == dict(plan.ended)
     assert len(cycle(store, 3, [served], acknowledged=2).batches) == 1
+
+
+def test_scored_subscriptions_are_planned_with_their_key_and_a_refused_plan_writes_nothing(
+    engine: Engine, store: MonitoringStore, bank_key: PrivateKey
+) -> None:
+    """score_change: the plan names the model and the bank's key for each served
+    subscription watching it, in request order; a plan refused before commit (no scale,
+    too large) leaves the cycle unanswered and its events unsent."""
+    snapshot(engine, {A: _j(0)})
+    grant = _grant(A, ("*",), NOW + timedelta(days=365))
+    scored = SignedSubscription.sign(
+        subscription_document(
+            subscription_id="a" * 32,
+            requester="bank-1",
+            uscc=A,
+            consent_id=grant.consent_id,
+            chains=(),
+            signals=[SignalChoice.of("court_judgment"), SignalChoice.of("score_change", 20)],
+            alert_key=ALERT_KEY.public_key(),
+            time=NOW,
+            model_id="sme-scorecard-v1",
+            key_fingerprint=bank_key.public_key.fingerprint(),
+        ),
+        BANK_KEY,
+    )
+    assert store.register(scored, NODE, grant, bank_key.public_key).newly_registered
+    row = store.subscription(scored.subscription_id)
+    assert row is not None and row["model_id"] == "sme-scorecard-v1"
+    assert row["score_key"] == bank_key.public_key.to_text()
+    plain = subscribe(store, uscc=B)
+    assert store.subscription(plain.subscription_id)["score_key"] is None  # type: ignore[index]
+    snapshot(engine, {A: _j(1)})
+    requested = sorted((s.subscription_id, s.digest()) for s in (scored, plain))
+
+    def refuse(plan: Any) -> None:
+        assert [(s.subscription_id, s.uscc, s.model_id) for s in plan.scores] == [
+            (scored.subscription_id, A, "sme-scorecard-v1")
+        ]
+        assert PublicKey.from_text(plan.scores[0].score_key) == bank_key.public_key
+        raise InvalidInputError("no")
+
+    with pytest.raises(InvalidInputError):
+        store.answer_cycle(1, 0, requested, NODE, lambda _: False, refuse)
+    with engine.connect() as conn:
+        assert conn.execute(select(ALERT_EVENTS.c.sent_cycle)).scalars().all() == [None]
+        assert conn.execute(select(MONITOR_CYCLES.c.number)).first() is None
+    # Not answered: cycle 1 is a first answer, not a retry, and takes the event.
+    plan = store.answer_cycle(1, 0, requested, NODE, lambda _: False)
+    assert [s.subscription_id for s in plan.scores] == [scored.subscription_id]
+    assert len(_events(plan, scored)) == 1

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from creditshare.cli._common import ApiKeyOption, CoordinatorOption, IdentityOption, console
+from creditshare.cli._common import (
+    ApiKeyOption,
+    CoordinatorOption,
+    IdentityOption,
+    KeyFileOption,
+    console,
+)
 
 if TYPE_CHECKING:
     from creditshare.client import Alert, AlertInbox, CreditShareClient
@@ -56,12 +62,28 @@ def _client(
     api_key: str,
     alert_key_file: Path | None = None,
     identity: Path | None = None,
+    key_file: Path | None = None,
+    create_key: bool = False,
 ) -> CreditShareClient:
-    from creditshare.client import CreditShareClient, Identity, load_or_create_alert_key
+    """The bank's client; its Paillier key (score_change scores) is created only when
+    subscribing to score_change, else loaded if the bank has one."""
+    from creditshare.client import (
+        CreditShareClient,
+        Identity,
+        default_key_path,
+        load_key,
+        load_or_create_alert_key,
+        load_or_create_key,
+    )
 
+    path = key_file or default_key_path()
+    private_key = (
+        load_or_create_key(path) if create_key else load_key(path) if path.exists() else None
+    )
     return CreditShareClient(
         coordinator,
         api_key=api_key,
+        private_key=private_key,
         identity=Identity.load(identity) if identity is not None else None,
         alert_key=load_or_create_alert_key(alert_key_file),
     )
@@ -92,16 +114,24 @@ def alerts_subscribe(
         typer.Option(
             help="a signal type, optionally =THRESHOLD (repeatable): court_judgment, "
             "dishonest_debtor, administrative_penalty, abnormal_operation, tax_downgrade, "
-            "tax_arrears, headcount_drop, utility_arrears",
+            "tax_arrears, headcount_drop, utility_arrears, score_change (=points)",
         ),
     ],
     chain: Annotated[list[str] | None, typer.Option(help="limit to a chain (repeatable)")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="score_change: the model whose score is watched (default: queries')"),
+    ] = None,
     alert_key_file: AlertKeyOption = None,
+    key_file: KeyFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Watch an enterprise for risk events (signed by the bank, naming its alert key)."""
-    with _client(coordinator, api_key, alert_key_file, identity) as client:
-        sub = client.subscribe(uscc, consent, _signals(signal), chain or None)
+    """Watch an enterprise for risk events (signed by the bank, naming its alert key;
+    with score_change, its Paillier key too: only the bank reads the score)."""
+    signals = _signals(signal)
+    scored = "score_change" in signals
+    with _client(coordinator, api_key, alert_key_file, identity, key_file, scored) as client:
+        sub = client.subscribe(uscc, consent, signals, chain or None, model)
     if as_json:
         print(json.dumps(sub, ensure_ascii=False, indent=2))
         return
@@ -190,7 +220,7 @@ def _row(alert: Alert) -> tuple[str, ...]:
         alert.signal.value,
         alert.severity.value,
         change,
-        alert.node,
+        alert.node or "(all nodes)",  # score_change: the score sums every node's share
     )
 
 
@@ -218,10 +248,12 @@ def alerts_list(
     since: SinceOption = None,
     inbox: InboxOption = None,
     alert_key_file: AlertKeyOption = None,
+    key_file: KeyFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Alerts stored for this bank, opened with its alert key, each event once."""
-    with _client(coordinator, api_key, alert_key_file) as client:
+    """Alerts stored for this bank, opened with its alert key (score_change scores with
+    its Paillier key), each event once."""
+    with _client(coordinator, api_key, alert_key_file, key_file=key_file) as client:
         alerts, box, moment = _alerts(client, since, inbox, follow=False)
         shown = [a for a in alerts if _stored_since(a, moment)]
     if as_json:
@@ -248,10 +280,11 @@ def alerts_watch(
     since: SinceOption = None,
     inbox: InboxOption = None,
     alert_key_file: AlertKeyOption = None,
+    key_file: KeyFileOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object a line")] = False,
 ) -> None:
     """Print alerts as they arrive (server-sent events; reconnects by itself). Ctrl-C ends."""
-    with _client(coordinator, api_key, alert_key_file) as client:
+    with _client(coordinator, api_key, alert_key_file, key_file=key_file) as client:
         alerts, box, moment = _alerts(client, since, inbox, follow=True)
         gaps: set[object] = set()
         try:

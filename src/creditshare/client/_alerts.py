@@ -13,6 +13,11 @@ remembers the ids it handed out and the cursor it reached (in a JSON file, repla
 atomically), so a restarted client resumes where it stopped without repeats, and it
 watches each subscription's per-node ``seq`` so an event that never arrived shows up
 as a gap instead of going unnoticed.
+
+Rows of kind "score" (score_change) carry no sealed batch but the enterprise's score in
+that cycle, encrypted under the bank's Paillier key (``_scores``): the inbox keeps each
+subscription's last score, and a move of at least the subscription's threshold is an
+alert like any event (id from the subscription and cycle, so deduplicated the same way).
 """
 
 from __future__ import annotations
@@ -25,13 +30,22 @@ import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from creditshare.crypto import AlertPrivateKey, SealedOpenError
+from creditshare.client._scores import SCORE_INDICATOR, score_points
+from creditshare.crypto import AlertPrivateKey, PrivateKey, SealedOpenError
 from creditshare.errors import AlertBatchError, ClientError, InvalidInputError
-from creditshare.monitoring import AlertBatch, AlertEvent, Severity, Signal, batch_info
+from creditshare.monitoring import (
+    SIGNAL_RULES,
+    AlertBatch,
+    AlertEvent,
+    Severity,
+    Signal,
+    batch_info,
+    event_id,
+)
 
 __all__ = ["Alert", "AlertInbox", "Gap", "StoredAlert", "open_alert", "read_alerts"]
 
@@ -40,9 +54,17 @@ __all__ = ["Alert", "AlertInbox", "Gap", "StoredAlert", "open_alert", "read_aler
 MAX_SEEN = 100_000
 
 
+def _integer(doc: dict[str, Any], name: str) -> int:
+    value = doc.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} is not an integer")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class StoredAlert:
-    """One row of ``GET /v1/alerts``: a sealed batch and where it says it came from."""
+    """One row of ``GET /v1/alerts``: a sealed batch and where it says it came from, or
+    (``kind`` "score") a subscription's encrypted score in one cycle."""
 
     cursor: str
     subscription_id: str
@@ -52,6 +74,14 @@ class StoredAlert:
     cycle: int
     stored_at: str
     sealed: bytes
+    kind: str = "batch"
+    #: Score rows: the Paillier ciphertext (base64), its fixed-point scale, the model,
+    #: its published score scale and the subscription's threshold in points.
+    encrypted_score: str | None = None
+    scale: int | None = None
+    model_id: str = ""
+    score_scale: dict[str, Any] | None = None
+    threshold: int | None = None
 
     @classmethod
     def from_json(cls, doc: Any) -> StoredAlert:
@@ -59,9 +89,32 @@ class StoredAlert:
         try:
             if not isinstance(doc, dict):
                 raise TypeError("not a JSON object")
-            cycle = doc["cycle"]
-            if not isinstance(cycle, int) or isinstance(cycle, bool):
-                raise TypeError("cycle is not an integer")
+            cycle = _integer(doc, "cycle")
+            kind = doc.get("kind", "batch")
+            if kind == "score":
+                score_scale = doc.get("score_scale")
+                if not isinstance(score_scale, dict) or not isinstance(
+                    doc.get("encrypted_score"), str
+                ):
+                    raise TypeError("a score row needs encrypted_score and score_scale")
+                return cls(
+                    cursor=str(doc["cursor"]),
+                    subscription_id=str(doc["subscription_id"]),
+                    node="",
+                    chain="",
+                    department="",
+                    cycle=cycle,
+                    stored_at=str(doc.get("stored_at", "")),
+                    sealed=b"",
+                    kind="score",
+                    encrypted_score=str(doc["encrypted_score"]),
+                    scale=_integer(doc, "scale"),
+                    model_id=str(doc.get("model_id", "")),
+                    score_scale=score_scale,
+                    threshold=_integer(doc, "threshold"),
+                )
+            if kind != "batch":
+                raise TypeError(f"unknown kind {str(kind)[:20]!r}")
             return cls(
                 cursor=str(doc["cursor"]),
                 subscription_id=str(doc["subscription_id"]),
@@ -118,6 +171,36 @@ class Alert:
             node=stored.node,
             chain=stored.chain,
             department=stored.department,
+            cycle=stored.cycle,
+            cursor=stored.cursor,
+            stored_at=stored.stored_at,
+        )
+
+    @classmethod
+    def of_score(cls, stored: StoredAlert, uscc: str, before: int, after: int) -> Alert:
+        """The score_change alert for a score that moved from ``before`` to ``after``."""
+        signal = Signal.SCORE_CHANGE
+        try:
+            observed = datetime.fromisoformat(stored.stored_at).date()
+        except ValueError:
+            raise AlertBatchError(
+                stored.cursor, f"stored_at {stored.stored_at[:40]!r} is not an ISO time"
+            ) from None
+        return cls(
+            id=event_id("coordinator", stored.subscription_id, stored.cycle, signal),
+            seq=stored.cycle,
+            signal=signal,
+            severity=SIGNAL_RULES[signal].severity,
+            observed_at=observed,
+            snapshot=stored.cycle,
+            indicator=SCORE_INDICATOR,
+            before=str(before),
+            after=str(after),
+            subscription_id=stored.subscription_id,
+            uscc=uscc,
+            node="",
+            chain="",
+            department="",
             cycle=stored.cycle,
             cursor=stored.cursor,
             stored_at=stored.stored_at,
@@ -206,6 +289,8 @@ class AlertInbox:
         self._high: dict[tuple[str, str], int] = {}
         #: (subscription, node) -> missing seq ranges [first, last].
         self._missing: dict[tuple[str, str], list[list[int]]] = {}
+        #: subscription -> (cycle, score points) of its last score read (score_change).
+        self._scores: dict[str, tuple[int, int]] = {}
         #: Changed since the last save.
         self.dirty = False
         if path is not None and path.exists():
@@ -224,6 +309,11 @@ class AlertInbox:
                 missing = [[int(a), int(b)] for a, b in item["missing"]]
                 if missing:
                     self._missing[key] = missing
+            for item in doc.get("scores", []):
+                self._scores[str(item["subscription_id"])] = (
+                    int(item["cycle"]),
+                    int(item["score"]),
+                )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ClientError(f"{path} is not an alert inbox file: {exc}") from None
 
@@ -239,6 +329,15 @@ class AlertInbox:
             for first, last in ranges
         )
 
+    def last_score(self, subscription_id: str) -> tuple[int, int] | None:
+        """(cycle, points) of the subscription's last score read; None before the first."""
+        return self._scores.get(subscription_id)
+
+    def keep_score(self, subscription_id: str, cycle: int, points: int) -> None:
+        """The score read for ``cycle``: the next cycle's is compared with it."""
+        self._scores[subscription_id] = (cycle, points)
+        self.dirty = True
+
     def advance(self, cursor: str) -> None:
         """Every alert up to ``cursor`` is handled: a restart resumes after it."""
         self.cursor = cursor
@@ -252,6 +351,8 @@ class AlertInbox:
         self._seen[alert.id] = None
         while len(self._seen) > MAX_SEEN:
             self._seen.popitem(last=False)
+        if alert.signal is Signal.SCORE_CHANGE:
+            return True  # numbered by cycle, not by a node's seq: no gaps to track
         key = (alert.subscription_id, alert.node)
         known = self._high.get(key)
         high = known if known is not None else 0 if self.from_start else alert.seq - 1
@@ -291,6 +392,10 @@ class AlertInbox:
                 }
                 for sub, node in keys
             ],
+            "scores": [
+                {"subscription_id": sub, "cycle": cycle, "score": points}
+                for sub, (cycle, points) in sorted(self._scores.items())
+            ],
         }
 
     def save(self) -> None:
@@ -315,6 +420,7 @@ def read_alerts(
     inbox: AlertInbox,
     uscc_of: Callable[[str], str],
     advance: bool = True,
+    paillier_key: Callable[[], PrivateKey | None] = lambda: None,
 ) -> Generator[Alert, None, None]:
     """Open each stored alert in order and yield the events ``inbox`` has not seen.
 
@@ -324,9 +430,22 @@ def read_alerts(
     past a row once all its events were handled; the inbox is saved after each row that
     held new events and when reading stops, however it stops. ``advance=False`` leaves
     the cursor alone (rows that came another way than in cursor order: webhook calls).
+    Score rows are decrypted with ``paillier_key()`` (AlertBatchError naming the cursor
+    when there is none).
     """
     try:
         for stored in rows:
+            if stored.kind == "score":
+                alert = _score_change(stored, paillier_key(), inbox, uscc_of)
+                if alert is not None:
+                    yield alert
+                    inbox.accept(alert)
+                    inbox.keep_score(stored.subscription_id, stored.cycle, int(alert.after))
+                if advance:
+                    inbox.advance(stored.cursor)
+                if alert is not None:
+                    inbox.save()
+                continue
             batch = open_alert(stored, key)
             fresh = [e for e in batch.events if not inbox.seen(e.id)]
             if fresh:
@@ -342,3 +461,31 @@ def read_alerts(
     finally:
         if inbox.dirty:
             inbox.save()
+
+
+def _score_change(
+    stored: StoredAlert,
+    key: PrivateKey | None,
+    inbox: AlertInbox,
+    uscc_of: Callable[[str], str],
+) -> Alert | None:
+    """The alert a score row raises, if any (the caller keeps its score once handled).
+
+    The first score of a subscription is its baseline; a score of a cycle no later than
+    the last one read is a resend, or came late (webhook calls may come out of order), and
+    raises nothing; otherwise it is compared with the last one read.
+    """
+    points = score_points(stored, key)
+    last = inbox.last_score(stored.subscription_id)
+    if last is not None and stored.cycle <= last[0]:
+        return None
+    threshold = stored.threshold
+    bounds = SIGNAL_RULES[Signal.SCORE_CHANGE].threshold
+    if threshold is None or bounds is None or not bounds[0] <= threshold <= bounds[1]:
+        raise AlertBatchError(stored.cursor, f"threshold {threshold} is out of range")
+    if last is not None and abs(points - last[1]) >= threshold:
+        alert = Alert.of_score(stored, uscc_of(stored.subscription_id), last[1], points)
+        if not inbox.seen(alert.id):
+            return alert
+    inbox.keep_score(stored.subscription_id, stored.cycle, points)
+    return None

@@ -17,7 +17,7 @@ from creditshare.client._access_log import AccessEntry, verify_access_log
 from creditshare.client._http import problem_of
 from creditshare.client._identity import Identity
 from creditshare.client._monitoring import MonitoringCalls
-from creditshare.client._profile import CreditProfile, decrypt_profile
+from creditshare.client._profile import DEFAULT_MODEL_ID, CreditProfile, decrypt_profile
 from creditshare.client._signing import sign_query
 from creditshare.client._witness import HeadMemory, VerifiedHead, WitnessPolicy, split_view
 from creditshare.consent import ConsentRevocation, Purpose, SignedConsent
@@ -48,8 +48,6 @@ __all__ = ["DEFAULT_MODEL_ID", "CreditShareClient", "Signer"]
 Signer = Callable[[Identity, Mapping[str, Any]], dict[str, str]]
 
 log = logging.getLogger("creditshare.client")
-
-DEFAULT_MODEL_ID = "sme-scorecard-v1"
 
 
 class CreditShareClient(MonitoringCalls):

@@ -18,12 +18,13 @@ import httpx
 from creditshare.client._alerts import Alert, AlertInbox, StoredAlert, read_alerts
 from creditshare.client._http import problem_of
 from creditshare.client._identity import Identity
+from creditshare.client._profile import DEFAULT_MODEL_ID
 from creditshare.client._signing import sign_subscription
 from creditshare.client._sse import parse_sse
-from creditshare.crypto import AlertPrivateKey
+from creditshare.crypto import AlertPrivateKey, PrivateKey
 from creditshare.errors import ClientError, InvalidInputError
 from creditshare.identity import Uscc
-from creditshare.monitoring import SignalChoice
+from creditshare.monitoring import Signal, SignalChoice
 
 __all__ = ["MonitoringCalls", "signal_choices"]
 
@@ -59,8 +60,12 @@ class MonitoringCalls:
 
     _http: httpx.Client
     _alert_key: AlertPrivateKey | None
+    _key: PrivateKey | None
 
     # Provided by CreditShareClient.
+    def ensure_paillier_key(self) -> str:
+        raise NotImplementedError
+
     def _request(self, method: str, path: str, *, text: bool = False, **kwargs: Any) -> Any:
         raise NotImplementedError
 
@@ -88,16 +93,28 @@ class MonitoringCalls:
         consent_id: str,
         signals: Mapping[str, int | None] | Sequence[str],
         chains: Sequence[str] | None = None,
+        model_id: str | None = None,
     ) -> dict[str, Any]:
         """Watch an enterprise under its ``post_loan_monitoring`` consent for ``signals``
         (``{"court_judgment": 2, "dishonest_debtor": None}`` or a list of types, default
-        thresholds). Signed by this client's identity, naming its alert key."""
+        thresholds). Signed by this client's identity, naming its alert key.
+
+        With ``score_change`` (threshold: points), the bank's registered Paillier key and
+        ``model_id`` (default: the one queries use) are signed too: every cycle the
+        nodes encrypt their shares of that model's score under that key only, and
+        ``alerts()`` decrypts the sum and compares it with the previous cycle's."""
+        choices = signal_choices(signals)
         payload: dict[str, Any] = {
             "uscc": str(Uscc.parse(uscc)),
             "consent_id": consent_id,
-            "signals": signal_choices(signals),
+            "signals": choices,
             "alert_key": self.alert_key.public_key().to_text(),
         }
+        if any(c["type"] == Signal.SCORE_CHANGE.value for c in choices):
+            payload["model_id"] = model_id or DEFAULT_MODEL_ID
+            payload["key_fingerprint"] = self.ensure_paillier_key()
+        elif model_id is not None:
+            raise InvalidInputError("model_id is for score_change subscriptions only")
         if chains:
             payload["chains"] = sorted(set(chains))
         result: dict[str, Any] = self.signed_post("/v1/subscriptions", payload, sign_subscription)
@@ -144,7 +161,7 @@ class MonitoringCalls:
             inbox.from_start = True
         rows = self._alert_stream(start) if follow else self._alert_pages(start, page_size)
         key = self.alert_key  # fail before the first request without one
-        return read_alerts(rows, key, inbox, self._uscc_lookup())
+        return read_alerts(rows, key, inbox, self._uscc_lookup(), paillier_key=self._paillier)
 
     def open_alerts(
         self, rows: Iterable[Any], inbox: AlertInbox | None = None
@@ -155,7 +172,13 @@ class MonitoringCalls:
         it is delivered. The inbox's cursor is left alone (calls may come out of order)."""
         key = self.alert_key
         stored = [StoredAlert.from_json(row) for row in rows]
-        return read_alerts(stored, key, inbox or AlertInbox(), self._uscc_lookup(), False)
+        return read_alerts(
+            stored, key, inbox or AlertInbox(), self._uscc_lookup(), False, self._paillier
+        )
+
+    def _paillier(self) -> PrivateKey | None:
+        """The key score_change scores are read with (None: this client has none)."""
+        return self._key
 
     def _uscc_lookup(self) -> Callable[[str], str]:
         known: dict[str, str] = {}

@@ -16,6 +16,7 @@ from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.errors import ClientError, CreditShareError
 
 __all__ = [
+    "DEFAULT_MODEL_ID",
     "PRESENCE_INDICATOR",
     "CreditProfile",
     "Indicator",
@@ -23,6 +24,10 @@ __all__ = [
     "decrypt_profile",
     "probability_of_default",
 ]
+
+
+#: The model queries and score_change subscriptions use unless told another.
+DEFAULT_MODEL_ID = "sme-scorecard-v1"
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,8 @@ def sign_subscription(identity: Identity, body: Mapping[str, Any]) -> dict[str, 
     ``body`` (its ``signals`` as canonical ``[{type, threshold}]``, ``alert_key`` base64).
 
     The signature covers the alert key: nodes seal this subscription's alerts to that
-    key and no other, so a relay cannot substitute its own.
+    key and no other, so a relay cannot substitute its own. With score_change it covers
+    ``model_id`` and ``key_fingerprint`` (the bank's Paillier key) the same way.
     """
     subscription_id, now = secrets.token_hex(16), _now()
     document = subscription_document(
@@ -88,6 +89,8 @@ def sign_subscription(identity: Identity, body: Mapping[str, Any]) -> dict[str, 
         signals=choices_from_json(list(body["signals"])),
         alert_key=AlertPublicKey.from_text(str(body["alert_key"])),
         time=now,
+        model_id=str(body.get("model_id", "")),
+        key_fingerprint=str(body.get("key_fingerprint", "")),
     )
     return _fields("subscription_id", SignedSubscription.sign(document, identity.signing_key))
 

@@ -129,6 +129,14 @@ class ScoreEngine:
             for index, vector in sorted(per_index.items())
         ]
 
+    def partial_score(
+        self, uscc: str, model_id: str, key: PublicKey, encoding: FixedPointEncoding
+    ) -> Ciphertext:
+        """Only the encrypted partial score (monitoring's score_change): one encryption,
+        of zero when no record is held, with the same work either way; blocking."""
+        partial, _, _, _ = self._plain(uscc, model_id, lambda name: False)
+        return self._encryptors.get(key).encrypt(partial, encoding)
+
     def score(
         self,
         uscc: str,

@@ -176,6 +176,7 @@ async def build_server(
         checker,
         authority,
         refusal_log,
+        engine,
     )
     monitoring_pb2_grpc.add_MonitoringServicer_to_server(monitoring, server)
     health_servicer = health.aio.HealthServicer()

@@ -7,6 +7,12 @@ enterprise's consent (``ReceiptChecker``/``RequestAuthority``). Batches are seal
 the alert key the bank signed, never to one the coordinator supplies, and every batch
 is the same length whether or not it carries an event. Database work and sealing run
 off the event loop; errors become status codes in ``node._service.guarded``.
+
+A subscription watching score_change also gets, from every node holding a usable shard
+of its model, Enc(this node's share of the linear score) under the bank's Paillier key
+(the one whose fingerprint the bank signed; Watch refuses any other) each cycle: a
+full-width encryption of zero when the node holds no record of the enterprise, so the
+coordinator, adding the shares, cannot tell where records are or whether the score moved.
 """
 
 from __future__ import annotations
@@ -20,15 +26,21 @@ from typing import Any, TypeVar
 
 import grpc
 
-from creditshare.crypto import SEAL_OVERHEAD, AlertPublicKey
+from creditshare.crypto import SEAL_OVERHEAD, AlertPublicKey, FixedPointEncoding, PublicKey
 from creditshare.departments import Department
-from creditshare.errors import CapacityError, CreditShareError, InvalidInputError
-from creditshare.monitoring import BATCH_BYTES, batch_info
+from creditshare.errors import (
+    CapacityError,
+    CreditShareError,
+    InvalidInputError,
+    PermissionDeniedError,
+)
+from creditshare.monitoring import BATCH_BYTES, Signal, batch_info
 from creditshare.node._authority import RequestAuthority
 from creditshare.node._authority_store import RefusalLog
 from creditshare.node._receipts import ReceiptChecker
-from creditshare.node._service import guarded
-from creditshare.node.monitoring._store import CyclePlan, MonitoringStore
+from creditshare.node._scoring import ScoreEngine
+from creditshare.node._service import guarded, public_key_of
+from creditshare.node.monitoring._store import CyclePlan, MonitoringStore, PlannedScore
 from creditshare.proto import monitoring_pb2, monitoring_pb2_grpc
 from creditshare.signed import SignedSubscription
 
@@ -53,6 +65,12 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NODE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 #: Batches sealed per worker-thread hop: the event loop serves other calls in between.
 _SEAL_CHUNK = 1000
+#: Score shares encrypted per worker-thread hop (a Paillier encryption costs more).
+_SCORE_CHUNK = 100
+#: The largest answer one gRPC message may carry (GRPC_MESSAGE_OPTIONS), and what each
+#: sealed batch or score share adds besides its bytes (id, tags, lengths), at most.
+_MAX_ANSWER_BYTES = 64 * 1024 * 1024
+_FRAMING_BYTES = 48
 
 
 class MonitoringService(monitoring_pb2_grpc.MonitoringServicer):
@@ -64,9 +82,13 @@ class MonitoringService(monitoring_pb2_grpc.MonitoringServicer):
         checker: ReceiptChecker,
         authority: RequestAuthority,
         refusal_log: RefusalLog,
+        engine: ScoreEngine,
     ) -> None:
         self._node_id = node_id
         self._raises = {s.signal for s in department.signals}
+        #: Score shares are computed with the query path's engine (its shards, its
+        #: fixed-base encryptor cache for the bank's long-lived key).
+        self._engine = engine
         self._store = store
         self._checker = checker
         self._authority = authority
@@ -103,13 +125,15 @@ class MonitoringService(monitoring_pb2_grpc.MonitoringServicer):
             signed,
             request.credentials,
         )
-        if not any(c.signal in self._raises for c in signed.signals):
+        score_key = self._score_key(request, signed)
+        scores_here = score_key is not None and signed.model_id in self._engine.model_ids
+        if not scores_here and not any(c.signal in self._raises for c in signed.signals):
             raised = ", ".join(sorted(s.value for s in self._raises)) or "none"
             raise InvalidInputError(
                 f"the subscription names no signal node {self._node_id} raises "
-                f"(it raises: {raised})"
+                f"(it raises: {raised}; score_change only for models it holds a shard of)"
             )
-        registration = self._store.register(signed, self._node_id, grant)
+        registration = self._store.register(signed, self._node_id, grant, score_key)
         log.info(
             "subscription %s registered (new: %s) from snapshot %d",
             signed.subscription_id,
@@ -121,6 +145,27 @@ class MonitoringService(monitoring_pb2_grpc.MonitoringServicer):
             newly_registered=registration.newly_registered,
             watching_from_snapshot=registration.from_snapshot,
         )
+
+    @staticmethod
+    def _score_key(
+        request: monitoring_pb2.WatchRequest, signed: SignedSubscription
+    ) -> PublicKey | None:
+        """The bank's Paillier key for a subscription watching score_change: exactly the
+        key whose fingerprint the bank signed (None without score_change: not kept)."""
+        if not any(c.signal is Signal.SCORE_CHANGE for c in signed.signals):
+            return None
+        if not request.HasField("public_key") or not request.public_key.n:
+            raise InvalidInputError(
+                "public_key is required: the subscription watches score_change, whose "
+                "score shares are encrypted under the bank's Paillier key"
+            )
+        key = public_key_of(request.public_key)
+        if key.fingerprint() != signed.key_fingerprint:
+            raise PermissionDeniedError(
+                f"public_key (fingerprint {key.fingerprint()}) is not the key the bank signed "
+                f"for this subscription (key_fingerprint {signed.key_fingerprint})"
+            )
+        return key
 
     async def Monitor(  # noqa: N802 - gRPC method name
         self,
@@ -135,16 +180,24 @@ class MonitoringService(monitoring_pb2_grpc.MonitoringServicer):
             for start in range(0, len(plan.batches), _SEAL_CHUNK):
                 chunk = plan.batches[start : start + _SEAL_CHUNK]
                 sealed.extend(await asyncio.to_thread(_seal, chunk))
+            scores: list[monitoring_pb2.EncryptedScore] = []
+            if plan.scores:
+                encoding = FixedPointEncoding(request.scale)  # checked by _plan
+                for start in range(0, len(plan.scores), _SCORE_CHUNK):
+                    due = plan.scores[start : start + _SCORE_CHUNK]
+                    scores.extend(await asyncio.to_thread(self._encrypt_scores, due, encoding))
             log.info(
-                "cycle %d answered: %d batch(es), %d unknown, %d ended",
+                "cycle %d answered: %d batch(es), %d score share(s), %d unknown, %d ended",
                 request.cycle,
                 len(sealed),
+                len(scores),
                 len(plan.unknown),
                 len(plan.ended),
             )
             return monitoring_pb2.MonitorResponse(
                 node_id=self._node_id,
                 batches=sealed,
+                scores=scores,
                 unknown=plan.unknown,
                 ended=[
                     monitoring_pb2.EndedSubscription(subscription_id=sid, reason=reason)
@@ -165,13 +218,51 @@ class MonitoringService(monitoring_pb2_grpc.MonitoringServicer):
             dict(requested),
             node_digests,
         )
+        if request.scale:
+            FixedPointEncoding(request.scale)  # bounded as a query's scale is
         return self._store.answer_cycle(
             request.cycle,
             request.acknowledged_cycle,
             requested,
             self._node_id,
             self._authority.is_revoked,
+            lambda plan: self._settle_scores(plan, request.scale),
         )
+
+    def _settle_scores(self, plan: CyclePlan, scale: int) -> None:
+        """Keep the score shares this node can answer (a usable shard of the model; the
+        others' holders answer them) and refuse, before anything is written, a cycle
+        without a scale or whose answer could not be sent in one message."""
+        if plan.scores and scale == 0:
+            raise InvalidInputError(
+                "scale is required and must be positive: subscriptions watching "
+                "score_change are served"
+            )
+        held = set(self._engine.model_ids)
+        plan.scores = [s for s in plan.scores if s.model_id in held]
+        size = len(plan.batches) * (BATCH_BYTES + SEAL_OVERHEAD + _FRAMING_BYTES)
+        for due in plan.scores:
+            size += PublicKey.from_text(due.score_key).ciphertext_length + _FRAMING_BYTES
+        if size > _MAX_ANSWER_BYTES:
+            raise CapacityError(
+                f"this cycle's answer ({len(plan.batches)} sealed batches, "
+                f"{len(plan.scores)} score shares) would not fit one 64 MiB message: ask "
+                "this node for fewer subscriptions per cycle"
+            )
+
+    def _encrypt_scores(
+        self, due: list[PlannedScore], encoding: FixedPointEncoding
+    ) -> list[monitoring_pb2.EncryptedScore]:
+        """This node's encrypted score shares, in order; blocking (database, Paillier)."""
+        return [
+            monitoring_pb2.EncryptedScore(
+                subscription_id=item.subscription_id,
+                partial_score=self._engine.partial_score(
+                    item.uscc, item.model_id, PublicKey.from_text(item.score_key), encoding
+                ).to_bytes(),
+            )
+            for item in due
+        ]
 
 
 def _seal(chunk: list[Any]) -> list[monitoring_pb2.SealedBatch]:

@@ -4,7 +4,8 @@
 lock, so a subscription either sees a snapshot's events or starts after it);
 ``answer_cycle`` turns one Monitor request into the batches to seal: it drops what the
 coordinator acknowledged, ends subscriptions whose consent was revoked or expired, and
-marks the events each batch carries as sent in this cycle. Both run under the snapshot
+marks the events each batch carries as sent in this cycle, and lists the subscriptions
+whose score share is due (score_change). Both run under the snapshot
 lock, so a concurrent import and a cycle never interleave their reads and writes.
 """
 
@@ -22,13 +23,14 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from creditshare.consent import ConsentGrant
+from creditshare.crypto import PublicKey
 from creditshare.errors import ConflictError, OutOfOrderError
 from creditshare.monitoring import BATCH_EVENTS, AlertBatch, AlertEvent, Severity, Signal
 from creditshare.node._records import latest_batch, snapshot_transaction
 from creditshare.node.monitoring._tables import ALERT_EVENTS, MONITOR_CYCLES, WATCHED, utc
 from creditshare.signed import SignedSubscription
 
-__all__ = ["CyclePlan", "MonitoringStore", "PlannedBatch", "Registration"]
+__all__ = ["CyclePlan", "MonitoringStore", "PlannedBatch", "PlannedScore", "Registration"]
 
 #: Ids per ``IN (...)`` list: bounds statement size whatever a cycle asks.
 _CHUNK = 500
@@ -57,9 +59,22 @@ class PlannedBatch:
     batch: AlertBatch
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedScore:
+    """A score share due: Enc(this node's share of ``model_id``'s linear score for
+    ``uscc``) under ``score_key`` (the bank's Paillier key, base64 modulus)."""
+
+    subscription_id: str
+    uscc: str
+    model_id: str
+    score_key: str
+
+
 @dataclass(slots=True)
 class CyclePlan:
     batches: list[PlannedBatch] = field(default_factory=list)
+    #: Served subscriptions watching score_change, in request order.
+    scores: list[PlannedScore] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     ended: list[tuple[str, str]] = field(default_factory=list)
 
@@ -91,10 +106,16 @@ class MonitoringStore:
         self._lock = threading.Lock()
 
     def register(
-        self, signed: SignedSubscription, node_id: str, grant: ConsentGrant
+        self,
+        signed: SignedSubscription,
+        node_id: str,
+        grant: ConsentGrant,
+        score_key: PublicKey | None = None,
     ) -> Registration:
         """Watch ``signed`` from the next snapshot on; idempotent for the same signed
-        subscription, ConflictError for another one under the same id."""
+        subscription, ConflictError for another one under the same id. ``score_key``:
+        the bank's Paillier key, checked against the signed fingerprint by the caller
+        (score_change only)."""
         digest = signed.digest()
         with snapshot_transaction(self._engine) as conn:
             held = conn.execute(
@@ -121,6 +142,8 @@ class MonitoringStore:
                     signals=[c.to_json() for c in signed.signals],
                     indicators=list(grant.indicators),
                     alert_key=signed.alert_key.to_text(),
+                    model_id=signed.model_id,
+                    score_key=None if score_key is None else score_key.to_text(),
                     digest=digest,
                     from_snapshot=latest,
                     next_seq=1,
@@ -136,12 +159,15 @@ class MonitoringStore:
         requested: Sequence[tuple[str, str]],
         node_id: str,
         is_revoked: Callable[[str], bool],
+        before_commit: Callable[[CyclePlan], None] | None = None,
     ) -> CyclePlan:
         """The batches of cycle ``number`` for ``requested`` (id, digest) pairs, in order.
 
         The same number again answers again with the events it carried the first time
         (none newly taken, so an acknowledgement of this cycle covers exactly what either
         answer held); a lower number than one answered is OutOfOrderError.
+        ``before_commit`` sees the plan before anything is written and may refuse it
+        (raising), which leaves this node's state as it was.
         """
         now = self._clock()
         with self._lock, snapshot_transaction(self._engine) as conn:
@@ -195,6 +221,10 @@ class MonitoringStore:
                     more=len(events) > len(chosen),
                 )
                 plan.batches.append(PlannedBatch(row.alert_key, batch))
+                if row.score_key is not None:
+                    plan.scores.append(PlannedScore(sid, row.uscc, row.model_id, row.score_key))
+            if before_commit is not None:
+                before_commit(plan)
             self._end(conn, newly_ended, now)
             for chunk in _chunks(sent):
                 conn.execute(
@@ -215,6 +245,9 @@ class MonitoringStore:
                     WATCHED.c.subscription_id,
                     WATCHED.c.digest,
                     WATCHED.c.alert_key,
+                    WATCHED.c.uscc,
+                    WATCHED.c.model_id,
+                    WATCHED.c.score_key,
                     WATCHED.c.consent_id,
                     WATCHED.c.consent_valid_until,
                     WATCHED.c.ended_reason,

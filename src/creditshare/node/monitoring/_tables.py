@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Table, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -48,6 +48,12 @@ class WatchedSubscriptionRow(SQLModel, table=True):
     indicators: list[str] = Field(sa_column=Column(JSON, nullable=False))
     #: The bank's X25519 alert key (base64): the only key its batches are sealed to.
     alert_key: str = Field(max_length=64)
+    #: The model whose score share this node answers each cycle ("" unless the
+    #: subscription watches score_change).
+    model_id: str = Field(default="", max_length=64)
+    #: The bank's Paillier key (base64 modulus) the signed key_fingerprint names: the only
+    #: key score shares are encrypted under. None unless score_change is watched.
+    score_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     #: SignedSubscription.digest(): a cycle names the subscription by id and digest.
     digest: str = Field(max_length=64)
     #: The latest snapshot when it was registered (0: none); events come from later ones.

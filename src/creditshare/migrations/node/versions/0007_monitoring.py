@@ -1,7 +1,8 @@
 """Post-loan monitoring: the subscriptions a node watches and its outbox of events.
 
 ``watched_subscription`` holds each bank's subscription as it signed it (signals,
-thresholds, alert key, digest) with the consent's validity and indicators;
+thresholds, alert key, digest; for score_change the model and the bank's Paillier key)
+with the consent's validity and indicators;
 ``alert_event`` the events snapshot imports raised, until the coordinator acknowledges
 the cycle that carried them; ``monitor_cycle`` the latest cycle answered (cycles never
 go back). Downgrading drops all three: the subscriptions must be registered again
@@ -35,6 +36,8 @@ def upgrade() -> None:
         sa.Column("signals", sa.JSON(), nullable=False),
         sa.Column("indicators", sa.JSON(), nullable=False),
         sa.Column("alert_key", AutoString(length=64), nullable=False),
+        sa.Column("model_id", AutoString(length=64), nullable=False),
+        sa.Column("score_key", sa.Text(), nullable=True),
         sa.Column("digest", AutoString(length=64), nullable=False),
         sa.Column("from_snapshot", sa.Integer(), nullable=False),
         sa.Column("next_seq", sa.Integer(), nullable=False),
