@@ -36,7 +36,7 @@ from _unsealed_node import unsealed_opening
 
 from creditshare.client import AlertInbox, CreditShareClient
 from creditshare.consent import ConsentGrant, Purpose
-from creditshare.crypto import AlertPrivateKey
+from creditshare.crypto import AlertPrivateKey, PrivateKey
 from creditshare.demo import Federation, FederationLayout, read_enterprises
 from creditshare.identity import Chain
 from creditshare.monitoring import Signal
@@ -81,8 +81,10 @@ class Bench:
             api_key=bank_key["api_key"],
             identity=layout.identity("bench-bank", "bank"),
             alert_key=AlertPrivateKey.generate(),
+            private_key=PrivateKey.generate(2048),  # score_change: shares come under it
         )
         self.bank.upload_credentials()
+        self.bank.register_paillier_key()
         start = datetime.now(UTC) - timedelta(minutes=1)
 
         def one(row: dict[str, str]) -> None:
@@ -159,10 +161,14 @@ class Bench:
         if failed:
             raise AssertionError(f"nodes failed in the measured cycle: {failed}")
         batches = sum(int(n["batches"]) for n in summary["nodes"])
-        stored = 0
+        stored = scores = score_bytes = 0
         page = self.bank.get(f"/v1/alerts?after={inbox.cursor or '0'}&limit=1000")
         while page["alerts"]:
-            stored += sum(len(base64.b64decode(a["sealed"])) for a in page["alerts"])
+            for alert in page["alerts"]:
+                stored += len(base64.b64decode(alert["sealed"]))
+                if alert.get("kind") == "score":
+                    scores += 1
+                    score_bytes += len(base64.b64decode(alert["encrypted_score"]))
             page = self.bank.get(f"/v1/alerts?after={page['next_cursor']}&limit=1000")
         leaf = len(self.operator.get(f"/v1/ledger/entries/{summary['ledger_index']}")["leaf_data"])
         with opening as calls:
@@ -179,6 +185,8 @@ class Bench:
             "events_per_s": events / wall,
             "bank_open_s": open_seconds,
             "stored_bytes": stored,
+            "scores": scores,
+            "score_bytes": score_bytes,
             "ledger_leaf_bytes": leaf,
         }
 
@@ -233,6 +241,7 @@ def main() -> None:
     print(
         f"coordinator stores per cycle: {sealed['stored_bytes']} bytes of sealed batches "
         f"({sealed['batches']} x {sealed['stored_bytes'] // max(sealed['batches'], 1)} B) "
+        f"+ {sealed['scores']} encrypted scores ({sealed['score_bytes']} bytes) "
         f"+ one {sealed['ledger_leaf_bytes']}-byte ledger leaf"
     )
     if args.json:
