@@ -181,6 +181,24 @@ def test_cursors_that_do_not_exist_are_404_and_pruned_ones_410(h: Harness) -> No
     assert _alerts(h, after="3").json()["alerts"] == []
 
 
+def test_webhook_calls_are_deleted_with_the_alerts_they_carry(h: Harness) -> None:
+    """A webhook call holds copies of its sealed batches: it must not outlive them (else
+    the table grows every cycle for ever and sealed data outstays the retention period)."""
+    h.subscribe(h.consent(valid_until=h.clock() + timedelta(days=365)))
+    url = "http://127.0.0.1:9/unreachable"
+    assert h.client.put("/v1/webhook", json={"url": url}, headers=h.headers()).status_code == 200
+    h.cycle()
+    h.cycle()
+    deliveries = h.client.get("/v1/webhook/deliveries", headers=h.headers()).json()
+    assert len(deliveries) == 2
+    h.clock.offset = timedelta(days=91)
+    h.cycle()
+    assert h.services.monitoring.cycles._alerts.prune(h.clock(), 90) == 2
+    kept = h.client.get("/v1/webhook/deliveries", headers=h.headers()).json()
+    assert [d["alerts"] for d in kept] == [1]
+    assert kept[0]["created_at"] > deliveries[0]["created_at"]
+
+
 def test_only_operators_run_cycles_and_only_banks_read_alerts(h: Harness) -> None:
     assert h.client.post("/v1/monitoring/cycles", headers=h.headers()).status_code == 403
     assert h.client.get("/v1/monitoring/cycles", headers=h.headers()).status_code == 403

@@ -241,6 +241,29 @@ def test_alert_key_bytes_and_text_round_trip_and_bad_keys_are_refused() -> None:
         AlertPublicKey.from_text(base64.b64encode(bytes(16)).decode())
 
 
+#: X25519 points of small order (RFC 7748 §7; the curve's low-order u-coordinates):
+#: every shared secret with them is all zeros, so HPKE cannot seal to them.
+_SMALL_ORDER = (
+    bytes([1]) + bytes(31),
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+    bytes.fromhex("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+)
+
+
+@pytest.mark.parametrize("raw", _SMALL_ORDER, ids=["one", "order8", "order8b", "p-1"])
+def test_small_order_alert_keys_are_refused_where_they_enter(raw: bytes) -> None:
+    """Else a bank could sign a subscription to one and make every node that watches it
+    fail its whole Monitor answer (sealing raises), every cycle, for every bank."""
+    with pytest.raises(InvalidKeyError, match="small-order"):
+        AlertPublicKey(raw)
+    with pytest.raises(InvalidKeyError, match="small-order"):
+        AlertPublicKey.from_text(base64.b64encode(raw).decode())
+    doc = _document() | {"alert_key": base64.b64encode(raw).decode()}
+    with pytest.raises(InvalidInputError, match="small-order"):
+        SignedSubscription.sign(doc, SigningKey.generate())
+
+
 def test_fingerprint_is_stable_short_and_per_key() -> None:
     key = AlertPrivateKey.generate().public_key()
     assert key.fingerprint() == AlertPublicKey(key.raw).fingerprint()

@@ -203,8 +203,8 @@ class CoordinatorSettings(EnvFirstSettings):
         default=90,
         ge=1,
         le=3650,
-        description="sealed alert batches older than this are deleted; a cursor pointing "
-        "into them is answered 410",
+        description="sealed alert batches (and the webhook calls that carried them) older than "
+        "this are deleted; a cursor pointing into them is answered 410",
     )
     webhook_max_attempts: int = Field(
         default=12,

@@ -27,6 +27,8 @@ _SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_128_GCM)
 #: Bytes a sealed message adds to its plaintext: the 32-byte encapsulated key and the
 #: 16-byte AEAD tag. A sealed batch's size is its padded plaintext's plus this.
 SEAL_OVERHEAD = 32 + 16
+#: Any fixed scalar: an exchange with it fails exactly for small-order public keys.
+_PROBE = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
 
 
 class SealedOpenError(InvalidInputError):
@@ -44,8 +46,18 @@ class AlertPublicKey:
             raise InvalidKeyError("an alert public key is exactly 32 bytes (X25519)")
         if raw == bytes(32):
             raise InvalidKeyError("the all-zero X25519 key is not a public key")
+        key = X25519PublicKey.from_public_bytes(raw)
+        try:
+            # A small-order point gives an all-zero shared secret whatever the scalar:
+            # HPKE then refuses to seal to it (RFC 9180 §7.1.4), so a node asked to seal
+            # a batch to such a key would fail its whole cycle answer. Refuse it here.
+            _PROBE.exchange(key)
+        except ValueError:
+            raise InvalidKeyError(
+                "the alert public key is a small-order X25519 point (nothing can be sealed to it)"
+            ) from None
         self.raw = raw
-        self._key = X25519PublicKey.from_public_bytes(raw)
+        self._key = key
 
     @classmethod
     def from_text(cls, text: str) -> AlertPublicKey:

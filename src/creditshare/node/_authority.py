@@ -176,11 +176,26 @@ class RequestAuthority:
                 ("time", abs(record.time - signed.time) <= _SKEW),
             ),
         )
-        self._check_consent(record, signed, enterprise_credentials)
+        self._check_consent(
+            record,
+            signed.document["consent_id"],
+            signed.requester,
+            signed.document["uscc"],
+            signed.document["purpose"],
+            enterprise_credentials,
+        )
 
     def _check_consent(
-        self, record: QueryRecord, signed: SignedQuery, enterprise_credentials: Sequence[bytes]
-    ) -> None:
+        self,
+        record: QueryRecord,
+        consent_id: str,
+        requester: str,
+        uscc: str,
+        purpose: str,
+        enterprise_credentials: Sequence[bytes],
+    ) -> ConsentGrant:
+        """Raise unless the record's consent is the one named, signed by the enterprise's
+        certified key, and covers ``requester``'s use now; the consent's grant otherwise."""
         if record.consent is None:
             raise ConsentRefusedError("the record holds no signed consent")
         try:
@@ -188,7 +203,7 @@ class RequestAuthority:
         except InvalidInputError as exc:
             raise ConsentRefusedError(f"the recorded consent is malformed: {exc}") from exc
         grant = consent.grant
-        if grant.consent_id != signed.document["consent_id"]:
+        if grant.consent_id != consent_id:
             raise ConsentRefusedError("the recorded consent is not the one the request names")
         self._signed_by(
             enterprise_credentials,
@@ -199,7 +214,7 @@ class RequestAuthority:
             uscc=grant.uscc,
         )
         try:
-            purpose = Purpose(signed.document["purpose"])
+            wanted = Purpose(purpose)
         except ValueError:
             raise ConsentRefusedError("the request names an unknown purpose") from None
         state = ConsentState(grant, self._revoked.is_revoked(grant.consent_id), uses=0)
@@ -207,14 +222,15 @@ class RequestAuthority:
         # use is a ledger entry, which `creditshare ledger verify` checks against max_uses.
         check(
             state,
-            requester=signed.requester,
-            uscc=signed.document["uscc"],
-            purpose=purpose,
+            requester=requester,
+            uscc=uscc,
+            purpose=wanted,
             chains=[self._chain, *(Chain(c) for c in record.chains)],
             now=self._clock(),
         )
         if tuple(record.indicators) != grant.indicators:
             raise ConsentRefusedError("the record's indicators are not the consent's")
+        return grant
 
     def is_revoked(self, consent_id: str) -> bool:
         """Whether the enterprise withdrew ``consent_id`` (a signed revocation this node holds)."""
@@ -255,36 +271,16 @@ class RequestAuthority:
                 ("time", abs(record.time - signed.time) <= _SUBSCRIPTION_SKEW),
             ),
         )
-        if record.consent is None:
-            raise ConsentRefusedError("the record holds no signed consent")
-        try:
-            consent = SignedConsent.from_json(record.consent)
-        except InvalidInputError as exc:
-            raise ConsentRefusedError(f"the recorded consent is malformed: {exc}") from exc
-        grant = consent.grant
-        if grant.consent_id != signed.consent_id:
-            raise ConsentRefusedError("the recorded consent is not the one the subscription names")
-        self._signed_by(
+        grant = self._check_consent(
+            record,
+            signed.consent_id,
+            signed.requester,
+            signed.uscc,
+            Purpose.POST_LOAN_MONITORING,
             enterprise_credentials,
-            "enterprise",
-            consent.verify,
-            ConsentRefusedError("the consent is not signed by the enterprise's certified key"),
-            role="enterprise",
-            uscc=grant.uscc,
-        )
-        state = ConsentState(grant, self._revoked.is_revoked(grant.consent_id), uses=0)
-        check(
-            state,
-            requester=signed.requester,
-            uscc=signed.uscc,
-            purpose=Purpose.POST_LOAN_MONITORING,
-            chains=[self._chain, *(Chain(c) for c in record.chains)],
-            now=self._clock(),
         )
         if not doc["chains"] and set(record.chains) != {c.value for c in grant.chains}:
             raise ReceiptRefusedError("the record's chains are not the consent's")
-        if tuple(record.indicators) != grant.indicators:
-            raise ConsentRefusedError("the record's indicators are not the consent's")
         return grant
 
     def check_training(

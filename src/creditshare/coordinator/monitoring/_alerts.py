@@ -25,7 +25,11 @@ from sqlmodel import Session, col, select
 from creditshare._canonical import format_time
 from creditshare.coordinator._settings import NodeEntry
 from creditshare.coordinator.monitoring._tables import AlertPruneRow, AlertRow, NodeAckRow
-from creditshare.coordinator.monitoring._webhooks import add_deliveries, hooked_banks
+from creditshare.coordinator.monitoring._webhooks import (
+    add_deliveries,
+    hooked_banks,
+    prune_deliveries,
+)
 from creditshare.errors import GoneError, NotFoundError
 
 __all__ = ["SCORE_KIND", "AlertHub", "AlertStore", "alert_json"]
@@ -227,7 +231,8 @@ class AlertStore:
         return alerts, alerts[-1]["cursor"] if alerts else str(start)
 
     def prune(self, now: datetime, days: int) -> int:
-        """Delete alerts older than ``days``; remember how far each bank's were deleted."""
+        """Delete alerts older than ``days``, and the webhook calls that carried copies of
+        them; remember how far each bank's were deleted."""
         cutoff = now - timedelta(days=days)
         with self._engine.begin() as conn:
             rows = conn.execute(
@@ -247,4 +252,5 @@ class AlertStore:
                 if done.rowcount == 0 and known is None:
                     conn.execute(insert(_PRUNED).values(bank=bank, pruned_through=through))
             deleted = conn.execute(delete(_ALERT).where(_ALERT.c.stored_at < cutoff))
+            prune_deliveries(conn, cutoff)
         return int(deleted.rowcount)

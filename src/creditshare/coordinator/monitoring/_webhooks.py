@@ -41,6 +41,7 @@ __all__ = [
     "check_url",
     "hooked_banks",
     "new_secret",
+    "prune_deliveries",
     "signature",
 ]
 
@@ -122,6 +123,13 @@ def add_deliveries(
             )
     if rows:
         conn.execute(insert(_DELIVERY), rows)
+
+
+def prune_deliveries(conn: Connection, cutoff: datetime) -> int:
+    """Delete webhook calls made before ``cutoff`` (in the caller's transaction): each
+    carries copies of its alerts, which go at the end of the retention period too;
+    how many. (By then every call has long been delivered or failed.)"""
+    return int(conn.execute(delete(_DELIVERY).where(_DELIVERY.c.created_at < cutoff)).rowcount)
 
 
 class WebhookStore:
