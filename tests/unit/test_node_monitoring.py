@@ -377,6 +377,23 @@ def test_events_are_sent_again_until_acknowledged(engine: Engine, store: Monitor
     assert store.pending_events(signed.subscription_id) == []
 
 
+def test_an_event_whose_answer_was_lost_is_not_dropped_by_a_later_acknowledgement(
+    engine: Engine, store: MonitoringStore
+) -> None:
+    """Cycle 1's answer (carrying the event) was never stored; cycle 2 did not ask for
+    that subscription, and its answer was stored: acknowledging cycle 2 must not drop an
+    event that only cycle 1 carried."""
+    snapshot(engine, {A: _j(0), B: _j(0)})
+    signed = subscribe(store, signals={"court_judgment": 1})
+    other = subscribe(store, uscc=B, signals={"court_judgment": 1})
+    snapshot(engine, {A: _j(1), B: _j(0)})
+    (event_,) = _events(cycle(store, 1, [signed, other]), signed)
+    cycle(store, 2, [other], acknowledged=0)
+    again = _events(cycle(store, 3, [signed, other], acknowledged=2), signed)
+    assert [e.id for e in again] == [event_.id]
+    assert _events(cycle(store, 4, [signed, other], acknowledged=3), signed) == []
+
+
 def test_a_batch_carries_at_most_batch_events_and_says_more_wait(
     engine: Engine, store: MonitoringStore
 ) -> None:

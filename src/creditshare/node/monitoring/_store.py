@@ -178,12 +178,15 @@ class MonitoringStore:
                     "answered already: cycles never go back"
                 )
             retry = last is not None and number == int(last)
-            # Acknowledged: the coordinator stored the batches that carried them.
+            # Acknowledged: the coordinator stored the answer of cycle ``acknowledged``, so
+            # the events it carried are delivered. Events last sent in an earlier cycle
+            # were in an answer it did not store (else they would have been acknowledged
+            # then, or sent again since): they go out again.
+            conn.execute(delete(ALERT_EVENTS).where(ALERT_EVENTS.c.sent_cycle == acknowledged))
             conn.execute(
-                delete(ALERT_EVENTS).where(
-                    ALERT_EVENTS.c.sent_cycle.is_not(None),
-                    ALERT_EVENTS.c.sent_cycle <= acknowledged,
-                )
+                update(ALERT_EVENTS)
+                .where(ALERT_EVENTS.c.sent_cycle < acknowledged)
+                .values(sent_cycle=None)
             )
             ids = [sid for sid, _ in requested]
             watched = self._watched(conn, ids)
