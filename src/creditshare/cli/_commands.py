@@ -214,7 +214,7 @@ def _print_monitoring(m: MonitoringOutcome) -> None:
         "it cannot tell which one holds an event"
     )
     for a in m.alerts:
-        change = f", {a.indicator} band {_band(a.before)} → {_band(a.after)}" if a.indicator else ""
+        change = f", {a.indicator}: {_band(a.before)} → {_band(a.after)}" if a.indicator else ""
         console.print(
             f"[bold]alert[/] {a.uscc}: {a.signal.value} ({a.severity.value}) observed "
             f"{a.observed_at} on {a.node}{change}"
@@ -236,4 +236,4 @@ def _batch_count(cycle: dict[str, Any]) -> str:
 def _band(label: str | None) -> str:
     """An event's before/after value is a band label of the indicator, never a count
     (so "1" reads as the band "1", not as a number the node disclosed)."""
-    return f'"{label}"' if label else "(no record)"
+    return f'band "{label}"' if label else "(no record)"
