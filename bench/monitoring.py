@@ -3,7 +3,8 @@
 A federation on loopback: coordinator + 15 nodes (3 chains x tax, market, social,
 court, utility), mutual TLS, SQLite, the ledger on. One bank subscribes, through the
 public API, to every synthetic enterprise under its post_loan_monitoring consent (home
-chain, every signal type); each subscription is served by the five nodes of its chain.
+chain, every signal type, score_change included); each subscription is served by the
+five nodes of its chain.
 Before each measured cycle the court departments import a snapshot in which a tenth of
 the enterprises get a new judgment, so the cycle carries real events among the padding.
 
@@ -14,7 +15,8 @@ the enterprises get a new judgment, so the cycle carries real events among the p
 Printed: the cycle's wall time (operator's POST /v1/monitoring/cycles, all nodes
 answered and stored), sealed batches per second, the real events it delivered and how
 fast the bank opened them, the ratio sealed/unsealed, and what the coordinator stores
-per cycle (sealed batches, and the cycle's ledger leaf).
+per cycle: the sealed batches, the encrypted scores (one Paillier ciphertext per
+score_change subscription; counted and sized), and the cycle's ledger leaf.
 """
 
 from __future__ import annotations
@@ -194,8 +196,15 @@ class Bench:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="300 enterprises, not 10,000")
-    parser.add_argument("--enterprises", type=int)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--enterprises",
+        type=int,
+        help="enterprises to synthesise and subscribe to, one subscription each "
+        "(overrides --quick; default 10,000)",
+    )
+    parser.add_argument(
+        "--json", type=Path, help="also write the results and ratios to this JSON file"
+    )
     args = parser.parse_args()
     enterprises = args.enterprises or (300 if args.quick else 10_000)
     with tempfile.TemporaryDirectory(prefix="creditshare-bench-") as tmp:

@@ -39,7 +39,8 @@ def test_demo_json_verify() -> None:
     unknown = [q for q in queries if q["chains_with_records"] == []]
     assert unknown and unknown[0]["indicators"] == []
     # Consent, ledger and the enterprise's own verification of its access log.
-    assert doc["refusal"]["status"] == 403
+    # The refused ask: post_loan_monitoring under the pre_loan_review consent.
+    assert (doc["refusal"]["status"], doc["refusal"]["purpose"]) == (403, "post_loan_monitoring")
     entries = doc["access_log"]["entries"]
     assert doc["access_log"]["verified"] is True
     assert {e["kind"] for e in entries} == {"query", "refusal"}
@@ -61,6 +62,9 @@ def test_demo_json_verify() -> None:
     assert (alert["type"], alert["node"]) == ("court_judgment", "yrd-court")
     assert alert["subscription_id"] == monitoring["subscriptions"][monitoring["judged"]]
     assert len(monitoring["cycles"]) == 2 and monitoring["gaps"] == []
+    for cycle in monitoring["cycles"]:  # one batch per subscription per court node
+        assert cycle["subscriptions"] == 2 and cycle["nodes"] >= 2
+        assert cycle["batches"] == cycle["subscriptions"] * cycle["nodes"]
     assert monitoring["batch_sizes"] == [4144] and monitoring["stored_batches"] >= 4
 
 

@@ -85,6 +85,28 @@ def test_a_batch_that_does_not_open_fails_the_command_naming_the_cursor(
     assert "alert at cursor 1" in str(out.exception)
 
 
+def test_the_alert_key_follows_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --alert-key-file, the alert key is the alert-key.txt beside --key-file (as
+    its help says), not the one in the default config folder."""
+    keys = tmp_path / "keys"
+    fake = FakeCoordinator(load_or_create_alert_key(keys / "alert-key.txt"))
+    monkeypatch.delenv("CREDITSHARE_ALERT_KEY_FILE", raising=False)
+    monkeypatch.delenv("CREDITSHARE_KEY_FILE", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("CREDITSHARE_API_KEY", "cs_test")
+    patched = functools.partial(
+        creditshare.client.CreditShareClient, transport=httpx.MockTransport(fake.handler)
+    )
+    monkeypatch.setattr(creditshare.client, "CreditShareClient", patched)
+    one = _event(SUB_A, 1, 5)
+    fake.add(SUB_A, 1, (one,))
+    key_file = str(keys / "paillier-key.json")
+    code, out, err = _run("alerts", "list", "--json", "--key-file", key_file)
+    assert code == 0, err
+    assert [a["id"] for a in json.loads(out)["alerts"]] == [one.id]
+    assert not (tmp_path / "config").exists()
+
+
 def test_subscribe_parses_signals_and_thresholds(
     coordinator: FakeCoordinator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,7 +157,7 @@ def _identity() -> creditshare.client.Identity:
 
 def test_the_readme_monitoring_commands_exist_in_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every `creditshare` command in the README's "Post-loan monitoring" section parses
-    (with the API key and identity exported, as the README's bank section does)."""
+    (with the API key and identity exported, as the section does)."""
     from tests.unit.test_deploy_files import (
         ROOT,
         cli_problem,
@@ -149,6 +171,8 @@ def test_the_readme_monitoring_commands_exist_in_the_cli(monkeypatch: pytest.Mon
     section = text.split("\n## Post-loan monitoring\n", 1)[1].split("\n## ", 1)[0]
     problems, checked = [], 0
     for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        # A placeholder such as `<consent id>` stands for one value (not a redirection).
+        block = re.sub(r"<[a-z][a-z ]*>", "PLACEHOLDER", block)
         for words in shell_commands(block):
             args = creditshare_invocations(words)
             if args is None:

@@ -91,3 +91,22 @@ def test_verified_means_one_alert_for_the_judged_one_only_and_equal_batches() ->
     assert not outcome(
         good, [4144] * 12, ("subscription a on yrd-court: events 1 missing",)
     ).verified
+
+
+def test_the_printed_monitoring_part_explains_batch_counts_and_band_labels(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`creditshare demo` says where a cycle's batch count comes from, and shows an
+    event's before/after as band labels, never as bare numbers."""
+    from creditshare.cli._commands import _print_monitoring
+
+    subs = {"A" * 18: "a" * 32, "B" * 18: "b" * 32}
+    nodes = [{"node": f"{c}-court", "batches": 2} for c in ("yrd", "prd", "bth")]
+    cycle = {"number": 1, "ledger_index": 10, "subscriptions": 2, "nodes": nodes}
+    outcome = MonitoringOutcome(
+        "A" * 18, "B" * 18, subs, [cycle], [_alert("A" * 18, "a" * 32)], [4144] * 6, []
+    )
+    _print_monitoring(outcome)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "cycle 1 (ledger entry 10): 6 sealed batches (2 subscriptions × 3 nodes)" in out
+    assert 'judgments_band: (no record) → band "1"' in out

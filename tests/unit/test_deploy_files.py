@@ -1157,7 +1157,9 @@ class Row:
         return (f"`{self.setting}`", self.type, self.default, self.env)
 
 
-def _constraints(info: FieldInfo | None) -> list[str]:
+def _constraints(info: FieldInfo | None, unit: str = "characters") -> list[str]:
+    """The field's bounds as text; a length bound counts ``unit`` (characters of a
+    string, items of a list)."""
     found: list[str] = []
     for item in info.metadata if info else []:
         for attribute, symbol in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
@@ -1165,9 +1167,7 @@ def _constraints(info: FieldInfo | None) -> list[str]:
                 found.append(f"{symbol} {getattr(item, attribute)}")
         shortest, longest = getattr(item, "min_length", None), getattr(item, "max_length", None)
         if shortest is not None or longest is not None:
-            found.append(
-                f"{shortest or 0}–{longest} characters" if longest else f"≥ {shortest} characters"
-            )
+            found.append(f"{shortest or 0}–{longest} {unit}" if longest else f"≥ {shortest} {unit}")
         if getattr(item, "pattern", None) is not None:
             found.append(f"matching `{item.pattern}`")
     return found
@@ -1211,7 +1211,8 @@ def type_text(annotation: Any, info: FieldInfo | None = None) -> str:
         text = "array of tables" if _is_model(item) else f"array of {type_text(item)}"
     else:
         text = _type_name(annotation)
-    constraints = _constraints(info)
+    collection = origin in (list, set, frozenset, tuple, dict)
+    constraints = _constraints(info, "items" if collection else "characters")
     if constraints:
         text += ", " + ", ".join(constraints)
     return text + (", optional" if optional else "")

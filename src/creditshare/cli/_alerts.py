@@ -70,6 +70,7 @@ def _client(
     from creditshare.client import (
         CreditShareClient,
         Identity,
+        default_alert_key_path,
         default_key_path,
         load_key,
         load_or_create_alert_key,
@@ -85,7 +86,7 @@ def _client(
         api_key=api_key,
         private_key=private_key,
         identity=Identity.load(identity) if identity is not None else None,
-        alert_key=load_or_create_alert_key(alert_key_file),
+        alert_key=load_or_create_alert_key(alert_key_file or default_alert_key_path(key_file)),
     )
 
 
@@ -360,7 +361,8 @@ def monitoring_cycle(
     api_key: ApiKeyOption,
     as_json: JsonOption = False,
 ) -> None:
-    """Run one monitoring cycle now (operators): every node answers every subscription."""
+    """Run one monitoring cycle now (operators): each node answers each subscription it
+    serves."""
     from creditshare.client import CreditShareClient
 
     with CreditShareClient(coordinator, api_key=api_key) as client:
@@ -393,7 +395,7 @@ def _count(value: Any) -> int:
 def monitoring_cycles(
     coordinator: CoordinatorOption,
     api_key: ApiKeyOption,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="how many cycles, newest first")] = 20,
 ) -> None:
     """The latest monitoring cycles (operators)."""
     from creditshare.client import CreditShareClient

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -154,8 +154,8 @@ def demo(
         console.rule("[bold]consent and the verifiable log")
         r = result.refusal
         console.print(
-            f"bank asked about {r.uscc} for {r.purpose}: answered {r.status} ({r.detail})"
-            ", and the refusal was recorded"
+            f"bank asked about {r.uscc} for {r.purpose} under its pre_loan_review consent: "
+            f"answered {r.status} ({r.detail}), and the refusal was recorded"
         )
         console.print(
             f"access log of {result.access_log_uscc}, as the enterprise sees it "
@@ -190,7 +190,9 @@ def demo(
         )
         _print_monitoring(result.monitoring)
         if verify:
-            console.rule("[green]all queries verified" if result.verified else "[red]FAILED")
+            console.rule(  # queries, access log, training and monitoring
+                "[green]everything verified" if result.verified else "[red]FAILED"
+            )
     if verify and not result.verified:
         raise typer.Exit(code=1)
 
@@ -204,7 +206,7 @@ def _print_monitoring(m: MonitoringOutcome) -> None:
     for cycle in m.to_json()["cycles"]:
         console.print(
             f"  cycle {cycle['number']} (ledger entry {cycle['ledger_index']}): "
-            f"{cycle['batches']} sealed batches"
+            f"{cycle['batches']} sealed batches{_batch_count(cycle)}"
         )
     sizes = ", ".join(str(s) for s in sorted(set(m.batch_sizes)))
     console.print(
@@ -212,11 +214,7 @@ def _print_monitoring(m: MonitoringOutcome) -> None:
         "it cannot tell which one holds an event"
     )
     for a in m.alerts:
-        change = (
-            f", {a.indicator} {a.before or '(no record)'} → {a.after or '(no record)'}"
-            if a.indicator
-            else ""
-        )
+        change = f", {a.indicator}: {_band(a.before)} → {_band(a.after)}" if a.indicator else ""
         console.print(
             f"[bold]alert[/] {a.uscc}: {a.signal.value} ({a.severity.value}) observed "
             f"{a.observed_at} on {a.node}{change}"
@@ -225,3 +223,17 @@ def _print_monitoring(m: MonitoringOutcome) -> None:
         console.print("[red]no alert arrived[/]")
     for gap in m.gaps:
         console.print(f"[red]{gap}[/]")
+
+
+def _batch_count(cycle: dict[str, Any]) -> str:
+    """Where a cycle's batch count comes from: one batch per subscription per node."""
+    subscriptions, nodes = cycle.get("subscriptions"), cycle.get("nodes")
+    if subscriptions and nodes and subscriptions * nodes == cycle["batches"]:
+        return f" ({subscriptions} subscriptions × {nodes} nodes)"
+    return ""
+
+
+def _band(label: str | None) -> str:
+    """An event's before/after value is a band label of the indicator, never a count
+    (so "1" reads as the band "1", not as a number the node disclosed)."""
+    return f'band "{label}"' if label else "(no record)"

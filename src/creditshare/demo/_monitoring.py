@@ -81,6 +81,8 @@ class MonitoringOutcome:
                     "number": c.get("number"),
                     "ledger_index": c.get("ledger_index"),
                     "batches": sum(_count(n.get("batches")) for n in c.get("nodes", [])),
+                    "subscriptions": _count(c.get("subscriptions")),
+                    "nodes": sum(1 for n in c.get("nodes", []) if _count(n.get("batches"))),
                 }
                 for c in self.cycles
             ],

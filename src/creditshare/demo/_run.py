@@ -348,7 +348,10 @@ def run_demo(
                 refusal = Refusal(uscc, Purpose.POST_LOAN_MONITORING.value, 200, "not refused!")
             except ProblemError as exc:
                 refusal = Refusal(uscc, Purpose.POST_LOAN_MONITORING.value, exc.status, exc.detail)
-            say(f"bank asked again for post-loan monitoring: {refusal.status} ({refusal.detail})")
+            say(
+                "bank asked again, for post_loan_monitoring under the pre_loan_review "
+                f"consent: {refusal.status} ({refusal.detail})"
+            )
             witnesses = tuple(layout.witness_keys())
             policy = WitnessPolicy(witnesses, min(WITNESS_QUORUM, len(witnesses)))
             log = enterprise.verified_enterprise_queries(uscc, layout.log_key(), policy)
