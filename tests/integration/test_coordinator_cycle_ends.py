@@ -9,6 +9,7 @@ about what the coordinator sends and records.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -48,7 +49,8 @@ def test_a_cancelled_subscription_is_sent_as_ended_until_stored(h: Harness) -> N
     assert list(node.monitor_requests[-1].ended) == []
     _cancel(h, cancelled)
     store = h.services.monitoring.subscriptions.store
-    assert store.any_ends_pending()
+    assert store.any_ends_pending(["yrd-fake"])
+    assert not store.any_ends_pending(["yrd-other"])  # a node no longer configured
     summary = h.cycle()
     request = node.monitor_requests[-1]
     assert [s.subscription_id for s in request.subscriptions] == [kept]
@@ -57,7 +59,7 @@ def test_a_cancelled_subscription_is_sent_as_ended_until_stored(h: Harness) -> N
     # Stored: released, not told again.
     assert _registered(h, cancelled) == [{"node": "yrd-fake", "registered": False}]
     assert _registered(h, kept) == [{"node": "yrd-fake", "registered": True}]
-    assert not store.any_ends_pending()
+    assert not store.any_ends_pending(["yrd-fake"])
     h.cycle()
     assert list(node.monitor_requests[-1].ended) == []
     assert [s.subscription_id for s in node.monitor_requests[-1].subscriptions] == [kept]
@@ -126,3 +128,22 @@ def test_ends_wait_per_node_within_the_bound(tmp_path: Path, database_url: str) 
         h.cycle()
         assert list(nodes[0].monitor_requests[-1].ended) == sids
         assert store.pending_ends(10) == {"yrd-b": sids}
+
+
+def test_the_background_task_delivers_ends_when_nothing_is_active(tmp_path: Path) -> None:
+    """An idle federation runs no cycles, but one whose last subscription was cancelled
+    is not idle until its nodes have heard of it."""
+    node = FakeNode()
+    with harness(tmp_path, [node], monitoring_interval_seconds=0.2) as h:
+        sid = h.subscribe(h.consent()).json()["subscription_id"]
+        deadline = time.monotonic() + 60
+        while not node.monitor_requests:
+            assert time.monotonic() < deadline, "no cycle within a minute"
+            time.sleep(0.05)
+        _cancel(h, sid)
+        while not any(list(r.ended) == [sid] for r in node.monitor_requests):
+            assert time.monotonic() < deadline, "the end was not sent within a minute"
+            time.sleep(0.05)
+        while _registered(h, sid)[0]["registered"]:
+            assert time.monotonic() < deadline, "the end was not released within a minute"
+            time.sleep(0.05)

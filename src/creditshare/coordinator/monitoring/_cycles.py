@@ -396,7 +396,8 @@ class CycleRunner:
 
     def _anything_to_do(self) -> bool:
         store = self._subscriptions.store
-        return store.any_active() or store.any_ends_pending()
+        nodes = [n.id for n in self._services.registry.nodes]
+        return store.any_active() or store.any_ends_pending(nodes)
 
     async def loop(self, interval: float) -> None:
         """A cycle whenever the newest one (by any replica) started ``interval`` ago, and

@@ -8,7 +8,7 @@ and writes the ledger's ``subscription_end`` record.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -154,9 +154,10 @@ class SubscriptionStore:
                         )
                     )
 
-    def any_ends_pending(self) -> bool:
-        """Whether some node still has an ended subscription registered (a cycle is due
-        to tell it even when no subscription is active)."""
+    def any_ends_pending(self, nodes: Collection[str]) -> bool:
+        """Whether one of ``nodes`` (those configured: a node removed from the federation
+        is never asked again) still has an ended subscription registered, so a cycle is
+        due to tell it even when no subscription is active."""
         query = (
             core_select(_REGISTRATION.c.node_id)
             .select_from(
@@ -164,7 +165,11 @@ class SubscriptionStore:
                     _SUBSCRIPTION, _SUBSCRIPTION.c.id == _REGISTRATION.c.subscription_id
                 )
             )
-            .where(_REGISTRATION.c.registered.is_(True), _SUBSCRIPTION.c.status == ENDED)
+            .where(
+                _REGISTRATION.c.registered.is_(True),
+                _SUBSCRIPTION.c.status == ENDED,
+                _REGISTRATION.c.node_id.in_(list(nodes)),
+            )
             .limit(1)
         )
         with self._engine.connect() as conn:
