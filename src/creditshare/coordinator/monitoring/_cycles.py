@@ -9,6 +9,11 @@ set only, never on events) → Monitor every node at once under that receipt, ea
 the newest cycle of its answers stored here (acknowledged) → per node, one transaction
 stores its sealed batches and its new acknowledged cycle. A node that fails is named
 in the summary; its events wait on the node for a later cycle.
+
+Each request also lists the subscriptions ended here that the node still has registered
+(``ended``): without it a node would go on detecting and keeping events for them for
+ever. A node is asked (with an empty subscription list) while it has ends to take, and
+each end is repeated until that node's answer is stored, then its registration released.
 """
 
 from __future__ import annotations
