@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from creditshare.consent import Purpose
 from creditshare.crypto import AlertPrivateKey
 from creditshare.demo import Federation
 from creditshare.errors import ClientError, ProblemError
+from creditshare.node._storage import make_engine
+from creditshare.node.monitoring import MonitoringStore
 
 from ._monitoring import COURT, WATCH, CourtRecords, cycle, ledger_size, monitoring_consent
 from .conftest import Trust, placeholder_signature
@@ -160,6 +163,59 @@ def test_a_node_down_during_a_cycle_delivers_once_it_is_back(
     again = list(mtrust.bank.alerts(inbox=AlertInbox(tmp_path / "fresh.json")))
     assert [a.id for a in again] == [alerts[0].id]
     assert not inbox.gaps
+
+
+def _on_node(monitored: Federation, court: CourtRecords, subscription_id: str) -> Any:
+    """The court node's own row for a subscription and its waiting events, read from
+    the node's database (what it keeps, not what it says)."""
+    url = monitored.layout.node_settings(court.node).database_url
+    engine = make_engine(url)
+    try:
+        store = MonitoringStore(engine, lambda: datetime.now(UTC))
+        return store.subscription(subscription_id), store.pending_events(subscription_id)
+    finally:
+        engine.dispose()
+
+
+def test_a_cancelled_subscription_ends_on_the_node_and_raises_nothing_more(
+    monitored: Federation, mtrust: Trust, tmp_path: Path
+) -> None:
+    court = CourtRecords(monitored, tmp_path)
+    cancelled, kept = court.clean(2)
+    subs = {
+        uscc: mtrust.bank.subscribe(uscc, monitoring_consent(mtrust, uscc), signals=WATCH)
+        for uscc in (cancelled, kept)
+    }
+    gone = subs[cancelled]["subscription_id"]
+    inbox = AlertInbox(tmp_path / "inbox.json")
+    cycle(mtrust)
+    assert list(mtrust.bank.alerts(inbox=inbox)) == []
+    row, _ = _on_node(monitored, court, gone)
+    assert row is not None and row["ended_reason"] is None
+
+    ended = mtrust.bank.unsubscribe(gone)
+    assert ended["status"] == "ended" and ended["ended_reason"] == "cancelled by the bank"
+    summary = cycle(mtrust)  # tells the court node, which has registered it
+    assert summary["subscriptions"] == 1
+    assert [n["node"] for n in summary["nodes"] if not n.get("error")] == [COURT]
+    row, events = _on_node(monitored, court, gone)
+    assert row is not None and row["ended_reason"] == "ended by the coordinator"
+    assert events == []
+    registered = mtrust.bank.subscription(gone)["nodes"]
+    assert registered == [{"node": COURT, "registered": False}]
+
+    court.judgment(cancelled)  # the node raises nothing for a subscription it ended...
+    court.judgment(kept)  # ...while the other one still works
+    _, events = _on_node(monitored, court, gone)
+    assert events == []
+    _, waiting = _on_node(monitored, court, subs[kept]["subscription_id"])
+    assert [e.signal.value for e in waiting] == ["court_judgment"]
+    cycle(mtrust)
+    alerts = list(mtrust.bank.alerts(inbox=inbox))
+    assert [(a.uscc, a.subscription_id) for a in alerts] == [(kept, subs[kept]["subscription_id"])]
+    stored = mtrust.bank.get("/v1/alerts")["alerts"]
+    last_before_cancel = [a for a in stored if a["subscription_id"] == gone]
+    assert {a["cycle"] for a in last_before_cancel} == {1}  # nothing after it ended
 
 
 class FlakyEndpoint:

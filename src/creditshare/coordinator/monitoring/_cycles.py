@@ -9,6 +9,11 @@ set only, never on events) → Monitor every node at once under that receipt, ea
 the newest cycle of its answers stored here (acknowledged) → per node, one transaction
 stores its sealed batches and its new acknowledged cycle. A node that fails is named
 in the summary; its events wait on the node for a later cycle.
+
+Each request also lists the subscriptions ended here that the node still has registered
+(``ended``): without it a node would go on detecting and keeping events for them for
+ever. A node is asked (with an empty subscription list) while it has ends to take, and
+each end is repeated until that node's answer is stored, then its registration released.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ _MONITOR_FLOOR = 30.0
 #: Subscriptions registered at once before a cycle (a node back after a long outage may
 #: lack thousands; each registration Watches its few nodes at once).
 _REGISTERING = 16
+#: Ended subscriptions told to one node per cycle (the rest in the next ones).
+_ENDS_PER_NODE = 10_000
 #: The ledger subject of cycle records: in no enterprise's access log.
 SUBJECT = "monitoring:cycle"
 
@@ -210,8 +217,17 @@ class CycleRunner:
 
     async def _run(self, number: int, cycle_id: str) -> CycleRow:
         services = self._services
-        rows = await asyncio.to_thread(self._subscriptions.store.active)
+        store = self._subscriptions.store
+        rows = await asyncio.to_thread(store.active)
         scopes = await self._scopes(rows)
+        # Ended subscriptions still registered on a node: told to it this cycle (a node
+        # with nothing else to serve is asked with an empty list), released once its
+        # answer is stored, so it stops detecting and drops their events.
+        ends = await asyncio.to_thread(store.pending_ends, _ENDS_PER_NODE)
+        entries = {n.id: n for n in services.registry.nodes}
+        for node_id in ends:
+            if node_id not in scopes and node_id in entries:
+                scopes[node_id] = (entries[node_id], [])
         served = {node_id: {r.id: r.digest for r in subs} for node_id, (_, subs) in scopes.items()}
         digests = {node_id: node_digest(subs) for node_id, subs in served.items()}
         asked = sorted(scopes)
@@ -257,6 +273,7 @@ class CycleRunner:
                 node_digests=node_digests,
                 acknowledged_cycle=acks.get(node.id, 0),
                 credentials=credentials,
+                ended=ends.get(node.id, []),
             )
             return await monitor(
                 services.broker,
@@ -272,7 +289,7 @@ class CycleRunner:
         summary = []
         banks = {r.id: r.bank for r in rows}
         for node_id, answer in zip(asked, answers, strict=True):
-            summary.append(await self._store(number, node_id, answer, banks))
+            summary.append(await self._store(number, node_id, answer, banks, ends.get(node_id, [])))
         by_node = dict(zip(asked, answers, strict=True))
         await asyncio.to_thread(self._store_scores, number, rows, scored, by_node)
         log.info(
@@ -289,7 +306,12 @@ class CycleRunner:
         return row
 
     async def _store(
-        self, number: int, node_id: str, answer: NodeAnswer | str, banks: dict[str, str]
+        self,
+        number: int,
+        node_id: str,
+        answer: NodeAnswer | str,
+        banks: dict[str, str],
+        ended: list[str],
     ) -> dict[str, Any]:
         if isinstance(answer, str):
             # The failure's class only in the log (the summary keeps the node's words).
@@ -304,6 +326,12 @@ class CycleRunner:
             log.exception("monitoring cycle %d: storing node %s's answer failed", number, node_id)
             error = f"could not store its answer: {type(exc).__name__}"
             return {"node": node_id, "batches": 0, "unknown": 0, "ended": 0, "error": error}
+        if ended:  # the node has taken these ends: not told again
+            await asyncio.to_thread(
+                self._subscriptions.store.set_registered,
+                [(sid, node_id) for sid in ended],
+                False,
+            )
         if answer.unknown:  # Watch them again next cycle
             await asyncio.to_thread(
                 self._subscriptions.store.set_registered,
@@ -371,16 +399,21 @@ class CycleRunner:
         days = self._services.settings.alert_retention_days
         return await asyncio.to_thread(self._alerts.prune, self._clock(), days)
 
+    def _anything_to_do(self) -> bool:
+        store = self._subscriptions.store
+        nodes = [n.id for n in self._services.registry.nodes]
+        return store.any_active() or store.any_ends_pending(nodes)
+
     async def loop(self, interval: float) -> None:
         """A cycle whenever the newest one (by any replica) started ``interval`` ago, and
-        some subscription is active (an idle federation adds nothing to the ledger)."""
-        store = self._subscriptions.store
+        some subscription is active or some node has yet to hear that one ended (an idle
+        federation adds nothing to the ledger)."""
         while True:
             wait = interval
             try:
                 last = await asyncio.to_thread(self._last_started)
                 due = last is None or (self._clock() - last).total_seconds() >= interval
-                if due and not await asyncio.to_thread(store.any_active):
+                if due and not await asyncio.to_thread(self._anything_to_do):
                     await self.prune()
                 elif due:
                     with contextlib.suppress(ConflictError):  # another replica's cycle

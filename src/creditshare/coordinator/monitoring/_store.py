@@ -8,11 +8,12 @@ and writes the ledger's ``subscription_end`` record.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, update
+from sqlalchemy import select as core_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -152,3 +153,47 @@ class SubscriptionStore:
                             registered=registered,
                         )
                     )
+
+    def any_ends_pending(self, nodes: Collection[str]) -> bool:
+        """Whether one of ``nodes`` (those configured: a node removed from the federation
+        is never asked again) still has an ended subscription registered, so a cycle is
+        due to tell it even when no subscription is active."""
+        query = (
+            core_select(_REGISTRATION.c.node_id)
+            .select_from(
+                _REGISTRATION.join(
+                    _SUBSCRIPTION, _SUBSCRIPTION.c.id == _REGISTRATION.c.subscription_id
+                )
+            )
+            .where(
+                _REGISTRATION.c.registered.is_(True),
+                _SUBSCRIPTION.c.status == ENDED,
+                _REGISTRATION.c.node_id.in_(list(nodes)),
+            )
+            .limit(1)
+        )
+        with self._engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def pending_ends(self, per_node: int) -> dict[str, list[str]]:
+        """Per node, the ended subscriptions it still has registered (sorted, at most
+        ``per_node``; the rest wait for later cycles): each cycle tells the node, and the
+        registration is released once the node's answer is stored (``set_registered``),
+        so a node down keeps them pending until it answers."""
+        query = (
+            core_select(_REGISTRATION.c.node_id, _REGISTRATION.c.subscription_id)
+            .select_from(
+                _REGISTRATION.join(
+                    _SUBSCRIPTION, _SUBSCRIPTION.c.id == _REGISTRATION.c.subscription_id
+                )
+            )
+            .where(_REGISTRATION.c.registered.is_(True), _SUBSCRIPTION.c.status == ENDED)
+            .order_by(_REGISTRATION.c.node_id, _REGISTRATION.c.subscription_id)
+        )
+        out: dict[str, list[str]] = {}
+        with self._engine.connect() as conn:
+            for node_id, subscription_id in conn.execute(query):
+                ids = out.setdefault(node_id, [])
+                if len(ids) < per_node:
+                    ids.append(subscription_id)
+        return out

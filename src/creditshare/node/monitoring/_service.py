@@ -44,7 +44,7 @@ from creditshare.node.monitoring._store import CyclePlan, MonitoringStore, Plann
 from creditshare.proto import monitoring_pb2, monitoring_pb2_grpc
 from creditshare.signed import SignedSubscription
 
-__all__ = ["MAX_CYCLE_BATCHES", "MAX_CYCLE_SUBSCRIPTIONS", "MonitoringService"]
+__all__ = ["MAX_CYCLE_BATCHES", "MAX_CYCLE_ENDS", "MAX_CYCLE_SUBSCRIPTIONS", "MonitoringService"]
 
 log = logging.getLogger("creditshare.node")
 T = TypeVar("T")
@@ -56,6 +56,8 @@ MAX_CYCLE_SUBSCRIPTIONS = 100_000
 #: most 64 MiB (GRPC_MESSAGE_OPTIONS), which 16 039 of them fill. A node asked to serve
 #: more in one cycle says so (RESOURCE_EXHAUSTED) instead of failing to send.
 MAX_CYCLE_BATCHES = 16_000
+#: Ended subscriptions one Monitor call may list (monitoring.proto).
+MAX_CYCLE_ENDS = 10_000
 #: Nodes a cycle may name: far more than any federation, few enough to hash at once.
 MAX_CYCLE_NODES = 10_000
 #: A signed subscription's canonical JSON is at most this long (monitoring.proto).
@@ -210,6 +212,7 @@ class MonitoringService(monitoring_pb2_grpc.MonitoringServicer):
     def _plan(self, request: monitoring_pb2.MonitorRequest) -> CyclePlan:
         """Validate, check the cycle's receipt, then decide every batch; blocking."""
         requested, node_digests = _cycle_request(request)
+        ended_ids = _ended_ids(request)
         self._authority.update_revocations(request.credentials.revocation_lists)
         self._checker.check_cycle(
             request.receipt if request.HasField("receipt") else None,
@@ -220,6 +223,12 @@ class MonitoringService(monitoring_pb2_grpc.MonitoringServicer):
         )
         if request.scale:
             FixedPointEncoding(request.scale)  # bounded as a query's scale is
+        # Ends first, so a subscription ended here is neither served nor kept: its
+        # waiting events go with it (see MonitoringStore.end_listed for why the
+        # coordinator's word suffices), and so do those of every lapsed consent.
+        ended = self._store.end_listed(ended_ids) + self._store.end_expired()
+        if ended:
+            log.info("cycle %d: %d subscription(s) ended here", request.cycle, ended)
         return self._store.answer_cycle(
             request.cycle,
             request.acknowledged_cycle,
@@ -342,3 +351,16 @@ def _cycle_request(
             raise InvalidInputError(f"node_digests names node {node.node_id} twice")
         digests[node.node_id] = node.digest
     return requested, digests
+
+
+def _ended_ids(request: monitoring_pb2.MonitorRequest) -> list[str]:
+    """The subscriptions the coordinator says have ended, bounds checked."""
+    if len(request.ended) > MAX_CYCLE_ENDS:
+        raise InvalidInputError(f"a cycle lists at most {MAX_CYCLE_ENDS} ended subscriptions")
+    ids = list(request.ended)
+    for k, sid in enumerate(ids):
+        if not _HEX32.fullmatch(sid):
+            raise InvalidInputError(f"ended[{k}] must be 32 hex digits")
+    if ids != sorted(set(ids)):
+        raise InvalidInputError("ended must be sorted by id, each once")
+    return ids

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from creditshare.consent import ConsentGrant
 from creditshare.crypto import PublicKey
-from creditshare.errors import ConflictError, OutOfOrderError
+from creditshare.errors import ConflictError, GoneError, OutOfOrderError
 from creditshare.monitoring import BATCH_EVENTS, AlertBatch, AlertEvent, Severity, Signal
 from creditshare.node._records import latest_batch, snapshot_transaction
 from creditshare.node.monitoring._tables import ALERT_EVENTS, MONITOR_CYCLES, WATCHED, utc
@@ -36,6 +36,7 @@ __all__ = ["CyclePlan", "MonitoringStore", "PlannedBatch", "PlannedScore", "Regi
 _CHUNK = 500
 REVOKED = "consent revoked"
 EXPIRED = "consent expired"
+ENDED_BY_COORDINATOR = "ended by the coordinator"
 
 
 def _chunks(items: Sequence[str]) -> Iterator[list[str]]:
@@ -113,16 +114,24 @@ class MonitoringStore:
         score_key: PublicKey | None = None,
     ) -> Registration:
         """Watch ``signed`` from the next snapshot on; idempotent for the same signed
-        subscription, ConflictError for another one under the same id. ``score_key``:
+        subscription, ConflictError for another one under the same id, GoneError once it
+        has ended here (never silently served again). ``score_key``:
         the bank's Paillier key, checked against the signed fingerprint by the caller
         (score_change only)."""
         digest = signed.digest()
         with snapshot_transaction(self._engine) as conn:
             held = conn.execute(
-                select(WATCHED.c.digest, WATCHED.c.from_snapshot).where(
+                select(WATCHED.c.digest, WATCHED.c.from_snapshot, WATCHED.c.ended_reason).where(
                     WATCHED.c.subscription_id == signed.subscription_id
                 )
             ).first()
+            if held is not None and held.ended_reason is not None:
+                # Not resurrected: its events and sequence were dropped when it ended, so
+                # serving it again would hide what happened meanwhile. A new id starts clean.
+                raise GoneError(
+                    f"subscription {signed.subscription_id} has ended on this node "
+                    f"({held.ended_reason}): subscribe again under a new id"
+                )
             if held is not None:
                 if held.digest != digest:
                     raise ConflictError(
@@ -299,3 +308,45 @@ class MonitoringStore:
         """The events waiting for acknowledgement, in seq order (for operators and tests)."""
         with self._engine.connect() as conn:
             return [_event(row) for row in self._pending(conn, [subscription_id])[subscription_id]]
+
+    # -- ends the coordinator announces, and lapsed consents -------------------------------
+
+    def end_listed(self, ids: Sequence[str]) -> int:
+        """End the listed subscriptions this node holds and still serves (the coordinator
+        ended them: cancelled by the bank, consent revoked or expired), dropping their
+        waiting events; unknown or already ended ids are ignored. How many it ended.
+
+        The coordinator's word suffices: ending is a denial a compromised coordinator
+        could always cause anyway (by no longer asking for the subscription), and it
+        never lets anything more out of this node."""
+        if not ids:
+            return 0
+        with snapshot_transaction(self._engine) as conn:
+            return self._end_active(conn, list(ids), ENDED_BY_COORDINATOR)
+
+    def end_expired(self) -> int:
+        """End every served subscription whose consent has expired, dropping its waiting
+        events, whether or not a cycle still asks for it; how many."""
+        now = utc(self._clock())
+        with snapshot_transaction(self._engine) as conn:
+            ids = list(
+                conn.execute(
+                    select(WATCHED.c.subscription_id).where(
+                        WATCHED.c.ended_reason.is_(None), WATCHED.c.consent_valid_until <= now
+                    )
+                ).scalars()
+            )
+            return self._end_active(conn, ids, EXPIRED) if ids else 0
+
+    def _end_active(self, conn: Connection, ids: list[str], reason: str) -> int:
+        active: list[str] = []
+        for chunk in _chunks(ids):
+            active.extend(
+                conn.execute(
+                    select(WATCHED.c.subscription_id).where(
+                        WATCHED.c.subscription_id.in_(chunk), WATCHED.c.ended_reason.is_(None)
+                    )
+                ).scalars()
+            )
+        self._end(conn, [{"key": sid, "reason": reason} for sid in active], self._clock())
+        return len(active)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from creditshare.proto.creditshare.v1 import node_pb2 as creditshare_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63reditshare/v1/monitoring.proto\x12\x0e\x63reditshare.v1\x1a\x19\x63reditshare/v1/node.proto\"\xbc\x01\n\x0cWatchRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\x0c\x12-\n\x07receipt\x18\x02 \x01(\x0b\x32\x1c.creditshare.v1.QueryReceipt\x12\x30\n\x0b\x63redentials\x18\x03 \x01(\x0b\x32\x1b.creditshare.v1.Credentials\x12\x35\n\npublic_key\x18\x04 \x01(\x0b\x32!.creditshare.v1.PaillierPublicKey\"Z\n\rWatchResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10newly_registered\x18\x02 \x01(\x08\x12\x1e\n\x16watching_from_snapshot\x18\x03 \x01(\x04\"<\n\x11\x43ycleSubscription\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"-\n\nNodeDigest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"\x97\x02\n\x0eMonitorRequest\x12\r\n\x05\x63ycle\x18\x01 \x01(\x04\x12-\n\x07receipt\x18\x02 \x01(\x0b\x32\x1c.creditshare.v1.QueryReceipt\x12\x38\n\rsubscriptions\x18\x03 \x03(\x0b\x32!.creditshare.v1.CycleSubscription\x12\x30\n\x0cnode_digests\x18\x04 \x03(\x0b\x32\x1a.creditshare.v1.NodeDigest\x12\x1a\n\x12\x61\x63knowledged_cycle\x18\x05 \x01(\x04\x12\x30\n\x0b\x63redentials\x18\x06 \x01(\x0b\x32\x1b.creditshare.v1.Credentials\x12\r\n\x05scale\x18\x07 \x01(\x04\"6\n\x0bSealedBatch\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"<\n\x11\x45ndedSubscription\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"@\n\x0e\x45ncryptedScore\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x15\n\rpartial_score\x18\x02 \x01(\x0c\"\xc3\x01\n\x0fMonitorResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12,\n\x07\x62\x61tches\x18\x02 \x03(\x0b\x32\x1b.creditshare.v1.SealedBatch\x12\x0f\n\x07unknown\x18\x03 \x03(\t\x12\x30\n\x05\x65nded\x18\x04 \x03(\x0b\x32!.creditshare.v1.EndedSubscription\x12.\n\x06scores\x18\x05 \x03(\x0b\x32\x1e.creditshare.v1.EncryptedScore2\x9e\x01\n\nMonitoring\x12\x44\n\x05Watch\x12\x1c.creditshare.v1.WatchRequest\x1a\x1d.creditshare.v1.WatchResponse\x12J\n\x07Monitor\x12\x1e.creditshare.v1.MonitorRequest\x1a\x1f.creditshare.v1.MonitorResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63reditshare/v1/monitoring.proto\x12\x0e\x63reditshare.v1\x1a\x19\x63reditshare/v1/node.proto\"\xbc\x01\n\x0cWatchRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\x0c\x12-\n\x07receipt\x18\x02 \x01(\x0b\x32\x1c.creditshare.v1.QueryReceipt\x12\x30\n\x0b\x63redentials\x18\x03 \x01(\x0b\x32\x1b.creditshare.v1.Credentials\x12\x35\n\npublic_key\x18\x04 \x01(\x0b\x32!.creditshare.v1.PaillierPublicKey\"Z\n\rWatchResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10newly_registered\x18\x02 \x01(\x08\x12\x1e\n\x16watching_from_snapshot\x18\x03 \x01(\x04\"<\n\x11\x43ycleSubscription\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"-\n\nNodeDigest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"\xa6\x02\n\x0eMonitorRequest\x12\r\n\x05\x63ycle\x18\x01 \x01(\x04\x12-\n\x07receipt\x18\x02 \x01(\x0b\x32\x1c.creditshare.v1.QueryReceipt\x12\x38\n\rsubscriptions\x18\x03 \x03(\x0b\x32!.creditshare.v1.CycleSubscription\x12\x30\n\x0cnode_digests\x18\x04 \x03(\x0b\x32\x1a.creditshare.v1.NodeDigest\x12\x1a\n\x12\x61\x63knowledged_cycle\x18\x05 \x01(\x04\x12\x30\n\x0b\x63redentials\x18\x06 \x01(\x0b\x32\x1b.creditshare.v1.Credentials\x12\r\n\x05scale\x18\x07 \x01(\x04\x12\r\n\x05\x65nded\x18\x08 \x03(\t\"6\n\x0bSealedBatch\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"<\n\x11\x45ndedSubscription\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"@\n\x0e\x45ncryptedScore\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x15\n\rpartial_score\x18\x02 \x01(\x0c\"\xc3\x01\n\x0fMonitorResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12,\n\x07\x62\x61tches\x18\x02 \x03(\x0b\x32\x1b.creditshare.v1.SealedBatch\x12\x0f\n\x07unknown\x18\x03 \x03(\t\x12\x30\n\x05\x65nded\x18\x04 \x03(\x0b\x32!.creditshare.v1.EndedSubscription\x12.\n\x06scores\x18\x05 \x03(\x0b\x32\x1e.creditshare.v1.EncryptedScore2\x9e\x01\n\nMonitoring\x12\x44\n\x05Watch\x12\x1c.creditshare.v1.WatchRequest\x1a\x1d.creditshare.v1.WatchResponse\x12J\n\x07Monitor\x12\x1e.creditshare.v1.MonitorRequest\x1a\x1f.creditshare.v1.MonitorResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,15 +41,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODEDIGEST']._serialized_start=423
   _globals['_NODEDIGEST']._serialized_end=468
   _globals['_MONITORREQUEST']._serialized_start=471
-  _globals['_MONITORREQUEST']._serialized_end=750
-  _globals['_SEALEDBATCH']._serialized_start=752
-  _globals['_SEALEDBATCH']._serialized_end=806
-  _globals['_ENDEDSUBSCRIPTION']._serialized_start=808
-  _globals['_ENDEDSUBSCRIPTION']._serialized_end=868
-  _globals['_ENCRYPTEDSCORE']._serialized_start=870
-  _globals['_ENCRYPTEDSCORE']._serialized_end=934
-  _globals['_MONITORRESPONSE']._serialized_start=937
-  _globals['_MONITORRESPONSE']._serialized_end=1132
-  _globals['_MONITORING']._serialized_start=1135
-  _globals['_MONITORING']._serialized_end=1293
+  _globals['_MONITORREQUEST']._serialized_end=765
+  _globals['_SEALEDBATCH']._serialized_start=767
+  _globals['_SEALEDBATCH']._serialized_end=821
+  _globals['_ENDEDSUBSCRIPTION']._serialized_start=823
+  _globals['_ENDEDSUBSCRIPTION']._serialized_end=883
+  _globals['_ENCRYPTEDSCORE']._serialized_start=885
+  _globals['_ENCRYPTEDSCORE']._serialized_end=949
+  _globals['_MONITORRESPONSE']._serialized_start=952
+  _globals['_MONITORRESPONSE']._serialized_end=1147
+  _globals['_MONITORING']._serialized_start=1150
+  _globals['_MONITORING']._serialized_end=1308
 # @@protoc_insertion_point(module_scope)

@@ -160,6 +160,7 @@ class MonitorRequest(_message.Message):
     ACKNOWLEDGED_CYCLE_FIELD_NUMBER: _builtins.int
     CREDENTIALS_FIELD_NUMBER: _builtins.int
     SCALE_FIELD_NUMBER: _builtins.int
+    ENDED_FIELD_NUMBER: _builtins.int
     cycle: _builtins.int
     """The cycle's number (positive, increasing); equals the record's cycle.number."""
     acknowledged_cycle: _builtins.int
@@ -189,6 +190,15 @@ class MonitorRequest(_message.Message):
     def credentials(self) -> _node_pb2.Credentials:
         """Revocation lists to keep current (requester/enterprise unused)."""
 
+    @_builtins.property
+    def ended(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Subscriptions this node registered that the coordinator has ended (the bank
+        cancelled it, its consent was revoked or expired), sorted by id, each once, at most
+        10,000 (the rest in later cycles). The node ends each one it holds, drops its
+        waiting events and stops detecting for it; unknown ids are ignored. Not covered by
+        the receipt: ending is a denial the coordinator can always cause by not asking.
+        """
+
     def __init__(
         self,
         *,
@@ -199,10 +209,11 @@ class MonitorRequest(_message.Message):
         acknowledged_cycle: _builtins.int = ...,
         credentials: _node_pb2.Credentials | None = ...,
         scale: _builtins.int = ...,
+        ended: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_cycle", b"acknowledged_cycle", "credentials", b"credentials", "cycle", b"cycle", "node_digests", b"node_digests", "receipt", b"receipt", "scale", b"scale", "subscriptions", b"subscriptions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_cycle", b"acknowledged_cycle", "credentials", b"credentials", "cycle", b"cycle", "ended", b"ended", "node_digests", b"node_digests", "receipt", b"receipt", "scale", b"scale", "subscriptions", b"subscriptions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
