@@ -75,7 +75,10 @@ class Bench:
         """Register the bank and every enterprise, consent and subscribe (public API)."""
         layout = self.layout
         operator_key = layout.bootstrap_operator()
-        self.operator = CreditShareClient(layout.coordinator_url, api_key=operator_key)
+        # A cycle over 10,000 subscriptions takes longer than a query: the operator waits.
+        self.operator = CreditShareClient(
+            layout.coordinator_url, api_key=operator_key, timeout=1800.0
+        )
         layout.publish_revocation_lists(operator_key)
         bank_key = self.operator.register_participant("bench-bank", "bank", "Bench Bank")
         self.bank = CreditShareClient(
