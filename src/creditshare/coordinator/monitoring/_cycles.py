@@ -59,8 +59,11 @@ log = logging.getLogger("creditshare.coordinator")
 _CYCLE: Any = CycleRow.__table__  # type: ignore[attr-defined]
 #: A cycle unfinished for this long is taken for a crashed replica's: the next may start.
 _STALE = timedelta(minutes=15)
-#: A Monitor call seals one batch per subscription: give it at least this long.
+#: A Monitor call seals one batch per subscription: give it at least this long, plus
+#: ``_PER_SUBSCRIPTION`` for each subscription it serves (a node serving thousands
+#: seals and, for score_change, encrypts thousands of values, on a busy host too).
 _MONITOR_FLOOR = 30.0
+_PER_SUBSCRIPTION = 0.02
 #: Subscriptions registered at once before a cycle (a node back after a long outage may
 #: lack thousands; each registration Watches its few nodes at once).
 _REGISTERING = 16
@@ -254,7 +257,7 @@ class CycleRunner:
         acks = await asyncio.to_thread(self._alerts.acknowledged)
         credentials = await asyncio.to_thread(services.credentials.for_nodes, None, None)
         node_digests = [monitoring_pb2.NodeDigest(node_id=n, digest=digests[n]) for n in asked]
-        seconds = max(services.settings.node_deadline_seconds, _MONITOR_FLOOR)
+        deadline = max(services.settings.node_deadline_seconds, _MONITOR_FLOOR)
 
         catalogues = services.broker.catalogues
         scored = {
@@ -275,6 +278,7 @@ class CycleRunner:
                 credentials=credentials,
                 ended=ends.get(node.id, []),
             )
+            seconds = deadline + _PER_SUBSCRIPTION * len(subs)
             return await monitor(
                 services.broker,
                 node,
