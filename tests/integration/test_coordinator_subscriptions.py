@@ -264,7 +264,9 @@ def test_an_expired_consent_ends_its_subscriptions_at_the_next_cycle(h: Harness)
     assert [r["reason"] for _, r in h.records() if r["kind"] == "subscription_end"] == [
         "consent expired"
     ]
-    assert h.nodes[0].monitor_requests == []  # nothing left to ask anyone about
+    # Nothing left to serve: the node is asked only to end it (and so stops watching).
+    (request,) = h.nodes[0].monitor_requests
+    assert list(request.subscriptions) == [] and list(request.ended) == [sid]
 
 
 def test_subscriptions_of_an_expired_consent_end_between_cycles(
