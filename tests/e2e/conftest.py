@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import secrets
-import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,17 +13,18 @@ from typing import Any
 import gmpy2
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from creditshare._canonical import format_time
 from creditshare.client import CreditShareClient, Identity, sign_job, sign_query
 from creditshare.consent import ConsentGrant, Purpose
 from creditshare.crypto import AlertPrivateKey, PrivateKey, SigningKey
-from creditshare.demo import Federation, FederationLayout, PlaintextOracle, free_port
+from creditshare.demo import Federation, FederationLayout, PlaintextOracle
 from creditshare.departments import DEFAULT_INTERCEPT
 from creditshare.errors import CreditShareError
 from creditshare.identity import Chain
+
+from .._serving import serve_in_thread
 
 E2E_DEPARTMENTS = ("tax", "market", "court")
 
@@ -261,24 +260,3 @@ ServeApp = Callable[[FastAPI], AbstractContextManager[str]]
 @pytest.fixture
 def serve_app() -> ServeApp:
     return serve_in_thread
-
-
-@contextmanager
-def serve_in_thread(app: FastAPI) -> Iterator[str]:
-    """Run an app under a real uvicorn server on loopback; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

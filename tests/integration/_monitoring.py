@@ -13,7 +13,6 @@ import base64
 import contextlib
 import secrets
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,7 +23,6 @@ from typing import Any
 
 import grpc
 import httpx
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -36,7 +34,6 @@ from creditshare.coordinator._admin import init_log_key
 from creditshare.coordinator._services import Services
 from creditshare.coordinator.monitoring._tables import RegistrationRow, SubscriptionRow
 from creditshare.crypto import AlertPrivateKey, AlertPublicKey
-from creditshare.demo import free_port
 from creditshare.errors import CreditShareError
 from creditshare.identity import Chain
 from creditshare.monitoring import (
@@ -52,6 +49,7 @@ from creditshare.proto import monitoring_pb2, monitoring_pb2_grpc, node_pb2, nod
 from creditshare.signed import SignedSubscription, subscription_document
 
 from .._authority import authority
+from .._serving import serve_in_thread
 
 __all__ = [
     "ENTERPRISE",
@@ -393,24 +391,3 @@ def harness(
         url = stack.enter_context(serve_in_thread(app))
         http = stack.enter_context(httpx.Client(base_url=url, timeout=60))
         yield Harness(app, http, clock, nodes, url)
-
-
-@contextlib.contextmanager
-def serve_in_thread(app: FastAPI) -> Iterator[str]:
-    """The app under a real uvicorn server on loopback (lifespan on); its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -186,7 +186,8 @@ class Alert:
             raise AlertBatchError(
                 stored.cursor, f"stored_at {stored.stored_at[:40]!r} is not an ISO time"
             ) from None
-        return cls(
+        # A score row names no node (the score is every node's share): stored.node is "".
+        event = AlertEvent(
             id=event_id("coordinator", stored.subscription_id, stored.cycle, signal),
             seq=stored.cycle,
             signal=signal,
@@ -196,27 +197,25 @@ class Alert:
             indicator=SCORE_INDICATOR,
             before=str(before),
             after=str(after),
-            subscription_id=stored.subscription_id,
-            uscc=uscc,
-            node="",
-            chain="",
-            department="",
-            cycle=stored.cycle,
-            cursor=stored.cursor,
-            stored_at=stored.stored_at,
+        )
+        return cls.of(event, stored, uscc)
+
+    def event(self) -> AlertEvent:
+        """What the node (or, for a score, the bank) raised, without where it came from."""
+        return AlertEvent(
+            id=self.id,
+            seq=self.seq,
+            signal=self.signal,
+            severity=self.severity,
+            observed_at=self.observed_at,
+            snapshot=self.snapshot,
+            indicator=self.indicator,
+            before=self.before,
+            after=self.after,
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "seq": self.seq,
-            "type": self.signal.value,
-            "severity": self.severity.value,
-            "observed_at": self.observed_at.isoformat(),
-            "snapshot": self.snapshot,
-            "indicator": self.indicator,
-            "before": self.before,
-            "after": self.after,
+        return self.event().to_json() | {
             "subscription_id": self.subscription_id,
             "uscc": self.uscc,
             "node": self.node,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections import Counter
@@ -44,7 +45,7 @@ from creditshare.coordinator.monitoring._nodes import (
 )
 from creditshare.coordinator.monitoring._subscriptions import PURPOSE, Subscriptions
 from creditshare.coordinator.monitoring._tables import CycleRow, SubscriptionRow
-from creditshare.crypto import Ciphertext, FixedPointEncoding
+from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
 from creditshare.errors import ConflictError, CreditShareError
 from creditshare.ledger import QueryRecord
 from creditshare.monitoring import cycle_digest, node_digest
@@ -369,6 +370,14 @@ class CycleRunner:
                 for sid, data in answer.scores:
                     shares.setdefault(sid, {})[node_id] = data
         encoding = FixedPointEncoding(services.settings.scale)
+
+        # Thousands of subscriptions share a few banks' keys and models: one database
+        # read (and one key validation) each per cycle, not one per subscription.
+        @functools.cache
+        def key_of(bank: str, fingerprint: str) -> PublicKey:
+            return services.paillier_keys.resolve(services.participants.get(bank), fingerprint)
+
+        model_of = functools.cache(services.registry.model)
         for row in rows:
             model_id = _model_of(row)
             expected = {n for n, ids in scored.items() if row.id in ids}
@@ -378,9 +387,8 @@ class CycleRunner:
             if set(got) != expected:
                 continue  # a node failed or ended it: no score this cycle
             try:
-                owner = services.participants.get(row.bank)
-                key = services.paillier_keys.resolve(owner, _fingerprint_of(row))
-                model = services.registry.model(model_id)
+                key = key_of(row.bank, _fingerprint_of(row))
+                model = model_of(model_id)
                 total = Ciphertext(key, 1).add_encoded(encoding.encode(model.intercept, key))
                 for node_id in sorted(got):
                     total = total + Ciphertext.from_bytes(key, got[node_id])
