@@ -1,12 +1,14 @@
-"""What a node keeps for post-loan monitoring, and the two transactions that change it.
+"""What a node keeps for post-loan monitoring, and the transactions that change it.
 
 ``register`` adds a watched subscription (ordered with snapshot imports by the same
 lock, so a subscription either sees a snapshot's events or starts after it);
-``answer_cycle`` turns one Monitor request into the batches to seal: it drops what the
-coordinator acknowledged, ends subscriptions whose consent was revoked or expired, and
-marks the events each batch carries as sent in this cycle, and lists the subscriptions
-whose score share is due (score_change). Both run under the snapshot
-lock, so a concurrent import and a cycle never interleave their reads and writes.
+``end_listed`` and ``end_expired`` end subscriptions the coordinator ended or whose
+consent lapsed, dropping their events; ``answer_cycle`` turns one Monitor request into
+the batches to seal: it delivers what the coordinator acknowledged (and sends again
+what an unstored answer carried), ends subscriptions whose consent was revoked or
+expired, marks the events each batch carries as sent in this cycle, and lists the
+subscriptions whose score share is due (score_change). All run under the snapshot lock,
+so a concurrent import and a cycle never interleave their reads and writes.
 """
 
 from __future__ import annotations
