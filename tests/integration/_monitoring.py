@@ -49,6 +49,7 @@ from creditshare.proto import monitoring_pb2, monitoring_pb2_grpc, node_pb2, nod
 from creditshare.signed import SignedSubscription, subscription_document
 
 from .._authority import authority
+from .._fake_nodes import NoTreeModels
 from .._serving import serve_in_thread
 
 __all__ = [
@@ -82,7 +83,9 @@ class _Watched:
     events: list[tuple[AlertEvent, int | None]] = field(default_factory=list)
 
 
-class FakeNode(node_pb2_grpc.DataNodeServicer, monitoring_pb2_grpc.MonitoringServicer):
+class FakeNode(
+    NoTreeModels, node_pb2_grpc.DataNodeServicer, monitoring_pb2_grpc.MonitoringServicer
+):
     """Describes itself with ``signals``; Watch keeps the subscription; Monitor answers
     one sealed batch per registered subscription (events added by ``raise_event``),
     resending those not yet acknowledged, as the contract says a node does."""

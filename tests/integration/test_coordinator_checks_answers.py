@@ -25,13 +25,14 @@ from creditshare.crypto import FixedPointEncoding, PrivateKey, PublicKey
 from creditshare.proto import node_pb2, node_pb2_grpc
 
 from .._authority import authority
+from .._fake_nodes import NoTreeModels
 
 USCC = "91350100M000100Y43"
 #: The id the test authority's credential for USCC names.
 ENTERPRISE = f"ent-{USCC.lower()}"
 
 
-class FakeNode(node_pb2_grpc.DataNodeServicer):
+class FakeNode(NoTreeModels, node_pb2_grpc.DataNodeServicer):
     def __init__(self) -> None:
         self.mode = "honest"
         #: How many indicators Describe lists (a dishonest node lists thousands).

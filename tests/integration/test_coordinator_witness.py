@@ -24,8 +24,10 @@ from creditshare.ledger import (
 )
 from creditshare.proto import head_from_pb, node_pb2, node_pb2_grpc
 
+from .._fake_nodes import NoTreeModels
 
-class FakeWitness(node_pb2_grpc.DataNodeServicer):
+
+class FakeWitness(NoTreeModels, node_pb2_grpc.DataNodeServicer):
     def __init__(self) -> None:
         self.mode = "honest"
         self.key = Ed25519PrivateKey.generate()

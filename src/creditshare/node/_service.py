@@ -237,6 +237,15 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
 
         return await self._guard(context, work)
 
+    async def TreeScore(  # noqa: N802 - gRPC method name
+        self,
+        request: node_pb2.TreeScoreRequest,
+        context: grpc.aio.ServicerContext[node_pb2.TreeScoreRequest, node_pb2.TreeScoreResponse],
+    ) -> node_pb2.TreeScoreResponse:
+        """Private tree scoring: being built (issue 14); UNIMPLEMENTED until then."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "tree scoring is not available yet")
+        raise AssertionError("unreachable")
+
     async def Score(  # noqa: N802 - gRPC method name
         self,
         request: node_pb2.ScoreRequest,

@@ -378,6 +378,25 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
 
         return await self._run(context, work)
 
+    async def TreeGradients(  # noqa: N802 - gRPC method name
+        self, request: training_pb2.TreeGradientsRequest, context: Any
+    ) -> training_pb2.TreeGradientsResponse:
+        """Tree jobs: being built (issue 14); UNIMPLEMENTED until then."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "tree training is not available yet")
+        raise AssertionError("unreachable")
+
+    async def TreeHistograms(  # noqa: N802 - gRPC method name
+        self, request: training_pb2.TreeHistogramsRequest, context: Any
+    ) -> training_pb2.TreeHistogramsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "tree training is not available yet")
+        raise AssertionError("unreachable")
+
+    async def TreeSplit(  # noqa: N802 - gRPC method name
+        self, request: training_pb2.TreeSplitRequest, context: Any
+    ) -> training_pb2.TreeSplitResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "tree training is not available yet")
+        raise AssertionError("unreachable")
+
     def _discard(self, job_id: str) -> None:
         """Discard the shard a dropped job kept (its model was never registered)."""
         discarded = self._shards.discard_job(job_id)

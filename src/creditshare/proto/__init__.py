@@ -17,6 +17,8 @@ from creditshare.proto._codec import (
     receipt_to_pb,
     settings_from_pb,
     settings_to_pb,
+    tree_settings_from_pb,
+    tree_settings_to_pb,
     trusted_size_from,
     trusted_size_metadata,
 )
@@ -46,6 +48,8 @@ __all__ = [
     "settings_to_pb",
     "training_pb2",
     "training_pb2_grpc",
+    "tree_settings_from_pb",
+    "tree_settings_to_pb",
     "trusted_size_from",
     "trusted_size_metadata",
 ]

@@ -24,6 +24,7 @@ from creditshare.ledger import (
     leaf_hash,
 )
 from creditshare.proto.creditshare.v1 import node_pb2, training_pb2
+from creditshare.trees import TreeConfig
 
 __all__ = [
     "TRUSTED_SIZE_METADATA",
@@ -35,6 +36,8 @@ __all__ = [
     "receipt_to_pb",
     "settings_from_pb",
     "settings_to_pb",
+    "tree_settings_from_pb",
+    "tree_settings_to_pb",
     "trusted_size_from",
     "trusted_size_metadata",
 ]
@@ -147,3 +150,15 @@ def settings_from_pb(pb: training_pb2.TrainingSettings) -> TrainingConfig:
     out of range (or left out: it reads 0) is an InvalidInputError naming it."""
     names = TrainingConfig.model_fields
     return TrainingConfig.from_document({n: getattr(pb, n) for n in names})
+
+
+def tree_settings_to_pb(config: TreeConfig) -> training_pb2.TreeSettings:
+    """Every field of the tree config, by name (the message mirrors the model)."""
+    return training_pb2.TreeSettings(**config.to_document())
+
+
+def tree_settings_from_pb(pb: training_pb2.TreeSettings) -> TreeConfig:
+    """The tree config a message holds, validated as the coordinator validated it (a
+    field left out reads 0 or "" and is refused where that is out of range)."""
+    names = TreeConfig.model_fields
+    return TreeConfig.from_document({n: getattr(pb, n) for n in names})

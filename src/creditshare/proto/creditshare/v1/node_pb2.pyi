@@ -564,6 +564,93 @@ class ScoreResponse(_message.Message):
 Global___ScoreResponse: _TypeAlias = ScoreResponse  # noqa: Y015
 
 @_typing.final
+class TreeScoreRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USCC_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    CREDENTIALS_FIELD_NUMBER: _builtins.int
+    INDICATORS_FIELD_NUMBER: _builtins.int
+    WEIGHTS_FIELD_NUMBER: _builtins.int
+    SCALE_FIELD_NUMBER: _builtins.int
+    uscc: _builtins.str
+    """As in ScoreRequest: the same query, receipt and credentials."""
+    model_id: _builtins.str
+    request_id: _builtins.str
+    scale: _builtins.int
+    @_builtins.property
+    def public_key(self) -> Global___PaillierPublicKey: ...
+    @_builtins.property
+    def receipt(self) -> Global___QueryReceipt: ...
+    @_builtins.property
+    def credentials(self) -> Global___Credentials: ...
+    @_builtins.property
+    def indicators(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Per leaf of the model (trees in order, leaves by ascending position), the previous
+        node's Enc(indicator). Empty: this node is the first and encrypts its own.
+        """
+
+    @_builtins.property
+    def weights(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Set for the last node only: per leaf, its weight in fixed point at `scale`, shifted
+        per tree to be non-negative (the coordinator removes the shifts and adds the base
+        score). The last node answers Σ weight·indicator over its consistent leaves.
+        """
+
+    def __init__(
+        self,
+        *,
+        uscc: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        public_key: Global___PaillierPublicKey | None = ...,
+        request_id: _builtins.str = ...,
+        receipt: Global___QueryReceipt | None = ...,
+        credentials: Global___Credentials | None = ...,
+        indicators: _abc.Iterable[_builtins.bytes] | None = ...,
+        weights: _abc.Iterable[_builtins.int] | None = ...,
+        scale: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "indicators", b"indicators", "model_id", b"model_id", "public_key", b"public_key", "receipt", b"receipt", "request_id", b"request_id", "scale", b"scale", "uscc", b"uscc", "weights", b"weights"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeScoreRequest: _TypeAlias = TreeScoreRequest  # noqa: Y015
+
+@_typing.final
+class TreeScoreResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    INDICATORS_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    score: _builtins.bytes
+    """Last: Enc(Σ weight · indicator), re-randomised."""
+    @_builtins.property
+    def indicators(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Not last: per leaf, Enc(indicator · this node's bit), every one fresh."""
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        indicators: _abc.Iterable[_builtins.bytes] | None = ...,
+        score: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["indicators", b"indicators", "node_id", b"node_id", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeScoreResponse: _TypeAlias = TreeScoreResponse  # noqa: Y015
+
+@_typing.final
 class AddCheckpointRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -54,6 +54,11 @@ class DataNodeStub:
                 request_serializer=creditshare_dot_v1_dot_node__pb2.AddCheckpointRequest.SerializeToString,
                 response_deserializer=creditshare_dot_v1_dot_node__pb2.AddCheckpointResponse.FromString,
                 _registered_method=True)
+        self.TreeScore = channel.unary_unary(
+                '/creditshare.v1.DataNode/TreeScore',
+                request_serializer=creditshare_dot_v1_dot_node__pb2.TreeScoreRequest.SerializeToString,
+                response_deserializer=creditshare_dot_v1_dot_node__pb2.TreeScoreResponse.FromString,
+                _registered_method=True)
 
 
 class DataNodeServicer:
@@ -96,6 +101,17 @@ class DataNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TreeScore(self, request, context):
+        """One step of a private tree score (gradient-boosted-tree models): the nodes that own
+        the model's splits are asked in turn, each multiplying the per-leaf indicators by
+        its own 0/1 decisions under the requester's key; the last applies the leaf weights
+        and answers one ciphertext. Checked exactly as Score (receipt, signed request,
+        consent, key); no node learns another's decisions or the leaf reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -118,6 +134,11 @@ def add_DataNodeServicer_to_server(servicer, server):
                     servicer.AddCheckpoint,
                     request_deserializer=creditshare_dot_v1_dot_node__pb2.AddCheckpointRequest.FromString,
                     response_serializer=creditshare_dot_v1_dot_node__pb2.AddCheckpointResponse.SerializeToString,
+            ),
+            'TreeScore': grpc.unary_unary_rpc_method_handler(
+                    servicer.TreeScore,
+                    request_deserializer=creditshare_dot_v1_dot_node__pb2.TreeScoreRequest.FromString,
+                    response_serializer=creditshare_dot_v1_dot_node__pb2.TreeScoreResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +249,33 @@ class DataNode:
             '/creditshare.v1.DataNode/AddCheckpoint',
             creditshare_dot_v1_dot_node__pb2.AddCheckpointRequest.SerializeToString,
             creditshare_dot_v1_dot_node__pb2.AddCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TreeScore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditshare.v1.DataNode/TreeScore',
+            creditshare_dot_v1_dot_node__pb2.TreeScoreRequest.SerializeToString,
+            creditshare_dot_v1_dot_node__pb2.TreeScoreResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,13 @@ class DataNodeStub:
     one); FAILED_PRECONDITION for a fork (nothing cosigned); NOT_FOUND when the node
     has no witness key.
     """
+    TreeScore: _grpc.UnaryUnaryMultiCallable[_node_pb2.TreeScoreRequest, _node_pb2.TreeScoreResponse]
+    """One step of a private tree score (gradient-boosted-tree models): the nodes that own
+    the model's splits are asked in turn, each multiplying the per-leaf indicators by
+    its own 0/1 decisions under the requester's key; the last applies the leaf weights
+    and answers one ciphertext. Checked exactly as Score (receipt, signed request,
+    consent, key); no node learns another's decisions or the leaf reached.
+    """
 
 @_typing.type_check_only
 class DataNodeAsyncStub(DataNodeStub):
@@ -78,6 +85,13 @@ class DataNodeAsyncStub(DataNodeStub):
     old_size is not the node's trusted size (or the head is older than the trusted
     one); FAILED_PRECONDITION for a fork (nothing cosigned); NOT_FOUND when the node
     has no witness key.
+    """
+    TreeScore: _aio.UnaryUnaryMultiCallable[_node_pb2.TreeScoreRequest, _node_pb2.TreeScoreResponse]  # type: ignore[assignment]
+    """One step of a private tree score (gradient-boosted-tree models): the nodes that own
+    the model's splits are asked in turn, each multiplying the per-leaf indicators by
+    its own 0/1 decisions under the requester's key; the last applies the leaf weights
+    and answers one ciphertext. Checked exactly as Score (receipt, signed request,
+    consent, key); no node learns another's decisions or the leaf reached.
     """
 
 class DataNodeServicer(metaclass=_abc_1.ABCMeta):
@@ -123,6 +137,19 @@ class DataNodeServicer(metaclass=_abc_1.ABCMeta):
         old_size is not the node's trusted size (or the head is older than the trusted
         one); FAILED_PRECONDITION for a fork (nothing cosigned); NOT_FOUND when the node
         has no witness key.
+        """
+
+    @_abc_1.abstractmethod
+    def TreeScore(
+        self,
+        request: _node_pb2.TreeScoreRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.TreeScoreResponse, _abc.Awaitable[_node_pb2.TreeScoreResponse]]:
+        """One step of a private tree score (gradient-boosted-tree models): the nodes that own
+        the model's splits are asked in turn, each multiplying the per-leaf indicators by
+        its own 0/1 decisions under the requester's key; the last applies the leaf weights
+        and answers one ciphertext. Checked exactly as Score (receipt, signed request,
+        consent, key); no node learns another's decisions or the leaf reached.
         """
 
 def add_DataNodeServicer_to_server(servicer: DataNodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -110,6 +110,7 @@ class OpenJobRequest(_message.Message):
     RECEIPT_FIELD_NUMBER: _builtins.int
     CREDENTIALS_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
+    TREE_SETTINGS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     @_builtins.property
     def public_key(self) -> _node_pb2.PaillierPublicKey: ...
@@ -133,6 +134,10 @@ class OpenJobRequest(_message.Message):
         the coordinator did and refuses weak settings (e.g. masks under 80 bits).
         """
 
+    @_builtins.property
+    def tree_settings(self) -> Global___TreeSettings:
+        """A gradient-boosted-tree job instead (exactly one of settings and tree_settings)."""
+
     def __init__(
         self,
         *,
@@ -142,14 +147,78 @@ class OpenJobRequest(_message.Message):
         receipt: _node_pb2.QueryReceipt | None = ...,
         credentials: _node_pb2.Credentials | None = ...,
         settings: Global___TrainingSettings | None = ...,
+        tree_settings: Global___TreeSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "public_key", b"public_key", "receipt", b"receipt", "settings", b"settings"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "public_key", b"public_key", "receipt", b"receipt", "settings", b"settings", "tree_settings", b"tree_settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "job_id", b"job_id", "points", b"points", "public_key", b"public_key", "receipt", b"receipt", "settings", b"settings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "job_id", b"job_id", "points", b"points", "public_key", b"public_key", "receipt", b"receipt", "settings", b"settings", "tree_settings", b"tree_settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OpenJobRequest: _TypeAlias = OpenJobRequest  # noqa: Y015
+
+@_typing.final
+class TreeSettings(_message.Message):
+    """creditshare.trees.TreeConfig, field for field (as TrainingSettings)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_TYPE_FIELD_NUMBER: _builtins.int
+    TREES_FIELD_NUMBER: _builtins.int
+    MAX_DEPTH_FIELD_NUMBER: _builtins.int
+    LEARNING_RATE_FIELD_NUMBER: _builtins.int
+    MAX_BINS_FIELD_NUMBER: _builtins.int
+    L2_FIELD_NUMBER: _builtins.int
+    MIN_CHILD_WEIGHT_FIELD_NUMBER: _builtins.int
+    GAMMA_FIELD_NUMBER: _builtins.int
+    MIN_CHILD_ROWS_FIELD_NUMBER: _builtins.int
+    EARLY_STOPPING_ROUNDS_FIELD_NUMBER: _builtins.int
+    MIN_IMPROVEMENT_FIELD_NUMBER: _builtins.int
+    VALIDATION_FRACTION_FIELD_NUMBER: _builtins.int
+    TEST_FRACTION_FIELD_NUMBER: _builtins.int
+    GRADIENT_BITS_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    model_type: _builtins.str
+    trees: _builtins.int
+    max_depth: _builtins.int
+    learning_rate: _builtins.float
+    max_bins: _builtins.int
+    l2: _builtins.float
+    min_child_weight: _builtins.float
+    gamma: _builtins.float
+    min_child_rows: _builtins.int
+    early_stopping_rounds: _builtins.int
+    min_improvement: _builtins.float
+    validation_fraction: _builtins.float
+    test_fraction: _builtins.float
+    gradient_bits: _builtins.int
+    seed: _builtins.int
+    def __init__(
+        self,
+        *,
+        model_type: _builtins.str = ...,
+        trees: _builtins.int = ...,
+        max_depth: _builtins.int = ...,
+        learning_rate: _builtins.float = ...,
+        max_bins: _builtins.int = ...,
+        l2: _builtins.float = ...,
+        min_child_weight: _builtins.float = ...,
+        gamma: _builtins.float = ...,
+        min_child_rows: _builtins.int = ...,
+        early_stopping_rounds: _builtins.int = ...,
+        min_improvement: _builtins.float = ...,
+        validation_fraction: _builtins.float = ...,
+        test_fraction: _builtins.float = ...,
+        gradient_bits: _builtins.int = ...,
+        seed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["early_stopping_rounds", b"early_stopping_rounds", "gamma", b"gamma", "gradient_bits", b"gradient_bits", "l2", b"l2", "learning_rate", b"learning_rate", "max_bins", b"max_bins", "max_depth", b"max_depth", "min_child_rows", b"min_child_rows", "min_child_weight", b"min_child_weight", "min_improvement", b"min_improvement", "model_type", b"model_type", "seed", b"seed", "test_fraction", b"test_fraction", "trees", b"trees", "validation_fraction", b"validation_fraction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeSettings: _TypeAlias = TreeSettings  # noqa: Y015
 
 @_typing.final
 class TrainingSettings(_message.Message):
@@ -225,6 +294,7 @@ class OpenJobResponse(_message.Message):
     FEATURES_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
     LABEL_SUMS_NEEDED_FIELD_NUMBER: _builtins.int
+    TREE_BINS_FIELD_NUMBER: _builtins.int
     rows: _builtins.int
     label_sums_needed: _builtins.bool
     """The job has WOE-binned features: LevelSums then ApplyLevelSums come first
@@ -232,16 +302,23 @@ class OpenJobResponse(_message.Message):
     """
     @_builtins.property
     def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def tree_bins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Tree jobs: the number of bins of each candidate feature, in the node's own order
+        (shuffled per job: the bureau learns neither names nor which feature is which).
+        """
+
     def __init__(
         self,
         *,
         features: _abc.Iterable[_builtins.str] | None = ...,
         rows: _builtins.int = ...,
         label_sums_needed: _builtins.bool = ...,
+        tree_bins: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "label_sums_needed", b"label_sums_needed", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "label_sums_needed", b"label_sums_needed", "rows", b"rows", "tree_bins", b"tree_bins"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -483,24 +560,275 @@ class CloseJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     MODEL_ID_FIELD_NUMBER: _builtins.int
+    TREE_SHAPES_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     model_id: _builtins.str
     """Empty: drop the job and discard any shard it kept. Otherwise keep the shard
     for scoring under this model id (1-64 of a-z 0-9 . _ -), tagged with the job.
     """
+    @_builtins.property
+    def tree_shapes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TreeShape]:
+        """Tree jobs keeping a model: the kept trees' shapes (later trees are dropped)."""
+
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         model_id: _builtins.str = ...,
+        tree_shapes: _abc.Iterable[Global___TreeShape] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "model_id", b"model_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "model_id", b"model_id", "tree_shapes", b"tree_shapes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CloseJobRequest: _TypeAlias = CloseJobRequest  # noqa: Y015
+
+@_typing.final
+class TreeShape(_message.Message):
+    """Tree jobs: per kept tree, its internal positions and those this node owns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERNAL_FIELD_NUMBER: _builtins.int
+    OWNED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def internal(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def owned(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        internal: _abc.Iterable[_builtins.int] | None = ...,
+        owned: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["internal", b"internal", "owned", b"owned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeShape: _TypeAlias = TreeShape  # noqa: Y015
+
+@_typing.final
+class TreeGradientsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TREE_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    GRADIENTS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    tree: _builtins.int
+    total: _builtins.int
+    """How many fit rows the tree's gradients cover in all (the same in every call)."""
+    final: _builtins.bool
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """A chunk of the fit rows, by position in the job's rows."""
+
+    @_builtins.property
+    def gradients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Per row, [[g·2^b + offset, h·2^b]] packed into one plaintext (trees.GradientPacking)."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        tree: _builtins.int = ...,
+        rows: _abc.Iterable[_builtins.int] | None = ...,
+        gradients: _abc.Iterable[_builtins.bytes] | None = ...,
+        total: _builtins.int = ...,
+        final: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["final", b"final", "gradients", b"gradients", "job_id", b"job_id", "rows", b"rows", "total", b"total", "tree", b"tree"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeGradientsRequest: _TypeAlias = TreeGradientsRequest  # noqa: Y015
+
+@_typing.final
+class TreeGradientsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeGradientsResponse: _TypeAlias = TreeGradientsResponse  # noqa: Y015
+
+@_typing.final
+class TreeNodeRows(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Heap position of the tree node (root 0; children 2i+1, 2i+2)."""
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The fit rows at that tree node, by position in the job's rows (sorted, distinct)."""
+
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        rows: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeNodeRows: _TypeAlias = TreeNodeRows  # noqa: Y015
+
+@_typing.final
+class TreeHistogramsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TREE_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    tree: _builtins.int
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TreeNodeRows]: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        tree: _builtins.int = ...,
+        nodes: _abc.Iterable[Global___TreeNodeRows] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "nodes", b"nodes", "tree", b"tree"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeHistogramsRequest: _TypeAlias = TreeHistogramsRequest  # noqa: Y015
+
+@_typing.final
+class TreeHistogram(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    CIPHERTEXTS_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    @_builtins.property
+    def ciphertexts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Every (feature, bin) sum in OpenJobResponse.tree_bins order, packed."""
+
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        ciphertexts: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertexts", b"ciphertexts", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeHistogram: _TypeAlias = TreeHistogram  # noqa: Y015
+
+@_typing.final
+class TreeHistogramsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HISTOGRAMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def histograms(self) -> _containers.RepeatedCompositeFieldContainer[Global___TreeHistogram]: ...
+    def __init__(
+        self,
+        *,
+        histograms: _abc.Iterable[Global___TreeHistogram] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["histograms", b"histograms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeHistogramsResponse: _TypeAlias = TreeHistogramsResponse  # noqa: Y015
+
+@_typing.final
+class TreeSplitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TREE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    FEATURE_FIELD_NUMBER: _builtins.int
+    BIN_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    OTHER_ROWS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    tree: _builtins.int
+    position: _builtins.int
+    feature: _builtins.int
+    """The candidate: a feature index into tree_bins, and the last bin that goes left."""
+    bin: _builtins.int
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The fit rows at this tree node (as sent to TreeHistograms for it or its sibling)."""
+
+    @_builtins.property
+    def other_rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Other rows routed to this tree node (validation and test rows): answered, never
+        used for a histogram.
+        """
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        tree: _builtins.int = ...,
+        position: _builtins.int = ...,
+        feature: _builtins.int = ...,
+        bin: _builtins.int = ...,
+        rows: _abc.Iterable[_builtins.int] | None = ...,
+        other_rows: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bin", b"bin", "feature", b"feature", "job_id", b"job_id", "other_rows", b"other_rows", "position", b"position", "rows", b"rows", "tree", b"tree"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeSplitRequest: _TypeAlias = TreeSplitRequest  # noqa: Y015
+
+@_typing.final
+class TreeSplitResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEFT_FIELD_NUMBER: _builtins.int
+    left: _builtins.bytes
+    """One bit per row of rows then other_rows, LSB first: 1 goes left."""
+    def __init__(
+        self,
+        *,
+        left: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["left", b"left"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeSplitResponse: _TypeAlias = TreeSplitResponse  # noqa: Y015
 
 @_typing.final
 class CloseJobResponse(_message.Message):

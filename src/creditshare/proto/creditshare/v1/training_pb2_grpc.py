@@ -74,6 +74,21 @@ class TrainingStub:
                 request_serializer=creditshare_dot_v1_dot_training__pb2.CloseJobRequest.SerializeToString,
                 response_deserializer=creditshare_dot_v1_dot_training__pb2.CloseJobResponse.FromString,
                 _registered_method=True)
+        self.TreeGradients = channel.unary_unary(
+                '/creditshare.v1.Training/TreeGradients',
+                request_serializer=creditshare_dot_v1_dot_training__pb2.TreeGradientsRequest.SerializeToString,
+                response_deserializer=creditshare_dot_v1_dot_training__pb2.TreeGradientsResponse.FromString,
+                _registered_method=True)
+        self.TreeHistograms = channel.unary_unary(
+                '/creditshare.v1.Training/TreeHistograms',
+                request_serializer=creditshare_dot_v1_dot_training__pb2.TreeHistogramsRequest.SerializeToString,
+                response_deserializer=creditshare_dot_v1_dot_training__pb2.TreeHistogramsResponse.FromString,
+                _registered_method=True)
+        self.TreeSplit = channel.unary_unary(
+                '/creditshare.v1.Training/TreeSplit',
+                request_serializer=creditshare_dot_v1_dot_training__pb2.TreeSplitRequest.SerializeToString,
+                response_deserializer=creditshare_dot_v1_dot_training__pb2.TreeSplitResponse.FromString,
+                _registered_method=True)
 
 
 class TrainingServicer:
@@ -141,6 +156,32 @@ class TrainingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TreeGradients(self, request, context):
+        """Gradient-boosted trees (jobs opened with tree_settings; the logistic RPCs above
+        are FAILED_PRECONDITION for them, and these for logistic jobs).
+        One tree's packed [[g, h]] per fit row in, in chunks; the final chunk makes them
+        the tree's gradients (a new tree number replaces the previous tree's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TreeHistograms(self, request, context):
+        """Per tree node asked, the node's binned [[Σg, Σh]] histograms, compressed into as few
+        ciphertexts as the key holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TreeSplit(self, request, context):
+        """The bureau chose one of this node's candidate splits: the node records the rule
+        (feature, threshold: never sent) and answers which of the given rows go left.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -183,6 +224,21 @@ def add_TrainingServicer_to_server(servicer, server):
                     servicer.CloseJob,
                     request_deserializer=creditshare_dot_v1_dot_training__pb2.CloseJobRequest.FromString,
                     response_serializer=creditshare_dot_v1_dot_training__pb2.CloseJobResponse.SerializeToString,
+            ),
+            'TreeGradients': grpc.unary_unary_rpc_method_handler(
+                    servicer.TreeGradients,
+                    request_deserializer=creditshare_dot_v1_dot_training__pb2.TreeGradientsRequest.FromString,
+                    response_serializer=creditshare_dot_v1_dot_training__pb2.TreeGradientsResponse.SerializeToString,
+            ),
+            'TreeHistograms': grpc.unary_unary_rpc_method_handler(
+                    servicer.TreeHistograms,
+                    request_deserializer=creditshare_dot_v1_dot_training__pb2.TreeHistogramsRequest.FromString,
+                    response_serializer=creditshare_dot_v1_dot_training__pb2.TreeHistogramsResponse.SerializeToString,
+            ),
+            'TreeSplit': grpc.unary_unary_rpc_method_handler(
+                    servicer.TreeSplit,
+                    request_deserializer=creditshare_dot_v1_dot_training__pb2.TreeSplitRequest.FromString,
+                    response_serializer=creditshare_dot_v1_dot_training__pb2.TreeSplitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -401,6 +457,87 @@ class Training:
             '/creditshare.v1.Training/CloseJob',
             creditshare_dot_v1_dot_training__pb2.CloseJobRequest.SerializeToString,
             creditshare_dot_v1_dot_training__pb2.CloseJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TreeGradients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditshare.v1.Training/TreeGradients',
+            creditshare_dot_v1_dot_training__pb2.TreeGradientsRequest.SerializeToString,
+            creditshare_dot_v1_dot_training__pb2.TreeGradientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TreeHistograms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditshare.v1.Training/TreeHistograms',
+            creditshare_dot_v1_dot_training__pb2.TreeHistogramsRequest.SerializeToString,
+            creditshare_dot_v1_dot_training__pb2.TreeHistogramsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TreeSplit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditshare.v1.Training/TreeSplit',
+            creditshare_dot_v1_dot_training__pb2.TreeSplitRequest.SerializeToString,
+            creditshare_dot_v1_dot_training__pb2.TreeSplitResponse.FromString,
             options,
             channel_credentials,
             insecure,

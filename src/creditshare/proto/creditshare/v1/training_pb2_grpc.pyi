@@ -67,6 +67,20 @@ class TrainingStub:
     its worker processes, and the shard it kept if its model was never
     registered (idempotent).
     """
+    TreeGradients: _grpc.UnaryUnaryMultiCallable[_training_pb2.TreeGradientsRequest, _training_pb2.TreeGradientsResponse]
+    """Gradient-boosted trees (jobs opened with tree_settings; the logistic RPCs above
+    are FAILED_PRECONDITION for them, and these for logistic jobs).
+    One tree's packed [[g, h]] per fit row in, in chunks; the final chunk makes them
+    the tree's gradients (a new tree number replaces the previous tree's).
+    """
+    TreeHistograms: _grpc.UnaryUnaryMultiCallable[_training_pb2.TreeHistogramsRequest, _training_pb2.TreeHistogramsResponse]
+    """Per tree node asked, the node's binned [[Σg, Σh]] histograms, compressed into as few
+    ciphertexts as the key holds.
+    """
+    TreeSplit: _grpc.UnaryUnaryMultiCallable[_training_pb2.TreeSplitRequest, _training_pb2.TreeSplitResponse]
+    """The bureau chose one of this node's candidate splits: the node records the rule
+    (feature, threshold: never sent) and answers which of the given rows go left.
+    """
 
 @_typing.type_check_only
 class TrainingAsyncStub(TrainingStub):
@@ -96,6 +110,20 @@ class TrainingAsyncStub(TrainingStub):
     """Keep the shard as a scoring model (model_id), or drop the job: its state,
     its worker processes, and the shard it kept if its model was never
     registered (idempotent).
+    """
+    TreeGradients: _aio.UnaryUnaryMultiCallable[_training_pb2.TreeGradientsRequest, _training_pb2.TreeGradientsResponse]  # type: ignore[assignment]
+    """Gradient-boosted trees (jobs opened with tree_settings; the logistic RPCs above
+    are FAILED_PRECONDITION for them, and these for logistic jobs).
+    One tree's packed [[g, h]] per fit row in, in chunks; the final chunk makes them
+    the tree's gradients (a new tree number replaces the previous tree's).
+    """
+    TreeHistograms: _aio.UnaryUnaryMultiCallable[_training_pb2.TreeHistogramsRequest, _training_pb2.TreeHistogramsResponse]  # type: ignore[assignment]
+    """Per tree node asked, the node's binned [[Σg, Σh]] histograms, compressed into as few
+    ciphertexts as the key holds.
+    """
+    TreeSplit: _aio.UnaryUnaryMultiCallable[_training_pb2.TreeSplitRequest, _training_pb2.TreeSplitResponse]  # type: ignore[assignment]
+    """The bureau chose one of this node's candidate splits: the node records the rule
+    (feature, threshold: never sent) and answers which of the given rows go left.
     """
 
 class TrainingServicer(metaclass=_abc_1.ABCMeta):
@@ -171,6 +199,38 @@ class TrainingServicer(metaclass=_abc_1.ABCMeta):
         """Keep the shard as a scoring model (model_id), or drop the job: its state,
         its worker processes, and the shard it kept if its model was never
         registered (idempotent).
+        """
+
+    @_abc_1.abstractmethod
+    def TreeGradients(
+        self,
+        request: _training_pb2.TreeGradientsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_pb2.TreeGradientsResponse, _abc.Awaitable[_training_pb2.TreeGradientsResponse]]:
+        """Gradient-boosted trees (jobs opened with tree_settings; the logistic RPCs above
+        are FAILED_PRECONDITION for them, and these for logistic jobs).
+        One tree's packed [[g, h]] per fit row in, in chunks; the final chunk makes them
+        the tree's gradients (a new tree number replaces the previous tree's).
+        """
+
+    @_abc_1.abstractmethod
+    def TreeHistograms(
+        self,
+        request: _training_pb2.TreeHistogramsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_pb2.TreeHistogramsResponse, _abc.Awaitable[_training_pb2.TreeHistogramsResponse]]:
+        """Per tree node asked, the node's binned [[Σg, Σh]] histograms, compressed into as few
+        ciphertexts as the key holds.
+        """
+
+    @_abc_1.abstractmethod
+    def TreeSplit(
+        self,
+        request: _training_pb2.TreeSplitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_pb2.TreeSplitResponse, _abc.Awaitable[_training_pb2.TreeSplitResponse]]:
+        """The bureau chose one of this node's candidate splits: the node records the rule
+        (feature, threshold: never sent) and answers which of the given rows go left.
         """
 
 def add_TrainingServicer_to_server(servicer: TrainingServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,33 @@
+"""Federated gradient-boosted trees (SecureBoost-style) and private tree scoring.
+
+The bureau holds labels and the Paillier key; nodes hold features, bin them, sum
+encrypted gradients into histograms and keep their split thresholds; the coordinator
+publishes a ``TreeModel`` that names no feature and no threshold. Transport-free, like
+``creditshare.federated``: the same code runs in one process (tests, benchmarks) and
+across the coordinator and data nodes.
+"""
+
+from creditshare.trees._config import MAX_DEPTH, MAX_TREES, MIN_CHILD_ROWS, TreeConfig
+from creditshare.trees._model import (
+    PublicTree,
+    SplitRule,
+    TreeModel,
+    TreeShard,
+    check_shape,
+    leaf_path,
+    leaves_of,
+)
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_TREES",
+    "MIN_CHILD_ROWS",
+    "PublicTree",
+    "SplitRule",
+    "TreeConfig",
+    "TreeModel",
+    "TreeShard",
+    "check_shape",
+    "leaf_path",
+    "leaves_of",
+]
