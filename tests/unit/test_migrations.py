@@ -114,7 +114,7 @@ LATER_TABLES = {
 LATER_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
     "coordinator": {"consent": ("revocation",)},
     "node": {
-        "model_shard": ("job_id", "preprocessing"),
+        "model_shard": ("job_id", "preprocessing", "tree"),
         "import_batch": ("added", "changed", "removed", "unchanged"),
     },
 }

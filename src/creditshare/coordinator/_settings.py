@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, IPvAnyNetwork, model_validator
+from pydantic import BaseModel, Field, IPvAnyNetwork, PrivateAttr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from creditshare._logging import LogFormat, LogLevel
 from creditshare._settings import EnvFirstSettings
 from creditshare.crypto import MAX_SCALE
+from creditshare.errors import InvalidInputError
 from creditshare.identity import Chain
 from creditshare.pki import TlsSettings
+from creditshare.trees import TreeModel
 
 __all__ = ["CoordinatorSettings", "ModelEntry", "NodeEntry", "ScoreScale"]
 
@@ -48,12 +50,38 @@ class ScoreScale(BaseModel):
 
 
 class ModelEntry(BaseModel):
-    """A scoring model: per-node weights live on the nodes; the rest lives here."""
+    """A scoring model: per-node weights (or split rules) live on the nodes; the rest here.
+
+    A logistic model is its ``intercept``; a gradient-boosted-tree model (``model_type``
+    "gbdt") is its published ``tree_model`` document (``trees.TreeModel``: shapes, the
+    node owning each split, leaf weights, base score; never a feature or threshold).
+    """
 
     id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
     description: str = ""
     intercept: float = 0.0
     score_scale: ScoreScale = Field(default_factory=ScoreScale)
+    model_type: Literal["logistic", "gbdt"] = "logistic"
+    tree_model: dict[str, Any] | None = None
+    _trees: TreeModel | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _tree_model_matches_type(self) -> ModelEntry:
+        if self.model_type == "gbdt":
+            if self.tree_model is None:
+                raise ValueError("a gbdt model needs its tree_model document")
+            try:
+                self._trees = TreeModel.from_document(self.tree_model)
+            except InvalidInputError as exc:
+                raise ValueError(f"tree_model: {exc}") from None
+        elif self.tree_model is not None:
+            raise ValueError("only a gbdt model has a tree_model")
+        return self
+
+    @property
+    def trees(self) -> TreeModel | None:
+        """The parsed tree model (None for a logistic model)."""
+        return self._trees
 
 
 class CoordinatorSettings(EnvFirstSettings):

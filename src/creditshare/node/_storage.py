@@ -19,9 +19,10 @@ from sqlmodel import Field, Session, SQLModel, select
 from creditshare import migrations
 from creditshare._database import open_engine
 from creditshare.departments import Department, derivation, derivation_change
-from creditshare.errors import ConflictError, CreditShareError
+from creditshare.errors import ConflictError, CreditShareError, InvalidInputError
 from creditshare.federated import ModelShard, Preprocessing
 from creditshare.node._records import ImportBatch, RecordRow, RecordStore
+from creditshare.trees import TreeShard
 
 __all__ = ["ImportBatch", "ModelShardRow", "RecordRow", "RecordStore", "ShardStore", "make_engine"]
 
@@ -51,6 +52,12 @@ class ModelShardRow(SQLModel, table=True):
     job_id: str | None = Field(default=None, max_length=64, index=True)
     preprocessing: dict[str, Any] | None = Field(
         default=None, sa_column=Column(JSON, nullable=True)
+    )
+    #: A tree model's shard (a ``TreeShard`` document; ``weights`` is then empty).
+    #: ``none_as_null``: a linear shard's row holds SQL NULL here (not JSON ``null``), so
+    #: the two kinds are told apart by ``IS NULL`` in every database.
+    tree: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
     )
 
 
@@ -97,6 +104,63 @@ class ShardStore:
                     f"this node already holds a shard of model {model_id!r}"
                 ) from None
 
+    def save_tree(
+        self, model_id: str, shard: TreeShard, job_id: str, department: Department
+    ) -> None:
+        """Keep a tree model's shard (its split rules and every tree's shape); an existing
+        model's shard is never overwritten. How each feature its rules split on was
+        derived is kept too, as for linear shards, so a later schema that derives one
+        differently refuses the model instead of routing with another meaning."""
+        features = {f.name: f for f in department.features}
+        unknown = [name for name in shard.features if name not in features]
+        if unknown:
+            raise InvalidInputError(f"feature {unknown[0]!r} is not in this node's schema")
+        schema = {name: derivation(department, features[name]) for name in shard.features}
+        with Session(self._engine) as session:
+            session.add(
+                ModelShardRow(
+                    model_id=model_id,
+                    weights={},
+                    created_at=datetime.now(UTC),
+                    job_id=job_id,
+                    preprocessing={SCHEMA_KEY: schema},
+                    tree=shard.to_document(),
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                raise ConflictError(
+                    f"this node already holds a shard of model {model_id!r}"
+                ) from None
+
+    def usable_trees(
+        self, department: Department | None
+    ) -> tuple[dict[str, TreeShard], dict[str, str]]:
+        """The tree shards this node can score with under ``department``'s schema, and per
+        model it cannot, why (as ``usable`` for linear shards)."""
+        shards: dict[str, TreeShard] = {}
+        refused: dict[str, str] = {}
+        with Session(self._engine) as session:
+            rows = list(session.exec(select(ModelShardRow).where(ModelShardRow.tree.isnot(None))))  # type: ignore[union-attr]
+        for row in rows:
+            try:
+                shard = TreeShard.from_document(row.tree or {})
+            except (CreditShareError, KeyError, TypeError, ValueError, AttributeError):
+                log.warning("the stored shard of model %r is malformed; refusing it", row.model_id)
+                refused[row.model_id] = (
+                    f"this node's stored shard of model {row.model_id!r} is unreadable; retrain"
+                )
+                continue
+            reason = None
+            if department is not None:
+                reason = _derivation_mismatch(row, shard.features, department)
+            if reason is None:
+                shards[row.model_id] = shard
+            else:
+                refused[row.model_id] = reason
+        return shards, refused
+
     def discard_job(self, job_id: str) -> list[str]:
         """Delete the shard training job ``job_id`` kept, if any (its model was never
         registered); the model ids discarded. Idempotent."""
@@ -121,7 +185,7 @@ class ShardStore:
         shards: dict[str, ModelShard] = {}
         refused: dict[str, str] = {}
         with Session(self._engine) as session:
-            rows = list(session.exec(select(ModelShardRow)))
+            rows = list(session.exec(select(ModelShardRow).where(ModelShardRow.tree.is_(None))))  # type: ignore[union-attr]
         for row in rows:
             try:
                 shard = _shard_of(row)
@@ -177,6 +241,37 @@ def _mismatch(row: ModelShardRow, shard: ModelShard, department: Department) -> 
             and feature.levels[: len(table.levels)] != table.levels
         ):
             change = "its levels changed"
+        if change is not None:
+            log.warning(
+                "model %r was trained on a different schema of feature %r (%s): its "
+                "queries are refused until it is retrained",
+                row.model_id,
+                name,
+                change,
+            )
+            return (
+                f"model {row.model_id!r} was trained on a different schema of feature "
+                f"{name!r}; retrain"
+            )
+    return None
+
+
+def _derivation_mismatch(
+    row: ModelShardRow, names: tuple[str, ...], department: Department
+) -> str | None:
+    """Why ``department``'s schema cannot route a tree shard's rules on ``names``."""
+    features = {f.name: f for f in department.features}
+    stored = (row.preprocessing or {}).get(SCHEMA_KEY)
+    for name in names:
+        feature = features.get(name)
+        described = stored.get(name) if isinstance(stored, Mapping) else None
+        if feature is None:
+            change: str | None = "it is no longer in the schema"
+        elif isinstance(described, Mapping):
+            part = derivation_change(described, derivation(department, feature))
+            change = None if part is None else f"its {part} changed"
+        else:
+            change = "no derivation was stored for it"
         if change is not None:
             log.warning(
                 "model %r was trained on a different schema of feature %r (%s): its "
