@@ -112,7 +112,7 @@ LATER_TABLES = {
 }
 #: Columns that later revisions add to tables that were there from the start.
 LATER_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
-    "coordinator": {"consent": ("revocation",)},
+    "coordinator": {"consent": ("revocation",), "trained_model": ("model_type", "tree_model")},
     "node": {
         "model_shard": ("job_id", "preprocessing", "tree"),
         "import_batch": ("added", "changed", "removed", "unchanged"),

@@ -17,6 +17,7 @@ from creditshare.coordinator._routes_training import JobIn
 from creditshare.errors import InvalidInputError
 from creditshare.federated import TrainingConfig
 from creditshare.proto import settings_from_pb, settings_to_pb, training_pb2
+from creditshare.trees import TreeConfig
 
 #: A value for every field, none of them its default: a dropped field shows.
 EVERY_FIELD: dict[str, Any] = {
@@ -134,3 +135,45 @@ def test_replace_validates() -> None:
     assert TrainingConfig().replace(max_epochs=3).max_epochs == 3
     with pytest.raises(InvalidInputError, match="max_epochs"):
         TrainingConfig().replace(max_epochs=0)
+
+
+def _job_body(config: Any) -> dict[str, Any]:
+    return {
+        "model_id": "m",
+        "nodes": ["n"],
+        "key_fingerprint": "0" * 16,
+        "config": config,
+        "job_id": "0" * 32,
+        "requested_at": "2026-11-30T10:00:00Z",
+        "config_sha256": "0" * 64,
+        "signature": "A" * 86 + "==",
+    }
+
+
+def test_a_job_body_with_a_gbdt_document_is_a_tree_config_and_others_stay_logistic() -> None:
+    tree = TreeConfig(trees=5, max_depth=2)
+    body = JobIn.model_validate(_job_body(tree.to_document()))
+    assert isinstance(body.config, TreeConfig)
+    assert body.config == tree
+    assert body.config.digest() == tree.digest()
+    # No model_type (or an empty document): the logistic default, as before trees.
+    assert isinstance(JobIn.model_validate(_job_body({"seed": 3})).config, TrainingConfig)
+    assert isinstance(JobIn.model_validate(_job_body({})).config, TrainingConfig)
+    body = JobIn.model_validate({k: v for k, v in _job_body({}).items() if k != "config"})
+    assert body.config == TrainingConfig()
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"model_type": "gbdt", "max_epochs": 3}, "max_epochs"),  # a logistic setting
+        ({"model_type": "gbdt", "max_depth": 99}, "max_depth"),
+        ({"trees": 5}, "trees"),  # a tree setting without model_type: logistic, unknown
+    ],
+)
+def test_a_setting_of_the_other_kind_or_out_of_range_is_refused_by_name(
+    config: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        JobIn.model_validate(_job_body(config))
+    assert field in caught.value.errors()[0]["loc"]

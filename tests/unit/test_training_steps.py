@@ -95,3 +95,39 @@ def test_applying_or_computing_needs_every_chunk_sent(engine: Engine) -> None:
             check_step(row, "compute", NODE)
         with pytest.raises(OutOfOrderError, match="not set"):
             check_step(row, "finish", None)
+
+
+def _job(config: dict[str, Any]) -> TrainingJobRow:
+    return TrainingJobRow(
+        id="job-2",
+        bureau="bureau-a",
+        model_id="m",
+        status="training",
+        nodes=[NODE],
+        config=config,
+        progress={},
+        history=[],
+        sizes={NODE: {"rows": 300, "features": []}},
+        public_key="",
+        created_at=_now(),
+        updated_at=_now(),
+    )
+
+
+def test_a_tree_job_takes_the_tree_steps_only_and_a_logistic_job_the_logistic_ones() -> None:
+    trees = _job({"model_type": "gbdt", "description": ""})
+    check_step(trees, "tree", NODE)
+    for step in ("compute", "sums", "apply_sums"):
+        with pytest.raises(ConflictError, match="gradient-boosted trees"):
+            check_step(trees, step, NODE)
+    logistic = _job({"description": ""})
+    check_step(logistic, "compute", NODE)
+    with pytest.raises(ConflictError, match="logistic model"):
+        check_step(logistic, "tree", NODE)
+
+
+def test_a_tree_step_before_the_node_opened_the_job_is_refused() -> None:
+    trees = _job({"model_type": "gbdt"})
+    trees.sizes = {NODE: {"aligned": True}}
+    with pytest.raises(ConflictError, match="open the job"):
+        check_step(trees, "tree", NODE)

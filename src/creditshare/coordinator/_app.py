@@ -22,6 +22,7 @@ from creditshare.coordinator import (
     _routes_queries,
     _routes_registry,
     _routes_training,
+    _routes_tree_training,
     _routes_trust,
 )
 from creditshare.coordinator._deps import authenticated
@@ -122,6 +123,7 @@ def create_app(
         _routes_trust,
         _routes_ledger,
         _routes_training,
+        _routes_tree_training,
         _routes_registry,
         _routes_monitoring,
         _routes_alerts,

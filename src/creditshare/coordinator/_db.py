@@ -130,7 +130,8 @@ class RevocationDeliveryRow(SQLModel, table=True):
 
 
 class ModelRow(SQLModel, table=True):
-    """A model a bureau trained: intercept and metadata here, weight shards on the nodes."""
+    """A model a bureau trained: intercept (or tree model) and metadata here, weight
+    shards (or split rules) on the nodes."""
 
     __tablename__ = "trained_model"
 
@@ -142,6 +143,13 @@ class ModelRow(SQLModel, table=True):
     metrics: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     features: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime
+    #: "logistic" (weight shards on the nodes) or "gbdt" (split rules on the nodes).
+    model_type: str = Field(default="logistic", max_length=16)
+    #: A gbdt model's published ``TreeModel`` document (shapes, owning node ids, leaf
+    #: weights, base score); SQL NULL for a logistic model.
+    tree_model: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
+    )
 
 
 class TrainingJobRow(SQLModel, table=True):

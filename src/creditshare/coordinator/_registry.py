@@ -64,7 +64,13 @@ class Registry:
 
     @staticmethod
     def _entry(row: ModelRow) -> ModelEntry:
-        return ModelEntry(id=row.id, description=row.description, intercept=row.intercept)
+        return ModelEntry(
+            id=row.id,
+            description=row.description,
+            intercept=row.intercept,
+            model_type="gbdt" if row.model_type == "gbdt" else "logistic",
+            tree_model=row.tree_model,
+        )
 
     def model(self, model_id: str) -> ModelEntry:
         if model_id in self._models:

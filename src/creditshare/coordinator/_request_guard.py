@@ -37,7 +37,8 @@ __all__ = ["LARGE_BODY_ROUTES", "RequestGuardMiddleware"]
 
 #: The training relays whose bodies may exceed the default limit (bureaus only).
 LARGE_BODY_ROUTES = re.compile(
-    r"^/v1/training-jobs/[^/]+/(psi|open|forward|gradient|apply|level-sums|apply-level-sums)$"
+    r"^/v1/training-jobs/[^/]+/(psi|open|forward|gradient|apply|level-sums|apply-level-sums"
+    r"|tree-gradients|tree-histograms|tree-split|finish)$"
 )
 
 Authorise = Callable[[Scope], Awaitable[None]]

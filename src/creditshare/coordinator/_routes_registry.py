@@ -65,6 +65,8 @@ async def list_models(caller: CallerDep, services: ServicesDep) -> list[ModelOut
             trained_by=row.trained_by if row else None,
             metrics=dict(row.metrics) if row else {},
             features=dict(row.features) if row else {},
+            model_type=m.model_type,
+            trees=len(m.trees.trees) if m.trees is not None else None,
         )
         for m, row in catalogue
     ]

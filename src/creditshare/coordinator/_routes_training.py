@@ -18,8 +18,10 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    Discriminator,
     Field,
     StringConstraints,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -40,8 +42,9 @@ from creditshare.coordinator._training_steps import LabelSums, Step
 from creditshare.crypto import PublicKey
 from creditshare.errors import InvalidInputError, PermissionDeniedError
 from creditshare.federated import TrainingConfig
-from creditshare.proto import node_pb2, settings_to_pb, training_pb2
+from creditshare.proto import node_pb2, settings_to_pb, training_pb2, tree_settings_to_pb
 from creditshare.signed import SignedTrainingJob, training_document
+from creditshare.trees import TreeConfig, TreeModel
 
 __all__ = ["router"]
 
@@ -74,6 +77,23 @@ MetricName = Annotated[
 _Strict = InputModel
 
 
+def _model_type(document: Any) -> str:
+    """Which config a job's document is: a tree document names ``"model_type": "gbdt"``;
+    anything else is the logistic document (the default, which has no such field)."""
+    if isinstance(document, TreeConfig):
+        return "gbdt"
+    if isinstance(document, dict) and document.get("model_type") == "gbdt":
+        return "gbdt"
+    return "logistic"
+
+
+#: The logistic document (default) or a gradient-boosted-tree one.
+ConfigIn = Annotated[
+    Annotated[TrainingConfig, Tag("logistic")] | Annotated[TreeConfig, Tag("gbdt")],
+    Discriminator(_model_type),
+]
+
+
 class JobIn(_Strict):
     model_id: str = Field(pattern=ID_PATTERN)
     description: str = Field(default="", max_length=500)
@@ -85,8 +105,9 @@ class JobIn(_Strict):
         "what nodes encrypt under and the bureau decrypts with",
     )
     #: The one training-configuration document (unknown fields and values out of their
-    #: bounds are refused here, 422 naming the field); stored with the job as sent.
-    config: TrainingConfig = Field(default_factory=TrainingConfig)
+    #: bounds are refused here, 422 naming the field); stored with the job as sent. A
+    #: document with ``"model_type": "gbdt"`` is a ``TreeConfig`` (gradient-boosted trees).
+    config: ConfigIn = Field(default_factory=TrainingConfig)
     job_id: str = Field(
         pattern=REQUEST_ID_PATTERN,
         description="chosen by the bureau (128 random bits, lowercase hex) and signed",
@@ -197,8 +218,12 @@ class ProgressIn(_Strict):
 
 
 class FinishIn(_Strict):
+    #: A tree job's is its tree model's base score.
     intercept: Number
     metrics: dict[MetricName, Number] = Field(default_factory=dict, max_length=32)
+    #: A tree job's published model (``trees.TreeModel`` document: shapes, the node owning
+    #: each split, leaf weights, base score); checked against the job when it finishes.
+    tree_model: dict[str, Any] | None = None
 
 
 class FailIn(_Strict):
@@ -331,9 +356,12 @@ async def open_job(
         job_id=job_id,
         public_key=node_pb2.PaillierPublicKey(n=PublicKey.from_text(row.public_key).to_bytes()),
         points=_bytes(body.points, "points"),
-        settings=settings_to_pb(config),
         credentials=await asyncio.to_thread(services.credentials.for_nodes, row.bureau),
     )
+    if isinstance(config, TreeConfig):  # exactly one of settings and tree_settings
+        template.tree_settings.CopyFrom(tree_settings_to_pb(config))
+    else:
+        template.settings.CopyFrom(settings_to_pb(config))
 
     async def call(stub: Any, proof: node_pb2.QueryReceipt, seconds: float) -> Any:
         request = training_pb2.OpenJobRequest()
@@ -344,7 +372,12 @@ async def open_job(
     reply = await jobs.relay_with_receipt(row, body.node, call)
     needed = reply.label_sums_needed
     await jobs.opened(job_id, body.node, reply.rows, list(reply.features), needed)
-    return {"features": list(reply.features), "rows": reply.rows, "label_sums_needed": needed}
+    return {
+        "features": list(reply.features),
+        "rows": reply.rows,
+        "label_sums_needed": needed,
+        "tree_bins": list(reply.tree_bins),
+    }
 
 
 @router.post("/v1/training-jobs/{job_id}/level-sums")
@@ -471,10 +504,48 @@ async def finish(job_id: JobId, body: FinishIn, caller: Bureau, services: Servic
     step fails, no node keeps a shard and the model id stays free."""
     jobs = services.training
     row = await jobs.active(job_id, caller, step="finish")
+    config = jobs.config(row)
+    trees = _tree_model(row, config, body)
     # The split seed from the stored config beside what the bureau measured (test_auc,
     # test_ks, test_rows, test_share: from the scores the published shards give).
-    metrics = {**body.metrics, "epochs": len(row.history), "seed": jobs.config(row).seed}
-    return _out(await jobs.finish(row, body.intercept, metrics))
+    metrics = {**body.metrics, "epochs": len(row.history), "seed": config.seed}
+    if trees is not None:
+        metrics["trees"] = len(trees.trees)
+    return _out(await jobs.finish(row, body.intercept, metrics, trees))
+
+
+def _tree_model(
+    row: TrainingJobRow, config: TrainingConfig | TreeConfig, body: FinishIn
+) -> TreeModel | None:
+    """A tree job's model as the bureau publishes it, checked against the job: its
+    splits are owned by the job's nodes only, it has no more trees than configured
+    and none deeper, and its base score is the intercept sent."""
+    if not isinstance(config, TreeConfig):
+        if body.tree_model is not None:
+            raise InvalidInputError("tree_model: this job trains a logistic model, not trees")
+        return None
+    if body.tree_model is None:
+        raise InvalidInputError("tree_model: a gbdt job finishes with its tree model")
+    trees = TreeModel.from_document(body.tree_model)
+    strangers = sorted(set(trees.nodes) - set(row.nodes))
+    if strangers:
+        raise InvalidInputError(
+            f"tree_model: splits are owned by node(s) {', '.join(strangers)}, which are not "
+            f"part of this job ({', '.join(row.nodes)})"
+        )
+    if not 1 <= len(trees.trees) <= config.trees:
+        raise InvalidInputError(
+            f"tree_model: {len(trees.trees)} trees; the job trains 1 to {config.trees}"
+        )
+    for number, tree in enumerate(trees.trees):
+        # A split at heap position p is at depth (p + 1).bit_length() − 1.
+        if max(((p + 1).bit_length() for p in tree.internal), default=0) > config.max_depth:
+            raise InvalidInputError(
+                f"tree_model: tree {number} is deeper than the job's max_depth {config.max_depth}"
+            )
+    if trees.base_score != body.intercept:
+        raise InvalidInputError("intercept must be the tree model's base_score")
+    return trees
 
 
 @router.post("/v1/training-jobs/{job_id}/fail", response_model=JobOut)

@@ -321,6 +321,15 @@ class ModelOut(BaseModel):
     features: dict[str, list[str]] = Field(
         default_factory=dict, description="per node, the features its shard weighs"
     )
+    model_type: str = Field(
+        default="logistic",
+        description="'logistic' (weight shards on the nodes) or 'gbdt' (gradient-boosted "
+        "trees: split rules on the nodes)",
+    )
+    trees: int | None = Field(
+        default=None,
+        description="a gbdt model's number of trees (its leaf weights are not listed)",
+    )
 
 
 class ParticipantIn(InputModel):

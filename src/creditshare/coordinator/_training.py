@@ -21,23 +21,26 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import grpc
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from creditshare.consent import Purpose
-from creditshare.coordinator._db import ModelRow, Participant, TrainingJobRow
+from creditshare.coordinator._db import Participant, TrainingJobRow
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._training_steps import (
+    ACTIVE,
     LabelSums,
     Step,
     check_step,
     claim_label_sums,
     record_label_sums,
+    register_model,
+    tree_shapes,
 )
 from creditshare.coordinator.relay import QueryBroker, call_failure
 from creditshare.crypto import PublicKey
@@ -54,14 +57,15 @@ from creditshare.federated import TrainingConfig
 from creditshare.ledger import Ledger, QueryRecord
 from creditshare.proto import node_pb2, training_pb2
 from creditshare.signed import SignedTrainingJob
+from creditshare.trees import TreeConfig, TreeModel
 
-__all__ = ["ACTIVE", "TrainingJobs"]
+__all__ = ["ACTIVE", "JobConfig", "TrainingJobs"]
 
 log = logging.getLogger("creditshare.coordinator")
 T = TypeVar("T")
+#: A job trains logistic regression or gradient-boosted trees (``model_type`` "gbdt").
+JobConfig = TrainingConfig | TreeConfig
 _RELAY_DEADLINE = 120.0
-#: Statuses of a job that still holds its model id and its nodes' job slots.
-ACTIVE = ("aligning", "training")
 #: How long a node may take to drop a job when the coordinator ends it.
 _DROP_DEADLINE = 10.0
 
@@ -105,7 +109,7 @@ class TrainingJobs:
         bureau: Participant,
         model_id: str,
         nodes: list[str],
-        config: TrainingConfig,
+        config: JobConfig,
         public_key: PublicKey,
         description: str,
         signed: SignedTrainingJob,
@@ -201,10 +205,13 @@ class TrainingJobs:
                 raise ConflictError(f"model id {model_id!r} is reserved by training job {clash.id}")
 
     @staticmethod
-    def config(job: TrainingJobRow) -> TrainingConfig:
+    def config(job: TrainingJobRow) -> JobConfig:
         """The job's settings, typed: what every node of the job is opened with (a job
-        stored before a setting existed gets that setting's default)."""
+        stored before a setting existed gets that setting's default); a tree job's
+        stored document names its ``model_type``."""
         settings = {k: v for k, v in job.config.items() if k != "description"}
+        if settings.get("model_type") == "gbdt":
+            return TreeConfig.from_document(settings)
         return TrainingConfig.from_document(settings)
 
     def check_publishable(self, job: TrainingJobRow) -> None:
@@ -474,21 +481,26 @@ class TrainingJobs:
         return ended if ended is not None else await asyncio.to_thread(self.get, job_id, caller)
 
     async def finish(
-        self, job: TrainingJobRow, intercept: float, metrics: dict[str, Any]
+        self,
+        job: TrainingJobRow,
+        intercept: float,
+        metrics: dict[str, Any],
+        trees: TreeModel | None = None,
     ) -> TrainingJobRow:
         """Every node keeps its shard and the model is registered, or none of it stays:
         a node that fails, or a model that cannot be registered, fails the job and the
-        shards other nodes kept for it are discarded (so the model id can be used again)."""
+        shards other nodes kept for it are discarded (so the model id can be used again).
+        A tree job's nodes are told the kept trees' shapes and which splits they own."""
         await asyncio.to_thread(self.check_publishable, job)  # before any node keeps a shard
-        keep = training_pb2.CloseJobRequest(job_id=job.id, model_id=job.model_id)
         features: dict[str, list[str]] = {}
         try:
             for node in job.nodes:
-                reply = await self.relay(
-                    job.id, node, lambda s: s.CloseJob(keep, timeout=self.deadline)
+                keep = training_pb2.CloseJobRequest(
+                    job_id=job.id, model_id=job.model_id, tree_shapes=tree_shapes(trees, node)
                 )
+                reply = await self.relay(job.id, node, partial(_close, keep, self.deadline))
                 features[node] = list(reply.features)
-            return await asyncio.to_thread(self._register, job, intercept, metrics, features)
+            return await asyncio.to_thread(self._register, job, intercept, metrics, features, trees)
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, CreditShareError) else type(exc).__name__
             ended = await asyncio.to_thread(
@@ -561,36 +573,10 @@ class TrainingJobs:
         intercept: float,
         metrics: dict[str, Any],
         features: dict[str, list[str]],
+        trees: TreeModel | None = None,
     ) -> TrainingJobRow:
         """Register the model and finish the job in one transaction, if still running."""
-        model = ModelRow(
-            id=job.model_id,
-            description=str(job.config.get("description", "")),
-            intercept=intercept,
-            trained_by=job.bureau,
-            job_id=job.id,
-            metrics=metrics,
-            features=features,
-            created_at=self._clock(),
-        )
-        with Session(self._engine) as session:
-            row = session.exec(
-                select(TrainingJobRow).where(TrainingJobRow.id == job.id).with_for_update()
-            ).first()
-            if row is None or row.status not in ACTIVE:
-                status = "gone" if row is None else row.status
-                raise ConflictError(f"training job {job.id} is {status}; no model registered")
-            if session.get(ModelRow, model.id) is not None:
-                raise ConflictError(f"model {model.id!r} exists already")
-            row.status = "finished"
-            row.updated_at = self._clock()
-            session.add(model)
-            session.add(row)
-            try:
-                session.commit()
-            except IntegrityError:
-                raise ConflictError(f"model {model.id!r} exists already") from None
-            session.refresh(row)
+        row = register_model(self._engine, self._clock, job, intercept, metrics, features, trees)
         self._touched.pop(job.id, None)
         return row
 
@@ -603,3 +589,7 @@ class TrainingJobs:
         query = select(TrainingJobRow.status, func.count()).group_by(TrainingJobRow.status)
         with Session(self._engine) as session:
             return {status: int(count) for status, count in session.exec(query)}
+
+
+async def _close(request: training_pb2.CloseJobRequest, deadline: float, stub: Any) -> Any:
+    return await stub.CloseJob(request, timeout=deadline)
