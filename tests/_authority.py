@@ -26,6 +26,7 @@ from creditshare.ledger import QueryRecord
 from creditshare.pki import init_ca
 from creditshare.proto import node_pb2
 from creditshare.signed import SignedQuery, SignedTrainingJob, query_document, training_document
+from creditshare.trees import TreeConfig
 
 from ._pki import make_credential, make_crl
 
@@ -162,7 +163,7 @@ class TestAuthority:
         job_id: str,
         key_fingerprint: str,
         nodes: tuple[str, ...],
-        config: TrainingConfig | None = None,
+        config: TrainingConfig | TreeConfig | None = None,
         **overrides: Any,
     ) -> QueryRecord:
         """A training job's record, signed by the bureau for ``config`` (default: the

@@ -8,12 +8,14 @@ tests check that nothing is dropped or bounded differently on the way.
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from creditshare.coordinator._routes_training import JobIn
+from creditshare.coordinator._db import TrainingJobRow
+from creditshare.coordinator._routes_training import FinishIn, JobIn, _tree_model
 from creditshare.errors import InvalidInputError
 from creditshare.federated import TrainingConfig
 from creditshare.proto import settings_from_pb, settings_to_pb, training_pb2
@@ -177,3 +179,60 @@ def test_a_setting_of_the_other_kind_or_out_of_range_is_refused_by_name(
     with pytest.raises(ValidationError) as caught:
         JobIn.model_validate(_job_body(config))
     assert field in caught.value.errors()[0]["loc"]
+
+
+def _tree_job(nodes: list[str]) -> TrainingJobRow:
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    return TrainingJobRow(
+        id="j",
+        bureau="b",
+        model_id="m",
+        status="training",
+        nodes=nodes,
+        config={},
+        progress={},
+        history=[],
+        sizes={},
+        public_key="",
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _tree_document(owner: str = "node-a", depth_position: int = 0) -> dict[str, Any]:
+    internal = [0] if depth_position == 0 else [0, 1, 3]
+    leaves = {0: [1, 2], 3: [2, 4, 7, 8]}[max(internal)]
+    return {
+        "base_score": -1.5,
+        "trees": [
+            {
+                "owners": {str(p): owner for p in internal},
+                "weights": {str(p): 0.1 * p for p in leaves},
+            }
+        ],
+    }
+
+
+def _finish(intercept: float, tree_model: dict[str, Any] | None = None) -> FinishIn:
+    return FinishIn.model_validate({"intercept": intercept, "tree_model": tree_model})
+
+
+def test_a_tree_job_finishes_with_a_tree_model_of_its_own_nodes_within_its_config() -> None:
+    job = _tree_job(["node-a", "node-b"])
+    config = TreeConfig(trees=2, max_depth=2)
+    good = _finish(-1.5, _tree_document())
+    trees = _tree_model(job, config, good)
+    assert trees is not None and trees.nodes == ("node-a",)
+    cases = [
+        (_finish(-1.5), "a gbdt job finishes with its tree model"),
+        (_finish(-1.5, _tree_document("node-z")), "node-z, which are not"),
+        (_finish(-1.5, _tree_document(depth_position=3)), "max_depth 2"),
+        (_finish(0.0, _tree_document()), "base_score"),
+        (_finish(-1.5, {"trees": []}), "exactly base_score and trees"),
+    ]
+    for body, message in cases:
+        with pytest.raises(InvalidInputError, match=message):
+            _tree_model(job, config, body)
+    with pytest.raises(InvalidInputError, match="logistic model, not trees"):
+        _tree_model(job, TrainingConfig(), good)
+    assert _tree_model(job, TrainingConfig(), _finish(0.0)) is None

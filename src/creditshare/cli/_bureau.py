@@ -16,23 +16,38 @@ if TYPE_CHECKING:
     from creditshare.client import Identity, TrainedModel
     from creditshare.crypto import PrivateKey
     from creditshare.federated import TrainingConfig
+    from creditshare.trees import TreeConfig
 
 __all__ = ["bureau_app"]
 
 bureau_app = typer.Typer(no_args_is_help=True, help="A credit bureau's federated training.")
 
 
-#: CLI option → TrainingConfig field: values are validated once, by the config document.
-_OPTIONS = {
-    "--epochs": "max_epochs",
+#: CLI option → config field, per model type: values are validated once, by the config
+#: document (TrainingConfig for logistic, TreeConfig for gbdt).
+_SHARED = {
     "--learning-rate": "learning_rate",
-    "--batch-size": "batch_size",
     "--l2": "l2",
-    "--clip": "feature_clip",
     "--early-stopping-rounds": "early_stopping_rounds",
     "--validation-share": "validation_fraction",
     "--test-share": "test_fraction",
     "--seed": "seed",
+}
+_OPTIONS = {
+    "logistic": {
+        **_SHARED,
+        "--epochs": "max_epochs",
+        "--batch-size": "batch_size",
+        "--clip": "feature_clip",
+    },
+    "gbdt": {
+        **_SHARED,
+        "--trees": "trees",
+        "--max-depth": "max_depth",
+        "--max-bins": "max_bins",
+        "--min-child-weight": "min_child_weight",
+        "--gamma": "gamma",
+    },
 }
 
 
@@ -51,12 +66,37 @@ def bureau_train(
     ],
     model_id: Annotated[str, typer.Option(help="id to publish the model under")],
     key_file: KeyFileOption = None,
-    epochs: Annotated[int | None, typer.Option(help="most epochs (default 10)")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="rows per batch (default 256)")] = None,
-    learning_rate: Annotated[
-        float | None, typer.Option(help="initial learning rate (default 0.3)")
+    model_type: Annotated[
+        str,
+        typer.Option(
+            help="logistic (vertical logistic regression) or gbdt (gradient-boosted trees)"
+        ),
+    ] = "logistic",
+    epochs: Annotated[int | None, typer.Option(help="logistic: most epochs (default 10)")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="logistic: rows per batch (default 256)")
     ] = None,
-    l2: Annotated[float | None, typer.Option(help="L2 penalty (default 0)")] = None,
+    trees: Annotated[
+        int | None, typer.Option(help="gbdt: most boosting rounds (default 100)")
+    ] = None,
+    max_depth: Annotated[int | None, typer.Option(help="gbdt: tree depth (default 3)")] = None,
+    max_bins: Annotated[
+        int | None, typer.Option(help="gbdt: most bins per feature (default 32)")
+    ] = None,
+    min_child_weight: Annotated[
+        float | None, typer.Option(help="gbdt: least hessian sum in a child (default 1)")
+    ] = None,
+    gamma: Annotated[
+        float | None, typer.Option(help="gbdt: least loss reduction of a split (default 0)")
+    ] = None,
+    learning_rate: Annotated[
+        float | None,
+        typer.Option(help="initial learning rate, or gbdt's shrinkage (default 0.3)"),
+    ] = None,
+    l2: Annotated[
+        float | None,
+        typer.Option(help="L2 penalty (default 0), or gbdt's lambda on leaf weights (default 1)"),
+    ] = None,
     clip: Annotated[
         float | None,
         typer.Option(
@@ -65,7 +105,10 @@ def bureau_train(
         ),
     ] = None,
     early_stopping_rounds: Annotated[
-        int | None, typer.Option(help="epochs without a better validation loss (default 3)")
+        int | None,
+        typer.Option(
+            help="epochs (trees) without a better validation loss (default 3; gbdt 0: off)"
+        ),
     ] = None,
     validation_share: Annotated[
         float | None,
@@ -102,12 +145,17 @@ def bureau_train(
         "--batch-size": batch_size,
         "--l2": l2,
         "--clip": clip,
+        "--trees": trees,
+        "--max-depth": max_depth,
+        "--max-bins": max_bins,
+        "--min-child-weight": min_child_weight,
+        "--gamma": gamma,
         "--early-stopping-rounds": early_stopping_rounds,
         "--validation-share": validation_share,
         "--test-share": test_share,
         "--seed": seed,
     }
-    config = _config({_OPTIONS[k]: v for k, v in given.items() if v is not None})
+    config = _config(model_type, {k: v for k, v in given.items() if v is not None})
     held_out = _read_test_ids(test_ids, rows) if test_ids is not None else None
     key = load_or_create_key(key_file)
     signer = Identity.load(identity)
@@ -135,25 +183,37 @@ def bureau_train(
         notes = "; ".join(getattr(exc, "__notes__", [])) or "no training job was started"
         print(f"error: training interrupted by {name}: {notes}", file=sys.stderr)
         raise typer.Exit(code=128 + signal.Signals[name].value) from None
+    rounds = f", {len(model.trees)} trees" if model_type == "gbdt" else ""
     console.print(
         f"published {model.model_id} (job {model.job_id}): {model.aligned_rows} aligned "
-        f"rows, {len(model.test_ids)} held out: test AUC {model.test_auc:.4f}, "
+        f"rows, {len(model.test_ids)} held out{rounds}: test AUC {model.test_auc:.4f}, "
         f"KS {model.test_ks:.4f}"
     )
 
 
-def _config(document: dict[str, object]) -> TrainingConfig:
-    """The one validation of the options: the TrainingConfig document, its errors
-    naming the option."""
+def _config(model_type: str, given: dict[str, object]) -> TrainingConfig | TreeConfig:
+    """The one validation of the options: the model type's config document (its errors
+    naming the option); an option of the other model type is refused by name."""
     from creditshare.errors import InvalidInputError
     from creditshare.federated import TrainingConfig
+    from creditshare.trees import TreeConfig
 
+    if model_type not in _OPTIONS:
+        raise InvalidInputError(f"--model-type: expected logistic or gbdt, got {model_type!r}")
+    options = _OPTIONS[model_type]
+    foreign = [option for option in given if option not in options]
+    if foreign:
+        raise InvalidInputError(f"{', '.join(foreign)}: not an option of --model-type {model_type}")
+    document = {options[option]: value for option, value in given.items()}
     try:
+        if model_type == "gbdt":
+            return TreeConfig.from_document({"model_type": "gbdt", **document})
         return TrainingConfig.from_document(document)
     except InvalidInputError as exc:
         message = str(exc)
-        for option, name in _OPTIONS.items():
-            message = message.replace(f"training setting {name}:", f"{option}:")
+        for option, name in options.items():
+            for kind in ("training", "tree"):
+                message = message.replace(f"{kind} setting {name}:", f"{option}:")
         raise InvalidInputError(message) from None
 
 
@@ -216,7 +276,7 @@ def _train_with_progress(
     rows: dict[str, int],
     node: list[str],
     model_id: str,
-    config: TrainingConfig,
+    config: TrainingConfig | TreeConfig,
     description: str,
     test_ids: set[str] | None,
 ) -> TrainedModel:
@@ -230,7 +290,11 @@ def _train_with_progress(
         ) as client,
         Progress(console=console) as bar,
     ):
-        task = bar.add_task("training", total=config.max_epochs)
+        from creditshare.trees import TreeConfig
+
+        trees = isinstance(config, TreeConfig)
+        total = config.trees if isinstance(config, TreeConfig) else config.max_epochs
+        task = bar.add_task("training", total=total)
 
         def started(job_id: str) -> None:
             bar.console.print(
@@ -245,7 +309,7 @@ def _train_with_progress(
             bar.update(task, completed=epoch + batch / batches)
             if progress.get("validation_auc") is not None:
                 bar.console.print(
-                    f"epoch {epoch}: validation loss "
+                    f"{'tree' if trees else 'epoch'} {epoch}: validation loss "
                     f"{float(str(progress['validation_loss'])):.4f}, "
                     f"AUC {float(str(progress['validation_auc'])):.4f}"
                 )

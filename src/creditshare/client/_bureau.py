@@ -14,9 +14,9 @@ import base64
 import contextlib
 import math
 import secrets
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,10 @@ from creditshare.federated import (
     share_level_sums,
     train,
 )
+from creditshare.trees import TreeConfig
+
+if TYPE_CHECKING:
+    from creditshare.trees import TreeModel, TreeReport
 
 __all__ = ["RemoteHost", "TrainedModel", "train_model"]
 
@@ -181,6 +185,10 @@ class TrainedModel:
     intercept: float
     #: The held-out enterprises (aligned ids) the published metrics were computed on.
     test_ids: tuple[str, ...] = ()
+    #: A gbdt model: what it published (base score = ``intercept``) and one report per
+    #: tree (``epochs`` is then empty).
+    tree_model: TreeModel | None = None
+    trees: tuple[TreeReport, ...] = ()
 
 
 def _align(
@@ -229,7 +237,7 @@ def _stratified_split(
 def _test_split(
     aligned: Sequence[str],
     labels: Mapping[str, int],
-    config: TrainingConfig,
+    config: TrainingConfig | TreeConfig,
     test_ids: Collection[str] | None,
 ) -> tuple[list[str], list[str]]:
     """(fit and validation, test): the named test ids that aligned, or a stratified
@@ -252,7 +260,7 @@ def train_model(
     labels: Mapping[str, int],
     nodes: Sequence[str],
     model_id: str,
-    config: TrainingConfig | None = None,
+    config: TrainingConfig | TreeConfig | None = None,
     description: str = "",
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     workers: int = 1,
@@ -268,60 +276,42 @@ def train_model(
     nodes' kept shards (preprocessing and weights) plus the intercept, as banks get
     them. ``on_start`` gets the job id as soon as the coordinator accepted the job.
     ``workers`` processes make encryption obfuscators ahead while this one decrypts.
+
+    A ``TreeConfig`` trains gradient-boosted trees instead (``client._tree_training``):
+    the same job, alignment, splits, progress, cancelling and publishing.
     """
+    if isinstance(config, TreeConfig):
+        from creditshare.client._tree_training import train_tree_model
+
+        return train_tree_model(
+            client,
+            labels,
+            nodes,
+            model_id,
+            config,
+            description,
+            on_progress,
+            workers,
+            test_ids,
+            on_start,
+        )
     config = config or TrainingConfig()
-    if not labels:
-        raise ClientError("no labels to train on")
-    if test_ids is not None:
-        unknown = [i for i in test_ids if i not in labels]
-        if unknown:
-            raise ClientError(
-                f"{len(unknown)} held-out id(s) have no label (e.g. {sorted(unknown)[0]}): "
-                "test ids must be among the labelled ids"
-            )
+    check_labels(labels, test_ids)
     key = client.private_key
-    body: dict[str, Any] = {
-        "model_id": model_id,
-        "description": description,
-        "nodes": list(nodes),
-        "key_fingerprint": client.ensure_paillier_key(),
-        "config": config.to_document(),
-    }
-    # The job id is chosen (and signed) here, before anything is sent: an interrupt at
-    # any moment after this line can name the job it cancels.
-    signed = sign_job(client.identity, body)
-    job_id = signed["job_id"]
-    client.signed_post("/v1/training-jobs", body, lambda _identity, _body: signed)
+    job_id = start_job(client, model_id, description, nodes, config.to_document())
     if on_start:
         on_start(job_id)
-
-    def report(payload: dict[str, Any]) -> None:
-        client.post(f"/v1/training-jobs/{job_id}/progress", payload)
-        if on_progress:
-            on_progress(payload)
-
+    report = reporter(client, job_id, on_progress)
     pool: PooledEncryptor | None = None
-    try:
-        aligned, points = _align(client, job_id, labels, nodes)
-        if len(aligned) < MIN_ALIGNED_ROWS:
-            raise ClientError(
-                f"only {len(aligned)} of {len(labels)} labelled ids are held by every node "
-                f"({', '.join(nodes)}); at least {MIN_ALIGNED_ROWS} are needed"
-            )
-        if len({labels[i] for i in aligned}) < 2:
-            raise ClientError("the aligned rows hold only one class of label")
-        woe_nodes = []
-        for node in nodes:
-            opened = client.post(
-                f"/v1/training-jobs/{job_id}/open",
-                {"node": node, "points": _b64([points[node][i] for i in aligned])},
-            )
-            if opened.get("label_sums_needed"):
-                woe_nodes.append(node)
-        fit_and_valid, test = _test_split(aligned, labels, config, test_ids)
-        fit, valid = _stratified_split(
-            fit_and_valid, labels, config.validation_fraction, config.seed + 1
-        )
+
+    def close() -> None:
+        if pool is not None:
+            pool.close()
+
+    with driving(client, job_id, close):
+        aligned, opened = align_and_open(client, job_id, labels, nodes)
+        woe_nodes = [node for node in nodes if opened[node].get("label_sums_needed")]
+        fit, valid, test = splits(aligned, labels, config, test_ids)
         if len(fit) < MIN_BATCH_ROWS:
             raise ClientError(
                 f"the fit split holds {len(fit)} rows ({len(aligned)} aligned, less "
@@ -358,23 +348,86 @@ def train_model(
             on_batch=lambda epoch, b: report({"epoch": epoch, "batch": b + 1, "batches": batches}),
         )
         scores = evaluation_scores(bureau, hosts, test, config)
-        y = bureau.labels(test)
-        metrics = {
-            "test_auc": auc(y, scores),
-            "test_ks": ks(y, scores),
-            "aligned_rows": float(len(aligned)),
-            "test_rows": float(len(test)),
-            "test_share": len(test) / len(aligned),
-        }
+        metrics = published_metrics(bureau.labels(test), scores, len(aligned))
         client.post(
             f"/v1/training-jobs/{job_id}/finish",
             {"intercept": bureau.intercept, "metrics": metrics},
         )
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into one by the CLI
+    return TrainedModel(
+        job_id,
+        model_id,
+        len(aligned),
+        metrics["test_auc"],
+        metrics["test_ks"],
+        result.epochs,
+        bureau.intercept,
+        tuple(test),
+    )
+
+
+# -- what both model types share (client._tree_training uses these too) ---------------
+
+
+def check_labels(labels: Mapping[str, int], test_ids: Collection[str] | None) -> None:
+    if not labels:
+        raise ClientError("no labels to train on")
+    if test_ids is not None:
+        unknown = [i for i in test_ids if i not in labels]
+        if unknown:
+            raise ClientError(
+                f"{len(unknown)} held-out id(s) have no label (e.g. {sorted(unknown)[0]}): "
+                "test ids must be among the labelled ids"
+            )
+
+
+def start_job(
+    client: CreditShareClient,
+    model_id: str,
+    description: str,
+    nodes: Sequence[str],
+    config: dict[str, Any],
+) -> str:
+    """Sign and create the job (its config document's digest is signed); its id."""
+    body: dict[str, Any] = {
+        "model_id": model_id,
+        "description": description,
+        "nodes": list(nodes),
+        "key_fingerprint": client.ensure_paillier_key(),
+        "config": config,
+    }
+    # The job id is chosen (and signed) here, before anything is sent: an interrupt at
+    # any moment after this line can name the job it cancels.
+    signed = sign_job(client.identity, body)
+    job_id: str = signed["job_id"]
+    client.signed_post("/v1/training-jobs", body, lambda _identity, _body: signed)
+    return job_id
+
+
+def reporter(
+    client: CreditShareClient,
+    job_id: str,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+) -> Callable[[dict[str, Any]], None]:
+    """Report progress (and a curve point) to the job, then to ``on_progress``."""
+
+    def report(payload: dict[str, Any]) -> None:
+        client.post(f"/v1/training-jobs/{job_id}/progress", payload)
+        if on_progress:
+            on_progress(payload)
+
+    return report
+
+
+@contextlib.contextmanager
+def driving(client: CreditShareClient, job_id: str, close: Callable[[], None]) -> Iterator[None]:
+    """Drive a job: Ctrl-C (or SIGTERM turned into one by the CLI) cancels it, a failure
+    fails it with its reason; ``close`` stops the bureau's workers either way."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
         # Stop the workers first (the coordinator call may take a moment), then cancel,
         # so the nodes drop the job and the model id is free again at once.
-        if pool is not None:
-            pool.close()
+        close()
         try:
             client.post(
                 f"/v1/training-jobs/{job_id}/cancel", {"reason": "the bureau was interrupted"}
@@ -392,15 +445,54 @@ def train_model(
             raise
         raise ClientError(f"training job {job_id} failed: {exc}") from exc
     finally:
-        if pool is not None:
-            pool.close()
-    return TrainedModel(
-        job_id,
-        model_id,
-        len(aligned),
-        metrics["test_auc"],
-        metrics["test_ks"],
-        result.epochs,
-        bureau.intercept,
-        tuple(test),
+        close()
+
+
+def align_and_open(
+    client: CreditShareClient, job_id: str, labels: Mapping[str, int], nodes: Sequence[str]
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """PSI with every node, then open the job on each: the aligned ids (row positions
+    are indices into them) and each node's answer to open."""
+    aligned, points = _align(client, job_id, labels, nodes)
+    if len(aligned) < MIN_ALIGNED_ROWS:
+        raise ClientError(
+            f"only {len(aligned)} of {len(labels)} labelled ids are held by every node "
+            f"({', '.join(nodes)}); at least {MIN_ALIGNED_ROWS} are needed"
+        )
+    if len({labels[i] for i in aligned}) < 2:
+        raise ClientError("the aligned rows hold only one class of label")
+    opened = {
+        node: client.post(
+            f"/v1/training-jobs/{job_id}/open",
+            {"node": node, "points": _b64([points[node][i] for i in aligned])},
+        )
+        for node in nodes
+    }
+    return aligned, opened
+
+
+def splits(
+    aligned: Sequence[str],
+    labels: Mapping[str, int],
+    config: TrainingConfig | TreeConfig,
+    test_ids: Collection[str] | None,
+) -> tuple[list[str], list[str], list[str]]:
+    """(fit, validation, test): the test split (see ``train_model``), then a stratified
+    ``validation_fraction`` of the rest drawn with ``seed + 1``."""
+    fit_and_valid, test = _test_split(aligned, labels, config, test_ids)
+    fit, valid = _stratified_split(
+        fit_and_valid, labels, config.validation_fraction, config.seed + 1
     )
+    return fit, valid, test
+
+
+def published_metrics(y: Any, scores: Any, aligned: int) -> dict[str, float]:
+    """The published test metrics, from the scores the published model gives."""
+    test = len(y)
+    return {
+        "test_auc": auc(y, scores),
+        "test_ks": ks(y, scores),
+        "aligned_rows": float(aligned),
+        "test_rows": float(test),
+        "test_share": test / aligned,
+    }

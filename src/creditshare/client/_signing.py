@@ -25,6 +25,7 @@ from creditshare.signed import (
     subscription_document,
     training_document,
 )
+from creditshare.trees import TreeConfig
 
 __all__ = ["sign_job", "sign_query", "sign_subscription"]
 
@@ -54,11 +55,18 @@ def sign_job(identity: Identity, body: Mapping[str, Any]) -> dict[str, str]:
     """``job_id``, ``requested_at``, ``config_sha256`` and ``signature`` for a POST
     /v1/training-jobs ``body``.
 
-    The signature covers the body's ``config`` (absent: the defaults) by its hash, so
-    every node trains with exactly these settings or refuses the job.
+    The signature covers the body's ``config`` (absent: the logistic defaults; with
+    ``"model_type": "gbdt"``: a ``TreeConfig``) by its hash, so every node trains with
+    exactly these settings or refuses the job.
     """
     job_id, now = secrets.token_hex(16), _now()
-    config_sha256 = TrainingConfig.from_document(body.get("config") or {}).digest()
+    settings = body.get("config") or {}
+    config = (
+        TreeConfig.from_document(settings)
+        if settings.get("model_type") == "gbdt"
+        else TrainingConfig.from_document(settings)
+    )
+    config_sha256 = config.digest()
     document = training_document(
         job_id=job_id,
         requester=identity.participant_id,

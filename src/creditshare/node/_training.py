@@ -12,7 +12,8 @@ compute (OutOfOrderError: FAILED_PRECONDITION). Job state (PSI answers, open
 jobs, capacity, expiry) is in ``_training_jobs.JobStore``; each RPC here reads
 validate → load → compute. Dropping a job (CloseJob without a model id) also
 discards the shard that job kept, if its model was never registered, so a failed
-/finish leaves nothing behind.
+/finish leaves nothing behind. A job opened with ``tree_settings`` trains
+gradient-boosted trees instead: its RPC bodies are in ``_tree_training``.
 """
 
 from __future__ import annotations
@@ -40,9 +41,16 @@ from creditshare.node._scoring import ScoreEngine
 from creditshare.node._service import guarded
 from creditshare.node._storage import RecordStore, ShardStore
 from creditshare.node._training_jobs import JOB_IDLE_SECONDS, Job, JobStore
+from creditshare.node._tree_training import TreeTraining
 from creditshare.node._trust import AccessLog
 from creditshare.node._woe import WoePending, woe_features
-from creditshare.proto import settings_from_pb, training_pb2, training_pb2_grpc
+from creditshare.proto import (
+    settings_from_pb,
+    training_pb2,
+    training_pb2_grpc,
+    tree_settings_from_pb,
+)
+from creditshare.trees import TreeConfig, TreeShard
 
 __all__ = ["TrainingService"]
 
@@ -84,6 +92,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self._store = store
         self._shards = shards
         self._engine = engine
+        self._trees = TreeTraining(node_id, department, self.jobs, encryption_workers)
 
     async def _run(
         self,
@@ -110,7 +119,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
     def _job_receipt(
         self,
         request: training_pb2.PsiAnswerRequest | training_pb2.OpenJobRequest,
-        config: TrainingConfig | None = None,
+        config: TrainingConfig | TreeConfig | None = None,
     ) -> tuple[PublicKey, int, QueryRecord]:
         """The bureau's key, and the job's ledger receipt checked against it (and against
         ``config``, the settings sent to train with: the bureau signed their hash)."""
@@ -170,11 +179,16 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self, request: training_pb2.OpenJobRequest, context: Any
     ) -> training_pb2.OpenJobResponse:
         def work() -> training_pb2.OpenJobResponse:
-            if not request.HasField("settings"):
-                raise InvalidInputError("settings is required")
+            trees = request.HasField("tree_settings")
+            if trees == request.HasField("settings"):
+                raise InvalidInputError("exactly one of settings and tree_settings is required")
             # The same validation as the coordinator's: refuses weak settings (e.g. masks
             # under 80 bits), so a coordinator cannot talk a node into masking thinly.
-            config = settings_from_pb(request.settings)
+            config: TrainingConfig | TreeConfig = (
+                tree_settings_from_pb(request.tree_settings)
+                if trees
+                else settings_from_pb(request.settings)
+            )
             _check_blobs(request.points, "points", _MAX_IDS, _MAX_POINT_BYTES)
             # ...and exactly the settings the bureau signed (by their hash): a changed
             # value, or a field left out of the message (proto3 reads it as 0), differs.
@@ -191,6 +205,14 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             ids = [mapping[p] for p in points]
             names, rows = self._features()
             self.jobs.check_room(request.job_id)
+            if isinstance(config, TreeConfig):
+                job = self._trees.job(key, config, ids, names, rows)
+                try:
+                    self.jobs.open(request.job_id, job)
+                except BaseException:
+                    job.close()
+                    raise
+                return self._trees.opened(request.job_id, job)
             # Obfuscators made ahead on other cores; a buffer sized to the job, so a small
             # job does not keep a worker busy long after it is done.
             encryptor = (
@@ -349,8 +371,15 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             _check_job_id(request.job_id)
             if request.model_id and not _MODEL_ID.fullmatch(request.model_id):
                 raise InvalidInputError("model_id must be 1 to 64 of a-z, 0-9, '.', '_', '-'")
+            tree_shard: TreeShard | None = None
             if request.model_id:  # refused before the job is dropped: it may still be finished
-                self.jobs.get(request.job_id).ready()
+                kept = self.jobs.get(request.job_id)
+                if kept.tree is not None:
+                    tree_shard = self._trees.shard(kept, request.tree_shapes)
+                elif request.tree_shapes:
+                    raise InvalidInputError("tree_shapes: this job trains a logistic model")
+                else:
+                    kept.ready()
             job = self.jobs.pop(request.job_id)
             if job is None:
                 if request.model_id:
@@ -359,7 +388,13 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 return training_pb2.CloseJobResponse()
             job.close()
             names = job.feature_names
-            if request.model_id:
+            if request.model_id and tree_shard is not None:
+                self._shards.save_tree(
+                    request.model_id, tree_shard, job_id=request.job_id, department=self._department
+                )
+                self._engine.reload()
+                log.info("training job %r kept as tree model %r", request.job_id, request.model_id)
+            elif request.model_id:
                 # The weights on the preprocessed features, with the preprocessing: the
                 # model banks are scored with is the one this job evaluated.
                 shard = ModelShard(
@@ -381,21 +416,21 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
     async def TreeGradients(  # noqa: N802 - gRPC method name
         self, request: training_pb2.TreeGradientsRequest, context: Any
     ) -> training_pb2.TreeGradientsResponse:
-        """Tree jobs: being built (issue 14); UNIMPLEMENTED until then."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "tree training is not available yet")
-        raise AssertionError("unreachable")
+        def work() -> training_pb2.TreeGradientsResponse:
+            self._trees.gradients(request)
+            return training_pb2.TreeGradientsResponse()
+
+        return await self._run(context, work)
 
     async def TreeHistograms(  # noqa: N802 - gRPC method name
         self, request: training_pb2.TreeHistogramsRequest, context: Any
     ) -> training_pb2.TreeHistogramsResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "tree training is not available yet")
-        raise AssertionError("unreachable")
+        return await self._run(context, lambda: self._trees.histograms(request))
 
     async def TreeSplit(  # noqa: N802 - gRPC method name
         self, request: training_pb2.TreeSplitRequest, context: Any
     ) -> training_pb2.TreeSplitResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "tree training is not available yet")
-        raise AssertionError("unreachable")
+        return await self._run(context, lambda: self._trees.split(request))
 
     def _discard(self, job_id: str) -> None:
         """Discard the shard a dropped job kept (its model was never registered)."""

@@ -17,11 +17,12 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from creditshare.crypto import PooledEncryptor
+from creditshare.crypto import PooledEncryptor, PublicKey
 from creditshare.errors import CapacityError, InvalidInputError, NotFoundError, OutOfOrderError
 from creditshare.federated import HostParty, Preprocessing
 from creditshare.node._receipts import ReceiptRefusedError
 from creditshare.node._woe import WoePending
+from creditshare.trees import TreeHost
 
 __all__ = ["JOB_IDLE_SECONDS", "MAX_JOBS", "Job", "JobStore"]
 
@@ -44,9 +45,18 @@ class Job:
     encryptor: PooledEncryptor | None = None
     #: WOE-binned features waiting for their level sums.
     woe: WoePending | None = None
+    #: A gradient-boosted-tree job's host (``node._tree_training``; ``host`` is None).
+    tree: TreeHost | None = None
+    #: The bureau's key (tree jobs: their gradients arrive as bytes under it).
+    key: PublicKey | None = None
 
     def ready(self) -> HostParty:
         """The job's host, once it can compute (its WOE tables set, if it has any)."""
+        if self.tree is not None:
+            raise OutOfOrderError(
+                "this job trains gradient-boosted trees: Forward, MaskedGradient, "
+                "ApplyGradient and the level sums are for logistic jobs"
+            )
         if self.host is None:
             raise OutOfOrderError(
                 "this job's WOE tables are not set: LevelSums, then ApplyLevelSums, come "
@@ -56,11 +66,22 @@ class Job:
 
     def pending(self) -> WoePending:
         """The job's WOE round, while it is still to be done."""
+        if self.tree is not None:
+            self.ready()  # refused: a tree job has no level sums
         if self.woe is None:
             raise OutOfOrderError("this job has no WOE features: no level sums to send")
         if self.host is not None:
             raise OutOfOrderError("this job's WOE tables are set already (once per job)")
         return self.woe
+
+    def trees(self) -> TreeHost:
+        """A tree job's host; a logistic job refuses the tree RPCs."""
+        if self.tree is None:
+            raise OutOfOrderError(
+                "this job trains a logistic model: TreeGradients, TreeHistograms and "
+                "TreeSplit are for jobs opened with tree_settings"
+            )
+        return self.tree
 
     @property
     def feature_names(self) -> list[str]:
@@ -71,6 +92,8 @@ class Job:
     def close(self) -> None:
         if self.encryptor is not None:
             self.encryptor.close()
+        if self.tree is not None:
+            self.tree.close()
 
     def rows(self, positions: Sequence[int]) -> list[str]:
         try:

@@ -1,0 +1,259 @@
+"""A bureau trains gradient-boosted trees across real data nodes through the coordinator.
+
+Real node processes (gRPC, mutual TLS), a real coordinator (HTTP), 2048-bit Paillier:
+the job's curve grows per tree, the model is registered as gbdt, each owning node keeps
+a tree shard, the published test metrics are exactly what the plaintext model (the
+published ``TreeModel`` and the nodes' own rules) gives the held-out enterprises, a
+node stopped mid-training fails the job with its name, and an interrupted bureau
+cancels its job.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from creditshare.client import CreditShareClient, train_model
+from creditshare.crypto import PrivateKey
+from creditshare.demo import Federation, FederationLayout
+from creditshare.departments import get_department
+from creditshare.errors import ClientError, ProblemError
+from creditshare.federated import TrainingConfig, auc, ks
+from creditshare.identity import Chain
+from creditshare.node._storage import ShardStore, make_engine
+from creditshare.synth import generate
+from creditshare.trees import TreeConfig, TreeModel, TreeShard
+
+from .conftest import Trust, signed_job_body
+
+DEPARTMENTS = ("tax", "market")
+NODES = [f"yrd-{d}" for d in DEPARTMENTS]
+CONFIG = TreeConfig(trees=3, max_depth=2, max_bins=8, validation_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def tree_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    root = tmp_path_factory.mktemp("tree-training")
+    generate(500, 3, root / "data")
+    layout = FederationLayout.write(
+        root / "fed", root / "data", chains=[Chain.YRD], departments=DEPARTMENTS
+    )
+    layout.import_data()
+    with Federation(layout) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def parties(
+    tree_federation: Federation, bank_key: PrivateKey
+) -> Iterator[tuple[Trust, CreditShareClient]]:
+    trust = Trust(tree_federation, bank_key, "tree-bank")
+    issued = trust.operator.register_participant("bureau-1", "bureau", "Credit Bureau One")
+    trust.api_keys["bureau-1"] = issued["api_key"]
+    bureau = CreditShareClient(
+        trust.url,
+        api_key=issued["api_key"],
+        private_key=PrivateKey.generate(),
+        identity=tree_federation.layout.identity("bureau-1", "bureau"),
+    )
+    yield trust, bureau
+    bureau.close()
+    trust.close()
+
+
+def _labels(federation: Federation) -> dict[str, int]:
+    with (federation.layout.data_dir / "bureau" / "labels.csv").open() as handle:
+        return {r["uscc"]: int(r["default"]) for r in csv.DictReader(handle)}
+
+
+def _rows(federation: Federation, department: str) -> dict[str, dict[str, str]]:
+    path = federation.layout.data_dir / "yrd" / f"{department}.csv"
+    with path.open() as handle:
+        return {r["uscc"]: r for r in csv.DictReader(handle)}
+
+
+def _tree_shards(federation: Federation, model_id: str) -> dict[str, TreeShard]:
+    """Each node's kept tree shard of ``model_id``, read from its database."""
+    shards: dict[str, TreeShard] = {}
+    for node in federation.layout.nodes:
+        settings = federation.layout.node_settings(node)
+        usable, _ = ShardStore(make_engine(settings.database_url)).usable_trees(None)
+        if model_id in usable:
+            shards[node.node_id] = usable[model_id]
+    return shards
+
+
+def test_train_trees_publish_and_recompute_the_metrics(
+    tree_federation: Federation, parties: tuple[Trust, CreditShareClient]
+) -> None:
+    trust, bureau = parties
+    labels = _labels(tree_federation)
+    seen: list[dict[str, Any]] = []
+    model = train_model(
+        bureau, labels, NODES, "bureau1-gbdt-v1", CONFIG, "trees in e2e", on_progress=seen.append
+    )
+
+    # One progress report and one curve point per tree, in order.
+    assert [p["epoch"] for p in seen] == list(range(len(model.trees))) == [0, 1, 2]
+    assert all(0 <= p["validation_auc"] <= 1 for p in seen)
+    job = bureau.training_job(model.job_id)
+    assert job["status"] == "finished"
+    assert [h["epoch"] for h in job["history"]] == [0, 1, 2]
+    assert job["config"]["model_type"] == "gbdt" and job["config"]["trees"] == 3
+
+    # Registered as a gbdt model: its type and tree count, never its leaf weights.
+    published = {m["id"]: m for m in trust.bank.models()}
+    entry = published["bureau1-gbdt-v1"]
+    assert entry["model_type"] == "gbdt" and entry["trees"] == 3
+    assert entry["origin"] == "trained" and entry["trained_by"] == "bureau-1"
+    assert entry["intercept"] == pytest.approx(model.intercept)
+    assert entry["metrics"]["trees"] == 3 and entry["metrics"]["seed"] == CONFIG.seed
+    assert "tree_model" not in entry and "weights" not in str(entry)
+    assert published["sme-scorecard-v1"]["model_type"] == "logistic"
+    assert model.tree_model is not None
+    trees: TreeModel = model.tree_model
+    assert set(trees.nodes) <= set(NODES) and trees.nodes  # some node owns a split
+
+    # Every owning node keeps a shard of exactly its own splits of every tree.
+    shards = _tree_shards(tree_federation, "bureau1-gbdt-v1")
+    assert set(trees.nodes) <= set(shards)
+    for node, shard in shards.items():
+        assert shard.shapes == trees.shapes()
+        owned = trees.owned_by(node)
+        assert [frozenset(r.position for r in shard.rules if r.tree == k) for k in range(3)] == [
+            owned[k] for k in range(3)
+        ]
+
+    # The published metrics are the plaintext model's on the held-out enterprises: the
+    # published trees, routed by each owning node's own rules on its records.
+    def margin(uscc: str) -> float:
+        bits = []
+        for node in trees.nodes:
+            department = node.removeprefix("yrd-")
+            spec = get_department(department)
+            raw = _rows(tree_federation, department)[uscc]
+            record = {f.name: f.parse(raw[f.name]) for f in spec.fields}
+            bits.append(shards[node].leaf_bits(spec.feature_values(record)))
+        return trees.margin_from_bits(bits)
+
+    test = list(model.test_ids)
+    assert entry["metrics"]["test_rows"] == len(test) > 30
+    y = np.array([labels[i] for i in test], dtype=float)
+    margins = np.array([margin(i) for i in test])
+    assert auc(y, margins) == pytest.approx(entry["metrics"]["test_auc"], abs=1e-12)
+    assert ks(y, margins) == pytest.approx(entry["metrics"]["test_ks"], abs=1e-12)
+    assert model.test_auc > 0.5
+
+
+def test_logistic_steps_refuse_a_tree_job_and_tree_steps_a_logistic_job(
+    parties: tuple[Trust, CreditShareClient],
+) -> None:
+    _, bureau = parties
+    key = bureau.ensure_paillier_key()
+    tree_body = {
+        "model_id": "kinds-tree",
+        "nodes": ["yrd-tax"],
+        "key_fingerprint": key,
+        "config": CONFIG.to_document(),
+    }
+    tree_job = bureau.post("/v1/training-jobs", signed_job_body(bureau.identity, tree_body))
+    logistic_body = {
+        **tree_body,
+        "model_id": "kinds-logistic",
+        "config": TrainingConfig().to_document(),
+    }
+    logistic_job = bureau.post("/v1/training-jobs", signed_job_body(bureau.identity, logistic_body))
+    try:
+        assert tree_job["config"]["model_type"] == "gbdt"
+        with pytest.raises(ProblemError) as caught:
+            bureau.post(
+                f"/v1/training-jobs/{tree_job['id']}/forward", {"node": "yrd-tax", "rows": [0]}
+            )
+        assert caught.value.status == 409 and "gradient-boosted trees" in caught.value.detail
+        split = {
+            "node": "yrd-tax",
+            "tree": 0,
+            "position": 0,
+            "feature": 0,
+            "bin": 0,
+            "rows": [0, 1, 2, 3, 4, 5, 6, 7],
+        }
+        with pytest.raises(ProblemError) as caught:
+            bureau.post(f"/v1/training-jobs/{logistic_job['id']}/tree-split", split)
+        assert caught.value.status == 409 and "logistic model" in caught.value.detail
+        # Bounds are checked before anything is relayed: 422 naming the field.
+        with pytest.raises(ProblemError) as caught:
+            bureau.post(
+                f"/v1/training-jobs/{tree_job['id']}/tree-split", {**split, "position": 255}
+            )
+        assert caught.value.status == 422 and "position" in caught.value.detail
+        with pytest.raises(ProblemError) as caught:
+            bureau.post(
+                f"/v1/training-jobs/{tree_job['id']}/tree-histograms",
+                {"node": "yrd-tax", "tree": 0, "nodes": [{"position": 0, "rows": []}]},
+            )
+        assert caught.value.status == 422 and "rows" in caught.value.detail
+    finally:
+        for job in (tree_job, logistic_job):
+            bureau.post(f"/v1/training-jobs/{job['id']}/cancel", {"reason": "test done"})
+
+
+def test_an_interrupted_bureau_cancels_its_tree_job(
+    tree_federation: Federation, parties: tuple[Trust, CreditShareClient]
+) -> None:
+    trust, bureau = parties
+    started: list[str] = []
+
+    def interrupt(progress: dict[str, Any]) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        train_model(
+            bureau,
+            _labels(tree_federation),
+            NODES,
+            "interrupted-gbdt",
+            CONFIG,
+            on_progress=interrupt,
+            on_start=started.append,
+        )
+    assert f"training job {started[0]} cancelled" in caught.value.__notes__
+    job = bureau.training_job(started[0])
+    assert job["status"] == "cancelled" and len(job["history"]) == 1
+    assert "interrupted-gbdt" not in {m["id"] for m in trust.bank.models()}
+    assert not _tree_shards(tree_federation, "interrupted-gbdt")
+
+
+def test_a_node_stopped_mid_training_fails_the_job_with_its_name(
+    tree_federation: Federation, parties: tuple[Trust, CreditShareClient], tmp_path: Path
+) -> None:
+    trust, bureau = parties
+    started: list[str] = []
+
+    def stop_after_first_tree(progress: dict[str, Any]) -> None:
+        if progress["epoch"] == 0:
+            tree_federation.stop_node("yrd-market")
+
+    try:
+        with pytest.raises(ClientError) as caught:
+            train_model(
+                bureau,
+                _labels(tree_federation),
+                NODES,
+                "doomed-gbdt",
+                CONFIG,
+                on_progress=stop_after_first_tree,
+                on_start=started.append,
+            )
+    finally:
+        tree_federation.start_node("yrd-market")
+    assert "yrd-market" in str(caught.value)
+    job = bureau.training_job(started[0])
+    assert job["status"] == "failed" and "yrd-market" in job["error"]
+    assert "doomed-gbdt" not in {m["id"] for m in trust.bank.models()}
+    assert not _tree_shards(tree_federation, "doomed-gbdt")
