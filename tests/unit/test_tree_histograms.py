@@ -8,6 +8,7 @@ the products are the same residues mod n² whichever way they are computed.
 
 from __future__ import annotations
 
+import gmpy2
 import numpy as np
 import pytest
 from numpy.typing import NDArray
@@ -102,6 +103,15 @@ def test_workers_and_the_complement_give_the_same_products(
         patch.setattr(_histograms, "_INVERSE_COST", 10**9)  # never worth it
         direct = plain.histogram(rows)
     assert with_complement == direct
+    # Features binned jointly in pairs (marginals from the cells) or one at a time.
+    columns = bins[rows]
+    values = [gmpy2.mpz(cipher[r]) for r in rows]
+    nsq = gmpy2.mpz(key.public_key.n_squared)
+    plan = _histograms._plan(columns, COUNTS, pairs=True)
+    assert any(len(unit.features) == 2 for unit in plan)
+    by_pairs = _histograms._feature_sums(nsq, columns, COUNTS, values, pairs=True)
+    alone = _histograms._feature_sums(nsq, columns, COUNTS, values, pairs=False)
+    assert [int(v) for v in by_pairs] == [int(v) for v in alone] == direct
     pooled = HistogramBuilder(key.public_key, bins, COUNTS, workers=1)
     try:
         assert pooled.workers == 1

@@ -59,55 +59,139 @@ __all__ = ["HistogramBuilder"]
 _INVERSE_COST = 8
 
 
+def _runs(
+    nsq: Any, cells: NDArray[np.int64], count: int, values: list[Any], skip: int
+) -> list[Any]:
+    """Π of ``values`` per cell index (``count`` cells; an empty cell is 1), by sorted runs.
+
+    Cell ``skip`` (≥ 0) is not computed: its entry is None, for the complement.
+    """
+    one = gmpy2.mpz(1)
+    sizes = np.bincount(cells, minlength=count).tolist()
+    ordered = np.argsort(cells, kind="stable").tolist()
+    out: list[Any] = []
+    position = 0
+    for cell, run in enumerate(sizes):
+        if run == 0:
+            out.append(one)
+            continue
+        if cell == skip:
+            out.append(None)
+            position += run
+            continue
+        acc = values[ordered[position]]
+        for i in ordered[position + 1 : position + run]:
+            acc = acc * values[i] % nsq
+        out.append(acc)
+        position += run
+    return out
+
+
+def _product(nsq: Any, values: Sequence[Any]) -> Any:
+    acc = gmpy2.mpz(1)
+    for value in values:
+        if value is not None and value != 1:
+            acc = acc * value % nsq
+    return acc
+
+
+class _Unit:
+    """One feature, or two features binned jointly (cell = b_i·B_j + b_j), with its cost."""
+
+    __slots__ = ("cells", "complement", "count", "features", "largest", "nonempty")
+
+    def __init__(self, features: tuple[int, ...], cells: NDArray[np.int64], count: int) -> None:
+        self.features = features
+        self.cells = cells
+        self.count = count
+        sizes = np.bincount(cells, minlength=count)
+        self.largest = int(sizes.max()) if cells.size else 0
+        self.nonempty = int(np.count_nonzero(sizes))
+        # Rows the complement spares, less the products and the inverse it adds.
+        self.complement = self.largest - self.nonempty - _INVERSE_COST
+
+    def cost(self, rows: int, with_total: bool) -> int:
+        """Products to build this unit's bins over ``rows`` rows."""
+        marginals = self.nonempty * len(self.features) if len(self.features) > 1 else 0
+        saved = max(0, self.complement) if with_total else 0
+        return rows - saved + marginals
+
+
+def _plan(columns: NDArray[np.uint16], counts: Sequence[int], pairs: bool) -> list[_Unit]:
+    """Units covering every feature once: pairs where a joint pass saves products.
+
+    Greedy matching on the saving of each pair over its two features alone; a pair needs
+    at most rows/2 cells, else its marginals cost more than the pass they save.
+    """
+    rows, k = columns.shape
+    singles = [_Unit((j,), columns[:, j].astype(np.int64), counts[j]) for j in range(k)]
+    if not pairs or k < 2:
+        return singles
+    candidates: list[tuple[int, int, int, _Unit]] = []
+    for i in range(k):
+        for j in range(i + 1, k):
+            cells = counts[i] * counts[j]
+            if cells > rows // 2:
+                continue
+            joint = columns[:, i].astype(np.int64) * counts[j] + columns[:, j]
+            unit = _Unit((i, j), joint, cells)
+            saving = (
+                singles[i].cost(rows, True) + singles[j].cost(rows, True) - unit.cost(rows, True)
+            )
+            if saving > 0:
+                candidates.append((saving, i, j, unit))
+    candidates.sort(key=lambda c: -c[0])
+    used: set[int] = set()
+    units: list[_Unit] = []
+    for _, i, j, unit in candidates:
+        if i not in used and j not in used:
+            used.update((i, j))
+            units.append(unit)
+    units.extend(singles[j] for j in range(k) if j not in used)
+    return units
+
+
 def _feature_sums(
-    nsq: Any, columns: NDArray[np.uint16], counts: Sequence[int], values: list[Any]
+    nsq: Any,
+    columns: NDArray[np.uint16],
+    counts: Sequence[int],
+    values: list[Any],
+    pairs: bool = True,
 ) -> list[Any]:
     """Enc(Σ) per (feature, bin) for the rows whose bins are ``columns`` (rows × k) and
     whose ciphertexts are ``values`` (same order); features in order, bins in order."""
-    k = columns.shape[1]
     if not values:
         return [gmpy2.mpz(1)] * sum(counts)
-    sizes = [np.bincount(columns[:, j], minlength=counts[j]) for j in range(k)]
-    largest = [int(s.max()) for s in sizes]
-    # The feature with the smallest largest bin goes first and directly: its bins give T.
-    order = sorted(range(k), key=lambda j: largest[j])
+    units = _plan(columns, counts, pairs)
+    # The unit that gains least from the complement is built directly; its cells give T.
+    units.sort(key=lambda u: u.complement)
     total: Any = None
-    results: dict[int, list[Any]] = {}
+    bins: dict[int, list[Any]] = {}
     one = gmpy2.mpz(1)
-    for j in order:
-        size = sizes[j]
+    for unit in units:
         skip = -1
-        if total is not None and largest[j] > counts[j] + _INVERSE_COST:
-            skip = int(np.argmax(size))
-        ordered = np.argsort(columns[:, j], kind="stable").tolist()
-        bins: list[Any] = []
-        position = 0
-        for b in range(counts[j]):
-            run = int(size[b])
-            if run == 0:
-                bins.append(one)
-                continue
-            if b == skip:
-                bins.append(None)
-                position += run
-                continue
-            acc = values[ordered[position]]
-            for i in ordered[position + 1 : position + run]:
-                acc = acc * values[i] % nsq
-            bins.append(acc)
-            position += run
+        if total is not None and unit.complement > 0:
+            skip = int(np.argmax(np.bincount(unit.cells, minlength=unit.count)))
+        cells = _runs(nsq, unit.cells, unit.count, values, skip)
         if total is None:
-            total = one
-            for acc in bins:
-                total = total * acc % nsq
+            total = _product(nsq, cells)
         elif skip >= 0:
-            others = one
-            for acc in bins:
-                if acc is not None:
-                    others = others * acc % nsq
-            bins[skip] = total * gmpy2.invert(others, nsq) % nsq
-        results[j] = bins
-    return [acc for j in range(k) for acc in results[j]]
+            cells[skip] = total * gmpy2.invert(_product(nsq, cells), nsq) % nsq
+        if len(unit.features) == 1:
+            bins[unit.features[0]] = cells
+            continue
+        i, j = unit.features
+        first: list[Any] = [one] * counts[i]
+        second: list[Any] = [one] * counts[j]
+        for cell, value in enumerate(cells):
+            if value == 1:
+                continue  # an empty cell (or an exact Enc(0) with r = 1: a no-op either way)
+            a, b = divmod(cell, counts[j])
+            first[a] = value if first[a] is one else first[a] * value % nsq
+            second[b] = value if second[b] is one else second[b] * value % nsq
+        bins[i] = first
+        bins[j] = second
+    return [acc for j in range(len(counts)) for acc in bins[j]]
 
 
 def _serve(
