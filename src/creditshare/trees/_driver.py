@@ -32,7 +32,7 @@ from creditshare.errors import InvalidInputError
 from creditshare.federated import auc, log_loss
 from creditshare.trees._config import TreeConfig
 from creditshare.trees._model import PublicTree, TreeModel, TreeShard
-from creditshare.trees._split import Histogram, leaf_weight, rank_splits
+from creditshare.trees._split import Histogram, SplitCandidate, leaf_weight, rank_splits
 
 __all__ = ["Channel", "Rows", "TreeReport", "TreeTrainingResult", "grow_trees"]
 
@@ -186,6 +186,15 @@ class _Grower:
                 _subtract(hists[parent][k], hists[sibling][k]) for k in range(self.parties)
             ]
 
+    def _check_refusal(self, candidate: SplitCandidate, total_h: float, exc: Exception) -> None:
+        """A refusal the floor cannot explain is a failing node: fail the job naming it
+        rather than silently growing a different tree."""
+        if not _refusal_possible(candidate, total_h, self.config.min_child_rows):
+            raise InvalidInputError(
+                f"node {self.channel.names[candidate.party]} refused a split whose children "
+                f"hold at least {self.config.min_child_rows} fit rows each: {exc}"
+            ) from exc
+
     def _split(
         self, tree: int, position: int, node: _Node, hist: list[list[Histogram]] | None, depth: int
     ) -> tuple[int, _Node, _Node] | None:
@@ -203,7 +212,8 @@ class _Grower:
                     node.rows,
                     node.others,
                 )
-            except InvalidInputError:
+            except InvalidInputError as exc:
+                self._check_refusal(candidate, total_h, exc)
                 continue  # the owner's floor: try the next best split
             if len(bits) != node.rows.size + node.others.size:
                 raise InvalidInputError(
@@ -221,6 +231,17 @@ class _Grower:
                 )
             return candidate.party, left, right
         return None
+
+
+_H_MAX = 0.25  # a logistic hessian p(1 − p) never exceeds ¼
+
+
+def _refusal_possible(candidate: SplitCandidate, total_h: float, floor: int) -> bool:
+    """Whether a child of ``candidate`` might hold fewer than ``floor`` fit rows: a child
+    with hessian sum H holds at least H/¼ rows, so a split both of whose children sum to
+    at least floor·¼ (plus fixed-point slack) can never be refused for the floor."""
+    smaller = min(candidate.left_h, total_h - candidate.left_h)
+    return smaller / _H_MAX < floor + 1e-6
 
 
 def _check_inputs(
