@@ -23,12 +23,13 @@ import pytest
 
 from creditshare._settings import load_settings
 from creditshare.client import CreditProfile, decrypt_profile
+from creditshare.consent import Purpose
 from creditshare.coordinator import CoordinatorSettings, create_app
 from creditshare.crypto import Ciphertext, PrivateKey
 from creditshare.demo import Federation, FederationLayout, PlaintextOracle, read_enterprises
 from creditshare.demo._toml import dumps
 from creditshare.departments import DEFAULT_INTERCEPT, get_department
-from creditshare.errors import ScoreUnavailableError
+from creditshare.errors import ProblemError, ScoreUnavailableError
 from creditshare.identity import Chain
 from creditshare.node._storage import ShardStore, make_engine
 from creditshare.proto import node_pb2
@@ -250,6 +251,20 @@ def test_a_linear_models_query_is_unchanged(
         profile = trust.bank.query(uscc, trust.consent(uscc))
         assert profile.raw["score_unavailable"] is None
         assert oracle.verify(profile, int(profile.raw["scale"])).ok, uscc
+
+
+def test_score_change_monitoring_of_a_tree_model_is_refused(
+    setup: tuple[Federation, TreeModel, dict[str, TreeShard], Plain],
+    trust: Trust,
+    data_dir: Path,
+) -> None:
+    """A cycle sums node shares; a tree model has none, so it would report a wrong score."""
+    uscc = _sample(data_dir, setup[3])[0]
+    consent = trust.consent(uscc, purpose=Purpose.POST_LOAN_MONITORING)
+    with pytest.raises(ProblemError) as caught:
+        trust.bank.subscribe(uscc, consent, signals={"score_change": 5}, model_id=MODEL)
+    assert caught.value.status == 422
+    assert "tree model" in caught.value.detail
 
 
 def test_a_chain_node_down_leaves_no_score_and_names_it(
