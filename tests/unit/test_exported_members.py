@@ -101,6 +101,7 @@ def test_crypto_surface_is_pinned() -> None:
         "SlotLayout",
         "Encryptor",
         "PooledEncryptor",
+        "PrivateEncryptor",
         "SIGNATURE_BYTES",
         "decode_signature",
         "AlertPrivateKey",

@@ -5,6 +5,7 @@ into these types at their edges.
 """
 
 from creditshare.crypto._ciphertext import Ciphertext
+from creditshare.crypto._crt import PrivateEncryptor
 from creditshare.crypto._encoding import MAX_SCALE, FixedPointEncoding
 from creditshare.crypto._fast import FastEncryptor, dot, powmod_many
 from creditshare.crypto._hpke import SEAL_OVERHEAD, AlertPrivateKey, AlertPublicKey, SealedOpenError
@@ -27,6 +28,7 @@ __all__ = [
     "FixedPointEncoding",
     "PackedEncoding",
     "PooledEncryptor",
+    "PrivateEncryptor",
     "PrivateKey",
     "PublicKey",
     "SealedOpenError",
