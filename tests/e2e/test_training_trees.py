@@ -3,8 +3,8 @@
 Real node processes (gRPC, mutual TLS), a real coordinator (HTTP), 2048-bit Paillier:
 the job's curve grows per tree, the model is registered as gbdt, each owning node keeps
 a tree shard, the published test metrics are exactly what the plaintext model (the
-published ``TreeModel`` and the nodes' own rules) gives the held-out enterprises, a
-node stopped mid-training fails the job with its name, and an interrupted bureau
+published ``TreeModel`` and the nodes' own rules) gives the held-out enterprises and
+a bank's query decrypts to it, a node stopped mid-training fails the job with its name, and an interrupted bureau
 cancels its job.
 """
 
@@ -148,6 +148,14 @@ def test_train_trees_publish_and_recompute_the_metrics(
     assert auc(y, margins) == pytest.approx(entry["metrics"]["test_auc"], abs=1e-12)
     assert ks(y, margins) == pytest.approx(entry["metrics"]["test_ks"], abs=1e-12)
     assert model.test_auc > 0.5
+
+    # A bank's query with the trained model decrypts to the plaintext model's score
+    # (the private tree chain over the owning nodes).
+    for uscc in test[:3]:
+        profile = trust.bank.query(
+            uscc, trust.consent(uscc), model_id="bureau1-gbdt-v1", chains=["yrd"]
+        )
+        assert profile.linear_score == pytest.approx(margin(uscc), abs=1e-6), uscc
 
 
 def test_logistic_steps_refuse_a_tree_job_and_tree_steps_a_logistic_job(
