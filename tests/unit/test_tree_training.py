@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
 
+from creditshare.crypto import Ciphertext, FastEncryptor, PrivateKey
 from creditshare.errors import InvalidInputError
 from creditshare.trees import (
+    FeatureBins,
     PlainTreeHost,
     TreeConfig,
+    TreeHost,
     TreeModel,
     TreeReport,
     TreeShard,
+    TreeTrainingResult,
+    _bureau,
+    train_trees,
     train_trees_plain,
 )
+from creditshare.trees._driver import grow_trees
 from creditshare.trees._hostcore import HostCore
+from creditshare.trees._plain import _PlainChannel
 
 from .test_tree_split import small_data, xgboost_model
 
@@ -117,6 +127,21 @@ def test_the_row_floor_is_never_crossed_and_changes_the_model() -> None:
     config = TreeConfig(trees=3, max_depth=4, min_child_weight=0.0)
     assert smallest_leaf(x, y, config) < 30  # without a high floor, small leaves appear
     assert smallest_leaf(x, y, config.replace(min_child_rows=30)) >= 30
+
+
+class ClosedAtSplit(PlainTreeHost):
+    """A host whose job is gone by the time the bureau asks it to split."""
+
+    def split(self, *args: Any, **kwargs: Any) -> list[bool]:
+        self.close()
+        raise InvalidInputError(f"node {self.name}: this job's tree host is closed")
+
+
+def test_a_refusal_the_floor_cannot_explain_fails_naming_the_node() -> None:
+    x, y = small_data(6, n=120)
+    host = ClosedAtSplit("tax", x, [f"x{j}" for j in range(5)], x, TreeConfig(trees=1))
+    with pytest.raises(InvalidInputError, match=r"node tax refused a split .* closed"):
+        grow_trees(_PlainChannel([host]), y, range(120), {}, TreeConfig(trees=1), None)
 
 
 def test_fit_rows_must_hold_both_labels() -> None:
@@ -224,3 +249,204 @@ def test_host_inputs_are_checked_naming_the_node() -> None:
         HostCore("n1", values, ["a", "b"], np.zeros((0, 2)), TreeConfig())
     with pytest.raises(InvalidInputError, match="distinct"):
         HostCore("n1", values, ["a", "a"], values, TreeConfig())
+
+
+# ------------------------------------------------------- the encrypted protocol
+
+
+@pytest.fixture(scope="module")
+def key() -> PrivateKey:
+    """One real 2048-bit key for this module's encrypted runs."""
+    return PrivateKey.generate(2048)
+
+
+SPLIT = (["x0", "x1"], ["x2", "x3", "x4"])
+
+
+class Recording:
+    """A TreeHostEndpoint that records what the node receives and what it answers."""
+
+    def __init__(self, host: TreeHost) -> None:
+        self.host = host
+        self.received: list[tuple[str, tuple[Any, ...]]] = []
+        self.answered: list[tuple[str, Any]] = []
+        self.refused: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    @property
+    def bin_counts(self) -> Sequence[int]:
+        self.answered.append(("bin_counts", list(self.host.bin_counts)))
+        return self.host.bin_counts
+
+    def _call(self, method: str, *args: Any) -> Any:
+        self.received.append((method, args))
+        try:
+            answer = getattr(self.host, method)(*args)
+        except InvalidInputError as exc:
+            self.refused.append(f"{method}: {exc}")
+            raise
+        self.answered.append((method, answer))
+        return answer
+
+    def gradients(
+        self,
+        tree: int,
+        rows: Sequence[int],
+        ciphertexts: Sequence[Ciphertext],
+        total: int,
+        final: bool,
+    ) -> None:
+        self._call("gradients", tree, list(rows), list(ciphertexts), total, final)
+
+    def histograms(
+        self, tree: int, nodes: Sequence[tuple[int, Sequence[int]]]
+    ) -> list[tuple[int, list[Ciphertext]]]:
+        answer: list[tuple[int, list[Ciphertext]]] = self._call("histograms", tree, list(nodes))
+        return answer
+
+    def split(
+        self,
+        tree: int,
+        position: int,
+        feature: int,
+        bin: int,
+        rows: Sequence[int],
+        other_rows: Sequence[int],
+    ) -> list[bool]:
+        answer: list[bool] = self._call(
+            "split", tree, position, feature, bin, list(rows), list(other_rows)
+        )
+        return answer
+
+
+def encrypted_run(
+    key: PrivateKey, x: np.ndarray, y: np.ndarray, config: TreeConfig, others: dict[str, np.ndarray]
+) -> tuple[TreeTrainingResult, list[Recording], dict[str, TreeShard]]:
+    hosts = [
+        Recording(TreeHost(f"n{k}", x[:, cols], names, x[:, cols], key.public_key, config))
+        for k, (cols, names) in enumerate([([0, 1], SPLIT[0]), ([2, 3, 4], SPLIT[1])])
+    ]
+    fit = np.setdiff1d(np.arange(len(y)), np.concatenate(list(others.values())))
+    result = train_trees(key, hosts, y, fit, others, config)
+    shards = {}
+    for h in hosts:
+        owned = result.model.owned_by(h.name)
+        shards[h.name] = h.host.shard(
+            [(t.internal, o) for t, o in zip(result.model.trees, owned, strict=True)]
+        )
+        h.host.close()
+    return result, hosts, shards
+
+
+def plain_run(
+    x: np.ndarray, y: np.ndarray, config: TreeConfig, others: dict[str, np.ndarray]
+) -> TreeTrainingResult:
+    fit = np.setdiff1d(np.arange(len(y)), np.concatenate(list(others.values())))
+    return train_trees_plain(
+        [x[:, [0, 1]], x[:, [2, 3, 4]]],
+        y,
+        fit,
+        others,
+        config,
+        names=["n0", "n1"],
+        feature_names=[list(SPLIT[0]), list(SPLIT[1])],
+    )
+
+
+def assert_same_model(
+    a: TreeTrainingResult, b: TreeTrainingResult, shards: dict[str, TreeShard]
+) -> None:
+    assert [t.owners for t in a.model.trees] == [t.owners for t in b.model.trees]
+    assert a.model.leaf_weights() == pytest.approx(b.model.leaf_weights(), abs=1e-6)
+    assert a.model.base_score == b.model.base_score
+    for name, shard in shards.items():
+        assert shard.rules == b.shards[name].rules, name
+    for name in b.margins:
+        assert np.abs(a.margins[name] - b.margins[name]).max() < 1e-6
+
+
+def test_encrypted_protocol_grows_the_plaintext_protocols_model(
+    key: PrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_bureau, "CHUNK_ROWS", 64)  # several TreeGradients chunks per tree
+    x, y = small_data(4, n=200)
+    config = TreeConfig(trees=3, max_depth=3)
+    others = {"validation": np.arange(140, 170), "test": np.arange(170, 200)}
+    encrypted, hosts, shards = encrypted_run(key, x, y, config, others)
+    assert_same_model(encrypted, plain_run(x, y, config, others), shards)
+    assert len(encrypted.model.nodes) == 2  # both nodes own splits
+    for host in hosts:
+        chunks = [args for method, args in host.received if method == "gradients"]
+        assert len(chunks) == 3 * 3  # 140 fit rows in chunks of 64, 64, 12, per tree
+        assert all(len(c[1]) <= 64 and c[3] == 140 for c in chunks)
+        assert [c[4] for c in chunks[:3]] == [False, False, True]
+
+
+def test_what_each_party_receives_holds_no_label_or_gradient(key: PrivateKey) -> None:
+    x, y = small_data(5, n=160)
+    config = TreeConfig(trees=2, max_depth=2)
+    others = {"test": np.arange(130, 160)}
+    _, hosts, _ = encrypted_run(key, x, y, config, others)
+    n = key.public_key.n
+    sent: list[list[int]] = []
+    for host in hosts:
+        values: list[int] = []
+        for method, args in host.received:
+            for arg in args:
+                for item in _flatten(arg):
+                    # only integers (tree, positions, rows, bins, totals), flags and ciphertexts
+                    assert isinstance(item, bool | int | Ciphertext), (method, type(item))
+                    if isinstance(item, Ciphertext):
+                        assert item.public_key == key.public_key
+                        assert item.value % n != 1  # randomised: not a bare 1 + n·m
+                        values.append(item.value)
+            if method == "split":
+                assert all(isinstance(r, int) for r in args[4] + args[5])
+        sent.append(values)
+        # what the bureau gets back: bin counts, compressed ciphertexts, left bits
+        for method, answer in host.answered:
+            for item in _flatten([] if method == "gradients" else answer):
+                assert isinstance(item, bool | int | Ciphertext), (method, type(item))
+    assert sent[0] == sent[1]  # one encryption per tree, the same ciphertexts to every node
+    assert len(set(sent[0])) == len(sent[0])  # fresh ciphertexts for every row and tree
+
+
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, list | tuple):
+        return [item for v in value for item in _flatten(v)]
+    return [value]
+
+
+def test_a_refused_split_makes_the_bureau_try_the_next_best(key: PrivateKey) -> None:
+    x, y = small_data(9, n=200)
+    config = TreeConfig(trees=2, max_depth=3, min_child_rows=30, min_child_weight=0.0)
+    others = {"test": np.arange(180, 200)}
+    encrypted, hosts, shards = encrypted_run(key, x, y, config, others)
+    refusals = [r for h in hosts for r in h.refused]
+    assert refusals and all("floor of 30" in r for r in refusals)
+    assert all(r.startswith("split") for r in refusals)  # never a histogram under the floor
+    assert_same_model(encrypted, plain_run(x, y, config, others), shards)
+
+
+def test_a_tree_host_refuses_bad_gradients_and_small_histograms(key: PrivateKey) -> None:
+    x, _ = small_data(3, n=40)
+    config = TreeConfig(trees=2)
+    host = TreeHost("n1", x[:, :2], ["a", "b"], x[:, :2], key.public_key, config)
+    assert sorted(host.bin_counts) == sorted(
+        FeatureBins.fit(n, x[:, j], 32).count for j, n in enumerate(["a", "b"])
+    )
+    enc = FastEncryptor(key.public_key)
+    good = [enc.encrypt_encoded(k) for k in range(8)]
+    with pytest.raises(InvalidInputError, match="gradient 1 of the chunk is not a ciphertext"):
+        host.gradients(0, [0, 1], [good[0], 5], 8, False)  # type: ignore[list-item]
+    host.gradients(0, list(range(8)), good, 8, True)
+    with pytest.raises(InvalidInputError, match="3 rows is fewer than the node's floor of 4"):
+        host.histograms(0, [(0, [0, 1, 2])])
+    with pytest.raises(InvalidInputError, match="not one of this tree's fit rows"):
+        host.histograms(0, [(0, [0, 1, 2, 30])])
+    [(position, ciphertexts)] = host.histograms(0, [(0, list(range(8)))])
+    assert position == 0 and all(isinstance(c, Ciphertext) for c in ciphertexts)
+    host.close()

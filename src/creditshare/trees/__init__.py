@@ -8,8 +8,10 @@ across the coordinator and data nodes.
 """
 
 from creditshare.trees._binning import FeatureBins
+from creditshare.trees._bureau import CHUNK_ROWS, TreeHostEndpoint, train_trees
 from creditshare.trees._config import MAX_DEPTH, MAX_TREES, MIN_CHILD_ROWS, TreeConfig
 from creditshare.trees._driver import TreeReport, TreeTrainingResult
+from creditshare.trees._host import TreeHost
 from creditshare.trees._model import (
     PublicTree,
     SplitRule,
@@ -23,6 +25,7 @@ from creditshare.trees._plain import PlainTreeHost, train_trees_plain
 from creditshare.trees._split import SplitCandidate, best_split, leaf_weight, rank_splits
 
 __all__ = [
+    "CHUNK_ROWS",
     "MAX_DEPTH",
     "MAX_TREES",
     "MIN_CHILD_ROWS",
@@ -32,6 +35,8 @@ __all__ = [
     "SplitCandidate",
     "SplitRule",
     "TreeConfig",
+    "TreeHost",
+    "TreeHostEndpoint",
     "TreeModel",
     "TreeReport",
     "TreeShard",
@@ -42,5 +47,6 @@ __all__ = [
     "leaf_weight",
     "leaves_of",
     "rank_splits",
+    "train_trees",
     "train_trees_plain",
 ]
