@@ -4,8 +4,8 @@ Real node processes (gRPC, mutual TLS), a real coordinator (HTTP), 2048-bit Pail
 the job's curve grows per tree, the model is registered as gbdt, each owning node keeps
 a tree shard, the published test metrics are exactly what the plaintext model (the
 published ``TreeModel`` and the nodes' own rules) gives the held-out enterprises and
-a bank's query decrypts to it, a node stopped mid-training fails the job with its name, and an interrupted bureau
-cancels its job.
+a bank's query decrypts to it, a node stopped mid-training fails the job with its
+name, and an interrupted bureau cancels its job.
 """
 
 from __future__ import annotations
