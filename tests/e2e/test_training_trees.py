@@ -11,6 +11,10 @@ name, and an interrupted bureau cancels its job.
 from __future__ import annotations
 
 import csv
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -235,6 +239,111 @@ def test_an_interrupted_bureau_cancels_its_tree_job(
     assert job["status"] == "cancelled" and len(job["history"]) == 1
     assert "interrupted-gbdt" not in {m["id"] for m in trust.bank.models()}
     assert not _tree_shards(tree_federation, "interrupted-gbdt")
+
+
+def _cli(
+    federation: Federation, trust: Trust, tmp_path: Path, *options: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "creditshare",
+            "bureau",
+            "train",
+            "--coordinator",
+            trust.url,
+            "--api-key",
+            trust.api_keys["bureau-1"],
+            "--labels",
+            str(federation.layout.data_dir / "bureau" / "labels.csv"),
+            *[arg for node in NODES for arg in ("--node", node)],
+            "--key-file",
+            str(tmp_path / "bureau-key.json"),
+            "--identity",
+            str(federation.layout.identity_dir("bureau-1", "bureau")),
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_bureau_train_model_type_gbdt_with_its_options(
+    tree_federation: Federation, parties: tuple[Trust, CreditShareClient], tmp_path: Path
+) -> None:
+    trust, bureau = parties
+    done = _cli(
+        tree_federation,
+        trust,
+        tmp_path,
+        "--model-id",
+        "cli-gbdt",
+        "--model-type",
+        "gbdt",
+        "--trees",
+        "2",
+        "--max-depth",
+        "2",
+        "--max-bins",
+        "6",
+        "--learning-rate",
+        "0.5",
+        "--l2",
+        "2",
+        "--min-child-weight",
+        "0.5",
+        "--gamma",
+        "0.01",
+        "--validation-share",
+        "0.25",
+        "--seed",
+        "9",
+    )
+    assert done.returncode == 0, done.stderr
+    started = re.search(r"training job ([0-9a-f]{32}) started", done.stdout)
+    assert started, done.stdout
+    assert "tree 0: validation loss" in done.stdout and "2 trees" in done.stdout
+    config = bureau.training_job(started.group(1))["config"]
+    expected = {
+        "model_type": "gbdt",
+        "trees": 2,
+        "max_depth": 2,
+        "max_bins": 6,
+        "learning_rate": 0.5,
+        "l2": 2.0,
+        "min_child_weight": 0.5,
+        "gamma": 0.01,
+        "validation_fraction": 0.25,
+        "seed": 9,
+    }
+    assert {k: config[k] for k in expected} == expected
+    entry = {m["id"]: m for m in trust.bank.models()}["cli-gbdt"]
+    assert entry["model_type"] == "gbdt" and entry["trees"] == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--max-depth", "9"), "--max-depth: Input should be less than or equal to 8"),
+        (("--epochs", "3"), "--epochs: not an option of --model-type gbdt"),
+    ],
+)
+def test_bureau_train_gbdt_refuses_bad_options_before_any_job(
+    tree_federation: Federation,
+    parties: tuple[Trust, CreditShareClient],
+    tmp_path: Path,
+    options: tuple[str, ...],
+    message: str,
+) -> None:
+    trust, _ = parties
+    done = _cli(
+        tree_federation, trust, tmp_path, "--model-id", "never", "--model-type", "gbdt", *options
+    )
+    assert done.returncode == 2 and f"error: {message}" in done.stderr, done.stderr
+    assert "started" not in done.stdout
 
 
 def test_a_node_stopped_mid_training_fails_the_job_with_its_name(
