@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from creditshare.client import CreditShareClient, train_model
+from creditshare.client._bureau import _b64, align_and_open, start_job
 from creditshare.crypto import PrivateKey
 from creditshare.demo import Federation, FederationLayout
 from creditshare.departments import get_department
@@ -239,6 +240,53 @@ def test_an_interrupted_bureau_cancels_its_tree_job(
     assert job["status"] == "cancelled" and len(job["history"]) == 1
     assert "interrupted-gbdt" not in {m["id"] for m in trust.bank.models()}
     assert not _tree_shards(tree_federation, "interrupted-gbdt")
+
+
+def test_a_node_refusing_a_split_is_the_bureaus_422_and_the_job_goes_on(
+    tree_federation: Federation, parties: tuple[Trust, CreditShareClient]
+) -> None:
+    """Row sets under the node's min_child_rows floor are refused by the node (the bureau
+    tries its next candidate): relayed as a 422 naming the node, never failing the job."""
+    _, bureau = parties
+    job_id = start_job(bureau, "refused-split", "", ["yrd-tax"], CONFIG.to_document())
+    try:
+        aligned, opened = align_and_open(bureau, job_id, _labels(tree_federation), ["yrd-tax"])
+        assert opened["yrd-tax"]["tree_bins"] and not opened["yrd-tax"]["features"]
+        key = bureau.private_key.public_key
+        rows = list(range(len(aligned)))
+        path = f"/v1/training-jobs/{job_id}"
+        bureau.post(
+            f"{path}/tree-gradients",
+            {
+                "node": "yrd-tax",
+                "tree": 0,
+                "rows": rows,
+                "gradients": _b64(
+                    [key.raw_encrypt(1).to_bytes(key.ciphertext_length, "big") for _ in rows]
+                ),
+                "total": len(rows),
+                "final": True,
+            },
+        )
+        few = rows[: 2 * CONFIG.min_child_rows - 1]  # no split leaves the floor on both sides
+        split = {"node": "yrd-tax", "tree": 0, "position": 0, "feature": 0, "bin": 0}
+        with pytest.raises(ProblemError) as caught:
+            bureau.post(f"{path}/tree-split", split | {"rows": few})
+        assert caught.value.status == 422 and "node yrd-tax" in caught.value.detail
+        with pytest.raises(ProblemError) as caught:
+            bureau.post(
+                f"{path}/tree-histograms",
+                {"node": "yrd-tax", "tree": 0, "nodes": [{"position": 0, "rows": rows[:3]}]},
+            )
+        assert caught.value.status == 422 and "node yrd-tax" in caught.value.detail
+        answer = bureau.post(
+            f"{path}/tree-histograms",
+            {"node": "yrd-tax", "tree": 0, "nodes": [{"position": 0, "rows": rows}]},
+        )
+        assert [h["position"] for h in answer["histograms"]] == [0]
+        assert bureau.training_job(job_id)["status"] == "training"
+    finally:
+        bureau.post(f"/v1/training-jobs/{job_id}/cancel", {"reason": "test done"})
 
 
 def _cli(
