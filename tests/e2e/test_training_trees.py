@@ -15,16 +15,20 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
+from fastapi import FastAPI
 
 from creditshare.client import CreditShareClient, train_model
 from creditshare.client._bureau import _b64, align_and_open, start_job
-from creditshare.crypto import PrivateKey
+from creditshare.coordinator import create_app
+from creditshare.crypto import Ciphertext, PrivateKey
 from creditshare.demo import Federation, FederationLayout
 from creditshare.departments import get_department
 from creditshare.errors import ClientError, ProblemError
@@ -287,6 +291,70 @@ def test_a_node_refusing_a_split_is_the_bureaus_422_and_the_job_goes_on(
         assert bureau.training_job(job_id)["status"] == "training"
     finally:
         bureau.post(f"/v1/training-jobs/{job_id}/cancel", {"reason": "test done"})
+
+
+class Recorder(grpc.aio.UnaryUnaryClientInterceptor):
+    """Keeps every (method, request, response) the coordinator exchanged with nodes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any, Any]] = []
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[[Any, Any], Awaitable[Any]], details: Any, request: Any
+    ) -> Any:
+        call = await continuation(details, request)
+        response = await call
+        method = details.method
+        name = method.decode() if isinstance(method, bytes) else str(method)
+        self.calls.append((name.rsplit("/", 1)[-1], request, response))
+        return response
+
+
+def test_what_the_coordinator_relays_during_tree_training(
+    tree_federation: Federation,
+    parties: tuple[Trust, CreditShareClient],
+    serve_app: Callable[[FastAPI], AbstractContextManager[str]],
+) -> None:
+    """The coordinator relays ciphertexts, row positions and split bitmaps: no enterprise
+    id, no feature name, no gradient in clear."""
+    trust, bureau = parties
+    labels = _labels(tree_federation)
+    recorder = Recorder()
+    settings = tree_federation.layout.coordinator_settings()
+    with (
+        serve_app(create_app(settings, interceptors=[recorder])) as url,
+        CreditShareClient(
+            url,
+            api_key=trust.api_keys["bureau-1"],
+            private_key=bureau.private_key,
+            identity=bureau.identity,
+        ) as watched,
+    ):
+        train_model(watched, labels, NODES, "watched-gbdt", CONFIG.replace(trees=1))
+    key = bureau.private_key.public_key
+    methods = {m for m, _, _ in recorder.calls}
+    assert {"PsiAnswer", "OpenJob", "TreeGradients", "TreeHistograms", "TreeSplit"} <= methods
+    assert not methods & {"Forward", "MaskedGradient", "ApplyGradient", "LevelSums"}
+    training = {"PsiAnswer", "OpenJob", "TreeGradients", "TreeHistograms", "TreeSplit", "CloseJob"}
+    wire = b"".join(
+        r.SerializeToString() + s.SerializeToString() for m, r, s in recorder.calls if m in training
+    )
+    assert not [u for u in labels if u.encode() in wire]
+    names = {f.name for d in DEPARTMENTS for f in get_department(d).features}
+    assert not [n for n in names if n.encode() in wire]
+    for method, request, response in recorder.calls:
+        if method == "TreeGradients":  # fresh encryptions under the bureau's key only
+            for blob in request.gradients:
+                assert (Ciphertext.from_bytes(key, blob).value - 1) % key.n != 0
+        if method == "TreeHistograms":
+            assert [h.position for h in response.histograms] == [n.position for n in request.nodes]
+            for histogram in response.histograms:
+                for blob in histogram.ciphertexts:
+                    Ciphertext.from_bytes(key, blob)
+        if method == "TreeSplit":  # one bit per row routed, nothing else
+            assert len(response.left) == (len(request.rows) + len(request.other_rows) + 7) // 8
+        if method == "OpenJob":
+            assert not response.features and response.tree_bins
 
 
 def _cli(
