@@ -236,3 +236,12 @@ def test_a_failed_step_leaves_no_score_and_names_its_node(
     with pytest.raises(ScoreUnavailableError, match=node) as caught:
         decrypt_profile(body, bank_key)
     assert {i.node for i in caught.value.indicators} == set(NODES)
+    # Counted as a partial answer, and the failed step as its node's failure.
+    metrics = client.app.state.metrics  # type: ignore[attr-defined]
+    assert metrics.queries.labels("partial")._value.get() == 1
+    assert metrics.queries.labels("answered")._value.get() == 0
+    failures = metrics.node_failures.collect()[0].samples
+    assert any(
+        s.labels.get("node") == node and s.name.endswith("_total") and s.value == 1
+        for s in failures
+    ), failures
