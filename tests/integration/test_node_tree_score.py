@@ -283,8 +283,8 @@ async def test_malformed_steps_are_invalid_argument(
     weights, _ = shifted_weights(TREE_MODEL, SCALE)
     cases: list[tuple[dict[str, object], str]] = [
         ({"indicators": good[:-1]}, f"{leaves - 1} indicators"),
-        ({"indicators": [*good[:-1], b"\x00" * len(good[0])]}, "out of range"),
-        ({"indicators": [*good[:-1], b"\x01\x02"]}, "bytes"),
+        ({"indicators": [*good[:-1], b"\x00" * len(good[0])]}, f"indicator {leaves - 1}: "),
+        ({"indicators": [*good[:-1], b"\x01\x02"]}, "is 2 bytes"),
         ({"weights": weights[:-1], "scale": SCALE}, f"{leaves - 1} weights"),
         ({"indicators": good, "weights": weights}, "scale is required"),
         (

@@ -150,7 +150,7 @@ async def create_query(
     outcome = "error"
     try:
         out = await _answer(body, caller, services)
-        outcome = "partial" if out.coverage.failed else "answered"
+        outcome = "partial" if out.coverage.failed or out.score_unavailable else "answered"
         return out
     except CreditShareError as exc:
         outcome = query_outcome(exc, status_of(exc))

@@ -32,8 +32,9 @@ class EncryptedShare:
 
 _NO_SHARD = ModelShard({})
 #: How long a tree-scoring step waits for the requester key's encryption table: its
-#: hundreds of encryptions cost ~13x more in stock encryption than with the table.
-_TABLE_WAIT_SECONDS = 1.5
+#: hundreds of encryptions cost ~13x more in stock encryption than with the table,
+#: whose build (~0.2 s) is worth waiting for unless it is stuck or failed (then: stock).
+_TABLE_WAIT_SECONDS = 5.0
 
 
 class ScoreEngine:

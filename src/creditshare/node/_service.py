@@ -28,6 +28,7 @@ from creditshare.errors import (
     ConflictError,
     CreditShareError,
     InconsistentTreeHeadError,
+    InvalidCiphertextError,
     InvalidInputError,
     InvalidProofError,
     InvalidSignatureError,
@@ -407,7 +408,12 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         uscc, key = self._requested(request)
         if len(request.indicators) > MAX_TREE_LEAVES or len(request.weights) > MAX_TREE_LEAVES:
             raise InvalidInputError(f"a tree model has at most {MAX_TREE_LEAVES} leaves")
-        indicators = [Ciphertext.from_bytes(key, c) for c in request.indicators]
+        indicators = []
+        for k, blob in enumerate(request.indicators):
+            try:
+                indicators.append(Ciphertext.from_bytes(key, blob))
+            except InvalidInputError as exc:
+                raise InvalidCiphertextError(f"indicator {k}: {exc}") from None
         weights = list(request.weights)
         if weights:
             if not 0 < request.scale <= MAX_SCALE:
