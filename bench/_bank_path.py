@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from creditshare.errors import ProblemError
 from creditshare.federated import TrainingConfig
 from creditshare.federated._metrics import auc, ks
 from creditshare.identity import Chain
+from creditshare.trees import TreeConfig
 
 __all__ = ["BankPathRun", "distributed_run", "score_through_banks"]
 
@@ -63,6 +64,8 @@ class BankPathRun:
     queries: int
     retried_queries: int
     concurrency: int
+    #: The decrypted bank-path score of each enterprise scored.
+    scores: Mapping[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -200,12 +203,15 @@ def distributed_run(
     schemas: Path,
     labels: Mapping[str, int],
     test_ids: Sequence[str],
-    config: TrainingConfig,
+    config: TrainingConfig | TreeConfig,
     concurrency: int,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
+    scored: Sequence[str] | None = None,
 ) -> BankPathRun:
     """Train through the SDK on ``labels`` with ``test_ids`` held out, then score the
-    held-out enterprises through the bank query path (see the module docstring)."""
+    held-out enterprises (or only ``scored`` of them) through the bank query path (see
+    the module docstring)."""
+    scored = list(test_ids) if scored is None else list(scored)
     layout = _layout(work_dir, data, schemas, set(labels))
     layout.import_data()
     operator_api_key = layout.bootstrap_operator()
@@ -251,23 +257,24 @@ def distributed_run(
             "bench-bank",
             bank_api_key,
             bank_key,
-            test_ids,
+            scored,
             MODEL_ID,
             concurrency,
         )
         scoring_seconds = time.perf_counter() - started
-    y = np.array([labels[u] for u in test_ids], dtype=float)
-    values = np.array([scores[u] for u in test_ids])
+    y = np.array([labels[u] for u in scored], dtype=float)
+    values = np.array([scores[u] for u in scored])
     return BankPathRun(
         auc=auc(y, values),
         ks=ks(y, values),
         published_test_auc=float(published["test_auc"]),
         published_test_ks=float(published["test_ks"]),
         aligned_rows=model.aligned_rows,
-        epochs=len(model.epochs),
+        epochs=len(model.epochs) or len(model.trees),
         training_seconds=training_seconds,
         scoring_seconds=scoring_seconds,
-        queries=len(test_ids),
+        queries=len(scored),
         retried_queries=retried,
         concurrency=concurrency,
+        scores=scores,
     )
