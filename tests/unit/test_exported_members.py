@@ -27,6 +27,8 @@ PACKAGES = [
     "creditshare.proto",
     "creditshare.signed",
     "creditshare.synth",
+    "creditshare.trees",
+    "creditshare.federated",
 ]
 
 
