@@ -157,6 +157,7 @@ def _feature_sums(
     counts: Sequence[int],
     values: list[Any],
     pairs: bool = True,
+    complement: bool = True,
 ) -> list[Any]:
     """Enc(Σ) per (feature, bin) for the rows whose bins are ``columns`` (rows × k) and
     whose ciphertexts are ``values`` (same order); features in order, bins in order."""
@@ -170,7 +171,7 @@ def _feature_sums(
     one = gmpy2.mpz(1)
     for unit in units:
         skip = -1
-        if total is not None and unit.complement > 0:
+        if complement and total is not None and unit.complement > 0:
             skip = int(np.argmax(np.bincount(unit.cells, minlength=unit.count)))
         cells = _runs(nsq, unit.cells, unit.count, values, skip)
         if total is None:
@@ -195,7 +196,12 @@ def _feature_sums(
 
 
 def _serve(
-    nsq: int, columns: NDArray[np.uint16], counts: list[int], conn: Any, parent: int
+    nsq: int,
+    columns: NDArray[np.uint16],
+    counts: list[int],
+    options: tuple[bool, bool],
+    conn: Any,
+    parent: int,
 ) -> None:
     """Worker loop: ("gradients", rows, values) | ("histogram", rows) | None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -218,7 +224,8 @@ def _serve(
                 gradients[row] = gmpy2.mpz(value)
             continue
         rows = message[1]
-        sums = _feature_sums(modulus, columns[rows], counts, [gradients[r] for r in rows])
+        values = [gradients[r] for r in rows]
+        sums = _feature_sums(modulus, columns[rows], counts, values, *options)
         try:
             conn.send([int(v) for v in sums])
         except (BrokenPipeError, OSError):
@@ -231,7 +238,9 @@ class HistogramBuilder:
     ``bins`` is rows × features (row = position in the job's rows), ``bin_counts`` the
     bins of each feature (every value below its count). ``set_gradients`` takes a tree's
     ciphertexts (ints mod n²); ``histogram`` answers Enc(Σ) per (feature, bin) over a row
-    subset, features in order, bins in order. ``close`` stops the workers.
+    subset, features in order, bins in order. ``close`` stops the workers. ``pairs`` and
+    ``complement`` switch the tricks of the module docstring off (benchmarks, tests):
+    the answers are the same residues mod n² either way.
     """
 
     def __init__(
@@ -240,6 +249,9 @@ class HistogramBuilder:
         bins: NDArray[np.uint16],
         bin_counts: Sequence[int],
         workers: int = 0,
+        *,
+        pairs: bool = True,
+        complement: bool = True,
     ) -> None:
         if not isinstance(key, PublicKey):
             raise InvalidInputError("HistogramBuilder needs a creditshare PublicKey")
@@ -268,6 +280,7 @@ class HistogramBuilder:
         self._nsq = gmpy2.mpz(key.n_squared)
         self._bins = np.ascontiguousarray(matrix)
         self._counts = counts
+        self._options = (pairs, complement)
         self._gradients: list[Any] = [None] * matrix.shape[0]
         self._lock = threading.Lock()
         # Features split into contiguous shares: ours first, then one per worker.
@@ -286,6 +299,7 @@ class HistogramBuilder:
                     key.n_squared,
                     np.ascontiguousarray(matrix[:, start:stop]),
                     counts[start:stop],
+                    self._options,
                     theirs,
                     os.getpid(),
                 ),
@@ -363,7 +377,11 @@ class HistogramBuilder:
             out = [
                 int(v)
                 for v in _feature_sums(
-                    self._nsq, self._bins[index, start:stop], self._counts[start:stop], values
+                    self._nsq,
+                    self._bins[index, start:stop],
+                    self._counts[start:stop],
+                    values,
+                    *self._options,
                 )
             ]
             for conn, (start, stop) in zip(pending, self._shares[1:], strict=True):
@@ -382,6 +400,7 @@ class HistogramBuilder:
                             self._bins[index, start:stop],
                             self._counts[start:stop],
                             values,
+                            *self._options,
                         )
                     ]
                 out.extend(answer)
