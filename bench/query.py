@@ -11,6 +11,10 @@ checks and the ledger on. Latency includes the bank's decryption.
   and the bank decrypts with m = (c - 1) / n. A benchmark-only baseline: there is no
   such switch in the product. The decrypted profiles of all three modes must match.
 
+A fourth federation (fast encryption) holds a synthetic 100-tree, depth-3 gbdt model
+whose splits three nodes own: the issue's private-scoring row, p50/p99 against the
+logistic query in the same run, and a profile of one chain's parts.
+
 Ratios are measured in this same run: fast/stock, and the privacy overhead
 fast/plaintext (p50 latency; the issue's target is at most 2x).
 """
@@ -30,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from _plaintext_node import plaintext_decryption
+from _trees import install_tree_model, profile_chain
 
-from creditshare.client import CreditProfile, CreditShareClient
+from creditshare.client import DEFAULT_MODEL_ID, CreditProfile, CreditShareClient, Identity
 from creditshare.consent import ConsentGrant, Purpose
 from creditshare.crypto import PrivateKey
 from creditshare.demo import Federation, FederationLayout, read_enterprises
@@ -41,6 +46,10 @@ from creditshare.synth import generate
 DEPARTMENTS = ("tax", "market", "court")
 MODES = ("stock", "fast", "plaintext")
 PLAINTEXT_NODE = (sys.executable, str(Path(__file__).with_name("_plaintext_node.py")))
+#: The tree row: a synthetic model of the issue's shape, its splits owned by three nodes.
+TREE_MODEL = "bench-trees"
+TREE_OWNERS = ("yrd-court", "yrd-market", "yrd-tax")
+TREES, TREE_DEPTH = 100, 3
 #: The issue's target for fast p50 / plaintext p50.
 PRIVACY_OVERHEAD_TARGET = 2.0
 
@@ -92,28 +101,7 @@ def run(
         decryption as decryptions,
     ):
         layout.publish_revocation_lists(operator_key)
-        bank_api = op.register_participant("bench-bank", "bank", "Bench Bank")["api_key"]
-        bank_identity = layout.identity("bench-bank", "bank")
-        with CreditShareClient(
-            layout.coordinator_url, api_key=bank_api, identity=bank_identity
-        ) as bank:
-            bank.upload_credentials()
-        consents: dict[str, str] = {}
-        start = datetime.now(UTC) - timedelta(minutes=1)
-        for uscc in usccs:
-            identity = layout.identity(f"e-{uscc.lower()}", "enterprise", uscc)
-            signing = identity.signing_key
-            ent = op.register_participant(
-                f"e-{uscc.lower()}", "enterprise", uscc, uscc=uscc, signing_key=signing.verify_key
-            )
-            grant = ConsentGrant.create(
-                uscc, "bench-bank", Purpose.PRE_LOAN_REVIEW, start, start + timedelta(days=1)
-            )
-            with CreditShareClient(
-                layout.coordinator_url, api_key=ent["api_key"], identity=identity
-            ) as c:
-                c.upload_credentials()
-                consents[uscc] = c.grant_consent(grant.sign(signing))["consent_id"]
+        bank_api, bank_identity, consents = enrol(layout, op, usccs)
 
         def timed(i: int) -> tuple[float, CreditProfile]:
             uscc = usccs[i % len(usccs)]
@@ -173,16 +161,127 @@ def run(
     return stats, outcomes
 
 
+def enrol(
+    layout: FederationLayout, op: CreditShareClient, usccs: list[str]
+) -> tuple[str, Identity, dict[str, str]]:
+    """A bank with its credentials uploaded, and each enterprise's consent to it."""
+    bank_api: str = op.register_participant("bench-bank", "bank", "Bench Bank")["api_key"]
+    bank_identity = layout.identity("bench-bank", "bank")
+    with CreditShareClient(
+        layout.coordinator_url, api_key=bank_api, identity=bank_identity
+    ) as bank:
+        bank.upload_credentials()
+    consents: dict[str, str] = {}
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    for uscc in usccs:
+        identity = layout.identity(f"e-{uscc.lower()}", "enterprise", uscc)
+        signing = identity.signing_key
+        ent = op.register_participant(
+            f"e-{uscc.lower()}", "enterprise", uscc, uscc=uscc, signing_key=signing.verify_key
+        )
+        grant = ConsentGrant.create(
+            uscc, "bench-bank", Purpose.PRE_LOAN_REVIEW, start, start + timedelta(days=1)
+        )
+        with CreditShareClient(
+            layout.coordinator_url, api_key=ent["api_key"], identity=identity
+        ) as c:
+            c.upload_credentials()
+            consents[uscc] = c.grant_consent(grant.sign(signing))["consent_id"]
+    return bank_api, bank_identity, consents
+
+
+def run_trees(root: Path, data: Path, key: PrivateKey, n: int) -> dict[str, Any]:
+    """The issue's tree row: a 100-tree, depth-3 model whose splits three nodes own,
+    queried in the same run (same fast-encryption federation) as the logistic model."""
+    layout = FederationLayout.write(
+        root / "trees",
+        data,
+        departments=DEPARTMENTS,
+        node_deadline_seconds=10.0,
+        coordinator_overrides={
+            "participant_requests_per_minute": 100_000,
+            "enterprise_queries_per_day": 100_000,
+        },
+        node_overrides={"fast_encryption": True},
+    )
+    layout.import_data()
+    model, _ = install_tree_model(layout, TREE_MODEL, TREE_OWNERS, TREES, TREE_DEPTH)
+    operator_key = layout.bootstrap_operator()
+    usccs = [r["uscc"] for r in read_enterprises(data)][:20]
+    with (
+        Federation(layout),
+        CreditShareClient(layout.coordinator_url, api_key=operator_key) as op,
+    ):
+        layout.publish_revocation_lists(operator_key)
+        bank_api, bank_identity, consents = enrol(layout, op, usccs)
+        with CreditShareClient(
+            layout.coordinator_url, api_key=bank_api, private_key=key, identity=bank_identity
+        ) as bank:
+
+            def timed(i: int, model_id: str) -> float:
+                uscc = usccs[i % len(usccs)]
+                started = time.perf_counter()
+                profile = bank.query(uscc, consents[uscc], model_id=model_id)
+                if profile.failed:
+                    raise AssertionError(f"query with failed nodes: {profile.failed}")
+                return time.perf_counter() - started
+
+            for i in range(3):  # warm up: connections and the nodes' encryption tables
+                timed(i, DEFAULT_MODEL_ID)
+                timed(i, TREE_MODEL)
+            latencies: dict[str, list[float]] = {DEFAULT_MODEL_ID: [], TREE_MODEL: []}
+            for i in range(n):  # interleaved: both see the same machine load
+                for model_id, values in latencies.items():
+                    values.append(timed(i, model_id))
+    stats = {
+        model_id: {
+            "p50_ms": 1000 * statistics.median(values),
+            "p99_ms": 1000 * percentile(values, 0.99),
+            "queries": n,
+        }
+        for model_id, values in latencies.items()
+    }
+    return {
+        "latency": stats,
+        "leaves": model.leaf_count,
+        "profile_ms": profile_chain(key, model, layout.coordinator_settings().scale),
+    }
+
+
+def report_trees(trees: dict[str, Any]) -> None:
+    logistic, gbdt = trees["latency"][DEFAULT_MODEL_ID], trees["latency"][TREE_MODEL]
+    print(
+        f"\nprivate tree scoring ({TREES} trees, depth {TREE_DEPTH}, {len(TREE_OWNERS)} nodes, "
+        f"{trees['leaves']} leaves), same federation:"
+    )
+    print(f"{'':24}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'logistic':24}{logistic['p50_ms']:>10.1f}{logistic['p99_ms']:>10.1f}")
+    print(f"{'gbdt':24}{gbdt['p50_ms']:>10.1f}{gbdt['p99_ms']:>10.1f}")
+    print(f"gbdt / logistic p50: {gbdt['p50_ms'] / logistic['p50_ms']:.2f}x")
+    print("where a chain's time goes (one core, in-process):")
+    for name, ms in trees["profile_ms"].items():
+        print(f"  {name:42}{ms:>10.2f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--trees-only", action="store_true", help="only the tree-model row (and its profile)"
+    )
     args = parser.parse_args()
     n, levels = (10, [1, 4]) if args.quick else (40, [1, 4, 8])
     key = PrivateKey.generate(2048)
     with tempfile.TemporaryDirectory(prefix="creditshare-bench-") as tmp:
         root = Path(tmp)
         generate(300, 5, root / "data")
+        trees = run_trees(root, root / "data", key, n)
+        if args.trees_only:
+            report_trees(trees)
+            if args.json:
+                args.json.write_text(json.dumps({"trees": trees}, indent=2))
+            return
         runs = {mode: run(mode, root, root / "data", key, n, levels) for mode in MODES}
     results = {mode: stats for mode, (stats, _) in runs.items()}
     # The baseline is the same pipeline: every mode decrypts to the same profiles.
@@ -228,8 +327,11 @@ def main() -> None:
     overhead = ratios["privacy_overhead_p50"]
     verdict = "met" if overhead <= PRIVACY_OVERHEAD_TARGET else "NOT met"
     print(f"privacy overhead target <= {PRIVACY_OVERHEAD_TARGET:.0f}x: {verdict}")
+    report_trees(trees)
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "ratios": ratios}, indent=2))
+        args.json.write_text(
+            json.dumps({"results": results, "ratios": ratios, "trees": trees}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -41,10 +41,13 @@ below to status codes exactly once (``coordinator/_problems.py``,
         ├── UnwitnessedHeadError     a tree head with fewer valid cosignatures than the quorum
         ├── SplitViewError           two heads of one size with different roots: a split view
         ├── AlertBatchError          a stored alert batch that does not open as what it claims
+        ├── ScoreUnavailableError    a tree model's scoring chain failed: no score, indicators kept
         └── WebhookSignatureError    a webhook call whose Standard Webhooks signature fails
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "AlertBatchError",
@@ -77,6 +80,7 @@ __all__ = [
     "ProblemError",
     "RateLimitedError",
     "RevocationStaleError",
+    "ScoreUnavailableError",
     "SplitViewError",
     "StaleRecordError",
     "StaleShardError",
@@ -282,6 +286,26 @@ class SplitViewError(ClientError):
     """The coordinator showed this client two heads of the same size with different
     roots, or a head that does not extend one the client accepted before: proof that
     the log was forked or that different parties are shown different logs."""
+
+
+class ScoreUnavailableError(ClientError):
+    """The answer holds no score: a node of the tree model's scoring chain failed (named
+    in ``node``, with ``reason``). A wrong score is never shown instead; the decrypted
+    indicators of the nodes holding records are in ``indicators`` and the coordinator's
+    answer in ``answer``, so nothing the query spent is lost."""
+
+    def __init__(
+        self, query_id: str, node: str, reason: str, indicators: list[Any], answer: dict[str, Any]
+    ) -> None:
+        super().__init__(
+            f"query {query_id}: no score, the tree model's scoring chain failed at node "
+            f"{node}: {reason}"
+        )
+        self.query_id = query_id
+        self.node = node
+        self.reason = reason
+        self.indicators = indicators
+        self.answer = answer
 
 
 class AlertBatchError(ClientError):

@@ -219,3 +219,42 @@ def test_the_production_table_uses_that_window(bank_key: PrivateKey) -> None:
     assert table.window == table_window(bank_key.public_key.bits)
     assert table.table_bytes <= 24 * 2**20
     cache.close()
+
+
+def test_a_caller_may_wait_for_its_build_and_gets_the_table(bank_key: PrivateKey) -> None:
+    """Tree scoring waits for the table (hundreds of encryptions per query). Injected
+    delay: the build waits until the test releases it, after the caller began waiting."""
+    release = threading.Event()
+
+    def held(key: PublicKey) -> ValueEncryptor:
+        release.wait(WAIT)
+        return FastEncryptor(key)
+
+    cache = EncryptorCache(build=held)
+    results: list[ValueEncryptor] = []
+    waiter = threading.Thread(target=lambda: results.append(cache.get(bank_key.public_key, WAIT)))
+    waiter.start()
+    _eventually(lambda: bank_key.public_key in cache._pending, "the build was queued")
+    release.set()
+    waiter.join(WAIT)
+    assert results and isinstance(results[0], FastEncryptor)
+    cache.close()
+
+
+def test_a_waiting_caller_falls_back_to_stock_when_the_build_fails(bank_key: PrivateKey) -> None:
+    def failing(key: PublicKey) -> ValueEncryptor:  # injected failure
+        raise InvalidKeyError("injected build failure")
+
+    cache = EncryptorCache(build=failing)
+    key = bank_key.public_key
+    results: list[ValueEncryptor] = []
+    _returns_promptly(lambda: results.append(cache.get(key, WAIT)))
+    encryptor = results[0]
+    assert not isinstance(encryptor, FastEncryptor) and encryptor.public_key == key
+    # The stock encryptor offers what private tree scoring needs, correctly.
+    encoding = FixedPointEncoding(1000)
+    one = encryptor.encrypt_encoded(1)
+    assert encoding.decrypt(encryptor.rerandomize(one), bank_key) == 0.001
+    assert encryptor.rerandomize(one) != one
+    assert encoding.decrypt(encryptor.zero(), bank_key) == 0.0
+    cache.close()

@@ -13,7 +13,7 @@ from typing import Any
 
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, SlotLayout
 from creditshare.departments import PRESENCE_INDICATOR
-from creditshare.errors import ClientError, CreditShareError
+from creditshare.errors import ClientError, CreditShareError, ScoreUnavailableError
 
 __all__ = [
     "DEFAULT_MODEL_ID",
@@ -98,7 +98,11 @@ def _label(value: float, bands: list[str]) -> str | None:
 
 
 def decrypt_profile(body: dict[str, Any], key: PrivateKey) -> CreditProfile:
-    """Decrypt a coordinator answer; a malformed body is a ClientError, never a KeyError."""
+    """Decrypt a coordinator answer; a malformed body is a ClientError, never a KeyError.
+
+    An answer without a score (a tree model's scoring chain failed at a node) raises
+    ``ScoreUnavailableError`` naming the node, with the decrypted indicators attached:
+    a profile never carries a score that is not the model's."""
     try:
         return _decrypt_profile(body, key)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -134,7 +138,8 @@ def _decrypt_profile(body: dict[str, Any], key: PrivateKey) -> CreditProfile:
             (item, slots[int(item["slot"])] / encoding.scale) for item in body["indicators"]
         ]
     else:
-        linear = open_(body["encrypted_score"])
+        missing = body.get("score_unavailable")
+        linear = 0.0 if missing else open_(body["encrypted_score"])
         decrypted = [(item, open_(item["ciphertext"])) for item in body["indicators"]]
     scale = ScoreScale(**body["score_scale"])
     present = {
@@ -155,6 +160,11 @@ def _decrypt_profile(body: dict[str, Any], key: PrivateKey) -> CreditProfile:
         for item, value in decrypted
         if item["node"] in present
     ]
+    missing = body.get("score_unavailable")
+    if missing:
+        raise ScoreUnavailableError(
+            str(body["query_id"]), str(missing["node"]), str(missing["reason"]), indicators, body
+        )
     return CreditProfile(
         query_id=body["query_id"],
         uscc=body["uscc"],

@@ -22,10 +22,11 @@ from creditshare.coordinator._schemas import (
     PackingOut,
     QueryIn,
     QueryOut,
+    ScoreUnavailable,
 )
 from creditshare.coordinator._services import Services
 from creditshare.coordinator._settings import NodeEntry
-from creditshare.coordinator.relay import NodeCatalogue, PackedAnswer, QueryResult
+from creditshare.coordinator.relay import NodeCatalogue, PackedAnswer, QueryResult, chain_nodes
 from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.errors import (
     ConsentRefusedError,
@@ -172,6 +173,8 @@ async def _answer(body: QueryIn, caller: Participant, services: Services) -> Que
         grant = consent.grant
         chains = tuple(body.chains or grant.chains)
         services.registry.scope(chains)  # no node on these chains: 422, nothing spent
+        # A tree model's owning nodes must all be in scope: else no score, 422.
+        chain_nodes(model, services.registry, chains)
         # Only a query the consent covers spends this requester's budget for this
         # enterprise (other lenders have their own), and a use that the consent then
         # refuses after all (a replica spent the last one) gives the hit back.
@@ -236,6 +239,13 @@ async def _answer(body: QueryIn, caller: Participant, services: Services) -> Que
         if result.packed
         else None,
         score_scale=model.score_scale,
+        score_unavailable=None
+        if result.score_unavailable is None
+        else ScoreUnavailable(
+            node=result.score_unavailable.node.id,
+            chain=result.score_unavailable.node.chain,
+            reason=result.score_unavailable.reason,
+        ),
         indicators=_indicators(result, services.broker.catalogues),
         coverage=Coverage(
             answered=[a.node.id for a in result.answers],

@@ -50,6 +50,7 @@ __all__ = [
     "QueryOut",
     "RevocationListIn",
     "RevocationListOut",
+    "ScoreUnavailable",
     "SignedConsentIn",
     "TreeHeadOut",
     "TreeSize",
@@ -265,6 +266,16 @@ class Coverage(BaseModel):
     failed: list[FailedNode]
 
 
+class ScoreUnavailable(BaseModel):
+    """A tree model's score could not be computed: a node of its scoring chain failed.
+    The answer then holds no score (``encrypted_score`` is null; a packed slot 0 is not
+    a score): the SDK raises ``ScoreUnavailableError``; indicators are still there."""
+
+    node: str
+    chain: Chain
+    reason: str
+
+
 class PackingOut(BaseModel):
     """Slot g is in ciphertexts[g // slots_per_ciphertext], position g % slots_per_ciphertext;
     slots are balanced signed digits of slot_bits bits (see creditshare.crypto.SlotLayout)."""
@@ -288,6 +299,10 @@ class QueryOut(BaseModel):
     )
     packing: PackingOut | None = None
     score_scale: ScoreScale
+    score_unavailable: ScoreUnavailable | None = Field(
+        default=None,
+        description="set when a tree model's scoring chain failed: the answer holds no score",
+    )
     indicators: list[EncryptedIndicatorOut]
     coverage: Coverage
 

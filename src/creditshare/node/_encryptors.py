@@ -28,11 +28,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from creditshare.crypto import Ciphertext, FastEncryptor, FixedPointEncoding, PublicKey
+from creditshare.errors import InvalidCiphertextError
 
 __all__ = ["EncryptorCache", "ValueEncryptor"]
 
@@ -49,9 +51,18 @@ def _fast_table(key: PublicKey) -> FastEncryptor:
 
 
 class ValueEncryptor(Protocol):
+    """``crypto.Encryptor``: what the query path (and private tree scoring) needs."""
+
+    @property
+    def public_key(self) -> PublicKey: ...
+
     def encrypt(self, value: float, encoding: FixedPointEncoding) -> Ciphertext: ...
 
     def encrypt_encoded(self, m: int) -> Ciphertext: ...
+
+    def rerandomize(self, ciphertext: Ciphertext) -> Ciphertext: ...
+
+    def zero(self) -> Ciphertext: ...
 
 
 class _StockEncryptor:
@@ -60,11 +71,23 @@ class _StockEncryptor:
     def __init__(self, key: PublicKey) -> None:
         self._key = key
 
+    @property
+    def public_key(self) -> PublicKey:
+        return self._key
+
     def encrypt(self, value: float, encoding: FixedPointEncoding) -> Ciphertext:
         return encoding.encrypt(value, self._key)
 
     def encrypt_encoded(self, m: int) -> Ciphertext:
         return Ciphertext(self._key, self._key.raw_encrypt(m))
+
+    def rerandomize(self, ciphertext: Ciphertext) -> Ciphertext:
+        if ciphertext.public_key != self._key:
+            raise InvalidCiphertextError("ciphertext was made under a different public key")
+        return ciphertext + self.zero()
+
+    def zero(self) -> Ciphertext:
+        return Ciphertext(self._key, self._key.raw_encrypt(0))
 
 
 class EncryptorCache:
@@ -93,19 +116,35 @@ class EncryptorCache:
         self._failed: OrderedDict[PublicKey, None] = OrderedDict()
         self._queue: queue.Queue[PublicKey] = queue.Queue(maxsize=max_pending or max_keys)
         self._lock = threading.Lock()
+        #: Signalled (under ``_lock``) whenever a build ends, for ``get(..., wait=)``.
+        self._built = threading.Condition(self._lock)
         self._closed = False
         self._thread: threading.Thread | None = None
 
-    def get(self, key: PublicKey) -> ValueEncryptor:
-        """The table-backed encryptor if ready, else stock encryption; never blocks."""
+    def get(self, key: PublicKey, wait: float = 0.0) -> ValueEncryptor:
+        """The table-backed encryptor if ready, else stock encryption.
+
+        Never blocks by default: a profile is a handful of encryptions, cheaper in stock
+        encryption than a table build. With ``wait`` (seconds) the caller waits for the
+        build it asked for, up to that long: private tree scoring encrypts hundreds of
+        values per query, so the ~0.2 s build pays for itself on the first query (800
+        stock encryptions take ~7 s). The build still runs on the builder thread, never
+        on the caller's; a failed or slow build falls back to stock encryption.
+        """
         if not self._enabled:
             return _StockEncryptor(key)
+        deadline = time.monotonic() + wait
         with self._lock:
-            fast = self._ready.get(key)
-            if fast is not None:
-                self._ready.move_to_end(key)
-                return fast
-            self._request(key)
+            while True:
+                fast = self._ready.get(key)
+                if fast is not None:
+                    self._ready.move_to_end(key)
+                    return fast
+                self._request(key)
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed or key in self._failed or key not in self._pending:
+                    break
+                self._built.wait(left)
         return _StockEncryptor(key)
 
     def warm(self, keys: Sequence[PublicKey]) -> None:
@@ -166,9 +205,11 @@ class EncryptorCache:
                 self._failed[key] = None
                 while len(self._failed) > _MAX_FAILED:
                     self._failed.popitem(last=False)
+                self._built.notify_all()
             return
         with self._lock:
             self._pending.discard(key)
+            self._built.notify_all()
             if self._closed:
                 return
             self._ready[key] = fast
@@ -185,6 +226,7 @@ class EncryptorCache:
             self._closed = True
             self._ready.clear()
             self._pending.clear()
+            self._built.notify_all()
             while True:
                 try:
                     self._queue.get_nowait()

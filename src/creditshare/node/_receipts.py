@@ -71,7 +71,10 @@ class ReceiptChecker:
         return receipt.index, record
 
     def check(
-        self, request: node_pb2.ScoreRequest, uscc: str, key: PublicKey
+        self,
+        request: node_pb2.ScoreRequest | node_pb2.TreeScoreRequest,
+        uscc: str,
+        key: PublicKey,
     ) -> tuple[int, QueryRecord]:
         """Return (leaf index, record) or raise; stale heads raise StaleTreeHeadError."""
         if not request.HasField("receipt"):
@@ -200,7 +203,11 @@ class ReceiptChecker:
             raise ReceiptRefusedError("receipt is too old")
 
     def _match(
-        self, record: QueryRecord, request: node_pb2.ScoreRequest, uscc: str, key: PublicKey
+        self,
+        record: QueryRecord,
+        request: node_pb2.ScoreRequest | node_pb2.TreeScoreRequest,
+        uscc: str,
+        key: PublicKey,
     ) -> None:
         mismatches = [
             name

@@ -17,6 +17,7 @@ import grpc
 from creditshare.consent import ConsentRevocation
 from creditshare.crypto import (
     MAX_KEY_BITS,
+    MAX_SCALE,
     Ciphertext,
     FixedPointEncoding,
     PublicKey,
@@ -38,7 +39,7 @@ from creditshare.errors import (
     StaleShardError,
 )
 from creditshare.identity import Uscc
-from creditshare.ledger import StaleTreeHeadError, TrustedHeadTracker
+from creditshare.ledger import QueryRecord, StaleTreeHeadError, TrustedHeadTracker
 from creditshare.node._authority import RequestAuthority
 from creditshare.node._authority_store import RefusalLog
 from creditshare.node._receipts import ReceiptChecker, ReceiptRefusedError
@@ -52,6 +53,7 @@ from creditshare.proto import (
     node_pb2_grpc,
     trusted_size_metadata,
 )
+from creditshare.trees import MAX_DEPTH, MAX_TREES
 
 __all__ = [
     "DataNodeService",
@@ -138,6 +140,12 @@ def public_key_of(pb: node_pb2.PaillierPublicKey) -> PublicKey:
         raise InvalidInputError(f"public_key is over {MAX_KEY_BITS} bits")
     return PublicKey.from_bytes(pb.n)
 
+
+#: Most leaves a tree model can have (MAX_TREES full trees of MAX_DEPTH).
+MAX_TREE_LEAVES = MAX_TREES * 2**MAX_DEPTH
+#: Largest span of one tree's leaf weights (in log-odds) a last node accepts: real
+#: leaf weights are a few tenths; this bounds what a relay can make the node multiply.
+MAX_LEAF_SPAN = 1000
 
 #: A profile never needs more slots than this (nodes x indicators); bounds the work.
 MAX_PACKED_SLOTS = 4096
@@ -242,9 +250,24 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         request: node_pb2.TreeScoreRequest,
         context: grpc.aio.ServicerContext[node_pb2.TreeScoreRequest, node_pb2.TreeScoreResponse],
     ) -> node_pb2.TreeScoreResponse:
-        """Private tree scoring: being built (issue 14); UNIMPLEMENTED until then."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "tree scoring is not available yet")
-        raise AssertionError("unreachable")
+        """One step of private tree scoring (``trees._private``), checked exactly as Score."""
+
+        async def work() -> node_pb2.TreeScoreResponse:
+            async with self._slots:
+                key, step = await asyncio.to_thread(self._tree_answer, request)
+            log.info(
+                "answered tree step query=%r model=%r key=%s",
+                request.request_id,
+                request.model_id,
+                key.fingerprint(),
+            )
+            if isinstance(step, list):
+                return node_pb2.TreeScoreResponse(
+                    node_id=self._settings.node_id, indicators=[c.to_bytes() for c in step]
+                )
+            return node_pb2.TreeScoreResponse(node_id=self._settings.node_id, score=step.to_bytes())
+
+        return await self._guard(context, work, "TreeScore", request.request_id)
 
     async def Score(  # noqa: N802 - gRPC method name
         self,
@@ -309,28 +332,56 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
 
         return await self._guard(context, work, "RevokeConsent")
 
-    def _answer(
-        self, request: node_pb2.ScoreRequest
-    ) -> tuple[PublicKey, EncryptedShare | list[tuple[int, Ciphertext]]]:
-        """Validate, check the receipt and replays, then compute; blocking."""
+    def _requested(
+        self, request: node_pb2.ScoreRequest | node_pb2.TreeScoreRequest
+    ) -> tuple[str, PublicKey]:
+        """The enterprise and the requester's key, bounded before anything is checked."""
         if len(request.uscc) > 64:
             raise InvalidInputError("uscc must be 18 characters")
         uscc = str(Uscc.parse(request.uscc))
         if not request.HasField("public_key"):
             raise InvalidInputError("public_key is required")
         key = public_key_of(request.public_key)
+        if not 0 < len(request.model_id) <= 64 or not 0 < len(request.request_id) <= 64:
+            raise InvalidInputError("model_id and request_id must be 1 to 64 characters")
+        return uscc, key
+
+    def _admitted(
+        self,
+        request: node_pb2.ScoreRequest | node_pb2.TreeScoreRequest,
+        uscc: str,
+        key: PublicKey,
+        validate: Callable[[], object] | None = None,
+    ) -> QueryRecord:
+        """The receipt, the signed request (its key = ``key``), the consent and the
+        credentials, then this RPC's claim on the receipt in the access log.
+
+        Score and TreeScore each claim a receipt once (``AccessLog.claim``'s ``rpc``):
+        one query asks a node for both, and neither may be answered twice. ``validate``
+        runs between the checks and the claim: input refused there loses nothing, and a
+        caller without a valid receipt learns nothing from it.
+        """
+        index, record = self._checker.check(request, uscc, key)
+        if validate is not None:
+            validate()
+        rpc = "TreeScore" if isinstance(request, node_pb2.TreeScoreRequest) else "Score"
+        if not self._access_log.claim(index, record, rpc):
+            raise ReceiptRefusedError(f"receipt for ledger entry {index} was already used")
+        return record
+
+    def _answer(
+        self, request: node_pb2.ScoreRequest
+    ) -> tuple[PublicKey, EncryptedShare | list[tuple[int, Ciphertext]]]:
+        """Validate, check the receipt and replays, then compute; blocking."""
+        uscc, key = self._requested(request)
         if request.scale == 0:
             raise InvalidInputError("scale is required and must be positive")
         encoding = FixedPointEncoding(request.scale)
         offset = None
         if request.partial_offset:
             offset = Ciphertext.from_bytes(key, request.partial_offset)
-        if not 0 < len(request.model_id) <= 64 or not 0 < len(request.request_id) <= 64:
-            raise InvalidInputError("model_id and request_id must be 1 to 64 characters")
         layout = _layout(request, key) if request.HasField("packing") else None
-        index, record = self._checker.check(request, uscc, key)
-        if not self._access_log.claim(index, record):
-            raise ReceiptRefusedError(f"receipt for ledger entry {index} was already used")
+        record = self._admitted(request, uscc, key)
         if layout is not None:
             if offset is not None:
                 raise InvalidInputError("partial_offset cannot be combined with packing")
@@ -347,3 +398,31 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         return key, self._engine.score(
             uscc, request.model_id, key, encoding, offset, in_scope=record.covers_indicator
         )
+
+    def _tree_answer(
+        self, request: node_pb2.TreeScoreRequest
+    ) -> tuple[PublicKey, list[Ciphertext] | Ciphertext]:
+        """Validate (every incoming ciphertext under the key, the weights' bounds), check
+        as Score does, then compute this node's step; blocking."""
+        uscc, key = self._requested(request)
+        if len(request.indicators) > MAX_TREE_LEAVES or len(request.weights) > MAX_TREE_LEAVES:
+            raise InvalidInputError(f"a tree model has at most {MAX_TREE_LEAVES} leaves")
+        indicators = [Ciphertext.from_bytes(key, c) for c in request.indicators]
+        weights = list(request.weights)
+        if weights:
+            if not 0 < request.scale <= MAX_SCALE:
+                raise InvalidInputError("scale is required with weights and must be positive")
+            bound = MAX_LEAF_SPAN * request.scale
+            if max(weights) > bound:
+                raise InvalidInputError(
+                    f"a shifted leaf weight exceeds {MAX_LEAF_SPAN} at scale {request.scale}"
+                )
+        model_id = request.model_id
+        self._admitted(
+            request,
+            uscc,
+            key,
+            lambda: self._engine.tree_shard(model_id, len(indicators), len(weights)),
+        )
+        step = self._engine.tree_score(uscc, request.model_id, key, indicators, weights)
+        return key, step

@@ -16,7 +16,10 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from creditshare.ledger import QueryRecord, SignedTreeHead
 
-__all__ = ["AccessLog", "AccessLogRow", "TrustedHeadRow", "TrustedHeadStore"]
+__all__ = ["TREE_CLAIM_PREFIX", "AccessLog", "AccessLogRow", "TrustedHeadRow", "TrustedHeadStore"]
+
+#: The query id of a TreeScore claim is this prefix and the query's id (at most 64).
+TREE_CLAIM_PREFIX = "tree:"
 
 
 class TrustedHeadRow(SQLModel, table=True):
@@ -34,7 +37,14 @@ class TrustedHeadRow(SQLModel, table=True):
 class AccessLogRow(SQLModel, table=True):
     """One answered query. The leaf index is unique, so a receipt cannot be replayed; and
     the query id (which the requester chose and signed) is unique, so a signed request
-    recorded a second time under a new leaf is not answered twice either."""
+    recorded a second time under a new leaf is not answered twice either.
+
+    A query with a tree model asks an owning node twice under one receipt: Score (its
+    presence and indicators) and TreeScore (its step of the private score). Each claims
+    the receipt once: TreeScore's row is keyed by leaf index −1 − index and query id
+    ``tree:<query id>`` (``claim``), so neither call can be replayed and neither blocks
+    the other.
+    """
 
     __tablename__ = "access_log"
 
@@ -84,15 +94,17 @@ class AccessLog:
         with Session(self._engine) as session:
             return session.get(AccessLogRow, leaf_index) is not None
 
-    def claim(self, leaf_index: int, record: QueryRecord) -> bool:
-        """Log a query before answering it; False if this receipt was already used.
+    def claim(self, leaf_index: int, record: QueryRecord, rpc: str = "Score") -> bool:
+        """Log a query before answering it; False if this receipt was already used by
+        ``rpc`` ("Score", or "TreeScore": a row of its own, see ``AccessLogRow``).
 
         The primary key decides, so two concurrent uses of one receipt cannot both win.
         """
         table = AccessLogRow.__table__  # type: ignore[attr-defined]
+        tree = rpc == "TreeScore"
         row = {
-            "leaf_index": leaf_index,
-            "query_id": record.query_id,
+            "leaf_index": -1 - leaf_index if tree else leaf_index,
+            "query_id": f"{TREE_CLAIM_PREFIX}{record.query_id}" if tree else record.query_id,
             "uscc": record.uscc,
             "requester": record.requester,
             "purpose": record.purpose,

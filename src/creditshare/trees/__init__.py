@@ -7,7 +7,9 @@ publishes a ``TreeModel`` that names no feature and no threshold. Transport-free
 across the coordinator and data nodes.
 """
 
+from creditshare.trees._binning import FeatureBins
 from creditshare.trees._config import MAX_DEPTH, MAX_TREES, MIN_CHILD_ROWS, TreeConfig
+from creditshare.trees._driver import TreeReport, TreeTrainingResult
 from creditshare.trees._model import (
     PublicTree,
     SplitRule,
@@ -17,17 +19,28 @@ from creditshare.trees._model import (
     leaf_path,
     leaves_of,
 )
+from creditshare.trees._plain import PlainTreeHost, train_trees_plain
+from creditshare.trees._split import SplitCandidate, best_split, leaf_weight, rank_splits
 
 __all__ = [
     "MAX_DEPTH",
     "MAX_TREES",
     "MIN_CHILD_ROWS",
+    "FeatureBins",
+    "PlainTreeHost",
     "PublicTree",
+    "SplitCandidate",
     "SplitRule",
     "TreeConfig",
     "TreeModel",
+    "TreeReport",
     "TreeShard",
+    "TreeTrainingResult",
+    "best_split",
     "check_shape",
     "leaf_path",
+    "leaf_weight",
     "leaves_of",
+    "rank_splits",
+    "train_trees_plain",
 ]

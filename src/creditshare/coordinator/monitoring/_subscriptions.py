@@ -114,7 +114,14 @@ class Subscriptions:
         if signed.model_id:
             # The model must exist and the key be this bank's registered one (404 / 422),
             # before anything is written.
-            await asyncio.to_thread(services.registry.model, signed.model_id)
+            model = await asyncio.to_thread(services.registry.model, signed.model_id)
+            if model.trees is not None:
+                # Its score is the private chain's, not a sum of node shares: a
+                # score_change cycle would report a score that is not the model's.
+                raise InvalidInputError(
+                    f"model {model.id!r} is a tree model: score_change monitoring is "
+                    "available for scorecard (logistic) models only"
+                )
             await asyncio.to_thread(services.paillier_keys.resolve, caller, signed.key_fingerprint)
         consent = await asyncio.to_thread(
             services.consents.check,

@@ -11,6 +11,7 @@ module has one job:
   node call to our failure (queries, training relays, cosigning, revocations);
 - ``_answers``: the two answer forms (plain, packed), their checks and their sums;
 - ``_fan_out``: one query path over either form, and the revocation fan-out;
+- ``_tree_chain``: a tree model's score, the private chain over its owning nodes;
 - ``_broker``: the facade that wires them.
 """
 
@@ -29,6 +30,7 @@ from creditshare.coordinator.relay._channels import (
     NodeCatalogue,
 )
 from creditshare.coordinator.relay._receipts import CallFailure, HeadKeptMovingError, call_failure
+from creditshare.coordinator.relay._tree_chain import chain_nodes
 
 __all__ = [
     "MAX_CATALOGUE_TEXT",
@@ -44,4 +46,5 @@ __all__ = [
     "QueryBroker",
     "QueryResult",
     "call_failure",
+    "chain_nodes",
 ]

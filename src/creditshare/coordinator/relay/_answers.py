@@ -32,6 +32,7 @@ __all__ = [
     "PlainForm",
     "QueryResult",
     "invalid_answer",
+    "linear_intercept",
 ]
 
 log = logging.getLogger("creditshare.coordinator")
@@ -79,6 +80,16 @@ class QueryResult:
     answers: tuple[NodeAnswer | PackedAnswer, ...]
     failures: tuple[NodeFailure, ...]
     packed: PackedProfile | None = None
+    #: A tree model's score could not be computed: the chain step that failed. The
+    #: score (``encrypted_score`` / packed slot 0) is then no score at all.
+    score_unavailable: NodeFailure | None = None
+
+
+def linear_intercept(model: ModelEntry) -> float:
+    """What the answer forms add to the nodes' partials: a logistic model's intercept. A
+    tree model's base score is added with its chain's score instead (``_tree_chain``),
+    so it is never counted twice, whatever ``intercept`` its entry holds."""
+    return 0.0 if model.trees is not None else model.intercept
 
 
 def invalid_answer(node: NodeEntry, exc: InvalidInputError) -> NodeFailure:
@@ -169,7 +180,7 @@ class PlainForm:
         # Start from Enc(0)·g^intercept: the intercept is public, so adding it needs no
         # fresh obfuscator; the nodes' randomised partials re-randomise the sum.
         key = self._key
-        total = Ciphertext(key, 1).add_encoded(self._encoding.encode(model.intercept, key))
+        total = Ciphertext(key, 1).add_encoded(self._encoding.encode(linear_intercept(model), key))
         for answer in answers:
             total = total + answer.partial_score
         return QueryResult(query_id, model, self._encoding, total, tuple(answers), tuple(failures))
@@ -239,7 +250,9 @@ class PackedForm:
     ) -> QueryResult:
         key = self._key
         encoding = self._encoding
-        intercept = FixedPointEncoding.encode_integer(encoding.to_integer(model.intercept), key)
+        intercept = FixedPointEncoding.encode_integer(
+            encoding.to_integer(linear_intercept(model)), key
+        )
         totals = [Ciphertext(key, 1) for _ in range(self.count)]
         totals[0] = totals[0].add_encoded(intercept)
         for answer in answers:

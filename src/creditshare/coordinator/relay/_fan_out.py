@@ -31,6 +31,7 @@ from creditshare.coordinator.relay._answers import (
 )
 from creditshare.coordinator.relay._channels import NodeChannels
 from creditshare.coordinator.relay._receipts import ReceiptRelay, call_failure
+from creditshare.coordinator.relay._tree_chain import TreeChain, chain_nodes, with_tree_score
 from creditshare.crypto import FixedPointEncoding, PublicKey
 from creditshare.errors import InvalidInputError, LedgerError
 from creditshare.identity import Chain
@@ -59,8 +60,19 @@ class QueryFanOut:
         self._registry = registry
         self._channels = channels
         self._relay = relay
-        #: Set before use: node failures are counted here.
-        self.metrics: CoordinatorMetrics | None = None
+        #: A tree model's score: the chain over its owning nodes.
+        self.trees = TreeChain(settings.node_deadline_seconds, channels, relay)
+        self._metrics: CoordinatorMetrics | None = None
+
+    @property
+    def metrics(self) -> CoordinatorMetrics | None:
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, metrics: CoordinatorMetrics | None) -> None:
+        """Set before use: node failures (tree-chain steps too) are counted here."""
+        self._metrics = metrics
+        self.trees.metrics = metrics
 
     async def query(
         self,
@@ -79,6 +91,7 @@ class QueryFanOut:
         in the receipt's record against them itself.
         """
         nodes = self._registry.scope(chains)
+        chain = chain_nodes(model, self._registry, chains)  # the route checked it already
         encoding = FixedPointEncoding(self._settings.scale)
         template = node_pb2.ScoreRequest(
             uscc=uscc,
@@ -88,6 +101,32 @@ class QueryFanOut:
             request_id=query_id,
             credentials=credentials,
         )
+        trees = model.trees
+        if trees is None:
+            return await self._answers(
+                key, encoding, in_scope, query_id, model, nodes, template, receipt
+            )
+        # A tree model: its private chain runs beside the fan-out (presence, indicators).
+        fanned, tree = await asyncio.gather(
+            self._answers(key, encoding, in_scope, query_id, model, nodes, template, receipt),
+            self.trees.score(
+                query_id, uscc, model, trees, chain, key, encoding, receipt, credentials
+            ),
+        )
+        return with_tree_score(fanned, tree)
+
+    async def _answers(
+        self,
+        key: PublicKey,
+        encoding: FixedPointEncoding,
+        in_scope: Callable[[str], bool],
+        query_id: str,
+        model: ModelEntry,
+        nodes: Sequence[NodeEntry],
+        template: node_pb2.ScoreRequest,
+        receipt: Receipt,
+    ) -> QueryResult:
+        """Every node in scope's Score answer, in the configured form, added up."""
         if not self._settings.pack_profiles:
             form = PlainForm(key, encoding, in_scope)
             return await self._fan_out(form, query_id, model, nodes, template, receipt)
