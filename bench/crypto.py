@@ -235,21 +235,37 @@ def tree_timings(key: PrivateKey, fast: FastEncryptor, quick: bool) -> list[Timi
             for (label, _, _), builder in zip(variants, builders, strict=True)
         ],
     )
-    binsums = builders[0].histogram(all_rows)
     for builder in builders:
         builder.close()
-    compressed = packing.compress(binsums, pub, fast)
+    # The same shape with 32 equally filled bins per feature (416 bins): no dominant
+    # values, so the complement saves nothing and pairs do all the work.
+    uniform = np.random.default_rng(3).integers(0, TREE_BINS, (rows, 13)).astype(np.uint16)
+    builder = HistogramBuilder(pub, uniform, [TREE_BINS] * 13)
+    builder.set_gradients(all_rows, values)
+    timings += interleaved(
+        1,
+        [
+            (
+                f"histogram {rows} x 13 ({13 * TREE_BINS} bins, uniform), complement + pairs",
+                lambda: builder.histogram(all_rows),
+                1,
+            )
+        ],
+    )
+    sums = builder.histogram(all_rows)
+    builder.close()
+    compressed = packing.compress(sums, pub, fast)
     timings += interleaved(
         rounds,
         [
             (
-                f"GradientPacking.compress ({len(binsums)} bins)",
-                lambda: packing.compress(binsums, pub, fast),
+                f"GradientPacking.compress ({len(sums)} bins)",
+                lambda: packing.compress(sums, pub, fast),
                 1,
             ),
             (
                 f"GradientPacking.open ({len(compressed)} ciphertexts)",
-                lambda: packing.open(compressed, len(binsums), key),
+                lambda: packing.open(compressed, len(sums), key),
                 1,
             ),
         ],
