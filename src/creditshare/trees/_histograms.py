@@ -39,11 +39,12 @@ Tricks, why they hold, and what they save
   for 21,000 rows), then only row lists. Workers exit when ``close`` asks or when the
   parent process disappears.
 
-Measured (``bench/crypto.py``; 2048-bit key, one core of this 2-core machine while other
-work ran on it, so best of runs): default_credit's 13 guest features over 21,000 rows,
-cut into at most 32 bins (343 bins), cost ~2.3 s built directly and ~1.4 s with the
-complement and pairs; 13 uniform 32-bin features (416 bins) ~1.3 s directly and ~0.7 s
-with pairs. A worker on the second core about halves the wall time again.
+Measured (2048-bit key, CPU time of one process, best of 3, this 2-core machine while
+other work ran on it; ``bench/crypto.py`` prints wall times): default_credit's 13 guest
+features over 21,000 rows, cut into at most 32 bins (343 bins): 1.39 s built directly,
+1.11 s with the complement, 0.68 s with the complement and pairs; 13 uniform 32-bin
+features (416 bins): 1.40 s directly, 0.80 s with pairs. A worker on a free second core
+roughly halves the wall time again (it does not reduce the CPU spent).
 
 Empty bins are the trivial product 1 = Enc(0) with randomness 1: harmless because
 ``GradientPacking.compress`` packs and re-randomises every bin before anything leaves the
