@@ -1,4 +1,5 @@
-"""Paillier throughput on one fresh 2048-bit key: stock phe vs ``FastEncryptor``.
+"""Paillier throughput on one fresh 2048-bit key: stock phe vs ``FastEncryptor``, and the
+tree-training pieces (``PrivateEncryptor``, encrypted histograms, cipher compression).
 
 Usage::
 
@@ -25,18 +26,32 @@ from importlib.metadata import version
 from pathlib import Path
 
 import gmpy2
+import numpy as np
 from phe import paillier
 
 from creditshare.crypto import (
     FastEncryptor,
     FixedPointEncoding,
     PooledEncryptor,
+    PrivateEncryptor,
     PrivateKey,
     dot,
     powmod_many,
 )
+from creditshare.trees import TreeConfig
+from creditshare.trees._histograms import HistogramBuilder
+from creditshare.trees._packing import GradientPacking
 
 KEY_BITS = 2048
+#: The issue's tree benchmark: default_credit's training split, the guest's 13 features.
+TREE_ROWS = 21_000
+TREE_BINS = 32
+GUEST = (
+    Path(__file__).resolve().parents[1]
+    / "data"
+    / "default_credit"
+    / ("default_credit_hetero_guest.csv")
+)
 DOT_LENGTH = 100
 WEIGHT_BITS = 20
 
@@ -75,7 +90,7 @@ def measure(name: str, operation: Callable[[int], object], budget: float, min_op
         batch = min(batch * 2, 4096)
 
 
-def pool_ready(pool: PooledEncryptor) -> int:
+def pool_ready(pool: PooledEncryptor | PrivateEncryptor) -> int:
     """Obfuscators waiting in the pool's queue (Linux: the queue knows its size)."""
     try:
         return int(pool._queue.qsize()) * 256
@@ -99,6 +114,163 @@ def resident_bytes() -> int | None:
     import resource
 
     return pages * resource.getpagesize()
+
+
+def once(name: str, operation: Callable[[], object], ops: int = 1) -> Timing:
+    """One timed call of a long operation (``ops`` units of work in it)."""
+    started = time.perf_counter()
+    operation()
+    return Timing(name, ops, time.perf_counter() - started)
+
+
+def guest_bins(rows: int) -> np.ndarray:
+    """default_credit's 13 guest features for ``rows`` rows, cut at quantiles into at most
+    ``TREE_BINS`` bins each (as a node cuts its features: credit data has dominant values,
+    so several features get far fewer, very unequal bins)."""
+    data = np.loadtxt(GUEST, delimiter=",", skiprows=1)[:rows, 2:]
+    columns = []
+    for values in data.T:
+        cuts = np.unique(np.quantile(values, np.linspace(0, 1, TREE_BINS + 1)[1:-1]))
+        columns.append(np.searchsorted(cuts, values, side="right"))
+    return np.stack(columns, axis=1).astype(np.uint16)
+
+
+def interleaved(rounds: int, runs: list[tuple[str, Callable[[], object], int]]) -> list[Timing]:
+    """Each operation once per round, in turn; the best round of each.
+
+    Other processes load this 2-core machine unevenly: alternating the contenders and
+    keeping each one's best run compares them under the same conditions.
+    """
+    best: dict[str, Timing] = {}
+    for _ in range(rounds):
+        for name, operation, ops in runs:
+            timing = once(name, operation, ops)
+            if name not in best or timing.seconds < best[name].seconds:
+                best[name] = timing
+    return [best[name] for name, _, _ in runs]
+
+
+def tree_timings(key: PrivateKey, fast: FastEncryptor, quick: bool) -> list[Timing]:
+    """Per-tree crypto of the issue's benchmark: encrypt 21,000 packed (g, h) rows, one
+    21,000 × 13 histogram (each way), compress its bins, open them."""
+    pub = key.public_key
+    rows = TREE_ROWS
+    batch = 500 if quick else 2000
+    rounds = 2 if quick else 3
+    rng = np.random.default_rng(7)
+    packing = GradientPacking.for_job(TreeConfig(max_bins=TREE_BINS), rows, pub)
+    p = rng.uniform(0.05, 0.6, rows)
+    y = (rng.random(rows) < p).astype(np.float64)
+    plaintexts = packing.encode(p - y, p * (1 - p))
+    private = PrivateEncryptor(key)
+    chunk = plaintexts[:batch]
+    timings = interleaved(
+        rounds,
+        [
+            (
+                f"FastEncryptor.encrypt_encoded, tree rows ({batch})",
+                lambda: [fast.encrypt_encoded(m) for m in chunk],
+                batch,
+            ),
+            (
+                f"PrivateEncryptor.encrypt_many, tree rows ({batch})",
+                lambda: private.encrypt_many(chunk),
+                batch,
+            ),
+        ],
+    )
+    # Obfuscators made ahead by one worker: a batch from a full buffer (the bureau's
+    # idle time while nodes build histograms), then three batches in a row (the worker
+    # and the caller both making them).
+    with PrivateEncryptor(key, workers=1, buffer=batch) as pooled:
+        deadline = time.perf_counter() + 120
+        while time.perf_counter() < deadline and pooled.pooled < 1:
+            pooled.zero()  # wait until the worker's tables are built
+            time.sleep(0.05)
+        while time.perf_counter() < deadline and pool_ready(pooled) < batch - 256:
+            time.sleep(0.1)
+        timings.append(
+            once(
+                f"PrivateEncryptor.encrypt_many, 1 worker, buffer full ({batch})",
+                lambda: pooled.encrypt_many(chunk),
+                batch,
+            )
+        )
+        timings.append(
+            once(
+                f"PrivateEncryptor.encrypt_many, 1 worker, sustained ({3 * batch})",
+                lambda: pooled.encrypt_many(chunk * 3),
+                3 * batch,
+            )
+        )
+    ciphertexts = [c.value for c in private.encrypt_many(plaintexts[:batch])]
+    private.close()
+    # Every row needs a ciphertext; cycling fresh ones costs the same to multiply.
+    values = [ciphertexts[r % len(ciphertexts)] for r in range(rows)]
+    bins = guest_bins(rows)
+    counts = [int(bins[:, j].max()) + 1 for j in range(bins.shape[1])]
+    all_rows = list(range(rows))
+    variants: list[tuple[str, dict[str, bool], int]] = [
+        ("direct", {"pairs": False, "complement": False}, 0),
+        ("complement", {"pairs": False, "complement": True}, 0),
+        ("complement + pairs", {}, 0),
+        ("complement + pairs, 1 worker", {}, 1),
+    ]
+    if quick:
+        variants = [variants[0], variants[2]]
+    builders = []
+    for _, options, workers in variants:
+        builder = HistogramBuilder(pub, bins, counts, workers, **options)
+        builder.set_gradients(all_rows, values)
+        builder.histogram(all_rows[:100])  # a worker is up and holds the gradients
+        builders.append(builder)
+    timings += interleaved(
+        1 if quick else 2,
+        [
+            (
+                f"histogram {rows} x {bins.shape[1]} ({sum(counts)} bins), {label}",
+                lambda b=builder: b.histogram(all_rows),  # type: ignore[misc]
+                1,
+            )
+            for (label, _, _), builder in zip(variants, builders, strict=True)
+        ],
+    )
+    for builder in builders:
+        builder.close()
+    # The same shape with 32 equally filled bins per feature (416 bins): no dominant
+    # values, so the complement saves nothing and pairs do all the work.
+    uniform = np.random.default_rng(3).integers(0, TREE_BINS, (rows, 13)).astype(np.uint16)
+    builder = HistogramBuilder(pub, uniform, [TREE_BINS] * 13)
+    builder.set_gradients(all_rows, values)
+    timings += interleaved(
+        1,
+        [
+            (
+                f"histogram {rows} x 13 ({13 * TREE_BINS} bins, uniform), complement + pairs",
+                lambda: builder.histogram(all_rows),
+                1,
+            )
+        ],
+    )
+    sums = builder.histogram(all_rows)
+    builder.close()
+    compressed = packing.compress(sums, pub, fast)
+    timings += interleaved(
+        rounds,
+        [
+            (
+                f"GradientPacking.compress ({len(sums)} bins)",
+                lambda: packing.compress(sums, pub, fast),
+                1,
+            ),
+            (
+                f"GradientPacking.open ({len(compressed)} ciphertexts)",
+                lambda: packing.open(compressed, len(sums), key),
+                1,
+            ),
+        ],
+    )
+    return timings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         assert key.raw_decrypt(pool.encrypt_encoded(encoded[0]).value) == encoded[0]
     timings += [burst, sustained]
+    tree = tree_timings(key, fast, args.quick)
+    timings += tree
 
     by_name = {t.name: t for t in timings}
     fast_ops = by_name["FastEncryptor.encrypt_encoded"].ops_per_second
@@ -255,6 +429,12 @@ def main(argv: list[str] | None = None) -> int:
         "pooled_sustained_over_phe_encrypt": sustained.ops_per_second
         / by_name["phe PaillierPublicKey.encrypt"].ops_per_second,
         "pooled_sustained_over_fast": sustained.ops_per_second / fast_ops,
+        "private_encrypt_over_fast (interleaved)": tree[1].ops_per_second / tree[0].ops_per_second,
+        "private_1_worker_sustained_over_fast": tree[3].ops_per_second / tree[0].ops_per_second,
+        "private_encrypt_over_phe_encrypt": tree[1].ops_per_second
+        / by_name["phe PaillierPublicKey.encrypt"].ops_per_second,
+        "histogram_complement_pairs_over_direct": tree[4].seconds
+        / next(t.seconds for t in tree if t.name.endswith("complement + pairs")),
         "pippenger_dot_over_per_term": by_name[
             "dot of 256 (14-bit), powmod_many (Pippenger)"
         ].ops_per_second

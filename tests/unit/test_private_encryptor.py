@@ -192,3 +192,11 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
     while any(_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in workers if _alive(p)], "encryption workers outlived their parent"
+
+
+def test_a_dead_worker_leaves_encryption_working(key: PrivateKey) -> None:
+    with PrivateEncryptor(key, workers=1, buffer=256) as pooled:
+        pooled._processes[0].kill()
+        pooled._processes[0].join(timeout=60)
+        plaintexts = list(range(50))
+        assert [key.raw_decrypt(c.value) for c in pooled.encrypt_many(plaintexts)] == plaintexts

@@ -166,3 +166,19 @@ def test_bad_input_is_refused(key: PrivateKey, data: Data) -> None:
     with pytest.raises(InvalidInputError, match="integers"):
         builder.histogram([0.5])  # type: ignore[list-item]
     assert builder.histogram([]) == [1] * sum(COUNTS)
+
+
+def test_a_dead_worker_share_is_computed_in_process(key: PrivateKey, data: Data) -> None:
+    bins, gi, hi, cipher = data
+    rows = list(range(ROWS))
+    builder = HistogramBuilder(key.public_key, bins, COUNTS, workers=1)
+    try:
+        builder.set_gradients(rows, cipher)
+        expected = builder.histogram(rows)
+        builder._processes[0].kill()
+        builder._processes[0].join(timeout=60)
+        assert builder.histogram(rows) == expected
+        assert builder.workers == 0
+        assert _open(key, expected) == _plain(bins, gi, hi, rows)
+    finally:
+        builder.close()

@@ -24,7 +24,10 @@ so a ciphertext that was not built this way (garbage, another layout, a sum of t
 rows) unpacks to an out-of-range digit or a carry past the last slot with overwhelming
 probability, and ``open`` raises ``DecryptionOverflowError`` naming the ciphertext and
 slot instead of returning wrong sums. At 2048-bit keys, 32 fraction bits and 21,000 rows
-a slot is 96 bits and a ciphertext carries 21 bins (20 decryptions for 416 bins).
+a slot is 94 bits and a ciphertext carries 21 bins: 416 bins (13 features × 32) become
+20 ciphertexts. Measured on this machine (CPU time): compressing 416 bins ~0.17 s (94
+squarings mod n² per bin), opening the 20 ciphertexts ~0.06 s, against ~2 s to decrypt
+416 ciphertexts one by one.
 
 Each compressed ciphertext is re-randomised before it leaves the node: the product is a
 deterministic function of the bureau's own ciphertexts and the node's bin membership, so
