@@ -75,7 +75,7 @@ _BATCH = 256
 
 
 def crt_window(bits: int) -> int:
-    """Fixed-base window for a key of ``bits``: two tables of ~30 MiB together at 2048 bits.
+    """Fixed-base window for a key of ``bits``: two tables of ~30 MiB each at 2048 bits.
 
     Entries modulo p² are half the size of ``FastEncryptor``'s, so w = 10 holds ~60 MiB
     (two tables) and takes ~0.35 s to build, for 2 × 103 products per obfuscator; w = 11
