@@ -43,13 +43,52 @@ from collections.abc import Sequence
 
 from creditshare.crypto import Ciphertext, Encryptor, FixedPointEncoding, dot
 from creditshare.errors import EncodingOverflowError, InvalidInputError
-from creditshare.trees._model import TreeModel
+from creditshare.trees._model import PublicTree, TreeModel
 
-__all__ = ["MAX_WEIGHT", "alone", "first", "refine", "shifted_weights", "weigh"]
+__all__ = [
+    "MAX_LEAF_SPAN",
+    "MAX_WEIGHT",
+    "alone",
+    "check_leaf_spans",
+    "first",
+    "max_shifted_weight",
+    "refine",
+    "shifted_weights",
+    "weigh",
+]
 
-#: Largest shifted fixed-point leaf weight (the wire carries uint64; far beyond any
-#: real leaf weight at the largest scale, 10^12).
+#: Largest shifted fixed-point leaf weight (the wire carries uint64).
 MAX_WEIGHT = 2**64 - 1
+#: Largest span (largest − smallest leaf weight) of one tree, in log-odds. Real leaf
+#: weights are a few tenths; the bound caps what a relay can make the last node
+#: multiply. The coordinator refuses a model over it (``/finish``, configured models),
+#: the last node refuses weights over it (``max_shifted_weight``); and since
+#: MAX_LEAF_SPAN·MAX_SCALE (10^15) is far below MAX_WEIGHT, a model within it always
+#: fits the wire at every scale the coordinator may use.
+MAX_LEAF_SPAN = 1000
+
+
+def max_shifted_weight(scale: int) -> int:
+    """The largest shifted weight a tree within ``MAX_LEAF_SPAN`` gives at ``scale``:
+    the span at scale, plus slack for the two roundings (largest and smallest leaf)."""
+    return MAX_LEAF_SPAN * scale + 2
+
+
+def _span(tree: PublicTree) -> float:
+    weights = [tree.weights[leaf] for leaf in tree.leaves]
+    return max(weights) - min(weights)
+
+
+def check_leaf_spans(model: TreeModel) -> None:
+    """InvalidInputError naming the first tree whose leaf weights span more than
+    ``MAX_LEAF_SPAN``: no node would score such a model."""
+    for number, tree in enumerate(model.trees):
+        span = _span(tree)
+        if not span <= MAX_LEAF_SPAN:
+            raise InvalidInputError(
+                f"tree {number}: its leaf weights span {span:g} log-odds, more than the "
+                f"{MAX_LEAF_SPAN} a node scores with"
+            )
 
 
 def shifted_weights(model: TreeModel, scale: int) -> tuple[list[int], int]:
@@ -60,13 +99,15 @@ def shifted_weights(model: TreeModel, scale: int) -> tuple[list[int], int]:
     encoding = FixedPointEncoding(scale)
     weights: list[int] = []
     constant = encoding.to_integer(model.base_score)
-    for tree in model.trees:
+    bound = min(max_shifted_weight(scale), MAX_WEIGHT)
+    for number, tree in enumerate(model.trees):
         fixed = [encoding.to_integer(tree.weights[leaf]) for leaf in tree.leaves]
         shift = -min(fixed)
         shifted = [w + shift for w in fixed]
-        if max(shifted) > MAX_WEIGHT:
+        if max(shifted) > bound:
             raise EncodingOverflowError(
-                f"a tree's leaf weights span more than {MAX_WEIGHT} at scale {scale}"
+                f"tree {number}: its leaf weights span more than {MAX_LEAF_SPAN} log-odds "
+                f"({bound} at scale {scale}), more than a node scores with"
             )
         weights.extend(shifted)
         constant -= shift
