@@ -20,8 +20,7 @@ from creditshare.demo import FederationLayout
 from creditshare.demo._toml import dumps
 from creditshare.departments import get_department
 from creditshare.node._storage import ShardStore, make_engine
-from creditshare.trees import TreeModel, TreeShard
-from creditshare.trees._private import first, refine, shifted_weights, weigh
+from creditshare.trees import TreeModel, TreeShard, first, refine, shifted_weights, weigh
 from creditshare.trees._synthetic import random_tree_model
 
 __all__ = ["install_tree_model", "profile_chain"]

@@ -3,6 +3,7 @@ kind of job's RPCs, keeping exactly its own split rules at CloseJob."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -208,7 +209,10 @@ async def test_bounds_are_checked_before_anything_is_computed(
 
 
 async def test_histograms_splits_and_keeping_exactly_the_recorded_rules(
-    stub: TrainingAsyncStub, bank_key: PrivateKey, settings: NodeSettings
+    stub: TrainingAsyncStub,
+    bank_key: PrivateKey,
+    settings: NodeSettings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     job, bins = await _open_tree(stub, bank_key)
     fit = list(range(30))
@@ -260,7 +264,10 @@ async def test_histograms_splits_and_keeping_exactly_the_recorded_rules(
         model_id="tree-node-test",
         tree_shapes=[training_pb2.TreeShape(internal=[0], owned=[0])],
     )
-    assert not (await stub.CloseJob(keep)).features  # no feature names either
+    with caplog.at_level(logging.INFO, logger="creditshare.node"):
+        assert not (await stub.CloseJob(keep)).features  # no feature names either
+    # The node logs splits recorded vs kept (counts, no rows).
+    assert "1 splits recorded here, 1 kept in 1 trees" in caplog.text
     shards, _ = ShardStore(make_engine(settings.database_url)).usable_trees(get_department("tax"))
     shard = shards["tree-node-test"]
     assert shard.shapes == (frozenset({0}),) and [r.position for r in shard.rules] == [0]

@@ -16,10 +16,18 @@ from pydantic import ValidationError
 
 from creditshare.coordinator._db import TrainingJobRow
 from creditshare.coordinator._routes_training import FinishIn, JobIn, _tree_model
+from creditshare.coordinator._settings import ModelEntry
+from creditshare.crypto import MAX_SCALE
 from creditshare.errors import InvalidInputError
 from creditshare.federated import TrainingConfig
 from creditshare.proto import settings_from_pb, settings_to_pb, training_pb2
-from creditshare.trees import TreeConfig
+from creditshare.trees import (
+    MAX_LEAF_SPAN,
+    MAX_WEIGHT,
+    TreeConfig,
+    max_shifted_weight,
+    shifted_weights,
+)
 
 #: A value for every field, none of them its default: a dropped field shows.
 EVERY_FIELD: dict[str, Any] = {
@@ -236,3 +244,32 @@ def test_a_tree_job_finishes_with_a_tree_model_of_its_own_nodes_within_its_confi
     with pytest.raises(InvalidInputError, match="logistic model, not trees"):
         _tree_model(job, TrainingConfig(), good)
     assert _tree_model(job, TrainingConfig(), _finish(0.0)) is None
+
+
+def _wide_document(span: float) -> dict[str, Any]:
+    """Two one-split trees; the second's leaf weights span ``span`` log-odds."""
+    return {
+        "base_score": -1.5,
+        "trees": [
+            {"owners": {"0": "node-a"}, "weights": {"1": -0.1, "2": 0.1}},
+            {"owners": {"0": "node-a"}, "weights": {"1": -span / 2, "2": span / 2}},
+        ],
+    }
+
+
+def test_a_tree_model_no_node_would_score_is_refused_at_finish_and_in_settings() -> None:
+    job = _tree_job(["node-a"])
+    config = TreeConfig(trees=2, max_depth=2)
+    assert _tree_model(job, config, _finish(-1.5, _wide_document(MAX_LEAF_SPAN))) is not None
+    wide = _finish(-1.5, _wide_document(MAX_LEAF_SPAN + 1))
+    with pytest.raises(InvalidInputError, match="tree_model: tree 1: its leaf weights span 1001"):
+        _tree_model(job, config, wide)
+    with pytest.raises(ValidationError, match="tree 1: its leaf weights span 1001"):
+        ModelEntry(id="wide", model_type="gbdt", tree_model=_wide_document(MAX_LEAF_SPAN + 1))
+    # Within the span, every scale the coordinator may use fits the wire and the node's
+    # bound (so the chain never meets an EncodingOverflowError).
+    entry = ModelEntry(id="ok", model_type="gbdt", tree_model=_wide_document(MAX_LEAF_SPAN))
+    assert entry.trees is not None
+    for scale in (1, 10**6, MAX_SCALE):
+        weights, _ = shifted_weights(entry.trees, scale)
+        assert max(weights) <= max_shifted_weight(scale) <= MAX_WEIGHT

@@ -5,6 +5,7 @@ each node hands on cannot be linked to what it received."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -160,3 +161,55 @@ def test_malformed_steps_are_refused(bank_key: PrivateKey, encryptor: FastEncryp
     other = FastEncryptor(PrivateKey.generate(2048).public_key)
     with pytest.raises(InvalidInputError, match="another key"):
         refine(first([1, 0, 1], other), [1, 0, 1], encryptor)
+
+
+class CountingEncryptor:
+    """An encryptor that counts each kind of modular work it is asked for."""
+
+    def __init__(self, inner: FastEncryptor) -> None:
+        self.inner = inner
+        self.calls: dict[str, int] = {}
+
+    @property
+    def public_key(self) -> Any:
+        return self.inner.public_key
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        def counted(*args: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return method(*args)
+
+        return counted
+
+
+def test_a_middle_and_last_nodes_work_does_not_depend_on_their_bits(
+    bank_key: PrivateKey, encryptor: FastEncryptor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No timing: the same calls to the encryptor, and the same exponents over real
+    ciphertexts (never a base of 1), whatever the bits."""
+    import creditshare.trees._private as private
+
+    incoming = [encryptor.encrypt_encoded(1) for _ in range(8)]
+    weights = [0, 3, 5, 7, 11, 13, 17, 19]
+    seen: list[tuple[list[int], int]] = []  # per dot: exponents, bases equal to 1
+    from creditshare.crypto import dot as real_dot
+
+    def recording_dot(bases: list[Ciphertext], exponents: list[int]) -> Ciphertext:
+        seen.append((list(exponents), sum(c.value == 1 for c in bases)))
+        return real_dot(bases, exponents)
+
+    monkeypatch.setattr(private, "dot", recording_dot)
+    work = []
+    for bits in ([1] * 8, [0] * 8, [1, 0, 0, 1, 0, 1, 1, 0], [0] * 7 + [1]):
+        counting = CountingEncryptor(encryptor)
+        refined = refine(incoming, bits, counting)
+        score = weigh(incoming, bits, weights, counting)
+        work.append(counting.calls)
+        expected = sum(w for w, b in zip(weights, bits, strict=True) if b)
+        assert bank_key.raw_decrypt(score.value) == expected
+        assert [bank_key.raw_decrypt(c.value) for c in refined] == bits
+    assert all(calls == work[0] for calls in work)
+    assert all(exponents == weights and ones == 0 for exponents, ones in seen)
+    assert len(seen) == 4

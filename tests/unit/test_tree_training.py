@@ -196,6 +196,7 @@ def test_histogram_requests_are_refused_under_the_floor_or_outside_the_fit_set()
         host.check_nodes(0, [(0, [0, 1, 2, 3, 25])])
     with pytest.raises(InvalidInputError, match="listed twice"):
         host.check_nodes(0, [(0, [0, 1, 2, 3, 3])])
+    host.check_nodes(0, [(0, range(20))])
     with pytest.raises(InvalidInputError, match="asked twice"):
         host.check_nodes(0, [(1, range(5)), (1, range(5, 10))])
     with pytest.raises(InvalidInputError, match="no complete gradients"):
@@ -209,15 +210,16 @@ def test_splits_are_refused_under_the_floor_and_recorded_otherwise() -> None:
     host = PlainTreeHost("n1", values, ["a"], values, TreeConfig(trees=2, min_child_rows=4))
     host.gradients(0, list(range(16)), np.ones(16), np.ones(16))
     fit = list(range(16))  # values 0..7, two rows each
+    host.histograms(0, [(0, fit)])
     with pytest.raises(InvalidInputError, match="floor of 4 fit rows in a child"):
         host.split(0, 0, 0, 0, fit, [16])
     with pytest.raises(InvalidInputError, match="other rows must be distinct rows outside"):
         host.split(0, 0, 0, 3, fit, [3])
     bits = host.split(0, 0, 0, 2, fit, [16, 17, 18])  # values < 3 go left
     assert bits == [True] * 6 + [False] * 10 + [False] * 3
-    with pytest.raises(InvalidInputError, match="already split by another rule"):
-        host.split(0, 0, 0, 3, fit, [])
-    assert host.split(0, 0, 0, 2, fit, []) == bits[:16]  # a retried request is answered
+    with pytest.raises(InvalidInputError, match="already split; a retry must repeat"):
+        host.split(0, 0, 0, 3, fit, [16, 17, 18])
+    assert host.split(0, 0, 0, 2, fit, [16, 17, 18]) == bits  # an identical retry is answered
     shard = host.shard([(frozenset({0}), frozenset({0}))])
     assert shard.rules[0].feature == "a" and shard.rules[0].threshold == 3.0
     assert shard.rules[0].default_left is False  # 6 left, 10 right: default to the larger
@@ -228,6 +230,7 @@ def test_shard_checks_the_kept_trees_and_drops_later_ones() -> None:
     host = PlainTreeHost("n1", values, ["a"], values, TreeConfig(trees=3))
     for tree in (0, 1):
         host.gradients(tree, list(range(40)), np.ones(40), np.ones(40))
+        host.histograms(tree, [(0, range(40))])
         host.split(tree, 0, 0, 9, list(range(40)), [])
     with pytest.raises(InvalidInputError, match="tree 0: this node split positions \\[0\\]"):
         host.shard([(frozenset({0}), frozenset())])

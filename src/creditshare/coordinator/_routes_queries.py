@@ -174,7 +174,7 @@ async def _answer(body: QueryIn, caller: Participant, services: Services) -> Que
         chains = tuple(body.chains or grant.chains)
         services.registry.scope(chains)  # no node on these chains: 422, nothing spent
         # A tree model's owning nodes must all be in scope: else no score, 422.
-        chain_nodes(model, services.registry, chains)
+        chain_nodes(model, services.registry, chains, services.settings.scale)
         # Only a query the consent covers spends this requester's budget for this
         # enterprise (other lenders have their own), and a use that the consent then
         # refuses after all (a replica spent the last one) gives the hit back.

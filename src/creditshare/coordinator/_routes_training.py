@@ -44,7 +44,7 @@ from creditshare.errors import InvalidInputError, PermissionDeniedError
 from creditshare.federated import TrainingConfig
 from creditshare.proto import node_pb2, settings_to_pb, training_pb2, tree_settings_to_pb
 from creditshare.signed import SignedTrainingJob, training_document
-from creditshare.trees import TreeConfig, TreeModel
+from creditshare.trees import TreeConfig, TreeModel, check_leaf_spans
 
 __all__ = ["router"]
 
@@ -519,7 +519,8 @@ def _tree_model(
 ) -> TreeModel | None:
     """A tree job's model as the bureau publishes it, checked against the job: its
     splits are owned by the job's nodes only, it has no more trees than configured
-    and none deeper, and its base score is the intercept sent."""
+    and none deeper, no tree's leaf weights span more than a node scores with (else
+    the model could never be queried), and its base score is the intercept sent."""
     if not isinstance(config, TreeConfig):
         if body.tree_model is not None:
             raise InvalidInputError("tree_model: this job trains a logistic model, not trees")
@@ -543,6 +544,10 @@ def _tree_model(
             raise InvalidInputError(
                 f"tree_model: tree {number} is deeper than the job's max_depth {config.max_depth}"
             )
+    try:
+        check_leaf_spans(trees)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"tree_model: {exc}") from None
     if trees.base_score != body.intercept:
         raise InvalidInputError("intercept must be the tree model's base_score")
     return trees

@@ -14,7 +14,7 @@ from creditshare.crypto import MAX_SCALE
 from creditshare.errors import InvalidInputError
 from creditshare.identity import Chain
 from creditshare.pki import TlsSettings
-from creditshare.trees import TreeModel
+from creditshare.trees import TreeModel, check_leaf_spans
 
 __all__ = ["CoordinatorSettings", "ModelEntry", "NodeEntry", "ScoreScale"]
 
@@ -72,6 +72,7 @@ class ModelEntry(BaseModel):
                 raise ValueError("a gbdt model needs its tree_model document")
             try:
                 self._trees = TreeModel.from_document(self.tree_model)
+                check_leaf_spans(self._trees)  # else no node would ever score it
             except InvalidInputError as exc:
                 raise ValueError(f"tree_model: {exc}") from None
         elif self.tree_model is not None:

@@ -199,7 +199,12 @@ def _produce(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out.cancel_join_thread()  # unsent obfuscators may be dropped at exit
     obfuscators = _CrtObfuscators(n, p, q, exponent_bits, window)
-    del p, q  # the tables keep what they need
+    # No secret is dropped here: the Process object's args (in this child, and in the
+    # parent until the worker is joined) still hold p and q, and the tables hold values
+    # equivalent to them (p², q², CRT coefficients). What bounds exposure is the
+    # process: a worker is the bureau's own spawned process under its own user, holds
+    # nothing the bureau's process does not already hold, and ends with ``close()`` or
+    # as soon as its parent is gone (``orphaned`` below).
 
     def orphaned() -> None:
         if os.getppid() != parent:

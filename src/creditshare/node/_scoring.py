@@ -17,8 +17,7 @@ from creditshare.errors import InvalidInputError, NotFoundError, StaleShardError
 from creditshare.federated import ModelShard
 from creditshare.node._encryptors import EncryptorCache
 from creditshare.node._storage import RecordStore, ShardStore
-from creditshare.trees import TreeShard
-from creditshare.trees import _private as private
+from creditshare.trees import TreeShard, alone, first, refine, weigh
 
 __all__ = ["EncryptedShare", "ScoreEngine"]
 
@@ -139,11 +138,11 @@ class ScoreEngine:
         encryptor = self._encryptors.get(key, wait=_TABLE_WAIT_SECONDS)
         if not indicators:
             if weights:
-                return private.alone(bits, weights, encryptor)
-            return private.first(bits, encryptor)
+                return alone(bits, weights, encryptor)
+            return first(bits, encryptor)
         if weights:
-            return private.weigh(indicators, bits, weights, encryptor)
-        return private.refine(indicators, bits, encryptor)
+            return weigh(indicators, bits, weights, encryptor)
+        return refine(indicators, bits, encryptor)
 
     def _plain(
         self, uscc: str, model_id: str, in_scope: Callable[[str], bool]

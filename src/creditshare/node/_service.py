@@ -54,7 +54,7 @@ from creditshare.proto import (
     node_pb2_grpc,
     trusted_size_metadata,
 )
-from creditshare.trees import MAX_DEPTH, MAX_TREES
+from creditshare.trees import MAX_DEPTH, MAX_LEAF_SPAN, MAX_TREES, max_shifted_weight
 
 __all__ = [
     "DataNodeService",
@@ -144,9 +144,6 @@ def public_key_of(pb: node_pb2.PaillierPublicKey) -> PublicKey:
 
 #: Most leaves a tree model can have (MAX_TREES full trees of MAX_DEPTH).
 MAX_TREE_LEAVES = MAX_TREES * 2**MAX_DEPTH
-#: Largest span of one tree's leaf weights (in log-odds) a last node accepts: real
-#: leaf weights are a few tenths; this bounds what a relay can make the node multiply.
-MAX_LEAF_SPAN = 1000
 
 #: A profile never needs more slots than this (nodes x indicators); bounds the work.
 MAX_PACKED_SLOTS = 4096
@@ -418,8 +415,8 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         if weights:
             if not 0 < request.scale <= MAX_SCALE:
                 raise InvalidInputError("scale is required with weights and must be positive")
-            bound = MAX_LEAF_SPAN * request.scale
-            if max(weights) > bound:
+            # creditshare.trees.MAX_LEAF_SPAN: the coordinator publishes no model over it.
+            if max(weights) > max_shifted_weight(request.scale):
                 raise InvalidInputError(
                     f"a shifted leaf weight exceeds {MAX_LEAF_SPAN} at scale {request.scale}"
                 )

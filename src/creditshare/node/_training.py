@@ -375,7 +375,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             if request.model_id:  # refused before the job is dropped: it may still be finished
                 kept = self.jobs.get(request.job_id)
                 if kept.tree is not None:
-                    tree_shard = self._trees.shard(kept, request.tree_shapes)
+                    tree_shard = self._trees.shard(request.job_id, kept, request.tree_shapes)
                 elif request.tree_shapes:
                     raise InvalidInputError("tree_shapes: this job trains a logistic model")
                 else:

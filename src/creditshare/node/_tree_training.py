@@ -131,7 +131,7 @@ class TreeTraining:
         return training_pb2.TreeSplitResponse(left=_bitmap(left))
 
     @staticmethod
-    def shard(job: Job, shapes: Sequence[training_pb2.TreeShape]) -> TreeShard:
+    def shard(job_id: str, job: Job, shapes: Sequence[training_pb2.TreeShape]) -> TreeShard:
         """The shard to keep: the kept trees' shapes, this node's rules at ``owned``
         (refused, before the job is dropped, when they are not exactly its rules)."""
         host = job.trees()
@@ -140,7 +140,17 @@ class TreeTraining:
         kept = [
             (check_shape(s.internal, f"tree {k}"), frozenset(s.owned)) for k, s in enumerate(shapes)
         ]
-        return host.shard(kept)
+        shard = host.shard(kept)
+        # Counts only (no rows): splits the bureau had recorded here vs those the model
+        # keeps; a large gap means splits of dropped trees (early stopping, or probing).
+        log.info(
+            "tree job %r closing: %d splits recorded here, %d kept in %d trees",
+            job_id,
+            host.splits_recorded,
+            len(shard.rules),
+            len(kept),
+        )
+        return shard
 
 
 def _check_job(job_id: str, tree: int) -> None:

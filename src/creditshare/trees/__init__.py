@@ -22,12 +22,25 @@ from creditshare.trees._model import (
     leaves_of,
 )
 from creditshare.trees._plain import PlainTreeHost, train_trees_plain
+from creditshare.trees._private import (
+    MAX_LEAF_SPAN,
+    MAX_WEIGHT,
+    alone,
+    check_leaf_spans,
+    first,
+    max_shifted_weight,
+    refine,
+    shifted_weights,
+    weigh,
+)
 from creditshare.trees._split import SplitCandidate, best_split, leaf_weight, rank_splits
 
 __all__ = [
     "CHUNK_ROWS",
     "MAX_DEPTH",
+    "MAX_LEAF_SPAN",
     "MAX_TREES",
+    "MAX_WEIGHT",
     "MIN_CHILD_ROWS",
     "FeatureBins",
     "PlainTreeHost",
@@ -41,12 +54,19 @@ __all__ = [
     "TreeReport",
     "TreeShard",
     "TreeTrainingResult",
+    "alone",
     "best_split",
+    "check_leaf_spans",
     "check_shape",
+    "first",
     "leaf_path",
     "leaf_weight",
     "leaves_of",
+    "max_shifted_weight",
     "rank_splits",
+    "refine",
+    "shifted_weights",
     "train_trees",
     "train_trees_plain",
+    "weigh",
 ]

@@ -6,12 +6,30 @@ this class, so both check the same things and refuse the same requests: rows out
 the fit set, duplicates, row sets under the ``min_child_rows`` floor, splits leaving a
 child under it. Every check runs before any state changes, so a refused request
 loses nothing.
+
+The host also holds the bureau to the protocol's SHAPE, so that a split answers only
+what an honest tree would: per tree node, one recorded split (a retry must be
+identical: same feature, bin, rows and other rows); splits only in the current tree;
+a tree node's rows are the ones the protocol gives it. The host tracks the rows of
+every tree node of the current tree it can infer: the root holds every fit row; a
+histogram request for a child (the smaller one, as the protocol asks) fixes that
+child's rows, a subset of its parent's, and its sibling's (the rest); the host's own
+splits fix both children (rows and other rows). A split at a tree node whose rows the
+host cannot infer (no histogram asked at it or at its sibling: its parent was never
+split) is refused, and so is one over other rows than the node's. Other rows of two
+tree nodes of one level never overlap. So per tree a row meets at most one split per
+level (at most 2^max_depth − 1 splits per tree), as in an honest run. What the host
+cannot check is WHICH candidate the bureau picks (it never sees g or h, so not the
+gain): a malicious bureau can still steer each split to a threshold of its choosing
+and, over many trees, learn rows' bins (README, "Known limits").
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -25,6 +43,25 @@ from creditshare.trees._model import SplitRule, TreeShard, check_shape
 __all__ = ["HostCore"]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """A recorded split and a digest of what it was asked over (for retries)."""
+
+    rule: SplitRule
+    feature: int
+    bin: int
+    rows: str  # SHA-256 of the sorted fit rows
+    others: str  # SHA-256 of the sorted other rows
+
+
+def _digest(rows: NDArray[np.intp]) -> str:
+    return hashlib.sha256(np.sort(rows).astype("<i8").tobytes()).hexdigest()
+
+
+def _level(position: int) -> int:
+    return (position + 1).bit_length() - 1
 
 
 def _index(value: object, what: str) -> int:
@@ -76,8 +113,17 @@ class HostCore(Generic[T]):
         self._pending: dict[int, T] = {}
         self._total = 0
         self._fit: NDArray[np.bool_] = np.zeros(self.rows, dtype=bool)
-        self._rules: dict[tuple[int, int], tuple[SplitRule, int, int]] = {}
+        self._rules: dict[tuple[int, int], _Recorded] = {}
+        #: Splits recorded over the job, including those of trees dropped later.
+        self.splits_recorded = 0
+        self._reset_tree()
         self._closed = False
+
+    def _reset_tree(self) -> None:
+        """Forget the row sets of the previous tree's nodes (see the module docstring)."""
+        self._known: dict[int, NDArray[np.intp]] = {}  # sorted fit rows per tree node
+        self._known_others: dict[int, NDArray[np.intp]] = {}  # sorted, own splits' children
+        self._level_others: dict[int, NDArray[np.bool_]] = {}  # other rows used per level
 
     @property
     def name(self) -> str:
@@ -140,6 +186,7 @@ class HostCore(Generic[T]):
         if fresh:
             self._tree, self._complete, self._total = tree, False, total
             self._pending = pending
+            self._reset_tree()
         self._pending.update(zip(positions, items, strict=True))
         if not final:
             return None
@@ -192,13 +239,50 @@ class HostCore(Generic[T]):
         tree = self._check_tree(tree)
         out = []
         seen: set[int] = set()
+        known = dict(self._known)
         for position, rows in nodes:
             position = self._position(position, tree)
             if position in seen:
                 raise InvalidInputError(f"tree {tree}: position {position} is asked twice")
             seen.add(position)
-            out.append((position, self.fit_rows(rows, f"tree {tree} position {position}")))
+            where = f"tree {tree} position {position}"
+            array = self.fit_rows(rows, where)
+            self._place(known, position, np.sort(array), where)
+            out.append((position, array))
+        self._known = known
         return out
+
+    def _place(
+        self, known: dict[int, NDArray[np.intp]], position: int, rows: NDArray[np.intp], where: str
+    ) -> None:
+        """Check a histogram request's (sorted) rows against what the host knows of the
+        tree node and record them (and the sibling's, the rest of the parent's)."""
+        if position in known:
+            if not np.array_equal(known[position], rows):
+                raise InvalidInputError(
+                    f"{where}: these rows differ from the rows this tree node holds"
+                )
+            return
+        if position == 0:
+            if rows.size != int(self._fit.sum()):
+                raise InvalidInputError(f"{where}: the root holds every fit row of the tree")
+            known[0] = rows
+            return
+        parent = (position - 1) // 2
+        if parent not in known:
+            raise InvalidInputError(
+                f"{where}: position {parent}, its parent, holds no known rows (it was not split)"
+            )
+        inside = np.isin(rows, known[parent], assume_unique=True)
+        rest = known[parent].size - rows.size
+        if not np.all(inside) or rest < self.config.min_child_rows:
+            raise InvalidInputError(
+                f"{where}: these rows are not a child of position {parent}'s rows leaving at "
+                f"least {self.config.min_child_rows} to the sibling"
+            )
+        sibling = position + 1 if position % 2 else position - 1
+        known[position] = rows
+        known[sibling] = np.setdiff1d(known[parent], rows, assume_unique=True)
 
     # ------------------------------------------------------------------- splits
 
@@ -235,6 +319,19 @@ class HostCore(Generic[T]):
                 f"{where}: other rows must be distinct rows outside the fit set"
             )
         left = self._binned[fit, feature] <= bin
+        other_left = self._binned[others, feature] <= bin
+        bits = [bool(x) for x in left] + [bool(x) for x in other_left]
+        place = (tree, position)
+        asked = (feature, bin, _digest(fit), _digest(others))
+        earlier = self._rules.get(place)
+        if earlier is not None:
+            if (earlier.feature, earlier.bin, earlier.rows, earlier.others) != asked:
+                raise InvalidInputError(
+                    f"{where} is already split; a retry must repeat the same feature, bin, "
+                    "rows and other rows"
+                )
+            return bits  # an identical retry: the same answer, nothing new
+        self._check_rows(position, fit, others, where)
         n_left = int(left.sum())
         floor = self.config.min_child_rows
         if n_left < floor or fit.size - n_left < floor:
@@ -242,16 +339,53 @@ class HostCore(Generic[T]):
                 f"{where}: this split leaves fewer than the node's floor of {floor} fit rows "
                 "in a child"
             )
-        place = (tree, position)
+        children = {
+            2 * position + 1: (np.sort(fit[left]), np.sort(others[other_left])),
+            2 * position + 2: (np.sort(fit[~left]), np.sort(others[~other_left])),
+        }
+        for child, (child_rows, _) in children.items():
+            if child in self._known and not np.array_equal(self._known[child], child_rows):
+                raise InvalidInputError(
+                    f"{where}: the rows asked at position {child} are not this split's child"
+                )
         rule = SplitRule(
             tree, position, self._bins[feature].name, threshold, n_left >= fit.size - n_left
         )
-        earlier = self._rules.get(place)
-        if earlier is not None and earlier[1:] != (feature, bin):
-            raise InvalidInputError(f"{where} is already split by another rule")
-        self._rules[place] = (rule, feature, bin)
-        other_left = self._binned[others, feature] <= bin
-        return [bool(x) for x in left] + [bool(x) for x in other_left]
+        self._rules[place] = _Recorded(rule, feature, bin, asked[2], asked[3])
+        self.splits_recorded += 1
+        level = _level(position)
+        used = self._level_others.setdefault(level, np.zeros(self.rows, dtype=bool))
+        used[others] = True
+        for child, (child_rows, child_others) in children.items():
+            self._known[child] = child_rows
+            self._known_others[child] = child_others
+        return bits
+
+    def _check_rows(
+        self, position: int, fit: NDArray[np.intp], others: NDArray[np.intp], where: str
+    ) -> None:
+        """A first split at ``position``: over the rows the tree node holds (module
+        docstring), with other rows no other tree node of the level was split over."""
+        known = self._known.get(position)
+        if known is None:
+            if position == 0:
+                raise InvalidInputError(f"{where}: the root's histograms were not asked")
+            raise InvalidInputError(
+                f"{where}: no histogram was asked here or at the sibling, so the parent "
+                f"position {(position - 1) // 2} was not split"
+            )
+        if not np.array_equal(known, np.sort(fit)):
+            raise InvalidInputError(f"{where}: these rows are not the rows this tree node holds")
+        expected = self._known_others.get(position)
+        if expected is not None and not np.array_equal(expected, np.sort(others)):
+            raise InvalidInputError(
+                f"{where}: these other rows are not the ones this tree node holds"
+            )
+        used = self._level_others.get(_level(position))
+        if used is not None and np.any(used[others]):
+            raise InvalidInputError(
+                f"{where}: an other row is already split at another position of this level"
+            )
 
     def shard(self, shapes: Sequence[tuple[frozenset[int], frozenset[int]]]) -> TreeShard:
         """This node's ``TreeShard`` of the kept trees ``(internal, owned)``: its
@@ -274,7 +408,7 @@ class HostCore(Generic[T]):
                     f"owns {sorted(mine)}"
                 )
             kept.append(inner)
-            rules.extend(self._rules[(k, p)][0] for p in sorted(mine))
+            rules.extend(self._rules[(k, p)].rule for p in sorted(mine))
         shard = TreeShard(tuple(kept), tuple(rules))
         self._rules = {place: r for place, r in self._rules.items() if place[0] < len(kept)}
         return shard

@@ -11,7 +11,12 @@ Adding plaintexts adds both fields at once: Σv = (Σĝ)·2^k + Σĥ, and as lon
 ``max_rows``·2^(b−2), the largest hessian sum of ``max_rows`` rows, so no histogram bin
 (at most every fit row) can carry into the gradient field. g keeps its sign: a per-row
 offset (g + 1 ≥ 0) would make the fields unsigned, but removing it after summing needs
-the number of rows in each bin, which the bureau must not learn.
+the number of rows in every bin of every histogram, which would hand the bureau every
+bin count of every tree node. Without it the bureau learns counts only where h itself
+reveals them: at the first tree's root every row's margin is the base score, so every h
+is the same and each bin's H is its row count times that h (the first tree's root
+histograms give every bin's count); later trees' h differ per row, so H says something
+of a bin's count only through how spread the h are.
 
 Cipher compression (node → bureau)
 ----------------------------------

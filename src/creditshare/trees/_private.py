@@ -8,19 +8,30 @@ learns another node's decisions or the leaf reached:
 * the first node encrypts, per leaf (``TreeModel.leaf_weights`` order), its own 0/1
   "consistent with my splits" (``first``): fresh encryptions;
 * each middle node multiplies each indicator by its own bit (``refine``): a 1 keeps
-  the ciphertext, re-randomised; a 0 becomes a fresh Enc(0). Every output is a fresh
-  encryption of its plaintext, so the node that receives it next (or the coordinator)
-  cannot link it to what came in, nor tell which bits were 0;
+  the ciphertext, a 0 takes one Enc(0) made for the call, and EVERY leaf's choice is
+  then re-randomised. Every output is a fresh encryption of its plaintext, so the node
+  that receives it next (or the coordinator) cannot link it to what came in, nor tell
+  which bits were 0;
 * the last node applies the leaf weights to the indicators consistent with its own
-  splits and sums them (``weigh``): one re-randomised ciphertext;
+  splits and sums them (``weigh``): every leaf's base is raised to its (public)
+  weight — its indicator where the bit is 1, one Enc(0) made for the call where it is
+  0 — and the product re-randomised: one ciphertext.
+
+Both do the same modular work whatever the bits: the same number of re-randomisations
+(``refine``), and the same exponents over real ciphertexts (``weigh``: exponentiation
+skips a zero exponent, and could shortcut a base of 1, so neither an exponent nor a
+base ever depends on a bit). A time-measuring coordinator therefore learns nothing of
+how many leaves a node's splits allow. Reusing one Enc(0) for every unselected leaf is
+safe: it enters only products that are re-randomised before they leave the node.
 * a model one node owns entirely needs no chain: that node encrypts the sum of its
   consistent leaves' weights once (``alone``).
 
 Weights are fixed point at the query's scale and shifted per tree so that every one
 is non-negative (``shifted_weights``): the last node's inner product then uses small
 non-negative exponents (Pippenger-friendly, no inversion), and the coordinator adds
-the public constant base − Σ shifts. The leaf weights are public (the coordinator
-publishes them), so the shift reveals nothing.
+the public constant base − Σ shifts. The leaf weights are known to the coordinator
+(which holds the model) and to the chain's last node (which receives them with each
+query), the parties the shifts concern; ``/v1/models`` does not list them.
 
 A node that holds no record of the enterprise uses each split's default direction
 (``TreeShard.leaf_bits(None)``) and does exactly the same work.
@@ -32,13 +43,52 @@ from collections.abc import Sequence
 
 from creditshare.crypto import Ciphertext, Encryptor, FixedPointEncoding, dot
 from creditshare.errors import EncodingOverflowError, InvalidInputError
-from creditshare.trees._model import TreeModel
+from creditshare.trees._model import PublicTree, TreeModel
 
-__all__ = ["MAX_WEIGHT", "alone", "first", "refine", "shifted_weights", "weigh"]
+__all__ = [
+    "MAX_LEAF_SPAN",
+    "MAX_WEIGHT",
+    "alone",
+    "check_leaf_spans",
+    "first",
+    "max_shifted_weight",
+    "refine",
+    "shifted_weights",
+    "weigh",
+]
 
-#: Largest shifted fixed-point leaf weight (the wire carries uint64; far beyond any
-#: real leaf weight at the largest scale, 10^12).
+#: Largest shifted fixed-point leaf weight (the wire carries uint64).
 MAX_WEIGHT = 2**64 - 1
+#: Largest span (largest − smallest leaf weight) of one tree, in log-odds. Real leaf
+#: weights are a few tenths; the bound caps what a relay can make the last node
+#: multiply. The coordinator refuses a model over it (``/finish``, configured models),
+#: the last node refuses weights over it (``max_shifted_weight``); and since
+#: MAX_LEAF_SPAN·MAX_SCALE (10^15) is far below MAX_WEIGHT, a model within it always
+#: fits the wire at every scale the coordinator may use.
+MAX_LEAF_SPAN = 1000
+
+
+def max_shifted_weight(scale: int) -> int:
+    """The largest shifted weight a tree within ``MAX_LEAF_SPAN`` gives at ``scale``:
+    the span at scale, plus slack for the two roundings (largest and smallest leaf)."""
+    return MAX_LEAF_SPAN * scale + 2
+
+
+def _span(tree: PublicTree) -> float:
+    weights = [tree.weights[leaf] for leaf in tree.leaves]
+    return max(weights) - min(weights)
+
+
+def check_leaf_spans(model: TreeModel) -> None:
+    """InvalidInputError naming the first tree whose leaf weights span more than
+    ``MAX_LEAF_SPAN``: no node would score such a model."""
+    for number, tree in enumerate(model.trees):
+        span = _span(tree)
+        if not span <= MAX_LEAF_SPAN:
+            raise InvalidInputError(
+                f"tree {number}: its leaf weights span {span:g} log-odds, more than the "
+                f"{MAX_LEAF_SPAN} a node scores with"
+            )
 
 
 def shifted_weights(model: TreeModel, scale: int) -> tuple[list[int], int]:
@@ -49,13 +99,15 @@ def shifted_weights(model: TreeModel, scale: int) -> tuple[list[int], int]:
     encoding = FixedPointEncoding(scale)
     weights: list[int] = []
     constant = encoding.to_integer(model.base_score)
-    for tree in model.trees:
+    bound = min(max_shifted_weight(scale), MAX_WEIGHT)
+    for number, tree in enumerate(model.trees):
         fixed = [encoding.to_integer(tree.weights[leaf]) for leaf in tree.leaves]
         shift = -min(fixed)
         shifted = [w + shift for w in fixed]
-        if max(shifted) > MAX_WEIGHT:
+        if max(shifted) > bound:
             raise EncodingOverflowError(
-                f"a tree's leaf weights span more than {MAX_WEIGHT} at scale {scale}"
+                f"tree {number}: its leaf weights span more than {MAX_LEAF_SPAN} log-odds "
+                f"({bound} at scale {scale}), more than a node scores with"
             )
         weights.extend(shifted)
         constant -= shift
@@ -88,14 +140,12 @@ def first(bits: Sequence[int], encryptor: Encryptor) -> list[Ciphertext]:
 def refine(
     indicators: Sequence[Ciphertext], bits: Sequence[int], encryptor: Encryptor
 ) -> list[Ciphertext]:
-    """A middle node: Enc(indicator·bit) per leaf, every output a fresh encryption
-    (re-randomised where the bit is 1, a new Enc(0) where it is 0)."""
+    """A middle node: Enc(indicator·bit) per leaf, every output a fresh encryption:
+    the indicator (bit 1) or one Enc(0) (bit 0), re-randomised either way."""
     _keyed(indicators, encryptor)
     _bits(bits, len(indicators), "indicators")
-    return [
-        encryptor.rerandomize(c) if b else encryptor.zero()
-        for c, b in zip(indicators, bits, strict=True)
-    ]
+    zero = encryptor.zero()
+    return [encryptor.rerandomize(c if b else zero) for c, b in zip(indicators, bits, strict=True)]
 
 
 def weigh(
@@ -106,12 +156,14 @@ def weigh(
 ) -> Ciphertext:
     """The last node: Enc(Σ_{bit = 1} weight·indicator), re-randomised (``dot`` alone is
     a deterministic function of its inputs, which would let whoever sent them test a
-    guess of the bits)."""
+    guess of the bits). Every weight is used as an exponent whatever the bits; a
+    0 bit selects the base Enc(0) instead of the indicator (module docstring)."""
     _keyed(indicators, encryptor)
     _bits(bits, len(indicators), "indicators")
     _weights(weights, len(indicators))
-    exponents = [w if b else 0 for w, b in zip(weights, bits, strict=True)]
-    return encryptor.rerandomize(dot(indicators, exponents))
+    zero = encryptor.zero()
+    bases = [c if b else zero for c, b in zip(indicators, bits, strict=True)]
+    return encryptor.rerandomize(dot(bases, list(weights)))
 
 
 def alone(bits: Sequence[int], weights: Sequence[int], encryptor: Encryptor) -> Ciphertext:

@@ -13,7 +13,9 @@ XGBoost's forward enumeration keeps), so every run picks the same split.
 
 The bureau tries candidates in rank order: a node refuses a split leaving fewer than
 ``min_child_rows`` fit rows in a child (its privacy floor, which the bureau cannot
-check beforehand: it never learns per-bin row counts), and the bureau moves on.
+check beforehand in general: it does not see a bin's row count, except at the first
+tree's root, where every row's h is the same so H per bin is the count times it, and
+in later trees only as far as h's spread allows), and the bureau moves on.
 """
 
 from __future__ import annotations

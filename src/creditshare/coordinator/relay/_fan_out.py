@@ -91,7 +91,8 @@ class QueryFanOut:
         in the receipt's record against them itself.
         """
         nodes = self._registry.scope(chains)
-        chain = chain_nodes(model, self._registry, chains)  # the route checked it already
+        # the route checked it already
+        chain = chain_nodes(model, self._registry, chains, self._settings.scale)
         encoding = FixedPointEncoding(self._settings.scale)
         template = node_pb2.ScoreRequest(
             uscc=uscc,

@@ -38,12 +38,11 @@ from creditshare.coordinator.relay._answers import (
 from creditshare.coordinator.relay._channels import NodeChannels
 from creditshare.coordinator.relay._receipts import ReceiptRelay, call_failure
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PublicKey
-from creditshare.errors import InvalidInputError, LedgerError
+from creditshare.errors import EncodingOverflowError, InvalidInputError, LedgerError
 from creditshare.identity import Chain
 from creditshare.ledger import Receipt
 from creditshare.proto import node_pb2
-from creditshare.trees import TreeModel
-from creditshare.trees._private import shifted_weights
+from creditshare.trees import TreeModel, shifted_weights
 
 if TYPE_CHECKING:
     from creditshare.coordinator._metrics import CoordinatorMetrics
@@ -53,13 +52,21 @@ __all__ = ["TreeChain", "chain_nodes", "with_tree_score"]
 log = logging.getLogger("creditshare.coordinator")
 
 
-def chain_nodes(model: ModelEntry, registry: Registry, chains: Sequence[Chain]) -> list[NodeEntry]:
+def chain_nodes(
+    model: ModelEntry, registry: Registry, chains: Sequence[Chain], scale: int
+) -> list[NodeEntry]:
     """The nodes a tree model's score needs, in chain order; InvalidInputError (422,
     before anything is spent) naming a node that is unknown here or outside the query's
-    chains, since without it there can be no score."""
+    chains, since without it there can be no score, or when the model's leaf weights
+    do not fit the chain's wire at ``scale`` (cannot happen: ``/finish`` and the
+    settings refuse a model over ``trees.MAX_LEAF_SPAN``, within which every scale fits)."""
     trees = model.trees
     if trees is None:
         return []
+    try:
+        shifted_weights(trees, scale)
+    except EncodingOverflowError as exc:
+        raise InvalidInputError(f"model {model.id!r} cannot be scored: {exc}") from None
     known = {n.id: n for n in registry.nodes}
     wanted = set(chains) if chains else set(Chain)
     nodes = []
