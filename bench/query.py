@@ -12,11 +12,11 @@ checks and the ledger on. Latency includes the bank's decryption.
   such switch in the product. The decrypted profiles of all three modes must match.
 
 A fourth federation (fast encryption) holds a synthetic 100-tree, depth-3 gbdt model
-whose splits three nodes own: the issue's private-scoring row, p50/p99 against the
+whose splits three nodes own: the private-scoring row, p50/p99 against the
 logistic query in the same run, and a profile of one chain's parts.
 
 Ratios are measured in this same run: fast/stock, and the privacy overhead
-fast/plaintext (p50 latency; the issue's target is at most 2x).
+fast/plaintext (p50 latency; the goal is at most 2x).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from creditshare.synth import generate
 DEPARTMENTS = ("tax", "market", "court")
 MODES = ("stock", "fast", "plaintext")
 PLAINTEXT_NODE = (sys.executable, str(Path(__file__).with_name("_plaintext_node.py")))
-#: The tree row: a synthetic model of the issue's shape, its splits owned by three nodes.
+#: The tree row: a synthetic 100-tree, depth-3 model, its splits owned by three nodes.
 TREE_MODEL = "bench-trees"
 TREE_OWNERS = ("yrd-court", "yrd-market", "yrd-tax")
 TREES, TREE_DEPTH = 100, 3

@@ -13,7 +13,9 @@ identical hyper-parameters everywhere (100 trees, depth 3, learning rate 0.3, 32
   scoring: the nodes' chain, one ciphertext back). AUC/KS are of those bank-path
   scores; the job's published test AUC is printed next to them.
 * **in-process**: the same protocol with every party in this one process (for
-  ``--compare-trees`` trees: seconds per tree only).
+  ``--compare-trees`` trees: seconds per tree only). It can be slower than the
+  distributed row: here the two nodes' histograms run one after the other in one
+  process, there each node is its own process and they work at the same time.
 * **plaintext protocol**: the same code with the encryption left out (same binning,
   same histograms, same split finding).
 * **XGBoost** (``tree_method="hist"``, one thread): the centralised baseline.
@@ -244,8 +246,13 @@ def _sample(test_idx: np.ndarray, y: np.ndarray, count: int | None) -> np.ndarra
 
 
 def progress(update: dict[str, Any]) -> None:
-    if update.get("validation_loss") is not None or update.get("batch") == update.get("batches"):
-        print(f"  tree {update.get('epoch')}: {update}", flush=True)
+    """One line per tree: its index, seconds and (with validation rows) the curve."""
+    if update.get("batch") != update.get("batches") and update.get("validation_loss") is None:
+        return
+    line = f"  tree {update.get('epoch')}: {update.get('seconds', float('nan')):.2f} s"
+    if update.get("validation_loss") is not None:
+        line += f", validation loss {update['validation_loss']:.4f}"
+    print(line, flush=True)
 
 
 def report(doc: dict[str, Any]) -> None:

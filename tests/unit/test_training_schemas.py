@@ -273,3 +273,11 @@ def test_a_tree_model_no_node_would_score_is_refused_at_finish_and_in_settings()
     for scale in (1, 10**6, MAX_SCALE):
         weights, _ = shifted_weights(entry.trees, scale)
         assert max(weights) <= max_shifted_weight(scale) <= MAX_WEIGHT
+
+
+def test_tree_early_stopping_without_validation_rows_is_refused_naming_both_fields() -> None:
+    # It could never stop (no validation loss to watch): a mistake said at once.
+    with pytest.raises(InvalidInputError, match=r"early_stopping_rounds.*validation_fraction"):
+        TreeConfig.from_document({"early_stopping_rounds": 3, "validation_fraction": 0})
+    assert TreeConfig.from_document({"early_stopping_rounds": 3}).validation_fraction == 0.1
+    assert TreeConfig.from_document({"validation_fraction": 0}).early_stopping_rounds == 0

@@ -107,7 +107,10 @@ def bureau_train(
     early_stopping_rounds: Annotated[
         int | None,
         typer.Option(
-            help="epochs (trees) without a better validation loss (default 3; gbdt 0: off)"
+            help=(
+                "epochs (trees) without a better validation loss before stopping "
+                "(logistic default 3; gbdt default 0 = never stop early)"
+            )
         ),
     ] = None,
     validation_share: Annotated[

@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from creditshare._canonical import canonical_json
 from creditshare.errors import InvalidInputError
@@ -76,6 +76,17 @@ class TreeConfig(BaseModel):
     gradient_bits: int = Field(default=32, ge=16, le=52)
     #: Seeds the test/validation split.
     seed: int = Field(default=42, ge=0, le=_UINT32)
+
+    @model_validator(mode="after")
+    def _stopping_needs_validation(self) -> TreeConfig:
+        # Early stopping watches the validation loss: with no validation rows it could
+        # never stop, so asking for both is a mistake said now, not a silent no-op.
+        if self.early_stopping_rounds and not self.validation_fraction:
+            raise ValueError(
+                "early_stopping_rounds needs validation rows: set validation_fraction "
+                "above 0, or early_stopping_rounds to 0"
+            )
+        return self
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> TreeConfig:
