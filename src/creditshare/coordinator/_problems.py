@@ -105,6 +105,18 @@ def status_of(exc: CreditShareError) -> int:
     return _for_error(exc).status_code
 
 
+#: The tags of the request bodies' tagged unions (a training job's ``config``: the logistic
+#: or the gradient-boosted-tree document, ``_routes_training.ConfigIn``). Pydantic puts the
+#: member's tag into an error's location; the caller sent no field of that name, so a
+#: location names the fields it did send (``body.config.mask_bits``, not
+#: ``body.config.logistic.mask_bits``).
+_UNION_TAGS = frozenset({"logistic", "gbdt"})
+
+
+def _location(loc: Any) -> str:
+    return ".".join(str(p) for p in loc if p not in _UNION_TAGS)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, CreditShareError)
@@ -116,7 +128,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         if malformed is not None:
             return malformed
         errors = [
-            {"location": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg")}
+            {"location": _location(err.get("loc", ())), "message": err.get("msg")}
             for err in exc.errors()
         ]
         detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors)

@@ -87,7 +87,8 @@ def _model_type(document: Any) -> str:
     return "logistic"
 
 
-#: The logistic document (default) or a gradient-boosted-tree one.
+#: The logistic document (default) or a gradient-boosted-tree one. Problem locations leave
+#: these tags out (``_problems._UNION_TAGS``): a caller names ``config.mask_bits``.
 ConfigIn = Annotated[
     Annotated[TrainingConfig, Tag("logistic")] | Annotated[TreeConfig, Tag("gbdt")],
     Discriminator(_model_type),
