@@ -211,16 +211,34 @@ def _shard_of(row: ModelShardRow) -> ModelShard:
 
 
 def _mismatch(row: ModelShardRow, shard: ModelShard, department: Department) -> str | None:
-    """Why ``department``'s schema cannot score ``shard`` (None: it can); logged here with
-    the model, feature and the part of its derivation that changed."""
-    features = {f.name: f for f in department.features}
-    stored = (row.preprocessing or {}).get(SCHEMA_KEY)
+    """Why ``department``'s schema cannot score ``shard`` (None: it can): its features'
+    derivations, and the WOE levels it was trained on."""
     woe = (
         {}
         if shard.preprocessing is None
-        else {f.name: f.woe for f in shard.preprocessing.features if f.woe is not None}
+        else {f.name: f.woe.levels for f in shard.preprocessing.features if f.woe is not None}
     )
-    for name in shard.weights:
+    return _derivation_mismatch(row, tuple(shard.weights), department, woe=woe, legacy=True)
+
+
+def _derivation_mismatch(
+    row: ModelShardRow,
+    names: tuple[str, ...],
+    department: Department,
+    *,
+    woe: Mapping[str, tuple[str, ...]] | None = None,
+    legacy: bool = False,
+) -> str | None:
+    """Why ``department``'s schema cannot use the features ``names`` of a shard (None: it
+    can); logged here with the model, feature and the part of its derivation that changed.
+
+    ``woe``: per feature, the levels its WOE table was trained on (a prefix of the
+    schema's). ``legacy``: a shard kept before derivations were stored still counts
+    (only logistic shards predate them; tree shards always store theirs).
+    """
+    features = {f.name: f for f in department.features}
+    stored = (row.preprocessing or {}).get(SCHEMA_KEY)
+    for name in names:
         feature = features.get(name)
         if feature is None:
             change: str | None = "it is no longer in the schema"
@@ -232,46 +250,15 @@ def _mismatch(row: ModelShardRow, shard: ModelShard, department: Department) -> 
             else:
                 change = "no derivation was stored for it"
         else:
-            change = None  # kept before derivations were stored: its WOE levels still count
-        table = woe.get(name)
+            change = None if legacy else "no derivation was stored for it"
+        levels = None if woe is None else woe.get(name)
         if (
             change is None
-            and table is not None
+            and levels is not None
             and feature is not None
-            and feature.levels[: len(table.levels)] != table.levels
+            and feature.levels[: len(levels)] != levels
         ):
             change = "its levels changed"
-        if change is not None:
-            log.warning(
-                "model %r was trained on a different schema of feature %r (%s): its "
-                "queries are refused until it is retrained",
-                row.model_id,
-                name,
-                change,
-            )
-            return (
-                f"model {row.model_id!r} was trained on a different schema of feature "
-                f"{name!r}; retrain"
-            )
-    return None
-
-
-def _derivation_mismatch(
-    row: ModelShardRow, names: tuple[str, ...], department: Department
-) -> str | None:
-    """Why ``department``'s schema cannot route a tree shard's rules on ``names``."""
-    features = {f.name: f for f in department.features}
-    stored = (row.preprocessing or {}).get(SCHEMA_KEY)
-    for name in names:
-        feature = features.get(name)
-        described = stored.get(name) if isinstance(stored, Mapping) else None
-        if feature is None:
-            change: str | None = "it is no longer in the schema"
-        elif isinstance(described, Mapping):
-            part = derivation_change(described, derivation(department, feature))
-            change = None if part is None else f"its {part} changed"
-        else:
-            change = "no derivation was stored for it"
         if change is not None:
             log.warning(
                 "model %r was trained on a different schema of feature %r (%s): its "
