@@ -30,7 +30,7 @@ from creditshare.trees import TreeConfig
 
 from ._pki import make_credential, make_crl
 
-__all__ = ["TestAuthority", "authority"]
+__all__ = ["TestAuthority", "admit_consenting_bank", "authority"]
 
 #: Record fields that the requester signs too: an override changes both, consistently.
 _SIGNED_TOO = {"model_id", "purpose", "indicators", "chains", "requester", "consent_id"}
@@ -229,3 +229,28 @@ def authority() -> TestAuthority:
     folder = Path(tempfile.mkdtemp(prefix="creditshare-test-ca-"))
     atexit.register(shutil.rmtree, folder, True)
     return TestAuthority(folder)
+
+
+def admit_consenting_bank(client: Any, services: Any, uscc: str, enterprise: str) -> None:
+    """On an in-process coordinator (``services``), the authority's bank with an API key
+    and its credential on file, and ``enterprise`` (``uscc``) consenting to its pre-loan
+    queries; ``client`` (a TestClient) then sends the bank's key and that consent."""
+    signers = authority()
+    bank = services.participants.register(signers.bank_id, "bank", "Bank")
+    api_key = services.participants.issue_key(signers.bank_id).api_key
+    services.credentials.add(bank, signers.bank_credential, None)
+    signing, _ = signers.enterprise(uscc)
+    services.participants.register(
+        enterprise, "enterprise", "Ent", uscc=uscc, signing_key=signing.verify_key.to_text()
+    )
+    now = datetime.now(UTC)
+    grant = ConsentGrant.create(
+        uscc,
+        signers.bank_id,
+        Purpose.PRE_LOAN_REVIEW,
+        now - timedelta(minutes=1),
+        now + timedelta(days=1),
+    )
+    services.consents.grant(grant.sign(signing), services.participants.get(enterprise))
+    client.headers["Authorization"] = f"Bearer {api_key}"
+    client.headers["X-Consent"] = grant.consent_id

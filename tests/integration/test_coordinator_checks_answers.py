@@ -24,7 +24,7 @@ from creditshare.coordinator._admin import init_log_key
 from creditshare.crypto import FixedPointEncoding, PrivateKey, PublicKey
 from creditshare.proto import node_pb2, node_pb2_grpc
 
-from .._authority import authority
+from .._authority import admit_consenting_bank, authority
 from .._fake_nodes import NoTreeModels
 
 USCC = "91350100M000100Y43"
@@ -123,26 +123,7 @@ def _running_coordinator(
     )
     app = create_app(settings)
     with TestClient(app) as client:
-        services = app.state.services
-        signers = authority()
-        bank = services.participants.register(signers.bank_id, "bank", "Bank")
-        bank_key = services.participants.issue_key(signers.bank_id).api_key
-        services.credentials.add(bank, signers.bank_credential, None)
-        signing, _ = signers.enterprise(USCC)
-        services.participants.register(
-            ENTERPRISE, "enterprise", "Ent", uscc=USCC, signing_key=signing.verify_key.to_text()
-        )
-        now = datetime.now(UTC)
-        grant = ConsentGrant.create(
-            USCC,
-            signers.bank_id,
-            Purpose.PRE_LOAN_REVIEW,
-            now - timedelta(minutes=1),
-            now + timedelta(days=1),
-        )
-        services.consents.grant(grant.sign(signing), services.participants.get(ENTERPRISE))
-        client.headers["Authorization"] = f"Bearer {bank_key}"
-        client.headers["X-Consent"] = grant.consent_id
+        admit_consenting_bank(client, app.state.services, USCC, ENTERPRISE)
         yield client
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from creditshare.client import Identity, decrypt_profile, sign_query
-from creditshare.consent import ConsentGrant, Purpose
 from creditshare.coordinator import CoordinatorSettings, create_app
 from creditshare.coordinator._admin import init_log_key
 from creditshare.crypto import (
@@ -33,7 +31,7 @@ from creditshare.proto import node_pb2, node_pb2_grpc
 from creditshare.trees._private import alone, first, weigh
 from creditshare.trees._synthetic import random_tree_model
 
-from .._authority import authority
+from .._authority import admit_consenting_bank, authority
 
 USCC = "91350100M000100Y43"
 ENTERPRISE = f"ent-{USCC.lower()}"
@@ -155,26 +153,7 @@ def chain(
         )
         app = create_app(settings)
         with TestClient(app) as client:
-            services = app.state.services
-            signers = authority()
-            bank = services.participants.register(signers.bank_id, "bank", "Bank")
-            api_key = services.participants.issue_key(signers.bank_id).api_key
-            services.credentials.add(bank, signers.bank_credential, None)
-            signing, _ = signers.enterprise(USCC)
-            services.participants.register(
-                ENTERPRISE, "enterprise", "Ent", uscc=USCC, signing_key=signing.verify_key.to_text()
-            )
-            now = datetime.now(UTC)
-            grant = ConsentGrant.create(
-                USCC,
-                signers.bank_id,
-                Purpose.PRE_LOAN_REVIEW,
-                now - timedelta(minutes=1),
-                now + timedelta(days=1),
-            )
-            services.consents.grant(grant.sign(signing), services.participants.get(ENTERPRISE))
-            client.headers["Authorization"] = f"Bearer {api_key}"
-            client.headers["X-Consent"] = grant.consent_id
+            admit_consenting_bank(client, app.state.services, USCC, ENTERPRISE)
             yield client, fakes
 
 
