@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import csv
 import secrets
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from creditshare.demo import Federation, FederationLayout, PlaintextOracle
 from creditshare.departments import DEFAULT_INTERCEPT
 from creditshare.errors import CreditShareError
 from creditshare.identity import Chain
+from creditshare.synth import generate
 
 from .._serving import serve_in_thread
 
@@ -260,3 +262,47 @@ ServeApp = Callable[[FastAPI], AbstractContextManager[str]]
 @pytest.fixture
 def serve_app() -> ServeApp:
     return serve_in_thread
+
+
+@contextmanager
+def synthetic_federation(
+    root: Path, enterprises: int, departments: tuple[str, ...]
+) -> Iterator[Federation]:
+    """A fresh one-chain federation of ``enterprises`` synthetic rows for a training module
+    (its own data: a job's curve and metrics depend on the rows)."""
+    generate(enterprises, 3, root / "data")
+    layout = FederationLayout.write(
+        root / "fed", root / "data", chains=[Chain.YRD], departments=departments
+    )
+    layout.import_data()
+    with Federation(layout) as running:
+        yield running
+
+
+@contextmanager
+def training_parties(
+    federation: Federation, bank_key: PrivateKey, bank: str
+) -> Iterator[tuple[Trust, CreditShareClient]]:
+    """The trust set-up and a registered bureau (``bureau-1``) with a fresh job key."""
+    trust = Trust(federation, bank_key, bank)
+    issued = trust.operator.register_participant("bureau-1", "bureau", "Credit Bureau One")
+    trust.api_keys["bureau-1"] = issued["api_key"]
+    bureau = CreditShareClient(
+        trust.url,
+        api_key=issued["api_key"],
+        private_key=PrivateKey.generate(),
+        identity=federation.layout.identity("bureau-1", "bureau"),
+    )
+    try:
+        # Every test may be the first to run (-k, reordering): the credential is on file.
+        bureau.upload_credentials()
+        yield trust, bureau
+    finally:
+        bureau.close()
+        trust.close()
+
+
+def bureau_labels(federation: Federation) -> dict[str, int]:
+    """The bureau's default labels by USCC, as the demo data wrote them."""
+    with (federation.layout.data_dir / "bureau" / "labels.csv").open() as handle:
+        return {r["uscc"]: int(r["default"]) for r in csv.DictReader(handle)}

@@ -21,14 +21,18 @@ from fastapi import FastAPI
 from creditshare.client import CreditShareClient, train_model
 from creditshare.coordinator import create_app
 from creditshare.crypto import Ciphertext, PrivateKey
-from creditshare.demo import Federation, FederationLayout
+from creditshare.demo import Federation
 from creditshare.departments import get_department
 from creditshare.errors import ClientError, ProblemError
 from creditshare.federated import TrainingConfig, auc
-from creditshare.identity import Chain
-from creditshare.synth import generate
 
-from .conftest import Trust, signed_job_body
+from .conftest import (
+    Trust,
+    bureau_labels,
+    signed_job_body,
+    synthetic_federation,
+    training_parties,
+)
 
 DEPARTMENTS = ("tax", "market", "social")
 CONFIG = TrainingConfig(batch_size=64, max_epochs=3, learning_rate=0.5, early_stopping_rounds=3)
@@ -36,13 +40,7 @@ CONFIG = TrainingConfig(batch_size=64, max_epochs=3, learning_rate=0.5, early_st
 
 @pytest.fixture(scope="module")
 def training_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    root = tmp_path_factory.mktemp("training")
-    generate(700, 3, root / "data")
-    layout = FederationLayout.write(
-        root / "fed", root / "data", chains=[Chain.YRD], departments=DEPARTMENTS
-    )
-    layout.import_data()
-    with Federation(layout) as running:
+    with synthetic_federation(tmp_path_factory.mktemp("training"), 700, DEPARTMENTS) as running:
         yield running
 
 
@@ -50,23 +48,8 @@ def training_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fe
 def parties(
     training_federation: Federation, bank_key: PrivateKey
 ) -> Iterator[tuple[Trust, CreditShareClient]]:
-    trust = Trust(training_federation, bank_key, "train-bank")
-    issued = trust.operator.register_participant("bureau-1", "bureau", "Credit Bureau One")
-    trust.api_keys["bureau-1"] = issued["api_key"]
-    bureau = CreditShareClient(
-        trust.url,
-        api_key=issued["api_key"],
-        private_key=PrivateKey.generate(),
-        identity=training_federation.layout.identity("bureau-1", "bureau"),
-    )
-    yield trust, bureau
-    bureau.close()
-    trust.close()
-
-
-def _labels(federation: Federation) -> dict[str, int]:
-    with (federation.layout.data_dir / "bureau" / "labels.csv").open() as handle:
-        return {r["uscc"]: int(r["default"]) for r in csv.DictReader(handle)}
+    with training_parties(training_federation, bank_key, "train-bank") as both:
+        yield both
 
 
 def _rows(federation: Federation, department: str) -> dict[str, dict[str, str]]:
@@ -79,7 +62,7 @@ def test_train_publish_and_score(
     training_federation: Federation, parties: tuple[Trust, CreditShareClient]
 ) -> None:
     trust, bureau = parties
-    labels = _labels(training_federation)
+    labels = bureau_labels(training_federation)
     nodes = [f"yrd-{d}" for d in DEPARTMENTS]
     seen: list[dict[str, object]] = []
     model = train_model(
@@ -156,7 +139,7 @@ def test_too_few_rows_left_to_fit_fail_clearly_and_publish_nothing(
     """Enough rows align, but after the test and validation shares fewer than a gradient's
     minimum are left: the bureau is told which shares to lower, not a node's refusal."""
     trust, bureau = parties
-    everyone = _labels(training_federation)
+    everyone = bureau_labels(training_federation)
     held = sorted(set(everyone) & set(_rows(training_federation, "tax")))[:60]
     labels = {uscc: everyone[uscc] for uscc in held}
     assert len(labels) == 60 and len(set(labels.values())) == 2
@@ -170,7 +153,7 @@ def test_node_going_away_fails_the_job_with_its_name(
     tmp_path: Path, parties: tuple[Trust, CreditShareClient], training_federation: Federation
 ) -> None:
     _, bureau = parties
-    labels = _labels(training_federation)
+    labels = bureau_labels(training_federation)
 
     def stop_after_first_batch(progress: dict[str, object]) -> None:
         if progress.get("batch") == 1 and progress.get("epoch") == 0:
@@ -231,7 +214,7 @@ def test_what_the_coordinator_and_nodes_see_during_training(
     serve_app: Callable[[FastAPI], AbstractContextManager[str]],
 ) -> None:
     trust, bureau = parties
-    labels = _labels(training_federation)
+    labels = bureau_labels(training_federation)
     recorder = Recorder()
     settings = training_federation.layout.coordinator_settings()
     nodes = ["yrd-tax", "yrd-market"]  # yrd-social was stopped by an earlier test
@@ -371,7 +354,7 @@ def test_bureau_train_with_options_holds_out_the_named_ids(
     """Every option reaches the job's stored config; the test split is exactly the named
     ids that align; the job id is printed before training starts."""
     trust, bureau = parties
-    labels = _labels(training_federation)
+    labels = bureau_labels(training_federation)
     aligned = set(labels)
     for department in CLI_DEPARTMENTS:
         aligned &= set(_rows(training_federation, department))
@@ -462,7 +445,7 @@ def test_bureau_train_refuses_held_out_ids_without_a_label(
     training_federation: Federation, parties: tuple[Trust, CreditShareClient], tmp_path: Path
 ) -> None:
     trust, _ = parties
-    labelled = sorted(_labels(training_federation))[:2]
+    labelled = sorted(bureau_labels(training_federation))[:2]
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text(f"{labelled[0]}\n{labelled[1]}\n91350100MA0000000X\n", encoding="utf-8")
     done = _cli(

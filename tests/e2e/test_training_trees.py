@@ -29,16 +29,20 @@ from creditshare.client import CreditShareClient, train_model
 from creditshare.client._bureau import _b64, align_and_open, start_job
 from creditshare.coordinator import create_app
 from creditshare.crypto import Ciphertext, PrivateKey
-from creditshare.demo import Federation, FederationLayout
+from creditshare.demo import Federation
 from creditshare.departments import get_department
 from creditshare.errors import ClientError, ProblemError
 from creditshare.federated import TrainingConfig, auc, ks
-from creditshare.identity import Chain
 from creditshare.node._storage import ShardStore, make_engine
-from creditshare.synth import generate
 from creditshare.trees import TreeConfig, TreeModel, TreeShard
 
-from .conftest import Trust, signed_job_body
+from .conftest import (
+    Trust,
+    bureau_labels,
+    signed_job_body,
+    synthetic_federation,
+    training_parties,
+)
 
 DEPARTMENTS = ("tax", "market")
 NODES = [f"yrd-{d}" for d in DEPARTMENTS]
@@ -47,13 +51,9 @@ CONFIG = TreeConfig(trees=3, max_depth=2, max_bins=8, validation_fraction=0.2)
 
 @pytest.fixture(scope="module")
 def tree_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    root = tmp_path_factory.mktemp("tree-training")
-    generate(500, 3, root / "data")
-    layout = FederationLayout.write(
-        root / "fed", root / "data", chains=[Chain.YRD], departments=DEPARTMENTS
-    )
-    layout.import_data()
-    with Federation(layout) as running:
+    with synthetic_federation(
+        tmp_path_factory.mktemp("tree-training"), 500, DEPARTMENTS
+    ) as running:
         yield running
 
 
@@ -61,25 +61,8 @@ def tree_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federa
 def parties(
     tree_federation: Federation, bank_key: PrivateKey
 ) -> Iterator[tuple[Trust, CreditShareClient]]:
-    trust = Trust(tree_federation, bank_key, "tree-bank")
-    issued = trust.operator.register_participant("bureau-1", "bureau", "Credit Bureau One")
-    trust.api_keys["bureau-1"] = issued["api_key"]
-    bureau = CreditShareClient(
-        trust.url,
-        api_key=issued["api_key"],
-        private_key=PrivateKey.generate(),
-        identity=tree_federation.layout.identity("bureau-1", "bureau"),
-    )
-    # Every test may be the first to run (-k, reordering): the bureau's credential is on file.
-    bureau.upload_credentials()
-    yield trust, bureau
-    bureau.close()
-    trust.close()
-
-
-def _labels(federation: Federation) -> dict[str, int]:
-    with (federation.layout.data_dir / "bureau" / "labels.csv").open() as handle:
-        return {r["uscc"]: int(r["default"]) for r in csv.DictReader(handle)}
+    with training_parties(tree_federation, bank_key, "tree-bank") as both:
+        yield both
 
 
 def _rows(federation: Federation, department: str) -> dict[str, dict[str, str]]:
@@ -103,7 +86,7 @@ def test_train_trees_publish_and_recompute_the_metrics(
     tree_federation: Federation, parties: tuple[Trust, CreditShareClient]
 ) -> None:
     trust, bureau = parties
-    labels = _labels(tree_federation)
+    labels = bureau_labels(tree_federation)
     seen: list[dict[str, Any]] = []
     model = train_model(
         bureau, labels, NODES, "bureau1-gbdt-v1", CONFIG, "trees in e2e", on_progress=seen.append
@@ -234,7 +217,7 @@ def test_an_interrupted_bureau_cancels_its_tree_job(
     with pytest.raises(KeyboardInterrupt) as caught:
         train_model(
             bureau,
-            _labels(tree_federation),
+            bureau_labels(tree_federation),
             NODES,
             "interrupted-gbdt",
             CONFIG,
@@ -256,7 +239,9 @@ def test_a_node_refusing_a_split_is_the_bureaus_422_and_the_job_goes_on(
     _, bureau = parties
     job_id = start_job(bureau, "refused-split", "", ["yrd-tax"], CONFIG.to_document())
     try:
-        aligned, opened = align_and_open(bureau, job_id, _labels(tree_federation), ["yrd-tax"])
+        aligned, opened = align_and_open(
+            bureau, job_id, bureau_labels(tree_federation), ["yrd-tax"]
+        )
         assert opened["yrd-tax"]["tree_bins"] and not opened["yrd-tax"]["features"]
         key = bureau.private_key.public_key
         rows = list(range(len(aligned)))
@@ -320,7 +305,7 @@ def test_what_the_coordinator_relays_during_tree_training(
     """The coordinator relays ciphertexts, row positions and split bitmaps: no enterprise
     id, no feature name, no gradient in clear."""
     trust, bureau = parties
-    labels = _labels(tree_federation)
+    labels = bureau_labels(tree_federation)
     recorder = Recorder()
     settings = tree_federation.layout.coordinator_settings()
     with (
@@ -478,7 +463,7 @@ def test_a_node_stopped_mid_training_fails_the_job_with_its_name(
         with pytest.raises(ClientError) as caught:
             train_model(
                 bureau,
-                _labels(tree_federation),
+                bureau_labels(tree_federation),
                 NODES,
                 "doomed-gbdt",
                 CONFIG,
