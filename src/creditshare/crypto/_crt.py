@@ -66,6 +66,7 @@ from creditshare.crypto._ciphertext import Ciphertext
 from creditshare.crypto._encoding import FixedPointEncoding
 from creditshare.crypto._fast import MAX_WINDOW, _random_unit, _unit_of_jacobi_minus_one
 from creditshare.crypto._keys import PrivateKey, PublicKey
+from creditshare.crypto._pool import stop_workers
 from creditshare.errors import InvalidCiphertextError, InvalidInputError
 
 __all__ = ["PrivateEncryptor", "crt_window"]
@@ -390,17 +391,7 @@ class PrivateEncryptor:
         encryptor keeps working in-process."""
         if self._queue is None:
             return
-        self._stop.set()
-        with contextlib.suppress(queue.Empty, OSError, ValueError):
-            while True:
-                self._queue.get_nowait()
-        for process in self._processes:
-            process.join(timeout=2.0)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=2.0)
-        self._queue.close()
-        self._queue.cancel_join_thread()
+        stop_workers(self._stop, self._queue, self._processes)
         with self._lock:
             self._ready = []
             self._queue = None
