@@ -108,10 +108,10 @@ class RemoteTreeHost:
             )
             for h in body["histograms"]
         ]
-        if sorted(p for p, _ in out) != sorted(p for p, _ in nodes):
+        asked, answered = sorted(p for p, _ in nodes), sorted(p for p, _ in out)
+        if answered != asked:
             raise ClientError(
-                f"node {self.node} answered histograms for positions "
-                f"{sorted(p for p, _ in out)}, asked {sorted(p for p, _ in nodes)}"
+                f"node {self.node} answered histograms for positions {answered}, asked {asked}"
             )
         return out
 
