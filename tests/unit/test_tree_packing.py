@@ -14,7 +14,7 @@ import pytest
 
 from creditshare.crypto import Ciphertext, FastEncryptor, PrivateKey, PublicKey
 from creditshare.errors import DecryptionOverflowError, InvalidInputError
-from creditshare.trees import TreeConfig
+from creditshare.trees import TreeConfig, pack_bits, unpack_bits
 from creditshare.trees._packing import GradientPacking
 
 
@@ -188,3 +188,13 @@ def test_layouts_are_validated(key: PrivateKey) -> None:
         GradientPacking(32, 10, 2048).compress([1], key.public_key, FastEncryptor(stranger))
     with pytest.raises(InvalidInputError, match="bin sum 0"):
         GradientPacking(32, 10, 2048).compress([0], key.public_key)
+
+
+def test_split_bitmap_is_lsb_first_and_round_trips() -> None:
+    bits = [True, False, False, True, False, False, False, False, True, True]
+    assert pack_bits(bits) == bytes([0b00001001, 0b00000011])  # the wire format
+    for n in (0, 1, 7, 8, 9, 17):
+        sample = [(k * 5 + n) % 3 == 0 for k in range(n)]
+        assert unpack_bits(pack_bits(sample), n) == sample
+    with pytest.raises(ValueError, match="2 bytes cannot hold exactly 17 bits"):
+        unpack_bits(bytes(2), 17)

@@ -33,19 +33,12 @@ from creditshare.client._bureau import (
 from creditshare.client._client import CreditShareClient
 from creditshare.crypto import Ciphertext, PrivateEncryptor, PublicKey
 from creditshare.errors import ClientError
-from creditshare.trees import MIN_CHILD_ROWS, TreeConfig, TreeReport, train_trees
+from creditshare.trees import MIN_CHILD_ROWS, TreeConfig, TreeReport, train_trees, unpack_bits
 
 __all__ = ["RemoteTreeHost", "train_tree_model"]
 
 #: Rows per tree-gradients call (~2.8 MB of ciphertext text at 2048 bits).
 _CHUNK = 4096
-
-
-def _bits(data: bytes, count: int) -> list[bool]:
-    """``count`` bits, least significant bit of each byte first."""
-    if len(data) != (count + 7) // 8:
-        raise ClientError(f"a split answered {len(data)} bytes for {count} rows")
-    return [bool(data[k >> 3] >> (k & 7) & 1) for k in range(count)]
 
 
 class RemoteTreeHost:
@@ -115,10 +108,10 @@ class RemoteTreeHost:
             )
             for h in body["histograms"]
         ]
-        if sorted(p for p, _ in out) != sorted(p for p, _ in nodes):
+        asked, answered = sorted(p for p, _ in nodes), sorted(p for p, _ in out)
+        if answered != asked:
             raise ClientError(
-                f"node {self.node} answered histograms for positions "
-                f"{sorted(p for p, _ in out)}, asked {sorted(p for p, _ in nodes)}"
+                f"node {self.node} answered histograms for positions {answered}, asked {asked}"
             )
         return out
 
@@ -143,7 +136,11 @@ class RemoteTreeHost:
                 "other_rows": list(other_rows),
             },
         )
-        return _bits(_unb64([body["left"]])[0], len(rows) + len(other_rows))
+        left, count = _unb64([body["left"]])[0], len(rows) + len(other_rows)
+        try:
+            return unpack_bits(left, count)
+        except ValueError:
+            raise ClientError(f"a split answered {len(left)} bytes for {count} rows") from None
 
 
 def _point(report: TreeReport) -> dict[str, Any]:

@@ -49,7 +49,6 @@ the bureau.
 from __future__ import annotations
 
 import contextlib
-import math
 import multiprocessing
 import os
 import queue
@@ -64,8 +63,14 @@ import gmpy2
 
 from creditshare.crypto._ciphertext import Ciphertext
 from creditshare.crypto._encoding import FixedPointEncoding
-from creditshare.crypto._fast import MAX_WINDOW, _random_unit, _unit_of_jacobi_minus_one
+from creditshare.crypto._fast import (
+    MAX_WINDOW,
+    _random_unit,
+    _unit_of_jacobi_minus_one,
+    check_exponent_bits,
+)
 from creditshare.crypto._keys import PrivateKey, PublicKey
+from creditshare.crypto._pool import stop_workers
 from creditshare.errors import InvalidCiphertextError, InvalidInputError
 
 __all__ = ["PrivateEncryptor", "crt_window"]
@@ -273,16 +278,7 @@ class PrivateEncryptor:
             raise InvalidInputError(f"buffer must hold at least {_BATCH} obfuscators")
         public = key.public_key
         n = public.n
-        minimum = math.ceil(n.bit_length() / 2)
-        if exponent_bits is None:
-            exponent_bits = minimum
-        if isinstance(exponent_bits, bool) or not isinstance(exponent_bits, int):
-            raise InvalidInputError("exponent_bits must be an integer")
-        if not minimum <= exponent_bits <= 2 * n.bit_length():
-            raise InvalidInputError(
-                f"exponent_bits must lie in [{minimum}, {2 * n.bit_length()}] for a "
-                f"{n.bit_length()}-bit key: shorter exponents are outside the DJN assumption"
-            )
+        exponent_bits = check_exponent_bits(n, exponent_bits)
         if window is None:
             window = crt_window(n.bit_length())
         if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW:
@@ -390,17 +386,7 @@ class PrivateEncryptor:
         encryptor keeps working in-process."""
         if self._queue is None:
             return
-        self._stop.set()
-        with contextlib.suppress(queue.Empty, OSError, ValueError):
-            while True:
-                self._queue.get_nowait()
-        for process in self._processes:
-            process.join(timeout=2.0)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=2.0)
-        self._queue.close()
-        self._queue.cancel_join_thread()
+        stop_workers(self._stop, self._queue, self._processes)
         with self._lock:
             self._ready = []
             self._queue = None

@@ -229,16 +229,7 @@ class FastEncryptor(ObfuscatedEncryption):
         if not isinstance(public_key, PublicKey):
             raise InvalidInputError("FastEncryptor needs a creditshare PublicKey")
         n = public_key.n
-        minimum = math.ceil(n.bit_length() / 2)
-        if exponent_bits is None:
-            exponent_bits = minimum
-        if isinstance(exponent_bits, bool) or not isinstance(exponent_bits, int):
-            raise InvalidInputError("exponent_bits must be an integer")
-        if not minimum <= exponent_bits <= 2 * n.bit_length():
-            raise InvalidInputError(
-                f"exponent_bits must lie in [{minimum}, {2 * n.bit_length()}] for a "
-                f"{n.bit_length()}-bit key: shorter exponents are outside the DJN assumption"
-            )
+        exponent_bits = check_exponent_bits(n, exponent_bits)
         if window is None:
             window = table_window(n.bit_length())
         if isinstance(window, bool) or not isinstance(window, int):
@@ -329,6 +320,22 @@ class FastEncryptor(ObfuscatedEncryption):
             f"FastEncryptor(key={self._public_key.fingerprint()}, "
             f"exponent_bits={self._exponent_bits}, window={self._window})"
         )
+
+
+def check_exponent_bits(n: int, exponent_bits: int | None) -> int:
+    """The DJN exponent length for modulus ``n``: ⌈bits/2⌉ when None, else checked to
+    lie in [⌈bits/2⌉, 2·bits] (InvalidInputError otherwise)."""
+    minimum = math.ceil(n.bit_length() / 2)
+    if exponent_bits is None:
+        return minimum
+    if isinstance(exponent_bits, bool) or not isinstance(exponent_bits, int):
+        raise InvalidInputError("exponent_bits must be an integer")
+    if not minimum <= exponent_bits <= 2 * n.bit_length():
+        raise InvalidInputError(
+            f"exponent_bits must lie in [{minimum}, {2 * n.bit_length()}] for a "
+            f"{n.bit_length()}-bit key: shorter exponents are outside the DJN assumption"
+        )
+    return exponent_bits
 
 
 def _random_unit(n: int) -> Any:

@@ -25,6 +25,7 @@ import os
 import queue
 import signal
 import threading
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -36,7 +37,7 @@ from creditshare.crypto._fast import FastEncryptor, ObfuscatedEncryption
 from creditshare.crypto._keys import PublicKey
 from creditshare.errors import InvalidInputError
 
-__all__ = ["Encryptor", "PooledEncryptor"]
+__all__ = ["Encryptor", "PooledEncryptor", "stop_workers"]
 
 
 class Encryptor(Protocol):
@@ -57,6 +58,23 @@ class Encryptor(Protocol):
 #: Obfuscators per message from a worker: large enough to amortise the pipe, small
 #: enough that the first batch arrives within ~0.2 s.
 _BATCH = 256
+
+
+def stop_workers(stop: Any, out: Any, processes: Sequence[Any]) -> None:
+    """Stop obfuscator workers: signal ``stop``, drain ``out`` so that no worker stays
+    blocked on a full queue, join each (terminating any that hangs) and close ``out``.
+    Shared by every encryptor that keeps a worker pool."""
+    stop.set()
+    with contextlib.suppress(queue.Empty, OSError, ValueError):
+        while True:
+            out.get_nowait()
+    for process in processes:
+        process.join(timeout=2.0)
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=2.0)
+    out.close()
+    out.cancel_join_thread()
 
 
 def _produce(n: int, out: Any, stop: Any, parent: int) -> None:
@@ -151,17 +169,7 @@ class PooledEncryptor(ObfuscatedEncryption):
 
     def close(self) -> None:
         """Stop the workers and drop every obfuscator not yet used."""
-        self._stop.set()
-        with contextlib.suppress(queue.Empty, OSError, ValueError):
-            while True:
-                self._queue.get_nowait()
-        for process in self._workers:
-            process.join(timeout=2.0)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=2.0)
-        self._queue.close()
-        self._queue.cancel_join_thread()
+        stop_workers(self._stop, self._queue, self._workers)
         with self._lock:
             self._ready = []
         self._workers = []

@@ -30,7 +30,15 @@ from creditshare.departments import Department
 from creditshare.errors import InvalidInputError
 from creditshare.node._training_jobs import Job, JobStore
 from creditshare.proto import training_pb2
-from creditshare.trees import MAX_DEPTH, MAX_TREES, TreeConfig, TreeHost, TreeShard, check_shape
+from creditshare.trees import (
+    MAX_DEPTH,
+    MAX_TREES,
+    TreeConfig,
+    TreeHost,
+    TreeShard,
+    check_shape,
+    pack_bits,
+)
 
 __all__ = ["TreeTraining"]
 
@@ -128,7 +136,7 @@ class TreeTraining:
             list(request.rows),
             list(request.other_rows),
         )
-        return training_pb2.TreeSplitResponse(left=_bitmap(left))
+        return training_pb2.TreeSplitResponse(left=pack_bits(left))
 
     @staticmethod
     def shard(job_id: str, job: Job, shapes: Sequence[training_pb2.TreeShape]) -> TreeShard:
@@ -164,8 +172,3 @@ def _key(job: Job) -> PublicKey:
     if job.key is None:  # every tree job is opened with its key
         raise InvalidInputError("this job has no key")
     return job.key
-
-
-def _bitmap(bits: Sequence[bool]) -> bytes:
-    """One bit per row, least significant bit of each byte first."""
-    return np.packbits(np.asarray(bits, dtype=bool), bitorder="little").tobytes()

@@ -8,6 +8,7 @@ across the coordinator and data nodes.
 """
 
 from creditshare.trees._binning import FeatureBins
+from creditshare.trees._bitmap import pack_bits, unpack_bits
 from creditshare.trees._bureau import CHUNK_ROWS, TreeHostEndpoint, train_trees
 from creditshare.trees._config import MAX_DEPTH, MAX_TREES, MIN_CHILD_ROWS, TreeConfig
 from creditshare.trees._driver import TreeReport, TreeTrainingResult
@@ -63,10 +64,12 @@ __all__ = [
     "leaf_weight",
     "leaves_of",
     "max_shifted_weight",
+    "pack_bits",
     "rank_splits",
     "refine",
     "shifted_weights",
     "train_trees",
     "train_trees_plain",
+    "unpack_bits",
     "weigh",
 ]

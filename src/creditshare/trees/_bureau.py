@@ -110,11 +110,10 @@ class _EncryptedChannel:
     ) -> dict[int, list[Histogram]]:
         host, counts = self.hosts[party], self.bin_counts[party]
         answers = host.histograms(tree, [(p, rows.tolist()) for p, rows in nodes])
-        asked = sorted(p for p, _ in nodes)
-        if sorted(p for p, _ in answers) != asked:
+        asked, answered = sorted(p for p, _ in nodes), sorted(p for p, _ in answers)
+        if answered != asked:
             raise InvalidInputError(
-                f"node {host.name} answered histograms for positions "
-                f"{sorted(p for p, _ in answers)}, asked {asked}"
+                f"node {host.name} answered histograms for positions {answered}, asked {asked}"
             )
         out: dict[int, list[Histogram]] = {}
         edges = np.cumsum([0, *counts])

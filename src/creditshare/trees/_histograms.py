@@ -388,17 +388,7 @@ class HistogramBuilder:
                 except (OSError, ValueError):
                     self._drop(conn)
                     pending.append(None)
-            start, stop = self._shares[0]
-            out = [
-                int(v)
-                for v in _feature_sums(
-                    self._nsq,
-                    self._bins[index, start:stop],
-                    self._counts[start:stop],
-                    values,
-                    *self._options,
-                )
-            ]
+            out = self._sums_here(index, values, *self._shares[0])
             for conn, (start, stop) in zip(pending, self._shares[1:], strict=True):
                 answer: list[int] | None = None
                 if conn is not None:
@@ -408,18 +398,25 @@ class HistogramBuilder:
                         self._drop(conn)
                 expected = sum(self._counts[start:stop])
                 if answer is None or len(answer) != expected:
-                    answer = [
-                        int(v)
-                        for v in _feature_sums(
-                            self._nsq,
-                            self._bins[index, start:stop],
-                            self._counts[start:stop],
-                            values,
-                            *self._options,
-                        )
-                    ]
+                    answer = self._sums_here(index, values, start, stop)
                 out.extend(answer)
         return out
+
+    def _sums_here(
+        self, index: NDArray[np.int64], values: list[Any], start: int, stop: int
+    ) -> list[int]:
+        """Features ``start``..``stop`` summed in this process (share 0, or a share
+        whose worker died or answered the wrong length)."""
+        return [
+            int(v)
+            for v in _feature_sums(
+                self._nsq,
+                self._bins[index, start:stop],
+                self._counts[start:stop],
+                values,
+                *self._options,
+            )
+        ]
 
     def _check_rows(self, rows: Sequence[int], what: str) -> list[int]:
         array = np.asarray(rows)
