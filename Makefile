@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit proto bench clean
+.PHONY: demo test dev lint typecheck unit proto bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ demo: $(VENV)/.installed
 ## tests on SQLite and on a throw-away PostgreSQL 15 server (scripts/postgres.sh).
 test: lint typecheck
 	scripts/postgres.sh run -- $(BIN)/pytest
+
+## Install the development tools (tests, lint, benchmarks) without running anything.
+dev: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts bench
