@@ -9,16 +9,24 @@ Two settings matter for every engine, whoever builds it:
 * SQLite's busy timeout: writers wait for the database lock (30 s here rather than
   pysqlite's 5 s), so concurrent writers on a busy machine queue instead of failing
   with "database is locked".
+
+Read-modify-write under ``SELECT ... FOR UPDATE`` needs one more thing on SQLite, which
+ignores ``FOR UPDATE`` and whose driver opens transactions lazily and DEFERRED: two
+sessions could both read a row before either writes (a compare-and-set that lets both
+through). ``write_session`` takes SQLite's write lock before the first read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_SECONDS", "open_engine"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_SECONDS", "open_engine", "write_session"]
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
@@ -31,3 +39,18 @@ def open_engine(url: str, **options: Any) -> Engine:
     return create_engine(
         url, connect_args=connect_args, pool_pre_ping=True, hide_parameters=True, **options
     )
+
+
+@contextmanager
+def write_session(engine: Engine) -> Iterator[Session]:
+    """A session whose transaction holds the database's write lock from its first read
+    on SQLite (``BEGIN IMMEDIATE``); on PostgreSQL the caller's ``FOR UPDATE`` locks the
+    rows it reads. Concurrent read-modify-write sessions on one row thus run one after
+    the other on both: the second reads what the first committed."""
+    with Session(engine) as session:
+        if engine.dialect.name == "sqlite":
+            conn = session.connection()
+            if conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+                conn.exec_driver_sql("ROLLBACK")  # an empty transaction some hook opened
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield session

@@ -4,6 +4,8 @@ refusal that fails the job."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from creditshare.coordinator import _training_steps
 from creditshare.coordinator._db import TrainingJobRow, make_engine
 from creditshare.coordinator._training_steps import (
     check_step,
@@ -19,6 +22,8 @@ from creditshare.coordinator._training_steps import (
     record_label_sums,
 )
 from creditshare.errors import ConflictError, OutOfOrderError
+
+from .._databases import fresh_postgres_database
 
 NODE = "yrd-market"
 
@@ -29,7 +34,21 @@ def _now() -> datetime:
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Engine:
-    engine = make_engine(f"sqlite:///{tmp_path / 'coordinator.db'}")
+    return _with_job(make_engine(f"sqlite:///{tmp_path / 'coordinator.db'}"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        yield _with_job(make_engine(f"sqlite:///{tmp_path / 'coordinator.db'}"))
+        return
+    with fresh_postgres_database() as url:
+        engine = _with_job(make_engine(url))
+        yield engine
+        engine.dispose()
+
+
+def _with_job(engine: Engine) -> Engine:
     with Session(engine) as session:
         session.add(
             TrainingJobRow(
@@ -76,6 +95,51 @@ def test_a_second_call_while_one_is_under_way_is_a_conflict(engine: Engine) -> N
     record_label_sums(engine, _now, "job-1", NODE, "set")
     with pytest.raises(OutOfOrderError, match="once per job"):
         claim_label_sums(engine, _now, "job-1", NODE, "apply_sums")
+
+
+def test_of_two_claims_at_once_the_second_reads_the_first(
+    any_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim is a compare-and-set: while the first claim sits between its read and
+    its write, the second must wait for it (SQLite ignores FOR UPDATE and reads lazily
+    without a lock, so it takes its write lock first) and then be refused. Without the
+    lock the second reads "needed" too, reaches the check, and both go through."""
+    real = _training_steps.check_step
+    seen: list[str] = []
+    first_inside = threading.Event()
+    second_inside = threading.Event()
+
+    def check(row: TrainingJobRow, step: Any, node: str | None) -> None:
+        assert node is not None
+        seen.append(row.sizes[node]["label_sums"])
+        if len(seen) == 1:
+            first_inside.set()
+            # Hold the first claim open until the second one reads (the defect) or for a
+            # while (it is waiting for the lock, as it should); never a reason to fail.
+            second_inside.wait(timeout=1.0)
+        else:
+            second_inside.set()
+        real(row, step, node)
+
+    monkeypatch.setattr(_training_steps, "check_step", check)
+    outcomes: list[object] = []
+
+    def claim() -> None:
+        try:
+            outcomes.append(claim_label_sums(any_engine, _now, "job-1", NODE, "sums"))
+        except ConflictError as refused:
+            outcomes.append(refused)
+
+    first = threading.Thread(target=claim)
+    first.start()
+    assert first_inside.wait(timeout=60)
+    second = threading.Thread(target=claim)
+    second.start()
+    first.join(timeout=120)
+    second.join(timeout=120)
+    assert seen == ["needed", "sending"]
+    assert outcomes[0] == "needed"
+    assert isinstance(outcomes[1], ConflictError) and "under way" in str(outcomes[1])
 
 
 def test_a_refused_call_gives_its_step_back(engine: Engine) -> None:

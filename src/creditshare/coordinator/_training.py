@@ -28,6 +28,7 @@ import grpc
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
+from creditshare._database import write_session
 from creditshare.consent import Purpose
 from creditshare.coordinator._db import Participant, TrainingJobRow
 from creditshare.coordinator._participants import Role
@@ -262,7 +263,7 @@ class TrainingJobs:
 
     def aligned(self, job_id: str, node: str) -> None:
         """Record that PSI with ``node`` is done (the job may now be opened there)."""
-        with Session(self._engine) as session:
+        with write_session(self._engine) as session:
             row = session.exec(
                 select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
             ).first()
@@ -290,7 +291,7 @@ class TrainingJobs:
         self, job_id: str, node: str, state: dict[str, Any], label_sums: bool
     ) -> TrainingJobRow | None:
         """Merge the node into ``sizes`` under the row's lock; the row if the job ended."""
-        with Session(self._engine) as session:
+        with write_session(self._engine) as session:
             row = session.exec(
                 select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
             ).one()
@@ -318,7 +319,7 @@ class TrainingJobs:
     ) -> TrainingJobRow:
         """Progress, and one more point of the curve, under the row's lock: concurrent
         reports lose nothing, and a job that ended meanwhile is not written to."""
-        with Session(self._engine) as session:
+        with write_session(self._engine) as session:
             row = session.exec(
                 select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
             ).one()
@@ -341,7 +342,7 @@ class TrainingJobs:
 
         Conditional on the stored status, so a job that finished meanwhile (on another
         replica) is never marked failed, and only one ender drops it on the nodes."""
-        with Session(self._engine) as session:
+        with write_session(self._engine) as session:
             row = session.exec(
                 select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
             ).first()

@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import select
 
+from creditshare._database import write_session
 from creditshare.coordinator._db import ModelRow, TrainingJobRow
 from creditshare.errors import ConflictError, OutOfOrderError
 from creditshare.proto import training_pb2
@@ -110,7 +111,7 @@ def record_label_sums(
     engine: Engine, clock: Callable[[], datetime], job_id: str, node: str, state: LabelSums
 ) -> None:
     """Record how far ``node``'s label-sum round got, under the row's lock."""
-    with Session(engine) as session:
+    with write_session(engine) as session:
         row = session.exec(
             select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
         ).first()
@@ -130,7 +131,7 @@ def claim_label_sums(
     calls the second is refused here (409) instead of by the node, which would fail the
     job. Returns the state before, for ``record_label_sums`` to restore if the call fails.
     """
-    with Session(engine) as session:
+    with write_session(engine) as session:
         row = session.exec(
             select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
         ).one()
@@ -179,7 +180,7 @@ def register_model(
         model_type="logistic" if trees is None else "gbdt",
         tree_model=None if trees is None else trees.to_document(),
     )
-    with Session(engine) as session:
+    with write_session(engine) as session:
         row = session.exec(
             select(TrainingJobRow).where(TrainingJobRow.id == job.id).with_for_update()
         ).first()
