@@ -12,6 +12,7 @@ from creditshare.cli._admin import admin_app
 from creditshare.cli._alerts import alerts_app, monitoring_app
 from creditshare.cli._bureau import bureau_app
 from creditshare.cli._commands import app
+from creditshare.cli._console import console_command
 from creditshare.cli._coordinator import coordinator_app
 from creditshare.cli._db import db_app
 from creditshare.cli._enterprise import enterprise_app
@@ -36,6 +37,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(monitoring_app, name="monitoring")
+app.command("console")(console_command)
 
 
 def main() -> None:

@@ -1,0 +1,62 @@
+"""Pages every role's console has: landing, login, logout, language, health."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from creditshare.console._auth import COOKIE
+from creditshare.console._i18n import LANGUAGES
+from creditshare.console._render import LANG_COOKIE, page
+from creditshare.console._state import console_state
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request) -> Response:
+    """The role's landing page once logged in; how to log in before."""
+    state = console_state(request)
+    if state.sessions.csrf_token(request.cookies.get(COOKIE)) is None:
+        return page(request, "login.html", status_code=401)
+    if state.navigation:
+        return RedirectResponse(state.navigation[0][0], status_code=303)
+    return page(request, "home.html")
+
+
+@router.get("/login")
+def login(request: Request, token: str = "") -> Response:
+    state = console_state(request)
+    session = state.sessions.login(token)
+    if session is None:
+        return page(request, "login.html", status_code=401, refused=True)
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request) -> Response:
+    console_state(request).sessions.logout(request.cookies.get(COOKIE))
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@router.get("/lang/{language}")
+def switch_language(request: Request, language: str, back: str = "/") -> Response:
+    """Remember the chosen language; back to the page it was chosen on (a local path)."""
+    if language not in LANGUAGES:
+        language = console_state(request).settings.language
+    if not back.startswith("/") or back.startswith("//"):
+        back = "/"
+    response = RedirectResponse(back, status_code=303)
+    response.set_cookie(LANG_COOKIE, language, samesite="strict", path="/")
+    return response
+
+
+@router.get("/healthz")
+def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})

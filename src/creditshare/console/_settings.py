@@ -1,0 +1,77 @@
+"""Typed settings of a participant's console (file + ``CREDITSHARE_CONSOLE_*`` environment).
+
+One console serves one participant in one role, on that participant's own machine: its
+API key, signing identity and Paillier key are read here and never leave the process
+(the browser gets pages, never keys).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from creditshare._settings import EnvFirstSettings
+
+__all__ = ["ROLES", "ConsoleSettings", "Language", "Role"]
+
+Role = Literal["bank", "enterprise", "bureau", "department", "operator"]
+Language = Literal["zh", "en"]
+ROLES: tuple[Role, ...] = ("bank", "enterprise", "bureau", "department", "operator")
+
+#: What each role needs to work, checked at start so a console never half-works.
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "bank": ("coordinator_url", "api_key", "identity", "key_file"),
+    "enterprise": ("coordinator_url", "api_key", "identity"),
+    "bureau": ("coordinator_url", "api_key", "identity", "key_file"),
+    "department": ("node_config",),
+    "operator": ("coordinator_url", "api_key"),
+}
+
+
+class ConsoleSettings(EnvFirstSettings):
+    model_config = SettingsConfigDict(env_prefix="CREDITSHARE_CONSOLE_", extra="forbid")
+
+    role: Role = Field(description="whose console this is")
+    coordinator_url: str | None = Field(
+        default=None, description="the coordinator's base URL (every role but department)"
+    )
+    api_key: SecretStr | None = Field(default=None, description="the participant's API key")
+    identity: Path | None = Field(
+        default=None,
+        description="folder with the participant's signing.key and CA credentials (bank, "
+        "bureau, enterprise: queries, jobs and consents are signed here)",
+    )
+    key_file: Path | None = Field(
+        default=None, description="the bank's or bureau's Paillier key file (decrypts here)"
+    )
+    alert_key_file: Path | None = Field(
+        default=None, description="a bank's X25519 alert key file (opens monitoring alerts)"
+    )
+    log_key: str | None = Field(
+        default=None,
+        description="the ledger's Ed25519 public key, base64 (pinned: an enterprise's "
+        "access log is verified against it); default: fetched from the coordinator",
+    )
+    node_config: Path | None = Field(
+        default=None,
+        description="a department's node settings file (its console reads the node's own "
+        "database: imports, access log, refusals, health)",
+    )
+    host: str = Field(default="127.0.0.1", description="listen address (keep it on loopback)")
+    port: int = Field(default=8600, ge=0, le=65535, description="listen port (0: any free)")
+    language: Language = Field(default="zh", description="default page language")
+    work_dir: Path = Field(
+        default=Path("console-data"),
+        description="where the console keeps what it must remember (tree heads it accepted, "
+        "uploaded label files of training jobs)",
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> ConsoleSettings:
+        missing = [name for name in _NEEDS[self.role] if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a {self.role} console needs {', '.join(missing)}")
+        return self
