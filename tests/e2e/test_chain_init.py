@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import tomllib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from creditshare._settings import load_settings
 from creditshare.coordinator import CoordinatorSettings
@@ -36,6 +39,9 @@ from creditshare.departments import DEFAULT_INTERCEPT
 from creditshare.identity import Chain
 from creditshare.node import NodeSettings
 from creditshare.pki import channel_credentials
+from creditshare.synth import generate
+
+from .._databases import postgres_admin_url
 
 ROOT = Path(__file__).resolve().parents[2]
 WALKTHROUGH = ROOT / "docs" / "walkthrough.md"
@@ -200,6 +206,20 @@ def tail(logs: Path) -> str:
     )
 
 
+def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``creditshare *args`` in ``cwd``; stderr on one line (error boxes unwrapped)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "creditshare", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    done.stderr = " ".join(done.stderr.replace("│", " ").split())
+    return done
+
+
 @pytest.fixture
 def shell(tmp_path: Path) -> Iterator[Shell]:
     # The CLI of this interpreter (and this checkout's package, through PYTHONPATH); HOME
@@ -295,16 +315,7 @@ def test_chain_init_refuses_a_non_empty_folder_and_bad_options(tmp_path: Path) -
     """Nothing is written over, and each refusal names the option and what was wrong."""
 
     def init(*args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "creditshare", "chain", "init", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=tmp_path,
-            env={**os.environ, "COLUMNS": "400"},  # one line per message, box or not
-        )
-        done.stderr = " ".join(done.stderr.replace("│", " ").split())
-        return done
+        return run_cli(tmp_path, "chain", "init", *args)
 
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -351,3 +362,48 @@ def test_chain_init_refuses_a_non_empty_folder_and_bad_options(tmp_path: Path) -
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "pg/pki/yrd/ca/ca.key").read_bytes() != ca_key
     assert not (tmp_path / "pg/nodes/bth-court").exists()
+
+
+def test_chain_init_with_postgresql_gives_each_service_a_working_database(tmp_path: Path) -> None:
+    """--database-url on a real PostgreSQL server: the databases README.md says to create,
+    created, are where each service's settings point (an import, the operator's bootstrap
+    and the schema revisions land in each)."""
+    admin_url = postgres_admin_url()
+    prefix = f"cs_test_{uuid.uuid4().hex[:12]}_"
+    server = make_url(admin_url).set(database=prefix + "NAME").render_as_string(False)
+    template = server.replace("NAME", "{name}")
+    made = run_cli(
+        tmp_path, "chain", "init", "--out", "pg", "--chain", "yrd", "--department", "tax",
+        "--department", "court", "--database-url", template,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    names = re.findall(r"^createdb (\S+)$", made.stdout, re.MULTILINE)
+    assert names == ["coordinator", "node_yrd_tax", "node_yrd_court"]
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'CREATE DATABASE "{prefix}{name}"'))
+        generate(60, 7, tmp_path / "data")
+        for department in ("tax", "court"):
+            config = f"pg/nodes/yrd-{department}/node.toml"
+            imported = run_cli(
+                tmp_path, "node", "import", "--config", config, f"data/yrd/{department}.csv"
+            )
+            assert imported.returncode == 0, imported.stderr
+            assert run_cli(tmp_path, "db", "current", "node", "--config", config).returncode == 0
+        config = "pg/coordinator/coordinator.toml"
+        bootstrap = run_cli(tmp_path, "admin", "bootstrap", "--config", config)
+        assert bootstrap.returncode == 0, bootstrap.stderr
+        assert bootstrap.stdout.strip().splitlines()[-1].startswith("cs_")
+        assert run_cli(tmp_path, "db", "current", "coordinator", "--config", config).returncode == 0
+        with admin.connect() as conn:
+            databases = conn.execute(
+                text("SELECT datname FROM pg_database WHERE datname LIKE :p"), {"p": prefix + "%"}
+            ).scalars()
+            assert sorted(databases) == sorted(prefix + n for n in names)
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{prefix}{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -12,7 +12,6 @@ register a bank, import, query), since a newcomer should not have to guess them.
 from __future__ import annotations
 
 import ipaddress
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +177,8 @@ def _check_database_url(template: str) -> None:
 
 def _clear(out: Path, force: bool) -> None:
     """Make ``out`` ready: new or empty; with ``force``, what an earlier run wrote is removed."""
+    from creditshare.demo._run import remove_parts
+
     if out.exists() and not out.is_dir():
         raise _bad(f"{out} is a file, not a folder", "--out")
     present = sorted(p.name for p in out.iterdir()) if out.exists() else []
@@ -188,12 +189,7 @@ def _clear(out: Path, force: bool) -> None:
             f"{', '.join(WRITTEN)} in it (keys, certificates and databases included)",
             "--out",
         )
-    for name in WRITTEN:
-        path = out / name
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.exists():
-            shutil.rmtree(path)
+    remove_parts(out, WRITTEN)
 
 
 @chain_app.command("init")
