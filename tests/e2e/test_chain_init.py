@@ -304,11 +304,14 @@ def test_the_walkthrough_stands_up_a_chain_and_a_bank_decrypts_its_first_query(
     expected = oracle.linear(answer["uscc"], answer["coverage"]["answered"])
     assert abs(answer["linear_score"] - expected) < 1e-5
 
-    # The enterprise's access log lists that query, its inclusion verified.
+    # The enterprise's access log lists that query, its inclusion verified under a head
+    # two of the three nodes cosigned.
     log_out = next(
         o for b, o in zip(blocks, outputs, strict=True) if "creditshare enterprise queries" in b
     )
-    assert re.search(r"query\s+my-bank\s+pre_loan_review\s+verified", log_out), log_out
+    flat = " ".join(log_out.split())  # the console wraps long lines
+    assert re.search(r"query my-bank pre_loan_review verified, witnessed by", flat), log_out
+    assert "a quorum of 2 of 3 witnesses" in flat
 
 
 def test_chain_init_refuses_a_non_empty_folder_and_bad_options(tmp_path: Path) -> None:
