@@ -42,6 +42,12 @@ from creditshare.pki import channel_credentials
 from creditshare.synth import generate
 
 from .._databases import postgres_admin_url
+from ..unit.test_deploy_files import (
+    cli_problem,
+    creditshare_invocations,
+    markdown_shell_blocks,
+    shell_commands,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 WALKTHROUGH = ROOT / "docs" / "walkthrough.md"
@@ -359,6 +365,16 @@ def test_chain_init_refuses_a_non_empty_folder_and_bad_options(tmp_path: Path) -
     node = load_settings(NodeSettings, tmp_path / "pg/nodes/bth-court/node.toml")
     assert node.database_url == url.replace("{name}", "node_bth_court")
     assert "createdb node_bth_court" in made.stdout
+    # Every creditshare command its README.md lists exists and parses.
+    readme = tmp_path / "pg" / "README.md"
+    commands = [
+        invocation
+        for block in markdown_shell_blocks(readme)
+        for words in shell_commands(block)
+        if (invocation := creditshare_invocations(words)) is not None
+    ]
+    assert len(commands) >= 10
+    assert [p for command in commands if (p := cli_problem(command, str(readme)))] == []
     # --force replaces the earlier run's files (new keys), keeping nothing of it.
     ca_key = (tmp_path / "pg/pki/yrd/ca/ca.key").read_bytes()
     again = init("--out", "pg", "--chain", "yrd", "--department", "tax", "--force")

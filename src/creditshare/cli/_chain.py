@@ -336,14 +336,14 @@ def next_steps(layout: FederationLayout, plan: ChainPlan, shown: Path) -> str:
         "",
         "## 3. Bootstrap the chain operator and publish the revocation lists",
         "",
-        "The first command prints the operator's API key (shown once). Nodes refuse every "
-        "request until they hold a fresh revocation list; publish one daily "
-        "(`creditshare pki crl`, then `admin upload-crl`).",
+        "The first command keeps the operator's API key (printed once) in OPERATOR_KEY. "
+        "Nodes refuse every request until they hold a fresh revocation list; publish one "
+        "daily (`creditshare pki crl`, then `admin upload-crl`).",
         "",
         "```sh",
-        f"creditshare admin bootstrap --config {coordinator}",
+        f"OPERATOR_KEY=$(creditshare admin bootstrap --config {coordinator} | tail -n 1)",
         *(
-            f"creditshare admin upload-crl --coordinator {url} --api-key OPERATOR_KEY "
+            f'creditshare admin upload-crl --coordinator {url} --api-key "$OPERATOR_KEY" '
             f"--crl {_rel(layout.revocation_list(chain), layout, shown)}"
             for chain in chains
         ),
@@ -352,28 +352,30 @@ def next_steps(layout: FederationLayout, plan: ChainPlan, shown: Path) -> str:
         "## 4. Register a bank",
         "",
         "The bank makes its own signing key; each chain's CA certifies it; the operator "
-        "registers the bank (this prints its API key):",
+        "registers the bank and gets its API key:",
         "",
         "```sh",
-        "creditshare pki request --id my-bank --role bank --out bank-identity",
+        "creditshare pki request --id my-bank --role bank --out bank/identity",
         *(
-            f"creditshare pki sign --ca-dir {shown}/pki/{chain.value}/ca "
-            f"--csr bank-identity/signing.csr --out bank-identity/{chain.value}.crt"
+            f"creditshare pki sign --ca-dir {_rel(layout.work_dir / 'pki' / chain, layout, shown)}"
+            f"/ca --csr bank/identity/signing.csr --out bank/identity/{chain.value}.crt"
             for chain in chains
         ),
-        f"creditshare admin add-participant --coordinator {url} --api-key OPERATOR_KEY "
-        '--id my-bank --role bank --name "My Bank"',
+        f"BANK_KEY=$(creditshare admin add-participant --coordinator {url} "
+        '--api-key "$OPERATOR_KEY" --id my-bank --role bank --name "My Bank" | tail -n 1)',
         "```",
         "",
         "## 5. Query",
         "",
-        "An enterprise registers the same way (`--role enterprise --uscc USCC`, and "
-        "`--signing-key` at registration) and signs a consent for the bank "
-        "(`creditshare enterprise grant`); the bank then asks:",
+        "An enterprise registers the same way (`pki request --role enterprise --uscc USCC` "
+        "prints the public key for `admin add-participant --signing-key`) and signs a "
+        "consent for the bank (`creditshare enterprise grant`, which prints its id); the "
+        "bank then asks (docs/walkthrough.md shows each command):",
         "",
         "```sh",
-        f"creditshare query --coordinator {url} --api-key BANK_KEY "
-        "--identity bank-identity --uscc USCC --consent CONSENT_ID",
+        f'creditshare query --coordinator {url} --api-key "$BANK_KEY" '
+        "--identity bank/identity --key-file bank/paillier-key.json "
+        "--uscc USCC --consent CONSENT_ID",
         "```",
         "",
         f"Node ports: {first.port} ({first.node_id}) to {layout.nodes[-1].port} "
