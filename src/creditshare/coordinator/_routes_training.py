@@ -60,6 +60,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["training"])
 T = TypeVar("T")
 Bureau = Annotated[Participant, Depends(require_roles(Role.BUREAU))]
+BureauOrOperator = Annotated[Participant, Depends(require_roles(Role.BUREAU, Role.OPERATOR))]
 #: The most rows (or PSI points) one call may carry: a node's whole aligned set.
 _MAX_ITEMS = 200_000
 _UINT32 = 2**32 - 1
@@ -315,7 +316,7 @@ def _signed_job(services: Services, caller: Participant, body: JobIn) -> SignedT
 
 @router.get("/v1/training-jobs", response_model=list[JobSummaryOut])
 async def list_jobs(
-    caller: CallerDep,
+    caller: BureauOrOperator,
     services: ServicesDep,
     response: Response,
     status: Annotated[JobStatus | None, Query(description="only jobs in this state")] = None,

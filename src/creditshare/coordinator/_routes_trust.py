@@ -47,6 +47,11 @@ __all__ = ["consent_out", "participant_out", "router"]
 log = logging.getLogger("creditshare.coordinator")
 router = APIRouter()
 Operator = Annotated[Participant, Depends(require_roles(Role.OPERATOR))]
+#: Who has consents to list: grantees, grantors, and operators (all of them).
+ConsentHolder = Annotated[
+    Participant,
+    Depends(require_roles(Role.BANK, Role.BUREAU, Role.ENTERPRISE, Role.OPERATOR)),
+]
 
 
 def participant_out(row: Participant) -> ParticipantOut:
@@ -244,7 +249,7 @@ def _has_credential(services: Services, uscc: str) -> None:
 
 @router.get("/v1/consents", response_model=list[ConsentOut], tags=["consents"])
 async def list_consents(
-    caller: CallerDep,
+    caller: ConsentHolder,
     services: ServicesDep,
     response: Response,
     uscc: Annotated[
