@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
@@ -366,13 +365,36 @@ def bureau_job(
     coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
     api_key: ApiKeyOption,
     job_id: Annotated[str, typer.Option("--id")],
+    as_json: JsonOption = False,
 ) -> None:
-    """Status, progress and the validation curve of a training job."""
+    """Status, progress and the validation curve of a training job (--json: the whole
+    job as the coordinator keeps it, config and sizes included)."""
     from creditshare.client import CreditShareClient
 
     with CreditShareClient(coordinator, api_key=api_key) as client:
         job = client.training_job(job_id)
-    print(json.dumps(job, indent=2))
+    if as_json:
+        print_json(job)
+        return
+    console.print(
+        f"training job {job['id']} of {job.get('bureau')}: model {job.get('model_id')} "
+        f"({job.get('model_type', 'logistic')}), {job.get('status')}, {_progress(job)}; "
+        f"nodes {', '.join(job.get('nodes') or [])}",
+        markup=False,
+    )
+    if job.get("error"):
+        console.print(f"error: {job['error']}", markup=False)
+    unit = "tree" if job.get("model_type") == "gbdt" else "epoch"
+    print_table(
+        [
+            (unit, lambda p: p.get("epoch")),
+            ("validation loss", lambda p: p.get("validation_loss")),
+            ("validation AUC", lambda p: p.get("validation_auc")),
+            ("seconds", lambda p: p.get("seconds")),
+        ],
+        job.get("history") or [],
+        empty=f"no {unit} finished yet",
+    )
 
 
 def _progress(job: dict[str, Any]) -> str:
