@@ -255,6 +255,10 @@ def contract(app: FastAPI, metrics_need_key: bool) -> dict[str, Any]:
                     "application/openmetrics-text": {"schema": {"type": "string"}},
                 }
             if path == "/readyz":
+                responses["200"]["description"] = (
+                    "Ready: status ok, or degraded when every node of a chain in chains "
+                    "is unreachable"
+                )
                 responses["503"] = {
                     "description": "A check failed: which one, by exception class",
                     "content": {"application/json": {"schema": {"type": "object"}}},
