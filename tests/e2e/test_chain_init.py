@@ -301,6 +301,10 @@ def test_the_walkthrough_stands_up_a_chain_and_a_bank_decrypts_its_first_query(
     assert [n.port for n in layout.nodes] == [first_node_port + i for i in range(3)]
     assert (work / "chain" / "README.md").read_text().count("creditshare ") >= 10
 
+    # The operator's listing names every node chain init wrote.
+    nodes_out = next(o for b, o in zip(blocks, outputs, strict=True) if "creditshare nodes" in b)
+    assert all(n.node_id in nodes_out for n in layout.nodes), nodes_out
+
     # The bank's query: decrypted, every node answered, and the score is the plaintext one.
     query_out = next(o for b, o in zip(blocks, outputs, strict=True) if "creditshare query" in b)
     answer: dict[str, Any] = json.loads(query_out[query_out.index("{") :])
