@@ -15,9 +15,11 @@ from creditshare.client import (
     CreditProfile,
     CreditShareClient,
     Identity,
+    load_alert_key,
     load_key,
     load_or_create_alert_key,
 )
+from creditshare.consent import Purpose
 from creditshare.demo import read_enterprises
 from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.identity import Uscc, check_character
@@ -39,6 +41,17 @@ def _bank_console(
     settings["alert_key_file"] = str(tmp_path / bank_id / "alert.key")
     load_or_create_alert_key(Path(settings["alert_key_file"]))
     return bank_id, settings, consoles.start("bank", **settings)
+
+
+def _sdk(trust: Trust, settings: dict[str, Any]) -> CreditShareClient:
+    """The SDK with the very key files the bank's console was started with."""
+    return CreditShareClient(
+        trust.url,
+        api_key=settings["api_key"],
+        private_key=load_key(Path(settings["key_file"])),
+        identity=Identity.load(Path(settings["identity"])),
+        alert_key=load_alert_key(Path(settings["alert_key_file"])),
+    )
 
 
 def _cross_chain_uscc(data_dir: Path) -> str:
@@ -105,12 +118,7 @@ def test_a_query_through_the_page_shows_the_profile_the_sdk_decrypts(
         check_page(page, "bank-consents")
 
     # The same consent's second use, through the SDK with the console's own key files.
-    with CreditShareClient(
-        trust.url,
-        api_key=settings["api_key"],
-        private_key=load_key(Path(settings["key_file"])),
-        identity=Identity.load(Path(settings["identity"])),
-    ) as sdk:
+    with _sdk(trust, settings) as sdk:
         profile = sdk.query(uscc, consent)
     assert shown_score == str(profile.score)
     assert shown_pd == f"{profile.probability_of_default:.2%}"
@@ -126,23 +134,36 @@ def test_a_query_through_the_page_shows_the_profile_the_sdk_decrypts(
 def test_c_a_refused_consent_is_shown_under_its_field_and_monitoring_lists_in_chinese(
     consoles: Consoles, trust: Trust, browser: Any, data_dir: Path, tmp_path: Path
 ) -> None:
-    _, _, console = _bank_console(consoles, trust, tmp_path)
+    bank_id, settings, console = _bank_console(consoles, trust, tmp_path)
     uscc = read_enterprises(data_dir)[0]["uscc"]
     unknown = secrets.token_hex(16)
-    with open_console(browser, console, language="zh") as page:
-        page.goto(console.url + "/bank/query")
-        page.locator("#f-uscc").fill(uscc)
-        page.locator("#f-consent_id").fill(unknown)
-        page.locator("form button[type=submit]").click()
-        error = page.locator("#e-consent_id")
-        error.wait_for(timeout=QUERY_TIMEOUT_MS)
-        assert unknown in error.inner_text()
-        assert page.locator("#f-consent_id").get_attribute("aria-invalid") == "true"
-        assert page.locator("#f-consent_id").input_value() == unknown  # nothing lost
-        assert page.locator("#f-uscc").input_value() == uscc
-        check_page(page, "bank-query-refused-zh")
-        page.goto(console.url + "/bank/alerts")
-        assert page.locator("h1").inner_text() == "贷后监测"
-        check_page(page, "bank-alerts-zh")
-        page.goto(console.url + "/bank/consents")
-        check_page(page, "bank-consents-empty-zh")
+    # A subscription the bank made with its own keys (the SDK): the monitoring page lists it.
+    watched = trust.consent(uscc, grantee=bank_id, purpose=Purpose.POST_LOAN_MONITORING)
+    with _sdk(trust, settings) as sdk:
+        subscription = sdk.subscribe(uscc, watched, signals=["court_judgment"])
+    try:
+        with open_console(browser, console, language="zh") as page:
+            page.goto(console.url + "/bank/query")
+            page.locator("#f-uscc").fill(uscc)
+            page.locator("#f-consent_id").fill(unknown)
+            page.locator("form button[type=submit]").click()
+            error = page.locator("#e-consent_id")
+            error.wait_for(timeout=QUERY_TIMEOUT_MS)
+            assert unknown in error.inner_text()
+            assert page.locator("#f-consent_id").get_attribute("aria-invalid") == "true"
+            assert page.locator("#f-consent_id").input_value() == unknown  # nothing lost
+            assert page.locator("#f-uscc").input_value() == uscc
+            check_page(page, "bank-query-refused-zh")
+            page.goto(console.url + "/bank/alerts")
+            assert page.locator("h1").inner_text() == "贷后监测"
+            row = page.locator(
+                f"#subscriptions tr[data-subscription='{subscription['subscription_id']}']"
+            )
+            assert "court_judgment" in row.inner_text() and uscc in row.inner_text()
+            assert page.locator("#alerts-none, #alerts").count() == 1  # opened with its alert key
+            check_page(page, "bank-alerts-zh")
+            page.goto(console.url + "/bank/consents")
+            check_page(page, "bank-consents-empty-zh")
+    finally:  # the federation is shared: leave no subscription running
+        with _sdk(trust, settings) as sdk:
+            sdk.unsubscribe(subscription["subscription_id"])
