@@ -147,3 +147,81 @@ def test_a_bad_uscc_is_refused_here_naming_the_position_and_nothing_is_sent(
     status, text = _bank_page(tmp_path, sent, {"uscc": wrong, "consent_id": "c1"})
     assert status == 422
     assert "position 18" in text and 'value="c1"' in text
+
+
+class _FakeEnterprise:
+    """The SDK calls the enterprise's consents and grant pages make."""
+
+    identity = SimpleNamespace(participant_id="ent-1", signing_key=None)
+
+    def __init__(self, refusal: ProblemError) -> None:
+        self.refusal = refusal
+
+    def get(self, path: str) -> list[dict[str, Any]]:
+        if path == "/v1/indicators":
+            return [{"name": "tax_credit_grade", "description": "tax credit grade"}]
+        document = {
+            "chains": ["yrd"],
+            "indicators": ["*"],
+            "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": "2999-01-01T00:00:00Z",
+        }
+        row = {"consent_id": "c1", "grantee": "bank-1", "purpose": "pre_loan_review"}
+        return [row | {"uses": 0, "max_uses": None, "revoked": False, "document": document}]
+
+    def revoke_consent(self, *args: Any) -> dict[str, Any]:
+        raise self.refusal
+
+    def grant_consent(self, *args: Any) -> dict[str, Any]:
+        raise self.refusal
+
+    def close(self) -> None:
+        pass
+
+
+def _enterprise_post(
+    tmp_path: Path, refusal: ProblemError, path: str, form: dict[str, str]
+) -> tuple[int, str]:
+    from creditshare.crypto import SigningKey
+
+    settings = ConsoleSettings(
+        role="enterprise",
+        coordinator_url="http://127.0.0.1:1",
+        api_key="k",
+        identity=tmp_path,
+        work_dir=tmp_path,
+        language="en",
+    )
+    fake = _FakeEnterprise(refusal)
+    fake.identity = SimpleNamespace(participant_id="ent-1", signing_key=SigningKey.generate())
+    app = create_console_app(settings, client=fake)  # type: ignore[arg-type]
+    app.state.console.extras["enterprise_uscc"] = USCC
+    with TestClient(app, base_url="http://console") as client:
+        sessions = app.state.console.sessions
+        client.get(f"/login?token={sessions.login_token}", follow_redirects=False)
+        csrf = sessions.csrf_token(client.cookies.get("creditshare_console"))
+        response = client.post(
+            path, data=form, headers={CSRF_HEADER: csrf, "Origin": "http://console"}
+        )
+    return response.status_code, response.text
+
+
+def test_a_refused_revocation_is_shown_in_its_consents_row(tmp_path: Path) -> None:
+    refusal = ProblemError(403, "Forbidden", "only the enterprise itself signs a revocation", {})
+    status, text = _enterprise_post(tmp_path, refusal, "/enterprise/consents/c1/revoke", {})
+    assert status == 422
+    assert 'aria-describedby="e-revoke-c1"' in text
+    assert 'id="e-revoke-c1" role="alert">only the enterprise itself signs' in text
+
+
+def test_a_grant_naming_an_unpublished_indicator_is_refused_under_indicators(
+    tmp_path: Path,
+) -> None:
+    refusal = ProblemError(
+        422, "Invalid input", "the consent names indicator(s) 'x' that no node publishes", {}
+    )
+    form = {"grantee": "bank-1", "days": "30", "indicators": "tax_credit_grade"}
+    status, text = _enterprise_post(tmp_path, refusal, "/enterprise/grant", form)
+    assert status == 422
+    assert 'id="e-indicators"' in text and "no node publishes" in text
+    assert 'value="bank-1"' in text  # nothing the user typed is lost

@@ -24,6 +24,7 @@ from creditshare.console._profile_view import (
     errors_for,
     form_list,
     local_error,
+    message_of,
     profile_view,
     short_time,
 )
@@ -177,7 +178,7 @@ def held_consents(request: Request) -> HTMLResponse:
     try:
         rows = _held(state)
     except CreditShareError as exc:
-        problem = str(exc)
+        problem = message_of(exc)
     consents = [
         {
             "id": str(r["consent_id"]),
@@ -229,7 +230,7 @@ def alerts(request: Request) -> HTMLResponse:
     try:
         subscriptions = state.sdk.subscriptions()
     except CreditShareError as exc:
-        problems.append(str(exc))
+        problems.append(message_of(exc))
     has_key = state.settings.alert_key_file is not None
     opened: list[Alert] = []
     if has_key:
@@ -239,7 +240,7 @@ def alerts(request: Request) -> HTMLResponse:
             try:
                 seen.extend(state.sdk.alerts(inbox=inbox))
             except CreditShareError as exc:
-                problems.append(str(exc))
+                problems.append(message_of(exc))
             opened = list(reversed(seen))
     rows = [
         {

@@ -25,6 +25,7 @@ from creditshare.console._profile_view import (
     chain_options,
     errors_for,
     form_list,
+    message_of,
     short_time,
 )
 from creditshare.console._render import language_of, page
@@ -112,7 +113,9 @@ def _consent_rows(state: ConsoleState) -> list[dict[str, Any]]:
                 "uses": r.get("uses", 0),
                 "max_uses": r.get("max_uses"),
                 "chains": ", ".join(document.get("chains", [])),
-                "indicators": ", ".join(document.get("indicators", [])),
+                "indicators": ", ".join(
+                    i for i in document.get("indicators", []) if i != ALL_INDICATORS
+                ),
                 "valid_from": short_time(document.get("valid_from")),
                 "valid_until": short_time(until),
                 "revoked": bool(r.get("revoked")),
@@ -130,7 +133,7 @@ def _consents_page(request: Request, status_code: int = 200, **context: Any) -> 
     try:
         consents = _consent_rows(state)
     except CreditShareError as exc:
-        problem = str(exc)
+        problem = message_of(exc)
     return page(
         request,
         "enterprise/consents.html",
@@ -155,7 +158,7 @@ def revoke(request: Request, consent_id: str) -> HTMLResponse:
     try:
         result = state.sdk.revoke_consent(consent_id, state.sdk.identity.signing_key)
     except CreditShareError as exc:
-        return _consents_page(request, 422, refused={consent_id: str(exc)})
+        return _consents_page(request, 422, refused={consent_id: message_of(exc)})
     nodes = result.get("nodes") or []
     held = [str(n["node"]) for n in nodes if n.get("holds_revocation")]
     pending = [
@@ -337,7 +340,7 @@ def access_log(request: Request) -> HTMLResponse:
         checked = state.sdk.verified_enterprise_queries(_uscc(state), key)
         entries = [_entry(e) for e in sorted(checked, key=lambda e: e.index, reverse=True)]
     except CreditShareError as exc:
-        problem = str(exc)
+        problem = message_of(exc)
     return page(
         request,
         "enterprise/log.html",

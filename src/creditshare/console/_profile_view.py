@@ -30,6 +30,7 @@ __all__ = [
     "errors_for",
     "form_list",
     "local_error",
+    "message_of",
     "profile_view",
     "short_time",
 ]
@@ -53,6 +54,11 @@ def errors_for(
                 moved.add(name, message)
             return moved
     return errors
+
+
+def message_of(exc: CreditShareError) -> str:
+    """What went wrong, as a person reads it (a problem's detail, not its status line)."""
+    return exc.detail if isinstance(exc, ProblemError) else str(exc)
 
 
 def local_error(name: str, exc: CreditShareError) -> FormErrors:
