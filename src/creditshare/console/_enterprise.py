@@ -350,4 +350,5 @@ def access_log(request: Request) -> HTMLResponse:
         key_text=key_text,
         uscc=_uscc(state),
         all_verified=all(e["verified"] for e in entries),
+        purposes=[p.value for p in Purpose],
     )
