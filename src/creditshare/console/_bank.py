@@ -62,17 +62,13 @@ _QUERY_PLACEMENTS: list[Placement] = [
 
 
 def _models(state: ConsoleState) -> list[tuple[str, str]]:
-    """The models a query may name (asked once; the default one if the list fails)."""
-    cached = state.extras.get("bank_models")
-    if cached is None:
-        try:
-            models = state.sdk.models()
-            cached = [(str(m["id"]), f"{m['id']} · {m.get('description', '')}") for m in models]
-        except CreditShareError:
-            return [(DEFAULT_MODEL_ID, DEFAULT_MODEL_ID)]
-        state.extras["bank_models"] = cached
-    result: list[tuple[str, str]] = cached
-    return result
+    """The models a query may name, asked each time (a bureau publishes new ones); the
+    default one alone if the coordinator cannot list them now."""
+    try:
+        models = state.sdk.models()
+    except CreditShareError:
+        return [(DEFAULT_MODEL_ID, DEFAULT_MODEL_ID)]
+    return [(str(m["id"]), f"{m['id']} · {m.get('description', '')}") for m in models]
 
 
 def _query_page(
