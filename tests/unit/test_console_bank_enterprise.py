@@ -157,9 +157,10 @@ class _FakeEnterprise:
     def __init__(self, refusal: ProblemError) -> None:
         self.refusal = refusal
 
-    def get(self, path: str) -> list[dict[str, Any]]:
-        if path == "/v1/indicators":
-            return [{"name": "tax_credit_grade", "description": "tax credit grade"}]
+    def indicators(self) -> list[dict[str, Any]]:
+        return [{"name": "tax_credit_grade", "description": "tax credit grade"}]
+
+    def enterprise_consents(self, uscc: str) -> list[dict[str, Any]]:
         document = {
             "chains": ["yrd"],
             "indicators": ["*"],

@@ -161,7 +161,6 @@ def run_query(
     except CreditShareError as exc:
         errors = errors_for(exc, _QUERY_FIELDS, _QUERY_PLACEMENTS)
         return _query_page(request, values, errors=errors, status_code=422)
-    _remember(state, consent_id.strip())
     return _query_page(request, values, profile=profile_view(profile))
 
 
@@ -192,25 +191,8 @@ def held_consents(request: Request) -> HTMLResponse:
 
 
 def _held(state: ConsoleState) -> list[dict[str, Any]]:
-    """The bank's consents: the SDK's ``held_consents`` (GET /v1/consents); from a
-    coordinator without that route, those this console queried with (each asked anew,
-    so uses and revocations are current)."""
-    sdk: Any = state.sdk
-    method = getattr(sdk, "held_consents", None)
-    try:
-        result: list[dict[str, Any]] = method() if method is not None else sdk.get("/v1/consents")
-    except ProblemError as exc:
-        if exc.status not in (404, 405):
-            raise
-        used: list[str] = state.extras.get("bank_used_consents", [])
-        return [state.sdk.consent(c) for c in reversed(used)]
-    return result
-
-
-def _remember(state: ConsoleState, consent_id: str) -> None:
-    used: list[str] = state.extras.setdefault("bank_used_consents", [])
-    if consent_id not in used:
-        used.append(consent_id)
+    """The consents granted to this bank, newest first (GET /v1/consents)."""
+    return state.sdk.held_consents()
 
 
 _inbox_lock = threading.Lock()

@@ -90,12 +90,7 @@ def _text(request: Request, key: str, **values: Any) -> str:
 
 
 def _consent_rows(state: ConsoleState) -> list[dict[str, Any]]:
-    sdk: Any = state.sdk
-    method = getattr(sdk, "enterprise_consents", None)
-    uscc = _uscc(state)
-    rows: list[dict[str, Any]] = (
-        method(uscc) if method is not None else sdk.get(f"/v1/enterprises/{uscc}/consents")
-    )
+    rows = state.sdk.enterprise_consents(_uscc(state))
     now = datetime.now(UTC)
     out = []
     for r in rows:
@@ -120,9 +115,10 @@ def _consent_rows(state: ConsoleState) -> list[dict[str, Any]]:
                 "valid_until": short_time(until),
                 "revoked": bool(r.get("revoked")),
                 "expired": expired,
+                "created": str(r.get("created_at") or document.get("valid_from", "")),
             }
         )
-    out.sort(key=lambda c: str(c["valid_from"]), reverse=True)
+    out.sort(key=lambda c: str(c["created"]), reverse=True)  # newest first
     return out
 
 
@@ -176,10 +172,8 @@ def _indicator_options(state: ConsoleState) -> list[tuple[str, str]]:
     """Every published indicator name (a consent may name only these)."""
     cached = state.extras.get("enterprise_indicators")
     if cached is None:
-        sdk: Any = state.sdk
-        method = getattr(sdk, "indicators", None)
         try:
-            listed = method() if method is not None else sdk.get("/v1/indicators")
+            listed = state.sdk.indicators()
         except CreditShareError:
             return []
         names: dict[str, str] = {}
