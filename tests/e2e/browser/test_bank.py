@@ -116,6 +116,11 @@ def test_a_query_through_the_page_shows_the_profile_the_sdk_decrypts(
         row.wait_for()
         assert "1 / 2" in row.inner_text()
         check_page(page, "bank-consents")
+        # Its link opens the query form filled in for that enterprise and consent.
+        row.get_by_role("link").click()
+        page.wait_for_url("**/bank/query?*")
+        assert page.locator("#f-consent_id").input_value() == consent
+        assert page.locator("#f-uscc").input_value() == uscc
 
     # The same consent's second use, through the SDK with the console's own key files.
     with _sdk(trust, settings) as sdk:
@@ -163,7 +168,9 @@ def test_c_a_refused_consent_is_shown_under_its_field_and_monitoring_lists_in_ch
             assert page.locator("#alerts-none, #alerts").count() == 1  # opened with its alert key
             check_page(page, "bank-alerts-zh")
             page.goto(console.url + "/bank/consents")
-            check_page(page, "bank-consents-empty-zh")
+            held = page.locator(f"tr[data-consent='{watched}']")
+            assert "贷后监测" in held.inner_text() and uscc in held.inner_text()
+            check_page(page, "bank-consents-zh")
     finally:  # the federation is shared: leave no subscription running
         with _sdk(trust, settings) as sdk:
             sdk.unsubscribe(subscription["subscription_id"])
