@@ -32,30 +32,47 @@ def _cell(row: Any, name: str) -> int:
 
 
 def test_a_department_sees_its_imports_as_reported_and_its_access_log_grow(
-    consoles: Consoles, federation: Federation, trust: Trust, browser: object
+    consoles: Consoles, federation: Federation, trust: Trust, browser: object, tmp_path: Path
 ) -> None:
     node = _node(federation)
     settings = federation.layout.node_settings(node)
-    # The same records again: a snapshot of its own, all unchanged; the page must show
-    # exactly what the import said it did.
-    summary = import_into_node(settings, [node.data_file])
+    # A snapshot that changes one record and leaves out another, then the records as
+    # they were again (the federation's data is shared: it is back before the page opens).
+    with node.data_file.open(newline="", encoding="utf-8") as f:
+        records = list(csv.DictReader(f))
+    first, last = records[0]["uscc"], records[-1]["uscc"]
+    altered = tmp_path / "market-altered.csv"
+    with altered.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        older = float(records[0]["years_operating"]) + 1
+        changed = dict(records[0], years_operating=f"{older:.1f}")
+        writer.writerows([changed, *records[1:-1]])
+    summaries = [
+        import_into_node(settings, [altered]),
+        import_into_node(settings, [node.data_file]),
+    ]
+    assert (summaries[0].changed, summaries[0].removed) == (1, 1)
+    assert (summaries[1].changed, summaries[1].added) == (1, 1)
     console = consoles.start("department", node_config=str(node.config))
     with open_console(browser, console, language="en") as page:
         page.goto(console.url + "/")
         assert page.url.endswith("/department/imports")
-        row = page.locator(f'#snapshots tr[data-snapshot="{summary.batch_id}"]')
-        assert _cell(row, "rows") == summary.rows
-        assert _cell(row, "added") == summary.added
-        assert _cell(row, "changed") == summary.changed
-        assert _cell(row, "removed") == summary.removed
-        assert _cell(row, "unchanged") == summary.unchanged
+        for summary in summaries:
+            row = page.locator(f'#snapshots tr[data-snapshot="{summary.batch_id}"]')
+            assert _cell(row, "rows") == summary.rows
+            assert _cell(row, "added") == summary.added
+            assert _cell(row, "changed") == summary.changed
+            assert _cell(row, "removed") == summary.removed
+            assert _cell(row, "unchanged") == summary.unchanged
         assert node.data_file.name in row.inner_text()
+        # The latest snapshot brought the left-out record back and undid the change.
+        assert first in page.locator("#change-changed + ul").inner_text()
+        assert last in page.locator("#change-added + ul").inner_text()
         # The first snapshot (the federation's own import) added every record.
-        with node.data_file.open(newline="", encoding="utf-8") as f:
-            records = sum(1 for _ in csv.DictReader(f))
-        first = page.locator("#snapshots tbody tr").last
-        assert _cell(first, "added") == _cell(first, "rows") == records
-        assert int(page.locator("#records-held").inner_text()) == records
+        oldest = page.locator("#snapshots tbody tr").last
+        assert _cell(oldest, "added") == _cell(oldest, "rows") == len(records)
+        assert int(page.locator("#records-held").inner_text()) == len(records)
         check_page(page, "department-imports")
 
         page.get_by_role("link", name="Access log").click()
@@ -63,7 +80,7 @@ def test_a_department_sees_its_imports_as_reported_and_its_access_log_grow(
         before = page.locator("#access-log tbody tr").count()
         check_page(page, "department-access-log")
         # A bank queries an enterprise this node holds: the node's log gains its entry.
-        uscc = _last_uscc(node.data_file)
+        uscc = last
         consent = trust.consent(uscc)
         index = int(trust.bank.query(uscc, consent).raw["ledger_index"])
         page.reload()
@@ -110,8 +127,3 @@ def test_a_department_console_says_in_chinese_when_its_database_cannot_be_read(
         assert page.locator('#checks tr[data-check="port"]').get_attribute("data-ok") == "true"
         check_page(page, "department-health-zh")
     assert not (tmp_path / "missing").exists()  # reading never made a database
-
-
-def _last_uscc(data_file: Path) -> str:
-    with data_file.open(newline="", encoding="utf-8") as f:
-        return str(list(csv.DictReader(f))[-1]["uscc"])
