@@ -146,6 +146,23 @@ class FakeSdk:
     def revoke_credential(self, participant_id: str, key_id: str) -> Any:
         return self._answer("revoke", participant_id, key_id)
 
+    def nodes(self) -> list[dict[str, Any]]:
+        base = {"chain": "yrd", "department": "tax", "address": "127.0.0.1:1"}
+        return [
+            {"id": "n-old", **base},  # a coordinator without reachability fields
+            {"id": "n-new", **base, "reachable": None, "last_answer_at": None},
+            {
+                **base,
+                "id": "n-up",
+                "reachable": True,
+                "last_answer_at": "2026-11-30T19:21:03.5+00:00",
+                "last_latency_ms": 12.34,
+                "version": "0.1.0",
+                "last_error": None,
+            },
+            {**base, "id": "n-down", "reachable": False, "last_error": "UNAVAILABLE"},
+        ]
+
     def close(self) -> None:
         pass
 
@@ -211,3 +228,27 @@ def test_refusals_without_a_field_land_on_the_field_the_form_knows_they_concern(
     assert typo.status_code == 422 and 'id="e-uscc"' in typo.text
     assert 'id="e-signing_key"' in typo.text
     assert len(sdk.calls) == sent
+
+
+def test_nodes_show_reachability_when_reported_and_not_probed_when_null(
+    operator: tuple[TestClient, FakeSdk, str],
+) -> None:
+    client, _, _ = operator
+    page = client.get("/operator/nodes?lang=en").text
+
+    def row(node: str) -> str:
+        found = re.search(rf'<tr data-node="{node}" data-reachable="(\w+)">(.*?)</tr>', page, re.S)
+        assert found, node
+        return f"{found.group(1)} {found.group(2)}"
+
+    assert row("n-old").startswith("unknown") and "not probed" in row("n-old")
+    assert row("n-new").startswith("unknown")
+    up = row("n-up")
+    assert up.startswith("true") and "12.3 ms" in up and "0.1.0" in up
+    assert "2026-11-30 19:21:03 UTC" in up
+    down = row("n-down")
+    assert down.startswith("false") and "UNAVAILABLE" in down
+    # The coordinator's /readyz cannot be reached here: said, not hidden.
+    assert re.search(
+        r'data-check="status"><th scope="row">Status</th><td class="status-bad">unreachable', page
+    )

@@ -246,6 +246,10 @@ def nodes(request: Request) -> HTMLResponse:
         rows = console_state(request).sdk.nodes()
     except CreditShareError as exc:
         problem = str(exc)
+    for row in rows:
+        when = row.get("last_answer_at")
+        if isinstance(when, str):
+            row["last_answer_at"] = _iso_utc(when)
     return page(
         request, "operator/nodes.html", nodes=rows, problem=problem, ready=_readiness(request)
     )
@@ -284,6 +288,18 @@ def ledger(request: Request) -> HTMLResponse:
         for cosignature in head.get("cosignatures") or []:
             cosignature["cosigned_at"] = _utc(cosignature["timestamp"])
     return page(request, "operator/ledger.html", head=head, problem=problem, empty=empty)
+
+
+def _iso_utc(text: str) -> str:
+    """An ISO time from the coordinator, shown like every other time here (as sent if
+    it does not parse: nothing it says is dropped)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return _utc(moment.timestamp())
 
 
 def _utc(seconds: float) -> str:
