@@ -126,6 +126,7 @@ class FakeSdk:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.refusal: ProblemError | None = None
+        self.listed: list[str | None] = []
 
     def _answer(self, name: str, *args: Any) -> Any:
         self.calls.append((name, args))
@@ -133,7 +134,8 @@ class FakeSdk:
             raise self.refusal
         return None
 
-    def get(self, path: str) -> Any:
+    def participants(self, role: str | None = None) -> list[dict[str, Any]]:
+        self.listed.append(role)
         return [{"id": "bank-1", "role": "bank", "name": "Bank", "uscc": None, "disabled": False}]
 
     def post(self, path: str, payload: dict[str, Any]) -> Any:
@@ -252,3 +254,13 @@ def test_nodes_show_reachability_when_reported_and_not_probed_when_null(
     assert re.search(
         r'data-check="status"><th scope="row">Status</th><td class="status-bad">unreachable', page
     )
+
+
+def test_the_role_filter_asks_the_coordinator_for_that_role_only(
+    operator: tuple[TestClient, FakeSdk, str],
+) -> None:
+    client, sdk, _ = operator
+    client.get("/operator/participants?role=bank")
+    client.get("/operator/participants?role=nonsense")  # not a role: all of them
+    client.get("/operator/participants")
+    assert sdk.listed[-3:] == ["bank", None, None]

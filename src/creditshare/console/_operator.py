@@ -47,11 +47,12 @@ HTTP_TIMEOUT_SECONDS = 10.0
 def _participants(request: Request, role: str | None) -> tuple[list[dict[str, Any]], str | None]:
     """The participants (of ``role``), or why they could not be listed."""
     try:
-        rows: list[dict[str, Any]] = console_state(request).sdk.get("/v1/participants")
+        rows = console_state(request).sdk.participants(role)
     except CreditShareError as exc:
         return [], str(exc)
-    if role:
-        rows = [r for r in rows if r.get("role") == role]
+    for row in rows:
+        when = row.get("created_at")
+        row["created_at"] = _iso_utc(when) if isinstance(when, str) else ""
     return rows, None
 
 

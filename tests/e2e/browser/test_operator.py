@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import csv
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from creditshare import __version__
 from creditshare.client import CreditShareClient
 from creditshare.demo import Federation
 from creditshare.errors import ProblemError
@@ -20,6 +22,9 @@ from ..conftest import Trust
 from .conftest import Console, Consoles, check_page, open_console
 
 pytestmark = pytest.mark.e2e
+
+#: The coordinator probes nodes every 10 s by default; generous for two busy cores.
+PROBE_WAIT_SECONDS = 90.0
 
 
 def _id(prefix: str) -> str:
@@ -184,6 +189,16 @@ def test_nodes_ledger_and_metrics_pages_show_the_federation(
             assert node.address in row.inner_text()
             if row.get_attribute("data-reachable") == "unknown":
                 assert "not probed" in row.inner_text()
+        # The coordinator probes every node in the background: each is soon reachable,
+        # with its version and latency (the page is reloaded until then, as a user would).
+        deadline = time.monotonic() + PROBE_WAIT_SECONDS
+        while page.locator('#nodes tbody tr:not([data-reachable="true"])').count():
+            assert time.monotonic() < deadline, page.locator("#nodes").inner_text()
+            page.wait_for_timeout(500)
+            page.reload()
+        for node in federation.layout.nodes:
+            text = page.locator(f'#nodes tr[data-node="{node.node_id}"]').inner_text()
+            assert __version__ in text and " ms" in text
         assert "ok" in page.locator('#readiness tr[data-check="status"]').inner_text()
         check_page(page, "operator-nodes")
 
