@@ -148,6 +148,9 @@ class FakeSdk:
     def revoke_credential(self, participant_id: str, key_id: str) -> Any:
         return self._answer("revoke", participant_id, key_id)
 
+    def disable_participant(self, participant_id: str) -> Any:
+        return self._answer("disable", participant_id)
+
     def nodes(self) -> list[dict[str, Any]]:
         base = {"chain": "yrd", "department": "tax", "address": "127.0.0.1:1"}
         return [
@@ -264,3 +267,18 @@ def test_the_role_filter_asks_the_coordinator_for_that_role_only(
     client.get("/operator/participants?role=nonsense")  # not a role: all of them
     client.get("/operator/participants")
     assert sdk.listed[-3:] == ["bank", None, None]
+
+
+def test_a_refused_disable_is_shown_in_the_participants_row(
+    operator: tuple[TestClient, FakeSdk, str],
+) -> None:
+    client, sdk, csrf = operator
+    sdk.refusal = ProblemError(409, "Conflict", "the last operator cannot be disabled", {})
+    answer = client.post(
+        "/operator/participants/bank-1/disable",
+        headers={"X-CSRF-Token": csrf, "Sec-Fetch-Site": "same-origin"},
+    )
+    assert answer.status_code == 422
+    row = re.search(r'<tr data-participant="bank-1"[^>]*>(.*?)</tr>', answer.text, re.S)
+    assert row and "the last operator cannot be disabled" in row.group(1)
+    assert sdk.calls == [("disable", ("bank-1",))]
