@@ -279,6 +279,19 @@ def test_admin_disable_and_enable_say_what_happened(people: People) -> None:
     assert f"{bank} (bank): enabled" in out
     assert _status(people, "/v1/consents", people.bank_b) == 200
 
+    # A further key, printed once on a line of its own; revoked by its key id, it stops,
+    # and the bank's first key keeps working.
+    out = cli("admin", "issue-key", *_as(people, people.operator), "--id", bank)
+    second = out.strip().splitlines()[-1]
+    assert _status(people, "/v1/consents", second) == 200
+    key_id = second.removeprefix("cs_").split(".", 1)[0]
+    out = cli(
+        "admin", "revoke-key", *_as(people, people.operator), "--id", bank, "--key-id", key_id
+    )
+    assert f"key {key_id} of {bank} revoked" in out
+    assert _status(people, "/v1/consents", second) == 401
+    assert _status(people, "/v1/consents", people.bank_b) == 200
+
 
 def test_models_nodes_and_indicators(people: People, federation: Federation) -> None:
     models = cli_json("models", *_as(people, people.bank_a))
