@@ -310,10 +310,27 @@ class QueryOut(BaseModel):
 
 
 class NodeOut(BaseModel):
+    """A registered node and what this coordinator process last saw of it (each replica
+    probes on its own: see coordinator/README.md)."""
+
     id: str
     chain: Chain
     department: str
     address: str
+    reachable: bool | None = Field(
+        description="whether the node answers (its last probe or call); null: not tried yet"
+    )
+    last_answer_at: datetime | None = Field(
+        description="when the node last answered a probe or a real call"
+    )
+    last_latency_ms: float | None = Field(
+        description="how long that answer took (a query's includes the node's encryption)"
+    )
+    version: str | None = Field(
+        description="the creditshare version the node reports; null: not probed yet, or "
+        "a node too old to say"
+    )
+    last_error: str | None = Field(description="why the node is unreachable; null while it answers")
 
 
 class PublishedIndicatorOut(BaseModel):
