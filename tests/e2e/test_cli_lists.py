@@ -301,8 +301,12 @@ def test_models_nodes_and_indicators(people: People, federation: Federation) -> 
     assert all({"chain", "department", "address"} <= set(n) for n in nodes)
     indicators = cli_json("indicators", *_as(people, people.bank_a))
     assert indicators and all(i["name"] and i["nodes"] for i in indicators)
+    assert all(
+        {"reachable", "last_answer_at", "last_latency_ms", "version"} <= set(n) for n in nodes
+    )
     table = cli("nodes", *_as(people, people.bank_a))
-    assert all(h in table for h in ("id", "chain", "department", "address"))
+    headers = ("id", "chain", "department", "address", "reachable", "last answer", "version")
+    assert all(h in table for h in headers)
     table = cli("models", *_as(people, people.bank_a))
     assert all(h in table for h in ("id", "type", "trained by", "test AUC", "test KS"))
 
