@@ -311,6 +311,21 @@ def test_models_nodes_and_indicators(people: People, federation: Federation) -> 
     assert all(h in table for h in ("id", "type", "trained by", "test AUC", "test KS"))
 
 
+def test_credentials_revocation_lists_and_signals(people: People, trust: Trust) -> None:
+    held = cli_json("credentials", *_as(people, people.bank_a))
+    assert {c["participant_id"] for c in held} == {people.bank_a_id}
+    assert len(held) == len(trust.layout.identity(people.bank_a_id, "bank").credentials)
+    assert all(c["fingerprint"] and c["serial"] and c["not_after"] for c in held)
+    lists = cli_json("admin", "revocation-lists", *_as(people, people.operator))
+    assert len({r["issuer"] for r in lists}) == 3  # one per chain CA
+    assert all(r["number"] >= 1 and r["next_update"] > r["this_update"] for r in lists)
+    signals = {s["type"]: s for s in cli_json("alerts", "signals", *_as(people, people.bank_a))}
+    court = [n.node_id for n in trust.layout.nodes if n.node_id.endswith("-court")]
+    assert set(court) <= set(signals["court_judgment"]["nodes"])
+    table = cli("alerts", "signals", *_as(people, people.bank_a))
+    assert "court_judgment" in table and "severity" in table
+
+
 def test_keys_list(people: People) -> None:
     keys = cli_json("keys", "list", *_as(people, people.bureau_a.api_key))
     assert [k["fingerprint"] for k in keys] == [people.bureau_a.fingerprint]
