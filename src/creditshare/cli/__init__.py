@@ -11,6 +11,7 @@ import sys
 from creditshare.cli._admin import admin_app
 from creditshare.cli._alerts import alerts_app, monitoring_app
 from creditshare.cli._bureau import bureau_app
+from creditshare.cli._chain import chain_app
 from creditshare.cli._commands import app
 from creditshare.cli._console import console_command
 from creditshare.cli._coordinator import coordinator_app
@@ -20,6 +21,7 @@ from creditshare.cli._keys import keys_app
 from creditshare.cli._ledger import ledger_app
 from creditshare.cli._lists import (
     consents_command,
+    credentials_command,
     indicators_command,
     models_command,
     nodes_command,
@@ -32,6 +34,7 @@ from creditshare.errors import CreditShareError, ProblemError
 __all__ = ["app", "main"]
 
 node_app.add_typer(schema_app, name="schema")
+app.add_typer(chain_app, name="chain")
 app.add_typer(node_app, name="node")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(admin_app, name="admin")
@@ -48,6 +51,7 @@ app.command("models")(models_command)
 app.command("nodes")(nodes_command)
 app.command("indicators")(indicators_command)
 app.command("consents")(consents_command)
+app.command("credentials")(credentials_command)
 
 
 def main() -> None:
