@@ -208,7 +208,7 @@ def open_console(browser: Any, console: Console, language: str = "en") -> Iterat
         "console",
         lambda message: (
             watch.errors.append(f"console {message.type}: {message.text}")
-            if message.type == "error"
+            if message.type == "error" and not _refused_form(message.text)
             else None
         ),
     )
@@ -219,6 +219,17 @@ def open_console(browser: Any, console: Console, language: str = "en") -> Iterat
         watch.check()
     finally:
         context.close()
+
+
+#: Chromium logs every 4xx answer as a console error; a form's refusal (422, 409) is an
+#: answer the page shows next to its field, not a fault of the page.
+_REFUSAL = re.compile(
+    r"^Failed to load resource: the server responded with a status of (422|409)\b"
+)
+
+
+def _refused_form(text: str) -> bool:
+    return _REFUSAL.match(text) is not None
 
 
 def check_page(page: Any, name: str) -> None:
