@@ -385,12 +385,80 @@ def test_chain_init_refuses_a_non_empty_folder_and_bad_options(tmp_path: Path) -
     ]
     assert len(commands) >= 10
     assert [p for command in commands if (p := cli_problem(command, str(readme)))] == []
-    # --force replaces the earlier run's files (new keys), keeping nothing of it.
+    # --force replaces the earlier run's files (new keys), keeping nothing of it; its
+    # settings name databases on a server, which may hold a ledger: only with
+    # --discard-databases, and they are named (without dropping them).
     ca_key = (tmp_path / "pg/pki/yrd/ca/ca.key").read_bytes()
-    again = init("--out", "pg", "--chain", "yrd", "--department", "tax", "--force")
+    refused = init("--out", "pg", "--chain", "yrd", "--department", "tax", "--force")
+    assert refused.returncode == 2
+    assert "db.example:5432/node_bth_court (on its server)" in refused.stderr, refused.stderr
+    assert (tmp_path / "pg/pki/yrd/ca/ca.key").read_bytes() == ca_key
+    again = init(
+        "--out", "pg", "--chain", "yrd", "--department", "tax", "--force", "--discard-databases"
+    )  # fmt: skip
     assert again.returncode == 0, again.stderr
+    assert "removing" in again.stdout and "  nodes/bth-court/node.toml" in again.stdout
     assert (tmp_path / "pg/pki/yrd/ca/ca.key").read_bytes() != ca_key
     assert not (tmp_path / "pg/nodes/bth-court").exists()
+
+
+def test_chain_init_force_replaces_only_what_chain_init_wrote(tmp_path: Path) -> None:
+    """--force never deletes a file chain init did not write, nor a chain's databases
+    without --discard-databases; it lists what it removes."""
+
+    def init(out: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(tmp_path, "chain", "init", "--out", out, "--chain", "yrd",
+                       "--department", "tax", *args)  # fmt: skip
+
+    # A folder no chain init made: its nodes/ and coordinator/ are not ours to delete.
+    other = tmp_path / "other"
+    for name in ("nodes/important/file", "coordinator/coordinator.db"):
+        (other / name).parent.mkdir(parents=True)
+        (other / name).write_text("keep me", encoding="utf-8")
+    refused = init("other", "--force", "--discard-databases")
+    assert refused.returncode == 2
+    assert "no `creditshare chain init` made it (it has no .creditshare-chain)" in refused.stderr
+    assert (other / "nodes/important/file").read_text() == "keep me"
+    assert (other / "coordinator/coordinator.db").read_text() == "keep me"
+
+    # A chain whose services ran: their SQLite files need --discard-databases.
+    made = init("chain")
+    assert made.returncode == 0, made.stderr
+    chain = tmp_path / "chain"
+    written = (chain / ".creditshare-chain").read_text().splitlines()
+    assert "nodes/yrd-tax/node.toml" in written and "README.md" in written
+    (chain / "nodes/yrd-tax/node.db").write_bytes(b"records")
+    (chain / "coordinator/coordinator.db-wal").write_bytes(b"ledger")
+    (chain / "logs").mkdir()
+    (chain / "logs/coordinator.log").write_text("mine", encoding="utf-8")
+    refused = init("chain", "--force")
+    assert refused.returncode == 2
+    assert "nodes/yrd-tax/node.db" in refused.stderr
+    assert "coordinator/coordinator.db-wal" in refused.stderr
+    assert "--discard-databases" in refused.stderr
+    assert (chain / "nodes/yrd-tax/node.db").read_bytes() == b"records"
+
+    # A file of someone else's among chain init's: refused even with --discard-databases.
+    (chain / "nodes/yrd-tax/notes.txt").write_text("keep me", encoding="utf-8")
+    refused = init("chain", "--force", "--discard-databases")
+    assert refused.returncode == 2
+    assert "did not write (nodes/yrd-tax/notes.txt)" in refused.stderr
+    assert (chain / "nodes/yrd-tax/node.db").exists()
+    (chain / "nodes/yrd-tax/notes.txt").unlink()
+
+    # Both flags: what goes is listed first; what chain init did not make outside its
+    # folders stays.
+    log_key = (chain / "coordinator/log-signing-key.pem").read_bytes()
+    again = init("chain", "--force", "--discard-databases")
+    assert again.returncode == 0, again.stderr
+    listed = again.stdout[again.stdout.index("removing") :]
+    for name in ("nodes/yrd-tax/node.db", "coordinator/coordinator.db-wal",
+                 "coordinator/log-signing-key.pem", "README.md"):  # fmt: skip
+        assert f"  {name}\n" in listed, listed
+    assert not (chain / "nodes/yrd-tax/node.db").exists()
+    assert (chain / "coordinator/log-signing-key.pem").read_bytes() != log_key
+    assert (chain / "logs/coordinator.log").read_text() == "mine"
+    assert (chain / ".creditshare-chain").is_file()
 
 
 def test_chain_init_with_postgresql_gives_each_service_a_working_database(tmp_path: Path) -> None:

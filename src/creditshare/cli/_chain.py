@@ -12,6 +12,7 @@ register a bank, import, query), since a newcomer should not have to guess them.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ chain_app = typer.Typer(
 
 #: What ``chain init`` writes under its folder (and ``--force`` replaces).
 WRITTEN = ("pki", "coordinator", "nodes", "README.md")
+#: Marks a folder ``chain init`` made, listing the files it wrote: ``--force`` needs it.
+MARKER = ".creditshare-chain"
 #: Where the database name goes in ``--database-url``.
 NAME_FIELD = "{name}"
 
@@ -175,21 +178,121 @@ def _check_database_url(template: str) -> None:
         )
 
 
-def _clear(out: Path, force: bool) -> None:
-    """Make ``out`` ready: new or empty; with ``force``, what an earlier run wrote is removed."""
+def _clear(out: Path, force: bool, discard_databases: bool) -> None:
+    """Make ``out`` ready: new or empty; with ``force``, what an earlier run wrote is removed.
+
+    ``--force`` removes only files an earlier ``chain init`` wrote (its marker lists them),
+    since ``--out`` may name a folder of anything (``~``, a service's live folder). The
+    databases the services made beside their settings, and any on a server the settings
+    name, hold the ledger and the imported records: replacing the keys they were made with
+    needs ``--discard-databases`` too. What is removed is listed first."""
     from creditshare.demo._run import remove_parts
 
     if out.exists() and not out.is_dir():
         raise _bad(f"{out} is a file, not a folder", "--out")
     present = sorted(p.name for p in out.iterdir()) if out.exists() else []
-    if present and not force:
+    if not present:
+        return
+    held = f"{', '.join(present[:5])}{', ...' if len(present) > 5 else ''}"
+    if not force:
         raise _bad(
-            f"{out} is not empty ({', '.join(present[:5])}{', ...' if len(present) > 5 else ''}): "
-            "give a new or empty folder, or --force to replace "
-            f"{', '.join(WRITTEN)} in it (keys, certificates and databases included)",
+            f"{out} is not empty ({held}): give a new or empty folder, or --force to replace "
+            f"what an earlier `chain init` wrote in it ({', '.join(WRITTEN)})",
             "--out",
         )
-    remove_parts(out, WRITTEN)
+    marker = out / MARKER
+    if not marker.is_file():
+        raise _bad(
+            f"{out} holds {held} and no `creditshare chain init` made it (it has no {MARKER}): "
+            "--force replaces only a folder chain init made, never files it did not write; "
+            "give a new or empty folder",
+            "--out",
+        )
+    written = {
+        line.strip()
+        for line in marker.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    found = _files_under(out)
+    databases = [f for f in found if f not in written and _is_database(f)]
+    foreign = [f for f in found if f not in written and not _is_database(f)]
+    if foreign:
+        raise _bad(
+            f"{out} holds files an earlier `chain init` did not write ({_listed(foreign)}): "
+            "--force would delete them with the folders they are in; move them out first",
+            "--out",
+        )
+    servers = _server_databases(out)
+    if (databases or servers) and not discard_databases:
+        where = [*databases, *(f"{url} (on its server)" for url in servers)]
+        raise _bad(
+            f"{out} belongs to a chain whose services have databases ({_listed(where)}): "
+            "they hold its ledger and imported records, which the new keys (the ledger "
+            "signing key included) would orphan; back them up, and give --discard-databases "
+            "as well to replace the chain anyway (files are deleted; a server's databases "
+            "are not dropped: drop them yourself before the new chain starts)",
+            "--discard-databases",
+        )
+    removed = sorted(f for f in found if f in written or _is_database(f))
+    console.print(
+        f"replacing the chain in {out}: removing\n" + "\n".join(f"  {f}" for f in removed),
+        markup=False,
+        soft_wrap=True,
+    )
+    remove_parts(out, (*WRITTEN, MARKER))
+
+
+def _files_under(out: Path) -> list[str]:
+    """Every file and link under the parts ``chain init`` writes, relative to ``out``."""
+    found: list[str] = []
+    for part in WRITTEN:
+        path = out / part
+        if path.is_symlink() or path.is_file():
+            found.append(part)
+        elif path.is_dir():
+            for folder, dirs, files in os.walk(path):
+                links = [d for d in dirs if (Path(folder) / d).is_symlink()]
+                found += [str((Path(folder) / n).relative_to(out)) for n in [*files, *links]]
+    return sorted(found)
+
+
+def _is_database(name: str) -> bool:
+    """A SQLite database a service made, or its journal (``*.db``, ``*.db-wal``, ...)."""
+    return name.endswith(".db") or ".db-" in Path(name).name
+
+
+def _server_databases(out: Path) -> list[str]:
+    """The databases on a server (PostgreSQL) that the written settings name, shown
+    without a password."""
+    import tomllib
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    urls: list[str] = []
+    for config in [out / "coordinator" / "coordinator.toml", *out.glob("nodes/*/node.toml")]:
+        try:
+            url = tomllib.loads(config.read_text(encoding="utf-8")).get("database_url")
+            if isinstance(url, str) and not url.startswith("sqlite"):
+                urls.append(make_url(url).render_as_string(hide_password=True))
+        except (OSError, ValueError, ArgumentError):
+            continue
+    return urls
+
+
+def _listed(items: Sequence[str], most: int = 8) -> str:
+    more = len(items) - most
+    return ", ".join(items[:most]) + (f" and {more} more" if more > 0 else "")
+
+
+def _mark(out: Path) -> None:
+    """Leave the marker that lets a later ``--force`` replace exactly these files."""
+    lines = [
+        "# Made by `creditshare chain init`: the files it wrote here. A later",
+        "# `chain init --force` with this folder removes these (and nothing it did not write).",
+        *_files_under(out),
+    ]
+    (out / MARKER).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 @chain_app.command("init")
@@ -228,6 +331,14 @@ def chain_init(
             "--force", help="replace what an earlier `chain init` wrote in a non-empty --out"
         ),
     ] = False,
+    discard_databases: Annotated[
+        bool,
+        typer.Option(
+            "--discard-databases",
+            help="with --force: replace the chain even though its services made databases "
+            "(its ledger and records; SQLite files are deleted)",
+        ),
+    ] = False,
 ) -> None:
     """Write every CA, key and settings file of a chain, and the commands to run next.
 
@@ -239,7 +350,7 @@ def chain_init(
     plan = plan_chain(chain or [], department or [], host, port, node_port, database_url)
     shown = out
     out = out.expanduser().resolve()
-    _clear(out, force)
+    _clear(out, force, discard_databases)
     layout = FederationLayout.write(
         out,
         out,
@@ -251,6 +362,7 @@ def chain_init(
     )
     text = next_steps(layout, plan, shown)
     (out / "README.md").write_text(text, encoding="utf-8")
+    _mark(out)
     console.print(
         f"chain files for {len(layout.nodes)} data nodes and the coordinator written to {out}",
         markup=False,
