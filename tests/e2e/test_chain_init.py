@@ -350,12 +350,14 @@ def test_chain_init_refuses_a_non_empty_folder_and_bad_options(tmp_path: Path) -
         (["--chain", "yrd", "--department", "prd:tax"], "not among --chain"),
         (["--host", "0.0.0.0"], "not an address to reach the services at"),  # noqa: S104
         (["--database-url", "postgresql+psycopg://u@h/db"], "write {name} where"),
+        (["--database-url", "postgresql+psycopg://cs:s3cretpw@db:5432/{name}"], "a password"),
         (["--port", "50052"], "is also a node's"),
     ]:
         out = init("--out", str(tmp_path / "new"), *args)
         assert out.returncode == 2, (args, out.stdout)
         assert says in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr
+        assert "s3cretpw" not in out.stderr + out.stdout
         assert not (tmp_path / "new").exists()
 
     # One department on two chains and PostgreSQL: each service its own database.
@@ -375,6 +377,16 @@ def test_chain_init_refuses_a_non_empty_folder_and_bad_options(tmp_path: Path) -
     node = load_settings(NodeSettings, tmp_path / "pg/nodes/bth-court/node.toml")
     assert node.database_url == url.replace("{name}", "node_bth_court")
     assert "createdb node_bth_court" in made.stdout
+    assert "PGPASSFILE" in made.stdout
+    # Settings files (database URLs) and private keys are the owner's alone; nothing is
+    # writable by others.
+    files = [p for p in (tmp_path / "pg").rglob("*") if p.is_file()]
+    secret = [p for p in files if p.suffix == ".toml" or b"PRIVATE KEY" in p.read_bytes()]
+    assert len([p for p in secret if p.suffix == ".toml"]) == 1 + 3
+    assert {p: oct(stat.S_IMODE(p.stat().st_mode)) for p in secret} == {
+        p: oct(0o600) for p in secret
+    }
+    assert [p for p in files if p.stat().st_mode & 0o022] == []
     # Every creditshare command its README.md lists exists and parses.
     readme = tmp_path / "pg" / "README.md"
     commands = [

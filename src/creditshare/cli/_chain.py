@@ -176,6 +176,14 @@ def _check_database_url(template: str) -> None:
         raise _bad(
             f"{url.get_backend_name()} is not supported (PostgreSQL or SQLite)", "--database-url"
         )
+    if url.password is not None:
+        raise _bad(
+            "the URL carries a password, which every service's settings file would hold: "
+            "leave it out (postgresql+psycopg://USER@HOST:PORT/{name}) and give each service "
+            "its password in a PGPASSFILE (~/.pgpass) or its full URL in "
+            "CREDITSHARE_COORDINATOR_DATABASE_URL / CREDITSHARE_NODE_DATABASE_URL",
+            "--database-url",
+        )
 
 
 def _clear(out: Path, force: bool, discard_databases: bool) -> None:
@@ -406,8 +414,8 @@ def next_steps(layout: FederationLayout, plan: ChainPlan, shown: Path) -> str:
         "| `nodes/<id>/` | `node.toml`, TLS key and certificate, credential, witness key | "
         "that node's host |",
         "",
-        "Every private key is mode 0600. The settings files name absolute paths: a folder "
-        "moved to another host needs its paths edited.",
+        "Every private key and settings file is mode 0600. The settings files name absolute "
+        "paths: a folder moved to another host needs its paths edited.",
         "",
     ]
     if plan.database_url is not None:
@@ -415,7 +423,10 @@ def next_steps(layout: FederationLayout, plan: ChainPlan, shown: Path) -> str:
         lines += [
             "## 0. Create the databases (PostgreSQL)",
             "",
-            "One database per service, empty; each service makes its tables on start:",
+            "One database per service, empty; each service makes its tables on start. The "
+            "settings files hold no password: give each service's host its password in a "
+            "PGPASSFILE (`~/.pgpass`, mode 0600), or its whole URL in "
+            "CREDITSHARE_COORDINATOR_DATABASE_URL / CREDITSHARE_NODE_DATABASE_URL.",
             "",
             "```sh",
             *(f"createdb {database_name(name)}" for name in names),

@@ -47,6 +47,7 @@ from creditshare.node import (
 from creditshare.node._settings import ModelShardSettings
 from creditshare.node._storage import ShardStore
 from creditshare.pki import TlsSettings, channel_credentials
+from creditshare.pki._files import write_atomically
 from creditshare.pki._request import DEFAULT_HOSTS
 
 __all__ = ["Federation", "FederationLayout", "NodeLayout", "free_port"]
@@ -182,7 +183,7 @@ class FederationLayout:
                 if department in weights:
                     doc["models"] = {DEFAULT_MODEL_ID: {"weights": dict(weights[department])}}
                 config = node_dir / "node.toml"
-                config.write_text(dumps(doc), encoding="utf-8")
+                write_settings(config, doc)
                 layout.nodes.append(
                     NodeLayout(
                         node_id,
@@ -226,7 +227,7 @@ class FederationLayout:
                 }
             ],
         }
-        layout.coordinator_config.write_text(dumps(coordinator), encoding="utf-8")
+        write_settings(layout.coordinator_config, coordinator)
         return layout
 
     def move_node(self, node: NodeLayout) -> NodeLayout:
@@ -337,7 +338,13 @@ class FederationLayout:
 def _rewrite(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
     doc = tomllib.loads(path.read_text(encoding="utf-8"))
     change(doc)
-    path.write_text(dumps(doc), encoding="utf-8")
+    write_settings(path, doc)
+
+
+def write_settings(path: Path, doc: Mapping[str, object]) -> None:
+    """A service's settings file, 0600 like a private key and written atomically: it may
+    name a database URL with a password, and is read by its service alone."""
+    write_atomically(path, dumps(doc).encode("utf-8"), private=True)
 
 
 #: What a process that lost its port to another one says before it exits.
