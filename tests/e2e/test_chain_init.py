@@ -45,6 +45,7 @@ from creditshare.synth import generate
 from .._databases import postgres_admin_url
 from ..unit.test_deploy_files import (
     cli_problem,
+    command_environment,
     creditshare_invocations,
     markdown_shell_blocks,
     shell_commands,
@@ -390,13 +391,16 @@ def test_chain_init_refuses_a_non_empty_folder_and_bad_options(tmp_path: Path) -
     # Every creditshare command its README.md lists exists and parses.
     readme = tmp_path / "pg" / "README.md"
     commands = [
-        invocation
+        (invocation, command_environment(words))
         for block in markdown_shell_blocks(readme)
         for words in shell_commands(block)
         if (invocation := creditshare_invocations(words)) is not None
     ]
     assert len(commands) >= 10
-    assert [p for command in commands if (p := cli_problem(command, str(readme)))] == []
+    assert [p for args, env in commands if (p := cli_problem(args, str(readme), env))] == []
+    # No API key on a command line (every local user sees those): in the environment.
+    assert not re.search(r"--api-key \S", readme.read_text())
+    assert sum("CREDITSHARE_API_KEY" in env for _, env in commands) >= 3
     # --force replaces the earlier run's files (new keys), keeping nothing of it; its
     # settings name databases on a server, which may hold a ledger: only with
     # --discard-databases, and they are named (without dropping them).

@@ -166,12 +166,19 @@ def _code_envvars() -> set[str]:
 KNOWN_ENVVARS = _cli_envvars(CLI) | _code_envvars()
 
 
-def cli_problem(args: Sequence[str], where: str) -> str | None:
+def cli_problem(
+    args: Sequence[str], where: str, env: Mapping[str, str] | None = None
+) -> str | None:
     """What is wrong with running ``creditshare *args``, or None if the CLI accepts it.
 
     Walks the command tree to the (sub)command, then lets it parse the rest exactly as
     it would at run time (unknown options, missing required options and arguments,
-    bad values are refused), without invoking it."""
+    bad values are refused), without invoking it. ``env``: the CREDITSHARE_* variables
+    the command line gives it (``CREDITSHARE_API_KEY=... creditshare ...``), the only
+    ones it sees then."""
+    if env is not None:
+        with environment(env):
+            return cli_problem(args, where)
     command: Any = CLI
     path = ["creditshare"]
     rest = list(args)
@@ -429,11 +436,20 @@ def shell_commands(text: str) -> list[list[str]]:
             commands[-1].append(token)
     found: list[list[str]] = []
     for words in commands:
+        given: list[str] = []  # CREDITSHARE_*=VALUE before the command: its environment
         while words and (words[0] in _SHELL_WORDS or re.fullmatch(r"\w+=.*", words[0])):
+            if re.fullmatch(r"CREDITSHARE_\w+=.*", words[0]):
+                given.append(words[0])
             words = words[1:]
         if words:
-            found.append(words)
+            found.append([*given, *words] if words[0] == "creditshare" else words)
     return found
+
+
+def command_environment(words: Sequence[str]) -> dict[str, str]:
+    """The CREDITSHARE_* variables a command line sets for its ``creditshare``."""
+    end = words.index("creditshare") if "creditshare" in words else 0
+    return dict(w.split("=", 1) for w in words[:end] if re.fullmatch(r"CREDITSHARE_\w+=.*", w))
 
 
 def creditshare_invocations(words: Sequence[str]) -> list[str] | None:
@@ -1510,7 +1526,7 @@ def test_script_and_readme_commands_exist_in_the_cli(compose: Compose) -> None:
                     args = run_args
             if args is None or args == ["$@"]:
                 continue
-            problem = cli_problem(args, where)
+            problem = cli_problem(args, where, command_environment(words))
             if problem:
                 problems.append(problem)
     report(problems)

@@ -461,13 +461,14 @@ def next_steps(layout: FederationLayout, plan: ChainPlan, shown: Path) -> str:
         "",
         "The first command keeps the operator's API key (printed once) in OPERATOR_KEY. "
         "Nodes refuse every request until they hold a fresh revocation list; publish one "
-        "daily (`creditshare pki crl`, then `admin upload-crl`).",
+        "daily (`creditshare pki crl`, then `admin upload-crl`). API keys go in "
+        "CREDITSHARE_API_KEY, not `--api-key`: every local user sees a command line (`ps`).",
         "",
         "```sh",
         f"OPERATOR_KEY=$(creditshare admin bootstrap --config {coordinator} | tail -n 1)",
         *(
-            f'creditshare admin upload-crl --coordinator {url} --api-key "$OPERATOR_KEY" '
-            f"--crl {_rel(layout.revocation_list(chain), layout, shown)}"
+            f'CREDITSHARE_API_KEY="$OPERATOR_KEY" creditshare admin upload-crl '
+            f"--coordinator {url} --crl {_rel(layout.revocation_list(chain), layout, shown)}"
             for chain in chains
         ),
         "```",
@@ -484,8 +485,8 @@ def next_steps(layout: FederationLayout, plan: ChainPlan, shown: Path) -> str:
             f"/ca --csr bank/identity/signing.csr --out bank/identity/{chain.value}.crt"
             for chain in chains
         ),
-        f"BANK_KEY=$(creditshare admin add-participant --coordinator {url} "
-        '--api-key "$OPERATOR_KEY" --id my-bank --role bank --name "My Bank" | tail -n 1)',
+        'BANK_KEY=$(CREDITSHARE_API_KEY="$OPERATOR_KEY" creditshare admin add-participant '
+        f'--coordinator {url} --id my-bank --role bank --name "My Bank" | tail -n 1)',
         "```",
         "",
         "## 5. Query",
@@ -496,7 +497,7 @@ def next_steps(layout: FederationLayout, plan: ChainPlan, shown: Path) -> str:
         "bank then asks (docs/walkthrough.md shows each command):",
         "",
         "```sh",
-        f'creditshare query --coordinator {url} --api-key "$BANK_KEY" '
+        f'CREDITSHARE_API_KEY="$BANK_KEY" creditshare query --coordinator {url} '
         "--identity bank/identity --key-file bank/paillier-key.json "
         "--uscc USCC --consent CONSENT_ID",
         "```",
