@@ -138,9 +138,33 @@ def test_a_cursor_outside_the_callers_rows_is_refused(engine: Engine) -> None:
         jobs_for(engine, BUREAU_B, before="j2")  # bureau A's job
     assert refused.value.field == "before"
     with pytest.raises(UnknownCursorError):
-        jobs_for(engine, BUREAU_A, status="training", before="j3")  # not in the filtered rows
+        jobs_for(engine, BUREAU_B, status="training", before="j2")  # a filter lets none in
     with pytest.raises(UnknownCursorError):
         consents_for(engine, BANK_B, before="c1")  # bank A's consent
+    with pytest.raises(UnknownCursorError):
+        consents_for(engine, ENTERPRISE_A, uscc=USCC_B, before="c3")  # another's consent
+    with pytest.raises(UnknownCursorError):
+        jobs_for(engine, OPERATOR, before="j9")  # no such job
+
+
+def test_a_cursor_the_filter_no_longer_matches_still_pages_on(engine: Engine) -> None:
+    """Page 1 of status=training ends at j4; j4 then finishes. Page 2 starts after j4
+    all the same (the cursor is a position among the caller's rows, not a filtered
+    row), and the filters still hold on it."""
+    first = jobs_for(engine, OPERATOR, status="training", limit=1)
+    assert _ids(first) == ["j4"]
+    with Session(engine) as session:
+        job = session.get(TrainingJobRow, "j4")
+        assert job is not None
+        job.status = "finished"
+        session.add(job)
+        session.commit()
+    assert _ids(jobs_for(engine, OPERATOR, status="training", limit=1, before="j4")) == ["j2"]
+    assert _ids(jobs_for(engine, OPERATOR, status="finished", before="j3")) == ["j1"]
+    assert _ids(jobs_for(engine, BUREAU_A, status="training", before="j3")) == ["j2"]
+    # The same for consents: a cursor outside the uscc filter but visible to the caller.
+    assert _ids(consents_for(engine, BANK_A, uscc=USCC_A, before="c3")) == ["c2", "c1"]
+    assert _ids(consents_for(engine, OPERATOR, uscc=USCC_B, before="c4")) == ["c3"]
 
 
 def test_each_party_sees_only_its_consents(engine: Engine) -> None:
