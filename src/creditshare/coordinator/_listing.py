@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_LIMIT",
     "JOB_STATUSES",
     "MAX_LIMIT",
+    "PAGED",
     "Cursor",
     "JobStatus",
     "PageLimit",
@@ -65,6 +66,23 @@ Cursor = Annotated[
         description="the id of the last item of the previous page: the items after it",
     ),
 ]
+
+
+#: The OpenAPI description of a listing's 200 response: the ``Link`` header ``next_page``
+#: sets (a route passes it as ``responses=PAGED``).
+PAGED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            "Link": {
+                "description": "only on a full page: `<path?...&limit=n&before=<the last "
+                'item\'s id>>; rel="next"` (RFC 8288), the next page with the same filters; '
+                "absent on the last page",
+                "required": False,
+                "schema": {"type": "string"},
+            }
+        }
+    }
+}
 
 
 def next_page(

@@ -29,6 +29,7 @@ from creditshare.coordinator._db import Participant, TrainingJobRow
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
 from creditshare.coordinator._listing import (
     DEFAULT_LIMIT,
+    PAGED,
     Cursor,
     JobStatus,
     PageLimit,
@@ -314,7 +315,7 @@ def _signed_job(services: Services, caller: Participant, body: JobIn) -> SignedT
     return signed
 
 
-@router.get("/v1/training-jobs", response_model=list[JobSummaryOut])
+@router.get("/v1/training-jobs", response_model=list[JobSummaryOut], responses=PAGED)
 async def list_jobs(
     caller: BureauOrOperator,
     services: ServicesDep,
