@@ -11,7 +11,8 @@ scripts, styles and images from the console alone (CSP): the pages need no other
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from importlib import resources
 from urllib.parse import urlsplit
 
@@ -49,9 +50,22 @@ def create_console_app(
 ) -> FastAPI:
     """The console for ``settings.role``; ``client`` replaces the one the settings
     describe (tests), else it is opened now, every key file read at once."""
-    app = FastAPI(title="creditshare console", docs_url=None, redoc_url=None, openapi_url=None)
     router, navigation = role_pages(settings.role)
     state = ConsoleState(settings=settings, client=client or open_client(settings))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if state.client is not None:
+            state.client.close()
+
+    app = FastAPI(
+        title="creditshare console",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
     state.navigation = navigation
     if settings.identity is not None and state.client is not None:
         state.participant = state.client.identity.participant_id
@@ -73,11 +87,6 @@ def create_console_app(
         for name, value in _SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         return response
-
-    @app.on_event("shutdown")
-    def _close() -> None:
-        if state.client is not None:
-            state.client.close()
 
     return app
 

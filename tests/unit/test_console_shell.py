@@ -1,0 +1,110 @@
+"""The console's shell without a browser: settings, words, form errors, sessions."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from creditshare._settings import load_settings
+from creditshare.console import ROLES, ConsoleSettings, create_console_app
+from creditshare.console._auth import Sessions
+from creditshare.console._forms import form_errors
+from creditshare.console._i18n import load_catalog
+from creditshare.errors import ConfigurationError, InvalidInputError, ProblemError
+
+README = Path(__file__).parents[2] / "README.md"
+TEMPLATES = Path(str(resources.files("creditshare.console") / "templates"))
+
+
+def test_a_console_missing_what_its_role_needs_refuses_to_start_naming_it(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "console.toml"
+    config.write_text('role = "bank"\ncoordinator_url = "http://127.0.0.1:1"\n')
+    with pytest.raises(ConfigurationError, match="api_key, identity, key_file"):
+        load_settings(ConsoleSettings, config)
+    config.write_text('role = "teller"\n')
+    with pytest.raises(ConfigurationError, match="role"):
+        load_settings(ConsoleSettings, config)
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    section = README.read_text(encoding="utf-8").split("## Web console", 1)[1].split("\n## ")[0]
+    documented = set(re.findall(r"^\| `([a-z_]+)`", section, re.M))
+    documented |= set(re.findall(r"^\| `[a-z_]+`, `([a-z_]+)`", section, re.M))
+    assert documented == set(ConsoleSettings.model_fields)
+
+
+def test_every_word_exists_in_both_languages_and_every_key_a_template_uses_exists() -> None:
+    catalog = load_catalog()
+    assert catalog.check() == []
+    used: set[str] = set()
+    for template in TEMPLATES.rglob("*.html"):
+        used |= set(
+            re.findall(r"""\bt\(\s*["']([a-z_]+\.[a-z0-9_]+)["']\s*[,)]""", template.read_text())
+        )
+    missing = sorted(key for key in used if key not in catalog.messages["en"])
+    assert missing == []
+    for role in ROLES:  # the shell names every role
+        assert f"common.role_{role}" in catalog.messages["zh"]
+
+
+def test_template_text_is_never_literal_cjk() -> None:
+    """Words live in messages/*.toml, so a page is never half in one language."""
+    for template in TEMPLATES.rglob("*.html"):
+        body = re.sub(r"\{#.*?#\}", "", template.read_text(), flags=re.S)
+        body = body.replace("中文", "")  # the language switch names itself
+        assert not re.search(r"[\u4e00-\u9fff]", body), template
+
+
+def test_a_refusal_lands_on_the_field_it_names_and_the_rest_above_the_form() -> None:
+    listed = ProblemError(
+        422,
+        "Invalid request",
+        "…",
+        {
+            "errors": [
+                {"location": "body.config.epochs", "message": "too many"},
+                {"location": "body.nonsense", "message": "what"},
+            ]
+        },
+    )
+    errors = form_errors(listed, ["epochs", "model_id"])
+    assert errors.fields == {"epochs": "too many"}
+    assert errors.form == ["what"]
+    named = ProblemError(422, "Invalid USCC", "bad check digit", {"field": "uscc"})
+    assert form_errors(named, ["uscc"]).fields == {"uscc": "bad check digit"}
+    plain = ProblemError(409, "Conflict", "model exists already", {})
+    assert form_errors(plain, ["model_id"]).form == ["model exists already"]
+    assert form_errors(InvalidInputError("no"), ["x"]).form == ["no"]
+
+
+def test_sessions_need_the_token_and_their_csrf_token() -> None:
+    sessions = Sessions()
+    assert sessions.login("wrong") is None
+    session = sessions.login(sessions.login_token)
+    assert session is not None
+    csrf = sessions.csrf_token(session)
+    assert csrf and sessions.csrf_ok(session, csrf)
+    assert not sessions.csrf_ok(session, csrf + "x")
+    assert not sessions.csrf_ok(session, None)
+    assert not sessions.csrf_ok("other", csrf)
+    sessions.logout(session)
+    assert sessions.csrf_token(session) is None
+
+
+def test_pages_are_refused_without_a_session_and_assets_are_served(tmp_path: Path) -> None:
+    settings = ConsoleSettings(
+        role="operator", coordinator_url="http://127.0.0.1:1", api_key="k", work_dir=tmp_path
+    )
+    app = create_console_app(settings)
+    with TestClient(app) as client:
+        assert client.get("/static/htmx.min.js").status_code == 200
+        assert client.get("/operator/anything").status_code == 401
+        token = app.state.console.sessions.login_token
+        assert client.get(f"/login?token={token}", follow_redirects=False).status_code == 303
+        assert client.post("/logout").status_code == 403  # no CSRF token
