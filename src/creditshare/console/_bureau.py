@@ -154,6 +154,7 @@ def _progress(job: dict[str, Any]) -> dict[str, Any]:
         total = int(completed) or total
     return {
         "done": round(min(completed, total), 2),
+        "done_text": f"{round(min(completed, total), 2):g}",
         "total": total,
         "epoch": min(int(completed) + 1, total),
         "batch": int(done.get("batch") or 0),
@@ -307,7 +308,7 @@ def job_progress(request: Request, job_id: str) -> Response:
         context = _job_context(request, job_id)
     except CreditShareError as exc:
         return page(request, "bureau/missing.html", status_code=404, problem=str(exc))
-    return page(request, "bureau/_live.html", **context)
+    return page(request, "bureau/_live.html", fragment=True, **context)
 
 
 @router.post("/bureau/jobs/{job_id}/cancel", response_class=HTMLResponse)

@@ -167,6 +167,7 @@ def test_a_bureau_trains_watches_its_curve_grow_sees_the_model_and_cancels_a_job
         assert page.locator("#roc-chart path.line").count() == 1
         ks_label = page.locator("#ks-chart .mark-label").text_content()
         assert ks_label == f"KS {model['metrics']['test_ks']:.4f}"
+        assert page.locator("#cancel-form").count() == 0  # nothing left to cancel
         check_page(page, "bureau-job-finished")
 
         page.goto(console.url + "/bureau/models")
@@ -222,6 +223,7 @@ def test_a_bureau_trains_watches_its_curve_grow_sees_the_model_and_cancels_a_job
         page.wait_for_selector(
             "#job-live:not([hx-trigger])", state="attached", timeout=JOB_TIMEOUT * 1000
         )
+        assert page.locator("#cancel-form").count() == 0
         check_page(page, "bureau-job-cancelled")
 
         page.goto(console.url + "/bureau/jobs")
@@ -230,6 +232,12 @@ def test_a_bureau_trains_watches_its_curve_grow_sees_the_model_and_cancels_a_job
         }
         assert statuses == {"finished", "cancelled"}
         check_page(page, "bureau-jobs")
+
+    # The same pages in Chinese (the console's default language).
+    with open_console(browser, console, language="zh") as page:
+        page.goto(f"{console.url}/bureau/jobs/{job_id}")
+        assert page.locator("#job-status").inner_text() == "已完成"
+        check_page(page, "bureau-job-finished-zh")
 
     # The labels stayed in the console's work folder, readable by its user only: one
     # file per job started (the refused start kept none).
