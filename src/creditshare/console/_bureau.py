@@ -9,7 +9,8 @@ with the ROC and KS curves the console computed from the labels it holds.
 
 from __future__ import annotations
 
-import atexit
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -36,8 +37,6 @@ from creditshare.trees import TreeConfig
 
 __all__ = ["NAVIGATION", "router"]
 
-router = APIRouter()
-
 #: The role's menu: (path, message key), in order; the first is its landing page.
 NAVIGATION: list[tuple[str, str]] = [
     ("/bureau/jobs", "bureau.nav_jobs"),
@@ -52,9 +51,6 @@ START_WAIT_SECONDS = 120.0
 #: The start form's fields, for placing the coordinator's refusals.
 FORM_FIELDS = ["model_id", "description", "nodes", "model_type", "labels", *OPTIONS["gbdt"]]
 FORM_FIELDS += [name for name in OPTIONS["logistic"] if name not in FORM_FIELDS]
-
-#: Every registry of runs in this process, stopped when the console shuts down.
-_REGISTRIES: list[Runs] = []
 
 
 def _runs(state: ConsoleState) -> Runs:
@@ -71,26 +67,30 @@ def _runs(state: ConsoleState) -> Runs:
             )
 
         runs = state.extras["runs"] = Runs(settings.work_dir, connect)
-        _REGISTRIES.append(runs)
     return runs
 
 
-def _stop_runs() -> None:
-    """Cancel the jobs this process still drives, so none waits for the coordinator's
-    idle timeout. Run at interpreter exit (the training threads are daemons: a console
-    stopping must not wait for a job to finish), after uvicorn has stopped serving."""
-    for runs in _REGISTRIES:
-        if not any(run.alive for run in runs.all()):
-            continue
-        with runs.connect() as client:
-
-            def cancel(job_id: str, client: CreditShareClient = client) -> object:
-                return _cancel(client, job_id, "the console stopped")
-
-            runs.stop_all(cancel)
+@asynccontextmanager
+async def _lifespan(app: Any) -> AsyncIterator[None]:
+    """At shutdown, cancel the jobs this console still drives, so none waits for the
+    coordinator's idle timeout, and stop their threads (daemons: a console stopping
+    must not wait for a job to finish)."""
+    yield
+    runs: Runs | None = app.state.console.extras.get("runs")
+    if runs is not None and any(run.alive for run in runs.all()):
+        await run_in_threadpool(_stop_runs, runs)
 
 
-atexit.register(_stop_runs)
+def _stop_runs(runs: Runs) -> None:
+    with runs.connect() as client:
+
+        def cancel(job_id: str) -> object:
+            return _cancel(client, job_id, "the console stopped")
+
+        runs.stop_all(cancel)
+
+
+router = APIRouter(lifespan=_lifespan)
 
 
 def _cancel(client: CreditShareClient, job_id: str, reason: str) -> dict[str, Any]:

@@ -233,14 +233,31 @@ def test_a_bureau_trains_watches_its_curve_grow_sees_the_model_and_cancels_a_job
         assert statuses == {"finished", "cancelled"}
         check_page(page, "bureau-jobs")
 
-    # The same pages in Chinese (the console's default language).
-    with open_console(browser, console, language="zh") as page:
-        page.goto(f"{console.url}/bureau/jobs/{job_id}")
+        # The same job in Chinese (the console's default language).
+        page.goto(f"{console.url}/lang/zh?back=/bureau/jobs/{job_id}")
         assert page.locator("#job-status").inner_text() == "已完成"
         check_page(page, "bureau-job-finished-zh")
+        page.goto(f"{console.url}/lang/en?back=/bureau/jobs")
+
+        # A job still training when the console stops is cancelled by it, not left for
+        # the coordinator's idle timeout.
+        page.goto(console.url + "/bureau/jobs/new")
+        _fill_job_form(
+            page,
+            "console-model-v3",
+            good,
+            {**small, "max_epochs": "200", "early_stopping_rounds": "200"},
+        )
+        page.click("#new-job button[type=submit]")
+        page.wait_for_url(JOB_PAGE)
+        third = page.url.rsplit("/", 1)[1]
+    console.stop()
+    with CreditShareClient(bureau_trust.url, api_key=bureau_settings["api_key"]) as sdk:
+        left = sdk.training_job(third)
+    assert left["status"] == "cancelled" and left["error"] == "the console stopped"
 
     # The labels stayed in the console's work folder, readable by its user only: one
     # file per job started (the refused start kept none).
     kept = sorted((console.work_dir / "labels").iterdir())
-    assert len(kept) == 2
+    assert len(kept) == 3
     assert all(path.stat().st_mode & 0o777 == 0o600 for path in kept)
