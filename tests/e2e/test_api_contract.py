@@ -473,7 +473,10 @@ def test_metrics_security_follows_the_setting(tmp_path: Path) -> None:
 def test_no_cdn_docs_and_every_error_is_a_problem(contract_federation: Federation) -> None:
     url = contract_federation.layout.coordinator_url
     assert httpx.get(f"{url}/openapi.json", timeout=30).status_code == 200
-    for path in ("/docs", "/redoc", "/no-such-route"):
+    # /docs is served with local assets (tests/unit/test_coordinator_docs.py); ReDoc,
+    # which FastAPI loads from a CDN, is not served.
+    assert "cdn." not in httpx.get(f"{url}/docs", timeout=30).text
+    for path in ("/redoc", "/no-such-route", "/static/swagger/no-such-file.js"):
         response = httpx.get(f"{url}{path}", timeout=30)
         assert response.status_code == 404, path
         assert response.headers["content-type"] == PROBLEM_JSON

@@ -18,6 +18,12 @@ from creditshare.cli._db import db_app
 from creditshare.cli._enterprise import enterprise_app
 from creditshare.cli._keys import keys_app
 from creditshare.cli._ledger import ledger_app
+from creditshare.cli._lists import (
+    consents_command,
+    indicators_command,
+    models_command,
+    nodes_command,
+)
 from creditshare.cli._node import node_app
 from creditshare.cli._pki import pki_app
 from creditshare.cli._schema import schema_app
@@ -38,6 +44,10 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(monitoring_app, name="monitoring")
 app.command("console")(console_command)
+app.command("models")(models_command)
+app.command("nodes")(nodes_command)
+app.command("indicators")(indicators_command)
+app.command("consents")(consents_command)
 
 
 def main() -> None:

@@ -12,8 +12,13 @@ from creditshare.cli._common import (
     ApiKeyOption,
     ConfigOption,
     CoordinatorOption,
+    JsonOption,
     ParticipantIdOption,
+    RoleName,
     console,
+    print_json,
+    print_table,
+    when,
 )
 
 __all__ = ["admin_app"]
@@ -41,7 +46,7 @@ def admin_add_participant(
     coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
     api_key: ApiKeyOption,
     participant_id: Annotated[str, typer.Option("--id")],
-    role: Annotated[str, typer.Option(help="bank, bureau, department, enterprise or operator")],
+    role: Annotated[RoleName, typer.Option(help="the participant's role")],
     name: Annotated[str, typer.Option()],
     uscc: Annotated[str | None, typer.Option(help="enterprises only")] = None,
     signing_key: Annotated[
@@ -61,8 +66,37 @@ def admin_add_participant(
     print(issued["api_key"])
 
 
+@admin_app.command("list")
+def admin_list(
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+    role: Annotated[RoleName | None, typer.Option(help="only participants of this role")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the participants (operator's API key), by id; disabled ones included."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        rows = client.participants(role)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        [
+            ("id", lambda p: p["id"]),
+            ("role", lambda p: p.get("role")),
+            ("name", lambda p: p.get("name")),
+            ("uscc", lambda p: p.get("uscc")),
+            ("disabled", lambda p: bool(p.get("disabled"))),
+            ("created", lambda p: when(p.get("created_at"))),
+        ],
+        rows,
+        empty="no participants" + (f" of role {role}" if role else ""),
+    )
+
+
 def _participant_line(row: dict[str, Any]) -> str:
-    state = "disabled" if row["disabled"] else "enabled"
+    state = "disabled: its API keys are refused" if row["disabled"] else "enabled"
     return f"{row['id']} ({row['role']}): {state}"
 
 

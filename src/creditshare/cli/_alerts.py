@@ -8,17 +8,23 @@ import sys
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.table import Table
 
 from creditshare.cli._common import (
     ApiKeyOption,
+    ChainName,
     CoordinatorOption,
     IdentityOption,
+    JsonOption,
     KeyFileOption,
+    chain_values,
     console,
+    print_json,
+    print_table,
+    when,
 )
 
 if TYPE_CHECKING:
@@ -54,7 +60,6 @@ SinceOption = Annotated[
     str | None,
     typer.Option(help="a cursor (alerts after it) or an ISO time (alerts stored since then)"),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def _client(
@@ -118,7 +123,9 @@ def alerts_subscribe(
             "tax_arrears, headcount_drop, utility_arrears, score_change (=points)",
         ),
     ],
-    chain: Annotated[list[str] | None, typer.Option(help="limit to a chain (repeatable)")] = None,
+    chain: Annotated[
+        list[ChainName] | None, typer.Option(help="limit to a chain (repeatable)")
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(help="score_change: the model whose score is watched (default: queries')"),
@@ -132,7 +139,7 @@ def alerts_subscribe(
     signals = _signals(signal)
     scored = "score_change" in signals
     with _client(coordinator, api_key, alert_key_file, identity, key_file, scored) as client:
-        sub = client.subscribe(uscc, consent, signals, chain or None, model)
+        sub = client.subscribe(uscc, consent, signals, chain_values(chain), model)
     if as_json:
         print(json.dumps(sub, ensure_ascii=False, indent=2))
         return
@@ -149,10 +156,10 @@ def alerts_subscribe(
 def alerts_subscriptions(
     coordinator: CoordinatorOption,
     api_key: ApiKeyOption,
-    status: Annotated[str | None, typer.Option(help="active or ended")] = None,
+    status: Annotated[Literal["active", "ended"] | None, typer.Option(help="only these")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """This bank's subscriptions."""
+    """List this bank's subscriptions."""
     from creditshare.client import CreditShareClient
 
     with CreditShareClient(coordinator, api_key=api_key) as client:
@@ -252,7 +259,7 @@ def alerts_list(
     key_file: KeyFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Alerts stored for this bank, opened with its alert key (score_change scores with
+    """List the alerts stored for this bank, opened with its alert key (score_change scores with
     its Paillier key), each event once."""
     with _client(coordinator, api_key, alert_key_file, key_file=key_file) as client:
         alerts, box, moment = _alerts(client, since, inbox, follow=False)
@@ -326,23 +333,30 @@ def webhook_show(
     coordinator: CoordinatorOption,
     api_key: ApiKeyOption,
     deliveries: Annotated[bool, typer.Option(help="also list the deliveries")] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """The webhook URL (never the secret), and the deliveries' state."""
+    """The webhook URL (never the secret), and with --deliveries the list of deliveries
+    and their state."""
     from creditshare.client import CreditShareClient
 
     with CreditShareClient(coordinator, api_key=api_key) as client:
         hook = client.webhook()
-        console.print(f"{hook['url']} (since {hook.get('created_at')})")
-        if deliveries:
-            table = Table("delivery", "status", "attempts", "last error")
-            for d in client.webhook_deliveries():
-                table.add_row(
-                    str(d.get("webhook_id", d.get("id"))),
-                    str(d.get("status")),
-                    str(d.get("attempts")),
-                    str(d.get("last_error") or ""),
-                )
-            console.print(table)
+        sent = client.webhook_deliveries() if deliveries else None
+    if as_json:
+        print_json(hook if sent is None else {**hook, "deliveries": sent})
+        return
+    console.print(f"{hook['url']} (since {hook.get('created_at')})", markup=False)
+    if sent is not None:
+        print_table(
+            [
+                ("delivery", lambda d: d.get("webhook_id", d.get("id"))),
+                ("status", lambda d: d.get("status")),
+                ("attempts", lambda d: d.get("attempts")),
+                ("last error", lambda d: d.get("last_error")),
+            ],
+            sent,
+            empty="no deliveries",
+        )
 
 
 @webhook_app.command("remove")
@@ -396,10 +410,31 @@ def monitoring_cycles(
     coordinator: CoordinatorOption,
     api_key: ApiKeyOption,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="how many cycles, newest first")] = 20,
+    as_json: JsonOption = False,
 ) -> None:
-    """The latest monitoring cycles (operators)."""
+    """List the latest monitoring cycles (operators), newest first."""
     from creditshare.client import CreditShareClient
 
     with CreditShareClient(coordinator, api_key=api_key) as client:
         cycles = client.monitoring_cycles(limit)
-    print(json.dumps(cycles, ensure_ascii=False, indent=2))
+    if as_json:
+        print_json(cycles)
+        return
+
+    def failed(cycle: dict[str, Any]) -> str:
+        return ", ".join(n["node"] for n in cycle.get("nodes", []) if n.get("error"))
+
+    print_table(
+        [
+            ("cycle", lambda c: c["number"]),
+            ("ledger entry", lambda c: c.get("ledger_index")),
+            ("started", lambda c: when(c.get("started_at"))),
+            ("finished", lambda c: when(c.get("finished_at"))),
+            ("subscriptions", lambda c: c.get("subscriptions")),
+            ("nodes", lambda c: len(c.get("nodes", []))),
+            ("batches", lambda c: sum(_count(n.get("batches")) for n in c.get("nodes", []))),
+            ("failed nodes", failed),
+        ],
+        cycles,
+        empty="no monitoring cycles yet",
+    )

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from creditshare.cli._common import ApiKeyOption, IdentityOption, KeyFileOption, console
+from creditshare.cli._common import (
+    ApiKeyOption,
+    IdentityOption,
+    JobStatus,
+    JsonOption,
+    KeyFileOption,
+    ModelType,
+    console,
+    print_json,
+    print_table,
+    when,
+)
+from creditshare.cli._lists import BeforeOption, LimitOption
 
 if TYPE_CHECKING:
     from creditshare.client import Identity, TrainedModel
@@ -67,7 +78,7 @@ def bureau_train(
     model_id: Annotated[str, typer.Option(help="id to publish the model under")],
     key_file: KeyFileOption = None,
     model_type: Annotated[
-        str,
+        ModelType,
         typer.Option(
             help="logistic (vertical logistic regression) or gbdt (gradient-boosted trees)"
         ),
@@ -342,7 +353,7 @@ def bureau_cancel(
     from creditshare.client import CreditShareClient
 
     with CreditShareClient(coordinator, api_key=api_key) as client:
-        job = client.post(f"/v1/training-jobs/{job_id}/cancel", {"reason": reason})
+        job = client.cancel_training_job(job_id, reason)
     console.print(
         f"training job {job['id']} is {job['status']}; model id {job['model_id']} "
         "is free again" + (f" ({job['error']})" if job.get("error") else "")
@@ -354,10 +365,79 @@ def bureau_job(
     coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
     api_key: ApiKeyOption,
     job_id: Annotated[str, typer.Option("--id")],
+    as_json: JsonOption = False,
 ) -> None:
-    """Status, progress and the validation curve of a training job."""
+    """Status, progress and the validation curve of a training job (--json: the whole
+    job as the coordinator keeps it, config and sizes included)."""
     from creditshare.client import CreditShareClient
 
     with CreditShareClient(coordinator, api_key=api_key) as client:
         job = client.training_job(job_id)
-    print(json.dumps(job, indent=2))
+    if as_json:
+        print_json(job)
+        return
+    console.print(
+        f"training job {job['id']} of {job.get('bureau')}: model {job.get('model_id')} "
+        f"({job.get('model_type', 'logistic')}), {job.get('status')}, {_progress(job)}; "
+        f"nodes {', '.join(job.get('nodes') or [])}",
+        markup=False,
+    )
+    if job.get("error"):
+        console.print(f"error: {job['error']}", markup=False)
+    unit = "tree" if job.get("model_type") == "gbdt" else "epoch"
+    print_table(
+        [
+            (unit, lambda p: p.get("epoch")),
+            ("validation loss", lambda p: p.get("validation_loss")),
+            ("validation AUC", lambda p: p.get("validation_auc")),
+            ("seconds", lambda p: p.get("seconds")),
+        ],
+        job.get("history") or [],
+        empty=f"no {unit} finished yet",
+    )
+
+
+def _progress(job: dict[str, Any]) -> str:
+    """Where a job is: epochs (trees) done of the most it may take, and the batch."""
+    progress = job.get("progress") or {}
+    config = job.get("config") or {}
+    gbdt = job.get("model_type") == "gbdt"
+    most = config.get("trees" if gbdt else "max_epochs")
+    done = progress.get("epoch", 0)
+    text = f"{'tree' if gbdt else 'epoch'} {done}" + (f"/{most}" if most else "")
+    if progress.get("batches"):
+        text += f", batch {progress.get('batch', 0)}/{progress['batches']}"
+    return text
+
+
+@bureau_app.command("jobs")
+def bureau_jobs(
+    coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
+    api_key: ApiKeyOption,
+    status: Annotated[JobStatus | None, typer.Option(help="only jobs in this state")] = None,
+    limit: LimitOption = 100,
+    before: BeforeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the bureau's training jobs, newest first (an operator's key: every bureau's)."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        jobs = client.training_jobs(status, limit=limit, before=before)
+    if as_json:
+        print_json(jobs)
+        return
+    print_table(
+        [
+            ("job", lambda j: j["id"]),
+            ("model", lambda j: j.get("model_id")),
+            ("type", lambda j: j.get("model_type")),
+            ("bureau", lambda j: j.get("bureau")),
+            ("status", lambda j: j.get("status")),
+            ("progress", _progress),
+            ("created", lambda j: when(j.get("created_at"))),
+            ("error", lambda j: j.get("error")),
+        ],
+        jobs,
+        empty="no training jobs" + (f" {status}" if status else ""),
+    )

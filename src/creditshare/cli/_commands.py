@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from creditshare.cli._common import ApiKeyOption, IdentityOption, KeyFileOption, console
+from creditshare.cli._common import (
+    ApiKeyOption,
+    ChainName,
+    IdentityOption,
+    KeyFileOption,
+    PurposeName,
+    chain_values,
+    console,
+)
 
 if TYPE_CHECKING:
     from creditshare.demo import MonitoringOutcome
@@ -21,6 +29,29 @@ app = typer.Typer(
     add_completion=False,
     help="Privacy-preserving credit-information sharing.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from creditshare import __version__
+
+        print(f"creditshare {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="print the version and exit",
+        ),
+    ] = False,
+) -> None:
+    """Privacy-preserving credit-information sharing: every command below takes --help."""
 
 
 @app.command()
@@ -73,11 +104,15 @@ def query(
     consent: Annotated[str, typer.Option(help="consent id the enterprise granted you")],
     api_key: ApiKeyOption,
     identity: IdentityOption,
-    purpose: Annotated[str, typer.Option(help="purpose covered by the consent")] = (
-        "pre_loan_review"
-    ),
-    model: Annotated[str, typer.Option(help="scoring model id")] = "sme-scorecard-v1",
-    chain: Annotated[list[str] | None, typer.Option(help="limit to a chain (repeatable)")] = None,
+    purpose: Annotated[
+        PurposeName, typer.Option(help="purpose covered by the consent")
+    ] = "pre_loan_review",
+    model: Annotated[
+        str, typer.Option(help="scoring model id (`creditshare models` lists them)")
+    ] = "sme-scorecard-v1",
+    chain: Annotated[
+        list[ChainName] | None, typer.Option(help="limit to a chain (repeatable)")
+    ] = None,
     key_file: KeyFileOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
@@ -90,7 +125,7 @@ def query(
     with CreditShareClient(
         coordinator, api_key=api_key, private_key=key, identity=signer
     ) as client:
-        profile = client.query(uscc, consent, purpose, model, chain or None)
+        profile = client.query(uscc, consent, purpose, model, chain_values(chain))
     if as_json:
         doc = {
             "uscc": profile.uscc,

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from creditshare.cli._common import (
     ApiKeyOption,
+    ChainName,
     CoordinatorOption,
+    JsonOption,
     ParticipantIdOption,
+    PurposeName,
     console,
+    print_json,
+    print_table,
 )
+from creditshare.cli._lists import BeforeOption, LimitOption, print_consents
+
+if TYPE_CHECKING:
+    from creditshare.client import AccessEntry, WitnessPolicy
 
 __all__ = ["enterprise_app"]
 
@@ -54,12 +63,21 @@ def enterprise_grant(
         Path | None,
         typer.Option(help="or only the Ed25519 key file (credentials uploaded already)"),
     ] = None,
-    purpose: Annotated[str, typer.Option()] = "pre_loan_review",
+    purpose: Annotated[
+        PurposeName, typer.Option(help="what the grantee may use it for")
+    ] = "pre_loan_review",
     days: Annotated[int, typer.Option(min=1, max=3650)] = 30,
     max_uses: Annotated[int | None, typer.Option(min=1)] = None,
-    chain: Annotated[list[str] | None, typer.Option(help="chains in scope (default all)")] = None,
+    chain: Annotated[
+        list[ChainName] | None,
+        typer.Option(help="a chain in scope (repeatable; default all)"),
+    ] = None,
     indicator: Annotated[
-        list[str] | None, typer.Option(help="indicators in scope (default all)")
+        list[str] | None,
+        typer.Option(
+            help="an indicator in scope (repeatable; default all): the names "
+            "`creditshare indicators` lists"
+        ),
     ] = None,
 ) -> None:
     """Sign a consent for a grantee and submit it; prints the consent id."""
@@ -84,7 +102,7 @@ def enterprise_grant(
         purpose,
         now,
         now + timedelta(days=days),
-        chains=tuple(chain) if chain else tuple(Chain),
+        chains=tuple(Chain(c.value) for c in chain) if chain else tuple(Chain),
         indicators=tuple(indicator) if indicator else (ALL_INDICATORS,),
         max_uses=max_uses,
     )
@@ -134,6 +152,23 @@ def enterprise_revoke(
                 console.print(f"  not yet at {n['node']} (handed again later): {n['reason']}")
     elif key is None:
         console.print("unsigned: only the coordinator enforces it (give --signing-key)")
+
+
+@enterprise_app.command("consents")
+def enterprise_consents(
+    coordinator: CoordinatorOption,
+    api_key: ApiKeyOption,
+    limit: LimitOption = 100,
+    before: BeforeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the consents this enterprise granted (its API key), newest first, revoked
+    ones included."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        consents = client.held_consents(limit=limit, before=before)
+    print_consents(consents, as_json)
 
 
 @enterprise_app.command("rotate-key")
@@ -199,8 +234,9 @@ def enterprise_queries(
             help="where heads accepted earlier are remembered (to catch a split view)",
         ),
     ] = DEFAULT_HEADS_FILE_OPTION,
+    as_json: JsonOption = False,
 ) -> None:
-    """Every query about the enterprise, each checked for inclusion in the signed ledger
+    """List every query about the enterprise, each checked for inclusion in the signed ledger
     and, with --witness/--witnesses-file, under a head a quorum of nodes cosigned."""
     from creditshare.client import CreditShareClient, WitnessPolicy
     from creditshare.crypto import VerifyKey
@@ -217,6 +253,36 @@ def enterprise_queries(
     pinned = VerifyKey.from_text(log_key)
     with CreditShareClient(coordinator, api_key=api_key, head_state=heads_file) as client:
         entries = client.verified_enterprise_queries(uscc, pinned, policy)
+    if as_json:
+        print_json(
+            {
+                "witnessed": policy is not None,
+                "quorum": policy.quorum if policy is not None else None,
+                "entries": [_entry_json(e) for e in entries],
+            }
+        )
+    else:
+        _print_entries(entries, policy)
+    if not all(e.verified for e in entries):
+        raise typer.Exit(code=1)
+
+
+def _entry_json(e: AccessEntry) -> dict[str, object]:
+    return {
+        "index": e.index,
+        "time": e.record.time.isoformat(),
+        "kind": e.record.kind,
+        "requester": e.record.requester,
+        "purpose": e.record.purpose,
+        "consent_id": e.record.consent_id,
+        "reason": e.record.reason,
+        "verified": e.verified,
+        "problem": e.problem,
+        "witnessed_by": list(e.witnessed_by),
+    }
+
+
+def _print_entries(entries: list[AccessEntry], policy: WitnessPolicy | None) -> None:
     if policy is None:
         console.print(
             "[yellow]heads are UNWITNESSED: no --witness given, so only the coordinator "
@@ -227,16 +293,23 @@ def enterprise_queries(
             f"heads witnessed: a quorum of {policy.quorum} of {len(policy.witnesses)} "
             "witnesses required"
         )
-    for e in entries:
+
+    def mark(e: AccessEntry) -> str:
         if not e.verified:
-            mark = f"NOT VERIFIED: {e.problem}"
-        elif policy is not None:
-            mark = f"verified, witnessed by {', '.join(e.witnessed_by)}"
-        else:
-            mark = "verified (unwitnessed)"
-        console.print(
-            f"{e.index:>6}  {e.record.time:%Y-%m-%d %H:%M:%S}  {e.record.kind:<8} "
-            f"{e.record.requester}  {e.record.purpose}  {mark}"
-        )
-    if not all(e.verified for e in entries):
-        raise typer.Exit(code=1)
+            return f"NOT VERIFIED: {e.problem}"
+        if policy is not None:
+            return f"verified, witnessed by {', '.join(e.witnessed_by)}"
+        return "verified (unwitnessed)"
+
+    print_table(
+        [
+            ("index", lambda e: e.index),
+            ("time", lambda e: f"{e.record.time:%Y-%m-%d %H:%M:%S}"),
+            ("kind", lambda e: e.record.kind),
+            ("requester", lambda e: e.record.requester),
+            ("purpose", lambda e: e.record.purpose),
+            ("inclusion", mark),
+        ],
+        entries,
+        empty="no queries about this enterprise",
+    )

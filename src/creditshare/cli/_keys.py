@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from creditshare.cli._common import ApiKeyOption, KeyFileOption, console
+from creditshare.cli._common import (
+    ApiKeyOption,
+    JsonOption,
+    KeyFileOption,
+    console,
+    print_json,
+    print_table,
+    when,
+)
 
 __all__ = ["keys_app"]
 
@@ -35,14 +43,27 @@ def keys_register(
 def keys_list(
     coordinator: Annotated[str, typer.Option(help="coordinator base URL")],
     api_key: ApiKeyOption,
+    as_json: JsonOption = False,
 ) -> None:
-    """Every key registered to this participant, retired ones included."""
+    """List every key registered to this participant, retired ones included."""
     from creditshare.client import CreditShareClient
 
     with CreditShareClient(coordinator, api_key=api_key) as client:
-        for key in client.paillier_keys():
-            state = "active" if key["active"] else f"retired {key['retired_at']}"
-            console.print(f"{key['fingerprint']}  {key['bits']} bits  {state}")
+        keys = client.paillier_keys()
+    if as_json:
+        print_json(keys)
+        return
+    print_table(
+        [
+            ("fingerprint", lambda k: k["fingerprint"]),
+            ("bits", lambda k: k.get("bits")),
+            ("state", lambda k: "active" if k.get("active") else "retired"),
+            ("registered", lambda k: when(k.get("created_at"))),
+            ("retired", lambda k: when(k.get("retired_at"))),
+        ],
+        keys,
+        empty="no Paillier keys registered",
+    )
 
 
 @keys_app.command("retire")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from creditshare._logging import configure_logging
 from creditshare._settings import load_settings
-from creditshare.cli._common import ConfigOption, console
+from creditshare.cli._common import ConfigOption, JsonOption, console, print_json, print_table, when
 
 __all__ = ["node_app"]
 
@@ -69,74 +69,123 @@ def node_import(
 def node_imports(
     config: ConfigOption,
     limit: Annotated[int, typer.Option(min=1)] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """The snapshots imported into this node, newest first, with what each changed."""
+    """List the snapshots imported into this node, newest first, with what each changed
+    (counts are "-" for snapshots imported before they were recorded)."""
     from creditshare.node import NodeSettings, import_history
 
     batches = import_history(load_settings(NodeSettings, config), limit)
+    doc: list[dict[str, Any]] = [
+        {
+            "snapshot": b.id,
+            "imported_at": b.imported_at.isoformat(),
+            "files": b.files.split(";"),
+            "sha256": b.sha256,
+            "rows": b.rows,
+            "added": b.added,
+            "changed": b.changed,
+            "removed": b.removed,
+            "unchanged": b.unchanged,
+        }
+        for b in batches
+    ]
     if as_json:
-        doc = [
-            {
-                "snapshot": b.id,
-                "imported_at": b.imported_at.isoformat(),
-                "files": b.files.split(";"),
-                "sha256": b.sha256,
-                "rows": b.rows,
-                "added": b.added,
-                "changed": b.changed,
-                "removed": b.removed,
-                "unchanged": b.unchanged,
-            }
-            for b in batches
-        ]
-        print(json.dumps(doc, indent=2))
+        print_json(doc)
         return
-    if not batches:
-        console.print("no snapshots imported")
-    for b in batches:
-        if b.added is None:
-            counts = "counts not recorded (imported before snapshots)"
-        else:
-            counts = (
-                f"{b.added} added, {b.changed} changed, {b.removed} removed, "
-                f"{b.unchanged} unchanged"
-            )
-        console.print(
-            f"{b.id:>6}  {b.imported_at:%Y-%m-%d %H:%M:%S}  {b.rows:>9} records  {counts}  "
-            f"sha256 {b.sha256[:16]}  {b.files}",
-            markup=False,
-            soft_wrap=True,  # one line per snapshot, whatever the terminal's width
-        )
+    print_table(
+        [
+            ("snapshot", lambda b: b["snapshot"]),
+            ("imported", lambda b: when(b["imported_at"])),
+            ("records", lambda b: b["rows"]),
+            ("added", lambda b: b["added"]),
+            ("changed", lambda b: b["changed"]),
+            ("removed", lambda b: b["removed"]),
+            ("unchanged", lambda b: b["unchanged"]),
+            ("sha256", lambda b: b["sha256"][:16]),
+            ("files", lambda b: "; ".join(b["files"])),
+        ],
+        doc,
+        empty="no snapshots imported",
+    )
 
 
 @node_app.command("refusals")
-def node_refusals(config: ConfigOption, limit: Annotated[int, typer.Option(min=1)] = 50) -> None:
-    """Requests this node refused, newest first: forged or altered consents, swapped keys,
-    revoked credentials, replays, a stale revocation list. Each is an attempt worth a look."""
+def node_refusals(
+    config: ConfigOption,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List the requests this node refused, newest first: forged or altered consents,
+    swapped keys, revoked credentials, replays, a stale revocation list. Each is an
+    attempt worth a look."""
     from creditshare.node import NodeSettings, refusal_log_entries
 
     rows = refusal_log_entries(load_settings(NodeSettings, config), limit)
-    if not rows:
-        console.print("no refused requests")
-    for row in rows:
-        console.print(
-            f"{row.refused_at:%Y-%m-%d %H:%M:%S}  {row.rpc:<13} {row.status:<19} "
-            f"{row.request_id or '-'}  {row.reason}",
-            markup=False,
-        )
+    doc = [
+        {
+            "refused_at": row.refused_at.isoformat(),
+            "rpc": row.rpc,
+            "status": row.status,
+            "request_id": row.request_id,
+            "reason": row.reason,
+        }
+        for row in rows
+    ]
+    if as_json:
+        print_json(doc)
+        return
+    print_table(
+        [
+            ("refused", lambda r: when(r["refused_at"])),
+            ("call", lambda r: r["rpc"]),
+            ("status", lambda r: r["status"]),
+            ("request", lambda r: r["request_id"]),
+            ("reason", lambda r: r["reason"]),
+        ],
+        doc,
+        empty="no refused requests",
+    )
 
 
 @node_app.command("access-log")
-def node_access_log(config: ConfigOption, limit: Annotated[int, typer.Option(min=1)] = 50) -> None:
-    """What this node answered, newest first (ledger index, requester, purpose, consent)."""
+def node_access_log(
+    config: ConfigOption,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List what this node answered, newest first (ledger index, requester, purpose,
+    consent)."""
     from creditshare.node import NodeSettings, access_log_entries
 
-    for row in access_log_entries(load_settings(NodeSettings, config), limit):
-        console.print(
-            f"{row.leaf_index:>8}  {row.answered_at:%Y-%m-%d %H:%M:%S}  {row.uscc}  "
-            f"{row.requester}  {row.purpose}  consent {row.consent_id}"
-        )
+    rows = access_log_entries(load_settings(NodeSettings, config), limit)
+    doc = [
+        {
+            "ledger_index": row.leaf_index,
+            "answered_at": row.answered_at.isoformat(),
+            "uscc": row.uscc,
+            "requester": row.requester,
+            "purpose": row.purpose,
+            "consent_id": row.consent_id,
+            "model_id": row.model_id,
+        }
+        for row in rows
+    ]
+    if as_json:
+        print_json(doc)
+        return
+    print_table(
+        [
+            ("ledger index", lambda r: r["ledger_index"]),
+            ("answered", lambda r: when(r["answered_at"])),
+            ("uscc", lambda r: r["uscc"]),
+            ("requester", lambda r: r["requester"]),
+            ("purpose", lambda r: r["purpose"]),
+            ("consent", lambda r: r["consent_id"]),
+        ],
+        doc,
+        empty="no answered requests",
+    )
 
 
 @node_app.command("witness-key")

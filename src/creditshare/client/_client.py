@@ -16,6 +16,7 @@ import httpx
 from creditshare.client._access_log import AccessEntry, verify_access_log
 from creditshare.client._http import problem_of
 from creditshare.client._identity import Identity
+from creditshare.client._listings import ListingCalls
 from creditshare.client._monitoring import MonitoringCalls
 from creditshare.client._profile import DEFAULT_MODEL_ID, CreditProfile, decrypt_profile
 from creditshare.client._signing import sign_query
@@ -50,7 +51,7 @@ Signer = Callable[[Identity, Mapping[str, Any]], dict[str, str]]
 log = logging.getLogger("creditshare.client")
 
 
-class CreditShareClient(MonitoringCalls):
+class CreditShareClient(MonitoringCalls, ListingCalls):
     """A bank's or bureau's connection to a coordinator.
 
     ``api_key`` authenticates the participant; ``private_key`` (a bank's or bureau's

@@ -27,7 +27,7 @@ from creditshare.coordinator import (
 )
 from creditshare.coordinator._deps import authenticated
 from creditshare.coordinator._metrics import CoordinatorMetrics
-from creditshare.coordinator._openapi import install_openapi
+from creditshare.coordinator._openapi import install_docs, install_openapi
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._problems import install_problem_handlers
 from creditshare.coordinator._request_context import RequestContextMiddleware, RequestIdInterceptor
@@ -71,13 +71,15 @@ def create_app(
         witnessing = asyncio.create_task(services.witnesses.run(interval)) if interval > 0 else None
         every = settings.revocation_relay_interval_seconds
         relaying = asyncio.create_task(services.revocations.run(every)) if every > 0 else None
+        probe_every = settings.node_probe_interval_seconds
+        probing = asyncio.create_task(services.health.run(probe_every)) if probe_every > 0 else None
         services.monitoring.start()  # webhook deliveries; cycles every interval (if > 0)
         try:
             await check_ledger(services)
             yield
         finally:
             await services.monitoring.stop()
-            for task in (witnessing, relaying):
+            for task in (witnessing, relaying, probing):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -92,8 +94,8 @@ def create_app(
         description="Brokers consented, recorded, encrypted credit-profile queries across "
         "regional credit chains.",
         lifespan=lifespan,
-        # Swagger UI and ReDoc load their scripts from a public CDN (blank on an
-        # intranet); /openapi.json stays.
+        # FastAPI's Swagger UI and ReDoc load their scripts from a public CDN (blank on an
+        # intranet): install_docs serves Swagger UI from the package instead.
         docs_url=None,
         redoc_url=None,
     )
@@ -101,6 +103,7 @@ def create_app(
     app.state.metrics = metrics
     install_problem_handlers(app)
     install_openapi(app, metrics_need_key=settings.metrics_require_operator_key)
+    install_docs(app)
 
     async def authorise_large(scope: Scope) -> None:
         caller = await authenticated(Request(scope), services)

@@ -16,6 +16,10 @@ the generated document is rewritten once here, by rules:
   template, so a new route under an existing resource inherits them;
 * ``/metrics`` is text, and needs the operator's key only when configured.
 
+``install_docs`` serves Swagger UI at /docs from the package (``static/swagger``:
+swagger-ui-dist, vendored): FastAPI's own page loads it from a public CDN, blank on
+a chain's intranet. ReDoc is not served.
+
 The e2e Schemathesis run (tests/e2e/test_api_contract.py) checks the result
 against a live coordinator: a status or media type not documented here fails it.
 """
@@ -24,17 +28,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import HTMLResponse
 
 from creditshare.coordinator import _deps
 from creditshare.coordinator._problems import PROBLEM_JSON
 
-__all__ = ["PROBLEM_SCHEMA", "install_openapi"]
+__all__ = ["DOCS_ASSETS", "PROBLEM_SCHEMA", "install_docs", "install_openapi"]
+
+#: Where the vendored Swagger UI files are served from.
+DOCS_ASSETS = "/static/swagger"
+_SWAGGER_DIR = Path(__file__).parent / "static" / "swagger"
 
 SECURITY_SCHEME = "bearer"
 
@@ -243,6 +255,10 @@ def contract(app: FastAPI, metrics_need_key: bool) -> dict[str, Any]:
                     "application/openmetrics-text": {"schema": {"type": "string"}},
                 }
             if path == "/readyz":
+                responses["200"]["description"] = (
+                    "Ready: status ok, or degraded when every node of a chain in chains "
+                    "is unreachable"
+                )
                 responses["503"] = {
                     "description": "A check failed: which one, by exception class",
                     "content": {"application/json": {"schema": {"type": "object"}}},
@@ -260,3 +276,21 @@ def install_openapi(app: FastAPI, *, metrics_need_key: bool = False) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def install_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs, every asset from this coordinator (call with ``docs_url`` and
+    ``redoc_url`` None on the app)."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=_SWAGGER_DIR), name="swagger-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            # Its default validator badge is an image from validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
+        )

@@ -5,6 +5,8 @@ when not ready, which check failed (its exception class, never its message,
 which could quote a database URL). Ledger errors are the exception: their
 messages are ours, name sizes and indices only, and tell the operator what does
 not match and which command inspects it, so /readyz gives them as ``reasons``.
+/readyz also says per chain whether any node answers (chain names only; which node
+and why is in the authenticated GET /v1/nodes).
 /metrics carries aggregate counts only (no enterprise or participant
 identifiers); it is open unless
 ``metrics_require_operator_key`` is set, so keep it off public listeners (the
@@ -81,8 +83,11 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     """Readiness: the database answers a trivial query and the ledger is readable and
     signs (``reasons.ledger`` says what does not match when it refuses to).
 
-    Data nodes are not checked: a node that is down costs queries one coverage
-    entry, not the coordinator its place behind the load balancer.
+    ``chains`` says, per chain, whether any of its nodes answers (from the background
+    probes: no node is called now). A chain whose every node is unreachable makes the
+    status ``degraded`` with 200, not 503: the coordinator still serves the other
+    chains, consents and the ledger, so it keeps its place behind the load balancer;
+    the operator's alert keys on ``degraded``.
     """
     names = ("database", "ledger")
     errors = await asyncio.gather(
@@ -90,9 +95,12 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         _check("ledger", lambda: _ledger(services)),
     )
     failed = {name: error for name, error in zip(names, errors, strict=True) if error}
+    chains = services.health.chains()
+    degraded = any(status != "ok" for status in chains.values())
     body: dict[str, object] = {
-        "status": "unavailable" if failed else "ok",
+        "status": "unavailable" if failed else "degraded" if degraded else "ok",
         "checks": {name: "fail" if name in failed else "ok" for name in names},
+        "chains": chains,
     }
     if failed:
         body["errors"] = {name: error for name, (error, _) in failed.items()}

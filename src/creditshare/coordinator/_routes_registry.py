@@ -17,10 +17,25 @@ router = APIRouter()
 
 @router.get("/v1/nodes", response_model=list[NodeOut], tags=["registry"])
 async def list_nodes(caller: CallerDep, services: ServicesDep) -> list[NodeOut]:
-    return [
-        NodeOut(id=n.id, chain=n.chain, department=n.department, address=n.address)
-        for n in services.registry.nodes
-    ]
+    """Every registered node, with whether it answers: what the background probes and the
+    latest real calls saw (never a node call made now, so a dead node costs no wait)."""
+    out = []
+    for n in services.registry.nodes:
+        seen = services.health.status(n.id)
+        out.append(
+            NodeOut(
+                id=n.id,
+                chain=n.chain,
+                department=n.department,
+                address=n.address,
+                reachable=seen.reachable,
+                last_answer_at=seen.last_answer_at,
+                last_latency_ms=seen.last_latency_ms,
+                version=seen.version,
+                last_error=seen.last_error,
+            )
+        )
+    return out
 
 
 @router.get("/v1/indicators", response_model=list[PublishedIndicatorOut], tags=["registry"])

@@ -14,10 +14,9 @@ import binascii
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import (
     AwareDatetime,
-    BaseModel,
     Discriminator,
     Field,
     StringConstraints,
@@ -28,6 +27,14 @@ from pydantic import (
 
 from creditshare.coordinator._db import Participant, TrainingJobRow
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
+from creditshare.coordinator._listing import (
+    DEFAULT_LIMIT,
+    Cursor,
+    JobStatus,
+    PageLimit,
+    jobs_for,
+    next_page,
+)
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._schemas import (
     FINGERPRINT_PATTERN,
@@ -35,6 +42,8 @@ from creditshare.coordinator._schemas import (
     REQUEST_ID_PATTERN,
     SIGNATURE_PATTERN,
     InputModel,
+    JobOut,
+    JobSummaryOut,
 )
 from creditshare.coordinator._services import Services
 from creditshare.coordinator._training import TrainingJobs
@@ -51,6 +60,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["training"])
 T = TypeVar("T")
 Bureau = Annotated[Participant, Depends(require_roles(Role.BUREAU))]
+BureauOrOperator = Annotated[Participant, Depends(require_roles(Role.BUREAU, Role.OPERATOR))]
 #: The most rows (or PSI points) one call may carry: a node's whole aligned set.
 _MAX_ITEMS = 200_000
 _UINT32 = 2**32 - 1
@@ -131,19 +141,6 @@ class JobIn(_Strict):
     @classmethod
     def _distinct(cls, nodes: list[str]) -> list[str]:
         return list(dict.fromkeys(nodes))
-
-
-class JobOut(BaseModel):
-    id: str
-    bureau: str
-    model_id: str
-    status: str
-    nodes: list[str]
-    config: dict[str, Any]
-    progress: dict[str, Any]
-    history: list[dict[str, Any]]
-    sizes: dict[str, Any]
-    error: str
 
 
 class PsiIn(_Strict):
@@ -239,19 +236,25 @@ class CancelIn(_Strict):
 _MAX_HISTORY = 1000
 
 
-def _out(row: TrainingJobRow) -> JobOut:
-    return JobOut(
+def _summary(row: TrainingJobRow) -> JobSummaryOut:
+    return JobSummaryOut(
         id=row.id,
         bureau=row.bureau,
         model_id=row.model_id,
+        model_type=_model_type(row.config),
         status=row.status,
         nodes=row.nodes,
         config=row.config,
         progress=row.progress,
-        history=row.history,
         sizes=row.sizes,
         error=row.error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
     )
+
+
+def _out(row: TrainingJobRow) -> JobOut:
+    return JobOut(**_summary(row).model_dump(), history=row.history)
 
 
 def _bytes(items: list[str], what: str) -> list[bytes]:
@@ -309,6 +312,23 @@ def _signed_job(services: Services, caller: Participant, body: JobIn) -> SignedT
     signed = SignedTrainingJob(document, base64.b64decode(body.signature))
     services.credentials.check_signed(caller.id, signed)
     return signed
+
+
+@router.get("/v1/training-jobs", response_model=list[JobSummaryOut])
+async def list_jobs(
+    caller: BureauOrOperator,
+    services: ServicesDep,
+    response: Response,
+    status: Annotated[JobStatus | None, Query(description="only jobs in this state")] = None,
+    limit: PageLimit = DEFAULT_LIMIT,
+    before: Cursor = None,
+) -> list[JobSummaryOut]:
+    """A bureau's own training jobs (an operator: every bureau's), newest first, without
+    their curves (`GET /v1/training-jobs/{id}` has it). At most `limit`; when a page is
+    full, the next one is `before=<the last job's id>` (also in the `Link` header)."""
+    rows = await asyncio.to_thread(jobs_for, services.engine, caller, status, limit, before)
+    next_page(response, "/v1/training-jobs", rows, limit, status=status)
+    return [_summary(r) for r in rows]
 
 
 @router.get("/v1/training-jobs/{job_id}", response_model=JobOut)

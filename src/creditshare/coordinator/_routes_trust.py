@@ -6,13 +6,20 @@ import asyncio
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import Field
 
 from creditshare.consent import ALL_INDICATORS, ConsentRevocation, SignedConsent
 from creditshare.coordinator._credentials import MissingCredentialError
 from creditshare.coordinator._db import ConsentRow, Participant
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
+from creditshare.coordinator._listing import (
+    DEFAULT_LIMIT,
+    Cursor,
+    PageLimit,
+    consents_for,
+    next_page,
+)
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._schemas import (
     ConsentOut,
@@ -40,6 +47,11 @@ __all__ = ["consent_out", "participant_out", "router"]
 log = logging.getLogger("creditshare.coordinator")
 router = APIRouter()
 Operator = Annotated[Participant, Depends(require_roles(Role.OPERATOR))]
+#: Who has consents to list: grantees, grantors, and operators (all of them).
+ConsentHolder = Annotated[
+    Participant,
+    Depends(require_roles(Role.BANK, Role.BUREAU, Role.ENTERPRISE, Role.OPERATOR)),
+]
 
 
 def participant_out(row: Participant) -> ParticipantOut:
@@ -50,6 +62,7 @@ def participant_out(row: Participant) -> ParticipantOut:
         uscc=row.uscc,
         signing_key=row.signing_key,
         disabled=row.disabled,
+        created_at=row.created_at,
     )
 
 
@@ -64,6 +77,7 @@ def consent_out(row: ConsentRow) -> ConsentOut:
         uses=row.uses,
         max_uses=row.max_uses,
         revoked=row.revoked_at is not None,
+        created_at=row.created_at,
     )
 
 
@@ -87,9 +101,14 @@ async def register_participant(
 
 
 @router.get("/v1/participants", response_model=list[ParticipantOut], tags=["participants"])
-async def list_participants(caller: Operator, services: ServicesDep) -> list[ParticipantOut]:
+async def list_participants(
+    caller: Operator,
+    services: ServicesDep,
+    role: Annotated[Role | None, Query(description="only participants of this role")] = None,
+) -> list[ParticipantOut]:
+    """Every participant (or those of one role), by id; disabled ones included."""
     rows = await asyncio.to_thread(services.participants.list)
-    return [participant_out(r) for r in rows]
+    return [participant_out(r) for r in rows if role is None or r.role == role]
 
 
 @router.post(
@@ -226,6 +245,27 @@ def _has_credential(services: Services, uscc: str) -> None:
             "the chain CAs certify that key (`pki request`, `pki sign`) and uploads the "
             "credentials (POST /v1/credentials) before granting consents"
         )
+
+
+@router.get("/v1/consents", response_model=list[ConsentOut], tags=["consents"])
+async def list_consents(
+    caller: ConsentHolder,
+    services: ServicesDep,
+    response: Response,
+    uscc: Annotated[
+        str | None, Query(max_length=64, description="only consents about this enterprise")
+    ] = None,
+    limit: PageLimit = DEFAULT_LIMIT,
+    before: Cursor = None,
+) -> list[ConsentOut]:
+    """The caller's consents, newest first: a bank's or bureau's those granted to it, an
+    enterprise's those it granted, an operator's all (a department: 403). At most `limit`;
+    when a page is full, the next one is `before=<the last consent's id>` (also in the
+    `Link` header)."""
+    code = str(Uscc.parse(uscc)) if uscc is not None else None
+    rows = await asyncio.to_thread(consents_for, services.engine, caller, code, limit, before)
+    next_page(response, "/v1/consents", rows, limit, uscc=code)
+    return [consent_out(r) for r in rows]
 
 
 @router.get("/v1/consents/{consent_id}", response_model=ConsentOut, tags=["consents"])

@@ -32,6 +32,8 @@ __all__ = [
     "FailedNode",
     "InputModel",
     "IssuedKeyOut",
+    "JobOut",
+    "JobSummaryOut",
     "LedgerEntryOut",
     "LedgerHeadOut",
     "LogKeyOut",
@@ -308,10 +310,27 @@ class QueryOut(BaseModel):
 
 
 class NodeOut(BaseModel):
+    """A registered node and what this coordinator process last saw of it (each replica
+    probes on its own: see coordinator/README.md)."""
+
     id: str
     chain: Chain
     department: str
     address: str
+    reachable: bool | None = Field(
+        description="whether the node answers (its last probe or call); null: not tried yet"
+    )
+    last_answer_at: datetime | None = Field(
+        description="when the node last answered a probe or a real call"
+    )
+    last_latency_ms: float | None = Field(
+        description="how long that answer took (a query's includes the node's encryption)"
+    )
+    version: str | None = Field(
+        description="the creditshare version the node reports; null: not probed yet, or "
+        "a node too old to say"
+    )
+    last_error: str | None = Field(description="why the node is unreachable; null while it answers")
 
 
 class PublishedIndicatorOut(BaseModel):
@@ -364,6 +383,7 @@ class ParticipantOut(BaseModel):
     uscc: str | None
     signing_key: str | None
     disabled: bool = False
+    created_at: datetime | None = Field(default=None, description="when it was registered")
 
 
 class IssuedKeyOut(BaseModel):
@@ -381,10 +401,34 @@ class ConsentOut(BaseModel):
     uses: int
     max_uses: int | None
     revoked: bool
+    created_at: datetime | None = Field(default=None, description="when it was stored")
     nodes: list[NodeRevocationOut] = Field(
         default_factory=list,
         description="after a signed revocation: which data nodes now hold it themselves",
     )
+
+
+class JobSummaryOut(BaseModel):
+    """A training job as listed (``GET /v1/training-jobs``): all but its curve."""
+
+    id: str
+    bureau: str
+    model_id: str
+    model_type: str = Field(default="logistic", description="'logistic' or 'gbdt'")
+    status: str = Field(description="aligning, training, finished, failed or cancelled")
+    nodes: list[str]
+    config: dict[str, Any]
+    progress: dict[str, Any]
+    sizes: dict[str, Any]
+    error: str
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class JobOut(JobSummaryOut):
+    """One training job (``GET /v1/training-jobs/{id}``): with its per-epoch curve."""
+
+    history: list[dict[str, Any]]
 
 
 class TreeHeadOut(BaseModel):

@@ -16,6 +16,7 @@ from creditshare.coordinator._cosignatures import CosignatureStore
 from creditshare.coordinator._credentials import CredentialStore
 from creditshare.coordinator._db import make_engine
 from creditshare.coordinator._limits import Limits, build_limits
+from creditshare.coordinator._node_health import NodeHealth
 from creditshare.coordinator._paillier_keys import PaillierKeyRegistry
 from creditshare.coordinator._participants import ParticipantRegistry
 from creditshare.coordinator._registry import Registry
@@ -65,6 +66,8 @@ class Services:
     clock: Callable[[], datetime]
     witnesses: WitnessCollector
     revocations: RevocationRelay
+    #: Whether each node answers (probed in the background; every node call updates it).
+    health: NodeHealth
     #: Post-loan monitoring (it needs the other services, so it is set right after them).
     monitoring: Monitoring = field(init=False)
 
@@ -82,6 +85,13 @@ def build_services(
     storage = SqlLedgerStorage(engine)
     ledger = Ledger(storage, signer, clock)
     broker = QueryBroker(settings, registry, ledger, interceptors)
+    health = NodeHealth(
+        registry,
+        clock,
+        settings.node_probe_timeout_seconds,
+        lambda node_id: broker.channels.info[node_id],
+    )
+    broker.channels.observers.append(health.interceptor)
     credentials = CredentialStore(
         engine, clock, monotonic, timedelta(seconds=settings.request_max_skew_seconds)
     )
@@ -117,6 +127,7 @@ def build_services(
             clock,
         ),
         revocations=RevocationRelay(engine, broker, registry, credentials, clock),
+        health=health,
     )
     services.monitoring = Monitoring(services, clock)
     return services

@@ -116,6 +116,19 @@ class CoordinatorSettings(EnvFirstSettings):
         description="how often every node is asked to cosign the latest tree head "
         "(0: only when someone calls POST /v1/ledger/cosign)",
     )
+    node_probe_interval_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="how often every node is asked its Info (id and version) for the "
+        "reachability GET /v1/nodes and /readyz report (0: only real calls update it)",
+    )
+    node_probe_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="a node that has not answered a probe within this long is reported unreachable",
+    )
     scale: int = Field(
         default=10**9,
         ge=1,

@@ -16,6 +16,9 @@ __all__ = ["RequestContextInterceptor", "request_id_of"]
 
 log = logging.getLogger("creditshare.node.rpc")
 _HEALTH = "/grpc.health.v1.Health/"
+#: The coordinator's reachability probe, every few seconds per coordinator process: logged
+#: like a health check (not at all), or it would drown the lines that matter.
+_PROBE = "/creditshare.v1.NodeInfo/Info"
 
 
 def request_id_of(metadata: Iterable[Any] | None) -> str | None:
@@ -29,8 +32,8 @@ def request_id_of(metadata: Iterable[Any] | None) -> str | None:
 class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     """Sets ``request_id_var`` for each unary call and logs one line per call.
 
-    Health checks (probes) pass untouched. The line names the method, status code
-    and duration; never request or response content.
+    Health checks and the coordinator's Info probes pass untouched. The line names the
+    method, status code and duration; never request or response content.
     """
 
     async def intercept_service(
@@ -42,7 +45,12 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method = str(handler_call_details.method)
-        if handler is None or handler.unary_unary is None or method.startswith(_HEALTH):
+        if (
+            handler is None
+            or handler.unary_unary is None
+            or method.startswith(_HEALTH)
+            or method == _PROBE
+        ):
             return handler
         request_id = request_id_of(handler_call_details.invocation_metadata)
         name = method.rsplit("/", 1)[-1]

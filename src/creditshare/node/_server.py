@@ -28,7 +28,7 @@ from creditshare.node._importer import ImportSummary, import_files
 from creditshare.node._receipts import ReceiptChecker
 from creditshare.node._request_context import RequestContextInterceptor
 from creditshare.node._scoring import ScoreEngine
-from creditshare.node._service import DataNodeService
+from creditshare.node._service import DataNodeService, NodeInfoService
 from creditshare.node._settings import NodeSettings
 from creditshare.node._storage import ImportBatch, RecordStore, ShardStore, make_engine
 from creditshare.node._training import TrainingService
@@ -156,6 +156,7 @@ async def build_server(
         options=GRPC_MESSAGE_OPTIONS, interceptors=[RequestContextInterceptor()]
     )
     node_pb2_grpc.add_DataNodeServicer_to_server(service, server)
+    node_pb2_grpc.add_NodeInfoServicer_to_server(NodeInfoService(settings.node_id), server)
     training = TrainingService(
         settings.node_id,
         settings.department_schema,

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from creditshare import __version__
 from creditshare.consent import ConsentRevocation
 from creditshare.crypto import (
     MAX_KEY_BITS,
@@ -58,6 +59,7 @@ from creditshare.trees import MAX_DEPTH, MAX_LEAF_SPAN, MAX_TREES, max_shifted_w
 
 __all__ = [
     "DataNodeService",
+    "NodeInfoService",
     "guarded",
     "public_key_of",
     "status_for",
@@ -429,3 +431,18 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         )
         step = self._engine.tree_score(uscc, request.model_id, key, indicators, weights)
         return key, step
+
+
+class NodeInfoService(node_pb2_grpc.NodeInfoServicer):
+    """The coordinator's reachability probe: who answers here, and which release."""
+
+    def __init__(self, node_id: str) -> None:
+        self._node_id = node_id
+
+    async def Info(  # noqa: N802 - gRPC method name
+        self,
+        request: node_pb2.InfoRequest,
+        context: grpc.aio.ServicerContext[node_pb2.InfoRequest, node_pb2.InfoResponse],
+    ) -> node_pb2.InfoResponse:
+        """From memory: it must answer promptly even while the node is busy scoring."""
+        return node_pb2.InfoResponse(node_id=self._node_id, version=__version__)

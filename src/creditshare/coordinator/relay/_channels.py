@@ -40,7 +40,10 @@ from creditshare.proto import (
 if TYPE_CHECKING:
     from creditshare.coordinator._metrics import CoordinatorMetrics
     from creditshare.proto.creditshare.v1.monitoring_pb2_grpc import MonitoringAsyncStub
-    from creditshare.proto.creditshare.v1.node_pb2_grpc import DataNodeAsyncStub
+    from creditshare.proto.creditshare.v1.node_pb2_grpc import (
+        DataNodeAsyncStub,
+        NodeInfoAsyncStub,
+    )
     from creditshare.proto.creditshare.v1.training_pb2_grpc import TrainingAsyncStub
 
 __all__ = [
@@ -151,11 +154,17 @@ class NodeChannels:
         self.training: dict[str, TrainingAsyncStub] = {}
         #: Monitoring stubs on the same channels (post-loan monitoring: Watch, Monitor).
         self.monitoring: dict[str, MonitoringAsyncStub] = {}
+        #: NodeInfo stubs on the same channels (the reachability probe).
+        self.info: dict[str, NodeInfoAsyncStub] = {}
         #: Set before ``start``: node calls are counted here.
         self.metrics: CoordinatorMetrics | None = None
+        #: Added to before ``start``: each makes an interceptor for a node's channel, to
+        #: see every call on it (the node health record: answers, latency, failures).
+        self.observers: list[Callable[[str], grpc.aio.ClientInterceptor]] = []
 
     def _channel(self, node: NodeEntry) -> grpc.aio.Channel:
-        interceptors = list(self._interceptors)
+        interceptors = [observe(node.id) for observe in self.observers]
+        interceptors += self._interceptors
         if self.metrics is not None:
             interceptors.insert(0, self.metrics.node_interceptor(node.id))
         tls = self._settings.tls.get(node.chain)
@@ -177,6 +186,7 @@ class NodeChannels:
             self._stubs[node.id] = node_pb2_grpc.DataNodeStub(channel)
             self.training[node.id] = training_pb2_grpc.TrainingStub(channel)
             self.monitoring[node.id] = monitoring_pb2_grpc.MonitoringStub(channel)
+            self.info[node.id] = node_pb2_grpc.NodeInfoStub(channel)
         await asyncio.gather(*(self.describe(n) for n in self._registry.nodes))
 
     async def close(self) -> None:

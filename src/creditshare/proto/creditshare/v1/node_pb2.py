@@ -24,53 +24,59 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63reditshare/v1/node.proto\x12\x0e\x63reditshare.v1\"\x11\n\x0f\x44\x65scribeRequest\"H\n\x07\x46\x65\x61ture\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04unit\x18\x04 \x01(\t\"=\n\tIndicator\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05\x62\x61nds\x18\x03 \x03(\t\"4\n\x0eModelShardInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\"\xe3\x02\n\x10\x44\x65scribeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ndepartment\x18\x02 \x01(\t\x12\r\n\x05\x63hain\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12)\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x17.creditshare.v1.Feature\x12-\n\nindicators\x18\x06 \x03(\x0b\x32\x19.creditshare.v1.Indicator\x12.\n\x06models\x18\x07 \x03(\x0b\x32\x1e.creditshare.v1.ModelShardInfo\x12\x19\n\x11trusted_tree_size\x18\x08 \x01(\x04\x12\x39\n\x11trusted_tree_head\x18\t \x01(\x0b\x32\x1e.creditshare.v1.SignedTreeHead\x12\x14\n\x0cwitness_vkey\x18\n \x01(\t\x12\x0f\n\x07signals\x18\x0b \x03(\t\"e\n\x0eSignedTreeHead\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x0c\n\x04root\x18\x02 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x04\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x0e\n\x06key_id\x18\x05 \x01(\t\"\xb6\x01\n\x0cQueryReceipt\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\tleaf_data\x18\x02 \x01(\x0c\x12\x31\n\ttree_head\x18\x03 \x01(\x0b\x32\x1e.creditshare.v1.SignedTreeHead\x12\x17\n\x0finclusion_proof\x18\x04 \x03(\x0c\x12\x18\n\x10\x63onsistency_from\x18\x05 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x06 \x03(\x0c\"\x1e\n\x11PaillierPublicKey\x12\t\n\x01n\x18\x01 \x01(\x0c\"\xaf\x02\n\x0cScoreRequest\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x35\n\npublic_key\x18\x03 \x01(\x0b\x32!.creditshare.v1.PaillierPublicKey\x12\r\n\x05scale\x18\x04 \x01(\x04\x12\x16\n\x0epartial_offset\x18\x05 \x01(\x0c\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12-\n\x07receipt\x18\x07 \x01(\x0b\x32\x1c.creditshare.v1.QueryReceipt\x12,\n\x07packing\x18\x08 \x01(\x0b\x32\x1b.creditshare.v1.PackingSpec\x12\x30\n\x0b\x63redentials\x18\t \x01(\x0b\x32\x1b.creditshare.v1.Credentials\"N\n\x0b\x43redentials\x12\x11\n\trequester\x18\x01 \x03(\x0c\x12\x12\n\nenterprise\x18\x02 \x03(\x0c\x12\x18\n\x10revocation_lists\x18\x03 \x03(\x0c\"\\\n\x14RevokeConsentRequest\x12\x12\n\nrevocation\x18\x01 \x01(\x0c\x12\x30\n\x0b\x63redentials\x18\x02 \x01(\x0b\x32\x1b.creditshare.v1.Credentials\"?\n\x15RevokeConsentResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\rnewly_revoked\x18\x02 \x01(\x08\"e\n\x0bPackingSpec\x12\x11\n\tslot_bits\x18\x01 \x01(\r\x12\x1c\n\x14slots_per_ciphertext\x18\x02 \x01(\r\x12\x11\n\tadditions\x18\x03 \x01(\r\x12\x12\n\nfirst_slot\x18\x04 \x01(\r\"5\n\x10PackedCiphertext\x12\r\n\x05index\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"6\n\x12\x45ncryptedIndicator\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"\xb3\x01\n\rScoreResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\rpartial_score\x18\x02 \x01(\x0c\x12\x10\n\x08presence\x18\x03 \x01(\x0c\x12\x36\n\nindicators\x18\x04 \x03(\x0b\x32\".creditshare.v1.EncryptedIndicator\x12\x30\n\x06packed\x18\x05 \x03(\x0b\x32 .creditshare.v1.PackedCiphertext\"\x92\x02\n\x10TreeScoreRequest\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x35\n\npublic_key\x18\x03 \x01(\x0b\x32!.creditshare.v1.PaillierPublicKey\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12-\n\x07receipt\x18\x05 \x01(\x0b\x32\x1c.creditshare.v1.QueryReceipt\x12\x30\n\x0b\x63redentials\x18\x06 \x01(\x0b\x32\x1b.creditshare.v1.Credentials\x12\x12\n\nindicators\x18\x07 \x03(\x0c\x12\x0f\n\x07weights\x18\x08 \x03(\x04\x12\r\n\x05scale\x18\t \x01(\x04\"G\n\x11TreeScoreResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nindicators\x18\x02 \x03(\x0c\x12\r\n\x05score\x18\x03 \x01(\x0c\"v\n\x14\x41\x64\x64\x43heckpointRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x02 \x03(\x0c\x12\x31\n\ttree_head\x18\x03 \x01(\x0b\x32\x1e.creditshare.v1.SignedTreeHead\"\x7f\n\x15\x41\x64\x64\x43heckpointResponse\x12\x0f\n\x07witness\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\x12\x11\n\ttimestamp\x18\x03 \x01(\x04\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x11\n\ttree_size\x18\x05 \x01(\x04\x12\x0c\n\x04root\x18\x06 \x01(\x0c\x32\xad\x03\n\x08\x44\x61taNode\x12M\n\x08\x44\x65scribe\x12\x1f.creditshare.v1.DescribeRequest\x1a .creditshare.v1.DescribeResponse\x12\x44\n\x05Score\x12\x1c.creditshare.v1.ScoreRequest\x1a\x1d.creditshare.v1.ScoreResponse\x12\\\n\rRevokeConsent\x12$.creditshare.v1.RevokeConsentRequest\x1a%.creditshare.v1.RevokeConsentResponse\x12\\\n\rAddCheckpoint\x12$.creditshare.v1.AddCheckpointRequest\x1a%.creditshare.v1.AddCheckpointResponse\x12P\n\tTreeScore\x12 .creditshare.v1.TreeScoreRequest\x1a!.creditshare.v1.TreeScoreResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63reditshare/v1/node.proto\x12\x0e\x63reditshare.v1\"\r\n\x0bInfoRequest\"0\n\x0cInfoResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x11\n\x0f\x44\x65scribeRequest\"H\n\x07\x46\x65\x61ture\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04unit\x18\x04 \x01(\t\"=\n\tIndicator\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05\x62\x61nds\x18\x03 \x03(\t\"4\n\x0eModelShardInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\"\xe3\x02\n\x10\x44\x65scribeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ndepartment\x18\x02 \x01(\t\x12\r\n\x05\x63hain\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12)\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x17.creditshare.v1.Feature\x12-\n\nindicators\x18\x06 \x03(\x0b\x32\x19.creditshare.v1.Indicator\x12.\n\x06models\x18\x07 \x03(\x0b\x32\x1e.creditshare.v1.ModelShardInfo\x12\x19\n\x11trusted_tree_size\x18\x08 \x01(\x04\x12\x39\n\x11trusted_tree_head\x18\t \x01(\x0b\x32\x1e.creditshare.v1.SignedTreeHead\x12\x14\n\x0cwitness_vkey\x18\n \x01(\t\x12\x0f\n\x07signals\x18\x0b \x03(\t\"e\n\x0eSignedTreeHead\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x0c\n\x04root\x18\x02 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x04\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x0e\n\x06key_id\x18\x05 \x01(\t\"\xb6\x01\n\x0cQueryReceipt\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\tleaf_data\x18\x02 \x01(\x0c\x12\x31\n\ttree_head\x18\x03 \x01(\x0b\x32\x1e.creditshare.v1.SignedTreeHead\x12\x17\n\x0finclusion_proof\x18\x04 \x03(\x0c\x12\x18\n\x10\x63onsistency_from\x18\x05 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x06 \x03(\x0c\"\x1e\n\x11PaillierPublicKey\x12\t\n\x01n\x18\x01 \x01(\x0c\"\xaf\x02\n\x0cScoreRequest\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x35\n\npublic_key\x18\x03 \x01(\x0b\x32!.creditshare.v1.PaillierPublicKey\x12\r\n\x05scale\x18\x04 \x01(\x04\x12\x16\n\x0epartial_offset\x18\x05 \x01(\x0c\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12-\n\x07receipt\x18\x07 \x01(\x0b\x32\x1c.creditshare.v1.QueryReceipt\x12,\n\x07packing\x18\x08 \x01(\x0b\x32\x1b.creditshare.v1.PackingSpec\x12\x30\n\x0b\x63redentials\x18\t \x01(\x0b\x32\x1b.creditshare.v1.Credentials\"N\n\x0b\x43redentials\x12\x11\n\trequester\x18\x01 \x03(\x0c\x12\x12\n\nenterprise\x18\x02 \x03(\x0c\x12\x18\n\x10revocation_lists\x18\x03 \x03(\x0c\"\\\n\x14RevokeConsentRequest\x12\x12\n\nrevocation\x18\x01 \x01(\x0c\x12\x30\n\x0b\x63redentials\x18\x02 \x01(\x0b\x32\x1b.creditshare.v1.Credentials\"?\n\x15RevokeConsentResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\rnewly_revoked\x18\x02 \x01(\x08\"e\n\x0bPackingSpec\x12\x11\n\tslot_bits\x18\x01 \x01(\r\x12\x1c\n\x14slots_per_ciphertext\x18\x02 \x01(\r\x12\x11\n\tadditions\x18\x03 \x01(\r\x12\x12\n\nfirst_slot\x18\x04 \x01(\r\"5\n\x10PackedCiphertext\x12\r\n\x05index\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"6\n\x12\x45ncryptedIndicator\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"\xb3\x01\n\rScoreResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\rpartial_score\x18\x02 \x01(\x0c\x12\x10\n\x08presence\x18\x03 \x01(\x0c\x12\x36\n\nindicators\x18\x04 \x03(\x0b\x32\".creditshare.v1.EncryptedIndicator\x12\x30\n\x06packed\x18\x05 \x03(\x0b\x32 .creditshare.v1.PackedCiphertext\"\x92\x02\n\x10TreeScoreRequest\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x35\n\npublic_key\x18\x03 \x01(\x0b\x32!.creditshare.v1.PaillierPublicKey\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12-\n\x07receipt\x18\x05 \x01(\x0b\x32\x1c.creditshare.v1.QueryReceipt\x12\x30\n\x0b\x63redentials\x18\x06 \x01(\x0b\x32\x1b.creditshare.v1.Credentials\x12\x12\n\nindicators\x18\x07 \x03(\x0c\x12\x0f\n\x07weights\x18\x08 \x03(\x04\x12\r\n\x05scale\x18\t \x01(\x04\"G\n\x11TreeScoreResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nindicators\x18\x02 \x03(\x0c\x12\r\n\x05score\x18\x03 \x01(\x0c\"v\n\x14\x41\x64\x64\x43heckpointRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x02 \x03(\x0c\x12\x31\n\ttree_head\x18\x03 \x01(\x0b\x32\x1e.creditshare.v1.SignedTreeHead\"\x7f\n\x15\x41\x64\x64\x43heckpointResponse\x12\x0f\n\x07witness\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\x12\x11\n\ttimestamp\x18\x03 \x01(\x04\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x11\n\ttree_size\x18\x05 \x01(\x04\x12\x0c\n\x04root\x18\x06 \x01(\x0c\x32\xad\x03\n\x08\x44\x61taNode\x12M\n\x08\x44\x65scribe\x12\x1f.creditshare.v1.DescribeRequest\x1a .creditshare.v1.DescribeResponse\x12\x44\n\x05Score\x12\x1c.creditshare.v1.ScoreRequest\x1a\x1d.creditshare.v1.ScoreResponse\x12\\\n\rRevokeConsent\x12$.creditshare.v1.RevokeConsentRequest\x1a%.creditshare.v1.RevokeConsentResponse\x12\\\n\rAddCheckpoint\x12$.creditshare.v1.AddCheckpointRequest\x1a%.creditshare.v1.AddCheckpointResponse\x12P\n\tTreeScore\x12 .creditshare.v1.TreeScoreRequest\x1a!.creditshare.v1.TreeScoreResponse2M\n\x08NodeInfo\x12\x41\n\x04Info\x12\x1b.creditshare.v1.InfoRequest\x1a\x1c.creditshare.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'creditshare.v1.node_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DESCRIBEREQUEST']._serialized_start=45
-  _globals['_DESCRIBEREQUEST']._serialized_end=62
-  _globals['_FEATURE']._serialized_start=64
-  _globals['_FEATURE']._serialized_end=136
-  _globals['_INDICATOR']._serialized_start=138
-  _globals['_INDICATOR']._serialized_end=199
-  _globals['_MODELSHARDINFO']._serialized_start=201
-  _globals['_MODELSHARDINFO']._serialized_end=253
-  _globals['_DESCRIBERESPONSE']._serialized_start=256
-  _globals['_DESCRIBERESPONSE']._serialized_end=611
-  _globals['_SIGNEDTREEHEAD']._serialized_start=613
-  _globals['_SIGNEDTREEHEAD']._serialized_end=714
-  _globals['_QUERYRECEIPT']._serialized_start=717
-  _globals['_QUERYRECEIPT']._serialized_end=899
-  _globals['_PAILLIERPUBLICKEY']._serialized_start=901
-  _globals['_PAILLIERPUBLICKEY']._serialized_end=931
-  _globals['_SCOREREQUEST']._serialized_start=934
-  _globals['_SCOREREQUEST']._serialized_end=1237
-  _globals['_CREDENTIALS']._serialized_start=1239
-  _globals['_CREDENTIALS']._serialized_end=1317
-  _globals['_REVOKECONSENTREQUEST']._serialized_start=1319
-  _globals['_REVOKECONSENTREQUEST']._serialized_end=1411
-  _globals['_REVOKECONSENTRESPONSE']._serialized_start=1413
-  _globals['_REVOKECONSENTRESPONSE']._serialized_end=1476
-  _globals['_PACKINGSPEC']._serialized_start=1478
-  _globals['_PACKINGSPEC']._serialized_end=1579
-  _globals['_PACKEDCIPHERTEXT']._serialized_start=1581
-  _globals['_PACKEDCIPHERTEXT']._serialized_end=1634
-  _globals['_ENCRYPTEDINDICATOR']._serialized_start=1636
-  _globals['_ENCRYPTEDINDICATOR']._serialized_end=1690
-  _globals['_SCORERESPONSE']._serialized_start=1693
-  _globals['_SCORERESPONSE']._serialized_end=1872
-  _globals['_TREESCOREREQUEST']._serialized_start=1875
-  _globals['_TREESCOREREQUEST']._serialized_end=2149
-  _globals['_TREESCORERESPONSE']._serialized_start=2151
-  _globals['_TREESCORERESPONSE']._serialized_end=2222
-  _globals['_ADDCHECKPOINTREQUEST']._serialized_start=2224
-  _globals['_ADDCHECKPOINTREQUEST']._serialized_end=2342
-  _globals['_ADDCHECKPOINTRESPONSE']._serialized_start=2344
-  _globals['_ADDCHECKPOINTRESPONSE']._serialized_end=2471
-  _globals['_DATANODE']._serialized_start=2474
-  _globals['_DATANODE']._serialized_end=2903
+  _globals['_INFOREQUEST']._serialized_start=45
+  _globals['_INFOREQUEST']._serialized_end=58
+  _globals['_INFORESPONSE']._serialized_start=60
+  _globals['_INFORESPONSE']._serialized_end=108
+  _globals['_DESCRIBEREQUEST']._serialized_start=110
+  _globals['_DESCRIBEREQUEST']._serialized_end=127
+  _globals['_FEATURE']._serialized_start=129
+  _globals['_FEATURE']._serialized_end=201
+  _globals['_INDICATOR']._serialized_start=203
+  _globals['_INDICATOR']._serialized_end=264
+  _globals['_MODELSHARDINFO']._serialized_start=266
+  _globals['_MODELSHARDINFO']._serialized_end=318
+  _globals['_DESCRIBERESPONSE']._serialized_start=321
+  _globals['_DESCRIBERESPONSE']._serialized_end=676
+  _globals['_SIGNEDTREEHEAD']._serialized_start=678
+  _globals['_SIGNEDTREEHEAD']._serialized_end=779
+  _globals['_QUERYRECEIPT']._serialized_start=782
+  _globals['_QUERYRECEIPT']._serialized_end=964
+  _globals['_PAILLIERPUBLICKEY']._serialized_start=966
+  _globals['_PAILLIERPUBLICKEY']._serialized_end=996
+  _globals['_SCOREREQUEST']._serialized_start=999
+  _globals['_SCOREREQUEST']._serialized_end=1302
+  _globals['_CREDENTIALS']._serialized_start=1304
+  _globals['_CREDENTIALS']._serialized_end=1382
+  _globals['_REVOKECONSENTREQUEST']._serialized_start=1384
+  _globals['_REVOKECONSENTREQUEST']._serialized_end=1476
+  _globals['_REVOKECONSENTRESPONSE']._serialized_start=1478
+  _globals['_REVOKECONSENTRESPONSE']._serialized_end=1541
+  _globals['_PACKINGSPEC']._serialized_start=1543
+  _globals['_PACKINGSPEC']._serialized_end=1644
+  _globals['_PACKEDCIPHERTEXT']._serialized_start=1646
+  _globals['_PACKEDCIPHERTEXT']._serialized_end=1699
+  _globals['_ENCRYPTEDINDICATOR']._serialized_start=1701
+  _globals['_ENCRYPTEDINDICATOR']._serialized_end=1755
+  _globals['_SCORERESPONSE']._serialized_start=1758
+  _globals['_SCORERESPONSE']._serialized_end=1937
+  _globals['_TREESCOREREQUEST']._serialized_start=1940
+  _globals['_TREESCOREREQUEST']._serialized_end=2214
+  _globals['_TREESCORERESPONSE']._serialized_start=2216
+  _globals['_TREESCORERESPONSE']._serialized_end=2287
+  _globals['_ADDCHECKPOINTREQUEST']._serialized_start=2289
+  _globals['_ADDCHECKPOINTREQUEST']._serialized_end=2407
+  _globals['_ADDCHECKPOINTRESPONSE']._serialized_start=2409
+  _globals['_ADDCHECKPOINTRESPONSE']._serialized_end=2536
+  _globals['_DATANODE']._serialized_start=2539
+  _globals['_DATANODE']._serialized_end=2968
+  _globals['_NODEINFO']._serialized_start=2970
+  _globals['_NODEINFO']._serialized_end=3047
 # @@protoc_insertion_point(module_scope)

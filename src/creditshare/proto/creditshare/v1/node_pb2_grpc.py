@@ -285,3 +285,89 @@ class DataNode:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class NodeInfoStub:
+    """Who answers at a node's address, and which creditshare it runs: the coordinator's
+    reachability probe, every few seconds. A service of its own (on the same port and
+    mTLS as DataNode) so that a node without it answers UNIMPLEMENTED, which still
+    proves it reachable.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Info = channel.unary_unary(
+                '/creditshare.v1.NodeInfo/Info',
+                request_serializer=creditshare_dot_v1_dot_node__pb2.InfoRequest.SerializeToString,
+                response_deserializer=creditshare_dot_v1_dot_node__pb2.InfoResponse.FromString,
+                _registered_method=True)
+
+
+class NodeInfoServicer:
+    """Who answers at a node's address, and which creditshare it runs: the coordinator's
+    reachability probe, every few seconds. A service of its own (on the same port and
+    mTLS as DataNode) so that a node without it answers UNIMPLEMENTED, which still
+    proves it reachable.
+    """
+
+    def Info(self, request, context):
+        """From the node's memory (no record, no ledger state): it answers promptly while
+        the node is busy scoring, and the node does not log it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_NodeInfoServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Info': grpc.unary_unary_rpc_method_handler(
+                    servicer.Info,
+                    request_deserializer=creditshare_dot_v1_dot_node__pb2.InfoRequest.FromString,
+                    response_serializer=creditshare_dot_v1_dot_node__pb2.InfoResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'creditshare.v1.NodeInfo', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('creditshare.v1.NodeInfo', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class NodeInfo:
+    """Who answers at a node's address, and which creditshare it runs: the coordinator's
+    reachability probe, every few seconds. A service of its own (on the same port and
+    mTLS as DataNode) so that a node without it answers UNIMPLEMENTED, which still
+    proves it reachable.
+    """
+
+    @staticmethod
+    def Info(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditshare.v1.NodeInfo/Info',
+            creditshare_dot_v1_dot_node__pb2.InfoRequest.SerializeToString,
+            creditshare_dot_v1_dot_node__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -153,3 +153,52 @@ class DataNodeServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_DataNodeServicer_to_server(servicer: DataNodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class NodeInfoStub:
+    """Who answers at a node's address, and which creditshare it runs: the coordinator's
+    reachability probe, every few seconds. A service of its own (on the same port and
+    mTLS as DataNode) so that a node without it answers UNIMPLEMENTED, which still
+    proves it reachable.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> NodeInfoAsyncStub: ...
+    Info: _grpc.UnaryUnaryMultiCallable[_node_pb2.InfoRequest, _node_pb2.InfoResponse]
+    """From the node's memory (no record, no ledger state): it answers promptly while
+    the node is busy scoring, and the node does not log it.
+    """
+
+@_typing.type_check_only
+class NodeInfoAsyncStub(NodeInfoStub):
+    """Who answers at a node's address, and which creditshare it runs: the coordinator's
+    reachability probe, every few seconds. A service of its own (on the same port and
+    mTLS as DataNode) so that a node without it answers UNIMPLEMENTED, which still
+    proves it reachable.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Info: _aio.UnaryUnaryMultiCallable[_node_pb2.InfoRequest, _node_pb2.InfoResponse]  # type: ignore[assignment]
+    """From the node's memory (no record, no ledger state): it answers promptly while
+    the node is busy scoring, and the node does not log it.
+    """
+
+class NodeInfoServicer(metaclass=_abc_1.ABCMeta):
+    """Who answers at a node's address, and which creditshare it runs: the coordinator's
+    reachability probe, every few seconds. A service of its own (on the same port and
+    mTLS as DataNode) so that a node without it answers UNIMPLEMENTED, which still
+    proves it reachable.
+    """
+
+    @_abc_1.abstractmethod
+    def Info(
+        self,
+        request: _node_pb2.InfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.InfoResponse, _abc.Awaitable[_node_pb2.InfoResponse]]:
+        """From the node's memory (no record, no ledger state): it answers promptly while
+        the node is busy scoring, and the node does not log it.
+        """
+
+def add_NodeInfoServicer_to_server(servicer: NodeInfoServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
