@@ -85,7 +85,7 @@ def _stop_runs(runs: Runs) -> None:
     with runs.connect() as client:
 
         def cancel(job_id: str) -> object:
-            return _cancel(client, job_id, "the console stopped")
+            return client.cancel_training_job(job_id, "the console stopped")
 
         runs.stop_all(cancel)
 
@@ -93,29 +93,24 @@ def _stop_runs(runs: Runs) -> None:
 router = APIRouter(lifespan=_lifespan)
 
 
-def _cancel(client: CreditShareClient, job_id: str, reason: str) -> dict[str, Any]:
-    result: dict[str, Any] = client.post(f"/v1/training-jobs/{job_id}/cancel", {"reason": reason})
-    return result
-
-
 # -- the jobs list ---------------------------------------------------------------------
 
 
 @router.get("/bureau/jobs", response_class=HTMLResponse)
 def jobs(request: Request) -> Response:
-    """This console's runs and their jobs, newest first."""
+    """The bureau's jobs as the coordinator lists them (whoever started them: this
+    console or the CLI), newest first; a run of this console still starting first."""
     state = console_state(request)
     runs = _runs(state)
-    rows: list[dict[str, Any]] = []
     problem = ""
-    for run in runs.all():
-        job: dict[str, Any] = {}
-        if run.job_id is not None:
-            try:
-                job = state.sdk.training_job(run.job_id)
-            except CreditShareError as exc:
-                problem = str(exc)
-        rows.append(_row(run, job))
+    listed: list[dict[str, Any]] = []
+    try:
+        listed = state.sdk.training_jobs()
+    except CreditShareError as exc:
+        problem = str(exc)
+    known = {job["id"] for job in listed}
+    rows = [_row(run, {}) for run in runs.all() if run.job_id not in known]
+    rows += [_row(runs.by_job(job["id"]), job) for job in listed]
     return page(request, "bureau/jobs.html", jobs=rows, problem=problem)
 
 
@@ -130,11 +125,20 @@ def _row(run: Run | None, job: dict[str, Any]) -> dict[str, Any]:
         "progress": _progress(job) if job else None,
         "nodes": ", ".join(job.get("nodes") or (run.nodes if run else [])),
         "error": job.get("error") or (run.error if run else ""),
-        "updated_at": job.get("updated_at") or "",
+        "created_at": _moment(job.get("created_at")),
+        "here": run is not None,
     }
 
 
+def _moment(value: object) -> str:
+    """An ISO time as the tables show it: to the second, in UTC as sent."""
+    text = str(value or "")
+    return text[:19].replace("T", " ") + (" UTC" if text else "")
+
+
 def _model_type(job: dict[str, Any]) -> str:
+    if job.get("model_type") in ("logistic", "gbdt"):
+        return str(job["model_type"])
     return "gbdt" if (job.get("config") or {}).get("model_type") == "gbdt" else "logistic"
 
 
@@ -149,9 +153,9 @@ def _progress(job: dict[str, Any]) -> dict[str, Any]:
         completed = 0.0
     else:
         completed = int(done["epoch"]) + (int(done.get("batch") or 0) / batches if batches else 0)
-    if job.get("status") == "finished":
-        completed = float(total) if not job.get("history") else float(len(job["history"]))
-        total = int(completed) or total
+    if job.get("status") == "finished":  # it may have stopped early: done is all
+        total = max(1, round(completed))
+        completed = float(total)
     return {
         "done": round(min(completed, total), 2),
         "done_text": f"{round(min(completed, total), 2):g}",
@@ -318,7 +322,7 @@ def cancel_job(request: Request, job_id: str, reason: Annotated[str, Form()] = "
     state = console_state(request)
     errors = FormErrors()
     try:
-        _cancel(state.sdk, job_id, reason)
+        state.sdk.cancel_training_job(job_id, reason)
     except CreditShareError as exc:
         errors = form_errors(exc, ["reason"])
     else:
