@@ -88,6 +88,18 @@ def test_data_table_lists_every_x_with_each_curves_value() -> None:
     assert [line.css for line in drawn.lines] == ["series-0", "series-1"]
 
 
+def test_data_table_keeps_every_step_of_a_curve_that_repeats_an_x() -> None:
+    steps = [(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]
+    drawn = chart(Series("roc", steps), x_domain=(0, 1), y_domain=(0, 1))
+    assert [[float(c) for c in row] for row in drawn.table_rows] == [list(p) for p in steps]
+    # Two curves over the same x values (KS): one row per point, both curves' values.
+    both = chart(Series("a", [(0, 0), (0.5, 0.8)]), Series("b", [(0, 0), (0.5, 0.3)]))
+    assert both.table_rows == [
+        ["0.0000", "0.0000", "0.0000"],
+        ["0.5000", "0.8000", "0.3000"],
+    ]
+
+
 def test_a_mark_is_a_vertical_segment_at_its_value() -> None:
     drawn = chart(Series("s", [(0, 0), (1, 1)]), x_domain=(0, 1), y_domain=(0, 1))
     (mark,) = drawn.marked(0.25, 0.1, 0.6, "KS").marks

@@ -121,16 +121,21 @@ class Chart:
 
     @property
     def table_rows(self) -> list[list[str]]:
-        """One row per x value: each curve's y there ('–' where a curve has none)."""
-        xs: dict[float, None] = {}
-        for line in self.lines:
-            for x, _ in line.values:
-                xs.setdefault(x, None)
+        """The data, row by row: point by point when every curve has the same x values
+        (a ROC curve's vertical steps repeat an x: each step keeps its row), else one
+        row per x value with each curve's y there ('–' where a curve has none)."""
+        integer = all(float(x).is_integer() for line in self.lines for x, _ in line.values)
+        columns = [[x for x, _ in line.values] for line in self.lines]
+        if columns and all(c == columns[0] for c in columns):
+            return [
+                [_number(x, integer), *(_number(line.values[k][1]) for line in self.lines)]
+                for k, x in enumerate(columns[0])
+            ]
+        xs = sorted({x for column in columns for x in column})
         by_line = [dict(line.values) for line in self.lines]
-        integer = all(float(x).is_integer() for x in xs)
         return [
             [_number(x, integer), *(_number(ys[x]) if x in ys else "–" for ys in by_line)]
-            for x in sorted(xs)
+            for x in xs
         ]
 
 

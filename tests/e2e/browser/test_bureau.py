@@ -12,6 +12,7 @@ asserts on time: every wait polls for a state with a generous deadline.
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 import time
 from collections.abc import Iterator
@@ -72,11 +73,13 @@ def _labels_file(path: Path, labels: dict[str, int], bad_line: int | None = None
     return path
 
 
-def _fill_job_form(page: Any, model_id: str, labels: Path, options: dict[str, str]) -> None:
+def _fill_job_form(
+    page: Any, model_id: str, labels: Path, options: dict[str, str], model_type: str = "logistic"
+) -> None:
     page.fill("#f-model_id", model_id)
     page.select_option("#f-nodes", NODES)
     page.set_input_files("#f-labels", str(labels))
-    page.select_option("#f-model_type", "logistic")
+    page.select_option("#f-model_type", model_type)
     for name, value in options.items():
         page.fill(f"#f-{name}", value)
 
@@ -167,6 +170,14 @@ def test_a_bureau_trains_watches_its_curve_grow_sees_the_model_and_cancels_a_job
         assert page.locator("#roc-chart path.line").count() == 1
         ks_label = page.locator("#ks-chart .mark-label").text_content()
         assert ks_label == f"KS {model['metrics']['test_ks']:.4f}"
+        # The ROC curve the page drew (its data table) encloses the published AUC: the
+        # console paired each held-out enterprise's label with the score banks get.
+        roc = [
+            [float(cell) for cell in row.locator("td").all_text_contents()]
+            for row in page.locator("#roc-chart tbody tr").all()
+        ]
+        area = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in itertools.pairwise(roc))
+        assert area == pytest.approx(model["metrics"]["test_auc"], abs=1e-3)
         assert page.locator("#cancel-form").count() == 0  # nothing left to cancel
         check_page(page, "bureau-job-finished")
 
@@ -239,6 +250,22 @@ def test_a_bureau_trains_watches_its_curve_grow_sees_the_model_and_cancels_a_job
         check_page(page, "bureau-job-finished-zh")
         page.goto(f"{console.url}/lang/en?back=/bureau/jobs")
 
+        # Gradient-boosted trees, through the same form: a curve per tree, ROC and KS.
+        page.goto(console.url + "/bureau/jobs/new")
+        trees = {"trees": "3", "max_depth": "2", "max_bins": "8", "validation_fraction": "0.2"}
+        _fill_job_form(page, "console-trees-v1", good, trees, model_type="gbdt")
+        page.click("#new-job button[type=submit]")
+        page.wait_for_url(JOB_PAGE)
+        _wait(page, lambda: _status(page) not in ("aligning", "training"), "the tree job")
+        assert _status(page) == "finished", page.locator("#job-error").all_inner_texts()
+        page.wait_for_selector(
+            "#job-live:not([hx-trigger])", state="attached", timeout=JOB_TIMEOUT * 1000
+        )
+        assert page.locator("#loss-chart circle.point").count() == 3
+        assert page.locator("#loss-chart .axis-label").first.text_content() == "Tree"
+        assert page.locator("#roc-chart path.line").count() == 1
+        check_page(page, "bureau-job-trees")
+
         # A job still training when the console stops is cancelled by it, not left for
         # the coordinator's idle timeout.
         page.goto(console.url + "/bureau/jobs/new")
@@ -259,5 +286,5 @@ def test_a_bureau_trains_watches_its_curve_grow_sees_the_model_and_cancels_a_job
     # The labels stayed in the console's work folder, readable by its user only: one
     # file per job started (the refused start kept none).
     kept = sorted((console.work_dir / "labels").iterdir())
-    assert len(kept) == 3
+    assert len(kept) == 4
     assert all(path.stat().st_mode & 0o777 == 0o600 for path in kept)
