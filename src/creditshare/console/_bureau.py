@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData, UploadFile
@@ -46,6 +46,8 @@ NAVIGATION: list[tuple[str, str]] = [
 
 #: Job states in which the job may still move (the coordinator's, then this console's).
 ACTIVE = ("aligning", "training", "running", "starting")
+#: A job id as the coordinator names jobs: anything else never reaches its URL path.
+JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 #: How long the start form waits for the coordinator to accept the job.
 START_WAIT_SECONDS = 120.0
 #: The start form's fields, for placing the coordinator's refusals.
@@ -297,7 +299,7 @@ def _job_context(request: Request, job_id: str) -> dict[str, Any]:
 
 
 @router.get("/bureau/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(request: Request, job_id: str) -> Response:
+def job_page(request: Request, job_id: JobId) -> Response:
     try:
         context = _job_context(request, job_id)
     except CreditShareError as exc:
@@ -306,7 +308,7 @@ def job_page(request: Request, job_id: str) -> Response:
 
 
 @router.get("/bureau/jobs/{job_id}/progress", response_class=HTMLResponse)
-def job_progress(request: Request, job_id: str) -> Response:
+def job_progress(request: Request, job_id: JobId) -> Response:
     """The live part of the job page (htmx polls it while the job may move)."""
     try:
         context = _job_context(request, job_id)
@@ -316,7 +318,7 @@ def job_progress(request: Request, job_id: str) -> Response:
 
 
 @router.post("/bureau/jobs/{job_id}/cancel", response_class=HTMLResponse)
-def cancel_job(request: Request, job_id: str, reason: Annotated[str, Form()] = "") -> Response:
+def cancel_job(request: Request, job_id: JobId, reason: Annotated[str, Form()] = "") -> Response:
     """Cancel at the coordinator (every node drops the job), then stop this console's
     thread driving it; a refusal goes next to the reason field."""
     state = console_state(request)

@@ -244,6 +244,13 @@ def test_a_bureau_trains_watches_its_curve_grow_sees_the_model_and_cancels_a_job
         assert statuses == {"finished", "cancelled"}
         check_page(page, "bureau-jobs")
 
+        # A job the coordinator does not know: a 404 page saying its answer (fetched,
+        # not shown: Chromium logs a shown 404 as a page error). A path that is no job
+        # id never reaches the coordinator.
+        missing = page.request.get(f"{console.url}/bureau/jobs/{'0' * 32}")
+        assert missing.status == 404 and "0" * 32 in missing.text()
+        assert page.request.get(f"{console.url}/bureau/jobs/a.b").status == 422
+
         # The same job in Chinese (the console's default language).
         page.goto(f"{console.url}/lang/zh?back=/bureau/jobs/{job_id}")
         assert page.locator("#job-status").inner_text() == "已完成"
