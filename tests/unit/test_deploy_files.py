@@ -4,7 +4,8 @@ Nothing in deploy/, node/Dockerfile or coordinator/Dockerfile can run here (no c
 runtime, no cluster), so they are checked by construction:
 
 * every ``creditshare`` command they run (Dockerfile CMD, compose commands, manifest args,
-  shell scripts, the operator notes' shell blocks) exists in the Typer CLI and parses;
+  shell scripts, the operator notes' and docs/*.md's shell blocks) exists in the Typer CLI
+  and parses;
 * every ``CREDITSHARE_*`` name is a settings field of the right class (nested fields
   through ``__``) or a variable the code reads;
 * every settings file in deploy/ names only settings fields and loads with the real
@@ -1477,7 +1478,8 @@ def test_kubernetes_commands_exist_in_the_cli(compose: Compose) -> None:
 
 def _shell_sources() -> list[tuple[str, str]]:
     sources = [(rel(p), p.read_text()) for p in sorted(DEPLOY.rglob("*.sh"))]
-    for readme in [*READMES.values(), *sorted(DEPLOY.rglob("README.md"))]:
+    docs = sorted((ROOT / "docs").glob("*.md"))  # the walkthrough, the architecture...
+    for readme in [*READMES.values(), *sorted(DEPLOY.rglob("README.md")), *docs]:
         sources += [(rel(readme), block) for block in markdown_shell_blocks(readme)]
     return sources
 

@@ -11,6 +11,7 @@ import sys
 from creditshare.cli._admin import admin_app
 from creditshare.cli._alerts import alerts_app, monitoring_app
 from creditshare.cli._bureau import bureau_app
+from creditshare.cli._chain import chain_app
 from creditshare.cli._commands import app
 from creditshare.cli._console import console_command
 from creditshare.cli._coordinator import coordinator_app
@@ -32,6 +33,7 @@ from creditshare.errors import CreditShareError, ProblemError
 __all__ = ["app", "main"]
 
 node_app.add_typer(schema_app, name="schema")
+app.add_typer(chain_app, name="chain")
 app.add_typer(node_app, name="node")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(admin_app, name="admin")

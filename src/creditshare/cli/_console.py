@@ -39,6 +39,9 @@ def console_command(
     listener = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((settings.host, settings.port))
+    # Listening before the login link is written: whoever reads the link at once (a
+    # test, a script) is queued until uvicorn serves, never refused.
+    listener.listen(128)
     bound = listener.getsockname()[1]
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     link = f"http://{host}:{bound}/login?token={app.state.console.sessions.login_token}"

@@ -13,6 +13,7 @@ import grpc
 from fastapi import FastAPI, Request
 from starlette.types import Scope
 
+from creditshare import __version__
 from creditshare._logging import new_request_id, request_id_var
 from creditshare.coordinator import (
     _routes_credentials,
@@ -90,7 +91,7 @@ def create_app(
 
     app = FastAPI(
         title="creditshare coordinator",
-        version="0.2.0",
+        version=__version__,
         description="Brokers consented, recorded, encrypted credit-profile queries across "
         "regional credit chains.",
         lifespan=lifespan,

@@ -47,6 +47,7 @@ from creditshare.node import (
 from creditshare.node._settings import ModelShardSettings
 from creditshare.node._storage import ShardStore
 from creditshare.pki import TlsSettings, channel_credentials
+from creditshare.pki._request import DEFAULT_HOSTS
 
 __all__ = ["Federation", "FederationLayout", "NodeLayout", "free_port"]
 
@@ -74,10 +75,12 @@ class NodeLayout:
     #: The node's own Ed25519 key (made in its folder) and its credential (role "node").
     signing_key: Path | None = None
     credential: Path | None = None
+    #: Where the node listens and the coordinator dials it (its TLS certificate names it).
+    host: str = "127.0.0.1"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
 
 @dataclass(slots=True)
@@ -91,6 +94,8 @@ class FederationLayout:
     coordinator_port: int = 0
     #: Each chain CA's current revocation list (signed, valid a week).
     revocation_lists: dict[Chain, Path] = field(default_factory=dict)
+    #: Where the coordinator listens and is reached (it and every node bind this host).
+    host: str = "127.0.0.1"
 
     @classmethod
     def write(
@@ -98,23 +103,46 @@ class FederationLayout:
         work_dir: Path,
         data_dir: Path,
         chains: Iterable[Chain] = tuple(Chain),
-        departments: Iterable[str] = ALL_DEPARTMENTS,
+        departments: Iterable[str] | Mapping[Chain, Sequence[str]] = ALL_DEPARTMENTS,
         node_deadline_seconds: float = 3.0,
         weights: Mapping[str, Mapping[str, float]] = DEFAULT_WEIGHTS,
         intercept: float = DEFAULT_INTERCEPT,
         coordinator_overrides: Mapping[str, object] | None = None,
         node_overrides: Mapping[str, object] | None = None,
         schema_files: Mapping[str, Path] | None = None,
+        host: str = "127.0.0.1",
+        port_for: Callable[[str], int] | None = None,
+        database_url_for: Callable[[str], str] | None = None,
     ) -> FederationLayout:
         """Write PKI, keys and configs for a federation with mutual TLS everywhere.
 
-        A department named in ``schema_files`` is loaded by its nodes from that schema
+        ``departments`` is the same list for every chain, or each chain's own. A
+        department named in ``schema_files`` is loaded by its nodes from that schema
         file (setting ``schema_file``), as an operator adds a department without code;
         a department without ``weights`` serves no configured scorecard (trained
-        models only)."""
+        models only). ``port_for`` and ``database_url_for`` map a service ("coordinator"
+        or a node id) to its port and database URL: by default a free port on loopback
+        and a SQLite file in the service's folder (the demo's, and tests'); ``creditshare
+        chain init`` passes fixed ports and, for PostgreSQL, a database per service."""
         work_dir.mkdir(parents=True, exist_ok=True)
-        layout = cls(work_dir=work_dir, data_dir=data_dir)
-        chains, departments = tuple(chains), tuple(departments)
+        layout = cls(work_dir=work_dir, data_dir=data_dir, host=host)
+        chains = tuple(chains)
+        per_chain = (
+            {chain: tuple(departments[chain]) for chain in chains}
+            if isinstance(departments, Mapping)
+            else dict.fromkeys(chains, tuple(departments))
+        )
+
+        def port(service: str) -> int:
+            return free_port() if port_for is None else port_for(service)
+
+        def database_url(service: str, sqlite_file: Path) -> str:
+            if database_url_for is None:
+                return f"sqlite:///{sqlite_file}"
+            return database_url_for(service)
+
+        # The name every TLS certificate carries, beside loopback (as `pki request --host`).
+        hosts = () if host in DEFAULT_HOSTS else (host, *DEFAULT_HOSTS)
         log_key = init_log_key(work_dir / "coordinator" / "log-signing-key.pem")
         tls: dict[str, dict[str, str]] = {}
         for chain in chains:
@@ -127,12 +155,12 @@ class FederationLayout:
                 f"coordinator-{chain.value}",
                 "coordinator",
             )
-            for department in departments:
+            for department in per_chain[chain]:
                 node_id = f"{chain.value}-{department}"
-                port = free_port()
+                node_port = port(node_id)
                 node_dir = work_dir / "nodes" / node_id
                 node_dir.mkdir(parents=True, exist_ok=True)
-                identity = node_identity(ca_dir, node_dir / "keys", node_id)
+                identity = node_identity(ca_dir, node_dir / "keys", node_id, hosts)
                 # Made in the node's own folder, as `creditshare node witness-key` does
                 # on the node's host: the private key never leaves it.
                 witness_key = node_dir / "witness-key.pem"
@@ -142,8 +170,8 @@ class FederationLayout:
                     "node_id": node_id,
                     "department": department,
                     "chain": chain.value,
-                    "listen": f"127.0.0.1:{port}",
-                    "database_url": f"sqlite:///{node_dir / 'node.db'}",
+                    "listen": f"{host}:{node_port}",
+                    "database_url": database_url(node_id, node_dir / "node.db"),
                     "log_public_key": log_key.verify_key.to_text(),
                     "witness_key_file": str(witness_key),
                     "tls": identity.tls,
@@ -160,20 +188,23 @@ class FederationLayout:
                         node_id,
                         chain,
                         department,
-                        port,
+                        node_port,
                         config,
                         data_dir / chain.value / f"{department}.csv",
                         signing_key=identity.signing_key,
                         credential=identity.credential,
+                        host=host,
                     )
                 )
-        layout.coordinator_port = free_port()
+        layout.coordinator_port = port("coordinator")
         layout.coordinator_config = work_dir / "coordinator" / "coordinator.toml"
         coordinator: dict[str, object] = {
-            "host": "127.0.0.1",
+            "host": host,
             "port": layout.coordinator_port,
             "node_deadline_seconds": node_deadline_seconds,
-            "database_url": f"sqlite:///{work_dir / 'coordinator' / 'coordinator.db'}",
+            "database_url": database_url(
+                "coordinator", work_dir / "coordinator" / "coordinator.db"
+            ),
             "log_signing_key_file": str(work_dir / "coordinator" / "log-signing-key.pem"),
             **(coordinator_overrides or {}),
             "tls": tls,
@@ -300,7 +331,7 @@ class FederationLayout:
 
     @property
     def coordinator_url(self) -> str:
-        return f"http://127.0.0.1:{self.coordinator_port}"
+        return f"http://{self.host}:{self.coordinator_port}"
 
 
 def _rewrite(path: Path, change: Callable[[dict[str, Any]], None]) -> None:

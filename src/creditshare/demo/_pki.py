@@ -8,6 +8,7 @@ all of this happens in one process, but along the same paths and files.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +54,12 @@ def tls_identity(ca_dir: Path, folder: Path, name: str, role: str) -> dict[str, 
     return {"ca": str(signed.ca), "cert": str(signed.cert), "key": str(files.tls_key)}
 
 
-def node_identity(ca_dir: Path, folder: Path, node_id: str) -> NodeIdentity:
-    """A node's TLS identity and its credential, both from one ``request`` in ``folder``."""
-    files = request(folder, node_id, "node")
+def node_identity(
+    ca_dir: Path, folder: Path, node_id: str, hosts: Sequence[str] = ()
+) -> NodeIdentity:
+    """A node's TLS identity and its credential, both from one ``request`` in ``folder``;
+    its certificate names ``hosts`` (default: loopback)."""
+    files = request(folder, node_id, "node", hosts=hosts)
     assert files.tls_csr is not None and files.tls_key is not None
     assert files.signing_csr is not None and files.signing_key is not None
     tls = sign(ca_dir, files.tls_csr.read_bytes(), folder / "tls.crt")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,7 @@ __all__ = [
     "DemoResult",
     "Refusal",
     "pick_enterprises",
+    "remove_parts",
     "run_demo",
 ]
 
@@ -221,6 +222,16 @@ DEMO_MARKER = ".creditshare-demo"
 _DEMO_PARTS = ("data", "federation")
 
 
+def remove_parts(root: Path, parts: Iterable[str]) -> None:
+    """Remove what a run wrote at the top of ``root`` (files, links, folders); nothing else."""
+    for part in parts:
+        path = root / part
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.exists():
+            shutil.rmtree(path)
+
+
 def _fresh_work_dir(root: Path) -> bool:
     """Make ``root`` ready for a new federation; True if an earlier run's was replaced.
 
@@ -239,12 +250,7 @@ def _fresh_work_dir(root: Path) -> bool:
             f"--work-dir {root} is not empty and no earlier `creditshare demo` run made it: "
             "give a new or empty folder (a demo replaces only a folder it made itself)"
         )
-    for part in _DEMO_PARTS:
-        path = root / part
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.exists():
-            shutil.rmtree(path)
+    remove_parts(root, _DEMO_PARTS)
     root.mkdir(parents=True, exist_ok=True)
     marker.write_text(
         "Made by `creditshare demo --work-dir`: the next run with this folder replaces "

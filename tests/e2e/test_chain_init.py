@@ -1,0 +1,428 @@
+"""docs/walkthrough.md, run as written: `creditshare chain init` to a bank's decrypted query.
+
+Every ``sh`` block of the walkthrough is fed, in order, to one real shell (so the variables
+one block sets reach the next), with only the ports changed to free ones; the servers it
+starts in the background are real processes, waited for by polling their health. If a
+command in the document stops working, this test fails on it: the document cannot rot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from creditshare._settings import load_settings
+from creditshare.coordinator import CoordinatorSettings
+from creditshare.demo import FederationLayout, NodeLayout, PlaintextOracle, free_port
+from creditshare.departments import DEFAULT_INTERCEPT
+from creditshare.identity import Chain
+from creditshare.node import NodeSettings
+from creditshare.pki import channel_credentials
+from creditshare.synth import generate
+
+from .._databases import postgres_admin_url
+from ..unit.test_deploy_files import (
+    cli_problem,
+    creditshare_invocations,
+    markdown_shell_blocks,
+    shell_commands,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+WALKTHROUGH = ROOT / "docs" / "walkthrough.md"
+#: The ports the walkthrough names (chain init's defaults).
+DOC_COORDINATOR_PORT = 8000
+DOC_FIRST_NODE_PORT = 50051
+#: Generous: two busy cores, 2048-bit keys made on the way.
+BLOCK_SECONDS = 300.0
+START_SECONDS = 120.0
+
+
+def walkthrough_blocks() -> list[str]:
+    blocks = re.findall(r"```sh\n(.*?)```", WALKTHROUGH.read_text(encoding="utf-8"), re.DOTALL)
+    assert blocks, f"{WALKTHROUGH} has no sh block"
+    return blocks
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive ports that are free now."""
+    for _ in range(200):
+        first = free_port()
+        if first + count > 65535:
+            continue
+        try:
+            for port in range(first, first + count):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def with_ports(block: str, coordinator_port: int, first_node_port: int) -> str:
+    """The block with the test's ports: chain init is told them, URLs name the coordinator's."""
+    block = re.sub(
+        r"(creditshare chain init [^\n]*)",
+        rf"\1 --port {coordinator_port} --node-port {first_node_port}",
+        block,
+    )
+    return block.replace(f"127.0.0.1:{DOC_COORDINATOR_PORT}", f"127.0.0.1:{coordinator_port}")
+
+
+class Shell:
+    """One bash, fed block after block; everything it starts is in its process group."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            ["bash", "--noprofile", "--norc"],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self._count = 0
+        self._send("set -euo pipefail\n")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
+    def run(self, block: str, timeout: float = BLOCK_SECONDS) -> str:
+        """Run ``block``; its output. A failing command ends the shell (set -e): the test
+        fails with the block and what it printed."""
+        self._count += 1
+        marker = f"__walkthrough_block_{self._count}_done__"
+        self._send(f"{block}\necho {marker}\n")
+        out: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"block {self._count} still running after {timeout} s:\n{block}")
+            if line is None:
+                pytest.fail(
+                    f"block {self._count} failed (shell exit {self.proc.wait()}):\n{block}\n"
+                    f"--- its output:\n{''.join(out)[-4000:]}"
+                )
+            if line.strip() == marker:
+                return "".join(out)
+            out.append(line)
+
+    def close(self) -> None:
+        """End the shell and every server it started (one process group), by its id."""
+        group = self.proc.pid
+        for sig, wait in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(group, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                continue
+            break
+        self.proc.wait(timeout=10)
+
+
+def wait_for_servers(block: str, cwd: Path) -> None:
+    """Poll every server the block started until it answers (nodes: gRPC health over the
+    coordinator's mutual TLS; the coordinator: /healthz)."""
+    deadline = time.monotonic() + START_SECONDS
+    for config in re.findall(r"creditshare node serve --config (\S+)", block):
+        node = load_settings(NodeSettings, cwd / config)
+        coordinator = next(cwd.glob("*/coordinator/coordinator.toml"))
+        tls = load_settings(CoordinatorSettings, coordinator).tls[node.chain]
+        credentials = channel_credentials(tls.ca, tls.cert, tls.key)
+        while not node_serving(node.listen, credentials):
+            if time.monotonic() > deadline:
+                pytest.fail(f"node {node.node_id} never answered: {tail(cwd / 'logs')}")
+            time.sleep(0.2)
+    for config in re.findall(r"creditshare coordinator serve --config (\S+)", block):
+        settings = load_settings(CoordinatorSettings, cwd / config)
+        url = f"http://{settings.host}:{settings.port}/healthz"
+        while not http_ok(url):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the coordinator never answered {url}: {tail(cwd / 'logs')}")
+            time.sleep(0.2)
+
+
+def node_serving(address: str, credentials: grpc.ChannelCredentials) -> bool:
+    try:
+        with grpc.secure_channel(address, credentials) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(  # type: ignore[attr-defined]
+                health_pb2.HealthCheckRequest(service=""), timeout=2.0
+            )
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def tail(logs: Path) -> str:
+    return "\n".join(
+        f"--- {log.name}:\n{log.read_text(errors='replace')[-1500:]}"
+        for log in sorted(logs.glob("*.log"))
+    )
+
+
+def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``creditshare *args`` in ``cwd``; stderr on one line (error boxes unwrapped)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "creditshare", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    done.stderr = " ".join(done.stderr.replace("│", " ").split())
+    return done
+
+
+@pytest.fixture
+def shell(tmp_path: Path) -> Iterator[Shell]:
+    # The CLI of this interpreter (and this checkout's package, through PYTHONPATH); HOME
+    # moved, so nothing the walkthrough does reaches the user's ~/.config.
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(tmp_path / "home"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    for name in [k for k in env if k.startswith("CREDITSHARE_")]:
+        del env[name]
+    work = tmp_path / "walk"
+    work.mkdir()
+    running = Shell(work, env)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def layout_of(work: Path) -> FederationLayout:
+    """The chain `chain init` wrote, as a FederationLayout (for the plaintext oracle)."""
+    chain_dir = work / "chain"
+    coordinator = tomllib.loads((chain_dir / "coordinator/coordinator.toml").read_text())
+    nodes = [
+        NodeLayout(
+            n["id"],
+            Chain(n["chain"]),
+            n["department"],
+            int(n["address"].rsplit(":", 1)[1]),
+            chain_dir / "nodes" / n["id"] / "node.toml",
+            work / "data" / n["chain"] / f"{n['department']}.csv",
+        )
+        for n in coordinator["nodes"]
+    ]
+    return FederationLayout(
+        chain_dir, work / "data", nodes, chain_dir / "coordinator" / "coordinator.toml"
+    )
+
+
+def test_the_walkthrough_stands_up_a_chain_and_a_bank_decrypts_its_first_query(
+    shell: Shell, tmp_path: Path
+) -> None:
+    blocks = walkthrough_blocks()
+    assert any("creditshare chain init" in b for b in blocks)
+    assert any(f"127.0.0.1:{DOC_COORDINATOR_PORT}" in b for b in blocks)
+    coordinator_port = free_port()
+    first_node_port = free_port_run(5)
+    work = tmp_path / "walk"
+    outputs: list[str] = []
+    for block in blocks:
+        runnable = with_ports(block, coordinator_port, first_node_port)
+        outputs.append(shell.run(runnable))
+        wait_for_servers(runnable, work)
+
+    # chain init wrote every private key 0600, and the ports it was told.
+    private = [
+        p for p in (work / "chain").rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()
+    ]
+    assert len(private) >= 1 + 1 + 1 + 3 * 3  # CA, ledger, coordinator TLS, 3 per node
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in private), private
+    layout = layout_of(work)
+    assert [n.node_id for n in layout.nodes] == ["yrd-tax", "yrd-market", "yrd-court"]
+    assert [n.port for n in layout.nodes] == [first_node_port + i for i in range(3)]
+    assert (work / "chain" / "README.md").read_text().count("creditshare ") >= 10
+
+    # The bank's query: decrypted, every node answered, and the score is the plaintext one.
+    query_out = next(o for b, o in zip(blocks, outputs, strict=True) if "creditshare query" in b)
+    answer: dict[str, Any] = json.loads(query_out[query_out.index("{") :])
+    assert answer["uscc"] == "91310115MA3BJ1XGXC"
+    assert sorted(answer["coverage"]["answered"]) == ["yrd-court", "yrd-market", "yrd-tax"]
+    assert answer["coverage"]["failed"] == []
+    assert 300 <= answer["score"] <= 900
+    assert 0 < answer["probability_of_default"] < 1
+    assert answer["indicators"], "the consent covers every indicator"
+    assert {i["chain"] for i in answer["indicators"]} == {"yrd"}
+    oracle = PlaintextOracle(layout, DEFAULT_INTERCEPT)
+    expected = oracle.linear(answer["uscc"], answer["coverage"]["answered"])
+    assert abs(answer["linear_score"] - expected) < 1e-5
+
+    # The enterprise's access log lists that query, its inclusion verified under a head
+    # two of the three nodes cosigned.
+    log_out = next(
+        o for b, o in zip(blocks, outputs, strict=True) if "creditshare enterprise queries" in b
+    )
+    flat = " ".join(log_out.split())  # the console wraps long lines
+    assert re.search(r"query my-bank pre_loan_review verified, witnessed by", flat), log_out
+    assert "a quorum of 2 of 3 witnesses" in flat
+
+
+def test_chain_init_refuses_a_non_empty_folder_and_bad_options(tmp_path: Path) -> None:
+    """Nothing is written over, and each refusal names the option and what was wrong."""
+
+    def init(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(tmp_path, "chain", "init", *args)
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me", encoding="utf-8")
+    refused = init("--out", str(mine))
+    assert refused.returncode == 2
+    assert "is not empty (notes.txt)" in refused.stderr and "--force" in refused.stderr
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+    for args, says in [
+        (["--chain", "xyz"], "unknown chain 'xyz'"),
+        (["--department", "customs"], "unknown department 'customs'"),
+        (["--chain", "yrd", "--department", "prd:tax"], "not among --chain"),
+        (["--host", "0.0.0.0"], "not an address to reach the services at"),  # noqa: S104
+        (["--database-url", "postgresql+psycopg://u@h/db"], "write {name} where"),
+        (["--port", "50052"], "is also a node's"),
+    ]:
+        out = init("--out", str(tmp_path / "new"), *args)
+        assert out.returncode == 2, (args, out.stdout)
+        assert says in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr
+        assert not (tmp_path / "new").exists()
+
+    # One department on two chains and PostgreSQL: each service its own database.
+    url = "postgresql+psycopg://creditshare@db.example:5432/{name}"
+    made = init(
+        "--out", "pg", "--chain", "yrd", "--chain", "bth", "--department", "tax",
+        "--department", "bth:court", "--database-url", url,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    coordinator = load_settings(CoordinatorSettings, tmp_path / "pg/coordinator/coordinator.toml")
+    assert [(n.id, n.address) for n in coordinator.nodes] == [
+        ("yrd-tax", "127.0.0.1:50051"),
+        ("bth-tax", "127.0.0.1:50052"),
+        ("bth-court", "127.0.0.1:50053"),
+    ]
+    assert coordinator.database_url == url.replace("{name}", "coordinator")
+    node = load_settings(NodeSettings, tmp_path / "pg/nodes/bth-court/node.toml")
+    assert node.database_url == url.replace("{name}", "node_bth_court")
+    assert "createdb node_bth_court" in made.stdout
+    # Every creditshare command its README.md lists exists and parses.
+    readme = tmp_path / "pg" / "README.md"
+    commands = [
+        invocation
+        for block in markdown_shell_blocks(readme)
+        for words in shell_commands(block)
+        if (invocation := creditshare_invocations(words)) is not None
+    ]
+    assert len(commands) >= 10
+    assert [p for command in commands if (p := cli_problem(command, str(readme)))] == []
+    # --force replaces the earlier run's files (new keys), keeping nothing of it.
+    ca_key = (tmp_path / "pg/pki/yrd/ca/ca.key").read_bytes()
+    again = init("--out", "pg", "--chain", "yrd", "--department", "tax", "--force")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "pg/pki/yrd/ca/ca.key").read_bytes() != ca_key
+    assert not (tmp_path / "pg/nodes/bth-court").exists()
+
+
+def test_chain_init_with_postgresql_gives_each_service_a_working_database(tmp_path: Path) -> None:
+    """--database-url on a real PostgreSQL server: the databases README.md says to create,
+    created, are where each service's settings point (an import, the operator's bootstrap
+    and the schema revisions land in each)."""
+    admin_url = postgres_admin_url()
+    prefix = f"cs_test_{uuid.uuid4().hex[:12]}_"
+    server = make_url(admin_url).set(database=prefix + "NAME").render_as_string(False)
+    template = server.replace("NAME", "{name}")
+    made = run_cli(
+        tmp_path, "chain", "init", "--out", "pg", "--chain", "yrd", "--department", "tax",
+        "--department", "court", "--database-url", template,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    names = re.findall(r"^createdb (\S+)$", made.stdout, re.MULTILINE)
+    assert names == ["coordinator", "node_yrd_tax", "node_yrd_court"]
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'CREATE DATABASE "{prefix}{name}"'))
+        generate(60, 7, tmp_path / "data")
+        for department in ("tax", "court"):
+            config = f"pg/nodes/yrd-{department}/node.toml"
+            imported = run_cli(
+                tmp_path, "node", "import", "--config", config, f"data/yrd/{department}.csv"
+            )
+            assert imported.returncode == 0, imported.stderr
+            assert run_cli(tmp_path, "db", "current", "node", "--config", config).returncode == 0
+        config = "pg/coordinator/coordinator.toml"
+        bootstrap = run_cli(tmp_path, "admin", "bootstrap", "--config", config)
+        assert bootstrap.returncode == 0, bootstrap.stderr
+        assert bootstrap.stdout.strip().splitlines()[-1].startswith("cs_")
+        assert run_cli(tmp_path, "db", "current", "coordinator", "--config", config).returncode == 0
+        with admin.connect() as conn:
+            databases = conn.execute(
+                text("SELECT datname FROM pg_database WHERE datname LIKE :p"), {"p": prefix + "%"}
+            ).scalars()
+            assert sorted(databases) == sorted(prefix + n for n in names)
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{prefix}{name}" WITH (FORCE)'))
+        admin.dispose()
