@@ -5,26 +5,35 @@ the page, and every form shows the server's refusal next to its field.
 
 Real node processes, a real coordinator, 2048-bit Paillier, a real ``creditshare
 console`` process training in its own thread; the browser reaches nothing but the
-console. Jobs are small (few epochs, a few hundred rows) so the test is quick; nothing
-asserts on time: every wait polls for a state with a generous deadline.
+console. Between the console and the coordinator sits a gate (``Gate``) that holds each
+epoch's curve point until the test lets it through, so the page's curve is seen growing
+point by point however fast or slow the machine trains. Jobs are small (few epochs, a
+few hundred rows) so the test is quick; nothing asserts on time: every wait polls for a
+state with a generous deadline.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from creditshare.client import CreditShareClient
 from creditshare.crypto import PrivateKey
 from creditshare.demo import Federation
 
+from ..._serving import serve_in_thread
 from ..conftest import Trust, bureau_labels, synthetic_federation
 from .conftest import Consoles, check_page, open_console, participant_console_settings
 
@@ -53,14 +62,85 @@ def bureau_trust(bureau_federation: Federation, bank_key: PrivateKey) -> Iterato
     trust.close()
 
 
+class Gate:
+    """Between the console and the coordinator: holds each report of a curve point
+    (a progress POST with a validation loss) until the test lets one through, so the
+    test sees the page's curve grow point by point however fast the machine trains.
+    A cancel the coordinator accepted opens the gate (a held report then meets the
+    cancelled job), as does ``open()``; ``close()`` holds reports again."""
+
+    def __init__(self) -> None:
+        self._permits = threading.Semaphore(0)
+        self._open = threading.Event()
+        self._lock = threading.Lock()
+        self.held = 0
+
+    def wait(self) -> None:
+        with self._lock:
+            self.held += 1
+        try:
+            while not self._open.is_set():
+                if self._permits.acquire(timeout=0.1):
+                    return
+        finally:
+            with self._lock:
+                self.held -= 1
+
+    def release(self) -> None:
+        self._permits.release()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        self._open.clear()
+
+
+def _gate_app(target: str, gate: Gate) -> FastAPI:
+    app = FastAPI()
+    upstream = httpx.Client(base_url=target, timeout=300)
+    dropped = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def forward(request: Request, path: str) -> Response:
+        body = await request.body()
+        point = path.endswith("/progress") and request.method == "POST"
+        if point and json.loads(body or b"{}").get("validation_loss") is not None:
+            await run_in_threadpool(gate.wait)
+        answer = await run_in_threadpool(
+            upstream.request,
+            request.method,
+            "/" + path,
+            params=list(request.query_params.multi_items()),
+            content=body,
+            headers={k: v for k, v in request.headers.items() if k.lower() not in dropped},
+        )
+        if request.method == "POST" and path.endswith("/cancel") and answer.is_success:
+            gate.open()
+        headers = {k: v for k, v in answer.headers.items() if k.lower() not in dropped}
+        return Response(answer.content, status_code=answer.status_code, headers=headers)
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def gated(bureau_trust: Trust) -> Iterator[tuple[Gate, str]]:
+    """A gate in front of the coordinator, and its URL (the console's coordinator)."""
+    held = Gate()
+    with serve_in_thread(_gate_app(bureau_trust.url, held)) as url:
+        yield held, url
+        held.open()
+
+
 @pytest.fixture(scope="module")
 def bureau_settings(
-    bureau_trust: Trust, tmp_path_factory: pytest.TempPathFactory
+    bureau_trust: Trust, gated: tuple[Gate, str], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("console-bureau")
-    return participant_console_settings(
+    settings = participant_console_settings(
         bureau_trust, folder, "console-bureau", "bureau", "Console Bureau"
     )
+    return {**settings, "coordinator_url": gated[1]}
 
 
 def _labels_file(path: Path, labels: dict[str, int], bad_line: int | None = None) -> Path:
@@ -101,9 +181,11 @@ def test_a_bureau_trains_watches_its_curve_grow_sees_the_model_and_cancels_a_job
     bureau_federation: Federation,
     bureau_trust: Trust,
     bureau_settings: dict[str, Any],
+    gated: tuple[Gate, str],
     tmp_path: Path,
 ) -> None:
     console = consoles.start("bureau", **bureau_settings)
+    gate = gated[0]
     labels = bureau_labels(bureau_federation)
     good = _labels_file(tmp_path / "labels.csv", labels)
     bad = _labels_file(tmp_path / "bad-labels.csv", labels, bad_line=4)
@@ -137,24 +219,22 @@ def test_a_bureau_trains_watches_its_curve_grow_sees_the_model_and_cancels_a_job
         job_id = page.url.rsplit("/", 1)[1]
         assert page.locator("#job-id").inner_text() == job_id
 
-        # The loss curve grows across polls until the job finishes.
-        seen: list[int] = []
+        # The curve grows on the page, poll by poll, one epoch at a time: each epoch's
+        # point reaches the coordinator only when the gate lets it through, and the page
+        # must show it before the next one goes.
+        def points() -> int:
+            return int(page.locator("#loss-chart").get_attribute("data-points") or -1)
 
-        def finished() -> bool:
-            points = page.locator("#loss-chart").get_attribute("data-points")
-            if points is not None and (not seen or seen[-1] != int(points)):
-                seen.append(int(points))
-            return _status(page) in ("finished", "failed", "cancelled")
-
-        _wait(page, finished, "the first job to end")
-        error_box = page.locator("#job-error")
-        assert _status(page) == "finished", error_box.all_inner_texts()
-        finished()
-        assert seen == sorted(seen), f"the curve shrank: {seen}"
-        assert len([n for n in seen if n > 0]) >= 2, f"the curve never grew on the page: {seen}"
-        assert seen[-1] == EPOCHS
+        for epoch in range(1, EPOCHS + 1):
+            _wait(page, lambda: gate.held == 1, f"epoch {epoch}'s point to be reported")
+            _wait(page, lambda: _status(page) == "training", "the page to show training")
+            assert points() == epoch - 1
+            gate.release()
+            _wait(page, lambda e=epoch: points() == e, f"the page to draw point {epoch}")
+            assert page.locator("#auc-chart circle.point").count() == epoch
+        _wait(page, lambda: _status(page) != "training", "the first job to end")
+        assert _status(page) == "finished", page.locator("#job-error").all_inner_texts()
         assert page.locator("#loss-chart circle.point").count() == EPOCHS
-        assert page.locator("#auc-chart circle.point").count() == EPOCHS
 
         # The published model, as the SDK lists it, with the ROC and KS curves drawn here
         # once this console's thread is done (the page stops polling then).
@@ -260,6 +340,7 @@ def test_a_bureau_trains_watches_its_curve_grow_sees_the_model_and_cancels_a_job
         # Gradient-boosted trees, through the same form: a curve per tree, ROC and KS.
         page.goto(console.url + "/bureau/jobs/new")
         trees = {"trees": "3", "max_depth": "2", "max_bins": "8", "validation_fraction": "0.2"}
+        gate.open()
         _fill_job_form(page, "console-trees-v1", good, trees, model_type="gbdt")
         page.click("#new-job button[type=submit]")
         page.wait_for_url(JOB_PAGE)
@@ -272,6 +353,7 @@ def test_a_bureau_trains_watches_its_curve_grow_sees_the_model_and_cancels_a_job
         assert page.locator("#loss-chart .axis-label").first.text_content() == "Tree"
         assert page.locator("#roc-chart path.line").count() == 1
         check_page(page, "bureau-job-trees")
+        gate.close()
 
         # A job still training when the console stops is cancelled by it, not left for
         # the coordinator's idle timeout.
