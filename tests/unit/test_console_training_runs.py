@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -202,3 +203,30 @@ def test_a_finished_run_keeps_roc_and_ks_of_its_test_split(
     xs, ys = np.array(curves.roc).T
     assert float(np.trapezoid(ys, xs)) == pytest.approx(curves.test_auc)
     assert curves.ks is not None and curves.ks.ks == pytest.approx(curves.test_ks)
+
+
+def test_a_call_refused_while_the_cancel_is_asked_ends_the_run_as_cancelled(
+    runs: Runs, trainer: Callable[[Trainer], None]
+) -> None:
+    asked = threading.Event()
+
+    def refused_once_cancelled(*_args: Any, on_start: Any, **_kw: Any) -> TrainedModel:
+        on_start("job-4")
+        assert asked.wait(WAIT)
+        raise ProblemError(409, "Conflict", "training job job-4 is cancelled", {})
+
+    trainer(refused_once_cancelled)
+    run = _start(runs)
+    assert run.known.wait(WAIT)
+    with runs.cancelling(run):  # the coordinator answers the thread first, then us
+        asked.set()
+        _join(run)
+    assert run.state == "cancelled"
+
+
+def test_a_refused_cancel_leaves_the_run_as_it_was(runs: Runs) -> None:
+    key, path = runs.save_labels(b"")
+    run = Run(key, "m", "logistic", [], path, datetime.now(UTC))
+    with pytest.raises(ProblemError), runs.cancelling(run):
+        raise ProblemError(422, "Invalid input", "reason too long", {})
+    assert not run.cancel_asked.is_set() and not run.stop.is_set()

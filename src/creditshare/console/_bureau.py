@@ -213,7 +213,9 @@ async def start_job(request: Request) -> Response:
     form = await request.form()
     upload = form.get("labels")
     data = await upload.read() if isinstance(upload, UploadFile) else b""
-    name = (upload.filename or "labels.csv") if isinstance(upload, UploadFile) else ""
+    name = (upload.filename or "") if isinstance(upload, UploadFile) else ""
+    if data and not name:
+        name = "labels.csv"
     return await run_in_threadpool(_start, request, form, data, name)
 
 
@@ -233,7 +235,7 @@ def _start(request: Request, form: FormData, data: bytes, name: str) -> Response
     for field, message in problems.items():
         errors.add(field, message)
     labels: dict[str, int] = {}
-    if not name:
+    if not name:  # no file chosen (the browser sends an empty, nameless part)
         errors.add("labels", t("bureau.error_labels_missing"))
     else:
         try:
@@ -323,13 +325,14 @@ def cancel_job(request: Request, job_id: JobId, reason: Annotated[str, Form()] =
     thread driving it; a refusal goes next to the reason field."""
     state = console_state(request)
     errors = FormErrors()
+    runs = _runs(state)
+    run = runs.by_job(job_id)
     try:
-        state.sdk.cancel_training_job(job_id, reason)
+        with runs.cancelling(run):
+            state.sdk.cancel_training_job(job_id, reason)
     except CreditShareError as exc:
         errors = form_errors(exc, ["reason"])
     else:
-        runs = _runs(state)
-        run = runs.by_job(job_id)
         if run is not None:
             runs.cancel(run)
     try:

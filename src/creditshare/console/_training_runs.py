@@ -24,7 +24,7 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,6 +101,9 @@ class Run:
     refusal: CreditShareError | None = None
     curves: Curves | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    #: Set while the coordinator is asked to cancel the job: the thread's next call may
+    #: be refused for it before ``stop`` is set, and that ends the run as cancelled.
+    cancel_asked: threading.Event = field(default_factory=threading.Event)
     #: Set once the job id is known or the run ended, whichever comes first.
     known: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -216,7 +219,8 @@ class Runs:
         except _CancelledError:
             run.state = "cancelled"
         except CreditShareError as exc:
-            run.state = "cancelled" if run.stop.is_set() else "failed"
+            stopped = run.stop.is_set() or run.cancel_asked.is_set()
+            run.state = "cancelled" if stopped else "failed"
             run.error = str(exc)
             if run.job_id is None:
                 run.refusal = exc
@@ -226,6 +230,21 @@ class Runs:
             run.error = f"{type(exc).__name__}: {exc}"
         finally:
             run.known.set()
+
+    @contextlib.contextmanager
+    def cancelling(self, run: Run | None) -> Iterator[None]:
+        """Around asking the coordinator to cancel ``run``'s job: the thread's calls
+        refused meanwhile (the job is cancelled) end the run as cancelled, not failed;
+        a refused cancel leaves the run as it was."""
+        if run is None:
+            yield
+            return
+        run.cancel_asked.set()
+        try:
+            yield
+        except BaseException:
+            run.cancel_asked.clear()
+            raise
 
     def cancel(self, run: Run) -> None:
         """Stop driving the run (the coordinator was told to cancel its job first) and
