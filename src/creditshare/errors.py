@@ -91,7 +91,19 @@ __all__ = [
 
 
 class CreditShareError(Exception):
-    """Root of every error raised by creditshare on purpose."""
+    """Root of every error raised by creditshare on purpose.
+
+    ``field`` names the request field the error concerns, where one does (a grantee that
+    is no participant, a model id taken): the coordinator's problem body carries it, so a
+    form can show the refusal next to that field.
+    """
+
+    field: str | None = None
+
+    def at(self, field: str) -> CreditShareError:
+        """This error, naming the request ``field`` it concerns (``raise X(...).at("id")``)."""
+        self.field = field
+        return self
 
 
 class InvalidInputError(CreditShareError, ValueError):

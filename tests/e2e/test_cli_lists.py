@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from creditshare.client import CreditShareClient, Identity
 from creditshare.consent import Purpose
 from creditshare.crypto import AlertPrivateKey
 from creditshare.demo import Federation, read_enterprises
+from creditshare.errors import ProblemError
 
 from .conftest import Trust, register_fresh_key, signed_job_body
 
@@ -279,6 +281,19 @@ def test_admin_disable_and_enable_say_what_happened(people: People) -> None:
     assert f"{bank} (bank): enabled" in out
     assert _status(people, "/v1/consents", people.bank_b) == 200
 
+    # A further key, printed once on a line of its own; revoked by its key id, it stops,
+    # and the bank's first key keeps working.
+    out = cli("admin", "issue-key", *_as(people, people.operator), "--id", bank)
+    second = out.strip().splitlines()[-1]
+    assert _status(people, "/v1/consents", second) == 200
+    key_id = second.removeprefix("cs_").split(".", 1)[0]
+    out = cli(
+        "admin", "revoke-key", *_as(people, people.operator), "--id", bank, "--key-id", key_id
+    )
+    assert f"key {key_id} of {bank} revoked" in out
+    assert _status(people, "/v1/consents", second) == 401
+    assert _status(people, "/v1/consents", people.bank_b) == 200
+
 
 def test_models_nodes_and_indicators(people: People, federation: Federation) -> None:
     models = cli_json("models", *_as(people, people.bank_a))
@@ -288,10 +303,29 @@ def test_models_nodes_and_indicators(people: People, federation: Federation) -> 
     assert all({"chain", "department", "address"} <= set(n) for n in nodes)
     indicators = cli_json("indicators", *_as(people, people.bank_a))
     assert indicators and all(i["name"] and i["nodes"] for i in indicators)
+    assert all(
+        {"reachable", "last_answer_at", "last_latency_ms", "version"} <= set(n) for n in nodes
+    )
     table = cli("nodes", *_as(people, people.bank_a))
-    assert all(h in table for h in ("id", "chain", "department", "address"))
+    headers = ("id", "chain", "department", "address", "reachable", "last answer", "version")
+    assert all(h in table for h in headers)
     table = cli("models", *_as(people, people.bank_a))
     assert all(h in table for h in ("id", "type", "trained by", "test AUC", "test KS"))
+
+
+def test_credentials_revocation_lists_and_signals(people: People, trust: Trust) -> None:
+    held = cli_json("credentials", *_as(people, people.bank_a))
+    assert {c["participant_id"] for c in held} == {people.bank_a_id}
+    assert len(held) == len(trust.layout.identity(people.bank_a_id, "bank").credentials)
+    assert all(c["fingerprint"] and c["serial"] and c["not_after"] for c in held)
+    lists = cli_json("admin", "revocation-lists", *_as(people, people.operator))
+    assert len({r["issuer"] for r in lists}) == 3  # one per chain CA
+    assert all(r["number"] >= 1 and r["next_update"] > r["this_update"] for r in lists)
+    signals = {s["type"]: s for s in cli_json("alerts", "signals", *_as(people, people.bank_a))}
+    court = [n.node_id for n in trust.layout.nodes if n.node_id.endswith("-court")]
+    assert set(court) <= set(signals["court_judgment"]["nodes"])
+    table = cli("alerts", "signals", *_as(people, people.bank_a))
+    assert "court_judgment" in table and "severity" in table
 
 
 def test_keys_list(people: People) -> None:
@@ -345,11 +379,25 @@ def test_subscriptions_alerts_and_cycles(people: People, trust: Trust, tmp_path:
         str(tmp_path / "alert-key.txt"),
     )
     assert alerts["alerts"] == [] and alerts["gaps"] == []
-    cycle = cli_json("monitoring", "cycle", *_as(people, people.operator))
+    cycle = _run_cycle(people)
     cycles = cli_json("monitoring", "cycles", *_as(people, people.operator), "--limit", "3")
     assert cycles[0]["number"] == cycle["number"]
     table = cli("monitoring", "cycles", *_as(people, people.operator), "--limit", "3")
     assert "cycle" in table and "subscriptions" in table
+
+
+def _run_cycle(people: People) -> Any:
+    """``monitoring cycle --json``; while another cycle runs (409), again until it ended."""
+    deadline = time.monotonic() + 300
+    while True:
+        result = runner.invoke(
+            app, ["monitoring", "cycle", *_as(people, people.operator), "--json"]
+        )
+        busy = isinstance(result.exception, ProblemError) and result.exception.status == 409
+        if not busy or time.monotonic() > deadline:
+            assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+            return json.loads(result.stdout)
+        time.sleep(1)
 
 
 # -- node-local lists --------------------------------------------------------------------

@@ -61,6 +61,9 @@ KNOWN_LISTS = {
     "alerts list",
     "alerts subscriptions",
     "monitoring cycles",
+    "credentials",
+    "admin revocation-lists",
+    "alerts signals",
 }
 
 

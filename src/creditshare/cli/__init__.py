@@ -21,6 +21,7 @@ from creditshare.cli._keys import keys_app
 from creditshare.cli._ledger import ledger_app
 from creditshare.cli._lists import (
     consents_command,
+    credentials_command,
     indicators_command,
     models_command,
     nodes_command,
@@ -50,6 +51,7 @@ app.command("models")(models_command)
 app.command("nodes")(nodes_command)
 app.command("indicators")(indicators_command)
 app.command("consents")(consents_command)
+app.command("credentials")(credentials_command)
 
 
 def main() -> None:

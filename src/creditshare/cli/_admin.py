@@ -169,3 +169,28 @@ def admin_upload_crl(
         f"revocation list number {out['number']} relayed (issued {out['this_update']}, "
         f"next by {out['next_update']})"
     )
+
+
+@admin_app.command("revocation-lists")
+def admin_revocation_lists(
+    coordinator: CoordinatorOption, api_key: ApiKeyOption, as_json: JsonOption = False
+) -> None:
+    """List the revocation lists the coordinator relays (one per chain CA): a list past
+    its next update makes nodes refuse every request, so upload a new one before."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        lists = client.revocation_lists()
+    if as_json:
+        print_json(lists)
+        return
+    print_table(
+        [
+            ("issuer", lambda r: r["issuer"]),
+            ("number", lambda r: r.get("number")),
+            ("issued", lambda r: when(r.get("this_update"))),
+            ("next update by", lambda r: when(r.get("next_update"))),
+        ],
+        lists,
+        empty="no revocation lists uploaded (`creditshare admin upload-crl`)",
+    )

@@ -120,7 +120,8 @@ def alerts_subscribe(
         typer.Option(
             help="a signal type, optionally =THRESHOLD (repeatable): court_judgment, "
             "dishonest_debtor, administrative_penalty, abnormal_operation, tax_downgrade, "
-            "tax_arrears, headcount_drop, utility_arrears, score_change (=points)",
+            "tax_arrears, headcount_drop, utility_arrears, score_change (=points); "
+            "`creditshare alerts signals` lists them with their bounds",
         ),
     ],
     chain: Annotated[
@@ -150,6 +151,38 @@ def alerts_subscribe(
         f"{registered} of {len(nodes)} nodes in scope registered it"
     )
     print(sub["subscription_id"])
+
+
+@alerts_app.command("signals")
+def alerts_signals(
+    coordinator: CoordinatorOption, api_key: ApiKeyOption, as_json: JsonOption = False
+) -> None:
+    """List the signal types a subscription may choose (--signal), with their threshold
+    bounds and the nodes that raise each."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        signals = client.signals()
+    if as_json:
+        print_json(signals)
+        return
+
+    def threshold(s: dict[str, Any]) -> str | None:
+        t = s.get("threshold")
+        return f"{t['minimum']}–{t['maximum']} (default {t['default']})" if t else None
+
+    print_table(
+        [
+            ("signal", lambda s: s["type"]),
+            ("severity", lambda s: s.get("severity")),
+            ("threshold", threshold),
+            ("chains", lambda s: ", ".join(s.get("chains") or [])),
+            ("nodes", lambda s: len(s.get("nodes") or [])),
+            ("description", lambda s: s.get("description")),
+        ],
+        signals,
+        empty="no signal types",
+    )
 
 
 @alerts_app.command("subscriptions")

@@ -1,5 +1,5 @@
 """Top-level listings of what the coordinator knows: ``creditshare models | nodes |
-indicators | consents``. Each prints a table, or with ``--json`` the route's JSON."""
+indicators | consents | credentials``. Each prints a table, or with ``--json`` the route's JSON."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ __all__ = [
     "BeforeOption",
     "LimitOption",
     "consents_command",
+    "credentials_command",
     "indicators_command",
     "models_command",
     "nodes_command",
@@ -177,3 +178,27 @@ def consents_command(
     with CreditShareClient(coordinator, api_key=api_key) as client:
         consents = client.held_consents(uscc=uscc, limit=limit, before=before)
     print_consents(consents, as_json)
+
+
+def credentials_command(
+    coordinator: CoordinatorOption, api_key: ApiKeyOption, as_json: JsonOption = False
+) -> None:
+    """List the credentials (certificates the chain CAs issued for your signing key) the
+    coordinator holds for you and relays to nodes with your requests."""
+    from creditshare.client import CreditShareClient
+
+    with CreditShareClient(coordinator, api_key=api_key) as client:
+        held = client.credentials()
+    if as_json:
+        print_json(held)
+        return
+    print_table(
+        [
+            ("fingerprint", lambda c: c["fingerprint"]),
+            ("participant", lambda c: c.get("participant_id")),
+            ("serial", lambda c: c.get("serial")),
+            ("valid until", lambda c: when(c.get("not_after"))),
+        ],
+        held,
+        empty="no credentials uploaded (they are, with your first signed request)",
+    )

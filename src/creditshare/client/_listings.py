@@ -1,4 +1,5 @@
-"""The SDK's listing calls: participants, consents, training jobs, indicators.
+"""The SDK's listing calls: participants, consents, training jobs, indicators, signals,
+revocation lists.
 
 A mixin of ``CreditShareClient`` (kept apart so the client stays small). Each call
 returns the route's JSON as the coordinator sent it: the CLI prints it as a table or
@@ -83,6 +84,18 @@ class ListingCalls:
         (or as it ended, if it had)."""
         path = f"/v1/training-jobs/{quote(job_id, safe='')}/cancel"
         result: dict[str, Any] = self._request("POST", path, json={"reason": reason})
+        return result
+
+    def signals(self) -> list[dict[str, Any]]:
+        """The signal types a monitoring subscription may choose: type, severity, rule,
+        description, threshold bounds and default, and the nodes (chains) raising each."""
+        result: list[dict[str, Any]] = self._request("GET", "/v1/signals")
+        return result
+
+    def revocation_lists(self) -> list[dict[str, Any]]:
+        """The chain CAs' revocation lists the coordinator relays to the nodes: issuer,
+        number, this_update, next_update (a list past next_update makes nodes refuse)."""
+        result: list[dict[str, Any]] = self._request("GET", "/v1/revocation-lists")
         return result
 
     def indicators(self) -> list[dict[str, Any]]:

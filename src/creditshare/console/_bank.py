@@ -1,12 +1,242 @@
-"""The bank's pages (a slice of issue 15 fills this room)."""
+"""The bank's pages: query an enterprise and read its decrypted profile, the consents
+the bank holds, its monitoring subscriptions and alerts.
+
+The answer is decrypted here, in the console, with the bank's Paillier key (the SDK's
+``query``): the coordinator and the browser never see a key, and the page shows what
+the SDK decrypted, field by field, nothing recomputed.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import threading
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse
+
+from creditshare.client import DEFAULT_MODEL_ID, Alert, AlertInbox
+from creditshare.consent import Purpose
+from creditshare.console._forms import FormErrors
+from creditshare.console._profile_view import (
+    Placement,
+    chain_options,
+    check_uscc,
+    errors_for,
+    form_list,
+    local_error,
+    message_of,
+    profile_view,
+    short_time,
+)
+from creditshare.console._render import language_of, page
+from creditshare.console._state import ConsoleState, console_state
+from creditshare.errors import CreditShareError, ProblemError, ScoreUnavailableError
 
 __all__ = ["NAVIGATION", "router"]
 
 router = APIRouter()
 
 #: The role's menu: (path, message key), in order; the first is its landing page.
-NAVIGATION: list[tuple[str, str]] = []
+NAVIGATION: list[tuple[str, str]] = [
+    ("/bank/query", "bank.nav_query"),
+    ("/bank/consents", "bank.nav_consents"),
+    ("/bank/alerts", "bank.nav_alerts"),
+]
+
+_QUERY_FIELDS = ("uscc", "consent_id", "purpose", "model_id", "chains")
+
+
+def _recorded_refusal(exc: ProblemError) -> bool:
+    """A consent that does not cover the query (recorded in the ledger as a refusal)."""
+    return exc.status == 403 and bool(exc.body.get("recorded"))
+
+
+def _unknown_model(exc: ProblemError) -> bool:
+    return exc.status == 404 and "model" in exc.detail.lower()
+
+
+_QUERY_PLACEMENTS: list[Placement] = [
+    (_recorded_refusal, "consent_id"),
+    (_unknown_model, "model_id"),
+]
+
+
+def _models(state: ConsoleState) -> list[tuple[str, str]]:
+    """The models a query may name, asked each time (a bureau publishes new ones); the
+    default one alone if the coordinator cannot list them now."""
+    try:
+        models = state.sdk.models()
+    except CreditShareError:
+        return [(DEFAULT_MODEL_ID, DEFAULT_MODEL_ID)]
+    return [(str(m["id"]), f"{m['id']} · {m.get('description', '')}") for m in models]
+
+
+def _query_page(
+    request: Request,
+    values: dict[str, Any],
+    *,
+    errors: FormErrors | None = None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    state = console_state(request)
+    return page(
+        request,
+        "bank/query.html",
+        status_code=status_code,
+        errors=errors,
+        values=values,
+        purposes=[p.value for p in Purpose],
+        models=_models(state),
+        chains=chain_options(),
+        **context,
+    )
+
+
+@router.get("/bank/query", response_class=HTMLResponse)
+def query_form(
+    request: Request,
+    uscc: str = "",
+    consent_id: str = "",
+    purpose: str = Purpose.PRE_LOAN_REVIEW.value,
+) -> HTMLResponse:
+    """The query form (a held consent's link fills in its enterprise and purpose)."""
+    values = {
+        "uscc": uscc,
+        "consent_id": consent_id,
+        "purpose": purpose,
+        "model_id": DEFAULT_MODEL_ID,
+        "chains": [],
+    }
+    return _query_page(request, values)
+
+
+@router.get("/bank/uscc-check", response_class=HTMLResponse)
+def uscc_check(request: Request, uscc: str = "") -> HTMLResponse:
+    """The USCC field's live check (htmx, as the user types): what is wrong and where,
+    or the enterprise's home chain."""
+    code, problem = check_uscc(uscc)
+    return page(
+        request,
+        "bank/_uscc_status.html",
+        problem=problem,
+        home=code.chain.value if code is not None else "",
+    )
+
+
+@router.post("/bank/query", response_class=HTMLResponse)
+def run_query(
+    request: Request,
+    uscc: Annotated[str, Form()] = "",
+    consent_id: Annotated[str, Form()] = "",
+    purpose: Annotated[str, Form()] = Purpose.PRE_LOAN_REVIEW.value,
+    model_id: Annotated[str, Form()] = DEFAULT_MODEL_ID,
+    chains: Annotated[list[str] | None, Form()] = None,
+) -> HTMLResponse:
+    """Query, decrypt here, show the profile; a refusal goes next to its field."""
+    state = console_state(request)
+    chosen = form_list(chains or [])
+    values = {
+        "uscc": uscc.strip(),
+        "consent_id": consent_id.strip(),
+        "purpose": purpose,
+        "model_id": model_id,
+        "chains": chosen,
+    }
+    errors = FormErrors()
+    code, problem = check_uscc(uscc)
+    if code is None:
+        errors.add(
+            "uscc", problem or state.catalog.text(language_of(request), "bank.uscc_required")
+        )
+    if not values["consent_id"]:
+        errors.add("consent_id", state.catalog.text(language_of(request), "bank.consent_required"))
+    if errors:
+        return _query_page(request, values, errors=errors, status_code=422)
+    assert code is not None
+    try:
+        profile = state.sdk.query(str(code), consent_id.strip(), purpose, model_id, chosen or None)
+    except ScoreUnavailableError as exc:
+        return _query_page(request, values, errors=local_error("model_id", exc), status_code=422)
+    except CreditShareError as exc:
+        errors = errors_for(exc, _QUERY_FIELDS, _QUERY_PLACEMENTS)
+        return _query_page(request, values, errors=errors, status_code=422)
+    return _query_page(request, values, profile=profile_view(profile))
+
+
+@router.get("/bank/consents", response_class=HTMLResponse)
+def held_consents(request: Request) -> HTMLResponse:
+    """The consents granted to this bank, newest first, each with a link to query."""
+    state = console_state(request)
+    problem = ""
+    rows: list[dict[str, Any]] = []
+    try:
+        rows = _held(state)
+    except CreditShareError as exc:
+        problem = message_of(exc)
+    consents = [
+        {
+            "id": str(r["consent_id"]),
+            "uscc": str(r["uscc"]),
+            "purpose": str(r["purpose"]),
+            "uses": r.get("uses", 0),
+            "max_uses": r.get("max_uses"),
+            "valid_until": short_time(r.get("document", {}).get("valid_until")),
+            "chains": ", ".join(r.get("document", {}).get("chains", [])),
+            "revoked": bool(r.get("revoked")),
+        }
+        for r in rows
+    ]
+    return page(request, "bank/consents.html", consents=consents, problem=problem)
+
+
+def _held(state: ConsoleState) -> list[dict[str, Any]]:
+    """The consents granted to this bank, newest first (GET /v1/consents)."""
+    return state.sdk.held_consents()
+
+
+_inbox_lock = threading.Lock()
+
+
+@router.get("/bank/alerts", response_class=HTMLResponse)
+def alerts(request: Request) -> HTMLResponse:
+    """Monitoring: the bank's subscriptions, and the alerts opened with its alert key
+    (read from where the last visit stopped, kept in this console's memory)."""
+    state = console_state(request)
+    problems: list[str] = []
+    subscriptions: list[dict[str, Any]] = []
+    try:
+        subscriptions = state.sdk.subscriptions()
+    except CreditShareError as exc:
+        problems.append(message_of(exc))
+    has_key = state.settings.alert_key_file is not None
+    opened: list[Alert] = []
+    if has_key:
+        with _inbox_lock:
+            inbox: AlertInbox = state.extras.setdefault("bank_inbox", AlertInbox())
+            seen: list[Alert] = state.extras.setdefault("bank_alerts", [])
+            try:
+                seen.extend(state.sdk.alerts(inbox=inbox))
+            except CreditShareError as exc:
+                problems.append(message_of(exc))
+            opened = list(reversed(seen))
+    rows = [
+        {
+            "id": str(s["subscription_id"]),
+            "uscc": str(s["uscc"]),
+            "signals": ", ".join(str(x.get("type", "")) for x in s.get("signals", [])),
+            "chains": ", ".join(s.get("chains", [])),
+            "status": str(s.get("status", "")),
+            "created": short_time(s.get("created_at")),
+            "ended": str(s.get("ended_reason") or ""),
+        }
+        for s in subscriptions
+    ]
+    return page(
+        request,
+        "bank/alerts.html",
+        subscriptions=rows,
+        alerts=opened,
+        has_key=has_key,
+        problems=problems,
+    )

@@ -55,9 +55,13 @@ class ConsentService:
         try:
             grantee = self._participants.get(grant.grantee)
         except NotFoundError:
-            raise InvalidInputError(f"grantee {grant.grantee!r} is not a participant") from None
+            raise InvalidInputError(f"grantee {grant.grantee!r} is not a participant").at(
+                "grantee"
+            ) from None
         if grantee.role not in (Role.BANK, Role.BUREAU):
-            raise InvalidInputError(f"grantee {grant.grantee!r} is not a bank or bureau")
+            raise InvalidInputError(f"grantee {grant.grantee!r} is not a bank or bureau").at(
+                "grantee"
+            )
         conflict = ConflictError(f"consent {grant.consent_id} was already granted")
         # Under the lifecycle lock, a disabling or a key rotation happened either before
         # (and is seen here: the grant is refused) or after this grant is stored (and then
@@ -149,11 +153,11 @@ class ConsentService:
         signed it, so each node can check it against the enterprise's certified key.
         """
         if not _CONSENT_ID.fullmatch(consent_id):
-            raise ConsentRefusedError(f"no consent with id {consent_id[:64]!r}")
+            raise ConsentRefusedError(f"no consent with id {consent_id[:64]!r}").at("consent_id")
         with Session(self._engine) as session:
             row = session.get(ConsentRow, consent_id)
         if row is None:
-            raise ConsentRefusedError(f"no consent with id {consent_id!r}")
+            raise ConsentRefusedError(f"no consent with id {consent_id!r}").at("consent_id")
         # Disabling an enterprise revokes its consents; a grant that raced the disabling
         # is caught here, so nothing an enterprise signed works while it is disabled.
         enterprise = self._participants.enterprise(row.uscc)
@@ -187,7 +191,9 @@ class ConsentService:
             )
             session.commit()
         if counted.rowcount != 1:  # type: ignore[attr-defined]
-            raise ConsentRefusedError("the consent's use limit is exhausted (or it was revoked)")
+            raise ConsentRefusedError(
+                "the consent's use limit is exhausted (or it was revoked)"
+            ).at("consent_id")
 
     def give_back_use(self, consent_id: str) -> None:
         """Undo ``count_use`` for a query that was never made (its recording failed)."""

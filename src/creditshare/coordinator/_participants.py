@@ -144,11 +144,11 @@ class ParticipantRegistry:
             role = Role(role)
         except ValueError:
             roles = ", ".join(r.value for r in Role)
-            raise InvalidInputError(f"role must be one of {roles}") from None
+            raise InvalidInputError(f"role must be one of {roles}").at("role") from None
         if not name.strip():
-            raise InvalidInputError("participant name must not be empty")
+            raise InvalidInputError("participant name must not be empty").at("name")
         if not name.isprintable():
-            raise InvalidInputError("participant name must not hold control characters")
+            raise InvalidInputError("participant name must not hold control characters").at("name")
         if role is Role.ENTERPRISE:
             if uscc is None or signing_key is None:
                 raise InvalidInputError("an enterprise needs its uscc and an Ed25519 signing_key")
@@ -158,12 +158,12 @@ class ParticipantRegistry:
             raise InvalidInputError("only enterprises carry a uscc and signing_key")
         with Session(self._engine) as session:
             if session.get(Participant, participant_id) is not None:
-                raise ConflictError(f"participant {participant_id!r} already exists")
+                raise ConflictError(f"participant {participant_id!r} already exists").at("id")
             if (
                 uscc is not None
                 and session.exec(select(Participant).where(Participant.uscc == uscc)).first()
             ):
-                raise ConflictError(f"enterprise {uscc} is already registered")
+                raise ConflictError(f"enterprise {uscc} is already registered").at("uscc")
             row = Participant(
                 id=participant_id,
                 role=role.value,

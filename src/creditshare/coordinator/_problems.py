@@ -46,10 +46,17 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
 
 
 def _for_error(exc: CreditShareError) -> JSONResponse:
+    # A request field the error concerns (``CreditShareError.at``) goes into every
+    # problem body, so a form shows the refusal next to that field.
+    named = {"field": exc.field} if exc.field else {}
+
+    def answer(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+        return problem(status, title, detail, **{**named, **extra})
+
     if isinstance(exc, InvalidUsccError):
-        return problem(422, "Invalid USCC", str(exc), field="uscc", position=exc.position)
+        return answer(422, "Invalid USCC", str(exc), field="uscc", position=exc.position)
     if isinstance(exc, KeyTooSmallError):
-        return problem(
+        return answer(
             422,
             "Key too small",
             str(exc),
@@ -58,41 +65,40 @@ def _for_error(exc: CreditShareError) -> JSONResponse:
             minimum_bits=exc.minimum,
         )
     if isinstance(exc, InvalidInputError):
-        field = getattr(exc, "field", None)
-        return problem(422, "Invalid input", str(exc), **({"field": field} if field else {}))
+        return answer(422, "Invalid input", str(exc))
     if isinstance(exc, InvalidSignatureError):
-        return problem(422, "Invalid signature", str(exc))
+        return answer(422, "Invalid signature", str(exc))
     if isinstance(exc, GoneError):
-        return problem(410, "Gone", str(exc))
+        return answer(410, "Gone", str(exc))
     if isinstance(exc, NotFoundError):
-        return problem(404, "Not found", str(exc))
+        return answer(404, "Not found", str(exc))
     if isinstance(exc, AuthenticationError):
-        response = problem(401, "Unauthorized", str(exc))
+        response = answer(401, "Unauthorized", str(exc))
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
     if isinstance(exc, ConsentRefusedError):
-        return problem(403, "Consent refused", str(exc), recorded=True)
+        return answer(403, "Consent refused", str(exc), recorded=True)
     if isinstance(exc, PermissionDeniedError):
-        return problem(403, "Forbidden", str(exc))
+        return answer(403, "Forbidden", str(exc))
     if isinstance(exc, ConflictError):
-        return problem(409, "Conflict", str(exc))
+        return answer(409, "Conflict", str(exc))
     if isinstance(exc, RateLimitedError):
-        response = problem(429, "Too many requests", str(exc), retry_after=exc.retry_after)
+        response = answer(429, "Too many requests", str(exc), retry_after=exc.retry_after)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     if isinstance(exc, NodeFailedError):
-        return problem(502, "Node failed", str(exc), node=exc.node)
+        return answer(502, "Node failed", str(exc), node=exc.node)
     if isinstance(exc, CapacityError):
-        response = problem(503, "Busy", str(exc), retry_after=60)
+        response = answer(503, "Busy", str(exc), retry_after=60)
         response.headers["Retry-After"] = "60"
         return response
     if isinstance(exc, NoNodeAnsweredError):
-        return problem(503, "No node answered", str(exc), failed=exc.failures)
+        return answer(503, "No node answered", str(exc), failed=exc.failures)
     if isinstance(exc, RevocationStaleError):
-        return problem(503, "Revocation data too old", str(exc))
+        return answer(503, "Revocation data too old", str(exc))
     if isinstance(exc, LedgerIntegrityError):
-        return problem(503, "Ledger refuses to sign", str(exc))
-    return problem(500, "Internal error", "the coordinator could not complete the request")
+        return answer(503, "Ledger refuses to sign", str(exc))
+    return answer(500, "Internal error", "the coordinator could not complete the request")
 
 
 def problem_for(exc: CreditShareError) -> JSONResponse:

@@ -82,6 +82,7 @@ async def list_models(caller: CallerDep, services: ServicesDep) -> list[ModelOut
             features=dict(row.features) if row else {},
             model_type=m.model_type,
             trees=len(m.trees.trees) if m.trees is not None else None,
+            created_at=row.created_at if row else None,
         )
         for m, row in catalogue
     ]

@@ -364,6 +364,9 @@ class ModelOut(BaseModel):
         default=None,
         description="a gbdt model's number of trees (its leaf weights are not listed)",
     )
+    created_at: datetime | None = Field(
+        default=None, description="when a trained model was published (none: a scorecard)"
+    )
 
 
 class ParticipantIn(InputModel):

@@ -119,7 +119,7 @@ class TrainingJobs:
         against the bureau's credential (its id is the job id)."""
         nodes = list(dict.fromkeys(nodes))  # a set of nodes: each named once
         if not nodes:
-            raise InvalidInputError("name one or more nodes to train with")
+            raise InvalidInputError("name one or more nodes to train with").at("nodes")
         for node in nodes:
             self._registry.node(node)
         self._check_model_id_free(model_id)
@@ -193,7 +193,7 @@ class TrainingJobs:
         except NotFoundError:
             pass
         else:
-            raise ConflictError(f"model {model_id!r} exists already")
+            raise ConflictError(f"model {model_id!r} exists already").at("model_id")
         with Session(self._engine) as session:
             clashes = session.exec(
                 select(TrainingJobRow).where(
@@ -203,7 +203,9 @@ class TrainingJobs:
             ).all()
         for clash in clashes:
             if clash.id != job_id and not self._idle(clash):
-                raise ConflictError(f"model id {model_id!r} is reserved by training job {clash.id}")
+                raise ConflictError(
+                    f"model id {model_id!r} is reserved by training job {clash.id}"
+                ).at("model_id")
 
     @staticmethod
     def config(job: TrainingJobRow) -> JobConfig:

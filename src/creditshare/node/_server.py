@@ -95,18 +95,28 @@ def _read_only_engine(settings: NodeSettings, command: str) -> Engine:
 
 def import_history(settings: NodeSettings, limit: int = 100) -> list[ImportBatch]:
     """The node's snapshots, newest first, with what each added, changed and removed."""
-    return RecordStore(_read_only_engine(settings, "creditshare node imports")).snapshots(limit)
+    engine = _read_only_engine(settings, "creditshare node imports")
+    try:
+        return RecordStore(engine).snapshots(limit)
+    finally:  # one-shot readers (the CLI, a console page each view) keep no pool open
+        engine.dispose()
 
 
 def access_log_entries(settings: NodeSettings, limit: int = 1000) -> list[AccessLogRow]:
     engine = _read_only_engine(settings, "creditshare node access-log")
-    return AccessLog(engine, utc_now).entries(limit)
+    try:
+        return AccessLog(engine, utc_now).entries(limit)
+    finally:
+        engine.dispose()
 
 
 def refusal_log_entries(settings: NodeSettings, limit: int = 1000) -> list[RefusalRow]:
     """The requests this node refused (newest first): forged, altered, revoked, replayed."""
     engine = _read_only_engine(settings, "creditshare node refusals")
-    return RefusalLog(engine, utc_now).entries(limit)
+    try:
+        return RefusalLog(engine, utc_now).entries(limit)
+    finally:
+        engine.dispose()
 
 
 def utc_now() -> datetime:

@@ -1,0 +1,160 @@
+"""What the bank's and the enterprise's pages share: a decrypted profile laid out for a
+loan officer, form values read back, and a refusal put on the field it concerns.
+
+The coordinator names the field of most refusals (``field``, ``errors[].location``);
+a few it answers without one (a query's consent refused, a grant's unknown grantee),
+and a page then says which of its fields such a refusal is about (``Placement``), so
+the message still lands next to the field the user must change, never only above the
+form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from creditshare.client import CreditProfile
+from creditshare.console._forms import FormErrors, form_errors
+from creditshare.departments import PRESENCE_INDICATOR
+from creditshare.errors import CreditShareError, ProblemError
+from creditshare.identity import Chain, InvalidUsccError, Uscc
+
+__all__ = [
+    "IndicatorRow",
+    "Placement",
+    "ProfileView",
+    "chain_options",
+    "check_uscc",
+    "errors_for",
+    "form_list",
+    "local_error",
+    "message_of",
+    "profile_view",
+    "short_time",
+]
+
+#: (problem test, field): where a refusal without a named field belongs on one form.
+Placement = tuple[Callable[[ProblemError], bool], str]
+
+
+def errors_for(
+    exc: CreditShareError, names: Sequence[str], placements: Iterable[Placement] = ()
+) -> FormErrors:
+    """``form_errors`` and then, for a refusal that named no field, the first of the
+    form's ``placements`` that recognises it puts it on its field instead."""
+    errors = form_errors(exc, names)
+    if errors.fields or not isinstance(exc, ProblemError):
+        return errors
+    for test, name in placements:
+        if test(exc):
+            moved = FormErrors()
+            for message in errors.form:
+                moved.add(name, message)
+            return moved
+    return errors
+
+
+def message_of(exc: CreditShareError) -> str:
+    """What went wrong, as a person reads it (a problem's detail, not its status line)."""
+    return exc.detail if isinstance(exc, ProblemError) else str(exc)
+
+
+def local_error(name: str, exc: CreditShareError) -> FormErrors:
+    """A check made here, before any round trip, as the error of field ``name``."""
+    errors = FormErrors()
+    errors.add(name, str(exc))
+    return errors
+
+
+def check_uscc(text: str) -> tuple[Uscc | None, str]:
+    """The parsed code, or None and what is wrong with it (position and reason); an
+    empty field is not an error yet (the user has not typed)."""
+    text = text.strip()
+    if not text:
+        return None, ""
+    try:
+        code = Uscc.parse(text)
+        code.chain  # noqa: B018 (a province outside every chain is refused here too)
+    except InvalidUsccError as exc:
+        return None, str(exc)
+    return code, ""
+
+
+def chain_options() -> list[tuple[str, str]]:
+    return [(c.value, f"{c.value} · {c.display_name}") for c in Chain]
+
+
+def form_list(values: Iterable[str]) -> list[str]:
+    """A multi-valued form field's choices, blanks and repeats dropped, order kept."""
+    return list(dict.fromkeys(v.strip() for v in values if v.strip()))
+
+
+def short_time(value: Any) -> str:
+    """An ISO time as ``YYYY-MM-DD HH:MM:SS`` (UTC as the coordinator sent it)."""
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M:%S}"
+    text = str(value or "")
+    try:
+        return f"{datetime.fromisoformat(text.replace('Z', '+00:00')):%Y-%m-%d %H:%M:%S}"
+    except ValueError:
+        return text
+
+
+@dataclass(frozen=True)
+class IndicatorRow:
+    name: str
+    description: str
+    value: str
+    band: str
+    node: str
+
+
+@dataclass
+class ProfileView:
+    """A decrypted profile as the page shows it."""
+
+    query_id: str
+    uscc: str
+    model_id: str
+    score: int
+    probability_of_default: str
+    #: chain -> department -> indicator rows (the presence flag left out: it is coverage).
+    groups: dict[str, dict[str, list[IndicatorRow]]] = field(default_factory=dict)
+    nodes_with_records: list[str] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)
+    #: (node, reason) of every node that did not answer.
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _number(value: float) -> str:
+    if abs(value - round(value)) < 1e-9:
+        return str(round(value))
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def profile_view(profile: CreditProfile) -> ProfileView:
+    view = ProfileView(
+        query_id=profile.query_id,
+        uscc=profile.uscc,
+        model_id=profile.model_id,
+        score=profile.score,
+        probability_of_default=f"{profile.probability_of_default:.2%}",
+        nodes_with_records=list(profile.nodes_with_records),
+        answered=sorted(profile.answered),
+        failed=sorted((str(f.get("node", "?")), str(f.get("reason", ""))) for f in profile.failed),
+    )
+    ordered = sorted(profile.indicators, key=lambda i: (i.chain, i.department, i.name, i.node))
+    for indicator in ordered:
+        if indicator.name == PRESENCE_INDICATOR:
+            continue
+        row = IndicatorRow(
+            name=indicator.name,
+            description=indicator.description,
+            value=_number(indicator.value),
+            band=indicator.label or "",
+            node=indicator.node,
+        )
+        view.groups.setdefault(indicator.chain, {}).setdefault(indicator.department, []).append(row)
+    return view
