@@ -142,6 +142,15 @@ def test_ks_curve_gap_is_the_published_ks() -> None:
     assert abs(gap) == pytest.approx(curve.ks)
 
 
+def test_ks_curve_is_the_published_ks_when_scores_tie() -> None:
+    # Tree margins take few values: many rows tie.
+    labels, scores = _sample()
+    tied = [round(v) / 2 for v in scores]
+    curve = ks_curve(labels, tied)
+    assert curve is not None
+    assert curve.ks == pytest.approx(ks(np.array(labels), np.array(tied)))
+
+
 def test_one_class_gives_no_curve() -> None:
     assert roc_points([1, 1, 1], [0.1, 0.2, 0.3]) == []
     assert ks_curve([0, 0], [0.1, 0.2]) is None

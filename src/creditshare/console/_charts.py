@@ -279,7 +279,9 @@ class KsCurve:
 
 
 def ks_curve(labels: Sequence[int], scores: Sequence[float]) -> KsCurve | None:
-    """The KS curves of a test split; None without both classes."""
+    """The KS curves of a test split; None without both classes. Row by row in the
+    order ``federated.ks`` takes them (highest score first, ties in their given order),
+    so the widest gap drawn is the published KS even when tree margins tie."""
     positives = sum(1 for y in labels if y == 1)
     negatives = len(labels) - positives
     if not positives or not negatives:
@@ -288,10 +290,10 @@ def ks_curve(labels: Sequence[int], scores: Sequence[float]) -> KsCurve | None:
     others: list[Point] = [(0.0, 0.0)]
     bad = good = 0
     best, at = 0.0, 0.0
-    for b, g in _groups(labels, scores):
-        bad += b
-        good += g
-        share = (bad + good) / len(labels)
+    for count, k in enumerate(sorted(range(len(scores)), key=lambda k: -scores[k]), start=1):
+        bad += 1 if labels[k] == 1 else 0
+        good += 0 if labels[k] == 1 else 1
+        share = count / len(labels)
         defaults.append((share, bad / positives))
         others.append((share, good / negatives))
         gap = abs(bad / positives - good / negatives)

@@ -352,6 +352,12 @@ def test_a_bureau_trains_watches_its_curve_grow_sees_the_model_and_cancels_a_job
         assert page.locator("#loss-chart circle.point").count() == 3
         assert page.locator("#loss-chart .axis-label").first.text_content() == "Tree"
         assert page.locator("#roc-chart path.line").count() == 1
+        # Tree margins tie: the KS drawn is still the one published.
+        with CreditShareClient(bureau_trust.url, api_key=bureau_settings["api_key"]) as sdk:
+            forest = next(m for m in sdk.models() if m["id"] == "console-trees-v1")
+        assert forest["model_type"] == "gbdt"
+        ks_label = page.locator("#ks-chart .mark-label").text_content()
+        assert ks_label == f"KS {forest['metrics']['test_ks']:.4f}"
         check_page(page, "bureau-job-trees")
         gate.close()
 
