@@ -151,6 +151,18 @@ class FakeSdk:
     def disable_participant(self, participant_id: str) -> Any:
         return self._answer("disable", participant_id)
 
+    def readiness(self) -> dict[str, Any]:
+        if self.refusal is not None:
+            raise self.refusal
+        return {
+            "status": "degraded",
+            "checks": {"database": "ok"},
+            "chains": {"yrd": "unreachable"},
+        }
+
+    def metrics_text(self) -> str:
+        return "# TYPE creditshare_queries_total counter\ncreditshare_queries_total 7\n"
+
     def nodes(self) -> list[dict[str, Any]]:
         base = {"chain": "yrd", "department": "tax", "address": "127.0.0.1:1"}
         return [
@@ -253,10 +265,24 @@ def test_nodes_show_reachability_when_reported_and_not_probed_when_null(
     assert "2026-11-30 19:21:03 UTC" in up
     down = row("n-down")
     assert down.startswith("false") and "UNAVAILABLE" in down
-    # The coordinator's /readyz cannot be reached here: said, not hidden.
+    # /readyz as the SDK's readiness() gave it: degraded, a chain unreachable.
+    assert re.search(
+        r'data-check="status"><th scope="row">Status</th><td class="status-bad">degraded', page
+    )
+    assert re.search(r'<td class="status-bad">unreachable', page)
+
+
+def test_readiness_the_sdk_cannot_get_is_said_and_metrics_come_from_the_sdk(
+    operator: tuple[TestClient, FakeSdk, str],
+) -> None:
+    client, sdk, _ = operator
+    sdk.refusal = ProblemError(500, "Internal Server Error", "boom", {})
+    page = client.get("/operator/nodes?lang=en").text
     assert re.search(
         r'data-check="status"><th scope="row">Status</th><td class="status-bad">unreachable', page
     )
+    metrics = client.get("/operator/metrics?lang=en").text
+    assert "creditshare_queries_total 7" in metrics
 
 
 def test_the_role_filter_asks_the_coordinator_for_that_role_only(
