@@ -4,18 +4,22 @@ and where each kind of refusal lands on a form."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
-from creditshare.client import CreditProfile, Indicator
-from creditshare.console import ConsoleSettings, create_console_app
+from creditshare.client import Alert, AlertInbox, CreditProfile, Indicator
+from creditshare.console import ConsoleSettings, _bank, create_console_app
 from creditshare.console._profile_view import check_uscc, errors_for, profile_view
 from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.errors import ProblemError, ScoreUnavailableError
 from creditshare.identity import make_uscc
+from creditshare.monitoring import Severity, Signal
 
 USCC = str(make_uscc("9", "1", "310000", "MA1K4L7X"))
 CSRF_HEADER = "X-CSRF-Token"
@@ -226,3 +230,99 @@ def test_a_grant_naming_an_unpublished_indicator_is_refused_under_indicators(
     assert status == 422
     assert 'id="e-indicators"' in text and "no node publishes" in text
     assert 'value="bank-1"' in text  # nothing the user typed is lost
+
+
+# alerts: gaps shown, the inbox kept in work_dir, memory capped ------------------------------
+
+
+def _alert(seq: int) -> Alert:
+    return Alert(
+        id=f"ev-{seq}",
+        seq=seq,
+        signal=Signal.COURT_JUDGMENT,
+        severity=Severity.HIGH,
+        observed_at=date(2026, 11, 30),
+        snapshot=1,
+        indicator="judgments",
+        before="0",
+        after="1",
+        subscription_id="sub-1",
+        uscc=USCC,
+        node="yrd-court",
+        chain="yrd",
+        department="court",
+        cycle=1,
+        cursor=str(seq),
+        stored_at="",
+    )
+
+
+class _FakeAlerts:
+    """A coordinator that hands out the seqs it is told to (withholding the rest)."""
+
+    identity = SimpleNamespace(participant_id="bank-1")
+
+    def __init__(self, seqs: list[int]) -> None:
+        self.seqs = seqs
+        self.cursors: list[str | None] = []
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        return []
+
+    def alerts(self, inbox: AlertInbox) -> Iterator[Alert]:
+        self.cursors.append(inbox.cursor)
+        if inbox.cursor is None:
+            inbox.from_start = True
+        for seq in self.seqs:
+            alert = _alert(seq)
+            if inbox.accept(alert):
+                inbox.advance(alert.cursor)
+                yield alert
+        inbox.save()
+        self.seqs = []
+
+    def close(self) -> None:
+        pass
+
+
+def _alerts_page(tmp_path: Path, sdk: _FakeAlerts) -> str:
+    settings = ConsoleSettings(
+        role="bank",
+        coordinator_url="http://127.0.0.1:1",
+        api_key="k",
+        identity=tmp_path,
+        key_file=tmp_path / "key.json",
+        alert_key_file=tmp_path / "alert.key",
+        work_dir=tmp_path / "console",
+        language="en",
+    )
+    app = create_console_app(settings, client=sdk)  # type: ignore[arg-type]
+    with TestClient(app, base_url="http://console") as client:
+        sessions = app.state.console.sessions
+        client.get(f"/login?token={sessions.login_token}", follow_redirects=False)
+        text: str = client.get("/bank/alerts").text
+        return text
+
+
+def test_withheld_alerts_are_shown_as_gaps_and_a_restart_resumes_from_the_inbox_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_bank, "ALERTS_KEPT", 2)
+    first = _FakeAlerts([1, 4, 5])  # 2 and 3 never came
+    text = _alerts_page(tmp_path, first)
+    assert first.cursors == [None]
+    assert 'id="alert-gaps"' in text
+    assert "Subscription sub-1 on node yrd-court: events 2–3 missing" in text
+    # Only the newest ALERTS_KEPT are kept: 5 and 4, not 1.
+    assert text.count("<tr><td>2026-11-30</td>") == 2
+    # A restarted console reads on from the cursor it saved, and still knows the gap.
+    again = _FakeAlerts([6])
+    text = _alerts_page(tmp_path, again)
+    assert again.cursors == ["5"]
+    assert "events 2–3 missing" in text
+    assert (tmp_path / "console" / _bank.INBOX_FILE).is_file()
+
+
+def test_no_gaps_no_gap_notice(tmp_path: Path) -> None:
+    text = _alerts_page(tmp_path, _FakeAlerts([1, 2]))
+    assert 'id="alert-gaps"' not in text
