@@ -17,11 +17,13 @@ from fastapi.responses import HTMLResponse
 
 from creditshare.client import DEFAULT_MODEL_ID, Alert, AlertInbox, Gap
 from creditshare.consent import Purpose
+from creditshare.console import _profile_view
 from creditshare.console._forms import FormErrors
 from creditshare.console._profile_view import (
     Placement,
     chain_options,
     check_uscc,
+    consents_page,
     errors_for,
     form_list,
     local_error,
@@ -166,13 +168,15 @@ def run_query(
 
 
 @router.get("/bank/consents", response_class=HTMLResponse)
-def held_consents(request: Request) -> HTMLResponse:
-    """The consents granted to this bank, newest first, each with a link to query."""
+def held_consents(request: Request, before: str = "") -> HTMLResponse:
+    """The consents granted to this bank, newest first, a page at a time (``before``:
+    the last consent of the previous page), each with a link to query."""
     state = console_state(request)
     problem = ""
     rows: list[dict[str, Any]] = []
+    more: str | None = None
     try:
-        rows = _held(state)
+        rows, more = consents_page(state.sdk, before, _profile_view.CONSENTS_PAGE)
     except CreditShareError as exc:
         problem = message_of(exc)
     consents = [
@@ -188,12 +192,14 @@ def held_consents(request: Request) -> HTMLResponse:
         }
         for r in rows
     ]
-    return page(request, "bank/consents.html", consents=consents, problem=problem)
-
-
-def _held(state: ConsoleState) -> list[dict[str, Any]]:
-    """The consents granted to this bank, newest first (GET /v1/consents)."""
-    return state.sdk.held_consents()
+    return page(
+        request,
+        "bank/consents.html",
+        consents=consents,
+        problem=problem,
+        more=more,
+        paged=bool(before),
+    )
 
 
 _inbox_lock = threading.Lock()
