@@ -36,7 +36,7 @@ from creditshare.node import (
     RecordStore,
     access_log_entries,
     import_history,
-    make_engine,
+    make_read_only_engine,
     refusal_log_entries,
 )
 
@@ -84,7 +84,7 @@ def imports(request: Request, limit: int = Limit) -> HTMLResponse:
     try:
         settings = _node_settings(request)
         batches = import_history(settings, limit)  # refuses an unmigrated database
-        engine = make_engine(settings.database_url, migrate=False)
+        engine = make_read_only_engine(settings.database_url)
         try:
             store = RecordStore(engine)
             changes, held = store.latest_changes(), store.count()
@@ -294,7 +294,7 @@ def _check_database(settings: NodeSettings) -> Check:
         return Check("database", False, f"there is no node database at {file}")
     engine = None
     try:
-        engine = make_engine(settings.database_url, migrate=False)
+        engine = make_read_only_engine(settings.database_url)
         revision, newest = migrations.current(engine, "node"), migrations.head("node")
         if revision != newest:
             return Check("database", False, f"at revision {revision}, not {newest}")
