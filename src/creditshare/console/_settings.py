@@ -89,7 +89,8 @@ class ConsoleSettings(EnvFirstSettings):
     def _complete(self) -> ConsoleSettings:
         missing = [name for name in _NEEDS[self.role] if getattr(self, name) is None]
         if missing:
-            raise ValueError(f"a {self.role} console needs {', '.join(missing)}")
+            article = "an" if self.role[0] in "aeiou" else "a"
+            raise ValueError(f"{article} {self.role} console needs {', '.join(missing)}")
         if self.log_key is not None:
             try:
                 VerifyKey.from_text(self.log_key)
