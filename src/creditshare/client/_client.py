@@ -154,9 +154,11 @@ class CreditShareClient(MonitoringCalls, ListingCalls):
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
-            raise TransportError(f"coordinator did not answer in time: {exc}") from exc
+            raise TransportError(
+                f"coordinator at {self.base_url} did not answer in time: {exc}"
+            ) from exc
         except httpx.TransportError as exc:
-            raise TransportError(f"cannot reach coordinator: {exc}") from exc
+            raise TransportError(f"cannot reach the coordinator at {self.base_url}: {exc}") from exc
         if response.status_code == 204:
             return None
         if response.status_code >= 400:
