@@ -21,6 +21,7 @@ from creditshare.console._render import language_of, page
 from creditshare.console._state import console_state
 from creditshare.errors import CreditShareError, ProblemError
 from creditshare.identity import InvalidUsccError, Uscc
+from creditshare.pki import PARTICIPANT_ID
 
 __all__ = ["NAVIGATION", "router"]
 
@@ -122,6 +123,7 @@ def register(
     values = {"id": id, "role": role, "name": name, "uscc": uscc, "signing_key": signing_key}
     values = {k: v.strip() for k, v in values.items()}
     errors = FormErrors()
+    _check_id(request, errors, "id", values["id"])
     if values["role"] == "enterprise":
         if not values["uscc"]:
             errors.add("uscc", _text(request, "operator.need_uscc"))
@@ -164,6 +166,12 @@ def register(
 def issue_key(request: Request, participant_id: Text = "") -> HTMLResponse:
     """A further API key for a participant (its others keep working), shown once."""
     participant = participant_id.strip()
+    errors = FormErrors()
+    if not _check_id(request, errors, "participant_id", participant):
+        values = {"participant_id": participant}
+        return _participants_page(
+            request, status_code=422, errors=errors, form="issue", values=values
+        )
     try:
         result = console_state(request).sdk.issue_credential(participant)
     except CreditShareError as exc:
@@ -185,8 +193,10 @@ def revoke_key(request: Request, owner: Text = "", key_id: Text = "") -> HTMLRes
     # The key id only is echoed back: a pasted secret never goes into the page.
     values = {"owner": participant, "key_id": key if _KEY_ID.fullmatch(key) else ""}
     errors = FormErrors()
+    _check_id(request, errors, "owner", participant)
     if not _KEY_ID.fullmatch(key):
         errors.add("key_id", _text(request, "operator.bad_key_id"))
+    if errors:
         return _participants_page(
             request, status_code=422, errors=errors, form="revoke", values=values
         )
@@ -216,6 +226,10 @@ def enable(request: Request, participant_id: str) -> HTMLResponse:
 
 
 def _switch(request: Request, participant_id: str, action: str) -> HTMLResponse:
+    if not PARTICIPANT_ID.fullmatch(participant_id):
+        # No row has this id (only a crafted request sends it): said above the table.
+        message = _text(request, "operator.bad_participant_id")
+        return _participants_page(request, status_code=422, notice=f"{participant_id}: {message}")
     sdk = console_state(request).sdk
     call = sdk.disable_participant if action == "disable" else sdk.enable_participant
     try:
@@ -226,6 +240,16 @@ def _switch(request: Request, participant_id: str, action: str) -> HTMLResponse:
         return _participants_page(request, status_code=422, row_errors={participant_id: message})
     notice = _text(request, f"operator.{action}d_notice", participant=participant_id)
     return _participants_page(request, notice=notice)
+
+
+def _check_id(request: Request, errors: FormErrors, name: str, value: str) -> bool:
+    """Whether ``value`` is a participant id (the pattern the coordinator and the
+    credentials use); if not, why, on field ``name``: a typed id goes into a URL path,
+    so nothing else is ever sent."""
+    if PARTICIPANT_ID.fullmatch(value):
+        return True
+    errors.add(name, _text(request, "operator.bad_participant_id"))
+    return False
 
 
 def _place_conflict(exc: CreditShareError, errors: FormErrors, name: str) -> None:
