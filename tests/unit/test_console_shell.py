@@ -7,11 +7,12 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from creditshare._settings import load_settings
 from creditshare.console import ROLES, ConsoleSettings, create_console_app
-from creditshare.console._auth import Sessions
+from creditshare.console._auth import COOKIE, CSRF_HEADER, Sessions
 from creditshare.console._forms import form_errors
 from creditshare.console._i18n import load_catalog
 from creditshare.errors import ConfigurationError, InvalidInputError, ProblemError
@@ -108,3 +109,63 @@ def test_pages_are_refused_without_a_session_and_assets_are_served(tmp_path: Pat
         token = app.state.console.sessions.login_token
         assert client.get(f"/login?token={token}", follow_redirects=False).status_code == 303
         assert client.post("/logout").status_code == 403  # no CSRF token
+
+
+def _operator_app(tmp_path: Path) -> FastAPI:
+    settings = ConsoleSettings(
+        role="operator", coordinator_url="http://127.0.0.1:1", api_key="k", work_dir=tmp_path
+    )
+    return create_console_app(settings)
+
+
+def test_a_logged_out_user_switches_language_from_the_login_page(tmp_path: Path) -> None:
+    with TestClient(_operator_app(tmp_path)) as client:
+        login = client.get("/")
+        assert login.status_code == 401 and 'href="/lang/en?back=/"' in login.text
+        switched = client.get("/lang/en?back=/", follow_redirects=False)
+        assert switched.status_code == 303 and switched.headers["location"] == "/"
+        assert client.cookies.get("creditshare_lang") == "en"
+        assert '<html lang="en">' in client.get("/").text
+
+
+@pytest.mark.parametrize(
+    "back",
+    ["//evil.com", "/\\evil.com", "https://evil.com", "/a?next=//evil.com", "/%2F/evil.com", ""],
+)
+def test_the_language_switch_goes_back_to_local_paths_only(tmp_path: Path, back: str) -> None:
+    with TestClient(_operator_app(tmp_path)) as client:
+        answer = client.get("/lang/zh", params={"back": back}, follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"] == "/"
+        local = client.get(
+            "/lang/zh", params={"back": "/operator/participants"}, follow_redirects=False
+        )
+        assert local.headers["location"] == "/operator/participants"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Referer": "http://evil.example/page"},
+    ],
+)
+def test_a_post_from_another_site_is_refused_even_with_the_csrf_token(
+    tmp_path: Path, headers: dict[str, str]
+) -> None:
+    app = _operator_app(tmp_path)
+    with TestClient(app, base_url="http://console") as client:
+        sessions = app.state.console.sessions
+        client.get(f"/login?token={sessions.login_token}", follow_redirects=False)
+        csrf = sessions.csrf_token(client.cookies.get(COOKIE))
+        assert csrf
+        refused = client.post("/logout", headers={CSRF_HEADER: csrf, **headers})
+        assert refused.status_code == 403 and "another site" in refused.text
+        # The same token from the console's own page is accepted.
+        same = client.post(
+            "/logout",
+            headers={CSRF_HEADER: csrf, "Origin": "http://console"},
+            follow_redirects=False,
+        )
+        assert same.status_code == 303

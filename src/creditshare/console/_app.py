@@ -30,7 +30,7 @@ from creditshare.console._state import ConsoleState, open_client
 __all__ = ["create_console_app"]
 
 #: Paths served without a session: the login link, assets, the probe, the language switch.
-_OPEN = ("/login", "/static/", "/healthz", "/favicon.ico")
+_OPEN = ("/login", "/static/", "/healthz", "/favicon.ico", "/lang/")
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 _SECURITY_HEADERS = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -13,6 +15,10 @@ from creditshare.console._state import console_state
 __all__ = ["router"]
 
 router = APIRouter()
+
+#: Where the language switch may send the browser back to: a path of this console only
+#: (no ``//host``, no ``/\host`` that browsers read as ``//host``, no scheme, no query).
+_LOCAL_PATH = re.compile(r"^/[A-Za-z0-9/_.-]*$")
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -47,10 +53,13 @@ def logout(request: Request) -> Response:
 
 @router.get("/lang/{language}")
 def switch_language(request: Request, language: str, back: str = "/") -> Response:
-    """Remember the chosen language; back to the page it was chosen on (a local path)."""
+    """Remember the chosen language; back to the page it was chosen on (a local path).
+
+    Open without a session (the login page has the switch too), so ``back`` is all a
+    link elsewhere could aim: anything but a plain local path goes to ``/``."""
     if language not in LANGUAGES:
         language = console_state(request).settings.language
-    if not back.startswith("/") or back.startswith("//"):
+    if not _LOCAL_PATH.fullmatch(back) or back.startswith("//"):
         back = "/"
     response = RedirectResponse(back, status_code=303)
     response.set_cookie(LANG_COOKIE, language, samesite="strict", path="/")
