@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from creditshare._settings import load_settings
 from creditshare.console import ROLES, ConsoleSettings, create_console_app
-from creditshare.console._auth import COOKIE, CSRF_HEADER, Sessions
+from creditshare.console._auth import CSRF_HEADER, Sessions
 from creditshare.console._forms import form_errors
 from creditshare.console._i18n import load_catalog
 from creditshare.errors import ConfigurationError, InvalidInputError, ProblemError
@@ -158,7 +158,7 @@ def test_a_post_from_another_site_is_refused_even_with_the_csrf_token(
     with TestClient(app, base_url="http://console") as client:
         sessions = app.state.console.sessions
         client.get(f"/login?token={sessions.login_token}", follow_redirects=False)
-        csrf = sessions.csrf_token(client.cookies.get(COOKIE))
+        csrf = sessions.csrf_token(client.cookies.get(app.state.console.cookie))
         assert csrf
         refused = client.post("/logout", headers={CSRF_HEADER: csrf, **headers})
         assert refused.status_code == 403 and "another site" in refused.text
@@ -169,3 +169,56 @@ def test_a_post_from_another_site_is_refused_even_with_the_csrf_token(
             follow_redirects=False,
         )
         assert same.status_code == 303
+
+
+def test_sessions_end_when_idle_and_at_their_lifetime_and_are_forgotten() -> None:
+    now = [1000.0]
+    sessions = Sessions(idle=60.0, lifetime=300.0, clock=lambda: now[0])
+    idle = sessions.login(sessions.login_token)
+    busy = sessions.login(sessions.login_token)
+    for _ in range(5):  # busy is used every 50 s, idle never again
+        now[0] += 50.0
+        assert sessions.csrf_token(busy) is not None
+    assert sessions.csrf_token(idle) is None
+    assert len(sessions) == 1  # the idle one is pruned, not only refused
+    now[0] += 50.0  # 300 s after login: over, however busy
+    assert sessions.csrf_token(busy) is None
+    assert len(sessions) == 0
+    # The login link itself stays valid for the process's life.
+    assert sessions.login(sessions.login_token) is not None
+
+
+def test_each_console_names_its_own_cookie_so_two_on_one_host_keep_their_sessions(
+    tmp_path: Path,
+) -> None:
+    first, second = _operator_app(tmp_path), _operator_app(tmp_path)
+    name = first.state.console.cookie
+    assert re.fullmatch(r"creditshare_console_8600_[0-9a-f]{6}", name)
+    assert name != second.state.console.cookie
+    with TestClient(first) as a, TestClient(second) as b:
+        # One browser (one cookie jar, one host) logged in to both consoles.
+        a.get(f"/login?token={first.state.console.sessions.login_token}")
+        b.cookies.update(a.cookies)
+        b.get(f"/login?token={second.state.console.sessions.login_token}")
+        a.cookies.update(b.cookies)
+        assert a.get("/operator/anything").status_code != 401
+        assert b.get("/operator/anything").status_code != 401
+        assert name in a.cookies and "creditshare_console" not in a.cookies
+
+
+def test_the_header_logs_out_through_htmx_and_the_session_is_gone(tmp_path: Path) -> None:
+    app = _operator_app(tmp_path)
+    with TestClient(app, base_url="http://console") as client:
+        client.get(f"/login?token={app.state.console.sessions.login_token}")
+        page = client.get("/operator/nodes")
+        assert 'hx-post="/logout"' in page.text
+        csrf = re.search(r'"X-CSRF-Token": "([^"]+)"', page.text)
+        assert csrf
+        out = client.post(
+            "/logout",
+            headers={CSRF_HEADER: csrf.group(1), "Origin": "http://console", "HX-Request": "true"},
+        )
+        assert out.status_code == 204 and out.headers["HX-Redirect"] == "/"
+        assert len(app.state.console.sessions) == 0
+        assert client.get("/operator/nodes").status_code == 401
+        assert 'hx-post="/logout"' not in client.get("/").text  # the login page has none

@@ -35,7 +35,6 @@ def console_command(
 
     overrides = {} if port is None else {"port": port}
     settings = load_settings(ConsoleSettings, config, **overrides)
-    app = create_console_app(settings)
     listener = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((settings.host, settings.port))
@@ -43,6 +42,8 @@ def console_command(
     # test, a script) is queued until uvicorn serves, never refused.
     listener.listen(128)
     bound = listener.getsockname()[1]
+    # The port it got (port 0: any free one) names its session cookie.
+    app = create_console_app(settings.model_copy(update={"port": bound}))
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     link = f"http://{host}:{bound}/login?token={app.state.console.sessions.login_token}"
     settings.work_dir.mkdir(parents=True, exist_ok=True)

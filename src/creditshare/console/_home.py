@@ -7,7 +7,6 @@ import re
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from creditshare.console._auth import COOKIE
 from creditshare.console._i18n import LANGUAGES
 from creditshare.console._render import LANG_COOKIE, page
 from creditshare.console._state import console_state
@@ -25,7 +24,7 @@ _LOCAL_PATH = re.compile(r"^/[A-Za-z0-9/_.-]*$")
 def home(request: Request) -> Response:
     """The role's landing page once logged in; how to log in before."""
     state = console_state(request)
-    if state.sessions.csrf_token(request.cookies.get(COOKIE)) is None:
+    if state.sessions.csrf_token(request.cookies.get(state.cookie)) is None:
         return page(request, "login.html", status_code=401)
     if state.navigation:
         return RedirectResponse(state.navigation[0][0], status_code=303)
@@ -39,15 +38,22 @@ def login(request: Request, token: str = "") -> Response:
     if session is None:
         return page(request, "login.html", status_code=401, refused=True)
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/")
+    response.set_cookie(state.cookie, session, httponly=True, samesite="strict", path="/")
     return response
 
 
 @router.post("/logout")
 def logout(request: Request) -> Response:
-    console_state(request).sessions.logout(request.cookies.get(COOKIE))
-    response = RedirectResponse("/", status_code=303)
-    response.delete_cookie(COOKIE, path="/")
+    state = console_state(request)
+    state.sessions.logout(request.cookies.get(state.cookie))
+    # htmx (the header's button) is told to load the login page itself: a redirect
+    # would be followed inside the request and the page's 401 never shown.
+    response: Response = (
+        Response(status_code=204, headers={"HX-Redirect": "/"})
+        if request.headers.get("HX-Request")
+        else RedirectResponse("/", status_code=303)
+    )
+    response.delete_cookie(state.cookie, path="/")
     return response
 
 
