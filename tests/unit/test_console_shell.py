@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import stat
 from importlib import resources
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from creditshare._settings import load_settings
+from creditshare.cli._console import write_private
 from creditshare.console import ROLES, ConsoleSettings, create_console_app
 from creditshare.console._auth import CSRF_HEADER, Sessions
 from creditshare.console._forms import form_errors
@@ -222,3 +224,22 @@ def test_the_header_logs_out_through_htmx_and_the_session_is_gone(tmp_path: Path
         assert len(app.state.console.sessions) == 0
         assert client.get("/operator/nodes").status_code == 401
         assert 'hx-post="/logout"' not in client.get("/").text  # the login page has none
+
+
+def test_the_login_link_file_is_made_afresh_0600_and_a_symlink_there_is_not_followed(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "login-url"
+    target.write_text("old link\n")
+    target.chmod(0o644)
+    write_private(target, "http://127.0.0.1:1/login?token=new\n")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert target.read_text() == "http://127.0.0.1:1/login?token=new\n"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("not yours\n")
+    target.unlink()
+    target.symlink_to(elsewhere)
+    write_private(target, "secret\n")
+    assert not target.is_symlink() and target.read_text() == "secret\n"
+    assert elsewhere.read_text() == "not yours\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
