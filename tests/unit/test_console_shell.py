@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import stat
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from creditshare._settings import load_settings
 from creditshare.cli._console import write_private
 from creditshare.console import ROLES, ConsoleSettings, create_console_app
 from creditshare.console._auth import CSRF_HEADER, Sessions
+from creditshare.console._format import utc_time
 from creditshare.console._forms import form_errors
 from creditshare.console._i18n import load_catalog
 from creditshare.errors import ConfigurationError, InvalidInputError, ProblemError
@@ -243,3 +245,14 @@ def test_the_login_link_file_is_made_afresh_0600_and_a_symlink_there_is_not_foll
     assert not target.is_symlink() and target.read_text() == "secret\n"
     assert elsewhere.read_text() == "not yours\n"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_every_time_is_written_alike_and_says_utc() -> None:
+    shown = "2026-11-30 19:21:03 UTC"
+    assert utc_time("2026-11-30T19:21:03.5+00:00") == shown
+    assert utc_time("2026-11-30T20:21:03Z".replace("20:", "19:", 1)) == shown
+    assert utc_time("2026-12-01T03:21:03+08:00") == shown  # another zone: put in UTC
+    assert utc_time(datetime(2026, 11, 30, 19, 21, 3)) == shown  # naive: stored in UTC
+    assert utc_time(datetime(2026, 11, 30, 19, 21, 3, tzinfo=UTC).timestamp()) == shown
+    assert utc_time(None) == "" and utc_time("") == ""
+    assert utc_time("not a time") == "not a time"  # as sent: nothing is dropped

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 
 from creditshare.client import AccessEntry
 from creditshare.consent import ALL_INDICATORS, ConsentGrant, Purpose
+from creditshare.console._format import text, utc_time
 from creditshare.console._forms import FormErrors
 from creditshare.console._profile_view import (
     Placement,
@@ -26,9 +27,8 @@ from creditshare.console._profile_view import (
     errors_for,
     form_list,
     message_of,
-    short_time,
 )
-from creditshare.console._render import language_of, page
+from creditshare.console._render import page
 from creditshare.console._state import ConsoleState, console_state
 from creditshare.crypto import VerifyKey
 from creditshare.errors import ConfigurationError, CreditShareError, ProblemError
@@ -82,10 +82,6 @@ def _uscc(state: ConsoleState) -> str:
     return result
 
 
-def _text(request: Request, key: str, **values: Any) -> str:
-    return console_state(request).catalog.text(language_of(request), f"enterprise.{key}", **values)
-
-
 # consents --------------------------------------------------------------------------------
 
 
@@ -111,8 +107,8 @@ def _consent_rows(state: ConsoleState) -> list[dict[str, Any]]:
                 "indicators": ", ".join(
                     i for i in document.get("indicators", []) if i != ALL_INDICATORS
                 ),
-                "valid_from": short_time(document.get("valid_from")),
-                "valid_until": short_time(until),
+                "valid_from": utc_time(document.get("valid_from")),
+                "valid_until": utc_time(until),
                 "revoked": bool(r.get("revoked")),
                 "expired": expired,
                 "created": str(r.get("created_at") or document.get("valid_from", "")),
@@ -224,15 +220,15 @@ def grant_form(request: Request) -> HTMLResponse:
 
 
 def _whole(
-    request: Request, errors: FormErrors, name: str, text: str, low: int, high: int
+    request: Request, errors: FormErrors, name: str, typed: str, low: int, high: int
 ) -> int | None:
-    """``text`` as a whole number in [low, high], else an error on field ``name``."""
+    """``typed`` as a whole number in [low, high], else an error on field ``name``."""
     try:
-        value = int(text.strip())
+        value = int(typed.strip())
     except ValueError:
         value = None
     if value is None or not low <= value <= high:
-        errors.add(name, _text(request, "whole_number", low=low, high=high))
+        errors.add(name, text(request, "enterprise.whole_number", low=low, high=high))
         return None
     return value
 
@@ -259,9 +255,9 @@ def grant(
     }
     errors = FormErrors()
     if not values["grantee"]:
-        errors.add("grantee", _text(request, "grantee_required"))
+        errors.add("grantee", text(request, "enterprise.grantee_required"))
     if purpose not in {p.value for p in Purpose}:
-        errors.add("purpose", _text(request, "purpose_unknown"))
+        errors.add("purpose", text(request, "enterprise.purpose_unknown"))
     valid_days = _whole(request, errors, "days", days, 1, _MAX_DAYS)
     uses = None
     if max_uses.strip():
@@ -305,7 +301,7 @@ def _entry(entry: AccessEntry) -> dict[str, Any]:
     head = entry.head
     return {
         "index": entry.index,
-        "time": short_time(record.time),
+        "time": utc_time(record.time),
         "kind": record.kind,
         "requester": record.requester,
         "role": record.requester_role,

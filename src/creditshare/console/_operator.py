@@ -9,15 +9,15 @@ does this console (it keeps nothing).
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
+from creditshare.console._format import text, utc_time
 from creditshare.console._forms import FormErrors, form_errors
-from creditshare.console._render import language_of, page
+from creditshare.console._render import page
 from creditshare.console._state import console_state
 from creditshare.errors import CreditShareError, ProblemError
 from creditshare.identity import InvalidUsccError, Uscc
@@ -53,7 +53,7 @@ def _participants(request: Request, role: str | None) -> tuple[list[dict[str, An
         return [], str(exc)
     for row in rows:
         when = row.get("created_at")
-        row["created_at"] = _iso_utc(when) if isinstance(when, str) else ""
+        row["created_at"] = utc_time(when) if isinstance(when, str) else ""
     return rows, None
 
 
@@ -126,14 +126,14 @@ def register(
     _check_id(request, errors, "id", values["id"])
     if values["role"] == "enterprise":
         if not values["uscc"]:
-            errors.add("uscc", _text(request, "operator.need_uscc"))
+            errors.add("uscc", text(request, "operator.need_uscc"))
         else:
             try:
                 values["uscc"] = str(Uscc.parse(values["uscc"]))
             except InvalidUsccError as exc:
                 errors.add("uscc", str(exc))
         if not values["signing_key"]:
-            errors.add("signing_key", _text(request, "operator.need_signing_key"))
+            errors.add("signing_key", text(request, "operator.need_signing_key"))
     if errors:
         return _participants_page(
             request, status_code=422, errors=errors, form="register", values=values
@@ -195,7 +195,7 @@ def revoke_key(request: Request, owner: Text = "", key_id: Text = "") -> HTMLRes
     errors = FormErrors()
     _check_id(request, errors, "owner", participant)
     if not _KEY_ID.fullmatch(key):
-        errors.add("key_id", _text(request, "operator.bad_key_id"))
+        errors.add("key_id", text(request, "operator.bad_key_id"))
     if errors:
         return _participants_page(
             request, status_code=422, errors=errors, form="revoke", values=values
@@ -209,7 +209,7 @@ def revoke_key(request: Request, owner: Text = "", key_id: Text = "") -> HTMLRes
         return _participants_page(
             request, status_code=422, errors=errors, form="revoke", values=values
         )
-    notice = _text(request, "operator.revoked", key_id=key, participant=participant)
+    notice = text(request, "operator.revoked", key_id=key, participant=participant)
     return _participants_page(request, notice=notice)
 
 
@@ -228,7 +228,7 @@ def enable(request: Request, participant_id: str) -> HTMLResponse:
 def _switch(request: Request, participant_id: str, action: str) -> HTMLResponse:
     if not PARTICIPANT_ID.fullmatch(participant_id):
         # No row has this id (only a crafted request sends it): said above the table.
-        message = _text(request, "operator.bad_participant_id")
+        message = text(request, "operator.bad_participant_id")
         return _participants_page(request, status_code=422, notice=f"{participant_id}: {message}")
     sdk = console_state(request).sdk
     call = sdk.disable_participant if action == "disable" else sdk.enable_participant
@@ -238,7 +238,7 @@ def _switch(request: Request, participant_id: str, action: str) -> HTMLResponse:
         # A row's button has no field: its refusal is shown in its row.
         message = exc.detail if isinstance(exc, ProblemError) else str(exc)
         return _participants_page(request, status_code=422, row_errors={participant_id: message})
-    notice = _text(request, f"operator.{action}d_notice", participant=participant_id)
+    notice = text(request, f"operator.{action}d_notice", participant=participant_id)
     return _participants_page(request, notice=notice)
 
 
@@ -248,7 +248,7 @@ def _check_id(request: Request, errors: FormErrors, name: str, value: str) -> bo
     so nothing else is ever sent."""
     if PARTICIPANT_ID.fullmatch(value):
         return True
-    errors.add(name, _text(request, "operator.bad_participant_id"))
+    errors.add(name, text(request, "operator.bad_participant_id"))
     return False
 
 
@@ -274,7 +274,7 @@ def nodes(request: Request) -> HTMLResponse:
     for row in rows:
         when = row.get("last_answer_at")
         if isinstance(when, str):
-            row["last_answer_at"] = _iso_utc(when)
+            row["last_answer_at"] = utc_time(when)
     return page(
         request, "operator/nodes.html", nodes=rows, problem=problem, ready=_readiness(request)
     )
@@ -306,29 +306,13 @@ def ledger(request: Request) -> HTMLResponse:
     except CreditShareError as exc:
         problem = str(exc)
     if head is not None:
-        head["signed_at"] = _utc(head["timestamp_ms"] / 1000)
+        head["signed_at"] = utc_time(head["timestamp_ms"] / 1000)
         witnessed = head.get("witnessed_head")
         if witnessed:
-            witnessed["signed_at"] = _utc(witnessed["timestamp_ms"] / 1000)
+            witnessed["signed_at"] = utc_time(witnessed["timestamp_ms"] / 1000)
         for cosignature in head.get("cosignatures") or []:
-            cosignature["cosigned_at"] = _utc(cosignature["timestamp"])
+            cosignature["cosigned_at"] = utc_time(cosignature["timestamp"])
     return page(request, "operator/ledger.html", head=head, problem=problem, empty=empty)
-
-
-def _iso_utc(text: str) -> str:
-    """An ISO time from the coordinator, shown like every other time here (as sent if
-    it does not parse: nothing it says is dropped)."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return _utc(moment.timestamp())
-
-
-def _utc(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @router.get("/operator/metrics", response_class=HTMLResponse)
@@ -369,7 +353,3 @@ def metrics(request: Request) -> HTMLResponse:
 
 def _coordinator(request: Request) -> str:
     return (console_state(request).settings.coordinator_url or "").rstrip("/")
-
-
-def _text(request: Request, key: str, **values: Any) -> str:
-    return console_state(request).catalog.text(language_of(request), key, **values)
