@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from creditshare.cli._common import console
+from creditshare.cli._common import ChainName, console
 
 if TYPE_CHECKING:
     from creditshare.demo import FederationLayout
@@ -196,8 +196,8 @@ def _clear(out: Path, force: bool) -> None:
 def chain_init(
     out: Annotated[Path, typer.Option(help="folder to write: new or empty")],
     chain: Annotated[
-        list[str] | None,
-        typer.Option(help="a chain: yrd, prd or bth (repeatable; default all three)"),
+        list[ChainName] | None,
+        typer.Option(help="a chain (repeatable; default all three)"),
     ] = None,
     department: Annotated[
         list[str] | None,
