@@ -117,6 +117,6 @@ def test_the_pages_in_chinese_and_the_log_key_fetched_when_none_is_pinned(
         # A local check (no round trip) also lands under its field.
         page.locator("#f-grantee").fill(trust.bank_id)
         page.locator("#f-days").fill("0")
-        page.locator("form button[type=submit]").click()
+        page.locator("#main form button[type=submit]").click()
         page.locator("#e-days").wait_for(timeout=TIMEOUT_MS)
         check_page(page, "enterprise-grant-zh")
