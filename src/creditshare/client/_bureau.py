@@ -186,6 +186,10 @@ class TrainedModel:
     intercept: float
     #: The held-out enterprises (aligned ids) the published metrics were computed on.
     test_ids: tuple[str, ...] = ()
+    #: The published model's score of each of ``test_ids`` (same order), as a bank's
+    #: query decrypts it (a logistic model's linear score, a tree model's margin):
+    #: with the labels, the ROC and KS curves the published AUC and KS summarise.
+    test_scores: tuple[float, ...] = ()
     #: A gbdt model: what it published (base score = ``intercept``) and one report per
     #: tree (``epochs`` is then empty).
     tree_model: TreeModel | None = None
@@ -363,6 +367,7 @@ def train_model(
         result.epochs,
         bureau.intercept,
         tuple(test),
+        tuple(float(s) for s in scores),
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from creditshare.client._http import segment
+from creditshare.errors import ProblemError
 from creditshare.identity import Uscc
 
 __all__ = ["PAGE_LIMIT", "ListingCalls"]
@@ -103,3 +104,21 @@ class ListingCalls:
         description, bands, departments, chains, nodes."""
         result: list[dict[str, Any]] = self._request("GET", "/v1/indicators")
         return result
+
+    def readiness(self) -> dict[str, Any]:
+        """The coordinator's ``/readyz`` body, whether it answered 200 (ready, or
+        ``"degraded"``) or 503 (not ready: the body says what failed), so a caller sees
+        why rather than only that it is not ready. Any other refusal raises."""
+        try:
+            body = self._request("GET", "/readyz")
+        except ProblemError as exc:
+            if exc.status != 503:
+                raise
+            body = exc.body
+        return dict(body) if isinstance(body, dict) else {}
+
+    def metrics_text(self) -> str:
+        """The coordinator's Prometheus metrics, as text (sent with this client's API key:
+        a coordinator may keep them for operators)."""
+        text: str = self._request("GET", "/metrics", text=True)
+        return text

@@ -242,6 +242,7 @@ def train_tree_model(
         [],
         result.model.base_score,
         tuple(aligned[k] for k in test),
+        tuple(float(s) for s in result.margins["test"]),
         tree_model=result.model,
         trees=tuple(result.reports),
     )

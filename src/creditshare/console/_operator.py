@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
+from creditshare.client import CreditShareClient
 from creditshare.console._format import text, utc_time
 from creditshare.console._forms import FormErrors, form_errors
 from creditshare.console._render import page
@@ -282,15 +282,10 @@ def nodes(request: Request) -> HTMLResponse:
 
 def _readiness(request: Request) -> dict[str, Any]:
     """``/readyz`` as it answered (its body says why on 503 too), or why it did not."""
-    url = _coordinator(request) + "/readyz"
     try:
-        answer = httpx.get(url, timeout=HTTP_TIMEOUT_SECONDS)
-        body = answer.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        return {"status": "unreachable", "http": None, "error": str(exc)[:300]}
-    if not isinstance(body, dict):
-        body = {}
-    return {**body, "http": answer.status_code}
+        return console_state(request).sdk.readiness()
+    except CreditShareError as exc:
+        return {"status": "unreachable", "error": str(exc)[:300]}
 
 
 @router.get("/operator/ledger", response_class=HTMLResponse)
@@ -321,24 +316,13 @@ def metrics(request: Request) -> HTMLResponse:
     operator's key (the ``metrics_require_operator_key`` setting), and what they say now."""
     state = console_state(request)
     url = _coordinator(request) + "/metrics"
-    needs_key: bool | None = None
-    text, problem = "", None
+    exposition, problem = "", None
     try:
-        anonymous = httpx.get(url, timeout=HTTP_TIMEOUT_SECONDS)
-        needs_key = anonymous.status_code in (401, 403)
-        answer = anonymous
-        if needs_key and state.settings.api_key is not None:
-            secret = state.settings.api_key.get_secret_value()
-            answer = httpx.get(
-                url, headers={"Authorization": f"Bearer {secret}"}, timeout=HTTP_TIMEOUT_SECONDS
-            )
-        if answer.status_code == 200:
-            text = answer.text
-        else:
-            problem = f"HTTP {answer.status_code}"
-    except httpx.HTTPError as exc:
+        exposition = state.sdk.metrics_text()
+    except CreditShareError as exc:
         problem = str(exc)[:300]
-    lines = text.splitlines()
+    needs_key = _metrics_need_key(url)
+    lines = exposition.splitlines()
     return page(
         request,
         "operator/metrics.html",
@@ -349,6 +333,19 @@ def metrics(request: Request) -> HTMLResponse:
         more=max(0, len(lines) - METRICS_LINES),
         families=sum(1 for line in lines if line.startswith("# TYPE ")),
     )
+
+
+def _metrics_need_key(url: str) -> bool | None:
+    """Whether the coordinator refuses its metrics to a caller without a key (the
+    ``metrics_require_operator_key`` setting); None if that cannot be told now."""
+    with CreditShareClient(url.removesuffix("/metrics"), timeout=HTTP_TIMEOUT_SECONDS) as anon:
+        try:
+            anon.metrics_text()
+        except ProblemError as exc:
+            return True if exc.status in (401, 403) else None
+        except CreditShareError:
+            return None
+    return False
 
 
 def _coordinator(request: Request) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from creditshare.client import CreditProfile
 from creditshare.console._forms import FormErrors, form_errors
@@ -20,11 +21,13 @@ from creditshare.errors import CreditShareError, ProblemError
 from creditshare.identity import Chain, InvalidUsccError, Uscc
 
 __all__ = [
+    "CONSENTS_PAGE",
     "IndicatorRow",
     "Placement",
     "ProfileView",
     "chain_options",
     "check_uscc",
+    "consents_page",
     "errors_for",
     "form_list",
     "local_error",
@@ -34,6 +37,22 @@ __all__ = [
 
 #: (problem test, field): where a refusal without a named field belongs on one form.
 Placement = tuple[Callable[[ProblemError], bool], str]
+
+
+#: Consents one page of the bank's or enterprise's list shows.
+CONSENTS_PAGE = 100
+
+
+def consents_page(
+    sdk: Any, before: str | None, size: int = CONSENTS_PAGE
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the caller's consents (``held_consents``, newest first) after the
+    consent ``before`` (None: the newest), and the cursor of the next page (None: this
+    is the last). One more than a page is asked for, so "more" is never a dead end."""
+    rows: list[dict[str, Any]] = sdk.held_consents(limit=size + 1, before=before or None)
+    if len(rows) > size:
+        return rows[:size], str(rows[size - 1]["consent_id"])
+    return rows, None
 
 
 def errors_for(
