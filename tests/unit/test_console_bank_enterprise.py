@@ -124,7 +124,7 @@ def _bank_page(tmp_path: Path, answer: Any, form: dict[str, str]) -> tuple[int, 
     with TestClient(app, base_url="http://console") as client:
         sessions = app.state.console.sessions
         client.get(f"/login?token={sessions.login_token}", follow_redirects=False)
-        csrf = sessions.csrf_token(client.cookies.get("creditshare_console"))
+        csrf = sessions.csrf_token(client.cookies.get(app.state.console.cookie))
         response = client.post(
             "/bank/query",
             data=form,
@@ -210,7 +210,7 @@ def _enterprise_post(
     with TestClient(app, base_url="http://console") as client:
         sessions = app.state.console.sessions
         client.get(f"/login?token={sessions.login_token}", follow_redirects=False)
-        csrf = sessions.csrf_token(client.cookies.get("creditshare_console"))
+        csrf = sessions.csrf_token(client.cookies.get(app.state.console.cookie))
         response = client.post(
             path, data=form, headers={CSRF_HEADER: csrf, "Origin": "http://console"}
         )

@@ -92,7 +92,7 @@ def browser(sdk: FakeSdk, tmp_path: Path) -> Iterator[TestClient]:
     with TestClient(app, base_url="http://console.test") as client:
         token = app.state.console.sessions.login_token
         assert client.get("/login", params={"token": token}).status_code == 200
-        csrf = app.state.console.sessions.csrf_token(client.cookies["creditshare_console"])
+        csrf = app.state.console.sessions.csrf_token(client.cookies[app.state.console.cookie])
         client.headers.update({"X-CSRF-Token": csrf, "Origin": "http://console.test"})
         yield client
 

@@ -372,3 +372,47 @@ def test_a_plaintext_listener_on_a_tls_nodes_port_is_not_healthy(
         worker.join(timeout=30)
     assert not check.ok
     assert "TLS" in check.detail
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "field"),
+    [
+        (
+            "/operator/participants/issue-key?lang=en",
+            {"participant_id": "bank-1/disable?x="},
+            "participant_id",
+        ),
+        (
+            "/operator/participants/register?lang=en",
+            {"id": "Bank 1", "role": "bank", "name": "B"},
+            "id",
+        ),
+        (
+            "/operator/participants/revoke-key?lang=en",
+            {"owner": "../bank-1", "key_id": "0123456789abcdef"},
+            "owner",
+        ),
+    ],
+)
+def test_a_typed_participant_id_is_checked_here_and_nothing_is_sent(
+    operator: tuple[TestClient, FakeSdk, str], path: str, data: dict[str, str], field: str
+) -> None:
+    client, sdk, csrf = operator
+    answer = client.post(
+        path, data=data, headers={"X-CSRF-Token": csrf, "Sec-Fetch-Site": "same-origin"}
+    )
+    assert answer.status_code == 422
+    assert re.search(rf'id="e-{field}"[^>]*>A participant id is 1 to 64', answer.text)
+    assert sdk.calls == []
+
+
+def test_a_disable_of_a_malformed_id_is_refused_in_its_row_and_not_sent(
+    operator: tuple[TestClient, FakeSdk, str],
+) -> None:
+    client, sdk, csrf = operator
+    answer = client.post(
+        "/operator/participants/bank-1%3Fx/disable?lang=en",
+        headers={"X-CSRF-Token": csrf, "Sec-Fetch-Site": "same-origin"},
+    )
+    assert answer.status_code == 422 and "A participant id is 1 to 64" in answer.text
+    assert sdk.calls == []

@@ -14,8 +14,8 @@ next page is ``before=<the last item's id>``.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
+from creditshare.client._http import segment
 from creditshare.errors import ProblemError
 from creditshare.identity import Uscc
 
@@ -63,7 +63,7 @@ class ListingCalls:
     def enterprise_consents(self, uscc: str) -> list[dict[str, Any]]:
         """Every consent the enterprise ``uscc`` granted (that enterprise's own key only),
         oldest first."""
-        path = f"/v1/enterprises/{Uscc.parse(uscc)}/consents"
+        path = f"/v1/enterprises/{segment(Uscc.parse(uscc))}/consents"
         result: list[dict[str, Any]] = self._request("GET", path)
         return result
 
@@ -83,7 +83,7 @@ class ListingCalls:
         """Cancel a job (its bureau, or an operator): every node drops it and stops its
         workers, and its model id is free again. Returns the job, status ``cancelled``
         (or as it ended, if it had)."""
-        path = f"/v1/training-jobs/{quote(job_id, safe='')}/cancel"
+        path = f"/v1/training-jobs/{segment(job_id)}/cancel"
         result: dict[str, Any] = self._request("POST", path, json={"reason": reason})
         return result
 

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from creditshare.client import DEFAULT_MODEL_ID, Alert, AlertInbox, Gap
 from creditshare.consent import Purpose
 from creditshare.console import _profile_view
+from creditshare.console._format import text, utc_time
 from creditshare.console._forms import FormErrors
 from creditshare.console._profile_view import (
     Placement,
@@ -29,9 +30,8 @@ from creditshare.console._profile_view import (
     local_error,
     message_of,
     profile_view,
-    short_time,
 )
-from creditshare.console._render import language_of, page
+from creditshare.console._render import page
 from creditshare.console._state import ConsoleState, console_state
 from creditshare.errors import CreditShareError, ProblemError, ScoreUnavailableError
 
@@ -149,11 +149,9 @@ def run_query(
     errors = FormErrors()
     code, problem = check_uscc(uscc)
     if code is None:
-        errors.add(
-            "uscc", problem or state.catalog.text(language_of(request), "bank.uscc_required")
-        )
+        errors.add("uscc", problem or text(request, "bank.uscc_required"))
     if not values["consent_id"]:
-        errors.add("consent_id", state.catalog.text(language_of(request), "bank.consent_required"))
+        errors.add("consent_id", text(request, "bank.consent_required"))
     if errors:
         return _query_page(request, values, errors=errors, status_code=422)
     assert code is not None
@@ -186,7 +184,7 @@ def held_consents(request: Request, before: str = "") -> HTMLResponse:
             "purpose": str(r["purpose"]),
             "uses": r.get("uses", 0),
             "max_uses": r.get("max_uses"),
-            "valid_until": short_time(r.get("document", {}).get("valid_until")),
+            "valid_until": utc_time(r.get("document", {}).get("valid_until")),
             "chains": ", ".join(r.get("document", {}).get("chains", [])),
             "revoked": bool(r.get("revoked")),
         }
@@ -253,7 +251,7 @@ def alerts(request: Request) -> HTMLResponse:
             "signals": ", ".join(str(x.get("type", "")) for x in s.get("signals", [])),
             "chains": ", ".join(s.get("chains", [])),
             "status": str(s.get("status", "")),
-            "created": short_time(s.get("created_at")),
+            "created": utc_time(s.get("created_at")),
             "ended": str(s.get("ended_reason") or ""),
         }
         for s in subscriptions

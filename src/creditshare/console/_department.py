@@ -13,7 +13,6 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -27,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from creditshare import migrations
 from creditshare._settings import load_settings
+from creditshare.console._format import utc_time
 from creditshare.console._render import page
 from creditshare.console._state import console_state
 from creditshare.errors import ConfigurationError
@@ -95,7 +95,7 @@ def imports(request: Request, limit: int = Limit) -> HTMLResponse:
     rows = [
         {
             "id": b.id,
-            "imported_at": _when(b.imported_at),
+            "imported_at": utc_time(b.imported_at),
             "rows": b.rows,
             "added": b.added,
             "changed": b.changed,
@@ -142,7 +142,7 @@ def access_log(request: Request, limit: int = Limit) -> HTMLResponse:
                 {
                     "index": -1 - row.leaf_index if tree else row.leaf_index,
                     "call": "TreeScore" if tree else "Score",
-                    "answered_at": _when(row.answered_at),
+                    "answered_at": utc_time(row.answered_at),
                     "uscc": row.uscc,
                     "requester": row.requester,
                     "purpose": row.purpose,
@@ -165,7 +165,7 @@ def refusals(request: Request, limit: int = Limit) -> HTMLResponse:
     try:
         entries = [
             {
-                "refused_at": _when(row.refused_at),
+                "refused_at": utc_time(row.refused_at),
                 "rpc": row.rpc,
                 "status": row.status,
                 "request_id": row.request_id or "-",
@@ -309,10 +309,3 @@ def _check_database(settings: NodeSettings) -> Check:
 
 def _ms(started: float) -> str:
     return f"{(time.perf_counter() - started) * 1000:.0f} ms"
-
-
-def _when(moment: datetime) -> str:
-    """UTC, to the second (SQLite gives naive datetimes back; they were stored in UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

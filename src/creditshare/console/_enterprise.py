@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse
 from creditshare.client import AccessEntry, WitnessPolicy
 from creditshare.consent import ALL_INDICATORS, ConsentGrant, Purpose
 from creditshare.console import _profile_view
+from creditshare.console._format import text, utc_time
 from creditshare.console._forms import FormErrors
 from creditshare.console._profile_view import (
     Placement,
@@ -28,9 +29,8 @@ from creditshare.console._profile_view import (
     errors_for,
     form_list,
     message_of,
-    short_time,
 )
-from creditshare.console._render import language_of, page
+from creditshare.console._render import page
 from creditshare.console._state import ConsoleState, console_state
 from creditshare.crypto import VerifyKey
 from creditshare.errors import ConfigurationError, CreditShareError, ProblemError
@@ -84,10 +84,6 @@ def _uscc(state: ConsoleState) -> str:
     return result
 
 
-def _text(request: Request, key: str, **values: Any) -> str:
-    return console_state(request).catalog.text(language_of(request), f"enterprise.{key}", **values)
-
-
 # consents --------------------------------------------------------------------------------
 
 
@@ -114,8 +110,8 @@ def _consent_rows(state: ConsoleState, before: str) -> tuple[list[dict[str, Any]
                 "indicators": ", ".join(
                     i for i in document.get("indicators", []) if i != ALL_INDICATORS
                 ),
-                "valid_from": short_time(document.get("valid_from")),
-                "valid_until": short_time(until),
+                "valid_from": utc_time(document.get("valid_from")),
+                "valid_until": utc_time(until),
                 "revoked": bool(r.get("revoked")),
                 "expired": expired,
                 "created": str(r.get("created_at") or document.get("valid_from", "")),
@@ -232,15 +228,15 @@ def grant_form(request: Request) -> HTMLResponse:
 
 
 def _whole(
-    request: Request, errors: FormErrors, name: str, text: str, low: int, high: int
+    request: Request, errors: FormErrors, name: str, typed: str, low: int, high: int
 ) -> int | None:
-    """``text`` as a whole number in [low, high], else an error on field ``name``."""
+    """``typed`` as a whole number in [low, high], else an error on field ``name``."""
     try:
-        value = int(text.strip())
+        value = int(typed.strip())
     except ValueError:
         value = None
     if value is None or not low <= value <= high:
-        errors.add(name, _text(request, "whole_number", low=low, high=high))
+        errors.add(name, text(request, "enterprise.whole_number", low=low, high=high))
         return None
     return value
 
@@ -267,9 +263,9 @@ def grant(
     }
     errors = FormErrors()
     if not values["grantee"]:
-        errors.add("grantee", _text(request, "grantee_required"))
+        errors.add("grantee", text(request, "enterprise.grantee_required"))
     if purpose not in {p.value for p in Purpose}:
-        errors.add("purpose", _text(request, "purpose_unknown"))
+        errors.add("purpose", text(request, "enterprise.purpose_unknown"))
     valid_days = _whole(request, errors, "days", days, 1, _MAX_DAYS)
     uses = None
     if max_uses.strip():
@@ -304,10 +300,10 @@ def _log_key(state: ConsoleState) -> VerifyKey:
     """The ledger key entries are checked against: pinned in the settings (an enterprise
     console refuses to start without one), never the key of the coordinator the log
     comes from, which would vouch for itself."""
-    text = state.settings.log_key
-    if text is None:  # the settings refuse an enterprise console without one
+    pinned = state.settings.log_key
+    if pinned is None:  # the settings refuse an enterprise console without one
         raise ConfigurationError("this console has no log_key")
-    return VerifyKey.from_text(text)
+    return VerifyKey.from_text(pinned)
 
 
 def _witness_policy(state: ConsoleState) -> WitnessPolicy | None:
@@ -323,7 +319,7 @@ def _entry(entry: AccessEntry) -> dict[str, Any]:
     head = entry.head
     return {
         "index": entry.index,
-        "time": short_time(record.time),
+        "time": utc_time(record.time),
         "kind": record.kind,
         "requester": record.requester,
         "role": record.requester_role,

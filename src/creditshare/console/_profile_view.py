@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from creditshare.client import CreditProfile
@@ -34,7 +33,6 @@ __all__ = [
     "local_error",
     "message_of",
     "profile_view",
-    "short_time",
 ]
 
 #: (problem test, field): where a refusal without a named field belongs on one form.
@@ -107,17 +105,6 @@ def chain_options() -> list[tuple[str, str]]:
 def form_list(values: Iterable[str]) -> list[str]:
     """A multi-valued form field's choices, blanks and repeats dropped, order kept."""
     return list(dict.fromkeys(v.strip() for v in values if v.strip()))
-
-
-def short_time(value: Any) -> str:
-    """An ISO time as ``YYYY-MM-DD HH:MM:SS`` (UTC as the coordinator sent it)."""
-    if isinstance(value, datetime):
-        return f"{value:%Y-%m-%d %H:%M:%S}"
-    text = str(value or "")
-    try:
-        return f"{datetime.fromisoformat(text.replace('Z', '+00:00')):%Y-%m-%d %H:%M:%S}"
-    except ValueError:
-        return text
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,13 @@ class ConsoleSettings(EnvFirstSettings):
     host: str = Field(default="127.0.0.1", description="listen address (keep it on loopback)")
     port: int = Field(default=8600, ge=0, le=65535, description="listen port (0: any free)")
     language: Language = Field(default="zh", description="default page language")
+    session_idle_minutes: int = Field(
+        default=480,
+        ge=1,
+        le=1440,
+        description="a login session ends after this long without a request (and 24 h "
+        "after login in any case)",
+    )
     work_dir: Path = Field(
         default=Path("console-data"),
         description="where the console keeps what it must remember (tree heads it accepted, "

@@ -136,6 +136,6 @@ def test_the_pages_in_chinese_and_a_log_without_witnesses_said_to_be_unwitnessed
         # A local check (no round trip) also lands under its field.
         page.locator("#f-grantee").fill(trust.bank_id)
         page.locator("#f-days").fill("0")
-        page.locator("form button[type=submit]").click()
+        page.locator("#main form button[type=submit]").click()
         page.locator("#e-days").wait_for(timeout=TIMEOUT_MS)
         check_page(page, "enterprise-grant-zh")
