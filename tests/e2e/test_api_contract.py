@@ -449,6 +449,15 @@ def test_document_lists_problem_errors_and_bearer_security(
     assert documented["POST /v1/queries"]["x-roles"] == ["bank", "bureau"]
     assert documented["POST /v1/participants"]["x-roles"] == ["operator"]
     assert "x-roles" not in documented["GET /v1/consents/{consent_id}"]
+    # The listings' next page is in a Link header, documented on their 200.
+    for listing in ("GET /v1/consents", "GET /v1/training-jobs"):
+        ok = documented[listing]["responses"]["200"]
+        assert 'rel="next"' in ok["headers"]["Link"]["description"], listing
+        assert ok["headers"]["Link"]["required"] is False, listing
+        assert "content" in ok and ok["description"], listing  # still the list's schema
+    # ``field`` is sent with 403/404/409 refusals too (CreditShareError.at), not only 422.
+    field = document["components"]["schemas"]["Problem"]["properties"]["field"]["description"]
+    assert all(status in field for status in ("403", "404", "409", "422")), field
 
 
 def test_metrics_security_follows_the_setting(tmp_path: Path) -> None:

@@ -119,6 +119,11 @@ def test_train_publish_and_score(
     assert auc(y, np.array([plaintext(i) for i in test])) == pytest.approx(
         entry["metrics"]["test_auc"], abs=1e-4
     )
+    # The SDK hands back each held-out enterprise's score (what a caller with the labels
+    # draws ROC and KS curves from): the plaintext model's score.
+    assert len(model.test_scores) == len(test)
+    assert np.allclose(model.test_scores, [plaintext(i) for i in test], atol=1e-4)
+    assert auc(y, np.array(model.test_scores)) == entry["metrics"]["test_auc"]
 
     # A bank query (the nodes' Score RPC) decrypts to the plaintext model's score.
     uscc = test[0]

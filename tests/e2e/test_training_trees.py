@@ -142,6 +142,8 @@ def test_train_trees_publish_and_recompute_the_metrics(
     assert auc(y, margins) == pytest.approx(entry["metrics"]["test_auc"], abs=1e-12)
     assert ks(y, margins) == pytest.approx(entry["metrics"]["test_ks"], abs=1e-12)
     assert model.test_auc > 0.5
+    # The SDK hands back those margins, in test_ids order (for ROC and KS curves).
+    assert np.allclose(model.test_scores, margins, rtol=0, atol=1e-9)
 
     # A bank's query with the trained model decrypts to the plaintext model's score
     # (the private tree chain over the owning nodes).

@@ -124,10 +124,15 @@ def coordinator(tmp_path: Path, nodes: list[tuple[str, str, int]], **overrides: 
     return TestClient(create_app(settings))
 
 
-def authorise(client: TestClient) -> None:
+def key_of(client: TestClient, participant_id: str, role: str) -> str:
     participants = client.app.state.services.participants  # type: ignore[attr-defined]
-    participants.register("bank", "bank", "Bank")
-    client.headers["Authorization"] = f"Bearer {participants.issue_key('bank').api_key}"
+    participants.register(participant_id, role, participant_id.title())
+    return str(participants.issue_key(participant_id).api_key)
+
+
+def authorise(client: TestClient) -> None:
+    """Call as an operator: only an operator sees a node's version, error and latency."""
+    client.headers["Authorization"] = f"Bearer {key_of(client, 'operator', 'operator')}"
 
 
 def nodes_by_id(client: TestClient) -> dict[str, dict[str, Any]]:
@@ -171,6 +176,40 @@ def test_a_node_that_answers_is_reachable_with_its_own_version(
         assert ready.status_code == 200
         assert ready.json()["status"] == "ok"
         assert ready.json()["chains"] == {"yrd": "ok"}
+
+
+def test_only_an_operator_sees_what_a_node_runs_and_why_it_fails(
+    tmp_path: Path, start_node: Callable[..., Node]
+) -> None:
+    """A node's version, last error and latency would point anyone at the outdated or
+    failing nodes: a bank or an enterprise sees whether each node answers, with null
+    for those (the same schema)."""
+    yrd, prd = start_node("yrd-tax"), start_node("prd-tax")
+    nodes = [("yrd-tax", "yrd", yrd.port), ("prd-tax", "prd", prd.port)]
+    with coordinator(tmp_path, nodes) as client:
+        authorise(client)
+        wait_for(client, "yrd-tax", lambda n: n["version"] is not None)
+        wait_for(client, "prd-tax", lambda n: n["version"] is not None)
+        prd.server.stop(None)
+        wait_for(client, "prd-tax", lambda n: n["last_error"] is not None)
+        operator_view = nodes_by_id(client)
+        for participant_id, role in (("bank", "bank"), ("bureau", "bureau")):
+            key = key_of(client, participant_id, role)
+            response = client.get("/v1/nodes", headers={"Authorization": f"Bearer {key}"})
+            assert response.status_code == 200, response.text
+            for entry in response.json():
+                seen = operator_view[entry["id"]]
+                assert (entry["version"], entry["last_error"], entry["last_latency_ms"]) == (
+                    None,
+                    None,
+                    None,
+                ), entry
+                hidden = ("version", "last_error", "last_latency_ms", "last_answer_at")
+                assert {k: v for k, v in entry.items() if k not in hidden} == {
+                    k: v for k, v in seen.items() if k not in hidden
+                }
+        assert operator_view["yrd-tax"]["reachable"] is True
+        assert operator_view["prd-tax"]["reachable"] is False
 
 
 def test_a_stopped_node_is_unreachable_and_its_chain_degraded(

@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -138,9 +140,33 @@ def test_a_cursor_outside_the_callers_rows_is_refused(engine: Engine) -> None:
         jobs_for(engine, BUREAU_B, before="j2")  # bureau A's job
     assert refused.value.field == "before"
     with pytest.raises(UnknownCursorError):
-        jobs_for(engine, BUREAU_A, status="training", before="j3")  # not in the filtered rows
+        jobs_for(engine, BUREAU_B, status="training", before="j2")  # a filter lets none in
     with pytest.raises(UnknownCursorError):
         consents_for(engine, BANK_B, before="c1")  # bank A's consent
+    with pytest.raises(UnknownCursorError):
+        consents_for(engine, ENTERPRISE_A, uscc=USCC_B, before="c3")  # another's consent
+    with pytest.raises(UnknownCursorError):
+        jobs_for(engine, OPERATOR, before="j9")  # no such job
+
+
+def test_a_cursor_the_filter_no_longer_matches_still_pages_on(engine: Engine) -> None:
+    """Page 1 of status=training ends at j4; j4 then finishes. Page 2 starts after j4
+    all the same (the cursor is a position among the caller's rows, not a filtered
+    row), and the filters still hold on it."""
+    first = jobs_for(engine, OPERATOR, status="training", limit=1)
+    assert _ids(first) == ["j4"]
+    with Session(engine) as session:
+        job = session.get(TrainingJobRow, "j4")
+        assert job is not None
+        job.status = "finished"
+        session.add(job)
+        session.commit()
+    assert _ids(jobs_for(engine, OPERATOR, status="training", limit=1, before="j4")) == ["j2"]
+    assert _ids(jobs_for(engine, OPERATOR, status="finished", before="j3")) == ["j1"]
+    assert _ids(jobs_for(engine, BUREAU_A, status="training", before="j3")) == ["j2"]
+    # The same for consents: a cursor outside the uscc filter but visible to the caller.
+    assert _ids(consents_for(engine, BANK_A, uscc=USCC_A, before="c3")) == ["c2", "c1"]
+    assert _ids(consents_for(engine, OPERATOR, uscc=USCC_B, before="c4")) == ["c3"]
 
 
 def test_each_party_sees_only_its_consents(engine: Engine) -> None:
@@ -158,3 +184,32 @@ def test_each_party_sees_only_its_consents(engine: Engine) -> None:
     while page := consents_for(engine, BANK_A, limit=1, before=pages[-1][-1].id):
         pages.append(page)
     assert [_ids(p) for p in pages] == [["c3"], ["c2"], ["c1"]]
+
+
+def test_each_viewers_page_is_read_from_an_index_in_order(tmp_path: Path) -> None:
+    """The pages' own queries, as SQLite plans them: each viewer's rows come from an
+    index already in (created_at, id) order, never sorted afresh (a temp B-tree),
+    which on a large table would read every matching row for each page. (A status
+    filter may be planned on the status index instead: the planner's call.)"""
+    engine = _fill(make_engine(f"sqlite:///{tmp_path / 'coordinator.db'}"))
+    seen: list[tuple[str, Any]] = []
+
+    def remember(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "ORDER BY" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", remember)
+    jobs_for(engine, BUREAU_A, limit=2, before="j3")
+    jobs_for(engine, OPERATOR, before="j5")
+    consents_for(engine, BANK_A, before="c3")
+    consents_for(engine, ENTERPRISE_A, limit=1)
+    consents_for(engine, OPERATOR, uscc=USCC_B)
+    event.remove(engine, "before_cursor_execute", remember)
+    assert len(seen) == 5
+    with engine.connect() as conn:
+        for statement, parameters in seen:
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+            steps = " | ".join(str(row[-1]) for row in plan)
+            assert "USING INDEX ix_" in steps and "_created_at_id" in steps, steps
+            assert "TEMP B-TREE" not in steps, steps
+    engine.dispose()

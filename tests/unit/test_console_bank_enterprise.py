@@ -4,20 +4,29 @@ and where each kind of refusal lands on a form."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
-from creditshare.client import CreditProfile, Indicator
-from creditshare.console import ConsoleSettings, create_console_app
+from creditshare.client import Alert, AlertInbox, CreditProfile, Indicator, WitnessPolicy
+from creditshare.console import ConsoleSettings, _bank, _profile_view, create_console_app
 from creditshare.console._profile_view import check_uscc, errors_for, profile_view
+from creditshare.crypto import SigningKey
 from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.errors import ProblemError, ScoreUnavailableError
 from creditshare.identity import make_uscc
+from creditshare.ledger import WitnessKey
+from creditshare.monitoring import Severity, Signal
 
 USCC = str(make_uscc("9", "1", "310000", "MA1K4L7X"))
+LOG_KEY = SigningKey.generate().verify_key.to_text()
 CSRF_HEADER = "X-CSRF-Token"
 
 
@@ -115,7 +124,7 @@ def _bank_page(tmp_path: Path, answer: Any, form: dict[str, str]) -> tuple[int, 
     with TestClient(app, base_url="http://console") as client:
         sessions = app.state.console.sessions
         client.get(f"/login?token={sessions.login_token}", follow_redirects=False)
-        csrf = sessions.csrf_token(client.cookies.get("creditshare_console"))
+        csrf = sessions.csrf_token(client.cookies.get(app.state.console.cookie))
         response = client.post(
             "/bank/query",
             data=form,
@@ -160,7 +169,7 @@ class _FakeEnterprise:
     def indicators(self) -> list[dict[str, Any]]:
         return [{"name": "tax_credit_grade", "description": "tax credit grade"}]
 
-    def enterprise_consents(self, uscc: str) -> list[dict[str, Any]]:
+    def held_consents(self, limit: int = 100, before: str | None = None) -> list[dict[str, Any]]:
         document = {
             "chains": ["yrd"],
             "indicators": ["*"],
@@ -190,6 +199,7 @@ def _enterprise_post(
         coordinator_url="http://127.0.0.1:1",
         api_key="k",
         identity=tmp_path,
+        log_key=LOG_KEY,
         work_dir=tmp_path,
         language="en",
     )
@@ -200,7 +210,7 @@ def _enterprise_post(
     with TestClient(app, base_url="http://console") as client:
         sessions = app.state.console.sessions
         client.get(f"/login?token={sessions.login_token}", follow_redirects=False)
-        csrf = sessions.csrf_token(client.cookies.get("creditshare_console"))
+        csrf = sessions.csrf_token(client.cookies.get(app.state.console.cookie))
         response = client.post(
             path, data=form, headers={CSRF_HEADER: csrf, "Origin": "http://console"}
         )
@@ -226,3 +236,264 @@ def test_a_grant_naming_an_unpublished_indicator_is_refused_under_indicators(
     assert status == 422
     assert 'id="e-indicators"' in text and "no node publishes" in text
     assert 'value="bank-1"' in text  # nothing the user typed is lost
+
+
+# alerts: gaps shown, the inbox kept in work_dir, memory capped ------------------------------
+
+
+def _alert(seq: int) -> Alert:
+    return Alert(
+        id=f"ev-{seq}",
+        seq=seq,
+        signal=Signal.COURT_JUDGMENT,
+        severity=Severity.HIGH,
+        observed_at=date(2026, 11, 30),
+        snapshot=1,
+        indicator="judgments",
+        before="0",
+        after="1",
+        subscription_id="sub-1",
+        uscc=USCC,
+        node="yrd-court",
+        chain="yrd",
+        department="court",
+        cycle=1,
+        cursor=str(seq),
+        stored_at="",
+    )
+
+
+class _FakeAlerts:
+    """A coordinator that hands out the seqs it is told to (withholding the rest)."""
+
+    identity = SimpleNamespace(participant_id="bank-1")
+
+    def __init__(self, seqs: list[int]) -> None:
+        self.seqs = seqs
+        self.cursors: list[str | None] = []
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        return []
+
+    def alerts(self, inbox: AlertInbox) -> Iterator[Alert]:
+        self.cursors.append(inbox.cursor)
+        if inbox.cursor is None:
+            inbox.from_start = True
+        for seq in self.seqs:
+            alert = _alert(seq)
+            if inbox.accept(alert):
+                inbox.advance(alert.cursor)
+                yield alert
+        inbox.save()
+        self.seqs = []
+
+    def close(self) -> None:
+        pass
+
+
+def _alerts_page(tmp_path: Path, sdk: _FakeAlerts) -> str:
+    settings = ConsoleSettings(
+        role="bank",
+        coordinator_url="http://127.0.0.1:1",
+        api_key="k",
+        identity=tmp_path,
+        key_file=tmp_path / "key.json",
+        alert_key_file=tmp_path / "alert.key",
+        work_dir=tmp_path / "console",
+        language="en",
+    )
+    app = create_console_app(settings, client=sdk)  # type: ignore[arg-type]
+    with TestClient(app, base_url="http://console") as client:
+        sessions = app.state.console.sessions
+        client.get(f"/login?token={sessions.login_token}", follow_redirects=False)
+        text: str = client.get("/bank/alerts").text
+        return text
+
+
+def test_withheld_alerts_are_shown_as_gaps_and_a_restart_resumes_from_the_inbox_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_bank, "ALERTS_KEPT", 2)
+    first = _FakeAlerts([1, 4, 5])  # 2 and 3 never came
+    text = _alerts_page(tmp_path, first)
+    assert first.cursors == [None]
+    assert 'id="alert-gaps"' in text
+    assert "Subscription sub-1 on node yrd-court: events 2–3 missing" in text
+    # Only the newest ALERTS_KEPT are kept: 5 and 4, not 1.
+    assert text.count("<tr><td>2026-11-30</td>") == 2
+    # A restarted console reads on from the cursor it saved, and still knows the gap.
+    again = _FakeAlerts([6])
+    text = _alerts_page(tmp_path, again)
+    assert again.cursors == ["5"]
+    assert "events 2–3 missing" in text
+    assert (tmp_path / "console" / _bank.INBOX_FILE).is_file()
+
+
+def test_no_gaps_no_gap_notice(tmp_path: Path) -> None:
+    text = _alerts_page(tmp_path, _FakeAlerts([1, 2]))
+    assert 'id="alert-gaps"' not in text
+
+
+# the access log: a pinned key always, witnesses when configured, and the page says which ---
+
+
+def _witnesses(tmp_path: Path, count: int) -> Path:
+    keys = [
+        WitnessKey.from_public_key(f"yrd-node-{i}", Ed25519PrivateKey.generate().public_key())
+        for i in range(count)
+    ]
+    path = tmp_path / "witnesses.txt"
+    path.write_text("# yrd\n" + "".join(k.vkey() + "\n" for k in keys), encoding="utf-8")
+    return path
+
+
+def _enterprise_settings(tmp_path: Path, **more: Any) -> ConsoleSettings:
+    base: dict[str, Any] = {
+        "role": "enterprise",
+        "coordinator_url": "http://127.0.0.1:1",
+        "api_key": "k",
+        "identity": tmp_path,
+        "log_key": LOG_KEY,
+        "work_dir": tmp_path,
+        "language": "en",
+    }
+    return ConsoleSettings(**{**base, **more})
+
+
+def test_an_enterprise_console_needs_a_pinned_log_key_and_sound_witness_settings(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match="needs log_key"):
+        _enterprise_settings(tmp_path, log_key=None)
+    with pytest.raises(ValueError, match="log_key"):
+        _enterprise_settings(tmp_path, log_key="not a key")
+    with pytest.raises(ValueError, match="quorum needs witnesses_file"):
+        _enterprise_settings(tmp_path, quorum=2)
+    with pytest.raises(ValueError, match="witnesses_file"):
+        _enterprise_settings(tmp_path, witnesses_file=tmp_path / "missing.txt")
+    witnesses = _witnesses(tmp_path, 3)
+    with pytest.raises(ValueError, match=r"quorum must be within 1\.\.3"):
+        _enterprise_settings(tmp_path, witnesses_file=witnesses, quorum=4)
+    every = _enterprise_settings(tmp_path, witnesses_file=witnesses).witness_policy()
+    assert every is not None and every.quorum == 3 and len(every.witnesses) == 3
+    two = _enterprise_settings(tmp_path, witnesses_file=witnesses, quorum=2).witness_policy()
+    assert two is not None and two.quorum == 2
+    assert _enterprise_settings(tmp_path).witness_policy() is None
+
+
+class _FakeLog:
+    """The enterprise's access log call, recording the key and policy it was asked with."""
+
+    identity = SimpleNamespace(participant_id="ent-1")
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, Any]] = []
+
+    def verified_enterprise_queries(
+        self, uscc: str, log_key: Any, policy: WitnessPolicy | None = None
+    ) -> list[Any]:
+        self.asked.append((log_key.to_text(), policy))
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def _log_page(settings: ConsoleSettings, fake: _FakeLog) -> str:
+    app = create_console_app(settings, client=fake)  # type: ignore[arg-type]
+    app.state.console.extras["enterprise_uscc"] = USCC
+    with TestClient(app, base_url="http://console") as client:
+        sessions = app.state.console.sessions
+        client.get(f"/login?token={sessions.login_token}", follow_redirects=False)
+        text: str = client.get("/enterprise/log").text
+        return text
+
+
+def test_the_log_is_checked_with_the_pinned_key_and_says_whether_it_is_witnessed(
+    tmp_path: Path,
+) -> None:
+    fake = _FakeLog()
+    text = _log_page(_enterprise_settings(tmp_path), fake)
+    assert fake.asked == [(LOG_KEY, None)]
+    assert 'data-witnessed="no"' in text and "NOT witnessed" in text
+    witnessed = _enterprise_settings(tmp_path, witnesses_file=_witnesses(tmp_path, 3), quorum=2)
+    fake = _FakeLog()
+    text = _log_page(witnessed, fake)
+    ((key, policy),) = fake.asked
+    assert key == LOG_KEY and policy is not None and policy.quorum == 2
+    assert 'data-witnessed="yes"' in text and "at least 2 of the 3 witnesses" in text
+
+
+# consents a page at a time ------------------------------------------------------------------
+
+
+class _FakeConsents:
+    """``held_consents`` over consents c9..c1 (newest first), paged as the coordinator does."""
+
+    identity = SimpleNamespace(participant_id="bank-1")
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, str | None]] = []
+
+    def held_consents(self, limit: int = 100, before: str | None = None) -> list[dict[str, Any]]:
+        self.asked.append((limit, before))
+        ids = [f"c{i}" for i in range(9, 0, -1)]
+        if before is not None:
+            ids = ids[ids.index(before) + 1 :]
+        document = {"chains": ["yrd"], "valid_until": "2999-01-01T00:00:00Z"}
+        return [
+            {
+                "consent_id": i,
+                "uscc": USCC,
+                "grantee": "bank-1",
+                "purpose": "pre_loan_review",
+                "uses": 0,
+                "max_uses": None,
+                "revoked": False,
+                "document": document,
+            }
+            for i in ids[:limit]
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("role", ["bank", "enterprise"])
+def test_consents_come_a_page_at_a_time_with_a_link_to_the_older_ones(
+    role: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_profile_view, "CONSENTS_PAGE", 4)
+    fake = _FakeConsents()
+    extra: dict[str, Any] = {"key_file": tmp_path / "k.json"} if role == "bank" else {}
+    if role == "enterprise":
+        extra["log_key"] = LOG_KEY
+    settings = ConsoleSettings(
+        role=role,
+        coordinator_url="http://127.0.0.1:1",
+        api_key="k",
+        identity=tmp_path,
+        work_dir=tmp_path,
+        language="en",
+        **extra,
+    )
+    app = create_console_app(settings, client=fake)  # type: ignore[arg-type]
+    app.state.console.extras["enterprise_uscc"] = USCC
+
+    def shown(text: str) -> list[str]:
+        return re.findall(r'<tr data-consent="(c\d)"', text)
+
+    with TestClient(app, base_url="http://console") as client:
+        sessions = app.state.console.sessions
+        client.get(f"/login?token={sessions.login_token}", follow_redirects=False)
+        first = client.get(f"/{role}/consents").text
+        assert shown(first) == ["c9", "c8", "c7", "c6"]
+        assert f'href="/{role}/consents?before=c6" id="consents-more"' in first
+        assert 'id="consents-first"' not in first
+        second = client.get(f"/{role}/consents?before=c6").text
+        assert shown(second) == ["c5", "c4", "c3", "c2"]
+        assert f'href="/{role}/consents?before=c2"' in second and 'id="consents-first"' in second
+        last = client.get(f"/{role}/consents?before=c2").text
+        assert shown(last) == ["c1"]
+        assert 'id="consents-more"' not in last  # nothing older: no dead-end link
+    assert fake.asked == [(5, None), (5, "c6"), (5, "c2")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -18,10 +19,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from creditshare._settings import load_settings
 from creditshare.console import ConsoleSettings, create_console_app
+from creditshare.console._department import _probe_port
 from creditshare.crypto import SigningKey
+from creditshare.demo._pki import chain_ca, node_identity
 from creditshare.demo._toml import dumps
 from creditshare.errors import ProblemError
+from creditshare.identity import Chain
 from creditshare.node import SERVICE_NAME, NodeSettings, import_into_node
+from creditshare.pki import server_credentials
 from creditshare.synth import generate
 
 
@@ -151,6 +156,18 @@ class FakeSdk:
     def disable_participant(self, participant_id: str) -> Any:
         return self._answer("disable", participant_id)
 
+    def readiness(self) -> dict[str, Any]:
+        if self.refusal is not None:
+            raise self.refusal
+        return {
+            "status": "degraded",
+            "checks": {"database": "ok"},
+            "chains": {"yrd": "unreachable"},
+        }
+
+    def metrics_text(self) -> str:
+        return "# TYPE creditshare_queries_total counter\ncreditshare_queries_total 7\n"
+
     def nodes(self) -> list[dict[str, Any]]:
         base = {"chain": "yrd", "department": "tax", "address": "127.0.0.1:1"}
         return [
@@ -253,10 +270,24 @@ def test_nodes_show_reachability_when_reported_and_not_probed_when_null(
     assert "2026-11-30 19:21:03 UTC" in up
     down = row("n-down")
     assert down.startswith("false") and "UNAVAILABLE" in down
-    # The coordinator's /readyz cannot be reached here: said, not hidden.
+    # /readyz as the SDK's readiness() gave it: degraded, a chain unreachable.
+    assert re.search(
+        r'data-check="status"><th scope="row">Status</th><td class="status-bad">degraded', page
+    )
+    assert re.search(r'<td class="status-bad">unreachable', page)
+
+
+def test_readiness_the_sdk_cannot_get_is_said_and_metrics_come_from_the_sdk(
+    operator: tuple[TestClient, FakeSdk, str],
+) -> None:
+    client, sdk, _ = operator
+    sdk.refusal = ProblemError(500, "Internal Server Error", "boom", {})
+    page = client.get("/operator/nodes?lang=en").text
     assert re.search(
         r'data-check="status"><th scope="row">Status</th><td class="status-bad">unreachable', page
     )
+    metrics = client.get("/operator/metrics?lang=en").text
+    assert "creditshare_queries_total 7" in metrics
 
 
 def test_the_role_filter_asks_the_coordinator_for_that_role_only(
@@ -282,3 +313,106 @@ def test_a_refused_disable_is_shown_in_the_participants_row(
     row = re.search(r'<tr data-participant="bank-1"[^>]*>(.*?)</tr>', answer.text, re.S)
     assert row and "the last operator cannot be disabled" in row.group(1)
     assert sdk.calls == [("disable", ("bank-1",))]
+
+
+# the TLS port probe ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_node(tmp_path: Path) -> tuple[NodeSettings, Any]:
+    """A TLS node's settings (its certificate from a fresh chain CA) and its TLS block."""
+    ca_dir, _ = chain_ca(tmp_path, Chain.YRD)
+    identity = node_identity(ca_dir, tmp_path / "node", "yrd-market")
+    settings = NodeSettings(
+        node_id="yrd-market",
+        department="market",
+        chain="yrd",
+        listen=f"127.0.0.1:{_free_port()}",
+        database_url=f"sqlite:///{tmp_path / 'node.db'}",
+        log_public_key=SigningKey.generate().verify_key.to_text(),
+        tls=identity.tls,
+    )
+    return settings, identity.tls
+
+
+def test_a_tls_node_that_verifies_then_asks_for_a_client_certificate_is_healthy(
+    tls_node: tuple[NodeSettings, Any],
+) -> None:
+    settings, tls = tls_node
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    credentials = server_credentials(Path(tls["cert"]), Path(tls["key"]), Path(tls["ca"]))
+    server.add_secure_port(settings.listen, credentials)
+    server.start()
+    try:
+        check = _probe_port(settings)
+    finally:
+        server.stop(None)
+    assert check.ok, check.detail
+
+
+def test_a_plaintext_listener_on_a_tls_nodes_port_is_not_healthy(
+    tls_node: tuple[NodeSettings, Any],
+) -> None:
+    settings, _ = tls_node
+    host, port = settings.listen.rsplit(":", 1)
+    with socket.socket() as listener:
+        listener.bind((host, int(port)))
+        listener.listen()
+
+        def answer_in_plain_text() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(4096)
+                connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+        worker = threading.Thread(target=answer_in_plain_text, daemon=True)
+        worker.start()
+        check = _probe_port(settings)
+        worker.join(timeout=30)
+    assert not check.ok
+    assert "TLS" in check.detail
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "field"),
+    [
+        (
+            "/operator/participants/issue-key?lang=en",
+            {"participant_id": "bank-1/disable?x="},
+            "participant_id",
+        ),
+        (
+            "/operator/participants/register?lang=en",
+            {"id": "Bank 1", "role": "bank", "name": "B"},
+            "id",
+        ),
+        (
+            "/operator/participants/revoke-key?lang=en",
+            {"owner": "../bank-1", "key_id": "0123456789abcdef"},
+            "owner",
+        ),
+    ],
+)
+def test_a_typed_participant_id_is_checked_here_and_nothing_is_sent(
+    operator: tuple[TestClient, FakeSdk, str], path: str, data: dict[str, str], field: str
+) -> None:
+    client, sdk, csrf = operator
+    answer = client.post(
+        path, data=data, headers={"X-CSRF-Token": csrf, "Sec-Fetch-Site": "same-origin"}
+    )
+    assert answer.status_code == 422
+    assert re.search(rf'id="e-{field}"[^>]*>A participant id is 1 to 64', answer.text)
+    assert sdk.calls == []
+
+
+def test_a_disable_of_a_malformed_id_is_refused_in_its_row_and_not_sent(
+    operator: tuple[TestClient, FakeSdk, str],
+) -> None:
+    client, sdk, csrf = operator
+    answer = client.post(
+        "/operator/participants/bank-1%3Fx/disable?lang=en",
+        headers={"X-CSRF-Token": csrf, "Sec-Fetch-Site": "same-origin"},
+    )
+    assert answer.status_code == 422 and "A participant id is 1 to 64" in answer.text
+    assert sdk.calls == []

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.runtime.environment import EnvironmentContext
 from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
@@ -117,6 +118,20 @@ LATER_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
         "model_shard": ("job_id", "preprocessing", "tree"),
         "import_batch": ("added", "changed", "removed", "unchanged"),
     },
+}
+
+
+#: Indexes that later revisions add to tables that were there from the start.
+LATER_INDEXES: dict[str, dict[str, set[str]]] = {
+    "coordinator": {
+        "consent": {
+            "ix_consent_grantee_created_at_id",
+            "ix_consent_uscc_created_at_id",
+            "ix_consent_created_at_id",
+        },
+        "training_job": {"ix_training_job_bureau_created_at_id", "ix_training_job_created_at_id"},
+    },
+    "node": {},
 }
 
 
@@ -235,10 +250,64 @@ def test_database_made_before_migrations_is_adopted(database_url: str, service: 
         for column in columns:
             old.indexes = {i for i in old.indexes if column not in i.columns}
             old._columns.remove(old.c[column])
+    for name, later in LATER_INDEXES[service].items():
+        old = metadata.tables[name]
+        old.indexes = {i for i in old.indexes if i.name not in later}
     metadata.create_all(engine)
     assert migrations.current(engine, service) is None
     assert migrations.upgrade(engine, service) == migrations.head(service)
     assert index in _indexes(engine, table)
+    for name, later in LATER_INDEXES[service].items():
+        assert later <= _indexes(engine, name)
+    engine.dispose()
+
+
+def _downgrade(engine: Engine, service: str, revision: str) -> None:
+    """Step ``service``'s schema back to ``revision`` (the services never do; an
+    operator rolling back a release does, with Alembic)."""
+    script = migrations._script(service)
+    with (
+        engine.begin() as conn,
+        EnvironmentContext(
+            migrations._config(service),
+            script,
+            fn=lambda rev, _context: script._downgrade_revs(revision, rev),
+            destination_rev=revision,
+        ) as env,
+    ):
+        env.configure(connection=conn, version_table=migrations.version_table(service))
+        with env.begin_transaction():
+            env.run_migrations()
+
+
+def test_listing_indexes_come_with_c0010_and_go_with_its_downgrade(database_url: str) -> None:
+    """c0010 adds the (viewer, created_at, id) indexes of the consent and job listings,
+    keeping the rows; its downgrade drops exactly those and a new upgrade restores them."""
+    engine = _engine(database_url)
+    assert migrations.upgrade(engine, "coordinator", "c0009") == "c0009"
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO training_job (id, bureau, model_id, status, nodes, config, "
+                "progress, history, sizes, public_key, ledger_index, error, created_at, "
+                "updated_at) VALUES ('j1', 'bureau-1', 'm1', 'finished', '[]', '{}', '{}', "
+                "'[]', '{}', '', -1, '', :t, :t)"
+            ),
+            {"t": now},
+        )
+    before = {t: _indexes(engine, t) for t in LATER_INDEXES["coordinator"]}
+    for table, later in LATER_INDEXES["coordinator"].items():
+        assert not later & before[table]
+    assert migrations.upgrade(engine, "coordinator", "c0010") == "c0010"
+    for table, later in LATER_INDEXES["coordinator"].items():
+        assert _indexes(engine, table) == before[table] | later
+    _downgrade(engine, "coordinator", "c0009")
+    assert migrations.current(engine, "coordinator") == "c0009"
+    assert {t: _indexes(engine, t) for t in before} == before
+    assert migrations.upgrade(engine, "coordinator") == migrations.head("coordinator")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM training_job")).scalar() == "j1"
     engine.dispose()
 
 

@@ -15,8 +15,9 @@ import pytest
 from pydantic import ValidationError
 
 from creditshare.coordinator._db import TrainingJobRow
-from creditshare.coordinator._routes_training import FinishIn, JobIn, _tree_model
+from creditshare.coordinator._routes_training import _tree_model
 from creditshare.coordinator._settings import ModelEntry
+from creditshare.coordinator._training_bodies import FinishIn, JobIn
 from creditshare.crypto import MAX_SCALE
 from creditshare.errors import InvalidInputError
 from creditshare.federated import TrainingConfig

@@ -12,7 +12,7 @@ import typer
 from creditshare._settings import load_settings
 from creditshare.cli._common import console
 
-__all__ = ["console_command"]
+__all__ = ["console_command", "write_private"]
 
 
 def console_command(
@@ -35,7 +35,6 @@ def console_command(
 
     overrides = {} if port is None else {"port": port}
     settings = load_settings(ConsoleSettings, config, **overrides)
-    app = create_console_app(settings)
     listener = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((settings.host, settings.port))
@@ -43,14 +42,27 @@ def console_command(
     # test, a script) is queued until uvicorn serves, never refused.
     listener.listen(128)
     bound = listener.getsockname()[1]
+    # The port it got (port 0: any free one) names its session cookie.
+    app = create_console_app(settings.model_copy(update={"port": bound}))
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     link = f"http://{host}:{bound}/login?token={app.state.console.sessions.login_token}"
     settings.work_dir.mkdir(parents=True, exist_ok=True)
-    target = settings.work_dir / "login-url"
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(link + "\n")
+    write_private(settings.work_dir / "login-url", link + "\n")
     console.print(f"{settings.role} console on http://{host}:{bound}/")
     console.print(f"log in (this machine only): {link}", soft_wrap=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     server.run(sockets=[listener])
+
+
+def write_private(target: Path, text: str) -> None:
+    """``text`` in a new file ``target`` only its owner can read (0600).
+
+    The file is removed and made afresh: opening an existing one would keep its mode
+    (a login link left 0644 by hand stays readable by every local user) and would
+    follow a symlink planted there to wherever it points. ``O_EXCL | O_NOFOLLOW``
+    refuses to reuse anything that appears in between."""
+    target.unlink(missing_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(target, flags, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)

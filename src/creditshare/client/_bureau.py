@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from creditshare.client._client import CreditShareClient
+from creditshare.client._http import segment
 from creditshare.client._signing import sign_job
 from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey, SlotLayout
 from creditshare.errors import ClientError, CreditShareError
@@ -74,7 +75,7 @@ class RemoteHost:
         aligned: Sequence[str],
     ) -> None:
         self._client = client
-        self._path = f"/v1/training-jobs/{job_id}"
+        self._path = f"/v1/training-jobs/{segment(job_id)}"
         self.node = node
         self._key = key
         self._position = {identifier: k for k, identifier in enumerate(aligned)}
@@ -185,6 +186,10 @@ class TrainedModel:
     intercept: float
     #: The held-out enterprises (aligned ids) the published metrics were computed on.
     test_ids: tuple[str, ...] = ()
+    #: The published model's score of each of ``test_ids`` (same order), as a bank's
+    #: query decrypts it (a logistic model's linear score, a tree model's margin):
+    #: with the labels, the ROC and KS curves the published AUC and KS summarise.
+    test_scores: tuple[float, ...] = ()
     #: A gbdt model: what it published (base score = ``intercept``) and one report per
     #: tree (``epochs`` is then empty).
     tree_model: TreeModel | None = None
@@ -206,7 +211,7 @@ def _align(
         party = PsiParty(domain.encode("utf-8"))
         request = bureau_request(party, aligned)
         body = client.post(
-            f"/v1/training-jobs/{job_id}/psi",
+            f"/v1/training-jobs/{segment(job_id)}/psi",
             {"node": node, "domain": domain, "blinded": _b64(request.blinded)},
         )
         double = _unb64(body["double_blinded"])
@@ -350,7 +355,7 @@ def train_model(
         scores = evaluation_scores(bureau, hosts, test, config)
         metrics = published_metrics(bureau.labels(test), scores, len(aligned))
         client.post(
-            f"/v1/training-jobs/{job_id}/finish",
+            f"/v1/training-jobs/{segment(job_id)}/finish",
             {"intercept": bureau.intercept, "metrics": metrics},
         )
     return TrainedModel(
@@ -362,6 +367,7 @@ def train_model(
         result.epochs,
         bureau.intercept,
         tuple(test),
+        tuple(float(s) for s in scores),
     )
 
 
@@ -411,7 +417,7 @@ def reporter(
     """Report progress (and a curve point) to the job, then to ``on_progress``."""
 
     def report(payload: dict[str, Any]) -> None:
-        client.post(f"/v1/training-jobs/{job_id}/progress", payload)
+        client.post(f"/v1/training-jobs/{segment(job_id)}/progress", payload)
         if on_progress:
             on_progress(payload)
 
@@ -430,7 +436,8 @@ def driving(client: CreditShareClient, job_id: str, close: Callable[[], None]) -
         close()
         try:
             client.post(
-                f"/v1/training-jobs/{job_id}/cancel", {"reason": "the bureau was interrupted"}
+                f"/v1/training-jobs/{segment(job_id)}/cancel",
+                {"reason": "the bureau was interrupted"},
             )
         except CreditShareError as problem:
             exc.add_note(f"training job {job_id} could not be cancelled: {problem}")
@@ -440,7 +447,7 @@ def driving(client: CreditShareClient, job_id: str, close: Callable[[], None]) -
     except (CreditShareError, ValueError) as exc:
         # The job may already be failed by the coordinator (a node went away).
         with contextlib.suppress(CreditShareError):
-            client.post(f"/v1/training-jobs/{job_id}/fail", {"reason": str(exc)[:2000]})
+            client.post(f"/v1/training-jobs/{segment(job_id)}/fail", {"reason": str(exc)[:2000]})
         if isinstance(exc, ClientError):
             raise
         raise ClientError(f"training job {job_id} failed: {exc}") from exc
@@ -463,7 +470,7 @@ def align_and_open(
         raise ClientError("the aligned rows hold only one class of label")
     opened = {
         node: client.post(
-            f"/v1/training-jobs/{job_id}/open",
+            f"/v1/training-jobs/{segment(job_id)}/open",
             {"node": node, "points": _b64([points[node][i] for i in aligned])},
         )
         for node in nodes

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from creditshare.client._access_log import AccessEntry, verify_access_log
-from creditshare.client._http import problem_of
+from creditshare.client._http import problem_of, segment
 from creditshare.client._identity import Identity
 from creditshare.client._listings import ListingCalls
 from creditshare.client._monitoring import MonitoringCalls
@@ -154,9 +154,11 @@ class CreditShareClient(MonitoringCalls, ListingCalls):
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
-            raise TransportError(f"coordinator did not answer in time: {exc}") from exc
+            raise TransportError(
+                f"coordinator at {self.base_url} did not answer in time: {exc}"
+            ) from exc
         except httpx.TransportError as exc:
-            raise TransportError(f"cannot reach coordinator: {exc}") from exc
+            raise TransportError(f"cannot reach the coordinator at {self.base_url}: {exc}") from exc
         if response.status_code == 204:
             return None
         if response.status_code >= 400:
@@ -222,7 +224,9 @@ class CreditShareClient(MonitoringCalls, ListingCalls):
     def retire_paillier_key(self, fingerprint: str) -> dict[str, Any]:
         """No new query or job may use the key (rotate: register a new one first)."""
         self._registered.discard(fingerprint)
-        result: dict[str, Any] = self._request("POST", f"/v1/paillier-keys/{fingerprint}/retire")
+        result: dict[str, Any] = self._request(
+            "POST", f"/v1/paillier-keys/{segment(fingerprint)}/retire"
+        )
         return result
 
     # participants (operator) ----------------------------------------------------------
@@ -249,25 +253,28 @@ class CreditShareClient(MonitoringCalls, ListingCalls):
 
     def issue_credential(self, participant_id: str) -> dict[str, Any]:
         """A further API key for a participant: {participant, api_key} (shown once)."""
-        return self._object("POST", f"/v1/participants/{participant_id}/credentials")
+        return self._object("POST", f"/v1/participants/{segment(participant_id)}/credentials")
 
     def revoke_credential(self, participant_id: str, key_id: str) -> None:
         """Revoke one key (``cs_<key id>.…``); 409 for the last operator's last key."""
-        self._request("POST", f"/v1/participants/{participant_id}/credentials/{key_id}/revoke")
+        self._request(
+            "POST",
+            f"/v1/participants/{segment(participant_id)}/credentials/{segment(key_id)}/revoke",
+        )
 
     def disable_participant(self, participant_id: str) -> dict[str, Any]:
         """Suspend a participant (an enterprise's consents are revoked too)."""
-        return self._object("POST", f"/v1/participants/{participant_id}/disable")
+        return self._object("POST", f"/v1/participants/{segment(participant_id)}/disable")
 
     def enable_participant(self, participant_id: str) -> dict[str, Any]:
-        return self._object("POST", f"/v1/participants/{participant_id}/enable")
+        return self._object("POST", f"/v1/participants/{segment(participant_id)}/enable")
 
     def rotate_signing_key(self, participant_id: str, signing_key: VerifyKey) -> dict[str, Any]:
         """Replace an enterprise's consent-signing key; grants signed with the old one are
         refused from now on."""
         return self._object(
             "POST",
-            f"/v1/participants/{participant_id}/signing-key",
+            f"/v1/participants/{segment(participant_id)}/signing-key",
             json={"signing_key": signing_key.to_text()},
         )
 
@@ -302,12 +309,12 @@ class CreditShareClient(MonitoringCalls, ListingCalls):
             uscc = str(self.consent(consent_id)["uscc"])
             now = datetime.now(UTC).replace(microsecond=0)
             body = ConsentRevocation.create(consent_id, uscc, now, signing_key).to_json()
-        path = f"/v1/consents/{consent_id}/revoke"
+        path = f"/v1/consents/{segment(consent_id)}/revoke"
         result: dict[str, Any] = self._request("POST", path, json=body)
         return result
 
     def consent(self, consent_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/v1/consents/{consent_id}")
+        result: dict[str, Any] = self._request("GET", f"/v1/consents/{segment(consent_id)}")
         return result
 
     # ledger ---------------------------------------------------------------------------
@@ -320,7 +327,7 @@ class CreditShareClient(MonitoringCalls, ListingCalls):
         return result
 
     def enterprise_queries(self, uscc: str) -> list[dict[str, Any]]:
-        path = f"/v1/enterprises/{Uscc.parse(uscc)}/queries"
+        path = f"/v1/enterprises/{segment(Uscc.parse(uscc))}/queries"
         result: list[dict[str, Any]] = self._request("GET", path)
         return result
 
@@ -464,7 +471,7 @@ class CreditShareClient(MonitoringCalls, ListingCalls):
         return self._request("GET", path)
 
     def training_job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/v1/training-jobs/{job_id}")
+        result: dict[str, Any] = self._request("GET", f"/v1/training-jobs/{segment(job_id)}")
         return result
 
     def nodes(self) -> list[dict[str, Any]]:

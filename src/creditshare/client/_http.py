@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx
 
 from creditshare.errors import ProblemError
 
-__all__ = ["problem_of"]
+__all__ = ["problem_of", "segment"]
 
 
 def problem_of(response: httpx.Response) -> ProblemError:
@@ -25,3 +27,12 @@ def problem_of(response: httpx.Response) -> ProblemError:
         str(body.get("detail", response.text[:200])),
         body,
     )
+
+
+def segment(value: object) -> str:
+    """``value`` as one URL path segment: every ``/``, ``?``, ``#`` and ``%`` escaped.
+
+    Every id a caller passes goes into a path through this, so an id such as
+    ``bank-1/disable?x=`` names no participant rather than reaching another route
+    (a console's form hands typed text straight to these calls)."""
+    return quote(str(value), safe="")

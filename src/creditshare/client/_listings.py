@@ -14,8 +14,9 @@ next page is ``before=<the last item's id>``.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
+from creditshare.client._http import segment
+from creditshare.errors import ProblemError
 from creditshare.identity import Uscc
 
 __all__ = ["PAGE_LIMIT", "ListingCalls"]
@@ -62,7 +63,7 @@ class ListingCalls:
     def enterprise_consents(self, uscc: str) -> list[dict[str, Any]]:
         """Every consent the enterprise ``uscc`` granted (that enterprise's own key only),
         oldest first."""
-        path = f"/v1/enterprises/{Uscc.parse(uscc)}/consents"
+        path = f"/v1/enterprises/{segment(Uscc.parse(uscc))}/consents"
         result: list[dict[str, Any]] = self._request("GET", path)
         return result
 
@@ -82,7 +83,7 @@ class ListingCalls:
         """Cancel a job (its bureau, or an operator): every node drops it and stops its
         workers, and its model id is free again. Returns the job, status ``cancelled``
         (or as it ended, if it had)."""
-        path = f"/v1/training-jobs/{quote(job_id, safe='')}/cancel"
+        path = f"/v1/training-jobs/{segment(job_id)}/cancel"
         result: dict[str, Any] = self._request("POST", path, json={"reason": reason})
         return result
 
@@ -103,3 +104,21 @@ class ListingCalls:
         description, bands, departments, chains, nodes."""
         result: list[dict[str, Any]] = self._request("GET", "/v1/indicators")
         return result
+
+    def readiness(self) -> dict[str, Any]:
+        """The coordinator's ``/readyz`` body, whether it answered 200 (ready, or
+        ``"degraded"``) or 503 (not ready: the body says what failed), so a caller sees
+        why rather than only that it is not ready. Any other refusal raises."""
+        try:
+            body = self._request("GET", "/readyz")
+        except ProblemError as exc:
+            if exc.status != 503:
+                raise
+            body = exc.body
+        return dict(body) if isinstance(body, dict) else {}
+
+    def metrics_text(self) -> str:
+        """The coordinator's Prometheus metrics, as text (sent with this client's API key:
+        a coordinator may keep them for operators)."""
+        text: str = self._request("GET", "/metrics", text=True)
+        return text

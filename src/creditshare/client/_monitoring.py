@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from creditshare.client._alerts import Alert, AlertInbox, StoredAlert, read_alerts
-from creditshare.client._http import problem_of
+from creditshare.client._http import problem_of, segment
 from creditshare.client._identity import Identity
 from creditshare.client._profile import DEFAULT_MODEL_ID
 from creditshare.client._signing import sign_subscription
@@ -127,12 +127,16 @@ class MonitoringCalls:
         return result
 
     def subscription(self, subscription_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/v1/subscriptions/{subscription_id}")
+        result: dict[str, Any] = self._request(
+            "GET", f"/v1/subscriptions/{segment(subscription_id)}"
+        )
         return result
 
     def unsubscribe(self, subscription_id: str) -> dict[str, Any]:
         """End a subscription ("cancelled by the bank", recorded in the ledger)."""
-        result: dict[str, Any] = self._request("DELETE", f"/v1/subscriptions/{subscription_id}")
+        result: dict[str, Any] = self._request(
+            "DELETE", f"/v1/subscriptions/{segment(subscription_id)}"
+        )
         return result
 
     # alerts -----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from creditshare.client._bureau import (
     start_job,
 )
 from creditshare.client._client import CreditShareClient
+from creditshare.client._http import segment
 from creditshare.crypto import Ciphertext, PrivateEncryptor, PublicKey
 from creditshare.errors import ClientError
 from creditshare.trees import MIN_CHILD_ROWS, TreeConfig, TreeReport, train_trees, unpack_bits
@@ -53,7 +54,7 @@ class RemoteTreeHost:
         bin_counts: Sequence[int],
     ) -> None:
         self._client = client
-        self._path = f"/v1/training-jobs/{job_id}"
+        self._path = f"/v1/training-jobs/{segment(job_id)}"
         self.node = node
         self._key = key
         self._bins = list(bin_counts)
@@ -225,7 +226,7 @@ def train_tree_model(
         test = others["test"]
         metrics = published_metrics(y[test], result.margins["test"], len(aligned))
         client.post(
-            f"/v1/training-jobs/{job_id}/finish",
+            f"/v1/training-jobs/{segment(job_id)}/finish",
             {
                 "intercept": result.model.base_score,
                 "metrics": metrics,
@@ -241,6 +242,7 @@ def train_tree_model(
         [],
         result.model.base_score,
         tuple(aligned[k] for k in test),
+        tuple(float(s) for s in result.margins["test"]),
         tree_model=result.model,
         trees=tuple(result.reports),
     )

@@ -1,7 +1,7 @@
 """The console's FastAPI app: the role's pages, the package's assets, and the guards.
 
-Guards, in order, for every request but the login link, assets and the health probe:
-a live session cookie (else 401 with how to log in); for a request that changes
+Guards, in order, for every request but the login link, the language switch, assets and
+the health probe: a live session cookie (else 401 with how to log in); for a request that changes
 anything, the same origin (``Origin``/``Sec-Fetch-Site``, so another site's page cannot
 post through the user's browser) and the session's CSRF token in ``X-CSRF-Token``
 (htmx sends it from ``<body hx-headers>``). Every response forbids framing and loads
@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 from creditshare.client import CreditShareClient
 from creditshare.console import _home
-from creditshare.console._auth import COOKIE, CSRF_HEADER
+from creditshare.console._auth import CSRF_HEADER, Sessions, cookie_name
 from creditshare.console._roles import role_pages
 from creditshare.console._settings import ConsoleSettings
 from creditshare.console._state import ConsoleState, open_client
@@ -30,7 +30,7 @@ from creditshare.console._state import ConsoleState, open_client
 __all__ = ["create_console_app"]
 
 #: Paths served without a session: the login link, assets, the probe, the language switch.
-_OPEN = ("/login", "/static/", "/healthz", "/favicon.ico")
+_OPEN = ("/login", "/static/", "/healthz", "/favicon.ico", "/lang/")
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 _SECURITY_HEADERS = {
@@ -51,7 +51,13 @@ def create_console_app(
     """The console for ``settings.role``; ``client`` replaces the one the settings
     describe (tests), else it is opened now, every key file read at once."""
     router, navigation = role_pages(settings.role)
-    state = ConsoleState(settings=settings, client=client or open_client(settings))
+    state = ConsoleState(
+        settings=settings,
+        client=client or open_client(settings),
+        sessions=Sessions(
+            cookie=cookie_name(settings.port), idle=settings.session_idle_minutes * 60.0
+        ),
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -93,11 +99,11 @@ def create_console_app(
 
 def _refusal(request: Request, state: ConsoleState) -> Response | None:
     path = request.url.path
-    if path == "/" and request.method in _SAFE_METHODS and COOKIE not in request.cookies:
+    if path == "/" and request.method in _SAFE_METHODS and state.cookie not in request.cookies:
         return None  # the landing page explains how to log in
     if any(path == p or (p.endswith("/") and path.startswith(p)) for p in _OPEN):
         return None
-    session = request.cookies.get(COOKIE)
+    session = request.cookies.get(state.cookie)
     if state.sessions.csrf_token(session) is None:
         return PlainTextResponse(
             "Not logged in: open the login link the console printed at start "

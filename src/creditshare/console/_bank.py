@@ -9,26 +9,29 @@ the SDK decrypted, field by field, nothing recomputed.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
-from creditshare.client import DEFAULT_MODEL_ID, Alert, AlertInbox
+from creditshare.client import DEFAULT_MODEL_ID, Alert, AlertInbox, Gap
 from creditshare.consent import Purpose
+from creditshare.console import _profile_view
+from creditshare.console._format import text, utc_time
 from creditshare.console._forms import FormErrors
 from creditshare.console._profile_view import (
     Placement,
     chain_options,
     check_uscc,
+    consents_page,
     errors_for,
     form_list,
     local_error,
     message_of,
     profile_view,
-    short_time,
 )
-from creditshare.console._render import language_of, page
+from creditshare.console._render import page
 from creditshare.console._state import ConsoleState, console_state
 from creditshare.errors import CreditShareError, ProblemError, ScoreUnavailableError
 
@@ -146,11 +149,9 @@ def run_query(
     errors = FormErrors()
     code, problem = check_uscc(uscc)
     if code is None:
-        errors.add(
-            "uscc", problem or state.catalog.text(language_of(request), "bank.uscc_required")
-        )
+        errors.add("uscc", problem or text(request, "bank.uscc_required"))
     if not values["consent_id"]:
-        errors.add("consent_id", state.catalog.text(language_of(request), "bank.consent_required"))
+        errors.add("consent_id", text(request, "bank.consent_required"))
     if errors:
         return _query_page(request, values, errors=errors, status_code=422)
     assert code is not None
@@ -165,13 +166,15 @@ def run_query(
 
 
 @router.get("/bank/consents", response_class=HTMLResponse)
-def held_consents(request: Request) -> HTMLResponse:
-    """The consents granted to this bank, newest first, each with a link to query."""
+def held_consents(request: Request, before: str = "") -> HTMLResponse:
+    """The consents granted to this bank, newest first, a page at a time (``before``:
+    the last consent of the previous page), each with a link to query."""
     state = console_state(request)
     problem = ""
     rows: list[dict[str, Any]] = []
+    more: str | None = None
     try:
-        rows = _held(state)
+        rows, more = consents_page(state.sdk, before, _profile_view.CONSENTS_PAGE)
     except CreditShareError as exc:
         problem = message_of(exc)
     consents = [
@@ -181,27 +184,46 @@ def held_consents(request: Request) -> HTMLResponse:
             "purpose": str(r["purpose"]),
             "uses": r.get("uses", 0),
             "max_uses": r.get("max_uses"),
-            "valid_until": short_time(r.get("document", {}).get("valid_until")),
+            "valid_until": utc_time(r.get("document", {}).get("valid_until")),
             "chains": ", ".join(r.get("document", {}).get("chains", [])),
             "revoked": bool(r.get("revoked")),
         }
         for r in rows
     ]
-    return page(request, "bank/consents.html", consents=consents, problem=problem)
-
-
-def _held(state: ConsoleState) -> list[dict[str, Any]]:
-    """The consents granted to this bank, newest first (GET /v1/consents)."""
-    return state.sdk.held_consents()
+    return page(
+        request,
+        "bank/consents.html",
+        consents=consents,
+        problem=problem,
+        more=more,
+        paged=bool(before),
+    )
 
 
 _inbox_lock = threading.Lock()
+#: Opened alerts a page keeps in memory (newest); older ones were shown already.
+ALERTS_KEPT = 500
+#: Gaps the page lists (the rest are counted).
+GAPS_SHOWN = 100
+#: The inbox file in ``work_dir``: the cursor reached, event ids handed out, seqs seen.
+INBOX_FILE = "alert-inbox.json"
+
+
+def _inbox(state: ConsoleState) -> AlertInbox:
+    """The bank's alert inbox, kept in ``work_dir`` so a restart resumes where the last
+    read stopped (and still knows which seqs never came) instead of from the start."""
+    inbox: AlertInbox | None = state.extras.get("bank_inbox")
+    if inbox is None:
+        inbox = AlertInbox(state.settings.work_dir / INBOX_FILE)
+        state.extras["bank_inbox"] = inbox
+    return inbox
 
 
 @router.get("/bank/alerts", response_class=HTMLResponse)
 def alerts(request: Request) -> HTMLResponse:
-    """Monitoring: the bank's subscriptions, and the alerts opened with its alert key
-    (read from where the last visit stopped, kept in this console's memory)."""
+    """Monitoring: the bank's subscriptions, the alerts opened with its alert key (read
+    from where the last read stopped, the newest kept in memory), and the events a node
+    numbered that never arrived (a coordinator withholding alerts leaves such gaps)."""
     state = console_state(request)
     problems: list[str] = []
     subscriptions: list[dict[str, Any]] = []
@@ -211,12 +233,14 @@ def alerts(request: Request) -> HTMLResponse:
         problems.append(message_of(exc))
     has_key = state.settings.alert_key_file is not None
     opened: list[Alert] = []
+    gaps: list[Gap] = []
     if has_key:
         with _inbox_lock:
-            inbox: AlertInbox = state.extras.setdefault("bank_inbox", AlertInbox())
-            seen: list[Alert] = state.extras.setdefault("bank_alerts", [])
+            seen: deque[Alert] = state.extras.setdefault("bank_alerts", deque(maxlen=ALERTS_KEPT))
             try:
+                inbox = _inbox(state)
                 seen.extend(state.sdk.alerts(inbox=inbox))
+                gaps = list(inbox.gaps)
             except CreditShareError as exc:
                 problems.append(message_of(exc))
             opened = list(reversed(seen))
@@ -227,7 +251,7 @@ def alerts(request: Request) -> HTMLResponse:
             "signals": ", ".join(str(x.get("type", "")) for x in s.get("signals", [])),
             "chains": ", ".join(s.get("chains", [])),
             "status": str(s.get("status", "")),
-            "created": short_time(s.get("created_at")),
+            "created": utc_time(s.get("created_at")),
             "ended": str(s.get("ended_reason") or ""),
         }
         for s in subscriptions
@@ -237,6 +261,8 @@ def alerts(request: Request) -> HTMLResponse:
         "bank/alerts.html",
         subscriptions=rows,
         alerts=opened,
+        gaps=gaps[:GAPS_SHOWN],
+        gaps_more=max(0, len(gaps) - GAPS_SHOWN),
         has_key=has_key,
         problems=problems,
     )

@@ -13,7 +13,6 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -27,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from creditshare import migrations
 from creditshare._settings import load_settings
+from creditshare.console._format import utc_time
 from creditshare.console._render import page
 from creditshare.console._state import console_state
 from creditshare.errors import ConfigurationError
@@ -36,7 +36,7 @@ from creditshare.node import (
     RecordStore,
     access_log_entries,
     import_history,
-    make_engine,
+    make_read_only_engine,
     refusal_log_entries,
 )
 
@@ -84,7 +84,7 @@ def imports(request: Request, limit: int = Limit) -> HTMLResponse:
     try:
         settings = _node_settings(request)
         batches = import_history(settings, limit)  # refuses an unmigrated database
-        engine = make_engine(settings.database_url, migrate=False)
+        engine = make_read_only_engine(settings.database_url)
         try:
             store = RecordStore(engine)
             changes, held = store.latest_changes(), store.count()
@@ -95,7 +95,7 @@ def imports(request: Request, limit: int = Limit) -> HTMLResponse:
     rows = [
         {
             "id": b.id,
-            "imported_at": _when(b.imported_at),
+            "imported_at": utc_time(b.imported_at),
             "rows": b.rows,
             "added": b.added,
             "changed": b.changed,
@@ -142,7 +142,7 @@ def access_log(request: Request, limit: int = Limit) -> HTMLResponse:
                 {
                     "index": -1 - row.leaf_index if tree else row.leaf_index,
                     "call": "TreeScore" if tree else "Score",
-                    "answered_at": _when(row.answered_at),
+                    "answered_at": utc_time(row.answered_at),
                     "uscc": row.uscc,
                     "requester": row.requester,
                     "purpose": row.purpose,
@@ -165,7 +165,7 @@ def refusals(request: Request, limit: int = Limit) -> HTMLResponse:
     try:
         entries = [
             {
-                "refused_at": _when(row.refused_at),
+                "refused_at": utc_time(row.refused_at),
                 "rpc": row.rpc,
                 "status": row.status,
                 "request_id": row.request_id or "-",
@@ -220,14 +220,19 @@ def _dial(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+#: A node's refusal of a client without a certificate, sent after the handshake verified it.
+_CLIENT_CERTIFICATE_REQUIRED = frozenset({"TLSV13_ALERT_CERTIFICATE_REQUIRED"})
+
+
 def _probe_port(settings: NodeSettings) -> Check:
     """Whether the node answers on its gRPC port.
 
     Without TLS: the standard gRPC health check (``node serve`` registers it). With TLS
     the node admits only clients its chain CA certified for client use, which the
     department's console is not (the node's own certificate is a server certificate);
-    so the console checks what it can: a TLS handshake with a server that presents the
-    node's own certificate, signed by the chain CA.
+    so the console checks what it can: a TLS 1.3 handshake with a server that presents
+    the node's own certificate, signed by the chain CA (a handshake the node ends for
+    want of a client certificate counts only if it ended after that verification).
     """
     try:
         host, port = _dial(settings.listen)
@@ -251,6 +256,9 @@ def _probe_port(settings: NodeSettings) -> Check:
     try:
         context = ssl.create_default_context(cafile=str(tls.ca))
         context.check_hostname = False  # the node is dialled by its listen address
+        # TLS 1.3 only: its certificate_required alert can come only after the client
+        # verified the server (a TLS 1.2 handshake_failure may come before that).
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
         context.set_alpn_protocols(["h2"])
         own = x509.load_pem_x509_certificate(tls.cert.read_bytes()).public_bytes(Encoding.DER)
         with (
@@ -261,8 +269,15 @@ def _probe_port(settings: NodeSettings) -> Check:
     except ssl.SSLCertVerificationError as exc:
         return Check("port", False, f"TLS: the certificate on {host}:{port} fails: {exc}")
     except ssl.SSLError as exc:
-        # The node ends a handshake without a client certificate: it answered.
-        return Check("port", True, f"TLS server answered, then: {exc.reason} ({_ms(started)})")
+        if exc.reason in _CLIENT_CERTIFICATE_REQUIRED:
+            # TLS 1.3: the server's certificate and Finished were verified before this
+            # client sent its (empty) certificate; the node then refused it, as it must.
+            return Check(
+                "port", True, f"TLS: the node verified, then: {exc.reason} ({_ms(started)})"
+            )
+        # Anything else (a plaintext listener's WRONG_VERSION_NUMBER, another protocol)
+        # ended before the node's certificate was verified: nothing shows it is the node.
+        return Check("port", False, f"TLS handshake with {host}:{port} failed: {exc.reason}")
     except (OSError, ValueError) as exc:
         return Check("port", False, f"{host}:{port}: {exc}")
     if presented != own:
@@ -279,7 +294,7 @@ def _check_database(settings: NodeSettings) -> Check:
         return Check("database", False, f"there is no node database at {file}")
     engine = None
     try:
-        engine = make_engine(settings.database_url, migrate=False)
+        engine = make_read_only_engine(settings.database_url)
         revision, newest = migrations.current(engine, "node"), migrations.head("node")
         if revision != newest:
             return Check("database", False, f"at revision {revision}, not {newest}")
@@ -294,10 +309,3 @@ def _check_database(settings: NodeSettings) -> Check:
 
 def _ms(started: float) -> str:
     return f"{(time.perf_counter() - started) * 1000:.0f} ms"
-
-
-def _when(moment: datetime) -> str:
-    """UTC, to the second (SQLite gives naive datetimes back; they were stored in UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

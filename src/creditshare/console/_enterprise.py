@@ -17,18 +17,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
-from creditshare.client import AccessEntry
+from creditshare.client import AccessEntry, WitnessPolicy
 from creditshare.consent import ALL_INDICATORS, ConsentGrant, Purpose
+from creditshare.console import _profile_view
+from creditshare.console._format import text, utc_time
 from creditshare.console._forms import FormErrors
 from creditshare.console._profile_view import (
     Placement,
     chain_options,
+    consents_page,
     errors_for,
     form_list,
     message_of,
-    short_time,
 )
-from creditshare.console._render import language_of, page
+from creditshare.console._render import page
 from creditshare.console._state import ConsoleState, console_state
 from creditshare.crypto import VerifyKey
 from creditshare.errors import ConfigurationError, CreditShareError, ProblemError
@@ -82,15 +84,12 @@ def _uscc(state: ConsoleState) -> str:
     return result
 
 
-def _text(request: Request, key: str, **values: Any) -> str:
-    return console_state(request).catalog.text(language_of(request), f"enterprise.{key}", **values)
-
-
 # consents --------------------------------------------------------------------------------
 
 
-def _consent_rows(state: ConsoleState) -> list[dict[str, Any]]:
-    rows = state.sdk.enterprise_consents(_uscc(state))
+def _consent_rows(state: ConsoleState, before: str) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the enterprise's consents, newest first, and the next page's cursor."""
+    rows, more = consents_page(state.sdk, before, _profile_view.CONSENTS_PAGE)
     now = datetime.now(UTC)
     out = []
     for r in rows:
@@ -111,23 +110,25 @@ def _consent_rows(state: ConsoleState) -> list[dict[str, Any]]:
                 "indicators": ", ".join(
                     i for i in document.get("indicators", []) if i != ALL_INDICATORS
                 ),
-                "valid_from": short_time(document.get("valid_from")),
-                "valid_until": short_time(until),
+                "valid_from": utc_time(document.get("valid_from")),
+                "valid_until": utc_time(until),
                 "revoked": bool(r.get("revoked")),
                 "expired": expired,
                 "created": str(r.get("created_at") or document.get("valid_from", "")),
             }
         )
-    out.sort(key=lambda c: str(c["created"]), reverse=True)  # newest first
-    return out
+    return out, more  # newest first, as the coordinator sends them
 
 
-def _consents_page(request: Request, status_code: int = 200, **context: Any) -> HTMLResponse:
+def _consents_page(
+    request: Request, status_code: int = 200, before: str = "", **context: Any
+) -> HTMLResponse:
     state = console_state(request)
     problem = ""
     consents: list[dict[str, Any]] = []
+    more: str | None = None
     try:
-        consents = _consent_rows(state)
+        consents, more = _consent_rows(state, before)
     except CreditShareError as exc:
         problem = message_of(exc)
     return page(
@@ -136,15 +137,18 @@ def _consents_page(request: Request, status_code: int = 200, **context: Any) -> 
         status_code=status_code,
         consents=consents,
         problem=problem,
+        more=more,
+        paged=bool(before),
         uscc=_uscc(state),
         **context,
     )
 
 
 @router.get("/enterprise/consents", response_class=HTMLResponse)
-def consents(request: Request) -> HTMLResponse:
-    """The enterprise's consents, newest first, each revocable while it is active."""
-    return _consents_page(request)
+def consents(request: Request, before: str = "") -> HTMLResponse:
+    """The enterprise's consents, newest first, a page at a time (``before``: the last
+    consent of the previous page), each revocable while it is active."""
+    return _consents_page(request, before=before)
 
 
 @router.post("/enterprise/consents/{consent_id}/revoke", response_class=HTMLResponse)
@@ -224,15 +228,15 @@ def grant_form(request: Request) -> HTMLResponse:
 
 
 def _whole(
-    request: Request, errors: FormErrors, name: str, text: str, low: int, high: int
+    request: Request, errors: FormErrors, name: str, typed: str, low: int, high: int
 ) -> int | None:
-    """``text`` as a whole number in [low, high], else an error on field ``name``."""
+    """``typed`` as a whole number in [low, high], else an error on field ``name``."""
     try:
-        value = int(text.strip())
+        value = int(typed.strip())
     except ValueError:
         value = None
     if value is None or not low <= value <= high:
-        errors.add(name, _text(request, "whole_number", low=low, high=high))
+        errors.add(name, text(request, "enterprise.whole_number", low=low, high=high))
         return None
     return value
 
@@ -259,9 +263,9 @@ def grant(
     }
     errors = FormErrors()
     if not values["grantee"]:
-        errors.add("grantee", _text(request, "grantee_required"))
+        errors.add("grantee", text(request, "enterprise.grantee_required"))
     if purpose not in {p.value for p in Purpose}:
-        errors.add("purpose", _text(request, "purpose_unknown"))
+        errors.add("purpose", text(request, "enterprise.purpose_unknown"))
     valid_days = _whole(request, errors, "days", days, 1, _MAX_DAYS)
     uses = None
     if max_uses.strip():
@@ -292,12 +296,22 @@ def grant(
 # access log ------------------------------------------------------------------------------
 
 
-def _log_key(state: ConsoleState) -> tuple[VerifyKey, bool]:
-    """The ledger key entries are checked against, and whether it is pinned (settings)
-    rather than fetched from the coordinator the log comes from."""
-    if state.settings.log_key:
-        return VerifyKey.from_text(state.settings.log_key), True
-    return state.sdk.log_public_key(), False
+def _log_key(state: ConsoleState) -> VerifyKey:
+    """The ledger key entries are checked against: pinned in the settings (an enterprise
+    console refuses to start without one), never the key of the coordinator the log
+    comes from, which would vouch for itself."""
+    pinned = state.settings.log_key
+    if pinned is None:  # the settings refuse an enterprise console without one
+        raise ConfigurationError("this console has no log_key")
+    return VerifyKey.from_text(pinned)
+
+
+def _witness_policy(state: ConsoleState) -> WitnessPolicy | None:
+    """The witnesses (and quorum) the settings name, read once; None: unwitnessed."""
+    if "enterprise_witnesses" not in state.extras:
+        state.extras["enterprise_witnesses"] = state.settings.witness_policy()
+    policy: WitnessPolicy | None = state.extras["enterprise_witnesses"]
+    return policy
 
 
 def _entry(entry: AccessEntry) -> dict[str, Any]:
@@ -305,7 +319,7 @@ def _entry(entry: AccessEntry) -> dict[str, Any]:
     head = entry.head
     return {
         "index": entry.index,
-        "time": short_time(record.time),
+        "time": utc_time(record.time),
         "kind": record.kind,
         "requester": record.requester,
         "role": record.requester_role,
@@ -315,6 +329,7 @@ def _entry(entry: AccessEntry) -> dict[str, Any]:
         "verified": entry.verified,
         "problem": entry.problem,
         "tree_size": entry.tree_size,
+        "witnessed_by": ", ".join(entry.witnessed_by),
         "root": base64.b64encode(head.root).decode()[:16] if head is not None else "",
     }
 
@@ -322,16 +337,16 @@ def _entry(entry: AccessEntry) -> dict[str, Any]:
 @router.get("/enterprise/log", response_class=HTMLResponse)
 def access_log(request: Request) -> HTMLResponse:
     """Every query and refusal about this enterprise, newest first, each entry's proof
-    of inclusion under a tree head signed by the ledger key checked here."""
+    of inclusion under a tree head signed by the pinned ledger key and, with witnesses
+    configured, within a head a quorum of them cosigned; the page says which holds."""
     state = console_state(request)
     problem = ""
     entries: list[dict[str, Any]] = []
-    pinned = bool(state.settings.log_key)
-    key_text = ""
+    key_text = state.settings.log_key or ""
+    policy: WitnessPolicy | None = None
     try:
-        key, pinned = _log_key(state)
-        key_text = key.to_text()
-        checked = state.sdk.verified_enterprise_queries(_uscc(state), key)
+        policy = _witness_policy(state)
+        checked = state.sdk.verified_enterprise_queries(_uscc(state), _log_key(state), policy)
         entries = [_entry(e) for e in sorted(checked, key=lambda e: e.index, reverse=True)]
     except CreditShareError as exc:
         problem = message_of(exc)
@@ -340,8 +355,10 @@ def access_log(request: Request) -> HTMLResponse:
         "enterprise/log.html",
         entries=entries,
         problem=problem,
-        pinned=pinned,
         key_text=key_text,
+        witnessed=policy is not None,
+        quorum=policy.quorum if policy is not None else 0,
+        witnesses=len(policy.witnesses) if policy is not None else 0,
         uscc=_uscc(state),
         all_verified=all(e["verified"] for e in entries),
         purposes=[p.value for p in Purpose],

@@ -9,18 +9,19 @@ does this console (it keeps nothing).
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
+from creditshare.client import CreditShareClient
+from creditshare.console._format import text, utc_time
 from creditshare.console._forms import FormErrors, form_errors
-from creditshare.console._render import language_of, page
+from creditshare.console._render import page
 from creditshare.console._state import console_state
 from creditshare.errors import CreditShareError, ProblemError
 from creditshare.identity import InvalidUsccError, Uscc
+from creditshare.pki import PARTICIPANT_ID
 
 __all__ = ["NAVIGATION", "router"]
 
@@ -52,7 +53,7 @@ def _participants(request: Request, role: str | None) -> tuple[list[dict[str, An
         return [], str(exc)
     for row in rows:
         when = row.get("created_at")
-        row["created_at"] = _iso_utc(when) if isinstance(when, str) else ""
+        row["created_at"] = utc_time(when) if isinstance(when, str) else ""
     return rows, None
 
 
@@ -122,16 +123,17 @@ def register(
     values = {"id": id, "role": role, "name": name, "uscc": uscc, "signing_key": signing_key}
     values = {k: v.strip() for k, v in values.items()}
     errors = FormErrors()
+    _check_id(request, errors, "id", values["id"])
     if values["role"] == "enterprise":
         if not values["uscc"]:
-            errors.add("uscc", _text(request, "operator.need_uscc"))
+            errors.add("uscc", text(request, "operator.need_uscc"))
         else:
             try:
                 values["uscc"] = str(Uscc.parse(values["uscc"]))
             except InvalidUsccError as exc:
                 errors.add("uscc", str(exc))
         if not values["signing_key"]:
-            errors.add("signing_key", _text(request, "operator.need_signing_key"))
+            errors.add("signing_key", text(request, "operator.need_signing_key"))
     if errors:
         return _participants_page(
             request, status_code=422, errors=errors, form="register", values=values
@@ -164,6 +166,12 @@ def register(
 def issue_key(request: Request, participant_id: Text = "") -> HTMLResponse:
     """A further API key for a participant (its others keep working), shown once."""
     participant = participant_id.strip()
+    errors = FormErrors()
+    if not _check_id(request, errors, "participant_id", participant):
+        values = {"participant_id": participant}
+        return _participants_page(
+            request, status_code=422, errors=errors, form="issue", values=values
+        )
     try:
         result = console_state(request).sdk.issue_credential(participant)
     except CreditShareError as exc:
@@ -185,8 +193,10 @@ def revoke_key(request: Request, owner: Text = "", key_id: Text = "") -> HTMLRes
     # The key id only is echoed back: a pasted secret never goes into the page.
     values = {"owner": participant, "key_id": key if _KEY_ID.fullmatch(key) else ""}
     errors = FormErrors()
+    _check_id(request, errors, "owner", participant)
     if not _KEY_ID.fullmatch(key):
-        errors.add("key_id", _text(request, "operator.bad_key_id"))
+        errors.add("key_id", text(request, "operator.bad_key_id"))
+    if errors:
         return _participants_page(
             request, status_code=422, errors=errors, form="revoke", values=values
         )
@@ -199,7 +209,7 @@ def revoke_key(request: Request, owner: Text = "", key_id: Text = "") -> HTMLRes
         return _participants_page(
             request, status_code=422, errors=errors, form="revoke", values=values
         )
-    notice = _text(request, "operator.revoked", key_id=key, participant=participant)
+    notice = text(request, "operator.revoked", key_id=key, participant=participant)
     return _participants_page(request, notice=notice)
 
 
@@ -216,6 +226,10 @@ def enable(request: Request, participant_id: str) -> HTMLResponse:
 
 
 def _switch(request: Request, participant_id: str, action: str) -> HTMLResponse:
+    if not PARTICIPANT_ID.fullmatch(participant_id):
+        # No row has this id (only a crafted request sends it): said above the table.
+        message = text(request, "operator.bad_participant_id")
+        return _participants_page(request, status_code=422, notice=f"{participant_id}: {message}")
     sdk = console_state(request).sdk
     call = sdk.disable_participant if action == "disable" else sdk.enable_participant
     try:
@@ -224,8 +238,18 @@ def _switch(request: Request, participant_id: str, action: str) -> HTMLResponse:
         # A row's button has no field: its refusal is shown in its row.
         message = exc.detail if isinstance(exc, ProblemError) else str(exc)
         return _participants_page(request, status_code=422, row_errors={participant_id: message})
-    notice = _text(request, f"operator.{action}d_notice", participant=participant_id)
+    notice = text(request, f"operator.{action}d_notice", participant=participant_id)
     return _participants_page(request, notice=notice)
+
+
+def _check_id(request: Request, errors: FormErrors, name: str, value: str) -> bool:
+    """Whether ``value`` is a participant id (the pattern the coordinator and the
+    credentials use); if not, why, on field ``name``: a typed id goes into a URL path,
+    so nothing else is ever sent."""
+    if PARTICIPANT_ID.fullmatch(value):
+        return True
+    errors.add(name, text(request, "operator.bad_participant_id"))
+    return False
 
 
 def _place_conflict(exc: CreditShareError, errors: FormErrors, name: str) -> None:
@@ -250,7 +274,7 @@ def nodes(request: Request) -> HTMLResponse:
     for row in rows:
         when = row.get("last_answer_at")
         if isinstance(when, str):
-            row["last_answer_at"] = _iso_utc(when)
+            row["last_answer_at"] = utc_time(when)
     return page(
         request, "operator/nodes.html", nodes=rows, problem=problem, ready=_readiness(request)
     )
@@ -258,15 +282,10 @@ def nodes(request: Request) -> HTMLResponse:
 
 def _readiness(request: Request) -> dict[str, Any]:
     """``/readyz`` as it answered (its body says why on 503 too), or why it did not."""
-    url = _coordinator(request) + "/readyz"
     try:
-        answer = httpx.get(url, timeout=HTTP_TIMEOUT_SECONDS)
-        body = answer.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        return {"status": "unreachable", "http": None, "error": str(exc)[:300]}
-    if not isinstance(body, dict):
-        body = {}
-    return {**body, "http": answer.status_code}
+        return console_state(request).sdk.readiness()
+    except CreditShareError as exc:
+        return {"status": "unreachable", "error": str(exc)[:300]}
 
 
 @router.get("/operator/ledger", response_class=HTMLResponse)
@@ -282,29 +301,13 @@ def ledger(request: Request) -> HTMLResponse:
     except CreditShareError as exc:
         problem = str(exc)
     if head is not None:
-        head["signed_at"] = _utc(head["timestamp_ms"] / 1000)
+        head["signed_at"] = utc_time(head["timestamp_ms"] / 1000)
         witnessed = head.get("witnessed_head")
         if witnessed:
-            witnessed["signed_at"] = _utc(witnessed["timestamp_ms"] / 1000)
+            witnessed["signed_at"] = utc_time(witnessed["timestamp_ms"] / 1000)
         for cosignature in head.get("cosignatures") or []:
-            cosignature["cosigned_at"] = _utc(cosignature["timestamp"])
+            cosignature["cosigned_at"] = utc_time(cosignature["timestamp"])
     return page(request, "operator/ledger.html", head=head, problem=problem, empty=empty)
-
-
-def _iso_utc(text: str) -> str:
-    """An ISO time from the coordinator, shown like every other time here (as sent if
-    it does not parse: nothing it says is dropped)."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return _utc(moment.timestamp())
-
-
-def _utc(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @router.get("/operator/metrics", response_class=HTMLResponse)
@@ -313,24 +316,13 @@ def metrics(request: Request) -> HTMLResponse:
     operator's key (the ``metrics_require_operator_key`` setting), and what they say now."""
     state = console_state(request)
     url = _coordinator(request) + "/metrics"
-    needs_key: bool | None = None
-    text, problem = "", None
+    exposition, problem = "", None
     try:
-        anonymous = httpx.get(url, timeout=HTTP_TIMEOUT_SECONDS)
-        needs_key = anonymous.status_code in (401, 403)
-        answer = anonymous
-        if needs_key and state.settings.api_key is not None:
-            secret = state.settings.api_key.get_secret_value()
-            answer = httpx.get(
-                url, headers={"Authorization": f"Bearer {secret}"}, timeout=HTTP_TIMEOUT_SECONDS
-            )
-        if answer.status_code == 200:
-            text = answer.text
-        else:
-            problem = f"HTTP {answer.status_code}"
-    except httpx.HTTPError as exc:
+        exposition = state.sdk.metrics_text()
+    except CreditShareError as exc:
         problem = str(exc)[:300]
-    lines = text.splitlines()
+    needs_key = _metrics_need_key(url)
+    lines = exposition.splitlines()
     return page(
         request,
         "operator/metrics.html",
@@ -343,9 +335,18 @@ def metrics(request: Request) -> HTMLResponse:
     )
 
 
+def _metrics_need_key(url: str) -> bool | None:
+    """Whether the coordinator refuses its metrics to a caller without a key (the
+    ``metrics_require_operator_key`` setting); None if that cannot be told now."""
+    with CreditShareClient(url.removesuffix("/metrics"), timeout=HTTP_TIMEOUT_SECONDS) as anon:
+        try:
+            anon.metrics_text()
+        except ProblemError as exc:
+            return True if exc.status in (401, 403) else None
+        except CreditShareError:
+            return None
+    return False
+
+
 def _coordinator(request: Request) -> str:
     return (console_state(request).settings.coordinator_url or "").rstrip("/")
-
-
-def _text(request: Request, key: str, **values: Any) -> str:
-    return console_state(request).catalog.text(language_of(request), key, **values)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from creditshare.client import CreditProfile
@@ -22,21 +21,38 @@ from creditshare.errors import CreditShareError, ProblemError
 from creditshare.identity import Chain, InvalidUsccError, Uscc
 
 __all__ = [
+    "CONSENTS_PAGE",
     "IndicatorRow",
     "Placement",
     "ProfileView",
     "chain_options",
     "check_uscc",
+    "consents_page",
     "errors_for",
     "form_list",
     "local_error",
     "message_of",
     "profile_view",
-    "short_time",
 ]
 
 #: (problem test, field): where a refusal without a named field belongs on one form.
 Placement = tuple[Callable[[ProblemError], bool], str]
+
+
+#: Consents one page of the bank's or enterprise's list shows.
+CONSENTS_PAGE = 100
+
+
+def consents_page(
+    sdk: Any, before: str | None, size: int = CONSENTS_PAGE
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the caller's consents (``held_consents``, newest first) after the
+    consent ``before`` (None: the newest), and the cursor of the next page (None: this
+    is the last). One more than a page is asked for, so "more" is never a dead end."""
+    rows: list[dict[str, Any]] = sdk.held_consents(limit=size + 1, before=before or None)
+    if len(rows) > size:
+        return rows[:size], str(rows[size - 1]["consent_id"])
+    return rows, None
 
 
 def errors_for(
@@ -89,17 +105,6 @@ def chain_options() -> list[tuple[str, str]]:
 def form_list(values: Iterable[str]) -> list[str]:
     """A multi-valued form field's choices, blanks and repeats dropped, order kept."""
     return list(dict.fromkeys(v.strip() for v in values if v.strip()))
-
-
-def short_time(value: Any) -> str:
-    """An ISO time as ``YYYY-MM-DD HH:MM:SS`` (UTC as the coordinator sent it)."""
-    if isinstance(value, datetime):
-        return f"{value:%Y-%m-%d %H:%M:%S}"
-    text = str(value or "")
-    try:
-        return f"{datetime.fromisoformat(text.replace('Z', '+00:00')):%Y-%m-%d %H:%M:%S}"
-    except ValueError:
-        return text
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
 from creditshare import __version__
-from creditshare.console._auth import COOKIE, CSRF_FIELD, CSRF_HEADER
+from creditshare.console._auth import CSRF_FIELD, CSRF_HEADER
 from creditshare.console._forms import FormErrors
 from creditshare.console._i18n import LANGUAGES
 from creditshare.console._state import console_state
@@ -65,7 +65,7 @@ def page(
             "lang": language,
             "role": state.settings.role,
             "navigation": state.navigation,
-            "csrf": state.sessions.csrf_token(request.cookies.get(COOKIE)) or "",
+            "csrf": state.sessions.csrf_token(request.cookies.get(state.cookie)) or "",
             "csrf_field": CSRF_FIELD,
             "csrf_header": CSRF_HEADER,
             "errors": errors or FormErrors(),

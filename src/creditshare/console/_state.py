@@ -35,6 +35,11 @@ class ConsoleState:
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def cookie(self) -> str:
+        """This console's session cookie name (its own: see ``_auth``)."""
+        return self.sessions.cookie
+
+    @property
     def sdk(self) -> CreditShareClient:
         """The participant's SDK client (every role but a department's has one)."""
         if self.client is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, LargeBinary
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
@@ -102,6 +102,13 @@ class PaillierKeyRow(SQLModel, table=True):
 
 class ConsentRow(SQLModel, table=True):
     __tablename__ = "consent"
+    #: The consent listing's pages (newest first, ``ORDER BY created_at DESC, id DESC``)
+    #: for each kind of viewer: a grantee's, an enterprise's, an operator's (all).
+    __table_args__ = (
+        Index("ix_consent_grantee_created_at_id", "grantee", "created_at", "id"),
+        Index("ix_consent_uscc_created_at_id", "uscc", "created_at", "id"),
+        Index("ix_consent_created_at_id", "created_at", "id"),
+    )
 
     id: str = Field(primary_key=True, max_length=32)
     uscc: str = Field(index=True, max_length=18)
@@ -154,6 +161,11 @@ class ModelRow(SQLModel, table=True):
 
 class TrainingJobRow(SQLModel, table=True):
     __tablename__ = "training_job"
+    #: The job listing's pages (newest first) for a bureau and for an operator (all).
+    __table_args__ = (
+        Index("ix_training_job_bureau_created_at_id", "bureau", "created_at", "id"),
+        Index("ix_training_job_created_at_id", "created_at", "id"),
+    )
 
     id: str = Field(primary_key=True, max_length=64)
     bureau: str = Field(index=True, max_length=64)

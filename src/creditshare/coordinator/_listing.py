@@ -4,7 +4,10 @@ Both are newest first, a page at a time: at most ``limit`` rows ordered by
 (``created_at``, ``id``) descending, and the next page is the rows after the last
 one shown, named by its id (``before``). The cursor is looked up among the rows the
 caller may see, so an id of someone else's job or consent is refused like an unknown
-one (422 naming ``before``) and tells the caller nothing about it.
+one (422 naming ``before``) and tells the caller nothing about it. It is looked up
+under that visibility alone, not under the page's filters (``status``, ``uscc``): a
+job that finished between two pages of ``status=training`` still marks where the
+next page starts, it just is not on it.
 
 Who sees what is decided here, once for each listing, not in the routes:
 
@@ -33,6 +36,7 @@ __all__ = [
     "DEFAULT_LIMIT",
     "JOB_STATUSES",
     "MAX_LIMIT",
+    "PAGED",
     "Cursor",
     "JobStatus",
     "PageLimit",
@@ -64,6 +68,23 @@ Cursor = Annotated[
 ]
 
 
+#: The OpenAPI description of a listing's 200 response: the ``Link`` header ``next_page``
+#: sets (a route passes it as ``responses=PAGED``).
+PAGED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            "Link": {
+                "description": "only on a full page: `<path?...&limit=n&before=<the last "
+                'item\'s id>>; rel="next"` (RFC 8288), the next page with the same filters; '
+                "absent on the last page",
+                "required": False,
+                "schema": {"type": "string"},
+            }
+        }
+    }
+}
+
+
 def next_page(
     response: Response, path: str, rows: list[Any], limit: int, **params: str | None
 ) -> None:
@@ -84,18 +105,24 @@ class UnknownCursorError(InvalidInputError):
 def _page(
     engine: Engine,
     model: type[Row],
-    where: list[ColumnElement[bool]],
+    visible: list[ColumnElement[bool]],
+    filters: list[ColumnElement[bool]],
     limit: int,
     before: str | None,
     what: str,
 ) -> list[Row]:
-    """One page of ``model``'s rows matching ``where``, newest first, after ``before``."""
+    """One page of ``model``'s rows the caller may see (``visible``) that match
+    ``filters``, newest first, after ``before``.
+
+    The cursor is found under ``visible`` only: the filters may have stopped matching
+    it since the page before (a job's status moves on), and the position of a row
+    the caller may see is still a valid place to resume."""
     table: Any = model
     created, ident = col(table.created_at), col(table.id)
     with Session(engine) as session:
-        query = select(model).where(*where)
+        query = select(model).where(*visible, *filters)
         if before is not None:
-            anchor: Any = session.exec(select(model).where(*where, ident == before)).first()
+            anchor: Any = session.exec(select(model).where(*visible, ident == before)).first()
             if anchor is None:
                 raise UnknownCursorError(
                     f"before: {before[:64]!r} is not one of the {what} you may list "
@@ -119,9 +146,10 @@ def jobs_for(
     before: str | None = None,
 ) -> list[TrainingJobRow]:
     """The training jobs ``viewer`` may see (a bureau its own, an operator all)."""
-    where: list[ColumnElement[bool]] = []
+    visible: list[ColumnElement[bool]] = []
+    filters: list[ColumnElement[bool]] = []
     if viewer.role == Role.BUREAU:
-        where.append(col(TrainingJobRow.bureau) == viewer.id)
+        visible.append(col(TrainingJobRow.bureau) == viewer.id)
     elif viewer.role != Role.OPERATOR:
         raise PermissionDeniedError(
             f"role {viewer.role} has no training jobs (a bureau lists its own, an operator all)"
@@ -129,8 +157,8 @@ def jobs_for(
     if status is not None:
         if status not in JOB_STATUSES:  # the route's schema refuses it first
             raise InvalidInputError(f"status: expected one of {', '.join(JOB_STATUSES)}")
-        where.append(col(TrainingJobRow.status) == status)
-    return _page(engine, TrainingJobRow, where, limit, before, "training jobs")
+        filters.append(col(TrainingJobRow.status) == status)
+    return _page(engine, TrainingJobRow, visible, filters, limit, before, "training jobs")
 
 
 def consents_for(
@@ -142,16 +170,17 @@ def consents_for(
 ) -> list[ConsentRow]:
     """The consents ``viewer`` holds or granted (an operator: all), optionally only
     those about one enterprise (``uscc``, already checked)."""
-    where: list[ColumnElement[bool]] = []
+    visible: list[ColumnElement[bool]] = []
+    filters: list[ColumnElement[bool]] = []
     if viewer.role in (Role.BANK, Role.BUREAU):
-        where.append(col(ConsentRow.grantee) == viewer.id)
+        visible.append(col(ConsentRow.grantee) == viewer.id)
     elif viewer.role == Role.ENTERPRISE:
-        where.append(col(ConsentRow.uscc) == (viewer.uscc or ""))
+        visible.append(col(ConsentRow.uscc) == (viewer.uscc or ""))
     elif viewer.role != Role.OPERATOR:
         raise PermissionDeniedError(
             f"role {viewer.role} holds no consents (banks and bureaus list those granted to "
             "them, enterprises those they granted, operators all)"
         )
     if uscc is not None:
-        where.append(col(ConsentRow.uscc) == uscc)
-    return _page(engine, ConsentRow, where, limit, before, "consents")
+        filters.append(col(ConsentRow.uscc) == uscc)
+    return _page(engine, ConsentRow, visible, filters, limit, before, "consents")

@@ -75,7 +75,12 @@ PROBLEM_SCHEMA: dict[str, Any] = {
                 },
             },
         },
-        "field": {"type": "string", "description": "422: the invalid field"},
+        "field": {
+            "type": "string",
+            "description": "the request field the error concerns, where there is one: on "
+            "a 422 the invalid field; on a 403, 404 or 409 the field naming what was refused, "
+            "not found or taken (a grantee, a model id, a participant id, a USCC)",
+        },
         "position": {
             "type": ["integer", "null"],
             "description": "422 (USCC): the 0-based character at fault; 400: the byte offset",

@@ -385,7 +385,9 @@ class ParticipantRegistry:
     def authenticate(self, api_key: str) -> Participant:
         """The participant an API key belongs to; every failure looks the same to the caller."""
         match = _KEY.fullmatch(api_key)
-        failure = AuthenticationError("invalid or revoked credential")
+        failure = AuthenticationError(
+            "API key not accepted: unknown, revoked, or its participant is disabled"
+        )
         if match is None:
             raise failure
         key_id, secret = match.groups()

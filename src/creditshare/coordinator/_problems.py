@@ -112,7 +112,7 @@ def status_of(exc: CreditShareError) -> int:
 
 
 #: The tags of the request bodies' tagged unions (a training job's ``config``: the logistic
-#: or the gradient-boosted-tree document, ``_routes_training.ConfigIn``). Pydantic puts the
+#: or the gradient-boosted-tree document, ``_training_bodies.ConfigIn``). Pydantic puts the
 #: member's tag into an error's location; the caller sent no field of that name, so a
 #: location names the fields it did send (``body.config.mask_bits``, not
 #: ``body.config.logistic.mask_bits``).

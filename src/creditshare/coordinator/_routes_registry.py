@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter
 
 from creditshare.coordinator._deps import CallerDep, ServicesDep
+from creditshare.coordinator._participants import Role
 from creditshare.coordinator._schemas import ModelOut, NodeOut, PublishedIndicatorOut
 from creditshare.coordinator._settings import NodeEntry
 
@@ -18,7 +19,14 @@ router = APIRouter()
 @router.get("/v1/nodes", response_model=list[NodeOut], tags=["registry"])
 async def list_nodes(caller: CallerDep, services: ServicesDep) -> list[NodeOut]:
     """Every registered node, with whether it answers: what the background probes and the
-    latest real calls saw (never a node call made now, so a dead node costs no wait)."""
+    latest real calls saw (never a node call made now, so a dead node costs no wait).
+
+    Only an operator sees each node's ``version``, ``last_error`` and
+    ``last_latency_ms``: a node's release and its failures point an attacker at the
+    outdated or struggling ones, and the latency of real calls hints at others'
+    queries. Everyone else gets null for them (the same schema), and still sees
+    whether each node answers and when it last did."""
+    operator = caller.role == Role.OPERATOR
     out = []
     for n in services.registry.nodes:
         seen = services.health.status(n.id)
@@ -30,9 +38,9 @@ async def list_nodes(caller: CallerDep, services: ServicesDep) -> list[NodeOut]:
                 address=n.address,
                 reachable=seen.reachable,
                 last_answer_at=seen.last_answer_at,
-                last_latency_ms=seen.last_latency_ms,
-                version=seen.version,
-                last_error=seen.last_error,
+                last_latency_ms=seen.last_latency_ms if operator else None,
+                version=seen.version if operator else None,
+                last_error=seen.last_error if operator else None,
             )
         )
     return out

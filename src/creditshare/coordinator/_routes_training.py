@@ -1,34 +1,23 @@
 """Training-job endpoints: the bureau drives each step; the coordinator relays and records.
 
-Every list, string and number a bureau sends is bounded here, before anything is
-relayed or written: lists by the largest job a node accepts, strings by the
-largest 4096-bit value they can encode, integers by the protobuf field they are
-relayed in, and floats are finite (NaN and Infinity are refused, never stored).
+What a bureau may send each step (bounded before anything is relayed or written) is
+``_training_bodies``; the gradient-boosted-tree steps are ``_routes_tree_training``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import (
-    AwareDatetime,
-    Discriminator,
-    Field,
-    StringConstraints,
-    Tag,
-    field_validator,
-    model_validator,
-)
+from fastapi import APIRouter, Depends, Query, Response
 
 from creditshare.coordinator._db import Participant, TrainingJobRow
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
 from creditshare.coordinator._listing import (
     DEFAULT_LIMIT,
+    PAGED,
     Cursor,
     JobStatus,
     PageLimit,
@@ -37,16 +26,29 @@ from creditshare.coordinator._listing import (
 )
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._schemas import (
-    FINGERPRINT_PATTERN,
-    ID_PATTERN,
-    REQUEST_ID_PATTERN,
-    SIGNATURE_PATTERN,
-    InputModel,
     JobOut,
     JobSummaryOut,
 )
 from creditshare.coordinator._services import Services
 from creditshare.coordinator._training import TrainingJobs
+from creditshare.coordinator._training_bodies import (
+    ApplyIn,
+    ApplyLevelSumsIn,
+    CancelIn,
+    FailIn,
+    FinishIn,
+    GradientIn,
+    JobId,
+    JobIn,
+    LevelSumsIn,
+    OpenIn,
+    ProgressIn,
+    PsiIn,
+    RowsIn,
+    from_base64,
+    model_type_of,
+    to_base64,
+)
 from creditshare.coordinator._training_steps import LabelSums, Step
 from creditshare.crypto import PublicKey
 from creditshare.errors import InvalidInputError, PermissionDeniedError
@@ -61,177 +63,6 @@ router = APIRouter(tags=["training"])
 T = TypeVar("T")
 Bureau = Annotated[Participant, Depends(require_roles(Role.BUREAU))]
 BureauOrOperator = Annotated[Participant, Depends(require_roles(Role.BUREAU, Role.OPERATOR))]
-#: The most rows (or PSI points) one call may carry: a node's whole aligned set.
-_MAX_ITEMS = 200_000
-_UINT32 = 2**32 - 1
-#: Base64 of a ciphertext modulo n² for a 4096-bit n (1024 bytes) is 1368 characters.
-_MAX_CIPHERTEXT_TEXT = 1400
-#: The most fit rows one level-sums call may carry (the bureau sends 4096 at a time):
-#: Enc(y) at 4096 bits stays well under the body limit.
-_MAX_LEVEL_SUMS_ROWS = 8192
-#: |float| bound on any number a bureau reports: far beyond any real loss or metric.
-_MAX_MAGNITUDE = 1e12
-
-JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-NodeName = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
-Point = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-CiphertextText = Annotated[str, StringConstraints(min_length=1, max_length=_MAX_CIPHERTEXT_TEXT)]
-Row = Annotated[int, Field(ge=0, le=_UINT32)]
-Number = Annotated[float, Field(ge=-_MAX_MAGNITUDE, le=_MAX_MAGNITUDE, allow_inf_nan=False)]
-MetricName = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-]
-
-
-#: Unknown fields refused, floats finite, no control characters (NUL cannot be stored).
-_Strict = InputModel
-
-
-def _model_type(document: Any) -> str:
-    """Which config a job's document is: a tree document names ``"model_type": "gbdt"``;
-    anything else is the logistic document (the default, which has no such field)."""
-    if isinstance(document, TreeConfig):
-        return "gbdt"
-    if isinstance(document, dict) and document.get("model_type") == "gbdt":
-        return "gbdt"
-    return "logistic"
-
-
-#: The logistic document (default) or a gradient-boosted-tree one. Problem locations leave
-#: these tags out (``_problems._UNION_TAGS``): a caller names ``config.mask_bits``.
-ConfigIn = Annotated[
-    Annotated[TrainingConfig, Tag("logistic")] | Annotated[TreeConfig, Tag("gbdt")],
-    Discriminator(_model_type),
-]
-
-
-class JobIn(_Strict):
-    model_id: str = Field(pattern=ID_PATTERN)
-    description: str = Field(default="", max_length=500)
-    #: A set of nodes: a name given twice counts once.
-    nodes: list[NodeName] = Field(min_length=1, max_length=64)
-    key_fingerprint: str = Field(
-        pattern=FINGERPRINT_PATTERN,
-        description="one of the bureau's registered Paillier keys (POST /v1/paillier-keys): "
-        "what nodes encrypt under and the bureau decrypts with",
-    )
-    #: The one training-configuration document (unknown fields and values out of their
-    #: bounds are refused here, 422 naming the field); stored with the job as sent. A
-    #: document with ``"model_type": "gbdt"`` is a ``TreeConfig`` (gradient-boosted trees).
-    config: ConfigIn = Field(default_factory=TrainingConfig)
-    job_id: str = Field(
-        pattern=REQUEST_ID_PATTERN,
-        description="chosen by the bureau (128 random bits, lowercase hex) and signed",
-    )
-    requested_at: AwareDatetime = Field(description="when the bureau signed the job (UTC)")
-    config_sha256: str = Field(
-        pattern=r"^[0-9a-f]{64}$",
-        description="SHA-256 (lowercase hex) of the canonical JSON of `config` (all of its "
-        "fields, defaults included), as signed: every node recomputes it from the settings "
-        "it is sent and refuses the job when it differs",
-    )
-    signature: str = Field(
-        pattern=SIGNATURE_PATTERN,
-        description="base64 Ed25519 signature, by the key the bureau's credential certifies, "
-        "over the signed training-job document (version 2: job id, key fingerprint, nodes, "
-        "config_sha256, purpose, time)",
-    )
-
-    @field_validator("nodes")
-    @classmethod
-    def _distinct(cls, nodes: list[str]) -> list[str]:
-        return list(dict.fromkeys(nodes))
-
-
-class PsiIn(_Strict):
-    node: NodeName
-    domain: str = Field(min_length=1, max_length=256)
-    blinded: list[Point] = Field(max_length=_MAX_ITEMS)
-
-
-class OpenIn(_Strict):
-    node: NodeName
-    points: list[Point] = Field(min_length=1, max_length=_MAX_ITEMS)
-
-
-class RowsIn(_Strict):
-    node: NodeName
-    rows: list[Row] = Field(min_length=1, max_length=_MAX_ITEMS)
-    #: Packed evaluation scores (see ForwardRequest); 0 = one ciphertext per row.
-    slot_bits: int = Field(default=0, ge=0, le=512)
-    additions: int = Field(default=0, ge=0, le=1024)
-
-
-class GradientIn(_Strict):
-    node: NodeName
-    rows: list[Row] = Field(min_length=1, max_length=_MAX_ITEMS)
-    residuals: list[CiphertextText] = Field(min_length=1, max_length=_MAX_ITEMS)
-
-
-class LevelSumsIn(_Strict):
-    node: NodeName
-    #: A chunk of the fit rows (positions), and Enc(y) for each: never validation or
-    #: test rows. Only the final call may be empty.
-    rows: list[Row] = Field(max_length=_MAX_LEVEL_SUMS_ROWS)
-    labels: list[CiphertextText] = Field(max_length=_MAX_LEVEL_SUMS_ROWS)
-    #: How many fit rows are sent in all (the same in every call).
-    total: int = Field(ge=1, le=_MAX_ITEMS)
-    #: The last call: the node masks its sums and answers them.
-    final: bool
-
-    @model_validator(mode="after")
-    def _rows_or_final(self) -> LevelSumsIn:
-        if not self.rows and not self.final:
-            raise ValueError("rows may be empty only in the final call")
-        return self
-
-
-class ApplyLevelSumsIn(_Strict):
-    node: NodeName
-    #: Decrypted masked sums: integers in [0, n) below 2^4096 (1234 digits).
-    values: list[Annotated[str, StringConstraints(pattern=r"^[0-9]{1,1300}$")]] = Field(
-        min_length=1, max_length=10_000
-    )
-    randomness: list[CiphertextText] = Field(min_length=1, max_length=10_000)
-
-
-class ApplyIn(_Strict):
-    node: NodeName
-    #: Signed decimal integers below 2^4096 (1234 digits).
-    values: list[Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,1300}$")]] = Field(
-        min_length=1, max_length=10_000
-    )
-    randomness: list[CiphertextText] = Field(min_length=1, max_length=10_000)
-    batch_size: int = Field(ge=1, le=100_000)
-    rate: float = Field(gt=0, le=100)
-
-
-class ProgressIn(_Strict):
-    epoch: int = Field(ge=0, le=100_000)
-    batch: int = Field(ge=0, le=_UINT32)
-    batches: int = Field(ge=0, le=_UINT32)
-    validation_loss: Number | None = None
-    validation_auc: float | None = Field(default=None, ge=0, le=1)
-    seconds: float | None = Field(default=None, ge=0, le=_MAX_MAGNITUDE)
-
-
-class FinishIn(_Strict):
-    #: A tree job's is its tree model's base score.
-    intercept: Number
-    metrics: dict[MetricName, Number] = Field(default_factory=dict, max_length=32)
-    #: A tree job's published model (``trees.TreeModel`` document: shapes, the node owning
-    #: each split, leaf weights, base score); checked against the job when it finishes.
-    tree_model: dict[str, Any] | None = None
-
-
-class FailIn(_Strict):
-    reason: str = Field(max_length=2000)
-
-
-class CancelIn(_Strict):
-    reason: str = Field(default="", max_length=500)
-
-
 #: Entries of a job's validation curve: one per epoch (max_epochs is at most 1000).
 _MAX_HISTORY = 1000
 
@@ -241,7 +72,7 @@ def _summary(row: TrainingJobRow) -> JobSummaryOut:
         id=row.id,
         bureau=row.bureau,
         model_id=row.model_id,
-        model_type=_model_type(row.config),
+        model_type=model_type_of(row.config),
         status=row.status,
         nodes=row.nodes,
         config=row.config,
@@ -255,17 +86,6 @@ def _summary(row: TrainingJobRow) -> JobSummaryOut:
 
 def _out(row: TrainingJobRow) -> JobOut:
     return JobOut(**_summary(row).model_dump(), history=row.history)
-
-
-def _bytes(items: list[str], what: str) -> list[bytes]:
-    try:
-        return [base64.b64decode(i.encode("ascii"), validate=True) for i in items]
-    except (binascii.Error, UnicodeEncodeError):
-        raise InvalidInputError(f"{what} must be base64") from None
-
-
-def _text(items: Any) -> list[str]:
-    return [base64.b64encode(bytes(i)).decode("ascii") for i in items]
 
 
 @router.post("/v1/training-jobs", response_model=JobOut, status_code=201)
@@ -314,7 +134,7 @@ def _signed_job(services: Services, caller: Participant, body: JobIn) -> SignedT
     return signed
 
 
-@router.get("/v1/training-jobs", response_model=list[JobSummaryOut])
+@router.get("/v1/training-jobs", response_model=list[JobSummaryOut], responses=PAGED)
 async def list_jobs(
     caller: BureauOrOperator,
     services: ServicesDep,
@@ -345,7 +165,7 @@ async def psi(job_id: JobId, body: PsiIn, caller: Bureau, services: ServicesDep)
     template = training_pb2.PsiAnswerRequest(
         job_id=job_id,
         domain=body.domain.encode("utf-8"),
-        blinded=_bytes(body.blinded, "blinded"),
+        blinded=from_base64(body.blinded, "blinded"),
         public_key=node_pb2.PaillierPublicKey(n=PublicKey.from_text(row.public_key).to_bytes()),
         credentials=await asyncio.to_thread(services.credentials.for_nodes, row.bureau),
     )
@@ -359,8 +179,8 @@ async def psi(job_id: JobId, body: PsiIn, caller: Bureau, services: ServicesDep)
     reply = await jobs.relay_with_receipt(row, body.node, call)
     await asyncio.to_thread(jobs.aligned, job_id, body.node)
     return {
-        "double_blinded": _text(reply.double_blinded),
-        "node_blinded": _text(reply.node_blinded),
+        "double_blinded": to_base64(reply.double_blinded),
+        "node_blinded": to_base64(reply.node_blinded),
         "node_set_size": reply.node_set_size,
     }
 
@@ -376,7 +196,7 @@ async def open_job(
     template = training_pb2.OpenJobRequest(
         job_id=job_id,
         public_key=node_pb2.PaillierPublicKey(n=PublicKey.from_text(row.public_key).to_bytes()),
-        points=_bytes(body.points, "points"),
+        points=from_base64(body.points, "points"),
         credentials=await asyncio.to_thread(services.credentials.for_nodes, row.bureau),
     )
     if isinstance(config, TreeConfig):  # exactly one of settings and tree_settings
@@ -415,7 +235,7 @@ async def level_sums(
     request = training_pb2.LevelSumsRequest(
         job_id=job_id,
         rows=body.rows,
-        labels=_bytes(body.labels, "labels"),
+        labels=from_base64(body.labels, "labels"),
         total=body.total,
         final=body.final,
     )
@@ -424,7 +244,7 @@ async def level_sums(
     )
     done: LabelSums = "asked" if body.final else "summing"
     await asyncio.to_thread(jobs.label_sums, job_id, body.node, done)
-    return {"ciphertexts": _text(reply.ciphertexts)}
+    return {"ciphertexts": to_base64(reply.ciphertexts)}
 
 
 async def _claimed(
@@ -449,7 +269,7 @@ async def apply_level_sums(
     jobs = services.training
     await jobs.active(job_id, caller, body.node, "apply_sums")
     request = training_pb2.ApplyLevelSumsRequest(
-        job_id=job_id, values=body.values, randomness=_bytes(body.randomness, "randomness")
+        job_id=job_id, values=body.values, randomness=from_base64(body.randomness, "randomness")
     )
     reply = await _claimed(
         jobs,
@@ -472,7 +292,7 @@ async def forward(
         job_id=job_id, rows=body.rows, slot_bits=body.slot_bits, additions=body.additions
     )
     reply = await jobs.relay(job_id, body.node, lambda s: s.Forward(request, timeout=jobs.deadline))
-    return {"ciphertexts": _text(reply.ciphertexts)}
+    return {"ciphertexts": to_base64(reply.ciphertexts)}
 
 
 @router.post("/v1/training-jobs/{job_id}/gradient")
@@ -483,12 +303,12 @@ async def gradient(
     jobs = services.training
     await jobs.active(job_id, caller, body.node, "compute")
     request = training_pb2.MaskedGradientRequest(
-        job_id=job_id, rows=body.rows, residuals=_bytes(body.residuals, "residuals")
+        job_id=job_id, rows=body.rows, residuals=from_base64(body.residuals, "residuals")
     )
     reply = await jobs.relay(
         job_id, body.node, lambda s: s.MaskedGradient(request, timeout=jobs.deadline)
     )
-    return {"ciphertexts": _text(reply.ciphertexts)}
+    return {"ciphertexts": to_base64(reply.ciphertexts)}
 
 
 @router.post("/v1/training-jobs/{job_id}/apply")
@@ -502,7 +322,7 @@ async def apply(
         values=body.values,
         batch_size=body.batch_size,
         rate=body.rate,
-        randomness=_bytes(body.randomness, "randomness"),
+        randomness=from_base64(body.randomness, "randomness"),
     )
     await jobs.relay(job_id, body.node, lambda s: s.ApplyGradient(request, timeout=jobs.deadline))
     return {}

@@ -24,17 +24,17 @@ from fastapi import APIRouter
 from pydantic import Field, model_validator
 
 from creditshare.coordinator._deps import ServicesDep
-from creditshare.coordinator._routes_training import (
-    _MAX_ITEMS,
-    _MAX_LEVEL_SUMS_ROWS,
-    Bureau,
+from creditshare.coordinator._routes_training import Bureau
+from creditshare.coordinator._training_bodies import (
+    MAX_ITEMS,
+    MAX_LEVEL_SUMS_ROWS,
     CiphertextText,
     JobId,
     NodeName,
     Row,
-    _bytes,
-    _Strict,
-    _text,
+    Strict,
+    from_base64,
+    to_base64,
 )
 from creditshare.proto import training_pb2
 from creditshare.trees import MAX_DEPTH, MAX_TREES
@@ -52,16 +52,16 @@ _MAX_LEVEL = 2**MAX_DEPTH
 Tree = Annotated[int, Field(ge=0, lt=MAX_TREES)]
 
 
-class TreeGradientsIn(_Strict):
+class TreeGradientsIn(Strict):
     node: NodeName
     tree: Tree
     #: A chunk of the fit rows (positions in the job's rows); only the final call may be
     #: empty. Never validation or test rows.
-    rows: list[Row] = Field(max_length=_MAX_LEVEL_SUMS_ROWS)
+    rows: list[Row] = Field(max_length=MAX_LEVEL_SUMS_ROWS)
     #: Per row, the packed (g, h) plaintext encrypted under the job's key (base64).
-    gradients: list[CiphertextText] = Field(max_length=_MAX_LEVEL_SUMS_ROWS)
+    gradients: list[CiphertextText] = Field(max_length=MAX_LEVEL_SUMS_ROWS)
     #: How many fit rows the tree's gradients cover in all (the same in every call).
-    total: int = Field(ge=1, le=_MAX_ITEMS)
+    total: int = Field(ge=1, le=MAX_ITEMS)
     final: bool
 
     @model_validator(mode="after")
@@ -73,12 +73,12 @@ class TreeGradientsIn(_Strict):
         return self
 
 
-class TreeNodeIn(_Strict):
+class TreeNodeIn(Strict):
     position: int = Field(ge=0, le=_MAX_POSITION)
-    rows: list[Row] = Field(min_length=1, max_length=_MAX_ITEMS)
+    rows: list[Row] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
-class TreeHistogramsIn(_Strict):
+class TreeHistogramsIn(Strict):
     node: NodeName
     tree: Tree
     #: The tree nodes of one level the bureau asks about (each with its fit rows).
@@ -89,12 +89,12 @@ class TreeHistogramsIn(_Strict):
         positions = [n.position for n in self.nodes]
         if len(set(positions)) != len(positions):
             raise ValueError("each tree node (position) may be asked once per call")
-        if sum(len(n.rows) for n in self.nodes) > _MAX_ITEMS:
-            raise ValueError(f"the tree nodes asked hold more than {_MAX_ITEMS} rows in all")
+        if sum(len(n.rows) for n in self.nodes) > MAX_ITEMS:
+            raise ValueError(f"the tree nodes asked hold more than {MAX_ITEMS} rows in all")
         return self
 
 
-class TreeSplitIn(_Strict):
+class TreeSplitIn(Strict):
     node: NodeName
     tree: Tree
     position: int = Field(ge=0, le=_MAX_SPLIT)
@@ -103,14 +103,14 @@ class TreeSplitIn(_Strict):
     #: The last bin that goes left.
     bin: int = Field(ge=0, le=255)
     #: The fit rows at this tree node.
-    rows: list[Row] = Field(min_length=1, max_length=_MAX_ITEMS)
+    rows: list[Row] = Field(min_length=1, max_length=MAX_ITEMS)
     #: Validation and test rows at this tree node: routed, never summed.
-    other_rows: list[Row] = Field(default_factory=list, max_length=_MAX_ITEMS)
+    other_rows: list[Row] = Field(default_factory=list, max_length=MAX_ITEMS)
 
     @model_validator(mode="after")
     def _bounded(self) -> TreeSplitIn:
-        if len(self.rows) + len(self.other_rows) > _MAX_ITEMS:
-            raise ValueError(f"rows and other_rows hold more than {_MAX_ITEMS} rows in all")
+        if len(self.rows) + len(self.other_rows) > MAX_ITEMS:
+            raise ValueError(f"rows and other_rows hold more than {MAX_ITEMS} rows in all")
         return self
 
 
@@ -125,7 +125,7 @@ async def tree_gradients(
         job_id=job_id,
         tree=body.tree,
         rows=body.rows,
-        gradients=_bytes(body.gradients, "gradients"),
+        gradients=from_base64(body.gradients, "gradients"),
         total=body.total,
         final=body.final,
     )
@@ -150,7 +150,8 @@ async def tree_histograms(
     )
     return {
         "histograms": [
-            {"position": h.position, "ciphertexts": _text(h.ciphertexts)} for h in reply.histograms
+            {"position": h.position, "ciphertexts": to_base64(h.ciphertexts)}
+            for h in reply.histograms
         ]
     }
 
@@ -175,4 +176,4 @@ async def tree_split(
     reply = await jobs.relay(
         job_id, body.node, lambda s: s.TreeSplit(request, timeout=jobs.deadline)
     )
-    return {"left": _text([reply.left])[0]}
+    return {"left": to_base64([reply.left])[0]}

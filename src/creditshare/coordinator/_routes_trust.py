@@ -15,6 +15,7 @@ from creditshare.coordinator._db import ConsentRow, Participant
 from creditshare.coordinator._deps import CallerDep, ServicesDep, require_roles
 from creditshare.coordinator._listing import (
     DEFAULT_LIMIT,
+    PAGED,
     Cursor,
     PageLimit,
     consents_for,
@@ -247,7 +248,7 @@ def _has_credential(services: Services, uscc: str) -> None:
         )
 
 
-@router.get("/v1/consents", response_model=list[ConsentOut], tags=["consents"])
+@router.get("/v1/consents", response_model=list[ConsentOut], tags=["consents"], responses=PAGED)
 async def list_consents(
     caller: ConsentHolder,
     services: ServicesDep,

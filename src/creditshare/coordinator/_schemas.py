@@ -324,13 +324,17 @@ class NodeOut(BaseModel):
         description="when the node last answered a probe or a real call"
     )
     last_latency_ms: float | None = Field(
-        description="how long that answer took (a query's includes the node's encryption)"
+        description="how long that answer took (a query's includes the node's encryption); "
+        "operators only, null for other callers"
     )
     version: str | None = Field(
-        description="the creditshare version the node reports; null: not probed yet, or "
-        "a node too old to say"
+        description="the creditshare version the node reports; null: not probed yet, a "
+        "node too old to say, or a caller that is not an operator"
     )
-    last_error: str | None = Field(description="why the node is unreachable; null while it answers")
+    last_error: str | None = Field(
+        description="why the node is unreachable; null while it answers, and for a caller "
+        "that is not an operator"
+    )
 
 
 class PublishedIndicatorOut(BaseModel):

@@ -13,7 +13,7 @@ from creditshare.node._server import (
     serve,
 )
 from creditshare.node._settings import ModelShardSettings, NodeSettings
-from creditshare.node._storage import RecordStore, make_engine
+from creditshare.node._storage import RecordStore, make_engine, make_read_only_engine
 from creditshare.node._witness import NodeWitness, generate_witness_key, load_witness_key
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "import_into_node",
     "load_witness_key",
     "make_engine",
+    "make_read_only_engine",
     "refusal_log_entries",
     "serve",
 ]

@@ -30,7 +30,13 @@ from creditshare.node._request_context import RequestContextInterceptor
 from creditshare.node._scoring import ScoreEngine
 from creditshare.node._service import DataNodeService, NodeInfoService
 from creditshare.node._settings import NodeSettings
-from creditshare.node._storage import ImportBatch, RecordStore, ShardStore, make_engine
+from creditshare.node._storage import (
+    ImportBatch,
+    RecordStore,
+    ShardStore,
+    make_engine,
+    make_read_only_engine,
+)
 from creditshare.node._training import TrainingService
 from creditshare.node._trust import AccessLog, AccessLogRow, TrustedHeadStore
 from creditshare.node._witness import NodeWitness, load_witness_key
@@ -80,7 +86,7 @@ def _read_only_engine(settings: NodeSettings, command: str) -> Engine:
     if file not in (None, "", ":memory:") and not Path(str(file)).is_file():
         # Connecting would create an empty file there: a typo'd path is not a database.
         raise ConfigurationError(f"`{command}`: there is no node database at {file}")
-    engine = make_engine(settings.database_url, migrate=False)
+    engine = make_read_only_engine(settings.database_url)  # cannot write, even by mistake
     now, newest = migrations.current(engine, "node"), migrations.head("node")
     if now != newest:
         engine.dispose()

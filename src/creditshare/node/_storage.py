@@ -19,12 +19,25 @@ from sqlmodel import Field, Session, SQLModel, select
 from creditshare import migrations
 from creditshare._database import open_engine
 from creditshare.departments import Department, derivation, derivation_change
-from creditshare.errors import ConflictError, CreditShareError, InvalidInputError
+from creditshare.errors import (
+    ConfigurationError,
+    ConflictError,
+    CreditShareError,
+    InvalidInputError,
+)
 from creditshare.federated import ModelShard, Preprocessing
 from creditshare.node._records import ImportBatch, RecordRow, RecordStore
 from creditshare.trees import TreeShard
 
-__all__ = ["ImportBatch", "ModelShardRow", "RecordRow", "RecordStore", "ShardStore", "make_engine"]
+__all__ = [
+    "ImportBatch",
+    "ModelShardRow",
+    "RecordRow",
+    "RecordStore",
+    "ShardStore",
+    "make_engine",
+    "make_read_only_engine",
+]
 
 log = logging.getLogger("creditshare.node")
 
@@ -297,3 +310,39 @@ def make_engine(url: str, *, migrate: bool = True) -> Engine:
     if migrate:
         migrations.upgrade(engine, "node")
     return engine
+
+
+def _sqlite_query_only(connection: Any, _record: Any) -> None:
+    """Refuse every write on this connection (SQLite's ``query_only``). The connection
+    itself is opened read-write so that, on a WAL database a node is serving, it may use
+    (and if need be create) the ``-shm`` index every reader needs."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def make_read_only_engine(url: str) -> Engine:
+    """An engine on a node's database that cannot write to it, for tools that only read
+    (``node imports|access-log|refusals``, the department console): on SQLite every
+    connection is ``query_only``; on PostgreSQL every transaction is read only
+    (``default_transaction_read_only``, set when the session starts). The schema is
+    never migrated from here."""
+    if url.startswith("sqlite"):
+        engine = open_engine(url)
+        event.listen(engine, "connect", _sqlite_query_only)
+        return engine
+    if url.startswith("postgresql"):
+        engine = open_engine(url)
+        event.listen(engine, "connect", _postgres_read_only)
+        return engine
+    raise ConfigurationError(
+        f"a node database must be SQLite or PostgreSQL, not {url.split(':', 1)[0]}"
+    )
+
+
+def _postgres_read_only(connection: Any, _record: Any) -> None:
+    """Every transaction of this session is READ ONLY: PostgreSQL refuses any write."""
+    cursor = connection.cursor()
+    cursor.execute("SET default_transaction_read_only = on")
+    cursor.close()
+    connection.commit()  # the SET ran in a transaction of its own: keep it

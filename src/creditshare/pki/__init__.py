@@ -33,6 +33,7 @@ from creditshare.pki._credential import (
     CREDENTIAL_EKU,
     CREDENTIAL_ROLES,
     MAX_CERTIFICATE_BYTES,
+    PARTICIPANT_ID,
     Credential,
     parse_credential,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "MAX_CRL_BYTES",
     "MAX_LEAF_DAYS",
     "ORGANIZATION",
+    "PARTICIPANT_ID",
     "REQUEST_ROLES",
     "REVOCATION_REASONS",
     "SIGNING_CSR_FILE",

@@ -151,7 +151,7 @@ def test_c_a_refused_consent_is_shown_under_its_field_and_monitoring_lists_in_ch
             page.goto(console.url + "/bank/query")
             page.locator("#f-uscc").fill(uscc)
             page.locator("#f-consent_id").fill(unknown)
-            page.locator("form button[type=submit]").click()
+            page.locator("#main form button[type=submit]").click()
             error = page.locator("#e-consent_id")
             error.wait_for(timeout=QUERY_TIMEOUT_MS)
             assert unknown in error.inner_text()

@@ -3,6 +3,8 @@ switch, and pages that need no host but the console."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import httpx
 import pytest
 
@@ -27,7 +29,12 @@ def test_only_the_printed_link_logs_in_and_forms_need_the_session_token(
         token = console.login_url.split("token=", 1)[1]
         logged = user.get("/login", params={"token": token})
         assert logged.status_code == 303
-        cookie = logged.cookies.get("creditshare_console")
+        # The console names its own cookie (by port, and at random): cookies ignore ports.
+        names = [n for n in logged.cookies if n.startswith("creditshare_console_")]
+        assert len(names) == 1 and names[0].startswith(
+            f"creditshare_console_{urlsplit(console.url).port}_"
+        )
+        cookie = logged.cookies.get(names[0])
         assert cookie and "httponly" in logged.headers["set-cookie"].lower()
         assert "samesite=strict" in logged.headers["set-cookie"].lower()
         # Logged in, but a POST without the page's token, or from another site, is refused.

@@ -52,10 +52,20 @@ def _enterprise_console(
 
 
 def test_b_grant_and_revoke_through_the_pages_then_the_refusal_is_in_the_verified_log(
-    consoles: Consoles, trust: Trust, browser: Any, data_dir: Path
+    consoles: Consoles, trust: Trust, browser: Any, data_dir: Path, tmp_path: Path
 ) -> None:
+    witnesses = trust.layout.witness_keys()
+    assert len(witnesses) >= 2
+    witnesses_file = tmp_path / "witnesses.txt"
+    witnesses_file.write_text("".join(k.vkey() + "\n" for k in witnesses), encoding="utf-8")
     uscc, console = _enterprise_console(
-        consoles, trust, data_dir, 1501, log_key=trust.layout.log_key().to_text()
+        consoles,
+        trust,
+        data_dir,
+        1501,
+        log_key=trust.layout.log_key().to_text(),
+        witnesses_file=str(witnesses_file),
+        quorum=2,
     )
     with open_console(browser, console) as page:
         page.goto(console.url + "/")
@@ -100,23 +110,32 @@ def test_b_grant_and_revoke_through_the_pages_then_the_refusal_is_in_the_verifie
         entry = page.locator(f"#access-log tr[data-consent='{consent}'][data-kind='refusal']")
         entry.wait_for(timeout=TIMEOUT_MS)
         assert entry.get_attribute("data-verified") == "yes"
-        assert "verified" in entry.locator("td.inclusion").inner_text()
+        inclusion = entry.locator("td.inclusion").inner_text()
+        assert "verified" in inclusion and "witnessed by" in inclusion
         assert "pinned" in page.locator("#log-key").inner_text()
+        # The page says which guarantee holds: a pinned key and a quorum of witnesses.
+        assert page.locator("#log-witnesses").get_attribute("data-witnessed") == "yes"
+        assert (
+            f"at least 2 of the {len(witnesses)} witnesses" in page.locator("#log-key").inner_text()
+        )
         check_page(page, "enterprise-log")
 
 
-def test_the_pages_in_chinese_and_the_log_key_fetched_when_none_is_pinned(
+def test_the_pages_in_chinese_and_a_log_without_witnesses_said_to_be_unwitnessed(
     consoles: Consoles, trust: Trust, browser: Any, data_dir: Path
 ) -> None:
-    _, console = _enterprise_console(consoles, trust, data_dir, 1502)
+    _, console = _enterprise_console(
+        consoles, trust, data_dir, 1502, log_key=trust.layout.log_key().to_text()
+    )
     with open_console(browser, console, language="zh") as page:
         page.goto(console.url + "/enterprise/log")
-        assert "从协调方获取" in page.locator("#log-key").inner_text()
+        assert page.locator("#log-witnesses").get_attribute("data-witnessed") == "no"
+        assert "未经见证" in page.locator("#log-key").inner_text()
         check_page(page, "enterprise-log-zh")
         page.goto(console.url + "/enterprise/grant")
         # A local check (no round trip) also lands under its field.
         page.locator("#f-grantee").fill(trust.bank_id)
         page.locator("#f-days").fill("0")
-        page.locator("form button[type=submit]").click()
+        page.locator("#main form button[type=submit]").click()
         page.locator("#e-days").wait_for(timeout=TIMEOUT_MS)
         check_page(page, "enterprise-grant-zh")

@@ -144,7 +144,7 @@ def test_each_form_shows_the_coordinators_refusal_next_to_its_field(
         assert page.locator("#f-id").get_attribute("aria-invalid") == "true"
         assert page.locator("#f-id").input_value() == trust.bank_id  # nothing typed is lost
         check_page(page, "operator-register-refused-zh")
-        # An id the coordinator's schema refuses: its 422, under the id field too.
+        # Not a participant id: refused here (it would go into a URL path), under the field.
         page.locator("#f-id").fill("Not An Id!")
         _submit(page, "register-form")
         refused = page.locator("#e-id").inner_text()
