@@ -497,3 +497,18 @@ def test_consents_come_a_page_at_a_time_with_a_link_to_the_older_ones(
         assert shown(last) == ["c1"]
         assert 'id="consents-more"' not in last  # nothing older: no dead-end link
     assert fake.asked == [(5, None), (5, "c6"), (5, "c2")]
+
+
+def test_a_held_consent_that_cannot_be_used_is_not_shown_as_active() -> None:
+    """Revoked, expired and used-up consents each say so (a query would be refused)."""
+    from creditshare.console._bank import _consent_state
+
+    later = "2999-01-01T00:00:00Z"
+    assert _consent_state({"uses": 1, "max_uses": 3, "document": {"valid_until": later}}) == (
+        "active"
+    )
+    assert _consent_state({"revoked": True, "document": {"valid_until": later}}) == "revoked"
+    assert _consent_state({"document": {"valid_until": "2000-01-01T00:00:00Z"}}) == "expired"
+    assert _consent_state({"uses": 3, "max_uses": 3, "document": {"valid_until": later}}) == (
+        "used_up"
+    )

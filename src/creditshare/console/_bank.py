@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -165,6 +166,23 @@ def run_query(
     return _query_page(request, values, profile=profile_view(profile))
 
 
+def _consent_state(row: dict[str, Any]) -> str:
+    """Whether a held consent can still be queried with: revoked, expired and used up
+    are shown as such (the query would be refused), not as active."""
+    if row.get("revoked"):
+        return "revoked"
+    until = row.get("document", {}).get("valid_until")
+    try:
+        if until and datetime.fromisoformat(str(until).replace("Z", "+00:00")) <= datetime.now(UTC):
+            return "expired"
+    except ValueError:
+        pass
+    limit = row.get("max_uses")
+    if limit is not None and int(row.get("uses", 0)) >= int(limit):
+        return "used_up"
+    return "active"
+
+
 @router.get("/bank/consents", response_class=HTMLResponse)
 def held_consents(request: Request, before: str = "") -> HTMLResponse:
     """The consents granted to this bank, newest first, a page at a time (``before``:
@@ -186,7 +204,7 @@ def held_consents(request: Request, before: str = "") -> HTMLResponse:
             "max_uses": r.get("max_uses"),
             "valid_until": utc_time(r.get("document", {}).get("valid_until")),
             "chains": ", ".join(r.get("document", {}).get("chains", [])),
-            "revoked": bool(r.get("revoked")),
+            "state": _consent_state(r),
         }
         for r in rows
     ]
