@@ -512,3 +512,20 @@ def test_a_held_consent_that_cannot_be_used_is_not_shown_as_active() -> None:
     assert _consent_state({"uses": 3, "max_uses": 3, "document": {"valid_until": later}}) == (
         "used_up"
     )
+
+
+def test_forms_offer_only_the_chains_that_have_nodes() -> None:
+    from creditshare.console._profile_view import chain_options
+    from creditshare.errors import TransportError
+
+    class OneChain:
+        def nodes(self) -> list[dict[str, str]]:
+            return [{"id": "yrd-tax", "chain": "yrd"}, {"id": "yrd-court", "chain": "yrd"}]
+
+    class Down:
+        def nodes(self) -> list[dict[str, str]]:
+            raise TransportError("cannot reach the coordinator")
+
+    assert [value for value, _ in chain_options(OneChain())] == ["yrd"]
+    assert [value for value, _ in chain_options(Down())] == ["yrd", "prd", "bth"]
+    assert len(chain_options()) == 3

@@ -92,7 +92,7 @@ def _query_page(
         values=values,
         purposes=[p.value for p in Purpose],
         models=_models(state),
-        chains=chain_options(),
+        chains=chain_options(state.client),
         **context,
     )
 

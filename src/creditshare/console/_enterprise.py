@@ -206,7 +206,7 @@ def _grant_page(
         values=values,
         uscc=_uscc(state),
         purposes=[p.value for p in Purpose],
-        chains=chain_options(),
+        chains=chain_options(state.client),
         indicators=_indicator_options(state),
         **context,
     )

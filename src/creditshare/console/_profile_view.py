@@ -98,8 +98,21 @@ def check_uscc(text: str) -> tuple[Uscc | None, str]:
     return code, ""
 
 
-def chain_options() -> list[tuple[str, str]]:
-    return [(c.value, f"{c.value} · {c.display_name}") for c in Chain]
+def chain_options(client: Any = None) -> list[tuple[str, str]]:
+    """The chains a form offers: those with data nodes (every chain if the coordinator
+    cannot say), so a one-chain deployment does not offer chains it lacks."""
+    present: set[str] = set()
+    listing = getattr(client, "nodes", None)
+    if listing is not None:
+        try:
+            present = {str(node.get("chain")) for node in listing()}
+        except CreditShareError:
+            present = set()
+    return [
+        (c.value, f"{c.value} · {c.display_name}")
+        for c in Chain
+        if not present or c.value in present
+    ]
 
 
 def form_list(values: Iterable[str]) -> list[str]:
