@@ -5,6 +5,7 @@ other key is refused before anything is spent or recorded."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import subprocess
@@ -191,8 +192,13 @@ def test_cli_registers_lists_and_retires(trust: Trust, tmp_path: Path) -> None:
     assert registered.returncode == 0, registered.stderr
     fingerprint = registered.stdout.strip().splitlines()[-1]
     assert fingerprint == PrivateKey.from_json_bytes(key_file.read_bytes()).public_key.fingerprint()
-    assert f"{fingerprint}  2048 bits  active" in cli("list").stdout
+    listed = cli("list")
+    assert "fingerprint" in listed.stdout and fingerprint in listed.stdout  # a table
+    [key] = json.loads(cli("list", "--json").stdout)
+    assert (key["fingerprint"], key["bits"], key["retired_at"]) == (fingerprint, 2048, None)
     assert cli("retire", "--fingerprint", fingerprint).returncode == 0
+    [key] = json.loads(cli("list", "--json").stdout)
+    assert key["retired_at"] is not None
     assert "retired" in cli("list").stdout
     unknown = cli("retire", "--fingerprint", "0123456789abcdef")
     assert unknown.returncode != 0 and "no Paillier key" in unknown.stderr

@@ -50,9 +50,12 @@ AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
 START_TIMEOUT = 120.0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session."""
+    """One headless Chromium per test module. Not per session: Playwright's sync API
+    keeps an asyncio loop marked running in this thread while it is started, and every
+    later test that runs a loop of its own (``asyncio.run``, ``run_until_complete``)
+    would fail with "another loop is running"; stopping it clears that."""
     if not CHROMIUM.exists():
         message = f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)"
         if os.environ.get("CI"):
