@@ -25,9 +25,7 @@ participant id or a raw path):
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -45,7 +43,6 @@ __all__ = [
     "QUERY_OUTCOMES",
     "TRAINING_STATUSES",
     "CoordinatorMetrics",
-    "NodeCallMetrics",
     "query_outcome",
 ]
 
@@ -180,40 +177,15 @@ class CoordinatorMetrics:
         self.http_requests.labels(method, route, str(status)).inc()
         self.http_seconds.labels(method, route).observe(seconds)
 
-    def node_interceptor(self, node: str) -> NodeCallMetrics:
-        return NodeCallMetrics(self, node)
-
-
-class NodeCallMetrics(grpc.aio.UnaryUnaryClientInterceptor):
-    """Times every call on one node's channel and counts it by status code."""
-
-    def __init__(self, metrics: CoordinatorMetrics, node: str) -> None:
-        self._metrics = metrics
-        self._node = node
-
-    async def intercept_unary_unary(
+    def call_ended(
         self,
-        continuation: Callable[[Any, Any], Awaitable[Any]],
-        client_call_details: Any,
-        request: Any,
-    ) -> Any:
-        method = client_call_details.method
-        name = (method.decode() if isinstance(method, bytes) else str(method)).rsplit("/", 1)[-1]
-        started = time.perf_counter()
-        code = grpc.StatusCode.UNKNOWN
-        try:
-            call = await continuation(client_call_details, request)
-            await call  # the response, or the call's AioRpcError
-            code = grpc.StatusCode.OK
-            return call
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            raise
-        except BaseException:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            self._metrics.node_calls.labels(self._node, name, code.name.lower()).inc()
-            self._metrics.node_call_seconds.labels(self._node, name).observe(
-                time.perf_counter() - started
-            )
+        node: str,
+        method: str,
+        code: grpc.StatusCode,
+        seconds: float,
+        error: grpc.aio.AioRpcError | None,
+    ) -> None:
+        """Count and time one node call (a ``relay.CallListener``), by method name."""
+        name = method.rsplit("/", 1)[-1]
+        self.node_calls.labels(node, name, code.name.lower()).inc()
+        self.node_call_seconds.labels(node, name).observe(seconds)

@@ -26,10 +26,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import grpc
 
@@ -202,36 +202,21 @@ class NodeHealth:
                 log.exception("node probe round failed")
             await asyncio.sleep(interval)
 
-    def interceptor(self, node_id: str) -> grpc.aio.UnaryUnaryClientInterceptor:
-        """Records every real call on ``node_id``'s channel (not the probes: ``probe``
-        records those, with the version)."""
-        return _CallObserver(self, node_id)
-
-
-class _CallObserver(grpc.aio.UnaryUnaryClientInterceptor):
-    def __init__(self, health: NodeHealth, node_id: str) -> None:
-        self._health = health
-        self._node = node_id
-
-    async def intercept_unary_unary(
+    def call_ended(
         self,
-        continuation: Callable[[Any, Any], Awaitable[Any]],
-        client_call_details: Any,
-        request: Any,
-    ) -> Any:
-        method = client_call_details.method
-        name = method.decode() if isinstance(method, bytes) else str(method)
-        if name == _INFO_METHOD:
-            return await continuation(client_call_details, request)
-        started = time.perf_counter()
-        call = await continuation(client_call_details, request)
-        try:
-            await call  # the response, or the call's AioRpcError
-        except grpc.aio.AioRpcError as exc:
-            if _answered(exc.code()):
-                self._health.answered(self._node, time.perf_counter() - started)
-            elif exc.code() == grpc.StatusCode.UNAVAILABLE:
-                self._health.failed(self._node, failure_text(exc))
-            raise
-        self._health.answered(self._node, time.perf_counter() - started)
-        return call
+        node: str,
+        method: str,
+        code: grpc.StatusCode,
+        seconds: float,
+        error: grpc.aio.AioRpcError | None,
+    ) -> None:
+        """A real call on the node's channel ended (a ``relay.CallListener``): an answer,
+        even a refusal, proves the node reachable; a call that could not connect proves it
+        unreachable; a missed deadline proves nothing. Probes record themselves (with the
+        version), so they are skipped here."""
+        if method == _INFO_METHOD:
+            return
+        if _answered(code):
+            self.answered(node, seconds)
+        elif code == grpc.StatusCode.UNAVAILABLE and error is not None:
+            self.failed(node, failure_text(error))

@@ -91,7 +91,7 @@ def build_services(
         settings.node_probe_timeout_seconds,
         lambda node_id: broker.channels.info[node_id],
     )
-    broker.channels.observers.append(health.interceptor)
+    broker.channels.listeners.append(health)
     credentials = CredentialStore(
         engine, clock, monotonic, timedelta(seconds=settings.request_max_skew_seconds)
     )

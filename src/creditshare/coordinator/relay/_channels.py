@@ -22,6 +22,7 @@ import grpc
 from creditshare.consent import MAX_INDICATOR_NAME
 from creditshare.coordinator._registry import Registry
 from creditshare.coordinator._settings import CoordinatorSettings, NodeEntry
+from creditshare.coordinator.relay._call_timing import CallListener, NodeCallTimer
 from creditshare.coordinator.relay._receipts import call_failure
 from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.errors import InvalidInputError
@@ -158,15 +159,15 @@ class NodeChannels:
         self.info: dict[str, NodeInfoAsyncStub] = {}
         #: Set before ``start``: node calls are counted here.
         self.metrics: CoordinatorMetrics | None = None
-        #: Added to before ``start``: each makes an interceptor for a node's channel, to
-        #: see every call on it (the node health record: answers, latency, failures).
-        self.observers: list[Callable[[str], grpc.aio.ClientInterceptor]] = []
+        #: Added to before ``start``: told of every call on every node's channel (the
+        #: node health record: answers, latency, failures), timed once with the metrics.
+        self.listeners: list[CallListener] = []
 
     def _channel(self, node: NodeEntry) -> grpc.aio.Channel:
-        interceptors = [observe(node.id) for observe in self.observers]
-        interceptors += self._interceptors
-        if self.metrics is not None:
-            interceptors.insert(0, self.metrics.node_interceptor(node.id))
+        listeners = [*([self.metrics] if self.metrics is not None else []), *self.listeners]
+        interceptors: list[grpc.aio.ClientInterceptor] = list(self._interceptors)
+        if listeners:
+            interceptors.insert(0, NodeCallTimer(node.id, listeners))
         tls = self._settings.tls.get(node.chain)
         if tls is None:
             return grpc.aio.insecure_channel(
