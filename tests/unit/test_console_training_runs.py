@@ -14,9 +14,9 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from creditshare.client import CreditShareClient, TrainedModel
+from creditshare.client import CreditShareClient, TrainedModel, read_labels
 from creditshare.console import _training_runs
-from creditshare.console._training_runs import Run, Runs, job_config, read_labels
+from creditshare.console._training_runs import Run, Runs, job_config
 from creditshare.errors import ImportRejectedError, ProblemError
 from creditshare.federated import TrainingConfig, auc, ks
 from creditshare.trees import TreeConfig

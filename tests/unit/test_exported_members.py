@@ -59,6 +59,7 @@ def test_client_surface_is_pinned() -> None:
         "load_or_create_signing_key",
         "load_signing_key",
         "probability_of_default",
+        "read_labels",
         "save_key",
         "verify_access_log",
         "RemoteHost",

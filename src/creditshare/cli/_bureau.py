@@ -232,22 +232,9 @@ def _config(model_type: str, given: dict[str, object]) -> TrainingConfig | TreeC
 
 
 def _read_labels(path: Path) -> dict[str, int]:
-    import csv
+    from creditshare.client import read_labels
 
-    from creditshare.errors import ImportRejectedError
-
-    rows: dict[str, int] = {}
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"uscc", "default"} <= set(reader.fieldnames):
-            raise ImportRejectedError(str(path), 1, "expected columns uscc,default")
-        for row in reader:
-            if row["default"] not in ("0", "1"):
-                raise ImportRejectedError(
-                    str(path), reader.line_num, f"default must be 0 or 1, got {row['default']!r}"
-                )
-            rows[row["uscc"].strip().upper()] = int(row["default"])
-    return rows
+    return read_labels(path.read_bytes(), str(path))
 
 
 def _read_test_ids(path: Path, labels: dict[str, int]) -> set[str]:

@@ -16,6 +16,7 @@ from creditshare.client._keystore import (
     load_signing_key,
     save_key,
 )
+from creditshare.client._labels import read_labels
 from creditshare.client._profile import (
     CreditProfile,
     Indicator,
@@ -60,6 +61,7 @@ __all__ = [
     "load_or_create_signing_key",
     "load_signing_key",
     "probability_of_default",
+    "read_labels",
     "save_key",
     "sign_job",
     "sign_query",

@@ -18,8 +18,6 @@ nowhere else (the SDK sends nodes encrypted labels only, of the rows it aligned)
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
 import os
 import secrets
@@ -32,9 +30,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from creditshare.client import CreditShareClient, TrainedModel, train_model
+from creditshare.client import CreditShareClient, TrainedModel, read_labels, train_model
 from creditshare.console._charts import KsCurve, ks_curve, roc_points, thin
-from creditshare.errors import CreditShareError, ImportRejectedError
+from creditshare.errors import CreditShareError
 from creditshare.federated import TrainingConfig
 from creditshare.trees import TreeConfig
 
@@ -284,33 +282,6 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "gbdt": ("trees", "max_depth", "max_bins", "min_child_weight", "gamma", *SHARED),
 }
 ALL_OPTIONS = tuple(dict.fromkeys(OPTIONS["logistic"] + OPTIONS["gbdt"]))
-
-
-def read_labels(data: bytes, name: str) -> dict[str, int]:
-    """Labels from an uploaded CSV (columns ``uscc,default``, default 0 or 1), by the
-    rules of ``creditshare bureau train --labels``; ImportRejectedError naming the file
-    and the line of the first bad row."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ImportRejectedError(name, line, "not UTF-8 text") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if reader.fieldnames is None or not {"uscc", "default"} <= set(reader.fieldnames):
-        raise ImportRejectedError(name, 1, "expected columns uscc,default")
-    labels: dict[str, int] = {}
-    for row in reader:
-        uscc, default = (row.get("uscc") or "").strip().upper(), row.get("default")
-        if default not in ("0", "1"):
-            raise ImportRejectedError(
-                name, reader.line_num, f"default must be 0 or 1, got {default!r}"
-            )
-        if not uscc:
-            raise ImportRejectedError(name, reader.line_num, "the row has no uscc")
-        labels[uscc] = int(default)
-    if not labels:
-        raise ImportRejectedError(name, 1, "no labelled rows")
-    return labels
 
 
 def job_config(
