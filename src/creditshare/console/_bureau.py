@@ -410,11 +410,13 @@ def _charts(request: Request, job: dict[str, Any], run: Run | None) -> dict[str,
             diagonal=True,
         )
     if curves is not None and curves.ks is not None:
-        ks = curves.ks
+        # The figure is the published KS (federated.ks over the same bank-path scores);
+        # the curve only says where the widest gap is drawn.
+        ks, published = curves.ks, curves.test_ks
         chart = line_chart(
             "ks-chart",
             t("bureau.ks_chart_title"),
-            t("bureau.ks_chart_desc", ks=f"{ks.ks:.4f}", at=f"{ks.at:.2%}"),
+            t("bureau.ks_chart_desc", ks=f"{published:.4f}", at=f"{ks.at:.2%}"),
             t("bureau.population_share"),
             t("bureau.cumulative_share"),
             [
@@ -427,7 +429,7 @@ def _charts(request: Request, job: dict[str, Any], run: Run | None) -> dict[str,
         )
         low = dict(ks.others).get(ks.at, 0.0)
         high = dict(ks.defaults).get(ks.at, 0.0)
-        charts["ks"] = chart.marked(ks.at, low, high, f"KS {ks.ks:.4f}")
+        charts["ks"] = chart.marked(ks.at, low, high, f"KS {published:.4f}")
     return charts
 
 
