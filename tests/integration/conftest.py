@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from creditshare._logging import make_handler
 from creditshare.crypto import Ciphertext, FixedPointEncoding, PrivateKey, VerifyKey
 from creditshare.departments import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
 from creditshare.ledger import Ledger, LogSigner, Receipt
@@ -66,3 +72,22 @@ async def scored_partial(
     return FixedPointEncoding(scale).decrypt(
         Ciphertext.from_bytes(key.public_key, score.partial_score), key
     )
+
+
+@contextmanager
+def node_log_lines() -> Iterator[list[dict[str, Any]]]:
+    """The JSON lines the ``creditshare.node`` loggers write inside the block (INFO and
+    up), parsed into the yielded list when the block ends."""
+    out = io.StringIO()
+    handler = make_handler("json", out)
+    logger = logging.getLogger("creditshare.node")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    lines: list[dict[str, Any]] = []
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        lines.extend(json.loads(line) for line in out.getvalue().splitlines())

@@ -4,9 +4,6 @@ or predate the Info call; the report never waits on a node."""
 
 from __future__ import annotations
 
-import io
-import json
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +17,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 import creditshare
-from creditshare._logging import make_handler
 from creditshare.coordinator import CoordinatorSettings, create_app
 from creditshare.coordinator._admin import init_log_key
 from creditshare.ledger import LogSigner
@@ -28,7 +24,7 @@ from creditshare.node import build_server
 from creditshare.proto import node_pb2, node_pb2_grpc
 
 from .._fake_nodes import NoTreeModels
-from .conftest import tax_node
+from .conftest import node_log_lines, tax_node
 
 #: Generous: the conditions polled for come within a probe interval or two when the
 #: machine is idle; a busy one may take far longer, and that must not fail a test.
@@ -316,25 +312,17 @@ async def test_a_real_node_says_who_it_is_and_does_not_log_the_probe(
     tmp_path: Path, data_dir: Path
 ) -> None:
     settings = tax_node(tmp_path, data_dir, LogSigner.generate())
-    out = io.StringIO()
-    handler = make_handler("json", out)
-    logger = logging.getLogger("creditshare.node")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    server, port = await build_server(settings)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            info = node_pb2_grpc.NodeInfoStub(channel)
-            for _ in range(3):
-                reply = await info.Info(node_pb2.InfoRequest(), timeout=30)
-                assert (reply.node_id, reply.version) == ("yrd-tax", creditshare.__version__)
-            await node_pb2_grpc.DataNodeStub(channel).Describe(node_pb2.DescribeRequest())
-    finally:
-        await server.stop(None)
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    with node_log_lines() as lines:
+        server, port = await build_server(settings)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                info = node_pb2_grpc.NodeInfoStub(channel)
+                for _ in range(3):
+                    reply = await info.Info(node_pb2.InfoRequest(), timeout=30)
+                    assert (reply.node_id, reply.version) == ("yrd-tax", creditshare.__version__)
+                await node_pb2_grpc.DataNodeStub(channel).Describe(node_pb2.DescribeRequest())
+        finally:
+            await server.stop(None)
     # Describe is logged as every call is; the probes, every few seconds, are not.
     assert [line["rpc"] for line in lines if line["logger"] == "creditshare.node.rpc"] == [
         "Describe"
