@@ -52,7 +52,16 @@ def load_settings(cls: type[S], path: Path | None = None, **overrides: Any) -> S
     except ValidationError as exc:
         where = f"{path}: " if path else ""
         problems = "; ".join(
-            ": ".join(filter(None, [".".join(str(p) for p in err["loc"]), err["msg"]]))
+            ": ".join(
+                filter(
+                    None,
+                    [
+                        ".".join(str(p) for p in err["loc"]),
+                        # A validator's own message, without pydantic's "Value error, ".
+                        err["msg"].removeprefix("Value error, "),
+                    ],
+                )
+            )
             for err in exc.errors()
         )
         raise ConfigurationError(f"{where}invalid configuration: {problems}") from exc

@@ -17,6 +17,7 @@ from creditshare.cli._common import (
     KeyFileOption,
     ModelType,
     console,
+    paillier_key,
     print_json,
     print_table,
     when,
@@ -150,7 +151,7 @@ def bureau_train(
     The job id is printed as soon as the coordinator accepts the job: follow it from
     another terminal with `creditshare bureau job`.
     """
-    from creditshare.client import Identity, load_or_create_key
+    from creditshare.client import Identity
 
     rows = _read_labels(labels)
     given = {
@@ -171,7 +172,7 @@ def bureau_train(
     }
     config = _config(model_type, {k: v for k, v in given.items() if v is not None})
     held_out = _read_test_ids(test_ids, rows) if test_ids is not None else None
-    key = load_or_create_key(key_file)
+    key = paillier_key(key_file)
     signer = Identity.load(identity)
     # SIGTERM (an orchestrator, `kill`) ends training like Ctrl-C: the job is cancelled at
     # the coordinator and the worker processes stopped, instead of dying mid-job.

@@ -486,7 +486,8 @@ def next_steps(layout: FederationLayout, plan: ChainPlan, shown: Path) -> str:
             for chain in chains
         ),
         'BANK_KEY=$(CREDITSHARE_API_KEY="$OPERATOR_KEY" creditshare admin add-participant '
-        f'--coordinator {url} --id my-bank --role bank --name "My Bank" | tail -n 1)',
+        f'--coordinator {url} --id my-bank --role bank --name "My Rural Bank" | tail -n 1)',
+        "creditshare keygen --key-file bank/paillier-key.json",
         "```",
         "",
         "## 5. Query",

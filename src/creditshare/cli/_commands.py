@@ -17,6 +17,7 @@ from creditshare.cli._common import (
     PurposeName,
     chain_values,
     console,
+    paillier_key,
 )
 
 if TYPE_CHECKING:
@@ -118,9 +119,9 @@ def query(
 ) -> None:
     """Ask for an enterprise's credit profile and decrypt it locally."""
     from creditshare._render import print_profile
-    from creditshare.client import CreditShareClient, Identity, load_or_create_key
+    from creditshare.client import CreditShareClient, Identity
 
-    key = load_or_create_key(key_file)
+    key = paillier_key(key_file)
     signer = Identity.load(identity)
     with CreditShareClient(
         coordinator, api_key=api_key, private_key=key, identity=signer

@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from creditshare.crypto import PrivateKey
+
 __all__ = [
     "CHAINS",
     "JOB_STATUSES",
@@ -40,6 +42,7 @@ __all__ = [
     "RoleName",
     "chain_values",
     "console",
+    "paillier_key",
     "print_json",
     "print_table",
     "when",
@@ -162,3 +165,21 @@ ApiKeyOption = Annotated[
     str,
     typer.Option("--api-key", envvar="CREDITSHARE_API_KEY", help="participant API key"),
 ]
+
+
+def paillier_key(key_file: Path | None) -> PrivateKey:
+    """The requester's Paillier key; when there is none at that path yet, a new one is
+    made there and stderr says so (a mistyped ``--key-file`` must not pass unnoticed:
+    the query or job then runs, and is recorded, under a key nobody meant to use)."""
+    from creditshare.client import default_key_path, load_key, load_or_create_key
+
+    path = key_file or default_key_path()
+    if path.exists():
+        return load_key(path)
+    key = load_or_create_key(path)
+    Console(stderr=True).print(
+        f"no Paillier key at {path}: made a new {key.public_key.bits}-bit key there",
+        markup=False,
+        soft_wrap=True,
+    )
+    return key

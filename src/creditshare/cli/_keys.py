@@ -11,6 +11,7 @@ from creditshare.cli._common import (
     JsonOption,
     KeyFileOption,
     console,
+    paillier_key,
     print_json,
     print_table,
     when,
@@ -30,9 +31,9 @@ def keys_register(
     key_file: KeyFileOption = None,
 ) -> None:
     """Register the local key's public half (checked once there); prints its fingerprint."""
-    from creditshare.client import CreditShareClient, load_or_create_key
+    from creditshare.client import CreditShareClient
 
-    key = load_or_create_key(key_file)
+    key = paillier_key(key_file)
     with CreditShareClient(coordinator, api_key=api_key, private_key=key) as client:
         registered = client.register_paillier_key()
     console.print(f"registered {registered['bits']}-bit Paillier key:")
