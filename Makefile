@@ -54,6 +54,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/monitoring.py --quick
 	$(BIN)/python bench/train_default_credit.py --quick
 	$(BIN)/python bench/train_gbdt.py --quick
+	$(BIN)/python bench/scale.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
