@@ -133,20 +133,36 @@ def parse_file(
 
 def _lines(handle: BinaryIO, name: str, digest: Any) -> Iterator[str]:
     """The file's text lines (ends kept, as ``open(newline="")`` gives them to csv),
-    decoded a block at a time: a byte that is not UTF-8 is refused with its line."""
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    decoded a block at a time: a byte that is not UTF-8 is refused with its line,
+    after the lines before it (so the first bad line is the one reported)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
     carry = ""
     newlines = 0  # in the blocks before this one: the line of a bad byte
+    first = True
     while True:
         block = handle.read(_BLOCK)
         if digest is not None:
             digest.update(block)
+        data = block
+        if first:
+            first = False
+            # A byte-order mark is no part of the header (which may come in pieces).
+            while len(data) < 3 and data == codecs.BOM_UTF8[: len(data)] and block:
+                block = handle.read(_BLOCK)
+                if digest is not None:
+                    digest.update(block)
+                data += block
+            data = data.removeprefix(codecs.BOM_UTF8)
+        pending = decoder.getstate()
         try:
-            text = carry + decoder.decode(block, final=not block)
+            text = carry + decoder.decode(data, final=not block)
         except UnicodeDecodeError as exc:
-            line = newlines + block[: max(exc.start, 0)].count(b"\n") + 1
+            start = max(exc.start - len(pending[0]), 0)
+            decoder.setstate(pending)
+            yield from _complete(carry + decoder.decode(data[:start]))
+            line = newlines + data[:start].count(b"\n") + 1
             raise ImportRejectedError(name, line, f"not UTF-8 text: {exc.reason}") from exc
-        newlines += block.count(b"\n")
+        newlines += data.count(b"\n")
         pieces = io.StringIO(text, newline="").readlines()
         # A last piece without its end may continue in the next block (so may a "\r"
         # whose "\n" is the next block's first byte).
@@ -154,6 +170,15 @@ def _lines(handle: BinaryIO, name: str, digest: Any) -> Iterator[str]:
         yield from pieces
         if not block:
             return
+
+
+def _complete(text: str) -> list[str]:
+    """The lines of ``text`` that end before its last character (a bad byte's line is
+    not one of them)."""
+    pieces = io.StringIO(text, newline="").readlines()
+    if pieces and not pieces[-1].endswith("\n"):
+        pieces.pop()
+    return pieces
 
 
 def _shown(name: str) -> str:
