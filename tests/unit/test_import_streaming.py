@@ -293,3 +293,51 @@ def test_check_files_streams_and_finds_duplicates(tmp_path: Path) -> None:
     assert check_files(TAX, [a, b]) == 35
     with pytest.raises(ImportRejectedError, match="duplicate USCC"):
         check_files(TAX, [a, b, b])
+
+
+def _plans(engine: Engine, statements: list[tuple[str, Any]]) -> list[str]:
+    """Each statement's plan as one string (SQLite: EXPLAIN QUERY PLAN; PostgreSQL:
+    EXPLAIN with sequential scans priced out, so any usable index shows)."""
+    plans = []
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            prefix = "EXPLAIN "
+        else:
+            prefix = "EXPLAIN QUERY PLAN "
+        for statement, parameters in statements:
+            rows = conn.exec_driver_sql(prefix + statement, parameters).all()
+            plans.append(" | ".join(" ".join(str(c) for c in row) for row in rows))
+    return plans
+
+
+def test_the_query_path_reads_records_by_index(
+    engine: Engine, store: RecordStore, tmp_path: Path
+) -> None:
+    """What a query reads of the records (``RecordStore.get``; ``previous`` for
+    monitoring) is an index search, so its cost does not grow with the enterprises."""
+    from sqlalchemy import event
+
+    rows = {_uscc(i): (float(i), "A", 0) for i in range(50)}
+    import_files(store, TAX, [_write(tmp_path / "a.csv", rows)])
+    import_files(store, TAX, [_write(tmp_path / "b.csv", dict(list(rows.items())[:40]))])
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        assert store.get(_uscc(3)) is not None
+        assert store.previous(_uscc(45)) is not None  # removed: its kept values
+        assert store.previous(_uscc(3)) is not None  # unchanged: its current values
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    reads = [(s, p) for s, p in seen if "enterprise_record" in s or "previous_record" in s]
+    assert len(reads) >= 3
+    for plan in _plans(engine, reads):
+        if engine.dialect.name == "sqlite":
+            assert "SEARCH" in plan and "INDEX" in plan and "SCAN" not in plan, plan
+        else:
+            assert "Index" in plan and "Seq Scan" not in plan, plan
