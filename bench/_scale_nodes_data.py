@@ -8,8 +8,9 @@ numbers describe the same enterprises.
 from __future__ import annotations
 
 import csv
+import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from creditshare.identity import make_uscc
@@ -30,9 +31,9 @@ def uscc_of(number: int) -> str:
     return str(make_uscc("9", "1", "310101", "MA" + "".join(reversed(digits))))
 
 
-def _rows(count: int, seed: int, start: int = 0) -> Iterator[tuple[str, ...]]:
+def _rows(seed: int) -> Iterator[tuple[str, ...]]:
     rng = random.Random(seed)
-    for number in range(start, start + count):
+    for number in itertools.count():
         yield (
             uscc_of(number),
             f"{rng.lognormvariate(11, 1.5):.2f}",
@@ -41,10 +42,20 @@ def _rows(count: int, seed: int, start: int = 0) -> Iterator[tuple[str, ...]]:
         )
 
 
-def write_tax_file(path: Path, count: int, seed: int = 16, start: int = 0) -> Path:
-    """Write ``count`` tax rows to ``path`` (streamed: memory does not grow with count)."""
+def write_tax_file(
+    path: Path, count: int, seed: int = 16, first: Iterable[Sequence[str]] = ()
+) -> int:
+    """Write ``first`` (rows of a real export, e.g. the demo's) and then generated tax
+    rows up to ``count`` rows in all to ``path``, streamed: memory does not grow with
+    ``count``. The same ``seed`` and ``first`` always give the same first rows, so a
+    file 1/10 the size is the first tenth of the larger one. How many rows it holds."""
+    taken: set[str] = set()
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(HEADER)
-        writer.writerows(_rows(count, seed, start))
-    return path
+        for row in first:
+            writer.writerow(row)
+            taken.add(row[0])
+        fresh = (row for row in _rows(seed) if row[0] not in taken)
+        writer.writerows(itertools.islice(fresh, max(count - len(taken), 0)))
+    return max(count, len(taken))

@@ -15,7 +15,7 @@ import csv
 import hashlib
 import io
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,6 +32,9 @@ __all__ = ["ImportSummary", "check_files", "import_files", "parse_file"]
 
 #: Bytes read (and decoded) at a time.
 _BLOCK = 1 << 20
+#: Distinct cells remembered per column (bounded: a column of amounts is all distinct).
+_PARSED_CELLS = 4096
+_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +107,11 @@ def parse_file(
                 )
             width = len(header)
             at = header.index("uscc")
-            fields = [(f.name, f.parse, header.index(f.name)) for f in department.fields]
+            # Per column, the cells already parsed: a grade, a flag or a count takes a
+            # handful of values, each parsed once (parsing is a pure function of the cell).
+            fields: list[tuple[str, Callable[[str], FieldValue], int, dict[str, object]]] = [
+                (f.name, f.parse, header.index(f.name), {}) for f in department.fields
+            ]
             for row in reader:
                 if len(row) != width:
                     if not row or all(not cell.strip() for cell in row):
@@ -121,11 +128,17 @@ def parse_file(
                         continue
                     raise ImportRejectedError(name, reader.line_num, str(exc)) from exc
                 data: dict[str, FieldValue] = {}
-                for field, parse, index in fields:
-                    try:
-                        data[field] = parse(row[index])
-                    except ValueError as exc:
-                        raise ImportRejectedError(name, reader.line_num, str(exc)) from exc
+                for field, parse, index, seen in fields:
+                    cell = row[index]
+                    value = seen.get(cell, _MISSING)
+                    if value is _MISSING:
+                        try:
+                            value = parse(cell)
+                        except ValueError as exc:
+                            raise ImportRejectedError(name, reader.line_num, str(exc)) from exc
+                        if len(seen) < _PARSED_CELLS:
+                            seen[cell] = value
+                    data[field] = value  # type: ignore[assignment]
                 yield uscc, data, reader.line_num
         except csv.Error as exc:
             raise ImportRejectedError(name, reader.line_num, f"malformed CSV: {exc}") from exc
