@@ -24,12 +24,14 @@ from creditshare._database import open_engine
 from creditshare.departments import Department, FieldValue, listing
 from creditshare.errors import ImportRejectedError
 from creditshare.identity import InvalidUsccError, Uscc
-from creditshare.node._records import CHUNK, RecordStore
+from creditshare.node._records import RecordStore
 from creditshare.node._staging import DuplicateRecordError, SnapshotStaging, StagedRow, staging
 from creditshare.node.monitoring._detection import detect_events
 
 __all__ = ["ImportSummary", "check_files", "import_files", "parse_file"]
 
+#: Rows validated, then staged, at a time: what the importer holds (a few MB).
+IMPORT_CHUNK = 5_000
 #: Bytes read (and decoded) at a time.
 _BLOCK = 1 << 20
 #: Distinct cells remembered per column (bounded: a column of amounts is all distinct).
@@ -206,7 +208,7 @@ def import_files(
     *,
     allow_empty: bool = False,
     max_rows: int | None = None,
-    chunk_rows: int = CHUNK,
+    chunk_rows: int = IMPORT_CHUNK,
 ) -> ImportSummary:
     """Validate every file, then make them the current records in one transaction.
 
@@ -296,7 +298,7 @@ def check_files(department: Department, paths: Sequence[Path]) -> int:
         engine = open_engine("sqlite:///" + str(Path(folder) / "check.db"))
         try:
             with staging(engine) as staged:
-                _stage(staged, department, paths, None, None, CHUNK)
+                _stage(staged, department, paths, None, None, IMPORT_CHUNK)
                 return staged.rows
         finally:
             engine.dispose()

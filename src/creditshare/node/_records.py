@@ -54,9 +54,10 @@ T = TypeVar("T")
 #: Work done inside a snapshot's transaction: (connection, snapshot id, imported at).
 SnapshotHook = Callable[[Connection, int, datetime], object]
 
-#: Rows staged per round trip (``_staging``): with the importer's own chunk, what bounds
-#: the memory a snapshot needs whatever its size and the table's.
-CHUNK = 5_000
+#: Rows of ``apply_snapshot``'s iterable staged per round trip (``_staging``): what
+#: bounds the memory a snapshot needs whatever its size and the table's. (The importer
+#: stages its own, larger chunks: ``_importer.IMPORT_CHUNK``.)
+CHUNK = 500
 
 
 class RecordRow(SQLModel, table=True):
