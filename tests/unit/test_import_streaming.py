@@ -341,3 +341,22 @@ def test_the_query_path_reads_records_by_index(
             assert "SEARCH" in plan and "INDEX" in plan and "SCAN" not in plan, plan
         else:
             assert "Index" in plan and "Seq Scan" not in plan, plan
+
+
+def test_latest_changes_lists_a_few_and_counts_them_all(store: RecordStore, tmp_path: Path) -> None:
+    """A page shows a few USCCs of each kind and the counts: a first import of millions
+    of enterprises "added" them all, and no caller should hold them all to count them."""
+    first = {_uscc(i): (1.0, "A", 0) for i in range(30)}
+    import_files(store, TAX, [_write(tmp_path / "a.csv", first)])
+    second = {u: (2.0, "B", 0) if i % 3 == 0 else v for i, (u, v) in enumerate(first.items())}
+    second = {u: v for i, (u, v) in enumerate(second.items()) if i % 5 != 1}
+    second.update({_uscc(i): (1.0, "A", 0) for i in range(40, 47)})
+    import_files(store, TAX, [_write(tmp_path / "b.csv", second)])
+    everything = store.latest_changes()
+    few = store.latest_changes(limit=3)
+    assert everything is not None and few is not None
+    assert everything.counts == (7, 8, 6) == few.counts  # 10 changed, 2 of them removed
+    assert (len(everything.added), len(everything.changed), len(everything.removed)) == (7, 8, 6)
+    assert few.added == everything.added[:3]
+    assert few.changed == everything.changed[:3]
+    assert few.removed == everything.removed[:3]

@@ -34,6 +34,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import Select
 from sqlmodel import Field, Session, SQLModel
 
 from creditshare.departments import FieldValue
@@ -125,12 +126,15 @@ class SnapshotCounts:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotChanges:
-    """The USCCs the latest snapshot added, changed and removed (each sorted)."""
+    """The USCCs the latest snapshot added, changed and removed (each sorted; the first
+    ``limit`` of each if one was asked for), and how many of each there are."""
 
     batch_id: int
     added: tuple[str, ...]
     changed: tuple[str, ...]
     removed: tuple[str, ...]
+    #: (added, changed, removed): the full counts, however many USCCs are listed.
+    counts: tuple[int, int, int] = (0, 0, 0)
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -189,6 +193,10 @@ def latest_batch(conn: Connection) -> int | None:
     return None if value is None else int(value)
 
 
+def _count(conn: Connection, query: Select[Any]) -> int:
+    return int(conn.execute(select(func.count()).select_from(query.subquery())).scalar_one())
+
+
 class RecordStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -238,24 +246,49 @@ class RecordStore:
                 return None  # absent, or added by the latest snapshot
             return dict(current.data)  # unchanged by the latest snapshot
 
-    def latest_changes(self) -> SnapshotChanges | None:
-        """What the latest snapshot added, changed and removed; None before any import."""
+    def latest_changes(self, limit: int | None = None) -> SnapshotChanges | None:
+        """What the latest snapshot added, changed and removed; None before any import.
+
+        ``limit``: list only the first so many USCCs of each kind (a first import of
+        millions of enterprises "added" them all: a page shows a few and the count).
+        """
         with self._engine.connect() as conn:
             latest = latest_batch(conn)
             if latest is None:
                 return None
-            kept = conn.execute(
-                select(PREVIOUS.c.uscc, PREVIOUS.c.removed).where(PREVIOUS.c.replaced_by == latest)
-            ).all()
-            changed = sorted(row.uscc for row in kept if not row.removed)
-            removed = sorted(row.uscc for row in kept if row.removed)
+            mine = PREVIOUS.c.replaced_by == latest
+            kept = select(PREVIOUS.c.uscc).where(mine, PREVIOUS.c.uscc == RECORDS.c.uscc).exists()
             # Values written by the latest snapshot are its additions and its changes.
-            written = conn.execute(
-                select(RECORDS.c.uscc).where(RECORDS.c.batch_id == latest)
-            ).scalars()
-            changed_set = set(changed)
-            added = sorted(uscc for uscc in written if uscc not in changed_set)
-        return SnapshotChanges(latest, tuple(added), tuple(changed), tuple(removed))
+            kinds = {
+                "added": select(RECORDS.c.uscc).where(RECORDS.c.batch_id == latest, ~kept),
+                "changed": select(PREVIOUS.c.uscc).where(mine, PREVIOUS.c.removed.is_(False)),
+                "removed": select(PREVIOUS.c.uscc).where(mine, PREVIOUS.c.removed.is_(True)),
+            }
+            listed = {
+                kind: tuple(
+                    conn.execute(query.order_by(query.selected_columns[0]).limit(limit))
+                    .scalars()
+                    .all()
+                )
+                for kind, query in kinds.items()
+            }
+            batch = conn.execute(
+                select(BATCHES.c.added, BATCHES.c.changed, BATCHES.c.removed).where(
+                    BATCHES.c.id == latest
+                )
+            ).one()
+            # The snapshot's own counts (none for one imported before n0005: counted).
+            counts = {
+                kind: int(known) if known is not None else _count(conn, query)
+                for kind, known, query in zip(kinds, batch, kinds.values(), strict=True)
+            }
+        return SnapshotChanges(
+            latest,
+            listed["added"],
+            listed["changed"],
+            listed["removed"],
+            (counts["added"], counts["changed"], counts["removed"]),
+        )
 
     def snapshots(self, limit: int = 100) -> list[ImportBatch]:
         """The snapshot history, newest first."""
