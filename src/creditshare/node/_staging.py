@@ -131,8 +131,7 @@ class DuplicateRecordError(ValueError):
 class SnapshotStaging:
     """The rows of one snapshot being validated; ``apply`` makes them the records."""
 
-    def __init__(self, engine: Engine, conn: Connection) -> None:
-        self._engine = engine
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._postgres = conn.dialect.name == "postgresql"
         #: Rows staged so far (the snapshot's size once every file has been read).
@@ -344,7 +343,7 @@ def staging(engine: Engine) -> Iterator[SnapshotStaging]:
             CHUNK_TABLE.create(conn)
         conn.commit()
         try:
-            yield SnapshotStaging(engine, conn)
+            yield SnapshotStaging(conn)
         finally:
             if conn.in_transaction():
                 conn.rollback()
