@@ -13,16 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from creditshare.departments import FieldValue, get_department
 from creditshare.errors import ImportRejectedError
 from creditshare.identity import make_uscc
 from creditshare.node import RecordStore, _importer, check_files, import_files, make_engine
 from creditshare.node._records import BATCHES, PREVIOUS, RECORDS
-from creditshare.node._staging import SnapshotStaging
+from creditshare.node._staging import SnapshotStaging, staging
 
 TAX = get_department("tax")
 HEADER = "uscc,annual_tax_paid,tax_credit_grade,months_in_arrears"
@@ -360,3 +362,38 @@ def test_latest_changes_lists_a_few_and_counts_them_all(store: RecordStore, tmp_
     assert few.added == everything.added[:3]
     assert few.changed == everything.changed[:3]
     assert few.removed == everything.removed[:3]
+
+
+def _staging_tables_left(engine: Engine) -> list[int]:
+    """For each connection the pool holds, the staging tables left in its session (the
+    pool rolls back what a returned connection left open; temporary tables it keeps)."""
+    conns = [engine.connect() for _ in range(engine.pool.checkedin())]  # type: ignore[attr-defined]
+    try:
+        sql = (
+            "SELECT count(*) FROM temp.sqlite_master WHERE name LIKE 'snapshot_%'"
+            if engine.dialect.name == "sqlite"
+            else "SELECT count(to_regclass('pg_temp.snapshot_staging')) "
+            "+ count(to_regclass('pg_temp.snapshot_chunk'))"
+        )
+        return [int(conn.exec_driver_sql(sql).scalar_one()) for conn in conns]
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_a_database_error_while_staging_is_raised_and_leaves_no_staging_table(
+    engine: Engine, store: RecordStore, tmp_path: Path
+) -> None:
+    """A statement the database refuses mid-staging (here a NOT NULL line; in life a full
+    disk or PostgreSQL's temp_file_limit) is the error the caller sees, not a failure of
+    the clean-up it aborted, and the pooled connection keeps no staging table."""
+    import_files(store, TAX, [_write(tmp_path / "seed.csv", {_uscc(1): (1.0, "A", 0)})])
+    before = _dump(engine)
+    refused = (IntegrityError, psycopg.errors.NotNullViolation)
+    with pytest.raises(refused) as caught, staging(engine) as staged:
+        staged.add([(_uscc(2), {"annual_tax_paid": 1.0}, 0, 2)])
+        staged.add([(_uscc(3), {"annual_tax_paid": 1.0}, 0, None)])  # type: ignore[list-item]
+    assert "null" in str(caught.value).lower()  # the refusal itself, not a clean-up error
+    assert _dump(engine) == before
+    left = _staging_tables_left(engine)
+    assert left and set(left) == {0}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -143,6 +143,11 @@ class SnapshotStaging:
         if not rows:
             return
         encoded = [(u, _dumps(d), s, n) for u, d, s, n in rows]
+        if not self._conn.in_transaction():
+            # The driver's own calls below open a transaction SQLAlchemy would not know
+            # of: one of them failing would then leave it aborted, and the clean-up's
+            # rollback undone (``staging``).
+            self._conn.begin()
         if self._postgres:
             driver: Any = self._conn.connection.driver_connection
             with driver.cursor() as cursor:
@@ -344,9 +349,22 @@ def staging(engine: Engine) -> Iterator[SnapshotStaging]:
         conn.commit()
         try:
             yield SnapshotStaging(conn)
-        finally:
-            if conn.in_transaction():
-                conn.rollback()
-            for drop in drops:
-                conn.exec_driver_sql(drop)
-            conn.commit()
+        except BaseException:
+            with suppress(Exception):  # the first error is the one to report
+                _drop(conn, drops)
+            raise
+        _drop(conn, drops)
+
+
+def _drop(conn: Connection, drops: Sequence[str]) -> None:
+    """Roll back what is pending and drop the staging tables; a connection on which that
+    fails (a lost session) is discarded, never pooled with the tables in it."""
+    try:
+        if conn.in_transaction():
+            conn.rollback()
+        for drop in drops:
+            conn.exec_driver_sql(drop)
+        conn.commit()
+    except BaseException:
+        conn.invalidate()
+        raise
