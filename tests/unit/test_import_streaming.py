@@ -15,14 +15,21 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from creditshare.departments import FieldValue, get_department
 from creditshare.errors import ImportRejectedError
 from creditshare.identity import make_uscc
-from creditshare.node import RecordStore, _importer, check_files, import_files, make_engine
+from creditshare.node import (
+    RecordStore,
+    _importer,
+    _staging,
+    check_files,
+    import_files,
+    make_engine,
+)
 from creditshare.node._records import BATCHES, PREVIOUS, RECORDS
 from creditshare.node._staging import SnapshotStaging, staging
 
@@ -318,7 +325,6 @@ def test_the_query_path_reads_records_by_index(
 ) -> None:
     """What a query reads of the records (``RecordStore.get``; ``previous`` for
     monitoring) is an index search, so its cost does not grow with the enterprises."""
-    from sqlalchemy import event
 
     rows = {_uscc(i): (float(i), "A", 0) for i in range(50)}
     import_files(store, TAX, [_write(tmp_path / "a.csv", rows)])
@@ -397,3 +403,43 @@ def test_a_database_error_while_staging_is_raised_and_leaves_no_staging_table(
     assert _dump(engine) == before
     left = _staging_tables_left(engine)
     assert left and set(left) == {0}
+
+
+def _rows_read(node: dict[str, Any], table: str) -> int:
+    """Rows the scans of ``table`` in an EXPLAIN (ANALYZE, FORMAT JSON) plan returned."""
+    own = node["Actual Rows"] * node["Actual Loops"] if node.get("Relation Name") == table else 0
+    return own + sum(_rows_read(child, table) for child in node.get("Plans", ()))
+
+
+def test_each_page_of_changed_records_reads_a_page_of_records(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The apply pages through the changed records by key: each page must read about a
+    page of records, not every record before it (quadratic at millions of changes)."""
+    monkeypatch.setattr(_staging, "APPLY_CHUNK", 20)
+    engine = make_engine(postgres_url)
+    store = RecordStore(engine)
+    pages: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.startswith("SELECT snapshot_staging.uscc") and " JOIN " in statement:
+            pages.append((statement, params))
+
+    try:
+        rows = [(_uscc(i), {"annual_tax_paid": float(i)}) for i in range(2000)]
+        store.apply_snapshot(rows, files="a", sha256="0" * 64)
+        event.listen(engine, "before_cursor_execute", capture)
+        changed = [(u, {"annual_tax_paid": v["annual_tax_paid"] + 1}) for u, v in rows]
+        with staging(engine) as staged:
+            staged.add([(u, d, 0, n) for n, (u, d) in enumerate(changed)])
+            staged.apply(files="b", sha256="0" * 64)
+            event.remove(engine, "before_cursor_execute", capture)
+            statement, params = pages[-2]  # the last page that found changes
+            # On the staging connection: the staging table is its session's.
+            plan = staged._conn.exec_driver_sql(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params
+            ).scalar_one()
+        assert len(pages) > 50
+        assert _rows_read(plan[0]["Plan"], "enterprise_record") <= 3 * 20
+    finally:
+        engine.dispose()

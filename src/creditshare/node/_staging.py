@@ -293,7 +293,9 @@ class SnapshotStaging:
                     RECORDS.c.batch_id,
                 )
                 .join(RECORDS, RECORDS.c.uscc == STAGING.c.uscc)
-                .where(STAGING.c.data != held, STAGING.c.uscc > after)
+                # Both bounds: a merge join would otherwise walk the records from the
+                # first key on every page (quadratic in the changed records).
+                .where(STAGING.c.data != held, STAGING.c.uscc > after, RECORDS.c.uscc > after)
                 .order_by(STAGING.c.uscc)
                 .limit(APPLY_CHUNK)
             ).all()
