@@ -162,6 +162,30 @@ def test_a_bad_byte_is_refused_with_its_line_whatever_the_block(
     assert (caught.value.line, "not UTF-8" in caught.value.reason) == (7, True)
 
 
+def test_a_line_without_end_is_refused_not_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """csv bounds a field, not a line: a file with no line break (a wrong export, or a
+    single-line JSON dump) would otherwise be held whole before the first row parsed."""
+    monkeypatch.setattr(_importer, "_BLOCK", 16)
+    monkeypatch.setattr(_importer, "_MAX_LINE", 100)
+    path = tmp_path / "long.csv"
+    path.write_text(f"{HEADER}\n{_uscc(1)},1,A,0\n" + "x" * 500 + "\n", encoding="utf-8")
+    held: list[int] = []
+    lines = _importer._lines
+
+    def watched(*args: Any) -> Iterator[str]:
+        for line in lines(*args):
+            held.append(len(line))
+            yield line
+
+    monkeypatch.setattr(_importer, "_lines", watched)
+    with pytest.raises(ImportRejectedError) as caught:
+        list(_importer.parse_file(path, TAX))
+    assert (caught.value.line, "longer than 100 characters" in caught.value.reason) == (3, True)
+    assert max(held) <= 100
+
+
 def test_a_bad_row_in_a_late_chunk_changes_nothing(
     engine: Engine, store: RecordStore, tmp_path: Path
 ) -> None:
