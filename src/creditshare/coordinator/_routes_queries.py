@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from creditshare.consent import SignedConsent
 from creditshare.coordinator._db import Participant
@@ -191,10 +191,12 @@ def _record(
 @router.post("/v1/queries", response_model=QueryOut)
 async def create_query(
     body: QueryIn, caller: Requester, services: ServicesDep, request: Request
-) -> QueryOut:
+) -> Response:
     """Check consent, record the query in the ledger, then ask every node in scope.
 
-    The answer holds ciphertexts that only the requester's private key opens.
+    The answer holds ciphertexts that only the requester's private key opens. It is
+    serialised here, once: returned as a model, FastAPI would dump and validate it
+    again, item by item (one per node and indicator), before serialising it.
     """
     metrics: CoordinatorMetrics = request.app.state.metrics
     started = time.perf_counter()
@@ -202,7 +204,7 @@ async def create_query(
     try:
         out = await _answer(body, caller, services)
         outcome = "partial" if out.coverage.failed or out.score_unavailable else "answered"
-        return out
+        return Response(out.model_dump_json(), media_type="application/json")
     except CreditShareError as exc:
         outcome = query_outcome(exc, status_of(exc))
         raise
