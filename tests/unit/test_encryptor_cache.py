@@ -17,16 +17,10 @@ from collections.abc import Callable
 
 import pytest
 
-from creditshare.crypto import (
-    FastEncryptor,
-    FixedPointEncoding,
-    PrivateKey,
-    PublicKey,
-    ReservedEncryptor,
-)
+from creditshare.crypto import FastEncryptor, FixedPointEncoding, PrivateKey, PublicKey
 from creditshare.crypto._fast import table_window
 from creditshare.errors import InvalidKeyError
-from creditshare.node._encryptors import RESERVE, EncryptorCache, ValueEncryptor
+from creditshare.node._encryptors import EncryptorCache, ValueEncryptor
 
 #: A bound on waiting, not a performance claim.
 WAIT = 60.0
@@ -41,17 +35,12 @@ def _eventually(condition: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
-def _is_table(encryptor: object) -> bool:
-    """A table-backed encryptor, as the cache hands it out: with its reserve."""
-    return isinstance(encryptor, ReservedEncryptor) and isinstance(encryptor.source, FastEncryptor)
-
-
-def _wait_for_table(cache: EncryptorCache, key: PrivateKey) -> ReservedEncryptor:
-    found: list[ReservedEncryptor] = []
+def _wait_for_table(cache: EncryptorCache, key: PrivateKey) -> FastEncryptor:
+    found: list[FastEncryptor] = []
 
     def ready() -> bool:
         encryptor = cache.get(key.public_key)
-        if isinstance(encryptor, ReservedEncryptor) and _is_table(encryptor):
+        if isinstance(encryptor, FastEncryptor):
             found.append(encryptor)
             return True
         return False
@@ -72,9 +61,9 @@ def test_first_use_is_stock_then_the_table_takes_over(bank_key: PrivateKey) -> N
     cache = EncryptorCache(max_keys=2)
     encoding = FixedPointEncoding(1000)
     first = cache.get(bank_key.public_key)
-    assert not _is_table(first)
+    assert not isinstance(first, FastEncryptor)
     fast = _wait_for_table(cache, bank_key)
-    assert _is_table(fast)
+    assert isinstance(fast, FastEncryptor)
     for encryptor in (first, fast):
         c = encryptor.encrypt(-12.5, encoding)
         assert encoding.decrypt(c, bank_key) == -12.5
@@ -88,7 +77,7 @@ def test_least_recently_used_key_is_evicted(bank_key: PrivateKey) -> None:
     _wait_for_table(cache, bank_key)
     cache.warm([other.public_key])
     _wait_for_table(cache, other)
-    assert not _is_table(cache.get(bank_key.public_key))  # evicted, rebuilding
+    assert not isinstance(cache.get(bank_key.public_key), FastEncryptor)  # evicted, rebuilding
     cache.close()
 
 
@@ -96,7 +85,7 @@ def test_disabled_cache_never_builds_tables(bank_key: PrivateKey) -> None:
     cache = EncryptorCache(enabled=False)
     cache.warm([bank_key.public_key])
     for _ in range(3):
-        assert not _is_table(cache.get(bank_key.public_key))
+        assert not isinstance(cache.get(bank_key.public_key), FastEncryptor)
     cache.close()
 
 
@@ -118,7 +107,7 @@ def test_a_failed_build_falls_back_to_stock_encryption_for_good(
         _eventually(lambda: cache.failed(key), "the build failure was recorded")
     for _ in range(20):  # later requests: stock encryption, and no new build attempts
         encryptor = cache.get(key)
-        assert not _is_table(encryptor)
+        assert not isinstance(encryptor, FastEncryptor)
         assert encoding.decrypt(encryptor.encrypt(3.25, encoding), bank_key) == 3.25
     cache.warm([key])
     assert calls == [key]
@@ -147,7 +136,7 @@ def test_a_stuck_build_blocks_neither_requests_nor_close(bank_key: PrivateKey) -
         assert started.wait(WAIT)
         results: list[ValueEncryptor] = []
         _returns_promptly(lambda: results.append(cache.get(key)))
-        assert not _is_table(results[0])
+        assert not isinstance(results[0], FastEncryptor)
         _returns_promptly(lambda: cache.warm([key, PrivateKey.generate().public_key]))
         _returns_promptly(cache.close)
         # The builder thread is a daemon: it can never hold up the interpreter's exit.
@@ -157,7 +146,7 @@ def test_a_stuck_build_blocks_neither_requests_nor_close(bank_key: PrivateKey) -
         release.set()
     # A build that finishes after close is thrown away, and its thread then ends.
     _eventually(lambda: not any(t.is_alive() for t in builders), "the builder thread ended")
-    assert not _is_table(cache.get(key))
+    assert not isinstance(cache.get(key), FastEncryptor)
 
 
 def test_pending_builds_are_bounded(bank_key: PrivateKey) -> None:
@@ -226,8 +215,7 @@ def test_table_memory_stays_bounded_whatever_the_key_size() -> None:
 
 def test_the_production_table_uses_that_window(bank_key: PrivateKey) -> None:
     cache = EncryptorCache()
-    table = _wait_for_table(cache, bank_key).source
-    assert isinstance(table, FastEncryptor)
+    table = _wait_for_table(cache, bank_key)
     assert table.window == table_window(bank_key.public_key.bits)
     assert table.table_bytes <= 24 * 2**20
     cache.close()
@@ -249,7 +237,7 @@ def test_a_caller_may_wait_for_its_build_and_gets_the_table(bank_key: PrivateKey
     _eventually(lambda: bank_key.public_key in cache._pending, "the build was queued")
     release.set()
     waiter.join(WAIT)
-    assert results and _is_table(results[0])
+    assert results and isinstance(results[0], FastEncryptor)
     cache.close()
 
 
@@ -262,7 +250,7 @@ def test_a_waiting_caller_falls_back_to_stock_when_the_build_fails(bank_key: Pri
     results: list[ValueEncryptor] = []
     _returns_promptly(lambda: results.append(cache.get(key, WAIT)))
     encryptor = results[0]
-    assert not _is_table(encryptor) and encryptor.public_key == key
+    assert not isinstance(encryptor, FastEncryptor) and encryptor.public_key == key
     # The stock encryptor offers what private tree scoring needs, correctly.
     encoding = FixedPointEncoding(1000)
     one = encryptor.encrypt_encoded(1)
@@ -270,23 +258,3 @@ def test_a_waiting_caller_falls_back_to_stock_when_the_build_fails(bank_key: Pri
     assert encryptor.rerandomize(one) != one
     assert encoding.decrypt(encryptor.zero(), bank_key) == 0.0
     cache.close()
-
-
-def test_answers_draw_obfuscators_made_ahead_once_each(bank_key: PrivateKey) -> None:
-    """The reserve is topped up off the request path; every obfuscator is used once."""
-    cache = EncryptorCache()
-    reserve = _wait_for_table(cache, bank_key)
-    _eventually(lambda: not reserve.short, "the reserve was filled")
-    drawn = [reserve.obfuscator() for _ in range(3 * RESERVE)]  # beyond it: made inline
-    assert len(set(drawn)) == len(drawn)
-    encoding = FixedPointEncoding(1000)
-    for value in (0.0, -3.25, 1e6):
-        assert encoding.decrypt(reserve.encrypt(value, encoding), bank_key) == value
-    cache.get(bank_key.public_key)  # a request: the refill thread tops the reserve up again
-    _eventually(lambda: not reserve.short, "the reserve was filled again")
-    assert not set(reserve._made) & set(drawn)  # never an obfuscator handed out before
-    cache.close()
-    _eventually(
-        lambda: not any(t.name == "encryptor-reserve" for t in threading.enumerate()),
-        "the refill thread ended after close",
-    )

@@ -12,7 +12,6 @@ from creditshare.crypto._hpke import SEAL_OVERHEAD, AlertPrivateKey, AlertPublic
 from creditshare.crypto._keys import MAX_KEY_BITS, MIN_KEY_BITS, PrivateKey, PublicKey
 from creditshare.crypto._packing import PackedEncoding, SlotLayout
 from creditshare.crypto._pool import Encryptor, PooledEncryptor
-from creditshare.crypto._reserve import ReservedEncryptor
 from creditshare.crypto._signing import SIGNATURE_BYTES, SigningKey, VerifyKey, decode_signature
 
 __all__ = [
@@ -32,7 +31,6 @@ __all__ = [
     "PrivateEncryptor",
     "PrivateKey",
     "PublicKey",
-    "ReservedEncryptor",
     "SealedOpenError",
     "SigningKey",
     "SlotLayout",

@@ -21,20 +21,11 @@ everything that must stay responsive:
   joined at exit, which is why this is not one);
 * the thread ends after ``_IDLE_SECONDS`` without work and is started again on demand,
   so caches that are never closed (tests, short-lived servers) leave nothing running.
-
-Each table-backed encryptor also keeps a small reserve of obfuscators made ahead
-(``ReservedEncryptor``): an answer's one or two encryptions then cost a multiplication
-each instead of ~0.6 ms. A second daemon thread ("encryptor-reserve", at the lowest
-scheduling priority, giving up the GIL after each obfuscator) tops the reserves up after
-each ``get``: it works when the node has nothing else to do, and a request that finds
-the reserve empty makes its own obfuscators, as without one. It ends when idle too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import queue
 import threading
 import time
@@ -42,13 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from creditshare.crypto import (
-    Ciphertext,
-    FastEncryptor,
-    FixedPointEncoding,
-    PublicKey,
-    ReservedEncryptor,
-)
+from creditshare.crypto import Ciphertext, FastEncryptor, FixedPointEncoding, PublicKey
 from creditshare.errors import InvalidCiphertextError
 
 __all__ = ["EncryptorCache", "ValueEncryptor"]
@@ -59,8 +44,6 @@ log = logging.getLogger("creditshare.node")
 _IDLE_SECONDS = 5.0
 #: Keys remembered as failed (answered with stock encryption, never rebuilt meanwhile).
 _MAX_FAILED = 256
-#: Obfuscators kept ready per key: a packed answer takes one or two, a plain one a few.
-RESERVE = 8
 
 
 def _fast_table(key: PublicKey) -> FastEncryptor:
@@ -137,9 +120,6 @@ class EncryptorCache:
         self._built = threading.Condition(self._lock)
         self._closed = False
         self._thread: threading.Thread | None = None
-        #: Set by ``get`` when it hands out a reserve, for the refill thread.
-        self._drawn = threading.Event()
-        self._refiller: threading.Thread | None = None
 
     def get(self, key: PublicKey, wait: float = 0.0) -> ValueEncryptor:
         """The table-backed encryptor if ready, else stock encryption.
@@ -159,8 +139,6 @@ class EncryptorCache:
                 fast = self._ready.get(key)
                 if fast is not None:
                     self._ready.move_to_end(key)
-                    if isinstance(fast, ReservedEncryptor):
-                        self._refill_soon()
                     return fast
                 self._request(key)
                 left = deadline - time.monotonic()
@@ -196,42 +174,6 @@ class EncryptorCache:
             self._thread = threading.Thread(target=self._run, name="encryptor-table", daemon=True)
             self._thread.start()
 
-    def _refill_soon(self) -> None:
-        """Wake the refill thread (starting it if it ended); lock held."""
-        self._drawn.set()
-        if self._refiller is None and not self._closed:
-            self._refiller = threading.Thread(
-                target=self._refill, name="encryptor-reserve", daemon=True
-            )
-            self._refiller.start()
-
-    def _refill(self) -> None:
-        """Top up every reserve, one obfuscator at a time, when the node has time."""
-        with contextlib.suppress(OSError, AttributeError):  # not Linux: normal priority
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        while True:
-            if not self._drawn.wait(_IDLE_SECONDS):
-                with self._lock:
-                    if not self._drawn.is_set():
-                        self._refiller = None
-                        return
-            self._drawn.clear()
-            while True:
-                with self._lock:
-                    if self._closed:
-                        self._refiller = None
-                        return
-                    short = [
-                        e
-                        for e in self._ready.values()
-                        if isinstance(e, ReservedEncryptor) and e.short
-                    ]
-                if not short:
-                    break
-                for reserve in short:
-                    reserve.refill(most=1)
-                    time.sleep(0)  # let a request thread have the GIL between products
-
     def _run(self) -> None:
         while True:
             try:
@@ -265,16 +207,12 @@ class EncryptorCache:
                     self._failed.popitem(last=False)
                 self._built.notify_all()
             return
-        if isinstance(fast, FastEncryptor):
-            fast = ReservedEncryptor(fast, RESERVE)
         with self._lock:
             self._pending.discard(key)
             self._built.notify_all()
             if self._closed:
                 return
             self._ready[key] = fast
-            if isinstance(fast, ReservedEncryptor):
-                self._refill_soon()
             while len(self._ready) > self._max:
                 self._ready.popitem(last=False)
 
@@ -289,7 +227,6 @@ class EncryptorCache:
             self._ready.clear()
             self._pending.clear()
             self._built.notify_all()
-            self._drawn.set()  # the refill thread sees ``_closed`` and ends
             while True:
                 try:
                     self._queue.get_nowait()
