@@ -16,6 +16,7 @@ queries interleaved so both see the same machine load:
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import time
@@ -24,7 +25,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from _scale_report import Row, Section, Target
+from _scale_report import Row, Section, Target, cpu_count
 
 from creditshare.client import CreditShareClient
 from creditshare.crypto import PrivateKey
@@ -127,12 +128,15 @@ def running_federation(
         yield run
 
 
-def _interleaved(runs: list[BankQuery], n: int) -> list[list[float]]:
+def _interleaved(runs: list[BankQuery], n: int) -> tuple[list[list[float]], list[float]]:
+    """Each run's latencies, and its ledger entries per query (read over HTTP)."""
     latencies: list[list[float]] = [[] for _ in runs]
+    before = [int(run.bank.ledger_head()["size"]) for run in runs]
     for i in range(n):
         for run, values in zip(runs, latencies, strict=True):
             values.append(run.query(i))
-    return latencies
+    after = [int(run.bank.ledger_head()["size"]) for run in runs]
+    return latencies, [(a - b) / n for a, b in zip(after, before, strict=True)]
 
 
 def measure(quick: bool, work: Path, progress: Callable[[str], None] = print) -> Section:
@@ -144,15 +148,17 @@ def measure(quick: bool, work: Path, progress: Callable[[str], None] = print) ->
         small_run = stack.enter_context(running_federation(work, work / "data", key, len(BASE)))
         large_run = stack.enter_context(running_federation(work, work / "data", key, large))
         progress(f"fanout: {small_run.nodes} and {large_run.nodes} nodes up; {n} queries each")
-        small, big = _interleaved([small_run, large_run], n)
+        load = os.getloadavg()[0]
+        (small, big), entries = _interleaved([small_run, large_run], n)
         sizes = (small_run.nodes, large_run.nodes)
     p50 = [1000 * statistics.median(v) for v in (small, big)]
-    for size, values, median in zip(sizes, (small, big), p50, strict=True):
+    for size, values, median, per_query in zip(sizes, (small, big), p50, entries, strict=True):
         ordered = sorted(values)
         section.rows.append(Row("query p50 (bank SDK, decrypted)", size, median, "ms"))
         section.rows.append(
             Row("query p90 (bank SDK, decrypted)", size, 1000 * ordered[int(0.9 * (n - 1))], "ms")
         )
+        section.rows.append(Row("ledger entries per query", size, per_query, "entries"))
     caveat = (
         f"--quick: {sizes[1]} nodes (3 chains x {large}), not 45, and {n} queries" if quick else ""
     )
@@ -179,5 +185,9 @@ def measure(quick: bool, work: Path, progress: Callable[[str], None] = print) ->
     section.notes.append(
         "each query: the bank signs, POST /v1/queries (consent check, one ledger append, "
         "fan-out to every node with its receipt), decrypts the packed answer"
+    )
+    section.notes.append(
+        f"1-minute load average when the queries began: {load:.1f} on {cpu_count()} cores "
+        "(every node, the coordinator and the bank share them: absolute times grow with it)"
     )
     return section
