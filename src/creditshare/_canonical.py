@@ -10,6 +10,7 @@ for the same reason; consents and ledger records both use them.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,8 @@ from creditshare.errors import InvalidInputError
 __all__ = ["canonical_json", "format_time", "parse_canonical", "parse_time"]
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+#: ``_TIME_FORMAT`` as ``format_time`` writes it (zero-padded); other text strptime reads.
+_CANONICAL_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
 
 
 def canonical_json(document: Any) -> bytes:
@@ -46,6 +49,12 @@ def parse_time(text: Any, field: str) -> datetime:
     if not isinstance(text, str):
         raise InvalidInputError(f"{field} must be an ISO 8601 UTC time string")
     try:
+        canonical = _CANONICAL_TIME.fullmatch(text)
+        if canonical is not None:
+            # What format_time writes, read without strptime (~20x slower): every
+            # request and receipt carries several times and is checked at each node.
+            year, month, day, hour, minute, second = map(int, canonical.groups())
+            return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
         return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         raise InvalidInputError(

@@ -34,10 +34,14 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30
 def open_engine(url: str, **options: Any) -> Engine:
     """An engine on ``url`` with the settings above (``options`` go to create_engine)."""
     connect_args: dict[str, Any] = {}
-    if url.startswith("sqlite"):
+    sqlite = url.startswith("sqlite")
+    if sqlite:
         connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+    # A server's connection can die under the pool (a restart, an idle timeout): ping it
+    # at checkout. A SQLite file cannot, and a ping there is one more statement on every
+    # session of every query.
     return create_engine(
-        url, connect_args=connect_args, pool_pre_ping=True, hide_parameters=True, **options
+        url, connect_args=connect_args, pool_pre_ping=not sqlite, hide_parameters=True, **options
     )
 
 

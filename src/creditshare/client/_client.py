@@ -173,9 +173,14 @@ class CreditShareClient(MonitoringCalls, ListingCalls):
         model_id: str = DEFAULT_MODEL_ID,
         chains: list[str] | None = None,
     ) -> dict[str, Any]:
-        """The coordinator's encrypted answer, as sent (for audit or archiving)."""
+        """The coordinator's encrypted answer, as sent (for audit or archiving).
+
+        The Paillier key is registered only when the coordinator says it does not know
+        it (then the query is signed and sent once more): a short-lived client (a CLI
+        run, a worker) makes one round trip per query, not two.
+        """
         uscc = str(Uscc.parse(uscc))  # fail fast, before a round trip, with the position
-        fingerprint = self.ensure_paillier_key()
+        fingerprint = self.private_key.public_key.fingerprint()
         chains = sorted(set(chains)) if chains else None
         payload: dict[str, Any] = {
             "uscc": uscc,
@@ -186,7 +191,16 @@ class CreditShareClient(MonitoringCalls, ListingCalls):
         }
         if chains:
             payload["chains"] = chains
-        body: dict[str, Any] = self.signed_post("/v1/queries", payload, sign_query)
+        try:
+            body: dict[str, Any] = self.signed_post("/v1/queries", payload, sign_query)
+        except ProblemError as exc:
+            # Nothing was recorded or spent: the coordinator checks the key before both.
+            if exc.status != 422 or exc.body.get("field") != "key_fingerprint":
+                raise
+            if fingerprint in self._registered:
+                raise
+            self.register_paillier_key()
+            body = self.signed_post("/v1/queries", payload, sign_query)
         return body
 
     def query(

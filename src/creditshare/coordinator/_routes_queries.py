@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
+from creditshare.consent import SignedConsent
 from creditshare.coordinator._db import Participant
 from creditshare.coordinator._deps import ServicesDep, require_roles
 from creditshare.coordinator._limits import hit, pair, release
@@ -25,8 +27,9 @@ from creditshare.coordinator._schemas import (
     ScoreUnavailable,
 )
 from creditshare.coordinator._services import Services
-from creditshare.coordinator._settings import NodeEntry
+from creditshare.coordinator._settings import ModelEntry, NodeEntry
 from creditshare.coordinator.relay import NodeCatalogue, PackedAnswer, QueryResult, chain_nodes
+from creditshare.crypto import PublicKey
 from creditshare.departments import PRESENCE_INDICATOR
 from creditshare.errors import (
     ConsentRefusedError,
@@ -35,6 +38,7 @@ from creditshare.errors import (
 )
 from creditshare.identity import Uscc
 from creditshare.ledger import MAX_REASON, QueryRecord
+from creditshare.proto import node_pb2
 from creditshare.signed import SignedQuery, query_document
 
 __all__ = ["PRESENCE_INDICATOR", "router"]
@@ -116,6 +120,53 @@ def _signed_query(services: Services, caller: Participant, body: QueryIn, uscc: 
     return signed
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """What ``_checked`` read, and how each later step's read ended (value or error)."""
+
+    signed: SignedQuery
+    key: PublicKey
+    model: ModelEntry
+    _consent: SignedConsent | ConsentRefusedError
+    _credentials: node_pb2.Credentials | CreditShareError | None
+
+    def consent(self) -> SignedConsent:
+        if isinstance(self._consent, ConsentRefusedError):
+            raise self._consent
+        return self._consent
+
+    def credentials(self) -> node_pb2.Credentials:
+        if isinstance(self._credentials, CreditShareError):
+            raise self._credentials
+        assert self._credentials is not None  # read whenever the consent was
+        return self._credentials
+
+
+def _checked(services: Services, caller: Participant, body: QueryIn, uscc: str) -> _Checked:
+    """Every blocking read and check before anything is spent, in one trip off the event
+    loop (each trip costs the loop a hand-off, and a query made six).
+
+    Errors keep their order: the signature, the key and the model raise here; the
+    consent's refusal and the credentials' error are raised where the query path reads
+    them (a refusal is recorded first, with the signed request).
+    """
+    signed = _signed_query(services, caller, body, uscc)
+    key = services.paillier_keys.resolve(caller, body.key_fingerprint)
+    model = services.registry.model(body.model_id)
+    try:
+        consent: SignedConsent | ConsentRefusedError = services.consents.check(
+            body.consent_id, caller, uscc, body.purpose, body.chains
+        )
+    except ConsentRefusedError as exc:
+        return _Checked(signed, key, model, exc, None)
+    credentials: node_pb2.Credentials | CreditShareError
+    try:
+        credentials = services.credentials.for_nodes(caller.id, uscc)
+    except CreditShareError as exc:
+        credentials = exc
+    return _Checked(signed, key, model, consent, credentials)
+
+
 def _record(
     services: Services, caller: Participant, body: QueryIn, uscc: str, **fields: Any
 ) -> QueryRecord:
@@ -140,10 +191,12 @@ def _record(
 @router.post("/v1/queries", response_model=QueryOut)
 async def create_query(
     body: QueryIn, caller: Requester, services: ServicesDep, request: Request
-) -> QueryOut:
+) -> Response:
     """Check consent, record the query in the ledger, then ask every node in scope.
 
-    The answer holds ciphertexts that only the requester's private key opens.
+    The answer holds ciphertexts that only the requester's private key opens. It is
+    serialised here, once: returned as a model, FastAPI would dump and validate it
+    again, item by item (one per node and indicator), before serialising it.
     """
     metrics: CoordinatorMetrics = request.app.state.metrics
     started = time.perf_counter()
@@ -151,7 +204,7 @@ async def create_query(
     try:
         out = await _answer(body, caller, services)
         outcome = "partial" if out.coverage.failed or out.score_unavailable else "answered"
-        return out
+        return Response(out.model_dump_json(), media_type="application/json")
     except CreditShareError as exc:
         outcome = query_outcome(exc, status_of(exc))
         raise
@@ -162,14 +215,11 @@ async def create_query(
 async def _answer(body: QueryIn, caller: Participant, services: Services) -> QueryOut:
     services.ledger.check_can_sign()  # a ledger that refuses to sign: 503, nothing spent
     uscc = str(Uscc.parse(body.uscc))
-    signed = await asyncio.to_thread(_signed_query, services, caller, body, uscc)
-    key = await asyncio.to_thread(services.paillier_keys.resolve, caller, body.key_fingerprint)
-    model = await asyncio.to_thread(services.registry.model, body.model_id)
+    checked = await asyncio.to_thread(_checked, services, caller, body, uscc)
+    signed, key, model = checked.signed, checked.key, checked.model
     consents, limits = services.consents, services.limits
     try:
-        consent = await asyncio.to_thread(
-            consents.check, body.consent_id, caller, uscc, body.purpose, body.chains
-        )
+        consent = checked.consent()
         grant = consent.grant
         chains = tuple(body.chains or grant.chains)
         services.registry.scope(chains)  # no node on these chains: 422, nothing spent
@@ -207,7 +257,7 @@ async def _answer(body: QueryIn, caller: Participant, services: Services) -> Que
         consent=consent.to_json(),
     )
     query_id = record.query_id
-    credentials = await asyncio.to_thread(services.credentials.for_nodes, caller.id, uscc)
+    credentials = checked.credentials()
     try:
         receipt = await asyncio.to_thread(services.ledger.append, record.to_bytes(), uscc)
     except BaseException:

@@ -8,9 +8,15 @@ last the record itself must describe exactly the request in hand.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.utils import Buffer
 
 from creditshare.consent import ConsentGrant
 from creditshare.crypto import PublicKey, VerifyKey
@@ -36,6 +42,59 @@ class ReceiptRefusedError(PermissionDeniedError):
     """No receipt, or one that does not prove this very query was logged."""
 
 
+#: Signatures remembered as verified: the heads of the last few queries.
+_REMEMBERED = 64
+
+
+class _RememberingKey(Ed25519PublicKey):
+    """The log key, remembering the (signature, message) pairs it found valid.
+
+    Each answer checks the same tree head twice (the receipt's signature, then the
+    tracker's before it trusts the head), and the Score and TreeScore of one query, and a
+    cosigning round, check it again. A pair verified once is valid for good under the
+    same key, so a repeat is a lookup keyed by exactly the bytes that were verified; a
+    failed verification is never remembered.
+    """
+
+    def __init__(self, key: Ed25519PublicKey) -> None:
+        self._key = key
+        self._raw = key.public_bytes_raw()
+        self._valid: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def verify(self, signature: Buffer, data: Buffer) -> None:
+        pair = (bytes(signature), bytes(data))
+        with self._lock:
+            if pair in self._valid:
+                self._valid.move_to_end(pair)
+                return
+        self._key.verify(signature, data)  # raises InvalidSignature: nothing remembered
+        with self._lock:
+            self._valid[pair] = None
+            while len(self._valid) > _REMEMBERED:
+                self._valid.popitem(last=False)
+
+    def public_bytes(self, encoding: Encoding, format: PublicFormat) -> bytes:
+        if (encoding, format) == (Encoding.Raw, PublicFormat.Raw):
+            return self._raw
+        return self._key.public_bytes(encoding, format)
+
+    def public_bytes_raw(self) -> bytes:
+        return self._raw
+
+    def __eq__(self, other: object) -> bool:
+        return self._key == (other._key if isinstance(other, _RememberingKey) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._raw)
+
+    def __copy__(self) -> _RememberingKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _RememberingKey:
+        return self
+
+
 class ReceiptChecker:
     def __init__(
         self,
@@ -48,6 +107,7 @@ class ReceiptChecker:
     ) -> None:
         self._authority = authority
         self._log_key = log_key
+        self._verifying = _RememberingKey(log_key.cryptography_key)
         self._tracker = tracker
         self._chain = chain
         self._clock = clock
@@ -57,12 +117,12 @@ class ReceiptChecker:
         """Signature, inclusion and consistency, then the record those bytes hold."""
         proven = receipt_from_pb(pb)  # sizes bounded before anything is hashed
         receipt = proven.receipt
-        receipt.verify(self._log_key.cryptography_key)
+        receipt.verify(self._verifying)
         self._tracker.accept(
             receipt.head,
             list(proven.consistency_proof),
             proven.consistency_from,
-            self._log_key.cryptography_key,
+            self._verifying,
         )
         try:
             record = parse_record(pb.leaf_data)

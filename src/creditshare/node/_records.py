@@ -29,13 +29,14 @@ from sqlalchemy import (
     JSON,
     Column,
     Table,
+    bindparam,
     func,
     select,
     text,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Select
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, SQLModel
 
 from creditshare.departments import FieldValue
 
@@ -146,6 +147,7 @@ def _table(model: type[SQLModel]) -> Table:
 RECORDS = _table(RecordRow)
 BATCHES = _table(ImportBatch)
 PREVIOUS = _table(PreviousRecordRow)
+_GET_RECORD = select(RECORDS.c.data).where(RECORDS.c.uscc == bindparam("uscc"))
 
 #: PostgreSQL advisory lock that queues concurrent snapshots of one node's database.
 _SNAPSHOT_LOCK = int.from_bytes(
@@ -206,9 +208,11 @@ class RecordStore:
         return self._engine
 
     def get(self, uscc: str) -> dict[str, FieldValue] | None:
-        with Session(self._engine) as session:
-            row = session.get(RecordRow, uscc)
-            return dict(row.data) if row is not None else None
+        # One prepared SELECT by primary key: every query's answer reads one record, and
+        # an ORM session would cost more than the read.
+        with self._engine.connect() as conn:
+            data = conn.execute(_GET_RECORD, {"uscc": uscc}).scalar()
+        return dict(data) if data is not None else None
 
     def all(self) -> dict[str, dict[str, FieldValue]]:
         """Every record (for training on this node's own data; never sent anywhere)."""

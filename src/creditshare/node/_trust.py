@@ -58,6 +58,14 @@ class AccessLogRow(SQLModel, table=True):
     answered_at: datetime = Field(index=True)
 
 
+#: The statements every answered query runs, built once: SQLAlchemy then reuses their
+#: compiled form without working out a cache key from a new statement each time.
+_HEADS = TrustedHeadRow.__table__  # type: ignore[attr-defined]
+_UPDATE_HEAD = update(_HEADS).where(_HEADS.c.id == 1)
+_INSERT_HEAD = insert(_HEADS)
+_INSERT_CLAIM = insert(AccessLogRow.__table__)  # type: ignore[attr-defined]
+
+
 class TrustedHeadStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -71,7 +79,6 @@ class TrustedHeadStore:
 
     def save(self, head: SignedTreeHead) -> None:
         """One UPDATE (an INSERT the first time): this runs on every answered query."""
-        table = TrustedHeadRow.__table__  # type: ignore[attr-defined]
         values = {
             "size": head.size,
             "root": head.root,
@@ -80,9 +87,9 @@ class TrustedHeadStore:
             "key_id": head.key_id,
         }
         with self._engine.begin() as connection:
-            updated = connection.execute(update(table).where(table.c.id == 1).values(**values))
+            updated = connection.execute(_UPDATE_HEAD, values)
             if updated.rowcount == 0:
-                connection.execute(insert(table).values(id=1, **values))
+                connection.execute(_INSERT_HEAD, {"id": 1, **values})
 
 
 class AccessLog:
@@ -100,7 +107,6 @@ class AccessLog:
 
         The primary key decides, so two concurrent uses of one receipt cannot both win.
         """
-        table = AccessLogRow.__table__  # type: ignore[attr-defined]
         tree = rpc == "TreeScore"
         row = {
             "leaf_index": -1 - leaf_index if tree else leaf_index,
@@ -114,7 +120,7 @@ class AccessLog:
         }
         try:
             with self._engine.begin() as connection:  # one INSERT: this runs on every query
-                connection.execute(insert(table).values(**row))
+                connection.execute(_INSERT_CLAIM, row)
         except IntegrityError:
             return False
         return True

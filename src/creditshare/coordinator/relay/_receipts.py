@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -32,6 +32,7 @@ from creditshare.proto import node_pb2, receipt_to_pb, trusted_size_from
 __all__ = ["CallFailure", "HeadKeptMovingError", "ReceiptRelay", "call_failure"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 _MAX_ATTEMPTS = 5
 _CACHED = 256
 
@@ -94,6 +95,12 @@ class ReceiptRelay:
         self._receipts: dict[tuple[int, int], Receipt] = {}
         self._proofs: dict[tuple[int, int], list[bytes]] = {}
         self._advancing: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        #: Ledger reads in flight, by what they compute: the nodes of one query ask for
+        #: the same proofs at the same moment, and share one read instead of one each.
+        self._reading: dict[tuple[str, int, int], asyncio.Future[Any]] = {}
+        #: The largest tree head of any receipt this relay was handed (this process's
+        #: queries): a node is moved to a newer head than its receipt's only if one exists.
+        self._newest = 0
 
     def learn(self, node_id: str, trusted_size: int) -> None:
         """What the node says now (Describe) is the truth, even if lower (a node restored
@@ -132,18 +139,30 @@ class ReceiptRelay:
         of a query, which usually trust the same size."""
         cached = self._receipts.get((index, size))
         if cached is None:
-            cached = await asyncio.to_thread(self._ledger.receipt_at, index, size)
+            cached = await self._read(("receipt_at", index, size), self._ledger.receipt_at)
             self._receipts[(index, size)] = cached
             while len(self._receipts) > _CACHED:
                 self._receipts.pop(next(iter(self._receipts)))
         return cached
+
+    async def _read(self, what: tuple[str, int, int], read: Callable[[int, int], R]) -> R:
+        """``read(*what[1:])`` off the event loop, shared by every caller asking the same
+        while it runs: a proof depends only on ``what`` (the log is append-only), and a
+        receipt under the latest head is as good for one node as for the next."""
+        pending = self._reading.get(what)
+        if pending is None:
+            pending = asyncio.ensure_future(asyncio.to_thread(read, what[1], what[2]))
+            self._reading[what] = pending
+            pending.add_done_callback(lambda _: self._reading.pop(what, None))
+        result: R = await asyncio.shield(pending)
+        return result
 
     async def _consistency(self, old: int, new: int) -> list[bytes]:
         """Consistency proofs never change (the log is append-only), and the nodes of one
         query usually trust the same size: compute each (old, new) proof once."""
         cached = self._proofs.get((old, new))
         if cached is None:
-            cached = await asyncio.to_thread(self._ledger.consistency_proof, old, new)
+            cached = await self._read(("consistency", old, new), self._ledger.consistency_proof)
             self._proofs[(old, new)] = cached
             while len(self._proofs) > _CACHED:
                 self._proofs.pop(next(iter(self._proofs)))
@@ -171,6 +190,7 @@ class ReceiptRelay:
         LedgerError; a head that keeps moving past every retry raises HeadKeptMovingError.
         """
         deadline = time.monotonic() + seconds
+        self._newest = max(self._newest, receipt.head.size)
         for _attempt in range(_MAX_ATTEMPTS):
             if not exclusive or receipt.index < self._trusted.get(node_id, 0):
                 # The node's head already holds the leaf: nothing can make this stale.
@@ -196,11 +216,17 @@ class ReceiptRelay:
         except TimeoutError:
             raise _OutOfTimeError("deadline exceeded") from None
         try:
-            if receipt.index >= self._trusted.get(node_id, 0):
-                receipt = await asyncio.to_thread(self._ledger.receipt, receipt.index)
+            if receipt.index >= self._trusted.get(node_id, 0) and receipt.head.size < self._newest:
+                # Another query appended since: prove this leaf under the newest head, so
+                # that query's calls find their leaves covered. One read per leaf and
+                # moment, whatever the number of nodes moving at once.
+                receipt = await self._read(("latest", receipt.index, 0), self._latest)
             return await self._attempt(node_id, receipt, invoke, deadline)
         finally:
             lock.release()
+
+    def _latest(self, index: int, _: int) -> Receipt:
+        return self._ledger.receipt(index)
 
     async def _attempt(
         self,
