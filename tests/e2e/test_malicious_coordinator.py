@@ -41,6 +41,7 @@ from creditshare.proto import node_pb2, settings_to_pb, training_pb2
 from creditshare.signed import SignedQuery, SignedTrainingJob, training_document
 
 from .._pki import make_credential
+from .._psi_pages import node_points
 from .conftest import E2E_DEPARTMENTS, Trust
 
 USCC = "91310115MA3BJ1XGXC"
@@ -584,7 +585,8 @@ def test_a_training_setting_altered_on_the_way_is_refused_and_nothing_is_trained
 
     async def attack(node: str) -> tuple[str, str, str]:
         party = PsiParty(b"altered-settings")
-        aligned = await relay(
+        stub = services.broker.training[node]
+        await relay(
             node,
             "PsiAnswer",
             training_pb2.PsiAnswerRequest(
@@ -598,7 +600,7 @@ def test_a_training_setting_altered_on_the_way_is_refused_and_nothing_is_trained
         opening = training_pb2.OpenJobRequest(
             job_id=job.job_id,
             public_key=public_key,
-            points=list(aligned.node_blinded[:8]),
+            points=(await node_points(stub, job.job_id))[:8],
             settings=settings_to_pb(altered),
             credentials=credentials,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import math
 import os
@@ -19,12 +20,14 @@ import pytest
 from fastapi import FastAPI
 
 from creditshare.client import CreditShareClient, train_model
+from creditshare.client import _psi as client_psi
+from creditshare.client._bureau import start_job
 from creditshare.coordinator import create_app
 from creditshare.crypto import Ciphertext, PrivateKey
 from creditshare.demo import Federation
 from creditshare.departments import get_department
 from creditshare.errors import ClientError, ProblemError
-from creditshare.federated import TrainingConfig, auc
+from creditshare.federated import PsiParty, TrainingConfig, auc
 
 from .conftest import (
     Trust,
@@ -217,7 +220,11 @@ def test_what_the_coordinator_and_nodes_see_during_training(
     training_federation: Federation,
     parties: tuple[Trust, CreditShareClient],
     serve_app: Callable[[FastAPI], AbstractContextManager[str]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """PSI here streams in chunks of 50 points (sets of hundreds): every message the
+    coordinator relays holds at most one chunk, and the intersection is still exact."""
+    monkeypatch.setattr(client_psi, "PSI_CHUNK", 50)
     trust, bureau = parties
     labels = bureau_labels(training_federation)
     recorder = Recorder()
@@ -232,26 +239,34 @@ def test_what_the_coordinator_and_nodes_see_during_training(
             identity=bureau.identity,
         ) as b,
     ):
-        train_model(
+        model = train_model(
             b,
             labels,
             nodes,
             "watched-model",
             TrainingConfig(batch_size=128, max_epochs=1, early_stopping_rounds=1),
         )
+    expected = set(labels)
+    for node in nodes:
+        expected &= set(_rows(training_federation, node.removeprefix("yrd-")))
+    assert model.aligned_rows == len(expected) > 100
     key = bureau.private_key.public_key
-    methods = {m.rsplit("/", 1)[-1] for m, _, _ in recorder.calls}
-    assert {"PsiAnswer", "OpenJob", "Forward", "MaskedGradient", "ApplyGradient"} <= methods
+    methods = [m.rsplit("/", 1)[-1] for m, _, _ in recorder.calls]
+    assert {"PsiAnswer", "PsiPoints", "OpenJob", "Forward", "MaskedGradient"} <= set(methods)
+    assert "ApplyGradient" in methods
+    # Many chunks and pages per node, none over the chunk size.
+    assert methods.count("PsiAnswer") > 2 * len(nodes) < methods.count("PsiPoints")
     # No enterprise identifier crosses the coordinator in clear, either way.
     wire = b"".join(r.SerializeToString() + s.SerializeToString() for _, r, s in recorder.calls)
     assert not [u for u in labels if u.encode() in wire]
     for method, request, response in recorder.calls:
         name = method.rsplit("/", 1)[-1]
         if name == "PsiAnswer":
-            assert all(
-                len(p) == 32
-                for p in [*request.blinded, *response.double_blinded, *response.node_blinded]
-            )
+            assert len(request.blinded) == len(response.double_blinded) <= 50
+            assert all(len(p) == 32 for p in [*request.blinded, *response.double_blinded])
+        if name == "PsiPoints":
+            assert 0 < len(response.node_blinded) <= 50
+            assert all(len(p) == 32 for p in response.node_blinded)
         if name in ("Forward", "MaskedGradient"):
             for blob in response.ciphertexts:
                 number = Ciphertext.from_bytes(key, blob).value
@@ -458,3 +473,57 @@ def test_bureau_train_refuses_held_out_ids_without_a_label(
     )
     assert done.returncode == 2, done.stderr
     assert f"{ids_file}, line 3" in done.stderr and "not among the labels" in done.stderr
+
+
+def test_psi_chunks_out_of_order_wrong_points_and_a_second_run_get_clear_errors(
+    parties: tuple[Trust, CreditShareClient],
+) -> None:
+    """Through the real coordinator and node: a chunk or page at the wrong offset, a point
+    of the wrong size and a page asked too early are the bureau's error (422, saying what
+    and where) and change nothing, so the right chunk still goes through; a second run of
+    one job is refused and fails the job (502, as any receipt a node refuses)."""
+    _, bureau = parties
+    job_id = start_job(bureau, "psi-refusals", "", ["yrd-tax"], CONFIG.to_document())
+    path = f"/v1/training-jobs/{job_id}/psi"
+    party = PsiParty(b"psi-refusals")
+    blinded = [base64.b64encode(p).decode() for p in party.blind_ids(["a", "b", "c", "d"])]
+    short = base64.b64encode(bytes(31)).decode()
+
+    def bureau_refusal(url: str, body: dict[str, Any]) -> ProblemError:
+        with pytest.raises(ProblemError) as caught:
+            bureau.post(url, {"node": "yrd-tax", **body})
+        return caught.value
+
+    def refused(suffix: str, body: dict[str, Any]) -> ProblemError:
+        return bureau_refusal(path + suffix, body)
+
+    first = {"domain": "psi-refusals", "blinded": blinded[:2], "more": True}
+    problem = refused("", first | {"blinded": [blinded[0], short]})
+    assert problem.status == 422 and "blinded[1] is not a 32-byte value" in problem.detail
+    reply = bureau.post(path, {"node": "yrd-tax", **first})  # the run starts after all
+    assert len(reply["double_blinded"]) == 2 and reply["node_set_size"] > 0
+    problem = refused("/points", {"offset": 0})
+    assert problem.status == 422 and "after the bureau's last chunk" in problem.detail
+    second = {"domain": "psi-refusals", "blinded": blinded[2:], "offset": 3}
+    problem = refused("", second)
+    assert problem.status == 422
+    assert "starts at offset 3, but 2 values came before it" in problem.detail
+    problem = refused("", second | {"offset": 2, "blinded": [blinded[2], short]})
+    assert problem.status == 422 and "blinded[3] is not a 32-byte value" in problem.detail
+    assert len(bureau.post(path, {"node": "yrd-tax", **second, "offset": 2})["double_blinded"]) == 2
+    page = bureau.post(path + "/points", {"node": "yrd-tax", "offset": 0, "limit": 10})
+    assert len(page["node_blinded"]) == 10 and not page["last"]
+    problem = refused("/points", {"offset": 0, "limit": 10})
+    assert problem.status == 422 and "starts at offset 0, but 10 values came" in problem.detail
+    # A page or chunk for a job the node never aligned: it has no such run, and says so.
+    other = start_job(bureau, "psi-refusals-2", "", ["yrd-tax"], CONFIG.to_document())
+    problem = bureau_refusal(f"/v1/training-jobs/{other}/psi/points", {"offset": 5})
+    assert problem.status == 422 and "no PSI run for job" in problem.detail
+    problem = bureau_refusal(f"/v1/training-jobs/{other}/psi", second)
+    assert problem.status == 422 and "a chunk at offset 0 starts one" in problem.detail
+    bureau.post(f"/v1/training-jobs/{other}/cancel", {"reason": "test done"})
+    # Nothing above failed the first job; a second run on the same receipt does.
+    assert bureau.training_job(job_id)["status"] == "aligning"
+    problem = refused("", first)
+    assert problem.status == 502 and "already aligned" in problem.detail
+    assert bureau.training_job(job_id)["status"] == "failed"

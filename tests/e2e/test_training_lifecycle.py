@@ -442,6 +442,19 @@ def test_bad_training_inputs_are_refused_and_nothing_is_written(
             "blinded",
         ),
         (
+            f"{path}/psi",
+            json.dumps({"node": "yrd-tax", "domain": "d", "blinded": ["AAAA"] * 65_537}),
+            "blinded",
+        ),
+        (
+            f"{path}/psi",
+            json.dumps({"node": "yrd-tax", "domain": "d", "blinded": [], "offset": -1}),
+            "offset",
+        ),
+        (f"{path}/psi/points", json.dumps({"node": "yrd-tax", "limit": 0}), "limit"),
+        (f"{path}/psi/points", json.dumps({"node": "yrd-tax", "limit": 65_537}), "limit"),
+        (f"{path}/psi/points", json.dumps({"node": "yrd-tax", "offset": -1}), "offset"),
+        (
             f"{path}/progress",
             '{"epoch": 0, "batch": 1, "batches": 2, "validation_loss": NaN}',
             "validation_loss",

@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 from creditshare.crypto import Ciphertext, PrivateKey
 from creditshare.federated import (
     BureauParty,
+    BureauRun,
     Preprocessing,
     PsiParty,
     TrainingConfig,
@@ -40,6 +41,7 @@ from creditshare.proto import (
 )
 
 from .._authority import authority
+from .._psi_pages import node_points
 from .conftest import receipt_message, scored_partial, tax_node
 
 if TYPE_CHECKING:
@@ -102,6 +104,74 @@ async def _code(call: Any) -> grpc.StatusCode:
     return caught.value.code()
 
 
+def _chunk(
+    job: str,
+    key: PrivateKey,
+    receipt: node_pb2.QueryReceipt,
+    offset: int,
+    blinded: list[bytes],
+    more: bool,
+) -> training_pb2.PsiAnswerRequest:
+    """One chunk of a streamed run: the first carries the receipt, the others only points."""
+    first = offset == 0
+    request = _psi(job, key, receipt) if first else training_pb2.PsiAnswerRequest(job_id=job)
+    request.domain = b"capped"
+    request.blinded[:] = blinded
+    request.offset, request.more = offset, more
+    return request
+
+
+async def test_psi_streams_sets_larger_than_one_message_may_carry(
+    settings: NodeSettings, bank_key: PrivateKey
+) -> None:
+    """A channel that takes at most 1 KiB a message from the node (~30 points): the
+    node's set does not fit one, and a page of the whole set is refused, yet chunks and
+    pages of 10 points give the exact intersection over the real gRPC server."""
+    held = sorted(RecordStore(make_engine(settings.database_url)).all())
+    assert len(held) * 32 > 2 * 1024
+    bureau_ids = held[::2] + [f"91{i:016d}" for i in range(50)]  # some unknown
+    capped = [("grpc.max_receive_message_length", 1024)]
+    server, port = await build_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=capped) as channel:
+            stub = training_pb2_grpc.TrainingStub(channel)
+            job = uuid.uuid4().hex
+            receipt = _receipt(job, bank_key)
+            run = BureauRun(b"capped", bureau_ids)
+            chunks = 0
+            for part in run.chunks(10):
+                request = _chunk(job, bank_key, receipt, part.offset, part.blinded, part.more)
+                reply = await stub.PsiAnswer(request)
+                run.answered(part.offset, list(reply.double_blinded), reply.node_set_size)
+                chunks += 1
+            assert chunks > 2 and reply.node_set_size == len(held)
+            # The whole set in one page would be over the cap: refused by the channel.
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.PsiPoints(
+                    training_pb2.PsiPointsRequest(job_id=job, offset=0, limit=len(held))
+                )
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # That page was computed and sent, so the run moved on: a new job starts over.
+            job = uuid.uuid4().hex
+            receipt = _receipt(job, bank_key)
+            run = BureauRun(b"capped", bureau_ids)
+            for part in run.chunks(10):
+                request = _chunk(job, bank_key, receipt, part.offset, part.blinded, part.more)
+                reply = await stub.PsiAnswer(request)
+                run.answered(part.offset, list(reply.double_blinded), reply.node_set_size)
+            offset, last, pages = 0, False, 0
+            while not last:
+                page = await stub.PsiPoints(
+                    training_pb2.PsiPointsRequest(job_id=job, offset=offset, limit=10)
+                )
+                run.match(offset, list(page.node_blinded), page.node_set_size)
+                offset, last, pages = offset + len(page.node_blinded), page.last, pages + 1
+            assert pages == -(-len(held) // 10)
+            assert list(run.result()) == held[::2]
+    finally:
+        await server.stop(None)
+
+
 async def test_psi_needs_a_training_receipt(stub: TrainingAsyncStub, bank_key: PrivateKey) -> None:
     job = uuid.uuid4().hex
     assert await _code(stub.PsiAnswer(_psi(job, bank_key, None))) == (
@@ -126,6 +196,7 @@ async def test_psi_answers_once_per_job_and_open_claims_the_receipt(
     receipt = _receipt(job, bank_key)
     reply = await stub.PsiAnswer(_psi(job, bank_key, receipt))
     assert reply.node_set_size > 0 and len(reply.double_blinded) == 1
+    node_blinded = await node_points(stub, job)
     again = node_pb2.QueryReceipt()
     again.CopyFrom(receipt)
     again.consistency_from = trusted["size"]
@@ -133,7 +204,7 @@ async def test_psi_answers_once_per_job_and_open_claims_the_receipt(
     assert await _code(stub.PsiAnswer(_psi(job, bank_key, again))) == (
         grpc.StatusCode.PERMISSION_DENIED
     )
-    points = list(reply.node_blinded[:40])
+    points = node_blinded[:40]
     opened = training_pb2.OpenJobRequest(
         credentials=authority().training_credentials(),
         job_id=job,
@@ -149,6 +220,7 @@ async def test_psi_answers_once_per_job_and_open_claims_the_receipt(
     job2 = uuid.uuid4().hex
     receipt2 = _receipt(job2, bank_key)
     await stub.PsiAnswer(_psi(job2, bank_key, receipt2))
+    await node_points(stub, job2)
     swapped = training_pb2.OpenJobRequest(
         credentials=authority().training_credentials(),
         job_id=job2,
@@ -193,7 +265,8 @@ async def _opening(
     bureau signed ``config``; the message carries ``settings`` (default: ``config``'s)."""
     job = uuid.uuid4().hex
     receipt = _receipt(job, key, config=config)
-    reply = await stub.PsiAnswer(_psi(job, key, receipt))
+    await stub.PsiAnswer(_psi(job, key, receipt))
+    node_blinded = await node_points(stub, job)
     again = node_pb2.QueryReceipt()
     again.CopyFrom(receipt)
     again.consistency_from = trusted["size"]
@@ -202,7 +275,7 @@ async def _opening(
         credentials=authority().training_credentials(),
         job_id=job,
         public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
-        points=list(reply.node_blinded[:rows]),
+        points=node_blinded[:rows],
         receipt=again,
         settings=settings if settings is not None else settings_to_pb(config or TrainingConfig()),
     )
@@ -357,14 +430,15 @@ async def test_a_node_refuses_an_open_without_settings(
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "training setting" in details
     job = uuid.uuid4().hex
     receipt = _receipt(job, bank_key)
-    reply = await stub.PsiAnswer(_psi(job, bank_key, receipt))
+    await stub.PsiAnswer(_psi(job, bank_key, receipt))
+    node_blinded = await node_points(stub, job)
     receipt.consistency_from = trusted["size"]
     del receipt.consistency_proof[:]
     request = training_pb2.OpenJobRequest(
         credentials=authority().training_credentials(),
         job_id=job,
         public_key=node_pb2.PaillierPublicKey(n=bank_key.public_key.to_bytes()),
-        points=list(reply.node_blinded[:40]),
+        points=node_blinded[:40],
         receipt=receipt,
     )
     code, details = await _refusal(stub.OpenJob(request))
@@ -515,8 +589,8 @@ async def test_a_bank_is_scored_with_the_model_training_evaluated(
             request.domain = b"score-domain"
             request.blinded[:] = list(bureau_request(party, wanted).blinded)
             reply = await stub.PsiAnswer(request)
-            node_points = list(reply.node_blinded)
-            theirs = dict(zip(party.reblind(node_points), node_points, strict=True))
+            paged = await node_points(stub, job)
+            theirs = dict(zip(party.reblind(paged), paged, strict=True))
             double = list(reply.double_blinded)
             points = {u: theirs[d] for u, d in zip(wanted, double, strict=True) if d in theirs}
             aligned = [u for u in wanted if u in points]

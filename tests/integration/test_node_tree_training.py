@@ -29,6 +29,7 @@ from creditshare.proto import (
 from creditshare.trees import TreeConfig
 
 from .._authority import authority
+from .._psi_pages import node_points
 from .conftest import receipt_message, tax_node
 
 if TYPE_CHECKING:
@@ -82,7 +83,8 @@ async def _opening(
         public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
         receipt=receipt,
     )
-    reply = await stub.PsiAnswer(psi)
+    await stub.PsiAnswer(psi)
+    node_blinded = await node_points(stub, job)
     again = node_pb2.QueryReceipt()
     again.CopyFrom(receipt)
     again.consistency_from = trusted["size"]
@@ -91,7 +93,7 @@ async def _opening(
         credentials=authority().training_credentials(),
         job_id=job,
         public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
-        points=list(reply.node_blinded[:ROWS]),
+        points=node_blinded[:ROWS],
         receipt=again,
     )
 

@@ -50,6 +50,7 @@ from creditshare.proto import (
 )
 
 from .._authority import authority
+from .._psi_pages import node_points
 from .conftest import receipt_message, scored_partial
 
 if TYPE_CHECKING:
@@ -154,8 +155,8 @@ async def _open(
         receipt=receipt,
     )
     reply = await stub.PsiAnswer(request)
-    node_points = list(reply.node_blinded)
-    theirs = dict(zip(party.reblind(node_points), node_points, strict=True))
+    paged = await node_points(stub, job)
+    theirs = dict(zip(party.reblind(paged), paged, strict=True))
     points = {
         u: theirs[d] for u, d in zip(wanted, reply.double_blinded, strict=True) if d in theirs
     }

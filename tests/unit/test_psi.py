@@ -254,7 +254,7 @@ def test_duplicate_ids_are_refused_by_index() -> None:
 
 
 def test_too_many_items_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert MAX_PSI_ITEMS == 2_000_000
+    assert MAX_PSI_ITEMS == 50_000_000
     monkeypatch.setattr(_psi, "MAX_PSI_ITEMS", 3)
     party = PsiParty(DOMAIN)
     party.blind_ids(ids(0, 3))

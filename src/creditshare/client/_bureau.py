@@ -22,6 +22,7 @@ import numpy as np
 
 from creditshare.client._client import CreditShareClient
 from creditshare.client._http import segment
+from creditshare.client._psi import align_ids
 from creditshare.client._signing import sign_job
 from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey, SlotLayout
 from creditshare.errors import ClientError, CreditShareError
@@ -29,10 +30,8 @@ from creditshare.federated import (
     MIN_BATCH_ROWS,
     BureauParty,
     EpochReport,
-    PsiParty,
     TrainingConfig,
     auc,
-    bureau_request,
     evaluation_scores,
     ks,
     share_level_sums,
@@ -199,29 +198,14 @@ class TrainedModel:
 def _align(
     client: CreditShareClient, job_id: str, labels: Mapping[str, int], nodes: Sequence[str]
 ) -> tuple[list[str], dict[str, dict[str, bytes]]]:
-    """ECDH-PSI with every node: the ids all hold, and each node's blinded point per id.
+    """ECDH-PSI with every node (``client._psi``, in bounded chunks): the ids all hold,
+    and each node's blinded point per id.
 
     The node's own blinded points are how the bureau names the intersection to
     it, so ids never cross the coordinator in clear.
     """
-    aligned = list(labels)
-    points: dict[str, dict[str, bytes]] = {}
     domain = f"creditshare/training/{job_id}/{secrets.token_hex(8)}"
-    for node in nodes:
-        party = PsiParty(domain.encode("utf-8"))
-        request = bureau_request(party, aligned)
-        body = client.post(
-            f"/v1/training-jobs/{segment(job_id)}/psi",
-            {"node": node, "domain": domain, "blinded": _b64(request.blinded)},
-        )
-        double = _unb64(body["double_blinded"])
-        if len(double) != len(aligned):
-            raise ClientError(f"node {node} answered {len(double)} points for {len(aligned)}")
-        node_points = _unb64(body["node_blinded"])
-        theirs = dict(zip(party.reblind(node_points), node_points, strict=True))
-        points[node] = {i: theirs[d] for i, d in zip(aligned, double, strict=True) if d in theirs}
-        aligned = [i for i in aligned if i in points[node]]
-    return aligned, points
+    return align_ids(client, job_id, list(labels), nodes, domain)
 
 
 def _stratified_split(

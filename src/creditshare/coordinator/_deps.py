@@ -31,7 +31,7 @@ __all__ = ["CallerDep", "ServicesDep", "authenticated", "require_roles"]
 #: A training job's relayed steps: counted on their own limit (a job makes thousands).
 _TRAINING_STEP = re.compile(
     r"^/v1/training-jobs/[^/]+/"
-    r"(psi|open|forward|gradient|apply|level-sums|apply-level-sums|progress)$"
+    r"(psi|psi/points|open|forward|gradient|apply|level-sums|apply-level-sums|progress)$"
 )
 
 

@@ -44,6 +44,7 @@ from creditshare.coordinator._training_bodies import (
     OpenIn,
     ProgressIn,
     PsiIn,
+    PsiPointsIn,
     RowsIn,
     from_base64,
     model_type_of,
@@ -159,29 +160,62 @@ async def get_job(job_id: JobId, caller: CallerDep, services: ServicesDep) -> Jo
 
 @router.post("/v1/training-jobs/{job_id}/psi")
 async def psi(job_id: JobId, body: PsiIn, caller: Bureau, services: ServicesDep) -> dict[str, Any]:
-    """Relay one ECDH-PSI round: the coordinator sees only blinded points."""
+    """Relay one chunk of an ECDH-PSI run: the bureau's blinded ids in, the node's
+    re-blinding of them out, in order. The first chunk (`offset` 0) starts the run and
+    carries the job's receipt; the last has `more` false. Then the node's own blinded
+    ids come from `POST .../psi/points`. The coordinator sees only blinded points, and
+    holds one chunk at a time."""
     jobs = services.training
     row = await jobs.active(job_id, caller, body.node)
-    template = training_pb2.PsiAnswerRequest(
+    request = training_pb2.PsiAnswerRequest(
         job_id=job_id,
         domain=body.domain.encode("utf-8"),
         blinded=from_base64(body.blinded, "blinded"),
-        public_key=node_pb2.PaillierPublicKey(n=PublicKey.from_text(row.public_key).to_bytes()),
-        credentials=await asyncio.to_thread(services.credentials.for_nodes, row.bureau),
+        offset=body.offset,
+        more=body.more,
     )
+    if body.offset:  # a later chunk continues the run its first chunk started
+        reply = await jobs.relay(
+            job_id, body.node, lambda stub: stub.PsiAnswer(request, timeout=jobs.deadline)
+        )
+    else:
+        request.public_key.n = PublicKey.from_text(row.public_key).to_bytes()
+        request.credentials.CopyFrom(
+            await asyncio.to_thread(services.credentials.for_nodes, row.bureau)
+        )
 
-    async def call(stub: Any, proof: node_pb2.QueryReceipt, seconds: float) -> Any:
-        request = training_pb2.PsiAnswerRequest()
-        request.CopyFrom(template)
-        request.receipt.CopyFrom(proof)
-        return await stub.PsiAnswer(request, timeout=seconds)
+        async def call(stub: Any, proof: node_pb2.QueryReceipt, seconds: float) -> Any:
+            carrying = training_pb2.PsiAnswerRequest()
+            carrying.CopyFrom(request)
+            carrying.receipt.CopyFrom(proof)
+            return await stub.PsiAnswer(carrying, timeout=seconds)
 
-    reply = await jobs.relay_with_receipt(row, body.node, call)
-    await asyncio.to_thread(jobs.aligned, job_id, body.node)
+        reply = await jobs.relay_with_receipt(row, body.node, call)
     return {
         "double_blinded": to_base64(reply.double_blinded),
+        "node_set_size": reply.node_set_size,
+    }
+
+
+@router.post("/v1/training-jobs/{job_id}/psi/points")
+async def psi_points(
+    job_id: JobId, body: PsiPointsIn, caller: Bureau, services: ServicesDep
+) -> dict[str, Any]:
+    """Relay one page of the node's blinded ids (after the bureau's last chunk), in the
+    node's random order; the page with `last` true ends the run, and the job may then be
+    opened on that node."""
+    jobs = services.training
+    await jobs.active(job_id, caller, body.node)
+    request = training_pb2.PsiPointsRequest(job_id=job_id, offset=body.offset, limit=body.limit)
+    reply = await jobs.relay(
+        job_id, body.node, lambda stub: stub.PsiPoints(request, timeout=jobs.deadline)
+    )
+    if reply.last:
+        await asyncio.to_thread(jobs.aligned, job_id, body.node)
+    return {
         "node_blinded": to_base64(reply.node_blinded),
         "node_set_size": reply.node_set_size,
+        "last": reply.last,
     }
 
 

@@ -33,7 +33,8 @@ from creditshare.coordinator._schemas import (
     InputModel,
 )
 from creditshare.errors import InvalidInputError
-from creditshare.federated import TrainingConfig
+from creditshare.federated import DEFAULT_PSI_CHUNK, MAX_PSI_CHUNK, TrainingConfig
+from creditshare.federated._psi import MAX_PSI_ITEMS
 from creditshare.trees import TreeConfig
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "Point",
     "ProgressIn",
     "PsiIn",
+    "PsiPointsIn",
     "Row",
     "RowsIn",
     "Strict",
@@ -150,9 +152,25 @@ class JobIn(Strict):
 
 
 class PsiIn(Strict):
+    """One chunk of the bureau's blinded ids (the first, ``offset`` 0, starts the run)."""
+
     node: NodeName
     domain: str = Field(min_length=1, max_length=256)
-    blinded: list[Point] = Field(max_length=MAX_ITEMS)
+    blinded: list[Point] = Field(max_length=MAX_PSI_CHUNK)
+    offset: int = Field(
+        default=0, ge=0, le=MAX_PSI_ITEMS, description="how many points earlier chunks held"
+    )
+    more: bool = Field(default=False, description="whether more chunks follow this one")
+
+
+class PsiPointsIn(Strict):
+    """A page of the node's blinded ids, after the bureau's last chunk."""
+
+    node: NodeName
+    offset: int = Field(
+        default=0, ge=0, le=MAX_PSI_ITEMS, description="how many points earlier pages held"
+    )
+    limit: int = Field(default=DEFAULT_PSI_CHUNK, ge=1, le=MAX_PSI_CHUNK)
 
 
 class OpenIn(Strict):

@@ -9,6 +9,7 @@ from creditshare.federated._config import TrainingConfig, describe_validation_er
 from creditshare.federated._metrics import auc, ks, log_loss
 from creditshare.federated._preprocessing import FeatureTransform, ModelShard, Preprocessing
 from creditshare.federated._psi import (
+    POINT_BYTES,
     PsiParty,
     PsiRequest,
     PsiResponse,
@@ -16,6 +17,13 @@ from creditshare.federated._psi import (
     bureau_request,
     hash_to_u,
     node_answer,
+)
+from creditshare.federated._psi_stream import (
+    DEFAULT_PSI_CHUNK,
+    MAX_PSI_CHUNK,
+    BureauRun,
+    NodeRun,
+    id_array,
 )
 from creditshare.federated._vlr import (
     EVAL_SCORE_BITS,
@@ -41,10 +49,14 @@ from creditshare.federated._woe import (
 )
 
 __all__ = [
+    "DEFAULT_PSI_CHUNK",
     "EVAL_SCORE_BITS",
     "EVAL_SLOT_BITS",
+    "MAX_PSI_CHUNK",
     "MIN_BATCH_ROWS",
+    "POINT_BYTES",
     "BureauParty",
+    "BureauRun",
     "EpochReport",
     "FeatureTransform",
     "HostEndpoint",
@@ -53,6 +65,7 @@ __all__ = [
     "LevelSumsEndpoint",
     "LevelSumsFit",
     "ModelShard",
+    "NodeRun",
     "Preprocessing",
     "PsiParty",
     "PsiRequest",
@@ -67,6 +80,7 @@ __all__ = [
     "describe_validation_error",
     "evaluation_scores",
     "hash_to_u",
+    "id_array",
     "ks",
     "log_loss",
     "node_answer",

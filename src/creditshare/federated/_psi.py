@@ -16,6 +16,13 @@ Scalar multiplication on Curve25519 commutes, so with ``X(k, u)`` the X25519 fun
 3. bureau: X(a, ·) on the node's values; an id x is in the intersection iff
    X(b, X(a, H(x))) equals some X(a, X(b, H(y))), i.e. iff H(x) == H(y).
 
+Over the network the same messages travel in bounded chunks (``_psi_stream``): step 1
+as ordered chunks the node answers one by one, step 2's node values as ordered pages
+in a fresh random order, so no message and no relay holds a whole set, and the sets'
+sizes are bounded by ``MAX_PSI_ITEMS`` (what a peer may make a party compute), not by
+a message cap.  This module's one-shot functions are the same protocol in one piece
+(tests, and the in-process baseline of ``bench/psi.py``).
+
 What each party learns (semi-honest model: parties follow the protocol):
 
 * The bureau learns the intersection (as its own ids) and the size of the node's set.
@@ -26,6 +33,13 @@ What each party learns (semi-honest model: parties follow the protocol):
 * The relay (coordinator) learns both sizes and sees 32-byte values that are
   indistinguishable from random without a or b (decisional Diffie–Hellman).  It cannot
   compute the intersection: that needs X(a, ·) on the node's values.
+
+Streamed in chunks, nothing more is learnt: the chunk boundaries follow from the
+sizes and the chunk size, which the parties choose; the node's pages come in a fresh
+random order (as the one-shot shuffle); the relay still sees only blinded 32-byte
+values, one chunk at a time.  On the node, the first chunk of a run carries the job's
+ledger receipt and a job runs PSI once (a second run is refused); later chunks and
+pages continue that run, in order.
 
 Not covered: a malicious party can choose its input set freely (as in any PSI) and the
 sizes are not hidden; pad with dummy ids if they matter.  A party must use a fresh
@@ -60,9 +74,10 @@ __all__ = [
     "node_answer",
 ]
 
-#: Refuse larger sets (a bound on what a peer can make us compute): 2 million ids already
-#: cost each party ~2.5 minutes of one core (2 scalar multiplications per id, ~37 µs each).
-MAX_PSI_ITEMS = 2_000_000
+#: Refuse larger sets (a bound on what a peer can make us compute): 50 million ids cost a
+#: party ~30 minutes of one core (one scalar multiplication per id, ~37 µs each).  Sets
+#: travel in chunks (``_psi_stream``), so no message cap bounds them any more.
+MAX_PSI_ITEMS = 50_000_000
 #: Every value on the wire is one X25519 u-coordinate: 32 bytes, little-endian.
 POINT_BYTES = 32
 
@@ -155,7 +170,7 @@ def _check_domain(domain: bytes) -> None:
         raise InvalidInputError("PSI domain must be non-empty bytes (one per job)")
 
 
-def _check_ids(ids: Sequence[str], what: str) -> None:
+def _check_ids(ids: Sequence[str], what: str, offset: int = 0) -> None:
     """Refuse what would break the protocol: non-strings, duplicates, oversize sets.
 
     Duplicates would give equal blinded values, telling the other side (and the relay)
@@ -166,24 +181,24 @@ def _check_ids(ids: Sequence[str], what: str) -> None:
     count = len(ids)
     if count > MAX_PSI_ITEMS:
         raise InvalidInputError(f"{what} has {count} items; at most {MAX_PSI_ITEMS} allowed")
-    for index, identifier in enumerate(ids):
+    for index, identifier in enumerate(ids, start=offset):
         if not isinstance(identifier, str):
             raise InvalidInputError(f"{what}[{index}] is not a str")
     if len(set(ids)) != count:
         first: dict[str, int] = {}
-        for index, identifier in enumerate(ids):
+        for index, identifier in enumerate(ids, start=offset):
             earlier = first.setdefault(identifier, index)
             if earlier != index:
                 raise InvalidInputError(f"{what}[{index}] duplicates {what}[{earlier}]")
 
 
-def _check_points(points: Sequence[bytes], what: str) -> None:
+def _check_points(points: Sequence[bytes], what: str, offset: int = 0) -> None:
     if isinstance(points, (bytes, bytearray, str)):
         raise InvalidInputError(f"{what} must be a sequence of 32-byte values, not bytes")
     count = len(points)
     if count > MAX_PSI_ITEMS:
         raise InvalidInputError(f"{what} has {count} items; at most {MAX_PSI_ITEMS} allowed")
-    for index, point in enumerate(points):
+    for index, point in enumerate(points, start=offset):
         if not isinstance(point, bytes) or len(point) != POINT_BYTES:
             raise InvalidInputError(f"{what}[{index}] is not a {POINT_BYTES}-byte value")
 
@@ -303,24 +318,37 @@ class PsiParty:
 
     def blind_ids(self, ids: Sequence[str]) -> list[bytes]:
         """``X(a, H(id))`` for each id, in order; refuses duplicates and oversize sets."""
-        _check_ids(ids, "ids")
-        return self._run(ids, (), ("ids", "points"))[0]
+        return self.blind_ids_at(ids, 0, "ids")
 
     def reblind(self, points: Sequence[bytes]) -> list[bytes]:
         """``X(a, p)`` for each point the other party blinded, in order."""
-        _check_points(points, "points")
-        return self._run((), points, ("ids", "points"))[1]
+        return self.reblind_at(points, 0, "points")
+
+    def blind_ids_at(self, ids: Sequence[str], offset: int, what: str) -> list[bytes]:
+        """``blind_ids`` of one chunk of a set that starts at ``offset``: errors name the
+        item's index in the whole set (``what[offset + k]``)."""
+        _check_ids(ids, what, offset)
+        return self._run(ids, (), (what, what), offset)[0]
+
+    def reblind_at(self, points: Sequence[bytes], offset: int, what: str) -> list[bytes]:
+        """``reblind`` of one chunk of a sequence that starts at ``offset``."""
+        _check_points(points, what, offset)
+        return self._run((), points, (what, what), offset)[1]
 
     def _run(
-        self, ids: Sequence[str], points: Sequence[bytes], labels: tuple[str, str]
+        self,
+        ids: Sequence[str],
+        points: Sequence[bytes],
+        labels: tuple[str, str],
+        offset: int = 0,
     ) -> tuple[list[bytes], list[bytes]]:
         """Blind ``ids`` and reblind ``points`` (already validated), in one pool if parallel."""
         ids_label, points_label = labels
         total = len(ids) + len(points)
         if self._workers == 1 or total < _PARALLEL_MIN_ITEMS:
             return (
-                _blind(self._exchange, self._hash, ids, 0, ids_label),
-                _reblind(self._exchange, points, 0, points_label),
+                _blind(self._exchange, self._hash, ids, offset, ids_label),
+                _reblind(self._exchange, points, offset, points_label),
             )
         # A few chunks per worker so an unevenly loaded core does not hold up the rest.
         parts = self._workers * 4
@@ -328,11 +356,13 @@ class PsiParty:
         pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=context)
         try:
             blinded: list[Future[list[bytes]]] = [
-                pool.submit(_blind_chunk, self._scalar, self._domain, ids[lo:hi], lo, ids_label)
+                pool.submit(
+                    _blind_chunk, self._scalar, self._domain, ids[lo:hi], offset + lo, ids_label
+                )
                 for lo, hi in _spans(len(ids), parts)
             ]
             reblinded: list[Future[list[bytes]]] = [
-                pool.submit(_reblind_chunk, self._scalar, points[lo:hi], lo, points_label)
+                pool.submit(_reblind_chunk, self._scalar, points[lo:hi], offset + lo, points_label)
                 for lo, hi in _spans(len(points), parts)
             ]
             return (

@@ -220,6 +220,15 @@ class RecordStore:
             rows = conn.execute(select(RECORDS.c.uscc, RECORDS.c.data))
             return {row.uscc: dict(row.data) for row in rows}
 
+    def ids(self, batch: int = 100_000) -> Iterator[list[str]]:
+        """Every record's USCC, ``batch`` at a time, streamed (PSI: no list of all ids)."""
+        with self._engine.connect() as conn:
+            rows = conn.execution_options(stream_results=True, yield_per=batch).execute(
+                select(RECORDS.c.uscc)
+            )
+            for part in rows.partitions(batch):
+                yield [row.uscc for row in part]
+
     def count(self) -> int:
         with self._engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(RECORDS)).scalar_one())

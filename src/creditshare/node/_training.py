@@ -22,7 +22,6 @@ import asyncio
 import logging
 import math
 import re
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -33,7 +32,16 @@ import numpy as np
 from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey
 from creditshare.departments import Department
 from creditshare.errors import CreditShareError, InvalidInputError, NotFoundError
-from creditshare.federated import HostParty, ModelShard, Preprocessing, PsiParty, TrainingConfig
+from creditshare.federated import (
+    MAX_PSI_CHUNK,
+    POINT_BYTES,
+    HostParty,
+    ModelShard,
+    NodeRun,
+    Preprocessing,
+    TrainingConfig,
+    id_array,
+)
 from creditshare.ledger import QueryRecord
 from creditshare.node._authority_store import RefusalLog
 from creditshare.node._receipts import ReceiptChecker, ReceiptRefusedError
@@ -156,24 +164,60 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
     async def PsiAnswer(  # noqa: N802 - gRPC method name
         self, request: training_pb2.PsiAnswerRequest, context: Any
     ) -> training_pb2.PsiAnswerResponse:
+        """One chunk of the bureau's blinded ids, re-blinded (``federated._psi_stream``).
+
+        The first chunk (offset 0) starts the job's run: it must carry the job's receipt,
+        once per job; later chunks continue that run (same domain, next offset)."""
+
         def work() -> training_pb2.PsiAnswerResponse:
             if not request.domain or len(request.domain) > 256:
                 raise InvalidInputError("PSI domain must be 1 to 256 bytes")
-            _check_blobs(request.blinded, "blinded", _MAX_IDS, _MAX_POINT_BYTES)
-            self._job_receipt(request)
-            self.jobs.check_new(request.job_id)
-            ids = sorted(self._store.all())
-            party = PsiParty(request.domain)
-            double = party.reblind(list(request.blinded))
-            points = party.blind_ids(ids)
-            shuffled = list(points)
-            secrets.SystemRandom().shuffle(shuffled)
-            self.jobs.aligned(request.job_id, dict(zip(points, ids, strict=True)))
-            return training_pb2.PsiAnswerResponse(
-                double_blinded=double, node_blinded=shuffled, node_set_size=len(ids)
-            )
+            _check_blobs(request.blinded, "blinded", MAX_PSI_CHUNK, _MAX_POINT_BYTES)
+            if request.offset == 0:
+                self._job_receipt(request)
+            # Before a run starts: a refused first chunk leaves nothing behind.
+            for k, point in enumerate(request.blinded):
+                if len(point) != POINT_BYTES:
+                    raise InvalidInputError(
+                        f"blinded[{request.offset + k}] is not a {POINT_BYTES}-byte value"
+                    )
+            if request.offset == 0:
+                self.jobs.check_new(request.job_id)
+                # The node's ids (its primary keys: distinct), streamed into a compact
+                # array (bytes, not str objects).
+                run = NodeRun(request.domain, id_array(self._store.ids(), distinct=True))
+                self.jobs.start_psi(request.job_id, run)
+            else:
+                _check_job_id(request.job_id)
+                run = self.jobs.psi(request.job_id)
+                if run.domain != request.domain:
+                    raise InvalidInputError("PSI domain differs from the run's first chunk")
+            try:
+                double = run.reblind(request.offset, list(request.blinded), request.more)
+            except InvalidInputError:
+                if request.offset == 0:  # nothing answered: the run may start again
+                    self.jobs.drop_psi(request.job_id, run)
+                raise
+            return training_pb2.PsiAnswerResponse(double_blinded=double, node_set_size=run.size)
 
         return await self._run(context, work, "PsiAnswer", request.job_id[:64])
+
+    async def PsiPoints(  # noqa: N802 - gRPC method name
+        self, request: training_pb2.PsiPointsRequest, context: Any
+    ) -> training_pb2.PsiPointsResponse:
+        """The next page of this node's blinded ids, after the bureau's last chunk."""
+
+        def work() -> training_pb2.PsiPointsResponse:
+            _check_job_id(request.job_id)
+            run = self.jobs.psi(request.job_id)
+            points, last = run.page(request.offset, request.limit)
+            if last:
+                log.info("training job %r aligned: %d points paged", request.job_id, run.size)
+            return training_pb2.PsiPointsResponse(
+                node_blinded=points, node_set_size=run.size, last=last
+            )
+
+        return await self._run(context, work, "PsiPoints", request.job_id[:64])
 
     async def OpenJob(  # noqa: N802 - gRPC method name
         self, request: training_pb2.OpenJobRequest, context: Any
@@ -195,14 +239,11 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             key, index, record = self._job_receipt(request, config)
             if not self._access_log.claim(index, record):
                 raise ReceiptRefusedError(f"job {request.job_id!r} was already opened here")
-            mapping = self.jobs.points(request.job_id)
+            run = self.jobs.points(request.job_id)
             points = list(request.points)
             if not 0 < len(points) <= _MAX_IDS or len(set(points)) != len(points):
                 raise InvalidInputError("points must be a non-empty list without duplicates")
-            unknown = [k for k, p in enumerate(points) if p not in mapping]
-            if unknown:
-                raise InvalidInputError(f"point {unknown[0]} is not one this node answered")
-            ids = [mapping[p] for p in points]
+            ids = run.ids_of(points)
             names, rows = self._features()
             self.jobs.check_room(request.job_id)
             if isinstance(config, TreeConfig):

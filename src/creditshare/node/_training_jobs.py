@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from creditshare.crypto import PooledEncryptor, PublicKey
 from creditshare.errors import CapacityError, InvalidInputError, NotFoundError, OutOfOrderError
-from creditshare.federated import HostParty, Preprocessing
+from creditshare.federated import HostParty, NodeRun, Preprocessing
 from creditshare.node._receipts import ReceiptRefusedError
 from creditshare.node._woe import WoePending
 from creditshare.trees import TreeHost
@@ -102,6 +102,12 @@ class Job:
             raise InvalidInputError(f"row positions must be below {len(self.ids)}") from None
 
 
+@dataclass(slots=True)
+class _PsiState:
+    touched: float
+    run: NodeRun
+
+
 class JobStore:
     """Thread-safe; closing a dropped job's workers always happens outside the lock
     (stopping worker processes takes seconds)."""
@@ -118,8 +124,9 @@ class JobStore:
         self._idle = idle_seconds
         self._most = most
         self._jobs: dict[str, Job] = {}
-        #: Per job: this node's blinded point → its own id, from its PSI answer.
-        self._psi: dict[str, tuple[float, dict[bytes, str]]] = {}
+        #: Per job: its PSI run (chunks answered, points paged, then the index from the
+        #: node's blinded points to its ids) and when it was last touched.
+        self._psi: dict[str, _PsiState] = {}
         self._lock = threading.Lock()
         self._sweeper: threading.Thread | None = None
 
@@ -131,23 +138,53 @@ class JobStore:
             if job_id in self._psi or job_id in self._jobs:
                 raise ReceiptRefusedError(f"job {job_id!r} was already aligned here")
 
-    def aligned(self, job_id: str, mapping: dict[bytes, str]) -> None:
-        """Keep this node's PSI answer (point → id) until the job is opened."""
+    def start_psi(self, job_id: str, run: NodeRun) -> None:
+        """Keep a new PSI run (its first chunk came with the job's receipt) until the job
+        is opened; refused if the job aligned here before or the node is full."""
         self._close(self._expire())
         with self._lock:
-            full = len(self._psi) >= self._most and job_id not in self._psi
+            if job_id in self._psi or job_id in self._jobs:
+                raise ReceiptRefusedError(f"job {job_id!r} was already aligned here")
+            full = len(self._psi) >= self._most
             if not full:
-                self._psi[job_id] = (self._clock(), mapping)
+                self._psi[job_id] = _PsiState(self._clock(), run)
         self.start_sweeping()
         if full:
             raise CapacityError(f"this node aligns at most {self._most} jobs at once")
 
-    def points(self, job_id: str) -> dict[bytes, str]:
+    def psi(self, job_id: str) -> NodeRun:
+        """The job's PSI run (touched: a long run of chunks keeps it alive)."""
+        with self._lock:
+            state = self._psi.get(job_id)
+            if state is not None:
+                state.touched = self._clock()
+            opened = job_id in self._jobs
+        if state is None:
+            if opened:
+                raise InvalidInputError(f"job {job_id!r} is aligned and open here already")
+            # The caller's error (422), not a lost job: a run starts with its first
+            # chunk (offset 0), and the bureau is told so; a node that restarted has
+            # lost its runs, and says the same.
+            raise InvalidInputError(
+                f"no PSI run for job {job_id!r} on this node: a chunk at offset 0 starts one"
+            )
+        return state.run
+
+    def drop_psi(self, job_id: str, run: NodeRun) -> None:
+        """Forget a run whose first chunk was refused: it answered nothing, so the job
+        may start it again."""
+        with self._lock:
+            state = self._psi.get(job_id)
+            if state is not None and state.run is run:
+                del self._psi[job_id]
+
+    def points(self, job_id: str) -> NodeRun:
+        """The job's finished PSI run, to map the intersection's points to ids."""
         with self._lock:
             state = self._psi.get(job_id)
         if state is None:
             raise NotFoundError(f"no PSI answer for job {job_id!r} on this node")
-        return state[1]
+        return state.run
 
     # -- jobs ------------------------------------------------------------------------
 
@@ -220,7 +257,7 @@ class JobStore:
             for job_id in [j for j, job in self._jobs.items() if job.touched < cutoff]:
                 expired.append(self._jobs.pop(job_id))
                 log.info("training job %r expired after %.0f s idle", job_id, self._idle)
-            for job_id in [j for j, (at, _) in self._psi.items() if at < cutoff]:
+            for job_id in [j for j, state in self._psi.items() if state.touched < cutoff]:
                 del self._psi[job_id]
         return expired
 

@@ -9,8 +9,9 @@ bureau names the intersection by the node's own blinded points, and later
 calls name rows by their position in that list.
 
 Bounds every node enforces (INVALID_ARGUMENT otherwise): job ids 1-64
-characters; at most 2,000,000 rows or points per call; PSI points at most 64
-bytes, ciphertexts and proofs at most 1100 bytes; doubles finite.
+characters; at most 2,000,000 rows or points per call (PSI: 65,536 points per
+chunk or page, each exactly 32 bytes); ciphertexts and proofs at most 1100
+bytes; doubles finite.
 """
 
 from collections import abc as _abc
@@ -39,8 +40,14 @@ class PsiAnswerRequest(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
     CREDENTIALS_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     domain: _builtins.bytes
+    offset: _builtins.int
+    """How many of the bureau's points earlier chunks carried (0: the first chunk)."""
+    more: _builtins.bool
+    """Whether more chunks follow (false: this is the bureau's last chunk)."""
     @_builtins.property
     def blinded(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     @_builtins.property
@@ -64,10 +71,12 @@ class PsiAnswerRequest(_message.Message):
         public_key: _node_pb2.PaillierPublicKey | None = ...,
         receipt: _node_pb2.QueryReceipt | None = ...,
         credentials: _node_pb2.Credentials | None = ...,
+        offset: _builtins.int = ...,
+        more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded", b"blinded", "credentials", b"credentials", "domain", b"domain", "job_id", b"job_id", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded", b"blinded", "credentials", b"credentials", "domain", b"domain", "job_id", b"job_id", "more", b"more", "offset", b"offset", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -78,27 +87,81 @@ class PsiAnswerResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DOUBLE_BLINDED_FIELD_NUMBER: _builtins.int
-    NODE_BLINDED_FIELD_NUMBER: _builtins.int
     NODE_SET_SIZE_FIELD_NUMBER: _builtins.int
     node_set_size: _builtins.int
     @_builtins.property
-    def double_blinded(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
-    @_builtins.property
-    def node_blinded(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def double_blinded(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """X(b, p) for each point p of the request, in the request's order."""
+
     def __init__(
         self,
         *,
         double_blinded: _abc.Iterable[_builtins.bytes] | None = ...,
-        node_blinded: _abc.Iterable[_builtins.bytes] | None = ...,
         node_set_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["double_blinded", b"double_blinded", "node_blinded", b"node_blinded", "node_set_size", b"node_set_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["double_blinded", b"double_blinded", "node_set_size", b"node_set_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PsiAnswerResponse: _TypeAlias = PsiAnswerResponse  # noqa: Y015
+
+@_typing.final
+class PsiPointsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    offset: _builtins.int
+    """How many of the node's points earlier pages carried (0: the first page)."""
+    limit: _builtins.int
+    """The most points this page may carry (1 to 65,536)."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "limit", b"limit", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PsiPointsRequest: _TypeAlias = PsiPointsRequest  # noqa: Y015
+
+@_typing.final
+class PsiPointsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_BLINDED_FIELD_NUMBER: _builtins.int
+    NODE_SET_SIZE_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    node_set_size: _builtins.int
+    last: _builtins.bool
+    """Whether this page ends the node's set (the job may then be opened)."""
+    @_builtins.property
+    def node_blinded(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """X(b, H(y)) for the next node ids, in the node's random order."""
+
+    def __init__(
+        self,
+        *,
+        node_blinded: _abc.Iterable[_builtins.bytes] | None = ...,
+        node_set_size: _builtins.int = ...,
+        last: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last", b"last", "node_blinded", b"node_blinded", "node_set_size", b"node_set_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PsiPointsResponse: _TypeAlias = PsiPointsResponse  # noqa: Y015
 
 @_typing.final
 class OpenJobRequest(_message.Message):

@@ -39,6 +39,11 @@ class TrainingStub:
                 request_serializer=creditshare_dot_v1_dot_training__pb2.PsiAnswerRequest.SerializeToString,
                 response_deserializer=creditshare_dot_v1_dot_training__pb2.PsiAnswerResponse.FromString,
                 _registered_method=True)
+        self.PsiPoints = channel.unary_unary(
+                '/creditshare.v1.Training/PsiPoints',
+                request_serializer=creditshare_dot_v1_dot_training__pb2.PsiPointsRequest.SerializeToString,
+                response_deserializer=creditshare_dot_v1_dot_training__pb2.PsiPointsResponse.FromString,
+                _registered_method=True)
         self.OpenJob = channel.unary_unary(
                 '/creditshare.v1.Training/OpenJob',
                 request_serializer=creditshare_dot_v1_dot_training__pb2.OpenJobRequest.SerializeToString,
@@ -95,8 +100,19 @@ class TrainingServicer:
     """Missing associated documentation comment in .proto file."""
 
     def PsiAnswer(self, request, context):
-        """ECDH-PSI, node side: re-blind the bureau's points, and blind the node's own ids.
+        """ECDH-PSI, node side, in bounded chunks. PsiAnswer re-blinds one chunk of the
+        bureau's points (in order: offset = how many it sent before; the first chunk
+        starts the run and needs the job's receipt, every chunk carries it); after the
+        bureau's last chunk (more = false), PsiPoints pages out the node's own blinded
+        ids (in a random order; offset = how many were paged before). No message
+        carries more than 65,536 points, whatever the sizes of the sets.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PsiPoints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -190,6 +206,11 @@ def add_TrainingServicer_to_server(servicer, server):
                     request_deserializer=creditshare_dot_v1_dot_training__pb2.PsiAnswerRequest.FromString,
                     response_serializer=creditshare_dot_v1_dot_training__pb2.PsiAnswerResponse.SerializeToString,
             ),
+            'PsiPoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.PsiPoints,
+                    request_deserializer=creditshare_dot_v1_dot_training__pb2.PsiPointsRequest.FromString,
+                    response_serializer=creditshare_dot_v1_dot_training__pb2.PsiPointsResponse.SerializeToString,
+            ),
             'OpenJob': grpc.unary_unary_rpc_method_handler(
                     servicer.OpenJob,
                     request_deserializer=creditshare_dot_v1_dot_training__pb2.OpenJobRequest.FromString,
@@ -268,6 +289,33 @@ class Training:
             '/creditshare.v1.Training/PsiAnswer',
             creditshare_dot_v1_dot_training__pb2.PsiAnswerRequest.SerializeToString,
             creditshare_dot_v1_dot_training__pb2.PsiAnswerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PsiPoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditshare.v1.Training/PsiPoints',
+            creditshare_dot_v1_dot_training__pb2.PsiPointsRequest.SerializeToString,
+            creditshare_dot_v1_dot_training__pb2.PsiPointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

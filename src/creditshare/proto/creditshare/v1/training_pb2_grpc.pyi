@@ -9,8 +9,9 @@ bureau names the intersection by the node's own blinded points, and later
 calls name rows by their position in that list.
 
 Bounds every node enforces (INVALID_ARGUMENT otherwise): job ids 1-64
-characters; at most 2,000,000 rows or points per call; PSI points at most 64
-bytes, ciphertexts and proofs at most 1100 bytes; doubles finite.
+characters; at most 2,000,000 rows or points per call (PSI: 65,536 points per
+chunk or page, each exactly 32 bytes); ciphertexts and proofs at most 1100
+bytes; doubles finite.
 """
 
 from collections import abc as _abc
@@ -42,7 +43,14 @@ class TrainingStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TrainingAsyncStub: ...
     PsiAnswer: _grpc.UnaryUnaryMultiCallable[_training_pb2.PsiAnswerRequest, _training_pb2.PsiAnswerResponse]
-    """ECDH-PSI, node side: re-blind the bureau's points, and blind the node's own ids."""
+    """ECDH-PSI, node side, in bounded chunks. PsiAnswer re-blinds one chunk of the
+    bureau's points (in order: offset = how many it sent before; the first chunk
+    starts the run and needs the job's receipt, every chunk carries it); after the
+    bureau's last chunk (more = false), PsiPoints pages out the node's own blinded
+    ids (in a random order; offset = how many were paged before). No message
+    carries more than 65,536 points, whatever the sizes of the sets.
+    """
+    PsiPoints: _grpc.UnaryUnaryMultiCallable[_training_pb2.PsiPointsRequest, _training_pb2.PsiPointsResponse]
     OpenJob: _grpc.UnaryUnaryMultiCallable[_training_pb2.OpenJobRequest, _training_pb2.OpenJobResponse]
     """The bureau tells the node which of its records (the intersection, as the
     node's own blinded points from PsiAnswer) the job trains on, in row order.
@@ -86,7 +94,14 @@ class TrainingStub:
 class TrainingAsyncStub(TrainingStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     PsiAnswer: _aio.UnaryUnaryMultiCallable[_training_pb2.PsiAnswerRequest, _training_pb2.PsiAnswerResponse]  # type: ignore[assignment]
-    """ECDH-PSI, node side: re-blind the bureau's points, and blind the node's own ids."""
+    """ECDH-PSI, node side, in bounded chunks. PsiAnswer re-blinds one chunk of the
+    bureau's points (in order: offset = how many it sent before; the first chunk
+    starts the run and needs the job's receipt, every chunk carries it); after the
+    bureau's last chunk (more = false), PsiPoints pages out the node's own blinded
+    ids (in a random order; offset = how many were paged before). No message
+    carries more than 65,536 points, whatever the sizes of the sets.
+    """
+    PsiPoints: _aio.UnaryUnaryMultiCallable[_training_pb2.PsiPointsRequest, _training_pb2.PsiPointsResponse]  # type: ignore[assignment]
     OpenJob: _aio.UnaryUnaryMultiCallable[_training_pb2.OpenJobRequest, _training_pb2.OpenJobResponse]  # type: ignore[assignment]
     """The bureau tells the node which of its records (the intersection, as the
     node's own blinded points from PsiAnswer) the job trains on, in row order.
@@ -133,7 +148,20 @@ class TrainingServicer(metaclass=_abc_1.ABCMeta):
         request: _training_pb2.PsiAnswerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_training_pb2.PsiAnswerResponse, _abc.Awaitable[_training_pb2.PsiAnswerResponse]]:
-        """ECDH-PSI, node side: re-blind the bureau's points, and blind the node's own ids."""
+        """ECDH-PSI, node side, in bounded chunks. PsiAnswer re-blinds one chunk of the
+        bureau's points (in order: offset = how many it sent before; the first chunk
+        starts the run and needs the job's receipt, every chunk carries it); after the
+        bureau's last chunk (more = false), PsiPoints pages out the node's own blinded
+        ids (in a random order; offset = how many were paged before). No message
+        carries more than 65,536 points, whatever the sizes of the sets.
+        """
+
+    @_abc_1.abstractmethod
+    def PsiPoints(
+        self,
+        request: _training_pb2.PsiPointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_pb2.PsiPointsResponse, _abc.Awaitable[_training_pb2.PsiPointsResponse]]: ...
 
     @_abc_1.abstractmethod
     def OpenJob(
