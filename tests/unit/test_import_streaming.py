@@ -9,6 +9,7 @@ asserted on what is staged per chunk, never on timing or memory readings.
 from __future__ import annotations
 
 import random
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -411,6 +412,15 @@ def _staging_tables_left(engine: Engine) -> list[int]:
             conn.close()
 
 
+def _logged(exc: BaseException | None) -> list[str]:
+    """The lines a log shows of ``exc`` and the exceptions chained to it (not the code)."""
+    lines: list[str] = []
+    while exc is not None:
+        lines += traceback.format_exception_only(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return lines
+
+
 def test_a_database_error_while_staging_is_raised_and_leaves_no_staging_table(
     engine: Engine, store: RecordStore, tmp_path: Path
 ) -> None:
@@ -424,6 +434,7 @@ def test_a_database_error_while_staging_is_raised_and_leaves_no_staging_table(
         staged.add([(_uscc(2), {"annual_tax_paid": 1.0}, 0, 2)])
         staged.add([(_uscc(3), {"annual_tax_paid": 1.0}, 0, None)])  # type: ignore[list-item]
     assert "null" in str(caught.value).lower()  # the refusal itself, not a clean-up error
+    assert not any(_uscc(3) in text or "annual_tax_paid" in text for text in _logged(caught.value))
     assert _dump(engine) == before
     left = _staging_tables_left(engine)
     assert left and set(left) == {0}

@@ -23,6 +23,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     JSON,
     Column,
@@ -149,14 +150,7 @@ class SnapshotStaging:
             # rollback undone (``staging``).
             self._conn.begin()
         if self._postgres:
-            driver: Any = self._conn.connection.driver_connection
-            with driver.cursor() as cursor:
-                with cursor.copy(_COPY) as copy:
-                    for row in encoded:
-                        copy.write_row(row)
-                cursor.execute(_STAGE_POSTGRES)
-                inserted = cursor.rowcount
-                cursor.execute("TRUNCATE snapshot_chunk")
+            inserted = self._copy(encoded)
         else:
             inserted = self._conn.exec_driver_sql(
                 _STAGE_SQLITE, encoded, execution_options=_COUNTED
@@ -164,6 +158,24 @@ class SnapshotStaging:
         if inserted != len(rows):
             self._raise_duplicate(rows)
         self.rows += len(rows)
+
+    def _copy(self, encoded: list[tuple[str, str, int, int]]) -> int:
+        """COPY a chunk in and stage it; the rows inserted. The driver's own calls, so
+        SQLAlchemy's hidden parameters do not cover them: a refusal is raised with the
+        server's primary message only (its detail and context quote the row: a USCC
+        and its values, which no log may hold)."""
+        driver: Any = self._conn.connection.driver_connection
+        try:
+            with driver.cursor() as cursor:
+                with cursor.copy(_COPY) as copy:
+                    for row in encoded:
+                        copy.write_row(row)
+                cursor.execute(_STAGE_POSTGRES)
+                inserted = int(cursor.rowcount)
+                cursor.execute("TRUNCATE snapshot_chunk")
+        except psycopg.Error as exc:
+            raise type(exc)(exc.diag.message_primary or type(exc).__name__) from None
+        return inserted
 
     def _raise_duplicate(self, rows: Sequence[StagedRow]) -> None:
         """The chunk held a USCC staged before: the first such row, in file order."""
