@@ -126,7 +126,7 @@ def test_the_page_order_comes_from_the_os_csprng(monkeypatch: pytest.MonkeyPatch
             return os.urandom(count)
         return np.arange(len(node_ids), 0, -1, dtype=np.uint64).tobytes()  # ids reversed
 
-    monkeypatch.setattr(_psi_stream.secrets, "token_bytes", token_bytes)
+    monkeypatch.setattr("creditshare.federated._psi_stream.secrets.token_bytes", token_bytes)
     run = NodeRun(DOMAIN, id_array([node_ids]))
     run.reblind(0, [], False)
     page, _ = run.page(0, 50)
