@@ -101,3 +101,21 @@ def test_a_first_chunk_takes_its_slot_before_the_run_is_built() -> None:
     store.reserve_psi("c")
     with pytest.raises(ReceiptRefusedError, match="already aligned"):
         store.reserve_psi("a")
+
+
+def test_calls_at_a_finished_run_do_not_keep_it_alive() -> None:
+    """Once every point is paged only OpenJob is left: refused chunks or pages (all a
+    finished run can take) must not hold its slot and memory past the idle limit."""
+    clock = Clock()
+    store = JobStore("n1", clock=clock, idle_seconds=60)
+    finished = run()
+    store.start_psi("finished", finished)
+    finished.reblind(0, [], False)
+    assert finished.page(0, 10)[1] and finished.done
+    for _ in range(3):
+        clock.now += 40
+        with pytest.raises(InvalidInputError, match="paged out already"):
+            store.psi("finished").page(2, 10)
+    store.sweep()
+    with pytest.raises(InvalidInputError, match="no PSI run"):
+        store.psi("finished")

@@ -176,10 +176,12 @@ class JobStore:
             raise CapacityError(f"this node aligns at most {self._most} jobs at once")
 
     def psi(self, job_id: str) -> NodeRun:
-        """The job's PSI run (touched: a long run of chunks keeps it alive)."""
+        """The job's PSI run (touched: a long run of chunks keeps it alive; a finished
+        one is not, since nothing but OpenJob is left for it, and a refused chunk or page
+        at it must not hold the node's slot and memory past the idle limit)."""
         with self._lock:
             state = self._psi.get(job_id)
-            if state is not None:
+            if state is not None and not state.run.done:
                 state.touched = self._clock()
             opened = job_id in self._jobs
         if state is None:
