@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import overload
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -31,7 +31,7 @@ from creditshare.ledger import (
     leaf_hash,
     verify_log,
 )
-from creditshare.ledger._storage import BuildHead
+from creditshare.ledger._storage import BuildBatch, ReadHashes
 
 from .._databases import migrated_engine
 
@@ -221,35 +221,25 @@ def test_a_replica_appending_meanwhile_is_extended_in_o_new(
     ours, theirs = restarted(engine, signer), restarted(engine, signer)
     fill(ours, 50)
     fill(theirs, 3, "replica")
-    read: set[int] = set()
-
-    class Recording(Sequence[bytes]):
-        def __init__(self, items: Sequence[bytes]) -> None:
-            self._items = items
-
-        def __len__(self) -> int:
-            return len(self._items)
-
-        @overload
-        def __getitem__(self, index: int) -> bytes: ...
-        @overload
-        def __getitem__(self, index: slice) -> Sequence[bytes]: ...
-        def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
-            if isinstance(index, slice):
-                read.update(range(*index.indices(len(self._items))))
-            else:
-                read.add(index % len(self._items))
-            return self._items[index]
-
+    read: list[tuple[int, int]] = []
     storage = ours.storage
     real_append = storage.append
 
-    def recording_append(data: bytes, subject: str, build: BuildHead) -> tuple[int, SignedTreeHead]:
-        return real_append(data, subject, lambda size, hashes: build(size, Recording(hashes)))
+    def recording_append(
+        entries: Sequence[tuple[bytes, str]], build: BuildBatch
+    ) -> tuple[int, SignedTreeHead]:
+        def recording_build(old: int, reader: ReadHashes) -> tuple[SignedTreeHead, Any]:
+            def reading(start: int, end: int) -> list[bytes]:
+                read.append((start, end))
+                return reader(start, end)
 
-    storage.append = recording_append  # type: ignore[method-assign,assignment]
+            return build(old, reading)
+
+        return real_append(entries, recording_build)
+
+    storage.append = recording_append  # type: ignore[method-assign]
     receipt = ours.append(b"after the replica", SUBJECT)
-    assert receipt.index == 53 and read and min(read) >= 49
+    assert receipt.index == 53 and read == [(49, 53)]
     receipt.verify(signer.public_key)
     assert verify_log(SqlLedgerStorage(engine), signer.public_key).ok
 
@@ -276,8 +266,9 @@ def test_a_running_ledger_whose_database_is_replaced_refuses_to_sign(
     fill(ledger, 5)
     run(engine, "DELETE FROM ledger_leaf")
     run(engine, "DELETE FROM ledger_head")
+    run(engine, "DELETE FROM ledger_node")
     fill(restarted(engine, signer), 7, "other")
-    with pytest.raises(LedgerIntegrityError, match="entry 4, already read by this process"):
+    with pytest.raises(LedgerIntegrityError, match="entry 4's hash is not the one under"):
         ledger.append(b"fork", SUBJECT)
     assert ledger.storage.size() == 7
     with pytest.raises(LedgerIntegrityError):
