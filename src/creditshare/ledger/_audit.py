@@ -44,6 +44,7 @@ __all__ = [
 
 _BATCH = 1000
 _MAX_NODE_PROBLEMS = 10
+_SHOWN_USES = 10
 #: How many of the newest leaves the start-up check rehashes from their data.
 START_TAIL = 1024
 
@@ -64,11 +65,15 @@ class LogReport:
 class ConsentUses:
     """Each use of a consent is a ledger entry: count them, and compare with the use limit
     the enterprise signed (carried in each query's record), so an operator or a node can
-    see that no consent was used more often than it allows, whoever did the counting."""
+    see that no consent was used more often than it allows, whoever did the counting.
+
+    Memory is per consent, not per entry: a count and the first few entries beyond the
+    limit (every index is kept only until a record names the limit, which the first
+    record of a consent normally does)."""
 
     def __init__(self) -> None:
-        #: consent id -> (the signed limit, indices of the queries that used it)
-        self._seen: dict[str, tuple[int | None, list[int]]] = {}
+        #: consent id -> [the signed limit, uses so far, indices kept (see above)]
+        self._seen: dict[str, tuple[int | None, int, list[int]]] = {}
 
     def count(self, index: int, data: bytes) -> None:
         try:
@@ -82,18 +87,22 @@ class ConsentUses:
             document = record.consent.get("document")
             value = document.get("max_uses") if isinstance(document, dict) else None
             limit = value if isinstance(value, int) and not isinstance(value, bool) else None
-        known, indices = self._seen.setdefault(record.consent_id, (limit, []))
+        known, uses, indices = self._seen.get(record.consent_id, (None, 0, []))
         if known is None and limit is not None:
-            self._seen[record.consent_id] = (limit, indices)
-        indices.append(index)
+            known = limit
+            indices = indices[limit : limit + _SHOWN_USES]  # the ones beyond it
+        uses += 1
+        if known is None or (uses > known and len(indices) < _SHOWN_USES):
+            indices.append(index)
+        self._seen[record.consent_id] = (known, uses, indices)
 
     def problems(self) -> list[str]:
         out = []
-        for consent_id, (limit, indices) in sorted(self._seen.items()):
-            if limit is not None and len(indices) > limit:
-                over = ", ".join(str(i) for i in indices[limit:][:10])
+        for consent_id, (limit, uses, indices) in sorted(self._seen.items()):
+            if limit is not None and uses > limit:
+                over = ", ".join(str(i) for i in indices[:_SHOWN_USES])
                 out.append(
-                    f"consent {consent_id}: used {len(indices)} times, its limit is {limit} "
+                    f"consent {consent_id}: used {uses} times, its limit is {limit} "
                     f"(entries beyond it: {over})"
                 )
         return out
