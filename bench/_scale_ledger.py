@@ -1,0 +1,375 @@
+"""Ledger section of ``bench/scale.py``: proofs and memory at 10^7 entries against 10^3,
+and appends/s of two coordinator replicas on one PostgreSQL.
+
+* Proofs: a coordinator database is built per size by bulk-loading leaves (raw SQLite
+  inserts: a bench shortcut for *building* the data only), signing one head over them,
+  and filling the interior nodes with migration c0011's own backfill
+  (``creditshare.ledger._backfill``). A real coordinator process
+  (``creditshare coordinator serve``, uvicorn) then starts on it; the time until
+  ``/readyz`` answers includes its start-up ledger check. Entry receipts
+  (``GET /v1/ledger/entries/{i}``, an inclusion proof against the latest head) and
+  consistency proofs (``GET /v1/ledger/proofs/consistency``) at random indices are
+  timed over HTTP with one keep-alive client; the coordinator's resident memory is
+  read from /proc after them.
+* Appends: two processes, each a coordinator's ``Ledger`` over ``SqlLedgerStorage`` on
+  one PostgreSQL database (the product's engine), each with many threads appending
+  for a fixed time (group commit batches them); also with one thread each, which is
+  what a process without batching gets.
+
+Runs on older code too (no backfill, no group commit): that is how the "before"
+numbers in the issue's note were taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import random
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _scale_report import Row, Section, Target, peak_rss_mb, rss_mb
+from sqlalchemy import create_engine, text
+
+from creditshare import migrations
+from creditshare._database import open_engine
+from creditshare._settings import load_settings
+from creditshare.coordinator import CoordinatorSettings
+from creditshare.coordinator._admin import bootstrap_operator, init_log_key
+from creditshare.coordinator._services import load_log_signer
+from creditshare.ledger import Frontier, Ledger, LogSigner, QueryRecord, SqlLedgerStorage
+
+__all__ = ["measure"]
+
+SMALL = 1_000
+SUBJECT = "91350100M000100Y43"
+_SEED = bytes(range(32))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_PLACEHOLDER = "q" + "0" * 15
+
+
+def _template() -> bytes:
+    record = QueryRecord(
+        kind="query",
+        query_id=_PLACEHOLDER,
+        time=datetime(2026, 11, 30, tzinfo=UTC),
+        uscc=SUBJECT,
+        requester="bench-bank",
+        requester_role="bank",
+        purpose="credit_review",
+        consent_id="c-bench",
+        model_id="m-bench",
+        key_fingerprint="f" * 16,
+        chains=("yrd",),
+        indicators=("tax_paid",),
+    )
+    return record.to_bytes()
+
+
+_TEMPLATE = _template()
+
+
+def _record(i: int) -> bytes:
+    """A real query record (the routes parse what they serve), unique per ``i``."""
+    return _TEMPLATE.replace(_PLACEHOLDER.encode(), b"q%015d" % i)
+
+
+def build_ledger(db: Path, size: int, config: Path) -> dict[str, float]:
+    """A migrated coordinator database holding ``size`` leaves under one signed head,
+    with interior nodes from the migration's backfill (when this code has one)."""
+    engine = open_engine(f"sqlite:///{db}")
+    migrations.upgrade(engine, "coordinator")
+    engine.dispose()
+    signer = load_log_signer(load_settings(CoordinatorSettings, config))
+    started = time.perf_counter()
+    frontier = Frontier()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA journal_mode=MEMORY")
+    chunk = 100_000
+    for start in range(0, size, chunk):
+        rows = []
+        for i in range(start, min(size, start + chunk)):
+            data = _record(i)
+            h = hashlib.sha256(b"\x00" + data).digest()
+            frontier.append(h)
+            rows.append((i, data, h, SUBJECT))
+        conn.executemany(
+            "INSERT INTO ledger_leaf (idx, data, leaf_hash, subject) VALUES (?, ?, ?, ?)", rows
+        )
+        conn.commit()
+    head = signer.sign_head(size, frontier.root(), int(time.time() * 1000))
+    conn.execute(
+        "INSERT INTO ledger_head (size, root, timestamp_ms, signature, key_id) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (head.size, head.root, head.timestamp_ms, head.signature, head.key_id),
+    )
+    conn.commit()
+    conn.close()
+    loaded = time.perf_counter() - started
+    backfilled = 0.0
+    try:
+        from creditshare.ledger._backfill import backfill_nodes
+    except ImportError:  # code from before interior nodes: nothing to fill
+        return {"load_s": loaded, "backfill_s": backfilled}
+    started = time.perf_counter()
+    engine = open_engine(f"sqlite:///{db}")
+    with engine.begin() as sa_conn:
+        sa_conn.exec_driver_sql("PRAGMA synchronous=OFF")
+        sa_conn.exec_driver_sql("DELETE FROM ledger_node")  # the upgrade filled none
+        backfill_nodes(sa_conn, page=50_000)
+    engine.dispose()
+    backfilled = time.perf_counter() - started
+    return {"load_s": loaded, "backfill_s": backfilled}
+
+
+def _write_config(work: Path, db: Path, key: Path, port: int) -> Path:
+    config = work / f"coordinator-{db.stem}.toml"
+    config.write_text(
+        f'host = "127.0.0.1"\nport = {port}\ndatabase_url = "sqlite:///{db}"\n'
+        f'log_signing_key_file = "{key}"\nallow_insecure = true\n'
+        "participant_requests_per_minute = 1000000\n"
+        'log_level = "warning"\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+def _p50_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def serve_and_prove(config: Path, size: int, requests: int) -> dict[str, float]:
+    """Start a coordinator on ``config``; time its start, its proofs and read its memory."""
+    settings = load_settings(CoordinatorSettings, config)
+    api_key = bootstrap_operator(settings, f"bench-op-{uuid.uuid4().hex[:8]}", "Bench").api_key
+    url = f"http://127.0.0.1:{settings.port}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = open(config.with_suffix(".log"), "wb")  # noqa: SIM115 - closed below
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "creditshare", "coordinator", "serve", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        with httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=60
+        ) as client:
+            deadline = time.monotonic() + 1800
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the coordinator exited; see {config.with_suffix('.log')}")
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the coordinator did not become ready")
+                time.sleep(0.05)
+            ready_s = time.perf_counter() - started
+            rng = random.Random(size)
+            for _ in range(20):  # warm up: connections, imports, SQLite page cache
+                client.get(f"/v1/ledger/entries/{rng.randrange(size)}").raise_for_status()
+            entries, consistency = [], []
+            for _ in range(requests):
+                index = rng.randrange(size)
+                t0 = time.perf_counter()
+                response = client.get(f"/v1/ledger/entries/{index}")
+                entries.append(time.perf_counter() - t0)
+                response.raise_for_status()
+                first = rng.randrange(1, size)
+                t0 = time.perf_counter()
+                response = client.get(
+                    "/v1/ledger/proofs/consistency", params={"first": first, "second": size}
+                )
+                consistency.append(time.perf_counter() - t0)
+                response.raise_for_status()
+            return {
+                "ready_s": ready_s,
+                "entry_p50_ms": _p50_ms(entries),
+                "consistency_p50_ms": _p50_ms(consistency),
+                "rss_mb": rss_mb(process.pid),
+                "peak_rss_mb": peak_rss_mb(process.pid),
+            }
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+# --- appends/s of two replicas on one PostgreSQL ---
+
+
+def _append_worker(url: str, threads: int, seconds: float, start_at: float, out: Any) -> None:
+    engine = open_engine(url, pool_size=max(5, threads // 4))
+    ledger = Ledger(
+        SqlLedgerStorage(engine),
+        LogSigner.from_private_bytes(_SEED),
+        lambda: datetime.now(UTC),
+    )
+    ledger.check_storage()
+    counts = [0] * threads
+    stop_at = start_at + seconds
+
+    def run(slot: int) -> None:
+        while time.time() < start_at:
+            time.sleep(0.001)
+        n = 0
+        while time.time() < stop_at:
+            ledger.append(_record(n), SUBJECT)
+            n += 1
+        counts[slot] = n
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    engine.dispose()
+    out.put(sum(counts))
+
+
+def _postgres_admin_url() -> str:
+    url = os.environ.get("CREDITSHARE_TEST_POSTGRES_URL")
+    if url:
+        return url
+    raise RuntimeError(
+        "set CREDITSHARE_TEST_POSTGRES_URL (or run under `scripts/postgres.sh run --`) "
+        "for the appends/s measurement"
+    )
+
+
+def appends_per_second(processes: int, threads: int, seconds: float) -> tuple[float, int]:
+    """Appends/s of ``processes`` ledgers x ``threads`` threads on a fresh PG database."""
+    admin_url = _postgres_admin_url()
+    name = f"bench_ledger_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        engine = open_engine(url)
+        migrations.upgrade(engine, "coordinator")
+        engine.dispose()
+        context = multiprocessing.get_context("spawn")
+        out = context.Queue()
+        start_at = time.time() + 3.0  # after every process imported and checked
+        workers = [
+            context.Process(target=_append_worker, args=(url, threads, seconds, start_at, out))
+            for _ in range(processes)
+        ]
+        for worker in workers:
+            worker.start()
+        total = sum(out.get(timeout=seconds + 120) for _ in workers)
+        for worker in workers:
+            worker.join(timeout=60)
+        engine = open_engine(url)
+        with engine.connect() as conn:
+            heads = int(conn.execute(text("SELECT count(*) FROM ledger_head")).scalar() or 0)
+        engine.dispose()
+        return total / seconds, heads
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def measure(quick: bool, work: Path) -> Section:
+    big = 100_000 if quick else 10_000_000
+    requests = 200 if quick else 400
+    seconds = 8.0 if quick else 20.0
+    section = Section("ledger")
+    key = work / "log-signing-key.pem"
+    if not key.exists():
+        init_log_key(key)
+    results: dict[int, dict[str, float]] = {}
+    for size in (SMALL, big):
+        db = work / f"ledger-{size}.db"
+        for leftover in work.glob(f"ledger-{size}.db*"):
+            leftover.unlink()
+        config = _write_config(work, db, key, _free_port())
+        built = build_ledger(db, size, config)
+        proved = serve_and_prove(config, size, requests)
+        results[size] = proved
+        section.rows += [
+            Row("ledger build: bulk load (bench shortcut)", size, built["load_s"], "s"),
+            Row("ledger build: c0011 backfill of interior nodes", size, built["backfill_s"], "s"),
+            Row("coordinator start until /readyz", size, proved["ready_s"], "s"),
+            Row("entry receipt (inclusion proof) p50, HTTP", size, proved["entry_p50_ms"], "ms"),
+            Row("consistency proof p50, HTTP", size, proved["consistency_p50_ms"], "ms"),
+            Row("coordinator RSS after the proofs", size, proved["rss_mb"], "MiB"),
+            Row("coordinator peak RSS", size, proved["peak_rss_mb"], "MiB"),
+        ]
+        db.unlink(missing_ok=True)
+    small, large = results[SMALL], results[big]
+    caveat = "" if big == 10_000_000 else f"--quick: {big:,} entries, not 10^7"
+    proof_ratio = max(
+        large["entry_p50_ms"] / small["entry_p50_ms"],
+        large["consistency_p50_ms"] / small["consistency_p50_ms"],
+    )
+    section.targets.append(
+        Target(
+            f"proof p50 at {big:,} / at {SMALL:,} entries (worse of two)",
+            proof_ratio,
+            2.0,
+            "<=",
+            "x",
+            caveat,
+        )
+    )
+    section.targets.append(
+        Target(
+            f"coordinator RSS at {big:,} / at {SMALL:,} entries",
+            large["rss_mb"] / small["rss_mb"],
+            1.2,
+            "<=",
+            "x",
+            caveat,
+        )
+    )
+    try:
+        single, _ = appends_per_second(2, 1, seconds)
+        rate, heads = appends_per_second(2, 32, seconds)
+    except RuntimeError as exc:
+        section.notes.append(f"appends/s not measured: {exc}")
+        return section
+    section.rows += [
+        Row("appends/s, 2 processes x 1 thread (no batching)", 2, single, "appends/s"),
+        Row("appends/s, 2 processes x 32 threads (group commit)", 64, rate, "appends/s"),
+        Row("appends per signed head, 2 x 32 threads", 64, rate * seconds / max(heads, 1), "x"),
+    ]
+    section.targets.append(
+        Target(
+            "appends/s, 2 coordinator processes on one PostgreSQL",
+            rate,
+            1000.0,
+            ">=",
+            "appends/s",
+            f"{seconds:.0f} s run" if quick else "",
+        )
+    )
+    return section
