@@ -157,74 +157,100 @@ def _p50_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def serve_and_prove(config: Path, size: int, requests: int) -> dict[str, float]:
-    """Start a coordinator on ``config``; time its start, its proofs and read its memory."""
-    settings = load_settings(CoordinatorSettings, config)
-    api_key = bootstrap_operator(settings, f"bench-op-{uuid.uuid4().hex[:8]}", "Bench").api_key
-    url = f"http://127.0.0.1:{settings.port}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = open(config.with_suffix(".log"), "wb")  # noqa: SIM115 - closed below
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "creditshare", "coordinator", "serve", "--config", str(config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    try:
-        with httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=60
-        ) as client:
-            deadline = time.monotonic() + 1800
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the coordinator exited; see {config.with_suffix('.log')}")
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the coordinator did not become ready")
-                time.sleep(0.05)
-            ready_s = time.perf_counter() - started
-            rng = random.Random(size)
-            for _ in range(20):  # warm up: connections, imports, SQLite page cache
-                client.get(f"/v1/ledger/entries/{rng.randrange(size)}").raise_for_status()
-            entries, consistency = [], []
-            for _ in range(requests):
-                index = rng.randrange(size)
-                t0 = time.perf_counter()
-                response = client.get(f"/v1/ledger/entries/{index}")
-                entries.append(time.perf_counter() - t0)
-                response.raise_for_status()
-                first = rng.randrange(1, size)
-                t0 = time.perf_counter()
-                response = client.get(
-                    "/v1/ledger/proofs/consistency", params={"first": first, "second": size}
-                )
-                consistency.append(time.perf_counter() - t0)
-                response.raise_for_status()
-            return {
-                "ready_s": ready_s,
-                "entry_p50_ms": _p50_ms(entries),
-                "consistency_p50_ms": _p50_ms(consistency),
-                "rss_mb": rss_mb(process.pid),
-                "peak_rss_mb": peak_rss_mb(process.pid),
-            }
-    finally:
-        process.terminate()
+class Coordinator:
+    """A coordinator process on one bench database, with an operator's HTTP client."""
+
+    def __init__(self, config: Path, size: int) -> None:
+        settings = load_settings(CoordinatorSettings, config)
+        api_key = bootstrap_operator(settings, f"bench-op-{uuid.uuid4().hex[:8]}", "Bench").api_key
+        self.size = size
+        self.log_path = config.with_suffix(".log")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "creditshare", "coordinator", "serve", "--config", str(config)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.client = httpx.Client(
+            base_url=f"http://127.0.0.1:{settings.port}",
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=60,
+        )
+        deadline = time.monotonic() + 1800
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the coordinator exited; see {self.log_path}")
+            try:
+                if self.client.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the coordinator did not become ready")
+            time.sleep(0.05)
+        self.ready_s = time.perf_counter() - started
+        self.rng = random.Random(size)
+        self.entries: list[float] = []
+        self.consistency: list[float] = []
+
+    def prove(self, record: bool = True) -> None:
+        """One entry receipt and one consistency proof, at random indices, timed."""
+        index = self.rng.randrange(self.size)
+        t0 = time.perf_counter()
+        self.client.get(f"/v1/ledger/entries/{index}").raise_for_status()
+        t1 = time.perf_counter()
+        first = self.rng.randrange(1, self.size)
+        params = {"first": first, "second": self.size}
+        self.client.get("/v1/ledger/proofs/consistency", params=params).raise_for_status()
+        t2 = time.perf_counter()
+        if record:
+            self.entries.append(t1 - t0)
+            self.consistency.append(t2 - t1)
+
+    def stop(self) -> dict[str, float]:
+        result = {
+            "ready_s": self.ready_s,
+            "entry_p50_ms": statistics.median(self.entries) * 1000,
+            "consistency_p50_ms": statistics.median(self.consistency) * 1000,
+            "rss_mb": rss_mb(self.process.pid),
+            "peak_rss_mb": peak_rss_mb(self.process.pid),
+        }
+        self.client.close()
+        self.process.terminate()
         try:
-            process.wait(timeout=30)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            self.process.kill()
+        self._log.close()
+        return result
+
+
+def serve_and_prove(configs: dict[int, Path], requests: int) -> dict[int, dict[str, float]]:
+    """Start a coordinator per size and time proofs alternately on each, so the shared
+    machine's noise falls on both sizes alike; then read each one's memory."""
+    running: dict[int, Coordinator] = {}
+    try:
+        for size, config in configs.items():
+            running[size] = Coordinator(config, size)
+        for _ in range(20):  # warm up: connections, imports, SQLite page cache
+            for coordinator in running.values():
+                coordinator.prove(record=False)
+        for _ in range(requests):
+            for coordinator in running.values():
+                coordinator.prove()
+        return {size: coordinator.stop() for size, coordinator in running.items()}
+    finally:
+        for coordinator in running.values():
+            if coordinator.process.poll() is None:
+                coordinator.process.kill()
 
 
 # --- appends/s of two replicas on one PostgreSQL ---
 
 
-def _append_worker(url: str, threads: int, seconds: float, start_at: float, out: Any) -> None:
+def _append_worker(url: str, threads: int, seconds: float, ready: Any, go: Any, out: Any) -> None:
     engine = open_engine(url, pool_size=max(5, threads // 4))
     ledger = Ledger(
         SqlLedgerStorage(engine),
@@ -233,13 +259,13 @@ def _append_worker(url: str, threads: int, seconds: float, start_at: float, out:
     )
     ledger.check_storage()
     counts = [0] * threads
-    stop_at = start_at + seconds
+    ready.put(os.getpid())
+    go.wait()
+    stop_at = time.monotonic() + seconds
 
     def run(slot: int) -> None:
-        while time.time() < start_at:
-            time.sleep(0.001)
         n = 0
-        while time.time() < stop_at:
+        while time.monotonic() < stop_at:
             ledger.append(_record(n), SUBJECT)
             n += 1
         counts[slot] = n
@@ -276,14 +302,16 @@ def appends_per_second(processes: int, threads: int, seconds: float) -> tuple[fl
         migrations.upgrade(engine, "coordinator")
         engine.dispose()
         context = multiprocessing.get_context("spawn")
-        out = context.Queue()
-        start_at = time.time() + 3.0  # after every process imported and checked
+        out, ready, go = context.Queue(), context.Queue(), context.Event()
         workers = [
-            context.Process(target=_append_worker, args=(url, threads, seconds, start_at, out))
+            context.Process(target=_append_worker, args=(url, threads, seconds, ready, go, out))
             for _ in range(processes)
         ]
         for worker in workers:
             worker.start()
+        for _ in workers:  # every process imported, connected and checked its ledger
+            ready.get(timeout=300)
+        go.set()
         total = sum(out.get(timeout=seconds + 120) for _ in workers)
         for worker in workers:
             worker.join(timeout=60)
@@ -306,25 +334,28 @@ def measure(quick: bool, work: Path) -> Section:
     key = work / "log-signing-key.pem"
     if not key.exists():
         init_log_key(key)
-    results: dict[int, dict[str, float]] = {}
+    configs: dict[int, Path] = {}
+    built: dict[int, dict[str, float]] = {}
     for size in (SMALL, big):
         db = work / f"ledger-{size}.db"
         for leftover in work.glob(f"ledger-{size}.db*"):
             leftover.unlink()
-        config = _write_config(work, db, key, _free_port())
-        built = build_ledger(db, size, config)
-        proved = serve_and_prove(config, size, requests)
-        results[size] = proved
+        configs[size] = _write_config(work, db, key, _free_port())
+        built[size] = build_ledger(db, size, configs[size])
+    results = serve_and_prove(configs, requests)
+    for size in (SMALL, big):
+        proved = results[size]
         section.rows += [
-            Row("ledger build: bulk load (bench shortcut)", size, built["load_s"], "s"),
-            Row("ledger build: c0011 backfill of interior nodes", size, built["backfill_s"], "s"),
+            Row("ledger build: bulk load (bench shortcut)", size, built[size]["load_s"], "s"),
+            Row("ledger build: c0011 backfill", size, built[size]["backfill_s"], "s"),
             Row("coordinator start until /readyz", size, proved["ready_s"], "s"),
             Row("entry receipt (inclusion proof) p50, HTTP", size, proved["entry_p50_ms"], "ms"),
             Row("consistency proof p50, HTTP", size, proved["consistency_p50_ms"], "ms"),
             Row("coordinator RSS after the proofs", size, proved["rss_mb"], "MiB"),
             Row("coordinator peak RSS", size, proved["peak_rss_mb"], "MiB"),
         ]
-        db.unlink(missing_ok=True)
+        for leftover in work.glob(f"ledger-{size}.db*"):
+            leftover.unlink()
     small, large = results[SMALL], results[big]
     caveat = "" if big == 10_000_000 else f"--quick: {big:,} entries, not 10^7"
     proof_ratio = max(
