@@ -14,6 +14,7 @@ the whole list, each naming the leaf index or head size concerned.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ __all__ = [
 _BATCH = 1000
 _MAX_NODE_PROBLEMS = 10
 _SHOWN_USES = 10
+_MAX_ROUNDS = 5
 #: How many of the newest leaves the start-up check rehashes from their data.
 START_TAIL = 1024
 
@@ -348,12 +350,16 @@ def check_latest_head(
     against the signed root by data nodes and enterprises), and cannot be signed over:
     new heads are built from this frontier, not from old rows. A log no larger than
     ``tail`` is checked in full, as before interior nodes were stored.
-    Other replicas may append meanwhile: the check then starts over on the newer head.
+    Other replicas may append meanwhile: the check then goes on to the newer head over
+    the new leaves only (O(new)), for a few rounds; a log that never pauses is taken at
+    the last head checked, whose successors every append checks anyway.
     Reads go size-before-head, so a healthy log (each leaf committed with its head)
     never looks like one with a leaf beyond its head.
     """
     head = storage.latest_head()
-    while True:
+    frontier: Frontier | None = None
+    last, rehashed = b"", 0
+    for attempt in itertools.count():
         target = 0 if head is None else head.size
         size = storage.size()
         if target > size:
@@ -368,10 +374,11 @@ def check_latest_head(
                     f"the latest signed head (size {target}) does not verify under this "
                     f"coordinator's log key ({exc})"
                 ) from None
-        start = max(0, target - tail)
-        frontier = _stored_frontier(storage, start)
+        if frontier is None:
+            frontier = _stored_frontier(storage, max(0, target - tail))
         built: list[tuple[int, int, bytes]] = []
-        last = _read_tail(storage, frontier, target, built)
+        rehashed += target - frontier.size
+        last = _read_tail(storage, frontier, target, built) or last
         if head is not None and frontier.root() != head.root:
             raise integrity_error(
                 f"the {target} stored entries do not reproduce the root of the latest "
@@ -393,5 +400,14 @@ def check_latest_head(
                     f"the database holds {size} entries but the latest signed head covers "
                     f"{target}: entries {target}..{size - 1} are under no signed head"
                 )
-            return CheckedLog(head, frontier, last, target - start)
-        head = latest  # another replica appended meanwhile: check its head instead
+            break
+        if attempt >= _MAX_ROUNDS:
+            # Replicas keep appending: what was checked is a signed head this storage
+            # reproduces; their newer rows are checked, against their heads, by the
+            # first append (``Ledger._extend``), as any other replica's are.
+            break
+        head = latest  # another replica appended meanwhile: go on over its leaves only
+    assert frontier is not None
+    if frontier.size and not last:  # a tail of 0: the last leaf's hash, unchecked
+        last = storage.leaf_hashes(frontier.size - 1, frontier.size)[0]
+    return CheckedLog(head, frontier, last, rehashed)

@@ -25,7 +25,7 @@ from creditshare.errors import (
     LedgerError,
     LedgerIntegrityError,
 )
-from creditshare.ledger._audit import check_latest_head
+from creditshare.ledger._audit import START_TAIL, check_latest_head
 from creditshare.ledger._errors import EmptyLogError, integrity_error
 from creditshare.ledger._fields import b64, get_b64, get_int, get_list, get_mapping
 from creditshare.ledger._merkle import EMPTY_ROOT, HASH_SIZE, Frontier
@@ -153,6 +153,7 @@ class Ledger:
         signer: LogSigner,
         clock: Callable[[], datetime],
         max_batch: int = 512,
+        start_tail: int = START_TAIL,
     ) -> None:
         if max_batch < 1:
             raise ConfigurationError(f"max_batch must be at least 1, got {max_batch}")
@@ -160,6 +161,7 @@ class Ledger:
         self._signer = signer
         self._clock = clock
         self._max_batch = max_batch
+        self._start_tail = start_tail  # newest entries the start-up check rehashes
         # The tree of the last head this process signed or verified: its right edge
         # (so signing the next head is O(new leaves), not O(n)), its root and its last
         # leaf hash. ``None`` until ``check_storage`` has passed. Every new head is
@@ -221,7 +223,7 @@ class Ledger:
             if self._failure is not None or self._frontier is not None:
                 return self._failure
             try:
-                checked = check_latest_head(self._storage, self.public_key)
+                checked = check_latest_head(self._storage, self.public_key, self._start_tail)
             except LedgerIntegrityError as exc:
                 return self._fail(exc)
             with self._lock:
@@ -457,6 +459,10 @@ class Ledger:
     def _check_size(self, size: int) -> None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidInputError(f"tree size {size!r} must be a non-negative integer")
+        with self._lock:
+            trusted = 0 if self._frontier is None else self._frontier.size
+        if size <= trusted:
+            return  # a tree this process signed or verified: storage holds it
         stored = self._storage.size()
         if size > stored:
             raise InvalidInputError(f"tree size {size} is outside 0..{stored}")
