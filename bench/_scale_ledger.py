@@ -22,6 +22,7 @@ numbers in the issue's note were taken.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import multiprocessing
 import os
@@ -250,7 +251,9 @@ def serve_and_prove(configs: dict[int, Path], requests: int) -> dict[int, dict[s
 # --- appends/s of two replicas on one PostgreSQL ---
 
 
-def _append_worker(url: str, threads: int, seconds: float, ready: Any, go: Any, out: Any) -> None:
+def _append_worker(
+    url: str, threads: int, seconds: float, mode: str, ready: Any, go: Any, out: Any
+) -> None:
     engine = open_engine(url, pool_size=max(5, threads // 4))
     ledger = Ledger(
         SqlLedgerStorage(engine),
@@ -270,11 +273,28 @@ def _append_worker(url: str, threads: int, seconds: float, ready: Any, go: Any, 
             n += 1
         counts[slot] = n
 
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    if mode in ("async", "to_thread"):  # the coordinator's way: tasks on one event loop
+
+        async def task(slot: int) -> None:
+            n = 0
+            while time.monotonic() < stop_at:
+                if mode == "async":
+                    await ledger.append_async(_record(n), SUBJECT)
+                else:  # the loop's default pool, as coordinator callers do today
+                    await asyncio.to_thread(ledger.append, _record(n), SUBJECT)
+                n += 1
+            counts[slot] = n
+
+        async def tasks() -> None:
+            await asyncio.gather(*(task(i) for i in range(threads)))
+
+        asyncio.run(tasks())
+    else:
+        workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
     engine.dispose()
     out.put(sum(counts))
 
@@ -289,8 +309,11 @@ def _postgres_admin_url() -> str:
     )
 
 
-def appends_per_second(processes: int, threads: int, seconds: float) -> tuple[float, int]:
-    """Appends/s of ``processes`` ledgers x ``threads`` threads on a fresh PG database."""
+def appends_per_second(
+    processes: int, threads: int, seconds: float, mode: str = "threads"
+) -> tuple[float, int]:
+    """Appends/s of ``processes`` ledgers x ``threads`` threads (or asyncio tasks, with
+    ``mode="async"``) on a fresh PostgreSQL database."""
     admin_url = _postgres_admin_url()
     name = f"bench_ledger_{uuid.uuid4().hex[:10]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -304,7 +327,9 @@ def appends_per_second(processes: int, threads: int, seconds: float) -> tuple[fl
         context = multiprocessing.get_context("spawn")
         out, ready, go = context.Queue(), context.Queue(), context.Event()
         workers = [
-            context.Process(target=_append_worker, args=(url, threads, seconds, ready, go, out))
+            context.Process(
+                target=_append_worker, args=(url, threads, seconds, mode, ready, go, out)
+            )
             for _ in range(processes)
         ]
         for worker in workers:
@@ -385,6 +410,25 @@ def measure(quick: bool, work: Path) -> Section:
     try:
         single, _ = appends_per_second(2, 1, seconds)
         rate, heads = appends_per_second(2, 32, seconds)
+        pool_rate, _ = appends_per_second(2, 64, seconds, "to_thread")
+        section.rows.append(
+            Row(
+                "appends/s, 2 processes x 64 tasks via asyncio.to_thread",
+                128,
+                pool_rate,
+                "appends/s",
+            )
+        )
+        if hasattr(Ledger, "append_async"):
+            loop_rate, _ = appends_per_second(2, 64, seconds, "async")
+            section.rows.append(
+                Row(
+                    "appends/s, 2 processes x 64 asyncio tasks (append_async)",
+                    128,
+                    loop_rate,
+                    "appends/s",
+                )
+            )
     except RuntimeError as exc:
         section.notes.append(f"appends/s not measured: {exc}")
         return section

@@ -6,6 +6,7 @@ PostgreSQL joins the parametrisation when the test database is wired in.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import multiprocessing
 import threading
@@ -509,3 +510,33 @@ def _poll(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.005)
+
+
+def test_append_async_batches_event_loop_callers() -> None:
+    """Callers on an event loop: one batch while the first append holds storage, each
+    with its own receipt, on the ledger's threads (not the loop's default pool)."""
+    signer = LogSigner.from_private_bytes(SIGNER_SEED)
+    storage = GatedStorage()
+    ledger = Ledger(storage, signer, fixed_clock)
+
+    async def main() -> list[Receipt]:
+        first = asyncio.ensure_future(ledger.append_async(b"first", "s"))
+        await _apoll(lambda: storage.batches == [1])
+        rest = [asyncio.ensure_future(ledger.append_async(b"%d" % i, "s")) for i in range(12)]
+        await _apoll(lambda: len(ledger._queue) == 12)
+        storage.gate.set()
+        return await asyncio.gather(first, *rest)
+
+    receipts = asyncio.run(asyncio.wait_for(main(), timeout=60))
+    assert storage.batches == [1, 12]
+    assert sorted(r.index for r in receipts) == list(range(13))
+    for receipt in receipts:
+        receipt.verify(signer.public_key)
+
+
+async def _apoll(condition: Callable[[], bool]) -> None:
+    """Wait for ``condition`` (the whole test runs under ``asyncio.wait_for``)."""
+    for _ in itertools.count():
+        if condition():
+            return
+        await asyncio.sleep(0.005)

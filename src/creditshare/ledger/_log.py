@@ -10,9 +10,11 @@ public key alone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -139,7 +141,9 @@ class Ledger:
     Group commit: concurrent ``append`` calls are queued; one caller (the leader)
     writes up to ``max_batch`` of them in one storage transaction under one signed
     head, and each caller gets its own receipt against that head. A caller blocks
-    until its batch commits, so ``asyncio.to_thread(ledger.append, ...)`` works as is.
+    until its batch commits, so ``asyncio.to_thread(ledger.append, ...)`` works as is;
+    ``append_async`` does the same on the ledger's own threads, so that a busy event
+    loop can have more appends waiting to share a batch than its default pool allows.
 
     Timestamps come from ``clock``, which must return timezone-aware datetimes.
     Storage serialises appends, but the clock is read inside the append, so a
@@ -178,6 +182,7 @@ class Ledger:
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._leading = False
+        self._executor: ThreadPoolExecutor | None = None  # append_async's, made on first use
 
     @property
     def storage(self) -> LedgerStorage:
@@ -416,6 +421,22 @@ class Ledger:
                 if waiting is not item:
                     waiting.event.set()
         return item.outcome()
+
+    async def append_async(self, data: bytes, subject: str) -> Receipt:
+        """``append`` for the event loop, on this ledger's own threads (up to ``max_batch``).
+
+        ``asyncio.to_thread`` shares the loop's default pool (a handful of threads on a
+        small machine) with every other blocking call, which caps how many appends can
+        wait to be batched together; these threads only ever wait on the group commit.
+        """
+        with self._queue_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self._max_batch, thread_name_prefix="ledger-append"
+                )
+            executor = self._executor
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, self.append, data, subject)
 
     def _commit(self, batch: Sequence[_Pending]) -> None:
         """Store ``batch`` in one transaction under one new head; give each its receipt."""
