@@ -87,7 +87,7 @@ def imports(request: Request, limit: int = Limit) -> HTMLResponse:
         engine = make_read_only_engine(settings.database_url)
         try:
             store = RecordStore(engine)
-            changes, held = store.latest_changes(), store.count()
+            changes, held = store.latest_changes(limit=CHANGES_SHOWN), store.count()
         finally:
             engine.dispose()
     except (ConfigurationError, SQLAlchemyError) as exc:
@@ -111,11 +111,12 @@ def imports(request: Request, limit: int = Limit) -> HTMLResponse:
         latest = {
             "snapshot": changes.batch_id,
             "kinds": [
-                (kind, len(uscc), list(uscc[:CHANGES_SHOWN]))
-                for kind, uscc in (
-                    ("added", changes.added),
-                    ("changed", changes.changed),
-                    ("removed", changes.removed),
+                (kind, count, list(uscc))
+                for kind, uscc, count in zip(
+                    ("added", "changed", "removed"),
+                    (changes.added, changes.changed, changes.removed),
+                    changes.counts,
+                    strict=True,
                 )
             ],
         }

@@ -18,10 +18,10 @@ by the store.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -29,19 +29,15 @@ from sqlalchemy import (
     JSON,
     Column,
     Table,
-    bindparam,
-    delete,
     func,
-    insert,
     select,
     text,
-    update,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import Select
 from sqlmodel import Field, Session, SQLModel
 
 from creditshare.departments import FieldValue
-from creditshare.errors import ImportRejectedError
 
 __all__ = [
     "ImportBatch",
@@ -59,8 +55,9 @@ T = TypeVar("T")
 #: Work done inside a snapshot's transaction: (connection, snapshot id, imported at).
 SnapshotHook = Callable[[Connection, int, datetime], object]
 
-#: Records compared and written per round trip: bounds the memory a snapshot needs
-#: beyond its own rows (and the statement size) whatever the table's size.
+#: Rows of ``apply_snapshot``'s iterable staged per round trip (``_staging``): what
+#: bounds the memory a snapshot needs whatever its size and the table's. (The importer
+#: stages its own, larger chunks: ``_importer.IMPORT_CHUNK``.)
 CHUNK = 500
 
 
@@ -129,12 +126,15 @@ class SnapshotCounts:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotChanges:
-    """The USCCs the latest snapshot added, changed and removed (each sorted)."""
+    """The USCCs the latest snapshot added, changed and removed (each sorted; the first
+    ``limit`` of each if one was asked for), and how many of each there are."""
 
     batch_id: int
     added: tuple[str, ...]
     changed: tuple[str, ...]
     removed: tuple[str, ...]
+    #: (added, changed, removed): the full counts, however many USCCs are listed.
+    counts: tuple[int, int, int] = (0, 0, 0)
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -153,21 +153,27 @@ _SNAPSHOT_LOCK = int.from_bytes(
 )
 
 
-@contextmanager
-def snapshot_transaction(engine: Engine) -> Iterator[Connection]:
-    """One transaction that holds the snapshot lock before it reads anything.
+def lock_snapshot(conn: Connection) -> None:
+    """Begin ``conn``'s transaction holding the snapshot lock, before it reads anything.
 
     A snapshot compares what it reads with what it writes, so two at once must not
     interleave: SQLite takes its write lock up front (``BEGIN IMMEDIATE``),
     PostgreSQL an advisory lock (readers, such as scoring, are never blocked).
     """
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    if not conn.in_transaction():
+        conn.begin()
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SNAPSHOT_LOCK})
+
+
+@contextmanager
+def snapshot_transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction that holds the snapshot lock (``lock_snapshot``)."""
     with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            conn.begin()
-            if engine.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SNAPSHOT_LOCK})
+        lock_snapshot(conn)
         try:
             yield conn
         except BaseException:
@@ -187,9 +193,17 @@ def latest_batch(conn: Connection) -> int | None:
     return None if value is None else int(value)
 
 
+def _count(conn: Connection, query: Select[Any]) -> int:
+    return int(conn.execute(select(func.count()).select_from(query.subquery())).scalar_one())
+
+
 class RecordStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
 
     def get(self, uscc: str) -> dict[str, FieldValue] | None:
         with Session(self._engine) as session:
@@ -232,24 +246,49 @@ class RecordStore:
                 return None  # absent, or added by the latest snapshot
             return dict(current.data)  # unchanged by the latest snapshot
 
-    def latest_changes(self) -> SnapshotChanges | None:
-        """What the latest snapshot added, changed and removed; None before any import."""
+    def latest_changes(self, limit: int | None = None) -> SnapshotChanges | None:
+        """What the latest snapshot added, changed and removed; None before any import.
+
+        ``limit``: list only the first so many USCCs of each kind (a first import of
+        millions of enterprises "added" them all: a page shows a few and the count).
+        """
         with self._engine.connect() as conn:
             latest = latest_batch(conn)
             if latest is None:
                 return None
-            kept = conn.execute(
-                select(PREVIOUS.c.uscc, PREVIOUS.c.removed).where(PREVIOUS.c.replaced_by == latest)
-            ).all()
-            changed = sorted(row.uscc for row in kept if not row.removed)
-            removed = sorted(row.uscc for row in kept if row.removed)
+            mine = PREVIOUS.c.replaced_by == latest
+            kept = select(PREVIOUS.c.uscc).where(mine, PREVIOUS.c.uscc == RECORDS.c.uscc).exists()
             # Values written by the latest snapshot are its additions and its changes.
-            written = conn.execute(
-                select(RECORDS.c.uscc).where(RECORDS.c.batch_id == latest)
-            ).scalars()
-            changed_set = set(changed)
-            added = sorted(uscc for uscc in written if uscc not in changed_set)
-        return SnapshotChanges(latest, tuple(added), tuple(changed), tuple(removed))
+            kinds = {
+                "added": select(RECORDS.c.uscc).where(RECORDS.c.batch_id == latest, ~kept),
+                "changed": select(PREVIOUS.c.uscc).where(mine, PREVIOUS.c.removed.is_(False)),
+                "removed": select(PREVIOUS.c.uscc).where(mine, PREVIOUS.c.removed.is_(True)),
+            }
+            listed = {
+                kind: tuple(
+                    conn.execute(query.order_by(query.selected_columns[0]).limit(limit))
+                    .scalars()
+                    .all()
+                )
+                for kind, query in kinds.items()
+            }
+            batch = conn.execute(
+                select(BATCHES.c.added, BATCHES.c.changed, BATCHES.c.removed).where(
+                    BATCHES.c.id == latest
+                )
+            ).one()
+            # The snapshot's own counts (none for one imported before n0005: counted).
+            counts = {
+                kind: int(known) if known is not None else _count(conn, query)
+                for kind, known, query in zip(kinds, batch, kinds.values(), strict=True)
+            }
+        return SnapshotChanges(
+            latest,
+            listed["added"],
+            listed["changed"],
+            listed["removed"],
+            (counts["added"], counts["changed"], counts["removed"]),
+        )
 
     def snapshots(self, limit: int = 100) -> list[ImportBatch]:
         """The snapshot history, newest first."""
@@ -269,8 +308,10 @@ class RecordStore:
     ) -> SnapshotCounts:
         """Make ``records`` (unique USCCs) the current records, in one transaction.
 
-        ``records`` is consumed once, in chunks, so it may be a generator; one that
-        raises leaves the database as it was. A snapshot that would remove every
+        ``records`` is consumed once, in chunks (staged in a temporary table, then
+        applied set-wise: ``_staging``), so it may be a generator of any length; one
+        that raises, or lists a USCC twice (DuplicateRecord, a ValueError), leaves the
+        database as it was. A snapshot that would remove every
         current record (a header-only or wrong export) is refused with
         ImportRejectedError unless ``allow_empty``.
 
@@ -279,127 +320,17 @@ class RecordStore:
         changes and the values they replaced, and what it writes lands with the
         snapshot or not at all.
         """
-        imported_at = now or datetime.now(UTC)
-        with snapshot_transaction(self._engine) as conn:
-            before = int(conn.execute(select(func.count()).select_from(RECORDS)).scalar_one())
-            # The previous snapshot's changes are superseded by this one's.
-            conn.execute(delete(PREVIOUS))
-            inserted = conn.execute(
-                insert(BATCHES).values(files=files, sha256=sha256, rows=0, imported_at=imported_at)
-            ).inserted_primary_key
-            assert inserted is not None
-            batch_id = int(inserted[0])
-            seen: set[str] = set()
-            added = changed = unchanged = 0
-            for chunk in _chunks(records):
-                a, c, u = _write_chunk(conn, chunk, batch_id, seen)
-                added, changed, unchanged = added + a, changed + c, unchanged + u
-            # Only the USCCs, a chunk at a time: the table's values are never all loaded.
-            gone = [
-                uscc
-                for uscc in conn.execute(
-                    select(RECORDS.c.uscc).execution_options(yield_per=CHUNK)
-                ).scalars()
-                if uscc not in seen
-            ]
-            if before and len(gone) == before and not allow_empty:
-                raise ImportRejectedError(
-                    files,
-                    None,
-                    f"this snapshot would remove all {before} current records (it holds "
-                    f"{len(seen)} record(s), none of them current): an import is the "
-                    "department's complete current data, so a header-only or wrong export "
-                    "would empty the node. If the department really holds none of these "
-                    "enterprises now, import it again with --allow-empty",
+        from creditshare.node._staging import staging  # it builds on this module's tables
+
+        with staging(self._engine) as staged:
+            for number, chunk in enumerate(_chunks(records)):
+                staged.add(
+                    [(uscc, data, 0, number * CHUNK + k) for k, (uscc, data) in enumerate(chunk)]
                 )
-            for usccs in _chunks(gone):
-                _remove_chunk(conn, usccs, batch_id)
-            counts = SnapshotCounts(batch_id, added, changed, len(gone), unchanged)
-            conn.execute(
-                update(BATCHES)
-                .where(BATCHES.c.id == batch_id)
-                .values(
-                    rows=counts.rows,
-                    added=counts.added,
-                    changed=counts.changed,
-                    removed=counts.removed,
-                    unchanged=counts.unchanged,
-                )
+            return staged.apply(
+                files=files,
+                sha256=sha256,
+                allow_empty=allow_empty,
+                now=now,
+                on_snapshot=on_snapshot,
             )
-            if on_snapshot is not None:
-                on_snapshot(conn, batch_id, imported_at)
-        return counts
-
-
-def _write_chunk(
-    conn: Connection,
-    chunk: Sequence[tuple[str, Mapping[str, FieldValue]]],
-    batch_id: int,
-    seen: set[str],
-) -> tuple[int, int, int]:
-    """Compare one chunk with the records held and write what differs; the counts
-    (added, changed, unchanged)."""
-    for uscc, _ in chunk:
-        if uscc in seen:
-            raise ValueError("a snapshot lists each USCC once")  # the importer checks first
-        seen.add(uscc)
-    held = {
-        row.uscc: row
-        for row in conn.execute(
-            select(RECORDS.c.uscc, RECORDS.c.data, RECORDS.c.batch_id).where(
-                RECORDS.c.uscc.in_([uscc for uscc, _ in chunk])
-            )
-        )
-    }
-    new: list[dict[str, Any]] = []
-    changes: list[dict[str, Any]] = []
-    kept: list[dict[str, Any]] = []
-    for uscc, values in chunk:
-        data = dict(values)
-        old = held.get(uscc)
-        if old is None:
-            new.append({"uscc": uscc, "data": data, "batch_id": batch_id})
-        elif old.data != data:
-            changes.append({"key": uscc, "data": data, "batch_id": batch_id})
-            kept.append(
-                {
-                    "uscc": uscc,
-                    "data": old.data,
-                    "batch_id": old.batch_id,
-                    "replaced_by": batch_id,
-                    "removed": False,
-                }
-            )
-    if new:
-        conn.execute(insert(RECORDS), new)
-    if changes:
-        conn.execute(
-            update(RECORDS)
-            .where(RECORDS.c.uscc == bindparam("key"))
-            .values(data=bindparam("data"), batch_id=bindparam("batch_id")),
-            changes,
-        )
-    if kept:
-        conn.execute(insert(PREVIOUS), kept)
-    return len(new), len(changes), len(chunk) - len(new) - len(changes)
-
-
-def _remove_chunk(conn: Connection, usccs: list[str], batch_id: int) -> None:
-    """Keep the last values of records absent from the snapshot, then drop them."""
-    rows = conn.execute(
-        select(RECORDS.c.uscc, RECORDS.c.data, RECORDS.c.batch_id).where(RECORDS.c.uscc.in_(usccs))
-    ).all()
-    conn.execute(
-        insert(PREVIOUS),
-        [
-            {
-                "uscc": row.uscc,
-                "data": row.data,
-                "batch_id": row.batch_id,
-                "replaced_by": batch_id,
-                "removed": True,
-            }
-            for row in rows
-        ],
-    )
-    conn.execute(delete(RECORDS).where(RECORDS.c.uscc.in_(usccs)))

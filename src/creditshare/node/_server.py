@@ -72,7 +72,11 @@ def import_into_node(
 ) -> ImportSummary:
     """Import ``paths`` as the department's new snapshot (see ``import_files``)."""
     return import_files(
-        _store(settings), settings.department_schema, paths, allow_empty=allow_empty
+        _store(settings),
+        settings.department_schema,
+        paths,
+        allow_empty=allow_empty,
+        max_rows=settings.import_max_rows,
     )
 
 

@@ -45,6 +45,12 @@ class NodeSettings(EnvFirstSettings):
     listen: str = "127.0.0.1:50051"
     database_url: str = "sqlite:///node.db"
     models: dict[str, ModelShardSettings] = Field(default_factory=dict)
+    import_max_rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="refuse an import (`creditshare node import`) of more rows than this "
+        "(none: no limit; an import's memory does not grow with its size)",
+    )
     max_concurrent_requests: int = Field(default=64, ge=1, le=10_000)
     fast_encryption: bool = Field(
         default=True,

@@ -1,0 +1,352 @@
+"""A snapshot staged in a temporary table, then applied set-wise in one transaction.
+
+An import's files may hold millions of rows, so no process may hold them all: rows are
+validated a chunk at a time into a temporary table of the importing connection (its
+primary key finds a USCC listed twice, across chunks and files, without a set in
+memory), and only when every row of every file has passed is the snapshot applied, by
+a handful of set-wise statements inside one transaction. Memory is bounded by the chunk
+size whatever the files' size; the database's own tables are untouched until the
+apply, and the apply is one transaction: all of the snapshot lands, or nothing.
+
+The temporary table lives in the connection's temporary schema (SQLite's temp
+database, a PostgreSQL session's ``pg_temp``): other connections never see it, it
+spills to disk rather than growing in memory, and SQLite takes no lock on the node's
+database while it is filled, so queries keep being answered while a large file is
+validated. Only the apply holds the snapshot lock (``snapshot_transaction``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+
+from creditshare.departments import FieldValue
+from creditshare.errors import ImportRejectedError
+from creditshare.node._records import (
+    BATCHES,
+    PREVIOUS,
+    RECORDS,
+    SnapshotCounts,
+    SnapshotHook,
+    lock_snapshot,
+)
+
+__all__ = ["APPLY_CHUNK", "DuplicateRecordError", "SnapshotStaging", "StagedRow", "staging"]
+
+#: One staged row: USCC, values, and where it came from (file number, line) so that
+#: a USCC listed twice is reported with both places.
+StagedRow = tuple[str, Mapping[str, FieldValue], int, int]
+
+#: Changed records compared in Python per round trip during the apply.
+APPLY_CHUNK = 2_000
+
+#: Temporary: each connection has its own, in its temporary schema (never the node's).
+STAGING = Table(
+    "snapshot_staging",
+    MetaData(),
+    Column("uscc", String(18), primary_key=True),
+    #: The values as JSON text, as the records' JSON column stores them.
+    Column("data", Text, nullable=False),
+    Column("source", Integer, nullable=False),
+    Column("line", Integer, nullable=False),
+    prefixes=["TEMPORARY"],
+    sqlite_with_rowid=False,
+)
+#: A chunk staged by a statement whose row count is the rows inserted: fewer than
+#: given means a USCC staged before (or earlier in the chunk: rows go in file order).
+#: The driver's own calls, without SQLAlchemy's per-row parameter processing: SQLite's
+#: executemany (in-process, cheap per row); on PostgreSQL, COPY into a chunk table
+#: (a statement per row costs the server more than the parsing costs the importer),
+#: then one INSERT from it.
+_STAGE_SQLITE = (
+    "INSERT INTO snapshot_staging (uscc, data, source, line) "
+    "VALUES (?, ?, ?, ?) ON CONFLICT (uscc) DO NOTHING"
+)
+_COPY = "COPY snapshot_chunk (uscc, data, source, line) FROM STDIN"
+_STAGE_POSTGRES = (
+    "INSERT INTO snapshot_staging (uscc, data, source, line) "
+    "SELECT uscc, data, source, line FROM snapshot_chunk ORDER BY source, line "
+    "ON CONFLICT (uscc) DO NOTHING"
+)
+#: SQLAlchemy keeps an INSERT's row count only when asked (2.1).
+_COUNTED = {"preserve_rowcount": True}
+#: PostgreSQL's COPY target: a chunk at a time, then emptied.
+CHUNK_TABLE = Table(
+    "snapshot_chunk",
+    MetaData(),
+    Column("uscc", String(18), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("source", Integer, nullable=False),
+    Column("line", Integer, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+#: Qualified, so that they can never drop a table of the node's own schema.
+_DROP = {
+    "sqlite": ("DROP TABLE IF EXISTS temp.snapshot_staging",),
+    "postgresql": (
+        "DROP TABLE IF EXISTS pg_temp.snapshot_staging",
+        "DROP TABLE IF EXISTS pg_temp.snapshot_chunk",
+    ),
+}
+
+
+_dumps = json.JSONEncoder().encode  # json.dumps' own encoder, without its per-call checks
+
+
+class DuplicateRecordError(ValueError):
+    """A USCC listed twice in one snapshot: the later place, and where it came first."""
+
+    def __init__(self, uscc: str, source: int, line: int, first: tuple[int, int]) -> None:
+        super().__init__(f"a snapshot lists each USCC once; {uscc} is listed twice")
+        self.uscc = uscc
+        self.source = source
+        self.line = line
+        self.first = first
+
+
+class SnapshotStaging:
+    """The rows of one snapshot being validated; ``apply`` makes them the records."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._postgres = conn.dialect.name == "postgresql"
+        #: Rows staged so far (the snapshot's size once every file has been read).
+        self.rows = 0
+
+    def add(self, rows: Sequence[StagedRow]) -> None:
+        """Stage ``rows`` (in file order); DuplicateRecordError names the first USCC already
+        staged (in an earlier chunk or earlier in this one), and where it came first."""
+        if not rows:
+            return
+        encoded = [(u, _dumps(d), s, n) for u, d, s, n in rows]
+        if self._postgres:
+            driver: Any = self._conn.connection.driver_connection
+            with driver.cursor() as cursor:
+                with cursor.copy(_COPY) as copy:
+                    for row in encoded:
+                        copy.write_row(row)
+                cursor.execute(_STAGE_POSTGRES)
+                inserted = cursor.rowcount
+                cursor.execute("TRUNCATE snapshot_chunk")
+        else:
+            inserted = self._conn.exec_driver_sql(
+                _STAGE_SQLITE, encoded, execution_options=_COUNTED
+            ).rowcount
+        if inserted != len(rows):
+            self._raise_duplicate(rows)
+        self.rows += len(rows)
+
+    def _raise_duplicate(self, rows: Sequence[StagedRow]) -> None:
+        """The chunk held a USCC staged before: the first such row, in file order."""
+        first: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(rows), 500):
+            usccs = [u for u, _, _, _ in rows[start : start + 500]]
+            found = self._conn.execute(
+                select(STAGING.c.uscc, STAGING.c.source, STAGING.c.line).where(
+                    STAGING.c.uscc.in_(usccs)
+                )
+            )
+            first.update({r.uscc: (int(r.source), int(r.line)) for r in found})
+        for uscc, _, source, line in rows:
+            if first.get(uscc, (source, line)) != (source, line):
+                raise DuplicateRecordError(uscc, source, line, first[uscc])
+        raise AssertionError("a staged row was not inserted, yet none is a duplicate")
+
+    def apply(
+        self,
+        *,
+        files: str,
+        sha256: str,
+        allow_empty: bool = False,
+        now: datetime | None = None,
+        on_snapshot: SnapshotHook | None = None,
+    ) -> SnapshotCounts:
+        """Make the staged rows the current records, in one transaction that holds the
+        snapshot lock (see ``RecordStore.apply_snapshot`` for what it guarantees)."""
+        conn = self._conn
+        if conn.in_transaction():
+            conn.commit()  # the staged rows (temporary: nobody else sees them)
+        imported_at = now or datetime.now(UTC)
+        lock_snapshot(conn)
+        try:
+            counts = self._apply(conn, files, sha256, allow_empty, imported_at)
+            if on_snapshot is not None:
+                on_snapshot(conn, counts.batch_id, imported_at)
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        return counts
+
+    def _apply(
+        self, conn: Connection, files: str, sha256: str, allow_empty: bool, at: datetime
+    ) -> SnapshotCounts:
+        before = int(conn.execute(select(func.count()).select_from(RECORDS)).scalar_one())
+        # The previous snapshot's changes are superseded by this one's.
+        conn.execute(delete(PREVIOUS))
+        inserted = conn.execute(
+            insert(BATCHES).values(files=files, sha256=sha256, rows=0, imported_at=at)
+        ).inserted_primary_key
+        assert inserted is not None
+        batch = int(inserted[0])
+        changed = self._apply_changes(conn, batch)
+        staged = exists().where(STAGING.c.uscc == RECORDS.c.uscc)
+        # Removed: absent from the snapshot. Their last values are kept, then dropped.
+        removed = conn.execute(
+            insert(PREVIOUS).from_select(
+                ["uscc", "data", "batch_id", "replaced_by", "removed"],
+                select(
+                    RECORDS.c.uscc,
+                    RECORDS.c.data,
+                    RECORDS.c.batch_id,
+                    literal(batch),
+                    literal(True),
+                ).where(~staged),
+            ),
+            execution_options=_COUNTED,
+        ).rowcount
+        if before and removed == before and not allow_empty:
+            raise ImportRejectedError(
+                files,
+                None,
+                f"this snapshot would remove all {before} current records (it holds "
+                f"{self.rows} record(s), none of them current): an import is the "
+                "department's complete current data, so a header-only or wrong export "
+                "would empty the node. If the department really holds none of these "
+                "enterprises now, import it again with --allow-empty",
+            )
+        if removed:
+            conn.execute(
+                delete(RECORDS).where(
+                    RECORDS.c.uscc.in_(select(PREVIOUS.c.uscc).where(PREVIOUS.c.removed))
+                )
+            )
+        held = exists().where(RECORDS.c.uscc == STAGING.c.uscc)
+        added = conn.execute(
+            insert(RECORDS).from_select(
+                ["uscc", "data", "batch_id"],
+                select(STAGING.c.uscc, self._as_json(), literal(batch))
+                .where(~held)
+                .order_by(STAGING.c.uscc),
+            ),
+            execution_options=_COUNTED,
+        ).rowcount
+        counts = SnapshotCounts(batch, added, changed, removed, self.rows - added - changed)
+        conn.execute(
+            update(BATCHES)
+            .where(BATCHES.c.id == batch)
+            .values(
+                rows=counts.rows,
+                added=counts.added,
+                changed=counts.changed,
+                removed=counts.removed,
+                unchanged=counts.unchanged,
+            )
+        )
+        return counts
+
+    def _apply_changes(self, conn: Connection, batch: int) -> int:
+        """Keep the values of records whose values the snapshot changes, then write the
+        new ones; how many changed.
+
+        The database compares the stored JSON text; the few rows whose text differs are
+        compared again as values here (a record written under an older field order, or
+        ``1`` against ``1.0``, is unchanged), a chunk at a time in key order.
+        """
+        held = cast(RECORDS.c.data, Text) if self._postgres else type_coerce(RECORDS.c.data, Text)
+        changed, after = 0, ""
+        while True:
+            rows = conn.execute(
+                select(
+                    STAGING.c.uscc,
+                    STAGING.c.data.label("new"),
+                    held.label("old"),
+                    RECORDS.c.batch_id,
+                )
+                .join(RECORDS, RECORDS.c.uscc == STAGING.c.uscc)
+                .where(STAGING.c.data != held, STAGING.c.uscc > after)
+                .order_by(STAGING.c.uscc)
+                .limit(APPLY_CHUNK)
+            ).all()
+            if not rows:
+                break
+            after = rows[-1].uscc
+            kept: list[dict[str, Any]] = []
+            for row in rows:
+                old = json.loads(row.old)
+                if old != json.loads(row.new):
+                    kept.append(
+                        {
+                            "uscc": row.uscc,
+                            "data": old,
+                            "batch_id": row.batch_id,
+                            "replaced_by": batch,
+                            "removed": False,
+                        }
+                    )
+            if kept:
+                conn.execute(insert(PREVIOUS), kept)
+                changed += len(kept)
+        if changed:
+            conn.execute(
+                update(RECORDS)
+                .where(RECORDS.c.uscc.in_(select(PREVIOUS.c.uscc)))
+                .values(
+                    data=select(self._as_json())
+                    .where(STAGING.c.uscc == RECORDS.c.uscc)
+                    .scalar_subquery(),
+                    batch_id=batch,
+                )
+            )
+        return changed
+
+    def _as_json(self) -> ColumnElement[Any]:
+        """A staged row's values as the records' JSON column takes them."""
+        if self._postgres:
+            return cast(STAGING.c.data, JSON)
+        return type_coerce(STAGING.c.data, JSON)
+
+
+@contextmanager
+def staging(engine: Engine) -> Iterator[SnapshotStaging]:
+    """An empty staging table on a connection of its own; dropped on the way out."""
+    with engine.connect() as conn:
+        drops = _DROP[conn.dialect.name]
+        for drop in drops:
+            conn.exec_driver_sql(drop)
+        STAGING.create(conn)
+        if conn.dialect.name == "postgresql":
+            CHUNK_TABLE.create(conn)
+        conn.commit()
+        try:
+            yield SnapshotStaging(conn)
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+            for drop in drops:
+                conn.exec_driver_sql(drop)
+            conn.commit()
