@@ -419,6 +419,7 @@ def measure(quick: bool, work: Path) -> Section:
                 "appends/s",
             )
         )
+        loop_rate = 0.0
         if hasattr(Ledger, "append_async"):
             loop_rate, _ = appends_per_second(2, 64, seconds, "async")
             section.rows.append(
@@ -437,14 +438,17 @@ def measure(quick: bool, work: Path) -> Section:
         Row("appends/s, 2 processes x 32 threads (group commit)", 64, rate, "appends/s"),
         Row("appends per signed head, 2 x 32 threads", 64, rate * seconds / max(heads, 1), "x"),
     ]
+    # The coordinator's own path (event-loop tasks through append_async) when this code
+    # has it; else the threaded one (what the older code's callers could reach at best).
     section.targets.append(
         Target(
-            "appends/s, 2 coordinator processes on one PostgreSQL",
-            rate,
+            "appends/s, 2 coordinator processes on one PostgreSQL (event-loop tasks)",
+            loop_rate or rate,
             1000.0,
             ">=",
             "appends/s",
-            f"{seconds:.0f} s run" if quick else "",
+            (f"{seconds:.0f} s run" if quick else "")
+            + ("" if loop_rate else "; no append_async: 32 threads per process"),
         )
     )
     return section
