@@ -9,20 +9,30 @@ asserted on what is staged per chunk, never on timing or memory readings.
 from __future__ import annotations
 
 import random
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from creditshare.departments import FieldValue, get_department
 from creditshare.errors import ImportRejectedError
 from creditshare.identity import make_uscc
-from creditshare.node import RecordStore, _importer, check_files, import_files, make_engine
+from creditshare.node import (
+    RecordStore,
+    _importer,
+    _staging,
+    check_files,
+    import_files,
+    make_engine,
+)
 from creditshare.node._records import BATCHES, PREVIOUS, RECORDS
-from creditshare.node._staging import SnapshotStaging
+from creditshare.node._staging import SnapshotStaging, staging
 
 TAX = get_department("tax")
 HEADER = "uscc,annual_tax_paid,tax_credit_grade,months_in_arrears"
@@ -151,6 +161,30 @@ def test_a_bad_byte_is_refused_with_its_line_whatever_the_block(
     with pytest.raises(ImportRejectedError) as caught:
         list(_importer.parse_file(path, TAX))
     assert (caught.value.line, "not UTF-8" in caught.value.reason) == (7, True)
+
+
+def test_a_line_without_end_is_refused_not_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """csv bounds a field, not a line: a file with no line break (a wrong export, or a
+    single-line JSON dump) would otherwise be held whole before the first row parsed."""
+    monkeypatch.setattr(_importer, "_BLOCK", 16)
+    monkeypatch.setattr(_importer, "_MAX_LINE", 100)
+    path = tmp_path / "long.csv"
+    path.write_text(f"{HEADER}\n{_uscc(1)},1,A,0\n" + "x" * 500 + "\n", encoding="utf-8")
+    held: list[int] = []
+    lines = _importer._lines
+
+    def watched(*args: Any) -> Iterator[str]:
+        for line in lines(*args):
+            held.append(len(line))
+            yield line
+
+    monkeypatch.setattr(_importer, "_lines", watched)
+    with pytest.raises(ImportRejectedError) as caught:
+        list(_importer.parse_file(path, TAX))
+    assert (caught.value.line, "longer than 100 characters" in caught.value.reason) == (3, True)
+    assert max(held) <= 100
 
 
 def test_a_bad_row_in_a_late_chunk_changes_nothing(
@@ -316,7 +350,6 @@ def test_the_query_path_reads_records_by_index(
 ) -> None:
     """What a query reads of the records (``RecordStore.get``; ``previous`` for
     monitoring) is an index search, so its cost does not grow with the enterprises."""
-    from sqlalchemy import event
 
     rows = {_uscc(i): (float(i), "A", 0) for i in range(50)}
     import_files(store, TAX, [_write(tmp_path / "a.csv", rows)])
@@ -360,3 +393,88 @@ def test_latest_changes_lists_a_few_and_counts_them_all(store: RecordStore, tmp_
     assert few.added == everything.added[:3]
     assert few.changed == everything.changed[:3]
     assert few.removed == everything.removed[:3]
+
+
+def _staging_tables_left(engine: Engine) -> list[int]:
+    """For each connection the pool holds, the staging tables left in its session (the
+    pool rolls back what a returned connection left open; temporary tables it keeps)."""
+    conns = [engine.connect() for _ in range(engine.pool.checkedin())]  # type: ignore[attr-defined]
+    try:
+        sql = (
+            "SELECT count(*) FROM temp.sqlite_master WHERE name LIKE 'snapshot_%'"
+            if engine.dialect.name == "sqlite"
+            else "SELECT count(to_regclass('pg_temp.snapshot_staging')) "
+            "+ count(to_regclass('pg_temp.snapshot_chunk'))"
+        )
+        return [int(conn.exec_driver_sql(sql).scalar_one()) for conn in conns]
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def _logged(exc: BaseException | None) -> list[str]:
+    """The lines a log shows of ``exc`` and the exceptions chained to it (not the code)."""
+    lines: list[str] = []
+    while exc is not None:
+        lines += traceback.format_exception_only(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return lines
+
+
+def test_a_database_error_while_staging_is_raised_and_leaves_no_staging_table(
+    engine: Engine, store: RecordStore, tmp_path: Path
+) -> None:
+    """A statement the database refuses mid-staging (here a NOT NULL line; in life a full
+    disk or PostgreSQL's temp_file_limit) is the error the caller sees, not a failure of
+    the clean-up it aborted, and the pooled connection keeps no staging table."""
+    import_files(store, TAX, [_write(tmp_path / "seed.csv", {_uscc(1): (1.0, "A", 0)})])
+    before = _dump(engine)
+    refused = (IntegrityError, psycopg.errors.NotNullViolation)
+    with pytest.raises(refused) as caught, staging(engine) as staged:
+        staged.add([(_uscc(2), {"annual_tax_paid": 1.0}, 0, 2)])
+        staged.add([(_uscc(3), {"annual_tax_paid": 1.0}, 0, None)])  # type: ignore[list-item]
+    assert "null" in str(caught.value).lower()  # the refusal itself, not a clean-up error
+    assert not any(_uscc(3) in text or "annual_tax_paid" in text for text in _logged(caught.value))
+    assert _dump(engine) == before
+    left = _staging_tables_left(engine)
+    assert left and set(left) == {0}
+
+
+def _rows_read(node: dict[str, Any], table: str) -> int:
+    """Rows the scans of ``table`` in an EXPLAIN (ANALYZE, FORMAT JSON) plan returned."""
+    own = node["Actual Rows"] * node["Actual Loops"] if node.get("Relation Name") == table else 0
+    return own + sum(_rows_read(child, table) for child in node.get("Plans", ()))
+
+
+def test_each_page_of_changed_records_reads_a_page_of_records(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The apply pages through the changed records by key: each page must read about a
+    page of records, not every record before it (quadratic at millions of changes)."""
+    monkeypatch.setattr(_staging, "APPLY_CHUNK", 20)
+    engine = make_engine(postgres_url)
+    store = RecordStore(engine)
+    pages: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.startswith("SELECT snapshot_staging.uscc") and " JOIN " in statement:
+            pages.append((statement, params))
+
+    try:
+        rows = [(_uscc(i), {"annual_tax_paid": float(i)}) for i in range(2000)]
+        store.apply_snapshot(rows, files="a", sha256="0" * 64)
+        event.listen(engine, "before_cursor_execute", capture)
+        changed = [(u, {"annual_tax_paid": v["annual_tax_paid"] + 1}) for u, v in rows]
+        with staging(engine) as staged:
+            staged.add([(u, d, 0, n) for n, (u, d) in enumerate(changed)])
+            staged.apply(files="b", sha256="0" * 64)
+            event.remove(engine, "before_cursor_execute", capture)
+            statement, params = pages[-2]  # the last page that found changes
+            # On the staging connection: the staging table is its session's.
+            plan = staged._conn.exec_driver_sql(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params
+            ).scalar_one()
+        assert len(pages) > 50
+        assert _rows_read(plan[0]["Plan"], "enterprise_record") <= 3 * 20
+    finally:
+        engine.dispose()

@@ -36,6 +36,9 @@ IMPORT_CHUNK = 5_000
 _BLOCK = 1 << 20
 #: Distinct cells remembered per column (bounded: a column of amounts is all distinct).
 _PARSED_CELLS = 4096
+#: Characters one line may hold: a file with no line break (a wrong export) is refused
+#: here rather than held whole (csv bounds a field, not a line).
+_MAX_LINE = 1 << 24
 _MISSING = object()
 
 
@@ -182,6 +185,10 @@ def _lines(handle: BinaryIO, name: str, digest: Any) -> Iterator[str]:
         # A last piece without its end may continue in the next block (so may a "\r"
         # whose "\n" is the next block's first byte).
         carry = pieces.pop() if block and pieces and not pieces[-1].endswith("\n") else ""
+        if len(carry) > _MAX_LINE:
+            yield from pieces
+            why = f"line longer than {_MAX_LINE:,} characters (is this a CSV export?)"
+            raise ImportRejectedError(name, newlines + 1, why)
         yield from pieces
         if not block:
             return

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     JSON,
     Column,
@@ -143,15 +144,13 @@ class SnapshotStaging:
         if not rows:
             return
         encoded = [(u, _dumps(d), s, n) for u, d, s, n in rows]
+        if not self._conn.in_transaction():
+            # The driver's own calls below open a transaction SQLAlchemy would not know
+            # of: one of them failing would then leave it aborted, and the clean-up's
+            # rollback undone (``staging``).
+            self._conn.begin()
         if self._postgres:
-            driver: Any = self._conn.connection.driver_connection
-            with driver.cursor() as cursor:
-                with cursor.copy(_COPY) as copy:
-                    for row in encoded:
-                        copy.write_row(row)
-                cursor.execute(_STAGE_POSTGRES)
-                inserted = cursor.rowcount
-                cursor.execute("TRUNCATE snapshot_chunk")
+            inserted = self._copy(encoded)
         else:
             inserted = self._conn.exec_driver_sql(
                 _STAGE_SQLITE, encoded, execution_options=_COUNTED
@@ -159,6 +158,24 @@ class SnapshotStaging:
         if inserted != len(rows):
             self._raise_duplicate(rows)
         self.rows += len(rows)
+
+    def _copy(self, encoded: list[tuple[str, str, int, int]]) -> int:
+        """COPY a chunk in and stage it; the rows inserted. The driver's own calls, so
+        SQLAlchemy's hidden parameters do not cover them: a refusal is raised with the
+        server's primary message only (its detail and context quote the row: a USCC
+        and its values, which no log may hold)."""
+        driver: Any = self._conn.connection.driver_connection
+        try:
+            with driver.cursor() as cursor:
+                with cursor.copy(_COPY) as copy:
+                    for row in encoded:
+                        copy.write_row(row)
+                cursor.execute(_STAGE_POSTGRES)
+                inserted = int(cursor.rowcount)
+                cursor.execute("TRUNCATE snapshot_chunk")
+        except psycopg.Error as exc:
+            raise type(exc)(exc.diag.message_primary or type(exc).__name__) from None
+        return inserted
 
     def _raise_duplicate(self, rows: Sequence[StagedRow]) -> None:
         """The chunk held a USCC staged before: the first such row, in file order."""
@@ -288,7 +305,9 @@ class SnapshotStaging:
                     RECORDS.c.batch_id,
                 )
                 .join(RECORDS, RECORDS.c.uscc == STAGING.c.uscc)
-                .where(STAGING.c.data != held, STAGING.c.uscc > after)
+                # Both bounds: a merge join would otherwise walk the records from the
+                # first key on every page (quadratic in the changed records).
+                .where(STAGING.c.data != held, STAGING.c.uscc > after, RECORDS.c.uscc > after)
                 .order_by(STAGING.c.uscc)
                 .limit(APPLY_CHUNK)
             ).all()
@@ -344,9 +363,22 @@ def staging(engine: Engine) -> Iterator[SnapshotStaging]:
         conn.commit()
         try:
             yield SnapshotStaging(conn)
-        finally:
-            if conn.in_transaction():
-                conn.rollback()
-            for drop in drops:
-                conn.exec_driver_sql(drop)
-            conn.commit()
+        except BaseException:
+            with suppress(Exception):  # the first error is the one to report
+                _drop(conn, drops)
+            raise
+        _drop(conn, drops)
+
+
+def _drop(conn: Connection, drops: Sequence[str]) -> None:
+    """Roll back what is pending and drop the staging tables; a connection on which that
+    fails (a lost session) is discarded, never pooled with the tables in it."""
+    try:
+        if conn.in_transaction():
+            conn.rollback()
+        for drop in drops:
+            conn.exec_driver_sql(drop)
+        conn.commit()
+    except BaseException:
+        conn.invalidate()
+        raise
