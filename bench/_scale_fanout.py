@@ -239,12 +239,13 @@ def bound_note(sizes: tuple[int, int], cpu: list[CpuPerQuery], cores: int) -> st
     serial = (a.serial_ms, b.serial_ms)
     floor = [max(s, t / cores) for s, t in zip(serial, total, strict=True)]
     return (
-        f"CPU bound on the p50 ratio: a query uses {total[0]:.0f} ms of CPU at {small} nodes "
-        f"and {total[1]:.0f} ms at {large} ({total[1] / total[0]:.2f}x); on {cores} cores its "
-        f"latency is at least max(serial path, CPU / cores) = {floor[0]:.0f} and "
-        f"{floor[1]:.0f} ms, a ratio of at least ~{floor[1] / floor[0]:.2f}x here; with at "
-        f"least {large} + 2 cores only the serial path (bank + coordinator + one node) "
-        f"bounds it: {serial[0]:.0f} and {serial[1]:.0f} ms ({serial[1] / serial[0]:.2f}x)"
+        f"what bounds the p50 ratio: a query uses {total[0]:.0f} ms of CPU at {small} nodes "
+        f"and {total[1]:.0f} ms at {large} ({total[1] / total[0]:.2f}x); its latency is at "
+        f"least max(serial path, CPU / cores): on this machine's {cores} cores, if idle, "
+        f"{floor[0]:.0f} and {floor[1]:.0f} ms, a ratio of ~{floor[1] / floor[0]:.2f}x "
+        f"(the CPU bound); with at least {large} + 2 cores only the serial path (bank + "
+        f"coordinator + one node) bounds it: {serial[0]:.0f} and {serial[1]:.0f} ms "
+        f"({serial[1] / serial[0]:.2f}x); other load on the machine adds to both"
     )
 
 
