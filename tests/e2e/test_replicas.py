@@ -143,7 +143,9 @@ def test_two_coordinators_on_one_postgres_keep_one_ledger(
     engine.dispose()
     assert counted == QUERIES
     assert [r[0] for r in rows] == list(range(len(rows)))  # no gap, no duplicate index
-    assert heads == list(range(1, len(rows) + 1))  # one signed head per append
+    # Group commit: one signed head per batch of concurrent appends in a replica, so
+    # sizes ascend without repeats and the last head covers every entry.
+    assert heads == sorted(set(heads)) and heads[-1] == len(rows) and heads[0] >= 1
     recorded = Counter(
         record.query_id
         for record in (parse_record(bytes(r[1])) for r in rows)

@@ -15,12 +15,12 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import overload
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
-from creditshare.errors import LedgerIntegrityError
+from creditshare.errors import InvalidProofError, LedgerIntegrityError
 from creditshare.ledger import (
     Ledger,
     LogSigner,
@@ -31,7 +31,7 @@ from creditshare.ledger import (
     leaf_hash,
     verify_log,
 )
-from creditshare.ledger._storage import BuildHead
+from creditshare.ledger._storage import BuildBatch, ReadHashes
 
 from .._databases import migrated_engine
 
@@ -221,35 +221,25 @@ def test_a_replica_appending_meanwhile_is_extended_in_o_new(
     ours, theirs = restarted(engine, signer), restarted(engine, signer)
     fill(ours, 50)
     fill(theirs, 3, "replica")
-    read: set[int] = set()
-
-    class Recording(Sequence[bytes]):
-        def __init__(self, items: Sequence[bytes]) -> None:
-            self._items = items
-
-        def __len__(self) -> int:
-            return len(self._items)
-
-        @overload
-        def __getitem__(self, index: int) -> bytes: ...
-        @overload
-        def __getitem__(self, index: slice) -> Sequence[bytes]: ...
-        def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
-            if isinstance(index, slice):
-                read.update(range(*index.indices(len(self._items))))
-            else:
-                read.add(index % len(self._items))
-            return self._items[index]
-
+    read: list[tuple[int, int]] = []
     storage = ours.storage
     real_append = storage.append
 
-    def recording_append(data: bytes, subject: str, build: BuildHead) -> tuple[int, SignedTreeHead]:
-        return real_append(data, subject, lambda size, hashes: build(size, Recording(hashes)))
+    def recording_append(
+        entries: Sequence[tuple[bytes, str]], build: BuildBatch
+    ) -> tuple[int, SignedTreeHead]:
+        def recording_build(old: int, reader: ReadHashes) -> tuple[SignedTreeHead, Any]:
+            def reading(start: int, end: int) -> list[bytes]:
+                read.append((start, end))
+                return reader(start, end)
 
-    storage.append = recording_append  # type: ignore[method-assign,assignment]
+            return build(old, reading)
+
+        return real_append(entries, recording_build)
+
+    storage.append = recording_append  # type: ignore[method-assign]
     receipt = ours.append(b"after the replica", SUBJECT)
-    assert receipt.index == 53 and read and min(read) >= 49
+    assert receipt.index == 53 and read == [(49, 53)]
     receipt.verify(signer.public_key)
     assert verify_log(SqlLedgerStorage(engine), signer.public_key).ok
 
@@ -276,8 +266,9 @@ def test_a_running_ledger_whose_database_is_replaced_refuses_to_sign(
     fill(ledger, 5)
     run(engine, "DELETE FROM ledger_leaf")
     run(engine, "DELETE FROM ledger_head")
+    run(engine, "DELETE FROM ledger_node")
     fill(restarted(engine, signer), 7, "other")
-    with pytest.raises(LedgerIntegrityError, match="entry 4, already read by this process"):
+    with pytest.raises(LedgerIntegrityError, match="entry 4's hash is not the one under"):
         ledger.append(b"fork", SUBJECT)
     assert ledger.storage.size() == 7
     with pytest.raises(LedgerIntegrityError):
@@ -333,3 +324,90 @@ def test_rows_another_replica_appended_must_reproduce_its_head(
     with pytest.raises(LedgerIntegrityError, match="at size 5, after another replica"):
         ours.append(b"after", SUBJECT)
     assert ours.storage.size() == 5
+
+
+# --- the start-up check past its rehashed tail: O(log n), the rest is verify's ---
+
+
+def _tail_ledger(engine: Engine, signer: LogSigner) -> Ledger:
+    return Ledger(SqlLedgerStorage(engine), signer, clock, start_tail=4)
+
+
+def _node(engine: Engine, level: int, index: int) -> bytes:
+    with engine.connect() as conn:
+        value = conn.execute(
+            text("SELECT hash FROM ledger_node WHERE level = :l AND idx = :i"),
+            {"l": level, "i": index},
+        ).scalar()
+    assert value is not None
+    return bytes(value)
+
+
+def test_an_old_leaf_changed_is_left_to_verify_but_never_served_as_genuine(
+    engine: Engine, signer: LogSigner
+) -> None:
+    """Leaf 2 of 20 is older than the rehashed tail: the start-up check (interior nodes
+    plus the newest 4) passes, but its receipt fails at whoever verifies it, the next
+    head is still right, and ``verify_log`` names the leaf."""
+    fill(restarted(engine, signer), 20)
+    run(engine, "UPDATE ledger_leaf SET data = :v WHERE idx = 2", v=b"forged")
+    ledger = _tail_ledger(engine, signer)
+    assert ledger.check_storage() is None
+    with pytest.raises(InvalidProofError, match="data does not match its hash"):
+        ledger.receipt(2).verify(signer.public_key)
+    ledger.append(b"next", SUBJECT).verify(signer.public_key)
+    assert "leaf 2: stored hash does not match the stored data" in (
+        verify_log(ledger.storage, signer.public_key).problems
+    )
+
+
+def test_an_old_interior_node_changed_is_refused_when_a_proof_needs_it(
+    engine: Engine, signer: LogSigner
+) -> None:
+    fill(restarted(engine, signer), 20)
+    run(engine, "UPDATE ledger_node SET hash = :h WHERE level = 1 AND idx = 0", h=bytes(32))
+    ledger = _tail_ledger(engine, signer)
+    assert ledger.check_storage() is None  # node (1, 0) is neither edge nor tail
+    with pytest.raises(LedgerIntegrityError, match="do not prove entry 3 in the head of size 20"):
+        ledger.receipt(3)
+    ledger.receipt(10).verify(signer.public_key)  # proofs that do not use it still answer
+    assert (
+        "interior node at level 1, index 0 (leaves 0..1) does not match the stored leaves"
+        in verify_log(ledger.storage, signer.public_key).problems
+    )
+
+
+@pytest.mark.parametrize(
+    ("level", "index", "reason"),
+    [
+        (4, 0, "the 20 stored entries do not reproduce the root of the latest signed head"),
+        (1, 9, "the interior node at level 1, index 9 does not match the stored entries"),
+    ],
+)
+def test_a_changed_edge_or_tail_node_refuses_to_sign(
+    engine: Engine, signer: LogSigner, level: int, index: int, reason: str
+) -> None:
+    """(4, 0) is on the right edge of 20 leaves (16 + 4); (1, 9) covers leaves 18..19,
+    inside the rehashed tail: either one changed stops signing at start."""
+    fill(restarted(engine, signer), 20)
+    assert _node(engine, level, index)
+    run(
+        engine,
+        "UPDATE ledger_node SET hash = :h WHERE level = :l AND idx = :i",
+        h=bytes(32),
+        l=level,
+        i=index,
+    )
+    ledger = _tail_ledger(engine, signer)
+    failure = ledger.check_storage()
+    assert failure is not None and reason in failure
+    with pytest.raises(LedgerIntegrityError):
+        ledger.append(b"fork", SUBJECT)
+
+
+def test_a_missing_edge_node_names_the_migration(engine: Engine, signer: LogSigner) -> None:
+    fill(restarted(engine, signer), 20)
+    run(engine, "DELETE FROM ledger_node WHERE level = 4")
+    failure = _tail_ledger(engine, signer).check_storage()
+    assert failure is not None and "level 4, index 0 is missing" in failure
+    assert "creditshare db upgrade coordinator" in failure

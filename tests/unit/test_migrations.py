@@ -27,7 +27,18 @@ from creditshare.coordinator import _db as coordinator_db  # noqa: F401
 from creditshare.coordinator import _limits as coordinator_limits  # noqa: F401
 from creditshare.coordinator.monitoring import _tables as coordinator_monitoring  # noqa: F401
 from creditshare.errors import ConfigurationError
+from creditshare.ledger import (
+    Frontier,
+    Ledger,
+    LogSigner,
+    SqlLedgerStorage,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    verify_log,
+)
 from creditshare.ledger import _sql as ledger_sql  # noqa: F401
+from creditshare.ledger._backfill import backfill_nodes
 from creditshare.node import _storage as node_storage
 from creditshare.node import _trust as node_trust  # noqa: F401
 from creditshare.node.monitoring import _tables as node_monitoring  # noqa: F401
@@ -41,6 +52,7 @@ TABLES = {
         "training_job",
         "ledger_leaf",
         "ledger_head",
+        "ledger_node",
         "rate_limit_bucket",
         "paillier_key",
         "participant_credential",
@@ -86,6 +98,7 @@ def _engine(url: str) -> Engine:
 #: Tables that later revisions add (not there when migrations began).
 LATER_TABLES = {
     "coordinator": {
+        "ledger_node",
         "rate_limit_bucket",
         "paillier_key",
         "participant_credential",
@@ -308,6 +321,64 @@ def test_listing_indexes_come_with_c0010_and_go_with_its_downgrade(database_url:
     assert migrations.upgrade(engine, "coordinator") == migrations.head("coordinator")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id FROM training_job")).scalar() == "j1"
+    engine.dispose()
+
+
+def test_c0011_backfills_the_ledger_interior_nodes(database_url: str) -> None:
+    """A ledger written before c0011 (leaves and heads, no interior nodes) gets every
+    node its leaves complete, streamed in pages smaller than the log; a coordinator
+    then starts on it (the start-up check reads those nodes), proves and appends, and
+    the downgrade drops the table and nothing else."""
+    engine = _engine(database_url)
+    assert migrations.upgrade(engine, "coordinator", "c0010") == "c0010"
+    signer = LogSigner.from_private_bytes(bytes(range(32)))
+    size = 1_030  # beyond START_TAIL, so the start-up check relies on stored nodes
+    hashes = [leaf_hash(b"old %d" % i) for i in range(size)]
+    frontier = Frontier()
+    with engine.begin() as conn:
+        for i, h in enumerate(hashes):
+            frontier.append(h)
+            head = signer.sign_head(i + 1, frontier.root(), 1_000 + i)
+            conn.execute(
+                text(
+                    "INSERT INTO ledger_leaf (idx, data, leaf_hash, subject) "
+                    "VALUES (:i, :d, :h, 's')"
+                ),
+                {"i": i, "d": b"old %d" % i, "h": h},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO ledger_head (size, root, timestamp_ms, signature, key_id) "
+                    "VALUES (:s, :r, :t, :g, :k)"
+                ),
+                {"s": i + 1, "r": head.root, "t": 1_000 + i, "g": head.signature, "k": head.key_id},
+            )
+    with engine.begin() as conn:
+        blob = "BYTEA" if engine.dialect.name == "postgresql" else "BLOB"
+        conn.execute(text(f"CREATE TABLE ledger_node (level SMALLINT, idx BIGINT, hash {blob})"))
+        seen: list[int] = []
+        assert backfill_nodes(conn, page=100, progress=seen.append) == size
+        assert seen[-1] == size and len(seen) > 5
+        count = conn.execute(text("SELECT count(*) FROM ledger_node")).scalar()
+        conn.execute(text("DROP TABLE ledger_node"))
+    assert count == size - size.bit_count()  # n - popcount(n) complete perfect subtrees
+    assert migrations.upgrade(engine, "coordinator") == migrations.head("coordinator")
+    storage = SqlLedgerStorage(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM ledger_node")).scalar() == count
+    ledger = Ledger(storage, signer, lambda: datetime(2026, 11, 30, tzinfo=UTC))
+    assert ledger.check_storage() is None
+    for index, at in [(0, size), (511, 1_024), (1_029, size), (700, 777)]:
+        assert ledger.inclusion_proof(index, at) == inclusion_proof(index, hashes, size=at)
+    assert ledger.consistency_proof(513, size) == consistency_proof(513, hashes)
+    receipt = ledger.append(b"new", "s")
+    assert receipt.index == size
+    receipt.verify(signer.public_key)
+    assert verify_log(storage, signer.public_key).ok
+    _downgrade(engine, "coordinator", "c0010")
+    assert "ledger_node" not in inspect(engine).get_table_names()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM ledger_leaf")).scalar() == size + 1
     engine.dispose()
 
 

@@ -4,6 +4,7 @@ for them): the first operator credential, the ledger signing key, and the ledger
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from creditshare.coordinator._db import make_engine
@@ -36,8 +37,13 @@ def bootstrap_operator(settings: CoordinatorSettings, participant_id: str, name:
     return registry.issue_key(participant_id)
 
 
-def audit_ledger(settings: CoordinatorSettings, uscc: str | None = None) -> LogReport:
-    """Recompute every leaf hash and root and check every signed head (or one enterprise's)."""
+def audit_ledger(
+    settings: CoordinatorSettings,
+    uscc: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LogReport:
+    """Recompute every leaf hash, interior node and root and check every signed head (or
+    one enterprise's entries), streaming; ``progress(checked, total)`` after each page."""
     storage = SqlLedgerStorage(make_engine(settings.database_url, migrate=False))
     key = load_log_signer(settings).public_key
-    return verify_subject(storage, key, uscc) if uscc else verify_log(storage, key)
+    return verify_subject(storage, key, uscc) if uscc else verify_log(storage, key, progress)

@@ -241,7 +241,7 @@ async def _answer(body: QueryIn, caller: Participant, services: Services) -> Que
         refusal = _record(
             services, caller, body, uscc, reason=str(exc)[:MAX_REASON], request=signed.to_json()
         )
-        await asyncio.to_thread(services.ledger.append, refusal.to_bytes(), uscc)
+        await services.ledger.append_async(refusal.to_bytes(), uscc)
         raise
     record = _record(
         services,
@@ -259,7 +259,7 @@ async def _answer(body: QueryIn, caller: Participant, services: Services) -> Que
     query_id = record.query_id
     credentials = checked.credentials()
     try:
-        receipt = await asyncio.to_thread(services.ledger.append, record.to_bytes(), uscc)
+        receipt = await services.ledger.append_async(record.to_bytes(), uscc)
     except BaseException:
         # Not recorded, so never made: the consent use and the budget come back.
         await asyncio.to_thread(consents.give_back_use, body.consent_id)

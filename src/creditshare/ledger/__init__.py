@@ -58,8 +58,8 @@ from creditshare.ledger._records import (
     QueryRecord,
     parse_record,
 )
-from creditshare.ledger._sql import LedgerHeadRow, LedgerLeafRow, SqlLedgerStorage
-from creditshare.ledger._storage import BuildHead, LedgerStorage, MemoryLedgerStorage, StoredLeaf
+from creditshare.ledger._sql import LedgerHeadRow, LedgerLeafRow, LedgerNodeRow, SqlLedgerStorage
+from creditshare.ledger._storage import BuildBatch, LedgerStorage, MemoryLedgerStorage, StoredLeaf
 from creditshare.ledger._tracker import TrustedHeadTracker
 from creditshare.ledger._tree_head import SIGNATURE_SIZE, LogSigner, SignedTreeHead, key_id_for
 from creditshare.ledger._wire import (
@@ -82,7 +82,7 @@ __all__ = [
     "MAX_SIGNATURES",
     "RECORD_KINDS",
     "SIGNATURE_SIZE",
-    "BuildHead",
+    "BuildBatch",
     "Checkpoint",
     "Cosignature",
     "EmptyLogError",
@@ -90,6 +90,7 @@ __all__ = [
     "Ledger",
     "LedgerHeadRow",
     "LedgerLeafRow",
+    "LedgerNodeRow",
     "LedgerStorage",
     "LogReport",
     "LogSigner",

@@ -2,19 +2,20 @@
 
 ``verify_log`` is the operator's full check (``creditshare ledger verify``): it
 recomputes every leaf hash from the stored record, rebuilds the root for every
-stored head in one pass, and checks every signature. ``check_latest_head`` is the
-coordinator's start-up check: the same pass against the latest head only, stopping
-at the first problem (it decides whether the log may be signed on, not what to
-repair). ``verify_subject`` is the enterprise's narrower check: only its own
-records, proved against the latest head. Those two collect every problem instead
-of stopping at the first, because an auditor wants the whole list, each naming
-the leaf index or head size concerned.
+stored head and every stored interior node in one streamed pass, and checks every
+signature. ``check_latest_head`` is the coordinator's start-up check: the latest
+head only, from the stored interior nodes plus the newest leaves rehashed, O(log n)
+whatever the log's size, stopping at the first problem (it decides whether the log
+may be signed on, not what to repair). ``verify_subject`` is the enterprise's
+narrower check: only its own records, proved against the latest head. Those two
+collect every problem instead of stopping at the first, because an auditor wants
+the whole list, each naming the leaf index or head size concerned.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -26,12 +27,14 @@ from creditshare.errors import (
     LedgerError,
 )
 from creditshare.ledger._errors import integrity_error
-from creditshare.ledger._merkle import Frontier, inclusion_proof, leaf_hash, verify_inclusion
+from creditshare.ledger._merkle import Frontier, leaf_hash, verify_inclusion
 from creditshare.ledger._records import parse_record
 from creditshare.ledger._storage import LedgerStorage
+from creditshare.ledger._subtrees import frontier_ids, inclusion_ranges, read_proof
 from creditshare.ledger._tree_head import SignedTreeHead
 
 __all__ = [
+    "START_TAIL",
     "CheckedLog",
     "ConsentUses",
     "LogReport",
@@ -41,6 +44,11 @@ __all__ = [
 ]
 
 _BATCH = 1000
+_MAX_NODE_PROBLEMS = 10
+_SHOWN_USES = 10
+_MAX_ROUNDS = 5
+#: How many of the newest leaves the start-up check rehashes from their data.
+START_TAIL = 1024
 
 
 @dataclass(frozen=True)
@@ -59,11 +67,15 @@ class LogReport:
 class ConsentUses:
     """Each use of a consent is a ledger entry: count them, and compare with the use limit
     the enterprise signed (carried in each query's record), so an operator or a node can
-    see that no consent was used more often than it allows, whoever did the counting."""
+    see that no consent was used more often than it allows, whoever did the counting.
+
+    Memory is per consent, not per entry: a count and the first few entries beyond the
+    limit (every index is kept only until a record names the limit, which the first
+    record of a consent normally does)."""
 
     def __init__(self) -> None:
-        #: consent id -> (the signed limit, indices of the queries that used it)
-        self._seen: dict[str, tuple[int | None, list[int]]] = {}
+        #: consent id -> [the signed limit, uses so far, indices kept (see above)]
+        self._seen: dict[str, tuple[int | None, int, list[int]]] = {}
 
     def count(self, index: int, data: bytes) -> None:
         try:
@@ -77,18 +89,22 @@ class ConsentUses:
             document = record.consent.get("document")
             value = document.get("max_uses") if isinstance(document, dict) else None
             limit = value if isinstance(value, int) and not isinstance(value, bool) else None
-        known, indices = self._seen.setdefault(record.consent_id, (limit, []))
+        known, uses, indices = self._seen.get(record.consent_id, (None, 0, []))
         if known is None and limit is not None:
-            self._seen[record.consent_id] = (limit, indices)
-        indices.append(index)
+            known = limit
+            indices = indices[limit : limit + _SHOWN_USES]  # the ones beyond it
+        uses += 1
+        if known is None or (uses > known and len(indices) < _SHOWN_USES):
+            indices.append(index)
+        self._seen[record.consent_id] = (known, uses, indices)
 
     def problems(self) -> list[str]:
         out = []
-        for consent_id, (limit, indices) in sorted(self._seen.items()):
-            if limit is not None and len(indices) > limit:
-                over = ", ".join(str(i) for i in indices[limit:][:10])
+        for consent_id, (limit, uses, indices) in sorted(self._seen.items()):
+            if limit is not None and uses > limit:
+                over = ", ".join(str(i) for i in indices[:_SHOWN_USES])
                 out.append(
-                    f"consent {consent_id}: used {len(indices)} times, its limit is {limit} "
+                    f"consent {consent_id}: used {uses} times, its limit is {limit} "
                     f"(entries beyond it: {over})"
                 )
         return out
@@ -101,38 +117,99 @@ def _check_signature(head: SignedTreeHead, log_key: Ed25519PublicKey, problems: 
         problems.append(f"head {head.size}: {exc}")
 
 
-def verify_log(storage: LedgerStorage, log_key: Ed25519PublicKey) -> LogReport:
-    """Check every stored leaf and head against each other and against ``log_key``."""
+def _iter_heads(storage: LedgerStorage, problems: list[str]) -> Iterator[SignedTreeHead]:
+    """Every stored head, ascending, a page at a time (a log may hold millions)."""
+    after = -1
+    while True:
+        try:
+            page = storage.heads(after, _BATCH)
+        except CreditShareError as exc:  # a malformed row (e.g. a root of the wrong length)
+            problems.append(f"stored heads cannot be read: {exc}")
+            return
+        yield from page
+        if len(page) < _BATCH:
+            return
+        after = page[-1].size
+
+
+class _NodeCheck:
+    """Compares the interior nodes the audit rebuilds with the stored ones, in batches."""
+
+    def __init__(self, storage: LedgerStorage, problems: list[str]) -> None:
+        self._storage, self._problems = storage, problems
+        self.built: list[tuple[int, int, bytes]] = []
+        self.mismatched = 0
+
+    def flush(self) -> None:
+        if not self.built:
+            return
+        stored = self._storage.nodes([(level, index) for level, index, _ in self.built])
+        for level, index, value in self.built:
+            if stored.get((level, index)) != value:
+                self.mismatched += 1
+                if self.mismatched <= _MAX_NODE_PROBLEMS:
+                    what = "is missing" if (level, index) not in stored else "does not match"
+                    first, last = index << level, ((index + 1) << level) - 1
+                    self._problems.append(
+                        f"interior node at level {level}, index {index} (leaves {first}..{last}) "
+                        f"{what} the stored leaves"
+                    )
+        self.built = []
+
+    def finish(self) -> None:
+        self.flush()
+        if self.mismatched > _MAX_NODE_PROBLEMS:
+            self._problems.append(
+                f"{self.mismatched} interior nodes do not match the stored leaves in all"
+            )
+
+
+def verify_log(
+    storage: LedgerStorage,
+    log_key: Ed25519PublicKey,
+    progress: Callable[[int, int], None] | None = None,
+) -> LogReport:
+    """Check every stored leaf, interior node and head against each other and ``log_key``.
+
+    Streams: leaves and heads are read a page at a time, so memory stays bounded
+    whatever the log's size. ``progress(checked, total)`` is called after each page.
+    """
     problems: list[str] = []
-    try:
-        heads = storage.heads()
-    except CreditShareError as exc:  # a malformed row (e.g. a root of the wrong length)
-        problems.append(f"stored heads cannot be read: {exc}")
-        heads = []
     size = storage.size()
-    for previous, head in itertools.pairwise(heads):
-        if head.timestamp_ms < previous.timestamp_ms:
+    heads_checked = 0
+    covered = 0
+    previous: SignedTreeHead | None = None
+    for head in _iter_heads(storage, problems):  # first pass: times and signatures
+        heads_checked += 1
+        covered = head.size
+        if previous is not None and head.timestamp_ms < previous.timestamp_ms:
             problems.append(
                 f"head {head.size}: timestamp {head.timestamp_ms} is earlier than "
                 f"head {previous.size}'s {previous.timestamp_ms}"
             )
-    for head in heads:
+        previous = head
+    for head in _iter_heads(storage, []):
         _check_signature(head, log_key, problems)
         if head.size > size:
             problems.append(f"head {head.size}: covers more leaves than the log holds ({size})")
 
-    pending = deque(head for head in heads if head.size <= size)  # ascending by size
+    pending = _iter_heads(storage, [])  # second pass: roots, as the leaves are read
+    waiting = next(pending, None)
     frontier = Frontier()
+    nodes = _NodeCheck(storage, problems)
     uses = ConsentUses()
     broken_at: int | None = None  # first missing leaf: roots past it cannot be rebuilt
 
     def check_roots_up_to(current: int) -> None:
-        while pending and pending[0].size <= current:
-            head = pending.popleft()
-            if broken_at is not None and head.size > broken_at:
-                problems.append(f"head {head.size}: root not checked, leaf {broken_at} is missing")
-            elif frontier.root() != head.root:
-                problems.append(f"head {head.size}: root does not match the stored leaves")
+        nonlocal waiting
+        while waiting is not None and waiting.size <= current:
+            if broken_at is not None and waiting.size > broken_at:
+                problems.append(
+                    f"head {waiting.size}: root not checked, leaf {broken_at} is missing"
+                )
+            elif frontier.root() != waiting.root:
+                problems.append(f"head {waiting.size}: root does not match the stored leaves")
+            waiting = next(pending, None)
 
     check_roots_up_to(0)
     for start in range(0, size, _BATCH):
@@ -145,23 +222,26 @@ def verify_log(storage: LedgerStorage, log_key: Ed25519PublicKey) -> LogReport:
                 problems.append(f"leaf {leaf.index}: stored hash does not match the stored data")
             uses.count(leaf.index, leaf.data)
             if broken_at is None:
-                frontier.append(recomputed)
+                frontier.append(recomputed, nodes.built)
                 check_roots_up_to(frontier.size)
+        nodes.flush()
+        if progress is not None:
+            progress(min(size, start + _BATCH), size)
     if broken_at is None and frontier.size < size:  # rows vanished at the very end
         broken_at = frontier.size
     check_roots_up_to(size)
+    nodes.finish()
     problems.extend(uses.problems())
 
-    covered = heads[-1].size if heads else 0
     if covered < size:
         problems.append(f"leaves {covered}..{size - 1} are not covered by any signed head")
-    return LogReport(leaves_checked=size, heads_checked=len(heads), problems=tuple(problems))
+    return LogReport(leaves_checked=size, heads_checked=heads_checked, problems=tuple(problems))
 
 
 def verify_subject(storage: LedgerStorage, log_key: Ed25519PublicKey, subject: str) -> LogReport:
     """Check ``subject``'s records: each one's hash, and its inclusion in the latest head.
 
-    The proofs come from the stored leaf hashes, exactly as a receipt's would; they
+    The proofs come from the stored interior nodes, exactly as a receipt's would; they
     are then checked with the RFC 9162 verifier against the signed root, so a record
     whose row was altered, or a head that no longer matches the log, is reported.
     """
@@ -173,20 +253,16 @@ def verify_subject(storage: LedgerStorage, log_key: Ed25519PublicKey, subject: s
             problems.append(f"{len(leaves)} records but no signed head")
         return LogReport(len(leaves), 0, tuple(problems))
     _check_signature(head, log_key, problems)
-    try:
-        hashes = storage.leaf_hashes(min(head.size, storage.size()))
-    except LedgerError as exc:  # e.g. a row missing from the middle of the log
-        problems.append(f"leaf hashes cannot be read: {exc}")
-        hashes = []
+    provable = storage.size() >= head.size
     for leaf in leaves:
         recomputed = leaf_hash(leaf.data)
         if recomputed != leaf.leaf_hash:
             problems.append(f"leaf {leaf.index}: stored hash does not match the stored data")
-        if leaf.index >= len(hashes) or len(hashes) < head.size:
+        if leaf.index >= head.size or not provable:
             problems.append(f"leaf {leaf.index}: not provable in the head of size {head.size}")
             continue
         try:
-            proof = inclusion_proof(leaf.index, hashes)
+            proof = read_proof(storage.nodes, inclusion_ranges(leaf.index, head.size))
             verify_inclusion(recomputed, leaf.index, head.size, proof, head.root)
         except LedgerError as exc:
             problems.append(f"leaf {leaf.index}: not included in head {head.size}: {exc}")
@@ -195,17 +271,36 @@ def verify_subject(storage: LedgerStorage, log_key: Ed25519PublicKey, subject: s
 
 @dataclass(frozen=True)
 class CheckedLog:
-    """A stored log that reproduces its latest signed head (``None`` when empty):
-    the frontier and leaf hashes of exactly ``head.size`` leaves, to sign on from."""
+    """A stored log that reproduces its latest signed head (``None`` when empty): the
+    frontier of exactly ``head.size`` leaves to sign on from, and its last leaf hash."""
 
     head: SignedTreeHead | None
     frontier: Frontier
-    hashes: list[bytes]
+    last: bytes
+    rehashed: int
 
 
-def _read_leaves(storage: LedgerStorage, frontier: Frontier, hashes: list[bytes], end: int) -> None:
-    """Extend ``frontier`` and ``hashes`` with stored leaves up to ``end``, each one's
-    hash recomputed from its data and compared with the stored hash."""
+def _stored_frontier(storage: LedgerStorage, size: int) -> Frontier:
+    """The right edge of the first ``size`` leaves from stored interior nodes: O(log n)."""
+    ids = frontier_ids(size)
+    stored = storage.nodes(ids)
+    missing = [node for node in ids if node not in stored]
+    if missing:
+        level, index = missing[0]
+        raise integrity_error(
+            f"the interior node at level {level}, index {index} is missing (a ledger from "
+            "before migration c0011 must be upgraded with `creditshare db upgrade coordinator`)"
+        )
+    return Frontier.from_nodes(size, [stored[node] for node in ids])
+
+
+def _read_tail(
+    storage: LedgerStorage, frontier: Frontier, end: int, built: list[tuple[int, int, bytes]]
+) -> bytes:
+    """Extend ``frontier`` with stored leaves up to ``end``, each one's hash recomputed
+    from its data and compared with the stored hash; the interior nodes they complete
+    go to ``built``. Returns the last leaf's hash."""
+    last = b""
     for start in range(frontier.size, end, _BATCH):
         for leaf in storage.leaves(start, min(end, start + _BATCH)):
             if leaf.index != frontier.size:
@@ -216,29 +311,55 @@ def _read_leaves(storage: LedgerStorage, frontier: Frontier, hashes: list[bytes]
                 raise integrity_error(
                     f"entry {leaf.index}'s stored data does not match its stored hash"
                 )
-            frontier.append(leaf.leaf_hash)
-            hashes.append(leaf.leaf_hash)
+            frontier.append(leaf.leaf_hash, built)
+            last = leaf.leaf_hash
     if frontier.size < end:
         raise integrity_error(
             f"entry {frontier.size} is missing (the latest signed head covers {end})"
         )
+    return last
 
 
-def check_latest_head(storage: LedgerStorage, log_key: Ed25519PublicKey) -> CheckedLog:
-    """Raise ``LedgerIntegrityError`` unless the stored leaves reproduce the latest signed
-    head: signed by ``log_key``, its root rebuilt from hashes recomputed from the
-    stored data, no leaf beyond it and it beyond no leaf.
+def _check_nodes(storage: LedgerStorage, built: list[tuple[int, int, bytes]]) -> None:
+    """The stored interior nodes over the rehashed tail are the ones its leaves make."""
+    for start in range(0, len(built), _BATCH):
+        page = built[start : start + _BATCH]
+        stored = storage.nodes([(level, index) for level, index, _ in page])
+        for level, index, value in page:
+            if stored.get((level, index)) != value:
+                raise integrity_error(
+                    f"the interior node at level {level}, index {index} does not match "
+                    "the stored entries under it"
+                )
 
-    Cost: O(n) in the log's size, every leaf read (in batches of ``_BATCH``) and hashed
-    once; this runs once per process start, off the event loop. (Issue 16 makes
-    proofs O(log n); a start-up check that trusts a stored subtree cache could follow.)
-    Other replicas may append meanwhile: the check then goes on to the newer head
-    over the new leaves only. Reads go size-before-head, so a healthy log (each leaf
-    committed with its head) never looks like one with a leaf beyond its head.
+
+def check_latest_head(
+    storage: LedgerStorage, log_key: Ed25519PublicKey, tail: int = START_TAIL
+) -> CheckedLog:
+    """Raise ``LedgerIntegrityError`` unless storage reproduces the latest signed head:
+    signed by ``log_key``, no leaf beyond it and it beyond no leaf, and its root rebuilt
+    from the stored interior nodes of the first ``size - tail`` leaves plus the last
+    ``tail`` leaves rehashed from their data (each interior node they complete compared
+    with the stored one).
+
+    Cost: O(log n + tail) reads and hashes, O(log n) memory, whatever the log's size:
+    a coordinator starts as fast on 10^7 entries as on 10^3. What it does not rehash
+    (leaves older than the tail, interior nodes off the right edge) is what
+    ``creditshare ledger verify`` (``verify_log``) checks, in one streamed pass; a
+    tampered old leaf is also caught by every proof for it (receipts are verified
+    against the signed root by data nodes and enterprises), and cannot be signed over:
+    new heads are built from this frontier, not from old rows. A log no larger than
+    ``tail`` is checked in full, as before interior nodes were stored.
+    Other replicas may append meanwhile: the check then goes on to the newer head over
+    the new leaves only (O(new)), for a few rounds; a log that never pauses is taken at
+    the last head checked, whose successors every append checks anyway.
+    Reads go size-before-head, so a healthy log (each leaf committed with its head)
+    never looks like one with a leaf beyond its head.
     """
-    frontier, hashes = Frontier(), list[bytes]()
     head = storage.latest_head()
-    while True:
+    frontier: Frontier | None = None
+    last, rehashed = b"", 0
+    for attempt in itertools.count():
         target = 0 if head is None else head.size
         size = storage.size()
         if target > size:
@@ -253,13 +374,18 @@ def check_latest_head(storage: LedgerStorage, log_key: Ed25519PublicKey) -> Chec
                     f"the latest signed head (size {target}) does not verify under this "
                     f"coordinator's log key ({exc})"
                 ) from None
-        _read_leaves(storage, frontier, hashes, target)
+        if frontier is None:
+            frontier = _stored_frontier(storage, max(0, target - tail))
+        built: list[tuple[int, int, bytes]] = []
+        rehashed += target - frontier.size
+        last = _read_tail(storage, frontier, target, built) or last
         if head is not None and frontier.root() != head.root:
             raise integrity_error(
                 f"the {target} stored entries do not reproduce the root of the latest "
                 f"signed head (size {target}): an entry was replaced together with its "
-                "stored hash, or the head was"
+                "stored hash, or an interior node, or the head was"
             )
+        _check_nodes(storage, built)
         size = storage.size()
         latest = storage.latest_head()
         latest_size = 0 if latest is None else latest.size
@@ -274,5 +400,14 @@ def check_latest_head(storage: LedgerStorage, log_key: Ed25519PublicKey) -> Chec
                     f"the database holds {size} entries but the latest signed head covers "
                     f"{target}: entries {target}..{size - 1} are under no signed head"
                 )
-            return CheckedLog(head, frontier, hashes)
-        head = latest  # another replica appended meanwhile: check its leaves too
+            break
+        if attempt >= _MAX_ROUNDS:
+            # Replicas keep appending: what was checked is a signed head this storage
+            # reproduces; their newer rows are checked, against their heads, by the
+            # first append (``Ledger._extend``), as any other replica's are.
+            break
+        head = latest  # another replica appended meanwhile: go on over its leaves only
+    assert frontier is not None
+    if frontier.size and not last:  # a tail of 0: the last leaf's hash, unchecked
+        last = storage.leaf_hashes(frontier.size - 1, frontier.size)[0]
+    return CheckedLog(head, frontier, last, rehashed)

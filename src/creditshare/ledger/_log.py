@@ -10,9 +10,11 @@ public key alone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -25,21 +27,28 @@ from creditshare.errors import (
     LedgerError,
     LedgerIntegrityError,
 )
-from creditshare.ledger._audit import check_latest_head
+from creditshare.ledger._audit import START_TAIL, check_latest_head
 from creditshare.ledger._errors import EmptyLogError, integrity_error
 from creditshare.ledger._fields import b64, get_b64, get_int, get_list, get_mapping
-from creditshare.ledger._merkle import (
-    EMPTY_ROOT,
-    HASH_SIZE,
-    Frontier,
-    SubtreeMemo,
-    consistency_proof,
-    inclusion_proof,
-)
+from creditshare.ledger._merkle import EMPTY_ROOT, HASH_SIZE, Frontier
 from creditshare.ledger._merkle import leaf_hash as compute_leaf_hash
-from creditshare.ledger._merkle import root as merkle_root
 from creditshare.ledger._merkle import verify_inclusion as check_inclusion
-from creditshare.ledger._storage import LedgerStorage, StoredLeaf
+from creditshare.ledger._storage import (
+    LedgerStorage,
+    NewNode,
+    ReadHashes,
+    StoredLeaf,
+    check_append_input,
+)
+from creditshare.ledger._subtrees import (
+    NodeId,
+    consistency_ranges,
+    frontier_ids,
+    inclusion_ranges,
+    proof_from_nodes,
+    read_proof,
+    read_root,
+)
 from creditshare.ledger._tree_head import LogSigner, SignedTreeHead
 
 __all__ = ["Ledger", "Receipt"]
@@ -94,6 +103,25 @@ class Receipt:
         )
 
 
+class _Pending:
+    """One caller's append waiting in the group-commit queue."""
+
+    __slots__ = ("data", "error", "event", "lead", "receipt", "subject")
+
+    def __init__(self, data: bytes, subject: str) -> None:
+        self.data, self.subject = data, subject
+        self.event = threading.Event()  # set once: its batch is done, or it leads the next
+        self.lead = False
+        self.receipt: Receipt | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> Receipt:
+        if self.error is not None:
+            raise self.error
+        assert self.receipt is not None
+        return self.receipt
+
+
 class Ledger:
     """An append-only, verifiable log of records, each tagged with its subject.
 
@@ -102,9 +130,20 @@ class Ledger:
     that need a head cannot forget the case, and the edge can answer "not found".
 
     It signs only over storage that extends the last head it signed or verified:
-    ``check_storage`` (once, at start: the stored entries reproduce the latest head)
-    and a check inside every append. When one fails it refuses every append with
-    ``LedgerIntegrityError`` until the process restarts; reads still answer.
+    ``check_storage`` (once, at start: the stored interior nodes and newest entries
+    reproduce the latest head) and a check inside every append. When one fails it
+    refuses every append with ``LedgerIntegrityError`` until the process restarts;
+    reads still answer.
+
+    Memory does not grow with the log: the process keeps the right edge of its last
+    trusted tree (O(log n) hashes); proofs read O(log n) stored subtree hashes.
+
+    Group commit: concurrent ``append`` calls are queued; one caller (the leader)
+    writes up to ``max_batch`` of them in one storage transaction under one signed
+    head, and each caller gets its own receipt against that head. A caller blocks
+    until its batch commits, so ``asyncio.to_thread(ledger.append, ...)`` works as is;
+    ``append_async`` does the same on the ledger's own threads, so that a busy event
+    loop can have more appends waiting to share a batch than its default pool allows.
 
     Timestamps come from ``clock``, which must return timezone-aware datetimes.
     Storage serialises appends, but the clock is read inside the append, so a
@@ -113,11 +152,20 @@ class Ledger:
     """
 
     def __init__(
-        self, storage: LedgerStorage, signer: LogSigner, clock: Callable[[], datetime]
+        self,
+        storage: LedgerStorage,
+        signer: LogSigner,
+        clock: Callable[[], datetime],
+        max_batch: int = 512,
+        start_tail: int = START_TAIL,
     ) -> None:
+        if max_batch < 1:
+            raise ConfigurationError(f"max_batch must be at least 1, got {max_batch}")
         self._storage = storage
         self._signer = signer
         self._clock = clock
+        self._max_batch = max_batch
+        self._start_tail = start_tail  # newest entries the start-up check rehashes
         # The tree of the last head this process signed or verified: its right edge
         # (so signing the next head is O(new leaves), not O(n)), its root and its last
         # leaf hash. ``None`` until ``check_storage`` has passed. Every new head is
@@ -130,10 +178,11 @@ class Ledger:
         self._trusted_last = b""
         # Why signing is refused, once a check failed; kept until the process restarts.
         self._failure: str | None = None
-        # Leaf hashes seen so far and perfect-subtree hashes over them, for proofs in
-        # O(log² n) hashes and no storage round trip (see ``_hashes``).
-        self._memo: SubtreeMemo = {}
-        self._known: list[bytes] = []
+        # The group-commit queue; its head is the leader's while ``_leading``.
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._leading = False
+        self._executor: ThreadPoolExecutor | None = None  # append_async's, made on first use
 
     @property
     def storage(self) -> LedgerStorage:
@@ -170,27 +219,28 @@ class Ledger:
         """The start-up check: ``None`` when storage reproduces its latest signed head,
         else the reason, after which every append raises ``LedgerIntegrityError``.
 
-        O(n): every stored leaf is read and hashed once (``check_latest_head``), so
-        call it once, off the event loop, when the service starts; ``append`` runs it
-        itself if nobody did. Its leaf hashes also seed the proof cache.
+        O(log n + START_TAIL) reads and O(log n) memory (``check_latest_head``: the
+        stored interior nodes plus the newest leaves rehashed must give the signed
+        root); the full rehash of every leaf is ``creditshare ledger verify``'s.
+        ``append`` runs it itself if nobody did.
         """
         with self._check_lock:
             if self._failure is not None or self._frontier is not None:
                 return self._failure
             try:
-                checked = check_latest_head(self._storage, self.public_key)
-                size = len(checked.hashes)
-                # What storage will hand ``build_head`` must be what was just checked.
-                if self._storage.leaf_hashes(size) != checked.hashes:
-                    raise integrity_error("the stored leaf hashes changed during the check")
+                checked = check_latest_head(self._storage, self.public_key, self._start_tail)
             except LedgerIntegrityError as exc:
                 return self._fail(exc)
             with self._lock:
                 self._frontier = checked.frontier
                 self._trusted_root = checked.frontier.root()
-                self._trusted_last = checked.hashes[-1] if size else b""
-            self._adopt(checked.hashes, size)
-            log.info("ledger checked: %d entries reproduce the latest signed head", size)
+                self._trusted_last = checked.last
+            log.info(
+                "ledger checked: %d entries reproduce the latest signed head (the newest %d "
+                "rehashed; `creditshare ledger verify` rehashes all)",
+                checked.frontier.size,
+                checked.rehashed,
+            )
             return None
 
     def check_witnesses(self, heads: Mapping[str, SignedTreeHead]) -> str | None:
@@ -201,8 +251,8 @@ class Ledger:
         (now smaller) latest head, so ``check_storage`` cannot see it; a witness that
         holds a larger head can. A witness is believed only with a head this log's key
         signed: an unsigned claim (or a forged one) is logged and ignored, so one node
-        cannot stop the log by saying so. Costs O(n) per witness head smaller than the
-        log (its root is rebuilt from the stored hashes). Returns the failure, if any.
+        cannot stop the log by saying so. Costs O(log n) per witness head (its root is
+        rebuilt from the stored interior nodes). Returns the failure, if any.
         """
         if self._failure is not None:
             return self._failure
@@ -220,7 +270,11 @@ class Ledger:
                         f"holds {stored} entries: signed entries were deleted"
                     )
                 )
-            if head.size and merkle_root(self._storage.leaf_hashes(head.size)) != head.root:
+            try:
+                rebuilt = read_root(self._storage.nodes, head.size) if head.size else head.root
+            except LedgerIntegrityError as exc:
+                return self._fail(exc)
+            if rebuilt != head.root:
                 return self._fail(
                     integrity_error(
                         f"{witness} holds a signed head of size {head.size} that the stored "
@@ -241,6 +295,10 @@ class Ledger:
         holds the head this process last signed or verified (a database replaced
         underneath fails here, and signing stops, before any append meets it)."""
         self.check_can_sign()
+        self._check_same_database()
+
+    def _check_same_database(self) -> None:
+        """One read: the database still holds the last head this process trusted."""
         with self._lock:
             frontier, trusted_root = self._frontier, self._trusted_root
         if frontier is None or frontier.size == 0:
@@ -256,15 +314,14 @@ class Ledger:
             )
             raise LedgerIntegrityError(reason)
 
-    def _extend(self, hashes: Sequence[bytes]) -> tuple[Frontier, list[bytes]]:
-        """The tree over ``hashes`` grown from the trusted one, and its last leaf's proof.
+    def _extend(self, old: int, read: ReadHashes) -> Frontier:
+        """The trusted tree grown to the ``old`` leaves storage holds before this append.
 
-        Refuses unless ``hashes`` extend the trusted tree: at least as many leaves, the
-        same hash at its last index (storage hands over a list whose prefix it never
-        rewrites; ``SqlLedgerStorage`` raises if the database no longer agrees with
-        it). Leaves another replica appended since are added in O(new).
+        Refuses unless storage extends the trusted tree: at least as many leaves, the
+        same hash at its last index (one read: a database replaced underneath fails
+        here). Leaves another replica appended since are read and added in O(new),
+        and must reproduce the head it signed for them.
         """
-        old = len(hashes) - 1
         with self._lock:
             if self._failure is not None:
                 raise LedgerIntegrityError(self._failure)
@@ -279,22 +336,25 @@ class Ledger:
                     "last head this coordinator signed or verified"
                 )
             )
-        elif trusted and hashes[trusted - 1] != last:
+        self.check_can_sign()
+        hashes = read(trusted - 1, old) if trusted else read(0, old)
+        if trusted and hashes[0] != last:
             self._fail(
                 integrity_error(
                     f"entry {trusted - 1}'s hash is not the one under the last head this "
-                    f"coordinator signed or verified (size {trusted})"
+                    f"coordinator signed or verified (size {trusted}): the ledger was "
+                    "changed or replaced underneath the running coordinator"
                 )
             )
         self.check_can_sign()
         frontier = base.copy()
-        for i in range(trusted, old):
-            frontier.append(hashes[i])
+        for h in hashes[1:] if trusted else hashes:
+            frontier.append(h)
         if old > trusted:
             # Another replica appended these: they must reproduce the head it signed
             # for them (one read), or this head would sign over rows nobody signed.
             self._check_replica_head(old, frontier.root())
-        return frontier, frontier.append(hashes[old])
+        return frontier
 
     def _check_replica_head(self, size: int, root: bytes) -> None:
         stored = self._storage.head(size)
@@ -323,35 +383,90 @@ class Ledger:
                 self._trusted_last = last
 
     def append(self, data: bytes, subject: str) -> Receipt:
-        """Append one record and return its receipt against the head signed for it.
+        """Append one record and return its receipt against the head signed for it
+        (the head of the batch it was committed in).
 
         ``LedgerIntegrityError`` (nothing stored) when storage does not extend the
         last head this process signed or verified; appends then keep refusing.
         """
+        check_append_input(data, subject)
         self.check_can_sign()
         if self._frontier is None:
             reason = self.check_storage()
             if reason is not None:
                 raise LedgerIntegrityError(reason)
-        built: list[tuple[Frontier, list[bytes], bytes]] = []
-        seen: list[tuple[Sequence[bytes], int]] = []
+        item = _Pending(data, subject)
+        with self._queue_lock:
+            self._queue.append(item)
+            if not self._leading:
+                self._leading = item.lead = True
+        if not item.lead:
+            item.event.wait()
+            if not item.lead:
+                return item.outcome()
+        with self._queue_lock:
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
+        try:
+            self._commit(batch)
+        finally:
+            with self._queue_lock:
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.lead = True
+                    successor.event.set()
+                else:
+                    self._leading = False
+            for waiting in batch:
+                if waiting is not item:
+                    waiting.event.set()
+        return item.outcome()
 
-        def build_head(size: int, hashes: Sequence[bytes]) -> SignedTreeHead:
+    async def append_async(self, data: bytes, subject: str) -> Receipt:
+        """``append`` for the event loop, on this ledger's own threads (up to ``max_batch``).
+
+        ``asyncio.to_thread`` shares the loop's default pool (a handful of threads on a
+        small machine) with every other blocking call, which caps how many appends can
+        wait to be batched together; these threads only ever wait on the group commit.
+        """
+        with self._queue_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self._max_batch, thread_name_prefix="ledger-append"
+                )
+            executor = self._executor
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, self.append, data, subject)
+
+    def _commit(self, batch: Sequence[_Pending]) -> None:
+        """Store ``batch`` in one transaction under one new head; give each its receipt."""
+        hashes = [compute_leaf_hash(p.data) for p in batch]
+        built: list[tuple[Frontier, Frontier, list[NewNode]]] = []
+
+        def build(old: int, read: ReadHashes) -> tuple[SignedTreeHead, list[NewNode]]:
             timestamp_ms = self._now_ms()
-            frontier, proof = self._extend(hashes)
-            built.append((frontier, proof, hashes[size - 1]))
-            seen.append((hashes, size))
-            return self._signer.sign_head(size, frontier.root(), timestamp_ms)
+            before = self._extend(old, read)
+            frontier, nodes = before.copy(), list[NewNode]()
+            for h in hashes:
+                frontier.append(h, nodes)
+            built.append((before, frontier, nodes))
+            return self._signer.sign_head(frontier.size, frontier.root(), timestamp_ms), nodes
 
         try:
-            index, head = self._storage.append(data, subject, build_head)
-        except LedgerIntegrityError as exc:
-            self._fail(exc)
-            raise
-        frontier, proof, last = built[-1]  # committed now: these hashes are final
-        self._advance(frontier, last)
-        self._adopt(*seen[-1])
-        return Receipt(index, data, compute_leaf_hash(data), head, tuple(proof))
+            first, head = self._storage.append([(p.data, p.subject) for p in batch], build)
+            before, frontier, nodes = built[-1]  # committed now: these hashes are final
+            self._advance(frontier, hashes[-1])
+            known: dict[NodeId, bytes] = dict(zip(frontier_ids(first), before.nodes(), strict=True))
+            known.update(((0, first + i), h) for i, h in enumerate(hashes))
+            known.update(((level, index), value) for level, index, value in nodes)
+            for i, pending in enumerate(batch):
+                proof = proof_from_nodes(inclusion_ranges(first + i, head.size), known)
+                pending.receipt = Receipt(first + i, pending.data, hashes[i], head, tuple(proof))
+        except BaseException as exc:
+            if isinstance(exc, LedgerIntegrityError):
+                self._fail(exc)
+            for pending in batch:
+                pending.error = exc
 
     def size(self) -> int:
         return self._storage.size()
@@ -362,64 +477,38 @@ class Ledger:
             raise EmptyLogError("the ledger is empty: no tree head has been signed yet")
         return head
 
-    def _adopt(self, hashes: Sequence[bytes], size: int) -> None:
-        """Learn the first ``size`` committed leaf hashes; forget the memo if they are not
-        an extension of what this process knew (the database was replaced underneath)."""
-        with self._lock:
-            known = self._known
-            if size > len(hashes):
-                return  # the storage's list changed since: learn it on the next read
-            common = min(size, len(known))
-            if common and hashes[common - 1] != known[common - 1]:
-                self._memo = {}
-                self._known = list(hashes[:size])
-            elif size > len(known):
-                known.extend(hashes[len(known) : size])
-
-    def _hashes(self, size: int) -> tuple[list[bytes], SubtreeMemo]:
-        """At least ``size`` leaf hashes (callers use the first ``size``) and their memo.
-
-        Leaves never change once written, so hashes this process has seen (its own
-        appends, earlier reads) are served from memory, without a copy; only sizes
-        beyond them go to storage, which notices a database that was replaced
-        underneath (``LedgerIntegrityError``: signing stops too). A running coordinator
-        trusts rows it has read not to change; ``creditshare ledger verify`` audits them.
-        """
+    def _check_size(self, size: int) -> None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidInputError(f"tree size {size!r} must be a non-negative integer")
         with self._lock:
-            if size <= len(self._known):
-                return self._known, self._memo
-        try:
-            hashes = self._storage.leaf_hashes(size)
-        except InvalidInputError:
-            raise InvalidInputError(
-                f"tree size {size} is outside 0..{self._storage.size()}"
-            ) from None
-        except LedgerIntegrityError as exc:
-            self._fail(exc)
-            raise
-        self._adopt(hashes, size)
-        with self._lock:
-            if size <= len(self._known):
-                return self._known, self._memo
-        return list(hashes), {}  # raced with a reset: answer from what storage gave
+            trusted = 0 if self._frontier is None else self._frontier.size
+        if size <= trusted:
+            return  # a tree this process signed or verified: storage holds it
+        stored = self._storage.size()
+        if size > stored:
+            raise InvalidInputError(f"tree size {size} is outside 0..{stored}")
+
+    def _read_proof(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """O(log n) stored subtree hashes, from the database this process trusts (a
+        replaced one is refused, not served from)."""
+        self._check_same_database()
+        return read_proof(self._storage.nodes, ranges)
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """PATH for leaf ``index`` in the tree of the first ``size`` leaves."""
-        hashes, memo = self._hashes(size)
+        self._check_size(size)
         if not 0 <= index < size:
             raise InvalidInputError(f"leaf index {index} is outside a tree of size {size}")
-        return inclusion_proof(index, hashes, memo, size)
+        return self._read_proof(inclusion_ranges(index, size))
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """PROOF that the tree of ``new_size`` extends that of ``old_size`` (0 -> empty)."""
-        hashes, memo = self._hashes(new_size)
+        self._check_size(new_size)
         if not 0 <= old_size <= new_size:
             raise InvalidInputError(f"old size {old_size} is outside 0..{new_size}")
         if old_size == 0:
             return []
-        return consistency_proof(old_size, hashes, memo, new_size)
+        return self._read_proof(consistency_ranges(old_size, new_size))
 
     def receipt(self, index: int, head: SignedTreeHead | None = None) -> Receipt:
         """Re-prove stored leaf ``index`` against ``head`` (default: the latest head).
@@ -441,11 +530,19 @@ class Ledger:
         return self._prove(index, head)
 
     def _prove(self, index: int, head: SignedTreeHead) -> Receipt:
+        """A receipt whose proof is checked against the head before it is handed out: a
+        stored interior node that was tampered with is refused here, not served."""
         if not 0 <= index < head.size:
             raise InvalidInputError(f"leaf {index} is not in the tree of size {head.size}")
         leaf = self._storage.leaf(index)
-        hashes, memo = self._hashes(head.size)
-        proof = inclusion_proof(index, hashes, memo, head.size)
+        proof = self._read_proof(inclusion_ranges(index, head.size))
+        try:
+            check_inclusion(leaf.leaf_hash, index, head.size, proof, head.root)
+        except InvalidProofError as exc:
+            raise integrity_error(
+                f"the stored interior nodes do not prove entry {index} in the head of size "
+                f"{head.size} ({exc})"
+            ) from None
         return Receipt(index, leaf.data, leaf.leaf_hash, head, tuple(proof))
 
     def entries_for(self, subject: str) -> list[StoredLeaf]:

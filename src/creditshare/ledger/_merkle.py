@@ -67,20 +67,42 @@ class Frontier:
     def size(self) -> int:
         return self._size
 
-    def append(self, leaf: bytes) -> list[bytes]:
+    def append(
+        self, leaf: bytes, completed: list[tuple[int, int, bytes]] | None = None
+    ) -> list[bytes]:
         """Add the next leaf hash (not the leaf data); return its inclusion proof.
 
         The new leaf is the last one, so every subtree on the old right edge is a
         left sibling on its path: PATH(n-1, D[n]) is the old edge, smallest first.
+        Each interior node the leaf completes is added to ``completed`` as
+        ``(level, index, hash)``: storage keeps them so proofs need no leaf list.
         """
         proof = self._nodes[::-1]
-        node, size = leaf, self._size
+        node, size, index, level = leaf, self._size, self._size, 0
         while size & 1:
             node = node_hash(self._nodes.pop(), node)
             size >>= 1
+            index >>= 1
+            level += 1
+            if completed is not None:
+                completed.append((level, index, node))
         self._nodes.append(node)
         self._size += 1
         return proof
+
+    @classmethod
+    def from_nodes(cls, size: int, nodes: Sequence[bytes]) -> Frontier:
+        """The frontier of a tree of ``size`` from its right edge's perfect-subtree hashes,
+        largest first (as ``frontier_ids(size)`` names them)."""
+        if len(nodes) != size.bit_count():
+            raise InvalidInputError(f"a tree of size {size} has {size.bit_count()} edge nodes")
+        frontier = cls()
+        frontier._size, frontier._nodes = size, list(nodes)
+        return frontier
+
+    def nodes(self) -> list[bytes]:
+        """The right edge's perfect-subtree hashes, largest first."""
+        return list(self._nodes)
 
     def copy(self) -> Frontier:
         """An independent frontier at the same size: O(log n), to extend tentatively."""

@@ -3,14 +3,19 @@
 Appends from several coordinator processes can race, so each append takes the
 database's write lock *before* it reads the current size: ``BEGIN IMMEDIATE`` on
 SQLite, a transaction-scoped advisory lock on PostgreSQL. Everything after that
-(read new rows, insert the leaf, sign and insert the head) happens inside the
-same transaction, so a crash or a failed signature leaves nothing behind.
+(read new rows, insert the leaves and the interior nodes they complete, sign and
+insert the head) happens inside the same transaction, so a crash or a failed
+signature leaves nothing behind. ``Ledger`` batches concurrent appends into one
+such transaction (group commit), so the lock is taken once per batch.
+
+``ledger_node`` holds one hash per complete perfect subtree above the leaves
+(``_subtrees``): n - 1 rows for n leaves, so a proof is one indexed read of
+O(log n) rows and no process keeps a list of leaf hashes.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -18,10 +23,13 @@ from sqlalchemy import (
     Column,
     Connection,
     LargeBinary,
+    SmallInteger,
     Table,
+    and_,
     func,
     insert,
     inspect,
+    or_,
     select,
     text,
 )
@@ -29,18 +37,19 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
 from creditshare.errors import ConfigurationError, InvalidInputError, NotFoundError
-from creditshare.ledger._errors import integrity_error
 from creditshare.ledger._merkle import leaf_hash
 from creditshare.ledger._storage import (
-    BuildHead,
+    BuildBatch,
     StoredLeaf,
     check_append_input,
     check_new_head,
     check_range,
+    checked_hashes,
 )
+from creditshare.ledger._subtrees import NodeId
 from creditshare.ledger._tree_head import SignedTreeHead
 
-__all__ = ["LedgerHeadRow", "LedgerLeafRow", "SqlLedgerStorage"]
+__all__ = ["LedgerHeadRow", "LedgerLeafRow", "LedgerNodeRow", "SqlLedgerStorage"]
 
 # pg_advisory_xact_lock key: the first 8 bytes of SHA-256("creditshare.ledger.append"),
 # as a signed 64-bit integer. Any constant works as long as every process uses the same.
@@ -70,8 +79,20 @@ class LedgerHeadRow(SQLModel, table=True):
     key_id: str = Field(max_length=16)
 
 
+class LedgerNodeRow(SQLModel, table=True):
+    """The hash of one complete perfect subtree of the log (level >= 1), stored in the
+    same transaction as the leaf that completed it. Never updated."""
+
+    __tablename__ = "ledger_node"
+
+    level: int = Field(sa_column=Column(SmallInteger, primary_key=True, autoincrement=False))
+    idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+
+
 _LEAF: Table = SQLModel.metadata.tables["ledger_leaf"]
 _HEAD: Table = SQLModel.metadata.tables["ledger_head"]
+_NODE: Table = SQLModel.metadata.tables["ledger_node"]
 
 
 def _to_leaf(row: Sequence[Any]) -> StoredLeaf:
@@ -94,7 +115,7 @@ _HEAD_COLUMNS = (
 
 def _check_tables(engine: Engine) -> None:
     """The schema is the coordinator's migrations' business; say so if it is missing."""
-    missing = {_LEAF.name, _HEAD.name} - set(inspect(engine).get_table_names())
+    missing = {_LEAF.name, _HEAD.name, _NODE.name} - set(inspect(engine).get_table_names())
     if missing:
         raise ConfigurationError(
             f"the ledger tables {sorted(missing)} are missing from this database: "
@@ -102,16 +123,23 @@ def _check_tables(engine: Engine) -> None:
         )
 
 
+def _read_hashes(conn: Connection, start: int, end: int) -> list[bytes]:
+    query = (
+        select(_LEAF.c.idx, _LEAF.c.leaf_hash)
+        .where(_LEAF.c.idx >= start, _LEAF.c.idx < end)
+        .order_by(_LEAF.c.idx)
+    )
+    rows = ((int(i), bytes(h)) for i, h in conn.execute(query))
+    return checked_hashes(start, rows, end)
+
+
 class SqlLedgerStorage:
     """A ``LedgerStorage`` over a SQLAlchemy engine (SQLite or PostgreSQL).
 
-    Its two tables belong to the coordinator's schema (``creditshare.migrations``). Keeps one
-    in-process cache, the leaf hashes already committed; on every use it is checked
-    against the database (the row at the cached size - 1 must still hold the cached
-    hash, else ``LedgerIntegrityError``) and extended with rows other processes
-    appended, so it cannot go stale unnoticed. Rows below the
-    cached size are immutable by contract; tampering with them is what
-    ``verify_log`` detects, reading the rows themselves.
+    Its three tables belong to the coordinator's schema (``creditshare.migrations``).
+    It keeps nothing in memory between calls: what a running coordinator must trust
+    (the right edge of the last head it signed) is ``Ledger``'s, O(log n), and checked
+    against the database inside every append.
 
     On SQLite this class issues ``BEGIN IMMEDIATE`` and ``COMMIT`` itself, so it
     works with pysqlite's default transaction handling and with engines that
@@ -126,8 +154,6 @@ class SqlLedgerStorage:
                 f"the ledger supports SQLite and PostgreSQL, not {engine.dialect.name}"
             )
         self._engine = engine
-        self._lock = threading.Lock()
-        self._hashes: list[bytes] = []
         _check_tables(engine)
 
     def _begin_append(self, conn: Connection) -> None:
@@ -156,50 +182,37 @@ class SqlLedgerStorage:
             conn.exec_driver_sql("COMMIT")
         conn.commit()
 
-    def _sync(self, conn: Connection) -> None:
-        """Validate the leaf-hash cache and extend it with rows committed since.
-
-        A cache the database no longer agrees with (the row at its last index gone
-        or changed) is not silently rebuilt: the hashes it handed out may already be
-        signed over, and rebuilding from whatever the database holds now is how a log
-        forks. It raises ``LedgerIntegrityError``, and keeps raising (the cache stays),
-        until the process restarts and checks the database afresh.
-        """
-        n = len(self._hashes)
-        if n:
-            last = conn.execute(select(_LEAF.c.leaf_hash).where(_LEAF.c.idx == n - 1)).scalar()
-            if last is None or bytes(last) != self._hashes[-1]:
-                what = "is gone from" if last is None else "has another hash in"
-                raise integrity_error(
-                    f"entry {n - 1}, already read by this process, {what} the database: "
-                    "the ledger was changed or replaced underneath the running coordinator"
-                )
-        rows = conn.execute(
-            select(_LEAF.c.idx, _LEAF.c.leaf_hash).where(_LEAF.c.idx >= n).order_by(_LEAF.c.idx)
-        )
-        for idx, stored in rows:
-            if idx != len(self._hashes):
-                raise integrity_error(
-                    f"entry {len(self._hashes)} is missing "
-                    f"(ledger_leaf has no row for index {len(self._hashes)})"
-                )
-            self._hashes.append(bytes(stored))
-
     def append(
-        self, data: bytes, subject: str, build_head: BuildHead
+        self, entries: Sequence[tuple[bytes, str]], build: BuildBatch
     ) -> tuple[int, SignedTreeHead]:
-        check_append_input(data, subject)
-        h = leaf_hash(data)
-        with self._lock, self._engine.connect() as conn:
+        for data, subject in entries:
+            check_append_input(data, subject)
+        if not entries:
+            raise InvalidInputError("an append needs at least one entry")
+        with self._engine.connect() as conn:
             self._begin_append(conn)
-            self._sync(conn)
-            index = len(self._hashes)
-            self._hashes.append(h)
             try:
+                last = conn.execute(select(func.max(_LEAF.c.idx))).scalar()
+                first = 0 if last is None else int(last) + 1
+                head, nodes = build(first, lambda start, end: _read_hashes(conn, start, end))
+                head = check_new_head(head, first + len(entries))
                 conn.execute(
-                    insert(_LEAF).values(idx=index, data=data, leaf_hash=h, subject=subject)
+                    insert(_LEAF),
+                    [
+                        {
+                            "idx": first + offset,
+                            "data": data,
+                            "leaf_hash": leaf_hash(data),
+                            "subject": subject,
+                        }
+                        for offset, (data, subject) in enumerate(entries)
+                    ],
                 )
-                head = check_new_head(build_head(index + 1, self._hashes), index + 1)
+                if nodes:
+                    conn.execute(
+                        insert(_NODE),
+                        [{"level": lv, "idx": ix, "hash": value} for lv, ix, value in nodes],
+                    )
                 conn.execute(
                     insert(_HEAD).values(
                         size=head.size,
@@ -211,10 +224,9 @@ class SqlLedgerStorage:
                 )
                 self._commit(conn)
             except BaseException:
-                del self._hashes[index:]
                 conn.rollback()
                 raise
-        return index, head
+        return first, head
 
     def size(self) -> int:
         with self._engine.connect() as conn:
@@ -238,12 +250,33 @@ class SqlLedgerStorage:
         with self._engine.connect() as conn:
             return [_to_leaf(row) for row in conn.execute(query)]
 
-    def leaf_hashes(self, size: int) -> list[bytes]:
-        with self._lock, self._engine.connect() as conn:
-            self._sync(conn)
-            if not 0 <= size <= len(self._hashes):
-                raise InvalidInputError(f"the ledger has {len(self._hashes)} leaves, not {size}")
-            return self._hashes[:size]
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        check_range(start, end)
+        with self._engine.connect() as conn:
+            return _read_hashes(conn, start, end)
+
+    def nodes(self, ids: Collection[NodeId]) -> dict[NodeId, bytes]:
+        leaves = sorted({index for level, index in ids if level == 0})
+        by_level: dict[int, list[int]] = {}
+        for level, index in ids:
+            if level > 0:
+                by_level.setdefault(level, []).append(index)
+        out: dict[NodeId, bytes] = {}
+        with self._engine.connect() as conn:
+            if leaves:
+                query = select(_LEAF.c.idx, _LEAF.c.leaf_hash).where(_LEAF.c.idx.in_(leaves))
+                out.update(((0, int(i)), bytes(h)) for i, h in conn.execute(query))
+            if by_level:
+                match = or_(
+                    *(
+                        and_(_NODE.c.level == level, _NODE.c.idx.in_(indices))
+                        for level, indices in by_level.items()
+                    )
+                )
+                query = select(_NODE.c.level, _NODE.c.idx, _NODE.c.hash).where(match)
+                for row in conn.execute(query):
+                    out[(int(row[0]), int(row[1]))] = bytes(row[2])
+        return out
 
     def latest_head(self) -> SignedTreeHead | None:
         query = select(*_HEAD_COLUMNS).order_by(_HEAD.c.size.desc()).limit(1)
@@ -256,9 +289,12 @@ class SqlLedgerStorage:
             row = conn.execute(select(*_HEAD_COLUMNS).where(_HEAD.c.size == size)).first()
         return None if row is None else _to_head(row)
 
-    def heads(self) -> list[SignedTreeHead]:
+    def heads(self, after: int = -1, limit: int | None = None) -> list[SignedTreeHead]:
+        query = select(*_HEAD_COLUMNS).where(_HEAD.c.size > after).order_by(_HEAD.c.size)
+        if limit is not None:
+            query = query.limit(limit)
         with self._engine.connect() as conn:
-            rows = conn.execute(select(*_HEAD_COLUMNS).order_by(_HEAD.c.size)).all()
+            rows = conn.execute(query).all()
         return [_to_head(row) for row in rows]
 
     def leaves_for_subject(self, subject: str) -> list[StoredLeaf]:

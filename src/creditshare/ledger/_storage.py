@@ -9,26 +9,39 @@ safely and serialise appends. Every backend passes the same contract test suite
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from creditshare.errors import InvalidInputError, LedgerError, NotFoundError
+from creditshare.ledger._errors import integrity_error
 from creditshare.ledger._merkle import leaf_hash
+from creditshare.ledger._subtrees import NodeId
 from creditshare.ledger._tree_head import SignedTreeHead
 
 __all__ = [
-    "BuildHead",
+    "BuildBatch",
     "LedgerStorage",
     "MemoryLedgerStorage",
+    "NewNode",
+    "ReadHashes",
     "StoredLeaf",
     "check_append_input",
     "check_new_head",
     "check_range",
+    "checked_hashes",
 ]
 
-BuildHead = Callable[[int, Sequence[bytes]], SignedTreeHead]
-"""Called inside an append with the new size and every leaf hash; returns the head to store."""
+ReadHashes = Callable[[int, int], list[bytes]]
+"""Inside an append: the stored leaf hashes of ``[start, end)``, read under the append lock."""
+
+NewNode = tuple[int, int, bytes]
+"""(level, index, hash) of a perfect subtree an append completed (level >= 1)."""
+
+BuildBatch = Callable[[int, ReadHashes], tuple[SignedTreeHead, Sequence[NewNode]]]
+"""Called inside an append with the size before it and a reader of stored leaf hashes;
+returns the head to store (over every leaf, the new ones included) and the interior
+nodes the new leaves complete, to store with them."""
 
 
 @dataclass(frozen=True)
@@ -43,31 +56,30 @@ class StoredLeaf:
 
 
 class LedgerStorage(Protocol):
-    """Where the log's leaves and signed heads live.
+    """Where the log's leaves, interior nodes and signed heads live.
 
     Contract for every implementation:
 
-    - ``append`` MUST be atomic: the leaf and the head built for it are stored
-      together or not at all; an exception from ``build_head`` stores nothing.
+    - ``append`` MUST be atomic: the leaves, the interior nodes they complete and the
+      head built for them are stored together or not at all; an exception from
+      ``build`` stores nothing.
     - ``append`` MUST serialise with every other append to the same data, including
       appends from other processes sharing the database, so indices have no gaps,
       no duplicates, and each head covers exactly the leaves before it.
-    - Implementations MUST NOT keep state that could go stale across calls (another
-      process may append at any time), except caches that are validated against the
-      database before use.
+    - Implementations MUST NOT keep state that grows with the log or could go stale
+      across calls (another process may append at any time).
     - Rows are never updated or deleted: the log is append-only.
     - Reads return what the database holds; they never recompute or repair it, so
       an auditor reading through this interface sees tampering.
     """
 
     def append(
-        self, data: bytes, subject: str, build_head: BuildHead
+        self, entries: Sequence[tuple[bytes, str]], build: BuildBatch
     ) -> tuple[int, SignedTreeHead]:
-        """Assign the next index to ``data``, store it with its leaf hash and subject,
-        call ``build_head(new_size, leaf_hashes)`` with all leaf hashes including the
-        new one (the callee MUST NOT keep or modify the sequence, and MAY read stored
-        heads from the same thread: implementations MUST NOT deadlock on that), store the head it
-        returns, and return ``(index, head)``. All or nothing."""
+        """Give ``entries`` (data, subject) the next indices, store each with its leaf
+        hash, call ``build(old_size, read_hashes)`` (the callee MAY read stored heads
+        from the same thread: implementations MUST NOT deadlock on that), store the head
+        and interior nodes it returns, and return ``(first index, head)``. All or nothing."""
         ...
 
     def size(self) -> int:
@@ -82,8 +94,14 @@ class LedgerStorage(Protocol):
         """Stored leaves with ``start <= index < end``, ascending; absent rows are absent."""
         ...
 
-    def leaf_hashes(self, size: int) -> list[bytes]:
-        """Stored leaf hashes of indices ``0..size-1``; ``InvalidInputError`` past the end."""
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        """Stored leaf hashes of ``[start, end)``; ``LedgerIntegrityError`` names a
+        missing row. For audits and appends (O(end - start)), never for proofs."""
+        ...
+
+    def nodes(self, ids: Collection[NodeId]) -> dict[NodeId, bytes]:
+        """Stored perfect-subtree hashes by ``(level, index)`` (level 0: leaf hashes);
+        ids storage does not hold are left out. One round trip: proofs need O(log n)."""
         ...
 
     def latest_head(self) -> SignedTreeHead | None:
@@ -94,8 +112,9 @@ class LedgerStorage(Protocol):
         """The stored head for exactly ``size`` leaves, if there is one."""
         ...
 
-    def heads(self) -> list[SignedTreeHead]:
-        """Every stored head, ascending by size."""
+    def heads(self, after: int = -1, limit: int | None = None) -> list[SignedTreeHead]:
+        """Stored heads of size above ``after``, ascending by size, at most ``limit``
+        (every one by default): audits page through them."""
         ...
 
     def leaves_for_subject(self, subject: str) -> list[StoredLeaf]:
@@ -103,12 +122,28 @@ class LedgerStorage(Protocol):
         ...
 
 
+def checked_hashes(start: int, rows: Iterable[tuple[int, bytes]], end: int) -> list[bytes]:
+    """Leaf hashes of ``[start, end)`` from ``(index, hash)`` rows in index order,
+    refusing a gap: a hash list with a hole in it would sign a different tree."""
+    out: list[bytes] = []
+    for index, value in rows:
+        if index != start + len(out):
+            break
+        out.append(value)
+    if len(out) != end - start:
+        missing = start + len(out)
+        raise integrity_error(
+            f"entry {missing} is missing (ledger_leaf has no row for index {missing})"
+        )
+    return out
+
+
 def check_new_head(head: object, size: int) -> SignedTreeHead:
-    """What an append checks about the head ``build_head`` returned before storing it."""
+    """What an append checks about the head ``build`` returned before storing it."""
     if not isinstance(head, SignedTreeHead):
-        raise LedgerError(f"build_head returned {type(head).__name__}, not a SignedTreeHead")
+        raise LedgerError(f"build returned {type(head).__name__}, not a SignedTreeHead")
     if head.size != size:
-        raise LedgerError(f"build_head returned a head of size {head.size} for size {size}")
+        raise LedgerError(f"build returned a head of size {head.size} for size {size}")
     return head
 
 
@@ -132,28 +167,37 @@ class MemoryLedgerStorage:
     """
 
     def __init__(self) -> None:
-        # Re-entrant: ``build_head`` may read a head (another replica's) mid-append.
+        # Re-entrant: ``build`` may read a head (another replica's) mid-append.
         self._lock = threading.RLock()
         self._leaves: list[StoredLeaf] = []
         self._hashes: list[bytes] = []
+        self._nodes: dict[NodeId, bytes] = {}
         self._heads: dict[int, SignedTreeHead] = {}
 
     def append(
-        self, data: bytes, subject: str, build_head: BuildHead
+        self, entries: Sequence[tuple[bytes, str]], build: BuildBatch
     ) -> tuple[int, SignedTreeHead]:
-        check_append_input(data, subject)
-        h = leaf_hash(data)
+        for data, subject in entries:
+            check_append_input(data, subject)
+        if not entries:
+            raise InvalidInputError("an append needs at least one entry")
         with self._lock:
-            index = len(self._leaves)
-            self._hashes.append(h)
-            try:
-                head = check_new_head(build_head(index + 1, self._hashes), index + 1)
-            except BaseException:
-                del self._hashes[index:]
-                raise
-            self._leaves.append(StoredLeaf(index, data, h, subject))
+            first = len(self._leaves)
+            head, nodes = build(first, self._read)
+            head = check_new_head(head, first + len(entries))
+            for offset, (data, subject) in enumerate(entries):
+                h = leaf_hash(data)
+                self._hashes.append(h)
+                self._leaves.append(StoredLeaf(first + offset, data, h, subject))
+            for level, index, value in nodes:
+                self._nodes[(level, index)] = value
             self._heads[head.size] = head
-            return index, head
+            return first, head
+
+    def _read(self, start: int, end: int) -> list[bytes]:
+        check_range(start, end)
+        with self._lock:
+            return checked_hashes(start, enumerate(self._hashes[start:end], start), end)
 
     def size(self) -> int:
         with self._lock:
@@ -170,11 +214,19 @@ class MemoryLedgerStorage:
         with self._lock:
             return self._leaves[start:end]
 
-    def leaf_hashes(self, size: int) -> list[bytes]:
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        return self._read(start, end)
+
+    def nodes(self, ids: Collection[NodeId]) -> dict[NodeId, bytes]:
+        out: dict[NodeId, bytes] = {}
         with self._lock:
-            if not 0 <= size <= len(self._leaves):
-                raise InvalidInputError(f"the ledger has {len(self._leaves)} leaves, not {size}")
-            return self._hashes[:size]
+            for level, index in ids:
+                if level == 0:
+                    if 0 <= index < len(self._hashes):
+                        out[(0, index)] = self._hashes[index]
+                elif (level, index) in self._nodes:
+                    out[(level, index)] = self._nodes[(level, index)]
+        return out
 
     def latest_head(self) -> SignedTreeHead | None:
         with self._lock:
@@ -184,9 +236,10 @@ class MemoryLedgerStorage:
         with self._lock:
             return self._heads.get(size)
 
-    def heads(self) -> list[SignedTreeHead]:
+    def heads(self, after: int = -1, limit: int | None = None) -> list[SignedTreeHead]:
         with self._lock:
-            return [self._heads[size] for size in sorted(self._heads)]
+            sizes = sorted(size for size in self._heads if size > after)
+            return [self._heads[size] for size in sizes[:limit]]
 
     def leaves_for_subject(self, subject: str) -> list[StoredLeaf]:
         with self._lock:

@@ -250,7 +250,7 @@ class CycleRunner:
             indicators=(),
             cycle={"number": number, "digest": cycle_digest(digests), "nodes": asked},
         )
-        receipt = await asyncio.to_thread(services.ledger.append, record.to_bytes(), SUBJECT)
+        receipt = await services.ledger.append_async(record.to_bytes(), SUBJECT)
         counted = sum(len(subs) for _, subs in scopes.values())
         await asyncio.to_thread(
             self._finish, number, ledger_index=receipt.index, subscriptions=len(rows)

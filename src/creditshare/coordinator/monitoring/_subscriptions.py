@@ -168,7 +168,7 @@ class Subscriptions:
         data = record.to_bytes()
         await asyncio.to_thread(self.store.insert, row, [n.id for n in nodes])
         try:
-            receipt = await asyncio.to_thread(services.ledger.append, data, uscc)
+            receipt = await services.ledger.append_async(data, uscc)
         except BaseException:
             await asyncio.to_thread(self.store.forget, row.id)  # not recorded: never made
             raise
@@ -231,7 +231,7 @@ class Subscriptions:
             reason=reason,
         )
         try:
-            await asyncio.to_thread(self._services.ledger.append, record.to_bytes(), row.uscc)
+            await self._services.ledger.append_async(record.to_bytes(), row.uscc)
         except BaseException:
             await asyncio.to_thread(self.store.reopen, row.id)
             raise
