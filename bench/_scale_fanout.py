@@ -183,8 +183,13 @@ def _interleaved(
     runs: list[BankQuery], n: int
 ) -> tuple[list[list[float]], list[float], list[CpuPerQuery]]:
     """Each run's latencies, its ledger entries per query (read over HTTP), and its
-    processes' CPU per query (from /proc, idle use taken out)."""
-    idle = _idle_rates(runs)
+    processes' CPU per query (from /proc, idle use taken out).
+
+    Idle use is read before and after the queries, and the lower rate of the two taken
+    out: a window may catch work that ends (a node still building the bank key's
+    encryption table after the warm-up), which must not be taken out of every query.
+    """
+    idle_before = _idle_rates(runs)
     latencies: list[list[float]] = [[] for _ in runs]
     before = [int(run.bank.ledger_head()["size"]) for run in runs]
     cpu_before = [run.cpu_seconds() for run in runs]
@@ -196,6 +201,9 @@ def _interleaved(
     elapsed = time.perf_counter() - started
     cpu_after = [run.cpu_seconds() for run in runs]
     after = [int(run.bank.ledger_head()["size"]) for run in runs]
+    idle = [
+        {k: min(b[k], a[k]) for k in b} for b, a in zip(idle_before, _idle_rates(runs), strict=True)
+    ]
     cpu: list[CpuPerQuery] = []
     for run, rates, b, a, bank0 in zip(runs, idle, cpu_before, cpu_after, bank_before, strict=True):
         used = {k: max(0.0, a[k] - b[k] - rates[k] * elapsed) * 1000 / n for k in a}
