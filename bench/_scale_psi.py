@@ -141,6 +141,7 @@ def real_path(work: Path, n: int, m: int, chunk: int) -> dict[str, Any]:
                 "bureau",
                 layout.coordinator_url,
                 api_key,
+                str(layout.identity_dir("bench-bureau", "bureau")),
                 job_id,
                 node.node_id,
                 str(n),
@@ -241,12 +242,16 @@ def measure(quick: bool, work: Path) -> Section:
     return section
 
 
-def _bureau(url: str, api_key: str, job_id: str, node: str, n: int, start: int, chunk: int) -> None:
-    from creditshare.client import CreditShareClient
+def _bureau(
+    url: str, api_key: str, identity: str, job_id: str, node: str, n: int, start: int, chunk: int
+) -> None:
+    from creditshare.client import CreditShareClient, Identity
     from creditshare.client._psi import psi_with_node
 
     ids = [_uscc(i) for i in range(start, start + n)]
-    with CreditShareClient(url, api_key=api_key, timeout=300.0) as client:
+    # The identity signs the run's transcript with the last chunk.
+    signer = Identity.load(Path(identity))
+    with CreditShareClient(url, api_key=api_key, identity=signer, timeout=300.0) as client:
         began = time.perf_counter()
         found = psi_with_node(client, job_id, node, f"bench/psi/{job_id}", ids, chunk)
         seconds = time.perf_counter() - began
@@ -276,8 +281,8 @@ def _in_process(n: int, m: int, start: int) -> None:
 if __name__ == "__main__":
     mode, *rest = sys.argv[1:]
     if mode == "bureau":
-        url, key, job, node_id, count, first, size = rest
-        _bureau(url, key, job, node_id, int(count), int(first), int(size))
+        url, key, identity, job, node_id, count, first, size = rest
+        _bureau(url, key, identity, job, node_id, int(count), int(first), int(size))
     elif mode == "inprocess":
         count, node_count, first = rest[:3]
         _in_process(int(count), int(node_count), int(first))

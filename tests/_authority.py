@@ -20,12 +20,19 @@ from creditshare.consent import ConsentGrant, Purpose, SignedConsent
 from creditshare.crypto import SigningKey
 from creditshare.departments import DEFAULT_MODEL_ID
 from creditshare.errors import InvalidInputError
-from creditshare.federated import TrainingConfig
+from creditshare.federated import PsiTranscript, TrainingConfig
 from creditshare.identity import Chain
 from creditshare.ledger import QueryRecord
 from creditshare.pki import init_ca
-from creditshare.proto import node_pb2
-from creditshare.signed import SignedQuery, SignedTrainingJob, query_document, training_document
+from creditshare.proto import node_pb2, training_pb2
+from creditshare.signed import (
+    SignedPsiTranscript,
+    SignedQuery,
+    SignedTrainingJob,
+    psi_transcript_document,
+    query_document,
+    training_document,
+)
 from creditshare.trees import TreeConfig
 
 from ._pki import make_credential, make_crl
@@ -198,6 +205,32 @@ class TestAuthority:
 
     def training_credentials(self) -> node_pb2.Credentials:
         return node_pb2.Credentials(requester=[self.bureau_credential], revocation_lists=[self.crl])
+
+    def psi_signature(
+        self, job_id: str, node: str, domain: bytes, points: int, transcript: bytes
+    ) -> bytes:
+        """The bureau's signature over a PSI run that sent ``node`` ``points`` points whose
+        running hash (``PsiTranscript.digest``) is ``transcript``."""
+        document = psi_transcript_document(
+            job_id=job_id,
+            requester="bureau-1",
+            node=node,
+            domain=domain,
+            points=points,
+            transcript_sha256=transcript,
+        )
+        return SignedPsiTranscript.sign(document, self.bureau_key).signature
+
+    def sign_psi(
+        self, request: training_pb2.PsiAnswerRequest, node: str = "yrd-tax"
+    ) -> training_pb2.PsiAnswerRequest:
+        """``request`` (a whole run in one chunk) with the bureau's transcript signature."""
+        transcript = PsiTranscript()
+        transcript.add(list(request.blinded))
+        request.transcript_signature = self.psi_signature(
+            request.job_id, node, request.domain, transcript.count, transcript.digest()
+        )
+        return request
 
 
 @cache

@@ -123,7 +123,7 @@ def test_large_training_bodies_need_a_bureau_first(trust: Trust, uscc: str, bure
     consent = trust.consent(uscc, max_uses=10)
     url = f"{trust.url}/v1/training-jobs/{'0' * 32}/psi"
     points = [base64.b64encode(bytes(32)).decode()] * 4000  # ~190 kB: above the default
-    body = {"node": "yrd-tax", "domain": "d", "blinded": points}
+    body = {"node": "yrd-tax", "domain": "d", "blinded": points, "more": True}
     anonymous = httpx.post(url, json=body, timeout=60)
     assert anonymous.status_code == 401  # refused before the body was read
     bank = httpx.post(

@@ -26,19 +26,32 @@ import grpc
 import pytest
 
 from creditshare._canonical import parse_time
-from creditshare.client import CreditShareClient, sign_job, sign_query
+from creditshare.client import CreditShareClient, Identity, sign_job, sign_query
 from creditshare.consent import ConsentGrant, Purpose, SignedConsent
 from creditshare.coordinator._services import Services, build_services
 from creditshare.crypto import PrivateKey, PublicKey, SigningKey
 from creditshare.demo import Federation, FederationLayout
 from creditshare.departments import DEFAULT_MODEL_ID
-from creditshare.federated import PsiParty, TrainingConfig, bureau_request
+from creditshare.federated import (
+    BureauRun,
+    PsiParty,
+    PsiTranscript,
+    TrainingConfig,
+    bureau_request,
+    hash_to_u,
+)
 from creditshare.identity import Chain
 from creditshare.ledger import QueryRecord, parse_record
 from creditshare.node import refusal_log_entries
 from creditshare.pki import init_ca, issue_revocation_list, parse_credential, revoke
 from creditshare.proto import node_pb2, settings_to_pb, training_pb2
-from creditshare.signed import SignedQuery, SignedTrainingJob, training_document
+from creditshare.signed import (
+    SignedPsiTranscript,
+    SignedQuery,
+    SignedTrainingJob,
+    psi_transcript_document,
+    training_document,
+)
 
 from .._pki import make_credential
 from .._psi_pages import node_points
@@ -446,6 +459,21 @@ class _BureauJob:
     key: PrivateKey
     config: TrainingConfig
     body: dict[str, Any]
+    identity: Identity
+
+    def psi_signature(self, node: str, domain: bytes, points: list[bytes]) -> bytes:
+        """The bureau's signature over a PSI run that sent ``node`` exactly ``points``."""
+        transcript = PsiTranscript()
+        transcript.add(points)
+        document = psi_transcript_document(
+            job_id=self.job_id,
+            requester=self.bureau,
+            node=node,
+            domain=domain,
+            points=transcript.count,
+            transcript_sha256=transcript.digest(),
+        )
+        return SignedPsiTranscript.sign(document, self.identity.signing_key).signature
 
     @property
     def job_id(self) -> str:
@@ -506,7 +534,7 @@ def _bureau_job(
             "config": config.to_document(),
         }
         body |= sign_job(identity, body)
-    return _BureauJob(bureau, bureau_key, config, body)
+    return _BureauJob(bureau, bureau_key, config, body, identity)
 
 
 def test_a_training_job_under_a_key_the_bureau_did_not_sign(
@@ -586,15 +614,17 @@ def test_a_training_setting_altered_on_the_way_is_refused_and_nothing_is_trained
     async def attack(node: str) -> tuple[str, str, str]:
         party = PsiParty(b"altered-settings")
         stub = services.broker.training[node]
+        blinded = list(bureau_request(party, [USCC]).blinded)
         await relay(
             node,
             "PsiAnswer",
             training_pb2.PsiAnswerRequest(
                 job_id=job.job_id,
                 domain=b"altered-settings",
-                blinded=list(bureau_request(party, [USCC]).blinded),
+                blinded=blinded,
                 public_key=public_key,
                 credentials=credentials,
+                transcript_signature=job.psi_signature(node, b"altered-settings", blinded),
             ),
         )
         opening = training_pb2.OpenJobRequest(
@@ -631,6 +661,85 @@ def test_a_training_setting_altered_on_the_way_is_refused_and_nothing_is_trained
         assert control == "8 rows", (node, control)
     for node, reasons in attacker.refusals(job.job_id).items():
         assert any("training settings" in r for r in reasons), (node, reasons)
+
+
+def test_a_chunk_the_relay_slips_into_a_psi_run_gets_it_no_points(
+    attacker: Attacker, trust: Trust
+) -> None:
+    """The coordinator relays a real bureau's PSI run (one chunk, signed) but turns it
+    into two: the bureau's chunk, then one of ``H(x)`` for ids it guesses, closed with
+    the bureau's signature. Every node answers up to the last chunk, then refuses it
+    (the signature is over a transcript without the guessed points), drops the run and
+    pages out none of its points; the bureau's run as signed is answered and paged on
+    the same receipt (the harness works)."""
+    job = _bureau_job(attacker, trust, "bureau-p", TrainingConfig())
+    services = attacker.services
+    record = job.record(job.key.public_key.fingerprint())
+    receipt = services.ledger.append(record.to_bytes(), "training:bureau-p")
+    credentials = node_pb2.Credentials(
+        requester=list(services.credentials.of("bureau-p")),
+        revocation_lists=list(services.credentials.lists()),
+    )
+    public_key = node_pb2.PaillierPublicKey(n=job.key.public_key.to_bytes())
+    domain = b"slipped-in"
+    (honest,) = BureauRun(domain, [USCC, "91000000000000000X"]).chunks()
+    guessed = [hash_to_u(f"9131011{k:011d}", domain) for k in range(20)]
+
+    async def first(node: str, more: bool) -> Any:
+        stub = services.broker.training[node]
+
+        async def call(proof: node_pb2.QueryReceipt, seconds: float) -> Any:
+            request = training_pb2.PsiAnswerRequest(
+                job_id=job.job_id,
+                domain=domain,
+                blinded=honest.blinded,
+                public_key=public_key,
+                credentials=credentials,
+                receipt=proof,
+                more=more,
+            )
+            if not more:
+                request.transcript_signature = job.psi_signature(node, domain, honest.blinded)
+            return await stub.PsiAnswer(request, timeout=seconds)
+
+        return await services.broker.call_with_receipt(node, receipt, call, 60.0)
+
+    async def attack(node: str) -> tuple[str, str, int]:
+        stub = services.broker.training[node]
+        await first(node, more=True)
+        try:
+            await stub.PsiAnswer(
+                training_pb2.PsiAnswerRequest(
+                    job_id=job.job_id,
+                    domain=domain,
+                    blinded=guessed,
+                    offset=len(honest.blinded),
+                    more=False,
+                    transcript_signature=job.psi_signature(node, domain, honest.blinded),
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            refused = f"{exc.code().name.lower()}: {exc.details()}"
+        else:
+            refused = "answered"
+        try:
+            await stub.PsiPoints(training_pb2.PsiPointsRequest(job_id=job.job_id, limit=100))
+        except grpc.aio.AioRpcError as exc:
+            paged = f"{exc.code().name.lower()}: {exc.details()}"
+        else:
+            paged = "the node's points"
+        # Control: the run exactly as the bureau signed it.
+        await first(node, more=False)
+        return refused, paged, len(await node_points(stub, job.job_id))
+
+    outcomes = {node: attacker.loop.run_until_complete(attack(node)) for node in attacker.nodes}
+    for node, (refused, paged, control) in outcomes.items():
+        assert refused.startswith("permission_denied"), (node, refused)
+        assert "not signed by 'bureau-p'" in refused, (node, refused)
+        assert paged.startswith("invalid_argument: no PSI run"), (node, paged)
+        assert control > 0, (node, control)
+    for node, reasons in attacker.refusals(job.job_id).items():
+        assert any("PSI transcript" in r for r in reasons), (node, reasons)
 
 
 def test_the_ledger_records_the_signed_request_and_consent(

@@ -27,7 +27,7 @@ from creditshare.crypto import Ciphertext, PrivateKey
 from creditshare.demo import Federation
 from creditshare.departments import get_department
 from creditshare.errors import ClientError, ProblemError
-from creditshare.federated import PsiParty, TrainingConfig, auc
+from creditshare.federated import BureauChunk, PsiParty, PsiTranscript, TrainingConfig, auc
 
 from .conftest import (
     Trust,
@@ -486,7 +486,17 @@ def test_psi_chunks_out_of_order_wrong_points_and_a_second_run_get_clear_errors(
     job_id = start_job(bureau, "psi-refusals", "", ["yrd-tax"], CONFIG.to_document())
     path = f"/v1/training-jobs/{job_id}/psi"
     party = PsiParty(b"psi-refusals")
-    blinded = [base64.b64encode(p).decode() for p in party.blind_ids(["a", "b", "c", "d"])]
+    points = party.blind_ids(["a", "b", "c", "d"])
+    blinded = [base64.b64encode(p).decode() for p in points]
+    transcript = PsiTranscript()
+    transcript.add(points)
+    signature = client_psi._transcript_signature(
+        bureau,
+        job_id,
+        "yrd-tax",
+        "psi-refusals",
+        BureauChunk(2, points[2:], False, transcript.digest()),
+    )
     short = base64.b64encode(bytes(31)).decode()
 
     def bureau_refusal(url: str, body: dict[str, Any]) -> ProblemError:
@@ -504,7 +514,12 @@ def test_psi_chunks_out_of_order_wrong_points_and_a_second_run_get_clear_errors(
     assert len(reply["double_blinded"]) == 2 and reply["node_set_size"] > 0
     problem = refused("/points", {"offset": 0})
     assert problem.status == 422 and "after the bureau's last chunk" in problem.detail
-    second = {"domain": "psi-refusals", "blinded": blinded[2:], "offset": 3}
+    second = {
+        "domain": "psi-refusals",
+        "blinded": blinded[2:],
+        "offset": 3,
+        "transcript_signature": signature,
+    }
     problem = refused("", second)
     assert problem.status == 422
     assert "starts at offset 3, but 2 values came before it" in problem.detail

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import time
@@ -19,6 +20,7 @@ from sqlmodel import Session, select
 
 from creditshare.crypto import Ciphertext, PrivateKey
 from creditshare.federated import (
+    BureauChunk,
     BureauParty,
     BureauRun,
     Preprocessing,
@@ -26,6 +28,7 @@ from creditshare.federated import (
     TrainingConfig,
     bureau_request,
     evaluation_scores,
+    hash_to_u,
     train,
 )
 from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, Receipt
@@ -95,7 +98,7 @@ def _psi(job_id: str, key: PrivateKey, receipt: node_pb2.QueryReceipt | None) ->
     )
     if receipt is not None:
         request.receipt.CopyFrom(receipt)
-    return request
+    return authority().sign_psi(request)
 
 
 async def _code(call: Any) -> grpc.StatusCode:
@@ -108,16 +111,22 @@ def _chunk(
     job: str,
     key: PrivateKey,
     receipt: node_pb2.QueryReceipt,
-    offset: int,
-    blinded: list[bytes],
-    more: bool,
+    part: BureauChunk,
 ) -> training_pb2.PsiAnswerRequest:
-    """One chunk of a streamed run: the first carries the receipt, the others only points."""
-    first = offset == 0
+    """One chunk of a streamed run: the first carries the receipt, the others only
+    points, the last the bureau's signature over every point of the run."""
+    first = part.offset == 0
     request = _psi(job, key, receipt) if first else training_pb2.PsiAnswerRequest(job_id=job)
     request.domain = b"capped"
-    request.blinded[:] = blinded
-    request.offset, request.more = offset, more
+    request.blinded[:] = part.blinded
+    request.offset, request.more = part.offset, part.more
+    request.transcript_signature = (
+        b""
+        if part.more
+        else authority().psi_signature(
+            job, "yrd-tax", b"capped", part.offset + len(part.blinded), part.transcript
+        )
+    )
     return request
 
 
@@ -140,7 +149,7 @@ async def test_psi_streams_sets_larger_than_one_message_may_carry(
             run = BureauRun(b"capped", bureau_ids)
             chunks = 0
             for part in run.chunks(10):
-                request = _chunk(job, bank_key, receipt, part.offset, part.blinded, part.more)
+                request = _chunk(job, bank_key, receipt, part)
                 reply = await stub.PsiAnswer(request)
                 run.answered(part.offset, list(reply.double_blinded), reply.node_set_size)
                 chunks += 1
@@ -156,7 +165,7 @@ async def test_psi_streams_sets_larger_than_one_message_may_carry(
             receipt = _receipt(job, bank_key)
             run = BureauRun(b"capped", bureau_ids)
             for part in run.chunks(10):
-                request = _chunk(job, bank_key, receipt, part.offset, part.blinded, part.more)
+                request = _chunk(job, bank_key, receipt, part)
                 reply = await stub.PsiAnswer(request)
                 run.answered(part.offset, list(reply.double_blinded), reply.node_set_size)
             offset, last, pages = 0, False, 0
@@ -170,6 +179,56 @@ async def test_psi_streams_sets_larger_than_one_message_may_carry(
             assert list(run.result()) == held[::2]
     finally:
         await server.stop(None)
+
+
+async def test_psi_pages_nothing_for_a_run_the_bureau_did_not_sign(
+    stub: TrainingAsyncStub, bank_key: PrivateKey
+) -> None:
+    """A relay that slips ``H(x)`` for guessed ids into a bureau's run (an extra chunk, or
+    one in place of the bureau's), or drops the signature, has the last chunk refused
+    (PERMISSION_DENIED), the run dropped and none of the node's points paged out. The
+    bureau's run as it signed it is answered (the control)."""
+    guessed = [hash_to_u(f"9131011{k:011d}", b"capped") for k in range(12)]
+
+    async def attempt(tamper: str) -> tuple[str, str]:
+        job = uuid.uuid4().hex
+        receipt = _receipt(job, bank_key)
+        run = BureauRun(b"capped", [f"91{i:016d}" for i in range(25)])
+        parts = list(run.chunks(10))
+        signed = parts[-1]  # what the bureau signs covers every one of its chunks
+        if tamper == "extra":  # its last chunk continues, then the relay's own closes
+            parts[-1] = dataclasses.replace(signed, more=True)
+            count = signed.offset + len(signed.blinded)
+            parts.append(dataclasses.replace(signed, offset=count, blinded=guessed, more=False))
+        elif tamper == "replaced":  # the relay's points in place of the bureau's second
+            parts[1] = dataclasses.replace(parts[1], blinded=guessed[:10])
+        try:
+            for part in parts:
+                request = _chunk(job, bank_key, receipt, part)
+                if not part.more:  # the bureau's signature, whatever the relay sent
+                    request.transcript_signature = _chunk(
+                        job, bank_key, receipt, signed
+                    ).transcript_signature
+                    if tamper == "unsigned":
+                        request.transcript_signature = b""
+                await stub.PsiAnswer(request)
+        except grpc.aio.AioRpcError as exc:
+            answered = f"{exc.code().name.lower()}: {exc.details()}"
+        else:
+            answered = "answered"
+        try:
+            paged = f"{len(await node_points(stub, job))} points"
+        except grpc.aio.AioRpcError as exc:
+            paged = f"{exc.code().name.lower()}: {exc.details()}"
+        return answered, paged
+
+    for tamper in ("extra", "replaced", "unsigned"):
+        answered, paged = await attempt(tamper)
+        assert answered.startswith("permission_denied"), (tamper, answered)
+        assert "transcript" in answered, (tamper, answered)
+        assert paged.startswith("invalid_argument: no PSI run"), (tamper, paged)
+    answered, paged = await attempt("none")
+    assert answered == "answered" and paged.endswith(" points") and paged != "0 points"
 
 
 async def test_psi_needs_a_training_receipt(stub: TrainingAsyncStub, bank_key: PrivateKey) -> None:
@@ -594,7 +653,7 @@ async def test_a_bank_is_scored_with_the_model_training_evaluated(
             request = _psi(job, key, receipt)
             request.domain = b"score-domain"
             request.blinded[:] = list(bureau_request(party, wanted).blinded)
-            reply = await stub.PsiAnswer(request)
+            reply = await stub.PsiAnswer(authority().sign_psi(request))
             paged = await node_points(stub, job)
             theirs = dict(zip(party.reblind(paged), paged, strict=True))
             double = list(reply.double_blinded)

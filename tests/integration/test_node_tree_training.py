@@ -83,7 +83,7 @@ async def _opening(
         public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
         receipt=receipt,
     )
-    await stub.PsiAnswer(psi)
+    await stub.PsiAnswer(authority().sign_psi(psi))
     node_blinded = await node_points(stub, job)
     again = node_pb2.QueryReceipt()
     again.CopyFrom(receipt)

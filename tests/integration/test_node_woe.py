@@ -154,7 +154,7 @@ async def _open(
         public_key=node_pb2.PaillierPublicKey(n=key.public_key.to_bytes()),
         receipt=receipt,
     )
-    reply = await stub.PsiAnswer(request)
+    reply = await stub.PsiAnswer(authority().sign_psi(request, NODE))
     paged = await node_points(stub, job)
     theirs = dict(zip(party.reblind(paged), paged, strict=True))
     points = {

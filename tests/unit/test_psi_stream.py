@@ -8,13 +8,19 @@ import os
 import numpy as np
 import pytest
 
-from creditshare.errors import CapacityError, InvalidInputError, OutOfOrderError
+from creditshare.errors import (
+    CapacityError,
+    InvalidInputError,
+    OutOfOrderError,
+    PermissionDeniedError,
+)
 from creditshare.federated import _psi_stream
 from creditshare.federated._psi import PsiParty, bureau_intersect, bureau_request, node_answer
 from creditshare.federated._psi_stream import (
     MAX_PSI_CHUNK,
     BureauRun,
     NodeRun,
+    PsiTranscript,
     id_array,
     run_in_process,
 )
@@ -298,3 +304,57 @@ def test_the_bureau_refuses_an_unfinished_run_and_an_answer_out_of_order() -> No
 def test_the_bureau_refuses_duplicate_ids() -> None:
     with pytest.raises(InvalidInputError, match="duplicate"):
         BureauRun(DOMAIN, ["a", "b", "a"])
+
+
+def test_the_node_checks_the_bureaus_transcript_before_it_answers_the_last_chunk() -> None:
+    """The check sees exactly what the bureau's last chunk says it signed (count and
+    running hash of every point, in order); refused, the run answers and pages nothing
+    more, whatever comes next."""
+    seen: list[tuple[int, bytes, bytes]] = []
+
+    def check(count: int, digest: bytes, signature: bytes) -> None:
+        seen.append((count, digest, signature))
+        if signature != b"ok":
+            raise PermissionDeniedError("not the bureau's")
+
+    bureau = BureauRun(DOMAIN, ids(0, 25))
+    parts = list(bureau.chunks(10))
+    node = NodeRun(DOMAIN, id_array([ids(5, 30)]), check=check)
+    for part in parts[:-1]:
+        node.reblind(part.offset, part.blinded, part.more)
+    assert not seen  # only the last chunk is checked
+    last = parts[-1]
+    with pytest.raises(PermissionDeniedError):
+        node.reblind(last.offset, last.blinded, last.more, b"forged")
+    assert seen == [(25, last.transcript, b"forged")]
+    transcript = PsiTranscript()
+    transcript.add([p for part in parts for p in part.blinded])
+    assert (transcript.count, transcript.digest()) == (25, last.transcript)
+    with pytest.raises(OutOfOrderError, match="refused"):  # even the right signature now
+        node.reblind(last.offset, last.blinded, last.more, b"ok")
+    with pytest.raises(InvalidInputError, match="after the bureau's last chunk"):
+        node.page(0, 10)
+    # The same run with the bureau's signature is answered and paged.
+    node = NodeRun(DOMAIN, id_array([ids(5, 30)]), check=check)
+    for part in parts:
+        answer = node.reblind(part.offset, part.blinded, part.more, b"" if part.more else b"ok")
+        bureau.answered(part.offset, answer, node.size)
+    page, last_page = node.page(0, 100)
+    assert last_page and bureau.match(0, page, node.size) == 20
+
+
+def test_a_chunk_added_or_changed_changes_the_transcript() -> None:
+    points = [bytes([k]) * 32 for k in range(6)]
+
+    def digest(*chunks: list[bytes]) -> tuple[int, bytes]:
+        transcript = PsiTranscript()
+        for chunk in chunks:
+            transcript.add(chunk)
+        return transcript.count, transcript.digest()
+
+    honest = digest(points[:3], points[3:])
+    assert digest(points) == honest  # re-chunking the same points: the same transcript
+    assert digest(points[:3], points[3:], [bytes(32)]) != honest
+    assert digest(points[:3], [bytes(32)] * 3) != honest
+    assert digest(points[3:], points[:3]) != honest
+    assert PsiTranscript().after(points) == honest

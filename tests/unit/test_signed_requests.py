@@ -14,7 +14,15 @@ from creditshare.consent import ConsentRevocation
 from creditshare.crypto import SigningKey
 from creditshare.errors import InvalidInputError, InvalidSignatureError
 from creditshare.federated import TrainingConfig
-from creditshare.signed import SignedQuery, SignedTrainingJob, query_document, training_document
+from creditshare.federated._psi import MAX_PSI_ITEMS
+from creditshare.signed import (
+    SignedPsiTranscript,
+    SignedQuery,
+    SignedTrainingJob,
+    psi_transcript_document,
+    query_document,
+    training_document,
+)
 
 NOW = datetime(2026, 11, 30, 8, 0, 0, tzinfo=UTC)
 USCC = "91350100M000100Y43"
@@ -194,3 +202,44 @@ def test_a_version_1_training_job_is_refused_with_what_to_do() -> None:
         SignedTrainingJob.checked(old)
     with pytest.raises(InvalidInputError, match=r"missing \['config_sha256'\]"):
         SignedTrainingJob.checked(old | {"v": 2})
+
+
+def _transcript(**changes: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "job_id": "ab" * 16,
+        "requester": "bureau-1",
+        "node": "yrd-tax",
+        "domain": b"creditshare/training/x",
+        "points": 25,
+        "transcript_sha256": hashlib.sha256(b"points").digest(),
+    }
+    return psi_transcript_document(**(fields | changes))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"job_id": "cd" * 16},
+        {"requester": "bureau-2"},
+        {"node": "yrd-registry"},
+        {"domain": b"creditshare/training/y"},
+        {"points": 26},
+        {"transcript_sha256": hashlib.sha256(b"other points").digest()},
+    ],
+)
+def test_a_psi_transcript_signature_covers_every_field(change: dict[str, Any]) -> None:
+    key = SigningKey.generate()
+    signed = SignedPsiTranscript.sign(_transcript(), key)
+    signed.verify(key.verify_key)
+    with pytest.raises(InvalidSignatureError):
+        SignedPsiTranscript(_transcript(**change), signed.signature).verify(key.verify_key)
+    # Nor is it any other statement's signature (its own domain prefix).
+    with pytest.raises(InvalidSignatureError):
+        SignedTrainingJob(signed.document, signed.signature).verify(key.verify_key)
+
+
+def test_a_psi_transcript_is_bounded_as_a_run_is() -> None:
+    _transcript(points=MAX_PSI_ITEMS)
+    for points in (MAX_PSI_ITEMS + 1, -1, True):
+        with pytest.raises(InvalidInputError, match="points"):
+            _transcript(points=points)

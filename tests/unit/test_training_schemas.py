@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from creditshare.coordinator._db import TrainingJobRow
 from creditshare.coordinator._routes_training import _tree_model
 from creditshare.coordinator._settings import ModelEntry
-from creditshare.coordinator._training_bodies import FinishIn, JobIn
+from creditshare.coordinator._training_bodies import FinishIn, JobIn, PsiIn
 from creditshare.crypto import MAX_SCALE
 from creditshare.errors import InvalidInputError
 from creditshare.federated import TrainingConfig
@@ -282,3 +282,18 @@ def test_tree_early_stopping_without_validation_rows_is_refused_naming_both_fiel
         TreeConfig.from_document({"early_stopping_rounds": 3, "validation_fraction": 0})
     assert TreeConfig.from_document({"early_stopping_rounds": 3}).validation_fraction == 0.1
     assert TreeConfig.from_document({"validation_fraction": 0}).early_stopping_rounds == 0
+
+
+def test_a_psi_chunk_carries_the_transcript_signature_with_its_last_chunk_only() -> None:
+    """The coordinator refuses, before relaying, a last chunk without the bureau's
+    transcript signature (a node would refuse it and fail the job) and a signature on a
+    chunk that is not the last."""
+    signature = "A" * 86 + "=="
+    base = {"node": "yrd-tax", "domain": "d", "blinded": []}
+    assert PsiIn.model_validate(base | {"transcript_signature": signature}).more is False
+    assert PsiIn.model_validate(base | {"more": True}).transcript_signature is None
+    for body in (base, base | {"more": True, "transcript_signature": signature}):
+        with pytest.raises(ValidationError, match="transcript_signature"):
+            PsiIn.model_validate(body)
+    with pytest.raises(ValidationError, match="transcript_signature"):
+        PsiIn.model_validate(base | {"transcript_signature": "not base64!"})

@@ -7,7 +7,9 @@ blinded ids. One chunk is in flight while the next is computed (a worker thread 
 the HTTP; the scalar multiplications hold the GIL here while the node computes in its
 own process), so the two parties' work overlaps. What the bureau holds is its ids'
 double-blinded values (40 bytes an id) and, per id the node holds too, the node's
-point: never the node's set, whatever its size.
+point: never the node's set, whatever its size. With its last chunk the bureau signs
+the run's transcript (``signed.SignedPsiTranscript``: every point it sent, in order,
+for this job and node), so the node pages out nothing for points a relay slipped in.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 from creditshare.client._client import CreditShareClient
 from creditshare.client._http import segment
 from creditshare.errors import ClientError
-from creditshare.federated import DEFAULT_PSI_CHUNK, BureauRun
+from creditshare.federated import DEFAULT_PSI_CHUNK, BureauChunk, BureauRun
+from creditshare.signed import SignedPsiTranscript, psi_transcript_document
 
 __all__ = ["PSI_CHUNK", "align_ids", "psi_with_node"]
 
@@ -37,6 +40,23 @@ def _b64(items: Sequence[bytes]) -> list[str]:
 
 def _unb64(items: Sequence[str]) -> list[bytes]:
     return [base64.b64decode(i.encode("ascii"), validate=True) for i in items]
+
+
+def _transcript_signature(
+    client: CreditShareClient, job_id: str, node: str, domain: str, last: BureauChunk
+) -> str:
+    """The bureau's signature over every point it sent ``node`` in this run, by its
+    identity's key (the one its credential certifies), base64."""
+    identity = client.identity
+    document = psi_transcript_document(
+        job_id=job_id,
+        requester=identity.participant_id,
+        node=node,
+        domain=domain.encode("utf-8"),
+        points=last.offset + len(last.blinded),
+        transcript_sha256=last.transcript,
+    )
+    return str(SignedPsiTranscript.sign(document, identity.signing_key).to_json()["signature"])
 
 
 def _post(client: CreditShareClient, path: str, payload: dict[str, Any]) -> Any:
@@ -81,6 +101,10 @@ def psi_with_node(
                 "offset": part.offset,
                 "more": part.more,
             }
+            if not part.more:
+                payload["transcript_signature"] = _transcript_signature(
+                    client, job_id, node, domain, part
+                )
             pending = (part, relay.submit(_post, client, path, payload))
         if pending is not None:
             answer(pending)

@@ -162,8 +162,9 @@ async def get_job(job_id: JobId, caller: CallerDep, services: ServicesDep) -> Jo
 async def psi(job_id: JobId, body: PsiIn, caller: Bureau, services: ServicesDep) -> dict[str, Any]:
     """Relay one chunk of an ECDH-PSI run: the bureau's blinded ids in, the node's
     re-blinding of them out, in order. The first chunk (`offset` 0) starts the run and
-    carries the job's receipt; the last has `more` false. Then the node's own blinded
-    ids come from `POST .../psi/points`. The coordinator sees only blinded points, and
+    carries the job's receipt; the last has `more` false and the bureau's signature over
+    every point of the run, which the node checks before it answers. Then the node's own
+    blinded ids come from `POST .../psi/points`. The coordinator sees only blinded points, and
     holds one chunk at a time."""
     jobs = services.training
     row = await jobs.active(job_id, caller, body.node)
@@ -173,6 +174,9 @@ async def psi(job_id: JobId, body: PsiIn, caller: Bureau, services: ServicesDep)
         blinded=from_base64(body.blinded, "blinded"),
         offset=body.offset,
         more=body.more,
+        transcript_signature=from_base64([body.transcript_signature or ""], "transcript_signature")[
+            0
+        ],
     )
     if body.offset:  # a later chunk continues the run its first chunk started
         reply = await jobs.relay(

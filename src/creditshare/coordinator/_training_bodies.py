@@ -161,6 +161,22 @@ class PsiIn(Strict):
         default=0, ge=0, le=MAX_PSI_ITEMS, description="how many points earlier chunks held"
     )
     more: bool = Field(default=False, description="whether more chunks follow this one")
+    transcript_signature: str | None = Field(
+        default=None,
+        pattern=SIGNATURE_PATTERN,
+        description="with the last chunk (and only then): base64 Ed25519 signature, by the "
+        "key the bureau's credential certifies, over its PSI transcript with this node "
+        "(job id, bureau, node, domain, how many points, running SHA-256 of them)",
+    )
+
+    @model_validator(mode="after")
+    def _signed_last(self) -> PsiIn:
+        if self.more == (self.transcript_signature is not None):
+            raise ValueError(
+                "transcript_signature is required with the last chunk (more false) and "
+                "only with it: the node pages nothing out until it verifies"
+            )
+        return self
 
 
 class PsiPointsIn(Strict):

@@ -21,8 +21,11 @@ from creditshare.federated._psi import (
 from creditshare.federated._psi_stream import (
     DEFAULT_PSI_CHUNK,
     MAX_PSI_CHUNK,
+    BureauChunk,
     BureauRun,
     NodeRun,
+    PsiTranscript,
+    TranscriptCheck,
     id_array,
 )
 from creditshare.federated._vlr import (
@@ -55,6 +58,7 @@ __all__ = [
     "MAX_PSI_CHUNK",
     "MIN_BATCH_ROWS",
     "POINT_BYTES",
+    "BureauChunk",
     "BureauParty",
     "BureauRun",
     "EpochReport",
@@ -70,8 +74,10 @@ __all__ = [
     "PsiParty",
     "PsiRequest",
     "PsiResponse",
+    "PsiTranscript",
     "TrainingConfig",
     "TrainingResult",
+    "TranscriptCheck",
     "WoeFeature",
     "WoeTable",
     "auc",

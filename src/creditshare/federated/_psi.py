@@ -39,15 +39,39 @@ sizes and the chunk size, which the parties choose; the node's pages come in a f
 random order (as the one-shot shuffle); the relay still sees only blinded 32-byte
 values, one chunk at a time.  On the node, the first chunk of a run carries the job's
 ledger receipt and a job runs PSI once (a second run is refused); later chunks and
-pages continue that run, in order.
+pages continue that run, in order; the last chunk carries the bureau's signature over
+the whole run (below).
 
 Not covered: a malicious party can choose its input set freely (as in any PSI) and the
-sizes are not hidden; pad with dummy ids if they matter.  Nor is a *compromised* relay:
-the bureau's points reach the node unauthenticated (only the first chunk's receipt is
-checked), so a relay that puts ``H(x)`` for ids of its choosing into a job's run (its
-own chunks, or in place of the bureau's) learns which of them the node holds from the
-node's pages.  Closing that needs the bureau to sign its transcript (say, a hash of
-every chunk, with its last chunk) and the node to page nothing before that verifies.
+sizes are not hidden; pad with dummy ids if they matter.
+
+A *compromised* relay is covered as far as the node's set goes.  Only the first chunk
+carries the job's ledger receipt, so a relay could otherwise put ``H(x)`` for ids of
+its choosing (USCCs are public) into a job's run, as chunks of its own or in place of
+the bureau's, and read which of them the node holds off the node's pages.  So with its
+last chunk the bureau signs, with the key its credential certifies, a statement of the
+run (``signed.SignedPsiTranscript``: job id, bureau, node, domain, how many points and
+a running SHA-256 of every point it sent, in order: ``_psi_stream.PsiTranscript``).
+The node keeps the same running hash of what it received, rebuilds the statement and
+checks the signature against the bureau the job's receipt names *before* it answers
+the last chunk or pages out any point of its own; otherwise the run is dropped
+(PERMISSION_DENIED) and none of its points ever flow.
+
+Why answers to earlier chunks, returned before the signature, leak nothing: for a
+point ``p`` the relay injected, the node's answer is ``X(b, p)``.  Membership of ``x``
+shows only by comparing ``X(b, H(x))`` with the node's own ``X(b, H(y))``, and those
+come only in pages, after the signature verified.  The transcript covers every point
+the node re-blinded in the run, so a run whose pages flow is one in which the node
+re-blinded the bureau's signed points and nothing else.  In a run with one injected
+point the signature fails: the relay holds ``X(b, ·)`` of points it chose, a
+Diffie–Hellman oracle on that run's scalar ``b`` with nothing of the node's set to
+compare against; ``b`` is fresh per run and dropped with the refused run, so those
+answers never meet a page (a later run has a fresh scalar, and needs the bureau's
+signature over its own points).  The relay can still make a run fail (drop, alter or
+reorder a chunk, send a bad last one), give the bureau wrong answers so its
+intersection comes out wrong or empty, or replay the bureau's signed run in a new run
+(which it cannot unblind: it lacks ``a``): delay and denial of service, as everywhere
+in this design, not disclosure.
 
 A party must use a fresh ``PsiParty`` (fresh scalar) and a job-specific ``domain`` per
 run, so blinded values from different jobs cannot be linked to each other.

@@ -37,9 +37,10 @@ node's own ordering of its ids, as the one-shot shuffle did.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,8 +51,11 @@ from creditshare.federated._psi import MAX_PSI_ITEMS, POINT_BYTES, PsiParty
 __all__ = [
     "DEFAULT_PSI_CHUNK",
     "MAX_PSI_CHUNK",
+    "BureauChunk",
     "BureauRun",
     "NodeRun",
+    "PsiTranscript",
+    "TranscriptCheck",
     "id_array",
     "run_in_process",
 ]
@@ -61,6 +65,40 @@ MAX_PSI_CHUNK = 65_536
 #: What the bureau's SDK sends and asks for: ~1.2 s of one core per chunk and party.
 DEFAULT_PSI_CHUNK = 32_768
 _POINT = f"S{POINT_BYTES}"
+_TRANSCRIPT_PREFIX = b"creditshare/psi-transcript/v1\n"
+
+#: The node's check of the bureau's signature over the run, called with (how many
+#: points the bureau sent, ``PsiTranscript`` digest of them, the signature that came
+#: with the last chunk) before that chunk is answered; raises to refuse.
+TranscriptCheck = Callable[[int, bytes, bytes], None]
+
+
+class PsiTranscript:
+    """A running SHA-256 over every point the bureau sent in one run, in order: what
+    the bureau signs with its last chunk and the node recomputes from what it got.
+
+    Points are 32 bytes each, so their concatenation encodes the sequence unambiguously
+    (chunk boundaries are not part of it: re-chunking the same points changes no answer).
+    """
+
+    __slots__ = ("_hash", "count")
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256(_TRANSCRIPT_PREFIX)
+        self.count = 0
+
+    def add(self, points: Sequence[bytes]) -> None:
+        self._hash.update(b"".join(points))
+        self.count += len(points)
+
+    def after(self, points: Sequence[bytes]) -> tuple[int, bytes]:
+        """(count, digest) as they would be with ``points`` added; this one unchanged."""
+        ahead = self._hash.copy()
+        ahead.update(b"".join(points))
+        return self.count + len(points), ahead.digest()
+
+    def digest(self) -> bytes:
+        return self._hash.digest()
 
 
 def _check_chunk(values: Sequence[object], what: str, allow_empty: bool) -> None:
@@ -152,10 +190,26 @@ class NodeRun:
 
     Thread-safe: one call at a time per run (a second concurrent call is refused as
     busy, not queued, so a run cannot pile up threads).  A refused chunk or page changes
-    nothing: the right one is still accepted."""
+    nothing: the right one is still accepted.  But a last chunk whose transcript
+    ``check`` refuses ends the run for good: the node answers no more chunks and pages
+    out none of its points (the caller drops it).
 
-    def __init__(self, domain: bytes, ids: np.ndarray, *, workers: int = 1) -> None:
+    ``check`` (a ``TranscriptCheck``) is what makes the run safe over a relay: the node's
+    own points flow only once the bureau's signature over every point it sent verifies.
+    ``None`` skips it, for runs with no relay between the parties (``run_in_process``)."""
+
+    def __init__(
+        self,
+        domain: bytes,
+        ids: np.ndarray,
+        *,
+        check: TranscriptCheck | None = None,
+        workers: int = 1,
+    ) -> None:
         self._party = PsiParty(domain, workers=workers)
+        self._check = check
+        self._transcript = PsiTranscript()
+        self._refused = False
         # A fresh secret permutation: the page order says nothing about the node's own
         # order of its ids.
         self._ids = ids[_secret_order(len(ids))]
@@ -178,17 +232,31 @@ class NodeRun:
         """Every point of the node's set was paged out: the run can be opened."""
         return self._answered and self._sent == len(self._ids)
 
-    def reblind(self, offset: int, points: Sequence[bytes], more: bool) -> list[bytes]:
+    def reblind(
+        self, offset: int, points: Sequence[bytes], more: bool, signature: bytes = b""
+    ) -> list[bytes]:
         """``X(b, p)`` for one chunk of the bureau's points, which must start at
-        ``offset`` (the count of points before it); ``more=False`` ends the bureau's set."""
+        ``offset`` (the count of points before it); ``more=False`` ends the bureau's set,
+        and its ``signature`` over the run's transcript must pass the run's ``check``
+        before that chunk is answered."""
         _check_chunk(points, "chunk", allow_empty=offset == 0 and not more)
         with self._turn():
+            if self._refused:
+                raise OutOfOrderError("this PSI run was refused: start the job's PSI again")
             if self._answered:
                 raise InvalidInputError("the bureau's last chunk came already: page the node")
             _check_offset(offset, self._received, "chunk")
             if self._received + len(points) > MAX_PSI_ITEMS:
                 raise InvalidInputError(f"the bureau's set exceeds {MAX_PSI_ITEMS} points")
+            if not more and self._check is not None:
+                count, digest = self._transcript.after(points)
+                try:
+                    self._check(count, digest, signature)
+                except BaseException:
+                    self._refused = True
+                    raise
             double = self._party.reblind_at(points, offset, "blinded")
+            self._transcript.add(points)
             self._received += len(points)
             self._answered = not more
             return double
@@ -199,7 +267,7 @@ class NodeRun:
         if not 1 <= limit <= MAX_PSI_CHUNK:
             raise InvalidInputError(f"limit must be between 1 and {MAX_PSI_CHUNK}")
         with self._turn():
-            if not self._answered:
+            if self._refused or not self._answered:
                 raise InvalidInputError("the node's points come after the bureau's last chunk")
             _check_offset(offset, self._sent, "page")
             if self._sent == len(self._ids) and len(self._ids):
@@ -256,6 +324,9 @@ class BureauChunk:
     offset: int
     blinded: list[bytes]
     more: bool
+    #: ``PsiTranscript`` digest of every point sent so far, this chunk's included: on
+    #: the last chunk, what the bureau signs (with ``offset + len(blinded)`` points).
+    transcript: bytes
 
 
 class BureauRun:
@@ -283,10 +354,12 @@ class BureauRun:
         if not 1 <= size <= MAX_PSI_CHUNK:
             raise InvalidInputError(f"chunk size must be between 1 and {MAX_PSI_CHUNK}")
         count = len(self._ids)
+        transcript = PsiTranscript()
         for start in range(0, max(count, 1), size):
             stop = min(start + size, count)
             blinded = self._party.blind_ids_at(self._ids[start:stop], start, "ids")
-            yield BureauChunk(start, blinded, stop < count)
+            transcript.add(blinded)
+            yield BureauChunk(start, blinded, stop < count, transcript.digest())
 
     def answered(self, offset: int, double: Sequence[bytes], node_size: int) -> None:
         """The node's ``X(b, ·)`` of the chunk that started at ``offset``."""

@@ -324,17 +324,18 @@ class RequestAuthority:
         record: QueryRecord,
         requester_credentials: Sequence[bytes],
         config_sha256: str | None = None,
-    ) -> None:
+    ) -> list[Credential]:
         """Raise unless the bureau signed this job, for this key, naming this node and,
         given ``config_sha256`` (the digest of the settings this node was sent), for
-        exactly those settings."""
+        exactly those settings; the bureau's credentials this node's CA vouches for (the
+        keys its PSI transcript must be signed with)."""
         if record.request is None:
             raise ReceiptRefusedError("the record holds no signed training job")
         try:
             signed = SignedTrainingJob.from_json(record.request)
         except InvalidInputError as exc:
             raise ReceiptRefusedError(f"the recorded training job is malformed: {exc}") from exc
-        self._signed_by(
+        credentials = self._signed_by(
             requester_credentials,
             "requester",
             signed.verify,
@@ -358,6 +359,7 @@ class RequestAuthority:
                 ),
             ),
         )
+        return credentials
 
     def revoke(
         self, revocation: ConsentRevocation, enterprise_credentials: Sequence[bytes]

@@ -155,10 +155,10 @@ class ReceiptChecker:
         key: PublicKey,
         credentials: node_pb2.Credentials,
         config_sha256: str | None = None,
-    ) -> tuple[int, QueryRecord]:
+    ) -> tuple[int, QueryRecord, list[VerifyKey]]:
         """A training job is answered only under its own recorded, bureau-signed entry;
         ``config_sha256`` (the digest of the settings a node was sent to train with) must
-        be the one the bureau signed."""
+        be the one the bureau signed. With the entry: the bureau's certified keys."""
         if pb is None:
             raise ReceiptRefusedError("a ledger receipt for the training job is required")
         self._authority.update_revocations(credentials.revocation_lists)
@@ -176,8 +176,8 @@ class ReceiptChecker:
         if mismatches:
             raise ReceiptRefusedError(f"receipt does not match the job: {', '.join(mismatches)}")
         self._fresh(record, TRAINING_RECEIPT_MAX_AGE)
-        self._authority.check_training(record, credentials.requester, config_sha256)
-        return index, record
+        bureau = self._authority.check_training(record, credentials.requester, config_sha256)
+        return index, record, [c.verify_key for c in bureau]
 
     def check_subscription(
         self,

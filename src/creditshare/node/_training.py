@@ -29,9 +29,15 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey
+from creditshare.crypto import Ciphertext, PooledEncryptor, PublicKey, VerifyKey
 from creditshare.departments import Department
-from creditshare.errors import CreditShareError, InvalidInputError, NotFoundError
+from creditshare.errors import (
+    CreditShareError,
+    InvalidInputError,
+    InvalidSignatureError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from creditshare.federated import (
     MAX_PSI_CHUNK,
     POINT_BYTES,
@@ -40,6 +46,7 @@ from creditshare.federated import (
     NodeRun,
     Preprocessing,
     TrainingConfig,
+    TranscriptCheck,
     id_array,
 )
 from creditshare.ledger import QueryRecord
@@ -58,6 +65,7 @@ from creditshare.proto import (
     training_pb2_grpc,
     tree_settings_from_pb,
 )
+from creditshare.signed import SignedPsiTranscript, psi_transcript_document
 from creditshare.trees import TreeConfig, TreeShard
 
 __all__ = ["TrainingService"]
@@ -128,22 +136,60 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         self,
         request: training_pb2.PsiAnswerRequest | training_pb2.OpenJobRequest,
         config: TrainingConfig | TreeConfig | None = None,
-    ) -> tuple[PublicKey, int, QueryRecord]:
+    ) -> tuple[PublicKey, int, QueryRecord, list[VerifyKey]]:
         """The bureau's key, and the job's ledger receipt checked against it (and against
-        ``config``, the settings sent to train with: the bureau signed their hash)."""
+        ``config``, the settings sent to train with: the bureau signed their hash); with
+        them the bureau's certified signing keys."""
         _check_job_id(request.job_id)
         if not request.HasField("public_key"):
             raise InvalidInputError("public_key is required")
         key = PublicKey.from_bytes(request.public_key.n)
         receipt = request.receipt if request.HasField("receipt") else None
-        index, record = self._checker.check_training(
+        index, record, bureau = self._checker.check_training(
             receipt,
             request.job_id,
             key,
             request.credentials,
             None if config is None else config.digest(),
         )
-        return key, index, record
+        return key, index, record, bureau
+
+    def _transcript_check(
+        self, job_id: str, requester: str, domain: bytes, bureau: list[VerifyKey]
+    ) -> TranscriptCheck:
+        """The run's check of the bureau's signature over every point it sent
+        (``signed.SignedPsiTranscript``), rebuilt from what this node received: a chunk a
+        relay added, dropped or changed is a signature that does not verify."""
+        node_id = self._node_id
+
+        def check(count: int, digest: bytes, signature: bytes) -> None:
+            if len(signature) != 64:
+                raise PermissionDeniedError(
+                    "the bureau's last PSI chunk must carry its 64-byte transcript signature"
+                )
+            signed = SignedPsiTranscript(
+                psi_transcript_document(
+                    job_id=job_id,
+                    requester=requester,
+                    node=node_id,
+                    domain=domain,
+                    points=count,
+                    transcript_sha256=digest,
+                ),
+                signature,
+            )
+            for key in bureau:
+                try:
+                    signed.verify(key)
+                except InvalidSignatureError:
+                    continue
+                return
+            raise PermissionDeniedError(
+                f"the PSI transcript ({count} points) is not signed by {requester!r}'s "
+                "certified key: a chunk was added, dropped or changed on the way; run refused"
+            )
+
+        return check
 
     def _features(self) -> tuple[list[str], dict[str, list[float]]]:
         """Every record's raw feature values: the preprocessing is fitted over all of the
@@ -167,14 +213,18 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
         """One chunk of the bureau's blinded ids, re-blinded (``federated._psi_stream``).
 
         The first chunk (offset 0) starts the job's run: it must carry the job's receipt,
-        once per job; later chunks continue that run (same domain, next offset)."""
+        once per job; later chunks continue that run (same domain, next offset). The
+        last (``more`` false) must carry the bureau's signature over the whole run, or
+        the run is dropped (PERMISSION_DENIED) and none of the node's points flow."""
 
         def work() -> training_pb2.PsiAnswerResponse:
             if not request.domain or len(request.domain) > 256:
                 raise InvalidInputError("PSI domain must be 1 to 256 bytes")
             _check_blobs(request.blinded, "blinded", MAX_PSI_CHUNK, _MAX_POINT_BYTES)
+            if request.more and request.transcript_signature:
+                raise InvalidInputError("transcript_signature comes with the last chunk only")
             if request.offset == 0:
-                _, index, _ = self._job_receipt(request)
+                _, index, record, bureau = self._job_receipt(request)
                 # Once opened here (OpenJob claimed the receipt, durably), a job never
                 # aligns again: not after it closed or expired, nor after a restart.
                 if self._access_log.seen(index):
@@ -193,7 +243,13 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 try:
                     # The node's ids (its primary keys: distinct), streamed into a
                     # compact array (bytes, not str objects).
-                    run = NodeRun(request.domain, id_array(self._store.ids(), distinct=True))
+                    run = NodeRun(
+                        request.domain,
+                        id_array(self._store.ids(), distinct=True),
+                        check=self._transcript_check(
+                            request.job_id, record.requester, request.domain, bureau
+                        ),
+                    )
                 except BaseException:
                     self.jobs.release_psi(request.job_id)
                     raise
@@ -204,7 +260,18 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 if run.domain != request.domain:
                     raise InvalidInputError("PSI domain differs from the run's first chunk")
             try:
-                double = run.reblind(request.offset, list(request.blinded), request.more)
+                double = run.reblind(
+                    request.offset,
+                    list(request.blinded),
+                    request.more,
+                    request.transcript_signature,
+                )
+            except PermissionDeniedError:
+                # The transcript is not the bureau's: the run ends here, its points
+                # never paged. (The relay may start another: a fresh scalar, and it
+                # needs the bureau's signature over that run too.)
+                self.jobs.drop_psi(request.job_id, run)
+                raise
             except InvalidInputError:
                 if request.offset == 0:  # nothing answered: the run may start again
                     self.jobs.drop_psi(request.job_id, run)
@@ -247,7 +314,7 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
             _check_blobs(request.points, "points", _MAX_IDS, _MAX_POINT_BYTES)
             # ...and exactly the settings the bureau signed (by their hash): a changed
             # value, or a field left out of the message (proto3 reads it as 0), differs.
-            key, index, record = self._job_receipt(request, config)
+            key, index, record, _ = self._job_receipt(request, config)
             if not self._access_log.claim(index, record):
                 raise ReceiptRefusedError(f"job {request.job_id!r} was already opened here")
             run = self.jobs.points(request.job_id)

@@ -196,8 +196,9 @@ class JobStore:
         return state.run
 
     def drop_psi(self, job_id: str, run: NodeRun) -> None:
-        """Forget a run whose first chunk was refused: it answered nothing, so the job
-        may start it again."""
+        """Forget a run whose first chunk was refused (it answered nothing), or whose last
+        chunk's transcript signature was (none of its points were paged): the job may
+        start a run again, with a fresh scalar."""
         with self._lock:
             state = self._psi.get(job_id)
             if state is not None and state.run is run:

@@ -8,6 +8,7 @@ any of it (put its own key in, widened the chains, named another consent) breaks
 signature. Consent grants and revocations, signed by enterprises, live in ``consent``.
 """
 
+from creditshare.signed._psi_transcript import SignedPsiTranscript, psi_transcript_document
 from creditshare.signed._statements import (
     MAX_NODES,
     SignedQuery,
@@ -19,9 +20,11 @@ from creditshare.signed._subscription import SignedSubscription, subscription_do
 
 __all__ = [
     "MAX_NODES",
+    "SignedPsiTranscript",
     "SignedQuery",
     "SignedSubscription",
     "SignedTrainingJob",
+    "psi_transcript_document",
     "query_document",
     "subscription_document",
     "training_document",

@@ -42,12 +42,19 @@ class PsiAnswerRequest(_message.Message):
     CREDENTIALS_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     MORE_FIELD_NUMBER: _builtins.int
+    TRANSCRIPT_SIGNATURE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     domain: _builtins.bytes
     offset: _builtins.int
     """How many of the bureau's points earlier chunks carried (0: the first chunk)."""
     more: _builtins.bool
     """Whether more chunks follow (false: this is the bureau's last chunk)."""
+    transcript_signature: _builtins.bytes
+    """With the last chunk only: the bureau's Ed25519 signature, by a key its
+    credential certifies, over signed.SignedPsiTranscript (job id, bureau, this
+    node, SHA-256 of the domain, how many points, the running SHA-256 of every
+    point of the run in order), which the node rebuilds from what it received.
+    """
     @_builtins.property
     def blinded(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     @_builtins.property
@@ -73,10 +80,11 @@ class PsiAnswerRequest(_message.Message):
         credentials: _node_pb2.Credentials | None = ...,
         offset: _builtins.int = ...,
         more: _builtins.bool = ...,
+        transcript_signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded", b"blinded", "credentials", b"credentials", "domain", b"domain", "job_id", b"job_id", "more", b"more", "offset", b"offset", "public_key", b"public_key", "receipt", b"receipt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded", b"blinded", "credentials", b"credentials", "domain", b"domain", "job_id", b"job_id", "more", b"more", "offset", b"offset", "public_key", b"public_key", "receipt", b"receipt", "transcript_signature", b"transcript_signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

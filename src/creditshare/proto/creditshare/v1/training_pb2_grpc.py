@@ -105,7 +105,11 @@ class TrainingServicer:
         starts the run and needs the job's receipt, every chunk carries it); after the
         bureau's last chunk (more = false), PsiPoints pages out the node's own blinded
         ids (in a random order; offset = how many were paged before). No message
-        carries more than 65,536 points, whatever the sizes of the sets.
+        carries more than 65,536 points, whatever the sizes of the sets. The last
+        chunk carries the bureau's signature over every point of the run
+        (signed.SignedPsiTranscript): the node answers it, and pages anything out,
+        only once that verifies under the bureau's certified key (PERMISSION_DENIED
+        and the run dropped otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

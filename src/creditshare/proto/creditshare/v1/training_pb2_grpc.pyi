@@ -48,7 +48,11 @@ class TrainingStub:
     starts the run and needs the job's receipt, every chunk carries it); after the
     bureau's last chunk (more = false), PsiPoints pages out the node's own blinded
     ids (in a random order; offset = how many were paged before). No message
-    carries more than 65,536 points, whatever the sizes of the sets.
+    carries more than 65,536 points, whatever the sizes of the sets. The last
+    chunk carries the bureau's signature over every point of the run
+    (signed.SignedPsiTranscript): the node answers it, and pages anything out,
+    only once that verifies under the bureau's certified key (PERMISSION_DENIED
+    and the run dropped otherwise).
     """
     PsiPoints: _grpc.UnaryUnaryMultiCallable[_training_pb2.PsiPointsRequest, _training_pb2.PsiPointsResponse]
     OpenJob: _grpc.UnaryUnaryMultiCallable[_training_pb2.OpenJobRequest, _training_pb2.OpenJobResponse]
@@ -99,7 +103,11 @@ class TrainingAsyncStub(TrainingStub):
     starts the run and needs the job's receipt, every chunk carries it); after the
     bureau's last chunk (more = false), PsiPoints pages out the node's own blinded
     ids (in a random order; offset = how many were paged before). No message
-    carries more than 65,536 points, whatever the sizes of the sets.
+    carries more than 65,536 points, whatever the sizes of the sets. The last
+    chunk carries the bureau's signature over every point of the run
+    (signed.SignedPsiTranscript): the node answers it, and pages anything out,
+    only once that verifies under the bureau's certified key (PERMISSION_DENIED
+    and the run dropped otherwise).
     """
     PsiPoints: _aio.UnaryUnaryMultiCallable[_training_pb2.PsiPointsRequest, _training_pb2.PsiPointsResponse]  # type: ignore[assignment]
     OpenJob: _aio.UnaryUnaryMultiCallable[_training_pb2.OpenJobRequest, _training_pb2.OpenJobResponse]  # type: ignore[assignment]
@@ -153,7 +161,11 @@ class TrainingServicer(metaclass=_abc_1.ABCMeta):
         starts the run and needs the job's receipt, every chunk carries it); after the
         bureau's last chunk (more = false), PsiPoints pages out the node's own blinded
         ids (in a random order; offset = how many were paged before). No message
-        carries more than 65,536 points, whatever the sizes of the sets.
+        carries more than 65,536 points, whatever the sizes of the sets. The last
+        chunk carries the bureau's signature over every point of the run
+        (signed.SignedPsiTranscript): the node answers it, and pages anything out,
+        only once that verifies under the bureau's certified key (PERMISSION_DENIED
+        and the run dropped otherwise).
         """
 
     @_abc_1.abstractmethod
