@@ -411,3 +411,75 @@ def test_a_missing_edge_node_names_the_migration(engine: Engine, signer: LogSign
     failure = _tail_ledger(engine, signer).check_storage()
     assert failure is not None and "level 4, index 0 is missing" in failure
     assert "creditshare db upgrade coordinator" in failure
+
+
+def test_a_receipt_is_never_served_under_a_stored_head_that_does_not_verify(
+    engine: Engine, signer: LogSigner
+) -> None:
+    """Head 10's row rewritten (here its signature; a rewritten root with interior nodes
+    to match looks the same to the prover): its proofs still fold to its root, so only
+    the signature shows it. The ledger refuses the receipt instead of handing out one
+    that every node rejects; receipts under intact heads still answer."""
+    fill(restarted(engine, signer), 20)
+    run(engine, "UPDATE ledger_head SET signature = :s WHERE size = 10", s=bytes(64))
+    ledger = restarted(engine, signer)
+    assert ledger.check_storage() is None  # the latest head is intact
+    with pytest.raises(LedgerIntegrityError, match="stored head of size 10 does not verify"):
+        ledger.receipt_at(3, 10)
+    ledger.receipt_at(3, 11).verify(signer.public_key)
+    ledger.receipt(3).verify(signer.public_key)
+
+
+class _ReplicaAppendsDuringAudit(SqlLedgerStorage):
+    """Another coordinator appends while the audit reads: at its first page of heads
+    and at its first page of leaves, which is when a live ``ledger verify`` meets it."""
+
+    def __init__(self, engine: Engine, replica: Ledger) -> None:
+        super().__init__(engine)
+        self._replica, self._heads_read, self._leaves_read = replica, False, False
+
+    def heads(self, after: int = -1, limit: int | None = None) -> list[SignedTreeHead]:
+        if not self._heads_read:
+            self._heads_read = True
+            self._replica.append(b"appended while the heads are read", SUBJECT)
+        return super().heads(after, limit)
+
+    def leaves(self, start: int, end: int) -> list[StoredLeaf]:
+        if not self._leaves_read:
+            self._leaves_read = True
+            self._replica.append(b"appended while the leaves are read", SUBJECT)
+        return super().leaves(start, end)
+
+
+def test_verify_on_a_log_that_replicas_append_to_reports_nothing(
+    engine: Engine, signer: LogSigner
+) -> None:
+    """``creditshare ledger verify`` runs beside live coordinators: what they append
+    while it reads is newer than the audit, not a head beyond the log or leaves under
+    no head. It audits the log up to the latest head it saw first."""
+    replica = restarted(engine, signer)
+    fill(replica, 10)
+    report = verify_log(_ReplicaAppendsDuringAudit(engine, replica), signer.public_key)
+    assert report.problems == ()
+    assert (report.leaves_checked, report.heads_checked) == (10, 10)
+    assert verify_log(SqlLedgerStorage(engine), signer.public_key).leaves_checked == 12
+
+
+def test_verify_still_reports_a_head_beyond_the_log_and_leaves_under_none(
+    engine: Engine, signer: LogSigner
+) -> None:
+    fill(restarted(engine, signer), 10)
+    run(engine, "DELETE FROM ledger_leaf WHERE idx = 9")
+    problems = verify_log(SqlLedgerStorage(engine), signer.public_key).problems
+    assert "head 10: covers more leaves than the log holds (9)" in problems
+    fill(restarted(engine, signer), 0)
+    run(engine, "DELETE FROM ledger_head WHERE size >= 8")
+    run(
+        engine,
+        "INSERT INTO ledger_leaf (idx, data, leaf_hash, subject) VALUES (9, :d, :h, :s)",
+        d=b"query 9",
+        h=leaf_hash(b"query 9"),
+        s=SUBJECT,
+    )
+    problems = verify_log(SqlLedgerStorage(engine), signer.public_key).problems
+    assert "leaves 7..9 are not covered by any signed head" in problems

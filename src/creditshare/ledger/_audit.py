@@ -117,8 +117,9 @@ def _check_signature(head: SignedTreeHead, log_key: Ed25519PublicKey, problems: 
         problems.append(f"head {head.size}: {exc}")
 
 
-def _iter_heads(storage: LedgerStorage, problems: list[str]) -> Iterator[SignedTreeHead]:
-    """Every stored head, ascending, a page at a time (a log may hold millions)."""
+def _iter_heads(storage: LedgerStorage, problems: list[str], upto: int) -> Iterator[SignedTreeHead]:
+    """Every stored head of size up to ``upto``, ascending, a page at a time (a log may
+    hold millions); heads beyond it were signed after the audit took its snapshot."""
     after = -1
     while True:
         try:
@@ -126,10 +127,30 @@ def _iter_heads(storage: LedgerStorage, problems: list[str]) -> Iterator[SignedT
         except CreditShareError as exc:  # a malformed row (e.g. a root of the wrong length)
             problems.append(f"stored heads cannot be read: {exc}")
             return
-        yield from page
+        for head in page:
+            if head.size > upto:
+                return
+            yield head
         if len(page) < _BATCH:
             return
         after = page[-1].size
+
+
+def _snapshot(storage: LedgerStorage) -> tuple[int, int]:
+    """``(leaves, signed)``: how many leaves and heads this audit covers, on a log that
+    running coordinators may append to while it reads.
+
+    Leaves and their head are committed together, so reading size, latest head, size
+    in that order gives ``first <= signed <= last`` on an honest log however many
+    appends land in between; the audit then covers exactly the ``signed`` leaves and
+    the heads up to it (newer ones are the next audit's). Anything else is tampering
+    the audit must report: a head beyond the stored leaves, or leaves under no head.
+    """
+    first = storage.size()
+    latest = storage.latest_head()
+    last = storage.size()
+    signed = 0 if latest is None else latest.size
+    return (signed if first <= signed <= last else last), signed
 
 
 class _NodeCheck:
@@ -173,13 +194,15 @@ def verify_log(
 
     Streams: leaves and heads are read a page at a time, so memory stays bounded
     whatever the log's size. ``progress(checked, total)`` is called after each page.
+    Coordinators may keep appending meanwhile: the audit covers the log up to the
+    latest head it saw at the start (``_snapshot``), so their new rows are not problems.
     """
     problems: list[str] = []
-    size = storage.size()
+    size, signed = _snapshot(storage)
     heads_checked = 0
     covered = 0
     previous: SignedTreeHead | None = None
-    for head in _iter_heads(storage, problems):  # first pass: times and signatures
+    for head in _iter_heads(storage, problems, signed):  # first pass: times and signatures
         heads_checked += 1
         covered = head.size
         if previous is not None and head.timestamp_ms < previous.timestamp_ms:
@@ -188,12 +211,12 @@ def verify_log(
                 f"head {previous.size}'s {previous.timestamp_ms}"
             )
         previous = head
-    for head in _iter_heads(storage, []):
+    for head in _iter_heads(storage, [], signed):
         _check_signature(head, log_key, problems)
         if head.size > size:
             problems.append(f"head {head.size}: covers more leaves than the log holds ({size})")
 
-    pending = _iter_heads(storage, [])  # second pass: roots, as the leaves are read
+    pending = _iter_heads(storage, [], signed)  # second pass: roots, as the leaves are read
     waiting = next(pending, None)
     frontier = Frontier()
     nodes = _NodeCheck(storage, problems)
