@@ -28,6 +28,7 @@ from creditshare.ledger import (
     SignedTreeHead,
     SqlLedgerStorage,
     StoredLeaf,
+    _audit,
     leaf_hash,
     verify_log,
 )
@@ -483,3 +484,23 @@ def test_verify_still_reports_a_head_beyond_the_log_and_leaves_under_none(
     )
     problems = verify_log(SqlLedgerStorage(engine), signer.public_key).problems
     assert "leaves 7..9 are not covered by any signed head" in problems
+
+
+def test_verify_of_a_log_rewritten_row_by_row_keeps_bounded_memory(
+    signer: LogSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every leaf's data rewritten: one line per leaf would grow with the log (gigabytes
+    at 10^7), so the audit keeps the first lines and counts the rest, and still says
+    what concerns the whole log."""
+    monkeypatch.setattr(_audit, "_MAX_PROBLEMS", 5)
+    storage = MemoryLedgerStorage()
+    fill(Ledger(storage, signer, clock), 40)
+    storage._leaves = [dataclasses.replace(leaf, data=b"forged") for leaf in storage._leaves]
+    storage._heads.pop(40)
+    problems = verify_log(storage, signer.public_key).problems
+    assert problems[0] == "leaf 0: stored hash does not match the stored data"
+    assert "leaves 39..39 are not covered by any signed head" in problems
+    assert "interior nodes do not match the stored leaves in all" in problems[-3]
+    # 40 leaves, 39 roots and 10 interior nodes found wrong; 5 lines kept.
+    assert problems[-1] == "84 more problems not shown (the first 5 are)"
+    assert len(problems) == 8

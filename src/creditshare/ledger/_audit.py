@@ -45,6 +45,7 @@ __all__ = [
 
 _BATCH = 1000
 _MAX_NODE_PROBLEMS = 10
+_MAX_PROBLEMS = 1000
 _SHOWN_USES = 10
 _MAX_ROUNDS = 5
 #: How many of the newest leaves the start-up check rehashes from their data.
@@ -110,6 +111,31 @@ class ConsentUses:
         return out
 
 
+class _Problems(list[str]):
+    """The audit's findings, at most ``_MAX_PROBLEMS`` per-entry lines kept: a log whose
+    every row was rewritten must still be audited in bounded memory (one line per leaf
+    of 10^7 is gigabytes), so the lines beyond are counted; ``finish`` says how many.
+    Whole-log findings (``summary``) are always kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.more = 0
+
+    def append(self, problem: str) -> None:
+        if len(self) < _MAX_PROBLEMS:
+            super().append(problem)
+        else:
+            self.more += 1
+
+    def summary(self, problem: str) -> None:
+        super().append(problem)
+
+    def finish(self) -> tuple[str, ...]:
+        if self.more:
+            self.summary(f"{self.more} more problems not shown (the first {_MAX_PROBLEMS} are)")
+        return tuple(self)
+
+
 def _check_signature(head: SignedTreeHead, log_key: Ed25519PublicKey, problems: list[str]) -> None:
     try:
         head.verify(log_key)
@@ -156,7 +182,7 @@ def _snapshot(storage: LedgerStorage) -> tuple[int, int]:
 class _NodeCheck:
     """Compares the interior nodes the audit rebuilds with the stored ones, in batches."""
 
-    def __init__(self, storage: LedgerStorage, problems: list[str]) -> None:
+    def __init__(self, storage: LedgerStorage, problems: _Problems) -> None:
         self._storage, self._problems = storage, problems
         self.built: list[tuple[int, int, bytes]] = []
         self.mismatched = 0
@@ -180,7 +206,7 @@ class _NodeCheck:
     def finish(self) -> None:
         self.flush()
         if self.mismatched > _MAX_NODE_PROBLEMS:
-            self._problems.append(
+            self._problems.summary(
                 f"{self.mismatched} interior nodes do not match the stored leaves in all"
             )
 
@@ -197,7 +223,7 @@ def verify_log(
     Coordinators may keep appending meanwhile: the audit covers the log up to the
     latest head it saw at the start (``_snapshot``), so their new rows are not problems.
     """
-    problems: list[str] = []
+    problems = _Problems()
     size, signed = _snapshot(storage)
     heads_checked = 0
     covered = 0
@@ -254,11 +280,12 @@ def verify_log(
         broken_at = frontier.size
     check_roots_up_to(size)
     nodes.finish()
-    problems.extend(uses.problems())
+    for problem in uses.problems():
+        problems.summary(problem)
 
     if covered < size:
-        problems.append(f"leaves {covered}..{size - 1} are not covered by any signed head")
-    return LogReport(leaves_checked=size, heads_checked=heads_checked, problems=tuple(problems))
+        problems.summary(f"leaves {covered}..{size - 1} are not covered by any signed head")
+    return LogReport(leaves_checked=size, heads_checked=heads_checked, problems=problems.finish())
 
 
 def verify_subject(storage: LedgerStorage, log_key: Ed25519PublicKey, subject: str) -> LogReport:
