@@ -504,3 +504,29 @@ def test_verify_of_a_log_rewritten_row_by_row_keeps_bounded_memory(
     # 40 leaves, 39 roots and 10 interior nodes found wrong; 5 lines kept.
     assert problems[-1] == "84 more problems not shown (the first 5 are)"
     assert len(problems) == 8
+
+
+@pytest.mark.parametrize(
+    ("level", "index"),
+    [(2, 5), (3, 2), (0, 7), (63, 0), (1, -1)],
+)
+def test_verify_reports_an_inserted_interior_node(
+    engine: Engine, signer: LogSigner, level: int, index: int
+) -> None:
+    """No proof reads a node the tree does not have, but a row inserted for a subtree
+    not yet complete ((2, 5) covers leaves 20..23 of 20; (3, 2) leaves 16..23) makes the
+    append that completes it fail; rows at impossible places are tampering too."""
+    fill(restarted(engine, signer), 20)
+    assert verify_log(SqlLedgerStorage(engine), signer.public_key).ok
+    run(
+        engine,
+        "INSERT INTO ledger_node (level, idx, hash) VALUES (:l, :i, :h)",
+        l=level,
+        i=index,
+        h=bytes(32),
+    )
+    problems = verify_log(SqlLedgerStorage(engine), signer.public_key).problems
+    assert problems == (
+        f"interior node at level {level}, index {index} is stored but the log has no "
+        "complete subtree there (20 entries): it was inserted",
+    )

@@ -29,7 +29,7 @@ from creditshare.errors import (
 from creditshare.ledger._errors import integrity_error
 from creditshare.ledger._merkle import Frontier, leaf_hash, verify_inclusion
 from creditshare.ledger._records import parse_record
-from creditshare.ledger._storage import LedgerStorage
+from creditshare.ledger._storage import LedgerStorage, is_node_of
 from creditshare.ledger._subtrees import frontier_ids, inclusion_ranges, read_proof
 from creditshare.ledger._tree_head import SignedTreeHead
 
@@ -211,6 +211,20 @@ class _NodeCheck:
             )
 
 
+def _check_stray_nodes(storage: LedgerStorage, problems: _Problems) -> None:
+    """Interior nodes stored for leaves that are not: inserted rows. Read the nodes
+    first and the size after, so a node a live coordinator committed meanwhile (with
+    its leaves) is under the size read and never reported."""
+    stray = storage.stray_nodes(storage.size(), _MAX_NODE_PROBLEMS)
+    size = storage.size()
+    for level, index in stray:
+        if not is_node_of((level, index), size):
+            problems.append(
+                f"interior node at level {level}, index {index} is stored but the log has "
+                f"no complete subtree there ({size} entries): it was inserted"
+            )
+
+
 def verify_log(
     storage: LedgerStorage,
     log_key: Ed25519PublicKey,
@@ -280,6 +294,7 @@ def verify_log(
         broken_at = frontier.size
     check_roots_up_to(size)
     nodes.finish()
+    _check_stray_nodes(storage, problems)
     for problem in uses.problems():
         problems.summary(problem)
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    literal,
     or_,
     select,
     text,
@@ -39,6 +40,7 @@ from sqlmodel import Field, SQLModel
 from creditshare.errors import ConfigurationError, InvalidInputError, NotFoundError
 from creditshare.ledger._merkle import leaf_hash
 from creditshare.ledger._storage import (
+    MAX_LEVEL,
     BuildBatch,
     StoredLeaf,
     check_append_input,
@@ -277,6 +279,24 @@ class SqlLedgerStorage:
                 for row in conn.execute(query):
                     out[(int(row[0]), int(row[1]))] = bytes(row[2])
         return out
+
+    def stray_nodes(self, size: int, limit: int) -> list[NodeId]:
+        beyond = literal(size, BigInteger).op(">>")(_NODE.c.level)
+        query = (
+            select(_NODE.c.level, _NODE.c.idx)
+            .where(
+                or_(
+                    _NODE.c.level < 1,
+                    _NODE.c.level > MAX_LEVEL,
+                    _NODE.c.idx < 0,
+                    and_(_NODE.c.level <= MAX_LEVEL, _NODE.c.idx >= beyond),
+                )
+            )
+            .order_by(_NODE.c.level, _NODE.c.idx)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return [(int(level), int(index)) for level, index in conn.execute(query)]
 
     def latest_head(self) -> SignedTreeHead | None:
         query = select(*_HEAD_COLUMNS).order_by(_HEAD.c.size.desc()).limit(1)
