@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 from creditshare.client import CreditProfile, CreditShareClient
 from creditshare.crypto import PrivateKey
 from creditshare.demo import Federation, FederationLayout, free_port, read_enterprises
+from creditshare.errors import ProblemError
 from creditshare.identity import Chain
 from creditshare.ledger import parse_record
 
@@ -99,7 +100,11 @@ def test_two_coordinators_on_one_postgres_keep_one_ledger(
 
             def ask(i: int) -> CreditProfile:
                 uscc = usccs[i % len(usccs)]
-                return banks[i % 2].query(uscc, consents[uscc])
+                try:
+                    return banks[i % 2].query(uscc, consents[uscc])
+                except ProblemError as exc:  # say why each node failed, not just "none"
+                    replica = "AB"[i % 2]
+                    raise AssertionError(f"query {i} via {replica}: {exc} {exc.body}") from exc
 
             with ThreadPoolExecutor(max_workers=12) as pool:
                 profiles = list(pool.map(ask, range(QUERIES)))
