@@ -530,3 +530,27 @@ def test_verify_reports_an_inserted_interior_node(
         f"interior node at level {level}, index {index} is stored but the log has no "
         "complete subtree there (20 entries): it was inserted",
     )
+
+
+def test_a_session_holding_the_append_lock_fails_appends_instead_of_stalling_them(
+    engine: Engine, signer: LogSigner
+) -> None:
+    """A replica hung inside its append (or any session holding the advisory lock)
+    must not make every replica's callers wait forever: the batch fails after the
+    lock timeout, stores nothing, and the next append after the lock is freed works."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite bounds the wait with its busy timeout")
+    from sqlalchemy.exc import OperationalError
+
+    from creditshare.ledger._sql import _PG_LOCK_KEY
+
+    ledger = Ledger(SqlLedgerStorage(engine, lock_timeout_s=0.2), signer, clock)
+    fill(ledger, 3)
+    with engine.connect() as holder:
+        holder.begin()
+        holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+        with pytest.raises(OperationalError, match="lock timeout"):
+            ledger.append(b"waits", SUBJECT)
+        holder.rollback()
+    assert ledger.storage.size() == 3 and ledger.failure is None
+    assert ledger.append(b"next", SUBJECT).index == 3

@@ -147,15 +147,19 @@ class SqlLedgerStorage:
     works with pysqlite's default transaction handling and with engines that
     begin their own transactions (SQLAlchemy's documented ``isolation_level=None``
     recipe). Concurrent appenders wait for the lock up to the engine's SQLite
-    busy timeout (pysqlite's default is 5 seconds).
+    busy timeout (pysqlite's default is 5 seconds), on PostgreSQL up to
+    ``lock_timeout_s``; then that batch fails and stores nothing.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lock_timeout_s: float = 30.0) -> None:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise ConfigurationError(
                 f"the ledger supports SQLite and PostgreSQL, not {engine.dialect.name}"
             )
+        if lock_timeout_s <= 0:
+            raise ConfigurationError(f"lock_timeout_s must be positive, got {lock_timeout_s}")
         self._engine = engine
+        self._lock_timeout_ms = max(1, round(lock_timeout_s * 1000))
         _check_tables(engine)
 
     def _begin_append(self, conn: Connection) -> None:
@@ -174,6 +178,10 @@ class SqlLedgerStorage:
                 conn.exec_driver_sql("ROLLBACK")
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
+            # A replica that hangs holding the lock (or a session someone opened to hold
+            # it) must not stall every append of every replica forever: the wait is
+            # bounded, as SQLite's busy timeout bounds it, and the batch fails instead.
+            conn.execute(text(f"SET LOCAL lock_timeout = {self._lock_timeout_ms}"))
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
 
     def _commit(self, conn: Connection) -> None:
