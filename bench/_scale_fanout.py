@@ -65,6 +65,34 @@ def departments_for(count: int, root: Path, data: Path) -> tuple[list[str], dict
     return names, schemas
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuPerQuery:
+    """Where one federation's CPU went, per query, with its idle use taken out.
+
+    CPU time, unlike latency, does not depend on how many cores the machine has or on
+    what else runs on it: it states how each process's work grows with the node count.
+    """
+
+    coordinator_ms: float
+    #: Mean over the nodes of one node's CPU per answer (each node answers once a query).
+    node_ms: float
+    bank_ms: float
+
+    @property
+    def serial_ms(self) -> float:
+        """The CPU on a query's critical path when the nodes answer in parallel."""
+        return self.bank_ms + self.coordinator_ms + self.node_ms
+
+    def total_ms(self, nodes: int) -> float:
+        return self.coordinator_ms + nodes * self.node_ms + self.bank_ms
+
+
 @dataclass
 class BankQuery:
     """A running federation and a bank with consents: ``query(i)`` is one timed query."""
@@ -73,15 +101,23 @@ class BankQuery:
     bank: CreditShareClient
     usccs: list[str]
     consents: dict[str, str]
+    #: CPU seconds the bank's thread spent in ``query`` (sign, POST, decrypt) so far.
+    bank_cpu: float = 0.0
 
     @property
     def nodes(self) -> int:
         return len(self.federation.layout.nodes)
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU (user + system) each process of the federation has used so far, by name."""
+        return {name: process_cpu_seconds(p.pid) for name, p in self.federation._procs.items()}
+
     def query(self, i: int) -> float:
         uscc = self.usccs[i % len(self.usccs)]
         started = time.perf_counter()
+        cpu = time.thread_time()
         profile = self.bank.query(uscc, self.consents[uscc])
+        self.bank_cpu += time.thread_time() - cpu
         latency = time.perf_counter() - started
         if profile.failed:
             raise AssertionError(f"a query with failed nodes: {profile.failed}")
@@ -128,15 +164,97 @@ def running_federation(
         yield run
 
 
-def _interleaved(runs: list[BankQuery], n: int) -> tuple[list[list[float]], list[float]]:
-    """Each run's latencies, and its ledger entries per query (read over HTTP)."""
+#: Seconds each federation sits idle while its processes' background CPU is read.
+IDLE_SECONDS = 3.0
+
+
+def _idle_rates(runs: list[BankQuery], seconds: float = IDLE_SECONDS) -> list[dict[str, float]]:
+    """Each process's CPU seconds per second while no query runs (timers, health
+    probes): taken out of the per-query figures so they count the queries' work only."""
+    before = [run.cpu_seconds() for run in runs]
+    started = time.perf_counter()
+    time.sleep(seconds)
+    elapsed = time.perf_counter() - started
+    after = [run.cpu_seconds() for run in runs]
+    return [{k: (a[k] - b[k]) / elapsed for k in a} for a, b in zip(after, before, strict=True)]
+
+
+def _interleaved(
+    runs: list[BankQuery], n: int
+) -> tuple[list[list[float]], list[float], list[CpuPerQuery]]:
+    """Each run's latencies, its ledger entries per query (read over HTTP), and its
+    processes' CPU per query (from /proc, idle use taken out).
+
+    Idle use is read before and after the queries, and the lower rate of the two taken
+    out: a window may catch work that ends (a node still building the bank key's
+    encryption table after the warm-up), which must not be taken out of every query.
+    """
+    idle_before = _idle_rates(runs)
     latencies: list[list[float]] = [[] for _ in runs]
     before = [int(run.bank.ledger_head()["size"]) for run in runs]
+    cpu_before = [run.cpu_seconds() for run in runs]
+    bank_before = [run.bank_cpu for run in runs]
+    started = time.perf_counter()
     for i in range(n):
         for run, values in zip(runs, latencies, strict=True):
             values.append(run.query(i))
+    elapsed = time.perf_counter() - started
+    cpu_after = [run.cpu_seconds() for run in runs]
     after = [int(run.bank.ledger_head()["size"]) for run in runs]
-    return latencies, [(a - b) / n for a, b in zip(after, before, strict=True)]
+    idle = [
+        {k: min(b[k], a[k]) for k in b} for b, a in zip(idle_before, _idle_rates(runs), strict=True)
+    ]
+    cpu: list[CpuPerQuery] = []
+    for run, rates, b, a, bank0 in zip(runs, idle, cpu_before, cpu_after, bank_before, strict=True):
+        used = {k: max(0.0, a[k] - b[k] - rates[k] * elapsed) * 1000 / n for k in a}
+        nodes = [v for k, v in used.items() if k != "coordinator"]
+        cpu.append(
+            CpuPerQuery(
+                used["coordinator"],
+                statistics.mean(nodes),
+                (run.bank_cpu - bank0) * 1000 / n,
+            )
+        )
+    return latencies, [(a - b) / n for a, b in zip(after, before, strict=True)], cpu
+
+
+def growth_rows(sizes: tuple[int, int], cpu: list[CpuPerQuery]) -> list[Row]:
+    """The growth law in CPU, whatever the machine: what each extra node costs."""
+    (small, large), (a, b) = sizes, cpu
+    extra = large - small
+    return [
+        Row(
+            "coordinator CPU per extra node",
+            large,
+            (b.coordinator_ms - a.coordinator_ms) / extra,
+            "ms",
+        ),
+        Row(
+            "all processes' CPU per extra node",
+            large,
+            (b.total_ms(large) - a.total_ms(small)) / extra,
+            "ms",
+        ),
+    ]
+
+
+def bound_note(sizes: tuple[int, int], cpu: list[CpuPerQuery], cores: int) -> str:
+    """What bounds the p50 ratio, whatever the issue's limit: a query's latency is at
+    least its serial path (bank, coordinator, one node: the nodes run in parallel) and
+    at least all its CPU spread over the machine's cores."""
+    (small, large), (a, b) = sizes, cpu
+    total = (a.total_ms(small), b.total_ms(large))
+    serial = (a.serial_ms, b.serial_ms)
+    floor = [max(s, t / cores) for s, t in zip(serial, total, strict=True)]
+    return (
+        f"what bounds the p50 ratio: a query uses {total[0]:.0f} ms of CPU at {small} nodes "
+        f"and {total[1]:.0f} ms at {large} ({total[1] / total[0]:.2f}x); its latency is at "
+        f"least max(serial path, CPU / cores): on this machine's {cores} cores, if idle, "
+        f"{floor[0]:.0f} and {floor[1]:.0f} ms, a ratio of ~{floor[1] / floor[0]:.2f}x "
+        f"(the CPU bound); with at least {large} + 2 cores only the serial path (bank + "
+        f"coordinator + one node) bounds it: {serial[0]:.0f} and {serial[1]:.0f} ms "
+        f"({serial[1] / serial[0]:.2f}x); other load on the machine adds to both"
+    )
 
 
 def measure(quick: bool, work: Path, progress: Callable[[str], None] = print) -> Section:
@@ -149,16 +267,24 @@ def measure(quick: bool, work: Path, progress: Callable[[str], None] = print) ->
         large_run = stack.enter_context(running_federation(work, work / "data", key, large))
         progress(f"fanout: {small_run.nodes} and {large_run.nodes} nodes up; {n} queries each")
         load = os.getloadavg()[0]
-        (small, big), entries = _interleaved([small_run, large_run], n)
+        (small, big), entries, cpu = _interleaved([small_run, large_run], n)
         sizes = (small_run.nodes, large_run.nodes)
     p50 = [1000 * statistics.median(v) for v in (small, big)]
-    for size, values, median, per_query in zip(sizes, (small, big), p50, entries, strict=True):
+    for size, values, median, per_query, used in zip(
+        sizes, (small, big), p50, entries, cpu, strict=True
+    ):
         ordered = sorted(values)
         section.rows.append(Row("query p50 (bank SDK, decrypted)", size, median, "ms"))
         section.rows.append(
             Row("query p90 (bank SDK, decrypted)", size, 1000 * ordered[int(0.9 * (n - 1))], "ms")
         )
         section.rows.append(Row("ledger entries per query", size, per_query, "entries"))
+        section.rows.append(Row("coordinator CPU per query", size, used.coordinator_ms, "ms"))
+        section.rows.append(Row("node CPU per answer (mean)", size, used.node_ms, "ms"))
+        section.rows.append(Row("bank CPU per query (SDK)", size, used.bank_ms, "ms"))
+        section.rows.append(Row("all processes' CPU per query", size, used.total_ms(size), "ms"))
+    section.rows.extend(growth_rows(sizes, cpu))
+    section.notes.append(bound_note(sizes, cpu, cpu_count()))
     caveat = (
         f"--quick: {sizes[1]} nodes (3 chains x {large}), not 45, and {n} queries" if quick else ""
     )

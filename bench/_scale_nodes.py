@@ -19,9 +19,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,12 +93,42 @@ def _postgres_import(server: str, data: Path) -> tuple[int, float]:
         admin.dispose()
 
 
+class _Writer(threading.Thread):
+    """Another writer of the node's SQLite file (a query's access-log row, say): takes
+    the write lock over and over while an import runs; the longest it had to wait is
+    how long the import held the lock at a stretch."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self._path = path
+        self._done = threading.Event()
+        self.longest = 0.0
+
+    def run(self) -> None:
+        conn = sqlite3.connect(self._path, timeout=600, isolation_level=None)
+        try:
+            while not self._done.is_set():
+                started = time.perf_counter()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+                self.longest = max(self.longest, time.perf_counter() - started)
+                time.sleep(0.01)
+        finally:
+            conn.close()
+
+    def stop(self) -> float:
+        self._done.set()
+        self.join()
+        return self.longest
+
+
 def _changed_import(
     work: Path, base: Path, rows: int, first: list[list[str]]
-) -> tuple[int, float, float]:
+) -> tuple[int, float, float, float]:
     """``base`` imported in-process into a scratch SQLite node, then a snapshot of the
     same enterprises with other values (every generated record changed): its rows, the
-    seconds of the first import (all added) and of the second. Extra rows: the imports
+    seconds of the first import (all added) and of the second, and the longest another
+    writer waited for the write lock during the second (``_Writer``). Extra rows: the imports
     above mostly add records, the cheapest path; a changed record is compared and its
     previous values kept, all while the snapshot holds SQLite's write lock (which a
     query's write waits for)."""
@@ -110,12 +142,17 @@ def _changed_import(
         started = time.perf_counter()
         import_files(store, tax, [base])
         added = time.perf_counter() - started
+        writer = _Writer(scratch)
+        writer.start()
         started = time.perf_counter()
-        summary = import_files(store, tax, [changed])
-        seconds = time.perf_counter() - started
+        try:
+            summary = import_files(store, tax, [changed])
+        finally:
+            seconds = time.perf_counter() - started
+            waited = writer.stop()
         if summary.changed < rows - len(first) - rows // 100:
             raise AssertionError(f"only {summary.changed} of {rows} records changed")
-        return summary.rows, added, seconds
+        return summary.rows, added, seconds, waited
     finally:
         engine.dispose()
         scratch.unlink(missing_ok=True)
@@ -267,11 +304,14 @@ def measure(quick: bool, work: Path) -> Section:
         Target(f"import peak RSS {large:,} / {small:,} rows", ratio, RSS_RATIO, "<=", "x", caveat)
     )
 
-    rows, added, seconds = _changed_import(work, files["small"], small, demo_rows)
+    rows, added, seconds, waited = _changed_import(work, files["small"], small, demo_rows)
     for what, spent in (("every record added", added), ("every record changed", seconds)):
         section.rows.append(
             Row(f"import rows/s, in-process, SQLite, {what}", rows, rows / spent, "rows/s")
         )
+    section.rows.append(
+        Row("longest wait of another writer, SQLite, every record changed", rows, waited, "s")
+    )
 
     postgres = os.environ.get("CREDITSHARE_TEST_POSTGRES_URL")
     if postgres:

@@ -215,6 +215,12 @@ async def test_psi_answers_once_per_job_and_open_claims_the_receipt(
     )
     assert (await stub.OpenJob(opened)).rows == 40
     assert await _code(stub.OpenJob(opened)) == grpc.StatusCode.PERMISSION_DENIED
+    # Closed (or expired, or the node restarted), the job is gone from memory, but its
+    # claimed receipt still refuses a second alignment: no fresh run to probe ids with.
+    await stub.CloseJob(training_pb2.CloseJobRequest(job_id=job))
+    assert await _code(stub.PsiAnswer(_psi(job, bank_key, again))) == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
     # Opened with a key other than the one recorded: refused.
     other_key = PrivateKey.generate()
     job2 = uuid.uuid4().hex

@@ -77,3 +77,45 @@ def test_idle_runs_expire_and_chunks_keep_them_alive() -> None:
     assert store.psi("kept")
     with pytest.raises(InvalidInputError, match="no PSI run"):
         store.psi("idle")
+
+
+def test_a_first_chunk_takes_its_slot_before_the_run_is_built() -> None:
+    """Reading a node's ids for a run takes seconds and memory: while one first chunk
+    builds its run, the same job's first chunk again (replayed by the relay, or sent
+    twice) is refused at once, and reservations count against the bound."""
+    store = JobStore("n1", most=2)
+    store.reserve_psi("a")
+    with pytest.raises(ReceiptRefusedError, match="already aligned"):
+        store.reserve_psi("a")
+    with pytest.raises(ReceiptRefusedError, match="already aligned"):
+        store.check_new("a")
+    store.reserve_psi("b")
+    with pytest.raises(CapacityError, match="at most 2"):
+        store.reserve_psi("c")
+    with pytest.raises(CapacityError, match="at most 2"):
+        store.start_psi("c", run())  # unreserved: no slot either
+    first = run()
+    store.start_psi("a", first)  # fills its own slot
+    assert store.psi("a") is first
+    store.release_psi("b")  # its run could not be built: the slot is free again
+    store.reserve_psi("c")
+    with pytest.raises(ReceiptRefusedError, match="already aligned"):
+        store.reserve_psi("a")
+
+
+def test_calls_at_a_finished_run_do_not_keep_it_alive() -> None:
+    """Once every point is paged only OpenJob is left: refused chunks or pages (all a
+    finished run can take) must not hold its slot and memory past the idle limit."""
+    clock = Clock()
+    store = JobStore("n1", clock=clock, idle_seconds=60)
+    finished = run()
+    store.start_psi("finished", finished)
+    finished.reblind(0, [], False)
+    assert finished.page(0, 10)[1] and finished.done
+    for _ in range(3):
+        clock.now += 40
+        with pytest.raises(InvalidInputError, match="paged out already"):
+            store.psi("finished").page(2, 10)
+    store.sweep()
+    with pytest.raises(InvalidInputError, match="no PSI run"):
+        store.psi("finished")

@@ -3,6 +3,9 @@ chunk boundary, and every out-of-order, repeated or malformed chunk refused by n
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import pytest
 
 from creditshare.errors import CapacityError, InvalidInputError, OutOfOrderError
@@ -109,6 +112,26 @@ def test_the_node_pages_its_ids_in_a_fresh_random_order() -> None:
     assert sorted(orders[0]) == node_ids
     # 1/200! chance each of a false failure.
     assert orders[0] != node_ids and orders[0] != orders[1]
+
+
+def test_the_page_order_comes_from_the_os_csprng(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not from a seeded statistical generator (numpy's are not cryptographic: the
+    bureau sees where shared ids land, and must not be able to rebuild the order)."""
+    node_ids = ids(0, 50)
+    drawn: list[int] = []
+
+    def token_bytes(count: int) -> bytes:
+        drawn.append(count)
+        if count != 8 * len(node_ids):  # the run's scalar
+            return os.urandom(count)
+        return np.arange(len(node_ids), 0, -1, dtype=np.uint64).tobytes()  # ids reversed
+
+    monkeypatch.setattr("creditshare.federated._psi_stream.secrets.token_bytes", token_bytes)
+    run = NodeRun(DOMAIN, id_array([node_ids]))
+    run.reblind(0, [], False)
+    page, _ = run.page(0, 50)
+    assert 8 * 50 in drawn
+    assert run.ids_of(page) == node_ids[::-1]
 
 
 def test_points_ending_in_zero_bytes_survive_the_arrays() -> None:

@@ -31,7 +31,7 @@ from creditshare.coordinator._metrics import CoordinatorMetrics
 from creditshare.coordinator._openapi import install_docs, install_openapi
 from creditshare.coordinator._participants import Role
 from creditshare.coordinator._problems import install_problem_handlers
-from creditshare.coordinator._request_context import RequestContextMiddleware, RequestIdInterceptor
+from creditshare.coordinator._request_context import RequestContextMiddleware
 from creditshare.coordinator._request_guard import RequestGuardMiddleware
 from creditshare.coordinator._services import build_services, check_ledger, utc_now
 from creditshare.coordinator._settings import CoordinatorSettings
@@ -55,7 +55,7 @@ def create_app(
 
     Every node call carries the request id (``x-request-id`` metadata) and is
     counted in the app's own metrics registry (``app.state.metrics``)."""
-    services = build_services(settings, clock, monotonic, [RequestIdInterceptor(), *interceptors])
+    services = build_services(settings, clock, monotonic, interceptors)
     metrics = CoordinatorMetrics(services.ledger.size, services.training.status_counts)
     services.broker.metrics = metrics
 

@@ -1,26 +1,24 @@
-"""Per-request context: the request id (header, logs, node metadata), access log, HTTP metrics."""
+"""Per-request context: the request id (header, logs), access log, HTTP metrics.
+
+The request id reaches the nodes as metadata through ``relay._call_timing``."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-import grpc
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from creditshare._logging import (
     REQUEST_ID_HEADER,
-    REQUEST_ID_METADATA,
     new_request_id,
     request_id_var,
     valid_request_id,
 )
 from creditshare.coordinator._metrics import CoordinatorMetrics
 
-__all__ = ["RequestContextMiddleware", "RequestIdInterceptor"]
+__all__ = ["RequestContextMiddleware"]
 
 log = logging.getLogger("creditshare.coordinator.http")
 
@@ -84,23 +82,3 @@ class RequestContextMiddleware:
                 "duration_ms": round(seconds * 1000, 3),
             },
         )
-
-
-class RequestIdInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
-    """Sends the current request id to the node as ``x-request-id`` metadata."""
-
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[Any, Any], Awaitable[Any]],
-        client_call_details: Any,
-        request: Any,
-    ) -> Any:
-        request_id = request_id_var.get()
-        if request_id is not None:
-            metadata = grpc.aio.Metadata()
-            for key, value in client_call_details.metadata or ():
-                if key != REQUEST_ID_METADATA:
-                    metadata.add(key, value)
-            metadata.add(REQUEST_ID_METADATA, request_id)
-            client_call_details = client_call_details._replace(metadata=metadata)
-        return await continuation(client_call_details, request)

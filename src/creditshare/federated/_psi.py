@@ -42,9 +42,15 @@ ledger receipt and a job runs PSI once (a second run is refused); later chunks a
 pages continue that run, in order.
 
 Not covered: a malicious party can choose its input set freely (as in any PSI) and the
-sizes are not hidden; pad with dummy ids if they matter.  A party must use a fresh
-``PsiParty`` (fresh scalar) and a job-specific ``domain`` per run, so blinded values from
-different jobs cannot be linked to each other.
+sizes are not hidden; pad with dummy ids if they matter.  Nor is a *compromised* relay:
+the bureau's points reach the node unauthenticated (only the first chunk's receipt is
+checked), so a relay that puts ``H(x)`` for ids of its choosing into a job's run (its
+own chunks, or in place of the bureau's) learns which of them the node holds from the
+node's pages.  Closing that needs the bureau to sign its transcript (say, a hash of
+every chunk, with its last chunk) and the node to page nothing before that verifies.
+
+A party must use a fresh ``PsiParty`` (fresh scalar) and a job-specific ``domain`` per
+run, so blinded values from different jobs cannot be linked to each other.
 """
 
 from __future__ import annotations

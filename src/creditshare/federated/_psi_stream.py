@@ -128,6 +128,20 @@ def id_array(chunks: Iterable[Sequence[str]], *, distinct: bool = False) -> np.n
     return ids
 
 
+def _secret_order(count: int) -> np.ndarray:
+    """A random permutation of ``count`` drawn from the OS's CSPRNG (as the one-shot
+    protocol's ``SystemRandom`` shuffle): the order of 64-bit random keys.
+
+    Not numpy's generators, whatever their seed: they are not cryptographic (PCG64's
+    state can be recovered from its outputs), and the bureau sees where each id it shares
+    with the node lands in the pages; a permutation it could reconstruct would tell it
+    each other point's place in the node's own order of its ids (sorted USCCs: the
+    neighbourhood of every id it does not hold). Ties among 10^7 keys: ~3·10^-6, harmless.
+    """
+    keys = np.frombuffer(secrets.token_bytes(8 * count), dtype=np.uint64)
+    return np.argsort(keys)
+
+
 def _decode(ids: np.ndarray) -> list[str]:
     return [identifier.decode("utf-8") for identifier in ids.tolist()]
 
@@ -142,10 +156,9 @@ class NodeRun:
 
     def __init__(self, domain: bytes, ids: np.ndarray, *, workers: int = 1) -> None:
         self._party = PsiParty(domain, workers=workers)
-        # A fresh permutation (128 bits of seed from the OS): the page order says
-        # nothing about the node's own order of its ids.
-        order = np.random.default_rng(secrets.randbits(128)).permutation(len(ids))
-        self._ids = ids[order]
+        # A fresh secret permutation: the page order says nothing about the node's own
+        # order of its ids.
+        self._ids = ids[_secret_order(len(ids))]
         self._points = np.empty(len(ids), dtype=_POINT)
         self._received = 0
         self._answered = False

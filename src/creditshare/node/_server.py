@@ -163,7 +163,7 @@ async def build_server(
         timedelta(seconds=settings.receipt_max_age_seconds),
         authority,
     )
-    access_log = AccessLog(db, clock)
+    access_log = AccessLog(db, clock, heads)
     refusal_log = RefusalLog(db, clock)
     witness_key = None
     if settings.witness_key_file is not None:

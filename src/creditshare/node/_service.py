@@ -361,11 +361,14 @@ class DataNodeService(node_pb2_grpc.DataNodeServicer):
         runs between the checks and the claim: input refused there loses nothing, and a
         caller without a valid receipt learns nothing from it.
         """
-        index, record = self._checker.check(request, uscc, key)
-        if validate is not None:
-            validate()
         rpc = "TreeScore" if isinstance(request, node_pb2.TreeScoreRequest) else "Score"
-        if not self._access_log.claim(index, record, rpc):
+        # A head the check accepts is stored with the claim: one commit (``_trust``).
+        with self._access_log.deferring_heads():
+            index, record = self._checker.check(request, uscc, key)
+            if validate is not None:
+                validate()
+            claimed = self._access_log.claim(index, record, rpc)
+        if not claimed:
             raise ReceiptRefusedError(f"receipt for ledger entry {index} was already used")
         return record
 

@@ -13,6 +13,14 @@ database, a PostgreSQL session's ``pg_temp``): other connections never see it, i
 spills to disk rather than growing in memory, and SQLite takes no lock on the node's
 database while it is filled, so queries keep being answered while a large file is
 validated. Only the apply holds the snapshot lock (``snapshot_transaction``).
+
+Which staged rows change a stored record is found BEFORE the lock is taken (a read,
+into a second temporary table), because it is the apply's only per-row work in Python
+and SQLite's write lock makes every writer of the node wait (a query's access-log row
+included, for at most the busy timeout). Under the lock the comparison is reused if no
+snapshot was applied since it began (the latest snapshot id is the one it read; every
+write to the records is a snapshot), else done again there; the previous values and the
+new ones are then written by one set-wise statement each, whatever their number.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     cast,
     delete,
     exists,
@@ -53,6 +62,7 @@ from creditshare.node._records import (
     RECORDS,
     SnapshotCounts,
     SnapshotHook,
+    latest_batch,
     lock_snapshot,
 )
 
@@ -62,7 +72,7 @@ __all__ = ["APPLY_CHUNK", "DuplicateRecordError", "SnapshotStaging", "StagedRow"
 #: a USCC listed twice is reported with both places.
 StagedRow = tuple[str, Mapping[str, FieldValue], int, int]
 
-#: Changed records compared in Python per round trip during the apply.
+#: Records whose JSON text differs compared as values in Python per round trip.
 APPLY_CHUNK = 2_000
 
 #: Temporary: each connection has its own, in its temporary schema (never the node's).
@@ -74,6 +84,14 @@ STAGING = Table(
     Column("data", Text, nullable=False),
     Column("source", Integer, nullable=False),
     Column("line", Integer, nullable=False),
+    prefixes=["TEMPORARY"],
+    sqlite_with_rowid=False,
+)
+#: Temporary too: the USCCs of stored records whose values the staged rows change.
+CHANGED = Table(
+    "snapshot_changed",
+    MetaData(),
+    Column("uscc", String(18), primary_key=True),
     prefixes=["TEMPORARY"],
     sqlite_with_rowid=False,
 )
@@ -107,9 +125,13 @@ CHUNK_TABLE = Table(
 )
 #: Qualified, so that they can never drop a table of the node's own schema.
 _DROP = {
-    "sqlite": ("DROP TABLE IF EXISTS temp.snapshot_staging",),
+    "sqlite": (
+        "DROP TABLE IF EXISTS temp.snapshot_staging",
+        "DROP TABLE IF EXISTS temp.snapshot_changed",
+    ),
     "postgresql": (
         "DROP TABLE IF EXISTS pg_temp.snapshot_staging",
+        "DROP TABLE IF EXISTS pg_temp.snapshot_changed",
         "DROP TABLE IF EXISTS pg_temp.snapshot_chunk",
     ),
 }
@@ -208,8 +230,15 @@ class SnapshotStaging:
         if conn.in_transaction():
             conn.commit()  # the staged rows (temporary: nobody else sees them)
         imported_at = now or datetime.now(UTC)
+        compared = self._compare(conn)  # a read: the records stay writable meanwhile
+        if conn.in_transaction():
+            conn.commit()
         lock_snapshot(conn)
         try:
+            if latest_batch(conn) != compared:
+                # A snapshot was applied since the comparison began: it compared
+                # records that are no longer the current ones.
+                self._compare(conn)
             counts = self._apply(conn, files, sha256, allow_empty, imported_at)
             if on_snapshot is not None:
                 on_snapshot(conn, counts.batch_id, imported_at)
@@ -286,62 +315,77 @@ class SnapshotStaging:
         )
         return counts
 
-    def _apply_changes(self, conn: Connection, batch: int) -> int:
-        """Keep the values of records whose values the snapshot changes, then write the
-        new ones; how many changed.
+    def _compare(self, conn: Connection) -> int | None:
+        """Fill CHANGED with the USCCs of the stored records whose values the staged rows
+        change; the latest snapshot id before the comparison read anything.
 
-        The database compares the stored JSON text; the few rows whose text differs are
-        compared again as values here (a record written under an older field order, or
-        ``1`` against ``1.0``, is unchanged), a chunk at a time in key order.
+        The database compares the stored JSON text, set-wise; the rows whose text
+        differs are compared again as values here (a record written under an older
+        field order, or ``1`` against ``1.0``, is unchanged), a chunk at a time in key
+        order, and the unchanged ones dropped from CHANGED.
         """
-        held = cast(RECORDS.c.data, Text) if self._postgres else type_coerce(RECORDS.c.data, Text)
-        changed, after = 0, ""
+        seen = latest_batch(conn)
+        held = self._held_text()
+        conn.execute(delete(CHANGED))
+        conn.execute(
+            insert(CHANGED).from_select(
+                ["uscc"],
+                select(STAGING.c.uscc)
+                .join(RECORDS, RECORDS.c.uscc == STAGING.c.uscc)
+                .where(STAGING.c.data != held),
+            )
+        )
+        after = ""
         while True:
             rows = conn.execute(
-                select(
-                    STAGING.c.uscc,
-                    STAGING.c.data.label("new"),
-                    held.label("old"),
-                    RECORDS.c.batch_id,
-                )
+                select(STAGING.c.uscc, STAGING.c.data.label("new"), held.label("old"))
                 .join(RECORDS, RECORDS.c.uscc == STAGING.c.uscc)
-                # Both bounds: a merge join would otherwise walk the records from the
+                .join(CHANGED, CHANGED.c.uscc == STAGING.c.uscc)
+                # Every bound: a merge join would otherwise walk the records from the
                 # first key on every page (quadratic in the changed records).
-                .where(STAGING.c.data != held, STAGING.c.uscc > after, RECORDS.c.uscc > after)
+                .where(STAGING.c.uscc > after, RECORDS.c.uscc > after, CHANGED.c.uscc > after)
                 .order_by(STAGING.c.uscc)
                 .limit(APPLY_CHUNK)
             ).all()
             if not rows:
-                break
+                return seen
             after = rows[-1].uscc
-            kept: list[dict[str, Any]] = []
-            for row in rows:
-                old = json.loads(row.old)
-                if old != json.loads(row.new):
-                    kept.append(
-                        {
-                            "uscc": row.uscc,
-                            "data": old,
-                            "batch_id": row.batch_id,
-                            "replaced_by": batch,
-                            "removed": False,
-                        }
-                    )
-            if kept:
-                conn.execute(insert(PREVIOUS), kept)
-                changed += len(kept)
+            same = [{"u": r.uscc} for r in rows if json.loads(r.old) == json.loads(r.new)]
+            if same:
+                conn.execute(delete(CHANGED).where(CHANGED.c.uscc == bindparam("u")), same)
+
+    def _apply_changes(self, conn: Connection, batch: int) -> int:
+        """Keep the values of the records in CHANGED (``_compare``), then write the new
+        ones: one statement each, whatever their number; how many changed."""
+        changed = conn.execute(
+            insert(PREVIOUS).from_select(
+                ["uscc", "data", "batch_id", "replaced_by", "removed"],
+                select(
+                    RECORDS.c.uscc,
+                    RECORDS.c.data,
+                    RECORDS.c.batch_id,
+                    literal(batch),
+                    literal(False),
+                ).where(RECORDS.c.uscc.in_(select(CHANGED.c.uscc))),
+            ),
+            execution_options=_COUNTED,
+        ).rowcount
         if changed:
             conn.execute(
                 update(RECORDS)
-                .where(RECORDS.c.uscc.in_(select(PREVIOUS.c.uscc)))
-                .values(
-                    data=select(self._as_json())
-                    .where(STAGING.c.uscc == RECORDS.c.uscc)
-                    .scalar_subquery(),
-                    batch_id=batch,
+                .where(
+                    RECORDS.c.uscc == STAGING.c.uscc,
+                    STAGING.c.uscc.in_(select(CHANGED.c.uscc)),
                 )
+                .values(data=self._as_json(), batch_id=batch)
             )
-        return changed
+        return int(changed)
+
+    def _held_text(self) -> ColumnElement[Any]:
+        """A stored record's values as JSON text, as the staging table holds them."""
+        if self._postgres:
+            return cast(RECORDS.c.data, Text)
+        return type_coerce(RECORDS.c.data, Text)
 
     def _as_json(self) -> ColumnElement[Any]:
         """A staged row's values as the records' JSON column takes them."""
@@ -358,6 +402,7 @@ def staging(engine: Engine) -> Iterator[SnapshotStaging]:
         for drop in drops:
             conn.exec_driver_sql(drop)
         STAGING.create(conn)
+        CHANGED.create(conn)
         if conn.dialect.name == "postgresql":
             CHUNK_TABLE.create(conn)
         conn.commit()

@@ -174,7 +174,11 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                 raise InvalidInputError("PSI domain must be 1 to 256 bytes")
             _check_blobs(request.blinded, "blinded", MAX_PSI_CHUNK, _MAX_POINT_BYTES)
             if request.offset == 0:
-                self._job_receipt(request)
+                _, index, _ = self._job_receipt(request)
+                # Once opened here (OpenJob claimed the receipt, durably), a job never
+                # aligns again: not after it closed or expired, nor after a restart.
+                if self._access_log.seen(index):
+                    raise ReceiptRefusedError(f"job {request.job_id!r} was already opened here")
             # Before a run starts: a refused first chunk leaves nothing behind.
             for k, point in enumerate(request.blinded):
                 if len(point) != POINT_BYTES:
@@ -182,10 +186,17 @@ class TrainingService(training_pb2_grpc.TrainingServicer):
                         f"blinded[{request.offset + k}] is not a {POINT_BYTES}-byte value"
                     )
             if request.offset == 0:
-                self.jobs.check_new(request.job_id)
-                # The node's ids (its primary keys: distinct), streamed into a compact
-                # array (bytes, not str objects).
-                run = NodeRun(request.domain, id_array(self._store.ids(), distinct=True))
+                # The slot first: a replayed or concurrent first chunk of this job (the
+                # receipt is no secret to the relay) must not make the node read and
+                # hold its ids a second time.
+                self.jobs.reserve_psi(request.job_id)
+                try:
+                    # The node's ids (its primary keys: distinct), streamed into a
+                    # compact array (bytes, not str objects).
+                    run = NodeRun(request.domain, id_array(self._store.ids(), distinct=True))
+                except BaseException:
+                    self.jobs.release_psi(request.job_id)
+                    raise
                 self.jobs.start_psi(request.job_id, run)
             else:
                 _check_job_id(request.job_id)

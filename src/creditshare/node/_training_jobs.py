@@ -127,6 +127,8 @@ class JobStore:
         #: Per job: its PSI run (chunks answered, points paged, then the index from the
         #: node's blinded points to its ids) and when it was last touched.
         self._psi: dict[str, _PsiState] = {}
+        #: Jobs whose first chunk is building their run (``reserve_psi``).
+        self._starting: set[str] = set()
         self._lock = threading.Lock()
         self._sweeper: threading.Thread | None = None
 
@@ -135,17 +137,38 @@ class JobStore:
     def check_new(self, job_id: str) -> None:
         """A job aligns once per node: its receipt cannot be replayed for a second PSI."""
         with self._lock:
-            if job_id in self._psi or job_id in self._jobs:
-                raise ReceiptRefusedError(f"job {job_id!r} was already aligned here")
+            self._refuse_known(job_id)
+
+    def reserve_psi(self, job_id: str) -> None:
+        """Take the job's run slot before the node reads its ids for it (tens of seconds
+        and hundreds of MB at 10^7 ids): a concurrent or replayed first chunk of the job
+        is refused at once instead of building a second run, and a full node refuses
+        before reading anything. ``start_psi`` fills the slot, ``release_psi`` frees it."""
+        self._close(self._expire())
+        with self._lock:
+            self._refuse_known(job_id)
+            full = len(self._psi) + len(self._starting) >= self._most
+            if not full:
+                self._starting.add(job_id)
+        if full:
+            raise CapacityError(f"this node aligns at most {self._most} jobs at once")
+
+    def release_psi(self, job_id: str) -> None:
+        """Free a slot ``reserve_psi`` took whose run could not be built."""
+        with self._lock:
+            self._starting.discard(job_id)
 
     def start_psi(self, job_id: str, run: NodeRun) -> None:
         """Keep a new PSI run (its first chunk came with the job's receipt) until the job
-        is opened; refused if the job aligned here before or the node is full."""
+        is opened, in the slot ``reserve_psi`` took (or a free one); refused if the job
+        aligned here before or the node is full."""
         self._close(self._expire())
         with self._lock:
+            reserved = job_id in self._starting
+            self._starting.discard(job_id)
             if job_id in self._psi or job_id in self._jobs:
                 raise ReceiptRefusedError(f"job {job_id!r} was already aligned here")
-            full = len(self._psi) >= self._most
+            full = not reserved and len(self._psi) + len(self._starting) >= self._most
             if not full:
                 self._psi[job_id] = _PsiState(self._clock(), run)
         self.start_sweeping()
@@ -153,10 +176,12 @@ class JobStore:
             raise CapacityError(f"this node aligns at most {self._most} jobs at once")
 
     def psi(self, job_id: str) -> NodeRun:
-        """The job's PSI run (touched: a long run of chunks keeps it alive)."""
+        """The job's PSI run (touched: a long run of chunks keeps it alive; a finished
+        one is not, since nothing but OpenJob is left for it, and a refused chunk or page
+        at it must not hold the node's slot and memory past the idle limit)."""
         with self._lock:
             state = self._psi.get(job_id)
-            if state is not None:
+            if state is not None and not state.run.done:
                 state.touched = self._clock()
             opened = job_id in self._jobs
         if state is None:
@@ -177,6 +202,11 @@ class JobStore:
             state = self._psi.get(job_id)
             if state is not None and state.run is run:
                 del self._psi[job_id]
+
+    def _refuse_known(self, job_id: str) -> None:
+        """Under the lock: refuse a job that has (or is starting) a run, or is open."""
+        if job_id in self._psi or job_id in self._jobs or job_id in self._starting:
+            raise ReceiptRefusedError(f"job {job_id!r} was already aligned here")
 
     def points(self, job_id: str) -> NodeRun:
         """The job's finished PSI run, to map the intersection's points to ids."""

@@ -165,9 +165,8 @@ class NodeChannels:
 
     def _channel(self, node: NodeEntry) -> grpc.aio.Channel:
         listeners = [*([self.metrics] if self.metrics is not None else []), *self.listeners]
-        interceptors: list[grpc.aio.ClientInterceptor] = list(self._interceptors)
-        if listeners:
-            interceptors.insert(0, NodeCallTimer(node.id, listeners))
+        # One interceptor of ours (request id, timing, listeners), then any given ones.
+        interceptors = [NodeCallTimer(node.id, listeners), *self._interceptors]
         tls = self._settings.tls.get(node.chain)
         if tls is None:
             return grpc.aio.insecure_channel(
