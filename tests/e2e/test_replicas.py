@@ -59,6 +59,10 @@ def test_two_coordinators_on_one_postgres_keep_one_ledger(
             "participant_requests_per_minute": 100_000,
             "enterprise_queries_per_day": 100_000,
             "rate_limit_store": "database",  # one count for both replicas
+            # What this test checks is the one ledger, not latency: with both cores busy
+            # a query waits its turn to move a node's head (per node, per replica) for
+            # longer than the default 3 s, and all its nodes fail "deadline exceeded".
+            "node_deadline_seconds": 30,
         },
     )
     layout.import_data()
