@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 from creditshare.client import CreditProfile, CreditShareClient
 from creditshare.crypto import PrivateKey
 from creditshare.demo import Federation, FederationLayout, free_port, read_enterprises
+from creditshare.errors import ProblemError
 from creditshare.identity import Chain
 from creditshare.ledger import parse_record
 
@@ -58,6 +59,10 @@ def test_two_coordinators_on_one_postgres_keep_one_ledger(
             "participant_requests_per_minute": 100_000,
             "enterprise_queries_per_day": 100_000,
             "rate_limit_store": "database",  # one count for both replicas
+            # What this test checks is the one ledger, not latency: with both cores busy
+            # a query waits its turn to move a node's head (per node, per replica) for
+            # longer than the default 3 s, and all its nodes fail "deadline exceeded".
+            "node_deadline_seconds": 30,
         },
     )
     layout.import_data()
@@ -99,7 +104,11 @@ def test_two_coordinators_on_one_postgres_keep_one_ledger(
 
             def ask(i: int) -> CreditProfile:
                 uscc = usccs[i % len(usccs)]
-                return banks[i % 2].query(uscc, consents[uscc])
+                try:
+                    return banks[i % 2].query(uscc, consents[uscc])
+                except ProblemError as exc:  # say why each node failed, not just "none"
+                    replica = "AB"[i % 2]
+                    raise AssertionError(f"query {i} via {replica}: {exc} {exc.body}") from exc
 
             with ThreadPoolExecutor(max_workers=12) as pool:
                 profiles = list(pool.map(ask, range(QUERIES)))

@@ -28,6 +28,7 @@ from creditshare.ledger import (
     SignedTreeHead,
     SqlLedgerStorage,
     StoredLeaf,
+    _audit,
     leaf_hash,
     verify_log,
 )
@@ -411,3 +412,145 @@ def test_a_missing_edge_node_names_the_migration(engine: Engine, signer: LogSign
     failure = _tail_ledger(engine, signer).check_storage()
     assert failure is not None and "level 4, index 0 is missing" in failure
     assert "creditshare db upgrade coordinator" in failure
+
+
+def test_a_receipt_is_never_served_under_a_stored_head_that_does_not_verify(
+    engine: Engine, signer: LogSigner
+) -> None:
+    """Head 10's row rewritten (here its signature; a rewritten root with interior nodes
+    to match looks the same to the prover): its proofs still fold to its root, so only
+    the signature shows it. The ledger refuses the receipt instead of handing out one
+    that every node rejects; receipts under intact heads still answer."""
+    fill(restarted(engine, signer), 20)
+    run(engine, "UPDATE ledger_head SET signature = :s WHERE size = 10", s=bytes(64))
+    ledger = restarted(engine, signer)
+    assert ledger.check_storage() is None  # the latest head is intact
+    with pytest.raises(LedgerIntegrityError, match="stored head of size 10 does not verify"):
+        ledger.receipt_at(3, 10)
+    ledger.receipt_at(3, 11).verify(signer.public_key)
+    ledger.receipt(3).verify(signer.public_key)
+
+
+class _ReplicaAppendsDuringAudit(SqlLedgerStorage):
+    """Another coordinator appends while the audit reads: at its first page of heads
+    and at its first page of leaves, which is when a live ``ledger verify`` meets it."""
+
+    def __init__(self, engine: Engine, replica: Ledger) -> None:
+        super().__init__(engine)
+        self._replica, self._heads_read, self._leaves_read = replica, False, False
+
+    def heads(self, after: int = -1, limit: int | None = None) -> list[SignedTreeHead]:
+        if not self._heads_read:
+            self._heads_read = True
+            self._replica.append(b"appended while the heads are read", SUBJECT)
+        return super().heads(after, limit)
+
+    def leaves(self, start: int, end: int) -> list[StoredLeaf]:
+        if not self._leaves_read:
+            self._leaves_read = True
+            self._replica.append(b"appended while the leaves are read", SUBJECT)
+        return super().leaves(start, end)
+
+
+def test_verify_on_a_log_that_replicas_append_to_reports_nothing(
+    engine: Engine, signer: LogSigner
+) -> None:
+    """``creditshare ledger verify`` runs beside live coordinators: what they append
+    while it reads is newer than the audit, not a head beyond the log or leaves under
+    no head. It audits the log up to the latest head it saw first."""
+    replica = restarted(engine, signer)
+    fill(replica, 10)
+    report = verify_log(_ReplicaAppendsDuringAudit(engine, replica), signer.public_key)
+    assert report.problems == ()
+    assert (report.leaves_checked, report.heads_checked) == (10, 10)
+    assert verify_log(SqlLedgerStorage(engine), signer.public_key).leaves_checked == 12
+
+
+def test_verify_still_reports_a_head_beyond_the_log_and_leaves_under_none(
+    engine: Engine, signer: LogSigner
+) -> None:
+    fill(restarted(engine, signer), 10)
+    run(engine, "DELETE FROM ledger_leaf WHERE idx = 9")
+    problems = verify_log(SqlLedgerStorage(engine), signer.public_key).problems
+    assert "head 10: covers more leaves than the log holds (9)" in problems
+    fill(restarted(engine, signer), 0)
+    run(engine, "DELETE FROM ledger_head WHERE size >= 8")
+    run(
+        engine,
+        "INSERT INTO ledger_leaf (idx, data, leaf_hash, subject) VALUES (9, :d, :h, :s)",
+        d=b"query 9",
+        h=leaf_hash(b"query 9"),
+        s=SUBJECT,
+    )
+    problems = verify_log(SqlLedgerStorage(engine), signer.public_key).problems
+    assert "leaves 7..9 are not covered by any signed head" in problems
+
+
+def test_verify_of_a_log_rewritten_row_by_row_keeps_bounded_memory(
+    signer: LogSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every leaf's data rewritten: one line per leaf would grow with the log (gigabytes
+    at 10^7), so the audit keeps the first lines and counts the rest, and still says
+    what concerns the whole log."""
+    monkeypatch.setattr(_audit, "_MAX_PROBLEMS", 5)
+    storage = MemoryLedgerStorage()
+    fill(Ledger(storage, signer, clock), 40)
+    storage._leaves = [dataclasses.replace(leaf, data=b"forged") for leaf in storage._leaves]
+    storage._heads.pop(40)
+    problems = verify_log(storage, signer.public_key).problems
+    assert problems[0] == "leaf 0: stored hash does not match the stored data"
+    assert "leaves 39..39 are not covered by any signed head" in problems
+    assert "interior nodes do not match the stored leaves in all" in problems[-3]
+    # 40 leaves, 39 roots and 10 interior nodes found wrong; 5 lines kept.
+    assert problems[-1] == "84 more problems not shown (the first 5 are)"
+    assert len(problems) == 8
+
+
+@pytest.mark.parametrize(
+    ("level", "index"),
+    [(2, 5), (3, 2), (0, 7), (63, 0), (1, -1)],
+)
+def test_verify_reports_an_inserted_interior_node(
+    engine: Engine, signer: LogSigner, level: int, index: int
+) -> None:
+    """No proof reads a node the tree does not have, but a row inserted for a subtree
+    not yet complete ((2, 5) covers leaves 20..23 of 20; (3, 2) leaves 16..23) makes the
+    append that completes it fail; rows at impossible places are tampering too."""
+    fill(restarted(engine, signer), 20)
+    assert verify_log(SqlLedgerStorage(engine), signer.public_key).ok
+    run(
+        engine,
+        "INSERT INTO ledger_node (level, idx, hash) VALUES (:l, :i, :h)",
+        l=level,
+        i=index,
+        h=bytes(32),
+    )
+    problems = verify_log(SqlLedgerStorage(engine), signer.public_key).problems
+    assert problems == (
+        f"interior node at level {level}, index {index} is stored but the log has no "
+        "complete subtree there (20 entries): it was inserted",
+    )
+
+
+def test_a_session_holding_the_append_lock_fails_appends_instead_of_stalling_them(
+    engine: Engine, signer: LogSigner
+) -> None:
+    """A replica hung inside its append (or any session holding the advisory lock)
+    must not make every replica's callers wait forever: the batch fails after the
+    lock timeout, stores nothing, and the next append after the lock is freed works."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite bounds the wait with its busy timeout")
+    from sqlalchemy.exc import OperationalError
+
+    from creditshare.ledger._sql import _PG_LOCK_KEY
+
+    ledger = Ledger(SqlLedgerStorage(engine, lock_timeout_s=0.2), signer, clock)
+    fill(ledger, 3)
+    with engine.connect() as holder:
+        holder.begin()
+        holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+        with pytest.raises(OperationalError, match="lock timeout"):
+            ledger.append(b"waits", SUBJECT)
+        holder.rollback()
+    assert ledger.storage.size() == 3 and ledger.failure is None
+    assert ledger.append(b"next", SUBJECT).index == 3

@@ -540,3 +540,17 @@ async def _apoll(condition: Callable[[], bool]) -> None:
         if condition():
             return
         await asyncio.sleep(0.005)
+
+
+def test_stray_nodes_are_those_no_tree_of_the_size_has(
+    storage: LedgerStorage, signer: LogSigner
+) -> None:
+    """For audits: the stored interior nodes beyond a tree of ``size`` leaves, in
+    (level, index) order, at most ``limit``; none beyond the stored log itself."""
+    for i in range(11):
+        put(storage, b"entry %d" % i, "s", signer)
+    assert storage.stray_nodes(11, 10) == []
+    assert storage.stray_nodes(8, 10) == [(1, 4)]
+    assert storage.stray_nodes(3, 10) == [(1, 1), (1, 2), (1, 3), (1, 4), (2, 0), (2, 1), (3, 0)]
+    assert storage.stray_nodes(3, 3) == [(1, 1), (1, 2), (1, 3)]
+    assert storage.stray_nodes(0, 100)[-1] == (3, 0)

@@ -29,7 +29,7 @@ from creditshare.errors import (
 from creditshare.ledger._errors import integrity_error
 from creditshare.ledger._merkle import Frontier, leaf_hash, verify_inclusion
 from creditshare.ledger._records import parse_record
-from creditshare.ledger._storage import LedgerStorage
+from creditshare.ledger._storage import LedgerStorage, is_node_of
 from creditshare.ledger._subtrees import frontier_ids, inclusion_ranges, read_proof
 from creditshare.ledger._tree_head import SignedTreeHead
 
@@ -45,6 +45,7 @@ __all__ = [
 
 _BATCH = 1000
 _MAX_NODE_PROBLEMS = 10
+_MAX_PROBLEMS = 1000
 _SHOWN_USES = 10
 _MAX_ROUNDS = 5
 #: How many of the newest leaves the start-up check rehashes from their data.
@@ -110,6 +111,31 @@ class ConsentUses:
         return out
 
 
+class _Problems(list[str]):
+    """The audit's findings, at most ``_MAX_PROBLEMS`` per-entry lines kept: a log whose
+    every row was rewritten must still be audited in bounded memory (one line per leaf
+    of 10^7 is gigabytes), so the lines beyond are counted; ``finish`` says how many.
+    Whole-log findings (``summary``) are always kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.more = 0
+
+    def append(self, problem: str) -> None:
+        if len(self) < _MAX_PROBLEMS:
+            super().append(problem)
+        else:
+            self.more += 1
+
+    def summary(self, problem: str) -> None:
+        super().append(problem)
+
+    def finish(self) -> tuple[str, ...]:
+        if self.more:
+            self.summary(f"{self.more} more problems not shown (the first {_MAX_PROBLEMS} are)")
+        return tuple(self)
+
+
 def _check_signature(head: SignedTreeHead, log_key: Ed25519PublicKey, problems: list[str]) -> None:
     try:
         head.verify(log_key)
@@ -117,8 +143,9 @@ def _check_signature(head: SignedTreeHead, log_key: Ed25519PublicKey, problems: 
         problems.append(f"head {head.size}: {exc}")
 
 
-def _iter_heads(storage: LedgerStorage, problems: list[str]) -> Iterator[SignedTreeHead]:
-    """Every stored head, ascending, a page at a time (a log may hold millions)."""
+def _iter_heads(storage: LedgerStorage, problems: list[str], upto: int) -> Iterator[SignedTreeHead]:
+    """Every stored head of size up to ``upto``, ascending, a page at a time (a log may
+    hold millions); heads beyond it were signed after the audit took its snapshot."""
     after = -1
     while True:
         try:
@@ -126,16 +153,36 @@ def _iter_heads(storage: LedgerStorage, problems: list[str]) -> Iterator[SignedT
         except CreditShareError as exc:  # a malformed row (e.g. a root of the wrong length)
             problems.append(f"stored heads cannot be read: {exc}")
             return
-        yield from page
+        for head in page:
+            if head.size > upto:
+                return
+            yield head
         if len(page) < _BATCH:
             return
         after = page[-1].size
 
 
+def _snapshot(storage: LedgerStorage) -> tuple[int, int]:
+    """``(leaves, signed)``: how many leaves and heads this audit covers, on a log that
+    running coordinators may append to while it reads.
+
+    Leaves and their head are committed together, so reading size, latest head, size
+    in that order gives ``first <= signed <= last`` on an honest log however many
+    appends land in between; the audit then covers exactly the ``signed`` leaves and
+    the heads up to it (newer ones are the next audit's). Anything else is tampering
+    the audit must report: a head beyond the stored leaves, or leaves under no head.
+    """
+    first = storage.size()
+    latest = storage.latest_head()
+    last = storage.size()
+    signed = 0 if latest is None else latest.size
+    return (signed if first <= signed <= last else last), signed
+
+
 class _NodeCheck:
     """Compares the interior nodes the audit rebuilds with the stored ones, in batches."""
 
-    def __init__(self, storage: LedgerStorage, problems: list[str]) -> None:
+    def __init__(self, storage: LedgerStorage, problems: _Problems) -> None:
         self._storage, self._problems = storage, problems
         self.built: list[tuple[int, int, bytes]] = []
         self.mismatched = 0
@@ -159,8 +206,22 @@ class _NodeCheck:
     def finish(self) -> None:
         self.flush()
         if self.mismatched > _MAX_NODE_PROBLEMS:
-            self._problems.append(
+            self._problems.summary(
                 f"{self.mismatched} interior nodes do not match the stored leaves in all"
+            )
+
+
+def _check_stray_nodes(storage: LedgerStorage, problems: _Problems) -> None:
+    """Interior nodes stored for leaves that are not: inserted rows. Read the nodes
+    first and the size after, so a node a live coordinator committed meanwhile (with
+    its leaves) is under the size read and never reported."""
+    stray = storage.stray_nodes(storage.size(), _MAX_NODE_PROBLEMS)
+    size = storage.size()
+    for level, index in stray:
+        if not is_node_of((level, index), size):
+            problems.append(
+                f"interior node at level {level}, index {index} is stored but the log has "
+                f"no complete subtree there ({size} entries): it was inserted"
             )
 
 
@@ -173,13 +234,15 @@ def verify_log(
 
     Streams: leaves and heads are read a page at a time, so memory stays bounded
     whatever the log's size. ``progress(checked, total)`` is called after each page.
+    Coordinators may keep appending meanwhile: the audit covers the log up to the
+    latest head it saw at the start (``_snapshot``), so their new rows are not problems.
     """
-    problems: list[str] = []
-    size = storage.size()
+    problems = _Problems()
+    size, signed = _snapshot(storage)
     heads_checked = 0
     covered = 0
     previous: SignedTreeHead | None = None
-    for head in _iter_heads(storage, problems):  # first pass: times and signatures
+    for head in _iter_heads(storage, problems, signed):  # first pass: times and signatures
         heads_checked += 1
         covered = head.size
         if previous is not None and head.timestamp_ms < previous.timestamp_ms:
@@ -188,12 +251,12 @@ def verify_log(
                 f"head {previous.size}'s {previous.timestamp_ms}"
             )
         previous = head
-    for head in _iter_heads(storage, []):
+    for head in _iter_heads(storage, [], signed):
         _check_signature(head, log_key, problems)
         if head.size > size:
             problems.append(f"head {head.size}: covers more leaves than the log holds ({size})")
 
-    pending = _iter_heads(storage, [])  # second pass: roots, as the leaves are read
+    pending = _iter_heads(storage, [], signed)  # second pass: roots, as the leaves are read
     waiting = next(pending, None)
     frontier = Frontier()
     nodes = _NodeCheck(storage, problems)
@@ -231,11 +294,13 @@ def verify_log(
         broken_at = frontier.size
     check_roots_up_to(size)
     nodes.finish()
-    problems.extend(uses.problems())
+    _check_stray_nodes(storage, problems)
+    for problem in uses.problems():
+        problems.summary(problem)
 
     if covered < size:
-        problems.append(f"leaves {covered}..{size - 1} are not covered by any signed head")
-    return LogReport(leaves_checked=size, heads_checked=heads_checked, problems=tuple(problems))
+        problems.summary(f"leaves {covered}..{size - 1} are not covered by any signed head")
+    return LogReport(leaves_checked=size, heads_checked=heads_checked, problems=problems.finish())
 
 
 def verify_subject(storage: LedgerStorage, log_key: Ed25519PublicKey, subject: str) -> LogReport:

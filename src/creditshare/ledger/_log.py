@@ -54,6 +54,7 @@ from creditshare.ledger._tree_head import LogSigner, SignedTreeHead
 __all__ = ["Ledger", "Receipt"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_VERIFIED_HEADS = 64
 log = logging.getLogger("creditshare.ledger")
 
 
@@ -183,6 +184,8 @@ class Ledger:
         self._queue: list[_Pending] = []
         self._leading = False
         self._executor: ThreadPoolExecutor | None = None  # append_async's, made on first use
+        # Stored heads whose signature ``_check_signed`` checked (oldest first, bounded).
+        self._verified: dict[SignedTreeHead, None] = {}
 
     @property
     def storage(self) -> LedgerStorage:
@@ -529,11 +532,32 @@ class Ledger:
             raise LedgerError(f"this log has no signed head of size {size}")
         return self._prove(index, head)
 
+    def _check_signed(self, head: SignedTreeHead) -> None:
+        """A stored head must verify under this log's key before a receipt carries it: a
+        head row rewritten in the database (its root, with interior nodes to match) would
+        otherwise be served in receipts that fail at every node. The heads verified last
+        are remembered, so a page of receipts under one head costs one verification."""
+        with self._lock:
+            if head in self._verified:
+                return
+        try:
+            head.verify(self._signer.public_key)
+        except LedgerError as exc:
+            raise integrity_error(
+                f"the stored head of size {head.size} does not verify under this log's key "
+                f"({exc}): it was changed in the database"
+            ) from None
+        with self._lock:
+            self._verified[head] = None
+            while len(self._verified) > _VERIFIED_HEADS:
+                del self._verified[next(iter(self._verified))]
+
     def _prove(self, index: int, head: SignedTreeHead) -> Receipt:
         """A receipt whose proof is checked against the head before it is handed out: a
         stored interior node that was tampered with is refused here, not served."""
         if not 0 <= index < head.size:
             raise InvalidInputError(f"leaf {index} is not in the tree of size {head.size}")
+        self._check_signed(head)
         leaf = self._storage.leaf(index)
         proof = self._read_proof(inclusion_ranges(index, head.size))
         try:

@@ -29,6 +29,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    literal,
     or_,
     select,
     text,
@@ -39,6 +40,7 @@ from sqlmodel import Field, SQLModel
 from creditshare.errors import ConfigurationError, InvalidInputError, NotFoundError
 from creditshare.ledger._merkle import leaf_hash
 from creditshare.ledger._storage import (
+    MAX_LEVEL,
     BuildBatch,
     StoredLeaf,
     check_append_input,
@@ -145,15 +147,19 @@ class SqlLedgerStorage:
     works with pysqlite's default transaction handling and with engines that
     begin their own transactions (SQLAlchemy's documented ``isolation_level=None``
     recipe). Concurrent appenders wait for the lock up to the engine's SQLite
-    busy timeout (pysqlite's default is 5 seconds).
+    busy timeout (pysqlite's default is 5 seconds), on PostgreSQL up to
+    ``lock_timeout_s``; then that batch fails and stores nothing.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lock_timeout_s: float = 30.0) -> None:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise ConfigurationError(
                 f"the ledger supports SQLite and PostgreSQL, not {engine.dialect.name}"
             )
+        if lock_timeout_s <= 0:
+            raise ConfigurationError(f"lock_timeout_s must be positive, got {lock_timeout_s}")
         self._engine = engine
+        self._lock_timeout_ms = max(1, round(lock_timeout_s * 1000))
         _check_tables(engine)
 
     def _begin_append(self, conn: Connection) -> None:
@@ -172,6 +178,10 @@ class SqlLedgerStorage:
                 conn.exec_driver_sql("ROLLBACK")
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
+            # A replica that hangs holding the lock (or a session someone opened to hold
+            # it) must not stall every append of every replica forever: the wait is
+            # bounded, as SQLite's busy timeout bounds it, and the batch fails instead.
+            conn.execute(text(f"SET LOCAL lock_timeout = {self._lock_timeout_ms}"))
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
 
     def _commit(self, conn: Connection) -> None:
@@ -277,6 +287,24 @@ class SqlLedgerStorage:
                 for row in conn.execute(query):
                     out[(int(row[0]), int(row[1]))] = bytes(row[2])
         return out
+
+    def stray_nodes(self, size: int, limit: int) -> list[NodeId]:
+        beyond = literal(size, BigInteger).op(">>")(_NODE.c.level)
+        query = (
+            select(_NODE.c.level, _NODE.c.idx)
+            .where(
+                or_(
+                    _NODE.c.level < 1,
+                    _NODE.c.level > MAX_LEVEL,
+                    _NODE.c.idx < 0,
+                    and_(_NODE.c.level <= MAX_LEVEL, _NODE.c.idx >= beyond),
+                )
+            )
+            .order_by(_NODE.c.level, _NODE.c.idx)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return [(int(level), int(index)) for level, index in conn.execute(query)]
 
     def latest_head(self) -> SignedTreeHead | None:
         query = select(*_HEAD_COLUMNS).order_by(_HEAD.c.size.desc()).limit(1)

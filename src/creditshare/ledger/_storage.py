@@ -20,6 +20,7 @@ from creditshare.ledger._subtrees import NodeId
 from creditshare.ledger._tree_head import SignedTreeHead
 
 __all__ = [
+    "MAX_LEVEL",
     "BuildBatch",
     "LedgerStorage",
     "MemoryLedgerStorage",
@@ -30,6 +31,7 @@ __all__ = [
     "check_new_head",
     "check_range",
     "checked_hashes",
+    "is_node_of",
 ]
 
 ReadHashes = Callable[[int, int], list[bytes]]
@@ -104,6 +106,13 @@ class LedgerStorage(Protocol):
         ids storage does not hold are left out. One round trip: proofs need O(log n)."""
         ...
 
+    def stray_nodes(self, size: int, limit: int) -> list[NodeId]:
+        """Up to ``limit`` stored interior nodes that no tree of ``size`` leaves has (a
+        level outside 1..62, or a subtree reaching past leaf ``size - 1``), for audits:
+        no proof reads them, but a row inserted for a subtree not yet complete would
+        make the append that completes it fail."""
+        ...
+
     def latest_head(self) -> SignedTreeHead | None:
         """The stored head with the largest size, or ``None`` if none is stored."""
         ...
@@ -136,6 +145,16 @@ def checked_hashes(start: int, rows: Iterable[tuple[int, bytes]], end: int) -> l
             f"entry {missing} is missing (ledger_leaf has no row for index {missing})"
         )
     return out
+
+
+MAX_LEVEL = 62
+"""The highest interior level a log can have (2^62 leaves); shifts stay in 64 bits."""
+
+
+def is_node_of(node: NodeId, size: int) -> bool:
+    """Whether the tree of ``size`` leaves has the interior node ``(level, index)``."""
+    level, index = node
+    return 1 <= level <= MAX_LEVEL and 0 <= index < size >> level
 
 
 def check_new_head(head: object, size: int) -> SignedTreeHead:
@@ -227,6 +246,11 @@ class MemoryLedgerStorage:
                 elif (level, index) in self._nodes:
                     out[(level, index)] = self._nodes[(level, index)]
         return out
+
+    def stray_nodes(self, size: int, limit: int) -> list[NodeId]:
+        with self._lock:
+            stray = [node for node in self._nodes if not is_node_of(node, size)]
+        return sorted(stray)[:limit]
 
     def latest_head(self) -> SignedTreeHead | None:
         with self._lock:
