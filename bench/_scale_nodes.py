@@ -25,15 +25,14 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from _scale_nodes_data import write_tax_file
 from _scale_report import Row, Section, Target
+from query import enrol
 from sqlalchemy import create_engine, make_url
 
-from creditshare.client import CreditShareClient, Identity
-from creditshare.consent import ConsentGrant, Purpose
+from creditshare.client import CreditShareClient
 from creditshare.crypto import PrivateKey
 from creditshare.demo import Federation, FederationLayout
 from creditshare.departments import get_department
@@ -176,35 +175,6 @@ def _layout(root: Path, data: Path) -> FederationLayout:
     return layout
 
 
-def _enrol(
-    layout: FederationLayout, op: CreditShareClient, usccs: list[str]
-) -> tuple[str, Identity, dict[str, str]]:
-    """A bank with its credentials uploaded, and each enterprise's consent to it."""
-    bank_api: str = op.register_participant("bench-bank", "bank", "Bench Bank")["api_key"]
-    bank_identity = layout.identity("bench-bank", "bank")
-    with CreditShareClient(
-        layout.coordinator_url, api_key=bank_api, identity=bank_identity
-    ) as bank:
-        bank.upload_credentials()
-    consents: dict[str, str] = {}
-    start = datetime.now(UTC) - timedelta(minutes=1)
-    for uscc in usccs:
-        identity = layout.identity(f"e-{uscc.lower()}", "enterprise", uscc)
-        signing = identity.signing_key
-        ent = op.register_participant(
-            f"e-{uscc.lower()}", "enterprise", uscc, uscc=uscc, signing_key=signing.verify_key
-        )
-        grant = ConsentGrant.create(
-            uscc, "bench-bank", Purpose.PRE_LOAN_REVIEW, start, start + timedelta(days=1)
-        )
-        with CreditShareClient(
-            layout.coordinator_url, api_key=ent["api_key"], identity=identity
-        ) as c:
-            c.upload_credentials()
-            consents[uscc] = c.grant_consent(grant.sign(signing))["consent_id"]
-    return bank_api, bank_identity, consents
-
-
 def _p50s(
     layouts: dict[str, FederationLayout], usccs: list[str], key: PrivateKey, n: int
 ) -> dict[str, float]:
@@ -216,7 +186,7 @@ def _p50s(
             operator_key = layout.bootstrap_operator()
             with CreditShareClient(layout.coordinator_url, api_key=operator_key) as op:
                 layout.publish_revocation_lists(operator_key)
-                banks[name] = _enrol(layout, op, usccs)
+                banks[name] = enrol(layout, op, usccs)
         clients = {
             name: CreditShareClient(
                 layouts[name].coordinator_url, api_key=api, private_key=key, identity=identity
