@@ -55,4 +55,10 @@ def test_ledger_verify_streams_reports_progress_and_names_tampering(tmp_path: Pa
     leaf = runner.invoke(app, verify)
     assert leaf.exit_code == 1
     assert "leaf 1100: stored hash does not match the stored data" in leaf.stderr
+
+    with engine.begin() as conn:  # SQLite keeps text in a BLOB column if a writer puts it there
+        conn.execute(text("UPDATE ledger_leaf SET data = :d WHERE idx = 1101"), {"d": "forged"})
+    typed = runner.invoke(app, verify)
+    assert typed.exit_code == 1, typed.output
+    assert "PROBLEM: leaf 1101: the stored data is str, not bytes" in typed.stderr
     engine.dispose()

@@ -48,8 +48,14 @@ def ledger_verify(
     reports progress on stderr, so a ledger of millions of entries can be watched."""
     from creditshare.coordinator import CoordinatorSettings
     from creditshare.coordinator._admin import audit_ledger
+    from creditshare.errors import LedgerIntegrityError
 
-    report = audit_ledger(load_settings(CoordinatorSettings, config), uscc, _Progress())
+    settings = load_settings(CoordinatorSettings, config)
+    try:
+        report = audit_ledger(settings, uscc, _Progress())
+    except LedgerIntegrityError as exc:  # a row so damaged the audit cannot read on
+        print(f"PROBLEM: {exc}; the audit stopped there", file=sys.stderr)
+        raise typer.Exit(code=1) from None
     console.print(f"checked {report.leaves_checked} entries and {report.heads_checked} tree heads")
     for problem in report.problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)

@@ -37,7 +37,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
-from creditshare.errors import ConfigurationError, InvalidInputError, NotFoundError
+from creditshare.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    LedgerIntegrityError,
+    NotFoundError,
+)
 from creditshare.ledger._merkle import leaf_hash
 from creditshare.ledger._storage import (
     MAX_LEVEL,
@@ -98,7 +103,16 @@ _NODE: Table = SQLModel.metadata.tables["ledger_node"]
 
 
 def _to_leaf(row: Sequence[Any]) -> StoredLeaf:
-    return StoredLeaf(int(row[0]), bytes(row[1]), bytes(row[2]), str(row[3]))
+    index, data, stored_hash = int(row[0]), row[1], row[2]
+    # SQLite stores whatever a writer gives a column: a leaf whose data or hash was
+    # rewritten as text is tampering to report by its index, not a TypeError.
+    for what, value in (("data", data), ("leaf hash", stored_hash)):
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise LedgerIntegrityError(
+                f"leaf {index}: the stored {what} is {type(value).__name__}, not bytes "
+                "(the row was rewritten outside the ledger)"
+            )
+    return StoredLeaf(index, bytes(data), bytes(stored_hash), str(row[3]))
 
 
 def _to_head(row: Sequence[Any]) -> SignedTreeHead:
