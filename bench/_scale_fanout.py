@@ -36,7 +36,7 @@ from creditshare.synth import generate
 __all__ = ["BankQuery", "departments_for", "measure", "running_federation"]
 
 BASE = ("tax", "market", "court")
-#: The issue's targets.
+#: The provincial-scale targets (README, Performance).
 P50_LIMIT_MS = 25.0
 RATIO_LIMIT = 1.5
 _SCHEMAS = Path(__file__).resolve().parents[1] / "src" / "creditshare" / "departments" / "schemas"
@@ -239,7 +239,7 @@ def growth_rows(sizes: tuple[int, int], cpu: list[CpuPerQuery]) -> list[Row]:
 
 
 def bound_note(sizes: tuple[int, int], cpu: list[CpuPerQuery], cores: int) -> str:
-    """What bounds the p50 ratio, whatever the issue's limit: a query's latency is at
+    """What bounds the p50 ratio, whatever the target's limit: a query's latency is at
     least its serial path (bank, coordinator, one node: the nodes run in parallel) and
     at least all its CPU spread over the machine's cores."""
     (small, large), (a, b) = sizes, cpu

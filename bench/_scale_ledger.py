@@ -17,7 +17,7 @@ and appends/s of two coordinator replicas on one PostgreSQL.
   what a process without batching gets.
 
 Runs on older code too (no backfill, no group commit): that is how the "before"
-numbers in the issue's note were taken.
+numbers of the change that added it were taken.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
   1/10 its size (its first tenth) are imported with ``creditshare node import`` as an
   operator runs it, a process each: rows/s (wall and CPU time), and the process's peak
   resident memory (its own ru_maxrss) of the large file against the small one. The
-  issue's targets: >= 50,000 rows/s; peak memory independent of the file's size
+  targets: >= 50,000 rows/s; peak memory independent of the file's size
   (ratio <= 1.1).
 * Query: two federations on loopback, identical but for the size of their tax node (a
   coordinator under uvicorn and one tax node, gRPC, mutual TLS, 2048-bit keys, SQLite,
@@ -44,7 +44,7 @@ __all__ = ["measure"]
 
 CHAIN = Chain.YRD
 FULL_ROWS, QUICK_ROWS = 5_000_000, 200_000
-#: The issue's targets.
+#: The provincial-scale targets (README, Performance).
 ROWS_PER_SECOND, RSS_RATIO, P50_RATIO = 50_000.0, 1.1, 1.2
 _CLI = (sys.executable, "-m", "creditshare")
 
@@ -258,7 +258,7 @@ def measure(quick: bool, work: Path) -> Section:
     section.notes.append(f"load average (1, 5, 15 min) after the imports: {loads}")
     rate = measured["large"][0]
     ratio = measured["large"][1] / measured["small"][1]
-    caveat = "" if not quick else f"--quick: {large:,} rows (the issue's size: {FULL_ROWS:,})"
+    caveat = "" if not quick else f"--quick: {large:,} rows (the full run's size: {FULL_ROWS:,})"
     timing = f"wall time, load {loads}; per CPU second {marginal:,.0f} rows/s"
     section.targets.append(
         Target(

@@ -34,7 +34,7 @@ from _scale_report import Row, Section, Target, peak_rss_mb, rss_mb, self_peak_r
 
 FULL = (1_000_000, 10_000_000)
 QUICK = (10_000, 100_000)
-#: Memory target per party (the issue's "under 2 GB").
+#: Memory target per party ("under 2 GB").
 LIMIT_MB = 2048.0
 HERE = Path(__file__).resolve().parent
 
@@ -166,8 +166,8 @@ def real_path(work: Path, n: int, m: int, chunk: int) -> dict[str, Any]:
 
 
 def _sizes(quick: bool) -> tuple[int, int]:
-    """(bureau ids, node ids): the issue's, the quick ones, or ``CREDITSHARE_SCALE_PSI``
-    ("N,M": the largest run that fits a machine's time, when the issue's does not)."""
+    """(bureau ids, node ids): the full run's, the quick ones, or ``CREDITSHARE_SCALE_PSI``
+    ("N,M": the largest run that fits a machine's time, when the full one does not)."""
     override = os.environ.get("CREDITSHARE_SCALE_PSI", "")
     if override:
         n, m = (int(part) for part in override.split(","))

@@ -1,6 +1,6 @@
 """What every section of ``bench/scale.py`` returns, and how peak memory is read.
 
-Each section (nodes, PSI, ledger, fan-out) measures one growth law of the issue's
+Each section (nodes, PSI, ledger, fan-out) measures one growth law of the
 "provincial scale" targets on real processes and returns a ``Section``: the rows it
 measured (each at a size) and its targets, each a ratio or a limit measured in the
 same run. The aggregator prints them and writes them as JSON; it never measures.
@@ -29,14 +29,14 @@ class Row:
 
 @dataclass(frozen=True)
 class Target:
-    """One of the issue's targets, e.g. "query p50 at 45 nodes / at 9" <= 1.5."""
+    """One target, e.g. "query p50 at 45 nodes / at 9" <= 1.5."""
 
     name: str
     measured: float
     limit: float
     comparison: Literal["<=", ">="]
     unit: str = "x"
-    #: Why a run could not measure it as the issue states (e.g. a --quick size); shown.
+    #: Why a run could not measure it at the full size (e.g. a --quick size); shown.
     caveat: str = ""
 
     @property
