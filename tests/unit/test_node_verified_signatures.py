@@ -1,12 +1,13 @@
-"""The node's memory of consent signatures it verified: keyed by exactly what was checked."""
+"""The memory of checks that passed (``creditshare._recent``), as the node uses it for consent
+signatures: keyed by exactly the bytes checked, failures never remembered, bounded."""
 
 from __future__ import annotations
 
 import pytest
 
+from creditshare._recent import RecentlyPassed
 from creditshare.crypto import SigningKey, VerifyKey
 from creditshare.errors import InvalidSignatureError
-from creditshare.node._authority import _VerifiedSignatures
 
 
 class _CountingKey(VerifyKey):
@@ -23,6 +24,16 @@ class _CountingKey(VerifyKey):
 
 def _key(signer: SigningKey) -> _CountingKey:
     return _CountingKey(signer.verify_key.raw)
+
+
+class _VerifiedSignatures:
+    """What the node's RequestAuthority does with its consent-signature memory."""
+
+    def __init__(self, size: int) -> None:
+        self._passed: RecentlyPassed[tuple[bytes, bytes, bytes]] = RecentlyPassed(size)
+
+    def verify(self, key: VerifyKey, signature: bytes, message: bytes) -> None:
+        self._passed.check((key.raw, signature, message), lambda: key.verify(signature, message))
 
 
 def test_a_verified_triple_is_checked_once_and_anything_else_is_checked_again() -> None:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from creditshare._recent import RecentlyPassed
 from creditshare.errors import (
     ConfigurationError,
     InvalidInputError,
@@ -185,7 +186,7 @@ class Ledger:
         self._leading = False
         self._executor: ThreadPoolExecutor | None = None  # append_async's, made on first use
         # Stored heads whose signature ``_check_signed`` checked (oldest first, bounded).
-        self._verified: dict[SignedTreeHead, None] = {}
+        self._verified: RecentlyPassed[SignedTreeHead] = RecentlyPassed(_VERIFIED_HEADS)
 
     @property
     def storage(self) -> LedgerStorage:
@@ -537,9 +538,9 @@ class Ledger:
         head row rewritten in the database (its root, with interior nodes to match) would
         otherwise be served in receipts that fail at every node. The heads verified last
         are remembered, so a page of receipts under one head costs one verification."""
-        with self._lock:
-            if head in self._verified:
-                return
+        self._verified.check(head, lambda: self._verify_stored(head))
+
+    def _verify_stored(self, head: SignedTreeHead) -> None:
         try:
             head.verify(self._signer.public_key)
         except LedgerError as exc:
@@ -547,10 +548,6 @@ class Ledger:
                 f"the stored head of size {head.size} does not verify under this log's key "
                 f"({exc}): it was changed in the database"
             ) from None
-        with self._lock:
-            self._verified[head] = None
-            while len(self._verified) > _VERIFIED_HEADS:
-                del self._verified[next(iter(self._verified))]
 
     def _prove(self, index: int, head: SignedTreeHead) -> Receipt:
         """A receipt whose proof is checked against the head before it is handed out: a

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from creditshare._canonical import canonical_json
+from creditshare._recent import RecentlyPassed
 from creditshare.consent import (
     ConsentGrant,
     ConsentRevocation,
@@ -70,36 +71,6 @@ _SUBSCRIPTION_SKEW = timedelta(minutes=10)
 _REMEMBERED_CONSENTS = 1024
 
 
-class _VerifiedSignatures:
-    """(key, signature, message) triples an Ed25519 check found valid, most recent kept.
-
-    A consent is granted once and used by every query under it until it expires or is
-    revoked, and every answer checks its signature. A triple verified once verifies
-    forever: a repeat is a lookup keyed by exactly the bytes that were checked (the key's
-    32 bytes, the signature, the signed message), and a failure is never remembered. What
-    may change over time (the credential's validity and revocation, the consent's own
-    validity and revocation) is still checked on every answer, outside this.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._valid: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def verify(self, key: VerifyKey, signature: bytes, message: bytes) -> None:
-        """InvalidSignatureError unless ``key`` signed ``message`` (``signature``)."""
-        triple = (key.raw, signature, message)
-        with self._lock:
-            if triple in self._valid:
-                self._valid.move_to_end(triple)
-                return
-        key.verify(signature, message)  # raises: nothing remembered
-        with self._lock:
-            self._valid[triple] = None
-            while len(self._valid) > self._size:
-                self._valid.popitem(last=False)
-
-
 class RequestAuthority:
     def __init__(
         self,
@@ -120,7 +91,11 @@ class RequestAuthority:
         self._node_id = node_id
         self._revoked = revoked
         self._clock = clock
-        self._consent_signatures = _VerifiedSignatures(_REMEMBERED_CONSENTS)
+        # A consent's signature is checked once per (key, signature, signed bytes); its
+        # validity and revocation, and the credential's, are checked on every answer.
+        self._consent_signatures: RecentlyPassed[tuple[bytes, bytes, bytes]] = RecentlyPassed(
+            _REMEMBERED_CONSENTS
+        )
 
     def update_revocations(self, lists: Sequence[bytes]) -> bool:
         """Take newer revocation lists the coordinator relayed; True if any replaced one.
@@ -244,7 +219,10 @@ class RequestAuthority:
         self._signed_by(
             enterprise_credentials,
             "enterprise",
-            lambda key: self._consent_signatures.verify(key, consent.signature, signed_bytes),
+            lambda key: self._consent_signatures.check(
+                (key.raw, consent.signature, signed_bytes),
+                lambda: key.verify(consent.signature, signed_bytes),
+            ),
             ConsentRefusedError("the consent is not signed by the enterprise's certified key"),
             role="enterprise",
             uscc=grant.uscc,

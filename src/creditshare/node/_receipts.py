@@ -8,8 +8,6 @@ last the record itself must describe exactly the request in hand.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -18,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.utils import Buffer
 
+from creditshare._recent import RecentlyPassed
 from creditshare.consent import ConsentGrant
 from creditshare.crypto import PublicKey, VerifyKey
 from creditshare.errors import InvalidInputError, PermissionDeniedError
@@ -59,20 +58,13 @@ class _RememberingKey(Ed25519PublicKey):
     def __init__(self, key: Ed25519PublicKey) -> None:
         self._key = key
         self._raw = key.public_bytes_raw()
-        self._valid: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
-        self._lock = threading.Lock()
+        self._valid: RecentlyPassed[tuple[bytes, bytes]] = RecentlyPassed(_REMEMBERED)
 
     def verify(self, signature: Buffer, data: Buffer) -> None:
-        pair = (bytes(signature), bytes(data))
-        with self._lock:
-            if pair in self._valid:
-                self._valid.move_to_end(pair)
-                return
-        self._key.verify(signature, data)  # raises InvalidSignature: nothing remembered
-        with self._lock:
-            self._valid[pair] = None
-            while len(self._valid) > _REMEMBERED:
-                self._valid.popitem(last=False)
+        # raises InvalidSignature: nothing remembered
+        self._valid.check(
+            (bytes(signature), bytes(data)), lambda: self._key.verify(signature, data)
+        )
 
     def public_bytes(self, encoding: Encoding, format: PublicFormat) -> bytes:
         if (encoding, format) == (Encoding.Raw, PublicFormat.Raw):
