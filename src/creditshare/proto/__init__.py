@@ -27,6 +27,8 @@ from creditshare.proto.creditshare.v1 import (
     monitoring_pb2_grpc,
     node_pb2,
     node_pb2_grpc,
+    statistics_pb2,
+    statistics_pb2_grpc,
     training_pb2,
     training_pb2_grpc,
 )
@@ -46,6 +48,8 @@ __all__ = [
     "receipt_to_pb",
     "settings_from_pb",
     "settings_to_pb",
+    "statistics_pb2",
+    "statistics_pb2_grpc",
     "training_pb2",
     "training_pb2_grpc",
     "tree_settings_from_pb",
