@@ -20,9 +20,16 @@ from creditshare.errors import CreditShareError
 
 __all__ = ["ROLES", "ConsoleSettings", "Language", "Role"]
 
-Role = Literal["bank", "enterprise", "bureau", "department", "operator"]
+Role = Literal["bank", "enterprise", "bureau", "department", "operator", "regulator"]
 Language = Literal["zh", "en"]
-ROLES: tuple[Role, ...] = ("bank", "enterprise", "bureau", "department", "operator")
+ROLES: tuple[Role, ...] = (
+    "bank",
+    "enterprise",
+    "bureau",
+    "department",
+    "operator",
+    "regulator",
+)
 
 #: What each role needs to work, checked at start so a console never half-works.
 _NEEDS: dict[str, tuple[str, ...]] = {
@@ -31,6 +38,8 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "bureau": ("coordinator_url", "api_key", "identity", "key_file"),
     "department": ("node_config",),
     "operator": ("coordinator_url", "api_key"),
+    # A regulator signs each cohort query and decrypts the summed answer here.
+    "regulator": ("coordinator_url", "api_key", "identity", "key_file"),
 }
 
 
@@ -45,10 +54,12 @@ class ConsoleSettings(EnvFirstSettings):
     identity: Path | None = Field(
         default=None,
         description="folder with the participant's signing.key and CA credentials (bank, "
-        "bureau, enterprise: queries, jobs and consents are signed here)",
+        "bureau, enterprise, regulator: queries, jobs, consents and cohort queries are "
+        "signed here)",
     )
     key_file: Path | None = Field(
-        default=None, description="the bank's or bureau's Paillier key file (decrypts here)"
+        default=None,
+        description="the bank's, bureau's or regulator's Paillier key file (decrypts here)",
     )
     alert_key_file: Path | None = Field(
         default=None, description="a bank's X25519 alert key file (opens monitoring alerts)"
