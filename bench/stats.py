@@ -16,7 +16,7 @@ column.
 
 Baseline, in the same run: the plaintext query, the same grouped figures computed
 directly from the raw data files (every node's CSV read, rows grouped, values clipped
-and rounded to whole units as the catalogue says), timed. Printed: the private
+to the catalogue's public bounds, not rounded), timed. Printed: the private
 query's p50/p90 latency and its ratio to the plaintext query's time, and per cell
 and measure the relative error |noisy - plaintext| / plaintext (median and p90 over
 cells and queries, each cell's count error listed), with how often the stated bound
@@ -184,9 +184,9 @@ def _get(item: Any, name: str, default: Any = None) -> Any:
     return item.get(name, default) if isinstance(item, dict) else getattr(item, name, default)
 
 
-def plan_for(catalogue_answer: Any) -> Plan:
-    """Region and the department's first own dimension; count, and the sum and mean of
-    its first summable column."""
+def plan_for(catalogue_answer: Any, columns: Sequence[str]) -> Plan:
+    """Region and the department's first own dimension that is a raw column (of
+    ``columns``); count, and the sum and mean of its first summable column."""
     inner = _get(catalogue_answer, "catalogue")
     catalogue = catalogue_answer if inner is None else inner
     levels = {
@@ -201,7 +201,8 @@ def plan_for(catalogue_answer: Any) -> Plan:
         )
         for s in _get(catalogue, "sums", ())
     }
-    own = [name for name in levels if name not in ("chain", "region")]
+    # A dimension read straight from a column (the plaintext query reads the raw files).
+    own = [name for name in levels if name not in ("chain", "region") and name in columns]
     group_by = ["region", *own[:1]]
     column = next(iter(sums), None)
     measures = ["count"] + ([f"sum:{column}", f"mean:{column}"] if column else [])
@@ -220,21 +221,26 @@ def _level(plan: Plan, dimension: str, chain: Chain, row: dict[str, str]) -> str
     return row[dimension].strip()
 
 
-def _units(plan: Plan, column: str, text: str) -> int:
-    """A raw value clipped to the column's bounds, in whole units (as nodes sum it)."""
-    lower, upper, unit = plan.sums[column]
-    value = min(max(float(text), lower), upper)
-    return round(value / unit)
+def _clipped(plan: Plan, column: str, text: str) -> float:
+    """A raw value clipped to the column's public bounds (the catalogue's: what a
+    regulator may learn of a sum is defined over clipped values)."""
+    lower, upper, _ = plan.sums[column]
+    return min(max(float(text), lower), upper)
+
+
+def _header(files: dict[tuple[Chain, int], Path]) -> list[str]:
+    with next(iter(files.values())).open(encoding="utf-8", newline="") as handle:
+        return next(csv.reader(handle))
 
 
 @dataclass
 class Plaintext:
     """The plaintext query's figures: per group (levels in ``group_by`` order), the
-    count and each summed column's total in units."""
+    count and each summed column's total of clipped values."""
 
     counts: dict[tuple[str, ...], int] = field(default_factory=lambda: defaultdict(int))
-    sums: dict[tuple[str, ...], dict[str, int]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(int))
+    sums: dict[tuple[str, ...], dict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
     )
     seconds: float = 0.0
     rows: int = 0
@@ -244,10 +250,10 @@ class Plaintext:
         count = self.counts.get(group, 0)
         if kind == "count":
             return float(count)
-        total = self.sums.get(group, {}).get(column, 0)
+        total = self.sums.get(group, {}).get(column, 0.0)
         if kind == "sum":
-            return float(total) * plan.sums[column][2]
-        return float(total) * plan.sums[column][2] / count if count else math.nan
+            return total
+        return total / count if count else math.nan
 
 
 def plaintext_query(plan: Plan, files: dict[tuple[Chain, int], Path]) -> Plaintext:
@@ -262,7 +268,7 @@ def plaintext_query(plan: Plan, files: dict[tuple[Chain, int], Path]) -> Plainte
                 answer.counts[group] += 1
                 for column in columns:
                     if row.get(column, "").strip():
-                        answer.sums[group][column] += _units(plan, column, row[column])
+                        answer.sums[group][column] += _clipped(plan, column, row[column])
                 answer.rows += 1
     answer.seconds = time.perf_counter() - started
     return answer
@@ -357,7 +363,7 @@ def run(quick: bool, work: Path, queries: int | None) -> dict[str, Any]:
             )
         )
         sdk: Any = regulator  # its statistics calls (CreditShareClient.cohort_statistics)
-        plan = plan_for(sdk.statistics_catalogue(DEPARTMENT))
+        plan = plan_for(sdk.statistics_catalogue(DEPARTMENT), _header(files))
         print(
             f"query: group by {', '.join(plan.group_by)}; {', '.join(plan.measures)}; "
             f"ε {EPSILON:g}, min cell {MIN_CELL}; {len(layout.nodes)} nodes"

@@ -93,7 +93,11 @@ class _FakeRegulator:
         return SimpleNamespace(catalogue=CATALOGUE, digest="ab" * 32, nodes=["yrd-tax"])
 
     def privacy_budget(self) -> dict[str, Any]:
-        return {"periods": [{"period": "2026-12", "spent": 2.5, "allowance": 10, "queries": 3}]}
+        return {
+            "regulator": "pbc-branch",
+            "period": "month",
+            "periods": [{"period": "2026-12", "queries": 3, "epsilon": 2.5, "refused": 0}],
+        }
 
     def cohort_statistics(self, *args: Any, **kwargs: Any) -> Any:
         self.asked.append((args, kwargs))
@@ -268,5 +272,7 @@ def test_dates_and_budget_answers_are_read_as_given() -> None:
     assert parse_dates("") == ([], "")
     assert parse_dates("2026-12-31，2026-11-30") == (["2026-11-30", "2026-12-31"], "")
     assert parse_dates("2026-13-01")[1] == "2026-13-01"
-    rows = budget_rows({"periods": [{"period": "2026-Q4", "spent": 1}]})
+    rows = budget_rows({"periods": [{"period": "2026-Q4", "epsilon": 1, "queries": 1}]})
     assert [(r.period, r.spent, r.remaining) for r in rows] == [("2026-Q4", "1", "")]
+    rows = budget_rows({"periods": [{"period": "2026-12", "epsilon": 12.5}]}, 10.0)
+    assert rows[0].remaining == "0"  # never below nothing

@@ -261,9 +261,10 @@ class BudgetRow:
     queries: str
 
 
-def budget_rows(answer: Any) -> list[BudgetRow]:
-    """The SDK's ``privacy_budget()`` (per period: ε spent by this regulator's recorded
-    queries, and the allowance and what remains where the answer says them) as rows."""
+def budget_rows(answer: Any, allowance: float | None = None) -> list[BudgetRow]:
+    """The SDK's ``privacy_budget()`` (per period: the ε this regulator's recorded
+    queries spent) as rows, with what remains of ``allowance`` (the nodes' allowance per
+    period, as published; the answer's own if it states one)."""
     periods = _get(answer, "periods", answer)
     if isinstance(periods, dict):
         periods = [
@@ -273,15 +274,15 @@ def budget_rows(answer: Any) -> list[BudgetRow]:
     rows = []
     for item in periods or ():
         spent = _get(item, "spent", _get(item, "epsilon", ""))
-        allowance = _get(item, "allowance", None)
+        limit = _get(item, "allowance", allowance)
         remaining = _get(item, "remaining", None)
-        if remaining is None and allowance is not None and spent != "":
-            remaining = max(0.0, float(allowance) - float(spent))
+        if remaining is None and limit is not None and spent != "":
+            remaining = max(0.0, float(limit) - float(spent))
         rows.append(
             BudgetRow(
                 str(_get(item, "period", "")),
                 _epsilon(spent),
-                _epsilon(allowance),
+                _epsilon(limit),
                 _epsilon(remaining),
                 str(_get(item, "queries", "") or ""),
             )
@@ -331,7 +332,8 @@ def _catalogue(state: ConsoleState, department: str) -> tuple[CatalogueView | No
 
 def _budget(state: ConsoleState) -> tuple[list[BudgetRow], str]:
     try:
-        return budget_rows(_statistics_sdk(state).privacy_budget()), ""
+        answer = _statistics_sdk(state).privacy_budget()
+        return budget_rows(answer, state.settings.privacy_allowance), ""
     except CreditShareError as exc:
         return [], message_of(exc)
 
@@ -362,6 +364,7 @@ def _statistics_page(
         chains=chain_options(state.client),
         budget=budget,
         budget_problem=budget_problem,
+        allowance=_epsilon(state.settings.privacy_allowance),
         confidence=f"{CONFIDENCE:.0%}",
         limits={
             "group_by": MAX_GROUP_BY,

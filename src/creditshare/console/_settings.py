@@ -87,6 +87,13 @@ class ConsoleSettings(EnvFirstSettings):
         description="a department's node settings file (its console reads the node's own "
         "database: imports, access log, refusals, health)",
     )
+    privacy_allowance: float = Field(
+        default=10.0,
+        gt=0,
+        description="a regulator's ε allowance per month at each node (the nodes' "
+        "stats_epsilon_per_period, as the chain operator publishes it; 10 by default, as "
+        "theirs): the statistics page shows what remains of it (the nodes enforce it)",
+    )
     host: str = Field(default="127.0.0.1", description="listen address (keep it on loopback)")
     port: int = Field(default=8600, ge=0, le=65535, description="listen port (0: any free)")
     language: Language = Field(default="zh", description="default page language")
