@@ -16,6 +16,7 @@ checked too.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -100,13 +101,17 @@ def _samples(cube: Cube) -> Samples:
     )
 
 
+def _compare(op: Any, t: int, values: Samples) -> Any:
+    return op(values, t)
+
+
 def _events(a: Samples, b: Samples) -> list[Callable[[Samples], Any]]:
     pooled = np.concatenate([a, b])
     events: list[Callable[[Samples], Any]] = []
     for t in sorted({int(v) for v in np.quantile(pooled, np.linspace(0.02, 0.98, 25))}):
-        events.append(lambda v, t=t: v >= t)
-        events.append(lambda v, t=t: v <= t)
-        events.append(lambda v, t=t: v == t)
+        events.append(functools.partial(_compare, np.greater_equal, t))
+        events.append(functools.partial(_compare, np.less_equal, t))
+        events.append(functools.partial(_compare, np.equal, t))
     return events
 
 
