@@ -53,10 +53,12 @@ from creditshare.client import CreditShareClient
 from creditshare.crypto import PrivateKey
 from creditshare.demo import Federation, FederationLayout
 from creditshare.demo._federation import write_settings
+from creditshare.departments import get_department
 from creditshare.identity import Chain, make_uscc
 from creditshare.identity.chains import DIVISIONS, chain_for_province
 from creditshare.identity.uscc import ALPHABET
 from creditshare.node import NodeSettings
+from creditshare.statistics import Catalogue, CohortResult, Figure
 from creditshare.synth import generate
 
 DEPARTMENT = "tax"
@@ -178,47 +180,39 @@ class Plan:
     #: dimension -> its public levels; column -> (lower, upper, unit).
     levels: dict[str, list[str]]
     sums: dict[str, tuple[float, float, float]]
+    #: column -> what an empty cell means (the schema's ``missing = "default"``).
+    defaults: dict[str, str] = field(default_factory=dict)
 
 
-def _get(item: Any, name: str, default: Any = None) -> Any:
-    return item.get(name, default) if isinstance(item, dict) else getattr(item, name, default)
-
-
-def plan_for(catalogue_answer: Any, columns: Sequence[str]) -> Plan:
+def plan_for(catalogue: Catalogue, columns: Sequence[str]) -> Plan:
     """Region and the department's first own dimension that is a raw column (of
     ``columns``); count, and the sum and mean of its first summable column."""
-    inner = _get(catalogue_answer, "catalogue")
-    catalogue = catalogue_answer if inner is None else inner
-    levels = {
-        str(_get(d, "name")): [str(v) for v in _get(d, "levels", ())]
-        for d in _get(catalogue, "dimensions", ())
-    }
-    sums = {
-        str(_get(s, "column")): (
-            float(_get(s, "lower")),
-            float(_get(s, "upper")),
-            float(_get(s, "unit", 1)),
-        )
-        for s in _get(catalogue, "sums", ())
-    }
+    levels = {d.name: list(d.levels) for d in catalogue.dimensions}
+    sums = {c.column: (c.lower, c.upper, c.unit) for c in catalogue.sums}
     # A dimension read straight from a column (the plaintext query reads the raw files).
     own = [name for name in levels if name not in ("chain", "region") and name in columns]
     group_by = ["region", *own[:1]]
     column = next(iter(sums), None)
     measures = ["count"] + ([f"sum:{column}", f"mean:{column}"] if column else [])
-    return Plan(group_by, measures, levels, sums)
+    defaults = {
+        f.name: str(f.default)
+        for f in get_department(catalogue.department).fields
+        if f.missing == "default" and f.default is not None
+    }
+    return Plan(group_by, measures, levels, sums, defaults)
 
 
 def _level(plan: Plan, dimension: str, chain: Chain, row: dict[str, str]) -> str:
     """The level of one raw row in ``dimension``, as the catalogue defines it: the chain
     of the node, the province (USCC characters 3-4) if it is a listed one else
-    ``other``, or the row's value of the column named like the dimension."""
+    ``other``, or the row's value of the column named like the dimension (an empty
+    one its schema default)."""
     if dimension == "chain":
         return chain.value
     if dimension == "region":
         province = row["uscc"][2:4]
         return province if province in plan.levels["region"] else "other"
-    return row[dimension].strip()
+    return row.get(dimension, "").strip() or plan.defaults.get(dimension, "")
 
 
 def _clipped(plan: Plan, column: str, text: str) -> float:
@@ -293,25 +287,24 @@ class Error:
         return abs(self.noisy - self.true) <= self.bound
 
 
-def errors_of(result: Any, plan: Plan, truth: Plaintext) -> tuple[list[Error], int]:
+def errors_of(result: CohortResult, plan: Plan, truth: Plaintext) -> tuple[list[Error], int]:
     """Every released (not suppressed) figure of a result against the plaintext query,
     and how many cells were suppressed."""
     found: list[Error] = []
     suppressed = 0
-    for cell in _get(result, "cells", ()):
-        if _get(cell, "suppressed", False):
+    for cell in result.cells:
+        if cell.suppressed:
             suppressed += 1
             continue
-        levels = _get(cell, "group", {})
-        group = tuple(str(levels[d]) for d in plan.group_by)
+        group = tuple(cell.group[d] for d in plan.group_by)
         for measure in plan.measures:
-            figure = (
-                _get(cell, "count")
-                if measure == "count"
-                else _get(cell, "measures", {}).get(measure)
+            figure = cell.count if measure == "count" else cell.measures[measure]
+            assert isinstance(figure, Figure)
+            found.append(
+                Error(
+                    group, measure, figure.value, figure.bound, truth.figure(plan, group, measure)
+                )
             )
-            value, bound = float(_get(figure, "value")), float(_get(figure, "bound"))
-            found.append(Error(group, measure, value, bound, truth.figure(plan, group, measure)))
     return found, suppressed
 
 
@@ -362,16 +355,16 @@ def run(quick: bool, work: Path, queries: int | None) -> dict[str, Any]:
                 timeout=600.0,
             )
         )
-        sdk: Any = regulator  # its statistics calls (CreditShareClient.cohort_statistics)
+        sdk: Any = regulator  # its statistics calls (run_cohort_query: cohort_statistics and more)
         plan = plan_for(sdk.statistics_catalogue(DEPARTMENT), _header(files))
         print(
             f"query: group by {', '.join(plan.group_by)}; {', '.join(plan.measures)}; "
             f"ε {EPSILON:g}, min cell {MIN_CELL}; {len(layout.nodes)} nodes"
         )
 
-        def ask() -> tuple[float, Any]:
+        def ask() -> tuple[float, CohortResult]:
             began = time.perf_counter()
-            result = sdk.cohort_statistics(
+            answer = sdk.run_cohort_query(
                 DEPARTMENT,
                 group_by=plan.group_by,
                 measures=plan.measures,
@@ -379,7 +372,11 @@ def run(quick: bool, work: Path, queries: int | None) -> dict[str, Any]:
                 min_cell=MIN_CELL,
                 confidence=CONFIDENCE,
             )
-            return time.perf_counter() - began, result
+            latency = time.perf_counter() - began
+            if answer.additions != len(layout.nodes):
+                raise AssertionError(f"nodes left out of the sums: {answer.left_out}")
+            result: CohortResult = answer.result
+            return latency, result
 
         ask()  # warm up: connections, the regulator's key on the nodes, the cubes
         latencies: list[float] = []
@@ -425,7 +422,7 @@ def summary(
         }
     cells: dict[str, list[float]] = defaultdict(list)
     for f in figures:
-        if f.measure == "count":
+        if f.measure == "count" and not math.isnan(f.relative):
             cells["|".join(f.group)].append(f.relative)
     return {
         "quick": quick,

@@ -5,6 +5,8 @@ sent, and a budget refusal lands on ε."""
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -15,61 +17,54 @@ from pydantic import ValidationError
 
 from creditshare.console import ConsoleSettings, create_console_app
 from creditshare.console._regulator import budget_rows, parse_dates, result_tables
+from creditshare.departments import get_department
 from creditshare.errors import InvalidInputError, ProblemError
+from creditshare.statistics import Catalogue, CohortQuery, CohortResult, decode
 
 CSRF_HEADER = "X-CSRF-Token"
 
 
-def _figure(value: float, bound: float) -> SimpleNamespace:
-    return SimpleNamespace(value=value, bound=bound)
+#: The tax department's catalogue, as its nodes publish it.
+CATALOGUE = Catalogue.of(get_department("tax"))
+GRADES = CATALOGUE.dimension("tax_credit_grade").levels
 
 
-CATALOGUE = SimpleNamespace(
-    department="tax",
-    dimensions=(
-        SimpleNamespace(name="chain", levels=("yrd", "prd", "bth")),
-        SimpleNamespace(name="region", levels=("31", "32", "other")),
-        SimpleNamespace(name="tax_credit_grade", levels=("A", "B", "M")),
-    ),
-    sums=(SimpleNamespace(column="annual_tax_paid", lower=0, upper=1_000_000, unit=1000),),
-    digest="ab" * 32,
-)
-
-
-def _result() -> SimpleNamespace:
-    cells = (
-        SimpleNamespace(
-            date="2026-11-30",
-            group={"region": "31"},
-            count=_figure(412.0, 9.5),
-            measures={
-                "mean:annual_tax_paid": _figure(123.456, 4.25),
-                "distribution:tax_credit_grade": {
-                    "A": _figure(200.0, 9.5),
-                    "B": _figure(150.0, 9.5),
-                    "M": _figure(62.0, 9.5),
-                },
-            },
-            withheld_at=0,
-            suppressed=False,
-        ),
-        SimpleNamespace(
-            date="2026-11-30",
-            group={"region": "other"},
-            count=_figure(3.0, 9.5),
-            measures={
-                "mean:annual_tax_paid": _figure(0.0, 0.0),
-                "distribution:tax_credit_grade": {
-                    "A": _figure(0.0, 0.0),
-                    "B": _figure(0.0, 0.0),
-                    "M": _figure(0.0, 0.0),
-                },
-            },
-            withheld_at=2,
-            suppressed=True,
-        ),
+def _query(measures: tuple[str, ...], group_by: tuple[str, ...] = ("region",)) -> CohortQuery:
+    return CohortQuery(
+        department="tax",
+        chains=("bth", "prd", "yrd"),
+        group_by=group_by,
+        measures=measures,
+        dates=("2026-11-30",),
+        epsilon=1.0,
+        min_cell=10,
+        key_fingerprint="f" * 64,
+        catalogue_digest=CATALOGUE.digest,
+        request_id="a" * 32,
+        regulator="pbc-branch",
+        time=datetime(2026, 12, 1, tzinfo=UTC),
     )
-    return SimpleNamespace(cells=cells, query_id="q" * 32, ledger_index=17)
+
+
+def _result(
+    measures: tuple[str, ...] = (
+        "count",
+        "mean:annual_tax_paid",
+        "distribution:tax_credit_grade",
+    ),
+) -> CohortResult:
+    """Decoded figures by region from three nodes: Shanghai (31) 412 enterprises with a
+    mean of 123 units and grades A 200, B 150, M 62; ``other`` 3 at the one node of
+    three that released it (suppressed); every other region 100."""
+    query = _query(measures)
+    values: list[int] = []
+    for region in CATALOGUE.dimension("region").levels:
+        count, withheld = {"31": (412, 0), "other": (3, 2)}.get(region, (100, 0))
+        grades = [200, 150, 62, 0, 0] if region == "31" else [count, 0, 0, 0, 0]
+        values += [count, withheld]
+        values += [count * 123] if "mean:annual_tax_paid" in measures else []
+        values += grades if "distribution:tax_credit_grade" in measures else []
+    return decode(values, query, CATALOGUE, nodes=3)
 
 
 class _FakeRegulator:
@@ -90,7 +85,7 @@ class _FakeRegulator:
     def statistics_catalogue(self, department: str) -> Any:
         if department != "tax":
             raise ProblemError(404, "Unknown department", f"no node of {department}", {})
-        return SimpleNamespace(catalogue=CATALOGUE, digest="ab" * 32, nodes=["yrd-tax"])
+        return CATALOGUE
 
     def privacy_budget(self) -> dict[str, Any]:
         return {
@@ -99,11 +94,15 @@ class _FakeRegulator:
             "periods": [{"period": "2026-12", "queries": 3, "epsilon": 2.5, "refused": 0}],
         }
 
-    def cohort_statistics(self, *args: Any, **kwargs: Any) -> Any:
+    def run_cohort_query(self, *args: Any, **kwargs: Any) -> Any:
         self.asked.append((args, kwargs))
         if isinstance(self.answer, Exception):
             raise self.answer
-        return self.answer
+        outcome = SimpleNamespace(node_id="bth-tax", chain="bth", status="failed", reason="gone")
+        ok = SimpleNamespace(node_id="yrd-tax", chain="yrd", status="ok", reason="")
+        return SimpleNamespace(
+            result=self.answer, nodes=(ok, outcome), query_id="a" * 32, ledger_index=17
+        )
 
     def close(self) -> None:
         pass
@@ -165,11 +164,13 @@ def test_the_form_offers_the_departments_catalogue_and_shows_the_budget_in_chine
         text = client.get("/regulator/statistics").text
         other = client.get("/regulator/statistics?department=market")
     assert "群体统计" in text and "监管机构" in text
-    for option in ("chain", "region", "tax_credit_grade"):
-        assert f'<option value="{option}"' in text
-    for measure in ("count", "sum:annual_tax_paid", "mean:annual_tax_paid"):
-        assert f'<option value="{measure}"' in text
-    assert '<option value="distribution:tax_credit_grade"' in text
+    for dimension in CATALOGUE.dimensions:  # chain, region and the department's own
+        assert f'<option value="{dimension.name}"' in text
+        assert f'<option value="distribution:{dimension.name}"' in text
+    for column in CATALOGUE.sums:
+        assert f'<option value="sum:{column.column}"' in text
+        assert f'<option value="mean:{column.column}"' in text
+    assert '<option value="count" selected' in text
     assert '<option value="market"' in text  # departments with nodes are offered
     row = text.split('data-period="2026-12"')[1].split("</tr>")[0]
     assert ">2.5<" in row and ">10<" in row and ">7.5<" in row  # spent, allowance, remaining
@@ -191,25 +192,37 @@ def test_figures_are_shown_with_their_bounds_and_error_bars_and_suppressed_cells
     assert kwargs["dates"] == ["2026-11-30", "2026-12-31"]  # sorted, distinct
     assert kwargs["epsilon"] == 1.0 and kwargs["min_cell"] == 10 and kwargs["chains"] is None
     count = text.split('data-measure="count"')[1].split("</table>")[0]
+    shanghai = next(c for c in sdk.answer.cells if c.group["region"] == "31")
     shown = count.split('data-group="31"')[1].split("</tr>")[0]
-    assert ">412<" in shown and "± 9.5" in shown and 'class="errorbar"' in shown
+    assert ">412<" in shown and 'class="errorbar"' in shown
+    assert f"± {round(shanghai.count.bound, 2):,.2f}".rstrip("0").rstrip(".") in shown
     hidden = count.split('data-group="other"')[1].split("</tr>")[0]
     assert 'data-suppressed="true"' in hidden and "suppressed" in hidden
     assert "errorbar" not in hidden and ">3<" not in hidden  # no number of a suppressed cell
     assert ">2<" in hidden  # two nodes held their part back
     mean = text.split('data-measure="mean:annual_tax_paid"')[1].split("</table>")[0]
-    assert "123.46" in mean and "± 4.25" in mean
+    assert ">123,000<" in mean.split('data-group="31"')[1].split("</tr>")[0]
     distribution = text.split('data-measure="distribution:tax_credit_grade"')[1]
-    assert distribution.count('data-level="') == 6  # three levels for each of two cells
+    distribution = distribution.split("</table>")[0]
+    assert distribution.count("<tr data-date=") == 9 * len(GRADES)  # every region x grade
+    grade_b = distribution.split('data-group="31" data-level="B"')[1].split("</tr>")[0]
+    assert ">150<" in grade_b
+    # Each node's part: the failed one named with its reason.
+    nodes = text.split('id="result-nodes"')[1].split("</table>")[0]
+    assert 'data-node="bth-tax" data-status="failed"' in nodes and "gone" in nodes
+    assert 'id="ledger-index">17<' in text
 
 
 def test_error_bars_share_one_scale_per_table() -> None:
-    (count, mean) = result_tables(_result(), ["region"], ["count", "mean:annual_tax_paid"])
-    bar = count.rows[0].bar
-    assert bar is not None and count.rows[1].bar is None
-    # The only shown interval spans from zero to 412 + 9.5: its high end is the bar's end.
-    assert bar.zero == 2.0 and bar.high == 158.0 and bar.low < bar.value < bar.high
-    assert mean.rows[0].bar is not None
+    count, mean = result_tables(_result(), ["region"], ["count", "mean:annual_tax_paid"])
+    regions = [row.group[0] for row in count.rows]
+    shanghai = count.rows[regions.index("31")]
+    assert shanghai.bar is not None and count.rows[regions.index("other")].bar is None
+    # The widest interval is Shanghai's (412 ± bound): its high end ends the bar's scale,
+    # which starts at zero.
+    assert shanghai.bar.zero == 2.0 and shanghai.bar.high == 158.0
+    assert shanghai.bar.low < shanghai.bar.value < shanghai.bar.high
+    assert all(r.bar is not None for r in mean.rows if not r.suppressed)
 
 
 @pytest.mark.parametrize(
@@ -276,3 +289,26 @@ def test_dates_and_budget_answers_are_read_as_given() -> None:
     assert [(r.period, r.spent, r.remaining) for r in rows] == [("2026-Q4", "1", "")]
     rows = budget_rows({"periods": [{"period": "2026-12", "epsilon": 12.5}]}, 10.0)
     assert rows[0].remaining == "0"  # never below nothing
+
+
+def test_a_decoded_result_is_shown_cell_by_cell_as_the_sdk_returns_it(tmp_path: Path) -> None:
+    query = dataclasses.replace(_query(("count", "mean:annual_tax_paid")), dates=())
+    regions = CATALOGUE.dimension("region").levels
+    # Per cell: the noisy count, the nodes that withheld it, the noisy sum in units.
+    values: list[int] = []
+    for region in regions:
+        count = {"11": 400, "other": 3}.get(region, 100)
+        values += [count, 0, count * 50]  # a mean of 50 units (50,000 CNY)
+    result = decode(values, query, CATALOGUE, nodes=1)
+    status, text = _post(
+        tmp_path, _FakeRegulator(result), FORM | {"measures": list(query.measures)}
+    )
+    assert status == 200, text
+    counts = text.split('data-measure="count"')[1].split("</table>")[0]
+    assert counts.count("<tr data-date=") == len(regions)  # every cell, in the layout's order
+    beijing = counts.split('data-group="11"')[1].split("</tr>")[0]
+    assert ">400<" in beijing and 'class="errorbar"' in beijing
+    assert 'data-suppressed="true"' in counts.split('data-group="other"')[1].split("</tr>")[0]
+    mean = text.split('data-measure="mean:annual_tax_paid"')[1].split("</table>")[0]
+    assert ">50,000<" in mean.split('data-group="11"')[1].split("</tr>")[0]
+    assert ">latest<" in counts  # no dates: each node's latest snapshot

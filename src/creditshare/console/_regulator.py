@@ -1,7 +1,8 @@
 """The regulator's page: cohort statistics of one department, grouped, with error bars.
 
 The query is signed, sent and its summed answer decrypted here, in the console, with the
-regulator's own keys (the SDK's ``cohort_statistics``): the coordinator adds ciphertexts
+regulator's own keys (the SDK's ``run_cohort_query``: ``cohort_statistics`` with where
+the ledger records the query and each node's part): the coordinator adds ciphertexts
 it cannot read and the browser gets the figures, never a key. Every figure the nodes
 released is noisy (each node adds discrete Laplace noise for its own part), so the page
 shows each one as value ± bound at the stated confidence, with its error bar, and a
@@ -35,6 +36,7 @@ from creditshare.console._render import page
 from creditshare.console._state import ConsoleState, console_state
 from creditshare.departments import DEPARTMENTS
 from creditshare.errors import CreditShareError, ProblemError
+from creditshare.statistics import Catalogue, CohortResult
 
 __all__ = [
     "NAVIGATION",
@@ -86,7 +88,6 @@ class CatalogueView:
     #: (column, unit) of every column a query may sum or average.
     sums: list[tuple[str, str]] = field(default_factory=list)
     digest: str = ""
-    nodes: list[str] = field(default_factory=list)
 
     @property
     def measures(self) -> list[str]:
@@ -97,33 +98,13 @@ class CatalogueView:
         ]
 
 
-def _get(item: Any, name: str, default: Any = None) -> Any:
-    """A field of an SDK object or of a JSON object alike."""
-    if isinstance(item, dict):
-        return item.get(name, default)
-    return getattr(item, name, default)
-
-
-def catalogue_view(department: str, answer: Any) -> CatalogueView:
-    """The catalogue the SDK returned (a ``statistics.Catalogue`` or the route's JSON
-    answer with its ``catalogue`` object) as the form's choices."""
-    inner = _get(answer, "catalogue", None)
-    catalogue = answer if inner is None else inner
-    dimensions = [
-        (str(_get(d, "name")), [str(level) for level in _get(d, "levels", ())])
-        for d in _get(catalogue, "dimensions", ()) or ()
-    ]
-    sums = [
-        (str(_get(s, "column")), _plain(_get(s, "unit", 1)))
-        for s in _get(catalogue, "sums", ()) or ()
-    ]
-    digest = _get(answer, "digest", "") or _get(catalogue, "digest", "") or ""
+def catalogue_view(catalogue: Catalogue) -> CatalogueView:
+    """The department's catalogue (as the SDK validated it) as the form's choices."""
     return CatalogueView(
-        department,
-        dimensions,
-        sums,
-        str(digest),
-        [str(n) for n in _get(answer, "nodes", ()) or ()],
+        catalogue.department,
+        [(d.name, list(d.levels)) for d in catalogue.dimensions],
+        [(c.column, _plain(c.unit)) for c in catalogue.sums],
+        catalogue.digest,
     )
 
 
@@ -186,10 +167,6 @@ class MeasureTable:
         return self.kind == "distribution"
 
 
-def _figure(item: Any) -> tuple[float, float]:
-    return float(_get(item, "value", 0.0)), float(_get(item, "bound", 0.0))
-
-
 def _with_bars(rows: list[FigureRow]) -> list[FigureRow]:
     """The rows with error bars on one scale: from the lowest interval end (or zero)
     to the highest, so bars of one table compare at a glance."""
@@ -221,33 +198,33 @@ def _with_bars(rows: list[FigureRow]) -> list[FigureRow]:
 
 
 def result_tables(
-    result: Any, group_by: Sequence[str], measures: Sequence[str]
+    result: CohortResult, group_by: Sequence[str], measures: Sequence[str]
 ) -> list[MeasureTable]:
-    """The decoded ``CohortResult`` as one table per measure, cells in the result's order
-    (the layout's: dates, then the group's levels)."""
-    cells = list(_get(result, "cells", ()) or ())
+    """The decoded figures as one table per measure (the count first), cells in the
+    result's order (the layout's: dates, then the group's levels)."""
     order = ["count", *(m for m in measures if m != "count")]
     tables: list[MeasureTable] = []
     for measure in order:
         kind, _, name = measure.partition(":")
         rows: list[FigureRow] = []
-        for cell in cells:
-            group = _get(cell, "group", {}) or {}
-            where = (
-                str(_get(cell, "date", "")),
-                [str(group.get(d, "")) for d in group_by],
-            )
-            suppressed = bool(_get(cell, "suppressed", False))
-            withheld = int(_get(cell, "withheld_at", 0) or 0)
-            if measure == "count":
-                figure = _get(cell, "count")
-            else:
-                figure = (_get(cell, "measures", {}) or {}).get(measure)
-            if isinstance(figure, dict):  # a distribution: one figure per level
-                for level, item in figure.items():
-                    rows.append(FigureRow(*where, str(level), *_figure(item), suppressed, withheld))
-            elif figure is not None:
-                rows.append(FigureRow(*where, "", *_figure(figure), suppressed, withheld))
+        for cell in result.cells:
+            date_, group = cell.date, [cell.group.get(d, "") for d in group_by]
+            figure = cell.count if measure == "count" else cell.measures.get(measure)
+            items = figure.items() if isinstance(figure, dict) else [("", figure)]
+            for level, item in items:
+                if item is None:
+                    continue
+                rows.append(
+                    FigureRow(
+                        date_,
+                        group,
+                        level,
+                        item.value,
+                        item.bound,
+                        cell.suppressed,
+                        cell.withheld_at,
+                    )
+                )
         tables.append(MeasureTable(measure, kind, name, _with_bars(rows)))
     return tables
 
@@ -261,30 +238,21 @@ class BudgetRow:
     queries: str
 
 
-def budget_rows(answer: Any, allowance: float | None = None) -> list[BudgetRow]:
-    """The SDK's ``privacy_budget()`` (per period: the ε this regulator's recorded
-    queries spent) as rows, with what remains of ``allowance`` (the nodes' allowance per
-    period, as published; the answer's own if it states one)."""
-    periods = _get(answer, "periods", answer)
-    if isinstance(periods, dict):
-        periods = [
-            {"period": k, **(v if isinstance(v, dict) else {"spent": v})}
-            for k, v in periods.items()
-        ]
+def budget_rows(answer: dict[str, Any], allowance: float | None = None) -> list[BudgetRow]:
+    """The SDK's ``privacy_budget()`` (``periods``: per period the ε this regulator's
+    recorded queries spent, and how many) as rows, with what remains of ``allowance``
+    (the nodes' allowance per period, as published)."""
     rows = []
-    for item in periods or ():
-        spent = _get(item, "spent", _get(item, "epsilon", ""))
-        limit = _get(item, "allowance", allowance)
-        remaining = _get(item, "remaining", None)
-        if remaining is None and limit is not None and spent != "":
-            remaining = max(0.0, float(limit) - float(spent))
+    for item in answer.get("periods") or ():
+        spent = float(item.get("epsilon", 0.0))
+        remaining = None if allowance is None else max(0.0, allowance - spent)
         rows.append(
             BudgetRow(
-                str(_get(item, "period", "")),
+                str(item.get("period", "")),
                 _epsilon(spent),
-                _epsilon(limit),
+                _epsilon(allowance),
                 _epsilon(remaining),
-                str(_get(item, "queries", "") or ""),
+                str(item.get("queries", "")),
             )
         )
     return rows
@@ -316,16 +284,14 @@ def _departments(state: ConsoleState) -> list[str]:
 
 
 def _statistics_sdk(state: ConsoleState) -> Any:
-    """The SDK (its statistics calls: ``statistics_catalogue``, ``cohort_statistics``,
+    """The SDK (its statistics calls: ``statistics_catalogue``, ``run_cohort_query``,
     ``privacy_budget``)."""
     return state.sdk
 
 
 def _catalogue(state: ConsoleState, department: str) -> tuple[CatalogueView | None, str]:
     try:
-        return catalogue_view(
-            department, _statistics_sdk(state).statistics_catalogue(department)
-        ), ""
+        return catalogue_view(_statistics_sdk(state).statistics_catalogue(department)), ""
     except CreditShareError as exc:
         return None, message_of(exc)
 
@@ -476,7 +442,7 @@ def run_statistics(
         return _statistics_page(request, values, errors=errors, status_code=422)
     values["dates"] = ", ".join(chosen_dates)
     try:
-        result = _statistics_sdk(state).cohort_statistics(
+        answer = _statistics_sdk(state).run_cohort_query(
             values["department"],
             group_by=values["group_by"],
             measures=values["measures"],
@@ -496,29 +462,24 @@ def run_statistics(
     return _statistics_page(
         request,
         values,
-        result=result_tables(result, values["group_by"], values["measures"]),
-        result_nodes=_node_rows(result),
-        result_meta=_meta(result, eps, cell),
+        result=result_tables(answer.result, values["group_by"], values["measures"]),
+        result_nodes=_node_rows(answer),
+        result_meta=_meta(answer, eps, cell),
     )
 
 
-def _node_rows(result: Any) -> list[dict[str, str]]:
-    """Each node's part in the answer (ok, refused, failed and why), if the result says."""
+def _node_rows(answer: Any) -> list[dict[str, str]]:
+    """Each node's part in the answer: ok, refused or failed, and why."""
     return [
-        {
-            "node": str(_get(n, "node_id", "")),
-            "chain": str(_get(n, "chain", "")),
-            "status": str(_get(n, "status", "")),
-            "reason": str(_get(n, "reason", "") or ""),
-        }
-        for n in _get(result, "nodes", ()) or ()
+        {"node": n.node_id, "chain": n.chain, "status": n.status, "reason": n.reason}
+        for n in answer.nodes
     ]
 
 
-def _meta(result: Any, epsilon: float, min_cell: int) -> dict[str, str]:
+def _meta(answer: Any, epsilon: float, min_cell: int) -> dict[str, str]:
     return {
-        "query_id": str(_get(result, "query_id", "") or ""),
-        "ledger_index": str(_get(result, "ledger_index", "") or ""),
+        "query_id": str(answer.query_id),
+        "ledger_index": str(answer.ledger_index),
         "epsilon": f"{epsilon:g}",
         "min_cell": str(min_cell),
     }
