@@ -185,3 +185,39 @@ def test_a_statistics_ledger_record_round_trips() -> None:
     assert again == record and "statistics" in RECORD_KINDS
     assert again.request is not None
     assert SignedCohortQuery.from_json(again.request).query.epsilon == 1.0
+
+
+def test_the_statistics_room_knows_no_transport_or_storage() -> None:
+    """crypto, identity, departments, _canonical and errors only: no HTTP, gRPC or SQL,
+    and none of the services (node, coordinator, client) it serves."""
+    import ast
+    from pathlib import Path
+
+    import creditshare.statistics as room
+
+    allowed = {
+        "creditshare.crypto",
+        "creditshare.identity",
+        "creditshare.departments",
+        "creditshare._canonical",
+        "creditshare.errors",
+        "creditshare.statistics",
+    }
+    for path in Path(room.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                if name.startswith("creditshare"):
+                    assert any(name == a or name.startswith(a + ".") for a in allowed), (
+                        path.name,
+                        name,
+                    )
+                else:
+                    top = name.split(".")[0]
+                    assert top not in {"grpc", "fastapi", "httpx", "sqlalchemy", "sqlmodel"}

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from creditshare._canonical import canonical_json
-from creditshare.departments import Department
-from creditshare.departments._toml_statistics import (
+from creditshare.departments import (
     IMPLICIT_DIMENSIONS,
     MAX_CUBE_CELLS,
     MAX_SUM_UNITS,
     REGION_LEVELS,
+    Department,
 )
 from creditshare.errors import InvalidInputError
 from creditshare.identity import Chain
