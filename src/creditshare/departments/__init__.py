@@ -38,6 +38,7 @@ from creditshare.departments._toml_statistics import (
     MAX_CUBE_CELLS,
     MAX_SUM_UNITS,
     REGION_LEVELS,
+    RESULT_COLUMNS,
 )
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "MAX_SUM_UNITS",
     "PRESENCE_INDICATOR",
     "REGION_LEVELS",
+    "RESULT_COLUMNS",
     "ColumnKind",
     "Department",
     "FeatureSpec",

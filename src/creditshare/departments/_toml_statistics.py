@@ -39,11 +39,14 @@ __all__ = [
     "MAX_STAT_SUMS",
     "MAX_SUM_UNITS",
     "REGION_LEVELS",
+    "RESULT_COLUMNS",
     "statistics_spec",
 ]
 
 #: Dimensions every catalogue has (the node's chain, the enterprise's province).
 IMPLICIT_DIMENSIONS = ("chain", "region")
+#: Names a result table already uses for its own columns (``CohortResult.rows``).
+RESULT_COLUMNS = ("date", "measure", "level", "value", "bound", "suppressed", "withheld_at")
 #: Region levels: the chains' province codes (USCC characters 3–4), then everything else.
 REGION_LEVELS = ("11", "12", "13", "31", "32", "33", "34", "44", "other")
 MAX_STAT_DIMENSIONS = 8
@@ -96,6 +99,11 @@ def statistics_spec(
         if entry.name in IMPLICIT_DIMENSIONS:
             raise _Located(
                 f"{where}.name", f"{entry.name!r} is implicit in every catalogue; do not declare it"
+            )
+        if entry.name in RESULT_COLUMNS:
+            raise _Located(
+                f"{where}.name",
+                f"{entry.name!r} names a column of every result table; choose another name",
             )
         if entry.name in seen:
             raise _Located(
