@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from creditshare.departments._schema import (
     FieldSpec,
     IndicatorSpec,
-    Record,
     StatisticsDimension,
     StatisticsSpec,
     StatisticsSum,
@@ -229,11 +228,3 @@ def _sum(entry: StatSum, where: str, by_name: Mapping[str, FieldSpec]) -> Statis
             )
     _text(column.name, f"{where}.column")
     return StatisticsSum(column.name, lower, upper, unit)
-
-
-def level_of(dimension: StatisticsDimension, record: Record) -> int:
-    """The index of ``record``'s level (raises ValueError if the record cannot say)."""
-    index = dimension.derive(record)
-    if not 0 <= index < len(dimension.levels):
-        raise ValueError(f"{dimension.name}: level {index} outside 0..{len(dimension.levels) - 1}")
-    return index
