@@ -127,7 +127,8 @@ def test_cube_round_trips_and_refuses_another_catalogue() -> None:
 
 def test_release_pack_decrypt_decode(bank_key: PrivateKey) -> None:
     rows = records(600, 2)
-    q = query()
+    # ε_r = 1: an empty cell passes a node's threshold of 10 about once in 10^4 queries.
+    q = query(epsilon=3.0)
     layout = Layout.for_query(q, CATALOGUE, bank_key.public_key, 2)
     values = [
         release([cube_of(rows[:300])], q, CATALOGUE, min_cell=10),
@@ -139,7 +140,7 @@ def test_release_pack_decrypt_decode(bank_key: PrivateKey) -> None:
     summed = [a * b % n2 for a, b in zip(*ciphertexts, strict=True)]
     plain = layout.unpack([bank_key.raw_decrypt(c) for c in summed])
     assert plain == [a + b for a, b in zip(*values, strict=True)]
-    result = decode(plain, q, CATALOGUE, nodes=2)
+    result = decode(plain, q, CATALOGUE, nodes=2, confidence=0.9999999)
     assert len(result.cells) == len(layout.cells)
     assert [(c.date, tuple(c.group.items())) for c in result.cells] == [
         (k.date, k.group) for k in layout.cells
@@ -257,3 +258,22 @@ def test_released_cells_are_the_marginals_in_layout_order(bank_key: PrivateKey) 
         exact += sum(a == b for a, b in zip(got, truth, strict=True))
         total += len(truth)
     assert exact >= 0.9 * total
+
+
+def test_a_date_a_node_has_no_snapshot_for_is_withheld_there() -> None:
+    q = query(dates=("2026-10-31", "2026-11-30"), group_by=("industry",), min_cell=1)
+    rows = records(400, 4)
+    cube = cube_of(rows)
+    first = release([cube, cube], q, CATALOGUE, min_cell=1)
+    second = release([None, cube], q, CATALOGUE, min_cell=1)
+    summed = [a + b for a, b in zip(first, second, strict=True)]
+    # A confidence this high makes the coverage checks below fail about once in 10^7 runs.
+    result = decode(summed, q, CATALOGUE, nodes=2, confidence=0.9999999)
+    trade = [c for c in result.cells if c.group == {"industry": "trade"}]
+    assert [c.date for c in trade] == ["2026-10-31", "2026-11-30"]
+    assert trade[0].withheld_at == 1 and trade[1].withheld_at == 0
+    # One node's noise in the first date's bound, two nodes' in the second's.
+    assert trade[0].count.bound < trade[1].count.bound
+    truth = sum(1 for _, r in rows if r["industry"] == "trade")
+    assert abs(trade[0].count.value - truth) <= trade[0].count.bound
+    assert abs(trade[1].count.value - 2 * truth) <= trade[1].count.bound
