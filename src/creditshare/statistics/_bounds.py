@@ -22,7 +22,7 @@ import numpy as np
 __all__ = ["MAX_GRID", "noise_bound", "tail_bound"]
 
 #: Largest grid (points) the exact bound is computed on; beyond it, Chernoff.
-MAX_GRID = 2**21
+MAX_GRID = 2**18
 #: Tail mass left outside the exact grid, and a margin for the transform's rounding.
 _FAR = 1e-12
 _ROUNDING = 1e-9
