@@ -21,9 +21,9 @@ import numpy as np
 
 __all__ = ["MAX_GRID", "noise_bound", "tail_bound"]
 
-#: Largest grid (points) the exact bound is computed on (about a third of a second and
-#: 100 MB at most, once per node count, scale and confidence); beyond it, Chernoff.
-MAX_GRID = 2**22
+#: Largest grid (points) the exact bound is computed on (about a quarter of a second and
+#: 80 MB at most, once per node count, scale and confidence); beyond it, Chernoff.
+MAX_GRID = 2**21
 #: Tail mass left outside the exact grid, and a margin for rounding.
 _FAR = 1e-12
 _ROUNDING = 1e-9
