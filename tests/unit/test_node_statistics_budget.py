@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from creditshare.errors import PrivacyBudgetExceededError
 from creditshare.ledger import QueryRecord
-from creditshare.node._privacy_budget import PrivacyBudget
+from creditshare.node._privacy_budget import BudgetTotal, PrivacyBudget
 from creditshare.node._storage import make_engine
 from creditshare.node._trust import AccessLog
 
@@ -110,6 +110,11 @@ def test_regulators_and_periods_are_counted_apart(engine: Engine) -> None:
     assert _spend(log, budget, 3, 2.0, "pboc-sh", period="2027-01")
     with pytest.raises(PrivacyBudgetExceededError, match="pboc-hz in 2026-12"):
         _spend(log, budget, 4, 0.5, "pboc-hz")
+    assert budget.totals() == [
+        BudgetTotal("pboc-hz", "2026-12", 1, 2.0),
+        BudgetTotal("pboc-sh", "2026-12", 1, 2.0),
+        BudgetTotal("pboc-sh", "2027-01", 1, 2.0),
+    ]
 
 
 def test_a_receipt_spends_once(engine: Engine) -> None:

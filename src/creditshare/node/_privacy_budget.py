@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import insert, select, text
@@ -28,7 +29,7 @@ from sqlmodel import Session, col
 from creditshare.errors import PrivacyBudgetExceededError
 from creditshare.node._stats_tables import SPEND, PrivacySpendRow
 
-__all__ = ["PrivacyBudget", "PrivacySpendRow", "milli"]
+__all__ = ["BudgetTotal", "PrivacyBudget", "PrivacySpendRow", "milli"]
 
 
 _SPEND = SPEND
@@ -42,6 +43,16 @@ _BUDGET_LOCK = int.from_bytes(
 def milli(epsilon: float) -> int:
     """ε in whole thousandths (the precision a query's ε is given in)."""
     return round(epsilon * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetTotal:
+    """What one regulator spent on this node in one period, over how many queries."""
+
+    regulator: str
+    period: str
+    queries: int
+    spent: float
 
 
 def _shown(thousandths: int) -> str:
@@ -108,6 +119,20 @@ class PrivacyBudget:
                 )
             ).scalars()
             return sum(milli(e) for e in rows) / 1000
+
+    def totals(self) -> list[BudgetTotal]:
+        """Per regulator and period (sorted), the queries answered and the ε spent."""
+        sums: dict[tuple[str, str], list[int]] = {}
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(_SPEND.c.requester, _SPEND.c.period, _SPEND.c.epsilon))
+            for requester, period, epsilon in rows:
+                total = sums.setdefault((requester, period), [0, 0])
+                total[0] += 1
+                total[1] += milli(epsilon)
+        return [
+            BudgetTotal(regulator, period, queries, spent / 1000)
+            for (regulator, period), (queries, spent) in sorted(sums.items())
+        ]
 
     def entries(self, limit: int = 1000) -> list[PrivacySpendRow]:
         """The spends recorded, newest first."""
