@@ -31,7 +31,7 @@ from creditshare.errors import CreditShareError, InvalidInputError, PermissionDe
 from creditshare.node._authority_store import RefusalLog
 from creditshare.node._cubes import CubeStore
 from creditshare.node._encryptors import EncryptorCache
-from creditshare.node._privacy_budget import PrivacyBudget
+from creditshare.node._privacy_budget import PrivacyBudget, milli
 from creditshare.node._receipts import ReceiptChecker, ReceiptRefusedError
 from creditshare.node._service import guarded, public_key_of
 from creditshare.node._settings import NodeSettings
@@ -185,7 +185,7 @@ class CohortStatisticsService(statistics_pb2_grpc.CohortStatisticsServicer):
                 f"the statistics query is not for this node ({settings.node_id}): "
                 f"{', '.join(mismatches)}"
             )
-        if query.epsilon > settings.stats_max_epsilon_per_query:
+        if milli(query.epsilon) > milli(settings.stats_max_epsilon_per_query):
             raise PermissionDeniedError(
                 f"the statistics query asks for epsilon {query.epsilon:g}; this node answers "
                 f"at most {settings.stats_max_epsilon_per_query:g} per query"
