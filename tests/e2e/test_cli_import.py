@@ -173,11 +173,11 @@ def test_snapshots_report_counts_and_a_bad_one_leaves_the_last_in_place(
 def test_read_only_commands_on_a_database_never_migrated_say_what_to_run(
     tmp_path: Path,
 ) -> None:
-    """`node imports`, `node access-log` and `node refusals` read; on a database that was
-    never migrated (or is behind) they name the command that migrates, not an SQL error,
+    """`node imports`, `access-log`, `refusals` and `privacy-budget` read; on a database
+    that was never migrated (or is behind) they name the command that migrates, not an SQL error,
     and they neither migrate it nor create a database where there was none."""
     config, db = _config(tmp_path)
-    commands = (["imports"], ["access-log"], ["refusals"])
+    commands = (["imports"], ["access-log"], ["refusals"], ["privacy-budget"])
     for command in commands:
         result = _run("node", *command, "--config", str(config))
         assert result.returncode == 2, result.stderr
