@@ -261,8 +261,8 @@ async def list_consents(
 ) -> list[ConsentOut]:
     """The caller's consents, newest first: a bank's or bureau's those granted to it, an
     enterprise's those it granted, an operator's all (a department or regulator: 403). At
-    most `limit`; when a page is full, the next one is `before=<the last consent's id>` (also in the
-    `Link` header)."""
+    most `limit`; when a page is full, the next one is `before=<the last consent's id>`
+    (also in the `Link` header)."""
     code = str(Uscc.parse(uscc)) if uscc is not None else None
     rows = await asyncio.to_thread(consents_for, services.engine, caller, code, limit, before)
     next_page(response, "/v1/consents", rows, limit, uscc=code)
