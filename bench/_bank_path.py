@@ -32,7 +32,7 @@ from creditshare.consent import ConsentGrant, Purpose
 from creditshare.crypto import PrivateKey
 from creditshare.datasets import prepare_default_credit
 from creditshare.demo import Federation, FederationLayout
-from creditshare.errors import ProblemError
+from creditshare.errors import ProblemError, ScoreUnavailableError
 from creditshare.federated import TrainingConfig
 from creditshare.federated._metrics import auc, ks
 from creditshare.identity import Chain
@@ -174,6 +174,12 @@ def score_through_banks(
                 profile = bank.query(uscc, consent_id, model_id=model_id, chains=[CHAIN.value])
             except ProblemError as exc:
                 if exc.status != 503 or attempt + 1 == _ATTEMPTS:
+                    raise
+            except ScoreUnavailableError:
+                # A tree model's chain step ran past its deadline (a loaded machine): the
+                # query is recorded and spent nothing wrong; ask again, as for a node that
+                # did not answer in time.
+                if attempt + 1 == _ATTEMPTS:
                     raise
             else:
                 if not profile.failed and len(profile.answered) == len(layout.nodes):

@@ -886,9 +886,19 @@ def test_a_stored_record_the_schema_no_longer_accepts_is_named_not_a_key_error(
         assert f"for {column} " in message
         assert value not in message and stored not in message
         assert _service.status_for(e.value) == grpc.StatusCode.FAILED_PRECONDITION
+    # A record without the column reads as the column's default when it has one
+    # (missing = "default": a file without the column, or a record imported before the
+    # schema added it); without a default it is stale, and named as such.
     missing = {k: v for k, v in good.items() if k != column}
-    with pytest.raises(StaleRecordError, match=f"holds no value for {column} "):
-        derived[0].derive(missing)
+    field = {f.name: f for f in probe.fields}[column]
+    assert field.default is not None
+    assert derived[0].derive(missing) == derived[0].derive(good | {column: field.default})
+    strict = parse_schema(
+        EVERY_TYPE.replace('missing = "default"\ndefault = 0\n', "", 1), "strict.toml"
+    )
+    amount_log = next(f for f in strict.features if f.column == "amount")
+    with pytest.raises(StaleRecordError, match="holds no value for amount "):
+        amount_log.derive({k: v for k, v in good.items() if k != "amount"})
 
 
 def test_limits_the_coordinator_enforces_are_enforced_at_load() -> None:

@@ -199,6 +199,7 @@ def test_column_headers() -> None:
         "annual_tax_paid",
         "tax_credit_grade",
         "months_in_arrears",
+        "industry",
     )
     assert get_department("court").columns == ("uscc", "judgments_as_defendant", "dishonest_debtor")
 

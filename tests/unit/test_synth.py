@@ -24,9 +24,10 @@ N = 300
 SEED = 20240611
 
 EXPECTED_HEADERS = {
-    "tax": "uscc,annual_tax_paid,tax_credit_grade,months_in_arrears",
+    "tax": "uscc,annual_tax_paid,tax_credit_grade,months_in_arrears,industry",
     "market": (
-        "uscc,registered_capital,years_operating,administrative_penalties,abnormal_operations"
+        "uscc,registered_capital,years_operating,administrative_penalties,abnormal_operations,"
+        "industry"
     ),
     "social": "uscc,insured_headcount,months_in_arrears",
     "court": "uscc,judgments_as_defendant,dishonest_debtor",

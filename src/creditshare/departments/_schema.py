@@ -36,6 +36,9 @@ __all__ = [
     "IndicatorSpec",
     "Record",
     "SignalSpec",
+    "StatisticsDimension",
+    "StatisticsSpec",
+    "StatisticsSum",
     "band",
     "decimal_year",
     "fold",
@@ -316,6 +319,43 @@ class SignalSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class StatisticsDimension:
+    """A dimension a regulator's cohort query may group by (``[[statistics.dimensions]]``).
+
+    Its levels are public (a category column's levels, a boolean's no/yes, an indicator's
+    bands); ``derive`` gives the index of a record's level, so the node's cube counts
+    records per level and never keeps a row.
+    """
+
+    name: str
+    levels: tuple[str, ...]
+    derive: Callable[[Record], int]
+    column: str = ""
+    indicator: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StatisticsSum:
+    """A column a cohort query may sum (``[[statistics.sums]]``): each record's value is
+    clipped to ``lower``..``upper`` and rounded to whole ``unit``s, so one enterprise moves
+    a sum by at most max(|lower|, |upper|)/unit units (the noise is calibrated to that)."""
+
+    column: str
+    lower: float
+    upper: float
+    unit: float
+
+
+@dataclass(frozen=True, slots=True)
+class StatisticsSpec:
+    """What a department lets a regulator group by and sum (empty: counts by chain and
+    region only)."""
+
+    dimensions: tuple[StatisticsDimension, ...] = ()
+    sums: tuple[StatisticsSum, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Department:
     """Everything a node needs to import, score and describe one department's data."""
 
@@ -329,6 +369,8 @@ class Department:
     source: str = ""
     #: The post-loan monitoring signals it raises (``[[signals]]``), in declared order.
     signals: tuple[SignalSpec, ...] = ()
+    #: The regulator's cohort statistics catalogue (``[statistics]``).
+    statistics: StatisticsSpec = field(default=StatisticsSpec())
 
     @property
     def columns(self) -> tuple[str, ...]:

@@ -45,6 +45,7 @@ from creditshare.departments._toml_messages import (
     _where,
 )
 from creditshare.departments._toml_signals import Word, signal_specs
+from creditshare.departments._toml_statistics import StatSection, statistics_spec
 from creditshare.errors import InvalidInputError
 from creditshare.monitoring import Signal
 
@@ -128,6 +129,7 @@ class _Document(_Strict):
     features: list[_Feature] = Field(default_factory=list, max_length=500)
     indicators: list[_Indicator] = Field(default_factory=list, max_length=MAX_INDICATORS)
     signals: list[_Signal] = Field(default_factory=list, max_length=len(Signal))
+    statistics: StatSection | None = None
 
 
 def load_schema(path: Path) -> Department:
@@ -198,6 +200,7 @@ def _build(document: _Document, source: str) -> Department:
         by_name,
         indicators,
     )
+    statistics = statistics_spec(document.statistics, by_name, indicators)
     return Department(
         id=document.id,
         display_name=document.display_name,
@@ -207,6 +210,7 @@ def _build(document: _Document, source: str) -> Department:
         indicators=tuple(indicators),
         source=source,
         signals=signals,
+        statistics=statistics,
     )
 
 

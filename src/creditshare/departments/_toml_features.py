@@ -254,13 +254,17 @@ def _flag(value: FieldValue) -> float:
 
 def _stored(record: Record, column: FieldSpec, use: Callable[[FieldValue], _T]) -> _T:
     """``use`` of a stored record's value of ``column``. Records are checked when imported;
-    one the schema cannot read was imported under another schema (a column since added,
+    one the schema cannot read was imported under another schema (a column since added
+    without missing = "default": one with it reads as its default;
     a level renamed): say so, instead of a KeyError out of a query.
 
     The error names the column, never the value: raised mid-query or mid-training, its
     text leaves the node (a gRPC status, then a bank's coverage or a job's error)."""
     try:
-        value = record[column.name]
+        if column.name in record or column.missing != "default" or column.default is None:
+            value = record[column.name]
+        else:  # a file without the optional column, or imported before it was added
+            value = column.default
         column.check(value)
         return use(value)
     except (KeyError, ValueError, TypeError, IndexError):

@@ -5,7 +5,11 @@ node is asked; the node parses the very bytes whose inclusion it verified and
 answers only a query that matches them (enterprise, model, key, chain, query id,
 indicators in the consent's scope).
 
-Queries and training jobs also carry what their requester signed (``request``) and,
+A ``statistics`` record is a regulator's cohort query: requester and requester_role
+``regulator``, purpose ``statistics``, no enterprise, consent or model, and ``request``
+the signed ``CohortQuery`` (its ε is there for anyone auditing the ledger to add up).
+
+Queries, training jobs and cohort queries also carry what their requester signed (``request``) and,
 for queries, the enterprise's signed consent (``consent``), verbatim: the node checks
 those signatures against the signers' certified keys, so the record's other fields
 are believed only where the signed statements say the same.
@@ -23,7 +27,13 @@ from creditshare.errors import InvalidInputError
 __all__ = ["MAX_REASON", "MAX_RECORD_BYTES", "RECORD_KINDS", "QueryRecord", "parse_record"]
 
 RecordKind = Literal[
-    "query", "refusal", "training", "subscription", "subscription_end", "monitoring_cycle"
+    "query",
+    "refusal",
+    "training",
+    "subscription",
+    "subscription_end",
+    "monitoring_cycle",
+    "statistics",
 ]
 #: Every kind a leaf may have (a node refuses a leaf of another kind).
 RECORD_KINDS: tuple[str, ...] = (
@@ -33,6 +43,7 @@ RECORD_KINDS: tuple[str, ...] = (
     "subscription",
     "subscription_end",
     "monitoring_cycle",
+    "statistics",
 )
 #: Kinds whose record says why (``reason``).
 _REASONED = ("refusal", "subscription_end")

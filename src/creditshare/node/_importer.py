@@ -93,7 +93,9 @@ def parse_file(
                 raise ImportRejectedError(name, 1, "file is empty; expected a header row")
             header = [h.strip() for h in header]
             expected = department.columns
-            missing = [c for c in expected if c not in header]
+            # A column with missing = "default" may be left out: every row takes its default.
+            optional = [f.name for f in department.fields if f.missing == "default"]
+            missing = [c for c in expected if c not in header and c not in optional]
             unknown = [c for c in header if c not in expected]
             if missing or unknown or len(header) != len(set(header)):
                 parts = []
@@ -108,14 +110,19 @@ def parse_file(
                     name,
                     1,
                     f"header does not match the {department.id} schema: {'; '.join(parts)} "
-                    f"(expected {','.join(expected)})",
+                    f"(expected {','.join(c for c in expected if c not in optional)})"
+                    + (f", optionally also {','.join(optional)}" if optional else ""),
                 )
             width = len(header)
             at = header.index("uscc")
             # Per column, the cells already parsed: a grade, a flag or a count takes a
             # handful of values, each parsed once (parsing is a pure function of the cell).
             fields: list[tuple[str, Callable[[str], FieldValue], int, dict[str, object]]] = [
-                (f.name, f.parse, header.index(f.name), {}) for f in department.fields
+                (f.name, f.parse, header.index(f.name), {})
+                for f in department.fields
+                # An absent optional column is not stored: readers take its default
+                # (as for records imported before a schema added the column).
+                if f.name in header
             ]
             for row in reader:
                 if len(row) != width:

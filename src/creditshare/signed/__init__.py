@@ -8,6 +8,7 @@ any of it (put its own key in, widened the chains, named another consent) breaks
 signature. Consent grants and revocations, signed by enterprises, live in ``consent``.
 """
 
+from creditshare.signed._cohort import SignedCohortQuery
 from creditshare.signed._psi_transcript import SignedPsiTranscript, psi_transcript_document
 from creditshare.signed._statements import (
     MAX_NODES,
@@ -20,6 +21,7 @@ from creditshare.signed._subscription import SignedSubscription, subscription_do
 
 __all__ = [
     "MAX_NODES",
+    "SignedCohortQuery",
     "SignedPsiTranscript",
     "SignedQuery",
     "SignedSubscription",

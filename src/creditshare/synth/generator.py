@@ -31,6 +31,7 @@ from creditshare.synth.schema import (
     DEPARTMENTS,
     ENTERPRISES_COLUMNS,
     ENTERPRISES_FILE,
+    INDUSTRY_DEPARTMENTS,
     LABELS_COLUMNS,
     LABELS_FILE,
     department_file,
@@ -56,6 +57,25 @@ _BRANCH_SOCIAL_RATE = 0.6
 _BRANCH_UTILITY_RATE = 0.6
 _MAX_YEARS = 40.0
 _MEAN_YEARS = 8.0
+# Industry sections (the tax and market schemas' levels) by entity type; a few
+# enterprises have an empty cell, which the schemas read as "unknown".
+_INDUSTRIES = (
+    "agriculture",
+    "manufacturing",
+    "construction",
+    "trade",
+    "transport",
+    "hospitality",
+    "information",
+    "services",
+    "other",
+    "",
+)
+_INDUSTRY_WEIGHTS = {
+    "91": (0.03, 0.24, 0.09, 0.24, 0.07, 0.07, 0.09, 0.12, 0.03, 0.02),
+    "92": (0.04, 0.06, 0.04, 0.44, 0.08, 0.20, 0.02, 0.10, 0.01, 0.01),
+    "93": (0.80, 0.06, 0.00, 0.08, 0.02, 0.00, 0.00, 0.02, 0.01, 0.01),
+}
 
 
 @dataclass(frozen=True)
@@ -108,6 +128,16 @@ def _pick_division(rng: random.Random, chain: Chain) -> Division:
     return rng.choice(DIVISIONS[province])
 
 
+def _industry(uscc: str, entity_type: str) -> str:
+    """One industry per enterprise, the same in every chain's tax and market file.
+
+    Drawn from its own USCC-seeded stream, not the generator's: adding the column left
+    every other value of a seed's data set as it was.
+    """
+    rng = random.Random(f"creditshare.synth.industry:{uscc}")
+    return rng.choices(_INDUSTRIES, _INDUSTRY_WEIGHTS[entity_type])[0]
+
+
 def _home_rows(rng: random.Random, profile: Profile) -> dict[str, tuple[str, ...]]:
     """Rows an enterprise has where it is registered; market always (it registered)."""
     rows: dict[str, tuple[str, ...]] = {"market": market_row(rng, profile, profile.years, False)}
@@ -156,9 +186,11 @@ def _add_enterprise(rng: random.Random, tables: _Tables, taken: set[str]) -> Non
         away = rng.choice([chain for chain in _CHAINS if chain != home])
         by_chain[away] = _away_rows(rng, profile)
         tables.cross_chain.append(uscc)
+    industry = _industry(uscc, entity_type)
     for chain, rows in by_chain.items():
         for department, values in rows.items():
-            tables.rows[department_file(chain, department)].append((uscc, *values))
+            extra = (industry,) if department in INDUSTRY_DEPARTMENTS else ()
+            tables.rows[department_file(chain, department)].append((uscc, *values, *extra))
     record_chains = ";".join(sorted(chain.value for chain in by_chain))
     tables.enterprises.append((uscc, name, division.code, home.value, record_chains))
     defaulted = bernoulli(rng, profile.default_probability())

@@ -14,6 +14,7 @@ __all__ = [
     "DEPARTMENT_COLUMNS",
     "ENTERPRISES_COLUMNS",
     "ENTERPRISES_FILE",
+    "INDUSTRY_DEPARTMENTS",
     "LABELS_COLUMNS",
     "LABELS_FILE",
     "department_file",
@@ -22,18 +23,22 @@ __all__ = [
 DEPARTMENTS: tuple[str, ...] = ("tax", "market", "social", "court", "utility")
 
 DEPARTMENT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "tax": ("annual_tax_paid", "tax_credit_grade", "months_in_arrears"),
+    "tax": ("annual_tax_paid", "tax_credit_grade", "months_in_arrears", "industry"),
     "market": (
         "registered_capital",
         "years_operating",
         "administrative_penalties",
         "abnormal_operations",
+        "industry",
     ),
     "social": ("insured_headcount", "months_in_arrears"),
     "court": ("judgments_as_defendant", "dishonest_debtor"),
     "utility": ("electricity_kwh_trend", "late_payments"),
 }
 """Department id -> its columns, *excluding* the leading ``uscc`` column."""
+
+#: Departments whose files carry the enterprise's ``industry`` (the same in every file).
+INDUSTRY_DEPARTMENTS: tuple[str, ...] = ("tax", "market")
 
 ENTERPRISES_FILE = "enterprises.csv"
 ENTERPRISES_COLUMNS: tuple[str, ...] = ("uscc", "name", "division", "home_chain", "record_chains")
