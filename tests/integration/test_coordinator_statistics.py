@@ -268,6 +268,18 @@ def test_a_query_is_recorded_then_every_node_asked_and_the_sums_add_up(setup: Se
     assert _ledger_size(setup) == before + 1
 
 
+def test_a_query_sent_again_is_a_409_and_asks_no_node_twice(setup: Setup) -> None:
+    query = _query(setup)
+    assert _post(setup, query).status_code == 200
+    size = _ledger_size(setup)
+    again = _post(setup, query)
+    assert again.status_code == 409, again.text
+    assert again.json()["field"] == "request_id"
+    assert _ledger_size(setup) == size
+    for node in setup.nodes.values():
+        assert len(node.records) == 1
+
+
 def test_a_node_refusing_for_budget_is_named_recorded_and_left_out(setup: Setup) -> None:
     setup.nodes["prd-tax"].mode = "refuse_budget"
     query = _query(setup)

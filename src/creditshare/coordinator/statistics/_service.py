@@ -28,6 +28,7 @@ from creditshare.coordinator.statistics._bodies import (
 from creditshare.coordinator.statistics._fan_out import CohortResult, cohort_fan_out
 from creditshare.crypto import PublicKey
 from creditshare.errors import (
+    ConflictError,
     InvalidInputError,
     NoNodeAnsweredError,
     NotFoundError,
@@ -99,6 +100,7 @@ def _checked(services: Services, caller: Participant, body: StatisticsIn) -> _Ch
         ).at("regulator")
     services.credentials.check_signed(caller.id, signed)
     key = services.paillier_keys.resolve(caller, query.key_fingerprint)
+    _check_new(services, caller, query.request_id)
     return _Checked(signed, query, key)
 
 
@@ -122,6 +124,24 @@ def _record(
         "request": checked.signed.to_json(),
     }
     return QueryRecord(**(base | fields))
+
+
+def _check_new(services: Services, caller: Participant, request_id: str) -> None:
+    """409 if the caller's ``request_id`` is recorded already: a signed query sent twice
+    (a client retrying after a lost answer) would otherwise be answered, and spend the
+    regulator's budget on every node, twice. The regulator's own records only, which it
+    makes a few of a day; two replicas handed the same request at the same moment can
+    still both record it (nodes spend per record, so that costs budget, not privacy)."""
+    for leaf in services.ledger.entries_for(subject_of(caller.id)):
+        try:
+            record = parse_record(leaf.data)
+        except InvalidInputError:
+            continue
+        if record.kind == "statistics" and record.query_id == request_id:
+            raise ConflictError(
+                f"request_id {request_id} is recorded already (ledger index {leaf.index}): "
+                "sign a new query to ask again"
+            ).at("request_id")
 
 
 def _refusal_reason(result: CohortResult, asked: int) -> str:
