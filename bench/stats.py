@@ -57,7 +57,6 @@ from creditshare.departments import get_department
 from creditshare.identity import Chain, make_uscc
 from creditshare.identity.chains import DIVISIONS, chain_for_province
 from creditshare.identity.uscc import ALPHABET
-from creditshare.node import NodeSettings
 from creditshare.statistics import Catalogue, CohortResult, Figure
 from creditshare.synth import generate
 
@@ -136,10 +135,8 @@ def tax_layout(root: Path, data: Path, nodes_per_chain: int) -> FederationLayout
     """A federation of ``nodes_per_chain`` tax nodes in each chain (ids ``<chain>-tax``,
     ``<chain>-tax_2``, ...; every one of department tax, its own data file)."""
     names = [DEPARTMENT, *(f"{DEPARTMENT}_{k + 1}" for k in range(1, nodes_per_chain))]
-    overrides: dict[str, object] = {"fast_encryption": True}
     # The most budget a node allows (the bench asks many queries in one month).
-    if "stats_epsilon_per_period" in NodeSettings.model_fields:
-        overrides["stats_epsilon_per_period"] = 1000.0
+    overrides: dict[str, object] = {"fast_encryption": True, "stats_epsilon_per_period": 1000.0}
     layout = FederationLayout.write(
         root / "federation",
         data,
