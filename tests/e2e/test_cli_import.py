@@ -71,7 +71,7 @@ def test_bad_row_rejects_file_and_leaves_database_unchanged(tmp_path: Path, data
 
     lines = good.read_text().splitlines()
     uscc = lines[1].split(",")[0]
-    lines[1] = f"{uscc},1234.00,B,2"  # a change that must NOT land...
+    lines[1] = f"{uscc},1234.00,B,2,trade"  # a change that must NOT land...
     cells = lines[3].split(",")
     cells[2] = "Q"  # ...because line 4 has an impossible tax grade
     lines[3] = ",".join(cells)
@@ -105,7 +105,9 @@ def test_snapshots_report_counts_and_a_bad_one_leaves_the_last_in_place(
     new_uscc = str(make_uscc("9", "1", "440300", "MA7NEWC1"))
     update = tmp_path / "tax-2.csv"
     update.write_text(
-        "\n".join([header, f"{changed_uscc},1234.00,B,2", *rows[2:], f"{new_uscc},99.00,A,0"])
+        "\n".join(
+            [header, f"{changed_uscc},1234.00,B,2,trade", *rows[2:], f"{new_uscc},99.00,A,0,trade"]
+        )
         + "\n"
     )
     second = _run("node", "import", "--config", str(config), "--json", str(update))
@@ -128,7 +130,9 @@ def test_snapshots_report_counts_and_a_bad_one_leaves_the_last_in_place(
     bad = tmp_path / "tax-3.csv"
     cells = rows[3].split(",")
     cells[2] = "Q"
-    bad.write_text("\n".join([header, f"{new_uscc},5.00,C,9", ",".join(cells), *rows[4:]]) + "\n")
+    bad.write_text(
+        "\n".join([header, f"{new_uscc},5.00,C,9,trade", ",".join(cells), *rows[4:]]) + "\n"
+    )
     third = _run("node", "import", "--config", str(config), str(bad))
     assert third.returncode == 2
     assert f"{bad}, line 3" in third.stderr and "tax_credit_grade" in third.stderr
