@@ -70,8 +70,8 @@ def test_bad_row_rejects_file_and_leaves_database_unchanged(tmp_path: Path, data
     everything = _everything(db)
 
     lines = good.read_text().splitlines()
-    uscc = lines[1].split(",")[0]
-    lines[1] = f"{uscc},1234.00,B,2,trade"  # a change that must NOT land...
+    uscc, *_, industry = lines[1].split(",")
+    lines[1] = f"{uscc},1234.00,B,2,{industry}"  # a change that must NOT land...
     cells = lines[3].split(",")
     cells[2] = "Q"  # ...because line 4 has an impossible tax grade
     lines[3] = ",".join(cells)
@@ -106,7 +106,7 @@ def test_snapshots_report_counts_and_a_bad_one_leaves_the_last_in_place(
     update = tmp_path / "tax-2.csv"
     update.write_text(
         "\n".join(
-            [header, f"{changed_uscc},1234.00,B,2,trade", *rows[2:], f"{new_uscc},99.00,A,0,trade"]
+            [header, f"{changed_uscc},1234.00,B,2,trade", *rows[2:], f"{new_uscc},99.00,A,0,"]
         )
         + "\n"
     )
