@@ -12,6 +12,7 @@ from creditshare.crypto import PrivateKey, SigningKey
 from creditshare.departments import Record, get_department
 from creditshare.errors import InvalidInputError, InvalidSignatureError
 from creditshare.identity import make_uscc
+from creditshare.ledger import RECORD_KINDS, QueryRecord, parse_record
 from creditshare.signed import SignedCohortQuery, SignedQuery
 from creditshare.statistics import (
     LATEST,
@@ -159,3 +160,28 @@ def test_release_pack_decrypt_decode(bank_key: PrivateKey) -> None:
 def test_layout_additions_bounded(bank_key: PrivateKey) -> None:
     with pytest.raises(InvalidInputError, match="additions"):
         Layout.for_query(query(), CATALOGUE, bank_key.public_key, MAX_ADDITIONS + 1)
+
+
+def test_a_statistics_ledger_record_round_trips() -> None:
+    q = query()
+    key = SigningKey.generate()
+    signed = SignedCohortQuery.sign(q.document(), key)
+    record = QueryRecord(
+        kind="statistics",
+        query_id=q.request_id,
+        time=q.time,
+        uscc="",
+        requester=q.regulator,
+        requester_role="regulator",
+        purpose="statistics",
+        consent_id="",
+        model_id="",
+        key_fingerprint=q.key_fingerprint,
+        chains=q.chains,
+        indicators=(),
+        request=signed.to_json(),
+    )
+    again = parse_record(record.to_bytes())
+    assert again == record and "statistics" in RECORD_KINDS
+    assert again.request is not None
+    assert SignedCohortQuery.from_json(again.request).query.epsilon == 1.0

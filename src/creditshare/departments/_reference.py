@@ -114,7 +114,41 @@ def schema_tables(department: Department) -> str:
             )
     else:
         lines += ["", "No monitoring signals: banks watching an enterprise hear nothing from it."]
+    lines += _statistics(department)
     return "\n".join(lines) + "\n"
+
+
+def _statistics(department: Department) -> list[str]:
+    """What a regulator's cohort query may group by and sum (besides chain and region)."""
+    spec = department.statistics
+    lines = [
+        "",
+        "| statistics dimension (regulators group by) | from | levels |",
+        "|---|---|---|",
+        "| `chain` | the node's chain | yrd · prd · bth |",
+        "| `region` | USCC characters 3–4 | 11 · 12 · 13 · 31 · 32 · 33 · 34 · 44 · other |",
+    ]
+    for dimension in spec.dimensions:
+        source = (
+            f"indicator `{dimension.indicator}`"
+            if dimension.indicator
+            else f"column `{dimension.column}`"
+        )
+        lines.append(f"| `{dimension.name}` | {source} | {_cell(' · '.join(dimension.levels))} |")
+    if not spec.sums:
+        return [*lines, "", "No summed columns: regulators count enterprises only."]
+    lines += [
+        "",
+        "| summed column (regulators) | clipped to | unit | one enterprise moves a sum by |",
+        _RULE4,
+    ]
+    for total in spec.sums:
+        units = round(max(abs(total.lower), abs(total.upper)) / total.unit)
+        lines.append(
+            f"| `{total.column}` | {_number(total.lower)} to {_number(total.upper)} "
+            f"| {_number(total.unit)} | {units} units |"
+        )
+    return lines
 
 
 def reference_markdown(departments: Iterable[Department]) -> str:

@@ -43,7 +43,7 @@ MAX_ADDITIONS = 64
 #: that discrete Laplace noise goes further is below e^-64.
 NOISE_TAILS = 64
 #: Most values one query may release per node (cells × values per cell).
-MAX_VALUES = 200_000
+MAX_VALUES = 100_000
 
 
 @dataclass(frozen=True, slots=True)

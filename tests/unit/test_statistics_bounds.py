@@ -1,0 +1,175 @@
+"""Error bounds: they hold at their confidence, and are never narrower than the truth.
+
+The bound of a figure is a Chernoff bound on the noise of the k nodes that released its
+cell. It must cover the exact tail (k = 1 has a closed form; k > 1 is sampled from
+OpenDP itself), and over many full releases (three nodes, grouped by industry, counts,
+sums, means and distributions) the true figures of released cells must lie within
+value ± bound at least as often as the confidence says. Sums are of clipped values
+(not rounded to units: the bound allows for rounding), means of clipped values.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from creditshare.departments import Record, get_department
+from creditshare.identity import make_uscc
+from creditshare.statistics import (
+    Catalogue,
+    CohortQuery,
+    CubeBuilder,
+    Figure,
+    decode,
+    noise_bound,
+    noise_scales,
+    release,
+    tail_bound,
+)
+from creditshare.statistics._noise import noisy
+
+TAX = get_department("tax")
+CATALOGUE = Catalogue.of(TAX)
+CONFIDENCE = 0.9
+DRAWS = 150
+
+
+def test_one_node_bound_is_the_exact_tail() -> None:
+    for b in (0.3, 1.0, 3.0, 36.0, 1000.0, 1e6):
+        alpha = math.exp(-1 / b)
+        for confidence in (0.8, 0.95, 0.99):
+            bound = noise_bound(1, b, confidence)
+
+            # P(|Z| > B) = 2α^(B+1) / (1 + α): B is the least whole number with it ≤ 1 - γ.
+            def tail(x: float, alpha: float = alpha) -> float:
+                return float(2 * alpha ** (x + 1) / (1 + alpha))
+
+            assert tail(bound) <= 1 - confidence
+            assert bound == 0 or tail(bound - 1) > 1 - confidence
+
+
+@pytest.mark.parametrize("k", [2, 3, 15])
+@pytest.mark.parametrize("b", [1.0, 36.0, 3e4])
+def test_many_nodes_bound_covers_sampled_noise_and_is_tight(k: int, b: float) -> None:
+    """Exact on the grid (b of 1, 36): about the sampled quantile; Chernoff beyond it
+    (3e4, 15 nodes): wider, never narrower. Either way the tail beyond is at most 5 %."""
+    bound = noise_bound(k, b, 0.95)
+    assert tail_bound(bound, k, b) <= 0.05 or bound < _chernoff(k, b)
+    totals = np.abs(np.array([sum(noisy([0] * k, b)) for _ in range(3000)]))
+    assert np.mean(totals > bound) <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 3000)
+    assert bound <= 2.2 * float(np.quantile(totals, 0.95)) + 2  # not vacuous
+
+
+def _chernoff(k: int, b: float) -> float:
+    from creditshare.statistics._bounds import _chernoff_bound
+
+    return float(_chernoff_bound(k, b, 0.05))
+
+
+def _query(min_cell: int) -> CohortQuery:
+    return CohortQuery(
+        department="tax",
+        chains=("bth", "prd", "yrd"),
+        group_by=("industry",),
+        measures=(
+            "count",
+            "sum:annual_tax_paid",
+            "mean:annual_tax_paid",
+            "distribution:tax_credit_grade",
+        ),
+        dates=(),
+        epsilon=2.0,
+        min_cell=min_cell,
+        key_fingerprint="ab" * 16,
+        catalogue_digest=CATALOGUE.digest,
+        request_id="cd" * 16,
+        regulator="pboc-shanghai",
+        time=datetime(2026, 11, 30, tzinfo=UTC),
+    )
+
+
+def _node_rows(seed: int, sizes: dict[str, int]) -> list[tuple[str, Record]]:
+    rng = random.Random(seed)
+    rows: list[tuple[str, Record]] = []
+    for industry, size in sizes.items():
+        for _ in range(size):
+            uscc = make_uscc("9", "1", "440101", f"MA{len(rows):03d}{seed:03d}").code
+            rows.append(
+                (
+                    uscc,
+                    {
+                        # Beyond the 10M clipping bound now and then: the mean is of clipped values.
+                        "annual_tax_paid": rng.choice([0.0, rng.uniform(0, 2e6), 1.5e7]),
+                        "tax_credit_grade": rng.choice("ABMCD"),
+                        "months_in_arrears": 0,
+                        "industry": industry,
+                    },
+                )
+            )
+    return rows
+
+
+def test_bounds_hold_at_their_confidence_over_many_releases() -> None:
+    # Three nodes; cells from far above the threshold down to below it.
+    nodes = [
+        _node_rows(1, {"trade": 120, "manufacturing": 40, "services": 12, "transport": 3}),
+        _node_rows(2, {"trade": 80, "manufacturing": 25, "services": 9}),
+        _node_rows(3, {"trade": 60, "information": 30, "services": 14}),
+    ]
+    cubes = []
+    for node_rows in nodes:
+        builder = CubeBuilder(CATALOGUE, TAX)
+        for uscc, record in node_rows:
+            builder.add(uscc, record)
+        cubes.append(builder.finish())
+    query = _query(min_cell=10)
+    scales = noise_scales(query, CATALOGUE)
+    assert scales["sum:annual_tax_paid"] > 1000  # the sum's noise is real, in units
+    levels = CATALOGUE.dimension("industry").levels
+    released = missed = 0
+    misses: dict[str, int] = {}
+    for _ in range(DRAWS):
+        answers = [release([cube], query, CATALOGUE, min_cell=10) for cube in cubes]
+        withheld_by = [
+            {levels[c] for c in range(len(levels)) if answer[c * 8 + 1]} for answer in answers
+        ]
+        summed = [sum(column) for column in zip(*answers, strict=True)]
+        result = decode(summed, query, CATALOGUE, nodes=3, confidence=CONFIDENCE)
+        for cell in result.cells:
+            if cell.suppressed:
+                continue
+            industry = cell.group["industry"]
+            rows: list[Record] = [
+                record
+                for n, held in enumerate(nodes)
+                if industry not in withheld_by[n]
+                for _, record in held
+                if record["industry"] == industry
+            ]
+            paid = [min(float(r["annual_tax_paid"]), 1e7) for r in rows]
+            truths: dict[str, tuple[object, float]] = {
+                "count": (cell.count, len(rows)),
+                "sum": (cell.measures["sum:annual_tax_paid"], sum(paid)),
+                "mean": (cell.measures["mean:annual_tax_paid"], sum(paid) / max(len(paid), 1)),
+            }
+            distribution = cell.measures["distribution:tax_credit_grade"]
+            assert isinstance(distribution, dict)
+            for grade in "ABMCD":
+                graded = sum(1 for r in rows if r["tax_credit_grade"] == grade)
+                truths[f"grade {grade}"] = (distribution[grade], graded)
+            for name, (figure, truth) in truths.items():
+                assert isinstance(figure, Figure)
+                released += 1
+                if abs(figure.value - truth) > figure.bound + 1e-6 * abs(truth):
+                    missed += 1
+                    misses[name] = misses.get(name, 0) + 1
+    assert released > DRAWS * 8 * 3
+    assert missed / released <= 1 - CONFIDENCE, misses
+    # Per measure too, up to three standard errors of sampling.
+    per_measure = released / 8
+    slack = 3 * math.sqrt(CONFIDENCE * (1 - CONFIDENCE) / per_measure)
+    assert all(m / per_measure <= 1 - CONFIDENCE + slack for m in misses.values()), misses
