@@ -429,3 +429,16 @@ def test_catalogue_and_budget(cli: Callable[..., str], catalogue: Catalogue) -> 
     assert "queries" in header and "refused" in header
     assert "2026-12" in budget and "1.5" in budget and "regulator: regulator-1" in budget
     assert json.loads(cli("stats", "budget", "--json"))["periods"][0]["epsilon"] == 1.5
+
+
+def test_dates_are_sent_sorted_and_each_gets_its_cells(
+    fake: FakeCoordinator, bank_key: PrivateKey, identity: Identity
+) -> None:
+    with _client(fake, bank_key, identity) as client:
+        result = client.cohort_statistics(
+            "tax", group_by="chain", dates=["2026-11-30", "2026-10-31", "2026-11-30"]
+        )
+    assert fake.queries[0].dates == ("2026-10-31", "2026-11-30")
+    assert [(c.date, c.group["chain"]) for c in result.cells] == [
+        (day, chain) for day in ("2026-10-31", "2026-11-30") for chain in ("yrd", "prd", "bth")
+    ]

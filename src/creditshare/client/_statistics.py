@@ -228,7 +228,7 @@ class StatisticsCalls:
                 chains=tuple(sorted({Chain(c).value for c in wanted})),
                 group_by=_names(group_by, "group_by"),
                 measures=_names(measures, "measures"),
-                dates=tuple(dates or ()),
+                dates=tuple(sorted(set(dates or ()))),  # the document wants them sorted
                 epsilon=float(epsilon),
                 min_cell=int(min_cell),
                 key_fingerprint=self.private_key.public_key.fingerprint(),
