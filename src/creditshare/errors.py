@@ -18,7 +18,8 @@ below to status codes exactly once (``coordinator/_problems.py``,
     ├── AuthenticationError          no or bad credential: 401
     ├── PermissionDeniedError        wrong role, someone else's resource, no consent: 403
     │   ├── ConsentRefusedError      the consent does not cover this query (recorded)
-    │   └── CredentialRefusedError   a participant credential the chain CA does not vouch for
+    │   ├── CredentialRefusedError   a participant credential the chain CA does not vouch for
+    │   └── PrivacyBudgetExceededError a statistics query past a node's ε budget: RESOURCE_EXHAUSTED
     ├── ConflictError                the resource exists already: 409
     │   └── OutOfOrderError          a step before the one it needs: 409 / FAILED_PRECONDITION
     ├── RateLimitedError             over a participant or enterprise limit: 429
@@ -77,6 +78,7 @@ __all__ = [
     "NotFoundError",
     "OutOfOrderError",
     "PermissionDeniedError",
+    "PrivacyBudgetExceededError",
     "ProblemError",
     "RateLimitedError",
     "RevocationStaleError",
@@ -157,6 +159,12 @@ class AuthenticationError(CreditShareError):
 
 class PermissionDeniedError(CreditShareError):
     """An authenticated caller asking for something its role or ownership does not allow."""
+
+
+class PrivacyBudgetExceededError(PermissionDeniedError):
+    """A regulator's statistics query that would take it past a node's privacy budget
+    (ε per period): refused before anything is computed, and nothing is spent. A
+    permission, not a capacity: waiting a moment does not help, the next period does."""
 
 
 class ConsentRefusedError(PermissionDeniedError):

@@ -70,8 +70,8 @@ def test_bad_row_rejects_file_and_leaves_database_unchanged(tmp_path: Path, data
     everything = _everything(db)
 
     lines = good.read_text().splitlines()
-    uscc = lines[1].split(",")[0]
-    lines[1] = f"{uscc},1234.00,B,2"  # a change that must NOT land...
+    uscc, *_, industry = lines[1].split(",")
+    lines[1] = f"{uscc},1234.00,B,2,{industry}"  # a change that must NOT land...
     cells = lines[3].split(",")
     cells[2] = "Q"  # ...because line 4 has an impossible tax grade
     lines[3] = ",".join(cells)
@@ -105,7 +105,9 @@ def test_snapshots_report_counts_and_a_bad_one_leaves_the_last_in_place(
     new_uscc = str(make_uscc("9", "1", "440300", "MA7NEWC1"))
     update = tmp_path / "tax-2.csv"
     update.write_text(
-        "\n".join([header, f"{changed_uscc},1234.00,B,2", *rows[2:], f"{new_uscc},99.00,A,0"])
+        "\n".join(
+            [header, f"{changed_uscc},1234.00,B,2,trade", *rows[2:], f"{new_uscc},99.00,A,0,"]
+        )
         + "\n"
     )
     second = _run("node", "import", "--config", str(config), "--json", str(update))
@@ -128,7 +130,9 @@ def test_snapshots_report_counts_and_a_bad_one_leaves_the_last_in_place(
     bad = tmp_path / "tax-3.csv"
     cells = rows[3].split(",")
     cells[2] = "Q"
-    bad.write_text("\n".join([header, f"{new_uscc},5.00,C,9", ",".join(cells), *rows[4:]]) + "\n")
+    bad.write_text(
+        "\n".join([header, f"{new_uscc},5.00,C,9,trade", ",".join(cells), *rows[4:]]) + "\n"
+    )
     third = _run("node", "import", "--config", str(config), str(bad))
     assert third.returncode == 2
     assert f"{bad}, line 3" in third.stderr and "tax_credit_grade" in third.stderr
@@ -169,11 +173,11 @@ def test_snapshots_report_counts_and_a_bad_one_leaves_the_last_in_place(
 def test_read_only_commands_on_a_database_never_migrated_say_what_to_run(
     tmp_path: Path,
 ) -> None:
-    """`node imports`, `node access-log` and `node refusals` read; on a database that was
-    never migrated (or is behind) they name the command that migrates, not an SQL error,
+    """`node imports`, `access-log`, `refusals` and `privacy-budget` read; on a database
+    that was never migrated (or is behind) they name the command that migrates, not an SQL error,
     and they neither migrate it nor create a database where there was none."""
     config, db = _config(tmp_path)
-    commands = (["imports"], ["access-log"], ["refusals"])
+    commands = (["imports"], ["access-log"], ["refusals"], ["privacy-budget"])
     for command in commands:
         result = _run("node", *command, "--config", str(config))
         assert result.returncode == 2, result.stderr

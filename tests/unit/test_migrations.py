@@ -39,6 +39,7 @@ from creditshare.ledger import (
 )
 from creditshare.ledger import _sql as ledger_sql  # noqa: F401
 from creditshare.ledger._backfill import backfill_nodes
+from creditshare.node import _stats_tables as node_stats_tables  # noqa: F401
 from creditshare.node import _storage as node_storage
 from creditshare.node import _trust as node_trust  # noqa: F401
 from creditshare.node.monitoring import _tables as node_monitoring  # noqa: F401
@@ -81,6 +82,8 @@ TABLES = {
         "watched_subscription",
         "alert_event",
         "monitor_cycle",
+        "stats_cube",
+        "privacy_spend",
     },
 }
 PREVIOUS = {"coordinator": "c0001", "node": "n0001"}
@@ -122,6 +125,8 @@ LATER_TABLES = {
         "watched_subscription",
         "alert_event",
         "monitor_cycle",
+        "stats_cube",
+        "privacy_spend",
     },
 }
 #: Columns that later revisions add to tables that were there from the start.

@@ -139,6 +139,11 @@ def test_a_statistics_section_becomes_the_catalogue() -> None:
             "'region' is implicit in every catalogue",
         ),
         (
+            '[[statistics.dimensions]]\nname = "level"\ncolumn = "grade"\n',
+            'statistics.dimensions[0] (name "level").name',
+            "'level' names a column of every result table",
+        ),
+        (
             '[[statistics.dimensions]]\nname = "g"\ncolumn = "grade"\n'
             '[[statistics.dimensions]]\nname = "g"\ncolumn = "listed"\n',
             'statistics.dimensions[1] (name "g").name',

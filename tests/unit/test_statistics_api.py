@@ -127,7 +127,8 @@ def test_cube_round_trips_and_refuses_another_catalogue() -> None:
 
 def test_release_pack_decrypt_decode(bank_key: PrivateKey) -> None:
     rows = records(600, 2)
-    q = query()
+    # ε_r = 1: an empty cell passes a node's threshold of 10 about once in 10^4 queries.
+    q = query(epsilon=3.0)
     layout = Layout.for_query(q, CATALOGUE, bank_key.public_key, 2)
     values = [
         release([cube_of(rows[:300])], q, CATALOGUE, min_cell=10),
@@ -139,7 +140,7 @@ def test_release_pack_decrypt_decode(bank_key: PrivateKey) -> None:
     summed = [a * b % n2 for a, b in zip(*ciphertexts, strict=True)]
     plain = layout.unpack([bank_key.raw_decrypt(c) for c in summed])
     assert plain == [a + b for a, b in zip(*values, strict=True)]
-    result = decode(plain, q, CATALOGUE, nodes=2)
+    result = decode(plain, q, CATALOGUE, nodes=2, confidence=0.9999999)
     assert len(result.cells) == len(layout.cells)
     assert [(c.date, tuple(c.group.items())) for c in result.cells] == [
         (k.date, k.group) for k in layout.cells
@@ -185,3 +186,94 @@ def test_a_statistics_ledger_record_round_trips() -> None:
     assert again == record and "statistics" in RECORD_KINDS
     assert again.request is not None
     assert SignedCohortQuery.from_json(again.request).query.epsilon == 1.0
+
+
+def test_the_statistics_room_knows_no_transport_or_storage() -> None:
+    """crypto, identity, departments, _canonical and errors only: no HTTP, gRPC or SQL,
+    and none of the services (node, coordinator, client) it serves."""
+    import ast
+    from pathlib import Path
+
+    import creditshare.statistics as room
+
+    allowed = {
+        "creditshare.crypto",
+        "creditshare.identity",
+        "creditshare.departments",
+        "creditshare._canonical",
+        "creditshare.errors",
+        "creditshare.statistics",
+    }
+    for path in Path(room.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                if name.startswith("creditshare"):
+                    assert any(name == a or name.startswith(a + ".") for a in allowed), (
+                        path.name,
+                        name,
+                    )
+                else:
+                    top = name.split(".")[0]
+                    assert top not in {"grpc", "fastapi", "httpx", "sqlalchemy", "sqlmodel"}
+
+
+def test_released_cells_are_the_marginals_in_layout_order(bank_key: PrivateKey) -> None:
+    """At ε = 10 the noise is almost always 0: each value must be its cell's true total,
+    in the layout's order (group_by in the query's order, not the catalogue's)."""
+    rows = records(800, 3)
+    q = query(
+        group_by=("industry", "region"),
+        measures=("count", "distribution:tax_credit_grade"),
+        epsilon=10.0,
+        min_cell=1,
+    )
+    layout = Layout.for_query(q, CATALOGUE, bank_key.public_key, 1)
+    values = release([cube_of(rows)], q, CATALOGUE, min_cell=1)
+    per_cell = layout.values_per_cell
+    assert per_cell == 2 + len(GRADES)
+    exact = total = 0
+    for c, cell in enumerate(layout.cells):
+        group = dict(cell.group)
+        members = [
+            r
+            for u, r in rows
+            if r["industry"] == group["industry"]
+            and (u[2:4] if u[2:4] != "50" else "other") == group["region"]
+        ]
+        got = values[c * per_cell : (c + 1) * per_cell]
+        if got[1]:  # withheld: its noisy count fell below 1
+            assert got == [0, 1] + [0] * len(GRADES) and len(members) <= 2
+            continue
+        truth = [len(members), 0] + [
+            sum(1 for r in members if r["tax_credit_grade"] == g) for g in GRADES
+        ]
+        assert all(abs(a - b) <= 3 for a, b in zip(got, truth, strict=True)), (group, got, truth)
+        exact += sum(a == b for a, b in zip(got, truth, strict=True))
+        total += len(truth)
+    assert exact >= 0.9 * total
+
+
+def test_a_date_a_node_has_no_snapshot_for_is_withheld_there() -> None:
+    q = query(dates=("2026-10-31", "2026-11-30"), group_by=("industry",), min_cell=1)
+    rows = records(400, 4)
+    cube = cube_of(rows)
+    first = release([cube, cube], q, CATALOGUE, min_cell=1)
+    second = release([None, cube], q, CATALOGUE, min_cell=1)
+    summed = [a + b for a, b in zip(first, second, strict=True)]
+    # A confidence this high makes the coverage checks below fail about once in 10^7 runs.
+    result = decode(summed, q, CATALOGUE, nodes=2, confidence=0.9999999)
+    trade = [c for c in result.cells if c.group == {"industry": "trade"}]
+    assert [c.date for c in trade] == ["2026-10-31", "2026-11-30"]
+    assert trade[0].withheld_at == 1 and trade[1].withheld_at == 0
+    # One node's noise in the first date's bound, two nodes' in the second's.
+    assert trade[0].count.bound < trade[1].count.bound
+    truth = sum(1 for _, r in rows if r["industry"] == "trade")
+    assert abs(trade[0].count.value - truth) <= trade[0].count.bound
+    assert abs(trade[1].count.value - 2 * truth) <= trade[1].count.bound

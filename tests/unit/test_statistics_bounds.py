@@ -30,6 +30,7 @@ from creditshare.statistics import (
     release,
     tail_bound,
 )
+from creditshare.statistics._bounds import _chernoff_bound, _exact_bound
 from creditshare.statistics._noise import noisy
 
 TAX = get_department("tax")
@@ -53,20 +54,23 @@ def test_one_node_bound_is_the_exact_tail() -> None:
 
 
 @pytest.mark.parametrize("k", [2, 3, 15])
-@pytest.mark.parametrize("b", [1.0, 36.0, 3e4])
+@pytest.mark.parametrize("b", [1.0, 36.0, 1e4, 3e5])
 def test_many_nodes_bound_covers_sampled_noise_and_is_tight(k: int, b: float) -> None:
-    """Exact on the grid (b of 1, 36): about the sampled quantile; Chernoff beyond it
-    (3e4, 15 nodes): wider, never narrower. Either way the tail beyond is at most 5 %."""
+    """Exact where the noise's range fits the grid (up to 1e4 here): about the sampled
+    quantile; Chernoff beyond it (3e5): wider, never narrower. Either way the sampled
+    noise exceeds the bound at most 5 % of the time, up to sampling error."""
     bound = noise_bound(k, b, 0.95)
-    assert tail_bound(bound, k, b) <= 0.05 or bound < _chernoff(k, b)
+    exact = _exact_bound(k, b, 0.05)
+    assert (exact is None) == (b > 1e5)
+    assert bound == (exact if exact is not None else _chernoff(k, b))
+    assert exact is not None or tail_bound(bound, k, b) <= 0.05
     totals = np.abs(np.array([sum(noisy([0] * k, b)) for _ in range(3000)]))
-    assert np.mean(totals > bound) <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 3000)
-    assert bound <= 2.2 * float(np.quantile(totals, 0.95)) + 2  # not vacuous
+    assert np.mean(totals > bound) <= 0.05 + 4 * math.sqrt(0.05 * 0.95 / 3000)
+    quantile = float(np.quantile(totals, 0.95))
+    assert bound <= (1.2 if exact is not None else 2.0) * quantile + 2  # not vacuous
 
 
 def _chernoff(k: int, b: float) -> float:
-    from creditshare.statistics._bounds import _chernoff_bound
-
     return float(_chernoff_bound(k, b, 0.05))
 
 
@@ -169,7 +173,7 @@ def test_bounds_hold_at_their_confidence_over_many_releases() -> None:
                     misses[name] = misses.get(name, 0) + 1
     assert released > DRAWS * 8 * 3
     assert missed / released <= 1 - CONFIDENCE, misses
-    # Per measure too, up to three standard errors of sampling.
+    # Per measure too, up to four standard errors of sampling.
     per_measure = released / 8
-    slack = 3 * math.sqrt(CONFIDENCE * (1 - CONFIDENCE) / per_measure)
+    slack = 4 * math.sqrt(CONFIDENCE * (1 - CONFIDENCE) / per_measure)
     assert all(m / per_measure <= 1 - CONFIDENCE + slack for m in misses.values()), misses

@@ -148,6 +148,60 @@ def node_refusals(
     )
 
 
+@node_app.command("privacy-budget")
+def node_privacy_budget(
+    config: ConfigOption,
+    limit: Annotated[int, typer.Option(min=1, help="spends listed one by one (--json)")] = 1000,
+    as_json: JsonOption = False,
+) -> None:
+    """Show what each regulator's statistics queries spent of this node's privacy budget
+    per period (stats_epsilon_per_period per stats_budget_period), and what is left."""
+    from creditshare.node import NodeSettings, privacy_spend_entries
+
+    settings = load_settings(NodeSettings, config)
+    totals, rows = privacy_spend_entries(settings, limit)
+    allowance = settings.stats_epsilon_per_period
+    budgets: list[dict[str, Any]] = [
+        {
+            "regulator": t.regulator,
+            "period": t.period,
+            "queries": t.queries,
+            "spent": t.spent,
+            "left": max(0, round(allowance * 1000) - round(t.spent * 1000)) / 1000,
+        }
+        for t in totals
+    ]
+    doc = {
+        "allowance": allowance,
+        "period": settings.stats_budget_period,
+        "budgets": budgets,
+        "spends": [
+            {
+                "ledger_index": row.leaf_index,
+                "spent_at": row.spent_at.isoformat(),
+                "regulator": row.requester,
+                "period": row.period,
+                "epsilon": row.epsilon,
+            }
+            for row in rows
+        ],
+    }
+    if as_json:
+        print_json(doc)
+        return
+    print_table(
+        [
+            ("regulator", lambda r: r["regulator"]),
+            ("period", lambda r: r["period"]),
+            ("queries", lambda r: r["queries"]),
+            ("ε spent", lambda r: f"{r['spent']:g}"),
+            (f"ε left of {allowance:g}", lambda r: f"{r['left']:g}"),
+        ],
+        budgets,
+        empty="no statistics query answered",
+    )
+
+
 @node_app.command("access-log")
 def node_access_log(
     config: ConfigOption,

@@ -33,6 +33,13 @@ from creditshare.departments._scorecard import (
     DEFAULT_WEIGHTS,
 )
 from creditshare.departments._toml import SchemaError, load_schema, parse_schema
+from creditshare.departments._toml_statistics import (
+    IMPLICIT_DIMENSIONS,
+    MAX_CUBE_CELLS,
+    MAX_SUM_UNITS,
+    REGION_LEVELS,
+    RESULT_COLUMNS,
+)
 
 __all__ = [
     "COLUMN_KINDS",
@@ -40,7 +47,12 @@ __all__ = [
     "DEFAULT_MODEL_ID",
     "DEFAULT_WEIGHTS",
     "DEPARTMENTS",
+    "IMPLICIT_DIMENSIONS",
+    "MAX_CUBE_CELLS",
+    "MAX_SUM_UNITS",
     "PRESENCE_INDICATOR",
+    "REGION_LEVELS",
+    "RESULT_COLUMNS",
     "ColumnKind",
     "Department",
     "FeatureSpec",

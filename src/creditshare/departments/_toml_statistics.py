@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from creditshare.departments._schema import (
     FieldSpec,
     IndicatorSpec,
-    Record,
     StatisticsDimension,
     StatisticsSpec,
     StatisticsSum,
@@ -39,11 +38,14 @@ __all__ = [
     "MAX_STAT_SUMS",
     "MAX_SUM_UNITS",
     "REGION_LEVELS",
+    "RESULT_COLUMNS",
     "statistics_spec",
 ]
 
 #: Dimensions every catalogue has (the node's chain, the enterprise's province).
 IMPLICIT_DIMENSIONS = ("chain", "region")
+#: Names a result table already uses for its own columns (``CohortResult.rows``).
+RESULT_COLUMNS = ("date", "measure", "level", "value", "bound", "suppressed", "withheld_at")
 #: Region levels: the chains' province codes (USCC characters 3–4), then everything else.
 REGION_LEVELS = ("11", "12", "13", "31", "32", "33", "34", "44", "other")
 MAX_STAT_DIMENSIONS = 8
@@ -96,6 +98,11 @@ def statistics_spec(
         if entry.name in IMPLICIT_DIMENSIONS:
             raise _Located(
                 f"{where}.name", f"{entry.name!r} is implicit in every catalogue; do not declare it"
+            )
+        if entry.name in RESULT_COLUMNS:
+            raise _Located(
+                f"{where}.name",
+                f"{entry.name!r} names a column of every result table; choose another name",
             )
         if entry.name in seen:
             raise _Located(
@@ -221,11 +228,3 @@ def _sum(entry: StatSum, where: str, by_name: Mapping[str, FieldSpec]) -> Statis
             )
     _text(column.name, f"{where}.column")
     return StatisticsSum(column.name, lower, upper, unit)
-
-
-def level_of(dimension: StatisticsDimension, record: Record) -> int:
-    """The index of ``record``'s level (raises ValueError if the record cannot say)."""
-    index = dimension.derive(record)
-    if not 0 <= index < len(dimension.levels):
-        raise ValueError(f"{dimension.name}: level {index} outside 0..{len(dimension.levels) - 1}")
-    return index

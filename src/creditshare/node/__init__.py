@@ -9,6 +9,7 @@ from creditshare.node._server import (
     build_server,
     import_history,
     import_into_node,
+    privacy_spend_entries,
     refusal_log_entries,
     serve,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "load_witness_key",
     "make_engine",
     "make_read_only_engine",
+    "privacy_spend_entries",
     "refusal_log_entries",
     "serve",
 ]

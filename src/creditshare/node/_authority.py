@@ -51,13 +51,21 @@ from creditshare.ledger import QueryRecord
 from creditshare.node._authority_store import RevokedConsents, StoredRevocationLists
 from creditshare.node._receipts import ReceiptRefusedError
 from creditshare.pki import Credential, CredentialVerifier
-from creditshare.signed import SignedQuery, SignedSubscription, SignedTrainingJob
+from creditshare.signed import (
+    SignedCohortQuery,
+    SignedQuery,
+    SignedSubscription,
+    SignedTrainingJob,
+)
+from creditshare.statistics import CohortQuery
 
 __all__ = ["MAX_CREDENTIALS", "RequestAuthority"]
 
 #: Credentials one request may carry per party (one per chain CA, with room to rotate).
 MAX_CREDENTIALS = 8
 _REQUESTER_ROLES = ("bank", "bureau")
+#: The only role whose signed cohort statistics queries a node answers.
+_REGULATOR_ROLE = "regulator"
 #: Revocation lists remembered as already handled (a chain's list changes daily).
 _SEEN_LISTS = 64
 #: How far a signed request's time may sit from the record's (two clocks, one query).
@@ -338,6 +346,58 @@ class RequestAuthority:
             ),
         )
         return credentials
+
+    def check_cohort(
+        self, record: QueryRecord, requester_credentials: Sequence[bytes]
+    ) -> CohortQuery:
+        """Raise unless a certified regulator signed this very statistics query and the
+        record says what it signed; the query otherwise.
+
+        Only the role ``regulator`` may ask: a bank's or bureau's certified key signing
+        a cohort query is refused here, whatever the coordinator let through. Every
+        field the node computes from (department, dimensions, measures, dates, ε,
+        minimum cell, key, catalogue) is read from the signed query, never the relay.
+        """
+        if record.request is None:
+            raise ReceiptRefusedError("the record holds no signed statistics query")
+        try:
+            signed = SignedCohortQuery.from_json(record.request)
+            query = signed.query
+        except InvalidInputError as exc:
+            raise ReceiptRefusedError(f"the recorded statistics query is malformed: {exc}") from exc
+        regulator = self._signed_by(
+            requester_credentials,
+            "regulator",
+            signed.verify,
+            ReceiptRefusedError(
+                f"the statistics query is not signed by {query.regulator!r}'s certified key"
+            ),
+            participant_id=query.regulator,
+        )
+        roles = {c.role for c in regulator}
+        if roles != {_REGULATOR_ROLE}:
+            raise CredentialRefusedError(
+                f"{query.regulator!r} is certified as {', '.join(sorted(roles))}, "
+                "which may not run statistics queries (only a regulator may)"
+            )
+        _require_same(
+            "the regulator",
+            (
+                ("query id", record.query_id == query.request_id),
+                ("requester", record.requester == query.regulator),
+                ("requester role", record.requester_role == _REGULATOR_ROLE),
+                ("purpose", record.purpose == "statistics"),
+                ("uscc", record.uscc == ""),
+                ("consent", record.consent_id == ""),
+                ("public key", record.key_fingerprint == query.key_fingerprint),
+                (
+                    "chains",
+                    not query.chains or set(record.chains) == {str(c) for c in query.chains},
+                ),
+                ("time", abs(record.time - query.time) <= _SKEW),
+            ),
+        )
+        return query
 
     def revoke(
         self, revocation: ConsentRevocation, enterprise_credentials: Sequence[bytes]

@@ -25,6 +25,7 @@ from creditshare.ledger import QueryRecord, TrustedHeadTracker, parse_record
 from creditshare.monitoring import cycle_digest, node_digest
 from creditshare.proto import node_pb2, receipt_from_pb
 from creditshare.signed import SignedSubscription
+from creditshare.statistics import CohortQuery
 
 if TYPE_CHECKING:
     from creditshare.node._authority import RequestAuthority
@@ -170,6 +171,39 @@ class ReceiptChecker:
         self._fresh(record, TRAINING_RECEIPT_MAX_AGE)
         bureau = self._authority.check_training(record, credentials.requester, config_sha256)
         return index, record, [c.verify_key for c in bureau]
+
+    def check_statistics(
+        self,
+        pb: node_pb2.QueryReceipt | None,
+        request_id: str,
+        key: PublicKey,
+        credentials: node_pb2.Credentials,
+    ) -> tuple[int, QueryRecord, CohortQuery]:
+        """A cohort statistics query is answered only under its own fresh ledger entry
+        (kind ``statistics``, this chain among its chains, for this very key), whose
+        signed query a certified regulator signed (``RequestAuthority.check_cohort``):
+        (leaf index, record, the signed query)."""
+        if pb is None:
+            raise ReceiptRefusedError("a ledger receipt for the statistics query is required")
+        self._authority.update_revocations(credentials.revocation_lists)
+        index, record = self._verified(pb)
+        mismatches = [
+            name
+            for name, ok in (
+                ("kind", record.kind == "statistics"),
+                ("query id", record.query_id == request_id),
+                ("public key", record.key_fingerprint == key.fingerprint()),
+                ("chain", self._chain.value in record.chains),
+            )
+            if not ok
+        ]
+        if mismatches:
+            raise ReceiptRefusedError(
+                f"receipt does not match the statistics query: {', '.join(mismatches)}"
+            )
+        self._fresh(record, self._max_age)
+        query = self._authority.check_cohort(record, credentials.requester)
+        return index, record, query
 
     def check_subscription(
         self,

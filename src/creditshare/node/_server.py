@@ -23,13 +23,16 @@ from creditshare.node._authority_store import (
     RevokedConsents,
     StoredRevocationLists,
 )
+from creditshare.node._cubes import CubeStore
 from creditshare.node._encryptors import EncryptorCache
 from creditshare.node._importer import ImportSummary, import_files
+from creditshare.node._privacy_budget import BudgetTotal, PrivacyBudget, PrivacySpendRow
 from creditshare.node._receipts import ReceiptChecker
 from creditshare.node._request_context import RequestContextInterceptor
 from creditshare.node._scoring import ScoreEngine
 from creditshare.node._service import DataNodeService, NodeInfoService
 from creditshare.node._settings import NodeSettings
+from creditshare.node._statistics import CohortStatisticsService
 from creditshare.node._storage import (
     ImportBatch,
     RecordStore,
@@ -46,8 +49,10 @@ from creditshare.proto import (
     GRPC_MESSAGE_OPTIONS,
     monitoring_pb2_grpc,
     node_pb2_grpc,
+    statistics_pb2_grpc,
     training_pb2_grpc,
 )
+from creditshare.statistics import Catalogue
 
 __all__ = [
     "SERVICE_NAME",
@@ -55,6 +60,7 @@ __all__ = [
     "build_server",
     "import_history",
     "import_into_node",
+    "privacy_spend_entries",
     "refusal_log_entries",
     "serve",
 ]
@@ -70,14 +76,29 @@ def _store(settings: NodeSettings) -> RecordStore:
 def import_into_node(
     settings: NodeSettings, paths: list[Path], *, allow_empty: bool = False
 ) -> ImportSummary:
-    """Import ``paths`` as the department's new snapshot (see ``import_files``)."""
-    return import_files(
-        _store(settings),
+    """Import ``paths`` as the department's new snapshot (see ``import_files``), then
+    build its statistics cube (after the import committed: a failed build loses nothing,
+    and the node builds the latest snapshot's cube when a query first needs it)."""
+    store = _store(settings)
+    summary = import_files(
+        store,
         settings.department_schema,
         paths,
         allow_empty=allow_empty,
         max_rows=settings.import_max_rows,
     )
+    try:
+        _cube_store(settings, store.engine).build_latest()
+    except Exception:  # the import stands; the cube is built again on first use
+        log.exception("the statistics cube of snapshot %d could not be built", summary.batch_id)
+    return summary
+
+
+def _cube_store(
+    settings: NodeSettings, engine: Engine, clock: Callable[[], datetime] | None = None
+) -> CubeStore:
+    department = settings.department_schema
+    return CubeStore(engine, department, Catalogue.of(department), clock or utc_now)
 
 
 def _read_only_engine(settings: NodeSettings, command: str) -> Engine:
@@ -129,6 +150,19 @@ def refusal_log_entries(settings: NodeSettings, limit: int = 1000) -> list[Refus
         engine.dispose()
 
 
+def privacy_spend_entries(
+    settings: NodeSettings, limit: int = 1000
+) -> tuple[list[BudgetTotal], list[PrivacySpendRow]]:
+    """Per regulator and period what its statistics queries spent here (all of them),
+    and the newest ``limit`` spends one by one."""
+    engine = _read_only_engine(settings, "creditshare node privacy-budget")
+    try:
+        budget = PrivacyBudget(engine, settings.stats_epsilon_per_period, utc_now)
+        return budget.totals(), budget.entries(limit)
+    finally:
+        engine.dispose()
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -145,12 +179,13 @@ async def build_server(
     """
     db = make_engine(settings.database_url)
     records, shards = RecordStore(db), ShardStore(db)
+    encryptors = encryptors or _encryptor_cache(settings)
     engine = ScoreEngine(
         settings.department_schema,
         records,
         {model_id: shard.weights for model_id, shard in settings.models.items()},
         shards,
-        encryptors or _encryptor_cache(settings),
+        encryptors,
     )
     heads = TrustedHeadStore(db)
     tracker = TrustedHeadTracker(load=heads.load, save=heads.save)
@@ -200,6 +235,18 @@ async def build_server(
         engine,
     )
     monitoring_pb2_grpc.add_MonitoringServicer_to_server(monitoring, server)
+    cubes = _cube_store(settings, db, clock)
+    statistics = CohortStatisticsService(
+        settings,
+        Catalogue.of(settings.department_schema),
+        checker,
+        access_log,
+        refusal_log,
+        PrivacyBudget(db, settings.stats_epsilon_per_period, clock),
+        cubes,
+        encryptors,
+    )
+    statistics_pb2_grpc.add_CohortStatisticsServicer_to_server(statistics, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:

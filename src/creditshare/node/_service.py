@@ -36,6 +36,7 @@ from creditshare.errors import (
     NotFoundError,
     OutOfOrderError,
     PermissionDeniedError,
+    PrivacyBudgetExceededError,
     RevocationStaleError,
     StaleRecordError,
     StaleShardError,
@@ -86,6 +87,8 @@ def status_for(exc: CreditShareError) -> grpc.StatusCode:
         return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, ConflictError):
         return grpc.StatusCode.ALREADY_EXISTS
+    if isinstance(exc, PrivacyBudgetExceededError):  # a permission the next period renews
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(exc, PermissionDeniedError | InvalidSignatureError | InvalidProofError):
         return grpc.StatusCode.PERMISSION_DENIED
     if isinstance(exc, CapacityError):
@@ -114,11 +117,14 @@ async def guarded(
         status = status_for(exc)
         if isinstance(exc, StaleTreeHeadError):
             context.set_trailing_metadata(trusted_size_metadata(exc.trusted_size))
-        elif (
-            refusals is not None
-            and status in _LOGGED_REFUSALS
-            # This node's own state (records or a shard to redo), not someone's attempt.
-            and not isinstance(exc, StaleRecordError | StaleShardError)
+        elif refusals is not None and (
+            (
+                status in _LOGGED_REFUSALS
+                # This node's own state (records or a shard to redo), not someone's attempt.
+                and not isinstance(exc, StaleRecordError | StaleShardError)
+            )
+            # A regulator's query past its privacy budget: refused, and on record.
+            or isinstance(exc, PrivacyBudgetExceededError)
         ):
             await asyncio.to_thread(refusals, status.name, exc)
         log.info("refused: %s", exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -107,6 +108,32 @@ class NodeSettings(EnvFirstSettings):
         le=3600,
         description="on SIGTERM, how long in-flight calls may still run before they are "
         "cancelled (keep it below the orchestrator's kill timeout)",
+    )
+
+    stats_epsilon_per_period: float = Field(
+        default=10.0,
+        gt=0,
+        le=1000,
+        description="privacy budget: the ε each regulator's statistics queries may spend on "
+        "this node per stats_budget_period, summed over its queries (refused past it)",
+    )
+    stats_budget_period: Literal["month", "quarter", "year"] = Field(
+        default="month",
+        description="the period a regulator's privacy budget is counted over (UTC, by the "
+        "time of the query's ledger record)",
+    )
+    stats_min_cell: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="this node withholds a statistics cell whose noisy count is below this "
+        "(or below the query's min_cell, whichever is larger)",
+    )
+    stats_max_epsilon_per_query: float = Field(
+        default=2.0,
+        gt=0,
+        le=10,
+        description="refuse a statistics query that asks for a larger ε than this",
     )
 
     @field_validator("log_public_key")

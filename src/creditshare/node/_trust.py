@@ -174,11 +174,19 @@ class AccessLog:
         with Session(self._engine) as session:
             return session.get(AccessLogRow, leaf_index) is not None
 
-    def claim(self, leaf_index: int, record: QueryRecord, rpc: str = "Score") -> bool:
+    def claim(
+        self,
+        leaf_index: int,
+        record: QueryRecord,
+        rpc: str = "Score",
+        also: Callable[[Connection], None] | None = None,
+    ) -> bool:
         """Log a query before answering it; False if this receipt was already used by
         ``rpc`` ("Score", or "TreeScore": a row of its own, see ``AccessLogRow``).
 
         The primary key decides, so two concurrent uses of one receipt cannot both win.
+        ``also`` runs in the claim's transaction, after the row is written (a statistics
+        query's privacy spend): if it raises, nothing of the claim is kept.
         """
         tree = rpc == "TreeScore"
         row = {
@@ -198,6 +206,8 @@ class AccessLog:
                 if self._heads is not None:
                     head = self._heads.write_unwritten(connection)
                 connection.execute(_INSERT_CLAIM, row)
+                if also is not None:
+                    also(connection)
         except IntegrityError:
             return False  # rolled back: the head stays unwritten, for deferring's end
         if self._heads is not None:

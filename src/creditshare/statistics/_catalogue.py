@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from creditshare._canonical import canonical_json
-from creditshare.departments import Department
-from creditshare.departments._toml_statistics import (
+from creditshare.departments import (
     IMPLICIT_DIMENSIONS,
     MAX_CUBE_CELLS,
     MAX_SUM_UNITS,
     REGION_LEVELS,
+    RESULT_COLUMNS,
+    Department,
 )
 from creditshare.errors import InvalidInputError
 from creditshare.identity import Chain
@@ -219,6 +220,8 @@ def _validate(catalogue: Catalogue) -> None:
         raise InvalidInputError(f"the chain dimension's levels are {', '.join(CHAIN_LEVELS)}")
     if catalogue.dimensions[1].levels != REGION_LEVELS:
         raise InvalidInputError(f"the region dimension's levels are {', '.join(REGION_LEVELS)}")
+    if set(names) & set(RESULT_COLUMNS):
+        raise InvalidInputError(f"catalogue dimension names may not be {', '.join(RESULT_COLUMNS)}")
     if len(names) != len(set(names)) or len(names) > 2 + 8:
         raise InvalidInputError("catalogue dimensions must be at most 10 distinct names")
     cells = 1

@@ -115,7 +115,6 @@ class CubeBuilder:
                 f"catalogue is not department {department.id}'s (its digest differs)"
             )
         self._catalogue = catalogue
-        self._department = department
         self._dimensions = department.statistics.dimensions
         self._sums = catalogue.sums
         self._shape = _shape(catalogue)

@@ -2,13 +2,16 @@
 
 After decryption the regulator holds, per cell, the nodes' summed noisy values and how
 many nodes withheld the cell; k = nodes - withheld nodes released it. Each figure gets a
-bound at ``confidence`` from the Chernoff tail of k discrete Laplace noises
-(``_bounds``): the chance that a released cell's interval misses the true figure (of
-the nodes that released it, over the clipped values) is at most 1 - confidence. Sums
-also allow for rounding to whole units; a mean is bounded by interval arithmetic over
-its count and sum (each at half the miss probability) and never leaves the clipping
-bounds. A cell is suppressed when no node released it or its total noisy count is
-below the query's min_cell.
+bound at ``confidence`` from the tail of the sum of k discrete Laplace noises
+(``_bounds``): the chance that a cell is released with an interval that misses its
+true figure (of the nodes that released it, over the clipped values) is at most
+1 - confidence. Near the threshold a node releases a cell more often when its noise
+happened to be high, so among the cells that were released there, figures lean high
+and misses can be more frequent than that; far above it, release is near certain and
+the two agree. Sums also allow for rounding to whole units; a mean is bounded by
+interval arithmetic over its count and sum (each at half the miss probability) and
+never leaves the clipping bounds. A cell is suppressed when no node released it or its
+total noisy count is below the query's min_cell.
 """
 
 from __future__ import annotations
