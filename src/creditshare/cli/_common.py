@@ -53,7 +53,7 @@ console = Console()
 #: The values options accept: typer lists a Literal's (an Enum's, for a repeatable
 #: option) in ``--help`` and refuses anything else naming them. Kept equal to the enums
 #: they mirror by tests/unit/test_cli_lists.py; here so ``--help`` imports nothing heavy.
-RoleName = Literal["bank", "bureau", "department", "enterprise", "operator"]
+RoleName = Literal["bank", "bureau", "department", "enterprise", "operator", "regulator"]
 PurposeName = Literal["pre_loan_review", "post_loan_monitoring", "model_training"]
 JobStatus = Literal["aligning", "training", "finished", "failed", "cancelled"]
 ModelType = Literal["logistic", "gbdt"]

@@ -37,6 +37,7 @@ from creditshare.coordinator._services import build_services, check_ledger, utc_
 from creditshare.coordinator._settings import CoordinatorSettings
 from creditshare.coordinator.monitoring import _routes as _routes_monitoring
 from creditshare.coordinator.monitoring import _routes_alerts
+from creditshare.coordinator.statistics import _routes as _routes_statistics
 from creditshare.errors import PermissionDeniedError
 
 __all__ = ["create_app"]
@@ -131,6 +132,7 @@ def create_app(
         _routes_registry,
         _routes_monitoring,
         _routes_alerts,
+        _routes_statistics,
     ):
         app.include_router(module.router)
     return app

@@ -29,7 +29,12 @@ from creditshare.errors import (
 )
 from creditshare.pki import Credential, RevocationList, parse_credential
 from creditshare.proto import node_pb2
-from creditshare.signed import SignedQuery, SignedSubscription, SignedTrainingJob
+from creditshare.signed import (
+    SignedCohortQuery,
+    SignedQuery,
+    SignedSubscription,
+    SignedTrainingJob,
+)
 
 __all__ = ["MAX_CREDENTIALS", "CredentialStore", "MissingCredentialError", "issuer_key"]
 
@@ -210,7 +215,9 @@ class CredentialStore:
         return keys
 
     def check_signed(
-        self, participant_id: str, signed: SignedQuery | SignedTrainingJob | SignedSubscription
+        self,
+        participant_id: str,
+        signed: SignedQuery | SignedTrainingJob | SignedSubscription | SignedCohortQuery,
     ) -> None:
         """Refuse a request signed too far from now, or that its sender's credentials do not
         verify (nodes check it again, against their CA; checking here turns a client's

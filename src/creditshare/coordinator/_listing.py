@@ -13,8 +13,8 @@ Who sees what is decided here, once for each listing, not in the routes:
 
 * training jobs: a bureau its own, an operator every bureau's, anyone else nothing;
 * consents: a bank or bureau those granted to it, an enterprise those it granted,
-  an operator all of them (it can already read and revoke any one), a department
-  nothing.
+  an operator all of them (it can already read and revoke any one), a department or
+  a regulator nothing.
 """
 
 from __future__ import annotations

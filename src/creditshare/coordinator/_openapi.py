@@ -153,6 +153,10 @@ _DOMAIN_RULES: tuple[tuple[str, str, frozenset[int]], ...] = (
     ("POST", r"/v1/monitoring/cycles", frozenset({409, 503})),
     ("GET", r"/v1/alerts(/stream)?", frozenset({404, 410})),
     ("*", r"/v1/webhook", frozenset({404})),
+    # An unknown department; nodes publishing different catalogues; none answering (and
+    # for a query: its request_id recorded already, 409).
+    ("GET", r"/v1/statistics/catalogue", frozenset({404, 502, 503})),
+    ("POST", r"/v1/statistics", frozenset({404, 409, 502, 503})),
 )
 
 

@@ -1,4 +1,4 @@
-"""Registered Paillier public keys of banks and bureaus.
+"""Registered Paillier public keys of banks, bureaus and regulators.
 
 A requester's Paillier key is what every node encrypts its answer under, so it is
 checked thoroughly (``PublicKey``'s constructor: size, parity, perfect powers,

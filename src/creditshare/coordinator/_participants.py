@@ -70,6 +70,9 @@ class Role(StrEnum):
     DEPARTMENT = "department"
     ENTERPRISE = "enterprise"
     OPERATOR = "operator"
+    #: The central bank's branches: cohort statistics only (POST /v1/statistics), never a
+    #: query about one enterprise, a consent, a training job or a subscription.
+    REGULATOR = "regulator"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Banks and bureaus register the Paillier public keys their answers are encrypted under."""
+"""Banks, bureaus and regulators register the Paillier public keys their answers are
+encrypted under."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from creditshare.crypto import PublicKey
 __all__ = ["key_out", "router"]
 
 router = APIRouter(tags=["paillier keys"])
-Requester = Annotated[Participant, Depends(require_roles(Role.BANK, Role.BUREAU))]
+Requester = Annotated[Participant, Depends(require_roles(Role.BANK, Role.BUREAU, Role.REGULATOR))]
 Fingerprint = Annotated[str, Path(pattern=FINGERPRINT_PATTERN)]
 
 

@@ -88,8 +88,8 @@ def consent_out(row: ConsentRow) -> ConsentOut:
 async def register_participant(
     body: ParticipantIn, caller: Operator, services: ServicesDep
 ) -> IssuedKeyOut:
-    """Register a bank, bureau, department, enterprise or operator and issue its first key
-    (one transaction: a participant without a key is never left behind)."""
+    """Register a bank, bureau, department, enterprise, operator or regulator and issue its
+    first key (one transaction: a participant without a key is never left behind)."""
     row, issued = await asyncio.to_thread(
         services.participants.register_with_key,
         body.id,
@@ -260,9 +260,9 @@ async def list_consents(
     before: Cursor = None,
 ) -> list[ConsentOut]:
     """The caller's consents, newest first: a bank's or bureau's those granted to it, an
-    enterprise's those it granted, an operator's all (a department: 403). At most `limit`;
-    when a page is full, the next one is `before=<the last consent's id>` (also in the
-    `Link` header)."""
+    enterprise's those it granted, an operator's all (a department or regulator: 403). At
+    most `limit`; when a page is full, the next one is `before=<the last consent's id>`
+    (also in the `Link` header)."""
     code = str(Uscc.parse(uscc)) if uscc is not None else None
     rows = await asyncio.to_thread(consents_for, services.engine, caller, code, limit, before)
     next_page(response, "/v1/consents", rows, limit, uscc=code)

@@ -26,6 +26,7 @@ from creditshare.coordinator._training import TrainingJobs
 from creditshare.coordinator._witness import WitnessCollector
 from creditshare.coordinator.monitoring import Monitoring
 from creditshare.coordinator.relay import QueryBroker
+from creditshare.coordinator.statistics import StatisticsCatalogues
 from creditshare.crypto import SigningKey
 from creditshare.errors import ConfigurationError, InvalidKeyError
 from creditshare.ledger import Ledger, LogSigner, SqlLedgerStorage
@@ -68,6 +69,8 @@ class Services:
     revocations: RevocationRelay
     #: Whether each node answers (probed in the background; every node call updates it).
     health: NodeHealth
+    #: The nodes' statistics catalogues (a regulator's cohort queries).
+    statistics: StatisticsCatalogues
     #: Post-loan monitoring (it needs the other services, so it is set right after them).
     monitoring: Monitoring = field(init=False)
 
@@ -128,6 +131,9 @@ def build_services(
         ),
         revocations=RevocationRelay(engine, broker, registry, credentials, clock),
         health=health,
+        statistics=StatisticsCatalogues(
+            broker.channels.statistics, settings.node_deadline_seconds, monotonic
+        ),
     )
     services.monitoring = Monitoring(services, clock)
     return services

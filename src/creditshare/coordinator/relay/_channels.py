@@ -35,6 +35,7 @@ from creditshare.proto import (
     monitoring_pb2_grpc,
     node_pb2,
     node_pb2_grpc,
+    statistics_pb2_grpc,
     training_pb2_grpc,
 )
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
         DataNodeAsyncStub,
         NodeInfoAsyncStub,
     )
+    from creditshare.proto.creditshare.v1.statistics_pb2_grpc import CohortStatisticsAsyncStub
     from creditshare.proto.creditshare.v1.training_pb2_grpc import TrainingAsyncStub
 
 __all__ = [
@@ -157,6 +159,8 @@ class NodeChannels:
         self.monitoring: dict[str, MonitoringAsyncStub] = {}
         #: NodeInfo stubs on the same channels (the reachability probe).
         self.info: dict[str, NodeInfoAsyncStub] = {}
+        #: CohortStatistics stubs on the same channels (a regulator's cohort statistics).
+        self.statistics: dict[str, CohortStatisticsAsyncStub] = {}
         #: Set before ``start``: node calls are counted here.
         self.metrics: CoordinatorMetrics | None = None
         #: Added to before ``start``: told of every call on every node's channel (the
@@ -187,6 +191,7 @@ class NodeChannels:
             self.training[node.id] = training_pb2_grpc.TrainingStub(channel)
             self.monitoring[node.id] = monitoring_pb2_grpc.MonitoringStub(channel)
             self.info[node.id] = node_pb2_grpc.NodeInfoStub(channel)
+            self.statistics[node.id] = statistics_pb2_grpc.CohortStatisticsStub(channel)
         await asyncio.gather(*(self.describe(n) for n in self._registry.nodes))
 
     async def close(self) -> None:

@@ -1,0 +1,246 @@
+"""A regulator's cohort query end to end, and what its recorded queries spent.
+
+Order matters, as on the bank's path: everything that can be refused without spending
+anything is checked first (the signature against the caller's credentials, the key
+binding, the department's nodes and their agreed catalogue, the query against that
+catalogue); then the ``statistics`` record is appended, and only then is any node
+asked. Nodes that refuse for budget are recorded in a ``refusal`` record naming them;
+when every node asked refused, the regulator gets a 403 after that record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+from creditshare.coordinator._db import Participant
+from creditshare.coordinator._routes_ledger import entry_out
+from creditshare.coordinator._settings import NodeEntry
+from creditshare.coordinator.statistics._bodies import (
+    BudgetOut,
+    BudgetPeriodOut,
+    CohortNodeOut,
+    StatisticsIn,
+    StatisticsOut,
+)
+from creditshare.coordinator.statistics._fan_out import CohortResult, cohort_fan_out
+from creditshare.crypto import PublicKey
+from creditshare.errors import (
+    ConflictError,
+    InvalidInputError,
+    NoNodeAnsweredError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from creditshare.identity import Chain
+from creditshare.ledger import MAX_REASON, QueryRecord, parse_record
+from creditshare.signed import SignedCohortQuery
+from creditshare.statistics import CohortQuery, Layout, period_of
+
+if TYPE_CHECKING:
+    from creditshare.coordinator._services import Services
+
+__all__ = [
+    "ALL_REFUSED",
+    "PURPOSE",
+    "budget",
+    "department_nodes",
+    "run_cohort_query",
+    "subject_of",
+]
+
+#: The purpose of statistics records and their refusals.
+PURPOSE = "statistics"
+#: How a refusal record says that every node asked refused (``budget`` reads it back).
+ALL_REFUSED = "privacy budget exhausted at every node asked"
+Period = Literal["month", "quarter", "year"]
+
+
+def subject_of(regulator: str) -> str:
+    """The ledger subject of a regulator's statistics records: in no enterprise's log."""
+    return f"statistics:{regulator}"
+
+
+def department_nodes(
+    services: Services, department: str, chains: tuple[str, ...] = ()
+) -> list[NodeEntry]:
+    """The registered nodes of ``department`` on ``chains`` (every chain if empty)."""
+    wanted = {Chain(c) for c in chains} or set(Chain)
+    nodes = [n for n in services.registry.nodes if n.department == department]
+    if not nodes:
+        raise NotFoundError(f"no data node of department {department!r} is registered").at(
+            "department"
+        )
+    nodes = [n for n in nodes if n.chain in wanted]
+    if not nodes:
+        names = ", ".join(sorted(c.value for c in wanted))
+        raise InvalidInputError(
+            f"no data node of department {department!r} is registered on chain(s) {names}"
+        ).at("chains")
+    return nodes
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    signed: SignedCohortQuery
+    query: CohortQuery
+    key: PublicKey
+
+
+def _checked(services: Services, caller: Participant, body: StatisticsIn) -> _Checked:
+    """The signed query, its fields, its signer and its key: the blocking checks, in one
+    trip off the event loop."""
+    signed = SignedCohortQuery.from_json(body.request.model_dump())
+    query = CohortQuery.from_document(signed.document)
+    if query.regulator != caller.id:
+        raise PermissionDeniedError(
+            f"the signed query names regulator {query.regulator!r}, not the caller"
+        ).at("regulator")
+    services.credentials.check_signed(caller.id, signed)
+    key = services.paillier_keys.resolve(caller, query.key_fingerprint)
+    _check_new(services, caller, query.request_id)
+    return _Checked(signed, query, key)
+
+
+def _record(
+    services: Services, caller: Participant, checked: _Checked, **fields: Any
+) -> QueryRecord:
+    query = checked.query
+    base: dict[str, Any] = {
+        "kind": "statistics",
+        "query_id": query.request_id,
+        "time": services.clock(),
+        "uscc": "",
+        "requester": caller.id,
+        "requester_role": caller.role,
+        "purpose": PURPOSE,
+        "consent_id": "",
+        "model_id": "",
+        "key_fingerprint": checked.key.fingerprint(),
+        "chains": tuple(sorted(query.chains)),
+        "indicators": (),
+        "request": checked.signed.to_json(),
+    }
+    return QueryRecord(**(base | fields))
+
+
+def _check_new(services: Services, caller: Participant, request_id: str) -> None:
+    """409 if the caller's ``request_id`` is recorded already: a signed query sent twice
+    (a client retrying after a lost answer) would otherwise be answered, and spend the
+    regulator's budget on every node, twice. The regulator's own records only, which it
+    makes a few of a day; two replicas handed the same request at the same moment can
+    still both record it (nodes spend per record, so that costs budget, not privacy)."""
+    for leaf in services.ledger.entries_for(subject_of(caller.id)):
+        try:
+            record = parse_record(leaf.data)
+        except InvalidInputError:
+            continue
+        if record.kind == "statistics" and record.query_id == request_id:
+            raise ConflictError(
+                f"request_id {request_id} is recorded already (ledger index {leaf.index}): "
+                "sign a new query to ask again"
+            ).at("request_id")
+
+
+def _refusal_reason(result: CohortResult, asked: int) -> str:
+    refused = result.of("refused")
+    names = ", ".join(o.node.id for o in refused)
+    first = refused[0].reason
+    if len(refused) == asked:
+        reason = f"{ALL_REFUSED} ({names}): {first}"
+    else:
+        reason = f"privacy budget exhausted at {len(refused)} of {asked} nodes asked ({names})"
+    return reason[:MAX_REASON]
+
+
+async def run_cohort_query(
+    services: Services, caller: Participant, body: StatisticsIn
+) -> StatisticsOut:
+    services.ledger.check_can_sign()  # a ledger that refuses to sign: 503, nothing spent
+    checked = await asyncio.to_thread(_checked, services, caller, body)
+    query, key = checked.query, checked.key
+    nodes = department_nodes(services, query.department, tuple(query.chains))
+    department = await services.statistics.of(query.department, nodes)
+    if query.catalogue_digest != department.digest:
+        raise InvalidInputError(
+            f"catalogue_digest {query.catalogue_digest[:64]!r} is not the digest of the "
+            f"{query.department} catalogue the nodes publish now ({department.digest}): read "
+            "GET /v1/statistics/catalogue again and sign the query anew"
+        ).at("catalogue_digest")
+    query.check_against(department.catalogue)
+    layout = await asyncio.to_thread(Layout.for_query, query, department.catalogue, key, len(nodes))
+    credentials = await asyncio.to_thread(services.credentials.for_nodes, caller.id)
+    record = _record(services, caller, checked)
+    subject = subject_of(caller.id)
+    receipt = await services.ledger.append_async(record.to_bytes(), subject)
+    result = await cohort_fan_out(
+        services.broker,
+        services.broker.channels.statistics,
+        nodes,
+        request_id=query.request_id,
+        key=key,
+        receipt=receipt,
+        credentials=credentials,
+        expected=layout.ciphertexts,
+        seconds=services.settings.node_deadline_seconds,
+        metrics=services.broker.metrics,
+    )
+    for failed in result.of("failed"):
+        services.statistics.forget(failed.node.id)  # its catalogue may have moved
+    if result.of("refused"):
+        reason = _refusal_reason(result, len(nodes))
+        refusal = _record(services, caller, checked, kind="refusal", reason=reason)
+        await services.ledger.append_async(refusal.to_bytes(), subject)
+        if len(result.of("refused")) == len(nodes):
+            raise PermissionDeniedError(reason)
+    if not result.of("ok"):
+        raise NoNodeAnsweredError(
+            [{"node": o.node.id, "reason": o.reason} for o in result.outcomes]
+        )
+    return StatisticsOut(
+        query_id=query.request_id,
+        ledger_index=receipt.index,
+        receipt=entry_out(receipt),
+        additions=len(result.of("ok")),
+        ciphertexts=[c.to_text() for c in result.sums],
+        nodes=[
+            CohortNodeOut(node_id=o.node.id, chain=o.node.chain, status=o.status, reason=o.reason)
+            for o in result.outcomes
+        ],
+    )
+
+
+def budget(services: Services, caller: Participant, period: Period) -> BudgetOut:
+    """Per period, what the caller's recorded statistics queries asked for, from the
+    ledger (the nodes keep the allowance; this is what the regulator can check them by)."""
+    asked: dict[str, tuple[str, Decimal]] = {}
+    refused_by_all: set[str] = set()
+    for leaf in services.ledger.entries_for(subject_of(caller.id)):
+        try:
+            record = parse_record(leaf.data)
+            if record.kind == "statistics" and record.request is not None:
+                query = CohortQuery.from_document(record.request.get("document"))
+                epsilon = Decimal(query.epsilon_text)
+                asked[record.query_id] = (period_of(record.time, period), epsilon)
+            elif record.kind == "refusal" and record.reason.startswith(ALL_REFUSED):
+                refused_by_all.add(record.query_id)
+        except InvalidInputError:  # a record this release cannot read: not a query of ours
+            continue
+    # Decimal: the documents write ε with at most three decimals, and sums stay exact.
+    totals: dict[str, tuple[int, Decimal, int]] = {}
+    for query_id, (name, epsilon) in asked.items():
+        queries, spent, refused = totals.get(name, (0, Decimal(0), 0))
+        if query_id in refused_by_all:
+            totals[name] = (queries + 1, spent, refused + 1)
+        else:
+            totals[name] = (queries + 1, spent + epsilon, refused)
+    return BudgetOut(
+        regulator=caller.id,
+        period=period,
+        periods=[
+            BudgetPeriodOut(period=name, queries=q, epsilon=float(e), refused=r)
+            for name, (q, e, r) in sorted(totals.items())
+        ],
+    )
