@@ -282,7 +282,7 @@ def _print_statistics(s: StatisticsOutcome) -> None:
         else:
             console.print(
                 "plaintext recomputation from the raw files: [green]every figure within its "
-                "bound[/] (checked at the 1 − 10⁻⁹ bounds), every far-too-small cell withheld"
+                "bound[/] of the nodes that released it (checked at the 1 − 10⁻⁹ bounds)"
             )
 
 

@@ -14,8 +14,11 @@ it recomputes every figure in plaintext, node by node, cell by cell (region from
 USCC, values clipped and rounded to whole units as the catalogue says) and checks each
 released figure lies within its bound of the plaintext figure of the nodes that
 released that cell. The bounds checked are the ``VERIFY_CONFIDENCE`` ones (a 95 % bound
-is, by design, missed by one figure in twenty); a cell with a plaintext count far below
-the minimum must be withheld by that node, far above it released.
+is, by design, missed by one figure in twenty). How many nodes withheld each cell must
+fit the plaintext counts: a node whose count is ``SURE_SCALES`` noise scales below the
+minimum must have withheld it, that far above released it (at the demo's ε, split over
+three releases, the noise is too wide for any count to be that sure; the e2e test asks
+with less noise), and a cell no node released must be suppressed.
 
 Calls, in order: ``POST /v1/participants`` (role regulator), ``GET
 /v1/statistics/catalogue``, ``POST /v1/paillier-keys`` (on the first query's 422),
