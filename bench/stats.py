@@ -350,8 +350,7 @@ def run(quick: bool, work: Path, queries: int | None) -> dict[str, Any]:
                 timeout=600.0,
             )
         )
-        sdk: Any = regulator  # its statistics calls (run_cohort_query: cohort_statistics and more)
-        plan = plan_for(sdk.statistics_catalogue(DEPARTMENT), _header(files))
+        plan = plan_for(regulator.statistics_catalogue(DEPARTMENT), _header(files))
         print(
             f"query: group by {', '.join(plan.group_by)}; {', '.join(plan.measures)}; "
             f"ε {EPSILON:g}, min cell {MIN_CELL}; {len(layout.nodes)} nodes"
@@ -359,7 +358,8 @@ def run(quick: bool, work: Path, queries: int | None) -> dict[str, Any]:
 
         def ask() -> tuple[float, CohortResult]:
             began = time.perf_counter()
-            answer = sdk.run_cohort_query(
+            # cohort_statistics, with which nodes' parts are in the sums
+            answer = regulator.run_cohort_query(
                 DEPARTMENT,
                 group_by=plan.group_by,
                 measures=plan.measures,
@@ -370,8 +370,7 @@ def run(quick: bool, work: Path, queries: int | None) -> dict[str, Any]:
             latency = time.perf_counter() - began
             if answer.additions != len(layout.nodes):
                 raise AssertionError(f"nodes left out of the sums: {answer.left_out}")
-            result: CohortResult = answer.result
-            return latency, result
+            return latency, answer.result
 
         ask()  # warm up: connections, the regulator's key on the nodes, the cubes
         latencies: list[float] = []

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
+from creditshare.client import CohortAnswer
 from creditshare.console._format import text
 from creditshare.console._forms import FormErrors
 from creditshare.console._profile_view import (
@@ -283,22 +284,16 @@ def _departments(state: ConsoleState) -> list[str]:
     return [d for d in DEPARTMENTS if d in present] + [d for d in present if d not in DEPARTMENTS]
 
 
-def _statistics_sdk(state: ConsoleState) -> Any:
-    """The SDK (its statistics calls: ``statistics_catalogue``, ``run_cohort_query``,
-    ``privacy_budget``)."""
-    return state.sdk
-
-
 def _catalogue(state: ConsoleState, department: str) -> tuple[CatalogueView | None, str]:
     try:
-        return catalogue_view(_statistics_sdk(state).statistics_catalogue(department)), ""
+        return catalogue_view(state.sdk.statistics_catalogue(department)), ""
     except CreditShareError as exc:
         return None, message_of(exc)
 
 
 def _budget(state: ConsoleState) -> tuple[list[BudgetRow], str]:
     try:
-        answer = _statistics_sdk(state).privacy_budget()
+        answer = state.sdk.privacy_budget()
         return budget_rows(answer, state.settings.privacy_allowance), ""
     except CreditShareError as exc:
         return [], message_of(exc)
@@ -442,7 +437,7 @@ def run_statistics(
         return _statistics_page(request, values, errors=errors, status_code=422)
     values["dates"] = ", ".join(chosen_dates)
     try:
-        answer = _statistics_sdk(state).run_cohort_query(
+        answer = state.sdk.run_cohort_query(
             values["department"],
             group_by=values["group_by"],
             measures=values["measures"],
@@ -468,7 +463,7 @@ def run_statistics(
     )
 
 
-def _node_rows(answer: Any) -> list[dict[str, str]]:
+def _node_rows(answer: CohortAnswer) -> list[dict[str, str]]:
     """Each node's part in the answer: ok, refused or failed, and why."""
     return [
         {"node": n.node_id, "chain": n.chain, "status": n.status, "reason": n.reason}
@@ -476,7 +471,7 @@ def _node_rows(answer: Any) -> list[dict[str, str]]:
     ]
 
 
-def _meta(answer: Any, epsilon: float, min_cell: int) -> dict[str, str]:
+def _meta(answer: CohortAnswer, epsilon: float, min_cell: int) -> dict[str, str]:
     return {
         "query_id": str(answer.query_id),
         "ledger_index": str(answer.ledger_index),
