@@ -70,6 +70,9 @@ EPSILON = 1.0
 MIN_CELL = 10
 CONFIDENCE = 0.95
 REGULATOR = "bench-regulator"
+#: Untimed queries first: the first registers the regulator's key and builds the cubes;
+#: the nodes build their encryption tables for the key after they first use it.
+WARM_UP = 3
 #: Cells with at least this many times the minimum cell of records: "large" ones, whose
 #: release does not depend on their noise (bound coverage is read on these too).
 LARGE_CELL = 3
@@ -372,7 +375,8 @@ def run(quick: bool, work: Path, queries: int | None) -> dict[str, Any]:
                 raise AssertionError(f"nodes left out of the sums: {answer.left_out}")
             return latency, answer.result
 
-        ask()  # warm up: connections, the regulator's key on the nodes, the cubes
+        for _ in range(WARM_UP):  # connections, the key's encryption tables, the cubes
+            ask()
         latencies: list[float] = []
         truth_times: list[float] = []
         figures: list[Error] = []
