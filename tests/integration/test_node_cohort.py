@@ -227,6 +227,12 @@ def _period() -> str:
     return datetime.now(UTC).strftime("%Y-%m")
 
 
+def _renewal() -> str:
+    """The first day of the next month (UTC): when this month's allowance renews."""
+    now = datetime.now(UTC)
+    return f"{now.year + now.month // 12:04d}-{now.month % 12 + 1:02d}-01"
+
+
 def _refusals(settings: NodeSettings, request_id: str) -> list[tuple[str, str]]:
     log = RefusalLog(make_engine(settings.database_url), lambda: datetime.now(UTC))
     return [(r.status, r.reason) for r in log.entries() if r.request_id == request_id]
@@ -437,7 +443,8 @@ async def test_a_query_past_the_budget_is_refused_spends_nothing_and_is_logged(
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     message = (
         f"privacy budget for regulator pboc-gz in {_period()} would be exceeded: "
-        f"spent {ALLOWANCE:g} of {ALLOWANCE:g}, asked 0.5"
+        f"spent {ALLOWANCE:g} of {ALLOWANCE:g}, asked 0.5; nothing is left in {_period()}; "
+        f"the allowance renews on {_renewal()} (UTC)"
     )
     assert error.details() == message
     assert _budget(settings).spent(signer.id, _period()) == ALLOWANCE
@@ -541,6 +548,7 @@ async def test_fresh_regulators_share_the_nodes_total(
         message = (
             f"this node's total privacy budget (all regulators together) in {_period()} "
             f"would be exceeded: spent {spent_in_all + 1:g} of {spent_in_all + 1.5:g}, asked 1"
+            f"; at most 0.5 is left in {_period()}; the allowance renews on {_renewal()} (UTC)"
         )
         assert error.details() == message
         assert not _answered(settings, query.request_id)

@@ -24,7 +24,7 @@ from creditshare.crypto import VerifyKey
 from creditshare.errors import PrivacyBudgetExceededError
 from creditshare.ledger import LogSigner, QueryRecord
 from creditshare.node import NodeSettings
-from creditshare.node._privacy_budget import BudgetTotal, PeriodTotal, PrivacyBudget
+from creditshare.node._privacy_budget import BudgetTotal, PeriodTotal, PrivacyBudget, renews_on
 from creditshare.node._storage import make_engine
 from creditshare.node._trust import AccessLog
 
@@ -93,7 +93,8 @@ def test_spends_add_up_to_the_allowance_and_a_refusal_spends_nothing(engine: Eng
         _spend(log, budget, 3, 1.0)
     assert str(refused.value) == (
         "privacy budget for regulator pboc-sh in 2026-12 would be exceeded: "
-        "spent 9.5 of 10, asked 1"
+        "spent 9.5 of 10, asked 1; at most 0.5 is left in 2026-12; "
+        "the allowance renews on 2027-01-01 (UTC)"
     )
     # Nothing of the refused query is kept: no spend, and its receipt is not claimed.
     assert budget.spent("pboc-sh", "2026-12") == 9.5
@@ -184,7 +185,8 @@ def test_fresh_regulator_identities_share_the_nodes_total(engine: Engine) -> Non
         _spend(log, budget, 3, 2.0, "regulator-3")  # within its own allowance of 2
     assert str(refused.value) == (
         "this node's total privacy budget (all regulators together) in 2026-12 would be "
-        "exceeded: spent 4 of 5, asked 2"
+        "exceeded: spent 4 of 5, asked 2; at most 1 is left in 2026-12; "
+        "the allowance renews on 2027-01-01 (UTC)"
     )
     assert not log.seen(3)
     assert budget.spent_in_all("2026-12") == 4.0
@@ -258,3 +260,19 @@ def test_node_settings_refuse_a_total_below_one_regulators_allowance(tmp_path: P
     assert settings.stats_regulators == []
     with pytest.raises(ValidationError, match=r"stats_epsilon_total_per_period \(5\) must be"):
         NodeSettings(**base, stats_epsilon_total_per_period=5.0)
+
+
+@pytest.mark.parametrize(
+    ("period", "renewal"),
+    [
+        ("2026-01", "2026-02-01"),
+        ("2026-12", "2027-01-01"),
+        ("2026-Q1", "2026-04-01"),
+        ("2026-Q3", "2026-10-01"),
+        ("2026-Q4", "2027-01-01"),
+        ("2026", "2027-01-01"),
+    ],
+)
+def test_a_refusal_names_the_day_the_allowance_renews(period: str, renewal: str) -> None:
+    """A refused regulator is told when to ask again: the next period's first day."""
+    assert renews_on(period) == renewal

@@ -35,7 +35,7 @@ from sqlmodel import Session, col
 from creditshare.errors import PrivacyBudgetExceededError
 from creditshare.node._stats_tables import SPEND, PrivacySpendRow
 
-__all__ = ["BudgetTotal", "PeriodTotal", "PrivacyBudget", "PrivacySpendRow", "milli"]
+__all__ = ["BudgetTotal", "PeriodTotal", "PrivacyBudget", "PrivacySpendRow", "milli", "renews_on"]
 
 
 _SPEND = SPEND
@@ -72,6 +72,24 @@ class PeriodTotal:
 
 def _shown(thousandths: int) -> str:
     return f"{thousandths / 1000:g}"
+
+
+def renews_on(period: str) -> str:
+    """The UTC date the allowance of ``period`` ("2026-12", "2026-Q4" or "2026") renews:
+    the first day of the next period, so a refused regulator knows when to ask again."""
+    year, _, part = period.partition("-")
+    if not part:
+        return f"{int(year) + 1:04d}-01-01"
+    month = 3 * int(part[1:]) + 1 if part.startswith("Q") else int(part) + 1
+    if month > 12:
+        return f"{int(year) + 1:04d}-01-01"
+    return f"{int(year):04d}-{month:02d}-01"
+
+
+def _what_to_do(left: int, period: str) -> str:
+    """The tail of a refusal: the most ε still available here, and when it renews."""
+    still = f"at most {_shown(left)} is left" if left > 0 else "nothing is left"
+    return f"; {still} in {period}; the allowance renews on {renews_on(period)} (UTC)"
 
 
 class PrivacyBudget:
@@ -130,16 +148,19 @@ class PrivacyBudget:
             if who == requester:
                 mine += milli(spent_epsilon)
         asked = milli(epsilon)
+        # What this regulator could still ask here: within both caps.
+        left = max(0, min(self._allowance - mine, self._total - everyone))
         if mine + asked > self._allowance:
             raise PrivacyBudgetExceededError(
                 f"privacy budget for regulator {requester} in {period} would be exceeded: "
                 f"spent {_shown(mine)} of {_shown(self._allowance)}, asked {_shown(asked)}"
+                + _what_to_do(left, period)
             )
         if everyone + asked > self._total:
             raise PrivacyBudgetExceededError(
                 f"this node's total privacy budget (all regulators together) in {period} "
                 f"would be exceeded: spent {_shown(everyone)} of {_shown(self._total)}, "
-                f"asked {_shown(asked)}"
+                f"asked {_shown(asked)}" + _what_to_do(left, period)
             )
         conn.execute(
             _INSERT,
