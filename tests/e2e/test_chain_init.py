@@ -398,6 +398,10 @@ def test_chain_init_refuses_a_non_empty_folder_and_bad_options(tmp_path: Path) -
     ]
     assert len(commands) >= 10
     assert [p for args, env in commands if (p := cli_problem(args, str(readme), env))] == []
+    # A regulator's step, with its own Paillier key file (never the bank's default path).
+    assert "--role regulator" in readme.read_text()
+    assert "stats query" in readme.read_text()
+    assert "--key-file regulator/paillier-key.json --department tax" in readme.read_text()
     # No API key on a command line (every local user sees those): in the environment.
     assert not re.search(r"--api-key \S", readme.read_text())
     assert sum("CREDITSHARE_API_KEY" in env for _, env in commands) >= 3

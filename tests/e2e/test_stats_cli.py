@@ -105,7 +105,10 @@ def regulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regulator]:
 def _csv_rows(text: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for row in csv.DictReader(io.StringIO(text)):
-        suppressed = row["suppressed"] == "True"
+        assert row["suppressed"] in ("true", "false"), row  # booleans as true/false
+        suppressed = row["suppressed"] == "true"
+        if not suppressed and not row["measure"].startswith("mean:"):
+            assert "." not in row["value"], row  # whole numbers as integers, not 13.0
         rows.append(
             row
             | {
@@ -201,6 +204,25 @@ def test_cells_below_the_minimum_are_suppressed(regulator: Regulator) -> None:
         line = next(x for x in table.splitlines() if f" {region} " in x)
         assert "suppressed" in line and "±" not in line
     assert "±" in table
+    assert "at each of 3 nodes that answered" in table
+    # Why a cell shows no figure: the three causes, as far as the answer tells them apart.
+    assert "no snapshot in force at that date" in table and "cannot tell" in table
+
+
+def test_chains_outside_the_query_are_not_asked(regulator: Regulator) -> None:
+    """Grouped by chain but asking one chain: the other chains' cells are "not asked"
+    (no node of theirs was), not "suppressed"; the sentence is singular for one node."""
+    table = regulator.cli(
+        *regulator.query("--group-by", "chain", "--chain", "yrd", "--epsilon", "0.5")
+    )
+    lines = table.splitlines()
+    for chain in ("prd", "bth"):
+        line = next(x for x in lines if f"│ {chain} " in x)
+        assert "not asked" in line and "suppressed" not in line and "±" not in line
+    line = next(x for x in lines if "│ yrd " in x)
+    assert "±" in line
+    assert "at the 1 node that answered" in table and "1 nodes" not in table
+    assert "not asked (a chain outside the query): 2 cells" in table
 
 
 def test_the_budget_shows_what_the_queries_spent(regulator: Regulator) -> None:
@@ -222,3 +244,5 @@ def test_the_catalogue_lists_what_a_query_may_use(regulator: Regulator) -> None:
     for name in ("chain", "region", "industry", "tax_credit_grade", "annual_tax_paid"):
         assert name in table
     assert "yrd-tax" in table and "prd-tax" in table and "bth-tax" in table
+    # The bounds and the unit, named (tax paid: rounded to thousands of CNY).
+    assert "clipped to lower..upper" in table and "1000 CNY" in table

@@ -384,6 +384,8 @@ def test_the_table_shows_value_and_bound_and_suppressed_cells(cli: Callable[...,
     other = [x for x in table.splitlines() if " other " in x]
     assert other and all("suppressed" in x for x in other)
     assert "ledger entry 7" in table and "left out: bth-tax (bth) refused: budget" in table
+    assert "spent at each of 2 nodes that answered" in table
+    assert "suppressed: 1 cell" in table and "cannot tell these two causes" in table
 
 
 def test_csv_has_a_row_per_cell_and_figure(cli: Callable[..., str]) -> None:
@@ -401,9 +403,10 @@ def test_csv_has_a_row_per_cell_and_figure(cli: Callable[..., str]) -> None:
     regions = Catalogue.of(get_department("tax")).dimension("region").levels
     assert len(rows) == 2 * len(regions)
     other = [r for r in rows if r["region"] == "other"]
-    assert all(r["suppressed"] == "True" and r["value"] == "" for r in other)
+    assert all(r["suppressed"] == "true" and r["value"] == "" for r in other)
     count = next(r for r in rows if r["region"] == "31" and r["measure"] == "count")
-    assert float(count["value"]) == 23 and float(count["bound"]) > 0
+    assert count["value"] == "23" and float(count["bound"]) > 0  # an integer, not 23.0
+    assert count["suppressed"] == "false"
 
 
 def test_json_is_one_document(cli: Callable[..., str]) -> None:
@@ -421,6 +424,8 @@ def test_catalogue_and_budget(cli: Callable[..., str], catalogue: Catalogue) -> 
     table = cli("stats", "catalogue", "--department", "tax")
     assert "tax_credit_grade" in table and "annual_tax_paid" in table
     assert catalogue.digest in table and "yrd-tax, prd-tax" in table
+    # No blank where the bounds are named, and the unit named where the schema has one.
+    assert "clipped to lower..upper" in table and "1000 CNY" in table
     assert json.loads(cli("stats", "catalogue", "--department", "tax", "--json"))["digest"] == (
         catalogue.digest
     )

@@ -503,6 +503,32 @@ def next_steps(layout: FederationLayout, plan: ChainPlan, shown: Path) -> str:
         "--uscc USCC --consent CONSENT_ID",
         "```",
         "",
+        "## 6. A regulator's statistics",
+        "",
+        "A regulator (role `regulator`) registers like the bank and asks for noisy, "
+        "encrypted cohort figures that its own Paillier key decrypts; each query spends "
+        'privacy budget the nodes enforce (README, "Regulator statistics"). Give the '
+        "regulator its own key file: without `--key-file` (or CREDITSHARE_KEY_FILE) the "
+        "command uses, or makes, the key at the default path:",
+        "",
+        "```sh",
+        "creditshare pki request --id my-regulator --role regulator --out regulator/identity",
+        *(
+            f"creditshare pki sign --ca-dir {_rel(layout.work_dir / 'pki' / chain, layout, shown)}"
+            f"/ca --csr regulator/identity/signing.csr --out regulator/identity/{chain.value}.crt"
+            for chain in chains
+        ),
+        'REGULATOR_KEY=$(CREDITSHARE_API_KEY="$OPERATOR_KEY" creditshare admin add-participant '
+        f"--coordinator {url} --id my-regulator --role regulator "
+        '--name "My Regulator" | tail -n 1)',
+        "creditshare keygen --key-file regulator/paillier-key.json",
+        f'CREDITSHARE_API_KEY="$REGULATOR_KEY" creditshare stats catalogue --coordinator {url} '
+        "--department tax",
+        f'CREDITSHARE_API_KEY="$REGULATOR_KEY" creditshare stats query --coordinator {url} '
+        "--identity regulator/identity --key-file regulator/paillier-key.json "
+        "--department tax --group-by chain,region --measure count --epsilon 1",
+        "```",
+        "",
         f"Node ports: {first.port} ({first.node_id}) to {layout.nodes[-1].port} "
         f"({layout.nodes[-1].node_id}), on {plan.host}.",
     ]

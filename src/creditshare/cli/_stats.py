@@ -49,6 +49,8 @@ def _field(name: str) -> Callable[[dict[str, Any]], object]:
 
 
 def _figure(row: dict[str, Any]) -> str:
+    if row.get("not_asked"):
+        return "not asked"
     if row["suppressed"]:
         return "suppressed"
     value, bound = float(row["value"]), float(row["bound"])
@@ -137,9 +139,48 @@ def stats_query(
     if as_csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=answer.columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(answer.rows())
+        writer.writerows(_csv_row(row) for row in answer.rows())
         return
     print_cohort(answer)
+
+
+def _empty_dates(
+    cells: list[dict[str, Any]], by_chain: dict[str, int] | None, answer: CohortAnswer
+) -> list[str]:
+    """Dates at which every answering node withheld every cell asked while some other
+    date has a released cell: the likely mark of dates with no snapshot (the answer does
+    not say why a node withheld, so this is a hint, not a finding)."""
+
+    def all_withheld(row: dict[str, Any]) -> bool:
+        nodes = by_chain.get(row["chain"], 0) if by_chain is not None else answer.additions
+        return bool(row["suppressed"]) and row["withheld_here"] >= nodes
+
+    asked = [r for r in cells if not r["not_asked"]]
+    dates = sorted({r["date"] for r in asked if r["date"]})
+    empty = [d for d in dates if all(all_withheld(r) for r in asked if r["date"] == d)]
+    return empty if len(empty) < len(dates) else []
+
+
+def _csv_value(value: object) -> object:
+    """A CSV cell: booleans as true/false, whole numbers without ".0" (a count of 13 is
+    13, not 13.0), None as empty."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: _csv_value(value) for name, value in row.items()}
+
+
+def _nodes(count: int) -> str:
+    return "1 node" if count == 1 else f"{count} nodes"
+
+
+def _cells(count: int) -> str:
+    return "1 cell" if count == 1 else f"{count} cells"
 
 
 def print_cohort(answer: CohortAnswer) -> None:
@@ -148,6 +189,24 @@ def print_cohort(answer: CohortAnswer) -> None:
     q = answer.query
     rows = answer.rows()
     dimensions = list(q.group_by)
+    by_chain = "chain" in dimensions
+    # Grouped by chain, a node withholds every cell of another chain (public zeros), so
+    # the table counts only the answering nodes of the cell's own chain that withheld it;
+    # a chain the query did not name was asked of no node at all.
+    answering: dict[str, int] = {}
+    for node in answer.nodes:
+        if node.status == "ok":
+            answering[node.chain] = answering.get(node.chain, 0) + 1
+    for row in rows:
+        if by_chain:
+            chain = row["chain"]
+            row["not_asked"] = chain not in q.chains
+            row["withheld_here"] = max(
+                0, int(row["withheld_at"]) - (answer.additions - answering.get(chain, 0))
+            )
+        else:
+            row["not_asked"] = False
+            row["withheld_here"] = int(row["withheld_at"])
     print_table(
         [
             ("date", lambda r: r["date"] or "latest"),
@@ -155,18 +214,40 @@ def print_cohort(answer: CohortAnswer) -> None:
             ("measure", lambda r: r["measure"]),
             ("level", lambda r: r["level"]),
             (f"value ± bound ({answer.confidence:.0%})", _figure),
-            ("withheld at (nodes)", lambda r: r["withheld_at"] or None),
+            (
+                "withheld at (nodes)",
+                lambda r: None if r["not_asked"] else (r["withheld_here"] or None),
+            ),
         ],
         rows,
         empty="no cells",
         title=f"{q.department}: {', '.join(q.chains)}",
     )
-    suppressed = len({(r["date"], *(r[d] for d in dimensions)) for r in rows if r["suppressed"]})
+    cells = {(r["date"], *(r[d] for d in dimensions)): r for r in rows}
+    suppressed = sum(1 for r in cells.values() if r["suppressed"] and not r["not_asked"])
+    not_asked = sum(1 for r in cells.values() if r["not_asked"])
+    each = "at the 1 node" if answer.additions == 1 else f"at each of {answer.additions} nodes"
     console.print(
-        f"ε {q.epsilon:g} spent at each of {answer.additions} nodes (ledger entry "
-        f"{answer.ledger_index}); cells below {q.min_cell} enterprises suppressed: {suppressed}",
+        f"ε {q.epsilon:g} spent {each} that answered (ledger entry {answer.ledger_index}); "
+        f"suppressed: {_cells(suppressed)}"
+        + (f"; not asked (a chain outside the query): {_cells(not_asked)}" if not_asked else ""),
         markup=False,
     )
+    if suppressed:
+        console.print(
+            "suppressed: no figure was released for the cell. A node withholds its part when "
+            f"its noisy count is below the minimum ({q.min_cell}, or the node's own if "
+            "larger) or when it has no snapshot in force at that date; the answer counts "
+            "the nodes that withheld (the last column) but cannot tell these two causes "
+            f"apart. A cell is also suppressed when the released parts total below {q.min_cell}.",
+            markup=False,
+        )
+    for day in _empty_dates(list(cells.values()), answering if by_chain else None, answer):
+        console.print(
+            f"{day}: every answering node withheld every cell while other dates have figures; "
+            "most likely no node had a snapshot in force then (a date before its first import)",
+            markup=False,
+        )
     for node in answer.left_out:
         console.print(
             f"left out: {node.node_id} ({node.chain}) {node.status}: {node.reason}", markup=False
@@ -194,14 +275,47 @@ def stats_catalogue(
         catalogue["dimensions"],
         title=f"{department}: dimensions (group by, distribution)",
     )
+    names = _unit_names(department)
     print_table(
-        [(name, _field(name)) for name in ("column", "lower", "upper", "unit")],
+        [
+            ("column", _field("column")),
+            ("lower", _field("lower")),
+            ("upper", _field("upper")),
+            ("rounded to", lambda c: _unit(c, names)),
+        ],
         catalogue["sums"],
         empty="no summable columns",
-        title=f"{department}: columns (sum, mean; clipped to [lower, upper], in units)",
+        title=f"{department}: columns (sum, mean)",
     )
+    if catalogue["sums"]:
+        console.print(
+            "each value is clipped to lower..upper, then rounded to whole units of the last "
+            "column, before it is summed",
+            markup=False,
+            soft_wrap=True,
+        )
     nodes = ", ".join(str(n) for n in raw.get("nodes") or []) or "-"
     console.print(f"digest {raw['digest']}; published by {nodes}", markup=False)
+
+
+def _unit_names(department: str) -> dict[str, str]:
+    """What each column of a built-in department is measured in ("CNY", "persons"), from
+    its schema; a department a chain added itself is not known here (no names)."""
+    from creditshare.departments import get_department
+
+    try:
+        schema = get_department(department)
+    except KeyError:
+        return {}
+    return {f.name: f.unit for f in schema.fields if f.unit}
+
+
+def _unit(column: dict[str, Any], names: dict[str, str]) -> str:
+    """A column's rounding unit with what it counts: "1000 CNY", "1 persons", or "1"."""
+    size = column.get("unit")
+    shown = f"{size:g}" if isinstance(size, (int, float)) else str(size)
+    name = names.get(str(column.get("column")), "")
+    return f"{shown} {name}" if name else shown
 
 
 @stats_app.command("budget")
