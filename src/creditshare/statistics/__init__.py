@@ -26,6 +26,8 @@ from creditshare.statistics._layout import (
 )
 from creditshare.statistics._noise import noise_scales, release_epsilon, sensitivities
 from creditshare.statistics._query import (
+    EARLIEST_DATE,
+    LATEST_DATE,
     MAX_DATES,
     MAX_EPSILON,
     MAX_GROUP_BY,
@@ -40,7 +42,9 @@ from creditshare.statistics._release import release
 
 __all__ = [
     "CHAIN_LEVELS",
+    "EARLIEST_DATE",
     "LATEST",
+    "LATEST_DATE",
     "MAX_ADDITIONS",
     "MAX_DATES",
     "MAX_EPSILON",
