@@ -308,6 +308,8 @@ def test_every_node_refusing_for_budget_is_a_403_after_the_refusal_record(setup:
     answer = _post(setup, query)
     assert answer.status_code == 403, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["title"] == "Privacy budget exhausted"
+    assert answer.json()["recorded"] is True
     detail = answer.json()["detail"]
     assert "privacy budget exhausted at every node asked" in detail
     assert all(n in detail for n in setup.nodes)

@@ -355,6 +355,8 @@ def _tamper_document(field: str, value: Any) -> Any:
         ("other department", "department"),
         ("too large epsilon", "at most 8 per query"),
         ("record requester role", "requester role"),
+        ("record chains", "chains"),
+        ("record time", "time"),
     ],
 )
 async def test_a_record_that_is_not_what_the_regulator_signed_is_refused(
@@ -385,6 +387,10 @@ async def test_a_record_that_is_not_what_the_regulator_signed_is_refused(
         overrides["key_fingerprint"] = other.fingerprint()
     if case == "record requester role":
         overrides["requester_role"] = "bank"
+    if case == "record chains":  # the relay widens the query to another chain
+        overrides["chains"] = ("prd", "yrd")
+    if case == "record time":  # a record dated 90 s off the signing time (still fresh)
+        overrides["time"] = query.time - timedelta(seconds=90)
     record = _record(query, signed, **overrides)
     asked = other if case in ("record key", "request key") else key
     request = await _request(stub, record, asked, signer)

@@ -88,7 +88,10 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "bits": {"type": "integer", "description": "422 (key too small): the key's size"},
         "minimum_bits": {"type": "integer"},
         "retry_after": {"type": "integer", "description": "429: seconds to wait"},
-        "recorded": {"type": "boolean", "description": "403 (consent): refusal is in the ledger"},
+        "recorded": {
+            "type": "boolean",
+            "description": "403 (consent, privacy budget): the refusal is in the ledger",
+        },
         "failed": {
             "type": "array",
             "description": "503: why each node did not answer",

@@ -29,6 +29,7 @@ from creditshare.errors import (
     NoNodeAnsweredError,
     NotFoundError,
     PermissionDeniedError,
+    PrivacyBudgetExceededError,
     RateLimitedError,
     RevocationStaleError,
 )
@@ -78,6 +79,8 @@ def _for_error(exc: CreditShareError) -> JSONResponse:
         return response
     if isinstance(exc, ConsentRefusedError):
         return answer(403, "Consent refused", str(exc), recorded=True)
+    if isinstance(exc, PrivacyBudgetExceededError):
+        return answer(403, "Privacy budget exhausted", str(exc), recorded=True)
     if isinstance(exc, PermissionDeniedError):
         return answer(403, "Forbidden", str(exc))
     if isinstance(exc, ConflictError):

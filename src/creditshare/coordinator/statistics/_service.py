@@ -33,6 +33,7 @@ from creditshare.errors import (
     NoNodeAnsweredError,
     NotFoundError,
     PermissionDeniedError,
+    PrivacyBudgetExceededError,
 )
 from creditshare.identity import Chain
 from creditshare.ledger import MAX_REASON, QueryRecord, parse_record
@@ -194,7 +195,7 @@ async def run_cohort_query(
         refusal = _record(services, caller, checked, kind="refusal", reason=reason)
         await services.ledger.append_async(refusal.to_bytes(), subject)
         if len(result.of("refused")) == len(nodes):
-            raise PermissionDeniedError(reason)
+            raise PrivacyBudgetExceededError(reason)
     if not result.of("ok"):
         raise NoNodeAnsweredError(
             [{"node": o.node.id, "reason": o.reason} for o in result.outcomes]
