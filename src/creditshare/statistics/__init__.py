@@ -23,6 +23,8 @@ from creditshare.statistics._layout import (
     MAX_NODE_RECORDS,
     CellKey,
     Layout,
+    cell_values,
+    withheld_cell,
 )
 from creditshare.statistics._noise import noise_scales, release_epsilon, sensitivities
 from creditshare.statistics._query import (
@@ -65,6 +67,7 @@ __all__ = [
     "Figure",
     "Layout",
     "SumColumn",
+    "cell_values",
     "decode",
     "format_epsilon",
     "noise_bound",
@@ -75,4 +78,5 @@ __all__ = [
     "release_epsilon",
     "sensitivities",
     "tail_bound",
+    "withheld_cell",
 ]
