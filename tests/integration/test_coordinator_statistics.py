@@ -472,7 +472,7 @@ def test_the_record_time_window_is_the_nodes(setup: Setup) -> None:
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # as Prometheus writes
     for line in text.splitlines():
         if line.startswith(f"{name}{{{wanted}}} "):
             return float(line.rsplit(" ", 1)[1])
@@ -508,3 +508,5 @@ def test_statistics_queries_are_counted_by_outcome(setup: Setup) -> None:
     assert _metric(text, left_out, node="prd-tax", reason="privacy_budget") == 2
     assert _metric(text, left_out, node="yrd-tax", reason="privacy_budget") == 1
     assert _metric(text, left_out, node="yrd-tax", reason="resource_exhausted") == 1
+    calls = "creditshare_node_calls_total"
+    assert _metric(text, calls, node="yrd-tax", method="Cohort", code="ok") == 2
