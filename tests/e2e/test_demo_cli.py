@@ -66,6 +66,15 @@ def test_demo_json_verify() -> None:
         assert cycle["subscriptions"] == 2 and cycle["nodes"] >= 2
         assert cycle["batches"] == cycle["subscriptions"] * cycle["nodes"]
     assert monitoring["batch_sizes"] == [4144] and monitoring["stored_batches"] >= 4
+    # Regulator statistics: one grouped cohort query of the three tax nodes; every
+    # released figure within its bound of the plaintext figure from the raw files.
+    stats = doc["statistics"]
+    assert stats["verified"] is True and stats["problems"] == []
+    assert stats["query"]["group_by"] == ["region"] and stats["additions"] == 3
+    rows = stats["rows"]
+    assert any(r["suppressed"] for r in rows) and not all(r["suppressed"] for r in rows)
+    assert all(r["value"] is None for r in rows if r["suppressed"])
+    assert sum(p["epsilon"] for p in stats["budget"]["periods"]) == 1.0
 
 
 def _demo(*args: str) -> subprocess.CompletedProcess[str]:

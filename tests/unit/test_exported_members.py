@@ -81,6 +81,10 @@ def test_client_surface_is_pinned() -> None:
         "load_or_create_alert_key",
         "sign_subscription",
         "verify_webhook",
+        "CohortAnswer",
+        "NodeOutcome",
+        "cohort_rows",
+        "sign_cohort_query",
     }
 
 

@@ -29,6 +29,7 @@ from creditshare.cli._lists import (
 from creditshare.cli._node import node_app
 from creditshare.cli._pki import pki_app
 from creditshare.cli._schema import schema_app
+from creditshare.cli._stats import stats_app
 from creditshare.errors import CreditShareError, ProblemError
 
 __all__ = ["app", "main"]
@@ -46,6 +47,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(monitoring_app, name="monitoring")
+app.add_typer(stats_app, name="stats")
 app.command("console")(console_command)
 app.command("models")(models_command)
 app.command("nodes")(nodes_command)

@@ -21,7 +21,7 @@ from creditshare.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from creditshare.demo import MonitoringOutcome
+    from creditshare.demo import MonitoringOutcome, StatisticsOutcome
 
 __all__ = ["app"]
 
@@ -225,8 +225,9 @@ def demo(
             f"plaintext recomputation {mark}"
         )
         _print_monitoring(result.monitoring)
+        _print_statistics(result.statistics)
         if verify:
-            console.rule(  # queries, access log, training and monitoring
+            console.rule(  # queries, access log, training, monitoring and statistics
                 "[green]everything verified" if result.verified else "[red]FAILED"
             )
     if verify and not result.verified:
@@ -259,6 +260,30 @@ def _print_monitoring(m: MonitoringOutcome) -> None:
         console.print("[red]no alert arrived[/]")
     for gap in m.gaps:
         console.print(f"[red]{gap}[/]")
+
+
+def _print_statistics(s: StatisticsOutcome) -> None:
+    from creditshare.cli._stats import print_cohort
+
+    console.rule("[bold]regulator statistics")
+    q = s.answer.query
+    console.print(
+        f"{s.regulator} asked every {q.department} node for {', '.join(q.measures)} by "
+        f"{', '.join(q.group_by)}: each node added its own noise and encrypted its part under "
+        "the regulator's key; the coordinator added ciphertexts it cannot read",
+        markup=False,
+    )
+    print_cohort(s.answer)
+    if s.problems is not None:
+        if s.problems:
+            console.print("[red]plaintext recomputation: MISMATCH[/]")
+            for problem in s.problems:
+                console.print(f"  {problem}", markup=False)
+        else:
+            console.print(
+                "plaintext recomputation from the raw files: [green]every figure within its "
+                "bound[/] of the nodes that released it (checked at the 1 − 10⁻⁹ bounds)"
+            )
 
 
 def _batch_count(cycle: dict[str, Any]) -> str:

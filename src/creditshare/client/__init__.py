@@ -1,4 +1,5 @@
-"""Python SDK for banks and bureaus: local keys, HTTP to the coordinator, local decryption."""
+"""Python SDK for banks, bureaus and regulators: local keys, HTTP to the coordinator, local
+decryption."""
 
 from creditshare.client._access_log import AccessEntry, verify_access_log
 from creditshare.client._alerts import Alert, AlertInbox, Gap
@@ -25,6 +26,12 @@ from creditshare.client._profile import (
     probability_of_default,
 )
 from creditshare.client._signing import sign_job, sign_query, sign_subscription
+from creditshare.client._statistics import (
+    CohortAnswer,
+    NodeOutcome,
+    cohort_rows,
+    sign_cohort_query,
+)
 from creditshare.client._webhooks import verify_webhook
 from creditshare.client._witness import (
     DEFAULT_HEADS_FILE,
@@ -39,17 +46,20 @@ __all__ = [
     "AccessEntry",
     "Alert",
     "AlertInbox",
+    "CohortAnswer",
     "CreditProfile",
     "CreditShareClient",
     "Gap",
     "HeadMemory",
     "Identity",
     "Indicator",
+    "NodeOutcome",
     "RemoteHost",
     "ScoreScale",
     "TrainedModel",
     "VerifiedHead",
     "WitnessPolicy",
+    "cohort_rows",
     "decrypt_profile",
     "default_alert_key_path",
     "default_identity_dir",
@@ -63,6 +73,7 @@ __all__ = [
     "probability_of_default",
     "read_labels",
     "save_key",
+    "sign_cohort_query",
     "sign_job",
     "sign_query",
     "sign_subscription",

@@ -20,6 +20,7 @@ from creditshare.client._listings import ListingCalls
 from creditshare.client._monitoring import MonitoringCalls
 from creditshare.client._profile import DEFAULT_MODEL_ID, CreditProfile, decrypt_profile
 from creditshare.client._signing import sign_query
+from creditshare.client._statistics import StatisticsCalls
 from creditshare.client._witness import HeadMemory, VerifiedHead, WitnessPolicy, split_view
 from creditshare.consent import ConsentRevocation, Purpose, SignedConsent
 from creditshare.crypto import AlertPrivateKey, PrivateKey, SigningKey, VerifyKey
@@ -51,11 +52,11 @@ Signer = Callable[[Identity, Mapping[str, Any]], dict[str, str]]
 log = logging.getLogger("creditshare.client")
 
 
-class CreditShareClient(MonitoringCalls, ListingCalls):
-    """A bank's or bureau's connection to a coordinator.
+class CreditShareClient(MonitoringCalls, ListingCalls, StatisticsCalls):
+    """A bank's, bureau's or regulator's connection to a coordinator.
 
-    ``api_key`` authenticates the participant; ``private_key`` (a bank's or bureau's
-    Paillier key) is needed only to query; ``identity`` (its signing key and CA-issued
+    ``api_key`` authenticates the participant; ``private_key`` (a bank's, bureau's or
+    regulator's Paillier key) is needed only to query; ``identity`` (its signing key and CA-issued
     credentials) signs each query and training job, which every node checks itself.
     ``transport`` lets tests substitute an httpx transport; production uses the default
     network transport. ``head_state`` is a JSON file where the tree heads this client

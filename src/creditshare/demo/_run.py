@@ -1,4 +1,5 @@
-"""``creditshare demo``: a whole federation on this machine, queried as a bank would."""
+"""``creditshare demo``: a whole federation on this machine, queried as a bank would (and,
+at the end, as a regulator would: one grouped cohort query of the tax nodes)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from creditshare.consent import ConsentGrant, Purpose, format_time
 from creditshare.crypto import PrivateKey
 from creditshare.demo._federation import Federation, FederationLayout
 from creditshare.demo._monitoring import MonitoringOutcome, run_monitoring
+from creditshare.demo._statistics import StatisticsOutcome, run_statistics
 from creditshare.demo._verify import PlaintextOracle, Verification, read_enterprises
 from creditshare.departments import DEFAULT_INTERCEPT
 from creditshare.errors import ConfigurationError, ProblemError
@@ -137,6 +139,7 @@ class DemoResult:
     access_log: list[AccessEntry]
     training: TrainingOutcome
     monitoring: MonitoringOutcome
+    statistics: StatisticsOutcome
     #: Distinct data nodes that must have cosigned the head the access log is proven under.
     witness_quorum: int = WITNESS_QUORUM
 
@@ -159,6 +162,7 @@ class DemoResult:
             and self.access_log_verified
             and self.training.verified
             and self.monitoring.verified
+            and self.statistics.verified
         )
 
     def to_json(self, verify: bool) -> dict[str, Any]:
@@ -192,6 +196,7 @@ class DemoResult:
             },
             "training": self.training.to_json(),
             "monitoring": self.monitoring.to_json(),
+            "statistics": self.statistics.to_json(),
         }
         if verify:
             doc["verified"] = self.verified
@@ -372,6 +377,7 @@ def run_demo(
             bank.close()
             taken = {u for _, u, _ in picks}
             monitoring = run_monitoring(operator, layout, data_dir, bank_api_key, taken, say)
+            statistics = run_statistics(operator, layout, verify, say)
         return DemoResult(
             len(layout.nodes),
             queries,
@@ -380,6 +386,7 @@ def run_demo(
             log,
             training,
             monitoring,
+            statistics,
             policy.quorum,
         )
 
