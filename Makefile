@@ -55,6 +55,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/train_default_credit.py --quick
 	$(BIN)/python bench/train_gbdt.py --quick
 	$(BIN)/python bench/scale.py --quick
+	$(BIN)/python bench/stats.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

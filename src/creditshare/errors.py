@@ -35,7 +35,8 @@ below to status codes exactly once (``coordinator/_problems.py``,
     │   └── LedgerIntegrityError     stored log does not extend the last signed head: 503
     ├── ConfigurationError           a service was configured inconsistently
     │   ├── StaleRecordError         a stored record its schema cannot read: FAILED_PRECONDITION
-    │   └── StaleShardError          a model shard trained on another schema: FAILED_PRECONDITION
+    │   ├── StaleShardError          a model shard trained on another schema: FAILED_PRECONDITION
+    │   └── StatisticsUnavailableError a node's snapshot it cannot answer from: FAILED_PRECONDITION
     └── ClientError                  raised by creditshare.client only
         ├── TransportError           coordinator unreachable or timed out
         ├── ProblemError             coordinator answered an RFC 9457 problem
@@ -86,6 +87,7 @@ __all__ = [
     "SplitViewError",
     "StaleRecordError",
     "StaleShardError",
+    "StatisticsUnavailableError",
     "TransportError",
     "UnwitnessedHeadError",
     "WebhookSignatureError",
@@ -274,6 +276,12 @@ class StaleShardError(ConfigurationError):
     """A stored model shard this node cannot score with: trained on features its schema
     no longer derives the same way, or unreadable. Its queries are refused (scoring with
     it would silently change scores): FAILED_PRECONDITION until the model is retrained."""
+
+
+class StatisticsUnavailableError(ConfigurationError):
+    """A node's snapshot that a statistics query cannot be answered from (more records
+    than a cell's slot holds). Found before any ε is spent; FAILED_PRECONDITION: the
+    node's operator must act, the regulator cannot."""
 
 
 class ClientError(CreditShareError):

@@ -10,6 +10,7 @@ catalogue, a query past the budget (RESOURCE_EXHAUSTED, logged), a replayed rece
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import uuid
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from sqlalchemy import delete, select, update
 from typer.testing import CliRunner
 
 from creditshare.cli import app
@@ -30,6 +32,8 @@ from creditshare.ledger import Ledger, LogSigner, MemoryLedgerStorage, QueryReco
 from creditshare.node import NodeSettings, build_server
 from creditshare.node._authority_store import RefusalLog
 from creditshare.node._privacy_budget import PrivacyBudget
+from creditshare.node._records import RECORDS
+from creditshare.node._stats_tables import CUBES
 from creditshare.node._storage import make_engine
 from creditshare.node._trust import AccessLog
 from creditshare.proto import node_pb2, node_pb2_grpc, statistics_pb2, statistics_pb2_grpc
@@ -56,6 +60,9 @@ LEDGER = Ledger(MemoryLedgerStorage(), LOG, lambda: datetime.now(UTC))
 #: The node's allowance per regulator per month, and its largest ε per query.
 ALLOWANCE = 20.0
 MAX_EPSILON = 8.0
+#: The node's total over all regulators: these tests' many regulators stay within it
+#: (``test_fresh_regulators_share_the_nodes_total`` serves the node with a tight one).
+TOTAL = 10_000.0
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -65,6 +72,7 @@ def settings(
     folder = tmp_path_factory.mktemp("cohort-node")
     extra = {
         "stats_epsilon_per_period": ALLOWANCE,
+        "stats_epsilon_total_per_period": TOTAL,
         "stats_max_epsilon_per_query": MAX_EPSILON,
         "stats_min_cell": 1,
     }
@@ -83,8 +91,9 @@ class Stubs:
     node: DataNodeAsyncStub
 
 
-@pytest.fixture
-async def stub(settings: NodeSettings) -> AsyncIterator[Stubs]:
+@contextlib.asynccontextmanager
+async def serving(settings: NodeSettings) -> AsyncIterator[Stubs]:
+    """A node server on ``settings`` (the module's database, perhaps other stats_*)."""
     server, port = await build_server(settings)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -94,6 +103,12 @@ async def stub(settings: NodeSettings) -> AsyncIterator[Stubs]:
             )
     finally:
         await server.stop(None)
+
+
+@pytest.fixture
+async def stub(settings: NodeSettings) -> AsyncIterator[Stubs]:
+    async with serving(settings) as stubs:
+        yield stubs
 
 
 @dataclass(frozen=True)
@@ -203,7 +218,9 @@ async def _signed_request(
 
 
 def _budget(settings: NodeSettings) -> PrivacyBudget:
-    return PrivacyBudget(make_engine(settings.database_url), ALLOWANCE, lambda: datetime.now(UTC))
+    return PrivacyBudget(
+        make_engine(settings.database_url), ALLOWANCE, lambda: datetime.now(UTC), total=TOTAL
+    )
 
 
 def _period() -> str:
@@ -356,7 +373,10 @@ def _tamper_document(field: str, value: Any) -> Any:
         ("too large epsilon", "at most 8 per query"),
         ("record requester role", "requester role"),
         ("record chains", "chains"),
-        ("record time", "time"),
+        (
+            "record time",
+            "time (the record is dated 90 s before the signed time; this node allows at most 60 s)",
+        ),
     ],
 )
 async def test_a_record_that_is_not_what_the_regulator_signed_is_refused(
@@ -447,7 +467,8 @@ def _operator_view(settings: NodeSettings) -> dict[str, Any]:
             for name in ("node_id", "department", "chain", "database_url", "log_public_key")
         )
         + f"\nallow_insecure = true\ncredential_ca = {json.dumps(str(settings.credential_ca))}"
-        + f"\nstats_epsilon_per_period = {ALLOWANCE}\n",
+        + f"\nstats_epsilon_per_period = {settings.stats_epsilon_per_period}"
+        + f"\nstats_epsilon_total_per_period = {settings.stats_epsilon_total_per_period}\n",
         encoding="utf-8",
     )
     result = CliRunner().invoke(app, ["node", "privacy-budget", "--config", str(config), "--json"])
@@ -494,3 +515,116 @@ def replace_request(
     for name, value in fields.items():
         setattr(copy, name, value)
     return copy
+
+
+async def test_fresh_regulators_share_the_nodes_total(
+    settings: NodeSettings, bank_key: PrivateKey
+) -> None:
+    """Whoever runs the chain's CA can certify a new regulator identity at will: each
+    has its own allowance, but all of them together spend at most the node's total per
+    period, refused with RESOURCE_EXHAUSTED naming the node's cap; the operator's view
+    shows the node-wide spend."""
+    key = bank_key.public_key
+    spent_in_all = _budget(settings).spent_in_all(_period())
+    tight = settings.model_copy(
+        update={
+            "stats_epsilon_per_period": 1.0,
+            "stats_epsilon_total_per_period": spent_in_all + 1.5,
+        }
+    )
+    async with serving(tight) as stub:
+        _, request = await _signed_request(stub, regulator("regulator-1"), key, epsilon=1.0)
+        await stub.stats.Cohort(request)
+        query, request = await _signed_request(stub, regulator("regulator-2"), key, epsilon=1.0)
+        error = await _refused(stub, request)
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        message = (
+            f"this node's total privacy budget (all regulators together) in {_period()} "
+            f"would be exceeded: spent {spent_in_all + 1:g} of {spent_in_all + 1.5:g}, asked 1"
+        )
+        assert error.details() == message
+        assert not _answered(settings, query.request_id)
+        assert _refusals(settings, query.request_id) == [("RESOURCE_EXHAUSTED", message)]
+        _, request = await _signed_request(stub, regulator("regulator-2"), key, epsilon=0.5)
+        await stub.stats.Cohort(request)
+        _, request = await _signed_request(stub, regulator("regulator-3"), key, epsilon=0.001)
+        error = await _refused(stub, request)
+        assert "total privacy budget" in (error.details() or "")
+    assert _budget(settings).spent_in_all(_period()) == spent_in_all + 1.5
+    view = _operator_view(tight)
+    assert view["total_allowance"] == spent_in_all + 1.5
+    node = {n["period"]: n for n in view["node"]}[_period()]
+    assert (node["spent"], node["left"]) == (spent_in_all + 1.5, 0)
+    budgets = {(b["regulator"], b["period"]): b for b in view["budgets"]}
+    # regulator-2 has 0.5 of its own allowance left, but nothing is left of the node's.
+    assert budgets[("regulator-2", _period())]["left"] == 0
+
+
+async def test_only_the_listed_regulators_may_ask_when_a_list_is_set(
+    settings: NodeSettings, bank_key: PrivateKey
+) -> None:
+    key = bank_key.public_key
+    listed = settings.model_copy(update={"stats_regulators": ["pboc-ls"]})
+    async with serving(listed) as stub:
+        signer = regulator("pboc-new")
+        query, request = await _signed_request(stub, signer, key)
+        error = await _refused(stub, request)
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert (error.details() or "").startswith(
+            "regulator 'pboc-new' is not among the regulators this node (yrd-tax) answers "
+            "statistics queries for (stats_regulators)"
+        )
+        assert not _answered(settings, query.request_id)
+        assert _budget(settings).spent(signer.id, _period()) == 0
+        assert [s for s, _ in _refusals(settings, query.request_id)] == ["PERMISSION_DENIED"]
+        _, request = await _signed_request(stub, regulator("pboc-ls"), key)
+        await stub.stats.Cohort(request)
+        assert _budget(settings).spent("pboc-ls", _period()) == 1.0
+
+
+async def test_a_snapshot_too_large_to_answer_is_refused_before_the_spend(
+    stub: Stubs, settings: NodeSettings, bank_key: PrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure of the node's own state is found before the spend: FAILED_PRECONDITION
+    naming the cause, no ε spent, the receipt left unused (not INTERNAL after a spend)."""
+    monkeypatch.setattr("creditshare.statistics._release.MAX_NODE_RECORDS", 1)
+    monkeypatch.setattr("creditshare.node._statistics.MAX_NODE_RECORDS", 1, raising=False)
+    signer, key = regulator("pboc-big"), bank_key.public_key
+    query, request = await _signed_request(stub, signer, key)
+    error = await _refused(stub, request)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+    assert "over the 1 a statistics answer can hold" in (error.details() or "")
+    assert _budget(settings).spent(signer.id, _period()) == 0
+    assert not _answered(settings, query.request_id)
+    monkeypatch.undo()
+    await stub.stats.Cohort(request)  # the receipt was not used by the refusal
+    assert _budget(settings).spent(signer.id, _period()) == 1.0
+
+
+async def test_a_stale_record_fails_the_cube_before_the_spend(
+    stub: Stubs, settings: NodeSettings, bank_key: PrivateKey
+) -> None:
+    """The latest snapshot's cube is missing and one stored record holds a value the
+    catalogue cannot read (imported under an older schema): the lazy build fails, and
+    the query is refused with FAILED_PRECONDITION having spent nothing."""
+    engine = make_engine(settings.database_url)
+    with engine.begin() as conn:
+        uscc, data = conn.execute(select(RECORDS.c.uscc, RECORDS.c.data).limit(1)).one()
+        conn.execute(delete(CUBES))
+        stale = {**dict(data), "annual_tax_paid": "not a number"}
+        conn.execute(update(RECORDS).where(RECORDS.c.uscc == uscc).values(data=stale))
+    signer, key = regulator("pboc-old"), bank_key.public_key
+    try:
+        query, request = await _signed_request(stub, signer, key)
+        error = await _refused(stub, request)
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+        assert "annual_tax_paid" in (error.details() or "")
+        assert "re-imported" in (error.details() or "")
+        assert _budget(settings).spent(signer.id, _period()) == 0
+        assert not _answered(settings, query.request_id)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(update(RECORDS).where(RECORDS.c.uscc == uscc).values(data=dict(data)))
+        engine.dispose()
+    await stub.stats.Cohort(request)  # the record re-imported: the cube is built, answered
+    assert _budget(settings).spent(signer.id, _period()) == 1.0

@@ -343,7 +343,23 @@ async def test_old_receipt_is_refused(
     stale = record_for(uscc, key, time=datetime.now(UTC) - timedelta(hours=1))
     error = await _refused(stub, await _request(stub, uscc, key, stale))
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert "too old" in (error.details() or "")
+    assert "receipt is too old: its record is dated 3" in (error.details() or "")
+    assert "at most 300 s allowed (receipt_max_age_seconds)" in (error.details() or "")
+
+
+async def test_a_record_dated_far_from_the_signed_time_is_refused_saying_by_how_much(
+    stub: DataNodeAsyncStub, bank_key: PrivateKey, tax_rows: dict[str, dict[str, str]]
+) -> None:
+    """The node allows 60 s between the bank's signed time and the record's; a relay
+    whose clock or queue is further off is told the skew and the limit."""
+    uscc = next(iter(tax_rows))
+    key = bank_key.public_key
+    signed_at = datetime.now(UTC).replace(microsecond=0)
+    late = record_for(uscc, key, time=signed_at - timedelta(seconds=90))  # still fresh
+    error = await _refused(stub, await _request(stub, uscc, key, late))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "time (the record is dated 9" in (error.details() or "")
+    assert "s before the signed time; this node allows at most 60 s)" in (error.details() or "")
 
 
 async def test_head_signed_by_another_key_is_refused(

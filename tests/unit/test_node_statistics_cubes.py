@@ -12,13 +12,14 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 
 from creditshare.crypto import VerifyKey
+from creditshare.errors import StaleRecordError
 from creditshare.ledger import LogSigner
 from creditshare.node import NodeSettings, import_into_node
-from creditshare.node._cubes import CubeStore, in_force_until
-from creditshare.node._records import BATCHES
+from creditshare.node._cubes import CubeStore, _add, in_force_until
+from creditshare.node._records import BATCHES, RECORDS
 from creditshare.node._stats_tables import CUBES
 from creditshare.node._storage import make_engine
-from creditshare.statistics import Catalogue
+from creditshare.statistics import Catalogue, CubeBuilder
 
 from .._authority import authority
 
@@ -129,3 +130,48 @@ def test_no_snapshot_no_cube(tmp_path: Path) -> None:
     assert store.build_latest() is None
     assert store.cubes([]) == [None]
     assert store.cubes(["2026-11-30"]) == [None]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "named"),
+    [
+        ("annual_tax_paid", "not a number", "annual_tax_paid"),  # a band's column
+        ("industry", "no such level", "industry"),  # a dimension's column
+    ],
+)
+def test_a_stale_record_fails_the_lazy_build_with_stale_record_error(
+    imported: tuple[NodeSettings, Engine, int, int], column: str, value: str, named: str
+) -> None:
+    """A record the catalogue cannot read (imported under an older schema) fails the
+    build with StaleRecordError (FAILED_PRECONDITION on the wire) naming the column,
+    never its value, and no cube is kept."""
+    settings, engine, _, _ = imported
+    with engine.begin() as conn:
+        conn.execute(delete(CUBES))
+        uscc, data = conn.execute(select(RECORDS.c.uscc, RECORDS.c.data).limit(1)).one()
+        stale = {**dict(data), column: value}
+        conn.execute(update(RECORDS).where(RECORDS.c.uscc == uscc).values(data=stale))
+    with pytest.raises(StaleRecordError) as failed:
+        _store(settings, engine).cubes(())
+    assert named in str(failed.value) and value not in str(failed.value)
+    assert "re-imported" in str(failed.value)
+    with engine.connect() as conn:
+        assert conn.execute(select(CUBES.c.batch_id)).first() is None
+
+
+def test_a_summed_column_missing_from_a_record_is_a_stale_record(
+    imported: tuple[NodeSettings, Engine, int, int],
+) -> None:
+    """A sum over a column some record lacks fails as a stale record (not a KeyError,
+    which the node would answer as INTERNAL)."""
+    settings, engine, _, _ = imported
+    department = settings.department_schema
+    store = _store(settings, engine)
+    with engine.begin() as conn:
+        conn.execute(delete(CUBES))
+        uscc, data = conn.execute(select(RECORDS.c.uscc, RECORDS.c.data).limit(1)).one()
+    builder = CubeBuilder(Catalogue.of(department), department)
+    record = {k: v for k, v in dict(data).items() if k != "annual_tax_paid"}
+    with pytest.raises(StaleRecordError, match="annual_tax_paid"):
+        _add(builder, uscc, record)
+    assert store.build_latest() is not None  # the stored records themselves are fine

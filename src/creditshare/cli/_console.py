@@ -28,7 +28,7 @@ def console_command(
     port: Annotated[int | None, typer.Option(help="listen port (0: any free one)")] = None,
 ) -> None:
     """Serve the web console of one participant (bank, enterprise, bureau, department,
-    operator) on loopback; prints the login link (also written to work_dir/login-url)."""
+    operator, regulator) on loopback; prints the login link (also written to work_dir/login-url)."""
     import uvicorn
 
     from creditshare.console import ConsoleSettings, create_console_app

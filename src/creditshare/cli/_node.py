@@ -154,26 +154,41 @@ def node_privacy_budget(
     limit: Annotated[int, typer.Option(min=1, help="spends listed one by one (--json)")] = 1000,
     as_json: JsonOption = False,
 ) -> None:
-    """Show what each regulator's statistics queries spent of this node's privacy budget
-    per period (stats_epsilon_per_period per stats_budget_period), and what is left."""
+    """Show what the statistics queries spent of this node's privacy budget per period:
+    all regulators together (of stats_epsilon_total_per_period) and each regulator (of
+    stats_epsilon_per_period), and what is left."""
     from creditshare.node import NodeSettings, privacy_spend_entries
 
     settings = load_settings(NodeSettings, config)
-    totals, rows = privacy_spend_entries(settings, limit)
+    totals, period_totals, rows = privacy_spend_entries(settings, limit)
     allowance = settings.stats_epsilon_per_period
+    total = settings.stats_epsilon_total_per_period
+
+    def left(cap: float, spent: float) -> float:
+        return max(0, round(cap * 1000) - round(spent * 1000)) / 1000
+
+    node_left = {t.period: left(total, t.spent) for t in period_totals}
+    node: list[dict[str, Any]] = [
+        {"period": t.period, "queries": t.queries, "spent": t.spent, "left": node_left[t.period]}
+        for t in period_totals
+    ]
     budgets: list[dict[str, Any]] = [
         {
             "regulator": t.regulator,
             "period": t.period,
             "queries": t.queries,
             "spent": t.spent,
-            "left": max(0, round(allowance * 1000) - round(t.spent * 1000)) / 1000,
+            # A regulator may spend what is left of its own allowance and of the node's.
+            "left": min(left(allowance, t.spent), node_left[t.period]),
         }
         for t in totals
     ]
     doc = {
         "allowance": allowance,
+        "total_allowance": total,
         "period": settings.stats_budget_period,
+        "regulators": settings.stats_regulators or None,
+        "node": node,
         "budgets": budgets,
         "spends": [
             {
@@ -189,6 +204,19 @@ def node_privacy_budget(
     if as_json:
         print_json(doc)
         return
+    print_table(
+        [
+            ("period", lambda r: r["period"]),
+            ("queries (all regulators)", lambda r: r["queries"]),
+            ("ε spent (all regulators)", lambda r: f"{r['spent']:g}"),
+            (f"node's ε left of {total:g}", lambda r: f"{r['left']:g}"),
+        ],
+        node,
+        empty="no statistics query answered",
+    )
+    if not budgets:
+        return
+    typer.echo()
     print_table(
         [
             ("regulator", lambda r: r["regulator"]),

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from creditshare.console import _bank, _bureau, _department, _enterprise, _operator
+from creditshare.console import (
+    _bank,
+    _bureau,
+    _department,
+    _enterprise,
+    _operator,
+    _regulator,
+)
 
 __all__ = ["role_pages"]
 
@@ -14,6 +21,7 @@ _PAGES = {
     "bureau": (_bureau.router, _bureau.NAVIGATION),
     "department": (_department.router, _department.NAVIGATION),
     "operator": (_operator.router, _operator.NAVIGATION),
+    "regulator": (_regulator.router, _regulator.NAVIGATION),
 }
 
 

@@ -20,9 +20,16 @@ from creditshare.errors import CreditShareError
 
 __all__ = ["ROLES", "ConsoleSettings", "Language", "Role"]
 
-Role = Literal["bank", "enterprise", "bureau", "department", "operator"]
+Role = Literal["bank", "enterprise", "bureau", "department", "operator", "regulator"]
 Language = Literal["zh", "en"]
-ROLES: tuple[Role, ...] = ("bank", "enterprise", "bureau", "department", "operator")
+ROLES: tuple[Role, ...] = (
+    "bank",
+    "enterprise",
+    "bureau",
+    "department",
+    "operator",
+    "regulator",
+)
 
 #: What each role needs to work, checked at start so a console never half-works.
 _NEEDS: dict[str, tuple[str, ...]] = {
@@ -31,6 +38,8 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "bureau": ("coordinator_url", "api_key", "identity", "key_file"),
     "department": ("node_config",),
     "operator": ("coordinator_url", "api_key"),
+    # A regulator signs each cohort query and decrypts the summed answer here.
+    "regulator": ("coordinator_url", "api_key", "identity", "key_file"),
 }
 
 
@@ -45,10 +54,12 @@ class ConsoleSettings(EnvFirstSettings):
     identity: Path | None = Field(
         default=None,
         description="folder with the participant's signing.key and CA credentials (bank, "
-        "bureau, enterprise: queries, jobs and consents are signed here)",
+        "bureau, enterprise, regulator: queries, jobs, consents and cohort queries are "
+        "signed here)",
     )
     key_file: Path | None = Field(
-        default=None, description="the bank's or bureau's Paillier key file (decrypts here)"
+        default=None,
+        description="the bank's, bureau's or regulator's Paillier key file (decrypts here)",
     )
     alert_key_file: Path | None = Field(
         default=None, description="a bank's X25519 alert key file (opens monitoring alerts)"
@@ -75,6 +86,13 @@ class ConsoleSettings(EnvFirstSettings):
         default=None,
         description="a department's node settings file (its console reads the node's own "
         "database: imports, access log, refusals, health)",
+    )
+    privacy_allowance: float = Field(
+        default=10.0,
+        gt=0,
+        description="a regulator's ε allowance per month at each node (the nodes' "
+        "stats_epsilon_per_period, as the chain operator publishes it; 10 by default, as "
+        "theirs): the statistics page shows what remains of it (the nodes enforce it)",
     )
     host: str = Field(default="127.0.0.1", description="listen address (keep it on loopback)")
     port: int = Field(default=8600, ge=0, le=65535, description="listen port (0: any free)")

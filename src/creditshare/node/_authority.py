@@ -191,7 +191,7 @@ class RequestAuthority:
                 ("public key", record.key_fingerprint == doc["key_fingerprint"]),
                 ("chains", not doc["chains"] or set(record.chains) == set(doc["chains"])),
                 # The receipt check bounds the record's age; this bounds the request's.
-                ("time", abs(record.time - signed.time) <= _SKEW),
+                _same_time(record.time, signed.time, _SKEW),
             ),
         )
         self._check_consent(
@@ -290,7 +290,7 @@ class RequestAuthority:
                 ("consent", record.consent_id == doc["consent_id"]),
                 ("alert key", record.key_fingerprint == signed.alert_key.fingerprint()),
                 ("chains", not doc["chains"] or set(record.chains) == set(doc["chains"])),
-                ("time", abs(record.time - signed.time) <= _SUBSCRIPTION_SKEW),
+                _same_time(record.time, signed.time, _SUBSCRIPTION_SKEW),
             ),
         )
         grant = self._check_consent(
@@ -394,7 +394,7 @@ class RequestAuthority:
                     "chains",
                     not query.chains or set(record.chains) == {str(c) for c in query.chains},
                 ),
-                ("time", abs(record.time - query.time) <= _SKEW),
+                _same_time(record.time, query.time, _SKEW),
             ),
         )
         return query
@@ -417,6 +417,20 @@ class RequestAuthority:
             revocation.time,
             canonical_json(revocation.to_json()),
         )
+
+
+def _same_time(recorded: datetime, signed: datetime, limit: timedelta) -> tuple[str, bool]:
+    """The record's time against the signed one, named with the skew and the limit when
+    they differ too much (the relay's clock, or its queue, is then the one to look at)."""
+    skew = abs(recorded - signed)
+    if skew <= limit:
+        return "time", True
+    way = "after" if recorded > signed else "before"
+    return (
+        f"time (the record is dated {round(skew.total_seconds(), 1):g} s {way} the signed "
+        f"time; this node allows at most {limit.total_seconds():g} s)",
+        False,
+    )
 
 
 def _require_same(signer: str, checks: Sequence[tuple[str, bool]]) -> None:

@@ -11,7 +11,9 @@ The cube is built after the import's transaction, never in it: the staging path 
 not get slower, and a failed build loses no import (the latest snapshot's cube is built
 again when a query first needs it). A cube is kept with the digest of the catalogue it
 was built under; after a schema change an older snapshot's cube no longer matches and
-that date is withheld, while the latest snapshot's is rebuilt from its records.
+that date is withheld, while the latest snapshot's is rebuilt from its records. A
+record the catalogue cannot read (imported under an older schema) fails the build with
+StaleRecordError: the query is refused before it spends anything.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from creditshare.departments import Department
-from creditshare.errors import CreditShareError
+from creditshare.errors import CreditShareError, StaleRecordError
 from creditshare.node._records import BATCHES, RECORDS, latest_batch
 from creditshare.node._stats_tables import CUBES
 from creditshare.statistics import Catalogue, Cube, CubeBuilder
@@ -44,6 +47,24 @@ _CUBES = CUBES
 def in_force_until(day: str) -> datetime:
     """The end of ``day`` (ISO date) in UTC: a date asks for the snapshot in force then."""
     return datetime.combine(date.fromisoformat(day), time(), UTC) + timedelta(days=1)
+
+
+def _add(builder: CubeBuilder, uscc: str, data: dict[str, Any]) -> None:
+    """Count one stored record, or raise StaleRecordError: a record imported under an
+    older schema that lacks (or holds an unreadable value for) a column the catalogue
+    sums. The error names the column, never a value: its text leaves the node."""
+    try:
+        builder.add(uscc, data)
+    except KeyError as exc:
+        raise StaleRecordError(
+            f"a stored record holds no value for {exc.args[0]} that this node's statistics "
+            "catalogue sums: this node's records must be re-imported under its schema"
+        ) from None
+    except (TypeError, ValueError):
+        raise StaleRecordError(
+            "a stored record holds a value this node's statistics catalogue cannot sum: "
+            "this node's records must be re-imported under its schema"
+        ) from None
 
 
 class CubeStore:
@@ -92,7 +113,7 @@ class CubeStore:
             )
             for part in rows.partitions(_BUILD_CHUNK):
                 for row in part:
-                    builder.add(row.uscc, dict(row.data))
+                    _add(builder, row.uscc, dict(row.data))
         with self._engine.connect() as conn:
             if latest_batch(conn) != batch:
                 log.info("snapshot %d was replaced while its cube was built; dropped", batch)

@@ -237,8 +237,7 @@ class ReceiptChecker:
             raise ReceiptRefusedError(
                 f"receipt does not match the subscription: {', '.join(mismatches)}"
             )
-        if record.time > self._clock() + _SKEW:
-            raise ReceiptRefusedError("receipt is dated in the future")
+        _not_future(record.time, self._clock())
         grant = self._authority.check_subscription(
             record, signed, credentials.requester, credentials.enterprise
         )
@@ -283,10 +282,13 @@ class ReceiptChecker:
 
     def _fresh(self, record: QueryRecord, max_age: timedelta) -> None:
         now = self._clock()
-        if record.time > now + _SKEW:
-            raise ReceiptRefusedError("receipt is dated in the future")
+        _not_future(record.time, now)
         if now - record.time > max_age:
-            raise ReceiptRefusedError("receipt is too old")
+            raise ReceiptRefusedError(
+                f"receipt is too old: its record is dated {_seconds(now - record.time)} s "
+                f"before this node's clock, at most {_seconds(max_age)} s allowed "
+                "(receipt_max_age_seconds)"
+            )
 
     def _match(
         self,
@@ -311,3 +313,17 @@ class ReceiptChecker:
             raise ReceiptRefusedError(
                 f"receipt does not match the request: {', '.join(mismatches)}"
             )
+
+
+def _not_future(recorded: datetime, now: datetime) -> None:
+    """Refuse a record dated ahead of this node's clock by more than the skew allowed,
+    saying by how much (a coordinator's clock ahead of the node's shows here)."""
+    if recorded > now + _SKEW:
+        raise ReceiptRefusedError(
+            f"receipt is dated in the future: its record is {_seconds(recorded - now)} s "
+            f"ahead of this node's clock, at most {_seconds(_SKEW)} s allowed"
+        )
+
+
+def _seconds(span: timedelta) -> str:
+    return f"{round(span.total_seconds(), 1):g}"

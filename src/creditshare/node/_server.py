@@ -26,7 +26,12 @@ from creditshare.node._authority_store import (
 from creditshare.node._cubes import CubeStore
 from creditshare.node._encryptors import EncryptorCache
 from creditshare.node._importer import ImportSummary, import_files
-from creditshare.node._privacy_budget import BudgetTotal, PrivacyBudget, PrivacySpendRow
+from creditshare.node._privacy_budget import (
+    BudgetTotal,
+    PeriodTotal,
+    PrivacyBudget,
+    PrivacySpendRow,
+)
 from creditshare.node._receipts import ReceiptChecker
 from creditshare.node._request_context import RequestContextInterceptor
 from creditshare.node._scoring import ScoreEngine
@@ -152,15 +157,27 @@ def refusal_log_entries(settings: NodeSettings, limit: int = 1000) -> list[Refus
 
 def privacy_spend_entries(
     settings: NodeSettings, limit: int = 1000
-) -> tuple[list[BudgetTotal], list[PrivacySpendRow]]:
+) -> tuple[list[BudgetTotal], list[PeriodTotal], list[PrivacySpendRow]]:
     """Per regulator and period what its statistics queries spent here (all of them),
-    and the newest ``limit`` spends one by one."""
+    per period what all regulators together spent (the node-wide cap's count), and the
+    newest ``limit`` spends one by one."""
     engine = _read_only_engine(settings, "creditshare node privacy-budget")
     try:
-        budget = PrivacyBudget(engine, settings.stats_epsilon_per_period, utc_now)
-        return budget.totals(), budget.entries(limit)
+        budget = _privacy_budget(settings, engine, utc_now)
+        return budget.totals(), budget.period_totals(), budget.entries(limit)
     finally:
         engine.dispose()
+
+
+def _privacy_budget(
+    settings: NodeSettings, engine: Engine, clock: Callable[[], datetime]
+) -> PrivacyBudget:
+    return PrivacyBudget(
+        engine,
+        settings.stats_epsilon_per_period,
+        clock,
+        total=settings.stats_epsilon_total_per_period,
+    )
 
 
 def utc_now() -> datetime:
@@ -242,7 +259,7 @@ async def build_server(
         checker,
         access_log,
         refusal_log,
-        PrivacyBudget(db, settings.stats_epsilon_per_period, clock),
+        _privacy_budget(settings, db, clock),
         cubes,
         encryptors,
     )

@@ -40,6 +40,7 @@ from creditshare.errors import (
     RevocationStaleError,
     StaleRecordError,
     StaleShardError,
+    StatisticsUnavailableError,
 )
 from creditshare.identity import Uscc
 from creditshare.ledger import QueryRecord, StaleTreeHeadError, TrustedHeadTracker
@@ -83,7 +84,8 @@ def status_for(exc: CreditShareError) -> grpc.StatusCode:
         | RevocationStaleError
         | OutOfOrderError
         | StaleRecordError
-        | StaleShardError,
+        | StaleShardError
+        | StatisticsUnavailableError,
     ):
         return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, ConflictError):
@@ -122,7 +124,9 @@ async def guarded(
             (
                 status in _LOGGED_REFUSALS
                 # This node's own state (records or a shard to redo), not someone's attempt.
-                and not isinstance(exc, StaleRecordError | StaleShardError)
+                and not isinstance(
+                    exc, StaleRecordError | StaleShardError | StatisticsUnavailableError
+                )
             )
             # A regulator's query past its privacy budget: refused, and on record.
             or isinstance(exc, PrivacyBudgetExceededError)

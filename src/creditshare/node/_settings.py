@@ -117,6 +117,21 @@ class NodeSettings(EnvFirstSettings):
         description="privacy budget: the ε each regulator's statistics queries may spend on "
         "this node per stats_budget_period, summed over its queries (refused past it)",
     )
+    stats_epsilon_total_per_period: float = Field(
+        default=20.0,
+        gt=0,
+        le=10_000,
+        description="privacy budget of the node: the ε all regulators' statistics queries "
+        "together may spend on this node per stats_budget_period (refused past it; at least "
+        "stats_epsilon_per_period). This, not the per-regulator one, bounds what the node "
+        "releases: whoever runs the chain's CA can certify any number of regulators",
+    )
+    stats_regulators: list[str] = Field(
+        default_factory=list,
+        description="the regulator ids this node answers statistics queries for (empty: any "
+        "regulator the chain's CA certifies); set it so a new regulator needs the "
+        "department's agreement",
+    )
     stats_budget_period: Literal["month", "quarter", "year"] = Field(
         default="month",
         description="the period a regulator's privacy budget is counted over (UTC, by the "
@@ -144,6 +159,17 @@ class NodeSettings(EnvFirstSettings):
         except InvalidKeyError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _total_budget_covers_one_regulator(self) -> NodeSettings:
+        if round(self.stats_epsilon_total_per_period * 1000) < round(
+            self.stats_epsilon_per_period * 1000
+        ):
+            raise ValueError(
+                f"stats_epsilon_total_per_period ({self.stats_epsilon_total_per_period:g}) "
+                f"must be at least stats_epsilon_per_period ({self.stats_epsilon_per_period:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _transport_is_explicit(self) -> NodeSettings:

@@ -5,10 +5,14 @@ A regulator's signed cohort query reaches the node inside a ledger record (kind
 Score: the receipt (head, inclusion, consistency, freshness); that a credential its CA
 vouches for, of role ``regulator``, signed the query and that the record says what it
 signed; that the query is for this node's department, chain and catalogue (by digest)
-and this very key, at an ε within ``stats_max_epsilon_per_query``; then it claims the
-receipt once and spends the query's ε from the regulator's budget for the period in the
-same transaction (``_privacy_budget``). Only then does it read its snapshot cubes
-(``_cubes``), add the full discrete Laplace noise for its own partials
+and this very key, at an ε within ``stats_max_epsilon_per_query``, from a regulator in
+``stats_regulators`` when that is set. Then it finds the snapshot cube in force at each
+of the query's dates (``_cubes``; building the latest one if it is missing), so that a
+query the node's state cannot answer (a stale record, a snapshot too large) is refused
+with FAILED_PRECONDITION and spends nothing. Only then does it claim the receipt once
+and spend the query's ε from the regulator's and the node's budgets for the period in
+the same transaction (``_privacy_budget``), and add the full discrete Laplace noise
+for its own partials
 (``statistics.release``: each node's answer alone is ε-DP), withhold cells whose noisy
 count is small, pack the values (``Layout.pack``) and encrypt them under the regulator's
 key.
@@ -27,7 +31,12 @@ import grpc
 from sqlalchemy.engine import Connection
 
 from creditshare.crypto import PublicKey
-from creditshare.errors import CreditShareError, InvalidInputError, PermissionDeniedError
+from creditshare.errors import (
+    CreditShareError,
+    InvalidInputError,
+    PermissionDeniedError,
+    StatisticsUnavailableError,
+)
 from creditshare.node._authority_store import RefusalLog
 from creditshare.node._cubes import CubeStore
 from creditshare.node._encryptors import EncryptorCache
@@ -39,8 +48,10 @@ from creditshare.node._trust import AccessLog
 from creditshare.proto import statistics_pb2, statistics_pb2_grpc
 from creditshare.statistics import (
     MAX_ADDITIONS,
+    MAX_NODE_RECORDS,
     Catalogue,
     CohortQuery,
+    Cube,
     Layout,
     period_of,
     release,
@@ -141,6 +152,9 @@ class CohortStatisticsService(statistics_pb2_grpc.CohortStatisticsServicer):
             # Bad input is refused here, before the claim: it spends nothing.
             layout = Layout.for_query(query, self._catalogue, key, request.additions)
             period = period_of(record.time, self._settings.stats_budget_period)
+            # The node's own state is resolved before the spend too: a query it cannot
+            # answer is refused (FAILED_PRECONDITION) having spent nothing.
+            cubes = self._snapshot_cubes(query)
 
             def spend(conn: Connection) -> None:
                 self._budget.spend(conn, index, query.regulator, period, query.epsilon)
@@ -149,7 +163,6 @@ class CohortStatisticsService(statistics_pb2_grpc.CohortStatisticsServicer):
                 claimed = self._access_log.claim(index, record, "Cohort", also=spend)
         if not claimed:
             raise ReceiptRefusedError(f"receipt for ledger entry {index} was already used")
-        cubes = self._cubes.cubes(query.dates)
         values = release(
             cubes,
             query,
@@ -190,4 +203,24 @@ class CohortStatisticsService(statistics_pb2_grpc.CohortStatisticsServicer):
                 f"the statistics query asks for epsilon {query.epsilon:g}; this node answers "
                 f"at most {settings.stats_max_epsilon_per_query:g} per query"
             )
+        allowed = settings.stats_regulators
+        if allowed and query.regulator not in allowed:
+            raise PermissionDeniedError(
+                f"regulator {query.regulator!r} is not among the regulators this node "
+                f"({settings.node_id}) answers statistics queries for (stats_regulators): "
+                "the department must agree to a new regulator first"
+            )
         query.check_against(self._catalogue)
+
+    def _snapshot_cubes(self, query: CohortQuery) -> list[Cube | None]:
+        """The cube in force at each of the query's dates, checked to be answerable; raises
+        StaleRecordError or StatisticsUnavailableError (before any ε is spent)."""
+        cubes = self._cubes.cubes(query.dates)
+        for day, cube in zip(query.dates or ("latest",), cubes, strict=True):
+            if cube is not None and cube.records > MAX_NODE_RECORDS:
+                raise StatisticsUnavailableError(
+                    f"this node's snapshot in force at {day} holds {cube.records} records, "
+                    f"over the {MAX_NODE_RECORDS} a statistics answer can hold: the "
+                    "department's records must be split over more nodes"
+                )
+        return cubes
