@@ -139,7 +139,11 @@ def tax_layout(root: Path, data: Path, nodes_per_chain: int) -> FederationLayout
     ``<chain>-tax_2``, ...; every one of department tax, its own data file)."""
     names = [DEPARTMENT, *(f"{DEPARTMENT}_{k + 1}" for k in range(1, nodes_per_chain))]
     # The most budget a node allows (the bench asks many queries in one month).
-    overrides: dict[str, object] = {"fast_encryption": True, "stats_epsilon_per_period": 1000.0}
+    overrides: dict[str, object] = {
+        "fast_encryption": True,
+        "stats_epsilon_per_period": 1000.0,
+        "stats_epsilon_total_per_period": 1000.0,
+    }
     layout = FederationLayout.write(
         root / "federation",
         data,

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,8 @@ from creditshare.coordinator._admin import init_log_key
 from creditshare.crypto import Ciphertext, PrivateKey, PublicKey, SigningKey
 from creditshare.departments import get_department
 from creditshare.ledger import parse_record
-from creditshare.proto import statistics_pb2, statistics_pb2_grpc
-from creditshare.signed import SignedCohortQuery
+from creditshare.proto import privacy_budget_metadata, statistics_pb2, statistics_pb2_grpc
+from creditshare.signed import RECORD_TIME_WINDOW, SignedCohortQuery
 from creditshare.statistics import Catalogue, CohortQuery, Layout
 
 from .._authority import authority
@@ -77,10 +77,16 @@ class FakeStatisticsNode(statistics_pb2_grpc.CohortStatisticsServicer):
     ) -> statistics_pb2.CohortResponse:
         record = parse_record(request.receipt.leaf_data)
         self.records.append(record)
-        if self.mode == "refuse_budget":
+        if self.mode == "refuse_budget":  # as node/_service.guarded refuses for budget
+            context.set_trailing_metadata(privacy_budget_metadata())
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, BUDGET_WORDS)
+        if self.mode == "refuse_budget_tersely":  # the metadata decides, not the words
+            context.set_trailing_metadata(privacy_budget_metadata())
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "no")
         if self.mode == "busy":
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the node is full; try later")
+        if self.mode == "busy_saying_budget":  # the words of a refusal, not its metadata
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, BUDGET_WORDS)
         assert record.request is not None
         query = CohortQuery.from_document(record.request["document"])
         key = PublicKey.from_bytes(request.public_key.n)
@@ -297,7 +303,15 @@ def test_a_node_refusing_for_budget_is_named_recorded_and_left_out(setup: Setup)
     refusal = parse_record(setup.services.ledger.receipt(before + 1).data)
     assert refusal.kind == "refusal" and refusal.query_id == query.request_id
     assert refusal.purpose == "statistics"
-    assert "prd-tax" in refusal.reason and "1 of 3" in refusal.reason
+    assert refusal.reason == f"privacy budget: 1 of 3 nodes asked refused (prd-tax): {BUDGET_WORDS}"
+
+
+def test_the_refusal_metadata_not_the_words_makes_a_budget_refusal(setup: Setup) -> None:
+    setup.nodes["prd-tax"].mode = "refuse_budget_tersely"
+    answer = _post(setup, _query(setup))
+    assert answer.status_code == 200, answer.text
+    statuses = {n["node_id"]: (n["status"], n["reason"]) for n in answer.json()["nodes"]}
+    assert statuses["prd-tax"] == ("refused", "no")
 
 
 def test_every_node_refusing_for_budget_is_a_403_after_the_refusal_record(setup: Setup) -> None:
@@ -316,20 +330,31 @@ def test_every_node_refusing_for_budget_is_a_403_after_the_refusal_record(setup:
     assert _ledger_size(setup) == before + 2
     refusal = parse_record(setup.services.ledger.receipt(before + 1).data)
     assert refusal.kind == "refusal" and refusal.query_id == query.request_id
+    assert refusal.reason.startswith("privacy budget: 3 of 3 nodes asked refused (")
     # The budget read-out counts the query as refused: no node spent anything on it.
     budget = setup.client.get("/v1/statistics/budget", headers=setup.headers).json()
     month = query.time.strftime("%Y-%m")
     assert budget["periods"] == [{"period": month, "queries": 1, "epsilon": 0.0, "refused": 1}]
 
 
-def test_a_busy_node_is_a_failure_not_a_budget_refusal(setup: Setup) -> None:
-    setup.nodes["bth-tax"].mode = "busy"
+@pytest.mark.parametrize("mode", ["busy", "busy_saying_budget"])
+def test_a_busy_node_is_a_failure_not_a_budget_refusal(setup: Setup, mode: str) -> None:
+    setup.nodes["bth-tax"].mode = mode
     before = _ledger_size(setup)
     answer = _post(setup, _query(setup))
     assert answer.status_code == 200, answer.text
     statuses = {n["node_id"]: n["status"] for n in answer.json()["nodes"]}
     assert statuses["bth-tax"] == "failed"
     assert _ledger_size(setup) == before + 1  # no refusal record
+
+
+def test_every_node_busy_is_a_503_not_a_budget_refusal(setup: Setup) -> None:
+    for node in setup.nodes.values():
+        node.mode = "busy_saying_budget"
+    before = _ledger_size(setup)
+    answer = _post(setup, _query(setup))
+    assert answer.status_code == 503, answer.text
+    assert _ledger_size(setup) == before + 1  # the statistics record; no refusal
 
 
 @pytest.mark.parametrize(
@@ -418,3 +443,70 @@ def test_the_budget_adds_the_recorded_epsilons_per_period(setup: Setup) -> None:
     assert yearly.json()["periods"][0]["period"] == month[:4]
     wrong = setup.client.get("/v1/statistics/budget?period=week", headers=setup.headers)
     assert wrong.status_code == 422
+
+
+@pytest.mark.parametrize("seconds", [-90, 90])
+def test_a_query_signed_outside_the_nodes_window_is_refused_before_recording(
+    setup: Setup, seconds: int
+) -> None:
+    # Within the coordinator's request_max_skew_seconds (120), outside the nodes' 60 s:
+    # recorded, every node would refuse the record. Refused here instead, nothing spent.
+    before = _ledger_size(setup)
+    when = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds)
+    answer = _post(setup, _query(setup, time=when))
+    assert answer.status_code == 422, answer.text
+    problem = answer.json()
+    assert problem["field"] == "time"
+    assert "at most 60 s" in problem["detail"]
+    assert _ledger_size(setup) == before
+    assert all(node.records == [] for node in setup.nodes.values())
+    # The same query signed now goes through.
+    assert _post(setup, _query(setup)).status_code == 200
+
+
+def test_the_record_time_window_is_the_nodes(setup: Setup) -> None:
+    # One window: the node's check and the coordinator's refusal must not drift apart.
+    from creditshare.node import _authority
+
+    assert RECORD_TIME_WINDOW == _authority._SKEW
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # as Prometheus writes
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name}{{{wanted}}} in /metrics")
+
+
+def test_statistics_queries_are_counted_by_outcome(setup: Setup) -> None:
+    assert _post(setup, _query(setup)).status_code == 200
+    setup.nodes["prd-tax"].mode = "refuse_budget"
+    assert _post(setup, _query(setup)).status_code == 200
+    for node in setup.nodes.values():
+        node.mode = "refuse_budget"
+    assert _post(setup, _query(setup)).status_code == 403
+    for node in setup.nodes.values():
+        node.mode = "busy"
+    assert _post(setup, _query(setup)).status_code == 503
+    assert _post(setup, _query(setup, catalogue_digest="ab" * 32)).status_code == 422
+    text = setup.client.get("/metrics").text
+    name = "creditshare_statistics_queries_total"
+    counts = {
+        outcome: _metric(text, name, outcome=outcome)
+        for outcome in ("answered", "partial", "refused", "unanswered", "rejected", "error")
+    }
+    assert counts == {
+        "answered": 1,
+        "partial": 1,
+        "refused": 1,
+        "unanswered": 1,
+        "rejected": 1,
+        "error": 0,
+    }
+    left_out = "creditshare_node_failures_total"
+    assert _metric(text, left_out, node="prd-tax", reason="privacy_budget") == 2
+    assert _metric(text, left_out, node="yrd-tax", reason="privacy_budget") == 1
+    assert _metric(text, left_out, node="yrd-tax", reason="resource_exhausted") == 1
+    calls = "creditshare_node_calls_total"
+    assert _metric(text, calls, node="yrd-tax", method="Cohort", code="ok") == 2

@@ -32,7 +32,7 @@ from creditshare.departments import get_department
 from creditshare.errors import ClientError, InvalidInputError
 from creditshare.pki import init_ca
 from creditshare.signed import SignedCohortQuery
-from creditshare.statistics import Catalogue, CohortQuery, Layout, decode
+from creditshare.statistics import Catalogue, CohortQuery, Layout, decode, withheld_cell
 
 from .._pki import make_credential
 
@@ -64,11 +64,13 @@ def node_values(query: CohortQuery, catalogue: Catalogue, node: int) -> list[int
     for cell in layout.cells:
         group = dict(cell.group)
         if node == 1 and group.get("region") == "other":
-            out.extend([0, 1] + [0] * (layout.values_per_cell - 2))
+            out.extend(withheld_cell(query, catalogue))
             continue
         count = 20 if node == 0 else 3
         sums = [count * 1000] * len(query.summed_columns)
-        levels = [count // grades] * grades * len(query.distributions)
+        # Per grade its count and withheld flag: every grade but the first holds too few
+        # enterprises to release (withheld at this node).
+        levels = [count, 0, *([0, 1] * (grades - 1))] * len(query.distributions)
         out.extend([count, 0, *sums, *levels])
     assert len(out) == layout.values
     return out
@@ -325,7 +327,13 @@ def test_a_suppressed_cell_has_no_figure_in_the_rows(
     assert all(r["suppressed"] for r in hidden)
     shown = [r for r in rows if r["region"] == "31"]
     assert {r["measure"] for r in shown} == set(MEASURES)
-    assert all(isinstance(r["value"], float | int) and r["bound"] > 0 for r in shown)
+    # A grade no node released is suppressed on its own (no figure), the cell's other
+    # figures are shown.
+    thin = [r for r in shown if r["level"] not in ("", "A")]
+    assert thin and all(r["suppressed"] and r["value"] is None for r in thin)
+    assert all(
+        isinstance(r["value"], float | int) and r["bound"] > 0 for r in shown if r not in thin
+    )
     assert json.loads(json.dumps(answer.to_json()))["rows"] == rows
 
 

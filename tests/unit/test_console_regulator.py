@@ -63,7 +63,10 @@ def _result(
         grades = [200, 150, 62, 0, 0] if region == "31" else [count, 0, 0, 0, 0]
         values += [count, withheld]
         values += [count * 123] if "mean:annual_tax_paid" in measures else []
-        values += grades if "distribution:tax_credit_grade" in measures else []
+        if "distribution:tax_credit_grade" in measures:
+            # Each level: its noisy count and the nodes that withheld it (at least the
+            # cell's: a withheld cell withholds its levels).
+            values += [v for grade in grades for v in (grade, withheld)]
     return decode(values, query, CATALOGUE, nodes=3)
 
 

@@ -237,7 +237,8 @@ def test_released_cells_are_the_marginals_in_layout_order(bank_key: PrivateKey) 
     layout = Layout.for_query(q, CATALOGUE, bank_key.public_key, 1)
     values = release([cube_of(rows)], q, CATALOGUE, min_cell=1)
     per_cell = layout.values_per_cell
-    assert per_cell == 2 + len(GRADES)
+    # Count and flag, then per grade its count and its own withheld flag.
+    assert per_cell == 2 + 2 * len(GRADES)
     exact = total = 0
     for c, cell in enumerate(layout.cells):
         group = dict(cell.group)
@@ -249,11 +250,12 @@ def test_released_cells_are_the_marginals_in_layout_order(bank_key: PrivateKey) 
         ]
         got = values[c * per_cell : (c + 1) * per_cell]
         if got[1]:  # withheld: its noisy count fell below 1
-            assert got == [0, 1] + [0] * len(GRADES) and len(members) <= 2
+            assert got == [0, 1] + [0, 1] * len(GRADES) and len(members) <= 2
             continue
-        truth = [len(members), 0] + [
-            sum(1 for r in members if r["tax_credit_grade"] == g) for g in GRADES
-        ]
+        truth = [len(members), 0]
+        for grade in GRADES:
+            n = sum(1 for r in members if r["tax_credit_grade"] == grade)
+            truth.extend((n, 0) if n >= 1 else (0, 1))  # an empty level is withheld
         assert all(abs(a - b) <= 3 for a, b in zip(got, truth, strict=True)), (group, got, truth)
         exact += sum(a == b for a, b in zip(got, truth, strict=True))
         total += len(truth)

@@ -31,6 +31,7 @@ from creditshare.statistics import (
     tail_bound,
 )
 from creditshare.statistics._bounds import _chernoff_bound, _exact_bound
+from creditshare.statistics._layout import cell_values
 from creditshare.statistics._noise import noisy
 
 TAX = get_department("tax")
@@ -117,6 +118,23 @@ def _node_rows(seed: int, sizes: dict[str, int]) -> list[tuple[str, Record]]:
     return rows
 
 
+def _held(
+    nodes: list[list[tuple[str, Record]]],
+    withheld_by: list[set[tuple[str, str]]],
+    industry: str,
+    part: str,
+) -> list[Record]:
+    """The records of ``industry`` (its ``part``: a grade, or "" for the cell) at the
+    nodes that released it."""
+    return [
+        record
+        for n, node_rows in enumerate(nodes)
+        if (industry, "") not in withheld_by[n] and (industry, part) not in withheld_by[n]
+        for _, record in node_rows
+        if record["industry"] == industry
+    ]
+
+
 def test_bounds_hold_at_their_confidence_over_many_releases() -> None:
     # Three nodes; cells from far above the threshold down to below it.
     nodes = [
@@ -134,12 +152,23 @@ def test_bounds_hold_at_their_confidence_over_many_releases() -> None:
     scales = noise_scales(query, CATALOGUE)
     assert scales["sum:annual_tax_paid"] > 1000  # the sum's noise is real, in units
     levels = CATALOGUE.dimension("industry").levels
-    released = missed = 0
+    per_cell = cell_values(query, CATALOGUE)
+    assert per_cell == 2 + 1 + 2 * 5  # count, flag, one sum, five grades with their flags
+    released: dict[str, int] = {}
     misses: dict[str, int] = {}
     for _ in range(DRAWS):
         answers = [release([cube], query, CATALOGUE, min_cell=10) for cube in cubes]
+        # Per node, the (industry, grade or "") parts it withheld: a cell's flag, then
+        # each grade's own flag (a level of a released cell may be withheld alone).
         withheld_by = [
-            {levels[c] for c in range(len(levels)) if answer[c * 8 + 1]} for answer in answers
+            {
+                (levels[c], part)
+                for c in range(len(levels))
+                for part, flag in [("", answer[c * per_cell + 1])]
+                + [(g, answer[c * per_cell + 4 + 2 * i]) for i, g in enumerate("ABMCD")]
+                if flag
+            }
+            for answer in answers
         ]
         summed = [sum(column) for column in zip(*answers, strict=True)]
         result = decode(summed, query, CATALOGUE, nodes=3, confidence=CONFIDENCE)
@@ -147,13 +176,8 @@ def test_bounds_hold_at_their_confidence_over_many_releases() -> None:
             if cell.suppressed:
                 continue
             industry = cell.group["industry"]
-            rows: list[Record] = [
-                record
-                for n, held in enumerate(nodes)
-                if industry not in withheld_by[n]
-                for _, record in held
-                if record["industry"] == industry
-            ]
+
+            rows = _held(nodes, withheld_by, industry, "")
             paid = [min(float(r["annual_tax_paid"]), 1e7) for r in rows]
             truths: dict[str, tuple[object, float]] = {
                 "count": (cell.count, len(rows)),
@@ -163,17 +187,23 @@ def test_bounds_hold_at_their_confidence_over_many_releases() -> None:
             distribution = cell.measures["distribution:tax_credit_grade"]
             assert isinstance(distribution, dict)
             for grade in "ABMCD":
-                graded = sum(1 for r in rows if r["tax_credit_grade"] == grade)
+                graded = sum(
+                    1
+                    for r in _held(nodes, withheld_by, industry, grade)
+                    if r["tax_credit_grade"] == grade
+                )
                 truths[f"grade {grade}"] = (distribution[grade], graded)
             for name, (figure, truth) in truths.items():
                 assert isinstance(figure, Figure)
-                released += 1
+                if figure.suppressed:
+                    continue
+                released[name] = released.get(name, 0) + 1
                 if abs(figure.value - truth) > figure.bound + 1e-6 * abs(truth):
-                    missed += 1
                     misses[name] = misses.get(name, 0) + 1
-    assert released > DRAWS * 8 * 3
-    assert missed / released <= 1 - CONFIDENCE, misses
+    assert sum(released.values()) > DRAWS * 8 * 2
+    assert all(released.get(f"grade {g}", 0) > DRAWS for g in "ABMCD"), released
+    assert sum(misses.values()) / sum(released.values()) <= 1 - CONFIDENCE, misses
     # Per measure too, up to four standard errors of sampling.
-    per_measure = released / 8
-    slack = 4 * math.sqrt(CONFIDENCE * (1 - CONFIDENCE) / per_measure)
-    assert all(m / per_measure <= 1 - CONFIDENCE + slack for m in misses.values()), misses
+    for name, count in released.items():
+        slack = 4 * math.sqrt(CONFIDENCE * (1 - CONFIDENCE) / count)
+        assert misses.get(name, 0) / count <= 1 - CONFIDENCE + slack, (name, misses, released)

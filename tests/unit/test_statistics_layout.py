@@ -71,8 +71,8 @@ def test_cells_come_from_the_query_and_catalogue_alone(bank_key: PrivateKey) -> 
     assert len(layout.cells) == 2 * 3 * len(industries)
     assert layout.cells[0] == CellKey("2026-10-31", (("chain", "yrd"), ("industry", industries[0])))
     assert layout.cells[1] == CellKey("2026-10-31", (("chain", "yrd"), ("industry", industries[1])))
-    # count, withheld, one sum per summed column, one value per age band
-    assert layout.values_per_cell == 2 + 2 + len(CATALOGUE.dimension("age_band").levels)
+    # count, withheld, one sum per summed column, per age band its count and its flag
+    assert layout.values_per_cell == 2 + 2 + 2 * len(CATALOGUE.dimension("age_band").levels)
     # The slot width (hence every size) does not depend on how many nodes answer.
     others = [Layout.for_query(_query(), CATALOGUE, bank_key.public_key, a) for a in (1, 64)]
     assert {(o.slot.slot_bits, o.slot.slots, o.ciphertexts) for o in others} == {
@@ -112,13 +112,14 @@ def test_answer_size_is_independent_of_the_data(bank_key: PrivateKey) -> None:
 def test_cells_of_another_chain_are_withheld_without_noise() -> None:
     query = _query()
     values = release([_cube(300, 5), _cube(300, 6)], query, CATALOGUE, min_cell=3, chain="prd")
-    per_cell = 2 + 2 + len(CATALOGUE.dimension("age_band").levels)
+    bands = len(CATALOGUE.dimension("age_band").levels)
+    per_cell = 2 + 2 + 2 * bands
     industries = len(CATALOGUE.dimension("industry").levels)
     for c in range(len(values) // per_cell):
         cell = values[c * per_cell : (c + 1) * per_cell]
         chain = ("yrd", "prd", "bth")[(c // industries) % 3]
         if chain != "prd":
-            assert cell == [0, 1] + [0] * (per_cell - 2)
+            assert cell == [0, 1, 0, 0] + [0, 1] * bands
     with pytest.raises(InvalidInputError, match="node's chain"):
         release([None, None], query, CATALOGUE, min_cell=3)
 

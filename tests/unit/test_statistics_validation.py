@@ -59,9 +59,21 @@ def _document(**changes: Any) -> dict[str, Any]:
         ({"dates": ["2026-11-30", "2026-10-31"]}, "'dates' must be sorted"),
         ({"dates": ["2026-02-30"]}, "'dates' must be ISO dates that exist"),
         ({"dates": [f"2026-01-{d:02d}" for d in range(1, 14)]}, "at most 12 distinct ISO dates"),
+        ({"dates": ["1999-12-31"]}, "'dates' must be on or after 2000-01-01, not '1999-12-31'"),
+        ({"dates": ["2026-12-02"]}, "'dates' must be on or before the query's time (2026-12-01)"),
+        ({"dates": ["2026-11-30", "9999-12-31"]}, "on or before the query's time (2026-12-01)"),
+        # The bound is the time's own (UTC) day, not the day after.
+        (
+            {"dates": ["2026-12-01"], "time": "2026-11-30T23:00:00Z"},
+            "on or before the query's time (2026-11-30)",
+        ),
         ({"catalogue_digest": "AB" * 32}, "'catalogue_digest' must be 64 lowercase hex"),
         ({"request_id": "x"}, "'request_id' must be 32 lowercase hex digits"),
         ({"regulator": "Not An Id"}, "'regulator' must be a participant id"),
+        (
+            {"dates": ["9999-12-31"], "time": "9999-12-31T12:00:00Z"},
+            "'dates' must be on or before 9999-12-30",
+        ),
         ({"time": "yesterday"}, "'time' must look like 2026-01-31T12:00:00Z"),
         ({"type": "query"}, "not a version 1 cohort query"),
         ({"extra": 1}, "unexpected ['extra']"),
@@ -141,3 +153,13 @@ def test_catalogue_bytes_that_are_not_one() -> None:
         Catalogue.from_bytes(b"\xff")
     with pytest.raises(InvalidInputError, match="over"):
         Catalogue.from_bytes(b" " * 300_000)
+
+
+def test_a_query_built_in_code_is_held_to_the_same_date_bounds() -> None:
+    doc = CohortQuery.from_document(_document())
+    with pytest.raises(InvalidInputError, match="'dates' must be on or before the query's time"):
+        CohortQuery(**{**_fields(doc), "dates": ("2026-11-30", "9999-12-31")})
+
+
+def _fields(query: CohortQuery) -> dict[str, Any]:
+    return {name: getattr(query, name) for name in CohortQuery.__dataclass_fields__}

@@ -222,8 +222,10 @@ def result_tables(
                         level,
                         item.value,
                         item.bound,
-                        cell.suppressed,
-                        cell.withheld_at,
+                        # A distribution level is held to the minimum on its own count, so
+                        # it may be suppressed (or withheld by more nodes) in a shown cell.
+                        cell.suppressed or item.suppressed,
+                        max(cell.withheld_at, item.withheld_at),
                     )
                 )
         tables.append(MeasureTable(measure, kind, name, _with_bars(rows)))

@@ -10,12 +10,17 @@ participant id or a raw path):
 - ``creditshare_queries_total{outcome}`` and
   ``creditshare_query_duration_seconds{outcome}``: ``POST /v1/queries`` that got
   past authentication; outcome is one of ``QUERY_OUTCOMES``.
+- ``creditshare_statistics_queries_total{outcome}`` and
+  ``creditshare_statistics_query_duration_seconds{outcome}``: ``POST /v1/statistics``
+  (a regulator's cohort query) that got past authentication; outcome is one of
+  ``STATISTICS_OUTCOMES``.
 - ``creditshare_node_calls_total{node,method,code}`` and
   ``creditshare_node_call_duration_seconds{node,method}``: every gRPC call to a
   data node (Describe, Score, the training relay), with its status code.
 - ``creditshare_node_failures_total{node,reason}``: nodes left out of a query's
   answer, by reason class (``unavailable``, ``deadline_exceeded``,
-  ``invalid_answer``, ``ledger``, ``head_moving`` or the gRPC code of a refusal).
+  ``invalid_answer``, ``ledger``, ``head_moving``, ``privacy_budget`` for a node that
+  refused a statistics query for the regulator's budget, or the gRPC code of a refusal).
 - ``creditshare_ledger_size``: records in the ledger, read at scrape time.
 - ``creditshare_training_jobs{status}``: training jobs by status, read at scrape time.
 - ``creditshare_http_requests_total{method,route,status}`` and
@@ -36,14 +41,17 @@ from creditshare.errors import (
     ConsentRefusedError,
     CreditShareError,
     NoNodeAnsweredError,
+    PrivacyBudgetExceededError,
     RateLimitedError,
 )
 
 __all__ = [
     "QUERY_OUTCOMES",
+    "STATISTICS_OUTCOMES",
     "TRAINING_STATUSES",
     "CoordinatorMetrics",
     "query_outcome",
+    "statistics_outcome",
 ]
 
 log = logging.getLogger("creditshare.coordinator")
@@ -60,6 +68,12 @@ QUERY_OUTCOMES = (
     "rejected",
     "error",
 )
+#: answered: every node asked answered; partial: some did (the others refused for the
+#: privacy budget or failed); refused: every node asked refused for the regulator's
+#: privacy budget (403, recorded); unanswered: no node answered, not all for budget
+#: (503); rejected: refused before anything was recorded (4xx: signature, key,
+#: catalogue, time, a request_id sent again...); error: the coordinator failed (5xx).
+STATISTICS_OUTCOMES = ("answered", "partial", "refused", "unanswered", "rejected", "error")
 TRAINING_STATUSES = ("aligning", "training", "finished", "failed", "cancelled")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -72,6 +86,17 @@ def query_outcome(exc: BaseException, status: int) -> str:
         return "unanswered"
     if isinstance(exc, RateLimitedError):
         return "rate_limited"
+    if isinstance(exc, CreditShareError) and status < 500:
+        return "rejected"
+    return "error"
+
+
+def statistics_outcome(exc: BaseException, status: int) -> str:
+    """The outcome of a statistics query that ended in ``exc``, answered with ``status``."""
+    if isinstance(exc, PrivacyBudgetExceededError):
+        return "refused"
+    if isinstance(exc, NoNodeAnsweredError):
+        return "unanswered"
     if isinstance(exc, CreditShareError) and status < 500:
         return "rejected"
     return "error"
@@ -130,6 +155,19 @@ class CoordinatorMetrics:
             buckets=_BUCKETS,
             registry=registry,
         )
+        self.statistics_queries = Counter(
+            "creditshare_statistics_queries",
+            "Regulators' cohort queries (POST /v1/statistics past authentication) by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.statistics_seconds = Histogram(
+            "creditshare_statistics_query_duration_seconds",
+            "Time to answer a cohort query, by outcome.",
+            ["outcome"],
+            buckets=_BUCKETS,
+            registry=registry,
+        )
         self.node_calls = Counter(
             "creditshare_node_calls",
             "gRPC calls to data nodes by node, method and status code.",
@@ -165,10 +203,16 @@ class CoordinatorMetrics:
         registry.register(_ReadAtScrape(ledger_size, training_jobs))
         for outcome in QUERY_OUTCOMES:
             self.queries.labels(outcome)
+        for outcome in STATISTICS_OUTCOMES:
+            self.statistics_queries.labels(outcome)
 
     def observe_query(self, outcome: str, seconds: float) -> None:
         self.queries.labels(outcome).inc()
         self.query_seconds.labels(outcome).observe(seconds)
+
+    def observe_statistics(self, outcome: str, seconds: float) -> None:
+        self.statistics_queries.labels(outcome).inc()
+        self.statistics_seconds.labels(outcome).observe(seconds)
 
     def node_failed(self, node: str, reason: str) -> None:
         self.node_failures.labels(node, reason).inc()

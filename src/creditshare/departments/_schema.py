@@ -344,6 +344,11 @@ class StatisticsSum:
     lower: float
     upper: float
     unit: float
+    #: The record's stored value of ``column`` as a number, read like every feature and
+    #: indicator: a column absent from a record reads as its default when it has
+    #: ``missing = "default"``; otherwise (or a value the schema does not accept) a
+    #: StaleRecordError naming the column, never a KeyError out of a cube build.
+    read: Callable[[Record], float] = field(repr=False, compare=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)

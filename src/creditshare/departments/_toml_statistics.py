@@ -227,4 +227,6 @@ def _sum(entry: StatSum, where: str, by_name: Mapping[str, FieldSpec]) -> Statis
                 "larger unit",
             )
     _text(column.name, f"{where}.column")
-    return StatisticsSum(column.name, lower, upper, unit)
+    return StatisticsSum(
+        column.name, lower, upper, unit, read=lambda r: _stored(r, column, column.numeric)
+    )

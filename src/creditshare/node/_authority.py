@@ -52,6 +52,7 @@ from creditshare.node._authority_store import RevokedConsents, StoredRevocationL
 from creditshare.node._receipts import ReceiptRefusedError
 from creditshare.pki import Credential, CredentialVerifier
 from creditshare.signed import (
+    RECORD_TIME_WINDOW,
     SignedCohortQuery,
     SignedQuery,
     SignedSubscription,
@@ -68,8 +69,9 @@ _REQUESTER_ROLES = ("bank", "bureau")
 _REGULATOR_ROLE = "regulator"
 #: Revocation lists remembered as already handled (a chain's list changes daily).
 _SEEN_LISTS = 64
-#: How far a signed request's time may sit from the record's (two clocks, one query).
-_SKEW = timedelta(seconds=60)
+#: How far a signed request's time may sit from the record's (two clocks, one query); the
+#: coordinator refuses a statistics query outside it before recording anything.
+_SKEW = RECORD_TIME_WINDOW
 #: The same for a subscription: the coordinator records it at its own clock, having
 #: accepted the bank's signing time within its request skew (minutes, configurable).
 _SUBSCRIPTION_SKEW = timedelta(minutes=10)

@@ -55,6 +55,7 @@ from creditshare.proto import (
     head_to_pb,
     node_pb2,
     node_pb2_grpc,
+    privacy_budget_metadata,
     trusted_size_metadata,
 )
 from creditshare.trees import MAX_DEPTH, MAX_LEAF_SPAN, MAX_TREES, max_shifted_weight
@@ -131,6 +132,9 @@ async def guarded(
             or isinstance(exc, PrivacyBudgetExceededError)
         ):
             await asyncio.to_thread(refusals, status.name, exc)
+        if isinstance(exc, PrivacyBudgetExceededError):
+            # Said structurally: a busy node answers RESOURCE_EXHAUSTED too.
+            context.set_trailing_metadata(privacy_budget_metadata())
         log.info("refused: %s", exc)
         await context.abort(status, str(exc))
         raise AssertionError("unreachable") from exc  # abort always raises

@@ -8,11 +8,15 @@ talks HTTP only.
 """
 
 from creditshare.proto._codec import (
+    PRIVACY_BUDGET_REFUSAL,
+    REFUSAL_METADATA,
     TRUSTED_SIZE_METADATA,
     ProvenReceipt,
     check_receipt_shape,
     head_from_pb,
     head_to_pb,
+    is_privacy_budget_refusal,
+    privacy_budget_metadata,
     receipt_from_pb,
     receipt_to_pb,
     settings_from_pb,
@@ -35,15 +39,19 @@ from creditshare.proto.creditshare.v1 import (
 
 __all__ = [
     "GRPC_MESSAGE_OPTIONS",
+    "PRIVACY_BUDGET_REFUSAL",
+    "REFUSAL_METADATA",
     "TRUSTED_SIZE_METADATA",
     "ProvenReceipt",
     "check_receipt_shape",
     "head_from_pb",
     "head_to_pb",
+    "is_privacy_budget_refusal",
     "monitoring_pb2",
     "monitoring_pb2_grpc",
     "node_pb2",
     "node_pb2_grpc",
+    "privacy_budget_metadata",
     "receipt_from_pb",
     "receipt_to_pb",
     "settings_from_pb",

@@ -27,11 +27,15 @@ from creditshare.proto.creditshare.v1 import node_pb2, training_pb2
 from creditshare.trees import TreeConfig
 
 __all__ = [
+    "PRIVACY_BUDGET_REFUSAL",
+    "REFUSAL_METADATA",
     "TRUSTED_SIZE_METADATA",
     "ProvenReceipt",
     "check_receipt_shape",
     "head_from_pb",
     "head_to_pb",
+    "is_privacy_budget_refusal",
+    "privacy_budget_metadata",
     "receipt_from_pb",
     "receipt_to_pb",
     "settings_from_pb",
@@ -44,6 +48,13 @@ __all__ = [
 
 #: Trailing metadata carrying a node's trusted tree size with a stale-head refusal.
 TRUSTED_SIZE_METADATA = "creditshare-trusted-size"
+#: Trailing metadata naming why a node refused, where the status code alone is
+#: ambiguous: RESOURCE_EXHAUSTED is both "this regulator's privacy budget would be
+#: exceeded" (nothing spent; asking again this period is refused again) and "too busy
+#: now" (try later). The words of a refusal are for people, never parsed.
+REFUSAL_METADATA = "creditshare-refusal"
+#: Its value for a regulator's query refused for the privacy budget.
+PRIVACY_BUDGET_REFUSAL = "privacy-budget"
 _MAX_SIZE = 1 << 63
 
 
@@ -138,6 +149,18 @@ def trusted_size_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> int
             except (TypeError, ValueError):
                 return None
     return None
+
+
+def privacy_budget_metadata() -> tuple[tuple[str, str]]:
+    """The trailing metadata a node sends with a privacy-budget refusal."""
+    return ((REFUSAL_METADATA, PRIVACY_BUDGET_REFUSAL),)
+
+
+def is_privacy_budget_refusal(metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
+    """Whether a refusal's trailing metadata says it is for the privacy budget."""
+    return any(
+        key == REFUSAL_METADATA and value == PRIVACY_BUDGET_REFUSAL for key, value in metadata or ()
+    )
 
 
 def settings_to_pb(config: TrainingConfig) -> training_pb2.TrainingSettings:

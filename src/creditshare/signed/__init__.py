@@ -18,9 +18,11 @@ from creditshare.signed._statements import (
     training_document,
 )
 from creditshare.signed._subscription import SignedSubscription, subscription_document
+from creditshare.signed._window import RECORD_TIME_WINDOW
 
 __all__ = [
     "MAX_NODES",
+    "RECORD_TIME_WINDOW",
     "SignedCohortQuery",
     "SignedPsiTranscript",
     "SignedQuery",

@@ -23,9 +23,13 @@ from creditshare.statistics._layout import (
     MAX_NODE_RECORDS,
     CellKey,
     Layout,
+    cell_values,
+    withheld_cell,
 )
 from creditshare.statistics._noise import noise_scales, release_epsilon, sensitivities
 from creditshare.statistics._query import (
+    EARLIEST_DATE,
+    LATEST_DATE,
     MAX_DATES,
     MAX_EPSILON,
     MAX_GROUP_BY,
@@ -40,7 +44,9 @@ from creditshare.statistics._release import release
 
 __all__ = [
     "CHAIN_LEVELS",
+    "EARLIEST_DATE",
     "LATEST",
+    "LATEST_DATE",
     "MAX_ADDITIONS",
     "MAX_DATES",
     "MAX_EPSILON",
@@ -61,6 +67,7 @@ __all__ = [
     "Figure",
     "Layout",
     "SumColumn",
+    "cell_values",
     "decode",
     "format_epsilon",
     "noise_bound",
@@ -71,4 +78,5 @@ __all__ = [
     "release_epsilon",
     "sensitivities",
     "tail_bound",
+    "withheld_cell",
 ]

@@ -116,27 +116,30 @@ class CubeBuilder:
             )
         self._catalogue = catalogue
         self._dimensions = department.statistics.dimensions
-        self._sums = catalogue.sums
+        # The schema's readers (``StatisticsSum.read``) paired with the catalogue's
+        # clipping: same columns in the same order, as the digest check above proves.
+        self._sums = tuple(zip(department.statistics.sums, catalogue.sums, strict=True))
         self._shape = _shape(catalogue)
         self._strides = [math.prod(self._shape[i + 1 :]) for i in range(len(self._shape))]
-        self._defaults = {
-            f.name: f.default
-            for f in department.fields
-            if f.missing == "default" and f.default is not None
-        }
         self._cells: list[int] = []
         self._units: list[list[int]] = [[] for _ in self._sums]
 
     def add(self, uscc: str, record: Mapping[str, FieldValue]) -> None:
-        """Count one enterprise's record (a column added to the schema since the record
-        was imported, with ``missing = "default"``, reads as its default)."""
-        full: Mapping[str, FieldValue] = {**self._defaults, **record} if self._defaults else record
+        """Count one enterprise's record.
+
+        Every column, dimension or sum, is read through the schema's stored-value reader:
+        a column added since the record was imported reads as its default when it has
+        ``missing = "default"``; without one, or holding a value the schema no longer
+        accepts, the record is stale and the build stops with StaleRecordError naming the
+        column (its operator must re-import), never a KeyError. Nothing is kept of a
+        record that fails, so the builder's totals are never of a partial record."""
         cell = _REGION_INDEX.get(uscc[2:4], _OTHER) * self._strides[0]
         for axis, dimension in enumerate(self._dimensions, start=1):
-            cell += dimension.derive(full) * self._strides[axis]
+            cell += dimension.derive(record) * self._strides[axis]
+        units = [column.units(spec.read(record)) for spec, column in self._sums]
         self._cells.append(cell)
-        for j, column in enumerate(self._sums):
-            self._units[j].append(column.units(float(full[column.column])))
+        for j, value in enumerate(units):
+            self._units[j].append(value)
 
     def finish(self) -> Cube:
         cells = math.prod(self._shape)

@@ -11,7 +11,10 @@ and misses can be more frequent than that; far above it, release is near certain
 the two agree. Sums also allow for rounding to whole units; a mean is bounded by
 interval arithmetic over its count and sum (each at half the miss probability) and
 never leaves the clipping bounds. A cell is suppressed when no node released it or its
-total noisy count is below the query's min_cell.
+total noisy count is below the query's min_cell. A distribution's level is a cell of its
+own: each node withholds it below its threshold (its own flag), so it is suppressed when
+its cell is, when no node released it, or when its total is below min_cell; a level
+released by fewer nodes than its cell is partial (``Figure.withheld_at``).
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from numbers import Integral
 from typing import Any
 
 from creditshare.errors import InvalidInputError
 from creditshare.statistics._bounds import noise_bound
 from creditshare.statistics._catalogue import Catalogue
-from creditshare.statistics._layout import LATEST, MAX_ADDITIONS
+from creditshare.statistics._layout import LATEST, MAX_ADDITIONS, cell_values
 from creditshare.statistics._noise import noise_scales
 from creditshare.statistics._query import CohortQuery
 
@@ -35,10 +39,19 @@ __all__ = ["CohortCell", "CohortResult", "Figure", "decode"]
 @dataclass(frozen=True, slots=True)
 class Figure:
     """A released figure and its error bound: the truth lies in value ± bound with at
-    least the result's confidence (0 ± 0 for a suppressed cell)."""
+    least the result's confidence (0 ± 0 when suppressed).
+
+    ``suppressed`` and ``withheld_at`` are the figure's own: its cell's for the count, a
+    sum or a mean; for a distribution level, the level's (a level is withheld by a node
+    whose noisy count of it is below its threshold, and by every node that withheld the
+    cell; a level withheld by some nodes only is partial, its figure theirs who released
+    it)."""
 
     value: float
     bound: float
+    suppressed: bool = False
+    #: Nodes that withheld this figure's cell or level.
+    withheld_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +63,8 @@ class CohortCell:
     measures: dict[str, Figure | dict[str, Figure]]
     #: Nodes that withheld this cell (below their threshold, no snapshot, other chain).
     withheld_at: int
+    #: The whole cell (a distribution's level may be suppressed in a cell that is not:
+    #: see its ``Figure.suppressed``).
     suppressed: bool
 
 
@@ -62,7 +77,8 @@ class CohortResult:
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per figure (for tables and CSV): date, the group's dimensions,
-        measure, level (distributions), value, bound, suppressed, withheld_at."""
+        measure, level (distributions), value, bound, suppressed, withheld_at (the
+        figure's own: a distribution level's may differ from its cell's)."""
         out: list[dict[str, Any]] = []
         measures = self.query.measures
         if "count" not in measures:
@@ -80,8 +96,8 @@ class CohortResult:
                             "level": level,
                             "value": value.value,
                             "bound": value.bound,
-                            "suppressed": cell.suppressed,
-                            "withheld_at": cell.withheld_at,
+                            "suppressed": value.suppressed,
+                            "withheld_at": value.withheld_at,
                         }
                     )
         return out
@@ -95,22 +111,37 @@ def decode(
     nodes: int,
     confidence: float = 0.95,
 ) -> CohortResult:
-    """Figures from the summed values of ``nodes`` nodes' answers (layout order)."""
+    """Figures from the summed values of ``nodes`` nodes' answers (layout order).
+
+    ``values`` must be exactly the layout's values (whole numbers; every withheld flag
+    within 0..nodes, a level's at least its cell's) and ``nodes`` (the answer's
+    additions) within 1..``MAX_ADDITIONS``: InvalidInputError saying which otherwise."""
     query.check_against(catalogue)
+    if isinstance(nodes, bool) or not isinstance(nodes, int):
+        raise InvalidInputError(
+            f"nodes (the answer's additions) must be a whole number, not {nodes!r}"
+        )
     if not 1 <= nodes <= MAX_ADDITIONS:
-        raise InvalidInputError(f"nodes must be within 1..{MAX_ADDITIONS}")
+        raise InvalidInputError(
+            f"nodes (the answer's additions) must be within 1..{MAX_ADDITIONS}, not {nodes}"
+        )
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+        raise InvalidInputError("confidence must be a number")
     if not 0.5 <= confidence < 1:
         raise InvalidInputError("confidence must be at least 0.5 and below 1")
     # The layout's cells, from the query and catalogue alone (no key needed to read them).
     levels = {d.name: d.levels for d in catalogue.dimensions}
     groups = list(itertools.product(*([(n, lv) for lv in levels[n]] for n in query.group_by)))
     dates = query.dates or (LATEST,)
-    sums = query.summed_columns
-    per_cell = 2 + len(sums) + sum(len(levels[d]) for d in query.distributions)
+    per_cell = cell_values(query, catalogue)
     if len(values) != len(dates) * len(groups) * per_cell:
         raise InvalidInputError(
-            f"expected {len(dates) * len(groups) * per_cell} values, got {len(values)}"
+            f"expected {len(dates) * len(groups) * per_cell} values (the layout's: "
+            f"{len(dates) * len(groups)} cells of {per_cell}), got {len(values)}"
         )
+    for index, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, Integral):
+            raise InvalidInputError(f"value {index} is not a whole number")
     scales = noise_scales(query, catalogue)
     miss = 1 - confidence
     cells: list[CohortCell] = []
@@ -138,7 +169,7 @@ def _cell(
 ) -> CohortCell:
     count, withheld = int(chunk[0]), int(chunk[1])
     if not 0 <= withheld <= nodes:
-        raise InvalidInputError(f"a cell says {withheld} of {nodes} nodes withheld it")
+        raise InvalidInputError(f"cell {day} {group}: says {withheld} of {nodes} nodes withheld it")
     k = nodes - withheld
     suppressed = k == 0 or count < query.min_cell
     sums = query.summed_columns
@@ -146,22 +177,31 @@ def _cell(
     at = 2 + len(sums)
     distributions: dict[str, dict[str, Figure]] = {}
     for name in query.distributions:
-        width = len(levels[name])
-        part = chunk[at : at + width]
-        at += width
-        bound = noise_bound(k, scales[f"distribution:{name}"], 1 - miss)
-        distributions[name] = {
-            level: Figure(0.0, 0.0) if suppressed else Figure(float(v), bound)
-            for level, v in zip(levels[name], part, strict=True)
-        }
+        figures: dict[str, Figure] = {}
+        for level in levels[name]:
+            value, level_withheld = int(chunk[at]), int(chunk[at + 1])
+            at += 2
+            if not withheld <= level_withheld <= nodes:
+                raise InvalidInputError(
+                    f"cell {day} {group}: level {level} of distribution:{name} says "
+                    f"{level_withheld} of {nodes} nodes withheld it (its cell: {withheld}; "
+                    "a node that withholds a cell withholds its levels)"
+                )
+            released = nodes - level_withheld
+            if suppressed or released == 0 or value < query.min_cell:
+                figures[level] = Figure(0.0, 0.0, True, level_withheld)
+            else:
+                bound = noise_bound(released, scales[f"distribution:{name}"], 1 - miss)
+                figures[level] = Figure(float(value), bound, False, level_withheld)
+        distributions[name] = figures
     if suppressed:
-        zero = Figure(0.0, 0.0)
+        zero = Figure(0.0, 0.0, True, withheld)
         measures: dict[str, Figure | dict[str, Figure]] = {}
         for measure in query.measures:
             kind, _, target = measure.partition(":")
             measures[measure] = distributions[target] if kind == "distribution" else zero
         return CohortCell(day, group, zero, measures, withheld, True)
-    count_figure = Figure(float(count), noise_bound(k, scales["count"], 1 - miss))
+    count_figure = Figure(float(count), noise_bound(k, scales["count"], 1 - miss), False, withheld)
     measures = {}
     for measure in query.measures:
         kind, _, target = measure.partition(":")
@@ -173,6 +213,10 @@ def _cell(
             measures[measure] = _sum(by_column[target], count, k, target, catalogue, scales, miss)
         else:
             measures[measure] = _mean(by_column[target], count, k, target, catalogue, scales, miss)
+        if kind in ("sum", "mean"):
+            figure = measures[measure]
+            assert isinstance(figure, Figure)
+            measures[measure] = replace(figure, withheld_at=withheld)
     return CohortCell(day, group, count_figure, measures, withheld, False)
 
 

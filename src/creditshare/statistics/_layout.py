@@ -30,7 +30,9 @@ __all__ = [
     "NOISE_TAILS",
     "CellKey",
     "Layout",
+    "cell_values",
     "value_limit",
+    "withheld_cell",
 ]
 
 #: The cell date of a query without dates (each node's latest snapshot).
@@ -54,6 +56,21 @@ class CellKey:
     group: tuple[tuple[str, str], ...]
 
 
+def cell_values(query: CohortQuery, catalogue: Catalogue) -> int:
+    """Values per cell: the noisy count and its withheld flag, one noisy sum per summed
+    column, then per distribution two per level (its noisy count and its own withheld
+    flag). From the query and catalogue only, like every part of the layout."""
+    levels = sum(len(catalogue.dimension(d).levels) for d in query.distributions)
+    return 2 + len(query.summed_columns) + 2 * levels
+
+
+def withheld_cell(query: CohortQuery, catalogue: Catalogue) -> list[int]:
+    """What a node releases for a cell it withholds: count 0, flag 1, every sum 0, and
+    every distribution level 0 with its flag 1 (a level of a withheld cell is withheld)."""
+    levels = sum(len(catalogue.dimension(d).levels) for d in query.distributions)
+    return [0, 1, *([0] * len(query.summed_columns)), *([0, 1] * levels)]
+
+
 def value_limit(query: CohortQuery, catalogue: Catalogue) -> int:
     """The largest magnitude one node's released value may have (a release clamps to it)."""
     scales = noise_scales(query, catalogue)
@@ -64,7 +81,12 @@ def value_limit(query: CohortQuery, catalogue: Catalogue) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """Cells in their fixed order, each ``values_per_cell`` values, packed into slots."""
+    """Cells in their fixed order, each ``values_per_cell`` values, packed into slots.
+
+    A cell's values: noisy count, withheld flag, one noisy sum per summed column, then
+    per ``distribution:<d>`` measure, for each of d's levels in order, the level's noisy
+    count and its withheld flag (``cell_values``). Summed over nodes, a flag counts the
+    nodes that withheld that cell or level."""
 
     cells: tuple[CellKey, ...]
     values_per_cell: int
@@ -93,11 +115,7 @@ class Layout:
         cells = tuple(
             CellKey(day, tuple(group)) for day in (query.dates or (LATEST,)) for group in groups
         )
-        per_cell = (
-            2
-            + len(query.summed_columns)
-            + sum(len(catalogue.dimension(d).levels) for d in query.distributions)
-        )
+        per_cell = cell_values(query, catalogue)
         if len(cells) * per_cell > MAX_VALUES:
             raise InvalidInputError(
                 f"the query releases {len(cells) * per_cell} values per node (at most "

@@ -20,6 +20,8 @@ from creditshare.identity import Chain
 from creditshare.statistics._catalogue import Catalogue
 
 __all__ = [
+    "EARLIEST_DATE",
+    "LATEST_DATE",
     "MAX_DATES",
     "MAX_EPSILON",
     "MAX_GROUP_BY",
@@ -36,6 +38,10 @@ MAX_MEASURES = 8
 MAX_DATES = 12
 MAX_EPSILON = Decimal(10)
 MAX_MIN_CELL = 1000
+#: The oldest date a query may ask about (no snapshot predates the platform).
+EARLIEST_DATE = "2000-01-01"
+#: The newest date any query may ask about: the end of the day after it still exists.
+LATEST_DATE = "9999-12-30"
 PERIODS = ("month", "quarter", "year")
 _FIELDS = {
     "v",
@@ -117,6 +123,22 @@ def _names(
     return tuple(value)
 
 
+def _check_date_range(dates: tuple[str, ...], time: datetime) -> None:
+    """Every date within ``EARLIEST_DATE`` .. the query's own (UTC) day (and
+    ``LATEST_DATE``): a snapshot is
+    never in force in the future, and a node turns a date into the end of that day (a
+    date near 9999-12-31 would overflow there, after the budget was spent)."""
+    moment = time.astimezone(UTC) if time.tzinfo is not None else time
+    latest = moment.date().isoformat()
+    for day in dates:
+        if day < EARLIEST_DATE:
+            raise _fail("dates", f"on or after {EARLIEST_DATE}, not {day!r}")
+        if day > latest:
+            raise _fail("dates", f"on or before the query's time ({latest}), not {day!r}")
+        if day > LATEST_DATE:  # only reached by a query timed in the year 9999
+            raise _fail("dates", f"on or before {LATEST_DATE}, not {day!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class CohortQuery:
     """What a regulator asks of every node of one department in the chains it names.
@@ -182,6 +204,7 @@ class CohortQuery:
         measures = _names(doc, "measures", _MEASURE, MAX_MEASURES, "measures")
         if not measures:
             raise _fail("measures", "a non-empty list (count, sum:<column>, ...)")
+        time = parse_time(doc["time"], "cohort query field 'time'")
         dates = _names(doc, "dates", _DATE, MAX_DATES, "ISO dates")
         for day in dates:
             try:
@@ -190,6 +213,7 @@ class CohortQuery:
                 raise _fail("dates", f"ISO dates that exist, not {day!r}") from None
         if list(dates) != sorted(dates):
             raise _fail("dates", "sorted (oldest first)")
+        _check_date_range(dates, time)
         raw_epsilon = doc["epsilon"]
         if not isinstance(raw_epsilon, str) or not _EPSILON.fullmatch(raw_epsilon):
             raise _fail("epsilon", 'a decimal string such as "1" or "0.25"')
@@ -220,7 +244,7 @@ class CohortQuery:
             catalogue_digest=_text(doc, "catalogue_digest", _SHA256, "64 lowercase hex digits"),
             request_id=_text(doc, "request_id", _HEX32, "32 lowercase hex digits"),
             regulator=_text(doc, "regulator", _ID, "a participant id"),
-            time=parse_time(doc["time"], "cohort query field 'time'"),
+            time=time,
         )
 
     def _fill(self, **values: Any) -> CohortQuery:

@@ -4,9 +4,14 @@ Per snapshot and release (the count, each summed column, each distribution) the 
 takes the marginal of its cube over the query's cells and adds OpenDP discrete Laplace
 noise of scale Δ/ε_r to every cell, so this node's answer alone is ε-DP whatever the
 coordinator does with it. A cell whose *noisy* count is below the threshold is released
-as count 0, withheld 1 and zeros: the decision reads only noisy values, so it spends no
-extra ε. Cells of another chain (when the query groups by chain) and dates this node
-has no snapshot for are withheld too; both facts are public.
+as count 0, withheld 1 and zeros. Each level of a distribution is a smaller cell (the
+cell's enterprises at that level), so it is held to the same threshold: a level whose
+*noisy* count is below it is released as 0 with its own withheld flag 1 (otherwise a
+level held by one enterprise would go out as 1 ± noise, and a query grouped by nothing
+would release ``distribution:region`` with no threshold at all). Every decision reads
+only noisy values, so it spends no extra ε. Cells of another chain (when the query
+groups by chain) and dates this node has no snapshot for are withheld too; both facts
+are public.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 from creditshare.errors import InvalidInputError
 from creditshare.statistics._catalogue import CHAIN_LEVELS, Catalogue
 from creditshare.statistics._cube import Cube, Int64Array
-from creditshare.statistics._layout import MAX_NODE_RECORDS, value_limit
+from creditshare.statistics._layout import MAX_NODE_RECORDS, value_limit, withheld_cell
 from creditshare.statistics._noise import noise_scales, noisy
 from creditshare.statistics._query import CohortQuery
 
@@ -71,13 +76,9 @@ def _snapshot(
 ) -> list[int]:
     sizes = [len(catalogue.dimension(name).levels) for name in query.group_by]
     cells = int(np.prod(sizes)) if sizes else 1
-    per_cell = (
-        2
-        + len(query.summed_columns)
-        + sum(len(catalogue.dimension(d).levels) for d in query.distributions)
-    )
+    withheld = withheld_cell(query, catalogue)
     if cube is None:
-        return [0, 1, *([0] * (per_cell - 2))] * cells
+        return withheld * cells
     full = _with_chain(cube.counts, catalogue, chain)
     counts = _clamp(noisy(_marginal(full, catalogue, query.group_by), scales["count"]), limit)
     sums = []
@@ -99,12 +100,15 @@ def _snapshot(
     out: list[int] = []
     for c in range(cells):
         if c in foreign or counts[c] < threshold:
-            out.extend([0, 1, *([0] * (per_cell - 2))])
+            out.extend(withheld)
             continue
         out.extend((counts[c], 0))
         out.extend(values[c] for values in sums)
         for levels, values in distributions:
-            out.extend(values[c * levels : (c + 1) * levels])
+            for value in values[c * levels : (c + 1) * levels]:
+                # A level is a cell of its own (the enterprises of this cell at that
+                # level): held to the same threshold, decided from its noisy count only.
+                out.extend((0, 1) if value < threshold else (value, 0))
     return out
 
 

@@ -6,8 +6,10 @@ number of answers that will be added (its slots' headroom). It answers exactly
 ``expected`` fixed-width ciphertexts under that key, or refuses. The coordinator checks
 the count and every ciphertext (range, no factor shared with the modulus) before it
 multiplies anything, and names every node that did not count: ``refused`` when it said
-the regulator's privacy budget would be exceeded (nothing was spent there), ``failed``
-for anything else (down, slow, another refusal, an answer that did not check).
+the regulator's privacy budget would be exceeded (nothing was spent there: its
+RESOURCE_EXHAUSTED carries ``creditshare-refusal: privacy-budget`` trailing metadata),
+``failed`` for anything else (down, slow, busy, another refusal, an answer that did not
+check).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from creditshare.coordinator.relay import QueryBroker, call_failure
 from creditshare.crypto import Ciphertext, PublicKey
 from creditshare.errors import InvalidInputError, LedgerError
 from creditshare.ledger import Receipt
-from creditshare.proto import node_pb2, statistics_pb2
+from creditshare.proto import is_privacy_budget_refusal, node_pb2, statistics_pb2
 
 if TYPE_CHECKING:
     from creditshare.coordinator._metrics import CoordinatorMetrics
@@ -57,10 +59,15 @@ class CohortResult:
         return [o for o in self.outcomes if o.status == status]
 
 
-def is_budget_refusal(kind: str, details: str) -> bool:
-    """Whether a node's refusal is its privacy budget (RESOURCE_EXHAUSTED saying so), as
-    opposed to a node too busy to answer now, which shares the status code."""
-    return kind == "resource_exhausted" and "budget" in details.lower()
+def is_budget_refusal(exc: grpc.aio.AioRpcError | LedgerError) -> bool:
+    """Whether a node refused for the regulator's privacy budget: RESOURCE_EXHAUSTED with
+    the refusal's trailing metadata (``proto.privacy_budget_metadata``). The same code
+    without it is a node too busy to answer now; the words are never read."""
+    return (
+        isinstance(exc, grpc.aio.AioRpcError)
+        and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and is_privacy_budget_refusal(exc.trailing_metadata())
+    )
 
 
 def check_answer(
@@ -127,8 +134,8 @@ async def cohort_fan_out(
             reply = await broker.call_with_receipt(node.id, receipt, cohort, seconds)
         except (grpc.aio.AioRpcError, LedgerError) as exc:
             failure = call_failure(exc)
-            if is_budget_refusal(failure.kind, failure.details):
-                return CohortOutcome(node, "refused", failure.details[:300], failure.kind)
+            if is_budget_refusal(exc):
+                return CohortOutcome(node, "refused", failure.details[:300], "privacy_budget")
             return CohortOutcome(node, "failed", failure.reason[:300], failure.kind)
         try:
             return await asyncio.to_thread(check_answer, node, reply, key, expected)
@@ -144,7 +151,7 @@ async def cohort_fan_out(
     )
     if metrics is not None:
         for outcome in outcomes:
-            if outcome.status == "failed":
+            if outcome.status != "ok":  # a refused node is left out too (privacy_budget)
                 metrics.node_failed(outcome.node.id, outcome.kind)
     sums = await asyncio.to_thread(_sums, answers)
     log.info(

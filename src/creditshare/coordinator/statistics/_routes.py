@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from creditshare.coordinator._db import Participant
 from creditshare.coordinator._deps import ServicesDep, require_roles
+from creditshare.coordinator._metrics import CoordinatorMetrics, statistics_outcome
 from creditshare.coordinator._participants import Role
+from creditshare.coordinator._problems import status_of
 from creditshare.coordinator.statistics._bodies import (
     BudgetOut,
     CatalogueOut,
@@ -23,6 +26,7 @@ from creditshare.coordinator.statistics._service import (
     department_nodes,
     run_cohort_query,
 )
+from creditshare.errors import CreditShareError
 
 __all__ = ["router"]
 
@@ -56,13 +60,24 @@ async def statistics_catalogue(
 
 @router.post("/v1/statistics", response_model=StatisticsOut)
 async def cohort_statistics(
-    body: StatisticsIn, caller: Regulator, services: ServicesDep
+    body: StatisticsIn, caller: Regulator, services: ServicesDep, request: Request
 ) -> StatisticsOut:
     """Record the signed cohort query, ask every node of its department in its chains,
     and answer the sums of their encrypted, noisy parts (only the regulator's key opens
     them). Nodes that refused for budget or failed are named and left out; every node
     refusing for budget is a 403 (after a ``refusal`` record)."""
-    return await run_cohort_query(services, caller, body)
+    metrics: CoordinatorMetrics = request.app.state.metrics
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        out = await run_cohort_query(services, caller, body)
+        outcome = "answered" if out.additions == len(out.nodes) else "partial"
+        return out
+    except CreditShareError as exc:
+        outcome = statistics_outcome(exc, status_of(exc))
+        raise
+    finally:
+        metrics.observe_statistics(outcome, time.perf_counter() - started)
 
 
 @router.get("/v1/statistics/budget", response_model=BudgetOut)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,7 +26,8 @@ from creditshare.coordinator.statistics._bodies import (
     StatisticsIn,
     StatisticsOut,
 )
-from creditshare.coordinator.statistics._fan_out import CohortResult, cohort_fan_out
+from creditshare.coordinator.statistics._fan_out import cohort_fan_out
+from creditshare.coordinator.statistics._refusals import parse_refusal_reason, refusal_reason
 from creditshare.crypto import PublicKey
 from creditshare.errors import (
     ConflictError,
@@ -36,15 +38,14 @@ from creditshare.errors import (
     PrivacyBudgetExceededError,
 )
 from creditshare.identity import Chain
-from creditshare.ledger import MAX_REASON, QueryRecord, parse_record
-from creditshare.signed import SignedCohortQuery
+from creditshare.ledger import QueryRecord, parse_record
+from creditshare.signed import RECORD_TIME_WINDOW, SignedCohortQuery
 from creditshare.statistics import CohortQuery, Layout, period_of
 
 if TYPE_CHECKING:
     from creditshare.coordinator._services import Services
 
 __all__ = [
-    "ALL_REFUSED",
     "PURPOSE",
     "budget",
     "department_nodes",
@@ -54,8 +55,6 @@ __all__ = [
 
 #: The purpose of statistics records and their refusals.
 PURPOSE = "statistics"
-#: How a refusal record says that every node asked refused (``budget`` reads it back).
-ALL_REFUSED = "privacy budget exhausted at every node asked"
 Period = Literal["month", "quarter", "year"]
 
 
@@ -106,13 +105,13 @@ def _checked(services: Services, caller: Participant, body: StatisticsIn) -> _Ch
 
 
 def _record(
-    services: Services, caller: Participant, checked: _Checked, **fields: Any
+    services: Services, caller: Participant, checked: _Checked, at: datetime, **fields: Any
 ) -> QueryRecord:
     query = checked.query
     base: dict[str, Any] = {
         "kind": "statistics",
         "query_id": query.request_id,
-        "time": services.clock(),
+        "time": at,
         "uscc": "",
         "requester": caller.id,
         "requester_role": caller.role,
@@ -145,15 +144,20 @@ def _check_new(services: Services, caller: Participant, request_id: str) -> None
             ).at("request_id")
 
 
-def _refusal_reason(result: CohortResult, asked: int) -> str:
-    refused = result.of("refused")
-    names = ", ".join(o.node.id for o in refused)
-    first = refused[0].reason
-    if len(refused) == asked:
-        reason = f"{ALL_REFUSED} ({names}): {first}"
-    else:
-        reason = f"privacy budget exhausted at {len(refused)} of {asked} nodes asked ({names})"
-    return reason[:MAX_REASON]
+def _record_time(services: Services, query: CohortQuery) -> datetime:
+    """The time the statistics record will carry, or 422 when every node would refuse the
+    record for it: nodes want it within ``RECORD_TIME_WINDOW`` of the signed time, a
+    narrower window than the coordinator's ``request_max_skew_seconds``. Checked just
+    before appending, on the very time appended, so nothing is recorded or spent."""
+    at = services.clock()
+    if abs(at - query.time) > RECORD_TIME_WINDOW:
+        limit = RECORD_TIME_WINDOW.total_seconds()
+        raise InvalidInputError(
+            f"time {query.time.isoformat()} is {abs(at - query.time).total_seconds():.0f} s "
+            f"from the coordinator's clock when recording; the data nodes accept at most "
+            f"{limit:.0f} s: sign the query again when you send it"
+        ).at("time")
+    return at
 
 
 async def run_cohort_query(
@@ -173,7 +177,7 @@ async def run_cohort_query(
     query.check_against(department.catalogue)
     layout = await asyncio.to_thread(Layout.for_query, query, department.catalogue, key, len(nodes))
     credentials = await asyncio.to_thread(services.credentials.for_nodes, caller.id)
-    record = _record(services, caller, checked)
+    record = _record(services, caller, checked, _record_time(services, query))
     subject = subject_of(caller.id)
     receipt = await services.ledger.append_async(record.to_bytes(), subject)
     result = await cohort_fan_out(
@@ -190,12 +194,19 @@ async def run_cohort_query(
     )
     for failed in result.of("failed"):
         services.statistics.forget(failed.node.id)  # its catalogue may have moved
-    if result.of("refused"):
-        reason = _refusal_reason(result, len(nodes))
-        refusal = _record(services, caller, checked, kind="refusal", reason=reason)
+    refused = result.of("refused")
+    if refused:
+        names = [o.node.id for o in refused]
+        reason = refusal_reason(names, len(nodes), refused[0].reason)
+        refusal = _record(
+            services, caller, checked, services.clock(), kind="refusal", reason=reason
+        )
         await services.ledger.append_async(refusal.to_bytes(), subject)
-        if len(result.of("refused")) == len(nodes):
-            raise PrivacyBudgetExceededError(reason)
+        if len(refused) == len(nodes):
+            raise PrivacyBudgetExceededError(
+                f"privacy budget exhausted at every node asked ({', '.join(names)}): "
+                f"{refused[0].reason}"
+            )
     if not result.of("ok"):
         raise NoNodeAnsweredError(
             [{"node": o.node.id, "reason": o.reason} for o in result.outcomes]
@@ -225,8 +236,10 @@ def budget(services: Services, caller: Participant, period: Period) -> BudgetOut
                 query = CohortQuery.from_document(record.request.get("document"))
                 epsilon = Decimal(query.epsilon_text)
                 asked[record.query_id] = (period_of(record.time, period), epsilon)
-            elif record.kind == "refusal" and record.reason.startswith(ALL_REFUSED):
-                refused_by_all.add(record.query_id)
+            elif record.kind == "refusal" and record.purpose == PURPOSE:
+                counts = parse_refusal_reason(record.reason)
+                if counts is not None and counts.by_every_node:
+                    refused_by_all.add(record.query_id)
         except InvalidInputError:  # a record this release cannot read: not a query of ours
             continue
     # Decimal: the documents write ε with at most three decimals, and sums stay exact.
