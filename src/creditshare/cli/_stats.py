@@ -223,7 +223,8 @@ def print_cohort(answer: CohortAnswer) -> None:
         empty="no cells",
         title=f"{q.department}: {', '.join(q.chains)}",
     )
-    cells = {(r["date"], *(r[d] for d in dimensions)): r for r in rows}
+    # A cell's own status is its count's (a distribution level may be held on its own).
+    cells = {(r["date"], *(r[d] for d in dimensions)): r for r in rows if r["measure"] == "count"}
     suppressed = sum(1 for r in cells.values() if r["suppressed"] and not r["not_asked"])
     not_asked = sum(1 for r in cells.values() if r["not_asked"])
     each = "at the 1 node" if answer.additions == 1 else f"at each of {answer.additions} nodes"
@@ -232,21 +233,25 @@ def print_cohort(answer: CohortAnswer) -> None:
         f"suppressed: {_cells(suppressed)}"
         + (f"; not asked (a chain outside the query): {_cells(not_asked)}" if not_asked else ""),
         markup=False,
+        soft_wrap=True,
     )
-    if suppressed:
+    if any(r["suppressed"] and not r["not_asked"] for r in rows):
         console.print(
-            "suppressed: no figure was released for the cell. A node withholds its part when "
-            f"its noisy count is below the minimum ({q.min_cell}, or the node's own if "
-            "larger) or when it has no snapshot in force at that date; the answer counts "
-            "the nodes that withheld (the last column) but cannot tell these two causes "
-            f"apart. A cell is also suppressed when the released parts total below {q.min_cell}.",
+            "suppressed: no figure was released. A node withholds its part of a cell (or of a "
+            f"distribution level) when its noisy count is below the minimum ({q.min_cell}, or "
+            "the node's own if larger) or when it has no snapshot in force at that date; the "
+            "answer counts the nodes that withheld (the last column) but cannot tell these "
+            "two causes apart. A figure is also suppressed when the released parts total "
+            f"below {q.min_cell}.",
             markup=False,
+            soft_wrap=True,
         )
     for day in _empty_dates(list(cells.values()), answering if by_chain else None, answer):
         console.print(
             f"{day}: every answering node withheld every cell while other dates have figures; "
             "most likely no node had a snapshot in force then (a date before its first import)",
             markup=False,
+            soft_wrap=True,
         )
     for node in answer.left_out:
         console.print(
