@@ -219,8 +219,9 @@ class CohortStatisticsService(statistics_pb2_grpc.CohortStatisticsServicer):
         for day, cube in zip(query.dates or ("latest",), cubes, strict=True):
             if cube is not None and cube.records > MAX_NODE_RECORDS:
                 raise StatisticsUnavailableError(
-                    f"this node's snapshot in force at {day} holds {cube.records} records, "
-                    f"over the {MAX_NODE_RECORDS} a statistics answer can hold: the "
+                    # Not the exact count: it would leave the node without noise.
+                    f"this node's snapshot in force at {day} holds more than the "
+                    f"{MAX_NODE_RECORDS} records a statistics answer can hold: the "
                     "department's records must be split over more nodes"
                 )
         return cubes

@@ -9,11 +9,13 @@ looked at: nodes parse it from ledger leaves the coordinator wrote.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from creditshare.errors import InvalidInputError
 from creditshare.signed._statements import _Signed
-from creditshare.statistics import CohortQuery
+
+if TYPE_CHECKING:
+    from creditshare.statistics import CohortQuery
 
 __all__ = ["SignedCohortQuery"]
 
@@ -27,6 +29,10 @@ class SignedCohortQuery(_Signed):
 
     @classmethod
     def checked(cls, body: Any) -> dict[str, Any]:
+        # Imported here, not at the top: the statistics room brings numpy and OpenDP, and
+        # every party that signs or checks a credit query imports this package.
+        from creditshare.statistics import CohortQuery
+
         document = CohortQuery.from_document(body).document()
         if document != body:
             raise InvalidInputError(
@@ -36,6 +42,8 @@ class SignedCohortQuery(_Signed):
 
     @property
     def query(self) -> CohortQuery:
+        from creditshare.statistics import CohortQuery
+
         return CohortQuery.from_document(self.document)
 
     @property

@@ -131,7 +131,9 @@ def _check_new(services: Services, caller: Participant, request_id: str) -> None
     (a client retrying after a lost answer) would otherwise be answered, and spend the
     regulator's budget on every node, twice. The regulator's own records only, which it
     makes a few of a day; two replicas handed the same request at the same moment can
-    still both record it (nodes spend per record, so that costs budget, not privacy)."""
+    still both record it (a node answers one query id once, so the second record is
+    refused at every node and spends nothing there; the budget route, which reads the
+    ledger, counts its ε)."""
     for leaf in services.ledger.entries_for(subject_of(caller.id)):
         try:
             record = parse_record(leaf.data)
