@@ -38,6 +38,7 @@ from .._pki import make_credential
 REGULATOR = "pboc-sh"
 CHAINS = ("bth", "prd", "yrd")
 BUDGET_WORDS = "privacy budget for regulator pboc-sh in 2026-12 would be exceeded: spent 9.5 of 10"
+POLICY_WORDS = "the statistics query asks for epsilon 5; this node answers at most 2 per query"
 
 
 @dataclass
@@ -83,6 +84,8 @@ class FakeStatisticsNode(statistics_pb2_grpc.CohortStatisticsServicer):
         if self.mode == "refuse_budget_tersely":  # the metadata decides, not the words
             context.set_trailing_metadata(privacy_budget_metadata())
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "no")
+        if self.mode == "refuse_policy":  # as a node refuses an ε over its per-query cap
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, POLICY_WORDS)
         if self.mode == "busy":
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the node is full; try later")
         if self.mode == "busy_saying_budget":  # the words of a refusal, not its metadata
@@ -335,6 +338,38 @@ def test_every_node_refusing_for_budget_is_a_403_after_the_refusal_record(setup:
     budget = setup.client.get("/v1/statistics/budget", headers=setup.headers).json()
     month = query.time.strftime("%Y-%m")
     assert budget["periods"] == [{"period": month, "queries": 1, "epsilon": 0.0, "refused": 1}]
+
+
+def test_every_node_refusing_by_its_rules_is_a_403_recorded_and_spends_nothing(
+    setup: Setup,
+) -> None:
+    """Not a 503 "no node answered": the nodes are up and said no (an ε over their cap);
+    the refusal is recorded and the budget read-out counts nothing spent."""
+    for node in setup.nodes.values():
+        node.mode = "refuse_policy"
+    query = _query(setup)
+    before = _ledger_size(setup)
+    answer = _post(setup, query)
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["title"] == "Forbidden"
+    detail = answer.json()["detail"]
+    assert "every node asked refused the query" in detail and POLICY_WORDS in detail
+    assert _ledger_size(setup) == before + 2
+    refusal = parse_record(setup.services.ledger.receipt(before + 1).data)
+    assert refusal.kind == "refusal" and refusal.reason.startswith("refused: 3 of 3 nodes")
+    budget = setup.client.get("/v1/statistics/budget", headers=setup.headers).json()
+    month = query.time.strftime("%Y-%m")
+    assert budget["periods"] == [{"period": month, "queries": 1, "epsilon": 0.0, "refused": 1}]
+
+
+def test_a_budget_refusal_beside_policy_refusals_is_the_budgets_403(setup: Setup) -> None:
+    modes = iter(["refuse_policy", "refuse_budget", "refuse_policy"])
+    for node in setup.nodes.values():
+        node.mode = next(modes)
+    answer = _post(setup, _query(setup))
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["title"] == "Privacy budget exhausted"
+    assert BUDGET_WORDS in answer.json()["detail"]  # the words saying what is left
 
 
 @pytest.mark.parametrize("mode", ["busy", "busy_saying_budget"])

@@ -100,6 +100,12 @@ def test_the_refusal_reason_has_one_form_read_back_in_one_place() -> None:
     assert some == BudgetRefusal(1, 3) and not some.by_every_node
 
 
+def test_a_refusal_by_the_nodes_rules_has_its_own_prefix_and_the_same_counts() -> None:
+    reason = refusal_reason(["bth-tax", "prd-tax"], 2, "epsilon over the cap", budget=False)
+    assert reason == "refused: 2 of 2 nodes asked refused (bth-tax, prd-tax): epsilon over the cap"
+    assert parse_refusal_reason(reason) == BudgetRefusal(2, 2)
+
+
 def test_the_counts_survive_truncation_to_the_records_limit() -> None:
     many = [f"node-{i:03d}-of-a-department-with-long-names" for i in range(64)]
     reason = refusal_reason(many, 64, WORDS)

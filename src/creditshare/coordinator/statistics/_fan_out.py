@@ -5,11 +5,12 @@ relay every query uses), the regulator's credentials and registered key, and the
 number of answers that will be added (its slots' headroom). It answers exactly
 ``expected`` fixed-width ciphertexts under that key, or refuses. The coordinator checks
 the count and every ciphertext (range, no factor shared with the modulus) before it
-multiplies anything, and names every node that did not count: ``refused`` when it said
-the regulator's privacy budget would be exceeded (nothing was spent there: its
-RESOURCE_EXHAUSTED carries ``creditshare-refusal: privacy-budget`` trailing metadata),
-``failed`` for anything else (down, slow, busy, another refusal, an answer that did not
-check).
+multiplies anything, and names every node that did not count: ``refused`` when it
+refused the query itself, spending nothing — the regulator's privacy budget (its
+RESOURCE_EXHAUSTED carries ``creditshare-refusal: privacy-budget`` trailing metadata;
+kind ``privacy_budget``) or its own rules (PERMISSION_DENIED or INVALID_ARGUMENT: an ε
+over its per-query cap, a regulator it does not serve; kind ``policy``) — and ``failed``
+for anything else (down, slow, busy, its own state, an answer that did not check).
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ if TYPE_CHECKING:
     from creditshare.coordinator._metrics import CoordinatorMetrics
     from creditshare.proto.creditshare.v1.statistics_pb2_grpc import CohortStatisticsAsyncStub
 
-__all__ = ["CohortOutcome", "CohortResult", "check_answer", "cohort_fan_out", "is_budget_refusal"]
+__all__ = [
+    "CohortOutcome",
+    "CohortResult",
+    "check_answer",
+    "cohort_fan_out",
+    "is_budget_refusal",
+    "is_policy_refusal",
+]
 
 log = logging.getLogger("creditshare.coordinator")
 
@@ -45,7 +53,8 @@ class CohortOutcome:
     node: NodeEntry
     status: Status
     reason: str = ""
-    #: The failure's class for metrics (``call_failure`` kinds, ``invalid_answer``).
+    #: The failure's class for metrics (``call_failure`` kinds, ``invalid_answer``,
+    #: ``privacy_budget``, ``policy``).
     kind: str = ""
 
 
@@ -67,6 +76,17 @@ def is_budget_refusal(exc: grpc.aio.AioRpcError | LedgerError) -> bool:
         isinstance(exc, grpc.aio.AioRpcError)
         and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         and is_privacy_budget_refusal(exc.trailing_metadata())
+    )
+
+
+def is_policy_refusal(exc: grpc.aio.AioRpcError | LedgerError) -> bool:
+    """Whether a node refused the query by its own rules (it spent nothing): the codes a
+    node answers for a request it will not serve, as opposed to one it could not serve now
+    (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED without the budget's metadata,
+    FAILED_PRECONDITION for its own state)."""
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.INVALID_ARGUMENT,
     )
 
 
@@ -136,6 +156,8 @@ async def cohort_fan_out(
             failure = call_failure(exc)
             if is_budget_refusal(exc):
                 return CohortOutcome(node, "refused", failure.details[:300], "privacy_budget")
+            if is_policy_refusal(exc):
+                return CohortOutcome(node, "refused", failure.details[:300], "policy")
             return CohortOutcome(node, "failed", failure.reason[:300], failure.kind)
         try:
             return await asyncio.to_thread(check_answer, node, reply, key, expected)

@@ -64,8 +64,8 @@ async def cohort_statistics(
 ) -> StatisticsOut:
     """Record the signed cohort query, ask every node of its department in its chains,
     and answer the sums of their encrypted, noisy parts (only the regulator's key opens
-    them). Nodes that refused for budget or failed are named and left out; every node
-    refusing for budget is a 403 (after a ``refusal`` record)."""
+    them). Nodes that refused (budget or their own rules) or failed are named and left
+    out; every node refusing is a 403 (after a ``refusal`` record)."""
     metrics: CoordinatorMetrics = request.app.state.metrics
     started = time.perf_counter()
     outcome = "error"

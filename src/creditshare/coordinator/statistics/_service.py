@@ -198,16 +198,24 @@ async def run_cohort_query(
         services.statistics.forget(failed.node.id)  # its catalogue may have moved
     refused = result.of("refused")
     if refused:
+        # Budget refusals first: their words say what is left and when it renews.
+        refused.sort(key=lambda o: o.kind != "privacy_budget")
         names = [o.node.id for o in refused]
-        reason = refusal_reason(names, len(nodes), refused[0].reason)
+        budget = refused[0].kind == "privacy_budget"
+        reason = refusal_reason(names, len(nodes), refused[0].reason, budget=budget)
         refusal = _record(
             services, caller, checked, services.clock(), kind="refusal", reason=reason
         )
         await services.ledger.append_async(refusal.to_bytes(), subject)
-        if len(refused) == len(nodes):
+        if len(refused) == len(nodes) and budget:
             raise PrivacyBudgetExceededError(
                 f"privacy budget exhausted at every node asked ({', '.join(names)}): "
                 f"{refused[0].reason}"
+            )
+        if len(refused) == len(nodes):  # a policy refusal: not an outage, say why
+            raise PermissionDeniedError(
+                f"every node asked refused the query ({', '.join(names)}; recorded, "
+                f"nothing spent): {refused[0].reason}"
             )
     if not result.of("ok"):
         raise NoNodeAnsweredError(
