@@ -34,7 +34,6 @@ from creditshare.ledger import (
     Receipt,
     SignedTreeHead,
     StoredLeaf,
-    entry_document,
     parse_record,
     proof_document,
 )
@@ -47,12 +46,6 @@ router = APIRouter(tags=["ledger"])
 def head_out(head: SignedTreeHead) -> TreeHeadOut:
     """The ledger's JSON form of a head (``SignedTreeHead.to_dict``), as a response model."""
     return TreeHeadOut.model_validate(head.to_dict())
-
-
-def entry_out(receipt: Receipt) -> LedgerEntryOut:
-    """The ledger's JSON form of an entry (``entry_document``; the client parses it back
-    with ``parse_entry``), as a response model."""
-    return LedgerEntryOut.model_validate(entry_document(receipt))
 
 
 def _latest(services: Services) -> SignedTreeHead:
@@ -158,7 +151,7 @@ async def ledger_entry(
     leaf = StoredLeaf(receipt.index, receipt.data, receipt.leaf_hash, "")
     if not _may_see(caller, leaf):
         raise PermissionDeniedError("this entry concerns another enterprise and requester")
-    return entry_out(receipt)
+    return LedgerEntryOut.of(receipt)
 
 
 @router.get("/v1/enterprises/{uscc}/queries", response_model=list[LedgerEntryOut])
@@ -175,4 +168,4 @@ async def enterprise_queries(
         head = services.ledger.latest_head()
         return [services.ledger.receipt(leaf.index, head) for leaf in leaves]
 
-    return [entry_out(r) for r in await asyncio.to_thread(load)]
+    return [LedgerEntryOut.of(r) for r in await asyncio.to_thread(load)]

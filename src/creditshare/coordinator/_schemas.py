@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from creditshare.consent import MAX_INDICATOR_NAME, MAX_INDICATORS, Purpose
 from creditshare.coordinator._settings import ScoreScale
 from creditshare.identity import Chain
+from creditshare.ledger import Receipt, entry_document
 
 __all__ = [
     "CONSENT_ID_PATTERN",
@@ -456,6 +457,13 @@ class LedgerEntryOut(BaseModel):
     leaf_data: str
     inclusion_proof: list[str]
     tree_head: TreeHeadOut
+
+    @classmethod
+    def of(cls, receipt: Receipt) -> LedgerEntryOut:
+        """The ledger's JSON form of an entry (``entry_document``; the client parses it
+        back with ``parse_entry``), as a response model: every route answering a receipt
+        (the ledger's, a cohort query's) uses this one form."""
+        return cls.model_validate(entry_document(receipt))
 
 
 class LogKeyOut(BaseModel):

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from creditshare.coordinator._db import Participant
-from creditshare.coordinator._routes_ledger import entry_out
+from creditshare.coordinator._schemas import LedgerEntryOut
 from creditshare.coordinator._settings import NodeEntry
 from creditshare.coordinator.statistics._bodies import (
     BudgetOut,
@@ -224,7 +224,7 @@ async def run_cohort_query(
     return StatisticsOut(
         query_id=query.request_id,
         ledger_index=receipt.index,
-        receipt=entry_out(receipt),
+        receipt=LedgerEntryOut.of(receipt),
         additions=len(result.of("ok")),
         ciphertexts=[c.to_text() for c in result.sums],
         nodes=[
